@@ -1,0 +1,21 @@
+//! CloudEvents 1.0 (spec 1.0.2): the event model, the JSON event format with its batch
+//! format, and the HTTP protocol binding, as pure functions over bytes and headers.
+//!
+//! **API Boundary:** this crate does no IO. Everything that decodes bytes from outside
+//! validates the result with [`CloudEvent::validate`], so a [`CloudEvent`] obtained from
+//! [`CloudEvent::from_json_slice`], [`parse_batch`] or [`http::decode`] follows every
+//! attribute rule of the spec. Events built by hand are checked only when `validate` is
+//! called; the encoders assume they were.
+
+mod error;
+mod event;
+pub mod http;
+mod json;
+mod validate;
+
+pub use error::{Error, Result};
+pub use event::{CloudEvent, Data, ExtensionValue, PARTITION_KEY, SPEC_VERSION};
+pub use json::{batch_to_json_vec, parse_batch};
+
+#[cfg(test)]
+mod tests;

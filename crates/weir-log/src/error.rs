@@ -1,0 +1,126 @@
+//! The one error type of weir-log, and a helper to give IO errors their context.
+
+use std::{io, path::PathBuf};
+
+/// Everything that can go wrong in the log. Messages are lower case and say what to do next.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "topic \"{topic}\" does not exist; create it with PUT /v1/topics/{topic} or declare it in weir.toml"
+    )]
+    UnknownTopic { topic: String },
+
+    #[error(
+        "topic \"{topic}\" has {partitions} partition(s), so partition {partition} does not exist; use a partition below {partitions}"
+    )]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    #[error(
+        "invalid topic name \"{name}\": {reason}; use 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-', other than \".\" and \"..\""
+    )]
+    InvalidTopicName { name: String, reason: &'static str },
+
+    #[error(
+        "invalid consumer group name \"{name}\": {reason}; use 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-', other than \".\" and \"..\""
+    )]
+    InvalidGroupName { name: String, reason: &'static str },
+
+    #[error("topic \"{topic}\" cannot have {partitions} partitions; use 1 to {max}")]
+    InvalidPartitionCount {
+        topic: String,
+        partitions: u32,
+        max: u32,
+    },
+
+    #[error(
+        "topic \"{topic}\" already exists with {existing} partition(s), not {requested}; use {existing} or pick another topic name"
+    )]
+    TopicExists {
+        topic: String,
+        existing: u32,
+        requested: u32,
+    },
+
+    /// `index` is the record's position in the slice given to the append call.
+    #[error(
+        "record {index} for topic \"{topic}\" has {size} bytes of key and value, over the limit of {max}; make it smaller or raise max_record_bytes"
+    )]
+    RecordTooLarge {
+        topic: String,
+        index: usize,
+        size: usize,
+        max: usize,
+    },
+
+    #[error(
+        "a batch of {records} record(s) for partition {partition} of topic \"{topic}\" takes {size} bytes, over the limit of {max}; append fewer records per call or raise max_batch_bytes"
+    )]
+    BatchTooLarge {
+        topic: String,
+        partition: u32,
+        records: usize,
+        size: usize,
+        max: usize,
+    },
+
+    #[error(
+        "offset {offset} is past the end ({end_offset}) of partition {partition} of topic \"{topic}\"; commit only offsets of records that exist"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        end_offset: u64,
+    },
+
+    #[error(
+        "partition {partition} of topic \"{topic}\" refuses writes after a disk error; fix the disk, then restart the node"
+    )]
+    Poisoned { topic: String, partition: u32 },
+
+    #[error(
+        "{what} is corrupt ({reason}); check the disk and restore the data directory from a backup"
+    )]
+    Corrupt { what: String, reason: String },
+
+    #[error("data directory {} is in use by another process; stop that process or use another directory", dir.display())]
+    Locked { dir: PathBuf },
+
+    #[error(
+        "partition {partition} of topic \"{topic}\" was closed while waiting for offset {offset}; retry after reopening the log"
+    )]
+    Closed {
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Result of the log's operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches a lazily built context to an IO error.
+pub(crate) trait IoContext<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: context(),
+            source,
+        })
+    }
+}

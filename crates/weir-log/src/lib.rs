@@ -1,0 +1,510 @@
+//! weir's embedded durable event log: named topics split into partitions, each an
+//! append-only sequence of records with dense offsets, plus durable consumer-group offsets.
+//!
+//! The log stores opaque bytes (an optional key, a value, a timestamp) and does no network
+//! IO. [`Log::append`] resolves only once its records are fsynced; after a crash every
+//! acknowledged record is there and no record is half there.
+//!
+//! # Data directory
+//!
+//! ```text
+//! <dir>/weir-log.lock                                   held (flock) while a Log is open
+//! <dir>/topics/<topic>/topic.json                       see `topic`
+//! <dir>/topics/<topic>/<partition>/<base offset>.log    see `partition` and `frame`
+//! <dir>/groups/<group>.json                             see `groups`
+//! ```
+//!
+//! # Guarantees
+//!
+//! - The records of one append call that go to one partition are one batch: after a crash
+//!   they are all there or none is. Batches of different partitions are independent.
+//! - An append that fails may still have written batches to other partitions, and one
+//!   whose future is dropped may still complete; callers that retry get at-least-once.
+//! - A failed write or fsync poisons its partition until the process restarts
+//!   ([`Error::Poisoned`]).
+
+mod error;
+mod frame;
+mod fsutil;
+mod groups;
+mod partition;
+mod partitioner;
+mod telemetry;
+mod topic;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    fs::{File, OpenOptions, TryLockError},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tracing::instrument;
+
+use crate::{
+    error::IoContext,
+    frame::LimitError,
+    groups::{Groups, validate_group_name},
+    partition::Partition,
+    topic::{Topic, validate_topic_name},
+};
+pub use crate::{
+    error::{Error, Result},
+    topic::MAX_PARTITIONS,
+};
+
+const LOCK_FILE: &str = "weir-log.lock";
+const TOPICS_DIR: &str = "topics";
+const GROUPS_DIR: &str = "groups";
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Chooses the partition in [`Log::append`]: records with equal keys share one.
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    /// Milliseconds since the Unix epoch; `None` means the time of the append.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Record {
+    /// A record without key, stamped at append time.
+    pub fn new(value: impl Into<Bytes>) -> Record {
+        Record {
+            key: None,
+            value: value.into(),
+            timestamp_ms: None,
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Record {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Record {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+}
+
+/// A record as read back from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+}
+
+/// Where an appended record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RecordPosition {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: u32,
+    /// Per partition, the next offset to be assigned.
+    pub end_offsets: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Largest key plus value of one record. Default 1 MiB.
+    pub max_record_bytes: usize,
+    /// Largest encoded batch (the records of one call for one partition). Default 8 MiB.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions {
+            max_record_bytes: 1 << 20,
+            max_batch_bytes: 8 << 20,
+        }
+    }
+}
+
+/// The log. Cheap to clone; clones share one open data directory.
+///
+/// [`Log::create_topic`] and [`Log::commit_offset`] block on fsync; from async code, call
+/// them through `tokio::task::spawn_blocking`. Reads block only on page-cache reads.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: LogOptions,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation without blocking lookups while files are made.
+    create_lock: Mutex<()>,
+    groups: Groups,
+    /// Holds the flock on `weir-log.lock` for as long as the log is open.
+    _lock: File,
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records of one append call bound for one partition, with their input positions.
+struct PartitionBatch {
+    partition: u32,
+    input_indexes: Vec<usize>,
+    records: Vec<Record>,
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if needed, and recovers every topic in it.
+    /// Fails with [`Error::Locked`] while another `Log` has `dir` open.
+    #[instrument(skip_all, err, fields(dir = %dir.display()))]
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<Log> {
+        std::fs::create_dir_all(dir).context(|| format!("could not create {}", dir.display()))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .context(|| format!("could not open {}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::Io {
+                    context: format!("could not lock {}", lock_path.display()),
+                    source: e,
+                });
+            }
+        }
+
+        let topics_dir = dir.join(TOPICS_DIR);
+        let groups_dir = dir.join(GROUPS_DIR);
+        for sub in [&topics_dir, &groups_dir] {
+            fsutil::create_dir(sub).context(|| format!("could not create {}", sub.display()))?;
+        }
+
+        let mut topics = BTreeMap::new();
+        let entries = std::fs::read_dir(&topics_dir)
+            .context(|| format!("could not list {}", topics_dir.display()))?;
+        for entry in entries {
+            let entry = entry.context(|| format!("could not list {}", topics_dir.display()))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|n| topic::check_name(n).is_ok()) else {
+                telemetry::EntryIgnored {
+                    path: &path,
+                    reason: "not a valid topic name",
+                }
+                .emit();
+                continue;
+            };
+            if !path.is_dir() {
+                continue;
+            }
+            match Topic::recover(&path, name)? {
+                Some(topic) => {
+                    topics.insert(name.to_owned(), Arc::new(topic));
+                }
+                None => telemetry::EntryIgnored {
+                    path: &path,
+                    reason: "topic creation did not finish",
+                }
+                .emit(),
+            }
+        }
+
+        let groups = Groups::load(&groups_dir)?;
+        Ok(Log {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                opts,
+                topics: RwLock::new(topics),
+                create_lock: Mutex::new(()),
+                groups,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Creates a topic. `Ok(true)` if created, `Ok(false)` if it already exists with
+    /// `partitions` partitions, [`Error::TopicExists`] if with another count.
+    #[instrument(skip(self), err)]
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<bool> {
+        validate_topic_name(name)?;
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(Error::InvalidPartitionCount {
+                topic: name.to_owned(),
+                partitions,
+                max: MAX_PARTITIONS,
+            });
+        }
+        let _creating = self
+            .inner
+            .create_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = self.find_topic(name) {
+            let existing = existing.partition_count();
+            if existing == partitions {
+                return Ok(false);
+            }
+            return Err(Error::TopicExists {
+                topic: name.to_owned(),
+                existing,
+                requested: partitions,
+            });
+        }
+        let dir = self.inner.dir.join(TOPICS_DIR).join(name);
+        let topic = Topic::create(&dir, name, partitions)?;
+        self.inner
+            .topics
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), Arc::new(topic));
+        Ok(true)
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicInfo> {
+        self.find_topic(name).map(|t| t.info())
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        let topics = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        topics.values().map(|t| t.info()).collect()
+    }
+
+    /// Appends records to a topic and resolves once they are durable.
+    ///
+    /// A record with a key goes to partition `(murmur2(key) & 0x7fffffff) % partitions`,
+    /// Kafka's default, stable across runs and platforms; records without a key go round
+    /// robin, one record at a time. The records of this call that land in one partition are
+    /// written as one batch and fsynced before this returns. Limits are checked for every
+    /// batch before any is written. Returns positions in input order.
+    #[instrument(skip_all, err, fields(topic = topic, records = records.len()))]
+    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<RecordPosition>> {
+        let topic_ref = self.get_topic(topic)?;
+        let mut by_partition: BTreeMap<u32, PartitionBatch> = BTreeMap::new();
+        for (index, record) in records.into_iter().enumerate() {
+            let partition = topic_ref.choose_partition(record.key.as_deref());
+            let batch = by_partition
+                .entry(partition)
+                .or_insert_with(|| PartitionBatch {
+                    partition,
+                    input_indexes: Vec::new(),
+                    records: Vec::new(),
+                });
+            batch.input_indexes.push(index);
+            batch.records.push(record);
+        }
+        self.append_batches(topic, &topic_ref, by_partition.into_values().collect())
+            .await
+    }
+
+    /// Appends records to one partition of a topic, as one batch; see [`Log::append`].
+    #[instrument(skip_all, err, fields(topic = topic, partition = partition, records = records.len()))]
+    pub async fn append_to(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<Vec<RecordPosition>> {
+        let topic_ref = self.get_topic(topic)?;
+        topic_ref.partition(partition)?;
+        let batch = PartitionBatch {
+            partition,
+            input_indexes: (0..records.len()).collect(),
+            records,
+        };
+        self.append_batches(topic, &topic_ref, vec![batch]).await
+    }
+
+    async fn append_batches(
+        &self,
+        topic_name: &str,
+        topic: &Topic,
+        batches: Vec<PartitionBatch>,
+    ) -> Result<Vec<RecordPosition>> {
+        let batches: Vec<_> = batches
+            .into_iter()
+            .filter(|b| !b.records.is_empty())
+            .collect();
+        let opts = &self.inner.opts;
+        for batch in &batches {
+            frame::check_limits(&batch.records, opts.max_record_bytes, opts.max_batch_bytes)
+                .map_err(|limit| match limit {
+                    LimitError::Record { index, size } => Error::RecordTooLarge {
+                        topic: topic_name.to_owned(),
+                        index: batch.input_indexes[index],
+                        size,
+                        max: opts.max_record_bytes,
+                    },
+                    LimitError::Batch { size } => Error::BatchTooLarge {
+                        topic: topic_name.to_owned(),
+                        partition: batch.partition,
+                        records: batch.records.len(),
+                        size,
+                        max: opts.max_batch_bytes,
+                    },
+                })?;
+        }
+
+        let now_ms = now_ms();
+        let total = batches.iter().map(|b| b.records.len()).sum();
+        // Spawn every partition's write first so their fsyncs overlap.
+        let mut writes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let partition = Arc::clone(topic.partition(batch.partition)?);
+            let write = tokio::task::spawn_blocking(move || {
+                let base_offset = partition.append_batch(&batch.records, now_ms)?;
+                Ok::<_, Error>((batch.partition, batch.input_indexes, base_offset))
+            });
+            writes.push(write);
+        }
+
+        let mut positions = vec![
+            RecordPosition {
+                partition: 0,
+                offset: 0
+            };
+            total
+        ];
+        for write in writes {
+            let (partition, input_indexes, base_offset) =
+                write.await.map_err(|e| Error::Io {
+                    context: format!("an append task for topic \"{topic_name}\" did not finish"),
+                    source: std::io::Error::other(e),
+                })??;
+            for (i, index) in input_indexes.into_iter().enumerate() {
+                positions[index] = RecordPosition {
+                    partition,
+                    offset: base_offset + i as u64,
+                };
+            }
+        }
+        Ok(positions)
+    }
+
+    /// Up to `max_records` records of a partition from `from_offset` on; empty if
+    /// `from_offset` is at or past the end.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+        max_records: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        self.get_partition(topic, partition)?
+            .read(from_offset, max_records)
+    }
+
+    /// The next offset to be assigned in a partition.
+    pub fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(self.get_partition(topic, partition)?.end_offset())
+    }
+
+    /// Resolves once `end_offset(topic, partition) > offset`, that is once the record at
+    /// `offset` can be read.
+    pub async fn wait_for(&self, topic: &str, partition: u32, offset: u64) -> Result<()> {
+        let partition_ref = self.get_partition(topic, partition)?;
+        let mut end = partition_ref.subscribe();
+        end.wait_for(|end| *end > offset)
+            .await
+            .map_err(|_| Error::Closed {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+            })?;
+        Ok(())
+    }
+
+    /// Durably records that `group` has processed `topic`/`partition` up to, not
+    /// including, `next_offset`.
+    #[instrument(skip(self), err)]
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> Result<()> {
+        validate_group_name(group)?;
+        let end_offset = self.get_partition(topic, partition)?.end_offset();
+        if next_offset > end_offset {
+            return Err(Error::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                partition,
+                offset: next_offset,
+                end_offset,
+            });
+        }
+        self.inner
+            .groups
+            .commit(group, topic, partition, next_offset)
+    }
+
+    /// The offset last committed by `group` for a partition, if any.
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>> {
+        validate_group_name(group)?;
+        self.get_partition(topic, partition)?;
+        Ok(self.inner.groups.committed(group, topic, partition))
+    }
+
+    fn find_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        let topics = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        topics.get(name).cloned()
+    }
+
+    fn get_topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.find_topic(name).ok_or_else(|| Error::UnknownTopic {
+            topic: name.to_owned(),
+        })
+    }
+
+    fn get_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        Ok(Arc::clone(self.get_topic(topic)?.partition(partition)?))
+    }
+}
+
+/// Milliseconds since the Unix epoch; 0 for a clock set before it.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests;

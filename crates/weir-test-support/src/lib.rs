@@ -1,0 +1,61 @@
+//! Fixtures shared by weir's tests: the wasm guests built for `wasm32-wasip2`, and the
+//! repository's paths.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/weir-test-support sits two levels below the root")
+        .to_path_buf()
+}
+
+/// Build (if needed) the cargo project at `project` for `wasm32-wasip2` in release mode
+/// and return the path of the component `artifact` (`artifact.wasm`). Cargo makes this a
+/// no-op when nothing changed; a missing target is reported with the command that adds it.
+pub fn build_guest(project: &Path, artifact: &str) -> PathBuf {
+    // One build at a time within a process; cargo's own lock covers other processes.
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(project)
+        // Do not let the outer build's settings (profile, target dir) leak into the guest's.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {}: {e}", project.display()));
+    if !output.status.success() {
+        panic!(
+            "building the wasm guest {} failed (is the target installed? `rustup target add wasm32-wasip2`, or run `cargo xtask test`):\n{}",
+            project.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let wasm = project
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{artifact}.wasm"));
+    assert!(wasm.exists(), "the guest build did not produce {}", wasm.display());
+    wasm
+}
+
+/// A test guest from `guests/` by crate name, e.g. `guest-trap`.
+pub fn test_guest(name: &str) -> PathBuf {
+    build_guest(&repo_root().join("guests"), &name.replace('-', "_"))
+}
+
+/// The example app's directory, `examples/orders`.
+pub fn example_dir() -> PathBuf {
+    repo_root().join("examples/orders")
+}
+
+/// The example app's `enrich-order` function, built.
+pub fn example_function() -> PathBuf {
+    build_guest(&example_dir().join("enrich-order"), "enrich_order")
+}
