@@ -1,1 +1,132 @@
-fn main() {}
+//! weir's automation, as `cargo xtask <command>`:
+//!
+//! - `example`: build the example app's function and run `weir serve` with it.
+//! - `test`: check formatting and lints, build the wasm guests, run every test.
+//! - `build-guests`: build the wasm guests (test guests and the example function).
+//!
+//! Each command installs what it needs (the `wasm32-wasip2` target) so a fresh machine
+//! needs nothing else.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask sits in the repository root")?
+        .to_path_buf();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("example") => example(&root, &args[1..]),
+        Some("test") => test(&root, &args[1..]),
+        Some("build-guests") => build_guests(&root),
+        _ => {
+            eprintln!("usage: cargo xtask <example|test|build-guests> [args]");
+            eprintln!(
+                "  example [serve args]  build the example function and run weir serve with examples/orders/weir.toml"
+            );
+            eprintln!(
+                "  test [nextest args]   fmt check, clippy, build the wasm guests, run all tests"
+            );
+            eprintln!("  build-guests          build the wasm guests for wasm32-wasip2");
+            bail!("unknown or missing command")
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to add the wasm32-wasip2 target")?;
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-wasip2")
+    {
+        run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
+    }
+    Ok(())
+}
+
+fn guest_projects(root: &Path) -> Vec<PathBuf> {
+    vec![
+        root.join("guests"),
+        root.join("examples/orders/enrich-order"),
+    ]
+}
+
+fn build_guests(root: &Path) -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    for project in guest_projects(root) {
+        run(cargo()
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .current_dir(project)
+            .env_remove("CARGO_TARGET_DIR"))?;
+    }
+    Ok(())
+}
+
+fn example(root: &Path, serve_args: &[String]) -> anyhow::Result<()> {
+    build_guests(root)?;
+    let example = root.join("examples/orders");
+    run(cargo()
+        .args([
+            "run",
+            "--package",
+            "weir-cli",
+            "--bin",
+            "weir",
+            "--",
+            "serve",
+        ])
+        .arg("--app")
+        .arg(example.join("weir.toml"))
+        .arg("--data")
+        .arg(example.join("weir-data"))
+        .args(serve_args))
+}
+
+fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    build_guests(root)?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let has_nextest = cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_nextest {
+        run(cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(nextest_args))
+    } else {
+        eprintln!("cargo-nextest is not installed; running cargo test instead");
+        run(cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(nextest_args))
+    }
+}

@@ -65,8 +65,12 @@ impl Event {
             .data
             .as_deref()
             .ok_or_else(|| Error::Fatal(format!("event {} has no data", self.id)))?;
-        serde_json::from_slice(data)
-            .map_err(|e| Error::Fatal(format!("event {} data is not the expected JSON: {e}", self.id)))
+        serde_json::from_slice(data).map_err(|e| {
+            Error::Fatal(format!(
+                "event {} data is not the expected JSON: {e}",
+                self.id
+            ))
+        })
     }
 
     /// Replace the data with `value` serialized as JSON, and set `datacontenttype`.
@@ -86,7 +90,10 @@ impl Event {
 
     /// The value of an extension attribute.
     pub fn extension(&self, name: &str) -> Option<&ExtensionValue> {
-        self.extensions.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.extensions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 
     /// Set (or replace) an extension attribute.
@@ -100,7 +107,10 @@ impl Event {
 impl Output {
     /// Publish `event` to the output topic `target`.
     pub fn to(target: impl Into<String>, event: Event) -> Self {
-        Output { target: target.into(), event }
+        Output {
+            target: target.into(),
+            event,
+        }
     }
 }
 

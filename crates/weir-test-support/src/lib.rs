@@ -41,7 +41,11 @@ pub fn build_guest(project: &Path, artifact: &str) -> PathBuf {
     let wasm = project
         .join("target/wasm32-wasip2/release")
         .join(format!("{artifact}.wasm"));
-    assert!(wasm.exists(), "the guest build did not produce {}", wasm.display());
+    assert!(
+        wasm.exists(),
+        "the guest build did not produce {}",
+        wasm.display()
+    );
     wasm
 }
 
@@ -58,4 +62,74 @@ pub fn example_dir() -> PathBuf {
 /// The example app's `enrich-order` function, built.
 pub fn example_function() -> PathBuf {
     build_guest(&example_dir().join("enrich-order"), "enrich_order")
+}
+
+/// A `weir serve` child process on a free port, killed when dropped.
+pub struct WeirProcess {
+    child: std::process::Child,
+    /// The node's base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+}
+
+impl WeirProcess {
+    /// Start `weir serve --listen 127.0.0.1:0` with `args` added, and wait until it
+    /// prints the address it listens on.
+    pub fn start(weir: &Path, args: &[&str]) -> WeirProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(weir)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("WEIR_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", weir.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix("weir listening on ") {
+                        break rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned();
+                    }
+                }
+                _ => {
+                    let status = child.wait().ok();
+                    panic!("weir serve exited before listening ({status:?}); see its log above");
+                }
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        WeirProcess { child, url }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send SIGTERM and wait for a graceful exit; returns whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

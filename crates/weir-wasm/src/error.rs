@@ -6,16 +6,22 @@ use std::time::Duration;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read function {function:?} from {path}: {source}; check `source` in weir.toml and build the function first")]
+    #[error(
+        "cannot read function {function:?} from {path}: {source}; check `source` in weir.toml and build the function first"
+    )]
     Read {
         function: String,
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("function {function:?} is not a valid WebAssembly component: {reason}; build it for wasm32-wasip2 with a weir guest SDK")]
+    #[error(
+        "function {function:?} is not a valid WebAssembly component: {reason}; build it for wasm32-wasip2 with a weir guest SDK"
+    )]
     InvalidComponent { function: String, reason: String },
-    #[error("function {function:?} does not fit the weir:function/handler world: {reason}; it may import something weir does not grant or not export `handle`")]
+    #[error(
+        "function {function:?} does not fit the weir:function/handler world: {reason}; it may import something weir does not grant or not export `handle`"
+    )]
     WrongWorld { function: String, reason: String },
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
@@ -48,13 +54,17 @@ pub enum CallError {
         version: String,
         message: String,
     },
-    #[error("function {function:?} {version} ran past its deadline of {deadline:?}; raise `limits.deadline_ms` or make it faster")]
+    #[error(
+        "function {function:?} {version} ran past its deadline of {deadline:?}; raise `limits.deadline_ms` or make it faster"
+    )]
     Deadline {
         function: String,
         version: String,
         deadline: Duration,
     },
-    #[error("function {function:?} {version} exceeded its memory limit of {limit_bytes} bytes; raise `limits.memory_mb`")]
+    #[error(
+        "function {function:?} {version} exceeded its memory limit of {limit_bytes} bytes; raise `limits.memory_mb`"
+    )]
     Memory {
         function: String,
         version: String,

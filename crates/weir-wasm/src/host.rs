@@ -79,12 +79,7 @@ impl WasiView for CallState {
 }
 
 impl wit::wasi::logging::logging::Host for CallState {
-    fn log(
-        &mut self,
-        level: wit::wasi::logging::logging::Level,
-        context: String,
-        message: String,
-    ) {
+    fn log(&mut self, level: wit::wasi::logging::logging::Level, context: String, message: String) {
         use wit::wasi::logging::logging::Level;
         let (function, version) = (&*self.function, &*self.version);
         match level {
@@ -143,10 +138,11 @@ impl FunctionHost {
     #[tracing::instrument(skip_all, fields(function = name), err)]
     pub fn load(&self, name: &str, wasm: &[u8], settings: FunctionSettings) -> Result<Function> {
         let version = content_version(wasm);
-        let component = Component::new(&self.engine, wasm).map_err(|e| Error::InvalidComponent {
-            function: name.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
+        let component =
+            Component::new(&self.engine, wasm).map_err(|e| Error::InvalidComponent {
+                function: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
         let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
             function: name.to_owned(),
             reason: format!("{e:#}"),
@@ -233,7 +229,12 @@ impl Function {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = self.limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        let ticks = self
+            .limits
+            .deadline
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos()) as u64
+            + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
@@ -246,7 +247,8 @@ impl Function {
             Ok(Ok(outputs)) => outputs
                 .into_iter()
                 .map(|o| {
-                    let event = convert::from_wit(o.event).map_err(|reason| self.invalid(reason))?;
+                    let event =
+                        convert::from_wit(o.event).map_err(|reason| self.invalid(reason))?;
                     Ok(OutputEvent {
                         target: o.target,
                         event,

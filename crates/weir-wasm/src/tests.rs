@@ -24,7 +24,11 @@ fn example_function_renames_and_converts() {
     let host = FunctionHost::new().unwrap();
     let wasm = std::fs::read(weir_test_support::example_function()).unwrap();
     let f = host
-        .load("enrich-order", &wasm, settings(&[("currency", "EUR"), ("rate.USD", "0.9")]))
+        .load(
+            "enrich-order",
+            &wasm,
+            settings(&[("currency", "EUR"), ("rate.USD", "0.9")]),
+        )
         .unwrap();
     assert_eq!(f.version().len(), 12);
 

@@ -1,0 +1,304 @@
+//! The commands that talk to a running node over its HTTP API: publish, tail, status.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use weir_cloudevents::{CloudEvent, Data};
+
+/// Where the node is.
+#[derive(Debug, clap::Args)]
+pub struct NodeUrl {
+    /// The node's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:7700", env = "WEIR_URL")]
+    url: String,
+}
+
+impl NodeUrl {
+    fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The topic to publish to.
+    topic: String,
+    #[command(flatten)]
+    node: NodeUrl,
+    /// A file of events, one structured JSON event per line (`-` for stdin).
+    #[arg(long, conflicts_with_all = ["ty", "data"])]
+    file: Option<PathBuf>,
+    /// The event's `type` (required without --file).
+    #[arg(long = "type", required_unless_present = "file")]
+    ty: Option<String>,
+    /// The event's `source`.
+    #[arg(long, default_value = "weir://cli")]
+    source: String,
+    /// The event's `id`; a random one by default.
+    #[arg(long)]
+    id: Option<String>,
+    /// The event's `subject`.
+    #[arg(long)]
+    subject: Option<String>,
+    /// The partition key (the `partitionkey` extension).
+    #[arg(long)]
+    key: Option<String>,
+    /// The data, as JSON (use --text for plain text).
+    #[arg(long)]
+    data: Option<String>,
+    /// Send --data as text/plain instead of JSON.
+    #[arg(long, requires = "data")]
+    text: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// The topic to follow.
+    topic: String,
+    #[command(flatten)]
+    node: NodeUrl,
+    /// Where to start: earliest, latest, an offset, or an RFC 3339 time.
+    #[arg(long, default_value = "latest")]
+    from: String,
+    /// Exit after this many events.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    node: NodeUrl,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn http() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().build()?)
+}
+
+/// The error of a failed response: the problem's `detail` when it is problem+json.
+async fn failure(response: reqwest::Response) -> anyhow::Error {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let detail = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["detail"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    anyhow::anyhow!("the node answered {status}: {detail}")
+}
+
+fn connect_error(url: &str) -> impl FnOnce(reqwest::Error) -> anyhow::Error + '_ {
+    move |e| {
+        anyhow::anyhow!(
+            "cannot reach weir at {url}: {e}; is `weir serve` running? (set --url or WEIR_URL)"
+        )
+    }
+}
+
+pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let events = match &args.file {
+        Some(path) => read_jsonl(path)?,
+        None => vec![event_from_flags(&args)?],
+    };
+    if events.is_empty() {
+        bail!("no events to publish");
+    }
+    let client = http()?;
+    let url = args.node.join(&format!("/v1/topics/{}/events", args.topic));
+    let mut offsets = Vec::new();
+    for chunk in events.chunks(500) {
+        let (headers, body) = weir_cloudevents::http::encode_batch(chunk);
+        let response = client
+            .post(&url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(connect_error(&args.node.url))?;
+        if !response.status().is_success() {
+            return Err(failure(response).await);
+        }
+        let answer: serde_json::Value = response.json().await?;
+        offsets.extend(answer["offsets"].as_array().cloned().unwrap_or_default());
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "topic": args.topic, "offsets": offsets })
+        );
+    } else {
+        for o in &offsets {
+            println!(
+                "published to {} partition {} offset {}",
+                args.topic, o["partition"], o["offset"]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn event_from_flags(args: &PublishArgs) -> anyhow::Result<CloudEvent> {
+    let ty = args.ty.clone().context("--type is required")?;
+    let id = args.id.clone().unwrap_or_else(random_id);
+    let mut event = CloudEvent::new(id, args.source.clone(), ty);
+    event.subject = args.subject.clone();
+    if let Some(key) = &args.key {
+        event.extensions.insert(
+            weir_cloudevents::PARTITION_KEY.to_owned(),
+            weir_cloudevents::ExtensionValue::String(key.clone()),
+        );
+    }
+    if let Some(data) = &args.data {
+        if args.text {
+            event.datacontenttype = Some("text/plain".into());
+            event.data = Some(Data::Text(data.clone()));
+        } else {
+            let value = serde_json::from_str(data)
+                .context("--data is not valid JSON; pass --text to send it as plain text")?;
+            event.datacontenttype = Some("application/json".into());
+            event.data = Some(Data::Json(value));
+        }
+    }
+    event.validate()?;
+    Ok(event)
+}
+
+fn random_id() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("cli-{nanos:x}-{:x}", std::process::id())
+}
+
+fn read_jsonl(path: &PathBuf) -> anyhow::Result<Vec<CloudEvent>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            CloudEvent::from_json_slice(line.as_bytes())
+                .with_context(|| format!("{} line {}", path.display(), n + 1))
+        })
+        .collect()
+}
+
+pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    if args.limit == Some(0) {
+        return Ok(());
+    }
+    let from = match args.from.as_str() {
+        "earliest" | "latest" => args.from.clone(),
+        other if other.parse::<u64>().is_ok() => other.to_owned(),
+        other => {
+            let time = time::OffsetDateTime::parse(
+                other,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .with_context(|| {
+                format!("--from {other:?} is not earliest, latest, an offset or an RFC 3339 time")
+            })?;
+            format!("time:{}", time.unix_timestamp_nanos() / 1_000_000)
+        }
+    };
+    let url = args
+        .node
+        .join(&format!("/v1/topics/{}/stream?from={from}", args.topic));
+    let response = http()?
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .map_err(connect_error(&args.node.url))?;
+    if !response.status().is_success() {
+        return Err(failure(response).await);
+    }
+    let mut events = eventsource_stream::EventStream::new(response.bytes_stream());
+    let mut seen = 0;
+    while let Some(message) = events.next().await {
+        let message = message.map_err(|e| anyhow::anyhow!("the event stream broke: {e}"))?;
+        if message.event == "error" {
+            bail!("the node reported: {}", message.data);
+        }
+        println!("{}", message.data);
+        seen += 1;
+        if args.limit.is_some_and(|limit| seen >= limit) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let response = http()?
+        .get(args.node.join("/v1/status"))
+        .send()
+        .await
+        .map_err(connect_error(&args.node.url))?;
+    if !response.status().is_success() {
+        return Err(failure(response).await);
+    }
+    let status: serde_json::Value = response.json().await?;
+    if args.json {
+        println!("{status}");
+        return Ok(());
+    }
+    println!("app: {}", status["app"].as_str().unwrap_or("(none)"));
+    println!("functions:");
+    for f in status["functions"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  version {}",
+            f["name"].as_str().unwrap_or(""),
+            f["version"].as_str().unwrap_or("")
+        );
+    }
+    println!("pipelines:");
+    for p in status["pipelines"].as_array().into_iter().flatten() {
+        let state = p["state"].as_str().unwrap_or("");
+        println!(
+            "  {}  {} -> {} -> {}  {}  processed {}  lag {}",
+            p["name"].as_str().unwrap_or(""),
+            p["from"],
+            p["function"].as_str().unwrap_or(""),
+            p["to"],
+            state,
+            p["processed"],
+            p["lag"],
+        );
+        if state == "parked" {
+            println!(
+                "    parked at {} partition {} offset {}: {}",
+                p["topic"],
+                p["partition"],
+                p["offset"],
+                p["error"].as_str().unwrap_or("")
+            );
+        }
+    }
+    println!("topics:");
+    for t in status["topics"].as_array().into_iter().flatten() {
+        let end: u64 = t["end_offsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_u64())
+            .sum();
+        println!(
+            "  {}  partitions {}  events {}",
+            t["name"].as_str().unwrap_or(""),
+            t["partitions"],
+            end
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! `weir`: run a node, publish events to it, follow its topics.
+
+mod client;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "weir: events through WebAssembly functions, on a durable log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: the embedded log under --data, the HTTP API on --listen, the app in --app.
+    Serve(serve::ServeArgs),
+    /// Publish one event (from flags) or many (--file events.jsonl, one JSON event per line).
+    Publish(client::PublishArgs),
+    /// Follow a topic live, printing each event as one JSON line.
+    Tail(client::TailArgs),
+    /// Show the node's functions, pipelines and topics.
+    Status(client::StatusArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Publish(args) => client::publish(args).await,
+            Command::Tail(args) => client::tail(args).await,
+            Command::Status(args) => client::status(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default app manifest: `./weir.toml` if there is one.
+fn default_app() -> Option<PathBuf> {
+    let path = PathBuf::from("weir.toml");
+    path.exists().then_some(path)
+}

@@ -1,0 +1,262 @@
+//! End-to-end tests of the `weir` binary against the example app: a real `weir serve`
+//! process on a free port, driven over HTTP and by the `weir` CLI itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use weir_test_support::WeirProcess;
+
+fn weir() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+/// A copy of the example app in a temp dir whose function source points at the built
+/// example, so tests do not share the example's data directory.
+fn example_app(dir: &Path) -> PathBuf {
+    let wasm = weir_test_support::example_function();
+    let manifest =
+        std::fs::read_to_string(weir_test_support::example_dir().join("weir.toml")).unwrap();
+    let manifest = manifest.replace(
+        "\"enrich-order/target/wasm32-wasip2/release/enrich_order.wasm\"",
+        &format!("{:?}", wasm.display().to_string()),
+    );
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+fn serve(dir: &Path) -> WeirProcess {
+    let app = example_app(dir);
+    let data = dir.join("data");
+    WeirProcess::start(
+        weir(),
+        &[
+            "--app",
+            app.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Run the `weir` CLI against the node and return stdout.
+fn cli(node: &WeirProcess, args: &[&str]) -> String {
+    let output = Command::new(weir())
+        .args(args)
+        .args(["--url", &node.url])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "weir {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn post_sample(node: &WeirProcess) -> (u16, serde_json::Value) {
+    let body =
+        std::fs::read(weir_test_support::example_dir().join("sales-order-created.json")).unwrap();
+    http_post(
+        &format!("{}/v1/topics/erp.sales-orders/events", node.url),
+        "application/cloudevents+json",
+        body,
+    )
+}
+
+fn http_post(url: &str, content_type: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let res = reqwest::Client::new()
+            .post(url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    })
+}
+
+fn node_status(node: &WeirProcess) -> serde_json::Value {
+    serde_json::from_str(&cli(node, &["status", "--json"])).unwrap()
+}
+
+fn topic_events(status: &serde_json::Value, topic: &str) -> u64 {
+    status["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == topic)
+        .unwrap()["end_offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
+/// Wait until the example pipeline has no lag.
+fn wait_caught_up(node: &WeirProcess) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = node_status(node);
+        let p = &s["pipelines"][0];
+        assert_eq!(p["state"], "running", "{s}");
+        if p["lag"] == 0 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline did not catch up: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sample_order_is_enriched_and_tailed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(dir.path());
+
+    let (status, body) = post_sample(&node);
+    assert_eq!(status, 202, "{body}");
+    assert!(body["offsets"][0]["offset"].is_u64(), "{body}");
+
+    let out = cli(
+        &node,
+        &["tail", "crm.orders", "--from", "earliest", "--limit", "1"],
+    );
+    let event: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(event["type"], "crm.order.created");
+    assert_eq!(event["subject"], "SO-1001");
+    assert_eq!(event["partitionkey"], "CUST-42");
+    assert_eq!(event["data"]["orderId"], "SO-1001");
+    assert_eq!(event["data"]["customerId"], "CUST-42");
+    assert_eq!(event["data"]["amount"], 1150.0);
+    assert_eq!(event["data"]["currency"], "EUR");
+    assert_eq!(event["data"]["originalCurrency"], "USD");
+
+    // `weir publish --file` and the status listing.
+    let events = weir_test_support::example_dir().join("events.jsonl");
+    let out = cli(
+        &node,
+        &[
+            "publish",
+            "erp.sales-orders",
+            "--file",
+            events.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let published: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(published["offsets"].as_array().unwrap().len(), 3);
+    let s = wait_caught_up(&node);
+    assert_eq!(topic_events(&s, "crm.orders"), 4);
+    assert_eq!(s["functions"][0]["name"], "enrich-order");
+    assert_eq!(s["functions"][0]["version"].as_str().unwrap().len(), 12);
+    assert!(node.stop(), "weir serve exits cleanly on SIGTERM");
+}
+
+#[test]
+fn restart_loses_nothing_and_processes_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut published = Vec::new();
+    let publish = |node: &WeirProcess, range: std::ops::Range<u32>, published: &mut Vec<String>| {
+        for n in range {
+            let id = format!("order-{n}");
+            cli(
+                node,
+                &[
+                    "publish",
+                    "erp.sales-orders",
+                    "--type",
+                    "SalesOrderCreated",
+                    "--id",
+                    &id,
+                    "--key",
+                    &format!("CUST-{}", n % 7),
+                    "--data",
+                    &format!(
+                        r#"{{"SalesOrderNumber":"SO-{n}","SoldToParty":"CUST-{}","NetAmount":{n},"TransactionCurrency":"USD","CreationDate":"2026-11-22"}}"#,
+                        n % 7
+                    ),
+                ],
+            );
+            published.push(format!("SO-{n}"));
+        }
+    };
+
+    let node = serve(dir.path());
+    publish(&node, 0..15, &mut published);
+    wait_caught_up(&node);
+    // Events published right before the stop are either processed before it or after
+    // the restart, never lost and never twice.
+    publish(&node, 15..25, &mut published);
+    assert!(node.stop());
+
+    let node = serve(dir.path());
+    publish(&node, 25..40, &mut published);
+    let s = wait_caught_up(&node);
+    assert_eq!(topic_events(&s, "erp.sales-orders"), 40);
+    assert_eq!(
+        topic_events(&s, "crm.orders"),
+        40,
+        "exactly one output per input: {s}"
+    );
+
+    let out = cli(
+        &node,
+        &["tail", "crm.orders", "--from", "earliest", "--limit", "40"],
+    );
+    let mut orders: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["orderId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    orders.sort();
+    published.sort();
+    assert_eq!(orders, published);
+    assert!(node.stop());
+}
+
+#[test]
+fn bad_input_is_rejected_with_problem_json_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(dir.path());
+    let url = format!("{}/v1/topics/erp.sales-orders/events", node.url);
+    let (status, body) = http_post(
+        &url,
+        "application/cloudevents+json",
+        b"{\"specversion\":\"1.0\"".to_vec(),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body["status"], 400);
+    let (status, body) = http_post(
+        &url,
+        "application/cloudevents+json",
+        br#"{"specversion":"1.0","id":"x","source":"s"}"#.to_vec(),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body["attribute"], "type");
+    let (status, _) = http_post(
+        &format!("{}/v1/topics/nope/events", node.url),
+        "application/cloudevents+json",
+        std::fs::read(weir_test_support::example_dir().join("sales-order-created.json")).unwrap(),
+    );
+    assert_eq!(status, 404);
+    let (status, _) = http_post(&url, "application/cloudevents+json", vec![b' '; 2 << 20]);
+    assert_eq!(status, 413);
+    assert_eq!(topic_events(&node_status(&node), "erp.sales-orders"), 0);
+    let (status, _) = post_sample(&node);
+    assert_eq!(status, 202);
+}

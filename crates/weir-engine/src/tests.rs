@@ -1,0 +1,144 @@
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use weir_cloudevents::{CloudEvent, Data};
+use weir_manifest::Manifest;
+
+use crate::{Node, NodeOptions, PipelineState, StartFrom};
+
+fn manifest(dir: &Path, function: &Path, function_name: &str, to: &str) -> Manifest {
+    let text = format!(
+        r#"
+[topics.in]
+partitions = 2
+[topics."{to}"]
+partitions = 1
+[functions.{function_name}]
+source = "{}"
+config = {{ currency = "EUR", "rate.USD" = "0.5" }}
+[pipelines.p]
+from = "in"
+function = "{function_name}"
+to = ["{to}"]
+"#,
+        function.display()
+    );
+    Manifest::from_toml_str(&text, dir).unwrap()
+}
+
+fn order(n: u32) -> CloudEvent {
+    let path = weir_test_support::example_dir().join("sales-order-created.json");
+    let mut ev = CloudEvent::from_json_slice(&std::fs::read(path).unwrap()).unwrap();
+    ev.id = format!("so-{n}");
+    ev.extensions.insert(
+        "partitionkey".into(),
+        weir_cloudevents::ExtensionValue::String(format!("CUST-{}", n % 5)),
+    );
+    ev
+}
+
+async fn start(dir: &Path, manifest: Manifest) -> std::sync::Arc<Node> {
+    Node::start(NodeOptions {
+        data_dir: dir.join("data"),
+        manifest: Some(manifest),
+        log: Default::default(),
+    })
+    .await
+    .unwrap()
+}
+
+async fn collect(node: &Node, topic: &str, n: usize) -> Vec<CloudEvent> {
+    let stream = node.subscribe(topic, StartFrom::Earliest).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        stream.take(n).map(|r| r.unwrap().event).collect(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("fewer than {n} events arrived on {topic}"))
+}
+
+fn total_events(node: &Node, topic: &str) -> u64 {
+    node.log().topic(topic).unwrap().end_offsets.iter().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_transforms_and_survives_a_restart_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = weir_test_support::example_function();
+    let node = start(
+        dir.path(),
+        manifest(dir.path(), &wasm, "enrich-order", "crm.orders"),
+    )
+    .await;
+
+    let first: Vec<_> = (0..20).map(order).collect();
+    node.publish("in", &first).await.unwrap();
+    let outputs = collect(&node, "crm.orders", 20).await;
+    let Some(Data::Json(data)) = &outputs[0].data else {
+        panic!()
+    };
+    assert_eq!(data["amount"], 625.0);
+    assert!(outputs.iter().all(|e| e.id.starts_with("p:in:")));
+    node.shutdown().await;
+    drop(node);
+
+    let node = start(
+        dir.path(),
+        manifest(dir.path(), &wasm, "enrich-order", "crm.orders"),
+    )
+    .await;
+    let second: Vec<_> = (20..30).map(order).collect();
+    node.publish("in", &second).await.unwrap();
+    let outputs = collect(&node, "crm.orders", 30).await;
+    let mut ids: Vec<_> = outputs.iter().map(|e| e.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "every input produced exactly one output");
+    // Nothing beyond the 30 arrived.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(total_events(&node, "crm.orders"), 30);
+    let status = node.status();
+    assert_eq!(status.pipelines[0].lag, 0);
+    assert_eq!(status.pipelines[0].state, PipelineState::Running);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_function_parks_the_pipeline_and_keeps_the_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = weir_test_support::test_guest("guest-trap");
+    let node = start(dir.path(), manifest(dir.path(), &wasm, "trapper", "out")).await;
+
+    let mut events = vec![CloudEvent::new("ok-1", "test://s", "test.ok")];
+    events.push(CloudEvent::new("boom", "test://s", "test.trap"));
+    events.push(CloudEvent::new("ok-2", "test://s", "test.ok"));
+    // One partition so the order is fixed.
+    for ev in &mut events {
+        ev.subject = Some("same-key".into());
+    }
+    node.publish("in", &events).await.unwrap();
+
+    let out = collect(&node, "out", 1).await;
+    assert_eq!(out[0].id, "ok-1");
+    let parked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let PipelineState::Parked { error, offset, .. } = &node.status().pipelines[0].state {
+                return (error.clone(), *offset);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the pipeline parks");
+    assert!(parked.0.contains("function \"trapper\""), "{}", parked.0);
+    assert!(parked.0.contains("trapped"), "{}", parked.0);
+    // The event after the trap did not run, the trapping one is still to be handled,
+    // and the node still takes events.
+    assert_eq!(total_events(&node, "out"), 1);
+    assert_eq!(node.status().pipelines[0].lag, 2);
+    node.publish("in", &[CloudEvent::new("later", "test://s", "test.ok")])
+        .await
+        .unwrap();
+    node.shutdown().await;
+}

@@ -1,0 +1,268 @@
+//! weir's HTTP API over a [`weir_engine::Node`]: publish CloudEvents (structured, binary,
+//! batch), read them back, follow a topic over Server-Sent Events, topics, status and
+//! health. Every error is RFC 9457 `application/problem+json`.
+//!
+//! **Architecture Invariant:** `POST /v1/topics/{topic}/events` answers `202` only after
+//! the log has made every event of the request durable; a request that fails validation
+//! writes nothing.
+
+mod problem;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use weir_engine::{Node, StartFrom};
+
+pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
+
+/// Limits of the API.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Largest request body accepted; larger ones get `413`.
+    pub max_body_bytes: usize,
+    /// Most events one `GET .../events` returns.
+    pub max_read_limit: usize,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            max_body_bytes: 1 << 20,
+            max_read_limit: 1000,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    node: Arc<Node>,
+    options: GatewayOptions,
+}
+
+/// The API's routes.
+pub fn router(node: Arc<Node>, options: GatewayOptions) -> Router {
+    let body_limit = options.max_body_bytes;
+    Router::new()
+        .route("/v1/topics", get(list_topics))
+        .route("/v1/topics/{topic}", axum::routing::put(create_topic))
+        .route("/v1/topics/{topic}/events", get(read_events).post(publish))
+        .route("/v1/topics/{topic}/stream", get(stream))
+        .route("/v1/status", get(status))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(AppState { node, options })
+}
+
+/// Serve the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+    options: GatewayOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(node, options))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such route; see the README for weir's HTTP API")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this route does not take that method; see the README for weir's HTTP API",
+    )
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.node.is_ready() {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Not ready",
+            "the node is shutting down",
+        )
+        .into_response()
+    }
+}
+
+async fn status(State(state): State<AppState>) -> Json<weir_engine::NodeStatus> {
+    Json(state.node.status())
+}
+
+async fn list_topics(State(state): State<AppState>) -> Json<Vec<weir_log::TopicInfo>> {
+    Json(state.node.log().topics())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTopic {
+    #[serde(default = "one")]
+    partitions: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn create_topic(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let body = body?;
+    let spec: CreateTopic = if body.is_empty() {
+        CreateTopic { partitions: 1 }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Problem::bad_request(
+                "invalid-topic",
+                format!("the body must be {{\"partitions\": N}}: {e}"),
+            )
+        })?
+    };
+    let log = state.node.log().clone();
+    let name = topic.clone();
+    let created = tokio::task::spawn_blocking(move || log.create_topic(&name, spec.partitions))
+        .await
+        .map_err(|e| Problem::from(weir_engine::Error::Task(e.to_string())))?
+        .map_err(|e| Problem::from(weir_engine::Error::from(e)))?;
+    let info = state.node.log().topic(&topic);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(info)).into_response())
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let body = body?;
+    let events = weir_cloudevents::http::decode(&headers, &body)?;
+    if events.is_empty() {
+        return Err(Problem::bad_request(
+            "empty-batch",
+            "the batch has no events; send at least one",
+        ));
+    }
+    let positions = state.node.publish(&topic, &events).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "topic": topic, "offsets": positions })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    #[serde(default)]
+    partition: u32,
+    #[serde(default)]
+    offset: u64,
+    limit: Option<usize>,
+}
+
+/// Events of one partition as a CloudEvents batch. `Weir-Next-Offset` says where the next
+/// read starts.
+async fn read_events(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
+    let limit = query
+        .limit
+        .unwrap_or(100)
+        .clamp(1, state.options.max_read_limit);
+    let events = state
+        .node
+        .read(&topic, query.partition, query.offset, limit)?;
+    let next = events.last().map_or(query.offset, |e| e.offset + 1);
+    let events: Vec<_> = events.into_iter().map(|e| e.event).collect();
+    let (mut headers, body) = weir_cloudevents::http::encode_batch(&events);
+    headers.insert("weir-next-offset", HeaderValue::from(next));
+    Ok((headers, body).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    from: Option<String>,
+}
+
+/// Follow a topic live. Each SSE message is one event in the structured JSON format; its
+/// SSE `id` is `partition/offset`.
+async fn stream(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
+    let from = match query.from.as_deref() {
+        None | Some("latest") => StartFrom::Latest,
+        Some("earliest") => StartFrom::Earliest,
+        Some(other) => {
+            let bad = || {
+                Problem::bad_request(
+                    "bad-query",
+                    format!(
+                        "`from` is {other:?}; use earliest, latest, an offset or time:MILLISECONDS"
+                    ),
+                )
+            };
+            match other.strip_prefix("time:") {
+                Some(ms) => StartFrom::Time(ms.parse().map_err(|_| bad())?),
+                None => StartFrom::Offset(other.parse().map_err(|_| bad())?),
+            }
+        }
+    };
+    let events = state.node.subscribe(&topic, from)?;
+    let messages = events.map(|item| {
+        Ok(match item {
+            Ok(logged) => SseEvent::default()
+                .id(format!("{}/{}", logged.partition, logged.offset))
+                .data(String::from_utf8_lossy(&logged.event.to_json_vec())),
+            Err(e) => SseEvent::default().event("error").data(e.to_string()),
+        })
+    });
+    Ok(Sse::new(messages).keep_alive(KeepAlive::default()))
+}
+
+/// The `Content-Type` of a JSON response, for tests and clients.
+pub fn is_problem(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_CONTENT_TYPE.as_bytes())
+}
+
+#[cfg(test)]
+mod tests;

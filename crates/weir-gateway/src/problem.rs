@@ -1,0 +1,157 @@
+//! RFC 9457 problem details: every error the API returns is one of these, rendered as
+//! `application/problem+json` with the status that fits.
+
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// A problem, with weir's extension members `attribute` (the offending CloudEvents
+/// attribute) and `index` (the event's position in a batch) when they apply.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+}
+
+impl Problem {
+    /// `kind` names the problem type, e.g. `unknown-topic`; it becomes the `type` URI.
+    pub fn new(
+        status: StatusCode,
+        kind: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            problem_type: format!("urn:weir:problem:{kind}"),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            attribute: None,
+            index: None,
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    pub fn bad_request(kind: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, kind, "Bad request", detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
+        response
+    }
+}
+
+impl From<weir_cloudevents::Error> for Problem {
+    fn from(e: weir_cloudevents::Error) -> Problem {
+        let mut p = match e {
+            weir_cloudevents::Error::UnsupportedFormat { .. }
+            | weir_cloudevents::Error::NotACloudEvent => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                e.to_string(),
+            ),
+            _ => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-cloudevent",
+                "Invalid CloudEvent",
+                e.to_string(),
+            ),
+        };
+        p.attribute = e.attribute().map(str::to_owned);
+        p.index = e.batch_index();
+        p
+    }
+}
+
+impl From<weir_engine::Error> for Problem {
+    fn from(e: weir_engine::Error) -> Problem {
+        use weir_engine::Error as E;
+        use weir_log::Error as L;
+        let detail = e.to_string();
+        match &e {
+            E::Log(L::UnknownTopic { .. }) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-topic",
+                "Unknown topic",
+                detail,
+            ),
+            E::Log(L::UnknownPartition { .. }) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-partition",
+                "Unknown partition",
+                detail,
+            ),
+            E::Log(L::InvalidTopicName { .. } | L::InvalidPartitionCount { .. }) => {
+                Problem::bad_request("invalid-topic", detail)
+            }
+            E::Log(L::TopicExists { .. }) => {
+                Problem::new(StatusCode::CONFLICT, "topic-exists", "Topic exists", detail)
+            }
+            E::Log(L::RecordTooLarge { .. } | L::BatchTooLarge { .. }) => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Payload too large",
+                detail,
+            ),
+            E::Log(L::Poisoned { .. }) | E::ShuttingDown => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                detail,
+            ),
+            _ => {
+                tracing::error!(error = %detail, "request failed");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    detail,
+                )
+            }
+        }
+    }
+}
+
+impl From<BytesRejection> for Problem {
+    fn from(rejection: BytesRejection) -> Problem {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                status,
+                "too-large",
+                "Payload too large",
+                "the request body is over the size limit; send smaller events or split the batch",
+            )
+        } else {
+            Problem::new(
+                status,
+                "bad-body",
+                "Bad request body",
+                rejection.body_text().to_lowercase(),
+            )
+        }
+    }
+}

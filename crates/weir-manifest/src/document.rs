@@ -1,0 +1,257 @@
+//! The shape of `weir.toml` as written, for serde: optional keys are `Option`s, "one or a
+//! list" values are accepted in both forms. [`Document::resolve`] turns it into a
+//! [`Manifest`] without judging it: the rules live in `validate`, so a manifest changed in
+//! code is checked by the same code as one read from a file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::{
+    AppSection, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, StartPosition, TopicSpec,
+};
+
+pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
+    toml::from_str(text)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Document {
+    #[serde(default)]
+    app: AppTable,
+    #[serde(default)]
+    topics: BTreeMap<String, TopicTable>,
+    #[serde(default)]
+    functions: BTreeMap<String, FunctionTable>,
+    #[serde(default)]
+    pipelines: BTreeMap<String, PipelineTable>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppTable {
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicTable {
+    partitions: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FunctionTable {
+    source: PathBuf,
+    #[serde(default)]
+    limits: LimitsTable,
+    #[serde(default)]
+    config: BTreeMap<String, ConfigValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsTable {
+    deadline_ms: Option<u64>,
+    memory_mb: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineTable {
+    from: TopicList,
+    function: String,
+    #[serde(default)]
+    to: TopicList,
+    group: Option<String>,
+    #[serde(default)]
+    start: StartPosition,
+}
+
+impl Document {
+    pub(crate) fn resolve(self, base_dir: &Path) -> Manifest {
+        let app = AppSection {
+            name: self
+                .app
+                .name
+                .unwrap_or_else(|| AppSection::DEFAULT_NAME.to_owned()),
+        };
+        let topics = self
+            .topics
+            .into_iter()
+            .map(|(name, topic)| {
+                let spec = TopicSpec {
+                    partitions: topic.partitions.unwrap_or(TopicSpec::DEFAULT_PARTITIONS),
+                };
+                (name, spec)
+            })
+            .collect();
+        let functions = self
+            .functions
+            .into_iter()
+            .map(|(name, function)| (name, function.resolve(base_dir)))
+            .collect();
+        let pipelines = self
+            .pipelines
+            .into_iter()
+            .map(|(name, pipeline)| {
+                let spec = PipelineSpec {
+                    from: pipeline.from.0,
+                    function: pipeline.function,
+                    to: pipeline.to.0,
+                    group: pipeline.group.unwrap_or_else(|| name.clone()),
+                    start: pipeline.start,
+                };
+                (name, spec)
+            })
+            .collect();
+        Manifest {
+            app,
+            topics,
+            functions,
+            pipelines,
+            base_dir: base_dir.to_owned(),
+        }
+    }
+}
+
+impl FunctionTable {
+    fn resolve(self, base_dir: &Path) -> FunctionSpec {
+        // An empty source stays empty rather than becoming `base_dir` itself, so that
+        // validation can still tell it was missing.
+        let source = if self.source.as_os_str().is_empty() {
+            PathBuf::new()
+        } else {
+            base_dir.join(self.source)
+        };
+        let limits = LimitsSpec {
+            deadline_ms: self
+                .limits
+                .deadline_ms
+                .unwrap_or(LimitsSpec::DEFAULT_DEADLINE_MS),
+            memory_mb: self
+                .limits
+                .memory_mb
+                .unwrap_or(LimitsSpec::DEFAULT_MEMORY_MB),
+        };
+        let config = self
+            .config
+            .into_iter()
+            .map(|(key, value)| (key, value.0))
+            .collect();
+        FunctionSpec {
+            source,
+            limits,
+            config,
+        }
+    }
+}
+
+/// A topic name or a list of them.
+#[derive(Debug, Default)]
+struct TopicList(Vec<String>);
+
+impl<'de> Deserialize<'de> for TopicList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TopicList, D::Error> {
+        struct TopicListVisitor;
+
+        impl<'de> Visitor<'de> for TopicListVisitor {
+            type Value = TopicList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a topic name or a list of topic names")
+            }
+
+            fn visit_str<E: de::Error>(self, topic: &str) -> Result<TopicList, E> {
+                Ok(TopicList(vec![topic.to_owned()]))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopicList, A::Error> {
+                let mut topics = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(topic) = seq.next_element::<String>()? {
+                    topics.push(topic);
+                }
+                Ok(TopicList(topics))
+            }
+        }
+
+        deserializer.deserialize_any(TopicListVisitor)
+    }
+}
+
+/// A config value: a TOML string, integer, float or boolean, kept in its string form
+/// because wasi:config hands functions strings.
+#[derive(Debug)]
+struct ConfigValue(String);
+
+impl<'de> Deserialize<'de> for ConfigValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ConfigValue, D::Error> {
+        struct ConfigValueVisitor;
+
+        impl<'de> Visitor<'de> for ConfigValueVisitor {
+            type Value = ConfigValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(value.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, value: String) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(value))
+            }
+
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(value.to_string()))
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(value.to_string()))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(value.to_string()))
+            }
+
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(float_to_string(value)))
+            }
+
+            // toml hands dates and times over as maps, so serde's "invalid type: map"
+            // would be misleading for them.
+            fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<ConfigValue, A::Error> {
+                Err(de::Error::custom(
+                    "a config value must be a string, number or boolean, not a table or a \
+                     date; quote a date to pass it as a string",
+                ))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<ConfigValue, A::Error> {
+                Err(de::Error::custom(
+                    "a config value must be a string, number or boolean, not a list; join \
+                     the items into one string",
+                ))
+            }
+        }
+
+        deserializer.deserialize_any(ConfigValueVisitor)
+    }
+}
+
+/// The shortest text that reads back as `value`, spelled as TOML would: `0.92`, `1.0`,
+/// `1e100`, `inf`, `nan`.
+fn float_to_string(value: f64) -> String {
+    if value.is_nan() {
+        "nan".to_owned()
+    } else {
+        // Debug, unlike Display, keeps the ".0" of whole numbers and uses an exponent for
+        // very large and small ones; it spells infinities "inf" and "-inf" like TOML.
+        format!("{value:?}")
+    }
+}

@@ -1,0 +1,60 @@
+//! The app manifest `weir.toml`: parsing, defaults and validation, as pure functions over
+//! text and plain data.
+//!
+//! [`Manifest::from_toml_str`] turns the text into a [`Manifest`] with every default filled
+//! in and every path resolved, and returns it only if [`Manifest::validate`] finds no
+//! problem. Validation reports all problems at once, each naming the dotted key it is
+//! about (`pipelines.erp-to-crm.function`), so one round of edits can fix them all.
+//!
+//! **API Boundary:** the only IO is [`Manifest::load`], which reads one file. Whether a
+//! function's `source` exists or is a valid component is for whoever loads it to find out.
+//!
+//! **Architecture Invariant:** every table of the format denies unknown keys, so a typo is
+//! an error naming the key rather than a setting silently ignored.
+//!
+//! # The format
+//!
+//! ```toml
+//! [app]
+//! name = "orders"           # optional; 1 to 63 of a-z, 0-9, '-'; default "app"
+//!
+//! [topics."erp.sales-orders"]
+//! partitions = 4            # optional; 1 to 10000; default 1
+//!
+//! [functions.enrich-order]
+//! # the component's path, relative to the manifest's directory
+//! source = "enrich-order/target/wasm32-wasip2/release/enrich_order.wasm"
+//! # optional; deadline 1 to 60000 ms (default 100), memory 1 to 4096 MiB (default 64)
+//! limits = { deadline_ms = 100, memory_mb = 64 }
+//!
+//! [functions.enrich-order.config]   # optional; read by the function via wasi:config
+//! currency = "EUR"          # strings, integers, floats and booleans; kept as strings
+//! "rate.USD" = 0.92
+//!
+//! [pipelines.erp-to-crm]
+//! from = "erp.sales-orders" # one declared topic or a list of them
+//! function = "enrich-order" # a declared function
+//! to = ["crm.orders"]       # optional; the declared topics the function may publish to
+//! group = "erp-to-crm"      # optional; consumer group, default the pipeline's name
+//! start = "earliest"        # optional; where a new group starts: "earliest" or "latest"
+//! ```
+//!
+//! Topic and group names follow Kafka's rules: 1 to 249 of a-z, A-Z, 0-9, '.', '_', '-',
+//! other than "." and "..". Function, pipeline and app names are 1 to 63 of a-z, 0-9 and
+//! '-', not starting or ending with '-'.
+//!
+//! A new section is three additions: its serde table in `document`, its resolved type in
+//! `manifest`, its rules in `validate`.
+
+mod document;
+mod error;
+mod manifest;
+mod validate;
+
+pub use error::{Error, Problem, Result};
+pub use manifest::{
+    AppSection, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, StartPosition, TopicSpec,
+};
+
+#[cfg(test)]
+mod tests;

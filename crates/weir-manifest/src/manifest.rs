@@ -1,0 +1,174 @@
+//! The resolved manifest, what the rest of weir reads: defaults filled in, paths resolved
+//! against the manifest's directory, names as map keys.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Error, Result, document, validate};
+
+/// An app: its topics, the functions it runs and the pipelines that connect them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub app: AppSection,
+    /// By topic name.
+    pub topics: BTreeMap<String, TopicSpec>,
+    /// By function name.
+    pub functions: BTreeMap<String, FunctionSpec>,
+    /// By pipeline name.
+    pub pipelines: BTreeMap<String, PipelineSpec>,
+    /// The directory relative paths were resolved against: the manifest file's own.
+    pub base_dir: PathBuf,
+}
+
+impl Manifest {
+    /// Parses `text`, fills in defaults, resolves relative paths against `base_dir` and
+    /// validates the result.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Manifest> {
+        let document = document::parse(text).map_err(|error| Error::Parse { error })?;
+        let manifest = document.resolve(base_dir);
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Reads and parses the manifest at `path`; relative paths in it are resolved against
+    /// the directory it is in.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        Manifest::from_toml_str(&text, base_dir)
+    }
+
+    /// Checks every rule and reports every broken one in [`Error::Invalid`]. Manifests
+    /// from [`Manifest::from_toml_str`] have passed it already; call it again after
+    /// changing one in code.
+    pub fn validate(&self) -> Result<()> {
+        let problems = validate::problems(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(problems))
+        }
+    }
+}
+
+/// `[app]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSection {
+    pub name: String,
+}
+
+impl AppSection {
+    pub const DEFAULT_NAME: &str = "app";
+}
+
+impl Default for AppSection {
+    fn default() -> AppSection {
+        AppSection {
+            name: AppSection::DEFAULT_NAME.to_owned(),
+        }
+    }
+}
+
+/// `[topics.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub partitions: u32,
+}
+
+impl TopicSpec {
+    pub const DEFAULT_PARTITIONS: u32 = 1;
+    /// As many as the embedded log allows; each partition costs a directory and open files.
+    pub const MAX_PARTITIONS: u32 = 10_000;
+}
+
+impl Default for TopicSpec {
+    fn default() -> TopicSpec {
+        TopicSpec {
+            partitions: TopicSpec::DEFAULT_PARTITIONS,
+        }
+    }
+}
+
+/// `[functions.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// The component's path, resolved against [`Manifest::base_dir`]; empty only in a
+    /// manifest that fails validation.
+    pub source: PathBuf,
+    pub limits: LimitsSpec,
+    /// What the function reads through wasi:config; non-string TOML values in their
+    /// string form.
+    pub config: BTreeMap<String, String>,
+}
+
+/// A function's per-call limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsSpec {
+    /// CPU time one call may take before it is interrupted.
+    pub deadline_ms: u64,
+    /// Linear memory one instance may grow to, in MiB.
+    pub memory_mb: u64,
+}
+
+impl LimitsSpec {
+    pub const DEFAULT_DEADLINE_MS: u64 = 100;
+    pub const MAX_DEADLINE_MS: u64 = 60_000;
+    pub const DEFAULT_MEMORY_MB: u64 = 64;
+    pub const MAX_MEMORY_MB: u64 = 4096;
+
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mb * 1024 * 1024
+    }
+}
+
+impl Default for LimitsSpec {
+    fn default() -> LimitsSpec {
+        LimitsSpec {
+            deadline_ms: LimitsSpec::DEFAULT_DEADLINE_MS,
+            memory_mb: LimitsSpec::DEFAULT_MEMORY_MB,
+        }
+    }
+}
+
+/// `[pipelines.<name>]`: events from `from` go through `function`, which may publish to
+/// `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineSpec {
+    pub from: Vec<String>,
+    pub function: String,
+    pub to: Vec<String>,
+    /// The consumer group the pipeline reads as; the pipeline's name unless set.
+    pub group: String,
+    pub start: StartPosition,
+}
+
+/// Where a consumer group that has committed nothing yet starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartPosition {
+    /// The oldest retained event.
+    #[default]
+    Earliest,
+    /// Only events published after the group starts.
+    Latest,
+}
+
+impl StartPosition {
+    /// The spelling in `weir.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartPosition::Earliest => "earliest",
+            StartPosition::Latest => "latest",
+        }
+    }
+}

@@ -1,0 +1,762 @@
+//! Unit tests for parsing, defaults, path resolution and every validation rule of
+//! `weir.toml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use expect_test::expect;
+
+use crate::{
+    AppSection, Error, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, Problem, StartPosition,
+    TopicSpec,
+};
+
+const EXAMPLE: &str = r#"
+[app]
+name = "orders"
+
+[topics."erp.sales-orders"]
+partitions = 4
+[topics."crm.orders"]
+partitions = 4
+
+[functions.enrich-order]
+source = "enrich-order/target/wasm32-wasip2/release/enrich_order.wasm"
+limits = { deadline_ms = 100, memory_mb = 64 }
+[functions.enrich-order.config]
+currency = "EUR"
+"rate.USD" = "0.92"
+
+[pipelines.erp-to-crm]
+from = "erp.sales-orders"
+function = "enrich-order"
+to = ["crm.orders"]
+group = "erp-to-crm"
+start = "earliest"
+"#;
+
+/// One topic `in`, one `out`, function `f` and pipeline `p` reading `in` and writing `out`,
+/// followed by `extra` (which may add keys to `[pipelines.p]`, the last table).
+fn minimal_with(extra: &str) -> String {
+    format!(
+        r#"
+[topics.in]
+[topics.out]
+[functions.f]
+source = "f.wasm"
+[pipelines.p]
+from = "in"
+function = "f"
+to = "out"
+{extra}"#
+    )
+}
+
+fn base_dir() -> &'static Path {
+    Path::new("/apps/orders")
+}
+
+fn parse(text: &str) -> Manifest {
+    Manifest::from_toml_str(text, base_dir())
+        .unwrap_or_else(|error| panic!("manifest should parse: {error}\n{text}"))
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match Manifest::from_toml_str(text, base_dir()) {
+        Err(Error::Invalid(problems)) => problems,
+        Err(other) => panic!("expected validation problems, got: {other}"),
+        Ok(_) => panic!("manifest should be invalid:\n{text}"),
+    }
+}
+
+/// The single problem `text` has; its key must be `key`.
+fn only_problem(text: &str, key: &str) -> Problem {
+    let problems = problems(text);
+    assert_eq!(problems.len(), 1, "expected one problem: {problems:#?}");
+    let problem = problems.into_iter().next().expect("one problem");
+    assert_eq!(problem.key, key, "{problem}");
+    problem
+}
+
+fn parse_error(text: &str) -> String {
+    match Manifest::from_toml_str(text, base_dir()) {
+        Err(error @ Error::Parse { .. }) => error.to_string(),
+        Err(other) => panic!("expected a parse error, got: {other}"),
+        Ok(_) => panic!("manifest should not parse:\n{text}"),
+    }
+}
+
+#[test]
+fn example_app_parses_to_exactly_the_declared_values() {
+    let manifest = parse(EXAMPLE);
+
+    let expected = Manifest {
+        app: AppSection {
+            name: "orders".to_owned(),
+        },
+        topics: BTreeMap::from([
+            ("erp.sales-orders".to_owned(), TopicSpec { partitions: 4 }),
+            ("crm.orders".to_owned(), TopicSpec { partitions: 4 }),
+        ]),
+        functions: BTreeMap::from([(
+            "enrich-order".to_owned(),
+            FunctionSpec {
+                source: PathBuf::from(
+                    "/apps/orders/enrich-order/target/wasm32-wasip2/release/enrich_order.wasm",
+                ),
+                limits: LimitsSpec {
+                    deadline_ms: 100,
+                    memory_mb: 64,
+                },
+                config: BTreeMap::from([
+                    ("currency".to_owned(), "EUR".to_owned()),
+                    ("rate.USD".to_owned(), "0.92".to_owned()),
+                ]),
+            },
+        )]),
+        pipelines: BTreeMap::from([(
+            "erp-to-crm".to_owned(),
+            PipelineSpec {
+                from: vec!["erp.sales-orders".to_owned()],
+                function: "enrich-order".to_owned(),
+                to: vec!["crm.orders".to_owned()],
+                group: "erp-to-crm".to_owned(),
+                start: StartPosition::Earliest,
+            },
+        )]),
+        base_dir: PathBuf::from("/apps/orders"),
+    };
+    assert_eq!(manifest, expected);
+    assert_eq!(manifest.validate().ok(), Some(()));
+}
+
+#[test]
+fn omitted_optional_keys_take_their_defaults() {
+    let manifest = parse(
+        r#"
+[topics.in]
+[functions.f]
+source = "f.wasm"
+[pipelines.p]
+from = ["in"]
+function = "f"
+"#,
+    );
+
+    assert_eq!(manifest.app.name, "app");
+    assert_eq!(manifest.app, AppSection::default());
+    assert_eq!(manifest.topics["in"].partitions, 1);
+    let function = &manifest.functions["f"];
+    assert_eq!(
+        function.limits,
+        LimitsSpec {
+            deadline_ms: 100,
+            memory_mb: 64
+        }
+    );
+    assert_eq!(function.limits.deadline().as_millis(), 100);
+    assert_eq!(function.limits.memory_bytes(), 64 * 1024 * 1024);
+    assert!(function.config.is_empty());
+    let pipeline = &manifest.pipelines["p"];
+    assert_eq!(pipeline.from, ["in"]);
+    assert!(pipeline.to.is_empty(), "to defaults to no topics");
+    assert_eq!(
+        pipeline.group, "p",
+        "the group defaults to the pipeline's name"
+    );
+    assert_eq!(pipeline.start, StartPosition::Earliest);
+}
+
+#[test]
+fn an_empty_manifest_is_an_app_with_nothing_in_it() {
+    let manifest = parse("");
+    assert_eq!(manifest.app.name, "app");
+    assert!(manifest.topics.is_empty());
+    assert!(manifest.functions.is_empty());
+    assert!(manifest.pipelines.is_empty());
+}
+
+#[test]
+fn limits_may_be_given_in_part_or_as_a_table() {
+    let manifest = parse(
+        r#"
+[functions.a]
+source = "a.wasm"
+limits = { memory_mb = 128 }
+[functions.b]
+source = "b.wasm"
+[functions.b.limits]
+deadline_ms = 2500
+"#,
+    );
+    assert_eq!(
+        manifest.functions["a"].limits,
+        LimitsSpec {
+            deadline_ms: 100,
+            memory_mb: 128
+        }
+    );
+    assert_eq!(
+        manifest.functions["b"].limits,
+        LimitsSpec {
+            deadline_ms: 2500,
+            memory_mb: 64
+        }
+    );
+}
+
+#[test]
+fn from_and_to_accept_one_topic_or_a_list() {
+    let manifest = parse(
+        r#"
+[topics.a]
+[topics.b]
+[topics.c]
+[functions.f]
+source = "f.wasm"
+[pipelines.one]
+from = "a"
+function = "f"
+to = "c"
+[pipelines.many]
+from = ["a", "b"]
+function = "f"
+to = ["c", "b.copy", ]
+[topics."b.copy"]
+[pipelines.none]
+from = "c"
+function = "f"
+to = []
+"#,
+    );
+    assert_eq!(manifest.pipelines["one"].from, ["a"]);
+    assert_eq!(manifest.pipelines["one"].to, ["c"]);
+    assert_eq!(manifest.pipelines["many"].from, ["a", "b"]);
+    assert_eq!(manifest.pipelines["many"].to, ["c", "b.copy"]);
+    assert!(manifest.pipelines["none"].to.is_empty());
+}
+
+#[test]
+fn start_latest_is_accepted_and_other_spellings_are_not() {
+    let manifest = parse(&minimal_with(r#"start = "latest""#));
+    assert_eq!(manifest.pipelines["p"].start, StartPosition::Latest);
+    assert_eq!(StartPosition::Latest.as_str(), "latest");
+
+    let message = parse_error(&minimal_with(r#"start = "newest""#));
+    assert!(
+        message.contains("unknown variant `newest`, expected `earliest` or `latest`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn relative_source_resolves_against_base_dir_and_absolute_source_is_kept() {
+    let text = r#"
+[functions.relative]
+source = "build/../f.wasm"
+[functions.absolute]
+source = "/opt/wasm/g.wasm"
+"#;
+    let manifest = Manifest::from_toml_str(text, Path::new("/srv/app")).expect("parses");
+    assert_eq!(manifest.base_dir, Path::new("/srv/app"));
+    assert_eq!(
+        manifest.functions["relative"].source,
+        Path::new("/srv/app/build/../f.wasm")
+    );
+    assert_eq!(
+        manifest.functions["absolute"].source,
+        Path::new("/opt/wasm/g.wasm")
+    );
+
+    let relative_base = Manifest::from_toml_str(text, Path::new("apps/orders")).expect("parses");
+    assert_eq!(
+        relative_base.functions["relative"].source,
+        Path::new("apps/orders/build/../f.wasm")
+    );
+}
+
+#[test]
+fn config_values_of_every_scalar_type_become_strings() {
+    let manifest = parse(
+        r#"
+[functions.f]
+source = "f.wasm"
+[functions.f.config]
+text = "EUR"
+"rate.USD" = 0.92
+whole-float = 1.0
+huge = 1e100
+integer = 42
+negative = -7
+hex = 0xff
+enabled = true
+disabled = false
+infinite = -inf
+"#,
+    );
+    let config: Vec<(&str, &str)> = manifest.functions["f"]
+        .config
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(
+        config,
+        [
+            ("disabled", "false"),
+            ("enabled", "true"),
+            ("hex", "255"),
+            ("huge", "1e100"),
+            ("infinite", "-inf"),
+            ("integer", "42"),
+            ("negative", "-7"),
+            ("rate.USD", "0.92"),
+            ("text", "EUR"),
+            ("whole-float", "1.0"),
+        ]
+    );
+}
+
+#[test]
+fn config_values_that_are_not_scalars_are_rejected() {
+    for value in ["[1, 2]", "{ a = 1 }", "1979-05-27T07:32:00Z"] {
+        let text = format!("[functions.f]\nsource = \"f.wasm\"\nconfig = {{ key = {value} }}\n");
+        let message = parse_error(&text);
+        assert!(
+            message.contains("a config value must be a string, number or boolean"),
+            "{value}: {message}"
+        );
+        assert!(message.contains("line 3"), "{value}: {message}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_rejected_naming_the_key() {
+    let cases = [
+        ("[topic.t]\n", "unknown field `topic`"),
+        ("[app]\nnmae = \"x\"\n", "unknown field `nmae`"),
+        ("[topics.t]\npartiton = 4\n", "unknown field `partiton`"),
+        (
+            "[functions.f]\nsource = \"f.wasm\"\nlimit = { deadline_ms = 5 }\n",
+            "unknown field `limit`",
+        ),
+        (
+            "[functions.f]\nsource = \"f.wasm\"\nlimits = { deadline = 5 }\n",
+            "unknown field `deadline`",
+        ),
+        (
+            "[pipelines.p]\nform = \"t\"\nfunction = \"f\"\n",
+            "unknown field `form`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let message = parse_error(text);
+        assert!(message.contains(expected), "{text}: {message}");
+        assert!(
+            message.contains("expected"),
+            "lists the known keys: {message}"
+        );
+    }
+}
+
+#[test]
+fn parse_errors_keep_tomls_line_and_column() {
+    let message = parse_error("[topics.t]\npartitions = 4\n\n[functions.f]\nsource = \n");
+    assert!(message.starts_with("weir.toml: "), "{message}");
+    assert!(message.contains("line 5, column"), "{message}");
+
+    let message = parse_error("[topics.t]\npartitions = \"four\"\n");
+    assert!(message.contains("line 2, column 14"), "{message}");
+    assert!(message.contains("expected u32"), "{message}");
+
+    // At the end of the text toml has no words of its own; ours still say what to do.
+    let message = parse_error("[topics.t]\npartitions = ");
+    assert!(message.contains("line 2, column 14"), "{message}");
+    assert!(
+        message.ends_with("fix the TOML syntax at the marked position"),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_required_keys_are_parse_errors_naming_them() {
+    let message = parse_error("[functions.f]\n");
+    assert!(message.contains("missing field `source`"), "{message}");
+    let message = parse_error("[pipelines.p]\nfunction = \"f\"\n");
+    assert!(message.contains("missing field `from`"), "{message}");
+    let message = parse_error("[pipelines.p]\nfrom = \"t\"\n");
+    assert!(message.contains("missing field `function`"), "{message}");
+}
+
+#[test]
+fn topic_lists_must_hold_names() {
+    let message = parse_error(&minimal_with("").replace(r#"to = "out""#, "to = 3"));
+    assert!(
+        message.contains("expected a topic name or a list of topic names"),
+        "{message}"
+    );
+}
+
+#[test]
+fn app_name_must_be_a_lower_case_name() {
+    for name in [
+        "Orders",
+        "orders_v2",
+        "-orders",
+        "orders-",
+        "",
+        &"a".repeat(64),
+    ] {
+        let problem = only_problem(&format!("[app]\nname = {name:?}\n"), "app.name");
+        assert!(
+            problem.message.contains("use 1 to 63 characters"),
+            "{problem}"
+        );
+    }
+    parse(&format!("[app]\nname = {:?}\n", "a".repeat(63)));
+    parse("[app]\nname = \"orders-2\"\n");
+}
+
+#[test]
+fn topic_names_follow_kafkas_rules() {
+    for (name, key) in [
+        ("a b", r#"topics."a b""#),
+        (".", r#"topics.".""#),
+        ("..", r#"topics."..""#),
+        ("", r#"topics."""#),
+        ("crm/orders", r#"topics."crm/orders""#),
+        ("ü", r#"topics."ü""#),
+    ] {
+        let problem = only_problem(&format!("[topics.{name:?}]\n"), key);
+        assert!(problem.message.contains("is invalid"), "{problem}");
+        assert!(problem.message.contains("use 1 to 249"), "{problem}");
+    }
+    let too_long = "t".repeat(250);
+    let problem = only_problem(
+        &format!("[topics.{too_long}]\n"),
+        &format!("topics.{too_long}"),
+    );
+    assert!(problem.message.contains("longer than 249"), "{problem}");
+
+    parse(&format!(
+        "[topics.{}]\n[topics.\"...\"]\n[topics.\"A.b_c-9\"]\n",
+        "t".repeat(249)
+    ));
+}
+
+#[test]
+fn partitions_must_be_within_range() {
+    for partitions in [0, 10_001] {
+        let text = format!("[topics.\"erp.orders\"]\npartitions = {partitions}\n");
+        let problem = only_problem(&text, r#"topics."erp.orders".partitions"#);
+        assert_eq!(
+            problem.message,
+            format!("is {partitions}; use a value from 1 to 10000")
+        );
+    }
+    parse("[topics.a]\npartitions = 1\n[topics.b]\npartitions = 10000\n");
+}
+
+#[test]
+fn function_names_must_be_lower_case_names() {
+    for name in [
+        "Enrich",
+        "enrich_order",
+        "-enrich",
+        "enrich-",
+        &"f".repeat(64),
+    ] {
+        let text = format!("[functions.{name:?}]\nsource = \"f.wasm\"\n");
+        let problem = only_problem(&text, &format!("functions.{name}"));
+        assert!(
+            problem
+                .message
+                .starts_with(&format!("function name {name:?} is invalid: ")),
+            "{problem}"
+        );
+    }
+}
+
+#[test]
+fn function_source_must_not_be_empty() {
+    let problem = only_problem("[functions.f]\nsource = \"\"\n", "functions.f.source");
+    assert!(problem.message.contains(".wasm"), "{problem}");
+}
+
+#[test]
+fn limits_must_be_within_range() {
+    for (limits, key, message) in [
+        (
+            "deadline_ms = 0",
+            "functions.f.limits.deadline_ms",
+            "is 0 milliseconds; use a value from 1 to 60000 milliseconds",
+        ),
+        (
+            "deadline_ms = 60001",
+            "functions.f.limits.deadline_ms",
+            "is 60001 milliseconds; use a value from 1 to 60000 milliseconds",
+        ),
+        (
+            "memory_mb = 0",
+            "functions.f.limits.memory_mb",
+            "is 0 MiB; use a value from 1 to 4096 MiB",
+        ),
+        (
+            "memory_mb = 4097",
+            "functions.f.limits.memory_mb",
+            "is 4097 MiB; use a value from 1 to 4096 MiB",
+        ),
+    ] {
+        let text = format!("[functions.f]\nsource = \"f.wasm\"\nlimits = {{ {limits} }}\n");
+        let problem = only_problem(&text, key);
+        assert_eq!(problem.message, message);
+    }
+    let manifest = parse(
+        "[functions.f]\nsource = \"f.wasm\"\nlimits = { deadline_ms = 60000, memory_mb = 4096 }\n\
+         [functions.g]\nsource = \"g.wasm\"\nlimits = { deadline_ms = 1, memory_mb = 1 }\n",
+    );
+    assert_eq!(manifest.functions["f"].limits.memory_bytes(), 4096 << 20);
+}
+
+#[test]
+fn pipeline_names_must_be_lower_case_names() {
+    let text = minimal_with("").replace("[pipelines.p]", "[pipelines.P]");
+    let problems = problems(&text);
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    // The default group is the pipeline's name, which is a valid group name.
+    assert_eq!(keys, ["pipelines.P"], "{problems:#?}");
+}
+
+#[test]
+fn from_must_not_be_empty() {
+    let text = minimal_with("").replace(r#"from = "in""#, "from = []");
+    let problem = only_problem(&text, "pipelines.p.from");
+    assert_eq!(
+        problem.message,
+        "reads from no topic; list at least one declared topic"
+    );
+}
+
+#[test]
+fn from_must_not_list_a_topic_twice() {
+    let text = minimal_with("").replace(r#"from = "in""#, r#"from = ["in", "in"]"#);
+    let problem = only_problem(&text, "pipelines.p.from");
+    assert_eq!(
+        problem.message,
+        r#"lists topic "in" more than once; list each topic once"#
+    );
+}
+
+#[test]
+fn topics_read_must_be_declared() {
+    let text = minimal_with("").replace(r#"from = "in""#, r#"from = ["in", "erp.orders"]"#);
+    let problem = only_problem(&text, "pipelines.p.from");
+    assert_eq!(
+        problem.message,
+        r#"topic "erp.orders" is not declared; declare it as [topics."erp.orders"] or use a declared topic: in, out"#
+    );
+}
+
+#[test]
+fn topics_written_must_be_declared() {
+    let text = minimal_with("").replace(r#"to = "out""#, r#"to = ["out", "audit"]"#);
+    let problem = only_problem(&text, "pipelines.p.to");
+    assert_eq!(
+        problem.message,
+        r#"topic "audit" is not declared; declare it as [topics.audit] or use a declared topic: in, out"#
+    );
+
+    let problems = problems(
+        "[functions.f]\nsource = \"f.wasm\"\n[pipelines.p]\nfrom = \"a\"\nfunction = \"f\"\nto = \"b\"\n",
+    );
+    let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            r#"pipelines.p.from: topic "a" is not declared; declare it as [topics.a]"#,
+            r#"pipelines.p.to: topic "b" is not declared; declare it as [topics.b]"#,
+        ]
+    );
+}
+
+#[test]
+fn a_pipeline_must_not_write_to_a_topic_it_reads() {
+    let text = minimal_with("").replace(r#"to = "out""#, r#"to = ["out", "in"]"#);
+    let problem = only_problem(&text, "pipelines.p.to");
+    assert!(
+        problem
+            .message
+            .starts_with(r#"publishes to "in", which the pipeline also reads from"#),
+        "{problem}"
+    );
+}
+
+#[test]
+fn the_function_must_be_declared() {
+    let text = minimal_with("").replace(r#"function = "f""#, r#"function = "enrich""#);
+    let problem = only_problem(&text, "pipelines.p.function");
+    assert_eq!(
+        problem.message,
+        r#"no function named "enrich"; declared functions: f"#
+    );
+
+    let problem = only_problem(
+        "[topics.a]\n[pipelines.p]\nfrom = \"a\"\nfunction = \"enrich\"\n",
+        "pipelines.p.function",
+    );
+    assert_eq!(
+        problem.message,
+        r#"no function named "enrich"; declare it as [functions.enrich] with the path of its .wasm component as source"#
+    );
+}
+
+#[test]
+fn group_names_follow_topic_rules() {
+    let problem = only_problem(&minimal_with(r#"group = "my group""#), "pipelines.p.group");
+    assert!(
+        problem
+            .message
+            .starts_with(r#"consumer group name "my group" is invalid"#),
+        "{problem}"
+    );
+    let manifest = parse(&minimal_with(r#"group = "Team.A_1""#));
+    assert_eq!(manifest.pipelines["p"].group, "Team.A_1");
+}
+
+#[test]
+fn two_pipelines_must_not_share_a_consumer_group() {
+    let two = |a_group: &str, b_group: &str| {
+        format!(
+            "[topics.t]\n[functions.f]\nsource = \"f.wasm\"\n\
+             [pipelines.a]\nfrom = \"t\"\nfunction = \"f\"\n{a_group}\n\
+             [pipelines.b]\nfrom = \"t\"\nfunction = \"f\"\n{b_group}\n"
+        )
+    };
+
+    let problem = only_problem(
+        &two(r#"group = "shared""#, r#"group = "shared""#),
+        "pipelines.b.group",
+    );
+    assert_eq!(
+        problem.message,
+        r#"consumer group "shared" is also used by pipeline "a", and the two would split its events; give each pipeline its own group"#
+    );
+
+    // `a` borrows the name `b` has by default: the problem lands on `a`, whose group key
+    // is the one to change.
+    let problem = only_problem(&two(r#"group = "b""#, ""), "pipelines.a.group");
+    assert_eq!(
+        problem.message,
+        r#"consumer group "b" is also used by pipeline "b" (a pipeline's group is its name unless set), and the two would split its events; give each pipeline its own group"#
+    );
+
+    parse(&two("", ""));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+[app]
+name = "Orders"
+
+[topics."erp.sales-orders"]
+partitions = 0
+
+[functions.enrich-order]
+source = "enrich.wasm"
+limits = { deadline_ms = 0, memory_mb = 5000 }
+
+[pipelines.erp-to-crm]
+from = ["erp.sales-orders", "erp.sales-orders"]
+function = "enrich"
+to = ["crm.orders", "erp.sales-orders"]
+"#;
+    let error = Manifest::from_toml_str(text, base_dir()).expect_err("invalid");
+    assert_eq!(error.problems().len(), 8);
+    expect![[r#"
+        weir.toml is invalid:
+          app.name: app name "Orders" is invalid: it has a character other than a-z, 0-9 and '-'; use 1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'
+          topics."erp.sales-orders".partitions: is 0; use a value from 1 to 10000
+          functions.enrich-order.limits.deadline_ms: is 0 milliseconds; use a value from 1 to 60000 milliseconds
+          functions.enrich-order.limits.memory_mb: is 5000 MiB; use a value from 1 to 4096 MiB
+          pipelines.erp-to-crm.from: lists topic "erp.sales-orders" more than once; list each topic once
+          pipelines.erp-to-crm.to: topic "crm.orders" is not declared; declare it as [topics."crm.orders"] or use a declared topic: erp.sales-orders
+          pipelines.erp-to-crm.to: publishes to "erp.sales-orders", which the pipeline also reads from, so it would consume its own output in a loop; publish to another topic
+          pipelines.erp-to-crm.function: no function named "enrich"; declared functions: enrich-order"#]]
+    .assert_eq(&error.to_string());
+}
+
+#[test]
+fn validate_checks_a_manifest_changed_in_code() {
+    let mut manifest = parse(EXAMPLE);
+    manifest
+        .pipelines
+        .get_mut("erp-to-crm")
+        .expect("pipeline")
+        .function = "enrich".to_owned();
+    manifest
+        .topics
+        .insert("bad topic".to_owned(), TopicSpec::default());
+
+    let error = manifest.validate().expect_err("invalid");
+    let keys: Vec<&str> = error.problems().iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [r#"topics."bad topic""#, "pipelines.erp-to-crm.function"]
+    );
+    assert_eq!(
+        error.problems()[1].message,
+        r#"no function named "enrich"; declared functions: enrich-order"#
+    );
+}
+
+#[test]
+fn keys_are_quoted_where_toml_needs_it() {
+    use crate::validate::key;
+    assert_eq!(
+        key(&["pipelines", "erp-to-crm", "function"]),
+        "pipelines.erp-to-crm.function"
+    );
+    assert_eq!(key(&["topics", "crm.orders"]), r#"topics."crm.orders""#);
+    assert_eq!(key(&["topics", ""]), r#"topics."""#);
+    assert_eq!(key(&["topics", "a\"b\\c\n"]), r#"topics."a\"b\\c\u000A""#);
+}
+
+#[test]
+fn load_reads_the_file_and_resolves_against_its_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, EXAMPLE).expect("write manifest");
+
+    let manifest = Manifest::load(&path).expect("loads");
+    assert_eq!(manifest.base_dir, dir.path());
+    assert_eq!(
+        manifest.functions["enrich-order"].source,
+        dir.path()
+            .join("enrich-order/target/wasm32-wasip2/release/enrich_order.wasm")
+    );
+    assert_eq!(manifest.app.name, "orders");
+}
+
+#[test]
+fn load_names_a_file_it_cannot_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("missing.toml");
+    let error = Manifest::load(&path).expect_err("missing file");
+    assert!(matches!(error, Error::Read { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        format!("cannot read the manifest {}", path.display())
+    );
+    let source = std::error::Error::source(&error).expect("io error is the source");
+    assert!(source.to_string().contains("No such file"), "{source}");
+    assert!(error.problems().is_empty());
+}
+
+#[test]
+fn load_reports_invalid_content() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, "[topics.t]\npartitions = 0\n").expect("write manifest");
+    let error = Manifest::load(&path).expect_err("invalid");
+    assert_eq!(error.problems()[0].key, "topics.t.partitions");
+}

@@ -1,0 +1,291 @@
+//! The rules a manifest must follow. Each check adds every [`Problem`] it finds rather than
+//! stopping at the first, and names the key as it is written in TOML.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{AppSection, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, Problem, TopicSpec};
+
+/// Longest topic or consumer group name, as in Kafka.
+const MAX_TOPIC_NAME_LEN: usize = 249;
+/// Longest app, function or pipeline name: a DNS label, so it fits in hostnames,
+/// Kubernetes object names and metric labels.
+const MAX_NAME_LEN: usize = 63;
+
+const TOPIC_NAME_RULE: &str = "use 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-', \
+                               other than \".\" and \"..\"";
+const NAME_RULE: &str =
+    "use 1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'";
+
+pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    check_app(&manifest.app, &mut problems);
+    for (name, topic) in &manifest.topics {
+        check_topic(name, topic, &mut problems);
+    }
+    for (name, function) in &manifest.functions {
+        check_function(name, function, &mut problems);
+    }
+    for (name, pipeline) in &manifest.pipelines {
+        check_pipeline(manifest, name, pipeline, &mut problems);
+    }
+    check_groups_are_unique(&manifest.pipelines, &mut problems);
+    problems
+}
+
+fn check_app(app: &AppSection, problems: &mut Vec<Problem>) {
+    if let Some(reason) = name_fault(&app.name) {
+        problems.push(Problem::new(
+            "app.name",
+            format!("app name {:?} is invalid: {reason}; {NAME_RULE}", app.name),
+        ));
+    }
+}
+
+fn check_topic(name: &str, topic: &TopicSpec, problems: &mut Vec<Problem>) {
+    if let Some(reason) = topic_name_fault(name) {
+        problems.push(Problem::new(
+            key(&["topics", name]),
+            format!("topic name {name:?} is invalid: {reason}; {TOPIC_NAME_RULE}"),
+        ));
+    }
+    check_range(
+        key(&["topics", name, "partitions"]),
+        u64::from(topic.partitions),
+        u64::from(TopicSpec::MAX_PARTITIONS),
+        "",
+        problems,
+    );
+}
+
+fn check_function(name: &str, function: &FunctionSpec, problems: &mut Vec<Problem>) {
+    if let Some(reason) = name_fault(name) {
+        problems.push(Problem::new(
+            key(&["functions", name]),
+            format!("function name {name:?} is invalid: {reason}; {NAME_RULE}"),
+        ));
+    }
+    if function.source.as_os_str().is_empty() {
+        problems.push(Problem::new(
+            key(&["functions", name, "source"]),
+            "is empty; give the path of the function's .wasm component, relative to the \
+             manifest's directory",
+        ));
+    }
+    check_range(
+        key(&["functions", name, "limits", "deadline_ms"]),
+        function.limits.deadline_ms,
+        LimitsSpec::MAX_DEADLINE_MS,
+        " milliseconds",
+        problems,
+    );
+    check_range(
+        key(&["functions", name, "limits", "memory_mb"]),
+        function.limits.memory_mb,
+        LimitsSpec::MAX_MEMORY_MB,
+        " MiB",
+        problems,
+    );
+}
+
+fn check_pipeline(
+    manifest: &Manifest,
+    name: &str,
+    pipeline: &PipelineSpec,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(reason) = name_fault(name) {
+        problems.push(Problem::new(
+            key(&["pipelines", name]),
+            format!("pipeline name {name:?} is invalid: {reason}; {NAME_RULE}"),
+        ));
+    }
+
+    let from_key = key(&["pipelines", name, "from"]);
+    if pipeline.from.is_empty() {
+        problems.push(Problem::new(
+            &from_key,
+            "reads from no topic; list at least one declared topic",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for topic in &pipeline.from {
+        if !seen.insert(topic) {
+            problems.push(Problem::new(
+                &from_key,
+                format!("lists topic {topic:?} more than once; list each topic once"),
+            ));
+        } else if !manifest.topics.contains_key(topic) {
+            problems.push(Problem::new(&from_key, undeclared_topic(manifest, topic)));
+        }
+    }
+
+    let to_key = key(&["pipelines", name, "to"]);
+    for topic in &pipeline.to {
+        if pipeline.from.contains(topic) {
+            problems.push(Problem::new(
+                &to_key,
+                format!(
+                    "publishes to {topic:?}, which the pipeline also reads from, so it would \
+                     consume its own output in a loop; publish to another topic"
+                ),
+            ));
+        } else if !manifest.topics.contains_key(topic) {
+            problems.push(Problem::new(&to_key, undeclared_topic(manifest, topic)));
+        }
+    }
+
+    if !manifest.functions.contains_key(&pipeline.function) {
+        let function = &pipeline.function;
+        let message = if manifest.functions.is_empty() {
+            format!(
+                "no function named {function:?}; declare it as [{}] with the path of its \
+                 .wasm component as source",
+                key(&["functions", function])
+            )
+        } else {
+            format!(
+                "no function named {function:?}; declared functions: {}",
+                list(manifest.functions.keys())
+            )
+        };
+        problems.push(Problem::new(key(&["pipelines", name, "function"]), message));
+    }
+
+    if let Some(reason) = topic_name_fault(&pipeline.group) {
+        problems.push(Problem::new(
+            key(&["pipelines", name, "group"]),
+            format!(
+                "consumer group name {:?} is invalid: {reason}; {TOPIC_NAME_RULE}",
+                pipeline.group
+            ),
+        ));
+    }
+}
+
+/// Two pipelines in one group would split the events between them, each seeing only some.
+fn check_groups_are_unique(
+    pipelines: &BTreeMap<String, PipelineSpec>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut members: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, pipeline) in pipelines {
+        members.entry(&pipeline.group).or_default().push(name);
+    }
+    for (group, mut names) in members {
+        if names.len() < 2 {
+            continue;
+        }
+        // The pipeline the group is named after keeps it, so the problem lands on the
+        // pipeline that borrowed the name, which is the one that has a `group` key to edit.
+        names.sort_by_key(|name| *name != group);
+        let (owner, others) = names.split_first().expect("the group has two members");
+        let defaulted = if *owner == group {
+            " (a pipeline's group is its name unless set)"
+        } else {
+            ""
+        };
+        for name in others {
+            problems.push(Problem::new(
+                key(&["pipelines", name, "group"]),
+                format!(
+                    "consumer group {group:?} is also used by pipeline {owner:?}{defaulted}, \
+                     and the two would split its events; give each pipeline its own group"
+                ),
+            ));
+        }
+    }
+}
+
+fn check_range(key: String, value: u64, max: u64, unit: &str, problems: &mut Vec<Problem>) {
+    if !(1..=max).contains(&value) {
+        problems.push(Problem::new(
+            key,
+            format!("is {value}{unit}; use a value from 1 to {max}{unit}"),
+        ));
+    }
+}
+
+fn undeclared_topic(manifest: &Manifest, topic: &str) -> String {
+    let declare = format!("declare it as [{}]", key(&["topics", topic]));
+    if manifest.topics.is_empty() {
+        format!("topic {topic:?} is not declared; {declare}")
+    } else {
+        format!(
+            "topic {topic:?} is not declared; {declare} or use a declared topic: {}",
+            list(manifest.topics.keys())
+        )
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    names.map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// Why `name` is not a valid topic or consumer group name under Kafka's rules, if it is
+/// not.
+fn topic_name_fault(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("it has a character other than a-z, A-Z, 0-9, '.', '_' and '-'")
+    } else if name.len() > MAX_TOPIC_NAME_LEN {
+        Some("it is longer than 249 characters")
+    } else if name == "." || name == ".." {
+        Some("\".\" and \"..\" are reserved")
+    } else {
+        None
+    }
+}
+
+/// Why `name` is not a valid app, function or pipeline name, if it is not.
+fn name_fault(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Some("it has a character other than a-z, 0-9 and '-'")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("it is longer than 63 characters")
+    } else if name.starts_with('-') || name.ends_with('-') {
+        Some("it starts or ends with '-'")
+    } else {
+        None
+    }
+}
+
+/// A dotted TOML key, each segment quoted where TOML requires it:
+/// `["topics", "crm.orders", "partitions"]` is `topics."crm.orders".partitions`.
+pub(crate) fn key(segments: &[&str]) -> String {
+    segments
+        .iter()
+        .map(|segment| key_segment(segment))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn key_segment(segment: &str) -> String {
+    let bare = !segment.is_empty()
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        return segment.to_owned();
+    }
+    let mut quoted = String::with_capacity(segment.len() + 2);
+    quoted.push('"');
+    for c in segment.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
