@@ -91,12 +91,8 @@ impl CloudEvent {
 
     /// The event in the JSON event format; always includes `"specversion": "1.0"`.
     pub fn to_json_value(&self) -> Value {
-        let mut members: Map<String, Value> = self
-            .extensions
-            .iter()
-            .map(|(name, value)| (name.clone(), extension_to_json(value)))
-            .collect();
-        // Core attributes go in last so a stray extension named like one cannot replace it.
+        let mut members = Map::new();
+        members.insert("specversion".to_owned(), Value::from(SPEC_VERSION));
         let mut put = |name: &str, value: Option<&String>| {
             if let Some(value) = value {
                 members.insert(name.to_owned(), Value::String(value.clone()));
@@ -105,11 +101,16 @@ impl CloudEvent {
         put("id", Some(&self.id));
         put("source", Some(&self.source));
         put("type", Some(&self.ty));
-        put("datacontenttype", self.datacontenttype.as_ref());
-        put("dataschema", self.dataschema.as_ref());
         put("subject", self.subject.as_ref());
         put("time", self.time.as_ref());
-        members.insert("specversion".to_owned(), Value::from(SPEC_VERSION));
+        put("datacontenttype", self.datacontenttype.as_ref());
+        put("dataschema", self.dataschema.as_ref());
+        // Extensions cannot replace a core attribute, even one named like it.
+        for (name, value) in &self.extensions {
+            members
+                .entry(name.clone())
+                .or_insert_with(|| extension_to_json(value));
+        }
         match &self.data {
             Some(Data::Json(value)) => {
                 members.insert("data".to_owned(), value.clone());
