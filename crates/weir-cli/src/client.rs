@@ -67,6 +67,107 @@ pub struct TailArgs {
     /// Exit after this many events.
     #[arg(long)]
     limit: Option<usize>,
+    /// Consume as a member of this consumer group: members share the topic's partitions
+    /// and the group's position is kept (then --from applies only to a new group).
+    #[arg(long)]
+    group: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GroupCommand {
+    /// A group's committed position and lag in each partition of a topic.
+    Show {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a group's position in a topic (the group must have no live consumers).
+    Reset {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// earliest, latest, an offset, or an RFC 3339 time.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn group(command: GroupCommand) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::Show {
+            group,
+            topic,
+            node,
+            json,
+        } => {
+            let response = http()?
+                .get(node.join(&format!("/v1/groups/{group}")))
+                .query(&[("topic", &topic)])
+                .send()
+                .await
+                .map_err(connect_error(&node.url))?;
+            if !response.status().is_success() {
+                return Err(failure(response).await);
+            }
+            let status: serde_json::Value = response.json().await?;
+            if json {
+                println!("{status}");
+                return Ok(());
+            }
+            println!(
+                "group {group} on {topic}: {} live member(s)",
+                status["members"]
+            );
+            for p in status["partitions"].as_array().into_iter().flatten() {
+                println!(
+                    "  partition {}  committed {}  end {}  lag {}",
+                    p["partition"], p["committed"], p["end_offset"], p["lag"]
+                );
+            }
+            Ok(())
+        }
+        GroupCommand::Reset {
+            group,
+            topic,
+            to,
+            node,
+            json,
+        } => {
+            let to_value = match to.parse::<u64>() {
+                Ok(offset) => serde_json::json!(offset),
+                Err(_) => serde_json::json!(to),
+            };
+            let response = http()?
+                .post(node.join(&format!("/v1/groups/{group}/reset")))
+                .json(&serde_json::json!({ "topic": topic, "to": to_value }))
+                .send()
+                .await
+                .map_err(connect_error(&node.url))?;
+            if !response.status().is_success() {
+                return Err(failure(response).await);
+            }
+            let answer: serde_json::Value = response.json().await?;
+            if json {
+                println!("{answer}");
+            } else {
+                for p in answer["offsets"].as_array().into_iter().flatten() {
+                    println!(
+                        "group {group} on {topic} partition {} now at offset {}",
+                        p["partition"], p["offset"]
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -197,25 +298,13 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     if args.limit == Some(0) {
         return Ok(());
     }
-    let from = match args.from.as_str() {
-        "earliest" | "latest" => args.from.clone(),
-        other if other.parse::<u64>().is_ok() => other.to_owned(),
-        other => {
-            let time = time::OffsetDateTime::parse(
-                other,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .with_context(|| {
-                format!("--from {other:?} is not earliest, latest, an offset or an RFC 3339 time")
-            })?;
-            format!("time:{}", time.unix_timestamp_nanos() / 1_000_000)
-        }
-    };
-    let url = args
-        .node
-        .join(&format!("/v1/topics/{}/stream?from={from}", args.topic));
+    let mut query = vec![("from", args.from.clone())];
+    if let Some(group) = &args.group {
+        query.push(("group", group.clone()));
+    }
     let response = http()?
-        .get(&url)
+        .get(args.node.join(&format!("/v1/topics/{}/stream", args.topic)))
+        .query(&query)
         .header("accept", "text/event-stream")
         .send()
         .await

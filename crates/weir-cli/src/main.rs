@@ -1,5 +1,6 @@
 //! `weir`: run a node, publish events to it, follow its topics.
 
+mod bench;
 mod client;
 mod serve;
 
@@ -28,6 +29,16 @@ enum Command {
     Tail(client::TailArgs),
     /// Show the node's functions, pipelines and topics.
     Status(client::StatusArgs),
+    /// Inspect or reset consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: client::GroupCommand,
+    },
+    /// Measure weir on this machine.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +59,8 @@ fn main() -> std::process::ExitCode {
             Command::Publish(args) => client::publish(args).await,
             Command::Tail(args) => client::tail(args).await,
             Command::Status(args) => client::status(args).await,
+            Command::Bench { what } => bench::run(what).await,
+            Command::Group { command } => client::group(command).await,
         }
     });
     match result {

@@ -28,6 +28,8 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    #[error("consumer group {group:?} is busy: {reason}")]
+    GroupBusy { group: String, reason: String },
     #[error("the node is shutting down; try again on the restarted node")]
     ShuttingDown,
     #[error("background task failed: {0}")]

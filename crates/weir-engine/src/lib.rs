@@ -6,6 +6,7 @@
 //! the log back gets the same validated event.
 
 mod error;
+pub mod groups;
 mod pipeline;
 pub mod routing;
 
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,25 @@ pub struct FunctionStatus {
     pub version: String,
 }
 
+/// A consumer group's position in one topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    pub group: String,
+    pub topic: String,
+    /// Live subscribers in the group now.
+    pub members: usize,
+    pub partitions: Vec<GroupPartitionStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupPartitionStatus {
+    pub partition: u32,
+    /// The next offset the group will read; none if it never committed here.
+    pub committed: Option<u64>,
+    pub end_offset: u64,
+    pub lag: u64,
+}
+
 /// What the node runs, for `weir status` and `/readyz`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
@@ -83,6 +103,7 @@ pub struct Node {
     pipelines: Vec<Arc<pipeline::Pipeline>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    groups: Arc<groups::GroupRegistry>,
     /// Keeps the wasm engine (and its deadline thread) alive as long as the node.
     _host: Option<FunctionHost>,
     stopped: Mutex<bool>,
@@ -147,9 +168,11 @@ impl Node {
 
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let groups = Arc::new(groups::GroupRegistry::default());
         let mut pipelines = Vec::new();
         if let Some(manifest) = &manifest {
             for (name, spec) in &manifest.pipelines {
+                groups.claim_for_pipeline(&spec.group, name);
                 let function = functions
                     .get(&spec.function)
                     .cloned()
@@ -167,6 +190,7 @@ impl Node {
             pipelines,
             cancel,
             tasks,
+            groups,
             _host: host,
             stopped: Mutex::new(false),
         }))
@@ -218,13 +242,7 @@ impl Node {
             })?;
         let (tx, rx) = mpsc::channel(256);
         for partition in 0..info.partitions {
-            let end = info.end_offsets[partition as usize];
-            let start = match from {
-                StartFrom::Earliest => 0,
-                StartFrom::Latest => end,
-                StartFrom::Offset(o) => o.min(end),
-                StartFrom::Time(ms) => offset_for_time(&self.log, topic, partition, end, ms)?,
-            };
+            let start = self.resolve_start(topic, partition, from)?;
             let (log, topic, tx, cancel) = (
                 self.log.clone(),
                 topic.to_owned(),
@@ -236,6 +254,156 @@ impl Node {
             });
         }
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    /// The offset `from` means in one partition.
+    fn resolve_start(&self, topic: &str, partition: u32, from: StartFrom) -> Result<u64> {
+        let end = self.log.end_offset(topic, partition)?;
+        Ok(match from {
+            StartFrom::Earliest => 0,
+            StartFrom::Latest => end,
+            StartFrom::Offset(o) => o.min(end),
+            StartFrom::Time(ms) => offset_for_time(&self.log, topic, partition, end, ms)?,
+        })
+    }
+
+    /// Follow a topic as a member of consumer group `group`: the group's members share
+    /// the topic's partitions, and the group's position is kept across members and
+    /// restarts. `from` applies only to partitions the group has no position in yet.
+    /// Fails with [`Error::GroupBusy`] if a pipeline owns the group or it follows
+    /// another topic.
+    pub fn subscribe_group(
+        &self,
+        group: &str,
+        topic: &str,
+        from: StartFrom,
+    ) -> Result<impl Stream<Item = Result<LoggedEvent>> + Send + use<>> {
+        let info = self
+            .log
+            .topic(topic)
+            .ok_or_else(|| weir_log::Error::UnknownTopic {
+                topic: topic.to_owned(),
+            })?;
+        // Validates the group name too.
+        let mut positions = BTreeMap::new();
+        for partition in 0..info.partitions {
+            let position = match self.log.committed_offset(group, topic, partition)? {
+                Some(offset) => offset,
+                None => self.resolve_start(topic, partition, from)?,
+            };
+            positions.insert(partition, position);
+        }
+        let (member, state, assignment) = self
+            .groups
+            .join(group, topic, info.partitions, || positions)
+            .map_err(|busy| Error::GroupBusy {
+                group: group.to_owned(),
+                reason: busy.to_string(),
+            })?;
+        tracing::info!(group, topic, member, "group member joined");
+
+        let (tx, rx) = mpsc::channel(256);
+        let driver = GroupMemberDriver {
+            log: self.log.clone(),
+            registry: self.groups.clone(),
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            member,
+            state: state.clone(),
+            cancel: self.cancel.clone(),
+        };
+        self.tasks.spawn(driver.run(assignment, tx));
+
+        Ok(
+            tokio_stream::wrappers::ReceiverStream::new(rx).filter_map(move |item| {
+                let item = match item {
+                    Ok(event) => {
+                        let event: LoggedEvent = event;
+                        let mut g = state.lock().unwrap_or_else(PoisonError::into_inner);
+                        let position = g.positions.get(&event.partition).copied().unwrap_or(0);
+                        // Only the partition's owner hands out events, and only the next one.
+                        if g.owns(member, event.partition) && event.offset >= position {
+                            g.positions.insert(event.partition, event.offset + 1);
+                            g.dirty = true;
+                            Some(Ok(event))
+                        } else {
+                            None
+                        }
+                    }
+                    Err(e) => Some(Err(e)),
+                };
+                std::future::ready(item)
+            }),
+        )
+    }
+
+    /// Move a consumer group's position in `topic` to `to`, in every partition. Refused
+    /// while the group has live members or belongs to a pipeline.
+    pub async fn reset_group(
+        &self,
+        group: &str,
+        topic: &str,
+        to: StartFrom,
+    ) -> Result<Vec<RecordPosition>> {
+        self.groups
+            .check_idle(group)
+            .map_err(|busy| Error::GroupBusy {
+                group: group.to_owned(),
+                reason: busy.to_string(),
+            })?;
+        let info = self
+            .log
+            .topic(topic)
+            .ok_or_else(|| weir_log::Error::UnknownTopic {
+                topic: topic.to_owned(),
+            })?;
+        let mut positions = Vec::new();
+        for partition in 0..info.partitions {
+            let offset = self.resolve_start(topic, partition, to)?;
+            positions.push(RecordPosition { partition, offset });
+        }
+        let (log, group_name, topic_name, to_commit) = (
+            self.log.clone(),
+            group.to_owned(),
+            topic.to_owned(),
+            positions.clone(),
+        );
+        blocking(move || {
+            for p in to_commit {
+                log.commit_offset(&group_name, &topic_name, p.partition, p.offset)?;
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(group, topic, ?to, "group reset");
+        Ok(positions)
+    }
+
+    /// A group's committed position and lag in each partition of `topic`.
+    pub fn group_status(&self, group: &str, topic: &str) -> Result<GroupStatus> {
+        let info = self
+            .log
+            .topic(topic)
+            .ok_or_else(|| weir_log::Error::UnknownTopic {
+                topic: topic.to_owned(),
+            })?;
+        let mut partitions = Vec::new();
+        for partition in 0..info.partitions {
+            let committed = self.log.committed_offset(group, topic, partition)?;
+            let end = info.end_offsets[partition as usize];
+            partitions.push(GroupPartitionStatus {
+                partition,
+                committed,
+                end_offset: end,
+                lag: end.saturating_sub(committed.unwrap_or(0)),
+            });
+        }
+        Ok(GroupStatus {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            members: self.groups.members(group),
+            partitions,
+        })
     }
 
     /// Functions, pipelines and topics, for `weir status`.
@@ -315,6 +483,93 @@ async fn follow_partition(
             if tx.send(decode_event(&topic, record)).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Runs one group member: follows the partitions assigned to it, restarts on every
+/// rebalance, commits the group's positions every second and when the member leaves.
+struct GroupMemberDriver {
+    log: Log,
+    registry: Arc<groups::GroupRegistry>,
+    group: String,
+    topic: String,
+    member: u64,
+    state: Arc<Mutex<groups::GroupState>>,
+    cancel: CancellationToken,
+}
+
+impl GroupMemberDriver {
+    async fn run(
+        self,
+        mut assignment: tokio::sync::watch::Receiver<Vec<u32>>,
+        tx: mpsc::Sender<Result<LoggedEvent>>,
+    ) {
+        let mut commit_every = tokio::time::interval(std::time::Duration::from_secs(1));
+        'assignments: loop {
+            let partitions = assignment.borrow_and_update().clone();
+            let followers = self.cancel.child_token();
+            for partition in partitions {
+                let start = {
+                    let g = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    g.positions.get(&partition).copied().unwrap_or(0)
+                };
+                let (log, topic, tx, stop) = (
+                    self.log.clone(),
+                    self.topic.clone(),
+                    tx.clone(),
+                    followers.clone(),
+                );
+                tokio::spawn(follow_partition(log, topic, partition, start, tx, stop));
+            }
+            loop {
+                tokio::select! {
+                    changed = assignment.changed() => {
+                        followers.cancel();
+                        if changed.is_err() {
+                            break 'assignments;
+                        }
+                        continue 'assignments;
+                    }
+                    _ = tx.closed() => { followers.cancel(); break 'assignments; }
+                    _ = self.cancel.cancelled() => break 'assignments,
+                    _ = commit_every.tick() => self.commit_if_dirty().await,
+                }
+            }
+        }
+        if let Some(positions) = self.registry.leave(&self.group, self.member) {
+            self.commit(positions).await;
+        }
+        tracing::info!(group = %self.group, topic = %self.topic, member = self.member, "group member left");
+    }
+
+    async fn commit_if_dirty(&self) {
+        let positions = {
+            let mut g = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if !g.dirty {
+                return;
+            }
+            g.dirty = false;
+            g.positions.clone()
+        };
+        self.commit(positions).await;
+    }
+
+    async fn commit(&self, positions: BTreeMap<u32, u64>) {
+        let (log, group, topic) = (self.log.clone(), self.group.clone(), self.topic.clone());
+        let result = blocking(move || {
+            for (partition, offset) in positions {
+                log.commit_offset(&group, &topic, partition, offset)?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(group = %self.group, topic = %self.topic, error = %e, "cannot commit the group's position; it will be retried");
+            self.state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .dirty = true;
         }
     }
 }

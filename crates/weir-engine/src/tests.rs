@@ -142,3 +142,137 @@ async fn a_trapping_function_parks_the_pipeline_and_keeps_the_event() {
         .unwrap();
     node.shutdown().await;
 }
+
+async fn plain_node(dir: &Path) -> std::sync::Arc<Node> {
+    let node = Node::start(NodeOptions {
+        data_dir: dir.join("data"),
+        manifest: None,
+        log: Default::default(),
+    })
+    .await
+    .unwrap();
+    node.log().create_topic("t", 4).unwrap();
+    node
+}
+
+fn keyed(n: u32) -> CloudEvent {
+    let mut ev = CloudEvent::new(format!("e{n}"), "test://s", "t");
+    ev.subject = Some(format!("k{n}"));
+    ev
+}
+
+async fn next_ids(
+    stream: &mut (impl futures::Stream<Item = crate::Result<crate::LoggedEvent>> + Unpin),
+    n: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event arrives")
+            .unwrap()
+            .unwrap();
+        ids.push(ev.event.id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_share_partitions_and_keep_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = plain_node(dir.path()).await;
+    let events: Vec<_> = (0..40).map(keyed).collect();
+    node.publish("t", &events).await.unwrap();
+
+    let mut a = Box::pin(node.subscribe_group("g", "t", StartFrom::Earliest).unwrap());
+    let mut b = Box::pin(node.subscribe_group("g", "t", StartFrom::Latest).unwrap());
+    // Let the rebalance settle before reading: both members then own two partitions.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = node.group_status("g", "t").unwrap();
+    assert_eq!(status.members, 2);
+
+    // Together they see each event once; each sees only its own partitions.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "saw only {} of 40",
+            seen.len()
+        );
+        tokio::select! {
+            Some(ev) = a.next() => seen.push(("a", ev.unwrap())),
+            Some(ev) = b.next() => seen.push(("b", ev.unwrap())),
+        }
+    }
+    let mut ids: Vec<_> = seen.iter().map(|(_, e)| e.event.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    for (who, ev) in &seen {
+        let other = if *who == "a" { "b" } else { "a" };
+        assert!(
+            !seen
+                .iter()
+                .any(|(w, e)| w == &other && e.partition == ev.partition),
+            "partition {} was read by both members",
+            ev.partition
+        );
+    }
+
+    // A live group cannot be reset.
+    let err = node
+        .reset_group("g", "t", StartFrom::Earliest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, crate::Error::GroupBusy { .. }), "{err}");
+
+    // Members leave; the position is committed; a new member continues from it.
+    drop(a);
+    drop(b);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while node.group_status("g", "t").unwrap().members > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let status = node.group_status("g", "t").unwrap();
+    assert!(status.partitions.iter().all(|p| p.lag == 0), "{status:?}");
+    node.publish("t", &[keyed(100)]).await.unwrap();
+    let mut c = Box::pin(node.subscribe_group("g", "t", StartFrom::Earliest).unwrap());
+    assert_eq!(next_ids(&mut c, 1).await, ["e100"]);
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Reset to the start: everything again.
+    let offsets = node
+        .reset_group("g", "t", StartFrom::Earliest)
+        .await
+        .unwrap();
+    assert!(offsets.iter().all(|p| p.offset == 0));
+    let mut d = Box::pin(node.subscribe_group("g", "t", StartFrom::Latest).unwrap());
+    let mut again = next_ids(&mut d, 41).await;
+    again.sort();
+    again.dedup();
+    assert_eq!(again.len(), 41);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelines_group_cannot_be_joined_or_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = weir_test_support::test_guest("guest-trap");
+    let node = start(dir.path(), manifest(dir.path(), &wasm, "trapper", "out")).await;
+    let err = node
+        .subscribe_group("p", "in", StartFrom::Earliest)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("pipeline \"p\""), "{err}");
+    let err = node
+        .reset_group("p", "in", StartFrom::Earliest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, crate::Error::GroupBusy { .. }), "{err}");
+    node.shutdown().await;
+}

@@ -57,6 +57,8 @@ pub fn router(node: Arc<Node>, options: GatewayOptions) -> Router {
         .route("/v1/topics/{topic}", axum::routing::put(create_topic))
         .route("/v1/topics/{topic}/events", get(read_events).post(publish))
         .route("/v1/topics/{topic}/stream", get(stream))
+        .route("/v1/groups/{group}", get(group_status))
+        .route("/v1/groups/{group}/reset", axum::routing::post(reset_group))
         .route("/v1/status", get(status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -217,6 +219,95 @@ async fn read_events(
 #[serde(deny_unknown_fields)]
 struct StreamQuery {
     from: Option<String>,
+    /// Consume as a member of this consumer group.
+    group: Option<String>,
+}
+
+/// `earliest`, `latest`, an offset, `time:MILLIS` or an RFC 3339 time.
+fn parse_start(from: &str) -> Result<StartFrom, Problem> {
+    let bad = || {
+        Problem::bad_request(
+            "bad-position",
+            format!(
+                "{from:?} is not a position; use earliest, latest, an offset, an RFC 3339 time or time:MILLISECONDS"
+            ),
+        )
+    };
+    Ok(match from {
+        "earliest" => StartFrom::Earliest,
+        "latest" => StartFrom::Latest,
+        other => match other.strip_prefix("time:") {
+            Some(ms) => StartFrom::Time(ms.parse().map_err(|_| bad())?),
+            None if other.bytes().all(|b| b.is_ascii_digit()) => {
+                StartFrom::Offset(other.parse().map_err(|_| bad())?)
+            }
+            None => {
+                let time = time::OffsetDateTime::parse(
+                    other,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map_err(|_| bad())?;
+                StartFrom::Time((time.unix_timestamp_nanos() / 1_000_000) as i64)
+            }
+        },
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupQuery {
+    topic: String,
+}
+
+async fn group_status(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    query: Result<Query<GroupQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<weir_engine::GroupStatus>, Problem> {
+    let Query(query) = query.map_err(|e| {
+        Problem::bad_request("bad-query", format!("{}; pass ?topic=NAME", e.body_text()))
+    })?;
+    Ok(Json(state.node.group_status(&group, &query.topic)?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetGroup {
+    topic: String,
+    /// `earliest`, `latest`, an offset, or an RFC 3339 time.
+    to: serde_json::Value,
+}
+
+async fn reset_group(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let body = body?;
+    let reset: ResetGroup = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(
+            "bad-body",
+            format!(
+                "the body must be {{\"topic\": NAME, \"to\": earliest|latest|OFFSET|TIME}}: {e}"
+            ),
+        )
+    })?;
+    let to = match &reset.to {
+        serde_json::Value::Number(n) => n.as_u64().map(StartFrom::Offset).ok_or_else(|| {
+            Problem::bad_request("bad-position", "an offset is a non-negative integer")
+        })?,
+        serde_json::Value::String(s) => parse_start(s)?,
+        other => {
+            return Err(Problem::bad_request(
+                "bad-position",
+                format!("`to` is {other}; use earliest, latest, an offset or an RFC 3339 time"),
+            ));
+        }
+    };
+    let offsets = state.node.reset_group(&group, &reset.topic, to).await?;
+    Ok(Json(
+        serde_json::json!({ "group": group, "topic": reset.topic, "offsets": offsets }),
+    ))
 }
 
 /// Follow a topic live. Each SSE message is one event in the structured JSON format; its
@@ -228,24 +319,15 @@ async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
     let Query(query) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
     let from = match query.from.as_deref() {
-        None | Some("latest") => StartFrom::Latest,
-        Some("earliest") => StartFrom::Earliest,
-        Some(other) => {
-            let bad = || {
-                Problem::bad_request(
-                    "bad-query",
-                    format!(
-                        "`from` is {other:?}; use earliest, latest, an offset or time:MILLISECONDS"
-                    ),
-                )
-            };
-            match other.strip_prefix("time:") {
-                Some(ms) => StartFrom::Time(ms.parse().map_err(|_| bad())?),
-                None => StartFrom::Offset(other.parse().map_err(|_| bad())?),
-            }
-        }
+        None => StartFrom::Latest,
+        Some(from) => parse_start(from)?,
     };
-    let events = state.node.subscribe(&topic, from)?;
+    let events: std::pin::Pin<
+        Box<dyn Stream<Item = weir_engine::Result<weir_engine::LoggedEvent>> + Send>,
+    > = match &query.group {
+        Some(group) => Box::pin(state.node.subscribe_group(group, &topic, from)?),
+        None => Box::pin(state.node.subscribe(&topic, from)?),
+    };
     let messages = events.map(|item| {
         Ok(match item {
             Ok(logged) => SseEvent::default()

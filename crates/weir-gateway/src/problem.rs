@@ -116,6 +116,15 @@ impl From<weir_engine::Error> for Problem {
                 "Payload too large",
                 detail,
             ),
+            E::GroupBusy { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "group-busy",
+                "Consumer group busy",
+                detail,
+            ),
+            E::Log(L::InvalidGroupName { .. } | L::OffsetOutOfRange { .. }) => {
+                Problem::bad_request("invalid-group", detail)
+            }
             E::Log(L::Poisoned { .. }) | E::ShuttingDown => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

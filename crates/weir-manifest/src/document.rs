@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::{
-    AppSection, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, StartPosition, TopicSpec,
+    AppSection, FsyncSpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, StartPosition,
+    TopicSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -41,6 +42,20 @@ struct AppTable {
 #[serde(deny_unknown_fields)]
 struct TopicTable {
     partitions: Option<u32>,
+    fsync: Option<FsyncName>,
+    fsync_interval_ms: Option<u64>,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    segment_bytes: Option<u64>,
+    compaction: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FsyncName {
+    Always,
+    Interval,
+    Never,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +88,20 @@ struct PipelineTable {
 }
 
 impl Document {
+    /// Problems only the document shows: keys that make no sense together.
+    pub(crate) fn shape_problems(&self) -> Vec<crate::Problem> {
+        let mut problems = Vec::new();
+        for (name, topic) in &self.topics {
+            if topic.fsync_interval_ms.is_some() && topic.fsync != Some(FsyncName::Interval) {
+                problems.push(crate::Problem::new(
+                    crate::validate::key(&["topics", name, "fsync_interval_ms"]),
+                    "applies only with fsync = \"interval\"; set that or remove it".to_owned(),
+                ));
+            }
+        }
+        problems
+    }
+
     pub(crate) fn resolve(self, base_dir: &Path) -> Manifest {
         let app = AppSection {
             name: self
@@ -84,8 +113,23 @@ impl Document {
             .topics
             .into_iter()
             .map(|(name, topic)| {
+                let fsync = match (topic.fsync, topic.fsync_interval_ms) {
+                    (Some(FsyncName::Interval), ms) => FsyncSpec::Interval {
+                        ms: ms.unwrap_or(TopicSpec::DEFAULT_FSYNC_INTERVAL_MS),
+                    },
+                    (Some(FsyncName::Never), _) => FsyncSpec::Never,
+                    // `fsync_interval_ms` without `fsync = "interval"`: see `shape_problems`.
+                    (Some(FsyncName::Always) | None, _) => FsyncSpec::Always,
+                };
                 let spec = TopicSpec {
                     partitions: topic.partitions.unwrap_or(TopicSpec::DEFAULT_PARTITIONS),
+                    fsync,
+                    retention_ms: topic.retention_ms,
+                    retention_bytes: topic.retention_bytes,
+                    segment_bytes: topic
+                        .segment_bytes
+                        .unwrap_or(TopicSpec::DEFAULT_SEGMENT_BYTES),
+                    compaction: topic.compaction.unwrap_or(false),
                 };
                 (name, spec)
             })

@@ -53,7 +53,8 @@ mod validate;
 
 pub use error::{Error, Problem, Result};
 pub use manifest::{
-    AppSection, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, StartPosition, TopicSpec,
+    AppSection, FsyncSpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, StartPosition,
+    TopicSpec,
 };
 
 #[cfg(test)]

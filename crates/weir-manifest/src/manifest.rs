@@ -28,9 +28,17 @@ impl Manifest {
     /// validates the result.
     pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Manifest> {
         let document = document::parse(text).map_err(|error| Error::Parse { error })?;
+        let mut problems = document.shape_problems();
         let manifest = document.resolve(base_dir);
-        manifest.validate()?;
-        Ok(manifest)
+        match manifest.validate() {
+            Ok(()) if problems.is_empty() => Ok(manifest),
+            Ok(()) => Err(Error::Invalid(problems)),
+            Err(Error::Invalid(more)) => {
+                problems.extend(more);
+                Err(Error::Invalid(problems))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads and parses the manifest at `path`; relative paths in it are resolved against
@@ -79,18 +87,50 @@ impl Default for AppSection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
     pub partitions: u32,
+    /// When an append is acknowledged relative to fsync.
+    pub fsync: FsyncSpec,
+    /// Delete segments whose events are all older than this.
+    pub retention_ms: Option<u64>,
+    /// Keep at most about this many bytes per partition (whole segments are deleted).
+    pub retention_bytes: Option<u64>,
+    /// Roll to a new segment file at this size.
+    pub segment_bytes: u64,
+    /// Keep only the latest event per key in closed segments.
+    pub compaction: bool,
+}
+
+/// `fsync = "always" | "interval" | "never"` (with `fsync_interval_ms` for interval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncSpec {
+    /// Acknowledge after fsync; concurrent appends share one fsync (group commit).
+    #[default]
+    Always,
+    /// Acknowledge after the write; fsync at most every `ms` milliseconds.
+    Interval { ms: u64 },
+    /// Acknowledge after the write; the operating system decides when to flush.
+    Never,
 }
 
 impl TopicSpec {
     pub const DEFAULT_PARTITIONS: u32 = 1;
     /// As many as the embedded log allows; each partition costs a directory and open files.
     pub const MAX_PARTITIONS: u32 = 10_000;
+    pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+    pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+    pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+    pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 100;
+    pub const MAX_FSYNC_INTERVAL_MS: u64 = 60_000;
 }
 
 impl Default for TopicSpec {
     fn default() -> TopicSpec {
         TopicSpec {
             partitions: TopicSpec::DEFAULT_PARTITIONS,
+            fsync: FsyncSpec::Always,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: TopicSpec::DEFAULT_SEGMENT_BYTES,
+            compaction: false,
         }
     }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use expect_test::expect;
 
 use crate::{
-    AppSection, Error, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, Problem, StartPosition,
-    TopicSpec,
+    AppSection, Error, FsyncSpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, Problem,
+    StartPosition, TopicSpec,
 };
 
 const EXAMPLE: &str = r#"
@@ -95,8 +95,20 @@ fn example_app_parses_to_exactly_the_declared_values() {
             name: "orders".to_owned(),
         },
         topics: BTreeMap::from([
-            ("erp.sales-orders".to_owned(), TopicSpec { partitions: 4 }),
-            ("crm.orders".to_owned(), TopicSpec { partitions: 4 }),
+            (
+                "erp.sales-orders".to_owned(),
+                TopicSpec {
+                    partitions: 4,
+                    ..TopicSpec::default()
+                },
+            ),
+            (
+                "crm.orders".to_owned(),
+                TopicSpec {
+                    partitions: 4,
+                    ..TopicSpec::default()
+                },
+            ),
         ]),
         functions: BTreeMap::from([(
             "enrich-order".to_owned(),
@@ -759,4 +771,60 @@ fn load_reports_invalid_content() {
     std::fs::write(&path, "[topics.t]\npartitions = 0\n").expect("write manifest");
     let error = Manifest::load(&path).expect_err("invalid");
     assert_eq!(error.problems()[0].key, "topics.t.partitions");
+}
+
+#[test]
+fn topic_storage_options_parse_and_default() {
+    let text = r#"
+[topics.a]
+[topics.b]
+partitions = 2
+fsync = "interval"
+fsync_interval_ms = 50
+retention_ms = 3600000
+retention_bytes = 1048576
+segment_bytes = 1048576
+compaction = true
+[topics.c]
+fsync = "never"
+"#;
+    let m = Manifest::from_toml_str(text, Path::new("/app")).unwrap();
+    assert_eq!(m.topics["a"], TopicSpec::default());
+    let b = &m.topics["b"];
+    assert_eq!(b.fsync, FsyncSpec::Interval { ms: 50 });
+    assert_eq!(b.retention_ms, Some(3_600_000));
+    assert_eq!(b.retention_bytes, Some(1 << 20));
+    assert_eq!(b.segment_bytes, 1 << 20);
+    assert!(b.compaction);
+    assert_eq!(m.topics["c"].fsync, FsyncSpec::Never);
+}
+
+#[test]
+fn topic_storage_options_are_checked() {
+    let text = r#"
+[topics.a]
+fsync_interval_ms = 50
+segment_bytes = 10
+retention_ms = 0
+[topics.b]
+fsync = "sometimes"
+"#;
+    let err = Manifest::from_toml_str(text, Path::new("/app")).unwrap_err();
+    assert!(err.to_string().contains("sometimes"), "{err}");
+    let text = r#"
+[topics.a]
+fsync_interval_ms = 50
+segment_bytes = 10
+retention_ms = 0
+"#;
+    let err = Manifest::from_toml_str(text, Path::new("/app")).unwrap_err();
+    let keys: Vec<_> = err.problems().iter().map(|p| p.key.clone()).collect();
+    assert_eq!(
+        keys,
+        [
+            "topics.a.fsync_interval_ms",
+            "topics.a.segment_bytes",
+            "topics.a.retention_ms"
+        ]
+    );
 }

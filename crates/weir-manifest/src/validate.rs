@@ -55,6 +55,39 @@ fn check_topic(name: &str, topic: &TopicSpec, problems: &mut Vec<Problem>) {
         "",
         problems,
     );
+    if let crate::FsyncSpec::Interval { ms } = topic.fsync {
+        check_range(
+            key(&["topics", name, "fsync_interval_ms"]),
+            ms,
+            TopicSpec::MAX_FSYNC_INTERVAL_MS,
+            " ms",
+            problems,
+        );
+    }
+    if !(TopicSpec::MIN_SEGMENT_BYTES..=TopicSpec::MAX_SEGMENT_BYTES).contains(&topic.segment_bytes)
+    {
+        problems.push(Problem::new(
+            key(&["topics", name, "segment_bytes"]),
+            format!(
+                "is {}; use a value from {} to {}",
+                topic.segment_bytes,
+                TopicSpec::MIN_SEGMENT_BYTES,
+                TopicSpec::MAX_SEGMENT_BYTES
+            ),
+        ));
+    }
+    if topic.retention_ms == Some(0) {
+        problems.push(Problem::new(
+            key(&["topics", name, "retention_ms"]),
+            "is 0, which would delete every event; remove it to keep events forever".to_owned(),
+        ));
+    }
+    if topic.retention_bytes == Some(0) {
+        problems.push(Problem::new(
+            key(&["topics", name, "retention_bytes"]),
+            "is 0, which would delete every event; remove it to keep events forever".to_owned(),
+        ));
+    }
 }
 
 fn check_function(name: &str, function: &FunctionSpec, problems: &mut Vec<Problem>) {

@@ -1,0 +1,181 @@
+//! `weir bench`: measure weir on this machine. With `--json`, the last line of stdout is
+//! one JSON object with the figures, for scripts and `docs/benchmarks.md`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use weir_log::{Log, LogOptions, Record};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// The embedded log: append throughput and acknowledgement latency, read throughput,
+    /// and the disk's own sequential fdatasync bandwidth for comparison.
+    Log(LogBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogBenchArgs {
+    /// Where to put the temporary log (it is removed afterwards); measure the disk you
+    /// will run on.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Bytes of each event's value.
+    #[arg(long, default_value_t = 100)]
+    event_bytes: usize,
+    /// Concurrent producers, each awaiting its own acknowledgements.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Events per append call.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Events to append in total.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Partitions of the benchmark topic; producer i appends to partition i % partitions.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Log(args) => log(args).await,
+    }
+}
+
+async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.producers > 0 && args.batch > 0 && args.events > 0,
+        "--producers, --batch and --events must be positive"
+    );
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = tempfile::Builder::new()
+        .prefix("weir-bench-log-")
+        .tempdir_in(&args.dir)
+        .with_context(|| {
+            format!(
+                "cannot make a temporary directory in {}",
+                args.dir.display()
+            )
+        })?;
+
+    let disk_mb_per_sec = disk_seq_write_mb_per_sec(dir.path())?;
+
+    let log = Log::open(&dir.path().join("log"), LogOptions::default())?;
+    log.create_topic("bench", args.partitions)?;
+    let fsync = "always";
+
+    let per_producer = args.events.div_ceil(args.producers);
+    let value = bytes::Bytes::from(vec![b'x'; args.event_bytes]);
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for p in 0..args.producers {
+        let (log, value) = (log.clone(), value.clone());
+        let (batch, partition) = (args.batch, p as u32 % args.partitions);
+        producers.push(tokio::spawn(async move {
+            let mut latencies_us = Vec::with_capacity(per_producer / batch + 1);
+            let mut sent = 0;
+            while sent < per_producer {
+                let n = batch.min(per_producer - sent);
+                let records = (0..n).map(|_| Record::new(value.clone())).collect();
+                let t = Instant::now();
+                log.append_to("bench", partition, records).await?;
+                latencies_us.push(t.elapsed().as_micros() as u64);
+                sent += n;
+            }
+            anyhow::Ok(latencies_us)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for p in producers {
+        latencies.extend(p.await??);
+    }
+    let append_secs = started.elapsed().as_secs_f64();
+    let appended = per_producer * args.producers;
+    latencies.sort_unstable();
+
+    // Read partition 0 from the start, as one consumer would.
+    let end = log.end_offset("bench", 0)?;
+    let started = Instant::now();
+    let mut next = 0;
+    let mut read = 0u64;
+    while next < end {
+        let records = log.read("bench", 0, next, 10_000)?;
+        let Some(last) = records.last() else { break };
+        next = last.offset + 1;
+        read += records.len() as u64;
+    }
+    let read_secs = started.elapsed().as_secs_f64().max(1e-9);
+    drop(log);
+
+    let append_mb = appended as f64 * args.event_bytes as f64 / 1e6;
+    let result = json!({
+        "bench": "log",
+        "backend": "embedded",
+        "event_bytes": args.event_bytes,
+        "producers": args.producers,
+        "batch": args.batch,
+        "partitions": args.partitions,
+        "fsync": fsync,
+        "events": appended,
+        "append_events_per_sec": (appended as f64 / append_secs).round(),
+        "append_mb_per_sec": round2(append_mb / append_secs),
+        "append_p50_us": percentile(&latencies, 0.50),
+        "append_p99_us": percentile(&latencies, 0.99),
+        "read_events_per_sec": (read as f64 / read_secs).round(),
+        "disk_seq_write_mb_per_sec": round2(disk_mb_per_sec),
+    });
+    print_result(&result, args.json)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Sequential writes of 1 MiB, each followed by fdatasync: the physical limit a durable
+/// log is measured against.
+fn disk_seq_write_mb_per_sec(dir: &std::path::Path) -> anyhow::Result<f64> {
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 128;
+    let path = dir.join("disk-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let buf = vec![0xA5u8; CHUNK];
+    let started = Instant::now();
+    for _ in 0..CHUNKS {
+        file.write_all(&buf)?;
+        file.sync_data()?;
+    }
+    let secs = started
+        .elapsed()
+        .max(Duration::from_micros(1))
+        .as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok((CHUNK * CHUNKS) as f64 / 1e6 / secs)
+}
+
+fn print_result(result: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if !json {
+        if let Some(map) = result.as_object() {
+            for (key, value) in map {
+                println!("{key:>28}  {value}");
+            }
+        }
+        return Ok(());
+    }
+    println!("{result}");
+    Ok(())
+}
