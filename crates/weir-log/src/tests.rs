@@ -33,7 +33,7 @@ async fn append_values(log: &Log, topic: &str, values: &[&str]) -> Vec<RecordPos
 async fn append_read_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    assert!(log.create_topic("orders", 1).expect("create"));
+    assert!(log.create_topic("orders", &TopicConfig::with_partitions(1)).expect("create"));
 
     let positions = log
         .append(
@@ -83,7 +83,7 @@ async fn keys_hash_to_stable_partitions() {
 
     for _ in 0..2 {
         let log = open(&dir);
-        log.create_topic("t", 8).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(8)).expect("create");
         for _ in 0..2 {
             let records = keys.iter().map(|k| Record::new("v").with_key(k.clone()));
             let positions = log.append("t", records.collect()).await.expect("append");
@@ -107,12 +107,12 @@ async fn offsets_stay_dense_across_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let log = open(&dir);
-        log.create_topic("t", 2).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(2)).expect("create");
         append_values(&log, "t", &["a", "b"]).await;
         append_values(&log, "t", &["c"]).await;
     }
     let log = open(&dir);
-    assert!(!log.create_topic("t", 2).expect("exists"));
+    assert!(!log.create_topic("t", &TopicConfig::with_partitions(2)).expect("exists"));
     assert_eq!(log.topic("t").expect("info").end_offsets, [3, 0]);
     let positions = append_values(&log, "t", &["d", "e"]).await;
     assert_eq!(positions[0].offset, 3);
@@ -131,7 +131,7 @@ async fn a_torn_batch_disappears_whole_and_earlier_batches_stay() {
     let path = log_file(&dir, "t", 0);
     let (good_len, full_len) = {
         let log = open(&dir);
-        log.create_topic("t", 1).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
         append_values(&log, "t", &["a", "b", "c"]).await;
         let good_len = file_len(&path);
         append_values(&log, "t", &["d", "e", "f", "g", "h"]).await;
@@ -159,7 +159,7 @@ async fn a_bit_flip_in_the_last_batch_drops_it_on_reopen() {
     let path = log_file(&dir, "t", 0);
     let good_len = {
         let log = open(&dir);
-        log.create_topic("t", 1).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
         append_values(&log, "t", &["a"]).await;
         append_values(&log, "t", &["b", "c"]).await;
         let good_len = file_len(&path);
@@ -186,7 +186,7 @@ async fn garbage_after_valid_data_is_truncated() {
     let path = log_file(&dir, "t", 0);
     let good_len = {
         let log = open(&dir);
-        log.create_topic("t", 1).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
         append_values(&log, "t", &["a", "b"]).await;
         file_len(&path)
     };
@@ -213,7 +213,7 @@ async fn a_valid_frame_with_a_repeated_base_offset_is_truncated() {
     let path = log_file(&dir, "t", 0);
     let good_len = {
         let log = open(&dir);
-        log.create_topic("t", 1).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
         append_values(&log, "t", &["a"]).await;
         file_len(&path)
     };
@@ -231,7 +231,7 @@ async fn a_valid_frame_with_a_repeated_base_offset_is_truncated() {
 async fn wait_for_wakes_on_append() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    log.create_topic("t", 1).expect("create");
+    log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
     append_values(&log, "t", &["a"]).await;
 
     // Offset 0 exists already.
@@ -257,7 +257,7 @@ async fn committed_offsets_survive_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let log = open(&dir);
-        log.create_topic("t", 2).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(2)).expect("create");
         append_values(&log, "t", &["a", "b", "c"]).await;
         assert_eq!(log.committed_offset("billing", "t", 0).expect("get"), None);
         log.commit_offset("billing", "t", 0, 2).expect("commit");
@@ -299,7 +299,7 @@ async fn a_record_too_large_is_rejected_and_nothing_is_written() {
         max_batch_bytes: 1024,
     };
     let log = Log::open(dir.path(), opts).expect("open");
-    log.create_topic("t", 2).expect("create");
+    log.create_topic("t", &TopicConfig::with_partitions(2)).expect("create");
 
     let records = vec![
         Record::new("small").with_key("k"),
@@ -340,19 +340,19 @@ fn invalid_topic_names_and_counts_are_rejected() {
     let log = open(&dir);
     let too_long = "a".repeat(250);
     for name in ["", ".", "..", "a/b", "a b", "ü", "../x", too_long.as_str()] {
-        let err = log.create_topic(name, 1).expect_err(name);
+        let err = log.create_topic(name, &TopicConfig::with_partitions(1)).expect_err(name);
         assert!(
             matches!(err, Error::InvalidTopicName { .. }),
             "{name}: {err}"
         );
     }
     for name in ["a", "a.b_c-D9", "...", "a".repeat(249).as_str()] {
-        assert!(log.create_topic(name, 1).expect(name), "{name}");
+        assert!(log.create_topic(name, &TopicConfig::with_partitions(1)).expect(name), "{name}");
     }
 
-    let err = log.create_topic("zero", 0).expect_err("no partitions");
+    let err = log.create_topic("zero", &TopicConfig::with_partitions(0)).expect_err("no partitions");
     assert!(matches!(err, Error::InvalidPartitionCount { .. }), "{err}");
-    let err = log.create_topic("a", 2).expect_err("count differs");
+    let err = log.create_topic("a", &TopicConfig::with_partitions(2)).expect_err("count differs");
     assert!(
         matches!(
             err,
@@ -364,7 +364,7 @@ fn invalid_topic_names_and_counts_are_rejected() {
         ),
         "{err}"
     );
-    assert!(!log.create_topic("a", 1).expect("same count"));
+    assert!(!log.create_topic("a", &TopicConfig::with_partitions(1)).expect("same count"));
     let names: Vec<_> = log.topics().into_iter().map(|t| t.name).collect();
     assert_eq!(names.len(), 4);
     assert!(names.is_sorted());
@@ -374,7 +374,7 @@ fn invalid_topic_names_and_counts_are_rejected() {
 async fn unknown_topics_and_partitions_say_what_to_do() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    log.create_topic("t", 2).expect("create");
+    log.create_topic("t", &TopicConfig::with_partitions(2)).expect("create");
 
     let err = log
         .append("x", vec![Record::new("v")])
@@ -418,7 +418,7 @@ fn an_unfinished_topic_creation_is_ignored_then_redone() {
     fs::create_dir_all(dir.path().join("topics/half/0")).expect("mkdir");
     let log = open(&dir);
     assert!(log.topic("half").is_none());
-    assert!(log.create_topic("half", 3).expect("create"));
+    assert!(log.create_topic("half", &TopicConfig::with_partitions(3)).expect("create"));
     drop(log);
     assert_eq!(open(&dir).topic("half").expect("info").partitions, 3);
 }
@@ -431,7 +431,7 @@ async fn concurrent_appends_produce_dense_offsets_without_loss() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    log.create_topic("t", 3).expect("create");
+    log.create_topic("t", &TopicConfig::with_partitions(3)).expect("create");
 
     let mut tasks = Vec::new();
     for task in 0..TASKS {
