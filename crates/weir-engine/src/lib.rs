@@ -115,7 +115,11 @@ impl Node {
         if let Some(manifest) = &manifest {
             for (name, topic) in &manifest.topics {
                 let (log, name, partitions) = (log.clone(), name.clone(), topic.partitions);
-                blocking(move || log.create_topic(&name, partitions).map_err(Error::from)).await?;
+                blocking(move || {
+                    log.create_topic(&name, &weir_log::TopicConfig::with_partitions(partitions))
+                        .map_err(Error::from)
+                })
+                .await?;
             }
             if !manifest.functions.is_empty() {
                 let function_host = FunctionHost::new()?;
@@ -319,19 +323,10 @@ async fn follow_partition(
     }
 }
 
-/// The first offset below `end` whose record was appended at or after `ms`, or `end`.
-/// Append times only grow within a partition, so a binary search finds it.
+/// The first offset below `end` whose record has a timestamp at or after `ms`, or `end`,
+/// found through the log's time index.
 fn offset_for_time(log: &Log, topic: &str, partition: u32, end: u64, ms: i64) -> Result<u64> {
-    let (mut low, mut high) = (0, end);
-    while low < high {
-        let mid = low + (high - low) / 2;
-        let at_mid = log.read(topic, partition, mid, 1)?;
-        match at_mid.first() {
-            Some(record) if record.timestamp_ms < ms => low = mid + 1,
-            _ => high = mid,
-        }
-    }
-    Ok(low)
+    Ok(log.offset_for_time(topic, partition, ms)?.min(end))
 }
 
 /// The log record for an event.

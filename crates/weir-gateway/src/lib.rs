@@ -146,7 +146,7 @@ async fn create_topic(
     };
     let log = state.node.log().clone();
     let name = topic.clone();
-    let created = tokio::task::spawn_blocking(move || log.create_topic(&name, spec.partitions))
+    let created = tokio::task::spawn_blocking(move || log.create_topic(&name, &weir_log::TopicConfig::with_partitions(spec.partitions)))
         .await
         .map_err(|e| Problem::from(weir_engine::Error::Task(e.to_string())))?
         .map_err(|e| Problem::from(weir_engine::Error::from(e)))?;

@@ -22,7 +22,9 @@ async fn fixture() -> Fixture {
     })
     .await
     .unwrap();
-    node.log().create_topic("orders", 2).unwrap();
+    node.log()
+        .create_topic("orders", &weir_log::TopicConfig::with_partitions(2))
+        .unwrap();
     Fixture { _dir: dir, node }
 }
 

@@ -580,6 +580,16 @@ pub fn fuzz_decode(bytes: &[u8]) {
     }
 }
 
+#[cfg(test)]
+impl Log {
+    /// The base offset of a partition's active segment.
+    fn inner_active_base(&self, topic: &str, partition: u32) -> u64 {
+        self.get_partition(topic, partition)
+            .expect("partition")
+            .active_base_offset()
+    }
+}
+
 /// Milliseconds since the Unix epoch; 0 for a clock set before it.
 fn now_ms() -> i64 {
     SystemTime::now()

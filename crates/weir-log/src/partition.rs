@@ -152,7 +152,7 @@ pub(crate) struct Shared {
     maintenance: Mutex<()>,
 }
 
-struct WriterState {
+pub(crate) struct WriterState {
     /// The active segment, opened for writing.
     file: File,
     active: Arc<Segment>,
@@ -454,6 +454,17 @@ impl Partition {
     #[cfg(test)]
     fn active_path(&self) -> PathBuf {
         self.lock_state().active.path.clone()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn active_base_offset(&self) -> u64 {
+        self.lock_state().active.base_offset
+    }
+
+    /// Blocks the writer until the guard is dropped, as a slow fsync would.
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.lock_state()
     }
 
     #[cfg(test)]
