@@ -110,7 +110,9 @@ pub enum Error {
     )]
     KeyRequired { topic: String },
 
-    #[error("invalid configuration for topic \"{topic}\": {reason}; fix it and create the topic again")]
+    #[error(
+        "invalid configuration for topic \"{topic}\": {reason}; fix it and create the topic again"
+    )]
     InvalidTopicConfig { topic: String, reason: String },
 
     #[error("{context}: {source}")]

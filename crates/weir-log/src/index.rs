@@ -115,9 +115,10 @@ impl SegmentIndex {
         frame_len: u64,
     ) {
         debug_assert_eq!(position, self.log_len);
-        let due = self.offsets.last().is_none_or(|last| {
-            position >= u64::from(last.position) + INDEX_INTERVAL_BYTES
-        });
+        let due = self
+            .offsets
+            .last()
+            .is_none_or(|last| position >= u64::from(last.position) + INDEX_INTERVAL_BYTES);
         let relative = base_offset
             .checked_sub(self.base_offset)
             .and_then(|r| u32::try_from(r).ok());
@@ -249,8 +250,7 @@ impl SegmentIndex {
         {
             return Err(IndexError::Malformed("next offset before the last entry"));
         }
-        if (log_len == 0) != offsets.is_empty() || (log_len == 0) != (next_offset == base_offset)
-        {
+        if (log_len == 0) != offsets.is_empty() || (log_len == 0) != (next_offset == base_offset) {
             return Err(IndexError::Malformed("entries do not match the log length"));
         }
 
@@ -263,7 +263,11 @@ impl SegmentIndex {
             });
         }
         let count = u32_at(trailer, 8) as usize;
-        if entries.len() != count.checked_mul(TIME_ENTRY_LEN).ok_or(IndexError::Length)? {
+        if entries.len()
+            != count
+                .checked_mul(TIME_ENTRY_LEN)
+                .ok_or(IndexError::Length)?
+        {
             return Err(IndexError::Length);
         }
         let times: Vec<TimeEntry> = entries

@@ -408,7 +408,12 @@ impl Log {
         for batch in batches {
             let partition = topic.partition(batch.partition)?;
             let reply = partition.enqueue(batch.records, now_ms)?;
-            pending.push((batch.partition, batch.input_indexes, reply, Arc::clone(partition)));
+            pending.push((
+                batch.partition,
+                batch.input_indexes,
+                reply,
+                Arc::clone(partition),
+            ));
         }
 
         let mut positions = vec![
@@ -572,7 +577,10 @@ impl Log {
 pub fn fuzz_decode(bytes: &[u8]) {
     let _ = frame::decode_frames(bytes);
     let _ = frame::decode_frame(Bytes::copy_from_slice(bytes));
-    let split = bytes.first().map_or(0, |b| usize::from(*b)).min(bytes.len());
+    let split = bytes
+        .first()
+        .map_or(0, |b| usize::from(*b))
+        .min(bytes.len());
     let (index, time_index) = bytes.split_at(split);
     for log_len in [0, bytes.len() as u64, u64::MAX] {
         let _ = index::SegmentIndex::decode(0, bytes, bytes, log_len);

@@ -223,7 +223,8 @@ impl Partition {
                     let scan = segment::scan(&file, base, next_base)
                         .context(|| format!("could not read {}", seg_what()))?;
                     if let Some(reason) = &scan.stopped_by {
-                        if scan.index.log_len == 0 && *reason == FrameError::BadMagic(frame::MAGIC_V1)
+                        if scan.index.log_len == 0
+                            && *reason == FrameError::BadMagic(frame::MAGIC_V1)
                         {
                             return Err(Error::Corrupt {
                                 what: seg_what(),
@@ -386,7 +387,8 @@ impl Partition {
         if max_records == 0 || from_offset >= end {
             return Ok(Vec::new());
         }
-        let mut records = Vec::with_capacity(max_records.min((end - from_offset) as usize).min(1 << 16));
+        let mut records =
+            Vec::with_capacity(max_records.min((end - from_offset) as usize).min(1 << 16));
         let mut next = self.shared.segment_for(from_offset);
         while let Some(segment) = next {
             segment
@@ -448,7 +450,10 @@ impl Partition {
 
     #[cfg(test)]
     fn lock_state(&self) -> std::sync::MutexGuard<'_, WriterState> {
-        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     #[cfg(test)]
@@ -583,7 +588,7 @@ impl Shared {
         if !state.dirty || state.poisoned {
             return None;
         }
-        match self.settings() .fsync {
+        match self.settings().fsync {
             FsyncPolicy::Interval { ms } => {
                 Some(Duration::from_millis(ms).saturating_sub(state.last_sync.elapsed()))
             }
@@ -600,10 +605,11 @@ impl Shared {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        if state.dirty && !state.poisoned {
-            if let Err(error) = self.sync(&mut state) {
-                self.poison(&mut state, &error, false);
-            }
+        if state.dirty
+            && !state.poisoned
+            && let Err(error) = self.sync(&mut state)
+        {
+            self.poison(&mut state, &error, false);
         }
     }
 
@@ -695,8 +701,12 @@ impl Shared {
                     (start_len, len, next_offset) = (state.len, state.len, state.next_offset);
                 }
                 let count = request.records.len() as u64;
-                let max_timestamp_ms =
-                    frame::encode_records_into(&mut buf, next_offset, &request.records, request.now_ms);
+                let max_timestamp_ms = frame::encode_records_into(
+                    &mut buf,
+                    next_offset,
+                    &request.records,
+                    request.now_ms,
+                );
                 written.push(WrittenBatch {
                     position: len,
                     base_offset: next_offset,
@@ -764,7 +774,13 @@ impl Shared {
                 continue;
             }
             state.active.publish_batches(written.iter().map(|b| {
-                (b.position, b.base_offset, b.last_offset, b.max_timestamp_ms, b.frame_len)
+                (
+                    b.position,
+                    b.base_offset,
+                    b.last_offset,
+                    b.max_timestamp_ms,
+                    b.frame_len,
+                )
             }));
             self.end.send_replace(next_offset);
             for (reply, base_offset) in replies {
@@ -821,7 +837,10 @@ impl Shared {
         if retention_ms.is_none() && retention_bytes.is_none() {
             return Ok(());
         }
-        let _maintenance = self.maintenance.lock().unwrap_or_else(PoisonError::into_inner);
+        let _maintenance = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let segments = self.snapshot();
         let Some((_active, closed)) = segments.split_last() else {
             return Ok(());
@@ -851,16 +870,18 @@ impl Shared {
             return Ok(());
         }
         {
-            let mut map = self.segments.write().unwrap_or_else(PoisonError::into_inner);
+            let mut map = self
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             for segment in &closed[..doomed] {
                 map.remove(&segment.base_offset);
             }
         }
         for segment in &closed[..doomed] {
             let bytes = segment.visible_len();
-            segment::remove_files(&self.dir, segment.base_offset).context(|| {
-                format!("could not delete segment {}", segment.path.display())
-            })?;
+            segment::remove_files(&self.dir, segment.base_offset)
+                .context(|| format!("could not delete segment {}", segment.path.display()))?;
             report.segments_deleted += 1;
             report.bytes_deleted += bytes;
             telemetry::SegmentDeleted {
@@ -877,7 +898,10 @@ impl Shared {
     /// Rewrites closed segments keeping, per key, only the latest record of the partition
     /// unless that is a tombstone (an empty value). Records without a key are kept.
     fn compact(&self, report: &mut RetentionReport) -> Result<()> {
-        let _maintenance = self.maintenance.lock().unwrap_or_else(PoisonError::into_inner);
+        let _maintenance = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let segments = self.snapshot();
         let Some((_active, closed)) = segments.split_last() else {
             return Ok(());
@@ -972,9 +996,19 @@ impl Shared {
                     value: &r.value,
                 }),
             );
-            let max_timestamp_ms = batch.iter().map(|r| r.timestamp_ms).max().unwrap_or(i64::MIN);
+            let max_timestamp_ms = batch
+                .iter()
+                .map(|r| r.timestamp_ms)
+                .max()
+                .unwrap_or(i64::MIN);
             let last_offset = batch.last().map_or(first.offset, |r| r.offset);
-            index.add_batch(position, first.offset, last_offset, max_timestamp_ms, buf.len() as u64 - position);
+            index.add_batch(
+                position,
+                first.offset,
+                last_offset,
+                max_timestamp_ms,
+                buf.len() as u64 - position,
+            );
         }
         let mut tmp_name = segment::log_file_name(base);
         tmp_name.push_str(".compacting");

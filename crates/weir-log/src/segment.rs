@@ -126,10 +126,19 @@ impl Segment {
 
     /// Makes batches the writer has written (and fsynced, if the policy says so) visible
     /// to readers: each is `(position, base offset, last offset, max timestamp, length)`.
-    pub(crate) fn publish_batches(&self, batches: impl IntoIterator<Item = (u64, u64, u64, i64, u64)>) {
+    pub(crate) fn publish_batches(
+        &self,
+        batches: impl IntoIterator<Item = (u64, u64, u64, i64, u64)>,
+    ) {
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         for (position, base_offset, last_offset, max_timestamp_ms, frame_len) in batches {
-            index.add_batch(position, base_offset, last_offset, max_timestamp_ms, frame_len);
+            index.add_batch(
+                position,
+                base_offset,
+                last_offset,
+                max_timestamp_ms,
+                frame_len,
+            );
         }
         self.visible_len.store(index.log_len, Ordering::Release);
     }

@@ -38,7 +38,10 @@ async fn append_values(log: &Log, topic: &str, values: &[&str]) -> Vec<RecordPos
 async fn append_read_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    assert!(log.create_topic("orders", &TopicConfig::with_partitions(1)).expect("create"));
+    assert!(
+        log.create_topic("orders", &TopicConfig::with_partitions(1))
+            .expect("create")
+    );
 
     let positions = log
         .append(
@@ -88,7 +91,8 @@ async fn keys_hash_to_stable_partitions() {
 
     for _ in 0..2 {
         let log = open(&dir);
-        log.create_topic("t", &TopicConfig::with_partitions(8)).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(8))
+            .expect("create");
         for _ in 0..2 {
             let records = keys.iter().map(|k| Record::new("v").with_key(k.clone()));
             let positions = log.append("t", records.collect()).await.expect("append");
@@ -112,12 +116,16 @@ async fn offsets_stay_dense_across_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let log = open(&dir);
-        log.create_topic("t", &TopicConfig::with_partitions(2)).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(2))
+            .expect("create");
         append_values(&log, "t", &["a", "b"]).await;
         append_values(&log, "t", &["c"]).await;
     }
     let log = open(&dir);
-    assert!(!log.create_topic("t", &TopicConfig::with_partitions(2)).expect("exists"));
+    assert!(
+        !log.create_topic("t", &TopicConfig::with_partitions(2))
+            .expect("exists")
+    );
     assert_eq!(log.topic("t").expect("info").end_offsets, [3, 0]);
     let positions = append_values(&log, "t", &["d", "e"]).await;
     assert_eq!(positions[0].offset, 3);
@@ -136,7 +144,8 @@ async fn a_torn_batch_disappears_whole_and_earlier_batches_stay() {
     let path = log_file(&dir, "t", 0);
     let (good_len, full_len) = {
         let log = open(&dir);
-        log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(1))
+            .expect("create");
         append_values(&log, "t", &["a", "b", "c"]).await;
         let good_len = file_len(&path);
         append_values(&log, "t", &["d", "e", "f", "g", "h"]).await;
@@ -164,7 +173,8 @@ async fn a_bit_flip_in_the_last_batch_drops_it_on_reopen() {
     let path = log_file(&dir, "t", 0);
     let good_len = {
         let log = open(&dir);
-        log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(1))
+            .expect("create");
         append_values(&log, "t", &["a"]).await;
         append_values(&log, "t", &["b", "c"]).await;
         let good_len = file_len(&path);
@@ -191,7 +201,8 @@ async fn garbage_after_valid_data_is_truncated() {
     let path = log_file(&dir, "t", 0);
     let good_len = {
         let log = open(&dir);
-        log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(1))
+            .expect("create");
         append_values(&log, "t", &["a", "b"]).await;
         file_len(&path)
     };
@@ -218,7 +229,8 @@ async fn a_valid_frame_with_a_repeated_base_offset_is_truncated() {
     let path = log_file(&dir, "t", 0);
     let good_len = {
         let log = open(&dir);
-        log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(1))
+            .expect("create");
         append_values(&log, "t", &["a"]).await;
         file_len(&path)
     };
@@ -236,7 +248,8 @@ async fn a_valid_frame_with_a_repeated_base_offset_is_truncated() {
 async fn wait_for_wakes_on_append() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
+    log.create_topic("t", &TopicConfig::with_partitions(1))
+        .expect("create");
     append_values(&log, "t", &["a"]).await;
 
     // Offset 0 exists already.
@@ -262,7 +275,8 @@ async fn committed_offsets_survive_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let log = open(&dir);
-        log.create_topic("t", &TopicConfig::with_partitions(2)).expect("create");
+        log.create_topic("t", &TopicConfig::with_partitions(2))
+            .expect("create");
         append_values(&log, "t", &["a", "b", "c"]).await;
         assert_eq!(log.committed_offset("billing", "t", 0).expect("get"), None);
         log.commit_offset("billing", "t", 0, 2).expect("commit");
@@ -304,7 +318,8 @@ async fn a_record_too_large_is_rejected_and_nothing_is_written() {
         max_batch_bytes: 1024,
     };
     let log = Log::open(dir.path(), opts).expect("open");
-    log.create_topic("t", &TopicConfig::with_partitions(2)).expect("create");
+    log.create_topic("t", &TopicConfig::with_partitions(2))
+        .expect("create");
 
     let records = vec![
         Record::new("small").with_key("k"),
@@ -345,19 +360,29 @@ fn invalid_topic_names_and_counts_are_rejected() {
     let log = open(&dir);
     let too_long = "a".repeat(250);
     for name in ["", ".", "..", "a/b", "a b", "ü", "../x", too_long.as_str()] {
-        let err = log.create_topic(name, &TopicConfig::with_partitions(1)).expect_err(name);
+        let err = log
+            .create_topic(name, &TopicConfig::with_partitions(1))
+            .expect_err(name);
         assert!(
             matches!(err, Error::InvalidTopicName { .. }),
             "{name}: {err}"
         );
     }
     for name in ["a", "a.b_c-D9", "...", "a".repeat(249).as_str()] {
-        assert!(log.create_topic(name, &TopicConfig::with_partitions(1)).expect(name), "{name}");
+        assert!(
+            log.create_topic(name, &TopicConfig::with_partitions(1))
+                .expect(name),
+            "{name}"
+        );
     }
 
-    let err = log.create_topic("zero", &TopicConfig::with_partitions(0)).expect_err("no partitions");
+    let err = log
+        .create_topic("zero", &TopicConfig::with_partitions(0))
+        .expect_err("no partitions");
     assert!(matches!(err, Error::InvalidPartitionCount { .. }), "{err}");
-    let err = log.create_topic("a", &TopicConfig::with_partitions(2)).expect_err("count differs");
+    let err = log
+        .create_topic("a", &TopicConfig::with_partitions(2))
+        .expect_err("count differs");
     assert!(
         matches!(
             err,
@@ -369,7 +394,10 @@ fn invalid_topic_names_and_counts_are_rejected() {
         ),
         "{err}"
     );
-    assert!(!log.create_topic("a", &TopicConfig::with_partitions(1)).expect("same count"));
+    assert!(
+        !log.create_topic("a", &TopicConfig::with_partitions(1))
+            .expect("same count")
+    );
     let names: Vec<_> = log.topics().into_iter().map(|t| t.name).collect();
     assert_eq!(names.len(), 4);
     assert!(names.is_sorted());
@@ -379,7 +407,8 @@ fn invalid_topic_names_and_counts_are_rejected() {
 async fn unknown_topics_and_partitions_say_what_to_do() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    log.create_topic("t", &TopicConfig::with_partitions(2)).expect("create");
+    log.create_topic("t", &TopicConfig::with_partitions(2))
+        .expect("create");
 
     let err = log
         .append("x", vec![Record::new("v")])
@@ -423,7 +452,10 @@ fn an_unfinished_topic_creation_is_ignored_then_redone() {
     fs::create_dir_all(dir.path().join("topics/half/0")).expect("mkdir");
     let log = open(&dir);
     assert!(log.topic("half").is_none());
-    assert!(log.create_topic("half", &TopicConfig::with_partitions(3)).expect("create"));
+    assert!(
+        log.create_topic("half", &TopicConfig::with_partitions(3))
+            .expect("create")
+    );
     drop(log);
     assert_eq!(open(&dir).topic("half").expect("info").partitions, 3);
 }
@@ -436,7 +468,8 @@ async fn concurrent_appends_produce_dense_offsets_without_loss() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    log.create_topic("t", &TopicConfig::with_partitions(3)).expect("create");
+    log.create_topic("t", &TopicConfig::with_partitions(3))
+        .expect("create");
 
     let mut tasks = Vec::new();
     for task in 0..TASKS {
@@ -525,7 +558,10 @@ async fn create_topic_updates_the_settings_of_an_existing_topic_durably() {
     };
     {
         let log = open(&dir);
-        assert!(log.create_topic("t", &TopicConfig::with_partitions(2)).expect("create"));
+        assert!(
+            log.create_topic("t", &TopicConfig::with_partitions(2))
+                .expect("create")
+        );
         assert!(!log.create_topic("t", &config).expect("update"));
         assert_eq!(log.topic("t").expect("info").config, config);
     }
@@ -550,7 +586,10 @@ async fn reads_cross_segments_and_survive_a_reopen() {
         append_many(&log, "t", 40, 1).await;
         let all = log.read("t", 0, 0, usize::MAX).expect("read");
         assert_eq!(offsets(&all), (0..40).collect::<Vec<_>>());
-        assert_eq!(offsets(&log.read("t", 0, 17, 5).expect("read")), [17, 18, 19, 20, 21]);
+        assert_eq!(
+            offsets(&log.read("t", 0, 17, 5).expect("read")),
+            [17, 18, 19, 20, 21]
+        );
     }
     let pdir = partition_dir(&dir, "t", 0);
     assert!(files_with(&pdir, ".log").len() >= 10);
@@ -623,7 +662,9 @@ async fn retention_by_size_deletes_only_closed_segments() {
     let start = log.start_offset("t", 0).expect("start");
     assert!(start > 0 && start < 40, "{start}");
     assert_eq!(log.topic("t").expect("info").start_offsets, [start]);
-    let records = log.read("t", 0, 0, usize::MAX).expect("read from below the start");
+    let records = log
+        .read("t", 0, 0, usize::MAX)
+        .expect("read from below the start");
     assert_eq!(offsets(&records), (start..40).collect::<Vec<_>>());
     assert_eq!(files_with(&pdir, ".index").len(), 0);
 
@@ -650,7 +691,12 @@ async fn retention_by_age_uses_the_newest_record_of_each_segment() {
     let start = log.start_offset("t", 0).expect("start");
     assert!(start > 0 && start <= 20, "{start}");
     let records = log.read("t", 0, 0, usize::MAX).expect("read");
-    assert!(records.iter().skip_while(|r| r.timestamp_ms == old).all(|r| r.timestamp_ms > old));
+    assert!(
+        records
+            .iter()
+            .skip_while(|r| r.timestamp_ms == old)
+            .all(|r| r.timestamp_ms > old)
+    );
     assert_eq!(records.iter().filter(|r| r.timestamp_ms > old).count(), 20);
     // Idempotent.
     assert_eq!(log.enforce_retention().expect("again").segments_deleted, 0);
@@ -730,7 +776,8 @@ async fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
 async fn concurrent_appends_share_fsyncs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
+    log.create_topic("t", &TopicConfig::with_partitions(1))
+        .expect("create");
     let before = log.fsync_count("t", 0).expect("count");
     let appends: Vec<_> = (0..64)
         .map(|i| {
@@ -749,8 +796,11 @@ async fn concurrent_appends_share_fsyncs() {
     }
     assert_eq!(acked, (0..64).collect());
     let fsyncs = log.fsync_count("t", 0).expect("count") - before;
-    assert!(fsyncs >= 1 && fsyncs < 64, "{fsyncs} fsyncs for 64 appends");
-    assert_eq!(offsets(&log.read("t", 0, 0, 100).expect("read")), (0..64).collect::<Vec<_>>());
+    assert!((1..64).contains(&fsyncs), "{fsyncs} fsyncs for 64 appends");
+    assert_eq!(
+        offsets(&log.read("t", 0, 0, 100).expect("read")),
+        (0..64).collect::<Vec<_>>()
+    );
 }
 
 // The guard stands in for a slow fsync; the writer thread, not this task, waits on it.
@@ -759,7 +809,8 @@ async fn concurrent_appends_share_fsyncs() {
 async fn appends_wait_for_the_group_fsync_and_share_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    log.create_topic("t", &TopicConfig::with_partitions(1)).expect("create");
+    log.create_topic("t", &TopicConfig::with_partitions(1))
+        .expect("create");
     append_values(&log, "t", &["first"]).await;
     let before = log.fsync_count("t", 0).expect("count");
     let partition = log.get_partition("t", 0).expect("partition");
@@ -770,12 +821,17 @@ async fn appends_wait_for_the_group_fsync_and_share_it() {
         .map(|i| {
             let log = log.clone();
             tokio::spawn(async move {
-                log.append_to("t", 0, vec![Record::new(format!("v{i}"))]).await
+                log.append_to("t", 0, vec![Record::new(format!("v{i}"))])
+                    .await
             })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(log.end_offset("t", 0).expect("end"), 1, "nothing acked or visible yet");
+    assert_eq!(
+        log.end_offset("t", 0).expect("end"),
+        1,
+        "nothing acked or visible yet"
+    );
     drop(held);
 
     let mut acked = BTreeSet::new();
@@ -802,7 +858,11 @@ async fn interval_and_never_acknowledge_and_show_written_records() {
             for i in 0..10 {
                 append_values(&log, "t", &[&format!("v{i}")]).await;
             }
-            assert_eq!(log.read("t", 0, 0, 100).expect("read").len(), 10, "{fsync:?}");
+            assert_eq!(
+                log.read("t", 0, 0, 100).expect("read").len(),
+                10,
+                "{fsync:?}"
+            );
             if fsync == FsyncPolicy::Never {
                 assert_eq!(log.fsync_count("t", 0).expect("count"), before);
             } else {
@@ -830,16 +890,18 @@ async fn a_torn_closed_segment_after_an_unclean_shutdown_is_cut_and_later_ones_k
     assert!(logs.len() >= 4);
     // As if the machine died right after a roll: the recovery point was never moved up,
     // and the closed segment's last frame did not make it to disk whole.
-    fs::write(pdir.join("recovery-point.json"), br#"{"version":1,"offset":0}"#).expect("write");
+    fs::write(
+        pdir.join("recovery-point.json"),
+        br#"{"version":1,"offset":0}"#,
+    )
+    .expect("write");
     let torn = &logs[1];
-    let torn_base: u64 = segment::parse_log_file_name(
-        torn.file_name().and_then(|n| n.to_str()).expect("name"),
-    )
-    .expect("base");
-    let next_base: u64 = segment::parse_log_file_name(
-        logs[2].file_name().and_then(|n| n.to_str()).expect("name"),
-    )
-    .expect("base");
+    let torn_base: u64 =
+        segment::parse_log_file_name(torn.file_name().and_then(|n| n.to_str()).expect("name"))
+            .expect("base");
+    let next_base: u64 =
+        segment::parse_log_file_name(logs[2].file_name().and_then(|n| n.to_str()).expect("name"))
+            .expect("base");
     let len = file_len(torn);
     OpenOptions::new()
         .write(true)

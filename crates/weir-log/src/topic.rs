@@ -224,7 +224,11 @@ impl Topic {
     }
 
     /// Applies the topic's retention and compaction to every partition.
-    pub(crate) fn enforce_retention(&self, now_ms: i64, report: &mut RetentionReport) -> Result<()> {
+    pub(crate) fn enforce_retention(
+        &self,
+        now_ms: i64,
+        report: &mut RetentionReport,
+    ) -> Result<()> {
         let config = self.config();
         for partition in &self.partitions {
             partition.enforce_retention(

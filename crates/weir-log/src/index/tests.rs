@@ -53,12 +53,18 @@ fn files_round_trip_and_damage_is_detected() {
     for at in 0..offsets.len() {
         let mut bad = offsets.clone();
         bad[at] ^= 0x04;
-        assert!(SegmentIndex::decode(100, &bad, &times, 50_000).is_err(), "{at}");
+        assert!(
+            SegmentIndex::decode(100, &bad, &times, 50_000).is_err(),
+            "{at}"
+        );
     }
     for at in 0..times.len() {
         let mut bad = times.clone();
         bad[at] ^= 0x04;
-        assert!(SegmentIndex::decode(100, &offsets, &bad, 50_000).is_err(), "{at}");
+        assert!(
+            SegmentIndex::decode(100, &offsets, &bad, 50_000).is_err(),
+            "{at}"
+        );
     }
     for len in 0..offsets.len() {
         assert!(SegmentIndex::decode(100, &offsets[..len], &times, 50_000).is_err());

@@ -18,9 +18,15 @@ fn values(n: usize) -> Vec<Record> {
 #[test]
 fn recover_mode_insists_on_an_existing_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let err = Partition::open("t", 0, &dir.path().join("missing"), OpenMode::Recover, SETTINGS)
-        .err()
-        .expect("missing directory is an error");
+    let err = Partition::open(
+        "t",
+        0,
+        &dir.path().join("missing"),
+        OpenMode::Recover,
+        SETTINGS,
+    )
+    .err()
+    .expect("missing directory is an error");
     assert!(matches!(err, Error::Io { .. }), "{err}");
     let err = Partition::open("t", 0, dir.path(), OpenMode::Recover, SETTINGS)
         .err()
@@ -89,10 +95,7 @@ async fn a_full_disk_refuses_the_group_without_poisoning() {
     let len = fs::metadata(&path).expect("metadata").len();
 
     partition.lock_state().fail_next_write = Some(io::ErrorKind::StorageFull);
-    let err = partition
-        .append(values(3), 1)
-        .await
-        .expect_err("disk full");
+    let err = partition.append(values(3), 1).await.expect_err("disk full");
     assert!(
         matches!(&err, Error::DiskFull { topic, partition: 0 } if topic == "t"),
         "{err}"
@@ -155,14 +158,28 @@ async fn segments_roll_and_reads_cross_them() {
     for _ in 0..20 {
         partition.append(values(3), 1).await.expect("append");
     }
-    let bases: Vec<u64> = partition.shared.segments.read().expect("lock").keys().copied().collect();
+    let bases: Vec<u64> = partition
+        .shared
+        .segments
+        .read()
+        .expect("lock")
+        .keys()
+        .copied()
+        .collect();
     assert!(bases.len() > 5, "{bases:?}");
     for base in &bases[..bases.len() - 1] {
         assert!(dir.path().join(segment::index_file_name(*base)).exists());
-        assert!(dir.path().join(segment::time_index_file_name(*base)).exists());
+        assert!(
+            dir.path()
+                .join(segment::time_index_file_name(*base))
+                .exists()
+        );
     }
     let all = partition.read(0, usize::MAX).expect("read");
-    assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..60).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        (0..60).collect::<Vec<_>>()
+    );
     let middle = partition.read(bases[2] + 1, 7).expect("read");
     assert_eq!(
         middle.iter().map(|r| r.offset).collect::<Vec<_>>(),
@@ -170,7 +187,8 @@ async fn segments_roll_and_reads_cross_them() {
     );
     drop(partition);
 
-    let partition = Partition::open("t", 0, dir.path(), OpenMode::Recover, settings).expect("reopen");
+    let partition =
+        Partition::open("t", 0, dir.path(), OpenMode::Recover, settings).expect("reopen");
     assert_eq!(partition.end_offset(), 60);
     assert_eq!(partition.read(0, usize::MAX).expect("read").len(), 60);
     assert_eq!(partition.append(values(1), 1).await.expect("append"), 60);
