@@ -37,6 +37,9 @@ pub struct LogBenchArgs {
     /// Partitions of the benchmark topic; producer i appends to partition i % partitions.
     #[arg(long, default_value_t = 1)]
     partitions: u32,
+    /// always (acknowledge after fsync, group-committed), never, or interval:MS.
+    #[arg(long, default_value = "always")]
+    fsync: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -67,8 +70,20 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
     let disk_mb_per_sec = disk_seq_write_mb_per_sec(dir.path())?;
 
     let log = Log::open(&dir.path().join("log"), LogOptions::default())?;
-    log.create_topic("bench", args.partitions)?;
-    let fsync = "always";
+    let fsync = match args.fsync.as_str() {
+        "always" => weir_log::FsyncPolicy::Always,
+        "never" => weir_log::FsyncPolicy::Never,
+        other => match other.strip_prefix("interval:").and_then(|ms| ms.parse().ok()) {
+            Some(ms) => weir_log::FsyncPolicy::Interval { ms },
+            None => anyhow::bail!("--fsync is {other:?}; use always, never or interval:MS"),
+        },
+    };
+    let config = weir_log::TopicConfig {
+        fsync,
+        ..weir_log::TopicConfig::with_partitions(args.partitions)
+    };
+    log.create_topic("bench", &config)?;
+    let fsync = args.fsync.clone();
 
     let per_producer = args.events.div_ceil(args.producers);
     let value = bytes::Bytes::from(vec![b'x'; args.event_bytes]);

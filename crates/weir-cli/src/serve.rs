@@ -19,6 +19,9 @@ pub struct ServeArgs {
     /// The app manifest; defaults to ./weir.toml when it exists.
     #[arg(long, env = "WEIR_APP")]
     app: Option<PathBuf>,
+    /// How often retention and compaction run, in seconds.
+    #[arg(long, default_value_t = 30)]
+    retention_check_secs: u64,
     /// Largest HTTP request body in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
@@ -37,12 +40,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Some(Manifest::load(&path)?),
         None => None,
     };
-    let node = Node::start(NodeOptions {
-        data_dir: args.data.clone(),
-        manifest,
-        log: Default::default(),
-    })
-    .await?;
+    let mut options = NodeOptions::new(args.data.clone(), manifest);
+    options.retention_interval = std::time::Duration::from_secs(args.retention_check_secs.max(1));
+    let node = Node::start(options).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -35,6 +35,20 @@ pub struct NodeOptions {
     /// The app to run, if any.
     pub manifest: Option<Manifest>,
     pub log: LogOptions,
+    /// How often retention and compaction run.
+    pub retention_interval: std::time::Duration,
+}
+
+impl NodeOptions {
+    /// Options with defaults for everything but the data directory and app.
+    pub fn new(data_dir: impl Into<PathBuf>, manifest: Option<Manifest>) -> NodeOptions {
+        NodeOptions {
+            data_dir: data_dir.into(),
+            manifest,
+            log: LogOptions::default(),
+            retention_interval: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// An event read back from the log, with where it is stored.
@@ -128,6 +142,7 @@ impl Node {
             data_dir,
             manifest,
             log: log_options,
+            retention_interval,
         } = opts;
         let log = blocking(move || Log::open(&data_dir, log_options).map_err(Error::from)).await?;
 
@@ -135,8 +150,12 @@ impl Node {
         let mut host = None;
         if let Some(manifest) = &manifest {
             for (name, topic) in &manifest.topics {
-                let (log, name, partitions) = (log.clone(), name.clone(), topic.partitions);
-                blocking(move || log.create_topic(&name, partitions).map_err(Error::from)).await?;
+                let (log, name, config) = (log.clone(), name.clone(), topic_config(topic));
+                blocking(move || {
+                    log.create_topic(&name, &config)
+                        .map_err(Error::from)
+                })
+                .await?;
             }
             if !manifest.functions.is_empty() {
                 let function_host = FunctionHost::new()?;
@@ -169,6 +188,7 @@ impl Node {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let groups = Arc::new(groups::GroupRegistry::default());
+        tasks.spawn(enforce_retention(log.clone(), retention_interval, cancel.clone()));
         let mut pipelines = Vec::new();
         if let Some(manifest) = &manifest {
             for (name, spec) in &manifest.pipelines {
@@ -259,11 +279,12 @@ impl Node {
     /// The offset `from` means in one partition.
     fn resolve_start(&self, topic: &str, partition: u32, from: StartFrom) -> Result<u64> {
         let end = self.log.end_offset(topic, partition)?;
+        let start = self.log.start_offset(topic, partition)?;
         Ok(match from {
-            StartFrom::Earliest => 0,
+            StartFrom::Earliest => start,
             StartFrom::Latest => end,
-            StartFrom::Offset(o) => o.min(end),
-            StartFrom::Time(ms) => offset_for_time(&self.log, topic, partition, end, ms)?,
+            StartFrom::Offset(o) => o.clamp(start, end),
+            StartFrom::Time(ms) => self.log.offset_for_time(topic, partition, ms)?.min(end),
         })
     }
 
@@ -574,19 +595,41 @@ impl GroupMemberDriver {
     }
 }
 
-/// The first offset below `end` whose record was appended at or after `ms`, or `end`.
-/// Append times only grow within a partition, so a binary search finds it.
-fn offset_for_time(log: &Log, topic: &str, partition: u32, end: u64, ms: i64) -> Result<u64> {
-    let (mut low, mut high) = (0, end);
-    while low < high {
-        let mid = low + (high - low) / 2;
-        let at_mid = log.read(topic, partition, mid, 1)?;
-        match at_mid.first() {
-            Some(record) if record.timestamp_ms < ms => low = mid + 1,
-            _ => high = mid,
+/// The log's settings for a topic declared in the manifest (the manifest wins over what
+/// the topic had).
+pub fn topic_config(spec: &weir_manifest::TopicSpec) -> weir_log::TopicConfig {
+    weir_log::TopicConfig {
+        partitions: spec.partitions,
+        fsync: match spec.fsync {
+            weir_manifest::FsyncSpec::Always => weir_log::FsyncPolicy::Always,
+            weir_manifest::FsyncSpec::Interval { ms } => weir_log::FsyncPolicy::Interval { ms },
+            weir_manifest::FsyncSpec::Never => weir_log::FsyncPolicy::Never,
+        },
+        retention_ms: spec.retention_ms,
+        retention_bytes: spec.retention_bytes,
+        segment_bytes: spec.segment_bytes,
+        compaction: spec.compaction,
+    }
+}
+
+/// Apply retention and compaction every `every` until `cancel`.
+async fn enforce_retention(log: Log, every: std::time::Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let log = log.clone();
+        match blocking(move || Ok(log.enforce_retention()?)).await {
+            Ok(report) if report.segments_deleted + report.segments_compacted > 0 => {
+                tracing::info!(?report, "retention applied");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention failed; it is tried again later"),
         }
     }
-    Ok(low)
 }
 
 /// The log record for an event.

@@ -39,11 +39,7 @@ fn order(n: u32) -> CloudEvent {
 }
 
 async fn start(dir: &Path, manifest: Manifest) -> std::sync::Arc<Node> {
-    Node::start(NodeOptions {
-        data_dir: dir.join("data"),
-        manifest: Some(manifest),
-        log: Default::default(),
-    })
+    Node::start(NodeOptions::new(dir.join("data"), Some(manifest)))
     .await
     .unwrap()
 }
@@ -144,14 +140,10 @@ async fn a_trapping_function_parks_the_pipeline_and_keeps_the_event() {
 }
 
 async fn plain_node(dir: &Path) -> std::sync::Arc<Node> {
-    let node = Node::start(NodeOptions {
-        data_dir: dir.join("data"),
-        manifest: None,
-        log: Default::default(),
-    })
+    let node = Node::start(NodeOptions::new(dir.join("data"), None))
     .await
     .unwrap();
-    node.log().create_topic("t", 4).unwrap();
+    node.log().create_topic("t", &weir_log::TopicConfig::with_partitions(4)).unwrap();
     node
 }
 

@@ -119,15 +119,17 @@ async fn list_topics(State(state): State<AppState>) -> Json<Vec<weir_log::TopicI
     Json(state.node.log().topics())
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /v1/topics/{topic}`: every key is optional; an existing topic keeps
+/// what the body does not say.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateTopic {
-    #[serde(default = "one")]
-    partitions: u32,
-}
-
-fn one() -> u32 {
-    1
+struct PutTopic {
+    partitions: Option<u32>,
+    fsync: Option<weir_log::FsyncPolicy>,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    segment_bytes: Option<u64>,
+    compaction: Option<bool>,
 }
 
 async fn create_topic(
@@ -136,19 +138,43 @@ async fn create_topic(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let body = body?;
-    let spec: CreateTopic = if body.is_empty() {
-        CreateTopic { partitions: 1 }
+    let put: PutTopic = if body.is_empty() {
+        PutTopic::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             Problem::bad_request(
                 "invalid-topic",
-                format!("the body must be {{\"partitions\": N}}: {e}"),
+                format!("the body must be a JSON object with optional partitions, fsync, retention_ms, retention_bytes, segment_bytes, compaction: {e}"),
             )
         })?
     };
+    let mut config = state
+        .node
+        .log()
+        .topic(&topic)
+        .map(|t| t.config)
+        .unwrap_or_default();
+    if let Some(partitions) = put.partitions {
+        config.partitions = partitions;
+    }
+    if let Some(fsync) = put.fsync {
+        config.fsync = fsync;
+    }
+    if put.retention_ms.is_some() {
+        config.retention_ms = put.retention_ms;
+    }
+    if put.retention_bytes.is_some() {
+        config.retention_bytes = put.retention_bytes;
+    }
+    if let Some(segment_bytes) = put.segment_bytes {
+        config.segment_bytes = segment_bytes;
+    }
+    if let Some(compaction) = put.compaction {
+        config.compaction = compaction;
+    }
     let log = state.node.log().clone();
     let name = topic.clone();
-    let created = tokio::task::spawn_blocking(move || log.create_topic(&name, spec.partitions))
+    let created = tokio::task::spawn_blocking(move || log.create_topic(&name, &config))
         .await
         .map_err(|e| Problem::from(weir_engine::Error::Task(e.to_string())))?
         .map_err(|e| Problem::from(weir_engine::Error::from(e)))?;

@@ -104,9 +104,18 @@ impl From<weir_engine::Error> for Problem {
                 "Unknown partition",
                 detail,
             ),
-            E::Log(L::InvalidTopicName { .. } | L::InvalidPartitionCount { .. }) => {
-                Problem::bad_request("invalid-topic", detail)
-            }
+            E::Log(
+                L::InvalidTopicName { .. }
+                | L::InvalidPartitionCount { .. }
+                | L::InvalidTopicConfig { .. },
+            ) => Problem::bad_request("invalid-topic", detail),
+            E::Log(L::KeyRequired { .. }) => Problem::bad_request("key-required", detail),
+            E::Log(L::DiskFull { .. }) => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk-full",
+                "Insufficient storage",
+                detail,
+            ),
             E::Log(L::TopicExists { .. }) => {
                 Problem::new(StatusCode::CONFLICT, "topic-exists", "Topic exists", detail)
             }

@@ -15,14 +15,12 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeOptions {
-        data_dir: dir.path().to_path_buf(),
-        manifest: None,
-        log: Default::default(),
-    })
+    let node = Node::start(NodeOptions::new(dir.path().to_path_buf(), None))
     .await
     .unwrap();
-    node.log().create_topic("orders", 2).unwrap();
+    node.log()
+        .create_topic("orders", &weir_log::TopicConfig::with_partitions(2))
+        .unwrap();
     Fixture { _dir: dir, node }
 }
 

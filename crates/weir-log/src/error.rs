@@ -100,6 +100,21 @@ pub enum Error {
         offset: u64,
     },
 
+    #[error(
+        "partition {partition} of topic \"{topic}\" is out of disk space; nothing was written, free space or lower retention, then retry"
+    )]
+    DiskFull { topic: String, partition: u32 },
+
+    #[error(
+        "topic \"{topic}\" is compacted, so every record needs a key; set a key (the partitionkey or subject of an event)"
+    )]
+    KeyRequired { topic: String },
+
+    #[error(
+        "invalid configuration for topic \"{topic}\": {reason}; fix it and create the topic again"
+    )]
+    InvalidTopicConfig { topic: String, reason: String },
+
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -1,42 +1,51 @@
 //! Batch frames: the unit in which records are written, checksummed and made durable.
 //!
-//! Pure encoding and decoding over byte buffers; the file handling is in `partition`.
+//! Pure encoding and decoding over byte buffers; the file handling is in `segment` and
+//! `partition`.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! All integers are little endian.
 //!
 //! ```text
 //! frame  = magic:u8 body_len:u32 crc:u32 body
-//! body   = base_offset:u64 record_count:u32 record{record_count}
-//! record = timestamp_ms:i64 key_len:u32 key:[u8; key_len] value_len:u32 value:[u8; value_len]
+//! body   = base_offset:u64 record_count:u32 max_timestamp_ms:i64 record{record_count}
+//! record = offset_delta:u32 timestamp_ms:i64 key_len:u32 key:[u8; key_len]
+//!          value_len:u32 value:[u8; value_len]
 //! ```
 //!
-//! - `magic` is [`MAGIC`]; it doubles as the format version, so a later format picks
-//!   another value.
+//! - `magic` is [`MAGIC`] (`0xB2`); it doubles as the format version. Version 1 (`0xB1`)
+//!   had no timestamps in the header and no offset deltas; it is refused, not read.
 //! - `body_len` is the length of `body` in bytes, so a frame takes `HEADER_LEN + body_len`.
-//! - `crc` is the CRC32C (Castagnoli) of `body`.
+//! - `crc` is the CRC32C (Castagnoli) of `body`, i.e. of everything after itself.
+//! - A record's offset is `base_offset + offset_delta`. Batches written by an append have
+//!   deltas `0, 1, 2, …`; batches rewritten by compaction keep the surviving records'
+//!   original offsets, so their deltas may skip.
+//! - `max_timestamp_ms` is the largest `timestamp_ms` of the batch's records.
 //! - `key_len == u32::MAX` means the record has no key, which differs from an empty key.
 //!
-//! # Invariants
+//! # Invariants (checked by every decode)
 //!
 //! - A frame holds at least one record, and its records fill `body` exactly.
-//! - Record `i` of a frame has offset `base_offset + i`.
+//! - Offset deltas strictly increase, and `base_offset + last delta` does not overflow.
+//! - `max_timestamp_ms` equals the maximum of the records' timestamps.
 //! - A frame that fails any check here is treated as never written; see `partition` for
 //!   what recovery does with it.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 use crate::Record;
 
-/// First byte of every version 1 frame.
-pub(crate) const MAGIC: u8 = 0xB1;
+/// First byte of every version 2 frame.
+pub(crate) const MAGIC: u8 = 0xB2;
+/// First byte of a version 1 frame, which this version refuses to read.
+pub(crate) const MAGIC_V1: u8 = 0xB1;
 /// `magic`, `body_len` and `crc`.
 pub(crate) const HEADER_LEN: usize = 1 + 4 + 4;
-/// `base_offset` and `record_count`.
-const BODY_HEADER_LEN: usize = 8 + 4;
-/// `timestamp_ms`, `key_len` and `value_len`.
-const RECORD_HEADER_LEN: usize = 8 + 4 + 4;
+/// `base_offset`, `record_count` and `max_timestamp_ms`.
+const BODY_HEADER_LEN: usize = 8 + 4 + 8;
+/// `offset_delta`, `timestamp_ms`, `key_len` and `value_len`.
+const RECORD_HEADER_LEN: usize = 4 + 8 + 4 + 4;
 const NO_KEY: u32 = u32::MAX;
 /// Keeps every length below [`NO_KEY`] so it fits a `u32` field unambiguously.
 const MAX_FIELD_LEN: usize = NO_KEY as usize - 1;
@@ -52,7 +61,7 @@ pub(crate) enum FrameError {
     BadChecksum,
     #[error("malformed frame: {0}")]
     Malformed(&'static str),
-    #[error("base offset {found} where {expected} was expected")]
+    #[error("base offset {found} where at least {expected} was expected")]
     NonContiguous { expected: u64, found: u64 },
 }
 
@@ -63,6 +72,11 @@ pub(crate) enum LimitError {
     Record { index: usize, size: usize },
     /// The frame would take `size` bytes.
     Batch { size: usize },
+}
+
+/// The encoded size of one record with this key and value.
+fn record_len(key: Option<&[u8]>, value: &[u8]) -> usize {
+    RECORD_HEADER_LEN + key.map_or(0, <[u8]>::len) + value.len()
 }
 
 /// Checks `records` against the limits and returns the length of their frame.
@@ -87,27 +101,46 @@ pub(crate) fn check_limits(
     Ok(size)
 }
 
-/// Encodes `records` as one frame; records without a timestamp get `now_ms`.
-///
-/// `records` must be non-empty and have passed [`check_limits`], which keeps every length
-/// cast below within `u32`.
-pub(crate) fn encode_batch(base_offset: u64, records: &[Record], now_ms: i64) -> Vec<u8> {
-    debug_assert!(!records.is_empty());
-    let mut buf = Vec::with_capacity(
-        HEADER_LEN
-            + BODY_HEADER_LEN
-            + records
-                .iter()
-                .map(|r| RECORD_HEADER_LEN + r.key.as_ref().map_or(0, Bytes::len) + r.value.len())
-                .sum::<usize>(),
-    );
+/// The length of the frame [`encode_batch`] makes of `records`.
+pub(crate) fn frame_len(records: &[Record]) -> usize {
+    HEADER_LEN
+        + BODY_HEADER_LEN
+        + records
+            .iter()
+            .map(|r| record_len(r.key.as_deref(), &r.value))
+            .sum::<usize>()
+}
+
+/// One record to encode, with its offset relative to the batch's base offset.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordRef<'a> {
+    pub(crate) offset_delta: u32,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: &'a [u8],
+}
+
+/// Appends one frame of `records` to `buf`. `records` must be non-empty, with strictly
+/// increasing deltas, and within the limits of [`check_limits`].
+pub(crate) fn encode_into<'a>(
+    buf: &mut Vec<u8>,
+    base_offset: u64,
+    records: impl IntoIterator<Item = RecordRef<'a>>,
+) {
+    let start = buf.len();
     buf.push(MAGIC);
     buf.extend_from_slice(&[0; 8]); // body_len and crc, filled in below
     buf.extend_from_slice(&base_offset.to_le_bytes());
-    buf.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    let count_at = buf.len();
+    buf.extend_from_slice(&[0; 4 + 8]); // record_count and max_timestamp_ms
+    let mut count = 0u32;
+    let mut max_timestamp = i64::MIN;
     for record in records {
-        buf.extend_from_slice(&record.timestamp_ms.unwrap_or(now_ms).to_le_bytes());
-        match &record.key {
+        count += 1;
+        max_timestamp = max_timestamp.max(record.timestamp_ms);
+        buf.extend_from_slice(&record.offset_delta.to_le_bytes());
+        buf.extend_from_slice(&record.timestamp_ms.to_le_bytes());
+        match record.key {
             Some(key) => {
                 buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
                 buf.extend_from_slice(key);
@@ -115,12 +148,47 @@ pub(crate) fn encode_batch(base_offset: u64, records: &[Record], now_ms: i64) ->
             None => buf.extend_from_slice(&NO_KEY.to_le_bytes()),
         }
         buf.extend_from_slice(&(record.value.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&record.value);
+        buf.extend_from_slice(record.value);
     }
-    let body_len = (buf.len() - HEADER_LEN) as u32;
-    let crc = crc32c::crc32c(&buf[HEADER_LEN..]);
-    buf[1..5].copy_from_slice(&body_len.to_le_bytes());
-    buf[5..9].copy_from_slice(&crc.to_le_bytes());
+    debug_assert!(count > 0);
+    buf[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    buf[count_at + 4..count_at + 12].copy_from_slice(&max_timestamp.to_le_bytes());
+    let body_len = (buf.len() - start - HEADER_LEN) as u32;
+    let crc = crc32c::crc32c(&buf[start + HEADER_LEN..]);
+    buf[start + 1..start + 5].copy_from_slice(&body_len.to_le_bytes());
+    buf[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends `records` as one frame with dense offsets from `base_offset`; records without
+/// a timestamp get `now_ms`. Returns the batch's max timestamp.
+pub(crate) fn encode_records_into(
+    buf: &mut Vec<u8>,
+    base_offset: u64,
+    records: &[Record],
+    now_ms: i64,
+) -> i64 {
+    encode_into(
+        buf,
+        base_offset,
+        records.iter().enumerate().map(|(i, r)| RecordRef {
+            offset_delta: i as u32,
+            timestamp_ms: r.timestamp_ms.unwrap_or(now_ms),
+            key: r.key.as_deref(),
+            value: &r.value,
+        }),
+    );
+    records
+        .iter()
+        .map(|r| r.timestamp_ms.unwrap_or(now_ms))
+        .max()
+        .unwrap_or(i64::MIN)
+}
+
+/// Encodes `records` as one frame; records without a timestamp get `now_ms`.
+#[cfg(test)]
+pub(crate) fn encode_batch(base_offset: u64, records: &[Record], now_ms: i64) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(frame_len(records));
+    encode_records_into(&mut buf, base_offset, records, now_ms);
     buf
 }
 
@@ -137,18 +205,30 @@ impl FrameHeader {
     }
 }
 
-/// A decoded frame.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Batch {
+/// What a batch's header says about it, once verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchInfo {
     pub(crate) base_offset: u64,
-    pub(crate) records: Vec<DecodedRecord>,
+    pub(crate) record_count: u32,
+    pub(crate) max_timestamp_ms: i64,
+    /// Offset of the batch's last record.
+    pub(crate) last_offset: u64,
 }
 
+/// A decoded record; key and value share the frame's memory.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DecodedRecord {
+    pub(crate) offset: u64,
     pub(crate) timestamp_ms: i64,
     pub(crate) key: Option<Bytes>,
     pub(crate) value: Bytes,
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Batch {
+    pub(crate) info: BatchInfo,
+    pub(crate) records: Vec<DecodedRecord>,
 }
 
 /// Decodes the first [`HEADER_LEN`] bytes of `buf`.
@@ -156,102 +236,155 @@ pub(crate) fn decode_header(buf: &[u8]) -> Result<FrameHeader, FrameError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Err(FrameError::Short);
     };
-    let mut header = header;
-    let magic = header.get_u8();
-    if magic != MAGIC {
-        return Err(FrameError::BadMagic(magic));
+    if header[0] != MAGIC {
+        return Err(FrameError::BadMagic(header[0]));
     }
-    let body_len = header.get_u32_le();
-    let crc = header.get_u32_le();
-    if (body_len as usize) < BODY_HEADER_LEN {
-        return Err(FrameError::Malformed("body shorter than its own header"));
+    let body_len = u32_at(header, 1);
+    let crc = u32_at(header, 5);
+    if (body_len as usize) < BODY_HEADER_LEN + RECORD_HEADER_LEN {
+        return Err(FrameError::Malformed("body shorter than one record"));
     }
     Ok(FrameHeader { body_len, crc })
 }
 
-/// Verifies and decodes the body that follows `header`. Records share `body`'s memory.
-pub(crate) fn decode_body(header: &FrameHeader, body: Bytes) -> Result<Batch, FrameError> {
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    let mut bytes = [0; 4];
+    bytes.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(bytes)
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Verifies the body that follows `header` and hands each record to `each`, in order.
+///
+/// The checksum is verified before any record is handed out. If the body turns out to be
+/// malformed after that (only a bug in the writer could do that), the records handed out
+/// so far must be discarded along with the error.
+pub(crate) fn decode_body(
+    header: &FrameHeader,
+    body: &Bytes,
+    mut each: impl FnMut(DecodedRecord),
+) -> Result<BatchInfo, FrameError> {
     if body.len() != header.body_len as usize {
         return Err(FrameError::Short);
     }
-    if crc32c::crc32c(&body) != header.crc {
+    if crc32c::crc32c(body) != header.crc {
         return Err(FrameError::BadChecksum);
     }
-    let mut cursor = Cursor(body);
-    let base_offset = cursor.u64()?;
-    let record_count = cursor.u32()?;
+    let buf: &[u8] = body;
+    if buf.len() < BODY_HEADER_LEN {
+        return Err(FrameError::Malformed("body shorter than its own header"));
+    }
+    let base_offset = u64_at(buf, 0);
+    let record_count = u32_at(buf, 8);
+    let max_timestamp_ms = u64_at(buf, 12) as i64;
     if record_count == 0 {
         return Err(FrameError::Malformed("batch without records"));
     }
-    if base_offset.checked_add(u64::from(record_count)).is_none() {
-        return Err(FrameError::Malformed("offsets overflow"));
-    }
-    // The count is not trusted for allocation until the records are read.
-    let capacity = (record_count as usize).min(cursor.0.len() / RECORD_HEADER_LEN);
-    let mut records = Vec::with_capacity(capacity);
+    let runs_past = FrameError::Malformed("record runs past the end of the batch");
+    let mut at = BODY_HEADER_LEN;
+    let mut previous_delta: Option<u32> = None;
+    let mut seen_max = i64::MIN;
+    let mut last_offset = base_offset;
     for _ in 0..record_count {
-        let timestamp_ms = cursor.i64()?;
-        let key = match cursor.u32()? {
-            NO_KEY => None,
-            len => Some(cursor.bytes(len)?),
+        if buf.len() - at < RECORD_HEADER_LEN {
+            return Err(runs_past);
+        }
+        let delta = u32_at(buf, at);
+        if previous_delta.is_some_and(|p| delta <= p) {
+            return Err(FrameError::Malformed("offset deltas do not increase"));
+        }
+        previous_delta = Some(delta);
+        let offset = base_offset
+            .checked_add(u64::from(delta))
+            .ok_or(FrameError::Malformed("offsets overflow"))?;
+        last_offset = offset;
+        let timestamp_ms = u64_at(buf, at + 4) as i64;
+        seen_max = seen_max.max(timestamp_ms);
+        let key_len = u32_at(buf, at + 12);
+        at += 16;
+        let key = if key_len == NO_KEY {
+            None
+        } else {
+            let len = key_len as usize;
+            if buf.len() - at < len + 4 {
+                return Err(runs_past);
+            }
+            let key = body.slice(at..at + len);
+            at += len;
+            Some(key)
         };
-        let value_len = cursor.u32()?;
-        let value = cursor.bytes(value_len)?;
-        records.push(DecodedRecord {
+        if buf.len() - at < 4 {
+            return Err(runs_past);
+        }
+        let value_len = u32_at(buf, at) as usize;
+        at += 4;
+        if buf.len() - at < value_len {
+            return Err(runs_past);
+        }
+        let value = body.slice(at..at + value_len);
+        at += value_len;
+        each(DecodedRecord {
+            offset,
             timestamp_ms,
             key,
             value,
         });
     }
-    if !cursor.0.is_empty() {
+    if at != buf.len() {
         return Err(FrameError::Malformed("bytes after the last record"));
     }
-    Ok(Batch {
+    if seen_max != max_timestamp_ms {
+        return Err(FrameError::Malformed(
+            "max timestamp differs from the records'",
+        ));
+    }
+    Ok(BatchInfo {
         base_offset,
-        records,
+        record_count,
+        max_timestamp_ms,
+        last_offset,
     })
 }
 
-/// Decodes a whole frame, header included.
-pub(crate) fn decode_frame(mut frame: Bytes) -> Result<Batch, FrameError> {
+/// Decodes a whole frame, header included; `frame` must hold exactly one frame.
+pub(crate) fn decode_frame(frame: Bytes) -> Result<Batch, FrameError> {
     let header = decode_header(&frame)?;
-    let body = frame.split_off(HEADER_LEN);
-    decode_body(&header, body)
+    if frame.len() as u64 != header.frame_len() {
+        return Err(FrameError::Short);
+    }
+    let body = frame.slice(HEADER_LEN..);
+    let mut records = Vec::new();
+    let info = decode_body(&header, &body, |r| records.push(r))?;
+    Ok(Batch { info, records })
 }
 
-/// Bounds-checked reads; `Bytes`' own getters panic when short.
-struct Cursor(Bytes);
-
-impl Cursor {
-    fn need(&self, len: usize) -> Result<(), FrameError> {
-        if self.0.len() < len {
-            return Err(FrameError::Malformed(
-                "record runs past the end of the batch",
-            ));
+/// Decodes back-to-back frames from the start of `buf`, stopping at the first bad one.
+/// Returns the decoded batches and why it stopped early, if it did.
+pub(crate) fn decode_frames(buf: &[u8]) -> (Vec<Batch>, Option<FrameError>) {
+    let buf = Bytes::copy_from_slice(buf);
+    let mut batches = Vec::new();
+    let mut at = 0usize;
+    while at < buf.len() {
+        let header = match decode_header(&buf[at..]) {
+            Ok(header) => header,
+            Err(e) => return (batches, Some(e)),
+        };
+        let len = header.frame_len();
+        if ((buf.len() - at) as u64) < len {
+            return (batches, Some(FrameError::Short));
         }
-        Ok(())
+        match decode_frame(buf.slice(at..at + len as usize)) {
+            Ok(batch) => batches.push(batch),
+            Err(e) => return (batches, Some(e)),
+        }
+        at += len as usize;
     }
-
-    fn u32(&mut self) -> Result<u32, FrameError> {
-        self.need(4)?;
-        Ok(self.0.get_u32_le())
-    }
-
-    fn u64(&mut self) -> Result<u64, FrameError> {
-        self.need(8)?;
-        Ok(self.0.get_u64_le())
-    }
-
-    fn i64(&mut self) -> Result<i64, FrameError> {
-        self.need(8)?;
-        Ok(self.0.get_i64_le())
-    }
-
-    fn bytes(&mut self, len: u32) -> Result<Bytes, FrameError> {
-        let len = len as usize;
-        self.need(len)?;
-        Ok(self.0.split_to(len))
-    }
+    (batches, None)
 }
 
 #[cfg(test)]

@@ -2,15 +2,21 @@
 //! append-only sequence of records with dense offsets, plus durable consumer-group offsets.
 //!
 //! The log stores opaque bytes (an optional key, a value, a timestamp) and does no network
-//! IO. [`Log::append`] resolves only once its records are fsynced; after a crash every
-//! acknowledged record is there and no record is half there.
+//! IO. Under the default [`FsyncPolicy::Always`], [`Log::append`] resolves only once its
+//! records are fsynced (concurrent appends to a partition share one fsync); after a crash
+//! every acknowledged record is there and no record is half there.
+//!
+//! Offsets of a partition strictly increase. Appends assign them densely, but compaction
+//! ([`TopicConfig::compaction`]) and retention remove records, so consumers must take each
+//! record's own [`StoredRecord::offset`] rather than count records.
 //!
 //! # Data directory
 //!
 //! ```text
 //! <dir>/weir-log.lock                                   held (flock) while a Log is open
 //! <dir>/topics/<topic>/topic.json                       see `topic`
-//! <dir>/topics/<topic>/<partition>/<base offset>.log    see `partition` and `frame`
+//! <dir>/topics/<topic>/<partition>/…                    see `partition`, `segment`,
+//!                                                       `index` and `frame`
 //! <dir>/groups/<group>.json                             see `groups`
 //! ```
 //!
@@ -27,8 +33,10 @@ mod error;
 mod frame;
 mod fsutil;
 mod groups;
+mod index;
 mod partition;
 mod partitioner;
+mod segment;
 mod telemetry;
 mod topic;
 
@@ -54,7 +62,7 @@ use crate::{
 };
 pub use crate::{
     error::{Error, Result},
-    topic::MAX_PARTITIONS,
+    topic::{FsyncPolicy, MAX_PARTITIONS, TopicConfig},
 };
 
 const LOCK_FILE: &str = "weir-log.lock";
@@ -115,6 +123,18 @@ pub struct TopicInfo {
     pub partitions: u32,
     /// Per partition, the next offset to be assigned.
     pub end_offsets: Vec<u64>,
+    /// Per partition, the first offset still stored; nothing below it can be read.
+    pub start_offsets: Vec<u64>,
+    pub config: TopicConfig,
+}
+
+/// What one [`Log::enforce_retention`] pass did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RetentionReport {
+    pub segments_deleted: u64,
+    pub bytes_deleted: u64,
+    pub segments_compacted: u64,
+    pub records_removed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -246,36 +266,32 @@ impl Log {
         })
     }
 
-    /// Creates a topic. `Ok(true)` if created, `Ok(false)` if it already exists with
-    /// `partitions` partitions, [`Error::TopicExists`] if with another count.
+    /// Creates a topic. `Ok(true)` if created; `Ok(false)` if it already exists with
+    /// `config.partitions` partitions, in which case its other settings are replaced by
+    /// `config` (durably); [`Error::TopicExists`] if it exists with another count.
     #[instrument(skip(self), err)]
-    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<bool> {
+    pub fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<bool> {
         validate_topic_name(name)?;
-        if !(1..=MAX_PARTITIONS).contains(&partitions) {
-            return Err(Error::InvalidPartitionCount {
-                topic: name.to_owned(),
-                partitions,
-                max: MAX_PARTITIONS,
-            });
-        }
+        config.validate(name)?;
         let _creating = self
             .inner
             .create_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = self.find_topic(name) {
-            let existing = existing.partition_count();
-            if existing == partitions {
+            let count = existing.partition_count();
+            if count == config.partitions {
+                existing.update_config(config)?;
                 return Ok(false);
             }
             return Err(Error::TopicExists {
                 topic: name.to_owned(),
-                existing,
-                requested: partitions,
+                existing: count,
+                requested: config.partitions,
             });
         }
         let dir = self.inner.dir.join(TOPICS_DIR).join(name);
-        let topic = Topic::create(&dir, name, partitions)?;
+        let topic = Topic::create(&dir, name, config)?;
         self.inner
             .topics
             .write()
@@ -298,13 +314,15 @@ impl Log {
         topics.values().map(|t| t.info()).collect()
     }
 
-    /// Appends records to a topic and resolves once they are durable.
+    /// Appends records to a topic and resolves once the topic's [`FsyncPolicy`] allows:
+    /// under `Always`, once they are fsynced.
     ///
     /// A record with a key goes to partition `(murmur2(key) & 0x7fffffff) % partitions`,
     /// Kafka's default, stable across runs and platforms; records without a key go round
     /// robin, one record at a time. The records of this call that land in one partition are
-    /// written as one batch and fsynced before this returns. Limits are checked for every
-    /// batch before any is written. Returns positions in input order.
+    /// written as one batch. Limits (and, for a compacted topic, that every record has a
+    /// key: [`Error::KeyRequired`]) are checked for every batch before any is written.
+    /// Returns positions in input order.
     #[instrument(skip_all, err, fields(topic = topic, records = records.len()))]
     pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<RecordPosition>> {
         let topic_ref = self.get_topic(topic)?;
@@ -373,17 +391,29 @@ impl Log {
                 })?;
         }
 
+        if topic.config().compaction
+            && batches
+                .iter()
+                .any(|b| b.records.iter().any(|r| r.key.is_none()))
+        {
+            return Err(Error::KeyRequired {
+                topic: topic_name.to_owned(),
+            });
+        }
+
         let now_ms = now_ms();
         let total = batches.iter().map(|b| b.records.len()).sum();
-        // Spawn every partition's write first so their fsyncs overlap.
-        let mut writes = Vec::with_capacity(batches.len());
+        // Queue every partition's batch first so their writes and fsyncs overlap.
+        let mut pending = Vec::with_capacity(batches.len());
         for batch in batches {
-            let partition = Arc::clone(topic.partition(batch.partition)?);
-            let write = tokio::task::spawn_blocking(move || {
-                let base_offset = partition.append_batch(&batch.records, now_ms)?;
-                Ok::<_, Error>((batch.partition, batch.input_indexes, base_offset))
-            });
-            writes.push(write);
+            let partition = topic.partition(batch.partition)?;
+            let reply = partition.enqueue(batch.records, now_ms)?;
+            pending.push((
+                batch.partition,
+                batch.input_indexes,
+                reply,
+                Arc::clone(partition),
+            ));
         }
 
         let mut positions = vec![
@@ -393,12 +423,12 @@ impl Log {
             };
             total
         ];
-        for write in writes {
-            let (partition, input_indexes, base_offset) =
-                write.await.map_err(|e| Error::Io {
-                    context: format!("an append task for topic \"{topic_name}\" did not finish"),
-                    source: std::io::Error::other(e),
-                })??;
+        for (partition, input_indexes, reply, partition_ref) in pending {
+            let base_offset = reply.await.map_err(|_| Error::Poisoned {
+                topic: topic_name.to_owned(),
+                partition,
+            })??;
+            drop(partition_ref);
             for (i, index) in input_indexes.into_iter().enumerate() {
                 positions[index] = RecordPosition {
                     partition,
@@ -409,8 +439,9 @@ impl Log {
         Ok(positions)
     }
 
-    /// Up to `max_records` records of a partition from `from_offset` on; empty if
-    /// `from_offset` is at or past the end.
+    /// Up to `max_records` records of a partition with offsets at or above `from_offset`
+    /// (from the start offset if `from_offset` is below it); empty if `from_offset` is at
+    /// or past the end. Offsets may skip after compaction: use each record's `offset`.
     pub fn read(
         &self,
         topic: &str,
@@ -425,6 +456,47 @@ impl Log {
     /// The next offset to be assigned in a partition.
     pub fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
         Ok(self.get_partition(topic, partition)?.end_offset())
+    }
+
+    /// The first offset still stored in a partition; retention moves it up.
+    pub fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(self.get_partition(topic, partition)?.start_offset())
+    }
+
+    /// The first offset of a partition whose record has a timestamp at or after
+    /// `timestamp_ms`, found through the time index; the end offset if there is none.
+    pub fn offset_for_time(&self, topic: &str, partition: u32, timestamp_ms: i64) -> Result<u64> {
+        self.get_partition(topic, partition)?
+            .offset_for_time(timestamp_ms)
+    }
+
+    /// Deletes whole closed segments past each topic's `retention_ms` (judged by their
+    /// newest record) or beyond its `retention_bytes`, and compacts the closed segments of
+    /// compacted topics. Never touches a partition's active segment. Blocks on disk IO;
+    /// the caller runs it periodically, from async code through `spawn_blocking`.
+    #[instrument(skip_all, err)]
+    pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        let topics: Vec<Arc<Topic>> = {
+            let topics = self
+                .inner
+                .topics
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            topics.values().cloned().collect()
+        };
+        let now_ms = now_ms();
+        let mut report = RetentionReport::default();
+        for topic in topics {
+            topic.enforce_retention(now_ms, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// How many times the partition's data was fsynced since the log was opened; lets
+    /// tests check that concurrent appends share fsyncs.
+    #[doc(hidden)]
+    pub fn fsync_count(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(self.get_partition(topic, partition)?.fsync_count())
     }
 
     /// Resolves once `end_offset(topic, partition) > offset`, that is once the record at
@@ -496,6 +568,33 @@ impl Log {
 
     fn get_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
         Ok(Arc::clone(self.get_topic(topic)?.partition(partition)?))
+    }
+}
+
+/// Runs every decoder of on-disk bytes (batch frames, offset and time index files) over
+/// untrusted input. It must never panic, whatever the input; a fuzz target calls it.
+#[doc(hidden)]
+pub fn fuzz_decode(bytes: &[u8]) {
+    let _ = frame::decode_frames(bytes);
+    let _ = frame::decode_frame(Bytes::copy_from_slice(bytes));
+    let split = bytes
+        .first()
+        .map_or(0, |b| usize::from(*b))
+        .min(bytes.len());
+    let (index, time_index) = bytes.split_at(split);
+    for log_len in [0, bytes.len() as u64, u64::MAX] {
+        let _ = index::SegmentIndex::decode(0, bytes, bytes, log_len);
+        let _ = index::SegmentIndex::decode(u64::MAX, index, time_index, log_len);
+    }
+}
+
+#[cfg(test)]
+impl Log {
+    /// The base offset of a partition's active segment.
+    fn inner_active_base(&self, topic: &str, partition: u32) -> u64 {
+        self.get_partition(topic, partition)
+            .expect("partition")
+            .active_base_offset()
     }
 }
 

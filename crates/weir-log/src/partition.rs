@@ -1,382 +1,1078 @@
-//! One partition: an append-only file of batch frames, its in-memory index, its writer and
-//! the watch that wakes tail followers.
+//! One partition: a directory of segments, the writer thread that group-commits appends to
+//! the active one, recovery on open, and retention and compaction of closed segments.
 //!
 //! # On disk
 //!
-//! `topics/<topic>/<partition>/00000000000000000000.log` holds the partition's frames (see
-//! `frame`) back to back, nothing before, between or after them. The file name is the
-//! offset of its first record, zero-padded to 20 digits, so that later versions can split
-//! a partition into segments named the same way.
+//! ```text
+//! topics/<topic>/<partition>/<base offset:020>.log        see `segment` and `frame`
+//! topics/<topic>/<partition>/<base offset:020>.index      see `index`
+//! topics/<topic>/<partition>/<base offset:020>.timeindex  see `index`
+//! topics/<topic>/<partition>/recovery-point.json          {"version":1,"offset":N}
+//! ```
+//!
+//! The segment with the highest base offset is the *active* one; all appends go to its
+//! end. The others are *closed*: never written again except whole by compaction.
 //!
 //! # Invariants
 //!
-//! - The first frame has base offset 0 (the file name); each next frame starts where the
-//!   previous one's offsets end. Offsets are dense: no gaps, no repeats.
-//! - A batch is written with one positional write at the end of the file and fsynced
-//!   before it enters the index, wakes waiters or is acknowledged. Readers only see
-//!   indexed batches, so they never see a record that is not durable.
-//! - On open the file is scanned from the start. At the first frame that is cut short,
-//!   has a bad magic byte, a bad checksum, a malformed body or a base offset that does not
-//!   continue the previous frame, the file is truncated: that frame was never
-//!   acknowledged (a torn write), or the disk damaged it. Every frame before it is kept.
+//! - One writer thread per partition owns the active segment. Appends are queued to it;
+//!   it takes everything queued, encodes one frame per append call into one buffer,
+//!   writes it with one positional write per segment, and then, under
+//!   [`FsyncPolicy::Always`], does one `fdatasync` for the whole group before it makes the
+//!   group visible to readers (the segment's visible length and the partition's end
+//!   offset) and acknowledges it. Readers therefore never see a record that a crash could
+//!   take back. Under `Interval` and `Never` a group is visible and acknowledged once
+//!   written; `Interval { ms }` fsyncs at most `ms` after the first unsynced write, `Never`
+//!   leaves it to the OS. Closing the log fsyncs whatever is unsynced.
+//! - The active segment rolls before a batch would take it past `segment_bytes` (a batch
+//!   larger than that gets a segment of its own). A roll fsyncs the segment whatever the
+//!   policy, writes and fsyncs its index files, creates the next segment (named after the
+//!   next offset) and fsyncs the directory, then records the new base offset in
+//!   `recovery-point.json`.
+//! - `recovery-point.json` holds the base offset of the active segment as of the last
+//!   roll, recovery or clean close: every segment below it is fsynced, intact and has
+//!   index files. On open those segments are trusted if their index files check out
+//!   against the `.log` length (else they are rebuilt by a scan); the active segment and
+//!   any closed segment at or after the recovery point (left by a crash mid-roll) are
+//!   scanned frame by frame.
+//! - A scan stops at the first frame that is cut short, has a bad magic byte, a bad
+//!   checksum, a malformed body, an offset at or below the previous batch's, or an offset
+//!   reaching into the next segment; the segment is truncated there. That frame was never
+//!   acknowledged (a torn write), or the disk damaged it. Frames before it and later
+//!   segments are kept, so a damaged closed segment leaves an offset gap, never a lost
+//!   fsynced batch elsewhere.
 //! - A failed write or fsync poisons the partition: it refuses writes until the process
 //!   restarts, because after a failed fsync the kernel may have dropped the dirty pages
-//!   and a retry could report success for data that is not on disk.
-//! - Every read re-verifies the checksum of the frames it returns.
+//!   and a retry could report success for data that is not on disk. The one exception is
+//!   a write that fails for lack of space (`ENOSPC`): the segment is cut back to its
+//!   length before the group, the group fails with [`Error::DiskFull`] and nothing is
+//!   acknowledged; only if that truncation fails is the partition poisoned.
+//! - Offsets increase strictly and appends assign them densely. Compaction removes
+//!   records but keeps the offsets of those it keeps, so reads may skip offsets; the
+//!   partition's start offset is the base offset of its first segment.
+//! - Retention deletes whole closed segments from the oldest on, never the active one.
+//!   Compaction rewrites a closed segment into `<name>.log.compacting`, fsyncs it, renames
+//!   it over the segment, fsyncs the directory and then rewrites the index files.
+//!   Leftover `.compacting` and `.tmp` files are deleted on open.
 
 use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
     fs::{File, OpenOptions},
-    io::{BufReader, Read},
+    io,
+    ops::ControlFlow,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::{Mutex, MutexGuard, PoisonError, RwLock},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
 
 use crate::{
-    Error, Record, Result, StoredRecord,
+    Error, FsyncPolicy, Record, Result, RetentionReport, StoredRecord,
     error::IoContext,
-    frame::{self, FrameError},
-    fsutil, telemetry,
+    frame::{self, DecodedRecord, FrameError, RecordRef},
+    fsutil,
+    index::SegmentIndex,
+    segment::{self, Segment, WalkError},
+    telemetry,
 };
 
-/// Offset of the first record of the only segment, for now.
-const BASE_OFFSET: u64 = 0;
+const RECOVERY_POINT_FILE: &str = "recovery-point.json";
+const RECOVERY_POINT_VERSION: u32 = 1;
+/// Most bytes one group takes from the queue, so one slow group cannot grow without bound.
+const MAX_GROUP_BYTES: usize = 16 << 20;
+/// Largest batch compaction writes.
+const COMPACTED_BATCH_BYTES: usize = 1 << 20;
 
-/// The file name of the segment whose first record has `base_offset`.
-pub(crate) fn segment_file_name(base_offset: u64) -> String {
-    format!("{base_offset:020}.log")
-}
-
-/// Whether to make a missing partition file or to insist on finding one.
+/// Whether to make a missing partition directory or to insist on finding one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenMode {
     Create,
     Recover,
 }
 
-pub(crate) struct Partition {
-    topic: String,
-    id: u32,
-    path: PathBuf,
-    writer: Mutex<Writer>,
-    index: RwLock<Vec<IndexEntry>>,
-    /// Shared by all readers; positional reads need no seek and no lock.
-    reader: File,
-    /// The end offset, for tail followers.
-    end: watch::Sender<u64>,
+/// What the writer needs from the topic's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub(crate) fsync: FsyncPolicy,
+    pub(crate) segment_bytes: u64,
 }
 
-struct Writer {
+#[derive(Debug, Serialize, Deserialize)]
+struct RecoveryPoint {
+    version: u32,
+    offset: u64,
+}
+
+pub(crate) struct Partition {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<WriterHandle>>,
+}
+
+struct WriterHandle {
+    queue: mpsc::Sender<AppendRequest>,
+    thread: JoinHandle<()>,
+}
+
+struct AppendRequest {
+    records: Vec<Record>,
+    now_ms: i64,
+    reply: oneshot::Sender<Result<u64>>,
+}
+
+/// A batch written to the active segment but maybe not yet visible.
+struct WrittenBatch {
+    position: u64,
+    base_offset: u64,
+    last_offset: u64,
+    max_timestamp_ms: i64,
+    frame_len: u64,
+}
+
+pub(crate) struct Shared {
+    topic: String,
+    id: u32,
+    dir: PathBuf,
+    /// Every segment by base offset; the last is the active one.
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    state: Mutex<WriterState>,
+    settings: RwLock<Settings>,
+    fsyncs: AtomicU64,
+    /// The end offset readers may see, for tail followers.
+    end: watch::Sender<u64>,
+    /// Serialises retention and compaction of this partition.
+    maintenance: Mutex<()>,
+}
+
+pub(crate) struct WriterState {
+    /// The active segment, opened for writing.
     file: File,
-    /// Bytes of whole, fsynced frames; the next frame goes here.
+    active: Arc<Segment>,
+    /// Bytes of whole frames written to the active segment.
     len: u64,
     next_offset: u64,
     poisoned: bool,
-}
-
-/// Where one batch lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IndexEntry {
-    base_offset: u64,
-    record_count: u32,
-    position: u64,
-    len: u64,
-}
-
-impl IndexEntry {
-    fn end_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.record_count)
-    }
+    /// Written but not yet fsynced.
+    dirty: bool,
+    last_sync: Instant,
+    /// Makes the next write fail with this error, to test failure paths.
+    #[cfg(test)]
+    fail_next_write: Option<io::ErrorKind>,
 }
 
 impl Partition {
-    /// Opens the partition stored in `dir`, truncating a torn or corrupt tail.
-    pub(crate) fn open(topic: &str, id: u32, dir: &Path, mode: OpenMode) -> Result<Partition> {
-        let path = dir.join(segment_file_name(BASE_OFFSET));
-        let what = || format!("partition {id} of topic \"{topic}\" ({})", path.display());
+    /// Opens the partition stored in `dir`, recovering its segments.
+    pub(crate) fn open(
+        topic: &str,
+        id: u32,
+        dir: &Path,
+        mode: OpenMode,
+        settings: Settings,
+    ) -> Result<Partition> {
+        let what = || format!("partition {id} of topic \"{topic}\" ({})", dir.display());
         if mode == OpenMode::Create {
             fsutil::create_dir(dir).context(|| format!("could not create {}", dir.display()))?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(mode == OpenMode::Create)
-            .open(&path)
-            .context(|| format!("could not open {}", what()))?;
-        if mode == OpenMode::Create {
-            fsutil::sync_dir(dir).context(|| format!("could not fsync {}", dir.display()))?;
+        let mut bases = list_segments(dir).context(|| format!("could not list {}", what()))?;
+        if bases.is_empty() {
+            let path = dir.join(segment::log_file_name(0));
+            OpenOptions::new()
+                .write(true)
+                .create(mode == OpenMode::Create)
+                .truncate(false)
+                .open(&path)
+                .and_then(|_| fsutil::sync_dir(dir))
+                .context(|| format!("could not open {}", what()))?;
+            bases.push(0);
         }
+        let recovery_point = read_recovery_point(dir);
 
-        let scan =
-            scan_frames(&file, BASE_OFFSET).context(|| format!("could not read {}", what()))?;
-        if let Some(reason) = &scan.stopped_by {
-            telemetry::TailTruncated {
-                topic,
-                partition: id,
-                offset: scan.next_offset,
-                position: scan.valid_len,
-                bytes_dropped: scan.file_len - scan.valid_len,
-                reason,
+        let mut segments = BTreeMap::new();
+        let mut active = None;
+        let mut batches = 0usize;
+        for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            let path = dir.join(segment::log_file_name(base));
+            let seg_what = || format!("segment {} of {}", path.display(), what());
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .context(|| format!("could not open {}", seg_what()))?;
+            let log_len = file
+                .metadata()
+                .context(|| format!("could not stat {}", seg_what()))?
+                .len();
+            let trusted = match next_base {
+                Some(next) if next <= recovery_point => {
+                    segment::load_index_files(dir, base, log_len)
+                }
+                _ => None,
+            };
+            let index = match trusted {
+                Some(index) => index,
+                None => {
+                    let scan = segment::scan(&file, base, next_base)
+                        .context(|| format!("could not read {}", seg_what()))?;
+                    if let Some(reason) = &scan.stopped_by {
+                        if scan.index.log_len == 0
+                            && *reason == FrameError::BadMagic(frame::MAGIC_V1)
+                        {
+                            return Err(Error::Corrupt {
+                                what: seg_what(),
+                                reason: "it was written by weir-log format version 1, which this version does not read".into(),
+                            });
+                        }
+                        telemetry::TailTruncated {
+                            topic,
+                            partition: id,
+                            offset: scan.index.next_offset,
+                            position: scan.index.log_len,
+                            bytes_dropped: scan.file_len - scan.index.log_len,
+                            reason,
+                        }
+                        .emit();
+                        file.set_len(scan.index.log_len)
+                            .and_then(|()| file.sync_all())
+                            .context(|| {
+                                format!("could not truncate the corrupt tail of {}", seg_what())
+                            })?;
+                    }
+                    if next_base.is_some() {
+                        segment::write_index_files(dir, &scan.index)
+                            .context(|| format!("could not write the indexes of {}", seg_what()))?;
+                    }
+                    scan.index
+                }
+            };
+            batches += index.offsets.len();
+            let segment = Arc::new(
+                Segment::new(base, path.clone(), index)
+                    .context(|| format!("could not open {}", seg_what()))?,
+            );
+            segments.insert(base, Arc::clone(&segment));
+            if next_base.is_none() {
+                active = Some((file, segment));
             }
-            .emit();
-            file.set_len(scan.valid_len)
-                .and_then(|()| file.sync_all())
-                .context(|| format!("could not truncate the corrupt tail of {}", what()))?;
         }
-        let reader = File::open(&path).context(|| format!("could not open {}", what()))?;
+        let Some((file, active)) = active else {
+            return Err(Error::Corrupt {
+                what: what(),
+                reason: "no segment".into(),
+            });
+        };
+        if recovery_point != active.base_offset {
+            write_recovery_point(dir, active.base_offset)
+                .context(|| format!("could not write the recovery point of {}", what()))?;
+        }
+        let len = active.visible_len();
+        let next_offset = active.next_offset();
         telemetry::PartitionRecovered {
             topic,
             partition: id,
-            end_offset: scan.next_offset,
-            batches: scan.index.len(),
+            end_offset: next_offset,
+            segments: segments.len(),
+            indexed_batches: batches,
         }
         .emit();
 
         Ok(Partition {
-            topic: topic.to_owned(),
-            id,
-            path,
-            writer: Mutex::new(Writer {
-                file,
-                len: scan.valid_len,
-                next_offset: scan.next_offset,
-                poisoned: false,
+            shared: Arc::new(Shared {
+                topic: topic.to_owned(),
+                id,
+                dir: dir.to_owned(),
+                segments: RwLock::new(segments),
+                state: Mutex::new(WriterState {
+                    file,
+                    active,
+                    len,
+                    next_offset,
+                    poisoned: false,
+                    dirty: false,
+                    last_sync: Instant::now(),
+                    #[cfg(test)]
+                    fail_next_write: None,
+                }),
+                settings: RwLock::new(settings),
+                fsyncs: AtomicU64::new(0),
+                end: watch::Sender::new(next_offset),
+                maintenance: Mutex::new(()),
             }),
-            index: RwLock::new(scan.index),
-            reader,
-            end: watch::Sender::new(scan.next_offset),
+            writer: Mutex::new(None),
         })
     }
 
-    /// The next offset to be assigned.
+    /// The next offset to be assigned, as far as readers can see.
     pub(crate) fn end_offset(&self) -> u64 {
-        *self.end.borrow()
+        *self.shared.end.borrow()
+    }
+
+    /// The first offset still stored (records below it were deleted by retention).
+    pub(crate) fn start_offset(&self) -> u64 {
+        self.shared.start_offset()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.end.subscribe()
+        self.shared.end.subscribe()
     }
 
-    /// Writes `records` as one frame, fsyncs it and returns its base offset.
-    ///
-    /// `records` must be non-empty and within [`frame::check_limits`].
-    pub(crate) fn append_batch(&self, records: &[Record], now_ms: i64) -> Result<u64> {
-        let mut writer = self.lock_writer()?;
-        if writer.poisoned {
-            return Err(self.poisoned());
-        }
-        let base_offset = writer.next_offset;
-        let frame = frame::encode_batch(base_offset, records, now_ms);
-        let position = writer.len;
-        let written = writer
-            .file
-            .write_all_at(&frame, position)
-            .and_then(|()| writer.file.sync_data());
-        if let Err(error) = written {
-            writer.poisoned = true;
-            // Best effort: keep the file parseable for the restart.
-            let rolled_back = writer
-                .file
-                .set_len(position)
-                .and_then(|()| writer.file.sync_all())
-                .is_ok();
-            telemetry::PartitionPoisoned {
-                topic: &self.topic,
-                partition: self.id,
-                error: &error,
-                rolled_back,
-            }
-            .emit();
-            return Err(Error::Io {
-                context: format!(
-                    "could not write a batch to partition {} of topic \"{}\" ({}); the partition refuses writes until the disk is fixed and the node restarted",
-                    self.id,
-                    self.topic,
-                    self.path.display()
-                ),
-                source: error,
-            });
-        }
+    pub(crate) fn fsync_count(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
+    }
 
-        let entry = IndexEntry {
-            base_offset,
-            record_count: records.len() as u32,
-            position,
-            len: frame.len() as u64,
-        };
-        writer.len += entry.len;
-        writer.next_offset = entry.end_offset();
-        self.index
+    pub(crate) fn set_settings(&self, settings: Settings) {
+        *self
+            .shared
+            .settings
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(entry);
-        self.end.send_replace(writer.next_offset);
-        Ok(base_offset)
+            .unwrap_or_else(PoisonError::into_inner) = settings;
     }
 
-    /// Up to `max_records` records from `from_offset` on; empty at or past the end.
-    pub(crate) fn read(&self, from_offset: u64, max_records: usize) -> Result<Vec<StoredRecord>> {
-        let (batches, available) = {
-            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-            let first = index.partition_point(|e| e.end_offset() <= from_offset);
-            let mut batches = Vec::new();
-            let mut available = 0usize;
-            for entry in &index[first..] {
-                if available >= max_records {
-                    break;
-                }
-                batches.push(*entry);
-                let skipped = from_offset.saturating_sub(entry.base_offset);
-                available += (u64::from(entry.record_count) - skipped) as usize;
-            }
-            (batches, available.min(max_records))
+    /// Queues `records` (non-empty, within the limits) as one batch; the receiver gets the
+    /// batch's base offset once the fsync policy allows acknowledging it.
+    pub(crate) fn enqueue(
+        &self,
+        records: Vec<Record>,
+        now_ms: i64,
+    ) -> Result<oneshot::Receiver<Result<u64>>> {
+        let (reply, receiver) = oneshot::channel();
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if writer.is_none() {
+            let (queue, requests) = mpsc::channel();
+            let shared = Arc::clone(&self.shared);
+            let thread = std::thread::Builder::new()
+                .name(format!("weir-log-{}-{}", self.shared.topic, self.shared.id))
+                .stack_size(256 << 10)
+                .spawn(move || shared.run_writer(&requests))
+                .context(|| {
+                    format!(
+                        "could not start the writer of partition {} of topic \"{}\"",
+                        self.shared.id, self.shared.topic
+                    )
+                })?;
+            *writer = Some(WriterHandle { queue, thread });
+        }
+        let request = AppendRequest {
+            records,
+            now_ms,
+            reply,
         };
+        if let Some(handle) = writer.as_ref()
+            && handle.queue.send(request).is_ok()
+        {
+            return Ok(receiver);
+        }
+        Err(self.shared.poisoned())
+    }
 
-        let mut records = Vec::with_capacity(available);
-        for entry in batches {
-            let batch = self.read_batch(&entry)?;
-            let skip = from_offset.saturating_sub(entry.base_offset) as usize;
-            let wanted = available - records.len();
-            records.extend(
-                batch
-                    .records
-                    .into_iter()
-                    .enumerate()
-                    .skip(skip)
-                    .take(wanted)
-                    .map(|(i, r)| StoredRecord {
-                        partition: self.id,
-                        offset: entry.base_offset + i as u64,
-                        timestamp_ms: r.timestamp_ms,
-                        key: r.key,
-                        value: r.value,
-                    }),
-            );
+    /// Appends `records` as one batch and returns its base offset once acknowledged.
+    #[cfg(test)]
+    pub(crate) async fn append(&self, records: Vec<Record>, now_ms: i64) -> Result<u64> {
+        let receiver = self.enqueue(records, now_ms)?;
+        receiver.await.map_err(|_| self.shared.poisoned())?
+    }
+
+    /// Up to `max_records` records with offsets at or above `from_offset` (or the start
+    /// offset, if later); empty at or past the end. Offsets may skip after compaction.
+    pub(crate) fn read(&self, from_offset: u64, max_records: usize) -> Result<Vec<StoredRecord>> {
+        let end = self.end_offset();
+        if max_records == 0 || from_offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut records =
+            Vec::with_capacity(max_records.min((end - from_offset) as usize).min(1 << 16));
+        let mut next = self.shared.segment_for(from_offset);
+        while let Some(segment) = next {
+            segment
+                .read_into(self.shared.id, from_offset, max_records, &mut records)
+                .map_err(|e| self.shared.walk_error(&segment, e))?;
+            if records.len() >= max_records {
+                break;
+            }
+            next = self.shared.segment_after(segment.base_offset);
         }
         Ok(records)
     }
 
-    fn read_batch(&self, entry: &IndexEntry) -> Result<frame::Batch> {
-        let what = || {
-            format!(
-                "batch at offset {} of partition {} of topic \"{}\" ({} at byte {})",
-                entry.base_offset,
-                self.id,
-                self.topic,
-                self.path.display(),
-                entry.position
-            )
-        };
-        let mut buf = vec![0; entry.len as usize];
-        self.reader
-            .read_exact_at(&mut buf, entry.position)
-            .context(|| format!("could not read the {}", what()))?;
-        let batch = frame::decode_frame(Bytes::from(buf))
-            .and_then(|batch| {
-                let records = batch.records.len() as u64;
-                if batch.base_offset == entry.base_offset
-                    && records == u64::from(entry.record_count)
-                {
-                    Ok(batch)
-                } else {
-                    Err(FrameError::Malformed("batch differs from the index"))
+    /// The first offset whose record has a timestamp at or after `timestamp_ms`, or the
+    /// end offset if there is none.
+    pub(crate) fn offset_for_time(&self, timestamp_ms: i64) -> Result<u64> {
+        let end = self.end_offset();
+        let mut next = self.shared.segment_for(0);
+        while let Some(segment) = next {
+            if segment.max_timestamp_ms() >= timestamp_ms {
+                let start = segment.scan_start_for_time(timestamp_ms);
+                let mut found = None;
+                segment
+                    .visit_records(start, |r| {
+                        if r.timestamp_ms >= timestamp_ms && r.offset < end {
+                            found = Some(r.offset);
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    })
+                    .map_err(|e| self.shared.walk_error(&segment, e))?;
+                if let Some(offset) = found {
+                    return Ok(offset);
                 }
-            })
-            .map_err(|reason| Error::Corrupt {
-                what: format!("the {}", what()),
-                reason: reason.to_string(),
-            })?;
-        Ok(batch)
+            }
+            next = self.shared.segment_after(segment.base_offset);
+        }
+        Ok(end)
     }
 
-    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
-        // A panic while writing leaves the file in an unknown state: treat it like a
-        // failed write.
-        self.writer.lock().map_err(|_| self.poisoned())
+    /// Deletes closed segments past the retention limits and compacts closed segments if
+    /// `compaction` is set.
+    pub(crate) fn enforce_retention(
+        &self,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        compaction: bool,
+        now_ms: i64,
+        report: &mut RetentionReport,
+    ) -> Result<()> {
+        self.shared
+            .delete_old_segments(retention_ms, retention_bytes, now_ms, report)?;
+        if compaction {
+            self.shared.compact(report)?;
+        }
+        Ok(())
     }
 
+    #[cfg(test)]
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn active_path(&self) -> PathBuf {
+        self.lock_state().active.path.clone()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn active_base_offset(&self) -> u64 {
+        self.lock_state().active.base_offset
+    }
+
+    /// Blocks the writer until the guard is dropped, as a slow fsync would.
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.lock_state()
+    }
+
+    #[cfg(test)]
+    fn active_path_locked(&self, state: &WriterState) -> PathBuf {
+        state.active.path.clone()
+    }
+}
+
+impl Drop for Partition {
+    /// Stops the writer after it has written, fsynced and acknowledged everything queued.
+    fn drop(&mut self) {
+        let handle = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(WriterHandle { queue, thread }) = handle {
+            drop(queue);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Shared {
     fn poisoned(&self) -> Error {
         Error::Poisoned {
             topic: self.topic.clone(),
             partition: self.id,
         }
     }
-}
 
-/// What a scan of a partition file found.
-struct Scan {
-    index: Vec<IndexEntry>,
-    /// Bytes of whole, valid, contiguous frames from the start.
-    valid_len: u64,
-    next_offset: u64,
-    file_len: u64,
-    /// Why the scan stopped before the end of the file, if it did.
-    stopped_by: Option<FrameError>,
-}
-
-/// Reads the frames of `file` from the start until the end or the first bad frame.
-/// IO errors are returned, never taken for corruption, so a failing read cannot cost
-/// data.
-fn scan_frames(file: &File, base_offset: u64) -> std::io::Result<Scan> {
-    let file_len = file.metadata()?.len();
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut scan = Scan {
-        index: Vec::new(),
-        valid_len: 0,
-        next_offset: base_offset,
-        file_len,
-        stopped_by: None,
-    };
-    let mut header = [0; frame::HEADER_LEN];
-    while scan.valid_len < file_len {
-        let remaining = file_len - scan.valid_len;
-        if remaining < frame::HEADER_LEN as u64 {
-            scan.stopped_by = Some(FrameError::Short);
-            break;
-        }
-        reader.read_exact(&mut header)?;
-        let header = match frame::decode_header(&header) {
-            Ok(header) => header,
-            Err(reason) => {
-                scan.stopped_by = Some(reason);
-                break;
-            }
-        };
-        let frame_len = header.frame_len();
-        if frame_len > remaining {
-            scan.stopped_by = Some(FrameError::Short);
-            break;
-        }
-        let mut body = vec![0; header.body_len as usize];
-        reader.read_exact(&mut body)?;
-        let batch = match frame::decode_body(&header, Bytes::from(body)) {
-            Ok(batch) if batch.base_offset == scan.next_offset => batch,
-            Ok(batch) => {
-                scan.stopped_by = Some(FrameError::NonContiguous {
-                    expected: scan.next_offset,
-                    found: batch.base_offset,
-                });
-                break;
-            }
-            Err(reason) => {
-                scan.stopped_by = Some(reason);
-                break;
-            }
-        };
-        let entry = IndexEntry {
-            base_offset: batch.base_offset,
-            record_count: batch.records.len() as u32,
-            position: scan.valid_len,
-            len: frame_len,
-        };
-        scan.index.push(entry);
-        scan.valid_len += frame_len;
-        scan.next_offset = entry.end_offset();
+    fn start_offset(&self) -> u64 {
+        let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+        segments.keys().next().copied().unwrap_or(0)
     }
-    Ok(scan)
+
+    /// The segment that holds `offset`, or the first one if `offset` is below the start.
+    fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+        segments
+            .range(..=offset)
+            .next_back()
+            .or_else(|| segments.iter().next())
+            .map(|(_, s)| Arc::clone(s))
+    }
+
+    fn segment_after(&self, base_offset: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+        segments
+            .range(base_offset.saturating_add(1)..)
+            .next()
+            .map(|(_, s)| Arc::clone(s))
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+        segments.values().cloned().collect()
+    }
+
+    fn walk_error(&self, segment: &Segment, error: WalkError) -> Error {
+        let what = format!(
+            "segment {} of partition {} of topic \"{}\"",
+            segment.path.display(),
+            self.id,
+            self.topic
+        );
+        match error {
+            WalkError::Io(source) => Error::Io {
+                context: format!("could not read {what}"),
+                source,
+            },
+            WalkError::Frame { position, error } => Error::Corrupt {
+                what: format!("the batch at byte {position} of {what}"),
+                reason: error.to_string(),
+            },
+        }
+    }
+
+    fn io_error(&self, doing: &str, source: io::Error) -> Error {
+        Error::Io {
+            context: format!(
+                "could not {doing} partition {} of topic \"{}\" ({}); the partition refuses writes until the disk is fixed and the node restarted",
+                self.id,
+                self.topic,
+                self.dir.display()
+            ),
+            source,
+        }
+    }
+
+    /// The writer thread: takes groups of appends off the queue until it is closed.
+    fn run_writer(&self, requests: &mpsc::Receiver<AppendRequest>) {
+        loop {
+            let first = match self.sync_wait() {
+                Some(wait) => match requests.recv_timeout(wait) {
+                    Ok(request) => request,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.sync_if_due();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match requests.recv() {
+                    Ok(request) => request,
+                    Err(_) => break,
+                },
+            };
+            self.write_group(first, requests);
+        }
+        self.close();
+    }
+
+    /// How long the writer may wait for appends before an interval fsync is due.
+    fn sync_wait(&self) -> Option<Duration> {
+        let state = self.state.lock().ok()?;
+        if !state.dirty || state.poisoned {
+            return None;
+        }
+        match self.settings().fsync {
+            FsyncPolicy::Interval { ms } => {
+                Some(Duration::from_millis(ms).saturating_sub(state.last_sync.elapsed()))
+            }
+            FsyncPolicy::Always => Some(Duration::ZERO),
+            FsyncPolicy::Never => None,
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        *self.settings.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sync_if_due(&self) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if state.dirty
+            && !state.poisoned
+            && let Err(error) = self.sync(&mut state)
+        {
+            self.poison(&mut state, &error, false);
+        }
+    }
+
+    fn sync(&self, state: &mut WriterState) -> io::Result<()> {
+        state.file.sync_data()?;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        state.dirty = false;
+        state.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn poison(&self, state: &mut WriterState, error: &io::Error, rolled_back: bool) {
+        state.poisoned = true;
+        telemetry::PartitionPoisoned {
+            topic: &self.topic,
+            partition: self.id,
+            error,
+            rolled_back,
+        }
+        .emit();
+    }
+
+    /// On close: fsync what is unsynced and move the recovery point up.
+    fn close(&self) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if state.poisoned {
+            return;
+        }
+        if state.dirty
+            && let Err(error) = self.sync(&mut state)
+        {
+            self.poison(&mut state, &error, false);
+            return;
+        }
+        if let Err(error) = write_recovery_point(&self.dir, state.active.base_offset) {
+            tracing::warn!(topic = self.topic, partition = self.id, %error, "could not write the recovery point on close");
+        }
+    }
+
+    /// Writes `first` and everything queued behind it as one group.
+    fn write_group(&self, first: AppendRequest, requests: &mpsc::Receiver<AppendRequest>) {
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(_) => {
+                let _ = first.reply.send(Err(self.poisoned()));
+                return;
+            }
+        };
+        // Taken only now, under the lock: appends that queued while the previous group
+        // was being fsynced join this one.
+        let mut queue = VecDeque::from([first]);
+        let mut queued_bytes = 0usize;
+        while queued_bytes < MAX_GROUP_BYTES
+            && let Ok(request) = requests.try_recv()
+        {
+            queued_bytes += frame::frame_len(&request.records);
+            queue.push_back(request);
+        }
+        let settings = self.settings();
+        let mut buf = Vec::with_capacity(queued_bytes.min(MAX_GROUP_BYTES) + 4096);
+        while !queue.is_empty() {
+            if state.poisoned {
+                for request in queue.drain(..) {
+                    let _ = request.reply.send(Err(self.poisoned()));
+                }
+                return;
+            }
+            buf.clear();
+            let mut written = Vec::new();
+            let mut replies = Vec::new();
+            let mut start_len = state.len;
+            let (mut len, mut next_offset) = (state.len, state.next_offset);
+            while let Some(request) = queue.pop_front() {
+                let frame_len = frame::frame_len(&request.records) as u64;
+                if len > 0 && len + frame_len > settings.segment_bytes {
+                    if !replies.is_empty() {
+                        queue.push_front(request);
+                        break;
+                    }
+                    if let Err(error) = self.roll(&mut state) {
+                        self.poison(&mut state, &error, false);
+                        let _ = request
+                            .reply
+                            .send(Err(self.io_error("roll a segment of", error)));
+                        break;
+                    }
+                    (start_len, len, next_offset) = (state.len, state.len, state.next_offset);
+                }
+                let count = request.records.len() as u64;
+                let max_timestamp_ms = frame::encode_records_into(
+                    &mut buf,
+                    next_offset,
+                    &request.records,
+                    request.now_ms,
+                );
+                written.push(WrittenBatch {
+                    position: len,
+                    base_offset: next_offset,
+                    last_offset: next_offset + count - 1,
+                    max_timestamp_ms,
+                    frame_len,
+                });
+                replies.push((request.reply, next_offset));
+                len += frame_len;
+                next_offset += count;
+            }
+            if replies.is_empty() {
+                continue;
+            }
+
+            if let Err(error) = state.write_at(&buf, start_len) {
+                let rolled_back = state.file.set_len(start_len).is_ok();
+                if error.kind() == io::ErrorKind::StorageFull && rolled_back {
+                    telemetry::DiskFull {
+                        topic: &self.topic,
+                        partition: self.id,
+                        bytes: buf.len(),
+                    }
+                    .emit();
+                    for (reply, _) in replies {
+                        let _ = reply.send(Err(self.disk_full()));
+                    }
+                    for request in queue.drain(..) {
+                        let _ = request.reply.send(Err(self.disk_full()));
+                    }
+                    return;
+                }
+                self.poison(&mut state, &error, rolled_back);
+                let error = self.io_error("write a batch to", error);
+                let message = error.to_string();
+                let mut first_error = Some(error);
+                for (reply, _) in replies {
+                    let error = first_error.take().unwrap_or_else(|| Error::Io {
+                        context: message.clone(),
+                        source: io::Error::other("the group's write failed"),
+                    });
+                    let _ = reply.send(Err(error));
+                }
+                continue;
+            }
+            state.len = len;
+            state.next_offset = next_offset;
+            state.dirty = true;
+            let sync_now = match settings.fsync {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval { ms } => {
+                    state.last_sync.elapsed() >= Duration::from_millis(ms)
+                }
+                FsyncPolicy::Never => false,
+            };
+            if sync_now && let Err(error) = self.sync(&mut state) {
+                self.poison(&mut state, &error, false);
+                let message = self.io_error("fsync", error).to_string();
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(Error::Io {
+                        context: message.clone(),
+                        source: io::Error::other("fdatasync failed"),
+                    }));
+                }
+                continue;
+            }
+            state.active.publish_batches(written.iter().map(|b| {
+                (
+                    b.position,
+                    b.base_offset,
+                    b.last_offset,
+                    b.max_timestamp_ms,
+                    b.frame_len,
+                )
+            }));
+            self.end.send_replace(next_offset);
+            for (reply, base_offset) in replies {
+                let _ = reply.send(Ok(base_offset));
+            }
+        }
+    }
+
+    fn disk_full(&self) -> Error {
+        Error::DiskFull {
+            topic: self.topic.clone(),
+            partition: self.id,
+        }
+    }
+
+    /// Closes the active segment and starts the next one; see the module docs.
+    fn roll(&self, state: &mut WriterState) -> io::Result<()> {
+        self.sync(state)?;
+        let index = state.active.index();
+        segment::write_index_files(&self.dir, &index)?;
+        let base = state.next_offset;
+        let path = self.dir.join(segment::log_file_name(base));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        fsutil::sync_dir(&self.dir)?;
+        let segment = Arc::new(Segment::new(base, path, SegmentIndex::new(base))?);
+        self.segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(base, Arc::clone(&segment));
+        state.file = file;
+        state.active = segment;
+        state.len = 0;
+        write_recovery_point(&self.dir, base)?;
+        telemetry::SegmentRolled {
+            topic: &self.topic,
+            partition: self.id,
+            base_offset: base,
+        }
+        .emit();
+        Ok(())
+    }
+
+    fn delete_old_segments(
+        &self,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        now_ms: i64,
+        report: &mut RetentionReport,
+    ) -> Result<()> {
+        if retention_ms.is_none() && retention_bytes.is_none() {
+            return Ok(());
+        }
+        let _maintenance = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let segments = self.snapshot();
+        let Some((_active, closed)) = segments.split_last() else {
+            return Ok(());
+        };
+        let mut doomed = 0usize;
+        if let Some(ms) = retention_ms {
+            let cutoff = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
+            doomed = closed
+                .iter()
+                .take_while(|s| s.max_timestamp_ms() < cutoff)
+                .count();
+        }
+        if let Some(limit) = retention_bytes {
+            // Kafka's rule: drop the oldest closed segment while what stays is still at
+            // least `limit` bytes.
+            let mut total: u64 = segments[doomed..].iter().map(|s| s.visible_len()).sum();
+            for segment in &closed[doomed..] {
+                let len = segment.visible_len();
+                if total - len < limit {
+                    break;
+                }
+                total -= len;
+                doomed += 1;
+            }
+        }
+        if doomed == 0 {
+            return Ok(());
+        }
+        {
+            let mut map = self
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for segment in &closed[..doomed] {
+                map.remove(&segment.base_offset);
+            }
+        }
+        for segment in &closed[..doomed] {
+            let bytes = segment.visible_len();
+            segment::remove_files(&self.dir, segment.base_offset)
+                .context(|| format!("could not delete segment {}", segment.path.display()))?;
+            report.segments_deleted += 1;
+            report.bytes_deleted += bytes;
+            telemetry::SegmentDeleted {
+                topic: &self.topic,
+                partition: self.id,
+                base_offset: segment.base_offset,
+                bytes,
+            }
+            .emit();
+        }
+        fsutil::sync_dir(&self.dir).context(|| format!("could not fsync {}", self.dir.display()))
+    }
+
+    /// Rewrites closed segments keeping, per key, only the latest record of the partition
+    /// unless that is a tombstone (an empty value). Records without a key are kept.
+    fn compact(&self, report: &mut RetentionReport) -> Result<()> {
+        let _maintenance = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let segments = self.snapshot();
+        let Some((_active, closed)) = segments.split_last() else {
+            return Ok(());
+        };
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let mut latest: HashMap<Bytes, u64> = HashMap::new();
+        for segment in &segments {
+            segment
+                .visit_records(0, |r| {
+                    if let Some(key) = r.key {
+                        match latest.get_mut(key.as_ref()) {
+                            Some(offset) => *offset = r.offset,
+                            // A copy, so the map does not pin whole read buffers.
+                            None => {
+                                latest.insert(Bytes::copy_from_slice(&key), r.offset);
+                            }
+                        }
+                    }
+                    ControlFlow::Continue(())
+                })
+                .map_err(|e| self.walk_error(segment, e))?;
+        }
+        for segment in closed {
+            let mut kept = Vec::new();
+            let mut removed = 0u64;
+            segment
+                .visit_records(0, |r| {
+                    let keep = match &r.key {
+                        None => true,
+                        Some(key) => {
+                            latest.get(key.as_ref()) == Some(&r.offset) && !r.value.is_empty()
+                        }
+                    };
+                    if keep {
+                        kept.push(r);
+                    } else {
+                        removed += 1;
+                    }
+                    ControlFlow::Continue(())
+                })
+                .map_err(|e| self.walk_error(segment, e))?;
+            if removed == 0 {
+                continue;
+            }
+            let rewritten = self
+                .rewrite_segment(segment, &kept)
+                .context(|| format!("could not compact segment {}", segment.path.display()))?;
+            self.segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(segment.base_offset, Arc::new(rewritten));
+            report.segments_compacted += 1;
+            report.records_removed += removed;
+            telemetry::SegmentCompacted {
+                topic: &self.topic,
+                partition: self.id,
+                base_offset: segment.base_offset,
+                records_removed: removed,
+            }
+            .emit();
+        }
+        Ok(())
+    }
+
+    fn rewrite_segment(&self, segment: &Segment, kept: &[DecodedRecord]) -> io::Result<Segment> {
+        let base = segment.base_offset;
+        let mut index = SegmentIndex::new(base);
+        let mut buf = Vec::new();
+        let mut rest = kept;
+        while let Some(first) = rest.first() {
+            let mut bytes = 0usize;
+            let count = rest
+                .iter()
+                .take_while(|r| {
+                    bytes += r.key.as_ref().map_or(0, Bytes::len) + r.value.len() + 20;
+                    (bytes <= COMPACTED_BATCH_BYTES || r.offset == first.offset)
+                        && r.offset - first.offset <= u64::from(u32::MAX)
+                })
+                .count();
+            let (batch, tail) = rest.split_at(count);
+            rest = tail;
+            let position = buf.len() as u64;
+            frame::encode_into(
+                &mut buf,
+                first.offset,
+                batch.iter().map(|r| RecordRef {
+                    offset_delta: (r.offset - first.offset) as u32,
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key.as_deref(),
+                    value: &r.value,
+                }),
+            );
+            let max_timestamp_ms = batch
+                .iter()
+                .map(|r| r.timestamp_ms)
+                .max()
+                .unwrap_or(i64::MIN);
+            let last_offset = batch.last().map_or(first.offset, |r| r.offset);
+            index.add_batch(
+                position,
+                first.offset,
+                last_offset,
+                max_timestamp_ms,
+                buf.len() as u64 - position,
+            );
+        }
+        let mut tmp_name = segment::log_file_name(base);
+        tmp_name.push_str(".compacting");
+        let tmp = self.dir.join(tmp_name);
+        {
+            let file = File::create(&tmp)?;
+            file.write_all_at(&buf, 0)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &segment.path)?;
+        fsutil::sync_dir(&self.dir)?;
+        segment::write_index_files(&self.dir, &index)?;
+        Segment::new(base, segment.path.clone(), index)
+    }
+}
+
+impl WriterState {
+    fn write_at(&mut self, buf: &[u8], position: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(kind) = self.fail_next_write.take() {
+            // Half the bytes make it, as with a disk that fills up mid-write.
+            let _ = self.file.write_all_at(&buf[..buf.len() / 2], position);
+            return Err(io::Error::from(kind));
+        }
+        self.file.write_all_at(buf, position)
+    }
+}
+
+/// Base offsets of the segments in `dir`, sorted; deletes leftovers of interrupted
+/// compactions and atomic writes.
+fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if let Some(base) = segment::parse_log_file_name(name) {
+            bases.push(base);
+        } else if name.ends_with(".compacting") || name.ends_with(".tmp") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// The recovery point, or 0 (trust nothing) if it is missing or unreadable.
+fn read_recovery_point(dir: &Path) -> u64 {
+    std::fs::read(dir.join(RECOVERY_POINT_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<RecoveryPoint>(&bytes).ok())
+        .filter(|point| point.version == RECOVERY_POINT_VERSION)
+        .map_or(0, |point| point.offset)
+}
+
+fn write_recovery_point(dir: &Path, offset: u64) -> io::Result<()> {
+    let contents = serde_json::to_vec(&RecoveryPoint {
+        version: RECOVERY_POINT_VERSION,
+        offset,
+    })
+    .map_err(io::Error::from)?;
+    fsutil::write_atomically(&dir.join(RECOVERY_POINT_FILE), &contents)
 }
 
 #[cfg(test)]

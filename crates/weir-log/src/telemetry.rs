@@ -30,12 +30,13 @@ impl TailTruncated<'_> {
     }
 }
 
-/// A partition was opened and its index rebuilt.
+/// A partition was opened and its segments recovered.
 pub(crate) struct PartitionRecovered<'a> {
     pub(crate) topic: &'a str,
     pub(crate) partition: u32,
     pub(crate) end_offset: u64,
-    pub(crate) batches: usize,
+    pub(crate) segments: usize,
+    pub(crate) indexed_batches: usize,
 }
 
 impl PartitionRecovered<'_> {
@@ -44,7 +45,8 @@ impl PartitionRecovered<'_> {
             topic = self.topic,
             partition = self.partition,
             end_offset = self.end_offset,
-            batches = self.batches,
+            segments = self.segments,
+            indexed_batches = self.indexed_batches,
             "recovered partition"
         );
     }
@@ -80,5 +82,82 @@ pub(crate) struct EntryIgnored<'a> {
 impl EntryIgnored<'_> {
     pub(crate) fn emit(&self) {
         tracing::warn!(path = %self.path.display(), reason = self.reason, "ignored an entry of the data directory");
+    }
+}
+
+/// A write failed for lack of space; the group was cut back and refused, nothing was
+/// acknowledged, and the partition keeps accepting writes.
+pub(crate) struct DiskFull<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: u32,
+    pub(crate) bytes: usize,
+}
+
+impl DiskFull<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::error!(
+            topic = self.topic,
+            partition = self.partition,
+            bytes = self.bytes,
+            "disk full: refused a group of appends; free space, then retry"
+        );
+    }
+}
+
+/// The active segment was closed and a new one started.
+pub(crate) struct SegmentRolled<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: u32,
+    pub(crate) base_offset: u64,
+}
+
+impl SegmentRolled<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::debug!(
+            topic = self.topic,
+            partition = self.partition,
+            base_offset = self.base_offset,
+            "rolled to a new segment"
+        );
+    }
+}
+
+/// Retention deleted a closed segment.
+pub(crate) struct SegmentDeleted<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: u32,
+    pub(crate) base_offset: u64,
+    pub(crate) bytes: u64,
+}
+
+impl SegmentDeleted<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::info!(
+            topic = self.topic,
+            partition = self.partition,
+            base_offset = self.base_offset,
+            bytes = self.bytes,
+            "deleted a segment past retention"
+        );
+    }
+}
+
+/// Compaction rewrote a closed segment.
+pub(crate) struct SegmentCompacted<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: u32,
+    pub(crate) base_offset: u64,
+    pub(crate) records_removed: u64,
+}
+
+impl SegmentCompacted<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::info!(
+            topic = self.topic,
+            partition = self.partition,
+            base_offset = self.base_offset,
+            records_removed = self.records_removed,
+            "compacted a segment"
+        );
     }
 }

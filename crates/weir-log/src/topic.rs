@@ -4,9 +4,12 @@
 //! # On disk
 //!
 //! ```text
-//! topics/<topic>/topic.json                          {"version":1,"partitions":3}
-//! topics/<topic>/<partition>/00000000000000000000.log   see `partition`
+//! topics/<topic>/topic.json     {"version":2,"partitions":3,"config":{…TopicConfig…}}
+//! topics/<topic>/<partition>/   see `partition`
 //! ```
+//!
+//! Version 1 files (`{"version":1,"partitions":3}`) are read with the default
+//! configuration and rewritten as version 2 when the configuration is next updated.
 //!
 //! # Invariants
 //!
@@ -15,12 +18,13 @@
 //!   file, fsync, rename, fsync of the directory), so a crash mid-creation leaves a
 //!   directory without `topic.json`, which is ignored on open and reused by the next
 //!   creation of that topic.
-//! - The partition count never changes once `topic.json` exists.
+//! - The partition count never changes once `topic.json` exists; the rest of the
+//!   configuration may, by replacing `topic.json` atomically.
 
 use std::{
     path::Path,
     sync::{
-        Arc,
+        Arc, PoisonError,
         atomic::{AtomicU32, Ordering},
     },
 };
@@ -28,24 +32,121 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Error, Result, TopicInfo,
+    Error, Result, RetentionReport, TopicInfo,
     error::IoContext,
     fsutil,
-    partition::{OpenMode, Partition},
+    partition::{OpenMode, Partition, Settings},
     partitioner,
 };
+
+/// When an append's bytes are fsynced before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// Acknowledge and show to readers only after `fdatasync`; appends waiting at the same
+    /// time share one (group commit). Nothing acknowledged is lost in a crash.
+    #[default]
+    Always,
+    /// Acknowledge once written; the writer fsyncs at most `ms` milliseconds later. A
+    /// crash may lose the last `ms` of acknowledged records.
+    Interval { ms: u64 },
+    /// Acknowledge once written; the OS flushes when it likes (and on close). A crash may
+    /// lose acknowledged records.
+    Never,
+}
+
+/// How a topic stores its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopicConfig {
+    pub partitions: u32,
+    pub fsync: FsyncPolicy,
+    /// Closed segments whose newest record is older than this are deleted.
+    pub retention_ms: Option<u64>,
+    /// Per partition: the oldest closed segments are deleted while the rest still take at
+    /// least this many bytes.
+    pub retention_bytes: Option<u64>,
+    /// The active segment rolls before it would grow past this. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Keep only the latest record per key in closed segments; appends need a key, and a
+    /// record with an empty value (a tombstone) deletes its key at the next compaction.
+    pub compaction: bool,
+}
+
+/// Smallest and largest `segment_bytes`; positions in a segment must fit 32 bits.
+const SEGMENT_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1..=(1 << 30);
+
+impl Default for TopicConfig {
+    fn default() -> TopicConfig {
+        TopicConfig {
+            partitions: 1,
+            fsync: FsyncPolicy::Always,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: 64 << 20,
+            compaction: false,
+        }
+    }
+}
+
+impl TopicConfig {
+    /// The default configuration with `partitions` partitions.
+    pub fn with_partitions(partitions: u32) -> TopicConfig {
+        TopicConfig {
+            partitions,
+            ..TopicConfig::default()
+        }
+    }
+
+    pub(crate) fn validate(&self, topic: &str) -> Result<()> {
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(Error::InvalidPartitionCount {
+                topic: topic.to_owned(),
+                partitions: self.partitions,
+                max: MAX_PARTITIONS,
+            });
+        }
+        let invalid = |reason: String| {
+            Err(Error::InvalidTopicConfig {
+                topic: topic.to_owned(),
+                reason,
+            })
+        };
+        if !SEGMENT_BYTES_RANGE.contains(&self.segment_bytes) {
+            return invalid(format!(
+                "segment_bytes is {}, it must be 1 to {}",
+                self.segment_bytes,
+                SEGMENT_BYTES_RANGE.end()
+            ));
+        }
+        if self.fsync == (FsyncPolicy::Interval { ms: 0 }) {
+            return invalid("an fsync interval of 0 ms; use Always instead".into());
+        }
+        Ok(())
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            fsync: self.fsync,
+            segment_bytes: self.segment_bytes,
+        }
+    }
+}
 
 /// Most partitions one topic may have; each costs a directory and open files.
 pub const MAX_PARTITIONS: u32 = 10_000;
 /// Longest topic or group name, as in Kafka.
 const MAX_NAME_LEN: usize = 249;
 const TOPIC_FILE: &str = "topic.json";
-const TOPIC_FILE_VERSION: u32 = 1;
+const TOPIC_FILE_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct TopicFile {
     version: u32,
     partitions: u32,
+    /// Absent in version 1.
+    #[serde(default)]
+    config: Option<TopicConfig>,
 }
 
 /// Checks a topic or group name against Kafka's rules; `Err` holds the reason.
@@ -77,27 +178,69 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
 
 pub(crate) struct Topic {
     name: String,
+    dir: std::path::PathBuf,
+    config: std::sync::RwLock<TopicConfig>,
     partitions: Vec<Arc<Partition>>,
     next_round_robin: AtomicU32,
 }
 
 impl Topic {
     /// Creates the topic's files under `dir` (which is `topics/<name>`).
-    pub(crate) fn create(dir: &Path, name: &str, partitions: u32) -> Result<Topic> {
+    pub(crate) fn create(dir: &Path, name: &str, config: &TopicConfig) -> Result<Topic> {
         fsutil::create_dir(dir).context(|| format!("could not create {}", dir.display()))?;
-        let opened = (0..partitions)
-            .map(|id| Partition::open(name, id, &dir.join(id.to_string()), OpenMode::Create))
+        let opened = (0..config.partitions)
+            .map(|id| {
+                Partition::open(
+                    name,
+                    id,
+                    &dir.join(id.to_string()),
+                    OpenMode::Create,
+                    config.settings(),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
-        let contents = serde_json::to_vec(&TopicFile {
-            version: TOPIC_FILE_VERSION,
-            partitions,
-        })
-        .map_err(std::io::Error::from)
-        .context(|| format!("could not encode {TOPIC_FILE} of topic \"{name}\""))?;
-        let path = dir.join(TOPIC_FILE);
-        fsutil::write_atomically(&path, &contents)
-            .context(|| format!("could not write {}", path.display()))?;
-        Ok(Topic::new(name, opened))
+        write_topic_file(dir, name, config)?;
+        Ok(Topic::new(dir, name, config.clone(), opened))
+    }
+
+    /// Replaces the configuration (all but the partition count) durably.
+    pub(crate) fn update_config(&self, config: &TopicConfig) -> Result<()> {
+        let mut current = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        if *current == *config {
+            return Ok(());
+        }
+        write_topic_file(&self.dir, &self.name, config)?;
+        for partition in &self.partitions {
+            partition.set_settings(config.settings());
+        }
+        *current = config.clone();
+        Ok(())
+    }
+
+    pub(crate) fn config(&self) -> TopicConfig {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies the topic's retention and compaction to every partition.
+    pub(crate) fn enforce_retention(
+        &self,
+        now_ms: i64,
+        report: &mut RetentionReport,
+    ) -> Result<()> {
+        let config = self.config();
+        for partition in &self.partitions {
+            partition.enforce_retention(
+                config.retention_ms,
+                config.retention_bytes,
+                config.compaction,
+                now_ms,
+                report,
+            )?;
+        }
+        Ok(())
     }
 
     /// Opens the topic in `dir`, or `None` if its creation never finished.
@@ -119,20 +262,33 @@ impl Topic {
         };
         let file: TopicFile =
             serde_json::from_slice(&contents).map_err(|e| corrupt(e.to_string()))?;
-        if file.version != TOPIC_FILE_VERSION {
+        if !(1..=TOPIC_FILE_VERSION).contains(&file.version) {
             return Err(corrupt(format!("unknown version {}", file.version)));
         }
-        if !(1..=MAX_PARTITIONS).contains(&file.partitions) {
-            return Err(corrupt(format!("{} partitions", file.partitions)));
-        }
+        let config = match (file.version, file.config) {
+            (1, None) => TopicConfig::with_partitions(file.partitions),
+            (TOPIC_FILE_VERSION, Some(config)) if config.partitions == file.partitions => config,
+            _ => return Err(corrupt("unexpected contents".into())),
+        };
+        config.validate(name).map_err(|e| corrupt(e.to_string()))?;
         let opened = (0..file.partitions)
-            .map(|id| Partition::open(name, id, &dir.join(id.to_string()), OpenMode::Recover))
+            .map(|id| {
+                Partition::open(
+                    name,
+                    id,
+                    &dir.join(id.to_string()),
+                    OpenMode::Recover,
+                    config.settings(),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Topic::new(name, opened)))
+        Ok(Some(Topic::new(dir, name, config, opened)))
     }
 
-    fn new(name: &str, partitions: Vec<Partition>) -> Topic {
+    fn new(dir: &Path, name: &str, config: TopicConfig, partitions: Vec<Partition>) -> Topic {
         Topic {
+            dir: dir.to_owned(),
+            config: std::sync::RwLock::new(config),
             name: name.to_owned(),
             partitions: partitions.into_iter().map(Arc::new).collect(),
             next_round_robin: AtomicU32::new(0),
@@ -166,6 +322,21 @@ impl Topic {
             name: self.name.clone(),
             partitions: self.partition_count(),
             end_offsets: self.partitions.iter().map(|p| p.end_offset()).collect(),
+            start_offsets: self.partitions.iter().map(|p| p.start_offset()).collect(),
+            config: self.config(),
         }
     }
+}
+
+fn write_topic_file(dir: &Path, name: &str, config: &TopicConfig) -> Result<()> {
+    let contents = serde_json::to_vec(&TopicFile {
+        version: TOPIC_FILE_VERSION,
+        partitions: config.partitions,
+        config: Some(config.clone()),
+    })
+    .map_err(std::io::Error::from)
+    .context(|| format!("could not encode {TOPIC_FILE} of topic \"{name}\""))?;
+    let path = dir.join(TOPIC_FILE);
+    fsutil::write_atomically(&path, &contents)
+        .context(|| format!("could not write {}", path.display()))
 }

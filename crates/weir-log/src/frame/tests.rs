@@ -16,7 +16,7 @@ fn round_trip_keeps_keys_values_and_timestamps() {
     assert_eq!(Ok(frame.len()), check_limits(&records(), 1 << 20, 1 << 20));
 
     let batch = decode_frame(Bytes::from(frame)).expect("valid frame");
-    assert_eq!(batch.base_offset, 42);
+    assert_eq!(batch.info.base_offset, 42);
     let got: Vec<_> = batch
         .records
         .iter()

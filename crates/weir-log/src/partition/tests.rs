@@ -2,26 +2,44 @@ use std::fs;
 
 use super::*;
 
+const SETTINGS: Settings = Settings {
+    fsync: FsyncPolicy::Always,
+    segment_bytes: 64 << 20,
+};
+
 fn open(dir: &Path) -> Partition {
-    Partition::open("t", 0, dir, OpenMode::Create).expect("open partition")
+    Partition::open("t", 0, dir, OpenMode::Create, SETTINGS).expect("open partition")
+}
+
+fn values(n: usize) -> Vec<Record> {
+    (0..n).map(|i| Record::new(format!("v{i}"))).collect()
 }
 
 #[test]
 fn recover_mode_insists_on_an_existing_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let err = Partition::open("t", 0, dir.path(), OpenMode::Recover)
+    let err = Partition::open(
+        "t",
+        0,
+        &dir.path().join("missing"),
+        OpenMode::Recover,
+        SETTINGS,
+    )
+    .err()
+    .expect("missing directory is an error");
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    let err = Partition::open("t", 0, dir.path(), OpenMode::Recover, SETTINGS)
         .err()
         .expect("missing file is an error");
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
-#[test]
-fn read_skips_into_the_middle_of_a_batch_and_stops_at_max() {
+#[tokio::test]
+async fn read_skips_into_the_middle_of_a_batch_and_stops_at_max() {
     let dir = tempfile::tempdir().expect("tempdir");
     let partition = open(dir.path());
-    let records: Vec<_> = (0..5).map(|i| Record::new(format!("v{i}"))).collect();
-    partition.append_batch(&records, 1).expect("append");
-    partition.append_batch(&records, 1).expect("append");
+    partition.append(values(5), 1).await.expect("append");
+    partition.append(values(5), 1).await.expect("append");
 
     let got = partition.read(3, 4).expect("read");
     let offsets: Vec<_> = got.iter().map(|r| r.offset).collect();
@@ -33,25 +51,29 @@ fn read_skips_into_the_middle_of_a_batch_and_stops_at_max() {
     assert_eq!(partition.read(0, usize::MAX).expect("read all").len(), 10);
 }
 
-#[test]
-fn failed_write_poisons_and_leaves_earlier_batches_readable() {
+#[tokio::test]
+async fn failed_write_poisons_and_leaves_earlier_batches_readable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let partition = open(dir.path());
     partition
-        .append_batch(&[Record::new("kept")], 1)
+        .append(vec![Record::new("kept")], 1)
+        .await
         .expect("append");
-    let len = fs::metadata(&partition.path).expect("metadata").len();
+    let path = partition.active_path();
+    let len = fs::metadata(&path).expect("metadata").len();
 
     // A read-only handle makes the next write fail like a broken disk would.
-    partition.lock_writer().expect("writer").file = File::open(&partition.path).expect("reopen");
+    partition.lock_state().file = File::open(&path).expect("reopen");
     let err = partition
-        .append_batch(&[Record::new("lost")], 1)
+        .append(vec![Record::new("lost")], 1)
+        .await
         .expect_err("write must fail");
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert!(err.to_string().contains("refuses writes"), "{err}");
 
     let err = partition
-        .append_batch(&[Record::new("refused")], 1)
+        .append(vec![Record::new("refused")], 1)
+        .await
         .expect_err("partition is poisoned");
     assert!(
         matches!(&err, Error::Poisoned { topic, partition: 0 } if topic == "t"),
@@ -61,22 +83,113 @@ fn failed_write_poisons_and_leaves_earlier_batches_readable() {
 
     assert_eq!(partition.end_offset(), 1);
     assert_eq!(partition.read(0, 10).expect("read").len(), 1);
-    assert_eq!(fs::metadata(&partition.path).expect("metadata").len(), len);
+    assert_eq!(fs::metadata(&path).expect("metadata").len(), len);
 }
 
-#[test]
-fn corruption_found_by_a_read_is_an_error_not_a_record() {
+#[tokio::test]
+async fn a_full_disk_refuses_the_group_without_poisoning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let partition = open(dir.path());
+    partition.append(values(2), 1).await.expect("append");
+    let path = partition.active_path();
+    let len = fs::metadata(&path).expect("metadata").len();
+
+    partition.lock_state().fail_next_write = Some(io::ErrorKind::StorageFull);
+    let err = partition.append(values(3), 1).await.expect_err("disk full");
+    assert!(
+        matches!(&err, Error::DiskFull { topic, partition: 0 } if topic == "t"),
+        "{err}"
+    );
+    // The half-written group was cut back and nothing became visible.
+    assert_eq!(fs::metadata(&path).expect("metadata").len(), len);
+    assert_eq!(partition.end_offset(), 2);
+
+    // Not poisoned: the next append goes through, with the next dense offset.
+    assert_eq!(partition.append(values(1), 1).await.expect("append"), 2);
+    drop(partition);
+    let partition = open(dir.path());
+    assert_eq!(partition.read(0, 10).expect("read").len(), 3);
+}
+
+#[tokio::test]
+async fn a_full_disk_that_cannot_be_cut_back_poisons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let partition = open(dir.path());
+    partition.append(values(1), 1).await.expect("append");
+    {
+        let mut state = partition.lock_state();
+        // A read-only handle cannot be truncated either.
+        state.file = File::open(partition.active_path_locked(&state)).expect("reopen");
+        state.fail_next_write = Some(io::ErrorKind::StorageFull);
+    }
+    let err = partition.append(values(1), 1).await.expect_err("fails");
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    let err = partition.append(values(1), 1).await.expect_err("poisoned");
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn corruption_found_by_a_read_is_an_error_not_a_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let partition = open(dir.path());
     partition
-        .append_batch(&[Record::new("value")], 1)
+        .append(vec![Record::new("value")], 1)
+        .await
         .expect("append");
+    let path = partition.active_path();
 
-    let mut bytes = fs::read(&partition.path).expect("read file");
+    let mut bytes = fs::read(&path).expect("read file");
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
-    fs::write(&partition.path, bytes).expect("write file");
+    fs::write(&path, bytes).expect("write file");
 
     let err = partition.read(0, 1).expect_err("checksum must fail");
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn segments_roll_and_reads_cross_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 300,
+    };
+    let partition = Partition::open("t", 0, dir.path(), OpenMode::Create, settings).expect("open");
+    for _ in 0..20 {
+        partition.append(values(3), 1).await.expect("append");
+    }
+    let bases: Vec<u64> = partition
+        .shared
+        .segments
+        .read()
+        .expect("lock")
+        .keys()
+        .copied()
+        .collect();
+    assert!(bases.len() > 5, "{bases:?}");
+    for base in &bases[..bases.len() - 1] {
+        assert!(dir.path().join(segment::index_file_name(*base)).exists());
+        assert!(
+            dir.path()
+                .join(segment::time_index_file_name(*base))
+                .exists()
+        );
+    }
+    let all = partition.read(0, usize::MAX).expect("read");
+    assert_eq!(
+        all.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        (0..60).collect::<Vec<_>>()
+    );
+    let middle = partition.read(bases[2] + 1, 7).expect("read");
+    assert_eq!(
+        middle.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        (bases[2] + 1..bases[2] + 8).collect::<Vec<_>>()
+    );
+    drop(partition);
+
+    let partition =
+        Partition::open("t", 0, dir.path(), OpenMode::Recover, settings).expect("reopen");
+    assert_eq!(partition.end_offset(), 60);
+    assert_eq!(partition.read(0, usize::MAX).expect("read").len(), 60);
+    assert_eq!(partition.append(values(1), 1).await.expect("append"), 60);
 }
