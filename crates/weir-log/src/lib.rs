@@ -499,6 +499,27 @@ impl Log {
     }
 }
 
+/// Runs the decoders of on-disk data over untrusted `bytes`, for fuzzing: it must return
+/// without panicking, whatever the input. Not part of the API.
+///
+/// For now that is the frame decoder, frame after frame as a partition scan reads them,
+/// until the input ends or a frame is refused.
+#[doc(hidden)]
+pub fn fuzz_decode(bytes: &[u8]) {
+    let mut rest = Bytes::copy_from_slice(bytes);
+    while !rest.is_empty() {
+        let Ok(header) = frame::decode_header(&rest) else {
+            return;
+        };
+        let frame_len = usize::try_from(header.frame_len()).unwrap_or(usize::MAX);
+        // A frame longer than the input still goes to the decoder, which must refuse it.
+        let frame = rest.split_to(frame_len.min(rest.len()));
+        if frame::decode_frame(frame).is_err() {
+            return;
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch; 0 for a clock set before it.
 fn now_ms() -> i64 {
     SystemTime::now()
