@@ -471,8 +471,11 @@ async fn concurrent_appends_produce_dense_offsets_without_loss() {
     assert_eq!(stored.len(), TASKS * CALLS * PER_CALL);
 }
 
+/// A batch as `(key, value)` pairs.
+type RawBatch = Vec<(Option<Vec<u8>>, Vec<u8>)>;
+
 /// Valid frames back to back, as a partition file holds them, for `fuzz_decode` to chew on.
-fn encoded_frames(batches: &[Vec<(Option<Vec<u8>>, Vec<u8>)>]) -> Vec<u8> {
+fn encoded_frames(batches: &[RawBatch]) -> Vec<u8> {
     let mut bytes = Vec::new();
     let mut base_offset = 0;
     for batch in batches {
@@ -490,8 +493,7 @@ fn encoded_frames(batches: &[Vec<(Option<Vec<u8>>, Vec<u8>)>]) -> Vec<u8> {
     bytes
 }
 
-fn arb_batches() -> impl proptest::strategy::Strategy<Value = Vec<Vec<(Option<Vec<u8>>, Vec<u8>)>>>
-{
+fn arb_batches() -> impl proptest::strategy::Strategy<Value = Vec<RawBatch>> {
     use proptest::{collection::vec, option, prelude::any};
     let record = (option::of(vec(any::<u8>(), 0..8)), vec(any::<u8>(), 0..40));
     vec(vec(record, 1..5), 1..5)
