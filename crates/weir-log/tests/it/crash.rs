@@ -18,7 +18,7 @@ use std::{
 
 use weir_log::{Log, LogOptions, Record};
 
-use crate::{Rng, create_topic};
+use crate::{Rng, create_topic, open_log};
 
 /// Set for the child: the data directory to append to.
 const CHILD_DIR_ENV: &str = "WEIR_CRASH_CHILD_DIR";
@@ -199,7 +199,7 @@ fn read_acks(stdout: impl std::io::Read) -> Vec<((u32, u64), PayloadId)> {
 
 /// Opens the log as recovery leaves it and checks every record and every ack.
 fn check_recovered(dir: &Path, acked: &BTreeMap<(u32, u64), PayloadId>) -> u64 {
-    let log = Log::open(dir, LogOptions::default()).expect("reopen after the kill");
+    let log = open_log(dir);
     let Some(info) = log.topic(TOPIC) else {
         assert!(acked.is_empty(), "topic gone after acks");
         return 0;

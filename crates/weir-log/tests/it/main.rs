@@ -8,14 +8,34 @@
 mod crash;
 mod model;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
-use weir_log::{Log, Result};
+use weir_log::{Error, Log, LogOptions, Result};
 
 /// Creates a topic with `partitions` partitions: the only place these tests create one,
 /// so a change to `Log::create_topic`'s signature is a change here alone.
 pub fn create_topic(log: &Log, name: &str, partitions: u32) -> Result<bool> {
     log.create_topic(name, partitions)
+}
+
+/// Opens the log in `dir`, waiting up to five seconds while it is locked.
+///
+/// The log's flock belongs to the open file, which a child process forked by another
+/// test in this binary (see `crash`) shares until it execs; a log dropped in that window
+/// stays locked for a moment after the drop.
+pub fn open_log(dir: &Path) -> Log {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Log::open(dir, LogOptions::default()) {
+            Err(Error::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            result => return result.expect("open the log"),
+        }
+    }
 }
 
 /// The file that takes a partition's next writes: the highest-named `.log` file in its

@@ -14,9 +14,9 @@ use std::{
 
 use bytes::Bytes;
 use proptest::{collection::vec, option, prelude::*, sample::Index};
-use weir_log::{Error, Log, LogOptions, Record, StoredRecord};
+use weir_log::{Error, Log, Record, StoredRecord};
 
-use crate::{create_topic, last_log_file};
+use crate::{create_topic, last_log_file, open_log};
 
 const TOPICS: [&str; 2] = ["alpha", "beta"];
 const GROUPS: [&str; 2] = ["readers", "writers"];
@@ -176,10 +176,6 @@ fn key_bytes(key: u8) -> Bytes {
     Bytes::from(format!("key-{key}"))
 }
 
-fn open(dir: &Path) -> Log {
-    Log::open(dir, LogOptions::default()).expect("open the log")
-}
-
 struct Harness {
     dir: tempfile::TempDir,
     log: Option<Log>,
@@ -189,7 +185,7 @@ struct Harness {
 impl Harness {
     fn new(partitions: [u32; 2]) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = open(dir.path());
+        let log = open_log(dir.path());
         for (name, count) in TOPICS.iter().zip(partitions) {
             assert!(create_topic(&log, name, count).expect("create topic"));
         }
@@ -268,7 +264,7 @@ impl Harness {
             }
             Op::Reopen => {
                 self.log = None;
-                self.log = Some(open(self.dir.path()));
+                self.log = Some(open_log(self.dir.path()));
                 self.check_everything();
             }
             Op::Tear {
@@ -380,7 +376,7 @@ impl Harness {
         let intact_len = if len == 0 { 0 } else { hurt(&file, len) };
         drop(file);
 
-        let log = open(self.dir.path());
+        let log = open_log(self.dir.path());
         let model = &mut self.model.topics[topic][partition as usize];
         let must_survive = model.must_survive(&file_path, intact_len);
         let end = log
