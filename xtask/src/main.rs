@@ -3,9 +3,10 @@
 //! - `example`: build the example app's function and run `weir serve` with it.
 //! - `test`: check formatting and lints, build the wasm guests, run every test.
 //! - `build-guests`: build the wasm guests (test guests and the example function).
+//! - `fuzz [seconds]`: fuzz weir-log's decoders of on-disk bytes for that long (30 s).
 //!
-//! Each command installs what it needs (the `wasm32-wasip2` target) so a fresh machine
-//! needs nothing else.
+//! Each command installs what it needs (the `wasm32-wasip2` target, cargo-fuzz) so a
+//! fresh machine needs nothing else.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,8 +24,9 @@ fn main() -> anyhow::Result<()> {
         Some("example") => example(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("build-guests") => build_guests(&root),
+        Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <example|test|build-guests> [args]");
+            eprintln!("usage: cargo xtask <example|test|build-guests|fuzz> [args]");
             eprintln!(
                 "  example [serve args]  build the example function and run weir serve with examples/orders/weir.toml"
             );
@@ -32,6 +34,9 @@ fn main() -> anyhow::Result<()> {
                 "  test [nextest args]   fmt check, clippy, build the wasm guests, run all tests"
             );
             eprintln!("  build-guests          build the wasm guests for wasm32-wasip2");
+            eprintln!(
+                "  fuzz [seconds]        fuzz weir-log's on-disk decoders (default 30 s), installing cargo-fuzz if needed"
+            );
             bail!("unknown or missing command")
         }
     }
@@ -129,4 +134,40 @@ fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(nextest_args))
     }
+}
+
+/// Runs the `decode` target of `crates/weir-log/fuzz` for `seconds` (default 30).
+///
+/// Only a stable toolchain is assumed: `RUSTC_BOOTSTRAP=1` lets it take the `-Z` flags
+/// cargo-fuzz passes to rustc (the address sanitizer among them).
+fn fuzz(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let seconds: u64 = match args {
+        [] => 30,
+        [seconds] => seconds
+            .parse()
+            .with_context(|| format!("fuzz takes a number of seconds, not {seconds:?}"))?,
+        _ => bail!("usage: cargo xtask fuzz [seconds]"),
+    };
+    let has_cargo_fuzz = cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cargo_fuzz {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let fuzz_dir = root.join("crates/weir-log/fuzz");
+    // New inputs go to the first corpus directory; the committed seeds are read only.
+    std::fs::create_dir_all(fuzz_dir.join("corpus/decode"))?;
+    run(cargo()
+        .args([
+            "fuzz",
+            "run",
+            "decode",
+            "corpus/decode",
+            "seeds/decode",
+            "--",
+        ])
+        .arg(format!("-max_total_time={seconds}"))
+        .current_dir(&fuzz_dir)
+        .env("RUSTC_BOOTSTRAP", "1"))
 }

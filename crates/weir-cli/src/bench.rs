@@ -73,7 +73,10 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
     let fsync = match args.fsync.as_str() {
         "always" => weir_log::FsyncPolicy::Always,
         "never" => weir_log::FsyncPolicy::Never,
-        other => match other.strip_prefix("interval:").and_then(|ms| ms.parse().ok()) {
+        other => match other
+            .strip_prefix("interval:")
+            .and_then(|ms| ms.parse().ok())
+        {
             Some(ms) => weir_log::FsyncPolicy::Interval { ms },
             None => anyhow::bail!("--fsync is {other:?}; use always, never or interval:MS"),
         },

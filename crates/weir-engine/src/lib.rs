@@ -151,11 +151,7 @@ impl Node {
         if let Some(manifest) = &manifest {
             for (name, topic) in &manifest.topics {
                 let (log, name, config) = (log.clone(), name.clone(), topic_config(topic));
-                blocking(move || {
-                    log.create_topic(&name, &config)
-                        .map_err(Error::from)
-                })
-                .await?;
+                blocking(move || log.create_topic(&name, &config).map_err(Error::from)).await?;
             }
             if !manifest.functions.is_empty() {
                 let function_host = FunctionHost::new()?;
@@ -188,7 +184,11 @@ impl Node {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let groups = Arc::new(groups::GroupRegistry::default());
-        tasks.spawn(enforce_retention(log.clone(), retention_interval, cancel.clone()));
+        tasks.spawn(enforce_retention(
+            log.clone(),
+            retention_interval,
+            cancel.clone(),
+        ));
         let mut pipelines = Vec::new();
         if let Some(manifest) = &manifest {
             for (name, spec) in &manifest.pipelines {

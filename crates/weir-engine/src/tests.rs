@@ -40,8 +40,8 @@ fn order(n: u32) -> CloudEvent {
 
 async fn start(dir: &Path, manifest: Manifest) -> std::sync::Arc<Node> {
     Node::start(NodeOptions::new(dir.join("data"), Some(manifest)))
-    .await
-    .unwrap()
+        .await
+        .unwrap()
 }
 
 async fn collect(node: &Node, topic: &str, n: usize) -> Vec<CloudEvent> {
@@ -141,9 +141,11 @@ async fn a_trapping_function_parks_the_pipeline_and_keeps_the_event() {
 
 async fn plain_node(dir: &Path) -> std::sync::Arc<Node> {
     let node = Node::start(NodeOptions::new(dir.join("data"), None))
-    .await
-    .unwrap();
-    node.log().create_topic("t", &weir_log::TopicConfig::with_partitions(4)).unwrap();
+        .await
+        .unwrap();
+    node.log()
+        .create_topic("t", &weir_log::TopicConfig::with_partitions(4))
+        .unwrap();
     node
 }
 

@@ -16,8 +16,8 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(NodeOptions::new(dir.path().to_path_buf(), None))
-    .await
-    .unwrap();
+        .await
+        .unwrap();
     node.log()
         .create_topic("orders", &weir_log::TopicConfig::with_partitions(2))
         .unwrap();

@@ -950,3 +950,64 @@ fn fuzz_decode_never_panics_on_random_bytes() {
     fuzz_decode(&valid);
     fuzz_decode(&[]);
 }
+
+/// A batch as `(key, value)` pairs.
+type RawBatch = Vec<(Option<Vec<u8>>, Vec<u8>)>;
+
+/// Valid frames back to back, as a partition file holds them, for `fuzz_decode` to chew on.
+fn encoded_frames(batches: &[RawBatch]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut base_offset = 0;
+    for batch in batches {
+        let records: Vec<Record> = batch
+            .iter()
+            .map(|(key, value)| Record {
+                key: key.clone().map(Bytes::from),
+                value: Bytes::from(value.clone()),
+                timestamp_ms: None,
+            })
+            .collect();
+        bytes.extend(frame::encode_batch(base_offset, &records, 1_000));
+        base_offset += records.len() as u64;
+    }
+    bytes
+}
+
+fn arb_batches() -> impl proptest::strategy::Strategy<Value = Vec<RawBatch>> {
+    use proptest::{collection::vec, option, prelude::any};
+    let record = (option::of(vec(any::<u8>(), 0..8)), vec(any::<u8>(), 0..40));
+    vec(vec(record, 1..5), 1..5)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+    #[test]
+    fn fuzz_decode_survives_random_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        fuzz_decode(&bytes);
+        // Random bytes behind a valid magic byte get further into the decoder.
+        let mut with_magic = vec![frame::MAGIC];
+        with_magic.extend(&bytes);
+        fuzz_decode(&with_magic);
+    }
+
+    #[test]
+    fn fuzz_decode_survives_truncated_frames(batches in arb_batches(), cut in proptest::prelude::any::<proptest::sample::Index>()) {
+        let bytes = encoded_frames(&batches);
+        fuzz_decode(&bytes);
+        fuzz_decode(&bytes[..cut.index(bytes.len() + 1)]);
+    }
+
+    #[test]
+    fn fuzz_decode_survives_bit_flips(
+        batches in arb_batches(),
+        flips in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 0..8u8), 1..4),
+    ) {
+        let mut bytes = encoded_frames(&batches);
+        for (at, bit) in flips {
+            let at = at.index(bytes.len());
+            bytes[at] ^= 1 << bit;
+        }
+        fuzz_decode(&bytes);
+    }
+}
