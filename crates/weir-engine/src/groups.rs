@@ -62,11 +62,11 @@ impl GroupState {
     fn rebalance(&mut self) {
         let ids: Vec<u64> = self.members.keys().copied().collect();
         for (id, partitions) in assign(self.partitions, &ids) {
-            if let Some(member) = self.members.get_mut(&id) {
-                if member.partitions != partitions {
-                    member.partitions = partitions.clone();
-                    let _ = member.changed.send(partitions);
-                }
+            if let Some(member) = self.members.get_mut(&id)
+                && member.partitions != partitions
+            {
+                member.partitions = partitions.clone();
+                let _ = member.changed.send(partitions);
             }
         }
     }
@@ -88,6 +88,9 @@ pub(crate) struct GroupRegistry {
     groups: Mutex<BTreeMap<String, Arc<Mutex<GroupState>>>>,
     next_member: std::sync::atomic::AtomicU64,
 }
+
+/// A new member: its id, its group, and the channel that tells it its partitions.
+pub(crate) type Joined = (u64, Arc<Mutex<GroupState>>, watch::Receiver<Vec<u32>>);
 
 /// Why a group cannot be joined or reset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +139,7 @@ impl GroupRegistry {
         topic: &str,
         partitions: u32,
         positions: impl FnOnce() -> BTreeMap<u32, u64>,
-    ) -> Result<(u64, Arc<Mutex<GroupState>>, watch::Receiver<Vec<u32>>), Busy> {
+    ) -> Result<Joined, Busy> {
         let mut groups = self.lock();
         let state = match groups.get(group) {
             Some(state) => state.clone(),
