@@ -20,7 +20,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_cloudevents::CloudEvent;
-use weir_log::{Log, LogOptions, Record, RecordPosition, StoredRecord};
+use weir_log::{EventLog, Log, LogOptions, Record, RecordPosition, StoredRecord};
+
+/// The log a node runs on, behind the interface every backend implements.
+pub type SharedLog = Arc<dyn EventLog>;
 use weir_manifest::Manifest;
 use weir_wasm::{Function, FunctionHost, FunctionSettings, Limits};
 
@@ -111,7 +114,7 @@ pub struct NodeStatus {
 
 /// A running node. Share it as `Arc<Node>`.
 pub struct Node {
-    log: Log,
+    log: SharedLog,
     app: Option<String>,
     functions: BTreeMap<String, Function>,
     pipelines: Vec<Arc<pipeline::Pipeline>>,
@@ -126,7 +129,7 @@ pub struct Node {
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("log", &self.log)
+            .field("backend", &self.log.backend())
             .field("app", &self.app)
             .finish_non_exhaustive()
     }
@@ -144,7 +147,9 @@ impl Node {
             log: log_options,
             retention_interval,
         } = opts;
-        let log = blocking(move || Log::open(&data_dir, log_options).map_err(Error::from)).await?;
+        let log: SharedLog = Arc::new(
+            blocking(move || Log::open(&data_dir, log_options).map_err(Error::from)).await?,
+        );
 
         let mut functions = BTreeMap::new();
         let mut host = None;
@@ -217,7 +222,7 @@ impl Node {
     }
 
     /// The embedded log.
-    pub fn log(&self) -> &Log {
+    pub fn log(&self) -> &SharedLog {
         &self.log
     }
 
@@ -473,7 +478,7 @@ impl Node {
 }
 
 async fn follow_partition(
-    log: Log,
+    log: SharedLog,
     topic: String,
     partition: u32,
     mut next: u64,
@@ -511,7 +516,7 @@ async fn follow_partition(
 /// Runs one group member: follows the partitions assigned to it, restarts on every
 /// rebalance, commits the group's positions every second and when the member leaves.
 struct GroupMemberDriver {
-    log: Log,
+    log: SharedLog,
     registry: Arc<groups::GroupRegistry>,
     group: String,
     topic: String,
@@ -613,7 +618,7 @@ pub fn topic_config(spec: &weir_manifest::TopicSpec) -> weir_log::TopicConfig {
 }
 
 /// Apply retention and compaction every `every` until `cancel`.
-async fn enforce_retention(log: Log, every: std::time::Duration, cancel: CancellationToken) {
+async fn enforce_retention(log: SharedLog, every: std::time::Duration, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {

@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use weir_log::{Log, Record};
+use weir_log::Record;
+
+use crate::SharedLog;
 use weir_manifest::{PipelineSpec, StartPosition};
 use weir_wasm::Function;
 
@@ -89,7 +91,7 @@ impl Pipeline {
     /// Start one task per source partition.
     pub(crate) fn spawn(
         self: &Arc<Self>,
-        log: &Log,
+        log: &SharedLog,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> Result<()> {
@@ -113,7 +115,7 @@ impl Pipeline {
         Ok(())
     }
 
-    pub(crate) fn status(&self, log: &Log) -> PipelineStatus {
+    pub(crate) fn status(&self, log: &SharedLog) -> PipelineStatus {
         let mut lag = 0;
         for topic in &self.from {
             if let Some(info) = log.topic(topic) {
@@ -165,7 +167,7 @@ impl Pipeline {
 
     async fn run_partition(
         self: &Arc<Self>,
-        log: &Log,
+        log: &SharedLog,
         topic: &str,
         partition: u32,
         cancel: &CancellationToken,

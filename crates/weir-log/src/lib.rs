@@ -29,6 +29,7 @@
 //! - A failed write or fsync poisons its partition until the process restarts
 //!   ([`Error::Poisoned`]).
 
+mod backend;
 mod error;
 mod frame;
 mod fsutil;
@@ -53,6 +54,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tracing::instrument;
 
+pub use crate::backend::EventLog;
 use crate::{
     error::IoContext,
     frame::LimitError,
