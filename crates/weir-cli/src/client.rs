@@ -108,16 +108,10 @@ pub async fn group(command: GroupCommand) -> anyhow::Result<()> {
             node,
             json,
         } => {
-            let response = http()?
+            let request = http()?
                 .get(node.join(&format!("/v1/groups/{group}")))
-                .query(&[("topic", &topic)])
-                .send()
-                .await
-                .map_err(connect_error(&node.url))?;
-            if !response.status().is_success() {
-                return Err(failure(response).await);
-            }
-            let status: serde_json::Value = response.json().await?;
+                .query(&[("topic", &topic)]);
+            let status = send_json(request, &node).await?;
             if json {
                 println!("{status}");
                 return Ok(());
@@ -145,16 +139,10 @@ pub async fn group(command: GroupCommand) -> anyhow::Result<()> {
                 Ok(offset) => serde_json::json!(offset),
                 Err(_) => serde_json::json!(to),
             };
-            let response = http()?
+            let request = http()?
                 .post(node.join(&format!("/v1/groups/{group}/reset")))
-                .json(&serde_json::json!({ "topic": topic, "to": to_value }))
-                .send()
-                .await
-                .map_err(connect_error(&node.url))?;
-            if !response.status().is_success() {
-                return Err(failure(response).await);
-            }
-            let answer: serde_json::Value = response.json().await?;
+                .json(&serde_json::json!({ "topic": topic, "to": to_value }));
+            let answer = send_json(request, &node).await?;
             if json {
                 println!("{answer}");
             } else {
@@ -194,6 +182,19 @@ async fn failure(response: reqwest::Response) -> anyhow::Error {
     anyhow::anyhow!("the node answered {status}: {detail}")
 }
 
+/// Send a request to the node and return its JSON answer, or the node's problem as an
+/// error.
+async fn send_json(
+    request: reqwest::RequestBuilder,
+    node: &NodeUrl,
+) -> anyhow::Result<serde_json::Value> {
+    let response = request.send().await.map_err(connect_error(&node.url))?;
+    if !response.status().is_success() {
+        return Err(failure(response).await);
+    }
+    Ok(response.json().await?)
+}
+
 fn connect_error(url: &str) -> impl FnOnce(reqwest::Error) -> anyhow::Error + '_ {
     move |e| {
         anyhow::anyhow!(
@@ -215,17 +216,8 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let mut offsets = Vec::new();
     for chunk in events.chunks(500) {
         let (headers, body) = weir_cloudevents::http::encode_batch(chunk);
-        let response = client
-            .post(&url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(connect_error(&args.node.url))?;
-        if !response.status().is_success() {
-            return Err(failure(response).await);
-        }
-        let answer: serde_json::Value = response.json().await?;
+        let request = client.post(&url).headers(headers).body(body);
+        let answer = send_json(request, &args.node).await?;
         offsets.extend(answer["offsets"].as_array().cloned().unwrap_or_default());
     }
     if args.json {
@@ -329,15 +321,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let response = http()?
-        .get(args.node.join("/v1/status"))
-        .send()
-        .await
-        .map_err(connect_error(&args.node.url))?;
-    if !response.status().is_success() {
-        return Err(failure(response).await);
-    }
-    let status: serde_json::Value = response.json().await?;
+    let status = send_json(http()?.get(args.node.join("/v1/status")), &args.node).await?;
     if args.json {
         println!("{status}");
         return Ok(());

@@ -259,12 +259,7 @@ impl Node {
         topic: &str,
         from: StartFrom,
     ) -> Result<impl Stream<Item = Result<LoggedEvent>> + Send + use<>> {
-        let info = self
-            .log
-            .topic(topic)
-            .ok_or_else(|| weir_log::Error::UnknownTopic {
-                topic: topic.to_owned(),
-            })?;
+        let info = self.topic_info(topic)?;
         let (tx, rx) = mpsc::channel(256);
         for partition in 0..info.partitions {
             let start = self.resolve_start(topic, partition, from)?;
@@ -279,6 +274,16 @@ impl Node {
             });
         }
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    /// A topic that must exist.
+    fn topic_info(&self, topic: &str) -> Result<weir_log::TopicInfo> {
+        Ok(self
+            .log
+            .topic(topic)
+            .ok_or_else(|| weir_log::Error::UnknownTopic {
+                topic: topic.to_owned(),
+            })?)
     }
 
     /// The offset `from` means in one partition.
@@ -304,12 +309,7 @@ impl Node {
         topic: &str,
         from: StartFrom,
     ) -> Result<impl Stream<Item = Result<LoggedEvent>> + Send + use<>> {
-        let info = self
-            .log
-            .topic(topic)
-            .ok_or_else(|| weir_log::Error::UnknownTopic {
-                topic: topic.to_owned(),
-            })?;
+        let info = self.topic_info(topic)?;
         // Validates the group name too.
         let mut positions = BTreeMap::new();
         for partition in 0..info.partitions {
@@ -377,12 +377,7 @@ impl Node {
                 group: group.to_owned(),
                 reason: busy.to_string(),
             })?;
-        let info = self
-            .log
-            .topic(topic)
-            .ok_or_else(|| weir_log::Error::UnknownTopic {
-                topic: topic.to_owned(),
-            })?;
+        let info = self.topic_info(topic)?;
         let mut positions = Vec::new();
         for partition in 0..info.partitions {
             let offset = self.resolve_start(topic, partition, to)?;
@@ -407,12 +402,7 @@ impl Node {
 
     /// A group's committed position and lag in each partition of `topic`.
     pub fn group_status(&self, group: &str, topic: &str) -> Result<GroupStatus> {
-        let info = self
-            .log
-            .topic(topic)
-            .ok_or_else(|| weir_log::Error::UnknownTopic {
-                topic: topic.to_owned(),
-            })?;
+        let info = self.topic_info(topic)?;
         let mut partitions = Vec::new();
         for partition in 0..info.partitions {
             let committed = self.log.committed_offset(group, topic, partition)?;

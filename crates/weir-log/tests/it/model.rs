@@ -14,7 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use proptest::{collection::vec, option, prelude::*, sample::Index};
-use weir_log::{Error, Log, Record, StoredRecord};
+use weir_log::{Error, Log, Record, StoredRecord, TopicConfig};
 
 use crate::{create_topic, last_log_file, open_log};
 
@@ -57,6 +57,8 @@ enum Op {
         topic: usize,
         partition: Index,
     },
+    /// Run retention (the topics keep about 4 KiB per partition in 1 KiB segments).
+    Retention,
     /// Drop the log and open it again.
     Reopen,
     /// Drop the log, cut bytes off the end of a partition's last file, open it again.
@@ -100,6 +102,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => (group, topic.clone(), any::<Index>())
             .prop_map(|(group, topic, partition)| Op::Committed { group, topic, partition }),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Retention),
         1 => (topic.clone(), any::<Index>(), 1..=MAX_DAMAGE_REACH)
             .prop_map(|(topic, partition, reach)| Op::Tear { topic, partition, reach }),
         1 => (topic, any::<Index>(), 1..=MAX_DAMAGE_REACH, 0..8u8)
@@ -134,6 +137,8 @@ struct BatchEnd {
 struct ModelPartition {
     records: Vec<ModelRecord>,
     batches: Vec<BatchEnd>,
+    /// The first offset retention kept.
+    start: u64,
 }
 
 impl ModelPartition {
@@ -188,6 +193,13 @@ impl Harness {
         let log = open_log(dir.path());
         for (name, count) in TOPICS.iter().zip(partitions) {
             assert!(create_topic(&log, name, count).expect("create topic"));
+            // Small segments and size retention, so retention runs delete some.
+            let config = TopicConfig {
+                segment_bytes: 1024,
+                retention_bytes: Some(4096),
+                ..TopicConfig::with_partitions(count)
+            };
+            assert!(!log.create_topic(name, &config).expect("update the topic"));
         }
         Harness {
             dir,
@@ -261,6 +273,27 @@ impl Harness {
             } => {
                 let partition = partition.index(self.model.topics[topic].len()) as u32;
                 self.check_committed(group, topic, partition);
+            }
+            Op::Retention => {
+                self.log().enforce_retention().expect("retention");
+                for (topic, partitions) in self.model.topics.iter_mut().enumerate() {
+                    for (partition, model) in partitions.iter_mut().enumerate() {
+                        let start = self
+                            .log
+                            .as_ref()
+                            .expect("log is open")
+                            .start_offset(TOPICS[topic], partition as u32)
+                            .expect("start offset");
+                        assert!(
+                            start >= model.start && start <= model.end(),
+                            "start offset {start} of {}/{partition} moved back or past the end {}",
+                            TOPICS[topic],
+                            model.end()
+                        );
+                        model.start = start;
+                    }
+                }
+                self.check_everything();
             }
             Op::Reopen => {
                 self.log = None;
@@ -411,9 +444,12 @@ impl Harness {
             .log()
             .read(TOPICS[topic], partition, from, max)
             .expect("read");
-        let model = &self.model.topics[topic][partition as usize].records;
+        let partition_model = &self.model.topics[topic][partition as usize];
+        let model = &partition_model.records;
+        // Reads below the retained start begin at the start.
+        let from = from.max(partition_model.start);
         let start = (from as usize).min(model.len());
-        let expected = &model[start..(start + max).min(model.len())];
+        let expected = &model[start..start.saturating_add(max).min(model.len())];
         assert_eq!(
             read.len(),
             expected.len(),
@@ -455,6 +491,12 @@ impl Harness {
                 assert_eq!(
                     log.end_offset(TOPICS[topic], partition).expect("end"),
                     model.end()
+                );
+                assert_eq!(
+                    log.start_offset(TOPICS[topic], partition).expect("start"),
+                    model.start,
+                    "start offset of {}/{partition}",
+                    TOPICS[topic]
                 );
                 self.check_read(topic, partition, 0, usize::MAX);
                 for group in 0..GROUPS.len() {
