@@ -43,6 +43,8 @@
 //!   when a segment is closed or compacted; the active segment's index lives in memory
 //!   and is rebuilt by the scan on open. Files that fail any check here are rebuilt.
 
+use crate::frame::{u32_at, u64_at};
+
 /// Bytes of log between two index entries.
 pub(crate) const INDEX_INTERVAL_BYTES: u64 = 4096;
 pub(crate) const INDEX_MAGIC: u32 = u32::from_le_bytes(*b"WIX2");
@@ -314,18 +316,6 @@ fn split_trailer(buf: &[u8], trailer_len: usize, magic: u32) -> Result<(&[u8], &
         return Err(IndexError::BadChecksum);
     }
     Ok(covered.split_at(covered.len() - (trailer_len - 8)))
-}
-
-fn u32_at(buf: &[u8], at: usize) -> u32 {
-    let mut bytes = [0; 4];
-    bytes.copy_from_slice(&buf[at..at + 4]);
-    u32::from_le_bytes(bytes)
-}
-
-fn u64_at(buf: &[u8], at: usize) -> u64 {
-    let mut bytes = [0; 8];
-    bytes.copy_from_slice(&buf[at..at + 8]);
-    u64::from_le_bytes(bytes)
 }
 
 #[cfg(test)]
