@@ -553,8 +553,19 @@ impl GroupMemberDriver {
                 }
             }
         }
-        if let Some(positions) = self.registry.leave(&self.group, self.member) {
-            self.commit(positions).await;
+        // Commit before leaving, so a group with no members has its position on disk;
+        // then again if another member moved it meanwhile.
+        let before = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .positions
+            .clone();
+        self.commit(before.clone()).await;
+        if let Some(after) = self.registry.leave(&self.group, self.member)
+            && after != before
+        {
+            self.commit(after).await;
         }
         tracing::info!(group = %self.group, topic = %self.topic, member = self.member, "group member left");
     }

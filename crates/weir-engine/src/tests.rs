@@ -171,6 +171,16 @@ async fn next_ids(
     ids
 }
 
+async fn wait_until_no_members(node: &Node, group: &str, topic: &str) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while node.group_status(group, topic).unwrap().members > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the members leave");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_members_share_partitions_and_keep_the_position() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,20 +234,14 @@ async fn group_members_share_partitions_and_keep_the_position() {
     // Members leave; the position is committed; a new member continues from it.
     drop(a);
     drop(b);
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while node.group_status("g", "t").unwrap().members > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_until_no_members(&node, "g", "t").await;
     let status = node.group_status("g", "t").unwrap();
     assert!(status.partitions.iter().all(|p| p.lag == 0), "{status:?}");
     node.publish("t", &[keyed(100)]).await.unwrap();
     let mut c = Box::pin(node.subscribe_group("g", "t", StartFrom::Earliest).unwrap());
     assert_eq!(next_ids(&mut c, 1).await, ["e100"]);
     drop(c);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_no_members(&node, "g", "t").await;
 
     // Reset to the start: everything again.
     let offsets = node
