@@ -365,7 +365,7 @@ async fn stream(
     Ok(Sse::new(messages).keep_alive(KeepAlive::default()))
 }
 
-/// The `Content-Type` of a JSON response, for tests and clients.
+/// Whether a response is an RFC 9457 problem (`application/problem+json`).
 pub fn is_problem(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)

@@ -108,22 +108,12 @@ impl WeirProcess {
         WeirProcess { child, url }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Send SIGTERM and wait for a graceful exit; returns whether it exited successfully.
     pub fn stop(mut self) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
-    }
-
-    /// SIGKILL: no chance to finish anything.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
