@@ -2,11 +2,14 @@
 //!
 //! - `example`: build the example app's function and run `weir serve` with it.
 //! - `test`: check formatting and lints, build the wasm guests, run every test.
-//! - `build-guests`: build the wasm guests (test guests and the example function).
+//! - `build-guests`: build the wasm guests (test guests and the example function in Rust,
+//!   JavaScript and Python).
 //! - `fuzz [seconds]`: fuzz weir-log's decoders of on-disk bytes for that long (30 s).
 //!
-//! Each command installs what it needs (the `wasm32-wasip2` target, cargo-fuzz) so a
-//! fresh machine needs nothing else.
+//! Each command installs what it needs (the `wasm32-wasip2` target, cargo-fuzz,
+//! componentize-js under the JS example's `node_modules`, componentize-py in
+//! `target/py-venv`) so a fresh machine needs nothing but Rust, Node.js with npm, and
+//! Python 3 with venv.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +36,9 @@ fn main() -> anyhow::Result<()> {
             eprintln!(
                 "  test [nextest args]   fmt check, clippy, build the wasm guests, run all tests"
             );
-            eprintln!("  build-guests          build the wasm guests for wasm32-wasip2");
+            eprintln!(
+                "  build-guests          build the wasm guests: Rust for wasm32-wasip2, the JavaScript and Python examples"
+            );
             eprintln!(
                 "  fuzz [seconds]        fuzz weir-log's on-disk decoders (default 30 s), installing cargo-fuzz if needed"
             );
@@ -85,6 +90,23 @@ fn build_guests(root: &Path) -> anyhow::Result<()> {
             .args(["build", "--release", "--target", "wasm32-wasip2"])
             .current_dir(project)
             .env_remove("CARGO_TARGET_DIR"))?;
+    }
+    // The same function in JavaScript and Python, through the code path the tests use.
+    type Build = fn() -> anyhow::Result<PathBuf>;
+    let script_guests: [(&str, Build); 2] = [
+        ("enrich-order-js", weir_test_support::build_example_js),
+        ("enrich-order-py", weir_test_support::build_example_py),
+    ];
+    for (name, build) in script_guests {
+        let started = std::time::Instant::now();
+        let wasm = build().with_context(|| format!("cannot build examples/orders/{name}"))?;
+        let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
+        eprintln!(
+            "{name}: {} ({:.1} MB) in {:.1?}",
+            wasm.strip_prefix(root).unwrap_or(&wasm).display(),
+            size as f64 / 1e6,
+            started.elapsed()
+        );
     }
     Ok(())
 }

@@ -9,11 +9,18 @@ use anyhow::Context;
 use serde_json::json;
 use weir_log::{Log, LogOptions, Record};
 
+mod wasm;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// The embedded log: append throughput and acknowledgement latency, read throughput,
     /// and the disk's own sequential fdatasync bandwidth for comparison.
     Log(LogBenchArgs),
+    /// The function host: cold start, warm call rates, the example's JSON transform, and
+    /// memory and restart time with many functions deployed.
+    Wasm(wasm::WasmBenchArgs),
+    #[command(hide = true)]
+    WasmRestart(wasm::WasmRestartArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,6 +55,10 @@ pub struct LogBenchArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Log(args) => log(args).await,
+        BenchCommand::Wasm(args) => tokio::task::spawn_blocking(move || wasm::run(args)).await?,
+        BenchCommand::WasmRestart(args) => {
+            tokio::task::spawn_blocking(move || wasm::restart(args)).await?
+        }
     }
 }
 

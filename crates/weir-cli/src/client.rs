@@ -11,11 +11,11 @@ use weir_cloudevents::{CloudEvent, Data};
 pub struct NodeUrl {
     /// The node's HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:7700", env = "WEIR_URL")]
-    url: String,
+    pub(crate) url: String,
 }
 
 impl NodeUrl {
-    fn join(&self, path: &str) -> String {
+    pub(crate) fn join(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
 }
@@ -167,12 +167,12 @@ pub struct StatusArgs {
     json: bool,
 }
 
-fn http() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().build()?)
 }
 
 /// The error of a failed response: the problem's `detail` when it is problem+json.
-async fn failure(response: reqwest::Response) -> anyhow::Error {
+pub(crate) async fn failure(response: reqwest::Response) -> anyhow::Error {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     let detail = serde_json::from_str::<serde_json::Value>(&body)
@@ -184,7 +184,7 @@ async fn failure(response: reqwest::Response) -> anyhow::Error {
 
 /// Send a request to the node and return its JSON answer, or the node's problem as an
 /// error.
-async fn send_json(
+pub(crate) async fn send_json(
     request: reqwest::RequestBuilder,
     node: &NodeUrl,
 ) -> anyhow::Result<serde_json::Value> {
@@ -195,7 +195,7 @@ async fn send_json(
     Ok(response.json().await?)
 }
 
-fn connect_error(url: &str) -> impl FnOnce(reqwest::Error) -> anyhow::Error + '_ {
+pub(crate) fn connect_error(url: &str) -> impl FnOnce(reqwest::Error) -> anyhow::Error + '_ {
     move |e| {
         anyhow::anyhow!(
             "cannot reach weir at {url}: {e}; is `weir serve` running? (set --url or WEIR_URL)"
@@ -330,9 +330,10 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("functions:");
     for f in status["functions"].as_array().into_iter().flatten() {
         println!(
-            "  {}  version {}",
+            "  {}  version {}  ({} version(s) kept)",
             f["name"].as_str().unwrap_or(""),
-            f["version"].as_str().unwrap_or("")
+            f["version"].as_str().unwrap_or(""),
+            f["versions_kept"].as_u64().unwrap_or(1)
         );
     }
     println!("pipelines:");

@@ -2,6 +2,9 @@
 
 mod bench;
 mod client;
+mod deploy;
+mod kv;
+mod new;
 mod serve;
 
 use std::path::PathBuf;
@@ -34,6 +37,17 @@ enum Command {
         #[command(subcommand)]
         command: client::GroupCommand,
     },
+    /// Scaffold a function project (Rust, JavaScript or Python) that builds to a component.
+    New(new::NewArgs),
+    /// Read and write the node's key-value namespaces.
+    Kv {
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
+    /// Deploy the app (its manifest and function components) to a running node, no restart.
+    Deploy(deploy::DeployArgs),
+    /// Make an earlier version of a function active again.
+    Rollback(deploy::RollbackArgs),
     /// Measure weir on this machine.
     Bench {
         #[command(subcommand)]
@@ -60,7 +74,11 @@ fn main() -> std::process::ExitCode {
             Command::Tail(args) => client::tail(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Bench { what } => bench::run(what).await,
+            Command::New(args) => new::run(args),
             Command::Group { command } => client::group(command).await,
+            Command::Kv { command } => kv::run(command).await,
+            Command::Deploy(args) => deploy::deploy(args).await,
+            Command::Rollback(args) => deploy::rollback(args).await,
         }
     });
     match result {

@@ -19,6 +19,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A secret named in weir.toml could not be read. The message never holds its value.
+    #[error("secret {key:?} of function {function:?}: {reason}")]
+    Secret {
+        function: String,
+        key: String,
+        reason: String,
+    },
     #[error(
         "record {offset} of partition {partition} of topic {topic:?} is not a CloudEvent: {reason}"
     )]
@@ -28,6 +35,45 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    #[error(transparent)]
+    KeyValue(#[from] weir_kv::Error),
+    #[error(
+        "key-value namespace {namespace:?} is not declared by the app; declared: {declared:?}; declare it as [keyvalue.{namespace}] in weir.toml"
+    )]
+    UnknownNamespace {
+        namespace: String,
+        declared: Vec<String>,
+    },
+    #[error(
+        "function {function:?} is not declared by the app; declared: {declared:?}; declare it in weir.toml and deploy the app with `weir deploy`"
+    )]
+    UnknownFunction {
+        function: String,
+        declared: Vec<String>,
+    },
+    #[error(
+        "function {function:?} has no kept version {version:?}; kept: {kept:?}; pick one of them (`weir status` lists them)"
+    )]
+    UnknownVersion {
+        function: String,
+        version: String,
+        kept: Vec<String>,
+    },
+    #[error(
+        "function {function:?} has no earlier version to roll back to; deploy one with `weir deploy`"
+    )]
+    NoEarlierVersion { function: String },
+    #[error("cannot store function versions at {path}: {source}; check the data directory")]
+    FunctionStore {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The deploy asks for a change a running node cannot make; each reason says which.
+    #[error("the deploy changes what only a restart applies: {}; restart the node with the new weir.toml", reasons.join("; "))]
+    DeployRefused { reasons: Vec<String> },
+    #[error("invalid deploy request: {reason}")]
+    InvalidDeploy { reason: String },
     #[error("consumer group {group:?} is busy: {reason}")]
     GroupBusy { group: String, reason: String },
     #[error("the node is shutting down; try again on the restarted node")]

@@ -4,10 +4,23 @@
 //! **Architecture Invariant:** an event is stored in the log as its CloudEvents JSON
 //! (structured) encoding, under the key chosen by [`routing::event_key`]; whatever reads
 //! the log back gets the same validated event.
+//!
+//! # Data directory
+//!
+//! ```text
+//! <data>/weir-log.lock, topics/, groups/     the log (see weir-log); it reads only these
+//! <data>/kv/store.redb                       the key-value store (see weir-kv)
+//! <data>/functions/<name>/                   deployed versions and history (`registry`)
+//! <data>/wasm-cache/                         compiled components (see weir-wasm)
+//! ```
 
+mod deploy;
 mod error;
+mod functions;
 pub mod groups;
+mod keyvalue;
 mod pipeline;
+mod registry;
 pub mod routing;
 
 use std::collections::BTreeMap;
@@ -25,10 +38,11 @@ use weir_log::{EventLog, Log, LogOptions, Record, RecordPosition, StoredRecord};
 /// The log a node runs on, behind the interface every backend implements.
 pub type SharedLog = Arc<dyn EventLog>;
 use weir_manifest::Manifest;
-use weir_wasm::{Function, FunctionHost, FunctionSettings, Limits};
+use weir_wasm::HostOptions;
 
 pub use error::{Error, Result};
 pub use pipeline::{PipelineState, PipelineStatus};
+pub use registry::{Deployed, Deployment, FunctionInfo, KEPT_VERSIONS, Origin};
 
 /// How to start a node.
 #[derive(Debug, Clone)]
@@ -81,7 +95,32 @@ pub enum StartFrom {
 #[derive(Debug, Clone, Serialize)]
 pub struct FunctionStatus {
     pub name: String,
+    /// The active version.
     pub version: String,
+    /// How many versions are kept for rollback (the active one included).
+    pub versions_kept: usize,
+}
+
+/// What `Node::deploy_app` did, for `weir deploy`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppDeployed {
+    pub app: String,
+    /// Every function of the app; `previous` is none for a new one, and equals `version`
+    /// for one that did not change (or changed only its settings, see `reconfigured`).
+    pub functions: Vec<FunctionChange>,
+    /// Topics created or whose settings were updated.
+    pub topics: Vec<String>,
+    /// Pipelines started.
+    pub pipelines: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionChange {
+    pub name: String,
+    pub previous: Option<String>,
+    pub version: String,
+    /// Whether it was reloaded (a new component or new settings).
+    pub reloaded: bool,
 }
 
 /// A consumer group's position in one topic.
@@ -115,14 +154,21 @@ pub struct NodeStatus {
 /// A running node. Share it as `Arc<Node>`.
 pub struct Node {
     log: SharedLog,
-    app: Option<String>,
-    functions: BTreeMap<String, Function>,
-    pipelines: Vec<Arc<pipeline::Pipeline>>,
+    /// The app as it runs now: the start's manifest, then each deploy's.
+    manifest: Mutex<Option<Manifest>>,
+    /// Where a deployed manifest's relative paths (secret files, seeds) are resolved: the
+    /// start manifest's directory.
+    base_dir: PathBuf,
+    /// The functions' active versions and history; owns the wasm engine.
+    registry: Arc<registry::Registry>,
+    /// The embedded key-value store, shared with the functions.
+    kv: Arc<dyn weir_kv::KeyValue>,
+    pipelines: Mutex<Vec<Arc<pipeline::Pipeline>>>,
+    /// One deploy or rollback at a time.
+    deploying: tokio::sync::Mutex<()>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     groups: Arc<groups::GroupRegistry>,
-    /// Keeps the wasm engine (and its deadline thread) alive as long as the node.
-    _host: Option<FunctionHost>,
     stopped: Mutex<bool>,
 }
 
@@ -130,15 +176,17 @@ impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("backend", &self.log.backend())
-            .field("app", &self.app)
+            .field("app", &self.app_name())
             .finish_non_exhaustive()
     }
 }
 
 impl Node {
-    /// Open the log, create the app's topics, compile its functions and start its
-    /// pipelines where their consumer groups left off. A function that does not compile
-    /// stops the start with an error naming it.
+    /// Open the log and the key-value store, create the app's topics, seed its key-value
+    /// namespaces, load its functions (each at its recorded active version unless the
+    /// manifest's source changed, see `registry`) and start its pipelines where their
+    /// consumer groups left off. A function that does not compile, or a seed file that is
+    /// not a JSON object, stops the start with an error naming it.
     #[tracing::instrument(skip_all, err, fields(data_dir = %opts.data_dir.display()))]
     pub async fn start(opts: NodeOptions) -> Result<Arc<Node>> {
         let NodeOptions {
@@ -148,41 +196,44 @@ impl Node {
             retention_interval,
         } = opts;
         let log: SharedLog = Arc::new(
-            blocking(move || Log::open(&data_dir, log_options).map_err(Error::from)).await?,
+            blocking({
+                let data_dir = data_dir.clone();
+                move || Log::open(&data_dir, log_options).map_err(Error::from)
+            })
+            .await?,
         );
 
-        let mut functions = BTreeMap::new();
-        let mut host = None;
+        // The key-value store is open before functions load: they read it from the first
+        // event on. It lives in <data>/kv, beside the log's own topics/ and groups/.
+        let kv: Arc<dyn weir_kv::KeyValue> = {
+            let dir = data_dir.join("kv");
+            Arc::new(blocking(move || Ok(weir_kv::EmbeddedKv::open(&dir)?)).await?)
+        };
+        let host_options = HostOptions {
+            cache_dir: Some(data_dir.join("wasm-cache")),
+            fuel: manifest
+                .as_ref()
+                .is_some_and(|m| m.functions.values().any(|f| f.limits.fuel.is_some())),
+            keyvalue: Some(Arc::new(keyvalue::HostKeyValue(kv.clone()))),
+            ..HostOptions::default()
+        };
+        let registry = Arc::new(registry::Registry::new(
+            data_dir.join("functions"),
+            host_options,
+        ));
         if let Some(manifest) = &manifest {
             for (name, topic) in &manifest.topics {
                 let (log, name, config) = (log.clone(), name.clone(), topic_config(topic));
                 blocking(move || log.create_topic(&name, &config).map_err(Error::from)).await?;
             }
-            if !manifest.functions.is_empty() {
-                let function_host = FunctionHost::new()?;
-                for (name, spec) in &manifest.functions {
-                    let (function_host, name, spec) =
-                        (function_host.clone(), name.clone(), spec.clone());
-                    let function = blocking(move || {
-                        let wasm =
-                            std::fs::read(&spec.source).map_err(|source| Error::ReadFunction {
-                                function: name.clone(),
-                                path: spec.source.display().to_string(),
-                                source,
-                            })?;
-                        let settings = FunctionSettings {
-                            config: spec.config.clone(),
-                            limits: Limits {
-                                deadline: std::time::Duration::from_millis(spec.limits.deadline_ms),
-                                memory_bytes: (spec.limits.memory_mb as usize) << 20,
-                            },
-                        };
-                        Ok(function_host.load(&name, &wasm, settings)?)
-                    })
-                    .await?;
-                    functions.insert(function.name().to_owned(), function);
+            for (namespace, spec) in &manifest.keyvalue {
+                if let Some(seed) = &spec.seed {
+                    seed_namespace(&kv, namespace, seed).await?;
                 }
-                host = Some(function_host);
+            }
+            for (name, spec) in &manifest.functions {
+                let (registry, name, spec) = (registry.clone(), name.clone(), spec.clone());
+                blocking(move || registry.load_at_start(&name, &spec)).await?;
             }
         }
 
@@ -194,31 +245,247 @@ impl Node {
             retention_interval,
             cancel.clone(),
         ));
-        let mut pipelines = Vec::new();
-        if let Some(manifest) = &manifest {
-            for (name, spec) in &manifest.pipelines {
-                groups.claim_for_pipeline(&spec.group, name);
-                let function = functions
-                    .get(&spec.function)
-                    .cloned()
-                    .expect("manifest validation guarantees the function exists");
-                let p = Arc::new(pipeline::Pipeline::new(name, spec, function));
-                p.spawn(&log, &tasks, &cancel)?;
-                pipelines.push(p);
-            }
-        }
-
-        Ok(Arc::new(Node {
+        let node = Node {
             log,
-            app: manifest.map(|m| m.app.name),
-            functions,
-            pipelines,
+            base_dir: manifest
+                .as_ref()
+                .map(|m| m.base_dir.clone())
+                .unwrap_or_default(),
+            manifest: Mutex::new(manifest.clone()),
+            registry,
+            kv,
+            pipelines: Mutex::new(Vec::new()),
+            deploying: tokio::sync::Mutex::new(()),
             cancel,
             tasks,
             groups,
-            _host: host,
             stopped: Mutex::new(false),
-        }))
+        };
+        if let Some(manifest) = &manifest {
+            for (name, spec) in &manifest.pipelines {
+                node.start_pipeline(name, spec)?;
+            }
+        }
+        Ok(Arc::new(node))
+    }
+
+    /// Start a pipeline of the app (its function is registered).
+    fn start_pipeline(&self, name: &str, spec: &weir_manifest::PipelineSpec) -> Result<()> {
+        self.groups.claim_for_pipeline(&spec.group, name);
+        let p = Arc::new(pipeline::Pipeline::new(name, spec, self.registry.clone()));
+        p.spawn(&self.log, &self.tasks, &self.cancel)?;
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(p);
+        Ok(())
+    }
+
+    fn app_name(&self) -> Option<String> {
+        self.manifest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|m| m.app.name.clone())
+    }
+
+    /// The node's key-value store (every namespace; the app declares which it uses).
+    pub fn kv(&self) -> &Arc<dyn weir_kv::KeyValue> {
+        &self.kv
+    }
+
+    /// The key-value namespaces the app declares, by name.
+    pub fn keyvalue_namespaces(&self) -> Vec<String> {
+        self.manifest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|m| m.keyvalue.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Fails with [`Error::UnknownNamespace`] unless the app declares `namespace`.
+    pub fn check_namespace(&self, namespace: &str) -> Result<()> {
+        let declared = self.keyvalue_namespaces();
+        if declared.iter().any(|ns| ns == namespace) {
+            Ok(())
+        } else {
+            Err(Error::UnknownNamespace {
+                namespace: namespace.to_owned(),
+                declared,
+            })
+        }
+    }
+
+    /// The value of `key` in a declared namespace.
+    pub async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.check_namespace(namespace)?;
+        let (kv, ns, key) = (self.kv.clone(), namespace.to_owned(), key.to_owned());
+        blocking(move || Ok(kv.get(&ns, &key)?)).await
+    }
+
+    /// Set `key` in a declared namespace, durably.
+    pub async fn kv_set(&self, namespace: &str, key: &str, value: Vec<u8>) -> Result<()> {
+        self.check_namespace(namespace)?;
+        let (kv, ns, key) = (self.kv.clone(), namespace.to_owned(), key.to_owned());
+        blocking(move || Ok(kv.set(&ns, &key, &value)?)).await
+    }
+
+    /// Remove `key` from a declared namespace, durably.
+    pub async fn kv_delete(&self, namespace: &str, key: &str) -> Result<()> {
+        self.check_namespace(namespace)?;
+        let (kv, ns, key) = (self.kv.clone(), namespace.to_owned(), key.to_owned());
+        blocking(move || Ok(kv.delete(&ns, &key)?)).await
+    }
+
+    /// A page of a declared namespace's keys.
+    pub async fn kv_list(
+        &self,
+        namespace: &str,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<weir_kv::KeyPage> {
+        self.check_namespace(namespace)?;
+        let (kv, ns) = (self.kv.clone(), namespace.to_owned());
+        blocking(move || Ok(kv.list_keys(&ns, cursor, limit)?)).await
+    }
+
+    /// Write every key of a JSON object `{"key": value}` into a declared namespace,
+    /// overwriting, in one transaction; returns how many were written.
+    pub async fn kv_load(&self, namespace: &str, json: Vec<u8>) -> Result<usize> {
+        self.check_namespace(namespace)?;
+        let (kv, ns) = (self.kv.clone(), namespace.to_owned());
+        blocking(move || Ok(kv.load_json(&ns, "the request body", &json)?)).await
+    }
+
+    /// Every function with its active version and deployment history.
+    pub fn functions(&self) -> Vec<FunctionInfo> {
+        self.registry.list()
+    }
+
+    /// Deploy `wasm` as the new version of the app's function `name`, with its current
+    /// settings. It is compiled first: a module that does not compile is an error and the
+    /// active version keeps serving. Pipelines switch at their next batch.
+    #[tracing::instrument(skip(self, wasm), err, fields(bytes = wasm.len()))]
+    pub async fn deploy_function(&self, name: &str, wasm: Vec<u8>) -> Result<Deployed> {
+        let _one = self.deploying.lock().await;
+        let (registry, name) = (self.registry.clone(), name.to_owned());
+        blocking(move || registry.deploy(&name, &wasm)).await
+    }
+
+    /// Make a kept version of `name` active again: `to`, or the one before the active one.
+    #[tracing::instrument(skip(self), err)]
+    pub async fn rollback_function(&self, name: &str, to: Option<String>) -> Result<Deployed> {
+        let _one = self.deploying.lock().await;
+        let (registry, name) = (self.registry.clone(), name.to_owned());
+        blocking(move || registry.rollback(&name, to.as_deref())).await
+    }
+
+    /// Apply a new version of the app without a restart (`weir deploy`): `manifest_text`
+    /// is its `weir.toml` (relative paths resolve against the running app's directory),
+    /// `components` each declared function's wasm. Every changed function is compiled
+    /// before anything changes; then new topics are created, changed functions swapped
+    /// in and new pipelines started. What needs a restart is refused
+    /// ([`Error::DeployRefused`]).
+    #[tracing::instrument(skip_all, err)]
+    pub async fn deploy_app(
+        &self,
+        manifest_text: &str,
+        components: BTreeMap<String, Vec<u8>>,
+    ) -> Result<AppDeployed> {
+        let _one = self.deploying.lock().await;
+        if self.cancel.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let next = Manifest::from_toml_str(manifest_text, &self.base_dir)?;
+        let current = self
+            .manifest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let active: BTreeMap<String, String> = self
+            .registry
+            .list()
+            .into_iter()
+            .map(|f| (f.name, f.version))
+            .collect();
+        let incoming: BTreeMap<String, String> = components
+            .iter()
+            .map(|(name, wasm)| (name.clone(), registry::sha256_hex(wasm)[..12].to_owned()))
+            .collect();
+        let plan = deploy::plan(current.as_ref(), &next, &active, &incoming)?;
+
+        // Compile everything first: all or nothing.
+        let components = Arc::new(components);
+        let mut compiled = Vec::new();
+        for name in &plan.functions {
+            let spec = next.functions[name].clone();
+            let (registry, name, components) =
+                (self.registry.clone(), name.clone(), components.clone());
+            let function =
+                blocking(move || registry.compile(&name, &spec, &components[&name])).await?;
+            compiled.push(function);
+        }
+
+        let mut topics = Vec::new();
+        for name in &plan.topics {
+            let (log, topic, config) = (
+                self.log.clone(),
+                name.clone(),
+                topic_config(&next.topics[name]),
+            );
+            blocking(move || Ok(log.create_topic(&topic, &config)?)).await?;
+            topics.push(name.clone());
+        }
+        for namespace in &plan.namespaces {
+            if let Some(seed) = &next.keyvalue[namespace].seed {
+                if seed.exists() {
+                    seed_namespace(&self.kv, namespace, seed).await?;
+                } else {
+                    tracing::warn!(namespace, seed = %seed.display(), "the seed file is not on this node; fill the namespace with `weir kv load`");
+                }
+            }
+        }
+        let mut reloaded = BTreeMap::new();
+        for (name, function) in plan.functions.iter().zip(compiled) {
+            let spec = next.functions[name].clone();
+            let (registry, fname, components) =
+                (self.registry.clone(), name.clone(), components.clone());
+            let deployed =
+                blocking(move || registry.activate(&fname, &spec, function, &components[&fname]))
+                    .await?;
+            reloaded.insert(name.clone(), deployed);
+        }
+        *self.manifest.lock().unwrap_or_else(PoisonError::into_inner) = Some(next.clone());
+        for name in &plan.pipelines {
+            self.start_pipeline(name, &next.pipelines[name])?;
+        }
+
+        let functions = next
+            .functions
+            .keys()
+            .map(|name| match reloaded.remove(name) {
+                Some(d) => FunctionChange {
+                    name: d.name,
+                    previous: d.previous,
+                    version: d.version,
+                    reloaded: true,
+                },
+                None => FunctionChange {
+                    name: name.clone(),
+                    previous: active.get(name).cloned(),
+                    version: active.get(name).cloned().unwrap_or_default(),
+                    reloaded: false,
+                },
+            })
+            .collect();
+        tracing::info!(app = %next.app.name, ?topics, pipelines = ?plan.pipelines, "app deployed");
+        Ok(AppDeployed {
+            app: next.app.name.clone(),
+            functions,
+            topics,
+            pipelines: plan.pipelines,
+        })
     }
 
     /// The embedded log.
@@ -425,17 +692,25 @@ impl Node {
     /// Functions, pipelines and topics, for `weir status`.
     pub fn status(&self) -> NodeStatus {
         NodeStatus {
-            app: self.app.clone(),
+            app: self.app_name(),
             topics: self.log.topics(),
             functions: self
-                .functions
-                .values()
+                .registry
+                .list()
+                .into_iter()
                 .map(|f| FunctionStatus {
-                    name: f.name().to_owned(),
-                    version: f.version().to_owned(),
+                    name: f.name,
+                    version: f.version,
+                    versions_kept: f.versions_kept.len(),
                 })
                 .collect(),
-            pipelines: self.pipelines.iter().map(|p| p.status(&self.log)).collect(),
+            pipelines: self
+                .pipelines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|p| p.status(&self.log))
+                .collect(),
         }
     }
 
@@ -616,6 +891,18 @@ pub fn topic_config(spec: &weir_manifest::TopicSpec) -> weir_log::TopicConfig {
         segment_bytes: spec.segment_bytes,
         compaction: spec.compaction,
     }
+}
+
+/// Write the keys of a seed file the namespace does not have yet.
+async fn seed_namespace(
+    kv: &Arc<dyn weir_kv::KeyValue>,
+    namespace: &str,
+    seed: &std::path::Path,
+) -> Result<()> {
+    let (kv, ns, path) = (kv.clone(), namespace.to_owned(), seed.to_owned());
+    let written = blocking(move || Ok(kv.seed_from_json(&ns, &path)?)).await?;
+    tracing::info!(namespace, seed = %seed.display(), written, "key-value namespace seeded");
+    Ok(())
 }
 
 /// Apply retention and compaction every `every` until `cancel`.

@@ -7,10 +7,17 @@
 //! between the output append and the offset commit the batch runs again (at-least-once);
 //! output ids derived from input positions stay the same, so duplicates are detectable.
 //!
+//! **Architecture Invariant:** the function's active version is looked up once at the
+//! start of each batch (from the [`Registry`]) and the whole batch runs on it, in this
+//! pipeline's own [`InstancePool`] for that activation. A deploy during a batch takes
+//! effect at the next one: the batch in flight finishes and commits on the old version,
+//! so no event is lost or handled by both, and each partition switches once.
+//!
 //! A failed call (trap, deadline, memory, fatal or retryable error, invalid output)
 //! parks the partition at the failing event: its offset is not committed, nothing after
-//! it runs, and `weir status` shows why. Retries and the dead-letter topic replace parking
-//! in the pipelines step.
+//! it runs, and `weir status` shows why. Deploying or rolling back the function resumes
+//! it: the failed event is tried again on the newly active version. Retries and the
+//! dead-letter topic replace parking in the pipelines step.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +29,9 @@ use tokio_util::task::TaskTracker;
 use weir_log::Record;
 
 use crate::SharedLog;
+use crate::registry::Registry;
 use weir_manifest::{PipelineSpec, StartPosition};
-use weir_wasm::Function;
+use weir_wasm::InstancePool;
 
 use crate::routing::{InputPosition, complete_outputs};
 use crate::{Result, decode_event, encode_event};
@@ -69,20 +77,27 @@ pub(crate) struct Pipeline {
     from: Vec<String>,
     to: Vec<String>,
     start: StartPosition,
-    function: Function,
+    /// The function's name; its active version comes from `registry` at every batch.
+    function: String,
+    registry: Arc<Registry>,
+    /// This pipeline's own warm instances of the function's active version, with the
+    /// registry generation they belong to.
+    instances: Mutex<Option<(u64, InstancePool)>>,
     state: Mutex<PipelineState>,
     processed: AtomicU64,
 }
 
 impl Pipeline {
-    pub(crate) fn new(name: &str, spec: &PipelineSpec, function: Function) -> Pipeline {
+    pub(crate) fn new(name: &str, spec: &PipelineSpec, registry: Arc<Registry>) -> Pipeline {
         Pipeline {
             name: name.to_owned(),
             group: spec.group.clone(),
             from: spec.from.clone(),
             to: spec.to.clone(),
             start: spec.start,
-            function,
+            function: spec.function.clone(),
+            registry,
+            instances: Mutex::new(None),
             state: Mutex::new(PipelineState::Running),
             processed: AtomicU64::new(0),
         }
@@ -111,8 +126,72 @@ impl Pipeline {
                 });
             }
         }
-        tracing::info!(pipeline = %self.name, group = %self.group, function = self.function.name(), version = self.function.version(), "pipeline started");
+        tracing::info!(pipeline = %self.name, group = %self.group, function = %self.function, version = %self.version(), "pipeline started");
         Ok(())
+    }
+
+    /// The pool of the function's active version, made when the version changed since
+    /// the last batch. Older pools are dropped once the batches using them are done.
+    fn instances_for_batch(&self) -> Result<(u64, InstancePool)> {
+        let (generation, function) =
+            self.registry
+                .active(&self.function)
+                .ok_or_else(|| crate::Error::UnknownFunction {
+                    function: self.function.clone(),
+                    declared: Vec::new(),
+                })?;
+        let mut current = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*current {
+            Some((g, pool)) if *g == generation => Ok((generation, pool.clone())),
+            _ => {
+                let pool = function.instances();
+                if current.is_some() {
+                    tracing::info!(pipeline = %self.name, function = %self.function, version = function.version(), "pipeline switched to a new function version");
+                }
+                *current = Some((generation, pool.clone()));
+                Ok((generation, pool))
+            }
+        }
+    }
+
+    /// Wait until the function's active generation is not `generation`: true, or false if
+    /// the node stops first.
+    async fn new_version_since(&self, generation: u64, cancel: &CancellationToken) -> bool {
+        let mut activations = self.registry.activations();
+        loop {
+            if self
+                .registry
+                .active(&self.function)
+                .is_some_and(|(g, _)| g != generation)
+            {
+                return true;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                changed = activations.changed() => if changed.is_err() { return false },
+            }
+        }
+    }
+
+    /// Leave the parked state a partition put the pipeline in.
+    fn resume(&self, topic: &str, partition: u32) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(&*state, PipelineState::Parked { topic: t, partition: p, .. } if t == topic && *p == partition)
+        {
+            *state = PipelineState::Running;
+            tracing::info!(pipeline = %self.name, topic, partition, version = %self.version(), "pipeline resumed on a new function version");
+        }
+    }
+
+    /// The function's active version.
+    fn version(&self) -> String {
+        self.registry
+            .active(&self.function)
+            .map(|(_, f)| f.version().to_owned())
+            .unwrap_or_default()
     }
 
     pub(crate) fn status(&self, log: &SharedLog) -> PipelineStatus {
@@ -131,8 +210,8 @@ impl Pipeline {
         }
         PipelineStatus {
             name: self.name.clone(),
-            function: self.function.name().to_owned(),
-            version: self.function.version().to_owned(),
+            function: self.function.clone(),
+            version: self.version(),
             group: self.group.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
@@ -149,8 +228,8 @@ impl Pipeline {
     fn park(&self, topic: &str, partition: u32, offset: Option<u64>, error: String) {
         tracing::error!(
             pipeline = %self.name,
-            function = self.function.name(),
-            version = self.function.version(),
+            function = %self.function,
+            version = %self.version(),
             topic,
             partition,
             offset,
@@ -200,8 +279,10 @@ impl Pipeline {
 
             let this = self.clone();
             let topic_owned = topic.to_owned();
+            let (generation, instances) = self.instances_for_batch()?;
             let round =
-                crate::blocking(move || Ok(this.handle_batch(&topic_owned, records))).await?;
+                crate::blocking(move || Ok(this.handle_batch(&instances, &topic_owned, records)))
+                    .await?;
 
             for (target, events) in round.outputs {
                 log.append(&target, events).await?;
@@ -213,14 +294,23 @@ impl Pipeline {
             }
             if let Some((offset, error)) = round.failure {
                 self.park(topic, partition, Some(offset), error);
-                cancel.cancelled().await;
-                return Ok(());
+                // Parked until a deploy or rollback activates another version; then the
+                // failed event is tried again on it.
+                if !self.new_version_since(generation, cancel).await {
+                    return Ok(());
+                }
+                self.resume(topic, partition);
             }
         }
     }
 
     /// Call the function on each record in order until one fails. Blocking.
-    fn handle_batch(&self, topic: &str, records: Vec<weir_log::StoredRecord>) -> Round {
+    fn handle_batch(
+        &self,
+        instances: &InstancePool,
+        topic: &str,
+        records: Vec<weir_log::StoredRecord>,
+    ) -> Round {
         let mut round = Round {
             outputs: BTreeMap::new(),
             handled_to: records.first().map_or(0, |r| r.offset),
@@ -232,10 +322,7 @@ impl Pipeline {
             let result = decode_event(topic, record)
                 .map_err(|e| e.to_string())
                 .and_then(|input| {
-                    let outputs = self
-                        .function
-                        .call(&input.event)
-                        .map_err(|e| e.to_string())?;
+                    let outputs = instances.call(&input.event).map_err(|e| e.to_string())?;
                     let pos = InputPosition {
                         pipeline: &self.name,
                         topic,
@@ -243,7 +330,7 @@ impl Pipeline {
                         offset,
                     };
                     complete_outputs(pos, &self.to, &input.event, outputs)
-                        .map_err(|reason| self.function.invalid(reason).to_string())
+                        .map_err(|reason| instances.function().invalid(reason).to_string())
                 });
             match result {
                 Ok(outputs) => {

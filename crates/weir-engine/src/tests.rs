@@ -17,6 +17,8 @@ partitions = 1
 [functions.{function_name}]
 source = "{}"
 config = {{ currency = "EUR", "rate.USD" = "0.5" }}
+capabilities = {{ keyvalue = ["customers"] }}
+[keyvalue.customers]
 [pipelines.p]
 from = "in"
 function = "{function_name}"
@@ -274,3 +276,5 @@ async fn a_pipelines_group_cannot_be_joined_or_reset() {
     assert!(matches!(err, crate::Error::GroupBusy { .. }), "{err}");
     node.shutdown().await;
 }
+
+mod hot_swap;

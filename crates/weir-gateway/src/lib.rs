@@ -1,11 +1,14 @@
 //! weir's HTTP API over a [`weir_engine::Node`]: publish CloudEvents (structured, binary,
-//! batch), read them back, follow a topic over Server-Sent Events, topics, status and
-//! health. Every error is RFC 9457 `application/problem+json`.
+//! batch), read them back, follow a topic over Server-Sent Events, topics, the key-value
+//! store (`kv.rs`), function versions and deploys (`functions.rs`), status and health.
+//! Every error is RFC 9457 `application/problem+json`.
 //!
 //! **Architecture Invariant:** `POST /v1/topics/{topic}/events` answers `202` only after
 //! the log has made every event of the request durable; a request that fails validation
 //! writes nothing.
 
+mod functions;
+mod kv;
 mod problem;
 
 use std::convert::Infallible;
@@ -32,6 +35,10 @@ pub struct GatewayOptions {
     pub max_body_bytes: usize,
     /// Most events one `GET .../events` returns.
     pub max_read_limit: usize,
+    /// Largest body of a deploy (`PUT /v1/functions/{name}`, `POST /v1/deploy`) or a
+    /// key-value write (`PUT /v1/kv/...`, `POST /v1/kv/{ns}`); the store refuses values
+    /// over 1 MiB itself.
+    pub max_upload_bytes: usize,
 }
 
 impl Default for GatewayOptions {
@@ -39,6 +46,7 @@ impl Default for GatewayOptions {
         GatewayOptions {
             max_body_bytes: 1 << 20,
             max_read_limit: 1000,
+            max_upload_bytes: 64 << 20,
         }
     }
 }
@@ -52,6 +60,7 @@ struct AppState {
 /// The API's routes.
 pub fn router(node: Arc<Node>, options: GatewayOptions) -> Router {
     let body_limit = options.max_body_bytes;
+    let upload_limit = DefaultBodyLimit::max(options.max_upload_bytes);
     Router::new()
         .route("/v1/topics", get(list_topics))
         .route("/v1/topics/{topic}", axum::routing::put(create_topic))
@@ -59,6 +68,30 @@ pub fn router(node: Arc<Node>, options: GatewayOptions) -> Router {
         .route("/v1/topics/{topic}/stream", get(stream))
         .route("/v1/groups/{group}", get(group_status))
         .route("/v1/groups/{group}/reset", axum::routing::post(reset_group))
+        .route(
+            "/v1/kv/{ns}",
+            get(kv::list).post(kv::load).layer(upload_limit),
+        )
+        .route(
+            "/v1/kv/{ns}/{key}",
+            get(kv::get)
+                .put(kv::put)
+                .delete(kv::delete)
+                .layer(upload_limit),
+        )
+        .route("/v1/functions", get(functions::list))
+        .route(
+            "/v1/functions/{name}",
+            axum::routing::put(functions::deploy).layer(upload_limit),
+        )
+        .route(
+            "/v1/functions/{name}/rollback",
+            axum::routing::post(functions::rollback),
+        )
+        .route(
+            "/v1/deploy",
+            axum::routing::post(functions::deploy_app).layer(upload_limit),
+        )
         .route("/v1/status", get(status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -89,7 +89,9 @@ impl From<weir_cloudevents::Error> for Problem {
 impl From<weir_engine::Error> for Problem {
     fn from(e: weir_engine::Error) -> Problem {
         use weir_engine::Error as E;
+        use weir_kv::Error as K;
         use weir_log::Error as L;
+        use weir_wasm::Error as W;
         let detail = e.to_string();
         match &e {
             E::Log(L::UnknownTopic { .. }) => Problem::new(
@@ -123,6 +125,58 @@ impl From<weir_engine::Error> for Problem {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-large",
                 "Payload too large",
+                detail,
+            ),
+            E::KeyValue(K::InvalidKey { .. }) => Problem::bad_request("invalid-key", detail),
+            E::KeyValue(K::InvalidNamespace { .. }) => {
+                Problem::bad_request("invalid-namespace", detail)
+            }
+            E::KeyValue(K::InvalidJson { .. }) => Problem::bad_request("invalid-json", detail),
+            E::KeyValue(K::ValueTooLarge { .. }) => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Payload too large",
+                detail,
+            ),
+            E::UnknownNamespace { .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-namespace",
+                "Unknown key-value namespace",
+                detail,
+            ),
+            E::UnknownFunction { .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-function",
+                "Unknown function",
+                detail,
+            ),
+            E::UnknownVersion { .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-version",
+                "Unknown function version",
+                detail,
+            ),
+            E::NoEarlierVersion { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "no-earlier-version",
+                "No earlier version",
+                detail,
+            ),
+            E::DeployRefused { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "restart-required",
+                "Restart required",
+                detail,
+            ),
+            E::InvalidDeploy { .. } => Problem::bad_request("invalid-deploy", detail),
+            E::Manifest(_) => Problem::bad_request("invalid-manifest", detail),
+            E::Function(
+                W::InvalidComponent { .. } | W::WrongWorld { .. } | W::FuelDisabled { .. },
+            )
+            | E::Secret { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-function",
+                "Function cannot be loaded",
                 detail,
             ),
             E::GroupBusy { .. } => Problem::new(

@@ -248,3 +248,5 @@ async fn topics_can_be_created_and_listed() {
         .collect();
     assert_eq!(names, ["new.topic", "orders"]);
 }
+
+mod versions_and_kv;

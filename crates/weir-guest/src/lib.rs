@@ -141,6 +141,206 @@ pub mod config {
     }
 }
 
+/// Key-value namespaces granted in `weir.toml` (`wasi:keyvalue/store`), e.g. customer
+/// master data.
+pub mod kv {
+    use crate::bindings::wasi::keyvalue::store;
+
+    /// An open namespace.
+    pub struct Bucket {
+        namespace: String,
+        bucket: store::Bucket,
+    }
+
+    fn error(namespace: &str, e: store::Error) -> crate::Error {
+        match e {
+            store::Error::AccessDenied => crate::Error::Fatal(format!(
+                "key-value namespace {namespace:?} is not granted to this function; grant it in weir.toml"
+            )),
+            store::Error::NoSuchStore => {
+                crate::Error::Fatal(format!("key-value namespace {namespace:?} does not exist"))
+            }
+            store::Error::Other(message) => {
+                crate::Error::Retryable(format!("key-value namespace {namespace:?}: {message}"))
+            }
+        }
+    }
+
+    /// Open a namespace granted under `capabilities.keyvalue`.
+    pub fn open(namespace: &str) -> Result<Bucket, crate::Error> {
+        let bucket = store::open(namespace).map_err(|e| error(namespace, e))?;
+        Ok(Bucket {
+            namespace: namespace.to_owned(),
+            bucket,
+        })
+    }
+
+    impl Bucket {
+        /// The value of `key`, if there is one.
+        pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, crate::Error> {
+            self.bucket.get(key).map_err(|e| error(&self.namespace, e))
+        }
+
+        /// The value of `key` parsed as JSON; a value that is not the expected JSON is a
+        /// fatal error.
+        pub fn get_json<T: serde::de::DeserializeOwned>(
+            &self,
+            key: &str,
+        ) -> Result<Option<T>, crate::Error> {
+            match self.get(key)? {
+                None => Ok(None),
+                Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                    crate::Error::Fatal(format!(
+                        "key {key:?} of namespace {:?} is not the expected JSON: {e}",
+                        self.namespace
+                    ))
+                }),
+            }
+        }
+
+        pub fn set(&self, key: &str, value: &[u8]) -> Result<(), crate::Error> {
+            self.bucket
+                .set(key, value)
+                .map_err(|e| error(&self.namespace, e))
+        }
+
+        pub fn delete(&self, key: &str) -> Result<(), crate::Error> {
+            self.bucket
+                .delete(key)
+                .map_err(|e| error(&self.namespace, e))
+        }
+
+        pub fn exists(&self, key: &str) -> Result<bool, crate::Error> {
+            self.bucket
+                .exists(key)
+                .map_err(|e| error(&self.namespace, e))
+        }
+    }
+}
+
+/// Outbound HTTP to hosts granted under `capabilities.http` (`wasi:http`). A request to
+/// any other host fails and ends the call with weir's capability-denied error.
+pub mod http {
+    use crate::bindings::wasi::http::outgoing_handler;
+    use crate::bindings::wasi::http::types::{
+        Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+    };
+
+    /// A response: status and the whole body.
+    #[derive(Debug, Clone)]
+    pub struct Response {
+        pub status: u16,
+        pub body: Vec<u8>,
+    }
+
+    impl Response {
+        /// The body parsed as JSON; anything else is a fatal error.
+        pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::Error> {
+            serde_json::from_slice(&self.body)
+                .map_err(|e| crate::Error::Fatal(format!("response is not the expected JSON: {e}")))
+        }
+    }
+
+    /// `GET url`.
+    pub fn get(url: &str) -> Result<Response, crate::Error> {
+        send("GET", url, &[], None)
+    }
+
+    /// Send a request and read the whole response. Transport failures are retryable.
+    pub fn send(
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, crate::Error> {
+        let fatal = |m: String| crate::Error::Fatal(m);
+        let retryable = |m: String| crate::Error::Retryable(m);
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| fatal(format!("{url:?} is not an absolute http(s) URL")))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let fields = Fields::new();
+        for (name, value) in headers {
+            fields
+                .append(name, value.as_bytes())
+                .map_err(|e| fatal(format!("header {name:?}: {e:?}")))?;
+        }
+        let request = OutgoingRequest::new(fields);
+        let method = match method.to_ascii_uppercase().as_str() {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "HEAD" => Method::Head,
+            other => Method::Other(other.to_owned()),
+        };
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => return Err(fatal(format!("scheme {other:?} is not http or https"))),
+        };
+        let invalid = |what: &str| fatal(format!("invalid {what} in {url:?}"));
+        request.set_method(&method).map_err(|_| invalid("method"))?;
+        request
+            .set_scheme(Some(&scheme))
+            .map_err(|_| invalid("scheme"))?;
+        request
+            .set_authority(Some(authority))
+            .map_err(|_| invalid("host"))?;
+        request
+            .set_path_with_query(Some(path))
+            .map_err(|_| invalid("path"))?;
+        let outgoing = request
+            .body()
+            .map_err(|_| fatal("request body taken".into()))?;
+        if let Some(body) = body {
+            let stream = outgoing
+                .write()
+                .map_err(|_| fatal("request body stream taken".into()))?;
+            for chunk in body.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|e| retryable(format!("sending the request body: {e:?}")))?;
+            }
+        }
+        let future = outgoing_handler::handle(request, None)
+            .map_err(|e| retryable(format!("HTTP request to {url} failed: {e:?}")))?;
+        OutgoingBody::finish(outgoing, None)
+            .map_err(|e| retryable(format!("sending the request body: {e:?}")))?;
+        let response = loop {
+            match future.get() {
+                Some(result) => break result,
+                None => future.subscribe().block(),
+            }
+        };
+        let response = response
+            .map_err(|_| retryable("HTTP response was taken twice".into()))?
+            .map_err(|e| retryable(format!("HTTP request to {url} failed: {e:?}")))?;
+        let status = response.status();
+        let incoming = response
+            .consume()
+            .map_err(|_| retryable("HTTP response body taken".into()))?;
+        let stream = incoming
+            .stream()
+            .map_err(|_| retryable("HTTP response body stream taken".into()))?;
+        let mut body = Vec::new();
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => body.extend_from_slice(&chunk),
+                Err(crate::bindings::wasi::io::streams::StreamError::Closed) => break,
+                Err(e) => return Err(retryable(format!("reading the response from {url}: {e:?}"))),
+            }
+        }
+        drop(stream);
+        let _ = IncomingBody::finish(incoming);
+        Ok(Response { status, body })
+    }
+}
+
 /// Logging into weir's logs, tagged with the function's name and version (`wasi:logging`).
 pub mod log {
     use crate::bindings::wasi::logging::logging::{Level, log};

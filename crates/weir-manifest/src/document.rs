@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::{
-    AppSection, FsyncSpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, StartPosition,
-    TopicSpec,
+    AppSection, CapabilitiesSpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec, Manifest,
+    PipelineSpec, SecretSource, StartPosition, TopicSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -30,6 +30,14 @@ pub(crate) struct Document {
     functions: BTreeMap<String, FunctionTable>,
     #[serde(default)]
     pipelines: BTreeMap<String, PipelineTable>,
+    #[serde(default)]
+    keyvalue: BTreeMap<String, KeyValueTable>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyValueTable {
+    seed: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +74,11 @@ struct FunctionTable {
     limits: LimitsTable,
     #[serde(default)]
     config: BTreeMap<String, ConfigValue>,
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretTable>,
+    #[serde(default)]
+    capabilities: CapabilitiesTable,
+    instance_reuse: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +86,27 @@ struct FunctionTable {
 struct LimitsTable {
     deadline_ms: Option<u64>,
     memory_mb: Option<u64>,
+    max_output_bytes: Option<u64>,
+    max_outputs: Option<u32>,
+    fuel: Option<u64>,
+}
+
+/// `{ env = "VAR" }` or `{ file = "path" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum SecretTable {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapabilitiesTable {
+    #[serde(default)]
+    keyvalue: Vec<String>,
+    #[serde(default)]
+    http: Vec<String>,
+    http_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,11 +187,20 @@ impl Document {
                 (name, spec)
             })
             .collect();
+        let keyvalue = self
+            .keyvalue
+            .into_iter()
+            .map(|(name, table)| {
+                let seed = table.seed.map(|seed| base_dir.join(seed));
+                (name, KeyValueSpec { seed })
+            })
+            .collect();
         Manifest {
             app,
             topics,
             functions,
             pipelines,
+            keyvalue,
             base_dir: base_dir.to_owned(),
         }
     }
@@ -181,16 +224,49 @@ impl FunctionTable {
                 .limits
                 .memory_mb
                 .unwrap_or(LimitsSpec::DEFAULT_MEMORY_MB),
+            max_output_bytes: self
+                .limits
+                .max_output_bytes
+                .unwrap_or(LimitsSpec::DEFAULT_MAX_OUTPUT_BYTES),
+            max_outputs: self
+                .limits
+                .max_outputs
+                .unwrap_or(LimitsSpec::DEFAULT_MAX_OUTPUTS),
+            fuel: self.limits.fuel,
         };
         let config = self
             .config
             .into_iter()
             .map(|(key, value)| (key, value.0))
             .collect();
+        let secrets = self
+            .secrets
+            .into_iter()
+            .map(|(key, source)| {
+                let source = match source {
+                    SecretTable::Env(var) => SecretSource::Env(var),
+                    SecretTable::File(path) => SecretSource::File(base_dir.join(path)),
+                };
+                (key, source)
+            })
+            .collect();
+        let capabilities = CapabilitiesSpec {
+            keyvalue: self.capabilities.keyvalue,
+            http: self.capabilities.http,
+            http_timeout_ms: self
+                .capabilities
+                .http_timeout_ms
+                .unwrap_or(CapabilitiesSpec::DEFAULT_HTTP_TIMEOUT_MS),
+        };
         FunctionSpec {
             source,
             limits,
             config,
+            secrets,
+            capabilities,
+            instance_reuse: self
+                .instance_reuse
+                .unwrap_or(FunctionSpec::DEFAULT_INSTANCE_REUSE),
         }
     }
 }

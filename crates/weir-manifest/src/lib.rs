@@ -24,12 +24,25 @@
 //! [functions.enrich-order]
 //! # the component's path, relative to the manifest's directory
 //! source = "enrich-order/target/wasm32-wasip2/release/enrich_order.wasm"
-//! # optional; deadline 1 to 60000 ms (default 100), memory 1 to 4096 MiB (default 64)
-//! limits = { deadline_ms = 100, memory_mb = 64 }
+//! # optional; deadline 1 to 60000 ms (default 100), memory 1 to 4096 MiB (default 64),
+//! # output bytes per call (default 1 MiB), outputs per call (default 100), fuel (default off)
+//! limits = { deadline_ms = 100, memory_mb = 64, max_output_bytes = 1048576, max_outputs = 100 }
+//! instance_reuse = 1000     # optional; calls per warm instance, 1 = fresh per event
 //!
 //! [functions.enrich-order.config]   # optional; read by the function via wasi:config
 //! currency = "EUR"          # strings, integers, floats and booleans; kept as strings
 //! "rate.USD" = 0.92
+//!
+//! [functions.enrich-order.secrets]  # optional; read like config, never printed
+//! api-token = { env = "MASTERDATA_TOKEN" }       # or { file = "secrets/token" }
+//!
+//! [functions.enrich-order.capabilities]         # optional; everything else is denied
+//! keyvalue = ["customers"]  # declared [keyvalue.<name>] namespaces it may use
+//! http = ["masterdata.example.com", "127.0.0.1:8080"]  # hosts it may call
+//! http_timeout_ms = 5000    # optional; per request, capped by the call's deadline
+//!
+//! [keyvalue.customers]      # a namespace of the embedded key-value store
+//! seed = "customers.json"   # optional; {"key": value} written at start where missing
 //!
 //! [pipelines.erp-to-crm]
 //! from = "erp.sales-orders" # one declared topic or a list of them
@@ -53,9 +66,10 @@ mod validate;
 
 pub use error::{Error, Problem, Result};
 pub use manifest::{
-    AppSection, FsyncSpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, StartPosition,
-    TopicSpec,
+    AppSection, CapabilitiesSpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec, Manifest,
+    PipelineSpec, SecretSource, StartPosition, TopicSpec,
 };
+pub use validate::{HttpGrantSpec, parse_http_grant};
 
 #[cfg(test)]
 mod tests;

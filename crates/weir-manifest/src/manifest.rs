@@ -19,6 +19,8 @@ pub struct Manifest {
     pub functions: BTreeMap<String, FunctionSpec>,
     /// By pipeline name.
     pub pipelines: BTreeMap<String, PipelineSpec>,
+    /// Key-value namespaces, by name.
+    pub keyvalue: BTreeMap<String, KeyValueSpec>,
     /// The directory relative paths were resolved against: the manifest file's own.
     pub base_dir: PathBuf,
 }
@@ -145,6 +147,56 @@ pub struct FunctionSpec {
     /// What the function reads through wasi:config; non-string TOML values in their
     /// string form.
     pub config: BTreeMap<String, String>,
+    /// Secrets the function reads through wasi:config like config values, resolved when
+    /// the function is loaded and never printed.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// What the function may use beyond logging and its config; everything else is denied.
+    pub capabilities: CapabilitiesSpec,
+    /// Calls one warm instance serves before it is replaced by a fresh one; 1 gives every
+    /// event a fresh instance.
+    pub instance_reuse: u32,
+}
+
+impl FunctionSpec {
+    pub const DEFAULT_INSTANCE_REUSE: u32 = 1000;
+    pub const MAX_INSTANCE_REUSE: u32 = 1_000_000;
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable of the weir process.
+    Env(String),
+    /// A file's contents, with one trailing newline removed; resolved against
+    /// [`Manifest::base_dir`].
+    File(PathBuf),
+}
+
+/// `[functions.<name>.capabilities]`: what a function is granted. Empty denies all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CapabilitiesSpec {
+    /// Key-value namespaces (declared under `[keyvalue.<name>]`) it may read and write.
+    pub keyvalue: Vec<String>,
+    /// Hosts it may send HTTP requests to: `host`, `host:port` or `*.domain`, optionally
+    /// with a scheme (`https://host`).
+    pub http: Vec<String>,
+    /// Longest wait for one outbound HTTP response, in milliseconds; never longer than
+    /// what is left of the call's deadline.
+    pub http_timeout_ms: u64,
+}
+
+impl CapabilitiesSpec {
+    pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 5_000;
+    pub const MAX_HTTP_TIMEOUT_MS: u64 = 60_000;
+}
+
+/// `[keyvalue.<name>]`: a key-value namespace in the node's embedded store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyValueSpec {
+    /// A JSON file of `{"key": value, ...}` written into the namespace at start for keys
+    /// it does not have yet (string values as their text, other values as JSON);
+    /// resolved against [`Manifest::base_dir`].
+    pub seed: Option<PathBuf>,
 }
 
 /// A function's per-call limits.
@@ -154,6 +206,12 @@ pub struct LimitsSpec {
     pub deadline_ms: u64,
     /// Linear memory one instance may grow to, in MiB.
     pub memory_mb: u64,
+    /// Most bytes of output events (their data and attributes) one call may return.
+    pub max_output_bytes: u64,
+    /// Most output events one call may return.
+    pub max_outputs: u32,
+    /// Wasm instructions (fuel units) one call may execute; none means unmetered.
+    pub fuel: Option<u64>,
 }
 
 impl LimitsSpec {
@@ -161,6 +219,10 @@ impl LimitsSpec {
     pub const MAX_DEADLINE_MS: u64 = 60_000;
     pub const DEFAULT_MEMORY_MB: u64 = 64;
     pub const MAX_MEMORY_MB: u64 = 4096;
+    pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 1 << 20;
+    pub const MAX_MAX_OUTPUT_BYTES: u64 = 64 << 20;
+    pub const DEFAULT_MAX_OUTPUTS: u32 = 100;
+    pub const MAX_MAX_OUTPUTS: u32 = 100_000;
 
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
@@ -176,6 +238,9 @@ impl Default for LimitsSpec {
         LimitsSpec {
             deadline_ms: LimitsSpec::DEFAULT_DEADLINE_MS,
             memory_mb: LimitsSpec::DEFAULT_MEMORY_MB,
+            max_output_bytes: LimitsSpec::DEFAULT_MAX_OUTPUT_BYTES,
+            max_outputs: LimitsSpec::DEFAULT_MAX_OUTPUTS,
+            fuel: None,
         }
     }
 }

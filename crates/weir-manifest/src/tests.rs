@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use expect_test::expect;
 
 use crate::{
-    AppSection, Error, FsyncSpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, Problem,
-    StartPosition, TopicSpec,
+    AppSection, CapabilitiesSpec, Error, FsyncSpec, FunctionSpec, LimitsSpec, Manifest,
+    PipelineSpec, Problem, StartPosition, TopicSpec,
 };
 
 const EXAMPLE: &str = r#"
@@ -119,11 +119,18 @@ fn example_app_parses_to_exactly_the_declared_values() {
                 limits: LimitsSpec {
                     deadline_ms: 100,
                     memory_mb: 64,
+                    ..LimitsSpec::default()
                 },
                 config: BTreeMap::from([
                     ("currency".to_owned(), "EUR".to_owned()),
                     ("rate.USD".to_owned(), "0.92".to_owned()),
                 ]),
+                secrets: BTreeMap::new(),
+                capabilities: CapabilitiesSpec {
+                    http_timeout_ms: 5000,
+                    ..CapabilitiesSpec::default()
+                },
+                instance_reuse: 1000,
             },
         )]),
         pipelines: BTreeMap::from([(
@@ -136,6 +143,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
                 start: StartPosition::Earliest,
             },
         )]),
+        keyvalue: BTreeMap::new(),
         base_dir: PathBuf::from("/apps/orders"),
     };
     assert_eq!(manifest, expected);
@@ -163,7 +171,8 @@ function = "f"
         function.limits,
         LimitsSpec {
             deadline_ms: 100,
-            memory_mb: 64
+            memory_mb: 64,
+            ..LimitsSpec::default()
         }
     );
     assert_eq!(function.limits.deadline().as_millis(), 100);
@@ -205,14 +214,16 @@ deadline_ms = 2500
         manifest.functions["a"].limits,
         LimitsSpec {
             deadline_ms: 100,
-            memory_mb: 128
+            memory_mb: 128,
+            ..LimitsSpec::default()
         }
     );
     assert_eq!(
         manifest.functions["b"].limits,
         LimitsSpec {
             deadline_ms: 2500,
-            memory_mb: 64
+            memory_mb: 64,
+            ..LimitsSpec::default()
         }
     );
 }
@@ -827,4 +838,87 @@ retention_ms = 0
             "topics.a.retention_ms"
         ]
     );
+}
+
+#[test]
+fn capabilities_secrets_and_new_limits_parse() {
+    let manifest = parse(
+        r#"
+[keyvalue.customers]
+seed = "customers.json"
+
+[functions.f]
+source = "f.wasm"
+limits = { max_output_bytes = 4096, max_outputs = 3, fuel = 1000000 }
+instance_reuse = 1
+
+[functions.f.secrets]
+token = { env = "F_TOKEN" }
+key = { file = "secrets/key" }
+
+[functions.f.capabilities]
+keyvalue = ["customers"]
+http = ["https://masterdata.example.com", "127.0.0.1:8080", "*.internal"]
+http_timeout_ms = 250
+"#,
+    );
+    assert_eq!(
+        manifest.keyvalue["customers"].seed.as_deref(),
+        Some(Path::new("/apps/orders/customers.json"))
+    );
+    let f = &manifest.functions["f"];
+    assert_eq!(f.limits.max_output_bytes, 4096);
+    assert_eq!(f.limits.max_outputs, 3);
+    assert_eq!(f.limits.fuel, Some(1_000_000));
+    assert_eq!(f.instance_reuse, 1);
+    assert_eq!(
+        f.secrets["token"],
+        crate::SecretSource::Env("F_TOKEN".to_owned())
+    );
+    assert_eq!(
+        f.secrets["key"],
+        crate::SecretSource::File(PathBuf::from("/apps/orders/secrets/key"))
+    );
+    assert_eq!(f.capabilities.keyvalue, ["customers"]);
+    assert_eq!(f.capabilities.http.len(), 3);
+    assert_eq!(f.capabilities.http_timeout_ms, 250);
+    let grant = crate::parse_http_grant("https://MasterData.example.com:8443").unwrap();
+    assert_eq!(grant.scheme.as_deref(), Some("https"));
+    assert_eq!(grant.host, "masterdata.example.com");
+    assert_eq!(grant.port, Some(8443));
+}
+
+#[test]
+fn capability_grants_are_checked() {
+    let problems = problems(
+        r#"
+[functions.f]
+source = "f.wasm"
+instance_reuse = 0
+[functions.f.config]
+token = "x"
+[functions.f.secrets]
+token = { env = "T" }
+[functions.f.capabilities]
+keyvalue = ["nope"]
+http = ["ftp://x", "host/path", "bad host"]
+"#,
+    );
+    let text: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {}", p.key, p.message))
+        .collect();
+    let text = text.join("\n");
+    assert!(
+        text.contains("functions.f.instance_reuse: is 0 calls"),
+        "{text}"
+    );
+    assert!(text.contains("functions.f.secrets.token"), "{text}");
+    assert!(
+        text.contains("\"nope\", which is not declared; declare it as [keyvalue.nope]"),
+        "{text}"
+    );
+    assert!(text.contains("scheme \"ftp\""), "{text}");
+    assert!(text.contains("no path"), "{text}");
+    assert!(text.contains("DNS name"), "{text}");
 }

@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{AppSection, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, Problem, TopicSpec};
+use crate::{
+    AppSection, CapabilitiesSpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, Problem,
+    SecretSource, TopicSpec,
+};
 
 /// Longest topic or consumer group name, as in Kafka.
 const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -23,7 +26,17 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
         check_topic(name, topic, &mut problems);
     }
     for (name, function) in &manifest.functions {
-        check_function(name, function, &mut problems);
+        check_function(manifest, name, function, &mut problems);
+    }
+    for name in manifest.keyvalue.keys() {
+        if let Some(reason) = topic_name_fault(name) {
+            problems.push(Problem::new(
+                key(&["keyvalue", name]),
+                format!(
+                    "key-value namespace name {name:?} is invalid: {reason}; {TOPIC_NAME_RULE}"
+                ),
+            ));
+        }
     }
     for (name, pipeline) in &manifest.pipelines {
         check_pipeline(manifest, name, pipeline, &mut problems);
@@ -90,7 +103,12 @@ fn check_topic(name: &str, topic: &TopicSpec, problems: &mut Vec<Problem>) {
     }
 }
 
-fn check_function(name: &str, function: &FunctionSpec, problems: &mut Vec<Problem>) {
+fn check_function(
+    manifest: &Manifest,
+    name: &str,
+    function: &FunctionSpec,
+    problems: &mut Vec<Problem>,
+) {
     if let Some(reason) = name_fault(name) {
         problems.push(Problem::new(
             key(&["functions", name]),
@@ -118,6 +136,145 @@ fn check_function(name: &str, function: &FunctionSpec, problems: &mut Vec<Proble
         " MiB",
         problems,
     );
+    check_range(
+        key(&["functions", name, "limits", "max_output_bytes"]),
+        function.limits.max_output_bytes,
+        LimitsSpec::MAX_MAX_OUTPUT_BYTES,
+        " bytes",
+        problems,
+    );
+    check_range(
+        key(&["functions", name, "limits", "max_outputs"]),
+        u64::from(function.limits.max_outputs),
+        u64::from(LimitsSpec::MAX_MAX_OUTPUTS),
+        "",
+        problems,
+    );
+    if let Some(fuel) = function.limits.fuel {
+        check_range(
+            key(&["functions", name, "limits", "fuel"]),
+            fuel,
+            u64::MAX,
+            "",
+            problems,
+        );
+    }
+    check_range(
+        key(&["functions", name, "instance_reuse"]),
+        u64::from(function.instance_reuse),
+        u64::from(FunctionSpec::MAX_INSTANCE_REUSE),
+        " calls",
+        problems,
+    );
+    for (secret, source) in &function.secrets {
+        let secret_key = key(&["functions", name, "secrets", secret]);
+        if function.config.contains_key(secret) {
+            problems.push(Problem::new(
+                &secret_key,
+                format!(
+                    "{secret:?} is also a config key; the function reads both through \
+                     wasi:config, so rename one"
+                ),
+            ));
+        }
+        let empty = match source {
+            SecretSource::Env(var) => var.is_empty(),
+            SecretSource::File(path) => path.as_os_str().is_empty(),
+        };
+        if empty {
+            problems.push(Problem::new(
+                &secret_key,
+                "names no source; use { env = \"VARIABLE\" } or { file = \"path\" }",
+            ));
+        }
+    }
+    let caps = &function.capabilities;
+    for namespace in &caps.keyvalue {
+        if !manifest.keyvalue.contains_key(namespace) {
+            problems.push(Problem::new(
+                key(&["functions", name, "capabilities", "keyvalue"]),
+                format!(
+                    "grants key-value namespace {namespace:?}, which is not declared; declare \
+                     it as [{}]",
+                    key(&["keyvalue", namespace])
+                ),
+            ));
+        }
+    }
+    for grant in &caps.http {
+        if let Err(reason) = parse_http_grant(grant) {
+            problems.push(Problem::new(
+                key(&["functions", name, "capabilities", "http"]),
+                format!("{grant:?} is not a host to allow: {reason}"),
+            ));
+        }
+    }
+    check_range(
+        key(&["functions", name, "capabilities", "http_timeout_ms"]),
+        caps.http_timeout_ms,
+        CapabilitiesSpec::MAX_HTTP_TIMEOUT_MS,
+        " ms",
+        problems,
+    );
+}
+
+/// One allowed HTTP destination: requests match on host (exactly, or any subdomain for
+/// `*.domain`), and on scheme and port where given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrantSpec {
+    /// `http` or `https`; none allows both.
+    pub scheme: Option<String>,
+    /// Lower case; `*.example.com` allows every subdomain of example.com.
+    pub host: String,
+    /// None allows any port.
+    pub port: Option<u16>,
+}
+
+/// Parse an entry of `capabilities.http`: `[scheme://]host[:port]`, host possibly
+/// `*.domain`. The error says what is wrong.
+pub fn parse_http_grant(grant: &str) -> Result<HttpGrantSpec, String> {
+    let (scheme, rest) = match grant.split_once("://") {
+        Some((scheme, rest)) => {
+            let scheme = scheme.to_ascii_lowercase();
+            if scheme != "http" && scheme != "https" {
+                return Err(format!("scheme {scheme:?} is not http or https"));
+            }
+            (Some(scheme), rest)
+        }
+        None => (None, grant),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        return Err("give a host and optional port only, no path, query or user".to_owned());
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+            (host, Some(port))
+        }
+        None => (rest, None),
+    };
+    let bare = host.strip_prefix("*.").unwrap_or(host);
+    let valid = !bare.is_empty()
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && !bare.starts_with('.')
+        && !bare.ends_with('.');
+    if !valid {
+        return Err(
+            "the host must be a DNS name or IPv4 address (letters, digits, '.', '-'), \
+             optionally starting with \"*.\""
+                .to_owned(),
+        );
+    }
+    Ok(HttpGrantSpec {
+        scheme,
+        host: host.to_ascii_lowercase(),
+        port,
+    })
 }
 
 fn check_pipeline(

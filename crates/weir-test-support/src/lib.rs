@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+pub mod script_guests;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,6 +64,38 @@ pub fn example_dir() -> PathBuf {
 /// The example app's `enrich-order` function, built.
 pub fn example_function() -> PathBuf {
     build_guest(&example_dir().join("enrich-order"), "enrich_order")
+}
+
+/// The example app's `enrich-order` function in JavaScript (`enrich-order-js`), built
+/// with componentize-js if it is older than its sources.
+pub fn example_function_js() -> PathBuf {
+    build_example_js().unwrap_or_else(|e| {
+        panic!("cannot build enrich-order-js ({e:#}); run `cargo xtask build-guests` to see why")
+    })
+}
+
+/// The example app's `enrich-order` function in Python (`enrich-order-py`), built with
+/// componentize-py if it is older than its sources.
+pub fn example_function_py() -> PathBuf {
+    build_example_py().unwrap_or_else(|e| {
+        panic!("cannot build enrich-order-py ({e:#}); run `cargo xtask build-guests` to see why")
+    })
+}
+
+/// Build `examples/orders/enrich-order-js` if needed; returns the component's path.
+pub fn build_example_js() -> anyhow::Result<PathBuf> {
+    let project = example_dir().join("enrich-order-js");
+    let output = project.join("dist/enrich_order.wasm");
+    script_guests::build_javascript(&project, &output, &[&repo_root().join("wit")])?;
+    Ok(output)
+}
+
+/// Build `examples/orders/enrich-order-py` if needed; returns the component's path.
+pub fn build_example_py() -> anyhow::Result<PathBuf> {
+    let project = example_dir().join("enrich-order-py");
+    let output = project.join("dist/enrich_order.wasm");
+    script_guests::build_python(&project, &repo_root().join("wit"), &output, &[])?;
+    Ok(output)
 }
 
 /// A `weir serve` child process on a free port, killed when dropped.

@@ -60,3 +60,28 @@ pub(crate) fn from_wit(event: wit::Event) -> Result<CloudEvent, String> {
         data,
     })
 }
+
+/// The size an output counts against `limits.max_output_bytes`: its attributes and data.
+pub(crate) fn output_size(output: &wit::Output) -> usize {
+    let e = &output.event;
+    output.target.len()
+        + e.id.len()
+        + e.source.len()
+        + e.type_.len()
+        + e.subject.as_ref().map_or(0, String::len)
+        + e.time.as_ref().map_or(0, String::len)
+        + e.datacontenttype.as_ref().map_or(0, String::len)
+        + e.dataschema.as_ref().map_or(0, String::len)
+        + e.extensions
+            .iter()
+            .map(|(name, value)| {
+                name.len()
+                    + match value {
+                        wit::ExtensionValue::String(s) => s.len(),
+                        wit::ExtensionValue::Integer(_) => 8,
+                        wit::ExtensionValue::Boolean(_) => 1,
+                    }
+            })
+            .sum::<usize>()
+        + e.data.as_ref().map_or(0, Vec::len)
+}

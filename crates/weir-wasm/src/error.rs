@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Loading a function failed.
+/// Loading a function failed. Nothing changed: a running version keeps serving.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,13 +23,18 @@ pub enum Error {
         "function {function:?} does not fit the weir:function/handler world: {reason}; it may import something weir does not grant or not export `handle`"
     )]
     WrongWorld { function: String, reason: String },
+    #[error(
+        "function {function:?} sets a fuel limit but fuel metering is off in this node; remove `limits.fuel` or start weir with fuel metering on"
+    )]
+    FuelDisabled { function: String },
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// One call of a function failed. The host and other functions are unaffected.
+/// One call of a function failed. The host and other functions are unaffected, and the
+/// instance that failed is never used again.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -54,6 +59,9 @@ pub enum CallError {
         version: String,
         message: String,
     },
+    /// The guest recursed past the wasm stack limit.
+    #[error("function {function:?} {version} overflowed its stack; look for unbounded recursion")]
+    StackOverflow { function: String, version: String },
     #[error(
         "function {function:?} {version} ran past its deadline of {deadline:?}; raise `limits.deadline_ms` or make it faster"
     )]
@@ -70,6 +78,44 @@ pub enum CallError {
         version: String,
         limit_bytes: usize,
     },
+    #[error(
+        "function {function:?} {version} used up its fuel of {fuel} units; raise `limits.fuel` or make it cheaper"
+    )]
+    Fuel {
+        function: String,
+        version: String,
+        fuel: u64,
+    },
+    /// The outputs of one call exceed `limits.max_outputs` or `limits.max_output_bytes`.
+    #[error(
+        "function {function:?} {version} returned {actual} {what}, over its limit `limits.{limit}` of {allowed}; raise the limit or return less"
+    )]
+    OutputLimit {
+        function: String,
+        version: String,
+        /// `max_outputs` or `max_output_bytes`.
+        limit: &'static str,
+        what: &'static str,
+        allowed: u64,
+        actual: u64,
+    },
+    /// The guest used a capability `weir.toml` does not grant it.
+    #[error(
+        "function {function:?} {version} used {capability}, which it is not granted; grant it under [functions.{function}.capabilities] in weir.toml"
+    )]
+    CapabilityDenied {
+        function: String,
+        version: String,
+        /// What was refused, e.g. `key-value namespace "customers"` or `HTTP to evil.example:443`.
+        capability: String,
+    },
+    /// The host could not make an instance (the pool of instance slots is exhausted).
+    #[error("function {function:?} {version} could not be started: {reason}; try again later")]
+    Unavailable {
+        function: String,
+        version: String,
+        reason: String,
+    },
     /// The guest returned something that is not a valid event.
     #[error("function {function:?} {version} returned an invalid output: {reason}")]
     InvalidOutput {
@@ -82,6 +128,22 @@ pub enum CallError {
 impl CallError {
     /// Whether trying the same event again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CallError::Retryable { .. })
+        matches!(
+            self,
+            CallError::Retryable { .. } | CallError::Unavailable { .. }
+        )
+    }
+
+    /// Whether a limit of the function (deadline, memory, fuel, stack, output) ended the
+    /// call.
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            CallError::Deadline { .. }
+                | CallError::Memory { .. }
+                | CallError::Fuel { .. }
+                | CallError::StackOverflow { .. }
+                | CallError::OutputLimit { .. }
+        )
     }
 }

@@ -1,23 +1,42 @@
-//! The engine, the linker with what a guest is granted, and one call of a function.
+//! The engine and the linker with what a guest may be granted, compiling and caching
+//! functions, and one call of a function on an instance.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Component, HasSelf, Linker, Resource};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut,
+    Trap,
+};
+use wasmtime_wasi::clocks::WasiClocksView;
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use weir_cloudevents::CloudEvent;
 
+use crate::cache::ArtifactCache;
 use crate::convert;
 use crate::error::{CallError, Error, Result};
+use crate::keyvalue::KeyValueStore;
+use crate::pool::InstancePool;
+use crate::state::{Breach, CallState, Grants};
 
 pub(crate) mod wit {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "weir:function/handler",
+        imports: {
+            "wasi:keyvalue/store": trappable,
+        },
+        with: {
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:keyvalue/store.bucket": crate::state::Bucket,
+        },
+        require_store_data_send: true,
     });
 }
 
@@ -27,10 +46,16 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Per-call limits of a function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock deadline of one call.
+    /// Wall-clock deadline of one call, host calls (HTTP, key-value) included.
     pub deadline: Duration,
     /// The most linear memory (all memories together) one instance may have.
     pub memory_bytes: usize,
+    /// The most bytes of output events one call may return.
+    pub max_output_bytes: usize,
+    /// The most output events one call may return.
+    pub max_outputs: usize,
+    /// Fuel (roughly, wasm instructions) one call may use; none is unmetered.
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
@@ -38,16 +63,56 @@ impl Default for Limits {
         Limits {
             deadline: Duration::from_millis(100),
             memory_bytes: 64 << 20,
+            max_output_bytes: 1 << 20,
+            max_outputs: 100,
+            fuel: None,
         }
     }
 }
 
-/// What the manifest grants a function.
-#[derive(Debug, Clone, Default)]
+/// A secret value: handed to the guest through `wasi:config`, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// What the manifest grants a function and how it is run.
+#[derive(Debug, Clone)]
 pub struct FunctionSettings {
     /// Values the guest reads through `wasi:config`.
     pub config: BTreeMap<String, String>,
+    /// Secret values the guest reads through `wasi:config` like config values.
+    pub secrets: BTreeMap<String, Secret>,
     pub limits: Limits,
+    pub grants: Grants,
+    /// Calls one warm instance serves before it is replaced; 1 means a fresh instance per
+    /// event.
+    pub instance_reuse: u32,
+}
+
+impl Default for FunctionSettings {
+    fn default() -> Self {
+        FunctionSettings {
+            config: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            limits: Limits::default(),
+            grants: Grants {
+                http_timeout: Duration::from_secs(5),
+                ..Grants::default()
+            },
+            instance_reuse: 1000,
+        }
+    }
 }
 
 /// One event the function asked to publish.
@@ -59,38 +124,42 @@ pub struct OutputEvent {
     pub event: CloudEvent,
 }
 
-/// The state of one call's store.
-struct CallState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    config: Arc<WasiConfigVariables>,
-    limits: StoreLimits,
-    function: Arc<str>,
-    version: Arc<str>,
+/// How a node's function host is set up.
+#[derive(Clone)]
+pub struct HostOptions {
+    /// Where compiled components are cached; none compiles at every start.
+    pub cache_dir: Option<PathBuf>,
+    /// The store behind `wasi:keyvalue`; none makes every key-value call fail.
+    pub keyvalue: Option<Arc<dyn KeyValueStore>>,
+    /// Instances that may exist at once, across all functions (pooling allocator slots).
+    pub max_instances: u32,
+    /// The largest memory limit any function may have (the size of a pooled memory slot).
+    pub max_memory_bytes: usize,
+    /// Meter fuel, so functions can have `limits.fuel`; costs some speed for every call.
+    pub fuel: bool,
 }
 
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            cache_dir: None,
+            keyvalue: None,
+            max_instances: 1000,
+            max_memory_bytes: 4 << 30,
+            fuel: false,
         }
     }
 }
 
-impl wit::wasi::logging::logging::Host for CallState {
-    fn log(&mut self, level: wit::wasi::logging::logging::Level, context: String, message: String) {
-        use wit::wasi::logging::logging::Level;
-        let (function, version) = (&*self.function, &*self.version);
-        match level {
-            Level::Trace => tracing::trace!(function, version, context, "{message}"),
-            Level::Debug => tracing::debug!(function, version, context, "{message}"),
-            Level::Info => tracing::info!(function, version, context, "{message}"),
-            Level::Warn => tracing::warn!(function, version, context, "{message}"),
-            Level::Error | Level::Critical => {
-                tracing::error!(function, version, context, "{message}")
-            }
-        }
+impl std::fmt::Debug for HostOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostOptions")
+            .field("cache_dir", &self.cache_dir)
+            .field("keyvalue", &self.keyvalue.is_some())
+            .field("max_instances", &self.max_instances)
+            .field("max_memory_bytes", &self.max_memory_bytes)
+            .field("fuel", &self.fuel)
+            .finish()
     }
 }
 
@@ -99,26 +168,83 @@ impl wit::wasi::logging::logging::Host for CallState {
 pub struct FunctionHost {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
+    cache: Option<ArtifactCache>,
+    /// Compiled components by SHA-256, so the same bytes are compiled and mapped once.
+    compiled: Arc<Mutex<HashMap<[u8; 32], Component>>>,
+    keyvalue: Option<Arc<dyn KeyValueStore>>,
+    fuel: bool,
+}
+
+impl std::fmt::Debug for FunctionHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionHost")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+fn engine_error(e: impl std::fmt::Display) -> Error {
+    Error::Engine(e.to_string())
 }
 
 impl FunctionHost {
     /// Set up the engine and start the thread that drives deadlines. The thread stops
     /// when the last clone of the host is dropped.
-    pub fn new() -> Result<Self> {
+    pub fn new(options: HostOptions) -> Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = options.max_instances.max(1);
+        // A component is a few core instances (the guest, WASI adapters, shims); the
+        // JavaScript and Python runtimes have several memories and large tables.
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(8))
+            .total_stacks(instances)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_memories_per_module(2)
+            .max_tables_per_module(8)
+            .table_elements(200_000)
+            .max_core_instance_size(8 << 20)
+            .max_component_instance_size(2 << 20)
+            .max_memory_size(options.max_memory_bytes)
+            // Keep the first pages of a recycled memory mapped: a fresh instance of a
+            // small guest then starts without page faults.
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(64 << 10);
+
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| Error::Engine(e.to_string()))?;
+        config.consume_fuel(options.fuel);
+        config.max_wasm_stack(1 << 20);
+        config.memory_reservation(options.max_memory_bytes as u64);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_error)?;
 
         let mut linker = Linker::<CallState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| Error::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(engine_error)?;
         wit::wasi::logging::logging::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)
-            .map_err(|e| Error::Engine(e.to_string()))?;
+            .map_err(engine_error)?;
+        wit::wasi::keyvalue::store::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(engine_error)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut CallState| {
             WasiConfig::from(&*s.config)
         })
-        .map_err(|e| Error::Engine(e.to_string()))?;
+        .map_err(engine_error)?;
+        deny_sleeps(&mut linker).map_err(engine_error)?;
+
+        let cache = match &options.cache_dir {
+            Some(dir) => Some(ArtifactCache::open(dir, &engine).map_err(|e| {
+                Error::Engine(format!(
+                    "cannot use {} as the compiled-function cache: {e}",
+                    dir.display()
+                ))
+            })?),
+            None => None,
+        };
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -129,20 +255,26 @@ impl FunctionHost {
         Ok(FunctionHost {
             engine,
             linker: Arc::new(linker),
+            cache,
+            compiled: Arc::default(),
+            keyvalue: options.keyvalue,
+            fuel: options.fuel,
         })
     }
 
-    /// Compile and link a function. A module that is not a component, or a component
-    /// that imports something weir does not grant or lacks the `handle` export, is
-    /// rejected here, before any event reaches it.
+    /// Compile (or take from the cache) and link a function. A module that is not a
+    /// component, or a component that imports something weir does not provide or lacks
+    /// the `handle` export, is rejected here, before any event reaches it.
     #[tracing::instrument(skip_all, fields(function = name), err)]
     pub fn load(&self, name: &str, wasm: &[u8], settings: FunctionSettings) -> Result<Function> {
-        let version = content_version(wasm);
-        let component =
-            Component::new(&self.engine, wasm).map_err(|e| Error::InvalidComponent {
+        if settings.limits.fuel.is_some() && !self.fuel {
+            return Err(Error::FuelDisabled {
                 function: name.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+            });
+        }
+        let digest: [u8; 32] = Sha256::digest(wasm).into();
+        let version = hex::encode(&digest[..6]);
+        let component = self.component(name, wasm, &digest)?;
         let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
             function: name.to_owned(),
             reason: format!("{e:#}"),
@@ -152,16 +284,81 @@ impl FunctionHost {
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
         let pre = wit::HandlerPre::new(pre).map_err(wrong_world)?;
-        tracing::info!(function = name, %version, bytes = wasm.len(), "function loaded");
+        tracing::debug!(function = name, %version, bytes = wasm.len(), "function loaded");
+
+        let mut variables: Vec<(String, String)> = settings.config.into_iter().collect();
+        variables.extend(settings.secrets.into_iter().map(|(k, v)| (k, v.0)));
         Ok(Function {
-            name: name.into(),
-            version: version.into(),
-            engine: self.engine.clone(),
-            pre,
-            config: Arc::new(settings.config.into_iter().collect()),
-            limits: settings.limits,
+            inner: Arc::new(FunctionInner {
+                name: name.into(),
+                version: version.into(),
+                engine: self.engine.clone(),
+                pre,
+                config: Arc::new(variables.into_iter().collect()),
+                grants: Arc::new(settings.grants),
+                keyvalue: self.keyvalue.clone(),
+                limits: settings.limits,
+                instance_reuse: settings.instance_reuse.max(1),
+                fuel_metered: self.fuel,
+            }),
         })
     }
+
+    fn component(&self, name: &str, wasm: &[u8], digest: &[u8; 32]) -> Result<Component> {
+        let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(component) = compiled.get(digest) {
+            return Ok(component.clone());
+        }
+        let digest_hex = hex::encode(digest);
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, &digest_hex));
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(&self.engine, wasm).map_err(|e| Error::InvalidComponent {
+                        function: name.to_owned(),
+                        reason: format!("{e:#}"),
+                    })?;
+                if let Some(cache) = &self.cache {
+                    cache.store(&digest_hex, &component);
+                }
+                component
+            }
+        };
+        compiled.insert(*digest, component.clone());
+        Ok(component)
+    }
+}
+
+/// Replace the monotonic clock's subscriptions with ones that are ready at once: a guest
+/// gets no sleeps, which would hold a worker thread past its deadline (the deadline
+/// interrupts wasm code, not a host wait).
+fn deny_sleeps(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::DynPollable;
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: StoreContextMut<'_, CallState>, (_,): (u64,)| {
+            let pollable: Resource<DynPollable> =
+                store.data_mut().clocks().subscribe_duration(0)?;
+            Ok((pollable,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: StoreContextMut<'_, CallState>, (_,): (u64,)| {
+            let pollable: Resource<DynPollable> =
+                store.data_mut().clocks().subscribe_duration(0)?;
+            Ok((pollable,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 fn drive_epochs(engine: wasmtime::EngineWeak) {
@@ -174,127 +371,254 @@ fn drive_epochs(engine: wasmtime::EngineWeak) {
     }
 }
 
-/// A function's version: the first 12 hex digits of the SHA-256 of its bytes.
-fn content_version(wasm: &[u8]) -> String {
-    let digest = Sha256::digest(wasm);
-    hex::encode(&digest[..6])
-}
-
-/// A compiled, linked function, ready to be called from many threads.
+/// A compiled, linked version of a function. Cheap to clone; calls go through an
+/// [`InstancePool`] (see [`Function::instances`]) or, one fresh instance each, through
+/// [`Function::call`].
 #[derive(Clone)]
 pub struct Function {
+    inner: Arc<FunctionInner>,
+}
+
+struct FunctionInner {
     name: Arc<str>,
     version: Arc<str>,
     engine: Engine,
     pre: wit::HandlerPre<CallState>,
     config: Arc<WasiConfigVariables>,
+    grants: Arc<Grants>,
+    keyvalue: Option<Arc<dyn KeyValueStore>>,
     limits: Limits,
+    instance_reuse: u32,
+    fuel_metered: bool,
 }
 
 impl std::fmt::Debug for Function {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Function")
-            .field("name", &self.name)
-            .field("version", &self.version)
+            .field("name", &self.inner.name)
+            .field("version", &self.inner.version)
             .finish_non_exhaustive()
     }
 }
 
+/// One live instance of a function with its own store.
+pub(crate) struct Instance {
+    store: Store<CallState>,
+    handler: wit::Handler,
+    /// Calls served so far.
+    pub(crate) calls: u32,
+}
+
 impl Function {
     pub fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
     }
 
-    /// The content hash that identifies this version.
+    /// The content hash that identifies this version: the first 12 hex digits of the
+    /// SHA-256 of the component.
     pub fn version(&self) -> &str {
-        &self.version
+        &self.inner.version
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.inner.limits
     }
 
-    /// Call the function on one event. Blocking: run it off the async runtime.
+    /// Calls one warm instance serves before it is replaced.
+    pub fn instance_reuse(&self) -> u32 {
+        self.inner.instance_reuse
+    }
+
+    /// A pool of warm instances of this version for one caller (one pipeline). Instances
+    /// are never shared between pools, so state never leaks between pipelines.
+    pub fn instances(&self) -> InstancePool {
+        InstancePool::new(self.clone())
+    }
+
+    /// Call the function on one event in a fresh instance. Blocking: run it off the
+    /// async runtime.
     pub fn call(&self, event: &CloudEvent) -> Result<Vec<OutputEvent>, CallError> {
-        let state = CallState {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            config: self.config.clone(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
-            function: self.name.clone(),
-            version: self.version.clone(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        let ticks = self
-            .limits
-            .deadline
-            .as_nanos()
-            .div_ceil(EPOCH_TICK.as_nanos()) as u64
-            + 1;
+        let mut instance = self.instantiate()?;
+        self.call_on(&mut instance, event)
+    }
+
+    /// A fresh instance.
+    pub(crate) fn instantiate(&self) -> Result<Instance, CallError> {
+        let f = &self.inner;
+        let state = CallState::new(
+            f.name.clone(),
+            f.version.clone(),
+            f.config.clone(),
+            f.grants.clone(),
+            f.keyvalue.clone(),
+            f.limits.memory_bytes,
+        );
+        let mut store = Store::new(&f.engine, state);
+        store.limiter(|s| s);
+        self.arm(&mut store);
+        match f.pre.instantiate(&mut store) {
+            Ok(handler) => Ok(Instance {
+                store,
+                handler,
+                calls: 0,
+            }),
+            Err(e) => {
+                let breach = store.data_mut().take_breach();
+                Err(self.classify(e, breach, true))
+            }
+        }
+    }
+
+    /// Set the deadline (and fuel) for what runs next in `store`.
+    fn arm(&self, store: &mut Store<CallState>) {
+        let limits = &self.inner.limits;
+        let ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
+        if self.inner.fuel_metered {
+            let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
+        store
+            .data_mut()
+            .begin_call(Instant::now() + limits.deadline);
+    }
 
+    /// Call the function on `instance`. On an error the instance must not be used again.
+    pub(crate) fn call_on(
+        &self,
+        instance: &mut Instance,
+        event: &CloudEvent,
+    ) -> Result<Vec<OutputEvent>, CallError> {
+        self.arm(&mut instance.store);
         let input = convert::to_wit(event);
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|handler| handler.call_handle(&mut store, &input));
-        match result {
-            Ok(Ok(outputs)) => outputs
-                .into_iter()
-                .map(|o| {
-                    let event =
-                        convert::from_wit(o.event).map_err(|reason| self.invalid(reason))?;
-                    Ok(OutputEvent {
-                        target: o.target,
-                        event,
-                    })
-                })
-                .collect(),
-            Ok(Err(wit::weir::function::types::Error::Retryable(message))) => {
-                Err(CallError::Retryable {
-                    function: self.name.to_string(),
-                    version: self.version.to_string(),
+        let result = instance.handler.call_handle(&mut instance.store, &input);
+        instance.calls += 1;
+        let breach = instance.store.data_mut().take_breach();
+        let outputs = match (result, breach) {
+            (Err(e), breach) => return Err(self.classify(e, breach, false)),
+            (Ok(_), Some(breach)) => return Err(self.breach_error(breach)),
+            (Ok(Ok(outputs)), None) => outputs,
+            (Ok(Err(wit::weir::function::types::Error::Retryable(message))), None) => {
+                return Err(CallError::Retryable {
+                    function: self.name().to_owned(),
+                    version: self.version().to_owned(),
                     message,
-                })
+                });
             }
-            Ok(Err(wit::weir::function::types::Error::Fatal(message))) => Err(CallError::Fatal {
-                function: self.name.to_string(),
-                version: self.version.to_string(),
-                message,
-            }),
-            Err(e) => Err(self.classify_trap(e)),
+            (Ok(Err(wit::weir::function::types::Error::Fatal(message))), None) => {
+                return Err(CallError::Fatal {
+                    function: self.name().to_owned(),
+                    version: self.version().to_owned(),
+                    message,
+                });
+            }
+        };
+        self.check_output_limits(&outputs)?;
+        outputs
+            .into_iter()
+            .map(|o| {
+                let event = convert::from_wit(o.event).map_err(|reason| self.invalid(reason))?;
+                Ok(OutputEvent {
+                    target: o.target,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    fn check_output_limits(
+        &self,
+        outputs: &[wit::weir::function::types::Output],
+    ) -> Result<(), CallError> {
+        let limits = &self.inner.limits;
+        let output_limit = |limit, what, allowed: usize, actual: usize| CallError::OutputLimit {
+            function: self.name().to_owned(),
+            version: self.version().to_owned(),
+            limit,
+            what,
+            allowed: allowed as u64,
+            actual: actual as u64,
+        };
+        if outputs.len() > limits.max_outputs {
+            return Err(output_limit(
+                "max_outputs",
+                "outputs",
+                limits.max_outputs,
+                outputs.len(),
+            ));
+        }
+        let bytes: usize = outputs.iter().map(convert::output_size).sum();
+        if bytes > limits.max_output_bytes {
+            return Err(output_limit(
+                "max_output_bytes",
+                "bytes of outputs",
+                limits.max_output_bytes,
+                bytes,
+            ));
+        }
+        Ok(())
+    }
+
+    fn breach_error(&self, breach: Breach) -> CallError {
+        let (function, version) = (self.name().to_owned(), self.version().to_owned());
+        match breach {
+            Breach::Memory => CallError::Memory {
+                function,
+                version,
+                limit_bytes: self.inner.limits.memory_bytes,
+            },
+            Breach::Denied(capability) => CallError::CapabilityDenied {
+                function,
+                version,
+                capability,
+            },
         }
     }
 
     /// An output the host refuses; the caller uses this for its own checks too.
     pub fn invalid(&self, reason: impl Into<String>) -> CallError {
         CallError::InvalidOutput {
-            function: self.name.to_string(),
-            version: self.version.to_string(),
+            function: self.name().to_owned(),
+            version: self.version().to_owned(),
             reason: reason.into(),
         }
     }
 
-    fn classify_trap(&self, e: wasmtime::Error) -> CallError {
-        let (function, version) = (self.name.to_string(), self.version.to_string());
-        if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
-            return CallError::Deadline {
-                function,
-                version,
-                deadline: self.limits.deadline,
-            };
+    fn classify(
+        &self,
+        e: wasmtime::Error,
+        breach: Option<Breach>,
+        instantiating: bool,
+    ) -> CallError {
+        let (function, version) = (self.name().to_owned(), self.version().to_owned());
+        if let Some(breach) = breach {
+            return self.breach_error(breach);
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => {
+                return CallError::Deadline {
+                    function,
+                    version,
+                    deadline: self.inner.limits.deadline,
+                };
+            }
+            Some(Trap::OutOfFuel) => {
+                return CallError::Fuel {
+                    function,
+                    version,
+                    fuel: self.inner.limits.fuel.unwrap_or(u64::MAX),
+                };
+            }
+            Some(Trap::StackOverflow) => return CallError::StackOverflow { function, version },
+            _ => {}
         }
         let message = format!("{e:#}");
-        if message.contains("forcing a memory growth failure to be a trap") {
-            return CallError::Memory {
+        if instantiating && e.downcast_ref::<Trap>().is_none() {
+            // Not the guest's doing: the pooling allocator is out of slots or the like.
+            return CallError::Unavailable {
                 function,
                 version,
-                limit_bytes: self.limits.memory_bytes,
+                reason: message,
             };
         }
         CallError::Trap {

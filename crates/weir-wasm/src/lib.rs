@@ -1,22 +1,39 @@
 //! weir's WebAssembly function host: compiles components written against the
-//! `weir:function` WIT world, grants them only what the manifest allows, and calls them
-//! under a deadline and a memory limit.
+//! `weir:function` WIT world (caching the compiled code on disk), grants them only what
+//! the manifest allows, and calls them on pooled warm instances under a deadline, a
+//! memory limit, optional fuel and output limits.
 //!
-//! **Architecture Invariant:** every call runs in a fresh store and a fresh instance made
-//! from a pre-linked [`wasmtime::component::InstancePre`]; nothing a call leaves in guest
-//! memory is seen by the next call. (The warm-pool model of the scale step replaces this
-//! behind [`Function::call`].)
+//! # The instance model
+//! wasmtime's pooling allocator pre-reserves instance slots, so a fresh instance costs
+//! microseconds; a warm instance costs nothing to start. [`Function::instances`] gives a
+//! caller (a pipeline) its own [`InstancePool`]: calls take an idle instance or make a
+//! fresh one, and return it after a successful call until it has served
+//! `instance_reuse` calls (default 1000; 1 gives every event a fresh instance). Any
+//! failure drops the instance. See `pool.rs` for the invariant.
 //!
-//! **API Boundary:** a guest gets `wasi:logging`, `wasi:config` (its own config only) and the
-//! WASI p2 interfaces a `wasm32-wasip2` binary always imports, with an empty context: no
-//! environment, no preopened directories, no sockets, no stdin; stdout and stderr are
-//! discarded.
+//! **API Boundary:** a guest gets `wasi:logging`, `wasi:config` (its own config and
+//! secrets only), `wasi:keyvalue/store` (the namespaces granted, in the node's store),
+//! `wasi:http/outgoing-handler` (the hosts granted, with a timeout capped by the deadline)
+//! and the WASI p2 interfaces a `wasm32-wasip2` binary always imports, with an empty
+//! context: no environment, no preopened directories, no sockets, no stdin, stdout and
+//! stderr discarded, and clock subscriptions that are ready at once (no sleeps). Using an
+//! interface that is linked but not granted ends the call with
+//! [`CallError::CapabilityDenied`].
 
+mod cache;
 mod convert;
 mod error;
 mod host;
+mod keyvalue;
+mod pool;
+mod state;
 #[cfg(test)]
 mod tests;
 
 pub use error::{CallError, Error, Result};
-pub use host::{Function, FunctionHost, FunctionSettings, Limits, OutputEvent};
+pub use host::{
+    Function, FunctionHost, FunctionSettings, HostOptions, Limits, OutputEvent, Secret,
+};
+pub use keyvalue::{KeyValueStore, MemoryKeyValue};
+pub use pool::InstancePool;
+pub use state::{Grants, HttpGrant};

@@ -1,12 +1,26 @@
+//! The host against real guests: the example function, and hostile guests (`guests/`)
+//! that loop, bomb memory, overflow the stack, flood outputs or reach for capabilities
+//! they were not granted. Each gets its typed error and the host keeps serving.
+
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
 
 use weir_cloudevents::{CloudEvent, Data};
 
-use crate::{CallError, Error, FunctionHost, FunctionSettings};
+use crate::{
+    CallError, Error, Function, FunctionHost, FunctionSettings, HostOptions, HttpGrant,
+    KeyValueStore, Limits, MemoryKeyValue, Secret,
+};
 
 fn example_event() -> CloudEvent {
     let path = weir_test_support::example_dir().join("sales-order-created.json");
     CloudEvent::from_json_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn event(ty: &str) -> CloudEvent {
+    CloudEvent::new(format!("id-{ty}"), "test://host", ty)
 }
 
 fn settings(config: &[(&str, &str)]) -> FunctionSettings {
@@ -19,41 +33,85 @@ fn settings(config: &[(&str, &str)]) -> FunctionSettings {
     }
 }
 
-#[test]
-fn example_function_renames_and_converts() {
-    let host = FunctionHost::new().unwrap();
+fn customers() -> Arc<MemoryKeyValue> {
+    let kv = Arc::new(MemoryKeyValue::new());
+    kv.set(
+        "customers",
+        "CUST-42",
+        br#"{"name":"Acme GmbH","segment":"enterprise"}"#,
+    )
+    .unwrap();
+    kv
+}
+
+fn host_with(kv: Arc<MemoryKeyValue>) -> FunctionHost {
+    FunctionHost::new(HostOptions {
+        keyvalue: Some(kv),
+        max_instances: 64,
+        ..HostOptions::default()
+    })
+    .unwrap()
+}
+
+fn host() -> FunctionHost {
+    host_with(Arc::new(MemoryKeyValue::new()))
+}
+
+fn load_guest(host: &FunctionHost, guest: &str, settings: FunctionSettings) -> Function {
+    let wasm = std::fs::read(weir_test_support::test_guest(guest)).unwrap();
+    host.load(guest, &wasm, settings).unwrap()
+}
+
+fn example(host: &FunctionHost, mut settings: FunctionSettings) -> Function {
+    settings.grants.keyvalue.insert("customers".to_owned());
     let wasm = std::fs::read(weir_test_support::example_function()).unwrap();
-    let f = host
-        .load(
-            "enrich-order",
-            &wasm,
-            settings(&[("currency", "EUR"), ("rate.USD", "0.9")]),
-        )
-        .unwrap();
+    host.load("enrich-order", &wasm, settings).unwrap()
+}
+
+fn json_data(event: &CloudEvent) -> &serde_json::Value {
+    match &event.data {
+        Some(Data::Json(data)) => data,
+        other => panic!("expected JSON data, got {other:?}"),
+    }
+}
+
+#[test]
+fn example_function_renames_converts_and_enriches_from_the_key_value_store() {
+    let host = host_with(customers());
+    let f = example(&host, settings(&[("currency", "EUR"), ("rate.USD", "0.9")]));
     assert_eq!(f.version().len(), 12);
 
-    let outputs = f.call(&example_event()).unwrap();
+    let outputs = f.instances().call(&example_event()).unwrap();
     assert_eq!(outputs.len(), 1);
     let out = &outputs[0];
     assert_eq!(out.target, "crm.orders");
     assert_eq!(out.event.ty, "crm.order.created");
     assert_eq!(out.event.id, "", "the host derives the id, not the guest");
-    let Some(Data::Json(data)) = &out.event.data else {
-        panic!("expected JSON data, got {:?}", out.event.data)
-    };
+    let data = json_data(&out.event);
     assert_eq!(data["orderId"], "SO-1001");
     assert_eq!(data["customerId"], "CUST-42");
     assert_eq!(data["amount"], 1125.0);
     assert_eq!(data["currency"], "EUR");
+    assert_eq!(data["customer"]["name"], "Acme GmbH");
     assert_eq!(data["lines"][0]["sku"], "MAT-7");
     assert_eq!(out.event.partition_key(), Some("CUST-42"));
+
+    // A customer the store does not know is enriched with null, not an error.
+    let mut unknown = example_event();
+    if let Some(Data::Json(data)) = &mut unknown.data {
+        data["SoldToParty"] = "CUST-404".into();
+    }
+    let outputs = f.call(&unknown).unwrap();
+    assert_eq!(
+        json_data(&outputs[0].event)["customer"],
+        serde_json::Value::Null
+    );
 }
 
 #[test]
 fn missing_config_is_a_fatal_error_naming_the_key() {
-    let host = FunctionHost::new().unwrap();
-    let wasm = std::fs::read(weir_test_support::example_function()).unwrap();
-    let f = host.load("enrich-order", &wasm, settings(&[])).unwrap();
+    let host = host_with(customers());
+    let f = example(&host, settings(&[]));
     let err = f.call(&example_event()).unwrap_err();
     assert!(matches!(err, CallError::Fatal { .. }), "{err:?}");
     assert!(err.to_string().contains("rate.USD"), "{err}");
@@ -61,32 +119,28 @@ fn missing_config_is_a_fatal_error_naming_the_key() {
 
 #[test]
 fn a_trap_is_reported_with_the_function_name_and_the_host_keeps_working() {
-    let host = FunctionHost::new().unwrap();
-    let wasm = std::fs::read(weir_test_support::test_guest("guest-trap")).unwrap();
-    let f = host.load("trapper", &wasm, settings(&[])).unwrap();
+    let host = host();
+    let f = load_guest(&host, "guest-trap", settings(&[]));
+    let pool = f.instances();
 
-    let err = f
-        .call(&CloudEvent::new("e1", "test://trap", "test.trap"))
-        .unwrap_err();
+    let err = pool.call(&event("test.trap")).unwrap_err();
     assert!(matches!(err, CallError::Trap { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("function \"trapper\""), "{err}");
+    assert!(
+        err.to_string().starts_with("function \"guest-trap\""),
+        "{err}"
+    );
 
-    let err = f
-        .call(&CloudEvent::new("e2", "test://trap", "test.fatal"))
-        .unwrap_err();
+    let err = pool.call(&event("test.fatal")).unwrap_err();
     assert!(matches!(err, CallError::Fatal { .. }), "{err:?}");
 
-    // The next call gets a fresh instance and works.
-    let ok = f
-        .call(&CloudEvent::new("e3", "test://trap", "test.ok"))
-        .unwrap();
+    let ok = pool.call(&event("test.ok")).unwrap();
     assert_eq!(ok[0].target, "out");
-    assert_eq!(ok[0].event.id, "e3");
+    assert_eq!(ok[0].event.id, "id-test.ok");
 }
 
 #[test]
 fn a_module_that_is_not_a_component_is_rejected() {
-    let host = FunctionHost::new().unwrap();
+    let host = host();
     let err = host
         .load("broken", b"\0asm\x01\0\0\0", settings(&[]))
         .unwrap_err();
@@ -95,4 +149,336 @@ fn a_module_that_is_not_a_component_is_rejected() {
         .load("garbage", b"not wasm at all", settings(&[]))
         .unwrap_err();
     assert!(err.to_string().contains("\"garbage\""), "{err}");
+}
+
+#[test]
+fn a_component_of_another_world_is_rejected() {
+    let host = host();
+    let wasm = std::fs::read(weir_test_support::test_guest("guest-wrong-world")).unwrap();
+    let err = host.load("cli-tool", &wasm, settings(&[])).unwrap_err();
+    assert!(matches!(err, Error::WrongWorld { .. }), "{err:?}");
+    assert!(err.to_string().contains("\"cli-tool\""), "{err}");
+}
+
+#[test]
+fn an_infinite_loop_hits_the_deadline_and_a_neighbour_keeps_serving() {
+    let host = host_with(customers());
+    let mut loop_settings = settings(&[]);
+    loop_settings.limits.deadline = Duration::from_millis(50);
+    let looping = load_guest(&host, "guest-infinite-loop", loop_settings);
+    let good = example(&host, settings(&[("rate.USD", "0.9")]));
+
+    let spinner = {
+        let pool = looping.instances();
+        std::thread::spawn(move || {
+            let mut deadlines = 0;
+            for _ in 0..6 {
+                let err = pool.call(&event("test.spin")).unwrap_err();
+                assert!(matches!(err, CallError::Deadline { .. }), "{err:?}");
+                assert!(err.to_string().contains("50ms"), "{err}");
+                deadlines += 1;
+            }
+            deadlines
+        })
+    };
+    // The well-behaved function, beside it, handles every event.
+    let pool = good.instances();
+    let input = example_event();
+    let mut handled = 0;
+    while !spinner.is_finished() {
+        assert_eq!(pool.call(&input).unwrap().len(), 1);
+        handled += 1;
+    }
+    assert_eq!(spinner.join().unwrap(), 6);
+    assert!(handled > 0);
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_limit_and_the_next_event_runs() {
+    let host = host();
+    let mut bomb = settings(&[]);
+    bomb.limits.memory_bytes = 16 << 20;
+    let f = load_guest(&host, "guest-memory-bomb", bomb);
+    let pool = f.instances();
+    assert!(pool.call(&event("test.ok")).is_ok());
+    let err = pool.call(&event("test.bomb")).unwrap_err();
+    assert!(
+        matches!(err, CallError::Memory { limit_bytes, .. } if limit_bytes == 16 << 20),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("limits.memory_mb"), "{err}");
+    assert!(pool.call(&event("test.ok")).is_ok());
+}
+
+#[test]
+fn a_stack_overflow_is_its_own_error() {
+    let host = host();
+    let f = load_guest(&host, "guest-stack-overflow", settings(&[]));
+    let err = f.instances().call(&event("test.deep")).unwrap_err();
+    assert!(matches!(err, CallError::StackOverflow { .. }), "{err:?}");
+}
+
+#[test]
+fn too_many_or_too_large_outputs_hit_the_output_limits() {
+    let host = host();
+    let f = load_guest(&host, "guest-huge-output", settings(&[]));
+    let pool = f.instances();
+    let err = pool.call(&event("test.many")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::OutputLimit {
+                limit: "max_outputs",
+                actual: 1000,
+                allowed: 100,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = pool.call(&event("test.big")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::OutputLimit {
+                limit: "max_output_bytes",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(pool.call(&event("test.ok")).unwrap().len(), 1);
+}
+
+#[test]
+fn fuel_stops_a_loop_when_metering_is_on() {
+    let host = FunctionHost::new(HostOptions {
+        fuel: true,
+        max_instances: 8,
+        ..HostOptions::default()
+    })
+    .unwrap();
+    let mut s = settings(&[]);
+    s.limits.fuel = Some(5_000_000);
+    s.limits.deadline = Duration::from_secs(10);
+    let f = load_guest(&host, "guest-infinite-loop", s);
+    let err = f.call(&event("test.spin")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Fuel {
+                fuel: 5_000_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Without metering, a fuel limit is refused at load time rather than ignored.
+    let mut s = settings(&[]);
+    s.limits.fuel = Some(1);
+    let wasm = std::fs::read(weir_test_support::test_guest("guest-infinite-loop")).unwrap();
+    let err = host_with(customers()).load("f", &wasm, s).unwrap_err();
+    assert!(matches!(err, Error::FuelDisabled { .. }), "{err:?}");
+}
+
+#[test]
+fn key_value_namespaces_are_denied_unless_granted() {
+    let kv = Arc::new(MemoryKeyValue::new());
+    let host = host_with(kv.clone());
+    let denied = load_guest(
+        &host,
+        "guest-capabilities",
+        settings(&[("namespace", "customers")]),
+    );
+    let err = denied.instances().call(&event("test.kv")).unwrap_err();
+    assert!(matches!(err, CallError::CapabilityDenied { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("key-value namespace \"customers\""),
+        "{err}"
+    );
+    assert_eq!(
+        kv.get("customers", "k").unwrap(),
+        None,
+        "nothing was written"
+    );
+
+    let mut granted = settings(&[("namespace", "customers")]);
+    granted.grants.keyvalue.insert("customers".to_owned());
+    let f = load_guest(&host, "guest-capabilities", granted);
+    let out = f.instances().call(&event("test.kv")).unwrap();
+    assert_eq!(json_data(&out[0].event)["value"], "id-test.kv");
+    assert_eq!(kv.get("customers", "k").unwrap().unwrap(), b"id-test.kv");
+}
+
+/// A one-request-at-a-time HTTP server on loopback answering `200 hello`.
+fn http_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    format!("http://{addr}/master-data")
+}
+
+#[test]
+fn outbound_http_reaches_only_allowed_hosts() {
+    let url = http_server();
+    let host = host();
+    let port: u16 = url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let f = load_guest(&host, "guest-capabilities", settings(&[("url", &url)]));
+    let err = f.instances().call(&event("test.http")).unwrap_err();
+    assert!(matches!(err, CallError::CapabilityDenied { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("HTTP to http://127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    let mut other_port = settings(&[("url", &url)]);
+    other_port.grants.http.push(HttpGrant {
+        scheme: None,
+        host: "127.0.0.1".to_owned(),
+        port: Some(port.wrapping_add(1)),
+    });
+    let f = load_guest(&host, "guest-capabilities", other_port);
+    assert!(matches!(
+        f.call(&event("test.http")).unwrap_err(),
+        CallError::CapabilityDenied { .. }
+    ));
+
+    let mut allowed = settings(&[("url", &url)]);
+    allowed.limits.deadline = Duration::from_secs(5);
+    allowed.grants.http.push(HttpGrant {
+        scheme: Some("http".to_owned()),
+        host: "127.0.0.1".to_owned(),
+        port: Some(port),
+    });
+    let f = load_guest(&host, "guest-capabilities", allowed);
+    let out = f.instances().call(&event("test.http")).unwrap();
+    let data = json_data(&out[0].event);
+    assert_eq!(data["status"], 200);
+    assert_eq!(data["body"], "hello");
+}
+
+#[test]
+fn no_sleeps_no_environment_no_files_and_secrets_arrive_as_config() {
+    // SAFETY of the test's premise: the variable is in weir's environment, yet the guest
+    // must not see it.
+    let host = host();
+    let mut s = settings(&[]);
+    s.limits.deadline = Duration::from_secs(2);
+    s.secrets
+        .insert("token".to_owned(), Secret::new("s3cr3t-value"));
+    assert!(!format!("{s:?}").contains("s3cr3t"), "secrets never print");
+    let f = load_guest(&host, "guest-capabilities", s);
+    let pool = f.instances();
+
+    // A 10 s sleep returns at once: well inside a 2 s deadline.
+    let out = pool.call(&event("test.sleep")).unwrap();
+    assert_eq!(json_data(&out[0].event)["slept"], true);
+
+    let out = pool.call(&event("test.env")).unwrap();
+    let data = json_data(&out[0].event);
+    assert_eq!(data["vars"], 0);
+    assert_eq!(data["root_readable"], false);
+    assert_eq!(data["cwd_readable"], false);
+
+    let out = pool.call(&event("test.secret")).unwrap();
+    assert_eq!(json_data(&out[0].event)["token_len"], "s3cr3t-value".len());
+}
+
+fn count(out: &[crate::OutputEvent]) -> u64 {
+    out[0].event.subject.as_deref().unwrap().parse().unwrap()
+}
+
+#[test]
+fn warm_instances_serve_one_pool_until_recycled_or_failed() {
+    let host = host();
+    let mut s = settings(&[]);
+    s.instance_reuse = 3;
+    let f = load_guest(&host, "guest-counter", s);
+
+    let a = f.instances();
+    let calls: Vec<u64> = (0..4)
+        .map(|_| count(&a.call(&event("n")).unwrap()))
+        .collect();
+    assert_eq!(
+        calls,
+        [1, 2, 3, 1],
+        "an instance serves 3 calls, then a fresh one"
+    );
+
+    // Another pool (another pipeline) never sees the first pool's instance.
+    let b = f.instances();
+    assert_eq!(count(&b.call(&event("n")).unwrap()), 1);
+
+    // A failed call drops its instance; the next call starts fresh.
+    assert_eq!(count(&a.call(&event("n")).unwrap()), 2);
+    assert!(a.call(&event("test.fail")).is_err());
+    assert_eq!(count(&a.call(&event("n")).unwrap()), 1);
+
+    // `Function::call` always uses a fresh instance.
+    assert_eq!(count(&f.call(&event("n")).unwrap()), 1);
+    assert_eq!(count(&f.call(&event("n")).unwrap()), 1);
+}
+
+#[test]
+fn compiled_functions_are_cached_on_disk_and_a_corrupt_artifact_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || HostOptions {
+        cache_dir: Some(dir.path().to_owned()),
+        max_instances: 8,
+        ..HostOptions::default()
+    };
+    let wasm = std::fs::read(weir_test_support::test_guest("guest-trap")).unwrap();
+    let first = FunctionHost::new(options()).unwrap();
+    first.load("f", &wasm, settings(&[])).unwrap();
+    let artifacts: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+
+    // A new host (a restart) maps the artifact and runs it.
+    let second = FunctionHost::new(options()).unwrap();
+    let f = second.load("f", &wasm, settings(&[])).unwrap();
+    assert_eq!(f.call(&event("test.ok")).unwrap().len(), 1);
+
+    // A flipped byte is caught by the checksum: compiled again, never mapped.
+    let mut bytes = std::fs::read(&artifacts[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifacts[0], bytes).unwrap();
+    let third = FunctionHost::new(options()).unwrap();
+    let f = third.load("f", &wasm, settings(&[])).unwrap();
+    assert_eq!(f.call(&event("test.ok")).unwrap().len(), 1);
+}
+
+#[test]
+fn limits_default_to_the_documented_values() {
+    let limits = Limits::default();
+    assert_eq!(limits.deadline, Duration::from_millis(100));
+    assert_eq!(limits.memory_bytes, 64 << 20);
+    assert_eq!(limits.max_output_bytes, 1 << 20);
+    assert_eq!(limits.max_outputs, 100);
+    assert_eq!(limits.fuel, None);
 }

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use weir_test_support::WeirProcess;
 
+mod deploy;
+mod new;
+
 fn weir() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weir"))
 }
@@ -20,6 +23,11 @@ fn example_app(dir: &Path) -> PathBuf {
     let manifest = manifest.replace(
         "\"enrich-order/target/wasm32-wasip2/release/enrich_order.wasm\"",
         &format!("{:?}", wasm.display().to_string()),
+    );
+    let seed = weir_test_support::example_dir().join("customers.json");
+    let manifest = manifest.replace(
+        "\"customers.json\"",
+        &format!("{:?}", seed.display().to_string()),
     );
     let path = dir.join("weir.toml");
     std::fs::write(&path, manifest).unwrap();
@@ -141,6 +149,9 @@ fn sample_order_is_enriched_and_tailed() {
     assert_eq!(event["data"]["amount"], 1150.0);
     assert_eq!(event["data"]["currency"], "EUR");
     assert_eq!(event["data"]["originalCurrency"], "USD");
+    // The customer record, from the key-value namespace seeded by customers.json.
+    assert_eq!(event["data"]["customer"]["name"], "Acme GmbH");
+    assert_eq!(event["data"]["customer"]["segment"], "enterprise");
 
     // `weir publish --file` and the status listing.
     let events = weir_test_support::example_dir().join("events.jsonl");

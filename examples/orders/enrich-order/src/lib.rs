@@ -1,9 +1,10 @@
 //! `enrich-order`: the ERP publishes `SalesOrderCreated` with its own field names and
 //! amounts in the order's currency; the CRM wants `crm.order.created` with its field
-//! names and amounts in EUR. The exchange rate comes from the function's config.
+//! names, amounts in EUR and the customer's master data. The exchange rate comes from the
+//! function's config, the customer record from the `customers` key-value namespace.
 
 use serde::{Deserialize, Serialize};
-use weir_guest::{Error, Event, Function, Output, config};
+use weir_guest::{Error, Event, Function, Output, config, kv};
 
 /// The ERP's order, as it publishes it.
 #[derive(Deserialize)]
@@ -37,6 +38,8 @@ struct CrmOrder {
     currency: String,
     original_amount: f64,
     original_currency: String,
+    /// The customer's master data record, or null if there is none.
+    customer: Option<serde_json::Value>,
     lines: Vec<CrmOrderLine>,
 }
 
@@ -64,6 +67,7 @@ impl Function for EnrichOrder {
             config::require_f64(&format!("rate.{}", order.transaction_currency))?
         };
         let convert = |amount: f64| (amount * rate * 100.0).round() / 100.0;
+        let customer = kv::open("customers")?.get_json(&order.sold_to_party)?;
 
         let crm = CrmOrder {
             order_id: order.sales_order_number,
@@ -73,6 +77,7 @@ impl Function for EnrichOrder {
             currency: target_currency,
             original_amount: order.net_amount,
             original_currency: order.transaction_currency,
+            customer,
             lines: order
                 .items
                 .into_iter()

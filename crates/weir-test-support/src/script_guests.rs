@@ -1,0 +1,269 @@
+//! Building functions written in JavaScript (componentize-js) and Python
+//! (componentize-py) into components, for xtask, the tests and `weir new`'s tests alike.
+//!
+//! The tools come from the ordinary registries and nothing is installed globally: a
+//! JavaScript project gets its own `node_modules` (`npm install`, which follows
+//! `package-lock.json` where there is one) and is built with `npm run build`; Python
+//! projects share one virtualenv, `target/py-venv`, with componentize-py
+//! [`COMPONENTIZE_PY_VERSION`] pinned.
+//! A build is skipped when its output is newer than every input (the project's files, the
+//! WIT, the installed tools): componentizing takes seconds, and CI builds both examples on
+//! every run.
+//!
+//! Builds take a file lock (`target/script-guests.lock`), so test processes that nextest
+//! runs side by side do not install or write the same files at once.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use anyhow::{Context, bail};
+
+use crate::repo_root;
+
+/// The componentize-py release Python functions are built with.
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+
+/// The WIT world every function targets.
+pub const WORLD: &str = "weir:function/handler";
+
+/// Directories that are outputs or installed tools, never sources, in a function project.
+const NOT_SOURCES: &[&str] = &[
+    "node_modules",
+    "dist",
+    "target",
+    "__pycache__",
+    ".venv",
+    "wit_world",
+];
+
+/// The virtualenv that holds componentize-py for every Python function the repo builds.
+pub fn python_venv() -> PathBuf {
+    repo_root().join("target/py-venv")
+}
+
+/// The `componentize-py` of [`python_venv`], created and installed if missing or of another
+/// version.
+pub fn ensure_componentize_py() -> anyhow::Result<PathBuf> {
+    let _lock = build_lock()?;
+    ensure_componentize_py_locked()
+}
+
+fn ensure_componentize_py_locked() -> anyhow::Result<PathBuf> {
+    let venv = python_venv();
+    let bin = venv.join("bin");
+    let componentize_py = bin.join("componentize-py");
+    let wanted = format!("componentize-py {COMPONENTIZE_PY_VERSION}");
+    let installed = Command::new(&componentize_py)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if installed.as_deref() == Some(wanted.as_str()) {
+        return Ok(componentize_py);
+    }
+    if !bin.join("python").exists() {
+        let python = which_python()?;
+        run(Command::new(python).arg("-m").arg("venv").arg(&venv)).with_context(|| {
+            format!(
+                "cannot create the virtualenv {}; on Debian or Ubuntu install python3-venv (`apt-get install python3-venv`)",
+                venv.display()
+            )
+        })?;
+    }
+    run(Command::new(bin.join("python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")))
+    .context("cannot install componentize-py from PyPI into the virtualenv")?;
+    Ok(componentize_py)
+}
+
+fn which_python() -> anyhow::Result<&'static str> {
+    for python in ["python3", "python"] {
+        let ok = Command::new(python)
+            .args(["-c", "import sys; assert sys.version_info >= (3, 10)"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok(python);
+        }
+    }
+    bail!(
+        "Python 3.10 or newer is needed to build Python functions and was not found as `python3`; install it (Debian/Ubuntu: `apt-get install python3 python3-venv`)"
+    )
+}
+
+/// Build the Python function project `project` (module `app` in `app.py`) against the WIT
+/// in `wit` into `output`, unless `output` is newer than every input. `extra_inputs` are
+/// files or directories outside the project that the build reads. Returns whether it built.
+pub fn build_python(
+    project: &Path,
+    wit: &Path,
+    output: &Path,
+    extra_inputs: &[&Path],
+) -> anyhow::Result<bool> {
+    let _lock = build_lock()?;
+    let componentize_py = ensure_componentize_py_locked()?;
+    let mut inputs = vec![project, wit, componentize_py.as_path()];
+    inputs.extend_from_slice(extra_inputs);
+    if is_fresh(output, &inputs)? {
+        return Ok(false);
+    }
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    run(Command::new(&componentize_py)
+        .arg("-d")
+        .arg(wit)
+        .args(["-w", WORLD, "componentize", "app", "-o"])
+        .arg(output)
+        .current_dir(project))
+    .with_context(|| format!("componentize-py failed for {}", project.display()))?;
+    Ok(true)
+}
+
+/// Build the JavaScript function project `project` (a `package.json` whose `build` script
+/// writes `output`) unless `output` is newer than every input: `npm install` when
+/// `node_modules` is missing or older than `package.json` or the lock file, then
+/// `npm run build`. Returns whether it built.
+pub fn build_javascript(
+    project: &Path,
+    output: &Path,
+    extra_inputs: &[&Path],
+) -> anyhow::Result<bool> {
+    let _lock = build_lock()?;
+    let installed = project.join("node_modules/.package-lock.json");
+    let stale_install = match mtime(&installed)? {
+        None => true,
+        Some(installed) => {
+            let manifest = mtime(&project.join("package.json"))?;
+            let lock = mtime(&project.join("package-lock.json"))?;
+            manifest
+                .max(lock)
+                .is_some_and(|changed| changed > installed)
+        }
+    };
+    if stale_install {
+        // `npm install`, not `npm ci`: with a lock file it installs exactly what the lock
+        // says too, but `npm ci` refuses componentize-js's tree, whose jco and rolldown
+        // declare optional per-platform packages that were never published (so they
+        // cannot be in any lock file).
+        run(Command::new(npm()?)
+            .args(["install", "--no-audit", "--no-fund"])
+            .current_dir(project))
+        .with_context(|| format!("`npm install` failed in {}", project.display()))?;
+    }
+    let mut inputs = vec![project, installed.as_path()];
+    inputs.extend_from_slice(extra_inputs);
+    if !stale_install && is_fresh(output, &inputs)? {
+        return Ok(false);
+    }
+    run(Command::new(npm()?)
+        .args(["run", "--silent", "build"])
+        .current_dir(project))
+    .with_context(|| format!("`npm run build` failed in {}", project.display()))?;
+    if !output.exists() {
+        bail!(
+            "`npm run build` in {} did not write {}",
+            project.display(),
+            output.display()
+        );
+    }
+    Ok(true)
+}
+
+fn npm() -> anyhow::Result<&'static str> {
+    let has = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has("node") || !has("npm") {
+        bail!(
+            "Node.js 18 or newer with npm is needed to build JavaScript functions and `node` or `npm` was not found; install them (Debian/Ubuntu: `apt-get install nodejs npm`)"
+        );
+    }
+    Ok("npm")
+}
+
+/// Whether `output` exists and is newer than every file under `inputs` (source
+/// directories are walked, skipping [`NOT_SOURCES`] and hidden entries).
+fn is_fresh(output: &Path, inputs: &[&Path]) -> anyhow::Result<bool> {
+    let Some(built) = mtime(output)? else {
+        return Ok(false);
+    };
+    for input in inputs {
+        if newest(input)?.is_some_and(|t| t >= built) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn newest(path: &Path) -> anyhow::Result<Option<SystemTime>> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    };
+    if !meta.is_dir() {
+        return Ok(Some(meta.modified()?));
+    }
+    let mut latest = None;
+    for entry in
+        std::fs::read_dir(path).with_context(|| format!("cannot list {}", path.display()))?
+    {
+        let entry = entry?;
+        let name = entry.file_name();
+        if is_hidden_or_output(&name) {
+            continue;
+        }
+        latest = latest.max(newest(&entry.path())?);
+    }
+    Ok(latest)
+}
+
+fn is_hidden_or_output(name: &OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') || name.starts_with("componentize_py") || NOT_SOURCES.contains(&&*name)
+}
+
+fn mtime(path: &Path) -> anyhow::Result<Option<SystemTime>> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(Some(meta.modified()?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    }
+}
+
+/// An exclusive lock across processes, held until dropped.
+fn build_lock() -> anyhow::Result<File> {
+    let dir = repo_root().join("target");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("script-guests.lock");
+    let file = File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(file)
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed with {status}", cmd.get_program());
+    }
+    Ok(())
+}

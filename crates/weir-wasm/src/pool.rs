@@ -1,0 +1,94 @@
+//! Warm instances of one function version for one caller.
+//!
+//! **Architecture Invariant:** an instance serves at most `instance_reuse` calls, all
+//! from the pool that made it (one pool per pipeline and version), and is dropped after
+//! any call that failed in any way — a trap, a limit, a denied capability, even an error
+//! the guest returned — so no state survives a failure and none crosses pipelines or
+//! apps. A trap, memory breach or stack overflow on an instance that served earlier calls
+//! is tried once more on a fresh instance before it is reported, so an event is blamed
+//! only for what it does itself, not for what earlier events left behind (garbage that
+//! fills a memory limit, say).
+
+use std::sync::{Arc, Mutex};
+
+use weir_cloudevents::CloudEvent;
+
+use crate::error::CallError;
+use crate::host::{Function, Instance, OutputEvent};
+
+/// Idle instances a pool keeps; more are dropped when they come back. Each holds a slot
+/// of the node's pooling allocator and its memory.
+const MAX_IDLE: usize = 4;
+
+/// A pool of warm instances of one function version. Cheap to clone (clones share the
+/// pool); calls may come from many threads.
+#[derive(Clone)]
+pub struct InstancePool {
+    function: Function,
+    idle: Arc<Mutex<Vec<Instance>>>,
+}
+
+impl std::fmt::Debug for InstancePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstancePool")
+            .field("function", &self.function)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InstancePool {
+    pub(crate) fn new(function: Function) -> InstancePool {
+        InstancePool {
+            function,
+            idle: Arc::default(),
+        }
+    }
+
+    /// The version this pool runs.
+    pub fn function(&self) -> &Function {
+        &self.function
+    }
+
+    /// Call the function on one event on a warm instance (a fresh one if none is idle).
+    /// Blocking: run it off the async runtime.
+    pub fn call(&self, event: &CloudEvent) -> Result<Vec<OutputEvent>, CallError> {
+        let warm = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let (mut instance, reused) = match warm {
+            Some(instance) => (instance, true),
+            None => (self.function.instantiate()?, false),
+        };
+        match self.function.call_on(&mut instance, event) {
+            Ok(outputs) => {
+                self.give_back(instance);
+                Ok(outputs)
+            }
+            Err(
+                CallError::Trap { .. } | CallError::Memory { .. } | CallError::StackOverflow { .. },
+            ) if reused => {
+                drop(instance);
+                let mut fresh = self.function.instantiate()?;
+                let result = self.function.call_on(&mut fresh, event);
+                if result.is_ok() {
+                    self.give_back(fresh);
+                }
+                result
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn give_back(&self, instance: Instance) {
+        if instance.calls >= self.function.instance_reuse() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(instance);
+        }
+    }
+
+    /// Drop every idle instance (to free memory, or before a version is retired).
+    pub fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}

@@ -1,0 +1,358 @@
+//! What one instance's store holds: its WASI context (empty), the capabilities the
+//! manifest granted, and the record of a limit breach or a denied capability during the
+//! current call. The host functions of the granted interfaces live here too.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfigVariables;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::host::wit;
+use crate::keyvalue::KeyValueStore;
+
+/// A capability grant for outbound HTTP: requests match on host (exactly, or any
+/// subdomain for `*.domain`), and on scheme and port where given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    /// `http` or `https`; none allows both.
+    pub scheme: Option<String>,
+    /// Lower case; `*.example.com` allows every subdomain of example.com.
+    pub host: String,
+    /// None allows any port.
+    pub port: Option<u16>,
+}
+
+impl HttpGrant {
+    fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
+            return false;
+        }
+        if self.port.is_some_and(|p| p != port) {
+            return false;
+        }
+        let host = host.to_ascii_lowercase();
+        match self.host.strip_prefix("*.") {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
+            None => host == self.host,
+        }
+    }
+}
+
+/// What a function is granted beyond logging and its own config.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Key-value namespaces it may read and write.
+    pub keyvalue: BTreeSet<String>,
+    /// Where it may send HTTP requests.
+    pub http: Vec<HttpGrant>,
+    /// The longest wait for one HTTP response (capped by what is left of the deadline).
+    pub http_timeout: Duration,
+}
+
+/// Why the current call must fail whatever the guest returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Breach {
+    Memory,
+    Denied(String),
+}
+
+/// The data of one instance's store.
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: HttpHooks,
+    pub(crate) config: Arc<WasiConfigVariables>,
+    kv: Option<Arc<dyn KeyValueStore>>,
+    grants: Arc<Grants>,
+    memory_limit: usize,
+    pub(crate) breach: Option<Breach>,
+    pub(crate) function: Arc<str>,
+    pub(crate) version: Arc<str>,
+}
+
+impl CallState {
+    pub(crate) fn new(
+        function: Arc<str>,
+        version: Arc<str>,
+        config: Arc<WasiConfigVariables>,
+        grants: Arc<Grants>,
+        kv: Option<Arc<dyn KeyValueStore>>,
+        memory_limit: usize,
+    ) -> CallState {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        CallState {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: HttpHooks {
+                grants: grants.clone(),
+                deadline: Instant::now(),
+                denied: None,
+            },
+            config,
+            kv,
+            grants,
+            memory_limit,
+            breach: None,
+            function,
+            version,
+        }
+    }
+
+    /// Reset what one call records, before the call.
+    pub(crate) fn begin_call(&mut self, deadline: Instant) {
+        self.breach = None;
+        self.hooks.denied = None;
+        self.hooks.deadline = deadline;
+    }
+
+    /// What the call breached, after the call.
+    pub(crate) fn take_breach(&mut self) -> Option<Breach> {
+        let denied = self.hooks.denied.take().map(Breach::Denied);
+        self.breach.take().or(denied)
+    }
+
+    fn deny(&mut self, capability: String) {
+        tracing::warn!(function = &*self.function, version = &*self.version, %capability, "capability denied");
+        self.breach.get_or_insert(Breach::Denied(capability));
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.breach.get_or_insert(Breach::Memory);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million is far beyond any real guest.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Outbound HTTP: only to granted hosts, never past the call's deadline.
+struct HttpHooks {
+    grants: Arc<Grants>,
+    deadline: Instant,
+    denied: Option<String>,
+}
+
+impl WasiHttpHooks for HttpHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        if !self
+            .grants
+            .http
+            .iter()
+            .any(|g| g.allows(&scheme, &host, port))
+        {
+            self.denied = Some(format!("HTTP to {scheme}://{host}:{port}"));
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let cap = self.grants.http_timeout.min(left);
+        let bound = |t: Option<Duration>| Some(t.map_or(cap, |t| t.min(cap)));
+        let options = options.unwrap_or_default();
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: bound(options.connect_timeout),
+            first_byte_timeout: bound(options.first_byte_timeout),
+            between_bytes_timeout: bound(options.between_bytes_timeout),
+        };
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+impl wit::wasi::logging::logging::Host for CallState {
+    fn log(&mut self, level: wit::wasi::logging::logging::Level, context: String, message: String) {
+        use wit::wasi::logging::logging::Level;
+        let (function, version) = (&*self.function, &*self.version);
+        match level {
+            Level::Trace => tracing::trace!(function, version, context, "{message}"),
+            Level::Debug => tracing::debug!(function, version, context, "{message}"),
+            Level::Info => tracing::info!(function, version, context, "{message}"),
+            Level::Warn => tracing::warn!(function, version, context, "{message}"),
+            Level::Error | Level::Critical => {
+                tracing::error!(function, version, context, "{message}")
+            }
+        }
+    }
+}
+
+/// A bucket the guest opened: a granted namespace.
+pub struct Bucket {
+    namespace: String,
+}
+
+use wit::wasi::keyvalue::store as kv;
+
+impl CallState {
+    fn bucket_namespace(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
+        Ok(self.table.get(bucket)?.namespace.clone())
+    }
+
+    fn kv_store(&self) -> Result<&Arc<dyn KeyValueStore>, kv::Error> {
+        self.kv
+            .as_ref()
+            .ok_or_else(|| kv::Error::Other("this node has no key-value store".to_owned()))
+    }
+}
+
+impl kv::Host for CallState {
+    fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<Bucket>, kv::Error>> {
+        if !self.grants.keyvalue.contains(&identifier) {
+            self.deny(format!("key-value namespace {identifier:?}"));
+            return Ok(Err(kv::Error::AccessDenied));
+        }
+        if let Err(e) = self.kv_store() {
+            return Ok(Err(e));
+        }
+        let bucket = self.table.push(Bucket {
+            namespace: identifier,
+        })?;
+        Ok(Ok(bucket))
+    }
+}
+
+fn other(e: String) -> kv::Error {
+    kv::Error::Other(e)
+}
+
+impl kv::HostBucket for CallState {
+    fn get(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv::Error>> {
+        let ns = self.bucket_namespace(&bucket)?;
+        Ok(self
+            .kv_store()
+            .and_then(|s| s.get(&ns, &key).map_err(other)))
+    }
+
+    fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), kv::Error>> {
+        let ns = self.bucket_namespace(&bucket)?;
+        Ok(self
+            .kv_store()
+            .and_then(|s| s.set(&ns, &key, &value).map_err(other)))
+    }
+
+    fn delete(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), kv::Error>> {
+        let ns = self.bucket_namespace(&bucket)?;
+        Ok(self
+            .kv_store()
+            .and_then(|s| s.delete(&ns, &key).map_err(other)))
+    }
+
+    fn exists(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, kv::Error>> {
+        let ns = self.bucket_namespace(&bucket)?;
+        Ok(self
+            .kv_store()
+            .and_then(|s| s.exists(&ns, &key).map_err(other)))
+    }
+
+    fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> wasmtime::Result<Result<kv::KeyResponse, kv::Error>> {
+        let ns = self.bucket_namespace(&bucket)?;
+        Ok(self.kv_store().and_then(|s| {
+            s.list_keys(&ns, cursor)
+                .map(|(keys, cursor)| kv::KeyResponse { keys, cursor })
+                .map_err(other)
+        }))
+    }
+
+    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
