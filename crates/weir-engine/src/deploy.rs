@@ -5,7 +5,9 @@
 //! topic settings applied; functions whose component or settings changed are compiled
 //! (all before any is swapped in) and activated; new pipelines start; the declared
 //! key-value namespaces become the new manifest's. Changing or removing a pipeline,
-//! removing a function, changing a topic's partition count or the app's name is refused.
+//! removing a function, changing a topic's partition count or the app's name is refused,
+//! and so is a secret or seed file the running app does not already read (they come from
+//! the node's environment and disk, which a deploy over the network must not reach).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -83,6 +85,27 @@ pub(crate) fn plan(
     for name in current.functions.keys() {
         if !next.functions.contains_key(name) {
             refused.push(format!("function {name:?} is removed"));
+        }
+    }
+    // Secrets and seeds are read from the node's own environment and disk. A deploy comes
+    // over the network, so it may only keep the sources the running app already reads;
+    // otherwise anyone who can deploy could read any file or variable of the node.
+    for (name, spec) in &next.functions {
+        let running = current.functions.get(name).map(|f| &f.secrets);
+        for (key, source) in &spec.secrets {
+            if running.and_then(|s| s.get(key)) != Some(source) {
+                refused.push(format!(
+                    "function {name:?} reads secret {key:?} from a source the running app does not; secrets come from the node's environment and files, so only a restart with the new weir.toml can add or change one"
+                ));
+            }
+        }
+    }
+    for (namespace, spec) in &next.keyvalue {
+        let running = current.keyvalue.get(namespace).map(|k| &k.seed);
+        if spec.seed.is_some() && running != Some(&spec.seed) {
+            refused.push(format!(
+                "key-value namespace {namespace:?} has a seed file the running app does not read; load the data with `weir kv load` or restart with the new weir.toml"
+            ));
         }
     }
     let mut plan = Plan::default();

@@ -1,3 +1,5 @@
+//! The embedded store against its contract: limits, paging, seeding, bulk loads, reopening.
+
 use std::path::Path;
 
 use crate::{EmbeddedKv, Error, Existing, KeyValue, MAX_KEY_BYTES, MAX_VALUE_BYTES};

@@ -24,7 +24,7 @@ pub enum Error {
     )]
     WrongWorld { function: String, reason: String },
     #[error(
-        "function {function:?} sets a fuel limit but fuel metering is off in this node; remove `limits.fuel` or start weir with fuel metering on"
+        "function {function:?} sets a fuel limit but fuel metering is off in this node (it is on when the weir.toml a node starts with gives any function `limits.fuel`); remove `limits.fuel` or restart weir with this weir.toml"
     )]
     FuelDisabled { function: String },
     #[error("cannot set up the wasm engine: {0}")]

@@ -72,6 +72,8 @@ pub(crate) struct CallState {
     kv: Option<Arc<dyn KeyValueStore>>,
     grants: Arc<Grants>,
     memory_limit: usize,
+    /// Bytes of all the instance's memories together.
+    memory_total: usize,
     pub(crate) breach: Option<Breach>,
     pub(crate) function: Arc<str>,
     pub(crate) version: Arc<str>,
@@ -104,6 +106,7 @@ impl CallState {
             kv,
             grants,
             memory_limit,
+            memory_total: 0,
             breach: None,
             function,
             version,
@@ -151,14 +154,18 @@ impl WasiHttpView for CallState {
 impl wasmtime::ResourceLimiter for CallState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
+        // The limit is on all memories together (the JavaScript and Python runtimes have
+        // several), so count growth, not one memory's size.
+        let total = self.memory_total + desired.saturating_sub(current);
+        if total > self.memory_limit {
             self.breach.get_or_insert(Breach::Memory);
             return Ok(false);
         }
+        self.memory_total = total;
         Ok(true)
     }
 
@@ -222,10 +229,15 @@ impl WasiHttpHooks for HttpHooks {
             first_byte_timeout: bound(options.first_byte_timeout),
             between_bytes_timeout: bound(options.between_bytes_timeout),
         };
+        // One bound over connect, TLS handshake and response head together: the phases'
+        // own timeouts would add up to several times `cap`, and the handshake has none.
+        let until = tokio::time::Instant::now() + cap;
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let sent = wasmtime_wasi_http::default_send_request(request, Some(options));
+            let (response, io) = tokio::time::timeout_at(until, sent)
+                .await
+                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,

@@ -23,14 +23,18 @@ fn event(ty: &str) -> CloudEvent {
     CloudEvent::new(format!("id-{ty}"), "test://host", ty)
 }
 
+/// Settings with `config` and a deadline long enough that a loaded test machine never
+/// hits it by accident; tests about deadlines set their own.
 fn settings(config: &[(&str, &str)]) -> FunctionSettings {
-    FunctionSettings {
+    let mut settings = FunctionSettings {
         config: config
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         ..FunctionSettings::default()
-    }
+    };
+    settings.limits.deadline = Duration::from_secs(5);
+    settings
 }
 
 fn customers() -> Arc<MemoryKeyValue> {
@@ -481,4 +485,43 @@ fn limits_default_to_the_documented_values() {
     assert_eq!(limits.max_output_bytes, 1 << 20);
     assert_eq!(limits.max_outputs, 100);
     assert_eq!(limits.fuel, None);
+}
+
+#[test]
+fn an_http_host_that_never_answers_cannot_hold_the_call_past_its_deadline() {
+    // Accepts connections and never writes a byte: no TLS handshake, no response head.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let host = host();
+    for scheme in ["http", "https"] {
+        let url = format!("{scheme}://127.0.0.1:{port}/");
+        let mut s = settings(&[("url", &url)]);
+        s.limits.deadline = Duration::from_millis(300);
+        s.grants.http.push(HttpGrant {
+            scheme: None,
+            host: "127.0.0.1".to_owned(),
+            port: Some(port),
+        });
+        let f = load_guest(&host, "guest-capabilities", s);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f.call(&event("test.http"))).unwrap());
+        // Generous against a loaded machine; without the bound the call never returns.
+        let result = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the call returned");
+        let err = result.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CallError::Retryable { .. } | CallError::Deadline { .. }
+            ),
+            "{scheme}: {err:?}"
+        );
+    }
 }

@@ -1,3 +1,5 @@
+//! The deploy plan as a pure function: what is planned, what is refused and why.
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -142,4 +144,37 @@ fn every_declared_function_needs_a_component_and_no_other() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("[\"x\"]"), "{err}");
+}
+
+#[test]
+fn a_deploy_cannot_reach_new_secrets_or_seed_files_on_the_node() {
+    let app = manifest(APP);
+    let v = versions(&[("f", "aaaaaaaaaaaa")]);
+    let next = manifest(&format!(
+        "{APP}[functions.f.secrets]\ntoken = {{ file = \"/etc/shadow\" }}\nkey = {{ env = \"AWS_SECRET_ACCESS_KEY\" }}\n[keyvalue.loot]\nseed = \"/root/.ssh/id_ed25519\"\n"
+    ));
+    let Err(Error::DeployRefused { reasons }) = plan(Some(&app), &next, &v, &v) else {
+        panic!("expected the deploy to be refused")
+    };
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("secret \"token\"")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("secret \"key\"")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("\"loot\" has a seed file")),
+        "{reasons:?}"
+    );
+
+    // The secrets and seeds the running app already reads may stay.
+    let with = manifest(&format!(
+        "{APP}[functions.f.secrets]\ntoken = {{ env = \"F_TOKEN\" }}\n[keyvalue.c]\nseed = \"c.json\"\n"
+    ));
+    assert!(plan(Some(&with), &with, &v, &v).is_ok());
 }
