@@ -44,8 +44,9 @@ const BATCH: usize = 256;
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PipelineState {
     Running,
-    /// Stopped at an event that failed; it stays parked until the node restarts with a
-    /// fixed function.
+    /// Stopped at an event that failed; it stays parked until a deploy or rollback
+    /// activates another version of the function (or the node restarts), then resumes at
+    /// that event.
     Parked {
         topic: String,
         partition: u32,
