@@ -99,24 +99,13 @@ const WIT: &[TemplateFile] = &wit_files![
     "deps/sockets.wit",
 ];
 
-/// Why `name` is not a valid function name, if it is not (the manifest's rule).
+/// Why `name` is not a valid function name, if it is not: the manifest's rule, and for
+/// Rust cargo's too.
 fn name_fault(name: &str, lang: Lang) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("it is empty")
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        Some("it has a character other than a-z, 0-9 and '-'")
-    } else if name.len() > 63 {
-        Some("it is longer than 63 characters")
-    } else if name.starts_with('-') || name.ends_with('-') {
-        Some("it starts or ends with '-'")
-    } else if lang == Lang::Rust && name.starts_with(|c: char| c.is_ascii_digit()) {
-        Some("a Rust package name cannot start with a digit")
-    } else {
-        None
-    }
+    weir_manifest::name_fault(name).or_else(|| {
+        (lang == Lang::Rust && name.starts_with(|c: char| c.is_ascii_digit()))
+            .then_some("a Rust package name cannot start with a digit")
+    })
 }
 
 pub fn run(args: NewArgs) -> anyhow::Result<()> {

@@ -69,7 +69,7 @@ pub use manifest::{
     AppSection, CapabilitiesSpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec, Manifest,
     PipelineSpec, SecretSource, StartPosition, TopicSpec,
 };
-pub use validate::{HttpGrantSpec, parse_http_grant};
+pub use validate::{HttpGrantSpec, name_fault, parse_http_grant};
 
 #[cfg(test)]
 mod tests;

@@ -431,7 +431,7 @@ fn topic_name_fault(name: &str) -> Option<&'static str> {
 }
 
 /// Why `name` is not a valid app, function or pipeline name, if it is not.
-fn name_fault(name: &str) -> Option<&'static str> {
+pub fn name_fault(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("it is empty")
     } else if !name

@@ -341,22 +341,16 @@ fn deny_sleeps(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
     linker.allow_shadowing(true);
     let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
-    clock.func_wrap(
-        "subscribe-duration",
-        |mut store: StoreContextMut<'_, CallState>, (_,): (u64,)| {
-            let pollable: Resource<DynPollable> =
-                store.data_mut().clocks().subscribe_duration(0)?;
-            Ok((pollable,))
-        },
-    )?;
-    clock.func_wrap(
-        "subscribe-instant",
-        |mut store: StoreContextMut<'_, CallState>, (_,): (u64,)| {
-            let pollable: Resource<DynPollable> =
-                store.data_mut().clocks().subscribe_duration(0)?;
-            Ok((pollable,))
-        },
-    )?;
+    for subscribe in ["subscribe-duration", "subscribe-instant"] {
+        clock.func_wrap(
+            subscribe,
+            |mut store: StoreContextMut<'_, CallState>, (_,): (u64,)| {
+                let pollable: Resource<DynPollable> =
+                    store.data_mut().clocks().subscribe_duration(0)?;
+                Ok((pollable,))
+            },
+        )?;
+    }
     linker.allow_shadowing(false);
     Ok(())
 }
