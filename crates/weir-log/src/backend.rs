@@ -17,7 +17,15 @@
 //!    `wait_for` resolves once a record at or after `offset` is readable.
 //! 5. **Group offsets.** `commit_offset` is durable when it returns; `committed_offset`
 //!    returns the last committed value, across restarts.
-//! 6. **Errors.** Failures come back as [`crate::Error`]; an implementation never
+//! 6. **Transactions.** `commit_transaction` resolves `Ok` only once every record of the
+//!    [`Transaction`] is durable and its group commit too. Each backend says how it
+//!    survives a crash mid-way: the trait's default (appends, then `commit_offset`) is
+//!    at-least-once, a crash between the two repeats the outputs; the embedded log is
+//!    exactly-once, all of it or (if its intent was not yet durable) none of it, and a
+//!    transaction whose intent is durable completes later rather than abort
+//!    ([`crate::Error::TransactionIncomplete`]: do not redo it). Outputs may become
+//!    visible partition by partition before the call returns.
+//! 7. **Errors.** Failures come back as [`crate::Error`]; an implementation never
 //!    acknowledges what it cannot promise (the embedded log poisons a partition whose
 //!    fsync failed).
 //!
@@ -27,6 +35,7 @@ use futures::future::BoxFuture;
 
 use crate::{
     Record, RecordPosition, Result, RetentionReport, StoredRecord, TopicConfig, TopicInfo,
+    Transaction,
 };
 
 /// An event log the engine can run on. See the module docs for what it promises.
@@ -77,6 +86,31 @@ pub trait EventLog: Send + Sync + 'static {
     fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>>;
     /// Apply retention and compaction, where the backend leaves that to weir.
     fn enforce_retention(&self) -> Result<RetentionReport>;
+    /// Append a transaction's records and commit its group offset; resolves once both are
+    /// durable.
+    ///
+    /// This default is **at-least-once**: it appends each topic's records in turn, then
+    /// calls `commit_offset` (which blocks on its fsync), so a crash between the two, or a
+    /// failure part-way, leaves outputs without the commit and the caller repeats them.
+    /// The embedded log overrides it with an atomic, exactly-once version.
+    fn commit_transaction<'a>(&'a self, txn: Transaction) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for (topic, records) in txn.appends {
+                if !records.is_empty() {
+                    self.append(&topic, records).await?;
+                }
+            }
+            if let Some(commit) = txn.commit {
+                self.commit_offset(
+                    &commit.group,
+                    &commit.topic,
+                    commit.partition,
+                    commit.next_offset,
+                )?;
+            }
+            Ok(())
+        })
+    }
 }
 
 impl EventLog for crate::Log {
@@ -147,5 +181,8 @@ impl EventLog for crate::Log {
     }
     fn enforce_retention(&self) -> Result<RetentionReport> {
         crate::Log::enforce_retention(self)
+    }
+    fn commit_transaction<'a>(&'a self, txn: Transaction) -> BoxFuture<'a, Result<()>> {
+        Box::pin(crate::Log::commit_transaction(self, txn))
     }
 }

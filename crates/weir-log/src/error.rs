@@ -115,6 +115,51 @@ pub enum Error {
     )]
     InvalidTopicConfig { topic: String, reason: String },
 
+    #[error("invalid transaction producer name \"{name}\": {reason}; use 1 to 255 bytes of UTF-8")]
+    InvalidProducerName { name: String, reason: &'static str },
+
+    #[error(
+        "a transaction of producer \"{producer}\" takes {size} bytes in the journal, over the limit of {max}; commit fewer or smaller records per transaction or raise max_transaction_bytes"
+    )]
+    TransactionTooLarge {
+        producer: String,
+        size: usize,
+        max: usize,
+    },
+
+    /// The call's own transaction is durable and will complete: do not redo it.
+    #[error(
+        "transaction {sequence} of producer \"{producer}\" is durable but not complete ({source}); do not redo it: the producer's next commit_transaction (an empty one will do) or the next open of the log completes it"
+    )]
+    TransactionIncomplete {
+        producer: String,
+        sequence: u64,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// An earlier transaction of the producer is still incomplete, so nothing of this
+    /// call's transaction was written.
+    #[error(
+        "an earlier transaction ({sequence}) of producer \"{producer}\" still cannot be completed ({source}); nothing of this transaction was written: fix the cause, then retry it (the retry completes the earlier one first)"
+    )]
+    EarlierTransactionIncomplete {
+        producer: String,
+        sequence: u64,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error(
+        "the transaction journal refuses writes after a disk error; fix the disk, then restart the node"
+    )]
+    JournalPoisoned,
+
+    #[error(
+        "the transaction journal is out of disk space; nothing was written, free space or lower retention, then retry"
+    )]
+    JournalDiskFull,
+
     #[error("{context}: {source}")]
     Io {
         context: String,

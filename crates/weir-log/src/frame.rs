@@ -3,19 +3,23 @@
 //! Pure encoding and decoding over byte buffers; the file handling is in `segment` and
 //! `partition`.
 //!
-//! # Format (version 2)
+//! # Format (versions 2 and 3)
 //!
 //! All integers are little endian.
 //!
 //! ```text
-//! frame  = magic:u8 body_len:u32 crc:u32 body
-//! body   = base_offset:u64 record_count:u32 max_timestamp_ms:i64 record{record_count}
-//! record = offset_delta:u32 timestamp_ms:i64 key_len:u32 key:[u8; key_len]
-//!          value_len:u32 value:[u8; value_len]
+//! frame     = magic:u8 body_len:u32 crc:u32 body
+//! body      = base_offset:u64 record_count:u32 max_timestamp_ms:i64 [tag] record{record_count}
+//! tag       = producer_id:u64 sequence:u64                       (version 3 only)
+//! record    = offset_delta:u32 timestamp_ms:i64 key_len:u32 key:[u8; key_len]
+//!             value_len:u32 value:[u8; value_len]
 //! ```
 //!
-//! - `magic` is [`MAGIC`] (`0xB2`); it doubles as the format version. Version 1 (`0xB1`)
-//!   had no timestamps in the header and no offset deltas; it is refused, not read.
+//! - `magic` is the format version: [`MAGIC`] (`0xB2`) for a plain batch, [`MAGIC_TAGGED`]
+//!   (`0xB3`) for a batch written by a transaction, whose body header also carries the
+//!   transaction's tag. Both are written and read side by side: ordinary appends write
+//!   version 2, transactions version 3. Version 1 (`0xB1`) had no timestamps in the header
+//!   and no offset deltas; it is refused, not read.
 //! - `body_len` is the length of `body` in bytes, so a frame takes `HEADER_LEN + body_len`.
 //! - `crc` is the CRC32C (Castagnoli) of `body`, i.e. of everything after itself.
 //! - A record's offset is `base_offset + offset_delta`. Batches written by an append have
@@ -23,6 +27,11 @@
 //!   original offsets, so their deltas may skip.
 //! - `max_timestamp_ms` is the largest `timestamp_ms` of the batch's records.
 //! - `key_len == u32::MAX` means the record has no key, which differs from an empty key.
+//! - `tag` names the transaction that wrote the batch (see `journal`): `producer_id` is a
+//!   hash of the producer's name, `sequence` the transaction's sequence number, which is
+//!   unique in the whole log. Recovery looks for it to tell whether a transaction's batch
+//!   landed. Compaction rewrites surviving records as version 2 frames, dropping the tag;
+//!   it never touches a segment that may hold a batch of an unfinished transaction.
 //!
 //! # Invariants (checked by every decode)
 //!
@@ -36,14 +45,18 @@ use bytes::Bytes;
 
 use crate::Record;
 
-/// First byte of every version 2 frame.
+/// First byte of every version 2 frame (a plain batch).
 pub(crate) const MAGIC: u8 = 0xB2;
+/// First byte of every version 3 frame (a batch tagged by a transaction).
+pub(crate) const MAGIC_TAGGED: u8 = 0xB3;
 /// First byte of a version 1 frame, which this version refuses to read.
 pub(crate) const MAGIC_V1: u8 = 0xB1;
 /// `magic`, `body_len` and `crc`.
 pub(crate) const HEADER_LEN: usize = 1 + 4 + 4;
 /// `base_offset`, `record_count` and `max_timestamp_ms`.
 const BODY_HEADER_LEN: usize = 8 + 4 + 8;
+/// `producer_id` and `sequence`, after the version 2 body header in a version 3 frame.
+const TAG_LEN: usize = 8 + 8;
 /// `offset_delta`, `timestamp_ms`, `key_len` and `value_len`.
 const RECORD_HEADER_LEN: usize = 4 + 8 + 4 + 4;
 const NO_KEY: u32 = u32::MAX;
@@ -65,6 +78,22 @@ pub(crate) enum FrameError {
     NonContiguous { expected: u64, found: u64 },
 }
 
+/// Which transaction wrote a batch; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FrameTag {
+    pub(crate) producer_id: u64,
+    pub(crate) sequence: u64,
+}
+
+/// The length of a body header, with or without a tag.
+fn body_header_len(tagged: bool) -> usize {
+    if tagged {
+        BODY_HEADER_LEN + TAG_LEN
+    } else {
+        BODY_HEADER_LEN
+    }
+}
+
 /// Why a batch may not be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LimitError {
@@ -79,14 +108,16 @@ fn record_len(key: Option<&[u8]>, value: &[u8]) -> usize {
     RECORD_HEADER_LEN + key.map_or(0, <[u8]>::len) + value.len()
 }
 
-/// Checks `records` against the limits and returns the length of their frame.
+/// Checks `records` against the limits and returns the length of their frame, tagged or
+/// not.
 pub(crate) fn check_limits(
     records: &[Record],
     max_record_bytes: usize,
     max_batch_bytes: usize,
+    tagged: bool,
 ) -> Result<usize, LimitError> {
     let max_record_bytes = max_record_bytes.min(MAX_FIELD_LEN);
-    let mut body_len = BODY_HEADER_LEN;
+    let mut body_len = body_header_len(tagged);
     for (index, record) in records.iter().enumerate() {
         let size = record.key.as_ref().map_or(0, Bytes::len) + record.value.len();
         if size > max_record_bytes {
@@ -101,10 +132,10 @@ pub(crate) fn check_limits(
     Ok(size)
 }
 
-/// The length of the frame [`encode_batch`] makes of `records`.
-pub(crate) fn frame_len(records: &[Record]) -> usize {
+/// The length of the frame [`encode_records_into`] makes of `records`, tagged or not.
+pub(crate) fn frame_len(records: &[Record], tagged: bool) -> usize {
     HEADER_LEN
-        + BODY_HEADER_LEN
+        + body_header_len(tagged)
         + records
             .iter()
             .map(|r| record_len(r.key.as_deref(), &r.value))
@@ -120,19 +151,25 @@ pub(crate) struct RecordRef<'a> {
     pub(crate) value: &'a [u8],
 }
 
-/// Appends one frame of `records` to `buf`. `records` must be non-empty, with strictly
-/// increasing deltas, and within the limits of [`check_limits`].
+/// Appends one frame of `records` to `buf`, version 3 if it has a `tag`, else version 2.
+/// `records` must be non-empty, with strictly increasing deltas, and within the limits of
+/// [`check_limits`].
 pub(crate) fn encode_into<'a>(
     buf: &mut Vec<u8>,
     base_offset: u64,
+    tag: Option<FrameTag>,
     records: impl IntoIterator<Item = RecordRef<'a>>,
 ) {
     let start = buf.len();
-    buf.push(MAGIC);
+    buf.push(if tag.is_some() { MAGIC_TAGGED } else { MAGIC });
     buf.extend_from_slice(&[0; 8]); // body_len and crc, filled in below
     buf.extend_from_slice(&base_offset.to_le_bytes());
     let count_at = buf.len();
     buf.extend_from_slice(&[0; 4 + 8]); // record_count and max_timestamp_ms
+    if let Some(tag) = tag {
+        buf.extend_from_slice(&tag.producer_id.to_le_bytes());
+        buf.extend_from_slice(&tag.sequence.to_le_bytes());
+    }
     let mut count = 0u32;
     let mut max_timestamp = i64::MIN;
     for record in records {
@@ -159,17 +196,19 @@ pub(crate) fn encode_into<'a>(
     buf[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Appends `records` as one frame with dense offsets from `base_offset`; records without
-/// a timestamp get `now_ms`. Returns the batch's max timestamp.
+/// Appends `records` as one frame with dense offsets from `base_offset`, tagged if `tag`
+/// is given; records without a timestamp get `now_ms`. Returns the batch's max timestamp.
 pub(crate) fn encode_records_into(
     buf: &mut Vec<u8>,
     base_offset: u64,
+    tag: Option<FrameTag>,
     records: &[Record],
     now_ms: i64,
 ) -> i64 {
     encode_into(
         buf,
         base_offset,
+        tag,
         records.iter().enumerate().map(|(i, r)| RecordRef {
             offset_delta: i as u32,
             timestamp_ms: r.timestamp_ms.unwrap_or(now_ms),
@@ -187,8 +226,21 @@ pub(crate) fn encode_records_into(
 /// Encodes `records` as one frame; records without a timestamp get `now_ms`.
 #[cfg(test)]
 pub(crate) fn encode_batch(base_offset: u64, records: &[Record], now_ms: i64) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(frame_len(records));
-    encode_records_into(&mut buf, base_offset, records, now_ms);
+    let mut buf = Vec::with_capacity(frame_len(records, false));
+    encode_records_into(&mut buf, base_offset, None, records, now_ms);
+    buf
+}
+
+/// Encodes `records` as one version 3 frame tagged with `tag`.
+#[cfg(test)]
+pub(crate) fn encode_tagged_batch(
+    base_offset: u64,
+    tag: FrameTag,
+    records: &[Record],
+    now_ms: i64,
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(frame_len(records, true));
+    encode_records_into(&mut buf, base_offset, Some(tag), records, now_ms);
     buf
 }
 
@@ -197,6 +249,8 @@ pub(crate) fn encode_batch(base_offset: u64, records: &[Record], now_ms: i64) ->
 pub(crate) struct FrameHeader {
     pub(crate) body_len: u32,
     crc: u32,
+    /// Version 3: the body header carries a [`FrameTag`].
+    tagged: bool,
 }
 
 impl FrameHeader {
@@ -213,6 +267,8 @@ pub(crate) struct BatchInfo {
     pub(crate) max_timestamp_ms: i64,
     /// Offset of the batch's last record.
     pub(crate) last_offset: u64,
+    /// The transaction that wrote the batch, for a version 3 frame.
+    pub(crate) tag: Option<FrameTag>,
 }
 
 /// A decoded record; key and value share the frame's memory.
@@ -236,15 +292,21 @@ pub(crate) fn decode_header(buf: &[u8]) -> Result<FrameHeader, FrameError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Err(FrameError::Short);
     };
-    if header[0] != MAGIC {
-        return Err(FrameError::BadMagic(header[0]));
-    }
+    let tagged = match header[0] {
+        MAGIC => false,
+        MAGIC_TAGGED => true,
+        other => return Err(FrameError::BadMagic(other)),
+    };
     let body_len = u32_at(header, 1);
     let crc = u32_at(header, 5);
-    if (body_len as usize) < BODY_HEADER_LEN + RECORD_HEADER_LEN {
+    if (body_len as usize) < body_header_len(tagged) + RECORD_HEADER_LEN {
         return Err(FrameError::Malformed("body shorter than one record"));
     }
-    Ok(FrameHeader { body_len, crc })
+    Ok(FrameHeader {
+        body_len,
+        crc,
+        tagged,
+    })
 }
 
 /// The little-endian `u32` at `at`; the caller has checked the length.
@@ -278,17 +340,21 @@ pub(crate) fn decode_body(
         return Err(FrameError::BadChecksum);
     }
     let buf: &[u8] = body;
-    if buf.len() < BODY_HEADER_LEN {
+    let mut at = body_header_len(header.tagged);
+    if buf.len() < at {
         return Err(FrameError::Malformed("body shorter than its own header"));
     }
     let base_offset = u64_at(buf, 0);
     let record_count = u32_at(buf, 8);
     let max_timestamp_ms = u64_at(buf, 12) as i64;
+    let tag = header.tagged.then(|| FrameTag {
+        producer_id: u64_at(buf, BODY_HEADER_LEN),
+        sequence: u64_at(buf, BODY_HEADER_LEN + 8),
+    });
     if record_count == 0 {
         return Err(FrameError::Malformed("batch without records"));
     }
     let runs_past = FrameError::Malformed("record runs past the end of the batch");
-    let mut at = BODY_HEADER_LEN;
     let mut previous_delta: Option<u32> = None;
     let mut seen_max = i64::MIN;
     let mut last_offset = base_offset;
@@ -350,7 +416,32 @@ pub(crate) fn decode_body(
         record_count,
         max_timestamp_ms,
         last_offset,
+        tag,
     })
+}
+
+/// The tag of a frame whose header is `header`, once the body's checksum is verified;
+/// `None` for a version 2 frame. Cheaper than [`decode_body`] when only the tag matters.
+pub(crate) fn verified_tag(
+    header: &FrameHeader,
+    body: &[u8],
+) -> Result<Option<FrameTag>, FrameError> {
+    if body.len() != header.body_len as usize {
+        return Err(FrameError::Short);
+    }
+    if crc32c::crc32c(body) != header.crc {
+        return Err(FrameError::BadChecksum);
+    }
+    if !header.tagged {
+        return Ok(None);
+    }
+    if body.len() < BODY_HEADER_LEN + TAG_LEN {
+        return Err(FrameError::Malformed("body shorter than its own header"));
+    }
+    Ok(Some(FrameTag {
+        producer_id: u64_at(body, BODY_HEADER_LEN),
+        sequence: u64_at(body, BODY_HEADER_LEN + 8),
+    }))
 }
 
 /// Decodes a whole frame, header included; `frame` must hold exactly one frame.

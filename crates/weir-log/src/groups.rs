@@ -1,34 +1,51 @@
 //! Committed consumer-group offsets: for each group, topic and partition, the next offset
-//! the group has to process.
+//! the group has to process, and the sequence number of the commit that set it.
 //!
 //! # On disk
 //!
 //! One file per group, `groups/<group>.json`:
 //!
 //! ```text
-//! {"version":1,"offsets":[{"topic":"orders","partition":0,"next_offset":42}]}
+//! {"version":2,"offsets":[{"topic":"orders","partition":0,"next_offset":42,"sequence":7}]}
 //! ```
+//!
+//! Version 1 files (without `sequence`) are read with sequence 0 and rewritten as version
+//! 2 at the group's next write.
 //!
 //! # Invariants
 //!
-//! - A commit replaces the group's file atomically (temporary file, fsync, rename, fsync of
-//!   the directory) before it returns, so after a crash a group's offsets are those of
-//!   one completed commit, never a mix.
+//! - Every commit carries a sequence number from the log-wide counter that also numbers
+//!   transactions (see `journal`): [`crate::Log::commit_offset`] draws one when it is
+//!   called, a transaction when its intent is written. Of two commits to one group, topic
+//!   and partition, the one with the higher sequence wins, in whatever order they are
+//!   applied; so re-applying a transaction's commit from the journal at recovery never
+//!   undoes a later commit, transactional or not.
+//! - [`crate::Log::commit_offset`] replaces the group's file atomically (temporary file,
+//!   fsync, rename, fsync of the directory) before it returns and shows the new offset only
+//!   once that succeeded; after a crash a group's file holds one completed write, never a
+//!   mix.
+//! - A transaction's commit is durable in the journal before it is applied here, in memory
+//!   only, marking the group dirty. The group's file catches up at a checkpoint (when the
+//!   journal starts a new file, at open, and at any plain commit of the group), and the
+//!   journal deletes a file only after a checkpoint that followed every commit in it.
+//! - A file write snapshots the group under the group's own file lock, so the writes of one
+//!   group land in order and a later snapshot never loses to an earlier one. No lock shared
+//!   between groups is held across an fsync.
 //! - Group names follow the topic name rules, so they are safe file names; files whose
 //!   names do not end in `.json` (such as leftover `.json.tmp` files) are ignored.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fs,
     path::{Path, PathBuf},
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, error::IoContext, fsutil, telemetry, topic::check_name};
 
-const GROUP_FILE_VERSION: u32 = 1;
+const GROUP_FILE_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct GroupFile {
@@ -41,15 +58,31 @@ struct CommittedOffset {
     topic: String,
     partition: u32,
     next_offset: u64,
+    /// Absent in version 1.
+    #[serde(default)]
+    sequence: u64,
 }
 
-type GroupOffsets = BTreeMap<(String, u32), u64>;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Committed {
+    next_offset: u64,
+    sequence: u64,
+}
+
+type GroupOffsets = BTreeMap<(String, u32), Committed>;
+
+#[derive(Debug, Default)]
+struct GroupState {
+    offsets: GroupOffsets,
+    /// Holds commits applied since the group's file was last written.
+    dirty: bool,
+}
 
 pub(crate) struct Groups {
     dir: PathBuf,
-    /// Held across the file write so that commits to one group do not overwrite each
-    /// other. One lock for all groups is enough for now.
-    offsets: Mutex<BTreeMap<String, GroupOffsets>>,
+    groups: Mutex<BTreeMap<String, GroupState>>,
+    /// One lock per group, held across that group's file write.
+    file_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 pub(crate) fn validate_group_name(name: &str) -> Result<()> {
@@ -59,10 +92,26 @@ pub(crate) fn validate_group_name(name: &str) -> Result<()> {
     })
 }
 
+/// Sets `key` to `commit` unless it holds a commit with a higher or equal sequence.
+/// Returns whether it changed anything.
+fn merge(offsets: &mut GroupOffsets, key: (String, u32), commit: Committed) -> bool {
+    match offsets.get_mut(&key) {
+        Some(existing) if existing.sequence >= commit.sequence => false,
+        Some(existing) => {
+            *existing = commit;
+            true
+        }
+        None => {
+            offsets.insert(key, commit);
+            true
+        }
+    }
+}
+
 impl Groups {
     /// Loads every group file in `dir`.
     pub(crate) fn load(dir: &Path) -> Result<Groups> {
-        let mut offsets = BTreeMap::new();
+        let mut groups = BTreeMap::new();
         let entries = fs::read_dir(dir).context(|| format!("could not list {}", dir.display()))?;
         for entry in entries {
             let entry = entry.context(|| format!("could not list {}", dir.display()))?;
@@ -79,58 +128,175 @@ impl Groups {
                 .emit();
                 continue;
             }
-            offsets.insert(group.to_owned(), read_group_file(&path)?);
+            let offsets = read_group_file(&path)?;
+            groups.insert(
+                group.to_owned(),
+                GroupState {
+                    offsets,
+                    dirty: false,
+                },
+            );
         }
         Ok(Groups {
             dir: dir.to_owned(),
-            offsets: Mutex::new(offsets),
+            groups: Mutex::new(groups),
+            file_locks: Mutex::new(HashMap::new()),
         })
     }
 
-    pub(crate) fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
-        let offsets = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
-        offsets
-            .get(group)?
-            .get(&(topic.to_owned(), partition))
-            .copied()
+    /// The highest sequence of any commit held.
+    pub(crate) fn max_sequence(&self) -> u64 {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups
+            .values()
+            .flat_map(|g| g.offsets.values())
+            .map(|c| c.sequence)
+            .max()
+            .unwrap_or(0)
     }
 
-    /// Durably records `next_offset` for the group, topic and partition.
+    pub(crate) fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups
+            .get(group)?
+            .offsets
+            .get(&(topic.to_owned(), partition))
+            .map(|c| c.next_offset)
+    }
+
+    /// Durably records `next_offset`, with `sequence`, for the group, topic and partition.
     pub(crate) fn commit(
         &self,
         group: &str,
         topic: &str,
         partition: u32,
         next_offset: u64,
+        sequence: u64,
     ) -> Result<()> {
-        let mut offsets = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut updated = offsets.get(group).cloned().unwrap_or_default();
-        updated.insert((topic.to_owned(), partition), next_offset);
-
-        let file = GroupFile {
-            version: GROUP_FILE_VERSION,
-            offsets: updated
-                .iter()
-                .map(|((topic, partition), next_offset)| CommittedOffset {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    next_offset: *next_offset,
-                })
-                .collect(),
+        let key = (topic.to_owned(), partition);
+        let commit = Committed {
+            next_offset,
+            sequence,
         };
-        let path = self.dir.join(format!("{group}.json"));
-        let contents = serde_json::to_vec(&file)
-            .map_err(std::io::Error::from)
-            .context(|| format!("could not encode {}", path.display()))?;
-        fsutil::write_atomically(&path, &contents).context(|| {
+        let file_lock = self.file_lock(group);
+        let _writing = file_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let snapshot = {
+            let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            let state = groups.entry(group.to_owned()).or_default();
+            let mut snapshot = state.offsets.clone();
+            merge(&mut snapshot, key.clone(), commit);
+            // The snapshot holds every commit applied so far.
+            state.dirty = false;
+            snapshot
+        };
+        let written = self
+            .write_file(group, &snapshot)
+            .inspect_err(|_| self.mark_dirty(group));
+        written.context(|| {
             format!(
                 "could not commit offset {next_offset} of group \"{group}\" for partition {partition} of topic \"{topic}\" to {}",
-                path.display()
+                self.path(group).display()
             )
         })?;
         // Only a durable commit becomes visible.
-        offsets.insert(group.to_owned(), updated);
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        merge(
+            &mut groups.entry(group.to_owned()).or_default().offsets,
+            key,
+            commit,
+        );
         Ok(())
+    }
+
+    /// Records `next_offset`, with `sequence`, in memory only: for a commit that is already
+    /// durable elsewhere (a transaction's journal entry). The group's file catches up at
+    /// the next [`Groups::checkpoint`].
+    pub(crate) fn apply(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+        sequence: u64,
+    ) {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = groups.entry(group.to_owned()).or_default();
+        let commit = Committed {
+            next_offset,
+            sequence,
+        };
+        if merge(&mut state.offsets, (topic.to_owned(), partition), commit) {
+            state.dirty = true;
+        }
+    }
+
+    /// Writes the file of every group with commits applied since its last write.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let dirty: Vec<String> = {
+            let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            groups
+                .iter()
+                .filter(|(_, state)| state.dirty)
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        for group in dirty {
+            let file_lock = self.file_lock(&group);
+            let _writing = file_lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let snapshot = {
+                let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(state) = groups.get_mut(&group).filter(|s| s.dirty) else {
+                    continue;
+                };
+                state.dirty = false;
+                state.offsets.clone()
+            };
+            if let Err(error) = self.write_file(&group, &snapshot) {
+                self.mark_dirty(&group);
+                return Err(Error::Io {
+                    context: format!(
+                        "could not checkpoint the offsets of group \"{group}\" to {}",
+                        self.path(&group).display()
+                    ),
+                    source: error,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_dirty(&self, group: &str) {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups.entry(group.to_owned()).or_default().dirty = true;
+    }
+
+    fn file_lock(&self, group: &str) -> Arc<Mutex<()>> {
+        let mut locks = self
+            .file_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(locks.entry(group.to_owned()).or_default())
+    }
+
+    fn path(&self, group: &str) -> PathBuf {
+        self.dir.join(format!("{group}.json"))
+    }
+
+    fn write_file(&self, group: &str, offsets: &GroupOffsets) -> std::io::Result<()> {
+        let file = GroupFile {
+            version: GROUP_FILE_VERSION,
+            offsets: offsets
+                .iter()
+                .map(|((topic, partition), committed)| CommittedOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next_offset: committed.next_offset,
+                    sequence: committed.sequence,
+                })
+                .collect(),
+        };
+        let contents = serde_json::to_vec(&file).map_err(std::io::Error::from)?;
+        fsutil::write_atomically(&self.path(group), &contents)
     }
 }
 
@@ -141,12 +307,20 @@ fn read_group_file(path: &Path) -> Result<GroupOffsets> {
         reason,
     };
     let file: GroupFile = serde_json::from_slice(&contents).map_err(|e| corrupt(e.to_string()))?;
-    if file.version != GROUP_FILE_VERSION {
+    if !(1..=GROUP_FILE_VERSION).contains(&file.version) {
         return Err(corrupt(format!("unknown version {}", file.version)));
     }
     Ok(file
         .offsets
         .into_iter()
-        .map(|o| ((o.topic, o.partition), o.next_offset))
+        .map(|o| {
+            (
+                (o.topic, o.partition),
+                Committed {
+                    next_offset: o.next_offset,
+                    sequence: o.sequence,
+                },
+            )
+        })
         .collect())
 }

@@ -10,6 +10,10 @@
 //! ([`TopicConfig::compaction`]) and retention remove records, so consumers must take each
 //! record's own [`StoredRecord::offset`] rather than count records.
 //!
+//! [`Log::commit_transaction`] appends records to several topics and commits a consumer
+//! group's offset as one [`Transaction`]: exactly once across crashes, through an intent
+//! journal (see `transaction` and `journal`).
+//!
 //! # Data directory
 //!
 //! ```text
@@ -18,6 +22,7 @@
 //! <dir>/topics/<topic>/<partition>/…                    see `partition`, `segment`,
 //!                                                       `index` and `frame`
 //! <dir>/groups/<group>.json                             see `groups`
+//! <dir>/transactions/<generation:020>.journal           see `journal`
 //! ```
 //!
 //! # Guarantees
@@ -26,8 +31,20 @@
 //!   they are all there or none is. Batches of different partitions are independent.
 //! - An append that fails may still have written batches to other partitions, and one
 //!   whose future is dropped may still complete; callers that retry get at-least-once.
+//! - A transaction is all or nothing across partitions, topics and its group commit: after
+//!   a crash at any point and [`Log::open`], either every record of it is stored exactly
+//!   once and its offset is committed, or (only if its intent never became durable) none
+//!   is and the old offset stands. Once its intent is durable it cannot abort; a failure
+//!   leaves it pending until the producer's next call or the next open completes it
+//!   ([`Error::TransactionIncomplete`]). Readers may see some of its partitions' records
+//!   before others while it is being written.
+//! - A commit of a group's offset, plain or transactional, wins over every commit to the
+//!   same group and partition made before it, also when recovery re-applies transactions
+//!   (see `groups`). A pipeline should still write its offsets only through its
+//!   producer's transactions.
 //! - A failed write or fsync poisons its partition until the process restarts
-//!   ([`Error::Poisoned`]).
+//!   ([`Error::Poisoned`]); one of the transaction journal refuses every transaction until
+//!   then ([`Error::JournalPoisoned`]).
 
 mod backend;
 mod error;
@@ -35,18 +52,23 @@ mod frame;
 mod fsutil;
 mod groups;
 mod index;
+mod journal;
 mod partition;
 mod partitioner;
 mod segment;
 mod telemetry;
 mod topic;
+mod transaction;
 
 use std::{
     collections::BTreeMap,
     fmt,
     fs::{File, OpenOptions, TryLockError},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -59,12 +81,15 @@ use crate::{
     error::IoContext,
     frame::LimitError,
     groups::{Groups, validate_group_name},
+    journal::Journal,
     partition::Partition,
     topic::{Topic, validate_topic_name},
+    transaction::Producers,
 };
 pub use crate::{
     error::{Error, Result},
     topic::{FsyncPolicy, MAX_PARTITIONS, TopicConfig},
+    transaction::{GroupCommit, Transaction},
 };
 
 const LOCK_FILE: &str = "weir-log.lock";
@@ -145,6 +170,12 @@ pub struct LogOptions {
     pub max_record_bytes: usize,
     /// Largest encoded batch (the records of one call for one partition). Default 8 MiB.
     pub max_batch_bytes: usize,
+    /// Largest transaction, as its intent takes in the journal (about its keys and values
+    /// plus 20 bytes a record). Default 64 MiB.
+    pub max_transaction_bytes: usize,
+    /// The transaction journal starts a new file once its current one passes this many
+    /// bytes; an open after a crash reads up to about this much. Default 16 MiB.
+    pub journal_file_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -152,6 +183,8 @@ impl Default for LogOptions {
         LogOptions {
             max_record_bytes: 1 << 20,
             max_batch_bytes: 8 << 20,
+            max_transaction_bytes: 64 << 20,
+            journal_file_bytes: 16 << 20,
         }
     }
 }
@@ -171,7 +204,14 @@ struct Inner {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation without blocking lookups while files are made.
     create_lock: Mutex<()>,
-    groups: Groups,
+    groups: Arc<Groups>,
+    /// The next sequence number for a transaction or a group commit; see `journal`.
+    next_sequence: Arc<AtomicU64>,
+    journal: Journal,
+    producers: Producers,
+    /// Stops the next transaction part-way, for tests.
+    #[cfg(test)]
+    transaction_fault: Mutex<Option<transaction::TransactionFault>>,
     /// Holds the flock on `weir-log.lock` for as long as the log is open.
     _lock: File,
 }
@@ -192,7 +232,8 @@ struct PartitionBatch {
 }
 
 impl Log {
-    /// Opens the log in `dir`, creating it if needed, and recovers every topic in it.
+    /// Opens the log in `dir`, creating it if needed, recovers every topic in it and
+    /// completes every transaction a crash left unfinished (see [`Log::commit_transaction`]).
     /// Fails with [`Error::Locked`] while another `Log` has `dir` open.
     #[instrument(skip_all, err, fields(dir = %dir.display()))]
     pub fn open(dir: &Path, opts: LogOptions) -> Result<Log> {
@@ -255,17 +296,39 @@ impl Log {
             }
         }
 
-        let groups = Groups::load(&groups_dir)?;
-        Ok(Log {
+        let groups = Arc::new(Groups::load(&groups_dir)?);
+        let journal_dir = dir.join(journal::JOURNAL_DIR);
+        let recovered = journal::recover(&journal_dir)?;
+        let next_sequence = Arc::new(AtomicU64::new(
+            groups.max_sequence().max(recovered.max_sequence) + 1,
+        ));
+        let journal = Journal::new(
+            &journal_dir,
+            opts.journal_file_bytes,
+            &recovered,
+            Arc::clone(&groups),
+            Arc::clone(&next_sequence),
+        );
+        let log = Log {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 opts,
                 topics: RwLock::new(topics),
                 create_lock: Mutex::new(()),
+                journal,
                 groups,
+                next_sequence,
+                producers: Producers::default(),
+                #[cfg(test)]
+                transaction_fault: Mutex::new(None),
                 _lock: lock,
             }),
-        })
+        };
+        log.recover_transactions(&recovered)?;
+        // The old journal files go only once the groups hold their commits durably.
+        log.inner.groups.checkpoint()?;
+        log.inner.journal.replace_recovered_files(&recovered)?;
+        Ok(log)
     }
 
     /// Creates a topic. `Ok(true)` if created; `Ok(false)` if it already exists with
@@ -375,22 +438,27 @@ impl Log {
             .collect();
         let opts = &self.inner.opts;
         for batch in &batches {
-            frame::check_limits(&batch.records, opts.max_record_bytes, opts.max_batch_bytes)
-                .map_err(|limit| match limit {
-                    LimitError::Record { index, size } => Error::RecordTooLarge {
-                        topic: topic_name.to_owned(),
-                        index: batch.input_indexes[index],
-                        size,
-                        max: opts.max_record_bytes,
-                    },
-                    LimitError::Batch { size } => Error::BatchTooLarge {
-                        topic: topic_name.to_owned(),
-                        partition: batch.partition,
-                        records: batch.records.len(),
-                        size,
-                        max: opts.max_batch_bytes,
-                    },
-                })?;
+            frame::check_limits(
+                &batch.records,
+                opts.max_record_bytes,
+                opts.max_batch_bytes,
+                false,
+            )
+            .map_err(|limit| match limit {
+                LimitError::Record { index, size } => Error::RecordTooLarge {
+                    topic: topic_name.to_owned(),
+                    index: batch.input_indexes[index],
+                    size,
+                    max: opts.max_record_bytes,
+                },
+                LimitError::Batch { size } => Error::BatchTooLarge {
+                    topic: topic_name.to_owned(),
+                    partition: batch.partition,
+                    records: batch.records.len(),
+                    size,
+                    max: opts.max_batch_bytes,
+                },
+            })?;
         }
 
         if topic.config().compaction
@@ -409,7 +477,7 @@ impl Log {
         let mut pending = Vec::with_capacity(batches.len());
         for batch in batches {
             let partition = topic.partition(batch.partition)?;
-            let reply = partition.enqueue(batch.records, now_ms)?;
+            let reply = partition.enqueue(batch.records, now_ms, None)?;
             pending.push((
                 batch.partition,
                 batch.input_indexes,
@@ -474,8 +542,9 @@ impl Log {
 
     /// Deletes whole closed segments past each topic's `retention_ms` (judged by their
     /// newest record) or beyond its `retention_bytes`, and compacts the closed segments of
-    /// compacted topics. Never touches a partition's active segment. Blocks on disk IO;
-    /// the caller runs it periodically, from async code through `spawn_blocking`.
+    /// compacted topics. Never touches a partition's active segment, nor a segment that
+    /// may hold a batch of an unfinished transaction. Blocks on disk IO; the caller runs
+    /// it periodically, from async code through `spawn_blocking`.
     #[instrument(skip_all, err)]
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
         let topics: Vec<Arc<Topic>> = {
@@ -486,10 +555,15 @@ impl Log {
                 .unwrap_or_else(PoisonError::into_inner);
             topics.values().cloned().collect()
         };
+        // Limits first, then the journal sync: a transaction not pinning a partition now
+        // either has its `done` entry queued, which the sync makes durable (so recovery
+        // will not look for its tags), or writes at or above the limit.
+        let limits: Vec<Vec<u64>> = topics.iter().map(|t| t.retention_limits()).collect();
+        self.inner.journal.sync()?;
         let now_ms = now_ms();
         let mut report = RetentionReport::default();
-        for topic in topics {
-            topic.enforce_retention(now_ms, &mut report)?;
+        for (topic, limits) in topics.iter().zip(&limits) {
+            topic.enforce_retention(now_ms, limits, &mut report)?;
         }
         Ok(report)
     }
@@ -536,9 +610,10 @@ impl Log {
                 end_offset,
             });
         }
+        let sequence = self.inner.next_sequence.fetch_add(1, Ordering::SeqCst);
         self.inner
             .groups
-            .commit(group, topic, partition, next_offset)
+            .commit(group, topic, partition, next_offset, sequence)
     }
 
     /// The offset last committed by `group` for a partition, if any.
@@ -573,12 +648,14 @@ impl Log {
     }
 }
 
-/// Runs every decoder of on-disk bytes (batch frames, offset and time index files) over
-/// untrusted input. It must never panic, whatever the input; a fuzz target calls it.
+/// Runs every decoder of on-disk bytes (batch frames of both versions, offset and time
+/// index files, transaction journal entries) over untrusted input. It must never panic,
+/// whatever the input; a fuzz target calls it.
 #[doc(hidden)]
 pub fn fuzz_decode(bytes: &[u8]) {
     let _ = frame::decode_frames(bytes);
     let _ = frame::decode_frame(Bytes::copy_from_slice(bytes));
+    let _ = journal::decode_entries(&Bytes::copy_from_slice(bytes));
     let split = bytes
         .first()
         .map_or(0, |b| usize::from(*b))
@@ -597,6 +674,15 @@ impl Log {
         self.get_partition(topic, partition)
             .expect("partition")
             .active_base_offset()
+    }
+
+    /// Stops the next transaction part-way, as a crash would.
+    fn inject_transaction_fault(&self, fault: transaction::TransactionFault) {
+        *self
+            .inner
+            .transaction_fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(fault);
     }
 }
 

@@ -78,7 +78,7 @@ use tokio::sync::{oneshot, watch};
 use crate::{
     Error, FsyncPolicy, Record, Result, RetentionReport, StoredRecord,
     error::IoContext,
-    frame::{self, DecodedRecord, FrameError, RecordRef},
+    frame::{self, DecodedRecord, FrameError, FrameTag, RecordRef},
     fsutil,
     index::SegmentIndex,
     segment::{self, Segment, WalkError},
@@ -125,6 +125,9 @@ struct WriterHandle {
 struct AppendRequest {
     records: Vec<Record>,
     now_ms: i64,
+    /// Set for a transaction's batch: written as a tagged frame and fsynced before it is
+    /// acknowledged, whatever the fsync policy.
+    tag: Option<FrameTag>,
     reply: oneshot::Sender<Result<u64>>,
 }
 
@@ -150,6 +153,10 @@ pub(crate) struct Shared {
     end: watch::Sender<u64>,
     /// Serialises retention and compaction of this partition.
     maintenance: Mutex<()>,
+    /// End offsets recorded by unfinished transactions (with a count each): retention and
+    /// compaction leave every segment at or after the lowest alone, so the tag recovery
+    /// looks for is never rewritten or deleted under a transaction.
+    transaction_pins: Mutex<BTreeMap<u64, usize>>,
 }
 
 pub(crate) struct WriterState {
@@ -305,6 +312,7 @@ impl Partition {
                 fsyncs: AtomicU64::new(0),
                 end: watch::Sender::new(next_offset),
                 maintenance: Mutex::new(()),
+                transaction_pins: Mutex::new(BTreeMap::new()),
             }),
             writer: Mutex::new(None),
         })
@@ -337,11 +345,14 @@ impl Partition {
     }
 
     /// Queues `records` (non-empty, within the limits) as one batch; the receiver gets the
-    /// batch's base offset once the fsync policy allows acknowledging it.
+    /// batch's base offset once the fsync policy allows acknowledging it. A batch with a
+    /// `tag` is a transaction's: it is written as a tagged frame and acknowledged only once
+    /// fsynced, whatever the policy.
     pub(crate) fn enqueue(
         &self,
         records: Vec<Record>,
         now_ms: i64,
+        tag: Option<FrameTag>,
     ) -> Result<oneshot::Receiver<Result<u64>>> {
         let (reply, receiver) = oneshot::channel();
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -363,6 +374,7 @@ impl Partition {
         let request = AppendRequest {
             records,
             now_ms,
+            tag,
             reply,
         };
         if let Some(handle) = writer.as_ref()
@@ -376,7 +388,7 @@ impl Partition {
     /// Appends `records` as one batch and returns its base offset once acknowledged.
     #[cfg(test)]
     pub(crate) async fn append(&self, records: Vec<Record>, now_ms: i64) -> Result<u64> {
-        let receiver = self.enqueue(records, now_ms)?;
+        let receiver = self.enqueue(records, now_ms, None)?;
         receiver.await.map_err(|_| self.shared.poisoned())?
     }
 
@@ -431,21 +443,91 @@ impl Partition {
     }
 
     /// Deletes closed segments past the retention limits and compacts closed segments if
-    /// `compaction` is set.
+    /// `compaction` is set; touches only segments whose records all lie below `limit`
+    /// (from [`Partition::retention_limit`]).
     pub(crate) fn enforce_retention(
         &self,
         retention_ms: Option<u64>,
         retention_bytes: Option<u64>,
         compaction: bool,
         now_ms: i64,
+        limit: u64,
         report: &mut RetentionReport,
     ) -> Result<()> {
         self.shared
-            .delete_old_segments(retention_ms, retention_bytes, now_ms, report)?;
+            .delete_old_segments(retention_ms, retention_bytes, now_ms, limit, report)?;
         if compaction {
-            self.shared.compact(report)?;
+            self.shared.compact(limit, report)?;
         }
         Ok(())
+    }
+
+    /// Records that a transaction may write a batch at or after the current end offset,
+    /// and returns that offset; see [`Partition::retention_limit`]. Undone by
+    /// [`Partition::unpin`] with the returned offset.
+    pub(crate) fn pin_end(&self) -> u64 {
+        let mut pins = self
+            .shared
+            .transaction_pins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let end = self.end_offset();
+        *pins.entry(end).or_default() += 1;
+        end
+    }
+
+    /// Records that a transaction may write a batch at or after `offset` (at recovery,
+    /// where the offset comes from the journal).
+    pub(crate) fn pin(&self, offset: u64) {
+        let mut pins = self
+            .shared
+            .transaction_pins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *pins.entry(offset).or_default() += 1;
+    }
+
+    pub(crate) fn unpin(&self, offset: u64) {
+        let mut pins = self
+            .shared
+            .transaction_pins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = pins.get_mut(&offset) {
+            *count -= 1;
+            if *count == 0 {
+                pins.remove(&offset);
+            }
+        }
+    }
+
+    /// The offset below which retention and compaction may work right now: the end offset,
+    /// or the lowest offset pinned by an unfinished transaction. Read under the pins' lock,
+    /// so a transaction that pins later pins at or above it.
+    pub(crate) fn retention_limit(&self) -> u64 {
+        let pins = self
+            .shared
+            .transaction_pins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let end = self.end_offset();
+        pins.keys().next().map_or(end, |&lowest| lowest.min(end))
+    }
+
+    /// Whether a batch tagged `tag` is stored at or after `from_offset` (from the start
+    /// offset if that is later). Checks every frame's checksum on the way.
+    pub(crate) fn contains_tag(&self, from_offset: u64, tag: FrameTag) -> Result<bool> {
+        let mut next = self.shared.segment_for(from_offset);
+        while let Some(segment) = next {
+            if segment
+                .contains_tag(from_offset, tag)
+                .map_err(|e| self.shared.walk_error(&segment, e))?
+            {
+                return Ok(true);
+            }
+            next = self.shared.segment_after(segment.base_offset);
+        }
+        Ok(false)
     }
 
     #[cfg(test)]
@@ -464,6 +546,12 @@ impl Partition {
     #[cfg(test)]
     pub(crate) fn active_base_offset(&self) -> u64 {
         self.lock_state().active.base_offset
+    }
+
+    /// Makes the writer's next write fail with `kind`.
+    #[cfg(test)]
+    pub(crate) fn fail_next_write(&self, kind: io::ErrorKind) {
+        self.lock_state().fail_next_write = Some(kind);
     }
 
     /// Blocks the writer until the guard is dropped, as a slow fsync would.
@@ -667,7 +755,7 @@ impl Shared {
         while queued_bytes < MAX_GROUP_BYTES
             && let Ok(request) = requests.try_recv()
         {
-            queued_bytes += frame::frame_len(&request.records);
+            queued_bytes += frame::frame_len(&request.records, request.tag.is_some());
             queue.push_back(request);
         }
         let settings = self.settings();
@@ -684,8 +772,9 @@ impl Shared {
             let mut replies = Vec::new();
             let mut start_len = state.len;
             let (mut len, mut next_offset) = (state.len, state.next_offset);
+            let mut must_sync = false;
             while let Some(request) = queue.pop_front() {
-                let frame_len = frame::frame_len(&request.records) as u64;
+                let frame_len = frame::frame_len(&request.records, request.tag.is_some()) as u64;
                 if len > 0 && len + frame_len > settings.segment_bytes {
                     if !replies.is_empty() {
                         queue.push_front(request);
@@ -701,9 +790,11 @@ impl Shared {
                     (start_len, len, next_offset) = (state.len, state.len, state.next_offset);
                 }
                 let count = request.records.len() as u64;
+                must_sync |= request.tag.is_some();
                 let max_timestamp_ms = frame::encode_records_into(
                     &mut buf,
                     next_offset,
+                    request.tag,
                     &request.records,
                     request.now_ms,
                 );
@@ -755,13 +846,14 @@ impl Shared {
             state.len = len;
             state.next_offset = next_offset;
             state.dirty = true;
-            let sync_now = match settings.fsync {
-                FsyncPolicy::Always => true,
-                FsyncPolicy::Interval { ms } => {
-                    state.last_sync.elapsed() >= Duration::from_millis(ms)
-                }
-                FsyncPolicy::Never => false,
-            };
+            let sync_now = must_sync
+                || match settings.fsync {
+                    FsyncPolicy::Always => true,
+                    FsyncPolicy::Interval { ms } => {
+                        state.last_sync.elapsed() >= Duration::from_millis(ms)
+                    }
+                    FsyncPolicy::Never => false,
+                };
             if sync_now && let Err(error) = self.sync(&mut state) {
                 self.poison(&mut state, &error, false);
                 let message = self.io_error("fsync", error).to_string();
@@ -832,6 +924,7 @@ impl Shared {
         retention_ms: Option<u64>,
         retention_bytes: Option<u64>,
         now_ms: i64,
+        limit: u64,
         report: &mut RetentionReport,
     ) -> Result<()> {
         if retention_ms.is_none() && retention_bytes.is_none() {
@@ -842,9 +935,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let segments = self.snapshot();
-        let Some((_active, closed)) = segments.split_last() else {
-            return Ok(());
-        };
+        let closed = closed_below(&segments, limit);
         let mut doomed = 0usize;
         if let Some(ms) = retention_ms {
             let cutoff = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
@@ -895,17 +986,16 @@ impl Shared {
         fsutil::sync_dir(&self.dir).context(|| format!("could not fsync {}", self.dir.display()))
     }
 
-    /// Rewrites closed segments keeping, per key, only the latest record of the partition
-    /// unless that is a tombstone (an empty value). Records without a key are kept.
-    fn compact(&self, report: &mut RetentionReport) -> Result<()> {
+    /// Rewrites closed segments below `limit` keeping, per key, only the latest record of
+    /// the partition unless that is a tombstone (an empty value). Records without a key
+    /// are kept. Rewritten batches are untagged (version 2).
+    fn compact(&self, limit: u64, report: &mut RetentionReport) -> Result<()> {
         let _maintenance = self
             .maintenance
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let segments = self.snapshot();
-        let Some((_active, closed)) = segments.split_last() else {
-            return Ok(());
-        };
+        let closed = closed_below(&segments, limit);
         if closed.is_empty() {
             return Ok(());
         }
@@ -989,6 +1079,7 @@ impl Shared {
             frame::encode_into(
                 &mut buf,
                 first.offset,
+                None,
                 batch.iter().map(|r| RecordRef {
                     offset_delta: (r.offset - first.offset) as u32,
                     timestamp_ms: r.timestamp_ms,
@@ -1035,6 +1126,16 @@ impl WriterState {
         }
         self.file.write_all_at(buf, position)
     }
+}
+
+/// The closed segments of `segments` (sorted, the last one active) whose records all lie
+/// below `limit`: a prefix, as each segment's records lie below the next one's base.
+fn closed_below(segments: &[Arc<Segment>], limit: u64) -> &[Arc<Segment>] {
+    let eligible = segments
+        .windows(2)
+        .take_while(|pair| pair[1].base_offset <= limit)
+        .count();
+    &segments[..eligible]
 }
 
 /// Base offsets of the segments in `dir`, sorted; deletes leftovers of interrupted

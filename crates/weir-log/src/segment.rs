@@ -35,7 +35,7 @@ use bytes::Bytes;
 
 use crate::{
     StoredRecord,
-    frame::{self, DecodedRecord, FrameError, FrameHeader},
+    frame::{self, DecodedRecord, FrameError, FrameHeader, FrameTag},
     fsutil,
     index::SegmentIndex,
 };
@@ -173,6 +173,27 @@ impl Segment {
             })?;
             Ok(flow)
         })
+    }
+
+    /// Whether a visible batch that ends at or after `from_offset` is tagged `tag`.
+    pub(crate) fn contains_tag(&self, from_offset: u64, tag: FrameTag) -> Result<bool, WalkError> {
+        let end = self.visible_len();
+        let start = self
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .position_for(from_offset)
+            .min(end);
+        let mut found = false;
+        walk_frames(&self.file, start, end, |_, header, body| {
+            found = frame::verified_tag(header, body)? == Some(tag);
+            Ok(if found {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        Ok(found)
     }
 
     /// Appends up to `max` records from `from_offset` on to `out`.

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::frame::FrameError;
+use crate::{frame::FrameError, journal::EntryError};
 
 /// Recovery dropped the tail of a partition file: a torn or corrupt write that was never
 /// acknowledged, or damage to the disk.
@@ -158,6 +158,147 @@ impl SegmentCompacted<'_> {
             base_offset = self.base_offset,
             records_removed = self.records_removed,
             "compacted a segment"
+        );
+    }
+}
+
+/// A transaction's outputs and commit are durable.
+pub(crate) struct TransactionCommitted<'a> {
+    pub(crate) producer: &'a str,
+    pub(crate) sequence: u64,
+    pub(crate) batches: usize,
+    pub(crate) records: usize,
+}
+
+impl TransactionCommitted<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::debug!(
+            producer = self.producer,
+            sequence = self.sequence,
+            batches = self.batches,
+            records = self.records,
+            "committed a transaction"
+        );
+    }
+}
+
+/// A transaction left pending by a crash or a failed append was completed.
+pub(crate) struct TransactionRecovered<'a> {
+    pub(crate) producer: &'a str,
+    pub(crate) sequence: u64,
+    /// Batches already stored, found by their tag.
+    pub(crate) batches_found: usize,
+    pub(crate) batches_appended: usize,
+    /// Completed by `Log::open` rather than by the producer's next call.
+    pub(crate) at_open: bool,
+}
+
+impl TransactionRecovered<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::info!(
+            producer = self.producer,
+            sequence = self.sequence,
+            batches_found = self.batches_found,
+            batches_appended = self.batches_appended,
+            at_open = self.at_open,
+            "completed a pending transaction"
+        );
+    }
+}
+
+/// Recovery dropped the tail of a journal file: an intent whose write was torn (never
+/// acknowledged) or damage to the disk.
+pub(crate) struct JournalTailTruncated<'a> {
+    pub(crate) path: &'a std::path::Path,
+    pub(crate) position: u64,
+    pub(crate) bytes_dropped: u64,
+    pub(crate) reason: &'a EntryError,
+}
+
+impl JournalTailTruncated<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::warn!(
+            path = %self.path.display(),
+            position = self.position,
+            bytes_dropped = self.bytes_dropped,
+            reason = %self.reason,
+            "truncated an incomplete or corrupt tail of the transaction journal"
+        );
+    }
+}
+
+/// A journal write or fsync failed; every transaction is refused from now on.
+pub(crate) struct JournalPoisoned<'a> {
+    pub(crate) error: &'a io::Error,
+}
+
+impl JournalPoisoned<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::error!(
+            error = %self.error,
+            "the transaction journal refuses writes after a disk error; fix the disk, then restart the node"
+        );
+    }
+}
+
+/// A journal write failed for lack of space; it was cut back and its intents refused.
+pub(crate) struct JournalDiskFull {
+    pub(crate) bytes: usize,
+}
+
+impl JournalDiskFull {
+    pub(crate) fn emit(&self) {
+        tracing::error!(
+            bytes = self.bytes,
+            "disk full: refused a group of transaction intents; free space, then retry"
+        );
+    }
+}
+
+/// The journal moved on to a new file.
+pub(crate) struct JournalRotated {
+    pub(crate) generation: u64,
+    /// Intents not yet done, copied into the new file.
+    pub(crate) carried: usize,
+}
+
+impl JournalRotated {
+    pub(crate) fn emit(&self) {
+        tracing::debug!(
+            generation = self.generation,
+            carried = self.carried,
+            "started a new transaction journal file"
+        );
+    }
+}
+
+/// The journal could not start a new file and keeps writing the current one.
+pub(crate) struct JournalRotationFailed<'a> {
+    pub(crate) path: &'a std::path::Path,
+    pub(crate) error: &'a io::Error,
+}
+
+impl JournalRotationFailed<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::warn!(
+            path = %self.path.display(),
+            error = %self.error,
+            "could not start a new transaction journal file; the current one keeps growing"
+        );
+    }
+}
+
+/// Writing the group files after a journal rotation failed; the old journal files stay
+/// until a later checkpoint or the next open.
+pub(crate) struct CheckpointFailed<'a> {
+    pub(crate) error: &'a str,
+}
+
+impl CheckpointFailed<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::warn!(
+            error = self.error,
+            "could not checkpoint the consumer-group offsets; old transaction journal files stay until the next try"
         );
     }
 }

@@ -316,6 +316,7 @@ async fn a_record_too_large_is_rejected_and_nothing_is_written() {
     let opts = LogOptions {
         max_record_bytes: 8,
         max_batch_bytes: 1024,
+        ..LogOptions::default()
     };
     let log = Log::open(dir.path(), opts).expect("open");
     log.create_topic("t", &TopicConfig::with_partitions(2))
@@ -931,7 +932,7 @@ fn fuzz_decode_never_panics_on_random_bytes() {
         state
     };
     let mut valid = Vec::new();
-    frame::encode_records_into(&mut valid, 5, &[Record::new("v").with_key("k")], 9);
+    frame::encode_records_into(&mut valid, 5, None, &[Record::new("v").with_key("k")], 9);
     for round in 0..5_000 {
         let len = (next() % 300) as usize;
         let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();

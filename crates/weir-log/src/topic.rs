@@ -224,19 +224,31 @@ impl Topic {
             .clone()
     }
 
-    /// Applies the topic's retention and compaction to every partition.
+    /// Per partition, the offset below which retention may work; see
+    /// [`Partition::retention_limit`].
+    pub(crate) fn retention_limits(&self) -> Vec<u64> {
+        self.partitions
+            .iter()
+            .map(|p| p.retention_limit())
+            .collect()
+    }
+
+    /// Applies the topic's retention and compaction to every partition, below the limits
+    /// from [`Topic::retention_limits`].
     pub(crate) fn enforce_retention(
         &self,
         now_ms: i64,
+        limits: &[u64],
         report: &mut RetentionReport,
     ) -> Result<()> {
         let config = self.config();
-        for partition in &self.partitions {
+        for (partition, &limit) in self.partitions.iter().zip(limits) {
             partition.enforce_retention(
                 config.retention_ms,
                 config.retention_bytes,
                 config.compaction,
                 now_ms,
+                limit,
                 report,
             )?;
         }

@@ -13,7 +13,10 @@ fn records() -> Vec<Record> {
 #[test]
 fn round_trip_keeps_keys_values_and_timestamps() {
     let frame = encode_batch(42, &records(), 1000);
-    assert_eq!(Ok(frame.len()), check_limits(&records(), 1 << 20, 1 << 20));
+    assert_eq!(
+        Ok(frame.len()),
+        check_limits(&records(), 1 << 20, 1 << 20, false)
+    );
 
     let batch = decode_frame(Bytes::from(frame)).expect("valid frame");
     assert_eq!(batch.info.base_offset, 42);
@@ -59,12 +62,76 @@ fn every_truncation_is_detected() {
 fn limits_name_the_offending_record_or_the_batch() {
     let records = vec![Record::new("ok"), Record::new("too long").with_key("k")];
     assert_eq!(
-        check_limits(&records, 8, 1 << 20),
+        check_limits(&records, 8, 1 << 20, false),
         Err(LimitError::Record { index: 1, size: 9 })
     );
-    let size = check_limits(&records, 9, 1 << 20).expect("fits");
+    let size = check_limits(&records, 9, 1 << 20, false).expect("fits");
     assert_eq!(
-        check_limits(&records, 9, size - 1),
+        check_limits(&records, 9, size - 1, false),
         Err(LimitError::Batch { size })
     );
+}
+
+const TAG: FrameTag = FrameTag {
+    producer_id: 0x0123_4567_89ab_cdef,
+    sequence: 42,
+};
+
+#[test]
+fn a_tagged_frame_round_trips_with_its_tag() {
+    let frame = encode_tagged_batch(7, TAG, &records(), 1000);
+    assert_eq!(frame[0], MAGIC_TAGGED);
+    assert_eq!(
+        Ok(frame.len()),
+        check_limits(&records(), 1 << 20, 1 << 20, true)
+    );
+    assert_eq!(frame.len(), encode_batch(7, &records(), 1000).len() + 16);
+
+    let batch = decode_frame(Bytes::from(frame.clone())).expect("valid frame");
+    assert_eq!(batch.info.tag, Some(TAG));
+    assert_eq!((batch.info.base_offset, batch.info.last_offset), (7, 9));
+    let plain = decode_frame(Bytes::from(encode_batch(7, &records(), 1000))).expect("valid");
+    assert_eq!(plain.info.tag, None);
+    assert_eq!(batch.records, plain.records, "the tag changes no record");
+
+    let header = decode_header(&frame).expect("header");
+    assert_eq!(verified_tag(&header, &frame[HEADER_LEN..]), Ok(Some(TAG)));
+    let mut corrupt = frame.clone();
+    *corrupt.last_mut().expect("bytes") ^= 1;
+    assert_eq!(
+        verified_tag(&header, &corrupt[HEADER_LEN..]),
+        Err(FrameError::BadChecksum)
+    );
+}
+
+#[test]
+fn every_flipped_bit_or_truncation_of_a_tagged_frame_is_detected() {
+    let frame = encode_tagged_batch(0, TAG, &records(), 1000);
+    for byte in 0..frame.len() {
+        for bit in 0..8 {
+            let mut corrupt = frame.clone();
+            corrupt[byte] ^= 1 << bit;
+            // Flipping 0xB3 to 0xB2 must not turn the tag into records either.
+            assert!(
+                decode_frame(Bytes::from(corrupt)).is_err(),
+                "flip of bit {bit} in byte {byte} went unnoticed"
+            );
+        }
+    }
+    for len in 0..frame.len() {
+        assert!(decode_frame(Bytes::copy_from_slice(&frame[..len])).is_err());
+    }
+}
+
+#[test]
+fn plain_and_tagged_frames_decode_side_by_side() {
+    let mut bytes = encode_batch(0, &records(), 1000);
+    bytes.extend(encode_tagged_batch(3, TAG, &records(), 1000));
+    bytes.extend(encode_batch(6, &records(), 1000));
+    let (batches, stopped) = decode_frames(&bytes);
+    assert_eq!(stopped, None);
+    let tags: Vec<_> = batches.iter().map(|b| b.info.tag).collect();
+    assert_eq!(tags, [None, Some(TAG), None]);
+    let offsets: Vec<_> = batches.iter().map(|b| b.info.base_offset).collect();
+    assert_eq!(offsets, [0, 3, 6]);
 }

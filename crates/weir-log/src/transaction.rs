@@ -1,0 +1,525 @@
+//! Transactions: a producer's outputs to several topics and a consumer-group commit that
+//! become durable together, exactly once across crashes.
+//!
+//! [`crate::Log::commit_transaction`] checks everything first (topics, limits, keys, the
+//! group and its offset), so a bad transaction writes nothing. Then it writes the intent
+//! to the journal and waits for its fsync (see `journal` for the format and recovery),
+//! appends each partition's batch tagged with `(producer id, sequence)`, waits for every
+//! batch's fsync, and applies the group commit. From the intent's fsync on, the
+//! transaction cannot abort: a failure leaves it pending, and the producer's next call or
+//! the next open finishes it, appending only the batches whose tag it cannot find.
+//!
+//! # Invariants
+//!
+//! - A producer runs one transaction at a time: its calls queue on its own lock, which no
+//!   other producer waits for, and nothing shared by producers is held across an fsync
+//!   (the journal's writer and the partitions' writers group-commit for everyone).
+//! - A call first finishes its producer's pending transaction, if any, and writes nothing
+//!   new until that succeeded.
+//! - A batch is queued at most once per outcome: a batch is appended again only after its
+//!   previous append failed (which leaves nothing visible in this process) or, at open,
+//!   when no frame with its tag is stored at or after the end offset its intent recorded.
+//!   Every state a call can be cancelled in (a dropped future) is kept with the producer,
+//!   so the next call waits for appends still in flight instead of repeating them.
+//! - The group commit is applied (in memory; the journal holds it durably) only once every
+//!   batch is acknowledged, so `committed_offset` never shows an offset whose outputs are
+//!   not all durable. Until then readers may see some partitions' outputs and not others:
+//!   there is no abort, so no read isolation is needed.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
+};
+
+use tokio::sync::oneshot;
+use tracing::instrument;
+
+use crate::{
+    Error, Log, Record, Result,
+    frame::{self, FrameTag, LimitError},
+    groups::validate_group_name,
+    journal::{self, Intent, IntentBatch, IntentCommit, MAX_ENTRY_BYTES, MAX_PRODUCER_LEN},
+    now_ms,
+    partition::Partition,
+    telemetry,
+};
+
+/// A consumer group's position to commit as part of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCommit {
+    pub group: String,
+    pub topic: String,
+    pub partition: u32,
+    pub next_offset: u64,
+}
+
+/// Outputs and an offset commit that become durable together.
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    /// Who writes. A producer runs one transaction at a time (calls are serialised per
+    /// producer); names are like "pipeline/erp-to-crm/erp.sales-orders/3". Any UTF-8 up to
+    /// 255 bytes.
+    pub producer: String,
+    /// Records to append, by topic; partitioned as `append` does (key hash, round robin
+    /// without a key).
+    pub appends: Vec<(String, Vec<Record>)>,
+    pub commit: Option<GroupCommit>,
+}
+
+/// Every producer that has called since the log was opened, with its pending transaction.
+#[derive(Default)]
+pub(crate) struct Producers {
+    by_name: Mutex<HashMap<String, Arc<tokio::sync::Mutex<ProducerState>>>>,
+}
+
+impl Producers {
+    fn get(&self, name: &str) -> Arc<tokio::sync::Mutex<ProducerState>> {
+        let mut producers = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(producers.entry(name.to_owned()).or_default())
+    }
+}
+
+#[derive(Default)]
+struct ProducerState {
+    pending: Option<Pending>,
+}
+
+/// A transaction whose intent was queued to the journal and that is not done yet.
+struct Pending {
+    intent: Arc<Intent>,
+    /// `Some` until the journal confirms the intent is durable.
+    journal_reply: Option<oneshot::Receiver<Result<()>>>,
+    /// Per batch of the intent.
+    batches: Vec<BatchState>,
+    /// Per batch of the intent, pinned at the batch's end offset while this exists.
+    partitions: Vec<Arc<Partition>>,
+    /// Found at open rather than written by this process.
+    at_open: bool,
+    /// A call before the one finishing it returned an error.
+    resumed: bool,
+}
+
+enum BatchState {
+    /// Never queued: certainly not stored.
+    NotSent,
+    InFlight(oneshot::Receiver<Result<u64>>),
+    Landed,
+    /// Its append failed or its fate is unknown: look for its tag before appending it.
+    Unknown,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        for (partition, batch) in self.partitions.iter().zip(&self.intent.batches) {
+            partition.unpin(batch.end_offset);
+        }
+    }
+}
+
+/// One partition's share of a transaction, checked.
+struct PlannedBatch {
+    topic: String,
+    partition_id: u32,
+    partition: Arc<Partition>,
+    records: Vec<Record>,
+}
+
+fn validate_producer(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_PRODUCER_LEN {
+        "it is longer than 255 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidProducerName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+impl Log {
+    /// Appends a transaction's records and commits its group offset atomically: once it
+    /// returns `Ok`, every record is durable (fsynced, whatever the topic's fsync policy)
+    /// and `committed_offset` returns the offset, also after a restart. After a crash at
+    /// any point the transaction is either entirely there (every record exactly once and
+    /// the offset) or, if its intent was not yet durable, not at all.
+    ///
+    /// Everything is checked before anything is written ([`Error::UnknownTopic`],
+    /// [`Error::RecordTooLarge`], [`Error::BatchTooLarge`], [`Error::KeyRequired`],
+    /// [`Error::InvalidGroupName`], [`Error::OffsetOutOfRange`],
+    /// [`Error::TransactionTooLarge`], [`Error::InvalidProducerName`]). Once the intent is
+    /// durable the transaction never aborts: if an append fails, this returns
+    /// [`Error::TransactionIncomplete`] and the producer's next call (an empty transaction
+    /// will do) or the next open completes it; do not redo it. If the producer's earlier
+    /// transaction still cannot be completed, this returns
+    /// [`Error::EarlierTransactionIncomplete`] and writes nothing of this one.
+    ///
+    /// While a transaction is being written, readers may see the outputs of some of its
+    /// partitions before others; the group offset moves only once all are durable.
+    #[instrument(skip_all, err, fields(producer = %txn.producer))]
+    pub async fn commit_transaction(&self, txn: Transaction) -> Result<()> {
+        validate_producer(&txn.producer)?;
+        let producer = self.inner.producers.get(&txn.producer);
+        let mut state = producer.lock().await;
+        if state.pending.is_some() {
+            self.finish(&mut state).await.map_err(|error| match error {
+                Error::TransactionIncomplete {
+                    producer,
+                    sequence,
+                    source,
+                } => Error::EarlierTransactionIncomplete {
+                    producer,
+                    sequence,
+                    source,
+                },
+                other => other,
+            })?;
+        }
+        let (planned, commit) = self.plan(&txn)?;
+        if planned.is_empty() && commit.is_none() {
+            return Ok(());
+        }
+
+        let sequence = self.inner.next_sequence.fetch_add(1, Ordering::SeqCst);
+        let mut batches = Vec::with_capacity(planned.len());
+        let mut partitions = Vec::with_capacity(planned.len());
+        for planned in planned {
+            batches.push(IntentBatch {
+                topic: planned.topic,
+                partition: planned.partition_id,
+                end_offset: planned.partition.pin_end(),
+                records: planned.records,
+            });
+            partitions.push(planned.partition);
+        }
+        let intent = Arc::new(Intent {
+            sequence,
+            producer_id: journal::producer_id(&txn.producer),
+            producer: txn.producer,
+            commit,
+            batches,
+        });
+        // Built before anything can fail, so that dropping it undoes the pins.
+        let mut pending = Pending {
+            batches: intent.batches.iter().map(|_| BatchState::NotSent).collect(),
+            intent: Arc::clone(&intent),
+            journal_reply: None,
+            partitions,
+            at_open: false,
+            resumed: false,
+        };
+        let bytes = Arc::new(journal::encode_intent(&intent));
+        pending.journal_reply = Some(self.inner.journal.write_intent(sequence, bytes)?);
+        state.pending = Some(pending);
+        self.finish(&mut state).await
+    }
+
+    /// Checks a transaction and splits its records into one batch per partition, with
+    /// timestamps filled in.
+    fn plan(&self, txn: &Transaction) -> Result<(Vec<PlannedBatch>, Option<IntentCommit>)> {
+        let opts = &self.inner.opts;
+        let now_ms = now_ms();
+        // Per target partition: the batch and each record's index in its input `Vec`.
+        let mut targets: BTreeMap<(String, u32), (PlannedBatch, Vec<usize>)> = BTreeMap::new();
+        for (topic_name, records) in &txn.appends {
+            let topic = self.get_topic(topic_name)?;
+            if topic.config().compaction && records.iter().any(|r| r.key.is_none()) {
+                return Err(Error::KeyRequired {
+                    topic: topic_name.clone(),
+                });
+            }
+            for (index, record) in records.iter().enumerate() {
+                let partition_id = topic.choose_partition(record.key.as_deref());
+                let (batch, indexes) = match targets.entry((topic_name.clone(), partition_id)) {
+                    std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(entry) => entry.insert((
+                        PlannedBatch {
+                            topic: topic_name.clone(),
+                            partition_id,
+                            partition: Arc::clone(topic.partition(partition_id)?),
+                            records: Vec::new(),
+                        },
+                        Vec::new(),
+                    )),
+                };
+                batch.records.push(Record {
+                    key: record.key.clone(),
+                    value: record.value.clone(),
+                    timestamp_ms: Some(record.timestamp_ms.unwrap_or(now_ms)),
+                });
+                indexes.push(index);
+            }
+        }
+        let mut batches = Vec::with_capacity(targets.len());
+        for (batch, indexes) in targets.into_values() {
+            frame::check_limits(
+                &batch.records,
+                opts.max_record_bytes,
+                opts.max_batch_bytes,
+                true,
+            )
+            .map_err(|limit| match limit {
+                LimitError::Record { index, size } => Error::RecordTooLarge {
+                    topic: batch.topic.clone(),
+                    index: indexes[index],
+                    size,
+                    max: opts.max_record_bytes,
+                },
+                LimitError::Batch { size } => Error::BatchTooLarge {
+                    topic: batch.topic.clone(),
+                    partition: batch.partition_id,
+                    records: batch.records.len(),
+                    size,
+                    max: opts.max_batch_bytes,
+                },
+            })?;
+            batches.push(batch);
+        }
+
+        let commit = match &txn.commit {
+            None => None,
+            Some(commit) => {
+                validate_group_name(&commit.group)?;
+                let end_offset = self
+                    .get_partition(&commit.topic, commit.partition)?
+                    .end_offset();
+                if commit.next_offset > end_offset {
+                    return Err(Error::OffsetOutOfRange {
+                        topic: commit.topic.clone(),
+                        partition: commit.partition,
+                        offset: commit.next_offset,
+                        end_offset,
+                    });
+                }
+                Some(IntentCommit {
+                    group: commit.group.clone(),
+                    topic: commit.topic.clone(),
+                    partition: commit.partition,
+                    next_offset: commit.next_offset,
+                })
+            }
+        };
+
+        let size = journal::intent_len(
+            &txn.producer,
+            commit
+                .as_ref()
+                .map(|c| (c.group.as_str(), c.topic.as_str())),
+            batches
+                .iter()
+                .map(|b| (b.topic.len(), journal::records_len(&b.records))),
+        );
+        let max = opts.max_transaction_bytes.min(MAX_ENTRY_BYTES);
+        if size > max {
+            return Err(Error::TransactionTooLarge {
+                producer: txn.producer.clone(),
+                size,
+                max,
+            });
+        }
+        Ok((batches, commit))
+    }
+
+    /// Finishes the producer's pending transaction: waits for its intent to be durable,
+    /// appends every batch not known to be stored, then applies its commit.
+    async fn finish(&self, state: &mut ProducerState) -> Result<()> {
+        let Some(pending) = state.pending.as_mut() else {
+            return Ok(());
+        };
+        if let Some(reply) = pending.journal_reply.as_mut() {
+            let written = reply.await.unwrap_or(Err(Error::JournalPoisoned));
+            match written {
+                Ok(()) => pending.journal_reply = None,
+                Err(error) => {
+                    // Not durable, so nothing of it was appended: with a full disk nothing
+                    // was written; after any other failure the journal refuses every
+                    // transaction, and the next open finishes the intent if it did reach
+                    // the disk.
+                    state.pending = None;
+                    return Err(error);
+                }
+            }
+        }
+
+        let intent = Arc::clone(&pending.intent);
+        let tag = FrameTag {
+            producer_id: intent.producer_id,
+            sequence: intent.sequence,
+        };
+        let mut first_error = None;
+        let mut found = 0usize;
+        let mut appended = 0usize;
+        #[cfg(test)]
+        let stop_after = self
+            .inner
+            .transaction_fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        for (index, ((batch, partition), batch_state)) in intent
+            .batches
+            .iter()
+            .zip(&pending.partitions)
+            .zip(&mut pending.batches)
+            .enumerate()
+        {
+            #[cfg(test)]
+            if stop_after.is_some_and(|TransactionFault::StopAfterBatches(n)| index >= n) {
+                continue;
+            }
+            #[cfg(not(test))]
+            let _ = index;
+            match batch_state {
+                BatchState::NotSent => {}
+                BatchState::Unknown => match partition.contains_tag(batch.end_offset, tag) {
+                    Ok(true) => {
+                        *batch_state = BatchState::Landed;
+                        found += 1;
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                        continue;
+                    }
+                },
+                BatchState::InFlight(_) | BatchState::Landed => continue,
+            }
+            // Every record has its timestamp, so `now_ms` is unused.
+            match partition.enqueue(batch.records.clone(), 0, Some(tag)) {
+                Ok(reply) => {
+                    *batch_state = BatchState::InFlight(reply);
+                    appended += 1;
+                }
+                Err(error) => {
+                    *batch_state = BatchState::Unknown;
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        for (batch, batch_state) in intent.batches.iter().zip(&mut pending.batches) {
+            let BatchState::InFlight(reply) = batch_state else {
+                continue;
+            };
+            match reply.await {
+                Ok(Ok(_)) => *batch_state = BatchState::Landed,
+                Ok(Err(error)) => {
+                    *batch_state = BatchState::Unknown;
+                    first_error.get_or_insert(error);
+                }
+                Err(_) => {
+                    *batch_state = BatchState::Unknown;
+                    first_error.get_or_insert(Error::Poisoned {
+                        topic: batch.topic.clone(),
+                        partition: batch.partition,
+                    });
+                }
+            }
+        }
+        #[cfg(test)]
+        if stop_after.is_some() {
+            first_error.get_or_insert(Error::Io {
+                context: "a test stopped the transaction".into(),
+                source: std::io::Error::other("injected"),
+            });
+        }
+        if let Some(error) = first_error {
+            pending.resumed = true;
+            return Err(Error::TransactionIncomplete {
+                producer: intent.producer.clone(),
+                sequence: intent.sequence,
+                source: Box::new(error),
+            });
+        }
+
+        if let Some(commit) = &intent.commit {
+            self.inner.groups.apply(
+                &commit.group,
+                &commit.topic,
+                commit.partition,
+                commit.next_offset,
+                intent.sequence,
+            );
+        }
+        if pending.at_open || pending.resumed {
+            telemetry::TransactionRecovered {
+                producer: &intent.producer,
+                sequence: intent.sequence,
+                batches_found: found,
+                batches_appended: appended,
+                at_open: pending.at_open,
+            }
+            .emit();
+        } else {
+            telemetry::TransactionCommitted {
+                producer: &intent.producer,
+                sequence: intent.sequence,
+                batches: intent.batches.len(),
+                records: intent.batches.iter().map(|b| b.records.len()).sum(),
+            }
+            .emit();
+        }
+        if !pending.at_open {
+            // At open the journal files are replaced once recovery is done.
+            self.inner.journal.write_done(intent.sequence);
+        }
+        state.pending = None;
+        Ok(())
+    }
+
+    /// At open: finishes every unfinished intent the journal holds and applies the commit
+    /// of every intent whose sequence is above the stored one.
+    pub(crate) fn recover_transactions(&self, recovered: &journal::Recovered) -> Result<()> {
+        for intent in recovered.unfinished() {
+            let mut partitions = Vec::with_capacity(intent.batches.len());
+            for batch in &intent.batches {
+                let partition =
+                    self.get_partition(&batch.topic, batch.partition)
+                        .map_err(|error| Error::Corrupt {
+                            what: format!(
+                                "transaction {} of producer \"{}\" in the journal",
+                                intent.sequence, intent.producer
+                            ),
+                            reason: format!("it cannot be completed: {error}"),
+                        })?;
+                partition.pin(batch.end_offset);
+                partitions.push(partition);
+            }
+            let mut state = ProducerState {
+                pending: Some(Pending {
+                    batches: intent.batches.iter().map(|_| BatchState::Unknown).collect(),
+                    intent: Arc::new(intent.clone()),
+                    journal_reply: None,
+                    partitions,
+                    at_open: true,
+                    resumed: false,
+                }),
+            };
+            futures::executor::block_on(self.finish(&mut state))?;
+        }
+        for intent in recovered.intents.values() {
+            if let Some(commit) = &intent.commit {
+                self.inner.groups.apply(
+                    &commit.group,
+                    &commit.topic,
+                    commit.partition,
+                    commit.next_offset,
+                    intent.sequence,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stops the next transaction part-way, as a crash would, for tests.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TransactionFault {
+    /// Append only the first `n` batches (0: none), then return an error.
+    StopAfterBatches(usize),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,761 @@
+use std::{
+    collections::BTreeMap,
+    io,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use futures::future::BoxFuture;
+use tempfile::TempDir;
+
+use super::*;
+use crate::{
+    EventLog, LogOptions, RecordPosition, RetentionReport, StoredRecord, TopicConfig, TopicInfo,
+};
+
+const SOURCE: &str = "source";
+const OUT_A: &str = "out-a";
+const OUT_B: &str = "out-b";
+const GROUP: &str = "pipe";
+const PRODUCER: &str = "pipeline/pipe/source/0";
+
+fn open_with(dir: &TempDir, opts: LogOptions) -> Log {
+    Log::open(dir.path(), opts).expect("open log")
+}
+
+fn open(dir: &TempDir) -> Log {
+    open_with(dir, LogOptions::default())
+}
+
+/// A source topic with 100 records and two output topics of 3 and 2 partitions.
+async fn setup(dir: &TempDir) -> Log {
+    let log = open(dir);
+    log.create_topic(SOURCE, &TopicConfig::with_partitions(1))
+        .expect("create source");
+    log.create_topic(OUT_A, &TopicConfig::with_partitions(3))
+        .expect("create out-a");
+    log.create_topic(OUT_B, &TopicConfig::with_partitions(2))
+        .expect("create out-b");
+    let records = (0..100).map(|i| Record::new(format!("in-{i}"))).collect();
+    log.append(SOURCE, records).await.expect("fill the source");
+    log
+}
+
+/// Transaction `n`: `per_topic` keyed records to out-a (spread by key over its three
+/// partitions) and as many unkeyed ones to out-b (round robin over two), committing the
+/// source offset `(n + 1) * 10`.
+fn txn(producer: &str, n: u32, per_topic: u32) -> Transaction {
+    Transaction {
+        producer: producer.to_owned(),
+        appends: vec![
+            (
+                OUT_A.to_owned(),
+                (0..per_topic)
+                    .map(|i| {
+                        Record::new(format!("{producer}:{n}:a{i}")).with_key(format!("{n}-{i}"))
+                    })
+                    .collect(),
+            ),
+            (
+                OUT_B.to_owned(),
+                (0..per_topic)
+                    .map(|i| Record::new(format!("{producer}:{n}:b{i}")))
+                    .collect(),
+            ),
+        ],
+        commit: Some(GroupCommit {
+            group: GROUP.to_owned(),
+            topic: SOURCE.to_owned(),
+            partition: 0,
+            next_offset: u64::from(n + 1) * 10,
+        }),
+    }
+}
+
+/// Every record of every output partition, as value → how many times it is stored.
+fn stored_values(log: &Log) -> BTreeMap<String, usize> {
+    let mut values = BTreeMap::new();
+    for topic in [OUT_A, OUT_B] {
+        let partitions = log.topic(topic).expect("topic").partitions;
+        for partition in 0..partitions {
+            for record in log.read(topic, partition, 0, usize::MAX).expect("read") {
+                let value = String::from_utf8(record.value.to_vec()).expect("utf-8");
+                *values.entry(value).or_default() += 1;
+            }
+        }
+    }
+    values
+}
+
+/// Asserts that the outputs are exactly the records of `txns`, each once.
+fn assert_exactly(log: &Log, txns: &[(&str, u32, u32)]) {
+    let mut expected = BTreeMap::new();
+    for &(producer, n, per_topic) in txns {
+        for i in 0..per_topic {
+            expected.insert(format!("{producer}:{n}:a{i}"), 1);
+            expected.insert(format!("{producer}:{n}:b{i}"), 1);
+        }
+    }
+    assert_eq!(stored_values(log), expected);
+}
+
+fn committed(log: &Log) -> Option<u64> {
+    log.committed_offset(GROUP, SOURCE, 0).expect("committed")
+}
+
+fn journal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(journal::JOURNAL_DIR))
+        .expect("list the journal")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "journal"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_transaction_over_topics_and_partitions_is_all_there_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    log.commit_transaction(txn(PRODUCER, 0, 12))
+        .await
+        .expect("commit");
+    assert_exactly(&log, &[(PRODUCER, 0, 12)]);
+    assert_eq!(committed(&log), Some(10));
+    for partition in 0..3 {
+        assert!(
+            log.end_offset(OUT_A, partition).expect("end") > 0,
+            "keys spread"
+        );
+    }
+    log.commit_transaction(txn(PRODUCER, 1, 5))
+        .await
+        .expect("commit");
+    drop(log);
+
+    let log = open(&dir);
+    assert_exactly(&log, &[(PRODUCER, 0, 12), (PRODUCER, 1, 5)]);
+    assert_eq!(committed(&log), Some(20));
+    // Timestamps were fixed when the intent was written, and reads see tagged frames.
+    let read = log.read(OUT_B, 0, 0, 1).expect("read");
+    assert!(read[0].timestamp_ms > 1_600_000_000_000);
+    drop(log);
+    let log = open(&dir);
+    assert_exactly(&log, &[(PRODUCER, 0, 12), (PRODUCER, 1, 5)]);
+    assert_eq!(committed(&log), Some(20));
+}
+
+#[tokio::test]
+async fn an_intent_whose_appends_never_happened_is_completed_once_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    log.commit_transaction(txn(PRODUCER, 0, 4))
+        .await
+        .expect("commit");
+    log.inject_transaction_fault(TransactionFault::StopAfterBatches(0));
+    let err = log
+        .commit_transaction(txn(PRODUCER, 1, 6))
+        .await
+        .expect_err("stopped");
+    assert!(matches!(err, Error::TransactionIncomplete { .. }), "{err}");
+    // The crash: nothing of transaction 1 was appended, its offset is not committed.
+    assert_exactly(&log, &[(PRODUCER, 0, 4)]);
+    assert_eq!(committed(&log), Some(10));
+    drop(log);
+
+    let log = open(&dir);
+    assert_exactly(&log, &[(PRODUCER, 0, 4), (PRODUCER, 1, 6)]);
+    assert_eq!(committed(&log), Some(20));
+    drop(log);
+    let log = open(&dir);
+    assert_exactly(&log, &[(PRODUCER, 0, 4), (PRODUCER, 1, 6)]);
+    assert_eq!(committed(&log), Some(20));
+    // The producer carries on.
+    log.commit_transaction(txn(PRODUCER, 2, 3))
+        .await
+        .expect("commit");
+    assert_exactly(
+        &log,
+        &[(PRODUCER, 0, 4), (PRODUCER, 1, 6), (PRODUCER, 2, 3)],
+    );
+    assert_eq!(committed(&log), Some(30));
+}
+
+#[tokio::test]
+async fn a_transaction_cut_after_some_partitions_is_completed_without_duplicates() {
+    for landed in 1..5 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = setup(&dir).await;
+        log.inject_transaction_fault(TransactionFault::StopAfterBatches(landed));
+        log.commit_transaction(txn(PRODUCER, 0, 8))
+            .await
+            .expect_err("stopped");
+        let partly = stored_values(&log).len();
+        assert!(
+            partly > 0 && partly < 16,
+            "{landed} batches landed: {partly}"
+        );
+        assert_eq!(committed(&log), None);
+        drop(log);
+
+        let log = open(&dir);
+        assert_exactly(&log, &[(PRODUCER, 0, 8)]);
+        assert_eq!(committed(&log), Some(10));
+    }
+}
+
+#[tokio::test]
+async fn a_torn_journal_tail_is_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    log.commit_transaction(txn(PRODUCER, 0, 4))
+        .await
+        .expect("commit");
+    log.inject_transaction_fault(TransactionFault::StopAfterBatches(0));
+    log.commit_transaction(txn(PRODUCER, 1, 4))
+        .await
+        .expect_err("stopped");
+    drop(log);
+
+    // The crash tore the last intent: cut its last bytes off.
+    let journal = journal_files(dir.path()).pop().expect("a journal file");
+    let len = std::fs::metadata(&journal).expect("stat").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .expect("open the journal");
+    file.set_len(len - 5).expect("tear");
+    drop(file);
+
+    let log = open(&dir);
+    assert_exactly(&log, &[(PRODUCER, 0, 4)]);
+    assert_eq!(committed(&log), Some(10));
+    log.commit_transaction(txn(PRODUCER, 1, 4))
+        .await
+        .expect("commit again");
+    assert_exactly(&log, &[(PRODUCER, 0, 4), (PRODUCER, 1, 4)]);
+    drop(log);
+
+    // Garbage after the last whole entry is dropped too.
+    let journal = journal_files(dir.path()).pop().expect("a journal file");
+    let mut bytes = std::fs::read(&journal).expect("read");
+    bytes.extend([0xD7, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    std::fs::write(&journal, bytes).expect("write");
+    let log = open(&dir);
+    assert_exactly(&log, &[(PRODUCER, 0, 4), (PRODUCER, 1, 4)]);
+    assert_eq!(committed(&log), Some(20));
+}
+
+#[tokio::test]
+async fn a_failed_append_leaves_the_transaction_pending_until_the_next_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    let out_b_0 = log.get_partition(OUT_B, 0).expect("partition");
+
+    out_b_0.fail_next_write(io::ErrorKind::StorageFull);
+    let err = log
+        .commit_transaction(txn(PRODUCER, 0, 6))
+        .await
+        .expect_err("disk full");
+    match &err {
+        Error::TransactionIncomplete { source, .. } => {
+            assert!(matches!(**source, Error::DiskFull { .. }), "{source}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(err.to_string().contains("do not redo it"), "{err}");
+    assert_eq!(
+        committed(&log),
+        None,
+        "no offset before every output is durable"
+    );
+
+    // An empty call of the producer completes it, appending only what is missing.
+    log.commit_transaction(Transaction {
+        producer: PRODUCER.into(),
+        ..Transaction::default()
+    })
+    .await
+    .expect("complete");
+    assert_exactly(&log, &[(PRODUCER, 0, 6)]);
+    assert_eq!(committed(&log), Some(10));
+
+    // While the earlier one cannot complete, a new transaction writes nothing.
+    out_b_0.fail_next_write(io::ErrorKind::StorageFull);
+    log.commit_transaction(txn(PRODUCER, 1, 6))
+        .await
+        .expect_err("disk full");
+    out_b_0.fail_next_write(io::ErrorKind::StorageFull);
+    let err = log
+        .commit_transaction(txn(PRODUCER, 2, 6))
+        .await
+        .expect_err("the earlier one is stuck");
+    assert!(
+        matches!(err, Error::EarlierTransactionIncomplete { .. }),
+        "{err}"
+    );
+    assert!(
+        !stored_values(&log).keys().any(|v| v.contains(":2:")),
+        "nothing of the new transaction"
+    );
+    // Another producer is not held up.
+    log.commit_transaction(Transaction {
+        commit: None,
+        ..txn("other", 0, 2)
+    })
+    .await
+    .expect("another producer commits");
+
+    log.commit_transaction(txn(PRODUCER, 2, 6))
+        .await
+        .expect("retry");
+    assert_exactly(
+        &log,
+        &[
+            (PRODUCER, 0, 6),
+            (PRODUCER, 1, 6),
+            (PRODUCER, 2, 6),
+            ("other", 0, 2),
+        ],
+    );
+    assert_eq!(committed(&log), Some(30));
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(committed(&log), Some(30));
+    assert_eq!(stored_values(&log).len(), 3 * 12 + 4);
+}
+
+#[tokio::test]
+async fn validation_errors_write_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LogOptions {
+        max_record_bytes: 64,
+        max_batch_bytes: 1024,
+        max_transaction_bytes: 2048,
+        ..LogOptions::default()
+    };
+    let log = open_with(&dir, opts.clone());
+    for (name, partitions) in [(SOURCE, 1), (OUT_A, 3), (OUT_B, 2)] {
+        log.create_topic(name, &TopicConfig::with_partitions(partitions))
+            .expect("create");
+    }
+    let compacted = TopicConfig {
+        compaction: true,
+        ..TopicConfig::with_partitions(1)
+    };
+    log.create_topic("compacted", &compacted).expect("create");
+    log.append(SOURCE, vec![Record::new("in"); 10])
+        .await
+        .expect("fill the source");
+    log.commit_transaction(txn(PRODUCER, 0, 1))
+        .await
+        .expect("commit");
+
+    let with = |f: &dyn Fn(&mut Transaction)| {
+        let mut t = txn(PRODUCER, 0, 2);
+        f(&mut t);
+        t
+    };
+    type Expected = fn(&Error) -> bool;
+    let cases: Vec<(Transaction, Expected)> = vec![
+        (
+            with(&|t| t.appends.push(("missing".into(), vec![Record::new("x")]))),
+            |e| matches!(e, Error::UnknownTopic { .. }),
+        ),
+        (
+            with(&|t| t.appends[1].1.push(Record::new(vec![b'x'; 65]))),
+            |e| matches!(e, Error::RecordTooLarge { index: 2, .. }),
+        ),
+        (
+            with(&|t| t.appends[1].1 = vec![Record::new(vec![b'x'; 60]); 40]),
+            |e| matches!(e, Error::BatchTooLarge { .. }),
+        ),
+        (
+            with(&|t| {
+                t.appends = vec![
+                    (OUT_A.to_owned(), vec![Record::new(vec![b'x'; 60]); 12]),
+                    (OUT_B.to_owned(), vec![Record::new(vec![b'x'; 60]); 20]),
+                ]
+            }),
+            |e| matches!(e, Error::TransactionTooLarge { .. }),
+        ),
+        (
+            with(&|t| t.appends.push(("compacted".into(), vec![Record::new("x")]))),
+            |e| matches!(e, Error::KeyRequired { .. }),
+        ),
+        (
+            with(&|t| t.commit.as_mut().expect("commit").group = "bad group".into()),
+            |e| matches!(e, Error::InvalidGroupName { .. }),
+        ),
+        (
+            with(&|t| t.commit.as_mut().expect("commit").next_offset = 11),
+            |e| matches!(e, Error::OffsetOutOfRange { .. }),
+        ),
+        (
+            with(&|t| t.commit.as_mut().expect("commit").partition = 1),
+            |e| matches!(e, Error::UnknownPartition { .. }),
+        ),
+        (with(&|t| t.producer = String::new()), |e| {
+            matches!(e, Error::InvalidProducerName { .. })
+        }),
+        (with(&|t| t.producer = "p".repeat(256)), |e| {
+            matches!(e, Error::InvalidProducerName { .. })
+        }),
+    ];
+    let journal_len = || -> u64 {
+        journal_files(dir.path())
+            .iter()
+            .map(|f| std::fs::metadata(f).expect("stat").len())
+            .sum()
+    };
+    log.inner.journal.sync().expect("sync");
+    let before = journal_len();
+    for (transaction, expected) in cases {
+        let err = log
+            .commit_transaction(transaction)
+            .await
+            .expect_err("invalid");
+        assert!(expected(&err), "unexpected error: {err}");
+        assert_exactly(&log, &[(PRODUCER, 0, 1)]);
+        assert_eq!(committed(&log), Some(10));
+    }
+    log.inner.journal.sync().expect("sync");
+    assert_eq!(journal_len(), before, "no intent was written");
+    drop(log);
+    let log = open_with(&dir, opts);
+    assert_exactly(&log, &[(PRODUCER, 0, 1)]);
+    assert_eq!(committed(&log), Some(10));
+}
+
+#[tokio::test]
+async fn a_full_journal_disk_writes_nothing_and_a_failed_journal_write_poisons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    log.commit_transaction(txn(PRODUCER, 0, 2))
+        .await
+        .expect("commit");
+
+    log.inner
+        .journal
+        .fail_next_write(io::ErrorKind::StorageFull);
+    let err = log
+        .commit_transaction(txn(PRODUCER, 1, 2))
+        .await
+        .expect_err("disk full");
+    assert!(matches!(err, Error::JournalDiskFull), "{err}");
+    assert_exactly(&log, &[(PRODUCER, 0, 2)]);
+    log.commit_transaction(txn(PRODUCER, 1, 2))
+        .await
+        .expect("space again");
+    assert_exactly(&log, &[(PRODUCER, 0, 2), (PRODUCER, 1, 2)]);
+
+    log.inner.journal.fail_next_write(io::ErrorKind::Other);
+    let err = log
+        .commit_transaction(txn(PRODUCER, 2, 2))
+        .await
+        .expect_err("write error");
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    for producer in [PRODUCER, "other"] {
+        let err = log
+            .commit_transaction(txn(producer, 3, 2))
+            .await
+            .expect_err("poisoned");
+        assert!(matches!(err, Error::JournalPoisoned), "{err}");
+    }
+    log.append(OUT_A, vec![Record::new("plain")])
+        .await
+        .expect("plain appends go on");
+    assert_eq!(committed(&log), Some(20));
+    drop(log);
+
+    let log = open(&dir);
+    let mut values = stored_values(&log);
+    assert_eq!(values.remove("plain"), Some(1));
+    assert_eq!(values.len(), 8, "transactions 0 and 1 only: {values:?}");
+    assert_eq!(committed(&log), Some(20));
+    log.commit_transaction(txn(PRODUCER, 2, 2))
+        .await
+        .expect("a restart clears the poison");
+}
+
+#[tokio::test]
+async fn recovery_never_undoes_a_later_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    log.commit_transaction(txn(PRODUCER, 4, 1))
+        .await
+        .expect("commit");
+    assert_eq!(committed(&log), Some(50));
+    // A plain commit after it (a reset) wins over the journal's at recovery.
+    log.commit_offset(GROUP, SOURCE, 0, 20).expect("reset");
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(committed(&log), Some(20));
+
+    log.commit_offset(GROUP, SOURCE, 0, 5)
+        .expect("plain commit");
+    log.commit_transaction(txn(PRODUCER, 6, 1))
+        .await
+        .expect("commit");
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(committed(&log), Some(70));
+}
+
+#[tokio::test]
+async fn transaction_offsets_are_durable_through_the_journal_until_a_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    let group_file = dir.path().join("groups").join(format!("{GROUP}.json"));
+    for n in 0..5 {
+        log.commit_transaction(txn(PRODUCER, n, 1))
+            .await
+            .expect("commit");
+    }
+    assert!(!group_file.exists(), "no group file write per transaction");
+    assert_eq!(committed(&log), Some(50));
+    drop(log);
+    let log = open(&dir);
+    assert!(group_file.exists(), "open checkpoints the groups");
+    assert_eq!(committed(&log), Some(50));
+    assert_eq!(
+        journal_files(dir.path()).len(),
+        1,
+        "open replaced the journal"
+    );
+}
+
+#[tokio::test]
+async fn a_new_journal_file_carries_pending_intents_and_old_files_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LogOptions {
+        journal_file_bytes: 2048,
+        ..LogOptions::default()
+    };
+    let log = setup(&dir).await;
+    drop(log);
+    let log = open_with(&dir, opts.clone());
+    let out_b_1 = log.get_partition(OUT_B, 1).expect("partition");
+    out_b_1.fail_next_write(io::ErrorKind::StorageFull);
+    log.commit_transaction(txn(PRODUCER, 0, 4))
+        .await
+        .expect_err("left pending");
+    let mut done = vec![];
+    for n in 0..30 {
+        let producer = "busy";
+        let t = Transaction {
+            commit: Some(GroupCommit {
+                group: "busy".into(),
+                topic: SOURCE.into(),
+                partition: 0,
+                next_offset: u64::from(n),
+            }),
+            ..txn(producer, n, 3)
+        };
+        log.commit_transaction(t).await.expect("commit");
+        done.push((producer, n, 3));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while journal_files(dir.path()).len() > 2 {
+        assert!(Instant::now() < deadline, "old journal files stay");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !dir.path().join("groups").join("busy.json").exists()
+            || log
+                .committed_offset("busy", SOURCE, 0)
+                .expect("c")
+                .is_some()
+    );
+    drop(log);
+
+    // The pending intent survived every rotation, as a copy in the newest file.
+    let log = open_with(&dir, opts);
+    done.push((PRODUCER, 0, 4));
+    assert_exactly(&log, &done);
+    assert_eq!(committed(&log), Some(10));
+    assert_eq!(
+        log.committed_offset("busy", SOURCE, 0).expect("committed"),
+        Some(29)
+    );
+}
+
+#[tokio::test]
+async fn retention_leaves_segments_of_unfinished_transactions_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    let small = TopicConfig {
+        segment_bytes: 512,
+        retention_bytes: Some(1),
+        ..TopicConfig::with_partitions(1)
+    };
+    log.create_topic("kept", &small).expect("create");
+    log.create_topic("zzz", &TopicConfig::with_partitions(1))
+        .expect("create");
+    let transaction = Transaction {
+        producer: PRODUCER.into(),
+        appends: vec![
+            ("kept".into(), vec![Record::new("tagged")]),
+            ("zzz".into(), vec![Record::new("late")]),
+        ],
+        commit: None,
+    };
+    // "kept" comes first: its batch lands, "zzz"'s does not.
+    log.inject_transaction_fault(TransactionFault::StopAfterBatches(1));
+    log.commit_transaction(transaction.clone())
+        .await
+        .expect_err("stopped");
+    assert_eq!(log.end_offset("kept", 0).expect("end"), 1);
+    for _ in 0..20 {
+        log.append("kept", vec![Record::new(vec![b'f'; 200])])
+            .await
+            .expect("append");
+    }
+    let report = log.enforce_retention().expect("retention");
+    assert_eq!(report.segments_deleted, 0, "{report:?}");
+    assert_eq!(log.start_offset("kept", 0).expect("start"), 0);
+
+    // Completing it finds the batch by its tag instead of appending it again.
+    log.commit_transaction(Transaction {
+        producer: PRODUCER.into(),
+        ..Transaction::default()
+    })
+    .await
+    .expect("complete");
+    assert_eq!(log.end_offset("kept", 0).expect("end"), 21);
+    assert_eq!(log.read("zzz", 0, 0, 10).expect("read").len(), 1);
+    let report = log.enforce_retention().expect("retention");
+    assert!(report.segments_deleted > 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_producers_commit_independently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    let tasks: Vec<_> = (0..4)
+        .map(|p| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let producer = format!("producer-{p}");
+                for n in 0..10 {
+                    let t = Transaction {
+                        commit: Some(GroupCommit {
+                            group: producer.clone(),
+                            topic: SOURCE.into(),
+                            partition: 0,
+                            next_offset: u64::from(n + 1),
+                        }),
+                        ..txn(&producer, n, 3)
+                    };
+                    log.commit_transaction(t).await.expect("commit");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let names: Vec<String> = (0..4).map(|p| format!("producer-{p}")).collect();
+    let expected: Vec<(&str, u32, u32)> = names
+        .iter()
+        .flat_map(|p| (0..10).map(move |n| (p.as_str(), n, 3)))
+        .collect();
+    assert_exactly(&log, &expected);
+    drop(log);
+    let log = open(&dir);
+    assert_exactly(&log, &expected);
+    for name in &names {
+        assert_eq!(log.committed_offset(name, SOURCE, 0).expect("c"), Some(10));
+    }
+}
+
+/// A backend that keeps the trait's default `commit_transaction`.
+struct AtLeastOnce(Log);
+
+impl EventLog for AtLeastOnce {
+    fn backend(&self) -> &'static str {
+        "test"
+    }
+    fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<bool> {
+        self.0.create_topic(name, config)
+    }
+    fn topic(&self, name: &str) -> Option<TopicInfo> {
+        self.0.topic(name)
+    }
+    fn topics(&self) -> Vec<TopicInfo> {
+        self.0.topics()
+    }
+    fn append<'a>(
+        &'a self,
+        topic: &'a str,
+        records: Vec<Record>,
+    ) -> BoxFuture<'a, Result<Vec<RecordPosition>>> {
+        Box::pin(self.0.append(topic, records))
+    }
+    fn append_to<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> BoxFuture<'a, Result<Vec<RecordPosition>>> {
+        Box::pin(self.0.append_to(topic, partition, records))
+    }
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        self.0.read(topic, partition, from, max)
+    }
+    fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        self.0.start_offset(topic, partition)
+    }
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        self.0.end_offset(topic, partition)
+    }
+    fn offset_for_time(&self, topic: &str, partition: u32, timestamp_ms: i64) -> Result<u64> {
+        self.0.offset_for_time(topic, partition, timestamp_ms)
+    }
+    fn wait_for<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.0.wait_for(topic, partition, offset))
+    }
+    fn commit_offset(&self, group: &str, topic: &str, partition: u32, next: u64) -> Result<()> {
+        self.0.commit_offset(group, topic, partition, next)
+    }
+    fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>> {
+        self.0.committed_offset(group, topic, partition)
+    }
+    fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.0.enforce_retention()
+    }
+}
+
+#[tokio::test]
+async fn the_default_commit_transaction_appends_then_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = AtLeastOnce(setup(&dir).await);
+    let shared: &dyn EventLog = &backend;
+    shared
+        .commit_transaction(txn(PRODUCER, 0, 3))
+        .await
+        .expect("commit");
+    assert_exactly(&backend.0, &[(PRODUCER, 0, 3)]);
+    assert_eq!(committed(&backend.0), Some(10));
+    assert!(
+        journal_files(dir.path()).is_empty(),
+        "the default writes no journal"
+    );
+    let embedded: &dyn EventLog = &backend.0;
+    embedded
+        .commit_transaction(txn(PRODUCER, 1, 3))
+        .await
+        .expect("commit");
+    assert_eq!(journal_files(dir.path()).len(), 1, "the embedded override");
+}
