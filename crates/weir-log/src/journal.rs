@@ -562,6 +562,8 @@ struct WriterState {
     poisoned: bool,
     /// Intents written whose `done` is not: copied into the next file at a rotation.
     pending: BTreeMap<u64, Arc<Vec<u8>>>,
+    /// The bytes of `pending`.
+    pending_bytes: u64,
     /// `done` entries a full disk refused; written with the next group.
     unwritten_done: Vec<u64>,
     checkpointer: Option<Checkpointer>,
@@ -627,6 +629,7 @@ impl Journal {
             dirty: false,
             poisoned: false,
             pending: BTreeMap::new(),
+            pending_bytes: 0,
             unwritten_done: Vec::new(),
             checkpointer: None,
         };
@@ -803,7 +806,9 @@ impl Shared {
                     return;
                 }
             }
-        } else if state.len >= self.rotate_bytes {
+        } else if state.len >= self.rotate_bytes.max(2 * state.pending_bytes) {
+            // The second bound keeps a few large stuck intents from being copied into a
+            // new file at every group.
             self.rotate(state);
             if state.poisoned {
                 reply_all(group, || Error::JournalPoisoned);
@@ -859,7 +864,9 @@ impl Shared {
             state.dirty = false;
         }
         for sequence in dones {
-            state.pending.remove(&sequence);
+            if let Some(bytes) = state.pending.remove(&sequence) {
+                state.pending_bytes -= bytes.len() as u64;
+            }
         }
         for request in group {
             match request {
@@ -868,6 +875,7 @@ impl Shared {
                     bytes,
                     reply,
                 } => {
+                    state.pending_bytes += bytes.len() as u64;
                     state.pending.insert(sequence, bytes);
                     let _ = reply.send(Ok(()));
                 }

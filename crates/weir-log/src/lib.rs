@@ -234,7 +234,9 @@ struct PartitionBatch {
 impl Log {
     /// Opens the log in `dir`, creating it if needed, recovers every topic in it and
     /// completes every transaction a crash left unfinished (see [`Log::commit_transaction`]).
-    /// Fails with [`Error::Locked`] while another `Log` has `dir` open.
+    /// Fails with [`Error::Locked`] while another `Log` has `dir` open, and with the
+    /// append's error if such a transaction cannot be completed (a full disk, say): free
+    /// space, then open again.
     #[instrument(skip_all, err, fields(dir = %dir.display()))]
     pub fn open(dir: &Path, opts: LogOptions) -> Result<Log> {
         std::fs::create_dir_all(dir).context(|| format!("could not create {}", dir.display()))?;

@@ -50,10 +50,17 @@
 //! - Offsets increase strictly and appends assign them densely. Compaction removes
 //!   records but keeps the offsets of those it keeps, so reads may skip offsets; the
 //!   partition's start offset is the base offset of its first segment.
+//! - A transaction's batch (a tagged frame, see `frame` and `journal`) is fsynced before it
+//!   is acknowledged and made visible, whatever the fsync policy: the journal forgets a
+//!   transaction once it is done, so its batches must not be lost after that.
 //! - Retention deletes whole closed segments from the oldest on, never the active one.
 //!   Compaction rewrites a closed segment into `<name>.log.compacting`, fsyncs it, renames
 //!   it over the segment, fsyncs the directory and then rewrites the index files.
 //!   Leftover `.compacting` and `.tmp` files are deleted on open.
+//! - Neither touches a segment holding offsets at or above the lowest end offset pinned
+//!   by an unfinished transaction (`pin_end`, `retention_limit`): recovery finds such a
+//!   transaction's batches by their tags, which deleting or compacting (which drops tags)
+//!   the segment would hide.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},

@@ -933,12 +933,19 @@ fn fuzz_decode_never_panics_on_random_bytes() {
     };
     let mut valid = Vec::new();
     frame::encode_records_into(&mut valid, 5, None, &[Record::new("v").with_key("k")], 9);
-    for round in 0..5_000 {
+    let mut tagged = Vec::new();
+    let tag = frame::FrameTag {
+        producer_id: 3,
+        sequence: 4,
+    };
+    frame::encode_records_into(&mut tagged, 5, Some(tag), &[Record::new("v")], 9);
+    let journal = journal_entries();
+    for round in 0..6_000 {
         let len = (next() % 300) as usize;
         let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         if round % 3 == 0 {
-            // Start from a valid frame so the decoder gets past the header.
-            let mut frame = valid.clone();
+            // Start from a valid frame or entry so the decoder gets past the header.
+            let mut frame = [&valid, &tagged, &journal][round / 3 % 3].clone();
             if !frame.is_empty() {
                 let at = (next() as usize) % frame.len();
                 frame[at] = next() as u8;
@@ -949,7 +956,37 @@ fn fuzz_decode_never_panics_on_random_bytes() {
         fuzz_decode(&bytes);
     }
     fuzz_decode(&valid);
+    fuzz_decode(&tagged);
+    fuzz_decode(&journal);
     fuzz_decode(&[]);
+}
+
+/// A start entry, an intent and a done entry, as a journal file holds them.
+fn journal_entries() -> Vec<u8> {
+    let intent = journal::Intent {
+        sequence: 9,
+        producer: "p".into(),
+        producer_id: journal::producer_id("p"),
+        commit: Some(journal::IntentCommit {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 1,
+            next_offset: 2,
+        }),
+        batches: vec![journal::IntentBatch {
+            topic: "out".into(),
+            partition: 0,
+            end_offset: 7,
+            records: vec![
+                Record::new("v").with_key("k").with_timestamp(1),
+                Record::new("w").with_timestamp(2),
+            ],
+        }],
+    };
+    let mut bytes = journal::encode_start(9);
+    bytes.extend(journal::encode_intent(&intent));
+    bytes.extend(journal::encode_done(9));
+    bytes
 }
 
 /// A batch as `(key, value)` pairs.
@@ -996,6 +1033,19 @@ proptest::proptest! {
     fn fuzz_decode_survives_truncated_frames(batches in arb_batches(), cut in proptest::prelude::any::<proptest::sample::Index>()) {
         let bytes = encoded_frames(&batches);
         fuzz_decode(&bytes);
+        fuzz_decode(&bytes[..cut.index(bytes.len() + 1)]);
+    }
+
+    #[test]
+    fn fuzz_decode_survives_damaged_journal_entries(
+        cut in proptest::prelude::any::<proptest::sample::Index>(),
+        flips in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 0..8u8), 0..4),
+    ) {
+        let mut bytes = journal_entries();
+        for (at, bit) in flips {
+            let at = at.index(bytes.len());
+            bytes[at] ^= 1 << bit;
+        }
         fuzz_decode(&bytes[..cut.index(bytes.len() + 1)]);
     }
 

@@ -5,6 +5,12 @@
 //!
 //! Payloads verify themselves (a CRC32C at their end) and name the partition they were
 //! written to, so every record read back is checked, acknowledged or not.
+//!
+//! Transactions are all or nothing across SIGKILL: in the second test the child runs
+//! producers that each consume a source partition in transactions (offset `N` to `N + k`,
+//! `k` records spread over two topics and five partitions, each naming its transaction),
+//! and after every kill and reopening each transaction is there whole and exactly once
+//! and covered by the committed offset, or not there at all and past it.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weir_log::{Log, LogOptions, Record};
+use weir_log::{GroupCommit, Log, LogOptions, Record, Transaction};
 
 use crate::{Rng, create_topic, open_log};
 
@@ -24,6 +30,8 @@ use crate::{Rng, create_topic, open_log};
 const CHILD_DIR_ENV: &str = "WEIR_CRASH_CHILD_DIR";
 /// Set for the child: which kill cycle it is, part of every payload id.
 const CHILD_RUN_ENV: &str = "WEIR_CRASH_CHILD_RUN";
+/// Set for the transaction child: how many producers to run.
+const CHILD_PRODUCERS_ENV: &str = "WEIR_CRASH_CHILD_PRODUCERS";
 const TOPIC: &str = "load";
 const PARTITIONS: u32 = 3;
 const TASKS: u32 = 4;
@@ -272,22 +280,37 @@ fn run_child_until_killed(
     run: u32,
     kill_after_ms: u64,
 ) -> Vec<((u32, u64), PayloadId)> {
+    kill_child(
+        exe,
+        "crash::child_appender",
+        &[
+            (CHILD_DIR_ENV, dir.as_os_str()),
+            (CHILD_RUN_ENV, run.to_string().as_ref()),
+        ],
+        kill_after_ms,
+        read_acks,
+    )
+}
+
+/// Runs the ignored test `name` of this binary as a child with `envs`, SIGKILLs it after
+/// `kill_after_ms` and returns what `read` made of its stdout.
+fn kill_child<T: Send + 'static>(
+    exe: &PathBuf,
+    name: &str,
+    envs: &[(&str, &std::ffi::OsStr)],
+    kill_after_ms: u64,
+    read: fn(std::process::ChildStdout) -> T,
+) -> T {
     let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "crash::child_appender",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_DIR_ENV, dir)
-        .env(CHILD_RUN_ENV, run.to_string())
+        .args(["--exact", name, "--ignored", "--nocapture"])
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the child");
     let stdout = child.stdout.take().expect("child stdout");
-    let reader = std::thread::spawn(move || read_acks(stdout));
+    let reader = std::thread::spawn(move || read(stdout));
     std::thread::sleep(Duration::from_millis(kill_after_ms));
     child.kill().expect("SIGKILL the child");
     let status = child.wait().expect("reap the child");
@@ -297,4 +320,269 @@ fn run_child_until_killed(
         "the child ended before the kill: {status}"
     );
     reader.join().expect("ack reader")
+}
+
+const SOURCE: &str = "txn-source";
+const OUTPUTS: [(&str, u32); 2] = [("txn-keyed", 3), ("txn-round-robin", 2)];
+const PIPELINE_GROUP: &str = "txn-pipeline";
+/// Records in each source partition, more than the producers consume in the test.
+const SOURCE_RECORDS: u64 = 200_000;
+const TXN_CYCLES: u32 = 10;
+const TXN_PRODUCERS: u32 = 3;
+/// Small, so the children start new journal files (and delete old ones) under the kills.
+const TXN_JOURNAL_FILE_BYTES: u64 = 16 << 10;
+
+/// One output record of transaction `start..start + count` of source partition `producer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct TxnRecord {
+    producer: u32,
+    start: u64,
+    count: u64,
+    index: u64,
+}
+
+impl TxnRecord {
+    fn value(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.producer, self.start, self.count, self.index
+        )
+    }
+
+    fn parse(value: &[u8]) -> TxnRecord {
+        let text = std::str::from_utf8(value).expect("a UTF-8 value");
+        let fields: Vec<u64> = text
+            .split(':')
+            .map(|f| f.parse().unwrap_or_else(|_| panic!("bad value {text:?}")))
+            .collect();
+        let [producer, start, count, index] = fields[..] else {
+            panic!("bad value {text:?}");
+        };
+        TxnRecord {
+            producer: producer as u32,
+            start,
+            count,
+            index,
+        }
+    }
+}
+
+fn producer_name(producer: u32) -> String {
+    format!("pipeline/{PIPELINE_GROUP}/{SOURCE}/{producer}")
+}
+
+#[test]
+#[ignore = "the child process of crash::transactions_survive_sigkill, which runs it"]
+fn child_transactions() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
+        eprintln!("{CHILD_DIR_ENV} is not set: nothing to do outside the crash test");
+        return;
+    };
+    let run: u64 = std::env::var(CHILD_RUN_ENV)
+        .expect("the run number")
+        .parse()
+        .expect("a number");
+    let producers: u32 = std::env::var(CHILD_PRODUCERS_ENV)
+        .expect("the producer count")
+        .parse()
+        .expect("a number");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let opts = LogOptions {
+            journal_file_bytes: TXN_JOURNAL_FILE_BYTES,
+            ..LogOptions::default()
+        };
+        let log = Log::open(Path::new(&dir), opts).expect("open the log");
+        let tasks: Vec<_> = (0..producers)
+            .map(|producer| tokio::spawn(commit_until_killed(log.clone(), run, producer)))
+            .collect();
+        for task in tasks {
+            task.await.expect("producer task");
+        }
+    });
+}
+
+/// Consumes source partition `producer` in transactions of 1 to 8 records from the
+/// committed offset on, and prints `TXN <producer> <start> <count>` once one returned.
+async fn commit_until_killed(log: Log, run: u64, producer: u32) {
+    let mut rng = Rng::new(run << 32 | u64::from(producer) | 1 << 20);
+    let mut start = log
+        .committed_offset(PIPELINE_GROUP, SOURCE, producer)
+        .expect("committed offset")
+        .unwrap_or(0);
+    loop {
+        let count = rng.range(1, 8);
+        let mut appends: Vec<(String, Vec<Record>)> = OUTPUTS
+            .iter()
+            .map(|(topic, _)| ((*topic).to_owned(), Vec::new()))
+            .collect();
+        for index in 0..count {
+            let record = TxnRecord {
+                producer,
+                start,
+                count,
+                index,
+            };
+            let value = record.value();
+            if index % 2 == 0 {
+                appends[0]
+                    .1
+                    .push(Record::new(value.clone()).with_key(value));
+            } else {
+                appends[1].1.push(Record::new(value));
+            }
+        }
+        log.commit_transaction(Transaction {
+            producer: producer_name(producer),
+            appends,
+            commit: Some(GroupCommit {
+                group: PIPELINE_GROUP.into(),
+                topic: SOURCE.into(),
+                partition: producer,
+                next_offset: start + count,
+            }),
+        })
+        .await
+        .expect("commit a transaction");
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "TXN {producer} {start} {count}").expect("print");
+        stdout.flush().expect("flush");
+        start += count;
+    }
+}
+
+/// Parses the child's complete `TXN` lines into `(producer, start, count)`.
+fn read_committed(stdout: std::process::ChildStdout) -> Vec<(u32, u64, u64)> {
+    let mut reader = BufReader::new(stdout);
+    let mut committed = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return committed,
+            Ok(_) if !line.ends_with('\n') => return committed,
+            Ok(_) => {}
+        }
+        let Some(fields) = line.trim_end().strip_prefix("TXN ") else {
+            continue;
+        };
+        let fields: Vec<u64> = fields
+            .split(' ')
+            .map(|f| f.parse().expect("a number"))
+            .collect();
+        let [producer, start, count] = fields[..] else {
+            panic!("bad line {line:?}");
+        };
+        committed.push((producer as u32, start, count));
+    }
+}
+
+/// Opens the log as recovery leaves it and checks every transaction; returns how many
+/// complete ones it found.
+fn check_transactions(dir: &Path, acknowledged: &[(u32, u64, u64)]) -> usize {
+    let log = open_log(dir);
+    let mut stored: BTreeMap<TxnRecord, u32> = BTreeMap::new();
+    for (topic, partitions) in OUTPUTS {
+        for partition in 0..partitions {
+            for record in log.read(topic, partition, 0, usize::MAX).expect("read") {
+                *stored.entry(TxnRecord::parse(&record.value)).or_default() += 1;
+            }
+        }
+    }
+    let mut complete = 0;
+    for producer in 0..TXN_PRODUCERS {
+        let committed = log
+            .committed_offset(PIPELINE_GROUP, SOURCE, producer)
+            .expect("committed offset")
+            .unwrap_or(0);
+        // The transactions found must tile 0..committed: whole, once, without gaps.
+        let mut next = 0;
+        let mut records = stored
+            .iter()
+            .filter(|(r, _)| r.producer == producer)
+            .peekable();
+        while let Some(&(&first, _)) = records.peek() {
+            assert_eq!(
+                first.start, next,
+                "producer {producer}: a transaction at {} where {next} was due (committed {committed})",
+                first.start
+            );
+            for index in 0..first.count {
+                let (&record, &times) = records.next().unwrap_or_else(|| {
+                    panic!("producer {producer}: transaction {first:?} cut short")
+                });
+                let expected = TxnRecord { index, ..first };
+                assert_eq!(
+                    record, expected,
+                    "producer {producer}: part of a transaction"
+                );
+                assert_eq!(times, 1, "{record:?} stored {times} times");
+            }
+            next = first.start + first.count;
+            complete += 1;
+        }
+        assert_eq!(
+            next, committed,
+            "producer {producer}: the committed offset differs from the transactions stored"
+        );
+        for &(_, start, count) in acknowledged.iter().filter(|a| a.0 == producer) {
+            assert!(
+                start + count <= committed,
+                "producer {producer}: acknowledged transaction {start}+{count} lost (committed {committed})"
+            );
+        }
+    }
+    complete
+}
+
+#[test]
+fn transactions_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("this test binary");
+    let mut rng = Rng::from_env_or_clock("transactions_survive_sigkill");
+    let started = Instant::now();
+    {
+        let log = open_log(dir.path());
+        create_topic(&log, SOURCE, TXN_PRODUCERS).expect("create the source");
+        for (topic, partitions) in OUTPUTS {
+            create_topic(&log, topic, partitions).expect("create an output");
+        }
+        for partition in 0..TXN_PRODUCERS {
+            let records = (0..SOURCE_RECORDS).map(|_| Record::new("in")).collect();
+            futures::executor::block_on(log.append_to(SOURCE, partition, records))
+                .expect("fill the source");
+        }
+    }
+    let mut acknowledged = Vec::new();
+    let mut complete = 0;
+    for run in 0..TXN_CYCLES {
+        let acks = kill_child(
+            &exe,
+            "crash::child_transactions",
+            &[
+                (CHILD_DIR_ENV, dir.path().as_os_str()),
+                (CHILD_RUN_ENV, run.to_string().as_ref()),
+                (CHILD_PRODUCERS_ENV, TXN_PRODUCERS.to_string().as_ref()),
+            ],
+            rng.range(100, 600),
+            read_committed,
+        );
+        let new = acks.len();
+        acknowledged.extend(acks);
+        complete = check_transactions(dir.path(), &acknowledged);
+        eprintln!(
+            "run {run}: {new} acknowledged, {} in all, {complete} transactions stored",
+            acknowledged.len()
+        );
+    }
+    assert!(
+        complete > acknowledged.len() / 2 && !acknowledged.is_empty(),
+        "the children committed too little: {complete} stored, {} acknowledged",
+        acknowledged.len()
+    );
+    eprintln!("{TXN_CYCLES} kills in {:?}", started.elapsed());
 }

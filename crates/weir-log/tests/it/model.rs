@@ -1,6 +1,7 @@
-//! The log against an in-memory model: proptest drives random appends, reads, group
-//! commits, clean reopenings and crashes that tear or corrupt the tail of a partition
-//! file, and checks every answer of the log against a `Vec` of records per partition.
+//! The log against an in-memory model: proptest drives random appends, transactions,
+//! reads, group commits, clean reopenings and crashes that tear or corrupt the tail of a
+//! partition file, and checks every answer of the log against a `Vec` of records per
+//! partition.
 //!
 //! What a damaged tail may cost: only the last batches of the damaged partition, those
 //! whose bytes reach the damage; never an earlier batch, never a part of a batch, never
@@ -14,12 +15,13 @@ use std::{
 
 use bytes::Bytes;
 use proptest::{collection::vec, option, prelude::*, sample::Index};
-use weir_log::{Error, Log, Record, StoredRecord, TopicConfig};
+use weir_log::{Error, GroupCommit, Log, Record, StoredRecord, TopicConfig, Transaction};
 
 use crate::{create_topic, last_log_file, open_log};
 
 const TOPICS: [&str; 2] = ["alpha", "beta"];
 const GROUPS: [&str; 2] = ["readers", "writers"];
+const PRODUCERS: [&str; 2] = ["pipeline/a/alpha/0", "pipeline/b/beta/1"];
 /// A damage op hits at most this many bytes from the end of the file, so it mostly lands
 /// in the last batch or two.
 const MAX_DAMAGE_REACH: u64 = 600;
@@ -56,6 +58,13 @@ enum Op {
         group: usize,
         topic: usize,
         partition: Index,
+    },
+    /// `Log::commit_transaction`: records for topics (a topic may repeat) and maybe a
+    /// group commit, whose offset may be past the end (then nothing is written).
+    Transaction {
+        producer: usize,
+        appends: Vec<(usize, Vec<InputRecord>)>,
+        commit: Option<(usize, usize, Index, Index)>,
     },
     /// Run retention (the topics keep about 4 KiB per partition in 1 KiB segments).
     Retention,
@@ -99,8 +108,14 @@ fn arb_op() -> impl Strategy<Value = Op> {
             .prop_map(|(topic, partition, from, max)| Op::Read { topic, partition, from, max }),
         2 => (group.clone(), topic.clone(), any::<Index>(), any::<Index>())
             .prop_map(|(group, topic, partition, next_offset)| Op::Commit { group, topic, partition, next_offset }),
-        1 => (group, topic.clone(), any::<Index>())
+        1 => (group.clone(), topic.clone(), any::<Index>())
             .prop_map(|(group, topic, partition)| Op::Committed { group, topic, partition }),
+        2 => (
+            0..PRODUCERS.len(),
+            vec((topic.clone(), vec(arb_record(), 0..=8)), 0..=3),
+            option::of((group, topic.clone(), any::<Index>(), any::<Index>())),
+        )
+            .prop_map(|(producer, appends, commit)| Op::Transaction { producer, appends, commit }),
         1 => Just(Op::Reopen),
         1 => Just(Op::Retention),
         1 => (topic.clone(), any::<Index>(), 1..=MAX_DAMAGE_REACH)
@@ -274,6 +289,11 @@ impl Harness {
                 let partition = partition.index(self.model.topics[topic].len()) as u32;
                 self.check_committed(group, topic, partition);
             }
+            Op::Transaction {
+                producer,
+                appends,
+                commit,
+            } => self.transaction(producer, appends, commit).await,
             Op::Retention => {
                 self.log().enforce_retention().expect("retention");
                 for (topic, partitions) in self.model.topics.iter_mut().enumerate() {
@@ -391,6 +411,145 @@ impl Harness {
                     file,
                     file_len,
                 });
+        }
+    }
+
+    async fn transaction(
+        &mut self,
+        producer: usize,
+        appends: Vec<(usize, Vec<InputRecord>)>,
+        commit: Option<(usize, usize, Index, Index)>,
+    ) {
+        let to_record = |input: &InputRecord| Record {
+            key: input.key.map(key_bytes),
+            value: Bytes::from(input.value.clone()),
+            timestamp_ms: input.timestamp_ms,
+        };
+        let commit = commit.map(|(group, topic, partition, next_offset)| {
+            let partition = partition.index(self.model.topics[topic].len()) as u32;
+            let end = self.model.topics[topic][partition as usize].end();
+            (
+                group,
+                topic,
+                partition,
+                next_offset.index(end as usize + 2) as u64,
+            )
+        });
+        let transaction = Transaction {
+            producer: PRODUCERS[producer].to_owned(),
+            appends: appends
+                .iter()
+                .map(|(topic, inputs)| {
+                    (
+                        TOPICS[*topic].to_owned(),
+                        inputs.iter().map(to_record).collect(),
+                    )
+                })
+                .collect(),
+            commit: commit.map(|(group, topic, partition, next_offset)| GroupCommit {
+                group: GROUPS[group].to_owned(),
+                topic: TOPICS[topic].to_owned(),
+                partition,
+                next_offset,
+            }),
+        };
+        let before = now_ms();
+        let result = self.log().commit_transaction(transaction).await;
+        let after = now_ms();
+        if let Some((_, topic, partition, next_offset)) = commit
+            && next_offset > self.model.topics[topic][partition as usize].end()
+        {
+            assert!(
+                matches!(result, Err(Error::OffsetOutOfRange { .. })),
+                "commit past the end: {result:?}"
+            );
+            // Checked before anything is written.
+            self.check_everything();
+            return;
+        }
+        result.expect("commit a transaction");
+
+        for (topic, topic_name) in TOPICS.iter().enumerate() {
+            // This topic's records of the transaction, in input order.
+            let inputs: Vec<&InputRecord> = appends
+                .iter()
+                .filter(|(t, _)| *t == topic)
+                .flat_map(|(_, inputs)| inputs)
+                .collect();
+            // What each partition got: its new records, which must be those inputs, each
+            // once, in input order within a partition, as one batch.
+            let mut new: Vec<std::collections::VecDeque<StoredRecord>> = Vec::new();
+            for partition in 0..self.partition_count(topic) {
+                let model = &self.model.topics[topic][partition as usize];
+                let read = self
+                    .log()
+                    .read(topic_name, partition, model.end(), usize::MAX)
+                    .expect("read the new records");
+                new.push(read.into());
+            }
+            for input in &inputs {
+                let wanted = to_record(input);
+                let partition = new
+                    .iter()
+                    .position(|records| {
+                        records
+                            .front()
+                            .is_some_and(|r| r.key == wanted.key && r.value == wanted.value)
+                    })
+                    .unwrap_or_else(|| {
+                        panic!("a record of the transaction is missing from {}", topic_name)
+                    });
+                let got = new[partition].pop_front().expect("front");
+                if let Some(key) = input.key {
+                    let first = *self
+                        .model
+                        .key_partitions
+                        .entry((topic, key))
+                        .or_insert(partition as u32);
+                    assert_eq!(partition as u32, first, "key-{key} changed partition");
+                }
+                let model = &mut self.model.topics[topic][partition];
+                let want = ModelRecord {
+                    key: wanted.key,
+                    value: wanted.value,
+                    stamp: match input.timestamp_ms {
+                        Some(ts) => Stamp::Exact(ts),
+                        None => Stamp::Between(before, after),
+                    },
+                };
+                check_record(&got, &want, partition as u32, model.end());
+                model.records.push(want);
+            }
+            for (partition, rest) in new.iter().enumerate() {
+                assert!(
+                    rest.is_empty(),
+                    "{}/{partition} holds records the transaction did not have: {rest:?}",
+                    topic_name
+                );
+            }
+            let touched: std::collections::BTreeSet<u32> = (0..self.partition_count(topic))
+                .filter(|&p| {
+                    let model = &self.model.topics[topic][p as usize];
+                    model.batches.last().map_or(0, |b| b.end_offset) < model.end()
+                })
+                .collect();
+            for partition in touched {
+                let file = last_log_file(self.dir.path(), topic_name, partition);
+                let file_len = fs::metadata(&file).expect("stat the log file").len();
+                let model = &mut self.model.topics[topic][partition as usize];
+                let end_offset = model.end();
+                model.batches.push(BatchEnd {
+                    end_offset,
+                    file,
+                    file_len,
+                });
+            }
+        }
+        if let Some((group, topic, partition, next_offset)) = commit {
+            self.model
+                .committed
+                .insert((group, topic, partition), next_offset);
+            self.check_committed(group, topic, partition);
         }
     }
 
