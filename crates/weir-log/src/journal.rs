@@ -469,9 +469,6 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
         let name = entry.file_name();
         match name.to_str().and_then(parse_file_name) {
             Some(generation) => generations.push(generation),
-            None if name.to_str().is_some_and(|n| n.ends_with(".tmp")) => {
-                let _ = std::fs::remove_file(entry.path());
-            }
             None => telemetry::EntryIgnored {
                 path: &entry.path(),
                 reason: "not a transaction journal file",

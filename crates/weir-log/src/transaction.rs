@@ -220,8 +220,9 @@ impl Log {
     fn plan(&self, txn: &Transaction) -> Result<(Vec<PlannedBatch>, Option<IntentCommit>)> {
         let opts = &self.inner.opts;
         let now_ms = now_ms();
-        // Per target partition: the batch and each record's index in its input `Vec`.
-        let mut targets: BTreeMap<(String, u32), (PlannedBatch, Vec<usize>)> = BTreeMap::new();
+        // Per topic and partition: the batch and each record's index in its input `Vec`.
+        type Targets = BTreeMap<u32, (PlannedBatch, Vec<usize>)>;
+        let mut targets: BTreeMap<&str, Targets> = BTreeMap::new();
         for (topic_name, records) in &txn.appends {
             let topic = self.get_topic(topic_name)?;
             if topic.config().compaction && records.iter().any(|r| r.key.is_none()) {
@@ -229,9 +230,10 @@ impl Log {
                     topic: topic_name.clone(),
                 });
             }
+            let partitions = targets.entry(topic_name).or_default();
             for (index, record) in records.iter().enumerate() {
                 let partition_id = topic.choose_partition(record.key.as_deref());
-                let (batch, indexes) = match targets.entry((topic_name.clone(), partition_id)) {
+                let (batch, indexes) = match partitions.entry(partition_id) {
                     std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
                     std::collections::btree_map::Entry::Vacant(entry) => entry.insert((
                         PlannedBatch {
@@ -251,8 +253,8 @@ impl Log {
                 indexes.push(index);
             }
         }
-        let mut batches = Vec::with_capacity(targets.len());
-        for (batch, indexes) in targets.into_values() {
+        let mut batches = Vec::new();
+        for (batch, indexes) in targets.into_values().flat_map(BTreeMap::into_values) {
             frame::check_limits(
                 &batch.records,
                 opts.max_record_bytes,
