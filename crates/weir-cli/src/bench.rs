@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde_json::json;
 use weir_log::{Log, LogOptions, Record};
 
+mod pipeline;
 mod wasm;
 
 #[derive(Debug, clap::Subcommand)]
@@ -19,6 +20,9 @@ pub enum BenchCommand {
     /// The function host: cold start, warm call rates, the example's JSON transform, and
     /// memory and restart time with many functions deployed.
     Wasm(wasm::WasmBenchArgs),
+    /// A whole pipeline (topic -> the example's JSON transform -> topic, fsync always):
+    /// sustained events/s, and end-to-end latency at a fixed offered rate.
+    Pipeline(pipeline::PipelineBenchArgs),
     #[command(hide = true)]
     WasmRestart(wasm::WasmRestartArgs),
 }
@@ -55,6 +59,7 @@ pub struct LogBenchArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Log(args) => log(args).await,
+        BenchCommand::Pipeline(args) => pipeline::run(args).await,
         BenchCommand::Wasm(args) => tokio::task::spawn_blocking(move || wasm::run(args)).await?,
         BenchCommand::WasmRestart(args) => {
             tokio::task::spawn_blocking(move || wasm::restart(args)).await?

@@ -340,23 +340,38 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     for p in status["pipelines"].as_array().into_iter().flatten() {
         let state = p["state"].as_str().unwrap_or("");
         println!(
-            "  {}  {} -> {} -> {}  {}  processed {}  lag {}",
+            "  {}  {} -> {} -> {}  {}  processed {}  filtered {}  dead-lettered {} (to {})  retries {}  lag {}",
             p["name"].as_str().unwrap_or(""),
             p["from"],
             p["function"].as_str().unwrap_or(""),
             p["to"],
             state,
             p["processed"],
+            p["filtered"],
+            p["dead_lettered"],
+            p["dead_letter"].as_str().unwrap_or(""),
+            p["retries"],
             p["lag"],
         );
-        if state == "parked" {
+        if state == "stalled" {
             println!(
-                "    parked at {} partition {} offset {}: {}",
+                "    stalled at {} partition {} (trying again): {}",
                 p["topic"],
                 p["partition"],
-                p["offset"],
                 p["error"].as_str().unwrap_or("")
             );
+        }
+        for part in p["partitions"].as_array().into_iter().flatten() {
+            if part["lag"].as_u64().unwrap_or(0) > 0 {
+                println!(
+                    "    {} partition {}  committed {}  end {}  lag {}",
+                    part["topic"].as_str().unwrap_or(""),
+                    part["partition"],
+                    part["committed"],
+                    part["end_offset"],
+                    part["lag"]
+                );
+            }
         }
     }
     println!("topics:");

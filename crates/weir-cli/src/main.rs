@@ -5,6 +5,7 @@ mod client;
 mod deploy;
 mod kv;
 mod new;
+mod pipelines;
 mod serve;
 
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Make an earlier version of a function active again.
     Rollback(deploy::RollbackArgs),
+    /// Send a pipeline's dead-lettered events back to the topics they came from.
+    Redrive(pipelines::RedriveArgs),
     /// Measure weir on this machine.
     Bench {
         #[command(subcommand)]
@@ -79,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Kv { command } => kv::run(command).await,
             Command::Deploy(args) => deploy::deploy(args).await,
             Command::Rollback(args) => deploy::rollback(args).await,
+            Command::Redrive(args) => pipelines::redrive(args).await,
         }
     });
     match result {

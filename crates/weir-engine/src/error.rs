@@ -76,6 +76,11 @@ pub enum Error {
     InvalidDeploy { reason: String },
     #[error("consumer group {group:?} is busy: {reason}")]
     GroupBusy { group: String, reason: String },
+    #[error("no pipeline named {pipeline:?}; running pipelines: {}", running.join(", "))]
+    UnknownPipeline {
+        pipeline: String,
+        running: Vec<String>,
+    },
     #[error("the node is shutting down; try again on the restarted node")]
     ShuttingDown,
     #[error("background task failed: {0}")]

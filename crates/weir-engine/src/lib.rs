@@ -41,7 +41,7 @@ use weir_manifest::Manifest;
 use weir_wasm::HostOptions;
 
 pub use error::{Error, Result};
-pub use pipeline::{PipelineState, PipelineStatus};
+pub use pipeline::{PipelinePartitionStatus, PipelineState, PipelineStatus};
 pub use registry::{Deployed, Deployment, FunctionInfo, KEPT_VERSIONS, Origin};
 
 /// How to start a node.
@@ -142,6 +142,20 @@ pub struct GroupPartitionStatus {
     pub lag: u64,
 }
 
+/// What `Node::redrive` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedriveReport {
+    pub pipeline: String,
+    pub dead_letter: String,
+    /// Events sent back to their source topics.
+    pub redriven: u64,
+    /// Dead letters passed over: another pipeline's, or not re-drivable (their source
+    /// topic no longer exists, or they are not CloudEvents).
+    pub skipped: u64,
+    /// Events re-driven per source topic.
+    pub topics: BTreeMap<String, u64>,
+}
+
 /// What the node runs, for `weir status` and `/readyz`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
@@ -166,6 +180,8 @@ pub struct Node {
     pipelines: Mutex<Vec<Arc<pipeline::Pipeline>>>,
     /// One deploy or rollback at a time.
     deploying: tokio::sync::Mutex<()>,
+    /// One re-drive at a time (its transactions' producers run one at a time).
+    redriving: tokio::sync::Mutex<()>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     groups: Arc<groups::GroupRegistry>,
@@ -256,6 +272,7 @@ impl Node {
             kv,
             pipelines: Mutex::new(Vec::new()),
             deploying: tokio::sync::Mutex::new(()),
+            redriving: tokio::sync::Mutex::new(()),
             cancel,
             tasks,
             groups,
@@ -263,14 +280,21 @@ impl Node {
         };
         if let Some(manifest) = &manifest {
             for (name, spec) in &manifest.pipelines {
-                node.start_pipeline(name, spec)?;
+                node.start_pipeline(name, spec).await?;
             }
         }
         Ok(Arc::new(node))
     }
 
-    /// Start a pipeline of the app (its function is registered).
-    fn start_pipeline(&self, name: &str, spec: &weir_manifest::PipelineSpec) -> Result<()> {
+    /// Start a pipeline of the app (its function is registered), creating its dead-letter
+    /// topic (one partition, default settings) if the app does not declare it.
+    async fn start_pipeline(&self, name: &str, spec: &weir_manifest::PipelineSpec) -> Result<()> {
+        if self.log.topic(&spec.dead_letter).is_none() {
+            let (log, topic) = (self.log.clone(), spec.dead_letter.clone());
+            blocking(move || Ok(log.create_topic(&topic, &weir_log::TopicConfig::default())?))
+                .await?;
+            tracing::info!(pipeline = name, topic = %spec.dead_letter, "dead-letter topic created");
+        }
         self.groups.claim_for_pipeline(&spec.group, name);
         let p = Arc::new(pipeline::Pipeline::new(name, spec, self.registry.clone()));
         p.spawn(&self.log, &self.tasks, &self.cancel)?;
@@ -458,7 +482,7 @@ impl Node {
         }
         *self.manifest.lock().unwrap_or_else(PoisonError::into_inner) = Some(next.clone());
         for name in &plan.pipelines {
-            self.start_pipeline(name, &next.pipelines[name])?;
+            self.start_pipeline(name, &next.pipelines[name]).await?;
         }
 
         let functions = next
@@ -638,6 +662,22 @@ impl Node {
         topic: &str,
         to: StartFrom,
     ) -> Result<Vec<RecordPosition>> {
+        if let Some(pipeline) = self.pipeline_of_group(group) {
+            if !pipeline.sources().iter().any(|t| t == topic) {
+                return Err(Error::GroupBusy {
+                    group: group.to_owned(),
+                    reason: format!(
+                        "it is the group of pipeline {:?}, which does not read topic {topic:?}",
+                        pipeline.name()
+                    ),
+                });
+            }
+            let positions = pipeline
+                .reset(&self.log, topic, None, to, &self.cancel)
+                .await?;
+            tracing::info!(group, topic, ?to, pipeline = pipeline.name(), "pipeline group reset");
+            return Ok(positions);
+        }
         self.groups
             .check_idle(group)
             .map_err(|busy| Error::GroupBusy {
@@ -665,6 +705,102 @@ impl Node {
         .await?;
         tracing::info!(group, topic, ?to, "group reset");
         Ok(positions)
+    }
+
+    fn pipeline_of_group(&self, group: &str) -> Option<Arc<pipeline::Pipeline>> {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|p| p.group() == group)
+            .cloned()
+    }
+
+    fn pipeline(&self, name: &str) -> Result<Arc<pipeline::Pipeline>> {
+        let pipelines = self.pipelines.lock().unwrap_or_else(PoisonError::into_inner);
+        pipelines
+            .iter()
+            .find(|p| p.name() == name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownPipeline {
+                pipeline: name.to_owned(),
+                running: pipelines.iter().map(|p| p.name().to_owned()).collect(),
+            })
+    }
+
+    /// Re-drive a pipeline's dead letters (`weir redrive`): each event in its dead-letter
+    /// topic that this pipeline dead-lettered, and that no earlier re-drive took, goes back
+    /// to the topic it was read from, without its `dlq*` attributes and with its `id`
+    /// unchanged. Progress is the consumer group `<pipeline>.redrive` on the dead-letter
+    /// topic, committed in the same transaction as the re-driven events, so a crash
+    /// neither loses nor doubles one. At most `limit` events if given.
+    #[tracing::instrument(skip_all, err, fields(pipeline = name))]
+    pub async fn redrive(&self, name: &str, limit: Option<u64>) -> Result<RedriveReport> {
+        let pipeline = self.pipeline(name)?;
+        let _one = self.redriving.lock().await;
+        let dlq = pipeline.dead_letter_topic().to_owned();
+        let group = format!("{name}.redrive");
+        let info = self.topic_info(&dlq)?;
+        let mut report = RedriveReport {
+            pipeline: name.to_owned(),
+            dead_letter: dlq.clone(),
+            redriven: 0,
+            skipped: 0,
+            topics: BTreeMap::new(),
+        };
+        let mut left = limit.unwrap_or(u64::MAX);
+        for partition in 0..info.partitions {
+            let end = info.end_offsets[partition as usize];
+            let mut next = match self.log.committed_offset(&group, &dlq, partition)? {
+                Some(o) => o,
+                None => self.log.start_offset(&dlq, partition)?,
+            };
+            while next < end && left > 0 {
+                let batch = (left.min(256)) as usize;
+                let records = self.log.read(&dlq, partition, next, batch)?;
+                if records.is_empty() {
+                    break;
+                }
+                let mut appends: BTreeMap<String, Vec<weir_log::Record>> = BTreeMap::new();
+                let mut through = next;
+                for record in records {
+                    if record.offset >= end || left == 0 {
+                        break;
+                    }
+                    through = record.offset + 1;
+                    let back = CloudEvent::from_json_slice(&record.value)
+                        .ok()
+                        .and_then(|e| routing::redriven_event(name, e))
+                        .filter(|(topic, _)| self.log.topic(topic).is_some());
+                    match back {
+                        Some((topic, event)) => {
+                            left -= 1;
+                            report.redriven += 1;
+                            *report.topics.entry(topic.clone()).or_default() += 1;
+                            appends.entry(topic).or_default().push(encode_event(&event));
+                        }
+                        None => report.skipped += 1,
+                    }
+                }
+                if through == next {
+                    break;
+                }
+                let txn = weir_log::Transaction {
+                    producer: format!("redrive/{name}/{dlq}/{partition}"),
+                    appends: appends.into_iter().collect(),
+                    commit: Some(weir_log::GroupCommit {
+                        group: group.clone(),
+                        topic: dlq.clone(),
+                        partition,
+                        next_offset: through,
+                    }),
+                };
+                self.log.commit_transaction(txn).await?;
+                next = through;
+            }
+        }
+        tracing::info!(pipeline = name, redriven = report.redriven, skipped = report.skipped, "dead letters re-driven");
+        Ok(report)
     }
 
     /// A group's committed position and lag in each partition of `topic`.

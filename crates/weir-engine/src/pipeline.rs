@@ -1,11 +1,31 @@
 //! A pipeline: read a topic's partitions in its consumer group, call the function on each
-//! event, append the outputs, commit the offset.
+//! event (filtered, in parallel where the ordering allows, retried with backoff), and
+//! commit the outputs, the dead letters and the new offset as one transaction.
 //!
-//! **Architecture Invariant:** a pipeline commits a source offset only after every output
-//! of every event before it is durable in the log. A graceful stop finishes the current
-//! batch first, so a stop and restart neither loses nor repeats an output. After a crash
-//! between the output append and the offset commit the batch runs again (at-least-once);
-//! output ids derived from input positions stay the same, so duplicates are detectable.
+//! **Architecture Invariant:** each source partition has one task that handles one batch
+//! at a time and commits it with one `EventLog::commit_transaction` (producer
+//! `pipeline/<name>/<topic>/<partition>`): the batch's outputs, its dead letters and the
+//! group's offset past the batch. On the embedded log that is atomic, so a crash at any
+//! point neither loses nor repeats an output (exactly-once inside weir); on a backend
+//! without transactions it is at-least-once with stable output ids. The group's offsets
+//! of a pipeline partition are written only through that producer (the start position
+//! and resets too), so recovery never sees an older commit than the last one.
+//!
+//! **Architecture Invariant:** ordering. `partition`: a partition's events are called one
+//! after another. `key`: events with equal keys (`partitionkey`, else `subject`) go to the
+//! same lane and are called in order; lanes run in parallel. `none`: events are spread
+//! over lanes regardless of key. A batch is committed only when every lane is done, so
+//! the log's order of outputs per key is the input order. At most `concurrency` calls
+//! run at once across the whole pipeline (a semaphore).
+//!
+//! **Architecture Invariant:** no event is dropped and none blocks a partition forever.
+//! A retryable failure (the function's own `retryable` error, or no free instance slot)
+//! is tried again after an exponential backoff with jitter, up to `retry.max_attempts`
+//! calls; any other failure (trap, deadline, memory, fuel, stack, output limit, denied
+//! capability, fatal error, invalid output) and an exhausted retry send the event, with
+//! `dlq*` attributes, to the dead-letter topic in the same transaction as the outputs.
+//! A failing log write (full disk, poisoned partition) is retried with backoff and shows
+//! as `stalled` in the status; the batch is not committed until it succeeds.
 //!
 //! **Architecture Invariant:** the function's active version is looked up once at the
 //! start of each batch (from the [`Registry`]) and the whole batch runs on it, in this
@@ -13,46 +33,59 @@
 //! effect at the next one: the batch in flight finishes and commits on the old version,
 //! so no event is lost or handled by both, and each partition switches once.
 //!
-//! A failed call (trap, deadline, memory, fatal or retryable error, invalid output)
-//! parks the partition at the failing event: its offset is not committed, nothing after
-//! it runs, and `weir status` shows why. Deploying or rolling back the function resumes
-//! it: the failed event is tried again on the newly active version. Retries and the
-//! dead-letter topic replace parking in the pipelines step.
+//! Backpressure: a partition task reads the next batch only after the previous one is
+//! committed, so a slow function slows its reader and memory stays bounded by
+//! `BATCH` events per source partition; the lag shows in the status.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use weir_log::Record;
-
-use crate::SharedLog;
-use crate::registry::Registry;
-use weir_manifest::{PipelineSpec, StartPosition};
+use weir_cloudevents::CloudEvent;
+use weir_log::{GroupCommit, Record, StoredRecord, Transaction};
+use weir_manifest::{Ordering, PipelineFilter, PipelineSpec, RetrySpec, StartPosition};
 use weir_wasm::InstancePool;
 
-use crate::routing::{InputPosition, complete_outputs};
-use crate::{Result, decode_event, encode_event};
+use crate::registry::Registry;
+use crate::routing::{
+    DeadLetterCause, InputPosition, complete_outputs, dead_letter_event, event_key,
+    filter_accepts, undecodable_event,
+};
+use crate::{Result, SharedLog, StartFrom, encode_event};
 
 /// Events read and handled per round.
 const BATCH: usize = 256;
+/// Longest wait between tries of a failing log write.
+const MAX_STALL_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Whether a pipeline runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PipelineState {
     Running,
-    /// Stopped at an event that failed; it stays parked until a deploy or rollback
-    /// activates another version of the function (or the node restarts), then resumes at
-    /// that event.
-    Parked {
+    /// A partition could not commit its batch (the log refused the write, e.g. a full
+    /// disk); it is tried again with backoff and nothing is skipped.
+    Stalled {
         topic: String,
         partition: u32,
-        offset: u64,
         error: String,
     },
+}
+
+/// One source partition of a pipeline as `weir status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelinePartitionStatus {
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset the pipeline will handle (its group's committed offset).
+    pub committed: u64,
+    pub end_offset: u64,
+    pub lag: u64,
 }
 
 /// A pipeline as `weir status` shows it.
@@ -64,12 +97,22 @@ pub struct PipelineStatus {
     pub group: String,
     pub from: Vec<String>,
     pub to: Vec<String>,
+    pub dead_letter: String,
+    pub ordering: Ordering,
+    pub concurrency: u32,
     #[serde(flatten)]
     pub state: PipelineState,
-    /// Events handled since the node started.
+    /// Events handled (outputs committed) since the node started.
     pub processed: u64,
+    /// Events the filter kept from the function since the node started.
+    pub filtered: u64,
+    /// Events sent to the dead-letter topic since the node started.
+    pub dead_lettered: u64,
+    /// Calls tried again after a retryable failure since the node started.
+    pub retries: u64,
     /// Events in the source partitions not yet committed by the group.
     pub lag: u64,
+    pub partitions: Vec<PipelinePartitionStatus>,
 }
 
 pub(crate) struct Pipeline {
@@ -77,15 +120,48 @@ pub(crate) struct Pipeline {
     group: String,
     from: Vec<String>,
     to: Vec<String>,
+    dead_letter: String,
     start: StartPosition,
+    ordering: Ordering,
+    concurrency: u32,
+    filter: Option<PipelineFilter>,
+    retry: RetrySpec,
     /// The function's name; its active version comes from `registry` at every batch.
     function: String,
     registry: Arc<Registry>,
     /// This pipeline's own warm instances of the function's active version, with the
     /// registry generation they belong to.
     instances: Mutex<Option<(u64, InstancePool)>>,
+    /// Calls running at once, across partitions.
+    permits: Arc<Semaphore>,
     state: Mutex<PipelineState>,
+    /// Per source partition, the next offset to handle.
+    positions: Mutex<BTreeMap<(String, u32), u64>>,
+    /// Resets asked for and not yet applied by their partition's task.
+    resets: Mutex<BTreeMap<(String, u32), StartFrom>>,
+    reset_applied: Notify,
+    reset_requested: Notify,
     processed: AtomicU64,
+    filtered: AtomicU64,
+    dead_lettered: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// What became of one event of a batch.
+enum Outcome {
+    /// The function ran; these are its completed outputs.
+    Outputs(Vec<(String, CloudEvent)>),
+    /// The filter kept it from the function.
+    Filtered,
+    /// It goes to the dead-letter topic as this event.
+    DeadLetter(CloudEvent),
+}
+
+/// An event of a batch on its way to a lane.
+struct Work {
+    index: usize,
+    offset: u64,
+    event: CloudEvent,
 }
 
 impl Pipeline {
@@ -95,13 +171,47 @@ impl Pipeline {
             group: spec.group.clone(),
             from: spec.from.clone(),
             to: spec.to.clone(),
+            dead_letter: spec.dead_letter.clone(),
             start: spec.start,
+            ordering: spec.ordering,
+            concurrency: spec.concurrency.max(1),
+            filter: spec.filter.clone(),
+            retry: spec.retry,
             function: spec.function.clone(),
             registry,
             instances: Mutex::new(None),
+            permits: Arc::new(Semaphore::new(spec.concurrency.max(1) as usize)),
             state: Mutex::new(PipelineState::Running),
+            positions: Mutex::new(BTreeMap::new()),
+            resets: Mutex::new(BTreeMap::new()),
+            reset_applied: Notify::new(),
+            reset_requested: Notify::new(),
             processed: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub(crate) fn sources(&self) -> &[String] {
+        &self.from
+    }
+
+    pub(crate) fn dead_letter_topic(&self) -> &str {
+        &self.dead_letter
+    }
+
+    /// Whether the pipeline's filter lets `event` reach the function.
+    pub(crate) fn accepts(&self, event: &CloudEvent) -> bool {
+        filter_accepts(self.filter.as_ref(), event)
     }
 
     /// Start one task per source partition.
@@ -122,18 +232,23 @@ impl Pipeline {
                     (self.clone(), log.clone(), topic.clone(), cancel.clone());
                 tasks.spawn(async move {
                     if let Err(e) = this.run_partition(&log, &topic, partition, &cancel).await {
-                        this.park(&topic, partition, None, e.to_string());
+                        tracing::error!(pipeline = %this.name, topic, partition, error = %e, "pipeline partition stopped");
+                        this.set_state(PipelineState::Stalled {
+                            topic: topic.clone(),
+                            partition,
+                            error: e.to_string(),
+                        });
                     }
                 });
             }
         }
-        tracing::info!(pipeline = %self.name, group = %self.group, function = %self.function, version = %self.version(), "pipeline started");
+        tracing::info!(pipeline = %self.name, group = %self.group, function = %self.function, version = %self.version(), ordering = self.ordering.as_str(), concurrency = self.concurrency, "pipeline started");
         Ok(())
     }
 
     /// The pool of the function's active version, made when the version changed since
     /// the last batch. Older pools are dropped once the batches using them are done.
-    fn instances_for_batch(&self) -> Result<(u64, InstancePool)> {
+    fn instances_for_batch(&self) -> Result<InstancePool> {
         let (generation, function) =
             self.registry
                 .active(&self.function)
@@ -146,44 +261,15 @@ impl Pipeline {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match &*current {
-            Some((g, pool)) if *g == generation => Ok((generation, pool.clone())),
+            Some((g, pool)) if *g == generation => Ok(pool.clone()),
             _ => {
                 let pool = function.instances();
                 if current.is_some() {
                     tracing::info!(pipeline = %self.name, function = %self.function, version = function.version(), "pipeline switched to a new function version");
                 }
                 *current = Some((generation, pool.clone()));
-                Ok((generation, pool))
+                Ok(pool)
             }
-        }
-    }
-
-    /// Wait until the function's active generation is not `generation`: true, or false if
-    /// the node stops first.
-    async fn new_version_since(&self, generation: u64, cancel: &CancellationToken) -> bool {
-        let mut activations = self.registry.activations();
-        loop {
-            if self
-                .registry
-                .active(&self.function)
-                .is_some_and(|(g, _)| g != generation)
-            {
-                return true;
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return false,
-                changed = activations.changed() => if changed.is_err() { return false },
-            }
-        }
-    }
-
-    /// Leave the parked state a partition put the pipeline in.
-    fn resume(&self, topic: &str, partition: u32) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if matches!(&*state, PipelineState::Parked { topic: t, partition: p, .. } if t == topic && *p == partition)
-        {
-            *state = PipelineState::Running;
-            tracing::info!(pipeline = %self.name, topic, partition, version = %self.version(), "pipeline resumed on a new function version");
         }
     }
 
@@ -195,17 +281,36 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
+    fn set_state(&self, state: PipelineState) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+    }
+
     pub(crate) fn status(&self, log: &SharedLog) -> PipelineStatus {
-        let mut lag = 0;
+        let positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut partitions = Vec::new();
         for topic in &self.from {
             if let Some(info) = log.topic(topic) {
                 for (partition, end) in info.end_offsets.iter().enumerate() {
-                    let committed = log
-                        .committed_offset(&self.group, topic, partition as u32)
-                        .ok()
-                        .flatten()
-                        .unwrap_or(0);
-                    lag += end.saturating_sub(committed);
+                    let partition = partition as u32;
+                    let committed = match positions.get(&(topic.clone(), partition)) {
+                        Some(next) => *next,
+                        None => log
+                            .committed_offset(&self.group, topic, partition)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(0),
+                    };
+                    partitions.push(PipelinePartitionStatus {
+                        topic: topic.clone(),
+                        partition,
+                        committed,
+                        end_offset: *end,
+                        lag: end.saturating_sub(committed),
+                    });
                 }
             }
         }
@@ -216,33 +321,197 @@ impl Pipeline {
             group: self.group.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
+            dead_letter: self.dead_letter.clone(),
+            ordering: self.ordering,
+            concurrency: self.concurrency,
             state: self
                 .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
-            processed: self.processed.load(Ordering::Relaxed),
-            lag,
+            processed: self.processed.load(AtomicOrdering::Relaxed),
+            filtered: self.filtered.load(AtomicOrdering::Relaxed),
+            dead_lettered: self.dead_lettered.load(AtomicOrdering::Relaxed),
+            retries: self.retries.load(AtomicOrdering::Relaxed),
+            lag: partitions.iter().map(|p| p.lag).sum(),
+            partitions,
         }
     }
 
-    fn park(&self, topic: &str, partition: u32, offset: Option<u64>, error: String) {
-        tracing::error!(
-            pipeline = %self.name,
-            function = %self.function,
-            version = %self.version(),
-            topic,
-            partition,
-            offset,
-            error = %error,
-            "pipeline parked: the event is kept and nothing after it runs until the function is fixed"
-        );
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = PipelineState::Parked {
-            topic: topic.to_owned(),
-            partition,
-            offset: offset.unwrap_or(0),
-            error,
+    /// Ask each partition task of `topic` (or only `partition`) to move the group to
+    /// `to`, and wait until they did (each between two batches, through its own
+    /// transaction). Returns the new positions.
+    pub(crate) async fn reset(
+        &self,
+        log: &SharedLog,
+        topic: &str,
+        partition: Option<u32>,
+        to: StartFrom,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<weir_log::RecordPosition>> {
+        let info = log
+            .topic(topic)
+            .ok_or_else(|| weir_log::Error::UnknownTopic {
+                topic: topic.to_owned(),
+            })?;
+        let targets: Vec<u32> = match partition {
+            Some(p) if p < info.partitions => vec![p],
+            Some(p) => {
+                return Err(weir_log::Error::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition: p,
+                    partitions: info.partitions,
+                }
+                .into());
+            }
+            None => (0..info.partitions).collect(),
         };
+        {
+            let mut resets = self.resets.lock().unwrap_or_else(PoisonError::into_inner);
+            for p in &targets {
+                resets.insert((topic.to_owned(), *p), to);
+            }
+        }
+        self.reset_requested.notify_waiters();
+        loop {
+            let applied = self.reset_applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            let pending = {
+                let resets = self.resets.lock().unwrap_or_else(PoisonError::into_inner);
+                targets
+                    .iter()
+                    .any(|p| resets.contains_key(&(topic.to_owned(), *p)))
+            };
+            if !pending {
+                break;
+            }
+            // A task waiting for events wakes on `reset_requested`; a busy one applies the
+            // reset after its batch.
+            self.reset_requested.notify_waiters();
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(crate::Error::ShuttingDown),
+                _ = applied => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        let positions = self.positions.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(targets
+            .into_iter()
+            .map(|p| weir_log::RecordPosition {
+                partition: p,
+                offset: positions
+                    .get(&(topic.to_owned(), p))
+                    .copied()
+                    .unwrap_or(0),
+            })
+            .collect())
+    }
+
+    fn producer(&self, topic: &str, partition: u32) -> String {
+        format!("pipeline/{}/{topic}/{partition}", self.name)
+    }
+
+    /// Commit `appends` and the group's move to `next` as one transaction, trying again
+    /// with backoff while the log refuses it. Fails only when the node stops first.
+    async fn commit(
+        &self,
+        log: &SharedLog,
+        topic: &str,
+        partition: u32,
+        appends: Vec<(String, Vec<Record>)>,
+        next: u64,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let mut txn = Transaction {
+            producer: self.producer(topic, partition),
+            appends,
+            commit: Some(GroupCommit {
+                group: self.group.clone(),
+                topic: topic.to_owned(),
+                partition,
+                next_offset: next,
+            }),
+        };
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match log.commit_transaction(txn.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    if matches!(e, weir_log::Error::TransactionIncomplete { .. }) {
+                        // Its intent is durable: the log completes it at the producer's
+                        // next call. Sending the outputs again would write them twice, so
+                        // from now on only an empty transaction with the same commit.
+                        txn.appends.clear();
+                    }
+                    tracing::error!(pipeline = %self.name, topic, partition, error = %e, "pipeline could not commit its batch; trying again");
+                    self.set_state(PipelineState::Stalled {
+                        topic: topic.to_owned(),
+                        partition,
+                        error: e.to_string(),
+                    });
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(crate::Error::ShuttingDown),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(MAX_STALL_BACKOFF);
+                }
+            }
+        }
+        {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if matches!(&*state, PipelineState::Stalled { topic: t, partition: p, .. } if t == topic && *p == partition)
+            {
+                *state = PipelineState::Running;
+            }
+        }
+        self.positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((topic.to_owned(), partition), next);
+        Ok(())
+    }
+
+    /// The offset a reset or a new group's start means in a partition.
+    fn resolve(log: &SharedLog, topic: &str, partition: u32, to: StartFrom) -> Result<u64> {
+        let end = log.end_offset(topic, partition)?;
+        let start = log.start_offset(topic, partition)?;
+        Ok(match to {
+            StartFrom::Earliest => start,
+            StartFrom::Latest => end,
+            StartFrom::Offset(o) => o.clamp(start, end),
+            StartFrom::Time(ms) => log.offset_for_time(topic, partition, ms)?.min(end),
+        })
+    }
+
+    /// Apply a reset asked for this partition, if any: returns the new next offset.
+    async fn take_reset(
+        &self,
+        log: &SharedLog,
+        topic: &str,
+        partition: u32,
+        cancel: &CancellationToken,
+    ) -> Result<Option<u64>> {
+        let key = (topic.to_owned(), partition);
+        let to = self
+            .resets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        let Some(to) = to else {
+            return Ok(None);
+        };
+        let next = Self::resolve(log, topic, partition, to)?;
+        self.commit(log, topic, partition, Vec::new(), next, cancel)
+            .await?;
+        self.resets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+        self.reset_applied.notify_waiters();
+        tracing::info!(pipeline = %self.name, group = %self.group, topic, partition, next, "pipeline group reset");
+        Ok(Some(next))
     }
 
     async fn run_partition(
@@ -256,109 +525,305 @@ impl Pipeline {
             Some(offset) => offset,
             None => {
                 let start = match self.start {
-                    StartPosition::Earliest => 0,
-                    StartPosition::Latest => log.end_offset(topic, partition)?,
+                    StartPosition::Earliest => StartFrom::Earliest,
+                    StartPosition::Latest => StartFrom::Latest,
                 };
+                let start = Self::resolve(log, topic, partition, start)?;
                 // Remember where a new group starts, so "latest" means the same after a restart.
-                let (l, g, t) = (log.clone(), self.group.clone(), topic.to_owned());
-                crate::blocking(move || Ok(l.commit_offset(&g, &t, partition, start)?)).await?;
+                self.commit(log, topic, partition, Vec::new(), start, cancel)
+                    .await?;
                 start
             }
         };
+        self.positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((topic.to_owned(), partition), next);
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
             }
+            if let Some(reset) = self.take_reset(log, topic, partition, cancel).await? {
+                next = reset;
+            }
             let records = log.read(topic, partition, next, BATCH)?;
-            if records.is_empty() {
+            let Some(last) = records.last().map(|r| r.offset) else {
+                let requested = self.reset_requested.notified();
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
+                    _ = requested => {}
                     r = log.wait_for(topic, partition, next) => r?,
                 }
                 continue;
-            }
+            };
 
-            let this = self.clone();
-            let topic_owned = topic.to_owned();
-            let (generation, instances) = self.instances_for_batch()?;
-            let round =
-                crate::blocking(move || Ok(this.handle_batch(&instances, &topic_owned, records)))
-                    .await?;
+            let instances = self.instances_for_batch()?;
+            let Some(outcomes) = self
+                .handle_batch(&instances, topic, partition, records, cancel)
+                .await?
+            else {
+                // Stopped mid-batch: nothing of it is committed, it runs again after a restart.
+                return Ok(());
+            };
 
-            for (target, events) in round.outputs {
-                log.append(&target, events).await?;
-            }
-            if round.handled_to > next {
-                next = round.handled_to;
-                let (l, g, t) = (log.clone(), self.group.clone(), topic.to_owned());
-                crate::blocking(move || Ok(l.commit_offset(&g, &t, partition, next)?)).await?;
-            }
-            if let Some((offset, error)) = round.failure {
-                self.park(topic, partition, Some(offset), error);
-                // Parked until a deploy or rollback activates another version; then the
-                // failed event is tried again on it.
-                if !self.new_version_since(generation, cancel).await {
-                    return Ok(());
-                }
-                self.resume(topic, partition);
-            }
-        }
-    }
-
-    /// Call the function on each record in order until one fails. Blocking.
-    fn handle_batch(
-        &self,
-        instances: &InstancePool,
-        topic: &str,
-        records: Vec<weir_log::StoredRecord>,
-    ) -> Round {
-        let mut round = Round {
-            outputs: BTreeMap::new(),
-            handled_to: records.first().map_or(0, |r| r.offset),
-            failure: None,
-        };
-        for record in records {
-            let offset = record.offset;
-            // A failure of any kind parks the partition; its message says which.
-            let result = decode_event(topic, record)
-                .map_err(|e| e.to_string())
-                .and_then(|input| {
-                    let outputs = instances.call(&input.event).map_err(|e| e.to_string())?;
-                    let pos = InputPosition {
-                        pipeline: &self.name,
-                        topic,
-                        partition: input.partition,
-                        offset,
-                    };
-                    complete_outputs(pos, &self.to, &input.event, outputs)
-                        .map_err(|reason| instances.function().invalid(reason).to_string())
-                });
-            match result {
-                Ok(outputs) => {
-                    for (target, event) in outputs {
-                        round
-                            .outputs
-                            .entry(target)
+            let mut appends: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+            let (mut processed, mut filtered, mut dead) = (0, 0, 0);
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Outputs(outputs) => {
+                        processed += 1;
+                        for (target, event) in outputs {
+                            appends
+                                .entry(target)
+                                .or_default()
+                                .push(encode_event(&event));
+                        }
+                    }
+                    Outcome::Filtered => filtered += 1,
+                    Outcome::DeadLetter(event) => {
+                        dead += 1;
+                        appends
+                            .entry(self.dead_letter.clone())
                             .or_default()
                             .push(encode_event(&event));
                     }
-                    round.handled_to = offset + 1;
-                    self.processed.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(message) => {
-                    round.failure = Some((offset, message));
-                    break;
+            }
+            self.commit(
+                log,
+                topic,
+                partition,
+                appends.into_iter().collect(),
+                last + 1,
+                cancel,
+            )
+            .await?;
+            next = last + 1;
+            self.processed.fetch_add(processed, AtomicOrdering::Relaxed);
+            self.filtered.fetch_add(filtered, AtomicOrdering::Relaxed);
+            self.dead_lettered.fetch_add(dead, AtomicOrdering::Relaxed);
+        }
+    }
+
+    /// Decode, filter and call the function on a batch's events, in lanes as the
+    /// ordering allows. `None` if the node stopped before the batch was done.
+    async fn handle_batch(
+        self: &Arc<Self>,
+        instances: &InstancePool,
+        topic: &str,
+        partition: u32,
+        records: Vec<StoredRecord>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Vec<Outcome>>> {
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(records.len());
+        let lanes_wanted = match self.ordering {
+            Ordering::Partition => 1,
+            Ordering::Key | Ordering::None => self.concurrency as usize,
+        };
+        let mut lanes: Vec<Vec<Work>> = (0..lanes_wanted).map(|_| Vec::new()).collect();
+        let mut spread = 0usize;
+        for (index, record) in records.into_iter().enumerate() {
+            let offset = record.offset;
+            let pos = self.position(topic, partition, offset);
+            match CloudEvent::from_json_slice(&record.value) {
+                Err(e) => {
+                    let cause = DeadLetterCause {
+                        function: &self.function,
+                        version: instances.function().version(),
+                        reason: "undecodable",
+                        error: &format!("stored record is not a CloudEvent: {e}"),
+                        attempts: 0,
+                        time: now_rfc3339(),
+                    };
+                    let event = undecodable_event(pos, record.value);
+                    outcomes.push(Some(Outcome::DeadLetter(dead_letter_event(
+                        pos, event, &cause,
+                    ))));
+                }
+                Ok(event) if !self.accepts(&event) => outcomes.push(Some(Outcome::Filtered)),
+                Ok(event) => {
+                    let lane = match self.ordering {
+                        Ordering::Partition => 0,
+                        Ordering::Key => match event_key(&event) {
+                            Some(key) => lane_of(&key, lanes_wanted),
+                            None => {
+                                spread += 1;
+                                spread % lanes_wanted
+                            }
+                        },
+                        Ordering::None => {
+                            spread += 1;
+                            spread % lanes_wanted
+                        }
+                    };
+                    lanes[lane].push(Work {
+                        index,
+                        offset,
+                        event,
+                    });
+                    outcomes.push(None);
                 }
             }
         }
-        round
+
+        let mut running = Vec::new();
+        for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
+            let permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| crate::Error::Task(e.to_string()))?;
+            let (this, instances, topic, cancel) = (
+                self.clone(),
+                instances.clone(),
+                topic.to_owned(),
+                cancel.clone(),
+            );
+            running.push(tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                this.run_lane(&instances, &topic, partition, lane, &cancel)
+            }));
+        }
+        for lane in running {
+            let done = lane.await.map_err(|e| crate::Error::Task(e.to_string()))?;
+            let Some(done) = done else {
+                return Ok(None);
+            };
+            for (index, outcome) in done {
+                outcomes[index] = Some(outcome);
+            }
+        }
+        Ok(Some(
+            outcomes
+                .into_iter()
+                .map(|o| o.expect("every event of the batch has an outcome"))
+                .collect(),
+        ))
+    }
+
+    fn position<'a>(&'a self, topic: &'a str, partition: u32, offset: u64) -> InputPosition<'a> {
+        InputPosition {
+            pipeline: &self.name,
+            topic,
+            partition,
+            offset,
+        }
+    }
+
+    /// Call the function on a lane's events in order, retrying retryable failures.
+    /// Blocking. `None` if the node stopped during a retry's wait.
+    fn run_lane(
+        &self,
+        instances: &InstancePool,
+        topic: &str,
+        partition: u32,
+        lane: Vec<Work>,
+        cancel: &CancellationToken,
+    ) -> Option<Vec<(usize, Outcome)>> {
+        let function = instances.function();
+        let mut done = Vec::with_capacity(lane.len());
+        for work in lane {
+            let pos = self.position(topic, partition, work.offset);
+            let mut attempt = 1;
+            let outcome = loop {
+                let span = tracing::info_span!(
+                    "function_call",
+                    pipeline = %self.name,
+                    function = %self.function,
+                    version = function.version(),
+                    topic,
+                    partition,
+                    offset = work.offset,
+                    event_id = %work.event.id,
+                    trace_id = trace_id(&work.event).unwrap_or_default(),
+                    attempt,
+                );
+                let result = span.in_scope(|| instances.call(&work.event));
+                let failure = match result {
+                    Ok(outputs) => match complete_outputs(pos, &self.to, &work.event, outputs) {
+                        Ok(outputs) => break Outcome::Outputs(outputs),
+                        Err(reason) => function.invalid(reason),
+                    },
+                    Err(e) => e,
+                };
+                let retry = failure.is_retryable() && attempt < self.retry.max_attempts;
+                if retry {
+                    self.retries.fetch_add(1, AtomicOrdering::Relaxed);
+                    let wait = self.backoff(attempt);
+                    tracing::warn!(parent: &span, error = %failure, wait_ms = wait.as_millis() as u64, "call failed; trying again");
+                    if wait_or_cancel(wait, cancel) {
+                        return None;
+                    }
+                    attempt += 1;
+                    continue;
+                }
+                let reason = if failure.is_retryable() {
+                    "retries_exhausted"
+                } else {
+                    failure.kind()
+                };
+                tracing::warn!(parent: &span, error = %failure, reason, attempts = attempt, dead_letter = %self.dead_letter, "event dead-lettered");
+                let cause = DeadLetterCause {
+                    function: &self.function,
+                    version: function.version(),
+                    reason,
+                    error: &failure.to_string(),
+                    attempts: attempt,
+                    time: now_rfc3339(),
+                };
+                break Outcome::DeadLetter(dead_letter_event(pos, work.event.clone(), &cause));
+            };
+            done.push((work.index, outcome));
+        }
+        Some(done)
+    }
+
+    /// The wait after `attempt` failed calls: the policy's backoff, varied by jitter.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.retry.backoff_ms(attempt) as f64;
+        let jitter = self.retry.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 - jitter + 2.0 * jitter * fastrand::f64();
+        Duration::from_micros((base * factor * 1000.0) as u64)
     }
 }
 
-/// The result of one batch: outputs grouped by topic, the offset to commit, and the
-/// event that failed, if one did.
-struct Round {
-    outputs: BTreeMap<String, Vec<Record>>,
-    handled_to: u64,
-    failure: Option<(u64, String)>,
+/// Sleep `wait` on this (blocking) thread, waking early if the node stops: true if it did.
+fn wait_or_cancel(wait: Duration, cancel: &CancellationToken) -> bool {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if cancel.is_cancelled() {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
+    }
+}
+
+/// Which of `lanes` lanes the events with `key` go to: always the same one.
+fn lane_of(key: &[u8], lanes: usize) -> usize {
+    // FNV-1a: stable across runs and cheap on short keys.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % lanes as u64) as usize
+}
+
+/// The trace id of the event's W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
+fn trace_id(event: &CloudEvent) -> Option<&str> {
+    match event.extensions.get("traceparent") {
+        Some(weir_cloudevents::ExtensionValue::String(tp)) => tp.split('-').nth(1),
+        _ => None,
+    }
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

@@ -131,8 +131,6 @@ pub(crate) struct Registry {
     host: Mutex<Option<FunctionHost>>,
     slots: RwLock<BTreeMap<String, Slot>>,
     generations: AtomicU64,
-    /// The latest generation, for pipelines parked until a new version is active.
-    activations: tokio::sync::watch::Sender<u64>,
     /// Serialises activations: one writer of the files and the slots at a time.
     activating: Mutex<()>,
 }
@@ -146,7 +144,6 @@ impl Registry {
             host: Mutex::new(None),
             slots: RwLock::new(BTreeMap::new()),
             generations: AtomicU64::new(0),
-            activations: tokio::sync::watch::Sender::new(0),
             activating: Mutex::new(()),
         }
     }
@@ -168,11 +165,6 @@ impl Registry {
         slots
             .get(name)
             .map(|slot| (slot.generation, slot.active.clone()))
-    }
-
-    /// Notified at every activation of any function.
-    pub(crate) fn activations(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.activations.subscribe()
     }
 
     /// The settings `name` runs with.
@@ -415,7 +407,6 @@ impl Registry {
                     record,
                 },
             );
-        self.activations.send_replace(generation);
         if changed {
             tracing::info!(function = name, %version, previous = ?previous, ?origin, "function version active");
         }

@@ -1,13 +1,160 @@
 //! Pure decisions about events on their way into and out of a function: which key an
-//! event is stored under, and which outputs a pipeline accepts and how they are completed.
+//! event is stored under, whether a pipeline's filter lets it through, which outputs a
+//! pipeline accepts and how they are completed, and what a dead letter looks like.
 
 use bytes::Bytes;
 use weir_cloudevents::{CloudEvent, ExtensionValue};
+use weir_manifest::PipelineFilter;
 use weir_wasm::OutputEvent;
 
 /// Extensions copied from the input to every output that does not set them, so one
 /// business transaction can be followed across pipelines (W3C Trace Context).
 const PROPAGATED_EXTENSIONS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// The extension that names the business transaction an event belongs to. Outputs keep
+/// the input's; an input without one passes on its own `id`, so every event a pipeline
+/// derives from an input can be found from that input.
+pub const CORRELATION_ID: &str = "correlationid";
+
+/// The extension attributes a dead letter carries, all strings except `dlqattempts`,
+/// `dlqpartition` and `dlqoffset` (integers).
+pub mod dead_letter {
+    pub const PIPELINE: &str = "dlqpipeline";
+    pub const FUNCTION: &str = "dlqfunction";
+    pub const VERSION: &str = "dlqversion";
+    /// What kind of failure: `trap`, `deadline`, `memory`, `fatal`, `retries_exhausted`, ...
+    pub const REASON: &str = "dlqreason";
+    pub const ERROR: &str = "dlqerror";
+    pub const ATTEMPTS: &str = "dlqattempts";
+    pub const TOPIC: &str = "dlqtopic";
+    pub const PARTITION: &str = "dlqpartition";
+    pub const OFFSET: &str = "dlqoffset";
+    /// When the event was dead-lettered (RFC 3339).
+    pub const TIME: &str = "dlqtime";
+    pub const ALL: [&str; 10] = [
+        PIPELINE, FUNCTION, VERSION, REASON, ERROR, ATTEMPTS, TOPIC, PARTITION, OFFSET, TIME,
+    ];
+}
+
+/// Whether `event` passes a pipeline's filter: every attribute the filter names is present
+/// and matches one of its patterns (exact, `prefix*`, or `*` for any value).
+pub fn filter_accepts(filter: Option<&PipelineFilter>, event: &CloudEvent) -> bool {
+    let Some(filter) = filter else {
+        return true;
+    };
+    filter.attributes.iter().all(|(attribute, patterns)| {
+        let value = match attribute.as_str() {
+            "type" => Some(std::borrow::Cow::Borrowed(event.ty.as_str())),
+            "source" => Some(std::borrow::Cow::Borrowed(event.source.as_str())),
+            "subject" => event.subject.as_deref().map(std::borrow::Cow::Borrowed),
+            name => event.extensions.get(name).map(|v| match v {
+                ExtensionValue::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                ExtensionValue::Integer(i) => std::borrow::Cow::Owned(i.to_string()),
+                ExtensionValue::Boolean(b) => std::borrow::Cow::Owned(b.to_string()),
+            }),
+        };
+        value.is_some_and(|value| patterns.iter().any(|p| pattern_matches(p, &value)))
+    })
+}
+
+fn pattern_matches(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    }
+}
+
+/// Why an event is dead-lettered, as its `dlq*` attributes say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterCause<'a> {
+    pub function: &'a str,
+    pub version: &'a str,
+    /// `CallError::kind`, `retries_exhausted`, `invalid_output` or `undecodable`.
+    pub reason: &'a str,
+    pub error: &'a str,
+    pub attempts: u32,
+    /// RFC 3339.
+    pub time: String,
+}
+
+/// The dead letter of the event at `pos`: the event as it was read, with `dlq*` extension
+/// attributes saying which pipeline, function and version failed it, how, after how many
+/// attempts, and where it came from. Its `id` is unchanged, so it can be traced back.
+pub fn dead_letter_event(
+    pos: InputPosition<'_>,
+    mut event: CloudEvent,
+    cause: &DeadLetterCause<'_>,
+) -> CloudEvent {
+    use dead_letter::*;
+    let ext = &mut event.extensions;
+    let string = |s: &str| ExtensionValue::String(s.to_owned());
+    ext.insert(PIPELINE.into(), string(pos.pipeline));
+    ext.insert(FUNCTION.into(), string(cause.function));
+    ext.insert(VERSION.into(), string(cause.version));
+    ext.insert(REASON.into(), string(cause.reason));
+    ext.insert(
+        ERROR.into(),
+        ExtensionValue::String(attribute_text(cause.error, MAX_ERROR_CHARS)),
+    );
+    ext.insert(ATTEMPTS.into(), ExtensionValue::Integer(cause.attempts.into()));
+    ext.insert(TOPIC.into(), string(pos.topic));
+    ext.insert(PARTITION.into(), ExtensionValue::Integer(pos.partition.into()));
+    ext.insert(
+        OFFSET.into(),
+        ExtensionValue::Integer(i64::try_from(pos.offset).unwrap_or(i64::MAX)),
+    );
+    ext.insert(TIME.into(), string(&cause.time));
+    event
+}
+
+/// Longest `dlqerror` kept, in characters; a trap's backtrace can be long.
+const MAX_ERROR_CHARS: usize = 2000;
+
+/// `text` as a valid CloudEvents string attribute: control characters and Unicode
+/// noncharacters (which the spec forbids; error messages and backtraces have newlines)
+/// become spaces, and it is cut at `max_chars` with a trailing "...".
+pub fn attribute_text(text: &str, max_chars: usize) -> String {
+    let clean = |c: char| {
+        let noncharacter = matches!(c as u32, 0xFDD0..=0xFDEF) || (c as u32 & 0xFFFE) == 0xFFFE;
+        if c.is_control() || noncharacter { ' ' } else { c }
+    };
+    let mut out: String = text.chars().take(max_chars).map(clean).collect();
+    if text.chars().nth(max_chars).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// A dead letter for a stored record that is not a CloudEvent at all (written by
+/// something other than weir): its bytes become the `data_base64` of an event of type
+/// `dev.weir.undecodable`.
+pub fn undecodable_event(pos: InputPosition<'_>, value: Bytes) -> CloudEvent {
+    let mut event = CloudEvent::new(
+        format!("{}:{}:{}:undecodable", pos.topic, pos.partition, pos.offset),
+        format!("weir://topics/{}", pos.topic),
+        "dev.weir.undecodable",
+    );
+    event.datacontenttype = Some("application/octet-stream".into());
+    event.data = Some(weir_cloudevents::Data::Binary(value));
+    event
+}
+
+/// A dead letter taken back for re-driving: the event without its `dlq*` attributes, and
+/// the topic it came from (`None` if it is not a dead letter of `pipeline`).
+pub fn redriven_event(pipeline: &str, mut event: CloudEvent) -> Option<(String, CloudEvent)> {
+    let ext = &event.extensions;
+    match ext.get(dead_letter::PIPELINE) {
+        Some(ExtensionValue::String(p)) if p == pipeline => {}
+        _ => return None,
+    }
+    let Some(ExtensionValue::String(topic)) = ext.get(dead_letter::TOPIC).cloned() else {
+        return None;
+    };
+    for name in dead_letter::ALL {
+        event.extensions.remove(name);
+    }
+    Some((topic, event))
+}
 
 /// The key an event is stored under: the `partitionkey` extension, else its `subject`.
 /// Events with the same key land in the same partition and so stay in order.
@@ -66,6 +213,13 @@ pub fn complete_outputs(
                         .or_insert_with(|| value.clone());
                 }
             }
+            event
+                .extensions
+                .entry(CORRELATION_ID.to_owned())
+                .or_insert_with(|| match input.extensions.get(CORRELATION_ID) {
+                    Some(value @ ExtensionValue::String(_)) => value.clone(),
+                    _ => ExtensionValue::String(input.id.clone()),
+                });
             event
                 .validate()
                 .map_err(|e| format!("output {index} is not a valid CloudEvent: {e}"))?;

@@ -103,7 +103,7 @@ async fn pipeline_transforms_and_survives_a_restart_without_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trapping_function_parks_the_pipeline_and_keeps_the_event() {
+async fn a_poison_event_is_dead_lettered_with_its_cause_and_later_events_flow() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = weir_test_support::test_guest("guest-trap");
     let node = start(dir.path(), manifest(dir.path(), &wasm, "trapper", "out")).await;
@@ -111,34 +111,60 @@ async fn a_trapping_function_parks_the_pipeline_and_keeps_the_event() {
     let mut events = vec![CloudEvent::new("ok-1", "test://s", "test.ok")];
     events.push(CloudEvent::new("boom", "test://s", "test.trap"));
     events.push(CloudEvent::new("ok-2", "test://s", "test.ok"));
-    // One partition so the order is fixed.
+    events.push(CloudEvent::new("bad", "test://s", "test.fatal"));
+    events.push(CloudEvent::new("ok-3", "test://s", "test.ok"));
+    // One partition and one key, so the order is fixed.
     for ev in &mut events {
         ev.subject = Some("same-key".into());
     }
     node.publish("in", &events).await.unwrap();
 
-    let out = collect(&node, "out", 1).await;
-    assert_eq!(out[0].id, "ok-1");
-    let parked = tokio::time::timeout(Duration::from_secs(10), async {
+    let out = collect(&node, "out", 3).await;
+    let ids: Vec<_> = out.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["ok-1", "ok-2", "ok-3"]);
+    let dead = collect(&node, "p.dlq", 2).await;
+    let ext = |e: &CloudEvent, name: &str| e.extensions.get(name).cloned();
+    use weir_cloudevents::ExtensionValue::{Integer, String as S};
+    assert_eq!(dead[0].id, "boom");
+    assert_eq!(dead[0].ty, "test.trap", "the event is kept as it was");
+    assert_eq!(ext(&dead[0], "dlqpipeline"), Some(S("p".into())));
+    assert_eq!(ext(&dead[0], "dlqfunction"), Some(S("trapper".into())));
+    let version = node.functions()[0].version.clone();
+    assert_eq!(ext(&dead[0], "dlqversion"), Some(S(version)));
+    assert_eq!(ext(&dead[0], "dlqreason"), Some(S("trap".into())));
+    assert_eq!(ext(&dead[0], "dlqattempts"), Some(Integer(1)));
+    assert_eq!(ext(&dead[0], "dlqtopic"), Some(S("in".into())));
+    let Some(S(error)) = ext(&dead[0], "dlqerror") else {
+        panic!("no dlqerror")
+    };
+    assert!(error.contains("trapped"), "{error}");
+    assert_eq!(dead[1].id, "bad");
+    assert_eq!(ext(&dead[1], "dlqreason"), Some(S("fatal".into())));
+
+    // Counters move once the batch's transaction returned, a moment after its outputs show.
+    let status = settled(&node, |p| p.dead_lettered == 2).await;
+    assert_eq!(status.processed, 3);
+    assert_eq!(status.lag, 0);
+    assert_eq!(status.state, PipelineState::Running);
+    node.shutdown().await;
+}
+
+/// The first pipeline's status once `done` holds for it (within 10 s).
+async fn settled(
+    node: &Node,
+    done: impl Fn(&crate::PipelineStatus) -> bool,
+) -> crate::PipelineStatus {
+    tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let PipelineState::Parked { error, offset, .. } = &node.status().pipelines[0].state {
-                return (error.clone(), *offset);
+            let status = node.status().pipelines[0].clone();
+            if done(&status) {
+                return status;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("the pipeline parks");
-    assert!(parked.0.contains("function \"trapper\""), "{}", parked.0);
-    assert!(parked.0.contains("trapped"), "{}", parked.0);
-    // The event after the trap did not run, the trapping one is still to be handled,
-    // and the node still takes events.
-    assert_eq!(total_events(&node, "out"), 1);
-    assert_eq!(node.status().pipelines[0].lag, 2);
-    node.publish("in", &[CloudEvent::new("later", "test://s", "test.ok")])
-        .await
-        .unwrap();
-    node.shutdown().await;
+    .unwrap_or_else(|_| panic!("the pipeline did not settle: {:?}", node.status().pipelines[0]))
 }
 
 async fn plain_node(dir: &Path) -> std::sync::Arc<Node> {
@@ -260,7 +286,7 @@ async fn group_members_share_partitions_and_keep_the_position() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pipelines_group_cannot_be_joined_or_reset() {
+async fn a_pipelines_group_cannot_be_joined_but_can_be_reset_while_it_runs() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = weir_test_support::test_guest("guest-trap");
     let node = start(dir.path(), manifest(dir.path(), &wasm, "trapper", "out")).await;
@@ -269,12 +295,27 @@ async fn a_pipelines_group_cannot_be_joined_or_reset() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("pipeline \"p\""), "{err}");
-    let err = node
+
+    let events: Vec<_> = (0..10).map(keyed).collect();
+    node.publish("in", &events).await.unwrap();
+    collect(&node, "out", 10).await;
+    // Reprocess for real: back to the start of every partition, and it all runs again.
+    let offsets = node
         .reset_group("p", "in", StartFrom::Earliest)
+        .await
+        .unwrap();
+    assert!(offsets.iter().all(|p| p.offset == 0), "{offsets:?}");
+    collect(&node, "out", 20).await;
+    // To the end: nothing more runs, and the lag is zero.
+    node.reset_group("p", "in", StartFrom::Latest).await.unwrap();
+    assert_eq!(node.status().pipelines[0].lag, 0);
+    let err = node
+        .reset_group("p", "elsewhere", StartFrom::Earliest)
         .await
         .unwrap_err();
     assert!(matches!(err, crate::Error::GroupBusy { .. }), "{err}");
     node.shutdown().await;
 }
 
+mod delivery;
 mod hot_swap;

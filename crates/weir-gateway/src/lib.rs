@@ -9,6 +9,7 @@
 
 mod functions;
 mod kv;
+mod pipelines;
 mod problem;
 
 use std::convert::Infallible;
@@ -91,6 +92,12 @@ pub fn router(node: Arc<Node>, options: GatewayOptions) -> Router {
         .route(
             "/v1/deploy",
             axum::routing::post(functions::deploy_app).layer(upload_limit),
+        )
+        .route("/v1/pipelines", get(pipelines::list))
+        .route("/v1/pipelines/{name}", get(pipelines::get))
+        .route(
+            "/v1/pipelines/{name}/redrive",
+            axum::routing::post(pipelines::redrive),
         )
         .route("/v1/status", get(status))
         .route("/healthz", get(healthz))

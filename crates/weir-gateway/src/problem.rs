@@ -150,6 +150,12 @@ impl From<weir_engine::Error> for Problem {
                 "Unknown function",
                 detail,
             ),
+            E::UnknownPipeline { .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-pipeline",
+                "Unknown pipeline",
+                detail,
+            ),
             E::UnknownVersion { .. } => Problem::new(
                 StatusCode::NOT_FOUND,
                 "unknown-version",

@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::{
     AppSection, CapabilitiesSpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec, Manifest,
-    PipelineSpec, SecretSource, StartPosition, TopicSpec,
+    Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, StartPosition, TopicSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -119,6 +119,36 @@ struct PipelineTable {
     group: Option<String>,
     #[serde(default)]
     start: StartPosition,
+    #[serde(default)]
+    ordering: Ordering,
+    concurrency: Option<u32>,
+    filter: Option<FilterTable>,
+    #[serde(default)]
+    retry: RetryTable,
+    dead_letter: Option<String>,
+}
+
+/// `[pipelines.<name>.filter]`: attribute name to one pattern or a list of them;
+/// extension attributes under `extensions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterTable {
+    #[serde(rename = "type")]
+    ty: Option<TopicList>,
+    source: Option<TopicList>,
+    subject: Option<TopicList>,
+    #[serde(default)]
+    extensions: BTreeMap<String, TopicList>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryTable {
+    max_attempts: Option<u32>,
+    initial_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+    multiplier: Option<f64>,
+    jitter: Option<f64>,
 }
 
 impl Document {
@@ -143,6 +173,7 @@ impl Document {
                 .name
                 .unwrap_or_else(|| AppSection::DEFAULT_NAME.to_owned()),
         };
+        let declared: Vec<String> = self.topics.keys().cloned().collect();
         let topics = self
             .topics
             .into_iter()
@@ -177,12 +208,36 @@ impl Document {
             .pipelines
             .into_iter()
             .map(|(name, pipeline)| {
+                let from = crate::expand_sources(&pipeline.from.0, declared.iter());
+                let retry = RetrySpec::default();
                 let spec = PipelineSpec {
-                    from: pipeline.from.0,
+                    from,
+                    from_patterns: pipeline.from.0,
                     function: pipeline.function,
                     to: pipeline.to.0,
+                    dead_letter: pipeline
+                        .dead_letter
+                        .unwrap_or_else(|| PipelineSpec::default_dead_letter(&name)),
                     group: pipeline.group.unwrap_or_else(|| name.clone()),
                     start: pipeline.start,
+                    ordering: pipeline.ordering,
+                    concurrency: pipeline
+                        .concurrency
+                        .unwrap_or(PipelineSpec::DEFAULT_CONCURRENCY),
+                    filter: pipeline.filter.map(FilterTable::resolve),
+                    retry: RetrySpec {
+                        max_attempts: pipeline.retry.max_attempts.unwrap_or(retry.max_attempts),
+                        initial_backoff_ms: pipeline
+                            .retry
+                            .initial_backoff_ms
+                            .unwrap_or(retry.initial_backoff_ms),
+                        max_backoff_ms: pipeline
+                            .retry
+                            .max_backoff_ms
+                            .unwrap_or(retry.max_backoff_ms),
+                        multiplier: pipeline.retry.multiplier.unwrap_or(retry.multiplier),
+                        jitter: pipeline.retry.jitter.unwrap_or(retry.jitter),
+                    },
                 };
                 (name, spec)
             })
@@ -203,6 +258,21 @@ impl Document {
             keyvalue,
             base_dir: base_dir.to_owned(),
         }
+    }
+}
+
+impl FilterTable {
+    fn resolve(self) -> PipelineFilter {
+        let mut attributes = BTreeMap::new();
+        for (name, patterns) in [("type", self.ty), ("source", self.source), ("subject", self.subject)] {
+            if let Some(patterns) = patterns {
+                attributes.insert(name.to_owned(), patterns.0);
+            }
+        }
+        for (name, patterns) in self.extensions {
+            attributes.insert(name, patterns.0);
+        }
+        PipelineFilter { attributes }
     }
 }
 

@@ -45,11 +45,26 @@
 //! seed = "customers.json"   # optional; {"key": value} written at start where missing
 //!
 //! [pipelines.erp-to-crm]
-//! from = "erp.sales-orders" # one declared topic or a list of them
+//! from = "erp.sales-orders" # one declared topic, a pattern ("erp.*"), or a list of them
 //! function = "enrich-order" # a declared function
 //! to = ["crm.orders"]       # optional; the declared topics the function may publish to
 //! group = "erp-to-crm"      # optional; consumer group, default the pipeline's name
 //! start = "earliest"        # optional; where a new group starts: "earliest" or "latest"
+//! ordering = "key"          # optional; "key" (default), "partition" or "none"
+//! concurrency = 4           # optional; 1 to 1024 calls at once across the pipeline
+//! dead_letter = "erp-to-crm.dlq"  # optional; the default is "<pipeline>.dlq"
+//!
+//! [pipelines.erp-to-crm.retry]    # optional; for errors the function says are retryable
+//! max_attempts = 5          # calls in all, 1 to 100 (default 5; 1 = no retry)
+//! initial_backoff_ms = 100  # wait before the second attempt (default 100)
+//! max_backoff_ms = 10000    # longest wait (default 10000)
+//! multiplier = 2.0          # each wait is the previous one times this (default 2.0)
+//! jitter = 0.2              # each wait varies randomly by up to this fraction (default 0.2)
+//!
+//! [pipelines.erp-to-crm.filter]   # optional; events that do not match skip the function
+//! type = ["com.erp.SalesOrderCreated"]  # one pattern or a list; any may match
+//! source = "erp/*"          # a trailing '*' matches any rest, "*" only presence
+//! extensions = { region = "eu" }
 //! ```
 //!
 //! Topic and group names follow Kafka's rules: 1 to 249 of a-z, A-Z, 0-9, '.', '_', '-',
@@ -67,7 +82,8 @@ mod validate;
 pub use error::{Error, Problem, Result};
 pub use manifest::{
     AppSection, CapabilitiesSpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec, Manifest,
-    PipelineSpec, SecretSource, StartPosition, TopicSpec,
+    Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, StartPosition, TopicSpec,
+    expand_sources,
 };
 pub use validate::{HttpGrantSpec, name_fault, parse_http_grant};
 

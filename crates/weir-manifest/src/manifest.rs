@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::{Error, Result, document, validate};
 
 /// An app: its topics, the functions it runs and the pipelines that connect them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     pub app: AppSection,
     /// By topic name.
@@ -246,15 +246,155 @@ impl Default for LimitsSpec {
 }
 
 /// `[pipelines.<name>]`: events from `from` go through `function`, which may publish to
-/// `to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `to`; events it cannot handle go to `dead_letter`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PipelineSpec {
+    /// The source topics: `from_patterns` with each pattern replaced by the declared
+    /// topics it matches.
     pub from: Vec<String>,
+    /// `from` as written: topic names and `*` patterns.
+    pub from_patterns: Vec<String>,
     pub function: String,
     pub to: Vec<String>,
+    /// Where events go that failed for good: the topic gets the event unchanged plus
+    /// `dlq*` extension attributes saying why.
+    pub dead_letter: String,
     /// The consumer group the pipeline reads as; the pipeline's name unless set.
     pub group: String,
     pub start: StartPosition,
+    pub ordering: Ordering,
+    /// Function calls at once across the whole pipeline.
+    pub concurrency: u32,
+    /// Only events matching it reach the function; `None` lets all through.
+    pub filter: Option<PipelineFilter>,
+    pub retry: RetrySpec,
+}
+
+impl PipelineSpec {
+    pub const DEFAULT_CONCURRENCY: u32 = 4;
+    pub const MAX_CONCURRENCY: u32 = 1024;
+
+    /// The dead-letter topic of a pipeline that names none: `<pipeline>.dlq`.
+    pub fn default_dead_letter(pipeline: &str) -> String {
+        format!("{pipeline}.dlq")
+    }
+}
+
+/// Which events of a pipeline must be handled one after another.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    /// Events with the same key (`partitionkey`, else `subject`) in order; different keys,
+    /// and events without a key, in parallel up to `concurrency`.
+    #[default]
+    Key,
+    /// Each partition in order; partitions in parallel.
+    Partition,
+    /// No order: any events in parallel up to `concurrency`.
+    None,
+}
+
+impl Ordering {
+    /// The spelling in `weir.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ordering::Key => "key",
+            Ordering::Partition => "partition",
+            Ordering::None => "none",
+        }
+    }
+}
+
+/// `[pipelines.<name>.filter]`: every listed attribute must match one of its patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PipelineFilter {
+    /// Attribute name (`type`, `source`, `subject` or an extension's) to patterns: exact,
+    /// `prefix*`, or `*` (present with any value).
+    pub attributes: BTreeMap<String, Vec<String>>,
+}
+
+/// How a pipeline retries an event whose call failed with a retryable error.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RetrySpec {
+    /// Calls in all, the first included; 1 means no retry.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub multiplier: f64,
+    /// Each wait is varied by a random factor in `[1 - jitter, 1 + jitter]`.
+    pub jitter: f64,
+}
+
+impl Default for RetrySpec {
+    fn default() -> RetrySpec {
+        RetrySpec {
+            max_attempts: 5,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 10_000,
+            multiplier: 2.0,
+            jitter: 0.2,
+        }
+    }
+}
+
+impl RetrySpec {
+    /// The wait before attempt `attempt + 1` (after `attempt` failed calls, 1-based),
+    /// before jitter: `initial * multiplier^(attempt-1)`, capped at `max_backoff_ms`.
+    pub fn backoff_ms(&self, attempt: u32) -> u64 {
+        let exp = self.multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
+        let ms = self.initial_backoff_ms as f64 * exp;
+        if ms.is_finite() {
+            (ms as u64).min(self.max_backoff_ms)
+        } else {
+            self.max_backoff_ms
+        }
+    }
+}
+
+/// Whether a `from` entry is a pattern rather than a topic name (topic names have no `*`).
+pub fn is_pattern(source: &str) -> bool {
+    source.contains('*')
+}
+
+/// Whether `name` matches `pattern`: `*` stands for any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// `from` as written, with each pattern replaced by the `declared` topics it matches (in
+/// name order) and duplicates dropped.
+pub fn expand_sources<'a>(
+    sources: &[String],
+    declared: impl IntoIterator<Item = &'a String> + Clone,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for source in sources {
+        if is_pattern(source) {
+            for topic in declared.clone() {
+                if glob_match(source, topic) && !out.contains(topic) {
+                    out.push(topic.clone());
+                }
+            }
+        } else if !out.contains(source) {
+            out.push(source.clone());
+        }
+    }
+    out
 }
 
 /// Where a consumer group that has committed nothing yet starts reading.

@@ -8,7 +8,7 @@ use expect_test::expect;
 
 use crate::{
     AppSection, CapabilitiesSpec, Error, FsyncSpec, FunctionSpec, LimitsSpec, Manifest,
-    PipelineSpec, Problem, StartPosition, TopicSpec,
+    Ordering, PipelineSpec, Problem, RetrySpec, StartPosition, TopicSpec,
 };
 
 const EXAMPLE: &str = r#"
@@ -137,10 +137,16 @@ fn example_app_parses_to_exactly_the_declared_values() {
             "erp-to-crm".to_owned(),
             PipelineSpec {
                 from: vec!["erp.sales-orders".to_owned()],
+                from_patterns: vec!["erp.sales-orders".to_owned()],
                 function: "enrich-order".to_owned(),
                 to: vec!["crm.orders".to_owned()],
+                dead_letter: "erp-to-crm.dlq".to_owned(),
                 group: "erp-to-crm".to_owned(),
                 start: StartPosition::Earliest,
+                ordering: Ordering::Key,
+                concurrency: 4,
+                filter: None,
+                retry: RetrySpec::default(),
             },
         )]),
         keyvalue: BTreeMap::new(),
@@ -921,4 +927,103 @@ http = ["ftp://x", "host/path", "bad host"]
     assert!(text.contains("scheme \"ftp\""), "{text}");
     assert!(text.contains("no path"), "{text}");
     assert!(text.contains("DNS name"), "{text}");
+}
+
+#[test]
+fn pipeline_delivery_settings_are_read_and_patterns_expand() {
+    let manifest = parse(
+        r#"
+[topics."erp.orders"]
+[topics."erp.invoices"]
+[topics.crm]
+[functions.f]
+source = "f.wasm"
+[pipelines.p]
+from = "erp.*"
+function = "f"
+to = ["crm"]
+ordering = "none"
+concurrency = 16
+dead_letter = "failed"
+[pipelines.p.retry]
+max_attempts = 3
+initial_backoff_ms = 50
+multiplier = 3.0
+jitter = 0.0
+[pipelines.p.filter]
+type = ["order.*", "invoice.created"]
+extensions = { region = "eu" }
+"#,
+    );
+    let p = &manifest.pipelines["p"];
+    assert_eq!(p.from, ["erp.invoices", "erp.orders"]);
+    assert_eq!(p.from_patterns, ["erp.*"]);
+    assert_eq!(p.ordering, Ordering::None);
+    assert_eq!(p.concurrency, 16);
+    assert_eq!(p.dead_letter, "failed");
+    assert_eq!(p.retry.max_attempts, 3);
+    assert_eq!(p.retry.max_backoff_ms, RetrySpec::default().max_backoff_ms);
+    assert_eq!(
+        [1, 2, 3].map(|a| p.retry.backoff_ms(a)),
+        [50, 150, 450],
+        "each wait is the previous one times the multiplier"
+    );
+    let filter = p.filter.as_ref().unwrap();
+    assert_eq!(filter.attributes["type"], ["order.*", "invoice.created"]);
+    assert_eq!(filter.attributes["region"], ["eu"]);
+}
+
+#[test]
+fn bad_pipeline_delivery_settings_are_each_reported() {
+    let found = problems(
+        r#"
+[topics.in]
+[topics.out]
+[functions.f]
+source = "f.wasm"
+[pipelines.p]
+from = ["in", "nothing.*"]
+function = "f"
+to = ["out"]
+concurrency = 0
+dead_letter = "in"
+[pipelines.p.retry]
+max_attempts = 0
+initial_backoff_ms = 20000
+max_backoff_ms = 10000
+multiplier = 0.5
+jitter = 2.0
+[pipelines.p.filter]
+type = []
+extensions = { "Bad-Name" = "x" }
+"#,
+    );
+    let err: Vec<String> = found.iter().map(|p| p.to_string()).collect();
+    let err = err.join("\n");
+    for key in [
+        "pipelines.p.from",
+        "pipelines.p.concurrency",
+        "pipelines.p.dead_letter",
+        "pipelines.p.retry.max_attempts",
+        "pipelines.p.retry.initial_backoff_ms",
+        "pipelines.p.retry.multiplier",
+        "pipelines.p.retry.jitter",
+        "pipelines.p.filter.type",
+        "pipelines.p.filter.extensions.Bad-Name",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
+    assert!(err.contains("matches no declared topic"), "{err}");
+}
+
+#[test]
+fn glob_patterns_match_like_shell_stars() {
+    use crate::manifest::glob_match;
+    assert!(glob_match("erp.*", "erp.orders"));
+    assert!(glob_match("*.orders", "erp.orders"));
+    assert!(glob_match("e*p.*s", "erp.orders"));
+    assert!(glob_match("*", "x"));
+    assert!(!glob_match("erp.*", "crm.orders"));
+    assert!(!glob_match("*.orders", "erp.order"));
+    assert!(!glob_match("a*a", "a"));
 }

@@ -291,19 +291,33 @@ fn check_pipeline(
     }
 
     let from_key = key(&["pipelines", name, "from"]);
-    if pipeline.from.is_empty() {
+    if pipeline.from_patterns.is_empty() {
         problems.push(Problem::new(
             &from_key,
             "reads from no topic; list at least one declared topic",
         ));
     }
     let mut seen = BTreeSet::new();
-    for topic in &pipeline.from {
+    for topic in &pipeline.from_patterns {
         if !seen.insert(topic) {
             problems.push(Problem::new(
                 &from_key,
                 format!("lists topic {topic:?} more than once; list each topic once"),
             ));
+        } else if crate::manifest::is_pattern(topic) {
+            if !manifest
+                .topics
+                .keys()
+                .any(|t| crate::manifest::glob_match(topic, t))
+            {
+                problems.push(Problem::new(
+                    &from_key,
+                    format!(
+                        "pattern {topic:?} matches no declared topic; declared topics: {}",
+                        list(manifest.topics.keys())
+                    ),
+                ));
+            }
         } else if !manifest.topics.contains_key(topic) {
             problems.push(Problem::new(&from_key, undeclared_topic(manifest, topic)));
         }
@@ -349,6 +363,101 @@ fn check_pipeline(
                 pipeline.group
             ),
         ));
+    }
+    check_pipeline_delivery(name, pipeline, problems);
+}
+
+/// Dead-letter topic, concurrency, retry policy and filter.
+fn check_pipeline_delivery(name: &str, pipeline: &PipelineSpec, problems: &mut Vec<Problem>) {
+    let dead_letter = &pipeline.dead_letter;
+    let dl_key = key(&["pipelines", name, "dead_letter"]);
+    if let Some(reason) = topic_name_fault(dead_letter) {
+        problems.push(Problem::new(
+            &dl_key,
+            format!("dead-letter topic name {dead_letter:?} is invalid: {reason}; {TOPIC_NAME_RULE}"),
+        ));
+    } else if pipeline.from.contains(dead_letter) {
+        problems.push(Problem::new(
+            &dl_key,
+            format!(
+                "{dead_letter:?} is also a source of the pipeline, so failed events would \
+                 come back to it in a loop; dead-letter to another topic"
+            ),
+        ));
+    }
+    if !(1..=PipelineSpec::MAX_CONCURRENCY).contains(&pipeline.concurrency) {
+        problems.push(Problem::new(
+            key(&["pipelines", name, "concurrency"]),
+            format!(
+                "is {}; use 1 to {}",
+                pipeline.concurrency,
+                PipelineSpec::MAX_CONCURRENCY
+            ),
+        ));
+    }
+    let retry = &pipeline.retry;
+    let retry_key = |field: &str| key(&["pipelines", name, "retry", field]);
+    if !(1..=100).contains(&retry.max_attempts) {
+        problems.push(Problem::new(
+            retry_key("max_attempts"),
+            format!("is {}; use 1 (no retry) to 100", retry.max_attempts),
+        ));
+    }
+    if retry.max_backoff_ms > 3_600_000 {
+        problems.push(Problem::new(
+            retry_key("max_backoff_ms"),
+            format!("is {} ms; use at most 3600000 (an hour)", retry.max_backoff_ms),
+        ));
+    }
+    if retry.initial_backoff_ms > retry.max_backoff_ms {
+        problems.push(Problem::new(
+            retry_key("initial_backoff_ms"),
+            format!(
+                "is {} ms, more than max_backoff_ms ({} ms); lower it or raise max_backoff_ms",
+                retry.initial_backoff_ms, retry.max_backoff_ms
+            ),
+        ));
+    }
+    if !(1.0..=10.0).contains(&retry.multiplier) {
+        problems.push(Problem::new(
+            retry_key("multiplier"),
+            format!("is {}; use 1.0 to 10.0", retry.multiplier),
+        ));
+    }
+    if !(0.0..=1.0).contains(&retry.jitter) {
+        problems.push(Problem::new(
+            retry_key("jitter"),
+            format!("is {}; use 0.0 (none) to 1.0", retry.jitter),
+        ));
+    }
+    if let Some(filter) = &pipeline.filter {
+        for (attribute, patterns) in &filter.attributes {
+            let is_core = matches!(attribute.as_str(), "type" | "source" | "subject");
+            let filter_key = if is_core {
+                key(&["pipelines", name, "filter", attribute])
+            } else {
+                key(&["pipelines", name, "filter", "extensions", attribute])
+            };
+            if !is_core
+                && (attribute.is_empty()
+                    || !attribute
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+            {
+                problems.push(Problem::new(
+                    &filter_key,
+                    format!(
+                        "{attribute:?} is not a CloudEvents extension name; use a-z and 0-9 only"
+                    ),
+                ));
+            }
+            if patterns.is_empty() {
+                problems.push(Problem::new(
+                    &filter_key,
+                    "lists no pattern, so nothing would match; list at least one or remove it",
+                ));
+            }
+        }
     }
 }
 

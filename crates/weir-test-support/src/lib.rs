@@ -142,6 +142,17 @@ impl WeirProcess {
         WeirProcess { child, url }
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL the child and reap it: a crash, with no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Send SIGTERM and wait for a graceful exit; returns whether it exited successfully.
     pub fn stop(mut self) -> bool {
         let _ = Command::new("kill")

@@ -126,6 +126,25 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// A short name of the kind of failure, for dead-letter attributes and metrics:
+    /// `retryable`, `fatal`, `trap`, `stack_overflow`, `deadline`, `memory`, `fuel`,
+    /// `output_limit`, `capability_denied`, `unavailable` or `invalid_output`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Retryable { .. } => "retryable",
+            CallError::Fatal { .. } => "fatal",
+            CallError::Trap { .. } => "trap",
+            CallError::StackOverflow { .. } => "stack_overflow",
+            CallError::Deadline { .. } => "deadline",
+            CallError::Memory { .. } => "memory",
+            CallError::Fuel { .. } => "fuel",
+            CallError::OutputLimit { .. } => "output_limit",
+            CallError::CapabilityDenied { .. } => "capability_denied",
+            CallError::Unavailable { .. } => "unavailable",
+            CallError::InvalidOutput { .. } => "invalid_output",
+        }
+    }
+
     /// Whether trying the same event again may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

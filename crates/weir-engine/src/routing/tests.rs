@@ -84,3 +84,77 @@ fn trace_context_is_carried_unless_the_output_sets_its_own() {
         ExtensionValue::String("own".into())
     );
 }
+
+#[test]
+fn a_dead_letter_is_a_valid_event_whatever_the_error_says() {
+    let input = CloudEvent::new("in-1", "s", "t");
+    let long = format!("trapped:\n  0: backtrace\u{7}\u{FFFE}{}", "x".repeat(5000));
+    let cause = DeadLetterCause {
+        function: "f",
+        version: "abc",
+        reason: "trap",
+        error: &long,
+        attempts: 1,
+        time: "2026-11-22T10:00:00Z".into(),
+    };
+    let dead = dead_letter_event(POS, input, &cause);
+    dead.validate().unwrap();
+    let Some(ExtensionValue::String(error)) = dead.extensions.get("dlqerror") else {
+        panic!()
+    };
+    assert!(error.starts_with("trapped:   0: backtrace  "), "{error}");
+    assert!(error.ends_with("..."));
+    assert_eq!(error.chars().count(), 2003);
+    assert_eq!(
+        dead.extensions.get("dlqoffset"),
+        Some(&ExtensionValue::Integer(7))
+    );
+    // Re-driving takes exactly the dlq attributes away again.
+    let (topic, back) = redriven_event("p", dead.clone()).unwrap();
+    assert_eq!(topic, "in");
+    assert_eq!(back, CloudEvent::new("in-1", "s", "t"));
+    assert!(redriven_event("other", dead).is_none());
+}
+
+#[test]
+fn filters_match_every_listed_attribute_by_pattern() {
+    use weir_manifest::PipelineFilter;
+    let filter = PipelineFilter {
+        attributes: [
+            ("type".to_owned(), vec!["order.*".to_owned()]),
+            ("region".to_owned(), vec!["eu".to_owned(), "uk".to_owned()]),
+            ("subject".to_owned(), vec!["*".to_owned()]),
+        ]
+        .into(),
+    };
+    let mut ev = CloudEvent::new("1", "s", "order.created");
+    ev.subject = Some("x".into());
+    ev.extensions
+        .insert("region".into(), ExtensionValue::String("uk".into()));
+    assert!(filter_accepts(Some(&filter), &ev));
+    assert!(filter_accepts(None, &ev));
+    ev.ty = "invoice.created".into();
+    assert!(!filter_accepts(Some(&filter), &ev));
+    ev.ty = "order.updated".into();
+    ev.subject = None;
+    assert!(!filter_accepts(Some(&filter), &ev), "subject must be present");
+}
+
+#[test]
+fn outputs_carry_the_correlation_id_or_the_inputs_id() {
+    let input = CloudEvent::new("in-1", "s", "t");
+    let out = complete_outputs(POS, &["out".into()], &input, vec![output("out", "")]).unwrap();
+    assert_eq!(
+        out[0].1.extensions.get(CORRELATION_ID),
+        Some(&ExtensionValue::String("in-1".into()))
+    );
+    let mut input = input;
+    input
+        .extensions
+        .insert(CORRELATION_ID.into(), ExtensionValue::String("order-9".into()));
+    let out = complete_outputs(POS, &["out".into()], &input, vec![output("out", "")]).unwrap();
+    assert_eq!(
+        out[0].1.extensions.get(CORRELATION_ID),
+        Some(&ExtensionValue::String("order-9".into()))
+    );
+}

@@ -1,0 +1,235 @@
+//! `weir bench pipeline`: a whole pipeline in one node — topic → the example's JSON
+//! transform (`enrich-order`) → topic, fsync `always`, exactly-once commits.
+//!
+//! Two figures: sustained throughput (a backlog of events published before the pipeline
+//! starts, drained to the end), and end-to-end latency at a fixed offered rate (from the
+//! moment a publish is acknowledged to the moment its output is readable).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde_json::json;
+use weir_cloudevents::{CloudEvent, ExtensionValue};
+use weir_engine::{Node, NodeOptions, StartFrom};
+use weir_manifest::Manifest;
+
+use super::{percentile, print_result, round2};
+
+#[derive(Debug, clap::Args)]
+pub struct PipelineBenchArgs {
+    /// The function; default: the example's `enrich-order`.
+    #[arg(long)]
+    function: Option<PathBuf>,
+    /// Partitions of the source and output topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// The pipeline's `concurrency`.
+    #[arg(long, default_value_t = 2)]
+    concurrency: u32,
+    /// Events in the backlog the throughput figure drains.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Offered rate (events/s) of the latency figure.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds the latency figure is measured for.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Where to put the temporary data directory (removed afterwards).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
+}
+
+/// The bench app: the example's function, config and customers, on topics sized by
+/// `args`, with the pipeline only if `with_pipeline`.
+fn manifest(args: &PipelineBenchArgs, function: &Path, with_pipeline: bool) -> anyhow::Result<Manifest> {
+    let customers = repo_path("examples/orders/customers.json");
+    let mut text = format!(
+        r#"
+[topics.in]
+partitions = {p}
+[topics.out]
+partitions = {p}
+[functions.enrich-order]
+source = {function:?}
+config = {{ currency = "EUR", "rate.USD" = "0.92", "rate.GBP" = "1.17" }}
+capabilities = {{ keyvalue = ["customers"] }}
+[keyvalue.customers]
+seed = {customers:?}
+"#,
+        p = args.partitions,
+        function = function.display().to_string(),
+        customers = customers.display().to_string(),
+    );
+    if with_pipeline {
+        text.push_str(&format!(
+            "[pipelines.bench]\nfrom = \"in\"\nfunction = \"enrich-order\"\nto = [\"out\"]\nconcurrency = {}\n",
+            args.concurrency
+        ));
+    }
+    Ok(Manifest::from_toml_str(&text, Path::new("."))?)
+}
+
+fn order(sample: &CloudEvent, n: usize) -> CloudEvent {
+    let mut event = sample.clone();
+    event.id = format!("bench-{n}");
+    event.extensions.insert(
+        "partitionkey".into(),
+        ExtensionValue::String(format!("CUST-{}", n % 1000)),
+    );
+    event
+}
+
+fn total(node: &Node, topic: &str) -> u64 {
+    node.log()
+        .topic(topic)
+        .map(|t| t.end_offsets.iter().sum())
+        .unwrap_or(0)
+}
+
+pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.partitions > 0 && args.concurrency > 0 && args.events > 0 && args.rate > 0,
+        "--partitions, --concurrency, --events and --rate must be positive"
+    );
+    let function = args.function.clone().unwrap_or_else(|| {
+        repo_path("examples/orders/enrich-order/target/wasm32-wasip2/release/enrich_order.wasm")
+    });
+    anyhow::ensure!(
+        function.exists(),
+        "{} does not exist; build it with `cargo xtask example` or pass --function",
+        function.display()
+    );
+    let sample = CloudEvent::from_json_slice(&std::fs::read(repo_path(
+        "examples/orders/sales-order-created.json",
+    ))?)?;
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = tempfile::Builder::new()
+        .prefix("weir-bench-pipeline-")
+        .tempdir_in(&args.dir)
+        .with_context(|| format!("cannot make a temporary directory in {}", args.dir.display()))?;
+    let data = dir.path().join("data");
+
+    // The backlog, published before the pipeline exists.
+    let node = Node::start(NodeOptions::new(&data, Some(manifest(&args, &function, false)?))).await?;
+    let mut n = 0;
+    while n < args.events {
+        let batch: Vec<_> = (n..(n + 1000).min(args.events)).map(|i| order(&sample, i)).collect();
+        n += batch.len();
+        node.publish("in", &batch).await?;
+    }
+    node.shutdown().await;
+    drop(node);
+
+    // Throughput: from the pipeline's start until every output is readable.
+    let node = Node::start(NodeOptions::new(&data, Some(manifest(&args, &function, true)?))).await?;
+    let started = Instant::now();
+    let target = args.events as u64;
+    while total(&node, "out") < target {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the pipeline did not finish the backlog in 10 minutes: {} of {target}",
+            total(&node, "out")
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let drain = started.elapsed().as_secs_f64();
+    let events_per_sec = args.events as f64 / drain;
+
+    // Latency at a fixed offered rate: each event's publish acknowledgement, then the
+    // moment its output is readable (outputs carry their input's position in their id).
+    let acked: Arc<Mutex<HashMap<(u32, u64), Instant>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<(u32, u64), Instant>>> = Arc::default();
+    let mut outputs = node.subscribe("out", StartFrom::Latest)?;
+    let watcher = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(event)) = outputs.next().await {
+                let at = Instant::now();
+                // bench:in:<partition>:<offset>:0
+                let mut parts = event.event.id.rsplitn(3, ':').skip(1);
+                let (Some(offset), Some(rest)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let partition = rest.rsplit(':').next().and_then(|p| p.parse().ok());
+                if let (Some(p), Ok(o)) = (partition, offset.parse::<u64>()) {
+                    seen.lock().unwrap().insert((p, o), at);
+                }
+            }
+        })
+    };
+    let node = Arc::new(node);
+    let tick = Duration::from_millis(1);
+    let per_tick = (args.rate / 1000).max(1) as usize;
+    let ticks = (args.seconds * 1000.0) as usize;
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut publishes = Vec::with_capacity(ticks * per_tick);
+    for t in 0..ticks {
+        interval.tick().await;
+        for i in 0..per_tick {
+            let (node, acked, event) = (node.clone(), acked.clone(), order(&sample, args.events + t * per_tick + i));
+            publishes.push(tokio::spawn(async move {
+                let positions = node.publish("in", std::slice::from_ref(&event)).await?;
+                let at = Instant::now();
+                let mut acked = acked.lock().unwrap();
+                for p in positions {
+                    acked.insert((p.partition, p.offset), at);
+                }
+                anyhow::Ok(())
+            }));
+        }
+    }
+    for p in publishes {
+        p.await??;
+    }
+    let expected = acked.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    watcher.abort();
+    let mut latencies: Vec<u64> = {
+        let (acked, seen) = (acked.lock().unwrap(), seen.lock().unwrap());
+        anyhow::ensure!(
+            seen.len() >= expected,
+            "only {} of {expected} outputs arrived",
+            seen.len()
+        );
+        acked
+            .iter()
+            .filter_map(|(pos, at)| seen.get(pos).map(|s| s.saturating_duration_since(*at).as_micros() as u64))
+            .collect()
+    };
+    latencies.sort_unstable();
+    node.shutdown().await;
+
+    let result = json!({
+        "bench": "pipeline",
+        "function": function.file_name().and_then(|f| f.to_str()).unwrap_or_default(),
+        "fsync": "always",
+        "events": args.events,
+        "events_per_sec": round2(events_per_sec),
+        "e2e_rate": args.rate,
+        "e2e_samples": latencies.len(),
+        "e2e_p50_us": percentile(&latencies, 0.50),
+        "e2e_p99_us": percentile(&latencies, 0.99),
+        "e2e_max_us": latencies.last().copied().unwrap_or(0),
+        "partitions": args.partitions,
+        "concurrency": args.concurrency,
+    });
+    print_result(&result, args.json)
+}

@@ -1,0 +1,42 @@
+//! `weir redrive`: send a pipeline's dead letters back to their source topics.
+
+use crate::client::{NodeUrl, http, send_json};
+
+#[derive(Debug, clap::Args)]
+pub struct RedriveArgs {
+    /// The pipeline whose dead letters to re-drive.
+    pipeline: String,
+    #[command(flatten)]
+    node: NodeUrl,
+    /// Re-drive at most this many events.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
+    let mut url = args
+        .node
+        .join(&format!("/v1/pipelines/{}/redrive", args.pipeline));
+    if let Some(limit) = args.limit {
+        url.push_str(&format!("?limit={limit}"));
+    }
+    let report = send_json(http()?.post(url), &args.node).await?;
+    if args.json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!(
+        "re-drove {} dead letter(s) of pipeline {} from {} ({} skipped)",
+        report["redriven"],
+        args.pipeline,
+        report["dead_letter"].as_str().unwrap_or(""),
+        report["skipped"]
+    );
+    for (topic, count) in report["topics"].as_object().into_iter().flatten() {
+        println!("  {count} to {topic}");
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Pipelines' delivery rules: retries with backoff, dead letters after exhausted retries,
+//! per-key order under concurrency, filters and wildcard sources.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weir_cloudevents::{CloudEvent, ExtensionValue};
+use weir_manifest::Manifest;
+
+use super::{collect, settled, start, total_events};
+use crate::PipelineState;
+
+/// An app with topics `in` (4 partitions), `other.in` and `out`, and pipeline `p` from
+/// `from` through the guest `guest` with extra pipeline keys `pipeline_extra`.
+fn app(dir: &Path, guest: &str, from: &str, pipeline_extra: &str, config: &str) -> Manifest {
+    let wasm = weir_test_support::test_guest(guest);
+    let text = format!(
+        r#"
+[topics.in]
+partitions = 4
+[topics."other.in"]
+partitions = 1
+[topics.out]
+partitions = 4
+[functions.f]
+source = "{}"
+capabilities = {{ keyvalue = ["attempts", "calls"] }}
+# Every call writes (and fsyncs) the key-value store: on a loaded CI machine that can
+# take longer than the default 100 ms, and a deadline would dead-letter the event.
+limits = {{ deadline_ms = 20000 }}
+config = {{ {config} }}
+[keyvalue.attempts]
+[keyvalue.calls]
+[pipelines.p]
+from = {from}
+function = "f"
+to = ["out"]
+{pipeline_extra}
+"#,
+        wasm.display()
+    );
+    Manifest::from_toml_str(&text, dir).unwrap()
+}
+
+fn flaky(id: &str, fail_times: i64) -> CloudEvent {
+    let mut ev = CloudEvent::new(id, "test://s", "t");
+    ev.subject = Some(id.to_owned());
+    ev.extensions
+        .insert("failtimes".into(), ExtensionValue::Integer(fail_times));
+    ev
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_are_retried_with_backoff_then_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let retry = "[pipelines.p.retry]\nmax_attempts = 3\ninitial_backoff_ms = 100\nmultiplier = 2.0\njitter = 0.0";
+    let node = start(
+        dir.path(),
+        app(dir.path(), "guest-flaky", "\"in\"", retry, ""),
+    )
+    .await;
+
+    let started = Instant::now();
+    node.publish("in", &[flaky("twice", 2), flaky("never", 0)])
+        .await
+        .unwrap();
+    let out = collect(&node, "out", 2).await;
+    let twice = out.iter().find(|e| e.id == "twice").expect("twice is out");
+    assert_eq!(
+        twice.extensions.get("attempts"),
+        Some(&ExtensionValue::Integer(3)),
+        "two failures, then success on the third call"
+    );
+    // The waits were 100 ms then 200 ms (no jitter): it cannot have been faster.
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Three calls allowed; an event that fails five times is dead-lettered after three.
+    node.publish("in", &[flaky("stubborn", 5)]).await.unwrap();
+    let dead = collect(&node, "p.dlq", 1).await;
+    assert_eq!(dead[0].id, "stubborn");
+    let ext = |name: &str| dead[0].extensions.get(name).cloned();
+    assert_eq!(
+        ext("dlqreason"),
+        Some(ExtensionValue::String("retries_exhausted".into()))
+    );
+    assert_eq!(ext("dlqattempts"), Some(ExtensionValue::Integer(3)));
+    let Some(ExtensionValue::String(error)) = ext("dlqerror") else {
+        panic!("no dlqerror")
+    };
+    assert!(error.contains("fails on purpose"), "{error}");
+    let status = settled(&node, |p| p.dead_lettered == 1).await;
+    assert_eq!(status.retries, 2 + 2);
+    assert_eq!(status.state, PipelineState::Running);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_key_run_in_order_while_keys_run_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(
+        dir.path(),
+        app(
+            dir.path(),
+            "guest-order-log",
+            "\"in\"",
+            "ordering = \"key\"\nconcurrency = 8",
+            "spin_us = \"200\"",
+        ),
+    )
+    .await;
+    // 10 keys, 30 events each, interleaved, in several publishes so batches split them.
+    let keys = 10;
+    let per_key = 30;
+    for round in 0..per_key {
+        let events: Vec<_> = (0..keys)
+            .map(|k| {
+                let mut ev = CloudEvent::new(format!("k{k}-{round}"), "test://s", "t");
+                ev.subject = Some(format!("k{k}"));
+                ev
+            })
+            .collect();
+        node.publish("in", &events).await.unwrap();
+    }
+    collect(&node, "out", keys * per_key).await;
+    for k in 0..keys {
+        let calls = node.kv_get("calls", &format!("k{k}")).await.unwrap().unwrap();
+        let calls = String::from_utf8(calls).unwrap();
+        let expected: Vec<String> = (0..per_key).map(|r| format!("k{k}-{r}")).collect();
+        assert_eq!(calls, expected.join(","), "key k{k} was called out of order");
+    }
+    // And the outputs of each key are in the output topic in input order.
+    let out = collect(&node, "out", keys * per_key).await;
+    for k in 0..keys {
+        let ids: Vec<_> = out
+            .iter()
+            .filter(|e| e.subject.as_deref() == Some(&format!("k{k}")))
+            .map(|e| e.id.clone())
+            .collect();
+        let expected: Vec<String> = (0..per_key).map(|r| format!("k{k}-{r}")).collect();
+        assert_eq!(ids, expected);
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_keeps_events_from_the_function_and_a_pattern_picks_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let filter = "ordering = \"none\"\n[pipelines.p.filter]\ntype = [\"order.*\"]\nextensions = { region = \"eu\" }";
+    let node = start(
+        dir.path(),
+        app(
+            dir.path(),
+            "guest-order-log",
+            "\"*in\"",
+            filter,
+            "record = \"false\"",
+        ),
+    )
+    .await;
+    let event = |id: &str, ty: &str, region: Option<&str>| {
+        let mut ev = CloudEvent::new(id, "test://s", ty);
+        if let Some(r) = region {
+            ev.extensions
+                .insert("region".into(), ExtensionValue::String(r.into()));
+        }
+        ev
+    };
+    node.publish(
+        "in",
+        &[
+            event("pass", "order.created", Some("eu")),
+            event("wrong-type", "invoice.created", Some("eu")),
+            event("wrong-region", "order.created", Some("us")),
+            event("no-region", "order.created", None),
+        ],
+    )
+    .await
+    .unwrap();
+    // The pattern "*in" takes both "in" and "other.in".
+    node.publish("other.in", &[event("other", "order.updated", Some("eu"))])
+        .await
+        .unwrap();
+    let out = collect(&node, "out", 2).await;
+    let mut ids: Vec<_> = out.iter().map(|e| e.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["other", "pass"]);
+    // The filtered events are committed too.
+    let status = settled(&node, |p| p.lag == 0 && p.filtered == 3).await;
+    assert_eq!(status.processed, 2);
+    assert_eq!(status.from, ["in", "other.in"]);
+    assert_eq!(total_events(&node, "out"), 2);
+    node.shutdown().await;
+}
