@@ -675,7 +675,13 @@ impl Node {
             let positions = pipeline
                 .reset(&self.log, topic, None, to, &self.cancel)
                 .await?;
-            tracing::info!(group, topic, ?to, pipeline = pipeline.name(), "pipeline group reset");
+            tracing::info!(
+                group,
+                topic,
+                ?to,
+                pipeline = pipeline.name(),
+                "pipeline group reset"
+            );
             return Ok(positions);
         }
         self.groups
@@ -717,7 +723,10 @@ impl Node {
     }
 
     fn pipeline(&self, name: &str) -> Result<Arc<pipeline::Pipeline>> {
-        let pipelines = self.pipelines.lock().unwrap_or_else(PoisonError::into_inner);
+        let pipelines = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         pipelines
             .iter()
             .find(|p| p.name() == name)
@@ -799,7 +808,12 @@ impl Node {
                 next = through;
             }
         }
-        tracing::info!(pipeline = name, redriven = report.redriven, skipped = report.skipped, "dead letters re-driven");
+        tracing::info!(
+            pipeline = name,
+            redriven = report.redriven,
+            skipped = report.skipped,
+            "dead letters re-driven"
+        );
         Ok(report)
     }
 

@@ -53,8 +53,8 @@ use weir_wasm::InstancePool;
 
 use crate::registry::Registry;
 use crate::routing::{
-    DeadLetterCause, InputPosition, complete_outputs, dead_letter_event, event_key,
-    filter_accepts, undecodable_event,
+    DeadLetterCause, InputPosition, complete_outputs, dead_letter_event, event_key, filter_accepts,
+    undecodable_event,
 };
 use crate::{Result, SharedLog, StartFrom, encode_event};
 
@@ -154,7 +154,7 @@ enum Outcome {
     /// The filter kept it from the function.
     Filtered,
     /// It goes to the dead-letter topic as this event.
-    DeadLetter(CloudEvent),
+    DeadLetter(Box<CloudEvent>),
 }
 
 /// An event of a batch on its way to a lane.
@@ -395,15 +395,15 @@ impl Pipeline {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
-        let positions = self.positions.lock().unwrap_or_else(PoisonError::into_inner);
+        let positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Ok(targets
             .into_iter()
             .map(|p| weir_log::RecordPosition {
                 partition: p,
-                offset: positions
-                    .get(&(topic.to_owned(), p))
-                    .copied()
-                    .unwrap_or(0),
+                offset: positions.get(&(topic.to_owned(), p)).copied().unwrap_or(0),
             })
             .collect())
     }
@@ -636,9 +636,9 @@ impl Pipeline {
                         time: now_rfc3339(),
                     };
                     let event = undecodable_event(pos, record.value);
-                    outcomes.push(Some(Outcome::DeadLetter(dead_letter_event(
+                    outcomes.push(Some(Outcome::DeadLetter(Box::new(dead_letter_event(
                         pos, event, &cause,
-                    ))));
+                    )))));
                 }
                 Ok(event) if !self.accepts(&event) => outcomes.push(Some(Outcome::Filtered)),
                 Ok(event) => {
@@ -772,7 +772,11 @@ impl Pipeline {
                     attempts: attempt,
                     time: now_rfc3339(),
                 };
-                break Outcome::DeadLetter(dead_letter_event(pos, work.event.clone(), &cause));
+                break Outcome::DeadLetter(Box::new(dead_letter_event(
+                    pos,
+                    work.event.clone(),
+                    &cause,
+                )));
             };
             done.push((work.index, outcome));
         }

@@ -96,9 +96,15 @@ pub fn dead_letter_event(
         ERROR.into(),
         ExtensionValue::String(attribute_text(cause.error, MAX_ERROR_CHARS)),
     );
-    ext.insert(ATTEMPTS.into(), ExtensionValue::Integer(cause.attempts.into()));
+    ext.insert(
+        ATTEMPTS.into(),
+        ExtensionValue::Integer(cause.attempts.into()),
+    );
     ext.insert(TOPIC.into(), string(pos.topic));
-    ext.insert(PARTITION.into(), ExtensionValue::Integer(pos.partition.into()));
+    ext.insert(
+        PARTITION.into(),
+        ExtensionValue::Integer(pos.partition.into()),
+    );
     ext.insert(
         OFFSET.into(),
         ExtensionValue::Integer(i64::try_from(pos.offset).unwrap_or(i64::MAX)),
@@ -116,7 +122,11 @@ const MAX_ERROR_CHARS: usize = 2000;
 pub fn attribute_text(text: &str, max_chars: usize) -> String {
     let clean = |c: char| {
         let noncharacter = matches!(c as u32, 0xFDD0..=0xFDEF) || (c as u32 & 0xFFFE) == 0xFFFE;
-        if c.is_control() || noncharacter { ' ' } else { c }
+        if c.is_control() || noncharacter {
+            ' '
+        } else {
+            c
+        }
     };
     let mut out: String = text.chars().take(max_chars).map(clean).collect();
     if text.chars().nth(max_chars).is_some() {

@@ -164,7 +164,12 @@ async fn settled(
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the pipeline did not settle: {:?}", node.status().pipelines[0]))
+    .unwrap_or_else(|_| {
+        panic!(
+            "the pipeline did not settle: {:?}",
+            node.status().pipelines[0]
+        )
+    })
 }
 
 async fn plain_node(dir: &Path) -> std::sync::Arc<Node> {
@@ -307,7 +312,9 @@ async fn a_pipelines_group_cannot_be_joined_but_can_be_reset_while_it_runs() {
     assert!(offsets.iter().all(|p| p.offset == 0), "{offsets:?}");
     collect(&node, "out", 20).await;
     // To the end: nothing more runs, and the lag is zero.
-    node.reset_group("p", "in", StartFrom::Latest).await.unwrap();
+    node.reset_group("p", "in", StartFrom::Latest)
+        .await
+        .unwrap();
     assert_eq!(node.status().pipelines[0].lag, 0);
     let err = node
         .reset_group("p", "elsewhere", StartFrom::Earliest)

@@ -264,7 +264,11 @@ impl Document {
 impl FilterTable {
     fn resolve(self) -> PipelineFilter {
         let mut attributes = BTreeMap::new();
-        for (name, patterns) in [("type", self.ty), ("source", self.source), ("subject", self.subject)] {
+        for (name, patterns) in [
+            ("type", self.ty),
+            ("source", self.source),
+            ("subject", self.subject),
+        ] {
             if let Some(patterns) = patterns {
                 attributes.insert(name.to_owned(), patterns.0);
             }

@@ -341,7 +341,9 @@ impl RetrySpec {
     /// The wait before attempt `attempt + 1` (after `attempt` failed calls, 1-based),
     /// before jitter: `initial * multiplier^(attempt-1)`, capped at `max_backoff_ms`.
     pub fn backoff_ms(&self, attempt: u32) -> u64 {
-        let exp = self.multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(64) as i32);
         let ms = self.initial_backoff_ms as f64 * exp;
         if ms.is_finite() {
             (ms as u64).min(self.max_backoff_ms)

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use expect_test::expect;
 
 use crate::{
-    AppSection, CapabilitiesSpec, Error, FsyncSpec, FunctionSpec, LimitsSpec, Manifest,
-    Ordering, PipelineSpec, Problem, RetrySpec, StartPosition, TopicSpec,
+    AppSection, CapabilitiesSpec, Error, FsyncSpec, FunctionSpec, LimitsSpec, Manifest, Ordering,
+    PipelineSpec, Problem, RetrySpec, StartPosition, TopicSpec,
 };
 
 const EXAMPLE: &str = r#"

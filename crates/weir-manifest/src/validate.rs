@@ -374,7 +374,9 @@ fn check_pipeline_delivery(name: &str, pipeline: &PipelineSpec, problems: &mut V
     if let Some(reason) = topic_name_fault(dead_letter) {
         problems.push(Problem::new(
             &dl_key,
-            format!("dead-letter topic name {dead_letter:?} is invalid: {reason}; {TOPIC_NAME_RULE}"),
+            format!(
+                "dead-letter topic name {dead_letter:?} is invalid: {reason}; {TOPIC_NAME_RULE}"
+            ),
         ));
     } else if pipeline.from.contains(dead_letter) {
         problems.push(Problem::new(
@@ -406,7 +408,10 @@ fn check_pipeline_delivery(name: &str, pipeline: &PipelineSpec, problems: &mut V
     if retry.max_backoff_ms > 3_600_000 {
         problems.push(Problem::new(
             retry_key("max_backoff_ms"),
-            format!("is {} ms; use at most 3600000 (an hour)", retry.max_backoff_ms),
+            format!(
+                "is {} ms; use at most 3600000 (an hour)",
+                retry.max_backoff_ms
+            ),
         ));
     }
     if retry.initial_backoff_ms > retry.max_backoff_ms {

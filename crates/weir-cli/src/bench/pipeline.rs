@@ -55,7 +55,11 @@ fn repo_path(relative: &str) -> PathBuf {
 
 /// The bench app: the example's function, config and customers, on topics sized by
 /// `args`, with the pipeline only if `with_pipeline`.
-fn manifest(args: &PipelineBenchArgs, function: &Path, with_pipeline: bool) -> anyhow::Result<Manifest> {
+fn manifest(
+    args: &PipelineBenchArgs,
+    function: &Path,
+    with_pipeline: bool,
+) -> anyhow::Result<Manifest> {
     let customers = repo_path("examples/orders/customers.json");
     let mut text = format!(
         r#"
@@ -120,14 +124,25 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("weir-bench-pipeline-")
         .tempdir_in(&args.dir)
-        .with_context(|| format!("cannot make a temporary directory in {}", args.dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot make a temporary directory in {}",
+                args.dir.display()
+            )
+        })?;
     let data = dir.path().join("data");
 
     // The backlog, published before the pipeline exists.
-    let node = Node::start(NodeOptions::new(&data, Some(manifest(&args, &function, false)?))).await?;
+    let node = Node::start(NodeOptions::new(
+        &data,
+        Some(manifest(&args, &function, false)?),
+    ))
+    .await?;
     let mut n = 0;
     while n < args.events {
-        let batch: Vec<_> = (n..(n + 1000).min(args.events)).map(|i| order(&sample, i)).collect();
+        let batch: Vec<_> = (n..(n + 1000).min(args.events))
+            .map(|i| order(&sample, i))
+            .collect();
         n += batch.len();
         node.publish("in", &batch).await?;
     }
@@ -135,7 +150,11 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     drop(node);
 
     // Throughput: from the pipeline's start until every output is readable.
-    let node = Node::start(NodeOptions::new(&data, Some(manifest(&args, &function, true)?))).await?;
+    let node = Node::start(NodeOptions::new(
+        &data,
+        Some(manifest(&args, &function, true)?),
+    ))
+    .await?;
     let started = Instant::now();
     let target = args.events as u64;
     while total(&node, "out") < target {
@@ -181,7 +200,11 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     for t in 0..ticks {
         interval.tick().await;
         for i in 0..per_tick {
-            let (node, acked, event) = (node.clone(), acked.clone(), order(&sample, args.events + t * per_tick + i));
+            let (node, acked, event) = (
+                node.clone(),
+                acked.clone(),
+                order(&sample, args.events + t * per_tick + i),
+            );
             publishes.push(tokio::spawn(async move {
                 let positions = node.publish("in", std::slice::from_ref(&event)).await?;
                 let at = Instant::now();
@@ -211,7 +234,10 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         );
         acked
             .iter()
-            .filter_map(|(pos, at)| seen.get(pos).map(|s| s.saturating_duration_since(*at).as_micros() as u64))
+            .filter_map(|(pos, at)| {
+                seen.get(pos)
+                    .map(|s| s.saturating_duration_since(*at).as_micros() as u64)
+            })
             .collect()
     };
     latencies.sort_unstable();

@@ -3,7 +3,6 @@
 //! function must keep the node's memory flat while the lag grows.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -36,8 +35,7 @@ fn all_records(log: &Log, topic: &str) -> Vec<(u32, u64, CloudEvent)> {
 /// Keep posting batches of orders until `stop`; returns the ids acknowledged.
 async fn publish_until(url: String, round: u32, stop: Arc<AtomicBool>) -> Vec<String> {
     let sample: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(weir_test_support::example_dir().join("sales-order-created.json"))
-            .unwrap(),
+        &std::fs::read(weir_test_support::example_dir().join("sales-order-created.json")).unwrap(),
     )
     .unwrap();
     let client = reqwest::Client::new();
@@ -80,7 +78,7 @@ fn sigkill_under_load_leaves_exactly_one_output_per_input() {
         .build()
         .unwrap();
     let mut acked = Vec::new();
-    for round in 0..4 {
+    for round in 0..6 {
         let node = serve(dir.path());
         let stop = Arc::new(AtomicBool::new(false));
         let publisher = rt.spawn(publish_until(node.url.clone(), round, stop.clone()));
@@ -162,7 +160,12 @@ concurrency = 2
     let data = dir.path().join("data");
     let node = WeirProcess::start(
         weir(),
-        &["--app", app.to_str().unwrap(), "--data", data.to_str().unwrap()],
+        &[
+            "--app",
+            app.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ],
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -188,13 +191,13 @@ concurrency = 2
     };
 
     // Warm up (the function is compiled, pools filled), then measure memory while 20,000
-    // events of 2 kB (40 MB) wait for a function that takes 2 ms each.
-    publish(0, 500);
+    // events of 2 kB (40 MB), published 200 at a time, wait for a function that takes 2 ms each.
+    publish(0, 200);
     std::thread::sleep(Duration::from_secs(2));
     let before = rss_kib(node.pid());
     let mut peak = before;
-    for chunk in 0..40 {
-        publish(1000 + chunk * 500, 500);
+    for chunk in 0..100 {
+        publish(1000 + chunk * 200, 200);
         peak = peak.max(rss_kib(node.pid()));
     }
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -213,7 +216,10 @@ concurrency = 2
             .unwrap()
     });
     let lag = status["lag"].as_u64().unwrap();
-    assert!(lag > 5_000, "the slow function should be far behind: {status}");
+    assert!(
+        lag > 5_000,
+        "the slow function should be far behind: {status}"
+    );
     assert_eq!(status["partitions"].as_array().unwrap().len(), 2);
     // The backlog stays in the log, not in memory: the node grew by far less than the
     // 40 MB waiting.

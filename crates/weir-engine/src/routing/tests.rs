@@ -137,7 +137,10 @@ fn filters_match_every_listed_attribute_by_pattern() {
     assert!(!filter_accepts(Some(&filter), &ev));
     ev.ty = "order.updated".into();
     ev.subject = None;
-    assert!(!filter_accepts(Some(&filter), &ev), "subject must be present");
+    assert!(
+        !filter_accepts(Some(&filter), &ev),
+        "subject must be present"
+    );
 }
 
 #[test]
@@ -149,9 +152,10 @@ fn outputs_carry_the_correlation_id_or_the_inputs_id() {
         Some(&ExtensionValue::String("in-1".into()))
     );
     let mut input = input;
-    input
-        .extensions
-        .insert(CORRELATION_ID.into(), ExtensionValue::String("order-9".into()));
+    input.extensions.insert(
+        CORRELATION_ID.into(),
+        ExtensionValue::String("order-9".into()),
+    );
     let out = complete_outputs(POS, &["out".into()], &input, vec![output("out", "")]).unwrap();
     assert_eq!(
         out[0].1.extensions.get(CORRELATION_ID),

@@ -127,10 +127,18 @@ async fn events_of_one_key_run_in_order_while_keys_run_in_parallel() {
     }
     collect(&node, "out", keys * per_key).await;
     for k in 0..keys {
-        let calls = node.kv_get("calls", &format!("k{k}")).await.unwrap().unwrap();
+        let calls = node
+            .kv_get("calls", &format!("k{k}"))
+            .await
+            .unwrap()
+            .unwrap();
         let calls = String::from_utf8(calls).unwrap();
         let expected: Vec<String> = (0..per_key).map(|r| format!("k{k}-{r}")).collect();
-        assert_eq!(calls, expected.join(","), "key k{k} was called out of order");
+        assert_eq!(
+            calls,
+            expected.join(","),
+            "key k{k} was called out of order"
+        );
     }
     // And the outputs of each key are in the output topic in input order.
     let out = collect(&node, "out", keys * per_key).await;
