@@ -47,6 +47,10 @@ pub struct PipelineBenchArgs {
     json: bool,
 }
 
+/// The example's topics: its function publishes to `crm.orders`.
+const IN: &str = "erp.sales-orders";
+const OUT: &str = "crm.orders";
+
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -63,9 +67,9 @@ fn manifest(
     let customers = repo_path("examples/orders/customers.json");
     let mut text = format!(
         r#"
-[topics.in]
+[topics."erp.sales-orders"]
 partitions = {p}
-[topics.out]
+[topics."crm.orders"]
 partitions = {p}
 [functions.enrich-order]
 source = {function:?}
@@ -80,7 +84,7 @@ seed = {customers:?}
     );
     if with_pipeline {
         text.push_str(&format!(
-            "[pipelines.bench]\nfrom = \"in\"\nfunction = \"enrich-order\"\nto = [\"out\"]\nconcurrency = {}\n",
+            "[pipelines.bench]\nfrom = \"erp.sales-orders\"\nfunction = \"enrich-order\"\nto = [\"crm.orders\"]\nconcurrency = {}\n",
             args.concurrency
         ));
     }
@@ -144,7 +148,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
             .map(|i| order(&sample, i))
             .collect();
         n += batch.len();
-        node.publish("in", &batch).await?;
+        node.publish(IN, &batch).await?;
     }
     node.shutdown().await;
     drop(node);
@@ -157,11 +161,19 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     .await?;
     let started = Instant::now();
     let target = args.events as u64;
-    while total(&node, "out") < target {
+    while total(&node, OUT) < target {
+        let status = &node.status().pipelines[0];
+        if status.dead_lettered > 0 {
+            let first = node.read("bench.dlq", 0, 0, 1)?;
+            let error = first
+                .first()
+                .and_then(|e| e.event.extensions.get("dlqerror").cloned());
+            anyhow::bail!("the function dead-lettered events of the bench: {error:?}");
+        }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
-            "the pipeline did not finish the backlog in 10 minutes: {} of {target}",
-            total(&node, "out")
+            "the pipeline did not finish the backlog in 10 minutes: {} of {target}; {status:?}",
+            total(&node, OUT)
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -172,13 +184,13 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     // moment its output is readable (outputs carry their input's position in their id).
     let acked: Arc<Mutex<HashMap<(u32, u64), Instant>>> = Arc::default();
     let seen: Arc<Mutex<HashMap<(u32, u64), Instant>>> = Arc::default();
-    let mut outputs = node.subscribe("out", StartFrom::Latest)?;
+    let mut outputs = node.subscribe(OUT, StartFrom::Latest)?;
     let watcher = {
         let seen = seen.clone();
         tokio::spawn(async move {
             while let Some(Ok(event)) = outputs.next().await {
                 let at = Instant::now();
-                // bench:in:<partition>:<offset>:0
+                // bench:erp.sales-orders:<partition>:<offset>:0
                 let mut parts = event.event.id.rsplitn(3, ':').skip(1);
                 let (Some(offset), Some(rest)) = (parts.next(), parts.next()) else {
                     continue;
@@ -206,7 +218,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
                 order(&sample, args.events + t * per_tick + i),
             );
             publishes.push(tokio::spawn(async move {
-                let positions = node.publish("in", std::slice::from_ref(&event)).await?;
+                let positions = node.publish(IN, std::slice::from_ref(&event)).await?;
                 let at = Instant::now();
                 let mut acked = acked.lock().unwrap();
                 for p in positions {
