@@ -1,10 +1,11 @@
-//! `weir`: run a node, publish events to it, follow its topics.
+//! `weir`: run a node, publish events to it, follow its topics, deploy and replay functions.
 
 mod bench;
 mod client;
 mod deploy;
 mod kv;
 mod new;
+mod replay;
 mod serve;
 
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Make an earlier version of a function active again.
     Rollback(deploy::RollbackArgs),
+    /// Run a pipeline's recorded events through a function version (and a new .wasm) and
+    /// diff the outputs, publishing nothing.
+    Replay(replay::ReplayArgs),
     /// Measure weir on this machine.
     Bench {
         #[command(subcommand)]
@@ -79,6 +83,7 @@ fn main() -> std::process::ExitCode {
             Command::Kv { command } => kv::run(command).await,
             Command::Deploy(args) => deploy::deploy(args).await,
             Command::Rollback(args) => deploy::rollback(args).await,
+            Command::Replay(args) => replay::run(args).await,
         }
     });
     match result {

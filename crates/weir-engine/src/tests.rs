@@ -278,3 +278,4 @@ async fn a_pipelines_group_cannot_be_joined_or_reset() {
 }
 
 mod hot_swap;
+mod replay;

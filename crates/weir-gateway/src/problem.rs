@@ -156,6 +156,19 @@ impl From<weir_engine::Error> for Problem {
                 "Unknown function version",
                 detail,
             ),
+            E::UnknownPipeline { .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-pipeline",
+                "Unknown pipeline",
+                detail,
+            ),
+            E::InvalidReplay { .. } => Problem::bad_request("invalid-replay", detail),
+            E::ReplayCancelled => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cancelled",
+                "Cancelled",
+                detail,
+            ),
             E::NoEarlierVersion { .. } => Problem::new(
                 StatusCode::CONFLICT,
                 "no-earlier-version",

@@ -9,6 +9,7 @@ use weir_test_support::WeirProcess;
 
 mod deploy;
 mod new;
+mod replay;
 
 fn weir() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weir"))
