@@ -1,4 +1,4 @@
-//! `weir`: run a node, publish events to it, follow its topics.
+//! `weir`: run a node, publish events to it, follow its topics, deploy and replay functions.
 
 mod bench;
 mod client;
@@ -6,6 +6,7 @@ mod deploy;
 mod kv;
 mod new;
 mod pipelines;
+mod replay;
 mod serve;
 
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ enum Command {
     Rollback(deploy::RollbackArgs),
     /// Send a pipeline's dead-lettered events back to the topics they came from.
     Redrive(pipelines::RedriveArgs),
+    /// Run a pipeline's recorded events through a function version (and a new .wasm) and
+    /// diff the outputs, publishing nothing.
+    Replay(replay::ReplayArgs),
     /// Measure weir on this machine.
     Bench {
         #[command(subcommand)]
@@ -83,6 +87,7 @@ fn main() -> std::process::ExitCode {
             Command::Deploy(args) => deploy::deploy(args).await,
             Command::Rollback(args) => deploy::rollback(args).await,
             Command::Redrive(args) => pipelines::redrive(args).await,
+            Command::Replay(args) => replay::run(args).await,
         }
     });
     match result {

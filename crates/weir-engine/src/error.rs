@@ -52,6 +52,17 @@ pub enum Error {
         declared: Vec<String>,
     },
     #[error(
+        "pipeline {pipeline:?} is not declared by the app; declared: {declared:?}; `weir status` lists the running pipelines"
+    )]
+    UnknownPipeline {
+        pipeline: String,
+        declared: Vec<String>,
+    },
+    #[error("invalid replay request: {reason}")]
+    InvalidReplay { reason: String },
+    #[error("the replay was cancelled; run it again to get a report")]
+    ReplayCancelled,
+    #[error(
         "function {function:?} has no kept version {version:?}; kept: {kept:?}; pick one of them (`weir status` lists them)"
     )]
     UnknownVersion {
@@ -76,11 +87,6 @@ pub enum Error {
     InvalidDeploy { reason: String },
     #[error("consumer group {group:?} is busy: {reason}")]
     GroupBusy { group: String, reason: String },
-    #[error("no pipeline named {pipeline:?}; running pipelines: {}", running.join(", "))]
-    UnknownPipeline {
-        pipeline: String,
-        running: Vec<String>,
-    },
     #[error("the node is shutting down; try again on the restarted node")]
     ShuttingDown,
     #[error("background task failed: {0}")]

@@ -1,7 +1,9 @@
 //! The node's key-value store as the wasm host sees it: `wasi:keyvalue` calls from guests
-//! land in the same [`weir_kv::KeyValue`] that HTTP and `weir kv` use.
+//! land in the same [`weir_kv::KeyValue`] that HTTP and `weir kv` use. A replay's
+//! functions see it through an [`OverlayKeyValue`], which keeps their writes to itself.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use weir_kv::KeyValue;
 
@@ -41,3 +43,119 @@ impl weir_wasm::KeyValueStore for HostKeyValue {
         Ok((page.keys, page.cursor))
     }
 }
+
+/// Per namespace and key: the value written, or none for a delete.
+type Changes = BTreeMap<(String, String), Option<Vec<u8>>>;
+
+/// A store that reads through to `base` but keeps every write and delete in memory, so
+/// functions run by `weir replay` see the node's data and their own changes, and the
+/// node's store never sees theirs. Dropped with the replay.
+pub(crate) struct OverlayKeyValue {
+    base: Arc<dyn weir_wasm::KeyValueStore>,
+    changes: Mutex<Changes>,
+}
+
+impl OverlayKeyValue {
+    pub(crate) fn new(base: Arc<dyn weir_wasm::KeyValueStore>) -> OverlayKeyValue {
+        OverlayKeyValue {
+            base,
+            changes: Mutex::default(),
+        }
+    }
+
+    fn change(&self, namespace: &str, key: &str) -> Option<Option<Vec<u8>>> {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(namespace.to_owned(), key.to_owned()))
+            .cloned()
+    }
+
+    /// Every key of `namespace` in the base store, page by page.
+    fn base_keys(&self, namespace: &str) -> Result<BTreeSet<String>, String> {
+        let mut keys = BTreeSet::new();
+        let mut cursor = None;
+        loop {
+            let (page, next) = self.base.list_keys(namespace, cursor)?;
+            keys.extend(page);
+            match next {
+                Some(next) if Some(next) != cursor => cursor = Some(next),
+                _ => return Ok(keys),
+            }
+        }
+    }
+}
+
+impl weir_wasm::KeyValueStore for OverlayKeyValue {
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.change(namespace, key) {
+            Some(changed) => Ok(changed),
+            None => self.base.get(namespace, key),
+        }
+    }
+
+    fn set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), String> {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((namespace.to_owned(), key.to_owned()), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&self, namespace: &str, key: &str) -> Result<(), String> {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((namespace.to_owned(), key.to_owned()), None);
+        Ok(())
+    }
+
+    fn exists(&self, namespace: &str, key: &str) -> Result<bool, String> {
+        match self.change(namespace, key) {
+            Some(changed) => Ok(changed.is_some()),
+            None => self.base.exists(namespace, key),
+        }
+    }
+
+    fn list_keys(
+        &self,
+        namespace: &str,
+        cursor: Option<u64>,
+    ) -> Result<(Vec<String>, Option<u64>), String> {
+        let changes: Vec<(String, bool)> = self
+            .changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|((_, key), value)| (key.clone(), value.is_some()))
+            .collect();
+        if changes.is_empty() {
+            return self.base.list_keys(namespace, cursor);
+        }
+        // The cursor counts keys already returned, so the merged listing is rebuilt in
+        // key order at each page; replays write little, so this stays small.
+        let mut keys = self.base_keys(namespace)?;
+        for (key, present) in changes {
+            if present {
+                keys.insert(key);
+            } else {
+                keys.remove(&key);
+            }
+        }
+        let skip = cursor.unwrap_or(0) as usize;
+        let mut page: Vec<String> = keys
+            .into_iter()
+            .skip(skip)
+            .take(GUEST_LIST_PAGE + 1)
+            .collect();
+        let next = (page.len() > GUEST_LIST_PAGE).then(|| {
+            page.truncate(GUEST_LIST_PAGE);
+            (skip + GUEST_LIST_PAGE) as u64
+        });
+        Ok((page, next))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,7 @@ pub mod groups;
 mod keyvalue;
 mod pipeline;
 mod registry;
+pub mod replay;
 pub mod routing;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,10 @@ use weir_wasm::HostOptions;
 pub use error::{Error, Result};
 pub use pipeline::{PipelinePartitionStatus, PipelineState, PipelineStatus};
 pub use registry::{Deployed, Deployment, FunctionInfo, KEPT_VERSIONS, Origin};
+pub use replay::{
+    Replay, ReplayBound, ReplayProgress, ReplayRange, ReplayReport, ReplayRequest, VersionReport,
+    VersionSource,
+};
 
 /// How to start a node.
 #[derive(Debug, Clone)]
@@ -733,7 +738,7 @@ impl Node {
             .cloned()
             .ok_or_else(|| Error::UnknownPipeline {
                 pipeline: name.to_owned(),
-                running: pipelines.iter().map(|p| p.name().to_owned()).collect(),
+                declared: pipelines.iter().map(|p| p.name().to_owned()).collect(),
             })
     }
 

@@ -298,7 +298,34 @@ impl Registry {
         )
     }
 
-    fn unknown(&self, name: &str) -> Error {
+    /// A kept version of `name` (the active one included), compiled with the function's
+    /// current settings, without activating it.
+    pub(crate) fn kept_version(&self, name: &str, version: &str) -> Result<Function> {
+        let slot = {
+            let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+            slots.get(name).map(|slot| {
+                (
+                    slot.spec.clone(),
+                    slot.active.clone(),
+                    slot.record.kept_versions(),
+                )
+            })
+        };
+        let (spec, active, kept) = slot.ok_or_else(|| self.unknown(name))?;
+        if active.version() == version {
+            return Ok(active);
+        }
+        if !kept.iter().any(|k| k == version) {
+            return Err(Error::UnknownVersion {
+                function: name.to_owned(),
+                version: version.to_owned(),
+                kept,
+            });
+        }
+        self.load_stored(name, &spec, version)
+    }
+
+    pub(crate) fn unknown(&self, name: &str) -> Error {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
         Error::UnknownFunction {
             function: name.to_owned(),

@@ -326,3 +326,4 @@ async fn a_pipelines_group_cannot_be_joined_but_can_be_reset_while_it_runs() {
 
 mod delivery;
 mod hot_swap;
+mod replay;

@@ -1,6 +1,7 @@
 //! weir's HTTP API over a [`weir_engine::Node`]: publish CloudEvents (structured, binary,
 //! batch), read them back, follow a topic over Server-Sent Events, topics, the key-value
-//! store (`kv.rs`), function versions and deploys (`functions.rs`), status and health.
+//! store (`kv.rs`), function versions and deploys (`functions.rs`), replays of a pipeline's
+//! recorded events through function versions (`replay.rs`), status and health.
 //! Every error is RFC 9457 `application/problem+json`.
 //!
 //! **Architecture Invariant:** `POST /v1/topics/{topic}/events` answers `202` only after
@@ -11,6 +12,7 @@ mod functions;
 mod kv;
 mod pipelines;
 mod problem;
+mod replay;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use serde::Deserialize;
 use weir_engine::{Node, StartFrom};
 
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
+pub use replay::NDJSON_CONTENT_TYPE;
 
 /// Limits of the API.
 #[derive(Debug, Clone)]
@@ -36,8 +39,8 @@ pub struct GatewayOptions {
     pub max_body_bytes: usize,
     /// Most events one `GET .../events` returns.
     pub max_read_limit: usize,
-    /// Largest body of a deploy (`PUT /v1/functions/{name}`, `POST /v1/deploy`) or a
-    /// key-value write (`PUT /v1/kv/...`, `POST /v1/kv/{ns}`); the store refuses values
+    /// Largest body of a deploy (`PUT /v1/functions/{name}`, `POST /v1/deploy`), a
+    /// replay's candidate (`POST /v1/pipelines/{name}/replay`) or a key-value write (`PUT /v1/kv/...`, `POST /v1/kv/{ns}`); the store refuses values
     /// over 1 MiB itself.
     pub max_upload_bytes: usize,
 }
@@ -98,6 +101,10 @@ pub fn router(node: Arc<Node>, options: GatewayOptions) -> Router {
         .route(
             "/v1/pipelines/{name}/redrive",
             axum::routing::post(pipelines::redrive),
+        )
+        .route(
+            "/v1/pipelines/{name}/replay",
+            axum::routing::post(replay::replay).layer(upload_limit),
         )
         .route("/v1/status", get(status))
         .route("/healthz", get(healthz))

@@ -27,7 +27,7 @@ pub(crate) async fn get(
         .ok_or_else(|| {
             weir_engine::Error::UnknownPipeline {
                 pipeline: name,
-                running,
+                declared: running,
             }
             .into()
         })

@@ -162,6 +162,13 @@ impl From<weir_engine::Error> for Problem {
                 "Unknown function version",
                 detail,
             ),
+            E::InvalidReplay { .. } => Problem::bad_request("invalid-replay", detail),
+            E::ReplayCancelled => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cancelled",
+                "Cancelled",
+                detail,
+            ),
             E::NoEarlierVersion { .. } => Problem::new(
                 StatusCode::CONFLICT,
                 "no-earlier-version",

@@ -423,6 +423,28 @@ impl Function {
         self.inner.instance_reuse
     }
 
+    /// The same compiled version, with `store` behind `wasi:keyvalue` instead of the
+    /// host's store (none makes every key-value call fail). Instances made from the copy
+    /// use that store; this function and its pools are unchanged. `weir replay` runs
+    /// versions on a copy whose store keeps the guest's writes to itself.
+    pub fn with_keyvalue(&self, store: Option<Arc<dyn KeyValueStore>>) -> Function {
+        let f = &self.inner;
+        Function {
+            inner: Arc::new(FunctionInner {
+                name: f.name.clone(),
+                version: f.version.clone(),
+                engine: f.engine.clone(),
+                pre: f.pre.clone(),
+                config: f.config.clone(),
+                grants: f.grants.clone(),
+                keyvalue: store,
+                limits: f.limits,
+                instance_reuse: f.instance_reuse,
+                fuel_metered: f.fuel_metered,
+            }),
+        }
+    }
+
     /// A pool of warm instances of this version for one caller (one pipeline). Instances
     /// are never shared between pools, so state never leaks between pipelines.
     pub fn instances(&self) -> InstancePool {

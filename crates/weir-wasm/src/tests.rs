@@ -316,6 +316,29 @@ fn key_value_namespaces_are_denied_unless_granted() {
     assert_eq!(kv.get("customers", "k").unwrap().unwrap(), b"id-test.kv");
 }
 
+#[test]
+fn a_copy_with_another_key_value_store_writes_only_there() {
+    let node_store = Arc::new(MemoryKeyValue::new());
+    let host = host_with(node_store.clone());
+    let mut granted = settings(&[("namespace", "customers")]);
+    granted.grants.keyvalue.insert("customers".to_owned());
+    let f = load_guest(&host, "guest-capabilities", granted);
+
+    let other = Arc::new(MemoryKeyValue::new());
+    let copy = f.with_keyvalue(Some(other.clone()));
+    assert_eq!(copy.version(), f.version());
+    copy.instances().call(&event("test.kv")).unwrap();
+    assert_eq!(other.get("customers", "k").unwrap().unwrap(), b"id-test.kv");
+    assert_eq!(node_store.get("customers", "k").unwrap(), None);
+
+    // The original still writes to the host's store.
+    f.instances().call(&event("test.kv")).unwrap();
+    assert_eq!(
+        node_store.get("customers", "k").unwrap().unwrap(),
+        b"id-test.kv"
+    );
+}
+
 /// A one-request-at-a-time HTTP server on loopback answering `200 hello`.
 fn http_server() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

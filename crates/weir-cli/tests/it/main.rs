@@ -10,6 +10,7 @@ use weir_test_support::WeirProcess;
 mod deploy;
 mod new;
 mod pipelines;
+mod replay;
 
 fn weir() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weir"))

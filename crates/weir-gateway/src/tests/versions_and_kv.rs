@@ -298,3 +298,141 @@ async fn deploying_an_app() {
     assert_problem(&a, StatusCode::BAD_REQUEST, "not base64");
     let _ = &app.dir;
 }
+
+/// The lines of an NDJSON answer.
+fn ndjson(a: &Answer) -> Vec<serde_json::Value> {
+    a.bytes
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_streams_progress_then_the_report_and_refuses_bad_requests_as_problems() {
+    let app = app().await;
+    let events = r#"[{"specversion":"1.0","id":"a","source":"s","type":"t","subject":"k1"},
+        {"specversion":"1.0","id":"b","source":"s","type":"t","subject":"k2"},
+        {"specversion":"1.0","id":"c","source":"s","type":"t","subject":"k3"}]"#;
+    let a = send(
+        &app,
+        Request::post("/v1/topics/in/events")
+            .header(header::CONTENT_TYPE, "application/cloudevents-batch+json")
+            .body(Body::from(events))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    // Let the pipeline handle them first, so the output topic stands still.
+    let out_total = || -> u64 {
+        app.node
+            .log()
+            .topic("out")
+            .unwrap()
+            .end_offsets
+            .iter()
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while out_total() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline did not run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let a = send(
+        &app,
+        Request::post("/v1/pipelines/p/replay?examples=2")
+            .header(header::CONTENT_TYPE, "application/wasm")
+            .body(Body::from(guest("guest-tag-v2")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers[header::CONTENT_TYPE], crate::NDJSON_CONTENT_TYPE);
+    let lines = ndjson(&a);
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"progress": {"done": 0, "total": 3}})
+    );
+    assert_eq!(
+        lines[lines.len() - 2],
+        serde_json::json!({"progress": {"done": 3, "total": 3}})
+    );
+    let report = &lines[lines.len() - 1]["report"];
+    assert_eq!(report["inputs"], 3, "{report}");
+    assert_eq!(report["diff"]["changed"], 3, "{report}");
+    assert_eq!(report["diff"]["unchanged"], 0, "{report}");
+    assert_eq!(report["examples"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        report["examples"][0]["fields"],
+        serde_json::json!([{"path": "tagversion", "a": "1", "b": "2"}])
+    );
+    assert_eq!(out_total(), 3, "the replay published nothing");
+
+    // Problems before the stream starts.
+    let post = |uri: &str, body: Body| Request::post(uri).body(body).unwrap();
+    let a = send(&app, post("/v1/pipelines/nope/replay", Body::empty())).await;
+    assert_problem(
+        &a,
+        StatusCode::NOT_FOUND,
+        "pipeline \"nope\" is not declared",
+    );
+    let a = send(
+        &app,
+        post("/v1/pipelines/p/replay?version=123456789abc", Body::empty()),
+    )
+    .await;
+    assert_problem(&a, StatusCode::NOT_FOUND, "no kept version");
+    let a = send(
+        &app,
+        post("/v1/pipelines/p/replay", Body::from("\0asm broken")),
+    )
+    .await;
+    assert_problem(
+        &a,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not a valid WebAssembly component",
+    );
+    let a = send(
+        &app,
+        post(
+            "/v1/pipelines/p/replay?from_offset=5&to_offset=1",
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_problem(&a, StatusCode::BAD_REQUEST, "after its end");
+    let a = send(
+        &app,
+        post(
+            "/v1/pipelines/p/replay?from_offset=1&from_time=2026-01-01T00:00:00Z",
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_problem(&a, StatusCode::BAD_REQUEST, "not both");
+    let a = send(
+        &app,
+        post("/v1/pipelines/p/replay?to_time=yesterday", Body::empty()),
+    )
+    .await;
+    assert_problem(&a, StatusCode::BAD_REQUEST, "RFC 3339");
+    let a = send(
+        &app,
+        Request::post("/v1/pipelines/p/replay")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("x"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let a = send(
+        &app,
+        post("/v1/pipelines/p/replay?partition=3", Body::empty()),
+    )
+    .await;
+    assert_problem(&a, StatusCode::NOT_FOUND, "partition");
+}
