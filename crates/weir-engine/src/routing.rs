@@ -36,6 +36,45 @@ pub mod dead_letter {
     ];
 }
 
+/// Whether `value` is a W3C Trace Context `traceparent` weir can carry: version `00`, a
+/// 32-hex-digit trace id and a 16-hex-digit parent id that are not all zeros, and flags.
+pub fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    matches!(parts.as_slice(), [v, t, p, f]
+        if *v == "00" && hex(t, 32) && hex(p, 16) && hex(f, 2)
+            && t.bytes().any(|b| b != b'0') && p.bytes().any(|b| b != b'0'))
+}
+
+/// Give events published in a request that carried W3C trace headers the request's
+/// trace context, unless an event has its own `traceparent`: the HTTP hop that published
+/// them then belongs to the same trace as what pipelines do with them. An invalid
+/// `traceparent` header is ignored, as the W3C spec asks.
+pub fn adopt_trace_context(events: &mut [CloudEvent], traceparent: &str, tracestate: Option<&str>) {
+    if !is_traceparent(traceparent) {
+        return;
+    }
+    for event in events {
+        if event.extensions.contains_key("traceparent") {
+            continue;
+        }
+        event.extensions.insert(
+            "traceparent".into(),
+            ExtensionValue::String(traceparent.to_owned()),
+        );
+        if let Some(state) = tracestate.filter(|s| !s.is_empty()) {
+            event.extensions.insert(
+                "tracestate".into(),
+                ExtensionValue::String(attribute_text(state, 512)),
+            );
+        }
+    }
+}
+
 /// Whether `event` passes a pipeline's filter: every attribute the filter names is present
 /// and matches one of its patterns (exact, `prefix*`, or `*` for any value).
 pub fn filter_accepts(filter: Option<&PipelineFilter>, event: &CloudEvent) -> bool {

@@ -241,7 +241,11 @@ async fn publish(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let body = body?;
-    let events = weir_cloudevents::http::decode(&headers, &body)?;
+    let mut events = weir_cloudevents::http::decode(&headers, &body)?;
+    if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        let tracestate = headers.get("tracestate").and_then(|v| v.to_str().ok());
+        weir_engine::routing::adopt_trace_context(&mut events, traceparent, tracestate);
+    }
     if events.is_empty() {
         return Err(Problem::bad_request(
             "empty-batch",

@@ -111,6 +111,26 @@ async fn structured_binary_and_batch_are_accepted_and_read_back() {
     assert_eq!(body[1]["data"]["a"], 2);
 }
 
+#[tokio::test]
+async fn a_requests_w3c_trace_headers_become_the_events_trace_context() {
+    let f = fixture().await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let ev = r#"{"specversion":"1.0","id":"t1","source":"s","type":"t","subject":"k"}"#;
+    let mut req = post("orders", STRUCTURED, ev);
+    req.headers_mut().insert("traceparent", tp.parse().unwrap());
+    req.headers_mut()
+        .insert("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
+    let (status, _, body) = send(&f, req).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let partition = body["offsets"][0]["partition"].as_u64().unwrap();
+    let req = Request::get(format!("/v1/topics/orders/events?partition={partition}"))
+        .body(Body::empty())
+        .unwrap();
+    let (_, _, body) = send(&f, req).await;
+    assert_eq!(body[0]["traceparent"], tp);
+    assert_eq!(body[0]["tracestate"], "congo=t61rcWkgMzE");
+}
+
 async fn assert_rejected(
     f: &Fixture,
     req: Request<Body>,

@@ -162,3 +162,34 @@ fn outputs_carry_the_correlation_id_or_the_inputs_id() {
         Some(&ExtensionValue::String("order-9".into()))
     );
 }
+
+#[test]
+fn a_requests_trace_headers_reach_events_without_their_own() {
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut own = CloudEvent::new("2", "s", "t");
+    own.extensions.insert(
+        "traceparent".into(),
+        ExtensionValue::String("00-11111111111111111111111111111111-2222222222222222-01".into()),
+    );
+    let mut events = vec![CloudEvent::new("1", "s", "t"), own.clone()];
+    adopt_trace_context(&mut events, tp, Some("congo=t61rcWkgMzE"));
+    assert_eq!(
+        events[0].extensions.get("traceparent"),
+        Some(&ExtensionValue::String(tp.into()))
+    );
+    assert_eq!(
+        events[0].extensions.get("tracestate"),
+        Some(&ExtensionValue::String("congo=t61rcWkgMzE".into()))
+    );
+    assert_eq!(events[1], own, "an event's own trace context wins");
+    for bad in [
+        "garbage",
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+    ] {
+        let mut events = vec![CloudEvent::new("1", "s", "t")];
+        adopt_trace_context(&mut events, bad, None);
+        assert!(events[0].extensions.is_empty(), "{bad}");
+    }
+}
