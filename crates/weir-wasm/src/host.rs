@@ -37,6 +37,11 @@ pub(crate) mod wit {
             "wasi:keyvalue/store.bucket": crate::state::Bucket,
         },
         require_store_data_send: true,
+        // The event goes to the guest straight from the host's `CloudEvent`, borrowed:
+        // `EventParam` holds `&str`s and the data's bytes, `EventResult` owns the outputs.
+        ownership: Borrowing {
+            duplicate_if_necessary: true
+        },
     });
 }
 
@@ -484,8 +489,9 @@ impl Function {
         event: &CloudEvent,
     ) -> Result<Vec<OutputEvent>, CallError> {
         self.arm(&mut instance.store);
-        let input = convert::to_wit(event);
-        let result = instance.handler.call_handle(&mut instance.store, &input);
+        let extensions = convert::wit_extensions(event);
+        let input = convert::to_wit(event, &extensions);
+        let result = instance.handler.call_handle(&mut instance.store, input);
         instance.calls += 1;
         let breach = instance.store.data_mut().take_breach();
         let outputs = match (result, breach) {
