@@ -12,6 +12,7 @@
 //! stored through `Json` is byte for byte what the `Value` round trip stored before, and
 //! equal values have equal text whatever text they came from.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use bytes::Bytes;
@@ -174,9 +175,24 @@ impl Canonical<'_> {
         }
     }
 
+    fn write<E: de::Error>(&mut self, bytes: &[u8]) -> Result<(), E> {
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+
     fn scalar<T: serde::Serialize + ?Sized, E: de::Error>(self, value: &T) -> Result<(), E> {
         serde_json::to_writer(&mut *self.out, value).map_err(E::custom)
     }
+}
+
+/// A string serde_json could lend from the input holds no escape (they would have made it
+/// copy), and it rejects raw control characters, so the string is written as it is: quotes
+/// and backslashes are the only other characters serde_json escapes.
+fn write_unescaped(out: &mut Vec<u8>, v: &str) {
+    out.reserve(v.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(v.as_bytes());
+    out.push(b'"');
 }
 
 impl<'de> DeserializeSeed<'de> for Canonical<'_> {
@@ -194,10 +210,8 @@ impl<'de> Visitor<'de> for Canonical<'_> {
         f.write_str("any valid JSON value")
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.out
-            .extend_from_slice(if v { b"true" } else { b"false" });
-        Ok(())
+    fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<(), E> {
+        self.write(if v { b"true" } else { b"false" })
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
@@ -213,17 +227,21 @@ impl<'de> Visitor<'de> for Canonical<'_> {
         self.scalar(&v)
     }
 
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
+        write_unescaped(self.out, v);
+        Ok(())
+    }
+
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         self.scalar(v)
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.out.extend_from_slice(b"null");
-        Ok(())
+    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+        self.write(b"null")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        self.out.push(b'[');
+        self.write(b"[")?;
         let mut first = true;
         while seq
             .next_element_seed(Element {
@@ -234,14 +252,13 @@ impl<'de> Visitor<'de> for Canonical<'_> {
         {
             first = false;
         }
-        self.out.push(b']');
-        Ok(())
+        self.write(b"]")
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         let start = self.out.len();
         let base = self.entries.len();
-        self.out.push(b'{');
+        self.write(b"{")?;
         loop {
             let comma = self.entries.len() > base;
             let key_start = self.out.len() + usize::from(comma);
@@ -253,7 +270,7 @@ impl<'de> Visitor<'de> for Canonical<'_> {
                 break;
             }
             let key_end = self.out.len();
-            self.out.push(b':');
+            self.write(b":")?;
             map.next_value_seed(self.reborrow())?;
             self.entries.push(Entry {
                 key_start,
@@ -261,7 +278,7 @@ impl<'de> Visitor<'de> for Canonical<'_> {
                 value_end: self.out.len(),
             });
         }
-        self.out.push(b'}');
+        self.write(b"}")?;
         let members = &self.entries[base..];
         if has_duplicate_keys(self.out, members) {
             let object = last_value_wins(self.out, members);
@@ -304,6 +321,14 @@ impl<'de> DeserializeSeed<'de> for Key<'_> {
     }
 }
 
+impl Key<'_> {
+    fn comma(&mut self) {
+        if self.comma {
+            self.out.push(b',');
+        }
+    }
+}
+
 impl<'de> Visitor<'de> for Key<'_> {
     type Value = ();
 
@@ -311,10 +336,14 @@ impl<'de> Visitor<'de> for Key<'_> {
         f.write_str("an object key")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        if self.comma {
-            self.out.push(b',');
-        }
+    fn visit_borrowed_str<E: de::Error>(mut self, v: &'de str) -> Result<(), E> {
+        self.comma();
+        write_unescaped(self.out, v);
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(mut self, v: &str) -> Result<(), E> {
+        self.comma();
         serde_json::to_writer(&mut *self.out, v).map_err(E::custom)
     }
 }
@@ -329,7 +358,7 @@ fn has_duplicate_keys(out: &[u8], members: &[Entry]) -> bool {
             .enumerate()
             .any(|(i, a)| members[..i].iter().any(|b| key(a) == key(b)))
     } else {
-        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        let mut seen = HashSet::with_capacity(members.len());
         !members.iter().all(|e| seen.insert(key(e)))
     }
 }
@@ -337,12 +366,11 @@ fn has_duplicate_keys(out: &[u8], members: &[Entry]) -> bool {
 /// The object as `Value` keeps one with duplicate keys: each key once, where it first
 /// appeared, with the value it had last.
 fn last_value_wins(out: &[u8], members: &[Entry]) -> Vec<u8> {
-    use std::collections::HashMap;
     let key = |e: &Entry| &out[e.key_start..e.key_end];
     let value = |e: &Entry| &out[e.key_end + 1..e.value_end];
     let last: HashMap<&[u8], &Entry> = members.iter().map(|e| (key(e), e)).collect();
     let mut object = vec![b'{'];
-    let mut written = std::collections::HashSet::new();
+    let mut written = HashSet::new();
     for entry in members {
         if !written.insert(key(entry)) {
             continue;

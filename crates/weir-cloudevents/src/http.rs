@@ -248,7 +248,9 @@ impl Data {
     /// (including when the content type is missing).
     pub fn from_body(content_type: Option<&str>, body: &[u8]) -> Result<Data> {
         match content_type {
-            Some(ct) if is_json(ct) => json_body(ct, body),
+            Some(ct) if is_json(ct) => Json::from_slice(body)
+                .map(Data::Json)
+                .map_err(|e| not_json(ct, e)),
             Some(ct) if essence(ct).starts_with("text/") => Ok(match std::str::from_utf8(body) {
                 Ok(text) => Data::Text(text.to_owned()),
                 Err(_) => Data::Binary(Bytes::copy_from_slice(body)),
@@ -260,7 +262,9 @@ impl Data {
     /// [`Data::from_body`] for a body the caller owns: text and bytes keep its buffer.
     pub fn from_body_vec(content_type: Option<&str>, body: Vec<u8>) -> Result<Data> {
         match content_type {
-            Some(ct) if is_json(ct) => json_body(ct, &body),
+            Some(ct) if is_json(ct) => Json::from_slice(&body)
+                .map(Data::Json)
+                .map_err(|e| not_json(ct, e)),
             Some(ct) if essence(ct).starts_with("text/") => Ok(match String::from_utf8(body) {
                 Ok(text) => Data::Text(text),
                 Err(e) => Data::Binary(e.into_bytes().into()),
@@ -270,13 +274,11 @@ impl Data {
     }
 }
 
-fn json_body(content_type: &str, body: &[u8]) -> Result<Data> {
-    Json::from_slice(body).map(Data::Json).map_err(|e| {
-        Error::invalid(
-            "data",
-            format!(
-                "is not valid JSON ({e}) though the content type is {content_type:?}; send JSON or change the content type"
-            ),
-        )
-    })
+fn not_json(content_type: &str, e: serde_json::Error) -> Error {
+    Error::invalid(
+        "data",
+        format!(
+            "is not valid JSON ({e}) though the content type is {content_type:?}; send JSON or change the content type"
+        ),
+    )
 }
