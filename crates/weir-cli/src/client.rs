@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use weir_cloudevents::{CloudEvent, Data};
+use weir_cloudevents::{CloudEvent, Data, Json};
 
 /// Where the node is.
 #[derive(Debug, clap::Args)]
@@ -252,10 +252,10 @@ fn event_from_flags(args: &PublishArgs) -> anyhow::Result<CloudEvent> {
             event.datacontenttype = Some("text/plain".into());
             event.data = Some(Data::Text(data.clone()));
         } else {
-            let value = serde_json::from_str(data)
+            let json = Json::from_slice(data.as_bytes())
                 .context("--data is not valid JSON; pass --text to send it as plain text")?;
             event.datacontenttype = Some("application/json".into());
-            event.data = Some(Data::Json(value));
+            event.data = Some(Data::Json(json));
         }
     }
     event.validate()?;

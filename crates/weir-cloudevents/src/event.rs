@@ -5,6 +5,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::Data;
+
 /// The only `specversion` weir reads or writes.
 pub const SPEC_VERSION: &str = "1.0";
 
@@ -28,17 +30,6 @@ pub struct CloudEvent {
     pub time: Option<String>,
     pub extensions: BTreeMap<String, ExtensionValue>,
     pub data: Option<Data>,
-}
-
-/// The event payload, in the runtime type the JSON event format distinguishes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Data {
-    /// Written as the `data` member; `Json(Value::Null)` is an explicit null payload.
-    Json(serde_json::Value),
-    /// Written as a `data` string, for content types that are not JSON.
-    Text(String),
-    /// Written as `data_base64`.
-    Binary(Bytes),
 }
 
 /// The value of an extension attribute. The JSON format keeps the type; the HTTP binary
@@ -78,7 +69,7 @@ impl CloudEvent {
     /// as UTF-8, binary as is.
     pub fn data_bytes(&self) -> Option<Bytes> {
         self.data.as_ref().map(|data| match data {
-            Data::Json(value) => Bytes::from(value.to_string()),
+            Data::Json(json) => Bytes::copy_from_slice(json.as_bytes()),
             Data::Text(text) => Bytes::from(text.clone()),
             Data::Binary(bytes) => bytes.clone(),
         })

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 
 use crate::validate::{essence, is_json};
-use crate::{CloudEvent, Data, Error, ExtensionValue, Result, SPEC_VERSION};
+use crate::{CloudEvent, Data, Error, ExtensionValue, Json, Result, SPEC_VERSION};
 
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
@@ -247,18 +247,38 @@ impl Data {
     /// JSON for a JSON content type, text for valid UTF-8 `text/*`, bytes otherwise
     /// (including when the content type is missing).
     pub fn from_body(content_type: Option<&str>, body: &[u8]) -> Result<Data> {
-        Ok(match content_type {
-            Some(ct) if is_json(ct) => Data::Json(serde_json::from_slice(body).map_err(|e| {
-                Error::invalid(
-                    "data",
-                    format!("is not valid JSON ({e}) though the content type is {ct:?}; send JSON or change the content type"),
-                )
-            })?),
-            Some(ct) if essence(ct).starts_with("text/") => match std::str::from_utf8(body) {
+        match content_type {
+            Some(ct) if is_json(ct) => Json::from_slice(body)
+                .map(Data::Json)
+                .map_err(|e| not_json(ct, e)),
+            Some(ct) if essence(ct).starts_with("text/") => Ok(match std::str::from_utf8(body) {
                 Ok(text) => Data::Text(text.to_owned()),
                 Err(_) => Data::Binary(Bytes::copy_from_slice(body)),
-            },
-            _ => Data::Binary(Bytes::copy_from_slice(body)),
-        })
+            }),
+            _ => Ok(Data::Binary(Bytes::copy_from_slice(body))),
+        }
     }
+
+    /// [`Data::from_body`] for a body the caller owns: text and bytes keep its buffer.
+    pub fn from_body_vec(content_type: Option<&str>, body: Vec<u8>) -> Result<Data> {
+        match content_type {
+            Some(ct) if is_json(ct) => Json::from_slice(&body)
+                .map(Data::Json)
+                .map_err(|e| not_json(ct, e)),
+            Some(ct) if essence(ct).starts_with("text/") => Ok(match String::from_utf8(body) {
+                Ok(text) => Data::Text(text),
+                Err(e) => Data::Binary(e.into_bytes().into()),
+            }),
+            _ => Ok(Data::Binary(body.into())),
+        }
+    }
+}
+
+fn not_json(content_type: &str, e: serde_json::Error) -> Error {
+    Error::invalid(
+        "data",
+        format!(
+            "is not valid JSON ({e}) though the content type is {content_type:?}; send JSON or change the content type"
+        ),
+    )
 }

@@ -7,14 +7,16 @@
 //! attribute rule of the spec. Events built by hand are checked only when `validate` is
 //! called; the encoders assume they were.
 
+mod data;
 mod error;
 mod event;
 pub mod http;
 mod json;
 mod validate;
 
+pub use data::{Data, Json};
 pub use error::{Error, Result};
-pub use event::{CloudEvent, Data, ExtensionValue, PARTITION_KEY, SPEC_VERSION};
+pub use event::{CloudEvent, ExtensionValue, PARTITION_KEY, SPEC_VERSION};
 pub use json::{batch_to_json_vec, parse_batch};
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ async fn pipeline_transforms_and_survives_a_restart_without_duplicates() {
     let Some(Data::Json(data)) = &outputs[0].data else {
         panic!()
     };
-    assert_eq!(data["amount"], 625.0);
+    assert_eq!(data.value()["amount"], 625.0);
     assert!(outputs.iter().all(|e| e.id.starts_with("p:in:")));
     node.shutdown().await;
     drop(node);

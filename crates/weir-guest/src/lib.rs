@@ -38,6 +38,9 @@ pub use bindings::Guest as Function;
 pub use bindings::export_function;
 pub use bindings::weir::function::types::{Error, Event, ExtensionValue, Output};
 
+/// What [`Event::set_json`] reserves for the serialized data.
+const JSON_CAPACITY: usize = 512;
+
 /// The CloudEvents spec version every event has.
 pub const SPEC_VERSION: &str = "1.0";
 
@@ -59,8 +62,9 @@ impl Event {
     }
 
     /// Parse the event's data as JSON; malformed data is a fatal error (retrying will not
-    /// fix it).
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+    /// fix it). `T` may borrow from the event (`&'a str`, `Cow<'a, str>` fields), which
+    /// saves a copy of each string that holds no escapes.
+    pub fn json<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, Error> {
         let data = self
             .data
             .as_deref()
@@ -75,7 +79,10 @@ impl Event {
 
     /// Replace the data with `value` serialized as JSON, and set `datacontenttype`.
     pub fn set_json<T: serde::Serialize>(&mut self, value: &T) -> Result<(), Error> {
-        let bytes = serde_json::to_vec(value)
+        // Start at a size that fits most events, rather than growing the vector from
+        // nothing several times over.
+        let mut bytes = Vec::with_capacity(JSON_CAPACITY);
+        serde_json::to_writer(&mut bytes, value)
             .map_err(|e| Error::Fatal(format!("cannot serialize output data: {e}")))?;
         self.data = Some(bytes);
         self.datacontenttype = Some("application/json".to_owned());
@@ -115,12 +122,30 @@ impl Output {
 }
 
 /// Configuration values granted to the function in `weir.toml` (`wasi:config`).
+///
+/// A function instance runs one version of the function with one set of config values
+/// (weir starts new instances when a deploy changes them), so each key is asked of the
+/// host once per instance and remembered: later events read it without a host call.
 pub mod config {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
     use crate::bindings::wasi::config::store;
+
+    thread_local! {
+        static VALUES: RefCell<BTreeMap<String, Option<String>>> =
+            const { RefCell::new(BTreeMap::new()) };
+    }
 
     /// The value of `key`, if the function's config has it.
     pub fn get(key: &str) -> Option<String> {
-        store::get(key).ok().flatten()
+        if let Some(value) = VALUES.with_borrow(|values| values.get(key).cloned()) {
+            return value;
+        }
+        // A failed lookup is not remembered: it may succeed on a later try.
+        let value = store::get(key).ok()?;
+        VALUES.with_borrow_mut(|values| values.insert(key.to_owned(), value.clone()));
+        value
     }
 
     /// The value of `key`, or a fatal error naming the missing key.
@@ -143,13 +168,25 @@ pub mod config {
 
 /// Key-value namespaces granted in `weir.toml` (`wasi:keyvalue/store`), e.g. customer
 /// master data.
+///
+/// A namespace opened once stays open for the instance's life (its grants cannot change
+/// while it runs), so opening it again for the next event costs no host call.
 pub mod kv {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+
     use crate::bindings::wasi::keyvalue::store;
+
+    thread_local! {
+        static OPEN: RefCell<BTreeMap<String, Rc<store::Bucket>>> =
+            const { RefCell::new(BTreeMap::new()) };
+    }
 
     /// An open namespace.
     pub struct Bucket {
         namespace: String,
-        bucket: store::Bucket,
+        bucket: Rc<store::Bucket>,
     }
 
     fn error(namespace: &str, e: store::Error) -> crate::Error {
@@ -166,9 +203,18 @@ pub mod kv {
         }
     }
 
-    /// Open a namespace granted under `capabilities.keyvalue`.
+    /// Open a namespace granted under `capabilities.keyvalue`. A namespace that is not
+    /// granted fails every time it is opened.
     pub fn open(namespace: &str) -> Result<Bucket, crate::Error> {
-        let bucket = store::open(namespace).map_err(|e| error(namespace, e))?;
+        let open = OPEN.with_borrow(|open| open.get(namespace).cloned());
+        let bucket = match open {
+            Some(bucket) => bucket,
+            None => {
+                let bucket = Rc::new(store::open(namespace).map_err(|e| error(namespace, e))?);
+                OPEN.with_borrow_mut(|open| open.insert(namespace.to_owned(), bucket.clone()));
+                bucket
+            }
+        };
         Ok(Bucket {
             namespace: namespace.to_owned(),
             bucket,

@@ -1,40 +1,59 @@
 //! Conversion between weir's CloudEvent model and the WIT `event` record.
+//!
+//! The input is lent to the guest: the WIT record borrows the event's strings and its data
+//! bytes (JSON data is already its text, see `weir_cloudevents::Json`), so the only copy
+//! is the canonical ABI's into guest memory. Outputs are owned and moved into the
+//! `CloudEvent`; their JSON data is validated and put in canonical form once, here.
 
 use crate::host::wit::weir::function::types as wit;
 use weir_cloudevents::{CloudEvent, Data, ExtensionValue};
 
-pub(crate) fn to_wit(event: &CloudEvent) -> wit::Event {
-    wit::Event {
-        id: event.id.clone(),
-        source: event.source.clone(),
-        type_: event.ty.clone(),
-        subject: event.subject.clone(),
-        time: event.time.clone(),
-        datacontenttype: event.datacontenttype.clone(),
-        dataschema: event.dataschema.clone(),
-        extensions: event
-            .extensions
-            .iter()
-            .map(|(name, value)| {
-                let value = match value {
-                    ExtensionValue::String(s) => wit::ExtensionValue::String(s.clone()),
-                    ExtensionValue::Integer(i) => wit::ExtensionValue::Integer(*i),
-                    ExtensionValue::Boolean(b) => wit::ExtensionValue::Boolean(*b),
-                };
-                (name.clone(), value)
-            })
-            .collect(),
-        data: event.data_bytes().map(|b| b.to_vec()),
+/// The event's extensions as the WIT record lists them.
+pub(crate) fn wit_extensions(event: &CloudEvent) -> Vec<(&str, wit::ExtensionValueParam<'_>)> {
+    event
+        .extensions
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                ExtensionValue::String(s) => wit::ExtensionValueParam::String(s),
+                ExtensionValue::Integer(i) => wit::ExtensionValueParam::Integer(*i),
+                ExtensionValue::Boolean(b) => wit::ExtensionValueParam::Boolean(*b),
+            };
+            (name.as_str(), value)
+        })
+        .collect()
+}
+
+/// The event as the WIT record, borrowing from it; `extensions` from [`wit_extensions`].
+pub(crate) fn to_wit<'a>(
+    event: &'a CloudEvent,
+    extensions: &'a [(&'a str, wit::ExtensionValueParam<'a>)],
+) -> wit::EventParam<'a> {
+    wit::EventParam {
+        id: &event.id,
+        source: &event.source,
+        type_: &event.ty,
+        subject: event.subject.as_deref(),
+        time: event.time.as_deref(),
+        datacontenttype: event.datacontenttype.as_deref(),
+        dataschema: event.dataschema.as_deref(),
+        extensions,
+        data: event.data.as_ref().map(|data| match data {
+            Data::Json(json) => json.as_bytes(),
+            Data::Text(text) => text.as_bytes(),
+            Data::Binary(bytes) => &bytes[..],
+        }),
     }
 }
 
 /// The guest's event as a CloudEvent. It is not validated here: the caller fills in a
 /// missing id first and then validates.
-pub(crate) fn from_wit(event: wit::Event) -> Result<CloudEvent, String> {
+pub(crate) fn from_wit(event: wit::EventResult) -> Result<CloudEvent, String> {
     let data = match event.data {
         None => None,
         Some(bytes) => Some(
-            Data::from_body(event.datacontenttype.as_deref(), &bytes).map_err(|e| e.to_string())?,
+            Data::from_body_vec(event.datacontenttype.as_deref(), bytes)
+                .map_err(|e| e.to_string())?,
         ),
     };
     Ok(CloudEvent {
@@ -50,9 +69,9 @@ pub(crate) fn from_wit(event: wit::Event) -> Result<CloudEvent, String> {
             .into_iter()
             .map(|(name, value)| {
                 let value = match value {
-                    wit::ExtensionValue::String(s) => ExtensionValue::String(s),
-                    wit::ExtensionValue::Integer(i) => ExtensionValue::Integer(i),
-                    wit::ExtensionValue::Boolean(b) => ExtensionValue::Boolean(b),
+                    wit::ExtensionValueResult::String(s) => ExtensionValue::String(s),
+                    wit::ExtensionValueResult::Integer(i) => ExtensionValue::Integer(i),
+                    wit::ExtensionValueResult::Boolean(b) => ExtensionValue::Boolean(b),
                 };
                 (name, value)
             })
@@ -77,9 +96,9 @@ pub(crate) fn output_size(output: &wit::Output) -> usize {
             .map(|(name, value)| {
                 name.len()
                     + match value {
-                        wit::ExtensionValue::String(s) => s.len(),
-                        wit::ExtensionValue::Integer(_) => 8,
-                        wit::ExtensionValue::Boolean(_) => 1,
+                        wit::ExtensionValueResult::String(s) => s.len(),
+                        wit::ExtensionValueResult::Integer(_) => 8,
+                        wit::ExtensionValueResult::Boolean(_) => 1,
                     }
             })
             .sum::<usize>()

@@ -64,7 +64,9 @@ pub(crate) enum Breach {
 
 /// The data of one instance's store.
 pub(crate) struct CallState {
-    wasi: WasiCtx,
+    /// Made when the guest first calls a WASI function: most calls of most guests make
+    /// none, and building a context costs allocations and seeding random generators.
+    wasi: Option<Box<WasiCtx>>,
     table: ResourceTable,
     http: WasiHttpCtx,
     hooks: HttpHooks,
@@ -88,13 +90,8 @@ impl CallState {
         kv: Option<Arc<dyn KeyValueStore>>,
         memory_limit: usize,
     ) -> CallState {
-        let wasi = WasiCtx::builder()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         CallState {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             hooks: HttpHooks {
@@ -132,10 +129,22 @@ impl CallState {
     }
 }
 
+/// The WASI context every guest gets: empty (no environment, arguments, preopened
+/// directories or stdin; stdout and stderr discarded) and without network access.
+fn empty_wasi_ctx() -> Box<WasiCtx> {
+    Box::new(
+        WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build(),
+    )
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(empty_wasi_ctx),
             table: &mut self.table,
         }
     }

@@ -72,9 +72,9 @@ fn example(host: &FunctionHost, mut settings: FunctionSettings) -> Function {
     host.load("enrich-order", &wasm, settings).unwrap()
 }
 
-fn json_data(event: &CloudEvent) -> &serde_json::Value {
+fn json_data(event: &CloudEvent) -> serde_json::Value {
     match &event.data {
-        Some(Data::Json(data)) => data,
+        Some(Data::Json(data)) => data.value(),
         other => panic!("expected JSON data, got {other:?}"),
     }
 }
@@ -103,7 +103,9 @@ fn example_function_renames_converts_and_enriches_from_the_key_value_store() {
     // A customer the store does not know is enriched with null, not an error.
     let mut unknown = example_event();
     if let Some(Data::Json(data)) = &mut unknown.data {
-        data["SoldToParty"] = "CUST-404".into();
+        let mut value = data.value();
+        value["SoldToParty"] = "CUST-404".into();
+        *data = value.into();
     }
     let outputs = f.call(&unknown).unwrap();
     assert_eq!(

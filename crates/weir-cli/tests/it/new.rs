@@ -73,7 +73,7 @@ fn assert_forwards_to_out(name: &str, wasm: &Path) {
     let mut event = CloudEvent::new("e-1", "test://weir-new", "test.hello");
     event.subject = Some("s-1".to_owned());
     event.datacontenttype = Some("application/json".to_owned());
-    event.data = Some(Data::Json(serde_json::json!({"hello": "world"})));
+    event.data = Some(Data::Json(serde_json::json!({"hello": "world"}).into()));
     let outputs = function
         .call(&event)
         .unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));

@@ -86,7 +86,11 @@ fn sales_order() -> CloudEvent {
 
 fn with_data(mut event: CloudEvent, edit: impl FnOnce(&mut Value)) -> CloudEvent {
     match &mut event.data {
-        Some(Data::Json(data)) => edit(data),
+        Some(Data::Json(data)) => {
+            let mut value = data.value();
+            edit(&mut value);
+            *data = value.into();
+        }
         other => panic!("expected JSON data, got {other:?}"),
     }
     event
@@ -94,7 +98,7 @@ fn with_data(mut event: CloudEvent, edit: impl FnOnce(&mut Value)) -> CloudEvent
 
 fn json_data(event: &CloudEvent) -> Value {
     match &event.data {
-        Some(Data::Json(data)) => data.clone(),
+        Some(Data::Json(data)) => data.value(),
         other => panic!("expected JSON data, got {other:?}"),
     }
 }
