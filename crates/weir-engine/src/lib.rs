@@ -155,7 +155,7 @@ pub struct RedriveReport {
     /// Events sent back to their source topics.
     pub redriven: u64,
     /// Dead letters passed over: another pipeline's, or not re-drivable (their source
-    /// topic no longer exists, or they are not CloudEvents).
+    /// topic no longer exists, or the stored record was not a CloudEvent to begin with).
     pub skipped: u64,
     /// Events re-driven per source topic.
     pub topics: BTreeMap<String, u64>,
@@ -765,6 +765,15 @@ impl Node {
         let mut left = limit.unwrap_or(u64::MAX);
         for partition in 0..info.partitions {
             let end = info.end_offsets[partition as usize];
+            let producer = format!("redrive/{name}/{dlq}/{partition}");
+            // An earlier re-drive that failed half-way is completed first (an empty
+            // transaction does that), so its events are not read and sent again.
+            self.log
+                .commit_transaction(weir_log::Transaction {
+                    producer: producer.clone(),
+                    ..Default::default()
+                })
+                .await?;
             let mut next = match self.log.committed_offset(&group, &dlq, partition)? {
                 Some(o) => o,
                 None => self.log.start_offset(&dlq, partition)?,
@@ -784,6 +793,7 @@ impl Node {
                     through = record.offset + 1;
                     let back = CloudEvent::from_json_slice(&record.value)
                         .ok()
+                        .filter(|e| e.ty != routing::UNDECODABLE_TYPE)
                         .and_then(|e| routing::redriven_event(name, e))
                         .filter(|(topic, _)| self.log.topic(topic).is_some());
                     match back {
@@ -800,7 +810,7 @@ impl Node {
                     break;
                 }
                 let txn = weir_log::Transaction {
-                    producer: format!("redrive/{name}/{dlq}/{partition}"),
+                    producer: producer.clone(),
                     appends: appends.into_iter().collect(),
                     commit: Some(weir_log::GroupCommit {
                         group: group.clone(),
@@ -809,7 +819,19 @@ impl Node {
                         next_offset: through,
                     }),
                 };
-                self.log.commit_transaction(txn).await?;
+                match self.log.commit_transaction(txn).await {
+                    Ok(()) => {}
+                    // Durable, completed by the next call: counted, and not sent again.
+                    Err(weir_log::Error::TransactionIncomplete { .. }) => {
+                        self.log
+                            .commit_transaction(weir_log::Transaction {
+                                producer: producer.clone(),
+                                ..Default::default()
+                            })
+                            .await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 next = through;
             }
         }

@@ -33,9 +33,16 @@
 //! effect at the next one: the batch in flight finishes and commits on the old version,
 //! so no event is lost or handled by both, and each partition switches once.
 //!
+//! A transaction the log refuses for what it holds (a record or batch too large, a keyless
+//! record for a compacted topic) is committed event by event instead, and an event whose
+//! own outputs are refused is dead-lettered (`output_rejected`), so a partition never
+//! stalls on it. Any other failure of the partition task (a failing read) stalls it and it
+//! starts again from its committed offset after a backoff.
+//!
 //! Backpressure: a partition task reads the next batch only after the previous one is
-//! committed, so a slow function slows its reader and memory stays bounded by
-//! `BATCH` events per source partition; the lag shows in the status.
+//! committed, so a slow function slows its reader and memory stays bounded by `BATCH`
+//! events and their outputs (each call's at most `limits.max_output_bytes`) per source
+//! partition; the lag shows in the status.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -139,6 +146,8 @@ pub(crate) struct Pipeline {
     positions: Mutex<BTreeMap<(String, u32), u64>>,
     /// Resets asked for and not yet applied by their partition's task.
     resets: Mutex<BTreeMap<(String, u32), StartFrom>>,
+    /// The offset each partition's last applied reset moved it to.
+    reset_to: Mutex<BTreeMap<(String, u32), u64>>,
     reset_applied: Notify,
     reset_requested: Notify,
     processed: AtomicU64,
@@ -155,6 +164,27 @@ enum Outcome {
     Filtered,
     /// It goes to the dead-letter topic as this event.
     DeadLetter(Box<CloudEvent>),
+}
+
+/// How a commit ended when it did not fail.
+enum Committed {
+    Done,
+    /// The log refused the transaction as it is (see [`is_rejection`]): nothing of it was
+    /// written, and sending it again would fail the same way.
+    Rejected(weir_log::Error),
+}
+
+/// Whether the log refused a transaction for what it holds, so that only a different
+/// transaction can succeed.
+fn is_rejection(e: &weir_log::Error) -> bool {
+    matches!(
+        e,
+        weir_log::Error::RecordTooLarge { .. }
+            | weir_log::Error::BatchTooLarge { .. }
+            | weir_log::Error::TransactionTooLarge { .. }
+            | weir_log::Error::KeyRequired { .. }
+            | weir_log::Error::UnknownTopic { .. }
+    )
 }
 
 /// An event of a batch on its way to a lane.
@@ -184,6 +214,7 @@ impl Pipeline {
             state: Mutex::new(PipelineState::Running),
             positions: Mutex::new(BTreeMap::new()),
             resets: Mutex::new(BTreeMap::new()),
+            reset_to: Mutex::new(BTreeMap::new()),
             reset_applied: Notify::new(),
             reset_requested: Notify::new(),
             processed: AtomicU64::new(0),
@@ -231,13 +262,27 @@ impl Pipeline {
                 let (this, log, topic, cancel) =
                     (self.clone(), log.clone(), topic.clone(), cancel.clone());
                 tasks.spawn(async move {
-                    if let Err(e) = this.run_partition(&log, &topic, partition, &cancel).await {
-                        tracing::error!(pipeline = %this.name, topic, partition, error = %e, "pipeline partition stopped");
-                        this.set_state(PipelineState::Stalled {
-                            topic: topic.clone(),
-                            partition,
-                            error: e.to_string(),
-                        });
+                    // A failure of the log (a read, a wait) or of the task itself stalls the
+                    // partition, which starts again from its committed offset after a backoff.
+                    let mut wait = Duration::from_millis(100);
+                    loop {
+                        match this.run_partition(&log, &topic, partition, &cancel).await {
+                            Ok(()) => return,
+                            Err(_) if cancel.is_cancelled() => return,
+                            Err(e) => {
+                                tracing::error!(pipeline = %this.name, topic, partition, error = %e, "pipeline partition failed; starting it again from its committed offset");
+                                this.set_state(PipelineState::Stalled {
+                                    topic: topic.clone(),
+                                    partition,
+                                    error: e.to_string(),
+                                });
+                            }
+                        }
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        wait = (wait * 2).min(MAX_STALL_BACKOFF);
                     }
                 });
             }
@@ -395,21 +440,29 @@ impl Pipeline {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
-        let positions = self
-            .positions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let applied = self.reset_to.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(targets
             .into_iter()
             .map(|p| weir_log::RecordPosition {
                 partition: p,
-                offset: positions.get(&(topic.to_owned(), p)).copied().unwrap_or(0),
+                offset: applied.get(&(topic.to_owned(), p)).copied().unwrap_or(0),
             })
             .collect())
     }
 
+    /// The transaction producer of one source partition. Topic names can be long, so a
+    /// name over the log's 255-byte limit carries a hash of the topic instead.
     fn producer(&self, topic: &str, partition: u32) -> String {
-        format!("pipeline/{}/{topic}/{partition}", self.name)
+        let name = format!("pipeline/{}/{topic}/{partition}", self.name);
+        if name.len() <= 255 {
+            return name;
+        }
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in topic.bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("pipeline/{}/#{hash:016x}/{partition}", self.name)
     }
 
     /// Commit `appends` and the group's move to `next` as one transaction, trying again
@@ -422,7 +475,7 @@ impl Pipeline {
         appends: Vec<(String, Vec<Record>)>,
         next: u64,
         cancel: &CancellationToken,
-    ) -> Result<()> {
+    ) -> Result<Committed> {
         let mut txn = Transaction {
             producer: self.producer(topic, partition),
             appends,
@@ -437,6 +490,9 @@ impl Pipeline {
         loop {
             match log.commit_transaction(txn.clone()).await {
                 Ok(()) => break,
+                Err(e) if is_rejection(&e) && !txn.appends.is_empty() => {
+                    return Ok(Committed::Rejected(e));
+                }
                 Err(e) => {
                     if matches!(e, weir_log::Error::TransactionIncomplete { .. }) {
                         // Its intent is durable: the log completes it at the producer's
@@ -469,7 +525,78 @@ impl Pipeline {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert((topic.to_owned(), partition), next);
-        Ok(())
+        Ok(Committed::Done)
+    }
+
+    /// Commit a batch the log refused as a whole (too large, a record too large, a key a
+    /// compacted topic needs): event by event, and an event whose own outputs the log
+    /// refuses becomes a dead letter (`output_rejected`), without its data if even that
+    /// is refused. Returns how many events were dead-lettered here.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_one_by_one(
+        &self,
+        log: &SharedLog,
+        topic: &str,
+        partition: u32,
+        version: &str,
+        per_event: Vec<(u64, Vec<(String, Record)>)>,
+        refused: weir_log::Error,
+        cancel: &CancellationToken,
+    ) -> Result<u64> {
+        tracing::warn!(pipeline = %self.name, topic, partition, error = %refused, "the log refused the batch; committing it event by event");
+        let mut dead = 0;
+        for (offset, records) in per_event {
+            let mut appends: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+            for (target, record) in records {
+                appends.entry(target).or_default().push(record);
+            }
+            let appends: Vec<_> = appends.into_iter().collect();
+            let refusal = match self
+                .commit(log, topic, partition, appends, offset + 1, cancel)
+                .await?
+            {
+                Committed::Done => continue,
+                Committed::Rejected(e) => e,
+            };
+            let stored = log.read(topic, partition, offset, 1)?;
+            let pos = self.position(topic, partition, offset);
+            let cause = DeadLetterCause {
+                function: &self.function,
+                version,
+                reason: "output_rejected",
+                error: &format!("the log refused the event's outputs: {refusal}"),
+                attempts: 1,
+                time: now_rfc3339(),
+            };
+            let input = match stored.into_iter().find(|r| r.offset == offset) {
+                Some(r) => CloudEvent::from_json_slice(&r.value)
+                    .unwrap_or_else(|_| undecodable_event(pos, r.value)),
+                None => undecodable_event(pos, bytes::Bytes::new()),
+            };
+            let mut letter = dead_letter_event(pos, input, &cause);
+            for attempt in 0..2 {
+                let appends = vec![(self.dead_letter.clone(), vec![encode_event(&letter)])];
+                match self
+                    .commit(log, topic, partition, appends, offset + 1, cancel)
+                    .await?
+                {
+                    Committed::Done => {
+                        dead += 1;
+                        break;
+                    }
+                    Committed::Rejected(e) if attempt == 0 => {
+                        tracing::warn!(pipeline = %self.name, topic, partition, offset, error = %e, "the dead letter was refused too; sending it without its data");
+                        letter.data = None;
+                        letter.datacontenttype = None;
+                    }
+                    Committed::Rejected(e) => {
+                        // Nothing more weir can drop: stall, visibly, rather than lose it.
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        Ok(dead)
     }
 
     /// The offset a reset or a new group's start means in a partition.
@@ -505,10 +632,18 @@ impl Pipeline {
         let next = Self::resolve(log, topic, partition, to)?;
         self.commit(log, topic, partition, Vec::new(), next, cancel)
             .await?;
-        self.resets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&key);
+        {
+            // Record the result first, then take the request away, unless another reset
+            // of this partition came in meanwhile: that one is applied next round.
+            self.reset_to
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key.clone(), next);
+            let mut resets = self.resets.lock().unwrap_or_else(PoisonError::into_inner);
+            if resets.get(&key) == Some(&to) {
+                resets.remove(&key);
+            }
+        }
         self.reset_applied.notify_waiters();
         tracing::info!(pipeline = %self.name, group = %self.group, topic, partition, next, "pipeline group reset");
         Ok(Some(next))
@@ -557,6 +692,7 @@ impl Pipeline {
                 continue;
             };
 
+            let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
             let instances = self.instances_for_batch()?;
             let Some(outcomes) = self
                 .handle_batch(&instances, topic, partition, records, cancel)
@@ -567,37 +703,50 @@ impl Pipeline {
             };
 
             let mut appends: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+            let mut per_event = Vec::with_capacity(outcomes.len());
             let (mut processed, mut filtered, mut dead) = (0, 0, 0);
-            for outcome in outcomes {
-                match outcome {
+            for (offset, outcome) in offsets.into_iter().zip(outcomes) {
+                let records: Vec<(String, Record)> = match outcome {
                     Outcome::Outputs(outputs) => {
                         processed += 1;
-                        for (target, event) in outputs {
-                            appends
-                                .entry(target)
-                                .or_default()
-                                .push(encode_event(&event));
-                        }
+                        outputs
+                            .into_iter()
+                            .map(|(target, event)| (target, encode_event(&event)))
+                            .collect()
                     }
-                    Outcome::Filtered => filtered += 1,
+                    Outcome::Filtered => {
+                        filtered += 1;
+                        Vec::new()
+                    }
                     Outcome::DeadLetter(event) => {
                         dead += 1;
-                        appends
-                            .entry(self.dead_letter.clone())
-                            .or_default()
-                            .push(encode_event(&event));
+                        vec![(self.dead_letter.clone(), encode_event(&event))]
                     }
+                };
+                for (target, record) in &records {
+                    appends
+                        .entry(target.clone())
+                        .or_default()
+                        .push(record.clone());
                 }
+                per_event.push((offset, records));
             }
-            self.commit(
-                log,
-                topic,
-                partition,
-                appends.into_iter().collect(),
-                last + 1,
-                cancel,
-            )
-            .await?;
+            let committed = self
+                .commit(
+                    log,
+                    topic,
+                    partition,
+                    appends.into_iter().collect(),
+                    last + 1,
+                    cancel,
+                )
+                .await?;
+            if let Committed::Rejected(refused) = committed {
+                let version = instances.function().version().to_owned();
+                dead += self
+                    .commit_one_by_one(log, topic, partition, &version, per_event, refused, cancel)
+                    .await?;
+            }
             next = last + 1;
             self.processed.fetch_add(processed, AtomicOrdering::Relaxed);
             self.filtered.fetch_add(filtered, AtomicOrdering::Relaxed);
@@ -685,14 +834,20 @@ impl Pipeline {
                 this.run_lane(&instances, &topic, partition, lane, &cancel)
             }));
         }
+        // Wait for every lane, even after one gave up, so no call runs on after the batch.
+        let mut stopped = false;
         for lane in running {
-            let done = lane.await.map_err(|e| crate::Error::Task(e.to_string()))?;
-            let Some(done) = done else {
-                return Ok(None);
-            };
-            for (index, outcome) in done {
-                outcomes[index] = Some(outcome);
+            match lane.await.map_err(|e| crate::Error::Task(e.to_string()))? {
+                Some(done) => {
+                    for (index, outcome) in done {
+                        outcomes[index] = Some(outcome);
+                    }
+                }
+                None => stopped = true,
             }
+        }
+        if stopped {
+            return Ok(None);
         }
         Ok(Some(
             outcomes
@@ -788,7 +943,8 @@ impl Pipeline {
         let base = self.retry.backoff_ms(attempt) as f64;
         let jitter = self.retry.jitter.clamp(0.0, 1.0);
         let factor = 1.0 - jitter + 2.0 * jitter * fastrand::f64();
-        Duration::from_micros((base * factor * 1000.0) as u64)
+        let ms = (base * factor).min(self.retry.max_backoff_ms as f64);
+        Duration::from_micros((ms * 1000.0) as u64)
     }
 }
 

@@ -174,14 +174,17 @@ pub fn attribute_text(text: &str, max_chars: usize) -> String {
     out
 }
 
+/// The type of the event that stands in for a stored record that is not a CloudEvent.
+pub const UNDECODABLE_TYPE: &str = "dev.weir.undecodable";
+
 /// A dead letter for a stored record that is not a CloudEvent at all (written by
 /// something other than weir): its bytes become the `data_base64` of an event of type
-/// `dev.weir.undecodable`.
+/// [`UNDECODABLE_TYPE`]. It is never re-driven.
 pub fn undecodable_event(pos: InputPosition<'_>, value: Bytes) -> CloudEvent {
     let mut event = CloudEvent::new(
         format!("{}:{}:{}:undecodable", pos.topic, pos.partition, pos.offset),
         format!("weir://topics/{}", pos.topic),
-        "dev.weir.undecodable",
+        UNDECODABLE_TYPE,
     );
     event.datacontenttype = Some("application/octet-stream".into());
     event.data = Some(weir_cloudevents::Data::Binary(value));

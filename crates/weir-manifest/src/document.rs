@@ -163,6 +163,19 @@ impl Document {
                 ));
             }
         }
+        for (name, pipeline) in &self.pipelines {
+            let Some(filter) = &pipeline.filter else {
+                continue;
+            };
+            for core in ["type", "source", "subject"] {
+                if filter.extensions.contains_key(core) {
+                    problems.push(crate::Problem::new(
+                        crate::validate::key(&["pipelines", name, "filter", "extensions", core]),
+                        format!("{core:?} is not an extension; set it as filter.{core}"),
+                    ));
+                }
+            }
+        }
         problems
     }
 
@@ -274,7 +287,9 @@ impl FilterTable {
             }
         }
         for (name, patterns) in self.extensions {
-            attributes.insert(name, patterns.0);
+            // `extensions = { type = ... }` is refused by `shape_problems`; were it not, its
+            // patterns would join the `type` filter's.
+            attributes.entry(name).or_default().extend(patterns.0);
         }
         PipelineFilter { attributes }
     }

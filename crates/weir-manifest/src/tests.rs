@@ -995,7 +995,8 @@ multiplier = 0.5
 jitter = 2.0
 [pipelines.p.filter]
 type = []
-extensions = { "Bad-Name" = "x" }
+subject = "a*b"
+extensions = { "Bad-Name" = "x", time = "2026*" }
 "#,
     );
     let err: Vec<String> = found.iter().map(|p| p.to_string()).collect();
@@ -1010,6 +1011,8 @@ extensions = { "Bad-Name" = "x" }
         "pipelines.p.retry.jitter",
         "pipelines.p.filter.type",
         "pipelines.p.filter.extensions.Bad-Name",
+        "pipelines.p.filter.extensions.time",
+        "pipelines.p.filter.subject",
     ] {
         assert!(err.contains(key), "{key} missing from: {err}");
     }

@@ -364,11 +364,18 @@ fn check_pipeline(
             ),
         ));
     }
-    check_pipeline_delivery(name, pipeline, problems);
+    check_pipeline_delivery(manifest, name, pipeline, problems);
 }
 
 /// Dead-letter topic, concurrency, retry policy and filter.
-fn check_pipeline_delivery(name: &str, pipeline: &PipelineSpec, problems: &mut Vec<Problem>) {
+fn check_pipeline_delivery(
+    manifest: &Manifest,
+    name: &str,
+    pipeline: &PipelineSpec,
+    problems: &mut Vec<Problem>,
+) {
+    let manifest_topic_is_compacted =
+        |topic: &str| manifest.topics.get(topic).is_some_and(|t| t.compaction);
     let dead_letter = &pipeline.dead_letter;
     let dl_key = key(&["pipelines", name, "dead_letter"]);
     if let Some(reason) = topic_name_fault(dead_letter) {
@@ -376,6 +383,14 @@ fn check_pipeline_delivery(name: &str, pipeline: &PipelineSpec, problems: &mut V
             &dl_key,
             format!(
                 "dead-letter topic name {dead_letter:?} is invalid: {reason}; {TOPIC_NAME_RULE}"
+            ),
+        ));
+    } else if manifest_topic_is_compacted(dead_letter) {
+        problems.push(Problem::new(
+            &dl_key,
+            format!(
+                "{dead_letter:?} is a compacted topic, which would keep only the latest dead \
+                 letter per key and refuse those without a key; use a topic without compaction"
             ),
         ));
     } else if pipeline.from.contains(dead_letter) {
@@ -443,6 +458,29 @@ fn check_pipeline_delivery(name: &str, pipeline: &PipelineSpec, problems: &mut V
             } else {
                 key(&["pipelines", name, "filter", "extensions", attribute])
             };
+            if !is_core
+                && matches!(
+                    attribute.as_str(),
+                    "id" | "specversion" | "time" | "datacontenttype" | "dataschema" | "data"
+                )
+            {
+                problems.push(Problem::new(
+                    &filter_key,
+                    format!(
+                        "{attribute:?} is a CloudEvents context attribute, not an extension; filters take type, source, subject and extensions"
+                    ),
+                ));
+            }
+            for pattern in patterns {
+                if pattern.trim_end_matches('*').contains('*') {
+                    problems.push(Problem::new(
+                        &filter_key,
+                        format!(
+                            "pattern {pattern:?} has a '*' before its end; only a trailing '*' (a prefix match) is supported"
+                        ),
+                    ));
+                }
+            }
             if !is_core
                 && (attribute.is_empty()
                     || !attribute

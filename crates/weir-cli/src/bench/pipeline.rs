@@ -33,7 +33,8 @@ pub struct PipelineBenchArgs {
     /// Events in the backlog the throughput figure drains.
     #[arg(long, default_value_t = 200_000)]
     events: usize,
-    /// Offered rate (events/s) of the latency figure.
+    /// Offered rate (events/s) of the latency figure, in steps of 1,000 (events are
+    /// published every millisecond).
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
     /// Seconds the latency figure is measured for.
@@ -261,7 +262,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "fsync": "always",
         "events": args.events,
         "events_per_sec": round2(events_per_sec),
-        "e2e_rate": args.rate,
+        "e2e_rate": per_tick * 1000,
         "e2e_samples": latencies.len(),
         "e2e_p50_us": percentile(&latencies, 0.50),
         "e2e_p99_us": percentile(&latencies, 0.99),

@@ -203,3 +203,57 @@ async fn a_filter_keeps_events_from_the_function_and_a_pattern_picks_sources() {
     assert_eq!(total_events(&node, "out"), 2);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_the_log_refuses_dead_letter_their_event_and_the_rest_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = weir_test_support::test_guest("guest-trap");
+    // `out` is compacted, so it refuses events without a key: the function's output of
+    // a keyless event can never be written.
+    let text = format!(
+        r#"
+[topics.in]
+[topics.out]
+compaction = true
+[functions.f]
+source = "{}"
+[pipelines.p]
+from = "in"
+function = "f"
+to = ["out"]
+"#,
+        wasm.display()
+    );
+    let node = start(
+        dir.path(),
+        Manifest::from_toml_str(&text, dir.path()).unwrap(),
+    )
+    .await;
+    let keyed = |id: &str| {
+        let mut ev = CloudEvent::new(id, "test://s", "t");
+        ev.subject = Some(format!("key-{id}"));
+        ev
+    };
+    node.publish(
+        "in",
+        &[
+            keyed("a"),
+            CloudEvent::new("keyless", "test://s", "t"),
+            keyed("b"),
+        ],
+    )
+    .await
+    .unwrap();
+    let out = collect(&node, "out", 2).await;
+    let ids: Vec<_> = out.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    let dead = collect(&node, "p.dlq", 1).await;
+    assert_eq!(dead[0].id, "keyless");
+    assert_eq!(
+        dead[0].extensions.get("dlqreason"),
+        Some(&ExtensionValue::String("output_rejected".into()))
+    );
+    let status = settled(&node, |p| p.lag == 0).await;
+    assert_eq!(status.state, PipelineState::Running);
+    node.shutdown().await;
+}
