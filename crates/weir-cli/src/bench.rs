@@ -72,16 +72,7 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
         args.producers > 0 && args.batch > 0 && args.events > 0,
         "--producers, --batch and --events must be positive"
     );
-    std::fs::create_dir_all(&args.dir)?;
-    let dir = tempfile::Builder::new()
-        .prefix("weir-bench-log-")
-        .tempdir_in(&args.dir)
-        .with_context(|| {
-            format!(
-                "cannot make a temporary directory in {}",
-                args.dir.display()
-            )
-        })?;
+    let dir = temp_dir(&args.dir, "weir-bench-log-")?;
 
     let disk_mb_per_sec = disk_seq_write_mb_per_sec(dir.path())?;
 
@@ -165,6 +156,15 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
         "disk_seq_write_mb_per_sec": round2(disk_mb_per_sec),
     });
     print_result(&result, args.json)
+}
+
+/// A temporary directory under `parent` (created if needed), removed when dropped.
+fn temp_dir(parent: &std::path::Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    std::fs::create_dir_all(parent)?;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot make a temporary directory in {}", parent.display()))
 }
 
 fn round2(x: f64) -> f64 {

@@ -836,7 +836,8 @@ impl Shared {
             }
         }
         needs_sync &= !buf.is_empty() || state.dirty;
-        if let Err(error) = self.write_at(file, &buf, state.len) {
+        let carries_intent = group.iter().any(|r| matches!(r, Request::Intent { .. }));
+        if let Err(error) = self.write_at(file, &buf, state.len, carries_intent) {
             let rolled_back = file.set_len(state.len).is_ok();
             if error.kind() == io::ErrorKind::StorageFull && rolled_back {
                 telemetry::JournalDiskFull { bytes: buf.len() }.emit();
@@ -884,18 +885,28 @@ impl Shared {
         }
     }
 
-    fn write_at(&self, file: &File, buf: &[u8], position: u64) -> io::Result<()> {
+    /// `carries_intent`: whether `buf` holds an intent. Injected failures (tests) hit
+    /// only such writes, so that a `done` written alone in between cannot take them.
+    fn write_at(
+        &self,
+        file: &File,
+        buf: &[u8],
+        position: u64,
+        carries_intent: bool,
+    ) -> io::Result<()> {
         #[cfg(test)]
-        if let Some(kind) = self
-            .fail_next_write
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        if carries_intent
+            && let Some(kind) = self
+                .fail_next_write
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
         {
             // Half the bytes make it, as with a disk that fills up mid-write.
             let _ = file.write_all_at(&buf[..buf.len() / 2], position);
             return Err(io::Error::from(kind));
         }
+        let _ = carries_intent;
         file.write_all_at(buf, position)
     }
 

@@ -239,6 +239,7 @@ impl Partition {
                     if let Some(reason) = &scan.stopped_by {
                         if scan.index.log_len == 0
                             && *reason == FrameError::BadMagic(frame::MAGIC_V1)
+                            && is_whole_v1_frame(&file)
                         {
                             return Err(Error::Corrupt {
                                 what: seg_what(),
@@ -1185,3 +1186,28 @@ fn write_recovery_point(dir: &Path, offset: u64) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `file` starts with what an old weir wrote (a version 1 frame), to refuse,
+/// rather than a newer first frame whose magic byte a bit flip turned into `0xB1` (0xB3
+/// is one bit away), which is a corrupt tail to cut: the latter decodes as a version 2 or
+/// tagged frame once its magic byte is put back.
+fn is_whole_v1_frame(file: &File) -> bool {
+    let mut header = [0u8; frame::HEADER_LEN];
+    if file.read_exact_at(&mut header, 0).is_err() {
+        return true;
+    }
+    let body_len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if body_len > 64 << 20 {
+        return true;
+    }
+    let mut bytes = vec![0u8; frame::HEADER_LEN + body_len];
+    if file.read_exact_at(&mut bytes, 0).is_err() {
+        return true;
+    }
+    ![frame::MAGIC, frame::MAGIC_TAGGED]
+        .into_iter()
+        .any(|magic| {
+            bytes[0] = magic;
+            frame::decode_frame(Bytes::copy_from_slice(&bytes)).is_ok()
+        })
+}

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use futures::StreamExt;
 use serde_json::json;
 use weir_cloudevents::{CloudEvent, ExtensionValue};
@@ -125,16 +124,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let sample = CloudEvent::from_json_slice(&std::fs::read(repo_path(
         "examples/orders/sales-order-created.json",
     ))?)?;
-    std::fs::create_dir_all(&args.dir)?;
-    let dir = tempfile::Builder::new()
-        .prefix("weir-bench-pipeline-")
-        .tempdir_in(&args.dir)
-        .with_context(|| {
-            format!(
-                "cannot make a temporary directory in {}",
-                args.dir.display()
-            )
-        })?;
+    let dir = super::temp_dir(&args.dir, "weir-bench-pipeline-")?;
     let data = dir.path().join("data");
 
     // The backlog, published before the pipeline exists.
