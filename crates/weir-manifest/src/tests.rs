@@ -985,6 +985,7 @@ source = "f.wasm"
 from = ["in", "nothing.*"]
 function = "f"
 to = ["out"]
+group = "other.redrive"
 concurrency = 0
 dead_letter = "in"
 [pipelines.p.retry]
@@ -1013,6 +1014,7 @@ extensions = { "Bad-Name" = "x", time = "2026*" }
         "pipelines.p.filter.extensions.Bad-Name",
         "pipelines.p.filter.extensions.time",
         "pipelines.p.filter.subject",
+        "pipelines.p.group",
     ] {
         assert!(err.contains(key), "{key} missing from: {err}");
     }

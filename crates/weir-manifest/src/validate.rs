@@ -363,6 +363,15 @@ fn check_pipeline(
                 pipeline.group
             ),
         ));
+    } else if pipeline.group.ends_with(".redrive") {
+        problems.push(Problem::new(
+            key(&["pipelines", name, "group"]),
+            format!(
+                "consumer group name {:?} ends in \".redrive\", which weir keeps for the \
+                 progress of `weir redrive`; pick another name",
+                pipeline.group
+            ),
+        ));
     }
     check_pipeline_delivery(manifest, name, pipeline, problems);
 }
