@@ -158,6 +158,13 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
     print_result(&result, args.json)
 }
 
+/// A path in the repository the `weir` binary was built from (guests, the example).
+fn repo_path(relative: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
+}
+
 /// A temporary directory under `parent` (created if needed), removed when dropped.
 fn temp_dir(parent: &std::path::Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
     std::fs::create_dir_all(parent)?;

@@ -584,14 +584,7 @@ impl Node {
 
     /// The offset `from` means in one partition.
     fn resolve_start(&self, topic: &str, partition: u32, from: StartFrom) -> Result<u64> {
-        let end = self.log.end_offset(topic, partition)?;
-        let start = self.log.start_offset(topic, partition)?;
-        Ok(match from {
-            StartFrom::Earliest => start,
-            StartFrom::Latest => end,
-            StartFrom::Offset(o) => o.clamp(start, end),
-            StartFrom::Time(ms) => self.log.offset_for_time(topic, partition, ms)?.min(end),
-        })
+        resolve_start(&self.log, topic, partition, from)
     }
 
     /// Follow a topic as a member of consumer group `group`: the group's members share
@@ -768,12 +761,7 @@ impl Node {
             let producer = format!("redrive/{name}/{dlq}/{partition}");
             // An earlier re-drive that failed half-way is completed first (an empty
             // transaction does that), so its events are not read and sent again.
-            self.log
-                .commit_transaction(weir_log::Transaction {
-                    producer: producer.clone(),
-                    ..Default::default()
-                })
-                .await?;
+            complete_pending(&self.log, &producer).await?;
             let mut next = match self.log.committed_offset(&group, &dlq, partition)? {
                 Some(o) => o,
                 None => self.log.start_offset(&dlq, partition)?,
@@ -823,12 +811,7 @@ impl Node {
                     Ok(()) => {}
                     // Durable, completed by the next call: counted, and not sent again.
                     Err(weir_log::Error::TransactionIncomplete { .. }) => {
-                        self.log
-                            .commit_transaction(weir_log::Transaction {
-                                producer: producer.clone(),
-                                ..Default::default()
-                            })
-                            .await?;
+                        complete_pending(&self.log, &producer).await?;
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -1100,6 +1083,35 @@ async fn enforce_retention(log: SharedLog, every: std::time::Duration, cancel: C
             Err(e) => tracing::error!(error = %e, "retention failed; it is tried again later"),
         }
     }
+}
+
+/// Complete `producer`'s transaction whose intent is durable but whose appends are not
+/// all done, if it has one: the log does that at the producer's next call, and an empty
+/// transaction is such a call.
+async fn complete_pending(log: &SharedLog, producer: &str) -> Result<()> {
+    let empty = weir_log::Transaction {
+        producer: producer.to_owned(),
+        ..Default::default()
+    };
+    Ok(log.commit_transaction(empty).await?)
+}
+
+/// The offset `from` means in one partition of `log`: a given offset is kept within the
+/// retained range, a time finds the first event at or after it.
+pub(crate) fn resolve_start(
+    log: &SharedLog,
+    topic: &str,
+    partition: u32,
+    from: StartFrom,
+) -> Result<u64> {
+    let end = log.end_offset(topic, partition)?;
+    let start = log.start_offset(topic, partition)?;
+    Ok(match from {
+        StartFrom::Earliest => start,
+        StartFrom::Latest => end,
+        StartFrom::Offset(o) => o.clamp(start, end),
+        StartFrom::Time(ms) => log.offset_for_time(topic, partition, ms)?.min(end),
+    })
 }
 
 /// The log record for an event.

@@ -457,11 +457,7 @@ impl Pipeline {
         if name.len() <= 255 {
             return name;
         }
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in topic.bytes() {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+        let hash = fnv1a(topic.as_bytes());
         format!("pipeline/{}/#{hash:016x}/{partition}", self.name)
     }
 
@@ -599,18 +595,6 @@ impl Pipeline {
         Ok(dead)
     }
 
-    /// The offset a reset or a new group's start means in a partition.
-    fn resolve(log: &SharedLog, topic: &str, partition: u32, to: StartFrom) -> Result<u64> {
-        let end = log.end_offset(topic, partition)?;
-        let start = log.start_offset(topic, partition)?;
-        Ok(match to {
-            StartFrom::Earliest => start,
-            StartFrom::Latest => end,
-            StartFrom::Offset(o) => o.clamp(start, end),
-            StartFrom::Time(ms) => log.offset_for_time(topic, partition, ms)?.min(end),
-        })
-    }
-
     /// Apply a reset asked for this partition, if any: returns the new next offset.
     async fn take_reset(
         &self,
@@ -629,7 +613,7 @@ impl Pipeline {
         let Some(to) = to else {
             return Ok(None);
         };
-        let next = Self::resolve(log, topic, partition, to)?;
+        let next = crate::resolve_start(log, topic, partition, to)?;
         self.commit(log, topic, partition, Vec::new(), next, cancel)
             .await?;
         {
@@ -663,7 +647,7 @@ impl Pipeline {
                     StartPosition::Earliest => StartFrom::Earliest,
                     StartPosition::Latest => StartFrom::Latest,
                 };
-                let start = Self::resolve(log, topic, partition, start)?;
+                let start = crate::resolve_start(log, topic, partition, start)?;
                 // Remember where a new group starts, so "latest" means the same after a restart.
                 self.commit(log, topic, partition, Vec::new(), start, cancel)
                     .await?;
@@ -724,10 +708,12 @@ impl Pipeline {
                     }
                 };
                 for (target, record) in &records {
-                    appends
-                        .entry(target.clone())
-                        .or_default()
-                        .push(record.clone());
+                    match appends.get_mut(target) {
+                        Some(batch) => batch.push(record.clone()),
+                        None => {
+                            appends.insert(target.clone(), vec![record.clone()]);
+                        }
+                    }
                 }
                 per_event.push((offset, records));
             }
@@ -965,13 +951,17 @@ fn wait_or_cancel(wait: Duration, cancel: &CancellationToken) -> bool {
 
 /// Which of `lanes` lanes the events with `key` go to: always the same one.
 fn lane_of(key: &[u8], lanes: usize) -> usize {
-    // FNV-1a: stable across runs and cheap on short keys.
+    (fnv1a(key) % lanes as u64) as usize
+}
+
+/// FNV-1a: stable across runs and cheap on short keys.
+fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key {
+    for b in bytes {
         hash ^= u64::from(*b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    (hash % lanes as u64) as usize
+    hash
 }
 
 /// The trace id of the event's W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).

@@ -16,7 +16,7 @@ use weir_cloudevents::{CloudEvent, ExtensionValue};
 use weir_engine::{Node, NodeOptions, StartFrom};
 use weir_manifest::Manifest;
 
-use super::{percentile, print_result, round2};
+use super::{percentile, print_result, repo_path, round2};
 
 #[derive(Debug, clap::Args)]
 pub struct PipelineBenchArgs {
@@ -50,12 +50,6 @@ pub struct PipelineBenchArgs {
 /// The example's topics: its function publishes to `crm.orders`.
 const IN: &str = "erp.sales-orders";
 const OUT: &str = "crm.orders";
-
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(relative)
-}
 
 /// The bench app: the example's function, config and customers, on topics sized by
 /// `args`, with the pipeline only if `with_pipeline`.

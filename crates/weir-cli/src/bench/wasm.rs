@@ -5,7 +5,7 @@
 //! restart takes to have them all ready from the compiled cache (measured in a child
 //! process, so the compiler's memory does not count).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use serde_json::json;
 use weir_cloudevents::CloudEvent;
 use weir_wasm::{FunctionHost, FunctionSettings, HostOptions, KeyValueStore, MemoryKeyValue};
 
-use super::{percentile, print_result, round2};
+use super::{percentile, print_result, repo_path, round2};
 
 #[derive(Debug, clap::Args)]
 pub struct WasmBenchArgs {
@@ -49,12 +49,6 @@ pub struct WasmRestartArgs {
     wasm_dir: PathBuf,
     #[arg(long)]
     cache_dir: PathBuf,
-}
-
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(relative)
 }
 
 fn read_wasm(path: Option<PathBuf>, default: &str) -> anyhow::Result<Vec<u8>> {
