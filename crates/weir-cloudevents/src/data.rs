@@ -138,7 +138,8 @@ impl<'de> DeserializeSeed<'de> for JsonSeed {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
         let mut out = Vec::with_capacity(self.capacity);
-        let mut entries = Vec::new();
+        // Enough for most payloads, so the stack is allocated once.
+        let mut entries = Vec::with_capacity(16);
         Canonical {
             out: &mut out,
             entries: &mut entries,

@@ -6,6 +6,8 @@
 //! non-JSON type and the value is a string, in which case it is text. An explicit
 //! `"data": null` is a null payload, not an absent one.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
@@ -48,29 +50,30 @@ impl CloudEvent {
         Self::from_members(members, data)
     }
 
-    fn from_document(document: Document) -> Result<Self> {
+    fn from_document(document: Document<'_>) -> Result<Self> {
         match document {
-            Document::Event { members, data } => Self::from_members(members, data),
+            Document::Event { members, data } => Self::from_members(*members, data),
             Document::Other(found) => Err(Error::NotAnObject { found }),
         }
     }
 
-    /// The event from its members other than `data`, and `data`.
-    fn from_members(mut members: Map<String, Value>, data: Option<Json>) -> Result<Self> {
+    /// The event from its members other than `data`, and `data`. Errors are looked for in
+    /// this order whichever way the members were read.
+    fn from_members(mut members: impl Members, data: Option<Json>) -> Result<Self> {
         // specversion first: a 0.3 event should hear about its version, not about the
         // attributes 0.3 named differently.
-        let specversion = take_required(&mut members, "specversion")?;
+        let specversion = take_required(&mut members, Attribute::SpecVersion)?;
         if specversion != SPEC_VERSION {
             return Err(Error::UnsupportedSpecVersion(specversion));
         }
-        let id = take_required(&mut members, "id")?;
-        let source = take_required(&mut members, "source")?;
-        let ty = take_required(&mut members, "type")?;
-        let datacontenttype = take_string(&mut members, "datacontenttype")?;
-        let dataschema = take_string(&mut members, "dataschema")?;
-        let subject = take_string(&mut members, "subject")?;
-        let time = take_string(&mut members, "time")?;
-        let data_base64 = take_string(&mut members, "data_base64")?;
+        let id = take_required(&mut members, Attribute::Id)?;
+        let source = take_required(&mut members, Attribute::Source)?;
+        let ty = take_required(&mut members, Attribute::Type)?;
+        let datacontenttype = members.take_string(Attribute::DataContentType)?;
+        let dataschema = members.take_string(Attribute::DataSchema)?;
+        let subject = members.take_string(Attribute::Subject)?;
+        let time = members.take_string(Attribute::Time)?;
+        let data_base64 = members.take_string(Attribute::DataBase64)?;
         let data = match (data, data_base64) {
             (Some(_), Some(_)) => return Err(Error::ConflictingData),
             (None, Some(encoded)) => Some(Data::Binary(
@@ -89,14 +92,7 @@ impl CloudEvent {
             (Some(json), None) => Some(data_from_json(datacontenttype.as_deref(), json)),
             (None, None) => None,
         };
-        let extensions = members
-            .into_iter()
-            .filter(|(_, value)| !value.is_null())
-            .map(|(name, value)| {
-                let value = extension_value(&name, value)?;
-                Ok((name, value))
-            })
-            .collect::<Result<_>>()?;
+        let extensions = members.into_extensions()?;
         let event = CloudEvent {
             id,
             source,
@@ -277,7 +273,21 @@ pub fn batch_to_json_vec(events: &[CloudEvent]) -> Vec<u8> {
 
 /// One whole JSON text read with `seed`, failing as `serde_json::from_slice` does.
 fn read_all<'de, S: DeserializeSeed<'de>>(bytes: &'de [u8], seed: S) -> Result<S::Value> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // Read from a slice, serde_json checks each string is UTF-8 as it meets it; one check
+    // of the whole text is quicker, and then the text is read as a `str`, which fails
+    // exactly as the slice would (only the UTF-8 check differs). Text that is not UTF-8
+    // is read as a slice, so it fails where it did.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => read_all_from(serde_json::Deserializer::from_str(text), seed),
+        Err(_) => read_all_from(serde_json::Deserializer::from_slice(bytes), seed),
+    }
+}
+
+fn read_all_from<'de, R, S>(mut de: serde_json::Deserializer<R>, seed: S) -> Result<S::Value>
+where
+    R: serde_json::de::Read<'de>,
+    S: DeserializeSeed<'de>,
+{
     let value = seed.deserialize(&mut de).map_err(Error::MalformedJson)?;
     de.end().map_err(Error::MalformedJson)?;
     Ok(value)
@@ -285,16 +295,153 @@ fn read_all<'de, S: DeserializeSeed<'de>>(bytes: &'de [u8], seed: S) -> Result<S
 
 /// A JSON text that should hold one event, read but not yet checked. Reading it fails
 /// only for malformed JSON, at the same place and with the same message as reading a
-/// `Value` would; every other problem is found afterwards, as before.
-enum Document {
-    /// An object: its members other than `data` (of duplicates the last, as `Value`
-    /// keeps), and `data` as canonical JSON.
+/// `Value` would (every member other than `data` is read as a `Value`); every other
+/// problem is found afterwards, as before.
+enum Document<'de> {
+    /// An object: its members other than `data`, and `data` as canonical JSON (of
+    /// duplicates the last).
     Event {
-        members: Map<String, Value>,
+        members: Box<Envelope<'de>>,
         data: Option<Json>,
     },
     /// Any other JSON value, by its kind.
     Other(&'static str),
+}
+
+/// An object read as an event, without a `Map`: member names are matched where they lie
+/// in the input, attributes go straight to their places and values are checked as they
+/// are read, but no error is reported until [`CloudEvent::from_members`] asks, so the
+/// errors and their order are those of the `Map` it replaces.
+struct Envelope<'de> {
+    /// Each [`Attribute`] by its index, as its last occurrence gave it.
+    attributes: [AttributeValue; Attribute::COUNT],
+    /// Where each attribute first appeared among the members other than `data`.
+    attributes_at: [Option<usize>; Attribute::COUNT],
+    /// Every other member, duplicates included, in document order.
+    extensions: Vec<ExtensionMember<'de>>,
+}
+
+struct ExtensionMember<'de> {
+    name: Cow<'de, str>,
+    /// `None` for null.
+    value: Option<Result<ExtensionValue>>,
+    /// Where it appeared among the members other than `data`; after deduplication, where
+    /// the first of its name did.
+    at: usize,
+}
+
+impl Members for Envelope<'_> {
+    fn take_string(&mut self, attribute: Attribute) -> Result<Option<String>> {
+        std::mem::replace(
+            &mut self.attributes[attribute as usize],
+            AttributeValue::Absent,
+        )
+        .into_string(attribute)
+    }
+
+    fn into_extensions(self) -> Result<BTreeMap<String, ExtensionValue>> {
+        let mut members = self.extensions;
+        if members.len() > 1 {
+            // Of duplicates the last value, at the first one's place, as a map insert
+            // keeps them: the sort is stable, and `dedup_by` hands the later one first.
+            members.sort_by(|a, b| a.name.cmp(&b.name));
+            members.dedup_by(|later, earlier| {
+                let same = later.name == earlier.name;
+                if same {
+                    earlier.value = later.value.take();
+                }
+                same
+            });
+        }
+        let mut extensions = BTreeMap::new();
+        let mut bad = Vec::new();
+        for member in &mut members {
+            match member.value.take() {
+                Some(Ok(value)) => {
+                    extensions.insert(std::mem::take(&mut member.name).into_owned(), value);
+                }
+                Some(Err(error)) => bad.push((member.at, error)),
+                None => {}
+            }
+        }
+        if bad.len() > 1 {
+            let order = map_order(&self.attributes_at, &members);
+            bad.sort_by_key(|(at, _)| order.iter().position(|place| place == at));
+        }
+        match bad.into_iter().next() {
+            Some((_, error)) => Err(error),
+            None => Ok(extensions),
+        }
+    }
+}
+
+/// The places (see `at`) of the extensions in the order the `Map` path meets them: the
+/// order in which the members first appeared, after each attribute present was
+/// `swap_remove`d in [`Attribute`] order. Of several extensions with bad values it reports
+/// the first it meets, so this reader must too.
+fn map_order(
+    attributes_at: &[Option<usize>; Attribute::COUNT],
+    extensions: &[ExtensionMember<'_>],
+) -> Vec<usize> {
+    let mut order: Vec<usize> = attributes_at
+        .iter()
+        .flatten()
+        .copied()
+        .chain(extensions.iter().map(|member| member.at))
+        .collect();
+    order.sort_unstable();
+    for at in attributes_at.iter().flatten() {
+        if let Some(index) = order.iter().position(|place| place == at) {
+            order.swap_remove(index);
+        }
+    }
+    order
+}
+
+/// A member name: an attribute, `data`, or an extension's name, borrowed from the input
+/// unless it held escapes.
+enum MemberName<'de> {
+    Attribute(Attribute),
+    Data,
+    Extension(Cow<'de, str>),
+}
+
+impl<'de> MemberName<'de> {
+    fn new(name: &str, owned: impl FnOnce() -> Cow<'de, str>) -> Self {
+        match name {
+            "data" => MemberName::Data,
+            _ => match Attribute::named(name) {
+                Some(attribute) => MemberName::Attribute(attribute),
+                None => MemberName::Extension(owned()),
+            },
+        }
+    }
+}
+
+struct MemberNameSeed;
+
+impl<'de> DeserializeSeed<'de> for MemberNameSeed {
+    type Value = MemberName<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MemberNameSeed {
+    type Value = MemberName<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(MemberName::new(v, || Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(MemberName::new(v, || Cow::Owned(v.to_owned())))
+    }
 }
 
 struct DocumentSeed {
@@ -303,89 +450,107 @@ struct DocumentSeed {
 }
 
 impl<'de> DeserializeSeed<'de> for DocumentSeed {
-    type Value = Document;
+    type Value = Document<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Document, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for DocumentSeed {
-    type Value = Document;
+    type Value = Document<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a CloudEvent")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
-        let mut members = Map::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document<'de>, A::Error> {
+        let mut members = Box::new(Envelope {
+            attributes: std::array::from_fn(|_| AttributeValue::Absent),
+            attributes_at: [None; Attribute::COUNT],
+            extensions: Vec::new(),
+        });
         let mut data = None;
-        while let Some(name) = map.next_key::<String>()? {
-            if name == "data" {
-                data = Some(map.next_value_seed(JsonSeed {
-                    capacity: self.data_capacity,
-                })?);
-            } else {
-                members.insert(name, map.next_value()?);
+        // `data` never entered the map this replaces, so it takes no place.
+        let mut at = 0;
+        while let Some(name) = map.next_key_seed(MemberNameSeed)? {
+            match name {
+                MemberName::Data => {
+                    data = Some(map.next_value_seed(JsonSeed {
+                        capacity: self.data_capacity,
+                    })?);
+                    continue;
+                }
+                MemberName::Attribute(attribute) => {
+                    let value = AttributeValue::from(map.next_value::<Value>()?);
+                    members.attributes[attribute as usize] = value;
+                    members.attributes_at[attribute as usize].get_or_insert(at);
+                }
+                MemberName::Extension(name) => {
+                    let value: Value = map.next_value()?;
+                    let value = (!value.is_null()).then(|| extension_value(&name, value));
+                    members.extensions.push(ExtensionMember { name, value, at });
+                }
             }
+            at += 1;
         }
         Ok(Document::Event { members, data })
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Document, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Document<'de>, A::Error> {
         drain_seq(seq)?;
         Ok(Document::Other("an array"))
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Document, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Document<'de>, E> {
         Ok(Document::Other("a boolean"))
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Document, E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Document<'de>, E> {
         Ok(Document::Other("a number"))
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Document, E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Document<'de>, E> {
         Ok(Document::Other("a number"))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Document, E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Document<'de>, E> {
         Ok(Document::Other("a number"))
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Document, E> {
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Document<'de>, E> {
         Ok(Document::Other("a string"))
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Document, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Document<'de>, E> {
         Ok(Document::Other("null"))
     }
 }
 
 /// A JSON text that should hold a batch, read but not yet checked.
-enum Batch {
-    Events(Vec<Document>),
+enum Batch<'de> {
+    Events(Vec<Document<'de>>),
     Other(&'static str),
 }
 
 struct BatchSeed;
 
 impl<'de> DeserializeSeed<'de> for BatchSeed {
-    type Value = Batch;
+    type Value = Batch<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Batch, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Batch<'de>, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for BatchSeed {
-    type Value = Batch;
+    type Value = Batch<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a batch of CloudEvents")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch<'de>, A::Error> {
         let mut documents = Vec::new();
         while let Some(document) = seq.next_element_seed(DocumentSeed { data_capacity: 128 })? {
             documents.push(document);
@@ -393,32 +558,32 @@ impl<'de> Visitor<'de> for BatchSeed {
         Ok(Batch::Events(documents))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Batch, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Batch<'de>, A::Error> {
         while map.next_entry::<String, Value>()?.is_some() {}
         Ok(Batch::Other("an object"))
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Batch, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Batch<'de>, E> {
         Ok(Batch::Other("a boolean"))
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Batch, E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Batch<'de>, E> {
         Ok(Batch::Other("a number"))
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Batch, E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Batch<'de>, E> {
         Ok(Batch::Other("a number"))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Batch, E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Batch<'de>, E> {
         Ok(Batch::Other("a number"))
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Batch, E> {
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Batch<'de>, E> {
         Ok(Batch::Other("a string"))
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Batch, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Batch<'de>, E> {
         Ok(Batch::Other("null"))
     }
 }
@@ -451,19 +616,118 @@ fn data_from_json(content_type: Option<&str>, json: Json) -> Data {
     Data::Json(json)
 }
 
-fn take_string(members: &mut Map<String, Value>, name: &str) -> Result<Option<String>> {
-    match members.remove(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(value)) => Ok(Some(value)),
-        Some(other) => Err(Error::invalid(
-            name,
-            format!("must be a string, found {}", json_kind(&other)),
-        )),
+/// The attributes read as strings, in the order [`CloudEvent::from_members`] takes them,
+/// which is the order their errors are reported in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Attribute {
+    SpecVersion,
+    Id,
+    Source,
+    Type,
+    DataContentType,
+    DataSchema,
+    Subject,
+    Time,
+    DataBase64,
+}
+
+impl Attribute {
+    const COUNT: usize = 9;
+
+    fn name(self) -> &'static str {
+        match self {
+            Attribute::SpecVersion => "specversion",
+            Attribute::Id => "id",
+            Attribute::Source => "source",
+            Attribute::Type => "type",
+            Attribute::DataContentType => "datacontenttype",
+            Attribute::DataSchema => "dataschema",
+            Attribute::Subject => "subject",
+            Attribute::Time => "time",
+            Attribute::DataBase64 => "data_base64",
+        }
+    }
+
+    fn named(name: &str) -> Option<Attribute> {
+        Some(match name {
+            "specversion" => Attribute::SpecVersion,
+            "id" => Attribute::Id,
+            "source" => Attribute::Source,
+            "type" => Attribute::Type,
+            "datacontenttype" => Attribute::DataContentType,
+            "dataschema" => Attribute::DataSchema,
+            "subject" => Attribute::Subject,
+            "time" => Attribute::Time,
+            "data_base64" => Attribute::DataBase64,
+            _ => return None,
+        })
     }
 }
 
-fn take_required(members: &mut Map<String, Value>, name: &'static str) -> Result<String> {
-    take_string(members, name)?.ok_or(Error::MissingAttribute(name))
+/// An event's members other than `data`, as one of the two readers holds them: a `Map`
+/// ([`CloudEvent::from_json_value`]) or an [`Envelope`] ([`CloudEvent::from_json_slice`],
+/// [`parse_batch`]).
+trait Members {
+    /// The attribute's string; `None` when it is absent or null.
+    fn take_string(&mut self, attribute: Attribute) -> Result<Option<String>>;
+
+    /// The members not taken as attributes, as extensions; null ones are absent.
+    fn into_extensions(self) -> Result<BTreeMap<String, ExtensionValue>>;
+}
+
+impl Members for Map<String, Value> {
+    fn take_string(&mut self, attribute: Attribute) -> Result<Option<String>> {
+        // With preserve_order this is a `swap_remove`, which `map_order` follows.
+        let value = self.remove(attribute.name()).unwrap_or(Value::Null);
+        AttributeValue::from(value).into_string(attribute)
+    }
+
+    fn into_extensions(self) -> Result<BTreeMap<String, ExtensionValue>> {
+        self.into_iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(name, value)| {
+                let value = extension_value(&name, value)?;
+                Ok((name, value))
+            })
+            .collect()
+    }
+}
+
+fn take_required(members: &mut impl Members, attribute: Attribute) -> Result<String> {
+    members
+        .take_string(attribute)?
+        .ok_or(Error::MissingAttribute(attribute.name()))
+}
+
+/// An attribute's value as read: a string, or the kind of the JSON value it was instead.
+enum AttributeValue {
+    /// Absent or null.
+    Absent,
+    String(String),
+    Other(&'static str),
+}
+
+impl From<Value> for AttributeValue {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::Null => AttributeValue::Absent,
+            Value::String(value) => AttributeValue::String(value),
+            other => AttributeValue::Other(json_kind(&other)),
+        }
+    }
+}
+
+impl AttributeValue {
+    fn into_string(self, attribute: Attribute) -> Result<Option<String>> {
+        match self {
+            AttributeValue::Absent => Ok(None),
+            AttributeValue::String(value) => Ok(Some(value)),
+            AttributeValue::Other(kind) => Err(Error::invalid(
+                attribute.name(),
+                format!("must be a string, found {kind}"),
+            )),
+        }
+    }
 }
 
 fn extension_value(name: &str, value: Value) -> Result<ExtensionValue> {

@@ -1052,6 +1052,233 @@ fn json_data_compares_as_values() {
     assert_eq!(Json::from(json!("x")).to_string(), "\"x\"");
 }
 
+/// What `from_json_slice` gave when it read the members other than `data` into a `Map`:
+/// `from_json_value` on the same members in the same order. It takes `data` out with a
+/// `swap_remove`, so `data` goes last, where that leaves the others in place.
+fn through_a_map(bytes: &[u8]) -> Result<CloudEvent, Error> {
+    match serde_json::from_slice(bytes).map_err(Error::MalformedJson)? {
+        Value::Object(mut members) => {
+            if let Some(data) = members.shift_remove("data") {
+                members.insert("data".to_owned(), data);
+            }
+            CloudEvent::from_json_value(Value::Object(members))
+        }
+        other => CloudEvent::from_json_value(other),
+    }
+}
+
+/// `from_json_slice` and `parse_batch` give what reading through a `Map` gave.
+fn assert_read_as_through_a_map(document: &[u8]) {
+    let shown = String::from_utf8_lossy(document);
+    match (
+        CloudEvent::from_json_slice(document),
+        through_a_map(document),
+    ) {
+        (Ok(direct), Ok(expected)) => {
+            assert_eq!(direct, expected, "{shown}");
+            assert_eq!(direct.to_json_vec(), expected.to_json_vec(), "{shown}");
+        }
+        (Err(direct), Err(expected)) => {
+            assert_eq!(direct.to_string(), expected.to_string(), "{shown}");
+            assert_eq!(direct.attribute(), expected.attribute(), "{shown}");
+        }
+        (direct, expected) => panic!("{shown}: {direct:?} but through a Map {expected:?}"),
+    }
+    let batch = [b"[".as_slice(), document, b", ", document, b"]"].concat();
+    let expected = serde_json::from_slice::<Value>(&batch)
+        .map_err(Error::MalformedJson)
+        .and_then(|_| {
+            [document, document]
+                .iter()
+                .enumerate()
+                .map(|(index, document)| {
+                    through_a_map(document).map_err(|error| Error::InBatch {
+                        index,
+                        error: Box::new(error),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+    assert_eq!(
+        parse_batch(&batch).map_err(|e| e.to_string()),
+        expected.map_err(|e| e.to_string()),
+        "[{shown}, …]"
+    );
+}
+
+#[test]
+fn events_read_as_through_a_map() {
+    let documents: &[&[u8]] = &[
+        // Names with escapes are the names they spell.
+        br#"{"specversion":"1.0","\u0069d":"1","source":"/s","typ\u0065":"t","\u0064ata":[1]}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","\u0061b":1}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","\u0041b":1}"#,
+        // Of duplicates the last counts, null too.
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","id":"2","subject":"x","subject":null}"#,
+        br#"{"specversion":"1.0","id":5,"source":"/s","type":"t","id":"2"}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ext":1.5,"ext":"ok","other":true,"other":null}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ext":"ok","ext":[1]}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ext":"ok","Ext":1,"ext":"again"}"#,
+        // Of several bad extensions, the one the map met first: not always the first
+        // in the document, since taking out the attributes reordered the map.
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","a":1.5,"b":1.5}"#,
+        br#"{"a":1.5,"specversion":"1.0","b":{},"id":"1","c":null,"source":"/s","type":"t","d":[],"a":2.5}"#,
+        br#"{"x":1.5,"y":18446744073709551615,"z":[],"specversion":"1.0","id":"1","source":"/s","type":"t","time":null}"#,
+        br#"{"specversion":"1.0","data":1,"id":"1","a":1.5,"source":"/s","b":1.5,"type":"t","data_base64":null,"c":1.5}"#,
+        // Bad names and bad values: values are checked first, names by `validate`.
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","Bad":"x","ext":1.5}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","Bad":"x","zz":"tab\tx"}"#,
+        // Not UTF-8, in a string and outside one.
+        b"{\"specversion\":\"1.0\",\"id\":\"\xff\",\"source\":\"/s\",\"type\":\"t\"}",
+        b"{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\"}\xff",
+        b"{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\",\"\xc3\":1}",
+        // Malformed inside values the reader does not keep.
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ext":[1,]}"#,
+        br#"{"specversion":"1.0","id":{"a":1e400},"source":"/s","type":"t"}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ext":1e400}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ext":"\ud800"}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t",5:1}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ext":1,}"#,
+    ];
+    for document in documents {
+        assert_read_as_through_a_map(document);
+    }
+    let err = CloudEvent::from_json_slice(documents[8]).expect_err("two bad extensions");
+    assert_eq!(err.attribute(), Some("b"), "{err}");
+}
+
+#[test]
+fn is_json_agrees_with_the_essence() {
+    for content_type in [
+        "application/json",
+        "APPLICATION/JSON",
+        " Text/Json ; charset=utf-8",
+        "application/vnd.x+JSON",
+        "application/+json",
+        "application/json+xml",
+        "json",
+        "/json",
+        "a/b/json",
+        "é/json",
+        "application/jsoné",
+        "application/xjson",
+        "\u{a0}application/json\u{a0}",
+        "",
+    ] {
+        let expected = crate::validate::essence(content_type)
+            .split_once('/')
+            .is_some_and(|(_, subtype)| subtype == "json" || subtype.ends_with("+json"));
+        assert_eq!(
+            crate::validate::is_json(content_type),
+            expected,
+            "{content_type:?}"
+        );
+    }
+}
+
+mod envelopes {
+    use proptest::prelude::*;
+
+    use super::assert_read_as_through_a_map;
+
+    const NAMES: &[&str] = &[
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "datacontenttype",
+        "dataschema",
+        "subject",
+        "time",
+        "data",
+        "data_base64",
+        "partitionkey",
+        "a",
+        "b",
+        "ext1",
+        "Bad",
+        "with-dash",
+        "é",
+    ];
+
+    const VALUES: &[&str] = &[
+        "null",
+        r#""1.0""#,
+        r#""0.3""#,
+        r#""""#,
+        r#""x""#,
+        r#""/s""#,
+        r#""t""#,
+        r#""bell\u0007""#,
+        r#""/caf\u00e9""#,
+        r#""2018-04-05T17:31:00Z""#,
+        r#""application/json""#,
+        r#""Text/Plain""#,
+        r#""https://example.com/s""#,
+        r#""aGk=""#,
+        r#""not base64!""#,
+        "1",
+        "-5",
+        "1.5",
+        "18446744073709551615",
+        "true",
+        r#"[1, {"a": []}]"#,
+        r#"{"a": 1, "a": "2"}"#,
+    ];
+
+    /// A member's name as JSON text, its first character `\u` escaped if `escape`.
+    fn quoted(name: &str, escape: bool) -> String {
+        let mut chars = name.chars();
+        match (escape, chars.next()) {
+            (true, Some(first)) => format!("\"\\u{:04x}{}\"", u32::from(first), chars.as_str()),
+            _ => format!("\"{name}\""),
+        }
+    }
+
+    fn members() -> impl Strategy<Value = Vec<(usize, usize, bool)>> {
+        // Mostly a valid core, so that later checks are reached too.
+        let core = [(0, 1), (1, 4), (2, 5), (3, 6)].map(|(name, value)| {
+            prop_oneof![
+                4 => Just((name, value, false)),
+                1 => (0..NAMES.len(), 0..VALUES.len(), any::<bool>()),
+            ]
+        });
+        let others = prop::collection::vec((0..NAMES.len(), 0..VALUES.len(), any::<bool>()), 0..8);
+        (core, others)
+            .prop_map(|(core, others)| core.into_iter().chain(others).collect::<Vec<_>>())
+            .prop_shuffle()
+    }
+
+    proptest! {
+        #[test]
+        fn any_envelope_reads_as_through_a_map(
+            members in members(),
+            spaced in any::<bool>(),
+            edit in prop::option::weighted(0.2, (any::<prop::sample::Index>(), 0..3u8,
+                prop::sample::select(&b"{}[]\":,\\u0e-+. x\xff"[..]))),
+        ) {
+            let separator = if spaced { ", " } else { "," };
+            let text = members
+                .iter()
+                .map(|&(name, value, escape)| {
+                    format!("{}:{}", quoted(NAMES[name], escape), VALUES[value])
+                })
+                .collect::<Vec<_>>()
+                .join(separator);
+            let mut document = format!("{{{text}}}").into_bytes();
+            if let Some((at, kind, byte)) = edit {
+                let at = at.index(document.len() + 1);
+                match kind {
+                    0 if at < document.len() => { document.remove(at); }
+                    1 if at < document.len() => document[at] = byte,
+                    _ => document.insert(at, byte),
+                }
+            }
+            assert_read_as_through_a_map(&document);
+        }
+    }
+}
+
 mod canonical_text {
     use proptest::prelude::*;
     use serde_json::{Map, Number, Value};

@@ -59,11 +59,20 @@ pub(crate) fn essence(content_type: &str) -> String {
     essence.trim().to_ascii_lowercase()
 }
 
-/// Whether a content type declares JSON: subtype `json` or a `+json` suffix.
+/// Whether a content type declares JSON: subtype `json` or a `+json` suffix. Compares as
+/// [`essence`] would, without making it.
 pub(crate) fn is_json(content_type: &str) -> bool {
-    essence(content_type)
-        .split_once('/')
-        .is_some_and(|(_, subtype)| subtype == "json" || subtype.ends_with("+json"))
+    let essence = content_type
+        .split_once(';')
+        .map_or(content_type, |(essence, _)| essence);
+    essence.trim().split_once('/').is_some_and(|(_, subtype)| {
+        let subtype = subtype.as_bytes();
+        subtype.eq_ignore_ascii_case(b"json")
+            || subtype
+                .len()
+                .checked_sub(5)
+                .is_some_and(|start| subtype[start..].eq_ignore_ascii_case(b"+json"))
+    })
 }
 
 /// A value quoted for an error message, cut short so a huge input cannot bloat the reply.
@@ -84,6 +93,10 @@ fn non_empty(name: &str, value: &str) -> Result<()> {
 /// The spec's `String` type excludes control characters and Unicode noncharacters (Rust
 /// strings cannot hold the unpaired surrogates it also excludes).
 fn string_chars(name: &str, value: &str) -> Result<()> {
+    // Printable ASCII, by far the most common, holds none of them.
+    if value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Ok(());
+    }
     let forbidden = |c: char| {
         let code = u32::from(c);
         c.is_control() || (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
