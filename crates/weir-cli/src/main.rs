@@ -13,6 +13,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: a pipeline allocates and frees small buffers (event
+/// strings, records, outputs) on several threads at once, where glibc's arenas spent
+/// about a sixth of the pipeline's CPU (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "weir",

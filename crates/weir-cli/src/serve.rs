@@ -27,7 +27,9 @@ pub struct ServeArgs {
     max_body_bytes: usize,
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// The node's logging: to stderr, filtered by `WEIR_LOG` (default `info`). The pipeline
+/// bench installs the same, so it pays what a served node pays for its spans.
+pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
@@ -35,6 +37,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
 
     let manifest = match args.app.or_else(crate::default_app) {
         Some(path) => Some(Manifest::load(&path)?),

@@ -2,10 +2,13 @@
 //! event (filtered, in parallel where the ordering allows, retried with backoff), and
 //! commit the outputs, the dead letters and the new offset as one transaction.
 //!
-//! **Architecture Invariant:** each source partition has one task that handles one batch
-//! at a time and commits it with one `EventLog::commit_transaction` (producer
-//! `pipeline/<name>/<topic>/<partition>`): the batch's outputs, its dead letters and the
-//! group's offset past the batch. On the embedded log that is atomic, so a crash at any
+//! **Architecture Invariant:** each source partition has one task that commits each batch
+//! with one `EventLog::commit_transaction` (producer `pipeline/<name>/<topic>/<partition>`):
+//! the batch's outputs, its dead letters and the group's offset past the batch. The task
+//! calls the function on a batch while the previous batch's transaction is being written
+//! (two batches at most), and a batch's commit starts only after the previous one
+//! succeeded, so commits follow the log's order; a reset, an idle wait and the end of the
+//! task first finish the commit in flight. On the embedded log that is atomic, so a crash at any
 //! point neither loses nor repeats an output (exactly-once inside weir); on a backend
 //! without transactions it is at-least-once with stable output ids. The group's offsets
 //! of a pipeline partition are written only through that producer (the start position
@@ -39,12 +42,14 @@
 //! stalls on it. Any other failure of the partition task (a failing read) stalls it and it
 //! starts again from its committed offset after a backoff.
 //!
-//! Backpressure: a partition task reads the next batch only after the previous one is
-//! committed, so a slow function slows its reader and memory stays bounded by `BATCH`
-//! events and their outputs (each call's at most `limits.max_output_bytes`) per source
-//! partition; the lag shows in the status.
+//! Backpressure: a partition task reads the next batch only after the one before the
+//! previous is committed, so a slow function (or a slow disk) slows its reader and memory
+//! stays bounded by two batches of `BATCH` events and their outputs (each call's at most
+//! `limits.max_output_bytes`) per source partition; the lag shows in the status.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -185,6 +190,28 @@ fn is_rejection(e: &weir_log::Error) -> bool {
             | weir_log::Error::KeyRequired { .. }
             | weir_log::Error::UnknownTopic { .. }
     )
+}
+
+/// A handled batch's records, ready to commit.
+struct BatchOutputs {
+    /// Every record, by target topic, in input order.
+    appends: Vec<(String, Vec<Record>)>,
+    /// Per input offset, its records: what is committed if the log refuses the whole.
+    per_event: Vec<(u64, Vec<(String, Record)>)>,
+    processed: u64,
+    filtered: u64,
+    dead: u64,
+}
+
+/// The commit of a partition's previous batch, running while the next one is called.
+type Committing<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+/// Wait for a batch's commit, if one is running.
+async fn finish(committing: Option<Committing<'_>>) -> Result<()> {
+    match committing {
+        Some(commit) => commit.await,
+        None => Ok(()),
+    }
 }
 
 /// An event of a batch on its way to a lane.
@@ -640,7 +667,7 @@ impl Pipeline {
         partition: u32,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let mut next = match log.committed_offset(&self.group, topic, partition)? {
+        let next = match log.committed_offset(&self.group, topic, partition)? {
             Some(offset) => offset,
             None => {
                 let start = match self.start {
@@ -658,15 +685,42 @@ impl Pipeline {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert((topic.to_owned(), partition), next);
+        let mut committing = None;
+        let rounds = self
+            .run_rounds(log, topic, partition, next, &mut committing, cancel)
+            .await;
+        // However the rounds ended, the batch being committed is finished first, so that a
+        // restart from the committed offset neither repeats nor skips it.
+        let finished = finish(committing).await;
+        rounds.and(finished)
+    }
+
+    /// Read, call and commit batch after batch from `next`. A batch's commit runs while
+    /// the next batch is called (`committing`), and is finished before that batch is
+    /// committed, so commits stay in log order.
+    async fn run_rounds<'a>(
+        self: &'a Arc<Self>,
+        log: &'a SharedLog,
+        topic: &'a str,
+        partition: u32,
+        mut next: u64,
+        committing: &mut Option<Committing<'a>>,
+        cancel: &'a CancellationToken,
+    ) -> Result<()> {
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            if let Some(reset) = self.take_reset(log, topic, partition, cancel).await? {
-                next = reset;
+            if self.reset_pending(topic, partition) {
+                // A reset moves the group past whatever is being committed: that first.
+                finish(committing.take()).await?;
+                if let Some(reset) = self.take_reset(log, topic, partition, cancel).await? {
+                    next = reset;
+                }
             }
             let records = log.read(topic, partition, next, BATCH)?;
             let Some(last) = records.last().map(|r| r.offset) else {
+                finish(committing.take()).await?;
                 let requested = self.reset_requested.notified();
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
@@ -678,66 +732,116 @@ impl Pipeline {
 
             let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
             let instances = self.instances_for_batch()?;
-            let Some(outcomes) = self
-                .handle_batch(&instances, topic, partition, records, cancel)
-                .await?
-            else {
+            let (handled, previous) = tokio::join!(
+                self.handle_batch(&instances, topic, partition, records, cancel),
+                finish(committing.take()),
+            );
+            previous?;
+            let Some(outcomes) = handled? else {
                 // Stopped mid-batch: nothing of it is committed, it runs again after a restart.
                 return Ok(());
             };
+            let batch = self.batch_outputs(offsets, outcomes);
+            let version = instances.function().version().to_owned();
+            *committing = Some(Box::pin(self.commit_batch(
+                log,
+                topic,
+                partition,
+                version,
+                batch,
+                last + 1,
+                cancel,
+            )));
+            next = last + 1;
+        }
+    }
 
-            let mut appends: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-            let mut per_event = Vec::with_capacity(outcomes.len());
-            let (mut processed, mut filtered, mut dead) = (0, 0, 0);
-            for (offset, outcome) in offsets.into_iter().zip(outcomes) {
-                let records: Vec<(String, Record)> = match outcome {
-                    Outcome::Outputs(outputs) => {
-                        processed += 1;
-                        outputs
-                            .into_iter()
-                            .map(|(target, event)| (target, encode_event(&event)))
-                            .collect()
-                    }
-                    Outcome::Filtered => {
-                        filtered += 1;
-                        Vec::new()
-                    }
-                    Outcome::DeadLetter(event) => {
-                        dead += 1;
-                        vec![(self.dead_letter.clone(), encode_event(&event))]
-                    }
-                };
-                for (target, record) in &records {
-                    match appends.get_mut(target) {
-                        Some(batch) => batch.push(record.clone()),
-                        None => {
-                            appends.insert(target.clone(), vec![record.clone()]);
-                        }
+    /// Whether a reset of this partition waits to be applied.
+    fn reset_pending(&self, topic: &str, partition: u32) -> bool {
+        self.resets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&(topic.to_owned(), partition))
+    }
+
+    /// A batch's outcomes as the records to append, per target topic and per event.
+    fn batch_outputs(&self, offsets: Vec<u64>, outcomes: Vec<Outcome>) -> BatchOutputs {
+        let mut appends: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+        let mut batch = BatchOutputs {
+            appends: Vec::new(),
+            per_event: Vec::with_capacity(outcomes.len()),
+            processed: 0,
+            filtered: 0,
+            dead: 0,
+        };
+        for (offset, outcome) in offsets.into_iter().zip(outcomes) {
+            let records: Vec<(String, Record)> = match outcome {
+                Outcome::Outputs(outputs) => {
+                    batch.processed += 1;
+                    outputs
+                        .into_iter()
+                        .map(|(target, event)| (target, encode_event(&event)))
+                        .collect()
+                }
+                Outcome::Filtered => {
+                    batch.filtered += 1;
+                    Vec::new()
+                }
+                Outcome::DeadLetter(event) => {
+                    batch.dead += 1;
+                    vec![(self.dead_letter.clone(), encode_event(&event))]
+                }
+            };
+            for (target, record) in &records {
+                match appends.get_mut(target) {
+                    Some(records) => records.push(record.clone()),
+                    None => {
+                        appends.insert(target.clone(), vec![record.clone()]);
                     }
                 }
-                per_event.push((offset, records));
             }
-            let committed = self
-                .commit(
+            batch.per_event.push((offset, records));
+        }
+        batch.appends = appends.into_iter().collect();
+        batch
+    }
+
+    /// Commit a handled batch and the group's move to `next`, event by event if the log
+    /// refuses it whole, and count it.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_batch(
+        &self,
+        log: &SharedLog,
+        topic: &str,
+        partition: u32,
+        version: String,
+        batch: BatchOutputs,
+        next: u64,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let mut dead = batch.dead;
+        let committed = self
+            .commit(log, topic, partition, batch.appends, next, cancel)
+            .await?;
+        if let Committed::Rejected(refused) = committed {
+            dead += self
+                .commit_one_by_one(
                     log,
                     topic,
                     partition,
-                    appends.into_iter().collect(),
-                    last + 1,
+                    &version,
+                    batch.per_event,
+                    refused,
                     cancel,
                 )
                 .await?;
-            if let Committed::Rejected(refused) = committed {
-                let version = instances.function().version().to_owned();
-                dead += self
-                    .commit_one_by_one(log, topic, partition, &version, per_event, refused, cancel)
-                    .await?;
-            }
-            next = last + 1;
-            self.processed.fetch_add(processed, AtomicOrdering::Relaxed);
-            self.filtered.fetch_add(filtered, AtomicOrdering::Relaxed);
-            self.dead_lettered.fetch_add(dead, AtomicOrdering::Relaxed);
         }
+        self.processed
+            .fetch_add(batch.processed, AtomicOrdering::Relaxed);
+        self.filtered
+            .fetch_add(batch.filtered, AtomicOrdering::Relaxed);
+        self.dead_lettered.fetch_add(dead, AtomicOrdering::Relaxed);
+        Ok(())
     }
 
     /// Decode, filter and call the function on a batch's events, in lanes as the

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures::StreamExt;
 use serde_json::json;
 use weir_cloudevents::{CloudEvent, ExtensionValue};
@@ -45,6 +46,10 @@ pub struct PipelineBenchArgs {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// Run without the logging `weir serve` installs (stderr, `WEIR_LOG`, default `info`),
+    /// to see what it costs.
+    #[arg(long)]
+    no_logging: bool,
 }
 
 /// The example's topics: its function publishes to `crm.orders`.
@@ -118,6 +123,9 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let sample = CloudEvent::from_json_slice(&std::fs::read(repo_path(
         "examples/orders/sales-order-created.json",
     ))?)?;
+    if !args.no_logging {
+        crate::serve::init_logging();
+    }
     let dir = super::temp_dir(&args.dir, "weir-bench-pipeline-")?;
     let data = dir.path().join("data");
 
@@ -145,6 +153,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     ))
     .await?;
     let started = Instant::now();
+    let cpu_started = process_cpu_secs();
     let target = args.events as u64;
     while total(&node, OUT) < target {
         let status = &node.status().pipelines[0];
@@ -164,6 +173,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     }
     let drain = started.elapsed().as_secs_f64();
     let events_per_sec = args.events as f64 / drain;
+    let drain_cpu = process_cpu_secs()? - cpu_started?;
 
     // Latency at a fixed offered rate: each event's publish acknowledgement, then the
     // moment its output is readable (outputs carry their input's position in their id).
@@ -240,6 +250,15 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     latencies.sort_unstable();
     node.shutdown().await;
 
+    // What the function alone costs on this machine now: the pipeline's ceiling.
+    let function_rate = {
+        let host = super::wasm::transform_host()?;
+        let transform = super::wasm::load_transform(&host, &std::fs::read(&function)?)?;
+        let pool = transform.instances();
+        let event = order(&sample, 0);
+        super::wasm::rate(2.0, || Ok(pool.call(&event).map(drop)?))?
+    };
+
     let result = json!({
         "bench": "pipeline",
         "function": function.file_name().and_then(|f| f.to_str()).unwrap_or_default(),
@@ -253,6 +272,31 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "e2e_max_us": latencies.last().copied().unwrap_or(0),
         "partitions": args.partitions,
         "concurrency": args.concurrency,
+        "logging": !args.no_logging,
+        "drain_cpu_us_per_event": round2(drain_cpu * 1e6 / args.events as f64),
+        "function_calls_per_sec_one_core": function_rate.round(),
+        "function_cpu_us_per_call": round2(1e6 / function_rate),
     });
     print_result(&result, args.json)
+}
+
+/// CPU seconds (user and system) this process has used, from `/proc/self/stat`: on a
+/// shared machine the CPU an event costs is steadier than the wall time it takes.
+fn process_cpu_secs() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces) start at its closing paren;
+    // utime and stime are the 14th and 15th fields of the whole line.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("/proc/self/stat has no command name")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .context("/proc/self/stat is too short")?
+        .iter()
+        .map(|f| f.parse::<f64>())
+        .sum::<Result<f64, _>>()?;
+    // The kernel reports in USER_HZ, 100 on every Linux weir runs on.
+    Ok(ticks / 100.0)
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 use weir_cloudevents::CloudEvent;
-use weir_wasm::{FunctionHost, FunctionSettings, HostOptions, KeyValueStore, MemoryKeyValue};
+use weir_wasm::{
+    Function, FunctionHost, FunctionSettings, HostOptions, KeyValueStore, MemoryKeyValue,
+};
 
 use super::{percentile, print_result, repo_path, round2};
 
@@ -61,6 +63,30 @@ fn read_wasm(path: Option<PathBuf>, default: &str) -> anyhow::Result<Vec<u8>> {
     })
 }
 
+/// A host whose key-value store has the customer the example's events name.
+pub(super) fn transform_host() -> anyhow::Result<FunctionHost> {
+    let kv = Arc::new(MemoryKeyValue::new());
+    kv.set(
+        "customers",
+        "CUST-42",
+        br#"{"name":"Acme GmbH","segment":"enterprise","country":"DE"}"#,
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(FunctionHost::new(HostOptions {
+        keyvalue: Some(kv),
+        ..HostOptions::default()
+    })?)
+}
+
+/// The example's transform on `host`, with its config and grants.
+pub(super) fn load_transform(host: &FunctionHost, wasm: &[u8]) -> anyhow::Result<Function> {
+    let mut settings = FunctionSettings::default();
+    settings.config.insert("currency".into(), "EUR".into());
+    settings.config.insert("rate.USD".into(), "0.92".into());
+    settings.grants.keyvalue.insert("customers".into());
+    Ok(host.load("enrich-order", wasm, settings)?)
+}
+
 fn example_event() -> anyhow::Result<CloudEvent> {
     let bytes = std::fs::read(repo_path("examples/orders/sales-order-created.json"))?;
     Ok(CloudEvent::from_json_slice(&bytes)?)
@@ -100,7 +126,10 @@ fn rss_mib() -> f64 {
 }
 
 /// Calls per second of `call` on this thread for about `seconds`.
-fn rate(seconds: f64, mut call: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+pub(super) fn rate(
+    seconds: f64,
+    mut call: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
     for _ in 0..1000 {
         call()?;
     }
@@ -125,17 +154,7 @@ pub fn run(args: WasmBenchArgs) -> anyhow::Result<()> {
         args.transform,
         "examples/orders/enrich-order/target/wasm32-wasip2/release/enrich_order.wasm",
     )?;
-    let kv = Arc::new(MemoryKeyValue::new());
-    kv.set(
-        "customers",
-        "CUST-42",
-        br#"{"name":"Acme GmbH","segment":"enterprise","country":"DE"}"#,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let host = FunctionHost::new(HostOptions {
-        keyvalue: Some(kv),
-        ..HostOptions::default()
-    })?;
+    let host = transform_host()?;
 
     // Cold start: a fresh instance from the pool and one trivial call.
     let echo = host.load("echo", &trivial, FunctionSettings::default())?;
@@ -156,11 +175,7 @@ pub fn run(args: WasmBenchArgs) -> anyhow::Result<()> {
     let trivial_rate = rate(args.seconds, || Ok(pool.call(&small).map(drop)?))?;
 
     let event = example_event()?;
-    let mut settings = FunctionSettings::default();
-    settings.config.insert("currency".into(), "EUR".into());
-    settings.config.insert("rate.USD".into(), "0.92".into());
-    settings.grants.keyvalue.insert("customers".into());
-    let enrich = host.load("enrich-order", &transform, settings.clone())?;
+    let enrich = load_transform(&host, &transform)?;
     let pool = enrich.instances();
     let transform_rate = rate(args.seconds, || Ok(pool.call(&event).map(drop)?))?;
     let transform_fresh_rate = rate(args.seconds, || Ok(enrich.call(&event).map(drop)?))?;
