@@ -3,7 +3,9 @@
 //! JSON data travels from the log to a function and back without ever becoming a
 //! `serde_json::Value`: [`Json`] holds the text, validated and in canonical form (the
 //! compact form `serde_json` writes for a `Value`), so writing it out again is a copy.
-//! Only what needs the parsed value (a test, a filter) calls [`Json::value`].
+//! Only what needs the parsed value (a test, a filter) calls [`Json::value`]. Text that
+//! is canonical already, as serde_json's own output is, is recognised by a quick scan
+//! (`canonical.rs`) and kept as it is; anything else is rewritten through serde_json.
 //!
 //! **Invariant:** a [`Json`] holds exactly the bytes `serde_json::Value::to_string` gives
 //! for the value `serde_json::from_slice` reads from the text it was made from: no
@@ -18,6 +20,8 @@ use std::fmt;
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+
+use crate::canonical::is_canonical;
 
 /// The event payload, in the runtime type the JSON event format distinguishes.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +41,8 @@ impl From<Value> for Data {
 }
 
 /// A JSON value held as its canonical text (see the module docs). Made only from text that
-/// parsed ([`Json::from_slice`]) or from a `Value`, so it is always valid JSON.
+/// parsed ([`Json::from_slice`], [`Json::from_vec`]) or from a `Value`, so it is always
+/// valid JSON.
 #[derive(Clone)]
 pub struct Json(String);
 
@@ -45,13 +50,27 @@ impl Json {
     /// Validates `bytes` as one JSON value and puts it in canonical form. Fails exactly
     /// where and how `serde_json::from_slice::<Value>` fails.
     pub fn from_slice(bytes: &[u8]) -> Result<Json, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let json = JsonSeed {
-            capacity: bytes.len(),
+        match std::str::from_utf8(bytes) {
+            Ok(text) if is_canonical(text) => Ok(Json(text.to_owned())),
+            Ok(text) => transcode(serde_json::Deserializer::from_str(text), bytes.len()),
+            Err(_) => Json::transcode_slice(bytes),
         }
-        .deserialize(&mut de)?;
-        de.end()?;
-        Ok(json)
+    }
+
+    /// [`Json::from_slice`] for bytes the caller owns: text that is canonical already
+    /// (as text written by serde_json almost always is) keeps their buffer.
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Json, serde_json::Error> {
+        match String::from_utf8(bytes) {
+            Ok(text) if is_canonical(&text) => Ok(Json(text)),
+            Ok(text) => transcode(serde_json::Deserializer::from_str(&text), text.len()),
+            Err(e) => Json::transcode_slice(e.as_bytes()),
+        }
+    }
+
+    /// [`Json::from_slice`] the long way, always through serde_json; the reference the
+    /// quick paths are tested against.
+    pub(crate) fn transcode_slice(bytes: &[u8]) -> Result<Json, serde_json::Error> {
+        transcode(serde_json::Deserializer::from_slice(bytes), bytes.len())
     }
 
     /// The canonical text of `value`.
@@ -124,6 +143,17 @@ impl fmt::Display for Json {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// One whole JSON text rewritten in canonical form. Read as a `str` (when it is one) it
+/// fails exactly as read as a slice: only where UTF-8 is checked differs.
+fn transcode<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    capacity: usize,
+) -> Result<Json, serde_json::Error> {
+    let json = JsonSeed { capacity }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(json)
 }
 
 /// Reads one JSON value from a deserializer as canonical [`Json`], in one pass and

@@ -259,10 +259,11 @@ impl Data {
         }
     }
 
-    /// [`Data::from_body`] for a body the caller owns: text and bytes keep its buffer.
+    /// [`Data::from_body`] for a body the caller owns: text, bytes and JSON that is
+    /// canonical already keep its buffer.
     pub fn from_body_vec(content_type: Option<&str>, body: Vec<u8>) -> Result<Data> {
         match content_type {
-            Some(ct) if is_json(ct) => Json::from_slice(&body)
+            Some(ct) if is_json(ct) => Json::from_vec(body)
                 .map(Data::Json)
                 .map_err(|e| not_json(ct, e)),
             Some(ct) if essence(ct).starts_with("text/") => Ok(match String::from_utf8(body) {

@@ -16,6 +16,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::canonical::needs_no_escape;
 use crate::data::JsonSeed;
 use crate::validate::is_json;
 use crate::{CloudEvent, Data, Error, ExtensionValue, Json, Result, SPEC_VERSION};
@@ -603,8 +604,17 @@ fn write_key(out: &mut Vec<u8>, name: &str) {
 
 /// `value` as a JSON string, escaped as serde_json escapes it.
 fn write_str(out: &mut Vec<u8>, value: &str) {
-    // Serializing a `str` into a `Vec` cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
+    // Attribute values rarely hold anything serde_json escapes (quotes, backslashes,
+    // control characters); those are copied as they are.
+    if needs_no_escape(value.as_bytes()) {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    } else {
+        // Serializing a `str` into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
 }
 
 fn data_from_json(content_type: Option<&str>, json: Json) -> Data {

@@ -7,6 +7,7 @@
 //! attribute rule of the spec. Events built by hand are checked only when `validate` is
 //! called; the encoders assume they were.
 
+mod canonical;
 mod data;
 mod error;
 mod event;

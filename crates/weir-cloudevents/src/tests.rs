@@ -1402,3 +1402,468 @@ mod canonical_text {
         }
     }
 }
+
+// --- JSON data kept as it is when it is canonical already ------------------------------
+
+/// What the transcoder alone makes of `text`, the way `Json::from_slice` always worked:
+/// the reference the quick path must match.
+fn transcoded(text: &[u8]) -> Result<String, String> {
+    Json::transcode_slice(text)
+        .map(Json::into_string)
+        .map_err(|e| e.to_string())
+}
+
+fn body_data(text: &[u8], owned: bool) -> Result<String, String> {
+    let data = if owned {
+        Data::from_body_vec(Some("application/json"), text.to_vec())
+    } else {
+        Data::from_body(Some("application/json"), text)
+    };
+    match data {
+        Ok(Data::Json(json)) => Ok(json.into_string()),
+        Ok(other) => Err(format!("not JSON data: {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Every way of reading JSON text as `Json` gives what the transcoder gives: `Ok` if so,
+/// else what differed.
+fn reads_as_transcoded(text: &[u8]) -> Result<(), String> {
+    let expected = transcoded(text);
+    let from_vec = Json::from_vec(text.to_vec())
+        .map(Json::into_string)
+        .map_err(|e| e.to_string());
+    let shown = String::from_utf8_lossy(text);
+    if canonical(text) != expected {
+        return Err(format!(
+            "from_slice({shown:?}) gave {:?}, the transcoder {expected:?}",
+            canonical(text)
+        ));
+    }
+    if from_vec != expected {
+        return Err(format!(
+            "from_vec({shown:?}) gave {from_vec:?}, the transcoder {expected:?}"
+        ));
+    }
+    if body_data(text, true) != body_data(text, false) {
+        return Err(format!(
+            "Data::from_body_vec({shown:?}) gave {:?}, Data::from_body {:?}",
+            body_data(text, true),
+            body_data(text, false)
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn canonical_text_is_kept_and_anything_else_transcoded() {
+    let nested = |depth: usize, open: &str, close: &str, inner: &str| {
+        open.repeat(depth) + inner + &close.repeat(depth)
+    };
+    let mut texts: Vec<String> = [
+        // Integers, at the edges of u64 and i64.
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "00",
+        "01",
+        "-01",
+        "+1",
+        "-",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "[18446744073709551615,-9223372036854775808]",
+        "123456789012345678901234567890",
+        // Floats: plain decimals up to and past 15 digits, around 1e-5 and 1e16.
+        "0.0",
+        "-0.0",
+        "0.00",
+        "-0.00",
+        "1.0",
+        "1.00",
+        "1.5",
+        "1.50",
+        "1150.0",
+        "-1150.0",
+        "0.1",
+        "0.10",
+        "0.30000000000000004",
+        "100000000000000.0",
+        "999999999999999.0",
+        "1000000000000000.0",
+        "10000000000000000.0",
+        "1e16",
+        "1e15",
+        "12345678901234.5",
+        "123456789012345.6",
+        "1234567890123456.7",
+        "0.12345678901234",
+        "0.123456789012345",
+        "0.1234567890123456",
+        "9007199254740993.0",
+        "0.0001",
+        "0.00001",
+        "0.000012345",
+        "0.000001",
+        "1e-5",
+        "1e-6",
+        "1.0e-6",
+        "1e2",
+        "1E2",
+        "1e+2",
+        "1e02",
+        "100.0",
+        "1.5e300",
+        "1.5E300",
+        "-1.5e-7",
+        "1.7976931348623157e308",
+        "5e-324",
+        "2.2250738585072014e-308",
+        "1e400",
+        "1.",
+        ".5",
+        "1.e5",
+        "1e",
+        "1e+",
+        "-.5",
+        // Strings: serde_json's escapes, and every other way to write the same.
+        r#""""#,
+        r#""plain text""#,
+        r#""\"\\\n\t\r\b\f\u0000\u001f\u0001""#,
+        r#""\u000a""#,
+        r#""\u0008""#,
+        r#""\u001F""#,
+        r#""\u007f""#,
+        r#""\u0009""#,
+        r#""\u000c""#,
+        r#""\u000d""#,
+        r#""\u000b""#,
+        r#""\u0000\u0007\u000e\u0010\u001a""#,
+        r#""\u000B""#,
+        "\"\u{7f}\"",
+        r#""\/""#,
+        r#""\u0041""#,
+        r#""\u00e9""#,
+        "\"é 😀 \u{2028}\"",
+        r#""\ud83d\ude00""#,
+        r#""\ud800""#,
+        r#""\x""#,
+        r#""\u00""#,
+        r#""\u00g0""#,
+        "\"tab\there\"",
+        "\"new\nline\"",
+        "\"open",
+        "\"a\\",
+        // Structure, whitespace and duplicate keys.
+        "{}",
+        "[]",
+        "[{},[],{\"\":[]}]",
+        " 1",
+        "1 ",
+        "[1, 2]",
+        "{\"a\" :1}",
+        "{\"a\": 1}",
+        "{\"a\":1 }",
+        "{\"a\":1,}",
+        "[1,]",
+        "[,1]",
+        "{,}",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{1:2}",
+        "[1 2]",
+        "[true false]",
+        "{} {}",
+        "[]]",
+        "[}",
+        "{]",
+        "nul",
+        "truex",
+        "[truex]",
+        "nullnull",
+        "",
+        "{\"a\":1,\"a\":2}",
+        "{\"a\":1,\"b\":2,\"a\":3}",
+        "{\"a\":{\"a\":1},\"b\":{\"a\":2}}",
+        "{\"x\":{\"a\":1,\"a\":2}}",
+        "[{\"a\":1},{\"a\":2}]",
+        "{\"a\\n\":1,\"a\\n\":2}",
+        "{\"\\u0061\":1,\"a\":2}",
+        "{\"ab\":1,\"ba\":2,\"aab\":3,\"abb\":4}",
+        r#"{"$serde_json::private::Number":"1"}"#,
+        r#"{"orderId":"SO-1001","customer":{"id":"CUST-42","name":"Acme GmbH","segment":"enterprise","country":"DE"},"amount":1150.0,"currency":"EUR","originalAmount":1250.0,"originalCurrency":"USD","createdOn":"2026-11-22","lines":[{"sku":"MAT-7","quantity":5,"amount":920.0},{"sku":"MAT-9","quantity":1,"amount":230.0}]}"#,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    // Many keys take the hashing path of the duplicate check.
+    let many = |keys: usize, distinct: usize| {
+        let members: Vec<String> = (0..keys)
+            .map(|i| format!("\"k{}\":{i}", i % distinct))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    };
+    texts.extend([many(17, 17), many(40, 40), many(40, 39), many(17, 16)]);
+    // Around the nesting the quick path takes (100) and the depth serde_json refuses (128).
+    for depth in [99, 100, 101, 102, 127, 128, 129, 300] {
+        texts.push(nested(depth, "[", "]", ""));
+        texts.push(nested(depth, "[", "]", "1"));
+        texts.push(nested(depth, "{\"a\":", "}", "1"));
+    }
+    for text in &texts {
+        if let Err(difference) = reads_as_transcoded(text.as_bytes()) {
+            panic!("{difference}");
+        }
+    }
+    for text in [
+        &b"\"\xff\""[..],
+        b"[\"\xc3\"]",
+        b"\xef\xbb\xbf1",
+        b"{\"\xe9\":1}",
+    ] {
+        if let Err(difference) = reads_as_transcoded(text) {
+            panic!("{difference}");
+        }
+    }
+}
+
+#[test]
+fn canonical_text_keeps_its_buffer() {
+    let text = br#"{"orderId":"SO-1001","amount":1150.0,"lines":[{"sku":"MAT-7"}]}"#.to_vec();
+    let at = text.as_ptr();
+    let json = Json::from_vec(text).unwrap();
+    assert_eq!(json.as_bytes().as_ptr(), at);
+    let Data::Json(json) =
+        Data::from_body_vec(Some("application/json"), json.into_string().into_bytes()).unwrap()
+    else {
+        panic!("not JSON data");
+    };
+    assert_eq!(json.as_bytes().as_ptr(), at);
+}
+
+mod quick_canonical {
+    use proptest::prelude::*;
+
+    use super::reads_as_transcoded;
+
+    /// A JSON value as a tree of texts: numbers and keys spelled in many ways, keys
+    /// repeated now and then.
+    #[derive(Debug, Clone)]
+    enum Tree {
+        Literal(String),
+        Str(String),
+        Array(Vec<Tree>),
+        Object(Vec<(String, Tree)>),
+    }
+
+    /// Number texts, canonical or not, valid or not, around the edges that matter.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| serde_json::to_string(&f).unwrap_or_default()),
+            any::<f32>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| serde_json::to_string(&f64::from(f)).unwrap_or_default()),
+            // Decimals of around 15 to 17 digits, where serde_json's reading stops being
+            // exact and the shortest form stops being the digits written.
+            (-1e16..1e16f64).prop_map(|f| serde_json::to_string(&f).unwrap_or_default()),
+            (-1e-3..1e-3f64).prop_map(|f| serde_json::to_string(&f).unwrap_or_default()),
+            "-?[1-9][0-9]{12,16}\\.[0-9]{1,3}",
+            "-?[1-9]\\.[0-9]{12,16}",
+            "-?0\\.0{0,5}[1-9][0-9]{11,15}",
+            "-?(0|[1-9][0-9]{0,15})\\.[0-9]{1,16}",
+            "-?(0|[1-9][0-9]{0,5})\\.[0-9]{0,2}0",
+            "-?0\\.0{0,6}[1-9][0-9]{0,10}",
+            "-?[1-9][0-9]{0,16}\\.0",
+            "-?[0-9]{1,3}(\\.[0-9]{1,3})?[eE][+-]?[0-9]{1,3}",
+            "-?(922337203685477[0-9]{4}|1844674407370955[0-9]{4}|[0-9]{21})",
+            "-?0[0-9]{0,2}",
+            prop::sample::select(
+                &[
+                    "-0", "-0.0", "0.0", "1.50", "1E2", "1e+2", "1.", "-", "2e-5"
+                ][..]
+            )
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    fn string() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(
+                &[
+                    'a', 'z', ' ', '"', '\\', '/', '\n', '\t', '\u{8}', '\u{c}', '\r', '\0',
+                    '\u{1f}', '\u{7f}', 'é', '😀', '\u{2028}', 'A',
+                ][..],
+            ),
+            0..6,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    fn tree() -> impl Strategy<Value = Tree> {
+        let leaf = prop_oneof![
+            prop::sample::select(&["null", "true", "false"][..])
+                .prop_map(|s| Tree::Literal(s.to_owned())),
+            number().prop_map(Tree::Literal),
+            string().prop_map(Tree::Str),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Tree::Array),
+                // Few names, so keys repeat.
+                prop::collection::vec(("[ab\"é\n]{0,2}", inner), 0..6).prop_map(Tree::Object),
+            ]
+        })
+    }
+
+    /// How loosely to write: with whitespace, with other escapes than serde_json's (and
+    /// raw control characters); neither gives canonical text unless a number or a repeated
+    /// key spoils it.
+    #[derive(Debug, Clone, Copy)]
+    struct Style {
+        spaced: bool,
+        escapes: bool,
+    }
+
+    /// Writes `tree` in `style`, `choices` (cycled) deciding each loose spot.
+    fn write(tree: &Tree, style: Style, choices: &mut impl Iterator<Item = u8>, out: &mut String) {
+        let mut space = |out: &mut String| {
+            if style.spaced {
+                let choice = choices.next().unwrap_or(0) % 6;
+                out.push_str(["", "", " ", "\n  ", "\t", "\r"][usize::from(choice)]);
+            }
+        };
+        space(out);
+        match tree {
+            Tree::Literal(text) => out.push_str(text),
+            Tree::Str(s) => write_string(s, style, choices, out),
+            Tree::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, style, choices, out);
+                }
+                out.push(']');
+            }
+            Tree::Object(members) => {
+                out.push('{');
+                for (i, (key, item)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_string(key, style, choices, out);
+                    out.push(':');
+                    write(item, style, choices, out);
+                }
+                out.push('}');
+            }
+        }
+        if style.spaced && choices.next().unwrap_or(0).is_multiple_of(3) {
+            out.push(' ');
+        }
+    }
+
+    fn write_string(
+        s: &str,
+        style: Style,
+        choices: &mut impl Iterator<Item = u8>,
+        out: &mut String,
+    ) {
+        if !style.escapes {
+            out.push_str(&serde_json::to_string(s).unwrap_or_default());
+            return;
+        }
+        out.push('"');
+        for c in s.chars() {
+            let mut units = [0u16; 2];
+            // Mostly as serde_json writes it, so that one odd spelling is often the only
+            // thing that keeps a text from being canonical.
+            match (c, choices.next().unwrap_or(0) % 16) {
+                (c, 0) => {
+                    for unit in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04x}"));
+                    }
+                }
+                (c, 1) => {
+                    for unit in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04X}"));
+                    }
+                }
+                ('/', 2) => out.push_str("\\/"),
+                // Raw, even where JSON forbids it.
+                (c, 3) => out.push(c),
+                (c, _) => {
+                    let quoted = serde_json::to_string(&c.to_string()).unwrap_or_default();
+                    out.push_str(&quoted[1..quoted.len() - 1]);
+                }
+            }
+        }
+        out.push('"');
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_json_text_reads_as_the_transcoder_reads_it(
+            tree in tree(),
+            spaced in any::<bool>(),
+            escapes in any::<bool>(),
+            choices in prop::collection::vec(any::<u8>(), 1..64),
+            edit in prop::option::weighted(0.2, (any::<prop::sample::Index>(), 0..3u8,
+                prop::sample::select(&b"{}[]\":,\\u0e-+. x\xff\t"[..]))),
+        ) {
+            let mut text = String::new();
+            let style = Style { spaced, escapes };
+            write(&tree, style, &mut choices.into_iter().cycle(), &mut text);
+            let mut text = text.into_bytes();
+            if let Some((at, kind, byte)) = edit {
+                let at = at.index(text.len() + 1);
+                match kind {
+                    0 if at < text.len() => { text.remove(at); }
+                    1 if at < text.len() => text[at] = byte,
+                    _ => text.insert(at, byte),
+                }
+            }
+            if let Err(difference) = reads_as_transcoded(&text) {
+                prop_assert!(false, "{}", difference);
+            }
+        }
+
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn any_number_reads_as_the_transcoder_reads_it(number in number()) {
+            for text in [number.clone(), format!("[{number}]"), format!("{{\"n\":{number}}}")] {
+                if let Err(difference) = reads_as_transcoded(text.as_bytes()) {
+                    prop_assert!(false, "{}", difference);
+                }
+            }
+        }
+
+        #[test]
+        fn any_string_reads_as_the_transcoder_reads_it(
+            s in string(),
+            choices in prop::collection::vec(any::<u8>(), 1..8),
+        ) {
+            let style = Style { spaced: false, escapes: true };
+            let mut quoted = String::new();
+            write_string(&s, style, &mut choices.into_iter().cycle(), &mut quoted);
+            for text in [quoted.clone(), format!("{{{quoted}:[{quoted}]}}")] {
+                if let Err(difference) = reads_as_transcoded(text.as_bytes()) {
+                    prop_assert!(false, "{}", difference);
+                }
+            }
+        }
+    }
+}
