@@ -8,12 +8,13 @@
 //! calls the function on a full batch while the previous batch's transaction is being
 //! written (two batches at most; a partial batch waits for that commit, so the events
 //! arriving meanwhile are taken with it), and a batch's commit starts only after the
-//! previous one succeeded, so commits follow the log's order; a reset, an idle wait and the end of the
-//! task first finish the commit in flight. On the embedded log that is atomic, so a crash at any
-//! point neither loses nor repeats an output (exactly-once inside weir); on a backend
-//! without transactions it is at-least-once with stable output ids. The group's offsets
-//! of a pipeline partition are written only through that producer (the start position
-//! and resets too), so recovery never sees an older commit than the last one.
+//! previous one succeeded, so commits follow the log's order; a reset, an idle wait and
+//! the end of the task first finish the commit in flight. On the embedded log that is
+//! atomic, so a crash at any point neither loses nor repeats an output (exactly-once
+//! inside weir); on a backend without transactions it is at-least-once with stable output
+//! ids. The group's offsets of a pipeline partition are written only through that
+//! producer (the start position and resets too), so recovery never sees an older commit
+//! than the last one.
 //!
 //! **Architecture Invariant:** ordering. `partition`: a partition's events are called one
 //! after another. `key`: events with equal keys (`partitionkey`, else `subject`) go to the
