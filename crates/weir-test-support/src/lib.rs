@@ -168,3 +168,63 @@ impl Drop for WeirProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A small tmpfs mounted for a test that needs a disk it can fill, unmounted when dropped.
+/// Mounting needs root (CI runs as root); without it the test fails saying so.
+#[derive(Debug)]
+pub struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mount a tmpfs of `mib` MiB at `path` (created if needed).
+    pub fn mount(path: &Path, mib: u32) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("cannot run mount");
+        assert!(
+            output.status.success(),
+            "this test mounts a {mib} MiB tmpfs at {} to have a disk it can fill, which needs root: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        SmallDisk {
+            path: path.to_owned(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fill the disk with `ballast` until only about `leave` bytes are free.
+    pub fn fill(&self, ballast: &Path, leave: u64) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(ballast).unwrap();
+        let chunk = vec![0xA5u8; 64 << 10];
+        let mut written = 0u64;
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling {}: {e}", ballast.display()),
+            }
+        }
+        file.set_len(written.saturating_sub(leave)).unwrap();
+        file.sync_all().unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: a node's threads may still hold files open while the test unwinds.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}

@@ -1,5 +1,5 @@
 //! Pipelines' delivery rules: retries with backoff, dead letters after exhausted retries,
-//! per-key order under concurrency, filters and wildcard sources.
+//! per-key order under concurrency, filters and wildcard sources, a full disk.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -255,5 +255,97 @@ to = ["out"]
     );
     let status = settled(&node, |p| p.lag == 0).await;
     assert_eq!(status.state, PipelineState::Running);
+    node.shutdown().await;
+}
+
+/// Topics `in` and `out` (two partitions each), `guest-tag-v1` (copies each event to
+/// `out`), and the pipeline `p` only if `with_pipeline`.
+fn copy_app(dir: &Path, with_pipeline: bool) -> Manifest {
+    let wasm = weir_test_support::test_guest("guest-tag-v1");
+    let mut text = format!(
+        "[topics.in]\npartitions = 2\n[topics.out]\npartitions = 2\n[functions.f]\nsource = \"{}\"\n",
+        wasm.display()
+    );
+    if with_pipeline {
+        text.push_str("[pipelines.p]\nfrom = \"in\"\nfunction = \"f\"\nto = [\"out\"]\n");
+    }
+    Manifest::from_toml_str(&text, dir).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stalls_the_pipeline_and_once_space_is_back_nothing_is_lost_or_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = weir_test_support::SmallDisk::mount(&dir.path().join("disk"), 48);
+    let data = disk.path().join("data");
+
+    // 1200 events of ~1 KiB while there is room, with no pipeline yet: 600 or more in one
+    // partition, which calls its second full batch while the first one's commit is refused.
+    let node = crate::Node::start(crate::NodeOptions::new(
+        &data,
+        Some(copy_app(dir.path(), false)),
+    ))
+    .await
+    .unwrap();
+    let events: Vec<CloudEvent> = (0..1200)
+        .map(|i| {
+            let mut event = CloudEvent::new(format!("e{i}"), "test://s", "t");
+            event.subject = Some(format!("k{}", i % 7));
+            event.data = Some(serde_json::json!({ "pad": "x".repeat(1000) }).into());
+            event
+        })
+        .collect();
+    node.publish("in", &events).await.unwrap();
+    node.shutdown().await;
+    drop(node);
+
+    // Leave too little room for a batch's transaction (its intent alone holds ~256 KiB),
+    // then start the pipeline: its commits are refused and it shows as stalled.
+    let ballast = disk.path().join("ballast");
+    disk.fill(&ballast, 96 << 10);
+    let node = crate::Node::start(crate::NodeOptions::new(
+        &data,
+        Some(copy_app(dir.path(), true)),
+    ))
+    .await
+    .unwrap();
+    let stalled = settled(&node, |p| matches!(p.state, PipelineState::Stalled { .. })).await;
+    let PipelineState::Stalled { error, .. } = &stalled.state else {
+        unreachable!()
+    };
+    assert!(error.contains("disk") || error.contains("space"), "{error}");
+    assert!(
+        total_events(&node, "out") < 1200,
+        "the disk was not full enough"
+    );
+
+    // Room again: the pipeline goes on by itself, and every event has its output once.
+    std::fs::remove_file(&ballast).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let status = node.status().pipelines[0].clone();
+            if status.lag == 0 && status.state == PipelineState::Running {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the pipeline did not recover: {:?}",
+            node.status().pipelines[0]
+        )
+    });
+    assert_eq!(status.processed, 1200);
+    let out = collect(&node, "out", 1200).await;
+    let mut ids: Vec<&str> = out.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        1200,
+        "an event's output is missing or written twice"
+    );
+    assert_eq!(total_events(&node, "out"), 1200);
     node.shutdown().await;
 }
