@@ -320,23 +320,10 @@ async fn a_full_disk_stalls_the_pipeline_and_once_space_is_back_nothing_is_lost_
 
     // Room again: the pipeline goes on by itself, and every event has its output once.
     std::fs::remove_file(&ballast).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let status = node.status().pipelines[0].clone();
-            if status.lag == 0 && status.state == PipelineState::Running {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    settled(&node, |p| {
+        p.lag == 0 && p.processed == 1200 && p.state == PipelineState::Running
     })
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "the pipeline did not recover: {:?}",
-            node.status().pipelines[0]
-        )
-    });
-    assert_eq!(status.processed, 1200);
+    .await;
     let out = collect(&node, "out", 1200).await;
     let mut ids: Vec<&str> = out.iter().map(|e| e.id.as_str()).collect();
     ids.sort_unstable();
