@@ -8,7 +8,7 @@
 //! differently, a number it would print otherwise, a duplicate key, deep nesting), in
 //! which case the caller transcodes, which also produces serde_json's errors.
 
-use std::collections::HashSet;
+use crate::data::has_duplicates;
 
 /// Nesting deeper than this is left to the transcoder; serde_json refuses 128 levels, and
 /// real payloads stay far below either.
@@ -126,7 +126,8 @@ impl<'a> Scanner<'a> {
                 _ => return false,
             }
         }
-        let unique = !has_duplicates(&self.keys[keys_from..]);
+        // Keys are compared as written: canonical escaping gives equal strings equal text.
+        let unique = !has_duplicates(&self.keys[keys_from..], |key| (key.tag, key.text));
         self.keys.truncate(keys_from);
         unique
     }
@@ -352,17 +353,4 @@ fn is_canonical_float(token: &[u8]) -> bool {
     }
     let len = 32 - out.len();
     printed[..len] == *token
-}
-
-/// Whether two keys are the same. Keys are compared as written: canonical escaping gives
-/// equal strings equal text.
-fn has_duplicates(keys: &[Key<'_>]) -> bool {
-    if keys.len() <= 16 {
-        keys.iter()
-            .enumerate()
-            .any(|(i, a)| keys[..i].iter().any(|b| a.tag == b.tag && a.text == b.text))
-    } else {
-        let mut seen = HashSet::with_capacity(keys.len());
-        !keys.iter().all(|key| seen.insert(key.text))
-    }
 }

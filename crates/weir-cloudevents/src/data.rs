@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::Hash;
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -52,7 +53,12 @@ impl Json {
     pub fn from_slice(bytes: &[u8]) -> Result<Json, serde_json::Error> {
         match std::str::from_utf8(bytes) {
             Ok(text) if is_canonical(text) => Ok(Json(text.to_owned())),
-            Ok(text) => transcode(serde_json::Deserializer::from_str(text), bytes.len()),
+            Ok(text) => read_whole(
+                serde_json::Deserializer::from_str(text),
+                JsonSeed {
+                    capacity: bytes.len(),
+                },
+            ),
             Err(_) => Json::transcode_slice(bytes),
         }
     }
@@ -62,7 +68,12 @@ impl Json {
     pub fn from_vec(bytes: Vec<u8>) -> Result<Json, serde_json::Error> {
         match String::from_utf8(bytes) {
             Ok(text) if is_canonical(&text) => Ok(Json(text)),
-            Ok(text) => transcode(serde_json::Deserializer::from_str(&text), text.len()),
+            Ok(text) => read_whole(
+                serde_json::Deserializer::from_str(&text),
+                JsonSeed {
+                    capacity: text.len(),
+                },
+            ),
             Err(e) => Json::transcode_slice(e.as_bytes()),
         }
     }
@@ -70,7 +81,12 @@ impl Json {
     /// [`Json::from_slice`] the long way, always through serde_json; the reference the
     /// quick paths are tested against.
     pub(crate) fn transcode_slice(bytes: &[u8]) -> Result<Json, serde_json::Error> {
-        transcode(serde_json::Deserializer::from_slice(bytes), bytes.len())
+        read_whole(
+            serde_json::Deserializer::from_slice(bytes),
+            JsonSeed {
+                capacity: bytes.len(),
+            },
+        )
     }
 
     /// The canonical text of `value`.
@@ -145,15 +161,20 @@ impl fmt::Display for Json {
     }
 }
 
-/// One whole JSON text rewritten in canonical form. Read as a `str` (when it is one) it
-/// fails exactly as read as a slice: only where UTF-8 is checked differs.
-fn transcode<'de, R: serde_json::de::Read<'de>>(
+/// One whole JSON text read with `seed`, failing as `serde_json::from_slice` does. Read
+/// as a `str` (when it is one) it fails exactly as read as a slice: only where UTF-8 is
+/// checked differs.
+pub(crate) fn read_whole<'de, R, S>(
     mut de: serde_json::Deserializer<R>,
-    capacity: usize,
-) -> Result<Json, serde_json::Error> {
-    let json = JsonSeed { capacity }.deserialize(&mut de)?;
+    seed: S,
+) -> Result<S::Value, serde_json::Error>
+where
+    R: serde_json::de::Read<'de>,
+    S: DeserializeSeed<'de>,
+{
+    let value = seed.deserialize(&mut de)?;
     de.end()?;
-    Ok(json)
+    Ok(value)
 }
 
 /// Reads one JSON value from a deserializer as canonical [`Json`], in one pass and
@@ -219,7 +240,7 @@ impl Canonical<'_> {
 /// A string serde_json could lend from the input holds no escape (they would have made it
 /// copy), and it rejects raw control characters, so the string is written as it is: quotes
 /// and backslashes are the only other characters serde_json escapes.
-fn write_unescaped(out: &mut Vec<u8>, v: &str) {
+pub(crate) fn write_unescaped(out: &mut Vec<u8>, v: &str) {
     out.reserve(v.len() + 2);
     out.push(b'"');
     out.extend_from_slice(v.as_bytes());
@@ -311,7 +332,7 @@ impl<'de> Visitor<'de> for Canonical<'_> {
         }
         self.write(b"}")?;
         let members = &self.entries[base..];
-        if has_duplicate_keys(self.out, members) {
+        if has_duplicates(members, |e| &self.out[e.key_start..e.key_end]) {
             let object = last_value_wins(self.out, members);
             self.out.truncate(start);
             self.out.extend_from_slice(&object);
@@ -381,16 +402,17 @@ impl<'de> Visitor<'de> for Key<'_> {
 
 /// Whether two members have the same key. Quoted keys are compared as written: canonical
 /// escaping gives equal strings equal bytes.
-fn has_duplicate_keys(out: &[u8], members: &[Entry]) -> bool {
-    let key = |e: &Entry| &out[e.key_start..e.key_end];
-    if members.len() <= 16 {
-        members
+/// Whether two of `items` have the same key: pairwise for the few members objects
+/// usually have, hashed beyond.
+pub(crate) fn has_duplicates<T, K: Eq + Hash>(items: &[T], key: impl Fn(&T) -> K) -> bool {
+    if items.len() <= 16 {
+        items
             .iter()
             .enumerate()
-            .any(|(i, a)| members[..i].iter().any(|b| key(a) == key(b)))
+            .any(|(i, a)| items[..i].iter().any(|b| key(a) == key(b)))
     } else {
-        let mut seen = HashSet::with_capacity(members.len());
-        !members.iter().all(|e| seen.insert(key(e)))
+        let mut seen = HashSet::with_capacity(items.len());
+        !items.iter().all(|item| seen.insert(key(item)))
     }
 }
 

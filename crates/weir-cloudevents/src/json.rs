@@ -17,7 +17,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::{Map, Value};
 
 use crate::canonical::needs_no_escape;
-use crate::data::JsonSeed;
+use crate::data::{JsonSeed, read_whole, write_unescaped};
 use crate::validate::is_json;
 use crate::{CloudEvent, Data, Error, ExtensionValue, Json, Result, SPEC_VERSION};
 
@@ -279,19 +279,10 @@ fn read_all<'de, S: DeserializeSeed<'de>>(bytes: &'de [u8], seed: S) -> Result<S
     // exactly as the slice would (only the UTF-8 check differs). Text that is not UTF-8
     // is read as a slice, so it fails where it did.
     match std::str::from_utf8(bytes) {
-        Ok(text) => read_all_from(serde_json::Deserializer::from_str(text), seed),
-        Err(_) => read_all_from(serde_json::Deserializer::from_slice(bytes), seed),
+        Ok(text) => read_whole(serde_json::Deserializer::from_str(text), seed),
+        Err(_) => read_whole(serde_json::Deserializer::from_slice(bytes), seed),
     }
-}
-
-fn read_all_from<'de, R, S>(mut de: serde_json::Deserializer<R>, seed: S) -> Result<S::Value>
-where
-    R: serde_json::de::Read<'de>,
-    S: DeserializeSeed<'de>,
-{
-    let value = seed.deserialize(&mut de).map_err(Error::MalformedJson)?;
-    de.end().map_err(Error::MalformedJson)?;
-    Ok(value)
+    .map_err(Error::MalformedJson)
 }
 
 /// A JSON text that should hold one event, read but not yet checked. Reading it fails
@@ -607,10 +598,7 @@ fn write_str(out: &mut Vec<u8>, value: &str) {
     // Attribute values rarely hold anything serde_json escapes (quotes, backslashes,
     // control characters); those are copied as they are.
     if needs_no_escape(value.as_bytes()) {
-        out.reserve(value.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'"');
+        write_unescaped(out, value);
     } else {
         // Serializing a `str` into a `Vec` cannot fail.
         let _ = serde_json::to_writer(&mut *out, value);

@@ -53,26 +53,30 @@ impl CloudEvent {
 /// The media type without parameters, lower-cased: `application/json; charset=utf-8`
 /// gives `application/json`.
 pub(crate) fn essence(content_type: &str) -> String {
-    let essence = content_type
+    essence_as_sent(content_type).to_ascii_lowercase()
+}
+
+/// The media type without parameters, trimmed, in the case it was sent in.
+fn essence_as_sent(content_type: &str) -> &str {
+    content_type
         .split_once(';')
-        .map_or(content_type, |(essence, _)| essence);
-    essence.trim().to_ascii_lowercase()
+        .map_or(content_type, |(essence, _)| essence)
+        .trim()
 }
 
 /// Whether a content type declares JSON: subtype `json` or a `+json` suffix. Compares as
 /// [`essence`] would, without making it.
 pub(crate) fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split_once(';')
-        .map_or(content_type, |(essence, _)| essence);
-    essence.trim().split_once('/').is_some_and(|(_, subtype)| {
-        let subtype = subtype.as_bytes();
-        subtype.eq_ignore_ascii_case(b"json")
-            || subtype
-                .len()
-                .checked_sub(5)
-                .is_some_and(|start| subtype[start..].eq_ignore_ascii_case(b"+json"))
-    })
+    essence_as_sent(content_type)
+        .split_once('/')
+        .is_some_and(|(_, subtype)| {
+            let subtype = subtype.as_bytes();
+            subtype.eq_ignore_ascii_case(b"json")
+                || subtype
+                    .len()
+                    .checked_sub(5)
+                    .is_some_and(|start| subtype[start..].eq_ignore_ascii_case(b"+json"))
+        })
 }
 
 /// A value quoted for an error message, cut short so a huge input cannot bloat the reply.

@@ -728,8 +728,8 @@ impl Pipeline {
                 finish(committing.take()).await?;
                 records = log.read(topic, partition, next, BATCH)?;
             }
+            // A read short of a full batch (an empty one too) finished the commit above.
             let Some(last) = records.last().map(|r| r.offset) else {
-                finish(committing.take()).await?;
                 let requested = self.reset_requested.notified();
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
