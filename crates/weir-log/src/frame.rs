@@ -3,23 +3,29 @@
 //! Pure encoding and decoding over byte buffers; the file handling is in `segment` and
 //! `partition`.
 //!
-//! # Format (versions 2 and 3)
+//! # Format (versions 2, 3 and 4)
 //!
 //! All integers are little endian.
 //!
 //! ```text
 //! frame     = magic:u8 body_len:u32 crc:u32 body
-//! body      = base_offset:u64 record_count:u32 max_timestamp_ms:i64 [tag] record{record_count}
-//! tag       = producer_id:u64 sequence:u64                       (version 3 only)
+//! body      = base_offset:u64 record_count:u32 max_timestamp_ms:i64 [tag [commit]]
+//!             record{record_count}
+//! tag       = producer_id:u64 sequence:u64                       (versions 3 and 4)
+//! commit    = group_len:u16 group:[u8; group_len] topic_len:u16 topic:[u8; topic_len]
+//!             partition:u32 next_offset:u64                       (version 4 only)
 //! record    = offset_delta:u32 timestamp_ms:i64 key_len:u32 key:[u8; key_len]
 //!             value_len:u32 value:[u8; value_len]
 //! ```
 //!
 //! - `magic` is the format version: [`MAGIC`] (`0xB2`) for a plain batch, [`MAGIC_TAGGED`]
 //!   (`0xB3`) for a batch written by a transaction, whose body header also carries the
-//!   transaction's tag. Both are written and read side by side: ordinary appends write
-//!   version 2, transactions version 3. Version 1 (`0xB1`) had no timestamps in the header
-//!   and no offset deltas; it is refused, not read.
+//!   transaction's tag, and [`MAGIC_COMMIT`] (`0xB4`) for the one batch of a transaction
+//!   whose outputs all go to one partition, which also carries the transaction's group
+//!   commit (UTF-8 names). All three are written and read side by side: ordinary appends
+//!   write version 2, transactions version 3, or version 4 for a single batch with a
+//!   commit. Version 1 (`0xB1`) had no timestamps in the header and no offset deltas; it is
+//!   refused, not read.
 //! - `body_len` is the length of `body` in bytes, so a frame takes `HEADER_LEN + body_len`.
 //! - `crc` is the CRC32C (Castagnoli) of `body`, i.e. of everything after itself.
 //! - A record's offset is `base_offset + offset_delta`. Batches written by an append have
@@ -32,6 +38,10 @@
 //!   unique in the whole log. Recovery looks for it to tell whether a transaction's batch
 //!   landed. Compaction rewrites surviving records as version 2 frames, dropping the tag;
 //!   it never touches a segment that may hold a batch of an unfinished transaction.
+//! - `commit` is durable exactly when its batch is: the frame is the transaction's only
+//!   write (see `transaction`). Recovery re-applies the commits of the frames it scans;
+//!   compaction (which drops them) only rewrites segments whose commits the group files
+//!   already hold (see `partition`).
 //!
 //! # Invariants (checked by every decode)
 //!
@@ -43,12 +53,14 @@
 
 use bytes::Bytes;
 
-use crate::Record;
+use crate::{Record, journal::IntentCommit};
 
 /// First byte of every version 2 frame (a plain batch).
 pub(crate) const MAGIC: u8 = 0xB2;
 /// First byte of every version 3 frame (a batch tagged by a transaction).
 pub(crate) const MAGIC_TAGGED: u8 = 0xB3;
+/// First byte of every version 4 frame (a transaction's only batch, with its group commit).
+pub(crate) const MAGIC_COMMIT: u8 = 0xB4;
 /// First byte of a version 1 frame, which this version refuses to read.
 pub(crate) const MAGIC_V1: u8 = 0xB1;
 /// `magic`, `body_len` and `crc`.
@@ -57,6 +69,10 @@ pub(crate) const HEADER_LEN: usize = 1 + 4 + 4;
 const BODY_HEADER_LEN: usize = 8 + 4 + 8;
 /// `producer_id` and `sequence`, after the version 2 body header in a version 3 frame.
 const TAG_LEN: usize = 8 + 8;
+/// `group_len`, `topic_len`, `partition` and `next_offset` of a version 4 frame's commit.
+const COMMIT_FIXED_LEN: usize = 2 + 2 + 4 + 8;
+/// Longest group or topic name a version 4 frame can carry.
+pub(crate) const MAX_COMMIT_NAME_LEN: usize = u16::MAX as usize;
 /// `offset_delta`, `timestamp_ms`, `key_len` and `value_len`.
 const RECORD_HEADER_LEN: usize = 4 + 8 + 4 + 4;
 const NO_KEY: u32 = u32::MAX;
@@ -85,12 +101,47 @@ pub(crate) struct FrameTag {
     pub(crate) sequence: u64,
 }
 
-/// The length of a body header, with or without a tag.
-fn body_header_len(tagged: bool) -> usize {
-    if tagged {
-        BODY_HEADER_LEN + TAG_LEN
-    } else {
-        BODY_HEADER_LEN
+/// What a frame says about the transaction that wrote it: its tag and, in a version 4
+/// frame, its group commit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp<'a> {
+    pub(crate) tag: FrameTag,
+    pub(crate) commit: Option<&'a IntentCommit>,
+}
+
+/// The length of a body header: with no stamp, a tag only, or a tag and a commit.
+fn body_header_len(stamp: Option<Stamp<'_>>) -> usize {
+    match stamp {
+        None => BODY_HEADER_LEN,
+        Some(Stamp { commit: None, .. }) => BODY_HEADER_LEN + TAG_LEN,
+        Some(Stamp {
+            commit: Some(commit),
+            ..
+        }) => {
+            BODY_HEADER_LEN + TAG_LEN + COMMIT_FIXED_LEN + commit.group.len() + commit.topic.len()
+        }
+    }
+}
+
+/// The frame format versions this module reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// 2: a plain batch.
+    Plain,
+    /// 3: a transaction's batch, with its tag.
+    Tagged,
+    /// 4: a transaction's only batch, with its tag and group commit.
+    Committed,
+}
+
+impl Version {
+    /// The shortest body header this version can have.
+    fn min_body_header_len(self) -> usize {
+        match self {
+            Version::Plain => BODY_HEADER_LEN,
+            Version::Tagged => BODY_HEADER_LEN + TAG_LEN,
+            Version::Committed => BODY_HEADER_LEN + TAG_LEN + COMMIT_FIXED_LEN,
+        }
     }
 }
 
@@ -117,7 +168,11 @@ pub(crate) fn check_limits(
     tagged: bool,
 ) -> Result<usize, LimitError> {
     let max_record_bytes = max_record_bytes.min(MAX_FIELD_LEN);
-    let mut body_len = body_header_len(tagged);
+    let mut body_len = if tagged {
+        BODY_HEADER_LEN + TAG_LEN
+    } else {
+        BODY_HEADER_LEN
+    };
     for (index, record) in records.iter().enumerate() {
         let size = record.key.as_ref().map_or(0, Bytes::len) + record.value.len();
         if size > max_record_bytes {
@@ -132,10 +187,10 @@ pub(crate) fn check_limits(
     Ok(size)
 }
 
-/// The length of the frame [`encode_records_into`] makes of `records`, tagged or not.
-pub(crate) fn frame_len(records: &[Record], tagged: bool) -> usize {
+/// The length of the frame [`encode_records_into`] makes of `records` with `stamp`.
+pub(crate) fn frame_len(records: &[Record], stamp: Option<Stamp<'_>>) -> usize {
     HEADER_LEN
-        + body_header_len(tagged)
+        + body_header_len(stamp)
         + records
             .iter()
             .map(|r| record_len(r.key.as_deref(), &r.value))
@@ -151,24 +206,40 @@ pub(crate) struct RecordRef<'a> {
     pub(crate) value: &'a [u8],
 }
 
-/// Appends one frame of `records` to `buf`, version 3 if it has a `tag`, else version 2.
-/// `records` must be non-empty, with strictly increasing deltas, and within the limits of
-/// [`check_limits`].
+/// Appends one frame of `records` to `buf`: version 4 if `stamp` has a commit, 3 if it
+/// has only a tag, else version 2. `records` must be non-empty, with strictly increasing
+/// deltas, and within the limits of [`check_limits`]; a commit's names at most
+/// [`MAX_COMMIT_NAME_LEN`] bytes each.
 pub(crate) fn encode_into<'a>(
     buf: &mut Vec<u8>,
     base_offset: u64,
-    tag: Option<FrameTag>,
+    stamp: Option<Stamp<'_>>,
     records: impl IntoIterator<Item = RecordRef<'a>>,
 ) {
     let start = buf.len();
-    buf.push(if tag.is_some() { MAGIC_TAGGED } else { MAGIC });
+    buf.push(match stamp {
+        None => MAGIC,
+        Some(Stamp { commit: None, .. }) => MAGIC_TAGGED,
+        Some(Stamp {
+            commit: Some(_), ..
+        }) => MAGIC_COMMIT,
+    });
     buf.extend_from_slice(&[0; 8]); // body_len and crc, filled in below
     buf.extend_from_slice(&base_offset.to_le_bytes());
     let count_at = buf.len();
     buf.extend_from_slice(&[0; 4 + 8]); // record_count and max_timestamp_ms
-    if let Some(tag) = tag {
+    if let Some(Stamp { tag, commit }) = stamp {
         buf.extend_from_slice(&tag.producer_id.to_le_bytes());
         buf.extend_from_slice(&tag.sequence.to_le_bytes());
+        if let Some(commit) = commit {
+            for name in [&commit.group, &commit.topic] {
+                debug_assert!(name.len() <= MAX_COMMIT_NAME_LEN);
+                buf.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                buf.extend_from_slice(name.as_bytes());
+            }
+            buf.extend_from_slice(&commit.partition.to_le_bytes());
+            buf.extend_from_slice(&commit.next_offset.to_le_bytes());
+        }
     }
     let mut count = 0u32;
     let mut max_timestamp = i64::MIN;
@@ -196,19 +267,20 @@ pub(crate) fn encode_into<'a>(
     buf[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Appends `records` as one frame with dense offsets from `base_offset`, tagged if `tag`
-/// is given; records without a timestamp get `now_ms`. Returns the batch's max timestamp.
+/// Appends `records` as one frame with dense offsets from `base_offset`, stamped if
+/// `stamp` is given; records without a timestamp get `now_ms`. Returns the batch's max
+/// timestamp.
 pub(crate) fn encode_records_into(
     buf: &mut Vec<u8>,
     base_offset: u64,
-    tag: Option<FrameTag>,
+    stamp: Option<Stamp<'_>>,
     records: &[Record],
     now_ms: i64,
 ) -> i64 {
     encode_into(
         buf,
         base_offset,
-        tag,
+        stamp,
         records.iter().enumerate().map(|(i, r)| RecordRef {
             offset_delta: i as u32,
             timestamp_ms: r.timestamp_ms.unwrap_or(now_ms),
@@ -226,7 +298,7 @@ pub(crate) fn encode_records_into(
 /// Encodes `records` as one frame; records without a timestamp get `now_ms`.
 #[cfg(test)]
 pub(crate) fn encode_batch(base_offset: u64, records: &[Record], now_ms: i64) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(frame_len(records, false));
+    let mut buf = Vec::with_capacity(frame_len(records, None));
     encode_records_into(&mut buf, base_offset, None, records, now_ms);
     buf
 }
@@ -239,8 +311,27 @@ pub(crate) fn encode_tagged_batch(
     records: &[Record],
     now_ms: i64,
 ) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(frame_len(records, true));
-    encode_records_into(&mut buf, base_offset, Some(tag), records, now_ms);
+    let stamp = Stamp { tag, commit: None };
+    let mut buf = Vec::with_capacity(frame_len(records, Some(stamp)));
+    encode_records_into(&mut buf, base_offset, Some(stamp), records, now_ms);
+    buf
+}
+
+/// Encodes `records` as one version 4 frame tagged with `tag` and carrying `commit`.
+#[cfg(test)]
+pub(crate) fn encode_committed_batch(
+    base_offset: u64,
+    tag: FrameTag,
+    commit: &IntentCommit,
+    records: &[Record],
+    now_ms: i64,
+) -> Vec<u8> {
+    let stamp = Stamp {
+        tag,
+        commit: Some(commit),
+    };
+    let mut buf = Vec::with_capacity(frame_len(records, Some(stamp)));
+    encode_records_into(&mut buf, base_offset, Some(stamp), records, now_ms);
     buf
 }
 
@@ -249,8 +340,7 @@ pub(crate) fn encode_tagged_batch(
 pub(crate) struct FrameHeader {
     pub(crate) body_len: u32,
     crc: u32,
-    /// Version 3: the body header carries a [`FrameTag`].
-    tagged: bool,
+    version: Version,
 }
 
 impl FrameHeader {
@@ -267,8 +357,10 @@ pub(crate) struct BatchInfo {
     pub(crate) max_timestamp_ms: i64,
     /// Offset of the batch's last record.
     pub(crate) last_offset: u64,
-    /// The transaction that wrote the batch, for a version 3 frame.
+    /// The transaction that wrote the batch, for a version 3 or 4 frame.
     pub(crate) tag: Option<FrameTag>,
+    /// Whether the frame carries a group commit (version 4); see [`verified_commit`].
+    pub(crate) has_commit: bool,
 }
 
 /// A decoded record; key and value share the frame's memory.
@@ -292,20 +384,21 @@ pub(crate) fn decode_header(buf: &[u8]) -> Result<FrameHeader, FrameError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Err(FrameError::Short);
     };
-    let tagged = match header[0] {
-        MAGIC => false,
-        MAGIC_TAGGED => true,
+    let version = match header[0] {
+        MAGIC => Version::Plain,
+        MAGIC_TAGGED => Version::Tagged,
+        MAGIC_COMMIT => Version::Committed,
         other => return Err(FrameError::BadMagic(other)),
     };
     let body_len = u32_at(header, 1);
     let crc = u32_at(header, 5);
-    if (body_len as usize) < body_header_len(tagged) + RECORD_HEADER_LEN {
+    if (body_len as usize) < version.min_body_header_len() + RECORD_HEADER_LEN {
         return Err(FrameError::Malformed("body shorter than one record"));
     }
     Ok(FrameHeader {
         body_len,
         crc,
-        tagged,
+        version,
     })
 }
 
@@ -340,17 +433,20 @@ pub(crate) fn decode_body(
         return Err(FrameError::BadChecksum);
     }
     let buf: &[u8] = body;
-    let mut at = body_header_len(header.tagged);
+    let mut at = header.version.min_body_header_len();
     if buf.len() < at {
         return Err(FrameError::Malformed("body shorter than its own header"));
     }
     let base_offset = u64_at(buf, 0);
     let record_count = u32_at(buf, 8);
     let max_timestamp_ms = u64_at(buf, 12) as i64;
-    let tag = header.tagged.then(|| FrameTag {
+    let tag = (header.version != Version::Plain).then(|| FrameTag {
         producer_id: u64_at(buf, BODY_HEADER_LEN),
         sequence: u64_at(buf, BODY_HEADER_LEN + 8),
     });
+    if header.version == Version::Committed {
+        at = read_commit(buf)?.end;
+    }
     if record_count == 0 {
         return Err(FrameError::Malformed("batch without records"));
     }
@@ -417,7 +513,70 @@ pub(crate) fn decode_body(
         max_timestamp_ms,
         last_offset,
         tag,
+        has_commit: header.version == Version::Committed,
     })
+}
+
+/// A version 4 body's commit as it is stored.
+struct RawCommit<'a> {
+    group: &'a str,
+    topic: &'a str,
+    partition: u32,
+    next_offset: u64,
+    /// Position of the first record.
+    end: usize,
+}
+
+/// Reads the commit of a version 4 body whose length is at least its minimal header's.
+fn read_commit(buf: &[u8]) -> Result<RawCommit<'_>, FrameError> {
+    const RUNS_PAST: FrameError = FrameError::Malformed("commit runs past the end of the batch");
+    let mut at = BODY_HEADER_LEN + TAG_LEN;
+    let mut names = ["", ""];
+    for name in &mut names {
+        let len = buf.get(at..at + 2).ok_or(RUNS_PAST)?;
+        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+        at += 2;
+        let bytes = buf.get(at..at + len).ok_or(RUNS_PAST)?;
+        *name = std::str::from_utf8(bytes)
+            .map_err(|_| FrameError::Malformed("commit name is not UTF-8"))?;
+        at += len;
+    }
+    if buf.len() < at + 12 {
+        return Err(RUNS_PAST);
+    }
+    Ok(RawCommit {
+        group: names[0],
+        topic: names[1],
+        partition: u32_at(buf, at),
+        next_offset: u64_at(buf, at + 4),
+        end: at + 12,
+    })
+}
+
+/// The group commit and tag of a version 4 frame whose body [`decode_body`] has verified;
+/// `None` for other versions.
+pub(crate) fn verified_commit(
+    header: &FrameHeader,
+    body: &[u8],
+) -> Result<Option<(FrameTag, IntentCommit)>, FrameError> {
+    if header.version != Version::Committed {
+        return Ok(None);
+    }
+    if body.len() < header.version.min_body_header_len() {
+        return Err(FrameError::Malformed("body shorter than its own header"));
+    }
+    let tag = FrameTag {
+        producer_id: u64_at(body, BODY_HEADER_LEN),
+        sequence: u64_at(body, BODY_HEADER_LEN + 8),
+    };
+    let raw = read_commit(body)?;
+    let commit = IntentCommit {
+        group: raw.group.to_owned(),
+        topic: raw.topic.to_owned(),
+        partition: raw.partition,
+        next_offset: raw.next_offset,
+    };
+    Ok(Some((tag, commit)))
 }
 
 /// The tag of a frame whose header is `header`, once the body's checksum is verified;
@@ -432,7 +591,7 @@ pub(crate) fn verified_tag(
     if crc32c::crc32c(body) != header.crc {
         return Err(FrameError::BadChecksum);
     }
-    if !header.tagged {
+    if header.version == Version::Plain {
         return Ok(None);
     }
     if body.len() < BODY_HEADER_LEN + TAG_LEN {

@@ -216,6 +216,19 @@ struct Inner {
     _lock: File,
 }
 
+impl Drop for Inner {
+    /// A clean close writes the group files, so commits that only frames held (see
+    /// `transaction`) need no scan at the next open to be found.
+    fn drop(&mut self) {
+        if let Err(error) = self.groups.checkpoint() {
+            telemetry::CloseCheckpointFailed {
+                error: &error.to_string(),
+            }
+            .emit();
+        }
+    }
+}
+
 impl fmt::Debug for Log {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Log")
@@ -268,6 +281,8 @@ impl Log {
             fsutil::create_dir(sub).context(|| format!("could not create {}", sub.display()))?;
         }
 
+        // Before the topics: opening a partition applies the commits its frames carry.
+        let groups = Arc::new(Groups::load(&groups_dir)?);
         let mut topics = BTreeMap::new();
         let entries = std::fs::read_dir(&topics_dir)
             .context(|| format!("could not list {}", topics_dir.display()))?;
@@ -286,7 +301,7 @@ impl Log {
             if !path.is_dir() {
                 continue;
             }
-            match Topic::recover(&path, name)? {
+            match Topic::recover(&path, name, &groups)? {
                 Some(topic) => {
                     topics.insert(name.to_owned(), Arc::new(topic));
                 }
@@ -298,7 +313,6 @@ impl Log {
             }
         }
 
-        let groups = Arc::new(Groups::load(&groups_dir)?);
         let journal_dir = dir.join(journal::JOURNAL_DIR);
         let recovered = journal::recover(&journal_dir)?;
         let next_sequence = Arc::new(AtomicU64::new(
@@ -358,7 +372,7 @@ impl Log {
             });
         }
         let dir = self.inner.dir.join(TOPICS_DIR).join(name);
-        let topic = Topic::create(&dir, name, config)?;
+        let topic = Topic::create(&dir, name, config, &self.inner.groups)?;
         self.inner
             .topics
             .write()
@@ -479,7 +493,7 @@ impl Log {
         let mut pending = Vec::with_capacity(batches.len());
         for batch in batches {
             let partition = topic.partition(batch.partition)?;
-            let reply = partition.enqueue(batch.records, now_ms, None)?;
+            let reply = partition.enqueue(batch.records, now_ms, None, None)?;
             pending.push((
                 batch.partition,
                 batch.input_indexes,
@@ -657,6 +671,11 @@ impl Log {
 pub fn fuzz_decode(bytes: &[u8]) {
     let _ = frame::decode_frames(bytes);
     let _ = frame::decode_frame(Bytes::copy_from_slice(bytes));
+    if let Ok(header) = frame::decode_header(bytes) {
+        let body = bytes.get(frame::HEADER_LEN..).unwrap_or_default();
+        let _ = frame::verified_tag(&header, body);
+        let _ = frame::verified_commit(&header, body);
+    }
     let _ = journal::decode_entries(&Bytes::copy_from_slice(bytes));
     let split = bytes
         .first()

@@ -85,9 +85,11 @@ use tokio::sync::{oneshot, watch};
 use crate::{
     Error, FsyncPolicy, Record, Result, RetentionReport, StoredRecord,
     error::IoContext,
-    frame::{self, DecodedRecord, FrameError, FrameTag, RecordRef},
+    frame::{self, DecodedRecord, FrameError, FrameTag, RecordRef, Stamp},
     fsutil,
+    groups::Groups,
     index::SegmentIndex,
+    journal::IntentCommit,
     segment::{self, Segment, WalkError},
     telemetry,
 };
@@ -135,7 +137,19 @@ struct AppendRequest {
     /// Set for a transaction's batch: written as a tagged frame and fsynced before it is
     /// acknowledged, whatever the fsync policy.
     tag: Option<FrameTag>,
+    /// Set (with `tag`) for a transaction's only batch: its group commit, written in the
+    /// frame (version 4) and applied to the groups once the frame is durable.
+    commit: Option<IntentCommit>,
     reply: oneshot::Sender<Result<u64>>,
+}
+
+impl AppendRequest {
+    fn stamp(&self) -> Option<Stamp<'_>> {
+        self.tag.map(|tag| Stamp {
+            tag,
+            commit: self.commit.as_ref(),
+        })
+    }
 }
 
 /// A batch written to the active segment but maybe not yet visible.
@@ -164,6 +178,10 @@ pub(crate) struct Shared {
     /// compaction leave every segment at or after the lowest alone, so the tag recovery
     /// looks for is never rewritten or deleted under a transaction.
     transaction_pins: Mutex<BTreeMap<u64, usize>>,
+    /// The log's consumer groups: a version 4 frame's commit is applied to them once the
+    /// frame is durable, and they are checkpointed before the recovery point moves past
+    /// a segment, so the commits of segments open does not scan are in the group files.
+    groups: Arc<Groups>,
 }
 
 pub(crate) struct WriterState {
@@ -183,13 +201,15 @@ pub(crate) struct WriterState {
 }
 
 impl Partition {
-    /// Opens the partition stored in `dir`, recovering its segments.
+    /// Opens the partition stored in `dir`, recovering its segments and applying the group
+    /// commits their version 4 frames carry to `groups`.
     pub(crate) fn open(
         topic: &str,
         id: u32,
         dir: &Path,
         mode: OpenMode,
         settings: Settings,
+        groups: &Arc<Groups>,
     ) -> Result<Partition> {
         let what = || format!("partition {id} of topic \"{topic}\" ({})", dir.display());
         if mode == OpenMode::Create {
@@ -261,6 +281,15 @@ impl Partition {
                                 format!("could not truncate the corrupt tail of {}", seg_what())
                             })?;
                     }
+                    for (sequence, commit) in &scan.commits {
+                        groups.apply(
+                            &commit.group,
+                            &commit.topic,
+                            commit.partition,
+                            commit.next_offset,
+                            *sequence,
+                        );
+                    }
                     if next_base.is_some() {
                         segment::write_index_files(dir, &scan.index)
                             .context(|| format!("could not write the indexes of {}", seg_what()))?;
@@ -285,6 +314,9 @@ impl Partition {
             });
         };
         if recovery_point != active.base_offset {
+            // The segments the recovery point leaves behind are not scanned again: their
+            // commits must be in the group files first.
+            groups.checkpoint()?;
             write_recovery_point(dir, active.base_offset)
                 .context(|| format!("could not write the recovery point of {}", what()))?;
         }
@@ -321,6 +353,7 @@ impl Partition {
                 end: watch::Sender::new(next_offset),
                 maintenance: Mutex::new(()),
                 transaction_pins: Mutex::new(BTreeMap::new()),
+                groups: Arc::clone(groups),
             }),
             writer: Mutex::new(None),
         })
@@ -355,13 +388,16 @@ impl Partition {
     /// Queues `records` (non-empty, within the limits) as one batch; the receiver gets the
     /// batch's base offset once the fsync policy allows acknowledging it. A batch with a
     /// `tag` is a transaction's: it is written as a tagged frame and acknowledged only once
-    /// fsynced, whatever the policy.
+    /// fsynced, whatever the policy. A `commit` (given only with a `tag`) is written in the
+    /// frame and applied to the groups once it is durable, before the acknowledgement.
     pub(crate) fn enqueue(
         &self,
         records: Vec<Record>,
         now_ms: i64,
         tag: Option<FrameTag>,
+        commit: Option<IntentCommit>,
     ) -> Result<oneshot::Receiver<Result<u64>>> {
+        debug_assert!(commit.is_none() || tag.is_some());
         let (reply, receiver) = oneshot::channel();
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if writer.is_none() {
@@ -383,6 +419,7 @@ impl Partition {
             records,
             now_ms,
             tag,
+            commit,
             reply,
         };
         if let Some(handle) = writer.as_ref()
@@ -396,7 +433,7 @@ impl Partition {
     /// Appends `records` as one batch and returns its base offset once acknowledged.
     #[cfg(test)]
     pub(crate) async fn append(&self, records: Vec<Record>, now_ms: i64) -> Result<u64> {
-        let receiver = self.enqueue(records, now_ms, None)?;
+        let receiver = self.enqueue(records, now_ms, None, None)?;
         receiver.await.map_err(|_| self.shared.poisoned())?
     }
 
@@ -763,7 +800,7 @@ impl Shared {
         while queued_bytes < MAX_GROUP_BYTES
             && let Ok(request) = requests.try_recv()
         {
-            queued_bytes += frame::frame_len(&request.records, request.tag.is_some());
+            queued_bytes += frame::frame_len(&request.records, request.stamp());
             queue.push_back(request);
         }
         let settings = self.settings();
@@ -778,11 +815,12 @@ impl Shared {
             buf.clear();
             let mut written = Vec::new();
             let mut replies = Vec::new();
+            let mut commits = Vec::new();
             let mut start_len = state.len;
             let (mut len, mut next_offset) = (state.len, state.next_offset);
             let mut must_sync = false;
             while let Some(request) = queue.pop_front() {
-                let frame_len = frame::frame_len(&request.records, request.tag.is_some()) as u64;
+                let frame_len = frame::frame_len(&request.records, request.stamp()) as u64;
                 if len > 0 && len + frame_len > settings.segment_bytes {
                     if !replies.is_empty() {
                         queue.push_front(request);
@@ -802,10 +840,13 @@ impl Shared {
                 let max_timestamp_ms = frame::encode_records_into(
                     &mut buf,
                     next_offset,
-                    request.tag,
+                    request.stamp(),
                     &request.records,
                     request.now_ms,
                 );
+                if let (Some(tag), Some(commit)) = (request.tag, request.commit) {
+                    commits.push((tag.sequence, commit));
+                }
                 written.push(WrittenBatch {
                     position: len,
                     base_offset: next_offset,
@@ -873,6 +914,16 @@ impl Shared {
                 }
                 continue;
             }
+            // Durable now: the commits count from here on, before anyone sees the outputs.
+            for (sequence, commit) in commits {
+                self.groups.apply(
+                    &commit.group,
+                    &commit.topic,
+                    commit.partition,
+                    commit.next_offset,
+                    sequence,
+                );
+            }
             state.active.publish_batches(written.iter().map(|b| {
                 (
                     b.position,
@@ -917,6 +968,9 @@ impl Shared {
         state.file = file;
         state.active = segment;
         state.len = 0;
+        // The closed segment is not scanned at open any more: its commits go to the group
+        // files first.
+        self.groups.checkpoint().map_err(io::Error::other)?;
         write_recovery_point(&self.dir, base)?;
         telemetry::SegmentRolled {
             topic: &self.topic,

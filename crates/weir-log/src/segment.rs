@@ -38,6 +38,7 @@ use crate::{
     frame::{self, DecodedRecord, FrameError, FrameHeader, FrameTag},
     fsutil,
     index::SegmentIndex,
+    journal::IntentCommit,
 };
 
 /// How much of a segment one positional read fetches.
@@ -291,6 +292,8 @@ pub(crate) struct Scan {
     pub(crate) file_len: u64,
     /// Why the scan stopped before the end of the file, if it did.
     pub(crate) stopped_by: Option<FrameError>,
+    /// The group commits the valid version 4 frames carry, with their sequences, in order.
+    pub(crate) commits: Vec<(u64, IntentCommit)>,
 }
 
 /// Reads every frame of a segment, checking each, until the end or the first bad frame.
@@ -300,8 +303,14 @@ pub(crate) struct Scan {
 pub(crate) fn scan(file: &File, base_offset: u64, limit: Option<u64>) -> io::Result<Scan> {
     let file_len = file.metadata()?.len();
     let mut index = SegmentIndex::new(base_offset);
+    let mut commits = Vec::new();
     let walked = walk_frames(file, 0, file_len, |position, header, body| {
         let info = frame::decode_body(header, body, |_| {})?;
+        let commit = if info.has_commit {
+            frame::verified_commit(header, body)?
+        } else {
+            None
+        };
         if info.base_offset < index.next_offset {
             return Err(FrameError::NonContiguous {
                 expected: index.next_offset,
@@ -318,6 +327,7 @@ pub(crate) fn scan(file: &File, base_offset: u64, limit: Option<u64>) -> io::Res
             info.max_timestamp_ms,
             header.frame_len(),
         );
+        commits.extend(commit.map(|(tag, commit)| (tag.sequence, commit)));
         Ok(ControlFlow::Continue(()))
     });
     let stopped_by = match walked {
@@ -329,6 +339,7 @@ pub(crate) fn scan(file: &File, base_offset: u64, limit: Option<u64>) -> io::Res
         index,
         file_len,
         stopped_by,
+        commits,
     })
 }
 

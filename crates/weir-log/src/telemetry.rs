@@ -302,3 +302,18 @@ impl CheckpointFailed<'_> {
         );
     }
 }
+
+/// Writing the group files when the log closed failed; the next open finds the commits
+/// in the journal and in the frames that carry them.
+pub(crate) struct CloseCheckpointFailed<'a> {
+    pub(crate) error: &'a str,
+}
+
+impl CloseCheckpointFailed<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::warn!(
+            error = self.error,
+            "could not checkpoint the consumer-group offsets at close; the next open recovers them"
+        );
+    }
+}

@@ -938,14 +938,37 @@ fn fuzz_decode_never_panics_on_random_bytes() {
         producer_id: 3,
         sequence: 4,
     };
-    frame::encode_records_into(&mut tagged, 5, Some(tag), &[Record::new("v")], 9);
+    frame::encode_records_into(
+        &mut tagged,
+        5,
+        Some(frame::Stamp { tag, commit: None }),
+        &[Record::new("v")],
+        9,
+    );
+    let commit = journal::IntentCommit {
+        group: "g".into(),
+        topic: "in".into(),
+        partition: 1,
+        next_offset: 7,
+    };
+    let mut committed = Vec::new();
+    frame::encode_records_into(
+        &mut committed,
+        5,
+        Some(frame::Stamp {
+            tag,
+            commit: Some(&commit),
+        }),
+        &[Record::new("v")],
+        9,
+    );
     let journal = journal_entries();
     for round in 0..6_000 {
         let len = (next() % 300) as usize;
         let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         if round % 3 == 0 {
             // Start from a valid frame or entry so the decoder gets past the header.
-            let mut frame = [&valid, &tagged, &journal][round / 3 % 3].clone();
+            let mut frame = [&valid, &tagged, &committed, &journal][round / 3 % 4].clone();
             if !frame.is_empty() {
                 let at = (next() as usize) % frame.len();
                 frame[at] = next() as u8;
@@ -957,6 +980,7 @@ fn fuzz_decode_never_panics_on_random_bytes() {
     }
     fuzz_decode(&valid);
     fuzz_decode(&tagged);
+    fuzz_decode(&committed);
     fuzz_decode(&journal);
     fuzz_decode(&[]);
 }

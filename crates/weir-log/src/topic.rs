@@ -35,6 +35,7 @@ use crate::{
     Error, Result, RetentionReport, TopicInfo,
     error::IoContext,
     fsutil,
+    groups::Groups,
     partition::{OpenMode, Partition, Settings},
     partitioner,
 };
@@ -186,7 +187,12 @@ pub(crate) struct Topic {
 
 impl Topic {
     /// Creates the topic's files under `dir` (which is `topics/<name>`).
-    pub(crate) fn create(dir: &Path, name: &str, config: &TopicConfig) -> Result<Topic> {
+    pub(crate) fn create(
+        dir: &Path,
+        name: &str,
+        config: &TopicConfig,
+        groups: &Arc<Groups>,
+    ) -> Result<Topic> {
         fsutil::create_dir(dir).context(|| format!("could not create {}", dir.display()))?;
         let opened = (0..config.partitions)
             .map(|id| {
@@ -196,6 +202,7 @@ impl Topic {
                     &dir.join(id.to_string()),
                     OpenMode::Create,
                     config.settings(),
+                    groups,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -256,7 +263,7 @@ impl Topic {
     }
 
     /// Opens the topic in `dir`, or `None` if its creation never finished.
-    pub(crate) fn recover(dir: &Path, name: &str) -> Result<Option<Topic>> {
+    pub(crate) fn recover(dir: &Path, name: &str, groups: &Arc<Groups>) -> Result<Option<Topic>> {
         let path = dir.join(TOPIC_FILE);
         let contents = match std::fs::read(&path) {
             Ok(contents) => contents,
@@ -291,6 +298,7 @@ impl Topic {
                     &dir.join(id.to_string()),
                     OpenMode::Recover,
                     config.settings(),
+                    groups,
                 )
             })
             .collect::<Result<Vec<_>>>()?;

@@ -2,7 +2,21 @@
 //! become durable together, exactly once across crashes.
 //!
 //! [`crate::Log::commit_transaction`] checks everything first (topics, limits, keys, the
-//! group and its offset), so a bad transaction writes nothing. Then it writes the intent
+//! group and its offset), so a bad transaction writes nothing.
+//!
+//! A transaction whose records all go to one partition and that commits a group offset
+//! (a co-partitioned pipeline's batch) is written as one frame that carries the commit
+//! (version 4, see `frame`): one write and one fsync, no journal. The frame is atomic (a
+//! torn one fails its checksum and is cut off at open), so after a crash the outputs and
+//! the commit are both there or both not. The partition's writer applies the commit once
+//! the frame is durable, and the partition keeps it recoverable: open re-applies the
+//! commits of every segment it scans, and the groups are checkpointed before the recovery
+//! point moves past a segment (see `partition`). If that frame's write fails, nothing of
+//! the transaction counts in this process (on a full disk nothing was written; any other
+//! failure poisons the partition, and the next open finds the frame whole or not at all),
+//! so the caller may send it again.
+//!
+//! Every other transaction writes the intent
 //! to the journal and waits for its fsync (see `journal` for the format and recovery),
 //! appends each partition's batch tagged with `(producer id, sequence)`, waits for every
 //! batch's fsync, and applies the group commit. From the intent's fsync on, the
@@ -82,6 +96,10 @@ impl Producers {
 #[derive(Default)]
 struct ProducerState {
     pending: Option<Pending>,
+    /// A single-frame transaction (version 4) whose call was cancelled before the frame's
+    /// write was acknowledged: the next call waits for it first, so it never runs ahead of
+    /// an earlier commit.
+    in_flight: Option<oneshot::Receiver<Result<u64>>>,
 }
 
 /// A transaction whose intent was queued to the journal and that is not done yet.
@@ -155,6 +173,11 @@ impl Log {
     /// transaction still cannot be completed, this returns
     /// [`Error::EarlierTransactionIncomplete`] and writes nothing of this one.
     ///
+    /// A transaction whose records all go to one partition and that has a commit is one
+    /// frame, written and fsynced once (no journal): if that write fails, the error is the
+    /// partition's ([`Error::DiskFull`], [`Error::Poisoned`], [`Error::Io`]) and nothing of
+    /// the transaction counts, so it may be sent again.
+    ///
     /// While a transaction is being written, readers may see the outputs of some of its
     /// partitions before others; the group offset moves only once all are durable.
     #[instrument(skip_all, err, fields(producer = %txn.producer))]
@@ -162,6 +185,12 @@ impl Log {
         validate_producer(&txn.producer)?;
         let producer = self.inner.producers.get(&txn.producer);
         let mut state = producer.lock().await;
+        if let Some(reply) = state.in_flight.as_mut() {
+            // Its outcome is in the groups already (the writer applies a durable frame's
+            // commit), and a failed one counts as not sent.
+            let _ = reply.await;
+            state.in_flight = None;
+        }
         if state.pending.is_some() {
             self.finish(&mut state).await.map_err(|error| match error {
                 Error::TransactionIncomplete {
@@ -176,9 +205,18 @@ impl Log {
                 other => other,
             })?;
         }
-        let (planned, commit) = self.plan(&txn)?;
+        let (mut planned, commit) = self.plan(&txn)?;
         if planned.is_empty() && commit.is_none() {
             return Ok(());
+        }
+        if let ([batch], Some(commit)) = (planned.as_slice(), &commit)
+            && self.fits_one_frame(batch, commit)
+        {
+            let batch = planned.pop().expect("one batch");
+            let commit = commit.clone();
+            return self
+                .commit_in_frame(&mut state, txn.producer, batch, commit)
+                .await;
         }
 
         let sequence = self.inner.next_sequence.fetch_add(1, Ordering::SeqCst);
@@ -213,6 +251,61 @@ impl Log {
         pending.journal_reply = Some(self.inner.journal.write_intent(sequence, bytes)?);
         state.pending = Some(pending);
         self.finish(&mut state).await
+    }
+
+    /// Whether a transaction of `batch` and `commit` can be written as one version 4 frame.
+    fn fits_one_frame(&self, batch: &PlannedBatch, commit: &IntentCommit) -> bool {
+        let stamp = frame::Stamp {
+            tag: FrameTag {
+                producer_id: 0,
+                sequence: 0,
+            },
+            commit: Some(commit),
+        };
+        commit.group.len() <= frame::MAX_COMMIT_NAME_LEN
+            && commit.topic.len() <= frame::MAX_COMMIT_NAME_LEN
+            && frame::frame_len(&batch.records, Some(stamp)) <= self.inner.opts.max_batch_bytes
+    }
+
+    /// Writes a transaction as one frame that carries its commit; see the module docs.
+    async fn commit_in_frame(
+        &self,
+        state: &mut ProducerState,
+        producer: String,
+        batch: PlannedBatch,
+        commit: IntentCommit,
+    ) -> Result<()> {
+        let sequence = self.inner.next_sequence.fetch_add(1, Ordering::SeqCst);
+        let tag = FrameTag {
+            producer_id: journal::producer_id(&producer),
+            sequence,
+        };
+        let records = batch.records.len();
+        let reply = state.in_flight.insert(batch.partition.enqueue(
+            batch.records,
+            0,
+            Some(tag),
+            Some(commit),
+        )?);
+        let written = reply.await;
+        state.in_flight = None;
+        match written {
+            Ok(Ok(_)) => {
+                telemetry::TransactionCommitted {
+                    producer: &producer,
+                    sequence,
+                    batches: 1,
+                    records,
+                }
+                .emit();
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(Error::Poisoned {
+                topic: batch.topic,
+                partition: batch.partition_id,
+            }),
+        }
     }
 
     /// Checks a transaction and splits its records into one batch per partition, with
@@ -389,7 +482,7 @@ impl Log {
                 BatchState::InFlight(_) | BatchState::Landed => continue,
             }
             // Every record has its timestamp, so `now_ms` is unused.
-            match partition.enqueue(batch.records.clone(), 0, Some(tag)) {
+            match partition.enqueue(batch.records.clone(), 0, Some(tag), None) {
                 Ok(reply) => {
                     *batch_state = BatchState::InFlight(reply);
                     appended += 1;
@@ -489,6 +582,7 @@ impl Log {
                 partitions.push(partition);
             }
             let mut state = ProducerState {
+                in_flight: None,
                 pending: Some(Pending {
                     batches: intent.batches.iter().map(|_| BatchState::Unknown).collect(),
                     intent: Arc::new(intent.clone()),

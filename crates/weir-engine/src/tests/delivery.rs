@@ -298,7 +298,8 @@ async fn a_full_disk_stalls_the_pipeline_and_once_space_is_back_nothing_is_lost_
     node.shutdown().await;
     drop(node);
 
-    // Leave too little room for a batch's transaction (its intent alone holds ~256 KiB),
+    // Leave too little room for a batch's transaction (~256 KiB of outputs, written as one
+    // frame with the offset, since each input partition's outputs go to one partition),
     // then start the pipeline: its commits are refused and it shows as stalled.
     let ballast = disk.path().join("ballast");
     disk.fill(&ballast, 96 << 10);

@@ -135,3 +135,110 @@ fn plain_and_tagged_frames_decode_side_by_side() {
     let offsets: Vec<_> = batches.iter().map(|b| b.info.base_offset).collect();
     assert_eq!(offsets, [0, 3, 6]);
 }
+
+fn commit() -> IntentCommit {
+    IntentCommit {
+        group: "pipe".into(),
+        topic: "orders.in".into(),
+        partition: 3,
+        next_offset: 1234,
+    }
+}
+
+#[test]
+fn a_committed_frame_round_trips_with_its_tag_and_commit() {
+    let frame = encode_committed_batch(7, TAG, &commit(), &records(), 1000);
+    assert_eq!(frame[0], MAGIC_COMMIT);
+    let stamp = Stamp {
+        tag: TAG,
+        commit: Some(&commit()),
+    };
+    assert_eq!(frame.len(), frame_len(&records(), Some(stamp)));
+    assert_eq!(
+        frame.len(),
+        encode_tagged_batch(7, TAG, &records(), 1000).len() + 16 + "pipe".len() + "orders.in".len()
+    );
+
+    let batch = decode_frame(Bytes::from(frame.clone())).expect("valid frame");
+    assert_eq!(batch.info.tag, Some(TAG));
+    assert!(batch.info.has_commit);
+    assert_eq!((batch.info.base_offset, batch.info.last_offset), (7, 9));
+    let plain = decode_frame(Bytes::from(encode_batch(7, &records(), 1000))).expect("valid");
+    assert!(!plain.info.has_commit);
+    assert_eq!(batch.records, plain.records, "the commit changes no record");
+
+    let header = decode_header(&frame).expect("header");
+    let body = &frame[HEADER_LEN..];
+    assert_eq!(verified_tag(&header, body), Ok(Some(TAG)));
+    assert_eq!(verified_commit(&header, body), Ok(Some((TAG, commit()))));
+    let tagged = encode_tagged_batch(7, TAG, &records(), 1000);
+    let tagged_header = decode_header(&tagged).expect("header");
+    assert_eq!(
+        verified_commit(&tagged_header, &tagged[HEADER_LEN..]),
+        Ok(None)
+    );
+}
+
+#[test]
+fn every_flipped_bit_or_truncation_of_a_committed_frame_is_detected() {
+    let frame = encode_committed_batch(0, TAG, &commit(), &records(), 1000);
+    for byte in 0..frame.len() {
+        for bit in 0..8 {
+            let mut corrupt = frame.clone();
+            corrupt[byte] ^= 1 << bit;
+            assert!(
+                decode_frame(Bytes::from(corrupt)).is_err(),
+                "flip of bit {bit} in byte {byte} went unnoticed"
+            );
+        }
+    }
+    for len in 0..frame.len() {
+        assert!(decode_frame(Bytes::copy_from_slice(&frame[..len])).is_err());
+    }
+}
+
+/// Rewrites a frame's checksum after its body was changed.
+fn reseal(frame: &mut [u8]) {
+    let crc = crc32c::crc32c(&frame[HEADER_LEN..]);
+    frame[5..9].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn a_commit_with_a_bad_name_or_running_past_the_body_is_malformed() {
+    let frame = encode_committed_batch(0, TAG, &commit(), &records(), 1000);
+    // The group name's first byte, after the body header, the tag and group_len.
+    let name_at = HEADER_LEN + BODY_HEADER_LEN + TAG_LEN + 2;
+    let mut not_utf8 = frame.clone();
+    not_utf8[name_at] = 0xFF;
+    reseal(&mut not_utf8);
+    assert_eq!(
+        decode_frame(Bytes::from(not_utf8)),
+        Err(FrameError::Malformed("commit name is not UTF-8"))
+    );
+    let mut too_long = frame.clone();
+    too_long[name_at - 2..name_at].copy_from_slice(&u16::MAX.to_le_bytes());
+    reseal(&mut too_long);
+    assert_eq!(
+        decode_frame(Bytes::from(too_long)),
+        Err(FrameError::Malformed(
+            "commit runs past the end of the batch"
+        ))
+    );
+}
+
+#[test]
+fn plain_tagged_and_committed_frames_decode_side_by_side() {
+    let mut bytes = encode_batch(0, &records(), 1000);
+    bytes.extend(encode_committed_batch(3, TAG, &commit(), &records(), 1000));
+    bytes.extend(encode_tagged_batch(6, TAG, &records(), 1000));
+    let (batches, stopped) = decode_frames(&bytes);
+    assert_eq!(stopped, None);
+    let kinds: Vec<_> = batches
+        .iter()
+        .map(|b| (b.info.tag, b.info.has_commit))
+        .collect();
+    assert_eq!(
+        kinds,
+        [(None, false), (Some(TAG), true), (Some(TAG), false)]
+    );
+}

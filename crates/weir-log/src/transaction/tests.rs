@@ -756,3 +756,247 @@ async fn the_default_commit_transaction_appends_then_commits() {
         .expect("commit");
     assert_eq!(journal_files(dir.path()).len(), 1, "the embedded override");
 }
+
+const SINGLE: &str = "out-single";
+
+/// `setup` plus a one-partition output topic with segments of `segment_bytes`.
+async fn setup_single(dir: &TempDir, segment_bytes: u64) -> Log {
+    let log = setup(dir).await;
+    let config = TopicConfig {
+        segment_bytes,
+        ..TopicConfig::with_partitions(1)
+    };
+    log.create_topic(SINGLE, &config)
+        .expect("create out-single");
+    log
+}
+
+/// Transaction `n` of a co-partitioned pipeline: `count` records, all to out-single's one
+/// partition, committing the source offset `(n + 1) * 10`.
+fn single(n: u32, count: u32) -> Transaction {
+    Transaction {
+        producer: PRODUCER.to_owned(),
+        appends: vec![(
+            SINGLE.to_owned(),
+            (0..count)
+                .map(|i| Record::new(format!("{n}:{i}")).with_key(format!("{n}")))
+                .collect(),
+        )],
+        commit: Some(GroupCommit {
+            group: GROUP.to_owned(),
+            topic: SOURCE.to_owned(),
+            partition: 0,
+            next_offset: u64::from(n + 1) * 10,
+        }),
+    }
+}
+
+/// out-single's values, in offset order.
+fn single_values(log: &Log) -> Vec<String> {
+    log.read(SINGLE, 0, 0, usize::MAX)
+        .expect("read out-single")
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.to_vec()).expect("utf-8"))
+        .collect()
+}
+
+/// What transactions `ns` of `count` records each wrote, in order.
+fn single_expected(ns: impl IntoIterator<Item = u32>, count: u32) -> Vec<String> {
+    ns.into_iter()
+        .flat_map(|n| (0..count).map(move |i| format!("{n}:{i}")))
+        .collect()
+}
+
+/// The directory as a crash would leave it: every file as it is now, without the close
+/// (which checkpoints the groups).
+fn crash_image(dir: &TempDir) -> TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("list") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copy");
+            }
+        }
+    }
+    let image = tempfile::tempdir().expect("tempdir");
+    copy(dir.path(), image.path());
+    image
+}
+
+#[tokio::test]
+async fn a_single_partition_transaction_is_one_frame_carrying_its_commit_and_survives_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup_single(&dir, 64 << 20).await;
+    let fsyncs = || {
+        log.get_partition(SINGLE, 0)
+            .expect("partition")
+            .fsync_count()
+    };
+    let before = fsyncs();
+    for n in 0..3 {
+        log.commit_transaction(single(n, 4)).await.expect("commit");
+    }
+    assert_eq!(fsyncs() - before, 3, "one fsync per transaction");
+    assert_eq!(committed(&log), Some(30));
+    let group_file = dir.path().join("groups").join(format!("{GROUP}.json"));
+    assert!(!group_file.exists(), "no group file write per transaction");
+
+    let image = crash_image(&dir);
+    let journal = journal::recover(&image.path().join(journal::JOURNAL_DIR)).expect("journal");
+    assert!(journal.intents.is_empty(), "no journal intent: {journal:?}");
+    let recovered = open(&image);
+    assert_eq!(
+        committed(&recovered),
+        Some(30),
+        "the frames carried the commit"
+    );
+    assert_eq!(single_values(&recovered), single_expected(0..3, 4));
+
+    // Later commits of the producer win over the frames' at recovery, and the other way
+    // round, whichever path wrote them.
+    recovered
+        .commit_transaction(txn(PRODUCER, 5, 1))
+        .await
+        .expect("journal path");
+    assert_eq!(committed(&recovered), Some(60));
+    recovered
+        .commit_transaction(single(7, 1))
+        .await
+        .expect("frame path");
+    assert_eq!(committed(&recovered), Some(80));
+    let again = crash_image(&image);
+    assert_eq!(committed(&open(&again)), Some(80));
+}
+
+#[tokio::test]
+async fn frame_commits_reach_the_group_files_before_their_segment_is_left_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Each transaction's frame fills a segment of its own.
+    let log = setup_single(&dir, 256).await;
+    for n in 0..6 {
+        log.commit_transaction(single(n, 3)).await.expect("commit");
+    }
+    // A plain append rolls past the last transaction's segment: open will not scan it.
+    log.append(SINGLE, vec![Record::new("x".repeat(200))])
+        .await
+        .expect("append");
+    let image = crash_image(&dir);
+    let recovered = open(&image);
+    assert_eq!(committed(&recovered), Some(60), "checkpointed at the roll");
+    let mut expected = single_expected(0..6, 3);
+    expected.push("x".repeat(200));
+    assert_eq!(single_values(&recovered), expected);
+
+    // Retention deleting the segments loses no commit either.
+    let config = TopicConfig {
+        segment_bytes: 256,
+        retention_bytes: Some(1),
+        ..TopicConfig::with_partitions(1)
+    };
+    log.create_topic(SINGLE, &config).expect("set retention");
+    log.enforce_retention().expect("retention");
+    let image = crash_image(&dir);
+    assert_eq!(committed(&open(&image)), Some(60));
+}
+
+#[tokio::test]
+async fn a_torn_single_frame_takes_its_commit_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup_single(&dir, 64 << 20).await;
+    log.commit_transaction(single(0, 3)).await.expect("commit");
+    log.commit_transaction(single(1, 3)).await.expect("commit");
+    let image = crash_image(&dir);
+    drop(log);
+    let segment = image
+        .path()
+        .join("topics")
+        .join(SINGLE)
+        .join("0")
+        .join(crate::segment::log_file_name(0));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open the segment");
+    let len = file.metadata().expect("stat").len();
+    file.set_len(len - 1).expect("tear the last frame");
+    drop(file);
+    let recovered = open(&image);
+    assert_eq!(
+        committed(&recovered),
+        Some(10),
+        "only the whole frame's commit"
+    );
+    assert_eq!(single_values(&recovered), single_expected(0..1, 3));
+}
+
+#[tokio::test]
+async fn a_single_frame_refused_by_a_full_disk_counts_for_nothing_and_may_be_sent_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup_single(&dir, 64 << 20).await;
+    log.commit_transaction(single(0, 3)).await.expect("commit");
+    let partition = log.get_partition(SINGLE, 0).expect("partition");
+    partition.fail_next_write(io::ErrorKind::StorageFull);
+    let err = log
+        .commit_transaction(single(1, 3))
+        .await
+        .expect_err("disk full");
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert_eq!(committed(&log), Some(10));
+    assert_eq!(single_values(&log), single_expected(0..1, 3));
+
+    log.commit_transaction(single(1, 3))
+        .await
+        .expect("sent again");
+    assert_eq!(committed(&log), Some(20));
+    assert_eq!(single_values(&log), single_expected(0..2, 3));
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(committed(&log), Some(20));
+    assert_eq!(single_values(&log), single_expected(0..2, 3));
+}
+
+#[tokio::test]
+async fn the_call_after_a_cancelled_single_frame_waits_for_that_frame() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup_single(&dir, 64 << 20).await;
+    let partition = log.get_partition(SINGLE, 0).expect("partition");
+    // Another thread holds the partition's writer until told to let go.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _held = partition.hold_writer();
+        held_tx.send(()).expect("report");
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().expect("the writer is held");
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(50),
+        log.commit_transaction(single(0, 3)),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the writer is held");
+    let next = tokio::spawn({
+        let log = log.clone();
+        async move {
+            log.commit_transaction(Transaction {
+                producer: PRODUCER.into(),
+                ..Transaction::default()
+            })
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !next.is_finished(),
+        "the next call waits for the frame in flight"
+    );
+    drop(release_tx);
+    holder.join().expect("holder");
+    next.await.expect("join").expect("the next call");
+    assert_eq!(committed(&log), Some(10), "the cancelled frame landed");
+    assert_eq!(single_values(&log), single_expected(0..1, 3));
+}

@@ -8,7 +8,9 @@
 //!
 //! Transactions are all or nothing across SIGKILL: in the second test the child runs
 //! producers that each consume a source partition in transactions (offset `N` to `N + k`,
-//! `k` records spread over two topics and five partitions, each naming its transaction),
+//! `k` records spread over two topics and five partitions, or for odd producers all in
+//! one partition, which makes the transaction one frame carrying its commit; each record
+//! names its transaction),
 //! and after every kill and reopening each transaction is there whole and exactly once
 //! and covered by the committed offset, or not there at all and past it.
 
@@ -22,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weir_log::{GroupCommit, Log, LogOptions, Record, Transaction};
+use weir_log::{GroupCommit, Log, LogOptions, Record, TopicConfig, Transaction};
 
 use crate::{Rng, create_topic, open_log};
 
@@ -323,12 +325,18 @@ fn kill_child<T: Send + 'static>(
 }
 
 const SOURCE: &str = "txn-source";
-const OUTPUTS: [(&str, u32); 2] = [("txn-keyed", 3), ("txn-round-robin", 2)];
+const OUTPUTS: [(&str, u32); 3] = [("txn-keyed", 3), ("txn-round-robin", 2), (SINGLE, 1)];
+/// The output of the odd producers, one partition: each of their transactions is one frame
+/// that carries its commit, with no journal.
+const SINGLE: &str = "txn-single";
+/// Small, so the single frames' segments roll (and the groups are checkpointed) under
+/// the kills.
+const SINGLE_SEGMENT_BYTES: u64 = 8 << 10;
 const PIPELINE_GROUP: &str = "txn-pipeline";
 /// Records in each source partition, more than the producers consume in the test.
 const SOURCE_RECORDS: u64 = 200_000;
 const TXN_CYCLES: u32 = 10;
-const TXN_PRODUCERS: u32 = 3;
+const TXN_PRODUCERS: u32 = 4;
 /// Small, so the children start new journal files (and delete old ones) under the kills.
 const TXN_JOURNAL_FILE_BYTES: u64 = 16 << 10;
 
@@ -408,6 +416,8 @@ fn child_transactions() {
 
 /// Consumes source partition `producer` in transactions of 1 to 8 records from the
 /// committed offset on, and prints `TXN <producer> <start> <count>` once one returned.
+/// Even producers spread each transaction over two topics, odd ones write it to one
+/// partition.
 async fn commit_until_killed(log: Log, run: u64, producer: u32) {
     let mut rng = Rng::new(run << 32 | u64::from(producer) | 1 << 20);
     let mut start = log
@@ -428,7 +438,9 @@ async fn commit_until_killed(log: Log, run: u64, producer: u32) {
                 index,
             };
             let value = record.value();
-            if index % 2 == 0 {
+            if producer % 2 == 1 {
+                appends[2].1.push(Record::new(value));
+            } else if index % 2 == 0 {
                 appends[0]
                     .1
                     .push(Record::new(value.clone()).with_key(value));
@@ -549,7 +561,15 @@ fn transactions_survive_sigkill() {
         let log = open_log(dir.path());
         create_topic(&log, SOURCE, TXN_PRODUCERS).expect("create the source");
         for (topic, partitions) in OUTPUTS {
-            create_topic(&log, topic, partitions).expect("create an output");
+            let config = TopicConfig {
+                segment_bytes: if topic == SINGLE {
+                    SINGLE_SEGMENT_BYTES
+                } else {
+                    TopicConfig::default().segment_bytes
+                },
+                ..TopicConfig::with_partitions(partitions)
+            };
+            log.create_topic(topic, &config).expect("create an output");
         }
         for partition in 0..TXN_PRODUCERS {
             let records = (0..SOURCE_RECORDS).map(|_| Record::new("in")).collect();
