@@ -40,8 +40,9 @@
 //!   it never touches a segment that may hold a batch of an unfinished transaction.
 //! - `commit` is durable exactly when its batch is: the frame is the transaction's only
 //!   write (see `transaction`). Recovery re-applies the commits of the frames it scans;
-//!   compaction (which drops them) only rewrites segments whose commits the group files
-//!   already hold (see `partition`).
+//!   compaction rewrites surviving records as version 2 frames, dropping the commit too,
+//!   and only ever touches closed segments, whose commits the group files already hold
+//!   (see `partition`).
 //!
 //! # Invariants (checked by every decode)
 //!
@@ -77,7 +78,7 @@ pub(crate) const MAX_COMMIT_NAME_LEN: usize = u16::MAX as usize;
 const RECORD_HEADER_LEN: usize = 4 + 8 + 4 + 4;
 const NO_KEY: u32 = u32::MAX;
 /// Keeps every length below [`NO_KEY`] so it fits a `u32` field unambiguously.
-const MAX_FIELD_LEN: usize = NO_KEY as usize - 1;
+pub(crate) const MAX_FIELD_LEN: usize = NO_KEY as usize - 1;
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,18 +16,25 @@
 //!
 //! - Every commit carries a sequence number from the log-wide counter that also numbers
 //!   transactions (see `journal`): [`crate::Log::commit_offset`] draws one when it is
-//!   called, a transaction when its intent is written. Of two commits to one group, topic
+//!   called, a transaction before it writes anything. Of two commits to one group, topic
 //!   and partition, the one with the higher sequence wins, in whatever order they are
-//!   applied; so re-applying a transaction's commit from the journal at recovery never
-//!   undoes a later commit, transactional or not.
+//!   applied; so re-applying a transaction's commit from the journal or from a frame at
+//!   recovery never undoes a later commit, transactional or not.
 //! - [`crate::Log::commit_offset`] replaces the group's file atomically (temporary file,
 //!   fsync, rename, fsync of the directory) before it returns and shows the new offset only
 //!   once that succeeded; after a crash a group's file holds one completed write, never a
 //!   mix.
-//! - A transaction's commit is durable in the journal before it is applied here, in memory
-//!   only, marking the group dirty. The group's file catches up at a checkpoint (when the
-//!   journal starts a new file, at open, and at any plain commit of the group), and the
-//!   journal deletes a file only after a checkpoint that followed every commit in it.
+//! - A transaction's commit is durable in the journal or in its frame (version 4, see
+//!   `transaction`) before it is applied here, in memory only, marking the group dirty.
+//!   The group's file catches up at a checkpoint (when the journal starts a new file,
+//!   when a partition rolls a segment, at open, at a clean close, and at any plain commit
+//!   of the group); the journal deletes a file, and a partition moves its recovery point,
+//!   only after a checkpoint that followed every commit they hold.
+//! - [`Groups::checkpoint`] returns `Ok` only once every commit applied before the call is
+//!   in a group file: it takes each group's file lock before it looks at the group, so a
+//!   write of the group still in flight on another thread (which took the group's commits
+//!   and cleared its dirty mark) is waited for, and a failed one has marked it dirty
+//!   again.
 //! - A file write snapshots the group under the group's own file lock, so the writes of one
 //!   group land in order and a later snapshot never loses to an earlier one. No lock shared
 //!   between groups is held across an fsync.
@@ -230,17 +237,16 @@ impl Groups {
         }
     }
 
-    /// Writes the file of every group with commits applied since its last write.
+    /// Writes the file of every group with commits applied since its last write; see the
+    /// module docs for what `Ok` promises.
     pub(crate) fn checkpoint(&self) -> Result<()> {
-        let dirty: Vec<String> = {
+        let names: Vec<String> = {
             let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-            groups
-                .iter()
-                .filter(|(_, state)| state.dirty)
-                .map(|(name, _)| name.clone())
-                .collect()
+            groups.keys().cloned().collect()
         };
-        for group in dirty {
+        for group in names {
+            // Taken before the dirty mark is read: a write of this group in flight elsewhere
+            // finishes first, or marks the group dirty again if it failed.
             let file_lock = self.file_lock(&group);
             let _writing = file_lock.lock().unwrap_or_else(PoisonError::into_inner);
             let snapshot = {
@@ -323,4 +329,44 @@ fn read_group_file(path: &Path) -> Result<GroupOffsets> {
             )
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_waits_for_a_write_of_the_group_in_flight_elsewhere() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let groups = Arc::new(Groups::load(dir.path()).expect("load"));
+        groups.apply("g", "in", 0, 5, 1);
+        // Another thread's write of "g" in flight: it holds the file lock and has taken
+        // the commits (cleared the dirty mark), but its file is not there yet.
+        let file_lock = groups.file_lock("g");
+        let writing = file_lock.lock().expect("lock");
+        groups
+            .groups
+            .lock()
+            .expect("groups")
+            .get_mut("g")
+            .expect("g")
+            .dirty = false;
+        let checkpoint = std::thread::spawn({
+            let groups = Arc::clone(&groups);
+            move || groups.checkpoint()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !checkpoint.is_finished(),
+            "a checkpoint must not report the group durable before its write is"
+        );
+        // The write fails: it marks the group dirty again, and the checkpoint writes it.
+        groups.mark_dirty("g");
+        drop(writing);
+        checkpoint.join().expect("join").expect("checkpoint");
+        let reloaded = Groups::load(dir.path()).expect("reload");
+        assert_eq!(reloaded.committed("g", "in", 0), Some(5));
+    }
 }

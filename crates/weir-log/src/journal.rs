@@ -1,7 +1,9 @@
 //! The transaction journal: the durable intents that make a transaction's outputs and its
 //! group commit all-or-nothing across a crash, and the thread that writes them.
 //!
-//! A transaction (see `transaction`) is written here first, records and all, and fsynced;
+//! A transaction (see `transaction`; all but one-partition transactions with a commit,
+//! which are one frame carrying that commit) is written here first, records and all, and
+//! fsynced;
 //! only then are its batches appended to their partitions, each tagged with the
 //! transaction's producer id and sequence (frame version 3, see `frame`), and its group
 //! commit applied. Once the intent is durable the transaction never aborts: whatever

@@ -12,7 +12,8 @@
 //!
 //! [`Log::commit_transaction`] appends records to several topics and commits a consumer
 //! group's offset as one [`Transaction`]: exactly once across crashes, through an intent
-//! journal (see `transaction` and `journal`).
+//! journal, or for outputs to one partition through one frame that carries the offset
+//! (see `transaction` and `journal`).
 //!
 //! # Data directory
 //!
@@ -33,11 +34,11 @@
 //!   whose future is dropped may still complete; callers that retry get at-least-once.
 //! - A transaction is all or nothing across partitions, topics and its group commit: after
 //!   a crash at any point and [`Log::open`], either every record of it is stored exactly
-//!   once and its offset is committed, or (only if its intent never became durable) none
-//!   is and the old offset stands. Once its intent is durable it cannot abort; a failure
-//!   leaves it pending until the producer's next call or the next open completes it
-//!   ([`Error::TransactionIncomplete`]). Readers may see some of its partitions' records
-//!   before others while it is being written.
+//!   once and its offset is committed, or (only if its intent, or its one frame, never
+//!   became durable) none is and the old offset stands. Once its intent is durable it
+//!   cannot abort; a failure leaves it pending until the producer's next call or the next
+//!   open completes it ([`Error::TransactionIncomplete`]). Readers may see some of its
+//!   partitions' records before others while it is being written.
 //! - A commit of a group's offset, plain or transactional, wins over every commit to the
 //!   same group and partition made before it, also when recovery re-applies transactions
 //!   (see `groups`). A pipeline should still write its offsets only through its
@@ -217,9 +218,17 @@ struct Inner {
 }
 
 impl Drop for Inner {
-    /// A clean close writes the group files, so commits that only frames held (see
-    /// `transaction`) need no scan at the next open to be found.
+    /// A clean close writes the group files once every partition's writer has stopped, so
+    /// the offsets committed through frames (see `transaction`) are in the group files as
+    /// those of journal transactions are after a checkpoint: damage a later open finds in
+    /// a segment's tail then costs the same with either kind of transaction.
     fn drop(&mut self) {
+        // Dropping the last handles to the partitions joins their writers.
+        self.producers = Producers::default();
+        self.topics
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         if let Err(error) = self.groups.checkpoint() {
             telemetry::CloseCheckpointFailed {
                 error: &error.to_string(),

@@ -26,9 +26,9 @@
 //!   leaves it to the OS. Closing the log fsyncs whatever is unsynced.
 //! - The active segment rolls before a batch would take it past `segment_bytes` (a batch
 //!   larger than that gets a segment of its own). A roll fsyncs the segment whatever the
-//!   policy, writes and fsyncs its index files, creates the next segment (named after the
-//!   next offset) and fsyncs the directory, then records the new base offset in
-//!   `recovery-point.json`.
+//!   policy, checkpoints the consumer groups (see below), writes and fsyncs its index
+//!   files, creates the next segment (named after the next offset) and fsyncs the
+//!   directory, then records the new base offset in `recovery-point.json`.
 //! - `recovery-point.json` holds the base offset of the active segment as of the last
 //!   roll, recovery or clean close: every segment below it is fsynced, intact and has
 //!   index files. On open those segments are trusted if their index files check out
@@ -53,6 +53,13 @@
 //! - A transaction's batch (a tagged frame, see `frame` and `journal`) is fsynced before it
 //!   is acknowledged and made visible, whatever the fsync policy: the journal forgets a
 //!   transaction once it is done, so its batches must not be lost after that.
+//! - A frame that carries a group commit (version 4, a one-partition transaction, see
+//!   `transaction`) has its commit applied to the groups right after its fsync, before it
+//!   is visible or acknowledged, and never if its write or fsync failed. A commit that only
+//!   such a frame holds is always in a segment open scans (the active one, or one from the
+//!   recovery point on), and open applies the commits of every frame it scans: the groups
+//!   are checkpointed before a segment is closed (at a roll, before anything else can
+//!   delete or compact it) and before open moves the recovery point.
 //! - Retention deletes whole closed segments from the oldest on, never the active one.
 //!   Compaction rewrites a closed segment into `<name>.log.compacting`, fsyncs it, renames
 //!   it over the segment, fsyncs the directory and then rewrites the index files.
@@ -87,7 +94,7 @@ use crate::{
     error::IoContext,
     frame::{self, DecodedRecord, FrameError, FrameTag, RecordRef, Stamp},
     fsutil,
-    groups::Groups,
+    groups::{Groups, validate_group_name},
     index::SegmentIndex,
     journal::IntentCommit,
     segment::{self, Segment, WalkError},
@@ -282,6 +289,15 @@ impl Partition {
                             })?;
                     }
                     for (sequence, commit) in &scan.commits {
+                        // Written only with a valid name; the name becomes a file name.
+                        if validate_group_name(&commit.group).is_err() {
+                            telemetry::EntryIgnored {
+                                path: &path,
+                                reason: "a frame's group commit names no valid consumer group",
+                            }
+                            .emit();
+                            continue;
+                        }
                         groups.apply(
                             &commit.group,
                             &commit.topic,
@@ -950,6 +966,10 @@ impl Shared {
     /// Closes the active segment and starts the next one; see the module docs.
     fn roll(&self, state: &mut WriterState) -> io::Result<()> {
         self.sync(state)?;
+        // Once closed, the segment may go to retention or compaction (which drops frames'
+        // commits) and open no longer scans it: the commits its frames carry must be in the
+        // group files first. Every one of them was applied when its frame was fsynced.
+        self.groups.checkpoint().map_err(io::Error::other)?;
         let index = state.active.index();
         segment::write_index_files(&self.dir, &index)?;
         let base = state.next_offset;
@@ -968,9 +988,6 @@ impl Shared {
         state.file = file;
         state.active = segment;
         state.len = 0;
-        // The closed segment is not scanned at open any more: its commits go to the group
-        // files first.
-        self.groups.checkpoint().map_err(io::Error::other)?;
         write_recovery_point(&self.dir, base)?;
         telemetry::SegmentRolled {
             topic: &self.topic,

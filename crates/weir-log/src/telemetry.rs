@@ -317,3 +317,20 @@ impl CloseCheckpointFailed<'_> {
         );
     }
 }
+
+/// A one-frame transaction whose call was cancelled failed to be written: it counts for
+/// nothing, and whoever sent it no longer waits for the answer.
+pub(crate) struct CancelledTransactionFailed<'a> {
+    pub(crate) producer: &'a str,
+    pub(crate) error: &'a str,
+}
+
+impl CancelledTransactionFailed<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::warn!(
+            producer = self.producer,
+            error = self.error,
+            "a transaction whose call was cancelled was not written"
+        );
+    }
+}

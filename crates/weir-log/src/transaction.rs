@@ -35,8 +35,8 @@
 //!   when no frame with its tag is stored at or after the end offset its intent recorded.
 //!   Every state a call can be cancelled in (a dropped future) is kept with the producer,
 //!   so the next call waits for appends still in flight instead of repeating them.
-//! - The group commit is applied (in memory; the journal holds it durably) only once every
-//!   batch is acknowledged, so `committed_offset` never shows an offset whose outputs are
+//! - The group commit is applied (in memory; the journal or the frame holds it durably) only
+//!   once every batch is acknowledged, so `committed_offset` never shows an offset whose outputs are
 //!   not all durable. Until then readers may see some partitions' outputs and not others:
 //!   there is no abort, so no read isolation is needed.
 
@@ -187,9 +187,20 @@ impl Log {
         let mut state = producer.lock().await;
         if let Some(reply) = state.in_flight.as_mut() {
             // Its outcome is in the groups already (the writer applies a durable frame's
-            // commit), and a failed one counts as not sent.
-            let _ = reply.await;
+            // commit), and a failed one counts as not sent: its caller is gone, so say so.
+            let error = match reply.await {
+                Ok(Ok(_)) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some("the partition's writer stopped".to_owned()),
+            };
             state.in_flight = None;
+            if let Some(error) = error {
+                telemetry::CancelledTransactionFailed {
+                    producer: &txn.producer,
+                    error: &error,
+                }
+                .emit();
+            }
         }
         if state.pending.is_some() {
             self.finish(&mut state).await.map_err(|error| match error {
@@ -262,9 +273,11 @@ impl Log {
             },
             commit: Some(commit),
         };
+        let len = frame::frame_len(&batch.records, Some(stamp));
         commit.group.len() <= frame::MAX_COMMIT_NAME_LEN
             && commit.topic.len() <= frame::MAX_COMMIT_NAME_LEN
-            && frame::frame_len(&batch.records, Some(stamp)) <= self.inner.opts.max_batch_bytes
+            && len <= self.inner.opts.max_batch_bytes
+            && len - frame::HEADER_LEN <= frame::MAX_FIELD_LEN
     }
 
     /// Writes a transaction as one frame that carries its commit; see the module docs.
