@@ -41,6 +41,16 @@ async fn setup(dir: &TempDir) -> Log {
     log
 }
 
+/// Transaction `n`'s commit: the source offset `(n + 1) * 10`.
+fn source_commit(n: u32) -> GroupCommit {
+    GroupCommit {
+        group: GROUP.to_owned(),
+        topic: SOURCE.to_owned(),
+        partition: 0,
+        next_offset: u64::from(n + 1) * 10,
+    }
+}
+
 /// Transaction `n`: `per_topic` keyed records to out-a (spread by key over its three
 /// partitions) and as many unkeyed ones to out-b (round robin over two), committing the
 /// source offset `(n + 1) * 10`.
@@ -63,12 +73,7 @@ fn txn(producer: &str, n: u32, per_topic: u32) -> Transaction {
                     .collect(),
             ),
         ],
-        commit: Some(GroupCommit {
-            group: GROUP.to_owned(),
-            topic: SOURCE.to_owned(),
-            partition: 0,
-            next_offset: u64::from(n + 1) * 10,
-        }),
+        commit: Some(source_commit(n)),
     }
 }
 
@@ -782,12 +787,7 @@ fn single(n: u32, count: u32) -> Transaction {
                 .map(|i| Record::new(format!("{n}:{i}")).with_key(format!("{n}")))
                 .collect(),
         )],
-        commit: Some(GroupCommit {
-            group: GROUP.to_owned(),
-            topic: SOURCE.to_owned(),
-            partition: 0,
-            next_offset: u64::from(n + 1) * 10,
-        }),
+        commit: Some(source_commit(n)),
     }
 }
 
