@@ -7,14 +7,16 @@ const SETTINGS: Settings = Settings {
     segment_bytes: 64 << 20,
 };
 
-/// Consumer groups in a directory of their own, for a partition opened alone.
-fn groups() -> Arc<Groups> {
-    let dir = tempfile::tempdir().expect("tempdir").keep();
-    Arc::new(Groups::load(&dir).expect("load groups"))
+/// Consumer groups for a partition opened alone, in `<dir>/groups` (a directory, which the
+/// partition's segment listing passes over).
+fn groups(dir: &Path) -> Arc<Groups> {
+    let groups_dir = dir.join("groups");
+    fs::create_dir_all(&groups_dir).expect("create the groups directory");
+    Arc::new(Groups::load(&groups_dir).expect("load groups"))
 }
 
 fn open(dir: &Path) -> Partition {
-    Partition::open("t", 0, dir, OpenMode::Create, SETTINGS, &groups()).expect("open partition")
+    Partition::open("t", 0, dir, OpenMode::Create, SETTINGS, &groups(dir)).expect("open partition")
 }
 
 fn values(n: usize) -> Vec<Record> {
@@ -30,14 +32,21 @@ fn recover_mode_insists_on_an_existing_file() {
         &dir.path().join("missing"),
         OpenMode::Recover,
         SETTINGS,
-        &groups(),
+        &groups(dir.path()),
     )
     .err()
     .expect("missing directory is an error");
     assert!(matches!(err, Error::Io { .. }), "{err}");
-    let err = Partition::open("t", 0, dir.path(), OpenMode::Recover, SETTINGS, &groups())
-        .err()
-        .expect("missing file is an error");
+    let err = Partition::open(
+        "t",
+        0,
+        dir.path(),
+        OpenMode::Recover,
+        SETTINGS,
+        &groups(dir.path()),
+    )
+    .err()
+    .expect("missing file is an error");
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
@@ -161,8 +170,15 @@ async fn segments_roll_and_reads_cross_them() {
         fsync: FsyncPolicy::Always,
         segment_bytes: 300,
     };
-    let partition =
-        Partition::open("t", 0, dir.path(), OpenMode::Create, settings, &groups()).expect("open");
+    let partition = Partition::open(
+        "t",
+        0,
+        dir.path(),
+        OpenMode::Create,
+        settings,
+        &groups(dir.path()),
+    )
+    .expect("open");
     for _ in 0..20 {
         partition.append(values(3), 1).await.expect("append");
     }
@@ -195,8 +211,15 @@ async fn segments_roll_and_reads_cross_them() {
     );
     drop(partition);
 
-    let partition = Partition::open("t", 0, dir.path(), OpenMode::Recover, settings, &groups())
-        .expect("reopen");
+    let partition = Partition::open(
+        "t",
+        0,
+        dir.path(),
+        OpenMode::Recover,
+        settings,
+        &groups(dir.path()),
+    )
+    .expect("reopen");
     assert_eq!(partition.end_offset(), 60);
     assert_eq!(partition.read(0, usize::MAX).expect("read").len(), 60);
     assert_eq!(partition.append(values(1), 1).await.expect("append"), 60);
