@@ -112,16 +112,10 @@ pub(crate) struct Stamp<'a> {
 
 /// The length of a body header: with no stamp, a tag only, or a tag and a commit.
 fn body_header_len(stamp: Option<Stamp<'_>>) -> usize {
-    match stamp {
-        None => BODY_HEADER_LEN,
-        Some(Stamp { commit: None, .. }) => BODY_HEADER_LEN + TAG_LEN,
-        Some(Stamp {
-            commit: Some(commit),
-            ..
-        }) => {
-            BODY_HEADER_LEN + TAG_LEN + COMMIT_FIXED_LEN + commit.group.len() + commit.topic.len()
-        }
-    }
+    let names = stamp
+        .and_then(|s| s.commit)
+        .map_or(0, |c| c.group.len() + c.topic.len());
+    Version::of(stamp).min_body_header_len() + names
 }
 
 /// The frame format versions this module reads.
@@ -136,6 +130,31 @@ enum Version {
 }
 
 impl Version {
+    /// The version a frame with `stamp` is written in.
+    fn of(stamp: Option<Stamp<'_>>) -> Version {
+        match stamp {
+            None => Version::Plain,
+            Some(Stamp { commit: None, .. }) => Version::Tagged,
+            Some(Stamp {
+                commit: Some(_), ..
+            }) => Version::Committed,
+        }
+    }
+
+    fn magic(self) -> u8 {
+        match self {
+            Version::Plain => MAGIC,
+            Version::Tagged => MAGIC_TAGGED,
+            Version::Committed => MAGIC_COMMIT,
+        }
+    }
+
+    fn from_magic(magic: u8) -> Option<Version> {
+        [Version::Plain, Version::Tagged, Version::Committed]
+            .into_iter()
+            .find(|v| v.magic() == magic)
+    }
+
     /// The shortest body header this version can have.
     fn min_body_header_len(self) -> usize {
         match self {
@@ -170,10 +189,11 @@ pub(crate) fn check_limits(
 ) -> Result<usize, LimitError> {
     let max_record_bytes = max_record_bytes.min(MAX_FIELD_LEN);
     let mut body_len = if tagged {
-        BODY_HEADER_LEN + TAG_LEN
+        Version::Tagged
     } else {
-        BODY_HEADER_LEN
-    };
+        Version::Plain
+    }
+    .min_body_header_len();
     for (index, record) in records.iter().enumerate() {
         let size = record.key.as_ref().map_or(0, Bytes::len) + record.value.len();
         if size > max_record_bytes {
@@ -218,13 +238,7 @@ pub(crate) fn encode_into<'a>(
     records: impl IntoIterator<Item = RecordRef<'a>>,
 ) {
     let start = buf.len();
-    buf.push(match stamp {
-        None => MAGIC,
-        Some(Stamp { commit: None, .. }) => MAGIC_TAGGED,
-        Some(Stamp {
-            commit: Some(_), ..
-        }) => MAGIC_COMMIT,
-    });
+    buf.push(Version::of(stamp).magic());
     buf.extend_from_slice(&[0; 8]); // body_len and crc, filled in below
     buf.extend_from_slice(&base_offset.to_le_bytes());
     let count_at = buf.len();
@@ -385,12 +399,7 @@ pub(crate) fn decode_header(buf: &[u8]) -> Result<FrameHeader, FrameError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Err(FrameError::Short);
     };
-    let version = match header[0] {
-        MAGIC => Version::Plain,
-        MAGIC_TAGGED => Version::Tagged,
-        MAGIC_COMMIT => Version::Committed,
-        other => return Err(FrameError::BadMagic(other)),
-    };
+    let version = Version::from_magic(header[0]).ok_or(FrameError::BadMagic(header[0]))?;
     let body_len = u32_at(header, 1);
     let crc = u32_at(header, 5);
     if (body_len as usize) < version.min_body_header_len() + RECORD_HEADER_LEN {
@@ -441,10 +450,7 @@ pub(crate) fn decode_body(
     let base_offset = u64_at(buf, 0);
     let record_count = u32_at(buf, 8);
     let max_timestamp_ms = u64_at(buf, 12) as i64;
-    let tag = (header.version != Version::Plain).then(|| FrameTag {
-        producer_id: u64_at(buf, BODY_HEADER_LEN),
-        sequence: u64_at(buf, BODY_HEADER_LEN + 8),
-    });
+    let tag = (header.version != Version::Plain).then(|| read_tag(buf));
     if header.version == Version::Committed {
         at = read_commit(buf)?.end;
     }
@@ -518,6 +524,14 @@ pub(crate) fn decode_body(
     })
 }
 
+/// The tag of a version 3 or 4 body at least as long as its minimal header.
+fn read_tag(body: &[u8]) -> FrameTag {
+    FrameTag {
+        producer_id: u64_at(body, BODY_HEADER_LEN),
+        sequence: u64_at(body, BODY_HEADER_LEN + 8),
+    }
+}
+
 /// A version 4 body's commit as it is stored.
 struct RawCommit<'a> {
     group: &'a str,
@@ -554,30 +568,25 @@ fn read_commit(buf: &[u8]) -> Result<RawCommit<'_>, FrameError> {
     })
 }
 
-/// The group commit and tag of a version 4 frame whose body [`decode_body`] has verified;
-/// `None` for other versions.
+/// The group commit of a version 4 frame whose body [`decode_body`] has verified (its tag
+/// is the batch's); `None` for other versions.
 pub(crate) fn verified_commit(
     header: &FrameHeader,
     body: &[u8],
-) -> Result<Option<(FrameTag, IntentCommit)>, FrameError> {
+) -> Result<Option<IntentCommit>, FrameError> {
     if header.version != Version::Committed {
         return Ok(None);
     }
     if body.len() < header.version.min_body_header_len() {
         return Err(FrameError::Malformed("body shorter than its own header"));
     }
-    let tag = FrameTag {
-        producer_id: u64_at(body, BODY_HEADER_LEN),
-        sequence: u64_at(body, BODY_HEADER_LEN + 8),
-    };
     let raw = read_commit(body)?;
-    let commit = IntentCommit {
+    Ok(Some(IntentCommit {
         group: raw.group.to_owned(),
         topic: raw.topic.to_owned(),
         partition: raw.partition,
         next_offset: raw.next_offset,
-    };
-    Ok(Some((tag, commit)))
+    }))
 }
 
 /// The tag of a frame whose header is `header`, once the body's checksum is verified;
@@ -598,10 +607,7 @@ pub(crate) fn verified_tag(
     if body.len() < BODY_HEADER_LEN + TAG_LEN {
         return Err(FrameError::Malformed("body shorter than its own header"));
     }
-    Ok(Some(FrameTag {
-        producer_id: u64_at(body, BODY_HEADER_LEN),
-        sequence: u64_at(body, BODY_HEADER_LEN + 8),
-    }))
+    Ok(Some(read_tag(body)))
 }
 
 /// Decodes a whole frame, header included; `frame` must hold exactly one frame.

@@ -50,7 +50,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, error::IoContext, fsutil, telemetry, topic::check_name};
+use crate::{
+    Error, Result, error::IoContext, fsutil, journal::IntentCommit, telemetry, topic::check_name,
+};
 
 const GROUP_FILE_VERSION: u32 = 2;
 
@@ -215,24 +217,18 @@ impl Groups {
         Ok(())
     }
 
-    /// Records `next_offset`, with `sequence`, in memory only: for a commit that is already
-    /// durable elsewhere (a transaction's journal entry). The group's file catches up at
+    /// Records a transaction's `commit`, with `sequence`, in memory only: it is durable
+    /// elsewhere already (in the journal or in its frame). The group's file catches up at
     /// the next [`Groups::checkpoint`].
-    pub(crate) fn apply(
-        &self,
-        group: &str,
-        topic: &str,
-        partition: u32,
-        next_offset: u64,
-        sequence: u64,
-    ) {
+    pub(crate) fn apply(&self, commit: &IntentCommit, sequence: u64) {
         let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = groups.entry(group.to_owned()).or_default();
+        let state = groups.entry(commit.group.clone()).or_default();
+        let key = (commit.topic.clone(), commit.partition);
         let commit = Committed {
-            next_offset,
+            next_offset: commit.next_offset,
             sequence,
         };
-        if merge(&mut state.offsets, (topic.to_owned(), partition), commit) {
+        if merge(&mut state.offsets, key, commit) {
             state.dirty = true;
         }
     }
@@ -341,7 +337,13 @@ mod tests {
     fn a_checkpoint_waits_for_a_write_of_the_group_in_flight_elsewhere() {
         let dir = tempfile::tempdir().expect("tempdir");
         let groups = Arc::new(Groups::load(dir.path()).expect("load"));
-        groups.apply("g", "in", 0, 5, 1);
+        let commit = IntentCommit {
+            group: "g".into(),
+            topic: "in".into(),
+            partition: 0,
+            next_offset: 5,
+        };
+        groups.apply(&commit, 1);
         // Another thread's write of "g" in flight: it holds the file lock and has taken
         // the commits (cleared the dirty mark), but its file is not there yet.
         let file_lock = groups.file_lock("g");

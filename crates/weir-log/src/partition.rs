@@ -298,13 +298,7 @@ impl Partition {
                             .emit();
                             continue;
                         }
-                        groups.apply(
-                            &commit.group,
-                            &commit.topic,
-                            commit.partition,
-                            commit.next_offset,
-                            *sequence,
-                        );
+                        groups.apply(commit, *sequence);
                     }
                     if next_base.is_some() {
                         segment::write_index_files(dir, &scan.index)
@@ -932,13 +926,7 @@ impl Shared {
             }
             // Durable now: the commits count from here on, before anyone sees the outputs.
             for (sequence, commit) in commits {
-                self.groups.apply(
-                    &commit.group,
-                    &commit.topic,
-                    commit.partition,
-                    commit.next_offset,
-                    sequence,
-                );
+                self.groups.apply(&commit, sequence);
             }
             state.active.publish_batches(written.iter().map(|b| {
                 (

@@ -327,7 +327,10 @@ pub(crate) fn scan(file: &File, base_offset: u64, limit: Option<u64>) -> io::Res
             info.max_timestamp_ms,
             header.frame_len(),
         );
-        commits.extend(commit.map(|(tag, commit)| (tag.sequence, commit)));
+        // A version 4 frame always has its tag.
+        if let (Some(commit), Some(tag)) = (commit, info.tag) {
+            commits.push((tag.sequence, commit));
+        }
         Ok(ControlFlow::Continue(()))
     });
     let stopped_by = match walked {

@@ -216,15 +216,14 @@ impl Log {
                 other => other,
             })?;
         }
-        let (mut planned, commit) = self.plan(&txn)?;
+        let (mut planned, mut commit) = self.plan(&txn)?;
         if planned.is_empty() && commit.is_none() {
             return Ok(());
         }
-        if let ([batch], Some(commit)) = (planned.as_slice(), &commit)
-            && self.fits_one_frame(batch, commit)
+        if let [batch] = planned.as_slice()
+            && let Some(commit) = commit.take_if(|c| self.fits_one_frame(batch, c))
         {
             let batch = planned.pop().expect("one batch");
-            let commit = commit.clone();
             return self
                 .commit_in_frame(&mut state, txn.producer, batch, commit)
                 .await;
@@ -542,13 +541,7 @@ impl Log {
         }
 
         if let Some(commit) = &intent.commit {
-            self.inner.groups.apply(
-                &commit.group,
-                &commit.topic,
-                commit.partition,
-                commit.next_offset,
-                intent.sequence,
-            );
+            self.inner.groups.apply(commit, intent.sequence);
         }
         if pending.at_open || pending.resumed {
             telemetry::TransactionRecovered {
@@ -609,13 +602,7 @@ impl Log {
         }
         for intent in recovered.intents.values() {
             if let Some(commit) = &intent.commit {
-                self.inner.groups.apply(
-                    &commit.group,
-                    &commit.topic,
-                    commit.partition,
-                    commit.next_offset,
-                    intent.sequence,
-                );
+                self.inner.groups.apply(commit, intent.sequence);
             }
         }
         Ok(())

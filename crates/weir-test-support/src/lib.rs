@@ -210,7 +210,7 @@ impl SmallDisk {
             match file.write(&chunk) {
                 Ok(0) => break,
                 Ok(n) => written += n as u64,
-                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
                 Err(e) => panic!("filling {}: {e}", ballast.display()),
             }
         }

@@ -174,7 +174,7 @@ fn a_committed_frame_round_trips_with_its_tag_and_commit() {
     let header = decode_header(&frame).expect("header");
     let body = &frame[HEADER_LEN..];
     assert_eq!(verified_tag(&header, body), Ok(Some(TAG)));
-    assert_eq!(verified_commit(&header, body), Ok(Some((TAG, commit()))));
+    assert_eq!(verified_commit(&header, body), Ok(Some(commit())));
     let tagged = encode_tagged_batch(7, TAG, &records(), 1000);
     let tagged_header = decode_header(&tagged).expect("header");
     assert_eq!(

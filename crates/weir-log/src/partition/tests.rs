@@ -15,8 +15,13 @@ fn groups(dir: &Path) -> Arc<Groups> {
     Arc::new(Groups::load(&groups_dir).expect("load groups"))
 }
 
+/// Opens partition 0 of topic "t" in `dir`, with its groups beside it.
+fn open_with(dir: &Path, mode: OpenMode, settings: Settings) -> Result<Partition> {
+    Partition::open("t", 0, dir, mode, settings, &groups(dir))
+}
+
 fn open(dir: &Path) -> Partition {
-    Partition::open("t", 0, dir, OpenMode::Create, SETTINGS, &groups(dir)).expect("open partition")
+    open_with(dir, OpenMode::Create, SETTINGS).expect("open partition")
 }
 
 fn values(n: usize) -> Vec<Record> {
@@ -37,16 +42,9 @@ fn recover_mode_insists_on_an_existing_file() {
     .err()
     .expect("missing directory is an error");
     assert!(matches!(err, Error::Io { .. }), "{err}");
-    let err = Partition::open(
-        "t",
-        0,
-        dir.path(),
-        OpenMode::Recover,
-        SETTINGS,
-        &groups(dir.path()),
-    )
-    .err()
-    .expect("missing file is an error");
+    let err = open_with(dir.path(), OpenMode::Recover, SETTINGS)
+        .err()
+        .expect("missing file is an error");
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
@@ -170,15 +168,7 @@ async fn segments_roll_and_reads_cross_them() {
         fsync: FsyncPolicy::Always,
         segment_bytes: 300,
     };
-    let partition = Partition::open(
-        "t",
-        0,
-        dir.path(),
-        OpenMode::Create,
-        settings,
-        &groups(dir.path()),
-    )
-    .expect("open");
+    let partition = open_with(dir.path(), OpenMode::Create, settings).expect("open");
     for _ in 0..20 {
         partition.append(values(3), 1).await.expect("append");
     }
@@ -211,15 +201,7 @@ async fn segments_roll_and_reads_cross_them() {
     );
     drop(partition);
 
-    let partition = Partition::open(
-        "t",
-        0,
-        dir.path(),
-        OpenMode::Recover,
-        settings,
-        &groups(dir.path()),
-    )
-    .expect("reopen");
+    let partition = open_with(dir.path(), OpenMode::Recover, settings).expect("reopen");
     assert_eq!(partition.end_offset(), 60);
     assert_eq!(partition.read(0, usize::MAX).expect("read").len(), 60);
     assert_eq!(partition.append(values(1), 1).await.expect("append"), 60);
