@@ -4,7 +4,7 @@
 //! - `test`: check formatting and lints, build the wasm guests, run every test.
 //! - `build-guests`: build the wasm guests (test guests and the example function in Rust,
 //!   JavaScript and Python).
-//! - `fuzz [seconds]`: fuzz weir-log's decoders of on-disk bytes for that long (30 s).
+//! - `fuzz [seconds]`: fuzz weir-log-embedded's decoders of on-disk bytes for that long (30 s).
 //!
 //! Each command installs what it needs (the `wasm32-wasip2` target, cargo-fuzz,
 //! componentize-js under the JS example's `node_modules`, componentize-py in
@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
                 "  build-guests          build the wasm guests: Rust for wasm32-wasip2, the JavaScript and Python examples"
             );
             eprintln!(
-                "  fuzz [seconds]        fuzz weir-log's on-disk decoders (default 30 s), installing cargo-fuzz if needed"
+                "  fuzz [seconds]        fuzz weir-log-embedded's on-disk decoders (default 30 s), installing cargo-fuzz if needed"
             );
             bail!("unknown or missing command")
         }
@@ -158,7 +158,7 @@ fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the `decode` target of `crates/weir-log/fuzz` for `seconds` (default 30).
+/// Runs the `decode` target of `crates/weir-log-embedded/fuzz` for `seconds` (default 30).
 ///
 /// Only a stable toolchain is assumed: `RUSTC_BOOTSTRAP=1` lets it take the `-Z` flags
 /// cargo-fuzz passes to rustc (the address sanitizer among them).
@@ -177,7 +177,7 @@ fn fuzz(root: &Path, args: &[String]) -> anyhow::Result<()> {
     if !has_cargo_fuzz {
         run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
     }
-    let fuzz_dir = root.join("crates/weir-log/fuzz");
+    let fuzz_dir = root.join("crates/weir-log-embedded/fuzz");
     // New inputs go to the first corpus directory; the committed seeds are read only.
     std::fs::create_dir_all(fuzz_dir.join("corpus/decode"))?;
     run(cargo()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use weir_log::{Log, LogOptions, Record};
+use weir_log_embedded::{Log, LogOptions, Record};
 
 mod pipeline;
 mod wasm;
@@ -78,19 +78,19 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
 
     let log = Log::open(&dir.path().join("log"), LogOptions::default())?;
     let fsync = match args.fsync.as_str() {
-        "always" => weir_log::FsyncPolicy::Always,
-        "never" => weir_log::FsyncPolicy::Never,
+        "always" => weir_log_embedded::FsyncPolicy::Always,
+        "never" => weir_log_embedded::FsyncPolicy::Never,
         other => match other
             .strip_prefix("interval:")
             .and_then(|ms| ms.parse().ok())
         {
-            Some(ms) => weir_log::FsyncPolicy::Interval { ms },
+            Some(ms) => weir_log_embedded::FsyncPolicy::Interval { ms },
             None => anyhow::bail!("--fsync is {other:?}; use always, never or interval:MS"),
         },
     };
-    let config = weir_log::TopicConfig {
+    let config = weir_log_embedded::TopicConfig {
         fsync,
-        ..weir_log::TopicConfig::with_partitions(args.partitions)
+        ..weir_log_embedded::TopicConfig::with_partitions(args.partitions)
     };
     log.create_topic("bench", &config)?;
     let fsync = args.fsync.clone();

@@ -8,7 +8,7 @@
 //! # Data directory
 //!
 //! ```text
-//! <data>/weir-log.lock, topics/, groups/     the log (see weir-log); it reads only these
+//! <data>/weir-log-embedded.lock, topics/, groups/     the log (see weir-log-embedded); it reads only these
 //! <data>/kv/store.redb                       the key-value store (see weir-kv)
 //! <data>/functions/<name>/                   deployed versions and history (`registry`)
 //! <data>/wasm-cache/                         compiled components (see weir-wasm)
@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_cloudevents::CloudEvent;
-use weir_log::{EventLog, Log, LogOptions, Record, RecordPosition, StoredRecord};
+use weir_log_embedded::{EventLog, Log, LogOptions, Record, RecordPosition, StoredRecord};
 
 /// The log a node runs on, behind the interface every backend implements.
 pub type SharedLog = Arc<dyn EventLog>;
@@ -165,7 +165,7 @@ pub struct RedriveReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
     pub app: Option<String>,
-    pub topics: Vec<weir_log::TopicInfo>,
+    pub topics: Vec<weir_log_embedded::TopicInfo>,
     pub functions: Vec<FunctionStatus>,
     pub pipelines: Vec<PipelineStatus>,
 }
@@ -296,7 +296,7 @@ impl Node {
     async fn start_pipeline(&self, name: &str, spec: &weir_manifest::PipelineSpec) -> Result<()> {
         if self.log.topic(&spec.dead_letter).is_none() {
             let (log, topic) = (self.log.clone(), spec.dead_letter.clone());
-            blocking(move || Ok(log.create_topic(&topic, &weir_log::TopicConfig::default())?))
+            blocking(move || Ok(log.create_topic(&topic, &weir_log_embedded::TopicConfig::default())?))
                 .await?;
             tracing::info!(pipeline = name, topic = %spec.dead_letter, "dead-letter topic created");
         }
@@ -573,11 +573,11 @@ impl Node {
     }
 
     /// A topic that must exist.
-    fn topic_info(&self, topic: &str) -> Result<weir_log::TopicInfo> {
+    fn topic_info(&self, topic: &str) -> Result<weir_log_embedded::TopicInfo> {
         Ok(self
             .log
             .topic(topic)
-            .ok_or_else(|| weir_log::Error::UnknownTopic {
+            .ok_or_else(|| weir_log_embedded::Error::UnknownTopic {
                 topic: topic.to_owned(),
             })?)
     }
@@ -772,7 +772,7 @@ impl Node {
                 if records.is_empty() {
                     break;
                 }
-                let mut appends: BTreeMap<String, Vec<weir_log::Record>> = BTreeMap::new();
+                let mut appends: BTreeMap<String, Vec<weir_log_embedded::Record>> = BTreeMap::new();
                 let mut through = next;
                 for record in records {
                     if record.offset >= end || left == 0 {
@@ -797,10 +797,10 @@ impl Node {
                 if through == next {
                     break;
                 }
-                let txn = weir_log::Transaction {
+                let txn = weir_log_embedded::Transaction {
                     producer: producer.clone(),
                     appends: appends.into_iter().collect(),
-                    commit: Some(weir_log::GroupCommit {
+                    commit: Some(weir_log_embedded::GroupCommit {
                         group: group.clone(),
                         topic: dlq.clone(),
                         partition,
@@ -810,7 +810,7 @@ impl Node {
                 match self.log.commit_transaction(txn).await {
                     Ok(()) => {}
                     // Durable, completed by the next call: counted, and not sent again.
-                    Err(weir_log::Error::TransactionIncomplete { .. }) => {
+                    Err(weir_log_embedded::Error::TransactionIncomplete { .. }) => {
                         complete_pending(&self.log, &producer).await?;
                     }
                     Err(e) => return Err(e.into()),
@@ -1038,13 +1038,13 @@ impl GroupMemberDriver {
 
 /// The log's settings for a topic declared in the manifest (the manifest wins over what
 /// the topic had).
-pub fn topic_config(spec: &weir_manifest::TopicSpec) -> weir_log::TopicConfig {
-    weir_log::TopicConfig {
+pub fn topic_config(spec: &weir_manifest::TopicSpec) -> weir_log_embedded::TopicConfig {
+    weir_log_embedded::TopicConfig {
         partitions: spec.partitions,
         fsync: match spec.fsync {
-            weir_manifest::FsyncSpec::Always => weir_log::FsyncPolicy::Always,
-            weir_manifest::FsyncSpec::Interval { ms } => weir_log::FsyncPolicy::Interval { ms },
-            weir_manifest::FsyncSpec::Never => weir_log::FsyncPolicy::Never,
+            weir_manifest::FsyncSpec::Always => weir_log_embedded::FsyncPolicy::Always,
+            weir_manifest::FsyncSpec::Interval { ms } => weir_log_embedded::FsyncPolicy::Interval { ms },
+            weir_manifest::FsyncSpec::Never => weir_log_embedded::FsyncPolicy::Never,
         },
         retention_ms: spec.retention_ms,
         retention_bytes: spec.retention_bytes,
@@ -1089,7 +1089,7 @@ async fn enforce_retention(log: SharedLog, every: std::time::Duration, cancel: C
 /// all done, if it has one: the log does that at the producer's next call, and an empty
 /// transaction is such a call.
 async fn complete_pending(log: &SharedLog, producer: &str) -> Result<()> {
-    let empty = weir_log::Transaction {
+    let empty = weir_log_embedded::Transaction {
         producer: producer.to_owned(),
         ..Default::default()
     };

@@ -61,7 +61,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_cloudevents::CloudEvent;
-use weir_log::{GroupCommit, Record, StoredRecord, Transaction};
+use weir_log_embedded::{GroupCommit, Record, StoredRecord, Transaction};
 use weir_manifest::{Ordering, PipelineFilter, PipelineSpec, RetrySpec, StartPosition};
 use weir_wasm::InstancePool;
 
@@ -178,19 +178,19 @@ enum Committed {
     Done,
     /// The log refused the transaction as it is (see [`is_rejection`]): nothing of it was
     /// written, and sending it again would fail the same way.
-    Rejected(weir_log::Error),
+    Rejected(weir_log_embedded::Error),
 }
 
 /// Whether the log refused a transaction for what it holds, so that only a different
 /// transaction can succeed.
-fn is_rejection(e: &weir_log::Error) -> bool {
+fn is_rejection(e: &weir_log_embedded::Error) -> bool {
     matches!(
         e,
-        weir_log::Error::RecordTooLarge { .. }
-            | weir_log::Error::BatchTooLarge { .. }
-            | weir_log::Error::TransactionTooLarge { .. }
-            | weir_log::Error::KeyRequired { .. }
-            | weir_log::Error::UnknownTopic { .. }
+        weir_log_embedded::Error::RecordTooLarge { .. }
+            | weir_log_embedded::Error::BatchTooLarge { .. }
+            | weir_log_embedded::Error::TransactionTooLarge { .. }
+            | weir_log_embedded::Error::KeyRequired { .. }
+            | weir_log_embedded::Error::UnknownTopic { .. }
     )
 }
 
@@ -284,7 +284,7 @@ impl Pipeline {
         for topic in &self.from {
             let info = log
                 .topic(topic)
-                .ok_or_else(|| weir_log::Error::UnknownTopic {
+                .ok_or_else(|| weir_log_embedded::Error::UnknownTopic {
                     topic: topic.clone(),
                 })?;
             for partition in 0..info.partitions {
@@ -422,16 +422,16 @@ impl Pipeline {
         partition: Option<u32>,
         to: StartFrom,
         cancel: &CancellationToken,
-    ) -> Result<Vec<weir_log::RecordPosition>> {
+    ) -> Result<Vec<weir_log_embedded::RecordPosition>> {
         let info = log
             .topic(topic)
-            .ok_or_else(|| weir_log::Error::UnknownTopic {
+            .ok_or_else(|| weir_log_embedded::Error::UnknownTopic {
                 topic: topic.to_owned(),
             })?;
         let targets: Vec<u32> = match partition {
             Some(p) if p < info.partitions => vec![p],
             Some(p) => {
-                return Err(weir_log::Error::UnknownPartition {
+                return Err(weir_log_embedded::Error::UnknownPartition {
                     topic: topic.to_owned(),
                     partition: p,
                     partitions: info.partitions,
@@ -472,7 +472,7 @@ impl Pipeline {
         let applied = self.reset_to.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(targets
             .into_iter()
-            .map(|p| weir_log::RecordPosition {
+            .map(|p| weir_log_embedded::RecordPosition {
                 partition: p,
                 offset: applied.get(&(topic.to_owned(), p)).copied().unwrap_or(0),
             })
@@ -519,7 +519,7 @@ impl Pipeline {
                     return Ok(Committed::Rejected(e));
                 }
                 Err(e) => {
-                    if matches!(e, weir_log::Error::TransactionIncomplete { .. }) {
+                    if matches!(e, weir_log_embedded::Error::TransactionIncomplete { .. }) {
                         // Its intent is durable: the log completes it at the producer's
                         // next call. Sending the outputs again would write them twice, so
                         // from now on only an empty transaction with the same commit.
@@ -565,7 +565,7 @@ impl Pipeline {
         partition: u32,
         version: &str,
         per_event: Vec<(u64, Vec<(String, Record)>)>,
-        refused: weir_log::Error,
+        refused: weir_log_embedded::Error,
         cancel: &CancellationToken,
     ) -> Result<u64> {
         tracing::warn!(pipeline = %self.name, topic, partition, error = %refused, "the log refused the batch; committing it event by event");

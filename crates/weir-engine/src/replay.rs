@@ -305,7 +305,7 @@ impl Node {
             }
         }
         match (partition, ranges.is_empty()) {
-            (Some(p), true) => Err(weir_log::Error::UnknownPartition {
+            (Some(p), true) => Err(weir_log_embedded::Error::UnknownPartition {
                 topic: spec.from.join(", "),
                 partition: p,
                 partitions: most_partitions,

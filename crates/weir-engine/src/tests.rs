@@ -177,7 +177,7 @@ async fn plain_node(dir: &Path) -> std::sync::Arc<Node> {
         .await
         .unwrap();
     node.log()
-        .create_topic("t", &weir_log::TopicConfig::with_partitions(4))
+        .create_topic("t", &weir_log_embedded::TopicConfig::with_partitions(4))
         .unwrap();
     node
 }

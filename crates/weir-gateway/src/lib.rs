@@ -162,7 +162,7 @@ async fn status(State(state): State<AppState>) -> Json<weir_engine::NodeStatus> 
     Json(state.node.status())
 }
 
-async fn list_topics(State(state): State<AppState>) -> Json<Vec<weir_log::TopicInfo>> {
+async fn list_topics(State(state): State<AppState>) -> Json<Vec<weir_log_embedded::TopicInfo>> {
     Json(state.node.log().topics())
 }
 
@@ -172,7 +172,7 @@ async fn list_topics(State(state): State<AppState>) -> Json<Vec<weir_log::TopicI
 #[serde(deny_unknown_fields)]
 struct PutTopic {
     partitions: Option<u32>,
-    fsync: Option<weir_log::FsyncPolicy>,
+    fsync: Option<weir_log_embedded::FsyncPolicy>,
     retention_ms: Option<u64>,
     retention_bytes: Option<u64>,
     segment_bytes: Option<u64>,

@@ -90,7 +90,7 @@ impl From<weir_engine::Error> for Problem {
     fn from(e: weir_engine::Error) -> Problem {
         use weir_engine::Error as E;
         use weir_kv::Error as K;
-        use weir_log::Error as L;
+        use weir_log_embedded::Error as L;
         use weir_wasm::Error as W;
         let detail = e.to_string();
         match &e {

@@ -19,7 +19,7 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     node.log()
-        .create_topic("orders", &weir_log::TopicConfig::with_partitions(2))
+        .create_topic("orders", &weir_log_embedded::TopicConfig::with_partitions(2))
         .unwrap();
     Fixture { _dir: dir, node }
 }

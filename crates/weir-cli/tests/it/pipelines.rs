@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use weir_cloudevents::CloudEvent;
-use weir_log::{Log, LogOptions};
+use weir_log_embedded::{Log, LogOptions};
 use weir_test_support::WeirProcess;
 
 use super::{serve, wait_caught_up, weir};

@@ -170,7 +170,7 @@ async fn replay_requests_are_checked_before_anything_runs() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Log(weir_log::Error::UnknownPartition { .. })),
+        matches!(err, Error::Log(weir_log_embedded::Error::UnknownPartition { .. })),
         "{err}"
     );
 

@@ -1,4 +1,4 @@
-//! weir-log's integration tests, one binary: a model test that drives random appends,
+//! weir-log-embedded's integration tests, one binary: a model test that drives random appends,
 //! reads, commits, crashes and reopenings against an in-memory model, and a crash test
 //! that SIGKILLs a process appending under load.
 //!
@@ -13,12 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weir_log::{Error, Log, LogOptions, Result};
+use weir_log_embedded::{Error, Log, LogOptions, Result};
 
 /// Creates a topic with `partitions` partitions: the only place these tests create one,
 /// so a change to `Log::create_topic`'s signature is a change here alone.
 pub fn create_topic(log: &Log, name: &str, partitions: u32) -> Result<bool> {
-    log.create_topic(name, &weir_log::TopicConfig::with_partitions(partitions))
+    log.create_topic(name, &weir_log_embedded::TopicConfig::with_partitions(partitions))
 }
 
 /// Opens the log in `dir`, waiting up to five seconds while it is locked.

@@ -15,7 +15,7 @@ use std::{
 
 use bytes::Bytes;
 use proptest::{collection::vec, option, prelude::*, sample::Index};
-use weir_log::{Error, GroupCommit, Log, Record, StoredRecord, TopicConfig, Transaction};
+use weir_log_embedded::{Error, GroupCommit, Log, Record, StoredRecord, TopicConfig, Transaction};
 
 use crate::{create_topic, last_log_file, open_log};
 

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weir_log::{GroupCommit, Log, LogOptions, Record, TopicConfig, Transaction};
+use weir_log_embedded::{GroupCommit, Log, LogOptions, Record, TopicConfig, Transaction};
 
 use crate::{Rng, create_topic, open_log};
 

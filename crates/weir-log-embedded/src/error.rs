@@ -1,4 +1,4 @@
-//! The one error type of weir-log, and a helper to give IO errors their context.
+//! The one error type of weir-log-embedded, and a helper to give IO errors their context.
 
 use std::{io, path::PathBuf};
 

@@ -18,7 +18,7 @@
 //! # Data directory
 //!
 //! ```text
-//! <dir>/weir-log.lock                                   held (flock) while a Log is open
+//! <dir>/weir-log-embedded.lock                                   held (flock) while a Log is open
 //! <dir>/topics/<topic>/topic.json                       see `topic`
 //! <dir>/topics/<topic>/<partition>/…                    see `partition`, `segment`,
 //!                                                       `index` and `frame`
@@ -93,7 +93,7 @@ pub use crate::{
     transaction::{GroupCommit, Transaction},
 };
 
-const LOCK_FILE: &str = "weir-log.lock";
+const LOCK_FILE: &str = "weir-log-embedded.lock";
 const TOPICS_DIR: &str = "topics";
 const GROUPS_DIR: &str = "groups";
 
@@ -213,7 +213,7 @@ struct Inner {
     /// Stops the next transaction part-way, for tests.
     #[cfg(test)]
     transaction_fault: Mutex<Option<transaction::TransactionFault>>,
-    /// Holds the flock on `weir-log.lock` for as long as the log is open.
+    /// Holds the flock on `weir-log-embedded.lock` for as long as the log is open.
     _lock: File,
 }
 

@@ -270,7 +270,7 @@ impl Partition {
                         {
                             return Err(Error::Corrupt {
                                 what: seg_what(),
-                                reason: "it was written by weir-log format version 1, which this version does not read".into(),
+                                reason: "it was written by weir-log-embedded format version 1, which this version does not read".into(),
                             });
                         }
                         telemetry::TailTruncated {
@@ -414,7 +414,7 @@ impl Partition {
             let (queue, requests) = mpsc::channel();
             let shared = Arc::clone(&self.shared);
             let thread = std::thread::Builder::new()
-                .name(format!("weir-log-{}-{}", self.shared.topic, self.shared.id))
+                .name(format!("weir-log-embedded-{}-{}", self.shared.topic, self.shared.id))
                 .stack_size(256 << 10)
                 .spawn(move || shared.run_writer(&requests))
                 .context(|| {

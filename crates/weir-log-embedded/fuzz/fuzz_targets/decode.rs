@@ -1,0 +1,7 @@
+//! Feeds arbitrary bytes to every decoder of weir-log-embedded's on-disk data; none may panic,
+//! loop forever or allocate without bound.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    weir_log_embedded::fuzz_decode(data);
+});
