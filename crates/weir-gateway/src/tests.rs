@@ -15,11 +15,15 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeOptions::new(dir.path().to_path_buf(), None))
+    let log = weir_log_embedded::open_shared(dir.path(), Default::default())
+        .await
+        .unwrap();
+    let node = Node::start(NodeOptions::new(dir.path().to_path_buf(), None, log))
         .await
         .unwrap();
     node.log()
-        .create_topic("orders", &weir_log_embedded::TopicConfig::with_partitions(2))
+        .create_topic("orders", &weir_log::TopicSpec::with_partitions(2))
+        .await
         .unwrap();
     Fixture { _dir: dir, node }
 }
@@ -48,10 +52,12 @@ fn post(topic: &str, content_type: &str, body: impl Into<Body>) -> Request<Body>
 
 const STRUCTURED: &str = "application/cloudevents+json";
 
-fn total(f: &Fixture) -> u64 {
+async fn total(f: &Fixture) -> u64 {
     f.node
         .log()
         .topic("orders")
+        .await
+        .unwrap()
         .unwrap()
         .end_offsets
         .iter()
@@ -137,13 +143,13 @@ async fn assert_rejected(
     status: StatusCode,
     needle: &str,
 ) -> serde_json::Value {
-    let before = total(f);
+    let before = total(f).await;
     let (got, headers, body) = send(f, req).await;
     assert_eq!(got, status, "{body}");
     assert!(is_problem(&headers), "{headers:?}");
     assert_eq!(body["status"], status.as_u16());
     assert!(body["detail"].as_str().unwrap().contains(needle), "{body}");
-    assert_eq!(total(f), before, "a rejected request writes nothing");
+    assert_eq!(total(f).await, before, "a rejected request writes nothing");
     body
 }
 

@@ -60,6 +60,16 @@ const GROUP_FILE_VERSION: u32 = 2;
 struct GroupFile {
     version: u32,
     offsets: Vec<CommittedOffset>,
+    /// Absent in files written before owners were fenced, and while nobody claimed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    owners: Vec<Owner>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Owner {
+    topic: String,
+    partition: u32,
+    generation: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,10 +89,13 @@ struct Committed {
 }
 
 type GroupOffsets = BTreeMap<(String, u32), Committed>;
+/// The newest generation claimed, per topic and partition.
+type Owners = BTreeMap<(String, u32), u64>;
 
 #[derive(Debug, Default)]
 struct GroupState {
     offsets: GroupOffsets,
+    owners: Owners,
     /// Holds commits applied since the group's file was last written.
     dirty: bool,
 }
@@ -137,11 +150,12 @@ impl Groups {
                 .emit();
                 continue;
             }
-            let offsets = read_group_file(&path)?;
+            let (offsets, owners) = read_group_file(&path)?;
             groups.insert(
                 group.to_owned(),
                 GroupState {
                     offsets,
+                    owners,
                     dirty: false,
                 },
             );
@@ -173,7 +187,76 @@ impl Groups {
             .map(|c| c.next_offset)
     }
 
-    /// Durably records `next_offset`, with `sequence`, for the group, topic and partition.
+    /// The newest generation claimed for the group's partition; 0 if none was.
+    pub(crate) fn generation(&self, group: &str, topic: &str, partition: u32) -> u64 {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups
+            .get(group)
+            .and_then(|g| g.owners.get(&(topic.to_owned(), partition)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Refuses a commit of `generation` once a newer one was claimed.
+    pub(crate) fn check_generation(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        generation: u64,
+    ) -> Result<()> {
+        let current = self.generation(group, topic, partition);
+        if generation < current {
+            return Err(Error::Fenced {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                partition,
+                generation,
+                current,
+            });
+        }
+        Ok(())
+    }
+
+    /// Durably claims the group's partition for a new owner: returns a generation above
+    /// every one claimed before, after the group's file holds it.
+    pub(crate) fn claim(&self, group: &str, topic: &str, partition: u32) -> Result<u64> {
+        let key = (topic.to_owned(), partition);
+        let file_lock = self.file_lock(group);
+        let _writing = file_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let (offsets, mut owners) = self.snapshot(group);
+        let generation = owners.get(&key).copied().unwrap_or(0) + 1;
+        owners.insert(key.clone(), generation);
+        self.write_file(group, &offsets, &owners)
+            .inspect_err(|_| self.mark_dirty(group))
+            .context(|| {
+                format!(
+                    "could not claim partition {partition} of topic \"{topic}\" for group \"{group}\" in {}",
+                    self.path(group).display()
+                )
+            })?;
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let owned = groups
+            .entry(group.to_owned())
+            .or_default()
+            .owners
+            .entry(key)
+            .or_default();
+        *owned = (*owned).max(generation);
+        Ok(generation)
+    }
+
+    /// The group's offsets and owners, marked written: the caller holds the group's file
+    /// lock and writes them (or marks the group dirty again if that fails).
+    fn snapshot(&self, group: &str) -> (GroupOffsets, Owners) {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = groups.entry(group.to_owned()).or_default();
+        state.dirty = false;
+        (state.offsets.clone(), state.owners.clone())
+    }
+
+    /// Durably records `next_offset`, with `sequence`, for the group, topic and partition,
+    /// unless a generation newer than `generation` was claimed ([`Error::Fenced`]).
     pub(crate) fn commit(
         &self,
         group: &str,
@@ -181,6 +264,7 @@ impl Groups {
         partition: u32,
         next_offset: u64,
         sequence: u64,
+        generation: u64,
     ) -> Result<()> {
         let key = (topic.to_owned(), partition);
         let commit = Committed {
@@ -189,17 +273,13 @@ impl Groups {
         };
         let file_lock = self.file_lock(group);
         let _writing = file_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let snapshot = {
-            let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-            let state = groups.entry(group.to_owned()).or_default();
-            let mut snapshot = state.offsets.clone();
-            merge(&mut snapshot, key.clone(), commit);
-            // The snapshot holds every commit applied so far.
-            state.dirty = false;
-            snapshot
-        };
+        // Under the file lock, which a claim holds until its generation is durable.
+        self.check_generation(group, topic, partition, generation)?;
+        // The snapshot holds every commit applied so far.
+        let (mut snapshot, owners) = self.snapshot(group);
+        merge(&mut snapshot, key.clone(), commit);
         let written = self
-            .write_file(group, &snapshot)
+            .write_file(group, &snapshot, &owners)
             .inspect_err(|_| self.mark_dirty(group));
         written.context(|| {
             format!(
@@ -245,15 +325,15 @@ impl Groups {
             // finishes first, or marks the group dirty again if it failed.
             let file_lock = self.file_lock(&group);
             let _writing = file_lock.lock().unwrap_or_else(PoisonError::into_inner);
-            let snapshot = {
+            let (offsets, owners) = {
                 let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
                 let Some(state) = groups.get_mut(&group).filter(|s| s.dirty) else {
                     continue;
                 };
                 state.dirty = false;
-                state.offsets.clone()
+                (state.offsets.clone(), state.owners.clone())
             };
-            if let Err(error) = self.write_file(&group, &snapshot) {
+            if let Err(error) = self.write_file(&group, &offsets, &owners) {
                 self.mark_dirty(&group);
                 return Err(Error::Io {
                     context: format!(
@@ -284,7 +364,12 @@ impl Groups {
         self.dir.join(format!("{group}.json"))
     }
 
-    fn write_file(&self, group: &str, offsets: &GroupOffsets) -> std::io::Result<()> {
+    fn write_file(
+        &self,
+        group: &str,
+        offsets: &GroupOffsets,
+        owners: &Owners,
+    ) -> std::io::Result<()> {
         let file = GroupFile {
             version: GROUP_FILE_VERSION,
             offsets: offsets
@@ -296,13 +381,21 @@ impl Groups {
                     sequence: committed.sequence,
                 })
                 .collect(),
+            owners: owners
+                .iter()
+                .map(|((topic, partition), generation)| Owner {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    generation: *generation,
+                })
+                .collect(),
         };
         let contents = serde_json::to_vec(&file).map_err(std::io::Error::from)?;
         fsutil::write_atomically(&self.path(group), &contents)
     }
 }
 
-fn read_group_file(path: &Path) -> Result<GroupOffsets> {
+fn read_group_file(path: &Path) -> Result<(GroupOffsets, Owners)> {
     let contents = fs::read(path).context(|| format!("could not read {}", path.display()))?;
     let corrupt = |reason: String| Error::Corrupt {
         what: path.display().to_string(),
@@ -312,7 +405,7 @@ fn read_group_file(path: &Path) -> Result<GroupOffsets> {
     if !(1..=GROUP_FILE_VERSION).contains(&file.version) {
         return Err(corrupt(format!("unknown version {}", file.version)));
     }
-    Ok(file
+    let offsets = file
         .offsets
         .into_iter()
         .map(|o| {
@@ -324,7 +417,13 @@ fn read_group_file(path: &Path) -> Result<GroupOffsets> {
                 },
             )
         })
-        .collect())
+        .collect();
+    let owners = file
+        .owners
+        .into_iter()
+        .map(|o| ((o.topic, o.partition), o.generation))
+        .collect();
+    Ok((offsets, owners))
 }
 
 #[cfg(test)]

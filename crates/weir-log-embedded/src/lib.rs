@@ -18,7 +18,7 @@
 //! # Data directory
 //!
 //! ```text
-//! <dir>/weir-log-embedded.lock                                   held (flock) while a Log is open
+//! <dir>/weir-log.lock                                   held (flock) while a Log is open
 //! <dir>/topics/<topic>/topic.json                       see `topic`
 //! <dir>/topics/<topic>/<partition>/…                    see `partition`, `segment`,
 //!                                                       `index` and `frame`
@@ -55,7 +55,7 @@ mod groups;
 mod index;
 mod journal;
 mod partition;
-mod partitioner;
+mod reader;
 mod segment;
 mod telemetry;
 mod topic;
@@ -77,7 +77,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tracing::instrument;
 
-pub use crate::backend::EventLog;
+pub use crate::backend::{SEGMENT_BYTES, guarantees, open_shared};
 use crate::{
     error::IoContext,
     frame::LimitError,
@@ -90,60 +90,14 @@ use crate::{
 pub use crate::{
     error::{Error, Result},
     topic::{FsyncPolicy, MAX_PARTITIONS, TopicConfig},
-    transaction::{GroupCommit, Transaction},
+};
+pub use weir_log::{
+    GroupCommit, Record, RecordPosition, RetentionReport, StoredRecord, Transaction,
 };
 
-const LOCK_FILE: &str = "weir-log-embedded.lock";
+const LOCK_FILE: &str = "weir-log.lock";
 const TOPICS_DIR: &str = "topics";
 const GROUPS_DIR: &str = "groups";
-
-/// A record to append.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    /// Chooses the partition in [`Log::append`]: records with equal keys share one.
-    pub key: Option<Bytes>,
-    pub value: Bytes,
-    /// Milliseconds since the Unix epoch; `None` means the time of the append.
-    pub timestamp_ms: Option<i64>,
-}
-
-impl Record {
-    /// A record without key, stamped at append time.
-    pub fn new(value: impl Into<Bytes>) -> Record {
-        Record {
-            key: None,
-            value: value.into(),
-            timestamp_ms: None,
-        }
-    }
-
-    pub fn with_key(mut self, key: impl Into<Bytes>) -> Record {
-        self.key = Some(key.into());
-        self
-    }
-
-    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Record {
-        self.timestamp_ms = Some(timestamp_ms);
-        self
-    }
-}
-
-/// A record as read back from the log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredRecord {
-    pub partition: u32,
-    pub offset: u64,
-    pub timestamp_ms: i64,
-    pub key: Option<Bytes>,
-    pub value: Bytes,
-}
-
-/// Where an appended record was stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct RecordPosition {
-    pub partition: u32,
-    pub offset: u64,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TopicInfo {
@@ -154,15 +108,6 @@ pub struct TopicInfo {
     /// Per partition, the first offset still stored; nothing below it can be read.
     pub start_offsets: Vec<u64>,
     pub config: TopicConfig,
-}
-
-/// What one [`Log::enforce_retention`] pass did.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct RetentionReport {
-    pub segments_deleted: u64,
-    pub bytes_deleted: u64,
-    pub segments_compacted: u64,
-    pub records_removed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -213,7 +158,7 @@ struct Inner {
     /// Stops the next transaction part-way, for tests.
     #[cfg(test)]
     transaction_fault: Mutex<Option<transaction::TransactionFault>>,
-    /// Holds the flock on `weir-log-embedded.lock` for as long as the log is open.
+    /// Holds the flock on `weir-log.lock` for as long as the log is open.
     _lock: File,
 }
 
@@ -429,8 +374,13 @@ impl Log {
             batch.input_indexes.push(index);
             batch.records.push(record);
         }
-        self.append_batches(topic, &topic_ref, by_partition.into_values().collect())
-            .await
+        self.append_batches(
+            topic,
+            &topic_ref,
+            by_partition.into_values().collect(),
+            None,
+        )
+        .await
     }
 
     /// Appends records to one partition of a topic, as one batch; see [`Log::append`].
@@ -441,6 +391,21 @@ impl Log {
         partition: u32,
         records: Vec<Record>,
     ) -> Result<Vec<RecordPosition>> {
+        self.append_to_expecting(topic, partition, records, None)
+            .await
+    }
+
+    /// [`Log::append_to`], written only if the partition's end offset is `expect_end`
+    /// when its writer comes to the batch; [`Error::Conflict`] otherwise, and nothing is
+    /// written. The check and the write are one step of the partition's writer.
+    #[instrument(skip_all, err, fields(topic = topic, partition = partition, records = records.len()))]
+    pub async fn append_to_expecting(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+        expect_end: Option<u64>,
+    ) -> Result<Vec<RecordPosition>> {
         let topic_ref = self.get_topic(topic)?;
         topic_ref.partition(partition)?;
         let batch = PartitionBatch {
@@ -448,7 +413,8 @@ impl Log {
             input_indexes: (0..records.len()).collect(),
             records,
         };
-        self.append_batches(topic, &topic_ref, vec![batch]).await
+        self.append_batches(topic, &topic_ref, vec![batch], expect_end)
+            .await
     }
 
     async fn append_batches(
@@ -456,10 +422,12 @@ impl Log {
         topic_name: &str,
         topic: &Topic,
         batches: Vec<PartitionBatch>,
+        expect_end: Option<u64>,
     ) -> Result<Vec<RecordPosition>> {
+        // An empty conditional append still checks its condition (and writes nothing).
         let batches: Vec<_> = batches
             .into_iter()
-            .filter(|b| !b.records.is_empty())
+            .filter(|b| !b.records.is_empty() || expect_end.is_some())
             .collect();
         let opts = &self.inner.opts;
         for batch in &batches {
@@ -502,7 +470,8 @@ impl Log {
         let mut pending = Vec::with_capacity(batches.len());
         for batch in batches {
             let partition = topic.partition(batch.partition)?;
-            let reply = partition.enqueue(batch.records, now_ms, None, None)?;
+            let reply =
+                partition.enqueue_expecting(batch.records, now_ms, None, None, expect_end)?;
             pending.push((
                 batch.partition,
                 batch.input_indexes,
@@ -616,14 +585,29 @@ impl Log {
     }
 
     /// Durably records that `group` has processed `topic`/`partition` up to, not
-    /// including, `next_offset`.
-    #[instrument(skip(self), err)]
+    /// including, `next_offset`, as a committer that never claimed the partition
+    /// (generation 0, fenced by any claim); see [`Log::commit_group`].
     pub fn commit_offset(
         &self,
         group: &str,
         topic: &str,
         partition: u32,
         next_offset: u64,
+    ) -> Result<()> {
+        self.commit_group(group, topic, partition, next_offset, 0)
+    }
+
+    /// Durably records that `group` has processed `topic`/`partition` up to, not
+    /// including, `next_offset`, unless a generation newer than `generation` was claimed
+    /// ([`Error::Fenced`]).
+    #[instrument(skip(self), err)]
+    pub fn commit_group(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+        generation: u64,
     ) -> Result<()> {
         validate_group_name(group)?;
         let end_offset = self.get_partition(topic, partition)?.end_offset();
@@ -638,7 +622,25 @@ impl Log {
         let sequence = self.inner.next_sequence.fetch_add(1, Ordering::SeqCst);
         self.inner
             .groups
-            .commit(group, topic, partition, next_offset, sequence)
+            .commit(group, topic, partition, next_offset, sequence, generation)
+    }
+
+    /// Takes ownership of a group's partition: returns a generation above every one
+    /// claimed before, once it is durable in the group's file. From then on a commit
+    /// (plain or in a transaction) carrying an older generation fails with
+    /// [`Error::Fenced`] and changes nothing.
+    #[instrument(skip(self), err)]
+    pub fn claim(&self, group: &str, topic: &str, partition: u32) -> Result<u64> {
+        validate_group_name(group)?;
+        self.get_partition(topic, partition)?;
+        self.inner.groups.claim(group, topic, partition)
+    }
+
+    /// The newest generation claimed for a group's partition; 0 if none was.
+    pub fn generation(&self, group: &str, topic: &str, partition: u32) -> Result<u64> {
+        validate_group_name(group)?;
+        self.get_partition(topic, partition)?;
+        Ok(self.inner.groups.generation(group, topic, partition))
     }
 
     /// The offset last committed by `group` for a partition, if any.

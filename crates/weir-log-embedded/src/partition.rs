@@ -147,6 +147,9 @@ struct AppendRequest {
     /// Set (with `tag`) for a transaction's only batch: its group commit, written in the
     /// frame (version 4) and applied to the groups once the frame is durable.
     commit: Option<IntentCommit>,
+    /// Written only if the partition's end offset is this when the writer comes to it;
+    /// refused with [`Error::Conflict`] otherwise.
+    expect_end: Option<u64>,
     reply: oneshot::Sender<Result<u64>>,
 }
 
@@ -270,7 +273,7 @@ impl Partition {
                         {
                             return Err(Error::Corrupt {
                                 what: seg_what(),
-                                reason: "it was written by weir-log-embedded format version 1, which this version does not read".into(),
+                                reason: "it was written by weir-log format version 1, which this version does not read".into(),
                             });
                         }
                         telemetry::TailTruncated {
@@ -407,6 +410,20 @@ impl Partition {
         tag: Option<FrameTag>,
         commit: Option<IntentCommit>,
     ) -> Result<oneshot::Receiver<Result<u64>>> {
+        self.enqueue_expecting(records, now_ms, tag, commit, None)
+    }
+
+    /// [`Partition::enqueue`], written only if the partition's end offset is `expect_end`
+    /// when the writer comes to it (checked on the writer thread, so no other append can
+    /// come between the check and the write).
+    pub(crate) fn enqueue_expecting(
+        &self,
+        records: Vec<Record>,
+        now_ms: i64,
+        tag: Option<FrameTag>,
+        commit: Option<IntentCommit>,
+        expect_end: Option<u64>,
+    ) -> Result<oneshot::Receiver<Result<u64>>> {
         debug_assert!(commit.is_none() || tag.is_some());
         let (reply, receiver) = oneshot::channel();
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -414,7 +431,7 @@ impl Partition {
             let (queue, requests) = mpsc::channel();
             let shared = Arc::clone(&self.shared);
             let thread = std::thread::Builder::new()
-                .name(format!("weir-log-embedded-{}-{}", self.shared.topic, self.shared.id))
+                .name(format!("weir-log-{}-{}", self.shared.topic, self.shared.id))
                 .stack_size(256 << 10)
                 .spawn(move || shared.run_writer(&requests))
                 .context(|| {
@@ -430,6 +447,7 @@ impl Partition {
             now_ms,
             tag,
             commit,
+            expect_end,
             reply,
         };
         if let Some(handle) = writer.as_ref()
@@ -830,6 +848,17 @@ impl Shared {
             let (mut len, mut next_offset) = (state.len, state.next_offset);
             let mut must_sync = false;
             while let Some(request) = queue.pop_front() {
+                if let Some(expected) = request.expect_end
+                    && expected != next_offset
+                {
+                    let _ = request.reply.send(Err(Error::Conflict {
+                        topic: self.topic.clone(),
+                        partition: self.id,
+                        expected,
+                        end: next_offset,
+                    }));
+                    continue;
+                }
                 let frame_len = frame::frame_len(&request.records, request.stamp()) as u64;
                 if len > 0 && len + frame_len > settings.segment_bytes {
                     if !replies.is_empty() {

@@ -82,7 +82,7 @@ async fn keys_hash_to_stable_partitions() {
     let keys: Vec<String> = (0..50).map(|i| format!("customer-{i}")).collect();
     let expected: Vec<u32> = keys
         .iter()
-        .map(|k| partitioner::partition_for_key(k.as_bytes(), 8))
+        .map(|k| weir_log::partition_for_key(k.as_bytes(), 8))
         .collect();
     assert!(
         expected.iter().collect::<BTreeSet<_>>().len() > 1,

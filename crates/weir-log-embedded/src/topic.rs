@@ -37,7 +37,6 @@ use crate::{
     fsutil,
     groups::Groups,
     partition::{OpenMode, Partition, Settings},
-    partitioner,
 };
 
 /// When an append's bytes are fsynced before it is acknowledged.
@@ -332,7 +331,7 @@ impl Topic {
     /// The partition for a record: murmur2 of its key, or round robin without one.
     pub(crate) fn choose_partition(&self, key: Option<&[u8]>) -> u32 {
         match key {
-            Some(key) => partitioner::partition_for_key(key, self.partition_count()),
+            Some(key) => weir_log::partition_for_key(key, self.partition_count()),
             None => self.next_round_robin.fetch_add(1, Ordering::Relaxed) % self.partition_count(),
         }
     }

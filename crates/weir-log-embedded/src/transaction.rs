@@ -49,7 +49,7 @@ use tokio::sync::oneshot;
 use tracing::instrument;
 
 use crate::{
-    Error, Log, Record, Result,
+    Error, GroupCommit, Log, Record, Result, Transaction,
     frame::{self, FrameTag, LimitError},
     groups::validate_group_name,
     journal::{self, Intent, IntentBatch, IntentCommit, MAX_ENTRY_BYTES, MAX_PRODUCER_LEN},
@@ -57,28 +57,6 @@ use crate::{
     partition::Partition,
     telemetry,
 };
-
-/// A consumer group's position to commit as part of a transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupCommit {
-    pub group: String,
-    pub topic: String,
-    pub partition: u32,
-    pub next_offset: u64,
-}
-
-/// Outputs and an offset commit that become durable together.
-#[derive(Debug, Clone, Default)]
-pub struct Transaction {
-    /// Who writes. A producer runs one transaction at a time (calls are serialised per
-    /// producer); names are like "pipeline/erp-to-crm/erp.sales-orders/3". Any UTF-8 up to
-    /// 255 bytes.
-    pub producer: String,
-    /// Records to append, by topic; partitioned as `append` does (key hash, round robin
-    /// without a key).
-    pub appends: Vec<(String, Vec<Record>)>,
-    pub commit: Option<GroupCommit>,
-}
 
 /// Every producer that has called since the log was opened, with its pending transaction.
 #[derive(Default)]
@@ -99,7 +77,17 @@ struct ProducerState {
     /// A single-frame transaction (version 4) whose call was cancelled before the frame's
     /// write was acknowledged: the next call waits for it first, so it never runs ahead of
     /// an earlier commit.
-    in_flight: Option<oneshot::Receiver<Result<u64>>>,
+    in_flight: Option<(oneshot::Receiver<Result<u64>>, IntentCommit)>,
+}
+
+/// Whether `sent` (a transaction's commit) is `commit`: the same transaction sent again.
+fn is_same_commit(commit: &IntentCommit, sent: Option<&GroupCommit>) -> bool {
+    sent.is_some_and(|sent| {
+        sent.group == commit.group
+            && sent.topic == commit.topic
+            && sent.partition == commit.partition
+            && sent.next_offset == commit.next_offset
+    })
 }
 
 /// A transaction whose intent was queued to the journal and that is not done yet.
@@ -185,7 +173,7 @@ impl Log {
         validate_producer(&txn.producer)?;
         let producer = self.inner.producers.get(&txn.producer);
         let mut state = producer.lock().await;
-        if let Some(reply) = state.in_flight.as_mut() {
+        if let Some((reply, commit)) = state.in_flight.as_mut() {
             // Its outcome is in the groups already (the writer applies a durable frame's
             // commit), and a failed one counts as not sent: its caller is gone, so say so.
             let error = match reply.await {
@@ -193,6 +181,7 @@ impl Log {
                 Ok(Err(error)) => Some(error.to_string()),
                 Err(_) => Some("the partition's writer stopped".to_owned()),
             };
+            let resent = error.is_none() && is_same_commit(commit, txn.commit.as_ref());
             state.in_flight = None;
             if let Some(error) = error {
                 telemetry::CancelledTransactionFailed {
@@ -201,8 +190,22 @@ impl Log {
                 }
                 .emit();
             }
+            if resent {
+                // This call is the cancelled one sent again, and that one is durable.
+                return Ok(());
+            }
         }
-        if state.pending.is_some() {
+        if let Some(pending) = &state.pending {
+            // A transaction sent again after a failure carries the same commit: finishing
+            // the pending one is all it asks for (writing it again would store it twice).
+            let resent = pending
+                .intent
+                .commit
+                .as_ref()
+                .is_some_and(|c| is_same_commit(c, txn.commit.as_ref()));
+            if resent {
+                return self.finish(&mut state).await;
+            }
             self.finish(&mut state).await.map_err(|error| match error {
                 Error::TransactionIncomplete {
                     producer,
@@ -217,6 +220,19 @@ impl Log {
             })?;
         }
         let (mut planned, mut commit) = self.plan(&txn)?;
+        if let Some(c) = &commit
+            && !planned.is_empty()
+            && self
+                .inner
+                .groups
+                .committed(&c.group, &c.topic, c.partition)
+                .is_some_and(|done| done >= c.next_offset)
+        {
+            // Outputs whose commit would not move the group forward were committed
+            // already (a caller that did not see the answer sends them again): they are
+            // acknowledged and not written twice.
+            return Ok(());
+        }
         if planned.is_empty() && commit.is_none() {
             return Ok(());
         }
@@ -293,12 +309,10 @@ impl Log {
             sequence,
         };
         let records = batch.records.len();
-        let reply = state.in_flight.insert(batch.partition.enqueue(
-            batch.records,
-            0,
-            Some(tag),
-            Some(commit),
-        )?);
+        let reply = batch
+            .partition
+            .enqueue(batch.records, 0, Some(tag), Some(commit.clone()))?;
+        let (reply, _) = state.in_flight.insert((reply, commit));
         let written = reply.await;
         state.in_flight = None;
         match written {
@@ -388,6 +402,12 @@ impl Log {
             None => None,
             Some(commit) => {
                 validate_group_name(&commit.group)?;
+                self.inner.groups.check_generation(
+                    &commit.group,
+                    &commit.topic,
+                    commit.partition,
+                    commit.generation,
+                )?;
                 let end_offset = self
                     .get_partition(&commit.topic, commit.partition)?
                     .end_offset();

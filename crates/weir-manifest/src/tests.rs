@@ -811,7 +811,7 @@ fsync = "never"
     assert_eq!(b.fsync, FsyncSpec::Interval { ms: 50 });
     assert_eq!(b.retention_ms, Some(3_600_000));
     assert_eq!(b.retention_bytes, Some(1 << 20));
-    assert_eq!(b.segment_bytes, 1 << 20);
+    assert_eq!(b.segment_bytes, Some(1 << 20));
     assert!(b.compaction);
     assert_eq!(m.topics["c"].fsync, FsyncSpec::Never);
 }

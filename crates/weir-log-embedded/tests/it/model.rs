@@ -451,6 +451,7 @@ impl Harness {
                 topic: TOPICS[topic].to_owned(),
                 partition,
                 next_offset,
+                generation: 0,
             }),
         };
         let before = now_ms();
@@ -464,6 +465,20 @@ impl Harness {
                 "commit past the end: {result:?}"
             );
             // Checked before anything is written.
+            self.check_everything();
+            return;
+        }
+        if let Some((group, topic, partition, next_offset)) = commit
+            && appends.iter().any(|(_, inputs)| !inputs.is_empty())
+            && self
+                .model
+                .committed
+                .get(&(group, topic, partition))
+                .is_some_and(|&done| done >= next_offset)
+        {
+            // Its commit would not move the group forward: it was committed already (a
+            // caller sending it again), so it is acknowledged and nothing is written.
+            result.expect("a transaction committed already is acknowledged");
             self.check_everything();
             return;
         }
