@@ -85,6 +85,18 @@ impl EntryIgnored<'_> {
     }
 }
 
+/// Open removed the directory of a topic whose creation did not finish (it had no
+/// `topic.json` and its partitions no records).
+pub(crate) struct UnfinishedTopicRemoved<'a> {
+    pub(crate) path: &'a std::path::Path,
+}
+
+impl UnfinishedTopicRemoved<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::info!(path = %self.path.display(), "removed what an unfinished topic creation left");
+    }
+}
+
 /// A write failed for lack of space; the group was cut back and refused, nothing was
 /// acknowledged, and the partition keeps accepting writes.
 pub(crate) struct DiskFull<'a> {
