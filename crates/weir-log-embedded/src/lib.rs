@@ -373,7 +373,9 @@ impl Log {
             }),
         };
         log.recover_transactions(&recovered)?;
-        // The old journal files go only once the groups hold their commits durably.
+        log.clamp_group_offsets();
+        // The old journal files go only once the groups hold their commits durably; the
+        // clamped offsets are written here too.
         log.inner.groups.checkpoint()?;
         log.inner.journal.replace_recovered_files(&recovered)?;
         Ok(log)
@@ -693,6 +695,20 @@ impl Log {
         validate_group_name(group)?;
         self.get_partition(topic, partition)?;
         Ok(self.inner.groups.committed(group, topic, partition))
+    }
+
+    /// Lowers each committed offset past its partition's end offset to that end: under
+    /// fsync `Interval` or `Never` a crash can take back records a group had committed.
+    fn clamp_group_offsets(&self) {
+        let topics = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.groups.clamp_to_end(|topic, partition| {
+            let partition = topics.get(topic)?.partition(partition).ok()?;
+            Some(partition.end_offset())
+        });
     }
 
     fn find_topic(&self, name: &str) -> Option<Arc<Topic>> {

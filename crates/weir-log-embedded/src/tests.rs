@@ -311,6 +311,49 @@ async fn committed_offsets_survive_reopen() {
 }
 
 #[tokio::test]
+async fn a_group_offset_past_the_recovered_end_is_clamped_durably() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_file(&dir, "t", 0);
+    let group_file = dir.path().join("groups").join("g.json");
+    let kept_len = {
+        let log = open(&dir);
+        let config = TopicConfig {
+            fsync: FsyncPolicy::Never,
+            ..TopicConfig::with_partitions(1)
+        };
+        log.create_topic("t", &config).expect("create");
+        append_values(&log, "t", &["a", "b", "c"]).await;
+        let kept_len = file_len(&path);
+        append_values(&log, "t", &["d", "e"]).await;
+        log.commit_offset("g", "t", 0, 5).expect("commit");
+        kept_len
+    };
+    // A power loss took back the unsynced "d" and "e"; the group file, fsynced on its own,
+    // kept the commit past them.
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_len(kept_len))
+        .expect("truncate");
+
+    {
+        let log = open(&dir);
+        assert_eq!(log.end_offset("t", 0).expect("end"), 3);
+        assert_eq!(log.committed_offset("g", "t", 0).expect("get"), Some(3));
+        // Written by the open itself, not only at close.
+        let contents = fs::read_to_string(&group_file).expect("read the group file");
+        assert!(contents.contains("\"next_offset\":3"), "{contents}");
+        // New records take offsets 3 and 4 again, and the group still has to read them.
+        append_values(&log, "t", &["x", "y"]).await;
+    }
+    let log = open(&dir);
+    assert_eq!(log.end_offset("t", 0).expect("end"), 5);
+    assert_eq!(log.committed_offset("g", "t", 0).expect("get"), Some(3));
+    let unread = log.read("t", 0, 3, 10).expect("read");
+    assert_eq!(values(&unread), [&b"x"[..], b"y"]);
+}
+
+#[tokio::test]
 async fn a_record_too_large_is_rejected_and_nothing_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = LogOptions {
