@@ -433,7 +433,10 @@ impl Partition {
             let (queue, requests) = mpsc::channel();
             let shared = Arc::clone(&self.shared);
             let thread = std::thread::Builder::new()
-                .name(format!("weir-log-embedded-{}-{}", self.shared.topic, self.shared.id))
+                .name(format!(
+                    "weir-log-embedded-{}-{}",
+                    self.shared.topic, self.shared.id
+                ))
                 .stack_size(256 << 10)
                 .spawn(move || shared.run_writer(&requests))
                 .context(|| {
