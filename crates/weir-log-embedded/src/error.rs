@@ -30,10 +30,25 @@ pub enum Error {
     )]
     InvalidGroupName { name: String, reason: &'static str },
 
-    #[error("topic \"{topic}\" cannot have {partitions} partitions; use 1 to {max}")]
+    /// `max` is the log's [`crate::LogOptions::max_partitions_per_topic`].
+    #[error(
+        "topic \"{topic}\" cannot have {partitions} partitions; use 1 to {max} (the log's max_partitions_per_topic)"
+    )]
     InvalidPartitionCount {
         topic: String,
         partitions: u32,
+        max: u32,
+    },
+
+    /// The topic would take the log past [`crate::LogOptions::max_partitions`], which
+    /// bounds the files and threads the partitions hold.
+    #[error(
+        "topic \"{topic}\" cannot have {partitions} partitions: the log has {in_use} of its limit of {max} (max_partitions); use fewer partitions or raise max_partitions"
+    )]
+    TooManyPartitions {
+        topic: String,
+        partitions: u32,
+        in_use: u32,
         max: u32,
     },
 
@@ -207,6 +222,7 @@ impl Error {
             Error::InvalidTopicName { .. }
             | Error::InvalidGroupName { .. }
             | Error::InvalidPartitionCount { .. }
+            | Error::TooManyPartitions { .. }
             | Error::InvalidTopicConfig { .. }
             | Error::InvalidProducerName { .. }
             | Error::KeyRequired { .. }
@@ -240,6 +256,7 @@ impl Error {
             Error::InvalidTopicName { .. }
             | Error::InvalidPartitionCount { .. }
             | Error::InvalidTopicConfig { .. } => "invalid-topic",
+            Error::TooManyPartitions { .. } => "too-many-partitions",
             // A group's offset past the end is an invalid group commit, as the API has
             // always called it.
             Error::InvalidGroupName { .. } | Error::OffsetOutOfRange { .. } => "invalid-group",

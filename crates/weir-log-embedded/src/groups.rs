@@ -38,6 +38,11 @@
 //! - A file write snapshots the group under the group's own file lock, so the writes of one
 //!   group land in order and a later snapshot never loses to an earlier one. No lock shared
 //!   between groups is held across an fsync.
+//! - At open, once the partitions are recovered, a committed offset past its partition's
+//!   end offset (records a crash took back under fsync `Interval` or `Never`, while the
+//!   group file, fsynced on its own, kept the commit) is lowered to the end offset and
+//!   written before the open returns, so the group reads the records that take those
+//!   offsets next.
 //! - Group names follow the topic name rules, so they are safe file names; files whose
 //!   names do not end in `.json` (such as leftover `.json.tmp` files) are ignored.
 
@@ -310,6 +315,34 @@ impl Groups {
         };
         if merge(&mut state.offsets, key, commit) {
             state.dirty = true;
+        }
+    }
+
+    /// Lowers every committed offset past its partition's end offset (`end_offset` of a
+    /// topic and partition; `None` for one the log does not have) to that end, in memory,
+    /// marking its group dirty for the next checkpoint. The commit keeps its sequence, so
+    /// applying again the commit that set the old offset (from the journal or a frame)
+    /// leaves the clamp alone.
+    pub(crate) fn clamp_to_end(&self, end_offset: impl Fn(&str, u32) -> Option<u64>) {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        for (group, state) in groups.iter_mut() {
+            for ((topic, partition), committed) in state.offsets.iter_mut() {
+                let Some(end) = end_offset(topic, *partition) else {
+                    continue;
+                };
+                if committed.next_offset > end {
+                    telemetry::GroupOffsetClamped {
+                        group,
+                        topic,
+                        partition: *partition,
+                        was: committed.next_offset,
+                        now: end,
+                    }
+                    .emit();
+                    committed.next_offset = end;
+                    state.dirty = true;
+                }
+            }
         }
     }
 

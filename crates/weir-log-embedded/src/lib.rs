@@ -89,7 +89,7 @@ use crate::{
 };
 pub use crate::{
     error::{Error, Result},
-    topic::{FsyncPolicy, MAX_PARTITIONS, TopicConfig},
+    topic::{FsyncPolicy, TopicConfig},
 };
 pub use weir_log::{
     GroupCommit, Record, RecordPosition, RetentionReport, StoredRecord, Transaction,
@@ -122,6 +122,17 @@ pub struct LogOptions {
     /// The transaction journal starts a new file once its current one passes this many
     /// bytes; an open after a crash reads up to about this much. Default 16 MiB.
     pub journal_file_bytes: u64,
+    /// Most partitions one topic may have: [`Log::create_topic`] refuses more with
+    /// [`Error::InvalidPartitionCount`]. Default 1024.
+    pub max_partitions_per_topic: u32,
+    /// Most partitions of all topics together: [`Log::create_topic`] refuses a topic that
+    /// would take the log past it with [`Error::TooManyPartitions`]. An open partition
+    /// holds two file descriptors (its active segment, for writing and for reading), one
+    /// more per closed segment, and a writer thread once appended to. Default 4096, about
+    /// 8,200 descriptors for the active segments: under half of a `ulimit -n` of 20,000,
+    /// leaving the rest for closed segments, the journal and the node's sockets. Lower it
+    /// (or raise `ulimit -n`) where the limit on open files is smaller.
+    pub max_partitions: u32,
 }
 
 impl Default for LogOptions {
@@ -131,6 +142,8 @@ impl Default for LogOptions {
             max_batch_bytes: 8 << 20,
             max_transaction_bytes: 64 << 20,
             journal_file_bytes: 16 << 20,
+            max_partitions_per_topic: 1024,
+            max_partitions: 4096,
         }
     }
 }
@@ -259,11 +272,21 @@ impl Log {
                 Some(topic) => {
                     topics.insert(name.to_owned(), Arc::new(topic));
                 }
-                None => telemetry::EntryIgnored {
-                    path: &path,
-                    reason: "topic creation did not finish",
-                }
-                .emit(),
+                None => match topic::remove_unfinished(&path) {
+                    Ok(true) => telemetry::UnfinishedTopicRemoved { path: &path }.emit(),
+                    Ok(false) => telemetry::EntryIgnored {
+                        path: &path,
+                        reason: "no topic.json, but its partitions hold records; restore its topic.json or move it away",
+                    }
+                    .emit(),
+                    Err(error) => telemetry::EntryIgnored {
+                        path: &path,
+                        reason: &format!(
+                            "topic creation did not finish, and removing what it left failed ({error})"
+                        ),
+                    }
+                    .emit(),
+                },
             }
         }
 
@@ -295,7 +318,9 @@ impl Log {
             }),
         };
         log.recover_transactions(&recovered)?;
-        // The old journal files go only once the groups hold their commits durably.
+        log.clamp_group_offsets();
+        // The old journal files go only once the groups hold their commits durably; the
+        // clamped offsets are written here too.
         log.inner.groups.checkpoint()?;
         log.inner.journal.replace_recovered_files(&recovered)?;
         Ok(log)
@@ -303,11 +328,14 @@ impl Log {
 
     /// Creates a topic. `Ok(true)` if created; `Ok(false)` if it already exists with
     /// `config.partitions` partitions, in which case its other settings are replaced by
-    /// `config` (durably); [`Error::TopicExists`] if it exists with another count.
+    /// `config` (durably); [`Error::TopicExists`] if it exists with another count. A new
+    /// topic must stay within [`LogOptions::max_partitions_per_topic`] and
+    /// [`LogOptions::max_partitions`]. A creation that fails leaves no trace of the topic.
     #[instrument(skip(self), err)]
     pub fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<bool> {
         validate_topic_name(name)?;
-        config.validate(name)?;
+        let opts = &self.inner.opts;
+        config.validate(name, opts.max_partitions_per_topic)?;
         let _creating = self
             .inner
             .create_lock
@@ -323,6 +351,22 @@ impl Log {
                 topic: name.to_owned(),
                 existing: count,
                 requested: config.partitions,
+            });
+        }
+        let in_use: u64 = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|t| u64::from(t.partition_count()))
+            .sum();
+        if in_use + u64::from(config.partitions) > u64::from(opts.max_partitions) {
+            return Err(Error::TooManyPartitions {
+                topic: name.to_owned(),
+                partitions: config.partitions,
+                in_use: u32::try_from(in_use).unwrap_or(u32::MAX),
+                max: opts.max_partitions,
             });
         }
         let dir = self.inner.dir.join(TOPICS_DIR).join(name);
@@ -653,6 +697,20 @@ impl Log {
         validate_group_name(group)?;
         self.get_partition(topic, partition)?;
         Ok(self.inner.groups.committed(group, topic, partition))
+    }
+
+    /// Lowers each committed offset past its partition's end offset to that end: under
+    /// fsync `Interval` or `Never` a crash can take back records a group had committed.
+    fn clamp_group_offsets(&self) {
+        let topics = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.groups.clamp_to_end(|topic, partition| {
+            let partition = topics.get(topic)?.partition(partition).ok()?;
+            Some(partition.end_offset())
+        });
     }
 
     fn find_topic(&self, name: &str) -> Option<Arc<Topic>> {

@@ -28,7 +28,11 @@
 //!   larger than that gets a segment of its own). A roll fsyncs the segment whatever the
 //!   policy, checkpoints the consumer groups (see below), writes and fsyncs its index
 //!   files, creates the next segment (named after the next offset) and fsyncs the
-//!   directory, then records the new base offset in `recovery-point.json`.
+//!   directory, records the new base offset in `recovery-point.json`, and only then
+//!   writes to the next segment. If a step after the fsync fails, the next segment's file
+//!   is removed again and the active segment stays active; for lack of space (`ENOSPC`)
+//!   the appends waiting for the roll fail with [`Error::DiskFull`] and the partition
+//!   keeps working, any other failure poisons it.
 //! - `recovery-point.json` holds the base offset of the active segment as of the last
 //!   roll, recovery or clean close: every segment below it is fsynced, intact and has
 //!   index files. On open those segments are trusted if their index files check out
@@ -208,6 +212,19 @@ pub(crate) struct WriterState {
     /// Makes the next write fail with this error, to test failure paths.
     #[cfg(test)]
     fail_next_write: Option<io::ErrorKind>,
+    /// Makes the next roll fail with this error once it has created the next segment's
+    /// file, to test failure paths.
+    #[cfg(test)]
+    fail_next_roll: Option<io::ErrorKind>,
+}
+
+/// Why a roll failed.
+enum RollError {
+    /// The active segment's fsync failed: what it holds may not be durable.
+    Sync(io::Error),
+    /// Starting the next segment failed; the active segment stays active and nothing of
+    /// the next one is left.
+    Start(io::Error),
 }
 
 impl Partition {
@@ -360,6 +377,8 @@ impl Partition {
                     last_sync: Instant::now(),
                     #[cfg(test)]
                     fail_next_write: None,
+                    #[cfg(test)]
+                    fail_next_roll: None,
                 }),
                 settings: RwLock::new(settings),
                 fsyncs: AtomicU64::new(0),
@@ -865,12 +884,31 @@ impl Shared {
                         queue.push_front(request);
                         break;
                     }
-                    if let Err(error) = self.roll(&mut state) {
-                        self.poison(&mut state, &error, false);
-                        let _ = request
-                            .reply
-                            .send(Err(self.io_error("roll a segment of", error)));
-                        break;
+                    match self.roll(&mut state) {
+                        Ok(()) => {}
+                        // Nothing is written yet and the active segment stays as it was.
+                        Err(RollError::Start(error))
+                            if error.kind() == io::ErrorKind::StorageFull =>
+                        {
+                            telemetry::DiskFull {
+                                topic: &self.topic,
+                                partition: self.id,
+                                bytes: frame_len as usize,
+                            }
+                            .emit();
+                            let _ = request.reply.send(Err(self.disk_full()));
+                            for request in queue.drain(..) {
+                                let _ = request.reply.send(Err(self.disk_full()));
+                            }
+                            return;
+                        }
+                        Err(RollError::Sync(error) | RollError::Start(error)) => {
+                            self.poison(&mut state, &error, false);
+                            let _ = request
+                                .reply
+                                .send(Err(self.io_error("roll a segment of", error)));
+                            break;
+                        }
                     }
                     (start_len, len, next_offset) = (state.len, state.len, state.next_offset);
                 }
@@ -980,24 +1018,25 @@ impl Shared {
         }
     }
 
-    /// Closes the active segment and starts the next one; see the module docs.
-    fn roll(&self, state: &mut WriterState) -> io::Result<()> {
-        self.sync(state)?;
-        // Once closed, the segment may go to retention or compaction (which drops frames'
-        // commits) and open no longer scans it: the commits its frames carry must be in the
-        // group files first. Every one of them was applied when its frame was fsynced.
-        self.groups.checkpoint().map_err(io::Error::other)?;
-        let index = state.active.index();
-        segment::write_index_files(&self.dir, &index)?;
+    /// Closes the active segment and starts the next one; see the module docs. Every step
+    /// that can fail comes before the writer and readers see the next segment; if one
+    /// does, the next segment's file is removed again and the active one stays active.
+    fn roll(&self, state: &mut WriterState) -> Result<(), RollError> {
+        self.sync(state).map_err(RollError::Sync)?;
         let base = state.next_offset;
         let path = self.dir.join(segment::log_file_name(base));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        fsutil::sync_dir(&self.dir)?;
-        let segment = Arc::new(Segment::new(base, path, SegmentIndex::new(base))?);
+        let (file, segment) = match self.start_segment(state, base, &path) {
+            Ok(started) => started,
+            Err(error) => {
+                // Else the empty file would be taken for the active segment at open. The
+                // next roll reuses it if this fails too.
+                let empty = std::fs::metadata(&path).is_ok_and(|m| m.len() == 0);
+                if empty && std::fs::remove_file(&path).is_ok() {
+                    let _ = fsutil::sync_dir(&self.dir);
+                }
+                return Err(RollError::Start(error));
+            }
+        };
         self.segments
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -1005,7 +1044,6 @@ impl Shared {
         state.file = file;
         state.active = segment;
         state.len = 0;
-        write_recovery_point(&self.dir, base)?;
         telemetry::SegmentRolled {
             topic: &self.topic,
             partition: self.id,
@@ -1013,6 +1051,48 @@ impl Shared {
         }
         .emit();
         Ok(())
+    }
+
+    /// The steps of a roll that can fail, none of which changes what the writer or readers
+    /// see: returns the next segment, at `base` in `path`, for writing and for reading.
+    fn start_segment(
+        &self,
+        state: &mut WriterState,
+        base: u64,
+        path: &Path,
+    ) -> io::Result<(File, Arc<Segment>)> {
+        // Once closed, the segment may go to retention or compaction (which drops frames'
+        // commits) and open no longer scans it: the commits its frames carry must be in the
+        // group files first. Every one of them was applied when its frame was fsynced.
+        self.groups.checkpoint().map_err(checkpoint_io_error)?;
+        segment::write_index_files(&self.dir, &state.active.index())?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // An empty file is what an earlier roll that failed could not remove.
+        if file.metadata()?.len() != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists already and is not empty", path.display()),
+            ));
+        }
+        #[cfg(test)]
+        if let Some(kind) = state.fail_next_roll.take() {
+            return Err(io::Error::from(kind));
+        }
+        fsutil::sync_dir(&self.dir)?;
+        let segment = Arc::new(Segment::new(
+            base,
+            path.to_owned(),
+            SegmentIndex::new(base),
+        )?);
+        // The segments below `base` are fsynced and have their index files: the recovery
+        // point may move before the next segment takes a write.
+        write_recovery_point(&self.dir, base)?;
+        Ok((file, segment))
     }
 
     fn delete_old_segments(
@@ -1221,6 +1301,16 @@ impl WriterState {
             return Err(io::Error::from(kind));
         }
         self.file.write_all_at(buf, position)
+    }
+}
+
+/// A failed checkpoint as an IO error of the same kind, so a full disk is still told apart.
+fn checkpoint_io_error(error: Error) -> io::Error {
+    match error {
+        Error::Io { context, source } => {
+            io::Error::new(source.kind(), format!("{context}: {source}"))
+        }
+        other => io::Error::other(other),
     }
 }
 

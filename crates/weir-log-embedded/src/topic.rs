@@ -16,8 +16,10 @@
 //! - A topic exists exactly when its `topic.json` does. Creation makes every partition
 //!   directory and file durable first and writes `topic.json` last, atomically (temporary
 //!   file, fsync, rename, fsync of the directory), so a crash mid-creation leaves a
-//!   directory without `topic.json`, which is ignored on open and reused by the next
-//!   creation of that topic.
+//!   directory without `topic.json`, which open removes (and the next creation of that
+//!   topic would reuse). A creation that fails removes its directory itself. Such a
+//!   directory never holds records; one that does is left alone, ignored, and blocks the
+//!   creation of its topic.
 //! - The partition count never changes once `topic.json` exists; the rest of the
 //!   configuration may, by replacing `topic.json` atomically.
 
@@ -37,6 +39,7 @@ use crate::{
     fsutil,
     groups::Groups,
     partition::{OpenMode, Partition, Settings},
+    segment, telemetry,
 };
 
 /// When an append's bytes are fsynced before it is acknowledged.
@@ -98,12 +101,13 @@ impl TopicConfig {
         }
     }
 
-    pub(crate) fn validate(&self, topic: &str) -> Result<()> {
-        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+    /// Checks the configuration of a topic that may have up to `max_partitions`.
+    pub(crate) fn validate(&self, topic: &str, max_partitions: u32) -> Result<()> {
+        if !(1..=max_partitions).contains(&self.partitions) {
             return Err(Error::InvalidPartitionCount {
                 topic: topic.to_owned(),
                 partitions: self.partitions,
-                max: MAX_PARTITIONS,
+                max: max_partitions,
             });
         }
         let invalid = |reason: String| {
@@ -133,8 +137,6 @@ impl TopicConfig {
     }
 }
 
-/// Most partitions one topic may have; each costs a directory and open files.
-pub const MAX_PARTITIONS: u32 = 10_000;
 /// Longest topic or group name, as in Kafka.
 const MAX_NAME_LEN: usize = 249;
 const TOPIC_FILE: &str = "topic.json";
@@ -185,14 +187,50 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
-    /// Creates the topic's files under `dir` (which is `topics/<name>`).
+    /// Creates the topic's files under `dir` (which is `topics/<name>`). If that fails
+    /// part-way, removes `dir` again, so a failed creation leaves nothing behind. A
+    /// directory an earlier unfinished creation left is reused, unless it holds records.
     pub(crate) fn create(
         dir: &Path,
         name: &str,
         config: &TopicConfig,
         groups: &Arc<Groups>,
     ) -> Result<Topic> {
+        if dir.exists()
+            && holds_records(dir).context(|| format!("could not list {}", dir.display()))?
+        {
+            return Err(Error::Corrupt {
+                what: dir.display().to_string(),
+                reason: "it has no topic.json but its partitions hold records".into(),
+            });
+        }
         fsutil::create_dir(dir).context(|| format!("could not create {}", dir.display()))?;
+        match Topic::create_files(dir, name, config, groups) {
+            Ok(opened) => Ok(Topic::new(dir, name, config.clone(), opened)),
+            Err(error) => {
+                // Nothing of it holds records yet (the topic never existed), and its
+                // partitions are closed again.
+                if let Err(removal) = remove_dir(dir) {
+                    telemetry::EntryIgnored {
+                        path: dir,
+                        reason: &format!(
+                            "could not remove what a failed topic creation left ({removal}); the next open removes it"
+                        ),
+                    }
+                    .emit();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Makes every partition of a new topic, then its `topic.json`.
+    fn create_files(
+        dir: &Path,
+        name: &str,
+        config: &TopicConfig,
+        groups: &Arc<Groups>,
+    ) -> Result<Vec<Partition>> {
         let opened = (0..config.partitions)
             .map(|id| {
                 Partition::open(
@@ -206,7 +244,7 @@ impl Topic {
             })
             .collect::<Result<Vec<_>>>()?;
         write_topic_file(dir, name, config)?;
-        Ok(Topic::new(dir, name, config.clone(), opened))
+        Ok(opened)
     }
 
     /// Replaces the configuration (all but the partition count) durably.
@@ -288,7 +326,10 @@ impl Topic {
             (TOPIC_FILE_VERSION, Some(config)) if config.partitions == file.partitions => config,
             _ => return Err(corrupt("unexpected contents".into())),
         };
-        config.validate(name).map_err(|e| corrupt(e.to_string()))?;
+        // Any count: the limits of `LogOptions` bound new topics, not the existing ones.
+        config
+            .validate(name, u32::MAX)
+            .map_err(|e| corrupt(e.to_string()))?;
         let opened = (0..file.partitions)
             .map(|id| {
                 Partition::open(
@@ -344,6 +385,47 @@ impl Topic {
             start_offsets: self.partitions.iter().map(|p| p.start_offset()).collect(),
             config: self.config(),
         }
+    }
+}
+
+/// Removes `dir`, left by a topic creation that did not finish (it has no `topic.json`),
+/// unless one of its partitions holds records, which a creation never writes: then it is
+/// not ours to delete. Returns whether it was removed.
+pub(crate) fn remove_unfinished(dir: &Path) -> std::io::Result<bool> {
+    if holds_records(dir)? {
+        return Ok(false);
+    }
+    remove_dir(dir)?;
+    Ok(true)
+}
+
+/// Whether a segment file in a partition directory of `dir` is not empty.
+fn holds_records(dir: &Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(entry.path())? {
+            let file = file?;
+            let is_segment = file
+                .file_name()
+                .to_str()
+                .is_some_and(|n| segment::parse_log_file_name(n).is_some());
+            if is_segment && file.metadata()?.len() > 0 {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Removes `dir` and everything in it, durably.
+fn remove_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::remove_dir_all(dir)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => fsutil::sync_dir(parent),
+        _ => Ok(()),
     }
 }
 

@@ -206,3 +206,55 @@ async fn segments_roll_and_reads_cross_them() {
     assert_eq!(partition.read(0, usize::MAX).expect("read").len(), 60);
     assert_eq!(partition.append(values(1), 1).await.expect("append"), 60);
 }
+
+#[tokio::test]
+async fn a_full_disk_at_a_roll_refuses_the_append_and_keeps_the_active_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 300,
+    };
+    let partition = open_with(dir.path(), OpenMode::Create, settings).expect("open");
+    partition.lock_state().fail_next_roll = Some(io::ErrorKind::StorageFull);
+    let mut acknowledged = Vec::new();
+    let err = loop {
+        assert!(acknowledged.len() < 100, "no roll");
+        match partition.append(values(3), 1).await {
+            Ok(base) => acknowledged.extend(base..base + 3),
+            Err(err) => break err,
+        }
+    };
+    assert!(
+        matches!(&err, Error::DiskFull { topic, partition: 0 } if topic == "t"),
+        "{err}"
+    );
+    let end = partition.end_offset();
+    assert_eq!(end, acknowledged.len() as u64);
+    assert_eq!(
+        partition.active_base_offset(),
+        0,
+        "the active segment stays"
+    );
+    assert!(
+        !dir.path().join(segment::log_file_name(end)).exists(),
+        "the next segment's file is removed"
+    );
+
+    // Space is back: the same append rolls, and later ones roll again.
+    for _ in 0..10 {
+        let base = partition.append(values(3), 1).await.expect("append");
+        acknowledged.extend(base..base + 3);
+    }
+    assert!(partition.active_base_offset() > 0, "rolled");
+    let all = partition.read(0, usize::MAX).expect("read");
+    assert_eq!(
+        all.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        acknowledged
+    );
+    drop(partition);
+
+    let partition = open_with(dir.path(), OpenMode::Recover, settings).expect("reopen");
+    assert_eq!(partition.read(0, usize::MAX).expect("read"), all);
+    let base = partition.append(values(1), 1).await.expect("append");
+    assert_eq!(base, acknowledged.len() as u64);
+}

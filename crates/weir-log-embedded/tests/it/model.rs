@@ -5,7 +5,8 @@
 //!
 //! What a damaged tail may cost: only the last batches of the damaged partition, those
 //! whose bytes reach the damage; never an earlier batch, never a part of a batch, never
-//! a record that differs from what was appended at its offset.
+//! a record that differs from what was appended at its offset. A group's commit past the
+//! damaged partition's new end is lowered to that end.
 
 use std::{
     collections::BTreeMap,
@@ -609,6 +610,12 @@ impl Harness {
                 .collect::<Vec<_>>()
         );
         model.truncate(end);
+        // Open lowers a commit past what the damage took back to the partition's new end.
+        for ((_, committed_topic, committed_partition), offset) in &mut self.model.committed {
+            if (*committed_topic, *committed_partition) == (topic, partition) {
+                *offset = (*offset).min(end);
+            }
+        }
         self.log = Some(log);
         self.check_everything();
     }
