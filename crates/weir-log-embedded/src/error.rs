@@ -105,6 +105,19 @@ pub enum Error {
     )]
     DiskFull { topic: String, partition: u32 },
 
+    /// Offsets stop at `u64::MAX - 1`, so that the end offset, one past the last record,
+    /// always fits in a `u64`.
+    #[error(
+        "partition {partition} of topic \"{topic}\" has no offsets left for {records} more record(s): its next offset is {next_offset} and the last offset a partition can hold is {}; nothing was written, append to another partition or topic",
+        u64::MAX - 1
+    )]
+    OffsetsExhausted {
+        topic: String,
+        partition: u32,
+        next_offset: u64,
+        records: usize,
+    },
+
     #[error(
         "topic \"{topic}\" is compacted, so every record needs a key; set a key (the partitionkey or subject of an event)"
     )]

@@ -47,7 +47,10 @@
 //! # Invariants (checked by every decode)
 //!
 //! - A frame holds at least one record, and its records fill `body` exactly.
-//! - Offset deltas strictly increase, and `base_offset + last delta` does not overflow.
+//! - Offset deltas strictly increase, and `base_offset + last delta` is at most
+//!   [`LAST_OFFSET`] (`u64::MAX - 1`), computed without wrapping: a record at `u64::MAX`
+//!   would leave its partition no end offset, so a frame that holds one (or whose offsets
+//!   wrap) is refused as corrupt. The writer never assigns such an offset (see `partition`).
 //! - `max_timestamp_ms` equals the maximum of the records' timestamps.
 //! - A frame that fails any check here is treated as never written; see `partition` for
 //!   what recovery does with it.
@@ -79,6 +82,9 @@ const RECORD_HEADER_LEN: usize = 4 + 8 + 4 + 4;
 const NO_KEY: u32 = u32::MAX;
 /// Keeps every length below [`NO_KEY`] so it fits a `u32` field unambiguously.
 pub(crate) const MAX_FIELD_LEN: usize = NO_KEY as usize - 1;
+/// The highest offset a record may have: one below `u64::MAX`, so that a partition's end
+/// offset, one past its last record, always fits in a `u64`.
+pub(crate) const LAST_OFFSET: u64 = u64::MAX - 1;
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -230,7 +236,8 @@ pub(crate) struct RecordRef<'a> {
 /// Appends one frame of `records` to `buf`: version 4 if `stamp` has a commit, 3 if it
 /// has only a tag, else version 2. `records` must be non-empty, with strictly increasing
 /// deltas, and within the limits of [`check_limits`]; a commit's names at most
-/// [`MAX_COMMIT_NAME_LEN`] bytes each.
+/// [`MAX_COMMIT_NAME_LEN`] bytes each. The caller keeps `base_offset` plus the last delta
+/// at most [`LAST_OFFSET`]: the decoder refuses a frame that goes further.
 pub(crate) fn encode_into<'a>(
     buf: &mut Vec<u8>,
     base_offset: u64,
@@ -472,7 +479,8 @@ pub(crate) fn decode_body(
         previous_delta = Some(delta);
         let offset = base_offset
             .checked_add(u64::from(delta))
-            .ok_or(FrameError::Malformed("offsets overflow"))?;
+            .filter(|&offset| offset <= LAST_OFFSET)
+            .ok_or(FrameError::Malformed("offsets reach u64::MAX"))?;
         last_offset = offset;
         let timestamp_ms = u64_at(buf, at + 4) as i64;
         seen_max = seen_max.max(timestamp_ms);

@@ -50,6 +50,11 @@
 //! - Offsets increase strictly and appends assign them densely. Compaction removes
 //!   records but keeps the offsets of those it keeps, so reads may skip offsets; the
 //!   partition's start offset is the base offset of its first segment.
+//! - No record gets an offset above `u64::MAX - 1` (`frame::LAST_OFFSET`), so the end
+//!   offset always fits in a `u64`: the writer computes each batch's offsets with checked
+//!   arithmetic and refuses a batch that would go further with
+//!   [`Error::OffsetsExhausted`] (nothing written, the partition not poisoned), and a scan
+//!   cuts off a frame that holds such an offset like any other corrupt frame.
 //! - A transaction's batch (a tagged frame, see `frame` and `journal`) is fsynced before it
 //!   is acknowledged and made visible, whatever the fsync policy: the journal forgets a
 //!   transaction once it is done, so its batches must not be lost after that.
@@ -414,7 +419,10 @@ impl Partition {
             let (queue, requests) = mpsc::channel();
             let shared = Arc::clone(&self.shared);
             let thread = std::thread::Builder::new()
-                .name(format!("weir-log-embedded-{}-{}", self.shared.topic, self.shared.id))
+                .name(format!(
+                    "weir-log-embedded-{}-{}",
+                    self.shared.topic, self.shared.id
+                ))
                 .stack_size(256 << 10)
                 .spawn(move || shared.run_writer(&requests))
                 .context(|| {
@@ -830,6 +838,17 @@ impl Shared {
             let (mut len, mut next_offset) = (state.len, state.next_offset);
             let mut must_sync = false;
             while let Some(request) = queue.pop_front() {
+                let count = request.records.len() as u64;
+                // One past the batch's last offset, which must itself fit in a u64.
+                let Some(offset_after) = next_offset.checked_add(count) else {
+                    let _ = request.reply.send(Err(Error::OffsetsExhausted {
+                        topic: self.topic.clone(),
+                        partition: self.id,
+                        next_offset,
+                        records: request.records.len(),
+                    }));
+                    continue;
+                };
                 let frame_len = frame::frame_len(&request.records, request.stamp()) as u64;
                 if len > 0 && len + frame_len > settings.segment_bytes {
                     if !replies.is_empty() {
@@ -845,7 +864,6 @@ impl Shared {
                     }
                     (start_len, len, next_offset) = (state.len, state.len, state.next_offset);
                 }
-                let count = request.records.len() as u64;
                 must_sync |= request.tag.is_some();
                 let max_timestamp_ms = frame::encode_records_into(
                     &mut buf,
@@ -860,13 +878,13 @@ impl Shared {
                 written.push(WrittenBatch {
                     position: len,
                     base_offset: next_offset,
-                    last_offset: next_offset + count - 1,
+                    last_offset: offset_after - 1,
                     max_timestamp_ms,
                     frame_len,
                 });
                 replies.push((request.reply, next_offset));
                 len += frame_len;
-                next_offset += count;
+                next_offset = offset_after;
             }
             if replies.is_empty() {
                 continue;

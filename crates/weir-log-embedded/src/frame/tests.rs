@@ -239,3 +239,42 @@ fn plain_tagged_and_committed_frames_decode_side_by_side() {
         [(None, false), (Some(TAG), true), (Some(TAG), false)]
     );
 }
+
+#[test]
+fn a_frame_whose_offsets_reach_u64_max_is_refused() {
+    let one = [Record::new("v")];
+    let two = [Record::new("v"), Record::new("w")];
+    let last_usable = u64::MAX - 1;
+    let batch = decode_frame(Bytes::from(encode_batch(last_usable - 1, &two, 1))).expect("fits");
+    assert_eq!(batch.info.last_offset, last_usable);
+    let batch = decode_frame(Bytes::from(encode_batch(last_usable, &one, 1))).expect("fits");
+    assert_eq!(batch.records[0].offset, last_usable);
+
+    let refused = Err(FrameError::Malformed("offsets reach u64::MAX"));
+    // A last offset of u64::MAX leaves no end offset one past it.
+    assert_eq!(
+        decode_frame(Bytes::from(encode_batch(u64::MAX, &one, 1))),
+        refused
+    );
+    assert_eq!(
+        decode_frame(Bytes::from(encode_batch(last_usable, &two, 1))),
+        refused
+    );
+    let tagged = encode_tagged_batch(last_usable, TAG, &two, 1);
+    assert_eq!(decode_frame(Bytes::from(tagged)), refused);
+    let committed = encode_committed_batch(last_usable, TAG, &commit(), &two, 1);
+    assert_eq!(decode_frame(Bytes::from(committed)), refused);
+
+    // A delta that wraps past u64::MAX back to small offsets, as only a hand-built frame has.
+    let mut wrapped = Vec::new();
+    let records = [0, u32::MAX].map(|offset_delta| RecordRef {
+        offset_delta,
+        timestamp_ms: 1,
+        key: None,
+        value: b"v",
+    });
+    encode_into(&mut wrapped, u64::MAX - 5, None, records);
+    assert_eq!(decode_frame(Bytes::from(wrapped.clone())), refused);
+    let (batches, stopped) = decode_frames(&wrapped);
+    assert_eq!((batches.len(), stopped), (0, refused.err()));
+}
