@@ -278,3 +278,49 @@ fn a_frame_whose_offsets_reach_u64_max_is_refused() {
     let (batches, stopped) = decode_frames(&wrapped);
     assert_eq!((batches.len(), stopped), (0, refused.err()));
 }
+
+/// A version 2 frame of one record whose value, read as a version 3 frame (its first
+/// record's header taken for a tag), is itself a valid record: the magic bytes 0xB2 and
+/// 0xB3 are one bit apart.
+fn plain_frame_that_also_parses_as_tagged() -> Vec<u8> {
+    let timestamp: i64 = 5;
+    let payload = b"not what was written";
+    let mut value = timestamp.to_le_bytes().to_vec();
+    value.extend(NO_KEY.to_le_bytes());
+    value.extend((payload.len() as u32).to_le_bytes());
+    value.extend(payload);
+    encode_batch(0, &[Record::new(value).with_timestamp(timestamp)], 1)
+}
+
+#[test]
+fn a_flip_between_version_magic_bytes_is_refused() {
+    let frame = plain_frame_that_also_parses_as_tagged();
+    assert!(decode_frame(Bytes::from(frame.clone())).is_ok());
+    let mut flipped = frame;
+    flipped[0] = MAGIC_TAGGED;
+    let decoded = decode_frame(Bytes::from(flipped.clone()));
+    assert_eq!(decoded, Err(FrameError::BadChecksum));
+    assert_eq!(
+        decode_frames(&flipped),
+        (Vec::new(), Some(FrameError::BadChecksum))
+    );
+    let header = decode_header(&flipped).expect("header");
+    assert_eq!(
+        verified_tag(&header, &flipped[HEADER_LEN..]),
+        Err(FrameError::BadChecksum)
+    );
+}
+
+#[test]
+fn the_checksum_covers_the_magic_byte_and_the_old_one_is_still_read() {
+    let mut frame = encode_batch(3, &records(), 1000);
+    let body_crc = crc32c::crc32c(&frame[HEADER_LEN..]);
+    let with_magic = crc32c::crc32c_append(crc32c::crc32c(&[MAGIC]), &frame[HEADER_LEN..]);
+    assert_eq!(u32_at(&frame, 5), with_magic);
+    let new = decode_frame(Bytes::from(frame.clone())).expect("valid frame");
+
+    // As written before the checksum covered the magic byte.
+    reseal(&mut frame);
+    assert_eq!(u32_at(&frame, 5), body_crc);
+    assert_eq!(decode_frame(Bytes::from(frame)), Ok(new));
+}
