@@ -1,7 +1,8 @@
 //! Batch frames: the unit in which records are written, checksummed and made durable.
 //!
 //! Pure encoding and decoding over byte buffers; the file handling is in `segment` and
-//! `partition`.
+//! `partition`. `round_trip` checks the decoders against the encoder, for the property
+//! tests and the fuzz targets.
 //!
 //! # Format (versions 2, 3 and 4)
 //!
@@ -675,5 +676,6 @@ pub(crate) fn decode_frames(buf: &[u8]) -> (Vec<Batch>, Option<FrameError>) {
     (batches, None)
 }
 
+pub(crate) mod round_trip;
 #[cfg(test)]
 mod tests;
