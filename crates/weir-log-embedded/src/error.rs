@@ -120,6 +120,19 @@ pub enum Error {
     )]
     DiskFull { topic: String, partition: u32 },
 
+    /// Offsets stop at `u64::MAX - 1`, so that the end offset, one past the last record,
+    /// always fits in a `u64`.
+    #[error(
+        "partition {partition} of topic \"{topic}\" has no offsets left for {records} more record(s): its next offset is {next_offset} and the last offset a partition can hold is {}; nothing was written, append to another partition or topic",
+        u64::MAX - 1
+    )]
+    OffsetsExhausted {
+        topic: String,
+        partition: u32,
+        next_offset: u64,
+        records: usize,
+    },
+
     #[error(
         "topic \"{topic}\" is compacted, so every record needs a key; set a key (the partitionkey or subject of an event)"
     )]
@@ -223,6 +236,7 @@ impl Error {
             | Error::InvalidGroupName { .. }
             | Error::InvalidPartitionCount { .. }
             | Error::TooManyPartitions { .. }
+            | Error::OffsetsExhausted { .. }
             | Error::InvalidTopicConfig { .. }
             | Error::InvalidProducerName { .. }
             | Error::KeyRequired { .. }
@@ -257,6 +271,7 @@ impl Error {
             | Error::InvalidPartitionCount { .. }
             | Error::InvalidTopicConfig { .. } => "invalid-topic",
             Error::TooManyPartitions { .. } => "too-many-partitions",
+            Error::OffsetsExhausted { .. } => "offsets-exhausted",
             // A group's offset past the end is an invalid group commit, as the API has
             // always called it.
             Error::InvalidGroupName { .. } | Error::OffsetOutOfRange { .. } => "invalid-group",

@@ -54,6 +54,11 @@
 //! - Offsets increase strictly and appends assign them densely. Compaction removes
 //!   records but keeps the offsets of those it keeps, so reads may skip offsets; the
 //!   partition's start offset is the base offset of its first segment.
+//! - No record gets an offset above `u64::MAX - 1` (`frame::LAST_OFFSET`), so the end
+//!   offset always fits in a `u64`: the writer computes each batch's offsets with checked
+//!   arithmetic and refuses a batch that would go further with
+//!   [`Error::OffsetsExhausted`] (nothing written, the partition not poisoned), and a scan
+//!   cuts off a frame that holds such an offset like any other corrupt frame.
 //! - A transaction's batch (a tagged frame, see `frame` and `journal`) is fsynced before it
 //!   is acknowledged and made visible, whatever the fsync policy: the journal forgets a
 //!   transaction once it is done, so its batches must not be lost after that.
@@ -878,6 +883,17 @@ impl Shared {
                     }));
                     continue;
                 }
+                let count = request.records.len() as u64;
+                // One past the batch's last offset, which must itself fit in a u64.
+                let Some(offset_after) = next_offset.checked_add(count) else {
+                    let _ = request.reply.send(Err(Error::OffsetsExhausted {
+                        topic: self.topic.clone(),
+                        partition: self.id,
+                        next_offset,
+                        records: request.records.len(),
+                    }));
+                    continue;
+                };
                 let frame_len = frame::frame_len(&request.records, request.stamp()) as u64;
                 if len > 0 && len + frame_len > settings.segment_bytes {
                     if !replies.is_empty() {
@@ -912,7 +928,6 @@ impl Shared {
                     }
                     (start_len, len, next_offset) = (state.len, state.len, state.next_offset);
                 }
-                let count = request.records.len() as u64;
                 must_sync |= request.tag.is_some();
                 let max_timestamp_ms = frame::encode_records_into(
                     &mut buf,
@@ -927,13 +942,13 @@ impl Shared {
                 written.push(WrittenBatch {
                     position: len,
                     base_offset: next_offset,
-                    last_offset: next_offset + count - 1,
+                    last_offset: offset_after - 1,
                     max_timestamp_ms,
                     frame_len,
                 });
                 replies.push((request.reply, next_offset));
                 len += frame_len;
-                next_offset += count;
+                next_offset = offset_after;
             }
             if replies.is_empty() {
                 continue;
