@@ -141,9 +141,25 @@ pub trait EventLog: Send + Sync + 'static {
     ///
     /// This default is **at-least-once**: it appends each topic's records in turn, then
     /// commits the offset, so a crash between the two, or a failure part-way, leaves
-    /// outputs without the commit and the caller repeats them. A backend with
-    /// transactions overrides it.
+    /// outputs without the commit and the caller repeats them. An owner fenced before
+    /// the call writes nothing (one fenced while the records are appended has them
+    /// stored, and its commit refused). A backend with transactions overrides it.
     async fn commit_transaction(&self, txn: Transaction) -> Result<()> {
+        if let Some(commit) = &txn.commit {
+            let current = self
+                .generation(&commit.group, &commit.topic, commit.partition)
+                .await?;
+            if commit.generation < current {
+                return Err(Error::new(
+                    ErrorKind::Fenced,
+                    format!(
+                        "group \"{}\" has a newer owner of partition {} of topic \"{}\" (generation {current}, this transaction's is {}); this owner must stop: nothing was written",
+                        commit.group, commit.partition, commit.topic, commit.generation
+                    ),
+                )
+                .with_code("fenced"));
+            }
+        }
         for (topic, records) in txn.appends {
             if !records.is_empty() {
                 self.append(&topic, records).await?;

@@ -5,6 +5,7 @@
 //! Everything here goes through the public API only, plus the data directory's files
 //! where a test damages them the way a crash or a bad disk would.
 
+mod conformance;
 mod crash;
 mod model;
 
