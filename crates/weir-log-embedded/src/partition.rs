@@ -640,6 +640,19 @@ impl Partition {
         self.lock_state().active.path.clone()
     }
 
+    /// Whether `offset` lies in the active segment (or past it): the pages a read of it
+    /// touches were written lately, so they are in the page cache.
+    pub(crate) fn is_tail(&self, offset: u64) -> bool {
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        segments
+            .last_key_value()
+            .is_none_or(|(base, _)| offset >= *base)
+    }
+
     #[cfg(test)]
     pub(crate) fn active_base_offset(&self) -> u64 {
         self.lock_state().active.base_offset
