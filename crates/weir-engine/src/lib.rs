@@ -545,7 +545,8 @@ impl Node {
             return Err(Error::ShuttingDown);
         }
         let records = events.iter().map(encode_event).collect();
-        Ok(self.log.append(topic, records).await?)
+        // A batch is all or nothing, across partitions too, where the backend can.
+        Ok(self.log.append_atomic(topic, records).await?)
     }
 
     /// Read up to `limit` events of one partition from `offset`.

@@ -275,4 +275,51 @@ async fn topics_can_be_created_and_listed() {
     assert_eq!(names, ["new.topic", "orders"]);
 }
 
+#[tokio::test]
+async fn a_huge_topic_is_refused_with_a_4xx_and_leaves_nothing_behind() {
+    let f = fixture().await;
+    let req = Request::put("/v1/topics/huge")
+        .body(Body::from(r#"{"partitions":10000}"#))
+        .unwrap();
+    let (status, headers, body) = send(&f, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(is_problem(&headers));
+    assert_eq!(body["type"], "urn:weir:problem:invalid-topic", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("1024"),
+        "the limit is named: {body}"
+    );
+    assert!(
+        !f._dir.path().join("topics/huge").exists(),
+        "no directory is left behind"
+    );
+    // Topics up to the limit per topic are fine; the log-wide limit is a 4xx too.
+    let req = Request::put("/v1/topics/wide")
+        .body(Body::from(r#"{"partitions":1024}"#))
+        .unwrap();
+    let (status, _, body) = send(&f, req).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for n in 0..3 {
+        let req = Request::put(format!("/v1/topics/wide{n}"))
+            .body(Body::from(r#"{"partitions":1024}"#))
+            .unwrap();
+        let (status, _, body) = send(&f, req).await;
+        if n < 2 {
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(
+                body["type"], "urn:weir:problem:too-many-partitions",
+                "{body}"
+            );
+        }
+    }
+    // A setting the backend does not know is refused by name.
+    let req = Request::put("/v1/topics/orders")
+        .body(Body::from(r#"{"partitions":2,"segment_bytes":0}"#))
+        .unwrap();
+    let (status, _, body) = send(&f, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
 mod versions_and_kv;

@@ -148,6 +148,47 @@ pub async fn appends_are_read_back_in_order_with_keys_together(harness: &impl Ha
     );
 }
 
+pub async fn an_atomic_append_stores_every_record_where_it_says(harness: &impl Harness) {
+    let log = harness.open().await;
+    log.create_topic("t", &TopicSpec::with_partitions(3))
+        .await
+        .expect("create");
+    // Keyed and unkeyed, spanning every partition; then one record; then one partition.
+    let mut batch = records("mixed", 30, 5);
+    batch.extend(records("loose", 6, 0));
+    for (name, batch) in [
+        ("mixed", batch),
+        ("one", records("one", 1, 0)),
+        ("same-key", records("same-key", 4, 1)),
+    ] {
+        let sent: Vec<String> = batch
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+            .collect();
+        let positions = log.append_atomic("t", batch.clone()).await.expect(name);
+        assert_eq!(positions.len(), sent.len(), "{name}: a position per record");
+        for ((position, value), record) in positions.iter().zip(&sent).zip(&batch) {
+            let stored = log
+                .read("t", position.partition, position.offset, 1)
+                .await
+                .expect("read");
+            assert_eq!(values(&stored), [value.clone()], "{name}: {position:?}");
+            if let Some(key) = &record.key {
+                assert_eq!(
+                    position.partition,
+                    weir_log::partition_for_key(key, 3),
+                    "{name}: keys go where append puts them"
+                );
+            }
+        }
+    }
+    let mut total = 0;
+    for partition in 0..3 {
+        total += read_all(&log, "t", partition).await.len();
+    }
+    assert_eq!(total, 36 + 1 + 4, "each record once");
+}
+
 pub async fn invalid_requests_are_refused_with_their_kind(harness: &impl Harness) {
     let log = harness.open().await;
     log.create_topic("t", &TopicSpec::with_partitions(2))

@@ -49,6 +49,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@tests $harness;
             basics::topics_are_created_listed_and_updated,
             basics::appends_are_read_back_in_order_with_keys_together,
+            basics::an_atomic_append_stores_every_record_where_it_says,
             basics::invalid_requests_are_refused_with_their_kind,
             basics::offsets_by_time_find_the_first_record_at_or_after,
             reader::a_reader_reads_waits_and_seeks,

@@ -98,6 +98,7 @@ pub fn guarantees(spec: &TopicSpec) -> Guarantees {
             Durability::Never => Acknowledgement::Written,
         },
         atomicity: Atomicity::CallPerPartition,
+        atomic_batches: true,
         deduplication: Deduplication::None,
         transactions: TransactionGuarantee::ExactlyOnce,
         conditional_appends: ConditionalAppends {
@@ -156,6 +157,14 @@ impl weir_log::EventLog for Log {
         records: Vec<Record>,
     ) -> weir_log::Result<Vec<RecordPosition>> {
         Ok(Log::append(self, topic, records).await?)
+    }
+
+    async fn append_atomic(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> weir_log::Result<Vec<RecordPosition>> {
+        Ok(Log::append_atomic(self, topic, records).await?)
     }
 
     async fn append_to(

@@ -96,6 +96,9 @@ pub use weir_log::{
 };
 
 const LOCK_FILE: &str = "weir-log.lock";
+/// How many transaction producers [`Log::append_atomic`] spreads its calls over (each
+/// runs one transaction at a time).
+pub const ATOMIC_PRODUCERS: u64 = 16;
 const TOPICS_DIR: &str = "topics";
 const GROUPS_DIR: &str = "groups";
 
@@ -168,6 +171,8 @@ struct Inner {
     next_sequence: Arc<AtomicU64>,
     journal: Journal,
     producers: Producers,
+    /// Picks the producer of the next [`Log::append_atomic`] that spans partitions.
+    next_atomic_producer: AtomicU64,
     /// Stops the next transaction part-way, for tests.
     #[cfg(test)]
     transaction_fault: Mutex<Option<transaction::TransactionFault>>,
@@ -312,6 +317,7 @@ impl Log {
                 groups,
                 next_sequence,
                 producers: Producers::default(),
+                next_atomic_producer: AtomicU64::new(0),
                 #[cfg(test)]
                 transaction_fault: Mutex::new(None),
                 _lock: lock,
@@ -425,6 +431,58 @@ impl Log {
             None,
         )
         .await
+    }
+
+    /// Appends records to a topic as [`Log::append`] does, but all or nothing across
+    /// partitions: after a crash at any point, every record is there or none is. Records
+    /// bound for one partition are one batch as with `append`; records spanning
+    /// partitions go through a transaction (its intent fsynced in the journal first, so a
+    /// second fsync in sequence: the cost is in docs/benchmarks.md). Such calls share
+    /// [`ATOMIC_PRODUCERS`] producers, so that many run at once. If the call fails with
+    /// [`Error::TransactionIncomplete`] its records will still be stored (by the
+    /// producer's next call or the next open): a caller that sends them again may store
+    /// them twice.
+    #[instrument(skip_all, err, fields(topic = topic, records = records.len()))]
+    pub async fn append_atomic(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> Result<Vec<RecordPosition>> {
+        let topic_ref = self.get_topic(topic)?;
+        let one_partition = topic_ref.partition_count() == 1
+            || records.len() <= 1
+            || records.windows(2).all(|w| {
+                w[0].key.is_some()
+                    && w[1].key.is_some()
+                    && topic_ref.choose_partition(w[0].key.as_deref())
+                        == topic_ref.choose_partition(w[1].key.as_deref())
+            });
+        if one_partition {
+            return self.append(topic, records).await;
+        }
+        let n = self
+            .inner
+            .next_atomic_producer
+            .fetch_add(1, Ordering::Relaxed);
+        let count = records.len();
+        let txn = Transaction {
+            producer: format!("weir/append/{}", n % ATOMIC_PRODUCERS),
+            appends: vec![(topic.to_owned(), records)],
+            commit: None,
+        };
+        let mut positions = vec![None; count];
+        for (_, index, position) in self.transact(txn).await? {
+            positions[index] = Some(position);
+        }
+        positions
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Io {
+                context: format!(
+                    "an atomic append to topic \"{topic}\" lost track of its positions"
+                ),
+                source: std::io::Error::other("a batch without a base offset"),
+            })
     }
 
     /// Appends records to one partition of a topic, as one batch; see [`Log::append`].

@@ -8,8 +8,11 @@ use serde::Serialize;
 pub struct Guarantees {
     /// What an acknowledged append means.
     pub acknowledged: Acknowledgement,
-    /// What one call's records are atomic as.
+    /// What one `append` call's records are atomic as.
     pub atomicity: Atomicity,
+    /// Whether `append_atomic`'s records are all or nothing across partitions (else as
+    /// `atomicity`).
+    pub atomic_batches: bool,
     /// Whether appends are deduplicated by an id, and for how long.
     pub deduplication: Deduplication,
     /// What [`crate::EventLog::commit_transaction`] gives across a crash.

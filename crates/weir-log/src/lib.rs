@@ -92,6 +92,16 @@ pub trait EventLog: Send + Sync + 'static {
     async fn topics(&self) -> Result<Vec<TopicInfo>>;
     /// Appends, partitioning by key (round robin without one); positions in input order.
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<RecordPosition>>;
+    /// Appends like [`EventLog::append`], all or nothing across partitions where the
+    /// backend declares [`Guarantees::atomic_batches`]: after a crash, every record of the
+    /// call is there or none is. This default is `append` (atomic per partition only).
+    async fn append_atomic(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> Result<Vec<RecordPosition>> {
+        self.append(topic, records).await
+    }
     /// Appends into one partition, if `expect` holds there.
     async fn append_to(
         &self,

@@ -117,7 +117,8 @@ pub enum FsyncSpec {
 impl TopicSpec {
     pub const DEFAULT_PARTITIONS: u32 = 1;
     /// As many as the embedded log allows; each partition costs a directory and open files.
-    pub const MAX_PARTITIONS: u32 = 10_000;
+    /// The embedded log's default `max_partitions_per_topic`.
+    pub const MAX_PARTITIONS: u32 = 1024;
     pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
     pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
     pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;

@@ -915,3 +915,82 @@ async fn the_call_after_a_cancelled_single_frame_waits_for_that_frame() {
     assert_eq!(committed(&log), Some(10), "the cancelled frame landed");
     assert_eq!(single_values(&log), single_expected(0..1, 3));
 }
+
+#[tokio::test]
+async fn an_atomic_append_across_partitions_is_whole_after_a_crash_part_way() {
+    for landed in 0..3 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = setup(&dir).await;
+        // Keyed so that all three partitions of out-a get records.
+        let records: Vec<Record> = (0..30)
+            .map(|i| Record::new(format!("atomic-{i}")).with_key(format!("k{i}")))
+            .collect();
+        let positions = log
+            .append_atomic(OUT_A, records.clone())
+            .await
+            .expect("append");
+        let partitions: std::collections::BTreeSet<u32> =
+            positions.iter().map(|p| p.partition).collect();
+        assert_eq!(partitions.len(), 3, "the batch spans the partitions");
+        for (position, record) in positions.iter().zip(&records) {
+            let stored = log
+                .read(OUT_A, position.partition, position.offset, 1)
+                .expect("read");
+            assert_eq!(stored[0].value, record.value, "{position:?}");
+        }
+
+        // The crash: the call stops after `landed` of its three batches.
+        log.inject_transaction_fault(TransactionFault::StopAfterBatches(landed));
+        let second: Vec<Record> = (0..30)
+            .map(|i| Record::new(format!("second-{i}")).with_key(format!("k{i}")))
+            .collect();
+        log.append_atomic(OUT_A, second)
+            .await
+            .expect_err("stopped part-way");
+        drop(log);
+
+        // Whatever landed, after the reopen all of the call is there, each record once.
+        let log = open(&dir);
+        let values = stored_values(&log);
+        for i in 0..30 {
+            assert_eq!(values.get(&format!("atomic-{i}")), Some(&1), "{landed}");
+            assert_eq!(values.get(&format!("second-{i}")), Some(&1), "{landed}");
+        }
+        assert_eq!(values.len(), 60);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_partition_splits_a_plain_append_but_not_an_atomic_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    let batch = |prefix: &str| -> Vec<Record> {
+        (0..30)
+            .map(|i| Record::new(format!("{prefix}-{i}")).with_key(format!("k{i}")))
+            .collect()
+    };
+    let count = |log: &Log, prefix: &str| {
+        stored_values(log)
+            .keys()
+            .filter(|v| v.starts_with(prefix))
+            .count()
+    };
+    let out_a_1 = log.get_partition(OUT_A, 1).expect("partition");
+
+    // A plain append is atomic per partition only: the others keep their share.
+    out_a_1.fail_next_write(io::ErrorKind::StorageFull);
+    log.append(OUT_A, batch("plain"))
+        .await
+        .expect_err("disk full");
+    let plain = count(&log, "plain-");
+    assert!(plain > 0 && plain < 30, "split: {plain} of 30");
+
+    // An atomic one is completed, not split: its intent is durable before any batch.
+    out_a_1.fail_next_write(io::ErrorKind::StorageFull);
+    log.append_atomic(OUT_A, batch("atomic"))
+        .await
+        .expect_err("disk full");
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(count(&log, "atomic-"), 30, "all of it after the reopen");
+}

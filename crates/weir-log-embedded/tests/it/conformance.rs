@@ -77,6 +77,7 @@ impl EventLog for DefaultTransactions {
     fn guarantees(&self, spec: &TopicSpec) -> Guarantees {
         Guarantees {
             transactions: TransactionGuarantee::AtLeastOnce,
+            atomic_batches: false,
             ..self.0.guarantees(spec)
         }
     }
