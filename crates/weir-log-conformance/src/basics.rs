@@ -172,7 +172,11 @@ pub async fn an_atomic_append_stores_every_record_where_it_says(harness: &impl H
                 .read("t", position.partition, position.offset, 1)
                 .await
                 .expect("read");
-            assert_eq!(values(&stored), [value.clone()], "{name}: {position:?}");
+            assert_eq!(
+                values(&stored),
+                std::slice::from_ref(value),
+                "{name}: {position:?}"
+            );
             if let Some(key) = &record.key {
                 assert_eq!(
                     position.partition,
