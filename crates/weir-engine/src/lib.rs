@@ -1050,18 +1050,17 @@ impl GroupMemberDriver {
     }
 
     async fn commit(&self, positions: BTreeMap<u32, u64>) {
+        use weir_log::CommitTarget;
+        // A live group's members are this node's; they share positions under the group's
+        // lock (see `groups`) and commit without claiming.
+        let target = weir_log::GroupTarget {
+            log: self.log.clone(),
+            group: self.group.clone(),
+            generation: 0,
+        };
         let mut result = Ok(());
         for (partition, offset) in positions {
-            result = self
-                .log
-                .commit_offset(GroupCommit {
-                    group: self.group.clone(),
-                    topic: self.topic.clone(),
-                    partition,
-                    next_offset: offset,
-                    generation: 0,
-                })
-                .await;
+            result = target.commit(&self.topic, partition, offset).await;
             if result.is_err() {
                 break;
             }
