@@ -71,10 +71,8 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    fs::{File, OpenOptions},
     io,
     ops::ControlFlow,
-    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
@@ -96,6 +94,7 @@ use crate::{
     fsutil,
     groups::{Groups, validate_group_name},
     index::SegmentIndex,
+    io::{Access, Io, IoFile},
     journal::IntentCommit,
     segment::{self, Segment, WalkError},
     telemetry,
@@ -169,6 +168,7 @@ struct WrittenBatch {
 }
 
 pub(crate) struct Shared {
+    io: Arc<dyn Io>,
     topic: String,
     id: u32,
     dir: PathBuf,
@@ -193,7 +193,7 @@ pub(crate) struct Shared {
 
 pub(crate) struct WriterState {
     /// The active segment, opened for writing.
-    file: File,
+    file: Box<dyn IoFile>,
     active: Arc<Segment>,
     /// Bytes of whole frames written to the active segment.
     len: u64,
@@ -211,6 +211,7 @@ impl Partition {
     /// Opens the partition stored in `dir`, recovering its segments and applying the group
     /// commits their version 4 frames carry to `groups`.
     pub(crate) fn open(
+        io: &Arc<dyn Io>,
         topic: &str,
         id: u32,
         dir: &Path,
@@ -220,21 +221,23 @@ impl Partition {
     ) -> Result<Partition> {
         let what = || format!("partition {id} of topic \"{topic}\" ({})", dir.display());
         if mode == OpenMode::Create {
-            fsutil::create_dir(dir).context(|| format!("could not create {}", dir.display()))?;
+            fsutil::create_dir(&**io, dir)
+                .context(|| format!("could not create {}", dir.display()))?;
         }
-        let mut bases = list_segments(dir).context(|| format!("could not list {}", what()))?;
+        let mut bases =
+            list_segments(&**io, dir).context(|| format!("could not list {}", what()))?;
         if bases.is_empty() {
             let path = dir.join(segment::log_file_name(0));
-            OpenOptions::new()
-                .write(true)
-                .create(mode == OpenMode::Create)
-                .truncate(false)
-                .open(&path)
-                .and_then(|_| fsutil::sync_dir(dir))
+            let access = match mode {
+                OpenMode::Create => Access::Create,
+                OpenMode::Recover => Access::Write,
+            };
+            io.open(&path, access)
+                .and_then(|_| io.sync_dir(dir))
                 .context(|| format!("could not open {}", what()))?;
             bases.push(0);
         }
-        let recovery_point = read_recovery_point(dir);
+        let recovery_point = read_recovery_point(&**io, dir);
 
         let mut segments = BTreeMap::new();
         let mut active = None;
@@ -243,30 +246,27 @@ impl Partition {
             let next_base = bases.get(i + 1).copied();
             let path = dir.join(segment::log_file_name(base));
             let seg_what = || format!("segment {} of {}", path.display(), what());
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
+            let file = io
+                .open(&path, Access::ReadWrite)
                 .context(|| format!("could not open {}", seg_what()))?;
             let log_len = file
-                .metadata()
-                .context(|| format!("could not stat {}", seg_what()))?
-                .len();
+                .size()
+                .context(|| format!("could not stat {}", seg_what()))?;
             let trusted = match next_base {
                 Some(next) if next <= recovery_point => {
-                    segment::load_index_files(dir, base, log_len)
+                    segment::load_index_files(&**io, dir, base, log_len)
                 }
                 _ => None,
             };
             let index = match trusted {
                 Some(index) => index,
                 None => {
-                    let scan = segment::scan(&file, base, next_base)
+                    let scan = segment::scan(&*file, base, next_base)
                         .context(|| format!("could not read {}", seg_what()))?;
                     if let Some(reason) = &scan.stopped_by {
                         if scan.index.log_len == 0
                             && *reason == FrameError::BadMagic(frame::MAGIC_V1)
-                            && is_whole_v1_frame(&file)
+                            && is_whole_v1_frame(&*file)
                         {
                             return Err(Error::Corrupt {
                                 what: seg_what(),
@@ -301,7 +301,7 @@ impl Partition {
                         groups.apply(commit, *sequence);
                     }
                     if next_base.is_some() {
-                        segment::write_index_files(dir, &scan.index)
+                        segment::write_index_files(&**io, dir, &scan.index)
                             .context(|| format!("could not write the indexes of {}", seg_what()))?;
                     }
                     scan.index
@@ -309,7 +309,7 @@ impl Partition {
             };
             batches += index.offsets.len();
             let segment = Arc::new(
-                Segment::new(base, path.clone(), index)
+                Segment::new(&**io, base, path.clone(), index)
                     .context(|| format!("could not open {}", seg_what()))?,
             );
             segments.insert(base, Arc::clone(&segment));
@@ -327,7 +327,7 @@ impl Partition {
             // The segments the recovery point leaves behind are not scanned again: their
             // commits must be in the group files first.
             groups.checkpoint()?;
-            write_recovery_point(dir, active.base_offset)
+            write_recovery_point(&**io, dir, active.base_offset)
                 .context(|| format!("could not write the recovery point of {}", what()))?;
         }
         let len = active.visible_len();
@@ -343,6 +343,7 @@ impl Partition {
 
         Ok(Partition {
             shared: Arc::new(Shared {
+                io: Arc::clone(io),
                 topic: topic.to_owned(),
                 id,
                 dir: dir.to_owned(),
@@ -414,7 +415,10 @@ impl Partition {
             let (queue, requests) = mpsc::channel();
             let shared = Arc::clone(&self.shared);
             let thread = std::thread::Builder::new()
-                .name(format!("weir-log-embedded-{}-{}", self.shared.topic, self.shared.id))
+                .name(format!(
+                    "weir-log-embedded-{}-{}",
+                    self.shared.topic, self.shared.id
+                ))
                 .stack_size(256 << 10)
                 .spawn(move || shared.run_writer(&requests))
                 .context(|| {
@@ -789,7 +793,7 @@ impl Shared {
             self.poison(&mut state, &error, false);
             return;
         }
-        if let Err(error) = write_recovery_point(&self.dir, state.active.base_offset) {
+        if let Err(error) = write_recovery_point(&*self.io, &self.dir, state.active.base_offset) {
             tracing::warn!(topic = self.topic, partition = self.id, %error, "could not write the recovery point on close");
         }
     }
@@ -959,16 +963,17 @@ impl Shared {
         // group files first. Every one of them was applied when its frame was fsynced.
         self.groups.checkpoint().map_err(io::Error::other)?;
         let index = state.active.index();
-        segment::write_index_files(&self.dir, &index)?;
+        segment::write_index_files(&*self.io, &self.dir, &index)?;
         let base = state.next_offset;
         let path = self.dir.join(segment::log_file_name(base));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        fsutil::sync_dir(&self.dir)?;
-        let segment = Arc::new(Segment::new(base, path, SegmentIndex::new(base))?);
+        let file = self.io.open(&path, Access::CreateNew)?;
+        self.io.sync_dir(&self.dir)?;
+        let segment = Arc::new(Segment::new(
+            &*self.io,
+            base,
+            path,
+            SegmentIndex::new(base),
+        )?);
         self.segments
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -976,7 +981,7 @@ impl Shared {
         state.file = file;
         state.active = segment;
         state.len = 0;
-        write_recovery_point(&self.dir, base)?;
+        write_recovery_point(&*self.io, &self.dir, base)?;
         telemetry::SegmentRolled {
             topic: &self.topic,
             partition: self.id,
@@ -1038,7 +1043,7 @@ impl Shared {
         }
         for segment in &closed[..doomed] {
             let bytes = segment.visible_len();
-            segment::remove_files(&self.dir, segment.base_offset)
+            segment::remove_files(&*self.io, &self.dir, segment.base_offset)
                 .context(|| format!("could not delete segment {}", segment.path.display()))?;
             report.segments_deleted += 1;
             report.bytes_deleted += bytes;
@@ -1050,7 +1055,9 @@ impl Shared {
             }
             .emit();
         }
-        fsutil::sync_dir(&self.dir).context(|| format!("could not fsync {}", self.dir.display()))
+        self.io
+            .sync_dir(&self.dir)
+            .context(|| format!("could not fsync {}", self.dir.display()))
     }
 
     /// Rewrites closed segments below `limit` keeping, per key, only the latest record of
@@ -1172,14 +1179,14 @@ impl Shared {
         tmp_name.push_str(".compacting");
         let tmp = self.dir.join(tmp_name);
         {
-            let file = File::create(&tmp)?;
+            let file = self.io.open(&tmp, Access::Truncate)?;
             file.write_all_at(&buf, 0)?;
             file.sync_all()?;
         }
-        std::fs::rename(&tmp, &segment.path)?;
-        fsutil::sync_dir(&self.dir)?;
-        segment::write_index_files(&self.dir, &index)?;
-        Segment::new(base, segment.path.clone(), index)
+        self.io.rename(&tmp, &segment.path)?;
+        self.io.sync_dir(&self.dir)?;
+        segment::write_index_files(&*self.io, &self.dir, &index)?;
+        Segment::new(&*self.io, base, segment.path.clone(), index)
     }
 }
 
@@ -1207,18 +1214,16 @@ fn closed_below(segments: &[Arc<Segment>], limit: u64) -> &[Arc<Segment>] {
 
 /// Base offsets of the segments in `dir`, sorted; deletes leftovers of interrupted
 /// compactions and atomic writes.
-fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+fn list_segments(io: &dyn Io, dir: &Path) -> io::Result<Vec<u64>> {
     let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
+    for name in io.read_dir(dir)? {
         let Some(name) = name.to_str() else {
             continue;
         };
         if let Some(base) = segment::parse_log_file_name(name) {
             bases.push(base);
         } else if name.ends_with(".compacting") || name.ends_with(".tmp") {
-            std::fs::remove_file(entry.path())?;
+            io.remove_file(&dir.join(name))?;
         }
     }
     bases.sort_unstable();
@@ -1226,21 +1231,21 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// The recovery point, or 0 (trust nothing) if it is missing or unreadable.
-fn read_recovery_point(dir: &Path) -> u64 {
-    std::fs::read(dir.join(RECOVERY_POINT_FILE))
+fn read_recovery_point(io: &dyn Io, dir: &Path) -> u64 {
+    io.read(&dir.join(RECOVERY_POINT_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<RecoveryPoint>(&bytes).ok())
         .filter(|point| point.version == RECOVERY_POINT_VERSION)
         .map_or(0, |point| point.offset)
 }
 
-fn write_recovery_point(dir: &Path, offset: u64) -> io::Result<()> {
+fn write_recovery_point(io: &dyn Io, dir: &Path, offset: u64) -> io::Result<()> {
     let contents = serde_json::to_vec(&RecoveryPoint {
         version: RECOVERY_POINT_VERSION,
         offset,
     })
     .map_err(io::Error::from)?;
-    fsutil::write_atomically(&dir.join(RECOVERY_POINT_FILE), &contents)
+    fsutil::write_atomically(io, &dir.join(RECOVERY_POINT_FILE), &contents)
 }
 
 #[cfg(test)]
@@ -1250,7 +1255,7 @@ mod tests;
 /// rather than a newer first frame whose magic byte a bit flip turned into `0xB1` (0xB3
 /// is one bit away), which is a corrupt tail to cut: the latter decodes as a version 2 or
 /// tagged frame once its magic byte is put back.
-fn is_whole_v1_frame(file: &File) -> bool {
+fn is_whole_v1_frame(file: &dyn IoFile) -> bool {
     let mut header = [0u8; frame::HEADER_LEN];
     if file.read_exact_at(&mut header, 0).is_err() {
         return true;

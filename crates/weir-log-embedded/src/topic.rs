@@ -36,6 +36,7 @@ use crate::{
     error::IoContext,
     fsutil,
     groups::Groups,
+    io::Io,
     partition::{OpenMode, Partition, Settings},
     partitioner,
 };
@@ -178,6 +179,7 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
 }
 
 pub(crate) struct Topic {
+    io: Arc<dyn Io>,
     name: String,
     dir: std::path::PathBuf,
     config: std::sync::RwLock<TopicConfig>,
@@ -188,15 +190,17 @@ pub(crate) struct Topic {
 impl Topic {
     /// Creates the topic's files under `dir` (which is `topics/<name>`).
     pub(crate) fn create(
+        io: &Arc<dyn Io>,
         dir: &Path,
         name: &str,
         config: &TopicConfig,
         groups: &Arc<Groups>,
     ) -> Result<Topic> {
-        fsutil::create_dir(dir).context(|| format!("could not create {}", dir.display()))?;
+        fsutil::create_dir(&**io, dir).context(|| format!("could not create {}", dir.display()))?;
         let opened = (0..config.partitions)
             .map(|id| {
                 Partition::open(
+                    io,
                     name,
                     id,
                     &dir.join(id.to_string()),
@@ -206,8 +210,8 @@ impl Topic {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        write_topic_file(dir, name, config)?;
-        Ok(Topic::new(dir, name, config.clone(), opened))
+        write_topic_file(&**io, dir, name, config)?;
+        Ok(Topic::new(io, dir, name, config.clone(), opened))
     }
 
     /// Replaces the configuration (all but the partition count) durably.
@@ -216,7 +220,7 @@ impl Topic {
         if *current == *config {
             return Ok(());
         }
-        write_topic_file(&self.dir, &self.name, config)?;
+        write_topic_file(&*self.io, &self.dir, &self.name, config)?;
         for partition in &self.partitions {
             partition.set_settings(config.settings());
         }
@@ -263,9 +267,14 @@ impl Topic {
     }
 
     /// Opens the topic in `dir`, or `None` if its creation never finished.
-    pub(crate) fn recover(dir: &Path, name: &str, groups: &Arc<Groups>) -> Result<Option<Topic>> {
+    pub(crate) fn recover(
+        io: &Arc<dyn Io>,
+        dir: &Path,
+        name: &str,
+        groups: &Arc<Groups>,
+    ) -> Result<Option<Topic>> {
         let path = dir.join(TOPIC_FILE);
-        let contents = match std::fs::read(&path) {
+        let contents = match io.read(&path) {
             Ok(contents) => contents,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
@@ -293,6 +302,7 @@ impl Topic {
         let opened = (0..file.partitions)
             .map(|id| {
                 Partition::open(
+                    io,
                     name,
                     id,
                     &dir.join(id.to_string()),
@@ -302,11 +312,18 @@ impl Topic {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Topic::new(dir, name, config, opened)))
+        Ok(Some(Topic::new(io, dir, name, config, opened)))
     }
 
-    fn new(dir: &Path, name: &str, config: TopicConfig, partitions: Vec<Partition>) -> Topic {
+    fn new(
+        io: &Arc<dyn Io>,
+        dir: &Path,
+        name: &str,
+        config: TopicConfig,
+        partitions: Vec<Partition>,
+    ) -> Topic {
         Topic {
+            io: Arc::clone(io),
             dir: dir.to_owned(),
             config: std::sync::RwLock::new(config),
             name: name.to_owned(),
@@ -348,7 +365,7 @@ impl Topic {
     }
 }
 
-fn write_topic_file(dir: &Path, name: &str, config: &TopicConfig) -> Result<()> {
+fn write_topic_file(io: &dyn Io, dir: &Path, name: &str, config: &TopicConfig) -> Result<()> {
     let contents = serde_json::to_vec(&TopicFile {
         version: TOPIC_FILE_VERSION,
         partitions: config.partitions,
@@ -357,6 +374,6 @@ fn write_topic_file(dir: &Path, name: &str, config: &TopicConfig) -> Result<()> 
     .map_err(std::io::Error::from)
     .context(|| format!("could not encode {TOPIC_FILE} of topic \"{name}\""))?;
     let path = dir.join(TOPIC_FILE);
-    fsutil::write_atomically(&path, &contents)
+    fsutil::write_atomically(io, &path, &contents)
         .context(|| format!("could not write {}", path.display()))
 }

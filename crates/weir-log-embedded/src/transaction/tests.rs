@@ -846,7 +846,8 @@ async fn a_single_partition_transaction_is_one_frame_carrying_its_commit_and_sur
     assert!(!group_file.exists(), "no group file write per transaction");
 
     let image = crash_image(&dir);
-    let journal = journal::recover(&image.path().join(journal::JOURNAL_DIR)).expect("journal");
+    let journal = journal::recover(&crate::io::RealIo, &image.path().join(journal::JOURNAL_DIR))
+        .expect("journal");
     assert!(journal.intents.is_empty(), "no journal intent: {journal:?}");
     let recovered = open(&image);
     assert_eq!(

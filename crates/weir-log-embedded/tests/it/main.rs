@@ -18,7 +18,10 @@ use weir_log_embedded::{Error, Log, LogOptions, Result};
 /// Creates a topic with `partitions` partitions: the only place these tests create one,
 /// so a change to `Log::create_topic`'s signature is a change here alone.
 pub fn create_topic(log: &Log, name: &str, partitions: u32) -> Result<bool> {
-    log.create_topic(name, &weir_log_embedded::TopicConfig::with_partitions(partitions))
+    log.create_topic(
+        name,
+        &weir_log_embedded::TopicConfig::with_partitions(partitions),
+    )
 }
 
 /// Opens the log in `dir`, waiting up to five seconds while it is locked.
