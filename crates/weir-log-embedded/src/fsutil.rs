@@ -4,31 +4,29 @@ use std::{io, path::Path};
 
 use crate::io::{Access, Io};
 
-/// Creates `dir` if it is missing and makes its entry in the parent durable.
+/// Creates `dir` if it is missing and makes its entry in the parent durable, also when it
+/// was there already: a process that crashed between an earlier `mkdir` and its fsync
+/// leaves a directory whose entry a power cut can still take.
 pub(crate) fn create_dir(io: &dyn Io, dir: &Path) -> io::Result<()> {
     match io.create_dir(dir) {
-        Ok(()) => match dir.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => io.sync_dir(parent),
-            _ => Ok(()),
-        },
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_dir(io, dir) => Ok(()),
-        Err(e) => Err(e),
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_dir(io, dir) => {}
+        Err(e) => return Err(e),
     }
+    sync_parent(io, dir)
 }
 
-/// Creates `dir` and its missing ancestors, as `std::fs::create_dir_all` does.
+/// Creates `dir` and its missing ancestors, each made durable in its parent (and `dir`'s
+/// entry made durable if it was there): a data directory whose own entry a power cut can
+/// take takes every acknowledged record with it.
 pub(crate) fn create_dir_all(io: &dyn Io, dir: &Path) -> io::Result<()> {
-    if dir.as_os_str().is_empty() || is_dir(io, dir) {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+        && !is_dir(io, parent)
+    {
         create_dir_all(io, parent)?;
     }
-    match io.create_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_dir(io, dir) => Ok(()),
-        Err(e) => Err(e),
-    }
+    create_dir(io, dir)
 }
 
 pub(crate) fn is_dir(io: &dyn Io, path: &Path) -> bool {
@@ -47,6 +45,11 @@ pub(crate) fn write_atomically(io: &dyn Io, path: &Path, contents: &[u8]) -> io:
         file.sync_all()?;
     }
     io.rename(&tmp, path)?;
+    sync_parent(io, path)
+}
+
+/// Makes the entry of `path` in its directory durable.
+fn sync_parent(io: &dyn Io, path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => io.sync_dir(parent),
         _ => io.sync_dir(Path::new(".")),
