@@ -60,7 +60,9 @@
 //!   recovery point on), and open applies the commits of every frame it scans: the groups
 //!   are checkpointed before a segment is closed (at a roll, before anything else can
 //!   delete or compact it) and before open moves the recovery point.
-//! - Retention deletes whole closed segments from the oldest on, never the active one.
+//! - Retention deletes whole closed segments from the oldest on, never the active one,
+//!   and fsyncs the directory after each, so a crash leaves a suffix of the partition
+//!   even on a file system that does not keep directory operations in order.
 //!   Compaction rewrites a closed segment into `<name>.log.compacting`, fsyncs it, renames
 //!   it over the segment, fsyncs the directory and then rewrites the index files.
 //!   Leftover `.compacting` and `.tmp` files are deleted on open.
@@ -1043,7 +1045,10 @@ impl Shared {
         }
         for segment in &closed[..doomed] {
             let bytes = segment.visible_len();
+            // One segment at a time, oldest first, each deletion durable before the next:
+            // a crash then leaves a suffix of the partition, never a hole in it.
             segment::remove_files(&*self.io, &self.dir, segment.base_offset)
+                .and_then(|()| self.io.sync_dir(&self.dir))
                 .context(|| format!("could not delete segment {}", segment.path.display()))?;
             report.segments_deleted += 1;
             report.bytes_deleted += bytes;
@@ -1055,9 +1060,7 @@ impl Shared {
             }
             .emit();
         }
-        self.io
-            .sync_dir(&self.dir)
-            .context(|| format!("could not fsync {}", self.dir.display()))
+        Ok(())
     }
 
     /// Rewrites closed segments below `limit` keeping, per key, only the latest record of
