@@ -147,6 +147,10 @@ impl Groups {
                 },
             );
         }
+        // A process that crashed between renaming a group file into place and fsyncing
+        // the directory left an offset a power cut could still take back.
+        io.sync_dir(dir)
+            .context(|| format!("could not fsync {}", dir.display()))?;
         Ok(Groups {
             io: Arc::clone(io),
             dir: dir.to_owned(),

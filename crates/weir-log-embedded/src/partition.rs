@@ -238,6 +238,10 @@ impl Partition {
                 .and_then(|_| io.sync_dir(dir))
                 .context(|| format!("could not open {}", what()))?;
             bases.push(0);
+        } else if mode == OpenMode::Create {
+            // Left by a creation a crash interrupted: their entries may not be durable yet.
+            io.sync_dir(dir)
+                .context(|| format!("could not fsync {}", dir.display()))?;
         }
         let recovery_point = read_recovery_point(&**io, dir);
 
@@ -289,6 +293,13 @@ impl Partition {
                             .context(|| {
                                 format!("could not truncate the corrupt tail of {}", seg_what())
                             })?;
+                    } else {
+                        // A process that crashed before its fsync left these frames in the
+                        // page cache only: they become durable before anyone reads them, or
+                        // a power cut could take back records readers saw and give their
+                        // offsets to others.
+                        file.sync_data()
+                            .context(|| format!("could not fsync {}", seg_what()))?;
                     }
                     for (sequence, commit) in &scan.commits {
                         // Written only with a valid name; the name becomes a file name.

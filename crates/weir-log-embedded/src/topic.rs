@@ -299,6 +299,10 @@ impl Topic {
             _ => return Err(corrupt("unexpected contents".into())),
         };
         config.validate(name).map_err(|e| corrupt(e.to_string()))?;
+        // A process that crashed between renaming topic.json into place and fsyncing the
+        // directory left a topic a power cut could still take, acknowledged records and all.
+        io.sync_dir(dir)
+            .context(|| format!("could not fsync {}", dir.display()))?;
         let opened = (0..file.partitions)
             .map(|id| {
                 Partition::open(
