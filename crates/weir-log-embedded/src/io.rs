@@ -35,7 +35,10 @@
 //!   older write's bytes, a later write may survive an earlier one, a file may grow with
 //!   zeros where a dropped sector was, and a rename may land without the creation before
 //!   it.
-//! - [`CutMode::KeepAll`]: everything written, as after a process crash.
+//! - [`CutMode::KeepAll`]: everything written, as if every write reached the disk.
+//!
+//! A process crash is [`SimDisk::fork`]: the next process finds the page cache, unsynced
+//! writes and all, and a later power cut can still take them.
 //!
 //! [`SimDisk::fail_power_after`] cuts the power in the middle of whatever the log is doing:
 //! after the next N mutating operations, every operation fails (the log sees IO errors),

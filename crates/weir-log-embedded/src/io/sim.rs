@@ -35,7 +35,9 @@ pub enum CutMode {
     /// Each 512-byte sector of each unsynced write, each unsynced truncation and each
     /// unsynced directory operation, independently kept or dropped (the seed decides).
     Torn,
-    /// Everything written, as after a process crash: the page cache survives.
+    /// Everything written: every write and directory operation reached the disk before
+    /// the power went. (A process crash, where the page cache survives unsynced, is
+    /// [`SimDisk::fork`].)
     KeepAll,
 }
 
@@ -478,8 +480,9 @@ impl SimDisk {
         }
     }
 
-    /// An independent copy of the disk as it is, unsynced writes and all; its power is on
-    /// and it has no faults armed.
+    /// An independent copy of the disk as it is, unsynced writes and all, with its power on
+    /// and no faults armed: what the next process sees after this one crashed (the page
+    /// cache survives a process crash, still unsynced).
     pub fn fork(&self) -> SimDisk {
         let disk = self.lock();
         let mut copy = Disk::new();
@@ -515,26 +518,6 @@ impl SimDisk {
     /// Whether every injected fault has fired.
     pub fn faults_fired(&self) -> bool {
         self.lock().faults.is_empty()
-    }
-
-    /// The file's bytes as reads see them, for tests.
-    pub fn contents(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.read(path)
-    }
-
-    /// Replaces the file's bytes durably, as a damaged disk would: for tests that break a
-    /// file on purpose.
-    pub fn overwrite(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut disk = self.lock();
-        disk.check_power()?;
-        let node = disk.lookup(path)?;
-        let Node::File(file) = &mut disk.nodes[node] else {
-            return Err(io::Error::from(io::ErrorKind::IsADirectory));
-        };
-        file.durable = bytes.to_vec();
-        file.current = bytes.to_vec();
-        file.pending.clear();
-        Ok(())
     }
 }
 
