@@ -191,7 +191,10 @@ impl Segment {
             .min(end);
         let mut found = false;
         walk_frames(&*self.file, start, end, |_, header, body| {
-            found = frame::verified_tag(header, body)? == Some(tag);
+            // The walk starts at the indexed batch before `from_offset`: an older batch
+            // there with the same tag is not the one asked about.
+            let batch = frame::decode_body(header, body, |_| {})?;
+            found = batch.last_offset >= from_offset && batch.tag == Some(tag);
             Ok(if found {
                 ControlFlow::Break(())
             } else {

@@ -1243,3 +1243,33 @@ fn a_transaction_whose_batch_fails_on_the_simulated_disk_completes_once_after_a_
         }
     }
 }
+
+/// Recovery looks for a batch's tag from the end offset its intent recorded: a batch with
+/// the same tag before that offset (in the same segment, before the indexed position) is
+/// not the one it looks for.
+#[tokio::test]
+async fn a_tag_is_looked_for_only_in_batches_at_or_after_the_recorded_end_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    let partition = log.get_partition(OUT_B, 0).expect("partition");
+    let tag = FrameTag {
+        producer_id: journal::producer_id(PRODUCER),
+        sequence: 7,
+    };
+    let end = partition.end_offset();
+    let reply = partition
+        .enqueue(vec![Record::new("tagged")], 1, Some(tag), None)
+        .expect("enqueue");
+    reply.await.expect("reply").expect("append");
+    assert!(partition.contains_tag(end, tag).expect("scan"));
+    let after = partition.end_offset();
+    assert!(
+        !partition.contains_tag(after, tag).expect("scan"),
+        "a batch before the end offset was taken for the one looked for"
+    );
+    partition
+        .append(vec![Record::new("plain")], 1)
+        .await
+        .expect("append");
+    assert!(!partition.contains_tag(after, tag).expect("scan"));
+}
