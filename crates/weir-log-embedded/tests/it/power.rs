@@ -16,7 +16,15 @@
 //!   stay deleted once it returned;
 //! - a transaction the log promised to complete (`TransactionIncomplete`) is there
 //!   whole and once, also after the journal moved to a new file and after the open that
-//!   completed it was followed by retention.
+//!   completed it was followed by retention; a finished one is never appended again,
+//!   also when retention deleted its batches;
+//! - a batch a full disk refused (half written, then cut back) never comes back.
+//!
+//! Each run also crashes the process at that operation instead ([`SimDisk::fork`]: the
+//! page cache survives, unsynced), opens the log again and cuts the power right after:
+//! what that open showed must survive (deleted segments may come back; nothing else may
+//! change). Workloads that must wait for the log's threads, or need a fault at one exact
+//! point, run once per kind of cut instead of at every step.
 
 use std::{collections::BTreeMap, io, path::Path, sync::Arc};
 
@@ -687,18 +695,158 @@ fn a_transaction_completed_at_open_is_not_repeated_after_retention_and_a_cut() {
             Ok(())
         },
         |log, _acked, label| {
-            let counts = output_counts(log);
-            for half in ["a", "b"] {
-                let count = counts
-                    .get(&format!("{STUCK}:0:{half}"))
-                    .copied()
-                    .unwrap_or(0);
-                assert!(count <= 1, "{label}: the transaction was appended again");
+            // Retention may have deleted the transaction's batches: appended again, they
+            // would come after the fillers.
+            for partition in 0..2 {
+                let stored = values(&log.read(OUT, partition, 0, usize::MAX).expect("read"));
+                let first_filler = stored.iter().position(|v| v.starts_with("filler"));
+                if let Some(first_filler) = first_filler {
+                    assert!(
+                        !stored[first_filler..].iter().any(|v| v.starts_with(STUCK)),
+                        "{label}: the transaction was appended again: {stored:?}"
+                    );
+                }
+                let once = stored.iter().filter(|v| v.starts_with(STUCK)).count();
+                assert!(once <= 1, "{label}: the transaction is stored twice");
             }
             let committed = log
                 .committed_offset(&group_of(STUCK), SOURCE, 0)
                 .expect("committed");
             assert_eq!(committed, Some(1), "{label}: the transaction's offset");
+        },
+    );
+}
+
+/// Waits until the disk has seen no operation for a moment: the log's threads are idle.
+fn settle(disk: &SimDisk) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let ops = disk.ops();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        if disk.ops() == ops || std::time::Instant::now() > deadline {
+            return;
+        }
+    }
+}
+
+/// A transaction's `done` entry goes to the journal without an fsync of its own; when the
+/// journal then moves to a new file, the old one must hold it durably: retention (which
+/// syncs only the current file) may delete the transaction's segments, and if the old file
+/// outlives that (here a failed checkpoint keeps it) and a power cut took the `done`, the
+/// next open would find the transaction unfinished, miss its tags and append it again.
+#[test]
+fn a_done_entry_in_a_superseded_journal_file_is_durable_before_retention() {
+    for (mode, seed) in CUTS {
+        // The first transaction's intent takes the first file past this, the second's
+        // leaves the second file below it: the journal moves on once, at the second.
+        let opts = LogOptions {
+            journal_file_bytes: 250,
+            ..LogOptions::default()
+        };
+        let disk = transaction_base(&opts);
+        let log = open_on(&disk, opts.clone()).expect("open");
+        let out = TopicConfig {
+            segment_bytes: 300,
+            retention_bytes: Some(1),
+            ..TopicConfig::with_partitions(2)
+        };
+        log.create_topic(OUT, &out).expect("small segments");
+        let mut large = transaction(STUCK, 0);
+        for record in &mut large.appends[0].1 {
+            record.value = Bytes::from(format!("{STUCK}:{}", "x".repeat(100)));
+        }
+        block_on(log.commit_transaction(large)).expect("commit");
+        // Its `done` is written alone, unsynced, to the first journal file.
+        settle(&disk);
+        // The checkpoint that would let the first file go fails, so it stays.
+        disk.inject(Fault {
+            on: FaultOn::Sync,
+            skip: 0,
+            error: io::ErrorKind::Other,
+            under: Some(Path::new(DIR).join("groups")),
+        });
+        block_on(log.commit_transaction(transaction(BUSY, 0))).expect("commit");
+        settle(&disk);
+        assert!(disk.faults_fired(), "the journal moved to a new file");
+        for partition in 0..2 {
+            for i in 0..4 {
+                let filler = Record::new(format!("filler-{i}-{}", "f".repeat(100)));
+                block_on(log.append_to(OUT, partition, vec![filler])).expect("append");
+            }
+        }
+        let report = log.enforce_retention().expect("retention");
+        assert!(report.segments_deleted >= 2, "{report:?}");
+
+        let after = disk.power_cut(mode, seed);
+        drop(log);
+        let log = open_on(&after, opts).expect("open after the cut");
+        let label = format!("{mode:?} (seed {seed})");
+        // Retention deleted both transactions' records: nothing may bring them back.
+        for partition in 0..2 {
+            let stored = values(&log.read(OUT, partition, 0, usize::MAX).expect("read"));
+            assert!(
+                stored.iter().all(|v| v.starts_with("filler")),
+                "{label}: a transaction was appended again: {stored:?}"
+            );
+        }
+        for producer in [STUCK, BUSY] {
+            let committed = log
+                .committed_offset(&group_of(producer), SOURCE, 0)
+                .expect("committed");
+            assert_eq!(committed, Some(1), "{label}: {producer}'s offset");
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct HalfWritten {
+    kept: Sent,
+    lossy: Sent,
+    closed: bool,
+}
+
+/// A batch refused by a full disk (half its bytes written, then cut back) never comes back,
+/// whatever the power or the process does around it; the batches before and after it do,
+/// as their policies promise. Crashing the process before the cut-back leaves a torn tail
+/// after the lossy topic's unsynced batch; the next open cuts the tail and shows that
+/// batch, which must then survive a power cut.
+#[test]
+fn a_batch_refused_by_a_full_disk_never_comes_back_after_a_cut_at_every_step() {
+    let opts = LogOptions::default();
+    let base = prepared(&opts, |log| {
+        crate::create_topic(log, "kept", 1).expect("create");
+        let lossy = TopicConfig {
+            fsync: FsyncPolicy::Never,
+            ..TopicConfig::with_partitions(1)
+        };
+        log.create_topic("lossy", &lossy).expect("create");
+    });
+    at_every_step(
+        &base,
+        &opts,
+        |disk, acked: &mut HalfWritten| {
+            let log = open_sim_checked(disk)?;
+            acked
+                .lossy
+                .append(&log, "lossy", 0, vec!["l0".into(), "l1".into()])?;
+            acked.kept.append(&log, "kept", 0, vec!["k0".into()])?;
+            disk.inject(Fault::next(FaultOn::Write, io::ErrorKind::StorageFull));
+            let refused = vec![Record::new("refused-0"), Record::new("refused-1")];
+            match block_on(log.append_to("lossy", 0, refused)) {
+                Err(Error::DiskFull { .. }) => {}
+                Err(error) => return Err(error),
+                Ok(_) => panic!("the full disk did not refuse the batch"),
+            }
+            acked.lossy.append(&log, "lossy", 0, vec!["l2".into()])?;
+            acked.kept.append(&log, "kept", 0, vec!["k1".into()])?;
+            drop(log);
+            acked.closed = disk.is_powered();
+            Ok(())
+        },
+        |log, acked, label| {
+            check_batches(log, "kept", 0, &acked.kept, acked.kept.acked, label);
+            let durable = if acked.closed { acked.lossy.acked } else { 0 };
+            check_batches(log, "lossy", 0, &acked.lossy, durable, label);
         },
     );
 }
