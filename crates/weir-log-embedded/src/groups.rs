@@ -40,6 +40,8 @@
 //!   between groups is held across an fsync.
 //! - Group names follow the topic name rules, so they are safe file names; files whose
 //!   names do not end in `.json` (such as leftover `.json.tmp` files) are ignored.
+//! - [`Groups::load`] fsyncs the directory, so an offset it reads from a file renamed into
+//!   place just before a crash cannot be taken back by a power cut after the open.
 
 use std::{
     collections::{BTreeMap, HashMap},

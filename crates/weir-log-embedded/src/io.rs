@@ -1,6 +1,6 @@
 //! The file system as the log sees it: every file and directory operation of the log goes
 //! through one [`Io`], so that tests can run the log on a simulated disk that loses what a
-//! power cut loses ([`SimDisk`], behind the `sim` feature, which the crate's own tests turn
+//! power cut loses (`SimDisk`, behind the `sim` feature, which the crate's own tests turn
 //! on).
 //!
 //! A [`crate::Log`] holds its `Io` as an `Arc<dyn Io>` and hands it to each part that
@@ -18,37 +18,37 @@
 //!
 //! # What the simulated disk models
 //!
-//! [`SimDisk`] keeps, per file, the durable bytes and the writes and truncations since its
+//! `SimDisk` keeps, per file, the durable bytes and the writes and truncations since its
 //! last `sync_data`/`sync_all`, and per directory the durable entries and the creations,
 //! renames and removals since its last fsync. As POSIX promises and no more (ext4 without
 //! its `auto_da_alloc` heuristics): a new file's (or directory's) entry is durable only
 //! once its directory is fsynced, and a rename or removal likewise; syncing a file makes
 //! its bytes and length durable, never its name.
 //!
-//! [`SimDisk::power_cut`] ends the run (the old disk fails every operation from then on)
+//! `SimDisk::power_cut` ends the run (the old disk fails every operation from then on)
 //! and returns the disk as it comes back after a reboot:
 //!
-//! - [`CutMode::DropUnsynced`]: every file and directory as of its last sync.
-//! - [`CutMode::Torn`]: from the durable state, each 512-byte sector of each unsynced
+//! - `CutMode::DropUnsynced`: every file and directory as of its last sync.
+//! - `CutMode::Torn`: from the durable state, each 512-byte sector of each unsynced
 //!   write, each unsynced truncation and each unsynced directory operation is kept or
 //!   dropped, independently, by a generator seeded by the caller; so a sector may hold an
 //!   older write's bytes, a later write may survive an earlier one, a file may grow with
 //!   zeros where a dropped sector was, and a rename may land without the creation before
 //!   it.
-//! - [`CutMode::KeepAll`]: everything written, as if every write reached the disk.
+//! - `CutMode::KeepAll`: everything written, as if every write reached the disk.
 //!
-//! A process crash is [`SimDisk::fork`]: the next process finds the page cache, unsynced
+//! A process crash is `SimDisk::fork`: the next process finds the page cache, unsynced
 //! writes and all, and a later power cut can still take them.
 //!
-//! [`SimDisk::fail_power_after`] cuts the power in the middle of whatever the log is doing:
+//! `SimDisk::fail_power_after` cuts the power in the middle of whatever the log is doing:
 //! after the next N mutating operations, every operation fails (the log sees IO errors),
-//! and a later `power_cut` images the disk as it was at that moment. [`SimDisk::inject`]
+//! and a later `power_cut` images the disk as it was at that moment. `SimDisk::inject`
 //! makes the Nth write or sync fail with a chosen error (`StorageFull` for ENOSPC, `Other`
 //! for EIO): a failing write first writes half its bytes, and a failing sync forgets the
 //! writes it was to make durable, as Linux does after a failed `fsync` (a later sync that
-//! succeeds does not bring them back). Nothing else is simulated: no reordering within a
-//! sector, no bit rot, no shared page cache between handles (there is one copy of each
-//! file), renames within one directory only (all the log does).
+//! succeeds does not bring them back). `SimDisk::crash_image` is the image a cut would
+//! leave, with the disk going on. Nothing else is simulated: no tearing within a sector,
+//! no bit rot, no latency, and renames only within one directory (all the log does).
 
 use std::{
     ffi::OsString,

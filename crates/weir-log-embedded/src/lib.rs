@@ -15,6 +15,10 @@
 //! journal, or for outputs to one partition through one frame that carries the offset
 //! (see `transaction` and `journal`).
 //!
+//! Every file operation goes through the [`io::Io`] the log was opened on: the real file
+//! system for [`Log::open`], a simulated disk that power cuts can be tested on for
+//! [`Log::open_with_io`] (see `io`).
+//!
 //! # Data directory
 //!
 //! ```text

@@ -34,7 +34,9 @@
 //!   index files. On open those segments are trusted if their index files check out
 //!   against the `.log` length (else they are rebuilt by a scan); the active segment and
 //!   any closed segment at or after the recovery point (left by a crash mid-roll) are
-//!   scanned frame by frame.
+//!   scanned frame by frame, and fdatasynced: after a process crash what the scan
+//!   accepts may be only in the page cache, and readers must not see it before it is
+//!   durable.
 //! - A scan stops at the first frame that is cut short, has a bad magic byte, a bad
 //!   checksum, a malformed body, an offset at or below the previous batch's, or an offset
 //!   reaching into the next segment; the segment is truncated there. That frame was never

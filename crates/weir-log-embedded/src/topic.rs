@@ -17,7 +17,9 @@
 //!   directory and file durable first and writes `topic.json` last, atomically (temporary
 //!   file, fsync, rename, fsync of the directory), so a crash mid-creation leaves a
 //!   directory without `topic.json`, which is ignored on open and reused by the next
-//!   creation of that topic.
+//!   creation of that topic (which fsyncs the directories it finds again: a crashed
+//!   process may have made them without). Open fsyncs the directory of each topic it
+//!   finds, in case a crash came between renaming `topic.json` and that fsync.
 //! - The partition count never changes once `topic.json` exists; the rest of the
 //!   configuration may, by replacing `topic.json` atomically.
 

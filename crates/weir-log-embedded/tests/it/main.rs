@@ -8,6 +8,56 @@
 //! the log on the simulated disk (`weir_log_embedded::io::SimDisk`, the `sim` feature):
 //! SIGKILL keeps the page cache, so `crash` would pass without a single fsync; a power
 //! cut on the simulated disk loses whatever was not synced.
+//!
+//! # Every fsync, and the test that fails without it
+//!
+//! Each sync call site of the log was removed alone and the power-cut tests run (the
+//! `power` tests, `model::log_matches_model_through_power_cuts` (abbreviated `model`),
+//! and the unit tests `transactions_survive_a_power_cut_at_every_step` and
+//! `a_transaction_whose_batch_fails_on_the_simulated_disk_…` beside `transaction.rs`).
+//! Where nothing failed, the row says why the fsync is not needed on its own; for each
+//! pair that covers the other, removing both fails the tests named. The interval fsync
+//! of `FsyncPolicy::Interval` is not on the durable path (that policy is lossy).
+//!
+//! | call site | fails without it |
+//! |---|---|
+//! | partition writer: fdatasync of a group before it is acknowledged | every power-cut test, e.g. `power::appends_across_segment_rolls_survive_a_cut_at_every_step` |
+//! | roll: fdatasync of the segment it closes | `power::appends_across_segment_rolls_…` (a lossy topic's closed segment), `model` |
+//! | partition close: fdatasync | `power::appends_across_segment_rolls_…`, `power::a_new_log_…`, `power::a_batch_refused_…`, `model` |
+//! | `Partition::open`: directory fsync after creating segment 0 | eight tests: the log does not open |
+//! | `Partition::open`, create mode: directory fsync when the segments are there already | `power::a_topic_created_again_after_a_process_crash_…` |
+//! | `Partition::open`: fsync after cutting a torn tail | `power::a_batch_refused_by_a_full_disk_…` |
+//! | `Partition::open`: fdatasync of each segment it scans | six tests, each after a process crash and a power cut |
+//! | roll: directory fsync after creating the next segment | none alone: `write_recovery_point` fsyncs the same directory before anything is written to the new segment; both removed: `model`, `power::appends_across_segment_rolls_…` and three more |
+//! | retention: directory fsync after each deleted segment | `power::compaction_and_retention_…` (a hole), `power::a_done_entry_…`, `model` |
+//! | compaction: fsync of the rewritten segment | `power::compaction_and_retention_…` (a key's latest record lost) |
+//! | compaction: directory fsync after its rename | none alone: writing the index files right after fsyncs the same directory, and a lost rename only brings back the segment as it was; both removed: `power::compaction_and_retention_…` (compaction undone after an open showed it done) |
+//! | `recovery-point.json`: fsync of the file, directory fsync | none: it only says how far open may trust index files; an older, missing or unreadable one makes open scan more (its directory fsync also covers the roll's, above) |
+//! | index files: fsync of the files | none: open checks them (CRC, the `.log` length) and rebuilds them by a scan |
+//! | index files: directory fsync | `power::compaction_and_retention_…` (after a process crash mid-compaction, the open's index rewrite is what makes the compacted segment's rename durable) |
+//! | `topic.json`: fsync of the file | every power-cut test: `topic.json` is corrupt, the log does not open |
+//! | `topic.json`: directory fsync | nine tests: the topic is gone |
+//! | topic directory: fsync of `topics/` after `mkdir` | every power-cut test |
+//! | `Topic::recover`: fsync of the topic directory | `power::a_new_log_…`, `power::a_topic_created_again_…` |
+//! | partition directory: fsync of the topic directory after `mkdir` | `power::a_new_log_…` |
+//! | data directory: fsync of its parent after `mkdir` | nine tests: everything is gone |
+//! | `topics/` and `groups/`: fsync of the data directory | none alone: `transactions/` is made next in the same open and fsyncs the same directory; both removed: nine tests |
+//! | `transactions/`: fsync of the data directory | `model`, `a_transaction_whose_batch_fails_…` |
+//! | `fsutil::create_dir`: fsync of the parent when the directory was there | `power::a_topic_created_again_…` |
+//! | group file: fsync of the file | seven tests: the group file is corrupt |
+//! | group file: directory fsync | six tests, e.g. `transactions_survive_a_power_cut_at_every_step` |
+//! | `Groups::load`: fsync of `groups/` | `transactions_survive_…`, `power::a_new_log_…`, `power::a_transaction_completed_…` |
+//! | journal writer: fdatasync of a group of intents | five tests, e.g. `transactions_survive_…` (a transaction in part) |
+//! | journal, first file: fdatasync of its start entry | none alone: the same group's intent fdatasync follows before any reply (a first group always holds an intent); both removed: five tests |
+//! | journal, first file: directory fsync | five tests |
+//! | journal rotation: fdatasync and directory fsync of the new file | `power::a_transaction_left_pending_survives_new_journal_files_…` |
+//! | journal rotation: fdatasync of the old file (its `done` entries) | `power::a_done_entry_in_a_superseded_journal_file_…` |
+//! | open: fdatasync of the file that replaces the recovered ones | none since recovery looks for tags only from an intent's own end offset (before: `model`, a transaction came back in part); it holds only the sequence counter, and one that starts again from the group files' highest sequence still orders every commit |
+//! | open: directory fsync of that file | none alone: the directory fsync after deleting the recovered files covers it; both removed: `power::a_transaction_completed_…`, `model` |
+//! | open: directory fsync after deleting the recovered files | `power::a_transaction_completed_at_open_is_not_repeated_…` (appended again), `model` |
+//! | open: fsync after cutting a journal file's torn tail | none: the same open deletes the file once recovery is done; if it fails first, the next one cuts the tail again |
+//! | journal close: fdatasync of unsynced `done` entries | none: a lost `done` makes the next open look for the batches by tag, and it finds them, because retention and compaction sync the journal before they delete or rewrite anything, and recovery runs before them |
+//! | checkpointer: directory fsync after deleting old journal files | none: a file that comes back holds only intents whose `done` it holds durably (the rotation synced it) or that were carried into the newer file |
 
 mod crash;
 mod model;
