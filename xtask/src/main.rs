@@ -1,10 +1,12 @@
 //! weir's automation, as `cargo xtask <command>`:
 //!
 //! - `example`: build the example app's function and run `weir serve` with it.
-//! - `test`: check formatting and lints, build the wasm guests, run every test.
+//! - `test`: check formatting and lints, build the wasm guests, run every test, then run
+//!   each fuzz target for 20 s.
 //! - `build-guests`: build the wasm guests (test guests and the example function in Rust,
 //!   JavaScript and Python).
-//! - `fuzz [seconds]`: fuzz weir-log-embedded's decoders of on-disk bytes for that long (30 s).
+//! - `fuzz [seconds]`: run each of weir-log-embedded's fuzz targets (its decoders of on-disk
+//!   bytes, and its frame encoder against them) for that long (30 s).
 //!
 //! Each command installs what it needs (the `wasm32-wasip2` target, cargo-fuzz,
 //! componentize-js under the JS example's `node_modules`, componentize-py in
@@ -34,13 +36,13 @@ fn main() -> anyhow::Result<()> {
                 "  example [serve args]  build the example function and run weir serve with examples/orders/weir.toml"
             );
             eprintln!(
-                "  test [nextest args]   fmt check, clippy, build the wasm guests, run all tests"
+                "  test [nextest args]   fmt check, clippy, build the wasm guests, run all tests, fuzz each target for {TEST_FUZZ_SECONDS} s"
             );
             eprintln!(
                 "  build-guests          build the wasm guests: Rust for wasm32-wasip2, the JavaScript and Python examples"
             );
             eprintln!(
-                "  fuzz [seconds]        fuzz weir-log-embedded's on-disk decoders (default 30 s), installing cargo-fuzz if needed"
+                "  fuzz [seconds]        run each of weir-log-embedded's fuzz targets for that long (default 30 s), installing cargo-fuzz if needed"
             );
             bail!("unknown or missing command")
         }
@@ -149,19 +151,25 @@ fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
     if has_nextest {
         run(cargo()
             .args(["nextest", "run", "--workspace", "--no-fail-fast"])
-            .args(nextest_args))
+            .args(nextest_args))?;
     } else {
         eprintln!("cargo-nextest is not installed; running cargo test instead");
         run(cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
-            .args(nextest_args))
+            .args(nextest_args))?;
     }
+    run_fuzz_targets(root, TEST_FUZZ_SECONDS)
 }
 
-/// Runs the `decode` target of `crates/weir-log-embedded/fuzz` for `seconds` (default 30).
-///
-/// Only a stable toolchain is assumed: `RUSTC_BOOTSTRAP=1` lets it take the `-Z` flags
-/// cargo-fuzz passes to rustc (the address sanitizer among them).
+/// The targets of `crates/weir-log-embedded/fuzz`; see its `Cargo.toml`.
+const FUZZ_TARGETS: [&str; 2] = ["decode", "roundtrip"];
+
+/// How long `test` runs each fuzz target: a smoke test that adds well under two minutes
+/// to every CI run (about 45 s for both once the fuzz build is cached); search longer
+/// with `cargo xtask fuzz [seconds]`.
+const TEST_FUZZ_SECONDS: u64 = 20;
+
+/// `fuzz [seconds]`: runs each fuzz target for `seconds` (default 30).
 fn fuzz(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let seconds: u64 = match args {
         [] => 30,
@@ -170,6 +178,16 @@ fn fuzz(root: &Path, args: &[String]) -> anyhow::Result<()> {
             .with_context(|| format!("fuzz takes a number of seconds, not {seconds:?}"))?,
         _ => bail!("usage: cargo xtask fuzz [seconds]"),
     };
+    run_fuzz_targets(root, seconds)
+}
+
+/// Runs each of [`FUZZ_TARGETS`] for `seconds`, installing cargo-fuzz first if it is
+/// missing; fails at the first target that finds a crash (saved under
+/// `crates/weir-log-embedded/fuzz/artifacts/<target>/`).
+///
+/// Only a stable toolchain is assumed: `RUSTC_BOOTSTRAP=1` lets it take the `-Z` flags
+/// cargo-fuzz passes to rustc (the address sanitizer among them).
+fn run_fuzz_targets(root: &Path, seconds: u64) -> anyhow::Result<()> {
     let has_cargo_fuzz = cargo()
         .args(["fuzz", "--version"])
         .output()
@@ -178,18 +196,22 @@ fn fuzz(root: &Path, args: &[String]) -> anyhow::Result<()> {
         run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
     }
     let fuzz_dir = root.join("crates/weir-log-embedded/fuzz");
-    // New inputs go to the first corpus directory; the committed seeds are read only.
-    std::fs::create_dir_all(fuzz_dir.join("corpus/decode"))?;
-    run(cargo()
-        .args([
-            "fuzz",
-            "run",
-            "decode",
-            "corpus/decode",
-            "seeds/decode",
-            "--",
-        ])
-        .arg(format!("-max_total_time={seconds}"))
-        .current_dir(&fuzz_dir)
-        .env("RUSTC_BOOTSTRAP", "1"))
+    for target in FUZZ_TARGETS {
+        // New inputs go to the first corpus directory; the committed seeds are read only.
+        let corpus = format!("corpus/{target}");
+        std::fs::create_dir_all(fuzz_dir.join(&corpus))?;
+        run(cargo()
+            .args([
+                "fuzz",
+                "run",
+                target,
+                &corpus,
+                &format!("seeds/{target}"),
+                "--",
+            ])
+            .arg(format!("-max_total_time={seconds}"))
+            .current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1"))?;
+    }
+    Ok(())
 }

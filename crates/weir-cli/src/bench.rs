@@ -51,6 +51,12 @@ pub struct LogBenchArgs {
     /// always (acknowledge after fsync, group-committed), never, or interval:MS.
     #[arg(long, default_value = "always")]
     fsync: String,
+    /// Also measure batches spread over every partition, once with `append` (all or
+    /// nothing per partition) and once with `append_atomic` (all or nothing across
+    /// partitions, through a transaction), each with `--events` events in batches of
+    /// `--batch` from `--producers` producers, in the same run.
+    #[arg(long)]
+    atomic: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -136,6 +142,14 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
         read += records.len() as u64;
     }
     let read_secs = started.elapsed().as_secs_f64().max(1e-9);
+
+    let spread = if args.atomic {
+        let plain = spread_append(&log, &args, &value, false).await?;
+        let atomic = spread_append(&log, &args, &value, true).await?;
+        Some((plain, atomic))
+    } else {
+        None
+    };
     drop(log);
 
     let append_mb = appended as f64 * args.event_bytes as f64 / 1e6;
@@ -155,7 +169,47 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
         "read_events_per_sec": (read as f64 / read_secs).round(),
         "disk_seq_write_mb_per_sec": round2(disk_mb_per_sec),
     });
+    let mut result = result;
+    if let Some((plain, atomic)) = spread {
+        result["spread_append_events_per_sec"] = json!(plain.round());
+        result["spread_atomic_events_per_sec"] = json!(atomic.round());
+        result["atomic_cost_ratio"] = json!(round2(plain / atomic));
+    }
     print_result(&result, args.json)
+}
+
+/// Events per second of batches spread round robin over every partition of `bench`:
+/// through `append` or, with `atomic`, `append_atomic`.
+async fn spread_append(
+    log: &Log,
+    args: &LogBenchArgs,
+    value: &bytes::Bytes,
+    atomic: bool,
+) -> anyhow::Result<f64> {
+    let per_producer = args.events.div_ceil(args.producers);
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for _ in 0..args.producers {
+        let (log, value, batch) = (log.clone(), value.clone(), args.batch);
+        producers.push(tokio::spawn(async move {
+            let mut sent = 0;
+            while sent < per_producer {
+                let n = batch.min(per_producer - sent);
+                let records = (0..n).map(|_| Record::new(value.clone())).collect();
+                if atomic {
+                    log.append_atomic("bench", records).await?;
+                } else {
+                    log.append("bench", records).await?;
+                }
+                sent += n;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for p in producers {
+        p.await??;
+    }
+    Ok((per_producer * args.producers) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// A path in the repository the `weir` binary was built from (guests, the example).

@@ -353,6 +353,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             p["retries"],
             p["lag"],
         );
+        if p["skipped"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "    skipped {} events that retention deleted before the pipeline read them",
+                p["skipped"]
+            );
+        }
         if state == "stalled" {
             println!(
                 "    stalled at {} partition {} (trying again): {}",
@@ -374,7 +380,10 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("topics:");
+    println!(
+        "topics (backend {}):",
+        status["backend"].as_str().unwrap_or("")
+    );
     for t in status["topics"].as_array().into_iter().flatten() {
         let end: u64 = t["end_offsets"]
             .as_array()
@@ -382,11 +391,14 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             .flatten()
             .filter_map(|v| v.as_u64())
             .sum();
+        let guarantees = &t["guarantees"];
         println!(
-            "  {}  partitions {}  events {}",
+            "  {}  partitions {}  events {}  acknowledged {}  transactions {}",
             t["name"].as_str().unwrap_or(""),
             t["partitions"],
-            end
+            end,
+            guarantees["acknowledged"]["kind"].as_str().unwrap_or("?"),
+            guarantees["transactions"].as_str().unwrap_or("?"),
         );
     }
     Ok(())

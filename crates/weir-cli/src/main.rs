@@ -1,5 +1,6 @@
 //! `weir`: run a node, publish events to it, follow its topics, deploy and replay functions.
 
+mod backend;
 mod bench;
 mod client;
 mod deploy;

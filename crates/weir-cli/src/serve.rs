@@ -10,9 +10,14 @@ use weir_manifest::Manifest;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Directory of the embedded log.
+    /// The node's data directory: the embedded log (with `--backend embedded`), the
+    /// key-value store, deployed functions and compiled code.
     #[arg(long, default_value = "./weir-data", env = "WEIR_DATA")]
     data: PathBuf,
+    /// The log to run on: `embedded` (in `--data`), or a broker's URL (`nats://…`,
+    /// `kafka://…`; not built yet).
+    #[arg(long, default_value = "embedded", env = "WEIR_BACKEND")]
+    backend: String,
     /// Address of the HTTP API (port 0 picks a free one; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:7700", env = "WEIR_LISTEN")]
     listen: SocketAddr,
@@ -46,7 +51,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Some(Manifest::load(&path)?),
         None => None,
     };
-    let mut options = NodeOptions::new(args.data.clone(), manifest);
+    let log = crate::backend::open(&args.backend, &args.data).await?;
+    tracing::info!(backend = log.backend(), "log opened");
+    let mut options = NodeOptions::new(args.data.clone(), manifest, log);
     options.retention_interval = std::time::Duration::from_secs(args.retention_check_secs.max(1));
     let node = Node::start(options).await?;
 

@@ -5,7 +5,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Log(#[from] weir_log_embedded::Error),
+    Log(#[from] weir_log::Error),
     #[error(transparent)]
     Function(#[from] weir_wasm::Error),
     #[error(transparent)]

@@ -1,5 +1,6 @@
-//! A weir node: opens the embedded log, loads the app's functions and runs its pipelines.
-//! The gateway and the CLI talk to a [`Node`]; nothing here speaks HTTP.
+//! A weir node: runs on the log it is given (any backend of the `weir-log` interface),
+//! loads the app's functions and runs its pipelines. The gateway and the CLI talk to a
+//! [`Node`]; nothing here speaks HTTP.
 //!
 //! **Architecture Invariant:** an event is stored in the log as its CloudEvents JSON
 //! (structured) encoding, under the key chosen by [`routing::event_key`]; whatever reads
@@ -8,7 +9,8 @@
 //! # Data directory
 //!
 //! ```text
-//! <data>/weir-log-embedded.lock, topics/, groups/     the log (see weir-log-embedded); it reads only these
+//! <data>/weir-log.lock, topics/, groups/     the embedded log, when that is the backend
+//!                                            (see weir-log-embedded); it reads only these
 //! <data>/kv/store.redb                       the key-value store (see weir-kv)
 //! <data>/functions/<name>/                   deployed versions and history (`registry`)
 //! <data>/wasm-cache/                         compiled components (see weir-wasm)
@@ -34,10 +36,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_cloudevents::CloudEvent;
-use weir_log_embedded::{EventLog, Log, LogOptions, Record, RecordPosition, StoredRecord};
-
-/// The log a node runs on, behind the interface every backend implements.
-pub type SharedLog = Arc<dyn EventLog>;
+pub use weir_log::SharedLog;
+use weir_log::{GroupCommit, Record, RecordPosition, StoredRecord, TopicSpec};
 use weir_manifest::Manifest;
 use weir_wasm::HostOptions;
 
@@ -50,24 +50,39 @@ pub use replay::{
 };
 
 /// How to start a node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeOptions {
-    /// The embedded log's directory.
+    /// The node's own files: the key-value store, deployed functions, compiled code.
     pub data_dir: PathBuf,
     /// The app to run, if any.
     pub manifest: Option<Manifest>,
-    pub log: LogOptions,
+    /// The log to run on, opened by the caller (`weir serve --backend` picks it).
+    pub log: SharedLog,
     /// How often retention and compaction run.
     pub retention_interval: std::time::Duration,
 }
 
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOptions")
+            .field("data_dir", &self.data_dir)
+            .field("backend", &self.log.backend())
+            .field("retention_interval", &self.retention_interval)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NodeOptions {
-    /// Options with defaults for everything but the data directory and app.
-    pub fn new(data_dir: impl Into<PathBuf>, manifest: Option<Manifest>) -> NodeOptions {
+    /// Options with defaults for everything but the data directory, app and log.
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        manifest: Option<Manifest>,
+        log: SharedLog,
+    ) -> NodeOptions {
         NodeOptions {
             data_dir: data_dir.into(),
             manifest,
-            log: LogOptions::default(),
+            log,
             retention_interval: std::time::Duration::from_secs(30),
         }
     }
@@ -165,9 +180,20 @@ pub struct RedriveReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
     pub app: Option<String>,
-    pub topics: Vec<weir_log_embedded::TopicInfo>,
+    /// The log backend (`embedded`, ...).
+    pub backend: &'static str,
+    pub topics: Vec<TopicStatus>,
     pub functions: Vec<FunctionStatus>,
     pub pipelines: Vec<PipelineStatus>,
+}
+
+/// A topic as `weir status` shows it: its spec and positions, and what the backend
+/// promises for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicStatus {
+    #[serde(flatten)]
+    pub info: weir_log::TopicInfo,
+    pub guarantees: weir_log::Guarantees,
 }
 
 /// A running node. Share it as `Arc<Node>`.
@@ -208,21 +234,14 @@ impl Node {
     /// manifest's source changed, see `registry`) and start its pipelines where their
     /// consumer groups left off. A function that does not compile, or a seed file that is
     /// not a JSON object, stops the start with an error naming it.
-    #[tracing::instrument(skip_all, err, fields(data_dir = %opts.data_dir.display()))]
+    #[tracing::instrument(skip_all, err, fields(data_dir = %opts.data_dir.display(), backend = opts.log.backend()))]
     pub async fn start(opts: NodeOptions) -> Result<Arc<Node>> {
         let NodeOptions {
             data_dir,
             manifest,
-            log: log_options,
+            log,
             retention_interval,
         } = opts;
-        let log: SharedLog = Arc::new(
-            blocking({
-                let data_dir = data_dir.clone();
-                move || Log::open(&data_dir, log_options).map_err(Error::from)
-            })
-            .await?,
-        );
 
         // The key-value store is open before functions load: they read it from the first
         // event on. It lives in <data>/kv, beside the log's own topics/ and groups/.
@@ -244,8 +263,7 @@ impl Node {
         ));
         if let Some(manifest) = &manifest {
             for (name, topic) in &manifest.topics {
-                let (log, name, config) = (log.clone(), name.clone(), topic_config(topic));
-                blocking(move || log.create_topic(&name, &config).map_err(Error::from)).await?;
+                log.create_topic(name, &topic_spec(topic)).await?;
             }
             for (namespace, spec) in &manifest.keyvalue {
                 if let Some(seed) = &spec.seed {
@@ -294,15 +312,15 @@ impl Node {
     /// Start a pipeline of the app (its function is registered), creating its dead-letter
     /// topic (one partition, default settings) if the app does not declare it.
     async fn start_pipeline(&self, name: &str, spec: &weir_manifest::PipelineSpec) -> Result<()> {
-        if self.log.topic(&spec.dead_letter).is_none() {
-            let (log, topic) = (self.log.clone(), spec.dead_letter.clone());
-            blocking(move || Ok(log.create_topic(&topic, &weir_log_embedded::TopicConfig::default())?))
+        if self.log.topic(&spec.dead_letter).await?.is_none() {
+            self.log
+                .create_topic(&spec.dead_letter, &TopicSpec::default())
                 .await?;
             tracing::info!(pipeline = name, topic = %spec.dead_letter, "dead-letter topic created");
         }
         self.groups.claim_for_pipeline(&spec.group, name);
         let p = Arc::new(pipeline::Pipeline::new(name, spec, self.registry.clone()));
-        p.spawn(&self.log, &self.tasks, &self.cancel)?;
+        p.spawn(&self.log, &self.tasks, &self.cancel).await?;
         self.pipelines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -458,12 +476,9 @@ impl Node {
 
         let mut topics = Vec::new();
         for name in &plan.topics {
-            let (log, topic, config) = (
-                self.log.clone(),
-                name.clone(),
-                topic_config(&next.topics[name]),
-            );
-            blocking(move || Ok(log.create_topic(&topic, &config)?)).await?;
+            self.log
+                .create_topic(name, &topic_spec(&next.topics[name]))
+                .await?;
             topics.push(name.clone());
         }
         for namespace in &plan.namespaces {
@@ -517,7 +532,7 @@ impl Node {
         })
     }
 
-    /// The embedded log.
+    /// The log the node runs on.
     pub fn log(&self) -> &SharedLog {
         &self.log
     }
@@ -530,11 +545,12 @@ impl Node {
             return Err(Error::ShuttingDown);
         }
         let records = events.iter().map(encode_event).collect();
-        Ok(self.log.append(topic, records).await?)
+        // A batch is all or nothing, across partitions too, where the backend can.
+        Ok(self.log.append_atomic(topic, records).await?)
     }
 
     /// Read up to `limit` events of one partition from `offset`.
-    pub fn read(
+    pub async fn read(
         &self,
         topic: &str,
         partition: u32,
@@ -542,7 +558,8 @@ impl Node {
         limit: usize,
     ) -> Result<Vec<LoggedEvent>> {
         self.log
-            .read(topic, partition, offset, limit)?
+            .read(topic, partition, offset, limit)
+            .await?
             .into_iter()
             .map(|r| decode_event(topic, r))
             .collect()
@@ -550,41 +567,32 @@ impl Node {
 
     /// Follow every partition of a topic from `from`, live. The stream ends when the
     /// node shuts down; dropping it stops the readers.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         topic: &str,
         from: StartFrom,
     ) -> Result<impl Stream<Item = Result<LoggedEvent>> + Send + use<>> {
-        let info = self.topic_info(topic)?;
+        let info = self.topic_info(topic).await?;
         let (tx, rx) = mpsc::channel(256);
         for partition in 0..info.partitions {
-            let start = self.resolve_start(topic, partition, from)?;
-            let (log, topic, tx, cancel) = (
-                self.log.clone(),
-                topic.to_owned(),
-                tx.clone(),
-                self.cancel.clone(),
-            );
+            let start = self.resolve_start(topic, partition, from).await?;
+            let reader = self.log.reader(topic, partition, start).await?;
+            let (tx, cancel) = (tx.clone(), self.cancel.clone());
             self.tasks.spawn(async move {
-                follow_partition(log, topic, partition, start, tx, cancel).await;
+                follow_partition(reader, tx, cancel).await;
             });
         }
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
     /// A topic that must exist.
-    fn topic_info(&self, topic: &str) -> Result<weir_log_embedded::TopicInfo> {
-        Ok(self
-            .log
-            .topic(topic)
-            .ok_or_else(|| weir_log_embedded::Error::UnknownTopic {
-                topic: topic.to_owned(),
-            })?)
+    async fn topic_info(&self, topic: &str) -> Result<weir_log::TopicInfo> {
+        topic_info(&self.log, topic).await
     }
 
     /// The offset `from` means in one partition.
-    fn resolve_start(&self, topic: &str, partition: u32, from: StartFrom) -> Result<u64> {
-        resolve_start(&self.log, topic, partition, from)
+    async fn resolve_start(&self, topic: &str, partition: u32, from: StartFrom) -> Result<u64> {
+        resolve_start(&self.log, topic, partition, from).await
     }
 
     /// Follow a topic as a member of consumer group `group`: the group's members share
@@ -592,19 +600,19 @@ impl Node {
     /// restarts. `from` applies only to partitions the group has no position in yet.
     /// Fails with [`Error::GroupBusy`] if a pipeline owns the group or it follows
     /// another topic.
-    pub fn subscribe_group(
+    pub async fn subscribe_group(
         &self,
         group: &str,
         topic: &str,
         from: StartFrom,
     ) -> Result<impl Stream<Item = Result<LoggedEvent>> + Send + use<>> {
-        let info = self.topic_info(topic)?;
+        let info = self.topic_info(topic).await?;
         // Validates the group name too.
         let mut positions = BTreeMap::new();
         for partition in 0..info.partitions {
-            let position = match self.log.committed_offset(group, topic, partition)? {
+            let position = match self.log.committed_offset(group, topic, partition).await? {
                 Some(offset) => offset,
-                None => self.resolve_start(topic, partition, from)?,
+                None => self.resolve_start(topic, partition, from).await?,
             };
             positions.insert(partition, position);
         }
@@ -688,25 +696,23 @@ impl Node {
                 group: group.to_owned(),
                 reason: busy.to_string(),
             })?;
-        let info = self.topic_info(topic)?;
+        let info = self.topic_info(topic).await?;
         let mut positions = Vec::new();
         for partition in 0..info.partitions {
-            let offset = self.resolve_start(topic, partition, to)?;
+            let offset = self.resolve_start(topic, partition, to).await?;
             positions.push(RecordPosition { partition, offset });
         }
-        let (log, group_name, topic_name, to_commit) = (
-            self.log.clone(),
-            group.to_owned(),
-            topic.to_owned(),
-            positions.clone(),
-        );
-        blocking(move || {
-            for p in to_commit {
-                log.commit_offset(&group_name, &topic_name, p.partition, p.offset)?;
-            }
-            Ok(())
-        })
-        .await?;
+        for p in &positions {
+            self.log
+                .commit_offset(GroupCommit {
+                    group: group.to_owned(),
+                    topic: topic.to_owned(),
+                    partition: p.partition,
+                    next_offset: p.offset,
+                    generation: 0,
+                })
+                .await?;
+        }
         tracing::info!(group, topic, ?to, "group reset");
         Ok(positions)
     }
@@ -747,7 +753,7 @@ impl Node {
         let _one = self.redriving.lock().await;
         let dlq = pipeline.dead_letter_topic().to_owned();
         let group = format!("{name}.redrive");
-        let info = self.topic_info(&dlq)?;
+        let info = self.topic_info(&dlq).await?;
         let mut report = RedriveReport {
             pipeline: name.to_owned(),
             dead_letter: dlq.clone(),
@@ -759,20 +765,26 @@ impl Node {
         for partition in 0..info.partitions {
             let end = info.end_offsets[partition as usize];
             let producer = format!("redrive/{name}/{dlq}/{partition}");
-            // An earlier re-drive that failed half-way is completed first (an empty
-            // transaction does that), so its events are not read and sent again.
-            complete_pending(&self.log, &producer).await?;
-            let mut next = match self.log.committed_offset(&group, &dlq, partition)? {
+            // Only this re-drive commits the group (one at a time, `redriving`): a claim
+            // fences a re-drive of another node on a shared log.
+            let generation = self.log.claim(&group, &dlq, partition).await?;
+            let next = match self.log.committed_offset(&group, &dlq, partition).await? {
                 Some(o) => o,
-                None => self.log.start_offset(&dlq, partition)?,
+                None => self.log.offsets(&dlq, partition).await?.start,
             };
-            while next < end && left > 0 {
+            let mut reader = self.log.reader(&dlq, partition, next).await?;
+            while reader.position() < end && left > 0 {
+                let next = reader.position();
                 let batch = (left.min(256)) as usize;
-                let records = self.log.read(&dlq, partition, next, batch)?;
+                let read = reader.read(batch).await?;
+                if let Some(skipped) = read.skipped {
+                    tracing::warn!(pipeline = name, topic = %dlq, partition, from = skipped.from, to = skipped.to, "dead letters were deleted by retention before they were re-driven");
+                }
+                let records = read.records;
                 if records.is_empty() {
                     break;
                 }
-                let mut appends: BTreeMap<String, Vec<weir_log_embedded::Record>> = BTreeMap::new();
+                let mut appends: BTreeMap<String, Vec<Record>> = BTreeMap::new();
                 let mut through = next;
                 for record in records {
                     if record.offset >= end || left == 0 {
@@ -782,8 +794,13 @@ impl Node {
                     let back = CloudEvent::from_json_slice(&record.value)
                         .ok()
                         .filter(|e| e.ty != routing::UNDECODABLE_TYPE)
-                        .and_then(|e| routing::redriven_event(name, e))
-                        .filter(|(topic, _)| self.log.topic(topic).is_some());
+                        .and_then(|e| routing::redriven_event(name, e));
+                    let back = match back {
+                        Some((topic, event)) if self.log.topic(&topic).await?.is_some() => {
+                            Some((topic, event))
+                        }
+                        _ => None,
+                    };
                     match back {
                         Some((topic, event)) => {
                             left -= 1;
@@ -797,25 +814,19 @@ impl Node {
                 if through == next {
                     break;
                 }
-                let txn = weir_log_embedded::Transaction {
+                let txn = weir_log::Transaction {
                     producer: producer.clone(),
                     appends: appends.into_iter().collect(),
-                    commit: Some(weir_log_embedded::GroupCommit {
+                    commit: Some(GroupCommit {
                         group: group.clone(),
                         topic: dlq.clone(),
                         partition,
                         next_offset: through,
+                        generation,
                     }),
                 };
-                match self.log.commit_transaction(txn).await {
-                    Ok(()) => {}
-                    // Durable, completed by the next call: counted, and not sent again.
-                    Err(weir_log_embedded::Error::TransactionIncomplete { .. }) => {
-                        complete_pending(&self.log, &producer).await?;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                next = through;
+                commit_until_done(&self.log, txn, &self.cancel).await?;
+                reader.seek(through);
             }
         }
         tracing::info!(
@@ -828,11 +839,11 @@ impl Node {
     }
 
     /// A group's committed position and lag in each partition of `topic`.
-    pub fn group_status(&self, group: &str, topic: &str) -> Result<GroupStatus> {
-        let info = self.topic_info(topic)?;
+    pub async fn group_status(&self, group: &str, topic: &str) -> Result<GroupStatus> {
+        let info = self.topic_info(topic).await?;
         let mut partitions = Vec::new();
         for partition in 0..info.partitions {
-            let committed = self.log.committed_offset(group, topic, partition)?;
+            let committed = self.log.committed_offset(group, topic, partition).await?;
             let end = info.end_offsets[partition as usize];
             partitions.push(GroupPartitionStatus {
                 partition,
@@ -850,10 +861,30 @@ impl Node {
     }
 
     /// Functions, pipelines and topics, for `weir status`.
-    pub fn status(&self) -> NodeStatus {
-        NodeStatus {
+    pub async fn status(&self) -> Result<NodeStatus> {
+        let topics = self
+            .log
+            .topics()
+            .await?
+            .into_iter()
+            .map(|info| TopicStatus {
+                guarantees: self.log.guarantees(&info.config),
+                info,
+            })
+            .collect();
+        let pipelines: Vec<_> = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut statuses = Vec::with_capacity(pipelines.len());
+        for p in pipelines {
+            statuses.push(p.status(&self.log).await);
+        }
+        Ok(NodeStatus {
             app: self.app_name(),
-            topics: self.log.topics(),
+            backend: self.log.backend(),
+            topics,
             functions: self
                 .registry
                 .list()
@@ -864,14 +895,8 @@ impl Node {
                     versions_kept: f.versions_kept.len(),
                 })
                 .collect(),
-            pipelines: self
-                .pipelines
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .map(|p| p.status(&self.log))
-                .collect(),
-        }
+            pipelines: statuses,
+        })
     }
 
     /// Whether the node takes traffic (it is not shutting down).
@@ -903,34 +928,40 @@ impl Node {
 }
 
 async fn follow_partition(
-    log: SharedLog,
-    topic: String,
-    partition: u32,
-    mut next: u64,
+    mut reader: Box<dyn weir_log::PartitionReader>,
     tx: mpsc::Sender<Result<LoggedEvent>>,
     cancel: CancellationToken,
 ) {
+    let topic = reader.topic().to_owned();
     loop {
-        let records = match log.read(&topic, partition, next, 256) {
-            Ok(records) => records,
+        let read = match reader.read(256).await {
+            Ok(read) => read,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
                 return;
             }
         };
-        if records.is_empty() {
+        if let Some(skipped) = read.skipped {
+            tracing::warn!(
+                topic,
+                partition = reader.partition(),
+                from = skipped.from,
+                to = skipped.to,
+                "a subscriber fell behind retention: these offsets were deleted before it read them"
+            );
+        }
+        if read.records.is_empty() {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tx.closed() => return,
-                r = log.wait_for(&topic, partition, next) => if let Err(e) = r {
+                r = reader.wait() => if let Err(e) = r {
                     let _ = tx.send(Err(e.into())).await;
                     return;
                 }
             }
             continue;
         }
-        for record in records {
-            next = record.offset + 1;
+        for record in read.records {
             if tx.send(decode_event(&topic, record)).await.is_err() {
                 return;
             }
@@ -965,13 +996,14 @@ impl GroupMemberDriver {
                     let g = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                     g.positions.get(&partition).copied().unwrap_or(0)
                 };
-                let (log, topic, tx, stop) = (
-                    self.log.clone(),
-                    self.topic.clone(),
-                    tx.clone(),
-                    followers.clone(),
-                );
-                tokio::spawn(follow_partition(log, topic, partition, start, tx, stop));
+                let reader = match self.log.reader(&self.topic, partition, start).await {
+                    Ok(reader) => reader,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        break 'assignments;
+                    }
+                };
+                tokio::spawn(follow_partition(reader, tx.clone(), followers.clone()));
             }
             loop {
                 tokio::select! {
@@ -1018,14 +1050,22 @@ impl GroupMemberDriver {
     }
 
     async fn commit(&self, positions: BTreeMap<u32, u64>) {
-        let (log, group, topic) = (self.log.clone(), self.group.clone(), self.topic.clone());
-        let result = blocking(move || {
-            for (partition, offset) in positions {
-                log.commit_offset(&group, &topic, partition, offset)?;
+        let mut result = Ok(());
+        for (partition, offset) in positions {
+            result = self
+                .log
+                .commit_offset(GroupCommit {
+                    group: self.group.clone(),
+                    topic: self.topic.clone(),
+                    partition,
+                    next_offset: offset,
+                    generation: 0,
+                })
+                .await;
+            if result.is_err() {
+                break;
             }
-            Ok(())
-        })
-        .await;
+        }
         if let Err(e) = result {
             tracing::error!(group = %self.group, topic = %self.topic, error = %e, "cannot commit the group's position; it will be retried");
             self.state
@@ -1036,21 +1076,26 @@ impl GroupMemberDriver {
     }
 }
 
-/// The log's settings for a topic declared in the manifest (the manifest wins over what
-/// the topic had).
-pub fn topic_config(spec: &weir_manifest::TopicSpec) -> weir_log_embedded::TopicConfig {
-    weir_log_embedded::TopicConfig {
+/// The log's spec for a topic declared in the manifest (the manifest wins over what the
+/// topic had). `segment_bytes`, the embedded log's own setting, goes to the backend only
+/// when the manifest sets it.
+pub fn topic_spec(spec: &weir_manifest::TopicSpec) -> TopicSpec {
+    let mut topic = TopicSpec {
         partitions: spec.partitions,
-        fsync: match spec.fsync {
-            weir_manifest::FsyncSpec::Always => weir_log_embedded::FsyncPolicy::Always,
-            weir_manifest::FsyncSpec::Interval { ms } => weir_log_embedded::FsyncPolicy::Interval { ms },
-            weir_manifest::FsyncSpec::Never => weir_log_embedded::FsyncPolicy::Never,
+        durability: match spec.fsync {
+            weir_manifest::FsyncSpec::Always => weir_log::Durability::Always,
+            weir_manifest::FsyncSpec::Interval { ms } => weir_log::Durability::Interval { ms },
+            weir_manifest::FsyncSpec::Never => weir_log::Durability::Never,
         },
         retention_ms: spec.retention_ms,
         retention_bytes: spec.retention_bytes,
-        segment_bytes: spec.segment_bytes,
         compaction: spec.compaction,
+        backend: Default::default(),
+    };
+    if let Some(segment_bytes) = spec.segment_bytes {
+        topic = topic.with_backend_setting("segment_bytes", segment_bytes);
     }
+    topic
 }
 
 /// Write the keys of a seed file the namespace does not have yet.
@@ -1075,7 +1120,7 @@ async fn enforce_retention(log: SharedLog, every: std::time::Duration, cancel: C
             _ = tick.tick() => {}
         }
         let log = log.clone();
-        match blocking(move || Ok(log.enforce_retention()?)).await {
+        match log.enforce_retention().await {
             Ok(report) if report.segments_deleted + report.segments_compacted > 0 => {
                 tracing::info!(?report, "retention applied");
             }
@@ -1085,32 +1130,53 @@ async fn enforce_retention(log: SharedLog, every: std::time::Duration, cancel: C
     }
 }
 
-/// Complete `producer`'s transaction whose intent is durable but whose appends are not
-/// all done, if it has one: the log does that at the producer's next call, and an empty
-/// transaction is such a call.
-async fn complete_pending(log: &SharedLog, producer: &str) -> Result<()> {
-    let empty = weir_log_embedded::Transaction {
-        producer: producer.to_owned(),
-        ..Default::default()
-    };
-    Ok(log.commit_transaction(empty).await?)
+/// Commits `txn`, sending it again, unchanged, while the log cannot take it now
+/// ([`weir_log::ErrorKind::Unavailable`]: a sent-again transaction is never stored twice,
+/// see the `weir-log` crate docs), with backoff. Any other error is returned: nothing of
+/// the transaction counts then, or (a disk error) the log refuses writes anyway.
+async fn commit_until_done(
+    log: &SharedLog,
+    txn: weir_log::Transaction,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let mut wait = std::time::Duration::from_millis(50);
+    loop {
+        match log.commit_transaction(txn.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == weir_log::ErrorKind::Unavailable => {
+                tracing::warn!(producer = %txn.producer, error = %e, "the log cannot take the transaction now; sending it again");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(Error::ShuttingDown),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A topic that must exist.
+pub(crate) async fn topic_info(log: &SharedLog, topic: &str) -> Result<weir_log::TopicInfo> {
+    log.topic(topic)
+        .await?
+        .ok_or_else(|| weir_log::Error::unknown_topic(topic).into())
 }
 
 /// The offset `from` means in one partition of `log`: a given offset is kept within the
 /// retained range, a time finds the first event at or after it.
-pub(crate) fn resolve_start(
+pub(crate) async fn resolve_start(
     log: &SharedLog,
     topic: &str,
     partition: u32,
     from: StartFrom,
 ) -> Result<u64> {
-    let end = log.end_offset(topic, partition)?;
-    let start = log.start_offset(topic, partition)?;
+    let weir_log::Offsets { start, end } = log.offsets(topic, partition).await?;
     Ok(match from {
         StartFrom::Earliest => start,
         StartFrom::Latest => end,
         StartFrom::Offset(o) => o.clamp(start, end),
-        StartFrom::Time(ms) => log.offset_for_time(topic, partition, ms)?.min(end),
+        StartFrom::Time(ms) => log.offset_for_time(topic, partition, ms).await?.min(end),
     })
 }
 

@@ -61,7 +61,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_cloudevents::CloudEvent;
-use weir_log_embedded::{GroupCommit, Record, StoredRecord, Transaction};
+use weir_log::{ErrorKind, GroupCommit, Record, StoredRecord, Transaction};
 use weir_manifest::{Ordering, PipelineFilter, PipelineSpec, RetrySpec, StartPosition};
 use weir_wasm::InstancePool;
 
@@ -124,6 +124,9 @@ pub struct PipelineStatus {
     pub dead_lettered: u64,
     /// Calls tried again after a retryable failure since the node started.
     pub retries: u64,
+    /// Source events never handled because retention deleted them before the pipeline
+    /// read them, since the node started (each such range is also logged as a warning).
+    pub skipped: u64,
     /// Events in the source partitions not yet committed by the group.
     pub lag: u64,
     pub partitions: Vec<PipelinePartitionStatus>,
@@ -151,6 +154,9 @@ pub(crate) struct Pipeline {
     state: Mutex<PipelineState>,
     /// Per source partition, the next offset to handle.
     positions: Mutex<BTreeMap<(String, u32), u64>>,
+    /// Per source partition, the generation its task claimed the group's partition with;
+    /// its commits carry it, so a newer owner fences them.
+    generations: Mutex<BTreeMap<(String, u32), u64>>,
     /// Resets asked for and not yet applied by their partition's task.
     resets: Mutex<BTreeMap<(String, u32), StartFrom>>,
     /// The offset each partition's last applied reset moved it to.
@@ -161,6 +167,7 @@ pub(crate) struct Pipeline {
     filtered: AtomicU64,
     dead_lettered: AtomicU64,
     retries: AtomicU64,
+    skipped: AtomicU64,
 }
 
 /// What became of one event of a batch.
@@ -178,19 +185,16 @@ enum Committed {
     Done,
     /// The log refused the transaction as it is (see [`is_rejection`]): nothing of it was
     /// written, and sending it again would fail the same way.
-    Rejected(weir_log_embedded::Error),
+    Rejected(weir_log::Error),
 }
 
-/// Whether the log refused a transaction for what it holds, so that only a different
-/// transaction can succeed.
-fn is_rejection(e: &weir_log_embedded::Error) -> bool {
+/// Whether the log refused a transaction for what it holds (too large, a record without
+/// the key a compacted topic needs, an output topic that does not exist), so that only a
+/// different transaction can succeed.
+fn is_rejection(e: &weir_log::Error) -> bool {
     matches!(
-        e,
-        weir_log_embedded::Error::RecordTooLarge { .. }
-            | weir_log_embedded::Error::BatchTooLarge { .. }
-            | weir_log_embedded::Error::TransactionTooLarge { .. }
-            | weir_log_embedded::Error::KeyRequired { .. }
-            | weir_log_embedded::Error::UnknownTopic { .. }
+        e.kind(),
+        ErrorKind::TooLarge | ErrorKind::Invalid | ErrorKind::NotFound
     )
 }
 
@@ -242,6 +246,7 @@ impl Pipeline {
             permits: Arc::new(Semaphore::new(spec.concurrency.max(1) as usize)),
             state: Mutex::new(PipelineState::Running),
             positions: Mutex::new(BTreeMap::new()),
+            generations: Mutex::new(BTreeMap::new()),
             resets: Mutex::new(BTreeMap::new()),
             reset_to: Mutex::new(BTreeMap::new()),
             reset_applied: Notify::new(),
@@ -250,6 +255,7 @@ impl Pipeline {
             filtered: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
         }
     }
 
@@ -275,18 +281,14 @@ impl Pipeline {
     }
 
     /// Start one task per source partition.
-    pub(crate) fn spawn(
+    pub(crate) async fn spawn(
         self: &Arc<Self>,
         log: &SharedLog,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> Result<()> {
         for topic in &self.from {
-            let info = log
-                .topic(topic)
-                .ok_or_else(|| weir_log_embedded::Error::UnknownTopic {
-                    topic: topic.clone(),
-                })?;
+            let info = crate::topic_info(log, topic).await?;
             for partition in 0..info.partitions {
                 let (this, log, topic, cancel) =
                     (self.clone(), log.clone(), topic.clone(), cancel.clone());
@@ -359,7 +361,7 @@ impl Pipeline {
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
     }
 
-    pub(crate) fn status(&self, log: &SharedLog) -> PipelineStatus {
+    pub(crate) async fn status(&self, log: &SharedLog) -> PipelineStatus {
         let positions = self
             .positions
             .lock()
@@ -367,13 +369,14 @@ impl Pipeline {
             .clone();
         let mut partitions = Vec::new();
         for topic in &self.from {
-            if let Some(info) = log.topic(topic) {
+            if let Ok(Some(info)) = log.topic(topic).await {
                 for (partition, end) in info.end_offsets.iter().enumerate() {
                     let partition = partition as u32;
                     let committed = match positions.get(&(topic.clone(), partition)) {
                         Some(next) => *next,
                         None => log
                             .committed_offset(&self.group, topic, partition)
+                            .await
                             .ok()
                             .flatten()
                             .unwrap_or(0),
@@ -407,6 +410,7 @@ impl Pipeline {
             filtered: self.filtered.load(AtomicOrdering::Relaxed),
             dead_lettered: self.dead_lettered.load(AtomicOrdering::Relaxed),
             retries: self.retries.load(AtomicOrdering::Relaxed),
+            skipped: self.skipped.load(AtomicOrdering::Relaxed),
             lag: partitions.iter().map(|p| p.lag).sum(),
             partitions,
         }
@@ -422,21 +426,12 @@ impl Pipeline {
         partition: Option<u32>,
         to: StartFrom,
         cancel: &CancellationToken,
-    ) -> Result<Vec<weir_log_embedded::RecordPosition>> {
-        let info = log
-            .topic(topic)
-            .ok_or_else(|| weir_log_embedded::Error::UnknownTopic {
-                topic: topic.to_owned(),
-            })?;
+    ) -> Result<Vec<weir_log::RecordPosition>> {
+        let info = crate::topic_info(log, topic).await?;
         let targets: Vec<u32> = match partition {
             Some(p) if p < info.partitions => vec![p],
             Some(p) => {
-                return Err(weir_log_embedded::Error::UnknownPartition {
-                    topic: topic.to_owned(),
-                    partition: p,
-                    partitions: info.partitions,
-                }
-                .into());
+                return Err(weir_log::Error::unknown_partition(topic, p, info.partitions).into());
             }
             None => (0..info.partitions).collect(),
         };
@@ -472,7 +467,7 @@ impl Pipeline {
         let applied = self.reset_to.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(targets
             .into_iter()
-            .map(|p| weir_log_embedded::RecordPosition {
+            .map(|p| weir_log::RecordPosition {
                 partition: p,
                 offset: applied.get(&(topic.to_owned(), p)).copied().unwrap_or(0),
             })
@@ -501,7 +496,14 @@ impl Pipeline {
         next: u64,
         cancel: &CancellationToken,
     ) -> Result<Committed> {
-        let mut txn = Transaction {
+        let generation = self
+            .generations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(topic.to_owned(), partition))
+            .copied()
+            .unwrap_or(0);
+        let txn = Transaction {
             producer: self.producer(topic, partition),
             appends,
             commit: Some(GroupCommit {
@@ -509,22 +511,21 @@ impl Pipeline {
                 topic: topic.to_owned(),
                 partition,
                 next_offset: next,
+                generation,
             }),
         };
         let mut wait = Duration::from_millis(50);
         loop {
+            // Sent again unchanged after a failure: the log never stores it twice (an
+            // exactly-once backend completes the first try instead; see weir-log).
             match log.commit_transaction(txn.clone()).await {
                 Ok(()) => break,
                 Err(e) if is_rejection(&e) && !txn.appends.is_empty() => {
                     return Ok(Committed::Rejected(e));
                 }
+                // Another owner took the partition: this task must not commit again.
+                Err(e) if e.kind() == ErrorKind::Fenced => return Err(e.into()),
                 Err(e) => {
-                    if matches!(e, weir_log_embedded::Error::TransactionIncomplete { .. }) {
-                        // Its intent is durable: the log completes it at the producer's
-                        // next call. Sending the outputs again would write them twice, so
-                        // from now on only an empty transaction with the same commit.
-                        txn.appends.clear();
-                    }
                     tracing::error!(pipeline = %self.name, topic, partition, error = %e, "pipeline could not commit its batch; trying again");
                     self.set_state(PipelineState::Stalled {
                         topic: topic.to_owned(),
@@ -565,7 +566,7 @@ impl Pipeline {
         partition: u32,
         version: &str,
         per_event: Vec<(u64, Vec<(String, Record)>)>,
-        refused: weir_log_embedded::Error,
+        refused: weir_log::Error,
         cancel: &CancellationToken,
     ) -> Result<u64> {
         tracing::warn!(pipeline = %self.name, topic, partition, error = %refused, "the log refused the batch; committing it event by event");
@@ -583,7 +584,7 @@ impl Pipeline {
                 Committed::Done => continue,
                 Committed::Rejected(e) => e,
             };
-            let stored = log.read(topic, partition, offset, 1)?;
+            let stored = log.read(topic, partition, offset, 1).await?;
             let pos = self.position(topic, partition, offset);
             let cause = DeadLetterCause {
                 function: &self.function,
@@ -642,7 +643,7 @@ impl Pipeline {
         let Some(to) = to else {
             return Ok(None);
         };
-        let next = crate::resolve_start(log, topic, partition, to)?;
+        let next = crate::resolve_start(log, topic, partition, to).await?;
         self.commit(log, topic, partition, Vec::new(), next, cancel)
             .await?;
         {
@@ -669,14 +670,21 @@ impl Pipeline {
         partition: u32,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let next = match log.committed_offset(&self.group, topic, partition)? {
+        // This task owns the group's partition from here on; whoever owned it before can
+        // no longer commit (its generation is older).
+        let generation = log.claim(&self.group, topic, partition).await?;
+        self.generations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((topic.to_owned(), partition), generation);
+        let next = match log.committed_offset(&self.group, topic, partition).await? {
             Some(offset) => offset,
             None => {
                 let start = match self.start {
                     StartPosition::Earliest => StartFrom::Earliest,
                     StartPosition::Latest => StartFrom::Latest,
                 };
-                let start = crate::resolve_start(log, topic, partition, start)?;
+                let start = crate::resolve_start(log, topic, partition, start).await?;
                 // Remember where a new group starts, so "latest" means the same after a restart.
                 self.commit(log, topic, partition, Vec::new(), start, cancel)
                     .await?;
@@ -705,10 +713,11 @@ impl Pipeline {
         log: &'a SharedLog,
         topic: &'a str,
         partition: u32,
-        mut next: u64,
+        next: u64,
         committing: &mut Option<Committing<'a>>,
         cancel: &'a CancellationToken,
     ) -> Result<()> {
+        let mut reader = log.reader(topic, partition, next).await?;
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
@@ -717,16 +726,17 @@ impl Pipeline {
                 // A reset moves the group past whatever is being committed: that first.
                 finish(committing.take()).await?;
                 if let Some(reset) = self.take_reset(log, topic, partition, cancel).await? {
-                    next = reset;
+                    reader.seek(reset);
                 }
             }
-            let mut records = log.read(topic, partition, next, BATCH)?;
+            let mut records = self.read(&mut *reader, BATCH).await?;
             if records.len() < BATCH && committing.is_some() {
                 // Not a full batch: the events arriving while the previous batch commits
                 // would otherwise wait for a commit of their own. Take them all at once
                 // after it, as a partition without a backlog always did.
                 finish(committing.take()).await?;
-                records = log.read(topic, partition, next, BATCH)?;
+                let more = self.read(&mut *reader, BATCH - records.len()).await?;
+                records.extend(more);
             }
             // A read short of a full batch (an empty one too) finished the commit above.
             let Some(last) = records.last().map(|r| r.offset) else {
@@ -734,7 +744,7 @@ impl Pipeline {
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
                     _ = requested => {}
-                    r = log.wait_for(topic, partition, next) => r?,
+                    r = reader.wait() => r?,
                 }
                 continue;
             };
@@ -761,8 +771,23 @@ impl Pipeline {
                 last + 1,
                 cancel,
             )));
-            next = last + 1;
         }
+    }
+
+    /// Up to `max` records from the reader; a range that retention deleted before the
+    /// pipeline got to it is counted and logged, never passed over silently.
+    async fn read(
+        &self,
+        reader: &mut dyn weir_log::PartitionReader,
+        max: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let read = reader.read(max).await?;
+        if let Some(skipped) = read.skipped {
+            self.skipped
+                .fetch_add(skipped.to - skipped.from, AtomicOrdering::Relaxed);
+            tracing::warn!(pipeline = %self.name, group = %self.group, topic = reader.topic(), partition = reader.partition(), from = skipped.from, to = skipped.to, "retention deleted source events before the pipeline read them; they were not handled");
+        }
+        Ok(read.records)
     }
 
     /// Whether a reset of this partition waits to be applied.

@@ -27,6 +27,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use weir_cloudevents::CloudEvent;
+use weir_log::StoredRecord;
 use weir_manifest::PipelineSpec;
 use weir_wasm::{Function, InstancePool};
 
@@ -224,7 +225,9 @@ impl Node {
         })
         .await?;
 
-        let ranges = self.replay_ranges(&spec, request.partition, request.from, request.to)?;
+        let ranges = self
+            .replay_ranges(&spec, request.partition, request.from, request.to)
+            .await?;
         let store: Arc<dyn weir_wasm::KeyValueStore> = Arc::new(HostKeyValue(self.kv.clone()));
         let total = ranges.iter().map(|r| r.to - r.from).sum();
         tracing::info!(pipeline = %request.pipeline, function = %function, a = a.0.version(), b = ?b.as_ref().map(|b| b.version()), total, "replay prepared");
@@ -262,7 +265,7 @@ impl Node {
     }
 
     /// The range in each source partition (only `partition`, if given).
-    fn replay_ranges(
+    async fn replay_ranges(
         &self,
         spec: &PipelineSpec,
         partition: Option<u32>,
@@ -272,7 +275,7 @@ impl Node {
         let mut ranges = Vec::new();
         let mut most_partitions = 0;
         for topic in &spec.from {
-            let info = self.topic_info(topic)?;
+            let info = self.topic_info(topic).await?;
             most_partitions = most_partitions.max(info.partitions);
             let partitions = match partition {
                 Some(p) if p < info.partitions => p..p + 1,
@@ -280,20 +283,13 @@ impl Node {
                 None => 0..info.partitions,
             };
             for p in partitions {
-                let first = self.log.start_offset(topic, p)?;
-                let end = self.log.end_offset(topic, p)?;
-                let offset_of = |bound: ReplayBound| -> Result<u64> {
-                    Ok(match bound {
-                        ReplayBound::Offset(offset) => offset,
-                        ReplayBound::Time(ms) => self.log.offset_for_time(topic, p, ms)?,
-                    })
-                };
+                let weir_log::Offsets { start: first, end } = self.log.offsets(topic, p).await?;
                 let stop = match to {
-                    Some(bound) => offset_of(bound)?.max(first).min(end),
+                    Some(bound) => self.offset_of(topic, p, bound).await?.max(first).min(end),
                     None => end,
                 };
                 let start = match from {
-                    Some(bound) => offset_of(bound)?.max(first).min(stop),
+                    Some(bound) => self.offset_of(topic, p, bound).await?.max(first).min(stop),
                     None => first.min(stop),
                 };
                 ranges.push(ReplayRange {
@@ -305,14 +301,22 @@ impl Node {
             }
         }
         match (partition, ranges.is_empty()) {
-            (Some(p), true) => Err(weir_log_embedded::Error::UnknownPartition {
-                topic: spec.from.join(", "),
-                partition: p,
-                partitions: most_partitions,
+            (Some(p), true) => {
+                Err(
+                    weir_log::Error::unknown_partition(&spec.from.join(", "), p, most_partitions)
+                        .into(),
+                )
             }
-            .into()),
             _ => Ok(ranges),
         }
+    }
+
+    /// The offset a replay bound means in one partition.
+    async fn offset_of(&self, topic: &str, partition: u32, bound: ReplayBound) -> Result<u64> {
+        Ok(match bound {
+            ReplayBound::Offset(offset) => offset,
+            ReplayBound::Time(ms) => self.log.offset_for_time(topic, partition, ms).await?,
+        })
     }
 }
 
@@ -366,14 +370,24 @@ impl Replay {
         for index in 0..this.ranges.len() {
             let range = &this.ranges[index];
             let mut next = range.from;
+            let mut reader = this
+                .log
+                .reader(&range.topic, range.partition, range.from)
+                .await?;
             while next < range.to {
                 if this.cancel.is_cancelled() {
                     return Err(this.cancelled());
                 }
+                let read = reader.read(BATCH).await?;
+                if let Some(skipped) = read.skipped {
+                    tracing::warn!(pipeline = %this.pipeline, topic = %range.topic, partition = range.partition, from = skipped.from, to = skipped.to, "retention deleted part of the replay's range before it was read");
+                }
                 let runner = this.clone();
-                let (t, reached) = blocking(move || runner.run_batch(index, next, tally)).await?;
+                let (t, reached) =
+                    blocking(move || runner.run_batch(index, read.records, tally)).await?;
                 tally = t;
                 next = reached;
+                reader.seek(next);
                 this.progress
                     .send_modify(|p| p.done = finished + (next - range.from));
             }
@@ -408,11 +422,15 @@ impl Replay {
         }
     }
 
-    /// Run the events of range `index` from `next` (one batch, stopping early if
-    /// cancelled) and return the totals and where the next batch starts. Blocking.
-    fn run_batch(&self, index: usize, next: u64, mut tally: Tally) -> Result<(Tally, u64)> {
+    /// Run `records`, read from range `index` (one batch, stopping early if cancelled),
+    /// and return the totals and where the next batch starts. Blocking.
+    fn run_batch(
+        &self,
+        index: usize,
+        records: Vec<StoredRecord>,
+        mut tally: Tally,
+    ) -> Result<(Tally, u64)> {
         let range = &self.ranges[index];
-        let records = self.log.read(&range.topic, range.partition, next, BATCH)?;
         // Nothing left below the end (retention may have removed it): the range is done.
         let mut reached = range.to;
         for record in records {

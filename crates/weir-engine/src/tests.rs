@@ -40,14 +40,22 @@ fn order(n: u32) -> CloudEvent {
     ev
 }
 
+/// Options for a node on the embedded log in `data`.
+pub(crate) async fn options(data: &Path, manifest: Option<Manifest>) -> NodeOptions {
+    let log = weir_log_embedded::open_shared(data, Default::default())
+        .await
+        .unwrap();
+    NodeOptions::new(data, manifest, log)
+}
+
 async fn start(dir: &Path, manifest: Manifest) -> std::sync::Arc<Node> {
-    Node::start(NodeOptions::new(dir.join("data"), Some(manifest)))
+    Node::start(options(&dir.join("data"), Some(manifest)).await)
         .await
         .unwrap()
 }
 
 async fn collect(node: &Node, topic: &str, n: usize) -> Vec<CloudEvent> {
-    let stream = node.subscribe(topic, StartFrom::Earliest).unwrap();
+    let stream = node.subscribe(topic, StartFrom::Earliest).await.unwrap();
     tokio::time::timeout(
         Duration::from_secs(30),
         stream.take(n).map(|r| r.unwrap().event).collect(),
@@ -56,8 +64,15 @@ async fn collect(node: &Node, topic: &str, n: usize) -> Vec<CloudEvent> {
     .unwrap_or_else(|_| panic!("fewer than {n} events arrived on {topic}"))
 }
 
+/// Events in a topic. The embedded log answers without waiting, so this can poll it in
+/// place (tests call it from plain closures).
 fn total_events(node: &Node, topic: &str) -> u64 {
-    node.log().topic(topic).unwrap().end_offsets.iter().sum()
+    futures::executor::block_on(node.log().topic(topic))
+        .unwrap()
+        .unwrap()
+        .end_offsets
+        .iter()
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +111,7 @@ async fn pipeline_transforms_and_survives_a_restart_without_duplicates() {
     // Nothing beyond the 30 arrived.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(total_events(&node, "crm.orders"), 30);
-    let status = node.status();
+    let status = node.status().await.unwrap();
     assert_eq!(status.pipelines[0].lag, 0);
     assert_eq!(status.pipelines[0].state, PipelineState::Running);
     node.shutdown().await;
@@ -154,30 +169,28 @@ async fn settled(
     node: &Node,
     done: impl Fn(&crate::PipelineStatus) -> bool,
 ) -> crate::PipelineStatus {
+    let last = std::sync::Mutex::new(None);
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let status = node.status().pipelines[0].clone();
+            let status = node.status().await.unwrap().pipelines[0].clone();
             if done(&status) {
                 return status;
             }
+            *last.lock().unwrap() = Some(status);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "the pipeline did not settle: {:?}",
-            node.status().pipelines[0]
-        )
-    })
+    .unwrap_or_else(|_| panic!("the pipeline did not settle: {:?}", last.lock().unwrap()))
 }
 
 async fn plain_node(dir: &Path) -> std::sync::Arc<Node> {
-    let node = Node::start(NodeOptions::new(dir.join("data"), None))
+    let node = Node::start(options(&dir.join("data"), None).await)
         .await
         .unwrap();
     node.log()
-        .create_topic("t", &weir_log_embedded::TopicConfig::with_partitions(4))
+        .create_topic("t", &weir_log::TopicSpec::with_partitions(4))
+        .await
         .unwrap();
     node
 }
@@ -206,7 +219,7 @@ async fn next_ids(
 
 async fn wait_until_no_members(node: &Node, group: &str, topic: &str) {
     tokio::time::timeout(Duration::from_secs(10), async {
-        while node.group_status(group, topic).unwrap().members > 0 {
+        while node.group_status(group, topic).await.unwrap().members > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -221,11 +234,19 @@ async fn group_members_share_partitions_and_keep_the_position() {
     let events: Vec<_> = (0..40).map(keyed).collect();
     node.publish("t", &events).await.unwrap();
 
-    let mut a = Box::pin(node.subscribe_group("g", "t", StartFrom::Earliest).unwrap());
-    let mut b = Box::pin(node.subscribe_group("g", "t", StartFrom::Latest).unwrap());
+    let mut a = Box::pin(
+        node.subscribe_group("g", "t", StartFrom::Earliest)
+            .await
+            .unwrap(),
+    );
+    let mut b = Box::pin(
+        node.subscribe_group("g", "t", StartFrom::Latest)
+            .await
+            .unwrap(),
+    );
     // Let the rebalance settle before reading: both members then own two partitions.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let status = node.group_status("g", "t").unwrap();
+    let status = node.group_status("g", "t").await.unwrap();
     assert_eq!(status.members, 2);
 
     // Together they see each event once; each sees only its own partitions.
@@ -268,10 +289,14 @@ async fn group_members_share_partitions_and_keep_the_position() {
     drop(a);
     drop(b);
     wait_until_no_members(&node, "g", "t").await;
-    let status = node.group_status("g", "t").unwrap();
+    let status = node.group_status("g", "t").await.unwrap();
     assert!(status.partitions.iter().all(|p| p.lag == 0), "{status:?}");
     node.publish("t", &[keyed(100)]).await.unwrap();
-    let mut c = Box::pin(node.subscribe_group("g", "t", StartFrom::Earliest).unwrap());
+    let mut c = Box::pin(
+        node.subscribe_group("g", "t", StartFrom::Earliest)
+            .await
+            .unwrap(),
+    );
     assert_eq!(next_ids(&mut c, 1).await, ["e100"]);
     drop(c);
     wait_until_no_members(&node, "g", "t").await;
@@ -282,7 +307,11 @@ async fn group_members_share_partitions_and_keep_the_position() {
         .await
         .unwrap();
     assert!(offsets.iter().all(|p| p.offset == 0));
-    let mut d = Box::pin(node.subscribe_group("g", "t", StartFrom::Latest).unwrap());
+    let mut d = Box::pin(
+        node.subscribe_group("g", "t", StartFrom::Latest)
+            .await
+            .unwrap(),
+    );
     let mut again = next_ids(&mut d, 41).await;
     again.sort();
     again.dedup();
@@ -297,6 +326,7 @@ async fn a_pipelines_group_cannot_be_joined_but_can_be_reset_while_it_runs() {
     let node = start(dir.path(), manifest(dir.path(), &wasm, "trapper", "out")).await;
     let err = node
         .subscribe_group("p", "in", StartFrom::Earliest)
+        .await
         .err()
         .unwrap();
     assert!(err.to_string().contains("pipeline \"p\""), "{err}");
@@ -315,7 +345,7 @@ async fn a_pipelines_group_cannot_be_joined_but_can_be_reset_while_it_runs() {
     node.reset_group("p", "in", StartFrom::Latest)
         .await
         .unwrap();
-    assert_eq!(node.status().pipelines[0].lag, 0);
+    assert_eq!(node.status().await.unwrap().pipelines[0].lag, 0);
     let err = node
         .reset_group("p", "elsewhere", StartFrom::Earliest)
         .await

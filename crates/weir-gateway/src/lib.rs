@@ -158,12 +158,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn status(State(state): State<AppState>) -> Json<weir_engine::NodeStatus> {
-    Json(state.node.status())
+async fn status(State(state): State<AppState>) -> Result<Json<weir_engine::NodeStatus>, Problem> {
+    Ok(Json(state.node.status().await?))
 }
 
-async fn list_topics(State(state): State<AppState>) -> Json<Vec<weir_log_embedded::TopicInfo>> {
-    Json(state.node.log().topics())
+async fn list_topics(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<weir_log::TopicInfo>>, Problem> {
+    let topics = state
+        .node
+        .log()
+        .topics()
+        .await
+        .map_err(weir_engine::Error::from)?;
+    Ok(Json(topics))
 }
 
 /// The body of `PUT /v1/topics/{topic}`: every key is optional; an existing topic keeps
@@ -172,7 +180,7 @@ async fn list_topics(State(state): State<AppState>) -> Json<Vec<weir_log_embedde
 #[serde(deny_unknown_fields)]
 struct PutTopic {
     partitions: Option<u32>,
-    fsync: Option<weir_log_embedded::FsyncPolicy>,
+    fsync: Option<weir_log::Durability>,
     retention_ms: Option<u64>,
     retention_bytes: Option<u64>,
     segment_bytes: Option<u64>,
@@ -195,17 +203,18 @@ async fn create_topic(
             )
         })?
     };
-    let mut config = state
-        .node
-        .log()
+    let log = state.node.log();
+    let mut config = log
         .topic(&topic)
+        .await
+        .map_err(weir_engine::Error::from)?
         .map(|t| t.config)
         .unwrap_or_default();
     if let Some(partitions) = put.partitions {
         config.partitions = partitions;
     }
     if let Some(fsync) = put.fsync {
-        config.fsync = fsync;
+        config.durability = fsync;
     }
     if put.retention_ms.is_some() {
         config.retention_ms = put.retention_ms;
@@ -214,22 +223,20 @@ async fn create_topic(
         config.retention_bytes = put.retention_bytes;
     }
     if let Some(segment_bytes) = put.segment_bytes {
-        config.segment_bytes = segment_bytes;
+        // The embedded log's own setting; another backend refuses it by name.
+        config = config.with_backend_setting("segment_bytes", segment_bytes);
     }
     if let Some(compaction) = put.compaction {
         config.compaction = compaction;
     }
-    let log = state.node.log().clone();
-    let name = topic.clone();
-    let created = tokio::task::spawn_blocking(move || log.create_topic(&name, &config))
+    let created = log
+        .create_topic(&topic, &config)
         .await
-        .map_err(|e| Problem::from(weir_engine::Error::Task(e.to_string())))?
-        .map_err(|e| Problem::from(weir_engine::Error::from(e)))?;
-    let info = state.node.log().topic(&topic);
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+        .map_err(weir_engine::Error::from)?;
+    let info = log.topic(&topic).await.map_err(weir_engine::Error::from)?;
+    let status = match created {
+        weir_log::TopicCreated::Created => StatusCode::CREATED,
+        weir_log::TopicCreated::Updated => StatusCode::OK,
     };
     Ok((status, Json(info)).into_response())
 }
@@ -284,7 +291,8 @@ async fn read_events(
         .clamp(1, state.options.max_read_limit);
     let events = state
         .node
-        .read(&topic, query.partition, query.offset, limit)?;
+        .read(&topic, query.partition, query.offset, limit)
+        .await?;
     let next = events.last().map_or(query.offset, |e| e.offset + 1);
     let events: Vec<_> = events.into_iter().map(|e| e.event).collect();
     let (mut headers, body) = weir_cloudevents::http::encode_batch(&events);
@@ -344,7 +352,7 @@ async fn group_status(
     let Query(query) = query.map_err(|e| {
         Problem::bad_request("bad-query", format!("{}; pass ?topic=NAME", e.body_text()))
     })?;
-    Ok(Json(state.node.group_status(&group, &query.topic)?))
+    Ok(Json(state.node.group_status(&group, &query.topic).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,8 +410,8 @@ async fn stream(
     let events: std::pin::Pin<
         Box<dyn Stream<Item = weir_engine::Result<weir_engine::LoggedEvent>> + Send>,
     > = match &query.group {
-        Some(group) => Box::pin(state.node.subscribe_group(group, &topic, from)?),
-        None => Box::pin(state.node.subscribe(&topic, from)?),
+        Some(group) => Box::pin(state.node.subscribe_group(group, &topic, from).await?),
+        None => Box::pin(state.node.subscribe(&topic, from).await?),
     };
     let messages = events.map(|item| {
         Ok(match item {

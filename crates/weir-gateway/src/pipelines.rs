@@ -8,8 +8,10 @@ use serde::Deserialize;
 use crate::{AppState, Problem};
 
 /// `GET /v1/pipelines`: every pipeline's state, counters and lag per source partition.
-pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<weir_engine::PipelineStatus>> {
-    Json(state.node.status().pipelines)
+pub(crate) async fn list(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<weir_engine::PipelineStatus>>, Problem> {
+    Ok(Json(state.node.status().await?.pipelines))
 }
 
 /// `GET /v1/pipelines/{name}`.
@@ -17,7 +19,7 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<weir_engine::PipelineStatus>, Problem> {
-    let status = state.node.status();
+    let status = state.node.status().await?;
     let running: Vec<String> = status.pipelines.iter().map(|p| p.name.clone()).collect();
     status
         .pipelines

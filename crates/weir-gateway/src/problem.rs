@@ -90,43 +90,41 @@ impl From<weir_engine::Error> for Problem {
     fn from(e: weir_engine::Error) -> Problem {
         use weir_engine::Error as E;
         use weir_kv::Error as K;
-        use weir_log_embedded::Error as L;
+        use weir_log::ErrorKind as L;
         use weir_wasm::Error as W;
         let detail = e.to_string();
         match &e {
-            E::Log(L::UnknownTopic { .. }) => Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-topic",
-                "Unknown topic",
-                detail,
-            ),
-            E::Log(L::UnknownPartition { .. }) => Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-partition",
-                "Unknown partition",
-                detail,
-            ),
-            E::Log(
-                L::InvalidTopicName { .. }
-                | L::InvalidPartitionCount { .. }
-                | L::InvalidTopicConfig { .. },
-            ) => Problem::bad_request("invalid-topic", detail),
-            E::Log(L::KeyRequired { .. }) => Problem::bad_request("key-required", detail),
-            E::Log(L::DiskFull { .. }) => Problem::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "disk-full",
-                "Insufficient storage",
-                detail,
-            ),
-            E::Log(L::TopicExists { .. }) => {
-                Problem::new(StatusCode::CONFLICT, "topic-exists", "Topic exists", detail)
+            E::Log(log) => {
+                // The kind picks the status; the backend's code names the problem.
+                let (status, title) = match log.kind() {
+                    L::NotFound => match log.code() {
+                        "unknown-topic" => (StatusCode::NOT_FOUND, "Unknown topic"),
+                        "unknown-partition" => (StatusCode::NOT_FOUND, "Unknown partition"),
+                        _ => (StatusCode::NOT_FOUND, "Not found"),
+                    },
+                    L::Invalid => (StatusCode::BAD_REQUEST, "Bad request"),
+                    L::Exists => match log.code() {
+                        "topic-exists" => (StatusCode::CONFLICT, "Topic exists"),
+                        _ => (StatusCode::CONFLICT, "Exists"),
+                    },
+                    L::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
+                    L::DiskFull => (StatusCode::INSUFFICIENT_STORAGE, "Insufficient storage"),
+                    L::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Log unavailable"),
+                    L::Fenced => (StatusCode::CONFLICT, "Fenced"),
+                    L::Conflict => (StatusCode::CONFLICT, "Conflict"),
+                    // The storage refuses writes until an operator steps in.
+                    _ => {
+                        tracing::error!(error = %detail, "the log failed");
+                        return Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            "Service unavailable",
+                            detail,
+                        );
+                    }
+                };
+                Problem::new(status, log.code(), title, detail)
             }
-            E::Log(L::RecordTooLarge { .. } | L::BatchTooLarge { .. }) => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Payload too large",
-                detail,
-            ),
             E::KeyValue(K::InvalidKey { .. }) => Problem::bad_request("invalid-key", detail),
             E::KeyValue(K::InvalidNamespace { .. }) => {
                 Problem::bad_request("invalid-namespace", detail)
@@ -198,10 +196,7 @@ impl From<weir_engine::Error> for Problem {
                 "Consumer group busy",
                 detail,
             ),
-            E::Log(L::InvalidGroupName { .. } | L::OffsetOutOfRange { .. }) => {
-                Problem::bad_request("invalid-group", detail)
-            }
-            E::Log(L::Poisoned { .. }) | E::ShuttingDown => Problem::new(
+            E::ShuttingDown => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",

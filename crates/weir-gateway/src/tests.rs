@@ -15,11 +15,15 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeOptions::new(dir.path().to_path_buf(), None))
+    let log = weir_log_embedded::open_shared(dir.path(), Default::default())
+        .await
+        .unwrap();
+    let node = Node::start(NodeOptions::new(dir.path().to_path_buf(), None, log))
         .await
         .unwrap();
     node.log()
-        .create_topic("orders", &weir_log_embedded::TopicConfig::with_partitions(2))
+        .create_topic("orders", &weir_log::TopicSpec::with_partitions(2))
+        .await
         .unwrap();
     Fixture { _dir: dir, node }
 }
@@ -48,10 +52,12 @@ fn post(topic: &str, content_type: &str, body: impl Into<Body>) -> Request<Body>
 
 const STRUCTURED: &str = "application/cloudevents+json";
 
-fn total(f: &Fixture) -> u64 {
+async fn total(f: &Fixture) -> u64 {
     f.node
         .log()
         .topic("orders")
+        .await
+        .unwrap()
         .unwrap()
         .end_offsets
         .iter()
@@ -137,13 +143,13 @@ async fn assert_rejected(
     status: StatusCode,
     needle: &str,
 ) -> serde_json::Value {
-    let before = total(f);
+    let before = total(f).await;
     let (got, headers, body) = send(f, req).await;
     assert_eq!(got, status, "{body}");
     assert!(is_problem(&headers), "{headers:?}");
     assert_eq!(body["status"], status.as_u16());
     assert!(body["detail"].as_str().unwrap().contains(needle), "{body}");
-    assert_eq!(total(f), before, "a rejected request writes nothing");
+    assert_eq!(total(f).await, before, "a rejected request writes nothing");
     body
 }
 
@@ -267,6 +273,53 @@ async fn topics_can_be_created_and_listed() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["new.topic", "orders"]);
+}
+
+#[tokio::test]
+async fn a_huge_topic_is_refused_with_a_4xx_and_leaves_nothing_behind() {
+    let f = fixture().await;
+    let req = Request::put("/v1/topics/huge")
+        .body(Body::from(r#"{"partitions":10000}"#))
+        .unwrap();
+    let (status, headers, body) = send(&f, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(is_problem(&headers));
+    assert_eq!(body["type"], "urn:weir:problem:invalid-topic", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("1024"),
+        "the limit is named: {body}"
+    );
+    assert!(
+        !f._dir.path().join("topics/huge").exists(),
+        "no directory is left behind"
+    );
+    // Topics up to the limit per topic are fine; the log-wide limit is a 4xx too.
+    let req = Request::put("/v1/topics/wide")
+        .body(Body::from(r#"{"partitions":1024}"#))
+        .unwrap();
+    let (status, _, body) = send(&f, req).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for n in 0..3 {
+        let req = Request::put(format!("/v1/topics/wide{n}"))
+            .body(Body::from(r#"{"partitions":1024}"#))
+            .unwrap();
+        let (status, _, body) = send(&f, req).await;
+        if n < 2 {
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(
+                body["type"], "urn:weir:problem:too-many-partitions",
+                "{body}"
+            );
+        }
+    }
+    // A setting the backend does not know is refused by name.
+    let req = Request::put("/v1/topics/orders")
+        .body(Body::from(r#"{"partitions":2,"segment_bytes":0}"#))
+        .unwrap();
+    let (status, _, body) = send(&f, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
 mod versions_and_kv;

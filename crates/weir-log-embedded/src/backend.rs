@@ -1,188 +1,288 @@
-//! The interface between the engine and an event log. The embedded [`crate::Log`]
-//! implements it; a NATS JetStream or Kafka backend implements the same trait, so the
-//! engine, the gateway and the CLI do not change when the log does.
+//! The embedded log as a member of the log family: [`weir_log::EventLog`] for [`Log`],
+//! the conversion of the neutral [`TopicSpec`] to and from [`TopicConfig`], and the
+//! guarantees it declares.
 //!
-//! **API Boundary:** what every implementation promises, and the engine relies on:
-//!
-//! 1. **Durable acknowledgement.** `append` resolves `Ok` only once the records are as
-//!    durable as the topic's fsync policy says (for the default, on stable storage), and
-//!    a record is visible to `read` and `wait_for` no earlier than that.
-//! 2. **Order and positions.** Within a partition offsets strictly increase in append
-//!    order; one `append` call's records bound for one partition are all-or-nothing.
-//!    Offsets may skip (compaction, transactions in other backends): use each record's.
-//! 3. **Keys.** Records with equal keys go to the same partition for as long as the
-//!    topic's partition count is unchanged.
-//! 4. **Reads.** `read` returns records at or after `from_offset` (from the first
-//!    retained one if that is later), never a record that failed its integrity check.
-//!    `wait_for` resolves once a record at or after `offset` is readable.
-//! 5. **Group offsets.** `commit_offset` is durable when it returns; `committed_offset`
-//!    returns the last committed value, across restarts.
-//! 6. **Transactions.** `commit_transaction` resolves `Ok` only once every record of the
-//!    [`Transaction`] is durable and its group commit too. Each backend says how it
-//!    survives a crash mid-way: the trait's default (appends, then `commit_offset`) is
-//!    at-least-once, a crash between the two repeats the outputs; the embedded log is
-//!    exactly-once, all of it or (if its intent was not yet durable) none of it, and a
-//!    transaction whose intent is durable completes later rather than abort
-//!    ([`crate::Error::TransactionIncomplete`]: do not redo it). Outputs may become
-//!    visible partition by partition before the call returns.
-//! 7. **Errors.** Failures come back as [`crate::Error`]; an implementation never
-//!    acknowledges what it cannot promise (the embedded log poisons a partition whose
-//!    fsync failed).
-//!
-//! Blocking methods may block on IO: async callers run them on the blocking pool.
+//! Blocking work (fsyncs of topic and group files, reads that may miss the page cache,
+//! retention) runs on tokio's blocking pool, so every method is safe on the runtime.
+//! Appends and transactions already wait on the partitions' writer threads.
 
-use futures::future::BoxFuture;
-
-use crate::{
-    Record, RecordPosition, Result, RetentionReport, StoredRecord, TopicConfig, TopicInfo,
-    Transaction,
+use async_trait::async_trait;
+use weir_log::{
+    Acknowledgement, Atomicity, ConditionalAppends, Deduplication, Durability, Expect, GroupCommit,
+    Guarantees, Offsets, PartitionReader, Record, RecordPosition, RetentionReport, StoredRecord,
+    TopicCreated, TopicInfo, TopicSpec, Transaction, TransactionGuarantee,
 };
 
-/// An event log the engine can run on. See the module docs for what it promises.
-pub trait EventLog: Send + Sync + 'static {
-    /// Which backend this is (`embedded`, `nats`, ...), for status and benchmarks.
-    fn backend(&self) -> &'static str;
-    /// Create a topic, or update an existing one's settings (same partition count).
-    fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<bool>;
-    fn topic(&self, name: &str) -> Option<TopicInfo>;
-    fn topics(&self) -> Vec<TopicInfo>;
-    /// Append, partitioning by key (round robin without one); resolves once durable.
-    fn append<'a>(
-        &'a self,
-        topic: &'a str,
-        records: Vec<Record>,
-    ) -> BoxFuture<'a, Result<Vec<RecordPosition>>>;
-    /// Append into one partition; resolves once durable.
-    fn append_to<'a>(
-        &'a self,
-        topic: &'a str,
-        partition: u32,
-        records: Vec<Record>,
-    ) -> BoxFuture<'a, Result<Vec<RecordPosition>>>;
-    fn read(
-        &self,
-        topic: &str,
-        partition: u32,
-        from_offset: u64,
-        max_records: usize,
-    ) -> Result<Vec<StoredRecord>>;
-    fn start_offset(&self, topic: &str, partition: u32) -> Result<u64>;
-    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64>;
-    fn offset_for_time(&self, topic: &str, partition: u32, timestamp_ms: i64) -> Result<u64>;
-    /// Resolves once a record at or after `offset` is readable.
-    fn wait_for<'a>(
-        &'a self,
-        topic: &'a str,
-        partition: u32,
-        offset: u64,
-    ) -> BoxFuture<'a, Result<()>>;
-    fn commit_offset(
-        &self,
-        group: &str,
-        topic: &str,
-        partition: u32,
-        next_offset: u64,
-    ) -> Result<()>;
-    fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>>;
-    /// Apply retention and compaction, where the backend leaves that to weir.
-    fn enforce_retention(&self) -> Result<RetentionReport>;
-    /// Append a transaction's records and commit its group offset; resolves once both are
-    /// durable.
-    ///
-    /// This default is **at-least-once**: it appends each topic's records in turn, then
-    /// calls `commit_offset` (which blocks on its fsync), so a crash between the two, or a
-    /// failure part-way, leaves outputs without the commit and the caller repeats them.
-    /// The embedded log overrides it with an atomic, exactly-once version.
-    fn commit_transaction<'a>(&'a self, txn: Transaction) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            for (topic, records) in txn.appends {
-                if !records.is_empty() {
-                    self.append(&topic, records).await?;
+use crate::{Error, FsyncPolicy, Log, TopicConfig, reader::EmbeddedReader};
+
+/// The embedded log's own topic settings in [`TopicSpec::backend`].
+pub const SEGMENT_BYTES: &str = "segment_bytes";
+
+impl TopicConfig {
+    /// The embedded configuration for a neutral spec: the spec's settings, plus the
+    /// embedded log's own (`segment_bytes`) from [`TopicSpec::backend`]. An unknown
+    /// setting or a wrong type is [`Error::InvalidTopicConfig`].
+    pub fn from_spec(name: &str, spec: &TopicSpec) -> Result<TopicConfig, Error> {
+        let mut config = TopicConfig {
+            partitions: spec.partitions,
+            fsync: match spec.durability {
+                Durability::Always => FsyncPolicy::Always,
+                Durability::Interval { ms } => FsyncPolicy::Interval { ms },
+                Durability::Never => FsyncPolicy::Never,
+            },
+            retention_ms: spec.retention_ms,
+            retention_bytes: spec.retention_bytes,
+            compaction: spec.compaction,
+            ..TopicConfig::default()
+        };
+        for (key, value) in &spec.backend {
+            match key.as_str() {
+                SEGMENT_BYTES => {
+                    config.segment_bytes =
+                        value.as_u64().ok_or_else(|| Error::InvalidTopicConfig {
+                            topic: name.to_owned(),
+                            reason: format!(
+                                "segment_bytes must be a whole number of bytes, not {value}"
+                            ),
+                        })?;
+                }
+                other => {
+                    return Err(Error::InvalidTopicConfig {
+                        topic: name.to_owned(),
+                        reason: format!(
+                            "the embedded log has no setting \"{other}\" (it knows {SEGMENT_BYTES})"
+                        ),
+                    });
                 }
             }
-            if let Some(commit) = txn.commit {
-                self.commit_offset(
-                    &commit.group,
-                    &commit.topic,
-                    commit.partition,
-                    commit.next_offset,
-                )?;
-            }
-            Ok(())
-        })
+        }
+        Ok(config)
+    }
+
+    /// The neutral spec of this configuration, with the embedded log's own settings.
+    pub fn to_spec(&self) -> TopicSpec {
+        TopicSpec {
+            partitions: self.partitions,
+            durability: match self.fsync {
+                FsyncPolicy::Always => Durability::Always,
+                FsyncPolicy::Interval { ms } => Durability::Interval { ms },
+                FsyncPolicy::Never => Durability::Never,
+            },
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            compaction: self.compaction,
+            backend: Default::default(),
+        }
+        .with_backend_setting(SEGMENT_BYTES, self.segment_bytes)
     }
 }
 
-impl EventLog for crate::Log {
+impl crate::TopicInfo {
+    fn to_neutral(&self) -> TopicInfo {
+        TopicInfo {
+            name: self.name.clone(),
+            partitions: self.partitions,
+            end_offsets: self.end_offsets.clone(),
+            start_offsets: self.start_offsets.clone(),
+            config: self.config.to_spec(),
+        }
+    }
+}
+
+/// What the embedded log promises for a topic of `spec`.
+pub fn guarantees(spec: &TopicSpec) -> Guarantees {
+    Guarantees {
+        acknowledged: match spec.durability {
+            Durability::Always => Acknowledgement::Fsynced,
+            Durability::Interval { ms } => Acknowledgement::PeriodicSync { ms },
+            Durability::Never => Acknowledgement::Written,
+        },
+        atomicity: Atomicity::CallPerPartition,
+        atomic_batches: true,
+        deduplication: Deduplication::None,
+        transactions: TransactionGuarantee::ExactlyOnce,
+        conditional_appends: ConditionalAppends {
+            partition_end: true,
+            key_last: false,
+        },
+        fenced_commits: true,
+    }
+}
+
+/// Runs blocking work of the log on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> weir_log::Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(weir_log::Error::new(
+            weir_log::ErrorKind::Unavailable,
+            format!("the embedded log's work did not finish ({e}); try again"),
+        )),
+    }
+}
+
+#[async_trait]
+impl weir_log::EventLog for Log {
     fn backend(&self) -> &'static str {
         "embedded"
     }
-    fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<bool> {
-        crate::Log::create_topic(self, name, config)
+
+    fn guarantees(&self, spec: &TopicSpec) -> Guarantees {
+        guarantees(spec)
     }
-    fn topic(&self, name: &str) -> Option<TopicInfo> {
-        crate::Log::topic(self, name)
+
+    async fn create_topic(&self, name: &str, spec: &TopicSpec) -> weir_log::Result<TopicCreated> {
+        let config = TopicConfig::from_spec(name, spec)?;
+        let (log, name) = (self.clone(), name.to_owned());
+        let created = blocking(move || log.create_topic(&name, &config)).await?;
+        Ok(if created {
+            TopicCreated::Created
+        } else {
+            TopicCreated::Updated
+        })
     }
-    fn topics(&self) -> Vec<TopicInfo> {
-        crate::Log::topics(self)
+
+    async fn topic(&self, name: &str) -> weir_log::Result<Option<TopicInfo>> {
+        Ok(Log::topic(self, name).map(|t| t.to_neutral()))
     }
-    fn append<'a>(
-        &'a self,
-        topic: &'a str,
+
+    async fn topics(&self) -> weir_log::Result<Vec<TopicInfo>> {
+        Ok(Log::topics(self).iter().map(|t| t.to_neutral()).collect())
+    }
+
+    async fn append(
+        &self,
+        topic: &str,
         records: Vec<Record>,
-    ) -> BoxFuture<'a, Result<Vec<RecordPosition>>> {
-        Box::pin(crate::Log::append(self, topic, records))
+    ) -> weir_log::Result<Vec<RecordPosition>> {
+        Ok(Log::append(self, topic, records).await?)
     }
-    fn append_to<'a>(
-        &'a self,
-        topic: &'a str,
+
+    async fn append_atomic(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> weir_log::Result<Vec<RecordPosition>> {
+        Ok(Log::append_atomic(self, topic, records).await?)
+    }
+
+    async fn append_to(
+        &self,
+        topic: &str,
         partition: u32,
         records: Vec<Record>,
-    ) -> BoxFuture<'a, Result<Vec<RecordPosition>>> {
-        Box::pin(crate::Log::append_to(self, topic, partition, records))
+        expect: Expect,
+    ) -> weir_log::Result<Vec<RecordPosition>> {
+        let expect_end = match expect {
+            Expect::Any => None,
+            Expect::End(end) => Some(end),
+            Expect::KeyLast { .. } => {
+                return Err(Error::Unsupported {
+                    what: "check a key's last offset on append",
+                    instead: "expect the partition's end offset instead (Expect::End)",
+                }
+                .into());
+            }
+        };
+        Ok(self
+            .append_to_expecting(topic, partition, records, expect_end)
+            .await?)
     }
-    fn read(
+
+    async fn read(
         &self,
         topic: &str,
         partition: u32,
         from_offset: u64,
         max_records: usize,
-    ) -> Result<Vec<StoredRecord>> {
-        crate::Log::read(self, topic, partition, from_offset, max_records)
+    ) -> weir_log::Result<Vec<StoredRecord>> {
+        let (log, topic) = (self.clone(), topic.to_owned());
+        blocking(move || log.read(&topic, partition, from_offset, max_records)).await
     }
-    fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
-        crate::Log::start_offset(self, topic, partition)
-    }
-    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
-        crate::Log::end_offset(self, topic, partition)
-    }
-    fn offset_for_time(&self, topic: &str, partition: u32, timestamp_ms: i64) -> Result<u64> {
-        crate::Log::offset_for_time(self, topic, partition, timestamp_ms)
-    }
-    fn wait_for<'a>(
-        &'a self,
-        topic: &'a str,
+
+    async fn reader(
+        &self,
+        topic: &str,
         partition: u32,
-        offset: u64,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(crate::Log::wait_for(self, topic, partition, offset))
+        from_offset: u64,
+    ) -> weir_log::Result<Box<dyn PartitionReader>> {
+        let partition_ref = self.get_partition(topic, partition)?;
+        Ok(Box::new(EmbeddedReader::new(
+            topic,
+            partition,
+            partition_ref,
+            from_offset,
+        )))
     }
-    fn commit_offset(
+
+    async fn offsets(&self, topic: &str, partition: u32) -> weir_log::Result<Offsets> {
+        let partition = self.get_partition(topic, partition)?;
+        Ok(Offsets {
+            start: partition.start_offset(),
+            end: partition.end_offset(),
+        })
+    }
+
+    async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> weir_log::Result<u64> {
+        let (log, topic) = (self.clone(), topic.to_owned());
+        blocking(move || log.offset_for_time(&topic, partition, timestamp_ms)).await
+    }
+
+    async fn claim(&self, group: &str, topic: &str, partition: u32) -> weir_log::Result<u64> {
+        let (log, group, topic) = (self.clone(), group.to_owned(), topic.to_owned());
+        blocking(move || log.claim(&group, &topic, partition)).await
+    }
+
+    async fn generation(&self, group: &str, topic: &str, partition: u32) -> weir_log::Result<u64> {
+        Ok(Log::generation(self, group, topic, partition)?)
+    }
+
+    async fn commit_offset(&self, commit: GroupCommit) -> weir_log::Result<()> {
+        let log = self.clone();
+        blocking(move || {
+            log.commit_group(
+                &commit.group,
+                &commit.topic,
+                commit.partition,
+                commit.next_offset,
+                commit.generation,
+            )
+        })
+        .await
+    }
+
+    async fn committed_offset(
         &self,
         group: &str,
         topic: &str,
         partition: u32,
-        next_offset: u64,
-    ) -> Result<()> {
-        crate::Log::commit_offset(self, group, topic, partition, next_offset)
+    ) -> weir_log::Result<Option<u64>> {
+        Ok(Log::committed_offset(self, group, topic, partition)?)
     }
-    fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>> {
-        crate::Log::committed_offset(self, group, topic, partition)
+
+    async fn enforce_retention(&self) -> weir_log::Result<RetentionReport> {
+        let log = self.clone();
+        blocking(move || log.enforce_retention()).await
     }
-    fn enforce_retention(&self) -> Result<RetentionReport> {
-        crate::Log::enforce_retention(self)
+
+    async fn commit_transaction(&self, txn: Transaction) -> weir_log::Result<()> {
+        Ok(Log::commit_transaction(self, txn).await?)
     }
-    fn commit_transaction<'a>(&'a self, txn: Transaction) -> BoxFuture<'a, Result<()>> {
-        Box::pin(crate::Log::commit_transaction(self, txn))
-    }
+}
+
+/// Opens the embedded log in `dir` (see [`Log::open`]) as the log a node runs on, off
+/// the runtime: an open recovers every partition and may read and write a lot.
+pub async fn open_shared(
+    dir: &std::path::Path,
+    opts: crate::LogOptions,
+) -> weir_log::Result<weir_log::SharedLog> {
+    let dir = dir.to_owned();
+    let log = blocking(move || Log::open(&dir, opts)).await?;
+    Ok(std::sync::Arc::new(log))
 }

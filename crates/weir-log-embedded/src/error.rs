@@ -30,10 +30,25 @@ pub enum Error {
     )]
     InvalidGroupName { name: String, reason: &'static str },
 
-    #[error("topic \"{topic}\" cannot have {partitions} partitions; use 1 to {max}")]
+    /// `max` is the log's [`crate::LogOptions::max_partitions_per_topic`].
+    #[error(
+        "topic \"{topic}\" cannot have {partitions} partitions; use 1 to {max} (the log's max_partitions_per_topic)"
+    )]
     InvalidPartitionCount {
         topic: String,
         partitions: u32,
+        max: u32,
+    },
+
+    /// The topic would take the log past [`crate::LogOptions::max_partitions`], which
+    /// bounds the files and threads the partitions hold.
+    #[error(
+        "topic \"{topic}\" cannot have {partitions} partitions: the log has {in_use} of its limit of {max} (max_partitions); use fewer partitions or raise max_partitions"
+    )]
+    TooManyPartitions {
+        topic: String,
+        partitions: u32,
+        in_use: u32,
         max: u32,
     },
 
@@ -105,6 +120,19 @@ pub enum Error {
     )]
     DiskFull { topic: String, partition: u32 },
 
+    /// Offsets stop at `u64::MAX - 1`, so that the end offset, one past the last record,
+    /// always fits in a `u64`.
+    #[error(
+        "partition {partition} of topic \"{topic}\" has no offsets left for {records} more record(s): its next offset is {next_offset} and the last offset a partition can hold is {}; nothing was written, append to another partition or topic",
+        u64::MAX - 1
+    )]
+    OffsetsExhausted {
+        topic: String,
+        partition: u32,
+        next_offset: u64,
+        records: usize,
+    },
+
     #[error(
         "topic \"{topic}\" is compacted, so every record needs a key; set a key (the partitionkey or subject of an event)"
     )]
@@ -127,9 +155,10 @@ pub enum Error {
         max: usize,
     },
 
-    /// The call's own transaction is durable and will complete: do not redo it.
+    /// The call's own transaction is durable and will complete: send the same
+    /// transaction again (it completes this one and writes nothing twice), or open the log.
     #[error(
-        "transaction {sequence} of producer \"{producer}\" is durable but not complete ({source}); do not redo it: the producer's next commit_transaction (an empty one will do) or the next open of the log completes it"
+        "transaction {sequence} of producer \"{producer}\" is durable but not complete ({source}); send the same transaction again to complete it (nothing is written twice), or it completes at the next open of the log"
     )]
     TransactionIncomplete {
         producer: String,
@@ -155,6 +184,35 @@ pub enum Error {
     )]
     JournalPoisoned,
 
+    /// A commit of an owner that lost the partition to a newer claim.
+    #[error(
+        "group \"{group}\" has a newer owner of partition {partition} of topic \"{topic}\" (generation {current}, this commit's is {generation}); this owner must stop: nothing was committed"
+    )]
+    Fenced {
+        group: String,
+        topic: String,
+        partition: u32,
+        generation: u64,
+        current: u64,
+    },
+
+    /// An append's expected end offset did not hold.
+    #[error(
+        "partition {partition} of topic \"{topic}\" ends at offset {end}, not {expected} as the append expected; nothing was written: read what was appended since, then decide again"
+    )]
+    Conflict {
+        topic: String,
+        partition: u32,
+        expected: u64,
+        end: u64,
+    },
+
+    #[error("the embedded log cannot {what}; {instead}")]
+    Unsupported {
+        what: &'static str,
+        instead: &'static str,
+    },
+
     #[error(
         "the transaction journal is out of disk space; nothing was written, free space or lower retention, then retry"
     )]
@@ -166,6 +224,84 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+impl Error {
+    /// The interface's kind of this error: what a caller can do about it.
+    pub fn kind(&self) -> weir_log::ErrorKind {
+        use weir_log::ErrorKind as K;
+        match self {
+            Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => K::NotFound,
+            Error::InvalidTopicName { .. }
+            | Error::InvalidGroupName { .. }
+            | Error::InvalidPartitionCount { .. }
+            | Error::TooManyPartitions { .. }
+            | Error::OffsetsExhausted { .. }
+            | Error::InvalidTopicConfig { .. }
+            | Error::InvalidProducerName { .. }
+            | Error::KeyRequired { .. }
+            | Error::OffsetOutOfRange { .. }
+            | Error::Unsupported { .. } => K::Invalid,
+            Error::TopicExists { .. } => K::Exists,
+            Error::RecordTooLarge { .. }
+            | Error::BatchTooLarge { .. }
+            | Error::TransactionTooLarge { .. } => K::TooLarge,
+            Error::Locked { .. }
+            | Error::Closed { .. }
+            | Error::TransactionIncomplete { .. }
+            | Error::EarlierTransactionIncomplete { .. } => K::Unavailable,
+            Error::DiskFull { .. } | Error::JournalDiskFull => K::DiskFull,
+            Error::Fenced { .. } => K::Fenced,
+            Error::Conflict { .. } => K::Conflict,
+            Error::Poisoned { .. }
+            | Error::JournalPoisoned
+            | Error::Corrupt { .. }
+            | Error::Io { .. } => K::Failed,
+        }
+    }
+}
+
+impl Error {
+    /// The interface's code of this error: the specific problem, for problem documents.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::UnknownTopic { .. } => "unknown-topic",
+            Error::UnknownPartition { .. } => "unknown-partition",
+            Error::InvalidTopicName { .. }
+            | Error::InvalidPartitionCount { .. }
+            | Error::InvalidTopicConfig { .. } => "invalid-topic",
+            Error::TooManyPartitions { .. } => "too-many-partitions",
+            Error::OffsetsExhausted { .. } => "offsets-exhausted",
+            // A group's offset past the end is an invalid group commit, as the API has
+            // always called it.
+            Error::InvalidGroupName { .. } | Error::OffsetOutOfRange { .. } => "invalid-group",
+            Error::InvalidProducerName { .. } => "invalid-producer",
+            Error::KeyRequired { .. } => "key-required",
+            Error::TopicExists { .. } => "topic-exists",
+            Error::RecordTooLarge { .. }
+            | Error::BatchTooLarge { .. }
+            | Error::TransactionTooLarge { .. } => "too-large",
+            Error::DiskFull { .. } | Error::JournalDiskFull => "disk-full",
+            Error::Fenced { .. } => "fenced",
+            Error::Conflict { .. } => "conflict",
+            Error::Unsupported { .. } => "unsupported",
+            Error::Locked { .. } => "locked",
+            Error::Closed { .. } => "closed",
+            Error::TransactionIncomplete { .. } | Error::EarlierTransactionIncomplete { .. } => {
+                "transaction-incomplete"
+            }
+            Error::Poisoned { .. } | Error::JournalPoisoned => "poisoned",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Io { .. } => "io",
+        }
+    }
+}
+
+impl From<Error> for weir_log::Error {
+    fn from(error: Error) -> weir_log::Error {
+        let (kind, code) = (error.kind(), error.code());
+        weir_log::Error::from_backend(kind, error).with_code(code)
+    }
 }
 
 /// Result of the log's operations.

@@ -1,7 +1,8 @@
 //! Batch frames: the unit in which records are written, checksummed and made durable.
 //!
 //! Pure encoding and decoding over byte buffers; the file handling is in `segment` and
-//! `partition`.
+//! `partition`. `round_trip` checks the decoders against the encoder, for the property
+//! tests and the fuzz targets.
 //!
 //! # Format (versions 2, 3 and 4)
 //!
@@ -27,7 +28,15 @@
 //!   commit. Version 1 (`0xB1`) had no timestamps in the header and no offset deltas; it is
 //!   refused, not read.
 //! - `body_len` is the length of `body` in bytes, so a frame takes `HEADER_LEN + body_len`.
-//! - `crc` is the CRC32C (Castagnoli) of `body`, i.e. of everything after itself.
+//! - `crc` is the CRC32C (Castagnoli) of `magic` followed by `body`. Frames written before
+//!   the checksum covered `magic` carry the CRC32C of `body` alone, which is still accepted
+//!   on reading. Covering `magic` matters because `0xB2` and `0xB3` are one bit apart: a
+//!   version 2 frame whose records happen to parse as a version 3 body (the first record's
+//!   header taken for a tag) would otherwise pass its checksum after that one flip and
+//!   decode into other records. A frame written with the old checksum keeps that
+//!   weakness; one written with the new one fails both checks after any one-bit flip of
+//!   its header (the two checksums of a body differ by a value that depends only on the
+//!   magic byte and the length, never zero and, for bodies up to 20 MB, never one bit).
 //! - A record's offset is `base_offset + offset_delta`. Batches written by an append have
 //!   deltas `0, 1, 2, …`; batches rewritten by compaction keep the surviving records'
 //!   original offsets, so their deltas may skip.
@@ -47,7 +56,10 @@
 //! # Invariants (checked by every decode)
 //!
 //! - A frame holds at least one record, and its records fill `body` exactly.
-//! - Offset deltas strictly increase, and `base_offset + last delta` does not overflow.
+//! - Offset deltas strictly increase, and `base_offset + last delta` is at most
+//!   [`LAST_OFFSET`] (`u64::MAX - 1`), computed without wrapping: a record at `u64::MAX`
+//!   would leave its partition no end offset, so a frame that holds one (or whose offsets
+//!   wrap) is refused as corrupt. The writer never assigns such an offset (see `partition`).
 //! - `max_timestamp_ms` equals the maximum of the records' timestamps.
 //! - A frame that fails any check here is treated as never written; see `partition` for
 //!   what recovery does with it.
@@ -79,6 +91,9 @@ const RECORD_HEADER_LEN: usize = 4 + 8 + 4 + 4;
 const NO_KEY: u32 = u32::MAX;
 /// Keeps every length below [`NO_KEY`] so it fits a `u32` field unambiguously.
 pub(crate) const MAX_FIELD_LEN: usize = NO_KEY as usize - 1;
+/// The highest offset a record may have: one below `u64::MAX`, so that a partition's end
+/// offset, one past its last record, always fits in a `u64`.
+pub(crate) const LAST_OFFSET: u64 = u64::MAX - 1;
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,6 +168,13 @@ impl Version {
         [Version::Plain, Version::Tagged, Version::Committed]
             .into_iter()
             .find(|v| v.magic() == magic)
+    }
+
+    /// The checksum a frame of this version is written with: the CRC32C of its magic byte
+    /// followed by `body`, so that a bit flip turning one version's magic byte into
+    /// another's fails the checksum.
+    fn checksum(self, body: &[u8]) -> u32 {
+        crc32c::crc32c_append(crc32c::crc32c(&[self.magic()]), body)
     }
 
     /// The shortest body header this version can have.
@@ -230,7 +252,8 @@ pub(crate) struct RecordRef<'a> {
 /// Appends one frame of `records` to `buf`: version 4 if `stamp` has a commit, 3 if it
 /// has only a tag, else version 2. `records` must be non-empty, with strictly increasing
 /// deltas, and within the limits of [`check_limits`]; a commit's names at most
-/// [`MAX_COMMIT_NAME_LEN`] bytes each.
+/// [`MAX_COMMIT_NAME_LEN`] bytes each. The caller keeps `base_offset` plus the last delta
+/// at most [`LAST_OFFSET`]: the decoder refuses a frame that goes further.
 pub(crate) fn encode_into<'a>(
     buf: &mut Vec<u8>,
     base_offset: u64,
@@ -277,7 +300,7 @@ pub(crate) fn encode_into<'a>(
     buf[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
     buf[count_at + 4..count_at + 12].copy_from_slice(&max_timestamp.to_le_bytes());
     let body_len = (buf.len() - start - HEADER_LEN) as u32;
-    let crc = crc32c::crc32c(&buf[start + HEADER_LEN..]);
+    let crc = Version::of(stamp).checksum(&buf[start + HEADER_LEN..]);
     buf[start + 1..start + 5].copy_from_slice(&body_len.to_le_bytes());
     buf[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
 }
@@ -362,6 +385,12 @@ impl FrameHeader {
     pub(crate) fn frame_len(&self) -> u64 {
         HEADER_LEN as u64 + u64::from(self.body_len)
     }
+
+    /// Whether the header's checksum is that of its magic byte and `body`, or, for a frame
+    /// written before the checksum covered the magic byte, of `body` alone.
+    fn checksum_matches(&self, body: &[u8]) -> bool {
+        self.version.checksum(body) == self.crc || crc32c::crc32c(body) == self.crc
+    }
 }
 
 /// What a batch's header says about it, once verified.
@@ -439,7 +468,7 @@ pub(crate) fn decode_body(
     if body.len() != header.body_len as usize {
         return Err(FrameError::Short);
     }
-    if crc32c::crc32c(body) != header.crc {
+    if !header.checksum_matches(body) {
         return Err(FrameError::BadChecksum);
     }
     let buf: &[u8] = body;
@@ -472,7 +501,8 @@ pub(crate) fn decode_body(
         previous_delta = Some(delta);
         let offset = base_offset
             .checked_add(u64::from(delta))
-            .ok_or(FrameError::Malformed("offsets overflow"))?;
+            .filter(|&offset| offset <= LAST_OFFSET)
+            .ok_or(FrameError::Malformed("offsets reach u64::MAX"))?;
         last_offset = offset;
         let timestamp_ms = u64_at(buf, at + 4) as i64;
         seen_max = seen_max.max(timestamp_ms);
@@ -598,7 +628,7 @@ pub(crate) fn verified_tag(
     if body.len() != header.body_len as usize {
         return Err(FrameError::Short);
     }
-    if crc32c::crc32c(body) != header.crc {
+    if !header.checksum_matches(body) {
         return Err(FrameError::BadChecksum);
     }
     if header.version == Version::Plain {
@@ -646,5 +676,6 @@ pub(crate) fn decode_frames(buf: &[u8]) -> (Vec<Batch>, Option<FrameError>) {
     (batches, None)
 }
 
+pub(crate) mod round_trip;
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,11 @@ pub(crate) fn create_dir_all(io: &dyn Io, dir: &Path) -> io::Result<()> {
     create_dir(io, dir)
 }
 
+/// Whether `path` exists (as `Path::exists`, which takes an error for no).
+pub(crate) fn exists(io: &dyn Io, path: &Path) -> bool {
+    io.metadata(path).is_ok()
+}
+
 pub(crate) fn is_dir(io: &dyn Io, path: &Path) -> bool {
     io.metadata(path).is_ok_and(|m| m.is_dir)
 }

@@ -38,6 +38,11 @@
 //! - A file write snapshots the group under the group's own file lock, so the writes of one
 //!   group land in order and a later snapshot never loses to an earlier one. No lock shared
 //!   between groups is held across an fsync.
+//! - At open, once the partitions are recovered, a committed offset past its partition's
+//!   end offset (records a crash took back under fsync `Interval` or `Never`, while the
+//!   group file, fsynced on its own, kept the commit) is lowered to the end offset and
+//!   written before the open returns, so the group reads the records that take those
+//!   offsets next.
 //! - Group names follow the topic name rules, so they are safe file names; files whose
 //!   names do not end in `.json` (such as leftover `.json.tmp` files) are ignored.
 //! - [`Groups::load`] fsyncs the directory, so an offset it reads from a file renamed into
@@ -62,6 +67,16 @@ const GROUP_FILE_VERSION: u32 = 2;
 struct GroupFile {
     version: u32,
     offsets: Vec<CommittedOffset>,
+    /// Absent in files written before owners were fenced, and while nobody claimed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    owners: Vec<Owner>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Owner {
+    topic: String,
+    partition: u32,
+    generation: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,10 +96,13 @@ struct Committed {
 }
 
 type GroupOffsets = BTreeMap<(String, u32), Committed>;
+/// The newest generation claimed, per topic and partition.
+type Owners = BTreeMap<(String, u32), u64>;
 
 #[derive(Debug, Default)]
 struct GroupState {
     offsets: GroupOffsets,
+    owners: Owners,
     /// Holds commits applied since the group's file was last written.
     dirty: bool,
 }
@@ -140,11 +158,12 @@ impl Groups {
                 .emit();
                 continue;
             }
-            let offsets = read_group_file(&**io, &path)?;
+            let (offsets, owners) = read_group_file(&**io, &path)?;
             groups.insert(
                 group.to_owned(),
                 GroupState {
                     offsets,
+                    owners,
                     dirty: false,
                 },
             );
@@ -181,7 +200,76 @@ impl Groups {
             .map(|c| c.next_offset)
     }
 
-    /// Durably records `next_offset`, with `sequence`, for the group, topic and partition.
+    /// The newest generation claimed for the group's partition; 0 if none was.
+    pub(crate) fn generation(&self, group: &str, topic: &str, partition: u32) -> u64 {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups
+            .get(group)
+            .and_then(|g| g.owners.get(&(topic.to_owned(), partition)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Refuses a commit of `generation` once a newer one was claimed.
+    pub(crate) fn check_generation(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        generation: u64,
+    ) -> Result<()> {
+        let current = self.generation(group, topic, partition);
+        if generation < current {
+            return Err(Error::Fenced {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                partition,
+                generation,
+                current,
+            });
+        }
+        Ok(())
+    }
+
+    /// Durably claims the group's partition for a new owner: returns a generation above
+    /// every one claimed before, after the group's file holds it.
+    pub(crate) fn claim(&self, group: &str, topic: &str, partition: u32) -> Result<u64> {
+        let key = (topic.to_owned(), partition);
+        let file_lock = self.file_lock(group);
+        let _writing = file_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let (offsets, mut owners) = self.snapshot(group);
+        let generation = owners.get(&key).copied().unwrap_or(0) + 1;
+        owners.insert(key.clone(), generation);
+        self.write_file(group, &offsets, &owners)
+            .inspect_err(|_| self.mark_dirty(group))
+            .context(|| {
+                format!(
+                    "could not claim partition {partition} of topic \"{topic}\" for group \"{group}\" in {}",
+                    self.path(group).display()
+                )
+            })?;
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let owned = groups
+            .entry(group.to_owned())
+            .or_default()
+            .owners
+            .entry(key)
+            .or_default();
+        *owned = (*owned).max(generation);
+        Ok(generation)
+    }
+
+    /// The group's offsets and owners, marked written: the caller holds the group's file
+    /// lock and writes them (or marks the group dirty again if that fails).
+    fn snapshot(&self, group: &str) -> (GroupOffsets, Owners) {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = groups.entry(group.to_owned()).or_default();
+        state.dirty = false;
+        (state.offsets.clone(), state.owners.clone())
+    }
+
+    /// Durably records `next_offset`, with `sequence`, for the group, topic and partition,
+    /// unless a generation newer than `generation` was claimed ([`Error::Fenced`]).
     pub(crate) fn commit(
         &self,
         group: &str,
@@ -189,6 +277,7 @@ impl Groups {
         partition: u32,
         next_offset: u64,
         sequence: u64,
+        generation: u64,
     ) -> Result<()> {
         let key = (topic.to_owned(), partition);
         let commit = Committed {
@@ -197,17 +286,13 @@ impl Groups {
         };
         let file_lock = self.file_lock(group);
         let _writing = file_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let snapshot = {
-            let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-            let state = groups.entry(group.to_owned()).or_default();
-            let mut snapshot = state.offsets.clone();
-            merge(&mut snapshot, key.clone(), commit);
-            // The snapshot holds every commit applied so far.
-            state.dirty = false;
-            snapshot
-        };
+        // Under the file lock, which a claim holds until its generation is durable.
+        self.check_generation(group, topic, partition, generation)?;
+        // The snapshot holds every commit applied so far.
+        let (mut snapshot, owners) = self.snapshot(group);
+        merge(&mut snapshot, key.clone(), commit);
         let written = self
-            .write_file(group, &snapshot)
+            .write_file(group, &snapshot, &owners)
             .inspect_err(|_| self.mark_dirty(group));
         written.context(|| {
             format!(
@@ -241,6 +326,34 @@ impl Groups {
         }
     }
 
+    /// Lowers every committed offset past its partition's end offset (`end_offset` of a
+    /// topic and partition; `None` for one the log does not have) to that end, in memory,
+    /// marking its group dirty for the next checkpoint. The commit keeps its sequence, so
+    /// applying again the commit that set the old offset (from the journal or a frame)
+    /// leaves the clamp alone.
+    pub(crate) fn clamp_to_end(&self, end_offset: impl Fn(&str, u32) -> Option<u64>) {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        for (group, state) in groups.iter_mut() {
+            for ((topic, partition), committed) in state.offsets.iter_mut() {
+                let Some(end) = end_offset(topic, *partition) else {
+                    continue;
+                };
+                if committed.next_offset > end {
+                    telemetry::GroupOffsetClamped {
+                        group,
+                        topic,
+                        partition: *partition,
+                        was: committed.next_offset,
+                        now: end,
+                    }
+                    .emit();
+                    committed.next_offset = end;
+                    state.dirty = true;
+                }
+            }
+        }
+    }
+
     /// Writes the file of every group with commits applied since its last write; see the
     /// module docs for what `Ok` promises.
     pub(crate) fn checkpoint(&self) -> Result<()> {
@@ -253,15 +366,15 @@ impl Groups {
             // finishes first, or marks the group dirty again if it failed.
             let file_lock = self.file_lock(&group);
             let _writing = file_lock.lock().unwrap_or_else(PoisonError::into_inner);
-            let snapshot = {
+            let (offsets, owners) = {
                 let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
                 let Some(state) = groups.get_mut(&group).filter(|s| s.dirty) else {
                     continue;
                 };
                 state.dirty = false;
-                state.offsets.clone()
+                (state.offsets.clone(), state.owners.clone())
             };
-            if let Err(error) = self.write_file(&group, &snapshot) {
+            if let Err(error) = self.write_file(&group, &offsets, &owners) {
                 self.mark_dirty(&group);
                 return Err(Error::Io {
                     context: format!(
@@ -292,7 +405,12 @@ impl Groups {
         self.dir.join(format!("{group}.json"))
     }
 
-    fn write_file(&self, group: &str, offsets: &GroupOffsets) -> std::io::Result<()> {
+    fn write_file(
+        &self,
+        group: &str,
+        offsets: &GroupOffsets,
+        owners: &Owners,
+    ) -> std::io::Result<()> {
         let file = GroupFile {
             version: GROUP_FILE_VERSION,
             offsets: offsets
@@ -304,13 +422,21 @@ impl Groups {
                     sequence: committed.sequence,
                 })
                 .collect(),
+            owners: owners
+                .iter()
+                .map(|((topic, partition), generation)| Owner {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    generation: *generation,
+                })
+                .collect(),
         };
         let contents = serde_json::to_vec(&file).map_err(std::io::Error::from)?;
         fsutil::write_atomically(&*self.io, &self.path(group), &contents)
     }
 }
 
-fn read_group_file(io: &dyn Io, path: &Path) -> Result<GroupOffsets> {
+fn read_group_file(io: &dyn Io, path: &Path) -> Result<(GroupOffsets, Owners)> {
     let contents = io
         .read(path)
         .context(|| format!("could not read {}", path.display()))?;
@@ -322,7 +448,7 @@ fn read_group_file(io: &dyn Io, path: &Path) -> Result<GroupOffsets> {
     if !(1..=GROUP_FILE_VERSION).contains(&file.version) {
         return Err(corrupt(format!("unknown version {}", file.version)));
     }
-    Ok(file
+    let offsets = file
         .offsets
         .into_iter()
         .map(|o| {
@@ -334,7 +460,13 @@ fn read_group_file(io: &dyn Io, path: &Path) -> Result<GroupOffsets> {
                 },
             )
         })
-        .collect())
+        .collect();
+    let owners = file
+        .owners
+        .into_iter()
+        .map(|o| ((o.topic, o.partition), o.generation))
+        .collect();
+    Ok((offsets, owners))
 }
 
 #[cfg(test)]

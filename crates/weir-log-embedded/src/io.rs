@@ -114,6 +114,20 @@ pub trait Io: Send + Sync + fmt::Debug + 'static {
     fn create_dir(&self, path: &Path) -> io::Result<()>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it, without following symbolic links. The
+    /// default walks the tree through the other methods (a `SimDisk` has no links);
+    /// nothing of it is made durable.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        for name in self.read_dir(path)? {
+            let entry = path.join(name);
+            if self.metadata(&entry)?.is_dir {
+                self.remove_dir_all(&entry)?;
+            } else {
+                self.remove_file(&entry)?;
+            }
+        }
+        self.remove_dir(path)
+    }
     /// Renames a file within its directory, replacing `to` if it exists.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the entries of a directory (creations, renames, removals) durable.
@@ -182,6 +196,12 @@ impl Io for RealIo {
 
     fn remove_dir(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_dir(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        // Not the trait's walk: `metadata` follows links, so a link to a directory would
+        // be emptied there.
+        std::fs::remove_dir_all(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

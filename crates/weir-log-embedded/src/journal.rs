@@ -725,7 +725,7 @@ impl Journal {
             let (queue, requests) = mpsc::channel();
             let shared = Arc::clone(&self.shared);
             let thread = std::thread::Builder::new()
-                .name("weir-log-embedded-journal".into())
+                .name("weir-log-journal".into())
                 .stack_size(256 << 10)
                 .spawn(move || shared.run_writer(state, &requests))
                 .context(|| "could not start the transaction journal's writer".to_owned())?;
@@ -978,7 +978,7 @@ impl Shared {
             let io = Arc::clone(&self.io);
             let dir = self.dir.clone();
             let spawned = std::thread::Builder::new()
-                .name("weir-log-embedded-checkpoint".into())
+                .name("weir-log-checkpoint".into())
                 .stack_size(256 << 10)
                 .spawn(move || run_checkpointer(&*io, &dir, &groups, &queue));
             match spawned {

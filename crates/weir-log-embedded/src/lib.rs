@@ -22,7 +22,7 @@
 //! # Data directory
 //!
 //! ```text
-//! <dir>/weir-log-embedded.lock                                   held (flock) while a Log is open
+//! <dir>/weir-log.lock                                   held (flock) while a Log is open
 //! <dir>/topics/<topic>/topic.json                       see `topic`
 //! <dir>/topics/<topic>/<partition>/…                    see `partition`, `segment`,
 //!                                                       `index` and `frame`
@@ -61,7 +61,7 @@ mod index;
 pub mod io;
 mod journal;
 mod partition;
-mod partitioner;
+mod reader;
 mod segment;
 mod telemetry;
 mod topic;
@@ -83,7 +83,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tracing::instrument;
 
-pub use crate::backend::EventLog;
+pub use crate::backend::{SEGMENT_BYTES, guarantees, open_shared};
 use crate::{
     error::IoContext,
     frame::LimitError,
@@ -96,61 +96,18 @@ use crate::{
 };
 pub use crate::{
     error::{Error, Result},
-    topic::{FsyncPolicy, MAX_PARTITIONS, TopicConfig},
-    transaction::{GroupCommit, Transaction},
+    topic::{FsyncPolicy, TopicConfig},
+};
+pub use weir_log::{
+    GroupCommit, Record, RecordPosition, RetentionReport, StoredRecord, Transaction,
 };
 
-const LOCK_FILE: &str = "weir-log-embedded.lock";
+const LOCK_FILE: &str = "weir-log.lock";
+/// How many transaction producers [`Log::append_atomic`] spreads its calls over (each
+/// runs one transaction at a time).
+pub const ATOMIC_PRODUCERS: u64 = 16;
 const TOPICS_DIR: &str = "topics";
 const GROUPS_DIR: &str = "groups";
-
-/// A record to append.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    /// Chooses the partition in [`Log::append`]: records with equal keys share one.
-    pub key: Option<Bytes>,
-    pub value: Bytes,
-    /// Milliseconds since the Unix epoch; `None` means the time of the append.
-    pub timestamp_ms: Option<i64>,
-}
-
-impl Record {
-    /// A record without key, stamped at append time.
-    pub fn new(value: impl Into<Bytes>) -> Record {
-        Record {
-            key: None,
-            value: value.into(),
-            timestamp_ms: None,
-        }
-    }
-
-    pub fn with_key(mut self, key: impl Into<Bytes>) -> Record {
-        self.key = Some(key.into());
-        self
-    }
-
-    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Record {
-        self.timestamp_ms = Some(timestamp_ms);
-        self
-    }
-}
-
-/// A record as read back from the log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredRecord {
-    pub partition: u32,
-    pub offset: u64,
-    pub timestamp_ms: i64,
-    pub key: Option<Bytes>,
-    pub value: Bytes,
-}
-
-/// Where an appended record was stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct RecordPosition {
-    pub partition: u32,
-    pub offset: u64,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TopicInfo {
@@ -161,15 +118,6 @@ pub struct TopicInfo {
     /// Per partition, the first offset still stored; nothing below it can be read.
     pub start_offsets: Vec<u64>,
     pub config: TopicConfig,
-}
-
-/// What one [`Log::enforce_retention`] pass did.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct RetentionReport {
-    pub segments_deleted: u64,
-    pub bytes_deleted: u64,
-    pub segments_compacted: u64,
-    pub records_removed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +132,17 @@ pub struct LogOptions {
     /// The transaction journal starts a new file once its current one passes this many
     /// bytes; an open after a crash reads up to about this much. Default 16 MiB.
     pub journal_file_bytes: u64,
+    /// Most partitions one topic may have: [`Log::create_topic`] refuses more with
+    /// [`Error::InvalidPartitionCount`]. Default 1024.
+    pub max_partitions_per_topic: u32,
+    /// Most partitions of all topics together: [`Log::create_topic`] refuses a topic that
+    /// would take the log past it with [`Error::TooManyPartitions`]. An open partition
+    /// holds two file descriptors (its active segment, for writing and for reading), one
+    /// more per closed segment, and a writer thread once appended to. Default 4096, about
+    /// 8,200 descriptors for the active segments: under half of a `ulimit -n` of 20,000,
+    /// leaving the rest for closed segments, the journal and the node's sockets. Lower it
+    /// (or raise `ulimit -n`) where the limit on open files is smaller.
+    pub max_partitions: u32,
 }
 
 impl Default for LogOptions {
@@ -193,6 +152,8 @@ impl Default for LogOptions {
             max_batch_bytes: 8 << 20,
             max_transaction_bytes: 64 << 20,
             journal_file_bytes: 16 << 20,
+            max_partitions_per_topic: 1024,
+            max_partitions: 4096,
         }
     }
 }
@@ -218,10 +179,12 @@ struct Inner {
     next_sequence: Arc<AtomicU64>,
     journal: Journal,
     producers: Producers,
+    /// Picks the producer of the next [`Log::append_atomic`] that spans partitions.
+    next_atomic_producer: AtomicU64,
     /// Stops the next transaction part-way, for tests.
     #[cfg(test)]
     transaction_fault: Mutex<Option<transaction::TransactionFault>>,
-    /// Holds the flock on `weir-log-embedded.lock` for as long as the log is open.
+    /// Holds the flock on `weir-log.lock` for as long as the log is open.
     _lock: Box<dyn IoFile>,
 }
 
@@ -332,11 +295,21 @@ impl Log {
                 Some(topic) => {
                     topics.insert(name.to_owned(), Arc::new(topic));
                 }
-                None => telemetry::EntryIgnored {
-                    path: &path,
-                    reason: "topic creation did not finish",
-                }
-                .emit(),
+                None => match topic::remove_unfinished(&*io, &path) {
+                    Ok(true) => telemetry::UnfinishedTopicRemoved { path: &path }.emit(),
+                    Ok(false) => telemetry::EntryIgnored {
+                        path: &path,
+                        reason: "no topic.json, but its partitions hold records; restore its topic.json or move it away",
+                    }
+                    .emit(),
+                    Err(error) => telemetry::EntryIgnored {
+                        path: &path,
+                        reason: &format!(
+                            "topic creation did not finish, and removing what it left failed ({error})"
+                        ),
+                    }
+                    .emit(),
+                },
             }
         }
 
@@ -364,13 +337,16 @@ impl Log {
                 groups,
                 next_sequence,
                 producers: Producers::default(),
+                next_atomic_producer: AtomicU64::new(0),
                 #[cfg(test)]
                 transaction_fault: Mutex::new(None),
                 _lock: lock,
             }),
         };
         log.recover_transactions(&recovered)?;
-        // The old journal files go only once the groups hold their commits durably.
+        log.clamp_group_offsets();
+        // The old journal files go only once the groups hold their commits durably; the
+        // clamped offsets are written here too.
         log.inner.groups.checkpoint()?;
         log.inner.journal.replace_recovered_files(&recovered)?;
         Ok(log)
@@ -378,11 +354,14 @@ impl Log {
 
     /// Creates a topic. `Ok(true)` if created; `Ok(false)` if it already exists with
     /// `config.partitions` partitions, in which case its other settings are replaced by
-    /// `config` (durably); [`Error::TopicExists`] if it exists with another count.
+    /// `config` (durably); [`Error::TopicExists`] if it exists with another count. A new
+    /// topic must stay within [`LogOptions::max_partitions_per_topic`] and
+    /// [`LogOptions::max_partitions`]. A creation that fails leaves no trace of the topic.
     #[instrument(skip(self), err)]
     pub fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<bool> {
         validate_topic_name(name)?;
-        config.validate(name)?;
+        let opts = &self.inner.opts;
+        config.validate(name, opts.max_partitions_per_topic)?;
         let _creating = self
             .inner
             .create_lock
@@ -398,6 +377,22 @@ impl Log {
                 topic: name.to_owned(),
                 existing: count,
                 requested: config.partitions,
+            });
+        }
+        let in_use: u64 = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|t| u64::from(t.partition_count()))
+            .sum();
+        if in_use + u64::from(config.partitions) > u64::from(opts.max_partitions) {
+            return Err(Error::TooManyPartitions {
+                topic: name.to_owned(),
+                partitions: config.partitions,
+                in_use: u32::try_from(in_use).unwrap_or(u32::MAX),
+                max: opts.max_partitions,
             });
         }
         let dir = self.inner.dir.join(TOPICS_DIR).join(name);
@@ -449,8 +444,65 @@ impl Log {
             batch.input_indexes.push(index);
             batch.records.push(record);
         }
-        self.append_batches(topic, &topic_ref, by_partition.into_values().collect())
-            .await
+        self.append_batches(
+            topic,
+            &topic_ref,
+            by_partition.into_values().collect(),
+            None,
+        )
+        .await
+    }
+
+    /// Appends records to a topic as [`Log::append`] does, but all or nothing across
+    /// partitions: after a crash at any point, every record is there or none is. Records
+    /// bound for one partition are one batch as with `append`; records spanning
+    /// partitions go through a transaction (its intent fsynced in the journal first, so a
+    /// second fsync in sequence: the cost is in docs/benchmarks.md). Such calls share
+    /// [`ATOMIC_PRODUCERS`] producers, so that many run at once. If the call fails with
+    /// [`Error::TransactionIncomplete`] its records will still be stored (by the
+    /// producer's next call or the next open): a caller that sends them again may store
+    /// them twice.
+    #[instrument(skip_all, err, fields(topic = topic, records = records.len()))]
+    pub async fn append_atomic(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> Result<Vec<RecordPosition>> {
+        let topic_ref = self.get_topic(topic)?;
+        let one_partition = topic_ref.partition_count() == 1
+            || records.len() <= 1
+            || records.windows(2).all(|w| {
+                w[0].key.is_some()
+                    && w[1].key.is_some()
+                    && topic_ref.choose_partition(w[0].key.as_deref())
+                        == topic_ref.choose_partition(w[1].key.as_deref())
+            });
+        if one_partition {
+            return self.append(topic, records).await;
+        }
+        let n = self
+            .inner
+            .next_atomic_producer
+            .fetch_add(1, Ordering::Relaxed);
+        let count = records.len();
+        let txn = Transaction {
+            producer: format!("weir/append/{}", n % ATOMIC_PRODUCERS),
+            appends: vec![(topic.to_owned(), records)],
+            commit: None,
+        };
+        let mut positions = vec![None; count];
+        for (_, index, position) in self.transact(txn).await? {
+            positions[index] = Some(position);
+        }
+        positions
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Io {
+                context: format!(
+                    "an atomic append to topic \"{topic}\" lost track of its positions"
+                ),
+                source: std::io::Error::other("a batch without a base offset"),
+            })
     }
 
     /// Appends records to one partition of a topic, as one batch; see [`Log::append`].
@@ -461,6 +513,21 @@ impl Log {
         partition: u32,
         records: Vec<Record>,
     ) -> Result<Vec<RecordPosition>> {
+        self.append_to_expecting(topic, partition, records, None)
+            .await
+    }
+
+    /// [`Log::append_to`], written only if the partition's end offset is `expect_end`
+    /// when its writer comes to the batch; [`Error::Conflict`] otherwise, and nothing is
+    /// written. The check and the write are one step of the partition's writer.
+    #[instrument(skip_all, err, fields(topic = topic, partition = partition, records = records.len()))]
+    pub async fn append_to_expecting(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+        expect_end: Option<u64>,
+    ) -> Result<Vec<RecordPosition>> {
         let topic_ref = self.get_topic(topic)?;
         topic_ref.partition(partition)?;
         let batch = PartitionBatch {
@@ -468,7 +535,8 @@ impl Log {
             input_indexes: (0..records.len()).collect(),
             records,
         };
-        self.append_batches(topic, &topic_ref, vec![batch]).await
+        self.append_batches(topic, &topic_ref, vec![batch], expect_end)
+            .await
     }
 
     async fn append_batches(
@@ -476,10 +544,12 @@ impl Log {
         topic_name: &str,
         topic: &Topic,
         batches: Vec<PartitionBatch>,
+        expect_end: Option<u64>,
     ) -> Result<Vec<RecordPosition>> {
+        // An empty conditional append still checks its condition (and writes nothing).
         let batches: Vec<_> = batches
             .into_iter()
-            .filter(|b| !b.records.is_empty())
+            .filter(|b| !b.records.is_empty() || expect_end.is_some())
             .collect();
         let opts = &self.inner.opts;
         for batch in &batches {
@@ -522,7 +592,8 @@ impl Log {
         let mut pending = Vec::with_capacity(batches.len());
         for batch in batches {
             let partition = topic.partition(batch.partition)?;
-            let reply = partition.enqueue(batch.records, now_ms, None, None)?;
+            let reply =
+                partition.enqueue_expecting(batch.records, now_ms, None, None, expect_end)?;
             pending.push((
                 batch.partition,
                 batch.input_indexes,
@@ -636,14 +707,29 @@ impl Log {
     }
 
     /// Durably records that `group` has processed `topic`/`partition` up to, not
-    /// including, `next_offset`.
-    #[instrument(skip(self), err)]
+    /// including, `next_offset`, as a committer that never claimed the partition
+    /// (generation 0, fenced by any claim); see [`Log::commit_group`].
     pub fn commit_offset(
         &self,
         group: &str,
         topic: &str,
         partition: u32,
         next_offset: u64,
+    ) -> Result<()> {
+        self.commit_group(group, topic, partition, next_offset, 0)
+    }
+
+    /// Durably records that `group` has processed `topic`/`partition` up to, not
+    /// including, `next_offset`, unless a generation newer than `generation` was claimed
+    /// ([`Error::Fenced`]).
+    #[instrument(skip(self), err)]
+    pub fn commit_group(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+        generation: u64,
     ) -> Result<()> {
         validate_group_name(group)?;
         let end_offset = self.get_partition(topic, partition)?.end_offset();
@@ -658,7 +744,25 @@ impl Log {
         let sequence = self.inner.next_sequence.fetch_add(1, Ordering::SeqCst);
         self.inner
             .groups
-            .commit(group, topic, partition, next_offset, sequence)
+            .commit(group, topic, partition, next_offset, sequence, generation)
+    }
+
+    /// Takes ownership of a group's partition: returns a generation above every one
+    /// claimed before, once it is durable in the group's file. From then on a commit
+    /// (plain or in a transaction) carrying an older generation fails with
+    /// [`Error::Fenced`] and changes nothing.
+    #[instrument(skip(self), err)]
+    pub fn claim(&self, group: &str, topic: &str, partition: u32) -> Result<u64> {
+        validate_group_name(group)?;
+        self.get_partition(topic, partition)?;
+        self.inner.groups.claim(group, topic, partition)
+    }
+
+    /// The newest generation claimed for a group's partition; 0 if none was.
+    pub fn generation(&self, group: &str, topic: &str, partition: u32) -> Result<u64> {
+        validate_group_name(group)?;
+        self.get_partition(topic, partition)?;
+        Ok(self.inner.groups.generation(group, topic, partition))
     }
 
     /// The offset last committed by `group` for a partition, if any.
@@ -671,6 +775,20 @@ impl Log {
         validate_group_name(group)?;
         self.get_partition(topic, partition)?;
         Ok(self.inner.groups.committed(group, topic, partition))
+    }
+
+    /// Lowers each committed offset past its partition's end offset to that end: under
+    /// fsync `Interval` or `Never` a crash can take back records a group had committed.
+    fn clamp_group_offsets(&self) {
+        let topics = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.groups.clamp_to_end(|topic, partition| {
+            let partition = topics.get(topic)?.partition(partition).ok()?;
+            Some(partition.end_offset())
+        });
     }
 
     fn find_topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -693,13 +811,14 @@ impl Log {
     }
 }
 
-/// Runs every decoder of on-disk bytes (batch frames of both versions, offset and time
-/// index files, transaction journal entries) over untrusted input. It must never panic,
-/// whatever the input; a fuzz target calls it.
+/// Runs every decoder of on-disk bytes (batch frames of every version, offset and time
+/// index files, transaction journal entries) over untrusted input. Whatever the input, no
+/// decoder may panic, and the frame decoders must agree: any frame they accept is exactly
+/// what the encoder writes for the records they decoded from it (it panics otherwise). A
+/// fuzz target calls it.
 #[doc(hidden)]
 pub fn fuzz_decode(bytes: &[u8]) {
-    let _ = frame::decode_frames(bytes);
-    let _ = frame::decode_frame(Bytes::copy_from_slice(bytes));
+    frame::round_trip::check_decoded(bytes);
     if let Ok(header) = frame::decode_header(bytes) {
         let body = bytes.get(frame::HEADER_LEN..).unwrap_or_default();
         let _ = frame::verified_tag(&header, body);
@@ -715,6 +834,14 @@ pub fn fuzz_decode(bytes: &[u8]) {
         let _ = index::SegmentIndex::decode(0, bytes, bytes, log_len);
         let _ = index::SegmentIndex::decode(u64::MAX, index, time_index, log_len);
     }
+}
+
+/// Derives one frame's records, stamp and damage from `bytes`, encodes the frame with the
+/// real encoder and panics unless every frame decoder gives back exactly what was encoded
+/// and refuses every damaged copy (one bit flipped, or cut short); a fuzz target calls it.
+#[doc(hidden)]
+pub fn fuzz_roundtrip(bytes: &[u8]) {
+    frame::round_trip::check_fuzz_input(bytes);
 }
 
 #[cfg(test)]

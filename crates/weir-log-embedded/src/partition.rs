@@ -28,7 +28,14 @@
 //!   larger than that gets a segment of its own). A roll fsyncs the segment whatever the
 //!   policy, checkpoints the consumer groups (see below), writes and fsyncs its index
 //!   files, creates the next segment (named after the next offset) and fsyncs the
-//!   directory, then records the new base offset in `recovery-point.json`.
+//!   directory, records the new base offset in `recovery-point.json`, and only then
+//!   writes to the next segment. If a step after the fsync fails, the next segment's file
+//!   is removed again, durably (the directory fsynced), and the active segment stays
+//!   active: later batches that still fit go to it at offsets from the removed file's
+//!   name on, and that file, back after a power cut, would be taken for the next segment
+//!   and cut them off. For lack of space (`ENOSPC`)
+//!   the appends waiting for the roll fail with [`Error::DiskFull`] and the partition
+//!   keeps working, any other failure poisons it.
 //! - `recovery-point.json` holds the base offset of the active segment as of the last
 //!   roll, recovery or clean close: every segment below it is fsynced, intact and has
 //!   index files. On open those segments are trusted if their index files check out
@@ -52,6 +59,11 @@
 //! - Offsets increase strictly and appends assign them densely. Compaction removes
 //!   records but keeps the offsets of those it keeps, so reads may skip offsets; the
 //!   partition's start offset is the base offset of its first segment.
+//! - No record gets an offset above `u64::MAX - 1` (`frame::LAST_OFFSET`), so the end
+//!   offset always fits in a `u64`: the writer computes each batch's offsets with checked
+//!   arithmetic and refuses a batch that would go further with
+//!   [`Error::OffsetsExhausted`] (nothing written, the partition not poisoned), and a scan
+//!   cuts off a frame that holds such an offset like any other corrupt frame.
 //! - A transaction's batch (a tagged frame, see `frame` and `journal`) is fsynced before it
 //!   is acknowledged and made visible, whatever the fsync policy: the journal forgets a
 //!   transaction once it is done, so its batches must not be lost after that.
@@ -150,6 +162,9 @@ struct AppendRequest {
     /// Set (with `tag`) for a transaction's only batch: its group commit, written in the
     /// frame (version 4) and applied to the groups once the frame is durable.
     commit: Option<IntentCommit>,
+    /// Written only if the partition's end offset is this when the writer comes to it;
+    /// refused with [`Error::Conflict`] otherwise.
+    expect_end: Option<u64>,
     reply: oneshot::Sender<Result<u64>>,
 }
 
@@ -209,6 +224,19 @@ pub(crate) struct WriterState {
     /// Makes the next write fail with this error, to test failure paths.
     #[cfg(test)]
     fail_next_write: Option<io::ErrorKind>,
+    /// Makes the next roll fail with this error once it has created the next segment's
+    /// file, to test failure paths.
+    #[cfg(test)]
+    fail_next_roll: Option<io::ErrorKind>,
+}
+
+/// Why a roll failed.
+enum RollError {
+    /// The active segment's fsync failed: what it holds may not be durable.
+    Sync(io::Error),
+    /// Starting the next segment failed; the active segment stays active and nothing of
+    /// the next one is left.
+    Start(io::Error),
 }
 
 impl Partition {
@@ -278,7 +306,7 @@ impl Partition {
                         {
                             return Err(Error::Corrupt {
                                 what: seg_what(),
-                                reason: "it was written by weir-log-embedded format version 1, which this version does not read".into(),
+                                reason: "it was written by weir-log format version 1, which this version does not read".into(),
                             });
                         }
                         telemetry::TailTruncated {
@@ -373,6 +401,8 @@ impl Partition {
                     last_sync: Instant::now(),
                     #[cfg(test)]
                     fail_next_write: None,
+                    #[cfg(test)]
+                    fail_next_roll: None,
                 }),
                 settings: RwLock::new(settings),
                 fsyncs: AtomicU64::new(0),
@@ -423,6 +453,20 @@ impl Partition {
         tag: Option<FrameTag>,
         commit: Option<IntentCommit>,
     ) -> Result<oneshot::Receiver<Result<u64>>> {
+        self.enqueue_expecting(records, now_ms, tag, commit, None)
+    }
+
+    /// [`Partition::enqueue`], written only if the partition's end offset is `expect_end`
+    /// when the writer comes to it (checked on the writer thread, so no other append can
+    /// come between the check and the write).
+    pub(crate) fn enqueue_expecting(
+        &self,
+        records: Vec<Record>,
+        now_ms: i64,
+        tag: Option<FrameTag>,
+        commit: Option<IntentCommit>,
+        expect_end: Option<u64>,
+    ) -> Result<oneshot::Receiver<Result<u64>>> {
         debug_assert!(commit.is_none() || tag.is_some());
         let (reply, receiver) = oneshot::channel();
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -430,10 +474,7 @@ impl Partition {
             let (queue, requests) = mpsc::channel();
             let shared = Arc::clone(&self.shared);
             let thread = std::thread::Builder::new()
-                .name(format!(
-                    "weir-log-embedded-{}-{}",
-                    self.shared.topic, self.shared.id
-                ))
+                .name(format!("weir-log-{}-{}", self.shared.topic, self.shared.id))
                 .stack_size(256 << 10)
                 .spawn(move || shared.run_writer(&requests))
                 .context(|| {
@@ -449,6 +490,7 @@ impl Partition {
             now_ms,
             tag,
             commit,
+            expect_end,
             reply,
         };
         if let Some(handle) = writer.as_ref()
@@ -615,6 +657,19 @@ impl Partition {
     #[cfg(test)]
     fn active_path(&self) -> PathBuf {
         self.lock_state().active.path.clone()
+    }
+
+    /// Whether `offset` lies in the active segment (or past it): the pages a read of it
+    /// touches were written lately, so they are in the page cache.
+    pub(crate) fn is_tail(&self, offset: u64) -> bool {
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        segments
+            .last_key_value()
+            .is_none_or(|(base, _)| offset >= *base)
     }
 
     #[cfg(test)]
@@ -849,22 +904,62 @@ impl Shared {
             let (mut len, mut next_offset) = (state.len, state.next_offset);
             let mut must_sync = false;
             while let Some(request) = queue.pop_front() {
+                if let Some(expected) = request.expect_end
+                    && expected != next_offset
+                {
+                    let _ = request.reply.send(Err(Error::Conflict {
+                        topic: self.topic.clone(),
+                        partition: self.id,
+                        expected,
+                        end: next_offset,
+                    }));
+                    continue;
+                }
+                let count = request.records.len() as u64;
+                // One past the batch's last offset, which must itself fit in a u64.
+                let Some(offset_after) = next_offset.checked_add(count) else {
+                    let _ = request.reply.send(Err(Error::OffsetsExhausted {
+                        topic: self.topic.clone(),
+                        partition: self.id,
+                        next_offset,
+                        records: request.records.len(),
+                    }));
+                    continue;
+                };
                 let frame_len = frame::frame_len(&request.records, request.stamp()) as u64;
                 if len > 0 && len + frame_len > settings.segment_bytes {
                     if !replies.is_empty() {
                         queue.push_front(request);
                         break;
                     }
-                    if let Err(error) = self.roll(&mut state) {
-                        self.poison(&mut state, &error, false);
-                        let _ = request
-                            .reply
-                            .send(Err(self.io_error("roll a segment of", error)));
-                        break;
+                    match self.roll(&mut state) {
+                        Ok(()) => {}
+                        // Nothing is written yet and the active segment stays as it was.
+                        Err(RollError::Start(error))
+                            if error.kind() == io::ErrorKind::StorageFull =>
+                        {
+                            telemetry::DiskFull {
+                                topic: &self.topic,
+                                partition: self.id,
+                                bytes: frame_len as usize,
+                            }
+                            .emit();
+                            let _ = request.reply.send(Err(self.disk_full()));
+                            for request in queue.drain(..) {
+                                let _ = request.reply.send(Err(self.disk_full()));
+                            }
+                            return;
+                        }
+                        Err(RollError::Sync(error) | RollError::Start(error)) => {
+                            self.poison(&mut state, &error, false);
+                            let _ = request
+                                .reply
+                                .send(Err(self.io_error("roll a segment of", error)));
+                            break;
+                        }
                     }
                     (start_len, len, next_offset) = (state.len, state.len, state.next_offset);
                 }
-                let count = request.records.len() as u64;
                 must_sync |= request.tag.is_some();
                 let max_timestamp_ms = frame::encode_records_into(
                     &mut buf,
@@ -879,13 +974,13 @@ impl Shared {
                 written.push(WrittenBatch {
                     position: len,
                     base_offset: next_offset,
-                    last_offset: next_offset + count - 1,
+                    last_offset: offset_after - 1,
                     max_timestamp_ms,
                     frame_len,
                 });
                 replies.push((request.reply, next_offset));
                 len += frame_len;
-                next_offset += count;
+                next_offset = offset_after;
             }
             if replies.is_empty() {
                 continue;
@@ -970,25 +1065,28 @@ impl Shared {
         }
     }
 
-    /// Closes the active segment and starts the next one; see the module docs.
-    fn roll(&self, state: &mut WriterState) -> io::Result<()> {
-        self.sync(state)?;
-        // Once closed, the segment may go to retention or compaction (which drops frames'
-        // commits) and open no longer scans it: the commits its frames carry must be in the
-        // group files first. Every one of them was applied when its frame was fsynced.
-        self.groups.checkpoint().map_err(io::Error::other)?;
-        let index = state.active.index();
-        segment::write_index_files(&*self.io, &self.dir, &index)?;
+    /// Closes the active segment and starts the next one; see the module docs. Every step
+    /// that can fail comes before the writer and readers see the next segment; if one
+    /// does, the next segment's file is removed again and the active one stays active.
+    fn roll(&self, state: &mut WriterState) -> Result<(), RollError> {
+        self.sync(state).map_err(RollError::Sync)?;
         let base = state.next_offset;
         let path = self.dir.join(segment::log_file_name(base));
-        let file = self.io.open(&path, Access::CreateNew)?;
-        self.io.sync_dir(&self.dir)?;
-        let segment = Arc::new(Segment::new(
-            &*self.io,
-            base,
-            path,
-            SegmentIndex::new(base),
-        )?);
+        let (file, segment) = match self.start_segment(state, base, &path) {
+            Ok(started) => started,
+            Err(error) => {
+                // Else the empty file would be taken for the active segment at open. The
+                // next roll reuses it if this fails too.
+                let empty = self
+                    .io
+                    .metadata(&path)
+                    .is_ok_and(|m| !m.is_dir && m.len == 0);
+                if empty && self.io.remove_file(&path).is_ok() {
+                    let _ = self.io.sync_dir(&self.dir);
+                }
+                return Err(RollError::Start(error));
+            }
+        };
         self.segments
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -996,7 +1094,6 @@ impl Shared {
         state.file = file;
         state.active = segment;
         state.len = 0;
-        write_recovery_point(&*self.io, &self.dir, base)?;
         telemetry::SegmentRolled {
             topic: &self.topic,
             partition: self.id,
@@ -1004,6 +1101,45 @@ impl Shared {
         }
         .emit();
         Ok(())
+    }
+
+    /// The steps of a roll that can fail, none of which changes what the writer or readers
+    /// see: returns the next segment, at `base` in `path`, for writing and for reading.
+    fn start_segment(
+        &self,
+        state: &mut WriterState,
+        base: u64,
+        path: &Path,
+    ) -> io::Result<(Box<dyn IoFile>, Arc<Segment>)> {
+        // Once closed, the segment may go to retention or compaction (which drops frames'
+        // commits) and open no longer scans it: the commits its frames carry must be in the
+        // group files first. Every one of them was applied when its frame was fsynced.
+        self.groups.checkpoint().map_err(checkpoint_io_error)?;
+        segment::write_index_files(&*self.io, &self.dir, &state.active.index())?;
+        // The writer only writes, truncates and syncs this handle; readers open their own.
+        let file = self.io.open(path, Access::Create)?;
+        // An empty file is what an earlier roll that failed could not remove.
+        if file.size()? != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists already and is not empty", path.display()),
+            ));
+        }
+        #[cfg(test)]
+        if let Some(kind) = state.fail_next_roll.take() {
+            return Err(io::Error::from(kind));
+        }
+        self.io.sync_dir(&self.dir)?;
+        let segment = Arc::new(Segment::new(
+            &*self.io,
+            base,
+            path.to_owned(),
+            SegmentIndex::new(base),
+        )?);
+        // The segments below `base` are fsynced and have their index files: the recovery
+        // point may move before the next segment takes a write.
+        write_recovery_point(&*self.io, &self.dir, base)?;
+        Ok((file, segment))
     }
 
     fn delete_old_segments(
@@ -1215,6 +1351,16 @@ impl WriterState {
             return Err(io::Error::from(kind));
         }
         self.file.write_all_at(buf, position)
+    }
+}
+
+/// A failed checkpoint as an IO error of the same kind, so a full disk is still told apart.
+fn checkpoint_io_error(error: Error) -> io::Error {
+    match error {
+        Error::Io { context, source } => {
+            io::Error::new(source.kind(), format!("{context}: {source}"))
+        }
+        other => io::Error::other(other),
     }
 }
 

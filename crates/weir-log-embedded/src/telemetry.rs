@@ -85,6 +85,41 @@ impl EntryIgnored<'_> {
     }
 }
 
+/// Open removed the directory of a topic whose creation did not finish (it had no
+/// `topic.json` and its partitions no records).
+pub(crate) struct UnfinishedTopicRemoved<'a> {
+    pub(crate) path: &'a std::path::Path,
+}
+
+impl UnfinishedTopicRemoved<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::info!(path = %self.path.display(), "removed what an unfinished topic creation left");
+    }
+}
+
+/// At open, a consumer group's committed offset lay past its partition's recovered end
+/// (records a crash took back under fsync `Interval` or `Never`) and was lowered to it.
+pub(crate) struct GroupOffsetClamped<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) topic: &'a str,
+    pub(crate) partition: u32,
+    pub(crate) was: u64,
+    pub(crate) now: u64,
+}
+
+impl GroupOffsetClamped<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::warn!(
+            group = self.group,
+            topic = self.topic,
+            partition = self.partition,
+            was = self.was,
+            now = self.now,
+            "lowered a committed offset past the end of its partition, whose last records a crash took back; the group reads the records appended at those offsets next"
+        );
+    }
+}
+
 /// A write failed for lack of space; the group was cut back and refused, nothing was
 /// acknowledged, and the partition keeps accepting writes.
 pub(crate) struct DiskFull<'a> {

@@ -82,7 +82,7 @@ async fn keys_hash_to_stable_partitions() {
     let keys: Vec<String> = (0..50).map(|i| format!("customer-{i}")).collect();
     let expected: Vec<u32> = keys
         .iter()
-        .map(|k| partitioner::partition_for_key(k.as_bytes(), 8))
+        .map(|k| weir_log::partition_for_key(k.as_bytes(), 8))
         .collect();
     assert!(
         expected.iter().collect::<BTreeSet<_>>().len() > 1,
@@ -311,6 +311,49 @@ async fn committed_offsets_survive_reopen() {
 }
 
 #[tokio::test]
+async fn a_group_offset_past_the_recovered_end_is_clamped_durably() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_file(&dir, "t", 0);
+    let group_file = dir.path().join("groups").join("g.json");
+    let kept_len = {
+        let log = open(&dir);
+        let config = TopicConfig {
+            fsync: FsyncPolicy::Never,
+            ..TopicConfig::with_partitions(1)
+        };
+        log.create_topic("t", &config).expect("create");
+        append_values(&log, "t", &["a", "b", "c"]).await;
+        let kept_len = file_len(&path);
+        append_values(&log, "t", &["d", "e"]).await;
+        log.commit_offset("g", "t", 0, 5).expect("commit");
+        kept_len
+    };
+    // A power loss took back the unsynced "d" and "e"; the group file, fsynced on its own,
+    // kept the commit past them.
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_len(kept_len))
+        .expect("truncate");
+
+    {
+        let log = open(&dir);
+        assert_eq!(log.end_offset("t", 0).expect("end"), 3);
+        assert_eq!(log.committed_offset("g", "t", 0).expect("get"), Some(3));
+        // Written by the open itself, not only at close.
+        let contents = fs::read_to_string(&group_file).expect("read the group file");
+        assert!(contents.contains("\"next_offset\":3"), "{contents}");
+        // New records take offsets 3 and 4 again, and the group still has to read them.
+        append_values(&log, "t", &["x", "y"]).await;
+    }
+    let log = open(&dir);
+    assert_eq!(log.end_offset("t", 0).expect("end"), 5);
+    assert_eq!(log.committed_offset("g", "t", 0).expect("get"), Some(3));
+    let unread = log.read("t", 0, 3, 10).expect("read");
+    assert_eq!(values(&unread), [&b"x"[..], b"y"]);
+}
+
+#[tokio::test]
 async fn a_record_too_large_is_rejected_and_nothing_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = LogOptions {
@@ -459,6 +502,171 @@ fn an_unfinished_topic_creation_is_ignored_then_redone() {
     );
     drop(log);
     assert_eq!(open(&dir).topic("half").expect("info").partitions, 3);
+}
+
+#[test]
+fn a_topic_over_the_partition_limits_is_refused_and_leaves_no_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic_dir = |name: &str| dir.path().join("topics").join(name);
+    let log = open(&dir);
+    let err = log
+        .create_topic("big", &TopicConfig::with_partitions(2000))
+        .expect_err("over the limit per topic");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidPartitionCount {
+                partitions: 2000,
+                max: 1024,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("use 1 to 1024"), "{err}");
+    assert!(!topic_dir("big").exists());
+    drop(log);
+
+    let opts = LogOptions {
+        max_partitions_per_topic: 8,
+        max_partitions: 10,
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), opts).expect("open");
+    log.create_topic("a", &TopicConfig::with_partitions(8))
+        .expect("within both limits");
+    let err = log
+        .create_topic("b", &TopicConfig::with_partitions(3))
+        .expect_err("over the log's limit");
+    assert!(
+        matches!(
+            err,
+            Error::TooManyPartitions {
+                partitions: 3,
+                in_use: 8,
+                max: 10,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("raise max_partitions"), "{err}");
+    assert!(!topic_dir("b").exists());
+    assert!(
+        !log.create_topic("a", &TopicConfig::with_partitions(8))
+            .expect("an existing topic's settings still change")
+    );
+    log.create_topic("b", &TopicConfig::with_partitions(2))
+        .expect("fits");
+    drop(log);
+
+    // The limits bound new topics: those made under higher ones still open.
+    let opts = LogOptions {
+        max_partitions_per_topic: 1,
+        max_partitions: 1,
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), opts).expect("reopen");
+    assert_eq!(log.topic("a").expect("a").partitions, 8);
+    assert_eq!(log.topic("b").expect("b").partitions, 2);
+}
+
+#[test]
+fn a_topic_creation_failing_part_way_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(&dir);
+    let topic_dir = dir.path().join("topics").join("t");
+    // A file where partition 2's directory goes: the creation fails after two partitions.
+    fs::create_dir_all(&topic_dir).expect("mkdir");
+    fs::write(topic_dir.join("2"), b"").expect("write");
+    let err = log
+        .create_topic("t", &TopicConfig::with_partitions(4))
+        .expect_err("partition 2 cannot be made");
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(!topic_dir.exists(), "a failed creation left {topic_dir:?}");
+    assert!(log.topic("t").is_none());
+
+    assert!(
+        log.create_topic("t", &TopicConfig::with_partitions(4))
+            .expect("create again")
+    );
+    drop(log);
+    assert_eq!(open(&dir).topic("t").expect("info").partitions, 4);
+}
+
+#[test]
+fn open_removes_what_an_unfinished_topic_creation_left_but_never_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topics = dir.path().join("topics");
+    // What a crash mid-creation leaves: partitions with empty segments, no topic.json.
+    let half = topics.join("half");
+    fs::create_dir_all(half.join("0")).expect("mkdir");
+    fs::create_dir_all(half.join("1")).expect("mkdir");
+    fs::write(half.join("0").join(segment::log_file_name(0)), b"").expect("write");
+    fs::write(half.join("topic.json.tmp"), b"{").expect("write");
+    // A creation never writes records: these are someone's data, not ours to delete.
+    let kept = topics.join("kept");
+    fs::create_dir_all(kept.join("0")).expect("mkdir");
+    let kept_segment = kept.join("0").join(segment::log_file_name(0));
+    fs::write(&kept_segment, b"data").expect("write");
+
+    let log = open(&dir);
+    assert!(!half.exists(), "open left {half:?}");
+    assert!(log.topic("half").is_none());
+    assert!(log.topic("kept").is_none());
+    let err = log
+        .create_topic("kept", &TopicConfig::with_partitions(1))
+        .expect_err("records in the way");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert_eq!(fs::read(&kept_segment).expect("read"), b"data");
+    assert!(
+        log.create_topic("half", &TopicConfig::with_partitions(1))
+            .expect("create")
+    );
+}
+
+/// How many file descriptors this process has open.
+fn open_fds() -> usize {
+    fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .count()
+}
+
+#[test]
+fn many_partitions_across_topics_stay_within_the_fd_budget() {
+    const MAX: u32 = 200;
+    // Tests running beside this one open and close files meanwhile.
+    const OTHERS: usize = 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LogOptions {
+        max_partitions_per_topic: 50,
+        max_partitions: MAX,
+        ..LogOptions::default()
+    };
+    let before = open_fds();
+    let log = Log::open(dir.path(), opts.clone()).expect("open");
+    let mut created = 0;
+    for i in 0..10 {
+        match log.create_topic(&format!("t{i}"), &TopicConfig::with_partitions(50)) {
+            Ok(_) => created += 50,
+            Err(Error::TooManyPartitions { .. }) => {}
+            Err(error) => panic!("{error}"),
+        }
+    }
+    // Two descriptors per partition, as LogOptions::max_partitions says.
+    let budget = 2 * MAX as usize + OTHERS;
+    let used = open_fds().saturating_sub(before);
+    assert!(
+        used <= budget,
+        "{used} descriptors for {created} partitions"
+    );
+    assert_eq!(created, MAX);
+    drop(log);
+
+    let log = Log::open(dir.path(), opts).expect("reopen");
+    assert_eq!(log.topics().len(), 4);
+    let used = open_fds().saturating_sub(before);
+    assert!(used <= budget, "{used} descriptors after reopening");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

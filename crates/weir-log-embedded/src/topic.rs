@@ -16,10 +16,14 @@
 //! - A topic exists exactly when its `topic.json` does. Creation makes every partition
 //!   directory and file durable first and writes `topic.json` last, atomically (temporary
 //!   file, fsync, rename, fsync of the directory), so a crash mid-creation leaves a
-//!   directory without `topic.json`, which is ignored on open and reused by the next
-//!   creation of that topic (which fsyncs the directories it finds again: a crashed
-//!   process may have made them without). Open fsyncs the directory of each topic it
-//!   finds, in case a crash came between renaming `topic.json` and that fsync.
+//!   directory without `topic.json`, which open removes (and the next creation of that
+//!   topic would reuse, fsyncing the directories it finds again: a crashed process may
+//!   have made them without). A creation that fails removes its directory itself,
+//!   `topic.json` first and durably, so that neither a crash during the removal nor a
+//!   power cut after it can leave a `topic.json` whose partitions are gone. Such a
+//!   directory never holds records; one that does is left alone, ignored, and blocks the
+//!   creation of its topic. Open fsyncs the directory of each topic it finds, in case a
+//!   crash came between renaming `topic.json` and that fsync.
 //! - The partition count never changes once `topic.json` exists; the rest of the
 //!   configuration may, by replacing `topic.json` atomically.
 
@@ -40,7 +44,7 @@ use crate::{
     groups::Groups,
     io::Io,
     partition::{OpenMode, Partition, Settings},
-    partitioner,
+    segment, telemetry,
 };
 
 /// When an append's bytes are fsynced before it is acknowledged.
@@ -102,12 +106,13 @@ impl TopicConfig {
         }
     }
 
-    pub(crate) fn validate(&self, topic: &str) -> Result<()> {
-        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+    /// Checks the configuration of a topic that may have up to `max_partitions`.
+    pub(crate) fn validate(&self, topic: &str, max_partitions: u32) -> Result<()> {
+        if !(1..=max_partitions).contains(&self.partitions) {
             return Err(Error::InvalidPartitionCount {
                 topic: topic.to_owned(),
                 partitions: self.partitions,
-                max: MAX_PARTITIONS,
+                max: max_partitions,
             });
         }
         let invalid = |reason: String| {
@@ -137,8 +142,6 @@ impl TopicConfig {
     }
 }
 
-/// Most partitions one topic may have; each costs a directory and open files.
-pub const MAX_PARTITIONS: u32 = 10_000;
 /// Longest topic or group name, as in Kafka.
 const MAX_NAME_LEN: usize = 249;
 const TOPIC_FILE: &str = "topic.json";
@@ -190,7 +193,9 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
-    /// Creates the topic's files under `dir` (which is `topics/<name>`).
+    /// Creates the topic's files under `dir` (which is `topics/<name>`). If that fails
+    /// part-way, removes `dir` again, so a failed creation leaves nothing behind. A
+    /// directory an earlier unfinished creation left is reused, unless it holds records.
     pub(crate) fn create(
         io: &Arc<dyn Io>,
         dir: &Path,
@@ -198,7 +203,42 @@ impl Topic {
         config: &TopicConfig,
         groups: &Arc<Groups>,
     ) -> Result<Topic> {
+        if fsutil::exists(&**io, dir)
+            && holds_records(&**io, dir).context(|| format!("could not list {}", dir.display()))?
+        {
+            return Err(Error::Corrupt {
+                what: dir.display().to_string(),
+                reason: "it has no topic.json but its partitions hold records".into(),
+            });
+        }
         fsutil::create_dir(&**io, dir).context(|| format!("could not create {}", dir.display()))?;
+        match Topic::create_files(io, dir, name, config, groups) {
+            Ok(opened) => Ok(Topic::new(io, dir, name, config.clone(), opened)),
+            Err(error) => {
+                // Nothing of it holds records yet (the topic never existed), and its
+                // partitions are closed again.
+                if let Err(removal) = remove_dir(&**io, dir) {
+                    telemetry::EntryIgnored {
+                        path: dir,
+                        reason: &format!(
+                            "could not remove what a failed topic creation left ({removal}); the next open removes it"
+                        ),
+                    }
+                    .emit();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Makes every partition of a new topic, then its `topic.json`.
+    fn create_files(
+        io: &Arc<dyn Io>,
+        dir: &Path,
+        name: &str,
+        config: &TopicConfig,
+        groups: &Arc<Groups>,
+    ) -> Result<Vec<Partition>> {
         let opened = (0..config.partitions)
             .map(|id| {
                 Partition::open(
@@ -213,7 +253,7 @@ impl Topic {
             })
             .collect::<Result<Vec<_>>>()?;
         write_topic_file(&**io, dir, name, config)?;
-        Ok(Topic::new(io, dir, name, config.clone(), opened))
+        Ok(opened)
     }
 
     /// Replaces the configuration (all but the partition count) durably.
@@ -300,7 +340,10 @@ impl Topic {
             (TOPIC_FILE_VERSION, Some(config)) if config.partitions == file.partitions => config,
             _ => return Err(corrupt("unexpected contents".into())),
         };
-        config.validate(name).map_err(|e| corrupt(e.to_string()))?;
+        // Any count: the limits of `LogOptions` bound new topics, not the existing ones.
+        config
+            .validate(name, u32::MAX)
+            .map_err(|e| corrupt(e.to_string()))?;
         // A process that crashed between renaming topic.json into place and fsyncing the
         // directory left a topic a power cut could still take, acknowledged records and all.
         io.sync_dir(dir)
@@ -355,7 +398,7 @@ impl Topic {
     /// The partition for a record: murmur2 of its key, or round robin without one.
     pub(crate) fn choose_partition(&self, key: Option<&[u8]>) -> u32 {
         match key {
-            Some(key) => partitioner::partition_for_key(key, self.partition_count()),
+            Some(key) => weir_log::partition_for_key(key, self.partition_count()),
             None => self.next_round_robin.fetch_add(1, Ordering::Relaxed) % self.partition_count(),
         }
     }
@@ -368,6 +411,52 @@ impl Topic {
             start_offsets: self.partitions.iter().map(|p| p.start_offset()).collect(),
             config: self.config(),
         }
+    }
+}
+
+/// Removes `dir`, left by a topic creation that did not finish (it has no `topic.json`),
+/// unless one of its partitions holds records, which a creation never writes: then it is
+/// not ours to delete. Returns whether it was removed.
+pub(crate) fn remove_unfinished(io: &dyn Io, dir: &Path) -> std::io::Result<bool> {
+    if holds_records(io, dir)? {
+        return Ok(false);
+    }
+    remove_dir(io, dir)?;
+    Ok(true)
+}
+
+/// Whether a segment file in a partition directory of `dir` is not empty.
+fn holds_records(io: &dyn Io, dir: &Path) -> std::io::Result<bool> {
+    for entry in io.read_dir(dir)? {
+        let partition = dir.join(entry);
+        if !io.metadata(&partition)?.is_dir {
+            continue;
+        }
+        for file in io.read_dir(&partition)? {
+            let is_segment = file
+                .to_str()
+                .is_some_and(|n| segment::parse_log_file_name(n).is_some());
+            if is_segment && io.metadata(&partition.join(file))?.len > 0 {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Removes `dir` and everything in it, durably. `topic.json` goes first, durably on its
+/// own: the rest of the removal may be cut short by a crash, or partly taken back by a
+/// power cut, and a `topic.json` left beside missing partitions would fail every open.
+fn remove_dir(io: &dyn Io, dir: &Path) -> std::io::Result<()> {
+    match io.remove_file(&dir.join(TOPIC_FILE)) {
+        Ok(()) => io.sync_dir(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    io.remove_dir_all(dir)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => io.sync_dir(parent),
+        _ => Ok(()),
     }
 }
 

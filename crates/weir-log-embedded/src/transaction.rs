@@ -49,7 +49,7 @@ use tokio::sync::oneshot;
 use tracing::instrument;
 
 use crate::{
-    Error, Log, Record, Result,
+    Error, GroupCommit, Log, Record, RecordPosition, Result, Transaction,
     frame::{self, FrameTag, LimitError},
     groups::validate_group_name,
     journal::{self, Intent, IntentBatch, IntentCommit, MAX_ENTRY_BYTES, MAX_PRODUCER_LEN},
@@ -57,28 +57,6 @@ use crate::{
     partition::Partition,
     telemetry,
 };
-
-/// A consumer group's position to commit as part of a transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupCommit {
-    pub group: String,
-    pub topic: String,
-    pub partition: u32,
-    pub next_offset: u64,
-}
-
-/// Outputs and an offset commit that become durable together.
-#[derive(Debug, Clone, Default)]
-pub struct Transaction {
-    /// Who writes. A producer runs one transaction at a time (calls are serialised per
-    /// producer); names are like "pipeline/erp-to-crm/erp.sales-orders/3". Any UTF-8 up to
-    /// 255 bytes.
-    pub producer: String,
-    /// Records to append, by topic; partitioned as `append` does (key hash, round robin
-    /// without a key).
-    pub appends: Vec<(String, Vec<Record>)>,
-    pub commit: Option<GroupCommit>,
-}
 
 /// Every producer that has called since the log was opened, with its pending transaction.
 #[derive(Default)]
@@ -99,7 +77,17 @@ struct ProducerState {
     /// A single-frame transaction (version 4) whose call was cancelled before the frame's
     /// write was acknowledged: the next call waits for it first, so it never runs ahead of
     /// an earlier commit.
-    in_flight: Option<oneshot::Receiver<Result<u64>>>,
+    in_flight: Option<(oneshot::Receiver<Result<u64>>, IntentCommit)>,
+}
+
+/// Whether `sent` (a transaction's commit) is `commit`: the same transaction sent again.
+fn is_same_commit(commit: &IntentCommit, sent: Option<&GroupCommit>) -> bool {
+    sent.is_some_and(|sent| {
+        sent.group == commit.group
+            && sent.topic == commit.topic
+            && sent.partition == commit.partition
+            && sent.next_offset == commit.next_offset
+    })
 }
 
 /// A transaction whose intent was queued to the journal and that is not done yet.
@@ -113,6 +101,10 @@ struct Pending {
     partitions: Vec<Arc<Partition>>,
     /// Found at open rather than written by this process.
     at_open: bool,
+    /// Per batch: where its records came from in the call (empty when found at open),
+    /// and the base offset its append got, once this process appended it.
+    inputs: Vec<Vec<(usize, usize)>>,
+    bases: Vec<Option<u64>>,
     /// A call before the one finishing it returned an error.
     resumed: bool,
 }
@@ -140,7 +132,14 @@ struct PlannedBatch {
     partition_id: u32,
     partition: Arc<Partition>,
     records: Vec<Record>,
+    /// Per record: its entry in `Transaction::appends` and its index there.
+    inputs: Vec<(usize, usize)>,
 }
+
+/// Where the records of a transaction were stored: per record, its entry in
+/// `Transaction::appends`, its index there, and its position. Only for batches this
+/// call appended itself.
+type Stored = Vec<(usize, usize, RecordPosition)>;
 
 fn validate_producer(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
@@ -182,10 +181,15 @@ impl Log {
     /// partitions before others; the group offset moves only once all are durable.
     #[instrument(skip_all, err, fields(producer = %txn.producer))]
     pub async fn commit_transaction(&self, txn: Transaction) -> Result<()> {
+        self.transact(txn).await.map(drop)
+    }
+
+    /// [`Log::commit_transaction`], returning where this call stored the records.
+    pub(crate) async fn transact(&self, txn: Transaction) -> Result<Stored> {
         validate_producer(&txn.producer)?;
         let producer = self.inner.producers.get(&txn.producer);
         let mut state = producer.lock().await;
-        if let Some(reply) = state.in_flight.as_mut() {
+        if let Some((reply, commit)) = state.in_flight.as_mut() {
             // Its outcome is in the groups already (the writer applies a durable frame's
             // commit), and a failed one counts as not sent: its caller is gone, so say so.
             let error = match reply.await {
@@ -193,6 +197,7 @@ impl Log {
                 Ok(Err(error)) => Some(error.to_string()),
                 Err(_) => Some("the partition's writer stopped".to_owned()),
             };
+            let resent = error.is_none() && is_same_commit(commit, txn.commit.as_ref());
             state.in_flight = None;
             if let Some(error) = error {
                 telemetry::CancelledTransactionFailed {
@@ -201,8 +206,22 @@ impl Log {
                 }
                 .emit();
             }
+            if resent {
+                // This call is the cancelled one sent again, and that one is durable.
+                return Ok(Stored::new());
+            }
         }
-        if state.pending.is_some() {
+        if let Some(pending) = &state.pending {
+            // A transaction sent again after a failure carries the same commit: finishing
+            // the pending one is all it asks for (writing it again would store it twice).
+            let resent = pending
+                .intent
+                .commit
+                .as_ref()
+                .is_some_and(|c| is_same_commit(c, txn.commit.as_ref()));
+            if resent {
+                return self.finish(&mut state).await;
+            }
             self.finish(&mut state).await.map_err(|error| match error {
                 Error::TransactionIncomplete {
                     producer,
@@ -217,8 +236,21 @@ impl Log {
             })?;
         }
         let (mut planned, mut commit) = self.plan(&txn)?;
+        if let Some(c) = &commit
+            && !planned.is_empty()
+            && self
+                .inner
+                .groups
+                .committed(&c.group, &c.topic, c.partition)
+                .is_some_and(|done| done >= c.next_offset)
+        {
+            // Outputs whose commit would not move the group forward were committed
+            // already (a caller that did not see the answer sends them again): they are
+            // acknowledged and not written twice.
+            return Ok(Stored::new());
+        }
         if planned.is_empty() && commit.is_none() {
-            return Ok(());
+            return Ok(Stored::new());
         }
         if let [batch] = planned.as_slice()
             && let Some(commit) = commit.take_if(|c| self.fits_one_frame(batch, c))
@@ -226,13 +258,16 @@ impl Log {
             let batch = planned.pop().expect("one batch");
             return self
                 .commit_in_frame(&mut state, txn.producer, batch, commit)
-                .await;
+                .await
+                .map(|()| Stored::new());
         }
 
         let sequence = self.inner.next_sequence.fetch_add(1, Ordering::SeqCst);
         let mut batches = Vec::with_capacity(planned.len());
         let mut partitions = Vec::with_capacity(planned.len());
+        let mut inputs = Vec::with_capacity(planned.len());
         for planned in planned {
+            inputs.push(planned.inputs);
             batches.push(IntentBatch {
                 topic: planned.topic,
                 partition: planned.partition_id,
@@ -256,6 +291,8 @@ impl Log {
             partitions,
             at_open: false,
             resumed: false,
+            bases: vec![None; inputs.len()],
+            inputs,
         };
         let bytes = Arc::new(journal::encode_intent(&intent));
         pending.journal_reply = Some(self.inner.journal.write_intent(sequence, bytes)?);
@@ -293,12 +330,10 @@ impl Log {
             sequence,
         };
         let records = batch.records.len();
-        let reply = state.in_flight.insert(batch.partition.enqueue(
-            batch.records,
-            0,
-            Some(tag),
-            Some(commit),
-        )?);
+        let reply = batch
+            .partition
+            .enqueue(batch.records, 0, Some(tag), Some(commit.clone()))?;
+        let (reply, _) = state.in_flight.insert((reply, commit));
         let written = reply.await;
         state.in_flight = None;
         match written {
@@ -328,7 +363,7 @@ impl Log {
         // Per topic and partition: the batch and each record's index in its input `Vec`.
         type Targets = BTreeMap<u32, (PlannedBatch, Vec<usize>)>;
         let mut targets: BTreeMap<&str, Targets> = BTreeMap::new();
-        for (topic_name, records) in &txn.appends {
+        for (entry, (topic_name, records)) in txn.appends.iter().enumerate() {
             let topic = self.get_topic(topic_name)?;
             if topic.config().compaction && records.iter().any(|r| r.key.is_none()) {
                 return Err(Error::KeyRequired {
@@ -346,6 +381,7 @@ impl Log {
                             partition_id,
                             partition: Arc::clone(topic.partition(partition_id)?),
                             records: Vec::new(),
+                            inputs: Vec::new(),
                         },
                         Vec::new(),
                     )),
@@ -355,6 +391,7 @@ impl Log {
                     value: record.value.clone(),
                     timestamp_ms: Some(record.timestamp_ms.unwrap_or(now_ms)),
                 });
+                batch.inputs.push((entry, index));
                 indexes.push(index);
             }
         }
@@ -388,6 +425,12 @@ impl Log {
             None => None,
             Some(commit) => {
                 validate_group_name(&commit.group)?;
+                self.inner.groups.check_generation(
+                    &commit.group,
+                    &commit.topic,
+                    commit.partition,
+                    commit.generation,
+                )?;
                 let end_offset = self
                     .get_partition(&commit.topic, commit.partition)?
                     .end_offset();
@@ -430,9 +473,9 @@ impl Log {
 
     /// Finishes the producer's pending transaction: waits for its intent to be durable,
     /// appends every batch not known to be stored, then applies its commit.
-    async fn finish(&self, state: &mut ProducerState) -> Result<()> {
+    async fn finish(&self, state: &mut ProducerState) -> Result<Stored> {
         let Some(pending) = state.pending.as_mut() else {
-            return Ok(());
+            return Ok(Stored::new());
         };
         if let Some(reply) = pending.journal_reply.as_mut() {
             let written = reply.await.unwrap_or(Err(Error::JournalPoisoned));
@@ -505,12 +548,20 @@ impl Log {
                 }
             }
         }
-        for (batch, batch_state) in intent.batches.iter().zip(&mut pending.batches) {
+        for ((batch, batch_state), base) in intent
+            .batches
+            .iter()
+            .zip(&mut pending.batches)
+            .zip(&mut pending.bases)
+        {
             let BatchState::InFlight(reply) = batch_state else {
                 continue;
             };
             match reply.await {
-                Ok(Ok(_)) => *batch_state = BatchState::Landed,
+                Ok(Ok(offset)) => {
+                    *batch_state = BatchState::Landed;
+                    *base = Some(offset);
+                }
                 Ok(Err(error)) => {
                     *batch_state = BatchState::Unknown;
                     first_error.get_or_insert(error);
@@ -565,8 +616,25 @@ impl Log {
             // At open the journal files are replaced once recovery is done.
             self.inner.journal.write_done(intent.sequence);
         }
+        let mut stored = Stored::new();
+        for ((batch, inputs), base) in intent
+            .batches
+            .iter()
+            .zip(&pending.inputs)
+            .zip(&pending.bases)
+        {
+            if let Some(base) = base {
+                stored.extend(inputs.iter().enumerate().map(|(i, &(entry, index))| {
+                    let position = RecordPosition {
+                        partition: batch.partition,
+                        offset: base + i as u64,
+                    };
+                    (entry, index, position)
+                }));
+            }
+        }
         state.pending = None;
-        Ok(())
+        Ok(stored)
     }
 
     /// At open: finishes every unfinished intent the journal holds and applies the commit
@@ -596,6 +664,8 @@ impl Log {
                     partitions,
                     at_open: true,
                     resumed: false,
+                    inputs: vec![Vec::new(); intent.batches.len()],
+                    bases: vec![None; intent.batches.len()],
                 }),
             };
             futures::executor::block_on(self.finish(&mut state))?;

@@ -204,9 +204,7 @@ impl Document {
                     fsync,
                     retention_ms: topic.retention_ms,
                     retention_bytes: topic.retention_bytes,
-                    segment_bytes: topic
-                        .segment_bytes
-                        .unwrap_or(TopicSpec::DEFAULT_SEGMENT_BYTES),
+                    segment_bytes: topic.segment_bytes,
                     compaction: topic.compaction.unwrap_or(false),
                 };
                 (name, spec)

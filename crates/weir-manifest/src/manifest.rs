@@ -95,8 +95,9 @@ pub struct TopicSpec {
     pub retention_ms: Option<u64>,
     /// Keep at most about this many bytes per partition (whole segments are deleted).
     pub retention_bytes: Option<u64>,
-    /// Roll to a new segment file at this size.
-    pub segment_bytes: u64,
+    /// Roll to a new segment file at this size (the embedded log's own setting; its
+    /// default, 64 MiB, when not set).
+    pub segment_bytes: Option<u64>,
     /// Keep only the latest event per key in closed segments.
     pub compaction: bool,
 }
@@ -116,7 +117,8 @@ pub enum FsyncSpec {
 impl TopicSpec {
     pub const DEFAULT_PARTITIONS: u32 = 1;
     /// As many as the embedded log allows; each partition costs a directory and open files.
-    pub const MAX_PARTITIONS: u32 = 10_000;
+    /// The embedded log's default `max_partitions_per_topic`.
+    pub const MAX_PARTITIONS: u32 = 1024;
     pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
     pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
     pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
@@ -131,7 +133,7 @@ impl Default for TopicSpec {
             fsync: FsyncSpec::Always,
             retention_ms: None,
             retention_bytes: None,
-            segment_bytes: TopicSpec::DEFAULT_SEGMENT_BYTES,
+            segment_bytes: None,
             compaction: false,
         }
     }

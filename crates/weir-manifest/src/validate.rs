@@ -77,13 +77,14 @@ fn check_topic(name: &str, topic: &TopicSpec, problems: &mut Vec<Problem>) {
             problems,
         );
     }
-    if !(TopicSpec::MIN_SEGMENT_BYTES..=TopicSpec::MAX_SEGMENT_BYTES).contains(&topic.segment_bytes)
+    if let Some(segment_bytes) = topic.segment_bytes
+        && !(TopicSpec::MIN_SEGMENT_BYTES..=TopicSpec::MAX_SEGMENT_BYTES).contains(&segment_bytes)
     {
         problems.push(Problem::new(
             key(&["topics", name, "segment_bytes"]),
             format!(
                 "is {}; use a value from {} to {}",
-                topic.segment_bytes,
+                segment_bytes,
                 TopicSpec::MIN_SEGMENT_BYTES,
                 TopicSpec::MAX_SEGMENT_BYTES
             ),

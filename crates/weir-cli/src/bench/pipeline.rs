@@ -100,11 +100,11 @@ fn order(sample: &CloudEvent, n: usize) -> CloudEvent {
     event
 }
 
-fn total(node: &Node, topic: &str) -> u64 {
-    node.log()
-        .topic(topic)
-        .map(|t| t.end_offsets.iter().sum())
-        .unwrap_or(0)
+async fn total(node: &Node, topic: &str) -> u64 {
+    match node.log().topic(topic).await {
+        Ok(Some(t)) => t.end_offsets.iter().sum(),
+        _ => 0,
+    }
 }
 
 pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
@@ -130,9 +130,11 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let data = dir.path().join("data");
 
     // The backlog, published before the pipeline exists.
+    let log = crate::backend::open("embedded", &data).await?;
     let node = Node::start(NodeOptions::new(
         &data,
         Some(manifest(&args, &function, false)?),
+        log,
     ))
     .await?;
     let mut n = 0;
@@ -147,18 +149,20 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     drop(node);
 
     // Throughput: from the pipeline's start until every output is readable.
+    let log = crate::backend::open("embedded", &data).await?;
     let node = Node::start(NodeOptions::new(
         &data,
         Some(manifest(&args, &function, true)?),
+        log,
     ))
     .await?;
     let started = Instant::now();
     let cpu_started = process_cpu_secs();
     let target = args.events as u64;
-    while total(&node, OUT) < target {
-        let status = &node.status().pipelines[0];
+    while total(&node, OUT).await < target {
+        let status = &node.status().await?.pipelines[0];
         if status.dead_lettered > 0 {
-            let first = node.read("bench.dlq", 0, 0, 1)?;
+            let first = node.read("bench.dlq", 0, 0, 1).await?;
             let error = first
                 .first()
                 .and_then(|e| e.event.extensions.get("dlqerror").cloned());
@@ -167,7 +171,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
             "the pipeline did not finish the backlog in 10 minutes: {} of {target}; {status:?}",
-            total(&node, OUT)
+            total(&node, OUT).await
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -179,7 +183,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     // moment its output is readable (outputs carry their input's position in their id).
     let acked: Arc<Mutex<HashMap<(u32, u64), Instant>>> = Arc::default();
     let seen: Arc<Mutex<HashMap<(u32, u64), Instant>>> = Arc::default();
-    let mut outputs = node.subscribe(OUT, StartFrom::Latest)?;
+    let mut outputs = node.subscribe(OUT, StartFrom::Latest).await?;
     let watcher = {
         let seen = seen.clone();
         tokio::spawn(async move {

@@ -280,12 +280,10 @@ async fn a_full_disk_stalls_the_pipeline_and_once_space_is_back_nothing_is_lost_
 
     // 1200 events of ~1 KiB while there is room, with no pipeline yet: 600 or more in one
     // partition, which calls its second full batch while the first one's commit is refused.
-    let node = crate::Node::start(crate::NodeOptions::new(
-        &data,
-        Some(copy_app(dir.path(), false)),
-    ))
-    .await
-    .unwrap();
+    let node =
+        crate::Node::start(crate::tests::options(&data, Some(copy_app(dir.path(), false))).await)
+            .await
+            .unwrap();
     let events: Vec<CloudEvent> = (0..1200)
         .map(|i| {
             let mut event = CloudEvent::new(format!("e{i}"), "test://s", "t");
@@ -303,12 +301,10 @@ async fn a_full_disk_stalls_the_pipeline_and_once_space_is_back_nothing_is_lost_
     // then start the pipeline: its commits are refused and it shows as stalled.
     let ballast = disk.path().join("ballast");
     disk.fill(&ballast, 96 << 10);
-    let node = crate::Node::start(crate::NodeOptions::new(
-        &data,
-        Some(copy_app(dir.path(), true)),
-    ))
-    .await
-    .unwrap();
+    let node =
+        crate::Node::start(crate::tests::options(&data, Some(copy_app(dir.path(), true))).await)
+            .await
+            .unwrap();
     let stalled = settled(&node, |p| matches!(p.state, PipelineState::Stalled { .. })).await;
     let PipelineState::Stalled { error, .. } = &stalled.state else {
         unreachable!()

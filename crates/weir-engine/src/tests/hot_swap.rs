@@ -71,7 +71,7 @@ async fn round_trip(node: &Node, from: u64, to: u64) -> Vec<String> {
     let events: Vec<_> = (from..to).map(event).collect();
     node.publish("in", &events).await.unwrap();
     let wanted: BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
-    let stream = node.subscribe("out", StartFrom::Earliest).unwrap();
+    let stream = node.subscribe("out", StartFrom::Earliest).await.unwrap();
     tokio::time::timeout(
         Duration::from_secs(30),
         stream
@@ -131,7 +131,7 @@ async fn a_broken_deploy_changes_nothing_and_rollback_and_restart_keep_versions(
     assert_eq!(deployed.previous.as_deref(), Some(v1.as_str()));
     assert_ne!(v1, v2);
     assert_eq!(round_trip(&node, 16, 24).await, vec!["2"; 8]);
-    assert_eq!(node.status().pipelines[0].version, v2);
+    assert_eq!(node.status().await.unwrap().pipelines[0].version, v2);
     let stored = dir.path().join("data/functions/tag");
     assert!(stored.join(format!("{v1}.wasm")).exists());
     assert!(stored.join(format!("{v2}.wasm")).exists());
@@ -168,7 +168,7 @@ async fn a_broken_deploy_changes_nothing_and_rollback_and_restart_keep_versions(
             Origin::Rollback
         ]
     );
-    assert_eq!(node.status().functions[0].versions_kept, 2);
+    assert_eq!(node.status().await.unwrap().functions[0].versions_kept, 2);
     node.shutdown().await;
     drop(node);
 
@@ -260,15 +260,21 @@ async fn hot_swap_under_load_loses_and_duplicates_nothing() {
         total,
         "one output per input, none twice"
     );
-    assert_eq!(node.status().pipelines[0].state, PipelineState::Running);
-    assert_eq!(node.status().pipelines[0].version, deployed.version);
+    assert_eq!(
+        node.status().await.unwrap().pipelines[0].state,
+        PipelineState::Running
+    );
+    assert_eq!(
+        node.status().await.unwrap().pipelines[0].version,
+        deployed.version
+    );
 
     let mut seen = BTreeMap::new();
     for partition in 0..4 {
         let mut tags = Vec::new();
         let mut offset = 0;
         loop {
-            let batch = node.read("out", partition, offset, 1000).unwrap();
+            let batch = node.read("out", partition, offset, 1000).await.unwrap();
             let Some(last) = batch.last() else { break };
             offset = last.offset + 1;
             for logged in batch {
@@ -368,7 +374,7 @@ seed = "customers.json"
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Function(_)), "{err}");
-    assert!(node.log().topic("in2").is_none());
+    assert!(node.log().topic("in2").await.unwrap().is_none());
     assert_eq!(node.functions()[0].version, v1);
 
     // Changing an existing pipeline needs a restart.
@@ -393,11 +399,11 @@ seed = "customers.json"
     assert_eq!(done.pipelines, ["q"]);
     assert_eq!(done.functions[0].previous.as_deref(), Some(v1.as_str()));
     assert!(done.functions[0].reloaded);
-    assert_eq!(node.status().pipelines.len(), 2);
+    assert_eq!(node.status().await.unwrap().pipelines.len(), 2);
     let mut ev = event(1000);
     ev.id = "via-q".into();
     node.publish("in2", &[ev]).await.unwrap();
-    let stream = node.subscribe("out", StartFrom::Earliest).unwrap();
+    let stream = node.subscribe("out", StartFrom::Earliest).await.unwrap();
     let out = tokio::time::timeout(
         Duration::from_secs(30),
         stream
@@ -436,7 +442,9 @@ async fn a_dead_letter_redriven_after_a_fix_runs_on_the_fixed_version() {
         .collect();
     node.publish("in", &events).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), async {
-        while node.status().pipelines[0].dead_lettered < 1 || total_events(&node, "out") < 2 {
+        while node.status().await.unwrap().pipelines[0].dead_lettered < 1
+            || total_events(&node, "out") < 2
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -448,7 +456,7 @@ async fn a_dead_letter_redriven_after_a_fix_runs_on_the_fixed_version() {
         .unwrap();
     let report = node.redrive("p", None).await.unwrap();
     assert_eq!((report.redriven, report.skipped), (1, 0), "{report:?}");
-    let stream = node.subscribe("out", StartFrom::Earliest).unwrap();
+    let stream = node.subscribe("out", StartFrom::Earliest).await.unwrap();
     let ids: Vec<String> = tokio::time::timeout(
         Duration::from_secs(30),
         stream.take(3).map(|r| r.unwrap().event.id).collect(),
@@ -459,6 +467,9 @@ async fn a_dead_letter_redriven_after_a_fix_runs_on_the_fixed_version() {
     // A second re-drive finds nothing new.
     let again = node.redrive("p", None).await.unwrap();
     assert_eq!(again.redriven, 0);
-    assert_eq!(node.status().pipelines[0].state, PipelineState::Running);
+    assert_eq!(
+        node.status().await.unwrap().pipelines[0].state,
+        PipelineState::Running
+    );
     node.shutdown().await;
 }

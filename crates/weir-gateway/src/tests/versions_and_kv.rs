@@ -42,7 +42,11 @@ async fn app() -> App {
     )
     .unwrap();
     let manifest = weir_manifest::Manifest::from_toml_str(APP, dir.path()).unwrap();
-    let node = Node::start(NodeOptions::new(dir.path().join("data"), Some(manifest)))
+    let data = dir.path().join("data");
+    let log = weir_log_embedded::open_shared(&data, Default::default())
+        .await
+        .unwrap();
+    let node = Node::start(NodeOptions::new(data, Some(manifest), log))
         .await
         .unwrap();
     App { dir, node }
@@ -270,7 +274,7 @@ async fn deploying_an_app() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.json());
     assert_eq!(a.json()["topics"], serde_json::json!(["audit"]));
     assert_eq!(a.json()["functions"][0]["reloaded"], true);
-    assert!(app.node.log().topic("audit").is_some());
+    assert!(app.node.log().topic("audit").await.unwrap().is_some());
 
     let changed = more.replace("to = [\"out\"]", "to = [\"out\", \"audit\"]");
     let a = send(
@@ -324,17 +328,19 @@ async fn replay_streams_progress_then_the_report_and_refuses_bad_requests_as_pro
     .await;
     assert_eq!(a.status, StatusCode::ACCEPTED);
     // Let the pipeline handle them first, so the output topic stands still.
-    let out_total = || -> u64 {
+    let out_total = async || -> u64 {
         app.node
             .log()
             .topic("out")
+            .await
+            .unwrap()
             .unwrap()
             .end_offsets
             .iter()
             .sum()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while out_total() < 3 {
+    while out_total().await < 3 {
         assert!(
             std::time::Instant::now() < deadline,
             "the pipeline did not run"
@@ -370,7 +376,7 @@ async fn replay_streams_progress_then_the_report_and_refuses_bad_requests_as_pro
         report["examples"][0]["fields"],
         serde_json::json!([{"path": "tagversion", "a": "1", "b": "2"}])
     );
-    assert_eq!(out_total(), 3, "the replay published nothing");
+    assert_eq!(out_total().await, 3, "the replay published nothing");
 
     // Problems before the stream starts.
     let post = |uri: &str, body: Body| Request::post(uri).body(body).unwrap();

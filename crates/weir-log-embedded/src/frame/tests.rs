@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use bytes::Bytes;
 
 use super::*;
@@ -238,4 +240,212 @@ fn plain_tagged_and_committed_frames_decode_side_by_side() {
         kinds,
         [(None, false), (Some(TAG), true), (Some(TAG), false)]
     );
+}
+
+#[test]
+fn a_frame_whose_offsets_reach_u64_max_is_refused() {
+    let one = [Record::new("v")];
+    let two = [Record::new("v"), Record::new("w")];
+    let last_usable = u64::MAX - 1;
+    let batch = decode_frame(Bytes::from(encode_batch(last_usable - 1, &two, 1))).expect("fits");
+    assert_eq!(batch.info.last_offset, last_usable);
+    let batch = decode_frame(Bytes::from(encode_batch(last_usable, &one, 1))).expect("fits");
+    assert_eq!(batch.records[0].offset, last_usable);
+
+    let refused = Err(FrameError::Malformed("offsets reach u64::MAX"));
+    // A last offset of u64::MAX leaves no end offset one past it.
+    assert_eq!(
+        decode_frame(Bytes::from(encode_batch(u64::MAX, &one, 1))),
+        refused
+    );
+    assert_eq!(
+        decode_frame(Bytes::from(encode_batch(last_usable, &two, 1))),
+        refused
+    );
+    let tagged = encode_tagged_batch(last_usable, TAG, &two, 1);
+    assert_eq!(decode_frame(Bytes::from(tagged)), refused);
+    let committed = encode_committed_batch(last_usable, TAG, &commit(), &two, 1);
+    assert_eq!(decode_frame(Bytes::from(committed)), refused);
+
+    // A delta that wraps past u64::MAX back to small offsets, as only a hand-built frame has.
+    let mut wrapped = Vec::new();
+    let records = [0, u32::MAX].map(|offset_delta| RecordRef {
+        offset_delta,
+        timestamp_ms: 1,
+        key: None,
+        value: b"v",
+    });
+    encode_into(&mut wrapped, u64::MAX - 5, None, records);
+    assert_eq!(decode_frame(Bytes::from(wrapped.clone())), refused);
+    let (batches, stopped) = decode_frames(&wrapped);
+    assert_eq!((batches.len(), stopped), (0, refused.err()));
+}
+
+/// A record whose version 2 frame, read as a version 3 frame (its header taken for a
+/// tag), holds another valid record: the magic bytes 0xB2 and 0xB3 are one bit apart.
+fn record_that_also_parses_as_tagged() -> Record {
+    let timestamp: i64 = 5;
+    let payload = b"not what was written";
+    let mut value = timestamp.to_le_bytes().to_vec();
+    value.extend(NO_KEY.to_le_bytes());
+    value.extend((payload.len() as u32).to_le_bytes());
+    value.extend(payload);
+    Record::new(value).with_timestamp(timestamp)
+}
+
+fn plain_frame_that_also_parses_as_tagged() -> Vec<u8> {
+    encode_batch(0, &[record_that_also_parses_as_tagged()], 1)
+}
+
+#[test]
+fn a_flip_between_version_magic_bytes_is_refused() {
+    let frame = plain_frame_that_also_parses_as_tagged();
+    assert!(decode_frame(Bytes::from(frame.clone())).is_ok());
+    let mut flipped = frame;
+    flipped[0] = MAGIC_TAGGED;
+    let decoded = decode_frame(Bytes::from(flipped.clone()));
+    assert_eq!(decoded, Err(FrameError::BadChecksum));
+    assert_eq!(
+        decode_frames(&flipped),
+        (Vec::new(), Some(FrameError::BadChecksum))
+    );
+    let header = decode_header(&flipped).expect("header");
+    assert_eq!(
+        verified_tag(&header, &flipped[HEADER_LEN..]),
+        Err(FrameError::BadChecksum)
+    );
+}
+
+#[test]
+fn the_checksum_covers_the_magic_byte_and_the_old_one_is_still_read() {
+    let mut frame = encode_batch(3, &records(), 1000);
+    let body_crc = crc32c::crc32c(&frame[HEADER_LEN..]);
+    let with_magic = crc32c::crc32c_append(crc32c::crc32c(&[MAGIC]), &frame[HEADER_LEN..]);
+    assert_eq!(u32_at(&frame, 5), with_magic);
+    let new = decode_frame(Bytes::from(frame.clone())).expect("valid frame");
+
+    // As written before the checksum covered the magic byte.
+    reseal(&mut frame);
+    assert_eq!(u32_at(&frame, 5), body_crc);
+    assert_eq!(decode_frame(Bytes::from(frame)), Ok(new));
+}
+
+#[test]
+fn the_round_trip_check_passes_the_frames_of_every_version() {
+    let tags = [None, Some((TAG, None)), Some((TAG, Some(commit())))];
+    for (stamp, gaps) in tags.into_iter().zip([None, Some(vec![0, 4]), None]) {
+        let spec = round_trip::Spec {
+            base_offset: 7,
+            stamp,
+            now_ms: 1000,
+            records: records(),
+            gaps,
+        };
+        round_trip::check(&spec, 0..1000);
+    }
+    round_trip::check_decoded(&encode_batch(7, &records(), 1000));
+    round_trip::check_fuzz_input(&[]);
+}
+
+#[test]
+fn the_round_trip_check_refuses_the_flip_to_another_version() {
+    // Random records almost never parse as another version's body; this one does.
+    let spec = round_trip::Spec {
+        base_offset: 0,
+        stamp: None,
+        now_ms: 1,
+        records: vec![record_that_also_parses_as_tagged()],
+        gaps: None,
+    };
+    round_trip::check(&spec, []);
+}
+
+fn arb_spec() -> impl proptest::strategy::Strategy<Value = round_trip::Spec> {
+    use proptest::{collection::vec, option, prelude::*};
+    let base_offset = prop_oneof![0..1_000u64, any::<u64>(), (u64::MAX - 300)..=u64::MAX,];
+    let tag = (any::<u64>(), any::<u64>()).prop_map(|(producer_id, sequence)| FrameTag {
+        producer_id,
+        sequence,
+    });
+    let commit = ("\\PC{0,12}", "\\PC{0,12}", any::<u32>(), any::<u64>()).prop_map(
+        |(group, topic, partition, next_offset)| IntentCommit {
+            group,
+            topic,
+            partition,
+            next_offset,
+        },
+    );
+    let stamp = option::of((tag, option::of(commit)));
+    let record = (
+        option::of(vec(any::<u8>(), 0..16)),
+        vec(any::<u8>(), 0..48),
+        option::of(any::<i64>()),
+    )
+        .prop_map(|(key, value, timestamp_ms)| Record {
+            key: key.map(Bytes::from),
+            value: Bytes::from(value),
+            timestamp_ms,
+        });
+    let gap = prop_oneof![4 => 0..3u32, 1 => any::<u32>()];
+    (
+        base_offset,
+        stamp,
+        any::<i64>(),
+        vec(record, 1..8),
+        option::of(vec(gap, 0..8)),
+    )
+        .prop_map(
+            |(base_offset, stamp, now_ms, records, gaps)| round_trip::Spec {
+                base_offset,
+                stamp,
+                now_ms,
+                records,
+                gaps,
+            },
+        )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+    /// Whatever the records, tag, commit and offsets, every decoder gives back what the
+    /// encoder wrote (or refuses offsets that reach u64::MAX), and refuses every copy with
+    /// a bit of the header or one of `flips` flipped, and every cut.
+    #[test]
+    fn frames_decode_to_what_was_encoded_and_damage_is_refused(
+        spec in arb_spec(),
+        flips in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..64),
+    ) {
+        round_trip::check(&spec, flips);
+    }
+
+    /// The fuzz target's entry point holds for any input.
+    #[test]
+    fn fuzz_roundtrip_holds_for_random_bytes(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+    ) {
+        crate::fuzz_roundtrip(&bytes);
+    }
+}
+
+#[test]
+fn the_fuzz_seeds_pass_their_targets() {
+    let seeds = |target: &str| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds")
+            .join(target);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("the seeds directory")
+            .map(|entry| std::fs::read(entry.expect("an entry").path()).expect("a seed"))
+            .collect();
+        assert!(!files.is_empty(), "no seeds in {}", dir.display());
+        files.sort();
+        files
+    };
+    for seed in seeds("decode") {
+        crate::fuzz_decode(&seed);
+    }
+    for seed in seeds("roundtrip") {
+        crate::fuzz_roundtrip(&seed);
+    }
 }

@@ -216,3 +216,124 @@ async fn segments_roll_and_reads_cross_them() {
     assert_eq!(partition.read(0, usize::MAX).expect("read").len(), 60);
     assert_eq!(partition.append(values(1), 1).await.expect("append"), 60);
 }
+
+#[tokio::test]
+async fn a_full_disk_at_a_roll_refuses_the_append_and_keeps_the_active_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 300,
+    };
+    let partition = open_with(dir.path(), OpenMode::Create, settings).expect("open");
+    partition.lock_state().fail_next_roll = Some(io::ErrorKind::StorageFull);
+    let mut acknowledged = Vec::new();
+    let err = loop {
+        assert!(acknowledged.len() < 100, "no roll");
+        match partition.append(values(3), 1).await {
+            Ok(base) => acknowledged.extend(base..base + 3),
+            Err(err) => break err,
+        }
+    };
+    assert!(
+        matches!(&err, Error::DiskFull { topic, partition: 0 } if topic == "t"),
+        "{err}"
+    );
+    let end = partition.end_offset();
+    assert_eq!(end, acknowledged.len() as u64);
+    assert_eq!(
+        partition.active_base_offset(),
+        0,
+        "the active segment stays"
+    );
+    assert!(
+        !dir.path().join(segment::log_file_name(end)).exists(),
+        "the next segment's file is removed"
+    );
+
+    // Space is back: the same append rolls, and later ones roll again.
+    for _ in 0..10 {
+        let base = partition.append(values(3), 1).await.expect("append");
+        acknowledged.extend(base..base + 3);
+    }
+    assert!(partition.active_base_offset() > 0, "rolled");
+    let all = partition.read(0, usize::MAX).expect("read");
+    assert_eq!(
+        all.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        acknowledged
+    );
+    drop(partition);
+
+    let partition = open_with(dir.path(), OpenMode::Recover, settings).expect("reopen");
+    assert_eq!(partition.read(0, usize::MAX).expect("read"), all);
+    let base = partition.append(values(1), 1).await.expect("append");
+    assert_eq!(base, acknowledged.len() as u64);
+}
+
+/// Opens a partition whose only segment, still empty, starts at `base`, as if `base`
+/// offsets had been appended and deleted by retention.
+fn open_empty_at(dir: &Path, base: u64) -> Partition {
+    fs::File::create(dir.join(segment::log_file_name(base))).expect("create the segment");
+    open_with(dir, OpenMode::Recover, SETTINGS).expect("open partition")
+}
+
+#[tokio::test]
+async fn an_append_past_the_last_offset_is_refused_not_wrapped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = u64::MAX - 3;
+    let partition = open_empty_at(dir.path(), base);
+    assert_eq!(partition.end_offset(), base);
+    assert_eq!(partition.append(values(2), 1).await.expect("fits"), base);
+
+    // Offsets u64::MAX - 1 and u64::MAX: the second would leave no end offset.
+    let err = partition
+        .append(values(2), 1)
+        .await
+        .expect_err("u64::MAX is no offset");
+    assert!(
+        matches!(
+            &err,
+            Error::OffsetsExhausted { topic, partition: 0, next_offset, records: 2 }
+                if topic == "t" && *next_offset == u64::MAX - 1
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("append to another"), "{err}");
+    assert_eq!(partition.end_offset(), u64::MAX - 1, "nothing was written");
+
+    // Not poisoned: the last offset still goes to a batch that fits, then none is left.
+    assert_eq!(
+        partition.append(values(1), 1).await.expect("fits"),
+        u64::MAX - 1
+    );
+    assert_eq!(partition.end_offset(), u64::MAX);
+    let err = partition.append(values(1), 1).await.expect_err("full");
+    assert!(matches!(err, Error::OffsetsExhausted { .. }), "{err}");
+    drop(partition);
+
+    let partition = open_with(dir.path(), OpenMode::Recover, SETTINGS).expect("reopen");
+    assert_eq!(partition.end_offset(), u64::MAX);
+    let offsets: Vec<u64> = partition
+        .read(0, usize::MAX)
+        .expect("read")
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(offsets, [u64::MAX - 3, u64::MAX - 2, u64::MAX - 1]);
+}
+
+#[tokio::test]
+async fn a_frame_whose_last_offset_is_u64_max_is_cut_off_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = u64::MAX - 2;
+    let path = dir.path().join(segment::log_file_name(base));
+    let mut bytes = frame::encode_batch(base, &values(1), 1);
+    let good_len = bytes.len() as u64;
+    // Offsets u64::MAX - 1 and u64::MAX, as a writer that wrapped would leave them.
+    bytes.extend(frame::encode_batch(base + 1, &values(2), 1));
+    fs::write(&path, &bytes).expect("write the segment");
+
+    let partition = open_with(dir.path(), OpenMode::Recover, SETTINGS).expect("open");
+    assert_eq!(partition.end_offset(), u64::MAX - 1);
+    assert_eq!(fs::metadata(&path).expect("metadata").len(), good_len);
+    assert_eq!(partition.read(0, usize::MAX).expect("read").len(), 1);
+}

@@ -5,12 +5,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::future::BoxFuture;
 use tempfile::TempDir;
 
 use super::*;
 use crate::{
-    EventLog, LogOptions, RecordPosition, RetentionReport, StoredRecord, TopicConfig, TopicInfo,
+    LogOptions, TopicConfig,
     io::{CutMode, Fault, FaultOn, SimDisk},
 };
 
@@ -49,6 +48,7 @@ fn source_commit(n: u32) -> GroupCommit {
         topic: SOURCE.to_owned(),
         partition: 0,
         next_offset: u64::from(n + 1) * 10,
+        generation: 0,
     }
 }
 
@@ -269,22 +269,28 @@ async fn a_failed_append_leaves_the_transaction_pending_until_the_next_call() {
         }
         other => panic!("unexpected {other}"),
     }
-    assert!(err.to_string().contains("do not redo it"), "{err}");
+    assert!(
+        err.to_string().contains("send the same transaction again"),
+        "{err}"
+    );
     assert_eq!(
         committed(&log),
         None,
         "no offset before every output is durable"
     );
 
-    // An empty call of the producer completes it, appending only what is missing.
-    log.commit_transaction(Transaction {
-        producer: PRODUCER.into(),
-        ..Transaction::default()
-    })
-    .await
-    .expect("complete");
+    // The same transaction sent again completes it, appending only what is missing:
+    // every record once.
+    log.commit_transaction(txn(PRODUCER, 0, 6))
+        .await
+        .expect("complete");
     assert_exactly(&log, &[(PRODUCER, 0, 6)]);
     assert_eq!(committed(&log), Some(10));
+    // Once more (a caller that did not see the first answer): nothing is written again.
+    log.commit_transaction(txn(PRODUCER, 0, 6))
+        .await
+        .expect("again");
+    assert_exactly(&log, &[(PRODUCER, 0, 6)]);
 
     // While the earlier one cannot complete, a new transaction writes nothing.
     out_b_0.fail_next_write(io::ErrorKind::StorageFull);
@@ -555,6 +561,7 @@ async fn a_new_journal_file_carries_pending_intents_and_old_files_go() {
                 topic: SOURCE.into(),
                 partition: 0,
                 next_offset: u64::from(n),
+                generation: 0,
             }),
             ..txn(producer, n, 3)
         };
@@ -647,6 +654,7 @@ async fn concurrent_producers_commit_independently() {
                             topic: SOURCE.into(),
                             partition: 0,
                             next_offset: u64::from(n + 1),
+                            generation: 0,
                         }),
                         ..txn(&producer, n, 3)
                     };
@@ -670,97 +678,6 @@ async fn concurrent_producers_commit_independently() {
     for name in &names {
         assert_eq!(log.committed_offset(name, SOURCE, 0).expect("c"), Some(10));
     }
-}
-
-/// A backend that keeps the trait's default `commit_transaction`.
-struct AtLeastOnce(Log);
-
-impl EventLog for AtLeastOnce {
-    fn backend(&self) -> &'static str {
-        "test"
-    }
-    fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<bool> {
-        self.0.create_topic(name, config)
-    }
-    fn topic(&self, name: &str) -> Option<TopicInfo> {
-        self.0.topic(name)
-    }
-    fn topics(&self) -> Vec<TopicInfo> {
-        self.0.topics()
-    }
-    fn append<'a>(
-        &'a self,
-        topic: &'a str,
-        records: Vec<Record>,
-    ) -> BoxFuture<'a, Result<Vec<RecordPosition>>> {
-        Box::pin(self.0.append(topic, records))
-    }
-    fn append_to<'a>(
-        &'a self,
-        topic: &'a str,
-        partition: u32,
-        records: Vec<Record>,
-    ) -> BoxFuture<'a, Result<Vec<RecordPosition>>> {
-        Box::pin(self.0.append_to(topic, partition, records))
-    }
-    fn read(
-        &self,
-        topic: &str,
-        partition: u32,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<StoredRecord>> {
-        self.0.read(topic, partition, from, max)
-    }
-    fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
-        self.0.start_offset(topic, partition)
-    }
-    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
-        self.0.end_offset(topic, partition)
-    }
-    fn offset_for_time(&self, topic: &str, partition: u32, timestamp_ms: i64) -> Result<u64> {
-        self.0.offset_for_time(topic, partition, timestamp_ms)
-    }
-    fn wait_for<'a>(
-        &'a self,
-        topic: &'a str,
-        partition: u32,
-        offset: u64,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.0.wait_for(topic, partition, offset))
-    }
-    fn commit_offset(&self, group: &str, topic: &str, partition: u32, next: u64) -> Result<()> {
-        self.0.commit_offset(group, topic, partition, next)
-    }
-    fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>> {
-        self.0.committed_offset(group, topic, partition)
-    }
-    fn enforce_retention(&self) -> Result<RetentionReport> {
-        self.0.enforce_retention()
-    }
-}
-
-#[tokio::test]
-async fn the_default_commit_transaction_appends_then_commits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let backend = AtLeastOnce(setup(&dir).await);
-    let shared: &dyn EventLog = &backend;
-    shared
-        .commit_transaction(txn(PRODUCER, 0, 3))
-        .await
-        .expect("commit");
-    assert_exactly(&backend.0, &[(PRODUCER, 0, 3)]);
-    assert_eq!(committed(&backend.0), Some(10));
-    assert!(
-        journal_files(dir.path()).is_empty(),
-        "the default writes no journal"
-    );
-    let embedded: &dyn EventLog = &backend.0;
-    embedded
-        .commit_transaction(txn(PRODUCER, 1, 3))
-        .await
-        .expect("commit");
-    assert_eq!(journal_files(dir.path()).len(), 1, "the embedded override");
 }
 
 const SINGLE: &str = "out-single";
@@ -1272,4 +1189,83 @@ async fn a_tag_is_looked_for_only_in_batches_at_or_after_the_recorded_end_offset
         .await
         .expect("append");
     assert!(!partition.contains_tag(after, tag).expect("scan"));
+}
+
+#[tokio::test]
+async fn an_atomic_append_across_partitions_is_whole_after_a_crash_part_way() {
+    for landed in 0..3 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = setup(&dir).await;
+        // Keyed so that all three partitions of out-a get records.
+        let records: Vec<Record> = (0..30)
+            .map(|i| Record::new(format!("atomic-{i}")).with_key(format!("k{i}")))
+            .collect();
+        let positions = log
+            .append_atomic(OUT_A, records.clone())
+            .await
+            .expect("append");
+        let partitions: std::collections::BTreeSet<u32> =
+            positions.iter().map(|p| p.partition).collect();
+        assert_eq!(partitions.len(), 3, "the batch spans the partitions");
+        for (position, record) in positions.iter().zip(&records) {
+            let stored = log
+                .read(OUT_A, position.partition, position.offset, 1)
+                .expect("read");
+            assert_eq!(stored[0].value, record.value, "{position:?}");
+        }
+
+        // The crash: the call stops after `landed` of its three batches.
+        log.inject_transaction_fault(TransactionFault::StopAfterBatches(landed));
+        let second: Vec<Record> = (0..30)
+            .map(|i| Record::new(format!("second-{i}")).with_key(format!("k{i}")))
+            .collect();
+        log.append_atomic(OUT_A, second)
+            .await
+            .expect_err("stopped part-way");
+        drop(log);
+
+        // Whatever landed, after the reopen all of the call is there, each record once.
+        let log = open(&dir);
+        let values = stored_values(&log);
+        for i in 0..30 {
+            assert_eq!(values.get(&format!("atomic-{i}")), Some(&1), "{landed}");
+            assert_eq!(values.get(&format!("second-{i}")), Some(&1), "{landed}");
+        }
+        assert_eq!(values.len(), 60);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_partition_splits_a_plain_append_but_not_an_atomic_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = setup(&dir).await;
+    let batch = |prefix: &str| -> Vec<Record> {
+        (0..30)
+            .map(|i| Record::new(format!("{prefix}-{i}")).with_key(format!("k{i}")))
+            .collect()
+    };
+    let count = |log: &Log, prefix: &str| {
+        stored_values(log)
+            .keys()
+            .filter(|v| v.starts_with(prefix))
+            .count()
+    };
+    let out_a_1 = log.get_partition(OUT_A, 1).expect("partition");
+
+    // A plain append is atomic per partition only: the others keep their share.
+    out_a_1.fail_next_write(io::ErrorKind::StorageFull);
+    log.append(OUT_A, batch("plain"))
+        .await
+        .expect_err("disk full");
+    let plain = count(&log, "plain-");
+    assert!(plain > 0 && plain < 30, "split: {plain} of 30");
+
+    // An atomic one is completed, not split: its intent is durable before any batch.
+    out_a_1.fail_next_write(io::ErrorKind::StorageFull);
+    log.append_atomic(OUT_A, batch("atomic"))
+        .await
+        .expect_err("disk full");
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(count(&log, "atomic-"), 30, "all of it after the reopen");
 }

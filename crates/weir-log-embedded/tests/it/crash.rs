@@ -456,6 +456,7 @@ async fn commit_until_killed(log: Log, run: u64, producer: u32) {
                 topic: SOURCE.into(),
                 partition: producer,
                 next_offset: start + count,
+                generation: 0,
             }),
         })
         .await

@@ -59,6 +59,7 @@
 //! | journal close: fdatasync of unsynced `done` entries | none: a lost `done` makes the next open look for the batches by tag, and it finds them, because retention and compaction sync the journal before they delete or rewrite anything, and recovery runs before them |
 //! | checkpointer: directory fsync after deleting old journal files | none: a file that comes back holds only intents whose `done` it holds durably (the rotation synced it) or that were carried into the newer file |
 
+mod conformance;
 mod crash;
 mod model;
 mod power;

@@ -5,7 +5,8 @@
 //!
 //! What a damaged tail may cost: only the last batches of the damaged partition, those
 //! whose bytes reach the damage; never an earlier batch, never a part of a batch, never
-//! a record that differs from what was appended at its offset.
+//! a record that differs from what was appended at its offset. A group's commit past the
+//! damaged partition's new end is lowered to that end.
 //!
 //! `log_matches_model` runs on the real disk. `log_matches_model_through_power_cuts` runs
 //! the same harness on the simulated disk ([`SimDisk`]) with a third, lossy topic
@@ -16,7 +17,10 @@
 //! once; the batch or transaction in flight is there whole (every partition's part of it
 //! and its commit) or not at all; a lossy partition keeps a prefix of whole batches, at
 //! least up to what a transaction's fsync or a clean close made durable; a commit in
-//! flight is the old or the new one; retention's deletions stay deleted once it returned.
+//! flight is the old or the new one; a commit past what came back of its partition is
+//! lowered to the partition's end (open does that); a transaction whose commit would not
+//! move its group forward writes nothing; retention's deletions stay deleted once it
+//! returned.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -257,6 +261,14 @@ struct Model {
     committed: BTreeMap<(usize, usize, u32), u64>,
     /// Keys hash to stable partitions: the first partition a key went to, per topic.
     key_partitions: BTreeMap<(usize, u8), u32>,
+}
+
+impl Model {
+    /// `offset`, lowered to the end of the partition of `key` (group, topic, partition), as
+    /// open lowers a commit past the end a power cut took back.
+    fn clamp(&self, (_, topic, partition): (usize, usize, u32), offset: u64) -> u64 {
+        offset.min(self.topics[topic][partition as usize].end())
+    }
 }
 
 fn now_ms() -> i64 {
@@ -599,6 +611,15 @@ impl Harness {
                     .filter(|&(_, topic, partition, next_offset)| {
                         next_offset <= self.model.topics[topic][partition as usize].end()
                     });
+                // Outputs whose commit would not move the group forward are acknowledged
+                // and not written.
+                let skipped = appends.iter().any(|(_, inputs)| !inputs.is_empty())
+                    && commit.is_some_and(|(group, topic, partition, next_offset)| {
+                        self.model
+                            .committed
+                            .get(&(group, topic, partition))
+                            .is_some_and(|&done| done >= next_offset)
+                    });
                 let transaction = Transaction {
                     producer: PRODUCERS[producer].to_owned(),
                     appends: appends
@@ -615,11 +636,15 @@ impl Harness {
                         topic: TOPICS[topic].to_owned(),
                         partition,
                         next_offset,
+                        generation: 0,
                     }),
                 };
                 let before = now_ms();
                 let result = self.log().commit_transaction(transaction).await;
                 let after = now_ms();
+                if skipped {
+                    return self.cut_and_reconcile(mode, seed, InDoubt::Other);
+                }
                 InDoubt::Transaction {
                     records: appends
                         .iter()
@@ -786,9 +811,10 @@ impl Harness {
                         let committed = log
                             .committed_offset(GROUPS[group], TOPICS[topic], partition)
                             .expect("committed");
+                        let old = before.get(&key).map(|&old| self.model.clamp(key, old));
                         assert!(
-                            committed == Some(next_offset)
-                                || (!acked && committed == before.get(&key).copied()),
+                            committed == Some(self.model.clamp(key, next_offset))
+                                || (!acked && committed == old),
                             "{mode:?}: a transaction's commit of {next_offset} left {committed:?}"
                         );
                         match committed {
@@ -835,9 +861,10 @@ impl Harness {
                 let committed = log
                     .committed_offset(GROUPS[group], TOPICS[topic], partition)
                     .expect("committed");
-                let old = before.get(&key).copied();
+                let old = before.get(&key).map(|&old| self.model.clamp(key, old));
                 assert!(
-                    committed == Some(next_offset) || (!acked && committed == old),
+                    committed == Some(self.model.clamp(key, next_offset))
+                        || (!acked && committed == old),
                     "{mode:?}: a commit of {next_offset} (acknowledged: {acked}) left {committed:?}, was {old:?}"
                 );
                 match committed {
@@ -846,6 +873,14 @@ impl Harness {
                 };
             }
         }
+        // Open lowers a commit past its partition's recovered end to that end.
+        let clamped: Vec<_> = self
+            .model
+            .committed
+            .iter()
+            .map(|(&key, &offset)| (key, self.model.clamp(key, offset)))
+            .collect();
+        self.model.committed.extend(clamped);
         for ((topic, partition), rest) in rests {
             assert!(
                 rest.is_empty(),
@@ -969,6 +1004,7 @@ impl Harness {
                 topic: TOPICS[topic].to_owned(),
                 partition,
                 next_offset,
+                generation: 0,
             }),
         };
         let before = now_ms();
@@ -982,6 +1018,20 @@ impl Harness {
                 "commit past the end: {result:?}"
             );
             // Checked before anything is written.
+            self.check_everything();
+            return;
+        }
+        if let Some((group, topic, partition, next_offset)) = commit
+            && appends.iter().any(|(_, inputs)| !inputs.is_empty())
+            && self
+                .model
+                .committed
+                .get(&(group, topic, partition))
+                .is_some_and(|&done| done >= next_offset)
+        {
+            // Its commit would not move the group forward: it was committed already (a
+            // caller sending it again), so it is acknowledged and nothing is written.
+            result.expect("a transaction committed already is acknowledged");
             self.check_everything();
             return;
         }
@@ -1117,6 +1167,12 @@ impl Harness {
                 .collect::<Vec<_>>()
         );
         model.truncate(end);
+        // Open lowers a commit past what the damage took back to the partition's new end.
+        for ((_, committed_topic, committed_partition), offset) in &mut self.model.committed {
+            if (*committed_topic, *committed_partition) == (topic, partition) {
+                *offset = (*offset).min(end);
+            }
+        }
         self.log = Some(log);
         // The log was closed cleanly before the damage.
         for partition in self.model.topics.iter_mut().flatten() {

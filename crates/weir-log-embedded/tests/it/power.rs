@@ -528,6 +528,7 @@ fn transaction(producer: &str, n: u32) -> Transaction {
             topic: SOURCE.to_owned(),
             partition: 0,
             next_offset: u64::from(n) + 1,
+            generation: 0,
         }),
     }
 }

@@ -6,13 +6,13 @@
 
 /// The partition for `key` among `partitions` (which is at least 1):
 /// `(murmur2(key) & 0x7fff_ffff) % partitions`, as Kafka's `Utils.toPositive` does.
-pub(crate) fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
 }
 
 /// MurmurHash2, 32 bit, seed `0x9747b28c`, little-endian blocks: bit for bit Kafka's
 /// `org.apache.kafka.common.utils.Utils.murmur2`.
-pub(crate) fn murmur2(data: &[u8]) -> u32 {
+fn murmur2(data: &[u8]) -> u32 {
     const SEED: u32 = 0x9747_b28c;
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;

@@ -1,0 +1,27 @@
+//! `--backend`: which member of the log family a node runs on, picked from its URL.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use weir_log::SharedLog;
+
+/// The log `backend` names: `embedded` (the default) opens the embedded log in `data`;
+/// `nats://…` and `kafka://…` name backends that are not built yet.
+pub async fn open(backend: &str, data: &Path) -> anyhow::Result<SharedLog> {
+    match backend
+        .split_once("://")
+        .map_or(backend, |(scheme, _)| scheme)
+    {
+        "embedded" => {
+            weir_log_embedded::open_shared(data, weir_log_embedded::LogOptions::default())
+                .await
+                .with_context(|| format!("cannot open the embedded log in {}", data.display()))
+        }
+        "nats" | "kafka" => bail!(
+            "the {backend} backend is not built yet; run with --backend embedded (the default)"
+        ),
+        other => bail!(
+            "unknown backend \"{other}\"; use embedded (the default), nats://HOST:PORT or kafka://HOST:PORT"
+        ),
+    }
+}
