@@ -1,7 +1,8 @@
 //! The log against an in-memory model: proptest drives random appends, transactions,
-//! reads, group commits, clean reopenings and crashes that tear or corrupt the tail of a
-//! partition file, and checks every answer of the log against a `Vec` of records per
-//! partition.
+//! reads, group commits, claims of a group's partition, clean reopenings and crashes that
+//! tear or corrupt the tail of a partition file, and checks every answer of the log
+//! against a `Vec` of records per partition, and every commit and owner generation
+//! against the model's.
 //!
 //! What a damaged tail may cost: only the last batches of the damaged partition, those
 //! whose bytes reach the damage; never an earlier batch, never a part of a batch, never
@@ -17,7 +18,8 @@
 //! once; the batch or transaction in flight is there whole (every partition's part of it
 //! and its commit) or not at all; a lossy partition keeps a prefix of whole batches, at
 //! least up to what a transaction's fsync or a clean close made durable; a commit in
-//! flight is the old or the new one; a commit past what came back of its partition is
+//! flight is the old or the new one; so is the generation of a claim in flight, and an
+//! acknowledged claim's generation is there; a commit past what came back of its partition is
 //! lowered to the partition's end (open does that); a transaction whose commit would not
 //! move its group forward writes nothing; retention's deletions stay deleted once it
 //! returned.
@@ -74,6 +76,13 @@ enum Op {
         next_offset: Index,
     },
     Committed {
+        group: usize,
+        topic: usize,
+        partition: Index,
+    },
+    /// `Log::claim`: the group's partition gets a new owner generation, which every later
+    /// commit of the harness carries.
+    Claim {
         group: usize,
         topic: usize,
         partition: Index,
@@ -139,6 +148,8 @@ fn arb_op(topics: usize) -> impl Strategy<Value = Op> {
             .prop_map(|(group, topic, partition, next_offset)| Op::Commit { group, topic, partition, next_offset }),
         1 => (group.clone(), topic.clone(), any::<Index>())
             .prop_map(|(group, topic, partition)| Op::Committed { group, topic, partition }),
+        1 => (group.clone(), topic.clone(), any::<Index>())
+            .prop_map(|(group, topic, partition)| Op::Claim { group, topic, partition }),
         2 => (
             0..PRODUCERS.len(),
             vec((topic.clone(), vec(arb_record(), 0..=8)), 0..=3),
@@ -172,7 +183,7 @@ fn arb_cut_op(topics: usize) -> impl Strategy<Value = Op> {
         ),
         3 => arb_op(topics).prop_filter("an operation that writes", |op| matches!(
             op,
-            Op::Transaction { .. } | Op::Commit { .. } | Op::Retention | Op::Reopen
+            Op::Transaction { .. } | Op::Commit { .. } | Op::Claim { .. } | Op::Retention | Op::Reopen
         )),
     ];
     prop_oneof![
@@ -259,6 +270,8 @@ struct Model {
     /// Per topic: acknowledges appends before they are durable.
     lossy: Vec<bool>,
     committed: BTreeMap<(usize, usize, u32), u64>,
+    /// The newest owner generation claimed per group, topic and partition (0: none).
+    owners: BTreeMap<(usize, usize, u32), u64>,
     /// Keys hash to stable partitions: the first partition a key went to, per topic.
     key_partitions: BTreeMap<(usize, u8), u32>,
 }
@@ -268,6 +281,14 @@ impl Model {
     /// open lowers a commit past the end a power cut took back.
     fn clamp(&self, (_, topic, partition): (usize, usize, u32), offset: u64) -> u64 {
         offset.min(self.topics[topic][partition as usize].end())
+    }
+
+    /// The generation the harness's commits carry: the last one claimed.
+    fn generation(&self, group: usize, topic: usize, partition: u32) -> u64 {
+        self.owners
+            .get(&(group, topic, partition))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -314,6 +335,11 @@ enum InDoubt {
     Commit {
         key: (usize, usize, u32),
         next_offset: u64,
+        acked: bool,
+    },
+    /// A claim: the generation after it is the old one or the next, the next if `acked`.
+    Claim {
+        key: (usize, usize, u32),
         acked: bool,
     },
     /// Retention or a reopening: nothing to add, but start offsets and lossy partitions
@@ -364,6 +390,7 @@ impl Harness {
                     .collect(),
                 lossy: (0..partitions.len()).map(|i| i == 2).collect(),
                 committed: BTreeMap::new(),
+                owners: BTreeMap::new(),
                 key_partitions: BTreeMap::new(),
             },
         }
@@ -456,9 +483,13 @@ impl Harness {
                 let partition = partition.index(self.model.topics[topic].len()) as u32;
                 let end = self.model.topics[topic][partition as usize].end();
                 let next_offset = next_offset.index(end as usize + 2) as u64;
-                let result =
-                    self.log()
-                        .commit_offset(GROUPS[group], TOPICS[topic], partition, next_offset);
+                let result = self.log().commit_group(
+                    GROUPS[group],
+                    TOPICS[topic],
+                    partition,
+                    next_offset,
+                    self.model.generation(group, topic, partition),
+                );
                 if next_offset <= end {
                     result.expect("commit an offset within the partition");
                     self.model
@@ -478,6 +509,25 @@ impl Harness {
             } => {
                 let partition = partition.index(self.model.topics[topic].len()) as u32;
                 self.check_committed(group, topic, partition);
+            }
+            Op::Claim {
+                group,
+                topic,
+                partition,
+            } => {
+                let partition = partition.index(self.model.topics[topic].len()) as u32;
+                let generation = self
+                    .log()
+                    .claim(GROUPS[group], TOPICS[topic], partition)
+                    .expect("claim");
+                let key = (group, topic, partition);
+                assert_eq!(
+                    generation,
+                    self.model.generation(group, topic, partition) + 1,
+                    "a claim's generation is one above the last"
+                );
+                self.model.owners.insert(key, generation);
+                self.check_generation(group, topic, partition);
             }
             Op::Transaction {
                 producer,
@@ -636,7 +686,7 @@ impl Harness {
                         topic: TOPICS[topic].to_owned(),
                         partition,
                         next_offset,
-                        generation: 0,
+                        generation: self.model.generation(group, topic, partition),
                     }),
                 };
                 let before = now_ms();
@@ -667,12 +717,28 @@ impl Harness {
                 let partition = partition.index(self.model.topics[topic].len()) as u32;
                 let end = self.model.topics[topic][partition as usize].end();
                 let next_offset = next_offset.index(end as usize + 1) as u64;
-                let result =
-                    self.log()
-                        .commit_offset(GROUPS[group], TOPICS[topic], partition, next_offset);
+                let result = self.log().commit_group(
+                    GROUPS[group],
+                    TOPICS[topic],
+                    partition,
+                    next_offset,
+                    self.model.generation(group, topic, partition),
+                );
                 InDoubt::Commit {
                     key: (group, topic, partition),
                     next_offset,
+                    acked: result.is_ok(),
+                }
+            }
+            Op::Claim {
+                group,
+                topic,
+                partition,
+            } => {
+                let partition = partition.index(self.model.topics[topic].len()) as u32;
+                let result = self.log().claim(GROUPS[group], TOPICS[topic], partition);
+                InDoubt::Claim {
+                    key: (group, topic, partition),
                     acked: result.is_ok(),
                 }
             }
@@ -872,6 +938,18 @@ impl Harness {
                     None => self.model.committed.remove(&key),
                 };
             }
+            InDoubt::Claim { key, acked } => {
+                let (group, topic, partition) = key;
+                let generation = log
+                    .generation(GROUPS[group], TOPICS[topic], partition)
+                    .expect("generation");
+                let old = self.model.generation(group, topic, partition);
+                assert!(
+                    generation == old + 1 || (!acked && generation == old),
+                    "{mode:?}: a claim (acknowledged: {acked}) left generation {generation}, was {old}"
+                );
+                self.model.owners.insert(key, generation);
+            }
         }
         // Open lowers a commit past its partition's recovered end to that end.
         let clamped: Vec<_> = self
@@ -1004,7 +1082,7 @@ impl Harness {
                 topic: TOPICS[topic].to_owned(),
                 partition,
                 next_offset,
-                generation: 0,
+                generation: self.model.generation(group, topic, partition),
             }),
         };
         let before = now_ms();
@@ -1220,7 +1298,21 @@ impl Harness {
         );
     }
 
-    /// After a reopening: topics, end offsets, every record and every commit.
+    fn check_generation(&self, group: usize, topic: usize, partition: u32) {
+        let generation = self
+            .log()
+            .generation(GROUPS[group], TOPICS[topic], partition)
+            .expect("generation");
+        assert_eq!(
+            generation,
+            self.model.generation(group, topic, partition),
+            "owner generation of {} for {}/{partition}",
+            GROUPS[group],
+            TOPICS[topic]
+        );
+    }
+
+    /// After a reopening: topics, end offsets, every record, every commit and owner.
     fn check_everything(&self) {
         let log = self.log();
         for (topic, partitions) in self.model.topics.iter().enumerate() {
@@ -1243,6 +1335,7 @@ impl Harness {
                 self.check_read(topic, partition, 0, usize::MAX);
                 for group in 0..GROUPS.len() {
                     self.check_committed(group, topic, partition);
+                    self.check_generation(group, topic, partition);
                 }
             }
         }

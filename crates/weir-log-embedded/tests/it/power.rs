@@ -18,7 +18,16 @@
 //!   whole and once, also after the journal moved to a new file and after the open that
 //!   completed it was followed by retention; a finished one is never appended again,
 //!   also when retention deleted its batches;
-//! - a batch a full disk refused (half written, then cut back) never comes back.
+//! - a batch a full disk refused (half written, then cut back) never comes back, and nor
+//!   does the next segment's file of a roll a full disk refused (a batch acknowledged
+//!   after it lies at that file's offsets);
+//! - an acknowledged claim's generation is there, one in flight is the old or the new
+//!   one, and a commit a newer claim fenced never shows;
+//! - a group offset that open lowered to what a cut left of a lossy partition stays
+//!   lowered after the next cut, once records take those offsets again;
+//! - an atomic append across partitions is there whole and once or not at all, every
+//!   acknowledged one is there, and they land in order;
+//! - a topic creation that failed leaves nothing a later open or creation trips on.
 //!
 //! Each run also crashes the process at that operation instead ([`SimDisk::fork`]: the
 //! page cache survives, unsynced), opens the log again and cuts the power right after:
@@ -104,11 +113,11 @@ pub fn at_every_step<T: Default>(
     unreachable!("a workload makes finitely many operations")
 }
 
-/// Every topic's partitions with their start offsets and records, and every commit of
-/// the groups these tests use: what a reader of the log can see.
+/// Every topic's partitions with their start offsets and records, and every commit and
+/// owner generation of the groups these tests use: what a reader of the log can see.
 pub type Snapshot = (
     Vec<(String, Vec<(u64, Vec<(u64, Bytes)>)>)>,
-    Vec<(String, String, u32, Option<u64>)>,
+    Vec<(String, String, u32, Option<u64>, u64)>,
 );
 
 pub fn snapshot(log: &Log) -> Snapshot {
@@ -129,7 +138,16 @@ pub fn snapshot(log: &Log) -> Snapshot {
                 let committed = log
                     .committed_offset(group, &info.name, partition)
                     .expect("committed");
-                commits.push((group.clone(), info.name.clone(), partition, committed));
+                let generation = log
+                    .generation(group, &info.name, partition)
+                    .expect("generation");
+                commits.push((
+                    group.clone(),
+                    info.name.clone(),
+                    partition,
+                    committed,
+                    generation,
+                ));
             }
         }
         topics.push((info.name, partitions));
@@ -848,6 +866,367 @@ fn a_batch_refused_by_a_full_disk_never_comes_back_after_a_cut_at_every_step() {
             check_batches(log, "kept", 0, &acked.kept, acked.kept.acked, label);
             let durable = if acked.closed { acked.lossy.acked } else { 0 };
             check_batches(log, "lossy", 0, &acked.lossy, durable, label);
+        },
+    );
+}
+
+#[derive(Debug, Default)]
+struct Claims {
+    /// Per partition of `t`: claims sent and claims acknowledged.
+    sent: [u64; 2],
+    acked: [u64; 2],
+    /// The offsets of the commits to `t`/0 acknowledged, and the one in flight.
+    committed: Vec<u64>,
+    in_flight: Option<u64>,
+}
+
+/// A claim is acknowledged once its generation is durable in the group's file: after a
+/// cut, each partition's generation is at least the last one acknowledged and at most the
+/// last one sent, and a commit that a claim fenced never shows, whatever the cut took.
+#[test]
+fn claims_and_fenced_commits_survive_a_cut_at_every_step() {
+    let opts = LogOptions::default();
+    let base = prepared(&opts, |log| {
+        crate::create_topic(log, "t", 2).expect("create");
+        let records = (0..10).map(|i| Record::new(format!("r{i}"))).collect();
+        block_on(log.append_to("t", 0, records)).expect("fill");
+    });
+    let runs = at_every_step(
+        &base,
+        &opts,
+        |disk, acked: &mut Claims| {
+            let log = open_sim_checked(disk)?;
+            let claim = |acked: &mut Claims, partition: usize| -> Result<u64> {
+                acked.sent[partition] += 1;
+                let generation = log.claim("g", "t", partition as u32)?;
+                assert_eq!(generation, acked.sent[partition], "a claim's generation");
+                acked.acked[partition] = generation;
+                Ok(generation)
+            };
+            let commit = |acked: &mut Claims, next_offset: u64, generation: u64| {
+                acked.in_flight = Some(next_offset);
+                log.commit_group("g", "t", 0, next_offset, generation)?;
+                acked.committed.push(next_offset);
+                Ok::<_, Error>(())
+            };
+            let first = claim(acked, 0)?;
+            commit(acked, 2, first)?;
+            claim(acked, 1)?;
+            let second = claim(acked, 0)?;
+            // The first owner, fenced: nothing of its commit may ever show.
+            match log.commit_group("g", "t", 0, 9, first) {
+                Err(Error::Fenced { .. }) => {}
+                Err(error) if !disk.is_powered() => return Err(error),
+                other => panic!("a commit of a fenced generation: {other:?}"),
+            }
+            commit(acked, 4, second)?;
+            claim(acked, 1)?;
+            drop(log);
+            Ok(())
+        },
+        |log, acked, label| {
+            for partition in 0..2 {
+                let generation = log.generation("g", "t", partition).expect("generation");
+                let (at_least, at_most) = (
+                    acked.acked[partition as usize],
+                    acked.sent[partition as usize],
+                );
+                assert!(
+                    (at_least..=at_most).contains(&generation),
+                    "{label}: generation {generation} of t/{partition}, {at_least} acknowledged, {at_most} sent"
+                );
+            }
+            let committed = log.committed_offset("g", "t", 0).expect("committed");
+            let last_acked = acked.committed.last().copied();
+            assert!(
+                committed == last_acked || (committed.is_some() && committed == acked.in_flight),
+                "{label}: committed {committed:?}, acknowledged {:?}, in flight {:?}",
+                acked.committed,
+                acked.in_flight
+            );
+        },
+    );
+    assert!(runs > 10, "{runs} runs");
+}
+
+#[derive(Debug, Default)]
+struct Clamped {
+    /// The open that lowers the group's offset returned.
+    opened: bool,
+    sent: Sent,
+}
+
+/// A power cut took back records of a lossy topic that a group had committed (its file is
+/// fsynced on its own): the open lowers the commit to the partition's end and writes it
+/// before it returns, so once records take those offsets again, a later cut cannot bring
+/// the old commit back over records the group never read.
+#[test]
+fn a_group_offset_lowered_at_open_stays_lowered_after_a_cut_at_every_step() {
+    let opts = LogOptions::default();
+    let lossy = TopicConfig {
+        fsync: FsyncPolicy::Never,
+        ..TopicConfig::with_partitions(1)
+    };
+    let before_cut = prepared(&opts, |log| {
+        log.create_topic("t", &lossy).expect("create");
+    });
+    {
+        let log = open_sim_checked(&before_cut).expect("open");
+        let records = (0..3).map(|i| Record::new(format!("lost-{i}"))).collect();
+        block_on(log.append_to("t", 0, records)).expect("append");
+        log.commit_offset("g", "t", 0, 3).expect("commit");
+        // The records were never fsynced; the commit was.
+        let base = before_cut.power_cut(CutMode::DropUnsynced, 0);
+        drop(log);
+        let probe = open_sim_checked(&base.fork()).expect("open");
+        assert_eq!(
+            probe.end_offset("t", 0).expect("end"),
+            0,
+            "the records are gone"
+        );
+        assert_eq!(
+            probe.committed_offset("g", "t", 0).expect("committed"),
+            Some(0)
+        );
+        drop(probe);
+        let always = TopicConfig {
+            fsync: FsyncPolicy::Always,
+            ..lossy.clone()
+        };
+        at_every_step(
+            &base,
+            &opts,
+            |disk, acked: &mut Clamped| {
+                let log = open_sim_checked(disk)?;
+                acked.opened = true;
+                log.create_topic("t", &always)?;
+                for i in 0..4 {
+                    acked.sent.append(&log, "t", 0, vec![format!("new-{i}")])?;
+                }
+                drop(log);
+                Ok(())
+            },
+            |log, acked, label| {
+                let end = log.end_offset("t", 0).expect("end");
+                let committed = log.committed_offset("g", "t", 0).expect("committed");
+                // Before the open that lowered it returned, the old commit may still be in
+                // the group's file; this open lowers it again to what it finds.
+                let allowed = if acked.opened {
+                    vec![Some(0)]
+                } else {
+                    vec![Some(0), Some(end.min(3))]
+                };
+                assert!(
+                    allowed.contains(&committed),
+                    "{label}: committed {committed:?} over {end} records, allowed {allowed:?}"
+                );
+                // Under `Always` once the topic's new configuration is there; before, the
+                // batches were lossy, so only a whole prefix is promised.
+                let durable = if log.topic("t").expect("t").config.fsync == FsyncPolicy::Always {
+                    acked.sent.acked
+                } else {
+                    0
+                };
+                check_batches(log, "t", 0, &acked.sent, durable, label);
+            },
+        );
+    }
+}
+
+/// The calls of [`Log::append_atomic`] sent and acknowledged, to the 3-partition topic and
+/// to the 1-partition one (which is a plain append).
+#[derive(Debug, Default)]
+struct Atomic {
+    sent: u32,
+    acked: u32,
+    single: Sent,
+}
+
+const ATOMIC_CALLS: u32 = 4;
+const ATOMIC_RECORDS: u32 = 6;
+
+fn atomic_value(call: u32, i: u32) -> String {
+    format!("call-{call}-{i}")
+}
+
+/// An atomic append across partitions runs as a transaction: after a cut at any step,
+/// each call is stored whole and once or not at all, every acknowledged call is there,
+/// calls land in order, and each partition holds its share of them in input order.
+#[test]
+fn an_atomic_append_across_partitions_survives_a_cut_at_every_step() {
+    let opts = LogOptions::default();
+    let base = prepared(&opts, |log| {
+        crate::create_topic(log, "wide", 3).expect("create");
+        crate::create_topic(log, "narrow", 1).expect("create");
+    });
+    let runs = at_every_step(
+        &base,
+        &opts,
+        |disk, acked: &mut Atomic| {
+            let log = open_sim_checked(disk)?;
+            for call in 0..ATOMIC_CALLS {
+                // Keyed so that every call spans the partitions.
+                let spanning: Vec<Record> = (0..ATOMIC_RECORDS)
+                    .map(|i| Record::new(atomic_value(call, i)).with_key(format!("k{i}")))
+                    .collect();
+                acked.sent = call + 1;
+                let positions = block_on(log.append_atomic("wide", spanning))?;
+                acked.acked = call + 1;
+                let partitions: std::collections::BTreeSet<u32> =
+                    positions.iter().map(|p| p.partition).collect();
+                assert!(partitions.len() > 1, "the call spans partitions");
+                for (i, position) in positions.iter().enumerate() {
+                    let stored = log.read("wide", position.partition, position.offset, 1)?;
+                    assert_eq!(
+                        stored[0].value,
+                        Bytes::from(atomic_value(call, i as u32)),
+                        "where the call says record {i} is"
+                    );
+                }
+                let batch = vec![format!("narrow-{call}-a"), format!("narrow-{call}-b")];
+                acked.single.batches.push(batch.clone());
+                block_on(log.append_atomic("narrow", records(&batch)))?;
+                acked.single.acked += 1;
+            }
+            drop(log);
+            Ok(())
+        },
+        |log, acked, label| {
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for partition in 0..3 {
+                let stored = values(&log.read("wide", partition, 0, usize::MAX).expect("read"));
+                let order: Vec<(u32, u32)> = stored
+                    .iter()
+                    .map(|v| {
+                        let mut parts = v.split('-').skip(1).map(|n| n.parse().expect("number"));
+                        (parts.next().expect("call"), parts.next().expect("index"))
+                    })
+                    .collect();
+                let mut sorted = order.clone();
+                sorted.sort_unstable();
+                assert_eq!(order, sorted, "{label}: wide/{partition} out of order");
+                for value in stored {
+                    *counts.entry(value).or_default() += 1;
+                }
+            }
+            let mut stored_calls = 0;
+            for call in 0..acked.sent {
+                let found: Vec<usize> = (0..ATOMIC_RECORDS)
+                    .map(|i| counts.remove(&atomic_value(call, i)).unwrap_or(0))
+                    .collect();
+                if found.iter().all(|&n| n == 1) {
+                    assert_eq!(stored_calls, call, "{label}: call {call} after a gap");
+                    stored_calls = call + 1;
+                } else {
+                    assert!(
+                        found.iter().all(|&n| n == 0),
+                        "{label}: call {call} stored in part or twice: {found:?}"
+                    );
+                }
+            }
+            assert!(
+                stored_calls >= acked.acked,
+                "{label}: {stored_calls} calls stored, {} acknowledged",
+                acked.acked
+            );
+            assert!(
+                counts.is_empty(),
+                "{label}: records nobody sent: {counts:?}"
+            );
+            check_batches(log, "narrow", 0, &acked.single, acked.single.acked, label);
+        },
+    );
+    assert!(runs > 20, "{runs} runs");
+}
+
+/// A roll that fails for lack of space once the next segment's file is durable removes
+/// that file again, durably: a batch acknowledged after it goes to the active segment at
+/// offsets from the next segment's base on, and an empty file there that came back after
+/// a cut would be taken for the next segment and cut those offsets off.
+#[test]
+fn a_roll_refused_by_a_full_disk_leaves_no_segment_after_a_cut_at_every_step() {
+    let opts = LogOptions::default();
+    let small = TopicConfig {
+        segment_bytes: 300,
+        ..TopicConfig::with_partitions(1)
+    };
+    let base = prepared(&opts, |log| {
+        log.create_topic("rolled", &small).expect("create");
+    });
+    let large = |name: &str| vec![format!("{name}-{}", "v".repeat(180))];
+    at_every_step(
+        &base,
+        &opts,
+        |disk, acked: &mut Sent| {
+            let log = open_sim_checked(disk)?;
+            acked.append(&log, "rolled", 0, large("a"))?;
+            // The roll's last step, the recovery point, meets a full disk: the next
+            // segment's file is there and durable by then.
+            disk.inject(Fault {
+                on: FaultOn::Write,
+                skip: 0,
+                error: io::ErrorKind::StorageFull,
+                under: Some(
+                    Path::new(DIR)
+                        .join("topics/rolled/0")
+                        .join("recovery-point.json.tmp"),
+                ),
+            });
+            match block_on(log.append_to("rolled", 0, records(&large("refused")))) {
+                Err(Error::DiskFull { .. }) => {}
+                Err(error) => return Err(error),
+                Ok(_) => panic!("the full disk did not refuse the roll"),
+            }
+            // Fits in the active segment, at the offset the removed file was named after.
+            acked.append(&log, "rolled", 0, vec!["c".into()])?;
+            acked.append(&log, "rolled", 0, large("d"))?;
+            acked.append(&log, "rolled", 0, vec!["e".into()])?;
+            drop(log);
+            Ok(())
+        },
+        |log, acked, label| {
+            check_batches(log, "rolled", 0, acked, acked.acked, label);
+        },
+    );
+}
+
+#[derive(Debug, Default)]
+struct Created {
+    /// The creation after the failed one returned.
+    created: bool,
+}
+
+/// A topic creation that fails removes its directory, and open removes one a crash left
+/// without `topic.json`: after a cut at any step the topic is not there or is there as the
+/// second creation made it, never with the failed creation's partitions.
+#[test]
+fn a_failed_topic_creation_leaves_nothing_after_a_cut_at_every_step() {
+    let opts = LogOptions::default();
+    at_every_step(
+        &SimDisk::new(),
+        &opts,
+        |disk, acked: &mut Created| {
+            let log = open_sim_checked(disk)?;
+            disk.inject(Fault {
+                on: FaultOn::Write,
+                skip: 0,
+                error: io::ErrorKind::StorageFull,
+                under: Some(Path::new(DIR).join("topics/t/topic.json.tmp")),
+            });
+            match log.create_topic("t", &TopicConfig::with_partitions(3)) {
+                Err(_) if disk.faults_fired() || !disk.is_powered() => {}
+                other => panic!("the full disk did not refuse the creation: {other:?}"),
+            }
+            assert!(log.topic("t").is_none() || !disk.is_powered());
+            log.create_topic("t", &TopicConfig::with_partitions(2))?;
+            acked.created = true;
+            Sent::default().append(&log, "t", 1, vec!["x".into()])?;
+            drop(log);
+            Ok(())
+        },
+        |log, acked, label| match log.topic("t") {
+            None => assert!(!acked.created, "{label}: topic t is gone"),
+            Some(info) => assert_eq!(info.partitions, 2, "{label}: topic t"),
         },
     );
 }
