@@ -1,43 +1,62 @@
-//! Small durable-filesystem steps: fsync a directory, create one durably, replace a file
-//! atomically.
+//! Small durable-filesystem steps: create a directory durably, replace a file atomically.
 
-use std::{
-    fs::{self, File},
-    io::{self, Write},
-    path::Path,
-};
+use std::{io, path::Path};
 
-/// Makes the entries of `dir` (creations, renames, removals) durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+use crate::io::{Access, Io};
+
+/// Creates `dir` if it is missing and makes its entry in the parent durable, also when it
+/// was there already: a process that crashed between an earlier `mkdir` and its fsync
+/// leaves a directory whose entry a power cut can still take.
+pub(crate) fn create_dir(io: &dyn Io, dir: &Path) -> io::Result<()> {
+    match io.create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_dir(io, dir) => {}
+        Err(e) => return Err(e),
+    }
+    sync_parent(io, dir)
 }
 
-/// Creates `dir` if it is missing and makes its entry in the parent durable.
-pub(crate) fn create_dir(dir: &Path) -> io::Result<()> {
-    match fs::create_dir(dir) {
-        Ok(()) => match dir.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-            _ => Ok(()),
-        },
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(e),
+/// Creates `dir` and its missing ancestors, each made durable in its parent (and `dir`'s
+/// entry made durable if it was there): a data directory whose own entry a power cut can
+/// take takes every acknowledged record with it.
+pub(crate) fn create_dir_all(io: &dyn Io, dir: &Path) -> io::Result<()> {
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+        && !is_dir(io, parent)
+    {
+        create_dir_all(io, parent)?;
     }
+    create_dir(io, dir)
+}
+
+/// Whether `path` exists (as `Path::exists`, which takes an error for no).
+pub(crate) fn exists(io: &dyn Io, path: &Path) -> bool {
+    io.metadata(path).is_ok()
+}
+
+pub(crate) fn is_dir(io: &dyn Io, path: &Path) -> bool {
+    io.metadata(path).is_ok_and(|m| m.is_dir)
 }
 
 /// Replaces `path` with `contents` so that a crash leaves either the old or the new file:
 /// write a temporary file beside it, fsync it, rename it over `path`, fsync the directory.
-pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(io: &dyn Io, path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     {
-        let mut file = File::create(&tmp)?;
-        file.write_all(contents)?;
+        let file = io.open(&tmp, Access::Truncate)?;
+        file.write_all_at(contents, 0)?;
         file.sync_all()?;
     }
-    fs::rename(&tmp, path)?;
+    io.rename(&tmp, path)?;
+    sync_parent(io, path)
+}
+
+/// Makes the entry of `path` in its directory durable.
+fn sync_parent(io: &dyn Io, path: &Path) -> io::Result<()> {
     match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => sync_dir(Path::new(".")),
+        Some(parent) if !parent.as_os_str().is_empty() => io.sync_dir(parent),
+        _ => io.sync_dir(Path::new(".")),
     }
 }

@@ -45,10 +45,11 @@
 //!   offsets next.
 //! - Group names follow the topic name rules, so they are safe file names; files whose
 //!   names do not end in `.json` (such as leftover `.json.tmp` files) are ignored.
+//! - [`Groups::load`] fsyncs the directory, so an offset it reads from a file renamed into
+//!   place just before a crash cannot be taken back by a power cut after the open.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
 };
@@ -56,7 +57,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Error, Result, error::IoContext, fsutil, journal::IntentCommit, telemetry, topic::check_name,
+    Error, Result, error::IoContext, fsutil, io::Io, journal::IntentCommit, telemetry,
+    topic::check_name,
 };
 
 const GROUP_FILE_VERSION: u32 = 2;
@@ -106,6 +108,7 @@ struct GroupState {
 }
 
 pub(crate) struct Groups {
+    io: Arc<dyn Io>,
     dir: PathBuf,
     groups: Mutex<BTreeMap<String, GroupState>>,
     /// One lock per group, held across that group's file write.
@@ -137,13 +140,13 @@ fn merge(offsets: &mut GroupOffsets, key: (String, u32), commit: Committed) -> b
 
 impl Groups {
     /// Loads every group file in `dir`.
-    pub(crate) fn load(dir: &Path) -> Result<Groups> {
+    pub(crate) fn load(io: &Arc<dyn Io>, dir: &Path) -> Result<Groups> {
         let mut groups = BTreeMap::new();
-        let entries = fs::read_dir(dir).context(|| format!("could not list {}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.context(|| format!("could not list {}", dir.display()))?;
-            let path = entry.path();
-            let file_name = entry.file_name();
+        let entries = io
+            .read_dir(dir)
+            .context(|| format!("could not list {}", dir.display()))?;
+        for file_name in entries {
+            let path = dir.join(&file_name);
             let Some(group) = file_name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
@@ -155,7 +158,7 @@ impl Groups {
                 .emit();
                 continue;
             }
-            let (offsets, owners) = read_group_file(&path)?;
+            let (offsets, owners) = read_group_file(&**io, &path)?;
             groups.insert(
                 group.to_owned(),
                 GroupState {
@@ -165,7 +168,12 @@ impl Groups {
                 },
             );
         }
+        // A process that crashed between renaming a group file into place and fsyncing
+        // the directory left an offset a power cut could still take back.
+        io.sync_dir(dir)
+            .context(|| format!("could not fsync {}", dir.display()))?;
         Ok(Groups {
+            io: Arc::clone(io),
             dir: dir.to_owned(),
             groups: Mutex::new(groups),
             file_locks: Mutex::new(HashMap::new()),
@@ -424,12 +432,14 @@ impl Groups {
                 .collect(),
         };
         let contents = serde_json::to_vec(&file).map_err(std::io::Error::from)?;
-        fsutil::write_atomically(&self.path(group), &contents)
+        fsutil::write_atomically(&*self.io, &self.path(group), &contents)
     }
 }
 
-fn read_group_file(path: &Path) -> Result<(GroupOffsets, Owners)> {
-    let contents = fs::read(path).context(|| format!("could not read {}", path.display()))?;
+fn read_group_file(io: &dyn Io, path: &Path) -> Result<(GroupOffsets, Owners)> {
+    let contents = io
+        .read(path)
+        .context(|| format!("could not read {}", path.display()))?;
     let corrupt = |reason: String| Error::Corrupt {
         what: path.display().to_string(),
         reason,
@@ -468,7 +478,8 @@ mod tests {
     #[test]
     fn a_checkpoint_waits_for_a_write_of_the_group_in_flight_elsewhere() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let groups = Arc::new(Groups::load(dir.path()).expect("load"));
+        let io: Arc<dyn Io> = Arc::new(crate::io::RealIo);
+        let groups = Arc::new(Groups::load(&io, dir.path()).expect("load"));
         let commit = IntentCommit {
             group: "g".into(),
             topic: "in".into(),
@@ -500,7 +511,7 @@ mod tests {
         groups.mark_dirty("g");
         drop(writing);
         checkpoint.join().expect("join").expect("checkpoint");
-        let reloaded = Groups::load(dir.path()).expect("reload");
+        let reloaded = Groups::load(&io, dir.path()).expect("reload");
         assert_eq!(reloaded.committed("g", "in", 0), Some(5));
     }
 }

@@ -77,9 +77,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs::{File, OpenOptions},
     io,
-    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError,
@@ -93,7 +91,13 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::{
-    Error, Record, Result, error::IoContext, frame::u32_at, frame::u64_at, fsutil, groups::Groups,
+    Error, Record, Result,
+    error::IoContext,
+    frame::u32_at,
+    frame::u64_at,
+    fsutil,
+    groups::Groups,
+    io::{Access, Io, IoFile},
     telemetry,
 };
 
@@ -463,16 +467,17 @@ impl Recovered {
 }
 
 /// Reads every journal file in `dir` (created if missing), truncating torn tails.
-pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
-    fsutil::create_dir(dir).context(|| format!("could not create {}", dir.display()))?;
+pub(crate) fn recover(io: &dyn Io, dir: &Path) -> Result<Recovered> {
+    fsutil::create_dir(io, dir).context(|| format!("could not create {}", dir.display()))?;
     let mut generations = Vec::new();
-    for entry in std::fs::read_dir(dir).context(|| format!("could not list {}", dir.display()))? {
-        let entry = entry.context(|| format!("could not list {}", dir.display()))?;
-        let name = entry.file_name();
+    for name in io
+        .read_dir(dir)
+        .context(|| format!("could not list {}", dir.display()))?
+    {
         match name.to_str().and_then(parse_file_name) {
             Some(generation) => generations.push(generation),
             None => telemetry::EntryIgnored {
-                path: &entry.path(),
+                path: &dir.join(&name),
                 reason: "not a transaction journal file",
             }
             .emit(),
@@ -486,7 +491,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
     for generation in generations {
         let path = dir.join(file_name(generation));
         let bytes = Bytes::from(
-            std::fs::read(&path).context(|| format!("could not read {}", path.display()))?,
+            io.read(&path)
+                .context(|| format!("could not read {}", path.display()))?,
         );
         let (entries, good_len, stopped_by) = decode_entries(&bytes);
         if let Some(reason) = stopped_by {
@@ -497,9 +503,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                 reason: &reason,
             }
             .emit();
-            OpenOptions::new()
-                .write(true)
-                .open(&path)
+            io.open(&path, Access::Write)
                 .and_then(|f| {
                     f.set_len(good_len as u64)?;
                     f.sync_all()
@@ -552,7 +556,7 @@ impl Request {
 /// The journal's current file and what the writer knows; owned by the writer thread.
 struct WriterState {
     /// `None` until the first write creates file `generation`.
-    file: Option<File>,
+    file: Option<Box<dyn IoFile>>,
     path: PathBuf,
     generation: u64,
     len: u64,
@@ -579,6 +583,7 @@ struct WriterHandle {
 }
 
 struct Shared {
+    io: Arc<dyn Io>,
     dir: PathBuf,
     /// A file past this many bytes is replaced by a new one.
     rotate_bytes: u64,
@@ -598,21 +603,18 @@ pub(crate) struct Journal {
 }
 
 /// Creates journal file `path` holding `start` durably.
-fn create_file(dir: &Path, path: &Path, start: &[u8]) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+fn create_file(io: &dyn Io, dir: &Path, path: &Path, start: &[u8]) -> io::Result<Box<dyn IoFile>> {
+    let file = io.open(path, Access::CreateNew)?;
     file.write_all_at(start, 0)?;
     file.sync_data()?;
-    fsutil::sync_dir(dir)?;
+    io.sync_dir(dir)?;
     Ok(file)
 }
 
 impl Journal {
     /// The journal that continues after the files `recovered` was read from. Does no IO.
     pub(crate) fn new(
+        io: &Arc<dyn Io>,
         dir: &Path,
         rotate_bytes: u64,
         recovered: &Recovered,
@@ -634,6 +636,7 @@ impl Journal {
         };
         Journal {
             shared: Arc::new(Shared {
+                io: Arc::clone(io),
                 dir: dir.to_owned(),
                 rotate_bytes,
                 groups,
@@ -658,15 +661,18 @@ impl Journal {
             return Ok(());
         };
         let dir = &self.shared.dir;
+        let io = &*self.shared.io;
         let start = encode_start(self.shared.next_sequence.load(Ordering::SeqCst));
-        let file = create_file(dir, &state.path, &start)
+        let file = create_file(io, dir, &state.path, &start)
             .context(|| format!("could not start the journal file {}", state.path.display()))?;
         state.file = Some(file);
         state.len = start.len() as u64;
         for old in &recovered.files {
-            std::fs::remove_file(old).context(|| format!("could not delete {}", old.display()))?;
+            io.remove_file(old)
+                .context(|| format!("could not delete {}", old.display()))?;
         }
-        fsutil::sync_dir(dir).context(|| format!("could not fsync {}", dir.display()))
+        io.sync_dir(dir)
+            .context(|| format!("could not fsync {}", dir.display()))
     }
 
     /// Queues an intent; the receiver gets `Ok` once it is fsynced.
@@ -789,14 +795,14 @@ impl Shared {
         }
         if state.file.is_none() {
             let start = encode_start(self.next_sequence.load(Ordering::SeqCst));
-            match create_file(&self.dir, &state.path, &start) {
+            match create_file(&*self.io, &self.dir, &state.path, &start) {
                 Ok(file) => {
                     state.file = Some(file);
                     state.len = start.len() as u64;
                 }
                 Err(error) => {
                     // Nothing was written; the next group tries again.
-                    let _ = std::fs::remove_file(&state.path);
+                    let _ = self.io.remove_file(&state.path);
                     let context = format!(
                         "could not create the transaction journal file {}",
                         state.path.display()
@@ -839,7 +845,7 @@ impl Shared {
         }
         needs_sync &= !buf.is_empty() || state.dirty;
         let carries_intent = group.iter().any(|r| matches!(r, Request::Intent { .. }));
-        if let Err(error) = self.write_at(file, &buf, state.len, carries_intent) {
+        if let Err(error) = self.write_at(&**file, &buf, state.len, carries_intent) {
             let rolled_back = file.set_len(state.len).is_ok();
             if error.kind() == io::ErrorKind::StorageFull && rolled_back {
                 telemetry::JournalDiskFull { bytes: buf.len() }.emit();
@@ -891,7 +897,7 @@ impl Shared {
     /// only such writes, so that a `done` written alone in between cannot take them.
     fn write_at(
         &self,
-        file: &File,
+        file: &dyn IoFile,
         buf: &[u8],
         position: u64,
         carries_intent: bool,
@@ -945,10 +951,10 @@ impl Shared {
         for bytes in state.pending.values() {
             buf.extend_from_slice(bytes);
         }
-        let file = match create_file(&self.dir, &path, &buf) {
+        let file = match create_file(&*self.io, &self.dir, &path, &buf) {
             Ok(file) => file,
             Err(error) => {
-                let _ = std::fs::remove_file(&path);
+                let _ = self.io.remove_file(&path);
                 telemetry::JournalRotationFailed {
                     path: &path,
                     error: &error,
@@ -969,11 +975,12 @@ impl Shared {
         if state.checkpointer.is_none() {
             let (files, queue) = mpsc::channel();
             let groups = Arc::clone(&self.groups);
+            let io = Arc::clone(&self.io);
             let dir = self.dir.clone();
             let spawned = std::thread::Builder::new()
                 .name("weir-log-checkpoint".into())
                 .stack_size(256 << 10)
-                .spawn(move || run_checkpointer(&dir, &groups, &queue));
+                .spawn(move || run_checkpointer(&*io, &dir, &groups, &queue));
             match spawned {
                 Ok(thread) => state.checkpointer = Some(Checkpointer { files, thread }),
                 Err(error) => {
@@ -993,7 +1000,7 @@ impl Shared {
 }
 
 /// Deletes superseded journal files once a checkpoint of the groups followed them.
-fn run_checkpointer(dir: &Path, groups: &Groups, queue: &mpsc::Receiver<PathBuf>) {
+fn run_checkpointer(io: &dyn Io, dir: &Path, groups: &Groups, queue: &mpsc::Receiver<PathBuf>) {
     let mut waiting: Vec<PathBuf> = Vec::new();
     while let Ok(path) = queue.recv() {
         waiting.push(path);
@@ -1009,7 +1016,7 @@ fn run_checkpointer(dir: &Path, groups: &Groups, queue: &mpsc::Receiver<PathBuf>
         }
         waiting.sort();
         for path in waiting.drain(..) {
-            if let Err(error) = std::fs::remove_file(&path)
+            if let Err(error) = io.remove_file(&path)
                 && error.kind() != io::ErrorKind::NotFound
             {
                 telemetry::CheckpointFailed {
@@ -1018,7 +1025,7 @@ fn run_checkpointer(dir: &Path, groups: &Groups, queue: &mpsc::Receiver<PathBuf>
                 .emit();
             }
         }
-        let _ = fsutil::sync_dir(dir);
+        let _ = io.sync_dir(dir);
     }
 }
 

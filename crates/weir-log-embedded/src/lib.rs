@@ -15,6 +15,10 @@
 //! journal, or for outputs to one partition through one frame that carries the offset
 //! (see `transaction` and `journal`).
 //!
+//! Every file operation goes through the [`io::Io`] the log was opened on: the real file
+//! system for [`Log::open`], a simulated disk that power cuts can be tested on for
+//! [`Log::open_with_io`] (see `io`).
+//!
 //! # Data directory
 //!
 //! ```text
@@ -53,6 +57,8 @@ mod frame;
 mod fsutil;
 mod groups;
 mod index;
+#[doc(hidden)]
+pub mod io;
 mod journal;
 mod partition;
 mod reader;
@@ -64,7 +70,7 @@ mod transaction;
 use std::{
     collections::BTreeMap,
     fmt,
-    fs::{File, OpenOptions, TryLockError},
+    fs::TryLockError,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
@@ -82,6 +88,7 @@ use crate::{
     error::IoContext,
     frame::LimitError,
     groups::{Groups, validate_group_name},
+    io::{Access, Io, IoFile, RealIo},
     journal::Journal,
     partition::Partition,
     topic::{Topic, validate_topic_name},
@@ -161,6 +168,7 @@ pub struct Log {
 }
 
 struct Inner {
+    io: Arc<dyn Io>,
     dir: PathBuf,
     opts: LogOptions,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -177,7 +185,7 @@ struct Inner {
     #[cfg(test)]
     transaction_fault: Mutex<Option<transaction::TransactionFault>>,
     /// Holds the flock on `weir-log.lock` for as long as the log is open.
-    _lock: File,
+    _lock: Box<dyn IoFile>,
 }
 
 impl Drop for Inner {
@@ -224,13 +232,23 @@ impl Log {
     /// space, then open again.
     #[instrument(skip_all, err, fields(dir = %dir.display()))]
     pub fn open(dir: &Path, opts: LogOptions) -> Result<Log> {
-        std::fs::create_dir_all(dir).context(|| format!("could not create {}", dir.display()))?;
+        Log::open_on(Arc::new(RealIo), dir, opts)
+    }
+
+    /// [`Log::open`] on another file system than the real one: a simulated disk in tests
+    /// (see [`io`]).
+    #[doc(hidden)]
+    #[instrument(skip_all, err, fields(dir = %dir.display(), io = ?io))]
+    pub fn open_with_io(io: Arc<dyn Io>, dir: &Path, opts: LogOptions) -> Result<Log> {
+        Log::open_on(io, dir, opts)
+    }
+
+    fn open_on(io: Arc<dyn Io>, dir: &Path, opts: LogOptions) -> Result<Log> {
+        fsutil::create_dir_all(&*io, dir)
+            .context(|| format!("could not create {}", dir.display()))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        let lock = io
+            .open(&lock_path, Access::Create)
             .context(|| format!("could not open {}", lock_path.display()))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -250,18 +268,18 @@ impl Log {
         let topics_dir = dir.join(TOPICS_DIR);
         let groups_dir = dir.join(GROUPS_DIR);
         for sub in [&topics_dir, &groups_dir] {
-            fsutil::create_dir(sub).context(|| format!("could not create {}", sub.display()))?;
+            fsutil::create_dir(&*io, sub)
+                .context(|| format!("could not create {}", sub.display()))?;
         }
 
         // Before the topics: opening a partition applies the commits its frames carry.
-        let groups = Arc::new(Groups::load(&groups_dir)?);
+        let groups = Arc::new(Groups::load(&io, &groups_dir)?);
         let mut topics = BTreeMap::new();
-        let entries = std::fs::read_dir(&topics_dir)
+        let entries = io
+            .read_dir(&topics_dir)
             .context(|| format!("could not list {}", topics_dir.display()))?;
-        for entry in entries {
-            let entry = entry.context(|| format!("could not list {}", topics_dir.display()))?;
-            let path = entry.path();
-            let name = entry.file_name();
+        for name in entries {
+            let path = topics_dir.join(&name);
             let Some(name) = name.to_str().filter(|n| topic::check_name(n).is_ok()) else {
                 telemetry::EntryIgnored {
                     path: &path,
@@ -270,14 +288,14 @@ impl Log {
                 .emit();
                 continue;
             };
-            if !path.is_dir() {
+            if !fsutil::is_dir(&*io, &path) {
                 continue;
             }
-            match Topic::recover(&path, name, &groups)? {
+            match Topic::recover(&io, &path, name, &groups)? {
                 Some(topic) => {
                     topics.insert(name.to_owned(), Arc::new(topic));
                 }
-                None => match topic::remove_unfinished(&path) {
+                None => match topic::remove_unfinished(&*io, &path) {
                     Ok(true) => telemetry::UnfinishedTopicRemoved { path: &path }.emit(),
                     Ok(false) => telemetry::EntryIgnored {
                         path: &path,
@@ -296,11 +314,12 @@ impl Log {
         }
 
         let journal_dir = dir.join(journal::JOURNAL_DIR);
-        let recovered = journal::recover(&journal_dir)?;
+        let recovered = journal::recover(&*io, &journal_dir)?;
         let next_sequence = Arc::new(AtomicU64::new(
             groups.max_sequence().max(recovered.max_sequence) + 1,
         ));
         let journal = Journal::new(
+            &io,
             &journal_dir,
             opts.journal_file_bytes,
             &recovered,
@@ -309,6 +328,7 @@ impl Log {
         );
         let log = Log {
             inner: Arc::new(Inner {
+                io,
                 dir: dir.to_owned(),
                 opts,
                 topics: RwLock::new(topics),
@@ -376,7 +396,7 @@ impl Log {
             });
         }
         let dir = self.inner.dir.join(TOPICS_DIR).join(name);
-        let topic = Topic::create(&dir, name, config, &self.inner.groups)?;
+        let topic = Topic::create(&self.inner.io, &dir, name, config, &self.inner.groups)?;
         self.inner
             .topics
             .write()

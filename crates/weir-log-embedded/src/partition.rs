@@ -30,7 +30,10 @@
 //!   files, creates the next segment (named after the next offset) and fsyncs the
 //!   directory, records the new base offset in `recovery-point.json`, and only then
 //!   writes to the next segment. If a step after the fsync fails, the next segment's file
-//!   is removed again and the active segment stays active; for lack of space (`ENOSPC`)
+//!   is removed again, durably (the directory fsynced), and the active segment stays
+//!   active: later batches that still fit go to it at offsets from the removed file's
+//!   name on, and that file, back after a power cut, would be taken for the next segment
+//!   and cut them off. For lack of space (`ENOSPC`)
 //!   the appends waiting for the roll fail with [`Error::DiskFull`] and the partition
 //!   keeps working, any other failure poisons it.
 //! - `recovery-point.json` holds the base offset of the active segment as of the last
@@ -38,7 +41,9 @@
 //!   index files. On open those segments are trusted if their index files check out
 //!   against the `.log` length (else they are rebuilt by a scan); the active segment and
 //!   any closed segment at or after the recovery point (left by a crash mid-roll) are
-//!   scanned frame by frame.
+//!   scanned frame by frame, and fdatasynced: after a process crash what the scan
+//!   accepts may be only in the page cache, and readers must not see it before it is
+//!   durable.
 //! - A scan stops at the first frame that is cut short, has a bad magic byte, a bad
 //!   checksum, a malformed body, an offset at or below the previous batch's, or an offset
 //!   reaching into the next segment; the segment is truncated there. That frame was never
@@ -69,7 +74,9 @@
 //!   recovery point on), and open applies the commits of every frame it scans: the groups
 //!   are checkpointed before a segment is closed (at a roll, before anything else can
 //!   delete or compact it) and before open moves the recovery point.
-//! - Retention deletes whole closed segments from the oldest on, never the active one.
+//! - Retention deletes whole closed segments from the oldest on, never the active one,
+//!   and fsyncs the directory after each, so a crash leaves a suffix of the partition
+//!   even on a file system that does not keep directory operations in order.
 //!   Compaction rewrites a closed segment into `<name>.log.compacting`, fsyncs it, renames
 //!   it over the segment, fsyncs the directory and then rewrites the index files.
 //!   Leftover `.compacting` and `.tmp` files are deleted on open.
@@ -80,10 +87,8 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    fs::{File, OpenOptions},
     io,
     ops::ControlFlow,
-    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
@@ -105,6 +110,7 @@ use crate::{
     fsutil,
     groups::{Groups, validate_group_name},
     index::SegmentIndex,
+    io::{Access, Io, IoFile},
     journal::IntentCommit,
     segment::{self, Segment, WalkError},
     telemetry,
@@ -181,6 +187,7 @@ struct WrittenBatch {
 }
 
 pub(crate) struct Shared {
+    io: Arc<dyn Io>,
     topic: String,
     id: u32,
     dir: PathBuf,
@@ -205,7 +212,7 @@ pub(crate) struct Shared {
 
 pub(crate) struct WriterState {
     /// The active segment, opened for writing.
-    file: File,
+    file: Box<dyn IoFile>,
     active: Arc<Segment>,
     /// Bytes of whole frames written to the active segment.
     len: u64,
@@ -236,6 +243,7 @@ impl Partition {
     /// Opens the partition stored in `dir`, recovering its segments and applying the group
     /// commits their version 4 frames carry to `groups`.
     pub(crate) fn open(
+        io: &Arc<dyn Io>,
         topic: &str,
         id: u32,
         dir: &Path,
@@ -245,21 +253,27 @@ impl Partition {
     ) -> Result<Partition> {
         let what = || format!("partition {id} of topic \"{topic}\" ({})", dir.display());
         if mode == OpenMode::Create {
-            fsutil::create_dir(dir).context(|| format!("could not create {}", dir.display()))?;
+            fsutil::create_dir(&**io, dir)
+                .context(|| format!("could not create {}", dir.display()))?;
         }
-        let mut bases = list_segments(dir).context(|| format!("could not list {}", what()))?;
+        let mut bases =
+            list_segments(&**io, dir).context(|| format!("could not list {}", what()))?;
         if bases.is_empty() {
             let path = dir.join(segment::log_file_name(0));
-            OpenOptions::new()
-                .write(true)
-                .create(mode == OpenMode::Create)
-                .truncate(false)
-                .open(&path)
-                .and_then(|_| fsutil::sync_dir(dir))
+            let access = match mode {
+                OpenMode::Create => Access::Create,
+                OpenMode::Recover => Access::Write,
+            };
+            io.open(&path, access)
+                .and_then(|_| io.sync_dir(dir))
                 .context(|| format!("could not open {}", what()))?;
             bases.push(0);
+        } else if mode == OpenMode::Create {
+            // Left by a creation a crash interrupted: their entries may not be durable yet.
+            io.sync_dir(dir)
+                .context(|| format!("could not fsync {}", dir.display()))?;
         }
-        let recovery_point = read_recovery_point(dir);
+        let recovery_point = read_recovery_point(&**io, dir);
 
         let mut segments = BTreeMap::new();
         let mut active = None;
@@ -268,30 +282,27 @@ impl Partition {
             let next_base = bases.get(i + 1).copied();
             let path = dir.join(segment::log_file_name(base));
             let seg_what = || format!("segment {} of {}", path.display(), what());
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
+            let file = io
+                .open(&path, Access::ReadWrite)
                 .context(|| format!("could not open {}", seg_what()))?;
             let log_len = file
-                .metadata()
-                .context(|| format!("could not stat {}", seg_what()))?
-                .len();
+                .size()
+                .context(|| format!("could not stat {}", seg_what()))?;
             let trusted = match next_base {
                 Some(next) if next <= recovery_point => {
-                    segment::load_index_files(dir, base, log_len)
+                    segment::load_index_files(&**io, dir, base, log_len)
                 }
                 _ => None,
             };
             let index = match trusted {
                 Some(index) => index,
                 None => {
-                    let scan = segment::scan(&file, base, next_base)
+                    let scan = segment::scan(&*file, base, next_base)
                         .context(|| format!("could not read {}", seg_what()))?;
                     if let Some(reason) = &scan.stopped_by {
                         if scan.index.log_len == 0
                             && *reason == FrameError::BadMagic(frame::MAGIC_V1)
-                            && is_whole_v1_frame(&file)
+                            && is_whole_v1_frame(&*file)
                         {
                             return Err(Error::Corrupt {
                                 what: seg_what(),
@@ -312,6 +323,13 @@ impl Partition {
                             .context(|| {
                                 format!("could not truncate the corrupt tail of {}", seg_what())
                             })?;
+                    } else {
+                        // A process that crashed before its fsync left these frames in the
+                        // page cache only: they become durable before anyone reads them, or
+                        // a power cut could take back records readers saw and give their
+                        // offsets to others.
+                        file.sync_data()
+                            .context(|| format!("could not fsync {}", seg_what()))?;
                     }
                     for (sequence, commit) in &scan.commits {
                         // Written only with a valid name; the name becomes a file name.
@@ -326,7 +344,7 @@ impl Partition {
                         groups.apply(commit, *sequence);
                     }
                     if next_base.is_some() {
-                        segment::write_index_files(dir, &scan.index)
+                        segment::write_index_files(&**io, dir, &scan.index)
                             .context(|| format!("could not write the indexes of {}", seg_what()))?;
                     }
                     scan.index
@@ -334,7 +352,7 @@ impl Partition {
             };
             batches += index.offsets.len();
             let segment = Arc::new(
-                Segment::new(base, path.clone(), index)
+                Segment::new(&**io, base, path.clone(), index)
                     .context(|| format!("could not open {}", seg_what()))?,
             );
             segments.insert(base, Arc::clone(&segment));
@@ -352,7 +370,7 @@ impl Partition {
             // The segments the recovery point leaves behind are not scanned again: their
             // commits must be in the group files first.
             groups.checkpoint()?;
-            write_recovery_point(dir, active.base_offset)
+            write_recovery_point(&**io, dir, active.base_offset)
                 .context(|| format!("could not write the recovery point of {}", what()))?;
         }
         let len = active.visible_len();
@@ -368,6 +386,7 @@ impl Partition {
 
         Ok(Partition {
             shared: Arc::new(Shared {
+                io: Arc::clone(io),
                 topic: topic.to_owned(),
                 id,
                 dir: dir.to_owned(),
@@ -844,7 +863,7 @@ impl Shared {
             self.poison(&mut state, &error, false);
             return;
         }
-        if let Err(error) = write_recovery_point(&self.dir, state.active.base_offset) {
+        if let Err(error) = write_recovery_point(&*self.io, &self.dir, state.active.base_offset) {
             tracing::warn!(topic = self.topic, partition = self.id, %error, "could not write the recovery point on close");
         }
     }
@@ -1058,9 +1077,12 @@ impl Shared {
             Err(error) => {
                 // Else the empty file would be taken for the active segment at open. The
                 // next roll reuses it if this fails too.
-                let empty = std::fs::metadata(&path).is_ok_and(|m| m.len() == 0);
-                if empty && std::fs::remove_file(&path).is_ok() {
-                    let _ = fsutil::sync_dir(&self.dir);
+                let empty = self
+                    .io
+                    .metadata(&path)
+                    .is_ok_and(|m| !m.is_dir && m.len == 0);
+                if empty && self.io.remove_file(&path).is_ok() {
+                    let _ = self.io.sync_dir(&self.dir);
                 }
                 return Err(RollError::Start(error));
             }
@@ -1088,20 +1110,16 @@ impl Shared {
         state: &mut WriterState,
         base: u64,
         path: &Path,
-    ) -> io::Result<(File, Arc<Segment>)> {
+    ) -> io::Result<(Box<dyn IoFile>, Arc<Segment>)> {
         // Once closed, the segment may go to retention or compaction (which drops frames'
         // commits) and open no longer scans it: the commits its frames carry must be in the
         // group files first. Every one of them was applied when its frame was fsynced.
         self.groups.checkpoint().map_err(checkpoint_io_error)?;
-        segment::write_index_files(&self.dir, &state.active.index())?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        segment::write_index_files(&*self.io, &self.dir, &state.active.index())?;
+        // The writer only writes, truncates and syncs this handle; readers open their own.
+        let file = self.io.open(path, Access::Create)?;
         // An empty file is what an earlier roll that failed could not remove.
-        if file.metadata()?.len() != 0 {
+        if file.size()? != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{} exists already and is not empty", path.display()),
@@ -1111,15 +1129,16 @@ impl Shared {
         if let Some(kind) = state.fail_next_roll.take() {
             return Err(io::Error::from(kind));
         }
-        fsutil::sync_dir(&self.dir)?;
+        self.io.sync_dir(&self.dir)?;
         let segment = Arc::new(Segment::new(
+            &*self.io,
             base,
             path.to_owned(),
             SegmentIndex::new(base),
         )?);
         // The segments below `base` are fsynced and have their index files: the recovery
         // point may move before the next segment takes a write.
-        write_recovery_point(&self.dir, base)?;
+        write_recovery_point(&*self.io, &self.dir, base)?;
         Ok((file, segment))
     }
 
@@ -1175,7 +1194,10 @@ impl Shared {
         }
         for segment in &closed[..doomed] {
             let bytes = segment.visible_len();
-            segment::remove_files(&self.dir, segment.base_offset)
+            // One segment at a time, oldest first, each deletion durable before the next:
+            // a crash then leaves a suffix of the partition, never a hole in it.
+            segment::remove_files(&*self.io, &self.dir, segment.base_offset)
+                .and_then(|()| self.io.sync_dir(&self.dir))
                 .context(|| format!("could not delete segment {}", segment.path.display()))?;
             report.segments_deleted += 1;
             report.bytes_deleted += bytes;
@@ -1187,7 +1209,7 @@ impl Shared {
             }
             .emit();
         }
-        fsutil::sync_dir(&self.dir).context(|| format!("could not fsync {}", self.dir.display()))
+        Ok(())
     }
 
     /// Rewrites closed segments below `limit` keeping, per key, only the latest record of
@@ -1309,14 +1331,14 @@ impl Shared {
         tmp_name.push_str(".compacting");
         let tmp = self.dir.join(tmp_name);
         {
-            let file = File::create(&tmp)?;
+            let file = self.io.open(&tmp, Access::Truncate)?;
             file.write_all_at(&buf, 0)?;
             file.sync_all()?;
         }
-        std::fs::rename(&tmp, &segment.path)?;
-        fsutil::sync_dir(&self.dir)?;
-        segment::write_index_files(&self.dir, &index)?;
-        Segment::new(base, segment.path.clone(), index)
+        self.io.rename(&tmp, &segment.path)?;
+        self.io.sync_dir(&self.dir)?;
+        segment::write_index_files(&*self.io, &self.dir, &index)?;
+        Segment::new(&*self.io, base, segment.path.clone(), index)
     }
 }
 
@@ -1354,18 +1376,16 @@ fn closed_below(segments: &[Arc<Segment>], limit: u64) -> &[Arc<Segment>] {
 
 /// Base offsets of the segments in `dir`, sorted; deletes leftovers of interrupted
 /// compactions and atomic writes.
-fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+fn list_segments(io: &dyn Io, dir: &Path) -> io::Result<Vec<u64>> {
     let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
+    for name in io.read_dir(dir)? {
         let Some(name) = name.to_str() else {
             continue;
         };
         if let Some(base) = segment::parse_log_file_name(name) {
             bases.push(base);
         } else if name.ends_with(".compacting") || name.ends_with(".tmp") {
-            std::fs::remove_file(entry.path())?;
+            io.remove_file(&dir.join(name))?;
         }
     }
     bases.sort_unstable();
@@ -1373,21 +1393,21 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// The recovery point, or 0 (trust nothing) if it is missing or unreadable.
-fn read_recovery_point(dir: &Path) -> u64 {
-    std::fs::read(dir.join(RECOVERY_POINT_FILE))
+fn read_recovery_point(io: &dyn Io, dir: &Path) -> u64 {
+    io.read(&dir.join(RECOVERY_POINT_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<RecoveryPoint>(&bytes).ok())
         .filter(|point| point.version == RECOVERY_POINT_VERSION)
         .map_or(0, |point| point.offset)
 }
 
-fn write_recovery_point(dir: &Path, offset: u64) -> io::Result<()> {
+fn write_recovery_point(io: &dyn Io, dir: &Path, offset: u64) -> io::Result<()> {
     let contents = serde_json::to_vec(&RecoveryPoint {
         version: RECOVERY_POINT_VERSION,
         offset,
     })
     .map_err(io::Error::from)?;
-    fsutil::write_atomically(&dir.join(RECOVERY_POINT_FILE), &contents)
+    fsutil::write_atomically(io, &dir.join(RECOVERY_POINT_FILE), &contents)
 }
 
 #[cfg(test)]
@@ -1397,7 +1417,7 @@ mod tests;
 /// rather than a newer first frame whose magic byte a bit flip turned into `0xB1` (0xB3
 /// is one bit away), which is a corrupt tail to cut: the latter decodes as a version 2 or
 /// tagged frame once its magic byte is put back.
-fn is_whole_v1_frame(file: &File) -> bool {
+fn is_whole_v1_frame(file: &dyn IoFile) -> bool {
     let mut header = [0u8; frame::HEADER_LEN];
     if file.read_exact_at(&mut header, 0).is_err() {
         return true;

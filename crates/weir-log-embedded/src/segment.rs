@@ -20,10 +20,8 @@
 //! - Every read re-verifies the checksum of each frame it decodes.
 
 use std::{
-    fs::File,
     io,
     ops::ControlFlow,
-    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{
         PoisonError, RwLock,
@@ -38,6 +36,7 @@ use crate::{
     frame::{self, DecodedRecord, FrameError, FrameHeader, FrameTag},
     fsutil,
     index::SegmentIndex,
+    io::{Access, Io, IoFile},
     journal::IntentCommit,
 };
 
@@ -69,7 +68,7 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     /// Shared by all readers; positional reads need no seek and no lock.
-    file: File,
+    file: Box<dyn IoFile>,
     visible_len: AtomicU64,
     index: RwLock<SegmentIndex>,
 }
@@ -89,8 +88,13 @@ impl From<io::Error> for WalkError {
 
 impl Segment {
     /// A segment whose first `index.log_len` bytes are whole, checked batches.
-    pub(crate) fn new(base_offset: u64, path: PathBuf, index: SegmentIndex) -> io::Result<Segment> {
-        let file = File::open(&path)?;
+    pub(crate) fn new(
+        io: &dyn Io,
+        base_offset: u64,
+        path: PathBuf,
+        index: SegmentIndex,
+    ) -> io::Result<Segment> {
+        let file = io.open(&path, Access::Read)?;
         Ok(Segment {
             base_offset,
             path,
@@ -166,7 +170,7 @@ impl Segment {
             .position_for(from_offset)
             .min(end);
         let mut flow = ControlFlow::Continue(());
-        walk_frames(&self.file, start, end, |_, header, body| {
+        walk_frames(&*self.file, start, end, |_, header, body| {
             frame::decode_body(header, body, |record| {
                 if flow.is_continue() && record.offset >= from_offset {
                     flow = visit(record);
@@ -186,8 +190,11 @@ impl Segment {
             .position_for(from_offset)
             .min(end);
         let mut found = false;
-        walk_frames(&self.file, start, end, |_, header, body| {
-            found = frame::verified_tag(header, body)? == Some(tag);
+        walk_frames(&*self.file, start, end, |_, header, body| {
+            // The walk starts at the indexed batch before `from_offset`: an older batch
+            // there with the same tag is not the one asked about.
+            let batch = frame::decode_body(header, body, |_| {})?;
+            found = batch.last_offset >= from_offset && batch.tag == Some(tag);
             Ok(if found {
                 ControlFlow::Break(())
             } else {
@@ -228,7 +235,7 @@ impl Segment {
 /// Reads frames of `file` from `start` (a frame boundary) up to `end` in large chunks and
 /// hands each to `visit` with its position, until `visit` breaks or fails.
 pub(crate) fn walk_frames(
-    file: &File,
+    file: &dyn IoFile,
     start: u64,
     end: u64,
     mut visit: impl FnMut(u64, &FrameHeader, &Bytes) -> Result<ControlFlow<()>, FrameError>,
@@ -300,8 +307,8 @@ pub(crate) struct Scan {
 /// A batch must start above the previous one's last offset and, if `limit` is given,
 /// end below it (the next segment's base offset). IO errors are returned, never taken
 /// for corruption, so a failing read cannot cost data.
-pub(crate) fn scan(file: &File, base_offset: u64, limit: Option<u64>) -> io::Result<Scan> {
-    let file_len = file.metadata()?.len();
+pub(crate) fn scan(file: &dyn IoFile, base_offset: u64, limit: Option<u64>) -> io::Result<Scan> {
+    let file_len = file.size()?;
     let mut index = SegmentIndex::new(base_offset);
     let mut commits = Vec::new();
     let walked = walk_frames(file, 0, file_len, |position, header, body| {
@@ -347,12 +354,14 @@ pub(crate) fn scan(file: &File, base_offset: u64, limit: Option<u64>) -> io::Res
 }
 
 /// Writes both index files of a closed segment durably.
-pub(crate) fn write_index_files(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
+pub(crate) fn write_index_files(io: &dyn Io, dir: &Path, index: &SegmentIndex) -> io::Result<()> {
     fsutil::write_atomically(
+        io,
         &dir.join(index_file_name(index.base_offset)),
         &index.encode_index(),
     )?;
     fsutil::write_atomically(
+        io,
         &dir.join(time_index_file_name(index.base_offset)),
         &index.encode_time_index(),
     )
@@ -360,20 +369,25 @@ pub(crate) fn write_index_files(dir: &Path, index: &SegmentIndex) -> io::Result<
 
 /// Loads the index files of a closed segment whose log has `log_len` bytes; `None` if
 /// they are missing, stale or damaged, in which case the caller rebuilds them by scanning.
-pub(crate) fn load_index_files(dir: &Path, base_offset: u64, log_len: u64) -> Option<SegmentIndex> {
-    let index = std::fs::read(dir.join(index_file_name(base_offset))).ok()?;
-    let time_index = std::fs::read(dir.join(time_index_file_name(base_offset))).ok()?;
+pub(crate) fn load_index_files(
+    io: &dyn Io,
+    dir: &Path,
+    base_offset: u64,
+    log_len: u64,
+) -> Option<SegmentIndex> {
+    let index = io.read(&dir.join(index_file_name(base_offset))).ok()?;
+    let time_index = io.read(&dir.join(time_index_file_name(base_offset))).ok()?;
     SegmentIndex::decode(base_offset, &index, &time_index, log_len).ok()
 }
 
 /// Removes a segment's files; a missing file is not an error.
-pub(crate) fn remove_files(dir: &Path, base_offset: u64) -> io::Result<()> {
+pub(crate) fn remove_files(io: &dyn Io, dir: &Path, base_offset: u64) -> io::Result<()> {
     for name in [
         log_file_name(base_offset),
         index_file_name(base_offset),
         time_index_file_name(base_offset),
     ] {
-        match std::fs::remove_file(dir.join(name)) {
+        match io.remove_file(&dir.join(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),

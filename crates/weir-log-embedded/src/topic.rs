@@ -17,9 +17,13 @@
 //!   directory and file durable first and writes `topic.json` last, atomically (temporary
 //!   file, fsync, rename, fsync of the directory), so a crash mid-creation leaves a
 //!   directory without `topic.json`, which open removes (and the next creation of that
-//!   topic would reuse). A creation that fails removes its directory itself. Such a
+//!   topic would reuse, fsyncing the directories it finds again: a crashed process may
+//!   have made them without). A creation that fails removes its directory itself,
+//!   `topic.json` first and durably, so that neither a crash during the removal nor a
+//!   power cut after it can leave a `topic.json` whose partitions are gone. Such a
 //!   directory never holds records; one that does is left alone, ignored, and blocks the
-//!   creation of its topic.
+//!   creation of its topic. Open fsyncs the directory of each topic it finds, in case a
+//!   crash came between renaming `topic.json` and that fsync.
 //! - The partition count never changes once `topic.json` exists; the rest of the
 //!   configuration may, by replacing `topic.json` atomically.
 
@@ -38,6 +42,7 @@ use crate::{
     error::IoContext,
     fsutil,
     groups::Groups,
+    io::Io,
     partition::{OpenMode, Partition, Settings},
     segment, telemetry,
 };
@@ -179,6 +184,7 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
 }
 
 pub(crate) struct Topic {
+    io: Arc<dyn Io>,
     name: String,
     dir: std::path::PathBuf,
     config: std::sync::RwLock<TopicConfig>,
@@ -191,26 +197,27 @@ impl Topic {
     /// part-way, removes `dir` again, so a failed creation leaves nothing behind. A
     /// directory an earlier unfinished creation left is reused, unless it holds records.
     pub(crate) fn create(
+        io: &Arc<dyn Io>,
         dir: &Path,
         name: &str,
         config: &TopicConfig,
         groups: &Arc<Groups>,
     ) -> Result<Topic> {
-        if dir.exists()
-            && holds_records(dir).context(|| format!("could not list {}", dir.display()))?
+        if fsutil::exists(&**io, dir)
+            && holds_records(&**io, dir).context(|| format!("could not list {}", dir.display()))?
         {
             return Err(Error::Corrupt {
                 what: dir.display().to_string(),
                 reason: "it has no topic.json but its partitions hold records".into(),
             });
         }
-        fsutil::create_dir(dir).context(|| format!("could not create {}", dir.display()))?;
-        match Topic::create_files(dir, name, config, groups) {
-            Ok(opened) => Ok(Topic::new(dir, name, config.clone(), opened)),
+        fsutil::create_dir(&**io, dir).context(|| format!("could not create {}", dir.display()))?;
+        match Topic::create_files(io, dir, name, config, groups) {
+            Ok(opened) => Ok(Topic::new(io, dir, name, config.clone(), opened)),
             Err(error) => {
                 // Nothing of it holds records yet (the topic never existed), and its
                 // partitions are closed again.
-                if let Err(removal) = remove_dir(dir) {
+                if let Err(removal) = remove_dir(&**io, dir) {
                     telemetry::EntryIgnored {
                         path: dir,
                         reason: &format!(
@@ -226,6 +233,7 @@ impl Topic {
 
     /// Makes every partition of a new topic, then its `topic.json`.
     fn create_files(
+        io: &Arc<dyn Io>,
         dir: &Path,
         name: &str,
         config: &TopicConfig,
@@ -234,6 +242,7 @@ impl Topic {
         let opened = (0..config.partitions)
             .map(|id| {
                 Partition::open(
+                    io,
                     name,
                     id,
                     &dir.join(id.to_string()),
@@ -243,7 +252,7 @@ impl Topic {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        write_topic_file(dir, name, config)?;
+        write_topic_file(&**io, dir, name, config)?;
         Ok(opened)
     }
 
@@ -253,7 +262,7 @@ impl Topic {
         if *current == *config {
             return Ok(());
         }
-        write_topic_file(&self.dir, &self.name, config)?;
+        write_topic_file(&*self.io, &self.dir, &self.name, config)?;
         for partition in &self.partitions {
             partition.set_settings(config.settings());
         }
@@ -300,9 +309,14 @@ impl Topic {
     }
 
     /// Opens the topic in `dir`, or `None` if its creation never finished.
-    pub(crate) fn recover(dir: &Path, name: &str, groups: &Arc<Groups>) -> Result<Option<Topic>> {
+    pub(crate) fn recover(
+        io: &Arc<dyn Io>,
+        dir: &Path,
+        name: &str,
+        groups: &Arc<Groups>,
+    ) -> Result<Option<Topic>> {
         let path = dir.join(TOPIC_FILE);
-        let contents = match std::fs::read(&path) {
+        let contents = match io.read(&path) {
             Ok(contents) => contents,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
@@ -330,9 +344,14 @@ impl Topic {
         config
             .validate(name, u32::MAX)
             .map_err(|e| corrupt(e.to_string()))?;
+        // A process that crashed between renaming topic.json into place and fsyncing the
+        // directory left a topic a power cut could still take, acknowledged records and all.
+        io.sync_dir(dir)
+            .context(|| format!("could not fsync {}", dir.display()))?;
         let opened = (0..file.partitions)
             .map(|id| {
                 Partition::open(
+                    io,
                     name,
                     id,
                     &dir.join(id.to_string()),
@@ -342,11 +361,18 @@ impl Topic {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Topic::new(dir, name, config, opened)))
+        Ok(Some(Topic::new(io, dir, name, config, opened)))
     }
 
-    fn new(dir: &Path, name: &str, config: TopicConfig, partitions: Vec<Partition>) -> Topic {
+    fn new(
+        io: &Arc<dyn Io>,
+        dir: &Path,
+        name: &str,
+        config: TopicConfig,
+        partitions: Vec<Partition>,
+    ) -> Topic {
         Topic {
+            io: Arc::clone(io),
             dir: dir.to_owned(),
             config: std::sync::RwLock::new(config),
             name: name.to_owned(),
@@ -391,28 +417,26 @@ impl Topic {
 /// Removes `dir`, left by a topic creation that did not finish (it has no `topic.json`),
 /// unless one of its partitions holds records, which a creation never writes: then it is
 /// not ours to delete. Returns whether it was removed.
-pub(crate) fn remove_unfinished(dir: &Path) -> std::io::Result<bool> {
-    if holds_records(dir)? {
+pub(crate) fn remove_unfinished(io: &dyn Io, dir: &Path) -> std::io::Result<bool> {
+    if holds_records(io, dir)? {
         return Ok(false);
     }
-    remove_dir(dir)?;
+    remove_dir(io, dir)?;
     Ok(true)
 }
 
 /// Whether a segment file in a partition directory of `dir` is not empty.
-fn holds_records(dir: &Path) -> std::io::Result<bool> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
+fn holds_records(io: &dyn Io, dir: &Path) -> std::io::Result<bool> {
+    for entry in io.read_dir(dir)? {
+        let partition = dir.join(entry);
+        if !io.metadata(&partition)?.is_dir {
             continue;
         }
-        for file in std::fs::read_dir(entry.path())? {
-            let file = file?;
+        for file in io.read_dir(&partition)? {
             let is_segment = file
-                .file_name()
                 .to_str()
                 .is_some_and(|n| segment::parse_log_file_name(n).is_some());
-            if is_segment && file.metadata()?.len() > 0 {
+            if is_segment && io.metadata(&partition.join(file))?.len > 0 {
                 return Ok(true);
             }
         }
@@ -420,16 +444,23 @@ fn holds_records(dir: &Path) -> std::io::Result<bool> {
     Ok(false)
 }
 
-/// Removes `dir` and everything in it, durably.
-fn remove_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::remove_dir_all(dir)?;
+/// Removes `dir` and everything in it, durably. `topic.json` goes first, durably on its
+/// own: the rest of the removal may be cut short by a crash, or partly taken back by a
+/// power cut, and a `topic.json` left beside missing partitions would fail every open.
+fn remove_dir(io: &dyn Io, dir: &Path) -> std::io::Result<()> {
+    match io.remove_file(&dir.join(TOPIC_FILE)) {
+        Ok(()) => io.sync_dir(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    io.remove_dir_all(dir)?;
     match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => fsutil::sync_dir(parent),
+        Some(parent) if !parent.as_os_str().is_empty() => io.sync_dir(parent),
         _ => Ok(()),
     }
 }
 
-fn write_topic_file(dir: &Path, name: &str, config: &TopicConfig) -> Result<()> {
+fn write_topic_file(io: &dyn Io, dir: &Path, name: &str, config: &TopicConfig) -> Result<()> {
     let contents = serde_json::to_vec(&TopicFile {
         version: TOPIC_FILE_VERSION,
         partitions: config.partitions,
@@ -438,6 +469,6 @@ fn write_topic_file(dir: &Path, name: &str, config: &TopicConfig) -> Result<()> 
     .map_err(std::io::Error::from)
     .context(|| format!("could not encode {TOPIC_FILE} of topic \"{name}\""))?;
     let path = dir.join(TOPIC_FILE);
-    fsutil::write_atomically(&path, &contents)
+    fsutil::write_atomically(io, &path, &contents)
         .context(|| format!("could not write {}", path.display()))
 }

@@ -12,12 +12,21 @@ const SETTINGS: Settings = Settings {
 fn groups(dir: &Path) -> Arc<Groups> {
     let groups_dir = dir.join("groups");
     fs::create_dir_all(&groups_dir).expect("create the groups directory");
-    Arc::new(Groups::load(&groups_dir).expect("load groups"))
+    Arc::new(Groups::load(&real_io(), &groups_dir).expect("load groups"))
+}
+
+fn real_io() -> Arc<dyn Io> {
+    Arc::new(crate::io::RealIo)
+}
+
+/// A read-only handle on `path`, which makes writes fail like a broken disk would.
+fn read_only(path: &Path) -> Box<dyn IoFile> {
+    real_io().open(path, Access::Read).expect("reopen")
 }
 
 /// Opens partition 0 of topic "t" in `dir`, with its groups beside it.
 fn open_with(dir: &Path, mode: OpenMode, settings: Settings) -> Result<Partition> {
-    Partition::open("t", 0, dir, mode, settings, &groups(dir))
+    Partition::open(&real_io(), "t", 0, dir, mode, settings, &groups(dir))
 }
 
 fn open(dir: &Path) -> Partition {
@@ -32,6 +41,7 @@ fn values(n: usize) -> Vec<Record> {
 fn recover_mode_insists_on_an_existing_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let err = Partition::open(
+        &real_io(),
         "t",
         0,
         &dir.path().join("missing"),
@@ -77,7 +87,7 @@ async fn failed_write_poisons_and_leaves_earlier_batches_readable() {
     let len = fs::metadata(&path).expect("metadata").len();
 
     // A read-only handle makes the next write fail like a broken disk would.
-    partition.lock_state().file = File::open(&path).expect("reopen");
+    partition.lock_state().file = read_only(&path);
     let err = partition
         .append(vec![Record::new("lost")], 1)
         .await
@@ -133,7 +143,7 @@ async fn a_full_disk_that_cannot_be_cut_back_poisons() {
     {
         let mut state = partition.lock_state();
         // A read-only handle cannot be truncated either.
-        state.file = File::open(partition.active_path_locked(&state)).expect("reopen");
+        state.file = read_only(&partition.active_path_locked(&state));
         state.fail_next_write = Some(io::ErrorKind::StorageFull);
     }
     let err = partition.append(values(1), 1).await.expect_err("fails");
@@ -262,7 +272,7 @@ async fn a_full_disk_at_a_roll_refuses_the_append_and_keeps_the_active_segment()
 /// Opens a partition whose only segment, still empty, starts at `base`, as if `base`
 /// offsets had been appended and deleted by retention.
 fn open_empty_at(dir: &Path, base: u64) -> Partition {
-    File::create(dir.join(segment::log_file_name(base))).expect("create the segment");
+    fs::File::create(dir.join(segment::log_file_name(base))).expect("create the segment");
     open_with(dir, OpenMode::Recover, SETTINGS).expect("open partition")
 }
 

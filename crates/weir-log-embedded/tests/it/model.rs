@@ -1,26 +1,46 @@
 //! The log against an in-memory model: proptest drives random appends, transactions,
-//! reads, group commits, clean reopenings and crashes that tear or corrupt the tail of a
-//! partition file, and checks every answer of the log against a `Vec` of records per
-//! partition.
+//! reads, group commits, claims of a group's partition, clean reopenings and crashes that
+//! tear or corrupt the tail of a partition file, and checks every answer of the log
+//! against a `Vec` of records per partition, and every commit and owner generation
+//! against the model's.
 //!
 //! What a damaged tail may cost: only the last batches of the damaged partition, those
 //! whose bytes reach the damage; never an earlier batch, never a part of a batch, never
 //! a record that differs from what was appended at its offset. A group's commit past the
 //! damaged partition's new end is lowered to that end.
+//!
+//! `log_matches_model` runs on the real disk. `log_matches_model_through_power_cuts` runs
+//! the same harness on the simulated disk ([`SimDisk`]) with a third, lossy topic
+//! (`FsyncPolicy::Never` or `Interval`) and two more operations: a power cut between
+//! operations, and one during an operation (the power fails after its first N disk
+//! operations). After each cut the model is reconciled with what came back: every batch
+//! acknowledged under `Always` and every acknowledged transaction is there, in order,
+//! once; the batch or transaction in flight is there whole (every partition's part of it
+//! and its commit) or not at all; a lossy partition keeps a prefix of whole batches, at
+//! least up to what a transaction's fsync or a clean close made durable; a commit in
+//! flight is the old or the new one; so is the generation of a claim in flight, and an
+//! acknowledged claim's generation is there; a commit past what came back of its partition is
+//! lowered to the partition's end (open does that); a transaction whose commit would not
+//! move its group forward writes nothing; retention's deletions stay deleted once it
+//! returned.
 
 use std::{
-    collections::BTreeMap,
-    fs::{self, OpenOptions},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use bytes::Bytes;
 use proptest::{collection::vec, option, prelude::*, sample::Index};
-use weir_log_embedded::{Error, GroupCommit, Log, Record, StoredRecord, TopicConfig, Transaction};
+use weir_log_embedded::{
+    Error, FsyncPolicy, GroupCommit, Log, Record, StoredRecord, TopicConfig, Transaction,
+    io::{Access, CutMode, Io, RealIo, SimDisk},
+};
 
-use crate::{create_topic, last_log_file, open_log};
+use crate::{create_topic, last_log_file, open_log, power};
 
-const TOPICS: [&str; 2] = ["alpha", "beta"];
+/// The first two are `FsyncPolicy::Always`; the third, only in the power-cut test, is lossy.
+const TOPICS: [&str; 3] = ["alpha", "beta", "gamma"];
 const GROUPS: [&str; 2] = ["readers", "writers"];
 const PRODUCERS: [&str; 2] = ["pipeline/a/alpha/0", "pipeline/b/beta/1"];
 /// A damage op hits at most this many bytes from the end of the file, so it mostly lands
@@ -60,6 +80,13 @@ enum Op {
         topic: usize,
         partition: Index,
     },
+    /// `Log::claim`: the group's partition gets a new owner generation, which every later
+    /// commit of the harness carries.
+    Claim {
+        group: usize,
+        topic: usize,
+        partition: Index,
+    },
     /// `Log::commit_transaction`: records for topics (a topic may repeat) and maybe a
     /// group commit, whose offset may be past the end (then nothing is written).
     Transaction {
@@ -84,6 +111,16 @@ enum Op {
         reach: u64,
         bit: u8,
     },
+    /// Cut the power between operations (simulated disk only).
+    PowerCut { mode: CutMode, seed: u64 },
+    /// Run `op` with the power failing after its first `after` mutating disk operations,
+    /// then cut it (simulated disk only).
+    CutDuring {
+        after: u64,
+        mode: CutMode,
+        seed: u64,
+        op: Box<Op>,
+    },
 }
 
 fn arb_record() -> impl Strategy<Value = InputRecord> {
@@ -99,8 +136,8 @@ fn arb_record() -> impl Strategy<Value = InputRecord> {
         })
 }
 
-fn arb_op() -> impl Strategy<Value = Op> {
-    let topic = 0..TOPICS.len();
+fn arb_op(topics: usize) -> impl Strategy<Value = Op> {
+    let topic = 0..topics;
     let group = 0..GROUPS.len();
     prop_oneof![
         8 => (topic.clone(), option::of(any::<Index>()), vec(arb_record(), 1..=20))
@@ -111,6 +148,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
             .prop_map(|(group, topic, partition, next_offset)| Op::Commit { group, topic, partition, next_offset }),
         1 => (group.clone(), topic.clone(), any::<Index>())
             .prop_map(|(group, topic, partition)| Op::Committed { group, topic, partition }),
+        1 => (group.clone(), topic.clone(), any::<Index>())
+            .prop_map(|(group, topic, partition)| Op::Claim { group, topic, partition }),
         2 => (
             0..PRODUCERS.len(),
             vec((topic.clone(), vec(arb_record(), 0..=8)), 0..=3),
@@ -123,6 +162,40 @@ fn arb_op() -> impl Strategy<Value = Op> {
             .prop_map(|(topic, partition, reach)| Op::Tear { topic, partition, reach }),
         1 => (topic, any::<Index>(), 1..=MAX_DAMAGE_REACH, 0..8u8)
             .prop_map(|(topic, partition, reach, bit)| Op::FlipBit { topic, partition, reach, bit }),
+    ]
+}
+
+fn arb_cut_mode() -> impl Strategy<Value = CutMode> {
+    prop_oneof![
+        2 => Just(CutMode::DropUnsynced),
+        3 => Just(CutMode::Torn),
+        1 => Just(CutMode::KeepAll),
+    ]
+}
+
+/// The operations of the power-cut test: those of [`arb_op`] but the file damage, and
+/// power cuts between and during them. Appends cut short name their partition, so the
+/// batch whose fate is unknown is known.
+fn arb_cut_op(topics: usize) -> impl Strategy<Value = Op> {
+    let in_doubt = prop_oneof![
+        4 => (0..topics, any::<Index>(), vec(arb_record(), 1..=20)).prop_map(
+            |(topic, partition, records)| Op::Append { topic, partition: Some(partition), records }
+        ),
+        3 => arb_op(topics).prop_filter("an operation that writes", |op| matches!(
+            op,
+            Op::Transaction { .. } | Op::Commit { .. } | Op::Claim { .. } | Op::Retention | Op::Reopen
+        )),
+    ];
+    prop_oneof![
+        12 => arb_op(topics).prop_filter("no file damage", |op| !matches!(
+            op,
+            Op::Tear { .. } | Op::FlipBit { .. }
+        )),
+        1 => (arb_cut_mode(), any::<u64>()).prop_map(|(mode, seed)| Op::PowerCut { mode, seed }),
+        // Mostly early: an append takes two disk operations, a transaction a handful.
+        3 => (prop_oneof![3 => 0..4u64, 2 => 0..16u64, 1 => 0..64u64], arb_cut_mode(), any::<u64>(), in_doubt).prop_map(
+            |(after, mode, seed, op)| Op::CutDuring { after, mode, seed, op: Box::new(op) }
+        ),
     ]
 }
 
@@ -155,6 +228,12 @@ struct ModelPartition {
     batches: Vec<BatchEnd>,
     /// The first offset retention kept.
     start: u64,
+    /// The start offset as of the last retention pass that returned: a power cut may bring
+    /// back what a pass cut short deleted, never what a finished one did.
+    durable_start: u64,
+    /// Of a lossy partition: the end offset a power cut cannot take back (made durable by
+    /// a transaction's fsync, a clean close or an open).
+    durable_end: u64,
 }
 
 impl ModelPartition {
@@ -176,14 +255,41 @@ impl ModelPartition {
         self.records.truncate(end as usize);
         self.batches.retain(|b| b.end_offset <= end);
     }
+
+    /// Offsets at which a batch ends, and 0.
+    fn batch_ends(&self) -> BTreeSet<u64> {
+        std::iter::once(0)
+            .chain(self.batches.iter().map(|b| b.end_offset))
+            .collect()
+    }
 }
 
 struct Model {
     /// Per topic, per partition.
     topics: Vec<Vec<ModelPartition>>,
+    /// Per topic: acknowledges appends before they are durable.
+    lossy: Vec<bool>,
     committed: BTreeMap<(usize, usize, u32), u64>,
+    /// The newest owner generation claimed per group, topic and partition (0: none).
+    owners: BTreeMap<(usize, usize, u32), u64>,
     /// Keys hash to stable partitions: the first partition a key went to, per topic.
     key_partitions: BTreeMap<(usize, u8), u32>,
+}
+
+impl Model {
+    /// `offset`, lowered to the end of the partition of `key` (group, topic, partition), as
+    /// open lowers a commit past the end a power cut took back.
+    fn clamp(&self, (_, topic, partition): (usize, usize, u32), offset: u64) -> u64 {
+        offset.min(self.topics[topic][partition as usize].end())
+    }
+
+    /// The generation the harness's commits carry: the last one claimed.
+    fn generation(&self, group: usize, topic: usize, partition: u32) -> u64 {
+        self.owners
+            .get(&(group, topic, partition))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 fn now_ms() -> i64 {
@@ -197,35 +303,94 @@ fn key_bytes(key: u8) -> Bytes {
     Bytes::from(format!("key-{key}"))
 }
 
+/// Where the harness keeps the log.
+enum Disk {
+    Real(tempfile::TempDir),
+    Sim(SimDisk),
+}
+
 struct Harness {
-    dir: tempfile::TempDir,
+    disk: Disk,
     log: Option<Log>,
     model: Model,
+    /// Numbers every record value on the simulated disk (see [`Harness::make_unique`]).
+    serial: u64,
+}
+
+/// The operation the power failed during, for [`Harness::reconcile`].
+enum InDoubt {
+    /// A batch for one partition; `acked` if its append returned `Ok`.
+    Append {
+        topic: usize,
+        partition: u32,
+        records: Vec<ModelRecord>,
+        acked: bool,
+    },
+    /// Every record by topic, in input order, and the commit.
+    Transaction {
+        records: Vec<(usize, ModelRecord)>,
+        commit: Option<(usize, usize, u32, u64)>,
+        acked: bool,
+    },
+    Commit {
+        key: (usize, usize, u32),
+        next_offset: u64,
+        acked: bool,
+    },
+    /// A claim: the generation after it is the old one or the next, the next if `acked`.
+    Claim {
+        key: (usize, usize, u32),
+        acked: bool,
+    },
+    /// Retention or a reopening: nothing to add, but start offsets and lossy partitions
+    /// may have moved.
+    Other,
 }
 
 impl Harness {
+    /// On the real disk: topics alpha and beta with `partitions[0]` and `[1]` partitions.
     fn new(partitions: [u32; 2]) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = open_log(dir.path());
-        for (name, count) in TOPICS.iter().zip(partitions) {
+        Harness::with_topics(Disk::Real(dir), log, &partitions, None)
+    }
+
+    /// On the simulated disk: alpha and beta, and gamma with the `lossy` policy.
+    fn on_sim(partitions: [u32; 3], lossy: FsyncPolicy) -> Harness {
+        let disk = SimDisk::new();
+        let log = power::open_on(&disk, Default::default()).expect("open");
+        Harness::with_topics(Disk::Sim(disk), log, &partitions, Some(lossy))
+    }
+
+    fn with_topics(
+        disk: Disk,
+        log: Log,
+        partitions: &[u32],
+        lossy: Option<FsyncPolicy>,
+    ) -> Harness {
+        for (i, (name, &count)) in TOPICS.iter().zip(partitions).enumerate() {
             assert!(create_topic(&log, name, count).expect("create topic"));
             // Small segments and size retention, so retention runs delete some.
             let config = TopicConfig {
                 segment_bytes: 1024,
                 retention_bytes: Some(4096),
+                fsync: lossy.filter(|_| i == 2).unwrap_or_default(),
                 ..TopicConfig::with_partitions(count)
             };
             assert!(!log.create_topic(name, &config).expect("update the topic"));
         }
         Harness {
-            dir,
+            disk,
             log: Some(log),
+            serial: 0,
             model: Model {
                 topics: partitions
                     .iter()
                     .map(|&n| (0..n).map(|_| ModelPartition::default()).collect())
                     .collect(),
+                lossy: (0..partitions.len()).map(|i| i == 2).collect(),
                 committed: BTreeMap::new(),
+                owners: BTreeMap::new(),
                 key_partitions: BTreeMap::new(),
             },
         }
@@ -235,11 +400,62 @@ impl Harness {
         self.log.as_ref().expect("log is open")
     }
 
+    fn io(&self) -> Arc<dyn Io> {
+        match &self.disk {
+            Disk::Real(_) => Arc::new(RealIo),
+            Disk::Sim(disk) => Arc::new(disk.clone()),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        match &self.disk {
+            Disk::Real(dir) => dir.path(),
+            Disk::Sim(_) => Path::new(power::DIR),
+        }
+    }
+
+    fn open(&self) -> Log {
+        match &self.disk {
+            Disk::Real(dir) => open_log(dir.path()),
+            Disk::Sim(disk) => power::open_on(disk, Default::default()).expect("open the log"),
+        }
+    }
+
+    /// The last `.log` file of a partition and its length.
+    fn last_file(&self, topic: usize, partition: u32) -> (PathBuf, u64) {
+        let io = self.io();
+        let file = last_log_file(&*io, self.dir(), TOPICS[topic], partition);
+        let len = io.metadata(&file).expect("stat the log file").len;
+        (file, len)
+    }
+
     fn partition_count(&self, topic: usize) -> u32 {
         self.model.topics[topic].len() as u32
     }
 
-    async fn run(&mut self, op: Op) {
+    /// On the simulated disk, ends every record value of `op` with a serial number, so
+    /// that a record whose append the power cut short is never taken for another.
+    fn make_unique(&mut self, op: &mut Op) {
+        if matches!(self.disk, Disk::Real(_)) {
+            return;
+        }
+        let inputs: Vec<&mut InputRecord> = match op {
+            Op::Append { records, .. } => records.iter_mut().collect(),
+            Op::Transaction { appends, .. } => appends
+                .iter_mut()
+                .flat_map(|(_, records)| records)
+                .collect(),
+            Op::CutDuring { op, .. } => return self.make_unique(op),
+            _ => return,
+        };
+        for input in inputs {
+            self.serial += 1;
+            input.value.extend(format!("#{}", self.serial).bytes());
+        }
+    }
+
+    async fn run(&mut self, mut op: Op) {
+        self.make_unique(&mut op);
         match op {
             Op::Append {
                 topic,
@@ -267,9 +483,13 @@ impl Harness {
                 let partition = partition.index(self.model.topics[topic].len()) as u32;
                 let end = self.model.topics[topic][partition as usize].end();
                 let next_offset = next_offset.index(end as usize + 2) as u64;
-                let result =
-                    self.log()
-                        .commit_offset(GROUPS[group], TOPICS[topic], partition, next_offset);
+                let result = self.log().commit_group(
+                    GROUPS[group],
+                    TOPICS[topic],
+                    partition,
+                    next_offset,
+                    self.model.generation(group, topic, partition),
+                );
                 if next_offset <= end {
                     result.expect("commit an offset within the partition");
                     self.model
@@ -289,6 +509,25 @@ impl Harness {
             } => {
                 let partition = partition.index(self.model.topics[topic].len()) as u32;
                 self.check_committed(group, topic, partition);
+            }
+            Op::Claim {
+                group,
+                topic,
+                partition,
+            } => {
+                let partition = partition.index(self.model.topics[topic].len()) as u32;
+                let generation = self
+                    .log()
+                    .claim(GROUPS[group], TOPICS[topic], partition)
+                    .expect("claim");
+                let key = (group, topic, partition);
+                assert_eq!(
+                    generation,
+                    self.model.generation(group, topic, partition) + 1,
+                    "a claim's generation is one above the last"
+                );
+                self.model.owners.insert(key, generation);
+                self.check_generation(group, topic, partition);
             }
             Op::Transaction {
                 producer,
@@ -312,13 +551,18 @@ impl Harness {
                             model.end()
                         );
                         model.start = start;
+                        model.durable_start = start;
                     }
                 }
                 self.check_everything();
             }
             Op::Reopen => {
                 self.log = None;
-                self.log = Some(open_log(self.dir.path()));
+                self.log = Some(self.open());
+                // A clean close makes everything durable.
+                for partition in self.model.topics.iter_mut().flatten() {
+                    partition.durable_end = partition.end();
+                }
                 self.check_everything();
             }
             Op::Tear {
@@ -341,7 +585,6 @@ impl Harness {
             } => {
                 let partition = partition.index(self.model.topics[topic].len()) as u32;
                 self.damage(topic, partition, |file, len| {
-                    use std::os::unix::fs::FileExt;
                     let at = len - reach.min(len);
                     let mut byte = [0];
                     file.read_exact_at(&mut byte, at).expect("read the byte");
@@ -350,7 +593,395 @@ impl Harness {
                     at
                 });
             }
+            Op::PowerCut { mode, seed } => self.cut_and_reconcile(mode, seed, InDoubt::Other),
+            Op::CutDuring {
+                after,
+                mode,
+                seed,
+                op,
+            } => self.cut_during(after, mode, seed, *op).await,
         }
+    }
+
+    fn sim(&self) -> &SimDisk {
+        match &self.disk {
+            Disk::Sim(disk) => disk,
+            Disk::Real(_) => panic!("power cuts need the simulated disk"),
+        }
+    }
+
+    /// Runs `op` with the power failing after its first `after` disk operations, then cuts
+    /// the power and reconciles.
+    async fn cut_during(&mut self, after: u64, mode: CutMode, seed: u64, op: Op) {
+        self.sim().fail_power_after(after);
+        let in_doubt = match op {
+            Op::Append {
+                topic,
+                partition: Some(partition),
+                records: inputs,
+            } => {
+                let partition = partition.index(self.model.topics[topic].len()) as u32;
+                let before = now_ms();
+                let result = self
+                    .log()
+                    .append_to(
+                        TOPICS[topic],
+                        partition,
+                        inputs.iter().map(to_record).collect(),
+                    )
+                    .await;
+                let after = now_ms();
+                InDoubt::Append {
+                    topic,
+                    partition,
+                    records: inputs
+                        .iter()
+                        .map(|input| to_model(input, before, after))
+                        .collect(),
+                    acked: result.is_ok(),
+                }
+            }
+            Op::Transaction {
+                producer,
+                appends,
+                commit,
+            } => {
+                let commit = commit
+                    .map(|(group, topic, partition, next_offset)| {
+                        let partition = partition.index(self.model.topics[topic].len()) as u32;
+                        let end = self.model.topics[topic][partition as usize].end();
+                        (
+                            group,
+                            topic,
+                            partition,
+                            next_offset.index(end as usize + 2) as u64,
+                        )
+                    })
+                    // One past the end is refused before anything is written.
+                    .filter(|&(_, topic, partition, next_offset)| {
+                        next_offset <= self.model.topics[topic][partition as usize].end()
+                    });
+                // Outputs whose commit would not move the group forward are acknowledged
+                // and not written.
+                let skipped = appends.iter().any(|(_, inputs)| !inputs.is_empty())
+                    && commit.is_some_and(|(group, topic, partition, next_offset)| {
+                        self.model
+                            .committed
+                            .get(&(group, topic, partition))
+                            .is_some_and(|&done| done >= next_offset)
+                    });
+                let transaction = Transaction {
+                    producer: PRODUCERS[producer].to_owned(),
+                    appends: appends
+                        .iter()
+                        .map(|(topic, inputs)| {
+                            (
+                                TOPICS[*topic].to_owned(),
+                                inputs.iter().map(to_record).collect(),
+                            )
+                        })
+                        .collect(),
+                    commit: commit.map(|(group, topic, partition, next_offset)| GroupCommit {
+                        group: GROUPS[group].to_owned(),
+                        topic: TOPICS[topic].to_owned(),
+                        partition,
+                        next_offset,
+                        generation: self.model.generation(group, topic, partition),
+                    }),
+                };
+                let before = now_ms();
+                let result = self.log().commit_transaction(transaction).await;
+                let after = now_ms();
+                if skipped {
+                    return self.cut_and_reconcile(mode, seed, InDoubt::Other);
+                }
+                InDoubt::Transaction {
+                    records: appends
+                        .iter()
+                        .flat_map(|(topic, inputs)| {
+                            inputs
+                                .iter()
+                                .map(move |i| (*topic, to_model(i, before, after)))
+                        })
+                        .collect(),
+                    commit,
+                    acked: result.is_ok(),
+                }
+            }
+            Op::Commit {
+                group,
+                topic,
+                partition,
+                next_offset,
+            } => {
+                let partition = partition.index(self.model.topics[topic].len()) as u32;
+                let end = self.model.topics[topic][partition as usize].end();
+                let next_offset = next_offset.index(end as usize + 1) as u64;
+                let result = self.log().commit_group(
+                    GROUPS[group],
+                    TOPICS[topic],
+                    partition,
+                    next_offset,
+                    self.model.generation(group, topic, partition),
+                );
+                InDoubt::Commit {
+                    key: (group, topic, partition),
+                    next_offset,
+                    acked: result.is_ok(),
+                }
+            }
+            Op::Claim {
+                group,
+                topic,
+                partition,
+            } => {
+                let partition = partition.index(self.model.topics[topic].len()) as u32;
+                let result = self.log().claim(GROUPS[group], TOPICS[topic], partition);
+                InDoubt::Claim {
+                    key: (group, topic, partition),
+                    acked: result.is_ok(),
+                }
+            }
+            Op::Retention => {
+                let _ = self.log().enforce_retention();
+                InDoubt::Other
+            }
+            Op::Reopen => {
+                self.log = None;
+                if self.sim().is_powered() {
+                    // The clean close finished.
+                    for partition in self.model.topics.iter_mut().flatten() {
+                        partition.durable_end = partition.end();
+                    }
+                }
+                self.log = power::open_on(self.sim(), Default::default()).ok();
+                InDoubt::Other
+            }
+            other => panic!("not generated for a cut: {other:?}"),
+        };
+        self.cut_and_reconcile(mode, seed, in_doubt);
+    }
+
+    /// Cuts the power (if it has not failed already), opens the log on what comes back and
+    /// reconciles the model with it.
+    fn cut_and_reconcile(&mut self, mode: CutMode, seed: u64, in_doubt: InDoubt) {
+        let after = self.sim().power_cut(mode, seed);
+        // Its writers find the disk gone; nothing it does now reaches the new one.
+        self.log = None;
+        self.disk = Disk::Sim(after);
+        self.log = Some(self.open());
+        self.reconcile(in_doubt, mode);
+        self.check_everything();
+    }
+
+    /// Checks what survived a power cut against the model and brings the model up to
+    /// date with it; see the module docs for the rules.
+    fn reconcile(&mut self, in_doubt: InDoubt, mode: CutMode) {
+        let log = self.log.as_ref().expect("log is open");
+        // Per partition, the records past what the model accounts for.
+        let mut rests: BTreeMap<(usize, u32), VecDeque<StoredRecord>> = BTreeMap::new();
+        for (topic, partitions) in self.model.topics.iter_mut().enumerate() {
+            let lossy = self.model.lossy[topic];
+            for (partition, model) in partitions.iter_mut().enumerate() {
+                let what = format!("{mode:?}: {}/{partition}", TOPICS[topic]);
+                let partition = partition as u32;
+                let start = log.start_offset(TOPICS[topic], partition).expect("start");
+                assert!(
+                    start >= model.durable_start,
+                    "{what}: retention's deletions came back: start {start}, was {}",
+                    model.durable_start
+                );
+                let stored = log
+                    .read(TOPICS[topic], partition, 0, usize::MAX)
+                    .expect("read");
+                let mut stored: VecDeque<StoredRecord> = stored.into();
+                let mut kept = start;
+                while kept < model.end()
+                    && stored.front().is_some_and(|r| {
+                        r.offset == kept && matches(r, &model.records[kept as usize])
+                    })
+                {
+                    stored.pop_front();
+                    kept += 1;
+                }
+                let must_keep = if lossy {
+                    model.durable_end
+                } else {
+                    model.end()
+                };
+                assert!(
+                    kept >= must_keep.max(start),
+                    "{what}: records up to {kept} came back, {must_keep} were durable \
+                     (start {start}, end {}): {:?}",
+                    model.end(),
+                    stored.front()
+                );
+                assert!(
+                    kept == start || model.batch_ends().contains(&kept),
+                    "{what}: a batch came back in part: up to {kept}, batches end at {:?}",
+                    model.batch_ends()
+                );
+                model.truncate(kept);
+                model.start = start;
+                model.durable_start = start;
+                rests.insert((topic, partition), stored);
+            }
+        }
+
+        let before = self.model.committed.clone();
+        match in_doubt {
+            InDoubt::Other => {}
+            InDoubt::Append {
+                topic,
+                partition,
+                records,
+                acked,
+            } => {
+                let rest = rests.get_mut(&(topic, partition)).expect("partition");
+                let model = &self.model.topics[topic][partition as usize];
+                if !rest.is_empty() {
+                    let end = model.end();
+                    assert!(
+                        rest.len() == records.len()
+                            && rest.iter().zip(&records).enumerate().all(|(i, (r, want))| {
+                                r.offset == end + i as u64 && matches(r, want)
+                            }),
+                        "{mode:?}: {}/{partition} holds part of a batch the cut interrupted, \
+                         or other records: {rest:?}",
+                        TOPICS[topic]
+                    );
+                    rest.clear();
+                    self.push_batch(topic, partition, records);
+                } else {
+                    assert!(
+                        !acked || self.model.lossy[topic],
+                        "{mode:?}: an acknowledged batch of {}/{partition} is gone",
+                        TOPICS[topic]
+                    );
+                }
+            }
+            InDoubt::Transaction {
+                records,
+                commit,
+                acked,
+            } => {
+                let found = rests.values().any(|rest| !rest.is_empty());
+                assert!(
+                    found || !acked || records.is_empty(),
+                    "{mode:?}: an acknowledged transaction is gone"
+                );
+                if records.is_empty() {
+                    // A commit alone: the old one or the new one.
+                    if let Some((group, topic, partition, next_offset)) = commit {
+                        let key = (group, topic, partition);
+                        let committed = log
+                            .committed_offset(GROUPS[group], TOPICS[topic], partition)
+                            .expect("committed");
+                        let old = before.get(&key).map(|&old| self.model.clamp(key, old));
+                        assert!(
+                            committed == Some(self.model.clamp(key, next_offset))
+                                || (!acked && committed == old),
+                            "{mode:?}: a transaction's commit of {next_offset} left {committed:?}"
+                        );
+                        match committed {
+                            Some(offset) => self.model.committed.insert(key, offset),
+                            None => self.model.committed.remove(&key),
+                        };
+                    }
+                } else if found {
+                    // Whole: each record once, in input order within its partition.
+                    let mut landed: BTreeMap<(usize, u32), Vec<ModelRecord>> = BTreeMap::new();
+                    for (topic, want) in records {
+                        let partition = (0..self.model.topics[topic].len() as u32)
+                            .find(|&p| {
+                                rests[&(topic, p)].front().is_some_and(|r| matches(r, &want))
+                            })
+                            .unwrap_or_else(|| {
+                                panic!(
+                                    "{mode:?}: a transaction came back in part: a record of {} is missing",
+                                    TOPICS[topic]
+                                )
+                            });
+                        rests
+                            .get_mut(&(topic, partition))
+                            .expect("rest")
+                            .pop_front();
+                        landed.entry((topic, partition)).or_default().push(want);
+                    }
+                    for ((topic, partition), records) in landed {
+                        self.push_batch(topic, partition, records);
+                    }
+                    if let Some((group, topic, partition, next_offset)) = commit {
+                        self.model
+                            .committed
+                            .insert((group, topic, partition), next_offset);
+                    }
+                }
+            }
+            InDoubt::Commit {
+                key,
+                next_offset,
+                acked,
+            } => {
+                let (group, topic, partition) = key;
+                let committed = log
+                    .committed_offset(GROUPS[group], TOPICS[topic], partition)
+                    .expect("committed");
+                let old = before.get(&key).map(|&old| self.model.clamp(key, old));
+                assert!(
+                    committed == Some(self.model.clamp(key, next_offset))
+                        || (!acked && committed == old),
+                    "{mode:?}: a commit of {next_offset} (acknowledged: {acked}) left {committed:?}, was {old:?}"
+                );
+                match committed {
+                    Some(offset) => self.model.committed.insert(key, offset),
+                    None => self.model.committed.remove(&key),
+                };
+            }
+            InDoubt::Claim { key, acked } => {
+                let (group, topic, partition) = key;
+                let generation = log
+                    .generation(GROUPS[group], TOPICS[topic], partition)
+                    .expect("generation");
+                let old = self.model.generation(group, topic, partition);
+                assert!(
+                    generation == old + 1 || (!acked && generation == old),
+                    "{mode:?}: a claim (acknowledged: {acked}) left generation {generation}, was {old}"
+                );
+                self.model.owners.insert(key, generation);
+            }
+        }
+        // Open lowers a commit past its partition's recovered end to that end.
+        let clamped: Vec<_> = self
+            .model
+            .committed
+            .iter()
+            .map(|(&key, &offset)| (key, self.model.clamp(key, offset)))
+            .collect();
+        self.model.committed.extend(clamped);
+        for ((topic, partition), rest) in rests {
+            assert!(
+                rest.is_empty(),
+                "{mode:?}: {}/{partition} holds records nobody sent: {rest:?}",
+                TOPICS[topic]
+            );
+        }
+        // The open made what it found durable.
+        for partition in self.model.topics.iter_mut().flatten() {
+            partition.durable_end = partition.end();
+        }
+    }
+
+    /// Adds records that came back after a cut to the model, as one batch.
+    fn push_batch(&mut self, topic: usize, partition: u32, records: Vec<ModelRecord>) {
+        let (file, file_len) = self.last_file(topic, partition);
+        let model = &mut self.model.topics[topic][partition as usize];
+        model.records.extend(records);
+        model.batches.push(BatchEnd {
+            end_offset: model.end(),
+            file,
+            file_len,
+        });
     }
 
     async fn append(&mut self, topic: usize, partition: Option<Index>, inputs: Vec<InputRecord>) {
@@ -403,8 +1034,7 @@ impl Harness {
             });
         }
         for (partition, end_offset) in next {
-            let file = last_log_file(self.dir.path(), TOPICS[topic], partition);
-            let file_len = fs::metadata(&file).expect("stat the log file").len();
+            let (file, file_len) = self.last_file(topic, partition);
             self.model.topics[topic][partition as usize]
                 .batches
                 .push(BatchEnd {
@@ -452,7 +1082,7 @@ impl Harness {
                 topic: TOPICS[topic].to_owned(),
                 partition,
                 next_offset,
-                generation: 0,
+                generation: self.model.generation(group, topic, partition),
             }),
         };
         let before = now_ms();
@@ -485,7 +1115,7 @@ impl Harness {
         }
         result.expect("commit a transaction");
 
-        for (topic, topic_name) in TOPICS.iter().enumerate() {
+        for (topic, topic_name) in TOPICS.iter().enumerate().take(self.model.topics.len()) {
             // This topic's records of the transaction, in input order.
             let inputs: Vec<&InputRecord> = appends
                 .iter()
@@ -550,10 +1180,12 @@ impl Harness {
                 })
                 .collect();
             for partition in touched {
-                let file = last_log_file(self.dir.path(), topic_name, partition);
-                let file_len = fs::metadata(&file).expect("stat the log file").len();
+                let (file, file_len) = self.last_file(topic, partition);
                 let model = &mut self.model.topics[topic][partition as usize];
                 let end_offset = model.end();
+                // A transaction's batch is fsynced whatever the policy, and so is everything
+                // before it in the file.
+                model.durable_end = end_offset;
                 model.batches.push(BatchEnd {
                     end_offset,
                     file,
@@ -572,19 +1204,22 @@ impl Harness {
     /// Crashes with the log closed, damages the partition's last file with `hurt`, which
     /// gets the file and its length and returns how many bytes from the start it left
     /// intact, then reopens and checks what survived.
-    fn damage(&mut self, topic: usize, partition: u32, hurt: impl FnOnce(&fs::File, u64) -> u64) {
+    fn damage(
+        &mut self,
+        topic: usize,
+        partition: u32,
+        hurt: impl FnOnce(&dyn weir_log_embedded::io::IoFile, u64) -> u64,
+    ) {
         self.log = None;
-        let file_path = last_log_file(self.dir.path(), TOPICS[topic], partition);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&file_path)
+        let (file_path, len) = self.last_file(topic, partition);
+        let file = self
+            .io()
+            .open(&file_path, Access::ReadWrite)
             .expect("open the log file");
-        let len = file.metadata().expect("stat the log file").len();
-        let intact_len = if len == 0 { 0 } else { hurt(&file, len) };
+        let intact_len = if len == 0 { 0 } else { hurt(&*file, len) };
         drop(file);
 
-        let log = open_log(self.dir.path());
+        let log = self.open();
         let model = &mut self.model.topics[topic][partition as usize];
         let must_survive = model.must_survive(&file_path, intact_len);
         let end = log
@@ -617,6 +1252,10 @@ impl Harness {
             }
         }
         self.log = Some(log);
+        // The log was closed cleanly before the damage.
+        for partition in self.model.topics.iter_mut().flatten() {
+            partition.durable_end = partition.end();
+        }
         self.check_everything();
     }
 
@@ -659,7 +1298,21 @@ impl Harness {
         );
     }
 
-    /// After a reopening: topics, end offsets, every record and every commit.
+    fn check_generation(&self, group: usize, topic: usize, partition: u32) {
+        let generation = self
+            .log()
+            .generation(GROUPS[group], TOPICS[topic], partition)
+            .expect("generation");
+        assert_eq!(
+            generation,
+            self.model.generation(group, topic, partition),
+            "owner generation of {} for {}/{partition}",
+            GROUPS[group],
+            TOPICS[topic]
+        );
+    }
+
+    /// After a reopening: topics, end offsets, every record, every commit and owner.
     fn check_everything(&self) {
         let log = self.log();
         for (topic, partitions) in self.model.topics.iter().enumerate() {
@@ -682,10 +1335,41 @@ impl Harness {
                 self.check_read(topic, partition, 0, usize::MAX);
                 for group in 0..GROUPS.len() {
                     self.check_committed(group, topic, partition);
+                    self.check_generation(group, topic, partition);
                 }
             }
         }
     }
+}
+
+fn to_record(input: &InputRecord) -> Record {
+    Record {
+        key: input.key.map(key_bytes),
+        value: Bytes::from(input.value.clone()),
+        timestamp_ms: input.timestamp_ms,
+    }
+}
+
+/// The model of a record appended between `before` and `after`.
+fn to_model(input: &InputRecord, before: i64, after: i64) -> ModelRecord {
+    ModelRecord {
+        key: input.key.map(key_bytes),
+        value: Bytes::from(input.value.clone()),
+        stamp: match input.timestamp_ms {
+            Some(ts) => Stamp::Exact(ts),
+            None => Stamp::Between(before, after),
+        },
+    }
+}
+
+/// Whether a stored record is the one the model holds (its position aside).
+fn matches(got: &StoredRecord, want: &ModelRecord) -> bool {
+    got.key == want.key
+        && got.value == want.value
+        && match want.stamp {
+            Stamp::Exact(ts) => got.timestamp_ms == ts,
+            Stamp::Between(lo, hi) => (lo..=hi).contains(&got.timestamp_ms),
+        }
 }
 
 fn check_record(got: &StoredRecord, want: &ModelRecord, partition: u32, offset: u64) {
@@ -715,7 +1399,7 @@ proptest! {
     #[test]
     fn log_matches_model(
         partitions in [1..=3u32, 1..=3u32],
-        ops in vec(arb_op(), 1..60),
+        ops in vec(arb_op(2), 1..60),
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -728,6 +1412,40 @@ proptest! {
             }
             // Whatever happened, a last clean reopening finds the same log.
             harness.run(Op::Reopen).await;
+        });
+    }
+}
+
+fn arb_lossy_policy() -> impl Strategy<Value = FsyncPolicy> {
+    prop_oneof![
+        Just(FsyncPolicy::Never),
+        (1..=5u64).prop_map(|ms| FsyncPolicy::Interval { ms }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn log_matches_model_through_power_cuts(
+        partitions in [1..=3u32, 1..=3u32, 1..=2u32],
+        lossy in arb_lossy_policy(),
+        ops in vec(arb_cut_op(3), 1..60),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let mut harness = Harness::on_sim(partitions, lossy);
+        runtime.block_on(async {
+            for op in ops {
+                harness.run(op).await;
+            }
+            // Whatever happened, a last cut finds every acknowledged record.
+            harness.run(Op::PowerCut { mode: CutMode::DropUnsynced, seed: 0 }).await;
         });
     }
 }
