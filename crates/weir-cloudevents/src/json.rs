@@ -732,6 +732,10 @@ fn extension_value(name: &str, value: Value) -> Result<ExtensionValue> {
     match value {
         Value::String(s) => Ok(ExtensionValue::String(s)),
         Value::Bool(b) => Ok(ExtensionValue::Boolean(b)),
+        // serde_json reads the integer literal `-0` as the float -0.0: it is 0.
+        Value::Number(n) if n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) => {
+            Ok(ExtensionValue::Integer(0))
+        }
         Value::Number(n) => n.as_i64().map(ExtensionValue::Integer).ok_or_else(|| {
             let problem = if n.is_f64() {
                 format!("is {n}, not an integer; extension numbers must be whole")

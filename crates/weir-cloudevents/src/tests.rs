@@ -1867,3 +1867,18 @@ mod quick_canonical {
         }
     }
 }
+
+#[test]
+fn minus_zero_is_the_integer_zero() {
+    // `-0` is an integer literal of JSON; serde_json reads it as the float -0.0.
+    let ev = CloudEvent::from_json_slice(
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ext":-0}"#,
+    )
+    .expect("-0 is an integer");
+    assert_eq!(ev.extensions.get("ext"), Some(&ExtensionValue::Integer(0)));
+    let err = CloudEvent::from_json_slice(
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ext":-0.5}"#,
+    )
+    .expect_err("not whole");
+    assert!(err.to_string().contains("not an integer"), "{err}");
+}

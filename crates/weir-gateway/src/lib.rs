@@ -253,12 +253,8 @@ async fn publish(
         let tracestate = headers.get("tracestate").and_then(|v| v.to_str().ok());
         weir_engine::routing::adopt_trace_context(&mut events, traceparent, tracestate);
     }
-    if events.is_empty() {
-        return Err(Problem::bad_request(
-            "empty-batch",
-            "the batch has no events; send at least one",
-        ));
-    }
+    // An empty batch is valid in a request (the JSON batch format says so): it stores
+    // nothing, and still names an unknown topic.
     let positions = state.node.publish(&topic, &events).await?;
     Ok((
         StatusCode::ACCEPTED,

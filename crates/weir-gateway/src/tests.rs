@@ -118,6 +118,27 @@ async fn structured_binary_and_batch_are_accepted_and_read_back() {
 }
 
 #[tokio::test]
+async fn an_empty_batch_is_accepted_and_stores_nothing() {
+    let f = fixture().await;
+    let (status, _, body) = send(
+        &f,
+        post("orders", "application/cloudevents-batch+json", "[]"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["offsets"], serde_json::json!([]));
+    assert_eq!(total(&f).await, 0);
+    let (status, headers, _) =
+        send(&f, post("nope", "application/cloudevents-batch+json", "[]")).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "an unknown topic is still one"
+    );
+    assert!(is_problem(&headers));
+}
+
+#[tokio::test]
 async fn a_requests_w3c_trace_headers_become_the_events_trace_context() {
     let f = fixture().await;
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
