@@ -87,6 +87,16 @@ pub enum Error {
     InvalidDeploy { reason: String },
     #[error("consumer group {group:?} is busy: {reason}")]
     GroupBusy { group: String, reason: String },
+    #[error("invalid settings for topic {topic:?}: {reason}")]
+    InvalidTopic { topic: String, reason: String },
+    #[error(
+        "topic {topic:?} acknowledges {from}; this would make it acknowledge {to}, so a 202 would no longer mean what it did; send \"lower_durability\": true to lower it anyway"
+    )]
+    DurabilityLowered {
+        topic: String,
+        from: String,
+        to: String,
+    },
     #[error("the node is shutting down; try again on the restarted node")]
     ShuttingDown,
     #[error("background task failed: {0}")]

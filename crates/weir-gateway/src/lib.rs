@@ -185,6 +185,9 @@ struct PutTopic {
     retention_bytes: Option<u64>,
     segment_bytes: Option<u64>,
     compaction: Option<bool>,
+    /// Lowering an existing topic's durability must be asked for by name.
+    #[serde(default)]
+    lower_durability: bool,
 }
 
 async fn create_topic(
@@ -199,41 +202,20 @@ async fn create_topic(
         serde_json::from_slice(&body).map_err(|e| {
             Problem::bad_request(
                 "invalid-topic",
-                format!("the body must be a JSON object with optional partitions, fsync, retention_ms, retention_bytes, segment_bytes, compaction: {e}"),
+                format!("the body must be a JSON object with optional partitions, fsync, retention_ms, retention_bytes, segment_bytes, compaction, lower_durability: {e}"),
             )
         })?
     };
-    let log = state.node.log();
-    let mut config = log
-        .topic(&topic)
-        .await
-        .map_err(weir_engine::Error::from)?
-        .map(|t| t.config)
-        .unwrap_or_default();
-    if let Some(partitions) = put.partitions {
-        config.partitions = partitions;
-    }
-    if let Some(fsync) = put.fsync {
-        config.durability = fsync;
-    }
-    if put.retention_ms.is_some() {
-        config.retention_ms = put.retention_ms;
-    }
-    if put.retention_bytes.is_some() {
-        config.retention_bytes = put.retention_bytes;
-    }
-    if let Some(segment_bytes) = put.segment_bytes {
-        // The embedded log's own setting; another backend refuses it by name.
-        config = config.with_backend_setting("segment_bytes", segment_bytes);
-    }
-    if let Some(compaction) = put.compaction {
-        config.compaction = compaction;
-    }
-    let created = log
-        .create_topic(&topic, &config)
-        .await
-        .map_err(weir_engine::Error::from)?;
-    let info = log.topic(&topic).await.map_err(weir_engine::Error::from)?;
+    let update = weir_engine::TopicUpdate {
+        partitions: put.partitions,
+        durability: put.fsync,
+        retention_ms: put.retention_ms,
+        retention_bytes: put.retention_bytes,
+        segment_bytes: put.segment_bytes,
+        compaction: put.compaction,
+        lower_durability: put.lower_durability,
+    };
+    let (created, info) = state.node.put_topic(&topic, update).await?;
     let status = match created {
         weir_log::TopicCreated::Created => StatusCode::CREATED,
         weir_log::TopicCreated::Updated => StatusCode::OK,

@@ -196,6 +196,13 @@ impl From<weir_engine::Error> for Problem {
                 "Consumer group busy",
                 detail,
             ),
+            E::InvalidTopic { .. } => Problem::bad_request("invalid-topic", detail),
+            E::DurabilityLowered { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "durability-lowered",
+                "Durability would be lowered",
+                detail,
+            ),
             E::ShuttingDown => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

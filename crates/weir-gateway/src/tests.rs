@@ -343,4 +343,69 @@ async fn a_huge_topic_is_refused_with_a_4xx_and_leaves_nothing_behind() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
+#[tokio::test]
+async fn a_plain_put_keeps_a_topics_durability_and_its_settings_within_bounds() {
+    let f = fixture().await;
+    let put = |topic: &str, body: &'static str| {
+        Request::put(format!("/v1/topics/{topic}"))
+            .body(Body::from(body))
+            .unwrap()
+    };
+    // What a new user tried: every append would roll a segment, and 202 would no longer
+    // mean durable.
+    let (status, headers, body) =
+        send(&f, put("orders", r#"{"fsync":"never","segment_bytes":1}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(is_problem(&headers));
+    assert!(
+        body["detail"].as_str().unwrap().contains("segment_bytes"),
+        "{body}"
+    );
+    let (status, _, body) = send(&f, put("orders", r#"{"fsync":"never"}"#)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["type"], "urn:weir:problem:durability-lowered",
+        "{body}"
+    );
+    let (status, _, body) = send(&f, put("orders", r#"{"fsync":{"interval":{"ms":100}}}"#)).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "an interval is lower too: {body}"
+    );
+    for bad in [
+        r#"{"fsync":{"interval":{"ms":600000}}}"#,
+        r#"{"retention_ms":0}"#,
+        r#"{"partitions":2,"segment_bytes":2147483648}"#,
+    ] {
+        let (status, _, body) = send(&f, put("orders", bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (_, _, body) = send(&f, Request::get("/v1/topics").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        body[0]["config"]["fsync"], "always",
+        "nothing changed: {body}"
+    );
+
+    // Asked for by name, it is lowered; raising it again needs nothing.
+    let (status, _, body) = send(
+        &f,
+        put(
+            "orders",
+            r#"{"fsync":{"interval":{"ms":100}},"lower_durability":true}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["config"]["fsync"],
+        serde_json::json!({"interval": {"ms": 100}})
+    );
+    let (status, _, body) = send(&f, put("orders", r#"{"fsync":"always"}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A new topic may start with any durability.
+    let (status, _, body) = send(&f, put("scratch", r#"{"fsync":"never"}"#)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 mod versions_and_kv;

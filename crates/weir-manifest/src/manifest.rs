@@ -126,6 +126,16 @@ impl TopicSpec {
     pub const MAX_FSYNC_INTERVAL_MS: u64 = 60_000;
 }
 
+impl TopicSpec {
+    /// What is wrong with this spec for topic `name`, by key, as a manifest would report
+    /// it: the same bounds whether a topic comes from `weir.toml` or over HTTP.
+    pub fn problems(&self, name: &str) -> Vec<crate::Problem> {
+        let mut problems = Vec::new();
+        crate::validate::check_topic(name, self, &mut problems);
+        problems
+    }
+}
+
 impl Default for TopicSpec {
     fn default() -> TopicSpec {
         TopicSpec {

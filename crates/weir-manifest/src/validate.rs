@@ -54,7 +54,7 @@ fn check_app(app: &AppSection, problems: &mut Vec<Problem>) {
     }
 }
 
-fn check_topic(name: &str, topic: &TopicSpec, problems: &mut Vec<Problem>) {
+pub(crate) fn check_topic(name: &str, topic: &TopicSpec, problems: &mut Vec<Problem>) {
     if let Some(reason) = topic_name_fault(name) {
         problems.push(Problem::new(
             key(&["topics", name]),
