@@ -650,7 +650,7 @@ impl Node {
             });
         }
         let created = self.log.create_topic(name, &spec).await?;
-        if existing.is_some() && !matches!(created, weir_log::TopicCreated::Created) {
+        if created == weir_log::TopicCreated::Updated {
             tracing::info!(topic = name, ?spec, "topic settings changed");
         }
         Ok((created, self.log.topic(name).await?))

@@ -224,6 +224,25 @@ struct PartitionBatch {
     records: Vec<Record>,
 }
 
+/// Splits an append call's records into one batch per partition (by key, round robin
+/// without one), in partition order.
+fn split_by_partition(topic: &Topic, records: Vec<Record>) -> Vec<PartitionBatch> {
+    let mut by_partition: BTreeMap<u32, PartitionBatch> = BTreeMap::new();
+    for (index, record) in records.into_iter().enumerate() {
+        let partition = topic.choose_partition(record.key.as_deref());
+        let batch = by_partition
+            .entry(partition)
+            .or_insert_with(|| PartitionBatch {
+                partition,
+                input_indexes: Vec::new(),
+                records: Vec::new(),
+            });
+        batch.input_indexes.push(index);
+        batch.records.push(record);
+    }
+    by_partition.into_values().collect()
+}
+
 impl Log {
     /// Opens the log in `dir`, creating it if needed, recovers every topic in it and
     /// completes every transaction a crash left unfinished (see [`Log::commit_transaction`]).
@@ -431,26 +450,8 @@ impl Log {
     #[instrument(skip_all, err, fields(topic = topic, records = records.len()))]
     pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<RecordPosition>> {
         let topic_ref = self.get_topic(topic)?;
-        let mut by_partition: BTreeMap<u32, PartitionBatch> = BTreeMap::new();
-        for (index, record) in records.into_iter().enumerate() {
-            let partition = topic_ref.choose_partition(record.key.as_deref());
-            let batch = by_partition
-                .entry(partition)
-                .or_insert_with(|| PartitionBatch {
-                    partition,
-                    input_indexes: Vec::new(),
-                    records: Vec::new(),
-                });
-            batch.input_indexes.push(index);
-            batch.records.push(record);
-        }
-        self.append_batches(
-            topic,
-            &topic_ref,
-            by_partition.into_values().collect(),
-            None,
-        )
-        .await
+        let batches = split_by_partition(&topic_ref, records);
+        self.append_batches(topic, &topic_ref, batches, None).await
     }
 
     /// Appends records to a topic as [`Log::append`] does, but all or nothing across
@@ -469,17 +470,19 @@ impl Log {
         records: Vec<Record>,
     ) -> Result<Vec<RecordPosition>> {
         let topic_ref = self.get_topic(topic)?;
-        let one_partition = topic_ref.partition_count() == 1
-            || records.len() <= 1
-            || records.windows(2).all(|w| {
-                w[0].key.is_some()
-                    && w[1].key.is_some()
-                    && topic_ref.choose_partition(w[0].key.as_deref())
-                        == topic_ref.choose_partition(w[1].key.as_deref())
-            });
-        if one_partition {
-            return self.append(topic, records).await;
+        let batches = split_by_partition(&topic_ref, records);
+        if batches.len() <= 1 {
+            // One frame is atomic already.
+            return self.append_batches(topic, &topic_ref, batches, None).await;
         }
+        // The records in input order again, for the transaction (which partitions them
+        // itself, as `append` does).
+        let mut records: Vec<(usize, Record)> = batches
+            .into_iter()
+            .flat_map(|b| b.input_indexes.into_iter().zip(b.records))
+            .collect();
+        records.sort_unstable_by_key(|(index, _)| *index);
+        let records: Vec<Record> = records.into_iter().map(|(_, record)| record).collect();
         let n = self
             .inner
             .next_atomic_producer
