@@ -1,160 +1,165 @@
-//! The plan of a `weir deploy`: what a new manifest and its components change on a running
-//! node, and what it asks for that only a restart can do. Pure: the node applies the plan.
-//!
-//! A deploy adds and changes; it does not take away. New topics are created and changed
-//! topic settings applied; functions whose component or settings changed are compiled
-//! (all before any is swapped in) and activated; new pipelines start; the declared
-//! key-value namespaces become the new manifest's. Changing or removing a pipeline,
-//! removing a function, changing a topic's partition count or the app's name is refused,
-//! and so is a secret or seed file the running app does not already read (they come from
-//! the node's environment and disk, which a deploy over the network must not reach).
+//! Deploys: a new version of one function, a rollback, or a new version of the whole app
+//! (`weir deploy`), applied as the pure [`plan`] says.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
 
-use weir_manifest::{FunctionSpec, Manifest};
+use serde::Serialize;
+use weir_manifest::Manifest;
 
-use crate::{Error, Result};
+use crate::keyvalue::seed_namespace;
+use crate::topics::topic_spec;
+use crate::{Deployed, Error, FunctionInfo, Node, Result, blocking, registry};
 
-/// What a deploy does, by name.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Plan {
-    /// Topics to create or whose settings to update.
-    pub(crate) topics: Vec<String>,
-    /// Functions to compile and activate: new, with a new component, or new settings.
-    pub(crate) functions: Vec<String>,
-    /// Pipelines to start.
-    pub(crate) pipelines: Vec<String>,
-    /// Key-value namespaces the running app does not declare yet.
-    pub(crate) namespaces: Vec<String>,
+mod plan;
+
+/// What `Node::deploy_app` did, for `weir deploy`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppDeployed {
+    pub app: String,
+    /// Every function of the app; `previous` is none for a new one, and equals `version`
+    /// for one that did not change (or changed only its settings, see `reconfigured`).
+    pub functions: Vec<FunctionChange>,
+    /// Topics created or whose settings were updated.
+    pub topics: Vec<String>,
+    /// Pipelines started.
+    pub pipelines: Vec<String>,
 }
 
-/// Plan the move from `current` (the running app, if any) to `next`. `active` holds the
-/// active version of each running function, `incoming` the version of each component
-/// sent (the 12-hex content hash). Every function of `next` needs a component.
-pub(crate) fn plan(
-    current: Option<&Manifest>,
-    next: &Manifest,
-    active: &BTreeMap<String, String>,
-    incoming: &BTreeMap<String, String>,
-) -> Result<Plan> {
-    let missing: Vec<_> = next
-        .functions
-        .keys()
-        .filter(|f| !incoming.contains_key(*f))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::InvalidDeploy {
-            reason: format!(
-                "no component for function(s) {missing:?}; send every function the manifest declares"
-            ),
-        });
-    }
-    let extra: Vec<_> = incoming
-        .keys()
-        .filter(|f| !next.functions.contains_key(*f))
-        .cloned()
-        .collect();
-    if !extra.is_empty() {
-        return Err(Error::InvalidDeploy {
-            reason: format!(
-                "component(s) for {extra:?}, which the manifest does not declare; declare them under [functions.<name>]"
-            ),
-        });
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionChange {
+    pub name: String,
+    pub previous: Option<String>,
+    pub version: String,
+    /// Whether it was reloaded (a new component or new settings).
+    pub reloaded: bool,
+}
+
+impl Node {
+    /// Every function with its active version and deployment history.
+    pub fn functions(&self) -> Vec<FunctionInfo> {
+        self.registry.list()
     }
 
-    let empty =
-        Manifest::from_toml_str("", std::path::Path::new("")).expect("an empty manifest is valid");
-    let has_app = current.is_some();
-    let current = current.unwrap_or(&empty);
-    let mut refused = Vec::new();
-    if has_app && current.app.name != next.app.name {
-        refused.push(format!(
-            "the app is {:?}, not {:?}",
-            current.app.name, next.app.name
-        ));
+    /// Deploy `wasm` as the new version of the app's function `name`, with its current
+    /// settings. It is compiled first: a module that does not compile is an error and the
+    /// active version keeps serving. Pipelines switch at their next batch.
+    #[tracing::instrument(skip(self, wasm), err, fields(bytes = wasm.len()))]
+    pub async fn deploy_function(&self, name: &str, wasm: Vec<u8>) -> Result<Deployed> {
+        let _one = self.deploying.lock().await;
+        let (registry, name) = (self.registry.clone(), name.to_owned());
+        blocking(move || registry.deploy(&name, &wasm)).await
     }
-    for (name, spec) in &current.pipelines {
-        match next.pipelines.get(name) {
-            None => refused.push(format!("pipeline {name:?} is removed")),
-            Some(new) if new != spec => refused.push(format!("pipeline {name:?} changes")),
-            Some(_) => {}
+
+    /// Make a kept version of `name` active again: `to`, or the one before the active one.
+    #[tracing::instrument(skip(self), err)]
+    pub async fn rollback_function(&self, name: &str, to: Option<String>) -> Result<Deployed> {
+        let _one = self.deploying.lock().await;
+        let (registry, name) = (self.registry.clone(), name.to_owned());
+        blocking(move || registry.rollback(&name, to.as_deref())).await
+    }
+
+    /// Apply a new version of the app without a restart (`weir deploy`): `manifest_text`
+    /// is its `weir.toml` (relative paths resolve against the running app's directory),
+    /// `components` each declared function's wasm. Every changed function is compiled
+    /// before anything changes; then new topics are created, changed functions swapped
+    /// in and new pipelines started. What needs a restart is refused
+    /// ([`Error::DeployRefused`]).
+    #[tracing::instrument(skip_all, err)]
+    pub async fn deploy_app(
+        &self,
+        manifest_text: &str,
+        components: BTreeMap<String, Vec<u8>>,
+    ) -> Result<AppDeployed> {
+        let _one = self.deploying.lock().await;
+        if self.cancel.is_cancelled() {
+            return Err(Error::ShuttingDown);
         }
-    }
-    for name in current.functions.keys() {
-        if !next.functions.contains_key(name) {
-            refused.push(format!("function {name:?} is removed"));
+        let next = Manifest::from_toml_str(manifest_text, &self.base_dir)?;
+        let current = self
+            .manifest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let active: BTreeMap<String, String> = self
+            .registry
+            .list()
+            .into_iter()
+            .map(|f| (f.name, f.version))
+            .collect();
+        let incoming: BTreeMap<String, String> = components
+            .iter()
+            .map(|(name, wasm)| (name.clone(), registry::sha256_hex(wasm)[..12].to_owned()))
+            .collect();
+        let plan = plan::plan(current.as_ref(), &next, &active, &incoming)?;
+
+        // Compile everything first: all or nothing.
+        let components = Arc::new(components);
+        let mut compiled = Vec::new();
+        for name in &plan.functions {
+            let spec = next.functions[name].clone();
+            let (registry, name, components) =
+                (self.registry.clone(), name.clone(), components.clone());
+            let function =
+                blocking(move || registry.compile(&name, &spec, &components[&name])).await?;
+            compiled.push(function);
         }
-    }
-    // Secrets and seeds are read from the node's own environment and disk. A deploy comes
-    // over the network, so it may only keep the sources the running app already reads;
-    // otherwise anyone who can deploy could read any file or variable of the node.
-    for (name, spec) in &next.functions {
-        let running = current.functions.get(name).map(|f| &f.secrets);
-        for (key, source) in &spec.secrets {
-            if running.and_then(|s| s.get(key)) != Some(source) {
-                refused.push(format!(
-                    "function {name:?} reads secret {key:?} from a source the running app does not; secrets come from the node's environment and files, so only a restart with the new weir.toml can add or change one"
-                ));
+
+        let mut topics = Vec::new();
+        for name in &plan.topics {
+            self.log
+                .create_topic(name, &topic_spec(&next.topics[name]))
+                .await?;
+            topics.push(name.clone());
+        }
+        for namespace in &plan.namespaces {
+            if let Some(seed) = &next.keyvalue[namespace].seed {
+                if seed.exists() {
+                    seed_namespace(&self.kv, namespace, seed).await?;
+                } else {
+                    tracing::warn!(namespace, seed = %seed.display(), "the seed file is not on this node; fill the namespace with `weir kv load`");
+                }
             }
         }
-    }
-    for (namespace, spec) in &next.keyvalue {
-        let running = current.keyvalue.get(namespace).map(|k| &k.seed);
-        if spec.seed.is_some() && running != Some(&spec.seed) {
-            refused.push(format!(
-                "key-value namespace {namespace:?} has a seed file the running app does not read; load the data with `weir kv load` or restart with the new weir.toml"
-            ));
+        let mut reloaded = BTreeMap::new();
+        for (name, function) in plan.functions.iter().zip(compiled) {
+            let spec = next.functions[name].clone();
+            let (registry, fname, components) =
+                (self.registry.clone(), name.clone(), components.clone());
+            let deployed =
+                blocking(move || registry.activate(&fname, &spec, function, &components[&fname]))
+                    .await?;
+            reloaded.insert(name.clone(), deployed);
         }
-    }
-    let mut plan = Plan::default();
-    for (name, spec) in &next.topics {
-        match current.topics.get(name) {
-            Some(old) if old.partitions != spec.partitions => refused.push(format!(
-                "topic {name:?} changes from {} to {} partitions",
-                old.partitions, spec.partitions
-            )),
-            Some(old) if old == spec => {}
-            _ => plan.topics.push(name.clone()),
+        *self.manifest.lock().unwrap_or_else(PoisonError::into_inner) = Some(next.clone());
+        for name in &plan.pipelines {
+            self.start_pipeline(name, &next.pipelines[name]).await?;
         }
-    }
-    if !refused.is_empty() {
-        return Err(Error::DeployRefused { reasons: refused });
-    }
 
-    for (name, spec) in &next.functions {
-        let settings_changed = current
+        let functions = next
             .functions
-            .get(name)
-            .is_none_or(|old| settings(old) != settings(spec));
-        let content_changed = active.get(name) != incoming.get(name);
-        if settings_changed || content_changed {
-            plan.functions.push(name.clone());
-        }
-    }
-    plan.pipelines = next
-        .pipelines
-        .keys()
-        .filter(|p| !current.pipelines.contains_key(*p))
-        .cloned()
-        .collect();
-    plan.namespaces = next
-        .keyvalue
-        .keys()
-        .filter(|ns| !current.keyvalue.contains_key(*ns))
-        .cloned()
-        .collect();
-    Ok(plan)
-}
-
-/// A function's settings: everything but where its component came from.
-fn settings(spec: &FunctionSpec) -> FunctionSpec {
-    FunctionSpec {
-        source: PathBuf::new(),
-        ..spec.clone()
+            .keys()
+            .map(|name| match reloaded.remove(name) {
+                Some(d) => FunctionChange {
+                    name: d.name,
+                    previous: d.previous,
+                    version: d.version,
+                    reloaded: true,
+                },
+                None => FunctionChange {
+                    name: name.clone(),
+                    previous: active.get(name).cloned(),
+                    version: active.get(name).cloned().unwrap_or_default(),
+                    reloaded: false,
+                },
+            })
+            .collect();
+        tracing::info!(app = %next.app.name, ?topics, pipelines = ?plan.pipelines, "app deployed");
+        Ok(AppDeployed {
+            app: next.app.name.clone(),
+            functions,
+            topics,
+            pipelines: plan.pipelines,
+        })
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -11,8 +11,12 @@
 //! Positions are committed to the log every second and when a member leaves; a crash
 //! between commits replays at most that second (at-least-once).
 
+mod members;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+
+pub use members::{GroupPartitionStatus, GroupStatus};
 
 use tokio::sync::watch;
 

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use weir_kv::KeyValue;
 
+use crate::{Error, Node, Result, blocking};
+
 /// Keys per `list-keys` page a guest gets.
 const GUEST_LIST_PAGE: usize = 1000;
 
@@ -155,6 +157,89 @@ impl weir_wasm::KeyValueStore for OverlayKeyValue {
         });
         Ok((page, next))
     }
+}
+
+impl Node {
+    /// The node's key-value store (every namespace; the app declares which it uses).
+    pub fn kv(&self) -> &Arc<dyn weir_kv::KeyValue> {
+        &self.kv
+    }
+
+    /// The key-value namespaces the app declares, by name.
+    pub fn keyvalue_namespaces(&self) -> Vec<String> {
+        self.manifest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|m| m.keyvalue.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Fails with [`Error::UnknownNamespace`] unless the app declares `namespace`.
+    pub fn check_namespace(&self, namespace: &str) -> Result<()> {
+        let declared = self.keyvalue_namespaces();
+        if declared.iter().any(|ns| ns == namespace) {
+            Ok(())
+        } else {
+            Err(Error::UnknownNamespace {
+                namespace: namespace.to_owned(),
+                declared,
+            })
+        }
+    }
+
+    /// The value of `key` in a declared namespace.
+    pub async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.check_namespace(namespace)?;
+        let (kv, ns, key) = (self.kv.clone(), namespace.to_owned(), key.to_owned());
+        blocking(move || Ok(kv.get(&ns, &key)?)).await
+    }
+
+    /// Set `key` in a declared namespace, durably.
+    pub async fn kv_set(&self, namespace: &str, key: &str, value: Vec<u8>) -> Result<()> {
+        self.check_namespace(namespace)?;
+        let (kv, ns, key) = (self.kv.clone(), namespace.to_owned(), key.to_owned());
+        blocking(move || Ok(kv.set(&ns, &key, &value)?)).await
+    }
+
+    /// Remove `key` from a declared namespace, durably.
+    pub async fn kv_delete(&self, namespace: &str, key: &str) -> Result<()> {
+        self.check_namespace(namespace)?;
+        let (kv, ns, key) = (self.kv.clone(), namespace.to_owned(), key.to_owned());
+        blocking(move || Ok(kv.delete(&ns, &key)?)).await
+    }
+
+    /// A page of a declared namespace's keys.
+    pub async fn kv_list(
+        &self,
+        namespace: &str,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<weir_kv::KeyPage> {
+        self.check_namespace(namespace)?;
+        let (kv, ns) = (self.kv.clone(), namespace.to_owned());
+        blocking(move || Ok(kv.list_keys(&ns, cursor, limit)?)).await
+    }
+
+    /// Write every key of a JSON object `{"key": value}` into a declared namespace,
+    /// overwriting, in one transaction; returns how many were written.
+    pub async fn kv_load(&self, namespace: &str, json: Vec<u8>) -> Result<usize> {
+        self.check_namespace(namespace)?;
+        let (kv, ns) = (self.kv.clone(), namespace.to_owned());
+        blocking(move || Ok(kv.load_json(&ns, "the request body", &json)?)).await
+    }
+}
+
+/// Write the keys of a seed file the namespace does not have yet.
+pub(crate) async fn seed_namespace(
+    kv: &Arc<dyn weir_kv::KeyValue>,
+    namespace: &str,
+    seed: &std::path::Path,
+) -> Result<()> {
+    let (kv, ns, path) = (kv.clone(), namespace.to_owned(), seed.to_owned());
+    let written = blocking(move || Ok(kv.seed_from_json(&ns, &path)?)).await?;
+    tracing::info!(namespace, seed = %seed.display(), written, "key-value namespace seeded");
+    Ok(())
 }
 
 #[cfg(test)]

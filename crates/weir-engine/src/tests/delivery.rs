@@ -98,6 +98,39 @@ async fn retryable_failures_are_retried_with_backoff_then_dead_lettered() {
     node.shutdown().await;
 }
 
+/// A lane waiting out a retry's backoff holds no blocking-pool thread: with a pool of two
+/// threads and three lanes backing off for a minute, work that needs the pool (here a
+/// key-value read) still runs at once. It would wait out the backoff if a lane slept on
+/// its thread.
+#[test]
+fn a_backoff_holds_no_blocking_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let retry = "ordering = \"none\"\nconcurrency = 3\n[pipelines.p.retry]\nmax_attempts = 3\ninitial_backoff_ms = 60000\nmax_backoff_ms = 60000\njitter = 0.0";
+        let node = start(
+            dir.path(),
+            app(dir.path(), "guest-flaky", "\"in\"", retry, ""),
+        )
+        .await;
+        node.publish("in", &[flaky("a", 9), flaky("b", 9), flaky("c", 9)])
+            .await
+            .unwrap();
+        // Every lane failed once and is backing off.
+        settled(&node, |p| p.retries == 3).await;
+        let read = tokio::time::timeout(Duration::from_secs(30), node.kv_get("attempts", "a"))
+            .await
+            .expect("a key-value read waited for the lanes' backoff: they hold the blocking pool");
+        assert_eq!(read.unwrap(), Some(b"1".to_vec()));
+        node.shutdown().await;
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_one_key_run_in_order_while_keys_run_in_parallel() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,160 @@
+//! The plan of a `weir deploy`: what a new manifest and its components change on a running
+//! node, and what it asks for that only a restart can do. Pure: the node applies the plan.
+//!
+//! A deploy adds and changes; it does not take away. New topics are created and changed
+//! topic settings applied; functions whose component or settings changed are compiled
+//! (all before any is swapped in) and activated; new pipelines start; the declared
+//! key-value namespaces become the new manifest's. Changing or removing a pipeline,
+//! removing a function, changing a topic's partition count or the app's name is refused,
+//! and so is a secret or seed file the running app does not already read (they come from
+//! the node's environment and disk, which a deploy over the network must not reach).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use weir_manifest::{FunctionSpec, Manifest};
+
+use crate::{Error, Result};
+
+/// What a deploy does, by name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Topics to create or whose settings to update.
+    pub(crate) topics: Vec<String>,
+    /// Functions to compile and activate: new, with a new component, or new settings.
+    pub(crate) functions: Vec<String>,
+    /// Pipelines to start.
+    pub(crate) pipelines: Vec<String>,
+    /// Key-value namespaces the running app does not declare yet.
+    pub(crate) namespaces: Vec<String>,
+}
+
+/// Plan the move from `current` (the running app, if any) to `next`. `active` holds the
+/// active version of each running function, `incoming` the version of each component
+/// sent (the 12-hex content hash). Every function of `next` needs a component.
+pub(crate) fn plan(
+    current: Option<&Manifest>,
+    next: &Manifest,
+    active: &BTreeMap<String, String>,
+    incoming: &BTreeMap<String, String>,
+) -> Result<Plan> {
+    let missing: Vec<_> = next
+        .functions
+        .keys()
+        .filter(|f| !incoming.contains_key(*f))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::InvalidDeploy {
+            reason: format!(
+                "no component for function(s) {missing:?}; send every function the manifest declares"
+            ),
+        });
+    }
+    let extra: Vec<_> = incoming
+        .keys()
+        .filter(|f| !next.functions.contains_key(*f))
+        .cloned()
+        .collect();
+    if !extra.is_empty() {
+        return Err(Error::InvalidDeploy {
+            reason: format!(
+                "component(s) for {extra:?}, which the manifest does not declare; declare them under [functions.<name>]"
+            ),
+        });
+    }
+
+    let empty =
+        Manifest::from_toml_str("", std::path::Path::new("")).expect("an empty manifest is valid");
+    let has_app = current.is_some();
+    let current = current.unwrap_or(&empty);
+    let mut refused = Vec::new();
+    if has_app && current.app.name != next.app.name {
+        refused.push(format!(
+            "the app is {:?}, not {:?}",
+            current.app.name, next.app.name
+        ));
+    }
+    for (name, spec) in &current.pipelines {
+        match next.pipelines.get(name) {
+            None => refused.push(format!("pipeline {name:?} is removed")),
+            Some(new) if new != spec => refused.push(format!("pipeline {name:?} changes")),
+            Some(_) => {}
+        }
+    }
+    for name in current.functions.keys() {
+        if !next.functions.contains_key(name) {
+            refused.push(format!("function {name:?} is removed"));
+        }
+    }
+    // Secrets and seeds are read from the node's own environment and disk. A deploy comes
+    // over the network, so it may only keep the sources the running app already reads;
+    // otherwise anyone who can deploy could read any file or variable of the node.
+    for (name, spec) in &next.functions {
+        let running = current.functions.get(name).map(|f| &f.secrets);
+        for (key, source) in &spec.secrets {
+            if running.and_then(|s| s.get(key)) != Some(source) {
+                refused.push(format!(
+                    "function {name:?} reads secret {key:?} from a source the running app does not; secrets come from the node's environment and files, so only a restart with the new weir.toml can add or change one"
+                ));
+            }
+        }
+    }
+    for (namespace, spec) in &next.keyvalue {
+        let running = current.keyvalue.get(namespace).map(|k| &k.seed);
+        if spec.seed.is_some() && running != Some(&spec.seed) {
+            refused.push(format!(
+                "key-value namespace {namespace:?} has a seed file the running app does not read; load the data with `weir kv load` or restart with the new weir.toml"
+            ));
+        }
+    }
+    let mut plan = Plan::default();
+    for (name, spec) in &next.topics {
+        match current.topics.get(name) {
+            Some(old) if old.partitions != spec.partitions => refused.push(format!(
+                "topic {name:?} changes from {} to {} partitions",
+                old.partitions, spec.partitions
+            )),
+            Some(old) if old == spec => {}
+            _ => plan.topics.push(name.clone()),
+        }
+    }
+    if !refused.is_empty() {
+        return Err(Error::DeployRefused { reasons: refused });
+    }
+
+    for (name, spec) in &next.functions {
+        let settings_changed = current
+            .functions
+            .get(name)
+            .is_none_or(|old| settings(old) != settings(spec));
+        let content_changed = active.get(name) != incoming.get(name);
+        if settings_changed || content_changed {
+            plan.functions.push(name.clone());
+        }
+    }
+    plan.pipelines = next
+        .pipelines
+        .keys()
+        .filter(|p| !current.pipelines.contains_key(*p))
+        .cloned()
+        .collect();
+    plan.namespaces = next
+        .keyvalue
+        .keys()
+        .filter(|ns| !current.keyvalue.contains_key(*ns))
+        .cloned()
+        .collect();
+    Ok(plan)
+}
+
+/// A function's settings: everything but where its component came from.
+fn settings(spec: &FunctionSpec) -> FunctionSpec {
+    FunctionSpec {
+        source: PathBuf::new(),
+        ..spec.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;

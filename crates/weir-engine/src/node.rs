@@ -1,0 +1,274 @@
+//! The node's wiring: what it is made of, how it starts and stops.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weir_log::TopicSpec;
+use weir_manifest::Manifest;
+use weir_wasm::HostOptions;
+
+use crate::keyvalue::seed_namespace;
+use crate::topics::topic_spec;
+use crate::{Error, Result, SharedLog, blocking, groups, keyvalue, pipeline, registry};
+
+/// How to start a node.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// The node's own files: the key-value store, deployed functions, compiled code.
+    pub data_dir: PathBuf,
+    /// The app to run, if any.
+    pub manifest: Option<Manifest>,
+    /// The log to run on, opened by the caller (`weir serve --backend` picks it).
+    pub log: SharedLog,
+    /// How often retention and compaction run.
+    pub retention_interval: std::time::Duration,
+}
+
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOptions")
+            .field("data_dir", &self.data_dir)
+            .field("backend", &self.log.backend())
+            .field("retention_interval", &self.retention_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeOptions {
+    /// Options with defaults for everything but the data directory, app and log.
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        manifest: Option<Manifest>,
+        log: SharedLog,
+    ) -> NodeOptions {
+        NodeOptions {
+            data_dir: data_dir.into(),
+            manifest,
+            log,
+            retention_interval: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running node. Share it as `Arc<Node>`.
+pub struct Node {
+    pub(crate) log: SharedLog,
+    /// The app as it runs now: the start's manifest, then each deploy's.
+    pub(crate) manifest: Mutex<Option<Manifest>>,
+    /// Where a deployed manifest's relative paths (secret files, seeds) are resolved: the
+    /// start manifest's directory.
+    pub(crate) base_dir: PathBuf,
+    /// The functions' active versions and history; owns the wasm engine.
+    pub(crate) registry: Arc<registry::Registry>,
+    /// The embedded key-value store, shared with the functions.
+    pub(crate) kv: Arc<dyn weir_kv::KeyValue>,
+    pub(crate) pipelines: Mutex<Vec<Arc<pipeline::Pipeline>>>,
+    /// One deploy or rollback at a time.
+    pub(crate) deploying: tokio::sync::Mutex<()>,
+    /// One re-drive at a time (its transactions' producers run one at a time).
+    pub(crate) redriving: tokio::sync::Mutex<()>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) groups: Arc<groups::GroupRegistry>,
+    pub(crate) stopped: Mutex<bool>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("backend", &self.log.backend())
+            .field("app", &self.app_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Open the log and the key-value store, create the app's topics, seed its key-value
+    /// namespaces, load its functions (each at its recorded active version unless the
+    /// manifest's source changed, see `registry`) and start its pipelines where their
+    /// consumer groups left off. A function that does not compile, or a seed file that is
+    /// not a JSON object, stops the start with an error naming it.
+    #[tracing::instrument(skip_all, err, fields(data_dir = %opts.data_dir.display(), backend = opts.log.backend()))]
+    pub async fn start(opts: NodeOptions) -> Result<Arc<Node>> {
+        let NodeOptions {
+            data_dir,
+            manifest,
+            log,
+            retention_interval,
+        } = opts;
+
+        // The key-value store is open before functions load: they read it from the first
+        // event on. It lives in <data>/kv, beside the log's own topics/ and groups/.
+        let kv: Arc<dyn weir_kv::KeyValue> = {
+            let dir = data_dir.join("kv");
+            Arc::new(blocking(move || Ok(weir_kv::EmbeddedKv::open(&dir)?)).await?)
+        };
+        let host_options = HostOptions {
+            cache_dir: Some(data_dir.join("wasm-cache")),
+            fuel: manifest
+                .as_ref()
+                .is_some_and(|m| m.functions.values().any(|f| f.limits.fuel.is_some())),
+            keyvalue: Some(Arc::new(keyvalue::HostKeyValue(kv.clone()))),
+            ..HostOptions::default()
+        };
+        let registry = Arc::new(registry::Registry::new(
+            data_dir.join("functions"),
+            host_options,
+        ));
+        if let Some(manifest) = &manifest {
+            for (name, topic) in &manifest.topics {
+                log.create_topic(name, &topic_spec(topic)).await?;
+            }
+            for (namespace, spec) in &manifest.keyvalue {
+                if let Some(seed) = &spec.seed {
+                    seed_namespace(&kv, namespace, seed).await?;
+                }
+            }
+            for (name, spec) in &manifest.functions {
+                let (registry, name, spec) = (registry.clone(), name.clone(), spec.clone());
+                blocking(move || registry.load_at_start(&name, &spec)).await?;
+            }
+        }
+
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let groups = Arc::new(groups::GroupRegistry::default());
+        tasks.spawn(enforce_retention(
+            log.clone(),
+            retention_interval,
+            cancel.clone(),
+        ));
+        let node = Node {
+            log,
+            base_dir: manifest
+                .as_ref()
+                .map(|m| m.base_dir.clone())
+                .unwrap_or_default(),
+            manifest: Mutex::new(manifest.clone()),
+            registry,
+            kv,
+            pipelines: Mutex::new(Vec::new()),
+            deploying: tokio::sync::Mutex::new(()),
+            redriving: tokio::sync::Mutex::new(()),
+            cancel,
+            tasks,
+            groups,
+            stopped: Mutex::new(false),
+        };
+        if let Some(manifest) = &manifest {
+            for (name, spec) in &manifest.pipelines {
+                node.start_pipeline(name, spec).await?;
+            }
+        }
+        Ok(Arc::new(node))
+    }
+
+    /// Start a pipeline of the app (its function is registered), creating its dead-letter
+    /// topic (one partition, default settings) if the app does not declare it.
+    pub(crate) async fn start_pipeline(
+        &self,
+        name: &str,
+        spec: &weir_manifest::PipelineSpec,
+    ) -> Result<()> {
+        if self.log.topic(&spec.dead_letter).await?.is_none() {
+            self.log
+                .create_topic(&spec.dead_letter, &TopicSpec::default())
+                .await?;
+            tracing::info!(pipeline = name, topic = %spec.dead_letter, "dead-letter topic created");
+        }
+        self.groups.claim_for_pipeline(&spec.group, name);
+        let p = Arc::new(pipeline::Pipeline::new(name, spec, self.registry.clone()));
+        p.spawn(&self.log, &self.tasks, &self.cancel).await?;
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(p);
+        Ok(())
+    }
+
+    pub(crate) fn app_name(&self) -> Option<String> {
+        self.manifest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|m| m.app.name.clone())
+    }
+
+    /// The log the node runs on.
+    pub fn log(&self) -> &SharedLog {
+        &self.log
+    }
+
+    pub(crate) fn pipeline_of_group(&self, group: &str) -> Option<Arc<pipeline::Pipeline>> {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|p| p.group() == group)
+            .cloned()
+    }
+
+    pub(crate) fn pipeline(&self, name: &str) -> Result<Arc<pipeline::Pipeline>> {
+        let pipelines = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        pipelines
+            .iter()
+            .find(|p| p.name() == name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownPipeline {
+                pipeline: name.to_owned(),
+                declared: pipelines.iter().map(|p| p.name().to_owned()).collect(),
+            })
+    }
+
+    /// Whether the node takes traffic (it is not shutting down).
+    pub fn is_ready(&self) -> bool {
+        !self.cancel.is_cancelled()
+    }
+
+    /// Stop taking events and end live subscriptions; pipelines finish their batch.
+    /// [`Node::shutdown`] waits for them.
+    pub fn begin_shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Stop taking events, let every pipeline finish the batch it is on (outputs appended
+    /// and offset committed), and wait for them.
+    pub async fn shutdown(&self) {
+        {
+            let mut stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
+            if *stopped {
+                return;
+            }
+            *stopped = true;
+        }
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        tracing::info!("node stopped");
+    }
+}
+
+/// Apply retention and compaction every `every` until `cancel`.
+async fn enforce_retention(log: SharedLog, every: std::time::Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let log = log.clone();
+        match log.enforce_retention().await {
+            Ok(report) if report.segments_deleted + report.segments_compacted > 0 => {
+                tracing::info!(?report, "retention applied");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention failed; it is tried again later"),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Calling the function on a batch's events in lanes, as the ordering allows, with retries.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use weir_cloudevents::CloudEvent;
+use weir_log::StoredRecord;
+use weir_manifest::Ordering;
+use weir_wasm::InstancePool;
+
+use super::{Pipeline, now_rfc3339};
+use crate::Result;
+use crate::routing::{
+    DeadLetterCause, InputPosition, complete_outputs, dead_letter_event, event_key,
+    undecodable_event,
+};
+
+/// What became of one event of a batch.
+pub(super) enum Outcome {
+    /// The function ran; these are its completed outputs.
+    Outputs(Vec<(String, CloudEvent)>),
+    /// The filter kept it from the function.
+    Filtered,
+    /// It goes to the dead-letter topic as this event.
+    DeadLetter(Box<CloudEvent>),
+}
+
+/// What a lane's run on the blocking pool did.
+struct LaneRun {
+    /// The events it finished, by index in the batch.
+    done: Vec<(usize, Outcome)>,
+    /// Set when a call must be tried again after a wait.
+    backoff: Option<Backoff>,
+}
+
+/// A lane waiting to try a call again: the wait, the events left (the one to try again
+/// first) and the try it will be.
+struct Backoff {
+    wait: Duration,
+    rest: Vec<Work>,
+    attempt: u32,
+}
+
+/// An event of a batch on its way to a lane.
+pub(super) struct Work {
+    index: usize,
+    offset: u64,
+    event: CloudEvent,
+}
+
+impl Pipeline {
+    /// Decode, filter and call the function on a batch's events, in lanes as the
+    /// ordering allows. `None` if the node stopped before the batch was done.
+    pub(super) async fn handle_batch(
+        self: &Arc<Self>,
+        instances: &InstancePool,
+        topic: &str,
+        partition: u32,
+        records: Vec<StoredRecord>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Vec<Outcome>>> {
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(records.len());
+        let lanes_wanted = match self.ordering {
+            Ordering::Partition => 1,
+            Ordering::Key | Ordering::None => self.concurrency as usize,
+        };
+        let mut lanes: Vec<Vec<Work>> = (0..lanes_wanted).map(|_| Vec::new()).collect();
+        let mut spread = 0usize;
+        for (index, record) in records.into_iter().enumerate() {
+            let offset = record.offset;
+            let pos = self.position(topic, partition, offset);
+            match CloudEvent::from_json_slice(&record.value) {
+                Err(e) => {
+                    let cause = DeadLetterCause {
+                        function: &self.function,
+                        version: instances.function().version(),
+                        reason: "undecodable",
+                        error: &format!("stored record is not a CloudEvent: {e}"),
+                        attempts: 0,
+                        time: now_rfc3339(),
+                    };
+                    let event = undecodable_event(pos, record.value);
+                    outcomes.push(Some(Outcome::DeadLetter(Box::new(dead_letter_event(
+                        pos, event, &cause,
+                    )))));
+                }
+                Ok(event) if !self.accepts(&event) => outcomes.push(Some(Outcome::Filtered)),
+                Ok(event) => {
+                    let lane = match self.ordering {
+                        Ordering::Partition => 0,
+                        Ordering::Key => match event_key(&event) {
+                            Some(key) => lane_of(&key, lanes_wanted),
+                            None => {
+                                spread += 1;
+                                spread % lanes_wanted
+                            }
+                        },
+                        Ordering::None => {
+                            spread += 1;
+                            spread % lanes_wanted
+                        }
+                    };
+                    lanes[lane].push(Work {
+                        index,
+                        offset,
+                        event,
+                    });
+                    outcomes.push(None);
+                }
+            }
+        }
+
+        let mut running = Vec::new();
+        for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
+            running.push(self.drive_lane(instances, topic, partition, lane, cancel));
+        }
+        // Wait for every lane, even after one gave up, so no call runs on after the batch.
+        let mut stopped = false;
+        for lane in futures::future::join_all(running).await {
+            match lane? {
+                Some(done) => {
+                    for (index, outcome) in done {
+                        outcomes[index] = Some(outcome);
+                    }
+                }
+                None => stopped = true,
+            }
+        }
+        if stopped {
+            return Ok(None);
+        }
+        Ok(Some(
+            outcomes
+                .into_iter()
+                .map(|o| o.expect("every event of the batch has an outcome"))
+                .collect(),
+        ))
+    }
+
+    pub(super) fn position<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        offset: u64,
+    ) -> InputPosition<'a> {
+        InputPosition {
+            pipeline: &self.name,
+            topic,
+            partition,
+            offset,
+        }
+    }
+
+    /// Call the function on a lane's events in order on the blocking pool, retrying
+    /// retryable failures. A retry's backoff is waited here, on the runtime, so a lane
+    /// that backs off holds no blocking-pool thread. `None` if the node stopped first.
+    async fn drive_lane(
+        self: &Arc<Self>,
+        instances: &InstancePool,
+        topic: &str,
+        partition: u32,
+        lane: Vec<Work>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Vec<(usize, Outcome)>>> {
+        // Each lane takes its own permit as it starts: a batch never holds permits for
+        // lanes that are not running, which could starve (or deadlock) other partitions.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| crate::Error::Task(e.to_string()))?;
+        let mut done = Vec::with_capacity(lane.len());
+        let (mut rest, mut attempt) = (lane, 1);
+        loop {
+            let (this, instances, topic_owned) =
+                (self.clone(), instances.clone(), topic.to_owned());
+            let run = tokio::task::spawn_blocking(move || {
+                this.run_lane(&instances, &topic_owned, partition, rest, attempt)
+            })
+            .await
+            .map_err(|e| crate::Error::Task(e.to_string()))?;
+            done.extend(run.done);
+            let Some(backoff) = run.backoff else {
+                return Ok(Some(done));
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(backoff.wait) => {}
+            }
+            (rest, attempt) = (backoff.rest, backoff.attempt);
+        }
+    }
+
+    /// Call the function on a lane's events in order, the first one starting at try
+    /// `attempt`, until they are all done or a retryable failure asks for a backoff.
+    /// Blocking.
+    fn run_lane(
+        &self,
+        instances: &InstancePool,
+        topic: &str,
+        partition: u32,
+        lane: Vec<Work>,
+        mut attempt: u32,
+    ) -> LaneRun {
+        let function = instances.function();
+        let mut done = Vec::with_capacity(lane.len());
+        let mut lane = lane.into_iter();
+        while let Some(work) = lane.next() {
+            let pos = self.position(topic, partition, work.offset);
+            let outcome = 'call: {
+                // At debug level: a served node logs at info, where formatting a span's
+                // fields for every event cost a quarter of the pipeline's CPU.
+                let span = tracing::debug_span!(
+                    "function_call",
+                    pipeline = %self.name,
+                    function = %self.function,
+                    version = function.version(),
+                    topic,
+                    partition,
+                    offset = work.offset,
+                    event_id = %work.event.id,
+                    trace_id = trace_id(&work.event).unwrap_or_default(),
+                    attempt,
+                );
+                let result = span.in_scope(|| instances.call(&work.event));
+                let failure = match result {
+                    Ok(outputs) => match complete_outputs(pos, &self.to, &work.event, outputs) {
+                        Ok(outputs) => break 'call Outcome::Outputs(outputs),
+                        Err(reason) => function.invalid(reason),
+                    },
+                    Err(e) => e,
+                };
+                let retry = failure.is_retryable() && attempt < self.retry.max_attempts;
+                if retry {
+                    self.retries.fetch_add(1, AtomicOrdering::Relaxed);
+                    let wait = self.backoff(attempt);
+                    tracing::warn!(pipeline = %self.name, function = %self.function, version = function.version(), topic, partition, offset = work.offset, event_id = %work.event.id, attempt, error = %failure, wait_ms = wait.as_millis() as u64, "call failed; trying again");
+                    let rest = std::iter::once(work).chain(lane).collect();
+                    return LaneRun {
+                        done,
+                        backoff: Some(Backoff {
+                            wait,
+                            rest,
+                            attempt: attempt + 1,
+                        }),
+                    };
+                }
+                let reason = if failure.is_retryable() {
+                    "retries_exhausted"
+                } else {
+                    failure.kind()
+                };
+                tracing::warn!(pipeline = %self.name, function = %self.function, version = function.version(), topic, partition, offset = work.offset, event_id = %work.event.id, trace_id = trace_id(&work.event).unwrap_or_default(), error = %failure, reason, attempts = attempt, dead_letter = %self.dead_letter, "event dead-lettered");
+                let cause = DeadLetterCause {
+                    function: &self.function,
+                    version: function.version(),
+                    reason,
+                    error: &failure.to_string(),
+                    attempts: attempt,
+                    time: now_rfc3339(),
+                };
+                Outcome::DeadLetter(Box::new(dead_letter_event(pos, work.event.clone(), &cause)))
+            };
+            done.push((work.index, outcome));
+            attempt = 1;
+        }
+        LaneRun {
+            done,
+            backoff: None,
+        }
+    }
+
+    /// The wait after `attempt` failed calls: the policy's backoff, varied by jitter.
+    pub(super) fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.retry.backoff_ms(attempt) as f64;
+        let jitter = self.retry.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 - jitter + 2.0 * jitter * fastrand::f64();
+        let ms = (base * factor).min(self.retry.max_backoff_ms as f64);
+        Duration::from_micros((ms * 1000.0) as u64)
+    }
+}
+
+/// Which of `lanes` lanes the events with `key` go to: always the same one.
+fn lane_of(key: &[u8], lanes: usize) -> usize {
+    (fnv1a(key) % lanes as u64) as usize
+}
+
+/// FNV-1a: stable across runs and cheap on short keys.
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The trace id of the event's W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
+fn trace_id(event: &CloudEvent) -> Option<&str> {
+    match event.extensions.get("traceparent") {
+        Some(weir_cloudevents::ExtensionValue::String(tp)) => tp.split('-').nth(1),
+        _ => None,
+    }
+}

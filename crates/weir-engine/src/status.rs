@@ -1,0 +1,78 @@
+//! What `weir status` shows.
+
+use std::sync::PoisonError;
+
+use serde::Serialize;
+
+use crate::{Node, PipelineStatus, Result};
+
+/// A function as `weir status` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionStatus {
+    pub name: String,
+    /// The active version.
+    pub version: String,
+    /// How many versions are kept for rollback (the active one included).
+    pub versions_kept: usize,
+}
+
+/// What the node runs, for `weir status` and `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub app: Option<String>,
+    /// The log backend (`embedded`, ...).
+    pub backend: &'static str,
+    pub topics: Vec<TopicStatus>,
+    pub functions: Vec<FunctionStatus>,
+    pub pipelines: Vec<PipelineStatus>,
+}
+
+/// A topic as `weir status` shows it: its spec and positions, and what the backend
+/// promises for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicStatus {
+    #[serde(flatten)]
+    pub info: weir_log::TopicInfo,
+    pub guarantees: weir_log::Guarantees,
+}
+
+impl Node {
+    /// Functions, pipelines and topics, for `weir status`.
+    pub async fn status(&self) -> Result<NodeStatus> {
+        let topics = self
+            .log
+            .topics()
+            .await?
+            .into_iter()
+            .map(|info| TopicStatus {
+                guarantees: self.log.guarantees(&info.config),
+                info,
+            })
+            .collect();
+        let pipelines: Vec<_> = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut statuses = Vec::with_capacity(pipelines.len());
+        for p in pipelines {
+            statuses.push(p.status(&self.log).await);
+        }
+        Ok(NodeStatus {
+            app: self.app_name(),
+            backend: self.log.backend(),
+            topics,
+            functions: self
+                .registry
+                .list()
+                .into_iter()
+                .map(|f| FunctionStatus {
+                    name: f.name,
+                    version: f.version,
+                    versions_kept: f.versions_kept.len(),
+                })
+                .collect(),
+            pipelines: statuses,
+        })
+    }
+}
