@@ -26,7 +26,8 @@
 //! **Architecture Invariant:** no event is dropped and none blocks a partition forever.
 //! A retryable failure (the function's own `retryable` error, or no free instance slot)
 //! is tried again after an exponential backoff with jitter, up to `retry.max_attempts`
-//! calls; any other failure (trap, deadline, memory, fuel, stack, output limit, denied
+//! calls (the wait is on the runtime: a lane's run on the blocking pool hands back the
+//! events left, and the pool thread is free while it waits); any other failure (trap, deadline, memory, fuel, stack, output limit, denied
 //! capability, fatal error, invalid output) and an exhausted retry send the event, with
 //! `dlq*` attributes, to the dead-letter topic in the same transaction as the outputs.
 //! A failing log write (full disk, poisoned partition) is retried with backoff and shows
@@ -48,6 +49,12 @@
 //! previous is committed, so a slow function (or a slow disk) slows its reader and memory
 //! stays bounded by two batches of `BATCH` events and their outputs (each call's at most
 //! `limits.max_output_bytes`) per source partition; the lag shows in the status.
+//!
+//! Rooms: this file has the partition tasks (start through the
+//! [`crate::consumer::PartitionConsumer`], read, call, commit, round after round);
+//! `lanes.rs` calls the function in lanes with retries, `commit.rs` writes a batch's
+//! transaction, `reset.rs` applies resets of the group, `status.rs` is what `weir status`
+//! shows.
 
 mod commit;
 mod lanes;
