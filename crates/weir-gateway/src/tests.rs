@@ -409,3 +409,4 @@ async fn a_plain_put_keeps_a_topics_durability_and_its_settings_within_bounds() 
 }
 
 mod versions_and_kv;
+mod wire;
