@@ -37,17 +37,25 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_cloudevents::CloudEvent;
 pub use weir_log::SharedLog;
-use weir_log::{GroupCommit, Record, RecordPosition, StoredRecord, TopicSpec};
+use weir_log::{GroupCommit, Record, StoredRecord};
 use weir_manifest::Manifest;
 use weir_wasm::HostOptions;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};
 pub use pipeline::{PipelinePartitionStatus, PipelineState, PipelineStatus};
 pub use registry::{Deployed, Deployment, FunctionInfo, KEPT_VERSIONS, Origin};
 pub use replay::{
     Replay, ReplayBound, ReplayProgress, ReplayRange, ReplayReport, ReplayRequest, VersionReport,
     VersionSource,
 };
+// Types of the log, the key-value store and the manifest that the node's methods hand
+// out or take, so the node's callers need no dependency on those crates.
+pub use weir_kv::KeyPage;
+pub use weir_log::{
+    Acknowledgement, Atomicity, ConditionalAppends, Deduplication, Durability, Guarantees,
+    RecordPosition, TopicCreated, TopicInfo, TopicSpec, TransactionGuarantee,
+};
+pub use weir_manifest::Ordering;
 
 /// How to start a node.
 #[derive(Clone)]
@@ -654,6 +662,11 @@ impl Node {
             tracing::info!(topic = name, ?spec, "topic settings changed");
         }
         Ok((created, self.log.topic(name).await?))
+    }
+
+    /// Every topic with its settings and positions, sorted by name.
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>> {
+        Ok(self.log.topics().await?)
     }
 
     /// The log the node runs on.
