@@ -9,6 +9,7 @@ use weir_test_support::WeirProcess;
 
 mod deploy;
 mod new;
+mod openapi;
 mod pipelines;
 mod replay;
 
