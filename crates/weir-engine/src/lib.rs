@@ -1074,7 +1074,7 @@ async fn follow_partition(
         let read = match reader.read(256).await {
             Ok(read) => read,
             Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
+                send_unless_cancelled(&tx, Err(e.into()), &cancel).await;
                 return;
             }
         };
@@ -1092,17 +1092,31 @@ async fn follow_partition(
                 _ = cancel.cancelled() => return,
                 _ = tx.closed() => return,
                 r = reader.wait() => if let Err(e) = r {
-                    let _ = tx.send(Err(e.into())).await;
+                    send_unless_cancelled(&tx, Err(e.into()), &cancel).await;
                     return;
                 }
             }
             continue;
         }
         for record in read.records {
-            if tx.send(decode_event(&topic, record)).await.is_err() {
+            if !send_unless_cancelled(&tx, decode_event(&topic, record), &cancel).await {
                 return;
             }
         }
+    }
+}
+
+/// Sends `item` unless `cancel` fires first, so a subscriber that stopped reading (its
+/// channel full) cannot hold up the node's shutdown. False if the receiver is gone or
+/// the node is stopping.
+async fn send_unless_cancelled<T>(
+    tx: &mpsc::Sender<T>,
+    item: T,
+    cancel: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        _ = cancel.cancelled() => false,
     }
 }
 
@@ -1136,7 +1150,7 @@ impl GroupMemberDriver {
                 let reader = match self.log.reader(&self.topic, partition, start).await {
                     Ok(reader) => reader,
                     Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
+                        send_unless_cancelled(&tx, Err(e.into()), &self.cancel).await;
                         break 'assignments;
                     }
                 };
