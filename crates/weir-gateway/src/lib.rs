@@ -32,6 +32,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -53,6 +54,9 @@ pub struct GatewayOptions {
     /// replay's candidate (`POST /v1/pipelines/{name}/replay`) or a key-value write (`PUT /v1/kv/...`, `POST /v1/kv/{ns}`); the store refuses values
     /// over 1 MiB itself.
     pub max_upload_bytes: usize,
+    /// How long [`serve`] lets open connections finish once shutdown begins before it
+    /// drops them.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for GatewayOptions {
@@ -61,6 +65,7 @@ impl Default for GatewayOptions {
             max_body_bytes: 1 << 20,
             max_read_limit: 1000,
             max_upload_bytes: 64 << 20,
+            shutdown_grace: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -71,6 +76,8 @@ struct AppState {
     options: GatewayOptions,
     /// The OpenAPI document, rendered once.
     openapi: Bytes,
+    /// Cancelled when the server starts shutting down: live streams end then.
+    stopping: CancellationToken,
 }
 
 /// The API's description: what the routes do not say themselves.
@@ -127,6 +134,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The API's routes.
 pub fn router(node: Arc<Node>, options: GatewayOptions) -> Router {
+    router_until(node, options, CancellationToken::new())
+}
+
+/// The API's routes, whose live streams end when `stopping` is cancelled.
+fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: CancellationToken) -> Router {
     let body_limit = options.max_body_bytes;
     let (router, openapi) = routes(&options).split_for_parts();
     let openapi = Bytes::from(openapi.to_json().expect("the OpenAPI document serializes"));
@@ -138,19 +150,46 @@ pub fn router(node: Arc<Node>, options: GatewayOptions) -> Router {
             node,
             options,
             openapi,
+            stopping,
         })
 }
 
-/// Serve the API on `listener` until `shutdown` resolves.
+/// Serve the API on `listener` until `shutdown` resolves, then stop within
+/// [`GatewayOptions::shutdown_grace`]: new connections are refused and live streams
+/// (`/v1/topics/{topic}/stream`) end at once; requests in flight may finish within the
+/// grace period, and connections still open after it are given up on (a client that
+/// stopped reading can hold a response forever otherwise): `serve` returns, and their
+/// tasks end with the runtime (`weir serve` exits right after the node stops).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Arc<Node>,
     options: GatewayOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node, options))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let grace = options.shutdown_grace;
+    let stopping = CancellationToken::new();
+    let app = router_until(node, options, stopping.clone());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    };
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    tokio::select! {
+        served = server => served,
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            // The connections' tasks end with the runtime; the node can stop meanwhile.
+            tracing::warn!(grace = ?grace, "connections still open after the shutdown grace period; dropping them");
+            Ok(())
+        }
+    }
 }
 
 async fn not_found() -> Problem {

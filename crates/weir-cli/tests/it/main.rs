@@ -12,6 +12,7 @@ mod new;
 mod openapi;
 mod pipelines;
 mod replay;
+mod shutdown;
 
 fn weir() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weir"))
