@@ -50,6 +50,9 @@ pub struct GatewayOptions {
     pub max_body_bytes: usize,
     /// Most events one `GET .../events` returns.
     pub max_read_limit: usize,
+    /// Most bytes one `GET .../events` returns (and the most its `max_bytes` may ask for),
+    /// unless its first event alone is larger.
+    pub max_read_bytes: usize,
     /// Largest body of a deploy (`PUT /v1/functions/{name}`, `POST /v1/deploy`), a
     /// replay's candidate (`POST /v1/pipelines/{name}/replay`) or a key-value write (`PUT /v1/kv/...`, `POST /v1/kv/{ns}`); the store refuses values
     /// over 1 MiB itself.
@@ -64,6 +67,7 @@ impl Default for GatewayOptions {
         GatewayOptions {
             max_body_bytes: 1 << 20,
             max_read_limit: 1000,
+            max_read_bytes: 4 << 20,
             max_upload_bytes: 64 << 20,
             shutdown_grace: std::time::Duration::from_secs(5),
         }

@@ -133,7 +133,8 @@ pub(crate) async fn publish(
     Ok((StatusCode::ACCEPTED, Json(published)).into_response())
 }
 
-/// `GET /v1/topics/{topic}/events`: events of one partition as a CloudEvents batch.
+/// `GET /v1/topics/{topic}/events`: events of one partition as a CloudEvents batch, at
+/// most `limit` and at most `max_bytes` (but at least the first event there is).
 /// `Weir-Next-Offset` says where the next read starts.
 #[utoipa::path(
     get,
@@ -141,7 +142,7 @@ pub(crate) async fn publish(
     operation_id = "read_events",
     tag = "topics",
     summary = "Read events",
-    description = "A range of one partition as a CloudEvents batch. `Weir-Next-Offset` is where the next read starts: the offset after the last event returned, or `offset` when none was.",
+    description = "A range of one partition as a CloudEvents batch: at most `limit` events and at most `max_bytes` bytes (default and most 4 MiB), except that the first event there is always comes, however large. `Weir-Next-Offset` is where the next read starts: the offset after the last event returned, or `offset` when none was.",
     params(("topic" = String, Path, description = "the topic's name"), ReadQuery),
     responses(
         (status = 200, description = "the events, oldest first", body = CloudEventBatch, content_type = "application/cloudevents-batch+json",
@@ -160,13 +161,25 @@ pub(crate) async fn read(
         .limit
         .unwrap_or(100)
         .clamp(1, state.options.max_read_limit);
-    let events = state
+    let max_bytes = query
+        .max_bytes
+        .unwrap_or(state.options.max_read_bytes)
+        .min(state.options.max_read_bytes);
+    let read = state
         .node
-        .read(&topic, query.partition, query.offset, limit)
+        .read_bounded(&topic, query.partition, query.offset, limit, max_bytes)
         .await?;
-    let next = events.last().map_or(query.offset, |e| e.offset + 1);
-    let events: Vec<_> = events.into_iter().map(|e| e.event).collect();
-    let (mut headers, body) = weir_cloudevents::http::encode_batch(&events);
+    let next = read.events.last().map_or(query.offset, |e| e.offset + 1);
+    let events: Vec<_> = read.events.into_iter().map(|e| e.event).collect();
+    let encode = move || weir_cloudevents::http::encode_batch(&events);
+    let (mut headers, body) = if read.bytes > weir_engine::READ_INLINE_BYTES {
+        // Megabytes of JSON: written on the blocking pool, off the async workers.
+        tokio::task::spawn_blocking(encode)
+            .await
+            .map_err(|e| Problem::from(weir_engine::Error::Task(e.to_string())))?
+    } else {
+        encode()
+    };
     headers.insert("weir-next-offset", HeaderValue::from(next));
     Ok((headers, body).into_response())
 }

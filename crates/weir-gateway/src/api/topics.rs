@@ -153,6 +153,9 @@ pub struct ReadQuery {
     pub offset: u64,
     /// Most events to return (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// Most bytes to return (default and at most 4 MiB); the first event comes whatever
+    /// its size.
+    pub max_bytes: Option<usize>,
 }
 
 /// `GET /v1/topics/{topic}/stream`.
