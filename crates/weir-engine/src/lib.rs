@@ -48,7 +48,7 @@ mod topics;
 pub use codec::LoggedEvent;
 pub use consumer::StartFrom;
 pub use deploy::{AppDeployed, FunctionChange};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};
 pub use groups::{GroupPartitionStatus, GroupStatus};
 pub use node::{Node, NodeOptions};
 pub use pipeline::{PipelinePartitionStatus, PipelineState, PipelineStatus};
@@ -59,8 +59,16 @@ pub use replay::{
     VersionSource,
 };
 pub use status::{FunctionStatus, NodeStatus, TopicStatus};
-pub use topics::{TopicUpdate, topic_spec};
+pub use topics::{READ_INLINE_BYTES, ReadEvents, TopicUpdate, topic_spec};
 pub use weir_log::SharedLog;
+// Types of the log, the key-value store and the manifest that the node's methods hand
+// out or take, so the node's callers need no dependency on those crates.
+pub use weir_kv::KeyPage;
+pub use weir_log::{
+    Acknowledgement, Atomicity, ConditionalAppends, Deduplication, Durability, Guarantees,
+    RecordPosition, TopicCreated, TopicInfo, TopicSpec, TransactionGuarantee,
+};
+pub use weir_manifest::Ordering;
 
 /// Run blocking work (file IO, compilation) off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(

@@ -65,17 +65,28 @@ pub(crate) async fn follow_partition(
             Ok(Some(records)) => records,
             Ok(None) => return,
             Err(e) => {
-                let _ = tx.send(Err(e)).await;
+                send_unless_cancelled(&tx, Err(e), &cancel).await;
                 return;
             }
         };
         for record in records {
-            // A subscriber that stops reading must not hold the node up: waiting to hand
-            // out an event ends on cancellation too.
-            tokio::select! {
-                sent = tx.send(decode_event(&topic, record)) => if sent.is_err() { return },
-                _ = cancel.cancelled() => return,
+            if !send_unless_cancelled(&tx, decode_event(&topic, record), &cancel).await {
+                return;
             }
         }
+    }
+}
+
+/// Sends `item` unless `cancel` fires first, so a subscriber that stopped reading (its
+/// channel full) cannot hold up the node's shutdown. False if the receiver is gone or
+/// the node is stopping.
+pub(crate) async fn send_unless_cancelled<T>(
+    tx: &mpsc::Sender<T>,
+    item: T,
+    cancel: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        _ = cancel.cancelled() => false,
     }
 }

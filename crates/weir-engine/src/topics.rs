@@ -1,10 +1,21 @@
 //! Topics: publish, read, and topic settings over the API.
 
 use weir_cloudevents::CloudEvent;
-use weir_log::{RecordPosition, TopicSpec};
+use weir_log::{RecordPosition, StoredRecord, TopicInfo, TopicSpec};
 
 use crate::codec::{decode_event, encode_event};
-use crate::{Error, LoggedEvent, Node, Result};
+use crate::{Error, LoggedEvent, Node, Result, blocking};
+
+/// [`Node::read_bounded`] decodes a read of more bytes than this on the blocking pool.
+pub const READ_INLINE_BYTES: usize = 64 * 1024;
+
+/// What [`Node::read_bounded`] read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadEvents {
+    pub events: Vec<LoggedEvent>,
+    /// Their size as a JSON array of their stored encoding.
+    pub bytes: usize,
+}
 
 /// What `PUT /v1/topics/{topic}` asks for: each setting left out keeps the topic's (or
 /// the default, for a new topic).
@@ -157,6 +168,71 @@ impl Node {
             .into_iter()
             .map(|r| decode_event(topic, r))
             .collect()
+    }
+
+    /// Every topic with its settings and positions, sorted by name.
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>> {
+        Ok(self.log.topics().await?)
+    }
+
+    /// Read events of one partition from `offset`: at most `limit`, and at most
+    /// `max_bytes` as a JSON array of their stored encoding (`[`, each event followed by
+    /// `,` or `]`), but always the first event there is, whatever its size. The log is
+    /// read in steps sized by the events read so far, so a read holds about `max_bytes`
+    /// however large `limit` is; events over [`READ_INLINE_BYTES`] in all are decoded on
+    /// the blocking pool, off the async workers.
+    pub async fn read_bounded(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<ReadEvents> {
+        let mut records: Vec<StoredRecord> = Vec::new();
+        let mut bytes: usize = 1; // `[`
+        let mut next = offset;
+        'read: while records.len() < limit {
+            let left = limit - records.len();
+            let want = match bytes.checked_div(records.len()) {
+                // Ask for as many as the bytes left hold at the average size so far.
+                Some(average) if average > 0 => (max_bytes.saturating_sub(bytes) / average).max(1),
+                // A first step small enough that a read of the log's largest events
+                // holds little more than `max_bytes`.
+                _ => 8,
+            }
+            .min(left);
+            let chunk = self.log.read(topic, partition, next, want).await?;
+            let got = chunk.len();
+            for record in chunk {
+                let size = record.value.len() + 1;
+                if !records.is_empty() && bytes + size > max_bytes {
+                    break 'read;
+                }
+                next = record.offset + 1;
+                bytes += size;
+                records.push(record);
+            }
+            if got < want || bytes >= max_bytes {
+                break;
+            }
+        }
+        if records.is_empty() {
+            bytes = 2; // `[]`
+        }
+        let topic = topic.to_owned();
+        let decode = move || {
+            records
+                .into_iter()
+                .map(|r| decode_event(&topic, r))
+                .collect::<Result<Vec<_>>>()
+        };
+        let events = if bytes > READ_INLINE_BYTES {
+            blocking(decode).await?
+        } else {
+            decode()?
+        };
+        Ok(ReadEvents { events, bytes })
     }
 }
 

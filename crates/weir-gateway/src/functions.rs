@@ -7,21 +7,47 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use base64::Engine as _;
-use serde::Deserialize;
 
-use crate::{AppState, Problem};
+use crate::api::functions::{AppDeployed, DeployApp, Deployed, Function, Rollback};
+use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem};
 
 /// `GET /v1/functions`: each function's active version, kept versions and history.
-pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<weir_engine::FunctionInfo>> {
-    Json(state.node.functions())
+#[utoipa::path(
+    get,
+    path = "/v1/functions",
+    operation_id = "list_functions",
+    tag = "functions",
+    summary = "List functions",
+    description = "Each function's active version, the versions kept for rollback (newest first) and its deployment history.",
+    responses((status = 200, description = "the functions", body = Vec<Function>))
+)]
+pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<Function>> {
+    Json(state.node.functions().into_iter().map(Into::into).collect())
 }
 
 /// `PUT /v1/functions/{name}`: the body is the new component (`application/wasm`).
+#[utoipa::path(
+    put,
+    path = "/v1/functions/{name}",
+    operation_id = "deploy_function",
+    tag = "functions",
+    summary = "Deploy a function version",
+    description = "A new component for a declared function, run with its current settings. It is compiled first; pipelines switch to it at their next batch.",
+    params(("name" = String, Path, description = "a function the app declares")),
+    request_body(content = [u8], content_type = "application/wasm", description = "the component (`.wasm`)"),
+    responses(
+        (status = 200, description = "live", body = Deployed),
+        (status = 400, description = "an empty body", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 404, description = "a function the app does not declare", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 413, description = "a body over the upload limit", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 422, description = "a module that does not compile or fit the world; the active version keeps serving", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
 pub(crate) async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<weir_engine::Deployed>, Problem> {
+) -> Result<Json<Deployed>, Problem> {
     let body = body?;
     if body.is_empty() {
         return Err(Problem::bad_request(
@@ -30,23 +56,36 @@ pub(crate) async fn deploy(
         ));
     }
     Ok(Json(
-        state.node.deploy_function(&name, body.to_vec()).await?,
+        state
+            .node
+            .deploy_function(&name, body.to_vec())
+            .await?
+            .into(),
     ))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Rollback {
-    version: Option<String>,
 }
 
 /// `POST /v1/functions/{name}/rollback`: optional body `{"version": "..."}`; by default
 /// the version active before the current one.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/rollback",
+    operation_id = "rollback_function",
+    tag = "functions",
+    summary = "Roll a function back",
+    params(("name" = String, Path, description = "a function the app declares")),
+    request_body(content = Rollback, description = "optional: by default the version active before the current one"),
+    responses(
+        (status = 200, description = "live", body = Deployed),
+        (status = 400, description = "a bad body", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 404, description = "a function the app does not declare, or a version not kept", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 409, description = "no earlier version", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
 pub(crate) async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<weir_engine::Deployed>, Problem> {
+) -> Result<Json<Deployed>, Problem> {
     let body = body?;
     let rollback: Rollback = if body.iter().all(u8::is_ascii_whitespace) {
         Rollback::default()
@@ -62,26 +101,32 @@ pub(crate) async fn rollback(
         state
             .node
             .rollback_function(&name, rollback.version)
-            .await?,
+            .await?
+            .into(),
     ))
 }
 
-/// The body of `POST /v1/deploy`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeployApp {
-    /// The text of `weir.toml`.
-    manifest: String,
-    /// Each declared function's component, base64.
-    #[serde(default)]
-    functions: BTreeMap<String, String>,
-}
-
 /// `POST /v1/deploy`: a new version of the app, applied without a restart.
+#[utoipa::path(
+    post,
+    path = "/v1/deploy",
+    operation_id = "deploy_app",
+    tag = "functions",
+    summary = "Deploy the app",
+    description = "What `weir deploy` sends: a new manifest and components, applied without a restart. New topics, topic settings, new and changed functions (all compiled before any is swapped in), function settings, new pipelines and key-value namespaces; other changes need a restart.",
+    request_body = DeployApp,
+    responses(
+        (status = 200, description = "applied", body = AppDeployed),
+        (status = 400, description = "a bad body or an invalid manifest", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 409, description = "a change that needs a restart", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 413, description = "a body over the upload limit", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 422, description = "a function that does not compile; nothing changed", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
 pub(crate) async fn deploy_app(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<weir_engine::AppDeployed>, Problem> {
+) -> Result<Json<AppDeployed>, Problem> {
     let body = body?;
     let request: DeployApp = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_request(
@@ -106,6 +151,10 @@ pub(crate) async fn deploy_app(
         components.insert(name, wasm);
     }
     Ok(Json(
-        state.node.deploy_app(&request.manifest, components).await?,
+        state
+            .node
+            .deploy_app(&request.manifest, components)
+            .await?
+            .into(),
     ))
 }

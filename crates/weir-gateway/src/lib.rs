@@ -1,34 +1,45 @@
-//! weir's HTTP API over a [`weir_engine::Node`]: publish CloudEvents (structured, binary,
-//! batch), read them back, follow a topic over Server-Sent Events, topics, the key-value
-//! store (`kv.rs`), function versions and deploys (`functions.rs`), replays of a pipeline's
-//! recorded events through function versions (`replay.rs`), status and health.
-//! Every error is RFC 9457 `application/problem+json`.
+//! weir's HTTP API over a [`weir_engine::Node`]: topics, publishing CloudEvents
+//! (structured, binary, batch), reading them back and following them over Server-Sent
+//! Events (`topics.rs`), consumer groups (`groups.rs`), the key-value store (`kv.rs`),
+//! function versions and deploys (`functions.rs`), pipelines and re-drives
+//! (`pipelines.rs`), replays of a pipeline's recorded events through function versions
+//! (`replay.rs`), status, health, and the OpenAPI document of it all
+//! (`GET /v1/openapi.json`). Every error is RFC 9457 `application/problem+json`.
+//!
+//! The gateway talks only to `Node`. What it takes and answers are its own types
+//! ([`api`]), so the engine and the storage below it evolve apart from the wire format.
+//! Each handler carries its OpenAPI description (`#[utoipa::path]`), and the router and
+//! the document are built from one list of routes (`routes`).
 //!
 //! **Architecture Invariant:** `POST /v1/topics/{topic}/events` answers `202` only after
 //! the log has made every event of the request durable; a request that fails validation
 //! writes nothing.
 
+pub mod api;
 mod functions;
+mod groups;
 mod kv;
 mod pipelines;
 mod problem;
 mod replay;
+mod topics;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::Json;
+use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use futures::{Stream, StreamExt};
-use serde::Deserialize;
-use weir_engine::{Node, StartFrom};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+use weir_engine::Node;
 
+use crate::api::Health;
+use crate::api::status::NodeStatus;
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
 pub use replay::NDJSON_CONTENT_TYPE;
 
@@ -39,10 +50,16 @@ pub struct GatewayOptions {
     pub max_body_bytes: usize,
     /// Most events one `GET .../events` returns.
     pub max_read_limit: usize,
+    /// Most bytes one `GET .../events` returns (and the most its `max_bytes` may ask for),
+    /// unless its first event alone is larger.
+    pub max_read_bytes: usize,
     /// Largest body of a deploy (`PUT /v1/functions/{name}`, `POST /v1/deploy`), a
     /// replay's candidate (`POST /v1/pipelines/{name}/replay`) or a key-value write (`PUT /v1/kv/...`, `POST /v1/kv/{ns}`); the store refuses values
     /// over 1 MiB itself.
     pub max_upload_bytes: usize,
+    /// How long [`serve`] lets open connections finish once shutdown begins before it
+    /// drops them.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for GatewayOptions {
@@ -50,7 +67,9 @@ impl Default for GatewayOptions {
         GatewayOptions {
             max_body_bytes: 1 << 20,
             max_read_limit: 1000,
+            max_read_bytes: 4 << 20,
             max_upload_bytes: 64 << 20,
+            shutdown_grace: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -59,72 +78,122 @@ impl Default for GatewayOptions {
 struct AppState {
     node: Arc<Node>,
     options: GatewayOptions,
+    /// The OpenAPI document, rendered once.
+    openapi: Bytes,
+    /// Cancelled when the server starts shutting down: live streams end then.
+    stopping: CancellationToken,
+}
+
+/// The API's description: what the routes do not say themselves.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "weir",
+        description = "weir's HTTP API: publish CloudEvents, read and follow topics, consumer groups, pipelines, functions and deploys, the key-value store, replays, status and health. Every error is an RFC 9457 problem document (`application/problem+json`).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    tags(
+        (name = "topics", description = "topics, publishing, reading and live subscriptions"),
+        (name = "groups", description = "consumer groups"),
+        (name = "pipelines", description = "pipelines, dead letters and replays"),
+        (name = "functions", description = "function versions and deploys"),
+        (name = "kv", description = "the key-value store functions read"),
+        (name = "node", description = "status, health and this document"),
+    ),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+/// Every route with its description. The router and the OpenAPI document both come from
+/// here, so they cannot disagree.
+fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
+    let upload_limit = DefaultBodyLimit::max(options.max_upload_bytes);
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(topics::list))
+        .routes(routes!(topics::put))
+        .routes(routes!(topics::read, topics::publish))
+        .routes(routes!(topics::stream))
+        .routes(routes!(groups::status))
+        .routes(routes!(groups::reset))
+        .routes(routes!(kv::list, kv::load).layer(upload_limit))
+        .routes(routes!(kv::get, kv::put, kv::delete).layer(upload_limit))
+        .routes(routes!(functions::list))
+        .routes(routes!(functions::deploy).layer(upload_limit))
+        .routes(routes!(functions::rollback))
+        .routes(routes!(functions::deploy_app).layer(upload_limit))
+        .routes(routes!(pipelines::list))
+        .routes(routes!(pipelines::get))
+        .routes(routes!(pipelines::redrive))
+        .routes(routes!(replay::replay).layer(upload_limit))
+        .routes(routes!(status))
+        .routes(routes!(openapi_json))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// The OpenAPI 3.1 document of the API, as `GET /v1/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes(&GatewayOptions::default()).into_openapi()
 }
 
 /// The API's routes.
 pub fn router(node: Arc<Node>, options: GatewayOptions) -> Router {
+    router_until(node, options, CancellationToken::new())
+}
+
+/// The API's routes, whose live streams end when `stopping` is cancelled.
+fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: CancellationToken) -> Router {
     let body_limit = options.max_body_bytes;
-    let upload_limit = DefaultBodyLimit::max(options.max_upload_bytes);
-    Router::new()
-        .route("/v1/topics", get(list_topics))
-        .route("/v1/topics/{topic}", axum::routing::put(create_topic))
-        .route("/v1/topics/{topic}/events", get(read_events).post(publish))
-        .route("/v1/topics/{topic}/stream", get(stream))
-        .route("/v1/groups/{group}", get(group_status))
-        .route("/v1/groups/{group}/reset", axum::routing::post(reset_group))
-        .route(
-            "/v1/kv/{ns}",
-            get(kv::list).post(kv::load).layer(upload_limit),
-        )
-        .route(
-            "/v1/kv/{ns}/{key}",
-            get(kv::get)
-                .put(kv::put)
-                .delete(kv::delete)
-                .layer(upload_limit),
-        )
-        .route("/v1/functions", get(functions::list))
-        .route(
-            "/v1/functions/{name}",
-            axum::routing::put(functions::deploy).layer(upload_limit),
-        )
-        .route(
-            "/v1/functions/{name}/rollback",
-            axum::routing::post(functions::rollback),
-        )
-        .route(
-            "/v1/deploy",
-            axum::routing::post(functions::deploy_app).layer(upload_limit),
-        )
-        .route("/v1/pipelines", get(pipelines::list))
-        .route("/v1/pipelines/{name}", get(pipelines::get))
-        .route(
-            "/v1/pipelines/{name}/redrive",
-            axum::routing::post(pipelines::redrive),
-        )
-        .route(
-            "/v1/pipelines/{name}/replay",
-            axum::routing::post(replay::replay).layer(upload_limit),
-        )
-        .route("/v1/status", get(status))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let (router, openapi) = routes(&options).split_for_parts();
+    let openapi = Bytes::from(openapi.to_json().expect("the OpenAPI document serializes"));
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(AppState { node, options })
+        .with_state(AppState {
+            node,
+            options,
+            openapi,
+            stopping,
+        })
 }
 
-/// Serve the API on `listener` until `shutdown` resolves.
+/// Serve the API on `listener` until `shutdown` resolves, then stop within
+/// [`GatewayOptions::shutdown_grace`]: new connections are refused and live streams
+/// (`/v1/topics/{topic}/stream`) end at once; requests in flight may finish within the
+/// grace period, and connections still open after it are given up on (a client that
+/// stopped reading can hold a response forever otherwise): `serve` returns, and their
+/// tasks end with the runtime (`weir serve` exits right after the node stops).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Arc<Node>,
     options: GatewayOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node, options))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let grace = options.shutdown_grace;
+    let stopping = CancellationToken::new();
+    let app = router_until(node, options, stopping.clone());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    };
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    tokio::select! {
+        served = server => served,
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            // The connections' tasks end with the runtime; the node can stop meanwhile.
+            tracing::warn!(grace = ?grace, "connections still open after the shutdown grace period; dropping them");
+            Ok(())
+        }
+    }
 }
 
 async fn not_found() -> Problem {
@@ -140,13 +209,34 @@ async fn method_not_allowed() -> Problem {
     )
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// `GET /healthz`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "node",
+    summary = "Liveness",
+    responses((status = 200, description = "the process serves", body = Health, example = json!({"status": "ok"})))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
+/// `GET /readyz`.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "node",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "the node takes traffic", body = Health, example = json!({"status": "ready"})),
+        (status = 503, description = "the node is shutting down", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.node.is_ready() {
-        Json(serde_json::json!({ "status": "ready" })).into_response()
+        Json(Health { status: "ready" }).into_response()
     } else {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -158,248 +248,42 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn status(State(state): State<AppState>) -> Result<Json<weir_engine::NodeStatus>, Problem> {
-    Ok(Json(state.node.status().await?))
-}
-
-async fn list_topics(
-    State(state): State<AppState>,
-) -> Result<Json<Vec<weir_log::TopicInfo>>, Problem> {
-    let topics = state
-        .node
-        .log()
-        .topics()
-        .await
-        .map_err(weir_engine::Error::from)?;
-    Ok(Json(topics))
-}
-
-/// The body of `PUT /v1/topics/{topic}`: every key is optional; an existing topic keeps
-/// what the body does not say.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutTopic {
-    partitions: Option<u32>,
-    fsync: Option<weir_log::Durability>,
-    retention_ms: Option<u64>,
-    retention_bytes: Option<u64>,
-    segment_bytes: Option<u64>,
-    compaction: Option<bool>,
-    /// Lowering an existing topic's durability must be asked for by name.
-    #[serde(default)]
-    lower_durability: bool,
-}
-
-async fn create_topic(
-    State(state): State<AppState>,
-    Path(topic): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Problem> {
-    let body = body?;
-    let put: PutTopic = if body.is_empty() {
-        PutTopic::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            Problem::bad_request(
-                "invalid-topic",
-                format!("the body must be a JSON object with optional partitions, fsync, retention_ms, retention_bytes, segment_bytes, compaction, lower_durability: {e}"),
-            )
-        })?
-    };
-    let update = weir_engine::TopicUpdate {
-        partitions: put.partitions,
-        durability: put.fsync,
-        retention_ms: put.retention_ms,
-        retention_bytes: put.retention_bytes,
-        segment_bytes: put.segment_bytes,
-        compaction: put.compaction,
-        lower_durability: put.lower_durability,
-    };
-    let (created, info) = state.node.put_topic(&topic, update).await?;
-    let status = match created {
-        weir_log::TopicCreated::Created => StatusCode::CREATED,
-        weir_log::TopicCreated::Updated => StatusCode::OK,
-    };
-    Ok((status, Json(info)).into_response())
-}
-
-async fn publish(
-    State(state): State<AppState>,
-    Path(topic): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Problem> {
-    let body = body?;
-    let mut events = weir_cloudevents::http::decode(&headers, &body)?;
-    if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
-        let tracestate = headers.get("tracestate").and_then(|v| v.to_str().ok());
-        weir_engine::routing::adopt_trace_context(&mut events, traceparent, tracestate);
-    }
-    // An empty batch is valid in a request (the JSON batch format says so): it stores
-    // nothing, and still names an unknown topic.
-    let positions = state.node.publish(&topic, &events).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "topic": topic, "offsets": positions })),
+/// `GET /v1/status`.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    operation_id = "get_status",
+    tag = "node",
+    summary = "The node's status",
+    description = "What `weir status` shows: the app, the log backend, topics with what the backend guarantees for them, functions and pipelines.",
+    responses(
+        (status = 200, description = "the node's status", body = NodeStatus),
+        (status = 503, description = "the log is unavailable", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
     )
-        .into_response())
+)]
+async fn status(State(state): State<AppState>) -> Result<Json<NodeStatus>, Problem> {
+    Ok(Json(state.node.status().await?.into()))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    #[serde(default)]
-    partition: u32,
-    #[serde(default)]
-    offset: u64,
-    limit: Option<usize>,
-}
-
-/// Events of one partition as a CloudEvents batch. `Weir-Next-Offset` says where the next
-/// read starts.
-async fn read_events(
-    State(state): State<AppState>,
-    Path(topic): Path<String>,
-    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, Problem> {
-    let Query(query) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
-    let limit = query
-        .limit
-        .unwrap_or(100)
-        .clamp(1, state.options.max_read_limit);
-    let events = state
-        .node
-        .read(&topic, query.partition, query.offset, limit)
-        .await?;
-    let next = events.last().map_or(query.offset, |e| e.offset + 1);
-    let events: Vec<_> = events.into_iter().map(|e| e.event).collect();
-    let (mut headers, body) = weir_cloudevents::http::encode_batch(&events);
-    headers.insert("weir-next-offset", HeaderValue::from(next));
-    Ok((headers, body).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamQuery {
-    from: Option<String>,
-    /// Consume as a member of this consumer group.
-    group: Option<String>,
-}
-
-/// `earliest`, `latest`, an offset, `time:MILLIS` or an RFC 3339 time.
-fn parse_start(from: &str) -> Result<StartFrom, Problem> {
-    let bad = || {
-        Problem::bad_request(
-            "bad-position",
-            format!(
-                "{from:?} is not a position; use earliest, latest, an offset, an RFC 3339 time or time:MILLISECONDS"
-            ),
-        )
-    };
-    Ok(match from {
-        "earliest" => StartFrom::Earliest,
-        "latest" => StartFrom::Latest,
-        other => match other.strip_prefix("time:") {
-            Some(ms) => StartFrom::Time(ms.parse().map_err(|_| bad())?),
-            None if other.bytes().all(|b| b.is_ascii_digit()) => {
-                StartFrom::Offset(other.parse().map_err(|_| bad())?)
-            }
-            None => {
-                let time = time::OffsetDateTime::parse(
-                    other,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .map_err(|_| bad())?;
-                StartFrom::Time((time.unix_timestamp_nanos() / 1_000_000) as i64)
-            }
-        },
-    })
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroupQuery {
-    topic: String,
-}
-
-async fn group_status(
-    State(state): State<AppState>,
-    Path(group): Path<String>,
-    query: Result<Query<GroupQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<weir_engine::GroupStatus>, Problem> {
-    let Query(query) = query.map_err(|e| {
-        Problem::bad_request("bad-query", format!("{}; pass ?topic=NAME", e.body_text()))
-    })?;
-    Ok(Json(state.node.group_status(&group, &query.topic).await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResetGroup {
-    topic: String,
-    /// `earliest`, `latest`, an offset, or an RFC 3339 time.
-    to: serde_json::Value,
-}
-
-async fn reset_group(
-    State(state): State<AppState>,
-    Path(group): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, Problem> {
-    let body = body?;
-    let reset: ResetGroup = serde_json::from_slice(&body).map_err(|e| {
-        Problem::bad_request(
-            "bad-body",
-            format!(
-                "the body must be {{\"topic\": NAME, \"to\": earliest|latest|OFFSET|TIME}}: {e}"
-            ),
-        )
-    })?;
-    let to = match &reset.to {
-        serde_json::Value::Number(n) => n.as_u64().map(StartFrom::Offset).ok_or_else(|| {
-            Problem::bad_request("bad-position", "an offset is a non-negative integer")
-        })?,
-        serde_json::Value::String(s) => parse_start(s)?,
-        other => {
-            return Err(Problem::bad_request(
-                "bad-position",
-                format!("`to` is {other}; use earliest, latest, an offset or an RFC 3339 time"),
-            ));
-        }
-    };
-    let offsets = state.node.reset_group(&group, &reset.topic, to).await?;
-    Ok(Json(
-        serde_json::json!({ "group": group, "topic": reset.topic, "offsets": offsets }),
-    ))
-}
-
-/// Follow a topic live. Each SSE message is one event in the structured JSON format; its
-/// SSE `id` is `partition/offset`.
-async fn stream(
-    State(state): State<AppState>,
-    Path(topic): Path<String>,
-    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
-    let Query(query) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
-    let from = match query.from.as_deref() {
-        None => StartFrom::Latest,
-        Some(from) => parse_start(from)?,
-    };
-    let events: std::pin::Pin<
-        Box<dyn Stream<Item = weir_engine::Result<weir_engine::LoggedEvent>> + Send>,
-    > = match &query.group {
-        Some(group) => Box::pin(state.node.subscribe_group(group, &topic, from).await?),
-        None => Box::pin(state.node.subscribe(&topic, from).await?),
-    };
-    let messages = events.map(|item| {
-        Ok(match item {
-            Ok(logged) => SseEvent::default()
-                .id(format!("{}/{}", logged.partition, logged.offset))
-                .data(String::from_utf8_lossy(&logged.event.to_json_vec())),
-            Err(e) => SseEvent::default().event("error").data(e.to_string()),
-        })
-    });
-    Ok(Sse::new(messages).keep_alive(KeepAlive::default()))
+/// `GET /v1/openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    operation_id = "get_openapi",
+    tag = "node",
+    summary = "This document",
+    description = "The OpenAPI 3.1 document of this HTTP API.",
+    responses((status = 200, description = "the OpenAPI document", body = Object, content_type = "application/json"))
+)]
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        state.openapi,
+    )
+        .into_response()
 }
 
 /// Whether a response is an RFC 9457 problem (`application/problem+json`).

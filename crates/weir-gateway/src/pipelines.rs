@@ -2,30 +2,55 @@
 //! dead letters.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
 
-use crate::{AppState, Problem};
+use crate::api::pipelines::{Pipeline, RedriveQuery, RedriveReport};
+use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem};
 
 /// `GET /v1/pipelines`: every pipeline's state, counters and lag per source partition.
-pub(crate) async fn list(
-    State(state): State<AppState>,
-) -> Result<Json<Vec<weir_engine::PipelineStatus>>, Problem> {
-    Ok(Json(state.node.status().await?.pipelines))
+#[utoipa::path(
+    get,
+    path = "/v1/pipelines",
+    operation_id = "list_pipelines",
+    tag = "pipelines",
+    summary = "List pipelines",
+    description = "Every pipeline's state, counters since the node started, and lag per source partition.",
+    responses(
+        (status = 200, description = "the pipelines", body = Vec<Pipeline>),
+        (status = 503, description = "the log is unavailable", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Pipeline>>, Problem> {
+    let pipelines = state.node.status().await?.pipelines;
+    Ok(Json(pipelines.into_iter().map(Pipeline::from).collect()))
 }
 
 /// `GET /v1/pipelines/{name}`.
+#[utoipa::path(
+    get,
+    path = "/v1/pipelines/{name}",
+    operation_id = "get_pipeline",
+    tag = "pipelines",
+    summary = "A pipeline",
+    params(("name" = String, Path, description = "the pipeline's name")),
+    responses(
+        (status = 200, description = "the pipeline", body = Pipeline),
+        (status = 404, description = "unknown pipeline", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 503, description = "the log is unavailable", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<weir_engine::PipelineStatus>, Problem> {
+) -> Result<Json<Pipeline>, Problem> {
     let status = state.node.status().await?;
     let running: Vec<String> = status.pipelines.iter().map(|p| p.name.clone()).collect();
     status
         .pipelines
         .into_iter()
         .find(|p| p.name == name)
-        .map(Json)
+        .map(|p| Json(p.into()))
         .ok_or_else(|| {
             weir_engine::Error::UnknownPipeline {
                 pipeline: name,
@@ -35,19 +60,29 @@ pub(crate) async fn get(
         })
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RedriveQuery {
-    limit: Option<u64>,
-}
-
 /// `POST /v1/pipelines/{name}/redrive[?limit=N]`: send the pipeline's dead letters back
 /// to their source topics.
+#[utoipa::path(
+    post,
+    path = "/v1/pipelines/{name}/redrive",
+    operation_id = "redrive_pipeline",
+    tag = "pipelines",
+    summary = "Re-drive dead letters",
+    description = "Sends the pipeline's dead letters back to the topics they were read from, with their `dlq*` attributes removed and their ids unchanged, exactly once.",
+    params(("name" = String, Path, description = "the pipeline's name"), RedriveQuery),
+    responses(
+        (status = 200, description = "what was re-driven", body = RedriveReport),
+        (status = 400, description = "a bad query", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 404, description = "unknown pipeline", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 503, description = "the log is unavailable, or the node is shutting down", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
 #[tracing::instrument(skip_all, fields(pipeline = %name))]
 pub(crate) async fn redrive(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<RedriveQuery>,
-) -> Result<Json<weir_engine::RedriveReport>, Problem> {
-    Ok(Json(state.node.redrive(&name, query.limit).await?))
+    query: Result<Query<RedriveQuery>, QueryRejection>,
+) -> Result<Json<RedriveReport>, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
+    Ok(Json(state.node.redrive(&name, query.limit).await?.into()))
 }

@@ -5,20 +5,29 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
-/// A problem, with weir's extension members `attribute` (the offending CloudEvents
-/// attribute) and `index` (the event's position in a batch) when they apply.
-#[derive(Debug, Clone, Serialize)]
+/// A problem (RFC 9457), with weir's extension members `attribute` (the offending
+/// CloudEvents attribute) and `index` (the event's position in a batch) when they apply.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {
+    /// `urn:weir:problem:<code>`, e.g. `urn:weir:problem:unknown-topic`: stable for scripts.
     #[serde(rename = "type")]
+    #[schema(example = "urn:weir:problem:unknown-topic")]
     pub problem_type: String,
+    /// A short summary of the problem type.
+    #[schema(value_type = String, example = "Unknown topic")]
     pub title: &'static str,
+    /// The HTTP status.
     pub status: u16,
+    /// What went wrong and what to do next.
     pub detail: String,
+    /// The CloudEvents attribute that is wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attribute: Option<String>,
+    /// The position in a batch of the event that is wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
 }
@@ -88,138 +97,65 @@ impl From<weir_cloudevents::Error> for Problem {
 
 impl From<weir_engine::Error> for Problem {
     fn from(e: weir_engine::Error) -> Problem {
-        use weir_engine::Error as E;
-        use weir_kv::Error as K;
-        use weir_log::ErrorKind as L;
-        use weir_wasm::Error as W;
+        use weir_engine::ErrorClass as C;
         let detail = e.to_string();
-        match &e {
-            E::Log(log) => {
-                // The kind picks the status; the backend's code names the problem.
-                let (status, title) = match log.kind() {
-                    L::NotFound => match log.code() {
-                        "unknown-topic" => (StatusCode::NOT_FOUND, "Unknown topic"),
-                        "unknown-partition" => (StatusCode::NOT_FOUND, "Unknown partition"),
-                        _ => (StatusCode::NOT_FOUND, "Not found"),
-                    },
-                    L::Invalid => (StatusCode::BAD_REQUEST, "Bad request"),
-                    L::Exists => match log.code() {
-                        "topic-exists" => (StatusCode::CONFLICT, "Topic exists"),
-                        _ => (StatusCode::CONFLICT, "Exists"),
-                    },
-                    L::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
-                    L::DiskFull => (StatusCode::INSUFFICIENT_STORAGE, "Insufficient storage"),
-                    L::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Log unavailable"),
-                    L::Fenced => (StatusCode::CONFLICT, "Fenced"),
-                    L::Conflict => (StatusCode::CONFLICT, "Conflict"),
-                    // The storage refuses writes until an operator steps in.
-                    _ => {
-                        tracing::error!(error = %detail, "the log failed");
-                        return Problem::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "unavailable",
-                            "Service unavailable",
-                            detail,
-                        );
-                    }
-                };
-                Problem::new(status, log.code(), title, detail)
-            }
-            E::KeyValue(K::InvalidKey { .. }) => Problem::bad_request("invalid-key", detail),
-            E::KeyValue(K::InvalidNamespace { .. }) => {
-                Problem::bad_request("invalid-namespace", detail)
-            }
-            E::KeyValue(K::InvalidJson { .. }) => Problem::bad_request("invalid-json", detail),
-            E::KeyValue(K::ValueTooLarge { .. }) => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Payload too large",
-                detail,
-            ),
-            E::UnknownNamespace { .. } => Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-namespace",
-                "Unknown key-value namespace",
-                detail,
-            ),
-            E::UnknownFunction { .. } => Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-function",
-                "Unknown function",
-                detail,
-            ),
-            E::UnknownPipeline { .. } => Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-pipeline",
-                "Unknown pipeline",
-                detail,
-            ),
-            E::UnknownVersion { .. } => Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-version",
-                "Unknown function version",
-                detail,
-            ),
-            E::InvalidReplay { .. } => Problem::bad_request("invalid-replay", detail),
-            E::ReplayCancelled => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cancelled",
-                "Cancelled",
-                detail,
-            ),
-            E::NoEarlierVersion { .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "no-earlier-version",
-                "No earlier version",
-                detail,
-            ),
-            E::DeployRefused { .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "restart-required",
-                "Restart required",
-                detail,
-            ),
-            E::InvalidDeploy { .. } => Problem::bad_request("invalid-deploy", detail),
-            E::Manifest(_) => Problem::bad_request("invalid-manifest", detail),
-            E::Function(
-                W::InvalidComponent { .. } | W::WrongWorld { .. } | W::FuelDisabled { .. },
-            )
-            | E::Secret { .. } => Problem::new(
+        let (class, code) = (e.class(), e.code());
+        let (status, title) = match class {
+            C::NotFound => (StatusCode::NOT_FOUND, "Not found"),
+            C::Invalid => (StatusCode::BAD_REQUEST, "Bad request"),
+            C::Exists => (StatusCode::CONFLICT, "Exists"),
+            C::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
+            C::Conflict => (StatusCode::CONFLICT, "Conflict"),
+            C::Fenced => (StatusCode::CONFLICT, "Fenced"),
+            C::Unloadable => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-function",
                 "Function cannot be loaded",
-                detail,
             ),
-            E::GroupBusy { .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "group-busy",
-                "Consumer group busy",
-                detail,
-            ),
-            E::InvalidTopic { .. } => Problem::bad_request("invalid-topic", detail),
-            E::DurabilityLowered { .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "durability-lowered",
-                "Durability would be lowered",
-                detail,
-            ),
-            E::ShuttingDown => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
-                detail,
-            ),
+            C::DiskFull => (StatusCode::INSUFFICIENT_STORAGE, "Insufficient storage"),
+            C::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Log unavailable"),
+            C::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
+            // The storage refuses writes until an operator steps in.
+            C::Failed => {
+                tracing::error!(error = %detail, "the log failed");
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    detail,
+                );
+            }
             _ => {
                 tracing::error!(error = %detail, "request failed");
-                Problem::new(
+                return Problem::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
                     "Internal error",
                     detail,
-                )
+                );
             }
-        }
+        };
+        Problem::new(status, code, title_of(class, code).unwrap_or(title), detail)
     }
+}
+
+/// The titles of the problems that have one of their own, beside their class's.
+fn title_of(class: weir_engine::ErrorClass, code: &str) -> Option<&'static str> {
+    use weir_engine::ErrorClass as C;
+    Some(match (class, code) {
+        (C::NotFound, "unknown-topic") => "Unknown topic",
+        (C::NotFound, "unknown-partition") => "Unknown partition",
+        (C::NotFound, "unknown-namespace") => "Unknown key-value namespace",
+        (C::NotFound, "unknown-function") => "Unknown function",
+        (C::NotFound, "unknown-pipeline") => "Unknown pipeline",
+        (C::NotFound, "unknown-version") => "Unknown function version",
+        (C::Exists, "topic-exists") => "Topic exists",
+        (C::Conflict, "no-earlier-version") => "No earlier version",
+        (C::Conflict, "restart-required") => "Restart required",
+        (C::Conflict, "group-busy") => "Consumer group busy",
+        (C::Conflict, "durability-lowered") => "Durability would be lowered",
+        (C::ShuttingDown, "cancelled") => "Cancelled",
+        _ => return None,
+    })
 }
 
 impl From<BytesRejection> for Problem {

@@ -14,31 +14,17 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use weir_engine::replay::DEFAULT_EXAMPLES;
-use weir_engine::{ReplayBound, ReplayProgress, ReplayRequest};
+use weir_engine::{ReplayBound, ReplayRequest};
 
-use crate::{AppState, Problem};
+use crate::api::replay::{ReplayLine, ReplayQuery};
+use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem};
 
 pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson";
 
 /// Progress lines are sent at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReplayQuery {
-    partition: Option<u32>,
-    from_offset: Option<u64>,
-    /// RFC 3339.
-    from_time: Option<String>,
-    to_offset: Option<u64>,
-    /// RFC 3339.
-    to_time: Option<String>,
-    version: Option<String>,
-    examples: Option<usize>,
-}
 
 /// One end of the range from its two spellings.
 fn bound(
@@ -69,18 +55,36 @@ fn bound(
     }
 }
 
-fn line(value: serde_json::Value) -> Bytes {
-    let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
+fn line(line: ReplayLine) -> Bytes {
+    let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
     bytes.push(b'\n');
     Bytes::from(bytes)
 }
 
-fn progress_line(p: ReplayProgress) -> Bytes {
-    line(serde_json::json!({ "progress": p }))
+fn progress_line(p: weir_engine::ReplayProgress) -> Bytes {
+    line(ReplayLine::Progress(p.into()))
 }
 
 /// `POST /v1/pipelines/{name}/replay?partition=&from_offset=|from_time=&to_offset=|to_time=&version=&examples=`
 /// with an optional `application/wasm` body: the candidate version B.
+#[utoipa::path(
+    post,
+    path = "/v1/pipelines/{name}/replay",
+    operation_id = "replay_pipeline",
+    tag = "pipelines",
+    summary = "Replay recorded events through function versions",
+    description = "What `weir replay` sends. Runs the pipeline's recorded events through version A (the active one, or `version`) and, when the body is a component, through it as version B, and compares their outputs. It has no side effects but the functions' outgoing HTTP. The answer is streamed as NDJSON: `{\"progress\": ...}` lines (at most ~10 a second), then one `{\"report\": ...}` line, or `{\"error\": <problem>}` if it fails midway.",
+    params(("name" = String, Path, description = "the pipeline's name"), ReplayQuery),
+    request_body(content = [u8], content_type = "application/wasm", description = "optional: a candidate component, version B"),
+    responses(
+        (status = 200, description = "NDJSON lines, each a `ReplayLine`", body = ReplayLine, content_type = "application/x-ndjson"),
+        (status = 400, description = "a bad range or query", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 404, description = "unknown pipeline, version or partition", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 413, description = "a body over the upload limit", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 415, description = "a body that is not `application/wasm`", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 422, description = "a candidate that does not compile or fit the world", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
 pub(crate) async fn replay(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
@@ -158,11 +162,11 @@ pub(crate) async fn replay(
                         let _ = tx.send(progress_line(last)).await;
                     }
                     let report = match result {
-                        Ok(Ok(report)) => serde_json::json!({ "report": report }),
-                        Ok(Err(e)) => serde_json::json!({ "error": Problem::from(e) }),
-                        Err(e) => serde_json::json!({
-                            "error": Problem::from(weir_engine::Error::Task(e.to_string()))
-                        }),
+                        Ok(Ok(report)) => ReplayLine::Report(report.into()),
+                        Ok(Err(e)) => ReplayLine::Error(Problem::from(e)),
+                        Err(e) => ReplayLine::Error(Problem::from(weir_engine::Error::Task(
+                            e.to_string(),
+                        ))),
                     };
                     let _ = tx.send(line(report)).await;
                     return;

@@ -160,6 +160,24 @@ impl WeirProcess {
             .status();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
+
+    /// Send SIGTERM and wait at most `limit` for the child to exit: whether it exited
+    /// successfully, or none if it was still running then (it is killed when dropped).
+    pub fn stop_within(mut self, limit: std::time::Duration) -> Option<bool> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.success());
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for WeirProcess {

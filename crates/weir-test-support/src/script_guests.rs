@@ -5,7 +5,8 @@
 //! JavaScript project gets its own `node_modules` (`npm install`, which follows
 //! `package-lock.json` where there is one) and is built with `npm run build`; Python
 //! projects share one virtualenv, `target/py-venv`, with componentize-py
-//! [`COMPONENTIZE_PY_VERSION`] pinned.
+//! [`COMPONENTIZE_PY_VERSION`] pinned. The same virtualenv holds the OpenAPI validator the
+//! tests check `GET /v1/openapi.json` with ([`ensure_openapi_spec_validator`]).
 //! A build is skipped when its output is newer than every input (the project's files, the
 //! WIT, the installed tools): componentizing takes seconds, and CI builds both examples on
 //! every run.
@@ -53,8 +54,7 @@ pub fn ensure_componentize_py() -> anyhow::Result<PathBuf> {
 
 fn ensure_componentize_py_locked() -> anyhow::Result<PathBuf> {
     let venv = python_venv();
-    let bin = venv.join("bin");
-    let componentize_py = bin.join("componentize-py");
+    let componentize_py = venv.join("bin/componentize-py");
     let wanted = format!("componentize-py {COMPONENTIZE_PY_VERSION}");
     let installed = Command::new(&componentize_py)
         .arg("--version")
@@ -65,6 +65,42 @@ fn ensure_componentize_py_locked() -> anyhow::Result<PathBuf> {
     if installed.as_deref() == Some(wanted.as_str()) {
         return Ok(componentize_py);
     }
+    pip_install_locked(&format!("componentize-py=={COMPONENTIZE_PY_VERSION}"))?;
+    Ok(componentize_py)
+}
+
+/// The openapi-spec-validator release the tests check weir's OpenAPI document with.
+pub const OPENAPI_SPEC_VALIDATOR_VERSION: &str = "0.9.0";
+
+/// The `openapi-spec-validator` of [`python_venv`], installed if missing or of another
+/// version.
+pub fn ensure_openapi_spec_validator() -> anyhow::Result<PathBuf> {
+    let _lock = build_lock()?;
+    let venv = python_venv();
+    let validator = venv.join("bin/openapi-spec-validator");
+    let installed = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('openapi-spec-validator'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if installed.as_deref() == Some(OPENAPI_SPEC_VALIDATOR_VERSION) && validator.exists() {
+        return Ok(validator);
+    }
+    pip_install_locked(&format!(
+        "openapi-spec-validator=={OPENAPI_SPEC_VALIDATOR_VERSION}"
+    ))?;
+    Ok(validator)
+}
+
+/// Install `requirement` from PyPI into [`python_venv`], creating it first if needed. The
+/// caller holds [`build_lock`].
+fn pip_install_locked(requirement: &str) -> anyhow::Result<()> {
+    let venv = python_venv();
+    let bin = venv.join("bin");
     if !bin.join("python").exists() {
         let python = which_python()?;
         run(Command::new(python).arg("-m").arg("venv").arg(&venv)).with_context(|| {
@@ -82,9 +118,8 @@ fn ensure_componentize_py_locked() -> anyhow::Result<PathBuf> {
             "--quiet",
             "--disable-pip-version-check",
         ])
-        .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")))
-    .context("cannot install componentize-py from PyPI into the virtualenv")?;
-    Ok(componentize_py)
+        .arg(requirement))
+    .with_context(|| format!("cannot install {requirement} from PyPI into the virtualenv"))
 }
 
 fn which_python() -> anyhow::Result<&'static str> {
@@ -98,7 +133,7 @@ fn which_python() -> anyhow::Result<&'static str> {
         }
     }
     bail!(
-        "Python 3.10 or newer is needed to build Python functions and was not found as `python3`; install it (Debian/Ubuntu: `apt-get install python3 python3-venv`)"
+        "Python 3.10 or newer is needed to build Python functions and to validate the OpenAPI document, and was not found as `python3`; install it (Debian/Ubuntu: `apt-get install python3 python3-venv`)"
     )
 }
 

@@ -9,8 +9,10 @@ use weir_test_support::WeirProcess;
 
 mod deploy;
 mod new;
+mod openapi;
 mod pipelines;
 mod replay;
+mod shutdown;
 
 fn weir() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weir"))

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use weir_log::{GroupCommit, RecordPosition};
 
 use crate::consumer::PartitionConsumer;
-use crate::subscribe::follow_partition;
+use crate::subscribe::{follow_partition, send_unless_cancelled};
 use crate::{Error, LoggedEvent, Node, Result, SharedLog, StartFrom, groups};
 
 /// A consumer group's position in one topic.
@@ -218,7 +218,7 @@ impl GroupMemberDriver {
                 {
                     Ok(consumer) => consumer,
                     Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        send_unless_cancelled(&tx, Err(e), &self.cancel).await;
                         break 'assignments;
                     }
                 };

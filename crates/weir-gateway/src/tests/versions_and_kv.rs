@@ -11,12 +11,12 @@ use weir_engine::{Node, NodeOptions};
 
 use crate::{GatewayOptions, is_problem, router};
 
-struct App {
-    dir: tempfile::TempDir,
-    node: Arc<Node>,
+pub(super) struct App {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) node: Arc<Node>,
 }
 
-const APP: &str = r#"
+pub(super) const APP: &str = r#"
 [topics.in]
 [topics.out]
 [functions.tag]
@@ -29,11 +29,11 @@ to = ["out"]
 seed = "customers.json"
 "#;
 
-fn guest(name: &str) -> Vec<u8> {
+pub(super) fn guest(name: &str) -> Vec<u8> {
     std::fs::read(weir_test_support::test_guest(name)).unwrap()
 }
 
-async fn app() -> App {
+pub(super) async fn app() -> App {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tag.wasm"), guest("guest-tag-v1")).unwrap();
     std::fs::write(
@@ -52,19 +52,19 @@ async fn app() -> App {
     App { dir, node }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    bytes: Vec<u8>,
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) headers: axum::http::HeaderMap,
+    pub(super) bytes: Vec<u8>,
 }
 
 impl Answer {
-    fn json(&self) -> serde_json::Value {
+    pub(super) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.bytes).unwrap_or(serde_json::Value::Null)
     }
 }
 
-async fn send(app: &App, req: Request<Body>) -> Answer {
+pub(super) async fn send(app: &App, req: Request<Body>) -> Answer {
     let res = router(app.node.clone(), GatewayOptions::default())
         .oneshot(req)
         .await
@@ -77,7 +77,7 @@ async fn send(app: &App, req: Request<Body>) -> Answer {
     }
 }
 
-fn req(method: &str, uri: &str, body: impl Into<Body>) -> Request<Body> {
+pub(super) fn req(method: &str, uri: &str, body: impl Into<Body>) -> Request<Body> {
     Request::builder()
         .method(method)
         .uri(uri)
@@ -304,7 +304,7 @@ async fn deploying_an_app() {
 }
 
 /// The lines of an NDJSON answer.
-fn ndjson(a: &Answer) -> Vec<serde_json::Value> {
+pub(super) fn ndjson(a: &Answer) -> Vec<serde_json::Value> {
     a.bytes
         .split(|b| *b == b'\n')
         .filter(|line| !line.is_empty())

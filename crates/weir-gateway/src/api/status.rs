@@ -1,0 +1,194 @@
+//! The node's status, `GET /v1/status`: topics with what their backend guarantees,
+//! functions and pipelines.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::pipelines::Pipeline;
+use super::topics::Topic;
+
+/// What the node runs, for `weir status`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NodeStatus {
+    /// The app's name; null when the node runs no app.
+    pub app: Option<String>,
+    /// The log backend (`embedded`, ...).
+    pub backend: String,
+    pub topics: Vec<TopicStatus>,
+    pub functions: Vec<FunctionStatus>,
+    pub pipelines: Vec<Pipeline>,
+}
+
+impl From<weir_engine::NodeStatus> for NodeStatus {
+    fn from(s: weir_engine::NodeStatus) -> NodeStatus {
+        NodeStatus {
+            app: s.app,
+            backend: s.backend.to_owned(),
+            topics: s.topics.into_iter().map(Into::into).collect(),
+            functions: s.functions.into_iter().map(Into::into).collect(),
+            pipelines: s.pipelines.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A topic, and what its backend promises for its settings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TopicStatus {
+    #[serde(flatten)]
+    pub topic: Topic,
+    pub guarantees: Guarantees,
+}
+
+impl From<weir_engine::TopicStatus> for TopicStatus {
+    fn from(s: weir_engine::TopicStatus) -> TopicStatus {
+        TopicStatus {
+            topic: s.info.into(),
+            guarantees: s.guarantees.into(),
+        }
+    }
+}
+
+/// A function's active version.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FunctionStatus {
+    pub name: String,
+    /// The active version.
+    pub version: String,
+    /// How many versions are kept for rollback (the active one included).
+    pub versions_kept: usize,
+}
+
+impl From<weir_engine::FunctionStatus> for FunctionStatus {
+    fn from(f: weir_engine::FunctionStatus) -> FunctionStatus {
+        FunctionStatus {
+            name: f.name,
+            version: f.version,
+            versions_kept: f.versions_kept,
+        }
+    }
+}
+
+/// What the log backend promises for a topic's settings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Guarantees {
+    /// What an acknowledged append (a `202`) means.
+    pub acknowledged: Acknowledgement,
+    /// What one append's events are atomic as.
+    pub atomicity: Atomicity,
+    /// Whether a batch is all or nothing across partitions too.
+    pub atomic_batches: bool,
+    pub deduplication: Deduplication,
+    /// What a pipeline's transaction gives across a crash.
+    pub transactions: Transactions,
+    /// Which append conditions the storage checks atomically with the write.
+    pub conditional_appends: ConditionalAppends,
+    /// Whether a consumer group commit of an older owner is refused.
+    pub fenced_commits: bool,
+}
+
+impl From<weir_engine::Guarantees> for Guarantees {
+    fn from(g: weir_engine::Guarantees) -> Guarantees {
+        Guarantees {
+            acknowledged: g.acknowledged.into(),
+            atomicity: g.atomicity.into(),
+            atomic_batches: g.atomic_batches,
+            deduplication: g.deduplication.into(),
+            transactions: g.transactions.into(),
+            conditional_appends: ConditionalAppends {
+                partition_end: g.conditional_appends.partition_end,
+                key_last: g.conditional_appends.key_last,
+            },
+            fenced_commits: g.fenced_commits,
+        }
+    }
+}
+
+/// What an acknowledged append means: `{"kind": "fsynced"}`, `"replicated"`,
+/// `"periodic_sync"` (with `ms`) or `"written"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Acknowledgement {
+    /// fdatasynced on this machine.
+    Fsynced,
+    /// Held by a quorum of replicas.
+    Replicated,
+    /// Written; synced at least every `ms` milliseconds.
+    PeriodicSync { ms: u64 },
+    /// Written; synced when the system likes.
+    Written,
+}
+
+impl From<weir_engine::Acknowledgement> for Acknowledgement {
+    fn from(a: weir_engine::Acknowledgement) -> Acknowledgement {
+        use weir_engine::Acknowledgement as A;
+        match a {
+            A::Fsynced => Acknowledgement::Fsynced,
+            A::Replicated => Acknowledgement::Replicated,
+            A::PeriodicSync { ms } => Acknowledgement::PeriodicSync { ms },
+            A::Written => Acknowledgement::Written,
+        }
+    }
+}
+
+/// The scope within which one append's events are all there or none after a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Atomicity {
+    /// One call's events bound for one partition.
+    CallPerPartition,
+    /// Each event alone.
+    Record,
+}
+
+impl From<weir_engine::Atomicity> for Atomicity {
+    fn from(a: weir_engine::Atomicity) -> Atomicity {
+        match a {
+            weir_engine::Atomicity::CallPerPartition => Atomicity::CallPerPartition,
+            weir_engine::Atomicity::Record => Atomicity::Record,
+        }
+    }
+}
+
+/// Whether appends are deduplicated by id: `{"kind": "none"}` or `{"kind": "by_id",
+/// "window_ms": N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Deduplication {
+    None,
+    ById { window_ms: u64 },
+}
+
+impl From<weir_engine::Deduplication> for Deduplication {
+    fn from(d: weir_engine::Deduplication) -> Deduplication {
+        match d {
+            weir_engine::Deduplication::None => Deduplication::None,
+            weir_engine::Deduplication::ById { window_ms } => Deduplication::ById { window_ms },
+        }
+    }
+}
+
+/// What a transaction gives across a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Transactions {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+impl From<weir_engine::TransactionGuarantee> for Transactions {
+    fn from(t: weir_engine::TransactionGuarantee) -> Transactions {
+        match t {
+            weir_engine::TransactionGuarantee::ExactlyOnce => Transactions::ExactlyOnce,
+            weir_engine::TransactionGuarantee::AtLeastOnce => Transactions::AtLeastOnce,
+        }
+    }
+}
+
+/// Which append conditions the storage checks atomically with the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ConditionalAppends {
+    /// A partition's end.
+    pub partition_end: bool,
+    /// A key's last offset.
+    pub key_last: bool,
+}
