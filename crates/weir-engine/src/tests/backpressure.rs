@@ -290,18 +290,18 @@ async fn a_pipeline_with_slow_commits_reads_at_most_two_batches_ahead() {
         }
     }
 
-    let seen = spy.seen();
+    let (too_far, most_ahead) = {
+        let seen = spy.seen();
+        (seen.too_far.clone(), seen.most_ahead)
+    };
     assert!(
-        seen.too_far.is_empty(),
-        "reads more than two batches ahead of the committed offset (position, committed): {:?}",
-        seen.too_far
+        too_far.is_empty(),
+        "reads more than two batches ahead of the committed offset (position, committed): {too_far:?}"
     );
     assert!(
-        seen.most_ahead > BATCH,
-        "the pipeline never read a batch while the previous one was committing (at most {} ahead)",
-        seen.most_ahead
+        most_ahead > BATCH,
+        "the pipeline never read a batch while the previous one was committing (at most {most_ahead} ahead)"
     );
-    drop(seen);
     assert_eq!(total_events(&node, "out"), EVENTS);
     let mut ids = BTreeSet::new();
     let mut next = 0;
