@@ -64,6 +64,58 @@ async fn collect(node: &Node, topic: &str, n: usize) -> Vec<CloudEvent> {
     .unwrap_or_else(|_| panic!("fewer than {n} events arrived on {topic}"))
 }
 
+/// Publishes one event into each partition of `topic`, made by `make` from a key that
+/// lands there (and the partition's number), and returns where each went.
+///
+/// A pipeline handles a partition's events in log order and commits batch after batch,
+/// so once a marker's output is there, every output of what was published to its
+/// partition before it is there too: a count taken then is final, where one taken after
+/// a sleep only guesses that the pipeline has caught up.
+pub(crate) async fn publish_markers(
+    node: &Node,
+    topic: &str,
+    make: impl Fn(&str, u32) -> CloudEvent,
+) -> Vec<weir_log::RecordPosition> {
+    let partitions = node.log().topic(topic).await.unwrap().unwrap().partitions;
+    let events: Vec<_> = (0..partitions)
+        .map(|partition| {
+            let key = (0..)
+                .map(|i| format!("marker-{i}"))
+                .find(|k| weir_log::partition_for_key(k.as_bytes(), partitions) == partition)
+                .unwrap();
+            make(&key, partition)
+        })
+        .collect();
+    let positions = node.publish(topic, &events).await.unwrap();
+    let landed: Vec<u32> = positions.iter().map(|p| p.partition).collect();
+    assert_eq!(
+        landed,
+        (0..partitions).collect::<Vec<_>>(),
+        "one marker per partition"
+    );
+    positions
+}
+
+/// Waits until every event of `ids` is in `topic` (within 30 s).
+pub(crate) async fn wait_for_ids(
+    node: &Node,
+    topic: &str,
+    ids: std::collections::BTreeSet<String>,
+) {
+    let stream = node.subscribe(topic, StartFrom::Earliest).await.unwrap();
+    let n = ids.len();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        stream
+            .map(|r| r.unwrap().event.id)
+            .filter(|id| std::future::ready(ids.contains(id)))
+            .take(n)
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("not all of {ids:?} arrived on {topic}"));
+}
+
 /// Events in a topic. The embedded log answers without waiting, so this can poll it in
 /// place (tests call it from plain closures).
 fn total_events(node: &Node, topic: &str) -> u64 {
@@ -108,12 +160,27 @@ async fn pipeline_transforms_and_survives_a_restart_without_duplicates() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 30, "every input produced exactly one output");
-    // Nothing beyond the 30 arrived.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(total_events(&node, "crm.orders"), 30);
-    let status = node.status().await.unwrap();
-    assert_eq!(status.pipelines[0].lag, 0);
-    assert_eq!(status.pipelines[0].state, PipelineState::Running);
+    // Nothing beyond the 30 arrived: once a marker behind them in each partition is
+    // through, so is anything the restart could have handled twice.
+    let markers = publish_markers(&node, "in", |key, n| {
+        let mut ev = order(1000 + n);
+        ev.extensions.insert(
+            "partitionkey".into(),
+            weir_cloudevents::ExtensionValue::String(key.to_owned()),
+        );
+        ev
+    })
+    .await;
+    let marker_outputs = markers
+        .iter()
+        .map(|at| format!("p:in:{}:{}:0", at.partition, at.offset))
+        .collect();
+    wait_for_ids(&node, "crm.orders", marker_outputs).await;
+    assert_eq!(total_events(&node, "crm.orders"), 30 + 2);
+    // The status shows the commit once its transaction returned, a moment after its
+    // outputs show.
+    let status = settled(&node, |p| p.lag == 0).await;
+    assert_eq!(status.state, PipelineState::Running);
     node.shutdown().await;
 }
 
@@ -244,8 +311,9 @@ async fn group_members_share_partitions_and_keep_the_position() {
             .await
             .unwrap(),
     );
-    // Let the rebalance settle before reading: both members then own two partitions.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Nothing to wait for: joining rebalances before `subscribe_group` returns, so each
+    // member owns two partitions now, and a stream hands out only its member's
+    // partitions, checked as it is polled.
     let status = node.group_status("g", "t").await.unwrap();
     assert_eq!(status.members, 2);
 
@@ -354,6 +422,7 @@ async fn a_pipelines_group_cannot_be_joined_but_can_be_reset_while_it_runs() {
     node.shutdown().await;
 }
 
+mod backpressure;
 mod delivery;
 mod hot_swap;
 mod replay;

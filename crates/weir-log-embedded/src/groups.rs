@@ -475,6 +475,8 @@ mod tests {
 
     use super::*;
 
+    /// A checkpoint that meets a write of the group in flight elsewhere waits for it, and
+    /// then writes the group if that write failed (and marked it dirty again).
     #[test]
     fn a_checkpoint_waits_for_a_write_of_the_group_in_flight_elsewhere() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -502,7 +504,18 @@ mod tests {
             let groups = Arc::clone(&groups);
             move || groups.checkpoint()
         });
-        std::thread::sleep(Duration::from_millis(50));
+        // The checkpoint has the group's lock in hand (its own handle on it, besides the
+        // registry's and this test's) before it reads the dirty mark; from then on it
+        // can only wait for this test to let go. A checkpoint that read the mark without
+        // the lock never takes a handle, and would have skipped the group.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while Arc::strong_count(&file_lock) < 3 {
+            assert!(
+                !checkpoint.is_finished() && std::time::Instant::now() < deadline,
+                "the checkpoint did not wait for the write of the group in flight"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(
             !checkpoint.is_finished(),
             "a checkpoint must not report the group durable before its write is"

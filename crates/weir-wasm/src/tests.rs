@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use weir_cloudevents::{CloudEvent, Data};
@@ -166,6 +167,8 @@ fn a_component_of_another_world_is_rejected() {
     assert!(err.to_string().contains("\"cli-tool\""), "{err}");
 }
 
+/// An infinite loop is stopped at its 50 ms deadline every time, and a neighbouring
+/// function keeps serving events meanwhile.
 #[test]
 fn an_infinite_loop_hits_the_deadline_and_a_neighbour_keeps_serving() {
     let host = host_with(customers());
@@ -174,11 +177,16 @@ fn an_infinite_loop_hits_the_deadline_and_a_neighbour_keeps_serving() {
     let looping = load_guest(&host, "guest-infinite-loop", loop_settings);
     let good = example(&host, settings(&[("rate.USD", "0.9")]));
 
+    // The loop spins at least six times, and on until the neighbour has served an event
+    // meanwhile: however the threads are scheduled, the neighbour gets its turn.
+    let handled = Arc::new(AtomicU64::new(0));
     let spinner = {
         let pool = looping.instances();
+        let handled = handled.clone();
         std::thread::spawn(move || {
             let mut deadlines = 0;
-            for _ in 0..6 {
+            while deadlines < 6 || handled.load(Ordering::SeqCst) == 0 {
+                assert!(deadlines < 1000, "the neighbour never got an event through");
                 let err = pool.call(&event("test.spin")).unwrap_err();
                 assert!(matches!(err, CallError::Deadline { .. }), "{err:?}");
                 assert!(err.to_string().contains("50ms"), "{err}");
@@ -190,13 +198,11 @@ fn an_infinite_loop_hits_the_deadline_and_a_neighbour_keeps_serving() {
     // The well-behaved function, beside it, handles every event.
     let pool = good.instances();
     let input = example_event();
-    let mut handled = 0;
     while !spinner.is_finished() {
         assert_eq!(pool.call(&input).unwrap().len(), 1);
-        handled += 1;
+        handled.fetch_add(1, Ordering::SeqCst);
     }
-    assert_eq!(spinner.join().unwrap(), 6);
-    assert!(handled > 0);
+    assert!(spinner.join().unwrap() >= 6);
 }
 
 #[test]
@@ -413,14 +419,15 @@ fn no_sleeps_no_environment_no_files_and_secrets_arrive_as_config() {
     // must not see it.
     let host = host();
     let mut s = settings(&[]);
-    s.limits.deadline = Duration::from_secs(2);
+    s.limits.deadline = Duration::from_secs(5);
     s.secrets
         .insert("token".to_owned(), Secret::new("s3cr3t-value"));
     assert!(!format!("{s:?}").contains("s3cr3t"), "secrets never print");
     let f = load_guest(&host, "guest-capabilities", s);
     let pool = f.instances();
 
-    // A 10 s sleep returns at once: well inside a 2 s deadline.
+    // A 10 s sleep returns at once: well inside a 5 s deadline (which leaves a loaded
+    // machine room, and which an honoured sleep would still overrun).
     let out = pool.call(&event("test.sleep")).unwrap();
     assert_eq!(json_data(&out[0].event)["slept"], true);
 

@@ -892,30 +892,30 @@ async fn the_call_after_a_cancelled_single_frame_waits_for_that_frame() {
         let _ = release_rx.recv();
     });
     held_rx.recv().expect("the writer is held");
-    let cancelled = tokio::time::timeout(
-        Duration::from_millis(50),
-        log.commit_transaction(single(0, 3)),
-    )
-    .await;
-    assert!(cancelled.is_err(), "the writer is held");
-    let next = tokio::spawn({
-        let log = log.clone();
-        async move {
-            log.commit_transaction(Transaction {
-                producer: PRODUCER.into(),
-                ..Transaction::default()
-            })
-            .await
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Polled once, the call queues its frame and waits for the held writer; then it is
+    // dropped (cancelled) with the frame in flight.
+    let mut cancelled = Box::pin(log.commit_transaction(single(0, 3)));
     assert!(
-        !next.is_finished(),
+        futures::poll!(cancelled.as_mut()).is_pending(),
+        "the writer is held"
+    );
+    drop(cancelled);
+    // Polled once here, the next call runs until it waits: for the frame in flight,
+    // which the held writer cannot acknowledge. One that did not wait would be done.
+    let mut next = std::pin::pin!(log.commit_transaction(Transaction {
+        producer: PRODUCER.into(),
+        ..Transaction::default()
+    }));
+    assert!(
+        futures::poll!(next.as_mut()).is_pending(),
         "the next call waits for the frame in flight"
     );
     drop(release_tx);
     holder.join().expect("holder");
-    next.await.expect("join").expect("the next call");
+    tokio::time::timeout(Duration::from_secs(30), next)
+        .await
+        .expect("the next call ends once the frame is written")
+        .expect("the next call");
     assert_eq!(committed(&log), Some(10), "the cancelled frame landed");
     assert_eq!(single_values(&log), single_expected(0..1, 3));
 }

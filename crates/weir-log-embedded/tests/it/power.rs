@@ -41,7 +41,7 @@ use bytes::Bytes;
 use futures::executor::block_on;
 use weir_log_embedded::{
     Error, FsyncPolicy, GroupCommit, Log, LogOptions, Record, Result, TopicConfig, Transaction,
-    io::{CutMode, Fault, FaultOn, SimDisk},
+    io::{CutMode, Fault, FaultOn, Io, SimDisk},
 };
 
 /// Where the tests keep the log on the simulated disk.
@@ -736,15 +736,32 @@ fn a_transaction_completed_at_open_is_not_repeated_after_retention_and_a_cut() {
     );
 }
 
-/// Waits until the disk has seen no operation for a moment: the log's threads are idle.
-fn settle(disk: &SimDisk) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let ops = disk.ops();
-        std::thread::sleep(std::time::Duration::from_millis(30));
-        if disk.ops() == ops || std::time::Instant::now() > deadline {
-            return;
+/// The kind of the last whole entry of the journal's newest file, as the disk holds it
+/// now, synced or not (the format is in the `journal` module's docs: `magic:u8
+/// body_len:u32 crc:u32`, then the body, whose first byte is the kind; 2 is `done`).
+fn last_journal_entry_kind(disk: &SimDisk) -> Option<u8> {
+    let dir = Path::new(DIR).join("transactions");
+    let newest = disk.read_dir(&dir).ok()?.into_iter().max()?;
+    let bytes = disk.read(&dir.join(newest)).ok()?;
+    let (mut at, mut kind) = (0, None);
+    while at + 10 <= bytes.len() && bytes[at] == 0xD7 {
+        let body_len = u32::from_le_bytes(bytes[at + 1..at + 5].try_into().ok()?) as usize;
+        if body_len == 0 || at + 9 + body_len > bytes.len() {
+            break;
         }
+        kind = Some(bytes[at + 9]);
+        at += 9 + body_len;
+    }
+    kind
+}
+
+/// Waits (with a deadline far beyond any scheduling delay) until `done` holds: for
+/// something a background thread of the log does, instead of for a quiet moment.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -775,8 +792,11 @@ fn a_done_entry_in_a_superseded_journal_file_is_durable_before_retention() {
             record.value = Bytes::from(format!("{STUCK}:{}", "x".repeat(100)));
         }
         block_on(log.commit_transaction(large)).expect("commit");
-        // Its `done` is written alone, unsynced, to the first journal file.
-        settle(&disk);
+        // Its `done` is written alone, unsynced, to the first journal file: waited for,
+        // or the next intent could come in the same group and make it durable.
+        wait_until("the first transaction's done is written", || {
+            last_journal_entry_kind(&disk) == Some(2)
+        });
         // The checkpoint that would let the first file go fails, so it stays.
         disk.inject(Fault {
             on: FaultOn::Sync,
@@ -785,8 +805,8 @@ fn a_done_entry_in_a_superseded_journal_file_is_durable_before_retention() {
             under: Some(Path::new(DIR).join("groups")),
         });
         block_on(log.commit_transaction(transaction(BUSY, 0))).expect("commit");
-        settle(&disk);
-        assert!(disk.faults_fired(), "the journal moved to a new file");
+        // The journal moved to a new file, and its checkpointer thread failed as told.
+        wait_until("the journal moves to a new file", || disk.faults_fired());
         for partition in 0..2 {
             for i in 0..4 {
                 let filler = Record::new(format!("filler-{i}-{}", "f".repeat(100)));
