@@ -408,4 +408,5 @@ async fn a_plain_put_keeps_a_topics_durability_and_its_settings_within_bounds() 
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
+mod exact_events;
 mod versions_and_kv;
