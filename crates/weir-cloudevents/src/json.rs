@@ -363,11 +363,11 @@ enum Document<'de> {
 /// are read, but no error is reported until [`CloudEvent::from_members`] asks, so the
 /// errors and their order are those of the `Map` it replaces.
 struct Envelope<'de> {
-    /// Each [`Attribute`] by its index, as its last occurrence gave it.
+    /// Each [`Attribute`] by its index.
     attributes: [AttributeValue; Attribute::COUNT],
-    /// Where each attribute first appeared among the members other than `data`.
+    /// Where each attribute appeared among the members other than `data`.
     attributes_at: [Option<usize>; Attribute::COUNT],
-    /// Every other member, duplicates included, in document order.
+    /// Every other member, in document order.
     extensions: Vec<ExtensionMember<'de>>,
 }
 
