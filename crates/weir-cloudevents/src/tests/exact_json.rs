@@ -615,9 +615,8 @@ fn malformed_json_beats_a_repeated_key() {
     // Data serde_json does not read is malformed JSON wherever it is, and is reported as
     // reading a `Value` reports it.
     for document in [
-        format!(
-            r#"{{"id":"1","id":"2","specversion":"1.0","source":"/s","type":"t","data":[1e400]}}"#
-        ),
+        r#"{"id":"1","id":"2","specversion":"1.0","source":"/s","type":"t","data":[1e400]}"#
+            .to_owned(),
         format!(r#"{EVENT_START}{{"a":1,"a":2,"b":"\ud800"}}}}"#),
     ] {
         let err = CloudEvent::from_json_slice(document.as_bytes()).unwrap_err();

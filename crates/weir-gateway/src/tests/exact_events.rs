@@ -124,7 +124,7 @@ fn data_as_sent() -> String {
 /// Each event's `data` exactly as it appears in a batch response.
 fn raw_data_of_batch(body: &[u8]) -> BTreeMap<String, String> {
     let events: Vec<BTreeMap<String, Box<RawValue>>> = serde_json::from_slice(body).unwrap();
-    events.iter().map(|e| raw_id_and_data(e)).collect()
+    events.iter().map(raw_id_and_data).collect()
 }
 
 fn raw_id_and_data(event: &BTreeMap<String, Box<RawValue>>) -> (String, String) {
