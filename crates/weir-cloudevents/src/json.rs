@@ -541,6 +541,8 @@ impl<'de> Visitor<'de> for DocumentSeed {
                     }
                     match read_json(raw.get(), MAX_LEVELS.saturating_sub(self.levels)) {
                         Ok(text) => data = Some(Json::checked(text.into_owned())),
+                        // Of two `data` members refused, one that is not a `Value` counts.
+                        Err(Refusal::NotAValue) => data_refused = Some(Refusal::NotAValue),
                         Err(refusal) => {
                             data_refused.get_or_insert(refusal);
                         }

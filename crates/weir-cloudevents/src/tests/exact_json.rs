@@ -618,6 +618,7 @@ fn malformed_json_beats_a_repeated_key() {
         r#"{"id":"1","id":"2","specversion":"1.0","source":"/s","type":"t","data":[1e400]}"#
             .to_owned(),
         format!(r#"{EVENT_START}{{"a":1,"a":2,"b":"\ud800"}}}}"#),
+        format!(r#"{EVENT_START}{{"a":1,"a":2}},"data":"\udc00"}}"#),
     ] {
         let err = CloudEvent::from_json_slice(document.as_bytes()).unwrap_err();
         let expected = serde_json::from_str::<Value>(&document).unwrap_err();
