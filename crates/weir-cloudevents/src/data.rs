@@ -1,28 +1,31 @@
-//! An event's payload, and JSON payloads carried as their text.
+//! An event's payload, and JSON payloads carried as the text they were sent as.
 //!
-//! JSON data travels from the log to a function and back without ever becoming a
-//! `serde_json::Value`: [`Json`] holds the text, validated and in canonical form (the
-//! compact form `serde_json` writes for a `Value`), so writing it out again is a copy.
-//! Only what needs the parsed value (a test, a filter) calls [`Json::value`]. Text that
-//! is canonical already, as serde_json's own output is, is recognised by a quick scan
-//! (`canonical.rs`) and kept as it is; anything else is rewritten through serde_json.
+//! JSON data travels from a request to the log, to a function and back without ever
+//! becoming a `serde_json::Value`, and without being written again: [`Json`] holds the
+//! text it was made from, checked once. A quick scan (`scan.rs`) passes almost every text;
+//! on any doubt serde_json reads it, which decides and makes the errors. Only what needs
+//! the parsed value (a test, a comparison) calls [`Json::value`].
 //!
-//! **Invariant:** a [`Json`] holds exactly the bytes `serde_json::Value::to_string` gives
-//! for the value `serde_json::from_slice` reads from the text it was made from: no
-//! whitespace, strings escaped as serde_json escapes them, numbers as serde_json prints
-//! them, and of duplicate object keys the last value at the first key's place. So an event
-//! stored through `Json` is byte for byte what the `Value` round trip stored before, and
-//! equal values have equal text whatever text they came from.
+//! **Invariant:** a [`Json`] holds one JSON value as text that serde_json reads as a
+//! `Value` (so it is valid JSON, every number is within `f64`'s range and every `\u`
+//! escape of a surrogate is half of a pair), in which no object repeats a key (I-JSON,
+//! RFC 7493, compares keys after unescaping) and no whitespace stands between tokens.
+//! Every string, number and literal is byte for byte as in the text the `Json` was made
+//! from: `1E+2`, `123456789012345678901234567890` and `"\u00e9"` stay as they were sent.
+//! Only the whitespace between tokens is left out, so that an event stays on one line (an
+//! SSE `data:` line, a line of JSONL). A `Json` made from a `Value` (data weir builds
+//! itself) holds the canonical text serde_json writes for it.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
-use std::hash::Hash;
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::canonical::is_canonical;
+use crate::scan::{Scan, scan, strip_whitespace};
+use crate::{Error, Result};
 
 /// The event payload, in the runtime type the JSON event format distinguishes.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,52 +44,43 @@ impl From<Value> for Data {
     }
 }
 
-/// A JSON value held as its canonical text (see the module docs). Made only from text that
-/// parsed ([`Json::from_slice`], [`Json::from_vec`]) or from a `Value`, so it is always
-/// valid JSON.
+/// A JSON value held as its text, as it was sent (see the module docs). Made only from
+/// text that passed the check ([`Json::from_slice`], [`Json::from_vec`]) or from a
+/// `Value`.
 #[derive(Clone)]
 pub struct Json(String);
 
+/// How many arrays and objects serde_json lets one text open: it refuses the 128th.
+pub(crate) const MAX_LEVELS: usize = 127;
+
 impl Json {
-    /// Validates `bytes` as one JSON value and puts it in canonical form. Fails exactly
-    /// where and how `serde_json::from_slice::<Value>` fails.
-    pub fn from_slice(bytes: &[u8]) -> Result<Json, serde_json::Error> {
+    /// Checks `bytes` as one JSON value and keeps its text, less the whitespace between
+    /// tokens. Fails with [`Error::MalformedJson`] where and as
+    /// `serde_json::from_slice::<Value>` fails, and with [`Error::DuplicateKey`] when an
+    /// object repeats a key.
+    pub fn from_slice(bytes: &[u8]) -> Result<Json> {
         match std::str::from_utf8(bytes) {
-            Ok(text) if is_canonical(text) => Ok(Json(text.to_owned())),
-            Ok(text) => read_whole(
-                serde_json::Deserializer::from_str(text),
-                JsonSeed {
-                    capacity: bytes.len(),
-                },
-            ),
-            Err(_) => Json::transcode_slice(bytes),
+            Ok(text) => read_json(text, MAX_LEVELS)
+                .map(|kept| Json(kept.into_owned()))
+                .map_err(|refusal| refusal.into_error(bytes)),
+            Err(_) => Err(Error::MalformedJson(value_error(bytes))),
         }
     }
 
-    /// [`Json::from_slice`] for bytes the caller owns: text that is canonical already
-    /// (as text written by serde_json almost always is) keeps their buffer.
-    pub fn from_vec(bytes: Vec<u8>) -> Result<Json, serde_json::Error> {
+    /// [`Json::from_slice`] for bytes the caller owns: text without whitespace between its
+    /// tokens (as serde_json and `JSON.stringify` write it) keeps their buffer.
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Json> {
         match String::from_utf8(bytes) {
-            Ok(text) if is_canonical(&text) => Ok(Json(text)),
-            Ok(text) => read_whole(
-                serde_json::Deserializer::from_str(&text),
-                JsonSeed {
-                    capacity: text.len(),
-                },
-            ),
-            Err(e) => Json::transcode_slice(e.as_bytes()),
+            Ok(text) => {
+                let stripped = match read_json(&text, MAX_LEVELS) {
+                    Ok(Cow::Borrowed(_)) => None,
+                    Ok(Cow::Owned(stripped)) => Some(stripped),
+                    Err(refusal) => return Err(refusal.into_error(text.as_bytes())),
+                };
+                Ok(Json(stripped.unwrap_or(text)))
+            }
+            Err(e) => Err(Error::MalformedJson(value_error(e.as_bytes()))),
         }
-    }
-
-    /// [`Json::from_slice`] the long way, always through serde_json; the reference the
-    /// quick paths are tested against.
-    pub(crate) fn transcode_slice(bytes: &[u8]) -> Result<Json, serde_json::Error> {
-        read_whole(
-            serde_json::Deserializer::from_slice(bytes),
-            JsonSeed {
-                capacity: bytes.len(),
-            },
-        )
     }
 
     /// The canonical text of `value`.
@@ -99,7 +93,7 @@ impl Json {
         Json("null".to_owned())
     }
 
-    /// The text: compact, valid JSON.
+    /// The text: valid JSON, on one line, as it was sent.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -113,9 +107,11 @@ impl Json {
     }
 
     /// The parsed value. Parses the text on every call: keep the result if you need it
-    /// more than once.
+    /// more than once. A `Value` holds numbers as `u64`, `i64` or `f64`, so a number
+    /// beyond them (`123456789012345678901234567890`) comes back rounded; the text keeps
+    /// it exactly.
     pub fn value(&self) -> Value {
-        // Canonical text always parses; `Null` is unreachable but keeps this total.
+        // The text always reads as a `Value`; `Null` is unreachable but keeps this total.
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
     }
 
@@ -126,6 +122,11 @@ impl Json {
         } else {
             None
         }
+    }
+
+    /// Data as read from inside an event: checked already.
+    pub(crate) fn checked(text: String) -> Json {
+        Json(text)
     }
 }
 
@@ -142,7 +143,8 @@ impl From<&Value> for Json {
 }
 
 /// Equal when the values are equal, as for `Value`: objects compare without regard to
-/// the order of their keys.
+/// the order of their keys, and `1E+2` equals `100.0`. Compare [`Json::as_str`] for the
+/// text.
 impl PartialEq for Json {
     fn eq(&self, other: &Json) -> bool {
         self.0 == other.0 || self.value() == other.value()
@@ -161,93 +163,138 @@ impl fmt::Display for Json {
     }
 }
 
-/// One whole JSON text read with `seed`, failing as `serde_json::from_slice` does. Read
-/// as a `str` (when it is one) it fails exactly as read as a slice: only where UTF-8 is
-/// checked differs.
-pub(crate) fn read_whole<'de, R, S>(
-    mut de: serde_json::Deserializer<R>,
-    seed: S,
-) -> Result<S::Value, serde_json::Error>
-where
-    R: serde_json::de::Read<'de>,
-    S: DeserializeSeed<'de>,
-{
-    let value = seed.deserialize(&mut de)?;
-    de.end()?;
-    Ok(value)
+/// Why JSON text (or an event) is not kept.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The event repeats the member so named.
+    Member(String),
+    /// An object repeats `key`; `pointer` (RFC 6901) names the object.
+    Duplicate { key: String, pointer: String },
+    /// serde_json does not read the text as a `Value` (or, for data inside an event, not
+    /// the event as one): the error is made by reading the whole input as a `Value`,
+    /// which fails where this did.
+    NotAValue,
 }
 
-/// Reads one JSON value from a deserializer as canonical [`Json`], in one pass and
-/// without building a `Value`: the JSON event format reads `data` with it.
-pub(crate) struct JsonSeed {
-    /// What to reserve for the text.
-    pub(crate) capacity: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for JsonSeed {
-    type Value = Json;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
-        let mut out = Vec::with_capacity(self.capacity);
-        // Enough for most payloads, so the stack is allocated once.
-        let mut entries = Vec::with_capacity(16);
-        Canonical {
-            out: &mut out,
-            entries: &mut entries,
-        }
-        .deserialize(deserializer)?;
-        // Only whole `&str`s and ASCII were written.
-        String::from_utf8(out)
-            .map(Json)
-            .map_err(|_| de::Error::custom("canonical JSON is not UTF-8"))
-    }
-}
-
-/// One member of an object being written: where its key (quoted) and value lie in the
-/// output.
-#[derive(Clone, Copy)]
-struct Entry {
-    key_start: usize,
-    key_end: usize,
-    value_end: usize,
-}
-
-/// Writes the value it is given to `out` in canonical form. `entries` is a stack shared by
-/// the nested objects, so writing allocates nothing but the output.
-struct Canonical<'a> {
-    out: &'a mut Vec<u8>,
-    entries: &'a mut Vec<Entry>,
-}
-
-impl Canonical<'_> {
-    fn reborrow(&mut self) -> Canonical<'_> {
-        Canonical {
-            out: self.out,
-            entries: self.entries,
+impl Refusal {
+    /// The error for data refused from `whole`, the input it was part of.
+    pub(crate) fn into_error(self, whole: &[u8]) -> Error {
+        match self {
+            Refusal::Member(name) => Error::DuplicateKey {
+                key: name,
+                pointer: None,
+            },
+            Refusal::Duplicate { key, pointer } => Error::DuplicateKey {
+                key,
+                pointer: Some(pointer),
+            },
+            Refusal::NotAValue => Error::MalformedJson(value_error(whole)),
         }
     }
+}
 
-    fn write<E: de::Error>(&mut self, bytes: &[u8]) -> Result<(), E> {
-        self.out.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    fn scalar<T: serde::Serialize + ?Sized, E: de::Error>(self, value: &T) -> Result<(), E> {
-        serde_json::to_writer(&mut *self.out, value).map_err(E::custom)
+/// What serde_json says about reading `bytes` as a `Value`: the reference for every JSON
+/// error this crate reports. Called only for text already found wanting.
+pub(crate) fn value_error(bytes: &[u8]) -> serde_json::Error {
+    match serde_json::from_slice::<Value>(bytes) {
+        Err(e) => e,
+        // Unreachable: the caller found the text wanting as a `Value` would.
+        Ok(_) => de::Error::custom("the JSON text cannot be read"),
     }
 }
 
-/// A string serde_json could lend from the input holds no escape (they would have made it
-/// copy), and it rejects raw control characters, so the string is written as it is: quotes
-/// and backslashes are the only other characters serde_json escapes.
-pub(crate) fn write_unescaped(out: &mut Vec<u8>, v: &str) {
-    out.reserve(v.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(v.as_bytes());
-    out.push(b'"');
+/// Checks `text`, one JSON value which may open at most `levels` arrays and objects, for
+/// what a [`Json`] holds: the text itself when it has no whitespace between tokens, else
+/// the text without it.
+pub(crate) fn read_json(text: &str, levels: usize) -> Result<Cow<'_, str>, Refusal> {
+    let spaced = match scan(text) {
+        Scan::Valid { spaced } => spaced,
+        Scan::Doubt => {
+            check_with_serde_json(text, levels)?;
+            text.bytes()
+                .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        }
+    };
+    Ok(if spaced {
+        Cow::Owned(strip_whitespace(text))
+    } else {
+        Cow::Borrowed(text)
+    })
 }
 
-impl<'de> DeserializeSeed<'de> for Canonical<'_> {
+/// The slow and sure check: serde_json reads the text, without building a `Value`, and
+/// [`Checker`] looks at each object's keys and the nesting.
+fn check_with_serde_json(text: &str, levels: usize) -> Result<(), Refusal> {
+    let mut duplicate = None;
+    let mut path = Vec::new();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let checker = Checker {
+        levels_left: levels,
+        path: &mut path,
+        duplicate: &mut duplicate,
+    };
+    // A repeated key does not stop the reading: text that is not a `Value` at all is
+    // refused as that first, wherever it fails.
+    match (
+        checker.deserialize(&mut de).and_then(|()| de.end()),
+        duplicate,
+    ) {
+        (Err(_), _) => Err(Refusal::NotAValue),
+        (Ok(()), Some(duplicate)) => Err(duplicate),
+        (Ok(()), None) => Ok(()),
+    }
+}
+
+/// One step of the path from the top of the text to a value.
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// `path` as a JSON Pointer (RFC 6901).
+fn pointer(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        out.push('/');
+        match segment {
+            Segment::Key(key) => out.push_str(&key.replace('~', "~0").replace('/', "~1")),
+            Segment::Index(index) => out.push_str(&index.to_string()),
+        }
+    }
+    out
+}
+
+/// Reads a value and everything in it, refusing more than `levels_left` levels of
+/// nesting, and notes the first repeated key in `duplicate`, with where it is.
+struct Checker<'a> {
+    levels_left: usize,
+    path: &'a mut Vec<Segment>,
+    duplicate: &'a mut Option<Refusal>,
+}
+
+impl Checker<'_> {
+    /// The checker for the values inside an array or object, one level down.
+    fn enter<E: de::Error>(&mut self) -> Result<Checker<'_>, E> {
+        match self.levels_left.checked_sub(1) {
+            Some(levels_left) => Ok(Checker {
+                levels_left,
+                path: self.path,
+                duplicate: self.duplicate,
+            }),
+            None => Err(E::custom("nested too deeply")),
+        }
+    }
+
+    fn reborrow(&mut self) -> Checker<'_> {
+        Checker {
+            levels_left: self.levels_left,
+            path: self.path,
+            duplicate: self.duplicate,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Checker<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -255,186 +302,68 @@ impl<'de> DeserializeSeed<'de> for Canonical<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Canonical<'_> {
+impl<'de> Visitor<'de> for Checker<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any valid JSON value")
     }
 
-    fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<(), E> {
-        self.write(if v { b"true" } else { b"false" })
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.scalar(&v)
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.scalar(&v)
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        // serde_json hands out finite numbers only; `Value` would keep this one as is.
-        self.scalar(&v)
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
-        write_unescaped(self.out, v);
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
         Ok(())
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.scalar(v)
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
-        self.write(b"null")
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        self.write(b"[")?;
-        let mut first = true;
-        while seq
-            .next_element_seed(Element {
-                canonical: self.reborrow(),
-                comma: !first,
-            })?
-            .is_some()
-        {
-            first = false;
+        let mut inner = self.enter()?;
+        for index in 0.. {
+            inner.path.push(Segment::Index(index));
+            let more = seq.next_element_seed(inner.reborrow())?.is_some();
+            inner.path.pop();
+            if !more {
+                break;
+            }
         }
-        self.write(b"]")
+        Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        let start = self.out.len();
-        let base = self.entries.len();
-        self.write(b"{")?;
-        loop {
-            let comma = self.entries.len() > base;
-            let key_start = self.out.len() + usize::from(comma);
-            let key = Key {
-                out: &mut *self.out,
-                comma,
-            };
-            if map.next_key_seed(key)?.is_none() {
-                break;
+        let mut inner = self.enter()?;
+        let mut keys = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if keys.contains(&key) {
+                if inner.duplicate.is_none() {
+                    *inner.duplicate = Some(Refusal::Duplicate {
+                        key: key.clone(),
+                        pointer: pointer(&inner.path[..]),
+                    });
+                }
+            } else {
+                keys.insert(key.clone());
             }
-            let key_end = self.out.len();
-            self.write(b":")?;
-            map.next_value_seed(self.reborrow())?;
-            self.entries.push(Entry {
-                key_start,
-                key_end,
-                value_end: self.out.len(),
-            });
+            inner.path.push(Segment::Key(key));
+            map.next_value_seed(inner.reborrow())?;
+            inner.path.pop();
         }
-        self.write(b"}")?;
-        let members = &self.entries[base..];
-        if has_duplicates(members, |e| &self.out[e.key_start..e.key_end]) {
-            let object = last_value_wins(self.out, members);
-            self.out.truncate(start);
-            self.out.extend_from_slice(&object);
-        }
-        self.entries.truncate(base);
         Ok(())
     }
-}
-
-/// An array element: a comma before every one but the first.
-struct Element<'a> {
-    canonical: Canonical<'a>,
-    comma: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for Element<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        if self.comma {
-            self.canonical.out.push(b',');
-        }
-        self.canonical.deserialize(deserializer)
-    }
-}
-
-/// An object key, written quoted, after a comma unless it is the first.
-struct Key<'a> {
-    out: &'a mut Vec<u8>,
-    comma: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for Key<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl Key<'_> {
-    fn comma(&mut self) {
-        if self.comma {
-            self.out.push(b',');
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for Key<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(mut self, v: &'de str) -> Result<(), E> {
-        self.comma();
-        write_unescaped(self.out, v);
-        Ok(())
-    }
-
-    fn visit_str<E: de::Error>(mut self, v: &str) -> Result<(), E> {
-        self.comma();
-        serde_json::to_writer(&mut *self.out, v).map_err(E::custom)
-    }
-}
-
-/// Whether two members have the same key. Quoted keys are compared as written: canonical
-/// escaping gives equal strings equal bytes.
-/// Whether two of `items` have the same key: pairwise for the few members objects
-/// usually have, hashed beyond.
-pub(crate) fn has_duplicates<T, K: Eq + Hash>(items: &[T], key: impl Fn(&T) -> K) -> bool {
-    if items.len() <= 16 {
-        items
-            .iter()
-            .enumerate()
-            .any(|(i, a)| items[..i].iter().any(|b| key(a) == key(b)))
-    } else {
-        let mut seen = HashSet::with_capacity(items.len());
-        !items.iter().all(|item| seen.insert(key(item)))
-    }
-}
-
-/// The object as `Value` keeps one with duplicate keys: each key once, where it first
-/// appeared, with the value it had last.
-fn last_value_wins(out: &[u8], members: &[Entry]) -> Vec<u8> {
-    let key = |e: &Entry| &out[e.key_start..e.key_end];
-    let value = |e: &Entry| &out[e.key_end + 1..e.value_end];
-    let last: HashMap<&[u8], &Entry> = members.iter().map(|e| (key(e), e)).collect();
-    let mut object = vec![b'{'];
-    let mut written = HashSet::new();
-    for entry in members {
-        if !written.insert(key(entry)) {
-            continue;
-        }
-        if object.len() > 1 {
-            object.push(b',');
-        }
-        object.extend_from_slice(key(entry));
-        object.push(b':');
-        object.extend_from_slice(value(last[key(entry)]));
-    }
-    object.push(b'}');
-    object
 }

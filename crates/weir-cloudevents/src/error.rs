@@ -53,6 +53,16 @@ pub enum Error {
     )]
     NotACloudEvent,
 
+    /// An object repeats a key, which I-JSON (RFC 7493) forbids: a member of the event
+    /// (`pointer` is `None`), or a key inside its data (`pointer` is the JSON Pointer of
+    /// the object that repeats it, empty for the data itself). Keys are compared after
+    /// unescaping: `"\u0061"` repeats `"a"`.
+    #[error("{}", duplicate_key(.key, .pointer.as_deref()))]
+    DuplicateKey {
+        key: String,
+        pointer: Option<String>,
+    },
+
     /// The event at `index` of a batch is invalid. Like `MalformedJson`, the inner error
     /// is part of the message rather than a `source()`.
     #[error("event [{index}] in batch: {error}")]
@@ -70,6 +80,10 @@ impl Error {
             Error::UnsupportedSpecVersion(_) => Some("specversion"),
             Error::InvalidAttribute { name, .. } => Some(name),
             Error::ConflictingData => Some("data"),
+            Error::DuplicateKey { key, pointer: None } => Some(key),
+            Error::DuplicateKey {
+                pointer: Some(_), ..
+            } => Some("data"),
             Error::InBatch { error, .. } => error.attribute(),
             Error::MalformedJson(_)
             | Error::NotAnObject { .. }
@@ -92,5 +106,20 @@ impl Error {
             name: name.into(),
             problem: problem.into(),
         }
+    }
+}
+
+fn duplicate_key(key: &str, pointer: Option<&str>) -> String {
+    const RULE: &str = "send each key once (I-JSON, RFC 7493, forbids duplicate keys)";
+    let key = crate::validate::shown(key);
+    match pointer {
+        None => format!("attribute {key} appears more than once in the event; {RULE}"),
+        Some("") => {
+            format!("attribute \"data\" repeats the key {key} in its top-level object; {RULE}")
+        }
+        Some(pointer) => format!(
+            "attribute \"data\" repeats the key {key} in the object at {}; {RULE}",
+            crate::validate::shown(pointer)
+        ),
     }
 }

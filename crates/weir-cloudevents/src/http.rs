@@ -11,7 +11,7 @@ use ::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 
-use crate::validate::{essence, is_json};
+use crate::validate::{Integers, essence, is_json};
 use crate::{CloudEvent, Data, Error, ExtensionValue, Json, Result, SPEC_VERSION};
 
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -51,14 +51,19 @@ pub fn detect_mode(headers: &HeaderMap) -> Mode {
 /// Decode a request/response into events: structured, batch, or binary (`ce-*` headers,
 /// Content-Type -> datacontenttype, body -> data). Content-Type params like
 /// `; charset=utf-8` are tolerated. `ce-` header values are unquoted and percent-decoded as
-/// the binding spec requires. Every event returned has passed [`CloudEvent::validate`].
+/// the binding spec requires. Every event returned has passed [`CloudEvent::validate`]
+/// (integers in the spec's 32-bit range included), and JSON anywhere (the event, its data,
+/// a binary-mode body of a JSON content type) is I-JSON: an object that repeats a key is
+/// refused with [`Error::DuplicateKey`]. JSON data is kept as it was sent (see [`Json`]).
 pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<CloudEvent>> {
     let format = || content_type(headers).map(essence).unwrap_or_default();
     match detect_mode(headers) {
         Mode::Structured if format() == STRUCTURED_CONTENT_TYPE => {
-            Ok(vec![CloudEvent::from_json_slice(body)?])
+            Ok(vec![CloudEvent::read_json(body, Integers::InRange)?])
         }
-        Mode::Batch if format() == BATCH_CONTENT_TYPE => crate::parse_batch(body),
+        Mode::Batch if format() == BATCH_CONTENT_TYPE => {
+            crate::json::read_batch(body, Integers::InRange)
+        }
         Mode::Structured | Mode::Batch => Err(Error::UnsupportedFormat {
             content_type: format(),
         }),
@@ -244,8 +249,9 @@ fn body_data(content_type: Option<&str>, body: &[u8]) -> Result<Option<Data>> {
 
 impl Data {
     /// Bytes and their media type as data, the way the HTTP binary mode reads a body:
-    /// JSON for a JSON content type, text for valid UTF-8 `text/*`, bytes otherwise
-    /// (including when the content type is missing).
+    /// JSON for a JSON content type (checked and kept as sent, see [`Json::from_slice`]),
+    /// text for valid UTF-8 `text/*`, bytes otherwise (including when the content type is
+    /// missing).
     pub fn from_body(content_type: Option<&str>, body: &[u8]) -> Result<Data> {
         match content_type {
             Some(ct) if is_json(ct) => Json::from_slice(body)
@@ -259,8 +265,8 @@ impl Data {
         }
     }
 
-    /// [`Data::from_body`] for a body the caller owns: text, bytes and JSON that is
-    /// canonical already keep its buffer.
+    /// [`Data::from_body`] for a body the caller owns: text, bytes and JSON without
+    /// whitespace between its tokens keep its buffer.
     pub fn from_body_vec(content_type: Option<&str>, body: Vec<u8>) -> Result<Data> {
         match content_type {
             Some(ct) if is_json(ct) => Json::from_vec(body)
@@ -275,11 +281,16 @@ impl Data {
     }
 }
 
-fn not_json(content_type: &str, e: serde_json::Error) -> Error {
-    Error::invalid(
-        "data",
-        format!(
-            "is not valid JSON ({e}) though the content type is {content_type:?}; send JSON or change the content type"
+/// The error for a body that [`Json`] refused: malformed JSON is said to be data of a
+/// JSON content type; a repeated key says so itself.
+fn not_json(content_type: &str, e: Error) -> Error {
+    match e {
+        Error::MalformedJson(e) => Error::invalid(
+            "data",
+            format!(
+                "is not valid JSON ({e}) though the content type is {content_type:?}; send JSON or change the content type"
+            ),
         ),
-    )
+        other => other,
+    }
 }

@@ -4,7 +4,10 @@
 //! Reading follows the format's rules: a `null` attribute counts as absent, `data_base64`
 //! holds binary data, and `data` is a JSON value unless `datacontenttype` names a
 //! non-JSON type and the value is a string, in which case it is text. An explicit
-//! `"data": null` is a null payload, not an absent one.
+//! `"data": null` is a null payload, not an absent one. JSON data is kept as the text it
+//! was sent as (see [`Json`]), taken from the input with serde_json's `RawValue`. The
+//! input must be I-JSON (RFC 7493): an object that repeats a key, the event itself or
+//! one inside its data, is refused.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -14,11 +17,12 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::canonical::needs_no_escape;
-use crate::data::{JsonSeed, read_whole, write_unescaped};
-use crate::validate::is_json;
+use crate::data::{MAX_LEVELS, Refusal, read_json, value_error};
+use crate::scan::{has_duplicates, needs_no_escape};
+use crate::validate::{Integers, is_json, out_of_range};
 use crate::{CloudEvent, Data, Error, ExtensionValue, Json, Result, SPEC_VERSION};
 
 /// RFC 4648 base64; writes padding, and reads with or without it since producers differ.
@@ -28,19 +32,25 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 impl CloudEvent {
-    /// Reads one event in the JSON event format and validates it. `data` is read straight
-    /// into canonical [`Json`] text, never into a `Value`.
+    /// Reads one event in the JSON event format and validates it, as
+    /// [`CloudEvent::validate`] does but for the range of integers: an integer extension
+    /// outside the spec's 32-bit range is kept, since weir's log holds such events from
+    /// before it refused them ([`crate::http::decode`] refuses them). `data` is kept as
+    /// the text it is in `bytes` (see [`Json`]), never read into a `Value`. An object that
+    /// repeats a key is refused with [`Error::DuplicateKey`].
     pub fn from_json_slice(bytes: &[u8]) -> Result<Self> {
-        let document = read_all(
-            bytes,
-            DocumentSeed {
-                data_capacity: bytes.len(),
-            },
-        )?;
-        Self::from_document(document)
+        Self::read_json(bytes, Integers::Any)
     }
 
-    /// Reads one event from an already parsed JSON value and validates it.
+    /// [`CloudEvent::from_json_slice`], holding integers to the range `integers` says.
+    pub(crate) fn read_json(bytes: &[u8], integers: Integers) -> Result<Self> {
+        let document = read_all(bytes, DocumentSeed { levels: 1 })?;
+        Self::from_document(document, bytes, integers)
+    }
+
+    /// Reads one event from an already parsed JSON value and validates it as
+    /// [`CloudEvent::from_json_slice`] does. A `Value` keeps one of repeated keys, so
+    /// they cannot be refused here, and its data becomes the canonical text of its value.
     pub fn from_json_value(value: Value) -> Result<Self> {
         let Value::Object(mut members) = value else {
             return Err(Error::NotAnObject {
@@ -48,19 +58,25 @@ impl CloudEvent {
             });
         };
         let data = members.remove("data").map(Json::from);
-        Self::from_members(members, data)
+        Self::from_members(members, data, Integers::Any)
     }
 
-    fn from_document(document: Document<'_>) -> Result<Self> {
+    /// The event a document read from `whole` holds.
+    fn from_document(document: Document<'_>, whole: &[u8], integers: Integers) -> Result<Self> {
         match document {
-            Document::Event { members, data } => Self::from_members(*members, data),
+            Document::Event { members, data } => Self::from_members(*members, data, integers),
+            Document::Refused(refusal) => Err(refusal.into_error(whole)),
             Document::Other(found) => Err(Error::NotAnObject { found }),
         }
     }
 
     /// The event from its members other than `data`, and `data`. Errors are looked for in
     /// this order whichever way the members were read.
-    fn from_members(mut members: impl Members, data: Option<Json>) -> Result<Self> {
+    fn from_members(
+        mut members: impl Members,
+        data: Option<Json>,
+        integers: Integers,
+    ) -> Result<Self> {
         // specversion first: a 0.3 event should hear about its version, not about the
         // attributes 0.3 named differently.
         let specversion = take_required(&mut members, Attribute::SpecVersion)?;
@@ -105,11 +121,13 @@ impl CloudEvent {
             extensions,
             data,
         };
-        event.validate()?;
+        event.validate_as(integers)?;
         Ok(event)
     }
 
-    /// The event in the JSON event format; always includes `"specversion": "1.0"`.
+    /// The event in the JSON event format; always includes `"specversion": "1.0"`. Its
+    /// data is read into a `Value`, which rounds numbers beyond `f64` (see
+    /// [`Json::value`]); [`CloudEvent::to_json_vec`] writes the data as it is.
     pub fn to_json_value(&self) -> Value {
         let mut members = Map::new();
         members.insert("specversion".to_owned(), Value::from(SPEC_VERSION));
@@ -240,21 +258,39 @@ impl CloudEvent {
     }
 }
 
-/// Reads an event array in the JSON batch format and validates each event. An invalid
-/// event fails the whole batch with [`Error::InBatch`] naming its index; malformed JSON
-/// anywhere fails it before any event is looked at.
+/// Reads an event array in the JSON batch format and validates each event as
+/// [`CloudEvent::from_json_slice`] does. An invalid event fails the whole batch with
+/// [`Error::InBatch`] naming its index; malformed JSON anywhere fails it before any event
+/// is looked at.
 pub fn parse_batch(bytes: &[u8]) -> Result<Vec<CloudEvent>> {
+    read_batch(bytes, Integers::Any)
+}
+
+/// [`parse_batch`], holding integers to the range `integers` says.
+pub(crate) fn read_batch(bytes: &[u8], integers: Integers) -> Result<Vec<CloudEvent>> {
     match read_all(bytes, BatchSeed)? {
-        Batch::Events(documents) => documents
-            .into_iter()
-            .enumerate()
-            .map(|(index, document)| {
-                CloudEvent::from_document(document).map_err(|error| Error::InBatch {
-                    index,
-                    error: Box::new(error),
+        Batch::Events(documents) => {
+            // Data serde_json does not read is malformed JSON, which counts before any
+            // event's own problems.
+            if documents
+                .iter()
+                .any(|d| matches!(d, Document::Refused(Refusal::NotAValue)))
+            {
+                return Err(Error::MalformedJson(value_error(bytes)));
+            }
+            documents
+                .into_iter()
+                .enumerate()
+                .map(|(index, document)| {
+                    CloudEvent::from_document(document, bytes, integers).map_err(|error| {
+                        Error::InBatch {
+                            index,
+                            error: Box::new(error),
+                        }
+                    })
                 })
-            })
-            .collect(),
+                .collect()
+        }
         Batch::Other(found) => Err(Error::NotAnArray { found }),
     }
 }
@@ -272,30 +308,52 @@ pub fn batch_to_json_vec(events: &[CloudEvent]) -> Vec<u8> {
     out
 }
 
-/// One whole JSON text read with `seed`, failing as `serde_json::from_slice` does.
+/// One whole JSON text read with `seed`. Malformed JSON fails as `serde_json::from_slice`
+/// fails to read it as a `Value`.
 fn read_all<'de, S: DeserializeSeed<'de>>(bytes: &'de [u8], seed: S) -> Result<S::Value> {
     // Read from a slice, serde_json checks each string is UTF-8 as it meets it; one check
-    // of the whole text is quicker, and then the text is read as a `str`, which fails
-    // exactly as the slice would (only the UTF-8 check differs). Text that is not UTF-8
-    // is read as a slice, so it fails where it did.
-    match std::str::from_utf8(bytes) {
+    // of the whole text is quicker, and then the text is read as a `str`. Text that is
+    // not UTF-8 is read as a slice.
+    let read = match std::str::from_utf8(bytes) {
         Ok(text) => read_whole(serde_json::Deserializer::from_str(text), seed),
         Err(_) => read_whole(serde_json::Deserializer::from_slice(bytes), seed),
-    }
-    .map_err(Error::MalformedJson)
+    };
+    // `data` is skipped rather than read as a `Value`, and skipping reports a few errors
+    // differently: the error is the one reading a `Value` makes (only on failure, so the
+    // second reading costs nothing otherwise).
+    read.map_err(|e| match serde_json::from_slice::<Value>(bytes) {
+        Err(as_a_value) => Error::MalformedJson(as_a_value),
+        Ok(_) => Error::MalformedJson(e),
+    })
+}
+
+/// One whole JSON text read with `seed`, and nothing after it.
+fn read_whole<'de, R, S>(
+    mut de: serde_json::Deserializer<R>,
+    seed: S,
+) -> Result<S::Value, serde_json::Error>
+where
+    R: serde_json::de::Read<'de>,
+    S: DeserializeSeed<'de>,
+{
+    let value = seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
 /// A JSON text that should hold one event, read but not yet checked. Reading it fails
 /// only for malformed JSON, at the same place and with the same message as reading a
 /// `Value` would (every member other than `data` is read as a `Value`); every other
-/// problem is found afterwards, as before.
+/// problem is found afterwards.
 enum Document<'de> {
-    /// An object: its members other than `data`, and `data` as canonical JSON (of
-    /// duplicates the last).
+    /// An object: its members other than `data`, and `data` as it was sent.
     Event {
         members: Box<Envelope<'de>>,
         data: Option<Json>,
     },
+    /// An object that repeats a member or whose data is refused: the first such problem,
+    /// data that serde_json does not read before any repeated key.
+    Refused(Refusal),
     /// Any other JSON value, by its kind.
     Other(&'static str),
 }
@@ -305,11 +363,11 @@ enum Document<'de> {
 /// are read, but no error is reported until [`CloudEvent::from_members`] asks, so the
 /// errors and their order are those of the `Map` it replaces.
 struct Envelope<'de> {
-    /// Each [`Attribute`] by its index, as its last occurrence gave it.
+    /// Each [`Attribute`] by its index.
     attributes: [AttributeValue; Attribute::COUNT],
-    /// Where each attribute first appeared among the members other than `data`.
+    /// Where each attribute appeared among the members other than `data`.
     attributes_at: [Option<usize>; Attribute::COUNT],
-    /// Every other member, duplicates included, in document order.
+    /// Every other member, in document order.
     extensions: Vec<ExtensionMember<'de>>,
 }
 
@@ -317,9 +375,10 @@ struct ExtensionMember<'de> {
     name: Cow<'de, str>,
     /// `None` for null.
     value: Option<Result<ExtensionValue>>,
-    /// Where it appeared among the members other than `data`; after deduplication, where
-    /// the first of its name did.
+    /// Where it appeared among the members other than `data`.
     at: usize,
+    /// Where it appeared among all members.
+    member: usize,
 }
 
 impl Members for Envelope<'_> {
@@ -332,19 +391,8 @@ impl Members for Envelope<'_> {
     }
 
     fn into_extensions(self) -> Result<BTreeMap<String, ExtensionValue>> {
+        // Names are unique: a repeated one refused the document.
         let mut members = self.extensions;
-        if members.len() > 1 {
-            // Of duplicates the last value, at the first one's place, as a map insert
-            // keeps them: the sort is stable, and `dedup_by` hands the later one first.
-            members.sort_by(|a, b| a.name.cmp(&b.name));
-            members.dedup_by(|later, earlier| {
-                let same = later.name == earlier.name;
-                if same {
-                    earlier.value = later.value.take();
-                }
-                same
-            });
-        }
         let mut extensions = BTreeMap::new();
         let mut bad = Vec::new();
         for member in &mut members {
@@ -388,6 +436,19 @@ fn map_order(
         }
     }
     order
+}
+
+/// The first extension whose name an earlier one had: compared pairwise for the few an
+/// event has, hashed beyond.
+fn first_repeated(extensions: &[ExtensionMember<'_>]) -> Option<(usize, String)> {
+    if !has_duplicates(extensions, |m| m.name.as_ref()) {
+        return None;
+    }
+    let mut seen = std::collections::HashSet::new();
+    extensions
+        .iter()
+        .find(|m| !seen.insert(m.name.as_ref()))
+        .map(|m| (m.member, m.name.to_string()))
 }
 
 /// A member name: an attribute, `data`, or an extension's name, borrowed from the input
@@ -437,8 +498,9 @@ impl<'de> Visitor<'de> for MemberNameSeed {
 }
 
 struct DocumentSeed {
-    /// What to reserve for the data's text.
-    data_capacity: usize,
+    /// How many arrays and objects are open around the event, itself included: data
+    /// may open the rest of serde_json's [`MAX_LEVELS`].
+    levels: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for DocumentSeed {
@@ -463,28 +525,68 @@ impl<'de> Visitor<'de> for DocumentSeed {
             extensions: Vec::new(),
         });
         let mut data = None;
+        let mut data_refused = None;
+        // The first member that repeats an earlier one's name: where, and the name.
+        let mut repeated: Option<(usize, String)> = None;
         // `data` never entered the map this replaces, so it takes no place.
         let mut at = 0;
+        let mut member = 0;
         while let Some(name) = map.next_key_seed(MemberNameSeed)? {
+            member += 1;
             match name {
                 MemberName::Data => {
-                    data = Some(map.next_value_seed(JsonSeed {
-                        capacity: self.data_capacity,
-                    })?);
+                    let raw: &'de RawValue = map.next_value()?;
+                    if data.is_some() || data_refused.is_some() {
+                        repeated.get_or_insert_with(|| (member, "data".to_owned()));
+                    }
+                    match read_json(raw.get(), MAX_LEVELS.saturating_sub(self.levels)) {
+                        Ok(text) => data = Some(Json::checked(text.into_owned())),
+                        // Of two `data` members refused, one that is not a `Value` counts.
+                        Err(Refusal::NotAValue) => data_refused = Some(Refusal::NotAValue),
+                        Err(refusal) => {
+                            data_refused.get_or_insert(refusal);
+                        }
+                    }
                     continue;
                 }
                 MemberName::Attribute(attribute) => {
                     let value = AttributeValue::from(map.next_value::<Value>()?);
                     members.attributes[attribute as usize] = value;
+                    if members.attributes_at[attribute as usize].is_some() {
+                        repeated.get_or_insert_with(|| (member, attribute.name().to_owned()));
+                    }
                     members.attributes_at[attribute as usize].get_or_insert(at);
                 }
                 MemberName::Extension(name) => {
                     let value: Value = map.next_value()?;
                     let value = (!value.is_null()).then(|| extension_value(&name, value));
-                    members.extensions.push(ExtensionMember { name, value, at });
+                    members.extensions.push(ExtensionMember {
+                        name,
+                        value,
+                        at,
+                        member,
+                    });
                 }
             }
             at += 1;
+        }
+        // Extensions are compared once all are in: pairwise for the few an event has.
+        if let Some((place, name)) = first_repeated(&members.extensions)
+            && repeated
+                .as_ref()
+                .is_none_or(|(earlier, _)| place < *earlier)
+        {
+            repeated = Some((place, name));
+        }
+        // Data serde_json does not read counts first, as malformed JSON; then a repeated
+        // member of the event; then a key repeated inside the data.
+        let refusal = match (data_refused, repeated) {
+            (Some(Refusal::NotAValue), _) => Some(Refusal::NotAValue),
+            (_, Some((_, name))) => Some(Refusal::Member(name)),
+            (data_refused, None) => data_refused,
+        };
+        if let Some(refusal) = refusal {
+            return Ok(Document::Refused(refusal));
         }
         Ok(Document::Event { members, data })
     }
@@ -544,7 +646,7 @@ impl<'de> Visitor<'de> for BatchSeed {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch<'de>, A::Error> {
         let mut documents = Vec::new();
-        while let Some(document) = seq.next_element_seed(DocumentSeed { data_capacity: 128 })? {
+        while let Some(document) = seq.next_element_seed(DocumentSeed { levels: 2 })? {
             documents.push(document);
         }
         Ok(Batch::Events(documents))
@@ -591,6 +693,14 @@ fn write_key(out: &mut Vec<u8>, name: &str) {
     out.push(b',');
     write_str(out, name);
     out.push(b':');
+}
+
+/// A string that needs no escape, quoted.
+fn write_unescaped(out: &mut Vec<u8>, v: &str) {
+    out.reserve(v.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(v.as_bytes());
+    out.push(b'"');
 }
 
 /// `value` as a JSON string, escaped as serde_json escapes it.
@@ -737,12 +847,14 @@ fn extension_value(name: &str, value: Value) -> Result<ExtensionValue> {
             Ok(ExtensionValue::Integer(0))
         }
         Value::Number(n) => n.as_i64().map(ExtensionValue::Integer).ok_or_else(|| {
-            let problem = if n.is_f64() {
-                format!("is {n}, not an integer; extension numbers must be whole")
+            if n.is_f64() {
+                Error::invalid(
+                    name,
+                    format!("is {n}, not an integer; extension numbers must be whole"),
+                )
             } else {
-                format!("is {n}, too large for a 64-bit integer; send it as a string")
-            };
-            Error::invalid(name, problem)
+                out_of_range(name, n)
+            }
         }),
         other => Err(Error::invalid(
             name,

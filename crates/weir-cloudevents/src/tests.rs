@@ -346,7 +346,7 @@ fn every_validation_error_names_its_attribute() {
         (
             json!({"ext": too_big}),
             "ext",
-            "too large for a 64-bit integer",
+            "outside the CloudEvents integer range",
         ),
         (
             json!({"ext": {"a": 1}}),
@@ -808,82 +808,11 @@ fn spec_example_values_are_accepted() {
     }
 }
 
-// --- JSON data as canonical text -----------------------------------------------------
+// --- JSON read as serde_json reads a `Value`, repeated keys refused --------------------
 
-/// What reading `text` as a `Value` and writing it again gives, or serde_json's error.
-fn value_round_trip(text: &[u8]) -> Result<String, String> {
-    serde_json::from_slice::<Value>(text)
-        .map(|value| value.to_string())
-        .map_err(|e| e.to_string())
-}
+mod exact_json;
 
-fn canonical(text: &[u8]) -> Result<String, String> {
-    Json::from_slice(text)
-        .map(Json::into_string)
-        .map_err(|e| e.to_string())
-}
-
-#[test]
-fn json_data_is_the_text_a_value_round_trip_writes() {
-    let texts: &[&str] = &[
-        "null",
-        " true ",
-        "false",
-        "0",
-        "-0",
-        "-0.0",
-        "1e3",
-        "1E+3",
-        "1.50",
-        "12345678901234567890",
-        "18446744073709551616",
-        "-9223372036854775808",
-        "-9223372036854775809",
-        "0.1",
-        "1e-7",
-        "123456789012345678901234567890e-10",
-        "5e-324",
-        "1.7976931348623157e308",
-        r#""plain""#,
-        r#""\u00e9\/\"\\\b\f\n\r\t\u0000\u001f\u007f\u2028""#,
-        r#""\ud83d\ude00 é 😀""#,
-        "[]",
-        "[ ]",
-        "{}",
-        "{ }",
-        "[1, [2, [3, {}]], {\"a\": []}]",
-        "{\n  \"b\": 1,\n  \"a\": {\"y\": null, \"x\": [true, false]}\n}",
-        r#"{"a": 1, "b": 2, "a": 3}"#,
-        r#"{"a": {"x": 1, "x": 2}, "a": [1], "c": {"\u0061": 1, "a": 2}}"#,
-        r#"[{"k": 1, "k": {"k": 2, "k": 3}}, {"k": 4}]"#,
-        r#"{"$serde_json::private::Number": "1"}"#,
-    ];
-    for text in texts {
-        assert_eq!(
-            canonical(text.as_bytes()),
-            value_round_trip(text.as_bytes()),
-            "{text}"
-        );
-    }
-    // Text that is canonical already, duplicate keys aside.
-    for text in [
-        r#"{"a":1,"a":2}"#,
-        r#"{"b":{"x":[1,""],"x":null}}"#,
-        r#"["é"\",{"k":-1.5e-7}]"#,
-    ] {
-        assert_eq!(
-            canonical(text.as_bytes()),
-            value_round_trip(text.as_bytes())
-        );
-    }
-    // Many keys take the hashing path of the duplicate check.
-    let many: Vec<String> = (0..40).map(|i| format!("\"k{}\": {i}", i % 25)).collect();
-    let text = format!("{{{}}}", many.join(", "));
-    assert_eq!(
-        canonical(text.as_bytes()),
-        value_round_trip(text.as_bytes())
-    );
-}
+use exact_json::{Node, first_duplicate, reads_as_reference};
 
 #[test]
 fn malformed_json_data_fails_as_reading_a_value_does() {
@@ -914,23 +843,52 @@ fn malformed_json_data_fails_as_reading_a_value_does() {
         deep.as_bytes(),
     ];
     for text in texts {
-        let expected = value_round_trip(text);
-        assert!(expected.is_err(), "{:?}", String::from_utf8_lossy(text));
+        let shown = String::from_utf8_lossy(text);
+        let expected = serde_json::from_slice::<Value>(text).expect_err(&shown);
+        let found = Json::from_slice(text).expect_err(&shown);
         assert_eq!(
-            canonical(text),
-            expected,
-            "{:?}",
-            String::from_utf8_lossy(text)
+            found.to_string(),
+            Error::MalformedJson(expected).to_string(),
+            "{shown}"
         );
+        reads_as_reference(text).unwrap();
     }
 }
 
+/// The member an event repeats, or else the key its data repeats and where: what
+/// reading `document` must refuse, if it reads as a `Value` at all.
+fn repeated_in_event(document: &[u8]) -> Option<(String, Option<String>)> {
+    let Ok(Node::Object(members)) = serde_json::from_slice::<Node>(document) else {
+        return None;
+    };
+    let repeated = members.iter().enumerate().find_map(|(i, (name, _))| {
+        members[..i]
+            .iter()
+            .any(|(earlier, _)| earlier == name)
+            .then(|| (name.clone(), None))
+    });
+    repeated.or_else(|| {
+        members
+            .iter()
+            .filter(|(name, _)| name == "data")
+            .find_map(|(_, data)| first_duplicate(data, ""))
+            .map(|(key, pointer)| (key, Some(pointer)))
+    })
+}
+
+/// The error reading `document` must give for what it repeats, if it does.
+fn duplicate_error(document: &[u8]) -> Option<Error> {
+    serde_json::from_slice::<Value>(document).ok()?;
+    repeated_in_event(document).map(|(key, pointer)| Error::DuplicateKey { key, pointer })
+}
+
 #[test]
-fn events_read_and_written_as_through_a_value() {
+fn events_read_as_through_a_value() {
     let documents: &[&str] = &[
         r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data": {"b": 1.50, "a": [1e3, "\u00e9"]}}"#,
         r#"{"data": null, "specversion":"1.0","id":"1","source":"/s","type":"t"}"#,
         r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"x":1},"data":{"x":2, "x": 3}}"#,
+        r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"x":2, "x": 3}}"#,
         r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"text/plain","data":"hi\u0021"}"#,
         r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"text/plain","data":{"a":1}}"#,
         r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":1,"data_base64":"aGk="}"#,
@@ -951,39 +909,41 @@ fn events_read_and_written_as_through_a_value() {
     };
     for document in documents {
         let direct = CloudEvent::from_json_slice(document.as_bytes());
-        let expected = through_value(document.as_bytes());
+        let expected = match duplicate_error(document.as_bytes()) {
+            Some(duplicate) => Err(duplicate),
+            None => through_value(document.as_bytes()),
+        };
         match (&direct, &expected) {
-            (Ok(direct), Ok(expected)) => {
-                assert_eq!(direct, expected, "{document}");
-                assert_eq!(direct.to_json_vec(), expected.to_json_vec(), "{document}");
-                if let (Some(Data::Json(a)), Some(Data::Json(b))) = (&direct.data, &expected.data) {
-                    assert_eq!(a.as_str(), b.as_str(), "{document}");
-                }
-            }
+            // Equal as values; the data's text is the one sent (see `exact_json`).
+            (Ok(direct), Ok(expected)) => assert_eq!(direct, expected, "{document}"),
             (Err(direct), Err(expected)) => {
                 assert_eq!(direct.to_string(), expected.to_string(), "{document}")
             }
             _ => panic!("{document}: {direct:?} but through a Value {expected:?}"),
         }
         let batch = format!("[{document}]");
+        let expected = serde_json::from_slice::<Value>(batch.as_bytes())
+            .map_err(Error::MalformedJson)
+            .and_then(|v| match v {
+                Value::Array(items) => items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, item)| {
+                        let in_batch = |error| Error::InBatch {
+                            index,
+                            error: Box::new(error),
+                        };
+                        match duplicate_error(document.as_bytes()) {
+                            Some(duplicate) => Err(in_batch(duplicate)),
+                            None => CloudEvent::from_json_value(item).map_err(in_batch),
+                        }
+                    })
+                    .collect(),
+                _ => unreachable!(),
+            });
         assert_eq!(
             parse_batch(batch.as_bytes()).map_err(|e| e.to_string()),
-            serde_json::from_slice::<Value>(batch.as_bytes())
-                .map_err(Error::MalformedJson)
-                .and_then(|v| match v {
-                    Value::Array(items) => items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(index, item)| {
-                            CloudEvent::from_json_value(item).map_err(|error| Error::InBatch {
-                                index,
-                                error: Box::new(error),
-                            })
-                        })
-                        .collect(),
-                    _ => unreachable!(),
-                })
-                .map_err(|e| e.to_string()),
+            expected.map_err(|e| e.to_string()),
             "{batch}"
         );
     }
@@ -1048,6 +1008,10 @@ fn json_data_compares_as_values() {
     assert_ne!(a.as_str(), b.as_str());
     assert_ne!(a, Json::from_slice(b"{\"a\": 1.0, \"b\": [2]}").unwrap());
     assert_eq!(a.value(), json!({"a": 1, "b": [2]}));
+    assert_eq!(
+        Json::from_slice(b"1E+2").unwrap(),
+        Json::from_slice(b"100.0").unwrap()
+    );
     assert_eq!(Json::null().as_str(), "null");
     assert_eq!(Json::from(json!("x")).to_string(), "\"x\"");
 }
@@ -1067,16 +1031,20 @@ fn through_a_map(bytes: &[u8]) -> Result<CloudEvent, Error> {
     }
 }
 
-/// `from_json_slice` and `parse_batch` give what reading through a `Map` gave.
+/// `from_json_slice` and `parse_batch` give what reading through a `Map` gave, except
+/// that a repeated member, or a key repeated inside the data, is refused.
 fn assert_read_as_through_a_map(document: &[u8]) {
     let shown = String::from_utf8_lossy(document);
-    match (
-        CloudEvent::from_json_slice(document),
-        through_a_map(document),
-    ) {
+    let expected = match duplicate_error(document) {
+        Some(duplicate) => Err(duplicate),
+        None => through_a_map(document),
+    };
+    match (CloudEvent::from_json_slice(document), &expected) {
         (Ok(direct), Ok(expected)) => {
-            assert_eq!(direct, expected, "{shown}");
-            assert_eq!(direct.to_json_vec(), expected.to_json_vec(), "{shown}");
+            assert_eq!(&direct, expected, "{shown}");
+            // The same but for the data's text, which is kept as sent.
+            let written: Value = serde_json::from_slice(&direct.to_json_vec()).unwrap();
+            assert_eq!(written, expected.to_json_value(), "{shown}");
         }
         (Err(direct), Err(expected)) => {
             assert_eq!(direct.to_string(), expected.to_string(), "{shown}");
@@ -1092,7 +1060,11 @@ fn assert_read_as_through_a_map(document: &[u8]) {
                 .iter()
                 .enumerate()
                 .map(|(index, document)| {
-                    through_a_map(document).map_err(|error| Error::InBatch {
+                    match duplicate_error(document) {
+                        Some(duplicate) => Err(duplicate),
+                        None => through_a_map(document),
+                    }
+                    .map_err(|error| Error::InBatch {
                         index,
                         error: Box::new(error),
                     })
@@ -1275,595 +1247,6 @@ mod envelopes {
                 }
             }
             assert_read_as_through_a_map(&document);
-        }
-    }
-}
-
-mod canonical_text {
-    use proptest::prelude::*;
-    use serde_json::{Map, Number, Value};
-
-    use super::{canonical, value_round_trip};
-
-    fn values() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter_map("finite", Number::from_f64)
-                .prop_map(Value::Number),
-            ".{0,8}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 48, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::vec(("[ab\"\\\\é😀]{0,3}", inner), 0..6)
-                    .prop_map(|members| Value::Object(members.into_iter().collect::<Map<_, _>>())),
-            ]
-        })
-    }
-
-    /// `value` as JSON text written in one of the many ways JSON allows: whitespace,
-    /// `\u` escapes (surrogate pairs too), exponents, repeated keys; `choices` decides.
-    fn write_loosely(value: &Value, choices: &mut impl Iterator<Item = u8>, out: &mut String) {
-        fn pick(choices: &mut impl Iterator<Item = u8>, n: u8) -> u8 {
-            choices.next().unwrap_or(0) % n
-        }
-        let space = |c: u8| ["", " ", "\n  ", "\t"][usize::from(c % 4)];
-        out.push_str(space(pick(choices, 4)));
-        match value {
-            Value::Number(n) if n.is_f64() && pick(choices, 2) == 0 => {
-                out.push_str(&format!("{:e}", n.as_f64().unwrap_or(0.0)))
-            }
-            Value::String(s) => {
-                out.push('"');
-                for c in s.chars() {
-                    match (c, pick(choices, 3)) {
-                        ('"', _) => out.push_str("\\\""),
-                        ('\\', _) => out.push_str("\\\\"),
-                        ('/', 0) => out.push_str("\\/"),
-                        (c, 0) | (c @ '\0'..='\x1f', _) => {
-                            let mut units = [0u16; 2];
-                            for unit in c.encode_utf16(&mut units) {
-                                out.push_str(&format!("\\u{unit:04x}"));
-                            }
-                        }
-                        (c, _) => out.push(c),
-                    }
-                }
-                out.push('"');
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_loosely(item, choices, out);
-                }
-                out.push_str(space(pick(choices, 4)));
-                out.push(']');
-            }
-            Value::Object(members) => {
-                out.push('{');
-                for (i, (key, item)) in members.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    if pick(choices, 4) == 0 {
-                        // An earlier value for the same key, which the later one replaces.
-                        write_loosely(&Value::String(key.clone()), choices, out);
-                        out.push_str(":0,");
-                    }
-                    write_loosely(&Value::String(key.clone()), choices, out);
-                    out.push(':');
-                    write_loosely(item, choices, out);
-                }
-                out.push_str(space(pick(choices, 4)));
-                out.push('}');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-        out.push_str(space(pick(choices, 4)));
-    }
-
-    proptest! {
-        #[test]
-        fn any_json_text_reads_as_a_value_round_trip_writes_it(
-            value in values(),
-            choices in prop::collection::vec(any::<u8>(), 0..256),
-        ) {
-            let mut text = String::new();
-            write_loosely(&value, &mut choices.into_iter().cycle(), &mut text);
-            prop_assert_eq!(canonical(text.as_bytes()), value_round_trip(text.as_bytes()));
-            // Compact text, mostly canonical already (serde_json's float parsing is not
-            // always exact, so a few floats come back one bit off, in both routes alike).
-            let compact = value.to_string();
-            prop_assert_eq!(canonical(compact.as_bytes()), value_round_trip(compact.as_bytes()));
-        }
-
-        #[test]
-        fn broken_json_text_fails_as_reading_a_value_fails(
-            value in values(),
-            at in any::<prop::sample::Index>(),
-            edit in 0..3u8,
-            byte in prop::sample::select(&b"{}[]\":,\\u0e-+. x\xff"[..]),
-        ) {
-            let mut text = value.to_string().into_bytes();
-            let at = at.index(text.len() + 1);
-            match edit {
-                0 if at < text.len() => { text.remove(at); }
-                1 if at < text.len() => text[at] = byte,
-                _ => text.insert(at, byte),
-            }
-            prop_assert_eq!(canonical(&text), value_round_trip(&text));
-        }
-    }
-}
-
-// --- JSON data kept as it is when it is canonical already ------------------------------
-
-/// What the transcoder alone makes of `text`, the way `Json::from_slice` always worked:
-/// the reference the quick path must match.
-fn transcoded(text: &[u8]) -> Result<String, String> {
-    Json::transcode_slice(text)
-        .map(Json::into_string)
-        .map_err(|e| e.to_string())
-}
-
-fn body_data(text: &[u8], owned: bool) -> Result<String, String> {
-    let data = if owned {
-        Data::from_body_vec(Some("application/json"), text.to_vec())
-    } else {
-        Data::from_body(Some("application/json"), text)
-    };
-    match data {
-        Ok(Data::Json(json)) => Ok(json.into_string()),
-        Ok(other) => Err(format!("not JSON data: {other:?}")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Every way of reading JSON text as `Json` gives what the transcoder gives: `Ok` if so,
-/// else what differed.
-fn reads_as_transcoded(text: &[u8]) -> Result<(), String> {
-    let expected = transcoded(text);
-    let from_vec = Json::from_vec(text.to_vec())
-        .map(Json::into_string)
-        .map_err(|e| e.to_string());
-    let shown = String::from_utf8_lossy(text);
-    if canonical(text) != expected {
-        return Err(format!(
-            "from_slice({shown:?}) gave {:?}, the transcoder {expected:?}",
-            canonical(text)
-        ));
-    }
-    if from_vec != expected {
-        return Err(format!(
-            "from_vec({shown:?}) gave {from_vec:?}, the transcoder {expected:?}"
-        ));
-    }
-    if body_data(text, true) != body_data(text, false) {
-        return Err(format!(
-            "Data::from_body_vec({shown:?}) gave {:?}, Data::from_body {:?}",
-            body_data(text, true),
-            body_data(text, false)
-        ));
-    }
-    Ok(())
-}
-
-#[test]
-fn canonical_text_is_kept_and_anything_else_transcoded() {
-    let nested = |depth: usize, open: &str, close: &str, inner: &str| {
-        open.repeat(depth) + inner + &close.repeat(depth)
-    };
-    let mut texts: Vec<String> = [
-        // Integers, at the edges of u64 and i64.
-        "0",
-        "-0",
-        "1",
-        "-1",
-        "00",
-        "01",
-        "-01",
-        "+1",
-        "-",
-        "18446744073709551615",
-        "18446744073709551616",
-        "-9223372036854775808",
-        "-9223372036854775809",
-        "[18446744073709551615,-9223372036854775808]",
-        "123456789012345678901234567890",
-        // Floats: plain decimals up to and past 15 digits, around 1e-5 and 1e16.
-        "0.0",
-        "-0.0",
-        "0.00",
-        "-0.00",
-        "1.0",
-        "1.00",
-        "1.5",
-        "1.50",
-        "1150.0",
-        "-1150.0",
-        "0.1",
-        "0.10",
-        "0.30000000000000004",
-        "100000000000000.0",
-        "999999999999999.0",
-        "1000000000000000.0",
-        "10000000000000000.0",
-        "1e16",
-        "1e15",
-        "12345678901234.5",
-        "123456789012345.6",
-        "1234567890123456.7",
-        "0.12345678901234",
-        "0.123456789012345",
-        "0.1234567890123456",
-        "9007199254740993.0",
-        "0.0001",
-        "0.00001",
-        "0.000012345",
-        "0.000001",
-        "1e-5",
-        "1e-6",
-        "1.0e-6",
-        "1e2",
-        "1E2",
-        "1e+2",
-        "1e02",
-        "100.0",
-        "1.5e300",
-        "1.5E300",
-        "-1.5e-7",
-        "1.7976931348623157e308",
-        "5e-324",
-        "2.2250738585072014e-308",
-        "1e400",
-        "1.",
-        ".5",
-        "1.e5",
-        "1e",
-        "1e+",
-        "-.5",
-        // Strings: serde_json's escapes, and every other way to write the same.
-        r#""""#,
-        r#""plain text""#,
-        r#""\"\\\n\t\r\b\f\u0000\u001f\u0001""#,
-        r#""\u000a""#,
-        r#""\u0008""#,
-        r#""\u001F""#,
-        r#""\u007f""#,
-        r#""\u0009""#,
-        r#""\u000c""#,
-        r#""\u000d""#,
-        r#""\u000b""#,
-        r#""\u0000\u0007\u000e\u0010\u001a""#,
-        r#""\u000B""#,
-        "\"\u{7f}\"",
-        r#""\/""#,
-        r#""\u0041""#,
-        r#""\u00e9""#,
-        "\"é 😀 \u{2028}\"",
-        r#""\ud83d\ude00""#,
-        r#""\ud800""#,
-        r#""\x""#,
-        r#""\u00""#,
-        r#""\u00g0""#,
-        "\"tab\there\"",
-        "\"new\nline\"",
-        "\"open",
-        "\"a\\",
-        // Structure, whitespace and duplicate keys.
-        "{}",
-        "[]",
-        "[{},[],{\"\":[]}]",
-        " 1",
-        "1 ",
-        "[1, 2]",
-        "{\"a\" :1}",
-        "{\"a\": 1}",
-        "{\"a\":1 }",
-        "{\"a\":1,}",
-        "[1,]",
-        "[,1]",
-        "{,}",
-        "{\"a\"}",
-        "{\"a\":}",
-        "{1:2}",
-        "[1 2]",
-        "[true false]",
-        "{} {}",
-        "[]]",
-        "[}",
-        "{]",
-        "nul",
-        "truex",
-        "[truex]",
-        "nullnull",
-        "",
-        "{\"a\":1,\"a\":2}",
-        "{\"a\":1,\"b\":2,\"a\":3}",
-        "{\"a\":{\"a\":1},\"b\":{\"a\":2}}",
-        "{\"x\":{\"a\":1,\"a\":2}}",
-        "[{\"a\":1},{\"a\":2}]",
-        "{\"a\\n\":1,\"a\\n\":2}",
-        "{\"\\u0061\":1,\"a\":2}",
-        "{\"ab\":1,\"ba\":2,\"aab\":3,\"abb\":4}",
-        r#"{"$serde_json::private::Number":"1"}"#,
-        r#"{"orderId":"SO-1001","customer":{"id":"CUST-42","name":"Acme GmbH","segment":"enterprise","country":"DE"},"amount":1150.0,"currency":"EUR","originalAmount":1250.0,"originalCurrency":"USD","createdOn":"2026-11-22","lines":[{"sku":"MAT-7","quantity":5,"amount":920.0},{"sku":"MAT-9","quantity":1,"amount":230.0}]}"#,
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    // Many keys take the hashing path of the duplicate check.
-    let many = |keys: usize, distinct: usize| {
-        let members: Vec<String> = (0..keys)
-            .map(|i| format!("\"k{}\":{i}", i % distinct))
-            .collect();
-        format!("{{{}}}", members.join(","))
-    };
-    texts.extend([many(17, 17), many(40, 40), many(40, 39), many(17, 16)]);
-    // Around the nesting the quick path takes (100) and the depth serde_json refuses (128).
-    for depth in [99, 100, 101, 102, 127, 128, 129, 300] {
-        texts.push(nested(depth, "[", "]", ""));
-        texts.push(nested(depth, "[", "]", "1"));
-        texts.push(nested(depth, "{\"a\":", "}", "1"));
-    }
-    for text in &texts {
-        if let Err(difference) = reads_as_transcoded(text.as_bytes()) {
-            panic!("{difference}");
-        }
-    }
-    for text in [
-        &b"\"\xff\""[..],
-        b"[\"\xc3\"]",
-        b"\xef\xbb\xbf1",
-        b"{\"\xe9\":1}",
-    ] {
-        if let Err(difference) = reads_as_transcoded(text) {
-            panic!("{difference}");
-        }
-    }
-}
-
-#[test]
-fn canonical_text_keeps_its_buffer() {
-    let text = br#"{"orderId":"SO-1001","amount":1150.0,"lines":[{"sku":"MAT-7"}]}"#.to_vec();
-    let at = text.as_ptr();
-    let json = Json::from_vec(text).unwrap();
-    assert_eq!(json.as_bytes().as_ptr(), at);
-    let Data::Json(json) =
-        Data::from_body_vec(Some("application/json"), json.into_string().into_bytes()).unwrap()
-    else {
-        panic!("not JSON data");
-    };
-    assert_eq!(json.as_bytes().as_ptr(), at);
-}
-
-mod quick_canonical {
-    use proptest::prelude::*;
-
-    use super::reads_as_transcoded;
-
-    /// A JSON value as a tree of texts: numbers and keys spelled in many ways, keys
-    /// repeated now and then.
-    #[derive(Debug, Clone)]
-    enum Tree {
-        Literal(String),
-        Str(String),
-        Array(Vec<Tree>),
-        Object(Vec<(String, Tree)>),
-    }
-
-    /// Number texts, canonical or not, valid or not, around the edges that matter.
-    fn number() -> impl Strategy<Value = String> {
-        prop_oneof![
-            any::<i64>().prop_map(|n| n.to_string()),
-            any::<u64>().prop_map(|n| n.to_string()),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(|f| serde_json::to_string(&f).unwrap_or_default()),
-            any::<f32>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(|f| serde_json::to_string(&f64::from(f)).unwrap_or_default()),
-            // Decimals of around 15 to 17 digits, where serde_json's reading stops being
-            // exact and the shortest form stops being the digits written.
-            (-1e16..1e16f64).prop_map(|f| serde_json::to_string(&f).unwrap_or_default()),
-            (-1e-3..1e-3f64).prop_map(|f| serde_json::to_string(&f).unwrap_or_default()),
-            "-?[1-9][0-9]{12,16}\\.[0-9]{1,3}",
-            "-?[1-9]\\.[0-9]{12,16}",
-            "-?0\\.0{0,5}[1-9][0-9]{11,15}",
-            "-?(0|[1-9][0-9]{0,15})\\.[0-9]{1,16}",
-            "-?(0|[1-9][0-9]{0,5})\\.[0-9]{0,2}0",
-            "-?0\\.0{0,6}[1-9][0-9]{0,10}",
-            "-?[1-9][0-9]{0,16}\\.0",
-            "-?[0-9]{1,3}(\\.[0-9]{1,3})?[eE][+-]?[0-9]{1,3}",
-            "-?(922337203685477[0-9]{4}|1844674407370955[0-9]{4}|[0-9]{21})",
-            "-?0[0-9]{0,2}",
-            prop::sample::select(
-                &[
-                    "-0", "-0.0", "0.0", "1.50", "1E2", "1e+2", "1.", "-", "2e-5"
-                ][..]
-            )
-            .prop_map(str::to_owned),
-        ]
-    }
-
-    fn string() -> impl Strategy<Value = String> {
-        prop::collection::vec(
-            prop::sample::select(
-                &[
-                    'a', 'z', ' ', '"', '\\', '/', '\n', '\t', '\u{8}', '\u{c}', '\r', '\0',
-                    '\u{1f}', '\u{7f}', 'é', '😀', '\u{2028}', 'A',
-                ][..],
-            ),
-            0..6,
-        )
-        .prop_map(|chars| chars.into_iter().collect())
-    }
-
-    fn tree() -> impl Strategy<Value = Tree> {
-        let leaf = prop_oneof![
-            prop::sample::select(&["null", "true", "false"][..])
-                .prop_map(|s| Tree::Literal(s.to_owned())),
-            number().prop_map(Tree::Literal),
-            string().prop_map(Tree::Str),
-        ];
-        leaf.prop_recursive(5, 64, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Tree::Array),
-                // Few names, so keys repeat.
-                prop::collection::vec(("[ab\"é\n]{0,2}", inner), 0..6).prop_map(Tree::Object),
-            ]
-        })
-    }
-
-    /// How loosely to write: with whitespace, with other escapes than serde_json's (and
-    /// raw control characters); neither gives canonical text unless a number or a repeated
-    /// key spoils it.
-    #[derive(Debug, Clone, Copy)]
-    struct Style {
-        spaced: bool,
-        escapes: bool,
-    }
-
-    /// Writes `tree` in `style`, `choices` (cycled) deciding each loose spot.
-    fn write(tree: &Tree, style: Style, choices: &mut impl Iterator<Item = u8>, out: &mut String) {
-        let mut space = |out: &mut String| {
-            if style.spaced {
-                let choice = choices.next().unwrap_or(0) % 6;
-                out.push_str(["", "", " ", "\n  ", "\t", "\r"][usize::from(choice)]);
-            }
-        };
-        space(out);
-        match tree {
-            Tree::Literal(text) => out.push_str(text),
-            Tree::Str(s) => write_string(s, style, choices, out),
-            Tree::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, style, choices, out);
-                }
-                out.push(']');
-            }
-            Tree::Object(members) => {
-                out.push('{');
-                for (i, (key, item)) in members.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_string(key, style, choices, out);
-                    out.push(':');
-                    write(item, style, choices, out);
-                }
-                out.push('}');
-            }
-        }
-        if style.spaced && choices.next().unwrap_or(0).is_multiple_of(3) {
-            out.push(' ');
-        }
-    }
-
-    fn write_string(
-        s: &str,
-        style: Style,
-        choices: &mut impl Iterator<Item = u8>,
-        out: &mut String,
-    ) {
-        if !style.escapes {
-            out.push_str(&serde_json::to_string(s).unwrap_or_default());
-            return;
-        }
-        out.push('"');
-        for c in s.chars() {
-            let mut units = [0u16; 2];
-            // Mostly as serde_json writes it, so that one odd spelling is often the only
-            // thing that keeps a text from being canonical.
-            match (c, choices.next().unwrap_or(0) % 16) {
-                (c, 0) => {
-                    for unit in c.encode_utf16(&mut units) {
-                        out.push_str(&format!("\\u{unit:04x}"));
-                    }
-                }
-                (c, 1) => {
-                    for unit in c.encode_utf16(&mut units) {
-                        out.push_str(&format!("\\u{unit:04X}"));
-                    }
-                }
-                ('/', 2) => out.push_str("\\/"),
-                // Raw, even where JSON forbids it.
-                (c, 3) => out.push(c),
-                (c, _) => {
-                    let quoted = serde_json::to_string(&c.to_string()).unwrap_or_default();
-                    out.push_str(&quoted[1..quoted.len() - 1]);
-                }
-            }
-        }
-        out.push('"');
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-
-        #[test]
-        fn any_json_text_reads_as_the_transcoder_reads_it(
-            tree in tree(),
-            spaced in any::<bool>(),
-            escapes in any::<bool>(),
-            choices in prop::collection::vec(any::<u8>(), 1..64),
-            edit in prop::option::weighted(0.2, (any::<prop::sample::Index>(), 0..3u8,
-                prop::sample::select(&b"{}[]\":,\\u0e-+. x\xff\t"[..]))),
-        ) {
-            let mut text = String::new();
-            let style = Style { spaced, escapes };
-            write(&tree, style, &mut choices.into_iter().cycle(), &mut text);
-            let mut text = text.into_bytes();
-            if let Some((at, kind, byte)) = edit {
-                let at = at.index(text.len() + 1);
-                match kind {
-                    0 if at < text.len() => { text.remove(at); }
-                    1 if at < text.len() => text[at] = byte,
-                    _ => text.insert(at, byte),
-                }
-            }
-            if let Err(difference) = reads_as_transcoded(&text) {
-                prop_assert!(false, "{}", difference);
-            }
-        }
-
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2048))]
-
-        #[test]
-        fn any_number_reads_as_the_transcoder_reads_it(number in number()) {
-            for text in [number.clone(), format!("[{number}]"), format!("{{\"n\":{number}}}")] {
-                if let Err(difference) = reads_as_transcoded(text.as_bytes()) {
-                    prop_assert!(false, "{}", difference);
-                }
-            }
-        }
-
-        #[test]
-        fn any_string_reads_as_the_transcoder_reads_it(
-            s in string(),
-            choices in prop::collection::vec(any::<u8>(), 1..8),
-        ) {
-            let style = Style { spaced: false, escapes: true };
-            let mut quoted = String::new();
-            write_string(&s, style, &mut choices.into_iter().cycle(), &mut quoted);
-            for text in [quoted.clone(), format!("{{{quoted}:[{quoted}]}}")] {
-                if let Err(difference) = reads_as_transcoded(text.as_bytes()) {
-                    prop_assert!(false, "{}", difference);
-                }
-            }
         }
     }
 }

@@ -22,13 +22,33 @@ const CORE_ATTRIBUTES: [&str; 8] = [
 /// How much of an offending value an error message repeats.
 const SHOWN_CHARS: usize = 64;
 
+/// The range of the CloudEvents type system's `Integer`: 32-bit signed. The spec says
+/// integers outside it MUST NOT be used.
+pub const INTEGER_RANGE: std::ops::RangeInclusive<i64> = i32::MIN as i64..=i32::MAX as i64;
+
+/// Whether integer extensions are held to [`INTEGER_RANGE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Integers {
+    /// Refused outside it: events weir takes in from a request or a function.
+    InRange,
+    /// Any `i64`: events read back from weir's log, which holds such integers from before
+    /// weir refused them.
+    Any,
+}
+
 impl CloudEvent {
     /// Checks every attribute rule of the spec: required attributes non-empty, `source` a
     /// URI-reference, `dataschema` an absolute URI, `time` RFC 3339, `datacontenttype` a
     /// media type, strings free of control characters and noncharacters, extension names
-    /// of `a-z0-9` that do not shadow core attributes, and `partitionkey` a non-empty
-    /// string. The first broken rule is returned, naming its attribute.
+    /// of `a-z0-9` that do not shadow core attributes, integers within the spec's 32-bit
+    /// [`INTEGER_RANGE`], and `partitionkey` a non-empty string. The first broken rule is
+    /// returned, naming its attribute.
     pub fn validate(&self) -> Result<()> {
+        self.validate_as(Integers::InRange)
+    }
+
+    /// [`CloudEvent::validate`], holding integers to the range `integers` says.
+    pub(crate) fn validate_as(&self, integers: Integers) -> Result<()> {
         non_empty("id", &self.id)?;
         uri_reference("source", &self.source)?;
         non_empty("type", &self.ty)?;
@@ -46,7 +66,7 @@ impl CloudEvent {
         }
         self.extensions
             .iter()
-            .try_for_each(|(name, value)| extension(name, value))
+            .try_for_each(|(name, value)| extension(name, value, integers))
     }
 }
 
@@ -236,7 +256,7 @@ fn media_type(value: &str) -> Result<()> {
     }
 }
 
-fn extension(name: &str, value: &ExtensionValue) -> Result<()> {
+fn extension(name: &str, value: &ExtensionValue, integers: Integers) -> Result<()> {
     let well_formed = !name.is_empty()
         && name
             .bytes()
@@ -271,6 +291,25 @@ fn extension(name: &str, value: &ExtensionValue) -> Result<()> {
     }
     match value {
         ExtensionValue::String(s) => string_chars(name, s),
+        ExtensionValue::Integer(i) if integers == Integers::InRange => {
+            if INTEGER_RANGE.contains(i) {
+                Ok(())
+            } else {
+                Err(out_of_range(name, i))
+            }
+        }
         ExtensionValue::Integer(_) | ExtensionValue::Boolean(_) => Ok(()),
     }
+}
+
+/// An integer outside [`INTEGER_RANGE`]; `value` is shown as it is.
+pub(crate) fn out_of_range(name: &str, value: impl std::fmt::Display) -> Error {
+    Error::invalid(
+        name,
+        format!(
+            "is {value}, outside the CloudEvents integer range {} to {}; send it as a string",
+            INTEGER_RANGE.start(),
+            INTEGER_RANGE.end()
+        ),
+    )
 }

@@ -17,7 +17,9 @@ const PROPAGATED_EXTENSIONS: [&str; 2] = ["traceparent", "tracestate"];
 pub const CORRELATION_ID: &str = "correlationid";
 
 /// The extension attributes a dead letter carries, all strings except `dlqattempts`,
-/// `dlqpartition` and `dlqoffset` (integers).
+/// `dlqpartition` and `dlqoffset`, which are numbers: integers while they fit the
+/// CloudEvents integer range (32-bit signed), decimal strings beyond it (see
+/// [`log_number`]).
 pub mod dead_letter {
     pub const PIPELINE: &str = "dlqpipeline";
     pub const FUNCTION: &str = "dlqfunction";
@@ -135,21 +137,23 @@ pub fn dead_letter_event(
         ERROR.into(),
         ExtensionValue::String(attribute_text(cause.error, MAX_ERROR_CHARS)),
     );
-    ext.insert(
-        ATTEMPTS.into(),
-        ExtensionValue::Integer(cause.attempts.into()),
-    );
+    ext.insert(ATTEMPTS.into(), log_number(cause.attempts.into()));
     ext.insert(TOPIC.into(), string(pos.topic));
-    ext.insert(
-        PARTITION.into(),
-        ExtensionValue::Integer(pos.partition.into()),
-    );
-    ext.insert(
-        OFFSET.into(),
-        ExtensionValue::Integer(i64::try_from(pos.offset).unwrap_or(i64::MAX)),
-    );
+    ext.insert(PARTITION.into(), log_number(pos.partition.into()));
+    ext.insert(OFFSET.into(), log_number(pos.offset));
     ext.insert(TIME.into(), string(&cause.time));
     event
+}
+
+/// A count or position of weir's (an offset, a partition) as an extension value: an
+/// integer while it fits the CloudEvents integer range, else its decimal string. A log
+/// offset passes 2^31 on a busy partition, and the spec says integers beyond 32 bits
+/// MUST NOT be used; a string keeps it exact and the event valid.
+pub fn log_number(n: u64) -> ExtensionValue {
+    match i64::try_from(n) {
+        Ok(i) if weir_cloudevents::INTEGER_RANGE.contains(&i) => ExtensionValue::Integer(i),
+        _ => ExtensionValue::String(n.to_string()),
+    }
 }
 
 /// Longest `dlqerror` kept, in characters; a trap's backtrace can be long.
@@ -192,7 +196,10 @@ pub fn undecodable_event(pos: InputPosition<'_>, value: Bytes) -> CloudEvent {
 }
 
 /// A dead letter taken back for re-driving: the event without its `dlq*` attributes, and
-/// the topic it came from (`None` if it is not a dead letter of `pipeline`).
+/// the topic it came from (`None` if it is not a dead letter of `pipeline`). Only
+/// `dlqpipeline` and `dlqtopic` are read; the numbers are dropped whichever form
+/// [`log_number`] gave them (and integers beyond 32 bits, as older dead letters hold, are
+/// read from the log as they are).
 pub fn redriven_event(pipeline: &str, mut event: CloudEvent) -> Option<(String, CloudEvent)> {
     let ext = &event.extensions;
     match ext.get(dead_letter::PIPELINE) {
@@ -272,6 +279,11 @@ pub fn complete_outputs(
                     Some(value @ ExtensionValue::String(_)) => value.clone(),
                     _ => ExtensionValue::String(input.id.clone()),
                 });
+            // This holds integer extensions to the spec's 32-bit range too. One beyond it
+            // makes the output invalid (the event is dead-lettered, `invalid_output`), as
+            // any other broken rule does, rather than being turned into a string: the
+            // function's author reads why in `dlqerror` and can send a string on purpose,
+            // and no consumer finds an attribute whose type changed on the way.
             event
                 .validate()
                 .map_err(|e| format!("output {index} is not a valid CloudEvent: {e}"))?;

@@ -1,9 +1,11 @@
 //! Conversion between weir's CloudEvent model and the WIT `event` record.
 //!
 //! The input is lent to the guest: the WIT record borrows the event's strings and its data
-//! bytes (JSON data is already its text, see `weir_cloudevents::Json`), so the only copy
-//! is the canonical ABI's into guest memory. Outputs are owned and moved into the
-//! `CloudEvent`; their JSON data is validated and put in canonical form once, here.
+//! bytes (JSON data is the text it was published as, see `weir_cloudevents::Json`), so
+//! the only copy is the canonical ABI's into guest memory. Outputs are owned and moved
+//! into the `CloudEvent`; their JSON data is checked once, here, and kept as the function
+//! wrote it (its buffer too, unless it has whitespace between tokens), so data a function
+//! passes on unchanged is stored byte for byte as it came in.
 
 use crate::host::wit::weir::function::types as wit;
 use weir_cloudevents::{CloudEvent, Data, ExtensionValue};
@@ -35,7 +37,7 @@ pub(crate) fn to_wit<'a>(
         type_: &event.ty,
         subject: event.subject.as_deref(),
         time: event.time.as_deref(),
-        datacontenttype: event.datacontenttype.as_deref(),
+        datacontenttype: data_content_type(event),
         dataschema: event.dataschema.as_deref(),
         extensions,
         data: event.data.as_ref().map(|data| match data {
@@ -43,6 +45,18 @@ pub(crate) fn to_wit<'a>(
             Data::Text(text) => text.as_bytes(),
             Data::Binary(bytes) => &bytes[..],
         }),
+    }
+}
+
+/// The event's `datacontenttype` as the guest gets it: JSON data without one gets
+/// `application/json`, the type the JSON format implies, as in the HTTP binary mode (the
+/// WIT record's data travels as in that mode). Without it a function that passes the
+/// event on would hand back bytes without a type, which weir takes as binary data.
+fn data_content_type(event: &CloudEvent) -> Option<&str> {
+    match (&event.datacontenttype, &event.data) {
+        (Some(content_type), _) => Some(content_type),
+        (None, Some(Data::Json(_))) => Some("application/json"),
+        (None, _) => None,
     }
 }
 

@@ -116,6 +116,49 @@ fn example_function_renames_converts_and_enriches_from_the_key_value_store() {
 }
 
 #[test]
+fn a_forwarding_function_hands_back_the_data_it_was_given_byte_for_byte() {
+    let host = host();
+    let echo = load_guest(&host, "guest-echo", settings(&[]));
+    let data = r#"{"big":123456789012345678901234567890,"exp":1E+2,"z":-0,"e":"\u00e9","s":"\/"}"#;
+    let published =
+        format!(r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{data}}}"#);
+    let input = CloudEvent::from_json_slice(published.as_bytes()).unwrap();
+    let outputs = echo.call(&input).unwrap();
+    let Some(Data::Json(json)) = &outputs[0].event.data else {
+        panic!("not JSON data: {:?}", outputs[0].event.data)
+    };
+    assert_eq!(json.as_str(), data);
+    // JSON data sent without a type reached the function as `application/json`, which
+    // is what kept it JSON on the way back.
+    assert_eq!(
+        outputs[0].event.datacontenttype.as_deref(),
+        Some("application/json")
+    );
+    // Other data keeps its type, or its lack of one.
+    for (content_type, data) in [
+        (Some("text/plain"), Data::Text(r"1E+2 \u00e9".to_owned())),
+        (
+            None,
+            Data::Binary(bytes::Bytes::from_static(b"\x00{\"a\":1}")),
+        ),
+    ] {
+        let mut input = event("t");
+        input.datacontenttype = content_type.map(str::to_owned);
+        input.data = Some(data.clone());
+        let outputs = echo.call(&input).unwrap();
+        assert_eq!(outputs[0].event.datacontenttype.as_deref(), content_type);
+        assert_eq!(outputs[0].event.data, Some(data));
+    }
+    // JSON that repeats a key is an invalid output, as it would be an invalid publish.
+    let mut input = event("t");
+    input.datacontenttype = Some("application/json".to_owned());
+    input.data = Some(Data::Binary(bytes::Bytes::from_static(br#"{"a":1,"a":2}"#)));
+    let err = echo.call(&input).unwrap_err();
+    assert!(matches!(err, CallError::InvalidOutput { .. }), "{err}");
+    assert!(err.to_string().contains("repeats the key \"a\""), "{err}");
+}
+
+#[test]
 fn missing_config_is_a_fatal_error_naming_the_key() {
     let host = host_with(customers());
     let f = example(&host, settings(&[]));
