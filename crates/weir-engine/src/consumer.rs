@@ -117,8 +117,7 @@ impl PartitionConsumer {
     }
 
     /// A consumer starting exactly at `offset` that keeps no position (a member of a
-    /// group of subscribers, whose position the group keeps; a range being re-driven or
-    /// replayed).
+    /// group of subscribers, whose position the group keeps; a range being replayed).
     pub(crate) async fn open_at(
         log: &SharedLog,
         topic: &str,
