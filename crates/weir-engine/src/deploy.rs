@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 
-use serde::Serialize;
 use weir_manifest::Manifest;
 
 use crate::keyvalue::seed_namespace;
@@ -14,7 +13,7 @@ use crate::{Deployed, Error, FunctionInfo, Node, Result, blocking, registry};
 mod plan;
 
 /// What `Node::deploy_app` did, for `weir deploy`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AppDeployed {
     pub app: String,
     /// Every function of the app; `previous` is none for a new one, and equals `version`
@@ -26,7 +25,7 @@ pub struct AppDeployed {
     pub pipelines: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct FunctionChange {
     pub name: String,
     pub previous: Option<String>,

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use weir_cloudevents::CloudEvent;
 use weir_log::Record;
 
@@ -11,7 +10,7 @@ use crate::consumer::{PartitionConsumer, Progress, commit_until_done};
 use crate::{Node, Result, StartFrom, routing};
 
 /// What `Node::redrive` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RedriveReport {
     pub pipeline: String,
     pub dead_letter: String,

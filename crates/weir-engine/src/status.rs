@@ -2,12 +2,10 @@
 
 use std::sync::PoisonError;
 
-use serde::Serialize;
-
 use crate::{Node, PipelineStatus, Result};
 
 /// A function as `weir status` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct FunctionStatus {
     pub name: String,
     /// The active version.
@@ -17,7 +15,7 @@ pub struct FunctionStatus {
 }
 
 /// What the node runs, for `weir status` and `/readyz`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct NodeStatus {
     pub app: Option<String>,
     /// The log backend (`embedded`, ...).
@@ -29,9 +27,8 @@ pub struct NodeStatus {
 
 /// A topic as `weir status` shows it: its spec and positions, and what the backend
 /// promises for it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TopicStatus {
-    #[serde(flatten)]
     pub info: weir_log::TopicInfo,
     pub guarantees: weir_log::Guarantees,
 }

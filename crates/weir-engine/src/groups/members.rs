@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{Stream, StreamExt};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weir_log::{GroupCommit, RecordPosition};
@@ -15,7 +14,7 @@ use crate::subscribe::{follow_partition, send_unless_cancelled};
 use crate::{Error, LoggedEvent, Node, Result, SharedLog, StartFrom, groups};
 
 /// A consumer group's position in one topic.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct GroupStatus {
     pub group: String,
     pub topic: String,
@@ -24,7 +23,7 @@ pub struct GroupStatus {
     pub partitions: Vec<GroupPartitionStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct GroupPartitionStatus {
     pub partition: u32,
     /// The next offset the group will read; none if it never committed here.

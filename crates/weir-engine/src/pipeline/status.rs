@@ -3,15 +3,13 @@
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
-use serde::Serialize;
 use weir_manifest::Ordering;
 
 use super::Pipeline;
 use crate::SharedLog;
 
 /// Whether a pipeline runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PipelineState {
     Running,
     /// A partition could not commit its batch (the log refused the write, e.g. a full
@@ -24,7 +22,7 @@ pub enum PipelineState {
 }
 
 /// One source partition of a pipeline as `weir status` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PipelinePartitionStatus {
     pub topic: String,
     pub partition: u32,
@@ -35,7 +33,7 @@ pub struct PipelinePartitionStatus {
 }
 
 /// A pipeline as `weir status` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PipelineStatus {
     pub name: String,
     pub function: String,
@@ -46,7 +44,6 @@ pub struct PipelineStatus {
     pub dead_letter: String,
     pub ordering: Ordering,
     pub concurrency: u32,
-    #[serde(flatten)]
     pub state: PipelineState,
     /// Events handled (outputs committed) since the node started.
     pub processed: u64,
