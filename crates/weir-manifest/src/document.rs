@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::front_door::{AuthTable, HttpTable, LimitsTable as NodeLimitsTable};
 use crate::{
     AppSection, CapabilitiesSpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec, Manifest,
     Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, StartPosition, TopicSpec,
@@ -32,6 +33,11 @@ pub(crate) struct Document {
     pipelines: BTreeMap<String, PipelineTable>,
     #[serde(default)]
     keyvalue: BTreeMap<String, KeyValueTable>,
+    auth: Option<AuthTable>,
+    #[serde(default)]
+    http: HttpTable,
+    #[serde(default)]
+    limits: NodeLimitsTable,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,9 +100,18 @@ struct LimitsTable {
 /// `{ env = "VAR" }` or `{ file = "path" }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
-enum SecretTable {
+pub(crate) enum SecretTable {
     Env(String),
     File(PathBuf),
+}
+
+impl SecretTable {
+    pub(crate) fn resolve(self, base_dir: &Path) -> SecretSource {
+        match self {
+            SecretTable::Env(var) => SecretSource::Env(var),
+            SecretTable::File(path) => SecretSource::File(base_dir.join(path)),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +282,9 @@ impl Document {
             functions,
             pipelines,
             keyvalue,
+            auth: self.auth.map(|auth| auth.resolve(base_dir)),
+            http: self.http.resolve(base_dir),
+            limits: self.limits.resolve(),
             base_dir: base_dir.to_owned(),
         }
     }
@@ -329,13 +347,7 @@ impl FunctionTable {
         let secrets = self
             .secrets
             .into_iter()
-            .map(|(key, source)| {
-                let source = match source {
-                    SecretTable::Env(var) => SecretSource::Env(var),
-                    SecretTable::File(path) => SecretSource::File(base_dir.join(path)),
-                };
-                (key, source)
-            })
+            .map(|(key, source)| (key, source.resolve(base_dir)))
             .collect();
         let capabilities = CapabilitiesSpec {
             keyvalue: self.capabilities.keyvalue,

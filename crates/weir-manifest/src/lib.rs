@@ -71,19 +71,27 @@
 //! other than "." and "..". Function, pipeline and app names are 1 to 63 of a-z, 0-9 and
 //! '-', not starting or ending with '-'.
 //!
+//! `[auth]`, `[http]` and `[limits]`, the node's front door, are described in
+//! `front_door`.
+//!
 //! A new section is three additions: its serde table in `document`, its resolved type in
 //! `manifest`, its rules in `validate`.
 
 mod document;
 mod error;
+mod front_door;
 mod manifest;
 mod validate;
 
 pub use error::{Error, Problem, Result};
+pub use front_door::{
+    ADMIN_OPERATIONS, ADMIN_ROLE, AuthSpec, CorsSpec, HttpSpec, JWT_ALGORITHMS, JwtSpec,
+    NodeLimits, RoleSpec, topic_pattern_fault,
+};
 pub use manifest::{
     AppSection, CapabilitiesSpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec, Manifest,
     Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, StartPosition, TopicSpec,
-    expand_sources,
+    expand_sources, glob_match,
 };
 pub use validate::{HttpGrantSpec, name_fault, parse_http_grant};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{Error, Result, document, validate};
+use crate::{AuthSpec, Error, HttpSpec, NodeLimits, Result, document, validate};
 
 /// An app: its topics, the functions it runs and the pipelines that connect them.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,12 @@ pub struct Manifest {
     pub pipelines: BTreeMap<String, PipelineSpec>,
     /// Key-value namespaces, by name.
     pub keyvalue: BTreeMap<String, KeyValueSpec>,
+    /// `[auth]`: `None` leaves the API open (loopback use).
+    pub auth: Option<AuthSpec>,
+    /// `[http]`: TLS and CORS.
+    pub http: HttpSpec,
+    /// `[limits]`: what the node gives out.
+    pub limits: NodeLimits,
     /// The directory relative paths were resolved against: the manifest file's own.
     pub base_dir: PathBuf,
 }

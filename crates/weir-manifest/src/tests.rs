@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use expect_test::expect;
 
 use crate::{
-    AppSection, CapabilitiesSpec, Error, FsyncSpec, FunctionSpec, LimitsSpec, Manifest, Ordering,
-    PipelineSpec, Problem, RetrySpec, StartPosition, TopicSpec,
+    AppSection, AuthSpec, CapabilitiesSpec, CorsSpec, Error, FsyncSpec, FunctionSpec, HttpSpec,
+    JwtSpec, LimitsSpec, Manifest, NodeLimits, Ordering, PipelineSpec, Problem, RetrySpec,
+    RoleSpec, SecretSource, StartPosition, TopicSpec,
 };
 
 const EXAMPLE: &str = r#"
@@ -150,6 +151,9 @@ fn example_app_parses_to_exactly_the_declared_values() {
             },
         )]),
         keyvalue: BTreeMap::new(),
+        auth: None,
+        http: HttpSpec::default(),
+        limits: NodeLimits::default(),
         base_dir: PathBuf::from("/apps/orders"),
     };
     assert_eq!(manifest, expected);
@@ -1031,4 +1035,139 @@ fn glob_patterns_match_like_shell_stars() {
     assert!(!glob_match("erp.*", "crm.orders"));
     assert!(!glob_match("*.orders", "erp.order"));
     assert!(!glob_match("a*a", "a"));
+}
+
+#[test]
+fn front_door_tables_parse_with_defaults_and_resolved_paths() {
+    let manifest = parse(&format!(
+        r#"{}
+[auth]
+metrics_open = true
+[auth.jwt]
+public_key = "keys/idp.pem"
+issuer = "https://idp.example.com"
+audience = "weir"
+[auth.roles.writer]
+publish = ["orders.*"]
+subscribe = ["orders.*", "crm.orders"]
+admin = ["replay", "groups"]
+[auth.principals]
+ci-bot = ["admin", "writer"]
+[http]
+tls_cert = "tls/cert.pem"
+tls_key = "tls/key.pem"
+cors = {{ origins = ["https://app.example.com"] }}
+[limits]
+max_subscriptions = 10
+rate_limit_per_sec = 100
+"#,
+        minimal_with("")
+    ));
+    assert_eq!(
+        manifest.auth,
+        Some(AuthSpec {
+            api_keys: true,
+            metrics_open: true,
+            jwt: Some(JwtSpec {
+                algorithms: vec![],
+                secret: None,
+                public_key: Some(PathBuf::from("/apps/orders/keys/idp.pem")),
+                jwks: None,
+                jwks_refresh_secs: 300,
+                issuer: Some("https://idp.example.com".to_owned()),
+                audience: Some("weir".to_owned()),
+                leeway_secs: 60,
+                principal_claim: "sub".to_owned(),
+                roles_claim: "roles".to_owned(),
+            }),
+            roles: BTreeMap::from([(
+                "writer".to_owned(),
+                RoleSpec {
+                    publish: vec!["orders.*".to_owned()],
+                    subscribe: vec!["orders.*".to_owned(), "crm.orders".to_owned()],
+                    admin: vec!["replay".to_owned(), "groups".to_owned()],
+                }
+            )]),
+            principals: BTreeMap::from([(
+                "ci-bot".to_owned(),
+                vec!["admin".to_owned(), "writer".to_owned()]
+            )]),
+        })
+    );
+    assert_eq!(
+        manifest.http,
+        HttpSpec {
+            tls_cert: Some(PathBuf::from("/apps/orders/tls/cert.pem")),
+            tls_key: Some(PathBuf::from("/apps/orders/tls/key.pem")),
+            cors: Some(CorsSpec {
+                origins: vec!["https://app.example.com".to_owned()],
+                max_age_secs: 600,
+            }),
+        }
+    );
+    assert_eq!(
+        manifest.limits,
+        NodeLimits {
+            max_subscriptions: 10,
+            rate_limit_per_sec: 100,
+            ..NodeLimits::default()
+        }
+    );
+    let without = parse(&minimal_with(""));
+    assert_eq!(without.auth, None);
+    assert_eq!(without.limits, NodeLimits::default());
+}
+
+#[test]
+fn front_door_mistakes_name_their_keys() {
+    let with = |extra: &str| format!("{}\n{extra}", minimal_with(""));
+    only_problem(&with("[auth]\napi_keys = false"), "auth.api_keys");
+    only_problem(
+        &with("[auth.jwt]\nsecret = { env = \"S\" }\npublic_key = \"k.pem\""),
+        "auth.jwt",
+    );
+    only_problem(
+        &with("[auth.jwt]\nsecret = { env = \"S\" }\nalgorithms = [\"RS256\"]"),
+        "auth.jwt.algorithms",
+    );
+    only_problem(
+        &with("[auth.jwt]\njwks = \"jwks.json\"\nalgorithms = [\"none\"]"),
+        "auth.jwt.algorithms",
+    );
+    only_problem(
+        &with("[auth.roles.admin]\npublish = [\"*\"]"),
+        "auth.roles.admin",
+    );
+    only_problem(
+        &with("[auth.roles.w]\npublish = [\"orders/#\"]"),
+        "auth.roles.w.publish",
+    );
+    only_problem(
+        &with("[auth.roles.w]\nadmin = [\"shutdown\"]"),
+        "auth.roles.w.admin",
+    );
+    only_problem(
+        &with("[auth.principals]\nbob = [\"nobody\"]"),
+        "auth.principals.bob",
+    );
+    only_problem(&with("[http]\ntls_cert = \"c.pem\""), "http");
+    only_problem(
+        &with("[http]\ncors = { origins = [\"app.example.com\"] }"),
+        "http.cors.origins",
+    );
+    only_problem(
+        &with("[limits]\nmax_connections = 0"),
+        "limits.max_connections",
+    );
+    only_problem(
+        &with("[limits]\nrate_limit_burst = 5"),
+        "limits.rate_limit_burst",
+    );
+    assert!(parse_error(&with("[limits]\nmax_conections = 5")).contains("max_conections"));
+    let secret = parse(&with("[auth.jwt]\nsecret = { file = \"jwt.key\" }"));
+    let jwt = secret.auth.and_then(|auth| auth.jwt).expect("jwt");
+    assert_eq!(
+        jwt.secret,
+        Some(SecretSource::File(PathBuf::from("/apps/orders/jwt.key")))
+    );
 }

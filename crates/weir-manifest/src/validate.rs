@@ -42,6 +42,11 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
         check_pipeline(manifest, name, pipeline, &mut problems);
     }
     check_groups_are_unique(&manifest.pipelines, &mut problems);
+    if let Some(auth) = &manifest.auth {
+        crate::front_door::check_auth(auth, &mut problems);
+    }
+    crate::front_door::check_http(&manifest.http, &mut problems);
+    crate::front_door::check_limits(&manifest.limits, &mut problems);
     problems
 }
 
@@ -548,7 +553,13 @@ fn check_groups_are_unique(
     }
 }
 
-fn check_range(key: String, value: u64, max: u64, unit: &str, problems: &mut Vec<Problem>) {
+pub(crate) fn check_range(
+    key: String,
+    value: u64,
+    max: u64,
+    unit: &str,
+    problems: &mut Vec<Problem>,
+) {
     if !(1..=max).contains(&value) {
         problems.push(Problem::new(
             key,
