@@ -6,17 +6,47 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use weir_cloudevents::{CloudEvent, Data, Json};
 
-/// Where the node is.
+/// Where the node is, and how to prove who we are to it.
 #[derive(Debug, clap::Args)]
 pub struct NodeUrl {
-    /// The node's HTTP address.
+    /// The node's HTTP address (`https://…` for a node with TLS).
     #[arg(long, default_value = "http://127.0.0.1:7700", env = "WEIR_URL")]
     pub(crate) url: String,
+    /// An API key (`weir auth key create`) or a JWT, sent as `Authorization: Bearer`.
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// A PEM certificate to trust for an `https://` node (a self-signed one), besides the
+    /// system's roots.
+    #[arg(long, env = "WEIR_CA_CERT")]
+    pub(crate) ca_cert: Option<PathBuf>,
 }
 
 impl NodeUrl {
     pub(crate) fn join(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+
+    /// A client for the node: the token on every request, the CA trusted.
+    pub(crate) fn http(&self) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(token) = &self.token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                    .context("the token has characters a header cannot carry")?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem).with_context(|| {
+                format!("--ca-cert {} is not a PEM certificate", path.display())
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        Ok(builder.build()?)
     }
 }
 
@@ -108,7 +138,8 @@ pub async fn group(command: GroupCommand) -> anyhow::Result<()> {
             node,
             json,
         } => {
-            let request = http()?
+            let request = node
+                .http()?
                 .get(node.join(&format!("/v1/groups/{group}")))
                 .query(&[("topic", &topic)]);
             let status = send_json(request, &node).await?;
@@ -139,7 +170,8 @@ pub async fn group(command: GroupCommand) -> anyhow::Result<()> {
                 Ok(offset) => serde_json::json!(offset),
                 Err(_) => serde_json::json!(to),
             };
-            let request = http()?
+            let request = node
+                .http()?
                 .post(node.join(&format!("/v1/groups/{group}/reset")))
                 .json(&serde_json::json!({ "topic": topic, "to": to_value }));
             let answer = send_json(request, &node).await?;
@@ -165,10 +197,6 @@ pub struct StatusArgs {
     /// Print the raw JSON.
     #[arg(long)]
     json: bool,
-}
-
-pub(crate) fn http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().build()?)
 }
 
 /// The error of a failed response: the problem's `detail` when it is problem+json.
@@ -211,7 +239,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     if events.is_empty() {
         bail!("no events to publish");
     }
-    let client = http()?;
+    let client = args.node.http()?;
     let url = args.node.join(&format!("/v1/topics/{}/events", args.topic));
     let mut offsets = Vec::new();
     for chunk in events.chunks(500) {
@@ -294,7 +322,9 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     if let Some(group) = &args.group {
         query.push(("group", group.clone()));
     }
-    let response = http()?
+    let response = args
+        .node
+        .http()?
         .get(args.node.join(&format!("/v1/topics/{}/stream", args.topic)))
         .query(&query)
         .header("accept", "text/event-stream")
@@ -321,7 +351,11 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let status = send_json(http()?.get(args.node.join("/v1/status")), &args.node).await?;
+    let status = send_json(
+        args.node.http()?.get(args.node.join("/v1/status")),
+        &args.node,
+    )
+    .await?;
     if args.json {
         println!("{status}");
         return Ok(());

@@ -8,7 +8,7 @@ use anyhow::Context;
 use base64::Engine as _;
 use weir_manifest::Manifest;
 
-use crate::client::{NodeUrl, http, send_json};
+use crate::client::{NodeUrl, send_json};
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
@@ -56,7 +56,11 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         );
     }
     let body = serde_json::json!({ "manifest": text, "functions": functions });
-    let request = http()?.post(args.node.join("/v1/deploy")).json(&body);
+    let request = args
+        .node
+        .http()?
+        .post(args.node.join("/v1/deploy"))
+        .json(&body);
     let answer = send_json(request, &args.node).await?;
     if args.json {
         println!("{answer}");
@@ -93,7 +97,9 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         Some(version) => serde_json::json!({ "version": version }),
         None => serde_json::json!({}),
     };
-    let request = http()?
+    let request = args
+        .node
+        .http()?
         .post(
             args.node
                 .join(&format!("/v1/functions/{}/rollback", args.function)),

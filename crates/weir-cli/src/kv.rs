@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::client::{NodeUrl, connect_error, failure, http, send_json};
+use crate::client::{NodeUrl, connect_error, failure, send_json};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum KvCommand {
@@ -100,7 +100,8 @@ pub async fn run(command: KvCommand) -> anyhow::Result<()> {
             node,
         } => {
             let url = kv_url(&node, &namespace, Some(&key))?;
-            let response = http()?
+            let response = node
+                .http()?
                 .get(url)
                 .send()
                 .await
@@ -130,7 +131,7 @@ pub async fn run(command: KvCommand) -> anyhow::Result<()> {
             };
             let size = bytes.len();
             let url = kv_url(&node, &namespace, Some(&key))?;
-            send_ok(http()?.put(url).body(bytes), &node).await?;
+            send_ok(node.http()?.put(url).body(bytes), &node).await?;
             println!("set {namespace}/{key} ({size} bytes)");
             Ok(())
         }
@@ -140,7 +141,7 @@ pub async fn run(command: KvCommand) -> anyhow::Result<()> {
             node,
         } => {
             let url = kv_url(&node, &namespace, Some(&key))?;
-            send_ok(http()?.delete(url), &node).await?;
+            send_ok(node.http()?.delete(url), &node).await?;
             println!("deleted {namespace}/{key}");
             Ok(())
         }
@@ -149,7 +150,7 @@ pub async fn run(command: KvCommand) -> anyhow::Result<()> {
             node,
             json,
         } => {
-            let client = http()?;
+            let client = node.http()?;
             let url = kv_url(&node, &namespace, None)?;
             let mut keys = Vec::new();
             let mut cursor: Option<u64> = None;
@@ -187,7 +188,8 @@ pub async fn run(command: KvCommand) -> anyhow::Result<()> {
         } => {
             let bytes = read_input(&file)?;
             let url = kv_url(&node, &namespace, None)?;
-            let request = http()?
+            let request = node
+                .http()?
                 .post(url)
                 .header("content-type", "application/json")
                 .body(bytes);

@@ -1,5 +1,6 @@
 //! `weir`: run a node, publish events to it, follow its topics, deploy and replay functions.
 
+mod auth;
 mod backend;
 mod bench;
 mod client;
@@ -62,6 +63,11 @@ enum Command {
     /// Run a pipeline's recorded events through a function version (and a new .wasm) and
     /// diff the outputs, publishing nothing.
     Replay(replay::ReplayArgs),
+    /// Manage API keys: create, list, revoke.
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
+    },
     /// Measure weir on this machine.
     Bench {
         #[command(subcommand)]
@@ -88,6 +94,7 @@ fn main() -> std::process::ExitCode {
             Command::Tail(args) => client::tail(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Bench { what } => bench::run(what).await,
+            Command::Auth { command } => auth::run(command).await,
             Command::New(args) => new::run(args),
             Command::Group { command } => client::group(command).await,
             Command::Kv { command } => kv::run(command).await,

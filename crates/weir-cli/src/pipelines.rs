@@ -1,6 +1,6 @@
 //! `weir redrive`: send a pipeline's dead letters back to their source topics.
 
-use crate::client::{NodeUrl, http, send_json};
+use crate::client::{NodeUrl, send_json};
 
 #[derive(Debug, clap::Args)]
 pub struct RedriveArgs {
@@ -23,7 +23,7 @@ pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
     if let Some(limit) = args.limit {
         url.push_str(&format!("?limit={limit}"));
     }
-    let report = send_json(http()?.post(url), &args.node).await?;
+    let report = send_json(args.node.http()?.post(url), &args.node).await?;
     if args.json {
         println!("{report}");
         return Ok(());

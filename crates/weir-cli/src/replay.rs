@@ -9,7 +9,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
-use crate::client::{NodeUrl, connect_error, failure, http};
+use crate::client::{NodeUrl, connect_error, failure};
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -59,7 +59,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         ("version", args.version.clone()),
     ];
     query.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
-    let mut request = http()?
+    let mut request = args
+        .node
+        .http()?
         .post(
             args.node
                 .join(&format!("/v1/pipelines/{}/replay", args.pipeline)),

@@ -35,6 +35,21 @@ pub struct FunctionChange {
 }
 
 impl Node {
+    /// Parses and validates a manifest as [`Node::deploy_app`] would, without applying it:
+    /// relative paths resolve against the running app's directory.
+    pub fn parse_app(&self, manifest_text: &str) -> Result<Manifest> {
+        Ok(Manifest::from_toml_str(manifest_text, &self.base_dir)?)
+    }
+
+    /// The running app's `[auth]`, if it has one.
+    pub fn auth_spec(&self) -> Option<weir_manifest::AuthSpec> {
+        self.manifest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|m| m.auth.clone())
+    }
+
     /// Every function with its active version and deployment history.
     pub fn functions(&self) -> Vec<FunctionInfo> {
         self.registry.list()

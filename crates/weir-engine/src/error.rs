@@ -87,6 +87,10 @@ pub enum Error {
     InvalidDeploy { reason: String },
     #[error("consumer group {group:?} is busy: {reason}")]
     GroupBusy { group: String, reason: String },
+    #[error(
+        "{active} consumer groups made by clients are active, the most this node allows ([limits] max_client_groups); end some subscriptions or reuse a group"
+    )]
+    TooManyGroups { active: usize },
     #[error("invalid settings for topic {topic:?}: {reason}")]
     InvalidTopic { topic: String, reason: String },
     #[error(
@@ -136,6 +140,8 @@ pub enum ErrorClass {
     ShuttingDown,
     /// The storage failed (a disk error, corruption): an operator has to look.
     Failed,
+    /// A limit of the node is reached; the same call may succeed when it is not.
+    TooMany,
     /// Anything else: a bug, or a failure of the node's own files.
     Internal,
 }
@@ -175,6 +181,7 @@ impl Error {
             | Error::DeployRefused { .. }
             | Error::GroupBusy { .. }
             | Error::DurabilityLowered { .. } => ErrorClass::Conflict,
+            Error::TooManyGroups { .. } => ErrorClass::TooMany,
             Error::Function(
                 W::InvalidComponent { .. } | W::WrongWorld { .. } | W::FuelDisabled { .. },
             )
@@ -213,6 +220,7 @@ impl Error {
             Error::DeployRefused { .. } => "restart-required",
             Error::InvalidDeploy { .. } => "invalid-deploy",
             Error::GroupBusy { .. } => "group-busy",
+            Error::TooManyGroups { .. } => "too-many-groups",
             Error::InvalidTopic { .. } => "invalid-topic",
             Error::DurabilityLowered { .. } => "durability-lowered",
             Error::ShuttingDown => "unavailable",

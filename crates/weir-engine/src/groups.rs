@@ -87,10 +87,17 @@ impl GroupState {
 }
 
 /// Every active group of the node.
-#[derive(Default)]
 pub(crate) struct GroupRegistry {
     groups: Mutex<BTreeMap<String, Arc<Mutex<GroupState>>>>,
     next_member: std::sync::atomic::AtomicU64,
+    /// Most groups made by clients (not pipelines) active at once.
+    client_limit: usize,
+}
+
+impl Default for GroupRegistry {
+    fn default() -> GroupRegistry {
+        GroupRegistry::with_limit(usize::MAX)
+    }
 }
 
 /// A new member: its id, its group, and the channel that tells it its partitions.
@@ -102,6 +109,8 @@ pub(crate) enum Busy {
     Pipeline(String),
     OtherTopic(String),
     Members(usize),
+    /// As many client groups as allowed are active.
+    TooMany(usize),
 }
 
 impl std::fmt::Display for Busy {
@@ -116,11 +125,20 @@ impl std::fmt::Display for Busy {
                 "its members follow topic {t:?}; use another group for this topic"
             ),
             Busy::Members(n) => write!(f, "{n} live member(s) consume with it; stop them first"),
+            Busy::TooMany(n) => write!(f, "{n} client groups are active, the most allowed"),
         }
     }
 }
 
 impl GroupRegistry {
+    pub(crate) fn with_limit(client_limit: usize) -> GroupRegistry {
+        GroupRegistry {
+            groups: Mutex::default(),
+            next_member: std::sync::atomic::AtomicU64::new(0),
+            client_limit,
+        }
+    }
+
     pub(crate) fn claim_for_pipeline(&self, group: &str, pipeline: &str) {
         self.lock().insert(
             group.to_owned(),
@@ -148,6 +166,18 @@ impl GroupRegistry {
         let state = match groups.get(group) {
             Some(state) => state.clone(),
             None => {
+                let clients = groups
+                    .values()
+                    .filter(|g| {
+                        matches!(
+                            g.lock().unwrap_or_else(PoisonError::into_inner).owner,
+                            Owner::Members { .. }
+                        )
+                    })
+                    .count();
+                if clients >= self.client_limit {
+                    return Err(Busy::TooMany(clients));
+                }
                 let state = Arc::new(Mutex::new(GroupState {
                     owner: Owner::Members {
                         topic: topic.to_owned(),

@@ -24,6 +24,9 @@ pub struct NodeOptions {
     pub log: SharedLog,
     /// How often retention and compaction run.
     pub retention_interval: std::time::Duration,
+    /// Most consumer groups made by clients (reads and subscriptions with a group)
+    /// active at once; `[limits] max_client_groups`.
+    pub max_client_groups: usize,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -48,6 +51,7 @@ impl NodeOptions {
             manifest,
             log,
             retention_interval: std::time::Duration::from_secs(30),
+            max_client_groups: weir_manifest::NodeLimits::default().max_client_groups as usize,
         }
     }
 }
@@ -97,6 +101,7 @@ impl Node {
             manifest,
             log,
             retention_interval,
+            max_client_groups,
         } = opts;
 
         // The key-value store is open before functions load: they read it from the first
@@ -134,7 +139,7 @@ impl Node {
 
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let groups = Arc::new(groups::GroupRegistry::default());
+        let groups = Arc::new(groups::GroupRegistry::with_limit(max_client_groups));
         tasks.spawn(enforce_retention(
             log.clone(),
             retention_interval,

@@ -8,8 +8,9 @@
 //!
 //! One module per area: `topics` (topics, publishing, reading), `groups`, `pipelines`
 //! (pipelines, their re-drives and the node's status), `functions` (versions, deploys),
-//! `kv` and `replay`.
+//! `kv`, `replay` and `auth` (API keys).
 
+pub mod auth;
 pub mod functions;
 pub mod groups;
 pub mod kv;

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
 use base64::Engine as _;
 
 use crate::api::functions::{AppDeployed, DeployApp, Deployed, Function, Rollback};
+use crate::auth::{AuthSource, Caller};
 use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem};
 
 /// `GET /v1/functions`: each function's active version, kept versions and history.
@@ -118,6 +120,7 @@ pub(crate) async fn rollback(
     responses(
         (status = 200, description = "applied", body = AppDeployed),
         (status = 400, description = "a bad body or an invalid manifest", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 403, description = "a change of [auth] by a principal without the admin role", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
         (status = 409, description = "a change that needs a restart", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
         (status = 413, description = "a body over the upload limit", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
         (status = 422, description = "a function that does not compile; nothing changed", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
@@ -125,6 +128,7 @@ pub(crate) async fn rollback(
 )]
 pub(crate) async fn deploy_app(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AppDeployed>, Problem> {
     let body = body?;
@@ -150,11 +154,65 @@ pub(crate) async fn deploy_app(
             })?;
         components.insert(name, wasm);
     }
-    Ok(Json(
-        state
-            .node
-            .deploy_app(&request.manifest, components)
-            .await?
-            .into(),
-    ))
+    let _one = state.deploying.lock().await;
+    let next_auth = next_authenticator(&state, &caller, &request.manifest).await?;
+    let deployed = state.node.deploy_app(&request.manifest, components).await?;
+    if let Some(authenticator) = next_auth {
+        state.auth.set(authenticator);
+        tracing::warn!(principal = ?caller.principal.as_ref().map(|p| &p.name), "[auth] changed by a deploy");
+    }
+    Ok(Json(deployed.into()))
+}
+
+/// The authenticator a deploy of `manifest` puts in place, if it changes `[auth]`; checked
+/// and built before anything is deployed, so a deploy either changes both or neither.
+async fn next_authenticator(
+    state: &AppState,
+    caller: &Caller,
+    manifest: &str,
+) -> Result<Option<weir_auth::Authenticator>, Problem> {
+    let next = state.node.parse_app(manifest)?.auth;
+    let current = state.auth.get();
+    let next = match (next, &current) {
+        // Auth from `weir serve` flags stays unless the manifest brings its own.
+        (None, Some(_)) if state.auth.source() == AuthSource::Flags => return Ok(None),
+        (None, Some(_)) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "restart-required",
+                "Restart required",
+                "the manifest has no [auth]: a deploy cannot open the API; restart the node with the new weir.toml to do that",
+            ));
+        }
+        (None, None) => return Ok(None),
+        (Some(next), Some(current)) if &next == current.spec() => return Ok(None),
+        (Some(next), _) => next,
+    };
+    if !caller.may_change_auth() {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!(
+                "principal {:?} may not change the node's auth settings; it needs the built-in \"admin\" role (deploy the app without changing [auth], or ask an admin)",
+                caller
+                    .principal
+                    .as_ref()
+                    .map(|p| p.name.as_str())
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    let keys = state.keys.clone().ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "restart-required",
+            "Restart required",
+            "this node has no API key store; restart it with [auth] in weir.toml",
+        )
+    })?;
+    weir_auth::Authenticator::new(next, keys)
+        .await
+        .map(Some)
+        .map_err(|e| Problem::bad_request("invalid-auth", format!("[auth] cannot be used: {e}")))
 }

@@ -14,11 +14,22 @@
 //! **Architecture Invariant:** `POST /v1/topics/{topic}/events` answers `202` only after
 //! the log has made every event of the request durable; a request that fails validation
 //! writes nothing.
+//!
+//! The front door (`auth`, `limits`, `listener`): every route passes the `auth` route
+//! layer, which names the caller, checks its credential and role against the route's
+//! [`weir_auth::Action`], and counts its rate; live streams hold a subscription permit;
+//! `serve` caps open connections and speaks TLS when given a certificate. Every response
+//! carries an `x-request-id` (the client's, or a new UUID), which the request's log span
+//! carries too.
 
 pub mod api;
+mod auth;
 mod functions;
 mod groups;
+mod keys;
 mod kv;
+mod limits;
+mod listener;
 mod pipelines;
 mod problem;
 mod replay;
@@ -30,20 +41,29 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
+use weir_auth::ApiKeyStore;
 use weir_engine::Node;
 
 use crate::api::Health;
 use crate::api::status::NodeStatus;
+pub use auth::{AuthSlot, AuthSource, ClientAddr};
+pub use listener::{FrontListener, TlsFiles, tls_config};
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
 pub use replay::NDJSON_CONTENT_TYPE;
 
-/// Limits of the API.
+/// The header a request id travels in.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Limits of the API, who may call it, and how.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
     /// Largest request body accepted; larger ones get `413`.
@@ -60,6 +80,29 @@ pub struct GatewayOptions {
     /// How long [`serve`] lets open connections finish once shutdown begins before it
     /// drops them.
     pub shutdown_grace: std::time::Duration,
+    /// Subscriptions, timeouts, connections and rates: `[limits]`. Its `max_body_bytes`
+    /// and `max_read_bytes` are the fields above, which [`GatewayOptions::with_limits`] sets.
+    pub limits: weir_manifest::NodeLimits,
+    /// Who may call: an open slot lets anyone.
+    pub auth: AuthSlot,
+    /// The node's API keys, for `/v1/auth/keys` and for checking keys.
+    pub keys: Option<Arc<ApiKeyStore>>,
+    /// `[http.cors]`.
+    pub cors: Option<weir_manifest::CorsSpec>,
+    /// `[http]` TLS: [`serve`] speaks HTTPS with it.
+    pub tls: Option<TlsFiles>,
+}
+
+impl GatewayOptions {
+    /// The defaults with `[limits]` applied.
+    pub fn with_limits(limits: weir_manifest::NodeLimits) -> GatewayOptions {
+        GatewayOptions {
+            max_body_bytes: usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
+            max_read_bytes: usize::try_from(limits.max_read_bytes).unwrap_or(usize::MAX),
+            limits,
+            ..GatewayOptions::default()
+        }
+    }
 }
 
 impl Default for GatewayOptions {
@@ -70,6 +113,11 @@ impl Default for GatewayOptions {
             max_read_bytes: 4 << 20,
             max_upload_bytes: 64 << 20,
             shutdown_grace: std::time::Duration::from_secs(5),
+            limits: weir_manifest::NodeLimits::default(),
+            auth: AuthSlot::open(),
+            keys: None,
+            cors: None,
+            tls: None,
         }
     }
 }
@@ -82,6 +130,19 @@ struct AppState {
     openapi: Bytes,
     /// Cancelled when the server starts shutting down: live streams end then.
     stopping: CancellationToken,
+    auth: AuthSlot,
+    keys: Option<Arc<ApiKeyStore>>,
+    subscriptions: Arc<limits::Subscriptions>,
+    rates: Option<Arc<limits::Rates>>,
+    /// One deploy at a time, so the authenticator swapped in is the last deploy's.
+    deploying: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppState {
+    /// `Some(429)` when `key` is over its rate.
+    fn rate_limit(&self, key: &Arc<str>) -> Option<Problem> {
+        self.rates.as_ref()?.check(key)
+    }
 }
 
 /// The API's description: what the routes do not say themselves.
@@ -99,10 +160,34 @@ struct AppState {
         (name = "functions", description = "function versions and deploys"),
         (name = "kv", description = "the key-value store functions read"),
         (name = "node", description = "status, health and this document"),
+        (name = "auth", description = "API keys"),
     ),
-    components(schemas(Problem))
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 struct ApiDoc;
+
+/// Declares the bearer scheme: an API key (`weir auth key create`) or a JWT.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "an API key (`weir auth key create`) or a JWT; needed when the node has [auth]",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// Every route with its description. The router and the OpenAPI document both come from
 /// here, so they cannot disagree.
@@ -125,6 +210,8 @@ fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
         .routes(routes!(pipelines::get))
         .routes(routes!(pipelines::redrive))
         .routes(routes!(replay::replay).layer(upload_limit))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::revoke))
         .routes(routes!(status))
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))
@@ -146,19 +233,80 @@ fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: Cancellation
     let body_limit = options.max_body_bytes;
     let (router, openapi) = routes(&options).split_for_parts();
     let openapi = Bytes::from(openapi.to_json().expect("the OpenAPI document serializes"));
-    router
+    let limits = options.limits;
+    let state = AppState {
+        node,
+        auth: options.auth.clone(),
+        keys: options.keys.clone(),
+        subscriptions: limits::Subscriptions::new(
+            limits.max_subscriptions as usize,
+            limits.max_subscriptions_per_principal as usize,
+        ),
+        rates: limits::Rates::new(limits.rate_limit_per_sec, limits.rate_limit_burst).map(Arc::new),
+        deploying: Arc::default(),
+        options,
+        openapi,
+        stopping,
+    };
+    let cors = state.options.cors.clone();
+    let router = router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::front_door,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(AppState {
-            node,
-            options,
-            openapi,
-            stopping,
-        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::request_timeout,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                let id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors_layer(&cors)),
+        None => router,
+    }
 }
 
-/// Serve the API on `listener` until `shutdown` resolves, then stop within
+/// `[http.cors]` as a layer: the listed origins (or any), weir's methods, any request
+/// header (binary CloudEvents send `ce-*`), and the headers a client needs to read.
+fn cors_layer(cors: &weir_manifest::CorsSpec) -> CorsLayer {
+    let origins = if cors.origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            cors.origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            REQUEST_ID,
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+            header::LOCATION,
+        ])
+        .max_age(std::time::Duration::from_secs(cors.max_age_secs))
+}
+
+/// Serve the API on `listener` (with TLS and a connection limit as `options` say) until
+/// `shutdown` resolves, then stop within
 /// [`GatewayOptions::shutdown_grace`]: new connections are refused and live streams
 /// (`/v1/topics/{topic}/stream`) end at once; requests in flight may finish within the
 /// grace period, and connections still open after it are given up on (a client that
@@ -171,8 +319,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = options.shutdown_grace;
+    let tls = match &options.tls {
+        Some(files) => Some(tls_config(files).map_err(std::io::Error::other)?),
+        None => None,
+    };
+    let listener = FrontListener::new(listener, options.limits.max_connections as usize, tls);
     let stopping = CancellationToken::new();
-    let app = router_until(node, options, stopping.clone());
+    let app = router_until(node, options, stopping.clone())
+        .into_make_service_with_connect_info::<ClientAddr>();
     let signal = {
         let stopping = stopping.clone();
         async move {

@@ -30,6 +30,9 @@ pub struct Problem {
     /// The position in a batch of the event that is wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
+    /// Response headers beside the body: `WWW-Authenticate`, `Retry-After`.
+    #[serde(skip)]
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl Problem {
@@ -47,7 +50,28 @@ impl Problem {
             detail: detail.into(),
             attribute: None,
             index: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// This problem with `name: value` among its response headers.
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Problem {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// `429` or `503` with `Retry-After: retry_after_secs`.
+    pub fn too_many(
+        status: StatusCode,
+        kind: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+        retry_after_secs: u64,
+    ) -> Problem {
+        Problem::new(status, kind, title, detail).with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs.max(1)),
+        )
     }
 
     pub fn not_found(detail: impl Into<String>) -> Problem {
@@ -64,10 +88,14 @@ impl IntoResponse for Problem {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut response = (status, body).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
         response
     }
 }
@@ -114,6 +142,15 @@ impl From<weir_engine::Error> for Problem {
             C::DiskFull => (StatusCode::INSUFFICIENT_STORAGE, "Insufficient storage"),
             C::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Log unavailable"),
             C::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
+            C::TooMany => {
+                return Problem::too_many(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code,
+                    "Too many",
+                    detail,
+                    5,
+                );
+            }
             // The storage refuses writes until an operator steps in.
             C::Failed => {
                 tracing::error!(error = %detail, "the log failed");

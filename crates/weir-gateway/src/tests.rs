@@ -409,6 +409,7 @@ async fn a_plain_put_keeps_a_topics_durability_and_its_settings_within_bounds() 
 }
 
 mod exact_events;
+mod front_door;
 mod openapi;
 mod reads;
 mod versions_and_kv;

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use weir_engine::{StartFrom, TopicCreated};
 use crate::api::topics::{
     CloudEvent, CloudEventBatch, Published, PutTopic, ReadQuery, StreamQuery, Topic,
 };
+use crate::auth::Caller;
 use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem};
 
 /// `GET /v1/topics`.
@@ -233,10 +234,13 @@ pub(crate) fn parse_start(from: &str) -> Result<StartFrom, Problem> {
 )]
 pub(crate) async fn stream(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
     let Query(query) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
+    // Held for as long as the stream lives.
+    let permit = state.subscriptions.acquire(&caller.key)?;
     let from = match query.from.as_deref() {
         None => StartFrom::Latest,
         Some(from) => parse_start(from)?,
@@ -250,7 +254,8 @@ pub(crate) async fn stream(
     // Ends at once when the server shuts down, whatever is still queued for the client.
     // Ends at once when the server shuts down, whatever is still queued for the client.
     let events = events.take_until(state.stopping.clone().cancelled_owned());
-    let messages = events.map(|item| {
+    let messages = events.map(move |item| {
+        let _held = &permit;
         Ok(match item {
             Ok(logged) => SseEvent::default()
                 .id(format!("{}/{}", logged.partition, logged.offset))

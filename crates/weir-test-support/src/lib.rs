@@ -16,6 +16,13 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A file of `fixtures/auth/`: test-only keys and certificates (see its README).
+pub fn auth_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/auth")
+        .join(name)
+}
+
 /// Build (if needed) the cargo project at `project` for `wasm32-wasip2` in release mode
 /// and return the path of the component `artifact` (`artifact.wasm`). Cargo makes this a
 /// no-op when nothing changed; a missing target is reported with the command that adds it.

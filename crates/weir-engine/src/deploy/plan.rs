@@ -8,6 +8,9 @@
 //! removing a function, changing a topic's partition count or the app's name is refused,
 //! and so is a secret or seed file the running app does not already read (they come from
 //! the node's environment and disk, which a deploy over the network must not reach).
+//! Of the front door, `[http]` and `[limits]` are read at start, so changing them is
+//! refused; `[auth]` may change (the gateway checks who asks) but not be removed, and its
+//! JWT keys only from sources the running app already reads.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -106,6 +109,33 @@ pub(crate) fn plan(
             refused.push(format!(
                 "key-value namespace {namespace:?} has a seed file the running app does not read; load the data with `weir kv load` or restart with the new weir.toml"
             ));
+        }
+    }
+    // The front door is read at start: TLS, CORS and limits need a restart. Auth may
+    // change (the gateway lets only the built-in admin role do it) but not be removed, and
+    // its JWT keys, like secrets, only from sources the running app already reads.
+    if has_app {
+        if current.http != next.http {
+            refused.push("[http] changes (TLS and CORS are set up at start)".to_owned());
+        }
+        if current.limits != next.limits {
+            refused.push("[limits] changes (limits are set up at start)".to_owned());
+        }
+        if current.auth.is_some() && next.auth.is_none() {
+            refused.push("[auth] is removed; a deploy cannot open the API".to_owned());
+        }
+    }
+    let running_jwt = current.auth.as_ref().and_then(|a| a.jwt.as_ref());
+    if let Some(jwt) = next.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
+        let same = |read: &dyn Fn(&weir_manifest::JwtSpec) -> bool| running_jwt.is_some_and(read);
+        if jwt.secret.is_some() && !same(&|r| r.secret == jwt.secret) {
+            refused.push("[auth.jwt] reads its secret from a source the running app does not; only a restart with the new weir.toml can change it".to_owned());
+        }
+        if jwt.public_key.is_some() && !same(&|r| r.public_key == jwt.public_key) {
+            refused.push("[auth.jwt] reads a public key file the running app does not; only a restart with the new weir.toml can change it".to_owned());
+        }
+        if jwt.jwks.is_some() && !same(&|r| r.jwks == jwt.jwks) {
+            refused.push("[auth.jwt] reads a JWKS the running app does not; only a restart with the new weir.toml can change it".to_owned());
         }
     }
     let mut plan = Plan::default();

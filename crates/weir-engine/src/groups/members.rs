@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use weir_log::{GroupCommit, RecordPosition};
 
 use crate::consumer::PartitionConsumer;
+use crate::groups::Busy;
 use crate::subscribe::{follow_partition, send_unless_cancelled};
 use crate::{Error, LoggedEvent, Node, Result, SharedLog, StartFrom, groups};
 
@@ -57,9 +58,12 @@ impl Node {
         let (member, state, assignment) = self
             .groups
             .join(group, topic, info.partitions, || positions)
-            .map_err(|busy| Error::GroupBusy {
-                group: group.to_owned(),
-                reason: busy.to_string(),
+            .map_err(|busy| match busy {
+                Busy::TooMany(active) => Error::TooManyGroups { active },
+                busy => Error::GroupBusy {
+                    group: group.to_owned(),
+                    reason: busy.to_string(),
+                },
             })?;
         tracing::info!(group, topic, member, "group member joined");
 
