@@ -69,6 +69,7 @@ pub use weir_log::{
     RecordPosition, TopicCreated, TopicInfo, TopicSpec, TransactionGuarantee,
 };
 pub use weir_manifest::Ordering;
+pub use weir_wasm::CompiledStats;
 
 /// Run blocking work (file IO, compilation) off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(

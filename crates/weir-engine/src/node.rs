@@ -24,6 +24,12 @@ pub struct NodeOptions {
     pub log: SharedLog,
     /// How often retention and compaction run.
     pub retention_interval: std::time::Duration,
+    /// Compiled functions the function host keeps in memory; replay candidates are dropped
+    /// first, active functions never (`[limits] compiled_in_memory`).
+    pub compiled_in_memory: u32,
+    /// Bytes of compiled code kept in `<data>/wasm-cache`, least recently used removed
+    /// first (`[limits] compiled_on_disk_bytes`).
+    pub compiled_on_disk_bytes: u64,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -32,6 +38,8 @@ impl std::fmt::Debug for NodeOptions {
             .field("data_dir", &self.data_dir)
             .field("backend", &self.log.backend())
             .field("retention_interval", &self.retention_interval)
+            .field("compiled_in_memory", &self.compiled_in_memory)
+            .field("compiled_on_disk_bytes", &self.compiled_on_disk_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -43,11 +51,14 @@ impl NodeOptions {
         manifest: Option<Manifest>,
         log: SharedLog,
     ) -> NodeOptions {
+        let limits = weir_manifest::NodeLimits::default();
         NodeOptions {
             data_dir: data_dir.into(),
             manifest,
             log,
             retention_interval: std::time::Duration::from_secs(30),
+            compiled_in_memory: limits.compiled_in_memory,
+            compiled_on_disk_bytes: limits.compiled_on_disk_bytes,
         }
     }
 }
@@ -97,6 +108,8 @@ impl Node {
             manifest,
             log,
             retention_interval,
+            compiled_in_memory,
+            compiled_on_disk_bytes,
         } = opts;
 
         // The key-value store is open before functions load: they read it from the first
@@ -111,6 +124,8 @@ impl Node {
                 .as_ref()
                 .is_some_and(|m| m.functions.values().any(|f| f.limits.fuel.is_some())),
             keyvalue: Some(Arc::new(keyvalue::HostKeyValue(kv.clone()))),
+            max_compiled_in_memory: compiled_in_memory as usize,
+            max_compiled_on_disk_bytes: compiled_on_disk_bytes,
             ..HostOptions::default()
         };
         let registry = Arc::new(registry::Registry::new(
@@ -194,6 +209,13 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map(|m| m.app.name.clone())
+    }
+
+    /// What the function host keeps compiled in memory and on disk, and how much it
+    /// evicted; none until the first function loads. Blocking (it lists the cache
+    /// directory): call it off the async runtime.
+    pub fn compiled_stats(&self) -> Option<weir_wasm::CompiledStats> {
+        self.registry.compiled_stats()
     }
 
     /// The log the node runs on.
