@@ -28,13 +28,16 @@ class Spans(RequestHandler):
         pass
 
     def handle_trace(self, request, headers):
+        content_type = next(
+            (v for k, v in headers.items() if k.lower() == "content-type"), None
+        )
         for resource_spans in request.resource_spans:
             resource = {a.key: value(a.value) for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     line = {
                         "service": resource.get("service.name"),
-                        "content_type": headers.get("Content-Type"),
+                        "content_type": content_type,
                         "name": span.name,
                         "kind": span.kind,
                         "trace_id": span.trace_id.hex(),

@@ -234,8 +234,8 @@ fn log_format_json_writes_one_json_object_per_line() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{}: {stderr}", output.status);
     let lines: Vec<Value> = stderr
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
