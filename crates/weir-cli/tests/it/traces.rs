@@ -233,9 +233,10 @@ fn log_format_json_writes_one_json_object_per_line() {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
+    // (A SIGTERM before the node installs its handler ends it at once: the exit status
+    // says nothing here; what it logged until then does.)
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(output.status.success(), "{}: {stderr}", output.status);
     let lines: Vec<Value> = stderr
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
