@@ -58,28 +58,35 @@ impl TelemetryArgs {
             Some(endpoint) => Some(tracer_provider(endpoint)?),
             None => None,
         };
-        let traces = provider.as_ref().map(|provider| {
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("weir"))
-                // Thread names and ids say nothing about an event's way through weir.
-                .with_threads(false)
-                .with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE))
-        });
-        let registry = tracing_subscriber::registry().with(traces);
         let filter = log_filter();
-        let result = match self.log_format {
-            LogFormat::Text => registry
+        let stderr = std::io::stderr;
+        let registry = tracing_subscriber::registry();
+        // Without an exporter the filter is global, as before traces: callsites it turns
+        // off (the trace spans among them) are never asked again. (An absent layer, an
+        // `Option::None`, would make every callsite ask at every use.)
+        let result = match (self.log_format, provider.as_ref()) {
+            (LogFormat::Text, None) => registry
+                .with(filter)
+                .with(tracing_subscriber::fmt::layer().with_writer(stderr))
+                .try_init(),
+            (LogFormat::Json, None) => registry
+                .with(filter)
+                .with(tracing_subscriber::fmt::layer().json().with_writer(stderr))
+                .try_init(),
+            (LogFormat::Text, Some(provider)) => registry
+                .with(trace_layer(provider))
                 .with(
                     tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stderr)
+                        .with_writer(stderr)
                         .with_filter(filter),
                 )
                 .try_init(),
-            LogFormat::Json => registry
+            (LogFormat::Json, Some(provider)) => registry
+                .with(trace_layer(provider))
                 .with(
                     tracing_subscriber::fmt::layer()
                         .json()
-                        .with_writer(std::io::stderr)
+                        .with_writer(stderr)
                         .with_filter(filter),
                 )
                 .try_init(),
@@ -121,6 +128,18 @@ impl Telemetry {
             Err(e) => eprintln!("warning: the trace export did not stop cleanly: {e}"),
         }
     }
+}
+
+/// The layer that hands the trace spans (and only them) to OpenTelemetry.
+fn trace_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("weir"))
+        // Thread names and ids say nothing about an event's way through weir.
+        .with_threads(false)
+        .with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE))
 }
 
 /// The log filter: `WEIR_LOG` (default `info`), without the trace spans unless it names
