@@ -9,6 +9,7 @@ mod new;
 mod pipelines;
 mod replay;
 mod serve;
+mod subscriber;
 
 use std::path::PathBuf;
 

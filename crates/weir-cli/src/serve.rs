@@ -30,22 +30,12 @@ pub struct ServeArgs {
     /// Largest HTTP request body in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
-}
-
-/// The node's logging: to stderr, filtered by `WEIR_LOG` (default `info`). The pipeline
-/// bench installs the same, so it pays what a served node pays for its spans.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    #[command(flatten)]
+    telemetry: crate::subscriber::TelemetryArgs,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
+    let telemetry = args.telemetry.init()?;
 
     let manifest = match args.app.or_else(crate::default_app) {
         Some(path) => Some(Manifest::load(&path)?),
@@ -85,6 +75,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     weir_gateway::serve(listener, node.clone(), options, shutdown).await?;
     tracing::info!("http stopped; finishing in-flight pipeline batches");
     node.shutdown().await;
+    telemetry.shutdown().await;
     Ok(())
 }
 

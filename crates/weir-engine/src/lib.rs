@@ -12,7 +12,8 @@
 //! - `deploy` (and its pure `deploy::plan`), `registry`, `functions`: functions and
 //!   their versions;
 //! - `pipeline/`: pipelines (calls and lanes, retries, commits, resets, status);
-//! - `redrive`, `replay`, `status`, `keyvalue`; `routing`: the pure decisions.
+//! - `redrive`, `replay`, `status`, `keyvalue`; `routing`: the pure decisions;
+//! - `trace`: the trace spans of publishes, pipeline steps and function calls.
 //!
 //! **Architecture Invariant:** an event is stored in the log as its CloudEvents JSON
 //! (structured) encoding, under the key chosen by [`routing::event_key`]; whatever reads
@@ -44,6 +45,7 @@ pub mod routing;
 mod status;
 mod subscribe;
 mod topics;
+pub mod trace;
 
 pub use codec::LoggedEvent;
 pub use consumer::StartFrom;

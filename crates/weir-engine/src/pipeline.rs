@@ -336,11 +336,11 @@ impl Pipeline {
                 finish(committing.take()),
             );
             previous?;
-            let Some(outcomes) = handled? else {
+            let Some((outcomes, steps)) = handled? else {
                 // Stopped mid-batch: nothing of it is committed, it runs again after a restart.
                 return Ok(());
             };
-            let batch = self.batch_outputs(offsets, outcomes);
+            let batch = self.batch_outputs(offsets, outcomes, steps);
             let version = instances.function().version().to_owned();
             *committing = Some(Box::pin(self.commit_batch(
                 log,

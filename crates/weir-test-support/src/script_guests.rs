@@ -6,7 +6,8 @@
 //! `package-lock.json` where there is one) and is built with `npm run build`; Python
 //! projects share one virtualenv, `target/py-venv`, with componentize-py
 //! [`COMPONENTIZE_PY_VERSION`] pinned. The same virtualenv holds the OpenAPI validator the
-//! tests check `GET /v1/openapi.json` with ([`ensure_openapi_spec_validator`]).
+//! tests check `GET /v1/openapi.json` with ([`ensure_openapi_spec_validator`]) and the
+//! OTLP receiver the trace export test runs ([`ensure_oteltest`]).
 //! A build is skipped when its output is newer than every input (the project's files, the
 //! WIT, the installed tools): componentizing takes seconds, and CI builds both examples on
 //! every run.
@@ -94,6 +95,31 @@ pub fn ensure_openapi_spec_validator() -> anyhow::Result<PathBuf> {
         "openapi-spec-validator=={OPENAPI_SPEC_VALIDATOR_VERSION}"
     ))?;
     Ok(validator)
+}
+
+/// The oteltest release (the OpenTelemetry project's test receiver) the trace export
+/// test receives spans with.
+pub const OTELTEST_VERSION: &str = "0.49.0";
+
+/// The `python` of [`python_venv`] with oteltest installed, installed if missing or of
+/// another version.
+pub fn ensure_oteltest() -> anyhow::Result<PathBuf> {
+    let _lock = build_lock()?;
+    let python = python_venv().join("bin/python");
+    let installed = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; import oteltest.sink; print(m.version('oteltest'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if installed.as_deref() == Some(OTELTEST_VERSION) {
+        return Ok(python);
+    }
+    pip_install_locked(&format!("oteltest=={OTELTEST_VERSION}"))?;
+    Ok(python)
 }
 
 /// Install `requirement` from PyPI into [`python_venv`], creating it first if needed. The

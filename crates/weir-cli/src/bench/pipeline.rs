@@ -123,9 +123,12 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let sample = CloudEvent::from_json_slice(&std::fs::read(repo_path(
         "examples/orders/sales-order-created.json",
     ))?)?;
-    if !args.no_logging {
-        crate::serve::init_logging();
-    }
+    // What `weir serve` installs, so the bench pays what a served node pays for its
+    // spans (and exports traces when the OTEL_EXPORTER_OTLP_* variables say where).
+    let telemetry = match args.no_logging {
+        false => Some(crate::subscriber::TelemetryArgs::default().init()?),
+        true => None,
+    };
     let dir = super::temp_dir(&args.dir, "weir-bench-pipeline-")?;
     let data = dir.path().join("data");
 
@@ -281,6 +284,9 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "function_calls_per_sec_one_core": function_rate.round(),
         "function_cpu_us_per_call": round2(1e6 / function_rate),
     });
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
     print_result(&result, args.json)
 }
 

@@ -13,6 +13,7 @@ mod openapi;
 mod pipelines;
 mod replay;
 mod shutdown;
+mod traces;
 
 fn weir() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weir"))
