@@ -46,6 +46,8 @@ pub fn init_logging() {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
+    // Before the log and the node start: their metric handles record into it.
+    let metrics = weir_gateway::metrics::install()?;
 
     let manifest = match args.app.or_else(crate::default_app) {
         Some(path) => Some(Manifest::load(&path)?),
@@ -74,6 +76,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let options = GatewayOptions {
         max_body_bytes: args.max_body_bytes,
+        metrics: Some(metrics),
         ..Default::default()
     };
     let stopping = node.clone();

@@ -43,6 +43,7 @@ pub mod replay;
 pub mod routing;
 mod status;
 mod subscribe;
+mod telemetry;
 mod topics;
 
 pub use codec::LoggedEvent;

@@ -151,7 +151,9 @@ impl Node {
         }
         let records = events.iter().map(encode_event).collect();
         // A batch is all or nothing, across partitions too, where the backend can.
-        Ok(self.log.append_atomic(topic, records).await?)
+        let positions = self.log.append_atomic(topic, records).await?;
+        crate::telemetry::events_in(topic).increment(positions.len() as u64);
+        Ok(positions)
     }
 
     /// Read up to `limit` events of one partition from `offset`.
@@ -220,6 +222,7 @@ impl Node {
         if records.is_empty() {
             bytes = 2; // `[]`
         }
+        crate::telemetry::events_out(topic).increment(records.len() as u64);
         let topic = topic.to_owned();
         let decode = move || {
             records
