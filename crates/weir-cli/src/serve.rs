@@ -36,6 +36,8 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let telemetry = args.telemetry.init()?;
+    // Before the log and the node start: their metric handles record into it.
+    let metrics = weir_gateway::metrics::install()?;
 
     let manifest = match args.app.or_else(crate::default_app) {
         Some(path) => Some(Manifest::load(&path)?),
@@ -64,6 +66,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let options = GatewayOptions {
         max_body_bytes: args.max_body_bytes,
+        metrics: Some(metrics),
         ..Default::default()
     };
     let stopping = node.clone();

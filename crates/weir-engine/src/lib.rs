@@ -44,6 +44,7 @@ pub mod replay;
 pub mod routing;
 mod status;
 mod subscribe;
+mod telemetry;
 mod topics;
 pub mod trace;
 

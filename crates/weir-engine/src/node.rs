@@ -112,11 +112,13 @@ impl Node {
             compiled_on_disk_bytes,
         } = opts;
 
+        crate::telemetry::describe_metrics();
         // The key-value store is open before functions load: they read it from the first
         // event on. It lives in <data>/kv, beside the log's own topics/ and groups/.
         let kv: Arc<dyn weir_kv::KeyValue> = {
             let dir = data_dir.join("kv");
-            Arc::new(blocking(move || Ok(weir_kv::EmbeddedKv::open(&dir)?)).await?)
+            let store = blocking(move || Ok(weir_kv::EmbeddedKv::open(&dir)?)).await?;
+            Arc::new(keyvalue::MeteredKeyValue(store))
         };
         let host_options = HostOptions {
             cache_dir: Some(data_dir.join("wasm-cache")),
@@ -245,6 +247,24 @@ impl Node {
                 pipeline: name.to_owned(),
                 declared: pipelines.iter().map(|p| p.name().to_owned()).collect(),
             })
+    }
+
+    /// Bring the consumer-lag gauges (`weir_consumer_lag_events`) up to date: each
+    /// pipeline's group and each group of live subscribers, in every partition. The
+    /// gateway runs this before it renders `GET /metrics`.
+    pub async fn record_lag(&self) {
+        let pipelines: Vec<_> = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for p in pipelines {
+            p.status(&self.log).await;
+        }
+        for (group, topic) in self.groups.member_groups() {
+            // A topic deleted meanwhile has no lag to show.
+            let _ = self.group_status(&group, &topic).await;
+        }
     }
 
     /// Whether the node takes traffic (it is not shutting down).

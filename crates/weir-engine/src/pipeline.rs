@@ -119,6 +119,7 @@ pub(crate) struct Pipeline {
     dead_lettered: AtomicU64,
     retries: AtomicU64,
     skipped: AtomicU64,
+    metrics: crate::telemetry::PipelineMetrics,
 }
 
 impl Pipeline {
@@ -149,6 +150,10 @@ impl Pipeline {
             dead_lettered: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            metrics: crate::telemetry::PipelineMetrics::new(
+                name,
+                spec.to.iter().chain([&spec.dead_letter]),
+            ),
         }
     }
 

@@ -183,7 +183,9 @@ impl Node {
         {
             span.record("otel.status_description", e.to_string().as_str());
         }
-        Ok(appended?)
+        let positions = appended?;
+        crate::telemetry::events_in(topic).increment(positions.len() as u64);
+        Ok(positions)
     }
 
     /// Read up to `limit` events of one partition from `offset`.
@@ -252,6 +254,7 @@ impl Node {
         if records.is_empty() {
             bytes = 2; // `[]`
         }
+        crate::telemetry::events_out(topic).increment(records.len() as u64);
         let topic = topic.to_owned();
         let decode = move || {
             records

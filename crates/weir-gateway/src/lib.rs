@@ -19,6 +19,7 @@ pub mod api;
 mod functions;
 mod groups;
 mod kv;
+pub mod metrics;
 mod pipelines;
 mod problem;
 mod replay;
@@ -60,6 +61,8 @@ pub struct GatewayOptions {
     /// How long [`serve`] lets open connections finish once shutdown begins before it
     /// drops them.
     pub shutdown_grace: std::time::Duration,
+    /// What `GET /metrics` renders ([`metrics::install`]); none answers it with `404`.
+    pub metrics: Option<metrics::MetricsHandle>,
 }
 
 impl Default for GatewayOptions {
@@ -70,6 +73,7 @@ impl Default for GatewayOptions {
             max_read_bytes: 4 << 20,
             max_upload_bytes: 64 << 20,
             shutdown_grace: std::time::Duration::from_secs(5),
+            metrics: None,
         }
     }
 }
@@ -129,6 +133,7 @@ fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics::scrape))
 }
 
 /// The OpenAPI 3.1 document of the API, as `GET /v1/openapi.json` serves it.
@@ -149,6 +154,7 @@ fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: Cancellation
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(AppState {
             node,

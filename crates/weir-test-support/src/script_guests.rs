@@ -122,6 +122,56 @@ pub fn ensure_oteltest() -> anyhow::Result<PathBuf> {
     Ok(python)
 }
 
+/// `promtool` (Prometheus's checker of the text exposition format), which checks
+/// `GET /metrics`: the one on `PATH` if there is one, else the one in Debian's
+/// `prometheus` package, downloaded with `apt-get download` (running `apt-get update`
+/// first if the package lists do not have it) and unpacked under `target/promtool`.
+/// Unpacked rather than installed: installing the package would start a Prometheus
+/// server on the machine, and `promtool` is one static binary.
+pub fn ensure_promtool() -> anyhow::Result<PathBuf> {
+    let works = |promtool: &Path| {
+        Command::new(promtool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works(Path::new("promtool")) {
+        return Ok(PathBuf::from("promtool"));
+    }
+    let _lock = build_lock()?;
+    let dir = repo_root().join("target/promtool");
+    let promtool = dir.join("usr/bin/promtool");
+    if works(&promtool) {
+        return Ok(promtool);
+    }
+    let download = dir.join("deb");
+    std::fs::create_dir_all(&download)?;
+    let fetch = || {
+        run(Command::new("apt-get")
+            .args(["download", "prometheus"])
+            .current_dir(&download))
+    };
+    if fetch().is_err() {
+        run(Command::new("apt-get").arg("update"))
+            .context("cannot update the package lists (`apt-get update`)")?;
+        fetch().context(
+            "cannot download Debian's prometheus package; install it (`apt-get install prometheus`) so that promtool is on PATH",
+        )?;
+    }
+    let deb = std::fs::read_dir(&download)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension() == Some(OsStr::new("deb")))
+        .context("apt-get download left no .deb")?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
+    if !works(&promtool) {
+        bail!(
+            "{} does not run; install Debian's prometheus package (`apt-get install prometheus`) so that promtool is on PATH",
+            promtool.display()
+        );
+    }
+    Ok(promtool)
+}
+
 /// Install `requirement` from PyPI into [`python_venv`], creating it first if needed. The
 /// caller holds [`build_lock`].
 fn pip_install_locked(requirement: &str) -> anyhow::Result<()> {

@@ -548,6 +548,13 @@ pub(crate) struct Instance {
     pub(crate) calls: u32,
 }
 
+impl Instance {
+    /// Bytes of the instance's linear memory.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.store.data().memory_bytes()
+    }
+}
+
 impl Function {
     pub fn name(&self) -> &str {
         &self.inner.name

@@ -32,6 +32,7 @@ mod host;
 mod keyvalue;
 mod pool;
 mod state;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 
@@ -44,3 +45,4 @@ pub use host::{
 pub use keyvalue::{KeyValueStore, MemoryKeyValue};
 pub use pool::InstancePool;
 pub use state::{Grants, HttpGrant};
+pub use telemetry::describe_metrics;

@@ -117,6 +117,11 @@ impl CallState {
         }
     }
 
+    /// Bytes of all the instance's linear memories together.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_total
+    }
+
     /// Reset what one call records, before the call.
     pub(crate) fn begin_call(&mut self, deadline: Instant) {
         self.breach = None;

@@ -50,6 +50,10 @@ pub struct PipelineBenchArgs {
     /// to see what it costs.
     #[arg(long)]
     no_logging: bool,
+    /// Run without the Prometheus recorder `weir serve` installs, to see what recording
+    /// the metrics costs.
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 /// The example's topics: its function publishes to `crm.orders`.
@@ -129,6 +133,9 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         false => Some(crate::subscriber::TelemetryArgs::default().init()?),
         true => None,
     };
+    if !args.no_metrics {
+        weir_gateway::metrics::install()?;
+    }
     let dir = super::temp_dir(&args.dir, "weir-bench-pipeline-")?;
     let data = dir.path().join("data");
 
@@ -280,6 +287,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "partitions": args.partitions,
         "concurrency": args.concurrency,
         "logging": !args.no_logging,
+        "metrics": !args.no_metrics,
         "drain_cpu_us_per_event": round2(drain_cpu * 1e6 / args.events as f64),
         "function_calls_per_sec_one_core": function_rate.round(),
         "function_cpu_us_per_call": round2(1e6 / function_rate),

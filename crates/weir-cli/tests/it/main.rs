@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use weir_test_support::WeirProcess;
 
 mod deploy;
+mod metrics;
 mod new;
 mod openapi;
 mod pipelines;

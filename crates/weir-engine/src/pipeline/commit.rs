@@ -89,7 +89,10 @@ impl Pipeline {
             // Sent again unchanged after a failure: the log never stores it twice (an
             // exactly-once backend completes the first try instead; see weir-log).
             match log.commit_transaction(txn.clone()).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.metrics.appended(&txn.appends);
+                    break;
+                }
                 Err(e) if is_rejection(&e) && !txn.appends.is_empty() => {
                     return Ok(Committed::Rejected(e));
                 }
@@ -267,6 +270,9 @@ impl Pipeline {
         self.filtered
             .fetch_add(batch.filtered, AtomicOrdering::Relaxed);
         self.dead_lettered.fetch_add(dead, AtomicOrdering::Relaxed);
+        self.metrics.processed.increment(batch.processed);
+        self.metrics.filtered.increment(batch.filtered);
+        self.metrics.dead_lettered.increment(dead);
         // The steps end here, with their commit.
         drop(batch.steps);
         Ok(())

@@ -271,6 +271,7 @@ impl Pipeline {
                 let retry = failure.is_retryable() && attempt < self.retry.max_attempts;
                 if retry {
                     self.retries.fetch_add(1, AtomicOrdering::Relaxed);
+                    self.metrics.retries.increment(1);
                     let wait = self.backoff(attempt);
                     tracing::warn!(pipeline = %self.name, function = %self.function, version = function.version(), topic, partition, offset = work.offset, event_id = %work.event.id, attempt, error = %failure, wait_ms = wait.as_millis() as u64, "call failed; trying again");
                     let rest = std::iter::once(work).chain(lane).collect();
