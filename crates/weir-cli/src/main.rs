@@ -10,6 +10,7 @@ mod new;
 mod pipelines;
 mod replay;
 mod serve;
+mod subscriber;
 
 use std::path::PathBuf;
 

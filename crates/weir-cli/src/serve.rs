@@ -32,6 +32,8 @@ pub struct ServeArgs {
     max_body_bytes: Option<usize>,
     #[command(flatten)]
     auth: AuthFlags,
+    #[command(flatten)]
+    telemetry: crate::subscriber::TelemetryArgs,
 }
 
 /// Auth and TLS without a manifest's `[auth]`/`[http]` (not both: the manifest wins
@@ -97,20 +99,10 @@ impl AuthFlags {
     }
 }
 
-/// The node's logging: to stderr, filtered by `WEIR_LOG` (default `info`). The pipeline
-/// bench installs the same, so it pays what a served node pays for its spans.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
+    let telemetry = args.telemetry.init()?;
+    // Before the log and the node start: their metric handles record into it.
+    let metrics = weir_gateway::metrics::install()?;
 
     let manifest = match args.app.or_else(crate::default_app) {
         Some(path) => Some(Manifest::load(&path)?),
@@ -167,6 +159,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut options = NodeOptions::new(args.data.clone(), manifest, log);
     options.retention_interval = std::time::Duration::from_secs(args.retention_check_secs.max(1));
     options.max_client_groups = limits.max_client_groups as usize;
+    options.compiled_in_memory = limits.compiled_in_memory;
+    options.compiled_on_disk_bytes = limits.compiled_on_disk_bytes;
     let node = Node::start(options).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -200,6 +194,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.keys = Some(keys);
     options.cors = http.cors.clone();
     options.tls = tls;
+    options.metrics = Some(metrics);
     let stopping = node.clone();
     let shutdown = async move {
         shutdown_signal().await;
@@ -209,6 +204,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     weir_gateway::serve(listener, node.clone(), options, shutdown).await?;
     tracing::info!("http stopped; finishing in-flight pipeline batches");
     node.shutdown().await;
+    telemetry.shutdown().await;
     Ok(())
 }
 

@@ -74,6 +74,8 @@ pub(crate) struct PartitionConsumer {
     until: Option<u64>,
     /// Offsets retention deleted before this consumer read them.
     skipped: u64,
+    /// Events read from the topic (`weir_topic_events_out_total`).
+    read: metrics::Counter,
 }
 
 impl PartitionConsumer {
@@ -109,6 +111,7 @@ impl PartitionConsumer {
             generation,
             until: None,
             skipped: 0,
+            read: crate::telemetry::events_out(topic),
         };
         if committed.is_none() && matches!(consumer.progress, Progress::Transactions { .. }) {
             consumer.commit(start, cancel).await?;
@@ -133,6 +136,7 @@ impl PartitionConsumer {
             generation: 0,
             until: None,
             skipped: 0,
+            read: crate::telemetry::events_out(topic),
         })
     }
 
@@ -198,6 +202,7 @@ impl PartitionConsumer {
             records.retain(|r| r.offset < until);
             self.reader.seek(until);
         }
+        self.read.increment(records.len() as u64);
         Ok(records)
     }
 

@@ -31,6 +31,18 @@ pub(crate) fn load_function(
     Ok(host.load(name, wasm, settings)?)
 }
 
+/// Like [`load_function`], for a version only a replay runs: the host drops its compiled
+/// code from memory first when it keeps too many.
+pub(crate) fn load_candidate(
+    host: &FunctionHost,
+    name: &str,
+    spec: &FunctionSpec,
+    wasm: &[u8],
+) -> Result<Function> {
+    let settings = settings(name, spec)?;
+    Ok(host.load_candidate(name, wasm, settings)?)
+}
+
 /// The host's settings for a function declared as `spec`; secrets are read here.
 pub(crate) fn settings(name: &str, spec: &FunctionSpec) -> Result<FunctionSettings> {
     let mut secrets = BTreeMap::new();

@@ -139,6 +139,19 @@ impl GroupRegistry {
         }
     }
 
+    /// Every group of live subscribers with its topic.
+    pub(crate) fn member_groups(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .filter_map(|(name, state)| {
+                match &state.lock().unwrap_or_else(PoisonError::into_inner).owner {
+                    Owner::Members { topic } => Some((name.clone(), topic.clone())),
+                    Owner::Pipeline(_) => None,
+                }
+            })
+            .collect()
+    }
+
     pub(crate) fn claim_for_pipeline(&self, group: &str, pipeline: &str) {
         self.lock().insert(
             group.to_owned(),

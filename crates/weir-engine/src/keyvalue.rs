@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use weir_kv::KeyValue;
 
+use crate::telemetry::{KvOp, kv_metrics};
 use crate::{Error, Node, Result, blocking};
 
 /// Keys per `list-keys` page a guest gets.
@@ -43,6 +44,73 @@ impl weir_wasm::KeyValueStore for HostKeyValue {
             .list_keys(namespace, cursor, GUEST_LIST_PAGE)
             .map_err(|e| e.to_string())?;
         Ok((page.keys, page.cursor))
+    }
+}
+
+/// The node's store, counting each operation that succeeds by namespace and op
+/// (`weir_kv_operations_total`): what functions, HTTP and seeds do all goes through it.
+#[derive(Debug)]
+pub(crate) struct MeteredKeyValue<K>(pub(crate) K);
+
+impl<K: KeyValue> MeteredKeyValue<K> {
+    fn counted<T>(
+        &self,
+        namespace: &str,
+        op: KvOp,
+        result: weir_kv::Result<T>,
+    ) -> weir_kv::Result<T> {
+        if result.is_ok() {
+            kv_metrics().count(namespace, op);
+        }
+        result
+    }
+}
+
+impl<K: KeyValue> KeyValue for MeteredKeyValue<K> {
+    fn get(&self, namespace: &str, key: &str) -> weir_kv::Result<Option<Vec<u8>>> {
+        self.counted(namespace, KvOp::Get, self.0.get(namespace, key))
+    }
+
+    fn set(&self, namespace: &str, key: &str, value: &[u8]) -> weir_kv::Result<()> {
+        self.counted(namespace, KvOp::Set, self.0.set(namespace, key, value))
+    }
+
+    fn delete(&self, namespace: &str, key: &str) -> weir_kv::Result<()> {
+        self.counted(namespace, KvOp::Delete, self.0.delete(namespace, key))
+    }
+
+    fn exists(&self, namespace: &str, key: &str) -> weir_kv::Result<bool> {
+        self.counted(namespace, KvOp::Exists, self.0.exists(namespace, key))
+    }
+
+    fn list_keys(
+        &self,
+        namespace: &str,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> weir_kv::Result<weir_kv::KeyPage> {
+        let page = self.0.list_keys(namespace, cursor, limit);
+        self.counted(namespace, KvOp::ListKeys, page)
+    }
+
+    fn write_entries(
+        &self,
+        namespace: &str,
+        entries: &[(String, Vec<u8>)],
+        existing: weir_kv::Existing,
+    ) -> weir_kv::Result<usize> {
+        let written = self.0.write_entries(namespace, entries, existing);
+        self.counted(namespace, KvOp::WriteEntries, written)
+    }
+
+    fn seed_from_json(&self, namespace: &str, path: &std::path::Path) -> weir_kv::Result<usize> {
+        let written = self.0.seed_from_json(namespace, path);
+        self.counted(namespace, KvOp::WriteEntries, written)
+    }
+
+    fn load_json(&self, namespace: &str, origin: &str, json: &[u8]) -> weir_kv::Result<usize> {
+        let written = self.0.load_json(namespace, origin, json);
+        self.counted(namespace, KvOp::WriteEntries, written)
     }
 }
 

@@ -12,7 +12,8 @@
 //! - `deploy` (and its pure `deploy::plan`), `registry`, `functions`: functions and
 //!   their versions;
 //! - `pipeline/`: pipelines (calls and lanes, retries, commits, resets, status);
-//! - `redrive`, `replay`, `status`, `keyvalue`; `routing`: the pure decisions.
+//! - `redrive`, `replay`, `status`, `keyvalue`; `routing`: the pure decisions;
+//! - `trace`: the trace spans of publishes, pipeline steps and function calls.
 //!
 //! **Architecture Invariant:** an event is stored in the log as its CloudEvents JSON
 //! (structured) encoding, under the key chosen by [`routing::event_key`]; whatever reads
@@ -43,7 +44,9 @@ pub mod replay;
 pub mod routing;
 mod status;
 mod subscribe;
+mod telemetry;
 mod topics;
+pub mod trace;
 
 pub use codec::LoggedEvent;
 pub use consumer::StartFrom;
@@ -69,6 +72,7 @@ pub use weir_log::{
     RecordPosition, TopicCreated, TopicInfo, TopicSpec, TransactionGuarantee,
 };
 pub use weir_manifest::Ordering;
+pub use weir_wasm::CompiledStats;
 
 /// Run blocking work (file IO, compilation) off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(

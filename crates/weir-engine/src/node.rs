@@ -27,6 +27,12 @@ pub struct NodeOptions {
     /// Most consumer groups made by clients (reads and subscriptions with a group)
     /// active at once; `[limits] max_client_groups`.
     pub max_client_groups: usize,
+    /// Compiled functions the function host keeps in memory; replay candidates are dropped
+    /// first, active functions never (`[limits] compiled_in_memory`).
+    pub compiled_in_memory: u32,
+    /// Bytes of compiled code kept in `<data>/wasm-cache`, least recently used removed
+    /// first (`[limits] compiled_on_disk_bytes`).
+    pub compiled_on_disk_bytes: u64,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -35,6 +41,8 @@ impl std::fmt::Debug for NodeOptions {
             .field("data_dir", &self.data_dir)
             .field("backend", &self.log.backend())
             .field("retention_interval", &self.retention_interval)
+            .field("compiled_in_memory", &self.compiled_in_memory)
+            .field("compiled_on_disk_bytes", &self.compiled_on_disk_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -46,12 +54,15 @@ impl NodeOptions {
         manifest: Option<Manifest>,
         log: SharedLog,
     ) -> NodeOptions {
+        let limits = weir_manifest::NodeLimits::default();
         NodeOptions {
             data_dir: data_dir.into(),
             manifest,
             log,
             retention_interval: std::time::Duration::from_secs(30),
-            max_client_groups: weir_manifest::NodeLimits::default().max_client_groups as usize,
+            max_client_groups: limits.max_client_groups as usize,
+            compiled_in_memory: limits.compiled_in_memory,
+            compiled_on_disk_bytes: limits.compiled_on_disk_bytes,
         }
     }
 }
@@ -102,13 +113,17 @@ impl Node {
             log,
             retention_interval,
             max_client_groups,
+            compiled_in_memory,
+            compiled_on_disk_bytes,
         } = opts;
 
+        crate::telemetry::describe_metrics();
         // The key-value store is open before functions load: they read it from the first
         // event on. It lives in <data>/kv, beside the log's own topics/ and groups/.
         let kv: Arc<dyn weir_kv::KeyValue> = {
             let dir = data_dir.join("kv");
-            Arc::new(blocking(move || Ok(weir_kv::EmbeddedKv::open(&dir)?)).await?)
+            let store = blocking(move || Ok(weir_kv::EmbeddedKv::open(&dir)?)).await?;
+            Arc::new(keyvalue::MeteredKeyValue(store))
         };
         let host_options = HostOptions {
             cache_dir: Some(data_dir.join("wasm-cache")),
@@ -116,6 +131,8 @@ impl Node {
                 .as_ref()
                 .is_some_and(|m| m.functions.values().any(|f| f.limits.fuel.is_some())),
             keyvalue: Some(Arc::new(keyvalue::HostKeyValue(kv.clone()))),
+            max_compiled_in_memory: compiled_in_memory as usize,
+            max_compiled_on_disk_bytes: compiled_on_disk_bytes,
             ..HostOptions::default()
         };
         let registry = Arc::new(registry::Registry::new(
@@ -201,6 +218,13 @@ impl Node {
             .map(|m| m.app.name.clone())
     }
 
+    /// What the function host keeps compiled in memory and on disk, and how much it
+    /// evicted; none until the first function loads. Blocking (it lists the cache
+    /// directory): call it off the async runtime.
+    pub fn compiled_stats(&self) -> Option<weir_wasm::CompiledStats> {
+        self.registry.compiled_stats()
+    }
+
     /// The log the node runs on.
     pub fn log(&self) -> &SharedLog {
         &self.log
@@ -228,6 +252,24 @@ impl Node {
                 pipeline: name.to_owned(),
                 declared: pipelines.iter().map(|p| p.name().to_owned()).collect(),
             })
+    }
+
+    /// Bring the consumer-lag gauges (`weir_consumer_lag_events`) up to date: each
+    /// pipeline's group and each group of live subscribers, in every partition. The
+    /// gateway runs this before it renders `GET /metrics`.
+    pub async fn record_lag(&self) {
+        let pipelines: Vec<_> = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for p in pipelines {
+            p.status(&self.log).await;
+        }
+        for (group, topic) in self.groups.member_groups() {
+            // A topic deleted meanwhile has no lag to show.
+            let _ = self.group_status(&group, &topic).await;
+        }
     }
 
     /// Whether the node takes traffic (it is not shutting down).

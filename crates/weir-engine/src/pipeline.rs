@@ -119,6 +119,7 @@ pub(crate) struct Pipeline {
     dead_lettered: AtomicU64,
     retries: AtomicU64,
     skipped: AtomicU64,
+    metrics: crate::telemetry::PipelineMetrics,
 }
 
 impl Pipeline {
@@ -149,6 +150,10 @@ impl Pipeline {
             dead_lettered: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            metrics: crate::telemetry::PipelineMetrics::new(
+                name,
+                spec.to.iter().chain([&spec.dead_letter]),
+            ),
         }
     }
 
@@ -336,11 +341,11 @@ impl Pipeline {
                 finish(committing.take()),
             );
             previous?;
-            let Some(outcomes) = handled? else {
+            let Some((outcomes, steps)) = handled? else {
                 // Stopped mid-batch: nothing of it is committed, it runs again after a restart.
                 return Ok(());
             };
-            let batch = self.batch_outputs(offsets, outcomes);
+            let batch = self.batch_outputs(offsets, outcomes, steps);
             let version = instances.function().version().to_owned();
             *committing = Some(Box::pin(self.commit_batch(
                 log,

@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use weir_manifest::FunctionSpec;
 use weir_wasm::{Function, FunctionHost, HostOptions};
 
-use crate::functions::{load_function, read_source};
+use crate::functions::{load_candidate, load_function, read_source};
 use crate::{Error, Result};
 
 /// Distinct versions per function whose wasm is kept for rollback.
@@ -230,6 +230,23 @@ impl Registry {
         load_function(&self.host()?, name, spec, wasm)
     }
 
+    /// Compile `wasm` as `name` with `spec` for a replay: never activated, and the first
+    /// compiled code the host drops from memory.
+    pub(crate) fn compile_candidate(
+        &self,
+        name: &str,
+        spec: &FunctionSpec,
+        wasm: &[u8],
+    ) -> Result<Function> {
+        load_candidate(&self.host()?, name, spec, wasm)
+    }
+
+    /// What the function host keeps compiled; none before the first function loads.
+    pub(crate) fn compiled_stats(&self) -> Option<weir_wasm::CompiledStats> {
+        let host = self.host.lock().unwrap_or_else(PoisonError::into_inner);
+        host.as_ref().map(FunctionHost::compiled_stats)
+    }
+
     /// Deploy `wasm` as the new version of the declared function `name`, with its current
     /// settings. A module that does not compile is an error and changes nothing.
     pub(crate) fn deploy(&self, name: &str, wasm: &[u8]) -> Result<Deployed> {
@@ -299,7 +316,7 @@ impl Registry {
     }
 
     /// A kept version of `name` (the active one included), compiled with the function's
-    /// current settings, without activating it.
+    /// current settings as a replay candidate, without activating it.
     pub(crate) fn kept_version(&self, name: &str, version: &str) -> Result<Function> {
         let slot = {
             let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
@@ -322,7 +339,8 @@ impl Registry {
                 kept,
             });
         }
-        self.load_stored(name, &spec, version)
+        let wasm = self.read_stored(name, version)?;
+        self.compile_candidate(name, &spec, &wasm)
     }
 
     pub(crate) fn unknown(&self, name: &str) -> Error {
@@ -344,6 +362,12 @@ impl Registry {
 
     /// Load a stored version, checking its bytes are the version they are named as.
     fn load_stored(&self, name: &str, spec: &FunctionSpec, version: &str) -> Result<Function> {
+        let wasm = self.read_stored(name, version)?;
+        self.compile(name, spec, &wasm)
+    }
+
+    /// The bytes of a stored version, checked to be the version they are named as.
+    fn read_stored(&self, name: &str, version: &str) -> Result<Vec<u8>> {
         let path = self.dir.join(name).join(format!("{version}.wasm"));
         let wasm = std::fs::read(&path).map_err(|source| Error::FunctionStore {
             path: path.clone(),
@@ -358,7 +382,7 @@ impl Registry {
                 ),
             });
         }
-        self.compile(name, spec, &wasm)
+        Ok(wasm)
     }
 
     /// Store `wasm` (when given), record the activation (when `origin` is given and the

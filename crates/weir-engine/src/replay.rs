@@ -220,7 +220,7 @@ impl Node {
                 Some(version) => (registry.kept_version(&name, version)?, VersionSource::Kept),
             };
             let b = match candidate {
-                Some(wasm) => Some(registry.compile(&name, &settings, &wasm)?),
+                Some(wasm) => Some(registry.compile_candidate(&name, &settings, &wasm)?),
                 None => None,
             };
             Ok((a, b))

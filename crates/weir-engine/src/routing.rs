@@ -251,6 +251,22 @@ pub fn complete_outputs(
     input: &CloudEvent,
     outputs: Vec<OutputEvent>,
 ) -> Result<Vec<(String, CloudEvent)>, String> {
+    complete_outputs_in_step(pos, allowed, input, outputs, None)
+}
+
+/// [`complete_outputs`] for a pipeline step whose trace span has `step_traceparent`
+/// (when traces are exported): outputs carry it instead of the input's, so the next
+/// pipeline's step is the child of this one. An output whose `traceparent` is the
+/// input's (a function that copied the input's extensions) gets it too; one the function
+/// set to another trace context keeps it.
+pub fn complete_outputs_in_step(
+    pos: InputPosition<'_>,
+    allowed: &[String],
+    input: &CloudEvent,
+    outputs: Vec<OutputEvent>,
+    step_traceparent: Option<&str>,
+) -> Result<Vec<(String, CloudEvent)>, String> {
+    let input_traceparent = input.extensions.get("traceparent");
     outputs
         .into_iter()
         .enumerate()
@@ -263,6 +279,15 @@ pub fn complete_outputs(
             }
             if event.id.is_empty() {
                 event.id = derived_output_id(pos, index);
+            }
+            if let Some(step) = step_traceparent {
+                let own = event.extensions.get("traceparent");
+                if own.is_none() || own == input_traceparent {
+                    event.extensions.insert(
+                        "traceparent".to_owned(),
+                        ExtensionValue::String(step.to_owned()),
+                    );
+                }
             }
             for name in PROPAGATED_EXTENSIONS {
                 if let Some(value @ ExtensionValue::String(_)) = input.extensions.get(name) {

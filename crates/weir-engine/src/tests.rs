@@ -48,6 +48,15 @@ pub(crate) async fn options(data: &Path, manifest: Option<Manifest>) -> NodeOpti
     NodeOptions::new(data, manifest, log)
 }
 
+#[tokio::test]
+async fn node_options_bound_compiled_code_as_the_manifest_limits_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path(), None).await;
+    let limits = weir_manifest::NodeLimits::default();
+    assert_eq!(opts.compiled_in_memory, limits.compiled_in_memory);
+    assert_eq!(opts.compiled_on_disk_bytes, limits.compiled_on_disk_bytes);
+}
+
 async fn start(dir: &Path, manifest: Manifest) -> std::sync::Arc<Node> {
     Node::start(options(&dir.join("data"), Some(manifest)).await)
         .await

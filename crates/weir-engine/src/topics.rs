@@ -3,7 +3,10 @@
 use weir_cloudevents::CloudEvent;
 use weir_log::{RecordPosition, StoredRecord, TopicInfo, TopicSpec};
 
+use tracing::Instrument;
+
 use crate::codec::{decode_event, encode_event};
+use crate::trace;
 use crate::{Error, LoggedEvent, Node, Result, blocking};
 
 /// [`Node::read_bounded`] decodes a read of more bytes than this on the blocking pool.
@@ -149,9 +152,40 @@ impl Node {
         if self.cancel.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let records = events.iter().map(encode_event).collect();
+        let span = trace::publish_span(topic, events);
+        // With traces exported, events are stored with the publish span's trace context.
+        let records = match trace::publish_traceparents(&span, events) {
+            None => events.iter().map(encode_event).collect(),
+            Some(traceparents) => events
+                .iter()
+                .zip(traceparents)
+                .map(|(event, traceparent)| match traceparent {
+                    None => encode_event(event),
+                    Some(traceparent) => {
+                        let mut event = event.clone();
+                        event.extensions.insert(
+                            "traceparent".into(),
+                            weir_cloudevents::ExtensionValue::String(traceparent),
+                        );
+                        encode_event(&event)
+                    }
+                })
+                .collect(),
+        };
         // A batch is all or nothing, across partitions too, where the backend can.
-        Ok(self.log.append_atomic(topic, records).await?)
+        let appended = self
+            .log
+            .append_atomic(topic, records)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &appended
+            && !span.is_disabled()
+        {
+            span.record("otel.status_description", e.to_string().as_str());
+        }
+        let positions = appended?;
+        crate::telemetry::events_in(topic).increment(positions.len() as u64);
+        Ok(positions)
     }
 
     /// Read up to `limit` events of one partition from `offset`.
@@ -220,6 +254,7 @@ impl Node {
         if records.is_empty() {
             bytes = 2; // `[]`
         }
+        crate::telemetry::events_out(topic).increment(records.len() as u64);
         let topic = topic.to_owned();
         let decode = move || {
             records

@@ -30,6 +30,7 @@ mod keys;
 mod kv;
 mod limits;
 mod listener;
+pub mod metrics;
 mod pipelines;
 mod problem;
 mod replay;
@@ -91,6 +92,8 @@ pub struct GatewayOptions {
     pub cors: Option<weir_manifest::CorsSpec>,
     /// `[http]` TLS: [`serve`] speaks HTTPS with it.
     pub tls: Option<TlsFiles>,
+    /// What `GET /metrics` renders ([`metrics::install`]); none answers it with `404`.
+    pub metrics: Option<metrics::MetricsHandle>,
 }
 
 impl GatewayOptions {
@@ -118,6 +121,7 @@ impl Default for GatewayOptions {
             keys: None,
             cors: None,
             tls: None,
+            metrics: None,
         }
     }
 }
@@ -216,6 +220,7 @@ fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics::scrape))
 }
 
 /// The OpenAPI 3.1 document of the API, as `GET /v1/openapi.json` serves it.
@@ -256,6 +261,7 @@ fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: Cancellation
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

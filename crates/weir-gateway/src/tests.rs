@@ -8,12 +8,12 @@ use weir_engine::{Node, NodeOptions};
 
 use crate::{GatewayOptions, is_problem, router};
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let log = weir_log_embedded::open_shared(dir.path(), Default::default())
         .await

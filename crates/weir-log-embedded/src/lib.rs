@@ -84,6 +84,7 @@ use serde::Serialize;
 use tracing::instrument;
 
 pub use crate::backend::{SEGMENT_BYTES, guarantees, open_shared};
+pub use crate::telemetry::describe_metrics;
 use crate::{
     error::IoContext,
     frame::LimitError,
@@ -263,6 +264,7 @@ impl Log {
     }
 
     fn open_on(io: Arc<dyn Io>, dir: &Path, opts: LogOptions) -> Result<Log> {
+        telemetry::describe_metrics();
         fsutil::create_dir_all(&*io, dir)
             .context(|| format!("could not create {}", dir.display()))?;
         let lock_path = dir.join(LOCK_FILE);

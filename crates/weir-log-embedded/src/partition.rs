@@ -166,6 +166,8 @@ struct AppendRequest {
     /// refused with [`Error::Conflict`] otherwise.
     expect_end: Option<u64>,
     reply: oneshot::Sender<Result<u64>>,
+    /// When it was queued: its acknowledgement records the append's latency.
+    queued: Instant,
 }
 
 impl AppendRequest {
@@ -204,6 +206,8 @@ pub(crate) struct Shared {
     /// compaction leave every segment at or after the lowest alone, so the tag recovery
     /// looks for is never rewritten or deleted under a transaction.
     transaction_pins: Mutex<BTreeMap<u64, usize>>,
+    /// `weir_log_append_duration_seconds` and `weir_log_fsync_duration_seconds`.
+    metrics: telemetry::PartitionMetrics,
     /// The log's consumer groups: a version 4 frame's commit is applied to them once the
     /// frame is durable, and they are checkpointed before the recovery point moves past
     /// a segment, so the commits of segments open does not scan are in the group files.
@@ -409,6 +413,7 @@ impl Partition {
                 end: watch::Sender::new(next_offset),
                 maintenance: Mutex::new(()),
                 transaction_pins: Mutex::new(BTreeMap::new()),
+                metrics: telemetry::PartitionMetrics::new(topic),
                 groups: Arc::clone(groups),
             }),
             writer: Mutex::new(None),
@@ -492,6 +497,7 @@ impl Partition {
             commit,
             expect_end,
             reply,
+            queued: Instant::now(),
         };
         if let Some(handle) = writer.as_ref()
             && handle.queue.send(request).is_ok()
@@ -831,7 +837,9 @@ impl Shared {
     }
 
     fn sync(&self, state: &mut WriterState) -> io::Result<()> {
+        let started = Instant::now();
         state.file.sync_data()?;
+        self.metrics.fsync.record(started.elapsed());
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         state.dirty = false;
         state.last_sync = Instant::now();
@@ -978,7 +986,7 @@ impl Shared {
                     max_timestamp_ms,
                     frame_len,
                 });
-                replies.push((request.reply, next_offset));
+                replies.push((request.reply, next_offset, request.queued));
                 len += frame_len;
                 next_offset = offset_after;
             }
@@ -995,7 +1003,7 @@ impl Shared {
                         bytes: buf.len(),
                     }
                     .emit();
-                    for (reply, _) in replies {
+                    for (reply, _, _) in replies {
                         let _ = reply.send(Err(self.disk_full()));
                     }
                     for request in queue.drain(..) {
@@ -1007,7 +1015,7 @@ impl Shared {
                 let error = self.io_error("write a batch to", error);
                 let message = error.to_string();
                 let mut first_error = Some(error);
-                for (reply, _) in replies {
+                for (reply, _, _) in replies {
                     let error = first_error.take().unwrap_or_else(|| Error::Io {
                         context: message.clone(),
                         source: io::Error::other("the group's write failed"),
@@ -1030,7 +1038,7 @@ impl Shared {
             if sync_now && let Err(error) = self.sync(&mut state) {
                 self.poison(&mut state, &error, false);
                 let message = self.io_error("fsync", error).to_string();
-                for (reply, _) in replies {
+                for (reply, _, _) in replies {
                     let _ = reply.send(Err(Error::Io {
                         context: message.clone(),
                         source: io::Error::other("fdatasync failed"),
@@ -1052,7 +1060,8 @@ impl Shared {
                 )
             }));
             self.end.send_replace(next_offset);
-            for (reply, base_offset) in replies {
+            for (reply, base_offset, queued) in replies {
+                self.metrics.append.record(queued.elapsed());
                 let _ = reply.send(Ok(base_offset));
             }
         }

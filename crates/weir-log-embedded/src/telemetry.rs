@@ -369,3 +369,38 @@ impl CancelledTransactionFailed<'_> {
         );
     }
 }
+
+/// The log's metric families, named and described here (see [`describe_metrics`]).
+pub(crate) const APPEND_DURATION: &str = "weir_log_append_duration_seconds";
+pub(crate) const FSYNC_DURATION: &str = "weir_log_fsync_duration_seconds";
+
+/// Describe the embedded log's families to the installed recorder; [`crate::Log::open`]
+/// does, so they are described whenever the embedded log runs.
+pub fn describe_metrics() {
+    metrics::describe_histogram!(
+        APPEND_DURATION,
+        metrics::Unit::Seconds,
+        "time from an append's arrival at its partition's writer queue to its acknowledgement (fsynced under fsync always), by topic; a transaction's batches included"
+    );
+    metrics::describe_histogram!(
+        FSYNC_DURATION,
+        metrics::Unit::Seconds,
+        "time one fdatasync of a partition's active segment took (one per group commit), by topic"
+    );
+}
+
+/// A partition's histograms, made when it opens (one series per topic: its partitions
+/// share them).
+pub(crate) struct PartitionMetrics {
+    pub(crate) append: metrics::Histogram,
+    pub(crate) fsync: metrics::Histogram,
+}
+
+impl PartitionMetrics {
+    pub(crate) fn new(topic: &str) -> PartitionMetrics {
+        PartitionMetrics {
+            append: metrics::histogram!(APPEND_DURATION, "topic" => topic.to_owned()),
+            fsync: metrics::histogram!(FSYNC_DURATION, "topic" => topic.to_owned()),
+        }
+    }
+}

@@ -868,7 +868,7 @@ key = { file = "secrets/key" }
 
 [functions.f.capabilities]
 keyvalue = ["customers"]
-http = ["https://masterdata.example.com", "127.0.0.1:8080", "*.internal"]
+http = ["https://masterdata.example.com", "127.0.0.1:8080", "*.corp.internal"]
 http_timeout_ms = 250
 "#,
     );
@@ -911,7 +911,7 @@ token = "x"
 token = { env = "T" }
 [functions.f.capabilities]
 keyvalue = ["nope"]
-http = ["ftp://x", "host/path", "bad host"]
+http = ["ftp://x", "host/path", "bad host", "*.com", "*", "https://*.internal:443", "*.0.0.1", "*.*.example.com"]
 "#,
     );
     let text: Vec<String> = problems
@@ -931,6 +931,33 @@ http = ["ftp://x", "host/path", "bad host"]
     assert!(text.contains("scheme \"ftp\""), "{text}");
     assert!(text.contains("no path"), "{text}");
     assert!(text.contains("DNS name"), "{text}");
+    // Wildcards need two labels below them and name DNS names, never addresses.
+    for (grant, reason) in [
+        ("*.com", "needs at least two labels below it"),
+        ("*", "\"*.\" may only start a host"),
+        (
+            "https://*.internal:443",
+            "needs at least two labels below it",
+        ),
+        ("*.*.example.com", "\"*.\" may only start a host"),
+        ("*.0.0.1", "looks like an IP address"),
+    ] {
+        let wildcard = format!("{grant:?} is not a host to allow: ");
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with("functions.f.capabilities.http: ")
+                    && line.contains(&wildcard)
+                    && line.contains(reason)),
+            "{grant}: {text}"
+        );
+    }
+    for grant in [
+        "*.example.com",
+        "https://*.corp.internal:8443",
+        "localhost:8080",
+    ] {
+        assert!(crate::parse_http_grant(grant).is_ok(), "{grant}");
+    }
 }
 
 #[test]

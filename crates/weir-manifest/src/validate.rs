@@ -237,7 +237,8 @@ pub struct HttpGrantSpec {
 }
 
 /// Parse an entry of `capabilities.http`: `[scheme://]host[:port]`, host possibly
-/// `*.domain`. The error says what is wrong.
+/// `*.domain` with at least two labels in `domain` (`*.example.com`, not `*.com` or `*`).
+/// The error says what is wrong.
 pub fn parse_http_grant(grant: &str) -> Result<HttpGrantSpec, String> {
     let (scheme, rest) = match grant.split_once("://") {
         Some((scheme, rest)) => {
@@ -263,6 +264,12 @@ pub fn parse_http_grant(grant: &str) -> Result<HttpGrantSpec, String> {
         None => (rest, None),
     };
     let bare = host.strip_prefix("*.").unwrap_or(host);
+    if bare.contains('*') {
+        return Err(format!(
+            "the wildcard {host:?} is not one weir allows: \"*.\" may only start a host \
+             with at least two labels after it, such as \"*.example.com\""
+        ));
+    }
     let valid = !bare.is_empty()
         && bare
             .bytes()
@@ -275,6 +282,25 @@ pub fn parse_http_grant(grant: &str) -> Result<HttpGrantSpec, String> {
              optionally starting with \"*.\""
                 .to_owned(),
         );
+    }
+    if host.starts_with("*.") {
+        // `*.com` would allow every host of a top-level domain; `*.0.0.1` an address.
+        let labels: Vec<&str> = bare.split('.').collect();
+        if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+            return Err(format!(
+                "the wildcard {host:?} needs at least two labels below it, such as \
+                 \"*.example.com\"; name the hosts of a top-level domain one by one"
+            ));
+        }
+        if labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!(
+                "the wildcard {host:?} looks like an IP address; a wildcard names DNS \
+                 names, so grant the address itself"
+            ));
+        }
     }
     Ok(HttpGrantSpec {
         scheme,

@@ -6,7 +6,8 @@
 //! `package-lock.json` where there is one) and is built with `npm run build`; Python
 //! projects share one virtualenv, `target/py-venv`, with componentize-py
 //! [`COMPONENTIZE_PY_VERSION`] pinned. The same virtualenv holds the OpenAPI validator the
-//! tests check `GET /v1/openapi.json` with ([`ensure_openapi_spec_validator`]).
+//! tests check `GET /v1/openapi.json` with ([`ensure_openapi_spec_validator`]) and the
+//! OTLP receiver the trace export test runs ([`ensure_oteltest`]).
 //! A build is skipped when its output is newer than every input (the project's files, the
 //! WIT, the installed tools): componentizing takes seconds, and CI builds both examples on
 //! every run.
@@ -94,6 +95,81 @@ pub fn ensure_openapi_spec_validator() -> anyhow::Result<PathBuf> {
         "openapi-spec-validator=={OPENAPI_SPEC_VALIDATOR_VERSION}"
     ))?;
     Ok(validator)
+}
+
+/// The oteltest release (the OpenTelemetry project's test receiver) the trace export
+/// test receives spans with.
+pub const OTELTEST_VERSION: &str = "0.49.0";
+
+/// The `python` of [`python_venv`] with oteltest installed, installed if missing or of
+/// another version.
+pub fn ensure_oteltest() -> anyhow::Result<PathBuf> {
+    let _lock = build_lock()?;
+    let python = python_venv().join("bin/python");
+    let installed = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; import oteltest.sink; print(m.version('oteltest'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if installed.as_deref() == Some(OTELTEST_VERSION) {
+        return Ok(python);
+    }
+    pip_install_locked(&format!("oteltest=={OTELTEST_VERSION}"))?;
+    Ok(python)
+}
+
+/// `promtool` (Prometheus's checker of the text exposition format), which checks
+/// `GET /metrics`: the one on `PATH` if there is one, else the one in Debian's
+/// `prometheus` package, downloaded with `apt-get download` (running `apt-get update`
+/// first if the package lists do not have it) and unpacked under `target/promtool`.
+/// Unpacked rather than installed: installing the package would start a Prometheus
+/// server on the machine, and `promtool` is one static binary.
+pub fn ensure_promtool() -> anyhow::Result<PathBuf> {
+    let works = |promtool: &Path| {
+        Command::new(promtool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works(Path::new("promtool")) {
+        return Ok(PathBuf::from("promtool"));
+    }
+    let _lock = build_lock()?;
+    let dir = repo_root().join("target/promtool");
+    let promtool = dir.join("usr/bin/promtool");
+    if works(&promtool) {
+        return Ok(promtool);
+    }
+    let download = dir.join("deb");
+    std::fs::create_dir_all(&download)?;
+    let fetch = || {
+        run(Command::new("apt-get")
+            .args(["download", "prometheus"])
+            .current_dir(&download))
+    };
+    if fetch().is_err() {
+        run(Command::new("apt-get").arg("update"))
+            .context("cannot update the package lists (`apt-get update`)")?;
+        fetch().context(
+            "cannot download Debian's prometheus package; install it (`apt-get install prometheus`) so that promtool is on PATH",
+        )?;
+    }
+    let deb = std::fs::read_dir(&download)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension() == Some(OsStr::new("deb")))
+        .context("apt-get download left no .deb")?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
+    if !works(&promtool) {
+        bail!(
+            "{} does not run; install Debian's prometheus package (`apt-get install prometheus`) so that promtool is on PATH",
+            promtool.display()
+        );
+    }
+    Ok(promtool)
 }
 
 /// Install `requirement` from PyPI into [`python_venv`], creating it first if needed. The

@@ -1,8 +1,9 @@
 //! The engine and the linker with what a guest may be granted, compiling and caching
 //! functions, and one call of a function on an instance.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,9 @@ use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use weir_cloudevents::CloudEvent;
 
 use crate::cache::ArtifactCache;
+use crate::compiled::{ActivePin, CompiledSet};
 use crate::convert;
+use crate::egress::{Resolver, SystemResolver};
 use crate::error::{CallError, Error, Result};
 use crate::keyvalue::KeyValueStore;
 use crate::pool::InstancePool;
@@ -142,6 +145,14 @@ pub struct HostOptions {
     pub max_memory_bytes: usize,
     /// Meter fuel, so functions can have `limits.fuel`; costs some speed for every call.
     pub fuel: bool,
+    /// Compiled functions kept in memory (see [`FunctionHost::load_candidate`] for which
+    /// go first); active ones stay even past it.
+    pub max_compiled_in_memory: usize,
+    /// Bytes of compiled code kept in `cache_dir`; the least recently used go first.
+    pub max_compiled_on_disk_bytes: u64,
+    /// How outbound HTTP resolves host names; every address it returns is checked before
+    /// one is connected to.
+    pub resolver: Arc<dyn Resolver>,
 }
 
 impl Default for HostOptions {
@@ -152,6 +163,9 @@ impl Default for HostOptions {
             max_instances: 1000,
             max_memory_bytes: 4 << 30,
             fuel: false,
+            max_compiled_in_memory: 64,
+            max_compiled_on_disk_bytes: 1 << 30,
+            resolver: Arc::new(SystemResolver),
         }
     }
 }
@@ -164,7 +178,12 @@ impl std::fmt::Debug for HostOptions {
             .field("max_instances", &self.max_instances)
             .field("max_memory_bytes", &self.max_memory_bytes)
             .field("fuel", &self.fuel)
-            .finish()
+            .field("max_compiled_in_memory", &self.max_compiled_in_memory)
+            .field(
+                "max_compiled_on_disk_bytes",
+                &self.max_compiled_on_disk_bytes,
+            )
+            .finish_non_exhaustive()
     }
 }
 
@@ -174,10 +193,46 @@ pub struct FunctionHost {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
     cache: Option<ArtifactCache>,
-    /// Compiled components by SHA-256, so the same bytes are compiled and mapped once.
-    compiled: Arc<Mutex<HashMap<[u8; 32], Component>>>,
+    /// Compiled components by SHA-256, so the same bytes are compiled and mapped once
+    /// while they are kept (`compiled.rs`).
+    compiled: Arc<Mutex<CompiledSet<Component>>>,
+    counts: Arc<LoadCounts>,
     keyvalue: Option<Arc<dyn KeyValueStore>>,
+    resolver: Arc<dyn Resolver>,
     fuel: bool,
+}
+
+/// Where loads found their compiled code.
+#[derive(Debug, Default)]
+struct LoadCounts {
+    memory: AtomicU64,
+    disk: AtomicU64,
+    compiled: AtomicU64,
+}
+
+/// What a host keeps compiled, and where its loads found it: see
+/// [`FunctionHost::compiled_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompiledStats {
+    /// Compiled components kept in memory.
+    pub in_memory: usize,
+    /// Of those, the ones an active function holds (never evicted).
+    pub in_memory_active: usize,
+    /// Components dropped from memory to stay within `max_compiled_in_memory`.
+    pub evicted_from_memory: u64,
+    /// Bytes of the on-disk cache (0 without one).
+    pub on_disk_bytes: u64,
+    /// Artifacts in the on-disk cache.
+    pub on_disk_artifacts: usize,
+    /// Artifacts removed to stay within `max_compiled_on_disk_bytes`.
+    pub evicted_from_disk: u64,
+    /// Loads that found the component in memory.
+    pub loads_from_memory: u64,
+    /// Loads that mapped it from the on-disk cache.
+    pub loads_from_disk: u64,
+    /// Loads that compiled it.
+    pub compilations: u64,
 }
 
 impl std::fmt::Debug for FunctionHost {
@@ -252,12 +307,16 @@ impl FunctionHost {
         deny_sleeps(&mut linker).map_err(engine_error)?;
 
         let cache = match &options.cache_dir {
-            Some(dir) => Some(ArtifactCache::open(dir, &engine).map_err(|e| {
-                Error::Engine(format!(
-                    "cannot use {} as the compiled-function cache: {e}",
-                    dir.display()
-                ))
-            })?),
+            Some(dir) => Some(
+                ArtifactCache::open(dir, &engine, options.max_compiled_on_disk_bytes).map_err(
+                    |e| {
+                        Error::Engine(format!(
+                            "cannot use {} as the compiled-function cache: {e}",
+                            dir.display()
+                        ))
+                    },
+                )?,
+            ),
             None => None,
         };
 
@@ -271,17 +330,68 @@ impl FunctionHost {
             engine,
             linker: Arc::new(linker),
             cache,
-            compiled: Arc::default(),
+            compiled: Arc::new(Mutex::new(CompiledSet::new(options.max_compiled_in_memory))),
+            counts: Arc::default(),
             keyvalue: options.keyvalue,
+            resolver: options.resolver,
             fuel: options.fuel,
         })
+    }
+
+    /// What is kept compiled in memory and on disk, and where loads found their code.
+    pub fn compiled_stats(&self) -> CompiledStats {
+        let (in_memory, in_memory_active, evicted_from_memory) = {
+            let compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+            (compiled.len(), compiled.active(), compiled.evicted())
+        };
+        let disk = self.cache.as_ref().map(|c| (c.usage(), c.evicted()));
+        CompiledStats {
+            in_memory,
+            in_memory_active,
+            evicted_from_memory,
+            on_disk_bytes: disk.map_or(0, |(u, _)| u.bytes),
+            on_disk_artifacts: disk.map_or(0, |(u, _)| u.artifacts),
+            evicted_from_disk: disk.map_or(0, |(_, e)| e),
+            loads_from_memory: self.counts.memory.load(Ordering::Relaxed),
+            loads_from_disk: self.counts.disk.load(Ordering::Relaxed),
+            compilations: self.counts.compiled.load(Ordering::Relaxed),
+        }
     }
 
     /// Compile (or take from the cache) and link a function. A module that is not a
     /// component, or a component that imports something weir does not provide or lacks
     /// the `handle` export, is rejected here, before any event reaches it.
+    ///
+    /// The function is *active*: its compiled code stays in memory while it (or a clone,
+    /// or a pool of it) is alive, whatever `max_compiled_in_memory` says. Load versions
+    /// that only a replay runs with [`FunctionHost::load_candidate`].
     #[tracing::instrument(skip_all, fields(function = name), err)]
     pub fn load(&self, name: &str, wasm: &[u8], settings: FunctionSettings) -> Result<Function> {
+        self.load_as(name, wasm, settings, true)
+    }
+
+    /// Like [`FunctionHost::load`], for a version a replay runs with (a candidate, or a
+    /// kept version that is not active): its compiled code is the first to be dropped from
+    /// memory when more than `max_compiled_in_memory` are kept, least recently loaded
+    /// first. The returned function keeps working after that; loading the same bytes again
+    /// maps them from the disk cache or compiles them again.
+    #[tracing::instrument(skip_all, fields(function = name), err)]
+    pub fn load_candidate(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        settings: FunctionSettings,
+    ) -> Result<Function> {
+        self.load_as(name, wasm, settings, false)
+    }
+
+    fn load_as(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        settings: FunctionSettings,
+        active: bool,
+    ) -> Result<Function> {
         if settings.limits.fuel.is_some() && !self.fuel {
             return Err(Error::FuelDisabled {
                 function: name.to_owned(),
@@ -289,7 +399,7 @@ impl FunctionHost {
         }
         let digest: [u8; 32] = Sha256::digest(wasm).into();
         let version = hex::encode(&digest[..6]);
-        let component = self.component(name, wasm, &digest)?;
+        let (component, pin) = self.component(name, wasm, &digest, active)?;
         let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
             function: name.to_owned(),
             reason: format!("{e:#}"),
@@ -312,26 +422,43 @@ impl FunctionHost {
                 config: Arc::new(variables.into_iter().collect()),
                 grants: Arc::new(settings.grants),
                 keyvalue: self.keyvalue.clone(),
+                resolver: self.resolver.clone(),
                 limits: settings.limits,
                 instance_reuse: settings.instance_reuse.max(1),
                 fuel_metered: self.fuel,
+                _active: pin,
             }),
         })
     }
 
-    fn component(&self, name: &str, wasm: &[u8], digest: &[u8; 32]) -> Result<Component> {
+    /// The compiled component of `wasm`, and its pin when `active`.
+    fn component(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        digest: &[u8; 32],
+        active: bool,
+    ) -> Result<(Component, Option<Arc<ActivePin>>)> {
         let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(component) = compiled.get(digest) {
-            return Ok(component.clone());
-        }
         let digest_hex = hex::encode(digest);
+        if let Some(found) = compiled.get(digest, active) {
+            self.counts.memory.fetch_add(1, Ordering::Relaxed);
+            if let Some(cache) = &self.cache {
+                cache.touch(&digest_hex);
+            }
+            return Ok(found);
+        }
         let cached = self
             .cache
             .as_ref()
             .and_then(|c| c.load(&self.engine, &digest_hex));
         let component = match cached {
-            Some(component) => component,
+            Some(component) => {
+                self.counts.disk.fetch_add(1, Ordering::Relaxed);
+                component
+            }
             None => {
+                self.counts.compiled.fetch_add(1, Ordering::Relaxed);
                 let component =
                     Component::new(&self.engine, wasm).map_err(|e| Error::InvalidComponent {
                         function: name.to_owned(),
@@ -343,8 +470,8 @@ impl FunctionHost {
                 component
             }
         };
-        compiled.insert(*digest, component.clone());
-        Ok(component)
+        let pin = compiled.insert(*digest, component.clone(), active);
+        Ok((component, pin))
     }
 }
 
@@ -396,9 +523,12 @@ struct FunctionInner {
     config: Arc<WasiConfigVariables>,
     grants: Arc<Grants>,
     keyvalue: Option<Arc<dyn KeyValueStore>>,
+    resolver: Arc<dyn Resolver>,
     limits: Limits,
     instance_reuse: u32,
     fuel_metered: bool,
+    /// Keeps the compiled code in the host's memory while this version is active.
+    _active: Option<Arc<ActivePin>>,
 }
 
 impl std::fmt::Debug for Function {
@@ -416,6 +546,13 @@ pub(crate) struct Instance {
     handler: wit::Handler,
     /// Calls served so far.
     pub(crate) calls: u32,
+}
+
+impl Instance {
+    /// Bytes of the instance's linear memory.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.store.data().memory_bytes()
+    }
 }
 
 impl Function {
@@ -453,9 +590,11 @@ impl Function {
                 config: f.config.clone(),
                 grants: f.grants.clone(),
                 keyvalue: store,
+                resolver: f.resolver.clone(),
                 limits: f.limits,
                 instance_reuse: f.instance_reuse,
                 fuel_metered: f.fuel_metered,
+                _active: f._active.clone(),
             }),
         }
     }
@@ -482,6 +621,7 @@ impl Function {
             f.config.clone(),
             f.grants.clone(),
             f.keyvalue.clone(),
+            f.resolver.clone(),
             f.limits.memory_bytes,
         );
         let mut store = Store::new(&f.engine, state);

@@ -13,27 +13,36 @@
 //!
 //! **API Boundary:** a guest gets `wasi:logging`, `wasi:config` (its own config and
 //! secrets only), `wasi:keyvalue/store` (the namespaces granted, in the node's store),
-//! `wasi:http/outgoing-handler` (the hosts granted, with a timeout capped by the deadline)
+//! `wasi:http/outgoing-handler` (the hosts granted, with a timeout capped by the deadline,
+//! never to loopback, private or other special-purpose addresses unless a grant names the
+//! address: see `egress.rs`)
 //! and the WASI p2 interfaces a `wasm32-wasip2` binary always imports, with an empty
 //! context: no environment, no preopened directories, no sockets, no stdin, stdout and
 //! stderr discarded, and clock subscriptions that are ready at once (no sleeps). Using an
 //! interface that is linked but not granted ends the call with
 //! [`CallError::CapabilityDenied`].
 
+mod address;
 mod cache;
+mod compiled;
 mod convert;
+mod egress;
 mod error;
 mod host;
 mod keyvalue;
 mod pool;
 mod state;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 
+pub use egress::{Resolver, SystemResolver};
 pub use error::{CallError, Error, Result};
 pub use host::{
-    Function, FunctionHost, FunctionSettings, HostOptions, Limits, OutputEvent, Secret,
+    CompiledStats, Function, FunctionHost, FunctionSettings, HostOptions, Limits, OutputEvent,
+    Secret,
 };
 pub use keyvalue::{KeyValueStore, MemoryKeyValue};
 pub use pool::InstancePool;
 pub use state::{Grants, HttpGrant};
+pub use telemetry::describe_metrics;

@@ -10,11 +10,13 @@
 //! fills a memory limit, say).
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use weir_cloudevents::CloudEvent;
 
 use crate::error::CallError;
 use crate::host::{Function, Instance, OutputEvent};
+use crate::telemetry::CallMetrics;
 
 /// Idle instances a pool keeps; more are dropped when they come back. Each holds a slot
 /// of the node's pooling allocator and its memory.
@@ -26,6 +28,7 @@ const MAX_IDLE: usize = 4;
 pub struct InstancePool {
     function: Function,
     idle: Arc<Mutex<Vec<Instance>>>,
+    metrics: Arc<CallMetrics>,
 }
 
 impl std::fmt::Debug for InstancePool {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for InstancePool {
 impl InstancePool {
     pub(crate) fn new(function: Function) -> InstancePool {
         InstancePool {
+            metrics: Arc::new(CallMetrics::new(function.name())),
             function,
             idle: Arc::default(),
         }
@@ -52,12 +56,27 @@ impl InstancePool {
     /// Call the function on one event on a warm instance (a fresh one if none is idle).
     /// Blocking: run it off the async runtime.
     pub fn call(&self, event: &CloudEvent) -> Result<Vec<OutputEvent>, CallError> {
+        let started = Instant::now();
+        let mut memory = None;
+        let result = self.call_measured(event, &mut memory);
+        self.metrics.called(started.elapsed(), memory, &result);
+        result
+    }
+
+    /// [`InstancePool::call`], telling the memory of the instance that ran it.
+    fn call_measured(
+        &self,
+        event: &CloudEvent,
+        memory: &mut Option<usize>,
+    ) -> Result<Vec<OutputEvent>, CallError> {
         let warm = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (mut instance, reused) = match warm {
             Some(instance) => (instance, true),
             None => (self.function.instantiate()?, false),
         };
-        match self.function.call_on(&mut instance, event) {
+        let result = self.function.call_on(&mut instance, event);
+        *memory = Some(instance.memory_bytes());
+        match result {
             Ok(outputs) => {
                 self.give_back(instance);
                 Ok(outputs)
@@ -68,6 +87,7 @@ impl InstancePool {
                 drop(instance);
                 let mut fresh = self.function.instantiate()?;
                 let result = self.function.call_on(&mut fresh, event);
+                *memory = Some(fresh.memory_bytes());
                 if result.is_ok() {
                     self.give_back(fresh);
                 }

@@ -3,7 +3,7 @@
 //! current call. The host functions of the granted interfaces live here too.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Resource, ResourceTable};
@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::egress::{Destination, Exceptions, Resolver};
 use crate::host::wit;
 use crate::keyvalue::KeyValueStore;
 
@@ -27,7 +28,7 @@ pub struct HttpGrant {
 }
 
 impl HttpGrant {
-    fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+    pub(crate) fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
         if self.scheme.as_deref().is_some_and(|s| s != scheme) {
             return false;
         }
@@ -36,9 +37,13 @@ impl HttpGrant {
         }
         let host = host.to_ascii_lowercase();
         match self.host.strip_prefix("*.") {
-            Some(domain) => host
-                .strip_suffix(domain)
-                .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
+            // A wildcard names DNS names only: `*.0.0.1` does not match `127.0.0.1`.
+            Some(domain) => {
+                crate::address::literal(&host).is_none()
+                    && host
+                        .strip_suffix(domain)
+                        .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1)
+            }
             None => host == self.host,
         }
     }
@@ -88,6 +93,7 @@ impl CallState {
         config: Arc<WasiConfigVariables>,
         grants: Arc<Grants>,
         kv: Option<Arc<dyn KeyValueStore>>,
+        resolver: Arc<dyn Resolver>,
         memory_limit: usize,
     ) -> CallState {
         CallState {
@@ -96,8 +102,9 @@ impl CallState {
             http: WasiHttpCtx::new(),
             hooks: HttpHooks {
                 grants: grants.clone(),
+                resolver,
                 deadline: Instant::now(),
-                denied: None,
+                denied: Arc::default(),
             },
             config,
             kv,
@@ -110,16 +117,29 @@ impl CallState {
         }
     }
 
+    /// Bytes of all the instance's linear memories together.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_total
+    }
+
     /// Reset what one call records, before the call.
     pub(crate) fn begin_call(&mut self, deadline: Instant) {
         self.breach = None;
-        self.hooks.denied = None;
+        // A fresh slot per call: a request still in flight from an earlier call records
+        // its refusal in that call's slot, not in this one.
+        self.hooks.denied = Arc::default();
         self.hooks.deadline = deadline;
     }
 
     /// What the call breached, after the call.
     pub(crate) fn take_breach(&mut self) -> Option<Breach> {
-        let denied = self.hooks.denied.take().map(Breach::Denied);
+        let denied = self
+            .hooks
+            .denied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .map(Breach::Denied);
         self.breach.take().or(denied)
     }
 
@@ -189,11 +209,14 @@ impl wasmtime::ResourceLimiter for CallState {
     }
 }
 
-/// Outbound HTTP: only to granted hosts, never past the call's deadline.
+/// Outbound HTTP: only to granted hosts, only to addresses they may reach (`egress.rs`),
+/// never past the call's deadline.
 struct HttpHooks {
     grants: Arc<Grants>,
+    resolver: Arc<dyn Resolver>,
     deadline: Instant,
-    denied: Option<String>,
+    /// What the current call was refused, written by the request's future too.
+    denied: Arc<Mutex<Option<String>>>,
 }
 
 impl WasiHttpHooks for HttpHooks {
@@ -220,15 +243,23 @@ impl WasiHttpHooks for HttpHooks {
         let port = uri
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
-        if !self
+        let matching: Vec<&HttpGrant> = self
             .grants
             .http
             .iter()
-            .any(|g| g.allows(&scheme, &host, port))
-        {
-            self.denied = Some(format!("HTTP to {scheme}://{host}:{port}"));
+            .filter(|g| g.allows(&scheme, &host, port))
+            .collect();
+        if matching.is_empty() {
+            let mut denied = self.denied.lock().unwrap_or_else(|e| e.into_inner());
+            denied.get_or_insert(format!("HTTP to {scheme}://{host}:{port}"));
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let destination = Destination {
+            exceptions: Exceptions::of(&matching),
+            scheme,
+            host,
+            port,
+        };
         let left = self.deadline.saturating_duration_since(Instant::now());
         let cap = self.grants.http_timeout.min(left);
         let bound = |t: Option<Duration>| Some(t.map_or(cap, |t| t.min(cap)));
@@ -238,19 +269,15 @@ impl WasiHttpHooks for HttpHooks {
             first_byte_timeout: bound(options.first_byte_timeout),
             between_bytes_timeout: bound(options.between_bytes_timeout),
         };
-        // One bound over connect, TLS handshake and response head together: the phases'
+        // One bound over resolving, connect, TLS handshake and response head together: the phases'
         // own timeouts would add up to several times `cap`, and the handshake has none.
         let until = tokio::time::Instant::now() + cap;
+        let (resolver, denied) = (self.resolver.clone(), self.denied.clone());
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let sent = wasmtime_wasi_http::default_send_request(request, Some(options));
-            let (response, io) = tokio::time::timeout_at(until, sent)
+            let sent = crate::egress::send(request, destination, options, resolver, denied);
+            tokio::time::timeout_at(until, sent)
                 .await
-                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?
         })
     }
 }

@@ -600,3 +600,365 @@ fn an_http_host_that_never_answers_cannot_hold_the_call_past_its_deadline() {
         );
     }
 }
+
+/// Answers from a fixed table instead of DNS, and counts its lookups.
+#[derive(Default)]
+struct FixedResolver {
+    answers: BTreeMap<String, Vec<std::net::IpAddr>>,
+    lookups: AtomicU64,
+}
+
+impl FixedResolver {
+    fn new(answers: &[(&str, &[&str])]) -> Arc<FixedResolver> {
+        Arc::new(FixedResolver {
+            answers: answers
+                .iter()
+                .map(|(name, ips)| {
+                    (
+                        name.to_string(),
+                        ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+                    )
+                })
+                .collect(),
+            lookups: AtomicU64::new(0),
+        })
+    }
+}
+
+impl crate::Resolver for FixedResolver {
+    fn resolve(
+        &self,
+        host: &str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>>
+    {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let answer = self.answers.get(host).cloned().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no such host {host}"))
+        });
+        Box::pin(async move { answer })
+    }
+}
+
+fn host_resolving(resolver: Arc<FixedResolver>) -> FunctionHost {
+    FunctionHost::new(HostOptions {
+        max_instances: 16,
+        resolver,
+        ..HostOptions::default()
+    })
+    .unwrap()
+}
+
+/// A loopback HTTP server answering `200 hello` that counts the connections it accepts.
+fn counting_server() -> (u16, Arc<AtomicU64>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    (port, accepted)
+}
+
+fn http_settings(url: &str, grant: &str, port: Option<u16>) -> FunctionSettings {
+    let mut s = settings(&[("url", url)]);
+    s.grants.http.push(HttpGrant {
+        scheme: None,
+        host: grant.to_owned(),
+        port,
+    });
+    s
+}
+
+#[test]
+fn a_wildcard_grant_whose_name_resolves_to_loopback_is_refused_before_connecting() {
+    let (port, accepted) = counting_server();
+    let resolver = FixedResolver::new(&[("api.example.com", &["127.0.0.1"])]);
+    let host = host_resolving(resolver.clone());
+    let url = format!("http://api.example.com:{port}/v1/topics");
+    let f = load_guest(
+        &host,
+        "guest-capabilities",
+        http_settings(&url, "*.example.com", None),
+    );
+
+    let err = f.instances().call(&event("test.http")).unwrap_err();
+    assert!(matches!(err, CallError::CapabilityDenied { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!(
+            "HTTP to http://api.example.com:{port} at 127.0.0.1 (a loopback address"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("\"127.0.0.1:{port}\"")),
+        "{message}"
+    );
+    assert_eq!(
+        resolver.lookups.load(Ordering::SeqCst),
+        1,
+        "the name was resolved"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "the listener saw no connection"
+    );
+
+    // The IPv4-mapped IPv6 form of the same address is refused the same way.
+    let resolver = FixedResolver::new(&[("api.example.com", &["::ffff:127.0.0.1"])]);
+    let host = host_resolving(resolver);
+    let f = load_guest(
+        &host,
+        "guest-capabilities",
+        http_settings(&url, "*.example.com", None),
+    );
+    let err = f.call(&event("test.http")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("an IPv6 form of 127.0.0.1, a loopback address"),
+        "{err}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_public_looking_name_resolving_to_a_private_address_is_refused() {
+    let resolver = FixedResolver::new(&[
+        ("masterdata.example.com", &["10.20.30.40"]),
+        ("metadata.example.com", &["169.254.169.254", "fd00::1"]),
+    ]);
+    let host = host_resolving(resolver);
+    for (name, shown) in [
+        ("masterdata.example.com", "10.20.30.40 (a private address"),
+        (
+            "metadata.example.com",
+            "169.254.169.254 (a link-local address",
+        ),
+    ] {
+        let url = format!("https://{name}/customers");
+        // An exact grant of the name is not a grant of the address it resolves to.
+        let f = load_guest(&host, "guest-capabilities", http_settings(&url, name, None));
+        let err = f.call(&event("test.http")).unwrap_err();
+        assert!(matches!(err, CallError::CapabilityDenied { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains(&format!("HTTP to https://{name}:443 at {shown}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_grant_naming_the_address_or_localhost_reaches_a_loopback_listener() {
+    let (port, accepted) = counting_server();
+    let resolver = FixedResolver::new(&[("localhost", &["127.0.0.1"])]);
+    let host = host_resolving(resolver.clone());
+    for (url, grant) in [
+        (format!("http://127.0.0.1:{port}/master-data"), "127.0.0.1"),
+        (format!("http://localhost:{port}/master-data"), "localhost"),
+    ] {
+        let f = load_guest(
+            &host,
+            "guest-capabilities",
+            http_settings(&url, grant, Some(port)),
+        );
+        let out = f.call(&event("test.http")).unwrap();
+        let data = json_data(&out[0].event);
+        assert_eq!(data["status"], 200, "{grant}");
+        assert_eq!(data["body"], "hello", "{grant}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        resolver.lookups.load(Ordering::SeqCst),
+        1,
+        "an IP literal is not resolved; localhost is"
+    );
+}
+
+#[test]
+fn a_mixed_answer_never_connects_to_its_private_address() {
+    let (port, accepted) = counting_server();
+    // A public address first (it cannot answer here: unreachable, refused or too slow),
+    // then loopback: a client that fell back to the next address would reach the
+    // listener.
+    let resolver = FixedResolver::new(&[("mixed.example.com", &["1.1.1.1", "127.0.0.1", "::1"])]);
+    let host = host_resolving(resolver);
+    let url = format!("http://mixed.example.com:{port}/");
+    let mut s = http_settings(&url, "*.example.com", None);
+    s.limits.deadline = Duration::from_millis(1500);
+    s.grants.http_timeout = Duration::from_millis(1000);
+    let f = load_guest(&host, "guest-capabilities", s);
+    let result = f.call(&event("test.http"));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "{result:?}");
+    let err = result.unwrap_err();
+    assert!(
+        !matches!(err, CallError::CapabilityDenied { .. }),
+        "a public address was left to try: {err:?}"
+    );
+}
+
+/// `wasm` with a custom section appended: another component (another digest) that
+/// compiles to the same code.
+fn variant(wasm: &[u8], n: u32) -> Vec<u8> {
+    let name = format!("weir-test-{n}");
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    let mut size = section.len() as u32;
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&section);
+    out
+}
+
+#[test]
+fn candidates_over_the_memory_limit_are_evicted_first_and_active_functions_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = FunctionHost::new(HostOptions {
+        cache_dir: Some(dir.path().to_owned()),
+        max_instances: 16,
+        max_compiled_in_memory: 3,
+        ..HostOptions::default()
+    })
+    .unwrap();
+    let echo = std::fs::read(weir_test_support::test_guest("guest-echo")).unwrap();
+    let trap = std::fs::read(weir_test_support::test_guest("guest-trap")).unwrap();
+    let active_a = host.load("a", &echo, settings(&[])).unwrap();
+    let active_b = host.load("b", &variant(&echo, 1), settings(&[])).unwrap();
+
+    let mut candidates = Vec::new();
+    for n in 0..4 {
+        let c = host
+            .load_candidate("c", &variant(&trap, n), settings(&[]))
+            .unwrap();
+        candidates.push(c);
+        let stats = host.compiled_stats();
+        assert!(stats.in_memory <= 3, "{stats:?}");
+        assert_eq!(stats.in_memory_active, 2, "{stats:?}");
+    }
+    let stats = host.compiled_stats();
+    assert_eq!(stats.evicted_from_memory, 3, "{stats:?}");
+    assert_eq!(stats.compilations, 6, "{stats:?}");
+
+    // The active ones were kept: loading them again finds them in memory.
+    host.load("a", &echo, settings(&[])).unwrap();
+    host.load("b", &variant(&echo, 1), settings(&[])).unwrap();
+    assert_eq!(host.compiled_stats().loads_from_memory, 2);
+
+    // An evicted candidate's function still runs, and loading it again maps it from disk.
+    assert_eq!(candidates[0].call(&event("test.ok")).unwrap().len(), 1);
+    let again = host
+        .load_candidate("c", &variant(&trap, 0), settings(&[]))
+        .unwrap();
+    assert_eq!(again.call(&event("test.ok")).unwrap().len(), 1);
+    let stats = host.compiled_stats();
+    assert_eq!(stats.loads_from_disk, 1, "{stats:?}");
+    assert_eq!(stats.compilations, 6, "{stats:?}");
+    assert!(active_a.call(&event("t")).is_ok() && active_b.call(&event("t")).is_ok());
+
+    // A version no longer held by anyone active (replaced by a deploy) becomes evictable.
+    drop(active_b);
+    host.load_candidate("c", &variant(&trap, 9), settings(&[]))
+        .unwrap();
+    let stats = host.compiled_stats();
+    assert_eq!(stats.in_memory_active, 1, "{stats:?}");
+    assert_eq!(stats.in_memory, 3, "{stats:?}");
+}
+
+#[test]
+fn active_functions_past_the_memory_limit_are_all_kept() {
+    let host = FunctionHost::new(HostOptions {
+        max_instances: 8,
+        max_compiled_in_memory: 1,
+        ..HostOptions::default()
+    })
+    .unwrap();
+    let echo = std::fs::read(weir_test_support::test_guest("guest-echo")).unwrap();
+    let functions: Vec<Function> = (0..3)
+        .map(|n| host.load("f", &variant(&echo, n), settings(&[])).unwrap())
+        .collect();
+    let stats = host.compiled_stats();
+    assert_eq!(
+        (stats.in_memory, stats.in_memory_active),
+        (3, 3),
+        "{stats:?}"
+    );
+    assert_eq!(stats.evicted_from_memory, 0);
+    for f in &functions {
+        assert!(f.call(&event("t")).is_ok());
+    }
+}
+
+#[test]
+fn the_disk_cache_stays_within_its_byte_limit_and_keeps_the_recently_used() {
+    let trap = std::fs::read(weir_test_support::test_guest("guest-trap")).unwrap();
+    // One artifact's size, measured.
+    let probe = tempfile::tempdir().unwrap();
+    let host = FunctionHost::new(HostOptions {
+        cache_dir: Some(probe.path().to_owned()),
+        max_instances: 8,
+        ..HostOptions::default()
+    })
+    .unwrap();
+    host.load_candidate("f", &variant(&trap, 0), settings(&[]))
+        .unwrap();
+    let one = host.compiled_stats().on_disk_bytes;
+    assert!(one > 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let limit = one * 5 / 2;
+    let options = || HostOptions {
+        cache_dir: Some(dir.path().to_owned()),
+        max_instances: 8,
+        max_compiled_on_disk_bytes: limit,
+        ..HostOptions::default()
+    };
+    let host = FunctionHost::new(options()).unwrap();
+    for n in 0..8 {
+        host.load_candidate("f", &variant(&trap, n), settings(&[]))
+            .unwrap();
+        let stats = host.compiled_stats();
+        assert!(stats.on_disk_bytes <= limit, "{stats:?} over {limit}");
+        if n == 6 {
+            // 6 is stored; 5 was stored before it. Using 5 again makes 6 the older.
+            host.load_candidate("f", &variant(&trap, 5), settings(&[]))
+                .unwrap();
+        }
+    }
+    let stats = host.compiled_stats();
+    assert_eq!(stats.on_disk_artifacts, 2, "{stats:?}");
+    assert_eq!(stats.evicted_from_disk, 6, "{stats:?}");
+
+    // A restarted host finds 7 (just stored) and 5 (used last) on disk; 6 was evicted.
+    let restarted = FunctionHost::new(options()).unwrap();
+    for n in [7, 5] {
+        restarted
+            .load_candidate("f", &variant(&trap, n), settings(&[]))
+            .unwrap();
+    }
+    assert_eq!(restarted.compiled_stats().loads_from_disk, 2);
+    let f = restarted
+        .load_candidate("f", &variant(&trap, 6), settings(&[]))
+        .unwrap();
+    assert_eq!(restarted.compiled_stats().compilations, 1);
+    assert_eq!(f.call(&event("test.ok")).unwrap().len(), 1);
+}

@@ -50,6 +50,10 @@ pub struct PipelineBenchArgs {
     /// to see what it costs.
     #[arg(long)]
     no_logging: bool,
+    /// Run without the Prometheus recorder `weir serve` installs, to see what recording
+    /// the metrics costs.
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 /// The example's topics: its function publishes to `crm.orders`.
@@ -123,8 +127,14 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let sample = CloudEvent::from_json_slice(&std::fs::read(repo_path(
         "examples/orders/sales-order-created.json",
     ))?)?;
-    if !args.no_logging {
-        crate::serve::init_logging();
+    // What `weir serve` installs, so the bench pays what a served node pays for its
+    // spans (and exports traces when the OTEL_EXPORTER_OTLP_* variables say where).
+    let telemetry = match args.no_logging {
+        false => Some(crate::subscriber::TelemetryArgs::default().init()?),
+        true => None,
+    };
+    if !args.no_metrics {
+        weir_gateway::metrics::install()?;
     }
     let dir = super::temp_dir(&args.dir, "weir-bench-pipeline-")?;
     let data = dir.path().join("data");
@@ -277,10 +287,14 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "partitions": args.partitions,
         "concurrency": args.concurrency,
         "logging": !args.no_logging,
+        "metrics": !args.no_metrics,
         "drain_cpu_us_per_event": round2(drain_cpu * 1e6 / args.events as f64),
         "function_calls_per_sec_one_core": function_rate.round(),
         "function_cpu_us_per_call": round2(1e6 / function_rate),
     });
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
     print_result(&result, args.json)
 }
 

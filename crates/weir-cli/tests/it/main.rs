@@ -9,11 +9,13 @@ use weir_test_support::WeirProcess;
 
 mod auth;
 mod deploy;
+mod metrics;
 mod new;
 mod openapi;
 mod pipelines;
 mod replay;
 mod shutdown;
+mod traces;
 
 fn weir() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weir"))

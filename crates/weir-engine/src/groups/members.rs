@@ -166,11 +166,13 @@ impl Node {
         for partition in 0..info.partitions {
             let committed = self.log.committed_offset(group, topic, partition).await?;
             let end = info.end_offsets[partition as usize];
+            let lag = end.saturating_sub(committed.unwrap_or(0));
+            crate::telemetry::record_lag(group, topic, partition, lag);
             partitions.push(GroupPartitionStatus {
                 partition,
                 committed,
                 end_offset: end,
-                lag: end.saturating_sub(committed.unwrap_or(0)),
+                lag,
             });
         }
         Ok(GroupStatus {

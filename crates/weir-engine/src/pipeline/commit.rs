@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use weir_cloudevents::CloudEvent;
 use weir_log::{ErrorKind, Record};
 
-use super::lanes::{Outcome, fnv1a};
+use super::lanes::{Outcome, Steps, fnv1a};
 use super::{MAX_STALL_BACKOFF, Pipeline, PipelineState, now_rfc3339};
 use crate::codec::encode_event;
 use crate::consumer::GroupTransactions;
@@ -45,6 +45,8 @@ pub(super) struct BatchOutputs {
     processed: u64,
     filtered: u64,
     dead: u64,
+    /// The trace spans of the batch's steps, which end once it is committed.
+    steps: Steps,
 }
 
 /// The commit of a partition's previous batch, running while the next one is called.
@@ -87,7 +89,10 @@ impl Pipeline {
             // Sent again unchanged after a failure: the log never stores it twice (an
             // exactly-once backend completes the first try instead; see weir-log).
             match log.commit_transaction(txn.clone()).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.metrics.appended(&txn.appends);
+                    break;
+                }
                 Err(e) if is_rejection(&e) && !txn.appends.is_empty() => {
                     return Ok(Committed::Rejected(e));
                 }
@@ -193,7 +198,12 @@ impl Pipeline {
     }
 
     /// A batch's outcomes as the records to append, per target topic and per event.
-    pub(super) fn batch_outputs(&self, offsets: Vec<u64>, outcomes: Vec<Outcome>) -> BatchOutputs {
+    pub(super) fn batch_outputs(
+        &self,
+        offsets: Vec<u64>,
+        outcomes: Vec<Outcome>,
+        steps: Steps,
+    ) -> BatchOutputs {
         let mut appends: BTreeMap<String, Vec<Record>> = BTreeMap::new();
         let mut batch = BatchOutputs {
             appends: Vec::new(),
@@ -201,6 +211,7 @@ impl Pipeline {
             processed: 0,
             filtered: 0,
             dead: 0,
+            steps,
         };
         for (offset, outcome) in offsets.into_iter().zip(outcomes) {
             let records: Vec<(String, Record)> = match outcome {
@@ -259,6 +270,11 @@ impl Pipeline {
         self.filtered
             .fetch_add(batch.filtered, AtomicOrdering::Relaxed);
         self.dead_lettered.fetch_add(dead, AtomicOrdering::Relaxed);
+        self.metrics.processed.increment(batch.processed);
+        self.metrics.filtered.increment(batch.filtered);
+        self.metrics.dead_lettered.increment(dead);
+        // The steps end here, with their commit.
+        drop(batch.steps);
         Ok(())
     }
 }

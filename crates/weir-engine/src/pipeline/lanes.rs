@@ -13,9 +13,10 @@ use weir_wasm::InstancePool;
 use super::{Pipeline, now_rfc3339};
 use crate::Result;
 use crate::routing::{
-    DeadLetterCause, InputPosition, complete_outputs, dead_letter_event, event_key,
+    DeadLetterCause, InputPosition, complete_outputs_in_step, dead_letter_event, event_key,
     undecodable_event,
 };
+use crate::trace;
 
 /// What became of one event of a batch.
 pub(super) enum Outcome {
@@ -48,11 +49,18 @@ pub(super) struct Work {
     index: usize,
     offset: u64,
     event: CloudEvent,
+    /// The event's trace span through this pipeline (disabled unless traces are exported).
+    step: tracing::Span,
 }
+
+/// The trace spans of a batch's steps, kept open until the batch is committed (empty
+/// unless traces are exported).
+pub(super) type Steps = Vec<tracing::Span>;
 
 impl Pipeline {
     /// Decode, filter and call the function on a batch's events, in lanes as the
-    /// ordering allows. `None` if the node stopped before the batch was done.
+    /// ordering allows, with the trace spans of their steps. `None` if the node stopped
+    /// before the batch was done.
     pub(super) async fn handle_batch(
         self: &Arc<Self>,
         instances: &InstancePool,
@@ -60,8 +68,9 @@ impl Pipeline {
         partition: u32,
         records: Vec<StoredRecord>,
         cancel: &CancellationToken,
-    ) -> Result<Option<Vec<Outcome>>> {
+    ) -> Result<Option<(Vec<Outcome>, Steps)>> {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(records.len());
+        let mut steps = Steps::new();
         let lanes_wanted = match self.ordering {
             Ordering::Partition => 1,
             Ordering::Key | Ordering::None => self.concurrency as usize,
@@ -86,8 +95,16 @@ impl Pipeline {
                         pos, event, &cause,
                     )))));
                 }
-                Ok(event) if !self.accepts(&event) => outcomes.push(Some(Outcome::Filtered)),
                 Ok(event) => {
+                    let step = trace::step_span(&self.name, topic, partition, offset, &event);
+                    if !step.is_disabled() {
+                        steps.push(step.clone());
+                    }
+                    if !self.accepts(&event) {
+                        step.record("weir.outcome", "filtered");
+                        outcomes.push(Some(Outcome::Filtered));
+                        continue;
+                    }
                     let lane = match self.ordering {
                         Ordering::Partition => 0,
                         Ordering::Key => match event_key(&event) {
@@ -106,6 +123,7 @@ impl Pipeline {
                         index,
                         offset,
                         event,
+                        step,
                     });
                     outcomes.push(None);
                 }
@@ -131,12 +149,13 @@ impl Pipeline {
         if stopped {
             return Ok(None);
         }
-        Ok(Some(
+        Ok(Some((
             outcomes
                 .into_iter()
                 .map(|o| o.expect("every event of the batch has an outcome"))
                 .collect(),
-        ))
+            steps,
+        )))
     }
 
     pub(super) fn position<'a>(
@@ -224,17 +243,35 @@ impl Pipeline {
                     trace_id = trace_id(&work.event).unwrap_or_default(),
                     attempt,
                 );
-                let result = span.in_scope(|| instances.call(&work.event));
+                let call =
+                    trace::call_span(&work.step, &self.function, function.version(), attempt);
+                let result = call.in_scope(|| span.in_scope(|| instances.call(&work.event)));
                 let failure = match result {
-                    Ok(outputs) => match complete_outputs(pos, &self.to, &work.event, outputs) {
-                        Ok(outputs) => break 'call Outcome::Outputs(outputs),
-                        Err(reason) => function.invalid(reason),
-                    },
+                    Ok(outputs) => {
+                        let step_traceparent = trace::span_traceparent(&work.step);
+                        match complete_outputs_in_step(
+                            pos,
+                            &self.to,
+                            &work.event,
+                            outputs,
+                            step_traceparent.as_deref(),
+                        ) {
+                            Ok(outputs) => {
+                                work.step.record("weir.outcome", "outputs");
+                                break 'call Outcome::Outputs(outputs);
+                            }
+                            Err(reason) => function.invalid(reason),
+                        }
+                    }
                     Err(e) => e,
                 };
+                if !call.is_disabled() {
+                    call.record("otel.status_description", failure.to_string().as_str());
+                }
                 let retry = failure.is_retryable() && attempt < self.retry.max_attempts;
                 if retry {
                     self.retries.fetch_add(1, AtomicOrdering::Relaxed);
+                    self.metrics.retries.increment(1);
                     let wait = self.backoff(attempt);
                     tracing::warn!(pipeline = %self.name, function = %self.function, version = function.version(), topic, partition, offset = work.offset, event_id = %work.event.id, attempt, error = %failure, wait_ms = wait.as_millis() as u64, "call failed; trying again");
                     let rest = std::iter::once(work).chain(lane).collect();
@@ -261,6 +298,7 @@ impl Pipeline {
                     attempts: attempt,
                     time: now_rfc3339(),
                 };
+                work.step.record("weir.outcome", "dead_letter");
                 Outcome::DeadLetter(Box::new(dead_letter_event(pos, work.event.clone(), &cause)))
             };
             done.push((work.index, outcome));

@@ -93,6 +93,12 @@ impl Pipeline {
                         end_offset: *end,
                         lag: end.saturating_sub(committed),
                     });
+                    crate::telemetry::record_lag(
+                        &self.group,
+                        topic,
+                        partition,
+                        end.saturating_sub(committed),
+                    );
                 }
             }
         }

@@ -86,6 +86,42 @@ fn trace_context_is_carried_unless_the_output_sets_its_own() {
 }
 
 #[test]
+fn a_traced_step_gives_outputs_its_own_context_unless_the_function_chose_another() {
+    let mut input = CloudEvent::new("in-1", "s", "t");
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let step = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+    for (name, value) in [("traceparent", tp), ("tracestate", "v=1")] {
+        input
+            .extensions
+            .insert(name.into(), ExtensionValue::String(value.into()));
+    }
+    // A function that copies its input (extensions and all), one that sets nothing, and
+    // one that chose another trace context.
+    let mut copied = output("out", "a");
+    copied.event.extensions = input.extensions.clone();
+    let mut own = output("out", "c");
+    own.event
+        .extensions
+        .insert("traceparent".into(), ExtensionValue::String("own".into()));
+    let out = complete_outputs_in_step(
+        POS,
+        &["out".into()],
+        &input,
+        vec![copied, output("out", "b"), own],
+        Some(step),
+    )
+    .unwrap();
+    let traceparent = |i: usize| out[i].1.extensions["traceparent"].clone();
+    assert_eq!(traceparent(0), ExtensionValue::String(step.into()));
+    assert_eq!(traceparent(1), ExtensionValue::String(step.into()));
+    assert_eq!(traceparent(2), ExtensionValue::String("own".into()));
+    assert_eq!(
+        out[1].1.extensions["tracestate"],
+        ExtensionValue::String("v=1".into())
+    );
+}
+
+#[test]
 fn a_dead_letter_is_a_valid_event_whatever_the_error_says() {
     let input = CloudEvent::new("in-1", "s", "t");
     let long = format!("trapped:\n  0: backtrace\u{7}\u{FFFE}{}", "x".repeat(5000));

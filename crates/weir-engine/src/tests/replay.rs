@@ -97,6 +97,13 @@ async fn a_replay_keeps_key_value_writes_to_itself_and_appends_and_commits_nothi
     assert_eq!((diff.unchanged, diff.changed), (0, 6), "{report:?}");
     assert_eq!(report.b.as_ref().unwrap().source, VersionSource::Candidate);
     assert_eq!(report.examples.len(), 6);
+    // The candidate stays compiled but not active: the host evicts it first.
+    let stats = node.compiled_stats().unwrap();
+    assert_eq!(
+        (stats.in_memory, stats.in_memory_active),
+        (2, 1),
+        "{stats:?}"
+    );
     for example in &report.examples {
         let value = example
             .fields

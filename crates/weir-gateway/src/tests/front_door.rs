@@ -455,7 +455,6 @@ async fn subscription_group_rate_and_time_limits_answer_and_the_node_keeps_servi
     };
     let d = door(limits).await;
     let alice = d.key("alice", &["writer"]);
-    let bob = d.key("bob", &["reader"]);
     let carol = d.key("carol", &["reader"]);
     let dave = d.key("dave", &["reader"]);
     let app = router(d.f.node.clone(), d.options.clone());

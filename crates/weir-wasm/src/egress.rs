@@ -1,0 +1,341 @@
+//! Outbound HTTP from functions, sent by weir itself rather than by wasmtime-wasi-http's
+//! default client: resolve the host (through a [`Resolver`], so tests and operators can
+//! choose how), check every address against `address.rs`, and connect only to an address
+//! that passed, with TLS verified against the host name.
+//!
+//! **Architecture Invariant:** the address checked is the address connected: the socket is
+//! connected to a `SocketAddr` taken from the checked list, never to a name that is
+//! resolved again, so a DNS answer that changes between the check and the connection (DNS
+//! rebinding) cannot reach a refused address. A name resolving to refused and public
+//! addresses alike is connected only to the public ones.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+
+use crate::address::{self, Refused};
+use crate::state::HttpGrant;
+
+/// How outbound HTTP finds the addresses of a host name.
+pub trait Resolver: Send + Sync + 'static {
+    /// Every address of `host`, a DNS name (never an IP literal; those are not resolved).
+    /// All of them are checked; the connection is made to one that passes.
+    fn resolve(
+        &self,
+        host: &str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+}
+
+/// The operating system's resolver (`getaddrinfo`, on tokio's blocking pool).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn resolve(
+        &self,
+        host: &str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
+        let host = host.to_owned();
+        Box::pin(async move {
+            let addresses = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            Ok(addresses.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// Where one request goes, after its grant check.
+pub(crate) struct Destination {
+    pub(crate) scheme: String,
+    /// As in the URL: a name, an IPv4 literal or a bracketed IPv6 literal.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// The refused addresses the matching grants name explicitly (see [`Exceptions`]).
+    pub(crate) exceptions: Exceptions,
+}
+
+/// The addresses in refused ranges that a request may still reach because a grant that
+/// allows it names them: a grant of a literal IP address allows that address, a grant of
+/// `localhost` allows loopback addresses. Wildcard grants name no address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Exceptions {
+    pub(crate) addresses: Vec<IpAddr>,
+    pub(crate) loopback: bool,
+}
+
+impl Exceptions {
+    pub(crate) fn of(grants: &[&HttpGrant]) -> Exceptions {
+        let mut exceptions = Exceptions::default();
+        for grant in grants {
+            if grant.host.starts_with("*.") {
+                continue;
+            }
+            if let Some(ip) = address::literal(&grant.host) {
+                exceptions.addresses.push(ip);
+            } else if grant.host == "localhost" {
+                exceptions.loopback = true;
+            }
+        }
+        exceptions
+    }
+
+    fn allow(&self, ip: IpAddr, refused: &Refused) -> bool {
+        self.addresses.contains(&ip) || (self.loopback && refused.range == address::Range::Loopback)
+    }
+}
+
+/// The addresses of an answer that may be connected to, in the answer's order, and the
+/// refused ones with why.
+pub(crate) fn sort_answer(
+    answer: &[IpAddr],
+    exceptions: &Exceptions,
+) -> (Vec<IpAddr>, Vec<(IpAddr, Refused)>) {
+    let mut allowed = Vec::new();
+    let mut refused = Vec::new();
+    for &ip in answer {
+        match address::refused(ip) {
+            Some(why) if !exceptions.allow(ip, &why) => refused.push((ip, why)),
+            _ => allowed.push(ip),
+        }
+    }
+    (allowed, refused)
+}
+
+/// The TLS client configuration: the webpki roots, ring, made once.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// A function's response: its body, with the time between frames bounded.
+pub(crate) type Sent = (
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), Error>> + Send>,
+);
+
+/// Send `request` to `to`: resolve, check, connect to a checked address, TLS for https,
+/// HTTP/1.1. A request whose every address is refused records why in `denied` and fails
+/// with `destination-IP-prohibited` without opening a connection.
+pub(crate) async fn send(
+    mut request: http::Request<WasiBody>,
+    to: Destination,
+    options: RequestOptions,
+    resolver: Arc<dyn Resolver>,
+    denied: Arc<Mutex<Option<String>>>,
+) -> Result<Sent, Error> {
+    let forever = Duration::from_secs(600);
+    let connect_timeout = options.connect_timeout.unwrap_or(forever);
+    let first_byte_timeout = options.first_byte_timeout.unwrap_or(forever);
+    let between_bytes_timeout = options
+        .between_bytes_timeout
+        .unwrap_or(forever)
+        .max(Duration::from_nanos(1));
+
+    let answer = match address::literal(&to.host) {
+        Some(ip) => vec![ip],
+        None => resolver.resolve(&to.host).await.map_err(|e| {
+            tracing::debug!(host = %to.host, error = %e, "cannot resolve an HTTP destination");
+            Error::DnsError {
+                rcode: None,
+                info_code: None,
+            }
+        })?,
+    };
+    let (allowed, refused) = sort_answer(&answer, &to.exceptions);
+    let url = format!("{}://{}:{}", to.scheme, to.host, to.port);
+    if let Some((ip, why)) = refused.first() {
+        if allowed.is_empty() {
+            let literal = match ip {
+                IpAddr::V4(v4) => format!("{v4}:{}", to.port),
+                IpAddr::V6(v6) => format!("[{v6}]:{}", to.port),
+            };
+            let reason = format!(
+                "HTTP to {url} at {ip} ({why}; only a grant naming the address itself, \
+                 such as \"{literal}\", reaches one)"
+            );
+            let mut denied = denied.lock().unwrap_or_else(|e| e.into_inner());
+            denied.get_or_insert(reason);
+            return Err(Error::DestinationIpProhibited);
+        }
+        tracing::warn!(%url, refused = ?refused.iter().map(|r| r.0).collect::<Vec<_>>(), "skipping refused addresses of an HTTP destination");
+    }
+    if allowed.is_empty() {
+        return Err(Error::DestinationNotFound);
+    }
+
+    let mut last_error = Error::ConnectionTimeout;
+    let mut connected = None;
+    for ip in allowed {
+        let address = SocketAddr::new(ip, to.port);
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => {
+                connected = Some(stream);
+                break;
+            }
+            Ok(Err(e)) => last_error = Error::Connect(e),
+            Err(_) => last_error = Error::ConnectionTimeout,
+        }
+    }
+    let stream = connected.ok_or(last_error)?;
+    let _ = stream.set_nodelay(true);
+
+    let (mut sender, connection) = if to.scheme == "https" {
+        let name = match address::literal(&to.host) {
+            Some(ip) => rustls::pki_types::ServerName::from(ip),
+            None => rustls::pki_types::ServerName::try_from(to.host.clone())
+                .map_err(|_| Error::HttpRequestUriInvalid)?,
+        };
+        let stream = tokio_rustls::TlsConnector::from(tls_config())
+            .connect(name, stream)
+            .await
+            .map_err(Error::Tls)?;
+        handshake(stream, connect_timeout).await?
+    } else {
+        handshake(stream, connect_timeout).await?
+    };
+
+    // The request line carries only the path: scheme and authority are for proxies.
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+
+    let mut connection = Some(connection);
+    let mut response = std::pin::pin!(async {
+        tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+            .await
+            .map_err(|_| Error::ConnectionReadTimeout)?
+            .map_err(Error::from)
+    });
+    // Drive the connection while waiting for the response head.
+    let response = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = response.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        let Some(conn) = connection.as_mut() else {
+            return Poll::Pending;
+        };
+        let done = ready!(conn.as_mut().poll(cx));
+        connection = None;
+        match done {
+            Ok(()) => response.as_mut().poll(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    })
+    .await?;
+    let mut interval = tokio::time::interval(between_bytes_timeout);
+    interval.reset();
+    let response = response.map(|incoming| {
+        BetweenBytes {
+            incoming,
+            timeout: interval,
+        }
+        .boxed_unsync()
+    });
+    let io = async move {
+        match connection {
+            Some(conn) => conn.await,
+            None => Ok(()),
+        }
+    };
+    Ok((response, Box::new(io)))
+}
+
+type Connection = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+
+async fn handshake<S>(
+    stream: S,
+    timeout: Duration,
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<WasiBody>,
+        Connection,
+    ),
+    Error,
+>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = tokio::time::timeout(
+        timeout,
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)??;
+    let connection: Connection = Box::pin(async move {
+        connection.await.map_err(|e| {
+            if e.is_timeout() {
+                Error::HttpResponseTimeout
+            } else {
+                Error::from(e)
+            }
+        })
+    });
+    Ok((sender, connection))
+}
+
+/// A response body that fails when no frame arrives within the between-bytes timeout.
+struct BetweenBytes {
+    incoming: hyper::body::Incoming,
+    timeout: tokio::time::Interval,
+}
+
+impl hyper::body::Body for BetweenBytes {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(if e.is_timeout() {
+                Error::HttpResponseTimeout
+            } else {
+                Error::from(e)
+            }))),
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timeout.reset();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                ready!(self.timeout.poll_tick(cx));
+                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests;
