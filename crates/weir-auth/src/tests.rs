@@ -147,7 +147,7 @@ async fn api_keys_are_created_verified_revoked_and_expire() {
         auth.authenticate(Some(&bearer(&key))).unwrap_err().code(),
         "revoked-key"
     );
-    assert_eq!(other.list().unwrap()[0].revoked_at.is_some(), true);
+    assert!(other.list().unwrap()[0].revoked_at.is_some());
 
     let (_, expired) = auth
         .keys()
@@ -405,10 +405,10 @@ async fn principals_get_roles_by_name_and_short_secrets_are_refused() {
     assert_eq!(ops.roles, ["admin"]);
     auth.authorize(&ops, Action::FullAdmin).unwrap();
 
-    unsafe_free_env_check(dir.path()).await;
+    short_secrets_are_refused(dir.path()).await;
 }
 
-async fn unsafe_free_env_check(dir: &std::path::Path) {
+async fn short_secrets_are_refused(dir: &std::path::Path) {
     let short = dir.join("short.secret");
     std::fs::write(&short, "too short").unwrap();
     let keys = Arc::new(ApiKeyStore::open(dir).unwrap());

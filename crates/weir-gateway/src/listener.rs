@@ -109,10 +109,10 @@ impl axum::serve::Listener for FrontListener {
             let _ = stream.set_nodelay(true);
             let state = match &self.tls {
                 None => State::Plain(stream),
-                Some(acceptor) => State::Handshaking(
+                Some(acceptor) => State::Handshaking(Box::new((
                     acceptor.accept(stream),
                     Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT)),
-                ),
+                ))),
             };
             return (
                 FrontIo {
@@ -160,9 +160,12 @@ fn refuse(mut stream: TcpStream, tls: bool, max: usize) {
 
 enum State {
     Plain(TcpStream),
+    /// Boxed: a handshake in progress is over a kilobyte.
     Handshaking(
-        tokio_rustls::Accept<TcpStream>,
-        Pin<Box<tokio::time::Sleep>>,
+        Box<(
+            tokio_rustls::Accept<TcpStream>,
+            Pin<Box<tokio::time::Sleep>>,
+        )>,
     ),
     Tls(Box<TlsStream<TcpStream>>),
     Failed,
@@ -186,7 +189,8 @@ impl FrontIo {
                         "the TLS handshake failed",
                     )));
                 }
-                State::Handshaking(accept, deadline) => {
+                State::Handshaking(handshake) => {
+                    let (accept, deadline) = &mut **handshake;
                     if deadline.as_mut().poll(cx).is_ready() {
                         self.state = State::Failed;
                         return Poll::Ready(Err(io::Error::new(

@@ -32,7 +32,7 @@ pub struct Problem {
     pub index: Option<usize>,
     /// Response headers beside the body: `WWW-Authenticate`, `Retry-After`.
     #[serde(skip)]
-    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    pub headers: Option<Box<Vec<(header::HeaderName, HeaderValue)>>>,
 }
 
 impl Problem {
@@ -50,13 +50,13 @@ impl Problem {
             detail: detail.into(),
             attribute: None,
             index: None,
-            headers: Vec::new(),
+            headers: None,
         }
     }
 
     /// This problem with `name: value` among its response headers.
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Problem {
-        self.headers.push((name, value));
+        self.headers.get_or_insert_default().push((name, value));
         self
     }
 
@@ -93,7 +93,7 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
-        for (name, value) in self.headers {
+        for (name, value) in self.headers.map(|h| *h).unwrap_or_default() {
             headers.insert(name, value);
         }
         response

@@ -12,8 +12,8 @@ use super::{example_app, weir};
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     Command::new(weir())
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("WEIR_TOKEN")
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }

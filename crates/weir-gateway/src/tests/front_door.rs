@@ -139,8 +139,11 @@ fn with_token(mut req: Request<Body>, token: Option<&str>) -> Request<Body> {
     req
 }
 
+/// Makes one request of the matrix.
+type MakeRequest = fn() -> Request<Body>;
+
 /// The five kinds of request of the matrix.
-fn requests() -> Vec<(&'static str, fn() -> Request<Body>)> {
+fn requests() -> Vec<(&'static str, MakeRequest)> {
     vec![
         ("publish", || post("orders", STRUCTURED, EVENT)),
         ("read", || {
@@ -638,15 +641,17 @@ async fn connections_over_the_limit_get_503_and_the_node_recovers() {
 #[tokio::test]
 async fn tls_cors_and_request_ids() {
     let f = fixture().await;
-    let mut options = GatewayOptions::default();
-    options.tls = Some(crate::TlsFiles {
-        cert: weir_test_support::auth_fixture("tls-cert.pem"),
-        key: weir_test_support::auth_fixture("tls-key.pem"),
-    });
-    options.cors = Some(weir_manifest::CorsSpec {
-        origins: vec!["https://app.example.com".to_owned()],
-        max_age_secs: 60,
-    });
+    let options = GatewayOptions {
+        tls: Some(crate::TlsFiles {
+            cert: weir_test_support::auth_fixture("tls-cert.pem"),
+            key: weir_test_support::auth_fixture("tls-key.pem"),
+        }),
+        cors: Some(weir_manifest::CorsSpec {
+            origins: vec!["https://app.example.com".to_owned()],
+            max_age_secs: 60,
+        }),
+        ..GatewayOptions::default()
+    };
     let addr = serve(&f, options).await;
     // A client that connects and never handshakes holds up nobody.
     let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
