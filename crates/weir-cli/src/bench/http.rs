@@ -154,19 +154,20 @@ async fn drive(
     seconds: f64,
 ) -> anyhow::Result<Measured> {
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
+    // Every connection is open before the clock starts (and a refused one fails the
+    // bench here, before any task waits for the others).
     let (go, _) = tokio::sync::broadcast::channel::<Instant>(1);
     let mut tasks = Vec::with_capacity(connections);
     for _ in 0..connections {
-        let (load, counter, ready, mut go) =
-            (load.clone(), counter.clone(), ready.clone(), go.subscribe());
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to the bench's gateway on {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let connection = tokio::spawn(connection);
+        let (load, counter, mut go) = (load.clone(), counter.clone(), go.subscribe());
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            let connection = tokio::spawn(connection);
-            ready.wait().await;
             let deadline = go.recv().await?;
             let mut latencies_us = Vec::new();
             let authorization = load.token.as_ref().map(|t| format!("Bearer {t}"));
@@ -203,7 +204,6 @@ async fn drive(
             anyhow::Ok(latencies_us)
         }));
     }
-    ready.wait().await;
     let started = Instant::now();
     go.send(started + Duration::from_secs_f64(seconds))?;
     let mut latencies = Vec::new();
