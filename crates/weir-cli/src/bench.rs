@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde_json::json;
 use weir_log_embedded::{Log, LogOptions, Record};
 
+mod http;
 mod pipeline;
 mod wasm;
 
@@ -23,6 +24,10 @@ pub enum BenchCommand {
     /// A whole pipeline (topic -> the example's JSON transform -> topic, fsync always):
     /// sustained events/s, and end-to-end latency at a fixed offered rate.
     Pipeline(pipeline::PipelineBenchArgs),
+    /// The HTTP front door, load generated in-process: /healthz, single-event and batch
+    /// publishes (fsync always), the log's own batched rate, and publishes with API-key,
+    /// HS256 and ES256 auth.
+    Http(http::HttpBenchArgs),
     #[command(hide = true)]
     WasmRestart(wasm::WasmRestartArgs),
 }
@@ -66,6 +71,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Log(args) => log(args).await,
         BenchCommand::Pipeline(args) => pipeline::run(args).await,
+        BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Wasm(args) => tokio::task::spawn_blocking(move || wasm::run(args)).await?,
         BenchCommand::WasmRestart(args) => {
             tokio::task::spawn_blocking(move || wasm::restart(args)).await?
