@@ -1,6 +1,5 @@
 //! What a principal may do: its roles' topic patterns and admin operations.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use weir_manifest::{ADMIN_ROLE, AuthSpec, glob_match};
@@ -33,20 +32,6 @@ impl AdminOp {
             AdminOp::Keys => "keys",
         }
     }
-
-    fn parse(name: &str) -> Option<AdminOp> {
-        Some(match name {
-            "deploy" => AdminOp::Deploy,
-            "functions" => AdminOp::Functions,
-            "topics" => AdminOp::Topics,
-            "groups" => AdminOp::Groups,
-            "kv" => AdminOp::Kv,
-            "replay" => AdminOp::Replay,
-            "redrive" => AdminOp::Redrive,
-            "keys" => AdminOp::Keys,
-            _ => return None,
-        })
-    }
 }
 
 /// What a request asks to do.
@@ -77,77 +62,44 @@ impl fmt::Display for Action<'_> {
     }
 }
 
-/// The union of a principal's roles.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Permissions {
-    pub full_admin: bool,
-    pub publish: Vec<String>,
-    pub subscribe: Vec<String>,
-    pub admin: BTreeSet<AdminOp>,
-}
-
-impl Permissions {
-    /// The permissions of `roles` under `spec`; roles the spec does not declare give
-    /// nothing.
-    pub fn of(spec: &AuthSpec, roles: &[String]) -> Permissions {
-        let mut permissions = Permissions::default();
-        for role in roles {
+/// Whether `roles` (under `spec`) let `principal` do `action`; if not, what would. Roles
+/// the spec does not declare give nothing; the built-in `admin` role gives everything.
+pub(crate) fn check(
+    spec: &AuthSpec,
+    principal: &str,
+    roles: &[String],
+    action: Action<'_>,
+) -> Result<(), Denied> {
+    // Any authenticated principal may observe.
+    let allowed = action == Action::Observe
+        || roles.iter().any(|role| {
             if role == ADMIN_ROLE {
-                permissions.full_admin = true;
-                continue;
+                return true;
             }
             let Some(role) = spec.roles.get(role) else {
-                continue;
+                return false;
             };
-            permissions.publish.extend(role.publish.iter().cloned());
-            permissions.subscribe.extend(role.subscribe.iter().cloned());
-            for op in &role.admin {
-                if op == "*" {
-                    permissions.admin.extend([
-                        AdminOp::Deploy,
-                        AdminOp::Functions,
-                        AdminOp::Topics,
-                        AdminOp::Groups,
-                        AdminOp::Kv,
-                        AdminOp::Replay,
-                        AdminOp::Redrive,
-                        AdminOp::Keys,
-                    ]);
-                } else if let Some(op) = AdminOp::parse(op) {
-                    permissions.admin.insert(op);
-                }
+            match action {
+                Action::Publish(topic) => matches_any(&role.publish, topic),
+                Action::Subscribe(topic) => matches_any(&role.subscribe, topic),
+                Action::Admin(op) => role.admin.iter().any(|a| a == "*" || a == op.name()),
+                Action::FullAdmin | Action::Observe => false,
             }
-        }
-        permissions
+        });
+    if allowed {
+        return Ok(());
     }
-
-    /// Whether these permissions allow `action`; if not, what would.
-    pub fn check(&self, principal: &str, action: Action<'_>) -> Result<(), Denied> {
-        let allowed = self.full_admin
-            || match action {
-                Action::Publish(topic) => matches_any(&self.publish, topic),
-                Action::Subscribe(topic) => matches_any(&self.subscribe, topic),
-                Action::Admin(op) => self.admin.contains(&op),
-                Action::FullAdmin => false,
-                Action::Observe => true,
-            };
-        if allowed {
-            return Ok(());
-        }
-        let needs = match action {
-            Action::Publish(topic) => format!("publish = [{topic:?}] (or a pattern matching it)"),
-            Action::Subscribe(topic) => {
-                format!("subscribe = [{topic:?}] (or a pattern matching it)")
-            }
-            Action::Admin(op) => format!("admin = [{:?}]", op.name()),
-            Action::FullAdmin | Action::Observe => "the built-in \"admin\" role".to_owned(),
-        };
-        Err(Denied {
-            principal: principal.to_owned(),
-            action: action.to_string(),
-            needs,
-        })
-    }
+    let needs = match action {
+        Action::Publish(topic) => format!("publish = [{topic:?}] (or a pattern matching it)"),
+        Action::Subscribe(topic) => format!("subscribe = [{topic:?}] (or a pattern matching it)"),
+        Action::Admin(op) => format!("admin = [{:?}]", op.name()),
+        Action::FullAdmin | Action::Observe => "the built-in \"admin\" role".to_owned(),
+    };
+    Err(Denied {
+        principal: principal.to_owned(),
+        action: action.to_string(),
+        needs,
+    })
 }
 
 fn matches_any(patterns: &[String], topic: &str) -> bool {

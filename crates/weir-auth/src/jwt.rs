@@ -38,7 +38,8 @@ struct KeySet {
 /// Verifies bearer JWTs against `[auth.jwt]`.
 pub struct JwtVerifier {
     spec: JwtSpec,
-    algorithms: Vec<Algorithm>,
+    /// The checks of each accepted algorithm, made once.
+    validations: Vec<(Algorithm, Validation)>,
     keys: Arc<RwLock<KeySet>>,
     /// Wakes the JWKS refresher early; `None` without a JWKS.
     refresh: Option<Arc<tokio::sync::Notify>>,
@@ -49,7 +50,10 @@ pub struct JwtVerifier {
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
-            .field("algorithms", &self.algorithms)
+            .field(
+                "algorithms",
+                &self.validations.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +90,10 @@ impl JwtVerifier {
         }
         let verifier = Arc::new(JwtVerifier {
             spec: spec.clone(),
-            algorithms,
+            validations: algorithms
+                .into_iter()
+                .map(|alg| (alg, validation(spec, alg)))
+                .collect(),
             keys: Arc::new(RwLock::new(keys)),
             refresh: spec
                 .jwks
@@ -110,9 +117,9 @@ impl JwtVerifier {
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::InvalidToken(format!("its header does not decode: {e}")))?;
-        if !self.algorithms.contains(&header.alg) {
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
             return Err(AuthError::AlgorithmNotAccepted(format!("{:?}", header.alg)));
-        }
+        };
         let keys = self.keys.read().expect("not poisoned");
         let candidates: Vec<&DecodingKey> = match &header.kid {
             Some(kid) if !keys.by_kid.is_empty() => match keys.by_kid.get(kid) {
@@ -143,23 +150,10 @@ impl JwtVerifier {
                 header.alg
             )));
         }
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = self.spec.leeway_secs;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
-        match &self.spec.audience {
-            Some(audience) => validation.set_audience(&[audience]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(issuer) = &self.spec.issuer {
-            validation.set_issuer(&[issuer]);
-        }
         let mut last = AuthError::BadSignature;
         for key in candidates {
             match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-                token,
-                key,
-                &validation,
+                token, key, validation,
             ) {
                 Ok(data) => return self.claims(&data.claims),
                 Err(e) => {
@@ -227,6 +221,23 @@ impl JwtVerifier {
             notify.notify_one();
         }
     }
+}
+
+/// What a token signed with `alg` must satisfy: `exp` (required), `nbf`, and the issuer and
+/// audience when `spec` names them, with `leeway_secs` of skew.
+fn validation(spec: &JwtSpec, alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = spec.leeway_secs;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    match &spec.audience {
+        Some(audience) => validation.set_audience(&[audience]),
+        None => validation.validate_aud = false,
+    }
+    if let Some(issuer) = &spec.issuer {
+        validation.set_issuer(&[issuer]);
+    }
+    validation
 }
 
 /// Re-reads the JWKS every `jwks_refresh_secs`, or when woken; ends when the verifier

@@ -5,7 +5,8 @@
 //! `Authorization: Bearer <token>` header into a [`Principal`]: the token is an API key
 //! (`weir_<id>_<secret>`, see `keys`) or a JWT (see `jwt`). A principal's roles are its
 //! credential's (the key's, or the JWT's roles claim) plus those `[auth.principals]` gives
-//! its name; [`Authenticator::authorize`] checks an [`Action`] against them.
+//! its name; [`Authenticator::authorize`] checks an [`Action`] against them, reading the
+//! roles' rules from the spec (nothing is copied per request).
 //!
 //! **API Boundary:** nothing here knows HTTP routes; the gateway says which [`Action`] a
 //! request is. The only IO is the key file and the JWT key sources.
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use weir_manifest::AuthSpec;
 
-pub use acl::{Action, AdminOp, Permissions};
+pub use acl::{Action, AdminOp};
 pub use error::{AuthError, Denied, Error, Result};
 pub use jwt::{Claims, JwtVerifier, MIN_SECRET_BYTES, read_secret};
 pub use keys::{ApiKeyStore, KeyInfo, parse_duration};
@@ -38,7 +39,15 @@ pub struct Principal {
     pub credential: Credential,
     /// Its credential's roles, then those `[auth.principals]` gives it.
     pub roles: Vec<String>,
-    pub permissions: Permissions,
+}
+
+impl Principal {
+    /// Whether it has the built-in `admin` role, which may do everything.
+    pub fn is_admin(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|role| role == weir_manifest::ADMIN_ROLE)
+    }
 }
 
 /// Checks credentials and permissions against one `[auth]`.
@@ -115,18 +124,16 @@ impl Authenticator {
                 }
             }
         }
-        let permissions = Permissions::of(&self.spec, &roles);
         Principal {
             name,
             credential,
             roles,
-            permissions,
         }
     }
 
     /// Whether `principal` may do `action`.
     pub fn authorize(&self, principal: &Principal, action: Action<'_>) -> Result<(), Denied> {
-        principal.permissions.check(&principal.name, action)
+        acl::check(&self.spec, &principal.name, &principal.roles, action)
     }
 }
 

@@ -32,9 +32,7 @@ impl Caller {
     /// Whether this caller may change `[auth]`: anyone on an open node, else the
     /// built-in admin role.
     pub(crate) fn may_change_auth(&self) -> bool {
-        self.principal
-            .as_ref()
-            .is_none_or(|p| p.permissions.check(&p.name, Action::FullAdmin).is_ok())
+        self.principal.as_ref().is_none_or(|p| p.is_admin())
     }
 }
 
@@ -132,32 +130,29 @@ pub(crate) async fn front_door(
         .get::<axum::extract::ConnectInfo<ClientAddr>>()
         .map(|info| info.0.0.ip().to_string());
     let address_key: Arc<str> = Arc::from(addr.as_deref().unwrap_or("local"));
-    let template = parts
-        .extensions
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
-    let params = RawPathParams::from_request_parts(&mut parts, &state)
-        .await
-        .ok();
-    let param = |name: &str| {
-        params
-            .as_ref()
-            .and_then(|p| p.iter().find(|(k, _)| *k == name).map(|(_, v)| v))
+    let anonymous = |key: &Arc<str>| Caller {
+        key: key.clone(),
+        principal: None,
     };
-
     let caller = match state.auth.get() {
-        None => Caller {
-            key: address_key.clone(),
-            principal: None,
-        },
+        // An open node: nothing to check but the rate.
+        None => anonymous(&address_key),
         Some(auth) => {
-            let metrics_open = auth.spec().metrics_open;
-            match action(&parts.method, &template, param, metrics_open) {
-                None => Caller {
-                    key: address_key.clone(),
-                    principal: None,
-                },
+            let template = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map(|m| m.as_str().to_owned())
+                .unwrap_or_default();
+            let params = RawPathParams::from_request_parts(&mut parts, &state)
+                .await
+                .ok();
+            let param = |name: &str| {
+                params
+                    .as_ref()
+                    .and_then(|p| p.iter().find(|(k, _)| *k == name).map(|(_, v)| v))
+            };
+            match action(&parts.method, &template, param, auth.spec().metrics_open) {
+                None => anonymous(&address_key),
                 Some(wanted) => {
                     let header = parts
                         .headers
