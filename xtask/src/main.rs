@@ -1,6 +1,9 @@
 //! weir's automation, as `cargo xtask <command>`:
 //!
-//! - `example`: build the example app's function and run `weir serve` with it.
+//! - `example`: build the example app's function and weir (release profile) and run
+//!   `weir serve` with them. Nothing else: no test guests, no JavaScript or Python.
+//! - `bench <wasm|pipeline|http> [args]`: build what that bench needs, in the same release
+//!   profile as `example` (so one build serves both), and run `weir bench`.
 //! - `test`: check formatting and lints, build the wasm guests, run every test, then run
 //!   each fuzz target for 20 s.
 //! - `build-guests`: build the wasm guests (test guests and the example function in Rust,
@@ -27,13 +30,17 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(&root)?;
     match args.first().map(String::as_str) {
         Some("example") => example(&root, &args[1..]),
+        Some("bench") => bench(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("build-guests") => build_guests(&root),
         Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <example|test|build-guests|fuzz> [args]");
+            eprintln!("usage: cargo xtask <example|bench|test|build-guests|fuzz> [args]");
             eprintln!(
-                "  example [serve args]  build the example function and run weir serve with examples/orders/weir.toml"
+                "  example [serve args]  build the example function and weir (release) and run weir serve with examples/orders/weir.toml"
+            );
+            eprintln!(
+                "  bench KIND [args]     build what `weir bench KIND` needs (release, as example) and run it: wasm, pipeline or http"
             );
             eprintln!(
                 "  test [nextest args]   fmt check, clippy, build the wasm guests, run all tests, fuzz each target for {TEST_FUZZ_SECONDS} s"
@@ -86,12 +93,8 @@ fn guest_projects(root: &Path) -> Vec<PathBuf> {
 }
 
 fn build_guests(root: &Path) -> anyhow::Result<()> {
-    ensure_wasm_target()?;
     for project in guest_projects(root) {
-        run(cargo()
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .current_dir(project)
-            .env_remove("CARGO_TARGET_DIR"))?;
+        build_rust_guest(&project)?;
     }
     // The same function in JavaScript and Python, through the code path the tests use.
     type Build = fn() -> anyhow::Result<PathBuf>;
@@ -113,24 +116,66 @@ fn build_guests(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn example(root: &Path, serve_args: &[String]) -> anyhow::Result<()> {
-    build_guests(root)?;
-    let example = root.join("examples/orders");
+/// Builds one Rust guest project (its own workspace) for `wasm32-wasip2`, release.
+fn build_rust_guest(project: &Path) -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    run(cargo()
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(project)
+        .env_remove("CARGO_TARGET_DIR"))
+}
+
+/// The profile `example` and `bench` build weir in: one build serves both, and the
+/// benches measure what the example runs.
+const RUN_PROFILE: &str = "release";
+
+/// `cargo run` of the weir binary in [`RUN_PROFILE`], with `args`.
+fn run_weir(args: &[&str], more: &[String]) -> anyhow::Result<()> {
     run(cargo()
         .args([
             "run",
+            "--profile",
+            RUN_PROFILE,
             "--package",
             "weir-cli",
             "--bin",
             "weir",
             "--",
-            "serve",
         ])
-        .arg("--app")
-        .arg(example.join("weir.toml"))
-        .arg("--data")
-        .arg(example.join("weir-data"))
-        .args(serve_args))
+        .args(args)
+        .args(more))
+}
+
+fn example(root: &Path, serve_args: &[String]) -> anyhow::Result<()> {
+    let example = root.join("examples/orders");
+    build_rust_guest(&example.join("enrich-order"))?;
+    let app = example.join("weir.toml");
+    let data = example.join("weir-data");
+    let (app, data) = (path_arg(&app)?, path_arg(&data)?);
+    run_weir(&["serve", "--app", app, "--data", data], serve_args)
+}
+
+/// `bench KIND [args]`: `weir bench KIND [args]` after building the guests it loads.
+fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let Some(kind) = args.first() else {
+        bail!("usage: cargo xtask bench <wasm|pipeline|http> [bench args]");
+    };
+    match kind.as_str() {
+        // Cold start and calls of the test guests' trivial function and the example's.
+        "wasm" => {
+            for project in guest_projects(root) {
+                build_rust_guest(&project)?;
+            }
+        }
+        "pipeline" => build_rust_guest(&root.join("examples/orders/enrich-order"))?,
+        _ => {}
+    }
+    run_weir(&["bench"], args)
+}
+
+fn path_arg(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
