@@ -126,8 +126,20 @@ impl Default for GatewayOptions {
     }
 }
 
+/// What every handler and layer gets, behind one `Arc`: axum clones the state for every
+/// layer and extractor of a request, so a clone must be one reference count.
 #[derive(Clone)]
-struct AppState {
+struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+struct Shared {
     node: Arc<Node>,
     options: GatewayOptions,
     /// The OpenAPI document, rendered once.
@@ -142,7 +154,7 @@ struct AppState {
     deploying: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl AppState {
+impl Shared {
     /// `Some(429)` when `key` is over its rate.
     fn rate_limit(&self, key: &Arc<str>) -> Option<Problem> {
         self.rates.as_ref()?.check(key)
@@ -239,7 +251,7 @@ fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: Cancellation
     let (router, openapi) = routes(&options).split_for_parts();
     let openapi = Bytes::from(openapi.to_json().expect("the OpenAPI document serializes"));
     let limits = options.limits;
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         node,
         auth: options.auth.clone(),
         keys: options.keys.clone(),
@@ -252,7 +264,7 @@ fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: Cancellation
         options,
         openapi,
         stopping,
-    };
+    }));
     let cors = state.options.cors.clone();
     let router = router
         .route_layer(axum::middleware::from_fn_with_state(
@@ -441,7 +453,7 @@ async fn openapi_json(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        state.openapi,
+        state.openapi.clone(),
     )
         .into_response()
 }
