@@ -33,6 +33,42 @@ struct KeySet {
     by_kid: HashMap<String, (DecodingKey, Algorithm)>,
     /// Keys without an id, tried for tokens without one.
     anonymous: Vec<(DecodingKey, Algorithm)>,
+    /// Tokens these keys verified. It lives and dies with the keys: a refreshed JWKS
+    /// comes with an empty one, so a token of a key taken out of the set is checked
+    /// again (and refused) from the refresh on.
+    verified: Mutex<VerifiedTokens>,
+}
+
+/// Tokens most clients send again with every request, verified once: each entry is the
+/// token's exact text with its claims, kept until its `exp` (without the leeway, so past
+/// `exp` a token goes through the full check again, leeway and all). Bounded: when
+/// [`VerifiedTokens::MAX_ENTRIES`] are kept it starts again empty.
+#[derive(Default)]
+struct VerifiedTokens {
+    entries: HashMap<Box<str>, (Claims, u64)>,
+}
+
+impl VerifiedTokens {
+    const MAX_ENTRIES: usize = 4096;
+    /// Longer tokens are verified every time rather than kept.
+    const MAX_TOKEN_BYTES: usize = 4096;
+
+    fn get(&self, token: &str, now_secs: u64) -> Option<Claims> {
+        match self.entries.get(token) {
+            Some((claims, exp)) if now_secs < *exp => Some(claims.clone()),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, token: &str, claims: &Claims, exp: u64) {
+        if token.len() > Self::MAX_TOKEN_BYTES {
+            return;
+        }
+        if self.entries.len() >= Self::MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(token.into(), (claims.clone(), exp));
+    }
 }
 
 /// Verifies bearer JWTs against `[auth.jwt]`.
@@ -113,8 +149,17 @@ impl JwtVerifier {
         Ok(verifier)
     }
 
-    /// The principal and roles of `token`, if it verifies.
+    /// The principal and roles of `token`, if it verifies. A token verified before
+    /// with the current keys and not past its `exp` is answered from memory.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        {
+            let keys = self.keys.read().expect("not poisoned");
+            let verified = keys.verified.lock().expect("not poisoned");
+            if let Some(claims) = verified.get(token, now) {
+                return Ok(claims);
+            }
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::InvalidToken(format!("its header does not decode: {e}")))?;
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
@@ -155,7 +200,17 @@ impl JwtVerifier {
             match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
                 token, key, validation,
             ) {
-                Ok(data) => return self.claims(&data.claims),
+                Ok(data) => {
+                    let claims = self.claims(&data.claims)?;
+                    // `exp` is a required claim: the validation refused tokens without it.
+                    if let Some(exp) = data.claims.get("exp").and_then(numeric_date) {
+                        keys.verified
+                            .lock()
+                            .expect("not poisoned")
+                            .insert(token, &claims, exp);
+                    }
+                    return Ok(claims);
+                }
                 Err(e) => {
                     last = self.map_error(e);
                     if !matches!(last, AuthError::BadSignature) {
@@ -221,6 +276,13 @@ impl JwtVerifier {
             notify.notify_one();
         }
     }
+}
+
+/// A JWT NumericDate (seconds, possibly with a fraction) as whole seconds, rounded down.
+fn numeric_date(value: &serde_json::Value) -> Option<u64> {
+    value
+        .as_u64()
+        .or_else(|| value.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
 /// What a token signed with `alg` must satisfy: `exp` (required), `nbf`, and the issuer and

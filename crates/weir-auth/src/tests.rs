@@ -437,3 +437,70 @@ fn durations_parse() {
     assert!(crate::parse_duration("0s").is_err());
     assert!(crate::parse_duration("ten days").is_err());
 }
+
+#[tokio::test]
+async fn a_verified_token_is_kept_no_longer_than_its_exp() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("jwt.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let auth = authenticator(
+        dir.path(),
+        Some(JwtSpec {
+            secret: Some(SecretSource::File(secret_file)),
+            leeway_secs: 0,
+            ..jwt_spec()
+        }),
+    )
+    .await;
+    let token = sign(Algorithm::HS256, None, &claims(1));
+    // Twice: the second answer comes from the verified tokens.
+    for _ in 0..2 {
+        assert_eq!(
+            auth.authenticate(Some(&bearer(&token))).unwrap().name,
+            "alice"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        auth.authenticate(Some(&bearer(&token))).unwrap_err(),
+        AuthError::TokenExpired
+    );
+}
+
+#[tokio::test]
+async fn a_token_of_a_key_removed_from_the_jwks_is_refused_after_the_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let full: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(auth_fixture("jwks.json")).unwrap()).unwrap();
+    std::fs::write(&jwks, full.to_string()).unwrap();
+    let auth = authenticator(
+        dir.path(),
+        Some(JwtSpec {
+            jwks: Some(jwks.to_string_lossy().into_owned()),
+            jwks_refresh_secs: 1,
+            ..jwt_spec()
+        }),
+    )
+    .await;
+    let ec = sign(Algorithm::ES256, Some("ec-1"), &claims(600));
+    for _ in 0..2 {
+        auth.authenticate(Some(&bearer(&ec))).unwrap();
+    }
+    // The EC key is rotated out; the verified token goes with it at the next refresh.
+    let only_rsa = json!({"keys": [full["keys"][0].clone()]});
+    std::fs::write(&jwks, only_rsa.to_string()).unwrap();
+    let mut refused = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(e) = auth.authenticate(Some(&bearer(&ec))) {
+            refused = Some(e.code());
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some("unknown-key-id"),
+        "the removed key's token was still accepted"
+    );
+}
