@@ -40,6 +40,10 @@ pub struct HttpBenchArgs {
     /// Events per batch request (and per append of the log's own rate).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Rounds of every figure, interleaved; each figure is the median of its rounds, so
+    /// a slow moment of a shared machine weighs on one round of one figure, not a ratio.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Where to put the temporary data directory (removed afterwards).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
@@ -143,6 +147,18 @@ struct Load {
 struct Measured {
     requests_per_sec: f64,
     p99_us: u64,
+}
+
+/// One round of every figure.
+struct Round {
+    health: Measured,
+    single: Measured,
+    batch_events_per_sec: f64,
+    batch_p99_us: u64,
+    log_rate: f64,
+    apikey: f64,
+    hs256: f64,
+    es256: f64,
 }
 
 /// `connections` keep-alive connections, each sending `load` one request after another
@@ -302,7 +318,7 @@ async fn log_batch_events_per_sec(
     record_bytes: usize,
     args: &HttpBenchArgs,
 ) -> anyhow::Result<f64> {
-    let log = Log::open(&dir.join("log-only"), LogOptions::default())?;
+    let log = Log::open(dir, LogOptions::default())?;
     let config = weir_log_embedded::TopicConfig {
         fsync: weir_log_embedded::FsyncPolicy::Always,
         ..weir_log_embedded::TopicConfig::with_partitions(1)
@@ -333,8 +349,12 @@ async fn log_batch_events_per_sec(
 
 pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.seconds > 0.0 && args.connections > 0 && args.batch_connections > 0 && args.batch > 0,
-        "--seconds, --connections, --batch-connections and --batch must be positive"
+        args.seconds > 0.0
+            && args.connections > 0
+            && args.batch_connections > 0
+            && args.batch > 0
+            && args.rounds > 0,
+        "--seconds, --connections, --batch-connections, --batch and --rounds must be positive"
     );
     let dir = temp_dir(&args.dir, "weir-bench-http-")?;
     let data = dir.path().join("data");
@@ -343,26 +363,10 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     let log = crate::backend::open("embedded", &data).await?;
     let node = Node::start(NodeOptions::new(&data, Some(manifest(&data, "")?), log)).await?;
 
-    // No auth: /healthz, single publishes, batches.
-    let gateway = Gateway::start(node.clone(), GatewayOptions::default()).await?;
-    let health = drive(gateway.addr, healthz(), args.connections, args.seconds).await?;
-    let single = drive(gateway.addr, publish(None), args.connections, args.seconds).await?;
-    let batches = drive(
-        gateway.addr,
-        publish_batches(args.batch),
-        args.batch_connections,
-        args.seconds,
-    )
-    .await?;
-    gateway.stop().await?;
-    let batch_events_per_sec = batches.requests_per_sec * args.batch as f64;
-
-    // With auth: an API key, an HS256 token, an ES256 token.
+    // The credentials, made once: an API key, an HS256 token, an ES256 token.
     let keys = weir_auth::ApiKeyStore::open(&data)?;
     let (_, api_key) = keys.create(PRINCIPAL, vec![ROLE.to_owned()], None)?;
     drop(keys);
-    let apikey = publish_with_auth(&node, &data, &auth_toml(""), api_key, &args).await?;
-
     let secret_file = dir.path().join("jwt-secret");
     let secret = b"weir-bench-http-hs256-secret-of-more-than-32-bytes";
     std::fs::write(&secret_file, secret)?;
@@ -370,33 +374,83 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         "[auth.jwt]\nsecret = {{ file = {:?} }}\n",
         secret_file.display().to_string()
     ));
-    let token = jwt(
+    let hs256_token = jwt(
         jsonwebtoken::Algorithm::HS256,
         &jsonwebtoken::EncodingKey::from_secret(secret)?,
     )?;
-    let hs256 = publish_with_auth(&node, &data, &hs256_auth, token, &args).await?;
-
     let public_key = dir.path().join("es256-public.pem");
     std::fs::write(&public_key, BENCH_ES256_PUBLIC_PEM)?;
     let es256_auth = auth_toml(&format!(
         "[auth.jwt]\npublic_key = {:?}\n",
         public_key.display().to_string()
     ));
-    let token = jwt(
+    let es256_token = jwt(
         jsonwebtoken::Algorithm::ES256,
         &jsonwebtoken::EncodingKey::from_ec_pem(BENCH_ES256_PRIVATE_PEM.as_bytes())?,
     )?;
-    let es256 = publish_with_auth(&node, &data, &es256_auth, token, &args).await?;
 
+    let mut rounds = Vec::with_capacity(args.rounds);
+    for round in 0..args.rounds {
+        // No auth: /healthz, single publishes, batches.
+        let gateway = Gateway::start(node.clone(), GatewayOptions::default()).await?;
+        let health = drive(gateway.addr, healthz(), args.connections, args.seconds).await?;
+        let single = drive(gateway.addr, publish(None), args.connections, args.seconds).await?;
+        let batches = drive(
+            gateway.addr,
+            publish_batches(args.batch),
+            args.batch_connections,
+            args.seconds,
+        )
+        .await?;
+        gateway.stop().await?;
+        let apikey =
+            publish_with_auth(&node, &data, &auth_toml(""), api_key.clone(), &args).await?;
+        let hs256 =
+            publish_with_auth(&node, &data, &hs256_auth, hs256_token.clone(), &args).await?;
+        let es256 =
+            publish_with_auth(&node, &data, &es256_auth, es256_token.clone(), &args).await?;
+        let log_dir = dir.path().join(format!("log-only-{round}"));
+        let log_rate = log_batch_events_per_sec(&log_dir, event(0).len(), &args).await?;
+        rounds.push(Round {
+            health,
+            single,
+            batch_events_per_sec: batches.requests_per_sec * args.batch as f64,
+            batch_p99_us: batches.p99_us,
+            log_rate,
+            apikey: apikey.requests_per_sec,
+            hs256: hs256.requests_per_sec,
+            es256: es256.requests_per_sec,
+        });
+    }
     node.shutdown().await;
     drop(node);
 
-    let log_rate = log_batch_events_per_sec(dir.path(), event(0).len(), &args).await?;
-
+    let median = |figure: fn(&Round) -> f64| {
+        let mut values: Vec<f64> = rounds.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let health = Measured {
+        requests_per_sec: median(|r| r.health.requests_per_sec),
+        p99_us: median(|r| r.health.p99_us as f64) as u64,
+    };
+    let single = Measured {
+        requests_per_sec: median(|r| r.single.requests_per_sec),
+        p99_us: median(|r| r.single.p99_us as f64) as u64,
+    };
+    let batch_events_per_sec = median(|r| r.batch_events_per_sec);
+    let batch_p99_us = median(|r| r.batch_p99_us as f64) as u64;
+    let log_rate = median(|r| r.log_rate);
+    let (apikey, hs256, es256) = (
+        median(|r| r.apikey),
+        median(|r| r.hs256),
+        median(|r| r.es256),
+    );
     let publish_rps = single.requests_per_sec;
     let result = json!({
         "bench": "http",
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "connections": args.connections,
         "batch_connections": args.batch_connections,
         "batch": args.batch,
@@ -408,16 +462,16 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         "publish_requests_per_sec": publish_rps.round(),
         "publish_p99_us": single.p99_us,
         "batch_events_per_sec": batch_events_per_sec.round(),
-        "batch_p99_us": batches.p99_us,
+        "batch_p99_us": batch_p99_us,
         "log_batch_events_per_sec": log_rate.round(),
-        "publish_requests_per_sec_apikey": apikey.requests_per_sec.round(),
-        "publish_requests_per_sec_jwt_hs256": hs256.requests_per_sec.round(),
-        "publish_requests_per_sec_jwt_es256": es256.requests_per_sec.round(),
+        "publish_requests_per_sec_apikey": apikey.round(),
+        "publish_requests_per_sec_jwt_hs256": hs256.round(),
+        "publish_requests_per_sec_jwt_es256": es256.round(),
         "publish_to_healthz": round2(publish_rps / health.requests_per_sec),
         "batch_to_log": round2(batch_events_per_sec / log_rate),
-        "apikey_cost": round2(1.0 - apikey.requests_per_sec / publish_rps),
-        "jwt_hs256_cost": round2(1.0 - hs256.requests_per_sec / publish_rps),
-        "jwt_es256_cost": round2(1.0 - es256.requests_per_sec / publish_rps),
+        "apikey_cost": round2(1.0 - apikey / publish_rps),
+        "jwt_hs256_cost": round2(1.0 - hs256 / publish_rps),
+        "jwt_es256_cost": round2(1.0 - es256 / publish_rps),
     });
     print_result(&result, args.json)
 }
