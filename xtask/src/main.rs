@@ -85,17 +85,21 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn guest_projects(root: &Path) -> Vec<PathBuf> {
-    vec![
-        root.join("guests"),
-        root.join("examples/orders/enrich-order"),
-    ]
+/// The example app's function in Rust: all `example` needs besides weir.
+fn example_function(root: &Path) -> PathBuf {
+    root.join("examples/orders/enrich-order")
+}
+
+/// Every Rust guest project: the test guests and the example function.
+fn build_rust_guests(root: &Path) -> anyhow::Result<()> {
+    for project in [root.join("guests"), example_function(root)] {
+        build_rust_guest(&project)?;
+    }
+    Ok(())
 }
 
 fn build_guests(root: &Path) -> anyhow::Result<()> {
-    for project in guest_projects(root) {
-        build_rust_guest(&project)?;
-    }
+    build_rust_guests(root)?;
     // The same function in JavaScript and Python, through the code path the tests use.
     type Build = fn() -> anyhow::Result<PathBuf>;
     let script_guests: [(&str, Build); 2] = [
@@ -129,30 +133,32 @@ fn build_rust_guest(project: &Path) -> anyhow::Result<()> {
 /// benches measure what the example runs.
 const RUN_PROFILE: &str = "release";
 
-/// `cargo run` of the weir binary in [`RUN_PROFILE`], with `args`.
-fn run_weir(args: &[&str], more: &[String]) -> anyhow::Result<()> {
-    run(cargo()
-        .args([
-            "run",
-            "--profile",
-            RUN_PROFILE,
-            "--package",
-            "weir-cli",
-            "--bin",
-            "weir",
-            "--",
-        ])
-        .args(args)
-        .args(more))
+/// `cargo run` of the weir binary in [`RUN_PROFILE`]; the caller adds weir's arguments.
+fn weir() -> Command {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--profile",
+        RUN_PROFILE,
+        "--package",
+        "weir-cli",
+        "--bin",
+        "weir",
+        "--",
+    ]);
+    cmd
 }
 
 fn example(root: &Path, serve_args: &[String]) -> anyhow::Result<()> {
     let example = root.join("examples/orders");
-    build_rust_guest(&example.join("enrich-order"))?;
-    let app = example.join("weir.toml");
-    let data = example.join("weir-data");
-    let (app, data) = (path_arg(&app)?, path_arg(&data)?);
-    run_weir(&["serve", "--app", app, "--data", data], serve_args)
+    build_rust_guest(&example_function(root))?;
+    run(weir()
+        .arg("serve")
+        .arg("--app")
+        .arg(example.join("weir.toml"))
+        .arg("--data")
+        .arg(example.join("weir-data"))
+        .args(serve_args))
 }
 
 /// `bench KIND [args]`: `weir bench KIND [args]` after building the guests it loads.
@@ -162,20 +168,11 @@ fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
     };
     match kind.as_str() {
         // Cold start and calls of the test guests' trivial function and the example's.
-        "wasm" => {
-            for project in guest_projects(root) {
-                build_rust_guest(&project)?;
-            }
-        }
-        "pipeline" => build_rust_guest(&root.join("examples/orders/enrich-order"))?,
+        "wasm" => build_rust_guests(root)?,
+        "pipeline" => build_rust_guest(&example_function(root))?,
         _ => {}
     }
-    run_weir(&["bench"], args)
-}
-
-fn path_arg(path: &Path) -> anyhow::Result<&str> {
-    path.to_str()
-        .with_context(|| format!("{} is not UTF-8", path.display()))
+    run(weir().arg("bench").args(args))
 }
 
 fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
