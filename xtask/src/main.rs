@@ -85,14 +85,18 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The example app's function in Rust: all `example` needs besides weir.
-fn example_function(root: &Path) -> PathBuf {
-    root.join("examples/orders/enrich-order")
+/// The example app's functions in Rust: all `example` needs besides weir.
+fn example_functions(root: &Path) -> [PathBuf; 2] {
+    [
+        root.join("examples/orders/enrich-order"),
+        root.join("examples/orders/order-entity"),
+    ]
 }
 
-/// Every Rust guest project: the test guests and the example function.
+/// Every Rust guest project: the test guests and the example functions.
 fn build_rust_guests(root: &Path) -> anyhow::Result<()> {
-    for project in [root.join("guests"), example_function(root)] {
+    let [enrich, entity] = example_functions(root);
+    for project in [root.join("guests"), enrich, entity] {
         build_rust_guest(&project)?;
     }
     Ok(())
@@ -151,7 +155,9 @@ fn weir() -> Command {
 
 fn example(root: &Path, serve_args: &[String]) -> anyhow::Result<()> {
     let example = root.join("examples/orders");
-    build_rust_guest(&example_function(root))?;
+    for project in example_functions(root) {
+        build_rust_guest(&project)?;
+    }
     run(weir()
         .arg("serve")
         .arg("--app")
@@ -164,12 +170,16 @@ fn example(root: &Path, serve_args: &[String]) -> anyhow::Result<()> {
 /// `bench KIND [args]`: `weir bench KIND [args]` after building the guests it loads.
 fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let Some(kind) = args.first() else {
-        bail!("usage: cargo xtask bench <wasm|pipeline|http> [bench args]");
+        bail!("usage: cargo xtask bench <wasm|pipeline|http|entity> [bench args]");
     };
     match kind.as_str() {
         // Cold start and calls of the test guests' trivial function and the example's.
         "wasm" => build_rust_guests(root)?,
-        "pipeline" => build_rust_guest(&example_function(root))?,
+        "pipeline" | "http" | "entity" => {
+            for project in example_functions(root) {
+                build_rust_guest(&project)?;
+            }
+        }
         _ => {}
     }
     run(weir().arg("bench").args(args))

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use weir_manifest::{ADMIN_ROLE, AuthSpec, glob_match};
+use weir_manifest::{ADMIN_ROLE, AuthSpec, EntitySpec, glob_match};
 
 use crate::error::Denied;
 
@@ -41,6 +41,10 @@ pub enum Action<'a> {
     Publish(&'a str),
     /// Read or follow a topic, alone or in a consumer group.
     Subscribe(&'a str),
+    /// Send commands to entities of a type: publishing to its journal (`entity.TYPE`).
+    Command(&'a str),
+    /// Read entities of a type (state, history): reading its journal.
+    ReadEntity(&'a str),
     /// One admin operation.
     Admin(AdminOp),
     /// Everything, including changing `[auth]`: the built-in `admin` role only.
@@ -55,6 +59,8 @@ impl fmt::Display for Action<'_> {
         match self {
             Action::Publish(topic) => write!(f, "publish to topic {topic:?}"),
             Action::Subscribe(topic) => write!(f, "read topic {topic:?}"),
+            Action::Command(ty) => write!(f, "send commands to entity type {ty:?}"),
+            Action::ReadEntity(ty) => write!(f, "read entities of type {ty:?}"),
             Action::Admin(op) => write!(f, "perform the admin operation {:?}", op.name()),
             Action::FullAdmin => f.write_str("change the node's auth settings"),
             Action::Observe => f.write_str("observe the node"),
@@ -82,6 +88,10 @@ pub(crate) fn check(
             match action {
                 Action::Publish(topic) => matches_any(&role.publish, topic),
                 Action::Subscribe(topic) => matches_any(&role.subscribe, topic),
+                Action::Command(ty) => matches_any(&role.publish, &EntitySpec::journal_topic(ty)),
+                Action::ReadEntity(ty) => {
+                    matches_any(&role.subscribe, &EntitySpec::journal_topic(ty))
+                }
                 Action::Admin(op) => role.admin.iter().any(|a| a == "*" || a == op.name()),
                 Action::FullAdmin | Action::Observe => false,
             }
@@ -92,6 +102,14 @@ pub(crate) fn check(
     let needs = match action {
         Action::Publish(topic) => format!("publish = [{topic:?}] (or a pattern matching it)"),
         Action::Subscribe(topic) => format!("subscribe = [{topic:?}] (or a pattern matching it)"),
+        Action::Command(ty) => format!(
+            "publish = [{:?}] (the entity type's journal, or a pattern matching it)",
+            EntitySpec::journal_topic(ty)
+        ),
+        Action::ReadEntity(ty) => format!(
+            "subscribe = [{:?}] (the entity type's journal, or a pattern matching it)",
+            EntitySpec::journal_topic(ty)
+        ),
         Action::Admin(op) => format!("admin = [{:?}]", op.name()),
         Action::FullAdmin | Action::Observe => "the built-in \"admin\" role".to_owned(),
     };

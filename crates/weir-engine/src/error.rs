@@ -101,6 +101,69 @@ pub enum Error {
         from: String,
         to: String,
     },
+    #[error(
+        "no entity type {ty:?}; declared entity types: {}",
+        list_or_none(declared)
+    )]
+    UnknownEntityType { ty: String, declared: Vec<String> },
+    #[error("{ty} {id:?} has no events{}", version.map(|v| format!(" at version {v}")).unwrap_or_default())]
+    UnknownEntity {
+        ty: String,
+        id: String,
+        version: Option<u64>,
+    },
+    #[error("entity id {id:?} of type {ty} {reason}; use 1 to 256 bytes without '/' or whitespace")]
+    InvalidEntityId {
+        ty: String,
+        id: String,
+        reason: String,
+    },
+    #[error("command name {name:?} is invalid: {reason}")]
+    InvalidCommand { name: String, reason: String },
+    #[error(
+        "{ty} {id:?} is at version {actual}, not {expected} (If-Match); read it again and decide anew"
+    )]
+    VersionMismatch {
+        ty: String,
+        id: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{ty} {id:?} rejected command {command:?}: {reason}")]
+    CommandRejected {
+        ty: String,
+        id: String,
+        command: String,
+        reason: String,
+    },
+    #[error("entity type {ty}'s function failed in {export} on {on}: {reason}")]
+    EntityFunction {
+        ty: String,
+        export: String,
+        on: String,
+        retryable: bool,
+        reason: String,
+    },
+    #[error("cannot load {ty} {id:?}: {reason}")]
+    EntityLoad {
+        ty: String,
+        id: String,
+        reason: String,
+    },
+    #[error(
+        "topic {topic:?} belongs to entity type {ty:?}: only its writer appends to it; send a command to POST /v1/entities/{ty}/{{id}}/commands/{{name}}"
+    )]
+    EntityTopic { topic: String, ty: String },
+    #[error(
+        "entity type {ty}'s journal partition was written by someone else; its writer reloaded it, send the command again"
+    )]
+    JournalMoved { ty: String },
+    #[error("function {function:?} implements the {world} world; it is used as {wanted}")]
+    WrongWorld {
+        function: String,
+        world: String,
+        wanted: String,
+    },
     #[error("the node is shutting down; try again on the restarted node")]
     ShuttingDown,
     #[error("background task failed: {0}")]
@@ -142,6 +205,8 @@ pub enum ErrorClass {
     Failed,
     /// A limit of the node is reached; the same call may succeed when it is not.
     TooMany,
+    /// An entity refused a command, or its function failed on it: nothing was written.
+    Rejected,
     /// Anything else: a bug, or a failure of the node's own files.
     Internal,
 }
@@ -171,7 +236,21 @@ impl Error {
             Error::UnknownNamespace { .. }
             | Error::UnknownFunction { .. }
             | Error::UnknownPipeline { .. }
-            | Error::UnknownVersion { .. } => ErrorClass::NotFound,
+            | Error::UnknownVersion { .. }
+            | Error::UnknownEntityType { .. }
+            | Error::UnknownEntity { .. } => ErrorClass::NotFound,
+            Error::InvalidEntityId { .. } | Error::InvalidCommand { .. } => ErrorClass::Invalid,
+            Error::VersionMismatch { .. }
+            | Error::JournalMoved { .. }
+            | Error::EntityTopic { .. } => ErrorClass::Conflict,
+            Error::CommandRejected { .. } => ErrorClass::Rejected,
+            Error::EntityFunction {
+                retryable: false, ..
+            } => ErrorClass::Rejected,
+            Error::EntityFunction {
+                retryable: true, ..
+            } => ErrorClass::Unavailable,
+            Error::WrongWorld { .. } => ErrorClass::Unloadable,
             Error::InvalidReplay { .. }
             | Error::InvalidDeploy { .. }
             | Error::Manifest(_)
@@ -223,8 +302,27 @@ impl Error {
             Error::TooManyGroups { .. } => "too-many-groups",
             Error::InvalidTopic { .. } => "invalid-topic",
             Error::DurabilityLowered { .. } => "durability-lowered",
+            Error::UnknownEntityType { .. } => "unknown-entity-type",
+            Error::UnknownEntity { .. } => "unknown-entity",
+            Error::InvalidEntityId { .. } => "invalid-entity-id",
+            Error::InvalidCommand { .. } => "invalid-command",
+            Error::VersionMismatch { .. } => "version-mismatch",
+            Error::CommandRejected { .. } => "command-rejected",
+            Error::EntityFunction { .. } => "command-failed",
+            Error::EntityLoad { .. } => "entity-load",
+            Error::JournalMoved { .. } => "journal-moved",
+            Error::EntityTopic { .. } => "entity-topic",
+            Error::WrongWorld { .. } => "invalid-function",
             Error::ShuttingDown => "unavailable",
             Error::Task(_) => "internal",
         }
+    }
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
     }
 }

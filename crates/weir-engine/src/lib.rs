@@ -13,7 +13,8 @@
 //!   their versions;
 //! - `pipeline/`: pipelines (calls and lanes, retries, commits, resets, status);
 //! - `redrive`, `replay`, `status`, `keyvalue`; `routing`: the pure decisions;
-//! - `trace`: the trace spans of publishes, pipeline steps and function calls.
+//! - `trace`: the trace spans of publishes, pipeline steps and function calls;
+//! - `entity/`: event-sourced entities (their journals' writers, states, time travel).
 //!
 //! **Architecture Invariant:** an event is stored in the log as its CloudEvents JSON
 //! (structured) encoding, under the key chosen by [`routing::event_key`]; whatever reads
@@ -32,6 +33,7 @@
 mod codec;
 mod consumer;
 mod deploy;
+mod entity;
 mod error;
 mod functions;
 pub mod groups;
@@ -51,6 +53,7 @@ pub mod trace;
 pub use codec::LoggedEvent;
 pub use consumer::StartFrom;
 pub use deploy::{AppDeployed, FunctionChange};
+pub use entity::{CommandOutcome, ConsistencyToken, EntityState, MAX_EVENTS_PAGE, StateAt};
 pub use error::{Error, ErrorClass, Result};
 pub use groups::{GroupPartitionStatus, GroupStatus};
 pub use node::{Node, NodeOptions};

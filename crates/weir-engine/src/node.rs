@@ -87,6 +87,8 @@ pub struct Node {
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) groups: Arc<groups::GroupRegistry>,
+    /// The app's entity types and their journals' writers.
+    pub(crate) entities: crate::entity::Entities,
     pub(crate) stopped: Mutex<bool>,
 }
 
@@ -162,7 +164,15 @@ impl Node {
             retention_interval,
             cancel.clone(),
         ));
+        let entities = match &manifest {
+            Some(m) => {
+                crate::entity::Entities::start(&m.entities, &log, &registry, &tasks, &cancel)
+                    .await?
+            }
+            None => crate::entity::Entities::default(),
+        };
         let node = Node {
+            entities,
             log,
             base_dir: manifest
                 .as_ref()
@@ -199,6 +209,15 @@ impl Node {
                 .create_topic(&spec.dead_letter, &TopicSpec::default())
                 .await?;
             tracing::info!(pipeline = name, topic = %spec.dead_letter, "dead-letter topic created");
+        }
+        if let Some((_, function)) = self.registry.active(&spec.function)
+            && function.world() != weir_wasm::World::Handler
+        {
+            return Err(Error::WrongWorld {
+                function: spec.function.clone(),
+                world: function.world().to_string(),
+                wanted: format!("pipeline {name:?}'s function (the handler world)"),
+            });
         }
         self.groups.claim_for_pipeline(&spec.group, name);
         let p = Arc::new(pipeline::Pipeline::new(name, spec, self.registry.clone()));

@@ -402,6 +402,23 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner);
         let dir = self.dir.join(name);
         let version = function.version().to_owned();
+        // A pipeline's function stays a handler and an entity's an entity.
+        if let Some(slot) = self
+            .slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            && slot.active.world() != function.world()
+        {
+            return Err(Error::WrongWorld {
+                function: name.to_owned(),
+                world: function.world().to_string(),
+                wanted: format!(
+                    "the {} world its active version implements",
+                    slot.active.world()
+                ),
+            });
+        }
         let mut record = self
             .slots
             .read()

@@ -152,6 +152,12 @@ impl Node {
         if self.cancel.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        if let Some(ty) = self.entities.journal(topic) {
+            return Err(Error::EntityTopic {
+                topic: topic.to_owned(),
+                ty: ty.to_owned(),
+            });
+        }
         let span = trace::publish_span(topic, events);
         // With traces exported, events are stored with the publish span's trace context.
         let records = match trace::publish_traceparents(&span, events) {

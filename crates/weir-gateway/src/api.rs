@@ -8,9 +8,10 @@
 //!
 //! One module per area: `topics` (topics, publishing, reading), `groups`, `pipelines`
 //! (pipelines, their re-drives and the node's status), `functions` (versions, deploys),
-//! `kv`, `replay` and `auth` (API keys).
+//! `kv`, `replay`, `auth` (API keys) and `entities`.
 
 pub mod auth;
+pub mod entities;
 pub mod functions;
 pub mod groups;
 pub mod kv;

@@ -112,6 +112,12 @@ pub(crate) fn action<'a>(
         ("/v1/pipelines/{name}/redrive", "POST") => Action::Admin(AdminOp::Redrive),
         ("/v1/pipelines/{name}/replay", "POST") => Action::Admin(AdminOp::Replay),
         ("/v1/auth/keys" | "/v1/auth/keys/{id}", _) => Action::Admin(AdminOp::Keys),
+        ("/v1/entities/{type}/{id}/commands/{name}", "POST") => {
+            Action::Command(param("type").unwrap_or_default())
+        }
+        ("/v1/entities/{type}/{id}" | "/v1/entities/{type}/{id}/events", "GET") => {
+            Action::ReadEntity(param("type").unwrap_or_default())
+        }
         // Fail closed: a route nobody gave a rule needs the admin role.
         _ => Action::FullAdmin,
     })

@@ -24,6 +24,7 @@
 
 pub mod api;
 mod auth;
+mod entities;
 mod functions;
 mod groups;
 mod keys;
@@ -166,7 +167,7 @@ impl Shared {
 #[openapi(
     info(
         title = "weir",
-        description = "weir's HTTP API: publish CloudEvents, read and follow topics, consumer groups, pipelines, functions and deploys, the key-value store, replays, status and health. Every error is an RFC 9457 problem document (`application/problem+json`).",
+        description = "weir's HTTP API: publish CloudEvents, read and follow topics, consumer groups, pipelines, functions and deploys, the key-value store, replays, event-sourced entities, status and health. Every error is an RFC 9457 problem document (`application/problem+json`).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
@@ -177,6 +178,7 @@ impl Shared {
         (name = "kv", description = "the key-value store functions read"),
         (name = "node", description = "status, health and this document"),
         (name = "auth", description = "API keys"),
+        (name = "entities", description = "event-sourced entities: commands, state, journal"),
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -228,6 +230,9 @@ fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
         .routes(routes!(replay::replay).layer(upload_limit))
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))
+        .routes(routes!(entities::command))
+        .routes(routes!(entities::get))
+        .routes(routes!(entities::events))
         .routes(routes!(status))
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))

@@ -139,6 +139,7 @@ impl From<weir_engine::Error> for Problem {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Function cannot be loaded",
             ),
+            C::Rejected => (StatusCode::UNPROCESSABLE_ENTITY, "Command rejected"),
             C::DiskFull => (StatusCode::INSUFFICIENT_STORAGE, "Insufficient storage"),
             C::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Log unavailable"),
             C::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
@@ -191,6 +192,11 @@ fn title_of(class: weir_engine::ErrorClass, code: &str) -> Option<&'static str> 
         (C::Conflict, "group-busy") => "Consumer group busy",
         (C::Conflict, "durability-lowered") => "Durability would be lowered",
         (C::ShuttingDown, "cancelled") => "Cancelled",
+        (C::NotFound, "unknown-entity-type") => "Unknown entity type",
+        (C::NotFound, "unknown-entity") => "Unknown entity",
+        (C::Conflict, "version-mismatch") => "Version mismatch",
+        (C::Conflict, "entity-topic") => "Topic belongs to an entity type",
+        (C::Rejected, "command-failed") => "Command failed",
         _ => return None,
     })
 }

@@ -12,8 +12,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::front_door::{AuthTable, HttpTable, LimitsTable as NodeLimitsTable};
 use crate::{
-    AppSection, CapabilitiesSpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec, Manifest,
-    Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, StartPosition, TopicSpec,
+    AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
+    Manifest, Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, StartPosition,
+    TopicSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -33,11 +34,23 @@ pub(crate) struct Document {
     pipelines: BTreeMap<String, PipelineTable>,
     #[serde(default)]
     keyvalue: BTreeMap<String, KeyValueTable>,
+    #[serde(default)]
+    entities: BTreeMap<String, EntityTable>,
     auth: Option<AuthTable>,
     #[serde(default)]
     http: HttpTable,
     #[serde(default)]
     limits: NodeLimitsTable,
+}
+
+/// `[entities.<type>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntityTable {
+    function: String,
+    partitions: Option<u32>,
+    snapshot_every: Option<u32>,
+    cache_entities: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,7 +65,7 @@ struct AppTable {
     name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TopicTable {
     partitions: Option<u32>,
@@ -170,6 +183,15 @@ impl Document {
     /// Problems only the document shows: keys that make no sense together.
     pub(crate) fn shape_problems(&self) -> Vec<crate::Problem> {
         let mut problems = Vec::new();
+        for (ty, entity) in &self.entities {
+            let journal = EntitySpec::journal_topic(ty);
+            if entity.partitions.is_some() && self.topics.contains_key(&journal) {
+                problems.push(crate::Problem::new(
+                    crate::validate::key(&["entities", ty, "partitions"]),
+                    format!("the app declares the journal topic [topics.\"{journal}\"] too; set partitions there only"),
+                ));
+            }
+        }
         for (name, topic) in &self.topics {
             if topic.fsync_interval_ms.is_some() && topic.fsync != Some(FsyncName::Interval) {
                 problems.push(crate::Problem::new(
@@ -194,7 +216,42 @@ impl Document {
         problems
     }
 
-    pub(crate) fn resolve(self, base_dir: &Path) -> Manifest {
+    pub(crate) fn resolve(mut self, base_dir: &Path) -> Manifest {
+        // An entity type's journal and snapshot topics are the app's topics like any
+        // other (pipelines read them), declared here unless the app declares them.
+        let mut entities = BTreeMap::new();
+        for (ty, table) in std::mem::take(&mut self.entities) {
+            let spec = EntitySpec {
+                function: table.function,
+                journal: EntitySpec::journal_topic(&ty),
+                snapshots: EntitySpec::snapshot_topic(&ty),
+                snapshot_every: table
+                    .snapshot_every
+                    .unwrap_or(EntitySpec::DEFAULT_SNAPSHOT_EVERY),
+                cache_entities: table
+                    .cache_entities
+                    .unwrap_or(EntitySpec::DEFAULT_CACHE_ENTITIES),
+            };
+            let partitions = table.partitions.unwrap_or(EntitySpec::DEFAULT_PARTITIONS);
+            self.topics
+                .entry(spec.journal.clone())
+                .or_insert_with(|| TopicTable {
+                    partitions: Some(partitions),
+                    ..TopicTable::default()
+                });
+            let journal_partitions = self.topics[&spec.journal].partitions;
+            self.topics
+                .entry(spec.snapshots.clone())
+                .or_insert_with(|| TopicTable {
+                    partitions: journal_partitions,
+                    // A lost snapshot costs only replay time: it is written without
+                    // waiting for a flush, and only each entity's latest is kept.
+                    fsync: Some(FsyncName::Never),
+                    compaction: Some(true),
+                    ..TopicTable::default()
+                });
+            entities.insert(ty, spec);
+        }
         let app = AppSection {
             name: self
                 .app
@@ -282,6 +339,7 @@ impl Document {
             functions,
             pipelines,
             keyvalue,
+            entities,
             auth: self.auth.map(|auth| auth.resolve(base_dir)),
             http: self.http.resolve(base_dir),
             limits: self.limits.resolve(),

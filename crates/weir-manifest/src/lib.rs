@@ -89,9 +89,9 @@ pub use front_door::{
     NodeLimits, RoleSpec, topic_pattern_fault,
 };
 pub use manifest::{
-    AppSection, CapabilitiesSpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec, Manifest,
-    Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, StartPosition, TopicSpec,
-    expand_sources, glob_match,
+    AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
+    Manifest, Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, StartPosition,
+    TopicSpec, expand_sources, glob_match,
 };
 pub use validate::{HttpGrantSpec, name_fault, parse_http_grant};
 

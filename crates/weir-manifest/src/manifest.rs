@@ -21,6 +21,8 @@ pub struct Manifest {
     pub pipelines: BTreeMap<String, PipelineSpec>,
     /// Key-value namespaces, by name.
     pub keyvalue: BTreeMap<String, KeyValueSpec>,
+    /// Event-sourced entity types, by type name.
+    pub entities: BTreeMap<String, EntitySpec>,
     /// `[auth]`: `None` leaves the API open (loopback use).
     pub auth: Option<AuthSpec>,
     /// `[http]`: TLS and CORS.
@@ -88,6 +90,38 @@ impl Default for AppSection {
         AppSection {
             name: AppSection::DEFAULT_NAME.to_owned(),
         }
+    }
+}
+
+/// `[entities.<type>]`: an event-sourced entity type. Its journal (`entity.<type>`) and
+/// snapshot (`entity.<type>.snapshots`) topics are in [`Manifest::topics`] too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntitySpec {
+    /// The function implementing the entity world.
+    pub function: String,
+    /// The journal topic: the entity type's events, keyed by entity id.
+    pub journal: String,
+    /// The compacted topic of the entities' latest snapshots.
+    pub snapshots: String,
+    /// Snapshot an entity's state every this many events; 0 never.
+    pub snapshot_every: u32,
+    /// Entity states kept in memory per journal partition.
+    pub cache_entities: u32,
+}
+
+impl EntitySpec {
+    pub const DEFAULT_PARTITIONS: u32 = 4;
+    pub const DEFAULT_SNAPSHOT_EVERY: u32 = 100;
+    pub const DEFAULT_CACHE_ENTITIES: u32 = 10_000;
+
+    /// The journal topic of entity type `ty`.
+    pub fn journal_topic(ty: &str) -> String {
+        format!("entity.{ty}")
+    }
+
+    /// The snapshot topic of entity type `ty`.
+    pub fn snapshot_topic(ty: &str) -> String {
+        format!("entity.{ty}.snapshots")
     }
 }
 

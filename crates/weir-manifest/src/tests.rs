@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use expect_test::expect;
 
 use crate::{
-    AppSection, AuthSpec, CapabilitiesSpec, CorsSpec, Error, FsyncSpec, FunctionSpec, HttpSpec,
-    JwtSpec, LimitsSpec, Manifest, NodeLimits, Ordering, PipelineSpec, Problem, RetrySpec,
-    RoleSpec, SecretSource, StartPosition, TopicSpec,
+    AppSection, AuthSpec, CapabilitiesSpec, CorsSpec, EntitySpec, Error, FsyncSpec, FunctionSpec,
+    HttpSpec, JwtSpec, LimitsSpec, Manifest, NodeLimits, Ordering, PipelineSpec, Problem,
+    RetrySpec, RoleSpec, SecretSource, StartPosition, TopicSpec,
 };
 
 const EXAMPLE: &str = r#"
@@ -151,6 +151,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
             },
         )]),
         keyvalue: BTreeMap::new(),
+        entities: BTreeMap::new(),
         auth: None,
         http: HttpSpec::default(),
         limits: NodeLimits::default(),
@@ -1196,5 +1197,68 @@ fn front_door_mistakes_name_their_keys() {
     assert_eq!(
         jwt.secret,
         Some(SecretSource::File(PathBuf::from("/apps/orders/jwt.key")))
+    );
+}
+
+#[test]
+fn an_entity_declares_its_journal_and_snapshot_topics() {
+    let m = Manifest::from_toml_str(
+        r#"
+[functions.order-entity]
+source = "order.wasm"
+[entities.order]
+function = "order-entity"
+partitions = 3
+snapshot_every = 10
+[pipelines.audit]
+from = "entity.order"
+function = "order-entity"
+to = ["entity.order.snapshots"]
+"#,
+        Path::new("/app"),
+    )
+    .unwrap_err()
+    .to_string();
+    // The same function as a pipeline's, and a pipeline writing to the entity's topics.
+    assert!(m.contains("also a pipeline's function"), "{m}");
+    assert!(m.contains("only entity type \"order\" writes"), "{m}");
+
+    let m = Manifest::from_toml_str(
+        r#"
+[functions.order-entity]
+source = "order.wasm"
+[entities.order]
+function = "order-entity"
+partitions = 3
+"#,
+        Path::new("/app"),
+    )
+    .unwrap();
+    let entity = &m.entities["order"];
+    assert_eq!(entity.journal, "entity.order");
+    assert_eq!(entity.snapshot_every, EntitySpec::DEFAULT_SNAPSHOT_EVERY);
+    assert_eq!(m.topics["entity.order"].partitions, 3);
+    assert!(!m.topics["entity.order"].compaction);
+    assert!(m.topics["entity.order.snapshots"].compaction);
+
+    let e = Manifest::from_toml_str(
+        r#"
+[functions.f]
+source = "f.wasm"
+[entities.order]
+function = "f"
+partitions = 2
+[topics."entity.order"]
+partitions = 2
+retention_ms = 1000
+"#,
+        Path::new("/app"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("set partitions there only"), "{e}");
+    assert!(
+        e.contains("takes no compaction, retention_ms or retention_bytes"),
+        "{e}"
     );
 }

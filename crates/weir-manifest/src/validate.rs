@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    AppSection, CapabilitiesSpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec, Problem,
-    SecretSource, TopicSpec,
+    AppSection, CapabilitiesSpec, EntitySpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec,
+    Problem, SecretSource, TopicSpec,
 };
 
 /// Longest topic or consumer group name, as in Kafka.
@@ -40,6 +40,9 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
     }
     for (name, pipeline) in &manifest.pipelines {
         check_pipeline(manifest, name, pipeline, &mut problems);
+    }
+    for (ty, entity) in &manifest.entities {
+        check_entity(manifest, ty, entity, &mut problems);
     }
     check_groups_are_unique(&manifest.pipelines, &mut problems);
     if let Some(auth) = &manifest.auth {
@@ -541,6 +544,61 @@ fn check_pipeline_delivery(
                     "lists no pattern, so nothing would match; list at least one or remove it",
                 ));
             }
+        }
+    }
+}
+
+fn check_entity(manifest: &Manifest, ty: &str, entity: &EntitySpec, problems: &mut Vec<Problem>) {
+    if let Some(reason) = name_fault(ty) {
+        problems.push(Problem::new(
+            key(&["entities", ty]),
+            format!("entity type {ty:?} is invalid: {reason}; {NAME_RULE}"),
+        ));
+    }
+    if !manifest.functions.contains_key(&entity.function) {
+        problems.push(Problem::new(
+            key(&["entities", ty, "function"]),
+            format!(
+                "no function named {:?}; declare it as [{}] with the path of its entity component as source",
+                entity.function,
+                key(&["functions", &entity.function])
+            ),
+        ));
+    }
+    if manifest
+        .pipelines
+        .values()
+        .any(|p| p.function == entity.function)
+    {
+        problems.push(Problem::new(
+            key(&["entities", ty, "function"]),
+            format!(
+                "function {:?} is also a pipeline's function; an entity's function implements the entity world, a pipeline's the handler world",
+                entity.function
+            ),
+        ));
+    }
+    if let Some(journal) = manifest.topics.get(&entity.journal)
+        && (journal.compaction
+            || journal.retention_ms.is_some()
+            || journal.retention_bytes.is_some())
+    {
+        problems.push(Problem::new(
+            key(&["topics", &entity.journal]),
+            format!(
+                "is the journal of entity type {ty:?}: it keeps every event (its states are rebuilt from them), so it takes no compaction, retention_ms or retention_bytes"
+            ),
+        ));
+    }
+    for pipeline in manifest.pipelines.values() {
+        if pipeline.to.contains(&entity.journal) || pipeline.to.contains(&entity.snapshots) {
+            problems.push(Problem::new(
+                key(&["pipelines"]),
+                format!(
+                    "a pipeline publishes to {:?}, which only entity type {ty:?} writes (send it commands instead)",
+                    entity.journal
+                ),
+            ));
         }
     }
 }

@@ -73,6 +73,11 @@ pub fn example_function() -> PathBuf {
     build_guest(&example_dir().join("enrich-order"), "enrich_order")
 }
 
+/// The example app's `order-entity` (an event-sourced order), built.
+pub fn example_entity() -> PathBuf {
+    build_guest(&example_dir().join("order-entity"), "order_entity")
+}
+
 /// The example app's `enrich-order` function in JavaScript (`enrich-order-js`), built
 /// with componentize-js if it is older than its sources.
 pub fn example_function_js() -> PathBuf {

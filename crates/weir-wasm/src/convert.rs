@@ -7,6 +7,7 @@
 //! wrote it (its buffer too, unless it has whitespace between tokens), so data a function
 //! passes on unchanged is stored byte for byte as it came in.
 
+use crate::host::entity_wit::weir::function::types as entity;
 use crate::host::wit::weir::function::types as wit;
 use weir_cloudevents::{CloudEvent, Data, ExtensionValue};
 
@@ -57,6 +58,36 @@ fn data_content_type(event: &CloudEvent) -> Option<&str> {
         (Some(content_type), _) => Some(content_type),
         (None, Some(Data::Json(_))) => Some("application/json"),
         (None, _) => None,
+    }
+}
+
+/// The event as the entity world's (owned) WIT record, for `apply`.
+pub(crate) fn to_entity_wit(event: &CloudEvent) -> entity::Event {
+    entity::Event {
+        id: event.id.clone(),
+        source: event.source.clone(),
+        type_: event.ty.clone(),
+        subject: event.subject.clone(),
+        time: event.time.clone(),
+        datacontenttype: data_content_type(event).map(str::to_owned),
+        dataschema: event.dataschema.clone(),
+        extensions: event
+            .extensions
+            .iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    ExtensionValue::String(s) => entity::ExtensionValue::String(s.clone()),
+                    ExtensionValue::Integer(i) => entity::ExtensionValue::Integer(*i),
+                    ExtensionValue::Boolean(b) => entity::ExtensionValue::Boolean(*b),
+                };
+                (name.clone(), value)
+            })
+            .collect(),
+        data: event.data.as_ref().map(|data| match data {
+            Data::Json(json) => json.as_bytes().to_vec(),
+            Data::Text(text) => text.as_bytes().to_vec(),
+            Data::Binary(bytes) => bytes.to_vec(),
+        }),
     }
 }
 

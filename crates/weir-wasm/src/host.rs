@@ -48,6 +48,55 @@ pub(crate) mod wit {
     });
 }
 
+/// The entity world: the same imports (mapped onto the handler world's, so one linker
+/// serves both) and the same `types`.
+pub(crate) mod entity_wit {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "weir:function/entity",
+        with: {
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:keyvalue": super::wit::wasi::keyvalue,
+            "wasi:logging": super::wit::wasi::logging,
+            "wasi:config": super::wit::wasi::config,
+        },
+        require_store_data_send: true,
+    });
+}
+
+/// Which WIT world a function's component implements, found when it is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `weir:function/handler`: one event in, events out (pipelines).
+    Handler,
+    /// `weir:function/entity`: an event-sourced entity (`[entities]`).
+    Entity,
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            World::Handler => "handler",
+            World::Entity => "entity",
+        })
+    }
+}
+
+/// A function's linked component, pre-instantiated for its world.
+#[derive(Clone)]
+enum Pre {
+    Handler(wit::HandlerPre<CallState>),
+    Entity(entity_wit::EntityPre<CallState>),
+}
+
+/// The exports of one instance, for its world.
+enum Exports {
+    Handler(wit::Handler),
+    Entity(entity_wit::Entity),
+}
+
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -130,6 +179,33 @@ pub struct OutputEvent {
     pub target: String,
     /// The event; its `id` may be empty (the caller derives one) and it is not validated yet.
     pub event: CloudEvent,
+}
+
+/// A command for an entity's `handle`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityCommand {
+    pub name: String,
+    pub entity_id: String,
+    /// The request body as sent.
+    pub data: Vec<u8>,
+    /// The entity's version before the command (its number of events).
+    pub version: u64,
+}
+
+/// An event an entity accepted; the engine makes the CloudEvent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub ty: String,
+    /// JSON data, as the guest wrote it.
+    pub data: Option<Vec<u8>>,
+    pub subject: Option<String>,
+}
+
+/// What an entity decided on a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accept(Vec<NewEvent>),
+    Reject(String),
 }
 
 /// How a node's function host is set up.
@@ -408,7 +484,16 @@ impl FunctionHost {
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
-        let pre = wit::HandlerPre::new(pre).map_err(wrong_world)?;
+        // The world is the one whose exports the component has: `apply` makes an entity.
+        let pre = if component
+            .component_type()
+            .get_export(&self.engine, "apply")
+            .is_some()
+        {
+            Pre::Entity(entity_wit::EntityPre::new(pre).map_err(wrong_world)?)
+        } else {
+            Pre::Handler(wit::HandlerPre::new(pre).map_err(wrong_world)?)
+        };
         tracing::debug!(function = name, %version, bytes = wasm.len(), "function loaded");
 
         let mut variables: Vec<(String, String)> = settings.config.into_iter().collect();
@@ -519,7 +604,7 @@ struct FunctionInner {
     name: Arc<str>,
     version: Arc<str>,
     engine: Engine,
-    pre: wit::HandlerPre<CallState>,
+    pre: Pre,
     config: Arc<WasiConfigVariables>,
     grants: Arc<Grants>,
     keyvalue: Option<Arc<dyn KeyValueStore>>,
@@ -543,7 +628,7 @@ impl std::fmt::Debug for Function {
 /// One live instance of a function with its own store.
 pub(crate) struct Instance {
     store: Store<CallState>,
-    handler: wit::Handler,
+    exports: Exports,
     /// Calls served so far.
     pub(crate) calls: u32,
 }
@@ -568,6 +653,14 @@ impl Function {
 
     pub fn limits(&self) -> Limits {
         self.inner.limits
+    }
+
+    /// The WIT world the component implements.
+    pub fn world(&self) -> World {
+        match self.inner.pre {
+            Pre::Handler(_) => World::Handler,
+            Pre::Entity(_) => World::Entity,
+        }
     }
 
     /// Calls one warm instance serves before it is replaced.
@@ -627,10 +720,14 @@ impl Function {
         let mut store = Store::new(&f.engine, state);
         store.limiter(|s| s);
         self.arm(&mut store);
-        match f.pre.instantiate(&mut store) {
-            Ok(handler) => Ok(Instance {
+        let exports = match &f.pre {
+            Pre::Handler(pre) => pre.instantiate(&mut store).map(Exports::Handler),
+            Pre::Entity(pre) => pre.instantiate(&mut store).map(Exports::Entity),
+        };
+        match exports {
+            Ok(exports) => Ok(Instance {
                 store,
-                handler,
+                exports,
                 calls: 0,
             }),
             Err(e) => {
@@ -640,8 +737,14 @@ impl Function {
         }
     }
 
-    /// Set the deadline (and fuel) for what runs next in `store`.
+    /// Set the deadline (and fuel) for what runs next in `store`, with every capability
+    /// granted.
     fn arm(&self, store: &mut Store<CallState>) {
+        self.arm_as(store, true);
+    }
+
+    /// [`Function::arm`]; without `granted`, key-value and HTTP are denied for the call.
+    fn arm_as(&self, store: &mut Store<CallState>, granted: bool) {
         let limits = &self.inner.limits;
         let ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
         store.set_epoch_deadline(ticks);
@@ -651,7 +754,7 @@ impl Function {
         }
         store
             .data_mut()
-            .begin_call(Instant::now() + limits.deadline);
+            .begin_call(Instant::now() + limits.deadline, granted);
     }
 
     /// Call the function on `instance`. On an error the instance must not be used again.
@@ -663,28 +766,11 @@ impl Function {
         self.arm(&mut instance.store);
         let extensions = convert::wit_extensions(event);
         let input = convert::to_wit(event, &extensions);
-        let result = instance.handler.call_handle(&mut instance.store, input);
-        instance.calls += 1;
-        let breach = instance.store.data_mut().take_breach();
-        let outputs = match (result, breach) {
-            (Err(e), breach) => return Err(self.classify(e, breach, false)),
-            (Ok(_), Some(breach)) => return Err(self.breach_error(breach)),
-            (Ok(Ok(outputs)), None) => outputs,
-            (Ok(Err(wit::weir::function::types::Error::Retryable(message))), None) => {
-                return Err(CallError::Retryable {
-                    function: self.name().to_owned(),
-                    version: self.version().to_owned(),
-                    message,
-                });
-            }
-            (Ok(Err(wit::weir::function::types::Error::Fatal(message))), None) => {
-                return Err(CallError::Fatal {
-                    function: self.name().to_owned(),
-                    version: self.version().to_owned(),
-                    message,
-                });
-            }
+        let Exports::Handler(handler) = &instance.exports else {
+            return Err(self.not_world(World::Handler));
         };
+        let result = handler.call_handle(&mut instance.store, input);
+        let outputs = self.finish(instance, result)?;
         self.check_output_limits(&outputs)?;
         outputs
             .into_iter()
@@ -698,21 +784,164 @@ impl Function {
             .collect()
     }
 
-    fn check_output_limits(
+    /// The guest's answer to a call that just ran on `instance`, or why the call failed.
+    fn finish<T>(
         &self,
-        outputs: &[wit::weir::function::types::Output],
-    ) -> Result<(), CallError> {
-        let limits = &self.inner.limits;
-        let output_limit = |limit, what, allowed: usize, actual: usize| CallError::OutputLimit {
+        instance: &mut Instance,
+        result: wasmtime::Result<Result<T, wit::weir::function::types::Error>>,
+    ) -> Result<T, CallError> {
+        instance.calls += 1;
+        let breach = instance.store.data_mut().take_breach();
+        match (result, breach) {
+            (Err(e), breach) => Err(self.classify(e, breach, false)),
+            (Ok(_), Some(breach)) => Err(self.breach_error(breach)),
+            (Ok(Ok(value)), None) => Ok(value),
+            (Ok(Err(wit::weir::function::types::Error::Retryable(message))), None) => {
+                Err(CallError::Retryable {
+                    function: self.name().to_owned(),
+                    version: self.version().to_owned(),
+                    message,
+                })
+            }
+            (Ok(Err(wit::weir::function::types::Error::Fatal(message))), None) => {
+                Err(CallError::Fatal {
+                    function: self.name().to_owned(),
+                    version: self.version().to_owned(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// [`Function::finish`] for the entity world's copy of the `error` type.
+    fn finish_entity<T>(
+        &self,
+        instance: &mut Instance,
+        result: wasmtime::Result<Result<T, entity_wit::weir::function::types::Error>>,
+    ) -> Result<T, CallError> {
+        use entity_wit::weir::function::types::Error as E;
+        use wit::weir::function::types::Error as H;
+        let result = result.map(|r| {
+            r.map_err(|e| match e {
+                E::Retryable(m) => H::Retryable(m),
+                E::Fatal(m) => H::Fatal(m),
+            })
+        });
+        self.finish(instance, result)
+    }
+
+    /// A call of the wrong world's export (the engine checks worlds before it calls).
+    fn not_world(&self, wanted: World) -> CallError {
+        self.invalid(format!(
+            "the function implements the {} world, not the {wanted} world",
+            self.world()
+        ))
+    }
+
+    /// Call an entity's `handle` on `instance`. On an error the instance must not be used
+    /// again.
+    pub(crate) fn handle_command_on(
+        &self,
+        instance: &mut Instance,
+        state: Option<&[u8]>,
+        command: &EntityCommand,
+    ) -> Result<Decision, CallError> {
+        self.arm_as(&mut instance.store, true);
+        let Exports::Entity(entity) = &instance.exports else {
+            return Err(self.not_world(World::Entity));
+        };
+        let input = entity_wit::weir::function::entity_types::Command {
+            name: command.name.clone(),
+            entity_id: command.entity_id.clone(),
+            data: command.data.clone(),
+            version: command.version,
+        };
+        let result = entity.call_handle(&mut instance.store, state, &input);
+        let decision = self.finish_entity(instance, result)?;
+        use entity_wit::weir::function::entity_types::Decision as Wit;
+        Ok(match decision {
+            Wit::Reject(reason) => Decision::Reject(reason),
+            Wit::Accept(events) => {
+                let limits = &self.inner.limits;
+                let bytes: usize = events
+                    .iter()
+                    .map(|e| {
+                        e.type_.len()
+                            + e.data.as_ref().map_or(0, Vec::len)
+                            + e.subject.as_ref().map_or(0, String::len)
+                    })
+                    .sum();
+                if events.len() > limits.max_outputs {
+                    return Err(self.output_limit(
+                        "max_outputs",
+                        "events",
+                        limits.max_outputs,
+                        events.len(),
+                    ));
+                }
+                if bytes > limits.max_output_bytes {
+                    return Err(self.output_limit(
+                        "max_output_bytes",
+                        "bytes of events",
+                        limits.max_output_bytes,
+                        bytes,
+                    ));
+                }
+                Decision::Accept(
+                    events
+                        .into_iter()
+                        .map(|e| NewEvent {
+                            ty: e.type_,
+                            data: e.data,
+                            subject: e.subject,
+                        })
+                        .collect(),
+                )
+            }
+        })
+    }
+
+    /// Call an entity's `apply` on `instance`, with key-value and HTTP denied. On an error
+    /// the instance must not be used again.
+    pub(crate) fn apply_on(
+        &self,
+        instance: &mut Instance,
+        state: Option<&[u8]>,
+        event: &CloudEvent,
+    ) -> Result<Option<Vec<u8>>, CallError> {
+        self.arm_as(&mut instance.store, false);
+        let Exports::Entity(entity) = &instance.exports else {
+            return Err(self.not_world(World::Entity));
+        };
+        let input = convert::to_entity_wit(event);
+        let result = entity.call_apply(&mut instance.store, state, &input);
+        self.finish_entity(instance, result)
+    }
+
+    fn output_limit(
+        &self,
+        limit: &'static str,
+        what: &'static str,
+        allowed: usize,
+        actual: usize,
+    ) -> CallError {
+        CallError::OutputLimit {
             function: self.name().to_owned(),
             version: self.version().to_owned(),
             limit,
             what,
             allowed: allowed as u64,
             actual: actual as u64,
-        };
+        }
+    }
+
+    fn check_output_limits(
+        &self,
+        outputs: &[wit::weir::function::types::Output],
+    ) -> Result<(), CallError> {
+        let limits = &self.inner.limits;
         if outputs.len() > limits.max_outputs {
-            return Err(output_limit(
+            return Err(self.output_limit(
                 "max_outputs",
                 "outputs",
                 limits.max_outputs,
@@ -721,7 +950,7 @@ impl Function {
         }
         let bytes: usize = outputs.iter().map(convert::output_size).sum();
         if bytes > limits.max_output_bytes {
-            return Err(output_limit(
+            return Err(self.output_limit(
                 "max_output_bytes",
                 "bytes of outputs",
                 limits.max_output_bytes,

@@ -15,7 +15,7 @@ use std::time::Instant;
 use weir_cloudevents::CloudEvent;
 
 use crate::error::CallError;
-use crate::host::{Function, Instance, OutputEvent};
+use crate::host::{Decision, EntityCommand, Function, Instance, OutputEvent};
 use crate::telemetry::CallMetrics;
 
 /// Idle instances a pool keeps; more are dropped when they come back. Each holds a slot
@@ -56,37 +56,64 @@ impl InstancePool {
     /// Call the function on one event on a warm instance (a fresh one if none is idle).
     /// Blocking: run it off the async runtime.
     pub fn call(&self, event: &CloudEvent) -> Result<Vec<OutputEvent>, CallError> {
+        self.run(|f, instance| f.call_on(instance, event))
+    }
+
+    /// Call an entity's `handle` on a warm instance. Blocking.
+    pub fn handle_command(
+        &self,
+        state: Option<&[u8]>,
+        command: &EntityCommand,
+    ) -> Result<Decision, CallError> {
+        self.run(|f, instance| f.handle_command_on(instance, state, command))
+    }
+
+    /// Call an entity's `apply` on a warm instance, with key-value and HTTP denied.
+    /// Blocking.
+    pub fn apply(
+        &self,
+        state: Option<&[u8]>,
+        event: &CloudEvent,
+    ) -> Result<Option<Vec<u8>>, CallError> {
+        self.run(|f, instance| f.apply_on(instance, state, event))
+    }
+
+    /// Run `call` on a warm instance, measured.
+    fn run<T>(
+        &self,
+        call: impl Fn(&Function, &mut Instance) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
         let started = Instant::now();
         let mut memory = None;
-        let result = self.call_measured(event, &mut memory);
+        let result = self.run_measured(&call, &mut memory);
         self.metrics.called(started.elapsed(), memory, &result);
         result
     }
 
-    /// [`InstancePool::call`], telling the memory of the instance that ran it.
-    fn call_measured(
+    /// [`InstancePool::run`], telling the memory of the instance that ran it.
+    fn run_measured<T>(
         &self,
-        event: &CloudEvent,
+        call: &impl Fn(&Function, &mut Instance) -> Result<T, CallError>,
         memory: &mut Option<usize>,
-    ) -> Result<Vec<OutputEvent>, CallError> {
+    ) -> Result<T, CallError> {
         let warm = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (mut instance, reused) = match warm {
             Some(instance) => (instance, true),
             None => (self.function.instantiate()?, false),
         };
-        let result = self.function.call_on(&mut instance, event);
+        let result = call(&self.function, &mut instance);
         *memory = Some(instance.memory_bytes());
         match result {
-            Ok(outputs) => {
+            Ok(value) => {
                 self.give_back(instance);
-                Ok(outputs)
+                Ok(value)
             }
             Err(
                 CallError::Trap { .. } | CallError::Memory { .. } | CallError::StackOverflow { .. },
             ) if reused => {
                 drop(instance);
                 let mut fresh = self.function.instantiate()?;
-                let result = self.function.call_on(&mut fresh, event);
+                let result = call(&self.function, &mut fresh);
                 *memory = Some(fresh.memory_bytes());
                 if result.is_ok() {
                     self.give_back(fresh);

@@ -77,7 +77,12 @@ pub(crate) struct CallState {
     hooks: HttpHooks,
     pub(crate) config: Arc<WasiConfigVariables>,
     kv: Option<Arc<dyn KeyValueStore>>,
+    /// What the current call may use: `granted`, or nothing (an entity's `apply`).
     grants: Arc<Grants>,
+    /// What the manifest grants the function.
+    granted: Arc<Grants>,
+    /// No namespace and no host: what `apply` may use.
+    nothing: Arc<Grants>,
     memory_limit: usize,
     /// Bytes of all the instance's memories together.
     memory_total: usize,
@@ -108,6 +113,11 @@ impl CallState {
             },
             config,
             kv,
+            nothing: Arc::new(Grants {
+                http_timeout: grants.http_timeout,
+                ..Grants::default()
+            }),
+            granted: grants.clone(),
             grants,
             memory_limit,
             memory_total: 0,
@@ -122,9 +132,17 @@ impl CallState {
         self.memory_total
     }
 
-    /// Reset what one call records, before the call.
-    pub(crate) fn begin_call(&mut self, deadline: Instant) {
+    /// Reset what one call records, before the call; without `granted` the call may use
+    /// no key-value namespace and no HTTP host.
+    pub(crate) fn begin_call(&mut self, deadline: Instant, granted: bool) {
         self.breach = None;
+        let grants = if granted {
+            self.granted.clone()
+        } else {
+            self.nothing.clone()
+        };
+        self.hooks.grants = grants.clone();
+        self.grants = grants;
         // A fresh slot per call: a request still in flight from an earlier call records
         // its refusal in that call's slot, not in this one.
         self.hooks.denied = Arc::default();

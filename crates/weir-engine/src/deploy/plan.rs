@@ -85,6 +85,11 @@ pub(crate) fn plan(
             Some(_) => {}
         }
     }
+    if current.entities != next.entities {
+        refused.push(
+            "[entities] changes; entity types start with the node, so restart it with the new weir.toml".to_owned(),
+        );
+    }
     for name in current.functions.keys() {
         if !next.functions.contains_key(name) {
             refused.push(format!("function {name:?} is removed"));

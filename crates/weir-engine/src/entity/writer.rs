@@ -1,0 +1,640 @@
+//! The writer of one journal partition: takes the commands of the entities whose ids map
+//! to the partition, in rounds.
+//!
+//! A round takes every request queued (up to [`MAX_ROUND`]), loads the states it needs
+//! (the cache, else the latest snapshot and the events after it), runs the commands in
+//! arrival order (a later command to the same entity sees the earlier one's state), and
+//! appends every accepted event of the round with one `append_to` conditional on the
+//! partition's end offset, so the round's commands share one fsync. Then it answers:
+//! each command with its events, or with why it wrote nothing. Snapshots of the entities
+//! that crossed a multiple of `snapshot_every` follow, after their events are durable.
+//!
+//! The writer keeps an index of its partition (entity id -> each event's offset and append
+//! time), built by scanning the partition when it starts and extended by each append: a
+//! cache of the log, which stays the truth.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use weir_cloudevents::CloudEvent;
+use weir_log::{ErrorKind, Expect};
+use weir_wasm::{Decision, EntityCommand};
+
+use super::journal::{self, SNAPSHOT_TYPE};
+use super::{CommandOutcome, ConsistencyToken, EntityState, Shared};
+use crate::codec::{LoggedEvent, decode_event};
+use crate::{Error, Result};
+
+/// Most requests one round takes.
+const MAX_ROUND: usize = 256;
+/// Records one scan read asks for.
+const SCAN_BATCH: usize = 1000;
+
+/// Where one event of an entity is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) offset: u64,
+    /// When the log appended it.
+    pub(crate) timestamp_ms: i64,
+}
+
+/// What a writer is asked.
+pub(crate) enum Request {
+    Command {
+        id: String,
+        name: String,
+        data: Vec<u8>,
+        if_match: Option<u64>,
+        reply: oneshot::Sender<Result<CommandOutcome>>,
+    },
+    /// The latest state (version 0: no events).
+    State {
+        id: String,
+        reply: oneshot::Sender<Result<EntityState>>,
+    },
+    /// Where each of the entity's events is.
+    History {
+        id: String,
+        reply: oneshot::Sender<Result<Vec<Entry>>>,
+    },
+}
+
+/// An entity's state as the writer knows it.
+#[derive(Debug, Clone, Default)]
+struct Current {
+    version: u64,
+    state: Option<Vec<u8>>,
+}
+
+/// Hot states: two generations of at most half the capacity each; a state found in the
+/// old one moves to the new one, and when the new one is full the old one is dropped.
+/// Approximately least-recently-used, at the cost of a map lookup.
+struct Cache {
+    capacity: usize,
+    young: HashMap<String, Current>,
+    old: HashMap<String, Current>,
+}
+
+impl Cache {
+    fn new(capacity: usize) -> Cache {
+        Cache {
+            capacity: capacity.max(2),
+            young: HashMap::new(),
+            old: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, id: &str) -> Option<Current> {
+        if let Some(current) = self.young.get(id) {
+            return Some(current.clone());
+        }
+        let current = self.old.remove(id)?;
+        self.put(id.to_owned(), current.clone());
+        Some(current)
+    }
+
+    fn put(&mut self, id: String, current: Current) {
+        if self.young.len() >= self.capacity / 2 && !self.young.contains_key(&id) {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.old.remove(&id);
+        self.young.insert(id, current);
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.young.remove(id);
+        self.old.remove(id);
+    }
+
+    fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+    }
+}
+
+/// What a state is rebuilt from: the latest snapshot and the events after it.
+struct Load {
+    snapshot: Option<(u64, Option<Vec<u8>>)>,
+    tail: Vec<LoggedEvent>,
+}
+
+/// A command of the round, as the blocking part runs it.
+struct Pending {
+    id: String,
+    name: String,
+    data: Vec<u8>,
+    if_match: Option<u64>,
+}
+
+/// What a command decided: its events, and the state after them.
+struct Accepted {
+    events: Vec<CloudEvent>,
+    after: Current,
+    before: u64,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    partition: u32,
+    /// The partition's end offset: the next append's condition.
+    end: u64,
+    index: HashMap<String, Vec<Entry>>,
+    /// Each entity's latest snapshot's offset in the snapshot topic.
+    snapshots: HashMap<String, u64>,
+    cache: Cache,
+}
+
+impl Writer {
+    /// A writer of `partition`, with its index built from the partition.
+    pub(crate) async fn open(shared: Arc<Shared>, partition: u32) -> Result<Writer> {
+        let mut writer = Writer {
+            cache: Cache::new(shared.spec.cache_entities as usize),
+            shared,
+            partition,
+            end: 0,
+            index: HashMap::new(),
+            snapshots: HashMap::new(),
+        };
+        writer.scan().await?;
+        Ok(writer)
+    }
+
+    /// Rebuild the index and the snapshot offsets from the log; empty the cache.
+    async fn scan(&mut self) -> Result<()> {
+        self.index.clear();
+        self.snapshots.clear();
+        self.cache.clear();
+        let log = &self.shared.log;
+        let (journal, snapshots) = (&self.shared.spec.journal, &self.shared.spec.snapshots);
+        let offsets = log.offsets(journal, self.partition).await?;
+        let mut from = offsets.start;
+        loop {
+            let records = log.read(journal, self.partition, from, SCAN_BATCH).await?;
+            let Some(last) = records.last() else { break };
+            from = last.offset + 1;
+            for record in records {
+                let Some(key) = record
+                    .key
+                    .as_deref()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                else {
+                    tracing::warn!(topic = %journal, partition = self.partition, offset = record.offset, "journal record without an entity id as key: ignored");
+                    continue;
+                };
+                self.index.entry(key.to_owned()).or_default().push(Entry {
+                    offset: record.offset,
+                    timestamp_ms: record.timestamp_ms,
+                });
+            }
+        }
+        self.end = from.max(offsets.end);
+        let mut from = 0;
+        loop {
+            let records = log
+                .read(snapshots, self.partition, from, SCAN_BATCH)
+                .await?;
+            let Some(last) = records.last() else { break };
+            from = last.offset + 1;
+            for record in records {
+                if let Some(key) = record
+                    .key
+                    .as_deref()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                {
+                    self.snapshots.insert(key.to_owned(), record.offset);
+                }
+            }
+        }
+        tracing::debug!(entity = %self.shared.ty, partition = self.partition, entities = self.index.len(), end = self.end, "journal partition scanned");
+        Ok(())
+    }
+
+    /// Serve requests until the node stops (requests still queued then are dropped: their
+    /// callers get a shutting-down error, and nothing of them was written).
+    pub(crate) async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                request = requests.recv() => request,
+            };
+            let Some(first) = first else { break };
+            let mut round = vec![first];
+            while round.len() < MAX_ROUND {
+                match requests.try_recv() {
+                    Ok(request) => round.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.round(round).await;
+        }
+    }
+
+    /// What the state of `id` is rebuilt from.
+    async fn load(&self, id: &str) -> Result<Load> {
+        let entries = self.index.get(id).map(Vec::as_slice).unwrap_or_default();
+        let mut snapshot = None;
+        if let Some(&offset) = self.snapshots.get(id) {
+            let topic = &self.shared.spec.snapshots;
+            let record = self
+                .shared
+                .log
+                .read(topic, self.partition, offset, 1)
+                .await?
+                .into_iter()
+                .find(|r| r.offset == offset);
+            if let Some(record) = record {
+                let event = decode_event(topic, record)?.event;
+                match journal::read_snapshot(&event) {
+                    Some((version, state))
+                        if event.ty == SNAPSHOT_TYPE && version as usize <= entries.len() =>
+                    {
+                        snapshot = Some((version, state));
+                    }
+                    _ => {
+                        tracing::warn!(entity = %self.shared.ty, %id, offset, "snapshot ignored: not a snapshot of this journal; the state is rebuilt from the events")
+                    }
+                }
+            }
+        }
+        let from = snapshot.as_ref().map_or(0, |(v, _)| *v as usize);
+        let tail = journal::read_events(&self.shared, self.partition, &entries[from..]).await?;
+        Ok(Load { snapshot, tail })
+    }
+
+    async fn round(&mut self, requests: Vec<Request>) {
+        // The states the round needs: cached, or rebuilt.
+        let mut states: HashMap<String, Current> = HashMap::new();
+        let mut loads: HashMap<String, Load> = HashMap::new();
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for request in &requests {
+            let id = match request {
+                Request::Command { id, .. } | Request::State { id, .. } => id,
+                Request::History { .. } => continue,
+            };
+            if states.contains_key(id) || loads.contains_key(id) || failed.contains_key(id) {
+                continue;
+            }
+            if let Some(current) = self.cache.get(id) {
+                states.insert(id.clone(), current);
+                continue;
+            }
+            match self.load(id).await {
+                Ok(load) => {
+                    loads.insert(id.clone(), load);
+                }
+                Err(e) => {
+                    failed.insert(id.clone(), e.to_string());
+                }
+            }
+        }
+
+        let mut commands = Vec::new();
+        let mut others = Vec::new();
+        let mut replies = Vec::new();
+        for request in requests {
+            match request {
+                Request::Command {
+                    id,
+                    name,
+                    data,
+                    if_match,
+                    reply,
+                } => {
+                    if let Some(reason) = failed.get(&id) {
+                        let _ = reply.send(Err(self.load_failed(&id, reason)));
+                        continue;
+                    }
+                    commands.push(Pending {
+                        id,
+                        name,
+                        data,
+                        if_match,
+                    });
+                    replies.push(reply);
+                }
+                other => others.push(other),
+            }
+        }
+
+        let now = time::OffsetDateTime::now_utc();
+        let timestamp_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let time = now
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let shared = self.shared.clone();
+        let decided = crate::blocking(move || {
+            let pool = shared.pool()?;
+            for (id, load) in loads {
+                let (mut version, mut state) = load.snapshot.unwrap_or_default();
+                for event in &load.tail {
+                    state = journal::apply(&shared, &pool, state.as_deref(), &event.event)?;
+                    version += 1;
+                }
+                states.insert(id, Current { version, state });
+            }
+            let results: Vec<Result<Accepted>> = commands
+                .into_iter()
+                .map(|c| decide(&shared, &pool, &mut states, c, &time))
+                .collect();
+            Ok((states, results))
+        })
+        .await;
+        let (states, results) = match decided {
+            Ok(decided) => decided,
+            Err(e) => {
+                let reason = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(self.load_failed("", &reason)));
+                }
+                self.answer(others, &HashMap::new(), &failed);
+                return;
+            }
+        };
+
+        // One append for every accepted event of the round.
+        let records: Vec<_> = results
+            .iter()
+            .zip(&replies)
+            .filter_map(|(r, _)| r.as_ref().ok())
+            .flat_map(|accepted| accepted.events.iter())
+            .map(|event| {
+                let id = entity_id(event);
+                journal::record(id, event, timestamp_ms)
+            })
+            .collect();
+        let appended = if records.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.shared
+                .log
+                .append_to(
+                    &self.shared.spec.journal,
+                    self.partition,
+                    records,
+                    Expect::End(self.end),
+                )
+                .await
+        };
+        let positions = match appended {
+            Ok(positions) => positions,
+            Err(e) => {
+                let conflict = e.kind() == ErrorKind::Conflict;
+                if conflict {
+                    tracing::warn!(entity = %self.shared.ty, partition = self.partition, "the journal partition changed under its writer; its index is rebuilt");
+                }
+                let error = || {
+                    if conflict {
+                        Error::JournalMoved {
+                            ty: self.shared.ty.clone(),
+                        }
+                    } else {
+                        Error::Log(
+                            weir_log::Error::new(e.kind(), e.to_string()).with_code(e.code()),
+                        )
+                    }
+                };
+                for (result, reply) in results.into_iter().zip(replies) {
+                    let _ = reply.send(result.and_then(|_| Err(error())));
+                }
+                if conflict {
+                    if let Err(e) = self.scan().await {
+                        tracing::error!(entity = %self.shared.ty, partition = self.partition, error = %e, "cannot rescan the journal partition");
+                    }
+                } else {
+                    // The states the failed commands left in memory were never written.
+                    for id in states.keys() {
+                        self.cache.remove(id);
+                    }
+                }
+                self.answer(others, &HashMap::new(), &failed);
+                return;
+            }
+        };
+
+        let mut positions = positions.into_iter();
+        let mut snapshots = Vec::new();
+        for (result, reply) in results.into_iter().zip(replies) {
+            let outcome = result.map(|accepted| {
+                let mut events = Vec::with_capacity(accepted.events.len());
+                let id = entity_id_owned(&accepted.events);
+                for event in accepted.events {
+                    let Some(position) = positions.next() else {
+                        break;
+                    };
+                    if let Some(id) = &id {
+                        self.index.entry(id.clone()).or_default().push(Entry {
+                            offset: position.offset,
+                            timestamp_ms,
+                        });
+                    }
+                    self.end = self.end.max(position.offset + 1);
+                    events.push(LoggedEvent {
+                        topic: self.shared.spec.journal.clone(),
+                        partition: position.partition,
+                        offset: position.offset,
+                        timestamp_ms,
+                        event,
+                    });
+                }
+                let every = u64::from(self.shared.spec.snapshot_every);
+                if let Some(id) = id
+                    && every > 0
+                    && accepted.after.version / every > accepted.before / every
+                {
+                    snapshots.push((id, accepted.after.clone()));
+                }
+                CommandOutcome {
+                    version: accepted.after.version,
+                    state: accepted.after.state,
+                    events,
+                    token: ConsistencyToken {
+                        topic: self.shared.spec.journal.clone(),
+                        partition: self.partition,
+                        offset: self.end,
+                    },
+                }
+            });
+            let _ = reply.send(outcome);
+        }
+        for (id, current) in &states {
+            self.cache.put(id.clone(), current.clone());
+        }
+        self.answer(others, &states, &failed);
+        if !snapshots.is_empty() {
+            self.snapshot(snapshots, timestamp_ms).await;
+        }
+    }
+
+    /// Answer the round's reads, after its commands.
+    fn answer(
+        &mut self,
+        requests: Vec<Request>,
+        states: &HashMap<String, Current>,
+        failed: &HashMap<String, String>,
+    ) {
+        for request in requests {
+            match request {
+                Request::State { id, reply } => {
+                    let answer = match (states.get(&id), failed.get(&id)) {
+                        (_, Some(reason)) => Err(self.load_failed(&id, reason)),
+                        (Some(current), _) => Ok(self.state_of(&id, current)),
+                        (None, None) => match self.cache.get(&id) {
+                            Some(current) => Ok(self.state_of(&id, &current)),
+                            None => Err(self.load_failed(&id, "the round could not load it")),
+                        },
+                    };
+                    let _ = reply.send(answer);
+                }
+                Request::History { id, reply } => {
+                    let _ = reply.send(Ok(self.index.get(&id).cloned().unwrap_or_default()));
+                }
+                Request::Command { reply, .. } => {
+                    let _ = reply.send(Err(Error::ShuttingDown));
+                }
+            }
+        }
+    }
+
+    fn state_of(&self, id: &str, current: &Current) -> EntityState {
+        EntityState {
+            version: current.version,
+            state: current.state.clone(),
+            timestamp_ms: self
+                .index
+                .get(id)
+                .and_then(|entries| entries.last())
+                .map(|e| e.timestamp_ms),
+        }
+    }
+
+    fn load_failed(&self, id: &str, reason: &str) -> Error {
+        Error::EntityLoad {
+            ty: self.shared.ty.clone(),
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Write the snapshots of entities that crossed a multiple of `snapshot_every`. A
+    /// failure costs only replay time later: it is logged, not returned.
+    async fn snapshot(&mut self, snapshots: Vec<(String, Current)>, timestamp_ms: i64) {
+        let time = crate::pipeline::now_rfc3339();
+        let records: Vec<_> = snapshots
+            .iter()
+            .map(|(id, current)| {
+                let event = journal::snapshot_event(
+                    &self.shared.ty,
+                    id,
+                    current.version,
+                    current.state.as_deref(),
+                    &time,
+                );
+                journal::record(id, &event, timestamp_ms)
+            })
+            .collect();
+        match self
+            .shared
+            .log
+            .append_to(
+                &self.shared.spec.snapshots,
+                self.partition,
+                records,
+                Expect::Any,
+            )
+            .await
+        {
+            Ok(positions) => {
+                for ((id, _), position) in snapshots.into_iter().zip(positions) {
+                    self.snapshots.insert(id, position.offset);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(entity = %self.shared.ty, partition = self.partition, error = %e, "snapshots not written; states are rebuilt from older snapshots and the journal");
+            }
+        }
+    }
+}
+
+/// The entity id of an entity's event (the writer sets the extension).
+fn entity_id(event: &CloudEvent) -> &str {
+    match event.extensions.get("entityid") {
+        Some(weir_cloudevents::ExtensionValue::String(id)) => id,
+        _ => "",
+    }
+}
+
+fn entity_id_owned(events: &[CloudEvent]) -> Option<String> {
+    events.first().map(|e| entity_id(e).to_owned())
+}
+
+/// Run one command against the round's states. Blocking.
+fn decide(
+    shared: &Shared,
+    pool: &weir_wasm::InstancePool,
+    states: &mut HashMap<String, Current>,
+    command: Pending,
+    time: &str,
+) -> Result<Accepted> {
+    let current = states.get(&command.id).cloned().unwrap_or_default();
+    if let Some(expected) = command.if_match
+        && expected != current.version
+    {
+        return Err(Error::VersionMismatch {
+            ty: shared.ty.clone(),
+            id: command.id,
+            expected,
+            actual: current.version,
+        });
+    }
+    let call = EntityCommand {
+        name: command.name.clone(),
+        entity_id: command.id.clone(),
+        data: command.data,
+        version: current.version,
+    };
+    let on = format!("command {:?} to {:?}", command.name, command.id);
+    let decision = pool
+        .handle_command(current.state.as_deref(), &call)
+        .map_err(|e| journal::function_failed(shared, "handle", &on, e))?;
+    let new_events = match decision {
+        Decision::Reject(reason) => {
+            return Err(Error::CommandRejected {
+                ty: shared.ty.clone(),
+                id: command.id,
+                command: command.name,
+                reason,
+            });
+        }
+        Decision::Accept(events) => events,
+    };
+    let mut after = current.clone();
+    let mut events = Vec::with_capacity(new_events.len());
+    for new in new_events {
+        let version = after.version + 1;
+        let event = journal::journal_event(&shared.ty, &command.id, version, new, time).map_err(
+            |reason| Error::EntityFunction {
+                ty: shared.ty.clone(),
+                export: "handle".to_owned(),
+                on: on.clone(),
+                retryable: false,
+                reason: format!("it returned an invalid event: {reason}"),
+            },
+        )?;
+        after.state = journal::apply(shared, pool, after.state.as_deref(), &event)?;
+        after.version = version;
+        events.push(event);
+    }
+    states.insert(command.id, after.clone());
+    Ok(Accepted {
+        events,
+        after,
+        before: current.version,
+    })
+}

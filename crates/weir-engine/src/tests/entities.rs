@@ -1,0 +1,260 @@
+//! Entities on the embedded log: commands, rejections, conflicts, snapshots, time travel
+//! and restarts, with the example's order entity.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use weir_manifest::Manifest;
+
+use super::options;
+use crate::{Error, ErrorClass, Node, StateAt};
+
+fn manifest(dir: &Path, snapshot_every: u32) -> Manifest {
+    let text = format!(
+        r#"
+[functions.order-entity]
+source = "{}"
+[entities.order]
+function = "order-entity"
+partitions = 2
+snapshot_every = {snapshot_every}
+cache_entities = 4
+"#,
+        weir_test_support::example_entity().display()
+    );
+    Manifest::from_toml_str(&text, dir).unwrap()
+}
+
+async fn start(dir: &Path, snapshot_every: u32) -> Arc<Node> {
+    Node::start(options(&dir.join("data"), Some(manifest(dir, snapshot_every))).await)
+        .await
+        .unwrap()
+}
+
+fn json(state: &Option<Vec<u8>>) -> serde_json::Value {
+    serde_json::from_slice(state.as_deref().expect("a state")).unwrap()
+}
+
+async fn place(node: &Node, id: &str, amount: f64) -> crate::CommandOutcome {
+    let data = serde_json::json!({"customer": "CUST-1", "amount": amount, "currency": "EUR"});
+    node.entity_command("order", id, "place", data.to_string().into_bytes(), None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn commands_append_events_and_rejections_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), 100).await;
+
+    let placed = place(&node, "o-1", 10.0).await;
+    assert_eq!(placed.version, 1);
+    assert_eq!(placed.events.len(), 1);
+    let event = &placed.events[0].event;
+    assert_eq!(event.id, "order/o-1/1");
+    assert_eq!(event.ty, "OrderPlaced");
+    assert_eq!(event.subject.as_deref(), Some("o-1"));
+    assert_eq!(json(&placed.state)["status"], "placed");
+    assert_eq!(placed.token.topic, "entity.order");
+
+    // Rejected: nothing is written, the version stays.
+    let end_before = node
+        .log()
+        .offsets("entity.order", placed.events[0].partition)
+        .await
+        .unwrap()
+        .end;
+    let rejected = node
+        .entity_command("order", "o-1", "ship", Vec::new(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(rejected.class(), ErrorClass::Rejected, "{rejected}");
+    assert!(
+        rejected.to_string().contains("only a paid order ships"),
+        "{rejected}"
+    );
+    let end_after = node
+        .log()
+        .offsets("entity.order", placed.events[0].partition)
+        .await
+        .unwrap()
+        .end;
+    assert_eq!(end_before, end_after);
+
+    // If-Match on a stale version is a conflict, on the current one it goes through.
+    let pay = br#"{"amount": 10.0}"#.to_vec();
+    let stale = node
+        .entity_command("order", "o-1", "pay", pay.clone(), Some(0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            Error::VersionMismatch {
+                actual: 1,
+                expected: 0,
+                ..
+            }
+        ),
+        "{stale}"
+    );
+    let paid = node
+        .entity_command("order", "o-1", "pay", pay, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(paid.version, 2);
+    assert_eq!(json(&paid.state)["status"], "paid");
+
+    // The journal is an ordinary topic, but only the writer appends to it.
+    let events = node.entity_events("order", "o-1", 1, 100).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.event.ty.as_str())
+            .collect::<Vec<_>>(),
+        ["OrderPlaced", "OrderPaid"]
+    );
+    let refused = node
+        .publish("entity.order", &[events[0].event.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "entity-topic");
+
+    // Unknown ones.
+    let missing = node
+        .entity_state("order", "nope", StateAt::Latest)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.class(), ErrorClass::NotFound);
+    let unknown_type = node
+        .entity_state("cart", "x", StateAt::Latest)
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_type.code(), "unknown-entity-type");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_commands_to_one_entity_are_serialized_and_none_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), 3).await;
+    place(&node, "hot", 1.0).await;
+    // 40 clients pay with If-Match 1: exactly one wins, the rest conflict or are
+    // rejected; nothing is written twice.
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            node.entity_command(
+                "order",
+                "hot",
+                "pay",
+                br#"{"amount":1.0}"#.to_vec(),
+                Some(1),
+            )
+            .await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(outcome) => {
+                won += 1;
+                assert_eq!(outcome.version, 2);
+            }
+            Err(e) => assert!(matches!(e, Error::VersionMismatch { .. }), "{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let state = node
+        .entity_state("order", "hot", StateAt::Latest)
+        .await
+        .unwrap();
+    assert_eq!(state.version, 2);
+
+    // Many entities at once: each gets its own events.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            place(&node, &format!("o-{i}"), 5.0).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().version, 1);
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn state_survives_restarts_from_snapshots_and_the_journal_and_travels_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), 2).await;
+    place(&node, "o-1", 7.0).await;
+    let t1 = node
+        .entity_state("order", "o-1", StateAt::Latest)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    node.entity_command("order", "o-1", "pay", br#"{"amount":7.0}"#.to_vec(), None)
+        .await
+        .unwrap();
+    node.entity_command("order", "o-1", "ship", Vec::new(), None)
+        .await
+        .unwrap();
+    // Evict it from the cache (4 entries) with other orders.
+    for i in 0..10 {
+        place(&node, &format!("x-{i}"), 1.0).await;
+    }
+    let latest = node
+        .entity_state("order", "o-1", StateAt::Latest)
+        .await
+        .unwrap();
+    assert_eq!(latest.version, 3);
+    assert_eq!(json(&latest.state)["status"], "shipped");
+    node.shutdown().await;
+    drop(node);
+
+    let node = start(dir.path(), 2).await;
+    let again = node
+        .entity_state("order", "o-1", StateAt::Latest)
+        .await
+        .unwrap();
+    assert_eq!(again.version, 3);
+    assert_eq!(again.state, latest.state);
+    let v1 = node
+        .entity_state("order", "o-1", StateAt::Version(1))
+        .await
+        .unwrap();
+    assert_eq!(json(&v1.state)["status"], "placed");
+    let at = node
+        .entity_state("order", "o-1", StateAt::Time(t1.timestamp_ms.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(at.version, 1);
+    let before = node
+        .entity_state("order", "o-1", StateAt::Time(0))
+        .await
+        .unwrap_err();
+    assert_eq!(before.class(), ErrorClass::NotFound);
+    // A snapshot was written at version 2.
+    let snapshots = node
+        .log()
+        .read(
+            "entity.order.snapshots",
+            again_partition(&node).await,
+            0,
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(!snapshots.is_empty());
+    node.entity_command("order", "o-1", "cancel", Vec::new(), None)
+        .await
+        .expect_err("a shipped order cannot be cancelled");
+    node.shutdown().await;
+}
+
+async fn again_partition(_node: &Node) -> u32 {
+    weir_log::partition_for_key(b"o-1", 2)
+}
