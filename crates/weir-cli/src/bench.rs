@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde_json::json;
 use weir_log_embedded::{Log, LogOptions, Record};
 
+mod entity;
 mod http;
 mod pipeline;
 mod wasm;
@@ -28,6 +29,10 @@ pub enum BenchCommand {
     /// publishes (fsync always), the log's own batched rate, and publishes with API-key,
     /// HS256 and ES256 auth.
     Http(http::HttpBenchArgs),
+    /// Commands to the example's order entity over HTTP (10,000 entities, 64 clients,
+    /// durable) against single-event publishes at the same concurrency, and the disk's
+    /// own fdatasync latency.
+    Entity(entity::EntityBenchArgs),
     #[command(hide = true)]
     WasmRestart(wasm::WasmRestartArgs),
 }
@@ -72,6 +77,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Log(args) => log(args).await,
         BenchCommand::Pipeline(args) => pipeline::run(args).await,
         BenchCommand::Http(args) => http::run(args).await,
+        BenchCommand::Entity(args) => entity::run(args).await,
         BenchCommand::Wasm(args) => tokio::task::spawn_blocking(move || wasm::run(args)).await?,
         BenchCommand::WasmRestart(args) => {
             tokio::task::spawn_blocking(move || wasm::restart(args)).await?

@@ -5,6 +5,7 @@ mod backend;
 mod bench;
 mod client;
 mod deploy;
+mod entity;
 mod kv;
 mod new;
 mod pipelines;
@@ -64,6 +65,9 @@ enum Command {
     /// Run a pipeline's recorded events through a function version (and a new .wasm) and
     /// diff the outputs, publishing nothing.
     Replay(replay::ReplayArgs),
+    /// Send a command to an entity (`weir entity order SO-1 place --data '{...}'`), or show
+    /// its state (`--version N`, `--at TIME`) or its events (`--events`).
+    Entity(entity::EntityArgs),
     /// Manage API keys: create, list, revoke.
     Auth {
         #[command(subcommand)]
@@ -99,6 +103,7 @@ fn main() -> std::process::ExitCode {
             Command::New(args) => new::run(args),
             Command::Group { command } => client::group(command).await,
             Command::Kv { command } => kv::run(command).await,
+            Command::Entity(args) => entity::run(args).await,
             Command::Deploy(args) => deploy::deploy(args).await,
             Command::Rollback(args) => deploy::rollback(args).await,
             Command::Redrive(args) => pipelines::redrive(args).await,

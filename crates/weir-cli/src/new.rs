@@ -84,6 +84,7 @@ const PYTHON: &[TemplateFile] = &[
 /// The repository's `wit/`, copied as is into every scaffold. A test checks that this
 /// list is the whole directory.
 const WIT: &[TemplateFile] = &wit_files![
+    "entity.wit",
     "function.wit",
     "deps/cli.wit",
     "deps/clocks.wit",

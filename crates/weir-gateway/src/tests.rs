@@ -408,6 +408,7 @@ async fn a_plain_put_keeps_a_topics_durability_and_its_settings_within_bounds() 
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
+mod entities;
 mod exact_events;
 mod front_door;
 mod openapi;

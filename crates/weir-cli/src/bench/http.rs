@@ -74,7 +74,7 @@ zb48sAGS9T71LGqxzVO+npWF97Co5wGfaWeK7+dS2TS6ZwKgcFd5a99U+Q==
 ";
 
 /// A ~200-byte structured CloudEvent with JSON data, numbered `n`.
-fn event(n: u64) -> String {
+pub(super) fn event(n: u64) -> String {
     format!(
         r#"{{"specversion":"1.0","id":"bench-{n:08}","source":"/bench/http","type":"order.created","datacontenttype":"application/json","data":{{"order":"ORD-{n:08}","customer":"CUST-0042","amount":129.95,"currency":"EUR"}}}}"#
     )
@@ -107,14 +107,17 @@ fn auth_toml(jwt: &str) -> String {
 }
 
 /// A gateway over `node` on 127.0.0.1:0, stopped by [`Gateway::stop`].
-struct Gateway {
-    addr: std::net::SocketAddr,
+pub(super) struct Gateway {
+    pub(super) addr: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Gateway {
-    async fn start(node: Arc<Node>, mut options: GatewayOptions) -> anyhow::Result<Gateway> {
+    pub(super) async fn start(
+        node: Arc<Node>,
+        mut options: GatewayOptions,
+    ) -> anyhow::Result<Gateway> {
         options.shutdown_grace = Duration::from_secs(1);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -125,7 +128,7 @@ impl Gateway {
         Ok(Gateway { addr, stop, served })
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.served.await??;
         Ok(())
@@ -135,7 +138,7 @@ impl Gateway {
 /// What one figure asks: the method, path, content type, credential and body of each
 /// request (`n` numbers the request across every connection).
 #[derive(Clone)]
-struct Load {
+pub(super) struct Load {
     method: Method,
     path: &'static str,
     content_type: Option<&'static str>,
@@ -144,9 +147,9 @@ struct Load {
     expect: StatusCode,
 }
 
-struct Measured {
-    requests_per_sec: f64,
-    p99_us: u64,
+pub(super) struct Measured {
+    pub(super) requests_per_sec: f64,
+    pub(super) p99_us: u64,
 }
 
 /// One round of every figure.
@@ -163,7 +166,7 @@ struct Round {
 
 /// `connections` keep-alive connections, each sending `load` one request after another
 /// for `seconds`, counted from when every connection is open.
-async fn drive(
+pub(super) async fn drive(
     addr: std::net::SocketAddr,
     load: Load,
     connections: usize,
@@ -245,7 +248,7 @@ fn healthz() -> Load {
     }
 }
 
-fn publish(token: Option<String>) -> Load {
+pub(super) fn publish(token: Option<String>) -> Load {
     Load {
         method: Method::POST,
         path: "/v1/topics/bench/events",

@@ -9,6 +9,7 @@ use weir_test_support::WeirProcess;
 
 mod auth;
 mod deploy;
+mod entities;
 mod metrics;
 mod new;
 mod openapi;
@@ -30,6 +31,11 @@ fn example_app(dir: &Path) -> PathBuf {
     let manifest = manifest.replace(
         "\"enrich-order/target/wasm32-wasip2/release/enrich_order.wasm\"",
         &format!("{:?}", wasm.display().to_string()),
+    );
+    let entity = weir_test_support::example_entity();
+    let manifest = manifest.replace(
+        "\"order-entity/target/wasm32-wasip2/release/order_entity.wasm\"",
+        &format!("{:?}", entity.display().to_string()),
     );
     let seed = weir_test_support::example_dir().join("customers.json");
     let manifest = manifest.replace(

@@ -1,0 +1,232 @@
+//! `weir bench entity`: commands to the example's order entity over HTTP against
+//! single-event publishes of a similar size at the same concurrency, and the disk's own
+//! fdatasync latency, all in one run.
+//!
+//! Each of the `--connections` clients owns `--entities / connections` orders and takes
+//! them through place, pay and ship, a step at a time across all of its orders (so
+//! consecutive commands of one client go to different entities); when its orders are
+//! shipped it starts new ones. Every command is accepted, durable (fsync always) and
+//! answered with its events and state.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use weir_engine::{Node, NodeOptions};
+use weir_gateway::GatewayOptions;
+use weir_manifest::Manifest;
+
+use super::http::{Gateway, Measured, drive, publish};
+use super::{percentile, print_result, repo_path, round2, temp_dir};
+
+#[derive(Debug, clap::Args)]
+pub struct EntityBenchArgs {
+    /// Seconds each figure is measured for.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Keep-alive connections (concurrent clients) of both figures.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Orders in play at once, spread over the clients.
+    #[arg(long, default_value_t = 10_000)]
+    entities: usize,
+    /// Rounds of both figures, interleaved; each is the median of its rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// The entity component; default: the example's `order-entity`.
+    #[arg(long)]
+    function: Option<PathBuf>,
+    /// Where to put the temporary data directory (removed afterwards).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The bench app: the order entity (4 journal partitions) and a topic of 4 partitions
+/// for the publishes, both fsync always.
+fn manifest(dir: &Path, function: &Path) -> anyhow::Result<Manifest> {
+    let text = format!(
+        r#"
+[topics.bench]
+partitions = 4
+fsync = "always"
+[functions.order-entity]
+source = {:?}
+[entities.order]
+function = "order-entity"
+partitions = 4
+"#,
+        function.display().to_string()
+    );
+    Ok(Manifest::from_toml_str(&text, dir)?)
+}
+
+const STEPS: [(&str, &str); 3] = [
+    (
+        "place",
+        r#"{"customer":"CUST-0042","amount":129.95,"currency":"EUR"}"#,
+    ),
+    ("pay", r#"{"amount":129.95}"#),
+    ("ship", ""),
+];
+
+/// `connections` clients sending commands for `seconds`; `pass` keeps each round's
+/// orders new.
+async fn commands(
+    addr: std::net::SocketAddr,
+    args: &EntityBenchArgs,
+    pass: usize,
+) -> anyhow::Result<Measured> {
+    let per_client = args.entities.div_ceil(args.connections).max(1);
+    let (go, _) = tokio::sync::broadcast::channel::<Instant>(1);
+    let mut tasks = Vec::with_capacity(args.connections);
+    for client in 0..args.connections {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to the bench's gateway on {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let connection = tokio::spawn(connection);
+        let mut go = go.subscribe();
+        tasks.push(tokio::spawn(async move {
+            let deadline = go.recv().await?;
+            let mut latencies_us = Vec::new();
+            let mut generation = 0usize;
+            'run: loop {
+                for (command, body) in STEPS {
+                    for order in 0..per_client {
+                        if Instant::now() >= deadline {
+                            break 'run;
+                        }
+                        let path = format!(
+                            "/v1/entities/order/R{pass}G{generation}C{client}-{order}/commands/{command}"
+                        );
+                        let request = Request::post(path.as_str())
+                            .header(hyper::header::HOST, "127.0.0.1")
+                            .header(hyper::header::CONTENT_TYPE, "application/json")
+                            .body(Full::new(Bytes::from_static(body.as_bytes())))?;
+                        let started = Instant::now();
+                        sender.ready().await?;
+                        let response = sender.send_request(request).await?;
+                        let status = response.status();
+                        let answer = response.into_body().collect().await?.to_bytes();
+                        latencies_us.push(started.elapsed().as_micros() as u64);
+                        anyhow::ensure!(
+                            status == StatusCode::OK,
+                            "POST {path} answered {status}: {}",
+                            String::from_utf8_lossy(&answer)
+                        );
+                    }
+                }
+                generation += 1;
+            }
+            drop(sender);
+            let _ = connection.await;
+            anyhow::Ok(latencies_us)
+        }));
+    }
+    let started = Instant::now();
+    go.send(started + Duration::from_secs_f64(args.seconds))?;
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok(Measured {
+        requests_per_sec: latencies.len() as f64 / secs,
+        p99_us: percentile(&latencies, 0.99),
+    })
+}
+
+/// The disk's own fdatasync latency: 4 KiB written and fdatasynced, over and over, for
+/// about a second; the p99 in microseconds.
+fn fsync_p99_us(dir: &Path) -> anyhow::Result<u64> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = vec![0x5Au8; 4096];
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) || latencies.len() < 100 {
+        let t = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        latencies.push(t.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    latencies.sort_unstable();
+    Ok(percentile(&latencies, 0.99))
+}
+
+pub async fn run(args: EntityBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.seconds > 0.0 && args.connections > 0 && args.entities > 0 && args.rounds > 0,
+        "--seconds, --connections, --entities and --rounds must be positive"
+    );
+    let function = args.function.clone().unwrap_or_else(|| {
+        repo_path("examples/orders/order-entity/target/wasm32-wasip2/release/order_entity.wasm")
+    });
+    anyhow::ensure!(
+        function.exists(),
+        "{} does not exist; build it with `cargo xtask bench entity` or pass --function",
+        function.display()
+    );
+    let dir = temp_dir(&args.dir, "weir-bench-entity-")?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let fsync_p99 = fsync_p99_us(dir.path())?;
+
+    let log = crate::backend::open("embedded", &data).await?;
+    let node = Node::start(NodeOptions::new(
+        &data,
+        Some(manifest(&data, &function)?),
+        log,
+    ))
+    .await?;
+    let gateway = Gateway::start(node.clone(), GatewayOptions::default()).await?;
+    let mut command_rounds = Vec::new();
+    let mut publish_rounds = Vec::new();
+    for round in 0..args.rounds {
+        command_rounds.push(commands(gateway.addr, &args, round).await?);
+        publish_rounds
+            .push(drive(gateway.addr, publish(None), args.connections, args.seconds).await?);
+    }
+    gateway.stop().await?;
+    node.shutdown().await;
+    drop(node);
+
+    let median = |values: &[Measured], figure: fn(&Measured) -> f64| {
+        let mut values: Vec<f64> = values.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let commands_per_sec = median(&command_rounds, |m| m.requests_per_sec);
+    let publishes_per_sec = median(&publish_rounds, |m| m.requests_per_sec);
+    let result = json!({
+        "bench": "entity",
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "connections": args.connections,
+        "entities": args.entities,
+        "fsync": "always",
+        "commands_per_sec": commands_per_sec.round(),
+        "command_p99_us": median(&command_rounds, |m| m.p99_us as f64) as u64,
+        "publish_requests_per_sec": publishes_per_sec.round(),
+        "publish_p99_us": median(&publish_rounds, |m| m.p99_us as f64) as u64,
+        "fsync_p99_us": fsync_p99,
+        "commands_to_publishes": round2(commands_per_sec / publishes_per_sec),
+        // Views are not built yet: no view lag to measure.
+        "view_lag_p99_ms": serde_json::Value::Null,
+    });
+    print_result(&result, args.json)
+}
