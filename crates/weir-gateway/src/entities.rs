@@ -16,16 +16,14 @@ use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem};
 /// else a JSON string of their base64.
 fn state_json(state: Option<Vec<u8>>) -> Option<Box<RawValue>> {
     let bytes = state?;
-    match String::from_utf8(bytes) {
-        Ok(text) => match RawValue::from_string(text) {
-            Ok(raw) => Some(raw),
-            Err(_) => None,
-        },
-        Err(e) => {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(e.into_bytes());
-            RawValue::from_string(serde_json::Value::String(encoded).to_string()).ok()
-        }
+    if serde_json::from_slice::<&RawValue>(&bytes).is_ok()
+        && let Ok(text) = String::from_utf8(bytes.clone())
+        && let Ok(raw) = RawValue::from_string(text)
+    {
+        return Some(raw);
     }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    RawValue::from_string(serde_json::Value::String(encoded).to_string()).ok()
 }
 
 fn etag(version: u64) -> HeaderValue {

@@ -962,3 +962,52 @@ fn the_disk_cache_stays_within_its_byte_limit_and_keeps_the_recently_used() {
     assert_eq!(restarted.compiled_stats().compilations, 1);
     assert_eq!(f.call(&event("test.ok")).unwrap().len(), 1);
 }
+
+fn entity_command(name: &str, version: u64) -> crate::EntityCommand {
+    crate::EntityCommand {
+        name: name.to_owned(),
+        entity_id: "e-1".to_owned(),
+        data: Vec::new(),
+        version,
+    }
+}
+
+#[test]
+fn an_entity_is_recognised_and_may_use_grants_in_handle_but_not_in_apply() {
+    let host = host_with(customers());
+    let mut s = settings(&[]);
+    s.grants.keyvalue.insert("customers".to_owned());
+    let entity = load_guest(&host, "guest-entity-impure", s);
+    assert_eq!(entity.world(), crate::World::Entity);
+    let pool = entity.instances();
+
+    let decision = pool
+        .handle_command(None, &entity_command("count", 0))
+        .unwrap();
+    let crate::Decision::Accept(events) = decision else {
+        panic!("{decision:?}")
+    };
+    assert_eq!(events[0].ty, "Counted");
+    let state = pool.apply(None, &event("Counted")).unwrap();
+    assert_eq!(state.as_deref(), Some(&b"1"[..]));
+    let state = pool.apply(state.as_deref(), &event("Counted")).unwrap();
+    assert_eq!(state.as_deref(), Some(&b"2"[..]));
+
+    // The same namespace in apply: denied, so a rebuilt state cannot depend on it.
+    let err = pool.apply(state.as_deref(), &event("Impure")).unwrap_err();
+    assert!(matches!(err, CallError::CapabilityDenied { .. }), "{err:?}");
+    // And granted again for the next handle.
+    pool.handle_command(state.as_deref(), &entity_command("count", 2))
+        .unwrap();
+
+    // A handler is not an entity, and the other world's calls are refused.
+    let handler = load_guest(&host, "guest-echo", settings(&[]));
+    assert_eq!(handler.world(), crate::World::Handler);
+    let err = handler
+        .instances()
+        .handle_command(None, &entity_command("count", 0))
+        .unwrap_err();
+    assert!(err.to_string().contains("handler world"), "{err}");
+    let err = pool.call(&event("x")).unwrap_err();
+    assert!(err.to_string().contains("entity world"), "{err}");
+}

@@ -258,3 +258,74 @@ async fn state_survives_restarts_from_snapshots_and_the_journal_and_travels_in_t
 async fn again_partition(_node: &Node) -> u32 {
     weir_log::partition_for_key(b"o-1", 2)
 }
+
+/// A command of a generated script: which order, which command.
+fn script_command(command: usize) -> (&'static str, Vec<u8>) {
+    match command {
+        0 => (
+            "place",
+            br#"{"customer":"CUST-9","amount":3.0,"currency":"EUR"}"#.to_vec(),
+        ),
+        1 => ("pay", br#"{"amount":3.0}"#.to_vec()),
+        2 => ("ship", Vec::new()),
+        _ => ("cancel", br#"{"reason":"changed my mind"}"#.to_vec()),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+
+    /// Whatever the commands and the snapshot interval, the state a restarted node builds
+    /// from the latest snapshot and the events after it is the state folded from the
+    /// entity's first event, and the state the node had before the restart.
+    #[test]
+    fn snapshot_plus_tail_equals_full_replay(
+        snapshot_every in 1u32..4,
+        script in proptest::collection::vec((0usize..4, 0usize..4), 1..40),
+    ) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let node = start(dir.path(), snapshot_every).await;
+            for (order, command) in &script {
+                let (name, data) = script_command(*command);
+                // Rejections are part of the script: they must change nothing.
+                let _ = node
+                    .entity_command("order", &format!("p-{order}"), name, data, None)
+                    .await;
+            }
+            let mut before = Vec::new();
+            for order in 0..4 {
+                before.push(node.entity_state("order", &format!("p-{order}"), StateAt::Latest).await.ok());
+            }
+            // Snapshots were written wherever an order reached snapshot_every events.
+            let reached = before.iter().flatten().any(|s| s.version >= u64::from(snapshot_every));
+            let mut snapshots = 0;
+            for partition in 0..2 {
+                snapshots += node.log().read("entity.order.snapshots", partition, 0, 1000).await.unwrap().len();
+            }
+            assert_eq!(reached, snapshots > 0, "{snapshots} snapshots");
+            node.shutdown().await;
+            drop(node);
+
+            let node = start(dir.path(), snapshot_every).await;
+            for (order, before) in before.into_iter().enumerate() {
+                let id = format!("p-{order}");
+                let latest = node.entity_state("order", &id, StateAt::Latest).await.ok();
+                match (&before, &latest) {
+                    (None, None) => {}
+                    (Some(b), Some(l)) => {
+                        assert_eq!((b.version, &b.state), (l.version, &l.state), "{id}");
+                        let replayed = node
+                            .entity_state("order", &id, StateAt::Version(l.version))
+                            .await
+                            .unwrap();
+                        assert_eq!(replayed.state, l.state, "{id}");
+                    }
+                    _ => panic!("{id}: {before:?} before the restart, {latest:?} after"),
+                }
+            }
+            node.shutdown().await;
+        });
+    }
+}
