@@ -414,6 +414,22 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let entities = status["entities"].as_array().cloned().unwrap_or_default();
+    if !entities.is_empty() {
+        println!("entities:");
+        for e in &entities {
+            println!(
+                "  {}  function {}  journal {} ({} partitions)  {} entities  {} events  {} cached",
+                e["name"].as_str().unwrap_or(""),
+                e["function"].as_str().unwrap_or(""),
+                e["journal"].as_str().unwrap_or(""),
+                e["partitions"],
+                e["entities"],
+                e["events"],
+                e["cached"],
+            );
+        }
+    }
     println!(
         "topics (backend {}):",
         status["backend"].as_str().unwrap_or("")

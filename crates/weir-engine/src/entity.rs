@@ -85,6 +85,21 @@ pub struct EntityState {
     pub timestamp_ms: Option<i64>,
 }
 
+/// An entity type as `weir status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntityTypeStatus {
+    pub name: String,
+    pub function: String,
+    pub journal: String,
+    pub partitions: u32,
+    /// Entities with at least one event, over all partitions.
+    pub entities: u64,
+    /// Events in the journal, over all partitions.
+    pub events: u64,
+    /// States in the writers' caches.
+    pub cached: u64,
+}
+
 /// A node's entity types, each with a writer per journal partition.
 #[derive(Default)]
 pub(crate) struct Entities {
@@ -361,5 +376,34 @@ impl Node {
     /// The app's entity types.
     pub fn entity_types(&self) -> Vec<String> {
         self.entities.names()
+    }
+
+    /// Each entity type's counts, for `weir status` (a writer that is not answering is
+    /// left out of the counts).
+    pub(crate) async fn entity_status(&self) -> Vec<EntityTypeStatus> {
+        let mut statuses = Vec::new();
+        for entity in self.entities.types.values() {
+            let mut status = EntityTypeStatus {
+                name: entity.name.clone(),
+                function: entity.spec.function.clone(),
+                journal: entity.spec.journal.clone(),
+                partitions: entity.partitions,
+                entities: 0,
+                events: 0,
+                cached: 0,
+            };
+            for writer in &entity.writers {
+                let (reply, answer) = oneshot::channel();
+                if writer.send(Request::Stats { reply }).await.is_ok()
+                    && let Ok(Ok(stats)) = answer.await
+                {
+                    status.entities += stats.entities;
+                    status.events += stats.events;
+                    status.cached += stats.cached;
+                }
+            }
+            statuses.push(status);
+        }
+        statuses
     }
 }

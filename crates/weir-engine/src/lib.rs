@@ -53,7 +53,9 @@ pub mod trace;
 pub use codec::LoggedEvent;
 pub use consumer::StartFrom;
 pub use deploy::{AppDeployed, FunctionChange};
-pub use entity::{CommandOutcome, ConsistencyToken, EntityState, MAX_EVENTS_PAGE, StateAt};
+pub use entity::{
+    CommandOutcome, ConsistencyToken, EntityState, EntityTypeStatus, MAX_EVENTS_PAGE, StateAt,
+};
 pub use error::{Error, ErrorClass, Result};
 pub use groups::{GroupPartitionStatus, GroupStatus};
 pub use node::{Node, NodeOptions};

@@ -23,6 +23,7 @@ pub struct NodeStatus {
     pub topics: Vec<TopicStatus>,
     pub functions: Vec<FunctionStatus>,
     pub pipelines: Vec<PipelineStatus>,
+    pub entities: Vec<crate::EntityTypeStatus>,
 }
 
 /// A topic as `weir status` shows it: its spec and positions, and what the backend
@@ -70,6 +71,7 @@ impl Node {
                 })
                 .collect(),
             pipelines: statuses,
+            entities: self.entity_status().await,
         })
     }
 }

@@ -59,6 +59,15 @@ fn weir_entity_sends_commands_and_shows_state_versions_and_events() {
         })
         .collect();
     assert_eq!(types, ["OrderPlaced", "OrderPaid"]);
+    let status = super::node_status(&node);
+    assert_eq!(status["entities"][0]["name"], "order");
+    assert_eq!(status["entities"][0]["entities"], 1);
+    assert_eq!(status["entities"][0]["events"], 2);
+    let text = cli(&node, &["status"]);
+    assert!(
+        text.contains("order  function order-entity  journal entity.order"),
+        "{text}"
+    );
 
     // A rejected command fails the CLI with the entity's reason.
     let output = std::process::Command::new(super::weir())

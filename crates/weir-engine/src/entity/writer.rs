@@ -59,6 +59,17 @@ pub(crate) enum Request {
         id: String,
         reply: oneshot::Sender<Result<Vec<Entry>>>,
     },
+    /// The partition's counts.
+    Stats {
+        reply: oneshot::Sender<Result<Stats>>,
+    },
+}
+
+/// A partition's counts, for `weir status`.
+pub(crate) struct Stats {
+    pub(crate) entities: u64,
+    pub(crate) events: u64,
+    pub(crate) cached: u64,
 }
 
 /// An entity's state as the writer knows it.
@@ -276,7 +287,7 @@ impl Writer {
         for request in &requests {
             let id = match request {
                 Request::Command { id, .. } | Request::State { id, .. } => id,
-                Request::History { .. } => continue,
+                Request::History { .. } | Request::Stats { .. } => continue,
             };
             if states.contains_key(id) || loads.contains_key(id) || failed.contains_key(id) {
                 continue;
@@ -494,6 +505,13 @@ impl Writer {
                 }
                 Request::History { id, reply } => {
                     let _ = reply.send(Ok(self.index.get(&id).cloned().unwrap_or_default()));
+                }
+                Request::Stats { reply } => {
+                    let _ = reply.send(Ok(Stats {
+                        entities: self.index.len() as u64,
+                        events: self.index.values().map(|v| v.len() as u64).sum(),
+                        cached: (self.cache.young.len() + self.cache.old.len()) as u64,
+                    }));
                 }
                 Request::Command { reply, .. } => {
                     let _ = reply.send(Err(Error::ShuttingDown));

@@ -17,6 +17,38 @@ pub struct NodeStatus {
     pub topics: Vec<TopicStatus>,
     pub functions: Vec<FunctionStatus>,
     pub pipelines: Vec<Pipeline>,
+    /// The app's entity types.
+    pub entities: Vec<EntityTypeStatus>,
+}
+
+/// An entity type: its function, journal and counts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EntityTypeStatus {
+    pub name: String,
+    pub function: String,
+    /// The journal topic.
+    pub journal: String,
+    pub partitions: u32,
+    /// Entities with at least one event.
+    pub entities: u64,
+    /// Events in the journal.
+    pub events: u64,
+    /// States held in the writers' caches.
+    pub cached: u64,
+}
+
+impl From<weir_engine::EntityTypeStatus> for EntityTypeStatus {
+    fn from(s: weir_engine::EntityTypeStatus) -> EntityTypeStatus {
+        EntityTypeStatus {
+            name: s.name,
+            function: s.function,
+            journal: s.journal,
+            partitions: s.partitions,
+            entities: s.entities,
+            events: s.events,
+            cached: s.cached,
+        }
+    }
 }
 
 impl From<weir_engine::NodeStatus> for NodeStatus {
@@ -27,6 +59,7 @@ impl From<weir_engine::NodeStatus> for NodeStatus {
             topics: s.topics.into_iter().map(Into::into).collect(),
             functions: s.functions.into_iter().map(Into::into).collect(),
             pipelines: s.pipelines.into_iter().map(Into::into).collect(),
+            entities: s.entities.into_iter().map(Into::into).collect(),
         }
     }
 }
