@@ -183,6 +183,29 @@ impl Entities {
                     ty: ty.clone(),
                     declared: Vec::new(),
                 })?;
+            let snapshots = log.topic(&spec.snapshots).await?;
+            if snapshots.as_ref().map(|t| t.partitions) != Some(info.partitions) {
+                return Err(Error::InvalidTopic {
+                    topic: spec.snapshots.clone(),
+                    reason: format!(
+                        "entity type {ty:?}'s snapshot topic must have its journal's {} partitions",
+                        info.partitions
+                    ),
+                });
+            }
+            if !log
+                .guarantees(&info.config)
+                .conditional_appends
+                .partition_end
+            {
+                return Err(Error::InvalidTopic {
+                    topic: spec.journal.clone(),
+                    reason: format!(
+                        "the {} backend has no conditional appends on a partition's end, which entity journals need",
+                        log.backend()
+                    ),
+                });
+            }
             let shared = Arc::new(Shared {
                 ty: ty.clone(),
                 spec: spec.clone(),

@@ -240,9 +240,8 @@ impl Error {
             | Error::UnknownEntityType { .. }
             | Error::UnknownEntity { .. } => ErrorClass::NotFound,
             Error::InvalidEntityId { .. } | Error::InvalidCommand { .. } => ErrorClass::Invalid,
-            Error::VersionMismatch { .. }
-            | Error::JournalMoved { .. }
-            | Error::EntityTopic { .. } => ErrorClass::Conflict,
+            Error::VersionMismatch { .. } | Error::EntityTopic { .. } => ErrorClass::Conflict,
+            Error::JournalMoved { .. } => ErrorClass::Unavailable,
             Error::CommandRejected { .. } => ErrorClass::Rejected,
             Error::EntityFunction {
                 retryable: false, ..

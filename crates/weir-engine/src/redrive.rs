@@ -82,8 +82,12 @@ impl Node {
                         .ok()
                         .filter(|e| e.ty != routing::UNDECODABLE_TYPE)
                         .and_then(|e| routing::redriven_event(name, e));
+                    // Never back into an entity's journal: only its writer appends there.
                     let back = match back {
-                        Some((topic, event)) if self.log.topic(&topic).await?.is_some() => {
+                        Some((topic, event))
+                            if self.entities.journal(&topic).is_none()
+                                && self.log.topic(&topic).await?.is_some() =>
+                        {
                             Some((topic, event))
                         }
                         _ => None,

@@ -65,6 +65,14 @@ impl Node {
         name: &str,
         update: TopicUpdate,
     ) -> Result<(weir_log::TopicCreated, Option<weir_log::TopicInfo>)> {
+        // An entity's journal keeps every event (states are rebuilt from them), and its
+        // topics' partitions match: their settings come from weir.toml only.
+        if let Some(ty) = self.entities.journal(name) {
+            return Err(Error::EntityTopic {
+                topic: name.to_owned(),
+                ty: ty.to_owned(),
+            });
+        }
         let existing = self.log.topic(name).await?;
         let mut spec = existing
             .as_ref()

@@ -591,11 +591,15 @@ fn check_entity(manifest: &Manifest, ty: &str, entity: &EntitySpec, problems: &m
         ));
     }
     for pipeline in manifest.pipelines.values() {
-        if pipeline.to.contains(&entity.journal) || pipeline.to.contains(&entity.snapshots) {
+        if pipeline.to.contains(&entity.journal)
+            || pipeline.to.contains(&entity.snapshots)
+            || pipeline.dead_letter == entity.journal
+            || pipeline.dead_letter == entity.snapshots
+        {
             problems.push(Problem::new(
                 key(&["pipelines"]),
                 format!(
-                    "a pipeline publishes to {:?}, which only entity type {ty:?} writes (send it commands instead)",
+                    "a pipeline publishes or dead-letters to {:?}, which only entity type {ty:?} writes (send it commands instead)",
                     entity.journal
                 ),
             ));

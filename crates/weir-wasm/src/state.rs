@@ -324,8 +324,18 @@ pub struct Bucket {
 use wit::wasi::keyvalue::store as kv;
 
 impl CallState {
-    fn bucket_namespace(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
-        Ok(self.table.get(bucket)?.namespace.clone())
+    /// The bucket's namespace, if the current call may use it: a bucket opened in an
+    /// entity's `handle` and kept by the guest is refused in its `apply`.
+    fn bucket_namespace(
+        &mut self,
+        bucket: &Resource<Bucket>,
+    ) -> wasmtime::Result<Result<String, kv::Error>> {
+        let namespace = self.table.get(bucket)?.namespace.clone();
+        if !self.grants.keyvalue.contains(&namespace) {
+            self.deny(format!("key-value namespace {namespace:?}"));
+            return Ok(Err(kv::Error::AccessDenied));
+        }
+        Ok(Ok(namespace))
     }
 
     fn kv_store(&self) -> Result<&Arc<dyn KeyValueStore>, kv::Error> {
@@ -364,7 +374,10 @@ impl kv::HostBucket for CallState {
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv::Error>> {
-        let ns = self.bucket_namespace(&bucket)?;
+        let ns = match self.bucket_namespace(&bucket)? {
+            Ok(ns) => ns,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self
             .kv_store()
             .and_then(|s| s.get(&ns, &key).map_err(other)))
@@ -376,7 +389,10 @@ impl kv::HostBucket for CallState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), kv::Error>> {
-        let ns = self.bucket_namespace(&bucket)?;
+        let ns = match self.bucket_namespace(&bucket)? {
+            Ok(ns) => ns,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self
             .kv_store()
             .and_then(|s| s.set(&ns, &key, &value).map_err(other)))
@@ -387,7 +403,10 @@ impl kv::HostBucket for CallState {
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), kv::Error>> {
-        let ns = self.bucket_namespace(&bucket)?;
+        let ns = match self.bucket_namespace(&bucket)? {
+            Ok(ns) => ns,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self
             .kv_store()
             .and_then(|s| s.delete(&ns, &key).map_err(other)))
@@ -398,7 +417,10 @@ impl kv::HostBucket for CallState {
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, kv::Error>> {
-        let ns = self.bucket_namespace(&bucket)?;
+        let ns = match self.bucket_namespace(&bucket)? {
+            Ok(ns) => ns,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self
             .kv_store()
             .and_then(|s| s.exists(&ns, &key).map_err(other)))
@@ -409,7 +431,10 @@ impl kv::HostBucket for CallState {
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
     ) -> wasmtime::Result<Result<kv::KeyResponse, kv::Error>> {
-        let ns = self.bucket_namespace(&bucket)?;
+        let ns = match self.bucket_namespace(&bucket)? {
+            Ok(ns) => ns,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self.kv_store().and_then(|s| {
             s.list_keys(&ns, cursor)
                 .map(|(keys, cursor)| kv::KeyResponse { keys, cursor })

@@ -97,11 +97,13 @@ pub(crate) fn record(id: &str, event: &CloudEvent, timestamp_ms: i64) -> Record 
         .with_timestamp(timestamp_ms)
 }
 
-/// The snapshot of entity `id` at `version`.
+/// The snapshot of entity `id` at `version`, whose event is at journal offset `covers`
+/// (the `entityoffset` extension, a string: offsets outgrow CloudEvents integers).
 pub(crate) fn snapshot_event(
     ty: &str,
     id: &str,
     version: u64,
+    covers: u64,
     state: Option<&[u8]>,
     time: &str,
 ) -> CloudEvent {
@@ -126,13 +128,22 @@ pub(crate) fn snapshot_event(
         }
     }
     extensions(&mut event, ty, id, version);
+    event.extensions.insert(
+        "entityoffset".into(),
+        ExtensionValue::String(covers.to_string()),
+    );
     event
 }
 
-/// A snapshot read back: the version it covers and the state.
-pub(crate) fn read_snapshot(event: &CloudEvent) -> Option<(u64, Option<Vec<u8>>)> {
+/// A snapshot read back: the version it covers, the journal offset of that version's
+/// event, and the state.
+pub(crate) fn read_snapshot(event: &CloudEvent) -> Option<(u64, u64, Option<Vec<u8>>)> {
     let version = match event.extensions.get("entityversion")? {
         ExtensionValue::Integer(v) if *v >= 0 => *v as u64,
+        _ => return None,
+    };
+    let covers = match event.extensions.get("entityoffset")? {
+        ExtensionValue::String(offset) => offset.parse().ok()?,
         _ => return None,
     };
     let state = event.data.as_ref().map(|data| match data {
@@ -140,7 +151,7 @@ pub(crate) fn read_snapshot(event: &CloudEvent) -> Option<(u64, Option<Vec<u8>>)
         Data::Text(text) => text.as_bytes().to_vec(),
         Data::Binary(bytes) => bytes.to_vec(),
     });
-    Some((version, state))
+    Some((version, covers, state))
 }
 
 /// The journal events at `entries` (one entity's, in order) in `partition`.

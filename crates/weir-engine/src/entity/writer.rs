@@ -155,6 +155,17 @@ pub(crate) struct Writer {
     /// Each entity's latest snapshot's offset in the snapshot topic.
     snapshots: HashMap<String, u64>,
     cache: Cache,
+    /// The last scan failed: the index is not to be trusted until one succeeds.
+    broken: bool,
+    /// The append time of the latest round, so append times never go backwards.
+    last_timestamp_ms: i64,
+}
+
+/// What a scan of the partition finds.
+struct Scanned {
+    index: HashMap<String, Vec<Entry>>,
+    snapshots: HashMap<String, u64>,
+    end: u64,
 }
 
 impl Writer {
@@ -167,16 +178,40 @@ impl Writer {
             end: 0,
             index: HashMap::new(),
             snapshots: HashMap::new(),
+            broken: true,
+            last_timestamp_ms: 0,
         };
         writer.scan().await?;
         Ok(writer)
     }
 
-    /// Rebuild the index and the snapshot offsets from the log; empty the cache.
+    /// Rebuild the index and the snapshot offsets from the log and empty the cache; if
+    /// the log cannot be read, the writer is broken (it answers nothing from its index)
+    /// until a later scan succeeds.
     async fn scan(&mut self) -> Result<()> {
-        self.index.clear();
-        self.snapshots.clear();
         self.cache.clear();
+        self.broken = true;
+        let scanned = self.read_partition().await?;
+        self.index = scanned.index;
+        self.snapshots = scanned.snapshots;
+        self.end = scanned.end;
+        self.broken = false;
+        if let Some(last) = self
+            .index
+            .values()
+            .filter_map(|e| e.last())
+            .map(|e| e.timestamp_ms)
+            .max()
+        {
+            self.last_timestamp_ms = self.last_timestamp_ms.max(last);
+        }
+        tracing::debug!(entity = %self.shared.ty, partition = self.partition, entities = self.index.len(), end = self.end, "journal partition scanned");
+        Ok(())
+    }
+
+    async fn read_partition(&self) -> Result<Scanned> {
+        let mut index: HashMap<String, Vec<Entry>> = HashMap::new();
+        let mut snapshot_offsets = HashMap::new();
         let log = &self.shared.log;
         let (journal, snapshots) = (&self.shared.spec.journal, &self.shared.spec.snapshots);
         let offsets = log.offsets(journal, self.partition).await?;
@@ -194,13 +229,13 @@ impl Writer {
                     tracing::warn!(topic = %journal, partition = self.partition, offset = record.offset, "journal record without an entity id as key: ignored");
                     continue;
                 };
-                self.index.entry(key.to_owned()).or_default().push(Entry {
+                index.entry(key.to_owned()).or_default().push(Entry {
                     offset: record.offset,
                     timestamp_ms: record.timestamp_ms,
                 });
             }
         }
-        self.end = from.max(offsets.end);
+        let end = from.max(offsets.end);
         let mut from = 0;
         loop {
             let records = log
@@ -214,12 +249,15 @@ impl Writer {
                     .as_deref()
                     .and_then(|k| std::str::from_utf8(k).ok())
                 {
-                    self.snapshots.insert(key.to_owned(), record.offset);
+                    snapshot_offsets.insert(key.to_owned(), record.offset);
                 }
             }
         }
-        tracing::debug!(entity = %self.shared.ty, partition = self.partition, entities = self.index.len(), end = self.end, "journal partition scanned");
-        Ok(())
+        Ok(Scanned {
+            index,
+            snapshots: snapshot_offsets,
+            end,
+        })
     }
 
     /// Serve requests until the node stops (requests still queued then are dropped: their
@@ -263,8 +301,13 @@ impl Writer {
             if let Some(record) = record {
                 let event = decode_event(topic, record)?.event;
                 match journal::read_snapshot(&event) {
-                    Some((version, state))
-                        if event.ty == SNAPSHOT_TYPE && version as usize <= entries.len() =>
+                    // The snapshot covers the events the index has, up to the same offset
+                    // (a journal that lost its tail in a power loss, with fsync other than
+                    // `always`, makes it stale).
+                    Some((version, covers, state))
+                        if event.ty == SNAPSHOT_TYPE
+                            && version as usize <= entries.len()
+                            && (version == 0 || entries[version as usize - 1].offset == covers) =>
                     {
                         snapshot = Some((version, state));
                     }
@@ -280,6 +323,28 @@ impl Writer {
     }
 
     async fn round(&mut self, requests: Vec<Request>) {
+        if self.broken
+            && let Err(e) = self.scan().await
+        {
+            let reason = format!("its journal partition cannot be read: {e}");
+            for request in requests {
+                match request {
+                    Request::Command { id, reply, .. } => {
+                        let _ = reply.send(Err(self.load_failed(&id, &reason)));
+                    }
+                    Request::State { id, reply } => {
+                        let _ = reply.send(Err(self.load_failed(&id, &reason)));
+                    }
+                    Request::History { id, reply } => {
+                        let _ = reply.send(Err(self.load_failed(&id, &reason)));
+                    }
+                    Request::Stats { reply } => {
+                        let _ = reply.send(Err(self.load_failed("", &reason)));
+                    }
+                }
+            }
+            return;
+        }
         // The states the round needs: cached, or rebuilt.
         let mut states: HashMap<String, Current> = HashMap::new();
         let mut loads: HashMap<String, Load> = HashMap::new();
@@ -334,40 +399,55 @@ impl Writer {
             }
         }
 
-        let now = time::OffsetDateTime::now_utc();
-        let timestamp_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-        let time = now
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let time = crate::pipeline::now_rfc3339();
+        let ids: Vec<String> = commands.iter().map(|c| c.id.clone()).collect();
         let shared = self.shared.clone();
         let decided = crate::blocking(move || {
             let pool = shared.pool()?;
+            // Each entity's fold on its own: one that cannot be rebuilt fails only its
+            // own requests.
+            let mut unloadable = HashMap::new();
             for (id, load) in loads {
-                let (mut version, mut state) = load.snapshot.unwrap_or_default();
-                for event in &load.tail {
-                    state = journal::apply(&shared, &pool, state.as_deref(), &event.event)?;
-                    version += 1;
+                match fold(&shared, &pool, load) {
+                    Ok(current) => {
+                        states.insert(id, current);
+                    }
+                    Err(e) => {
+                        unloadable.insert(id, e.to_string());
+                    }
                 }
-                states.insert(id, Current { version, state });
             }
             let results: Vec<Result<Accepted>> = commands
                 .into_iter()
-                .map(|c| decide(&shared, &pool, &mut states, c, &time))
+                .map(|c| match unloadable.get(&c.id) {
+                    Some(reason) => Err(Error::EntityLoad {
+                        ty: shared.ty.clone(),
+                        id: c.id,
+                        reason: reason.clone(),
+                    }),
+                    None => decide(&shared, &pool, &mut states, c, &time),
+                })
                 .collect();
-            Ok((states, results))
+            Ok((states, results, unloadable))
         })
         .await;
-        let (states, results) = match decided {
+        let (states, results, unloadable) = match decided {
             Ok(decided) => decided,
             Err(e) => {
                 let reason = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(self.load_failed("", &reason)));
+                for (reply, id) in replies.into_iter().zip(&ids) {
+                    let _ = reply.send(Err(self.load_failed(id, &reason)));
                 }
                 self.answer(others, &HashMap::new(), &failed);
                 return;
             }
         };
+        failed.extend(unloadable);
+        // The append time: now, and never before the previous round's.
+        let timestamp_ms = ((time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            as i64)
+            .max(self.last_timestamp_ms);
+        self.last_timestamp_ms = timestamp_ms;
 
         // One append for every accepted event of the round.
         let records: Vec<_> = results
@@ -411,8 +491,19 @@ impl Writer {
                         )
                     }
                 };
-                for (result, reply) in results.into_iter().zip(replies) {
-                    let _ = reply.send(result.and_then(|_| Err(error())));
+                // A command decided after an accepted one to the same entity was decided
+                // against a state that was never written: it fails the same way.
+                let mut unwritten = std::collections::HashSet::new();
+                for ((result, reply), id) in results.into_iter().zip(replies).zip(&ids) {
+                    let answer = match result {
+                        _ if unwritten.contains(id) => Err(error()),
+                        Ok(_) => {
+                            unwritten.insert(id.clone());
+                            Err(error())
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
                 }
                 if conflict {
                     if let Err(e) = self.scan().await {
@@ -459,7 +550,8 @@ impl Writer {
                     && every > 0
                     && accepted.after.version / every > accepted.before / every
                 {
-                    snapshots.push((id, accepted.after.clone()));
+                    let covers = events.last().map_or(0, |e| e.offset);
+                    snapshots.push((id, covers, accepted.after.clone()));
                 }
                 CommandOutcome {
                     version: accepted.after.version,
@@ -542,15 +634,16 @@ impl Writer {
 
     /// Write the snapshots of entities that crossed a multiple of `snapshot_every`. A
     /// failure costs only replay time later: it is logged, not returned.
-    async fn snapshot(&mut self, snapshots: Vec<(String, Current)>, timestamp_ms: i64) {
+    async fn snapshot(&mut self, snapshots: Vec<(String, u64, Current)>, timestamp_ms: i64) {
         let time = crate::pipeline::now_rfc3339();
         let records: Vec<_> = snapshots
             .iter()
-            .map(|(id, current)| {
+            .map(|(id, covers, current)| {
                 let event = journal::snapshot_event(
                     &self.shared.ty,
                     id,
                     current.version,
+                    *covers,
                     current.state.as_deref(),
                     &time,
                 );
@@ -569,7 +662,7 @@ impl Writer {
             .await
         {
             Ok(positions) => {
-                for ((id, _), position) in snapshots.into_iter().zip(positions) {
+                for ((id, _, _), position) in snapshots.into_iter().zip(positions) {
                     self.snapshots.insert(id, position.offset);
                 }
             }
@@ -590,6 +683,16 @@ fn entity_id(event: &CloudEvent) -> &str {
 
 fn entity_id_owned(events: &[CloudEvent]) -> Option<String> {
     events.first().map(|e| entity_id(e).to_owned())
+}
+
+/// A state from its snapshot and the events after it. Blocking.
+fn fold(shared: &Shared, pool: &weir_wasm::InstancePool, load: Load) -> Result<Current> {
+    let (mut version, mut state) = load.snapshot.unwrap_or_default();
+    for event in &load.tail {
+        state = journal::apply(shared, pool, state.as_deref(), &event.event)?;
+        version += 1;
+    }
+    Ok(Current { version, state })
 }
 
 /// Run one command against the round's states. Blocking.

@@ -119,6 +119,17 @@ async fn commands_append_events_and_rejections_write_nothing() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), "entity-topic");
+    let update = crate::TopicUpdate {
+        partitions: None,
+        durability: None,
+        retention_ms: Some(1000),
+        retention_bytes: None,
+        segment_bytes: None,
+        compaction: None,
+        lower_durability: false,
+    };
+    let refused = node.put_topic("entity.order", update).await.unwrap_err();
+    assert_eq!(refused.code(), "entity-topic");
 
     // Unknown ones.
     let missing = node
