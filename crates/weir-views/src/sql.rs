@@ -1,0 +1,364 @@
+//! SQL text for both stores: names quoted, values as numbered parameters (`?N` in SQLite,
+//! `$N` in PostgreSQL, which both read), so the two dialects differ only in types and in
+//! how a text prefix is matched.
+
+use crate::{
+    Column, ColumnType, Condition, Error, Query, Result, Row, TableSpec, Value, check_name,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A value bound to a parameter, with the column type it is for.
+#[derive(Debug, Clone)]
+pub(crate) struct Param {
+    pub(crate) ty: ColumnType,
+    pub(crate) value: Value,
+}
+
+pub(crate) const PROGRESS_TABLE: &str = "weir_view_progress";
+
+pub(crate) fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Dialect {
+    fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
+    fn column_type(self, ty: ColumnType) -> &'static str {
+        match (self, ty) {
+            (_, ColumnType::Text) => "TEXT",
+            (Dialect::Sqlite, ColumnType::Integer) => "INTEGER",
+            (Dialect::Postgres, ColumnType::Integer) => "BIGINT",
+            (Dialect::Sqlite, ColumnType::Real) => "REAL",
+            (Dialect::Postgres, ColumnType::Real) => "DOUBLE PRECISION",
+            (Dialect::Sqlite, ColumnType::Boolean) => "INTEGER",
+            (Dialect::Postgres, ColumnType::Boolean) => "BOOLEAN",
+            (Dialect::Sqlite, ColumnType::Json) => "TEXT",
+            (Dialect::Postgres, ColumnType::Json) => "JSONB",
+        }
+    }
+
+    /// The statements that create `table` and its indexes, and the progress table.
+    pub(crate) fn create(self, table: &str, spec: &TableSpec) -> Result<Vec<String>> {
+        check_name(table)?;
+        spec.check()?;
+        let columns: Vec<String> = spec
+            .columns
+            .iter()
+            .map(|c| {
+                let not_null = if spec.key.contains(&c.name) {
+                    " NOT NULL"
+                } else {
+                    ""
+                };
+                format!("{} {}{not_null}", quote(&c.name), self.column_type(c.ty))
+            })
+            .collect();
+        let key: Vec<String> = spec.key.iter().map(|k| quote(k)).collect();
+        let mut statements = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (view TEXT NOT NULL, topic TEXT NOT NULL, part BIGINT NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (view, topic, part))",
+                quote(PROGRESS_TABLE)
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+                quote(table),
+                columns.join(", "),
+                key.join(", ")
+            ),
+        ];
+        for index in &spec.indexes {
+            statements.push(format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+                quote(&format!("{table}__{index}")),
+                quote(table),
+                quote(index)
+            ));
+        }
+        Ok(statements)
+    }
+
+    /// The statements that make `from` (with `spec`) into `to`, `to` dropped first: the
+    /// table renamed, its indexes named after it, its progress moved.
+    pub(crate) fn swap(self, from: &str, to: &str, spec: &TableSpec) -> Result<Vec<String>> {
+        check_name(from)?;
+        check_name(to)?;
+        let progress = quote(PROGRESS_TABLE);
+        let mut statements = vec![
+            format!("DROP TABLE IF EXISTS {}", quote(to)),
+            format!("ALTER TABLE {} RENAME TO {}", quote(from), quote(to)),
+        ];
+        for index in &spec.indexes {
+            statements.push(format!(
+                "DROP INDEX IF EXISTS {}",
+                quote(&format!("{from}__{index}"))
+            ));
+            statements.push(format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+                quote(&format!("{to}__{index}")),
+                quote(to),
+                quote(index)
+            ));
+        }
+        statements.push(format!("DELETE FROM {progress} WHERE view = '{to}'"));
+        statements.push(format!(
+            "UPDATE {progress} SET view = '{to}' WHERE view = '{from}'"
+        ));
+        Ok(statements)
+    }
+
+    /// `INSERT ... ON CONFLICT (key) DO UPDATE` for `row`.
+    pub(crate) fn upsert(
+        self,
+        table: &str,
+        spec: &TableSpec,
+        row: &Row,
+    ) -> Result<(String, Vec<Param>)> {
+        let mut names = Vec::new();
+        let mut params = Vec::new();
+        for (name, value) in row {
+            let column = column(spec, name)?;
+            params.push(param(column, value.clone())?);
+            names.push(quote(name));
+        }
+        for key in &spec.key {
+            if matches!(row.get(key), None | Some(Value::Null)) {
+                return Err(Error::Invalid(format!(
+                    "the row has no value for key column {key:?}"
+                )));
+            }
+        }
+        let placeholders: Vec<String> = (1..=params.len()).map(|n| self.placeholder(n)).collect();
+        let updates: Vec<String> = row
+            .keys()
+            .filter(|name| !spec.key.contains(name))
+            .map(|name| format!("{0} = excluded.{0}", quote(name)))
+            .collect();
+        let key: Vec<String> = spec.key.iter().map(|k| quote(k)).collect();
+        let conflict = if updates.is_empty() {
+            "DO NOTHING".to_owned()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        Ok((
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {conflict}",
+                quote(table),
+                names.join(", "),
+                placeholders.join(", "),
+                key.join(", ")
+            ),
+            params,
+        ))
+    }
+
+    /// `DELETE` of the row with `row`'s key.
+    pub(crate) fn delete(
+        self,
+        table: &str,
+        spec: &TableSpec,
+        row: &Row,
+    ) -> Result<(String, Vec<Param>)> {
+        let mut conditions = Vec::new();
+        let mut params = Vec::new();
+        for key in &spec.key {
+            let value = row
+                .get(key)
+                .filter(|v| **v != Value::Null)
+                .ok_or_else(|| Error::Invalid(format!("a delete needs key column {key:?}")))?;
+            params.push(param(column(spec, key)?, value.clone())?);
+            conditions.push(format!(
+                "{} = {}",
+                quote(key),
+                self.placeholder(params.len())
+            ));
+        }
+        Ok((
+            format!(
+                "DELETE FROM {} WHERE {}",
+                quote(table),
+                conditions.join(" AND ")
+            ),
+            params,
+        ))
+    }
+
+    /// The `SELECT` of a page: its SQL, parameters and the columns to read, in order.
+    pub(crate) fn select(
+        self,
+        table: &str,
+        spec: &TableSpec,
+        query: &Query,
+    ) -> Result<(String, Vec<Param>, Vec<String>)> {
+        let mut conditions = Vec::new();
+        let mut params = Vec::new();
+        for filter in &query.filters {
+            let column = column(spec, &filter.column)?;
+            if !spec.is_indexed(&column.name) {
+                return Err(Error::Invalid(format!(
+                    "column {:?} has no index; filter on the key's first column or an indexed one: {}",
+                    column.name,
+                    indexed(spec)
+                )));
+            }
+            let name = quote(&column.name);
+            let (op, value) = match &filter.condition {
+                Condition::Eq(v) => ("=", v),
+                Condition::Lt(v) => ("<", v),
+                Condition::Le(v) => ("<=", v),
+                Condition::Gt(v) => (">", v),
+                Condition::Ge(v) => (">=", v),
+                Condition::Prefix(prefix) => {
+                    if column.ty != ColumnType::Text {
+                        return Err(Error::Invalid(format!(
+                            "a prefix filter needs a text column; {:?} is {}",
+                            column.name,
+                            column.ty.name()
+                        )));
+                    }
+                    params.push(Param {
+                        ty: ColumnType::Text,
+                        value: Value::Text(prefix.clone()),
+                    });
+                    let p = self.placeholder(params.len());
+                    conditions.push(match self {
+                        Dialect::Sqlite => format!("substr({name}, 1, length({p})) = {p}"),
+                        Dialect::Postgres => format!("starts_with({name}, {p})"),
+                    });
+                    continue;
+                }
+            };
+            if *value == Value::Null {
+                return Err(Error::Invalid(format!(
+                    "a filter on {:?} compares with null; leave it out",
+                    column.name
+                )));
+            }
+            params.push(param(column, value.clone())?);
+            conditions.push(format!("{name} {op} {}", self.placeholder(params.len())));
+        }
+        // The sort: the chosen column, then the key, so every row has one place.
+        let mut order: Vec<String> = Vec::new();
+        if let Some(by) = &query.order_by {
+            let column = column(spec, by)?;
+            if !spec.is_indexed(by) {
+                return Err(Error::Invalid(format!(
+                    "column {by:?} has no index; sort on the key's first column or an indexed one: {}",
+                    indexed(spec)
+                )));
+            }
+            order.push(column.name.clone());
+        }
+        for key in &spec.key {
+            if !order.contains(key) {
+                order.push(key.clone());
+            }
+        }
+        let direction = if query.descending { "DESC" } else { "ASC" };
+        if let Some(after) = &query.after {
+            let mut values = Vec::new();
+            for name in &order {
+                let value = after.get(name).cloned().unwrap_or(Value::Null);
+                params.push(param(column(spec, name)?, value)?);
+                values.push(self.placeholder(params.len()));
+            }
+            let columns: Vec<String> = order.iter().map(|n| quote(n)).collect();
+            let op = if query.descending { "<" } else { ">" };
+            conditions.push(format!(
+                "({}) {op} ({})",
+                columns.join(", "),
+                values.join(", ")
+            ));
+        }
+        let selected: Vec<String> = spec.columns.iter().map(|c| c.name.clone()).collect();
+        let mut sql = format!(
+            "SELECT {} FROM {}",
+            selected
+                .iter()
+                .map(|n| quote(n))
+                .collect::<Vec<_>>()
+                .join(", "),
+            quote(table)
+        );
+        if !conditions.is_empty() {
+            sql += &format!(" WHERE {}", conditions.join(" AND "));
+        }
+        let order_sql: Vec<String> = order
+            .iter()
+            .map(|n| format!("{} {direction}", quote(n)))
+            .collect();
+        sql += &format!(
+            " ORDER BY {} LIMIT {}",
+            order_sql.join(", "),
+            query.limit + 1
+        );
+        Ok((sql, params, selected))
+    }
+}
+
+fn indexed(spec: &TableSpec) -> String {
+    let mut names: Vec<&str> = spec.key.first().map(String::as_str).into_iter().collect();
+    names.extend(spec.indexes.iter().map(String::as_str));
+    names.join(", ")
+}
+
+fn column<'a>(spec: &'a TableSpec, name: &str) -> Result<&'a Column> {
+    spec.column(name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "the view has no column {name:?}; its columns: {}",
+            spec.columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+/// `value` for `column`, or why it does not fit (an integer fits a real column).
+pub(crate) fn param(column: &Column, value: Value) -> Result<Param> {
+    let value = match (column.ty, value) {
+        (_, Value::Null) => Value::Null,
+        (ColumnType::Text, v @ Value::Text(_))
+        | (ColumnType::Integer, v @ Value::Integer(_))
+        | (ColumnType::Real, v @ Value::Real(_))
+        | (ColumnType::Boolean, v @ Value::Boolean(_)) => v,
+        (ColumnType::Real, Value::Integer(i)) => Value::Real(i as f64),
+        (ColumnType::Json, Value::Json(text)) => {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| Error::Invalid(format!("column {:?} takes JSON: {e}", column.name)))?;
+            Value::Json(text)
+        }
+        (ty, other) => {
+            return Err(Error::Invalid(format!(
+                "column {:?} is {}, not {other:?}",
+                column.name,
+                ty.name()
+            )));
+        }
+    };
+    Ok(Param {
+        ty: column.ty,
+        value,
+    })
+}
+
+/// The sort and key columns of `row`: where the next page starts.
+pub(crate) fn last_of(spec: &TableSpec, query: &Query, row: &Row) -> Row {
+    let mut last = Row::new();
+    for name in query.order_by.iter().chain(&spec.key) {
+        if let Some(v) = row.get(name) {
+            last.insert(name.clone(), v.clone());
+        }
+    }
+    last
+}

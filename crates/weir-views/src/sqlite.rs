@@ -1,0 +1,232 @@
+//! Views in an embedded SQLite database (one file), through `rusqlite` on the blocking
+//! pool. WAL mode with `synchronous = NORMAL`: a power loss may lose the last
+//! transactions, rows and progress together, which the projection then does again.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, params_from_iter};
+
+use crate::sql::{Dialect, PROGRESS_TABLE, Param, last_of, quote};
+use crate::{
+    ColumnType, Error, Page, Progress, Query, Result, Row, RowChange, TableSpec, Value, ViewStore,
+    check_name,
+};
+
+/// Views in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+}
+
+fn store_error(e: impl std::fmt::Display) -> Error {
+    Error::Store {
+        store: "sqlite",
+        message: e.to_string(),
+    }
+}
+
+fn to_sql(param: &Param) -> Sql {
+    match &param.value {
+        Value::Null => Sql::Null,
+        Value::Text(s) | Value::Json(s) => Sql::Text(s.clone()),
+        Value::Integer(i) => Sql::Integer(*i),
+        Value::Real(f) => Sql::Real(*f),
+        Value::Boolean(b) => Sql::Integer(i64::from(*b)),
+    }
+}
+
+fn from_sql(ty: ColumnType, value: Sql) -> Value {
+    match (ty, value) {
+        (_, Sql::Null) => Value::Null,
+        (ColumnType::Boolean, Sql::Integer(i)) => Value::Boolean(i != 0),
+        (ColumnType::Json, Sql::Text(s)) => Value::Json(s),
+        (_, Sql::Text(s)) => Value::Text(s),
+        (ColumnType::Real, Sql::Integer(i)) => Value::Real(i as f64),
+        (_, Sql::Integer(i)) => Value::Integer(i),
+        (_, Sql::Real(f)) => Value::Real(f),
+        (_, Sql::Blob(b)) => Value::Text(String::from_utf8_lossy(&b).into_owned()),
+    }
+}
+
+impl SqliteStore {
+    /// Open (or create) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(store_error)?;
+        }
+        let connection = Connection::open(path).map_err(store_error)?;
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(store_error)?;
+        // A double-quoted name that matches no column must be an error, not a string.
+        for config in [
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML,
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DDL,
+        ] {
+            connection
+                .set_db_config(config, false)
+                .map_err(store_error)?;
+        }
+        Ok(SqliteStore {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut connection)
+        })
+        .await
+        .map_err(store_error)?
+    }
+}
+
+#[async_trait]
+impl ViewStore for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create(&self, table: &str, spec: &TableSpec) -> Result<()> {
+        let statements = Dialect::Sqlite.create(table, spec)?;
+        self.run(move |c| {
+            let tx = c.transaction().map_err(store_error)?;
+            for statement in statements {
+                tx.execute(&statement, []).map_err(store_error)?;
+            }
+            tx.commit().map_err(store_error)
+        })
+        .await
+    }
+
+    async fn drop_table(&self, table: &str) -> Result<()> {
+        check_name(table)?;
+        let table = table.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction().map_err(store_error)?;
+            tx.execute(&format!("DROP TABLE IF EXISTS {}", quote(&table)), [])
+                .map_err(store_error)?;
+            let _ = tx.execute(
+                &format!("DELETE FROM {} WHERE view = ?1", quote(PROGRESS_TABLE)),
+                [&table],
+            );
+            tx.commit().map_err(store_error)
+        })
+        .await
+    }
+
+    async fn apply(
+        &self,
+        table: &str,
+        spec: &TableSpec,
+        changes: Vec<RowChange>,
+        progress: Vec<Progress>,
+    ) -> Result<()> {
+        check_name(table)?;
+        let mut statements = Vec::with_capacity(changes.len());
+        for change in &changes {
+            statements.push(match change {
+                RowChange::Upsert(row) => Dialect::Sqlite.upsert(table, spec, row)?,
+                RowChange::Delete(row) => Dialect::Sqlite.delete(table, spec, row)?,
+            });
+        }
+        let table = table.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction().map_err(store_error)?;
+            for (sql, params) in statements {
+                let mut statement = tx.prepare_cached(&sql).map_err(store_error)?;
+                statement
+                    .execute(params_from_iter(params.iter().map(to_sql)))
+                    .map_err(store_error)?;
+            }
+            for p in progress {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (view, topic, part, next_offset) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (view, topic, part) DO UPDATE SET next_offset = excluded.next_offset",
+                        quote(PROGRESS_TABLE)
+                    ),
+                    rusqlite::params![table, p.topic, p.partition, p.next_offset as i64],
+                )
+                .map_err(store_error)?;
+            }
+            tx.commit().map_err(store_error)
+        })
+        .await
+    }
+
+    async fn progress(&self, table: &str) -> Result<Vec<Progress>> {
+        check_name(table)?;
+        let table = table.to_owned();
+        self.run(move |c| {
+            let mut statement = c
+                .prepare(&format!(
+                    "SELECT topic, part, next_offset FROM {} WHERE view = ?1 ORDER BY topic, part",
+                    quote(PROGRESS_TABLE)
+                ))
+                .map_err(store_error)?;
+            let rows = statement
+                .query_map([&table], |row| {
+                    Ok(Progress {
+                        topic: row.get(0)?,
+                        partition: row.get(1)?,
+                        next_offset: row.get::<_, i64>(2)? as u64,
+                    })
+                })
+                .map_err(store_error)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(store_error)
+        })
+        .await
+    }
+
+    async fn query(&self, table: &str, spec: &TableSpec, query: &Query) -> Result<Page> {
+        let (sql, params, columns) = Dialect::Sqlite.select(table, spec, query)?;
+        let types: Vec<ColumnType> = spec.columns.iter().map(|c| c.ty).collect();
+        let (spec, query) = (spec.clone(), query.clone());
+        self.run(move |c| {
+            let mut statement = c.prepare_cached(&sql).map_err(store_error)?;
+            let mut rows = statement
+                .query(params_from_iter(params.iter().map(to_sql)))
+                .map_err(store_error)?;
+            let mut page = Vec::new();
+            while let Some(row) = rows.next().map_err(store_error)? {
+                let mut out = Row::new();
+                for (i, (name, ty)) in columns.iter().zip(&types).enumerate() {
+                    let value: Sql = row.get(i).map_err(store_error)?;
+                    out.insert(name.clone(), from_sql(*ty, value));
+                }
+                page.push(out);
+            }
+            let more = page.len() > query.limit;
+            page.truncate(query.limit);
+            let last = if more {
+                page.last().map(|row| last_of(&spec, &query, row))
+            } else {
+                None
+            };
+            Ok(Page { rows: page, last })
+        })
+        .await
+    }
+
+    async fn swap(&self, from: &str, to: &str, spec: &TableSpec) -> Result<()> {
+        // Names are checked (a-z, 0-9, '_'), so the progress statements may quote them.
+        let statements = Dialect::Sqlite.swap(from, to, spec)?;
+        self.run(move |c| {
+            let tx = c.transaction().map_err(store_error)?;
+            for statement in statements {
+                tx.execute(&statement, []).map_err(store_error)?;
+            }
+            tx.commit().map_err(store_error)
+        })
+        .await
+    }
+}

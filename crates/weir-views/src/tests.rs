@@ -1,0 +1,293 @@
+//! One suite, two stores: the embedded SQLite file and the PostgreSQL on this machine
+//! (127.0.0.1:5432, user postgres, database test; `WEIR_TEST_POSTGRES` overrides).
+
+use std::collections::BTreeMap;
+
+use crate::{
+    Column, ColumnType, Condition, Error, Filter, PostgresStore, Progress, Query, Row, RowChange,
+    SqliteStore, TableSpec, Value, ViewStore,
+};
+
+fn spec() -> TableSpec {
+    let column = |name: &str, ty| Column {
+        name: name.to_owned(),
+        ty,
+    };
+    TableSpec {
+        columns: vec![
+            column("order_id", ColumnType::Text),
+            column("customer", ColumnType::Text),
+            column("amount", ColumnType::Real),
+            column("items", ColumnType::Integer),
+            column("paid", ColumnType::Boolean),
+            column("doc", ColumnType::Json),
+        ],
+        key: vec!["order_id".to_owned()],
+        indexes: vec!["customer".to_owned(), "amount".to_owned()],
+    }
+}
+
+fn row(id: &str, customer: &str, amount: f64) -> Row {
+    let mut row = BTreeMap::new();
+    row.insert("order_id".to_owned(), Value::Text(id.to_owned()));
+    row.insert("customer".to_owned(), Value::Text(customer.to_owned()));
+    row.insert("amount".to_owned(), Value::Real(amount));
+    row.insert("items".to_owned(), Value::Integer(2));
+    row.insert("paid".to_owned(), Value::Boolean(amount > 50.0));
+    row.insert("doc".to_owned(), Value::Json(r#"{"a":[1,2]}"#.to_owned()));
+    row
+}
+
+fn key(id: &str) -> Row {
+    BTreeMap::from([("order_id".to_owned(), Value::Text(id.to_owned()))])
+}
+
+fn progress(offset: u64) -> Vec<Progress> {
+    vec![Progress {
+        topic: "entity.order".to_owned(),
+        partition: 0,
+        next_offset: offset,
+    }]
+}
+
+fn query(filters: Vec<Filter>, order_by: Option<&str>, limit: usize) -> Query {
+    Query {
+        filters,
+        order_by: order_by.map(str::to_owned),
+        descending: false,
+        limit,
+        after: None,
+    }
+}
+
+fn ids(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .map(|r| match &r["order_id"] {
+            Value::Text(s) => s.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+/// A table name of its own per run, so runs (and the two stores) never meet.
+fn table(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+async fn suite(store: &dyn ViewStore) {
+    let (t, spec) = (table("orders"), spec());
+    store.create(&t, &spec).await.unwrap();
+    store.create(&t, &spec).await.unwrap(); // idempotent
+    assert!(store.progress(&t).await.unwrap().is_empty());
+
+    // Rows and progress land together.
+    let changes = vec![
+        RowChange::Upsert(row("SO-1", "CUST-1", 10.0)),
+        RowChange::Upsert(row("SO-2", "CUST-1", 60.0)),
+        RowChange::Upsert(row("SO-3", "CUST-2", 30.0)),
+        RowChange::Upsert(row("SO-4", "CUST-10", 99.5)),
+        RowChange::Upsert(row("SO-1", "CUST-1", 15.0)), // replaces
+    ];
+    store.apply(&t, &spec, changes, progress(5)).await.unwrap();
+    assert_eq!(store.progress(&t).await.unwrap(), progress(5));
+
+    let all = store
+        .query(&t, &spec, &query(vec![], None, 100))
+        .await
+        .unwrap();
+    assert_eq!(ids(&all.rows), ["SO-1", "SO-2", "SO-3", "SO-4"]);
+    assert_eq!(all.rows[0]["amount"], Value::Real(15.0));
+    assert_eq!(all.rows[0]["paid"], Value::Boolean(false));
+    assert_eq!(all.rows[1]["paid"], Value::Boolean(true));
+    assert_eq!(all.rows[0]["items"], Value::Integer(2));
+    assert_eq!(
+        all.rows[0]["doc"].to_json(),
+        serde_json::json!({"a": [1, 2]})
+    );
+    assert_eq!(all.last, None);
+
+    // Equality, range, prefix; sorted by an indexed column, the key breaking ties.
+    let eq = |c: &str, v: Value| Filter {
+        column: c.to_owned(),
+        condition: Condition::Eq(v),
+    };
+    let page = store
+        .query(
+            &t,
+            &spec,
+            &query(
+                vec![eq("customer", Value::Text("CUST-1".into()))],
+                Some("amount"),
+                10,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&page.rows), ["SO-1", "SO-2"]);
+    let range = Filter {
+        column: "amount".to_owned(),
+        condition: Condition::Ge(Value::Integer(30)),
+    };
+    let page = store
+        .query(&t, &spec, &query(vec![range], Some("amount"), 10))
+        .await
+        .unwrap();
+    assert_eq!(ids(&page.rows), ["SO-3", "SO-2", "SO-4"]);
+    let prefix = Filter {
+        column: "customer".to_owned(),
+        condition: Condition::Prefix("CUST-1".to_owned()),
+    };
+    let page = store
+        .query(&t, &spec, &query(vec![prefix], None, 10))
+        .await
+        .unwrap();
+    assert_eq!(ids(&page.rows), ["SO-1", "SO-2", "SO-4"]);
+
+    // Keyset pages, both directions, see every row once.
+    for descending in [false, true] {
+        let mut q = query(vec![], Some("amount"), 3);
+        q.descending = descending;
+        let mut seen = Vec::new();
+        loop {
+            let page = store.query(&t, &spec, &q).await.unwrap();
+            seen.extend(ids(&page.rows));
+            match page.last {
+                Some(last) => q.after = Some(last),
+                None => break,
+            }
+        }
+        let mut expected = vec!["SO-1", "SO-3", "SO-2", "SO-4"];
+        if descending {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected);
+    }
+
+    // Bad queries and rows are refused, naming what is wrong; nothing changes.
+    let unindexed = store
+        .query(
+            &t,
+            &spec,
+            &query(vec![eq("items", Value::Integer(2))], None, 10),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(unindexed, Error::Invalid(_)), "{unindexed}");
+    assert!(
+        unindexed.to_string().contains("has no index"),
+        "{unindexed}"
+    );
+    let mut wrong = row("SO-9", "CUST-9", 1.0);
+    wrong.insert("items".to_owned(), Value::Text("two".into()));
+    let err = store
+        .apply(
+            &t,
+            &spec,
+            vec![
+                RowChange::Upsert(row("SO-8", "CUST-8", 1.0)),
+                RowChange::Upsert(wrong),
+            ],
+            progress(9),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"items\" is integer"), "{err}");
+    assert_eq!(
+        store.progress(&t).await.unwrap(),
+        progress(5),
+        "all or nothing"
+    );
+    let all = store
+        .query(&t, &spec, &query(vec![], None, 100))
+        .await
+        .unwrap();
+    assert_eq!(all.rows.len(), 4);
+
+    // Deletes; a failing statement in a batch rolls back its rows and its progress.
+    store
+        .apply(&t, &spec, vec![RowChange::Delete(key("SO-3"))], progress(6))
+        .await
+        .unwrap();
+    let all = store
+        .query(&t, &spec, &query(vec![], None, 100))
+        .await
+        .unwrap();
+    assert_eq!(ids(&all.rows), ["SO-1", "SO-2", "SO-4"]);
+
+    // A rebuild into another table takes the old one's place with its progress.
+    let rebuilt = format!("{t}_rebuild");
+    store.create(&rebuilt, &spec).await.unwrap();
+    store
+        .apply(
+            &rebuilt,
+            &spec,
+            vec![RowChange::Upsert(row("SO-7", "CUST-7", 7.0))],
+            progress(7),
+        )
+        .await
+        .unwrap();
+    store.swap(&rebuilt, &t, &spec).await.unwrap();
+    let all = store
+        .query(
+            &t,
+            &spec,
+            &query(
+                vec![eq("customer", Value::Text("CUST-7".into()))],
+                None,
+                100,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&all.rows), ["SO-7"]);
+    assert_eq!(store.progress(&t).await.unwrap(), progress(7));
+    assert!(store.progress(&rebuilt).await.unwrap().is_empty());
+    // The name is free again for the next rebuild, indexes included.
+    store.create(&rebuilt, &spec).await.unwrap();
+    store.drop_table(&rebuilt).await.unwrap();
+    store.drop_table(&t).await.unwrap();
+    assert!(store.progress(&t).await.unwrap().is_empty());
+
+    // Names are checked before any SQL is made.
+    let err = store
+        .create("orders; drop table x", &spec)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("views.sqlite")).unwrap();
+    suite(&store).await;
+    // The rows survive reopening.
+    let spec = spec();
+    store.create("kept", &spec).await.unwrap();
+    store
+        .apply(
+            "kept",
+            &spec,
+            vec![RowChange::Upsert(row("SO-1", "C", 1.0))],
+            progress(1),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let store = SqliteStore::open(&dir.path().join("views.sqlite")).unwrap();
+    assert_eq!(store.progress("kept").await.unwrap(), progress(1));
+}
+
+#[tokio::test]
+async fn postgres_passes_the_suite() {
+    let url = std::env::var("WEIR_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".to_owned());
+    let store = PostgresStore::connect(&url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is needed for this test (start it, or set WEIR_TEST_POSTGRES): {e}")
+    });
+    suite(&store).await;
+}
