@@ -1,6 +1,7 @@
 //! Test guest: an entity counting its events. `handle` reads the key-value namespace
 //! `customers` (allowed there when granted) and accepts one `Counted` event; `apply` of an
-//! event of type `Impure` opens the namespace too, which weir denies during `apply`.
+//! event of type `Impure` opens the namespace too, which weir denies during `apply`. The
+//! command `big` with data N accepts one event whose data is a string of N bytes.
 
 use weir_guest_entity::bindings::wasi::keyvalue::store;
 use weir_guest_entity::{Command, Decision, Entity, Error, Event, NewEvent};
@@ -16,6 +17,10 @@ impl Entity for Count {
     type State = Count;
 
     fn handle(_state: Option<&Count>, command: &Command) -> Result<Decision, Error> {
+        if command.name == "big" {
+            let n: usize = command.json()?;
+            return Ok(Decision::accept([NewEvent::json("Big", &"x".repeat(n))?]));
+        }
         open()?;
         let ty = if command.name == "impure" { "Impure" } else { "Counted" };
         Ok(Decision::accept([NewEvent::json(ty, &1)?]))

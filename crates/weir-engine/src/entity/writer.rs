@@ -31,6 +31,9 @@ use crate::{Error, Result};
 const MAX_ROUND: usize = 256;
 /// Records one scan read asks for.
 const SCAN_BATCH: usize = 1000;
+/// Bytes of records one round appends at most (half the embedded log's default batch
+/// limit): commands past it wait for the next round.
+const ROUND_BYTES: usize = 4 << 20;
 
 /// Where one event of an entity is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +162,8 @@ pub(crate) struct Writer {
     broken: bool,
     /// The append time of the latest round, so append times never go backwards.
     last_timestamp_ms: i64,
+    /// Commands a full round left for the next one, oldest first.
+    carried: std::collections::VecDeque<Request>,
 }
 
 /// What a scan of the partition finds.
@@ -180,6 +185,7 @@ impl Writer {
             snapshots: HashMap::new(),
             broken: true,
             last_timestamp_ms: 0,
+            carried: std::collections::VecDeque::new(),
         };
         writer.scan().await?;
         Ok(writer)
@@ -268,13 +274,21 @@ impl Writer {
         cancel: CancellationToken,
     ) {
         loop {
-            let first = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => None,
-                request = requests.recv() => request,
+            let first = match self.carried.pop_front() {
+                Some(carried) if !cancel.is_cancelled() => Some(carried),
+                _ => tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => None,
+                    request = requests.recv() => request,
+                },
             };
             let Some(first) = first else { break };
             let mut round = vec![first];
+            while round.len() < MAX_ROUND
+                && let Some(carried) = self.carried.pop_front()
+            {
+                round.push(carried);
+            }
             while round.len() < MAX_ROUND {
                 match requests.try_recv() {
                     Ok(request) => round.push(request),
@@ -401,6 +415,11 @@ impl Writer {
 
         let time = crate::pipeline::now_rfc3339();
         let ids: Vec<String> = commands.iter().map(|c| c.id.clone()).collect();
+        // What a command needs to be sent again, should the round be too large for it.
+        let copies: Vec<(String, Vec<u8>, Option<u64>)> = commands
+            .iter()
+            .map(|c| (c.name.clone(), c.data.clone(), c.if_match))
+            .collect();
         let shared = self.shared.clone();
         let decided = crate::blocking(move || {
             let pool = shared.pool()?;
@@ -431,7 +450,7 @@ impl Writer {
             Ok((states, results, unloadable))
         })
         .await;
-        let (states, results, unloadable) = match decided {
+        let (mut states, mut results, unloadable) = match decided {
             Ok(decided) => decided,
             Err(e) => {
                 let reason = e.to_string();
@@ -448,6 +467,40 @@ impl Writer {
             as i64)
             .max(self.last_timestamp_ms);
         self.last_timestamp_ms = timestamp_ms;
+
+        // A round whose events would be too large for one append keeps the commands that
+        // fit (at least one) and carries the rest to the next round, where they are
+        // decided again; entities they touched are reloaded from the log then.
+        let mut replies = replies;
+        let mut bytes = 0;
+        let cut = results.iter().enumerate().position(|(i, r)| {
+            let size: usize = r.as_ref().map_or(0, |a| {
+                a.events.iter().map(|e| e.to_json_vec().len() + 64).sum()
+            });
+            bytes += size;
+            bytes > ROUND_BYTES && i > 0
+        });
+        if let Some(cut) = cut {
+            let deferred_replies = replies.split_off(cut);
+            results.truncate(cut);
+            for ((reply, id), (name, data, if_match)) in deferred_replies
+                .into_iter()
+                .zip(ids[cut..].iter())
+                .zip(copies.into_iter().skip(cut))
+            {
+                states.remove(id);
+                self.cache.remove(id);
+                self.carried.push_back(Request::Command {
+                    id: id.clone(),
+                    name,
+                    data,
+                    if_match,
+                    reply,
+                });
+            }
+            tracing::debug!(entity = %self.shared.ty, partition = self.partition, carried = self.carried.len(), "round over its byte limit: commands carried to the next round");
+        }
+        let ids = &ids[..results.len()];
 
         // One append for every accepted event of the round.
         let records: Vec<_> = results
@@ -494,7 +547,7 @@ impl Writer {
                 // A command decided after an accepted one to the same entity was decided
                 // against a state that was never written: it fails the same way.
                 let mut unwritten = std::collections::HashSet::new();
-                for ((result, reply), id) in results.into_iter().zip(replies).zip(&ids) {
+                for ((result, reply), id) in results.into_iter().zip(replies).zip(ids) {
                     let answer = match result {
                         _ if unwritten.contains(id) => Err(error()),
                         Ok(_) => {

@@ -340,3 +340,40 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn commands_whose_events_outgrow_one_append_are_carried_to_the_next_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[functions.big]
+source = "{}"
+limits = {{ deadline_ms = 2000, max_output_bytes = 1048576 }}
+[entities.blob]
+function = "big"
+partitions = 1
+"#,
+        weir_test_support::test_guest("guest-entity-impure").display()
+    );
+    let manifest = Manifest::from_toml_str(&text, dir.path()).unwrap();
+    let node = Node::start(options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    // 24 commands of ~700 KB each reach one partition's writer together: 16 MB, twice
+    // the embedded log's batch limit; every one is appended, none refused as too large.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            node.entity_command("blob", &format!("b-{i}"), "big", b"700000".to_vec(), None)
+                .await
+        }));
+    }
+    for t in tasks {
+        let outcome = t.await.unwrap().unwrap();
+        assert_eq!(outcome.version, 1);
+    }
+    let end = node.log().offsets("entity.blob", 0).await.unwrap().end;
+    assert_eq!(end, 24);
+    node.shutdown().await;
+}
