@@ -86,17 +86,18 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
 }
 
 /// The example app's functions in Rust: all `example` needs besides weir.
-fn example_functions(root: &Path) -> [PathBuf; 2] {
+fn example_functions(root: &Path) -> [PathBuf; 3] {
     [
         root.join("examples/orders/enrich-order"),
         root.join("examples/orders/order-entity"),
+        root.join("examples/orders/orders-by-customer"),
     ]
 }
 
 /// Every Rust guest project: the test guests and the example functions.
 fn build_rust_guests(root: &Path) -> anyhow::Result<()> {
-    let [enrich, entity] = example_functions(root);
-    for project in [root.join("guests"), enrich, entity] {
+    let [enrich, entity, projection] = example_functions(root);
+    for project in [root.join("guests"), enrich, entity, projection] {
         build_rust_guest(&project)?;
     }
     Ok(())

@@ -45,6 +45,8 @@ pub enum Action<'a> {
     Command(&'a str),
     /// Read entities of a type (state, history): reading its journal.
     ReadEntity(&'a str),
+    /// Query a view.
+    ReadView(&'a str),
     /// One admin operation.
     Admin(AdminOp),
     /// Everything, including changing `[auth]`: the built-in `admin` role only.
@@ -61,6 +63,7 @@ impl fmt::Display for Action<'_> {
             Action::Subscribe(topic) => write!(f, "read topic {topic:?}"),
             Action::Command(ty) => write!(f, "send commands to entity type {ty:?}"),
             Action::ReadEntity(ty) => write!(f, "read entities of type {ty:?}"),
+            Action::ReadView(view) => write!(f, "query view {view:?}"),
             Action::Admin(op) => write!(f, "perform the admin operation {:?}", op.name()),
             Action::FullAdmin => f.write_str("change the node's auth settings"),
             Action::Observe => f.write_str("observe the node"),
@@ -92,6 +95,7 @@ pub(crate) fn check(
                 Action::ReadEntity(ty) => {
                     matches_any(&role.subscribe, &EntitySpec::journal_topic(ty))
                 }
+                Action::ReadView(view) => matches_any(&role.views, view),
                 Action::Admin(op) => role.admin.iter().any(|a| a == "*" || a == op.name()),
                 Action::FullAdmin | Action::Observe => false,
             }
@@ -110,6 +114,7 @@ pub(crate) fn check(
             "subscribe = [{:?}] (the entity type's journal, or a pattern matching it)",
             EntitySpec::journal_topic(ty)
         ),
+        Action::ReadView(view) => format!("views = [{view:?}] (or a pattern matching it)"),
         Action::Admin(op) => format!("admin = [{:?}]", op.name()),
         Action::FullAdmin | Action::Observe => "the built-in \"admin\" role".to_owned(),
     };

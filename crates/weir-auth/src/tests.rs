@@ -35,6 +35,7 @@ fn spec(jwt: Option<JwtSpec>) -> AuthSpec {
                 publish: vec!["orders.*".to_owned()],
                 subscribe: vec!["orders.*".to_owned()],
                 admin: vec!["replay".to_owned()],
+                views: vec!["orders-*".to_owned()],
             },
         )]),
         principals: BTreeMap::from([("ops".to_owned(), vec!["admin".to_owned()])]),

@@ -430,6 +430,31 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let views = status["views"].as_array().cloned().unwrap_or_default();
+    if !views.is_empty() {
+        println!("views:");
+        for v in &views {
+            let sources: Vec<&str> = v["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str())
+                .collect();
+            println!(
+                "  {}  function {}  store {}  sources {}  {} events  {} changes  lag {}",
+                v["name"].as_str().unwrap_or(""),
+                v["function"].as_str().unwrap_or(""),
+                v["store"].as_str().unwrap_or(""),
+                sources.join(","),
+                v["events"],
+                v["changes"],
+                v["lag"],
+            );
+            for error in v["errors"].as_array().into_iter().flatten() {
+                println!("    stopped: {}", error.as_str().unwrap_or(""));
+            }
+        }
+    }
     println!(
         "topics (backend {}):",
         status["backend"].as_str().unwrap_or("")

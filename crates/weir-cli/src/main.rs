@@ -12,6 +12,7 @@ mod pipelines;
 mod replay;
 mod serve;
 mod subscriber;
+mod view;
 
 use std::path::PathBuf;
 
@@ -68,6 +69,9 @@ enum Command {
     /// Send a command to an entity (`weir entity order SO-1 place --data '{...}'`), or show
     /// its state (`--version N`, `--at TIME`) or its events (`--events`).
     Entity(entity::EntityArgs),
+    /// Query a view (`weir view orders-by-customer --where customer=CUST-1`), one JSON row
+    /// per line.
+    View(view::ViewArgs),
     /// Manage API keys: create, list, revoke.
     Auth {
         #[command(subcommand)]
@@ -104,6 +108,7 @@ fn main() -> std::process::ExitCode {
             Command::Group { command } => client::group(command).await,
             Command::Kv { command } => kv::run(command).await,
             Command::Entity(args) => entity::run(args).await,
+            Command::View(args) => view::run(args).await,
             Command::Deploy(args) => deploy::deploy(args).await,
             Command::Rollback(args) => deploy::rollback(args).await,
             Command::Redrive(args) => pipelines::redrive(args).await,

@@ -164,6 +164,23 @@ pub enum Error {
         world: String,
         wanted: String,
     },
+    #[error(
+        "view {view:?} is not declared by the app; declared: {declared:?}; declare it as [views.{view}] in weir.toml"
+    )]
+    UnknownView { view: String, declared: Vec<String> },
+    #[error("view {view:?}: {reason}")]
+    InvalidViewQuery { view: String, reason: String },
+    #[error(
+        "view {view:?} has not projected {token} after {waited_ms} ms (it is at offset {at}); try again, or wait longer with wait_ms"
+    )]
+    ViewBehind {
+        view: String,
+        token: String,
+        at: u64,
+        waited_ms: u64,
+    },
+    #[error(transparent)]
+    ViewStore(#[from] weir_views::Error),
     #[error("the node is shutting down; try again on the restarted node")]
     ShuttingDown,
     #[error("background task failed: {0}")]
@@ -250,6 +267,11 @@ impl Error {
                 retryable: true, ..
             } => ErrorClass::Unavailable,
             Error::WrongWorld { .. } => ErrorClass::Unloadable,
+            Error::UnknownView { .. } => ErrorClass::NotFound,
+            Error::InvalidViewQuery { .. } | Error::ViewStore(weir_views::Error::Invalid(_)) => {
+                ErrorClass::Invalid
+            }
+            Error::ViewBehind { .. } | Error::ViewStore(_) => ErrorClass::Unavailable,
             Error::InvalidReplay { .. }
             | Error::InvalidDeploy { .. }
             | Error::Manifest(_)
@@ -312,6 +334,12 @@ impl Error {
             Error::JournalMoved { .. } => "journal-moved",
             Error::EntityTopic { .. } => "entity-topic",
             Error::WrongWorld { .. } => "invalid-function",
+            Error::UnknownView { .. } => "unknown-view",
+            Error::InvalidViewQuery { .. } | Error::ViewStore(weir_views::Error::Invalid(_)) => {
+                "invalid-view-query"
+            }
+            Error::ViewBehind { .. } => "view-behind",
+            Error::ViewStore(_) => "view-store",
             Error::ShuttingDown => "unavailable",
             Error::Task(_) => "internal",
         }

@@ -49,6 +49,7 @@ mod subscribe;
 mod telemetry;
 mod topics;
 pub mod trace;
+mod views;
 
 pub use codec::LoggedEvent;
 pub use consumer::StartFrom;
@@ -68,6 +69,10 @@ pub use replay::{
 };
 pub use status::{FunctionStatus, NodeStatus, TopicStatus};
 pub use topics::{READ_INLINE_BYTES, ReadEvents, TopicUpdate, topic_spec};
+pub use views::{
+    DEFAULT_LIMIT as VIEW_DEFAULT_LIMIT, MAX_LIMIT as VIEW_MAX_LIMIT, ViewFilter, ViewPage,
+    ViewRequest, ViewStatus,
+};
 pub use weir_log::SharedLog;
 // Types of the log, the key-value store and the manifest that the node's methods hand
 // out or take, so the node's callers need no dependency on those crates.

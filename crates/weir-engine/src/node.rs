@@ -89,6 +89,8 @@ pub struct Node {
     pub(crate) groups: Arc<groups::GroupRegistry>,
     /// The app's entity types and their journals' writers.
     pub(crate) entities: crate::entity::Entities,
+    /// The app's views and their projections.
+    pub(crate) views: crate::views::Views,
     pub(crate) stopped: Mutex<bool>,
 }
 
@@ -171,8 +173,16 @@ impl Node {
             }
             None => crate::entity::Entities::default(),
         };
+        let views = match &manifest {
+            Some(m) => {
+                crate::views::Views::start(&m.views, &data_dir, &log, &registry, &tasks, &cancel)
+                    .await?
+            }
+            None => crate::views::Views::default(),
+        };
         let node = Node {
             entities,
+            views,
             log,
             base_dir: manifest
                 .as_ref()

@@ -24,6 +24,7 @@ pub struct NodeStatus {
     pub functions: Vec<FunctionStatus>,
     pub pipelines: Vec<PipelineStatus>,
     pub entities: Vec<crate::EntityTypeStatus>,
+    pub views: Vec<crate::ViewStatus>,
 }
 
 /// A topic as `weir status` shows it: its spec and positions, and what the backend
@@ -72,6 +73,7 @@ impl Node {
                 .collect(),
             pipelines: statuses,
             entities: self.entity_status().await,
+            views: self.views.status(&self.log).await,
         })
     }
 }

@@ -19,6 +19,7 @@ pub mod pipelines;
 pub mod replay;
 pub mod status;
 pub mod topics;
+pub mod views;
 
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -36,6 +36,7 @@ mod pipelines;
 mod problem;
 mod replay;
 mod topics;
+mod views;
 
 use std::sync::Arc;
 
@@ -167,7 +168,7 @@ impl Shared {
 #[openapi(
     info(
         title = "weir",
-        description = "weir's HTTP API: publish CloudEvents, read and follow topics, consumer groups, pipelines, functions and deploys, the key-value store, replays, event-sourced entities, status and health. Every error is an RFC 9457 problem document (`application/problem+json`).",
+        description = "weir's HTTP API: publish CloudEvents, read and follow topics, consumer groups, pipelines, functions and deploys, the key-value store, replays, event-sourced entities, views, status and health. Every error is an RFC 9457 problem document (`application/problem+json`).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
@@ -179,6 +180,7 @@ impl Shared {
         (name = "node", description = "status, health and this document"),
         (name = "auth", description = "API keys"),
         (name = "entities", description = "event-sourced entities: commands, state, journal"),
+        (name = "views", description = "CQRS views: tables projected from events, queried with filters and pages"),
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -233,6 +235,7 @@ fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
         .routes(routes!(entities::command))
         .routes(routes!(entities::get))
         .routes(routes!(entities::events))
+        .routes(routes!(views::query))
         .routes(routes!(status))
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))

@@ -14,7 +14,7 @@ use crate::front_door::{AuthTable, HttpTable, LimitsTable as NodeLimitsTable};
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
     Manifest, Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, StartPosition,
-    TopicSpec,
+    TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -36,6 +36,8 @@ pub(crate) struct Document {
     keyvalue: BTreeMap<String, KeyValueTable>,
     #[serde(default)]
     entities: BTreeMap<String, EntityTable>,
+    #[serde(default)]
+    views: BTreeMap<String, ViewTable>,
     auth: Option<AuthTable>,
     #[serde(default)]
     http: HttpTable,
@@ -51,6 +53,30 @@ struct EntityTable {
     partitions: Option<u32>,
     snapshot_every: Option<u32>,
     cache_entities: Option<u32>,
+}
+
+/// `[views.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViewTable {
+    function: String,
+    #[serde(default)]
+    sources: Vec<String>,
+    #[serde(default)]
+    entities: Vec<String>,
+    columns: BTreeMap<String, ViewColumnType>,
+    key: KeyColumns,
+    #[serde(default)]
+    indexes: Vec<String>,
+    store: Option<String>,
+}
+
+/// A key of one column (`key = "id"`) or several (`key = ["a", "b"]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum KeyColumns {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +215,24 @@ impl Document {
                 problems.push(crate::Problem::new(
                     crate::validate::key(&["entities", ty, "partitions"]),
                     format!("the app declares the journal topic [topics.\"{journal}\"] too; set partitions there only"),
+                ));
+            }
+        }
+        for (name, view) in &self.views {
+            if let Some(store) = &view.store
+                && store != "sqlite"
+                && !store.starts_with("postgres://")
+                && !store.starts_with("postgresql://")
+            {
+                problems.push(crate::Problem::new(
+                    crate::validate::key(&["views", name, "store"]),
+                    format!("{store:?} is not a view store; use \"sqlite\" (the default: views.sqlite in the data directory) or a postgres:// URL"),
+                ));
+            }
+            if view.sources.is_empty() && view.entities.is_empty() {
+                problems.push(crate::Problem::new(
+                    crate::validate::key(&["views", name]),
+                    "projects nothing; list the topics it reads in sources, or entity types in entities".to_owned(),
                 ));
             }
         }
@@ -333,6 +377,37 @@ impl Document {
                 (name, KeyValueSpec { seed })
             })
             .collect();
+        let views = self
+            .views
+            .into_iter()
+            .map(|(name, table)| {
+                let mut sources = table.sources;
+                sources.extend(
+                    table
+                        .entities
+                        .iter()
+                        .map(|ty| EntitySpec::journal_topic(ty)),
+                );
+                let mut seen = std::collections::BTreeSet::new();
+                sources.retain(|s| seen.insert(s.clone()));
+                let store = match table.store {
+                    Some(url) if url != "sqlite" => ViewStoreSpec::Postgres { url },
+                    _ => ViewStoreSpec::Sqlite,
+                };
+                let spec = ViewSpec {
+                    function: table.function,
+                    sources,
+                    columns: table.columns,
+                    key: match table.key {
+                        KeyColumns::One(k) => vec![k],
+                        KeyColumns::Many(k) => k,
+                    },
+                    indexes: table.indexes,
+                    store,
+                };
+                (name, spec)
+            })
+            .collect();
         Manifest {
             app,
             topics,
@@ -340,6 +415,7 @@ impl Document {
             pipelines,
             keyvalue,
             entities,
+            views,
             auth: self.auth.map(|auth| auth.resolve(base_dir)),
             http: self.http.resolve(base_dir),
             limits: self.limits.resolve(),

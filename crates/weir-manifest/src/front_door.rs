@@ -119,6 +119,8 @@ pub struct RoleSpec {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
     pub admin: Vec<String>,
+    /// Views the role may query (names or `*` patterns).
+    pub views: Vec<String>,
 }
 
 /// `[http]`.
@@ -221,6 +223,8 @@ struct RoleTable {
     subscribe: Vec<String>,
     #[serde(default)]
     admin: Vec<String>,
+    #[serde(default)]
+    views: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,6 +293,7 @@ impl AuthTable {
                         publish: role.publish,
                         subscribe: role.subscribe,
                         admin: role.admin,
+                        views: role.views,
                     };
                     (name, spec)
                 })
@@ -362,7 +367,11 @@ pub(crate) fn check_auth(auth: &AuthSpec, problems: &mut Vec<Problem>) {
                 fault.to_owned(),
             ));
         }
-        for (field, patterns) in [("publish", &role.publish), ("subscribe", &role.subscribe)] {
+        for (field, patterns) in [
+            ("publish", &role.publish),
+            ("subscribe", &role.subscribe),
+            ("views", &role.views),
+        ] {
             for pattern in patterns {
                 if let Some(fault) = topic_pattern_fault(pattern) {
                     problems.push(Problem::new(

@@ -23,6 +23,8 @@ pub struct Manifest {
     pub keyvalue: BTreeMap<String, KeyValueSpec>,
     /// Event-sourced entity types, by type name.
     pub entities: BTreeMap<String, EntitySpec>,
+    /// CQRS views, by view name.
+    pub views: BTreeMap<String, ViewSpec>,
     /// `[auth]`: `None` leaves the API open (loopback use).
     pub auth: Option<AuthSpec>,
     /// `[http]`: TLS and CORS.
@@ -123,6 +125,49 @@ impl EntitySpec {
     pub fn snapshot_topic(ty: &str) -> String {
         format!("entity.{ty}.snapshots")
     }
+}
+
+/// `[views.<name>]`: a table a projection function keeps from the events of its sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewSpec {
+    /// The function implementing the projection world.
+    pub function: String,
+    /// The topics it projects (`sources`, and the journals of `entities`), each once.
+    pub sources: Vec<String>,
+    /// Column name to type.
+    pub columns: BTreeMap<String, ViewColumnType>,
+    /// The primary key: one or more columns.
+    pub key: Vec<String>,
+    /// Columns queries may filter and sort on, besides the key's first.
+    pub indexes: Vec<String>,
+    pub store: ViewStoreSpec,
+}
+
+impl ViewSpec {
+    /// The table of view `name` in its store: the name with '-' as '_'.
+    pub fn table(name: &str) -> String {
+        name.replace('-', "_")
+    }
+}
+
+/// A view column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewColumnType {
+    Text,
+    Integer,
+    Real,
+    Boolean,
+    Json,
+}
+
+/// Where a view's table is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewStoreSpec {
+    /// The node's embedded SQLite file, `views.sqlite` in its data directory.
+    Sqlite,
+    /// A PostgreSQL database (a `postgres://` or `postgresql://` URL).
+    Postgres { url: String },
 }
 
 /// `[topics.<name>]`.

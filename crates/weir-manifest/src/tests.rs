@@ -1114,6 +1114,7 @@ rate_limit_per_sec = 100
                     publish: vec!["orders.*".to_owned()],
                     subscribe: vec!["orders.*".to_owned(), "crm.orders".to_owned()],
                     admin: vec!["replay".to_owned(), "groups".to_owned()],
+                    views: Vec::new(),
                 }
             )]),
             principals: BTreeMap::from([(

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec,
-    Problem, SecretSource, TopicSpec,
+    Problem, SecretSource, TopicSpec, ViewSpec,
 };
 
 /// Longest topic or consumer group name, as in Kafka.
@@ -43,6 +43,9 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
     }
     for (ty, entity) in &manifest.entities {
         check_entity(manifest, ty, entity, &mut problems);
+    }
+    for (name, view) in &manifest.views {
+        check_view(manifest, name, view, &mut problems);
     }
     check_groups_are_unique(&manifest.pipelines, &mut problems);
     if let Some(auth) = &manifest.auth {
@@ -601,6 +604,109 @@ fn check_entity(manifest: &Manifest, ty: &str, entity: &EntitySpec, problems: &m
                 format!(
                     "a pipeline publishes or dead-letters to {:?}, which only entity type {ty:?} writes (send it commands instead)",
                     entity.journal
+                ),
+            ));
+        }
+    }
+}
+
+/// A table or column name as both view stores take it.
+fn column_name_fault(name: &str) -> Option<&'static str> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    (!ok).then_some("use 1 to 63 characters of a-z, 0-9 and '_', not starting with a digit")
+}
+
+fn check_view(manifest: &Manifest, name: &str, view: &ViewSpec, problems: &mut Vec<Problem>) {
+    let here = |k: &str| key(&["views", name, k]);
+    if let Some(reason) = name_fault(name) {
+        problems.push(Problem::new(
+            key(&["views", name]),
+            format!("view name {name:?} is invalid: {reason}; {NAME_RULE}"),
+        ));
+    } else if ViewSpec::table(name).as_bytes()[0].is_ascii_digit()
+        || ViewSpec::table(name).starts_with("weir_")
+    {
+        problems.push(Problem::new(
+            key(&["views", name]),
+            "a view's table takes its name: start it with a letter, and not with \"weir-\" or \"weir_\" (weir's own tables)".to_owned(),
+        ));
+    }
+    if !manifest.functions.contains_key(&view.function) {
+        problems.push(Problem::new(
+            here("function"),
+            format!(
+                "no function named {:?}; declare it as [{}] with the path of its projection component as source",
+                view.function,
+                key(&["functions", &view.function])
+            ),
+        ));
+    }
+    let elsewhere = manifest
+        .pipelines
+        .values()
+        .any(|p| p.function == view.function)
+        || manifest
+            .entities
+            .values()
+            .any(|e| e.function == view.function);
+    if elsewhere {
+        problems.push(Problem::new(
+            here("function"),
+            format!(
+                "function {:?} is also a pipeline's or an entity's function; a view's function implements the projection world",
+                view.function
+            ),
+        ));
+    }
+    for source in &view.sources {
+        if !manifest.topics.contains_key(source) {
+            problems.push(Problem::new(
+                here("sources"),
+                format!("no topic named {source:?}; declare it in [topics] (or, for an entity type, list the type in entities)"),
+            ));
+        }
+    }
+    if view.columns.is_empty() {
+        problems.push(Problem::new(
+            here("columns"),
+            "declares no column; give each as NAME = \"text\" | \"integer\" | \"real\" | \"boolean\" | \"json\"".to_owned(),
+        ));
+    }
+    for column in view.columns.keys() {
+        if let Some(reason) = column_name_fault(column) {
+            problems.push(Problem::new(
+                key(&["views", name, "columns", column]),
+                format!("column name {column:?} is invalid: {reason}"),
+            ));
+        }
+    }
+    if view.key.is_empty() {
+        problems.push(Problem::new(
+            here("key"),
+            "names no column; a view needs a key".to_owned(),
+        ));
+    }
+    for (what, columns) in [("key", &view.key), ("indexes", &view.indexes)] {
+        for column in columns {
+            if !view.columns.contains_key(column) {
+                problems.push(Problem::new(
+                    here(what),
+                    format!("{column:?} is not one of the view's columns"),
+                ));
+            }
+        }
+    }
+    for column in &view.key {
+        if view.columns.get(column) == Some(&crate::ViewColumnType::Json) {
+            problems.push(Problem::new(
+                here("key"),
+                format!(
+                    "{column:?} is a json column; a key column is text, integer, real or boolean"
                 ),
             ));
         }

@@ -78,6 +78,15 @@ pub fn example_entity() -> PathBuf {
     build_guest(&example_dir().join("order-entity"), "order_entity")
 }
 
+/// The example app's `orders-by-customer` (a view's projection of the order entity's
+/// events), built.
+pub fn example_projection() -> PathBuf {
+    build_guest(
+        &example_dir().join("orders-by-customer"),
+        "orders_by_customer",
+    )
+}
+
 /// The example app's `enrich-order` function in JavaScript (`enrich-order-js`), built
 /// with componentize-js if it is older than its sources.
 pub fn example_function_js() -> PathBuf {

@@ -20,7 +20,7 @@ pub enum Error {
     )]
     InvalidComponent { function: String, reason: String },
     #[error(
-        "function {function:?} does not fit the weir:function/handler world: {reason}; it may import something weir does not grant or not export `handle`"
+        "function {function:?} fits none of the weir:function worlds (handler, entity, projection): {reason}; it may import something weir does not grant, or not export `handle`, `apply` or `project` as its world says"
     )]
     WrongWorld { function: String, reason: String },
     #[error(

@@ -66,6 +66,21 @@ pub(crate) mod entity_wit {
     });
 }
 
+/// The projection world: fewer imports (logging and config), the entity world's `types`,
+/// so the owned event record and error are one type for both.
+pub(crate) mod projection_wit {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "weir:function/projection",
+        with: {
+            "wasi:logging": super::wit::wasi::logging,
+            "wasi:config": super::wit::wasi::config,
+            "weir:function/types": super::entity_wit::weir::function::types,
+        },
+        require_store_data_send: true,
+    });
+}
+
 /// Which WIT world a function's component implements, found when it is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum World {
@@ -73,6 +88,8 @@ pub enum World {
     Handler,
     /// `weir:function/entity`: an event-sourced entity (`[entities]`).
     Entity,
+    /// `weir:function/projection`: a view's projection (`[views]`).
+    Projection,
 }
 
 impl std::fmt::Display for World {
@@ -80,6 +97,7 @@ impl std::fmt::Display for World {
         f.write_str(match self {
             World::Handler => "handler",
             World::Entity => "entity",
+            World::Projection => "projection",
         })
     }
 }
@@ -89,12 +107,14 @@ impl std::fmt::Display for World {
 enum Pre {
     Handler(wit::HandlerPre<CallState>),
     Entity(entity_wit::EntityPre<CallState>),
+    Projection(projection_wit::ProjectionPre<CallState>),
 }
 
 /// The exports of one instance, for its world.
 enum Exports {
     Handler(wit::Handler),
     Entity(entity_wit::Entity),
+    Projection(projection_wit::Projection),
 }
 
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
@@ -206,6 +226,27 @@ pub struct NewEvent {
 pub enum Decision {
     Accept(Vec<NewEvent>),
     Reject(String),
+}
+
+/// A column's value in a projection's row change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CellValue {
+    Null,
+    Text(String),
+    Integer(i64),
+    Real(f64),
+    Boolean(bool),
+    /// JSON text.
+    Json(String),
+}
+
+/// A change a projection makes to its view's table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowChange {
+    /// Insert the row, or update the given columns of the row with its key.
+    Upsert(Vec<(String, CellValue)>),
+    /// Delete the row with this key.
+    Delete(Vec<(String, CellValue)>),
 }
 
 /// How a node's function host is set up.
@@ -484,13 +525,18 @@ impl FunctionHost {
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
-        // The world is the one whose exports the component has: `apply` makes an entity.
-        let pre = if component
-            .component_type()
-            .get_export(&self.engine, "apply")
-            .is_some()
-        {
+        // The world is the one whose exports the component has: `apply` makes an entity,
+        // `project` a projection.
+        let exports = |name: &str| {
+            component
+                .component_type()
+                .get_export(&self.engine, name)
+                .is_some()
+        };
+        let pre = if exports("apply") {
             Pre::Entity(entity_wit::EntityPre::new(pre).map_err(wrong_world)?)
+        } else if exports("project") {
+            Pre::Projection(projection_wit::ProjectionPre::new(pre).map_err(wrong_world)?)
         } else {
             Pre::Handler(wit::HandlerPre::new(pre).map_err(wrong_world)?)
         };
@@ -660,6 +706,7 @@ impl Function {
         match self.inner.pre {
             Pre::Handler(_) => World::Handler,
             Pre::Entity(_) => World::Entity,
+            Pre::Projection(_) => World::Projection,
         }
     }
 
@@ -723,6 +770,7 @@ impl Function {
         let exports = match &f.pre {
             Pre::Handler(pre) => pre.instantiate(&mut store).map(Exports::Handler),
             Pre::Entity(pre) => pre.instantiate(&mut store).map(Exports::Entity),
+            Pre::Projection(pre) => pre.instantiate(&mut store).map(Exports::Projection),
         };
         match exports {
             Ok(exports) => Ok(Instance {
@@ -916,6 +964,54 @@ impl Function {
         let input = convert::to_entity_wit(event);
         let result = entity.call_apply(&mut instance.store, state, &input);
         self.finish_entity(instance, result)
+    }
+
+    /// Call a projection's `project` on `instance`, with key-value and HTTP denied. On an
+    /// error the instance must not be used again.
+    pub(crate) fn project_on(
+        &self,
+        instance: &mut Instance,
+        event: &CloudEvent,
+    ) -> Result<Vec<RowChange>, CallError> {
+        self.arm_as(&mut instance.store, false);
+        let Exports::Projection(projection) = &instance.exports else {
+            return Err(self.not_world(World::Projection));
+        };
+        let input = convert::to_entity_wit(event);
+        let result = projection.call_project(&mut instance.store, &input);
+        let changes = self.finish_entity(instance, result)?;
+        if changes.len() > self.inner.limits.max_outputs {
+            return Err(self.output_limit(
+                "max_outputs",
+                "row changes",
+                self.inner.limits.max_outputs,
+                changes.len(),
+            ));
+        }
+        use projection_wit::weir::function::projection_types::{RowChange as W, Value as V};
+        let cells = |cells: Vec<(String, V)>| {
+            cells
+                .into_iter()
+                .map(|(name, value)| {
+                    let value = match value {
+                        V::Null => CellValue::Null,
+                        V::Text(s) => CellValue::Text(s),
+                        V::Integer(i) => CellValue::Integer(i),
+                        V::Real(f) => CellValue::Real(f),
+                        V::Boolean(b) => CellValue::Boolean(b),
+                        V::Json(s) => CellValue::Json(s),
+                    };
+                    (name, value)
+                })
+                .collect()
+        };
+        Ok(changes
+            .into_iter()
+            .map(|change| match change {
+                W::Upsert(row) => RowChange::Upsert(cells(row)),
+                W::Delete(row) => RowChange::Delete(cells(row)),
+            })
+            .collect())
     }
 
     fn output_limit(

@@ -39,8 +39,8 @@ mod tests;
 pub use egress::{Resolver, SystemResolver};
 pub use error::{CallError, Error, Result};
 pub use host::{
-    CompiledStats, Decision, EntityCommand, Function, FunctionHost, FunctionSettings, HostOptions,
-    Limits, NewEvent, OutputEvent, Secret, World,
+    CellValue, CompiledStats, Decision, EntityCommand, Function, FunctionHost, FunctionSettings,
+    HostOptions, Limits, NewEvent, OutputEvent, RowChange, Secret, World,
 };
 pub use keyvalue::{KeyValueStore, MemoryKeyValue};
 pub use pool::InstancePool;

@@ -15,7 +15,7 @@ use std::time::Instant;
 use weir_cloudevents::CloudEvent;
 
 use crate::error::CallError;
-use crate::host::{Decision, EntityCommand, Function, Instance, OutputEvent};
+use crate::host::{Decision, EntityCommand, Function, Instance, OutputEvent, RowChange};
 use crate::telemetry::CallMetrics;
 
 /// Idle instances a pool keeps; more are dropped when they come back. Each holds a slot
@@ -76,6 +76,12 @@ impl InstancePool {
         event: &CloudEvent,
     ) -> Result<Option<Vec<u8>>, CallError> {
         self.run(|f, instance| f.apply_on(instance, state, event))
+    }
+
+    /// Call a projection's `project` on a warm instance, with key-value and HTTP denied.
+    /// Blocking.
+    pub fn project(&self, event: &CloudEvent) -> Result<Vec<RowChange>, CallError> {
+        self.run(|f, instance| f.project_on(instance, event))
     }
 
     /// Run `call` on a warm instance, measured.

@@ -85,6 +85,12 @@ pub(crate) fn plan(
             Some(_) => {}
         }
     }
+    if current.views != next.views {
+        refused.push(
+            "[views] changes; views start with the node, so restart it with the new weir.toml"
+                .to_owned(),
+        );
+    }
     if current.entities != next.entities {
         refused.push(
             "[entities] changes; entity types start with the node, so restart it with the new weir.toml".to_owned(),

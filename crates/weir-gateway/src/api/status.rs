@@ -19,6 +19,8 @@ pub struct NodeStatus {
     pub pipelines: Vec<Pipeline>,
     /// The app's entity types.
     pub entities: Vec<EntityTypeStatus>,
+    /// The app's views.
+    pub views: Vec<super::views::ViewStatus>,
 }
 
 /// An entity type: its function, journal and counts.
@@ -60,6 +62,7 @@ impl From<weir_engine::NodeStatus> for NodeStatus {
             functions: s.functions.into_iter().map(Into::into).collect(),
             pipelines: s.pipelines.into_iter().map(Into::into).collect(),
             entities: s.entities.into_iter().map(Into::into).collect(),
+            views: s.views.into_iter().map(Into::into).collect(),
         }
     }
 }

@@ -1,0 +1,84 @@
+//! `weir view`: query a CQRS view over the node's HTTP API.
+
+use anyhow::Context;
+
+use crate::client::{NodeUrl, connect_error, failure};
+
+#[derive(Debug, clap::Args)]
+pub struct ViewArgs {
+    /// The view (`[views.NAME]` in weir.toml).
+    name: String,
+    /// A filter on an indexed column: `COLUMN=VALUE`, or `COLUMN.OP=VALUE` with OP one
+    /// of gt, gte, lt, lte, prefix; repeat for more (all must hold).
+    #[arg(long = "where", value_name = "FILTER")]
+    filters: Vec<String>,
+    /// Sort on an indexed column; `-COLUMN` sorts descending.
+    #[arg(long, allow_hyphen_values = true)]
+    sort: Option<String>,
+    /// Rows per page (at most 1000).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Every page, not only the first.
+    #[arg(long)]
+    all: bool,
+    /// Wait until the view has what this consistency token (from `weir entity`) names.
+    #[arg(long)]
+    consistency: Option<String>,
+    #[command(flatten)]
+    node: NodeUrl,
+}
+
+pub async fn run(args: ViewArgs) -> anyhow::Result<()> {
+    let http = args.node.http()?;
+    let mut url = reqwest::Url::parse(&args.node.join("/v1/views"))
+        .with_context(|| format!("--url {:?} is not a URL", args.node.url))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("--url {:?} cannot have a path", args.node.url))?
+        .push(&args.name);
+    {
+        let mut query = url.query_pairs_mut();
+        for filter in &args.filters {
+            let (column, value) = filter
+                .split_once('=')
+                .with_context(|| format!("--where {filter:?} is not COLUMN=VALUE"))?;
+            query.append_pair(column, value);
+        }
+        if let Some(sort) = &args.sort {
+            query.append_pair("sort", sort);
+        }
+        if let Some(limit) = args.limit {
+            query.append_pair("limit", &limit.to_string());
+        }
+        if let Some(token) = &args.consistency {
+            query.append_pair("consistency", token);
+        }
+    }
+    let mut page: Option<String> = None;
+    loop {
+        let mut page_url = url.clone();
+        if let Some(token) = &page {
+            page_url.query_pairs_mut().append_pair("page", token);
+        }
+        let response = http
+            .get(page_url)
+            .send()
+            .await
+            .map_err(connect_error(&args.node.url))?;
+        if !response.status().is_success() {
+            return Err(failure(response).await);
+        }
+        let body: serde_json::Value = response.json().await?;
+        for row in body["rows"].as_array().into_iter().flatten() {
+            println!("{row}");
+        }
+        page = body["next_page"].as_str().map(str::to_owned);
+        match &page {
+            Some(_) if args.all => {}
+            Some(token) => {
+                eprintln!("(more rows: --all prints every page; next page token {token})");
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
+    }
+}

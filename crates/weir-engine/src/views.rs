@@ -1,0 +1,789 @@
+//! CQRS views (`[views.NAME]`): tables a projection function keeps from the events of
+//! the view's source topics, in a view store (`weir-views`: the node's SQLite file or a
+//! PostgreSQL database), queried over HTTP.
+//!
+//! **Architecture Invariant:** a view's progress (per source partition, the next offset
+//! to project) lives in its store and moves only in the store transaction that applies
+//! the row changes of the events before it (`ViewStore::apply`), so a projection resumed
+//! after a crash, from that progress, neither loses nor doubles a change. A partition's
+//! projection hands events to the function in offset order and never moves past one it
+//! could not project: it stops there, says why in the view's status, and tries the same
+//! event again (a deploy of a fixed function lets it go on).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weir_manifest::{ViewColumnType, ViewSpec, ViewStoreSpec};
+use weir_views::{
+    Column, ColumnType, Condition, Filter, Progress, Query, Row, RowChange, TableSpec, Value,
+    ViewStore,
+};
+use weir_wasm::{CellValue, InstancePool};
+
+use crate::consumer::{PartitionConsumer, StartFrom, resolve_start};
+use crate::registry::Registry;
+use crate::{Error, Result, SharedLog};
+
+/// Events a projection takes per store transaction.
+const BATCH: usize = 256;
+/// The longest pause before a failed event is tried again.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The most rows one query returns.
+pub const MAX_LIMIT: usize = 1000;
+/// Rows a query returns when it names no limit.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// The node's views.
+#[derive(Default)]
+pub(crate) struct Views {
+    views: BTreeMap<String, Arc<View>>,
+}
+
+struct View {
+    name: String,
+    table: String,
+    spec: ViewSpec,
+    table_spec: TableSpec,
+    store: Arc<dyn ViewStore>,
+    /// Per source partition, the next offset projected into the store.
+    positions: BTreeMap<(String, u32), watch::Sender<u64>>,
+    health: Mutex<Health>,
+    registry: Arc<Registry>,
+    pool: Mutex<Option<(u64, InstancePool)>>,
+}
+
+#[derive(Default)]
+struct Health {
+    events: u64,
+    changes: u64,
+    /// The event a partition is stopped at, and why.
+    stuck: BTreeMap<(String, u32), String>,
+}
+
+/// How one view is doing (`weir status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewStatus {
+    pub name: String,
+    pub function: String,
+    pub store: String,
+    pub sources: Vec<String>,
+    /// Events projected since the node started.
+    pub events: u64,
+    /// Row changes applied since the node started.
+    pub changes: u64,
+    /// Events in the sources not projected yet.
+    pub lag: u64,
+    /// Partitions stopped at an event the projection failed on, and why.
+    pub errors: Vec<String>,
+}
+
+/// A filter of a query, as sent: the engine types the value by the column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewFilter {
+    pub column: String,
+    /// `eq`, `lt`, `lte`, `gt`, `gte` or `prefix`.
+    pub op: String,
+    pub value: String,
+}
+
+/// A query of a view, as sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewRequest {
+    pub filters: Vec<ViewFilter>,
+    /// The column to sort on, and whether descending; none sorts by the key.
+    pub sort: Option<(String, bool)>,
+    pub limit: Option<usize>,
+    /// The `next_page` of the page before.
+    pub page: Option<String>,
+    /// Consistency tokens (`TOPIC:PARTITION:OFFSET`): the view must have projected every
+    /// event below OFFSET in that partition before it answers.
+    pub consistency: Vec<String>,
+    /// How long to wait for `consistency`.
+    pub wait: Duration,
+}
+
+/// A page of a view.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewPage {
+    pub view: String,
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Pass it as `page` for the rows after these; none at the end.
+    pub next_page: Option<String>,
+}
+
+fn column_type(ty: ViewColumnType) -> ColumnType {
+    match ty {
+        ViewColumnType::Text => ColumnType::Text,
+        ViewColumnType::Integer => ColumnType::Integer,
+        ViewColumnType::Real => ColumnType::Real,
+        ViewColumnType::Boolean => ColumnType::Boolean,
+        ViewColumnType::Json => ColumnType::Json,
+    }
+}
+
+fn table_spec(spec: &ViewSpec) -> TableSpec {
+    TableSpec {
+        columns: spec
+            .columns
+            .iter()
+            .map(|(name, ty)| Column {
+                name: name.clone(),
+                ty: column_type(*ty),
+            })
+            .collect(),
+        key: spec.key.clone(),
+        indexes: spec.indexes.clone(),
+    }
+}
+
+fn cells(cells: Vec<(String, CellValue)>) -> Row {
+    cells
+        .into_iter()
+        .map(|(name, value)| {
+            let value = match value {
+                CellValue::Null => Value::Null,
+                CellValue::Text(s) => Value::Text(s),
+                CellValue::Integer(i) => Value::Integer(i),
+                CellValue::Real(f) => Value::Real(f),
+                CellValue::Boolean(b) => Value::Boolean(b),
+                CellValue::Json(s) => Value::Json(s),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// The stores the node's views use: one SQLite file, and one pool per PostgreSQL URL.
+struct Stores {
+    data_dir: std::path::PathBuf,
+    sqlite: Option<Arc<dyn ViewStore>>,
+    postgres: BTreeMap<String, Arc<dyn ViewStore>>,
+}
+
+impl Stores {
+    async fn get(&mut self, spec: &ViewStoreSpec) -> Result<Arc<dyn ViewStore>> {
+        Ok(match spec {
+            ViewStoreSpec::Sqlite => match &self.sqlite {
+                Some(store) => store.clone(),
+                None => {
+                    let path = self.data_dir.join("views.sqlite");
+                    let store: Arc<dyn ViewStore> = Arc::new(
+                        tokio::task::spawn_blocking(move || weir_views::SqliteStore::open(&path))
+                            .await
+                            .map_err(|e| Error::Task(e.to_string()))??,
+                    );
+                    self.sqlite = Some(store.clone());
+                    store
+                }
+            },
+            ViewStoreSpec::Postgres { url } => match self.postgres.get(url) {
+                Some(store) => store.clone(),
+                None => {
+                    let store: Arc<dyn ViewStore> =
+                        Arc::new(weir_views::PostgresStore::connect(url).await?);
+                    self.postgres.insert(url.clone(), store.clone());
+                    store
+                }
+            },
+        })
+    }
+}
+
+impl Views {
+    /// Create every view's table (if new), read its progress and start a projection per
+    /// source partition from there.
+    pub(crate) async fn start(
+        specs: &BTreeMap<String, ViewSpec>,
+        data_dir: &std::path::Path,
+        log: &SharedLog,
+        registry: &Arc<Registry>,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Result<Views> {
+        let mut stores = Stores {
+            data_dir: data_dir.to_owned(),
+            sqlite: None,
+            postgres: BTreeMap::new(),
+        };
+        let mut views = BTreeMap::new();
+        for (name, spec) in specs {
+            let function = registry
+                .active(&spec.function)
+                .ok_or_else(|| Error::UnknownFunction {
+                    function: spec.function.clone(),
+                    declared: Vec::new(),
+                })?
+                .1;
+            if function.world() != weir_wasm::World::Projection {
+                return Err(Error::WrongWorld {
+                    function: spec.function.clone(),
+                    world: function.world().to_string(),
+                    wanted: format!("projection (it is view {name:?}'s function)"),
+                });
+            }
+            let store = stores.get(&spec.store).await?;
+            let table = ViewSpec::table(name);
+            let table_spec = table_spec(spec);
+            store.create(&table, &table_spec).await?;
+            let progress: BTreeMap<(String, u32), u64> = store
+                .progress(&table)
+                .await?
+                .into_iter()
+                .map(|p| ((p.topic, p.partition), p.next_offset))
+                .collect();
+            let mut positions = BTreeMap::new();
+            for topic in &spec.sources {
+                let info = crate::consumer::topic_info(log, topic).await?;
+                for partition in 0..info.partitions {
+                    let key = (topic.clone(), partition);
+                    let start = match progress.get(&key) {
+                        Some(next) => *next,
+                        None => resolve_start(log, topic, partition, StartFrom::Earliest).await?,
+                    };
+                    positions.insert(key, watch::channel(start).0);
+                }
+            }
+            let view = Arc::new(View {
+                name: name.clone(),
+                table,
+                spec: spec.clone(),
+                table_spec,
+                store,
+                positions,
+                health: Mutex::default(),
+                registry: registry.clone(),
+                pool: Mutex::new(None),
+            });
+            for (topic, partition) in view.positions.keys() {
+                tasks.spawn(project_partition(
+                    view.clone(),
+                    log.clone(),
+                    topic.clone(),
+                    *partition,
+                    cancel.clone(),
+                ));
+            }
+            tracing::info!(view = %name, store = view.store.kind(), sources = ?spec.sources, "view projections started");
+            views.insert(name.clone(), view);
+        }
+        Ok(Views { views })
+    }
+
+    fn get(&self, name: &str) -> Result<&Arc<View>> {
+        self.views.get(name).ok_or_else(|| Error::UnknownView {
+            view: name.to_owned(),
+            declared: self.views.keys().cloned().collect(),
+        })
+    }
+
+    pub(crate) async fn status(&self, log: &SharedLog) -> Vec<ViewStatus> {
+        let mut out = Vec::new();
+        for view in self.views.values() {
+            let mut lag = 0;
+            for ((topic, partition), position) in &view.positions {
+                if let Ok(offsets) = log.offsets(topic, *partition).await {
+                    lag += offsets.end.saturating_sub(*position.borrow());
+                }
+            }
+            let health = view.health.lock().unwrap_or_else(PoisonError::into_inner);
+            out.push(ViewStatus {
+                name: view.name.clone(),
+                function: view.spec.function.clone(),
+                store: view.store.kind().to_owned(),
+                sources: view.spec.sources.clone(),
+                events: health.events,
+                changes: health.changes,
+                lag,
+                errors: health
+                    .stuck
+                    .iter()
+                    .map(|((topic, partition), why)| format!("{topic}/{partition}: {why}"))
+                    .collect(),
+            });
+        }
+        out
+    }
+
+    /// A page of view `name`, once it has projected what `request.consistency` names.
+    pub(crate) async fn query(&self, name: &str, request: ViewRequest) -> Result<ViewPage> {
+        let view = self.get(name)?;
+        let invalid = |reason: String| Error::InvalidViewQuery {
+            view: name.to_owned(),
+            reason,
+        };
+        let query = view.query(&request).map_err(invalid)?;
+        for token in &request.consistency {
+            view.wait_for(token, request.wait).await?;
+        }
+        let page = view
+            .store
+            .query(&view.table, &view.table_spec, &query)
+            .await?;
+        Ok(ViewPage {
+            view: name.to_owned(),
+            rows: page
+                .rows
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .map(|(name, value)| (name.clone(), value.to_json()))
+                        .collect()
+                })
+                .collect(),
+            next_page: page.last.map(|last| page_token(&query, &last)),
+        })
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.views.keys().cloned().collect()
+    }
+}
+
+/// The page token: the sort it was made for and the last row's sort and key columns, as
+/// base64url JSON. A client that changes it only moves where its next page starts (values
+/// are always bound as parameters), and one made for another sort is refused.
+fn page_token(query: &Query, last: &Row) -> String {
+    let row: serde_json::Map<String, serde_json::Value> = last
+        .iter()
+        .map(|(name, value)| (name.clone(), value.to_json()))
+        .collect();
+    let token = serde_json::json!({
+        "sort": query.order_by,
+        "desc": query.descending,
+        "after": row,
+    });
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+impl View {
+    /// The pool of the projection function's active version (a new one after a deploy).
+    fn pool(&self) -> Result<InstancePool> {
+        let (generation, function) =
+            self.registry
+                .active(&self.spec.function)
+                .ok_or_else(|| Error::UnknownFunction {
+                    function: self.spec.function.clone(),
+                    declared: Vec::new(),
+                })?;
+        let mut current = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*current {
+            Some((g, pool)) if *g == generation => Ok(pool.clone()),
+            _ => {
+                let pool = function.instances();
+                *current = Some((generation, pool.clone()));
+                Ok(pool)
+            }
+        }
+    }
+
+    /// A value for `column` from its text in a query.
+    fn value(&self, column: &str, text: &str) -> Result<Value, String> {
+        let Some(c) = self.table_spec.column(column) else {
+            return Err(format!(
+                "{column:?} is not a column; columns: {:?}",
+                self.table_spec
+                    .columns
+                    .iter()
+                    .map(|c| &c.name)
+                    .collect::<Vec<_>>()
+            ));
+        };
+        let bad = |what: &str| format!("{text:?} is not {what} (column {column:?})");
+        Ok(match c.ty {
+            ColumnType::Text => Value::Text(text.to_owned()),
+            ColumnType::Integer => Value::Integer(text.parse().map_err(|_| bad("an integer"))?),
+            ColumnType::Real => Value::Real(text.parse().map_err(|_| bad("a number"))?),
+            ColumnType::Boolean => Value::Boolean(match text {
+                "true" => true,
+                "false" => false,
+                _ => return Err(bad("true or false")),
+            }),
+            ColumnType::Json => {
+                return Err(format!(
+                    "{column:?} is a json column; queries filter and sort on the others"
+                ));
+            }
+        })
+    }
+
+    fn indexed(&self, column: &str) -> Result<(), String> {
+        if self.table_spec.is_indexed(column) {
+            Ok(())
+        } else {
+            let mut indexed: Vec<&String> = self.table_spec.indexes.iter().collect();
+            indexed.extend(self.table_spec.key.first());
+            Err(format!(
+                "{column:?} has no index; filter and sort on {indexed:?} (add it to the view's indexes)"
+            ))
+        }
+    }
+
+    fn query(&self, request: &ViewRequest) -> Result<Query, String> {
+        let mut filters = Vec::new();
+        for f in &request.filters {
+            let value = self.value(&f.column, &f.value)?;
+            self.indexed(&f.column)?;
+            let condition = match f.op.as_str() {
+                "eq" => Condition::Eq(value),
+                "lt" => Condition::Lt(value),
+                "lte" => Condition::Le(value),
+                "gt" => Condition::Gt(value),
+                "gte" => Condition::Ge(value),
+                "prefix" => match value {
+                    Value::Text(text) => Condition::Prefix(text),
+                    _ => {
+                        return Err(format!(
+                            "prefix applies to text columns; {:?} is not one",
+                            f.column
+                        ));
+                    }
+                },
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a filter; use eq, lt, lte, gt, gte or prefix"
+                    ));
+                }
+            };
+            filters.push(Filter {
+                column: f.column.clone(),
+                condition,
+            });
+        }
+        let (order_by, descending) = match &request.sort {
+            Some((column, descending)) => {
+                self.value(column, "0").or_else(|e| {
+                    // A text column takes any text; only an unknown or json column fails.
+                    if self
+                        .table_spec
+                        .column(column)
+                        .is_some_and(|c| c.ty != ColumnType::Json)
+                    {
+                        Ok(Value::Null)
+                    } else {
+                        Err(e)
+                    }
+                })?;
+                self.indexed(column)?;
+                (Some(column.clone()), *descending)
+            }
+            None => (None, false),
+        };
+        let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(format!("limit must be 1 to {MAX_LIMIT}"));
+        }
+        let after = match &request.page {
+            None => None,
+            Some(token) => Some(self.decode_page(token, &order_by, descending)?),
+        };
+        Ok(Query {
+            filters,
+            order_by,
+            descending,
+            limit,
+            after,
+        })
+    }
+
+    fn decode_page(
+        &self,
+        token: &str,
+        order_by: &Option<String>,
+        descending: bool,
+    ) -> Result<Row, String> {
+        let bad = || "the page token is not one this view gave out".to_owned();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| bad())?;
+        let token: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        let sort = token
+            .get("sort")
+            .and_then(|s| s.as_str())
+            .map(str::to_owned);
+        let desc = token.get("desc").and_then(|d| d.as_bool()).unwrap_or(false);
+        if &sort != order_by || desc != descending {
+            return Err(
+                "the page token was made for another sort; send the same sort with it".to_owned(),
+            );
+        }
+        let after = token
+            .get("after")
+            .and_then(|a| a.as_object())
+            .ok_or_else(bad)?;
+        let mut row = Row::new();
+        for (name, value) in after {
+            let column = self.table_spec.column(name).ok_or_else(bad)?;
+            let value = match (column.ty, value) {
+                (_, serde_json::Value::Null) => Value::Null,
+                (ColumnType::Text, serde_json::Value::String(s)) => Value::Text(s.clone()),
+                (ColumnType::Integer, v) => Value::Integer(v.as_i64().ok_or_else(bad)?),
+                (ColumnType::Real, v) => Value::Real(v.as_f64().ok_or_else(bad)?),
+                (ColumnType::Boolean, v) => Value::Boolean(v.as_bool().ok_or_else(bad)?),
+                _ => return Err(bad()),
+            };
+            row.insert(name.clone(), value);
+        }
+        Ok(row)
+    }
+
+    /// Wait until the view has projected what `token` names, at most `wait`.
+    async fn wait_for(&self, token: &str, wait: Duration) -> Result<()> {
+        let invalid = |reason: String| Error::InvalidViewQuery {
+            view: self.name.clone(),
+            reason,
+        };
+        let mut parts = token.rsplitn(3, ':');
+        let (offset, partition, topic) = (parts.next(), parts.next(), parts.next());
+        let (Some(offset), Some(partition), Some(topic)) = (offset, partition, topic) else {
+            return Err(invalid(format!(
+                "{token:?} is not a consistency token (TOPIC:PARTITION:OFFSET)"
+            )));
+        };
+        let (Ok(offset), Ok(partition)) = (offset.parse::<u64>(), partition.parse::<u32>()) else {
+            return Err(invalid(format!(
+                "{token:?} is not a consistency token (TOPIC:PARTITION:OFFSET)"
+            )));
+        };
+        let Some(position) = self.positions.get(&(topic.to_owned(), partition)) else {
+            return Err(invalid(format!(
+                "{token:?} names a partition of none of the view's sources {:?}",
+                self.spec.sources
+            )));
+        };
+        let mut rx = position.subscribe();
+        let reached = tokio::time::timeout(wait, rx.wait_for(|at| *at >= offset)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::ViewBehind {
+                view: self.name.clone(),
+                token: token.to_owned(),
+                at: *position.borrow(),
+                waited_ms: wait.as_millis() as u64,
+            }),
+        }
+    }
+
+    fn stuck(&self, topic: &str, partition: u32, why: Option<String>) {
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (topic.to_owned(), partition);
+        match why {
+            Some(why) => {
+                health.stuck.insert(key, why);
+            }
+            None => {
+                health.stuck.remove(&key);
+            }
+        }
+    }
+}
+
+/// What projecting a batch came to: the changes of the events before `upto`, and why the
+/// event at `upto` failed, if one did.
+struct Projected {
+    changes: Vec<RowChange>,
+    upto: u64,
+    events: u64,
+    failed: Option<String>,
+}
+
+/// Project `records` in order, stopping at the first that fails.
+fn project(pool: &InstancePool, topic: &str, records: Vec<weir_log::StoredRecord>) -> Projected {
+    let mut out = Projected {
+        changes: Vec::new(),
+        upto: records.first().map_or(0, |r| r.offset),
+        events: 0,
+        failed: None,
+    };
+    for record in records {
+        let offset = record.offset;
+        let event = match crate::codec::decode_event(topic, record) {
+            Ok(event) => event,
+            Err(e) => {
+                out.failed = Some(format!("offset {offset}: {e}"));
+                return out;
+            }
+        };
+        match pool.project(&event.event) {
+            Ok(changes) => {
+                out.changes.extend(changes.into_iter().map(|c| match c {
+                    weir_wasm::RowChange::Upsert(row) => RowChange::Upsert(cells(row)),
+                    weir_wasm::RowChange::Delete(row) => RowChange::Delete(cells(row)),
+                }));
+                out.upto = offset + 1;
+                out.events += 1;
+            }
+            Err(e) => {
+                out.failed = Some(format!("offset {offset} (event {:?}): {e}", event.event.id));
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// Keep one source partition of `view` projected until `cancel` fires.
+async fn project_partition(
+    view: Arc<View>,
+    log: SharedLog,
+    topic: String,
+    partition: u32,
+    cancel: CancellationToken,
+) {
+    let position = view.positions[&(topic.clone(), partition)].clone();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = project_from(&view, &log, &topic, partition, &position, &cancel).await;
+        match result {
+            Ok(()) => return,
+            Err(why) => {
+                tracing::warn!(view = %view.name, %topic, partition, error = %why, "the view's projection stopped at an event; trying it again");
+                view.stuck(&topic, partition, Some(why));
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Project from the partition's position until cancelled (`Ok`) or an event fails (its
+/// reason).
+async fn project_from(
+    view: &Arc<View>,
+    log: &SharedLog,
+    topic: &str,
+    partition: u32,
+    position: &watch::Sender<u64>,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let start = *position.borrow();
+    let name = format!("view {}", view.name);
+    let mut consumer = PartitionConsumer::open_at(log, topic, partition, name, start)
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let records = match consumer
+            .next_batch(BATCH, cancel, std::future::pending())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(records) => records,
+            None => return Ok(()),
+        };
+        let pool = view.pool().map_err(|e| e.to_string())?;
+        let owned_topic = topic.to_owned();
+        let projected = tokio::task::spawn_blocking(move || project(&pool, &owned_topic, records))
+            .await
+            .map_err(|e| e.to_string())?;
+        let applied = apply(view, topic, partition, projected.changes, projected.upto).await;
+        if let Err(weir_views::Error::Invalid(_)) = applied {
+            // A row the store refuses: apply event by event to stop at the one that made it.
+            let from = *position.borrow();
+            return Err(apply_one_by_one(view, log, topic, partition, from, position).await);
+        }
+        applied.map_err(|e| e.to_string())?;
+        position.send_replace(projected.upto);
+        {
+            let mut health = view.health.lock().unwrap_or_else(PoisonError::into_inner);
+            health.events += projected.events;
+        }
+        if let Some(why) = projected.failed {
+            return Err(why);
+        }
+        view.stuck(topic, partition, None);
+    }
+}
+
+async fn apply(
+    view: &View,
+    topic: &str,
+    partition: u32,
+    changes: Vec<RowChange>,
+    upto: u64,
+) -> weir_views::Result<()> {
+    let count = changes.len() as u64;
+    view.store
+        .apply(
+            &view.table,
+            &view.table_spec,
+            changes,
+            vec![Progress {
+                topic: topic.to_owned(),
+                partition,
+                next_offset: upto,
+            }],
+        )
+        .await?;
+    view.health
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .changes += count;
+    Ok(())
+}
+
+/// After a batch the store refused: project and apply its events one at a time from
+/// `from`, so the events before the bad one land, and say which one it is.
+async fn apply_one_by_one(
+    view: &Arc<View>,
+    log: &SharedLog,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    position: &watch::Sender<u64>,
+) -> String {
+    let name = format!("view {}", view.name);
+    let mut consumer = match PartitionConsumer::open_at(log, topic, partition, name, from).await {
+        Ok(consumer) => consumer,
+        Err(e) => return e.to_string(),
+    };
+    loop {
+        let records = match consumer.poll(1).await {
+            Ok(records) if !records.is_empty() => records,
+            Ok(_) => return "a row change does not fit the view's table".to_owned(),
+            Err(e) => return e.to_string(),
+        };
+        let offset = records[0].offset;
+        let pool = match view.pool() {
+            Ok(pool) => pool,
+            Err(e) => return e.to_string(),
+        };
+        let owned_topic = topic.to_owned();
+        let projected = match tokio::task::spawn_blocking(move || {
+            project(&pool, &owned_topic, records)
+        })
+        .await
+        {
+            Ok(projected) => projected,
+            Err(e) => return e.to_string(),
+        };
+        if let Some(why) = projected.failed {
+            return why;
+        }
+        match apply(view, topic, partition, projected.changes, projected.upto).await {
+            Ok(()) => {
+                position.send_replace(projected.upto);
+            }
+            Err(e) => return format!("offset {offset}: {e}"),
+        }
+    }
+}
+
+impl crate::Node {
+    /// A page of view `name`; see [`ViewRequest`].
+    pub async fn view_query(&self, name: &str, request: ViewRequest) -> Result<ViewPage> {
+        self.views.query(name, request).await
+    }
+
+    /// The declared views.
+    pub fn view_names(&self) -> Vec<String> {
+        self.views.names()
+    }
+}
