@@ -1,0 +1,274 @@
+//! Views on the embedded log: the example's orders-by-customer projection of the order
+//! entity, queried with filters, pages and consistency tokens, resumed after a restart,
+//! stopped at an event its table refuses; in SQLite and in PostgreSQL.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_manifest::Manifest;
+
+use super::options;
+use crate::{ErrorClass, Node, ViewFilter, ViewRequest};
+
+const VIEW: &str = "orders-by-customer";
+
+fn manifest(dir: &Path, store: &str, amount_type: &str) -> Manifest {
+    let text = format!(
+        r#"
+[functions.order-entity]
+source = "{}"
+[functions.orders-by-customer]
+source = "{}"
+[entities.order]
+function = "order-entity"
+partitions = 2
+[views.orders-by-customer]
+function = "orders-by-customer"
+entities = ["order"]
+key = "order_id"
+indexes = ["customer", "status"]
+store = "{store}"
+[views.orders-by-customer.columns]
+order_id = "text"
+customer = "text"
+amount = "{amount_type}"
+currency = "text"
+status = "text"
+version = "integer"
+"#,
+        weir_test_support::example_entity().display(),
+        weir_test_support::example_projection().display(),
+    );
+    Manifest::from_toml_str(&text, dir).unwrap()
+}
+
+async fn start(dir: &Path, store: &str, amount_type: &str) -> Arc<Node> {
+    Node::start(options(&dir.join("data"), Some(manifest(dir, store, amount_type))).await)
+        .await
+        .unwrap()
+}
+
+/// Place order `id` for `customer`; its consistency token.
+async fn place(node: &Node, id: &str, customer: &str, amount: f64) -> String {
+    let data = serde_json::json!({"customer": customer, "amount": amount, "currency": "EUR"});
+    node.entity_command("order", id, "place", data.to_string().into_bytes(), None)
+        .await
+        .unwrap()
+        .token
+        .to_string()
+}
+
+fn request(filters: &[(&str, &str, &str)], consistency: &[String]) -> ViewRequest {
+    ViewRequest {
+        filters: filters
+            .iter()
+            .map(|(column, op, value)| ViewFilter {
+                column: (*column).to_owned(),
+                op: (*op).to_owned(),
+                value: (*value).to_owned(),
+            })
+            .collect(),
+        consistency: consistency.to_vec(),
+        wait: Duration::from_secs(10),
+        ..ViewRequest::default()
+    }
+}
+
+fn ids(page: &crate::ViewPage) -> Vec<String> {
+    page.rows
+        .iter()
+        .map(|r| r["order_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Commands, then queries that wait for them with their tokens: read-your-writes.
+async fn project_and_query(node: &Node) {
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        let customer = if i % 3 == 0 { "CUST-A" } else { "CUST-B" };
+        tokens.push(place(node, &format!("SO-{i:02}"), customer, f64::from(i) + 1.0).await);
+    }
+    let paid = node
+        .entity_command(
+            "order",
+            "SO-03",
+            "pay",
+            br#"{"amount": 4.0}"#.to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    tokens.push(paid.token.to_string());
+
+    let all = node
+        .view_query(VIEW, request(&[], &tokens))
+        .await
+        .unwrap();
+    assert_eq!(all.rows.len(), 12, "{:?}", all.rows);
+    assert!(all.next_page.is_none());
+    let so3 = &all.rows[3];
+    assert_eq!(so3["order_id"], "SO-03");
+    assert_eq!(so3["status"], "paid");
+    assert_eq!(so3["customer"], "CUST-A", "a later event keeps the columns it leaves out");
+    assert_eq!(so3["version"], 2);
+    assert_eq!(so3["amount"], 4.0);
+
+    let a = node
+        .view_query(VIEW, request(&[("customer", "eq", "CUST-A")], &[]))
+        .await
+        .unwrap();
+    assert_eq!(ids(&a), ["SO-00", "SO-03", "SO-06", "SO-09"]);
+    let paid_a = node
+        .view_query(
+            VIEW,
+            request(&[("customer", "eq", "CUST-A"), ("status", "eq", "paid")], &[]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&paid_a), ["SO-03"]);
+    let range = node
+        .view_query(
+            VIEW,
+            request(&[("order_id", "gte", "SO-05"), ("order_id", "lt", "SO-08")], &[]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&range), ["SO-05", "SO-06", "SO-07"]);
+    let prefix = node
+        .view_query(VIEW, request(&[("order_id", "prefix", "SO-1")], &[]))
+        .await
+        .unwrap();
+    assert_eq!(ids(&prefix), ["SO-10", "SO-11"]);
+
+    // Pages of 5, sorted by customer descending (ties by the key, descending too), add up
+    // to the whole view.
+    let mut seen = Vec::new();
+    let mut page_token = None;
+    loop {
+        let mut r = request(&[], &[]);
+        r.sort = Some(("customer".into(), true));
+        r.limit = Some(5);
+        r.page = page_token.clone();
+        let page = node.view_query(VIEW, r).await.unwrap();
+        assert!(page.rows.len() <= 5);
+        seen.extend(ids(&page));
+        match page.next_page {
+            Some(next) => page_token = Some(next),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = (0..12)
+        .filter(|i| i % 3 != 0)
+        .chain((0..12).filter(|i| i % 3 == 0))
+        .map(|i| format!("SO-{i:02}"))
+        .collect();
+    expected[..8].sort_by(|a, b| b.cmp(a));
+    expected[8..].sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, expected);
+
+    // What the view cannot answer is a clear error.
+    let bad = |r: ViewRequest| async { node.view_query(VIEW, r).await.unwrap_err() };
+    let e = bad(request(&[("amount", "eq", "3")], &[])).await;
+    assert_eq!(e.class(), ErrorClass::Invalid, "{e}");
+    assert!(e.to_string().contains("has no index"), "{e}");
+    let e = bad(request(&[("nope", "eq", "3")], &[])).await;
+    assert!(e.to_string().contains("not a column"), "{e}");
+    let e = bad(request(&[("customer", "like", "x")], &[])).await;
+    assert!(e.to_string().contains("not a filter"), "{e}");
+    let mut r = request(&[], &[]);
+    r.page = Some("bm90IGEgdG9rZW4".into());
+    let e = bad(r).await;
+    assert!(e.to_string().contains("page token"), "{e}");
+    let e = bad(request(&[], &["crm.orders:0:1".into()])).await;
+    assert_eq!(e.class(), ErrorClass::Invalid, "{e}");
+    let mut r = request(&[], &["entity.order:0:1000000".into()]);
+    r.wait = Duration::from_millis(50);
+    let e = bad(r).await;
+    assert_eq!(e.code(), "view-behind", "{e}");
+    let e = node.view_query("nope", request(&[], &[])).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::NotFound, "{e}");
+}
+
+#[tokio::test]
+async fn a_view_projects_entity_events_and_answers_filtered_paged_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "sqlite", "real").await;
+    project_and_query(&node).await;
+    let status = node.status().await.unwrap();
+    let view = &status.views[0];
+    assert_eq!((view.events, view.lag, view.store.as_str()), (13, 0, "sqlite"));
+    assert!(view.errors.is_empty(), "{:?}", view.errors);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_view_in_postgresql_projects_and_answers_the_same() {
+    let url = std::env::var("WEIR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let store = weir_views::PostgresStore::connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is needed for this test (start it, or set WEIR_TEST_POSTGRES_URL): {e}")
+        });
+    // A table another run left behind would hold its rows and progress.
+    weir_views::ViewStore::drop_table(&store, "orders_by_customer")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &url, "real").await;
+    project_and_query(&node).await;
+    assert_eq!(node.status().await.unwrap().views[0].store, "postgres");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_view_resumes_from_the_progress_in_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "sqlite", "real").await;
+    let mut tokens = Vec::new();
+    for i in 0..6 {
+        tokens.push(place(&node, &format!("o-{i}"), "C", 1.0).await);
+    }
+    let page = node.view_query(VIEW, request(&[], &tokens)).await.unwrap();
+    assert_eq!(page.rows.len(), 6);
+    node.shutdown().await;
+    drop(node);
+
+    let node = start(dir.path(), "sqlite", "real").await;
+    let token = place(&node, "o-new", "C", 2.0).await;
+    let page = node.view_query(VIEW, request(&[], &[token])).await.unwrap();
+    assert_eq!(page.rows.len(), 7);
+    // Only the new event was projected again: the rest was in the store's progress.
+    let status = node.status().await.unwrap();
+    assert_eq!(status.views[0].events, 1, "{:?}", status.views[0]);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_the_table_refuses_stops_its_partition_there_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    // amount is declared boolean: the projection's real amount does not fit.
+    let node = start(dir.path(), "sqlite", "boolean").await;
+    let token = place(&node, "o-1", "C", 1.5).await;
+    let mut r = request(&[], &[token.clone()]);
+    r.wait = Duration::from_millis(300);
+    let e = node.view_query(VIEW, r).await.unwrap_err();
+    assert_eq!(e.code(), "view-behind", "{e}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = node.status().await.unwrap();
+        let view = &status.views[0];
+        if let Some(error) = view.errors.first() {
+            assert!(error.contains("offset 0"), "{error}");
+            assert!(error.contains("amount"), "{error}");
+            assert_eq!(view.lag, 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no error in {view:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = node.view_query(VIEW, request(&[], &[])).await.unwrap();
+    assert!(page.rows.is_empty(), "nothing past the refused event: {:?}", page.rows);
+    node.shutdown().await;
+}
