@@ -434,6 +434,6 @@ async fn a_pipelines_group_cannot_be_joined_but_can_be_reset_while_it_runs() {
 mod backpressure;
 mod delivery;
 mod entities;
-mod views;
 mod hot_swap;
 mod replay;
+mod views;

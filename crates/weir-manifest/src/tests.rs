@@ -152,6 +152,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
         )]),
         keyvalue: BTreeMap::new(),
         entities: BTreeMap::new(),
+        views: BTreeMap::new(),
         auth: None,
         http: HttpSpec::default(),
         limits: NodeLimits::default(),
@@ -1262,4 +1263,99 @@ retention_ms = 1000
         e.contains("takes no compaction, retention_ms or retention_bytes"),
         "{e}"
     );
+}
+
+const VIEW_APP: &str = r#"
+[functions.order-entity]
+source = "order.wasm"
+[functions.project]
+source = "project.wasm"
+[entities.order]
+function = "order-entity"
+[topics."crm.orders"]
+[views.orders-by-customer]
+function = "project"
+entities = ["order"]
+sources = ["crm.orders", "entity.order"]
+key = "order_id"
+indexes = ["customer"]
+[views.orders-by-customer.columns]
+order_id = "text"
+customer = "text"
+total = "real"
+"#;
+
+#[test]
+fn a_view_names_its_sources_columns_key_indexes_and_store() {
+    let m = parse(VIEW_APP);
+    let view = &m.views["orders-by-customer"];
+    assert_eq!(
+        view.sources,
+        ["crm.orders", "entity.order"],
+        "each source once"
+    );
+    assert_eq!(view.key, ["order_id"]);
+    assert_eq!(view.columns["total"], crate::ViewColumnType::Real);
+    assert_eq!(view.store, crate::ViewStoreSpec::Sqlite);
+    assert_eq!(
+        crate::ViewSpec::table("orders-by-customer"),
+        "orders_by_customer"
+    );
+
+    let pg = parse(&VIEW_APP.replace(
+        "indexes = [\"customer\"]",
+        "indexes = [\"customer\"]\nstore = \"postgres://u@db/views\"",
+    ));
+    assert_eq!(
+        pg.views["orders-by-customer"].store,
+        crate::ViewStoreSpec::Postgres {
+            url: "postgres://u@db/views".into()
+        }
+    );
+}
+
+#[test]
+fn a_view_that_cannot_work_is_refused_with_every_reason() {
+    let text = VIEW_APP
+        .replace("function = \"project\"", "function = \"order-entity\"")
+        .replace(
+            "sources = [\"crm.orders\", \"entity.order\"]",
+            "sources = [\"nope\"]",
+        )
+        .replace("key = \"order_id\"", "key = [\"order_id\", \"payload\"]")
+        .replace(
+            "indexes = [\"customer\"]",
+            "indexes = [\"missing\"]\nstore = \"mysql://x\"",
+        )
+        .replace(
+            "total = \"real\"",
+            "total = \"real\"\npayload = \"json\"\n\"Bad-Name\" = \"text\"",
+        );
+    let all = problems(&text)
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    for expected in [
+        "is also a pipeline's or an entity's function",
+        "no topic named \"nope\"",
+        "\"missing\" is not one of the view's columns",
+        "\"payload\" is a json column",
+        "column name \"Bad-Name\" is invalid",
+        "is not a view store",
+    ] {
+        assert!(all.contains(expected), "{expected:?} not in:\n{all}");
+    }
+    let e = problems(
+        &VIEW_APP
+            .replace("[views.orders-by-customer]", "[views.weir-x]")
+            .replace("views.orders-by-customer.columns", "views.weir-x.columns"),
+    );
+    assert!(e[0].to_string().contains("weir's own tables"), "{e:?}");
+    let e = problems(
+        &VIEW_APP
+            .replace("sources = [\"crm.orders\", \"entity.order\"]\n", "")
+            .replace("entities = [\"order\"]\n", ""),
+    );
+    assert!(e[0].to_string().contains("projects nothing"), "{e:?}");
 }

@@ -1,6 +1,7 @@
-//! The example's order entity through `weir entity`, and a node killed with SIGKILL in
-//! the middle of commands: every acknowledged command's events are there once, versions
-//! have no gaps, and nothing unacknowledged is half-written.
+//! The example's order entity through `weir entity` and its view through `weir view`,
+//! and a node killed with SIGKILL in the middle of commands (and of their projection):
+//! every acknowledged command's events are there once, versions have no gaps, nothing
+//! unacknowledged is half-written, and the view holds exactly the journal's states.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,7 @@ fn weir_entity_sends_commands_and_shows_state_versions_and_events() {
     let placed: serde_json::Value = serde_json::from_str(&placed).unwrap();
     assert_eq!(placed["version"], 1);
     assert_eq!(placed["state"]["status"], "placed");
-    cli(
+    let paid = cli(
         &node,
         &[
             "entity",
@@ -40,6 +41,31 @@ fn weir_entity_sends_commands_and_shows_state_versions_and_events() {
             "--if-match",
             "1",
         ],
+    );
+    let paid: serde_json::Value = serde_json::from_str(&paid).unwrap();
+    // The view has the command's events once it answers with the command's token.
+    let token = paid["consistency_token"].as_str().unwrap();
+    let rows = cli(
+        &node,
+        &[
+            "view",
+            "orders-by-customer",
+            "--where",
+            "customer=CUST-1",
+            "--consistency",
+            token,
+        ],
+    );
+    let row: serde_json::Value = serde_json::from_str(rows.trim()).unwrap();
+    assert_eq!(row["order_id"], "SO-1");
+    assert_eq!(row["status"], "paid");
+    assert_eq!(row["amount"], 99.5);
+    assert_eq!(
+        cli(
+            &node,
+            &["view", "orders-by-customer", "--where", "customer=CUST-2"]
+        ),
+        ""
     );
     let state: serde_json::Value =
         serde_json::from_str(&cli(&node, &["entity", "order", "SO-1"])).unwrap();
@@ -68,6 +94,21 @@ fn weir_entity_sends_commands_and_shows_state_versions_and_events() {
         text.contains("order  function order-entity  journal entity.order"),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "orders-by-customer  function orders-by-customer  store sqlite  sources entity.order"
+        ),
+        "{text}"
+    );
+    // A filter on a column without an index fails with the reason.
+    let output = std::process::Command::new(super::weir())
+        .args(["view", "orders-by-customer", "--where", "amount.gt=1"])
+        .args(["--url", &node.url])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has no index"), "{stderr}");
 
     // A rejected command fails the CLI with the entity's reason.
     let output = std::process::Command::new(super::weir())
@@ -178,6 +219,7 @@ fn sigkill_in_the_middle_of_commands_loses_no_acknowledged_event_and_leaves_no_g
         })
     };
     let mut ids = BTreeSet::new();
+    let mut journal_versions = BTreeMap::new();
     for (id, sent_version) in &sent {
         let (status, events) = get(format!("/v1/entities/order/{id}/events"));
         let events: Vec<serde_json::Value> = if status == 404 {
@@ -207,10 +249,41 @@ fn sigkill_in_the_middle_of_commands_loses_no_acknowledged_event_and_leaves_no_g
         }
         // The state is rebuilt to the journal's last version.
         if !versions.is_empty() {
+            journal_versions.insert(id.clone(), versions.len() as u64);
             let (_, state) = get(format!("/v1/entities/order/{id}"));
             assert_eq!(state["version"].as_u64().unwrap(), versions.len() as u64);
         }
     }
+    // The view, once it has caught up, holds each order's state as of its journal: none
+    // lost, none ahead, whatever the projection was doing when the node died.
+    let started = Instant::now();
+    loop {
+        let (_, status) = get("/v1/status".to_owned());
+        if status["views"][0]["lag"] == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut rows = BTreeMap::new();
+    let mut page: Option<String> = None;
+    loop {
+        let query = page
+            .as_ref()
+            .map_or(String::new(), |p| format!("&page={p}"));
+        let (status, body) = get(format!("/v1/views/orders-by-customer?limit=1000{query}"));
+        assert_eq!(status, 200, "{body}");
+        for row in body["rows"].as_array().unwrap() {
+            let id = row["order_id"].as_str().unwrap().to_owned();
+            rows.insert(id, row["version"].as_u64().unwrap());
+        }
+        match body["next_page"].as_str() {
+            Some(next) => page = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(rows, journal_versions, "the view is the journal's states");
+
     // The node takes commands again where the journal left off.
     let (id, _) = acked.iter().find(|(_, v)| **v == 2).unwrap();
     let got = rt.block_on(send(

@@ -37,6 +37,11 @@ fn example_app(dir: &Path) -> PathBuf {
         "\"order-entity/target/wasm32-wasip2/release/order_entity.wasm\"",
         &format!("{:?}", entity.display().to_string()),
     );
+    let projection = weir_test_support::example_projection();
+    let manifest = manifest.replace(
+        "\"orders-by-customer/target/wasm32-wasip2/release/orders_by_customer.wasm\"",
+        &format!("{:?}", projection.display().to_string()),
+    );
     let seed = weir_test_support::example_dir().join("customers.json");
     let manifest = manifest.replace(
         "\"customers.json\"",

@@ -101,16 +101,16 @@ async fn project_and_query(node: &Node) {
         .unwrap();
     tokens.push(paid.token.to_string());
 
-    let all = node
-        .view_query(VIEW, request(&[], &tokens))
-        .await
-        .unwrap();
+    let all = node.view_query(VIEW, request(&[], &tokens)).await.unwrap();
     assert_eq!(all.rows.len(), 12, "{:?}", all.rows);
     assert!(all.next_page.is_none());
     let so3 = &all.rows[3];
     assert_eq!(so3["order_id"], "SO-03");
     assert_eq!(so3["status"], "paid");
-    assert_eq!(so3["customer"], "CUST-A", "a later event keeps the columns it leaves out");
+    assert_eq!(
+        so3["customer"], "CUST-A",
+        "a later event keeps the columns it leaves out"
+    );
     assert_eq!(so3["version"], 2);
     assert_eq!(so3["amount"], 4.0);
 
@@ -122,7 +122,10 @@ async fn project_and_query(node: &Node) {
     let paid_a = node
         .view_query(
             VIEW,
-            request(&[("customer", "eq", "CUST-A"), ("status", "eq", "paid")], &[]),
+            request(
+                &[("customer", "eq", "CUST-A"), ("status", "eq", "paid")],
+                &[],
+            ),
         )
         .await
         .unwrap();
@@ -130,7 +133,10 @@ async fn project_and_query(node: &Node) {
     let range = node
         .view_query(
             VIEW,
-            request(&[("order_id", "gte", "SO-05"), ("order_id", "lt", "SO-08")], &[]),
+            request(
+                &[("order_id", "gte", "SO-05"), ("order_id", "lt", "SO-08")],
+                &[],
+            ),
         )
         .await
         .unwrap();
@@ -186,7 +192,10 @@ async fn project_and_query(node: &Node) {
     r.wait = Duration::from_millis(50);
     let e = bad(r).await;
     assert_eq!(e.code(), "view-behind", "{e}");
-    let e = node.view_query("nope", request(&[], &[])).await.unwrap_err();
+    let e = node
+        .view_query("nope", request(&[], &[]))
+        .await
+        .unwrap_err();
     assert_eq!(e.class(), ErrorClass::NotFound, "{e}");
 }
 
@@ -197,7 +206,10 @@ async fn a_view_projects_entity_events_and_answers_filtered_paged_queries() {
     project_and_query(&node).await;
     let status = node.status().await.unwrap();
     let view = &status.views[0];
-    assert_eq!((view.events, view.lag, view.store.as_str()), (13, 0, "sqlite"));
+    assert_eq!(
+        (view.events, view.lag, view.store.as_str()),
+        (13, 0, "sqlite")
+    );
     assert!(view.errors.is_empty(), "{:?}", view.errors);
     node.shutdown().await;
 }
@@ -209,7 +221,9 @@ async fn a_view_in_postgresql_projects_and_answers_the_same() {
     let store = weir_views::PostgresStore::connect(&url)
         .await
         .unwrap_or_else(|e| {
-            panic!("PostgreSQL is needed for this test (start it, or set WEIR_TEST_POSTGRES_URL): {e}")
+            panic!(
+                "PostgreSQL is needed for this test (start it, or set WEIR_TEST_POSTGRES_URL): {e}"
+            )
         });
     // A table another run left behind would hold its rows and progress.
     weir_views::ViewStore::drop_table(&store, "orders_by_customer")
@@ -269,6 +283,10 @@ async fn an_event_the_table_refuses_stops_its_partition_there_and_says_why() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let page = node.view_query(VIEW, request(&[], &[])).await.unwrap();
-    assert!(page.rows.is_empty(), "nothing past the refused event: {:?}", page.rows);
+    assert!(
+        page.rows.is_empty(),
+        "nothing past the refused event: {:?}",
+        page.rows
+    );
     node.shutdown().await;
 }
