@@ -116,6 +116,16 @@ async fn api_keys_are_created_verified_revoked_and_expire() {
             .is_err()
     );
     assert!(auth.authorize(&principal, Action::FullAdmin).is_err());
+    // Views by their role's `views` patterns.
+    auth.authorize(&principal, Action::ReadView("orders-by-customer"))
+        .unwrap();
+    let denied = auth
+        .authorize(&principal, Action::ReadView("payroll"))
+        .unwrap_err();
+    assert!(
+        denied.to_string().contains("views = [\"payroll\"]"),
+        "{denied}"
+    );
 
     // The secret is not on disk, only its hash.
     let file = std::fs::read_to_string(dir.path().join("auth/api-keys.json")).unwrap();

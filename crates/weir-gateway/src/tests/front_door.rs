@@ -26,6 +26,7 @@ fn auth_spec(secret: std::path::PathBuf) -> AuthSpec {
         publish: publish.iter().map(|s| s.to_string()).collect(),
         subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
         admin: admin.iter().map(|s| s.to_string()).collect(),
+        views: Vec::new(),
     };
     AuthSpec {
         jwt: Some(JwtSpec {
