@@ -17,6 +17,8 @@ pub enum AdminOp {
     Replay,
     Redrive,
     Keys,
+    /// Rebuild views.
+    Views,
 }
 
 impl AdminOp {
@@ -30,6 +32,7 @@ impl AdminOp {
             AdminOp::Replay => "replay",
             AdminOp::Redrive => "redrive",
             AdminOp::Keys => "keys",
+            AdminOp::Views => "views",
         }
     }
 }

@@ -24,11 +24,18 @@ pub struct ViewArgs {
     /// Wait until the view has what this consistency token (from `weir entity`) names.
     #[arg(long)]
     consistency: Option<String>,
+    /// Rebuild the view from its sources' earliest events into a new table, swapped in
+    /// when it has caught up, and wait for it (admin operation `views`).
+    #[arg(long, conflicts_with_all = ["filters", "sort", "limit", "all", "consistency"])]
+    rebuild: bool,
     #[command(flatten)]
     node: NodeUrl,
 }
 
 pub async fn run(args: ViewArgs) -> anyhow::Result<()> {
+    if args.rebuild {
+        return rebuild(&args).await;
+    }
     let http = args.node.http()?;
     let mut url = reqwest::Url::parse(&args.node.join("/v1/views"))
         .with_context(|| format!("--url {:?} is not a URL", args.node.url))?;
@@ -79,6 +86,59 @@ pub async fn run(args: ViewArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             None => return Ok(()),
+        }
+    }
+}
+
+/// Start a rebuild and follow it in the node's status until it is done or failed.
+async fn rebuild(args: &ViewArgs) -> anyhow::Result<()> {
+    let http = args.node.http()?;
+    let mut url = reqwest::Url::parse(&args.node.join("/v1/views"))
+        .with_context(|| format!("--url {:?} is not a URL", args.node.url))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("--url {:?} cannot have a path", args.node.url))?
+        .extend([args.name.as_str(), "rebuild"]);
+    let response = http
+        .post(url)
+        .send()
+        .await
+        .map_err(connect_error(&args.node.url))?;
+    if !response.status().is_success() {
+        return Err(failure(response).await);
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let response = http
+            .get(args.node.join("/v1/status"))
+            .send()
+            .await
+            .map_err(connect_error(&args.node.url))?;
+        if !response.status().is_success() {
+            return Err(failure(response).await);
+        }
+        let status: serde_json::Value = response.json().await?;
+        let view = status["views"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == args.name.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let rebuild = &view["rebuild"];
+        match rebuild["state"].as_str() {
+            Some("done") => {
+                println!(
+                    "view {} rebuilt from {} events and swapped in",
+                    args.name, rebuild["events"]
+                );
+                return Ok(());
+            }
+            Some("failed") => anyhow::bail!(
+                "the rebuild of view {} failed (the view serves its old table): {}",
+                args.name,
+                rebuild["error"].as_str().unwrap_or("")
+            ),
+            _ => {}
         }
     }
 }

@@ -179,6 +179,8 @@ pub enum Error {
         at: u64,
         waited_ms: u64,
     },
+    #[error("view {view:?} is being rebuilt already; `weir status` follows it")]
+    RebuildRunning { view: String },
     #[error(transparent)]
     ViewStore(#[from] weir_views::Error),
     #[error("the node is shutting down; try again on the restarted node")]
@@ -272,6 +274,7 @@ impl Error {
                 ErrorClass::Invalid
             }
             Error::ViewBehind { .. } | Error::ViewStore(_) => ErrorClass::Unavailable,
+            Error::RebuildRunning { .. } => ErrorClass::Conflict,
             Error::InvalidReplay { .. }
             | Error::InvalidDeploy { .. }
             | Error::Manifest(_)
@@ -339,6 +342,7 @@ impl Error {
                 "invalid-view-query"
             }
             Error::ViewBehind { .. } => "view-behind",
+            Error::RebuildRunning { .. } => "rebuild-running",
             Error::ViewStore(_) => "view-store",
             Error::ShuttingDown => "unavailable",
             Error::Task(_) => "internal",

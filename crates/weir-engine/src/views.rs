@@ -56,6 +56,21 @@ struct View {
     health: Mutex<Health>,
     registry: Arc<Registry>,
     pool: Mutex<Option<(u64, InstancePool)>>,
+    /// Held around every write to the serving table; counts the swaps that replaced it,
+    /// so a projection that read from the table before a swap starts again from its
+    /// progress instead of writing on.
+    epoch: tokio::sync::Mutex<u64>,
+    rebuild: Mutex<Option<RebuildStatus>>,
+}
+
+/// A view's last (or running) rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RebuildStatus {
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// Events projected into the new table.
+    pub events: u64,
+    pub error: Option<String>,
 }
 
 #[derive(Default)]
@@ -81,6 +96,8 @@ pub struct ViewStatus {
     pub lag: u64,
     /// Partitions stopped at an event the projection failed on, and why.
     pub errors: Vec<String>,
+    /// The last rebuild, if one ran since the node started.
+    pub rebuild: Option<RebuildStatus>,
 }
 
 /// A filter of a query, as sent: the engine types the value by the column.
@@ -259,6 +276,8 @@ impl Views {
                 health: Mutex::default(),
                 registry: registry.clone(),
                 pool: Mutex::new(None),
+                epoch: tokio::sync::Mutex::new(0),
+                rebuild: Mutex::new(None),
             });
             for (topic, partition) in view.positions.keys() {
                 tasks.spawn(project_partition(
@@ -305,6 +324,11 @@ impl Views {
                     .iter()
                     .map(|((topic, partition), why)| format!("{topic}/{partition}: {why}"))
                     .collect(),
+                rebuild: view
+                    .rebuild
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
             });
         }
         out
@@ -627,6 +651,13 @@ fn project(pool: &InstancePool, topic: &str, records: Vec<weir_log::StoredRecord
     out
 }
 
+/// How a projection's run ended without an error.
+enum Flow {
+    Cancelled,
+    /// A rebuild replaced the table: start again from the new table's progress.
+    Restart,
+}
+
 /// Keep one source partition of `view` projected until `cancel` fires.
 async fn project_partition(
     view: Arc<View>,
@@ -638,9 +669,12 @@ async fn project_partition(
     let position = view.positions[&(topic.clone(), partition)].clone();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let result = project_from(&view, &log, &topic, partition, &position, &cancel).await;
-        match result {
-            Ok(()) => return,
+        match project_from(&view, &log, &topic, partition, &position, &cancel).await {
+            Ok(Flow::Cancelled) => return,
+            Ok(Flow::Restart) => {
+                view.stuck(&topic, partition, None);
+                backoff = Duration::from_millis(100);
+            }
             Err(why) => {
                 tracing::warn!(view = %view.name, %topic, partition, error = %why, "the view's projection stopped at an event; trying it again");
                 view.stuck(&topic, partition, Some(why));
@@ -654,8 +688,8 @@ async fn project_partition(
     }
 }
 
-/// Project from the partition's position until cancelled (`Ok`) or an event fails (its
-/// reason).
+/// Project from the partition's position until cancelled, restarted by a rebuild, or an
+/// event fails (its reason).
 async fn project_from(
     view: &Arc<View>,
     log: &SharedLog,
@@ -663,7 +697,9 @@ async fn project_from(
     partition: u32,
     position: &watch::Sender<u64>,
     cancel: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<Flow, String> {
+    // The epoch first, then the position: a swap changes the position before the epoch.
+    let epoch = *view.epoch.lock().await;
     let start = *position.borrow();
     let name = format!("view {}", view.name);
     let mut consumer = PartitionConsumer::open_at(log, topic, partition, name, start)
@@ -676,14 +712,22 @@ async fn project_from(
             .map_err(|e| e.to_string())?
         {
             Some(records) => records,
-            None => return Ok(()),
+            None => return Ok(Flow::Cancelled),
         };
-        let pool = view.pool().map_err(|e| e.to_string())?;
-        let owned_topic = topic.to_owned();
-        let projected = tokio::task::spawn_blocking(move || project(&pool, &owned_topic, records))
-            .await
-            .map_err(|e| e.to_string())?;
-        let applied = apply(view, topic, partition, projected.changes, projected.upto).await;
+        let projected = project_batch(view, topic, records).await?;
+        let guard = view.epoch.lock().await;
+        if *guard != epoch {
+            return Ok(Flow::Restart);
+        }
+        let applied = apply(
+            view,
+            &view.table,
+            topic,
+            partition,
+            projected.changes,
+            projected.upto,
+        )
+        .await;
         if let Err(weir_views::Error::Invalid(_)) = applied {
             // A row the store refuses: apply event by event to stop at the one that made it.
             let from = *position.borrow();
@@ -691,10 +735,11 @@ async fn project_from(
         }
         applied.map_err(|e| e.to_string())?;
         position.send_replace(projected.upto);
-        {
-            let mut health = view.health.lock().unwrap_or_else(PoisonError::into_inner);
-            health.events += projected.events;
-        }
+        drop(guard);
+        view.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .events += projected.events;
         if let Some(why) = projected.failed {
             return Err(why);
         }
@@ -702,8 +747,23 @@ async fn project_from(
     }
 }
 
+/// Project `records` on the blocking pool.
+async fn project_batch(
+    view: &View,
+    topic: &str,
+    records: Vec<weir_log::StoredRecord>,
+) -> Result<Projected, String> {
+    let pool = view.pool().map_err(|e| e.to_string())?;
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || project(&pool, &topic, records))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Apply `changes` to `table` and move its progress in `topic`/`partition` to `upto`.
 async fn apply(
     view: &View,
+    table: &str,
     topic: &str,
     partition: u32,
     changes: Vec<RowChange>,
@@ -712,7 +772,7 @@ async fn apply(
     let count = changes.len() as u64;
     view.store
         .apply(
-            &view.table,
+            table,
             &view.table_spec,
             changes,
             vec![Progress {
@@ -729,8 +789,9 @@ async fn apply(
     Ok(())
 }
 
-/// After a batch the store refused: project and apply its events one at a time from
-/// `from`, so the events before the bad one land, and say which one it is.
+/// After a batch the store refused (the caller holds the epoch): project and apply its
+/// events one at a time from `from`, so the events before the bad one land, and say
+/// which one it is.
 async fn apply_one_by_one(
     view: &Arc<View>,
     log: &SharedLog,
@@ -751,29 +812,117 @@ async fn apply_one_by_one(
             Err(e) => return e.to_string(),
         };
         let offset = records[0].offset;
-        let pool = match view.pool() {
-            Ok(pool) => pool,
-            Err(e) => return e.to_string(),
-        };
-        let owned_topic = topic.to_owned();
-        let projected = match tokio::task::spawn_blocking(move || {
-            project(&pool, &owned_topic, records)
-        })
-        .await
-        {
+        let projected = match project_batch(view, topic, records).await {
             Ok(projected) => projected,
-            Err(e) => return e.to_string(),
+            Err(e) => return e,
         };
         if let Some(why) = projected.failed {
             return why;
         }
-        match apply(view, topic, partition, projected.changes, projected.upto).await {
+        let table = &view.table;
+        match apply(
+            view,
+            table,
+            topic,
+            partition,
+            projected.changes,
+            projected.upto,
+        )
+        .await
+        {
             Ok(()) => {
                 position.send_replace(projected.upto);
             }
             Err(e) => return format!("offset {offset}: {e}"),
         }
     }
+}
+
+/// Project `topic`/`partition` from `from` into `table` up to the partition's end now;
+/// the offset after the last event projected.
+async fn project_to_end(
+    view: &View,
+    log: &SharedLog,
+    table: &str,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    events: &mut u64,
+) -> Result<u64, String> {
+    let name = format!("rebuild of view {}", view.name);
+    let mut consumer = PartitionConsumer::open_at(log, topic, partition, name, from)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut next = from;
+    loop {
+        let records = consumer.poll(BATCH).await.map_err(|e| e.to_string())?;
+        if records.is_empty() {
+            return Ok(next.max(consumer.position()));
+        }
+        let projected = project_batch(view, topic, records).await?;
+        if let Some(why) = projected.failed {
+            return Err(why);
+        }
+        apply(
+            view,
+            table,
+            topic,
+            partition,
+            projected.changes,
+            projected.upto,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        *events += projected.events;
+        next = projected.upto;
+        view.rebuild
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| RebuildStatus {
+                state: "running".into(),
+                events: 0,
+                error: None,
+            })
+            .events = *events;
+    }
+}
+
+/// Project every source from its earliest offset into a new table while the view serves
+/// from its own, then, with the view's writes held, catch up to the end and swap the new
+/// table in (rows, indexes and progress in one store transaction).
+async fn rebuild(view: Arc<View>, log: SharedLog) -> Result<u64, String> {
+    let table = format!("{}__rebuild", view.table);
+    view.store
+        .drop_table(&table)
+        .await
+        .map_err(|e| e.to_string())?;
+    view.store
+        .create(&table, &view.table_spec)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut events = 0;
+    let mut next = BTreeMap::new();
+    for (topic, partition) in view.positions.keys() {
+        let start = resolve_start(&log, topic, *partition, StartFrom::Earliest)
+            .await
+            .map_err(|e| e.to_string())?;
+        let end =
+            project_to_end(&view, &log, &table, topic, *partition, start, &mut events).await?;
+        next.insert((topic.clone(), *partition), end);
+    }
+    let mut epoch = view.epoch.lock().await;
+    for ((topic, partition), from) in next.iter_mut() {
+        *from = project_to_end(&view, &log, &table, topic, *partition, *from, &mut events).await?;
+    }
+    view.store
+        .swap(&table, &view.table, &view.table_spec)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (key, at) in &next {
+        view.positions[key].send_replace(*at);
+    }
+    *epoch += 1;
+    Ok(events)
 }
 
 impl crate::Node {
@@ -785,5 +934,52 @@ impl crate::Node {
     /// The declared views.
     pub fn view_names(&self) -> Vec<String> {
         self.views.names()
+    }
+
+    /// Start rebuilding view `name` from its sources' earliest events into a new table
+    /// that replaces the serving one when it has caught up; `weir status` follows it.
+    pub fn rebuild_view(&self, name: &str) -> Result<()> {
+        let view = self.views.get(name)?.clone();
+        {
+            let mut status = view.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
+            if status.as_ref().is_some_and(|s| s.state == "running") {
+                return Err(Error::RebuildRunning {
+                    view: name.to_owned(),
+                });
+            }
+            *status = Some(RebuildStatus {
+                state: "running".into(),
+                events: 0,
+                error: None,
+            });
+        }
+        let log = self.log.clone();
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            let result = tokio::select! {
+                r = rebuild(view.clone(), log) => r,
+                _ = cancel.cancelled() => Err("the node stopped; rebuild the view again".to_owned()),
+            };
+            let mut status = view.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
+            *status = Some(match result {
+                Ok(events) => {
+                    tracing::info!(view = %view.name, events, "view rebuilt and swapped in");
+                    RebuildStatus {
+                        state: "done".into(),
+                        events,
+                        error: None,
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(view = %view.name, error = %why, "view rebuild failed; the view serves its old table");
+                    RebuildStatus {
+                        state: "failed".into(),
+                        events: status.as_ref().map_or(0, |s| s.events),
+                        error: Some(why),
+                    }
+                }
+            });
+        });
+        Ok(())
     }
 }

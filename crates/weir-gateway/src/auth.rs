@@ -119,6 +119,7 @@ pub(crate) fn action<'a>(
             Action::ReadEntity(param("type").unwrap_or_default())
         }
         ("/v1/views/{view}", "GET") => Action::ReadView(param("view").unwrap_or_default()),
+        ("/v1/views/{view}/rebuild", "POST") => Action::Admin(AdminOp::Views),
         // Fail closed: a route nobody gave a rule needs the admin role.
         _ => Action::FullAdmin,
     })

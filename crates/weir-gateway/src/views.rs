@@ -100,3 +100,40 @@ pub(crate) async fn query(
     let page = state.node.view_query(&view, request(params)?).await?;
     Ok(axum::Json(page.into()))
 }
+
+/// `POST /v1/views/{view}/rebuild`.
+#[utoipa::path(
+    post,
+    path = "/v1/views/{view}/rebuild",
+    operation_id = "rebuild_view",
+    tag = "views",
+    summary = "Rebuild a view",
+    description = "Projects the view's sources from their earliest events into a new table while the view keeps serving from its own, then, once the new table has caught up, swaps it in (rows, indexes and progress in one store transaction). Answers at once; `GET /v1/status` follows the rebuild (`views[].rebuild`). Admin operation `views`.",
+    params(
+        ("view" = String, Path, description = "a view the app declares"),
+    ),
+    responses(
+        (status = 202, description = "the rebuild started", body = crate::api::views::RebuildStarted),
+        (status = 404, description = "no such view", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 409, description = "a rebuild of the view is running (`rebuild-running`)", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
+pub(crate) async fn rebuild(
+    State(state): State<AppState>,
+    Path(view): Path<String>,
+) -> Result<
+    (
+        axum::http::StatusCode,
+        axum::Json<crate::api::views::RebuildStarted>,
+    ),
+    Problem,
+> {
+    state.node.rebuild_view(&view)?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        axum::Json(crate::api::views::RebuildStarted {
+            view,
+            rebuild: "running".to_owned(),
+        }),
+    ))
+}

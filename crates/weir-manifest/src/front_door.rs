@@ -46,7 +46,7 @@ use crate::validate::{check_range, key};
 use crate::{Problem, SecretSource};
 
 /// The admin operations a role may be granted, as written in `admin = [...]`.
-pub const ADMIN_OPERATIONS: [&str; 8] = [
+pub const ADMIN_OPERATIONS: [&str; 9] = [
     "deploy",
     "functions",
     "topics",
@@ -55,6 +55,7 @@ pub const ADMIN_OPERATIONS: [&str; 8] = [
     "replay",
     "redrive",
     "keys",
+    "views",
 ];
 
 /// The built-in role that may do everything, including changing `[auth]` itself.

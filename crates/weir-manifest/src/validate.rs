@@ -610,6 +610,10 @@ fn check_entity(manifest: &Manifest, ty: &str, entity: &EntitySpec, problems: &m
     }
 }
 
+/// Longest view name: its table's name, and its rebuild's (`NAME__rebuild`), must fit in
+/// 63 characters.
+const MAX_VIEW_NAME_LEN: usize = 54;
+
 /// A table or column name as both view stores take it.
 fn column_name_fault(name: &str) -> Option<&'static str> {
     let ok = !name.is_empty()
@@ -627,6 +631,11 @@ fn check_view(manifest: &Manifest, name: &str, view: &ViewSpec, problems: &mut V
         problems.push(Problem::new(
             key(&["views", name]),
             format!("view name {name:?} is invalid: {reason}; {NAME_RULE}"),
+        ));
+    } else if name.len() > MAX_VIEW_NAME_LEN {
+        problems.push(Problem::new(
+            key(&["views", name]),
+            format!("view name {name:?} is longer than {MAX_VIEW_NAME_LEN} characters (its rebuild's table adds 9)"),
         ));
     } else if ViewSpec::table(name).as_bytes()[0].is_ascii_digit()
         || ViewSpec::table(name).starts_with("weir_")

@@ -41,6 +41,26 @@ pub struct ViewStatus {
     pub lag: u64,
     /// Source partitions stopped at an event the projection failed on, and why.
     pub errors: Vec<String>,
+    /// The last rebuild since the node started, if any.
+    pub rebuild: Option<Rebuild>,
+}
+
+/// A view's rebuild.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Rebuild {
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// Events projected into the new table.
+    pub events: u64,
+    pub error: Option<String>,
+}
+
+/// `POST /v1/views/{view}/rebuild`'s answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RebuildStarted {
+    pub view: String,
+    /// `running`.
+    pub rebuild: String,
 }
 
 impl From<weir_engine::ViewStatus> for ViewStatus {
@@ -54,6 +74,11 @@ impl From<weir_engine::ViewStatus> for ViewStatus {
             changes: s.changes,
             lag: s.lag,
             errors: s.errors,
+            rebuild: s.rebuild.map(|r| Rebuild {
+                state: r.state,
+                events: r.events,
+                error: r.error,
+            }),
         }
     }
 }
