@@ -7,6 +7,11 @@
 //! consecutive commands of one client go to different entities); when its orders are
 //! shipped it starts new ones. Every command is accepted, durable (fsync always) and
 //! answered with its events and state.
+//!
+//! Then the view lag: on a node of its own with the example's `orders-by-customer` view
+//! over the order journal, orders are placed at a quarter of the measured command rate,
+//! and each one's lag is the time from its command's answer (its event durable) to a query
+//! of the view that waited for the command's consistency token returning the order's row.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,12 +46,91 @@ pub struct EntityBenchArgs {
     /// The entity component; default: the example's `order-entity`.
     #[arg(long)]
     function: Option<PathBuf>,
+    /// The projection of the view-lag figure; default: the example's `orders-by-customer`.
+    #[arg(long)]
+    projection: Option<PathBuf>,
     /// Where to put the temporary data directory (removed afterwards).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+}
+
+/// The view-lag app: the order entity and the example's view of it.
+fn view_manifest(dir: &Path, function: &Path, projection: &Path) -> anyhow::Result<Manifest> {
+    let text = format!(
+        r#"
+[functions.order-entity]
+source = {:?}
+[functions.orders-by-customer]
+source = {:?}
+[entities.order]
+function = "order-entity"
+partitions = 4
+[views.orders-by-customer]
+function = "orders-by-customer"
+entities = ["order"]
+key = "order_id"
+indexes = ["customer", "status"]
+[views.orders-by-customer.columns]
+order_id = "text"
+customer = "text"
+amount = "real"
+currency = "text"
+status = "text"
+version = "integer"
+"#,
+        function.display().to_string(),
+        projection.display().to_string()
+    );
+    Ok(Manifest::from_toml_str(&text, dir)?)
+}
+
+/// Orders placed at `rate` per second for `seconds` on `node`; each one's lag from its
+/// command's answer to a view query returning its row, in microseconds, sorted.
+async fn view_lags_us(
+    node: &std::sync::Arc<Node>,
+    rate: f64,
+    seconds: f64,
+) -> anyhow::Result<Vec<u64>> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1.0)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        tick.tick().await;
+        n += 1;
+        let node = node.clone();
+        tasks.spawn(async move {
+            let id = format!("LAG-{n}");
+            let outcome = node
+                .entity_command("order", &id, "place", STEPS[0].1.as_bytes().to_vec(), None)
+                .await?;
+            let acked = Instant::now();
+            let request = weir_engine::ViewRequest {
+                filters: vec![weir_engine::ViewFilter {
+                    column: "order_id".into(),
+                    op: "eq".into(),
+                    value: id.clone(),
+                }],
+                consistency: vec![outcome.token.to_string()],
+                wait: Duration::from_secs(30),
+                ..weir_engine::ViewRequest::default()
+            };
+            let page = node.view_query("orders-by-customer", request).await?;
+            let lag = acked.elapsed().as_micros() as u64;
+            anyhow::ensure!(page.rows.len() == 1, "order {id} is not in the view");
+            anyhow::Ok(lag)
+        });
+    }
+    let mut lags = Vec::new();
+    while let Some(lag) = tasks.join_next().await {
+        lags.push(lag??);
+    }
+    lags.sort_unstable();
+    Ok(lags)
 }
 
 /// The bench app: the order entity (4 journal partitions) and a topic of 4 partitions
@@ -181,6 +265,16 @@ pub async fn run(args: EntityBenchArgs) -> anyhow::Result<()> {
         "{} does not exist; build it with `cargo xtask bench entity` or pass --function",
         function.display()
     );
+    let projection = args.projection.clone().unwrap_or_else(|| {
+        repo_path(
+            "examples/orders/orders-by-customer/target/wasm32-wasip2/release/orders_by_customer.wasm",
+        )
+    });
+    anyhow::ensure!(
+        projection.exists(),
+        "{} does not exist; build it with `cargo xtask bench entity` or pass --projection",
+        projection.display()
+    );
     let dir = temp_dir(&args.dir, "weir-bench-entity-")?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
@@ -212,6 +306,21 @@ pub async fn run(args: EntityBenchArgs) -> anyhow::Result<()> {
     };
     let commands_per_sec = median(&command_rounds, |m| m.requests_per_sec);
     let publishes_per_sec = median(&publish_rounds, |m| m.requests_per_sec);
+
+    let view_data = dir.path().join("view-data");
+    std::fs::create_dir_all(&view_data)?;
+    let log = crate::backend::open("embedded", &view_data).await?;
+    let node = Node::start(NodeOptions::new(
+        &view_data,
+        Some(view_manifest(&view_data, &function, &projection)?),
+        log,
+    ))
+    .await?;
+    let view_rate = commands_per_sec / 4.0;
+    let lags = view_lags_us(&node, view_rate, args.seconds * args.rounds as f64).await?;
+    node.shutdown().await;
+    drop(node);
+    let view_lag_p99_ms = percentile(&lags, 0.99) as f64 / 1000.0;
     let result = json!({
         "bench": "entity",
         "seconds": args.seconds,
@@ -225,8 +334,11 @@ pub async fn run(args: EntityBenchArgs) -> anyhow::Result<()> {
         "publish_p99_us": median(&publish_rounds, |m| m.p99_us as f64) as u64,
         "fsync_p99_us": fsync_p99,
         "commands_to_publishes": round2(commands_per_sec / publishes_per_sec),
-        // Views are not built yet: no view lag to measure.
-        "view_lag_p99_ms": serde_json::Value::Null,
+        "view_rate_per_sec": view_rate.round(),
+        "view_lag_p50_ms": round2(percentile(&lags, 0.5) as f64 / 1000.0),
+        "view_lag_p99_ms": round2(view_lag_p99_ms),
+        // The target: view_lag_p99_ms <= 20 x fsync_p99_us (in ms), so <= 1.
+        "view_lag_to_20_fsyncs": round2(view_lag_p99_ms * 1000.0 / (20.0 * fsync_p99 as f64)),
     });
     print_result(&result, args.json)
 }
