@@ -61,7 +61,21 @@ struct View {
     /// progress instead of writing on.
     epoch: tokio::sync::Mutex<u64>,
     rebuild: Mutex<Option<RebuildStatus>>,
+    /// Each applied batch's changes, for live followers.
+    changes: tokio::sync::broadcast::Sender<Arc<ViewChanges>>,
 }
+
+/// The row changes of one applied batch, as live followers of a view get them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewChanges {
+    /// Where the view is after them: a consistency token (`TOPIC:PARTITION:OFFSET`).
+    pub token: String,
+    /// `upsert` or `delete`, and the columns the change names.
+    pub changes: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
+}
+
+/// Batches a follower may fall behind by before its stream ends.
+const FOLLOWER_BACKLOG: usize = 1024;
 
 /// A view's last (or running) rebuild.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -278,6 +292,7 @@ impl Views {
                 pool: Mutex::new(None),
                 epoch: tokio::sync::Mutex::new(0),
                 rebuild: Mutex::new(None),
+                changes: tokio::sync::broadcast::channel(FOLLOWER_BACKLOG).0,
             });
             for (topic, partition) in view.positions.keys() {
                 tasks.spawn(project_partition(
@@ -719,6 +734,8 @@ async fn project_from(
         if *guard != epoch {
             return Ok(Flow::Restart);
         }
+        let followed = (view.changes.receiver_count() > 0 && !projected.changes.is_empty())
+            .then(|| projected.changes.clone());
         let applied = apply(
             view,
             &view.table,
@@ -736,6 +753,23 @@ async fn project_from(
         applied.map_err(|e| e.to_string())?;
         position.send_replace(projected.upto);
         drop(guard);
+        if let Some(changes) = followed {
+            let json = |row: Row| {
+                row.into_iter()
+                    .map(|(name, value)| (name, value.to_json()))
+                    .collect()
+            };
+            let _ = view.changes.send(Arc::new(ViewChanges {
+                token: format!("{topic}:{partition}:{}", projected.upto),
+                changes: changes
+                    .into_iter()
+                    .map(|change| match change {
+                        RowChange::Upsert(row) => ("upsert".to_owned(), json(row)),
+                        RowChange::Delete(row) => ("delete".to_owned(), json(row)),
+                    })
+                    .collect(),
+            }));
+        }
         view.health
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -934,6 +968,38 @@ impl crate::Node {
     /// The declared views.
     pub fn view_names(&self) -> Vec<String> {
         self.views.names()
+    }
+
+    /// Follow view `name`'s changes as they are applied, from now on. The stream ends with
+    /// an error if its reader falls more than 1,024 batches behind (query the view again,
+    /// then follow it again).
+    pub fn follow_view(
+        &self,
+        name: &str,
+    ) -> Result<impl futures::Stream<Item = Result<Arc<ViewChanges>>> + Send + use<>> {
+        use futures::StreamExt as _;
+        let view = self.views.get(name)?;
+        let name = name.to_owned();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(view.changes.subscribe()).scan(
+            false,
+            move |ended, item| {
+                let out = match item {
+                    _ if *ended => None,
+                    Ok(changes) => Some(Ok(changes)),
+                    Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                        *ended = true;
+                        Some(Err(Error::ViewBehind {
+                            view: name.clone(),
+                            token: format!("the live stream ({n} batches of changes missed)"),
+                            at: 0,
+                            waited_ms: 0,
+                        }))
+                    }
+                };
+                std::future::ready(out)
+            },
+        );
+        Ok(stream)
     }
 
     /// Start rebuilding view `name` from its sources' earliest events into a new table

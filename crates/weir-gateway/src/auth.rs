@@ -118,7 +118,9 @@ pub(crate) fn action<'a>(
         ("/v1/entities/{type}/{id}" | "/v1/entities/{type}/{id}/events", "GET") => {
             Action::ReadEntity(param("type").unwrap_or_default())
         }
-        ("/v1/views/{view}", "GET") => Action::ReadView(param("view").unwrap_or_default()),
+        ("/v1/views/{view}" | "/v1/views/{view}/stream", "GET") => {
+            Action::ReadView(param("view").unwrap_or_default())
+        }
         ("/v1/views/{view}/rebuild", "POST") => Action::Admin(AdminOp::Views),
         // Fail closed: a route nobody gave a rule needs the admin role.
         _ => Action::FullAdmin,

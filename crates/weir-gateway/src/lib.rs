@@ -237,6 +237,7 @@ fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
         .routes(routes!(entities::events))
         .routes(routes!(views::query))
         .routes(routes!(views::rebuild))
+        .routes(routes!(views::stream))
         .routes(routes!(status))
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))

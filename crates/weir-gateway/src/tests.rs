@@ -414,4 +414,5 @@ mod front_door;
 mod openapi;
 mod reads;
 mod versions_and_kv;
+mod views;
 mod wire;

@@ -252,7 +252,6 @@ pub(crate) async fn stream(
         None => Box::pin(state.node.subscribe(&topic, from).await?),
     };
     // Ends at once when the server shuts down, whatever is still queued for the client.
-    // Ends at once when the server shuts down, whatever is still queued for the client.
     let events = events.take_until(state.stopping.clone().cancelled_owned());
     let messages = events.map(move |item| {
         let _held = &permit;

@@ -1,12 +1,17 @@
 //! `/v1/views/{view}`: querying CQRS views.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
 use weir_engine::{ViewFilter, ViewRequest};
 
 use crate::api::views::ViewPage;
+use crate::auth::Caller;
 use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem};
 
 /// The longest a query waits for its consistency tokens.
@@ -136,4 +141,52 @@ pub(crate) async fn rebuild(
             rebuild: "running".to_owned(),
         }),
     ))
+}
+
+/// `GET /v1/views/{view}/stream`.
+#[utoipa::path(
+    get,
+    path = "/v1/views/{view}/stream",
+    operation_id = "stream_view",
+    tag = "views",
+    summary = "Follow a view's changes live",
+    description = "Server-Sent Events, from now on: one message per row change the view applies, in order per source partition. Its event is `upsert` (the row's columns the change sets; the others keep their values) or `delete` (the key columns), its `data` the columns as a JSON object, and its `id` the consistency token of the view after the change's batch (`TOPIC:PARTITION:OFFSET`). A reader that falls more than 1,024 batches behind gets a message of event `error` and the stream ends: query the view, then follow it again. The stream ends when the node shuts down.",
+    params(
+        ("view" = String, Path, description = "a view the app declares"),
+    ),
+    responses(
+        (status = 200, description = "the change stream", body = String, content_type = "text/event-stream"),
+        (status = 404, description = "no such view", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 429, description = "too many live streams for this caller", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(view): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    // Held for as long as the stream lives.
+    let permit = state.subscriptions.acquire(&caller.key)?;
+    let changes = state
+        .node
+        .follow_view(&view)?
+        .take_until(state.stopping.clone().cancelled_owned());
+    let messages = changes.flat_map(move |item| {
+        let _held = &permit;
+        let messages: Vec<Result<SseEvent, Infallible>> = match item {
+            Ok(batch) => batch
+                .changes
+                .iter()
+                .map(|(op, row)| {
+                    Ok(SseEvent::default()
+                        .event(op)
+                        .id(batch.token.clone())
+                        .data(serde_json::Value::Object(row.clone()).to_string()))
+                })
+                .collect(),
+            Err(e) => vec![Ok(SseEvent::default().event("error").data(e.to_string()))],
+        };
+        futures::stream::iter(messages)
+    });
+    Ok(Sse::new(messages).keep_alive(KeepAlive::default()))
 }
