@@ -179,6 +179,8 @@ pub enum Error {
         at: u64,
         waited_ms: u64,
     },
+    #[error("view {view:?} was rebuilt and swapped in; query it again, then follow it again")]
+    ViewRebuilt { view: String },
     #[error("view {view:?} is being rebuilt already; `weir status` follows it")]
     RebuildRunning { view: String },
     #[error(transparent)]
@@ -274,7 +276,7 @@ impl Error {
                 ErrorClass::Invalid
             }
             Error::ViewBehind { .. } | Error::ViewStore(_) => ErrorClass::Unavailable,
-            Error::RebuildRunning { .. } => ErrorClass::Conflict,
+            Error::RebuildRunning { .. } | Error::ViewRebuilt { .. } => ErrorClass::Conflict,
             Error::InvalidReplay { .. }
             | Error::InvalidDeploy { .. }
             | Error::Manifest(_)
@@ -343,6 +345,7 @@ impl Error {
             }
             Error::ViewBehind { .. } => "view-behind",
             Error::RebuildRunning { .. } => "rebuild-running",
+            Error::ViewRebuilt { .. } => "view-rebuilt",
             Error::ViewStore(_) => "view-store",
             Error::ShuttingDown => "unavailable",
             Error::Task(_) => "internal",

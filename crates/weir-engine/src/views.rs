@@ -72,6 +72,9 @@ pub struct ViewChanges {
     pub token: String,
     /// `upsert` or `delete`, and the columns the change names.
     pub changes: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
+    /// A rebuild replaced the view's table: a follower's copy no longer tells what it holds.
+    #[serde(skip)]
+    pub rebuilt: bool,
 }
 
 /// Batches a follower may fall behind by before its stream ends.
@@ -262,6 +265,10 @@ impl Views {
             let table = ViewSpec::table(name);
             let table_spec = table_spec(spec);
             store.create(&table, &table_spec).await?;
+            // A rebuild the node did not finish left its table behind.
+            if let Err(e) = store.drop_table(&rebuild_table(&table)).await {
+                tracing::warn!(view = %name, error = %e, "cannot drop an unfinished rebuild's table");
+            }
             let progress: BTreeMap<(String, u32), u64> = store
                 .progress(&table)
                 .await?
@@ -357,8 +364,9 @@ impl Views {
             reason,
         };
         let query = view.query(&request).map_err(invalid)?;
+        let deadline = tokio::time::Instant::now() + request.wait;
         for token in &request.consistency {
-            view.wait_for(token, request.wait).await?;
+            view.wait_for(token, deadline, request.wait).await?;
         }
         let page = view
             .store
@@ -572,7 +580,12 @@ impl View {
     }
 
     /// Wait until the view has projected what `token` names, at most `wait`.
-    async fn wait_for(&self, token: &str, wait: Duration) -> Result<()> {
+    async fn wait_for(
+        &self,
+        token: &str,
+        deadline: tokio::time::Instant,
+        wait: Duration,
+    ) -> Result<()> {
         let invalid = |reason: String| Error::InvalidViewQuery {
             view: self.name.clone(),
             reason,
@@ -596,7 +609,7 @@ impl View {
             )));
         };
         let mut rx = position.subscribe();
-        let reached = tokio::time::timeout(wait, rx.wait_for(|at| *at >= offset)).await;
+        let reached = tokio::time::timeout_at(deadline, rx.wait_for(|at| *at >= offset)).await;
         match reached {
             Ok(Ok(_)) => Ok(()),
             _ => Err(Error::ViewBehind {
@@ -734,51 +747,62 @@ async fn project_from(
         if *guard != epoch {
             return Ok(Flow::Restart);
         }
-        let followed = (view.changes.receiver_count() > 0 && !projected.changes.is_empty())
-            .then(|| projected.changes.clone());
-        let applied = apply(
-            view,
-            &view.table,
-            topic,
-            partition,
-            projected.changes,
-            projected.upto,
-        )
-        .await;
-        if let Err(weir_views::Error::Invalid(_)) = applied {
-            // A row the store refuses: apply event by event to stop at the one that made it.
-            let from = *position.borrow();
-            return Err(apply_one_by_one(view, log, topic, partition, from, position).await);
+        let failed = projected.failed.clone();
+        let (from, upto) = (*position.borrow(), projected.upto);
+        match commit(view, topic, partition, projected, position).await {
+            Ok(()) => {}
+            // A row the store refuses: the batch's events one at a time, to apply those
+            // before the one that made it and stop there.
+            Err(weir_views::Error::Invalid(_)) => {
+                apply_one_by_one(view, log, topic, partition, from, upto, position).await?;
+            }
+            Err(e) => return Err(e.to_string()),
         }
-        applied.map_err(|e| e.to_string())?;
-        position.send_replace(projected.upto);
         drop(guard);
-        if let Some(changes) = followed {
-            let json = |row: Row| {
-                row.into_iter()
-                    .map(|(name, value)| (name, value.to_json()))
-                    .collect()
-            };
-            let _ = view.changes.send(Arc::new(ViewChanges {
-                token: format!("{topic}:{partition}:{}", projected.upto),
-                changes: changes
-                    .into_iter()
-                    .map(|change| match change {
-                        RowChange::Upsert(row) => ("upsert".to_owned(), json(row)),
-                        RowChange::Delete(row) => ("delete".to_owned(), json(row)),
-                    })
-                    .collect(),
-            }));
-        }
-        view.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .events += projected.events;
-        if let Some(why) = projected.failed {
+        if let Some(why) = failed {
             return Err(why);
         }
         view.stuck(topic, partition, None);
     }
+}
+
+/// Apply a projected batch to the serving table (the caller holds the epoch), then move
+/// the partition's position, count its events and hand its changes to the followers.
+async fn commit(
+    view: &View,
+    topic: &str,
+    partition: u32,
+    projected: Projected,
+    position: &watch::Sender<u64>,
+) -> weir_views::Result<()> {
+    let followed = (view.changes.receiver_count() > 0 && !projected.changes.is_empty())
+        .then(|| projected.changes.clone());
+    let upto = projected.upto;
+    apply(view, &view.table, topic, partition, projected.changes, upto).await?;
+    position.send_replace(upto);
+    view.health
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .events += projected.events;
+    if let Some(changes) = followed {
+        let json = |row: Row| {
+            row.into_iter()
+                .map(|(name, value)| (name, value.to_json()))
+                .collect()
+        };
+        let _ = view.changes.send(Arc::new(ViewChanges {
+            token: format!("{topic}:{partition}:{upto}"),
+            changes: changes
+                .into_iter()
+                .map(|change| match change {
+                    RowChange::Upsert(row) => ("upsert".to_owned(), json(row)),
+                    RowChange::Delete(row) => ("delete".to_owned(), json(row)),
+                })
+                .collect(),
+            rebuilt: false,
+        }));
+    }
+    Ok(())
 }
 
 /// Project `records` on the blocking pool.
@@ -823,52 +847,35 @@ async fn apply(
     Ok(())
 }
 
-/// After a batch the store refused (the caller holds the epoch): project and apply its
-/// events one at a time from `from`, so the events before the bad one land, and say
-/// which one it is.
+/// After a batch the store refused (the caller holds the epoch): project and apply the
+/// events of `from..until` one at a time, so the events before the bad one land; the bad
+/// one's offset and reason, or nothing if every one landed this time.
 async fn apply_one_by_one(
-    view: &Arc<View>,
+    view: &View,
     log: &SharedLog,
     topic: &str,
     partition: u32,
     from: u64,
+    until: u64,
     position: &watch::Sender<u64>,
-) -> String {
+) -> Result<(), String> {
     let name = format!("view {}", view.name);
-    let mut consumer = match PartitionConsumer::open_at(log, topic, partition, name, from).await {
-        Ok(consumer) => consumer,
-        Err(e) => return e.to_string(),
-    };
-    loop {
-        let records = match consumer.poll(1).await {
-            Ok(records) if !records.is_empty() => records,
-            Ok(_) => return "a row change does not fit the view's table".to_owned(),
-            Err(e) => return e.to_string(),
-        };
-        let offset = records[0].offset;
-        let projected = match project_batch(view, topic, records).await {
-            Ok(projected) => projected,
-            Err(e) => return e,
-        };
-        if let Some(why) = projected.failed {
-            return why;
-        }
-        let table = &view.table;
-        match apply(
-            view,
-            table,
-            topic,
-            partition,
-            projected.changes,
-            projected.upto,
-        )
+    let mut consumer = PartitionConsumer::open_at(log, topic, partition, name, from)
         .await
-        {
-            Ok(()) => {
-                position.send_replace(projected.upto);
-            }
-            Err(e) => return format!("offset {offset}: {e}"),
+        .map_err(|e| e.to_string())?
+        .until(until);
+    loop {
+        let records = consumer.poll(1).await.map_err(|e| e.to_string())?;
+        let Some(offset) = records.first().map(|r| r.offset) else {
+            return Ok(());
+        };
+        let projected = project_batch(view, topic, records).await?;
+        if let Some(why) = projected.failed {
+            return Err(why);
         }
+        commit(view, topic, partition, projected, position)
+            .await
+            .map_err(|e| format!("offset {offset}: {e}"))?;
     }
 }
 
@@ -921,11 +928,22 @@ async fn project_to_end(
     }
 }
 
+/// The table a rebuild of the view whose table is `table` projects into.
+fn rebuild_table(table: &str) -> String {
+    format!("{table}__rebuild")
+}
+
 /// Project every source from its earliest offset into a new table while the view serves
 /// from its own, then, with the view's writes held, catch up to the end and swap the new
-/// table in (rows, indexes and progress in one store transaction).
-async fn rebuild(view: Arc<View>, log: SharedLog) -> Result<u64, String> {
-    let table = format!("{}__rebuild", view.table);
+/// table in (rows, indexes and progress in one store transaction). Cancelling stops it
+/// only before the writes are held: the swap and what follows it always run to the end.
+async fn rebuild(
+    view: Arc<View>,
+    log: SharedLog,
+    cancel: CancellationToken,
+) -> Result<u64, String> {
+    let table = rebuild_table(&view.table);
+    let stopped = || "the node stopped; rebuild the view again".to_owned();
     view.store
         .drop_table(&table)
         .await
@@ -937,26 +955,67 @@ async fn rebuild(view: Arc<View>, log: SharedLog) -> Result<u64, String> {
     let mut events = 0;
     let mut next = BTreeMap::new();
     for (topic, partition) in view.positions.keys() {
-        let start = resolve_start(&log, topic, *partition, StartFrom::Earliest)
-            .await
-            .map_err(|e| e.to_string())?;
-        let end =
-            project_to_end(&view, &log, &table, topic, *partition, start, &mut events).await?;
-        next.insert((topic.clone(), *partition), end);
+        next.insert(
+            (topic.clone(), *partition),
+            resolve_start(&log, topic, *partition, StartFrom::Earliest)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    // Twice while the view serves (the second pass takes what came during the first),
+    // then once more with its writes held.
+    for _ in 0..2 {
+        for ((topic, partition), from) in next.iter_mut() {
+            *from = tokio::select! {
+                r = project_to_end(&view, &log, &table, topic, *partition, *from, &mut events) => r?,
+                _ = cancel.cancelled() => return Err(stopped()),
+            };
+        }
     }
     let mut epoch = view.epoch.lock().await;
+    let mut result = Ok(());
     for ((topic, partition), from) in next.iter_mut() {
-        *from = project_to_end(&view, &log, &table, topic, *partition, *from, &mut events).await?;
+        match project_to_end(&view, &log, &table, topic, *partition, *from, &mut events).await {
+            Ok(end) => *from = end,
+            Err(why) => {
+                result = Err(why);
+                break;
+            }
+        }
     }
-    view.store
-        .swap(&table, &view.table, &view.table_spec)
-        .await
-        .map_err(|e| e.to_string())?;
-    for (key, at) in &next {
-        view.positions[key].send_replace(*at);
+    if result.is_ok() {
+        result = view
+            .store
+            .swap(&table, &view.table, &view.table_spec)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    match &result {
+        Ok(()) => {
+            for (key, at) in &next {
+                view.positions[key].send_replace(*at);
+            }
+        }
+        Err(_) => {
+            // The swap may have happened (a commit whose answer was lost): the live tasks
+            // start again from whatever progress the serving table holds now.
+            if let Ok(progress) = view.store.progress(&view.table).await {
+                for p in progress {
+                    if let Some(position) = view.positions.get(&(p.topic, p.partition)) {
+                        position.send_replace(p.next_offset);
+                    }
+                }
+            }
+        }
     }
     *epoch += 1;
-    Ok(events)
+    drop(epoch);
+    let _ = view.changes.send(Arc::new(ViewChanges {
+        token: String::new(),
+        changes: Vec::new(),
+        rebuilt: true,
+    }));
+    result.map(|()| events)
 }
 
 impl crate::Node {
@@ -985,6 +1044,10 @@ impl crate::Node {
             move |ended, item| {
                 let out = match item {
                     _ if *ended => None,
+                    Ok(changes) if changes.rebuilt => {
+                        *ended = true;
+                        Some(Err(Error::ViewRebuilt { view: name.clone() }))
+                    }
                     Ok(changes) => Some(Ok(changes)),
                     Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
                         *ended = true;
@@ -1022,10 +1085,11 @@ impl crate::Node {
         let log = self.log.clone();
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
-            let result = tokio::select! {
-                r = rebuild(view.clone(), log) => r,
-                _ = cancel.cancelled() => Err("the node stopped; rebuild the view again".to_owned()),
-            };
+            let result = rebuild(view.clone(), log, cancel).await;
+            if result.is_err() {
+                // What the failed rebuild projected is of no use: drop it (best effort).
+                let _ = view.store.drop_table(&rebuild_table(&view.table)).await;
+            }
             let mut status = view.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
             *status = Some(match result {
                 Ok(events) => {

@@ -1354,6 +1354,25 @@ fn a_view_that_cannot_work_is_refused_with_every_reason() {
     assert!(e[0].to_string().contains("weir's own tables"), "{e:?}");
     let e = problems(
         &VIEW_APP
+            .replace("[views.orders-by-customer]", "[views.orders--x]")
+            .replace(
+                "views.orders-by-customer.columns",
+                "views.orders--x.columns",
+            ),
+    );
+    assert!(e[0].to_string().contains("has \"--\""), "{e:?}");
+    let long = "v".repeat(50);
+    let e = problems(
+        &VIEW_APP
+            .replace("[views.orders-by-customer]", &format!("[views.{long}]"))
+            .replace(
+                "views.orders-by-customer.columns",
+                &format!("views.{long}.columns"),
+            ),
+    );
+    assert!(e[0].to_string().contains("makes an index name of"), "{e:?}");
+    let e = problems(
+        &VIEW_APP
             .replace("sources = [\"crm.orders\", \"entity.order\"]\n", "")
             .replace("entities = [\"order\"]\n", ""),
     );

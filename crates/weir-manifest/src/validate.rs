@@ -632,6 +632,11 @@ fn check_view(manifest: &Manifest, name: &str, view: &ViewSpec, problems: &mut V
             key(&["views", name]),
             format!("view name {name:?} is invalid: {reason}; {NAME_RULE}"),
         ));
+    } else if name.contains("--") {
+        problems.push(Problem::new(
+            key(&["views", name]),
+            format!("view name {name:?} has \"--\"; its table takes the name with '_' for '-', and \"__\" separates the names of its rebuild and indexes"),
+        ));
     } else if name.len() > MAX_VIEW_NAME_LEN {
         problems.push(Problem::new(
             key(&["views", name]),
@@ -708,6 +713,16 @@ fn check_view(manifest: &Manifest, name: &str, view: &ViewSpec, problems: &mut V
                     format!("{column:?} is not one of the view's columns"),
                 ));
             }
+        }
+    }
+    for index in &view.indexes {
+        // The longest name of the index: that of the view's rebuild, TABLE__rebuild__INDEX.
+        let longest = ViewSpec::table(name).len() + "__rebuild__".len() + index.len();
+        if longest > 63 {
+            problems.push(Problem::new(
+                here("indexes"),
+                format!("index {index:?} makes an index name of {longest} characters with the view's name (at most 63: TABLE__rebuild__COLUMN); shorten the view's or the column's name"),
+            ));
         }
     }
     for column in &view.key {

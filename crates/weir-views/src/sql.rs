@@ -264,20 +264,42 @@ impl Dialect {
             }
         }
         let direction = if query.descending { "DESC" } else { "ASC" };
+        // A sort column outside the key may hold nulls, which compare as unknown: they are
+        // ordered after every value, in both directions, and paged through on their own.
+        let nullable = query
+            .order_by
+            .as_ref()
+            .filter(|by| !spec.key.contains(by))
+            .map(|by| quote(by));
         if let Some(after) = &query.after {
-            let mut values = Vec::new();
-            for name in &order {
-                let value = after.get(name).cloned().unwrap_or(Value::Null);
-                params.push(param(column(spec, name)?, value)?);
-                values.push(self.placeholder(params.len()));
-            }
-            let columns: Vec<String> = order.iter().map(|n| quote(n)).collect();
             let op = if query.descending { "<" } else { ">" };
-            conditions.push(format!(
-                "({}) {op} ({})",
-                columns.join(", "),
-                values.join(", ")
-            ));
+            let tuple = |names: &[String], params: &mut Vec<Param>| -> Result<String> {
+                let mut values = Vec::new();
+                for name in names {
+                    let value = after.get(name).cloned().unwrap_or(Value::Null);
+                    params.push(param(column(spec, name)?, value)?);
+                    values.push(self.placeholder(params.len()));
+                }
+                let columns: Vec<String> = names.iter().map(|n| quote(n)).collect();
+                Ok(format!(
+                    "({}) {op} ({})",
+                    columns.join(", "),
+                    values.join(", ")
+                ))
+            };
+            match &nullable {
+                None => conditions.push(tuple(&order, &mut params)?),
+                Some(by) => {
+                    let last_is_null = matches!(after.get(&order[0]), None | Some(Value::Null));
+                    if last_is_null {
+                        let keys = tuple(&order[1..], &mut params)?;
+                        conditions.push(format!("{by} IS NULL AND {keys}"));
+                    } else {
+                        let all = tuple(&order, &mut params)?;
+                        conditions.push(format!("(({by} IS NOT NULL AND {all}) OR {by} IS NULL)"));
+                    }
+                }
+            }
         }
         let selected: Vec<String> = spec.columns.iter().map(|c| c.name.clone()).collect();
         let mut sql = format!(
@@ -292,10 +314,13 @@ impl Dialect {
         if !conditions.is_empty() {
             sql += &format!(" WHERE {}", conditions.join(" AND "));
         }
-        let order_sql: Vec<String> = order
+        let mut order_sql: Vec<String> = order
             .iter()
             .map(|n| format!("{} {direction}", quote(n)))
             .collect();
+        if let Some(by) = &nullable {
+            order_sql.insert(0, format!("({by} IS NULL) ASC"));
+        }
         sql += &format!(
             " ORDER BY {} LIMIT {}",
             order_sql.join(", "),

@@ -259,36 +259,92 @@ async fn a_restarted_view_resumes_from_the_progress_in_its_store() {
     node.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_event_the_table_refuses_stops_its_partition_there_and_says_why() {
-    let dir = tempfile::tempdir().unwrap();
-    // amount is declared boolean: the projection's real amount does not fit.
-    let node = start(dir.path(), "sqlite", "boolean").await;
-    let token = place(&node, "o-1", "C", 1.5).await;
-    let mut r = request(&[], &[token.clone()]);
-    r.wait = Duration::from_millis(300);
-    let e = node.view_query(VIEW, r).await.unwrap_err();
-    assert_eq!(e.code(), "view-behind", "{e}");
+/// One event of the example's projection, published to a plain topic.
+fn order_event(n: u32, ty: &str, id: &str, data: &str) -> weir_cloudevents::CloudEvent {
+    let text = format!(
+        r#"{{"specversion":"1.0","id":"e{n}","source":"test://views","type":"{ty}","entityid":"{id}","entityversion":1,"data":{data}}}"#
+    );
+    weir_cloudevents::CloudEvent::from_json_slice(text.as_bytes()).unwrap()
+}
+
+/// Waits until the view's status shows a stopped partition; that view's status.
+async fn stopped(node: &Node) -> crate::ViewStatus {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let status = node.status().await.unwrap();
-        let view = &status.views[0];
-        if let Some(error) = view.errors.first() {
-            assert!(error.contains("offset 0"), "{error}");
-            assert!(error.contains("amount"), "{error}");
-            assert_eq!(view.lag, 1);
-            break;
+        let view = status.views[0].clone();
+        if !view.errors.is_empty() {
+            return view;
         }
         assert!(std::time::Instant::now() < deadline, "no error in {view:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let page = node.view_query(VIEW, request(&[], &[])).await.unwrap();
-    assert!(
-        page.rows.is_empty(),
-        "nothing past the refused event: {:?}",
-        page.rows
-    );
-    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_the_view_cannot_take_stops_its_partition_there_after_the_ones_before_it() {
+    for (case, bad) in [
+        // The store refuses the row: customer is declared an integer.
+        (
+            "row refused",
+            r#"{"customer":"CUST-1","amount":1.0,"currency":"EUR"}"#,
+        ),
+        // The projection fails: OrderPlaced without its fields.
+        ("projection failed", r#"{"nothing":true}"#),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+[topics.orders-in]
+partitions = 1
+[functions.orders-by-customer]
+source = "{}"
+[views.orders-by-customer]
+function = "orders-by-customer"
+sources = ["orders-in"]
+key = "order_id"
+[views.orders-by-customer.columns]
+order_id = "text"
+customer = "integer"
+amount = "real"
+currency = "text"
+status = "text"
+version = "integer"
+"#,
+            weir_test_support::example_projection().display(),
+        );
+        let manifest = Manifest::from_toml_str(&text, dir.path()).unwrap();
+        let node = Node::start(options(&dir.path().join("data"), Some(manifest)).await)
+            .await
+            .unwrap();
+        // One publish, so the four events are one batch of the projection.
+        let paid = r#"{"amount":1.0}"#;
+        node.publish(
+            "orders-in",
+            &[
+                order_event(0, "OrderPaid", "o-1", paid),
+                order_event(1, "OrderPaid", "o-2", paid),
+                order_event(2, "OrderPlaced", "o-3", bad),
+                order_event(3, "OrderPaid", "o-4", paid),
+            ],
+        )
+        .await
+        .unwrap();
+        let view = stopped(&node).await;
+        assert!(
+            view.errors[0].contains("offset 2"),
+            "{case}: {:?}",
+            view.errors
+        );
+        assert_eq!(view.lag, 2, "{case}: {view:?}");
+        // The events before it landed, nothing after it did.
+        let page = node
+            .view_query(VIEW, request(&[], &["orders-in:0:2".to_owned()]))
+            .await
+            .unwrap();
+        assert_eq!(ids(&page), ["o-1", "o-2"], "{case}");
+        node.shutdown().await;
+    }
 }
 
 /// Every row of the view, by order id, as JSON text.

@@ -203,10 +203,10 @@ async fn a_view_streams_its_changes_and_rebuilds_over_http() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let token = place(&app, "S-1", "STREAM").await;
-    let mut body = res.into_body();
+    let mut stream = res.into_body();
     let mut text = String::new();
     while !text.contains("\n\n") {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        let frame = tokio::time::timeout(Duration::from_secs(10), stream.frame())
             .await
             .expect("a change in time")
             .expect("the stream goes on")
@@ -233,6 +233,18 @@ async fn a_view_streams_its_changes_and_rebuilds_over_http() {
         assert!(std::time::Instant::now() < deadline, "{status}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The follower is told its copy no longer holds: its stream ends with an error.
+    while !text.contains("was rebuilt") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), stream.frame())
+            .await
+            .expect("the rebuild's message in time")
+            .expect("the stream goes on until it")
+            .unwrap();
+        if let Ok(chunk) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+    assert!(text.contains("event: error"), "{text}");
     let (_, body) = send(&app, get("/v1/views/orders-by-customer?customer=STREAM")).await;
     assert_eq!(ids(&body), ["S-1"]);
     let (status, _) = send(
