@@ -80,7 +80,7 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<PostgresStore> {
         let (client, connection) = tokio_postgres::connect(url, NoTls)
             .await
-            .map_err(|e| store_error(format!("cannot connect to {url}: {e}")))?;
+            .map_err(|e| store_error(format!("cannot connect to {}: {e}", redacted(url))))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::error!(error = %e, "the PostgreSQL view store's connection ended");
@@ -232,5 +232,18 @@ impl ViewStore for PostgresStore {
         let statements = Dialect::Postgres.swap(from, to, spec)?;
         self.in_transaction(statements.into_iter().map(|s| (s, Vec::new())).collect())
             .await
+    }
+}
+
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(config) => format!(
+            "PostgreSQL database {:?} on {:?} as {:?}",
+            config.get_dbname().unwrap_or(""),
+            config.get_hosts(),
+            config.get_user().unwrap_or("")
+        ),
+        Err(_) => "the PostgreSQL URL given".to_owned(),
     }
 }
