@@ -20,7 +20,7 @@ mod journal;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -28,7 +28,7 @@ use weir_manifest::EntitySpec;
 use weir_wasm::InstancePool;
 
 use crate::codec::LoggedEvent;
-use crate::registry::Registry;
+use crate::registry::{ActivePool, Registry};
 use crate::{Error, Node, Result, SharedLog};
 
 pub(crate) use journal::check_entity_id;
@@ -120,30 +120,14 @@ pub(crate) struct Shared {
     pub(crate) ty: String,
     pub(crate) spec: EntitySpec,
     pub(crate) log: SharedLog,
-    registry: Arc<Registry>,
-    /// The pool of the function's active version, by generation.
-    pool: Mutex<Option<(u64, InstancePool)>>,
+    /// The pool of the function's active version.
+    pool: ActivePool,
 }
 
 impl Shared {
     /// The pool of the entity function's active version (a new one after a deploy).
     pub(crate) fn pool(&self) -> Result<InstancePool> {
-        let (generation, function) =
-            self.registry
-                .active(&self.spec.function)
-                .ok_or_else(|| Error::UnknownFunction {
-                    function: self.spec.function.clone(),
-                    declared: Vec::new(),
-                })?;
-        let mut current = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*current {
-            Some((g, pool)) if *g == generation => Ok(pool.clone()),
-            _ => {
-                let pool = function.instances();
-                *current = Some((generation, pool.clone()));
-                Ok(pool)
-            }
-        }
+        self.pool.get()
     }
 }
 
@@ -210,8 +194,7 @@ impl Entities {
                 ty: ty.clone(),
                 spec: spec.clone(),
                 log: log.clone(),
-                registry: registry.clone(),
-                pool: Mutex::new(None),
+                pool: ActivePool::new(registry.clone(), &spec.function),
             });
             let mut writers = Vec::new();
             for partition in 0..info.partitions {

@@ -584,3 +584,41 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io)?;
     sync_parent(path)
 }
+
+/// The instance pool of one function's active version for one caller (an entity type, a
+/// view), made again when a deploy or rollback changes the version.
+pub(crate) struct ActivePool {
+    registry: std::sync::Arc<Registry>,
+    function: String,
+    current: Mutex<Option<(u64, weir_wasm::InstancePool)>>,
+}
+
+impl ActivePool {
+    pub(crate) fn new(registry: std::sync::Arc<Registry>, function: &str) -> ActivePool {
+        ActivePool {
+            registry,
+            function: function.to_owned(),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// The pool of the function's active version.
+    pub(crate) fn get(&self) -> crate::Result<weir_wasm::InstancePool> {
+        let (generation, function) =
+            self.registry
+                .active(&self.function)
+                .ok_or_else(|| crate::Error::UnknownFunction {
+                    function: self.function.clone(),
+                    declared: Vec::new(),
+                })?;
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*current {
+            Some((g, pool)) if *g == generation => Ok(pool.clone()),
+            _ => {
+                let pool = function.instances();
+                *current = Some((generation, pool.clone()));
+                Ok(pool)
+            }
+        }
+    }
+}

@@ -27,7 +27,7 @@ use weir_views::{
 use weir_wasm::{CellValue, InstancePool};
 
 use crate::consumer::{PartitionConsumer, StartFrom, resolve_start};
-use crate::registry::Registry;
+use crate::registry::{ActivePool, Registry};
 use crate::{Error, Result, SharedLog};
 
 /// Events a projection takes per store transaction.
@@ -54,8 +54,7 @@ struct View {
     /// Per source partition, the next offset projected into the store.
     positions: BTreeMap<(String, u32), watch::Sender<u64>>,
     health: Mutex<Health>,
-    registry: Arc<Registry>,
-    pool: Mutex<Option<(u64, InstancePool)>>,
+    pool: ActivePool,
     /// Held around every write to the serving table; counts the swaps that replaced it,
     /// so a projection that read from the table before a swap starts again from its
     /// progress instead of writing on.
@@ -295,8 +294,7 @@ impl Views {
                 store,
                 positions,
                 health: Mutex::default(),
-                registry: registry.clone(),
-                pool: Mutex::new(None),
+                pool: ActivePool::new(registry.clone(), &spec.function),
                 epoch: tokio::sync::Mutex::new(0),
                 rebuild: Mutex::new(None),
                 changes: tokio::sync::broadcast::channel(FOLLOWER_BACKLOG).0,
@@ -411,22 +409,7 @@ fn page_token(query: &Query, last: &Row) -> String {
 impl View {
     /// The pool of the projection function's active version (a new one after a deploy).
     fn pool(&self) -> Result<InstancePool> {
-        let (generation, function) =
-            self.registry
-                .active(&self.spec.function)
-                .ok_or_else(|| Error::UnknownFunction {
-                    function: self.spec.function.clone(),
-                    declared: Vec::new(),
-                })?;
-        let mut current = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*current {
-            Some((g, pool)) if *g == generation => Ok(pool.clone()),
-            _ => {
-                let pool = function.instances();
-                *current = Some((generation, pool.clone()));
-                Ok(pool)
-            }
-        }
+        self.pool.get()
     }
 
     /// A value for `column` from its text in a query.
