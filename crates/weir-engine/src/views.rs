@@ -414,18 +414,8 @@ impl View {
 
     /// A value for `column` from its text in a query.
     fn value(&self, column: &str, text: &str) -> Result<Value, String> {
-        let Some(c) = self.table_spec.column(column) else {
-            return Err(format!(
-                "{column:?} is not a column; columns: {:?}",
-                self.table_spec
-                    .columns
-                    .iter()
-                    .map(|c| &c.name)
-                    .collect::<Vec<_>>()
-            ));
-        };
         let bad = |what: &str| format!("{text:?} is not {what} (column {column:?})");
-        Ok(match c.ty {
+        Ok(match self.queryable(column)?.ty {
             ColumnType::Text => Value::Text(text.to_owned()),
             ColumnType::Integer => Value::Integer(text.parse().map_err(|_| bad("an integer"))?),
             ColumnType::Real => Value::Real(text.parse().map_err(|_| bad("a number"))?),
@@ -434,12 +424,26 @@ impl View {
                 "false" => false,
                 _ => return Err(bad("true or false")),
             }),
-            ColumnType::Json => {
-                return Err(format!(
-                    "{column:?} is a json column; queries filter and sort on the others"
-                ));
-            }
+            ColumnType::Json => unreachable!("queryable refuses json columns"),
         })
+    }
+
+    /// The column a query filters or sorts on: one of the view's, not a json one.
+    fn queryable(&self, column: &str) -> Result<&Column, String> {
+        match self.table_spec.column(column) {
+            Some(c) if c.ty == ColumnType::Json => Err(format!(
+                "{column:?} is a json column; queries filter and sort on the others"
+            )),
+            Some(c) => Ok(c),
+            None => Err(format!(
+                "{column:?} is not a column; columns: {:?}",
+                self.table_spec
+                    .columns
+                    .iter()
+                    .map(|c| &c.name)
+                    .collect::<Vec<_>>()
+            )),
+        }
     }
 
     fn indexed(&self, column: &str) -> Result<(), String> {
@@ -487,18 +491,7 @@ impl View {
         }
         let (order_by, descending) = match &request.sort {
             Some((column, descending)) => {
-                self.value(column, "0").or_else(|e| {
-                    // A text column takes any text; only an unknown or json column fails.
-                    if self
-                        .table_spec
-                        .column(column)
-                        .is_some_and(|c| c.ty != ColumnType::Json)
-                    {
-                        Ok(Value::Null)
-                    } else {
-                        Err(e)
-                    }
-                })?;
+                self.queryable(column)?;
                 self.indexed(column)?;
                 (Some(column.clone()), *descending)
             }
@@ -899,15 +892,14 @@ async fn project_to_end(
         .map_err(|e| e.to_string())?;
         *events += projected.events;
         next = projected.upto;
-        view.rebuild
+        if let Some(status) = view
+            .rebuild
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_with(|| RebuildStatus {
-                state: "running".into(),
-                events: 0,
-                error: None,
-            })
-            .events = *events;
+            .as_mut()
+        {
+            status.events = *events;
+        }
     }
 }
 
