@@ -75,6 +75,18 @@ impl SqliteStore {
         })
     }
 
+    /// Run `statements` (no parameters) in one transaction.
+    async fn in_transaction(&self, statements: Vec<String>) -> Result<()> {
+        self.run(move |c| {
+            let tx = c.transaction().map_err(store_error)?;
+            for statement in statements {
+                tx.execute(&statement, []).map_err(store_error)?;
+            }
+            tx.commit().map_err(store_error)
+        })
+        .await
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
@@ -96,15 +108,8 @@ impl ViewStore for SqliteStore {
     }
 
     async fn create(&self, table: &str, spec: &TableSpec) -> Result<()> {
-        let statements = Dialect::Sqlite.create(table, spec)?;
-        self.run(move |c| {
-            let tx = c.transaction().map_err(store_error)?;
-            for statement in statements {
-                tx.execute(&statement, []).map_err(store_error)?;
-            }
-            tx.commit().map_err(store_error)
-        })
-        .await
+        self.in_transaction(Dialect::Sqlite.create(table, spec)?)
+            .await
     }
 
     async fn drop_table(&self, table: &str) -> Result<()> {
@@ -219,14 +224,7 @@ impl ViewStore for SqliteStore {
 
     async fn swap(&self, from: &str, to: &str, spec: &TableSpec) -> Result<()> {
         // Names are checked (a-z, 0-9, '_'), so the progress statements may quote them.
-        let statements = Dialect::Sqlite.swap(from, to, spec)?;
-        self.run(move |c| {
-            let tx = c.transaction().map_err(store_error)?;
-            for statement in statements {
-                tx.execute(&statement, []).map_err(store_error)?;
-            }
-            tx.commit().map_err(store_error)
-        })
-        .await
+        self.in_transaction(Dialect::Sqlite.swap(from, to, spec)?)
+            .await
     }
 }
