@@ -26,6 +26,17 @@ impl NodeUrl {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
 
+    /// `<node><base>/<segment>/...`, each segment percent-encoded.
+    pub(crate) fn url(&self, base: &str, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
+        use anyhow::Context as _;
+        let mut url = reqwest::Url::parse(&self.join(base))
+            .with_context(|| format!("--url {:?} is not a URL", self.url))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("--url {:?} cannot have a path", self.url))?
+            .extend(segments);
+        Ok(url)
+    }
+
     /// A client for the node: the token on every request, the CA trusted.
     pub(crate) fn http(&self) -> anyhow::Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder();

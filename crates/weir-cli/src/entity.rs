@@ -35,12 +35,7 @@ pub struct EntityArgs {
 
 /// `<node>/v1/entities/<type>/<id>[/<more>...]`, each segment percent-encoded.
 fn entity_url(node: &NodeUrl, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
-    let mut url = reqwest::Url::parse(&node.join("/v1/entities"))
-        .with_context(|| format!("--url {:?} is not a URL", node.url))?;
-    url.path_segments_mut()
-        .map_err(|()| anyhow::anyhow!("--url {:?} cannot have a path", node.url))?
-        .extend(segments);
-    Ok(url)
+    node.url("/v1/entities", segments)
 }
 
 pub async fn run(args: EntityArgs) -> anyhow::Result<()> {

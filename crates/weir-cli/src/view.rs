@@ -37,11 +37,7 @@ pub async fn run(args: ViewArgs) -> anyhow::Result<()> {
         return rebuild(&args).await;
     }
     let http = args.node.http()?;
-    let mut url = reqwest::Url::parse(&args.node.join("/v1/views"))
-        .with_context(|| format!("--url {:?} is not a URL", args.node.url))?;
-    url.path_segments_mut()
-        .map_err(|()| anyhow::anyhow!("--url {:?} cannot have a path", args.node.url))?
-        .push(&args.name);
+    let mut url = args.node.url("/v1/views", &[&args.name])?;
     {
         let mut query = url.query_pairs_mut();
         for filter in &args.filters {
@@ -93,11 +89,7 @@ pub async fn run(args: ViewArgs) -> anyhow::Result<()> {
 /// Start a rebuild and follow it in the node's status until it is done or failed.
 async fn rebuild(args: &ViewArgs) -> anyhow::Result<()> {
     let http = args.node.http()?;
-    let mut url = reqwest::Url::parse(&args.node.join("/v1/views"))
-        .with_context(|| format!("--url {:?} is not a URL", args.node.url))?;
-    url.path_segments_mut()
-        .map_err(|()| anyhow::anyhow!("--url {:?} cannot have a path", args.node.url))?
-        .extend([args.name.as_str(), "rebuild"]);
+    let url = args.node.url("/v1/views", &[&args.name, "rebuild"])?;
     let response = http
         .post(url)
         .send()
