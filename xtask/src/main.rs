@@ -105,10 +105,14 @@ fn build_rust_guests(root: &Path) -> anyhow::Result<()> {
 
 fn build_guests(root: &Path) -> anyhow::Result<()> {
     build_rust_guests(root)?;
-    // The same function in JavaScript and Python, through the code path the tests use.
+    // The same functions in JavaScript and Python, through the code path the tests use.
     type Build = fn() -> anyhow::Result<PathBuf>;
-    let script_guests: [(&str, Build); 2] = [
+    let script_guests: [(&str, Build); 3] = [
         ("enrich-order-js", weir_test_support::build_example_js),
+        (
+            "order-entity-js",
+            weir_test_support::build_example_entity_js,
+        ),
         ("enrich-order-py", weir_test_support::build_example_py),
     ];
     for (name, build) in script_guests {

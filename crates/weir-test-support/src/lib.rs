@@ -103,10 +103,28 @@ pub fn example_function_py() -> PathBuf {
     })
 }
 
+/// The example app's order entity in JavaScript (`order-entity-js`), built with
+/// componentize-js if it is older than its sources.
+pub fn example_entity_js() -> PathBuf {
+    build_example_entity_js().unwrap_or_else(|e| {
+        panic!("cannot build order-entity-js ({e:#}); run `cargo xtask build-guests` to see why")
+    })
+}
+
 /// Build `examples/orders/enrich-order-js` if needed; returns the component's path.
 pub fn build_example_js() -> anyhow::Result<PathBuf> {
-    let project = example_dir().join("enrich-order-js");
-    let output = project.join("dist/enrich_order.wasm");
+    build_example_js_project("enrich-order-js", "enrich_order")
+}
+
+/// Build `examples/orders/order-entity-js` if needed; returns the component's path.
+pub fn build_example_entity_js() -> anyhow::Result<PathBuf> {
+    build_example_js_project("order-entity-js", "order_entity")
+}
+
+/// Build the JavaScript project `examples/orders/{project}` into `dist/{wasm}.wasm`.
+fn build_example_js_project(project: &str, wasm: &str) -> anyhow::Result<PathBuf> {
+    let project = example_dir().join(project);
+    let output = project.join(format!("dist/{wasm}.wasm"));
     script_guests::build_javascript(&project, &output, &[&repo_root().join("wit")])?;
     Ok(output)
 }

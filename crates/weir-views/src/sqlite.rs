@@ -1,6 +1,11 @@
 //! Views in an embedded SQLite database (one file), through `rusqlite` on the blocking
 //! pool. WAL mode with `synchronous = NORMAL`: a power loss may lose the last
 //! transactions, rows and progress together, which the projection then does again.
+//!
+//! Checkpoints (copying the WAL into the database file, with its fsyncs) run on a thread
+//! and a connection of their own, not in the commit that crosses SQLite's automatic
+//! threshold: that commit would otherwise take milliseconds, and every projection
+//! waiting behind it, which was most of the view lag's tail (`weir bench entity`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +24,12 @@ use crate::{
 #[derive(Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    /// Dropped with the last clone, which stops the checkpointer.
+    _checkpointer: Arc<std::sync::mpsc::Sender<()>>,
 }
+
+/// How often the checkpointer copies what the WAL holds into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn store_error(e: impl std::fmt::Display) -> Error {
     Error::Store {
@@ -70,8 +80,31 @@ impl SqliteStore {
                 .set_db_config(config, false)
                 .map_err(store_error)?;
         }
+        // The writer never checkpoints; the checkpointer does, beside it (a PASSIVE
+        // checkpoint copies committed frames without blocking the writer or readers, and
+        // SQLite starts the WAL over once all of it is copied).
+        connection
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(store_error)?;
+        let checkpointer = Connection::open(path).map_err(store_error)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let path = path.to_owned();
+        std::thread::Builder::new()
+            .name("weir-views-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE);")
+                    {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot checkpoint the views' SQLite WAL");
+                    }
+                }
+            })
+            .map_err(store_error)?;
         Ok(SqliteStore {
             connection: Arc::new(Mutex::new(connection)),
+            _checkpointer: Arc::new(stop),
         })
     }
 

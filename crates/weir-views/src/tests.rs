@@ -334,6 +334,41 @@ async fn sqlite_passes_the_suite() {
     assert_eq!(store.progress("kept").await.unwrap(), progress(1));
 }
 
+/// The writer never checkpoints (its commits stay short); the checkpointer copies the WAL
+/// into the database file beside it while the store is open.
+#[tokio::test]
+async fn sqlite_checkpoints_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.sqlite");
+    let store = SqliteStore::open(&path).unwrap();
+    let spec = spec();
+    store.create("orders", &spec).await.unwrap();
+    let size = || std::fs::metadata(&path).unwrap().len();
+    let empty = size();
+    for i in 0..2000u64 {
+        let id = format!("SO-{i}");
+        store
+            .apply(
+                "orders",
+                &spec,
+                vec![RowChange::Upsert(row(&id, "C", i as f64))],
+                progress(i + 1),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() < empty + 64 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file is still {} bytes ({empty} empty): nothing was checkpointed",
+            size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.progress("orders").await.unwrap(), progress(2000));
+}
+
 #[tokio::test]
 async fn postgres_passes_the_suite() {
     let url = std::env::var("WEIR_TEST_POSTGRES")

@@ -377,3 +377,170 @@ partitions = 1
     assert_eq!(end, 24);
     node.shutdown().await;
 }
+
+/// `value` with every number as an f64: JavaScript writes `10` where Rust writes `10.0`.
+fn numbers_as_f64(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => serde_json::json!(n.as_f64().expect("a finite number")),
+        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_f64).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, numbers_as_f64(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn state_json(state: Option<&[u8]>) -> Option<serde_json::Value> {
+    state.map(|s| numbers_as_f64(serde_json::from_slice(s).unwrap()))
+}
+
+/// What a command did, comparable across languages: the version, the events (type, data,
+/// subject) and the state, or the error's class and, for a rejection, its reason.
+fn command_result(result: crate::Result<crate::CommandOutcome>) -> serde_json::Value {
+    match result {
+        Ok(outcome) => serde_json::json!({
+            "version": outcome.version,
+            "state": state_json(outcome.state.as_deref()),
+            "events": outcome.events.iter().map(|e| serde_json::json!({
+                "type": e.event.ty,
+                "subject": e.event.subject,
+                "data": match &e.event.data {
+                    Some(weir_cloudevents::Data::Json(data)) => numbers_as_f64(data.value()),
+                    other => panic!("expected JSON data, got {other:?}"),
+                },
+            })).collect::<Vec<_>>(),
+        }),
+        Err(Error::CommandRejected { reason, .. }) => serde_json::json!({"rejected": reason}),
+        // The message is the language's own (serde's or JSON.parse's).
+        Err(Error::EntityFunction {
+            export, retryable, ..
+        }) => serde_json::json!({"failed": export, "retryable": retryable}),
+        Err(e) => serde_json::json!({"class": format!("{:?}", e.class())}),
+    }
+}
+
+/// The example's order entity in JavaScript (`examples/orders/order-entity-js`) decides
+/// and folds exactly as the Rust one: the same commands on both give the same events,
+/// states, rejections and errors, and their states rebuilt from snapshots and journals
+/// after a restart are the same too.
+#[tokio::test]
+async fn the_javascript_order_entity_behaves_as_the_rust_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // A snapshot every 2 events: the states read after the restart below are folded from
+    // snapshots and journal tails.
+    let manifest = || {
+        let snapshot_every = 2;
+        let text = format!(
+            r#"
+[functions.order-rust]
+source = "{}"
+[functions.order-js]
+source = "{}"
+# Generous: instantiating the JavaScript runtime on a loaded CI machine is not what this
+# test measures.
+limits = {{ deadline_ms = 10000 }}
+[entities.order]
+function = "order-rust"
+partitions = 1
+snapshot_every = {snapshot_every}
+[entities.order-js]
+function = "order-js"
+partitions = 1
+snapshot_every = {snapshot_every}
+"#,
+            weir_test_support::example_entity().display(),
+            weir_test_support::example_entity_js().display(),
+        );
+        Manifest::from_toml_str(&text, dir.path()).unwrap()
+    };
+    let data_dir = dir.path().join("data");
+    let node = Node::start(options(&data_dir, Some(manifest())).await)
+        .await
+        .unwrap();
+
+    let place = r#"{"customer": "CUST-1", "amount": 10, "currency": "EUR"}"#;
+    let steps: &[(&str, &str, &str)] = &[
+        ("o-1", "pay", r#"{"amount": 10}"#),
+        (
+            "o-1",
+            "place",
+            r#"{"customer": "", "amount": 10, "currency": "EUR"}"#,
+        ),
+        (
+            "o-1",
+            "place",
+            r#"{"customer": "CUST-1", "amount": 0, "currency": "EUR"}"#,
+        ),
+        (
+            "o-1",
+            "place",
+            r#"{"customer": "CUST-1", "currency": "EUR"}"#,
+        ),
+        ("o-1", "place", "not json"),
+        ("o-1", "place", place),
+        ("o-1", "place", place),
+        ("o-1", "ship", ""),
+        ("o-1", "pay", r#"{"amount": 9.5}"#),
+        ("o-1", "pay", r#"{"amount": 10}"#),
+        ("o-1", "pay", r#"{"amount": 10}"#),
+        ("o-1", "refund", "{}"),
+        ("o-1", "ship", ""),
+        ("o-1", "cancel", r#"{"reason": "too late"}"#),
+        (
+            "o-2",
+            "place",
+            r#"{"customer": "CUST-2", "amount": 99.5, "currency": "USD"}"#,
+        ),
+        ("o-2", "cancel", r#"{"reason": "changed my mind"}"#),
+        ("o-2", "pay", r#"{"amount": 99.5}"#),
+        ("o-3", "place", place),
+        ("o-3", "cancel", ""),
+    ];
+    let mut outcomes = std::collections::BTreeSet::new();
+    for (id, command, body) in steps {
+        let rust = node
+            .entity_command("order", id, command, body.as_bytes().to_vec(), None)
+            .await;
+        let js = node
+            .entity_command("order-js", id, command, body.as_bytes().to_vec(), None)
+            .await;
+        let (rust, js) = (command_result(rust), command_result(js));
+        assert_eq!(rust, js, "{command} {body} on {id}");
+        let outcome = ["version", "rejected", "failed", "class"]
+            .into_iter()
+            .find(|kind| rust.get(kind).is_some());
+        outcomes.insert(outcome.unwrap());
+    }
+    // The script took both through acceptances, rejections and failures.
+    assert_eq!(
+        outcomes.into_iter().collect::<Vec<_>>(),
+        ["failed", "rejected", "version"]
+    );
+    node.shutdown().await;
+    drop(node);
+
+    // After a restart (no state cached) each function folds its states again, at every
+    // version.
+    let node = Node::start(options(&data_dir, Some(manifest())).await)
+        .await
+        .unwrap();
+    for (id, versions) in [("o-1", 3), ("o-2", 2), ("o-3", 2)] {
+        for version in 1..=versions {
+            let at = |ty: &'static str| {
+                let node = node.clone();
+                async move {
+                    let state = node
+                        .entity_state(ty, id, StateAt::Version(version))
+                        .await
+                        .unwrap();
+                    (state.version, state_json(state.state.as_deref()))
+                }
+            };
+            assert_eq!(at("order").await, at("order-js").await, "{id} at {version}");
+        }
+    }
+    node.shutdown().await;
+}
