@@ -263,6 +263,15 @@ impl Views {
             let store = stores.get(&spec.store).await?;
             let table = ViewSpec::table(name);
             let table_spec = table_spec(spec);
+            // A view declared with other columns, key or indexes than its table was made
+            // with is projected again, from the start of its sources, into a new table.
+            let shape = table_spec.shape();
+            if let Some(was) = store.shape(&table).await?
+                && was != shape
+            {
+                tracing::warn!(view = %name, was = %was, now = %shape, "the view's columns, key or indexes changed since its table was made; its table is dropped and the view projected again from the start of its sources");
+                store.drop_table(&table).await?;
+            }
             store.create(&table, &table_spec).await?;
             // A rebuild the node did not finish left its table behind.
             if let Err(e) = store.drop_table(&rebuild_table(&table)).await {

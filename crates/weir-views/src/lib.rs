@@ -71,6 +71,23 @@ impl TableSpec {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The table's shape as one line (columns with types, key, indexes), recorded with the
+    /// table: a view whose declaration no longer matches the table it left is projected
+    /// again into a new one.
+    pub fn shape(&self) -> String {
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("{}:{}", c.name, c.ty.name()))
+            .collect();
+        format!(
+            "columns={};key={};indexes={}",
+            columns.join(","),
+            self.key.join(","),
+            self.indexes.join(",")
+        )
+    }
+
     /// Whether queries may filter or sort on `name`.
     pub fn is_indexed(&self, name: &str) -> bool {
         self.key.first().is_some_and(|k| k == name) || self.indexes.iter().any(|i| i == name)
@@ -228,9 +245,13 @@ pub fn check_name(name: &str) -> Result<()> {
 pub trait ViewStore: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
-    /// Create `table` with `spec` (its indexes too) if it does not exist.
+    /// Create `table` with `spec` (its indexes too) if it does not exist, and record its
+    /// shape ([`TableSpec::shape`]) if none is recorded.
     async fn create(&self, table: &str, spec: &TableSpec) -> Result<()>;
-    /// Drop `table` and its progress, if they exist.
+    /// The shape recorded for `table` when it was created; none for a table that does not
+    /// exist.
+    async fn shape(&self, table: &str) -> Result<Option<String>>;
+    /// Drop `table`, its progress and its shape, if they exist.
     async fn drop_table(&self, table: &str) -> Result<()>;
     /// Apply `changes` in order and record `progress`, in one transaction.
     async fn apply(
@@ -244,7 +265,7 @@ pub trait ViewStore: Send + Sync + 'static {
     async fn progress(&self, table: &str) -> Result<Vec<Progress>>;
     /// A page of `table`'s rows.
     async fn query(&self, table: &str, spec: &TableSpec, query: &Query) -> Result<Page>;
-    /// Replace `to` by `from` (rows, indexes and progress; both have `spec`) in one
+    /// Replace `to` by `from` (rows, indexes, progress and shape; both have `spec`) in one
     /// transaction: a rebuilt view takes the place of the one that served meanwhile.
     async fn swap(&self, from: &str, to: &str, spec: &TableSpec) -> Result<()>;
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
-use crate::sql::{Dialect, PROGRESS_TABLE, Param, last_of, quote};
+use crate::sql::{self, Dialect, PROGRESS_TABLE, Param, last_of, quote};
 use crate::{
     ColumnType, Error, Page, Progress, Query, Result, Row, RowChange, TableSpec, Value, ViewStore,
     check_name,
@@ -116,24 +116,29 @@ impl ViewStore for PostgresStore {
             .await
     }
 
-    async fn drop_table(&self, table: &str) -> Result<()> {
+    async fn shape(&self, table: &str) -> Result<Option<String>> {
         check_name(table)?;
-        let progress = Param {
-            ty: ColumnType::Text,
-            value: Value::Text(table.to_owned()),
-        };
-        self.in_transaction(vec![
-            (format!("DROP TABLE IF EXISTS {}", quote(table)), Vec::new()),
-            (
-                format!("CREATE TABLE IF NOT EXISTS {} (view TEXT NOT NULL, topic TEXT NOT NULL, part BIGINT NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (view, topic, part))", quote(PROGRESS_TABLE)),
-                Vec::new(),
-            ),
-            (
-                format!("DELETE FROM {} WHERE view = $1", quote(PROGRESS_TABLE)),
-                vec![progress],
-            ),
-        ])
-        .await
+        self.in_transaction(
+            sql::bookkeeping()
+                .into_iter()
+                .map(|s| (s, Vec::new()))
+                .collect(),
+        )
+        .await?;
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(sql::shape_query(Dialect::Postgres).as_str(), &[&table])
+            .await
+            .map_err(store_error)?;
+        row.map(|row| row.try_get::<_, String>(0))
+            .transpose()
+            .map_err(store_error)
+    }
+
+    async fn drop_table(&self, table: &str) -> Result<()> {
+        let statements = sql::drop_statements(table)?;
+        self.in_transaction(statements.into_iter().map(|s| (s, Vec::new())).collect())
+            .await
     }
 
     async fn apply(

@@ -20,6 +20,45 @@ pub(crate) struct Param {
 }
 
 pub(crate) const PROGRESS_TABLE: &str = "weir_view_progress";
+/// Each view table's shape ([`TableSpec::shape`]) as it was created.
+pub(crate) const SHAPES_TABLE: &str = "weir_view_tables";
+
+/// The statements that create the progress and shapes tables if they do not exist.
+pub(crate) fn bookkeeping() -> [String; 2] {
+    [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (view TEXT NOT NULL, topic TEXT NOT NULL, part BIGINT NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (view, topic, part))",
+            quote(PROGRESS_TABLE)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (view TEXT NOT NULL PRIMARY KEY, shape TEXT NOT NULL)",
+            quote(SHAPES_TABLE)
+        ),
+    ]
+}
+
+/// The statements that drop `table` (a checked name) with its progress and shape.
+pub(crate) fn drop_statements(table: &str) -> Result<Vec<String>> {
+    check_name(table)?;
+    let mut statements = vec![format!("DROP TABLE IF EXISTS {}", quote(table))];
+    statements.extend(bookkeeping());
+    for bookkeeping in [PROGRESS_TABLE, SHAPES_TABLE] {
+        statements.push(format!(
+            "DELETE FROM {} WHERE view = '{table}'",
+            quote(bookkeeping)
+        ));
+    }
+    Ok(statements)
+}
+
+/// The query of `table`'s recorded shape (after [`bookkeeping`]), its name as parameter 1.
+pub(crate) fn shape_query(dialect: Dialect) -> String {
+    format!(
+        "SELECT shape FROM {} WHERE view = {}",
+        quote(SHAPES_TABLE),
+        dialect.placeholder(1)
+    )
+}
 
 pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -64,18 +103,19 @@ impl Dialect {
             })
             .collect();
         let key: Vec<String> = spec.key.iter().map(|k| quote(k)).collect();
-        let mut statements = vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} (view TEXT NOT NULL, topic TEXT NOT NULL, part BIGINT NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (view, topic, part))",
-                quote(PROGRESS_TABLE)
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
-                quote(table),
-                columns.join(", "),
-                key.join(", ")
-            ),
-        ];
+        let mut statements = bookkeeping().to_vec();
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+            quote(table),
+            columns.join(", "),
+            key.join(", ")
+        ));
+        // The shape is names checked like the table's and fixed words: no quote in it.
+        statements.push(format!(
+            "INSERT INTO {} (view, shape) VALUES ('{table}', '{}') ON CONFLICT (view) DO NOTHING",
+            quote(SHAPES_TABLE),
+            spec.shape()
+        ));
         for index in &spec.indexes {
             statements.push(format!(
                 "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
@@ -109,10 +149,12 @@ impl Dialect {
                 quote(index)
             ));
         }
-        statements.push(format!("DELETE FROM {progress} WHERE view = '{to}'"));
-        statements.push(format!(
-            "UPDATE {progress} SET view = '{to}' WHERE view = '{from}'"
-        ));
+        for bookkeeping in [progress, quote(SHAPES_TABLE)] {
+            statements.push(format!("DELETE FROM {bookkeeping} WHERE view = '{to}'"));
+            statements.push(format!(
+                "UPDATE {bookkeeping} SET view = '{to}' WHERE view = '{from}'"
+            ));
+        }
         Ok(statements)
     }
 

@@ -2,19 +2,21 @@
 //! pool. WAL mode with `synchronous = NORMAL`: a power loss may lose the last
 //! transactions, rows and progress together, which the projection then does again.
 //!
-//! Checkpoints (copying the WAL into the database file, with its fsyncs) run on a thread
-//! and a connection of their own, not in the commit that crosses SQLite's automatic
-//! threshold: that commit would otherwise take milliseconds, and every projection
-//! waiting behind it, which was most of the view lag's tail (`weir bench entity`).
+//! Three connections: the writer; a query-only reader, so queries do not wait for
+//! commits; and a checkpointer. Checkpoints (copying the WAL into the database file, with
+//! its fsyncs) run on a thread of their own, not in the commit that crosses SQLite's
+//! automatic threshold: that commit would otherwise take milliseconds, and every
+//! projection waiting behind it, which was most of the view lag's tail
+//! (`weir bench entity`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
-use crate::sql::{Dialect, PROGRESS_TABLE, Param, last_of, quote};
+use crate::sql::{self, Dialect, PROGRESS_TABLE, Param, last_of, quote};
 use crate::{
     ColumnType, Error, Page, Progress, Query, Result, Row, RowChange, TableSpec, Value, ViewStore,
     check_name,
@@ -23,7 +25,10 @@ use crate::{
 /// Views in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// The writer (and the reads that must see its own writes, such as progress).
     connection: Arc<Mutex<Connection>>,
+    /// Queries.
+    reader: Arc<Mutex<Connection>>,
     /// Dropped with the last clone, which stops the checkpointer.
     _checkpointer: Arc<std::sync::mpsc::Sender<()>>,
 }
@@ -61,32 +66,43 @@ fn from_sql(ty: ColumnType, value: Sql) -> Value {
     }
 }
 
+/// A connection to `path` on which a double-quoted name that matches no column is an
+/// error, not a string.
+fn connect(path: &Path) -> Result<Connection> {
+    let connection = Connection::open(path).map_err(store_error)?;
+    for config in [
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML,
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DDL,
+    ] {
+        connection
+            .set_db_config(config, false)
+            .map_err(store_error)?;
+    }
+    Ok(connection)
+}
+
 impl SqliteStore {
     /// Open (or create) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(store_error)?;
         }
-        let connection = Connection::open(path).map_err(store_error)?;
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .map_err(store_error)?;
-        // A double-quoted name that matches no column must be an error, not a string.
-        for config in [
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML,
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DDL,
-        ] {
-            connection
-                .set_db_config(config, false)
-                .map_err(store_error)?;
-        }
+        let connection = connect(path)?;
         // The writer never checkpoints; the checkpointer does, beside it (a PASSIVE
         // checkpoint copies committed frames without blocking the writer or readers, and
         // SQLite starts the WAL over once all of it is copied).
         connection
-            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;",
+            )
             .map_err(store_error)?;
-        let checkpointer = Connection::open(path).map_err(store_error)?;
+        // Queries read beside the writer (WAL): a query never waits for a commit, and sees
+        // every transaction committed before it started.
+        let reader = connect(path)?;
+        reader
+            .execute_batch("PRAGMA query_only = 1;")
+            .map_err(store_error)?;
+        let checkpointer = connect(path)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let path = path.to_owned();
         std::thread::Builder::new()
@@ -104,6 +120,7 @@ impl SqliteStore {
             .map_err(store_error)?;
         Ok(SqliteStore {
             connection: Arc::new(Mutex::new(connection)),
+            reader: Arc::new(Mutex::new(reader)),
             _checkpointer: Arc::new(stop),
         })
     }
@@ -120,11 +137,19 @@ impl SqliteStore {
         .await
     }
 
+    /// `f` on the writer's connection, on the blocking pool.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let connection = self.connection.clone();
+        Self::on(&self.connection, f).await
+    }
+
+    async fn on<T: Send + 'static>(
+        connection: &Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let connection = connection.clone();
         tokio::task::spawn_blocking(move || {
             let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
             f(&mut connection)
@@ -145,20 +170,24 @@ impl ViewStore for SqliteStore {
             .await
     }
 
-    async fn drop_table(&self, table: &str) -> Result<()> {
+    async fn shape(&self, table: &str) -> Result<Option<String>> {
         check_name(table)?;
         let table = table.to_owned();
         self.run(move |c| {
-            let tx = c.transaction().map_err(store_error)?;
-            tx.execute(&format!("DROP TABLE IF EXISTS {}", quote(&table)), [])
-                .map_err(store_error)?;
-            let _ = tx.execute(
-                &format!("DELETE FROM {} WHERE view = ?1", quote(PROGRESS_TABLE)),
-                [&table],
-            );
-            tx.commit().map_err(store_error)
+            for statement in sql::bookkeeping() {
+                c.execute(&statement, []).map_err(store_error)?;
+            }
+            c.query_row(&sql::shape_query(Dialect::Sqlite), [&table], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(store_error)
         })
         .await
+    }
+
+    async fn drop_table(&self, table: &str) -> Result<()> {
+        self.in_transaction(sql::drop_statements(table)?).await
     }
 
     async fn apply(
@@ -185,16 +214,23 @@ impl ViewStore for SqliteStore {
                     .execute(params_from_iter(params.iter().map(to_sql)))
                     .map_err(store_error)?;
             }
-            for p in progress {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {} (view, topic, part, next_offset) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (view, topic, part) DO UPDATE SET next_offset = excluded.next_offset",
-                        quote(PROGRESS_TABLE)
-                    ),
-                    rusqlite::params![table, p.topic, p.partition, p.next_offset as i64],
-                )
+            let mut update = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {} (view, topic, part, next_offset) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (view, topic, part) DO UPDATE SET next_offset = excluded.next_offset",
+                    quote(PROGRESS_TABLE)
+                ))
                 .map_err(store_error)?;
+            for p in progress {
+                update
+                    .execute(rusqlite::params![
+                        table,
+                        p.topic,
+                        p.partition,
+                        p.next_offset as i64
+                    ])
+                    .map_err(store_error)?;
             }
+            drop(update);
             tx.commit().map_err(store_error)
         })
         .await
@@ -229,7 +265,7 @@ impl ViewStore for SqliteStore {
         let (sql, params, columns) = Dialect::Sqlite.select(table, spec, query)?;
         let types: Vec<ColumnType> = spec.columns.iter().map(|c| c.ty).collect();
         let (spec, query) = (spec.clone(), query.clone());
-        self.run(move |c| {
+        Self::on(&self.reader, move |c| {
             let mut statement = c.prepare_cached(&sql).map_err(store_error)?;
             let mut rows = statement
                 .query(params_from_iter(params.iter().map(to_sql)))

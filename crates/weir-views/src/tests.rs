@@ -132,9 +132,17 @@ async fn null_sort_values_page(store: &dyn ViewStore) {
 async fn suite(store: &dyn ViewStore) {
     null_sort_values_page(store).await;
     let (t, spec) = (table("orders"), spec());
+    assert_eq!(store.shape(&t).await.unwrap(), None);
     store.create(&t, &spec).await.unwrap();
     store.create(&t, &spec).await.unwrap(); // idempotent
     assert!(store.progress(&t).await.unwrap().is_empty());
+    assert_eq!(store.shape(&t).await.unwrap(), Some(spec.shape()));
+    // The shape a table was created with stays what it was.
+    let mut other = spec.clone();
+    other.indexes.pop();
+    assert_ne!(other.shape(), spec.shape());
+    store.create(&t, &other).await.unwrap();
+    assert_eq!(store.shape(&t).await.unwrap(), Some(spec.shape()));
 
     // Rows and progress land together.
     let changes = vec![
@@ -298,11 +306,14 @@ async fn suite(store: &dyn ViewStore) {
     assert_eq!(ids(&all.rows), ["SO-7"]);
     assert_eq!(store.progress(&t).await.unwrap(), progress(7));
     assert!(store.progress(&rebuilt).await.unwrap().is_empty());
+    assert_eq!(store.shape(&t).await.unwrap(), Some(spec.shape()));
+    assert_eq!(store.shape(&rebuilt).await.unwrap(), None);
     // The name is free again for the next rebuild, indexes included.
     store.create(&rebuilt, &spec).await.unwrap();
     store.drop_table(&rebuilt).await.unwrap();
     store.drop_table(&t).await.unwrap();
     assert!(store.progress(&t).await.unwrap().is_empty());
+    assert_eq!(store.shape(&t).await.unwrap(), None);
 
     // Names are checked before any SQL is made.
     let err = store

@@ -14,7 +14,11 @@ use crate::{ErrorClass, Node, ViewFilter, ViewRequest};
 const VIEW: &str = "orders-by-customer";
 
 fn manifest(dir: &Path, store: &str, amount_type: &str) -> Manifest {
-    let text = format!(
+    Manifest::from_toml_str(&manifest_text(store, amount_type), dir).unwrap()
+}
+
+fn manifest_text(store: &str, amount_type: &str) -> String {
+    format!(
         r#"
 [functions.order-entity]
 source = "{}"
@@ -39,8 +43,7 @@ version = "integer"
 "#,
         weir_test_support::example_entity().display(),
         weir_test_support::example_projection().display(),
-    );
-    Manifest::from_toml_str(&text, dir).unwrap()
+    )
 }
 
 async fn start(dir: &Path, store: &str, amount_type: &str) -> Arc<Node> {
@@ -256,6 +259,44 @@ async fn a_restarted_view_resumes_from_the_progress_in_its_store() {
     // Only the new event was projected again: the rest was in the store's progress.
     let status = node.status().await.unwrap();
     assert_eq!(status.views[0].events, 1, "{:?}", status.views[0]);
+    node.shutdown().await;
+}
+
+/// A view restarted with another key than its table was made with is projected again
+/// into a table of the new shape (its old table would refuse every upsert).
+#[tokio::test]
+async fn a_view_whose_declaration_changed_is_projected_again_into_a_new_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let text = manifest_text("sqlite", "real");
+    let composite = text.replace(r#"key = "order_id""#, r#"key = ["customer", "order_id"]"#);
+    assert_ne!(composite, text);
+    let node = Node::start(
+        options(
+            &data,
+            Some(Manifest::from_toml_str(&composite, dir.path()).unwrap()),
+        )
+        .await,
+    )
+    .await
+    .unwrap();
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        tokens.push(place(&node, &format!("o-{i}"), "C", 1.0).await);
+    }
+    let page = node.view_query(VIEW, request(&[], &tokens)).await.unwrap();
+    assert_eq!(page.rows.len(), 4);
+    node.shutdown().await;
+    drop(node);
+
+    // Back to `key = "order_id"`: every event is projected again, and the new ones land.
+    let node = start(dir.path(), "sqlite", "real").await;
+    let token = place(&node, "o-new", "C", 2.0).await;
+    let page = node.view_query(VIEW, request(&[], &[token])).await.unwrap();
+    assert_eq!(page.rows.len(), 5, "{:?}", page.rows);
+    let status = node.status().await.unwrap();
+    assert_eq!(status.views[0].events, 5, "{:?}", status.views[0]);
+    assert!(status.views[0].errors.is_empty(), "{:?}", status.views[0]);
     node.shutdown().await;
 }
 
