@@ -96,7 +96,7 @@ fn weir_entity_sends_commands_and_shows_state_versions_and_events() {
     );
     assert!(
         text.contains(
-            "orders-by-customer  function orders-by-customer  store sqlite  sources entity.order"
+            "orders-by-customer  function orders-by-customer  store sqlite  sources crm.orders,entity.order"
         ),
         "{text}"
     );

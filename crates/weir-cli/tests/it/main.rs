@@ -171,6 +171,25 @@ fn sample_order_is_enriched_and_tailed() {
     assert_eq!(event["data"]["customer"]["name"], "Acme GmbH");
     assert_eq!(event["data"]["customer"]["segment"], "enterprise");
 
+    // The orders view projects the CRM's order too (as the README's quickstart shows).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let out = cli(
+            &node,
+            &["view", "orders-by-customer", "--where", "customer=CUST-42"],
+        );
+        if !out.trim().is_empty() {
+            break serde_json::from_str::<serde_json::Value>(out.trim()).unwrap();
+        }
+        assert!(Instant::now() < deadline, "SO-1001 is not in the view");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        row,
+        serde_json::json!({"order_id": "SO-1001", "customer": "CUST-42", "amount": 1150.0,
+            "currency": "EUR", "status": "placed", "version": null})
+    );
+
     // `weir publish --file` and the status listing.
     let events = weir_test_support::example_dir().join("events.jsonl");
     let out = cli(
