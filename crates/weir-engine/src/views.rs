@@ -266,11 +266,13 @@ impl Views {
             // A view declared with other columns, key or indexes than its table was made
             // with is projected again, from the start of its sources, into a new table.
             let shape = table_spec.shape();
+            let mut reprojected = false;
             if let Some(was) = store.shape(&table).await?
                 && was != shape
             {
                 tracing::warn!(view = %name, was = %was, now = %shape, "the view's columns, key or indexes changed since its table was made; its table is dropped and the view projected again from the start of its sources");
                 store.drop_table(&table).await?;
+                reprojected = true;
             }
             store.create(&table, &table_spec).await?;
             // A rebuild the node did not finish left its table behind.
@@ -292,6 +294,9 @@ impl Views {
                         Some(next) => *next,
                         None => resolve_start(log, topic, partition, StartFrom::Earliest).await?,
                     };
+                    if reprojected && start > 0 {
+                        tracing::warn!(view = %name, %topic, partition, first_offset = start, "retention deleted this partition's events before the first one it holds: their rows are not in the view projected again");
+                    }
                     positions.insert(key, watch::channel(start).0);
                 }
             }

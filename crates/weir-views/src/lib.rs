@@ -80,11 +80,14 @@ impl TableSpec {
             .iter()
             .map(|c| format!("{}:{}", c.name, c.ty.name()))
             .collect();
+        // Indexes in any order are the same indexes.
+        let mut indexes = self.indexes.clone();
+        indexes.sort();
         format!(
             "columns={};key={};indexes={}",
             columns.join(","),
             self.key.join(","),
-            self.indexes.join(",")
+            indexes.join(",")
         )
     }
 
@@ -240,6 +243,9 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// The shape of a table made before shapes were recorded: it matches no declaration.
+pub const UNKNOWN_SHAPE: &str = "unknown (made before weir recorded table shapes)";
+
 /// Where views are kept.
 #[async_trait]
 pub trait ViewStore: Send + Sync + 'static {
@@ -249,7 +255,7 @@ pub trait ViewStore: Send + Sync + 'static {
     /// shape ([`TableSpec::shape`]) if none is recorded.
     async fn create(&self, table: &str, spec: &TableSpec) -> Result<()>;
     /// The shape recorded for `table` when it was created; none for a table that does not
-    /// exist.
+    /// exist, [`UNKNOWN_SHAPE`] for one made before shapes were recorded.
     async fn shape(&self, table: &str) -> Result<Option<String>>;
     /// Drop `table`, its progress and its shape, if they exist.
     async fn drop_table(&self, table: &str) -> Result<()>;

@@ -51,12 +51,20 @@ pub(crate) fn drop_statements(table: &str) -> Result<Vec<String>> {
     Ok(statements)
 }
 
-/// The query of `table`'s recorded shape (after [`bookkeeping`]), its name as parameter 1.
+/// The query of `table`'s recorded shape (after [`bookkeeping`]), its name as parameter
+/// 1: the shape, [`crate::UNKNOWN_SHAPE`] for a table without one, no row for no table.
 pub(crate) fn shape_query(dialect: Dialect) -> String {
+    let exists = match dialect {
+        Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        Dialect::Postgres => {
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1"
+        }
+    };
     format!(
-        "SELECT shape FROM {} WHERE view = {}",
-        quote(SHAPES_TABLE),
-        dialect.placeholder(1)
+        "SELECT shape FROM {shapes} WHERE view = {p} UNION ALL SELECT '{unknown}' WHERE EXISTS ({exists}) AND NOT EXISTS (SELECT 1 FROM {shapes} WHERE view = {p})",
+        shapes = quote(SHAPES_TABLE),
+        p = dialect.placeholder(1),
+        unknown = crate::UNKNOWN_SHAPE,
     )
 }
 

@@ -137,6 +137,9 @@ async fn suite(store: &dyn ViewStore) {
     store.create(&t, &spec).await.unwrap(); // idempotent
     assert!(store.progress(&t).await.unwrap().is_empty());
     assert_eq!(store.shape(&t).await.unwrap(), Some(spec.shape()));
+    let mut reordered = spec.clone();
+    reordered.indexes.reverse();
+    assert_eq!(reordered.shape(), spec.shape(), "indexes in any order");
     // The shape a table was created with stays what it was.
     let mut other = spec.clone();
     other.indexes.pop();
@@ -378,6 +381,46 @@ async fn sqlite_checkpoints_beside_the_writer() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(store.progress("orders").await.unwrap(), progress(2000));
+
+    // A table made before shapes were recorded has an unknown one.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE legacy (order_id TEXT PRIMARY KEY)")
+        .unwrap();
+    assert_eq!(
+        store.shape("legacy").await.unwrap().as_deref(),
+        Some(crate::UNKNOWN_SHAPE)
+    );
+    assert_eq!(store.shape("orders").await.unwrap(), Some(spec.shape()));
+    assert_eq!(store.shape("missing").await.unwrap(), None);
+}
+
+/// Under writes that never pause, the WAL stays near its bound: past it the checkpointer
+/// holds the writer back and empties the WAL (a passive checkpoint alone never catches up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_the_wal_bounded_under_steady_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.sqlite");
+    let limit_frames = 256;
+    let store = SqliteStore::open_with(&path, limit_frames).unwrap();
+    let spec = spec();
+    store.create("orders", &spec).await.unwrap();
+    let wal = dir.path().join("views.sqlite-wal");
+    let mut largest = 0;
+    for i in 0..6000u64 {
+        let changes = (0..4)
+            .map(|j| RowChange::Upsert(row(&format!("SO-{i}-{j}"), "C", i as f64)))
+            .collect();
+        store
+            .apply("orders", &spec, changes, progress(i + 1))
+            .await
+            .unwrap();
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    assert!(
+        largest < 64 << 20,
+        "the WAL grew to {largest} bytes under a bound of {limit_frames} pages"
+    );
 }
 
 #[tokio::test]
