@@ -63,6 +63,22 @@ pub fn test_guest(name: &str) -> PathBuf {
     build_guest(&repo_root().join("guests"), &name.replace('-', "_"))
 }
 
+/// `value` with every number as an f64, so the same function in several languages can be
+/// compared: JavaScript and Python write `5` where Rust writes `5.0`.
+pub fn numbers_as_f64(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => Value::from(n.as_f64().expect("a finite number")),
+        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_f64).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, numbers_as_f64(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// The example app's directory, `examples/orders`.
 pub fn example_dir() -> PathBuf {
     repo_root().join("examples/orders")

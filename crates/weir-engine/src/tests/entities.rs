@@ -378,23 +378,8 @@ partitions = 1
     node.shutdown().await;
 }
 
-/// `value` with every number as an f64: JavaScript writes `10` where Rust writes `10.0`.
-fn numbers_as_f64(value: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match value {
-        Value::Number(n) => serde_json::json!(n.as_f64().expect("a finite number")),
-        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_f64).collect()),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k, numbers_as_f64(v)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
 fn state_json(state: Option<&[u8]>) -> Option<serde_json::Value> {
-    state.map(|s| numbers_as_f64(serde_json::from_slice(s).unwrap()))
+    state.map(|s| weir_test_support::numbers_as_f64(serde_json::from_slice(s).unwrap()))
 }
 
 /// What a command did, comparable across languages: the version, the events (type, data,
@@ -408,7 +393,7 @@ fn command_result(result: crate::Result<crate::CommandOutcome>) -> serde_json::V
                 "type": e.event.ty,
                 "subject": e.event.subject,
                 "data": match &e.event.data {
-                    Some(weir_cloudevents::Data::Json(data)) => numbers_as_f64(data.value()),
+                    Some(weir_cloudevents::Data::Json(data)) => weir_test_support::numbers_as_f64(data.value()),
                     other => panic!("expected JSON data, got {other:?}"),
                 },
             })).collect::<Vec<_>>(),

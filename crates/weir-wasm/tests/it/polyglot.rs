@@ -103,20 +103,6 @@ fn json_data(event: &CloudEvent) -> Value {
     }
 }
 
-/// `value` with every number as an f64, so `5` and `5.0` compare equal.
-fn numbers_as_f64(value: Value) -> Value {
-    match value {
-        Value::Number(n) => json!(n.as_f64().expect("a finite number")),
-        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_f64).collect()),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k, numbers_as_f64(v)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
 fn expected_data(customer: Value) -> Value {
     json!({
         "orderId": "SO-1001",
@@ -182,8 +168,8 @@ fn enriches_orders_as_specified(lang: Lang) {
         "{lang:?}: only the partition key is carried over"
     );
     assert_eq!(
-        numbers_as_f64(json_data(event)),
-        numbers_as_f64(expected_data(
+        weir_test_support::numbers_as_f64(json_data(event)),
+        weir_test_support::numbers_as_f64(expected_data(
             json!({"name": "Acme GmbH", "segment": "enterprise"})
         )),
         "{lang:?}"
