@@ -103,6 +103,15 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// A start that failed part-way: stop the tasks it spawned (retention, entity writers,
+/// projections, pipelines) before returning `error`, so nothing of it keeps running.
+async fn abandon(cancel: &CancellationToken, tasks: &TaskTracker, error: Error) -> Error {
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    error
+}
+
 impl Node {
     /// Open the log and the key-value store, create the app's topics, seed its key-value
     /// namespaces, load its functions (each at its recorded active version unless the
@@ -168,15 +177,25 @@ impl Node {
         ));
         let entities = match &manifest {
             Some(m) => {
-                crate::entity::Entities::start(&m.entities, &log, &registry, &tasks, &cancel)
-                    .await?
+                match crate::entity::Entities::start(&m.entities, &log, &registry, &tasks, &cancel)
+                    .await
+                {
+                    Ok(entities) => entities,
+                    Err(e) => return Err(abandon(&cancel, &tasks, e).await),
+                }
             }
             None => crate::entity::Entities::default(),
         };
         let views = match &manifest {
             Some(m) => {
-                crate::views::Views::start(&m.views, &data_dir, &log, &registry, &tasks, &cancel)
-                    .await?
+                match crate::views::Views::start(
+                    &m.views, &data_dir, &log, &registry, &tasks, &cancel,
+                )
+                .await
+                {
+                    Ok(views) => views,
+                    Err(e) => return Err(abandon(&cancel, &tasks, e).await),
+                }
             }
             None => crate::views::Views::default(),
         };
@@ -201,7 +220,9 @@ impl Node {
         };
         if let Some(manifest) = &manifest {
             for (name, spec) in &manifest.pipelines {
-                node.start_pipeline(name, spec).await?;
+                if let Err(e) = node.start_pipeline(name, spec).await {
+                    return Err(abandon(&node.cancel, &node.tasks, e).await);
+                }
             }
         }
         Ok(Arc::new(node))

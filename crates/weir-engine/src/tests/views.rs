@@ -300,6 +300,30 @@ async fn a_view_whose_declaration_changed_is_projected_again_into_a_new_table() 
     node.shutdown().await;
 }
 
+/// A node whose view store cannot be reached does not start, and leaves nothing of
+/// itself running (its entity writers and retention task held the log).
+#[tokio::test]
+async fn a_node_that_cannot_reach_its_view_store_does_not_start_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = manifest_text("postgres://postgres@127.0.0.1:1/test", "real");
+    let manifest = Manifest::from_toml_str(&text, dir.path()).unwrap();
+    let opts = options(&dir.path().join("data"), Some(manifest)).await;
+    let log = opts.log.clone();
+    let err = match Node::start(opts).await {
+        Ok(_) => panic!("a node started without its view store"),
+        Err(e) => e,
+    };
+    assert!(
+        err.to_string().contains("cannot connect to PostgreSQL"),
+        "{err}"
+    );
+    assert_eq!(
+        Arc::strong_count(&log),
+        1,
+        "a task of the failed start holds the log"
+    );
+}
+
 /// One event of the example's projection, published to a plain topic.
 fn order_event(n: u32, ty: &str, id: &str, data: &str) -> weir_cloudevents::CloudEvent {
     let text = format!(
