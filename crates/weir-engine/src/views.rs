@@ -270,9 +270,14 @@ impl Views {
             if let Some(was) = store.shape(&table).await?
                 && was != shape
             {
-                tracing::warn!(view = %name, was = %was, now = %shape, "the view's columns, key or indexes changed since its table was made; its table is dropped and the view projected again from the start of its sources");
-                store.drop_table(&table).await?;
-                reprojected = true;
+                if let Some(indexes) = table_spec.indexes_if_only_they_differ(&was) {
+                    tracing::info!(view = %name, was = ?indexes, now = ?table_spec.indexes, "the view's indexes changed; its table is reindexed in place");
+                    store.reindex(&table, &indexes, &table_spec).await?;
+                } else {
+                    tracing::warn!(view = %name, was = %was, now = %shape, "the view's columns or key changed since its table was made; its table is dropped and the view projected again from the start of its sources");
+                    store.drop_table(&table).await?;
+                    reprojected = true;
+                }
             }
             store.create(&table, &table_spec).await?;
             // A rebuild the node did not finish left its table behind.

@@ -91,6 +91,23 @@ impl TableSpec {
         )
     }
 
+    /// The indexes of a table whose recorded shape is `was`, if it differs from this spec
+    /// in its indexes at most (same columns, types and key): such a table is reindexed in
+    /// place, not projected again.
+    pub fn indexes_if_only_they_differ(&self, was: &str) -> Option<Vec<String>> {
+        const INDEXES: &str = ";indexes=";
+        let shape = self.shape();
+        let core = &shape[..shape.find(INDEXES)?];
+        let (was_core, was_indexes) = was.split_once(INDEXES)?;
+        (was_core == core).then(|| {
+            was_indexes
+                .split(',')
+                .filter(|i| !i.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+    }
+
     /// Whether queries may filter or sort on `name`.
     pub fn is_indexed(&self, name: &str) -> bool {
         self.key.first().is_some_and(|k| k == name) || self.indexes.iter().any(|i| i == name)
@@ -257,6 +274,9 @@ pub trait ViewStore: Send + Sync + 'static {
     /// The shape recorded for `table` when it was created; none for a table that does not
     /// exist, [`UNKNOWN_SHAPE`] for one made before shapes were recorded.
     async fn shape(&self, table: &str) -> Result<Option<String>>;
+    /// Give `table`, whose indexes are `was` (from its recorded shape), the indexes of
+    /// `spec` (same columns and key), and record `spec`'s shape, in one transaction.
+    async fn reindex(&self, table: &str, was: &[String], spec: &TableSpec) -> Result<()>;
     /// Drop `table`, its progress and its shape, if they exist.
     async fn drop_table(&self, table: &str) -> Result<()>;
     /// Apply `changes` in order and record `progress`, in one transaction.

@@ -135,6 +135,12 @@ impl ViewStore for PostgresStore {
             .map_err(store_error)
     }
 
+    async fn reindex(&self, table: &str, was: &[String], spec: &TableSpec) -> Result<()> {
+        let statements = Dialect::Postgres.reindex(table, was, spec)?;
+        self.in_transaction(statements.into_iter().map(|s| (s, Vec::new())).collect())
+            .await
+    }
+
     async fn drop_table(&self, table: &str) -> Result<()> {
         let statements = sql::drop_statements(table)?;
         self.in_transaction(statements.into_iter().map(|s| (s, Vec::new())).collect())

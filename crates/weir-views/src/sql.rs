@@ -94,6 +94,41 @@ impl Dialect {
         }
     }
 
+    /// The statements that take `table` from the indexes `was` to `spec`'s, and record
+    /// `spec`'s shape.
+    pub(crate) fn reindex(
+        self,
+        table: &str,
+        was: &[String],
+        spec: &TableSpec,
+    ) -> Result<Vec<String>> {
+        check_name(table)?;
+        spec.check()?;
+        let mut statements = Vec::new();
+        for index in was.iter().filter(|i| !spec.indexes.contains(i)) {
+            // From the store's own shape row: checked like every name before it is quoted.
+            check_name(index)?;
+            statements.push(format!(
+                "DROP INDEX IF EXISTS {}",
+                quote(&format!("{table}__{index}"))
+            ));
+        }
+        for index in &spec.indexes {
+            statements.push(format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+                quote(&format!("{table}__{index}")),
+                quote(table),
+                quote(index)
+            ));
+        }
+        statements.push(format!(
+            "UPDATE {} SET shape = '{}' WHERE view = '{table}'",
+            quote(SHAPES_TABLE),
+            spec.shape()
+        ));
+        Ok(statements)
+    }
+
     /// The statements that create `table` and its indexes, and the progress table.
     pub(crate) fn create(self, table: &str, spec: &TableSpec) -> Result<Vec<String>> {
         check_name(table)?;

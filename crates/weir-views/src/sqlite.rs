@@ -250,6 +250,11 @@ impl ViewStore for SqliteStore {
         .await
     }
 
+    async fn reindex(&self, table: &str, was: &[String], spec: &TableSpec) -> Result<()> {
+        self.in_transaction(Dialect::Sqlite.reindex(table, was, spec)?)
+            .await
+    }
+
     async fn drop_table(&self, table: &str) -> Result<()> {
         self.in_transaction(sql::drop_statements(table)?).await
     }

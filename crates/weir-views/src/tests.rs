@@ -146,6 +146,23 @@ async fn suite(store: &dyn ViewStore) {
     assert_ne!(other.shape(), spec.shape());
     store.create(&t, &other).await.unwrap();
     assert_eq!(store.shape(&t).await.unwrap(), Some(spec.shape()));
+    // Other indexes only: reindexed in place, and back.
+    let mut sorted = spec.indexes.clone();
+    sorted.sort();
+    assert_eq!(
+        other.indexes_if_only_they_differ(&spec.shape()),
+        Some(sorted.clone())
+    );
+    store.reindex(&t, &sorted, &other).await.unwrap();
+    assert_eq!(store.shape(&t).await.unwrap(), Some(other.shape()));
+    store.reindex(&t, &other.indexes, &spec).await.unwrap();
+    assert_eq!(store.shape(&t).await.unwrap(), Some(spec.shape()));
+    let mut retyped = spec.clone();
+    retyped.columns[2].ty = ColumnType::Text;
+    assert_eq!(retyped.indexes_if_only_they_differ(&spec.shape()), None);
+    let mut rekeyed = spec.clone();
+    rekeyed.key.push("customer".to_owned());
+    assert_eq!(rekeyed.indexes_if_only_they_differ(&spec.shape()), None);
 
     // Rows and progress land together.
     let changes = vec![
