@@ -51,6 +51,16 @@ pub(crate) fn drop_statements(table: &str) -> Result<Vec<String>> {
     Ok(statements)
 }
 
+/// The statement that creates `table`'s index on `column` (both checked names).
+fn create_index(table: &str, column: &str) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+        quote(&format!("{table}__{column}")),
+        quote(table),
+        quote(column)
+    )
+}
+
 /// The query of `table`'s recorded shape (after [`bookkeeping`]), its name as parameter
 /// 1: the shape, [`crate::UNKNOWN_SHAPE`] for a table without one, no row for no table.
 pub(crate) fn shape_query(dialect: Dialect) -> String {
@@ -114,12 +124,7 @@ impl Dialect {
             ));
         }
         for index in &spec.indexes {
-            statements.push(format!(
-                "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
-                quote(&format!("{table}__{index}")),
-                quote(table),
-                quote(index)
-            ));
+            statements.push(create_index(table, index));
         }
         statements.push(format!(
             "UPDATE {} SET shape = '{}' WHERE view = '{table}'",
@@ -160,12 +165,7 @@ impl Dialect {
             spec.shape()
         ));
         for index in &spec.indexes {
-            statements.push(format!(
-                "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
-                quote(&format!("{table}__{index}")),
-                quote(table),
-                quote(index)
-            ));
+            statements.push(create_index(table, index));
         }
         Ok(statements)
     }
@@ -185,12 +185,7 @@ impl Dialect {
                 "DROP INDEX IF EXISTS {}",
                 quote(&format!("{from}__{index}"))
             ));
-            statements.push(format!(
-                "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
-                quote(&format!("{to}__{index}")),
-                quote(to),
-                quote(index)
-            ));
+            statements.push(create_index(to, index));
         }
         for bookkeeping in [progress, quote(SHAPES_TABLE)] {
             statements.push(format!("DELETE FROM {bookkeeping} WHERE view = '{to}'"));

@@ -52,6 +52,14 @@ async fn start(dir: &Path, store: &str, amount_type: &str) -> Arc<Node> {
         .unwrap()
 }
 
+/// A node in `dir` with the app `text`.
+async fn start_text(dir: &Path, text: &str) -> Arc<Node> {
+    let manifest = Manifest::from_toml_str(text, dir).unwrap();
+    Node::start(options(&dir.join("data"), Some(manifest)).await)
+        .await
+        .unwrap()
+}
+
 /// Place order `id` for `customer`; its consistency token.
 async fn place(node: &Node, id: &str, customer: &str, amount: f64) -> String {
     let data = serde_json::json!({"customer": customer, "amount": amount, "currency": "EUR"});
@@ -267,19 +275,10 @@ async fn a_restarted_view_resumes_from_the_progress_in_its_store() {
 #[tokio::test]
 async fn a_view_whose_declaration_changed_is_projected_again_into_a_new_table() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     let text = manifest_text("sqlite", "real");
     let composite = text.replace(r#"key = "order_id""#, r#"key = ["customer", "order_id"]"#);
     assert_ne!(composite, text);
-    let node = Node::start(
-        options(
-            &data,
-            Some(Manifest::from_toml_str(&composite, dir.path()).unwrap()),
-        )
-        .await,
-    )
-    .await
-    .unwrap();
+    let node = start_text(dir.path(), &composite).await;
     let mut tokens = Vec::new();
     for i in 0..4 {
         tokens.push(place(&node, &format!("o-{i}"), "C", 1.0).await);
@@ -305,22 +304,13 @@ async fn a_view_whose_declaration_changed_is_projected_again_into_a_new_table() 
 #[tokio::test]
 async fn a_view_whose_indexes_changed_is_reindexed_in_place() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     let text = manifest_text("sqlite", "real");
     let fewer = text.replace(
         r#"indexes = ["customer", "status"]"#,
         r#"indexes = ["customer"]"#,
     );
     assert_ne!(fewer, text);
-    let node = Node::start(
-        options(
-            &data,
-            Some(Manifest::from_toml_str(&fewer, dir.path()).unwrap()),
-        )
-        .await,
-    )
-    .await
-    .unwrap();
+    let node = start_text(dir.path(), &fewer).await;
     let mut tokens = Vec::new();
     for i in 0..4 {
         tokens.push(place(&node, &format!("o-{i}"), "C", 1.0).await);
