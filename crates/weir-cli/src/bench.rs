@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde_json::json;
 use weir_log_embedded::{Log, LogOptions, Record};
 
+mod backend;
 mod entity;
 mod http;
 mod pipeline;
@@ -17,7 +18,9 @@ mod wasm;
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// The embedded log: append throughput and acknowledgement latency, read throughput,
-    /// and the disk's own sequential fdatasync bandwidth for comparison.
+    /// and the disk's own sequential fdatasync bandwidth for comparison. With
+    /// `--backend nats://…`: the same workload through weir on that server, sent again by
+    /// a plain client of the server, and on the embedded log at equal durability.
     Log(LogBenchArgs),
     /// The function host: cold start, warm call rates, the example's JSON transform, and
     /// memory and restart time with many functions deployed.
@@ -39,6 +42,10 @@ pub enum BenchCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct LogBenchArgs {
+    /// The log to measure: `embedded`, or a broker's URL (`nats://HOST:PORT?sync=always`;
+    /// the bench makes its own topic and removes it afterwards).
+    #[arg(long, default_value = "embedded")]
+    backend: String,
     /// Where to put the temporary log (it is removed afterwards); measure the disk you
     /// will run on.
     #[arg(long, default_value = ".")]
@@ -74,7 +81,11 @@ pub struct LogBenchArgs {
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Log(args) => log(args).await,
+        BenchCommand::Log(args) if args.backend == "embedded" => {
+            let result = log(&args).await?;
+            print_result(&result, args.json)
+        }
+        BenchCommand::Log(args) => backend::run(args).await,
         BenchCommand::Pipeline(args) => pipeline::run(args).await,
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Entity(args) => entity::run(args).await,
@@ -85,7 +96,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
+/// The embedded log's figures for `args`' workload.
+async fn log(args: &LogBenchArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(
         args.producers > 0 && args.batch > 0 && args.events > 0,
         "--producers, --batch and --events must be positive"
@@ -156,8 +168,8 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
     let read_secs = started.elapsed().as_secs_f64().max(1e-9);
 
     let spread = if args.atomic {
-        let plain = spread_append(&log, &args, &value, false).await?;
-        let atomic = spread_append(&log, &args, &value, true).await?;
+        let plain = spread_append(&log, args, &value, false).await?;
+        let atomic = spread_append(&log, args, &value, true).await?;
         Some((plain, atomic))
     } else {
         None
@@ -187,7 +199,7 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
         result["spread_atomic_events_per_sec"] = json!(atomic.round());
         result["atomic_cost_ratio"] = json!(round2(plain / atomic));
     }
-    print_result(&result, args.json)
+    Ok(result)
 }
 
 /// Events per second of batches spread round robin over every partition of `bench`:

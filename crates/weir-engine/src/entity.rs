@@ -177,11 +177,17 @@ impl Entities {
                     ),
                 });
             }
-            if !log
-                .guarantees(&info.config)
-                .conditional_appends
-                .partition_end
-            {
+            let guarantees = log.guarantees(&info.config);
+            if guarantees.atomicity != weir_log::Atomicity::CallPerPartition {
+                return Err(Error::InvalidTopic {
+                    topic: spec.journal.clone(),
+                    reason: format!(
+                        "the {} backend stores one call's records one by one here (on NATS JetStream, a server older than 2.12 has no atomic batches), and an entity command's events must be stored all or none",
+                        log.backend()
+                    ),
+                });
+            }
+            if !guarantees.conditional_appends.partition_end {
                 return Err(Error::InvalidTopic {
                     topic: spec.journal.clone(),
                     reason: format!(

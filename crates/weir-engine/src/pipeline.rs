@@ -75,7 +75,7 @@ use weir_manifest::{Ordering, PipelineFilter, PipelineSpec, RetrySpec, StartPosi
 use weir_wasm::InstancePool;
 
 use crate::consumer::{GroupTransactions, PartitionConsumer, Progress, Woken};
-use crate::registry::Registry;
+use crate::registry::{ActivePool, Registry};
 use crate::routing::filter_accepts;
 use crate::{Result, SharedLog, StartFrom};
 use commit::{Committing, finish};
@@ -100,9 +100,8 @@ pub(crate) struct Pipeline {
     /// The function's name; its active version comes from `registry` at every batch.
     function: String,
     registry: Arc<Registry>,
-    /// This pipeline's own warm instances of the function's active version, with the
-    /// registry generation they belong to.
-    instances: Mutex<Option<(u64, InstancePool)>>,
+    /// This pipeline's own warm instances of the function's active version.
+    instances: ActivePool,
     /// Calls running at once, across partitions.
     permits: Arc<Semaphore>,
     state: Mutex<PipelineState>,
@@ -136,8 +135,8 @@ impl Pipeline {
             filter: spec.filter.clone(),
             retry: spec.retry,
             function: spec.function.clone(),
+            instances: ActivePool::new(registry.clone(), &spec.function),
             registry,
-            instances: Mutex::new(None),
             permits: Arc::new(Semaphore::new(spec.concurrency.max(1) as usize)),
             state: Mutex::new(PipelineState::Running),
             positions: Mutex::new(BTreeMap::new()),
@@ -223,28 +222,11 @@ impl Pipeline {
     /// The pool of the function's active version, made when the version changed since
     /// the last batch. Older pools are dropped once the batches using them are done.
     fn instances_for_batch(&self) -> Result<InstancePool> {
-        let (generation, function) =
-            self.registry
-                .active(&self.function)
-                .ok_or_else(|| crate::Error::UnknownFunction {
-                    function: self.function.clone(),
-                    declared: Vec::new(),
-                })?;
-        let mut current = self
-            .instances
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match &*current {
-            Some((g, pool)) if *g == generation => Ok(pool.clone()),
-            _ => {
-                let pool = function.instances();
-                if current.is_some() {
-                    tracing::info!(pipeline = %self.name, function = %self.function, version = function.version(), "pipeline switched to a new function version");
-                }
-                *current = Some((generation, pool.clone()));
-                Ok(pool)
-            }
+        let (pool, switched) = self.instances.get_noting_switch()?;
+        if let Some(version) = switched {
+            tracing::info!(pipeline = %self.name, function = %self.function, version, "pipeline switched to a new function version");
         }
+        Ok(pool)
     }
 
     /// The function's active version.

@@ -604,6 +604,14 @@ impl ActivePool {
 
     /// The pool of the function's active version.
     pub(crate) fn get(&self) -> crate::Result<weir_wasm::InstancePool> {
+        self.get_noting_switch().map(|(pool, _)| pool)
+    }
+
+    /// The pool of the function's active version, and that version when it replaced an
+    /// earlier one since the last call (for the caller to log the switch).
+    pub(crate) fn get_noting_switch(
+        &self,
+    ) -> crate::Result<(weir_wasm::InstancePool, Option<String>)> {
         let (generation, function) =
             self.registry
                 .active(&self.function)
@@ -613,11 +621,12 @@ impl ActivePool {
                 })?;
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         match &*current {
-            Some((g, pool)) if *g == generation => Ok(pool.clone()),
+            Some((g, pool)) if *g == generation => Ok((pool.clone(), None)),
             _ => {
                 let pool = function.instances();
+                let switched = current.is_some().then(|| function.version().to_owned());
                 *current = Some((generation, pool.clone()));
-                Ok(pool)
+                Ok((pool, switched))
             }
         }
     }

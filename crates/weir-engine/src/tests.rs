@@ -42,10 +42,54 @@ fn order(n: u32) -> CloudEvent {
 
 /// Options for a node on the embedded log in `data`.
 pub(crate) async fn options(data: &Path, manifest: Option<Manifest>) -> NodeOptions {
-    let log = weir_log_embedded::open_shared(data, Default::default())
-        .await
-        .unwrap();
-    NodeOptions::new(data, manifest, log)
+    Backend::Embedded.options(data, manifest).await
+}
+
+/// Makes each `$test` twice: on the embedded log (`$test`) and on NATS JetStream
+/// (`$test::on_nats`), from `async fn $body(backend: &Backend)`.
+macro_rules! on_every_backend {
+    ($($test:ident => $body:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                $body(&crate::tests::Backend::Embedded).await;
+            }
+
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_nats() {
+                    super::$body(&crate::tests::Backend::nats()).await;
+                }
+            }
+        )*
+    };
+}
+
+/// The log a test's node runs on, for the tests that run on every backend: the embedded
+/// log in the node's data directory, or a private nats-server started for the test
+/// (its streams outlive a node, as the embedded log's files do).
+pub(crate) enum Backend {
+    Embedded,
+    Nats(weir_test_support::nats::NatsServer),
+}
+
+impl Backend {
+    pub(crate) fn nats() -> Backend {
+        Backend::Nats(weir_test_support::nats::NatsServer::start(false))
+    }
+
+    pub(crate) async fn log(&self, data: &Path) -> weir_log::SharedLog {
+        match self {
+            Backend::Embedded => weir_log_embedded::open_shared(data, Default::default())
+                .await
+                .unwrap(),
+            Backend::Nats(server) => weir_log_nats::open_shared(&server.url()).await.unwrap(),
+        }
+    }
+
+    pub(crate) async fn options(&self, data: &Path, manifest: Option<Manifest>) -> NodeOptions {
+        NodeOptions::new(data, manifest, self.log(data).await)
+    }
 }
 
 #[tokio::test]
@@ -125,20 +169,33 @@ pub(crate) async fn wait_for_ids(
     .unwrap_or_else(|_| panic!("not all of {ids:?} arrived on {topic}"));
 }
 
-/// Events in a topic. The embedded log answers without waiting, so this can poll it in
-/// place (tests call it from plain closures).
-fn total_events(node: &Node, topic: &str) -> u64 {
-    futures::executor::block_on(node.log().topic(topic))
-        .unwrap()
-        .unwrap()
-        .end_offsets
+/// Events in a topic (its offsets: no retention or compaction here).
+async fn events_in(node: &Node, topic: &str) -> u64 {
+    let info = node.log().topic(topic).await.unwrap().unwrap();
+    info.end_offsets
         .iter()
+        .zip(&info.start_offsets)
+        .map(|(end, start)| end - start)
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipeline_transforms_and_survives_a_restart_without_duplicates() {
+/// Events in a topic. The embedded log answers without waiting, so this can poll it in
+/// place (tests call it from plain closures).
+fn total_events(node: &Node, topic: &str) -> u64 {
+    futures::executor::block_on(events_in(node, topic))
+}
+
+on_every_backend!(
+    pipeline_transforms_and_survives_a_restart_without_duplicates => transforms_and_survives_a_restart,
+);
+
+async fn transforms_and_survives_a_restart(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
+    let start = async |dir: &Path, manifest: Manifest| {
+        Node::start(backend.options(&dir.join("data"), Some(manifest)).await)
+            .await
+            .unwrap()
+    };
     let wasm = weir_test_support::example_function();
     let node = start(
         dir.path(),
@@ -185,7 +242,7 @@ async fn pipeline_transforms_and_survives_a_restart_without_duplicates() {
         .map(|at| format!("p:in:{}:{}:0", at.partition, at.offset))
         .collect();
     wait_for_ids(&node, "crm.orders", marker_outputs).await;
-    assert_eq!(total_events(&node, "crm.orders"), 30 + 2);
+    assert_eq!(events_in(&node, "crm.orders").await, 30 + 2);
     // The status shows the commit once its transaction returned, a moment after its
     // outputs show.
     let status = settled(&node, |p| p.lag == 0).await;

@@ -142,8 +142,6 @@ impl TopicConfig {
     }
 }
 
-/// Longest topic or group name, as in Kafka.
-const MAX_NAME_LEN: usize = 249;
 const TOPIC_FILE: &str = "topic.json";
 const TOPIC_FILE_VERSION: u32 = 2;
 
@@ -156,25 +154,7 @@ struct TopicFile {
     config: Option<TopicConfig>,
 }
 
-/// Checks a topic or group name against Kafka's rules; `Err` holds the reason.
-pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("it is empty");
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err("it is longer than 249 characters");
-    }
-    if name == "." || name == ".." {
-        return Err("\".\" and \"..\" are reserved");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Err("it has a character other than a-z, A-Z, 0-9, '.', '_' and '-'");
-    }
-    Ok(())
-}
+pub(crate) use weir_log::check_name;
 
 pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
     check_name(name).map_err(|reason| Error::InvalidTopicName {

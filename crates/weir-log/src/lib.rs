@@ -65,6 +65,29 @@ pub use crate::{
     transaction::{Expect, GroupCommit, Transaction},
 };
 
+/// The longest topic or group name, as in Kafka.
+pub const MAX_NAME_LEN: usize = 249;
+
+/// Checks a topic or group name against Kafka's rules; `Err` holds the reason.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err("it is longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return Err("\".\" and \"..\" are reserved");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("it has a character other than a-z, A-Z, 0-9, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
 /// The log a node runs on, behind the interface every backend implements.
 pub type SharedLog = Arc<dyn EventLog>;
 

@@ -1,12 +1,12 @@
-//! Entities on the embedded log: commands, rejections, conflicts, snapshots, time travel
-//! and restarts, with the example's order entity.
+//! Entities: commands, rejections, conflicts, snapshots, time travel and restarts, with
+//! the example's order entity; the first three on every backend.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use weir_manifest::Manifest;
 
-use super::options;
+use super::{Backend, options};
 use crate::{Error, ErrorClass, Node, StateAt};
 
 fn manifest(dir: &Path, snapshot_every: u32) -> Manifest {
@@ -26,9 +26,17 @@ cache_entities = 4
 }
 
 async fn start(dir: &Path, snapshot_every: u32) -> Arc<Node> {
-    Node::start(options(&dir.join("data"), Some(manifest(dir, snapshot_every))).await)
-        .await
-        .unwrap()
+    start_on(&Backend::Embedded, dir, snapshot_every).await
+}
+
+async fn start_on(backend: &Backend, dir: &Path, snapshot_every: u32) -> Arc<Node> {
+    Node::start(
+        backend
+            .options(&dir.join("data"), Some(manifest(dir, snapshot_every)))
+            .await,
+    )
+    .await
+    .unwrap()
 }
 
 fn json(state: &Option<Vec<u8>>) -> serde_json::Value {
@@ -42,10 +50,15 @@ async fn place(node: &Node, id: &str, amount: f64) -> crate::CommandOutcome {
         .unwrap()
 }
 
-#[tokio::test]
-async fn commands_append_events_and_rejections_write_nothing() {
+on_every_backend!(
+    commands_append_events_and_rejections_write_nothing => commands_and_rejections,
+    concurrent_commands_to_one_entity_are_serialized_and_none_is_lost => concurrent_commands,
+    state_survives_restarts_from_snapshots_and_the_journal_and_travels_in_time => restarts_and_time_travel,
+);
+
+async fn commands_and_rejections(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), 100).await;
+    let node = start_on(backend, dir.path(), 100).await;
 
     let placed = place(&node, "o-1", 10.0).await;
     assert_eq!(placed.version, 1);
@@ -145,10 +158,9 @@ async fn commands_append_events_and_rejections_write_nothing() {
     node.shutdown().await;
 }
 
-#[tokio::test]
-async fn concurrent_commands_to_one_entity_are_serialized_and_none_is_lost() {
+async fn concurrent_commands(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), 3).await;
+    let node = start_on(backend, dir.path(), 3).await;
     place(&node, "hot", 1.0).await;
     // 40 clients pay with If-Match 1: exactly one wins, the rest conflict or are
     // rejected; nothing is written twice.
@@ -197,10 +209,9 @@ async fn concurrent_commands_to_one_entity_are_serialized_and_none_is_lost() {
     node.shutdown().await;
 }
 
-#[tokio::test]
-async fn state_survives_restarts_from_snapshots_and_the_journal_and_travels_in_time() {
+async fn restarts_and_time_travel(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), 2).await;
+    let node = start_on(backend, dir.path(), 2).await;
     place(&node, "o-1", 7.0).await;
     let t1 = node
         .entity_state("order", "o-1", StateAt::Latest)
@@ -226,7 +237,7 @@ async fn state_survives_restarts_from_snapshots_and_the_journal_and_travels_in_t
     node.shutdown().await;
     drop(node);
 
-    let node = start(dir.path(), 2).await;
+    let node = start_on(backend, dir.path(), 2).await;
     let again = node
         .entity_state("order", "o-1", StateAt::Latest)
         .await

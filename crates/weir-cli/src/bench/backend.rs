@@ -1,0 +1,189 @@
+//! `weir bench log --backend nats://…`: the log bench's workload through weir on a
+//! broker, the same workload sent by a plain client of that broker (async-nats: a
+//! publish per event, every acknowledgement awaited, batches pipelined) in the same run,
+//! and the embedded log at equal durability.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, stream};
+use serde_json::json;
+use weir_log::{EventLog, Expect, Record, TopicSpec};
+use weir_log_nats::{NatsLog, NatsOptions, ServerSync};
+
+use super::{LogBenchArgs, percentile, print_result, round2};
+
+pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.producers > 0 && args.batch > 0 && args.events > 0 && args.partitions > 0,
+        "--producers, --batch, --events and --partitions must be positive"
+    );
+    let options = NatsOptions::from_url(&args.backend).with_context(|| {
+        format!(
+            "--backend {} is not a backend the bench knows",
+            args.backend
+        )
+    })?;
+    let log = Arc::new(NatsLog::open(options.clone()).await?);
+    let topic = format!("bench-{}", std::process::id());
+    log.create_topic(&topic, &TopicSpec::with_partitions(args.partitions))
+        .await?;
+    let value = bytes::Bytes::from(vec![b'x'; args.event_bytes]);
+    let per_producer = args.events.div_ceil(args.producers);
+
+    // Through weir.
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for p in 0..args.producers {
+        let (log, value, topic) = (log.clone(), value.clone(), topic.clone());
+        let (batch, partition) = (args.batch, p as u32 % args.partitions);
+        producers.push(tokio::spawn(async move {
+            let mut latencies_us = Vec::new();
+            let mut sent = 0;
+            while sent < per_producer {
+                let n = batch.min(per_producer - sent);
+                let records = (0..n).map(|_| Record::new(value.clone())).collect();
+                let t = Instant::now();
+                log.append_to(&topic, partition, records, Expect::Any)
+                    .await?;
+                latencies_us.push(t.elapsed().as_micros() as u64);
+                sent += n;
+            }
+            anyhow::Ok(latencies_us)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for p in producers {
+        latencies.extend(p.await??);
+    }
+    let weir_secs = started.elapsed().as_secs_f64();
+    let appended = per_producer * args.producers;
+    latencies.sort_unstable();
+
+    // Read partition 0 back with a reader, as a pipeline does.
+    let end = log.offsets(&topic, 0).await?.end;
+    let mut reader = log.reader(&topic, 0, 0).await?;
+    let started = Instant::now();
+    let mut read = 0u64;
+    while reader.position() < end {
+        let batch = reader.read(10_000).await?;
+        if batch.records.is_empty() {
+            break;
+        }
+        read += batch.records.len() as u64;
+    }
+    let read_secs = started.elapsed().as_secs_f64().max(1e-9);
+    drop(reader);
+    log.delete_topic(&topic).await?;
+
+    // The same workload from a plain async-nats client, into streams of the same kind.
+    let (raw_secs, raw_latencies) = raw_client(&options, &args, &value, per_producer).await?;
+
+    // The embedded log at the durability the server declares.
+    let embedded_fsync = match options.sync {
+        ServerSync::Always => "always".to_owned(),
+        ServerSync::Interval { ms } => format!("interval:{ms}"),
+    };
+    let embedded = super::log(&LogBenchArgs {
+        backend: "embedded".into(),
+        fsync: embedded_fsync.clone(),
+        atomic: false,
+        json: false,
+        dir: args.dir.clone(),
+        ..args
+    })
+    .await?;
+
+    let weir_rate = appended as f64 / weir_secs;
+    let raw_rate = appended as f64 / raw_secs;
+    let result = json!({
+        "bench": "log",
+        "backend": "nats",
+        "server_sync": embedded_fsync,
+        "event_bytes": args.event_bytes,
+        "producers": args.producers,
+        "batch": args.batch,
+        "partitions": args.partitions,
+        "events": appended,
+        "append_events_per_sec": weir_rate.round(),
+        "append_p50_us": percentile(&latencies, 0.50),
+        "append_p99_us": percentile(&latencies, 0.99),
+        "read_events_per_sec": (read as f64 / read_secs).round(),
+        "raw_client_events_per_sec": raw_rate.round(),
+        "raw_client_p50_us": percentile(&raw_latencies, 0.50),
+        "raw_client_p99_us": percentile(&raw_latencies, 0.99),
+        "backend_raw_ratio": round2(weir_rate / raw_rate),
+        "embedded_fsync": embedded["fsync"],
+        "embedded_events_per_sec": embedded["append_events_per_sec"],
+        "disk_seq_write_mb_per_sec": embedded["disk_seq_write_mb_per_sec"],
+    });
+    print_result(&result, args.json)
+}
+
+/// Seconds to send `per_producer` events from each of `args.producers` producers with a
+/// plain JetStream client (a publish per event, a batch's acknowledgements awaited
+/// together), and each batch's latency in microseconds, sorted.
+async fn raw_client(
+    options: &NatsOptions,
+    args: &LogBenchArgs,
+    value: &bytes::Bytes,
+    per_producer: usize,
+) -> anyhow::Result<(f64, Vec<u64>)> {
+    let client = async_nats::connect(options.servers.clone())
+        .await
+        .context("cannot connect the plain client")?;
+    let js = jetstream::ContextBuilder::new()
+        .max_ack_inflight(10_000)
+        .build(client);
+    let name = |p: u32| format!("{}_rawbench{}_{p}", options.prefix, std::process::id());
+    for p in 0..args.partitions {
+        js.create_stream(stream::Config {
+            name: name(p),
+            subjects: vec![format!("{}.{p}", name(p))],
+            storage: stream::StorageType::File,
+            num_replicas: options.replicas,
+            ..Default::default()
+        })
+        .await
+        .context("cannot make the plain client's stream")?;
+    }
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for p in 0..args.producers {
+        let (js, value, batch) = (js.clone(), value.clone(), args.batch);
+        let subject = format!(
+            "{0}.{1}",
+            name(p as u32 % args.partitions),
+            p as u32 % args.partitions
+        );
+        producers.push(tokio::spawn(async move {
+            let mut latencies_us = Vec::new();
+            let mut sent = 0;
+            while sent < per_producer {
+                let n = batch.min(per_producer - sent);
+                let t = Instant::now();
+                let mut acks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    acks.push(js.publish(subject.clone(), value.clone()).await?);
+                }
+                for ack in acks {
+                    ack.await?;
+                }
+                latencies_us.push(t.elapsed().as_micros() as u64);
+                sent += n;
+            }
+            anyhow::Ok(latencies_us)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for p in producers {
+        latencies.extend(p.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    for p in 0..args.partitions {
+        js.delete_stream(name(p)).await?;
+    }
+    latencies.sort_unstable();
+    Ok((secs, latencies))
+}

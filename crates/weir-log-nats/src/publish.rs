@@ -1,0 +1,280 @@
+//! Appends into one partition's stream: an atomic batch where the server has them
+//! (nats-server 2.12+), one publish per record otherwise; with the call's [`Expect`] as
+//! the server's own expectation headers, checked atomically with the write.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use serde::Deserialize;
+use weir_log::{Error, ErrorKind, Expect, Record, Result};
+
+use crate::{Inner, TIME_HEADER, unavailable};
+
+/// The most messages nats-server takes in one atomic batch (its default
+/// `max_batch_size`); a longer call is sent as several batches.
+pub(crate) const MAX_BATCH: usize = 1000;
+
+const BATCH_ID: &str = "Nats-Batch-Id";
+const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
+const BATCH_COMMIT: &str = "Nats-Batch-Commit";
+const EXPECTED_LAST_SEQUENCE: &str = "Nats-Expected-Last-Sequence";
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+
+/// The server's answer to a batch's commit: a PubAck, or an error.
+#[derive(Deserialize)]
+struct BatchReply {
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    count: u64,
+    error: Option<ApiError>,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+/// JetStream's error code for a failed `Nats-Expected-Last-*` check.
+const JS_WRONG_LAST_SEQUENCE: u64 = 10071;
+/// JetStream's error code for too many open batches (50 a stream by default).
+const JS_TOO_MANY_BATCHES: u64 = 10210;
+
+impl Inner {
+    /// Appends `records` to one partition, if `expect` holds; their offsets, in order.
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+        expect: Expect,
+    ) -> Result<Vec<u64>> {
+        if let (Expect::KeyLast { key, .. }, Some(first)) = (&expect, records.first())
+            && first.key.as_ref() != Some(key)
+        {
+            return Err(Error::invalid(
+                "the NATS backend checks Expect::KeyLast on the call's first record, so that record must have the expected key",
+            ));
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let subjects: Vec<String> = records
+            .iter()
+            .map(|r| self.names.subject(topic, partition, r.key.as_deref()))
+            .collect();
+        if records.len() == 1 || !self.atomic_batches {
+            return self
+                .publish_each(topic, partition, records, subjects, expect)
+                .await;
+        }
+        let mut offsets = Vec::with_capacity(records.len());
+        let mut expect = expect;
+        let mut records = records.into_iter();
+        let mut subjects = subjects.into_iter();
+        loop {
+            let chunk: Vec<Record> = records.by_ref().take(MAX_BATCH).collect();
+            if chunk.is_empty() {
+                return Ok(offsets);
+            }
+            let chunk_subjects: Vec<String> = subjects.by_ref().take(chunk.len()).collect();
+            let done = self
+                .publish_batch(topic, partition, chunk, chunk_subjects, &expect)
+                .await?;
+            // A longer call goes on where this batch ended, so no other writer slips in
+            // unnoticed when the call had a condition.
+            if !matches!(expect, Expect::Any) {
+                expect = Expect::End(done.last().map_or(0, |last| last + 1));
+            }
+            offsets.extend(done);
+        }
+    }
+
+    /// One atomic batch: every message but the last without a reply subject, the last
+    /// with `Nats-Batch-Commit`; the server answers that one for all.
+    async fn publish_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+        subjects: Vec<String>,
+        expect: &Expect,
+    ) -> Result<Vec<u64>> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let n = records.len();
+        let mut reply = None;
+        for (i, (record, subject)) in records.into_iter().zip(subjects).enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert(BATCH_ID, id.as_str());
+            headers.insert(BATCH_SEQUENCE, (i + 1).to_string().as_str());
+            if let Some(ts) = record.timestamp_ms {
+                headers.insert(TIME_HEADER, ts.to_string().as_str());
+            }
+            if i == 0 {
+                expectation_headers(&mut headers, expect);
+            }
+            if i + 1 < n {
+                self.client
+                    .publish_with_headers(subject, headers, record.value)
+                    .await
+                    .map_err(|e| unavailable(format!("cannot publish to topic \"{topic}\""), e))?;
+            } else {
+                headers.insert(BATCH_COMMIT, "1");
+                reply = Some(
+                    self.client
+                        .request_with_headers(subject, headers, record.value)
+                        .await
+                        .map_err(|e| {
+                            unavailable(
+                                format!(
+                                    "no answer to a batch of {n} records for partition {partition} of topic \"{topic}\" (it may or may not be stored)"
+                                ),
+                                e,
+                            )
+                        })?,
+                );
+            }
+        }
+        let reply = reply.expect("a batch has a last record");
+        let answer: BatchReply = serde_json::from_slice(&reply.payload).map_err(|e| {
+            Error::new(
+                ErrorKind::Failed,
+                format!(
+                    "the server's answer to a batch is unreadable ({e}): {}",
+                    String::from_utf8_lossy(&reply.payload)
+                ),
+            )
+        })?;
+        if let Some(error) = answer.error {
+            return Err(api_error(topic, partition, &error));
+        }
+        if answer.count != n as u64 || answer.seq < n as u64 {
+            return Err(Error::new(
+                ErrorKind::Failed,
+                format!(
+                    "the server acknowledged {} of a batch of {n} records (last sequence {})",
+                    answer.count, answer.seq
+                ),
+            ));
+        }
+        // A batch is stored as one run of sequences ending at the acknowledged one.
+        let first = answer.seq - n as u64;
+        Ok((first..answer.seq).collect())
+    }
+
+    /// Each record as its own publish: the first alone (it carries the condition), then
+    /// the rest pipelined, each expecting the sequence before it when the call had a
+    /// condition on the partition's end.
+    async fn publish_each(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+        subjects: Vec<String>,
+        expect: Expect,
+    ) -> Result<Vec<u64>> {
+        let mut offsets = Vec::with_capacity(records.len());
+        let mut pending = Vec::with_capacity(records.len());
+        let chained = matches!(expect, Expect::End(_));
+        for (i, (record, subject)) in records.into_iter().zip(subjects).enumerate() {
+            let mut headers = HeaderMap::new();
+            if let Some(ts) = record.timestamp_ms {
+                headers.insert(TIME_HEADER, ts.to_string().as_str());
+            }
+            match (&expect, i) {
+                (_, 0) => expectation_headers(&mut headers, &expect),
+                (Expect::End(end), i) => headers.insert(
+                    EXPECTED_LAST_SEQUENCE,
+                    (end + i as u64).to_string().as_str(),
+                ),
+                _ => {}
+            }
+            let message = PublishMessage::build()
+                .payload(record.value)
+                .headers(headers);
+            let ack = self
+                .js
+                .send_publish(subject, message)
+                .await
+                .map_err(|e| publish_error(topic, partition, e))?;
+            if i == 0 && chained {
+                let ack = ack.await.map_err(|e| publish_error(topic, partition, e))?;
+                offsets.push(ack.sequence - 1);
+            } else {
+                pending.push(ack);
+            }
+        }
+        for ack in pending {
+            let ack = ack.await.map_err(|e| publish_error(topic, partition, e))?;
+            offsets.push(ack.sequence - 1);
+        }
+        Ok(offsets)
+    }
+}
+
+/// The server-side form of a call's condition, on its first message.
+fn expectation_headers(headers: &mut HeaderMap, expect: &Expect) {
+    match expect {
+        Expect::Any => {}
+        // The stream's last sequence is the partition's end offset.
+        Expect::End(end) => headers.insert(EXPECTED_LAST_SEQUENCE, end.to_string().as_str()),
+        // The key's subject's last sequence: 0 for none.
+        Expect::KeyLast { offset, .. } => headers.insert(
+            EXPECTED_LAST_SUBJECT_SEQUENCE,
+            offset.map_or(0, |o| o + 1).to_string().as_str(),
+        ),
+    }
+}
+
+fn conflict(topic: &str, partition: u32, detail: &str) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!(
+            "partition {partition} of topic \"{topic}\" is not where the append expected it ({detail}); nothing of the call was written"
+        ),
+    )
+    .with_code("conflict")
+}
+
+fn api_error(topic: &str, partition: u32, error: &ApiError) -> Error {
+    if error.err_code == JS_WRONG_LAST_SEQUENCE || error.description.contains("wrong last") {
+        return conflict(topic, partition, &error.description);
+    }
+    let kind = if error.err_code == JS_TOO_MANY_BATCHES {
+        ErrorKind::Unavailable
+    } else if error.description.contains("maximum") && error.description.contains("size") {
+        ErrorKind::TooLarge
+    } else {
+        ErrorKind::Failed
+    };
+    Error::new(
+        kind,
+        format!(
+            "the NATS server refused an append to partition {partition} of topic \"{topic}\": {} (error {})",
+            error.description, error.err_code
+        ),
+    )
+}
+
+fn publish_error(topic: &str, partition: u32, e: PublishError) -> Error {
+    match e.kind() {
+        PublishErrorKind::WrongLastSequence => conflict(topic, partition, &e.to_string()),
+        PublishErrorKind::MaxPayloadExceeded => Error::new(
+            ErrorKind::TooLarge,
+            format!("a record for topic \"{topic}\" is too large: {e}"),
+        ),
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => unavailable(
+            format!(
+                "no acknowledgement from the NATS server for partition {partition} of topic \"{topic}\" (the record may or may not be stored)"
+            ),
+            e,
+        ),
+        _ => Error::new(
+            ErrorKind::Failed,
+            format!("cannot append to partition {partition} of topic \"{topic}\": {e}"),
+        ),
+    }
+}
