@@ -180,6 +180,8 @@ pub(crate) struct Inner {
     groups: kv::Store,
     /// Topics by name, as last read or written (a topic's partition count never changes).
     known: Mutex<HashMap<String, Arc<TopicMeta>>>,
+    /// The highest end seen per partition (from appends, reads and stream states).
+    ends: Mutex<HashMap<(String, u32), u64>>,
     next_partition: AtomicU32,
     /// Whether the server takes atomic batches (nats-server 2.12+).
     pub(crate) atomic_batches: bool,
@@ -235,6 +237,7 @@ impl NatsLog {
                 topics,
                 groups,
                 known: Mutex::new(HashMap::new()),
+                ends: Mutex::new(HashMap::new()),
                 next_partition: AtomicU32::new(0),
                 atomic_batches,
             }),
@@ -278,7 +281,8 @@ fn version_at_least(version: &str, min: (u64, u64)) -> bool {
 
 /// Opens a KV bucket, making its stream first when it is missing. The stream is made by
 /// hand (as a KV bucket's stream is defined) because async-nats' `create_key_value`
-/// cannot read nats-server 2.9's account info.
+/// cannot read nats-server 2.9's account info. Without direct gets: those may be answered
+/// by a replica that is behind, and a claim or a commit must see the latest entry.
 async fn open_bucket(js: &jetstream::Context, bucket: &str, replicas: usize) -> Result<kv::Store> {
     let config = stream::Config {
         name: format!("KV_{bucket}"),
@@ -286,13 +290,13 @@ async fn open_bucket(js: &jetstream::Context, bucket: &str, replicas: usize) -> 
         max_messages_per_subject: 1,
         allow_rollup: true,
         deny_delete: true,
-        allow_direct: true,
+        allow_direct: false,
         discard: stream::DiscardPolicy::New,
         num_replicas: replicas,
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    js.get_or_create_stream(config)
+    js.create_or_update_stream(config)
         .await
         .map_err(|e| unavailable(format!("cannot make the KV bucket \"{bucket}\""), e))?;
     js.get_key_value(bucket)
@@ -386,16 +390,55 @@ impl Inner {
         self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The partition's stream, with its info as of now.
+    pub(crate) async fn stream(&self, topic: &str, partition: u32) -> Result<stream::Stream> {
+        let name = self.names.stream(topic, partition);
+        self.js.get_stream(&name).await.map_err(|e| match e.kind() {
+            // Gone (deleted by another node): not worth retrying.
+            jetstream::context::GetStreamErrorKind::JetStream(js)
+                if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                self.lock_known().remove(topic);
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("partition {partition} of topic \"{topic}\" has no stream ({name}) on the server"),
+                )
+            }
+            _ => unavailable(format!("cannot read stream {name}"), e),
+        })
+    }
+
     /// The partition's stream state.
     pub(crate) async fn state(&self, topic: &str, partition: u32) -> Result<stream::State> {
-        let name = self.names.stream(topic, partition);
-        let stream = self
-            .js
-            .get_stream(&name)
-            .await
-            .map_err(|e| unavailable(format!("cannot read stream {name}"), e))?;
-        let info = stream.cached_info();
-        Ok(info.state.clone())
+        let state = self
+            .stream(topic, partition)
+            .await?
+            .cached_info()
+            .state
+            .clone();
+        self.note_end(topic, partition, offsets_of(&state).end);
+        Ok(state)
+    }
+
+    /// Remembers that a partition's end is at least `end` (ends only grow), so a commit
+    /// below it needs no round trip to check it.
+    pub(crate) fn note_end(&self, topic: &str, partition: u32, end: u64) {
+        let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
+        match ends.get_mut(&(topic.to_owned(), partition)) {
+            Some(known) => *known = (*known).max(end),
+            None => {
+                ends.insert((topic.to_owned(), partition), end);
+            }
+        }
+    }
+
+    fn known_end(&self, topic: &str, partition: u32) -> u64 {
+        self.ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(topic.to_owned(), partition))
+            .copied()
+            .unwrap_or(0)
     }
 
     async fn offsets(&self, topic: &str, partition: u32) -> Result<Offsets> {
@@ -569,52 +612,96 @@ impl EventLog for NatsLog {
                 names::MAX_STREAM_NAME
             )));
         }
-        inner.lock_known().remove(name);
-        let existing = inner.meta(name).await?;
-        if let Some(existing) = &existing
-            && existing.config.partitions != spec.partitions
-        {
-            return Err(Error::new(
-                ErrorKind::Exists,
-                format!(
-                    "topic \"{name}\" already exists with {} partition(s), not {}; use {} or pick another topic name",
-                    existing.config.partitions, spec.partitions, existing.config.partitions
-                ),
-            ));
-        }
-        // The streams first, then the declaration: a topic is there once it is declared,
-        // and a creation that stopped part-way is completed by the next one.
-        for partition in 0..spec.partitions {
-            let config = inner.stream_config(name, partition, spec);
-            inner
-                .js
-                .create_or_update_stream(config)
+        let key = names::token(name);
+        // Declared with a compare-and-set on the entry's revision, so two nodes declaring
+        // one topic at once agree on its partition count.
+        for _ in 0..100 {
+            inner.lock_known().remove(name);
+            let entry = inner
+                .topics
+                .entry(key.as_str())
                 .await
-                .map_err(|e| {
+                .map_err(|e| unavailable(format!("cannot read topic \"{name}\""), e))?
+                .filter(|e| e.operation == kv::Operation::Put);
+            if let Some(entry) = &entry {
+                let existing: TopicMeta = serde_json::from_slice(&entry.value).map_err(|e| {
                     failed(
-                        format!(
-                            "cannot make the stream of partition {partition} of topic \"{name}\""
-                        ),
+                        format!("the declaration of topic \"{name}\" is unreadable"),
                         e,
                     )
                 })?;
+                if existing.config.partitions != spec.partitions {
+                    return Err(Error::new(
+                        ErrorKind::Exists,
+                        format!(
+                            "topic \"{name}\" already exists with {} partition(s), not {}; use {} or pick another topic name",
+                            existing.config.partitions, spec.partitions, existing.config.partitions
+                        ),
+                    ));
+                }
+            }
+            // The streams first, then the declaration: a topic is there once it is
+            // declared, and a creation that stopped part-way is completed by the next.
+            for partition in 0..spec.partitions {
+                let config = inner.stream_config(name, partition, spec);
+                inner
+                    .js
+                    .create_or_update_stream(config)
+                    .await
+                    .map_err(|e| {
+                        let what = format!(
+                            "cannot make the stream of partition {partition} of topic \"{name}\""
+                        );
+                        match e.kind() {
+                            jetstream::context::CreateStreamErrorKind::TimedOut
+                            | jetstream::context::CreateStreamErrorKind::JetStreamUnavailable
+                            | jetstream::context::CreateStreamErrorKind::Response => {
+                                unavailable(what, e)
+                            }
+                            _ => failed(what, e),
+                        }
+                    })?;
+            }
+            let meta = TopicMeta {
+                version: TOPIC_META_VERSION,
+                config: spec.clone(),
+            };
+            let bytes: Bytes = serde_json::to_vec(&meta)
+                .map_err(|e| failed("encode".into(), e))?
+                .into();
+            let written = match &entry {
+                None => inner
+                    .topics
+                    .create(key.as_str(), bytes)
+                    .await
+                    .map(|_| true)
+                    .or_else(|e| match e.kind() {
+                        kv::CreateErrorKind::AlreadyExists => Ok(false),
+                        _ => Err(unavailable(format!("cannot declare topic \"{name}\""), e)),
+                    })?,
+                Some(entry) => inner
+                    .topics
+                    .update(key.as_str(), bytes, entry.revision)
+                    .await
+                    .map(|_| true)
+                    .or_else(|e| match e.kind() {
+                        kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+                        _ => Err(unavailable(format!("cannot declare topic \"{name}\""), e)),
+                    })?,
+            };
+            if written {
+                inner.lock_known().insert(name.to_owned(), Arc::new(meta));
+                return Ok(if entry.is_some() {
+                    TopicCreated::Updated
+                } else {
+                    TopicCreated::Created
+                });
+            }
         }
-        let meta = TopicMeta {
-            version: TOPIC_META_VERSION,
-            config: spec.clone(),
-        };
-        let bytes = serde_json::to_vec(&meta).map_err(|e| failed("encode".into(), e))?;
-        inner
-            .topics
-            .put(names::token(name), bytes.into())
-            .await
-            .map_err(|e| unavailable(format!("cannot declare topic \"{name}\""), e))?;
-        inner.lock_known().insert(name.to_owned(), Arc::new(meta));
-        Ok(if existing.is_some() {
-            TopicCreated::Updated
-        } else {
-            TopicCreated::Created
-        })
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("topic \"{name}\" kept changing while it was declared"),
+        ))
     }
 
     async fn topic(&self, name: &str) -> Result<Option<TopicInfo>> {
@@ -698,11 +785,12 @@ impl EventLog for NatsLog {
         partition: u32,
         from_offset: u64,
     ) -> Result<Box<dyn PartitionReader>> {
-        self.inner.partition(topic, partition).await?;
+        let meta = self.inner.partition(topic, partition).await?;
         Ok(Box::new(reader::NatsReader::new(
             self.inner.clone(),
             topic,
             partition,
+            meta.config.compaction,
             from_offset,
         )))
     }
@@ -728,11 +816,13 @@ impl EventLog for NatsLog {
     }
 
     async fn commit_offset(&self, commit: GroupCommit) -> Result<()> {
-        let end = self
-            .inner
-            .offsets(&commit.topic, commit.partition)
-            .await?
-            .end;
+        let inner = &self.inner;
+        inner.partition(&commit.topic, commit.partition).await?;
+        // The end only grows: a commit below one seen before needs no round trip.
+        let end = match inner.known_end(&commit.topic, commit.partition) {
+            end if end >= commit.next_offset => end,
+            _ => inner.offsets(&commit.topic, commit.partition).await?.end,
+        };
         if commit.next_offset > end {
             return Err(Error::invalid(format!(
                 "cannot commit offset {} for group \"{}\" in partition {} of topic \"{}\": its end is {end}",

@@ -11,7 +11,7 @@ use weir_log::{Error, ErrorKind, Expect, Record, Result};
 use crate::{Inner, TIME_HEADER, unavailable};
 
 /// The most messages nats-server takes in one atomic batch (its default
-/// `max_batch_size`); a longer call is sent as several batches.
+/// `max_batch_size`), and so the most records of one call to one partition.
 pub(crate) const MAX_BATCH: usize = 1000;
 
 const BATCH_ID: &str = "Nats-Batch-Id";
@@ -42,6 +42,15 @@ struct ApiError {
 const JS_WRONG_LAST_SEQUENCE: u64 = 10071;
 /// JetStream's error code for too many open batches (50 a stream by default).
 const JS_TOO_MANY_BATCHES: u64 = 10210;
+/// JetStream's error code for a batch the server dropped part-way (a reconnect lost some
+/// of its messages, it sat idle 10 s, the leader changed): nothing of it is stored.
+const JS_BATCH_INCOMPLETE: u64 = 10176;
+/// JetStream's error code for a batch over `max_batch_size`.
+const JS_BATCH_TOO_LARGE: u64 = 10199;
+/// JetStream's error code for a batch sent to a stream without `allow_atomic`.
+const JS_ATOMIC_DISABLED: u64 = 10174;
+/// The [`Error::code`] of that error, to set it right.
+const ATOMIC_DISABLED_CODE: &str = "atomic-batches-disabled";
 
 impl Inner {
     /// Appends `records` to one partition, if `expect` holds; their offsets, in order.
@@ -66,31 +75,44 @@ impl Inner {
             .iter()
             .map(|r| self.names.subject(topic, partition, r.key.as_deref()))
             .collect();
-        if records.len() == 1 || !self.atomic_batches {
-            return self
-                .publish_each(topic, partition, records, subjects, expect)
-                .await;
+        if records.len() > MAX_BATCH {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "{} records for partition {partition} of topic \"{topic}\" in one call; the NATS backend stores at most {MAX_BATCH} a call all or none (nats-server's atomic batch)",
+                    records.len()
+                ),
+            ));
         }
-        let mut offsets = Vec::with_capacity(records.len());
-        let mut expect = expect;
-        let mut records = records.into_iter();
-        let mut subjects = subjects.into_iter();
-        loop {
-            let chunk: Vec<Record> = records.by_ref().take(MAX_BATCH).collect();
-            if chunk.is_empty() {
-                return Ok(offsets);
+        let offsets = if records.len() == 1 || !self.atomic_batches {
+            self.publish_each(topic, partition, records, subjects, expect)
+                .await?
+        } else {
+            match self
+                .publish_batch(topic, partition, records.clone(), subjects.clone(), &expect)
+                .await
+            {
+                // A stream made before the server took atomic batches: allow them on it
+                // (the topic's settings are unchanged) and send the batch again.
+                Err(e) if e.code() == ATOMIC_DISABLED_CODE => {
+                    let meta = self.existing(topic).await?;
+                    let config = self.stream_config(topic, partition, &meta.config);
+                    self.js.create_or_update_stream(config).await.map_err(|e| {
+                        unavailable(
+                            format!("cannot allow atomic batches on partition {partition} of topic \"{topic}\""),
+                            e,
+                        )
+                    })?;
+                    self.publish_batch(topic, partition, records, subjects, &expect)
+                        .await?
+                }
+                result => result?,
             }
-            let chunk_subjects: Vec<String> = subjects.by_ref().take(chunk.len()).collect();
-            let done = self
-                .publish_batch(topic, partition, chunk, chunk_subjects, &expect)
-                .await?;
-            // A longer call goes on where this batch ended, so no other writer slips in
-            // unnoticed when the call had a condition.
-            if !matches!(expect, Expect::Any) {
-                expect = Expect::End(done.last().map_or(0, |last| last + 1));
-            }
-            offsets.extend(done);
+        };
+        if let Some(last) = offsets.last() {
+            self.note_end(topic, partition, last + 1);
         }
+        Ok(offsets)
     }
 
     /// One atomic batch: every message but the last without a reply subject, the last
@@ -165,9 +187,9 @@ impl Inner {
         Ok((first..answer.seq).collect())
     }
 
-    /// Each record as its own publish: the first alone (it carries the condition), then
-    /// the rest pipelined, each expecting the sequence before it when the call had a
-    /// condition on the partition's end.
+    /// Each record as its own publish: the first alone when the call has a condition (it
+    /// carries it), then the rest pipelined, each expecting the sequence before it when
+    /// the condition is on the partition's end.
     async fn publish_each(
         &self,
         topic: &str,
@@ -178,7 +200,8 @@ impl Inner {
     ) -> Result<Vec<u64>> {
         let mut offsets = Vec::with_capacity(records.len());
         let mut pending = Vec::with_capacity(records.len());
-        let chained = matches!(expect, Expect::End(_));
+        // A condition is checked on the first record: the rest go only once it held.
+        let chained = !matches!(expect, Expect::Any);
         for (i, (record, subject)) in records.into_iter().zip(subjects).enumerate() {
             let mut headers = HeaderMap::new();
             if let Some(ts) = record.timestamp_ms {
@@ -243,20 +266,26 @@ fn api_error(topic: &str, partition: u32, error: &ApiError) -> Error {
     if error.err_code == JS_WRONG_LAST_SEQUENCE || error.description.contains("wrong last") {
         return conflict(topic, partition, &error.description);
     }
-    let kind = if error.err_code == JS_TOO_MANY_BATCHES {
-        ErrorKind::Unavailable
-    } else if error.description.contains("maximum") && error.description.contains("size") {
-        ErrorKind::TooLarge
-    } else {
-        ErrorKind::Failed
+    let kind = match error.err_code {
+        JS_TOO_MANY_BATCHES | JS_BATCH_INCOMPLETE => ErrorKind::Unavailable,
+        JS_BATCH_TOO_LARGE => ErrorKind::TooLarge,
+        _ if error.description.contains("maximum") && error.description.contains("size") => {
+            ErrorKind::TooLarge
+        }
+        _ => ErrorKind::Failed,
     };
-    Error::new(
+    let refused = Error::new(
         kind,
         format!(
             "the NATS server refused an append to partition {partition} of topic \"{topic}\": {} (error {})",
             error.description, error.err_code
         ),
-    )
+    );
+    if error.err_code == JS_ATOMIC_DISABLED {
+        refused.with_code(ATOMIC_DISABLED_CODE)
+    } else {
+        refused
+    }
 }
 
 fn publish_error(topic: &str, partition: u32, e: PublishError) -> Error {
@@ -266,7 +295,13 @@ fn publish_error(topic: &str, partition: u32, e: PublishError) -> Error {
             ErrorKind::TooLarge,
             format!("a record for topic \"{topic}\" is too large: {e}"),
         ),
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => unavailable(
+        // StreamNotFound is also how the client reports a 503 (no responders): a server
+        // restarting, a leader being elected. The topic was declared, so its stream is
+        // there or coming back.
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::StreamNotFound
+        | PublishErrorKind::MaxAckPending => unavailable(
             format!(
                 "no acknowledgement from the NATS server for partition {partition} of topic \"{topic}\" (the record may or may not be stored)"
             ),

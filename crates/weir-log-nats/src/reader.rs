@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_trait::async_trait;
@@ -17,22 +18,36 @@ pub(crate) struct NatsReader {
     inner: Arc<Inner>,
     topic: String,
     partition: u32,
+    /// Compaction makes gaps in a partition's offsets; otherwise a gap is retention.
+    compacted: bool,
     position: u64,
     consumer: Option<SyncWrapper<pull::Ordered>>,
     /// Whether the server holds records after the last one this reader received (from
     /// the stream's state when the consumer was made, then each message's pending count).
     more: bool,
-    /// A record `wait` received and `read` has not handed out.
+    /// Records received and not handed out yet (by `wait`, or held back by a read that
+    /// met a second gap).
     waiting: VecDeque<StoredRecord>,
     skipped: Option<Skipped>,
 }
 
+/// How long a read waits for a record the server said it holds before it asks the
+/// stream where it ends (retention may have deleted it meanwhile).
+const RECHECK: Duration = Duration::from_millis(500);
+
 impl NatsReader {
-    pub(crate) fn new(inner: Arc<Inner>, topic: &str, partition: u32, position: u64) -> NatsReader {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        topic: &str,
+        partition: u32,
+        compacted: bool,
+        position: u64,
+    ) -> NatsReader {
         NatsReader {
             inner,
             topic: topic.to_owned(),
             partition,
+            compacted,
             position,
             consumer: None,
             more: false,
@@ -41,27 +56,24 @@ impl NatsReader {
         }
     }
 
-    /// The consumer from the position, made at the first read after a seek; notes the
-    /// range below the stream's first record it passes over.
+    fn stream_name(&self) -> String {
+        self.inner.names.stream(&self.topic, self.partition)
+    }
+
+    /// The consumer from the position, made at the first read after a seek (or after the
+    /// last one failed); notes the range below the stream's first record it passes over.
     async fn consumer(&mut self) -> Result<&mut pull::Ordered> {
         if self.consumer.is_none() {
-            let name = self.inner.names.stream(&self.topic, self.partition);
-            let stream = self
-                .inner
-                .js
-                .get_stream(&name)
-                .await
-                .map_err(|e| unavailable(format!("cannot read stream {name}"), e))?;
-            let state = stream.cached_info().state.clone();
-            let offsets = offsets_of(&state);
+            let name = self.stream_name();
+            let stream = self.inner.stream(&self.topic, self.partition).await?;
+            let offsets = offsets_of(&stream.cached_info().state);
+            self.inner
+                .note_end(&self.topic, self.partition, offsets.end);
             if self.position < offsets.start {
-                self.skipped = Some(Skipped {
-                    from: self.position,
-                    to: offsets.start,
-                });
+                self.note_skipped(offsets.start);
                 self.position = offsets.start;
             }
-            self.more = offsets.end > self.position && state.messages > 0;
+            self.more = offsets.end > self.position;
             let consumer = stream
                 .create_consumer(pull::OrderedConfig {
                     deliver_policy: DeliverPolicy::ByStartSequence {
@@ -79,61 +91,106 @@ impl NatsReader {
         Ok(self.consumer.as_mut().expect("made above").get_mut())
     }
 
-    fn record(&mut self, message: async_nats::jetstream::Message) -> Result<StoredRecord> {
+    /// Notes that the offsets from the position up to `to` were deleted before this
+    /// reader got there.
+    fn note_skipped(&mut self, to: u64) {
+        let from = self.skipped.map_or(self.position, |s| s.from);
+        self.skipped = Some(Skipped { from, to });
+    }
+
+    /// A message of the consumer as a record; `None` for one below the position: the
+    /// client made its consumer again after an outage, from the stream's start when it
+    /// had delivered nothing yet, so the reader drops it and makes its own again from
+    /// the position.
+    fn accept(&mut self, polled: Option<ConsumerItem>) -> Result<Option<StoredRecord>> {
+        let name = self.stream_name();
+        let message = match polled {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                self.consumer = None;
+                return Err(unavailable(format!("cannot read from {name}"), e));
+            }
+            None => {
+                self.consumer = None;
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("the consumer of {name} ended"),
+                ));
+            }
+        };
         let info = message
             .info()
             .map_err(|e| Error::new(ErrorKind::Failed, format!("a message without info: {e}")))?;
         self.more = info.pending > 0;
-        stored_record(
+        let record = stored_record(
             self.partition,
             info.stream_sequence,
             message.subject.as_str(),
             message.headers.as_ref(),
             info.published,
             message.payload.clone(),
-        )
+        )?;
+        if record.offset < self.position {
+            self.consumer = None;
+            return Ok(None);
+        }
+        self.inner
+            .note_end(&self.topic, self.partition, record.offset + 1);
+        Ok(Some(record))
     }
 
-    /// The next message: waiting for it (bounded by the client's timeout) when `block`,
-    /// else only one already received.
-    async fn next(&mut self, block: bool) -> Result<Option<StoredRecord>> {
+    /// The next record at or after the position: waiting for it while the server says
+    /// it holds more (bounded by the client's timeout), else only one already received.
+    async fn next(&mut self) -> Result<Option<StoredRecord>> {
         let timeout = self.inner.options.timeout;
-        let name = self.inner.names.stream(&self.topic, self.partition);
-        let consumer = self.consumer().await?;
-        let next = if block {
-            match tokio::time::timeout(timeout, consumer.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!(
-                            "no message from {name} within {timeout:?}, though the server holds more"
-                        ),
-                    ));
+        let mut waited = Duration::ZERO;
+        loop {
+            let more = self.more;
+            let consumer = self.consumer().await?;
+            let polled = if more {
+                match tokio::time::timeout(RECHECK, consumer.next()).await {
+                    Ok(polled) => polled,
+                    Err(_) => {
+                        // Nothing came: does the stream still hold something after the
+                        // position?
+                        let offsets =
+                            offsets_of(&self.inner.state(&self.topic, self.partition).await?);
+                        if offsets.end <= self.position {
+                            self.more = false;
+                            return Ok(None);
+                        }
+                        waited += RECHECK;
+                        if waited >= timeout {
+                            self.consumer = None;
+                            return Err(Error::new(
+                                ErrorKind::Unavailable,
+                                format!(
+                                    "no message from {} within {timeout:?}, though it holds offsets up to {}",
+                                    self.stream_name(),
+                                    offsets.end
+                                ),
+                            ));
+                        }
+                        continue;
+                    }
                 }
-            }
-        } else {
-            match consumer.next().now_or_never() {
-                Some(next) => next,
-                None => return Ok(None),
-            }
-        };
-        match next {
-            Some(Ok(message)) => self.record(message).map(Some),
-            Some(Err(e)) => {
-                self.consumer = None;
-                Err(unavailable(format!("cannot read from {name}"), e))
-            }
-            None => {
-                self.consumer = None;
-                Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!("the consumer of {name} ended"),
-                ))
+            } else {
+                match consumer.next().now_or_never() {
+                    Some(polled) => polled,
+                    None => return Ok(None),
+                }
+            };
+            if let Some(record) = self.accept(polled)? {
+                return Ok(Some(record));
             }
         }
     }
 }
+
+type ConsumerItem = std::result::Result<
+    async_nats::jetstream::Message,
+    async_nats::jetstream::consumer::pull::OrderedError,
+>;
 
 #[async_trait]
 impl PartitionReader for NatsReader {
@@ -157,17 +214,33 @@ impl PartitionReader for NatsReader {
     }
 
     async fn read(&mut self, max_records: usize) -> Result<ReadBatch> {
-        self.consumer().await?;
+        if let Err(e) = self.consumer().await
+            && self.waiting.is_empty()
+        {
+            return Err(e);
+        }
         let mut records = Vec::new();
         while records.len() < max_records {
-            let record = match self.waiting.pop_front() {
-                Some(record) => Some(record),
-                None => {
-                    let block = self.more;
-                    self.next(block).await?
-                }
+            let next = match self.waiting.pop_front() {
+                Some(record) => Ok(Some(record)),
+                None => self.next().await,
             };
-            let Some(record) = record else { break };
+            let record = match next {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                // What was read is handed out; the failure shows at the next read.
+                Err(e) if records.is_empty() => return Err(e),
+                Err(_) => break,
+            };
+            if record.offset > self.position && !self.compacted {
+                // Retention deleted what lies between, after the consumer was made. A
+                // batch reports one range: a second waits for the next read.
+                if !records.is_empty() {
+                    self.waiting.push_front(record);
+                    break;
+                }
+                self.note_skipped(record.offset);
+            }
             self.position = record.offset + 1;
             records.push(record);
         }
@@ -178,28 +251,15 @@ impl PartitionReader for NatsReader {
     }
 
     async fn wait(&mut self) -> Result<()> {
-        self.consumer().await?;
-        if !self.waiting.is_empty() || self.more {
-            return Ok(());
-        }
-        let name = self.inner.names.stream(&self.topic, self.partition);
-        let consumer = self.consumer().await?;
-        match consumer.next().await {
-            Some(Ok(message)) => {
-                let record = self.record(message)?;
+        loop {
+            self.consumer().await?;
+            if !self.waiting.is_empty() || self.more {
+                return Ok(());
+            }
+            let polled = self.consumer().await?.next().await;
+            if let Some(record) = self.accept(polled)? {
                 self.waiting.push_back(record);
-                Ok(())
-            }
-            Some(Err(e)) => {
-                self.consumer = None;
-                Err(unavailable(format!("cannot read from {name}"), e))
-            }
-            None => {
-                self.consumer = None;
-                Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!("the consumer of {name} ended"),
-                ))
+                return Ok(());
             }
         }
     }
@@ -216,13 +276,8 @@ pub(crate) async fn offset_for_time(
     timestamp_ms: i64,
 ) -> Result<u64> {
     let name = inner.names.stream(topic, partition);
-    let stream = inner
-        .js
-        .get_stream(&name)
-        .await
-        .map_err(|e| unavailable(format!("cannot read stream {name}"), e))?;
-    let state = stream.cached_info().state.clone();
-    let offsets = offsets_of(&state);
+    let stream = inner.stream(topic, partition).await?;
+    let offsets = offsets_of(&stream.cached_info().state);
     let subjects = inner.names.stream_subjects(topic, partition);
     // The first record at or after a sequence, as (its sequence, its time).
     let at_or_after = async |sequence: u64| -> Result<Option<(u64, i64)>> {

@@ -1,0 +1,92 @@
+//! What the NATS backend refuses, and that a refusal writes nothing.
+
+use weir_log::{ErrorKind, Expect, Record, TopicSpec};
+use weir_test_support::nats::NatsServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_one_atomic_batch_is_refused_whole() {
+    let server = NatsServer::start(false);
+    let log = weir_log_nats::open_shared(&server.url())
+        .await
+        .expect("open");
+    log.create_topic("t", &TopicSpec::default())
+        .await
+        .expect("create");
+    let records =
+        |n: usize| -> Vec<Record> { (0..n).map(|i| Record::new(format!("r{i}"))).collect() };
+    let err = log
+        .append_to("t", 0, records(1001), Expect::Any)
+        .await
+        .expect_err("1,001 records in one call");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    assert_eq!(
+        log.offsets("t", 0).await.expect("offsets").end,
+        0,
+        "nothing written"
+    );
+    let positions = log
+        .append_to("t", 0, records(1000), Expect::End(0))
+        .await
+        .expect("1,000 records, one batch");
+    assert_eq!(positions.last().map(|p| p.offset), Some(999));
+    let err = log
+        .append_to(
+            "t",
+            0,
+            vec![Record::new("x").with_key(vec![b'k'; 1025])],
+            Expect::Any,
+        )
+        .await
+        .expect_err("a key over 1 KiB");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_keep_apps_apart_and_urls_are_checked() {
+    let server = NatsServer::start(false);
+    let a = weir_log_nats::open_shared(&format!("{}/app-a", server.url()))
+        .await
+        .expect("open a");
+    let b = weir_log_nats::open_shared(&format!("{}/app-b", server.url()))
+        .await
+        .expect("open b");
+    a.create_topic("orders", &TopicSpec::with_partitions(2))
+        .await
+        .expect("create in a");
+    assert!(b.topic("orders").await.expect("topic").is_none());
+    b.create_topic("orders", &TopicSpec::with_partitions(3))
+        .await
+        .expect("the same name in b, another count");
+    a.append("orders", vec![Record::new("in a")])
+        .await
+        .expect("append");
+    let in_b: u64 = b
+        .topic("orders")
+        .await
+        .expect("topic")
+        .expect("b's")
+        .end_offsets
+        .iter()
+        .sum();
+    assert_eq!(in_b, 0);
+
+    for (url, why) in [
+        ("http://127.0.0.1:4222", "scheme"),
+        ("nats://127.0.0.1:4222/bad.prefix", "prefix"),
+        ("nats://127.0.0.1:4222?sync=sometimes", "sync"),
+        ("nats://127.0.0.1:4222?replicas=9", "replicas"),
+        ("nats://127.0.0.1:4222?colour=blue", "setting"),
+    ] {
+        let err = weir_log_nats::open_shared(url)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{url} accepted"));
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{why}: {err}");
+    }
+    // Nothing listening: unavailable, within the timeout.
+    let err = weir_log_nats::open_shared("nats://127.0.0.1:1?timeout_ms=500")
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
