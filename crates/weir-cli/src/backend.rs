@@ -29,3 +29,19 @@ pub async fn open(backend: &str, data: &Path) -> anyhow::Result<SharedLog> {
         ),
     }
 }
+
+/// The key-value store a node on `backend` uses: NATS KV on the same server for a NATS
+/// backend (every node on the server shares it); none, so the node opens its embedded
+/// store in its data directory, otherwise.
+pub async fn open_kv(
+    backend: &str,
+) -> anyhow::Result<Option<std::sync::Arc<dyn weir_kv::KeyValue>>> {
+    if !(backend.starts_with("nats://") || backend.starts_with("tls://")) {
+        return Ok(None);
+    }
+    let options = weir_log_nats::NatsOptions::from_url(backend)?;
+    let store = weir_log_nats::NatsKv::open(&options)
+        .await
+        .with_context(|| format!("cannot open NATS KV at {backend}"))?;
+    Ok(Some(std::sync::Arc::new(store)))
+}

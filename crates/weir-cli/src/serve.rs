@@ -157,6 +157,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let log = crate::backend::open(&args.backend, &args.data).await?;
     tracing::info!(backend = log.backend(), "log opened");
     let mut options = NodeOptions::new(args.data.clone(), manifest, log);
+    options.kv = crate::backend::open_kv(&args.backend).await?;
     options.retention_interval = std::time::Duration::from_secs(args.retention_check_secs.max(1));
     options.max_client_groups = limits.max_client_groups as usize;
     options.compiled_in_memory = limits.compiled_in_memory;

@@ -254,6 +254,7 @@ impl Error {
                 K::InvalidKey { .. } | K::InvalidNamespace { .. } | K::InvalidJson { .. },
             ) => ErrorClass::Invalid,
             Error::KeyValue(K::ValueTooLarge { .. }) => ErrorClass::TooLarge,
+            Error::KeyValue(K::Unavailable { .. }) => ErrorClass::Unavailable,
             Error::UnknownNamespace { .. }
             | Error::UnknownFunction { .. }
             | Error::UnknownPipeline { .. }
@@ -313,6 +314,7 @@ impl Error {
             Error::KeyValue(K::InvalidNamespace { .. }) => "invalid-namespace",
             Error::KeyValue(K::InvalidJson { .. }) => "invalid-json",
             Error::KeyValue(K::ValueTooLarge { .. }) => "too-large",
+            Error::KeyValue(K::Unavailable { .. }) => "kv-unavailable",
             Error::KeyValue(_) => "key-value-store",
             Error::UnknownNamespace { .. } => "unknown-namespace",
             Error::UnknownFunction { .. } => "unknown-function",

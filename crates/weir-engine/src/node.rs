@@ -33,6 +33,9 @@ pub struct NodeOptions {
     /// Bytes of compiled code kept in `<data>/wasm-cache`, least recently used removed
     /// first (`[limits] compiled_on_disk_bytes`).
     pub compiled_on_disk_bytes: u64,
+    /// The key-value store; none opens the embedded one in `<data>/kv` (`weir serve` on
+    /// NATS passes NATS KV, which every node on the server shares).
+    pub kv: Option<Arc<dyn weir_kv::KeyValue>>,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -63,6 +66,7 @@ impl NodeOptions {
             max_client_groups: limits.max_client_groups as usize,
             compiled_in_memory: limits.compiled_in_memory,
             compiled_on_disk_bytes: limits.compiled_on_disk_bytes,
+            kv: None,
         }
     }
 }
@@ -128,15 +132,19 @@ impl Node {
             max_client_groups,
             compiled_in_memory,
             compiled_on_disk_bytes,
+            kv,
         } = opts;
 
         crate::telemetry::describe_metrics();
         // The key-value store is open before functions load: they read it from the first
         // event on. It lives in <data>/kv, beside the log's own topics/ and groups/.
-        let kv: Arc<dyn weir_kv::KeyValue> = {
-            let dir = data_dir.join("kv");
-            let store = blocking(move || Ok(weir_kv::EmbeddedKv::open(&dir)?)).await?;
-            Arc::new(keyvalue::MeteredKeyValue(store))
+        let kv: Arc<dyn weir_kv::KeyValue> = match kv {
+            Some(store) => Arc::new(keyvalue::MeteredKeyValue(store)),
+            None => {
+                let dir = data_dir.join("kv");
+                let store = blocking(move || Ok(weir_kv::EmbeddedKv::open(&dir)?)).await?;
+                Arc::new(keyvalue::MeteredKeyValue(store))
+            }
         };
         let host_options = HostOptions {
             cache_dir: Some(data_dir.join("wasm-cache")),

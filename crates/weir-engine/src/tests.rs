@@ -87,8 +87,16 @@ impl Backend {
         }
     }
 
+    /// Options for a node on this backend; on NATS, with the key-value store on NATS KV.
     pub(crate) async fn options(&self, data: &Path, manifest: Option<Manifest>) -> NodeOptions {
-        NodeOptions::new(data, manifest, self.log(data).await)
+        let mut options = NodeOptions::new(data, manifest, self.log(data).await);
+        if let Backend::Nats(server) = self {
+            let nats = weir_log_nats::NatsOptions::from_url(&server.url()).unwrap();
+            options.kv = Some(std::sync::Arc::new(
+                weir_log_nats::NatsKv::open(&nats).await.unwrap(),
+            ));
+        }
+        options
     }
 }
 

@@ -62,6 +62,15 @@ pub enum Error {
         source: Box<redb::Error>,
     },
 
+    /// A store on another machine (NATS KV) did not answer, or refused for a reason of
+    /// its own; the same call may succeed later.
+    #[error("key-value store {store}: cannot {action}: {reason}; check that the server is up")]
+    Unavailable {
+        store: String,
+        action: String,
+        reason: String,
+    },
+
     #[error("cannot create {path}: {source}; check the data directory's permissions")]
     CreateDir {
         path: PathBuf,

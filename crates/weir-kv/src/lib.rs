@@ -4,8 +4,8 @@
 //!
 //! [`KeyValue`] is the interface the engine and the wasm host use, shaped after
 //! `wasi:keyvalue/store@0.2.0-draft` (get, set, delete, exists, list-keys with a cursor);
-//! [`EmbeddedKv`] implements it on one [`redb`] file. Another backend (NATS KV, Redis)
-//! implements the same trait.
+//! [`EmbeddedKv`] implements it on one [`redb`] file; `weir-log-nats` implements it on
+//! NATS KV, a bucket per namespace.
 //!
 //! # Limits
 //!
@@ -24,7 +24,8 @@
 //! keys the namespace does not have yet, so data changed at run time survives a restart;
 //! loading overwrites.
 //!
-//! **API Boundary:** weir-kv stores opaque bytes and does no network IO. It does not know
+//! **API Boundary:** weir-kv stores opaque bytes and does no network IO (a networked
+//! store implements [`KeyValue`] in its own crate). It does not know
 //! which namespaces an app declares or grants; the engine checks that.
 
 mod embedded;
@@ -122,6 +123,38 @@ pub trait KeyValue: Send + Sync + std::fmt::Debug {
         check_namespace(namespace)?;
         let entries = parse_json_entries(origin, json)?;
         self.write_entries(namespace, &entries, Existing::Overwrite)
+    }
+}
+
+/// A shared store is a store (a node passes one it opened itself, such as NATS KV).
+impl<K: KeyValue + ?Sized> KeyValue for std::sync::Arc<K> {
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        (**self).get(namespace, key)
+    }
+
+    fn set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<()> {
+        (**self).set(namespace, key, value)
+    }
+
+    fn delete(&self, namespace: &str, key: &str) -> Result<()> {
+        (**self).delete(namespace, key)
+    }
+
+    fn exists(&self, namespace: &str, key: &str) -> Result<bool> {
+        (**self).exists(namespace, key)
+    }
+
+    fn list_keys(&self, namespace: &str, cursor: Option<u64>, limit: usize) -> Result<KeyPage> {
+        (**self).list_keys(namespace, cursor, limit)
+    }
+
+    fn write_entries(
+        &self,
+        namespace: &str,
+        entries: &[(String, Vec<u8>)],
+        existing: Existing,
+    ) -> Result<usize> {
+        (**self).write_entries(namespace, entries, existing)
     }
 }
 

@@ -22,6 +22,7 @@
 //! Transactions are the trait's at-least-once default: outputs, then the group commit.
 
 mod groups;
+mod keyvalue;
 mod names;
 mod publish;
 mod reader;
@@ -42,6 +43,7 @@ use weir_log::{
     TransactionGuarantee,
 };
 
+pub use crate::keyvalue::NatsKv;
 use crate::names::Names;
 
 /// How weir uses one NATS server or cluster, from the backend's URL.
@@ -283,7 +285,11 @@ fn version_at_least(version: &str, min: (u64, u64)) -> bool {
 /// hand (as a KV bucket's stream is defined) because async-nats' `create_key_value`
 /// cannot read nats-server 2.9's account info. Without direct gets: those may be answered
 /// by a replica that is behind, and a claim or a commit must see the latest entry.
-async fn open_bucket(js: &jetstream::Context, bucket: &str, replicas: usize) -> Result<kv::Store> {
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store> {
     let config = stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
