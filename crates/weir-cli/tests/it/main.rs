@@ -53,6 +53,11 @@ fn example_app(dir: &Path) -> PathBuf {
 }
 
 fn serve(dir: &Path) -> WeirProcess {
+    serve_on(dir, "embedded")
+}
+
+/// The example app on `backend` (`embedded`, or a NATS server's URL).
+fn serve_on(dir: &Path, backend: &str) -> WeirProcess {
     let app = example_app(dir);
     let data = dir.join("data");
     WeirProcess::start(
@@ -62,6 +67,8 @@ fn serve(dir: &Path) -> WeirProcess {
             app.to_str().unwrap(),
             "--data",
             data.to_str().unwrap(),
+            "--backend",
+            backend,
         ],
     )
 }
@@ -147,8 +154,19 @@ fn wait_caught_up(node: &WeirProcess) -> serde_json::Value {
 
 #[test]
 fn sample_order_is_enriched_and_tailed() {
+    sample_order_flows("embedded");
+}
+
+/// The example app, unchanged, on NATS JetStream (a private nats-server 2.15).
+#[test]
+fn sample_order_is_enriched_and_tailed_on_nats() {
+    let server = weir_test_support::nats::NatsServer::start(true);
+    sample_order_flows(&format!("{}?sync=always", server.url()));
+}
+
+fn sample_order_flows(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let node = serve(dir.path());
+    let node = serve_on(dir.path(), backend);
 
     let (status, body) = post_sample(&node);
     assert_eq!(status, 202, "{body}");
@@ -206,6 +224,12 @@ fn sample_order_is_enriched_and_tailed() {
     assert_eq!(published["offsets"].as_array().unwrap().len(), 3);
     let s = wait_caught_up(&node);
     assert_eq!(topic_events(&s, "crm.orders"), 4);
+    let expected_backend = if backend == "embedded" {
+        "embedded"
+    } else {
+        "nats"
+    };
+    assert_eq!(s["backend"], expected_backend, "{s}");
     assert_eq!(s["functions"][0]["name"], "enrich-order");
     assert_eq!(s["functions"][0]["version"].as_str().unwrap().len(), 12);
     assert!(node.stop(), "weir serve exits cleanly on SIGTERM");
