@@ -127,32 +127,20 @@ async fn log(args: &LogBenchArgs) -> anyhow::Result<serde_json::Value> {
 
     let per_producer = args.events.div_ceil(args.producers);
     let value = bytes::Bytes::from(vec![b'x'; args.event_bytes]);
-    let started = Instant::now();
-    let mut producers = Vec::new();
-    for p in 0..args.producers {
-        let (log, value) = (log.clone(), value.clone());
-        let (batch, partition) = (args.batch, p as u32 % args.partitions);
-        producers.push(tokio::spawn(async move {
-            let mut latencies_us = Vec::with_capacity(per_producer / batch + 1);
-            let mut sent = 0;
-            while sent < per_producer {
-                let n = batch.min(per_producer - sent);
+    let (append_secs, latencies) = {
+        let (log, value, partitions) = (log.clone(), value.clone(), args.partitions);
+        produce(args.producers, per_producer, args.batch, move |p, n| {
+            let (log, value) = (log.clone(), value.clone());
+            async move {
                 let records = (0..n).map(|_| Record::new(value.clone())).collect();
-                let t = Instant::now();
-                log.append_to("bench", partition, records).await?;
-                latencies_us.push(t.elapsed().as_micros() as u64);
-                sent += n;
+                log.append_to("bench", p as u32 % partitions, records)
+                    .await?;
+                Ok(())
             }
-            anyhow::Ok(latencies_us)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for p in producers {
-        latencies.extend(p.await??);
-    }
-    let append_secs = started.elapsed().as_secs_f64();
+        })
+        .await?
+    };
     let appended = per_producer * args.producers;
-    latencies.sort_unstable();
 
     // Read partition 0 from the start, as one consumer would.
     let end = log.end_offset("bench", 0)?;
@@ -200,6 +188,45 @@ async fn log(args: &LogBenchArgs) -> anyhow::Result<serde_json::Value> {
         result["atomic_cost_ratio"] = json!(round2(plain / atomic));
     }
     Ok(result)
+}
+
+/// Runs `producers` tasks, each sending `per_producer` events in calls of at most `batch`
+/// (`send(producer, events)`, awaited one after the other); the seconds all took, and each
+/// call's latency in microseconds, sorted.
+async fn produce<F, Fut>(
+    producers: usize,
+    per_producer: usize,
+    batch: usize,
+    send: F,
+) -> anyhow::Result<(f64, Vec<u64>)>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let send = send.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies_us = Vec::with_capacity(per_producer / batch + 1);
+            let mut sent = 0;
+            while sent < per_producer {
+                let n = batch.min(per_producer - sent);
+                let t = Instant::now();
+                send(p, n).await?;
+                latencies_us.push(t.elapsed().as_micros() as u64);
+                sent += n;
+            }
+            anyhow::Ok(latencies_us)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok((secs, latencies))
 }
 
 /// Events per second of batches spread round robin over every partition of `bench`:

@@ -12,7 +12,7 @@ use serde_json::json;
 use weir_log::{EventLog, Expect, Record, TopicSpec};
 use weir_log_nats::{NatsLog, NatsOptions, ServerSync};
 
-use super::{LogBenchArgs, percentile, print_result, round2};
+use super::{LogBenchArgs, percentile, print_result, produce, round2};
 
 pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -33,33 +33,21 @@ pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     let per_producer = args.events.div_ceil(args.producers);
 
     // Through weir.
-    let started = Instant::now();
-    let mut producers = Vec::new();
-    for p in 0..args.producers {
-        let (log, value, topic) = (log.clone(), value.clone(), topic.clone());
-        let (batch, partition) = (args.batch, p as u32 % args.partitions);
-        producers.push(tokio::spawn(async move {
-            let mut latencies_us = Vec::new();
-            let mut sent = 0;
-            while sent < per_producer {
-                let n = batch.min(per_producer - sent);
+    let (weir_secs, latencies) = {
+        let (log, value, topic, partitions) =
+            (log.clone(), value.clone(), topic.clone(), args.partitions);
+        produce(args.producers, per_producer, args.batch, move |p, n| {
+            let (log, value, topic) = (log.clone(), value.clone(), topic.clone());
+            async move {
                 let records = (0..n).map(|_| Record::new(value.clone())).collect();
-                let t = Instant::now();
-                log.append_to(&topic, partition, records, Expect::Any)
+                log.append_to(&topic, p as u32 % partitions, records, Expect::Any)
                     .await?;
-                latencies_us.push(t.elapsed().as_micros() as u64);
-                sent += n;
+                Ok(())
             }
-            anyhow::Ok(latencies_us)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for p in producers {
-        latencies.extend(p.await??);
-    }
-    let weir_secs = started.elapsed().as_secs_f64();
+        })
+        .await?
+    };
     let appended = per_producer * args.producers;
-    latencies.sort_unstable();
 
     // Read partition 0 back with a reader, as a pipeline does.
     let end = log.offsets(&topic, 0).await?.end;
@@ -136,7 +124,8 @@ async fn raw_client(
     let js = jetstream::ContextBuilder::new()
         .max_ack_inflight(10_000)
         .build(client);
-    let name = |p: u32| format!("{}_rawbench{}_{p}", options.prefix, std::process::id());
+    let prefix = options.prefix.clone();
+    let name = move |p: u32| format!("{prefix}_rawbench{}_{p}", std::process::id());
     for p in 0..args.partitions {
         js.create_stream(stream::Config {
             name: name(p),
@@ -148,21 +137,14 @@ async fn raw_client(
         .await
         .context("cannot make the plain client's stream")?;
     }
-    let started = Instant::now();
-    let mut producers = Vec::new();
-    for p in 0..args.producers {
-        let (js, value, batch) = (js.clone(), value.clone(), args.batch);
-        let subject = format!(
-            "{0}.{1}",
-            name(p as u32 % args.partitions),
-            p as u32 % args.partitions
-        );
-        producers.push(tokio::spawn(async move {
-            let mut latencies_us = Vec::new();
-            let mut sent = 0;
-            while sent < per_producer {
-                let n = batch.min(per_producer - sent);
-                let t = Instant::now();
+    let partitions = args.partitions;
+    let (secs, latencies) = produce(args.producers, per_producer, args.batch, {
+        let (js, value, name) = (js.clone(), value.clone(), name.clone());
+        move |p, n| {
+            let (js, value) = (js.clone(), value.clone());
+            let partition = p as u32 % partitions;
+            let subject = format!("{}.{partition}", name(partition));
+            async move {
                 let mut acks = Vec::with_capacity(n);
                 for _ in 0..n {
                     acks.push(js.publish(subject.clone(), value.clone()).await?);
@@ -170,20 +152,13 @@ async fn raw_client(
                 for ack in acks {
                     ack.await?;
                 }
-                latencies_us.push(t.elapsed().as_micros() as u64);
-                sent += n;
+                Ok(())
             }
-            anyhow::Ok(latencies_us)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for p in producers {
-        latencies.extend(p.await??);
-    }
-    let secs = started.elapsed().as_secs_f64();
+        }
+    })
+    .await?;
     for p in 0..args.partitions {
         js.delete_stream(name(p)).await?;
     }
-    latencies.sort_unstable();
     Ok((secs, latencies))
 }
