@@ -19,6 +19,15 @@ pub(crate) struct GroupEntry {
     pub(crate) offset: Option<u64>,
 }
 
+/// Group names follow topic names (as on the embedded log): their token is a KV key.
+fn check_group(group: &str) -> Result<()> {
+    weir_log::check_name(group).map_err(|reason| {
+        Error::invalid(format!(
+            "invalid consumer group name \"{group}\": {reason}; use 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-', other than \".\" and \"..\""
+        ))
+    })
+}
+
 /// The entry and its revision, if there is one.
 pub(crate) async fn read(
     inner: &Inner,
@@ -26,6 +35,11 @@ pub(crate) async fn read(
     topic: &str,
     partition: u32,
 ) -> Result<Option<(GroupEntry, u64)>> {
+    check_group(group)?;
+    if weir_log::check_name(topic).is_err() {
+        // No topic has that name, so no group has a position in it.
+        return Ok(None);
+    }
     let key = Names::group_key(group, topic, partition);
     let entry = inner
         .groups

@@ -5,6 +5,8 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use weir_log::{Error, ErrorKind, Expect, Record, Result};
 
@@ -125,7 +127,9 @@ impl Inner {
         subjects: Vec<String>,
         expect: &Expect,
     ) -> Result<Vec<u64>> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        // 64 random bits in 11 characters: unique among the batches open on a stream
+        // (50 at most), and short, since every message of the batch stores it.
+        let id = URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_u64_pair().0.to_le_bytes());
         let n = records.len();
         let mut reply = None;
         for (i, (record, subject)) in records.into_iter().zip(subjects).enumerate() {

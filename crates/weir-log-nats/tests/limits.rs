@@ -90,3 +90,32 @@ async fn prefixes_keep_apps_apart_and_urls_are_checked() {
         .expect("nothing listens on port 1");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_group_names_are_invalid_not_unavailable() {
+    let server = NatsServer::start(false);
+    let log = weir_log_nats::open_shared(&server.url())
+        .await
+        .expect("open");
+    log.create_topic("t", &TopicSpec::default())
+        .await
+        .expect("create");
+    for group in ["", "a b", "x*", "..", "g>"] {
+        let err = log
+            .claim(group, "t", 0)
+            .await
+            .expect_err("a bad group name");
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{group:?}: {err}");
+        let err = log
+            .committed_offset(group, "t", 0)
+            .await
+            .expect_err("a bad group name");
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{group:?}: {err}");
+    }
+    assert_eq!(
+        log.committed_offset("g", "no such topic", 0)
+            .await
+            .expect("no position"),
+        None
+    );
+}
