@@ -91,7 +91,7 @@ impl Inner {
                 .await?
         } else {
             match self
-                .publish_batch(topic, partition, records.clone(), subjects.clone(), &expect)
+                .publish_batch(topic, partition, &records, &subjects, &expect)
                 .await
             {
                 // A stream made before the server took atomic batches: allow them on it
@@ -105,7 +105,7 @@ impl Inner {
                             e,
                         )
                     })?;
-                    self.publish_batch(topic, partition, records, subjects, &expect)
+                    self.publish_batch(topic, partition, &records, &subjects, &expect)
                         .await?
                 }
                 result => result?,
@@ -123,8 +123,8 @@ impl Inner {
         &self,
         topic: &str,
         partition: u32,
-        records: Vec<Record>,
-        subjects: Vec<String>,
+        records: &[Record],
+        subjects: &[String],
         expect: &Expect,
     ) -> Result<Vec<u64>> {
         // 64 random bits in 11 characters: unique among the batches open on a stream
@@ -132,7 +132,8 @@ impl Inner {
         let id = URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_u64_pair().0.to_le_bytes());
         let n = records.len();
         let mut reply = None;
-        for (i, (record, subject)) in records.into_iter().zip(subjects).enumerate() {
+        for (i, (record, subject)) in records.iter().zip(subjects).enumerate() {
+            let (subject, value) = (subject.clone(), record.value.clone());
             let mut headers = HeaderMap::new();
             headers.insert(BATCH_ID, id.as_str());
             headers.insert(BATCH_SEQUENCE, (i + 1).to_string().as_str());
@@ -144,14 +145,14 @@ impl Inner {
             }
             if i + 1 < n {
                 self.client
-                    .publish_with_headers(subject, headers, record.value)
+                    .publish_with_headers(subject, headers, value)
                     .await
                     .map_err(|e| unavailable(format!("cannot publish to topic \"{topic}\""), e))?;
             } else {
                 headers.insert(BATCH_COMMIT, "1");
                 reply = Some(
                     self.client
-                        .request_with_headers(subject, headers, record.value)
+                        .request_with_headers(subject, headers, value)
                         .await
                         .map_err(|e| {
                             unavailable(

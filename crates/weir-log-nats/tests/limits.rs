@@ -3,15 +3,21 @@
 use weir_log::{ErrorKind, Expect, Record, TopicSpec};
 use weir_test_support::nats::NatsServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_over_one_atomic_batch_is_refused_whole() {
-    let server = NatsServer::start(false);
+/// The log on `server`, with a topic "t" of one partition.
+async fn with_topic_t(server: &NatsServer) -> weir_log::SharedLog {
     let log = weir_log_nats::open_shared(&server.url())
         .await
         .expect("open");
     log.create_topic("t", &TopicSpec::default())
         .await
         .expect("create");
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_one_atomic_batch_is_refused_whole() {
+    let server = NatsServer::start(false);
+    let log = with_topic_t(&server).await;
     let records =
         |n: usize| -> Vec<Record> { (0..n).map(|i| Record::new(format!("r{i}"))).collect() };
     let err = log
@@ -94,12 +100,7 @@ async fn prefixes_keep_apps_apart_and_urls_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_group_names_are_invalid_not_unavailable() {
     let server = NatsServer::start(false);
-    let log = weir_log_nats::open_shared(&server.url())
-        .await
-        .expect("open");
-    log.create_topic("t", &TopicSpec::default())
-        .await
-        .expect("create");
+    let log = with_topic_t(&server).await;
     for group in ["", "a b", "x*", "..", "g>"] {
         let err = log
             .claim(group, "t", 0)
