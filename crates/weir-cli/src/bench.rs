@@ -11,6 +11,7 @@ use weir_log_embedded::{Log, LogOptions, Record};
 
 mod backend;
 mod entity;
+mod fleet;
 mod http;
 mod pipeline;
 mod wasm;
@@ -36,6 +37,10 @@ pub enum BenchCommand {
     /// durable) against single-event publishes at the same concurrency, and the disk's
     /// own fdatasync latency.
     Entity(entity::EntityBenchArgs),
+    /// A fleet on a shared backend (`--backend nats://…`): one, two, then three workers
+    /// run a pipeline whose function waits on a slow HTTP dependency the bench starts;
+    /// events/s of each and `fleet_scaling` (three workers' rate ÷ one's).
+    Fleet(fleet::FleetBenchArgs),
     #[command(hide = true)]
     WasmRestart(wasm::WasmRestartArgs),
 }
@@ -89,6 +94,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pipeline(args) => pipeline::run(args).await,
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Entity(args) => entity::run(args).await,
+        BenchCommand::Fleet(args) => fleet::run(args).await,
         BenchCommand::Wasm(args) => tokio::task::spawn_blocking(move || wasm::run(args)).await?,
         BenchCommand::WasmRestart(args) => {
             tokio::task::spawn_blocking(move || wasm::restart(args)).await?

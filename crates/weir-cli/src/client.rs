@@ -372,6 +372,22 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("app: {}", status["app"].as_str().unwrap_or("(none)"));
+    if let Some(fleet) = status["fleet"].as_object() {
+        let members = fleet["members"].as_array().cloned().unwrap_or_default();
+        println!(
+            "fleet: {} member(s), this node {}",
+            members.len(),
+            fleet["me"].as_str().unwrap_or("")
+        );
+        for m in &members {
+            println!(
+                "  {}  {}  since {}",
+                m["id"].as_str().unwrap_or(""),
+                m["url"].as_str().unwrap_or(""),
+                m["started"].as_str().unwrap_or("")
+            );
+        }
+    }
     println!("functions:");
     for f in status["functions"].as_array().into_iter().flatten() {
         println!(
@@ -411,6 +427,22 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 p["partition"],
                 p["error"].as_str().unwrap_or("")
             );
+        }
+        let owners: Vec<String> = p["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|part| {
+                Some(format!(
+                    "{}/{}={}",
+                    part["topic"].as_str()?,
+                    part["partition"],
+                    part["owner"].as_str()?
+                ))
+            })
+            .collect();
+        if !owners.is_empty() {
+            println!("    owners: {}", owners.join("  "));
         }
         for part in p["partitions"].as_array().into_iter().flatten() {
             if part["lag"].as_u64().unwrap_or(0) > 0 {

@@ -21,6 +21,11 @@ pub struct ServeArgs {
     /// Address of the HTTP API (port 0 picks a free one; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:7700", env = "WEIR_LISTEN")]
     listen: SocketAddr,
+    /// Where the other nodes of a fleet reach this one (`http://HOST:PORT`), on a shared
+    /// backend; defaults to the listening address (the host's name when it listens on
+    /// every interface).
+    #[arg(long, env = "WEIR_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// The app manifest; defaults to ./weir.toml when it exists.
     #[arg(long, env = "WEIR_APP")]
     app: Option<PathBuf>,
@@ -154,16 +159,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         weir_gateway::tls_config(files).map_err(|e| anyhow::anyhow!("TLS cannot be used: {e}"))?;
     }
 
-    let log = crate::backend::open(&args.backend, &args.data).await?;
-    tracing::info!(backend = log.backend(), "log opened");
-    let mut options = NodeOptions::new(args.data.clone(), manifest, log);
-    options.kv = crate::backend::open_kv(&args.backend).await?;
-    options.retention_interval = std::time::Duration::from_secs(args.retention_check_secs.max(1));
-    options.max_client_groups = limits.max_client_groups as usize;
-    options.compiled_in_memory = limits.compiled_in_memory;
-    options.compiled_on_disk_bytes = limits.compiled_on_disk_bytes;
-    let node = Node::start(options).await?;
-
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -173,6 +168,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let log = crate::backend::open(&args.backend, &args.data).await?;
+    tracing::info!(backend = log.backend(), "log opened");
+    let mut options = NodeOptions::new(args.data.clone(), manifest, log);
+    options.kv = crate::backend::open_kv(&args.backend).await?;
+    options.retention_interval = std::time::Duration::from_secs(args.retention_check_secs.max(1));
+    options.max_client_groups = limits.max_client_groups as usize;
+    options.compiled_in_memory = limits.compiled_in_memory;
+    options.compiled_on_disk_bytes = limits.compiled_on_disk_bytes;
+    options.advertise_url = Some(args.advertise_url.clone().unwrap_or_else(|| {
+        let host = if addr.ip().is_unspecified() {
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+        } else {
+            addr.ip().to_string()
+        };
+        match addr {
+            SocketAddr::V6(_) if !addr.ip().is_unspecified() => {
+                format!("{scheme}://[{host}]:{}", addr.port())
+            }
+            _ => format!("{scheme}://{host}:{}", addr.port()),
+        }
+    }));
+    let node = Node::start(options).await?;
+
     if authenticator.is_none() && !addr.ip().is_loopback() {
         let warning = format!(
             "weir is listening on {addr}, beyond this machine, WITHOUT AUTHENTICATION: anyone who can reach it can publish, read, deploy code and change settings. Add [auth] to weir.toml or pass --auth (see the README's Security section)."
@@ -180,7 +199,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
         eprintln!("WARNING: {warning}");
     }
-    let scheme = if tls.is_some() { "https" } else { "http" };
     // Scripts and tests wait for this line.
     println!(
         "weir listening on {scheme}://{addr} (data in {})",

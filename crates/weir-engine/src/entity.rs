@@ -288,6 +288,7 @@ impl Node {
                 name: name.to_owned(),
                 data,
                 if_match,
+                retried: false,
                 reply,
             })
             .await

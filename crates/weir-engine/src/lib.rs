@@ -35,6 +35,7 @@ mod consumer;
 mod deploy;
 mod entity;
 mod error;
+mod fleet;
 mod functions;
 pub mod groups;
 mod keyvalue;
@@ -58,6 +59,7 @@ pub use entity::{
     CommandOutcome, ConsistencyToken, EntityState, EntityTypeStatus, MAX_EVENTS_PAGE, StateAt,
 };
 pub use error::{Error, ErrorClass, Result};
+pub use fleet::View as FleetView;
 pub use groups::{GroupPartitionStatus, GroupStatus};
 pub use node::{Node, NodeOptions};
 pub use pipeline::{PipelinePartitionStatus, PipelineState, PipelineStatus};
@@ -67,7 +69,7 @@ pub use replay::{
     Replay, ReplayBound, ReplayProgress, ReplayRange, ReplayReport, ReplayRequest, VersionReport,
     VersionSource,
 };
-pub use status::{FunctionStatus, NodeStatus, TopicStatus};
+pub use status::{FleetStatus, FunctionStatus, NodeStatus, TopicStatus};
 pub use topics::{READ_INLINE_BYTES, ReadEvents, TopicUpdate, topic_spec};
 pub use views::{
     DEFAULT_LIMIT as VIEW_DEFAULT_LIMIT, MAX_LIMIT as VIEW_MAX_LIMIT, ViewFilter, ViewPage,

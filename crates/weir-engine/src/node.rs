@@ -11,7 +11,7 @@ use weir_wasm::HostOptions;
 
 use crate::keyvalue::seed_namespace;
 use crate::topics::topic_spec;
-use crate::{Error, Result, SharedLog, blocking, groups, keyvalue, pipeline, registry};
+use crate::{Error, Result, SharedLog, blocking, fleet, groups, keyvalue, pipeline, registry};
 
 /// How to start a node.
 #[derive(Clone)]
@@ -36,6 +36,9 @@ pub struct NodeOptions {
     /// The key-value store; none opens the embedded one in `<data>/kv` (`weir serve` on
     /// NATS passes NATS KV, which every node on the server shares).
     pub kv: Option<Arc<dyn weir_kv::KeyValue>>,
+    /// Where the other nodes of a fleet reach this one's HTTP API (`http://HOST:PORT`),
+    /// announced with its heartbeats on a shared backend.
+    pub advertise_url: Option<String>,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -67,6 +70,7 @@ impl NodeOptions {
             compiled_in_memory: limits.compiled_in_memory,
             compiled_on_disk_bytes: limits.compiled_on_disk_bytes,
             kv: None,
+            advertise_url: None,
         }
     }
 }
@@ -91,6 +95,9 @@ pub struct Node {
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) groups: Arc<groups::GroupRegistry>,
+    /// Which units of work this node runs: all of them, or on a fleet those its view of
+    /// the members gives it.
+    pub(crate) units: fleet::Units,
     /// The app's entity types and their journals' writers.
     pub(crate) entities: crate::entity::Entities,
     /// The app's views and their projections.
@@ -133,6 +140,7 @@ impl Node {
             compiled_in_memory,
             compiled_on_disk_bytes,
             kv,
+            advertise_url,
         } = opts;
 
         crate::telemetry::describe_metrics();
@@ -178,6 +186,22 @@ impl Node {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let groups = Arc::new(groups::GroupRegistry::with_limit(max_client_groups));
+        // On a log several nodes share, join its fleet before any unit starts, so the
+        // first units this node takes are already shared with the members it found.
+        let units = match log.membership() {
+            Some(membership) => {
+                let me = weir_log::Member {
+                    id: fleet::member_id(),
+                    url: advertise_url.unwrap_or_default(),
+                    started_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                        as i64,
+                };
+                let fleet = fleet::Fleet::join(membership, me).await?;
+                tasks.spawn(fleet.clone().run(cancel.clone()));
+                fleet::Units { fleet: Some(fleet) }
+            }
+            None => fleet::Units::default(),
+        };
         tasks.spawn(enforce_retention(
             log.clone(),
             retention_interval,
@@ -224,6 +248,7 @@ impl Node {
             cancel,
             tasks,
             groups,
+            units,
             stopped: Mutex::new(false),
         };
         if let Some(manifest) = &manifest {
@@ -260,7 +285,8 @@ impl Node {
         }
         self.groups.claim_for_pipeline(&spec.group, name);
         let p = Arc::new(pipeline::Pipeline::new(name, spec, self.registry.clone()));
-        p.spawn(&self.log, &self.tasks, &self.cancel).await?;
+        p.spawn(&self.log, &self.units, &self.tasks, &self.cancel)
+            .await?;
         self.pipelines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -354,6 +380,10 @@ impl Node {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        // Every batch is committed: the others may take this node's units at once.
+        if let Some(fleet) = &self.units.fleet {
+            fleet.leave().await;
+        }
         tracing::info!("node stopped");
     }
 }

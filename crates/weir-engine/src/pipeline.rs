@@ -75,6 +75,8 @@ use weir_manifest::{Ordering, PipelineFilter, PipelineSpec, RetrySpec, StartPosi
 use weir_wasm::InstancePool;
 
 use crate::consumer::{GroupTransactions, PartitionConsumer, Progress, Woken};
+use crate::error::ErrorClass;
+use crate::fleet::Units;
 use crate::registry::{ActivePool, Registry};
 use crate::routing::filter_accepts;
 use crate::{Result, SharedLog, StartFrom};
@@ -119,6 +121,8 @@ pub(crate) struct Pipeline {
     retries: AtomicU64,
     skipped: AtomicU64,
     metrics: crate::telemetry::PipelineMetrics,
+    /// Who runs this pipeline's partitions, and their unit names (in partition order).
+    units: Mutex<(Units, Arc<[String]>)>,
 }
 
 impl Pipeline {
@@ -153,6 +157,7 @@ impl Pipeline {
                 name,
                 spec.to.iter().chain([&spec.dead_letter]),
             ),
+            units: Mutex::new((Units::default(), Arc::from(Vec::new()))),
         }
     }
 
@@ -177,46 +182,102 @@ impl Pipeline {
         filter_accepts(self.filter.as_ref(), event)
     }
 
-    /// Start one task per source partition.
+    /// Start one task per source partition. On a fleet each partition is a unit
+    /// (`group/GROUP/TOPIC/PARTITION`) that runs only while this node owns it.
     pub(crate) async fn spawn(
         self: &Arc<Self>,
         log: &SharedLog,
+        units: &Units,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> Result<()> {
+        let mut partitions = Vec::new();
         for topic in &self.from {
             let info = crate::consumer::topic_info(log, topic).await?;
-            for partition in 0..info.partitions {
-                let (this, log, topic, cancel) =
-                    (self.clone(), log.clone(), topic.clone(), cancel.clone());
-                tasks.spawn(async move {
-                    // A failure of the log (a read, a wait) or of the task itself stalls the
-                    // partition, which starts again from its committed offset after a backoff.
-                    let mut wait = Duration::from_millis(100);
-                    loop {
-                        match this.run_partition(&log, &topic, partition, &cancel).await {
-                            Ok(()) => return,
-                            Err(_) if cancel.is_cancelled() => return,
-                            Err(e) => {
-                                tracing::error!(pipeline = %this.name, topic, partition, error = %e, "pipeline partition failed; starting it again from its committed offset");
-                                this.set_state(PipelineState::Stalled {
-                                    topic: topic.clone(),
-                                    partition,
-                                    error: e.to_string(),
-                                });
-                            }
-                        }
-                        tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            _ = tokio::time::sleep(wait) => {}
-                        }
-                        wait = (wait * 2).min(MAX_STALL_BACKOFF);
-                    }
-                });
-            }
+            partitions.extend((0..info.partitions).map(|p| (topic.clone(), p)));
+        }
+        let names: Arc<[String]> = partitions
+            .iter()
+            .map(|(topic, p)| self.unit(topic, *p))
+            .collect();
+        *self.units.lock().unwrap_or_else(PoisonError::into_inner) = (units.clone(), names.clone());
+        for (index, (topic, partition)) in partitions.into_iter().enumerate() {
+            let (this, log, units, names, cancel) = (
+                self.clone(),
+                log.clone(),
+                units.clone(),
+                names.clone(),
+                cancel.clone(),
+            );
+            tasks.spawn(async move {
+                this.drive_partition(&log, &units, &names, index, &topic, partition, &cancel)
+                    .await
+            });
         }
         tracing::info!(pipeline = %self.name, group = %self.group, function = %self.function, version = %self.version(), ordering = self.ordering.as_str(), concurrency = self.concurrency, "pipeline started");
         Ok(())
+    }
+
+    /// Runs one partition while this node owns it, until `cancel`. A failure of the log (a
+    /// read, a wait) or of the task itself stalls the partition, which starts again from
+    /// its committed offset after a backoff; on a fleet, a fence (another node claimed
+    /// it) waits for this node's view to change first.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive_partition(
+        self: &Arc<Self>,
+        log: &SharedLog,
+        units: &Units,
+        names: &[String],
+        index: usize,
+        topic: &str,
+        partition: u32,
+        cancel: &CancellationToken,
+    ) {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let Some(lease) = units.acquire(names, index, cancel).await else {
+                return;
+            };
+            let ran = self
+                .run_partition(log, topic, partition, cancel, lease.released())
+                .await;
+            self.positions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&(topic.to_owned(), partition));
+            match ran {
+                _ if cancel.is_cancelled() => return,
+                Ok(()) => {
+                    tracing::info!(pipeline = %self.name, topic, partition, "partition handed over: the fleet gave it to another node");
+                    wait = Duration::from_millis(100);
+                    continue;
+                }
+                Err(e) if units.is_fleet() && e.class() == ErrorClass::Fenced => {
+                    tracing::info!(pipeline = %self.name, topic, partition, "partition taken by another node of the fleet; this one stopped");
+                    units.after_fenced(cancel).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(pipeline = %self.name, topic, partition, error = %e, "pipeline partition failed; starting it again from its committed offset");
+                    self.set_state(PipelineState::Stalled {
+                        topic: topic.to_owned(),
+                        partition,
+                        error: e.to_string(),
+                    });
+                }
+            }
+            drop(lease);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(MAX_STALL_BACKOFF);
+        }
+    }
+
+    /// The fleet's name for one of this pipeline's partitions.
+    pub(crate) fn unit(&self, topic: &str, partition: u32) -> String {
+        format!("group/{}/{topic}/{partition}", self.group)
     }
 
     /// The pool of the function's active version, made when the version changed since
@@ -243,6 +304,7 @@ impl Pipeline {
         topic: &str,
         partition: u32,
         cancel: &CancellationToken,
+        released: &CancellationToken,
     ) -> Result<()> {
         // This task owns the group's partition from here on: opening claims it, so
         // whoever owned it before can no longer commit (its generation is older). A new
@@ -265,7 +327,14 @@ impl Pipeline {
             .insert((topic.to_owned(), partition), consumer.position());
         let mut committing = None;
         let rounds = self
-            .run_rounds(log, &mut consumer, &commits, &mut committing, cancel)
+            .run_rounds(
+                log,
+                &mut consumer,
+                &commits,
+                &mut committing,
+                cancel,
+                released,
+            )
             .await;
         // However the rounds ended, the batch being committed is finished first, so that a
         // restart from the committed offset neither repeats nor skips it.
@@ -283,10 +352,13 @@ impl Pipeline {
         commits: &'a GroupTransactions,
         committing: &mut Option<Committing<'a>>,
         cancel: &'a CancellationToken,
+        released: &CancellationToken,
     ) -> Result<()> {
         let (topic, partition) = (commits.topic.as_str(), commits.partition);
         loop {
-            if cancel.is_cancelled() {
+            // Stopping and a handover both end at a batch boundary: the batch called
+            // last is committed (`run_partition` finishes it) and nothing after it starts.
+            if cancel.is_cancelled() || released.is_cancelled() {
                 return Ok(());
             }
             if self.reset_pending(topic, partition) {
@@ -307,10 +379,13 @@ impl Pipeline {
             }
             // A read short of a full batch (an empty one too) finished the commit above.
             let Some(last) = records.last().map(|r| r.offset) else {
-                match consumer
-                    .wait(cancel, self.reset_requested.notified())
-                    .await?
-                {
+                let interrupt = async {
+                    tokio::select! {
+                        _ = self.reset_requested.notified() => {}
+                        _ = released.cancelled() => {}
+                    }
+                };
+                match consumer.wait(cancel, interrupt).await? {
                     Woken::Cancelled => return Ok(()),
                     Woken::Records | Woken::Interrupted => continue,
                 }

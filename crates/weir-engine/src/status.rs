@@ -25,6 +25,17 @@ pub struct NodeStatus {
     pub pipelines: Vec<PipelineStatus>,
     pub entities: Vec<crate::EntityTypeStatus>,
     pub views: Vec<crate::ViewStatus>,
+    /// The fleet this node is a member of, on a backend several nodes share.
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A fleet as one member sees it.
+#[derive(Debug, Clone)]
+pub struct FleetStatus {
+    /// This node's id.
+    pub me: weir_log::Member,
+    /// The live members as this node last read them (itself included), sorted by id.
+    pub members: Vec<weir_log::Member>,
 }
 
 /// A topic as `weir status` shows it: its spec and positions, and what the backend
@@ -74,6 +85,10 @@ impl Node {
             pipelines: statuses,
             entities: self.entity_status().await,
             views: self.views.status(&self.log).await,
+            fleet: self.units.fleet.as_ref().map(|fleet| FleetStatus {
+                me: fleet.me.clone(),
+                members: fleet.view().members,
+            }),
         })
     }
 }

@@ -23,6 +23,7 @@
 
 mod groups;
 mod keyvalue;
+mod members;
 mod names;
 mod publish;
 mod reader;
@@ -44,6 +45,7 @@ use weir_log::{
 };
 
 pub use crate::keyvalue::NatsKv;
+pub use crate::members::MEMBER_LIFETIME;
 use crate::names::Names;
 
 /// How weir uses one NATS server or cluster, from the backend's URL.
@@ -180,6 +182,8 @@ pub(crate) struct Inner {
     pub(crate) options: NatsOptions,
     topics: kv::Store,
     groups: kv::Store,
+    /// The fleet's live members (`{prefix}_members`).
+    members: Arc<members::NatsMembers>,
     /// Topics by name, as last read or written (a topic's partition count never changes).
     known: Mutex<HashMap<String, Arc<TopicMeta>>>,
     /// The highest end seen per partition (from appends, reads and stream states).
@@ -227,6 +231,13 @@ impl NatsLog {
         let names = Names::new(&options.prefix);
         let topics = open_bucket(&js, &names.topics_bucket(), options.replicas).await?;
         let groups = open_bucket(&js, &names.groups_bucket(), options.replicas).await?;
+        let members = open_bucket_aged(
+            &js,
+            &names.members_bucket(),
+            options.replicas,
+            members::MEMBER_LIFETIME,
+        )
+        .await?;
         let version = client.server_info().version;
         let atomic_batches = version_at_least(&version, (2, 12));
         tracing::info!(servers = ?options.servers, prefix = %options.prefix, server_version = %version, atomic_batches, "NATS JetStream log opened");
@@ -238,6 +249,7 @@ impl NatsLog {
                 options,
                 topics,
                 groups,
+                members: Arc::new(members::NatsMembers { bucket: members }),
                 known: Mutex::new(HashMap::new()),
                 ends: Mutex::new(HashMap::new()),
                 next_partition: AtomicU32::new(0),
@@ -290,7 +302,19 @@ pub(crate) async fn open_bucket(
     bucket: &str,
     replicas: usize,
 ) -> Result<kv::Store> {
+    open_bucket_aged(js, bucket, replicas, Duration::ZERO).await
+}
+
+/// [`open_bucket`] whose entries the server drops `max_age` after their last put (zero:
+/// never).
+pub(crate) async fn open_bucket_aged(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+    max_age: Duration,
+) -> Result<kv::Store> {
     let config = stream::Config {
+        max_age,
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
@@ -573,6 +597,10 @@ pub(crate) fn stored_record(
 impl EventLog for NatsLog {
     fn backend(&self) -> &'static str {
         "nats"
+    }
+
+    fn membership(&self) -> Option<Arc<dyn weir_log::Membership>> {
+        Some(self.inner.members.clone())
     }
 
     fn guarantees(&self, _spec: &TopicSpec) -> Guarantees {

@@ -96,6 +96,10 @@ impl Names {
         format!("{}_groups", self.prefix)
     }
 
+    pub(crate) fn members_bucket(&self) -> String {
+        format!("{}_members", self.prefix)
+    }
+
     /// A group's partition in the groups bucket.
     pub(crate) fn group_key(group: &str, topic: &str, partition: u32) -> String {
         format!("{}.{}.{partition}", token(group), token(topic))

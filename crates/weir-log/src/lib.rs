@@ -42,6 +42,7 @@
 
 mod error;
 mod guarantees;
+mod members;
 mod partitioner;
 mod reader;
 mod record;
@@ -58,6 +59,7 @@ pub use crate::{
         Acknowledgement, Atomicity, ConditionalAppends, Deduplication, Guarantees,
         TransactionGuarantee,
     },
+    members::{Member, Membership},
     partitioner::partition_for_key,
     reader::{PartitionReader, ReadBatch, Skipped},
     record::{Record, RecordPosition, StoredRecord},
@@ -107,6 +109,11 @@ pub trait EventLog: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// What this backend promises for a topic with `spec`.
     fn guarantees(&self, spec: &TopicSpec) -> Guarantees;
+    /// The register of the nodes sharing this log, on a backend several nodes can share;
+    /// none on one only a single process opens (the embedded log).
+    fn membership(&self) -> Option<Arc<dyn Membership>> {
+        None
+    }
     /// Creates a topic, or replaces an existing one's settings (same partition count;
     /// another count fails with [`ErrorKind::Exists`]).
     async fn create_topic(&self, name: &str, spec: &TopicSpec) -> Result<TopicCreated>;

@@ -10,6 +10,7 @@ use weir_test_support::WeirProcess;
 mod auth;
 mod deploy;
 mod entities;
+mod fleet;
 mod metrics;
 mod new;
 mod openapi;

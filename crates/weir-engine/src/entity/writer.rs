@@ -50,6 +50,9 @@ pub(crate) enum Request {
         name: String,
         data: Vec<u8>,
         if_match: Option<u64>,
+        /// Whether it was decided once already and lost its append to another writer of
+        /// the partition (it is decided again once, after a rescan).
+        retried: bool,
         reply: oneshot::Sender<Result<CommandOutcome>>,
     },
     /// The latest state (version 0: no events).
@@ -336,8 +339,28 @@ impl Writer {
         Ok(Load { snapshot, tail })
     }
 
+    /// Whether another writer appended to the partition since this one last looked: on a
+    /// log several nodes share (a fleet), where every node may take commands, each round
+    /// first asks the partition's end, so its commands and reads are decided against
+    /// every event appended before the round (a round that then loses its append to
+    /// another writer is decided again, see below). The embedded log has one process.
+    async fn moved_elsewhere(&self) -> bool {
+        if self.shared.log.membership().is_none() {
+            return false;
+        }
+        match self
+            .shared
+            .log
+            .offsets(&self.shared.spec.journal, self.partition)
+            .await
+        {
+            Ok(offsets) => offsets.end != self.end,
+            Err(_) => true,
+        }
+    }
+
     async fn round(&mut self, requests: Vec<Request>) {
-        if self.broken
+        if (self.broken || self.moved_elsewhere().await)
             && let Err(e) = self.scan().await
         {
             let reason = format!("its journal partition cannot be read: {e}");
@@ -386,6 +409,7 @@ impl Writer {
         }
 
         let mut commands = Vec::new();
+        let mut retries = Vec::new();
         let mut others = Vec::new();
         let mut replies = Vec::new();
         for request in requests {
@@ -395,12 +419,14 @@ impl Writer {
                     name,
                     data,
                     if_match,
+                    retried,
                     reply,
                 } => {
                     if let Some(reason) = failed.get(&id) {
                         let _ = reply.send(Err(self.load_failed(&id, reason)));
                         continue;
                     }
+                    retries.push(retried);
                     commands.push(Pending {
                         id,
                         name,
@@ -416,9 +442,10 @@ impl Writer {
         let time = crate::pipeline::now_rfc3339();
         let ids: Vec<String> = commands.iter().map(|c| c.id.clone()).collect();
         // What a command needs to be sent again, should the round be too large for it.
-        let copies: Vec<(String, Vec<u8>, Option<u64>)> = commands
+        let mut copies: Vec<(String, Vec<u8>, Option<u64>, bool)> = commands
             .iter()
-            .map(|c| (c.name.clone(), c.data.clone(), c.if_match))
+            .zip(&retries)
+            .map(|(c, retried)| (c.name.clone(), c.data.clone(), c.if_match, *retried))
             .collect();
         let shared = self.shared.clone();
         let decided = crate::blocking(move || {
@@ -483,10 +510,10 @@ impl Writer {
         if let Some(cut) = cut {
             let deferred_replies = replies.split_off(cut);
             results.truncate(cut);
-            for ((reply, id), (name, data, if_match)) in deferred_replies
+            for ((reply, id), (name, data, if_match, retried)) in deferred_replies
                 .into_iter()
                 .zip(ids[cut..].iter())
-                .zip(copies.into_iter().skip(cut))
+                .zip(copies.drain(cut..))
             {
                 states.remove(id);
                 self.cache.remove(id);
@@ -495,6 +522,7 @@ impl Writer {
                     name,
                     data,
                     if_match,
+                    retried,
                     reply,
                 });
             }
@@ -533,6 +561,18 @@ impl Writer {
                 if conflict {
                     tracing::warn!(entity = %self.shared.ty, partition = self.partition, "the journal partition changed under its writer; its index is rebuilt");
                 }
+                // Another writer appended (a worker of a fleet, until commands are
+                // forwarded to the partition's owner): every command of the round was
+                // decided against states that may be old. After a rescan they are
+                // decided again in the next round, once; a second loss fails them.
+                let rescanned = conflict
+                    && match self.scan().await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(entity = %self.shared.ty, partition = self.partition, error = %e, "cannot rescan the journal partition");
+                            false
+                        }
+                    };
                 let error = || {
                     if conflict {
                         Error::JournalMoved {
@@ -547,7 +587,20 @@ impl Writer {
                 // A command decided after an accepted one to the same entity was decided
                 // against a state that was never written: it fails the same way.
                 let mut unwritten = std::collections::HashSet::new();
-                for ((result, reply), id) in results.into_iter().zip(replies).zip(ids) {
+                for (((result, reply), id), (name, data, if_match, retried)) in
+                    results.into_iter().zip(replies).zip(ids).zip(copies)
+                {
+                    if rescanned && !retried {
+                        self.carried.push_back(Request::Command {
+                            id: id.clone(),
+                            name,
+                            data,
+                            if_match,
+                            retried: true,
+                            reply,
+                        });
+                        continue;
+                    }
                     let answer = match result {
                         _ if unwritten.contains(id) => Err(error()),
                         Ok(_) => {
@@ -558,11 +611,7 @@ impl Writer {
                     };
                     let _ = reply.send(answer);
                 }
-                if conflict {
-                    if let Err(e) = self.scan().await {
-                        tracing::error!(entity = %self.shared.ty, partition = self.partition, error = %e, "cannot rescan the journal partition");
-                    }
-                } else {
+                if !conflict {
                     // The states the failed commands left in memory were never written.
                     for id in states.keys() {
                         self.cache.remove(id);

@@ -29,7 +29,13 @@ pub struct PipelinePartitionStatus {
     /// The next offset the pipeline will handle (its group's committed offset).
     pub committed: u64,
     pub end_offset: u64,
+    /// Events from the committed offset (or the first one still stored, if retention
+    /// deleted past it) to the end: messages, not an offset difference.
     pub lag: u64,
+    /// On a fleet, the member this node's view gives the partition to.
+    pub owner: Option<String>,
+    /// Whether this node runs the partition now.
+    pub running_here: bool,
 }
 
 /// A pipeline as `weir status` shows it.
@@ -72,12 +78,19 @@ impl Pipeline {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let (units, names) = self
+            .units
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut partitions = Vec::new();
         for topic in &self.from {
             if let Ok(Some(info)) = log.topic(topic).await {
                 for (partition, end) in info.end_offsets.iter().enumerate() {
+                    let start = info.start_offsets.get(partition).copied().unwrap_or(0);
                     let partition = partition as u32;
-                    let committed = match positions.get(&(topic.clone(), partition)) {
+                    let running = positions.get(&(topic.clone(), partition));
+                    let committed = match running {
                         Some(next) => *next,
                         None => log
                             .committed_offset(&self.group, topic, partition)
@@ -86,19 +99,20 @@ impl Pipeline {
                             .flatten()
                             .unwrap_or(0),
                     };
+                    let lag = end.saturating_sub(committed.max(start));
                     partitions.push(PipelinePartitionStatus {
                         topic: topic.clone(),
                         partition,
                         committed,
                         end_offset: *end,
-                        lag: end.saturating_sub(committed),
+                        lag,
+                        owner: names
+                            .iter()
+                            .position(|n| *n == self.unit(topic, partition))
+                            .and_then(|index| units.owner(&names, index)),
+                        running_here: running.is_some(),
                     });
-                    crate::telemetry::record_lag(
-                        &self.group,
-                        topic,
-                        partition,
-                        end.saturating_sub(committed),
-                    );
+                    crate::telemetry::record_lag(&self.group, topic, partition, lag);
                 }
             }
         }

@@ -540,3 +540,61 @@ snapshot_every = {snapshot_every}
     }
     node.shutdown().await;
 }
+
+/// Two nodes of a fleet on one NATS server take commands for the same entities: each
+/// decides against every event the other appended (its writer sees the partition moved
+/// and reads it again), and a command that loses its append to the other writer in a
+/// race is decided again, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_of_a_fleet_write_the_same_entities_in_turn_and_in_races() {
+    let backend = Backend::nats();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start_on(&backend, a_dir.path(), 100).await;
+    let b = start_on(&backend, b_dir.path(), 100).await;
+
+    // In turn: each command sees the one the other node took.
+    assert_eq!(place(&a, "shared", 10.0).await.version, 1);
+    let paid = b
+        .entity_command(
+            "order",
+            "shared",
+            "pay",
+            br#"{"amount": 10.0}"#.to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(paid.version, 2);
+    let shipped = a
+        .entity_command("order", "shared", "ship", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(shipped.version, 3);
+    assert_eq!(json(&shipped.state)["status"], "shipped");
+    let seen = b
+        .entity_state("order", "shared", StateAt::Latest)
+        .await
+        .unwrap();
+    assert_eq!(seen.version, 3);
+
+    // In races: both nodes at once, to two entities of the same partitions.
+    for round in 0..10 {
+        let (x, y) = (format!("race-a-{round}"), format!("race-b-{round}"));
+        let (left, right) = tokio::join!(place(&a, &x, 1.0), place(&b, &y, 2.0));
+        assert_eq!((left.version, right.version), (1, 1));
+    }
+    for round in 0..10 {
+        for (node, id) in [
+            (&b, format!("race-a-{round}")),
+            (&a, format!("race-b-{round}")),
+        ] {
+            let state = node
+                .entity_state("order", &id, StateAt::Latest)
+                .await
+                .unwrap();
+            assert_eq!(state.version, 1, "{id}");
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -121,7 +121,15 @@ pub struct PipelinePartition {
     /// The next offset the pipeline will handle (its group's committed offset).
     pub committed: u64,
     pub end_offset: u64,
+    /// Events not yet handled: from the committed offset (or the first event still
+    /// stored) to the end, counted in messages.
     pub lag: u64,
+    /// On a fleet, the member that owns the partition in this node's view; absent on the
+    /// embedded log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Whether the node answering runs the partition now.
+    pub running_here: bool,
 }
 
 impl From<weir_engine::PipelinePartitionStatus> for PipelinePartition {
@@ -132,6 +140,8 @@ impl From<weir_engine::PipelinePartitionStatus> for PipelinePartition {
             committed: p.committed,
             end_offset: p.end_offset,
             lag: p.lag,
+            owner: p.owner,
+            running_here: p.running_here,
         }
     }
 }

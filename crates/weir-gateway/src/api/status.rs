@@ -21,6 +21,53 @@ pub struct NodeStatus {
     pub entities: Vec<EntityTypeStatus>,
     /// The app's views.
     pub views: Vec<super::views::ViewStatus>,
+    /// The fleet this node is a member of, on a backend several nodes share (NATS); null
+    /// on the embedded log.
+    pub fleet: Option<Fleet>,
+}
+
+/// A fleet as the node answering sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Fleet {
+    /// The id of the node answering.
+    pub me: String,
+    /// The live members, sorted by id.
+    pub members: Vec<FleetMember>,
+}
+
+/// A live member of a fleet.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FleetMember {
+    pub id: String,
+    /// Where the other members reach its HTTP API.
+    pub url: String,
+    /// When it started (RFC 3339).
+    pub started: String,
+}
+
+impl From<weir_engine::FleetStatus> for Fleet {
+    fn from(s: weir_engine::FleetStatus) -> Fleet {
+        Fleet {
+            me: s.me.id,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| FleetMember {
+                    id: m.id,
+                    url: m.url,
+                    started: time::OffsetDateTime::from_unix_timestamp_nanos(
+                        i128::from(m.started_ms) * 1_000_000,
+                    )
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// An entity type: its function, journal and counts.
@@ -63,6 +110,7 @@ impl From<weir_engine::NodeStatus> for NodeStatus {
             pipelines: s.pipelines.into_iter().map(Into::into).collect(),
             entities: s.entities.into_iter().map(Into::into).collect(),
             views: s.views.into_iter().map(Into::into).collect(),
+            fleet: s.fleet.map(Into::into),
         }
     }
 }
