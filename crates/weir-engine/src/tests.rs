@@ -618,3 +618,89 @@ async fn source_positions(node: &Node, topic: &str) -> Vec<(u32, u64)> {
     }
     outputs
 }
+
+/// Two nodes on one NATS server split a pipeline's two partitions, one each, both handle
+/// their share, and a reset sent to one node names the member running the partition it
+/// does not run (resets are not forwarded across a fleet yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_of_a_fleet_split_a_pipeline_and_a_reset_names_the_owner() {
+    let backend = Backend::nats();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let wasm = weir_test_support::example_function();
+    let mut nodes = Vec::new();
+    for dir in [&a_dir, &b_dir] {
+        let manifest = manifest(dir.path(), &wasm, "enrich-order", "crm.orders");
+        let options = backend
+            .options(&dir.path().join("data"), Some(manifest))
+            .await;
+        nodes.push(Node::start(options).await.unwrap());
+    }
+    // Each runs one partition once both see the fleet (the second waits out the grace
+    // period before it claims the partition it takes from the first).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut running = Vec::new();
+        for node in &nodes {
+            let status = node.status().await.unwrap();
+            assert_eq!(status.backend, "nats");
+            let members = status.fleet.as_ref().unwrap().members.len();
+            let here: Vec<u32> = status.pipelines[0]
+                .partitions
+                .iter()
+                .filter(|p| p.running_here)
+                .map(|p| p.partition)
+                .collect();
+            running.push((members, here));
+        }
+        if running.iter().all(|(m, here)| *m == 2 && here.len() == 1) {
+            assert_ne!(running[0].1, running[1].1, "{running:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fleet did not settle: {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let events: Vec<_> = (0..40).map(order).collect();
+    nodes[0].publish("in", &events).await.unwrap();
+    // One more event in each partition, so both nodes have work.
+    publish_markers(&nodes[0], "in", |key, n| {
+        let mut ev = order(1000 + n);
+        ev.extensions.insert(
+            "partitionkey".into(),
+            weir_cloudevents::ExtensionValue::String(key.to_owned()),
+        );
+        ev
+    })
+    .await;
+    let outputs = collect(&nodes[1], "crm.orders", 42).await;
+    let mut ids: Vec<_> = outputs.iter().map(|e| e.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 42);
+    let mut processed = 0;
+    for node in &nodes {
+        let status = settled(node, |p| p.lag == 0).await;
+        assert!(
+            status.processed > 0,
+            "each node handles its share: {status:?}"
+        );
+        processed += status.processed;
+    }
+    assert_eq!(processed, 42);
+
+    let group = nodes[0].status().await.unwrap().pipelines[0].group.clone();
+    let refused = nodes[0]
+        .reset_group(&group, "in", StartFrom::Earliest)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("is run by member"),
+        "{refused}"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

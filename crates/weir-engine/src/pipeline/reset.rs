@@ -29,6 +29,36 @@ impl Pipeline {
             }
             None => (0..info.partitions).collect(),
         };
+        // On a fleet a partition's reset is applied by the task that runs it, which may be
+        // on another member: until resets are forwarded, each must reach the member
+        // running its partitions.
+        let (units, names) = self
+            .units
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if units.is_fleet() {
+            let running = self
+                .positions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(p) = targets
+                .iter()
+                .find(|p| !running.contains_key(&(topic.to_owned(), **p)))
+            {
+                let owner = names
+                    .iter()
+                    .position(|n| *n == self.unit(topic, *p))
+                    .and_then(|index| units.owner(&names, index))
+                    .unwrap_or_else(|| "no member yet".into());
+                return Err(crate::Error::GroupBusy {
+                    group: self.group.clone(),
+                    reason: format!(
+                        "on a fleet, partition {p} of {topic:?} is run by member {owner}, not this node: reset each partition on the member running it (weir status shows the owners)"
+                    ),
+                });
+            }
+        }
         {
             let mut resets = self.resets.lock().unwrap_or_else(PoisonError::into_inner);
             for p in &targets {
