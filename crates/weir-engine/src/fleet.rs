@@ -92,19 +92,10 @@ impl View {
     }
 }
 
-/// A member's score for a unit: FNV-1a over both, then a 64-bit finalizer (the same on
-/// every node and every build, unlike the standard library's hasher).
+/// A member's score for a unit: [`weir_log::stable_hash`] of both, the same on every
+/// node and every build (a rolling upgrade runs two builds at once).
 fn score(member: &str, unit: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in member.bytes().chain([0xff]).chain(unit.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    weir_log::stable_hash(member.bytes().chain([0xff]).chain(unit.bytes()))
 }
 
 /// This node's membership of a fleet.

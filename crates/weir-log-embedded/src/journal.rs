@@ -119,16 +119,7 @@ const MAX_GROUP_BYTES: usize = 32 << 20;
 /// The label of a producer's batches: FNV-1a 64 of its name, then splitmix64's mixer.
 /// Part of the on-disk format: it must never change.
 pub(crate) fn producer_id(name: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash ^= hash >> 30;
-    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    hash ^= hash >> 27;
-    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
-    hash ^ (hash >> 31)
+    weir_log::stable_hash(name.bytes())
 }
 
 /// A group commit as the journal holds it.

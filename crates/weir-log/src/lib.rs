@@ -60,7 +60,7 @@ pub use crate::{
         TransactionGuarantee,
     },
     members::{Member, Membership},
-    partitioner::partition_for_key,
+    partitioner::{partition_for_key, stable_hash},
     reader::{PartitionReader, ReadBatch, Skipped},
     record::{Record, RecordPosition, StoredRecord},
     topic::{Durability, RetentionReport, TopicCreated, TopicInfo, TopicSpec},

@@ -43,3 +43,20 @@ fn murmur2(data: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests;
+
+/// FNV-1a 64 of `bytes`, then splitmix64's mixer: a hash that is the same on every
+/// machine, build and version (unlike the standard library's hasher). The embedded log's
+/// transaction journal labels producers with it (on disk: it must never change) and a
+/// fleet scores members for units with it (every node must agree).
+pub fn stable_hash(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}

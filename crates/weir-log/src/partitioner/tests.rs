@@ -22,3 +22,12 @@ fn partition_is_positive_hash_modulo_count() {
     assert_eq!(partition_for_key(b"1", 7), 154_038_159 % 7);
     assert_eq!(partition_for_key(b"anything", 1), 0);
 }
+
+#[test]
+fn the_stable_hash_never_changes() {
+    // Pinned: the embedded log's journal stores it (computed independently, in Python).
+    assert_eq!(
+        super::stable_hash(*b"pipeline/p/in/0"),
+        0xe741_7b09_6533_b4a8
+    );
+}
