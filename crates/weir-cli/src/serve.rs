@@ -15,9 +15,10 @@ pub struct ServeArgs {
     #[arg(long, default_value = "./weir-data", env = "WEIR_DATA")]
     data: PathBuf,
     /// The log to run on: `embedded` (in `--data`), or a broker's URL (`nats://…`,
-    /// `kafka://…`; not built yet).
-    #[arg(long, default_value = "embedded", env = "WEIR_BACKEND")]
-    backend: String,
+    /// `kafka://…`; not built yet). Default: the manifest's `[app] backend`, else
+    /// `embedded`.
+    #[arg(long, env = "WEIR_BACKEND")]
+    backend: Option<String>,
     /// Address of the HTTP API (port 0 picks a free one; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:7700", env = "WEIR_LISTEN")]
     listen: SocketAddr,
@@ -169,10 +170,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let log = crate::backend::open(&args.backend, &args.data).await?;
+    // The flag (or WEIR_BACKEND) wins over the manifest, so one weir.toml runs embedded
+    // on a laptop and on a broker in a fleet.
+    let backend = args
+        .backend
+        .clone()
+        .or_else(|| manifest.as_ref().and_then(|m| m.app.backend.clone()))
+        .unwrap_or_else(|| "embedded".to_owned());
+    let log = crate::backend::open(&backend, &args.data).await?;
     tracing::info!(backend = log.backend(), "log opened");
+    let kv = crate::backend::open_kv(&backend).await?;
     let mut options = NodeOptions::new(args.data.clone(), manifest, log);
-    options.kv = crate::backend::open_kv(&args.backend).await?;
+    options.kv = kv;
     options.retention_interval = std::time::Duration::from_secs(args.retention_check_secs.max(1));
     options.max_client_groups = limits.max_client_groups as usize;
     options.compiled_in_memory = limits.compiled_in_memory;

@@ -21,6 +21,7 @@
 //!
 //! Without a membership (the embedded log) there is no fleet: the node owns every unit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -271,11 +272,17 @@ impl Units {
         self.fleet.is_some()
     }
 
-    /// The owner of unit `index` of `units` in this node's view; none without a fleet.
-    pub(crate) fn owner(&self, units: &[String], index: usize) -> Option<String> {
-        let fleet = self.fleet.as_ref()?;
+    /// Each unit's owner in this node's view, by unit name; empty without a fleet.
+    pub(crate) fn owners(&self, units: &[String]) -> BTreeMap<String, String> {
+        let Some(fleet) = &self.fleet else {
+            return BTreeMap::new();
+        };
         let view = fleet.view();
-        view.assign(units).get(index).map(|m| m.id.clone())
+        units
+            .iter()
+            .zip(view.assign(units))
+            .map(|(unit, member)| (unit.clone(), member.id.clone()))
+            .collect()
     }
 }
 

@@ -89,6 +89,7 @@ struct KeyValueTable {
 #[serde(deny_unknown_fields)]
 struct AppTable {
     name: Option<String>,
+    backend: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -301,6 +302,7 @@ impl Document {
                 .app
                 .name
                 .unwrap_or_else(|| AppSection::DEFAULT_NAME.to_owned()),
+            backend: self.app.backend.clone(),
         };
         let declared: Vec<String> = self.topics.keys().cloned().collect();
         let topics = self

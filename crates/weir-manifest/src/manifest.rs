@@ -81,6 +81,9 @@ impl Manifest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppSection {
     pub name: String,
+    /// `backend`: the log the app runs on when `weir serve` names none (`--backend`,
+    /// `WEIR_BACKEND`): `embedded`, `nats://…`, `kafka://…`. `None`: embedded.
+    pub backend: Option<String>,
 }
 
 impl AppSection {
@@ -91,6 +94,7 @@ impl Default for AppSection {
     fn default() -> AppSection {
         AppSection {
             name: AppSection::DEFAULT_NAME.to_owned(),
+            backend: None,
         }
     }
 }

@@ -94,6 +94,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
     let expected = Manifest {
         app: AppSection {
             name: "orders".to_owned(),
+            backend: None,
         },
         topics: BTreeMap::from([
             (
@@ -449,6 +450,24 @@ fn app_name_must_be_a_lower_case_name() {
     }
     parse(&format!("[app]\nname = {:?}\n", "a".repeat(63)));
     parse("[app]\nname = \"orders-2\"\n");
+}
+
+#[test]
+fn the_app_may_name_its_backend() {
+    for backend in [
+        "embedded",
+        "nats://nats:4222",
+        "tls://nats:4222/orders",
+        "kafka://k:9092",
+    ] {
+        let manifest = parse(&format!("[app]\nbackend = {backend:?}\n"));
+        assert_eq!(manifest.app.backend.as_deref(), Some(backend));
+    }
+    assert_eq!(parse("").app.backend, None);
+    for backend in ["nats", "redis://r:6379", ""] {
+        let problem = only_problem(&format!("[app]\nbackend = {backend:?}\n"), "app.backend");
+        assert!(problem.message.contains("is unknown"), "{problem}");
+    }
 }
 
 #[test]

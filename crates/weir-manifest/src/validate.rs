@@ -63,6 +63,18 @@ fn check_app(app: &AppSection, problems: &mut Vec<Problem>) {
             format!("app name {:?} is invalid: {reason}; {NAME_RULE}", app.name),
         ));
     }
+    if let Some(backend) = &app.backend {
+        let scheme = backend.split_once("://").map(|(scheme, _)| scheme);
+        let known = backend == "embedded" || matches!(scheme, Some("nats" | "tls" | "kafka"));
+        if !known {
+            problems.push(Problem::new(
+                "app.backend",
+                format!(
+                    "backend {backend:?} is unknown; use \"embedded\" (the default), \"nats://HOST:PORT[/PREFIX]\" or \"kafka://HOST:PORT\""
+                ),
+            ));
+        }
+    }
 }
 
 pub(crate) fn check_topic(name: &str, topic: &TopicSpec, problems: &mut Vec<Problem>) {

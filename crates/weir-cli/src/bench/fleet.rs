@@ -18,6 +18,7 @@ use weir_log::EventLog;
 use weir_log_nats::{NatsKv, NatsLog, NatsOptions};
 use weir_manifest::Manifest;
 
+use super::pipeline::{cpu_secs_of, process_cpu_secs};
 use super::{print_result, repo_path, round2};
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +41,10 @@ pub struct FleetBenchArgs {
     /// How long the slow HTTP dependency takes to answer each call.
     #[arg(long, default_value_t = 5)]
     delay_ms: u64,
+    /// The server's process id, when it runs on this machine: its CPU per event is
+    /// reported beside the workers' (`server_cpu_us_per_event_N`).
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Where to put the workers' data directories (removed afterwards).
     #[arg(long, default_value = ".")]
     dir: std::path::PathBuf,
@@ -49,7 +54,8 @@ pub struct FleetBenchArgs {
 }
 
 const IN: &str = "bench-in";
-const OUT: &str = "bench-out";
+/// The topic the test guest's `test.http` answers to.
+const OUT: &str = "out";
 
 /// An HTTP/1.1 server answering every request `200 ok` after `delay`; its address.
 async fn slow_dependency(delay: Duration) -> anyhow::Result<std::net::SocketAddr> {
@@ -165,7 +171,7 @@ async fn run_fleet(
     function: &Path,
     dependency: std::net::SocketAddr,
     dir: &Path,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Run> {
     let prefix = format!("benchfleet{}w{workers}", std::process::id());
     let url = with_prefix(&args.backend, &prefix)?;
     let mut nodes = Vec::new();
@@ -198,6 +204,11 @@ async fn run_fleet(
     }
 
     let log = nodes[0].1.clone();
+    let server = args.server_pid.map(|pid| pid.to_string());
+    let cpu_at_start = (
+        process_cpu_secs()?,
+        server.as_deref().map(cpu_secs_of).transpose()?,
+    );
     let started = Instant::now();
     let mut n = 0;
     while n < args.events {
@@ -215,29 +226,52 @@ async fn run_fleet(
         nodes[0].0.publish(IN, &batch).await?;
     }
     let target = args.events as u64;
-    loop {
+    // Polled every 20 ms (a stream info per output partition), the status (every
+    // partition's offsets) once a second: the bench's own requests must not load the
+    // server it measures.
+    for round in 0u64.. {
         let done = total(&log, OUT).await;
         if done >= target {
             break;
         }
-        let status = nodes[0].0.status().await?;
-        anyhow::ensure!(
-            status.pipelines[0].dead_lettered == 0,
-            "the function dead-lettered events of the bench (is the dependency reachable?)"
-        );
+        if round % 50 == 49 {
+            let status = nodes[0].0.status().await?;
+            anyhow::ensure!(
+                status.pipelines[0].dead_lettered == 0,
+                "the function dead-lettered events of the bench (is the dependency reachable?)"
+            );
+        }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
             "{workers} worker(s) did not drain the backlog in 10 minutes: {done} of {target}"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rate = args.events as f64 / started.elapsed().as_secs_f64();
+    let per_event = |secs: f64| secs * 1e6 / args.events as f64;
+    let run = Run {
+        rate,
+        cpu_us_per_event: per_event(process_cpu_secs()? - cpu_at_start.0),
+        server_cpu_us_per_event: match (&server, cpu_at_start.1) {
+            (Some(pid), Some(at_start)) => Some(per_event(cpu_secs_of(pid)? - at_start)),
+            _ => None,
+        },
+    };
     for (node, _) in &nodes {
         node.shutdown().await;
     }
     drop(nodes);
     remove_prefix(&url, &prefix).await?;
-    Ok(rate)
+    Ok(run)
+}
+
+/// What one fleet's run measured.
+struct Run {
+    rate: f64,
+    /// CPU of this process (every worker, and the bench's publisher) per event drained.
+    cpu_us_per_event: f64,
+    /// CPU of the server (`--server-pid`) per event drained.
+    server_cpu_us_per_event: Option<f64>,
 }
 
 /// Deletes every stream of `prefix` (topics' partitions, KV buckets) from the server.
@@ -278,13 +312,21 @@ pub async fn run(args: FleetBenchArgs) -> anyhow::Result<()> {
         "partitions": args.partitions,
         "concurrency_per_worker": args.concurrency,
         "delay_ms": args.delay_ms,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
     let mut rates = Vec::new();
     for workers in 1..=args.workers {
-        let rate = run_fleet(&args, workers, &function, dependency, dir.path()).await?;
-        eprintln!("{workers} worker(s): {rate:.0} events/s");
-        result[format!("events_per_sec_{workers}")] = json!(round2(rate));
-        rates.push(rate);
+        let run = run_fleet(&args, workers, &function, dependency, dir.path()).await?;
+        eprintln!(
+            "{workers} worker(s): {:.0} events/s, {:.0} µs of the workers' CPU per event",
+            run.rate, run.cpu_us_per_event
+        );
+        result[format!("events_per_sec_{workers}")] = json!(round2(run.rate));
+        result[format!("cpu_us_per_event_{workers}")] = json!(round2(run.cpu_us_per_event));
+        if let Some(server) = run.server_cpu_us_per_event {
+            result[format!("server_cpu_us_per_event_{workers}")] = json!(round2(server));
+        }
+        rates.push(run.rate);
     }
     result["fleet_scaling"] = json!(round2(rates[rates.len() - 1] / rates[0]));
     print_result(&result, args.json)

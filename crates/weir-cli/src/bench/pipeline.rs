@@ -300,8 +300,15 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
 
 /// CPU seconds (user and system) this process has used, from `/proc/self/stat`: on a
 /// shared machine the CPU an event costs is steadier than the wall time it takes.
-fn process_cpu_secs() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+pub(super) fn process_cpu_secs() -> anyhow::Result<f64> {
+    cpu_secs_of("self")
+}
+
+/// CPU seconds (user and system) process `pid` (or `self`) has used, from
+/// `/proc/PID/stat`.
+pub(super) fn cpu_secs_of(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at its closing paren;
     // utime and stime are the 14th and 15th fields of the whole line.
     let after = stat

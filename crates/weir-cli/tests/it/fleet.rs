@@ -1,5 +1,6 @@
 //! A fleet: three `weir serve` processes running the example app, unchanged, on one NATS
-//! JetStream server (a private nats-server 2.15), sharing its pipeline's partitions.
+//! JetStream server (a private nats-server 2.15), sharing its pipeline's partitions; one
+//! is killed mid-stream and a fourth joins while the survivors work through the backlog.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use weir_test_support::WeirProcess;
 use weir_test_support::nats::NatsServer;
 
-use super::{http_post, node_status, serve_on};
+use super::{example_app, http_post, node_status, serve_on};
 
 /// Events published, in batches of `BATCH` through the first worker.
 const EVENTS: u32 = 3_000;
@@ -151,6 +152,27 @@ fn three_workers_share_the_pipeline_and_one_killed_loses_nothing() {
     }
     publish(node(&nodes, 0), EVENTS / 2..EVENTS / 2 + 1_000);
     nodes[victim].take().unwrap().kill();
+    // A fourth worker joins mid-stream, its backend named by its weir.toml (`[app]
+    // backend`) instead of the flag.
+    let joiner_dir = tempfile::tempdir().unwrap();
+    let app = example_app(joiner_dir.path());
+    let manifest = std::fs::read_to_string(&app).unwrap();
+    let manifest = manifest.replacen(
+        "name = \"orders\"\n",
+        &format!("name = \"orders\"\nbackend = {backend:?}\n"),
+        1,
+    );
+    std::fs::write(&app, manifest).unwrap();
+    nodes.push(Some(WeirProcess::start(
+        super::weir(),
+        &[
+            "--app",
+            app.to_str().unwrap(),
+            "--data",
+            joiner_dir.path().join("data").to_str().unwrap(),
+        ],
+    )));
+    let joiner = 3;
     // What the victim left uncommitted (its offsets cannot move any more).
     let left: u64 = node_status(node(&nodes, 0))["pipelines"][0]["partitions"]
         .as_array()
@@ -164,18 +186,46 @@ fn three_workers_share_the_pipeline_and_one_killed_loses_nothing() {
         left > 0,
         "the victim had finished its share before the kill"
     );
+
+    // The victim drops out, the joiner takes its share; then the rest is published.
+    let joiner_id = node_status(node(&nodes, joiner))["fleet"]["me"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let live: BTreeSet<String> = [ids[0].clone(), ids[1].clone(), joiner_id.clone()].into();
+    // The joiner's partitions and their ends when it ran them.
+    let mut taken: BTreeMap<u64, u64> = BTreeMap::new();
+    wait_for("the joiner runs its share", Duration::from_secs(30), || {
+        let status = node_status(node(&nodes, joiner));
+        taken = status["pipelines"][0]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["running_here"] == true)
+            .map(|p| {
+                (
+                    p["partition"].as_u64().unwrap(),
+                    p["end_offset"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let settled = (0..2).all(|i| members(&node_status(node(&nodes, i))) == live);
+        (taken.is_empty() || !settled || members(&status) != live).then(|| format!("{status}"))
+    });
     for start in (EVENTS / 2 + 1_000..EVENTS).step_by(BATCH as usize) {
         publish(node(&nodes, 0), start..start + BATCH);
     }
 
-    // The two left take its partitions over and handle everything.
-    let live: BTreeSet<String> = [ids[0].clone(), ids[1].clone()].into();
+    // The two left and the joiner handle everything.
     let mut last = serde_json::Value::Null;
     wait_for(
-        "the survivors take over and catch up",
+        "the survivors and the joiner take over and catch up",
         Duration::from_secs(60),
         || {
-            let statuses: Vec<_> = (0..2).map(|i| node_status(node(&nodes, i))).collect();
+            let statuses: Vec<_> = [0, 1, joiner]
+                .into_iter()
+                .map(|i| node_status(node(&nodes, i)))
+                .collect();
             let done = statuses.iter().all(|s| {
                 members(s) == live
                     && owners(s).iter().all(|o| live.contains(o))
@@ -190,6 +240,26 @@ fn three_workers_share_the_pipeline_and_one_killed_loses_nothing() {
     let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
     eprintln!("owners before the kill {before:?}, after {after:?}: {moved} partition(s) moved");
     assert!(after.iter().all(|o| live.contains(o)));
+    // The joiner runs its share (four partitions over three members: one or two).
+    assert!(
+        after.contains(&joiner_id),
+        "the joiner owns nothing: {after:?}"
+    );
+    let joined = node_status(node(&nodes, joiner));
+    assert_eq!(joined["backend"], "nats", "{joined}");
+    let grew = joined["pipelines"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| {
+            taken
+                .get(&p["partition"].as_u64().unwrap())
+                .is_some_and(|end| p["end_offset"].as_u64().unwrap() > *end)
+        });
+    assert!(
+        !grew || joined["pipelines"][0]["processed"].as_u64().unwrap() > 0,
+        "events reached the joiner's partitions, and it processed none: {joined}"
+    );
 
     // Nothing lost, each key's outputs in its inputs' order (a batch handled again shows
     // as a repeat of events already seen), and the repeats counted.
@@ -225,7 +295,8 @@ fn three_workers_share_the_pipeline_and_one_killed_loses_nothing() {
         "{EVENTS} events, {outputs} outputs: {repeated} repeated (at-least-once, batches handled again after the kill); the victim left {left} events uncommitted"
     );
     assert!(
-        repeated <= 2 * PIPELINE_BATCH * before.iter().filter(|o| **o == ids[victim]).count(),
+        // A batch per partition that moved (from the victim, or to the joiner).
+        repeated <= 2 * PIPELINE_BATCH * moved.max(1),
         "{repeated} outputs repeated"
     );
 

@@ -78,6 +78,12 @@ pub(crate) fn plan(
             current.app.name, next.app.name
         ));
     }
+    if has_app && current.app.backend != next.app.backend {
+        refused.push(format!(
+            "[app] backend changes from {:?} to {:?}; a node's log is chosen when it starts, so restart it with the new weir.toml",
+            current.app.backend, next.app.backend
+        ));
+    }
     for (name, spec) in &current.pipelines {
         match next.pipelines.get(name) {
             None => refused.push(format!("pipeline {name:?} is removed")),

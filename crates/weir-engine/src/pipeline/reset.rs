@@ -46,10 +46,9 @@ impl Pipeline {
                 .iter()
                 .find(|p| !running.contains_key(&(topic.to_owned(), **p)))
             {
-                let owner = names
-                    .iter()
-                    .position(|n| *n == self.unit(topic, *p))
-                    .and_then(|index| units.owner(&names, index))
+                let owner = units
+                    .owners(&names)
+                    .remove(&self.unit(topic, *p))
                     .unwrap_or_else(|| "no member yet".into());
                 return Err(crate::Error::GroupBusy {
                     group: self.group.clone(),

@@ -83,6 +83,7 @@ impl Pipeline {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let mut owners = units.owners(&names);
         let mut partitions = Vec::new();
         for topic in &self.from {
             if let Ok(Some(info)) = log.topic(topic).await {
@@ -106,10 +107,7 @@ impl Pipeline {
                         committed,
                         end_offset: *end,
                         lag,
-                        owner: names
-                            .iter()
-                            .position(|n| *n == self.unit(topic, partition))
-                            .and_then(|index| units.owner(&names, index)),
+                        owner: owners.remove(&self.unit(topic, partition)),
                         running_here: running.is_some(),
                     });
                     crate::telemetry::record_lag(&self.group, topic, partition, lag);
