@@ -30,18 +30,19 @@ pub async fn open(backend: &str, data: &Path) -> anyhow::Result<SharedLog> {
     }
 }
 
-/// The key-value store a node on `backend` uses: NATS KV on the same server for a NATS
-/// backend (every node on the server shares it); none, so the node opens its embedded
-/// store in its data directory, otherwise.
-pub async fn open_kv(
+/// The log `backend` names, and the key-value store a node on it uses: NATS KV on the same
+/// server and connection for a NATS backend (every node on the server shares it); none
+/// otherwise, so the node opens its embedded store in its data directory.
+pub async fn open_with_kv(
     backend: &str,
-) -> anyhow::Result<Option<std::sync::Arc<dyn weir_kv::KeyValue>>> {
+    data: &Path,
+) -> anyhow::Result<(SharedLog, Option<std::sync::Arc<dyn weir_kv::KeyValue>>)> {
     if !(backend.starts_with("nats://") || backend.starts_with("tls://")) {
-        return Ok(None);
+        return Ok((open(backend, data).await?, None));
     }
-    let options = weir_log_nats::NatsOptions::from_url(backend)?;
-    let store = weir_log_nats::NatsKv::open(&options)
+    let log = weir_log_nats::NatsLog::open(weir_log_nats::NatsOptions::from_url(backend)?)
         .await
-        .with_context(|| format!("cannot open NATS KV at {backend}"))?;
-    Ok(Some(std::sync::Arc::new(store)))
+        .with_context(|| format!("cannot open the NATS JetStream log at {backend}"))?;
+    let kv = weir_log_nats::NatsKv::on(&log);
+    Ok((std::sync::Arc::new(log), Some(std::sync::Arc::new(kv))))
 }

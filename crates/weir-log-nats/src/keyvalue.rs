@@ -41,14 +41,21 @@ impl NatsKv {
     /// it from within the tokio runtime the store's calls are to run on.
     pub async fn open(options: &NatsOptions) -> weir_log::Result<NatsKv> {
         let log = crate::NatsLog::open(options.clone()).await?;
-        Ok(NatsKv {
+        Ok(NatsKv::on(&log))
+    }
+
+    /// The store on `log`'s server, prefix and replicas, over the log's own connection.
+    /// Call it from within the tokio runtime the store's calls are to run on.
+    pub fn on(log: &crate::NatsLog) -> NatsKv {
+        let options = &log.inner.options;
+        NatsKv {
             js: log.inner.js.clone(),
             runtime: tokio::runtime::Handle::current(),
             prefix: options.prefix.clone(),
             replicas: options.replicas,
             servers: options.servers.join(","),
             buckets: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// Runs `work` on the store's runtime and waits for it; its error, a reason, becomes

@@ -198,6 +198,33 @@ pub async fn open_shared(url: &str) -> Result<SharedLog> {
     Ok(Arc::new(NatsLog::open(NatsOptions::from_url(url)?).await?))
 }
 
+/// Deletes everything weir keeps under `prefix` on the server of `url` (every topic's
+/// partition streams, and the buckets' streams); how many streams it deleted. For
+/// benches and tests that made a prefix of their own.
+pub async fn remove_prefix(url: &str, prefix: &str) -> Result<usize> {
+    use futures::TryStreamExt;
+    let options = NatsOptions::from_url(url)?;
+    let client = async_nats::connect(options.servers.clone())
+        .await
+        .map_err(|e| unavailable(format!("cannot connect to {:?}", options.servers), e))?;
+    let js = jetstream::new(client);
+    let names: Vec<String> = js
+        .stream_names()
+        .try_collect()
+        .await
+        .map_err(|e| unavailable("cannot list the streams".to_owned(), e))?;
+    let mut deleted = 0;
+    for name in names {
+        if name.starts_with(&format!("{prefix}_")) || name.starts_with(&format!("KV_{prefix}_")) {
+            js.delete_stream(&name)
+                .await
+                .map_err(|e| unavailable(format!("cannot delete stream {name}"), e))?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
 impl NatsLog {
     pub async fn open(options: NatsOptions) -> Result<NatsLog> {
         let client = async_nats::ConnectOptions::new()

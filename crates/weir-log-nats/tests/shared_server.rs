@@ -57,19 +57,7 @@ impl Drop for Shared {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            runtime.block_on(async {
-                use futures::TryStreamExt;
-                let client = async_nats::connect(SHARED).await.expect("connect");
-                let js = async_nats::jetstream::new(client);
-                let names: Vec<String> = js.stream_names().try_collect().await.expect("streams");
-                for name in names {
-                    if name.starts_with(&format!("{prefix}_"))
-                        || name.starts_with(&format!("KV_{prefix}_"))
-                    {
-                        let _ = js.delete_stream(&name).await;
-                    }
-                }
-            });
+            let _ = runtime.block_on(weir_log_nats::remove_prefix(SHARED, &prefix));
         });
         let _ = cleanup.join();
     }

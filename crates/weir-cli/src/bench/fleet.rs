@@ -152,7 +152,7 @@ async fn node(
     let options = NatsOptions::from_url(url)?;
     let log = Arc::new(NatsLog::open(options.clone()).await?);
     let mut node_options = NodeOptions::new(data, Some(manifest), log.clone());
-    node_options.kv = Some(Arc::new(NatsKv::open(&options).await?));
+    node_options.kv = Some(Arc::new(NatsKv::on(&log)));
     Ok((Node::start(node_options).await?, log))
 }
 
@@ -261,7 +261,7 @@ async fn run_fleet(
         node.shutdown().await;
     }
     drop(nodes);
-    remove_prefix(&url, &prefix).await?;
+    weir_log_nats::remove_prefix(&url, &prefix).await?;
     Ok(run)
 }
 
@@ -272,21 +272,6 @@ struct Run {
     cpu_us_per_event: f64,
     /// CPU of the server (`--server-pid`) per event drained.
     server_cpu_us_per_event: Option<f64>,
-}
-
-/// Deletes every stream of `prefix` (topics' partitions, KV buckets) from the server.
-async fn remove_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
-    use futures::TryStreamExt;
-    let options = NatsOptions::from_url(url)?;
-    let client = async_nats::connect(options.servers.clone()).await?;
-    let js = async_nats::jetstream::new(client);
-    let names: Vec<String> = js.stream_names().try_collect().await?;
-    for name in names {
-        if name.starts_with(&format!("{prefix}_")) || name.starts_with(&format!("KV_{prefix}_")) {
-            js.delete_stream(&name).await?;
-        }
-    }
-    Ok(())
 }
 
 pub async fn run(args: FleetBenchArgs) -> anyhow::Result<()> {

@@ -22,6 +22,38 @@ const KEYS: u32 = 11;
 const PIPELINE_BATCH: usize = 256;
 
 fn publish(node: &WeirProcess, range: std::ops::Range<u32>) {
+    let (status, body) = post_orders(node, range);
+    assert_eq!(status, 202, "{body}");
+}
+
+/// Publishes `range` as one batch, again while the node answers 503 (its log out of
+/// reach); how many tries it took.
+fn publish_until_stored(node: &WeirProcess, range: std::ops::Range<u32>) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for attempt in 1.. {
+        match post_orders(node, range.clone()) {
+            (202, _) => return attempt,
+            (503, _) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            (status, body) => panic!("publish answered {status}: {body}"),
+        }
+    }
+    unreachable!()
+}
+
+/// The node's status, or none while it cannot give one.
+fn try_status(node: &WeirProcess) -> Option<serde_json::Value> {
+    let output = std::process::Command::new(super::weir())
+        .args(["status", "--json", "--url", &node.url])
+        .output()
+        .unwrap();
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).unwrap())
+}
+
+/// POSTs `range` as a batch of sales orders to the node.
+fn post_orders(node: &WeirProcess, range: std::ops::Range<u32>) -> (u16, serde_json::Value) {
     let batch: Vec<serde_json::Value> = range
         .map(|n| {
             serde_json::json!({
@@ -36,12 +68,11 @@ fn publish(node: &WeirProcess, range: std::ops::Range<u32>) {
             })
         })
         .collect();
-    let (status, body) = http_post(
+    http_post(
         &format!("{}/v1/topics/erp.sales-orders/events", node.url),
         "application/cloudevents-batch+json",
         serde_json::to_vec(&batch).unwrap(),
-    );
-    assert_eq!(status, 202, "{body}");
+    )
 }
 
 fn members(status: &serde_json::Value) -> BTreeSet<String> {
@@ -74,6 +105,40 @@ fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> Option<Strin
         assert!(Instant::now() < deadline, "{what}: {why_not}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Checks that every one of `events` came out on crm.orders, each key's outputs in its
+/// inputs' order (a batch handled again shows as a repeat of events already seen); the
+/// number of outputs repeated.
+fn outputs_in_order(node: &WeirProcess, events: u32) -> usize {
+    let mut seen: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut outputs = 0usize;
+    for partition in 0..4 {
+        for event in read_partition(node, "crm.orders", partition) {
+            outputs += 1;
+            let key = event["partitionkey"].as_str().unwrap().to_owned();
+            let n: u32 = event["data"]["orderId"].as_str().unwrap()["SO-".len()..]
+                .parse()
+                .unwrap();
+            seen.entry(key).or_default().push(n);
+        }
+    }
+    let mut distinct = BTreeSet::new();
+    for (key, ns) in &seen {
+        let mut high = None;
+        for &n in ns {
+            if distinct.insert(n) {
+                assert!(
+                    high.is_none_or(|h| n > h),
+                    "key {key}: SO-{n} came out after SO-{high:?}"
+                );
+                high = Some(n);
+            }
+        }
+    }
+    let missing: Vec<u32> = (0..events).filter(|n| !distinct.contains(n)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    outputs - distinct.len()
 }
 
 /// Every event of a partition of `topic`, oldest first.
@@ -261,38 +326,9 @@ fn three_workers_share_the_pipeline_and_one_killed_loses_nothing() {
         "events reached the joiner's partitions, and it processed none: {joined}"
     );
 
-    // Nothing lost, each key's outputs in its inputs' order (a batch handled again shows
-    // as a repeat of events already seen), and the repeats counted.
-    let mut seen: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    let mut outputs = 0usize;
-    for partition in 0..4 {
-        for event in read_partition(node(&nodes, 0), "crm.orders", partition) {
-            outputs += 1;
-            let key = event["partitionkey"].as_str().unwrap().to_owned();
-            let n: u32 = event["data"]["orderId"].as_str().unwrap()["SO-".len()..]
-                .parse()
-                .unwrap();
-            seen.entry(key).or_default().push(n);
-        }
-    }
-    let mut distinct = BTreeSet::new();
-    for (key, ns) in &seen {
-        let mut high = None;
-        for &n in ns {
-            if distinct.insert(n) {
-                assert!(
-                    high.is_none_or(|h| n > h),
-                    "key {key}: SO-{n} came out after SO-{high:?}"
-                );
-                high = Some(n);
-            }
-        }
-    }
-    let missing: Vec<u32> = (0..EVENTS).filter(|n| !distinct.contains(n)).collect();
-    assert!(missing.is_empty(), "lost: {missing:?}");
-    let repeated = outputs - distinct.len();
+    let repeated = outputs_in_order(node(&nodes, 0), EVENTS);
     eprintln!(
-        "{EVENTS} events, {outputs} outputs: {repeated} repeated (at-least-once, batches handled again after the kill); the victim left {left} events uncommitted"
+        "{EVENTS} events: {repeated} outputs repeated (at-least-once, batches handled again after the kill); the victim left {left} events uncommitted"
     );
     assert!(
         // A batch per partition that moved (from the victim, or to the joiner).
@@ -300,6 +336,82 @@ fn three_workers_share_the_pipeline_and_one_killed_loses_nothing() {
         "{repeated} outputs repeated"
     );
 
+    for node in nodes.into_iter().flatten() {
+        assert!(node.stop(), "weir serve exits cleanly on SIGTERM");
+    }
+}
+
+/// Two workers under load while the NATS server crashes (SIGKILL) and comes back on the
+/// same store: publishes answer 503 while it is away and are sent again; the workers'
+/// pipelines stall, then go on; nothing is lost and each key's order holds.
+#[test]
+fn two_workers_ride_out_a_server_crash_under_load() {
+    const EVENTS: u32 = 2_000;
+    let mut server = NatsServer::start(true);
+    // Acknowledged means fsynced (the server runs with sync_interval: always), and a call
+    // gives up on the server after 2 s instead of 10.
+    let backend = format!("{}?sync=always&timeout_ms=2000", server.url());
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Option<WeirProcess>> = dirs
+        .iter()
+        .map(|d| Some(serve_on(d.path(), &backend)))
+        .collect();
+    wait_for(
+        "two members sharing the pipeline",
+        Duration::from_secs(30),
+        || {
+            let statuses: Vec<_> = (0..2).map(|i| node_status(node(&nodes, i))).collect();
+            let spread: BTreeSet<String> = owners(&statuses[0]).into_iter().collect();
+            (!(statuses.iter().all(|s| members(s).len() == 2) && spread.len() == 2))
+                .then(|| format!("{statuses:?}"))
+        },
+    );
+
+    // Half the orders, then the crash while the workers handle them, then the rest,
+    // each batch sent until the node stores it.
+    for start in (0..EVENTS / 2).step_by(BATCH as usize) {
+        publish(node(&nodes, 0), start..start + BATCH);
+    }
+    server.restart();
+    let mut tries = 0;
+    for start in (EVENTS / 2..EVENTS).step_by(BATCH as usize) {
+        tries += publish_until_stored(node(&nodes, 1), start..start + BATCH);
+    }
+    let batches = EVENTS / 2 / BATCH;
+
+    wait_for("both workers catch up", Duration::from_secs(90), || {
+        let statuses: Vec<_> = (0..2).map(|i| try_status(node(&nodes, i))).collect();
+        let done = statuses.iter().all(|s| {
+            s.as_ref().is_some_and(|s| {
+                members(s).len() == 2
+                    && s["pipelines"][0]["lag"] == 0
+                    && s["pipelines"][0]["state"] == "running"
+            })
+        });
+        (!done).then(|| format!("{statuses:?}"))
+    });
+
+    // A batch the node answered 503 for may have been stored before the answer (the
+    // README says so); its orders are then in twice, with the same ids, and come out
+    // twice. Beyond those, a batch per partition may be handled again.
+    let mut inputs = 0usize;
+    let mut ids = BTreeSet::new();
+    for partition in 0..4 {
+        for event in read_partition(node(&nodes, 0), "erp.sales-orders", partition) {
+            inputs += 1;
+            ids.insert(event["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(ids.len(), EVENTS as usize, "orders stored");
+    let stored_twice = inputs - ids.len();
+    let repeated = outputs_in_order(node(&nodes, 0), EVENTS);
+    eprintln!(
+        "{EVENTS} orders; {tries} tries for the {batches} batches sent across the crash; {stored_twice} orders stored twice; {repeated} outputs repeated"
+    );
+    assert!(
+        repeated <= stored_twice + 2 * PIPELINE_BATCH * 4,
+        "{repeated} outputs repeated"
+    );
     for node in nodes.into_iter().flatten() {
         assert!(node.stop(), "weir serve exits cleanly on SIGTERM");
     }

@@ -240,6 +240,42 @@ fn sample_order_flows(backend: &str) {
     assert!(node.stop(), "weir serve exits cleanly on SIGTERM");
 }
 
+/// On a NATS server without atomic batch publish (the machine's Debian 2.9.10 on
+/// 127.0.0.1:4222), an app with entities does not start: an entity command's events
+/// could be stored in part. `weir serve` says why and exits.
+#[test]
+fn entities_refuse_a_nats_server_without_atomic_batches() {
+    if std::net::TcpStream::connect("127.0.0.1:4222").is_err() {
+        panic!(
+            "no NATS server on 127.0.0.1:4222; start it: start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = example_app(dir.path());
+    let prefix = format!("entities{}", std::process::id());
+    let backend = format!("nats://127.0.0.1:4222/{prefix}");
+    let output = Command::new(weir())
+        .args(["serve", "--listen", "127.0.0.1:0", "--app"])
+        .arg(&app)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--backend", &backend])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(weir_log_nats::remove_prefix(&backend, &prefix))
+        .unwrap();
+    assert!(!output.status.success(), "weir serve started: {stderr}");
+    assert!(
+        stderr.contains("older than 2.12 has no atomic batches") && stderr.contains("entity.order"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn restart_loses_nothing_and_processes_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
