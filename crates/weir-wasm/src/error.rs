@@ -109,8 +109,9 @@ pub enum CallError {
         /// What was refused, e.g. `key-value namespace "customers"` or `HTTP to evil.example:443`.
         capability: String,
     },
-    /// The host could not make an instance (the pool of instance slots is exhausted).
-    #[error("function {function:?} {version} could not be started: {reason}; try again later")]
+    /// The host could not make an instance (the pool of instance slots is exhausted), or
+    /// a store the call used answered only after its deadline.
+    #[error("function {function:?} {version} could not run: {reason}; try again later")]
     Unavailable {
         function: String,
         version: String,

@@ -780,7 +780,7 @@ impl Function {
             }),
             Err(e) => {
                 let breach = store.data_mut().take_breach();
-                Err(self.classify(e, breach, true))
+                Err(self.classify(e, breach, None, true))
             }
         }
     }
@@ -840,8 +840,9 @@ impl Function {
     ) -> Result<T, CallError> {
         instance.calls += 1;
         let breach = instance.store.data_mut().take_breach();
+        let late_store = instance.store.data_mut().take_late_store();
         match (result, breach) {
-            (Err(e), breach) => Err(self.classify(e, breach, false)),
+            (Err(e), breach) => Err(self.classify(e, breach, late_store, false)),
             (Ok(_), Some(breach)) => Err(self.breach_error(breach)),
             (Ok(Ok(value)), None) => Ok(value),
             (Ok(Err(wit::weir::function::types::Error::Retryable(message))), None) => {
@@ -1081,10 +1082,13 @@ impl Function {
         }
     }
 
+    /// Why a call failed. `late_store`: a key-value operation of the call that returned
+    /// past its deadline; a deadline then is the store's doing, retryable.
     fn classify(
         &self,
         e: wasmtime::Error,
         breach: Option<Breach>,
+        late_store: Option<String>,
         instantiating: bool,
     ) -> CallError {
         let (function, version) = (self.name().to_owned(), self.version().to_owned());
@@ -1093,6 +1097,16 @@ impl Function {
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => {
+                if let Some(what) = late_store {
+                    return CallError::Unavailable {
+                        function,
+                        version,
+                        reason: format!(
+                            "{what}, past the call's deadline of {:?} (the store was slow or out of reach)",
+                            self.inner.limits.deadline
+                        ),
+                    };
+                }
                 return CallError::Deadline {
                     function,
                     version,

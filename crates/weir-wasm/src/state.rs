@@ -87,6 +87,10 @@ pub(crate) struct CallState {
     /// Bytes of all the instance's memories together.
     memory_total: usize,
     pub(crate) breach: Option<Breach>,
+    /// A key-value operation of this call that returned after the call's deadline (its
+    /// store slow or out of reach): a deadline the call then runs past is the store's
+    /// doing, not the function's, and worth trying again.
+    late_store: Option<String>,
     pub(crate) function: Arc<str>,
     pub(crate) version: Arc<str>,
 }
@@ -122,6 +126,7 @@ impl CallState {
             memory_limit,
             memory_total: 0,
             breach: None,
+            late_store: None,
             function,
             version,
         }
@@ -136,6 +141,7 @@ impl CallState {
     /// no key-value namespace and no HTTP host.
     pub(crate) fn begin_call(&mut self, deadline: Instant, granted: bool) {
         self.breach = None;
+        self.late_store = None;
         let grants = if granted {
             self.granted.clone()
         } else {
@@ -147,6 +153,32 @@ impl CallState {
         // its refusal in that call's slot, not in this one.
         self.hooks.denied = Arc::default();
         self.hooks.deadline = deadline;
+    }
+
+    /// The key-value operation of the call that returned past its deadline, after the
+    /// call.
+    pub(crate) fn take_late_store(&mut self) -> Option<String> {
+        self.late_store.take()
+    }
+
+    /// Runs `op` on the store, noting when it returns past the call's deadline.
+    fn on_store<T>(
+        &mut self,
+        op: &str,
+        namespace: &str,
+        work: impl FnOnce(&dyn KeyValueStore) -> Result<T, String>,
+    ) -> Result<T, kv::Error> {
+        let started = Instant::now();
+        let result = self
+            .kv_store()
+            .and_then(|s| work(s.as_ref()).map_err(other));
+        if Instant::now() > self.hooks.deadline && self.late_store.is_none() {
+            self.late_store = Some(format!(
+                "key-value {op} in namespace {namespace:?} took {:?}",
+                started.elapsed()
+            ));
+        }
+        result
     }
 
     /// What the call breached, after the call.
@@ -378,9 +410,7 @@ impl kv::HostBucket for CallState {
             Ok(ns) => ns,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self
-            .kv_store()
-            .and_then(|s| s.get(&ns, &key).map_err(other)))
+        Ok(self.on_store("get", &ns, |s| s.get(&ns, &key)))
     }
 
     fn set(
@@ -393,9 +423,7 @@ impl kv::HostBucket for CallState {
             Ok(ns) => ns,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self
-            .kv_store()
-            .and_then(|s| s.set(&ns, &key, &value).map_err(other)))
+        Ok(self.on_store("set", &ns, |s| s.set(&ns, &key, &value)))
     }
 
     fn delete(
@@ -407,9 +435,7 @@ impl kv::HostBucket for CallState {
             Ok(ns) => ns,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self
-            .kv_store()
-            .and_then(|s| s.delete(&ns, &key).map_err(other)))
+        Ok(self.on_store("delete", &ns, |s| s.delete(&ns, &key)))
     }
 
     fn exists(
@@ -421,9 +447,7 @@ impl kv::HostBucket for CallState {
             Ok(ns) => ns,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self
-            .kv_store()
-            .and_then(|s| s.exists(&ns, &key).map_err(other)))
+        Ok(self.on_store("exists", &ns, |s| s.exists(&ns, &key)))
     }
 
     fn list_keys(
@@ -435,10 +459,9 @@ impl kv::HostBucket for CallState {
             Ok(ns) => ns,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self.kv_store().and_then(|s| {
+        Ok(self.on_store("list-keys", &ns, |s| {
             s.list_keys(&ns, cursor)
                 .map(|(keys, cursor)| kv::KeyResponse { keys, cursor })
-                .map_err(other)
         }))
     }
 

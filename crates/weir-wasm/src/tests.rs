@@ -367,6 +367,78 @@ fn key_value_namespaces_are_denied_unless_granted() {
     assert_eq!(kv.get("customers", "k").unwrap().unwrap(), b"id-test.kv");
 }
 
+/// A store that answers each write after `delay`, as a key-value store out of reach for
+/// a moment (a broker restarting) does.
+struct SlowStore {
+    inner: MemoryKeyValue,
+    delay: Duration,
+}
+
+impl crate::KeyValueStore for SlowStore {
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.inner.get(namespace, key)
+    }
+    fn set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), String> {
+        std::thread::sleep(self.delay);
+        self.inner.set(namespace, key, value)
+    }
+    fn delete(&self, namespace: &str, key: &str) -> Result<(), String> {
+        self.inner.delete(namespace, key)
+    }
+    fn exists(&self, namespace: &str, key: &str) -> Result<bool, String> {
+        self.inner.exists(namespace, key)
+    }
+    fn list_keys(
+        &self,
+        namespace: &str,
+        cursor: Option<u64>,
+    ) -> Result<(Vec<String>, Option<u64>), String> {
+        self.inner.list_keys(namespace, cursor)
+    }
+}
+
+/// A call that runs past its deadline because its key-value store answered late is not
+/// the function's fault: it fails as unavailable (retryable), naming the operation, not
+/// as a deadline (which a pipeline dead-letters at once).
+#[test]
+fn a_deadline_passed_waiting_on_the_key_value_store_is_retryable() {
+    let slow = Arc::new(SlowStore {
+        inner: MemoryKeyValue::new(),
+        delay: Duration::from_millis(300),
+    });
+    let host = FunctionHost::new(HostOptions {
+        keyvalue: Some(slow.clone()),
+        max_instances: 8,
+        ..HostOptions::default()
+    })
+    .unwrap();
+    let mut s = settings(&[("namespace", "customers")]);
+    s.grants.keyvalue.insert("customers".to_owned());
+    s.limits.deadline = Duration::from_millis(100);
+    let f = load_guest(&host, "guest-capabilities", s.clone());
+    let err = f.instances().call(&event("test.kv")).unwrap_err();
+    assert!(matches!(err, CallError::Unavailable { .. }), "{err:?}");
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("key-value set in namespace \"customers\" took"),
+        "{err}"
+    );
+
+    // A store that answers in time: the same function succeeds.
+    let fast = FunctionHost::new(HostOptions {
+        keyvalue: Some(Arc::new(SlowStore {
+            inner: MemoryKeyValue::new(),
+            delay: Duration::ZERO,
+        })),
+        max_instances: 8,
+        ..HostOptions::default()
+    })
+    .unwrap();
+    let f = load_guest(&fast, "guest-capabilities", s);
+    f.instances().call(&event("test.kv")).unwrap();
+}
+
 #[test]
 fn a_copy_with_another_key_value_store_writes_only_there() {
     let node_store = Arc::new(MemoryKeyValue::new());
