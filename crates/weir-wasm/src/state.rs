@@ -67,6 +67,10 @@ pub(crate) enum Breach {
     Denied(String),
 }
 
+/// A key-value operation that takes this long is the store's trouble (a healthy one
+/// answers in well under a millisecond); see [`CallState::on_store`].
+const SLOW_STORE: Duration = Duration::from_millis(10);
+
 /// The data of one instance's store.
 pub(crate) struct CallState {
     /// Made when the guest first calls a WASI function: most calls of most guests make
@@ -161,7 +165,9 @@ impl CallState {
         self.late_store.take()
     }
 
-    /// Runs `op` on the store, noting when it returns past the call's deadline.
+    /// Runs `op` on the store, noting when it was slow ([`SLOW_STORE`] or more) and
+    /// returned past the call's deadline. A fast operation a function makes at the last
+    /// moment is not noted: the deadline is then the function's.
     fn on_store<T>(
         &mut self,
         op: &str,
@@ -172,7 +178,10 @@ impl CallState {
         let result = self
             .kv_store()
             .and_then(|s| work(s.as_ref()).map_err(other));
-        if Instant::now() > self.hooks.deadline && self.late_store.is_none() {
+        if started.elapsed() >= SLOW_STORE
+            && Instant::now() > self.hooks.deadline
+            && self.late_store.is_none()
+        {
             self.late_store = Some(format!(
                 "key-value {op} in namespace {namespace:?} took {:?}",
                 started.elapsed()
