@@ -126,7 +126,8 @@ pub enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Move a group's position in a topic (the group must have no live consumers).
+    /// Move a group's position in a topic (a pipeline's while it runs, on every member of
+    /// a fleet; a subscribers' group only while it has no live consumers).
     Reset {
         group: String,
         #[arg(long)]
@@ -134,6 +135,9 @@ pub enum GroupCommand {
         /// earliest, latest, an offset, or an RFC 3339 time.
         #[arg(long)]
         to: String,
+        /// Only this partition (repeat for several; default: every partition).
+        #[arg(long = "partition")]
+        partitions: Vec<u32>,
         #[command(flatten)]
         node: NodeUrl,
         #[arg(long)]
@@ -174,6 +178,7 @@ pub async fn group(command: GroupCommand) -> anyhow::Result<()> {
             group,
             topic,
             to,
+            partitions,
             node,
             json,
         } => {
@@ -184,7 +189,11 @@ pub async fn group(command: GroupCommand) -> anyhow::Result<()> {
             let request = node
                 .http()?
                 .post(node.join(&format!("/v1/groups/{group}/reset")))
-                .json(&serde_json::json!({ "topic": topic, "to": to_value }));
+                .json(&if partitions.is_empty() {
+                    serde_json::json!({ "topic": topic, "to": to_value })
+                } else {
+                    serde_json::json!({ "topic": topic, "to": to_value, "partitions": partitions })
+                });
             let answer = send_json(request, &node).await?;
             if json {
                 println!("{answer}");

@@ -177,7 +177,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| manifest.as_ref().and_then(|m| m.app.backend.clone()))
         .unwrap_or_else(|| "embedded".to_owned());
-    let (log, kv) = crate::backend::open_with_kv(&backend, &args.data).await?;
+    let (log, kv) = crate::backend::open(&backend, &args.data).await?;
     tracing::info!(backend = log.backend(), "log opened");
     let mut options = NodeOptions::new(args.data.clone(), manifest, log);
     options.kv = kv;

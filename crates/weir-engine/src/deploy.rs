@@ -11,6 +11,7 @@ use crate::topics::topic_spec;
 use crate::{Deployed, Error, FunctionInfo, Node, Result, blocking, registry};
 
 mod plan;
+pub(crate) mod shared;
 
 /// What `Node::deploy_app` did, for `weir deploy`.
 #[derive(Debug, Clone)]
@@ -57,20 +58,43 @@ impl Node {
 
     /// Deploy `wasm` as the new version of the app's function `name`, with its current
     /// settings. It is compiled first: a module that does not compile is an error and the
-    /// active version keeps serving. Pipelines switch at their next batch.
+    /// active version keeps serving. Pipelines switch at their next batch. On a fleet the
+    /// version is shared first, and every node activates it.
     #[tracing::instrument(skip(self, wasm), err, fields(bytes = wasm.len()))]
     pub async fn deploy_function(&self, name: &str, wasm: Vec<u8>) -> Result<Deployed> {
         let _one = self.deploying.lock().await;
+        let wasm = Arc::new(wasm);
+        let (registry, fname, bytes) = (self.registry.clone(), name.to_owned(), wasm.clone());
+        let (spec, function) = blocking(move || {
+            let spec = registry
+                .spec(&fname)
+                .ok_or_else(|| registry.unknown(&fname))?;
+            let function = registry.compile(&fname, &spec, &bytes)?;
+            Ok((spec, function))
+        })
+        .await?;
+        self.share_function(name, &wasm, registry::Origin::Deploy)
+            .await?;
         let (registry, name) = (self.registry.clone(), name.to_owned());
-        blocking(move || registry.deploy(&name, &wasm)).await
+        blocking(move || registry.activate(&name, &spec, function, &wasm)).await
     }
 
     /// Make a kept version of `name` active again: `to`, or the one before the active one.
+    /// On a fleet it is shared first, and every node activates it.
     #[tracing::instrument(skip(self), err)]
     pub async fn rollback_function(&self, name: &str, to: Option<String>) -> Result<Deployed> {
         let _one = self.deploying.lock().await;
+        let (registry, fname) = (self.registry.clone(), name.to_owned());
+        let (target, wasm) = blocking(move || {
+            let target = registry.rollback_target(&fname, to.as_deref())?;
+            let wasm = registry.read_stored(&fname, &target)?;
+            Ok((target, wasm))
+        })
+        .await?;
+        self.share_function(name, &wasm, registry::Origin::Rollback)
+            .await?;
         let (registry, name) = (self.registry.clone(), name.to_owned());
-        blocking(move || registry.rollback(&name, to.as_deref())).await
+        blocking(move || registry.rollback(&name, Some(&target))).await
     }
 
     /// Apply a new version of the app without a restart (`weir deploy`): `manifest_text`
@@ -79,6 +103,8 @@ impl Node {
     /// before anything changes; then new topics are created, changed functions swapped
     /// in and new pipelines started. What needs a restart is refused
     /// ([`Error::DeployRefused`]).
+    /// On a fleet the deploy is shared once everything compiled and its topics exist, and
+    /// every node started from the same `weir.toml` applies it.
     #[tracing::instrument(skip_all, err)]
     pub async fn deploy_app(
         &self,
@@ -86,6 +112,17 @@ impl Node {
         components: BTreeMap<String, Vec<u8>>,
     ) -> Result<AppDeployed> {
         let _one = self.deploying.lock().await;
+        self.apply_app(manifest_text, components, true).await
+    }
+
+    /// [`Node::deploy_app`] with the deploy lock held; `share`: put it in the fleet's
+    /// records (a deploy made here, not one applied from them).
+    pub(crate) async fn apply_app(
+        &self,
+        manifest_text: &str,
+        components: BTreeMap<String, Vec<u8>>,
+        share: bool,
+    ) -> Result<AppDeployed> {
         if self.cancel.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -134,6 +171,15 @@ impl Node {
                     tracing::warn!(namespace, seed = %seed.display(), "the seed file is not on this node; fill the namespace with `weir kv load`");
                 }
             }
+        }
+        if share {
+            // Each changed function's record first, so a node whose app already declares
+            // it switches even if it never applies the app record.
+            for name in &plan.functions {
+                self.share_function(name, &components[name], registry::Origin::Deploy)
+                    .await?;
+            }
+            self.share_app(manifest_text, &components).await?;
         }
         let mut reloaded = BTreeMap::new();
         for (name, function) in plan.functions.iter().zip(compiled) {

@@ -386,6 +386,28 @@ impl Node {
         journal::read_events(&entity.shared, partition, &entries).await
     }
 
+    /// On a fleet, the member whose view-assigned unit is entity `id`'s journal partition,
+    /// when that is another node with an address: its commands and reads go there, so
+    /// one writer decides each partition's commands with its index and cache warm. None
+    /// when this node owns it, without a fleet, or for a type the app does not declare
+    /// (the local call then answers as it would).
+    pub fn entity_owner(&self, ty: &str, id: &str) -> Option<weir_log::Member> {
+        let fleet = self.units.fleet.as_ref()?;
+        let entity = self.entities.get(ty).ok()?;
+        let partition = weir_log::partition_for_key(id.as_bytes(), entity.partitions) as usize;
+        let units: Vec<String> = (0..entity.partitions)
+            .map(|p| format!("entity/{ty}/{p}"))
+            .collect();
+        let view = fleet.view();
+        let owner = view.assign(&units).get(partition).copied()?.clone();
+        (owner.id != fleet.me.id && !owner.url.is_empty()).then_some(owner)
+    }
+
+    /// This node's id in its fleet; none without one.
+    pub fn member_id(&self) -> Option<String> {
+        self.units.fleet.as_ref().map(|f| f.me.id.clone())
+    }
+
     /// The app's entity types.
     pub fn entity_types(&self) -> Vec<String> {
         self.entities.names()

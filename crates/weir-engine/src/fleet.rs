@@ -137,7 +137,18 @@ impl Fleet {
                 self.membership.heartbeat(&self.me).await?;
                 self.membership.members().await
             };
-            match read.await {
+            // A round that hangs (a backend lost mid-call) must not stop the heartbeats for
+            // good: past a member's lifetime it counts as failed and the next one starts.
+            let lifetime = self.membership.lifetime();
+            let read = tokio::time::timeout(lifetime, read)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(weir_log::Error::new(
+                        weir_log::ErrorKind::Unavailable,
+                        format!("no answer within {lifetime:?}"),
+                    ))
+                });
+            match read {
                 Ok(members) => {
                     if failing {
                         tracing::info!(member = %self.me.id, "heartbeats reach the fleet again");

@@ -102,6 +102,10 @@ pub struct Node {
     pub(crate) entities: crate::entity::Entities,
     /// The app's views and their projections.
     pub(crate) views: crate::views::Views,
+    /// On a fleet, where its deploys are shared (`deploy::shared`).
+    pub(crate) shared: Option<Arc<dyn weir_log::SharedDeploys>>,
+    /// The SHA-256 of the `weir.toml` this node started from.
+    pub(crate) started_from: Option<String>,
     pub(crate) stopped: Mutex<bool>,
 }
 
@@ -231,9 +235,15 @@ impl Node {
             }
             None => crate::views::Views::default(),
         };
+        // A fleet shares its deploys (the backend keeps them); a lone node keeps its own.
+        let shared = units.fleet.as_ref().and_then(|_| log.deploys());
         let node = Node {
             entities,
             views,
+            shared,
+            started_from: manifest
+                .as_ref()
+                .map(|m| registry::sha256_hex(m.text.as_bytes())),
             log,
             base_dir: manifest
                 .as_ref()
@@ -258,7 +268,18 @@ impl Node {
                 }
             }
         }
-        Ok(Arc::new(node))
+        let node = Arc::new(node);
+        if let Some(shared) = node.shared.clone() {
+            if let Err(e) = node.share_at_start().await {
+                return Err(abandon(&node.cancel, &node.tasks, e).await);
+            }
+            node.tasks.spawn(crate::deploy::shared::follow(
+                Arc::downgrade(&node),
+                shared,
+                node.cancel.clone(),
+            ));
+        }
+        Ok(node)
     }
 
     /// Start a pipeline of the app (its function is registered), creating its dead-letter

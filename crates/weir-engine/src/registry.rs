@@ -249,12 +249,6 @@ impl Registry {
 
     /// Deploy `wasm` as the new version of the declared function `name`, with its current
     /// settings. A module that does not compile is an error and changes nothing.
-    pub(crate) fn deploy(&self, name: &str, wasm: &[u8]) -> Result<Deployed> {
-        let spec = self.spec(name).ok_or_else(|| self.unknown(name))?;
-        let function = self.compile(name, &spec, wasm)?;
-        self.activate(name, &spec, function, wasm)
-    }
-
     /// Make a compiled `function` (of `wasm`) active as `name` with settings `spec`: a new
     /// function, a new version, or new settings of the active version.
     pub(crate) fn activate(
@@ -283,8 +277,28 @@ impl Registry {
             let slot = slots.get(name).ok_or_else(|| self.unknown(name))?;
             (slot.spec.clone(), slot.record.clone())
         };
+        let target = self.rollback_target(name, to)?;
+        let function = self.load_stored(name, &spec, &target)?;
+        self.install(
+            name,
+            &spec,
+            function,
+            None,
+            Some(Origin::Rollback),
+            record.manifest_sha256,
+        )
+    }
+
+    /// The version a rollback of `name` makes active: `to`, if its wasm is kept, or the
+    /// last version before the active one that is.
+    pub(crate) fn rollback_target(&self, name: &str, to: Option<&str>) -> Result<String> {
+        let record = {
+            let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+            let slot = slots.get(name).ok_or_else(|| self.unknown(name))?;
+            slot.record.clone()
+        };
         let kept = record.kept_versions();
-        let target = match to {
+        Ok(match to {
             Some(version) if kept.iter().any(|k| k == version) => version.to_owned(),
             Some(version) => {
                 return Err(Error::UnknownVersion {
@@ -303,16 +317,33 @@ impl Registry {
                 .ok_or_else(|| Error::NoEarlierVersion {
                     function: name.to_owned(),
                 })?,
-        };
-        let function = self.load_stored(name, &spec, &target)?;
+        })
+    }
+
+    /// Makes `function` (compiled from `wasm`) the active version of `name` as another node
+    /// of the fleet made it: with that node's `origin` and manifest digest.
+    pub(crate) fn adopt(
+        &self,
+        name: &str,
+        function: Function,
+        wasm: &[u8],
+        origin: Origin,
+        manifest_sha256: Option<String>,
+    ) -> Result<Deployed> {
+        let spec = self.spec(name).ok_or_else(|| self.unknown(name))?;
         self.install(
             name,
             &spec,
             function,
-            None,
-            Some(Origin::Rollback),
-            record.manifest_sha256,
+            Some(wasm),
+            Some(origin),
+            manifest_sha256,
         )
+    }
+
+    /// The stored wasm of a version of `name`, if this node keeps it.
+    pub(crate) fn stored(&self, name: &str, version: &str) -> Option<Vec<u8>> {
+        self.read_stored(name, version).ok()
     }
 
     /// A kept version of `name` (the active one included), compiled with the function's
@@ -351,7 +382,7 @@ impl Registry {
         }
     }
 
-    fn recorded_manifest_sha(&self, name: &str) -> Result<Option<String>> {
+    pub(crate) fn recorded_manifest_sha(&self, name: &str) -> Result<Option<String>> {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(slot) = slots.get(name) {
             return Ok(slot.record.manifest_sha256.clone());
@@ -367,7 +398,7 @@ impl Registry {
     }
 
     /// The bytes of a stored version, checked to be the version they are named as.
-    fn read_stored(&self, name: &str, version: &str) -> Result<Vec<u8>> {
+    pub(crate) fn read_stored(&self, name: &str, version: &str) -> Result<Vec<u8>> {
         let path = self.dir.join(name).join(format!("{version}.wasm"));
         let wasm = std::fs::read(&path).map_err(|source| Error::FunctionStore {
             path: path.clone(),

@@ -36,8 +36,8 @@ impl Node {
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
-    /// A topic that must exist.
-    pub(crate) async fn topic_info(&self, topic: &str) -> Result<weir_log::TopicInfo> {
+    /// A topic that must exist (else unknown-topic).
+    pub async fn topic_info(&self, topic: &str) -> Result<weir_log::TopicInfo> {
         topic_info(&self.log, topic).await
     }
 

@@ -620,8 +620,8 @@ async fn source_positions(node: &Node, topic: &str) -> Vec<(u32, u64)> {
 }
 
 /// Two nodes on one NATS server split a pipeline's two partitions, one each, both handle
-/// their share, and a reset sent to one node names the member running the partition it
-/// does not run (resets are not forwarded across a fleet yet).
+/// their share; a node resets the partition it runs, names the member running the other
+/// (where the gateway forwards that one), and refuses to reset a partition it does not run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_of_a_fleet_split_a_pipeline_and_a_reset_names_the_owner() {
     let backend = Backend::nats();
@@ -692,6 +692,26 @@ async fn two_nodes_of_a_fleet_split_a_pipeline_and_a_reset_names_the_owner() {
     assert_eq!(processed, 42);
 
     let group = nodes[0].status().await.unwrap().pipelines[0].group.clone();
+    let elsewhere = nodes[0].reset_elsewhere(&group, "in", None).await.unwrap();
+    assert_eq!(elsewhere.len(), 1, "{elsewhere:?}");
+    let (theirs, their_partitions) = &elsewhere[0];
+    assert_eq!(
+        Some(theirs.id.clone()),
+        nodes[1].status().await.unwrap().fleet.map(|f| f.me.id)
+    );
+    assert_eq!(their_partitions.len(), 1);
+    let mine = 1 - their_partitions[0];
+    let moved = nodes[0]
+        .reset_group_partitions(&group, "in", StartFrom::Earliest, Some(&[mine]))
+        .await
+        .unwrap();
+    assert_eq!(
+        moved,
+        [weir_log::RecordPosition {
+            partition: mine,
+            offset: 0
+        }]
+    );
     let refused = nodes[0]
         .reset_group(&group, "in", StartFrom::Earliest)
         .await

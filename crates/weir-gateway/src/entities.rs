@@ -3,14 +3,33 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::value::RawValue;
 
 use crate::api::entities::{CommandResult, EntityState, EventsQuery, StateQuery};
-use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem};
+use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem, forward};
+
+/// On a fleet, the answer of the member that owns entity `id`'s journal partition, when
+/// that is another one and this request was not forwarded already; none to handle it
+/// here.
+async fn from_owner(
+    state: &AppState,
+    (ty, id): (&str, &str),
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Option<Response> {
+    if forward::was_forwarded(headers) {
+        return None;
+    }
+    let owner = state.node.entity_owner(ty, id)?;
+    let me = state.node.member_id().unwrap_or_default();
+    forward::to_owner(&owner, &me, method, uri, headers, body).await
+}
 
 /// The state as JSON: the entity's own bytes when they are JSON (the SDKs' convention),
 /// else a JSON string of their base64.
@@ -80,10 +99,22 @@ fn rfc3339(ms: i64) -> Option<String> {
 pub(crate) async fn command(
     State(state): State<AppState>,
     Path((ty, id, name)): Path<(String, String, String)>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let body = body?;
+    let forwarded = from_owner(
+        &state,
+        (&ty, &id),
+        Method::POST,
+        &uri,
+        &headers,
+        body.clone(),
+    );
+    if let Some(answer) = forwarded.await {
+        return Ok(answer);
+    }
     let expected = if_match(&headers)?;
     let outcome = state
         .node
@@ -128,8 +159,21 @@ pub(crate) async fn command(
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path((ty, id)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     query: Result<Query<StateQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
+    let forwarded = from_owner(
+        &state,
+        (&ty, &id),
+        Method::GET,
+        &uri,
+        &headers,
+        Bytes::new(),
+    );
+    if let Some(answer) = forwarded.await {
+        return Ok(answer);
+    }
     let Query(query) = query.map_err(|e| {
         Problem::bad_request(
             "bad-query",
@@ -196,8 +240,21 @@ fn parse_time(at: &str) -> Result<i64, Problem> {
 pub(crate) async fn events(
     State(state): State<AppState>,
     Path((ty, id)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
+    let forwarded = from_owner(
+        &state,
+        (&ty, &id),
+        Method::GET,
+        &uri,
+        &headers,
+        Bytes::new(),
+    );
+    if let Some(answer) = forwarded.await {
+        return Ok(answer);
+    }
     let Query(query) = query.map_err(|e| {
         Problem::bad_request(
             "bad-query",

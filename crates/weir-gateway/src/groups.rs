@@ -3,12 +3,14 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use weir_engine::StartFrom;
 
 use crate::api::groups::{GroupQuery, GroupReset, GroupStatus, ResetGroup};
+use crate::api::topics::Position;
 use crate::topics::parse_start;
-use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem};
+use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem, forward};
 
 /// `GET /v1/groups/{group}?topic=T`.
 #[utoipa::path(
@@ -58,6 +60,8 @@ pub(crate) async fn status(
 pub(crate) async fn reset(
     State(state): State<AppState>,
     Path(group): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<GroupReset>, Problem> {
     let body = body?;
@@ -81,10 +85,104 @@ pub(crate) async fn reset(
             ));
         }
     };
-    let offsets = state.node.reset_group(&group, &reset.topic, to).await?;
+    let partitions = reset.partitions.as_deref();
+    // On a fleet each partition's reset is applied by the member running it: the others'
+    // partitions go to them first (a forwarded reset is applied where it lands).
+    let elsewhere = if forward::was_forwarded(&headers) {
+        Vec::new()
+    } else {
+        state
+            .node
+            .reset_elsewhere(&group, &reset.topic, partitions)
+            .await?
+    };
+    let mut offsets: Vec<Position> = Vec::new();
+    let mut theirs = Vec::new();
+    let me = state.node.member_id().unwrap_or_default();
+    for (member, parts) in elsewhere {
+        if member.url.is_empty() {
+            return Err(partial(
+                &offsets,
+                format!(
+                    "member {} runs partitions {parts:?} but gives no address to reach it (start it with --advertise-url)",
+                    member.id
+                ),
+            ));
+        }
+        let body = serde_json::json!({"topic": reset.topic, "to": reset.to, "partitions": parts});
+        let answer = forward::send(
+            &member,
+            &me,
+            Method::POST,
+            uri.path(),
+            &headers,
+            Bytes::from(body.to_string()),
+        )
+        .await;
+        let reset_there = match answer {
+            Ok(answer) if answer.status().is_success() => answer.json::<GroupReset>().await.ok(),
+            Ok(answer) => {
+                let status = answer.status();
+                let detail = answer.text().await.unwrap_or_default();
+                return Err(partial(
+                    &offsets,
+                    format!("member {} answered {status}: {detail}", member.id),
+                ));
+            }
+            Err(e) => {
+                return Err(partial(
+                    &offsets,
+                    format!("member {} did not answer: {e}", member.id),
+                ));
+            }
+        };
+        let Some(reset_there) = reset_there else {
+            return Err(partial(
+                &offsets,
+                format!("member {} gave an answer weir cannot read", member.id),
+            ));
+        };
+        offsets.extend(reset_there.offsets);
+        theirs.extend(parts);
+    }
+    let here: Option<Vec<u32>> = match (partitions, theirs.is_empty()) {
+        (None, true) => None,
+        (Some(ps), _) => Some(ps.iter().copied().filter(|p| !theirs.contains(p)).collect()),
+        (None, false) => {
+            let all = state.node.topic_info(&reset.topic).await?.partitions;
+            Some((0..all).filter(|p| !theirs.contains(p)).collect())
+        }
+    };
+    if here.as_ref().is_none_or(|h| !h.is_empty()) {
+        let mine = state
+            .node
+            .reset_group_partitions(&group, &reset.topic, to, here.as_deref())
+            .await
+            .map_err(|e| {
+                if offsets.is_empty() {
+                    Problem::from(e)
+                } else {
+                    partial(&offsets, Problem::from(e).detail)
+                }
+            })?;
+        offsets.extend(mine.into_iter().map(Position::from));
+    }
+    offsets.sort_by_key(|p| p.partition);
     Ok(Json(GroupReset {
         group,
         topic: reset.topic,
-        offsets: offsets.into_iter().map(Into::into).collect(),
+        offsets,
     }))
+}
+
+/// A fleet-wide reset that stopped part-way: which partitions moved, and why the rest
+/// did not.
+fn partial(done: &[Position], why: String) -> Problem {
+    let moved: Vec<u32> = done.iter().map(|p| p.partition).collect();
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "reset-incomplete",
+        "Service unavailable",
+        format!("the reset moved partitions {moved:?} only: {why}; send it again to finish it"),
+    )
 }

@@ -25,6 +25,7 @@
 pub mod api;
 mod auth;
 mod entities;
+mod forward;
 mod functions;
 mod groups;
 mod keys;

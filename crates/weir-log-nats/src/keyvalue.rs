@@ -27,6 +27,9 @@ pub struct NatsKv {
     prefix: String,
     replicas: usize,
     servers: String,
+    /// How long one operation may take before it fails as unavailable (the backend URL's
+    /// `timeout_ms`): a listing streams from a consumer, which no request timeout bounds.
+    timeout: std::time::Duration,
     buckets: Mutex<HashMap<String, kv::Store>>,
 }
 
@@ -54,18 +57,24 @@ impl NatsKv {
             prefix: options.prefix.clone(),
             replicas: options.replicas,
             servers: options.servers.join(","),
+            timeout: options.timeout,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Runs `work` on the store's runtime and waits for it; its error, a reason, becomes
-    /// the store's error for `action`.
+    /// Runs `work` on the store's runtime and waits for it, at most the backend's timeout;
+    /// its error, a reason, becomes the store's error for `action`.
     fn run<T: Send + 'static>(
         &self,
         action: impl FnOnce() -> String,
         work: impl Future<Output = std::result::Result<T, String>> + Send + 'static,
     ) -> Result<T> {
-        let task = self.runtime.spawn(work);
+        let timeout = self.timeout;
+        let task = self.runtime.spawn(async move {
+            tokio::time::timeout(timeout, work)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+        });
         futures::executor::block_on(task)
             .map_err(|e| e.to_string())
             .and_then(|result| result)

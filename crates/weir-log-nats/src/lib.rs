@@ -15,12 +15,18 @@
 //! - Topic declarations live in the KV bucket `{prefix}_topics`; group offsets and owner
 //!   generations in `{prefix}_groups` (`claim` and `commit_offset` are compare-and-set on
 //!   the entry's revision, so a fenced owner changes nothing).
+//! - A fleet's members heartbeat into `{prefix}_members`; its deploys are records in
+//!   `{prefix}_deployments` and components in the object store `{prefix}_functions`.
+//! - Every call is bounded in time by the URL's `timeout_ms` (a listing, which streams
+//!   from a consumer no request timeout covers, included), so a server lost mid-call is
+//!   an `Unavailable` error, never a wait for ever.
 //! - An acknowledgement is the server's PubAck: what it means for durability is the
 //!   server's `sync_interval` and the streams' replicas, which a client cannot see, so the
 //!   URL declares them (`?sync=always`, `?replicas=3`).
 //!
 //! Transactions are the trait's at-least-once default: outputs, then the group commit.
 
+mod deploys;
 mod groups;
 mod keyvalue;
 mod members;
@@ -184,6 +190,8 @@ pub(crate) struct Inner {
     groups: kv::Store,
     /// The fleet's live members (`{prefix}_members`).
     members: Arc<members::NatsMembers>,
+    /// The fleet's deploys (`{prefix}_deployments`, `{prefix}_functions`).
+    deploys: Arc<deploys::NatsDeploys>,
     /// Topics by name, as last read or written (a topic's partition count never changes).
     known: Mutex<HashMap<String, Arc<TopicMeta>>>,
     /// The highest end seen per partition (from appends, reads and stream states).
@@ -215,7 +223,10 @@ pub async fn remove_prefix(url: &str, prefix: &str) -> Result<usize> {
         .map_err(|e| unavailable("cannot list the streams".to_owned(), e))?;
     let mut deleted = 0;
     for name in names {
-        if name.starts_with(&format!("{prefix}_")) || name.starts_with(&format!("KV_{prefix}_")) {
+        if name.starts_with(&format!("{prefix}_"))
+            || name.starts_with(&format!("KV_{prefix}_"))
+            || name.starts_with(&format!("OBJ_{prefix}_"))
+        {
             js.delete_stream(&name)
                 .await
                 .map_err(|e| unavailable(format!("cannot delete stream {name}"), e))?;
@@ -265,6 +276,13 @@ impl NatsLog {
             members::MEMBER_LIFETIME,
         )
         .await?;
+        let deploys = deploys::NatsDeploys {
+            js: js.clone(),
+            records: open_bucket(&js, &names.deployments_bucket(), options.replicas).await?,
+            bucket: names.functions_bucket(),
+            replicas: options.replicas,
+            components: tokio::sync::OnceCell::new(),
+        };
         let version = client.server_info().version;
         let atomic_batches = version_at_least(&version, (2, 12));
         tracing::info!(servers = ?options.servers, prefix = %options.prefix, server_version = %version, atomic_batches, "NATS JetStream log opened");
@@ -277,6 +295,7 @@ impl NatsLog {
                 topics,
                 groups,
                 members: Arc::new(members::NatsMembers { bucket: members }),
+                deploys: Arc::new(deploys),
                 known: Mutex::new(HashMap::new()),
                 ends: Mutex::new(HashMap::new()),
                 next_partition: AtomicU32::new(0),
@@ -630,6 +649,10 @@ impl EventLog for NatsLog {
         Some(self.inner.members.clone())
     }
 
+    fn deploys(&self) -> Option<Arc<dyn weir_log::SharedDeploys>> {
+        Some(self.inner.deploys.clone())
+    }
+
     fn guarantees(&self, _spec: &TopicSpec) -> Guarantees {
         Guarantees {
             acknowledged: self.inner.options.acknowledged(),
@@ -786,15 +809,24 @@ impl EventLog for NatsLog {
 
     async fn topics(&self) -> Result<Vec<TopicInfo>> {
         use futures::TryStreamExt;
-        let keys: Vec<String> = self
-            .inner
-            .topics
-            .keys()
-            .await
-            .map_err(|e| unavailable("cannot list topics".into(), e))?
-            .try_collect()
-            .await
-            .map_err(|e| unavailable("cannot list topics".into(), e))?;
+        // A listing streams from a consumer, which the request timeout does not bound.
+        let listing = async {
+            self.inner
+                .topics
+                .keys()
+                .await
+                .map_err(|e| unavailable("cannot list topics".into(), e))?
+                .try_collect::<Vec<String>>()
+                .await
+                .map_err(|e| unavailable("cannot list topics".into(), e))
+        };
+        let timeout = self.inner.options.timeout;
+        let keys = tokio::time::timeout(timeout, listing).await.map_err(|_| {
+            unavailable(
+                "cannot list topics".into(),
+                format!("no answer within {timeout:?}"),
+            )
+        })??;
         let mut names: Vec<String> = keys.iter().filter_map(|k| names::untoken(k)).collect();
         names.sort();
         let mut topics = Vec::with_capacity(names.len());

@@ -32,14 +32,26 @@ impl Membership for NatsMembers {
     }
 
     async fn members(&self) -> Result<Vec<Member>> {
-        let keys: Vec<String> = self
-            .bucket
-            .keys()
+        // A listing streams from a consumer, which no request timeout bounds: a server
+        // lost mid-listing would leave it waiting for ever, and the node's heartbeats
+        // with it.
+        let listing = async {
+            self.bucket
+                .keys()
+                .await
+                .map_err(|e| unavailable("cannot list the fleet's members".into(), e))?
+                .try_collect::<Vec<String>>()
+                .await
+                .map_err(|e| unavailable("cannot list the fleet's members".into(), e))
+        };
+        let keys = tokio::time::timeout(MEMBER_LIFETIME / 2, listing)
             .await
-            .map_err(|e| unavailable("cannot list the fleet's members".into(), e))?
-            .try_collect()
-            .await
-            .map_err(|e| unavailable("cannot list the fleet's members".into(), e))?;
+            .map_err(|_| {
+                unavailable(
+                    "cannot list the fleet's members".into(),
+                    format!("no answer within {:?}", MEMBER_LIFETIME / 2),
+                )
+            })??;
         let mut members = Vec::with_capacity(keys.len());
         for key in keys {
             // An entry may expire between the listing and the read: then it is gone.

@@ -100,6 +100,16 @@ impl Names {
         format!("{}_members", self.prefix)
     }
 
+    /// The fleet's deploy records (KV).
+    pub(crate) fn deployments_bucket(&self) -> String {
+        format!("{}_deployments", self.prefix)
+    }
+
+    /// The fleet's components (object store).
+    pub(crate) fn functions_bucket(&self) -> String {
+        format!("{}_functions", self.prefix)
+    }
+
     /// A group's partition in the groups bucket.
     pub(crate) fn group_key(group: &str, topic: &str, partition: u32) -> String {
         format!("{}.{}.{partition}", token(group), token(topic))

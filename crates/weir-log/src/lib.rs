@@ -40,6 +40,7 @@
 //! Every method is async and safe to call from the runtime: a backend moves its own
 //! blocking work (disk IO, fsyncs) off it.
 
+mod deploys;
 mod error;
 mod guarantees;
 mod members;
@@ -54,6 +55,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use crate::{
+    deploys::{RecordWatch, SharedDeploys},
     error::{Error, ErrorKind, Result},
     guarantees::{
         Acknowledgement, Atomicity, ConditionalAppends, Deduplication, Guarantees,
@@ -112,6 +114,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// The register of the nodes sharing this log, on a backend several nodes can share;
     /// none on one only a single process opens (the embedded log).
     fn membership(&self) -> Option<Arc<dyn Membership>> {
+        None
+    }
+    /// Where a fleet sharing this log keeps its deploys, so one sent to any node reaches
+    /// them all; none on a log only one process opens.
+    fn deploys(&self) -> Option<Arc<dyn SharedDeploys>> {
         None
     }
     /// Creates a topic, or replaces an existing one's settings (same partition count;

@@ -422,6 +422,7 @@ impl Document {
             http: self.http.resolve(base_dir),
             limits: self.limits.resolve(),
             base_dir: base_dir.to_owned(),
+            text: String::new(),
         }
     }
 }

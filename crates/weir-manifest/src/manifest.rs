@@ -33,6 +33,8 @@ pub struct Manifest {
     pub limits: NodeLimits,
     /// The directory relative paths were resolved against: the manifest file's own.
     pub base_dir: PathBuf,
+    /// The TOML it was parsed from, as given (a fleet tells deploys apart by its digest).
+    pub text: String,
 }
 
 impl Manifest {
@@ -41,7 +43,8 @@ impl Manifest {
     pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Manifest> {
         let document = document::parse(text).map_err(|error| Error::Parse { error })?;
         let mut problems = document.shape_problems();
-        let manifest = document.resolve(base_dir);
+        let mut manifest = document.resolve(base_dir);
+        manifest.text = text.to_owned();
         match manifest.validate() {
             Ok(()) if problems.is_empty() => Ok(manifest),
             Ok(()) => Err(Error::Invalid(problems)),

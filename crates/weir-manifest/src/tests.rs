@@ -158,6 +158,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
         http: HttpSpec::default(),
         limits: NodeLimits::default(),
         base_dir: PathBuf::from("/apps/orders"),
+        text: EXAMPLE.to_owned(),
     };
     assert_eq!(manifest, expected);
     assert_eq!(manifest.validate().ok(), Some(()));

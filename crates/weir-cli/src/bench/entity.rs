@@ -280,7 +280,7 @@ pub async fn run(args: EntityBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data)?;
     let fsync_p99 = fsync_p99_us(dir.path())?;
 
-    let log = crate::backend::open("embedded", &data).await?;
+    let log = crate::backend::open("embedded", &data).await?.0;
     let node = Node::start(NodeOptions::new(
         &data,
         Some(manifest(&data, &function)?),
@@ -309,7 +309,7 @@ pub async fn run(args: EntityBenchArgs) -> anyhow::Result<()> {
 
     let view_data = dir.path().join("view-data");
     std::fs::create_dir_all(&view_data)?;
-    let log = crate::backend::open("embedded", &view_data).await?;
+    let log = crate::backend::open("embedded", &view_data).await?.0;
     let node = Node::start(NodeOptions::new(
         &view_data,
         Some(view_manifest(&view_data, &function, &projection)?),

@@ -363,7 +363,7 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
 
-    let log = crate::backend::open("embedded", &data).await?;
+    let log = crate::backend::open("embedded", &data).await?.0;
     let node = Node::start(NodeOptions::new(&data, Some(manifest(&data, "")?), log)).await?;
 
     // The credentials, made once: an API key, an HS256 token, an ES256 token.

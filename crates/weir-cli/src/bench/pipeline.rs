@@ -140,7 +140,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let data = dir.path().join("data");
 
     // The backlog, published before the pipeline exists.
-    let log = crate::backend::open("embedded", &data).await?;
+    let log = crate::backend::open("embedded", &data).await?.0;
     let node = Node::start(NodeOptions::new(
         &data,
         Some(manifest(&args, &function, false)?),
@@ -159,7 +159,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     drop(node);
 
     // Throughput: from the pipeline's start until every output is readable.
-    let log = crate::backend::open("embedded", &data).await?;
+    let log = crate::backend::open("embedded", &data).await?.0;
     let node = Node::start(NodeOptions::new(
         &data,
         Some(manifest(&args, &function, true)?),

@@ -1,6 +1,8 @@
 //! A fleet: three `weir serve` processes running the example app, unchanged, on one NATS
 //! JetStream server (a private nats-server 2.15), sharing its pipeline's partitions; one
 //! is killed mid-stream and a fourth joins while the survivors work through the backlog.
+//! Also: two workers riding out a server crash, and entity commands and group resets
+//! reaching the member that owns them from either worker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -422,4 +424,184 @@ fn two_workers_ride_out_a_server_crash_under_load() {
     for node in nodes.into_iter().flatten() {
         assert!(node.stop(), "weir serve exits cleanly on SIGTERM");
     }
+}
+
+/// Sends command `name` to order `id` through `node`; the status, the version it
+/// answered, and the member that decided it (the one it was forwarded to, or `node`'s).
+fn order_command(
+    node: &WeirProcess,
+    me: &str,
+    id: &str,
+    name: &str,
+    body: &str,
+    if_match: Option<u64>,
+) -> (u16, Option<u64>, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut request = reqwest::Client::new()
+            .post(format!(
+                "{}/v1/entities/order/{id}/commands/{name}",
+                node.url
+            ))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(version) = if_match {
+            request = request.header("if-match", format!("\"{version}\""));
+        }
+        let res = request.send().await.unwrap();
+        let status = res.status().as_u16();
+        let served_by = res
+            .headers()
+            .get("weir-served-by")
+            .map_or(me.to_owned(), |v| v.to_str().unwrap().to_owned());
+        let body: serde_json::Value = res.json().await.unwrap_or_default();
+        (status, body["version"].as_u64(), served_by)
+    })
+}
+
+/// Outputs on crm.orders, all partitions.
+fn crm_orders(node: &WeirProcess) -> usize {
+    (0..4)
+        .map(|p| read_partition(node, "crm.orders", p).len())
+        .sum()
+}
+
+#[test]
+fn entity_commands_and_group_resets_reach_their_owners_from_any_worker() {
+    let server = NatsServer::start(false);
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Option<WeirProcess>> = dirs
+        .iter()
+        .map(|d| Some(serve_on(d.path(), &server.url())))
+        .collect();
+    wait_for("two members", Duration::from_secs(30), || {
+        let statuses: Vec<_> = (0..2).map(|i| node_status(node(&nodes, i))).collect();
+        (!statuses.iter().all(|s| members(s).len() == 2)).then(|| format!("{statuses:?}"))
+    });
+    let ids: Vec<String> = (0..2)
+        .map(|i| {
+            node_status(node(&nodes, i))["fleet"]["me"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+
+    // Each order placed through one worker and paid through the other: both commands are
+    // decided by one member, its journal partition's owner, whichever worker they reach.
+    let mut deciders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for n in 0..16 {
+        let id = format!("SO-{n}");
+        let (first, second) = (n % 2, 1 - n % 2);
+        let (status, version, by) = order_command(
+            node(&nodes, first),
+            &ids[first],
+            &id,
+            "place",
+            r#"{"customer":"CUST-1","amount":5.0,"currency":"EUR"}"#,
+            None,
+        );
+        assert_eq!(
+            (status, version),
+            (200, Some(1)),
+            "{id} placed through {first}"
+        );
+        deciders.entry(id.clone()).or_default().insert(by);
+        let (status, version, by) = order_command(
+            node(&nodes, second),
+            &ids[second],
+            &id,
+            "pay",
+            r#"{"amount":5.0}"#,
+            Some(1),
+        );
+        assert_eq!(
+            (status, version),
+            (200, Some(2)),
+            "{id} paid through {second}"
+        );
+        deciders.entry(id.clone()).or_default().insert(by);
+    }
+    assert!(
+        deciders.values().all(|d| d.len() == 1),
+        "an order's commands were decided by more than one member: {deciders:?}"
+    );
+    let owners: BTreeSet<&String> = deciders.values().flatten().collect();
+    assert_eq!(owners.len(), 2, "both members own orders: {deciders:?}");
+
+    // A reset of the pipeline's group sent to one worker moves every partition, each by
+    // the member running it: 25 orders handled, the group reset to the earliest offsets,
+    // and all 25 handled again.
+    publish(node(&nodes, 0), 0..BATCH / 2);
+    wait_for("the orders handled", Duration::from_secs(60), || {
+        let statuses: Vec<_> = (0..2).map(|i| node_status(node(&nodes, i))).collect();
+        let running: BTreeSet<u64> = statuses
+            .iter()
+            .flat_map(|s| s["pipelines"][0]["partitions"].as_array().unwrap().clone())
+            .filter(|p| p["running_here"] == true)
+            .map(|p| p["partition"].as_u64().unwrap())
+            .collect();
+        let done = running.len() == 4
+            && statuses.iter().all(|s| s["pipelines"][0]["lag"] == 0)
+            && crm_orders(node(&nodes, 0)) == BATCH as usize / 2;
+        (!done).then(|| format!("{statuses:?}"))
+    });
+    let reset: serde_json::Value = serde_json::from_str(&super::cli(
+        node(&nodes, 0),
+        &[
+            "group",
+            "reset",
+            "erp-to-crm",
+            "--topic",
+            "erp.sales-orders",
+            "--to",
+            "earliest",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let offsets: Vec<(u64, u64)> = reset["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_u64().unwrap(),
+                p["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(offsets, [(0, 0), (1, 0), (2, 0), (3, 0)], "{reset}");
+    wait_for("the orders handled again", Duration::from_secs(60), || {
+        let outputs = crm_orders(node(&nodes, 0));
+        (outputs != BATCH as usize).then(|| format!("{outputs} outputs"))
+    });
+
+    // The second worker dies: a command for one of its orders sent to the first is
+    // handled there (at once if the forward cannot connect, else once the fleet has moved
+    // the partition), and the order's state through the first worker shows it.
+    let theirs = deciders
+        .iter()
+        .find(|(_, d)| d.contains(&ids[1]))
+        .map(|(id, _)| id.clone())
+        .unwrap();
+    nodes[1].take().unwrap().kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, version, by) =
+            order_command(node(&nodes, 0), &ids[0], &theirs, "ship", "{}", Some(2));
+        if status == 200 {
+            assert_eq!((version, by.as_str()), (Some(3), ids[0].as_str()));
+            break;
+        }
+        assert!(
+            status == 503 && Instant::now() < deadline,
+            "shipping {theirs} through the survivor answered {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(nodes[0].take().unwrap().stop());
 }

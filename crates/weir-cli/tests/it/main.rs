@@ -11,6 +11,7 @@ mod auth;
 mod deploy;
 mod entities;
 mod fleet;
+mod fleet_deploys;
 mod metrics;
 mod new;
 mod openapi;

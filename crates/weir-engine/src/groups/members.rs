@@ -110,6 +110,17 @@ impl Node {
         topic: &str,
         to: StartFrom,
     ) -> Result<Vec<RecordPosition>> {
+        self.reset_group_partitions(group, topic, to, None).await
+    }
+
+    /// [`Node::reset_group`] in `partitions` of the topic only (all of them: none).
+    pub async fn reset_group_partitions(
+        &self,
+        group: &str,
+        topic: &str,
+        to: StartFrom,
+        partitions: Option<&[u32]>,
+    ) -> Result<Vec<RecordPosition>> {
         if let Some(pipeline) = self.pipeline_of_group(group) {
             if !pipeline.sources().iter().any(|t| t == topic) {
                 return Err(Error::GroupBusy {
@@ -121,7 +132,7 @@ impl Node {
                 });
             }
             let positions = pipeline
-                .reset(&self.log, topic, None, to, &self.cancel)
+                .reset(&self.log, topic, partitions, to, &self.cancel)
                 .await?;
             tracing::info!(
                 group,
@@ -139,8 +150,19 @@ impl Node {
                 reason: busy.to_string(),
             })?;
         let info = self.topic_info(topic).await?;
+        let targets: Vec<u32> = match partitions {
+            Some(ps) => {
+                if let Some(p) = ps.iter().find(|p| **p >= info.partitions) {
+                    return Err(
+                        weir_log::Error::unknown_partition(topic, *p, info.partitions).into(),
+                    );
+                }
+                ps.to_vec()
+            }
+            None => (0..info.partitions).collect(),
+        };
         let mut positions = Vec::new();
-        for partition in 0..info.partitions {
+        for partition in targets {
             let offset = self.resolve_start(topic, partition, to).await?;
             positions.push(RecordPosition { partition, offset });
         }
@@ -157,6 +179,32 @@ impl Node {
         }
         tracing::info!(group, topic, ?to, "group reset");
         Ok(positions)
+    }
+
+    /// On a fleet, where a reset of pipeline group `group` in `topic` (all partitions, or
+    /// `partitions`) is to be applied: the partitions this node's view gives other
+    /// members, with those members; empty when this node runs them all, for a group that
+    /// is no pipeline's, or without a fleet.
+    pub async fn reset_elsewhere(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: Option<&[u32]>,
+    ) -> Result<Vec<(weir_log::Member, Vec<u32>)>> {
+        let (Some(pipeline), Some(fleet)) = (self.pipeline_of_group(group), &self.units.fleet)
+        else {
+            return Ok(Vec::new());
+        };
+        let all: Vec<u32> = match partitions {
+            Some(ps) => ps.to_vec(),
+            None => (0..self.topic_info(topic).await?.partitions).collect(),
+        };
+        let members = fleet.view().members;
+        Ok(pipeline
+            .owners_elsewhere(topic, &all)
+            .into_iter()
+            .filter_map(|(id, ps)| members.iter().find(|m| m.id == id).map(|m| (m.clone(), ps)))
+            .collect())
     }
 
     /// A group's committed position and lag in each partition of `topic`.

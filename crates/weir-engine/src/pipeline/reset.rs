@@ -10,28 +10,35 @@ use crate::consumer::GroupTransactions;
 use crate::{Result, SharedLog, StartFrom};
 
 impl Pipeline {
-    /// Ask each partition task of `topic` (or only `partition`) to move the group to
-    /// `to`, and wait until they did (each between two batches, through its own
+    /// Ask each partition task of `topic` (or only those of `partitions`) to move the
+    /// group to `to`, and wait until they did (each between two batches, through its own
     /// transaction). Returns the new positions.
     pub(crate) async fn reset(
         &self,
         log: &SharedLog,
         topic: &str,
-        partition: Option<u32>,
+        partitions: Option<&[u32]>,
         to: StartFrom,
         cancel: &CancellationToken,
     ) -> Result<Vec<weir_log::RecordPosition>> {
         let info = crate::consumer::topic_info(log, topic).await?;
-        let targets: Vec<u32> = match partition {
-            Some(p) if p < info.partitions => vec![p],
-            Some(p) => {
-                return Err(weir_log::Error::unknown_partition(topic, p, info.partitions).into());
+        let targets: Vec<u32> = match partitions {
+            Some(ps) => {
+                if let Some(p) = ps.iter().find(|p| **p >= info.partitions) {
+                    return Err(
+                        weir_log::Error::unknown_partition(topic, *p, info.partitions).into(),
+                    );
+                }
+                let mut ps = ps.to_vec();
+                ps.sort_unstable();
+                ps.dedup();
+                ps
             }
             None => (0..info.partitions).collect(),
         };
-        // On a fleet a partition's reset is applied by the task that runs it, which may be
-        // on another member: until resets are forwarded, each must reach the member
-        // running its partitions.
+        // On a fleet a partition's reset is applied by the task that runs it: the gateway
+        // sends each member the partitions it runs (`owners_elsewhere`); one that reaches
+        // a node not running a partition (the views moved meanwhile) is refused.
         let (units, names) = self
             .units
             .lock()
@@ -95,6 +102,32 @@ impl Pipeline {
                 offset: applied.get(&(topic.to_owned(), p)).copied().unwrap_or(0),
             })
             .collect())
+    }
+
+    /// On a fleet, the partitions of `topic` (all, or `partitions`) that this node's view
+    /// gives to other members, by member id; empty without a fleet.
+    pub(crate) fn owners_elsewhere(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+    ) -> std::collections::BTreeMap<String, Vec<u32>> {
+        let (units, names) = self
+            .units
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let (Some(fleet), owners) = (&units.fleet, units.owners(&names)) else {
+            return Default::default();
+        };
+        let mut elsewhere: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+        for p in partitions {
+            if let Some(owner) = owners.get(&self.unit(topic, *p))
+                && *owner != fleet.me.id
+            {
+                elsewhere.entry(owner.clone()).or_default().push(*p);
+            }
+        }
+        elsewhere
     }
 
     /// Apply a reset asked for this partition, if any: returns the new next offset.

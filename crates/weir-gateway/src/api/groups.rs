@@ -66,6 +66,10 @@ pub struct ResetGroup {
     /// any JSON value, so a wrong one gets a problem that says what is wrong with it.
     #[schema(schema_with = reset_to)]
     pub to: serde_json::Value,
+    /// Only these partitions of the topic (default: every one). On a fleet the node that
+    /// takes the reset sends each member the partitions it runs this way.
+    #[serde(default)]
+    pub partitions: Option<Vec<u32>>,
 }
 
 /// A position by name or time (a string), or an offset.
@@ -86,7 +90,7 @@ fn reset_to() -> Schema {
 }
 
 /// The answer to a reset: the group's new position in each partition.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GroupReset {
     pub group: String,
     pub topic: String,

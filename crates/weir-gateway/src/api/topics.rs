@@ -118,7 +118,7 @@ pub struct PutTopic {
 }
 
 /// Where an event was stored.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, ToSchema)]
 pub struct Position {
     pub partition: u32,
     pub offset: u64,
