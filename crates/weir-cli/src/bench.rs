@@ -13,6 +13,7 @@ mod backend;
 mod entity;
 mod fleet;
 mod http;
+mod kafka;
 mod pipeline;
 mod wasm;
 
@@ -47,8 +48,8 @@ pub enum BenchCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct LogBenchArgs {
-    /// The log to measure: `embedded`, or a broker's URL (`nats://HOST:PORT?sync=always`;
-    /// the bench makes its own topic and removes it afterwards).
+    /// The log to measure: `embedded`, or a broker's URL (`nats://HOST:PORT?sync=always`,
+    /// `kafka://HOST:PORT`; the bench makes its own topic and removes it afterwards).
     #[arg(long, default_value = "embedded")]
     backend: String,
     /// Where to put the temporary log (it is removed afterwards); measure the disk you
@@ -90,6 +91,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             let result = log(&args).await?;
             print_result(&result, args.json)
         }
+        BenchCommand::Log(args) if args.backend.starts_with("kafka://") => kafka::run(args).await,
         BenchCommand::Log(args) => backend::run(args).await,
         BenchCommand::Pipeline(args) => pipeline::run(args).await,
         BenchCommand::Http(args) => http::run(args).await,

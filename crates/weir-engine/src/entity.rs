@@ -182,7 +182,7 @@ impl Entities {
                 return Err(Error::InvalidTopic {
                     topic: spec.journal.clone(),
                     reason: format!(
-                        "the {} backend stores one call's records one by one here (on NATS JetStream, a server older than 2.12 has no atomic batches), and an entity command's events must be stored all or none",
+                        "the {} backend stores one call's records one by one here (on NATS JetStream a server older than 2.12 has no atomic batches; Kafka has none without transactions), and an entity command's events must be stored all or none",
                         log.backend()
                     ),
                 });

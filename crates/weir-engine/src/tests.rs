@@ -45,9 +45,35 @@ pub(crate) async fn options(data: &Path, manifest: Option<Manifest>) -> NodeOpti
     Backend::Embedded.options(data, manifest).await
 }
 
-/// Makes each `$test` twice: on the embedded log (`$test`) and on NATS JetStream
-/// (`$test::on_nats`), from `async fn $body(backend: &Backend)`.
+/// Makes each `$test` three times: on the embedded log (`$test`), on NATS JetStream
+/// (`$test::on_nats`) and on Kafka (`$test::on_kafka`), from
+/// `async fn $body(backend: &Backend)`.
 macro_rules! on_every_backend {
+    ($($test:ident => $body:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                $body(&crate::tests::Backend::Embedded).await;
+            }
+
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_nats() {
+                    super::$body(&crate::tests::Backend::nats()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_kafka() {
+                    super::$body(&crate::tests::Backend::kafka()).await;
+                }
+            }
+        )*
+    };
+}
+
+/// As [`on_every_backend`], on the backends with conditional appends (entities need
+/// them; Kafka has none, and a node refuses entities there).
+macro_rules! on_backends_with_conditional_appends {
     ($($test:ident => $body:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,11 +97,16 @@ macro_rules! on_every_backend {
 pub(crate) enum Backend {
     Embedded,
     Nats(weir_test_support::nats::NatsServer),
+    Kafka(weir_test_support::kafka::KafkaBroker),
 }
 
 impl Backend {
     pub(crate) fn nats() -> Backend {
         Backend::Nats(weir_test_support::nats::NatsServer::start(false))
+    }
+
+    pub(crate) fn kafka() -> Backend {
+        Backend::Kafka(weir_test_support::kafka::KafkaBroker::start())
     }
 
     pub(crate) async fn log(&self, data: &Path) -> weir_log::SharedLog {
@@ -84,6 +115,7 @@ impl Backend {
                 .await
                 .unwrap(),
             Backend::Nats(server) => weir_log_nats::open_shared(&server.url()).await.unwrap(),
+            Backend::Kafka(broker) => weir_log_kafka::open_shared(&broker.url()).await.unwrap(),
         }
     }
 

@@ -674,21 +674,7 @@ impl EventLog for NatsLog {
 
     async fn create_topic(&self, name: &str, spec: &TopicSpec) -> Result<TopicCreated> {
         let inner = &self.inner;
-        weir_log::check_name(name).map_err(|reason| {
-            Error::invalid(format!(
-                "invalid topic name \"{name}\": {reason}; use 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-', other than \".\" and \"..\""
-            ))
-        })?;
-        if let Some(setting) = spec.backend.keys().next() {
-            return Err(Error::invalid(format!(
-                "the NATS backend has no topic setting \"{setting}\" (it takes none)"
-            )));
-        }
-        if spec.partitions == 0 {
-            return Err(Error::invalid(format!(
-                "topic \"{name}\" needs at least one partition"
-            )));
-        }
+        weir_log::check_new_topic("NATS", name, spec)?;
         let longest = inner.names.stream(name, spec.partitions - 1);
         if longest.len() > names::MAX_STREAM_NAME {
             return Err(Error::invalid(format!(

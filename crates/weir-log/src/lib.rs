@@ -92,6 +92,28 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The checks every broker backend makes of a topic to create: its name (Kafka's rules),
+/// at least one partition, and no backend setting (`backend` names the backend, which
+/// takes none).
+pub fn check_new_topic(backend: &str, name: &str, spec: &TopicSpec) -> Result<()> {
+    check_name(name).map_err(|reason| {
+        Error::invalid(format!(
+            "invalid topic name \"{name}\": {reason}; use 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-', other than \".\" and \"..\""
+        ))
+    })?;
+    if let Some(setting) = spec.backend.keys().next() {
+        return Err(Error::invalid(format!(
+            "the {backend} backend has no topic setting \"{setting}\" (it takes none)"
+        )));
+    }
+    if spec.partitions == 0 {
+        return Err(Error::invalid(format!(
+            "topic \"{name}\" needs at least one partition"
+        )));
+    }
+    Ok(())
+}
+
 /// The log a node runs on, behind the interface every backend implements.
 pub type SharedLog = Arc<dyn EventLog>;
 

@@ -23,7 +23,7 @@ const KEYS: u32 = 11;
 /// else.
 const PIPELINE_BATCH: usize = 256;
 
-fn publish(node: &WeirProcess, range: std::ops::Range<u32>) {
+pub(super) fn publish(node: &WeirProcess, range: std::ops::Range<u32>) {
     let (status, body) = post_orders(node, range);
     assert_eq!(status, 202, "{body}");
 }
@@ -77,7 +77,7 @@ fn post_orders(node: &WeirProcess, range: std::ops::Range<u32>) -> (u16, serde_j
     )
 }
 
-fn members(status: &serde_json::Value) -> BTreeSet<String> {
+pub(super) fn members(status: &serde_json::Value) -> BTreeSet<String> {
     status["fleet"]["members"]
         .as_array()
         .into_iter()
@@ -87,7 +87,7 @@ fn members(status: &serde_json::Value) -> BTreeSet<String> {
 }
 
 /// Per source partition, the member the node's view gives it.
-fn owners(status: &serde_json::Value) -> Vec<String> {
+pub(super) fn owners(status: &serde_json::Value) -> Vec<String> {
     status["pipelines"][0]["partitions"]
         .as_array()
         .unwrap()
@@ -96,11 +96,11 @@ fn owners(status: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-fn node(nodes: &[Option<WeirProcess>], i: usize) -> &WeirProcess {
+pub(super) fn node(nodes: &[Option<WeirProcess>], i: usize) -> &WeirProcess {
     nodes[i].as_ref().unwrap()
 }
 
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> Option<String>) {
+pub(super) fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> Option<String>) {
     let deadline = Instant::now() + limit;
     loop {
         let Some(why_not) = check() else { return };
@@ -112,7 +112,7 @@ fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> Option<Strin
 /// Checks that every one of `events` came out on crm.orders, each key's outputs in its
 /// inputs' order (a batch handled again shows as a repeat of events already seen); the
 /// number of outputs repeated.
-fn outputs_in_order(node: &WeirProcess, events: u32) -> usize {
+pub(super) fn outputs_in_order(node: &WeirProcess, events: u32) -> usize {
     let mut seen: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     let mut outputs = 0usize;
     for partition in 0..4 {

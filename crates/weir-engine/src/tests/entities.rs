@@ -50,11 +50,32 @@ async fn place(node: &Node, id: &str, amount: f64) -> crate::CommandOutcome {
         .unwrap()
 }
 
-on_every_backend!(
+on_backends_with_conditional_appends!(
     commands_append_events_and_rejections_write_nothing => commands_and_rejections,
     concurrent_commands_to_one_entity_are_serialized_and_none_is_lost => concurrent_commands,
     state_survives_restarts_from_snapshots_and_the_journal_and_travels_in_time => restarts_and_time_travel,
 );
+
+/// Kafka has neither atomic batches nor conditional appends, so a node refuses an app
+/// with entities there, naming the journal and why, instead of running single writers it
+/// cannot keep single.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_are_refused_on_kafka_naming_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::kafka();
+    let Err(err) = Node::start(
+        backend
+            .options(&dir.path().join("data"), Some(manifest(dir.path(), 100)))
+            .await,
+    )
+    .await
+    else {
+        panic!("entities need conditional appends");
+    };
+    let message = err.to_string();
+    assert!(message.contains("entity.order"), "{message}");
+    assert!(message.contains("the kafka backend"), "{message}");
+}
 
 async fn commands_and_rejections(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
