@@ -225,7 +225,7 @@ impl Node {
         let views = match &manifest {
             Some(m) => {
                 match crate::views::Views::start(
-                    &m.views, &data_dir, &log, &registry, &tasks, &cancel,
+                    &m.views, &data_dir, &log, &registry, &units, &tasks, &cancel,
                 )
                 .await
                 {

@@ -275,6 +275,15 @@ impl Pipeline {
         }
     }
 
+    /// The partition runs again: a `stalled` state it caused is over.
+    pub(crate) fn recovered(&self, topic: &str, partition: u32) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(&*state, PipelineState::Stalled { topic: t, partition: p, .. } if t == topic && *p == partition)
+        {
+            *state = PipelineState::Running;
+        }
+    }
+
     /// The fleet's name for one of this pipeline's partitions.
     pub(crate) fn unit(&self, topic: &str, partition: u32) -> String {
         format!("group/{}/{topic}/{partition}", self.group)
@@ -379,6 +388,9 @@ impl Pipeline {
             }
             // A read short of a full batch (an empty one too) finished the commit above.
             let Some(last) = records.last().map(|r| r.offset) else {
+                // Caught up with everything committed: whatever stalled the partition
+                // (a read or a commit that failed) is behind it, though no batch came since.
+                self.recovered(topic, partition);
                 let interrupt = async {
                     tokio::select! {
                         _ = self.reset_requested.notified() => {}

@@ -9,6 +9,15 @@
 //! projection hands events to the function in offset order and never moves past one it
 //! could not project: it stops there, says why in the view's status, and tries the same
 //! event again (a deploy of a fixed function lets it go on).
+//!
+//! **On a fleet**, a view in a store the nodes share (PostgreSQL) is projected as units
+//! (`view/NAME/TOPIC/PARTITION`, assigned like a pipeline's partitions): each partition by
+//! the one member whose view of the fleet gives it, which reloads the partition's progress
+//! from the store when it takes it. **Invariant:** a batch moves the progress from the
+//! position its writer projected from, or the store refuses it whole
+//! (`weir_views::Error::Moved`), so a stale owner, or a writer racing a rebuild's swap,
+//! applies nothing and starts again from the store's progress. A view in the node's own
+//! SQLite file is projected whole by every node.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,12 +30,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_manifest::{ViewColumnType, ViewSpec, ViewStoreSpec};
 use weir_views::{
-    Column, ColumnType, Condition, Filter, Progress, Query, Row, RowChange, TableSpec, Value,
+    Advance, Column, ColumnType, Condition, Filter, Query, Row, RowChange, TableSpec, Value,
     ViewStore,
 };
 use weir_wasm::{CellValue, InstancePool};
 
 use crate::consumer::{PartitionConsumer, StartFrom, resolve_start};
+use crate::fleet::Units;
 use crate::registry::{ActivePool, Registry};
 use crate::{Error, Result, SharedLog};
 
@@ -51,8 +61,14 @@ struct View {
     spec: ViewSpec,
     table_spec: TableSpec,
     store: Arc<dyn ViewStore>,
-    /// Per source partition, the next offset projected into the store.
+    /// Per source partition, the next offset projected into the store (by this node: on
+    /// a fleet sharing the store, what the store holds is the truth; see `shared`).
     positions: BTreeMap<(String, u32), watch::Sender<u64>>,
+    /// Who projects which partition: on a fleet sharing the view's store, the member its
+    /// view gives the unit; otherwise this node, every partition.
+    units: Units,
+    /// The view's units, one per partition in `positions`' order.
+    unit_names: Vec<String>,
     health: Mutex<Health>,
     pool: ActivePool,
     /// Held around every write to the serving table; counts the swaps that replaced it,
@@ -236,6 +252,7 @@ impl Views {
         data_dir: &std::path::Path,
         log: &SharedLog,
         registry: &Arc<Registry>,
+        units: &Units,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> Result<Views> {
@@ -280,8 +297,12 @@ impl Views {
                 }
             }
             store.create(&table, &table_spec).await?;
-            // A rebuild the node did not finish left its table behind.
-            if let Err(e) = store.drop_table(&rebuild_table(&table)).await {
+            // A rebuild the node did not finish left its table behind (on a store the
+            // fleet shares, another node's rebuild may be running: the next rebuild drops
+            // it first).
+            if !(units.is_fleet() && store.kind() == "postgres")
+                && let Err(e) = store.drop_table(&rebuild_table(&table)).await
+            {
                 tracing::warn!(view = %name, error = %e, "cannot drop an unfinished rebuild's table");
             }
             let progress: BTreeMap<(String, u32), u64> = store
@@ -305,6 +326,16 @@ impl Views {
                     positions.insert(key, watch::channel(start).0);
                 }
             }
+            // A store the fleet's nodes share is projected once, partition by partition;
+            // a node's own file by every node.
+            let units = match store.kind() {
+                "postgres" => units.clone(),
+                _ => Units::default(),
+            };
+            let unit_names = positions
+                .keys()
+                .map(|(topic, partition)| format!("view/{name}/{topic}/{partition}"))
+                .collect();
             let view = Arc::new(View {
                 name: name.clone(),
                 table,
@@ -312,18 +343,21 @@ impl Views {
                 table_spec,
                 store,
                 positions,
+                units,
+                unit_names,
                 health: Mutex::default(),
                 pool: ActivePool::new(registry.clone(), &spec.function),
                 epoch: tokio::sync::Mutex::new(0),
                 rebuild: Mutex::new(None),
                 changes: tokio::sync::broadcast::channel(FOLLOWER_BACKLOG).0,
             });
-            for (topic, partition) in view.positions.keys() {
+            for (index, (topic, partition)) in view.positions.keys().enumerate() {
                 tasks.spawn(project_partition(
                     view.clone(),
                     log.clone(),
                     topic.clone(),
                     *partition,
+                    index,
                     cancel.clone(),
                 ));
             }
@@ -343,10 +377,20 @@ impl Views {
     pub(crate) async fn status(&self, log: &SharedLog) -> Vec<ViewStatus> {
         let mut out = Vec::new();
         for view in self.views.values() {
+            // On a fleet sharing the store, other members project some partitions: the
+            // store's progress tells where each is.
+            let stored = match view.shared() {
+                true => view.stored_progress().await.ok(),
+                false => None,
+            };
             let mut lag = 0;
-            for ((topic, partition), position) in &view.positions {
-                if let Ok(offsets) = log.offsets(topic, *partition).await {
-                    lag += offsets.end.saturating_sub(*position.borrow());
+            for (key, position) in &view.positions {
+                let at = stored
+                    .as_ref()
+                    .and_then(|s| s.get(key).copied())
+                    .unwrap_or(*position.borrow());
+                if let Ok(offsets) = log.offsets(&key.0, key.1).await {
+                    lag += offsets.end.saturating_sub(at);
                 }
             }
             let health = view.health.lock().unwrap_or_else(PoisonError::into_inner);
@@ -604,9 +648,30 @@ impl View {
             )));
         };
         let mut rx = position.subscribe();
-        let reached = tokio::time::timeout_at(deadline, rx.wait_for(|at| *at >= offset)).await;
+        let key = (topic.to_owned(), partition);
+        // Another member may project the partition: its progress shows in the store.
+        let stored = async {
+            if !self.shared() {
+                return std::future::pending().await;
+            }
+            loop {
+                if let Ok(stored) = self.stored_progress().await
+                    && stored.get(&key).is_some_and(|at| *at >= offset)
+                {
+                    return;
+                }
+                tokio::time::sleep(STORE_POLL).await;
+            }
+        };
+        let reached = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                _ = rx.wait_for(|at| *at >= offset) => {}
+                () = stored => {}
+            }
+        })
+        .await;
         match reached {
-            Ok(Ok(_)) => Ok(()),
+            Ok(()) => Ok(()),
             _ => Err(Error::ViewBehind {
                 view: self.name.clone(),
                 token: token.to_owned(),
@@ -614,6 +679,32 @@ impl View {
                 waited_ms: wait.as_millis() as u64,
             }),
         }
+    }
+
+    /// Whether other members project some of this view's partitions into its store.
+    fn shared(&self) -> bool {
+        self.units.is_fleet()
+    }
+
+    /// The progress the store holds, per source partition.
+    async fn stored_progress(&self) -> weir_views::Result<BTreeMap<(String, u32), u64>> {
+        Ok(self
+            .store
+            .progress(&self.table)
+            .await?
+            .into_iter()
+            .map(|p| ((p.topic, p.partition), p.next_offset))
+            .collect())
+    }
+
+    /// Moves this node's position in a partition to the store's progress (kept where it
+    /// is when the store records none).
+    async fn reload(&self, topic: &str, partition: u32) -> weir_views::Result<()> {
+        let key = (topic.to_owned(), partition);
+        if let Some(at) = self.stored_progress().await?.get(&key) {
+            self.positions[&key].send_replace(*at);
+        }
+        Ok(())
     }
 
     fn stuck(&self, topic: &str, partition: u32, why: Option<String>) {
@@ -679,35 +770,74 @@ enum Flow {
     Cancelled,
     /// A rebuild replaced the table: start again from the new table's progress.
     Restart,
+    /// The fleet gave the partition to another member.
+    Released,
+    /// Another writer moved the store's progress: start again from it.
+    Moved,
 }
 
-/// Keep one source partition of `view` projected until `cancel` fires.
+/// How often a node polls a shared store's progress for a consistency token.
+const STORE_POLL: Duration = Duration::from_millis(50);
+
+/// Keep one source partition (unit `index` of the view) of `view` projected until
+/// `cancel` fires: while this node owns the unit, on a fleet sharing the view's store.
 async fn project_partition(
     view: Arc<View>,
     log: SharedLog,
     topic: String,
     partition: u32,
+    index: usize,
     cancel: CancellationToken,
 ) {
     let position = view.positions[&(topic.clone(), partition)].clone();
-    let mut backoff = Duration::from_millis(100);
     loop {
-        match project_from(&view, &log, &topic, partition, &position, &cancel).await {
-            Ok(Flow::Cancelled) => return,
-            Ok(Flow::Restart) => {
-                view.stuck(&topic, partition, None);
-                backoff = Duration::from_millis(100);
-            }
-            Err(why) => {
-                tracing::warn!(view = %view.name, %topic, partition, error = %why, "the view's projection stopped at an event; trying it again");
-                view.stuck(&topic, partition, Some(why));
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+        let Some(lease) = view.units.acquire(&view.unit_names, index, &cancel).await else {
+            return;
+        };
+        let released = lease.released();
+        // The previous owner moved the progress: go on from where it got to.
+        let mut reload = view.shared();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let ran = match reload {
+                true => view
+                    .reload(&topic, partition)
+                    .await
+                    .map_err(|e| format!("cannot read the view's progress: {e}")),
+                false => Ok(()),
+            };
+            let ran = match ran {
+                Ok(()) => {
+                    project_from(&view, &log, &topic, partition, &position, &cancel, released).await
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                Err(why) => Err(why),
+            };
+            reload = false;
+            match ran {
+                Ok(Flow::Cancelled) => return,
+                Ok(Flow::Released) => break,
+                Ok(Flow::Restart) => {
+                    view.stuck(&topic, partition, None);
+                    backoff = Duration::from_millis(100);
+                }
+                Ok(Flow::Moved) => {
+                    tracing::info!(view = %view.name, %topic, partition, "another writer moved the view's progress; projecting on from the store's");
+                    reload = true;
+                }
+                Err(why) => {
+                    tracing::warn!(view = %view.name, %topic, partition, error = %why, "the view's projection stopped at an event; trying it again");
+                    view.stuck(&topic, partition, Some(why));
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = released.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    reload = view.shared();
+                }
             }
         }
+        view.stuck(&topic, partition, None);
     }
 }
 
@@ -720,6 +850,7 @@ async fn project_from(
     partition: u32,
     position: &watch::Sender<u64>,
     cancel: &CancellationToken,
+    released: &CancellationToken,
 ) -> Result<Flow, String> {
     // The epoch first, then the position: a swap changes the position before the epoch.
     let epoch = *view.epoch.lock().await;
@@ -729,13 +860,28 @@ async fn project_from(
         .await
         .map_err(|e| e.to_string())?;
     loop {
-        let records = match consumer
-            .next_batch(BATCH, cancel, std::future::pending())
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(records) => records,
-            None => return Ok(Flow::Cancelled),
+        if cancel.is_cancelled() {
+            return Ok(Flow::Cancelled);
+        }
+        if released.is_cancelled() {
+            return Ok(Flow::Released);
+        }
+        let records = consumer.poll(BATCH).await.map_err(|e| e.to_string())?;
+        let records = if records.is_empty() {
+            // Caught up: what stopped the partition before (a read that failed) is behind
+            // it, though no event came since.
+            view.stuck(topic, partition, None);
+            match consumer
+                .next_batch(BATCH, cancel, released.cancelled())
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(records) => records,
+                None if cancel.is_cancelled() => return Ok(Flow::Cancelled),
+                None => return Ok(Flow::Released),
+            }
+        } else {
+            records
         };
         let projected = project_batch(view, topic, records).await?;
         let guard = view.epoch.lock().await;
@@ -749,8 +895,13 @@ async fn project_from(
             // A row the store refuses: the batch's events one at a time, to apply those
             // before the one that made it and stop there.
             Err(weir_views::Error::Invalid(_)) => {
-                apply_one_by_one(view, log, topic, partition, from, upto, position).await?;
+                match apply_one_by_one(view, log, topic, partition, from, upto, position).await {
+                    Err(OneByOne::Moved) => return Ok(Flow::Moved),
+                    Err(OneByOne::Failed(why)) => return Err(why),
+                    Ok(()) => {}
+                }
             }
+            Err(weir_views::Error::Moved(_)) => return Ok(Flow::Moved),
             Err(e) => return Err(e.to_string()),
         }
         drop(guard);
@@ -773,7 +924,17 @@ async fn commit(
     let followed = (view.changes.receiver_count() > 0 && !projected.changes.is_empty())
         .then(|| projected.changes.clone());
     let upto = projected.upto;
-    apply(view, &view.table, topic, partition, projected.changes, upto).await?;
+    let from = *position.borrow();
+    apply(
+        view,
+        &view.table,
+        topic,
+        partition,
+        projected.changes,
+        Some(from),
+        upto,
+    )
+    .await?;
     position.send_replace(upto);
     view.health
         .lock()
@@ -813,13 +974,15 @@ async fn project_batch(
         .map_err(|e| e.to_string())
 }
 
-/// Apply `changes` to `table` and move its progress in `topic`/`partition` to `upto`.
+/// Apply `changes` to `table` and move its progress in `topic`/`partition` from `from`
+/// (any, if none) to `upto`.
 async fn apply(
     view: &View,
     table: &str,
     topic: &str,
     partition: u32,
     changes: Vec<RowChange>,
+    from: Option<u64>,
     upto: u64,
 ) -> weir_views::Result<()> {
     let count = changes.len() as u64;
@@ -828,10 +991,11 @@ async fn apply(
             table,
             &view.table_spec,
             changes,
-            vec![Progress {
+            vec![Advance {
                 topic: topic.to_owned(),
                 partition,
-                next_offset: upto,
+                from,
+                to: upto,
             }],
         )
         .await?;
@@ -853,25 +1017,40 @@ async fn apply_one_by_one(
     from: u64,
     until: u64,
     position: &watch::Sender<u64>,
-) -> Result<(), String> {
+) -> Result<(), OneByOne> {
     let name = format!("view {}", view.name);
     let mut consumer = PartitionConsumer::open_at(log, topic, partition, name, from)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| OneByOne::Failed(e.to_string()))?
         .until(until);
     loop {
-        let records = consumer.poll(1).await.map_err(|e| e.to_string())?;
+        let records = consumer
+            .poll(1)
+            .await
+            .map_err(|e| OneByOne::Failed(e.to_string()))?;
         let Some(offset) = records.first().map(|r| r.offset) else {
             return Ok(());
         };
-        let projected = project_batch(view, topic, records).await?;
-        if let Some(why) = projected.failed {
-            return Err(why);
-        }
-        commit(view, topic, partition, projected, position)
+        let projected = project_batch(view, topic, records)
             .await
-            .map_err(|e| format!("offset {offset}: {e}"))?;
+            .map_err(OneByOne::Failed)?;
+        if let Some(why) = projected.failed {
+            return Err(OneByOne::Failed(why));
+        }
+        match commit(view, topic, partition, projected, position).await {
+            Ok(()) => {}
+            Err(weir_views::Error::Moved(_)) => return Err(OneByOne::Moved),
+            Err(e) => return Err(OneByOne::Failed(format!("offset {offset}: {e}"))),
+        }
     }
+}
+
+/// How [`apply_one_by_one`] stopped short.
+enum OneByOne {
+    /// At an event, for this reason.
+    Failed(String),
+    /// Another writer moved the progress.
+    Moved,
 }
 
 /// Project `topic`/`partition` from `from` into `table` up to the partition's end now;
@@ -899,12 +1078,14 @@ async fn project_to_end(
         if let Some(why) = projected.failed {
             return Err(why);
         }
+        // The rebuild's table has one writer, this task.
         apply(
             view,
             table,
             topic,
             partition,
             projected.changes,
+            None,
             projected.upto,
         )
         .await

@@ -181,6 +181,20 @@ pub enum RowChange {
     Delete(Row),
 }
 
+/// A move of a view's progress in one partition, made by [`ViewStore::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advance {
+    pub topic: String,
+    pub partition: u32,
+    /// The progress the writer projected from: when the store holds another (a writer
+    /// on another node moved it), the whole transaction is refused with
+    /// [`Error::Moved`]. None moves it whatever it is; a partition with no progress
+    /// recorded yet takes any.
+    pub from: Option<u64>,
+    /// The next offset to project.
+    pub to: u64,
+}
+
 /// How far a view has projected one partition of a source topic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Progress {
@@ -238,6 +252,21 @@ pub enum Error {
         store: &'static str,
         message: String,
     },
+    /// Another writer moved the progress an [`Advance`] started from: nothing was applied.
+    #[error("{0}")]
+    Moved(String),
+}
+
+impl Error {
+    /// The error of an [`Advance`] whose `from` the store does not hold.
+    pub fn moved(table: &str, advance: &Advance) -> Error {
+        Error::Moved(format!(
+            "the progress of view table {table:?} in {}/{} is no longer {} (another writer moved it); nothing was applied",
+            advance.topic,
+            advance.partition,
+            advance.from.unwrap_or_default()
+        ))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -279,13 +308,15 @@ pub trait ViewStore: Send + Sync + 'static {
     async fn reindex(&self, table: &str, was: &[String], spec: &TableSpec) -> Result<()>;
     /// Drop `table`, its progress and its shape, if they exist.
     async fn drop_table(&self, table: &str) -> Result<()>;
-    /// Apply `changes` in order and record `progress`, in one transaction.
+    /// Apply `changes` in order and move the progress as `advances` say, in one
+    /// transaction: all of it, or nothing when an advance's `from` is not the store's
+    /// ([`Error::Moved`]).
     async fn apply(
         &self,
         table: &str,
         spec: &TableSpec,
         changes: Vec<RowChange>,
-        progress: Vec<Progress>,
+        advances: Vec<Advance>,
     ) -> Result<()>;
     /// `table`'s recorded progress, sorted.
     async fn progress(&self, table: &str) -> Result<Vec<Progress>>;

@@ -8,8 +8,8 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::sql::{self, Dialect, PROGRESS_TABLE, Param, last_of, quote};
 use crate::{
-    ColumnType, Error, Page, Progress, Query, Result, Row, RowChange, TableSpec, Value, ViewStore,
-    check_name,
+    Advance, ColumnType, Error, Page, Progress, Query, Result, Row, RowChange, TableSpec, Value,
+    ViewStore, check_name,
 };
 
 /// Views in a PostgreSQL database.
@@ -152,10 +152,10 @@ impl ViewStore for PostgresStore {
         table: &str,
         spec: &TableSpec,
         changes: Vec<RowChange>,
-        progress: Vec<Progress>,
+        advances: Vec<Advance>,
     ) -> Result<()> {
         check_name(table)?;
-        let mut statements = Vec::with_capacity(changes.len() + progress.len());
+        let mut statements = Vec::with_capacity(changes.len());
         for change in &changes {
             statements.push(match change {
                 RowChange::Upsert(row) => Dialect::Postgres.upsert(table, spec, row)?,
@@ -166,25 +166,38 @@ impl ViewStore for PostgresStore {
             ty: ColumnType::Text,
             value: Value::Text(s.to_owned()),
         };
-        let int = |i: i64| Param {
+        let int = |i: Option<i64>| Param {
             ty: ColumnType::Integer,
-            value: Value::Integer(i),
+            value: i.map_or(Value::Null, Value::Integer),
         };
-        for p in progress {
-            statements.push((
-                format!(
-                    "INSERT INTO {} (view, topic, part, next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT (view, topic, part) DO UPDATE SET next_offset = excluded.next_offset",
-                    quote(PROGRESS_TABLE)
-                ),
-                vec![
-                    text(table),
-                    text(&p.topic),
-                    int(i64::from(p.partition)),
-                    int(p.next_offset as i64),
-                ],
-            ));
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.map_err(store_error)?;
+        for (sql, params) in statements {
+            let params: Vec<Boxed> = params.iter().map(to_sql).collect();
+            tx.execute(sql.as_str(), &refs(&params))
+                .await
+                .map_err(store_error)?;
         }
-        self.in_transaction(statements).await
+        let advance = sql::advance();
+        for a in &advances {
+            let params = [
+                text(table),
+                text(&a.topic),
+                int(Some(i64::from(a.partition))),
+                int(Some(a.to as i64)),
+                int(a.from.map(|f| f as i64)),
+            ];
+            let params: Vec<Boxed> = params.iter().map(to_sql).collect();
+            let moved = tx
+                .execute(advance.as_str(), &refs(&params))
+                .await
+                .map_err(store_error)?;
+            // The transaction is rolled back when it is dropped uncommitted.
+            if moved != 1 {
+                return Err(Error::moved(table, a));
+            }
+        }
+        tx.commit().await.map_err(store_error)
     }
 
     async fn progress(&self, table: &str) -> Result<Vec<Progress>> {

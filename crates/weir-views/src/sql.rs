@@ -37,6 +37,17 @@ pub(crate) fn bookkeeping() -> [String; 2] {
     ]
 }
 
+/// The statement that moves a view's progress in one partition (parameters: view, topic,
+/// partition, next offset, and the offset it must move from, or null for any); it changes
+/// no row when the recorded progress is another, which the caller turns into
+/// `Error::Moved`. The same text serves both stores.
+pub(crate) fn advance() -> String {
+    let progress = quote(PROGRESS_TABLE);
+    format!(
+        "INSERT INTO {progress} (view, topic, part, next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT (view, topic, part) DO UPDATE SET next_offset = excluded.next_offset WHERE CAST($5 AS BIGINT) IS NULL OR {progress}.next_offset = CAST($5 AS BIGINT)"
+    )
+}
+
 /// The statements that drop `table` (a checked name) with its progress and shape.
 pub(crate) fn drop_statements(table: &str) -> Result<Vec<String>> {
     check_name(table)?;

@@ -18,8 +18,8 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use crate::sql::{self, Dialect, PROGRESS_TABLE, Param, last_of, quote};
 use crate::{
-    ColumnType, Error, Page, Progress, Query, Result, Row, RowChange, TableSpec, Value, ViewStore,
-    check_name,
+    Advance, ColumnType, Error, Page, Progress, Query, Result, Row, RowChange, TableSpec, Value,
+    ViewStore, check_name,
 };
 
 /// Views in one SQLite file.
@@ -264,7 +264,7 @@ impl ViewStore for SqliteStore {
         table: &str,
         spec: &TableSpec,
         changes: Vec<RowChange>,
-        progress: Vec<Progress>,
+        advances: Vec<Advance>,
     ) -> Result<()> {
         check_name(table)?;
         let mut statements = Vec::with_capacity(changes.len());
@@ -283,21 +283,22 @@ impl ViewStore for SqliteStore {
                     .execute(params_from_iter(params.iter().map(to_sql)))
                     .map_err(store_error)?;
             }
-            let mut update = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO {} (view, topic, part, next_offset) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (view, topic, part) DO UPDATE SET next_offset = excluded.next_offset",
-                    quote(PROGRESS_TABLE)
-                ))
-                .map_err(store_error)?;
-            for p in progress {
-                update
+            let mut update = tx.prepare_cached(&sql::advance()).map_err(store_error)?;
+            for a in &advances {
+                let from = a.from.map(|f| f as i64);
+                let moved = update
                     .execute(rusqlite::params![
                         table,
-                        p.topic,
-                        p.partition,
-                        p.next_offset as i64
+                        a.topic,
+                        a.partition,
+                        a.to as i64,
+                        from
                     ])
                     .map_err(store_error)?;
+                // The transaction is rolled back when it is dropped uncommitted.
+                if moved != 1 {
+                    return Err(Error::moved(&table, a));
+                }
             }
             drop(update);
             tx.commit().map_err(store_error)

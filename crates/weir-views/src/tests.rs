@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    Column, ColumnType, Condition, Error, Filter, PostgresStore, Progress, Query, Row, RowChange,
-    SqliteStore, TableSpec, Value, ViewStore,
+    Advance, Column, ColumnType, Condition, Error, Filter, PostgresStore, Progress, Query, Row,
+    RowChange, SqliteStore, TableSpec, Value, ViewStore,
 };
 
 fn spec() -> TableSpec {
@@ -47,6 +47,24 @@ fn progress(offset: u64) -> Vec<Progress> {
         topic: "entity.order".to_owned(),
         partition: 0,
         next_offset: offset,
+    }]
+}
+
+/// Moves the progress to `offset`, whatever it was.
+fn advance(offset: u64) -> Vec<Advance> {
+    vec![Advance {
+        topic: "entity.order".to_owned(),
+        partition: 0,
+        from: None,
+        to: offset,
+    }]
+}
+
+/// Moves the progress from `from` to `to`, refused if it is not at `from`.
+fn advance_from(from: u64, to: u64) -> Vec<Advance> {
+    vec![Advance {
+        from: Some(from),
+        ..advance(to).remove(0)
     }]
 }
 
@@ -111,7 +129,7 @@ async fn null_sort_values_page(store: &dyn ViewStore) {
         }
         changes.push(RowChange::Upsert(row));
     }
-    store.apply(&t, &spec, changes, progress(6)).await.unwrap();
+    store.apply(&t, &spec, changes, advance(6)).await.unwrap();
     for limit in [1, 2, 4, 10] {
         let mut q = query(vec![], Some("customer"), limit);
         assert_eq!(
@@ -172,7 +190,20 @@ async fn suite(store: &dyn ViewStore) {
         RowChange::Upsert(row("SO-4", "CUST-10", 99.5)),
         RowChange::Upsert(row("SO-1", "CUST-1", 15.0)), // replaces
     ];
-    store.apply(&t, &spec, changes, progress(5)).await.unwrap();
+    store.apply(&t, &spec, changes, advance(5)).await.unwrap();
+    assert_eq!(store.progress(&t).await.unwrap(), progress(5));
+    // A writer whose start another writer moved is refused whole: no row, no progress.
+    let late = vec![RowChange::Upsert(row("SO-9", "zed", 1.0))];
+    let moved = store
+        .apply(&t, &spec, late, advance_from(3, 6))
+        .await
+        .unwrap_err();
+    assert!(matches!(moved, Error::Moved(_)), "{moved}");
+    assert_eq!(store.progress(&t).await.unwrap(), progress(5));
+    store
+        .apply(&t, &spec, vec![], advance_from(5, 5))
+        .await
+        .unwrap();
     assert_eq!(store.progress(&t).await.unwrap(), progress(5));
 
     let all = store
@@ -271,7 +302,7 @@ async fn suite(store: &dyn ViewStore) {
                 RowChange::Upsert(row("SO-8", "CUST-8", 1.0)),
                 RowChange::Upsert(wrong),
             ],
-            progress(9),
+            advance(9),
         )
         .await
         .unwrap_err();
@@ -289,7 +320,7 @@ async fn suite(store: &dyn ViewStore) {
 
     // Deletes; a failing statement in a batch rolls back its rows and its progress.
     store
-        .apply(&t, &spec, vec![RowChange::Delete(key("SO-3"))], progress(6))
+        .apply(&t, &spec, vec![RowChange::Delete(key("SO-3"))], advance(6))
         .await
         .unwrap();
     let all = store
@@ -306,7 +337,7 @@ async fn suite(store: &dyn ViewStore) {
             &rebuilt,
             &spec,
             vec![RowChange::Upsert(row("SO-7", "CUST-7", 7.0))],
-            progress(7),
+            advance(7),
         )
         .await
         .unwrap();
@@ -356,7 +387,7 @@ async fn sqlite_passes_the_suite() {
             "kept",
             &spec,
             vec![RowChange::Upsert(row("SO-1", "C", 1.0))],
-            progress(1),
+            advance(1),
         )
         .await
         .unwrap();
@@ -383,7 +414,7 @@ async fn sqlite_checkpoints_beside_the_writer() {
                 "orders",
                 &spec,
                 vec![RowChange::Upsert(row(&id, "C", i as f64))],
-                progress(i + 1),
+                advance(i + 1),
             )
             .await
             .unwrap();
@@ -429,7 +460,7 @@ async fn sqlite_keeps_the_wal_bounded_under_steady_writes() {
             .map(|j| RowChange::Upsert(row(&format!("SO-{i}-{j}"), "C", i as f64)))
             .collect();
         store
-            .apply("orders", &spec, changes, progress(i + 1))
+            .apply("orders", &spec, changes, advance(i + 1))
             .await
             .unwrap();
         largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));

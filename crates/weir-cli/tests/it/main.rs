@@ -12,6 +12,7 @@ mod deploy;
 mod entities;
 mod fleet;
 mod fleet_deploys;
+mod fleet_views;
 mod kafka;
 mod metrics;
 mod new;

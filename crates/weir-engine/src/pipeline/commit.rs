@@ -113,13 +113,7 @@ impl Pipeline {
                 }
             }
         }
-        {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if matches!(&*state, PipelineState::Stalled { topic: t, partition: p, .. } if t == topic && *p == partition)
-            {
-                *state = PipelineState::Running;
-            }
-        }
+        self.recovered(topic, partition);
         self.positions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
