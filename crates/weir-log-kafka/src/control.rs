@@ -17,12 +17,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use weir_log::{Error, ErrorKind, GroupCommit, Member, Result, TopicSpec};
 
 use crate::{KafkaOptions, blocking, unavailable};
@@ -63,6 +65,26 @@ pub(crate) enum ControlRecord {
         partition: u32,
         start: u64,
     },
+    /// A fleet's deploy record (`weir_log::SharedDeploys`), its value in base64.
+    Deploy {
+        key: String,
+        value: String,
+    },
+    /// A deployed component's chunks are stored, from `at.offset` of the functions topic.
+    Component {
+        name: String,
+        at: ComponentAt,
+    },
+}
+
+/// Where a component's chunks are, in the functions topic (see `deploys.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ComponentAt {
+    /// The offset of its first chunk (another component's chunks may come between).
+    pub(crate) offset: u64,
+    pub(crate) chunks: u32,
+    /// Its size in bytes.
+    pub(crate) len: u64,
 }
 
 impl ControlRecord {
@@ -86,6 +108,8 @@ impl ControlRecord {
             ControlRecord::Trim {
                 topic, partition, ..
             } => format!("trim/{topic}/{partition}"),
+            ControlRecord::Deploy { key, .. } => format!("deploy/{key}"),
+            ControlRecord::Component { name, .. } => format!("component/{name}"),
         }
     }
 }
@@ -105,6 +129,10 @@ struct State {
     members: HashMap<String, (Member, Instant)>,
     /// Each trimmed partition's start.
     trims: HashMap<(String, u32), u64>,
+    /// The fleet's deploy records.
+    deploys: BTreeMap<String, Bytes>,
+    /// Stored components, by name.
+    components: HashMap<String, ComponentAt>,
 }
 
 /// How long a member stays listed after its last heartbeat (it beats every second).
@@ -120,8 +148,24 @@ fn now_ms() -> i64 {
 const OUTCOMES_KEPT: usize = 65_536;
 
 impl State {
-    fn apply(&mut self, offset: u64, record: ControlRecord) {
+    /// Applies a record; a deploy record it set, for the watchers.
+    fn apply(&mut self, offset: u64, record: ControlRecord) -> Option<(String, Bytes)> {
         match record {
+            ControlRecord::Deploy { key, value } => {
+                match base64::engine::general_purpose::STANDARD.decode(&value) {
+                    Ok(value) => {
+                        let value = Bytes::from(value);
+                        self.deploys.insert(key.clone(), value.clone());
+                        return Some((key, value));
+                    }
+                    Err(e) => {
+                        tracing::warn!(offset, key, error = %e, "skipping a deploy record that is not base64")
+                    }
+                }
+            }
+            ControlRecord::Component { name, at } => {
+                self.components.insert(name, at);
+            }
             // Liveness is judged by this node's clock when it applies the heartbeat, so
             // members' clocks need not agree; a heartbeat already older than a lifetime
             // when applied (replayed at start) counts for nothing.
@@ -171,6 +215,7 @@ impl State {
                 }
             }
         }
+        None
     }
 }
 
@@ -182,6 +227,8 @@ pub(crate) struct Control {
     state: Mutex<State>,
     /// The next control offset to apply: everything below it is in `state`.
     applied: watch::Sender<u64>,
+    /// Each deploy record as it is applied.
+    deploy_changes: broadcast::Sender<(String, Bytes)>,
 }
 
 fn fenced(group: &str, topic: &str, partition: u32, newest: u64, mine: u64) -> Error {
@@ -227,6 +274,7 @@ impl Control {
             meta,
             state: Mutex::new(State::default()),
             applied,
+            deploy_changes: broadcast::channel(crate::deploys::WATCH_BACKLOG).0,
         });
         tokio::spawn(tail(Arc::downgrade(&control), consumer));
         control.sync().await?;
@@ -296,6 +344,29 @@ impl Control {
             .get(&(topic.to_owned(), partition))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Where a stored component's chunks are, as of the last catch-up.
+    pub(crate) fn component(&self, name: &str) -> Option<ComponentAt> {
+        self.state().components.get(name).cloned()
+    }
+
+    pub(crate) fn deploy_record(&self, key: &str) -> Option<Bytes> {
+        self.state().deploys.get(key).cloned()
+    }
+
+    pub(crate) fn deploy_records(&self) -> Vec<(String, Bytes)> {
+        let state = self.state();
+        state
+            .deploys
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Each deploy record applied from now on.
+    pub(crate) fn deploy_changes(&self) -> broadcast::Receiver<(String, Bytes)> {
+        self.deploy_changes.subscribe()
     }
 
     pub(crate) fn topic_names(&self) -> BTreeSet<String> {
@@ -401,7 +472,13 @@ async fn tail(control: Weak<Control>, consumer: StreamConsumer) {
                 let offset = message.offset() as u64;
                 match serde_json::from_slice::<ControlRecord>(message.payload().unwrap_or_default())
                 {
-                    Ok(record) => control.state().apply(offset, record),
+                    Ok(record) => {
+                        let change = control.state().apply(offset, record);
+                        if let Some(change) = change {
+                            // No watcher is no error.
+                            let _ = control.deploy_changes.send(change);
+                        }
+                    }
                     // A record of a newer weir: skipped here, named in the log.
                     Err(e) => {
                         tracing::warn!(topic = %control.topic, offset, error = %e, "skipping a control record this weir cannot read")

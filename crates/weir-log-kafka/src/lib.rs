@@ -31,6 +31,7 @@
 //! `Unavailable` error, never a wait for ever.
 
 mod control;
+mod deploys;
 mod reader;
 
 use std::collections::HashMap;
@@ -177,9 +178,14 @@ impl KafkaOptions {
     }
 
     fn control_topic(&self) -> String {
+        self.internal_topic("__weir_control")
+    }
+
+    /// One of weir's own topics (`NAME`, or `NAME.PREFIX`).
+    fn internal_topic(&self, name: &str) -> String {
         match &self.prefix {
-            Some(prefix) => format!("__weir_control.{prefix}"),
-            None => "__weir_control".to_owned(),
+            Some(prefix) => format!("{name}.{prefix}"),
+            None => name.to_owned(),
         }
     }
 
@@ -215,6 +221,8 @@ pub(crate) struct Inner {
     /// Partition counts by weir topic, as last seen (a topic's count never changes).
     partitions: Mutex<HashMap<String, u32>>,
     next_partition: AtomicU32,
+    /// Whether the functions topic (see `deploys.rs`) is known to exist.
+    functions_ready: tokio::sync::OnceCell<()>,
 }
 
 /// Opens the log on the brokers the URL names (see [`KafkaOptions::from_url`]).
@@ -297,57 +305,7 @@ impl KafkaLog {
             .map_err(|e| unavailable("cannot start the Kafka metadata client".into(), e))?;
         let meta = Arc::new(meta);
         // The brokers must answer before anything else is tried.
-        let timeout = options.timeout;
-        let probe = meta.clone();
-        let control_topic = options.control_topic();
-        let wanted = control_topic.clone();
-        let exists = blocking(
-            format!("cannot reach the Kafka brokers {:?}", options.brokers),
-            move || {
-                probe.fetch_metadata(Some(&wanted), timeout).map(|m| {
-                    m.topics()
-                        .iter()
-                        .any(|t| t.error().is_none() && !t.partitions().is_empty())
-                })
-            },
-        )
-        .await?;
-        if !exists {
-            let admin_options = AdminOptions::new().operation_timeout(Some(timeout));
-            let new = NewTopic::new(
-                &control_topic,
-                1,
-                TopicReplication::Fixed(i32::from(options.replicas)),
-            )
-            .set("cleanup.policy", "compact");
-            let created = admin
-                .create_topics([&new], &admin_options)
-                .await
-                .map_err(|e| unavailable(format!("cannot create {control_topic}"), e))?;
-            for result in created {
-                match result {
-                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((_, code)) => {
-                        return Err(unavailable(format!("cannot create {control_topic}"), code));
-                    }
-                }
-            }
-            // Created is not yet served: wait until its partition has a leader.
-            let deadline = tokio::time::Instant::now() + timeout;
-            loop {
-                let probe = meta.clone();
-                let wanted = control_topic.clone();
-                let served = blocking(format!("cannot read {control_topic}"), move || {
-                    probe.fetch_watermarks(&wanted, 0, timeout)
-                })
-                .await;
-                match served {
-                    Ok(_) => break,
-                    Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        }
+        ensure_internal_topic(&options, &admin, &meta, &options.control_topic()).await?;
         let control = Control::open(&options, producer.clone(), meta.clone()).await?;
         Ok(KafkaLog {
             inner: Arc::new(Inner {
@@ -358,6 +316,7 @@ impl KafkaLog {
                 control,
                 partitions: Mutex::new(HashMap::new()),
                 next_partition: AtomicU32::new(0),
+                functions_ready: tokio::sync::OnceCell::new(),
             }),
             idle: Mutex::new(HashMap::new()),
         })
@@ -390,7 +349,73 @@ impl KafkaLog {
     }
 }
 
+/// Creates one of weir's own topics (one partition, compacted) unless it exists, and
+/// returns once its partition is served.
+async fn ensure_internal_topic(
+    options: &KafkaOptions,
+    admin: &AdminClient<DefaultClientContext>,
+    meta: &Arc<BaseConsumer>,
+    topic: &str,
+) -> Result<()> {
+    let timeout = options.timeout;
+    let probe = meta.clone();
+    let wanted = topic.to_owned();
+    let exists = blocking(
+        format!("cannot reach the Kafka brokers {:?}", options.brokers),
+        move || {
+            probe.fetch_metadata(Some(&wanted), timeout).map(|m| {
+                m.topics()
+                    .iter()
+                    .any(|t| t.error().is_none() && !t.partitions().is_empty())
+            })
+        },
+    )
+    .await?;
+    if exists {
+        return Ok(());
+    }
+    let admin_options = AdminOptions::new().operation_timeout(Some(timeout));
+    let new = NewTopic::new(
+        topic,
+        1,
+        TopicReplication::Fixed(i32::from(options.replicas)),
+    )
+    .set("cleanup.policy", "compact");
+    let created = admin
+        .create_topics([&new], &admin_options)
+        .await
+        .map_err(|e| unavailable(format!("cannot create {topic}"), e))?;
+    for result in created {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(unavailable(format!("cannot create {topic}"), code));
+            }
+        }
+    }
+    // Created is not yet served: wait until its partition has a leader.
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let probe = meta.clone();
+        let wanted = topic.to_owned();
+        let served = blocking(format!("cannot read {topic}"), move || {
+            probe.fetch_watermarks(&wanted, 0, timeout)
+        })
+        .await;
+        match served {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 impl Inner {
+    /// See [`ensure_internal_topic`].
+    async fn ensure_internal_topic(&self, topic: &str) -> Result<()> {
+        ensure_internal_topic(&self.options, &self.admin, &self.meta, topic).await
+    }
+
     fn admin_options(&self) -> AdminOptions {
         AdminOptions::new().operation_timeout(Some(self.options.timeout))
     }
@@ -591,6 +616,12 @@ impl EventLog for KafkaLog {
     fn membership(&self) -> Option<Arc<dyn weir_log::Membership>> {
         Some(Arc::new(control::KafkaMembers {
             control: self.inner.control.clone(),
+        }))
+    }
+
+    fn deploys(&self) -> Option<Arc<dyn weir_log::SharedDeploys>> {
+        Some(Arc::new(deploys::KafkaDeploys {
+            inner: self.inner.clone(),
         }))
     }
 

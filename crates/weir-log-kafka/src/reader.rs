@@ -58,14 +58,14 @@ fn stored(message: &BorrowedMessage<'_>) -> StoredRecord {
 }
 
 /// What one receive gave.
-enum Received {
+pub(crate) enum Received {
     Record(StoredRecord),
     End,
 }
 
 /// The next record of `kafka_topic`'s `partition`, or the end (a record of another
 /// partition, left from a consumer's earlier assignment, is passed over).
-async fn receive(
+pub(crate) async fn receive(
     consumer: &StreamConsumer,
     kafka_topic: &str,
     partition: u32,
@@ -99,7 +99,7 @@ impl Drop for KafkaReader {
 
 /// Drops a consumer whose assignment may not have started, a second later, off the
 /// caller's thread (see `Drop for KafkaReader`).
-fn retire(consumer: StreamConsumer) {
+pub(crate) fn retire(consumer: StreamConsumer) {
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(1));
         drop(consumer);

@@ -31,38 +31,7 @@ pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
         .await?;
     let value = bytes::Bytes::from(vec![b'x'; args.event_bytes]);
     let per_producer = args.events.div_ceil(args.producers);
-
-    // Through weir.
-    let (weir_secs, latencies) = {
-        let (log, value, topic, partitions) =
-            (log.clone(), value.clone(), topic.clone(), args.partitions);
-        produce(args.producers, per_producer, args.batch, move |p, n| {
-            let (log, value, topic) = (log.clone(), value.clone(), topic.clone());
-            async move {
-                let records = (0..n).map(|_| Record::new(value.clone())).collect();
-                log.append_to(&topic, p as u32 % partitions, records, Expect::Any)
-                    .await?;
-                Ok(())
-            }
-        })
-        .await?
-    };
-    let appended = per_producer * args.producers;
-
-    // Read partition 0 back with a reader, as a pipeline does.
-    let end = log.offsets(&topic, 0).await?.end;
-    let mut reader = log.reader(&topic, 0, 0).await?;
-    let started = Instant::now();
-    let mut read = 0u64;
-    while reader.position() < end {
-        let batch = reader.read(10_000).await?;
-        if batch.records.is_empty() {
-            break;
-        }
-        read += batch.records.len() as u64;
-    }
-    let read_secs = started.elapsed().as_secs_f64().max(1e-9);
-    drop(reader);
+    let through = through_weir(log.clone(), &topic, &args, &value, per_producer).await?;
     log.delete_topic(&topic).await?;
 
     // The same workload from a plain async-nats client, into streams of the same kind.
@@ -83,30 +52,98 @@ pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     })
     .await?;
 
-    let weir_rate = appended as f64 / weir_secs;
-    let raw_rate = appended as f64 / raw_secs;
-    let result = json!({
+    let mut result = result("nats", &args, &through, raw_secs, &raw_latencies, &embedded);
+    result["server_sync"] = json!(embedded_fsync);
+    print_result(&result, args.json)
+}
+
+/// What the bench measured through weir on a backend.
+pub(super) struct Through {
+    secs: f64,
+    latencies: Vec<u64>,
+    appended: usize,
+    read_events_per_sec: f64,
+}
+
+/// Appends `per_producer` events from each of `args.producers` producers to `topic`
+/// through weir, then reads partition 0 back with a reader, as a pipeline does.
+pub(super) async fn through_weir(
+    log: weir_log::SharedLog,
+    topic: &str,
+    args: &LogBenchArgs,
+    value: &bytes::Bytes,
+    per_producer: usize,
+) -> anyhow::Result<Through> {
+    let (secs, latencies) = {
+        let (log, value, topic, partitions) = (
+            log.clone(),
+            value.clone(),
+            topic.to_owned(),
+            args.partitions,
+        );
+        produce(args.producers, per_producer, args.batch, move |p, n| {
+            let (log, value, topic) = (log.clone(), value.clone(), topic.clone());
+            async move {
+                let records = (0..n).map(|_| Record::new(value.clone())).collect();
+                log.append_to(&topic, p as u32 % partitions, records, Expect::Any)
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?
+    };
+    let end = log.offsets(topic, 0).await?.end;
+    let mut reader = log.reader(topic, 0, 0).await?;
+    let started = Instant::now();
+    let mut read = 0u64;
+    while reader.position() < end {
+        let batch = reader.read(10_000).await?;
+        if batch.records.is_empty() {
+            break;
+        }
+        read += batch.records.len() as u64;
+    }
+    let read_secs = started.elapsed().as_secs_f64().max(1e-9);
+    Ok(Through {
+        secs,
+        latencies,
+        appended: per_producer * args.producers,
+        read_events_per_sec: read as f64 / read_secs,
+    })
+}
+
+/// The bench's result: weir on `backend`, the plain client's run of the same workload,
+/// and the embedded log's.
+pub(super) fn result(
+    backend: &str,
+    args: &LogBenchArgs,
+    through: &Through,
+    raw_secs: f64,
+    raw_latencies: &[u64],
+    embedded: &serde_json::Value,
+) -> serde_json::Value {
+    let weir_rate = through.appended as f64 / through.secs;
+    let raw_rate = through.appended as f64 / raw_secs;
+    json!({
         "bench": "log",
-        "backend": "nats",
-        "server_sync": embedded_fsync,
+        "backend": backend,
         "event_bytes": args.event_bytes,
         "producers": args.producers,
         "batch": args.batch,
         "partitions": args.partitions,
-        "events": appended,
+        "events": through.appended,
         "append_events_per_sec": weir_rate.round(),
-        "append_p50_us": percentile(&latencies, 0.50),
-        "append_p99_us": percentile(&latencies, 0.99),
-        "read_events_per_sec": (read as f64 / read_secs).round(),
+        "append_p50_us": percentile(&through.latencies, 0.50),
+        "append_p99_us": percentile(&through.latencies, 0.99),
+        "read_events_per_sec": through.read_events_per_sec.round(),
         "raw_client_events_per_sec": raw_rate.round(),
-        "raw_client_p50_us": percentile(&raw_latencies, 0.50),
-        "raw_client_p99_us": percentile(&raw_latencies, 0.99),
+        "raw_client_p50_us": percentile(raw_latencies, 0.50),
+        "raw_client_p99_us": percentile(raw_latencies, 0.99),
         "backend_raw_ratio": round2(weir_rate / raw_rate),
         "embedded_fsync": embedded["fsync"],
         "embedded_events_per_sec": embedded["append_events_per_sec"],
         "disk_seq_write_mb_per_sec": embedded["disk_seq_write_mb_per_sec"],
-    });
-    print_result(&result, args.json)
+    })
 }
 
 /// Seconds to send `per_producer` events from each of `args.producers` producers with a

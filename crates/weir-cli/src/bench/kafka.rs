@@ -5,18 +5,17 @@
 //! topic to flush every message).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::json;
-use weir_log::{EventLog, Expect, Record, TopicSpec};
+use weir_log::{EventLog, TopicSpec};
 use weir_log_kafka::{KafkaLog, KafkaOptions};
 
-use super::{LogBenchArgs, percentile, print_result, produce, round2};
+use super::backend::{result, through_weir};
+use super::{LogBenchArgs, print_result, produce};
 
 pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -30,38 +29,7 @@ pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
         .await?;
     let value = bytes::Bytes::from(vec![b'x'; args.event_bytes]);
     let per_producer = args.events.div_ceil(args.producers);
-
-    // Through weir.
-    let (weir_secs, latencies) = {
-        let (log, value, topic, partitions) =
-            (log.clone(), value.clone(), topic.clone(), args.partitions);
-        produce(args.producers, per_producer, args.batch, move |p, n| {
-            let (log, value, topic) = (log.clone(), value.clone(), topic.clone());
-            async move {
-                let records = (0..n).map(|_| Record::new(value.clone())).collect();
-                log.append_to(&topic, p as u32 % partitions, records, Expect::Any)
-                    .await?;
-                Ok(())
-            }
-        })
-        .await?
-    };
-    let appended = per_producer * args.producers;
-
-    // Read partition 0 back with a reader, as a pipeline does.
-    let end = log.offsets(&topic, 0).await?.end;
-    let mut reader = log.reader(&topic, 0, 0).await?;
-    let started = Instant::now();
-    let mut read = 0u64;
-    while reader.position() < end {
-        let batch = reader.read(10_000).await?;
-        if batch.records.is_empty() {
-            break;
-        }
-        read += batch.records.len() as u64;
-    }
-    let read_secs = started.elapsed().as_secs_f64().max(1e-9);
-    drop(reader);
+    let through = through_weir(log.clone(), &topic, &args, &value, per_producer).await?;
     log.delete_topic(&topic).await?;
 
     let (raw_secs, raw_latencies) = raw_client(&options, &args, &value, per_producer).await?;
@@ -76,28 +44,14 @@ pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     })
     .await?;
 
-    let weir_rate = appended as f64 / weir_secs;
-    let raw_rate = appended as f64 / raw_secs;
-    let result = json!({
-        "bench": "log",
-        "backend": "kafka",
-        "event_bytes": args.event_bytes,
-        "producers": args.producers,
-        "batch": args.batch,
-        "partitions": args.partitions,
-        "events": appended,
-        "append_events_per_sec": weir_rate.round(),
-        "append_p50_us": percentile(&latencies, 0.50),
-        "append_p99_us": percentile(&latencies, 0.99),
-        "read_events_per_sec": (read as f64 / read_secs).round(),
-        "raw_client_events_per_sec": raw_rate.round(),
-        "raw_client_p50_us": percentile(&raw_latencies, 0.50),
-        "raw_client_p99_us": percentile(&raw_latencies, 0.99),
-        "backend_raw_ratio": round2(weir_rate / raw_rate),
-        "embedded_fsync": embedded["fsync"],
-        "embedded_events_per_sec": embedded["append_events_per_sec"],
-        "disk_seq_write_mb_per_sec": embedded["disk_seq_write_mb_per_sec"],
-    });
+    let result = result(
+        "kafka",
+        &args,
+        &through,
+        raw_secs,
+        &raw_latencies,
+        &embedded,
+    );
     print_result(&result, args.json)
 }
 

@@ -1,11 +1,12 @@
 //! Deploys on a fleet: `weir deploy` and `weir rollback` sent to one worker reach every
-//! worker on the NATS server, a worker that starts later runs what the fleet runs, and a
-//! new release started on one worker reaches the others.
+//! worker on the NATS server (or the Kafka broker), a worker that starts later runs what
+//! the fleet runs, and a new release started on one worker reaches the others.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weir_test_support::WeirProcess;
+use weir_test_support::kafka::KafkaBroker;
 use weir_test_support::nats::NatsServer;
 
 use crate::{cli, weir};
@@ -95,13 +96,22 @@ fn pipelines(node: &WeirProcess) -> Vec<String> {
 #[test]
 fn deploys_and_rollbacks_sent_to_one_worker_reach_the_fleet() {
     let server = NatsServer::start(false);
-    let backend = server.url();
+    deploys_and_rollbacks_reach_the_fleet(&server.url());
+}
+
+#[test]
+fn deploys_and_rollbacks_sent_to_one_worker_reach_the_fleet_on_kafka() {
+    let broker = KafkaBroker::start();
+    deploys_and_rollbacks_reach_the_fleet(&broker.url());
+}
+
+fn deploys_and_rollbacks_reach_the_fleet(backend: &str) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     for dir in &dirs {
         app_in(dir.path(), "guest-tag-v1");
     }
-    let a = serve(dirs[0].path(), &backend);
-    let b = serve(dirs[1].path(), &backend);
+    let a = serve(dirs[0].path(), backend);
+    let b = serve(dirs[1].path(), backend);
     let v1 = version(&a);
     assert_eq!(version(&b), v1);
 
@@ -140,7 +150,7 @@ fn deploys_and_rollbacks_sent_to_one_worker_reach_the_fleet() {
 
     // A worker started later from the same weir.toml runs what the fleet runs: v2 (which
     // its own directory does not hold) and the deployed pipeline.
-    let c = serve(dirs[2].path(), &backend);
+    let c = serve(dirs[2].path(), backend);
     until_all_run(&[&a, &b, &c], &v2);
     let deadline = Instant::now() + Duration::from_secs(30);
     while pipelines(&c) != ["p", "p2"] {
@@ -171,12 +181,12 @@ fn deploys_and_rollbacks_sent_to_one_worker_reach_the_fleet() {
     // follows the newer one instead of turning the fleet back.
     assert!(b.stop());
     app_in(dirs[1].path(), "guest-echo");
-    let b = serve(dirs[1].path(), &backend);
+    let b = serve(dirs[1].path(), backend);
     let v3 = version(&b);
     assert!(v3 != v1 && v3 != v2, "{v3}");
     until_all_run(&[&a, &b, &c], &v3);
     assert!(c.stop());
-    let c = serve(dirs[2].path(), &backend);
+    let c = serve(dirs[2].path(), backend);
     until_all_run(&[&a, &b, &c], &v3);
     assert_eq!(pipelines(&c), ["p", "p2"]);
 
