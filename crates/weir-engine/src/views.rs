@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_manifest::{ViewColumnType, ViewSpec, ViewStoreSpec};
 use weir_views::{
-    Advance, Column, ColumnType, Condition, Filter, Query, Row, RowChange, TableSpec, Value,
-    ViewStore,
+    Advance, Column, ColumnType, Condition, Filter, Progress, Query, Row, RowChange, TableSpec,
+    Value, ViewStore,
 };
 use weir_wasm::{CellValue, InstancePool};
 
@@ -326,6 +326,21 @@ impl Views {
                     positions.insert(key, watch::channel(start).0);
                 }
             }
+            // Every partition has a recorded progress from here on, which only a batch
+            // projected from it moves (`Advance::from`).
+            store
+                .begin_progress(
+                    &table,
+                    positions
+                        .iter()
+                        .map(|((topic, partition), at)| Progress {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            next_offset: *at.borrow(),
+                        })
+                        .collect(),
+                )
+                .await?;
             // A store the fleet's nodes share is projected once, partition by partition;
             // a node's own file by every node.
             let units = match store.kind() {
@@ -380,7 +395,10 @@ impl Views {
             // On a fleet sharing the store, other members project some partitions: the
             // store's progress tells where each is.
             let stored = match view.shared() {
-                true => view.stored_progress().await.ok(),
+                true => tokio::time::timeout(STATUS_TIMEOUT, view.stored_progress())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
                 false => None,
             };
             let mut lag = 0;
@@ -649,7 +667,17 @@ impl View {
         };
         let mut rx = position.subscribe();
         let key = (topic.to_owned(), partition);
-        // Another member may project the partition: its progress shows in the store.
+        // On a fleet sharing the store, the store's progress is the truth: another member
+        // may project the partition, and a rebuild's swap on another node may have moved
+        // it back below this node's own position.
+        let local = async {
+            match self.shared() {
+                true => std::future::pending().await,
+                false => {
+                    let _ = rx.wait_for(|at| *at >= offset).await;
+                }
+            }
+        };
         let stored = async {
             if !self.shared() {
                 return std::future::pending().await;
@@ -665,7 +693,7 @@ impl View {
         };
         let reached = tokio::time::timeout_at(deadline, async {
             tokio::select! {
-                _ = rx.wait_for(|at| *at >= offset) => {}
+                () = local => {}
                 () = stored => {}
             }
         })
@@ -697,13 +725,36 @@ impl View {
             .collect())
     }
 
-    /// Moves this node's position in a partition to the store's progress (kept where it
-    /// is when the store records none).
-    async fn reload(&self, topic: &str, partition: u32) -> weir_views::Result<()> {
+    /// Moves this node's position in a partition to the store's progress. A store that
+    /// records none (its table made again by another node) starts the partition from its
+    /// earliest event.
+    async fn reload(&self, log: &SharedLog, topic: &str, partition: u32) -> Result<(), String> {
         let key = (topic.to_owned(), partition);
-        if let Some(at) = self.stored_progress().await?.get(&key) {
-            self.positions[&key].send_replace(*at);
-        }
+        let read = |e: weir_views::Error| format!("cannot read the view's progress: {e}");
+        let at = match self.stored_progress().await.map_err(read)?.get(&key) {
+            Some(at) => *at,
+            None => {
+                let earliest = resolve_start(log, topic, partition, StartFrom::Earliest)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let first = Progress {
+                    topic: topic.to_owned(),
+                    partition,
+                    next_offset: earliest,
+                };
+                self.store
+                    .begin_progress(&self.table, vec![first])
+                    .await
+                    .map_err(read)?;
+                self.stored_progress()
+                    .await
+                    .map_err(read)?
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(earliest)
+            }
+        };
+        self.positions[&key].send_replace(at);
         Ok(())
     }
 
@@ -778,6 +829,13 @@ enum Flow {
 
 /// How often a node polls a shared store's progress for a consistency token.
 const STORE_POLL: Duration = Duration::from_millis(50);
+/// How often an idle projection on a shared store checks that the store's progress is
+/// still its own (a rebuild on another node may have moved it).
+const IDLE_CHECK: Duration = Duration::from_secs(2);
+/// The pause after a batch the store refused because another writer moved the progress.
+const MOVED_PAUSE: Duration = Duration::from_millis(100);
+/// How long `weir status` waits for a shared store's progress.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keep one source partition (unit `index` of the view) of `view` projected until
 /// `cancel` fires: while this node owns the unit, on a fleet sharing the view's store.
@@ -800,10 +858,7 @@ async fn project_partition(
         let mut backoff = Duration::from_millis(100);
         loop {
             let ran = match reload {
-                true => view
-                    .reload(&topic, partition)
-                    .await
-                    .map_err(|e| format!("cannot read the view's progress: {e}")),
+                true => view.reload(&log, &topic, partition).await,
                 false => Ok(()),
             };
             let ran = match ran {
@@ -823,6 +878,13 @@ async fn project_partition(
                 Ok(Flow::Moved) => {
                     tracing::info!(view = %view.name, %topic, partition, "another writer moved the view's progress; projecting on from the store's");
                     reload = true;
+                    // Two nodes whose views of the fleet differ for a moment both project
+                    // the partition: each refused batch costs a pause, not a spin.
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = released.cancelled() => break,
+                        _ = tokio::time::sleep(MOVED_PAUSE) => {}
+                    }
                 }
                 Err(why) => {
                     tracing::warn!(view = %view.name, %topic, partition, error = %why, "the view's projection stopped at an event; trying it again");
@@ -871,14 +933,35 @@ async fn project_from(
             // Caught up: what stopped the partition before (a read that failed) is behind
             // it, though no event came since.
             view.stuck(topic, partition, None);
+            let interrupt = async {
+                match view.shared() {
+                    true => {
+                        tokio::select! {
+                            _ = released.cancelled() => {}
+                            _ = tokio::time::sleep(IDLE_CHECK) => {}
+                        }
+                    }
+                    false => released.cancelled().await,
+                }
+            };
             match consumer
-                .next_batch(BATCH, cancel, released.cancelled())
+                .next_batch(BATCH, cancel, interrupt)
                 .await
                 .map_err(|e| e.to_string())?
             {
                 Some(records) => records,
                 None if cancel.is_cancelled() => return Ok(Flow::Cancelled),
-                None => return Ok(Flow::Released),
+                None if released.is_cancelled() => return Ok(Flow::Released),
+                None => {
+                    // Idle on a shared store: a rebuild on another node may have moved
+                    // the progress below this node's position.
+                    let stored = view.stored_progress().await.map_err(|e| e.to_string())?;
+                    let key = (topic.to_owned(), partition);
+                    if stored.get(&key) != Some(&*position.borrow()) {
+                        return Ok(Flow::Moved);
+                    }
+                    continue;
+                }
             }
         } else {
             records
@@ -1137,6 +1220,22 @@ async fn rebuild(
                 .map_err(|e| e.to_string())?,
         );
     }
+    // Every partition gets a progress in the new table, so the swap gives each one (an
+    // owner on another node then finds its start moved, even for a partition with no
+    // events, and projects on from the swapped table's).
+    view.store
+        .begin_progress(
+            &table,
+            next.iter()
+                .map(|((topic, partition), at)| Progress {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next_offset: *at,
+                })
+                .collect(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     // Twice while the view serves (the second pass takes what came during the first),
     // then once more with its writes held.
     for _ in 0..2 {

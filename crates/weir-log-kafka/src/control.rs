@@ -77,6 +77,9 @@ pub(crate) enum ControlRecord {
     },
 }
 
+/// A deploy record's key and value.
+pub(crate) type DeployRecord = (String, Bytes);
+
 /// Where a component's chunks are, in the functions topic (see `deploys.rs`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ComponentAt {
@@ -355,18 +358,16 @@ impl Control {
         self.state().deploys.get(key).cloned()
     }
 
-    pub(crate) fn deploy_records(&self) -> Vec<(String, Bytes)> {
+    /// Every deploy record as applied so far, and each one applied from then on.
+    pub(crate) fn watch_deploys(&self) -> (Vec<DeployRecord>, broadcast::Receiver<DeployRecord>) {
         let state = self.state();
-        state
+        let changes = self.deploy_changes.subscribe();
+        let current = state
             .deploys
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    /// Each deploy record applied from now on.
-    pub(crate) fn deploy_changes(&self) -> broadcast::Receiver<(String, Bytes)> {
-        self.deploy_changes.subscribe()
+            .collect();
+        (current, changes)
     }
 
     pub(crate) fn topic_names(&self) -> BTreeSet<String> {
@@ -473,8 +474,10 @@ async fn tail(control: Weak<Control>, consumer: StreamConsumer) {
                 match serde_json::from_slice::<ControlRecord>(message.payload().unwrap_or_default())
                 {
                     Ok(record) => {
-                        let change = control.state().apply(offset, record);
-                        if let Some(change) = change {
+                        let mut state = control.state();
+                        // Sent under the state's lock, so a watcher's snapshot, taken
+                        // under it too, holds each change or its watch gets it, never both.
+                        if let Some(change) = state.apply(offset, record) {
                             // No watcher is no error.
                             let _ = control.deploy_changes.send(change);
                         }

@@ -48,30 +48,35 @@ impl KafkaDeploys {
     /// Reads a component's chunks from where its control record says they start.
     async fn read_chunks(&self, name: &str, at: &ComponentAt) -> Result<Bytes> {
         let topic = self.ready().await?;
-        let consumer = assigned_consumer(&self.inner, &topic, 0, at.offset)?;
+        let mut consumer = Retiring {
+            consumer: Some(assigned_consumer(&self.inner, &topic, 0, at.offset)?),
+            started: false,
+        };
         let mut chunks: Vec<Option<Bytes>> = vec![None; at.chunks as usize];
         let mut missing = chunks.len();
-        let deadline = tokio::time::Instant::now() + self.inner.options.timeout;
-        let mut started = false;
+        // The call's timeout, and as long again per 16 chunks (8 MB).
+        let timeout = self.inner.options.timeout * (1 + at.chunks / 16);
+        let deadline = tokio::time::Instant::now() + timeout;
         let what = format!("component {name} in {topic}");
         let outcome = loop {
             if missing == 0 {
                 break Ok(());
             }
-            let received = tokio::time::timeout_at(deadline, receive(&consumer, &topic, 0, &what));
+            let received =
+                tokio::time::timeout_at(deadline, receive(consumer.get(), &topic, 0, &what));
             match received.await {
                 Err(_) => {
                     break Err(unavailable(
                         format!("cannot read {what}"),
                         format!(
-                            "{missing} of its {} chunks not read in {:?}",
-                            at.chunks, self.inner.options.timeout
+                            "{missing} of its {} chunks not read in {timeout:?}",
+                            at.chunks
                         ),
                     ));
                 }
                 Ok(Err(e)) => break Err(e),
                 Ok(Ok(Received::End)) => {
-                    started = true;
+                    consumer.started = true;
                     break Err(Error::new(
                         ErrorKind::Failed,
                         format!(
@@ -81,7 +86,7 @@ impl KafkaDeploys {
                     ));
                 }
                 Ok(Ok(Received::Record(record))) => {
-                    started = true;
+                    consumer.started = true;
                     let Some(key) = record.key.as_deref() else {
                         continue;
                     };
@@ -100,9 +105,7 @@ impl KafkaDeploys {
                 }
             }
         };
-        if !started {
-            retire(consumer);
-        }
+        drop(consumer);
         outcome?;
         let mut wasm = Vec::with_capacity(at.len as usize);
         for chunk in chunks.into_iter().flatten() {
@@ -210,14 +213,39 @@ impl SharedDeploys for KafkaDeploys {
 
     async fn watch(&self) -> Result<Box<dyn RecordWatch>> {
         let control = &self.inner.control;
-        // Subscribed before the snapshot, so nothing applied in between is missed (it may
-        // come twice: a watcher applies what differs from what it runs).
-        let changes = control.deploy_changes();
         control.sync().await?;
+        // The snapshot and the subscription are taken together (see `Control::watch_deploys`):
+        // each record comes once, in the control topic's order.
+        let (current, changes) = control.watch_deploys();
         Ok(Box::new(KafkaRecordWatch {
-            current: control.deploy_records().into_iter().collect(),
+            current: current.into_iter().collect(),
             changes,
         }))
+    }
+}
+
+/// A consumer that may be dropped before its fetcher started (the read was cancelled, or
+/// timed out): dropped a moment later off the caller's thread, as `KafkaReader` does.
+struct Retiring {
+    consumer: Option<rdkafka::consumer::StreamConsumer>,
+    started: bool,
+}
+
+impl Retiring {
+    fn get(&self) -> &rdkafka::consumer::StreamConsumer {
+        self.consumer
+            .as_ref()
+            .expect("the consumer is kept until the guard is dropped")
+    }
+}
+
+impl Drop for Retiring {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take()
+            && !self.started
+        {
+            retire(consumer);
+        }
     }
 }
 

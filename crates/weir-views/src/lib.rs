@@ -187,9 +187,9 @@ pub struct Advance {
     pub topic: String,
     pub partition: u32,
     /// The progress the writer projected from: when the store holds another (a writer
-    /// on another node moved it), the whole transaction is refused with
-    /// [`Error::Moved`]. None moves it whatever it is; a partition with no progress
-    /// recorded yet takes any.
+    /// on another node moved it), or none ([`ViewStore::begin_progress`] records a
+    /// partition's first), the whole transaction is refused with [`Error::Moved`]. None
+    /// records `to` whatever the progress was (a table with one writer).
     pub from: Option<u64>,
     /// The next offset to project.
     pub to: u64,
@@ -320,6 +320,9 @@ pub trait ViewStore: Send + Sync + 'static {
     ) -> Result<()>;
     /// `table`'s recorded progress, sorted.
     async fn progress(&self, table: &str) -> Result<Vec<Progress>>;
+    /// Records `progress` for each of its partitions that has none yet (one transaction);
+    /// an [`Advance`] with a `from` moves only a recorded progress.
+    async fn begin_progress(&self, table: &str, progress: Vec<Progress>) -> Result<()>;
     /// A page of `table`'s rows.
     async fn query(&self, table: &str, spec: &TableSpec, query: &Query) -> Result<Page>;
     /// Replace `to` by `from` (rows, indexes, progress and shape; both have `spec`) in one

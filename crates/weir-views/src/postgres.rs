@@ -15,6 +15,7 @@ use crate::{
 /// Views in a PostgreSQL database.
 pub struct PostgresStore {
     client: tokio::sync::Mutex<Client>,
+    url: String,
 }
 
 fn store_error(e: impl std::fmt::Display) -> Error {
@@ -88,11 +89,34 @@ impl PostgresStore {
         });
         Ok(PostgresStore {
             client: tokio::sync::Mutex::new(client),
+            url: url.to_owned(),
         })
     }
 
-    async fn in_transaction(&self, statements: Vec<(String, Vec<Param>)>) -> Result<()> {
+    /// The connection, made again if it was lost (PostgreSQL restarted, a network cut):
+    /// a node must not stop projecting the partitions it owns for good.
+    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Client>> {
         let mut client = self.client.lock().await;
+        if client.is_closed() {
+            tracing::warn!("the PostgreSQL view store's connection was lost; connecting again");
+            let (fresh, connection) =
+                tokio_postgres::connect(&self.url, NoTls)
+                    .await
+                    .map_err(|e| {
+                        store_error(format!("cannot connect to {}: {e}", redacted(&self.url)))
+                    })?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::error!(error = %e, "the PostgreSQL view store's connection ended");
+                }
+            });
+            *client = fresh;
+        }
+        Ok(client)
+    }
+
+    async fn in_transaction(&self, statements: Vec<(String, Vec<Param>)>) -> Result<()> {
+        let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
         for (sql, params) in statements {
             let params: Vec<Boxed> = params.iter().map(to_sql).collect();
@@ -125,7 +149,7 @@ impl ViewStore for PostgresStore {
                 .collect(),
         )
         .await?;
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         let row = client
             .query_opt(sql::shape_query(Dialect::Postgres).as_str(), &[&table])
             .await
@@ -166,30 +190,31 @@ impl ViewStore for PostgresStore {
             ty: ColumnType::Text,
             value: Value::Text(s.to_owned()),
         };
-        let int = |i: Option<i64>| Param {
+        let int = |i: i64| Param {
             ty: ColumnType::Integer,
-            value: i.map_or(Value::Null, Value::Integer),
+            value: Value::Integer(i),
         };
-        let mut client = self.client.lock().await;
+        let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
-        for (sql, params) in statements {
-            let params: Vec<Boxed> = params.iter().map(to_sql).collect();
-            tx.execute(sql.as_str(), &refs(&params))
-                .await
-                .map_err(store_error)?;
-        }
-        let advance = sql::advance();
+        // The progress first: a writer whose start moved writes nothing, and takes no
+        // row's lock before it knows (two writers of a partition, or a writer and a
+        // swap, wait for each other instead of deadlocking).
         for a in &advances {
-            let params = [
+            let mut params = vec![
                 text(table),
                 text(&a.topic),
-                int(Some(i64::from(a.partition))),
-                int(Some(a.to as i64)),
-                int(a.from.map(|f| f as i64)),
+                int(i64::from(a.partition)),
+                int(a.to as i64),
             ];
+            if let Some(from) = a.from {
+                params.push(int(from as i64));
+            }
             let params: Vec<Boxed> = params.iter().map(to_sql).collect();
             let moved = tx
-                .execute(advance.as_str(), &refs(&params))
+                .execute(
+                    sql::advance(Dialect::Postgres, a.from.is_some()).as_str(),
+                    &refs(&params),
+                )
                 .await
                 .map_err(store_error)?;
             // The transaction is rolled back when it is dropped uncommitted.
@@ -197,12 +222,45 @@ impl ViewStore for PostgresStore {
                 return Err(Error::moved(table, a));
             }
         }
+        for (sql, params) in statements {
+            let params: Vec<Boxed> = params.iter().map(to_sql).collect();
+            tx.execute(sql.as_str(), &refs(&params))
+                .await
+                .map_err(store_error)?;
+        }
         tx.commit().await.map_err(store_error)
+    }
+
+    async fn begin_progress(&self, table: &str, progress: Vec<Progress>) -> Result<()> {
+        check_name(table)?;
+        let text = |s: &str| Param {
+            ty: ColumnType::Text,
+            value: Value::Text(s.to_owned()),
+        };
+        let int = |i: i64| Param {
+            ty: ColumnType::Integer,
+            value: Value::Integer(i),
+        };
+        let statements = progress
+            .iter()
+            .map(|p| {
+                (
+                    sql::begin_progress(),
+                    vec![
+                        text(table),
+                        text(&p.topic),
+                        int(i64::from(p.partition)),
+                        int(p.next_offset as i64),
+                    ],
+                )
+            })
+            .collect();
+        self.in_transaction(statements).await
     }
 
     async fn progress(&self, table: &str) -> Result<Vec<Progress>> {
         check_name(table)?;
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         let rows = client
             .query(
                 &format!(
@@ -228,7 +286,7 @@ impl ViewStore for PostgresStore {
         let (sql, params, columns) = Dialect::Postgres.select(table, spec, query)?;
         let params: Vec<Boxed> = params.iter().map(to_sql).collect();
         let rows = {
-            let client = self.client.lock().await;
+            let client = self.client().await?;
             client
                 .query(sql.as_str(), &refs(&params))
                 .await

@@ -38,13 +38,35 @@ pub(crate) fn bookkeeping() -> [String; 2] {
 }
 
 /// The statement that moves a view's progress in one partition (parameters: view, topic,
-/// partition, next offset, and the offset it must move from, or null for any); it changes
-/// no row when the recorded progress is another, which the caller turns into
-/// `Error::Moved`. The same text serves both stores.
-pub(crate) fn advance() -> String {
+/// partition, next offset, and with `from` the offset it must move from). With `from` it
+/// changes no row when the recorded progress is another, or when none is recorded (see
+/// `ViewStore::begin_progress`), which the caller turns into `Error::Moved`; without, it
+/// records the progress whatever it was.
+pub(crate) fn advance(dialect: Dialect, from: bool) -> String {
     let progress = quote(PROGRESS_TABLE);
+    if from {
+        // SQLite numbers `$N` parameters in the order they first appear; `?N` is the
+        // number itself.
+        let p = match dialect {
+            Dialect::Sqlite => '?',
+            Dialect::Postgres => '$',
+        };
+        format!(
+            "UPDATE {progress} SET next_offset = {p}4 WHERE view = {p}1 AND topic = {p}2 AND part = {p}3 AND next_offset = {p}5"
+        )
+    } else {
+        format!(
+            "INSERT INTO {progress} (view, topic, part, next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT (view, topic, part) DO UPDATE SET next_offset = excluded.next_offset"
+        )
+    }
+}
+
+/// The statement that records a partition's progress if it has none (parameters: view,
+/// topic, partition, next offset).
+pub(crate) fn begin_progress() -> String {
     format!(
-        "INSERT INTO {progress} (view, topic, part, next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT (view, topic, part) DO UPDATE SET next_offset = excluded.next_offset WHERE CAST($5 AS BIGINT) IS NULL OR {progress}.next_offset = CAST($5 AS BIGINT)"
+        "INSERT INTO {} (view, topic, part, next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT (view, topic, part) DO NOTHING",
+        quote(PROGRESS_TABLE)
     )
 }
 
@@ -187,10 +209,19 @@ impl Dialect {
         check_name(from)?;
         check_name(to)?;
         let progress = quote(PROGRESS_TABLE);
-        let mut statements = vec![
+        let mut statements = Vec::new();
+        if self == Dialect::Postgres {
+            // The progress rows first, as every writer's transaction takes them first
+            // (`ViewStore::apply`), so a writer and a swap wait for each other instead of
+            // deadlocking.
+            statements.push(format!(
+                "SELECT 1 FROM {progress} WHERE view IN ('{from}', '{to}') ORDER BY view, topic, part FOR UPDATE"
+            ));
+        }
+        statements.extend([
             format!("DROP TABLE IF EXISTS {}", quote(to)),
             format!("ALTER TABLE {} RENAME TO {}", quote(from), quote(to)),
-        ];
+        ]);
         for index in &spec.indexes {
             statements.push(format!(
                 "DROP INDEX IF EXISTS {}",

@@ -277,30 +277,60 @@ impl ViewStore for SqliteStore {
         let table = table.to_owned();
         self.run(move |c| {
             let tx = c.transaction().map_err(store_error)?;
+            // The progress first: a writer whose start moved writes nothing.
+            for a in &advances {
+                let moved = match a.from {
+                    Some(from) => tx
+                        .prepare_cached(&sql::advance(Dialect::Sqlite, true))
+                        .and_then(|mut s| {
+                            s.execute(rusqlite::params![
+                                table,
+                                a.topic,
+                                a.partition,
+                                a.to as i64,
+                                from as i64
+                            ])
+                        }),
+                    None => tx
+                        .prepare_cached(&sql::advance(Dialect::Sqlite, false))
+                        .and_then(|mut s| {
+                            s.execute(rusqlite::params![table, a.topic, a.partition, a.to as i64])
+                        }),
+                }
+                .map_err(store_error)?;
+                // The transaction is rolled back when it is dropped uncommitted.
+                if moved != 1 {
+                    return Err(Error::moved(&table, a));
+                }
+            }
             for (sql, params) in statements {
                 let mut statement = tx.prepare_cached(&sql).map_err(store_error)?;
                 statement
                     .execute(params_from_iter(params.iter().map(to_sql)))
                     .map_err(store_error)?;
             }
-            let mut update = tx.prepare_cached(&sql::advance()).map_err(store_error)?;
-            for a in &advances {
-                let from = a.from.map(|f| f as i64);
-                let moved = update
-                    .execute(rusqlite::params![
-                        table,
-                        a.topic,
-                        a.partition,
-                        a.to as i64,
-                        from
-                    ])
+            tx.commit().map_err(store_error)
+        })
+        .await
+    }
+
+    async fn begin_progress(&self, table: &str, progress: Vec<Progress>) -> Result<()> {
+        check_name(table)?;
+        let table = table.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction().map_err(store_error)?;
+            for p in &progress {
+                tx.prepare_cached(&sql::begin_progress())
+                    .and_then(|mut s| {
+                        s.execute(rusqlite::params![
+                            table,
+                            p.topic,
+                            p.partition,
+                            p.next_offset as i64
+                        ])
+                    })
                     .map_err(store_error)?;
-                // The transaction is rolled back when it is dropped uncommitted.
-                if moved != 1 {
-                    return Err(Error::moved(&table, a));
-                }
             }
-            drop(update);
             tx.commit().map_err(store_error)
         })
         .await

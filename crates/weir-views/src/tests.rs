@@ -205,6 +205,25 @@ async fn suite(store: &dyn ViewStore) {
         .await
         .unwrap();
     assert_eq!(store.progress(&t).await.unwrap(), progress(5));
+    // A partition with no progress recorded takes no advance from anywhere until one is
+    // begun; beginning keeps a progress already recorded.
+    let fresh = table("fresh");
+    store.create(&fresh, &spec).await.unwrap();
+    let moved = store
+        .apply(&fresh, &spec, vec![], advance_from(0, 2))
+        .await
+        .unwrap_err();
+    assert!(matches!(moved, Error::Moved(_)), "{moved}");
+    assert!(store.progress(&fresh).await.unwrap().is_empty());
+    store.begin_progress(&fresh, progress(0)).await.unwrap();
+    store.begin_progress(&fresh, progress(9)).await.unwrap();
+    assert_eq!(store.progress(&fresh).await.unwrap(), progress(0));
+    store
+        .apply(&fresh, &spec, vec![], advance_from(0, 2))
+        .await
+        .unwrap();
+    assert_eq!(store.progress(&fresh).await.unwrap(), progress(2));
+    store.drop_table(&fresh).await.unwrap();
 
     let all = store
         .query(&t, &spec, &query(vec![], None, 100))
