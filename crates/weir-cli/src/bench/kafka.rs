@@ -93,6 +93,17 @@ async fn raw_client(
         .set("batch.num.messages", options.batch_records.to_string())
         .create()
         .context("cannot start the plain client's producer")?;
+    // One record to each partition first, untimed: a new topic's first produce waits for
+    // its metadata and leaders, which weir's `create_topic` has waited for already.
+    for partition in 0..args.partitions {
+        let record = FutureRecord::<[u8], [u8]>::to(&name)
+            .partition(partition as i32)
+            .payload(value.as_ref());
+        producer
+            .send(record, options.timeout)
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("the plain client's first record: {e}"))?;
+    }
     let partitions = args.partitions;
     let (secs, latencies) = produce(args.producers, per_producer, args.batch, {
         let (producer, value, name) = (producer.clone(), value.clone(), name.clone());
