@@ -665,41 +665,27 @@ impl View {
                 self.spec.sources
             )));
         };
-        let mut rx = position.subscribe();
         let key = (topic.to_owned(), partition);
-        // On a fleet sharing the store, the store's progress is the truth: another member
-        // may project the partition, and a rebuild's swap on another node may have moved
-        // it back below this node's own position.
-        let local = async {
-            match self.shared() {
-                true => std::future::pending().await,
-                false => {
-                    let _ = rx.wait_for(|at| *at >= offset).await;
-                }
-            }
-        };
-        let stored = async {
+        let reached = tokio::time::timeout_at(deadline, async {
             if !self.shared() {
-                return std::future::pending().await;
+                let mut rx = position.subscribe();
+                return rx.wait_for(|at| *at >= offset).await.is_ok();
             }
+            // On a fleet sharing the store, the store's progress is the truth: another
+            // member may project the partition, and a rebuild's swap on another node may
+            // have moved it back below this node's own position.
             loop {
                 if let Ok(stored) = self.stored_progress().await
                     && stored.get(&key).is_some_and(|at| *at >= offset)
                 {
-                    return;
+                    return true;
                 }
                 tokio::time::sleep(STORE_POLL).await;
-            }
-        };
-        let reached = tokio::time::timeout_at(deadline, async {
-            tokio::select! {
-                () = local => {}
-                () = stored => {}
             }
         })
         .await;
         match reached {
-            Ok(()) => Ok(()),
+            Ok(true) => Ok(()),
             _ => Err(Error::ViewBehind {
                 view: self.name.clone(),
                 token: token.to_owned(),
