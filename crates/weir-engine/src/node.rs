@@ -359,6 +359,12 @@ impl Node {
             })
     }
 
+    /// Events pipeline `name` has committed on this node since it started (handled,
+    /// filtered or dead-lettered): its counters, without a call to the log.
+    pub fn pipeline_committed(&self, name: &str) -> Result<u64> {
+        Ok(self.pipeline(name)?.committed_events())
+    }
+
     /// Bring the consumer-lag gauges (`weir_consumer_lag_events`) up to date: each
     /// pipeline's group and each group of live subscribers, in every partition. The
     /// gateway runs this before it renders `GET /metrics`.

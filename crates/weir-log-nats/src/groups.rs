@@ -97,14 +97,23 @@ pub(crate) async fn claim(inner: &Inner, group: &str, topic: &str, partition: u3
     ))
 }
 
-pub(crate) async fn commit(inner: &Inner, commit: &GroupCommit) -> Result<()> {
+/// Moves the group's offset if `commit` is from its current owner; `first` is the entry
+/// as the caller just read it (its revision is tried first), `None` to read it here.
+pub(crate) async fn commit(
+    inner: &Inner,
+    commit: &GroupCommit,
+    mut first: Option<Option<(GroupEntry, u64)>>,
+) -> Result<()> {
     let key = Names::group_key(&commit.group, &commit.topic, commit.partition);
     for _ in 0..MAX_RACES {
-        let (mut entry, revision) =
-            match read(inner, &commit.group, &commit.topic, commit.partition).await? {
-                Some((entry, revision)) => (entry, Some(revision)),
-                None => (GroupEntry::default(), None),
-            };
+        let current = match first.take() {
+            Some(current) => current,
+            None => read(inner, &commit.group, &commit.topic, commit.partition).await?,
+        };
+        let (mut entry, revision) = match current {
+            Some((entry, revision)) => (entry, Some(revision)),
+            None => (GroupEntry::default(), None),
+        };
         if commit.generation < entry.generation {
             return Err(Error::new(
                 ErrorKind::Fenced,

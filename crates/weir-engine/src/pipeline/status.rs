@@ -72,6 +72,13 @@ impl Pipeline {
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
     }
 
+    /// Events committed since the node started: handled, filtered or dead-lettered.
+    pub(crate) fn committed_events(&self) -> u64 {
+        self.processed.load(AtomicOrdering::Relaxed)
+            + self.filtered.load(AtomicOrdering::Relaxed)
+            + self.dead_lettered.load(AtomicOrdering::Relaxed)
+    }
+
     pub(crate) async fn status(&self, log: &SharedLog) -> PipelineStatus {
         let positions = self
             .positions
