@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             transactions::a_transaction_stores_outputs_and_commit_together,
             transactions::a_transaction_sent_again_is_stored_as_declared,
             transactions::a_fenced_transaction_writes_nothing,
+            transactions::a_transactions_records_keep_their_order,
             model::the_log_matches_a_model_across_reopenings,
         );
     };

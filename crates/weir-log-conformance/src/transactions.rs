@@ -155,3 +155,61 @@ pub async fn a_fenced_transaction_writes_nothing(harness: &impl Harness) {
         .expect("the new owner commits");
     assert_eq!(stored(&log).await, expected(&[0, 1]));
 }
+
+/// A transaction's records for one partition are stored in the order given, keys
+/// repeated or not (a backend may send them in several steps, never out of order).
+pub async fn a_transactions_records_keep_their_order(harness: &impl Harness) {
+    let log = harness.open().await;
+    setup(&log).await;
+    log.create_topic("ordered", &TopicSpec::with_partitions(1))
+        .await
+        .expect("create");
+    let generation = log.claim("p", "in", 0).await.expect("claim");
+    // Three keys twice, then two records without a key; then two keys six times each.
+    let mut first = records("x", 6, 3);
+    first.extend(records("y", 2, 0));
+    let second = records("z", 12, 2);
+    let mut given = Vec::new();
+    for (n, batch) in [first, second].into_iter().enumerate() {
+        given.extend(
+            batch
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.value).into_owned()),
+        );
+        let txn = Transaction {
+            producer: "pipeline/p/in/0".into(),
+            appends: vec![("ordered".into(), batch)],
+            commit: Some(GroupCommit {
+                group: "p".into(),
+                topic: "in".into(),
+                partition: 0,
+                next_offset: n as u64 + 1,
+                generation,
+            }),
+        };
+        log.commit_transaction(txn).await.expect("commit");
+    }
+    let stored = read_all(&log, "ordered", 0).await;
+    assert_eq!(values(&stored), given, "stored in the order given");
+    let keys: Vec<Option<String>> = stored
+        .iter()
+        .map(|r| {
+            r.key
+                .as_ref()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+        })
+        .collect();
+    assert_eq!(
+        keys[..8],
+        [
+            Some("k0".into()),
+            Some("k1".into()),
+            Some("k2".into()),
+            Some("k0".into()),
+            Some("k1".into()),
+            Some("k2".into()),
+            None,
+            None,
+        ]
+    );
+}

@@ -2,7 +2,7 @@
 //! (nats-server 2.12+), one publish per record otherwise; with the call's [`Expect`] as
 //! the server's own expectation headers, checked atomically with the write.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
@@ -18,8 +18,8 @@ use crate::{Inner, TIME_HEADER, unavailable};
 /// `max_batch_size`), and so the most records of one call to one partition.
 pub(crate) const MAX_BATCH: usize = 1000;
 
-/// The most waves [`Inner::publish_in_waves`] sends before it takes an atomic batch.
-const MAX_WAVES: usize = 4;
+/// The most runs [`Inner::publish_in_runs`] sends; more take an atomic batch.
+const MAX_RUNS: usize = 4;
 
 const BATCH_ID: &str = "Nats-Batch-Id";
 const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
@@ -61,8 +61,8 @@ const ATOMIC_DISABLED_CODE: &str = "atomic-batches-disabled";
 
 impl Inner {
     /// Appends `records` to one partition, if `expect` holds; their offsets, in order. All
-    /// or none when `atomic` and the server has atomic batches; else in waves by key (see
-    /// [`Inner::publish_in_waves`]).
+    /// or none when `atomic` and the server has atomic batches; else in runs by key (see
+    /// [`Inner::publish_in_runs`]).
     pub(crate) async fn publish(
         &self,
         topic: &str,
@@ -86,12 +86,12 @@ impl Inner {
             .map(|r| self.names.subject(topic, partition, r.key.as_deref()))
             .collect();
         if !atomic && matches!(expect, Expect::Any) && records.len() > 1 {
-            let waves = waves_by_key(&subjects);
-            let last_wave = waves.iter().copied().max().unwrap_or(0);
-            // Many waves cost more round trips than one atomic batch costs the server.
-            if last_wave < MAX_WAVES || !self.atomic_batches || records.len() > MAX_BATCH {
+            let runs = runs_by_key(&subjects);
+            let last_run = runs.last().copied().unwrap_or(0);
+            // Many runs cost more round trips than one atomic batch costs the server.
+            if last_run < MAX_RUNS || !self.atomic_batches || records.len() > MAX_BATCH {
                 let offsets = self
-                    .publish_in_waves(topic, partition, records, subjects, waves)
+                    .publish_in_runs(topic, partition, records, subjects, runs)
                     .await?;
                 if let Some(last) = offsets.iter().max() {
                     self.note_end(topic, partition, last + 1);
@@ -218,41 +218,37 @@ impl Inner {
     /// without an atomic batch where that is cheaper: nats-server stages an atomic batch
     /// of a file-backed stream with one replica in a file store of its own, a directory
     /// and files made and removed per batch, which cost more than half of its CPU in the
-    /// fleet benchmark. The records go in waves: a record is in wave `n` when `n` records
-    /// before it share its key (unkeyed records share one); each wave is pipelined and
-    /// the next is sent only once every acknowledgement of the last arrived. A reconnect
-    /// can drop a message in the middle of a pipelined run and deliver the ones after it
-    /// (the client drops its unsent buffer, then sends what was still queued), so within
-    /// a wave no two records share a key, and no record follows a lost one of its key:
-    /// a failure ends the call and it is sent again whole, with each key's records first
-    /// stored in their order. Over [`MAX_WAVES`] waves (a key repeated many times, or
-    /// many unkeyed records), [`Inner::publish`] sends one atomic batch instead, where the
-    /// server has them: it costs less than the round trips.
-    async fn publish_in_waves(
+    /// fleet benchmark. The records go in runs, in call order, a new run begun at a
+    /// record whose key is already in the current one (unkeyed records share one key);
+    /// each run is pipelined and the next is sent only once every acknowledgement of the
+    /// last arrived. A reconnect can drop a message in the middle of a pipelined run and
+    /// deliver the ones after it (the client drops its unsent buffer, then sends what was
+    /// still queued), so within a run no two records share a key, and no record is sent
+    /// after a lost one of its key: a failure ends the call, which is then sent again
+    /// whole, and each key's records are first stored in their order. Without a failure
+    /// they are stored in call order. Over [`MAX_RUNS`] runs (a key repeated often, or
+    /// several unkeyed records), [`Inner::publish`] sends one atomic batch instead where
+    /// the server has them: it costs less than the round trips.
+    async fn publish_in_runs(
         &self,
         topic: &str,
         partition: u32,
         records: Vec<Record>,
         subjects: Vec<String>,
-        waves: Vec<usize>,
+        runs: Vec<usize>,
     ) -> Result<Vec<u64>> {
-        let last_wave = waves.iter().copied().max().unwrap_or(0);
-        let mut offsets = vec![0; records.len()];
-        let mut by_wave: Vec<Vec<(usize, Record, String)>> = vec![Vec::new(); last_wave + 1];
-        for (i, ((record, subject), wave)) in
-            records.into_iter().zip(subjects).zip(waves).enumerate()
-        {
-            by_wave[wave].push((i, record, subject));
-        }
-        for wave in by_wave {
-            let (indexes, (records, subjects)): (Vec<usize>, (Vec<Record>, Vec<String>)) =
-                wave.into_iter().map(|(i, r, s)| (i, (r, s))).unzip();
-            let stored = self
-                .publish_each(topic, partition, records, subjects, Expect::Any)
-                .await?;
-            for (i, offset) in indexes.into_iter().zip(stored) {
-                offsets[i] = offset;
+        let mut offsets = Vec::with_capacity(records.len());
+        let mut pending = records.into_iter().zip(subjects).zip(runs).peekable();
+        while let Some(((record, subject), run)) = pending.next() {
+            let (mut records, mut subjects) = (vec![record], vec![subject]);
+            while let Some(((record, subject), _)) = pending.next_if(|(_, next)| *next == run) {
+                records.push(record);
+                subjects.push(subject);
             }
+            offsets.extend(
+                self.publish_each(topic, partition, records, subjects, Expect::Any)
+                    .await?,
+            );
         }
         Ok(offsets)
     }
@@ -308,15 +304,20 @@ impl Inner {
     }
 }
 
-/// Each record's wave: how many records before it share its subject (its key).
-fn waves_by_key(subjects: &[String]) -> Vec<usize> {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+/// Each record's run: the records in call order, a new run begun at a record whose
+/// subject (its key) is already in the current one.
+fn runs_by_key(subjects: &[String]) -> Vec<usize> {
+    let mut run = 0;
+    let mut current: HashSet<&str> = HashSet::new();
     subjects
         .iter()
         .map(|subject| {
-            let count = seen.entry(subject.as_str()).or_default();
-            *count += 1;
-            *count - 1
+            if !current.insert(subject.as_str()) {
+                run += 1;
+                current.clear();
+                current.insert(subject.as_str());
+            }
+            run
         })
         .collect()
 }
