@@ -25,9 +25,10 @@
 //!   URL declares them (`?sync=always`, `?replicas=3`).
 //!
 //! Transactions are at-least-once, as the trait's default: outputs, then the group commit;
-//! the outputs go record by record (not as atomic batches, which the server stages on
-//! disk batch by batch), so a transaction that fails part-way may have stored some of a
-//! partition's records before it is sent again whole.
+//! the outputs go as plain publishes in runs by key (not as atomic batches, which the
+//! server stages on disk batch by batch), so a transaction that fails part-way may have
+//! stored some of a partition's records before it is sent again whole; each key's
+//! records are first stored in their order (see `publish.rs`).
 
 mod deploys;
 mod groups;
@@ -922,13 +923,12 @@ impl EventLog for NatsLog {
         groups::commit(&self.inner, &commit, None).await
     }
 
-    /// At-least-once, as the trait's default, but with the outputs sent record by record
-    /// (pipelined, every topic at once) rather than as atomic batches: nats-server stages
-    /// each atomic batch of a file-backed stream in a file store of its own (a directory
-    /// and files made and removed per batch), which cost more than half of the server's
-    /// CPU in the fleet benchmark, and a transaction that fails part-way is sent again
-    /// whole under this guarantee anyway. The group entry is read once, for the fence
-    /// check before anything is written and as the revision the commit writes at.
+    /// At-least-once, as the trait's default, but with the outputs sent as plain
+    /// publishes in runs by key (`Inner::publish_in_runs`; every topic and partition at
+    /// once) rather than as atomic batches, which nats-server stages on disk batch by
+    /// batch; a transaction that fails part-way is sent again whole under this guarantee
+    /// anyway. The group entry is read once, for the fence check before anything is
+    /// written and as the revision the commit writes at.
     async fn commit_transaction(&self, txn: Transaction) -> Result<()> {
         let inner = &self.inner;
         let entry = match &txn.commit {
