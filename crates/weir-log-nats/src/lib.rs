@@ -203,7 +203,16 @@ pub(crate) struct Inner {
     next_partition: AtomicU32,
     /// Whether the server takes atomic batches (nats-server 2.12+).
     pub(crate) atomic_batches: bool,
+    /// Publishes that runs (`publish.rs`) may have awaiting acknowledgement, well below
+    /// the context's `max_ack_inflight`: a run takes its slots all at once before it
+    /// sends (the client waits for a free slot with no timeout, and a run frees its own
+    /// only once it has sent them all, so runs that took slots one by one could hold
+    /// them all and wait on each other for ever).
+    pub(crate) run_slots: tokio::sync::Semaphore,
 }
+
+/// The JetStream context's limit on publishes awaiting acknowledgement.
+const MAX_ACK_INFLIGHT: usize = 10_000;
 
 /// Opens the log on the server the URL names (see [`NatsOptions::from_url`]).
 pub async fn open_shared(url: &str) -> Result<SharedLog> {
@@ -268,7 +277,7 @@ impl NatsLog {
         }
         let js = jetstream::ContextBuilder::new()
             .timeout(options.timeout)
-            .max_ack_inflight(10_000)
+            .max_ack_inflight(MAX_ACK_INFLIGHT)
             .build(client.clone());
         let names = Names::new(&options.prefix);
         let topics = open_bucket(&js, &names.topics_bucket(), options.replicas).await?;
@@ -304,6 +313,7 @@ impl NatsLog {
                 ends: Mutex::new(HashMap::new()),
                 next_partition: AtomicU32::new(0),
                 atomic_batches,
+                run_slots: tokio::sync::Semaphore::new(publish::RUN_SLOTS),
             }),
         })
     }
@@ -951,13 +961,23 @@ impl EventLog for NatsLog {
             }
             None => None,
         };
-        let sends = txn
-            .appends
-            .into_iter()
-            .filter(|(_, records)| !records.is_empty())
-            .map(|(topic, records)| async move {
-                inner.append_partitioned(&topic, records, false).await
-            });
+        // One entry per topic (two would send one key's records at once), each checked
+        // before anything is sent, so a refused transaction writes nothing.
+        let mut appends: Vec<(String, Vec<Record>)> = Vec::new();
+        for (topic, records) in txn.appends {
+            match appends.iter_mut().find(|(t, _)| *t == topic) {
+                Some((_, all)) => all.extend(records),
+                None if records.is_empty() => {}
+                None => appends.push((topic, records)),
+            }
+        }
+        for (topic, records) in &appends {
+            let meta = inner.existing(topic).await?;
+            inner.check_records(topic, &meta, records)?;
+        }
+        let sends = appends.into_iter().map(|(topic, records)| async move {
+            inner.append_partitioned(&topic, records, false).await
+        });
         for sent in futures::future::join_all(sends).await {
             sent?;
         }

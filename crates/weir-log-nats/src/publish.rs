@@ -1,6 +1,8 @@
-//! Appends into one partition's stream: an atomic batch where the server has them
-//! (nats-server 2.12+), one publish per record otherwise; with the call's [`Expect`] as
-//! the server's own expectation headers, checked atomically with the write.
+//! Appends into one partition's stream: a call's records as an atomic batch where the
+//! server has them (nats-server 2.12+), one publish per record otherwise; with the call's
+//! [`Expect`] as the server's own expectation headers, checked atomically with the write.
+//! A transaction's outputs, which need not be all or none, go in runs by key instead
+//! ([`Inner::publish_in_runs`]).
 
 use std::collections::HashSet;
 
@@ -20,6 +22,10 @@ pub(crate) const MAX_BATCH: usize = 1000;
 
 /// The most runs [`Inner::publish_in_runs`] sends; more take an atomic batch.
 const MAX_RUNS: usize = 4;
+
+/// Publishes that runs may have awaiting acknowledgement at once, across the log (see
+/// `Inner::run_slots`); a run longer than [`MAX_BATCH`] goes in parts of that size.
+pub(crate) const RUN_SLOTS: usize = 4 * MAX_BATCH;
 
 const BATCH_ID: &str = "Nats-Batch-Id";
 const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
@@ -228,7 +234,9 @@ impl Inner {
     /// whole, and each key's records are first stored in their order. Without a failure
     /// they are stored in call order. Over [`MAX_RUNS`] runs (a key repeated often, or
     /// several unkeyed records), [`Inner::publish`] sends one atomic batch instead where
-    /// the server has them: it costs less than the round trips.
+    /// the server has them: it costs less than the round trips. A run goes in parts of
+    /// at most [`MAX_BATCH`] records, each taking its slots of `Inner::run_slots` before
+    /// it sends anything.
     async fn publish_in_runs(
         &self,
         topic: &str,
@@ -240,11 +248,19 @@ impl Inner {
         let mut offsets = Vec::with_capacity(records.len());
         let mut pending = records.into_iter().zip(subjects).zip(runs).peekable();
         while let Some(((record, subject), run)) = pending.next() {
+            // A part of a run: its records have distinct keys, so any cut keeps the order.
             let (mut records, mut subjects) = (vec![record], vec![subject]);
-            while let Some(((record, subject), _)) = pending.next_if(|(_, next)| *next == run) {
+            while records.len() < MAX_BATCH
+                && let Some(((record, subject), _)) = pending.next_if(|(_, next)| *next == run)
+            {
                 records.push(record);
                 subjects.push(subject);
             }
+            let _slots = self
+                .run_slots
+                .acquire_many(records.len() as u32)
+                .await
+                .expect("the run slots are never closed");
             offsets.extend(
                 self.publish_each(topic, partition, records, subjects, Expect::Any)
                     .await?,

@@ -1,6 +1,6 @@
 //! What the NATS backend refuses, and that a refusal writes nothing.
 
-use weir_log::{ErrorKind, Expect, Record, TopicSpec};
+use weir_log::{ErrorKind, Expect, GroupCommit, Record, TopicSpec, Transaction};
 use weir_test_support::nats::NatsServer;
 
 /// The log on `server`, with a topic "t" of one partition.
@@ -118,5 +118,89 @@ async fn bad_group_names_are_invalid_not_unavailable() {
             .await
             .expect("no position"),
         None
+    );
+}
+
+/// Transactions with far more outputs than one atomic batch, three at once, are each
+/// stored whole and in order: runs share the client's 10,000 acknowledgement slots, and
+/// a run of 12,000 that took them one by one would wait for ever, holding 10,000. A
+/// transaction naming a topic that does not exist writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transactions_at_once_are_stored_whole_and_in_order() {
+    let server = NatsServer::start(false);
+    let log = with_topic_t(&server).await;
+    log.create_topic("in", &TopicSpec::with_partitions(3))
+        .await
+        .expect("create");
+    let txn = |p: u32, generation: u64, topics: &[&str]| Transaction {
+        producer: format!("pipeline/p/in/{p}"),
+        appends: topics
+            .iter()
+            .map(|topic| {
+                let records = (0..12_000)
+                    .map(|i| Record::new(format!("{p}-{i}")).with_key(format!("{p}-{i}")))
+                    .collect();
+                (topic.to_string(), records)
+            })
+            .collect(),
+        commit: Some(GroupCommit {
+            group: "g".into(),
+            topic: "in".into(),
+            partition: p,
+            next_offset: 1,
+            generation,
+        }),
+    };
+    let mut sends = Vec::new();
+    for p in 0..3 {
+        log.append_to("in", p, vec![Record::new("input")], Expect::Any)
+            .await
+            .expect("an input");
+        let generation = log.claim("g", "in", p).await.expect("claim");
+        let log = log.clone();
+        sends.push(async move { log.commit_transaction(txn(p, generation, &["t"])).await });
+    }
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        futures::future::join_all(sends),
+    )
+    .await
+    .expect("three transactions of 12,000 records each within two minutes");
+    for result in sent {
+        result.expect("commit");
+    }
+    let mut reader = log.reader("t", 0, 0).await.expect("reader");
+    let mut next = [0u32; 3];
+    loop {
+        let read = reader.read(1000).await.expect("read");
+        if read.records.is_empty() {
+            break;
+        }
+        for record in read.records {
+            let value = String::from_utf8(record.value.to_vec()).expect("text");
+            let (p, i) = value.split_once('-').expect("p-i");
+            let (p, i): (usize, u32) = (p.parse().expect("p"), i.parse().expect("i"));
+            assert_eq!(i, next[p], "transaction {p}'s records in order");
+            next[p] += 1;
+        }
+    }
+    assert_eq!(next, [12_000; 3], "every record stored once");
+    for p in 0..3 {
+        assert_eq!(
+            log.committed_offset("g", "in", p).await.expect("committed"),
+            Some(1)
+        );
+    }
+    let end = log.offsets("t", 0).await.expect("offsets").end;
+    let generation = log.generation("g", "in", 0).await.expect("generation");
+    let err = log
+        .commit_transaction(txn(0, generation, &["t", "missing"]))
+        .await
+        .expect_err("a topic that does not exist");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(
+        log.offsets("t", 0).await.expect("offsets").end,
+        end,
+        "nothing written"
     );
 }
