@@ -65,7 +65,7 @@ pub(crate) struct Destination {
 /// The addresses in refused ranges that a request may still reach because a grant that
 /// allows it names them: a grant of a literal IP address allows that address, a grant of
 /// `localhost` allows loopback addresses. Wildcard grants name no address.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Exceptions {
     pub(crate) addresses: Vec<IpAddr>,
     pub(crate) loopback: bool,
@@ -135,14 +135,88 @@ pub(crate) type Sent = (
     Box<dyn Future<Output = Result<(), Error>> + Send>,
 );
 
-/// Send `request` to `to`: resolve, check, connect to a checked address, TLS for https,
-/// HTTP/1.1. A request whose every address is refused records why in `denied` and fails
-/// with `destination-IP-prohibited` without opening a connection.
+/// Idle HTTP/1.1 connections kept for reuse, by destination: scheme, host (the TLS name
+/// too), port and the matching grants' exceptions. **Invariant:** a connection is kept
+/// under the key of the request that made it, to an address checked for that
+/// destination and those exceptions, so a request reusing it reaches an address its own
+/// check would have passed (the invariant above still holds: the name is not resolved
+/// again). One pool per host, beside its resolver, so a connection is never reused under
+/// another resolver's answers.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<std::collections::HashMap<PoolKey, Vec<Idle>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    scheme: String,
+    host: String,
+    port: u16,
+    exceptions: Exceptions,
+}
+
+struct Idle {
+    sender: hyper::client::conn::http1::SendRequest<WasiBody>,
+    since: std::time::Instant,
+}
+
+/// How long an idle connection is kept (servers commonly close theirs after 5 to 60 s; a
+/// request on one the server closed meanwhile is sent again on a new one when it was not
+/// sent).
+const IDLE_FOR: Duration = Duration::from_secs(30);
+/// The most idle connections kept per destination.
+const IDLE_PER_DESTINATION: usize = 32;
+/// How long a request waits for an idle connection to be ready again.
+const READY_WITHIN: Duration = Duration::from_millis(100);
+
+impl Pool {
+    /// An idle connection to `key` that is ready for a request, if one is.
+    async fn take(
+        &self,
+        key: &PoolKey,
+    ) -> Option<hyper::client::conn::http1::SendRequest<WasiBody>> {
+        loop {
+            let idle = {
+                let mut all = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                all.get_mut(key)?.pop()?
+            };
+            if idle.since.elapsed() >= IDLE_FOR || idle.sender.is_closed() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WITHIN, sender.ready()).await {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Keeps a connection whose last response was read to its end.
+    fn put(&self, key: PoolKey, sender: hyper::client::conn::http1::SendRequest<WasiBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut all = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = all.entry(key).or_default();
+        idle.retain(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
+        if idle.len() < IDLE_PER_DESTINATION {
+            idle.push(Idle {
+                sender,
+                since: std::time::Instant::now(),
+            });
+        }
+    }
+}
+
+/// Send `request` to `to`: on an idle connection to the same destination if the pool has
+/// one, else resolve, check, connect to a checked address, TLS for https, HTTP/1.1. A
+/// request whose every address is refused records why in `denied` and fails with
+/// `destination-IP-prohibited` without opening a connection.
 pub(crate) async fn send(
     mut request: http::Request<WasiBody>,
     to: Destination,
     options: RequestOptions,
     resolver: Arc<dyn Resolver>,
+    pool: Arc<Pool>,
     denied: Arc<Mutex<Option<String>>>,
 ) -> Result<Sent, Error> {
     let forever = Duration::from_secs(600);
@@ -152,6 +226,38 @@ pub(crate) async fn send(
         .between_bytes_timeout
         .unwrap_or(forever)
         .max(Duration::from_nanos(1));
+    let key = PoolKey {
+        scheme: to.scheme.clone(),
+        host: to.host.clone(),
+        port: to.port,
+        exceptions: to.exceptions.clone(),
+    };
+
+    // The request line carries only the path: scheme and authority are for proxies.
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+
+    if let Some(mut sender) = pool.take(&key).await {
+        let sent = tokio::time::timeout(first_byte_timeout, sender.try_send_request(request))
+            .await
+            .map_err(|_| Error::ConnectionReadTimeout)?;
+        match sent {
+            Ok(response) => {
+                return Ok(respond(
+                    response,
+                    between_bytes_timeout,
+                    Some((pool, key, sender)),
+                ));
+            }
+            // The server closed the connection before the request went out: a new one.
+            Err(mut refused) => match refused.take_message() {
+                Some(unsent) => request = unsent,
+                None => return Err(Error::from(refused.into_error())),
+            },
+        }
+    }
 
     let answer = match address::literal(&to.host) {
         Some(ip) => vec![ip],
@@ -216,52 +322,52 @@ pub(crate) async fn send(
         handshake(stream, connect_timeout).await?
     };
 
-    // The request line carries only the path: scheme and authority are for proxies.
-    *request.uri_mut() = http::Uri::builder()
-        .path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()))
-        .build()
-        .map_err(|_| Error::HttpRequestUriInvalid)?;
-
-    let mut connection = Some(connection);
-    let mut response = std::pin::pin!(async {
-        tokio::time::timeout(first_byte_timeout, sender.send_request(request))
-            .await
-            .map_err(|_| Error::ConnectionReadTimeout)?
-            .map_err(Error::from)
+    // The connection runs on its own: it outlives this response when the response is
+    // read to its end and the connection goes back to the pool; otherwise it ends when
+    // the response is dropped or the server closes it.
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "an outbound HTTP connection ended with an error");
+        }
     });
-    // Drive the connection while waiting for the response head.
-    let response = std::future::poll_fn(|cx| {
-        if let Poll::Ready(result) = response.as_mut().poll(cx) {
-            return Poll::Ready(result);
-        }
-        let Some(conn) = connection.as_mut() else {
-            return Poll::Pending;
-        };
-        let done = ready!(conn.as_mut().poll(cx));
-        connection = None;
-        match done {
-            Ok(()) => response.as_mut().poll(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    })
-    .await?;
-    let mut interval = tokio::time::interval(between_bytes_timeout);
+    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)?
+        .map_err(Error::from)?;
+    Ok(respond(
+        response,
+        between_bytes_timeout,
+        Some((pool, key, sender)),
+    ))
+}
+
+/// A response whose body fails when no frame arrives within `between_bytes`, and whose
+/// connection goes back to the pool once the body is read to its end.
+fn respond(
+    response: http::Response<hyper::body::Incoming>,
+    between_bytes: Duration,
+    keep: Option<Kept>,
+) -> Sent {
+    let mut interval = tokio::time::interval(between_bytes);
     interval.reset();
     let response = response.map(|incoming| {
         BetweenBytes {
             incoming,
             timeout: interval,
+            keep,
         }
         .boxed_unsync()
     });
-    let io = async move {
-        match connection {
-            Some(conn) => conn.await,
-            None => Ok(()),
-        }
-    };
-    Ok((response, Box::new(io)))
+    let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async { Ok(()) });
+    (response, io)
 }
+
+/// A connection to give back to its pool, under its key, once its response has ended.
+type Kept = (
+    Arc<Pool>,
+    PoolKey,
+    hyper::client::conn::http1::SendRequest<WasiBody>,
+);
 
 type Connection = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
 
@@ -300,6 +406,7 @@ where
 struct BetweenBytes {
     incoming: hyper::body::Incoming,
     timeout: tokio::time::Interval,
+    keep: Option<Kept>,
 }
 
 impl hyper::body::Body for BetweenBytes {
@@ -311,7 +418,12 @@ impl hyper::body::Body for BetweenBytes {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Error>>> {
         match Pin::new(&mut self.incoming).poll_frame(cx) {
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some((pool, key, sender)) = self.keep.take() {
+                    pool.put(key, sender);
+                }
+                Poll::Ready(None)
+            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(if e.is_timeout() {
                 Error::HttpResponseTimeout
             } else {

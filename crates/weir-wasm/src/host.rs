@@ -20,7 +20,7 @@ use weir_cloudevents::CloudEvent;
 use crate::cache::ArtifactCache;
 use crate::compiled::{ActivePin, CompiledSet};
 use crate::convert;
-use crate::egress::{Resolver, SystemResolver};
+use crate::egress::{Pool, Resolver, SystemResolver};
 use crate::error::{CallError, Error, Result};
 use crate::keyvalue::KeyValueStore;
 use crate::pool::InstancePool;
@@ -316,6 +316,8 @@ pub struct FunctionHost {
     counts: Arc<LoadCounts>,
     keyvalue: Option<Arc<dyn KeyValueStore>>,
     resolver: Arc<dyn Resolver>,
+    /// Idle outbound HTTP connections, shared by this host's functions (`egress.rs`).
+    http_pool: Arc<Pool>,
     fuel: bool,
 }
 
@@ -451,6 +453,7 @@ impl FunctionHost {
             counts: Arc::default(),
             keyvalue: options.keyvalue,
             resolver: options.resolver,
+            http_pool: Arc::default(),
             fuel: options.fuel,
         })
     }
@@ -554,6 +557,7 @@ impl FunctionHost {
                 grants: Arc::new(settings.grants),
                 keyvalue: self.keyvalue.clone(),
                 resolver: self.resolver.clone(),
+                http_pool: self.http_pool.clone(),
                 limits: settings.limits,
                 instance_reuse: settings.instance_reuse.max(1),
                 fuel_metered: self.fuel,
@@ -655,6 +659,7 @@ struct FunctionInner {
     grants: Arc<Grants>,
     keyvalue: Option<Arc<dyn KeyValueStore>>,
     resolver: Arc<dyn Resolver>,
+    http_pool: Arc<Pool>,
     limits: Limits,
     instance_reuse: u32,
     fuel_metered: bool,
@@ -731,6 +736,7 @@ impl Function {
                 grants: f.grants.clone(),
                 keyvalue: store,
                 resolver: f.resolver.clone(),
+                http_pool: f.http_pool.clone(),
                 limits: f.limits,
                 instance_reuse: f.instance_reuse,
                 fuel_metered: f.fuel_metered,
@@ -761,7 +767,7 @@ impl Function {
             f.config.clone(),
             f.grants.clone(),
             f.keyvalue.clone(),
-            f.resolver.clone(),
+            (f.resolver.clone(), f.http_pool.clone()),
             f.limits.memory_bytes,
         );
         let mut store = Store::new(&f.engine, state);

@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::egress::{Destination, Exceptions, Resolver};
+use crate::egress::{Destination, Exceptions, Pool, Resolver};
 use crate::host::wit;
 use crate::keyvalue::KeyValueStore;
 
@@ -106,7 +106,7 @@ impl CallState {
         config: Arc<WasiConfigVariables>,
         grants: Arc<Grants>,
         kv: Option<Arc<dyn KeyValueStore>>,
-        resolver: Arc<dyn Resolver>,
+        (resolver, http_pool): (Arc<dyn Resolver>, Arc<Pool>),
         memory_limit: usize,
     ) -> CallState {
         CallState {
@@ -116,6 +116,7 @@ impl CallState {
             hooks: HttpHooks {
                 grants: grants.clone(),
                 resolver,
+                http_pool,
                 deadline: Instant::now(),
                 denied: Arc::default(),
             },
@@ -273,6 +274,7 @@ impl wasmtime::ResourceLimiter for CallState {
 struct HttpHooks {
     grants: Arc<Grants>,
     resolver: Arc<dyn Resolver>,
+    http_pool: Arc<Pool>,
     deadline: Instant,
     /// What the current call was refused, written by the request's future too.
     denied: Arc<Mutex<Option<String>>>,
@@ -332,8 +334,9 @@ impl WasiHttpHooks for HttpHooks {
         // own timeouts would add up to several times `cap`, and the handshake has none.
         let until = tokio::time::Instant::now() + cap;
         let (resolver, denied) = (self.resolver.clone(), self.denied.clone());
+        let pool = self.http_pool.clone();
         Box::new(async move {
-            let sent = crate::egress::send(request, destination, options, resolver, denied);
+            let sent = crate::egress::send(request, destination, options, resolver, pool, denied);
             tokio::time::timeout_at(until, sent)
                 .await
                 .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?

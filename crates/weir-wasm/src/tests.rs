@@ -1083,3 +1083,105 @@ fn an_entity_is_recognised_and_may_use_grants_in_handle_but_not_in_apply() {
     let err = pool.call(&event("x")).unwrap_err();
     assert!(err.to_string().contains("entity world"), "{err}");
 }
+
+/// An HTTP/1.1 server on loopback answering `200 hello` to each request of a connection
+/// while the client keeps it open (unless `close_each`: then it closes every connection
+/// after one answer, without saying so); its port, and the connections and requests it
+/// took.
+fn keep_alive_server(close_each: bool) -> (u16, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connections, requests) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (c, r) = (connections.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    pending.drain(..end);
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+                    if stream.write_all(answer).is_err() || close_each {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, connections, requests)
+}
+
+#[test]
+fn outbound_http_reuses_a_connection_to_the_same_destination_and_grant() {
+    let (port, connections, requests) = keep_alive_server(false);
+    let resolver = FixedResolver::new(&[("localhost", &["127.0.0.1"])]);
+    let host = host_resolving(resolver.clone());
+    let by_address = load_guest(
+        &host,
+        "guest-capabilities",
+        http_settings(
+            &format!("http://127.0.0.1:{port}/master-data"),
+            "127.0.0.1",
+            Some(port),
+        ),
+    );
+    for _ in 0..5 {
+        let out = by_address.call(&event("test.http")).unwrap();
+        assert_eq!(json_data(&out[0].event)["body"], "hello");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "five calls, one after another, on one connection"
+    );
+    // Another grant (another destination) never takes that connection: its own.
+    let by_name = load_guest(
+        &host,
+        "guest-capabilities",
+        http_settings(
+            &format!("http://localhost:{port}/master-data"),
+            "localhost",
+            Some(port),
+        ),
+    );
+    for _ in 0..3 {
+        let out = by_name.call(&event("test.http")).unwrap();
+        assert_eq!(json_data(&out[0].event)["body"], "hello");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 8);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    assert_eq!(resolver.lookups.load(Ordering::SeqCst), 1, "resolved once");
+}
+
+#[test]
+fn a_connection_the_server_closed_while_idle_is_not_a_failed_call() {
+    let (port, connections, requests) = keep_alive_server(true);
+    let host = host();
+    let f = load_guest(
+        &host,
+        "guest-capabilities",
+        http_settings(
+            &format!("http://127.0.0.1:{port}/master-data"),
+            "127.0.0.1",
+            Some(port),
+        ),
+    );
+    for i in 0..5 {
+        let out = f.call(&event("test.http")).unwrap();
+        assert_eq!(json_data(&out[0].event)["body"], "hello", "call {i}");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 5);
+    assert_eq!(connections.load(Ordering::SeqCst), 5);
+}
