@@ -58,6 +58,8 @@ pub(crate) struct Destination {
     /// As in the URL: a name, an IPv4 literal or a bracketed IPv6 literal.
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// The function sending (connections are pooled per function).
+    pub(crate) function: Arc<str>,
     /// The refused addresses the matching grants name explicitly (see [`Exceptions`]).
     pub(crate) exceptions: Exceptions,
 }
@@ -149,6 +151,9 @@ pub struct Pool {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
+    /// The function whose request made the connection: functions never share one (no
+    /// timing side channel between them, no response of one reaching another).
+    function: Arc<str>,
     scheme: String,
     host: String,
     port: u16,
@@ -160,14 +165,17 @@ struct Idle {
     since: std::time::Instant,
 }
 
-/// How long an idle connection is kept (servers commonly close theirs after 5 to 60 s; a
-/// request on one the server closed meanwhile is sent again on a new one when it was not
-/// sent).
-const IDLE_FOR: Duration = Duration::from_secs(30);
-/// The most idle connections kept per destination.
-const IDLE_PER_DESTINATION: usize = 32;
+/// How long an idle connection is kept: less than the shortest keep-alive common servers
+/// give (5 s), so a request seldom meets a connection the server is closing (one the
+/// server closed before it was sent goes again on a new one).
+const IDLE_FOR: Duration = Duration::from_secs(4);
+/// The most idle connections kept per destination, and per host in all: every put drops
+/// the expired ones of every destination, so the sockets held stay bounded whatever
+/// destinations the functions use.
+const IDLE_PER_DESTINATION: usize = 16;
+const IDLE_IN_ALL: usize = 256;
 /// How long a request waits for an idle connection to be ready again.
-const READY_WITHIN: Duration = Duration::from_millis(100);
+const READY_WITHIN: Duration = Duration::from_millis(10);
 
 impl Pool {
     /// An idle connection to `key` that is ready for a request, if one is.
@@ -196,8 +204,16 @@ impl Pool {
             return;
         }
         let mut all = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = 0;
+        all.retain(|_, idle| {
+            idle.retain(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
+            kept += idle.len();
+            !idle.is_empty()
+        });
+        if kept >= IDLE_IN_ALL {
+            return;
+        }
         let idle = all.entry(key).or_default();
-        idle.retain(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
         if idle.len() < IDLE_PER_DESTINATION {
             idle.push(Idle {
                 sender,
@@ -227,6 +243,7 @@ pub(crate) async fn send(
         .unwrap_or(forever)
         .max(Duration::from_nanos(1));
     let key = PoolKey {
+        function: to.function.clone(),
         scheme: to.scheme.clone(),
         host: to.host.clone(),
         port: to.port,

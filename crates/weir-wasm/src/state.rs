@@ -117,6 +117,7 @@ impl CallState {
                 grants: grants.clone(),
                 resolver,
                 http_pool,
+                function: function.clone(),
                 deadline: Instant::now(),
                 denied: Arc::default(),
             },
@@ -275,6 +276,8 @@ struct HttpHooks {
     grants: Arc<Grants>,
     resolver: Arc<dyn Resolver>,
     http_pool: Arc<Pool>,
+    /// The function these hooks send for.
+    function: Arc<str>,
     deadline: Instant,
     /// What the current call was refused, written by the request's future too.
     denied: Arc<Mutex<Option<String>>>,
@@ -316,6 +319,7 @@ impl WasiHttpHooks for HttpHooks {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let destination = Destination {
+            function: self.function.clone(),
             exceptions: Exceptions::of(&matching),
             scheme,
             host,
