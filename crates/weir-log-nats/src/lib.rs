@@ -946,17 +946,7 @@ impl EventLog for NatsLog {
                 inner.check_commit(commit).await?;
                 let entry =
                     groups::read(inner, &commit.group, &commit.topic, commit.partition).await?;
-                let current = entry.map_or(0, |(entry, _)| entry.generation);
-                if commit.generation < current {
-                    return Err(Error::new(
-                        ErrorKind::Fenced,
-                        format!(
-                            "group \"{}\" has a newer owner of partition {} of topic \"{}\" (generation {current}, this transaction's is {}); this owner must stop: nothing was written",
-                            commit.group, commit.partition, commit.topic, commit.generation
-                        ),
-                    )
-                    .with_code("fenced"));
-                }
+                commit.check_owner(entry.map_or(0, |(entry, _)| entry.generation))?;
                 Some(entry)
             }
             None => None,

@@ -218,16 +218,7 @@ pub trait EventLog: Send + Sync + 'static {
             let current = self
                 .generation(&commit.group, &commit.topic, commit.partition)
                 .await?;
-            if commit.generation < current {
-                return Err(Error::new(
-                    ErrorKind::Fenced,
-                    format!(
-                        "group \"{}\" has a newer owner of partition {} of topic \"{}\" (generation {current}, this transaction's is {}); this owner must stop: nothing was written",
-                        commit.group, commit.partition, commit.topic, commit.generation
-                    ),
-                )
-                .with_code("fenced"));
-            }
+            commit.check_owner(current)?;
         }
         for (topic, records) in txn.appends {
             if !records.is_empty() {

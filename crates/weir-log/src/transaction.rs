@@ -18,6 +18,24 @@ pub struct GroupCommit {
     pub generation: u64,
 }
 
+impl GroupCommit {
+    /// Refuses a transaction with this commit, before it writes anything, when the
+    /// group's `current` generation is newer than the committer's.
+    pub fn check_owner(&self, current: u64) -> crate::Result<()> {
+        if self.generation < current {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Fenced,
+                format!(
+                    "group \"{}\" has a newer owner of partition {} of topic \"{}\" (generation {current}, this transaction's is {}); this owner must stop: nothing was written",
+                    self.group, self.partition, self.topic, self.generation
+                ),
+            )
+            .with_code("fenced"));
+        }
+        Ok(())
+    }
+}
+
 /// Outputs and an offset commit that become durable together.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Transaction {

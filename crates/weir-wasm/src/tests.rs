@@ -1127,19 +1127,7 @@ fn outbound_http_reuses_a_connection_to_the_same_destination_and_grant() {
     let (port, connections, requests) = keep_alive_server(false);
     let resolver = FixedResolver::new(&[("localhost", &["127.0.0.1"])]);
     let host = host_resolving(resolver.clone());
-    let by_address = load_guest(
-        &host,
-        "guest-capabilities",
-        http_settings(
-            &format!("http://127.0.0.1:{port}/master-data"),
-            "127.0.0.1",
-            Some(port),
-        ),
-    );
-    for _ in 0..5 {
-        let out = by_address.call(&event("test.http")).unwrap();
-        assert_eq!(json_data(&out[0].event)["body"], "hello");
-    }
+    calls_say_hello(&http_guest(&host, "127.0.0.1", port), 5);
     assert_eq!(requests.load(Ordering::SeqCst), 5);
     assert_eq!(
         connections.load(Ordering::SeqCst),
@@ -1147,19 +1135,7 @@ fn outbound_http_reuses_a_connection_to_the_same_destination_and_grant() {
         "five calls, one after another, on one connection"
     );
     // Another grant (another destination) never takes that connection: its own.
-    let by_name = load_guest(
-        &host,
-        "guest-capabilities",
-        http_settings(
-            &format!("http://localhost:{port}/master-data"),
-            "localhost",
-            Some(port),
-        ),
-    );
-    for _ in 0..3 {
-        let out = by_name.call(&event("test.http")).unwrap();
-        assert_eq!(json_data(&out[0].event)["body"], "hello");
-    }
+    calls_say_hello(&http_guest(&host, "localhost", port), 3);
     assert_eq!(requests.load(Ordering::SeqCst), 8);
     assert_eq!(connections.load(Ordering::SeqCst), 2);
     assert_eq!(resolver.lookups.load(Ordering::SeqCst), 1, "resolved once");
@@ -1168,20 +1144,26 @@ fn outbound_http_reuses_a_connection_to_the_same_destination_and_grant() {
 #[test]
 fn a_connection_the_server_closed_while_idle_is_not_a_failed_call() {
     let (port, connections, requests) = keep_alive_server(true);
-    let host = host();
-    let f = load_guest(
-        &host,
+    calls_say_hello(&http_guest(&host(), "127.0.0.1", port), 5);
+    assert_eq!(requests.load(Ordering::SeqCst), 5);
+    assert_eq!(connections.load(Ordering::SeqCst), 5);
+}
+
+/// The capabilities guest on `host`, calling `http://{grant}:{port}/master-data` under a
+/// grant of `grant:port`.
+fn http_guest(host: &FunctionHost, grant: &str, port: u16) -> Function {
+    let url = format!("http://{grant}:{port}/master-data");
+    load_guest(
+        host,
         "guest-capabilities",
-        http_settings(
-            &format!("http://127.0.0.1:{port}/master-data"),
-            "127.0.0.1",
-            Some(port),
-        ),
-    );
-    for i in 0..5 {
+        http_settings(&url, grant, Some(port)),
+    )
+}
+
+/// Calls `f` on `test.http` `n` times, each answered `hello`.
+fn calls_say_hello(f: &Function, n: usize) {
+    for i in 0..n {
         let out = f.call(&event("test.http")).unwrap();
         assert_eq!(json_data(&out[0].event)["body"], "hello", "call {i}");
     }
-    assert_eq!(requests.load(Ordering::SeqCst), 5);
-    assert_eq!(connections.load(Ordering::SeqCst), 5);
 }
