@@ -257,7 +257,9 @@ pub(crate) async fn send(
         .map_err(|_| Error::HttpRequestUriInvalid)?;
 
     if let Some(mut sender) = pool.take(&key).await {
-        let sent = tokio::time::timeout(first_byte_timeout, sender.try_send_request(request))
+        let head = RequestHead::of(&request);
+        let (wrapped, replay) = Replay::wrap(request);
+        let sent = tokio::time::timeout(first_byte_timeout, sender.try_send_request(wrapped))
             .await
             .map_err(|_| Error::ConnectionReadTimeout)?;
         match sent {
@@ -268,11 +270,22 @@ pub(crate) async fn send(
                     Some((pool, key, sender)),
                 ));
             }
-            // The server closed the connection before the request went out: a new one.
-            Err(mut refused) => match refused.take_message() {
-                Some(unsent) => request = unsent,
-                None => return Err(Error::from(refused.into_error())),
-            },
+            // The server closed the connection before the request went out, or (a race
+            // no client can close: the server may close an idle connection just as a
+            // request is written to it) before any byte of a response came back to a
+            // request that may safely go twice: again, once, on a new connection.
+            Err(mut refused) => {
+                request = match refused.take_message() {
+                    Some(unsent) => unsent,
+                    None => match replay.and_then(|r| r.again(&head)) {
+                        Some(again) => {
+                            tracing::debug!(error = %refused.error(), "a reused HTTP connection failed before a response: the request goes again on a new one");
+                            again
+                        }
+                        None => return Err(Error::from(refused.into_error())),
+                    },
+                }
+            }
         }
     }
 
@@ -417,6 +430,169 @@ where
         })
     });
     Ok((sender, connection))
+}
+
+/// The most request body bytes kept to send again (see [`Replay`]).
+const REPLAY_UP_TO: usize = 64 * 1024;
+
+/// A request body that keeps what it hands out, up to [`REPLAY_UP_TO`] bytes, so a
+/// request that may safely go twice can be sent again when a reused connection fails
+/// before any response: an idempotent method (RFC 9110, 9.2.2), as Go's client does. A
+/// body of another method, or one that outgrew the limit or failed, is not sent again.
+/// The body is shared: a copy built by [`Replay::again`] first hands out what was kept,
+/// then the rest, and the earlier copy hands out nothing more.
+struct Replay {
+    shared: Arc<Mutex<Replaying>>,
+    generation: u32,
+}
+
+struct Replaying {
+    body: WasiBody,
+    /// What the current copy has handed out, for the next one.
+    kept: Vec<KeptFrame>,
+    kept_bytes: usize,
+    /// What the current copy hands out before reading on.
+    again: std::collections::VecDeque<KeptFrame>,
+    /// False once more than the limit went out, or the body failed.
+    replayable: bool,
+    generation: u32,
+}
+
+enum KeptFrame {
+    Data(Bytes),
+    Trailers(http::HeaderMap),
+}
+
+impl Replay {
+    /// `request` with its body kept for sending again, if its method allows that.
+    fn wrap(request: http::Request<WasiBody>) -> (http::Request<WasiBody>, Option<Replay>) {
+        let idempotent = matches!(
+            *request.method(),
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+                | http::Method::PUT
+                | http::Method::DELETE
+        );
+        if !idempotent {
+            return (request, None);
+        }
+        let (parts, body) = request.into_parts();
+        let shared = Arc::new(Mutex::new(Replaying {
+            body,
+            kept: Vec::new(),
+            kept_bytes: 0,
+            again: Default::default(),
+            replayable: true,
+            generation: 0,
+        }));
+        let body = Replay {
+            shared: shared.clone(),
+            generation: 0,
+        };
+        let handle = Replay {
+            shared,
+            generation: 0,
+        };
+        (
+            http::Request::from_parts(parts, body.boxed_unsync()),
+            Some(handle),
+        )
+    }
+
+    /// The same request again, built from `sent`'s method, target and headers, if its
+    /// body can be.
+    fn again(self, sent: &RequestHead) -> Option<http::Request<WasiBody>> {
+        let generation = {
+            let mut state = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            if !state.replayable {
+                return None;
+            }
+            state.generation += 1;
+            let kept = std::mem::take(&mut state.kept);
+            state.kept_bytes = 0;
+            let mut again: std::collections::VecDeque<KeptFrame> = kept.into();
+            again.append(&mut state.again);
+            state.again = again;
+            state.generation
+        };
+        let body = Replay {
+            shared: self.shared,
+            generation,
+        };
+        let mut request = http::Request::new(body.boxed_unsync());
+        *request.method_mut() = sent.method.clone();
+        *request.uri_mut() = sent.uri.clone();
+        *request.version_mut() = sent.version;
+        *request.headers_mut() = sent.headers.clone();
+        Some(request)
+    }
+}
+
+/// What is needed to build a request again.
+struct RequestHead {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl RequestHead {
+    fn of(request: &http::Request<WasiBody>) -> Self {
+        RequestHead {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        }
+    }
+}
+
+impl hyper::body::Body for Replay {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Error>>> {
+        let mut state = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if state.generation != self.generation {
+            return Poll::Ready(None);
+        }
+        let frame = match state.again.pop_front() {
+            Some(KeptFrame::Data(data)) => hyper::body::Frame::data(data),
+            Some(KeptFrame::Trailers(trailers)) => hyper::body::Frame::trailers(trailers),
+            None => match ready!(Pin::new(&mut state.body).poll_frame(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => {
+                    state.replayable = false;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Some(Ok(frame)) => frame,
+            },
+        };
+        if state.replayable {
+            if let Some(data) = frame.data_ref() {
+                state.kept_bytes += data.len();
+                if state.kept_bytes > REPLAY_UP_TO {
+                    state.replayable = false;
+                    state.kept.clear();
+                } else {
+                    state.kept.push(KeptFrame::Data(data.clone()));
+                }
+            } else if let Some(trailers) = frame.trailers_ref() {
+                state.kept.push(KeptFrame::Trailers(trailers.clone()));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let state = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        state.generation == self.generation && state.again.is_empty() && state.body.is_end_stream()
+    }
 }
 
 /// A response body that fails when no frame arrives within the between-bytes timeout.
