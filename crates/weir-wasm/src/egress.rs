@@ -174,8 +174,9 @@ const IDLE_FOR: Duration = Duration::from_secs(4);
 /// destinations the functions use.
 const IDLE_PER_DESTINATION: usize = 16;
 const IDLE_IN_ALL: usize = 256;
-/// How long a request waits for an idle connection to be ready again.
-const READY_WITHIN: Duration = Duration::from_millis(10);
+/// How long a request waits for an idle connection to be ready again: its task signals
+/// that at once unless the machine is loaded (a connection that closed fails at once).
+const READY_WITHIN: Duration = Duration::from_millis(100);
 
 impl Pool {
     /// An idle connection to `key` that is ready for a request, if one is.
@@ -526,6 +527,7 @@ impl Replay {
         *request.uri_mut() = sent.uri.clone();
         *request.version_mut() = sent.version;
         *request.headers_mut() = sent.headers.clone();
+        *request.extensions_mut() = sent.extensions.clone();
         Some(request)
     }
 }
@@ -536,6 +538,7 @@ struct RequestHead {
     uri: http::Uri,
     version: http::Version,
     headers: http::HeaderMap,
+    extensions: http::Extensions,
 }
 
 impl RequestHead {
@@ -545,6 +548,7 @@ impl RequestHead {
             uri: request.uri().clone(),
             version: request.version(),
             headers: request.headers().clone(),
+            extensions: request.extensions().clone(),
         }
     }
 }
@@ -591,7 +595,30 @@ impl hyper::body::Body for Replay {
 
     fn is_end_stream(&self) -> bool {
         let state = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        state.generation == self.generation && state.again.is_empty() && state.body.is_end_stream()
+        state.generation != self.generation
+            || (state.again.is_empty() && state.body.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let state = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if state.generation != self.generation {
+            return hyper::body::SizeHint::with_exact(0);
+        }
+        let queued: u64 = state
+            .again
+            .iter()
+            .map(|frame| match frame {
+                KeptFrame::Data(data) => data.len() as u64,
+                KeptFrame::Trailers(_) => 0,
+            })
+            .sum();
+        let rest = state.body.size_hint();
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(rest.lower() + queued);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + queued);
+        }
+        hint
     }
 }
 

@@ -201,5 +201,16 @@ fn a_reused_connection_closed_under_a_request_sends_it_again_only_if_idempotent(
         let err = send_to(&pool, port, "POST", "fourth").await.unwrap_err();
         assert!(format!("{err:?}").contains("IncompleteMessage"), "{err:?}");
         assert_eq!(seen.lock().unwrap()[3..], ["POST third", "POST fourth"]);
+        // A GET without a body goes again; a PUT of more than the 64 KiB kept does not.
+        let pool = Arc::new(super::Pool::default());
+        assert_eq!(send_to(&pool, port, "GET", "").await.unwrap(), "");
+        assert_eq!(send_to(&pool, port, "GET", "").await.unwrap(), "");
+        assert_eq!(seen.lock().unwrap()[5..], ["GET ", "GET ", "GET "]);
+        let large = "x".repeat(65 * 1024);
+        let pool = Arc::new(super::Pool::default());
+        assert_eq!(send_to(&pool, port, "PUT", &large).await.unwrap(), large);
+        let err = send_to(&pool, port, "PUT", &large).await.unwrap_err();
+        assert!(format!("{err:?}").contains("IncompleteMessage"), "{err:?}");
+        assert_eq!(seen.lock().unwrap().len(), 10);
     });
 }
