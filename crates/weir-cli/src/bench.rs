@@ -80,6 +80,11 @@ pub struct LogBenchArgs {
     /// `--batch` from `--producers` producers, in the same run.
     #[arg(long)]
     atomic: bool,
+    /// On a broker: rounds of weir and the plain client, interleaved (the order
+    /// alternating), reporting each rate's median, so a drift of the machine or the
+    /// server during the run does not land on one side.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,

@@ -16,8 +16,12 @@ use super::{LogBenchArgs, percentile, print_result, produce, round2};
 
 pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.producers > 0 && args.batch > 0 && args.events > 0 && args.partitions > 0,
-        "--producers, --batch, --events and --partitions must be positive"
+        args.producers > 0
+            && args.batch > 0
+            && args.events > 0
+            && args.partitions > 0
+            && args.rounds > 0,
+        "--producers, --batch, --events, --partitions and --rounds must be positive"
     );
     let options = NatsOptions::from_url(&args.backend).with_context(|| {
         format!(
@@ -26,16 +30,33 @@ pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
         )
     })?;
     let log = Arc::new(NatsLog::open(options.clone()).await?);
-    let topic = format!("bench-{}", std::process::id());
-    log.create_topic(&topic, &TopicSpec::with_partitions(args.partitions))
-        .await?;
+    let atomic = log.guarantees(&TopicSpec::with_partitions(1)).atomicity
+        == weir_log::Atomicity::CallPerPartition;
     let value = bytes::Bytes::from(vec![b'x'; args.event_bytes]);
     let per_producer = args.events.div_ceil(args.producers);
-    let through = through_weir(log.clone(), &topic, &args, &value, per_producer).await?;
-    log.delete_topic(&topic).await?;
 
-    // The same workload from a plain async-nats client, into streams of the same kind.
-    let (raw_secs, raw_latencies) = raw_client(&options, &args, &value, per_producer).await?;
+    // weir, a plain client's publishes and (where the server has them) a plain client's
+    // atomic batches: weir's promise for a call's records, all or none, bought from the
+    // server directly. Interleaved, the order turning each round.
+    let (mut through, mut raw, mut raw_atomic) =
+        (Rounds::default(), Rounds::default(), Rounds::default());
+    let contenders = if atomic { 3 } else { 2 };
+    for round in 0..args.rounds {
+        for k in 0..contenders {
+            match (k + round) % contenders {
+                0 => {
+                    let topic = format!("bench-{}-{round}", std::process::id());
+                    log.create_topic(&topic, &TopicSpec::with_partitions(args.partitions))
+                        .await?;
+                    through
+                        .add(through_weir(log.clone(), &topic, &args, &value, per_producer).await?);
+                    log.delete_topic(&topic).await?;
+                }
+                1 => raw.add(raw_client(&options, &args, &value, per_producer, false).await?),
+                _ => raw_atomic.add(raw_client(&options, &args, &value, per_producer, true).await?),
+            }
+        }
+    }
 
     // The embedded log at the durability the server declares.
     let embedded_fsync = match options.sync {
@@ -52,17 +73,59 @@ pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     })
     .await?;
 
-    let mut result = result("nats", &args, &through, raw_secs, &raw_latencies, &embedded);
+    let mut result = result("nats", &args, &through, &raw, &embedded);
     result["server_sync"] = json!(embedded_fsync);
+    if atomic {
+        let rate = raw_atomic.median_rate();
+        result["raw_client_atomic_events_per_sec"] = json!(rate.round());
+        result["backend_raw_atomic_ratio"] = json!(round2(through.median_rate() / rate));
+    }
     print_result(&result, args.json)
+}
+
+/// One side's rounds: each round's rate, every call's latency in microseconds, and (for
+/// weir) each round's read-back rate.
+#[derive(Default)]
+pub(super) struct Rounds {
+    rates: Vec<f64>,
+    latencies: Vec<u64>,
+    read_rates: Vec<f64>,
+    events: usize,
+}
+
+impl Rounds {
+    pub(super) fn add(&mut self, measured: Through) {
+        self.rates.push(measured.appended as f64 / measured.secs);
+        self.latencies.extend(measured.latencies);
+        self.latencies.sort_unstable();
+        if let Some(read) = measured.read_events_per_sec {
+            self.read_rates.push(read);
+        }
+        self.events = measured.appended;
+    }
+
+    pub(super) fn median_rate(&self) -> f64 {
+        median(&self.rates)
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// What the bench measured through weir on a backend.
 pub(super) struct Through {
-    secs: f64,
-    latencies: Vec<u64>,
-    appended: usize,
-    read_events_per_sec: f64,
+    pub(super) secs: f64,
+    pub(super) latencies: Vec<u64>,
+    pub(super) appended: usize,
+    /// Reading back, for weir's side.
+    pub(super) read_events_per_sec: Option<f64>,
 }
 
 /// Appends `per_producer` events from each of `args.producers` producers to `topic`
@@ -108,22 +171,21 @@ pub(super) async fn through_weir(
         secs,
         latencies,
         appended: per_producer * args.producers,
-        read_events_per_sec: read as f64 / read_secs,
+        read_events_per_sec: Some(read as f64 / read_secs),
     })
 }
 
-/// The bench's result: weir on `backend`, the plain client's run of the same workload,
-/// and the embedded log's.
+/// The bench's result: weir on `backend`, the plain client's rounds of the same workload,
+/// and the embedded log's; rates are medians of the rounds.
 pub(super) fn result(
     backend: &str,
     args: &LogBenchArgs,
-    through: &Through,
-    raw_secs: f64,
-    raw_latencies: &[u64],
+    through: &Rounds,
+    raw: &Rounds,
     embedded: &serde_json::Value,
 ) -> serde_json::Value {
-    let weir_rate = through.appended as f64 / through.secs;
-    let raw_rate = through.appended as f64 / raw_secs;
+    let weir_rate = through.median_rate();
+    let raw_rate = raw.median_rate();
     json!({
         "bench": "log",
         "backend": backend,
@@ -131,14 +193,17 @@ pub(super) fn result(
         "producers": args.producers,
         "batch": args.batch,
         "partitions": args.partitions,
-        "events": through.appended,
+        "events": through.events,
+        "rounds": args.rounds,
         "append_events_per_sec": weir_rate.round(),
+        "append_events_per_sec_rounds": through.rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
         "append_p50_us": percentile(&through.latencies, 0.50),
         "append_p99_us": percentile(&through.latencies, 0.99),
-        "read_events_per_sec": through.read_events_per_sec.round(),
+        "read_events_per_sec": median(&through.read_rates).round(),
         "raw_client_events_per_sec": raw_rate.round(),
-        "raw_client_p50_us": percentile(raw_latencies, 0.50),
-        "raw_client_p99_us": percentile(raw_latencies, 0.99),
+        "raw_client_events_per_sec_rounds": raw.rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        "raw_client_p50_us": percentile(&raw.latencies, 0.50),
+        "raw_client_p99_us": percentile(&raw.latencies, 0.99),
         "backend_raw_ratio": round2(weir_rate / raw_rate),
         "embedded_fsync": embedded["fsync"],
         "embedded_events_per_sec": embedded["append_events_per_sec"],
@@ -146,29 +211,37 @@ pub(super) fn result(
     })
 }
 
-/// Seconds to send `per_producer` events from each of `args.producers` producers with a
-/// plain JetStream client (a publish per event, a batch's acknowledgements awaited
-/// together), and each batch's latency in microseconds, sorted.
+/// `per_producer` events from each of `args.producers` producers sent with a plain
+/// JetStream client into streams of the same kind: a publish per event, a call's
+/// acknowledgements awaited together, or with `atomic` a call's events as one atomic batch
+/// (`Nats-Batch-Id`, `Nats-Batch-Sequence`, the last with `Nats-Batch-Commit` and a reply).
 async fn raw_client(
     options: &NatsOptions,
     args: &LogBenchArgs,
     value: &bytes::Bytes,
     per_producer: usize,
-) -> anyhow::Result<(f64, Vec<u64>)> {
+    atomic: bool,
+) -> anyhow::Result<Through> {
     let client = async_nats::connect(options.servers.clone())
         .await
         .context("cannot connect the plain client")?;
     let js = jetstream::ContextBuilder::new()
         .max_ack_inflight(10_000)
-        .build(client);
-    let prefix = options.prefix.clone();
-    let name = move |p: u32| format!("{prefix}_rawbench{}_{p}", std::process::id());
+        .build(client.clone());
+    let prefix = format!(
+        "{}_rawbench{}{}",
+        options.prefix,
+        std::process::id(),
+        if atomic { "a" } else { "" }
+    );
+    let name = move |p: u32| format!("{prefix}_{p}");
     for p in 0..args.partitions {
         js.create_stream(stream::Config {
             name: name(p),
             subjects: vec![format!("{}.{p}", name(p))],
             storage: stream::StorageType::File,
             num_replicas: options.replicas,
+            allow_atomic_publish: atomic,
             ..Default::default()
         })
         .await
@@ -178,10 +251,13 @@ async fn raw_client(
     let (secs, latencies) = produce(args.producers, per_producer, args.batch, {
         let (js, value, name) = (js.clone(), value.clone(), name.clone());
         move |p, n| {
-            let (js, value) = (js.clone(), value.clone());
+            let (js, client, value) = (js.clone(), client.clone(), value.clone());
             let partition = p as u32 % partitions;
             let subject = format!("{}.{partition}", name(partition));
             async move {
+                if atomic {
+                    return atomic_batch(&client, subject, value, n).await;
+                }
                 let mut acks = Vec::with_capacity(n);
                 for _ in 0..n {
                     acks.push(js.publish(subject.clone(), value.clone()).await?);
@@ -197,5 +273,46 @@ async fn raw_client(
     for p in 0..args.partitions {
         js.delete_stream(name(p)).await?;
     }
-    Ok((secs, latencies))
+    Ok(Through {
+        secs,
+        latencies,
+        appended: per_producer * args.producers,
+        read_events_per_sec: None,
+    })
+}
+
+/// `n` copies of `value` to `subject` as one atomic batch, with a plain client.
+async fn atomic_batch(
+    client: &async_nats::Client,
+    subject: String,
+    value: bytes::Bytes,
+    n: usize,
+) -> anyhow::Result<()> {
+    static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = format!(
+        "{}-{}",
+        std::process::id(),
+        BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    for i in 1..=n {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Batch-Id", id.as_str());
+        headers.insert("Nats-Batch-Sequence", i.to_string().as_str());
+        if i < n {
+            client
+                .publish_with_headers(subject.clone(), headers, value.clone())
+                .await?;
+        } else {
+            headers.insert("Nats-Batch-Commit", "1");
+            let reply = client
+                .request_with_headers(subject.clone(), headers, value.clone())
+                .await?;
+            let answer: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+            anyhow::ensure!(
+                answer.get("error").is_none() && answer["count"] == json!(n),
+                "the server refused a plain atomic batch: {answer}"
+            );
+        }
+    }
+    Ok(())
 }

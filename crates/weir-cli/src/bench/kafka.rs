@@ -14,25 +14,37 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use weir_log::{EventLog, TopicSpec};
 use weir_log_kafka::{KafkaLog, KafkaOptions};
 
-use super::backend::{result, through_weir};
+use super::backend::{Rounds, Through, result, through_weir};
 use super::{LogBenchArgs, print_result, produce};
 
 pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.producers > 0 && args.batch > 0 && args.events > 0 && args.partitions > 0,
-        "--producers, --batch, --events and --partitions must be positive"
+        args.producers > 0
+            && args.batch > 0
+            && args.events > 0
+            && args.partitions > 0
+            && args.rounds > 0,
+        "--producers, --batch, --events, --partitions and --rounds must be positive"
     );
     let options = KafkaOptions::from_url(&args.backend)?;
     let log = Arc::new(KafkaLog::open(options.clone()).await?);
-    let topic = format!("bench-{}", std::process::id());
-    log.create_topic(&topic, &TopicSpec::with_partitions(args.partitions))
-        .await?;
     let value = bytes::Bytes::from(vec![b'x'; args.event_bytes]);
     let per_producer = args.events.div_ceil(args.producers);
-    let through = through_weir(log.clone(), &topic, &args, &value, per_producer).await?;
-    log.delete_topic(&topic).await?;
-
-    let (raw_secs, raw_latencies) = raw_client(&options, &args, &value, per_producer).await?;
+    // Rounds of weir and the plain producer, interleaved, the order turning each round.
+    let (mut through, mut raw) = (Rounds::default(), Rounds::default());
+    for round in 0..args.rounds {
+        for k in 0..2 {
+            if (k + round) % 2 == 0 {
+                let topic = format!("bench-{}-{round}", std::process::id());
+                log.create_topic(&topic, &TopicSpec::with_partitions(args.partitions))
+                    .await?;
+                through.add(through_weir(log.clone(), &topic, &args, &value, per_producer).await?);
+                log.delete_topic(&topic).await?;
+            } else {
+                raw.add(raw_client(&options, &args, &value, per_producer, round).await?);
+            }
+        }
+    }
 
     let embedded = super::log(&LogBenchArgs {
         backend: "embedded".into(),
@@ -44,32 +56,26 @@ pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     })
     .await?;
 
-    let result = result(
-        "kafka",
-        &args,
-        &through,
-        raw_secs,
-        &raw_latencies,
-        &embedded,
-    );
+    let result = result("kafka", &args, &through, &raw, &embedded);
     print_result(&result, args.json)
 }
 
-/// Seconds to send `per_producer` events from each of `args.producers` producers with a
-/// plain rdkafka producer into a topic of the same partitions, and each batch's latency
-/// in microseconds, sorted.
+/// `per_producer` events from each of `args.producers` producers sent with a plain
+/// rdkafka producer into a topic of the same partitions (a new one each `round`): the
+/// seconds taken and each batch's latency.
 async fn raw_client(
     options: &KafkaOptions,
     args: &LogBenchArgs,
     value: &bytes::Bytes,
     per_producer: usize,
-) -> anyhow::Result<(f64, Vec<u64>)> {
+    round: usize,
+) -> anyhow::Result<Through> {
     let brokers = options.brokers.join(",");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()
         .context("cannot start the plain client's admin client")?;
-    let name = options.kafka_topic(&format!("rawbench-{}", std::process::id()));
+    let name = options.kafka_topic(&format!("rawbench-{}-{round}", std::process::id()));
     let admin_options = AdminOptions::new().operation_timeout(Some(options.timeout));
     let made = admin
         .create_topics(
@@ -135,5 +141,10 @@ async fn raw_client(
         .delete_topics(&[&name], &admin_options)
         .await
         .context("cannot delete the plain client's topic")?;
-    Ok((secs, latencies))
+    Ok(Through {
+        secs,
+        latencies,
+        appended: per_producer * args.producers,
+        read_events_per_sec: None,
+    })
 }
