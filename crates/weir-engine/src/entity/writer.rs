@@ -157,6 +157,11 @@ pub(crate) struct Writer {
     partition: u32,
     /// The partition's end offset: the next append's condition.
     end: u64,
+    /// The partition's start offset when it was last scanned: a catch-up that finds it
+    /// moved scans again, since records the index has are gone.
+    start: u64,
+    /// How far the snapshot topic's partition has been read.
+    snapshots_end: u64,
     index: HashMap<String, Vec<Entry>>,
     /// Each entity's latest snapshot's offset in the snapshot topic.
     snapshots: HashMap<String, u64>,
@@ -173,7 +178,9 @@ pub(crate) struct Writer {
 struct Scanned {
     index: HashMap<String, Vec<Entry>>,
     snapshots: HashMap<String, u64>,
+    start: u64,
     end: u64,
+    snapshots_end: u64,
 }
 
 impl Writer {
@@ -184,6 +191,8 @@ impl Writer {
             shared,
             partition,
             end: 0,
+            start: 0,
+            snapshots_end: 0,
             index: HashMap::new(),
             snapshots: HashMap::new(),
             broken: true,
@@ -203,7 +212,9 @@ impl Writer {
         let scanned = self.read_partition().await?;
         self.index = scanned.index;
         self.snapshots = scanned.snapshots;
+        self.start = scanned.start;
         self.end = scanned.end;
+        self.snapshots_end = scanned.snapshots_end;
         self.broken = false;
         if let Some(last) = self
             .index
@@ -220,14 +231,91 @@ impl Writer {
 
     async fn read_partition(&self) -> Result<Scanned> {
         let mut index: HashMap<String, Vec<Entry>> = HashMap::new();
-        let mut snapshot_offsets = HashMap::new();
-        let log = &self.shared.log;
-        let (journal, snapshots) = (&self.shared.spec.journal, &self.shared.spec.snapshots);
-        let offsets = log.offsets(journal, self.partition).await?;
-        let mut from = offsets.start;
+        let mut snapshots = HashMap::new();
+        let offsets = self
+            .shared
+            .log
+            .offsets(&self.shared.spec.journal, self.partition)
+            .await?;
+        let end = self.read_journal(offsets.start, &mut index, |_| {}).await?;
+        let snapshots_end = self.read_snapshots(0, &mut snapshots, |_| {}).await?;
+        Ok(Scanned {
+            index,
+            snapshots,
+            start: offsets.start,
+            end: end.max(offsets.end),
+            snapshots_end,
+        })
+    }
+
+    /// Brings the index up to the partition's end by reading only what was appended since
+    /// the writer last looked (and the snapshots since), evicting from the cache every
+    /// entity with new events or snapshots. **Invariant:** the index, snapshot offsets
+    /// and end it leaves are those a full [`Writer::scan`] would build; where that cannot
+    /// be known (the writer is broken, the partition's start moved past records the index
+    /// has, its end went back), it scans. A read that fails leaves the writer broken, so
+    /// the next round scans.
+    async fn catch_up(&mut self) -> Result<()> {
+        if self.broken {
+            return self.scan().await;
+        }
+        let offsets = self
+            .shared
+            .log
+            .offsets(&self.shared.spec.journal, self.partition)
+            .await?;
+        if offsets.start != self.start || offsets.end < self.end {
+            return self.scan().await;
+        }
+        self.broken = true;
+        let mut index = std::mem::take(&mut self.index);
+        let mut touched = std::collections::HashSet::new();
+        let read = self
+            .read_journal(self.end, &mut index, |key| {
+                touched.insert(key.to_owned());
+            })
+            .await;
+        self.index = index;
+        let end = read?.max(offsets.end);
+        let mut snapshots = std::mem::take(&mut self.snapshots);
+        let read = self
+            .read_snapshots(self.snapshots_end, &mut snapshots, |key| {
+                touched.insert(key.to_owned());
+            })
+            .await;
+        self.snapshots = snapshots;
+        let snapshots_end = read?;
+        for id in &touched {
+            self.cache.remove(id);
+            if let Some(last) = self.index.get(id).and_then(|e| e.last()) {
+                self.last_timestamp_ms = self.last_timestamp_ms.max(last.timestamp_ms);
+            }
+        }
+        tracing::debug!(entity = %self.shared.ty, partition = self.partition, from = self.end, end, entities = touched.len(), "journal partition caught up");
+        self.end = end;
+        self.snapshots_end = snapshots_end;
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Adds the journal's records from `from` to `index`, calling `seen` with each
+    /// record's entity id; the offset after the last one read (`from` if none).
+    async fn read_journal(
+        &self,
+        mut from: u64,
+        index: &mut HashMap<String, Vec<Entry>>,
+        mut seen: impl FnMut(&str),
+    ) -> Result<u64> {
+        let journal = &self.shared.spec.journal;
         loop {
-            let records = log.read(journal, self.partition, from, SCAN_BATCH).await?;
-            let Some(last) = records.last() else { break };
+            let records = self
+                .shared
+                .log
+                .read(journal, self.partition, from, SCAN_BATCH)
+                .await?;
+            let Some(last) = records.last() else {
+                return Ok(from);
+            };
             from = last.offset + 1;
             for record in records {
                 let Some(key) = record
@@ -238,19 +326,34 @@ impl Writer {
                     tracing::warn!(topic = %journal, partition = self.partition, offset = record.offset, "journal record without an entity id as key: ignored");
                     continue;
                 };
+                seen(key);
                 index.entry(key.to_owned()).or_default().push(Entry {
                     offset: record.offset,
                     timestamp_ms: record.timestamp_ms,
                 });
             }
         }
-        let end = from.max(offsets.end);
-        let mut from = 0;
+    }
+
+    /// Records in `snapshots` each entity's latest snapshot from offset `from` of the
+    /// snapshot topic's partition on, calling `seen` with each; the offset after the last
+    /// one read (`from` if none).
+    async fn read_snapshots(
+        &self,
+        mut from: u64,
+        snapshots: &mut HashMap<String, u64>,
+        mut seen: impl FnMut(&str),
+    ) -> Result<u64> {
+        let topic = &self.shared.spec.snapshots;
         loop {
-            let records = log
-                .read(snapshots, self.partition, from, SCAN_BATCH)
+            let records = self
+                .shared
+                .log
+                .read(topic, self.partition, from, SCAN_BATCH)
                 .await?;
-            let Some(last) = records.last() else { break };
+            let Some(last) = records.last() else {
+                return Ok(from);
+            };
             from = last.offset + 1;
             for record in records {
                 if let Some(key) = record
@@ -258,15 +361,11 @@ impl Writer {
                     .as_deref()
                     .and_then(|k| std::str::from_utf8(k).ok())
                 {
-                    snapshot_offsets.insert(key.to_owned(), record.offset);
+                    seen(key);
+                    snapshots.insert(key.to_owned(), record.offset);
                 }
             }
         }
-        Ok(Scanned {
-            index,
-            snapshots: snapshot_offsets,
-            end,
-        })
     }
 
     /// Serve requests until the node stops (requests still queued then are dropped: their
@@ -361,7 +460,7 @@ impl Writer {
 
     async fn round(&mut self, requests: Vec<Request>) {
         if (self.broken || self.moved_elsewhere().await)
-            && let Err(e) = self.scan().await
+            && let Err(e) = self.catch_up().await
         {
             let reason = format!("its journal partition cannot be read: {e}");
             for request in requests {
@@ -559,14 +658,14 @@ impl Writer {
             Err(e) => {
                 let conflict = e.kind() == ErrorKind::Conflict;
                 if conflict {
-                    tracing::warn!(entity = %self.shared.ty, partition = self.partition, "the journal partition changed under its writer; its index is rebuilt");
+                    tracing::warn!(entity = %self.shared.ty, partition = self.partition, "the journal partition changed under its writer; its index catches up");
                 }
                 // Another writer appended (a worker of a fleet, until commands are
                 // forwarded to the partition's owner): every command of the round was
                 // decided against states that may be old. After a rescan they are
                 // decided again in the next round, once; a second loss fails them.
                 let rescanned = conflict
-                    && match self.scan().await {
+                    && match self.catch_up().await {
                         Ok(()) => true,
                         Err(e) => {
                             tracing::error!(entity = %self.shared.ty, partition = self.partition, error = %e, "cannot rescan the journal partition");

@@ -619,3 +619,74 @@ async fn two_nodes_of_a_fleet_write_the_same_entities_in_turn_and_in_races() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A writer that finds its journal partition moved reads only what another node appended
+/// since it last looked: the states it cached of entities with no new events stay
+/// cached, and those of entities with new events are forgotten and read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_catches_up_with_another_nodes_appends_and_keeps_what_did_not_change() {
+    let backend = Backend::nats();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start_on(&backend, a_dir.path(), 100).await;
+    let b = start_on(&backend, b_dir.path(), 100).await;
+    // Ids of journal partition 0 of 2 (the test's manifest), so one writer sees them all.
+    let in_partition_0 = |prefix: &'static str| {
+        (0..)
+            .map(move |i| format!("{prefix}-{i}"))
+            .filter(|id| weir_log::partition_for_key(id.as_bytes(), 2) == 0)
+    };
+    let kept: Vec<String> = in_partition_0("kept").take(2).collect();
+    let other = in_partition_0("other").next().unwrap();
+    let cached = |node: Arc<Node>| async move {
+        node.entity_status()
+            .await
+            .into_iter()
+            .find(|s| s.name == "order")
+            .unwrap()
+            .cached
+    };
+    for id in &kept {
+        assert_eq!(place(&a, id, 1.0).await.version, 1);
+    }
+    assert_eq!(cached(a.clone()).await, 2);
+
+    // b appends to the partition; a sees it, and keeps both states it had.
+    assert_eq!(place(&b, &other, 2.0).await.version, 1);
+    let seen = a
+        .entity_state("order", &other, StateAt::Latest)
+        .await
+        .unwrap();
+    assert_eq!(seen.version, 1);
+    assert_eq!(
+        cached(a.clone()).await,
+        3,
+        "the states a had are still cached"
+    );
+
+    // b pays one of a's cached orders: a forgets its old state and answers the new one.
+    let paid = b
+        .entity_command(
+            "order",
+            &kept[0],
+            "pay",
+            br#"{"amount": 1.0}"#.to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(paid.version, 2);
+    let seen = a
+        .entity_state("order", &kept[0], StateAt::Latest)
+        .await
+        .unwrap();
+    assert_eq!(seen.version, 2);
+    assert_eq!(json(&seen.state), json(&paid.state));
+    // And a decides its next command against it.
+    let shipped = a
+        .entity_command("order", &kept[0], "ship", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(shipped.version, 3);
+    a.shutdown().await;
+    b.shutdown().await;
+}
