@@ -51,7 +51,7 @@ pub(crate) enum Request {
         data: Vec<u8>,
         if_match: Option<u64>,
         /// Whether it was decided once already and lost its append to another writer of
-        /// the partition (it is decided again once, after a rescan).
+        /// the partition (it is decided again once, after a catch-up).
         retried: bool,
         reply: oneshot::Sender<Result<CommandOutcome>>,
     },
@@ -162,6 +162,10 @@ pub(crate) struct Writer {
     start: u64,
     /// How far the snapshot topic's partition has been read.
     snapshots_end: u64,
+    /// The offset and key of the last journal record the index took in (read or
+    /// appended): a catch-up first checks it is still there, so a journal that lost its
+    /// tail and grew again past the old end is scanned, not read on from a wrong place.
+    last: Option<(u64, Option<String>)>,
     index: HashMap<String, Vec<Entry>>,
     /// Each entity's latest snapshot's offset in the snapshot topic.
     snapshots: HashMap<String, u64>,
@@ -181,6 +185,7 @@ struct Scanned {
     start: u64,
     end: u64,
     snapshots_end: u64,
+    last: Option<(u64, Option<String>)>,
 }
 
 impl Writer {
@@ -193,6 +198,7 @@ impl Writer {
             end: 0,
             start: 0,
             snapshots_end: 0,
+            last: None,
             index: HashMap::new(),
             snapshots: HashMap::new(),
             broken: true,
@@ -215,6 +221,7 @@ impl Writer {
         self.start = scanned.start;
         self.end = scanned.end;
         self.snapshots_end = scanned.snapshots_end;
+        self.last = scanned.last;
         self.broken = false;
         if let Some(last) = self
             .index
@@ -237,51 +244,84 @@ impl Writer {
             .log
             .offsets(&self.shared.spec.journal, self.partition)
             .await?;
-        let end = self.read_journal(offsets.start, &mut index, |_| {}).await?;
-        let snapshots_end = self.read_snapshots(0, &mut snapshots, |_| {}).await?;
+        let mut last = None;
+        let end = self
+            .read_journal(offsets.start, &mut index, &mut last, |_| {})
+            .await?;
+        let snapshots_end = self.read_snapshots(0, &mut snapshots).await?;
         Ok(Scanned {
             index,
             snapshots,
             start: offsets.start,
             end: end.max(offsets.end),
             snapshots_end,
+            last,
         })
     }
 
     /// Brings the index up to the partition's end by reading only what was appended since
     /// the writer last looked (and the snapshots since), evicting from the cache every
-    /// entity with new events or snapshots. **Invariant:** the index, snapshot offsets
-    /// and end it leaves are those a full [`Writer::scan`] would build; where that cannot
-    /// be known (the writer is broken, the partition's start moved past records the index
-    /// has, its end went back), it scans. A read that fails leaves the writer broken, so
-    /// the next round scans.
+    /// entity with new events. **Invariant:** the index, snapshot offsets and end it
+    /// leaves are those a full [`Writer::scan`] would build; where that cannot be known
+    /// (the writer is broken, the partition's start moved, its end went back, the last
+    /// record it took in is gone) it scans. A read that fails leaves the writer broken,
+    /// so the next round scans, and its cache empty.
     async fn catch_up(&mut self) -> Result<()> {
         if self.broken {
             return self.scan().await;
         }
-        let offsets = self
-            .shared
-            .log
-            .offsets(&self.shared.spec.journal, self.partition)
-            .await?;
-        if offsets.start != self.start || offsets.end < self.end {
-            return self.scan().await;
-        }
         self.broken = true;
+        match self.read_since().await {
+            Ok(true) => {
+                self.broken = false;
+                Ok(())
+            }
+            Ok(false) => self.scan().await,
+            Err(e) => {
+                self.cache.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Writer::catch_up`]'s reads: false, having changed nothing, where only a scan
+    /// can tell.
+    async fn read_since(&mut self) -> Result<bool> {
+        let log = &self.shared.log;
+        let journal = &self.shared.spec.journal;
+        let offsets = log.offsets(journal, self.partition).await?;
+        if offsets.start != self.start || offsets.end < self.end {
+            return Ok(false);
+        }
+        if let Some((offset, key)) = &self.last {
+            let there = log
+                .read(journal, self.partition, *offset, 1)
+                .await?
+                .into_iter()
+                .next()
+                .is_some_and(|r| {
+                    r.offset == *offset && r.key.as_deref() == key.as_deref().map(str::as_bytes)
+                });
+            if !there {
+                tracing::warn!(entity = %self.shared.ty, partition = self.partition, offset, "the journal partition's last record known to its writer is gone: it is scanned again");
+                return Ok(false);
+            }
+        }
         let mut index = std::mem::take(&mut self.index);
+        let mut last = self.last.take();
         let mut touched = std::collections::HashSet::new();
         let read = self
-            .read_journal(self.end, &mut index, |key| {
+            .read_journal(self.end, &mut index, &mut last, |key| {
                 touched.insert(key.to_owned());
             })
             .await;
         self.index = index;
+        self.last = last;
         let end = read?.max(offsets.end);
+        // Snapshots change no state, only where one is rebuilt from.
         let mut snapshots = std::mem::take(&mut self.snapshots);
         let read = self
-            .read_snapshots(self.snapshots_end, &mut snapshots, |key| {
-                touched.insert(key.to_owned());
-            })
+            .read_snapshots(self.snapshots_end, &mut snapshots)
             .await;
         self.snapshots = snapshots;
         let snapshots_end = read?;
@@ -294,16 +334,17 @@ impl Writer {
         tracing::debug!(entity = %self.shared.ty, partition = self.partition, from = self.end, end, entities = touched.len(), "journal partition caught up");
         self.end = end;
         self.snapshots_end = snapshots_end;
-        self.broken = false;
-        Ok(())
+        Ok(true)
     }
 
     /// Adds the journal's records from `from` to `index`, calling `seen` with each
-    /// record's entity id; the offset after the last one read (`from` if none).
+    /// record's entity id and keeping the last record's offset and key in `taken_in`; the
+    /// offset after the last one read (`from` if none).
     async fn read_journal(
         &self,
         mut from: u64,
         index: &mut HashMap<String, Vec<Entry>>,
+        taken_in: &mut Option<(u64, Option<String>)>,
         mut seen: impl FnMut(&str),
     ) -> Result<u64> {
         let journal = &self.shared.spec.journal;
@@ -318,11 +359,12 @@ impl Writer {
             };
             from = last.offset + 1;
             for record in records {
-                let Some(key) = record
+                let key = record
                     .key
                     .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                else {
+                    .and_then(|k| std::str::from_utf8(k).ok());
+                *taken_in = Some((record.offset, key.map(str::to_owned)));
+                let Some(key) = key else {
                     tracing::warn!(topic = %journal, partition = self.partition, offset = record.offset, "journal record without an entity id as key: ignored");
                     continue;
                 };
@@ -336,13 +378,11 @@ impl Writer {
     }
 
     /// Records in `snapshots` each entity's latest snapshot from offset `from` of the
-    /// snapshot topic's partition on, calling `seen` with each; the offset after the last
-    /// one read (`from` if none).
+    /// snapshot topic's partition on; the offset after the last one read (`from` if none).
     async fn read_snapshots(
         &self,
         mut from: u64,
         snapshots: &mut HashMap<String, u64>,
-        mut seen: impl FnMut(&str),
     ) -> Result<u64> {
         let topic = &self.shared.spec.snapshots;
         loop {
@@ -361,7 +401,6 @@ impl Writer {
                     .as_deref()
                     .and_then(|k| std::str::from_utf8(k).ok())
                 {
-                    seen(key);
                     snapshots.insert(key.to_owned(), record.offset);
                 }
             }
@@ -662,13 +701,13 @@ impl Writer {
                 }
                 // Another writer appended (a worker of a fleet, until commands are
                 // forwarded to the partition's owner): every command of the round was
-                // decided against states that may be old. After a rescan they are
+                // decided against states that may be old. After a catch-up they are
                 // decided again in the next round, once; a second loss fails them.
-                let rescanned = conflict
+                let caught_up = conflict
                     && match self.catch_up().await {
                         Ok(()) => true,
                         Err(e) => {
-                            tracing::error!(entity = %self.shared.ty, partition = self.partition, error = %e, "cannot rescan the journal partition");
+                            tracing::error!(entity = %self.shared.ty, partition = self.partition, error = %e, "cannot catch up with the journal partition");
                             false
                         }
                     };
@@ -689,7 +728,7 @@ impl Writer {
                 for (((result, reply), id), (name, data, if_match, retried)) in
                     results.into_iter().zip(replies).zip(ids).zip(copies)
                 {
-                    if rescanned && !retried {
+                    if caught_up && !retried {
                         self.carried.push_back(Request::Command {
                             id: id.clone(),
                             name,
@@ -738,6 +777,7 @@ impl Writer {
                         });
                     }
                     self.end = self.end.max(position.offset + 1);
+                    self.last = Some((position.offset, id.clone()));
                     events.push(LoggedEvent {
                         topic: self.shared.spec.journal.clone(),
                         partition: position.partition,
