@@ -258,7 +258,6 @@ pub(crate) async fn send(
         .map_err(|_| Error::HttpRequestUriInvalid)?;
 
     if let Some(mut sender) = pool.take(&key).await {
-        let head = RequestHead::of(&request);
         let (wrapped, replay) = Replay::wrap(request);
         let sent = tokio::time::timeout(first_byte_timeout, sender.try_send_request(wrapped))
             .await
@@ -268,7 +267,7 @@ pub(crate) async fn send(
                 return Ok(respond(
                     response,
                     between_bytes_timeout,
-                    Some((pool, key, sender)),
+                    (pool, key, sender),
                 ));
             }
             // The server closed the connection before the request went out, or (a race
@@ -278,7 +277,7 @@ pub(crate) async fn send(
             Err(mut refused) => {
                 request = match refused.take_message() {
                     Some(unsent) => unsent,
-                    None => match replay.and_then(|r| r.again(&head)) {
+                    None => match replay.and_then(Again::request) {
                         Some(again) => {
                             tracing::debug!(error = %refused.error(), "a reused HTTP connection failed before a response: the request goes again on a new one");
                             again
@@ -368,7 +367,7 @@ pub(crate) async fn send(
     Ok(respond(
         response,
         between_bytes_timeout,
-        Some((pool, key, sender)),
+        (pool, key, sender),
     ))
 }
 
@@ -377,7 +376,7 @@ pub(crate) async fn send(
 fn respond(
     response: http::Response<hyper::body::Incoming>,
     between_bytes: Duration,
-    keep: Option<Kept>,
+    keep: Kept,
 ) -> Sent {
     let mut interval = tokio::time::interval(between_bytes);
     interval.reset();
@@ -385,7 +384,7 @@ fn respond(
         BetweenBytes {
             incoming,
             timeout: interval,
-            keep,
+            keep: Some(keep),
         }
         .boxed_unsync()
     });
@@ -440,7 +439,7 @@ const REPLAY_UP_TO: usize = 64 * 1024;
 /// request that may safely go twice can be sent again when a reused connection fails
 /// before any response: an idempotent method (RFC 9110, 9.2.2), as Go's client does. A
 /// body of another method, or one that outgrew the limit or failed, is not sent again.
-/// The body is shared: a copy built by [`Replay::again`] first hands out what was kept,
+/// The body is shared: a copy built by [`Again::request`] first hands out what was kept,
 /// then the rest, and the earlier copy hands out nothing more.
 struct Replay {
     shared: Arc<Mutex<Replaying>>,
@@ -466,7 +465,7 @@ enum KeptFrame {
 
 impl Replay {
     /// `request` with its body kept for sending again, if its method allows that.
-    fn wrap(request: http::Request<WasiBody>) -> (http::Request<WasiBody>, Option<Replay>) {
+    fn wrap(request: http::Request<WasiBody>) -> (http::Request<WasiBody>, Option<Again>) {
         let idempotent = matches!(
             *request.method(),
             http::Method::GET
@@ -480,6 +479,12 @@ impl Replay {
             return (request, None);
         }
         let (parts, body) = request.into_parts();
+        let mut head = http::Request::new(());
+        *head.method_mut() = parts.method.clone();
+        *head.uri_mut() = parts.uri.clone();
+        *head.version_mut() = parts.version;
+        *head.headers_mut() = parts.headers.clone();
+        *head.extensions_mut() = parts.extensions.clone();
         let shared = Arc::new(Mutex::new(Replaying {
             body,
             kept: Vec::new(),
@@ -492,19 +497,22 @@ impl Replay {
             shared: shared.clone(),
             generation: 0,
         };
-        let handle = Replay {
-            shared,
-            generation: 0,
-        };
         (
             http::Request::from_parts(parts, body.boxed_unsync()),
-            Some(handle),
+            Some(Again { shared, head }),
         )
     }
+}
 
-    /// The same request again, built from `sent`'s method, target and headers, if its
-    /// body can be.
-    fn again(self, sent: &RequestHead) -> Option<http::Request<WasiBody>> {
+/// A request [`Replay::wrap`] kept: its head, and its body shared with the copy sent.
+struct Again {
+    shared: Arc<Mutex<Replaying>>,
+    head: http::Request<()>,
+}
+
+impl Again {
+    /// The request once more, if its body can be sent again.
+    fn request(self) -> Option<http::Request<WasiBody>> {
         let generation = {
             let mut state = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             if !state.replayable {
@@ -518,38 +526,11 @@ impl Replay {
             state.again = again;
             state.generation
         };
-        let body = Replay {
-            shared: self.shared,
-            generation,
-        };
-        let mut request = http::Request::new(body.boxed_unsync());
-        *request.method_mut() = sent.method.clone();
-        *request.uri_mut() = sent.uri.clone();
-        *request.version_mut() = sent.version;
-        *request.headers_mut() = sent.headers.clone();
-        *request.extensions_mut() = sent.extensions.clone();
-        Some(request)
-    }
-}
-
-/// What is needed to build a request again.
-struct RequestHead {
-    method: http::Method,
-    uri: http::Uri,
-    version: http::Version,
-    headers: http::HeaderMap,
-    extensions: http::Extensions,
-}
-
-impl RequestHead {
-    fn of(request: &http::Request<WasiBody>) -> Self {
-        RequestHead {
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
-            headers: request.headers().clone(),
-            extensions: request.extensions().clone(),
-        }
+        let shared = self.shared;
+        Some(
+            self.head
+                .map(|()| Replay { shared, generation }.boxed_unsync()),
+        )
     }
 }
 
