@@ -15,14 +15,7 @@ use weir_log_nats::{NatsLog, NatsOptions, ServerSync};
 use super::{LogBenchArgs, percentile, print_result, produce, round2};
 
 pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.producers > 0
-            && args.batch > 0
-            && args.events > 0
-            && args.partitions > 0
-            && args.rounds > 0,
-        "--producers, --batch, --events, --partitions and --rounds must be positive"
-    );
+    check_counts(&args)?;
     let options = NatsOptions::from_url(&args.backend).with_context(|| {
         format!(
             "--backend {} is not a backend the bench knows",
@@ -83,6 +76,19 @@ pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
         result["backend_raw_atomic_ratio"] = json!(round2(through.median_rate() / rate));
     }
     print_result(&result, args.json)
+}
+
+/// Refuses counts the bench divides by or loops over when they are not positive.
+pub(super) fn check_counts(args: &LogBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.producers > 0
+            && args.batch > 0
+            && args.events > 0
+            && args.partitions > 0
+            && args.rounds > 0,
+        "--producers, --batch, --events, --partitions and --rounds must be positive"
+    );
+    Ok(())
 }
 
 /// One side's rounds: each round's rate, every call's latency in microseconds, and (for

@@ -14,18 +14,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use weir_log::{EventLog, TopicSpec};
 use weir_log_kafka::{KafkaLog, KafkaOptions};
 
-use super::backend::{Rounds, Through, result, through_weir};
+use super::backend::{Rounds, Through, check_counts, result, through_weir};
 use super::{LogBenchArgs, print_result, produce};
 
 pub(super) async fn run(args: LogBenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.producers > 0
-            && args.batch > 0
-            && args.events > 0
-            && args.partitions > 0
-            && args.rounds > 0,
-        "--producers, --batch, --events, --partitions and --rounds must be positive"
-    );
+    check_counts(&args)?;
     let options = KafkaOptions::from_url(&args.backend)?;
     let log = Arc::new(KafkaLog::open(options.clone()).await?);
     let value = bytes::Bytes::from(vec![b'x'; args.event_bytes]);
