@@ -342,49 +342,47 @@ impl Writer {
     /// offset after the last one read (`from` if none).
     async fn read_journal(
         &self,
-        mut from: u64,
+        from: u64,
         index: &mut HashMap<String, Vec<Entry>>,
         taken_in: &mut Option<(u64, Option<String>)>,
         mut seen: impl FnMut(&str),
     ) -> Result<u64> {
         let journal = &self.shared.spec.journal;
-        loop {
-            let records = self
-                .shared
-                .log
-                .read(journal, self.partition, from, SCAN_BATCH)
-                .await?;
-            let Some(last) = records.last() else {
-                return Ok(from);
+        self.read_on(journal, from, |offset, key, timestamp_ms| {
+            *taken_in = Some((offset, key.map(str::to_owned)));
+            let Some(key) = key else {
+                tracing::warn!(topic = %journal, partition = self.partition, offset, "journal record without an entity id as key: ignored");
+                return;
             };
-            from = last.offset + 1;
-            for record in records {
-                let key = record
-                    .key
-                    .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok());
-                *taken_in = Some((record.offset, key.map(str::to_owned)));
-                let Some(key) = key else {
-                    tracing::warn!(topic = %journal, partition = self.partition, offset = record.offset, "journal record without an entity id as key: ignored");
-                    continue;
-                };
-                seen(key);
-                index.entry(key.to_owned()).or_default().push(Entry {
-                    offset: record.offset,
-                    timestamp_ms: record.timestamp_ms,
-                });
-            }
-        }
+            seen(key);
+            index.entry(key.to_owned()).or_default().push(Entry {
+                offset,
+                timestamp_ms,
+            });
+        })
+        .await
     }
 
     /// Records in `snapshots` each entity's latest snapshot from offset `from` of the
     /// snapshot topic's partition on; the offset after the last one read (`from` if none).
-    async fn read_snapshots(
+    async fn read_snapshots(&self, from: u64, snapshots: &mut HashMap<String, u64>) -> Result<u64> {
+        self.read_on(&self.shared.spec.snapshots, from, |offset, key, _| {
+            if let Some(key) = key {
+                snapshots.insert(key.to_owned(), offset);
+            }
+        })
+        .await
+    }
+
+    /// Reads `topic`'s partition from `from` to its end, handing `each` every record's
+    /// offset, key (when it is UTF-8) and append time; the offset after the last one
+    /// read (`from` if none).
+    async fn read_on(
         &self,
+        topic: &str,
         mut from: u64,
-        snapshots: &mut HashMap<String, u64>,
+        mut each: impl FnMut(u64, Option<&str>, i64),
     ) -> Result<u64> {
-        let topic = &self.shared.spec.snapshots;
         loop {
             let records = self
                 .shared
@@ -395,14 +393,12 @@ impl Writer {
                 return Ok(from);
             };
             from = last.offset + 1;
-            for record in records {
-                if let Some(key) = record
+            for record in &records {
+                let key = record
                     .key
                     .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                {
-                    snapshots.insert(key.to_owned(), record.offset);
-                }
+                    .and_then(|k| std::str::from_utf8(k).ok());
+                each(record.offset, key, record.timestamp_ms);
             }
         }
     }
