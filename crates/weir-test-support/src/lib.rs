@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 pub mod kafka;
+pub mod mqtt;
 pub mod nats;
 pub mod script_guests;
 
