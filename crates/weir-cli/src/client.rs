@@ -482,6 +482,33 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let sources = status["sources"].as_array().cloned().unwrap_or_default();
+    if !sources.is_empty() {
+        println!("sources:");
+        for s in &sources {
+            println!(
+                "  {}  {}  {}  -> {}  {}  {} received  {} appended  {} dead-lettered  {} acknowledged",
+                s["name"].as_str().unwrap_or(""),
+                s["url"].as_str().unwrap_or(""),
+                s["subscribe"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                s["topic"].as_str().unwrap_or(""),
+                s["state"].as_str().unwrap_or(""),
+                s["received"],
+                s["appended"],
+                s["dead_lettered"],
+                s["acknowledged"],
+            );
+            if let Some(error) = s["error"].as_str() {
+                println!("    last error: {error}");
+            }
+        }
+    }
     let views = status["views"].as_array().cloned().unwrap_or_default();
     if !views.is_empty() {
         println!("views:");

@@ -195,6 +195,18 @@ impl Node {
         for name in &plan.pipelines {
             self.start_pipeline(name, &next.pipelines[name]).await?;
         }
+        for name in &plan.sources_stopped {
+            self.sources.stop(name).await;
+        }
+        for name in &plan.sources_started {
+            let before = current
+                .as_ref()
+                .and_then(|m| m.sources.get(name))
+                .map(|s| s.subscribe.clone())
+                .unwrap_or_default();
+            self.start_source(&next.app.name, name, &next.sources[name], before)
+                .await?;
+        }
 
         let functions = next
             .functions
@@ -214,7 +226,7 @@ impl Node {
                 },
             })
             .collect();
-        tracing::info!(app = %next.app.name, ?topics, pipelines = ?plan.pipelines, "app deployed");
+        tracing::info!(app = %next.app.name, ?topics, pipelines = ?plan.pipelines, sources_stopped = ?plan.sources_stopped, sources_started = ?plan.sources_started, "app deployed");
         Ok(AppDeployed {
             app: next.app.name.clone(),
             functions,

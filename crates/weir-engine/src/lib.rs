@@ -45,6 +45,7 @@ mod redrive;
 mod registry;
 pub mod replay;
 pub mod routing;
+mod sources;
 mod status;
 mod subscribe;
 mod telemetry;
@@ -69,6 +70,7 @@ pub use replay::{
     Replay, ReplayBound, ReplayProgress, ReplayRange, ReplayReport, ReplayRequest, VersionReport,
     VersionSource,
 };
+pub use sources::SourceStatus;
 pub use status::{FleetStatus, FunctionStatus, NodeStatus, TopicStatus};
 pub use topics::{READ_INLINE_BYTES, ReadEvents, TopicUpdate, topic_spec};
 pub use views::{

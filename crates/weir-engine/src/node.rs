@@ -102,6 +102,8 @@ pub struct Node {
     pub(crate) entities: crate::entity::Entities,
     /// The app's views and their projections.
     pub(crate) views: crate::views::Views,
+    /// The app's sources of events from other brokers.
+    pub(crate) sources: crate::sources::Sources,
     /// On a fleet, where its deploys are shared (`deploy::shared`).
     pub(crate) shared: Option<Arc<dyn weir_log::SharedDeploys>>,
     /// The SHA-256 of the `weir.toml` this node started from.
@@ -259,11 +261,21 @@ impl Node {
             tasks,
             groups,
             units,
+            sources: crate::sources::Sources::default(),
             stopped: Mutex::new(false),
         };
         if let Some(manifest) = &manifest {
             for (name, spec) in &manifest.pipelines {
                 if let Err(e) = node.start_pipeline(name, spec).await {
+                    return Err(abandon(&node.cancel, &node.tasks, e).await);
+                }
+            }
+            // Sources last: what they append, the pipelines above read.
+            for (name, spec) in &manifest.sources {
+                if let Err(e) = node
+                    .start_source(&manifest.app.name, name, spec, Vec::new())
+                    .await
+                {
                     return Err(abandon(&node.cancel, &node.tasks, e).await);
                 }
             }
@@ -313,6 +325,29 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner)
             .push(p);
         Ok(())
+    }
+
+    /// Start a source of the app; `unsubscribe`: what the source subscribed to before a
+    /// deploy changed it.
+    pub(crate) async fn start_source(
+        &self,
+        app: &str,
+        name: &str,
+        spec: &weir_manifest::SourceSpec,
+        unsubscribe: Vec<String>,
+    ) -> Result<()> {
+        self.sources
+            .start(
+                app,
+                name,
+                spec,
+                unsubscribe,
+                &self.log,
+                &self.units,
+                &self.tasks,
+                &self.cancel,
+            )
+            .await
     }
 
     pub(crate) fn app_name(&self) -> Option<String> {

@@ -25,6 +25,8 @@ pub struct NodeStatus {
     pub pipelines: Vec<PipelineStatus>,
     pub entities: Vec<crate::EntityTypeStatus>,
     pub views: Vec<crate::ViewStatus>,
+    /// The app's sources of events from other brokers.
+    pub sources: Vec<crate::SourceStatus>,
     /// The fleet this node is a member of, on a backend several nodes share.
     pub fleet: Option<FleetStatus>,
 }
@@ -85,6 +87,7 @@ impl Node {
             pipelines: statuses,
             entities: self.entity_status().await,
             views: self.views.status(&self.log).await,
+            sources: self.sources.status(&self.units),
             fleet: self.units.fleet.as_ref().map(|fleet| FleetStatus {
                 me: fleet.me.clone(),
                 members: fleet.view().members,

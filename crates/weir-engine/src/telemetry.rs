@@ -18,6 +18,7 @@ pub(crate) const CONSUMER_LAG: &str = "weir_consumer_lag_events";
 pub(crate) const PIPELINE_EVENTS: &str = "weir_pipeline_events_total";
 pub(crate) const PIPELINE_RETRIES: &str = "weir_pipeline_retries_total";
 pub(crate) const KV_OPERATIONS: &str = "weir_kv_operations_total";
+pub(crate) const SOURCE_MESSAGES: &str = "weir_source_messages_total";
 
 /// Describe the engine's families (and the function host's) to the installed recorder.
 /// Run when a node starts; describing again is harmless.
@@ -51,6 +52,11 @@ pub(crate) fn describe_metrics() {
         KV_OPERATIONS,
         Unit::Count,
         "key-value store operations (functions, HTTP and seeds), by namespace and op"
+    );
+    describe_counter!(
+        SOURCE_MESSAGES,
+        Unit::Count,
+        "messages a source took from its broker and made durable, by outcome: appended (as events of its topic), dead_lettered"
     );
     weir_wasm::describe_metrics();
 }
@@ -93,6 +99,11 @@ impl PerTopic {
 pub(crate) fn events_in(topic: &str) -> Counter {
     static IN: OnceLock<PerTopic> = OnceLock::new();
     IN.get_or_init(|| PerTopic::new(TOPIC_EVENTS_IN)).get(topic)
+}
+
+/// Messages source `source` made durable, by outcome (`appended`, `dead_lettered`).
+pub(crate) fn source_messages(source: &str, outcome: &'static str) -> Counter {
+    counter!(SOURCE_MESSAGES, "source" => source.to_owned(), "outcome" => outcome)
 }
 
 /// Events read from each topic.

@@ -533,6 +533,7 @@ mod delivery;
 mod entities;
 mod hot_swap;
 mod replay;
+mod sources;
 mod views;
 
 /// A pipeline on NATS JetStream while its server is killed and started again under load:

@@ -13,8 +13,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::front_door::{AuthTable, HttpTable, LimitsTable as NodeLimitsTable};
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
-    Manifest, Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, StartPosition,
-    TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
+    Manifest, Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, SourceData,
+    SourceSpec, StartPosition, TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -38,6 +38,8 @@ pub(crate) struct Document {
     entities: BTreeMap<String, EntityTable>,
     #[serde(default)]
     views: BTreeMap<String, ViewTable>,
+    #[serde(default)]
+    sources: BTreeMap<String, SourceTable>,
     auth: Option<AuthTable>,
     #[serde(default)]
     http: HttpTable,
@@ -181,6 +183,24 @@ struct PipelineTable {
     #[serde(default)]
     retry: RetryTable,
     dead_letter: Option<String>,
+}
+
+/// `[sources.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceTable {
+    url: String,
+    #[serde(default)]
+    subscribe: TopicList,
+    topic: String,
+    #[serde(rename = "type")]
+    ty: String,
+    source: Option<String>,
+    key: Option<String>,
+    #[serde(default)]
+    data: SourceData,
+    dead_letter: Option<String>,
+    max_payload_bytes: Option<u64>,
 }
 
 /// `[pipelines.<name>.filter]`: attribute name to one pattern or a list of them;
@@ -410,6 +430,28 @@ impl Document {
                 (name, spec)
             })
             .collect();
+        let sources = self
+            .sources
+            .into_iter()
+            .map(|(name, table)| {
+                let spec = SourceSpec {
+                    url: table.url,
+                    subscribe: table.subscribe.0,
+                    topic: table.topic,
+                    ty: table.ty,
+                    source: table.source,
+                    key: table.key,
+                    data: table.data,
+                    dead_letter: table
+                        .dead_letter
+                        .unwrap_or_else(|| PipelineSpec::default_dead_letter(&name)),
+                    max_payload_bytes: table
+                        .max_payload_bytes
+                        .unwrap_or(SourceSpec::DEFAULT_MAX_PAYLOAD_BYTES),
+                };
+                (name, spec)
+            })
+            .collect();
         Manifest {
             app,
             topics,
@@ -418,6 +460,7 @@ impl Document {
             keyvalue,
             entities,
             views,
+            sources,
             auth: self.auth.map(|auth| auth.resolve(base_dir)),
             http: self.http.resolve(base_dir),
             limits: self.limits.resolve(),

@@ -25,6 +25,8 @@ pub struct Manifest {
     pub entities: BTreeMap<String, EntitySpec>,
     /// CQRS views, by view name.
     pub views: BTreeMap<String, ViewSpec>,
+    /// Sources of events from other brokers, by source name.
+    pub sources: BTreeMap<String, SourceSpec>,
     /// `[auth]`: `None` leaves the API open (loopback use).
     pub auth: Option<AuthSpec>,
     /// `[http]`: TLS and CORS.
@@ -520,6 +522,63 @@ impl StartPosition {
         match self {
             StartPosition::Earliest => "earliest",
             StartPosition::Latest => "latest",
+        }
+    }
+}
+
+/// `[sources.<name>]`: messages of another broker (the URL's scheme picks the kind) become
+/// events of `topic`; those that cannot go to `dead_letter`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSpec {
+    /// The broker: `mqtt://[user[:password]@]host[:port][?client_id=ID]`.
+    pub url: String,
+    /// What to subscribe to: MQTT topic filters.
+    pub subscribe: Vec<String>,
+    /// The weir topic the events are appended to.
+    pub topic: String,
+    /// The events' `type`.
+    pub ty: String,
+    /// The events' `source`; none takes the URL without credentials or query.
+    pub source: Option<String>,
+    /// The partition key template (`{subject}`, `{subject.N}`, `{header.NAME}`,
+    /// `{data.FIELD}`); none keys by the message's subject.
+    pub key: Option<String>,
+    pub data: SourceData,
+    /// Where messages that cannot become events go, with the reason: `<name>.dlq` unless set.
+    pub dead_letter: String,
+    /// The largest payload taken; larger ones are dead-lettered without their payload.
+    pub max_payload_bytes: u64,
+}
+
+impl SourceSpec {
+    /// Under the embedded log's largest record (1 MiB) with room for the event around it
+    /// (a binary payload grows by a third in base64).
+    pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 512 * 1024;
+    pub const MAX_PAYLOAD_BYTES: u64 = 768 * 1024;
+    /// The URL schemes of the source kinds weir has.
+    pub const KINDS: [&'static str; 2] = ["mqtt", "tcp"];
+}
+
+/// How a source's message payload becomes the event's data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceData {
+    /// JSON; a payload that is not JSON is dead-lettered.
+    #[default]
+    Json,
+    /// UTF-8 text; a payload that is not is dead-lettered.
+    Text,
+    /// The bytes as they came.
+    Binary,
+}
+
+impl SourceData {
+    /// The spelling in `weir.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceData::Json => "json",
+            SourceData::Text => "text",
+            SourceData::Binary => "binary",
         }
     }
 }

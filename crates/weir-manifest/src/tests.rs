@@ -9,7 +9,7 @@ use expect_test::expect;
 use crate::{
     AppSection, AuthSpec, CapabilitiesSpec, CorsSpec, EntitySpec, Error, FsyncSpec, FunctionSpec,
     HttpSpec, JwtSpec, LimitsSpec, Manifest, NodeLimits, Ordering, PipelineSpec, Problem,
-    RetrySpec, RoleSpec, SecretSource, StartPosition, TopicSpec,
+    RetrySpec, RoleSpec, SecretSource, SourceData, SourceSpec, StartPosition, TopicSpec,
 };
 
 const EXAMPLE: &str = r#"
@@ -154,6 +154,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
         keyvalue: BTreeMap::new(),
         entities: BTreeMap::new(),
         views: BTreeMap::new(),
+        sources: BTreeMap::new(),
         auth: None,
         http: HttpSpec::default(),
         limits: NodeLimits::default(),
@@ -1397,4 +1398,94 @@ fn a_view_that_cannot_work_is_refused_with_every_reason() {
             .replace("entities = [\"order\"]\n", ""),
     );
     assert!(e[0].to_string().contains("projects nothing"), "{e:?}");
+}
+
+/// A source on `in`, then `extra` keys of `[sources.s]`.
+fn source_with(extra: &str) -> String {
+    minimal_with(&format!(
+        "[sources.s]\nurl = \"mqtt://127.0.0.1:1883\"\nsubscribe = \"sensors/+/temp\"\ntopic = \"in\"\ntype = \"com.example.t\"\n{extra}"
+    ))
+}
+
+#[test]
+fn a_source_takes_its_defaults_and_its_keys() {
+    let m = parse(&source_with(""));
+    assert_eq!(
+        m.sources["s"],
+        SourceSpec {
+            url: "mqtt://127.0.0.1:1883".into(),
+            subscribe: vec!["sensors/+/temp".into()],
+            topic: "in".into(),
+            ty: "com.example.t".into(),
+            source: None,
+            key: None,
+            data: SourceData::Json,
+            dead_letter: "s.dlq".into(),
+            max_payload_bytes: SourceSpec::DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    );
+    let m = parse(&source_with(
+        "source = \"/plant/7\"\nkey = \"{subject.1}\"\ndata = \"text\"\ndead_letter = \"bad\"\nmax_payload_bytes = 100",
+    ));
+    let s = &m.sources["s"];
+    assert_eq!(
+        (
+            s.source.as_deref(),
+            s.key.as_deref(),
+            s.data,
+            s.dead_letter.as_str(),
+            s.max_payload_bytes
+        ),
+        (
+            Some("/plant/7"),
+            Some("{subject.1}"),
+            SourceData::Text,
+            "bad",
+            100
+        )
+    );
+}
+
+#[test]
+fn a_source_that_cannot_work_is_refused_with_the_key_at_fault() {
+    let p = only_problem(
+        &source_with("").replace("mqtt://127.0.0.1:1883", "amqp://127.0.0.1"),
+        "sources.s.url",
+    );
+    assert!(p.message.contains("not built yet"), "{p}");
+    let p = only_problem(
+        &source_with("").replace("mqtt://127.0.0.1:1883", "127.0.0.1"),
+        "sources.s.url",
+    );
+    assert!(p.message.contains("mqtt://HOST"), "{p}");
+    let p = only_problem(
+        &source_with("").replace("topic = \"in\"", "topic = \"nope\""),
+        "sources.s.topic",
+    );
+    assert!(p.message.contains("not declared"), "{p}");
+    let p = only_problem(&source_with("key = \"{topic}\""), "sources.s.key");
+    assert!(p.message.contains("{subject.N}"), "{p}");
+    let p = only_problem(
+        &source_with("key = \"{data.id}\"\ndata = \"binary\""),
+        "sources.s.key",
+    );
+    assert!(p.message.contains("data = \"json\""), "{p}");
+    only_problem(
+        &source_with("dead_letter = \"in\""),
+        "sources.s.dead_letter",
+    );
+    only_problem(
+        &source_with("max_payload_bytes = 10000000"),
+        "sources.s.max_payload_bytes",
+    );
+    only_problem(
+        &source_with("").replace("type = \"com.example.t\"", "type = \"\""),
+        "sources.s.type",
+    );
+    only_problem(
+        &source_with("").replace("subscribe = \"sensors/+/temp\"", "subscribe = []"),
+        "sources.s.subscribe",
+    );
+    let e = parse_error(&source_with("qos = 2"));
+    assert!(e.contains("qos"), "{e}");
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec,
-    Problem, SecretSource, TopicSpec, ViewSpec,
+    Problem, SecretSource, SourceData, SourceSpec, TopicSpec, ViewSpec,
 };
 
 /// Longest topic or consumer group name, as in Kafka.
@@ -46,6 +46,9 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
     }
     for (name, view) in &manifest.views {
         check_view(manifest, name, view, &mut problems);
+    }
+    for (name, source) in &manifest.sources {
+        check_source(manifest, name, source, &mut problems);
     }
     check_groups_are_unique(&manifest.pipelines, &mut problems);
     if let Some(auth) = &manifest.auth {
@@ -747,6 +750,113 @@ fn check_view(manifest: &Manifest, name: &str, view: &ViewSpec, problems: &mut V
             ));
         }
     }
+}
+
+/// A source's broker URL, subscriptions, target topic, event attributes and dead letters.
+fn check_source(manifest: &Manifest, name: &str, source: &SourceSpec, problems: &mut Vec<Problem>) {
+    let at = |field: &str| key(&["sources", name, field]);
+    if let Some(reason) = name_fault(name) {
+        problems.push(Problem::new(
+            key(&["sources", name]),
+            format!("source name {name:?} is invalid: {reason}; {NAME_RULE}"),
+        ));
+    }
+    match source.url.split_once("://") {
+        Some((scheme, rest)) if SourceSpec::KINDS.contains(&scheme) && !rest.is_empty() => {}
+        Some(("mqtts" | "ssl", _)) => problems.push(Problem::new(
+            at("url"),
+            "mqtts:// is not supported yet: weir's MQTT source connects without TLS (mqtt://)"
+                .to_owned(),
+        )),
+        Some((scheme @ ("amqp" | "amqps" | "redis" | "rediss" | "nats" | "kafka"), _)) => problems
+            .push(Problem::new(
+                at("url"),
+                format!("{scheme}:// sources are not built yet; weir takes mqtt:// sources"),
+            )),
+        _ => problems.push(Problem::new(
+            at("url"),
+            format!(
+                "{:?} is not a source URL; write the broker as mqtt://HOST[:PORT]",
+                source.url
+            ),
+        )),
+    }
+    if source.subscribe.is_empty() || source.subscribe.iter().any(String::is_empty) {
+        problems.push(Problem::new(
+            at("subscribe"),
+            "names no topic filter; list what to subscribe to, such as \"sensors/+/temp\""
+                .to_owned(),
+        ));
+    }
+    if !manifest.topics.contains_key(&source.topic) {
+        problems.push(Problem::new(
+            at("topic"),
+            undeclared_topic(manifest, &source.topic),
+        ));
+    } else if manifest
+        .entities
+        .values()
+        .any(|e| e.journal == source.topic || e.snapshots == source.topic)
+    {
+        problems.push(Problem::new(
+            at("topic"),
+            format!(
+                "{:?} is an entity type's journal, which only its commands write; use a \
+                 topic of its own and a pipeline that sends commands",
+                source.topic
+            ),
+        ));
+    }
+    if source.ty.is_empty() {
+        problems.push(Problem::new(
+            at("type"),
+            "is empty; name the events' CloudEvents type, such as \"com.example.telemetry\""
+                .to_owned(),
+        ));
+    }
+    if source.source.as_deref() == Some("") {
+        problems.push(Problem::new(
+            at("source"),
+            "is empty; leave it out to use the broker's URL".to_owned(),
+        ));
+    }
+    if let Some(template) = &source.key {
+        match weir_mesh::KeyTemplate::parse(template) {
+            Err(e) => problems.push(Problem::new(at("key"), e)),
+            Ok(t) if t.reads_data() && source.data != SourceData::Json => {
+                problems.push(Problem::new(
+                    at("key"),
+                    format!(
+                        "reads {{data.…}} from the payload, which only data = \"json\" parses \
+                         (this source has data = {:?})",
+                        source.data.as_str()
+                    ),
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    let dead_letter = &source.dead_letter;
+    if let Some(reason) = topic_name_fault(dead_letter) {
+        problems.push(Problem::new(
+            at("dead_letter"),
+            format!(
+                "dead-letter topic name {dead_letter:?} is invalid: {reason}; {TOPIC_NAME_RULE}"
+            ),
+        ));
+    } else if *dead_letter == source.topic {
+        problems.push(Problem::new(
+            at("dead_letter"),
+            "is the source's own topic; dead-letter to another topic".to_owned(),
+        ));
+    }
+    check_range(
+        at("max_payload_bytes"),
+        source.max_payload_bytes,
+        SourceSpec::MAX_PAYLOAD_BYTES,
+        " bytes",
+        problems,
+    );
 }
 
 /// Two pipelines in one group would split the events between them, each seeing only some.

@@ -101,12 +101,21 @@ impl MqttSource {
     /// subscribes to `opts.subscribe` with QoS 1 each time a connection is made.
     pub fn open(opts: &SourceOptions) -> Result<MqttSource, Error> {
         if opts.subscribe.is_empty() {
-            return Err(Error::config("an MQTT source subscribes to at least one topic filter"));
+            return Err(Error::config(
+                "an MQTT source subscribes to at least one topic filter",
+            ));
         }
         let (client, mut events) = AsyncClient::new(options(opts)?, RECEIVED);
         let (deliver, received) = mpsc::channel(RECEIVED);
         let health = Arc::new(Mutex::new(Health::default()));
         let (filters, name) = (opts.subscribe.clone(), opts.name.clone());
+        // The session outlives the connection, and its subscriptions with it.
+        let dropped: Vec<String> = opts
+            .unsubscribe
+            .iter()
+            .filter(|f| !filters.contains(f))
+            .cloned()
+            .collect();
         let (subscriber, state) = (client.clone(), health.clone());
         let set = move |f: &dyn Fn(&mut Health)| {
             f(&mut state.lock().unwrap_or_else(PoisonError::into_inner));
@@ -123,13 +132,25 @@ impl MqttSource {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         tracing::info!(source = %name, session_present = ack.session_present, "MQTT source connected");
                         wait = Duration::from_millis(100);
+                        for filter in &dropped {
+                            if let Err(e) = subscriber.try_unsubscribe(filter.clone()) {
+                                tracing::error!(source = %name, error = %e, "MQTT unsubscribe not sent");
+                            }
+                        }
                         for filter in &filters {
                             // Never awaited here: the request channel is drained by this task.
-                            if let Err(e) = subscriber.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                            if let Err(e) =
+                                subscriber.try_subscribe(filter.clone(), QoS::AtLeastOnce)
+                            {
                                 tracing::error!(source = %name, error = %e, "MQTT subscribe not sent");
                             }
                         }
-                        set(&|h| *h = Health { connected: true, error: None });
+                        set(&|h| {
+                            *h = Health {
+                                connected: true,
+                                error: None,
+                            }
+                        });
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
                         if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
@@ -145,7 +166,12 @@ impl MqttSource {
                     Err(e) => {
                         let error = format!("MQTT connection: {e}");
                         tracing::warn!(source = %name, %error, "MQTT source disconnected; reconnecting");
-                        set(&|h| *h = Health { connected: false, error: Some(error.clone()) });
+                        set(&|h| {
+                            *h = Health {
+                                connected: false,
+                                error: Some(error.clone()),
+                            }
+                        });
                         if deliver.is_closed() {
                             return;
                         }

@@ -25,6 +25,7 @@ fn options(name: &str, filter: &str) -> SourceOptions {
         app: "mqtt-tests".into(),
         url: mqtt::mosquitto(),
         subscribe: vec![filter.into()],
+        unsubscribe: Vec::new(),
     }
 }
 
@@ -40,7 +41,9 @@ async fn next(source: &mut MqttSource, max: usize) -> Vec<Message> {
 async fn until_subscribed(source: &mut MqttSource, topic: &str) {
     for _ in 0..100 {
         mqtt::publish(&unique("ready"), topic, &[b"ready".to_vec()]).await;
-        if let Ok(Ok(batch)) = tokio::time::timeout(Duration::from_millis(200), source.next(100)).await {
+        if let Ok(Ok(batch)) =
+            tokio::time::timeout(Duration::from_millis(200), source.next(100)).await
+        {
             let tokens: Vec<u64> = batch.iter().map(|m| m.token).collect();
             source.ack(&tokens).await.unwrap();
             return;

@@ -121,6 +121,9 @@ pub struct SourceOptions {
     pub url: String,
     /// What to subscribe to: MQTT topic filters, NATS subjects, queue names.
     pub subscribe: Vec<String>,
+    /// Subscriptions the broker may still keep for this source from before (a deploy
+    /// removed them) and that are to be dropped.
+    pub unsubscribe: Vec<String>,
 }
 
 /// The URL as it may be shown (status, logs, the events' default `source`): without
@@ -132,7 +135,9 @@ pub fn display_url(url: &str) -> String {
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let path = path.split(['?', '#']).next().unwrap_or("");
     format!("{scheme}://{host}{path}")
 }

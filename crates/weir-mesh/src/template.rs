@@ -165,7 +165,10 @@ fn placeholder(name: &str) -> Option<Part> {
     }
     if let Some(path) = name.strip_prefix("data.") {
         let path: Vec<String> = path.split('.').map(str::to_owned).collect();
-        return path.iter().all(|f| !f.is_empty()).then_some(Part::Field(path));
+        return path
+            .iter()
+            .all(|f| !f.is_empty())
+            .then_some(Part::Field(path));
     }
     None
 }
@@ -310,7 +313,10 @@ mod tests {
     #[test]
     fn a_key_template_takes_levels_headers_and_json_fields() {
         let m = message("sensors/s-1/temp", r#"{"site":{"id":"north"},"n":7}"#);
-        let t = template("{subject.1}@{data.site.id}/{header.device-kind}#{data.n}", DataMode::Json);
+        let t = template(
+            "{subject.1}@{data.site.id}/{header.device-kind}#{data.n}",
+            DataMode::Json,
+        );
         let event = t.event(&m, '/').unwrap();
         assert_eq!(event.partition_key(), Some("s-1@north/probe#7"));
         assert_eq!(event.subject.as_deref(), Some("sensors/s-1/temp"));
@@ -326,7 +332,10 @@ mod tests {
         }
         .event(&m, '/')
         .unwrap();
-        assert_eq!((event.partition_key(), event.id.as_str()), (Some("a/b"), "m-1"));
+        assert_eq!(
+            (event.partition_key(), event.id.as_str()),
+            (Some("a/b"), "m-1")
+        );
     }
 
     #[test]
@@ -336,10 +345,19 @@ mod tests {
         assert_eq!(poison(&json, &message("a", "{not json")), "not-json");
         assert_eq!(poison(&json, &message("a", r#"{"other":1}"#)), "key");
         assert_eq!(poison(&json, &message("a", &"x".repeat(65))), "too-large");
-        assert_eq!(poison(&template("{subject.3}", DataMode::Binary), &message("a/b", "")), "key");
+        assert_eq!(
+            poison(
+                &template("{subject.3}", DataMode::Binary),
+                &message("a/b", "")
+            ),
+            "key"
+        );
         let mut bad = message("a", "");
         bad.payload = Bytes::from_static(&[0xff, 0xfe]);
-        assert_eq!(poison(&template("{subject}", DataMode::Text), &bad), "not-text");
+        assert_eq!(
+            poison(&template("{subject}", DataMode::Text), &bad),
+            "not-text"
+        );
         // The dead letter keeps the payload when it fits, and says why.
         let m = message("a", "{not json");
         let p = json.event(&m, '/').unwrap_err();
@@ -357,7 +375,15 @@ mod tests {
 
     #[test]
     fn a_bad_key_template_is_refused_with_the_placeholders_there_are() {
-        for bad in ["{nope}", "{subject", "a}", "{subject.x}", "{data.}", "{header.}", ""] {
+        for bad in [
+            "{nope}",
+            "{subject",
+            "a}",
+            "{subject.x}",
+            "{data.}",
+            "{header.}",
+            "",
+        ] {
             assert!(KeyTemplate::parse(bad).is_err(), "{bad:?} was taken");
         }
         let e = KeyTemplate::parse("{topic}").unwrap_err();

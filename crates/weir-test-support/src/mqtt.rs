@@ -11,7 +11,8 @@ pub const ADDRESS: &str = "127.0.0.1:1883";
 /// `mosquitto -d -c /etc/mosquitto/mosquitto.conf` and waits for it. Panics with what to do
 /// when it cannot.
 pub fn mosquitto() -> String {
-    let up = || TcpStream::connect_timeout(&ADDRESS.parse().unwrap(), Duration::from_secs(1)).is_ok();
+    let up =
+        || TcpStream::connect_timeout(&ADDRESS.parse().unwrap(), Duration::from_secs(1)).is_ok();
     if !up() {
         let started = std::process::Command::new("mosquitto")
             .args(["-d", "-c", "/etc/mosquitto/mosquitto.conf"])

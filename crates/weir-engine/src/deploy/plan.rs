@@ -30,6 +30,10 @@ pub(crate) struct Plan {
     pub(crate) pipelines: Vec<String>,
     /// Key-value namespaces the running app does not declare yet.
     pub(crate) namespaces: Vec<String>,
+    /// Sources to stop: removed, or changed (then also in `sources_started`).
+    pub(crate) sources_stopped: Vec<String>,
+    /// Sources to start: new, or changed.
+    pub(crate) sources_started: Vec<String>,
 }
 
 /// Plan the move from `current` (the running app, if any) to `next`. `active` holds the
@@ -185,6 +189,19 @@ pub(crate) fn plan(
         .keys()
         .filter(|p| !current.pipelines.contains_key(*p))
         .cloned()
+        .collect();
+    // A source restarts when it changes: at-least-once delivery makes that safe.
+    plan.sources_stopped = current
+        .sources
+        .iter()
+        .filter(|(name, spec)| next.sources.get(*name) != Some(*spec))
+        .map(|(name, _)| name.clone())
+        .collect();
+    plan.sources_started = next
+        .sources
+        .iter()
+        .filter(|(name, spec)| current.sources.get(*name) != Some(*spec))
+        .map(|(name, _)| name.clone())
         .collect();
     plan.namespaces = next
         .keyvalue

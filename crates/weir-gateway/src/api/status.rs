@@ -21,6 +21,8 @@ pub struct NodeStatus {
     pub entities: Vec<EntityTypeStatus>,
     /// The app's views.
     pub views: Vec<super::views::ViewStatus>,
+    /// The app's sources of events from other brokers.
+    pub sources: Vec<SourceStatus>,
     /// The fleet this node is a member of, on a backend several nodes share (NATS); null
     /// on the embedded log.
     pub fleet: Option<Fleet>,
@@ -100,6 +102,55 @@ impl From<weir_engine::EntityTypeStatus> for EntityTypeStatus {
     }
 }
 
+/// A source (`[sources.NAME]`): messages of another broker appended to a topic, each
+/// acknowledged to its broker only once durable.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SourceStatus {
+    pub name: String,
+    /// The kind, by the URL's scheme (`mqtt`).
+    pub kind: String,
+    /// The broker, without credentials or query.
+    pub url: String,
+    pub subscribe: Vec<String>,
+    pub topic: String,
+    pub dead_letter: String,
+    /// `running` (connected), `connecting`, `stalled` (the log refuses appends; nothing is
+    /// acknowledged meanwhile) or `elsewhere` (another member of the fleet runs it).
+    pub state: String,
+    /// The last failure, until the source runs again.
+    pub error: Option<String>,
+    /// On a fleet, the member that runs it.
+    pub owner: Option<String>,
+    /// Messages this node received (redeliveries included).
+    pub received: u64,
+    /// Events appended to the topic.
+    pub appended: u64,
+    /// Messages appended to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Messages acknowledged to the broker.
+    pub acknowledged: u64,
+}
+
+impl From<weir_engine::SourceStatus> for SourceStatus {
+    fn from(s: weir_engine::SourceStatus) -> SourceStatus {
+        SourceStatus {
+            name: s.name,
+            kind: s.kind,
+            url: s.url,
+            subscribe: s.subscribe,
+            topic: s.topic,
+            dead_letter: s.dead_letter,
+            state: s.state.to_owned(),
+            error: s.error,
+            owner: s.owner,
+            received: s.received,
+            appended: s.appended,
+            dead_lettered: s.dead_lettered,
+            acknowledged: s.acknowledged,
+        }
+    }
+}
+
 impl From<weir_engine::NodeStatus> for NodeStatus {
     fn from(s: weir_engine::NodeStatus) -> NodeStatus {
         NodeStatus {
@@ -110,6 +161,7 @@ impl From<weir_engine::NodeStatus> for NodeStatus {
             pipelines: s.pipelines.into_iter().map(Into::into).collect(),
             entities: s.entities.into_iter().map(Into::into).collect(),
             views: s.views.into_iter().map(Into::into).collect(),
+            sources: s.sources.into_iter().map(Into::into).collect(),
             fleet: s.fleet.map(Into::into),
         }
     }
