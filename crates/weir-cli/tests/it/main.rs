@@ -20,6 +20,7 @@ mod openapi;
 mod pipelines;
 mod replay;
 mod shutdown;
+mod sources;
 mod traces;
 
 fn weir() -> &'static Path {
