@@ -401,7 +401,8 @@ impl Node {
     }
 
     /// Bring the consumer-lag gauges (`weir_consumer_lag_events`) up to date: each
-    /// pipeline's group and each group of live subscribers, in every partition. The
+    /// pipeline's group and each group of live subscribers, in every partition; and the
+    /// sources' `weir_source_connected`. The
     /// gateway runs this before it renders `GET /metrics`.
     pub async fn record_lag(&self) {
         let pipelines: Vec<_> = self
@@ -411,6 +412,9 @@ impl Node {
             .clone();
         for p in pipelines {
             p.status(&self.log).await;
+        }
+        for source in self.sources.status(&self.units) {
+            crate::telemetry::source_connected(&source.name, source.state == "running");
         }
         for (group, topic) in self.groups.member_groups() {
             // A topic deleted meanwhile has no lag to show.

@@ -19,6 +19,7 @@ pub(crate) const PIPELINE_EVENTS: &str = "weir_pipeline_events_total";
 pub(crate) const PIPELINE_RETRIES: &str = "weir_pipeline_retries_total";
 pub(crate) const KV_OPERATIONS: &str = "weir_kv_operations_total";
 pub(crate) const SOURCE_MESSAGES: &str = "weir_source_messages_total";
+pub(crate) const SOURCE_CONNECTED: &str = "weir_source_connected";
 
 /// Describe the engine's families (and the function host's) to the installed recorder.
 /// Run when a node starts; describing again is harmless.
@@ -57,6 +58,11 @@ pub(crate) fn describe_metrics() {
         SOURCE_MESSAGES,
         Unit::Count,
         "messages a source took from its broker and made durable, by outcome: appended (as events of its topic), dead_lettered"
+    );
+    describe_gauge!(
+        SOURCE_CONNECTED,
+        Unit::Count,
+        "1 while this node runs the source and it is connected to its broker, else 0, as of the last scrape"
     );
     weir_wasm::describe_metrics();
 }
@@ -99,6 +105,11 @@ impl PerTopic {
 pub(crate) fn events_in(topic: &str) -> Counter {
     static IN: OnceLock<PerTopic> = OnceLock::new();
     IN.get_or_init(|| PerTopic::new(TOPIC_EVENTS_IN)).get(topic)
+}
+
+/// Whether this node runs source `source`, connected (1) or not (0).
+pub(crate) fn source_connected(source: &str, connected: bool) {
+    gauge!(SOURCE_CONNECTED, "source" => source.to_owned()).set(if connected { 1.0 } else { 0.0 });
 }
 
 /// Messages source `source` made durable, by outcome (`appended`, `dead_lettered`).

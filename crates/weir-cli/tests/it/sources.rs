@@ -142,5 +142,19 @@ key = "{{subject.1}}"
     assert!(doubled <= 600, "{doubled} messages came twice");
     let status = node_status(&node);
     assert_eq!(status["sources"][0]["state"], "running", "{status}");
+    let metrics = rt.block_on(async {
+        reqwest::get(format!("{}/metrics", node.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    for line in [
+        r#"weir_source_connected{source="sensors"} 1"#,
+        r#"weir_source_messages_total{source="sensors",outcome="appended"}"#,
+    ] {
+        assert!(metrics.contains(line), "/metrics lacks {line}:\n{metrics}");
+    }
     assert!(node.stop());
 }
