@@ -509,6 +509,26 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let sinks = status["sinks"].as_array().cloned().unwrap_or_default();
+    if !sinks.is_empty() {
+        println!("sinks:");
+        for s in &sinks {
+            println!(
+                "  {}  {} -> {}  {}  lag {}  {} delivered  {} retries  {} dead-lettered",
+                s["name"].as_str().unwrap_or(""),
+                s["topic"].as_str().unwrap_or(""),
+                s["url"].as_str().unwrap_or(""),
+                s["state"].as_str().unwrap_or(""),
+                s["lag"],
+                s["delivered"],
+                s["retries"],
+                s["dead_lettered"],
+            );
+            if let Some(error) = s["error"].as_str() {
+                println!("    last error: {error}");
+            }
+        }
+    }
     let views = status["views"].as_array().cloned().unwrap_or_default();
     if !views.is_empty() {
         println!("views:");

@@ -195,6 +195,13 @@ impl Node {
         for name in &plan.pipelines {
             self.start_pipeline(name, &next.pipelines[name]).await?;
         }
+        // A changed sink commits what it delivered, then starts again from there.
+        for name in &plan.sinks_stopped {
+            self.sinks.stop(name).await;
+        }
+        for name in &plan.sinks_started {
+            self.start_sink(name, &next.sinks[name]).await?;
+        }
         for name in &plan.sources_stopped {
             self.sources.stop(name).await;
         }

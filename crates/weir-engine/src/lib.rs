@@ -45,6 +45,7 @@ mod redrive;
 mod registry;
 pub mod replay;
 pub mod routing;
+mod sinks;
 mod sources;
 mod status;
 mod subscribe;
@@ -70,6 +71,7 @@ pub use replay::{
     Replay, ReplayBound, ReplayProgress, ReplayRange, ReplayReport, ReplayRequest, VersionReport,
     VersionSource,
 };
+pub use sinks::SinkStatus;
 pub use sources::SourceStatus;
 pub use status::{FleetStatus, FunctionStatus, NodeStatus, TopicStatus};
 pub use topics::{READ_INLINE_BYTES, ReadEvents, TopicUpdate, topic_spec};

@@ -104,6 +104,8 @@ pub struct Node {
     pub(crate) views: crate::views::Views,
     /// The app's sources of events from other brokers.
     pub(crate) sources: crate::sources::Sources,
+    /// The app's sinks delivering topics' events to other systems.
+    pub(crate) sinks: crate::sinks::Sinks,
     /// On a fleet, where its deploys are shared (`deploy::shared`).
     pub(crate) shared: Option<Arc<dyn weir_log::SharedDeploys>>,
     /// The SHA-256 of the `weir.toml` this node started from.
@@ -262,11 +264,17 @@ impl Node {
             groups,
             units,
             sources: crate::sources::Sources::default(),
+            sinks: crate::sinks::Sinks::default(),
             stopped: Mutex::new(false),
         };
         if let Some(manifest) = &manifest {
             for (name, spec) in &manifest.pipelines {
                 if let Err(e) = node.start_pipeline(name, spec).await {
+                    return Err(abandon(&node.cancel, &node.tasks, e).await);
+                }
+            }
+            for (name, spec) in &manifest.sinks {
+                if let Err(e) = node.start_sink(name, spec).await {
                     return Err(abandon(&node.cancel, &node.tasks, e).await);
                 }
             }
@@ -325,6 +333,13 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner)
             .push(p);
         Ok(())
+    }
+
+    /// Start a sink of the app.
+    pub(crate) async fn start_sink(&self, name: &str, spec: &weir_manifest::SinkSpec) -> Result<()> {
+        self.sinks
+            .start(name, spec, &self.log, &self.units, &self.tasks, &self.cancel)
+            .await
     }
 
     /// Start a source of the app; `unsubscribe`: what the source subscribed to before a

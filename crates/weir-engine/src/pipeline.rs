@@ -79,6 +79,16 @@ use crate::error::ErrorClass;
 use crate::fleet::Units;
 use crate::registry::{ActivePool, Registry};
 use crate::routing::filter_accepts;
+
+/// The wait after `attempt` failed attempts under `retry`: the policy's backoff, varied
+/// by its jitter (pipelines' calls, sinks' deliveries).
+pub(crate) fn jittered_backoff(retry: &RetrySpec, attempt: u32) -> Duration {
+    let base = retry.backoff_ms(attempt) as f64;
+    let jitter = retry.jitter.clamp(0.0, 1.0);
+    let factor = 1.0 - jitter + 2.0 * jitter * fastrand::f64();
+    let ms = (base * factor).min(retry.max_backoff_ms as f64);
+    Duration::from_micros((ms * 1000.0) as u64)
+}
 use crate::{Result, SharedLog, StartFrom};
 use commit::{Committing, finish};
 pub use status::{PipelinePartitionStatus, PipelineState, PipelineStatus};

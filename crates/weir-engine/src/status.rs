@@ -27,6 +27,8 @@ pub struct NodeStatus {
     pub views: Vec<crate::ViewStatus>,
     /// The app's sources of events from other brokers.
     pub sources: Vec<crate::SourceStatus>,
+    /// The app's sinks.
+    pub sinks: Vec<crate::SinkStatus>,
     /// The fleet this node is a member of, on a backend several nodes share.
     pub fleet: Option<FleetStatus>,
 }
@@ -88,6 +90,7 @@ impl Node {
             entities: self.entity_status().await,
             views: self.views.status(&self.log).await,
             sources: self.sources.status(&self.units),
+            sinks: self.sinks.status(&self.log).await,
             fleet: self.units.fleet.as_ref().map(|fleet| FleetStatus {
                 me: fleet.me.clone(),
                 members: fleet.view().members,

@@ -20,6 +20,8 @@ pub(crate) const PIPELINE_RETRIES: &str = "weir_pipeline_retries_total";
 pub(crate) const KV_OPERATIONS: &str = "weir_kv_operations_total";
 pub(crate) const SOURCE_MESSAGES: &str = "weir_source_messages_total";
 pub(crate) const SOURCE_CONNECTED: &str = "weir_source_connected";
+pub(crate) const SINK_EVENTS: &str = "weir_sink_events_total";
+pub(crate) const SINK_RETRIES: &str = "weir_sink_retries_total";
 
 /// Describe the engine's families (and the function host's) to the installed recorder.
 /// Run when a node starts; describing again is harmless.
@@ -58,6 +60,16 @@ pub(crate) fn describe_metrics() {
         SOURCE_MESSAGES,
         Unit::Count,
         "messages a source took from its broker and made durable, by outcome: appended (as events of its topic), dead_lettered"
+    );
+    describe_counter!(
+        SINK_EVENTS,
+        Unit::Count,
+        "events a sink finished with, by outcome: delivered (the receiver answered 2xx), dead_lettered"
+    );
+    describe_counter!(
+        SINK_RETRIES,
+        Unit::Count,
+        "deliveries a sink tried again after a failed attempt"
     );
     describe_gauge!(
         SOURCE_CONNECTED,
@@ -105,6 +117,16 @@ impl PerTopic {
 pub(crate) fn events_in(topic: &str) -> Counter {
     static IN: OnceLock<PerTopic> = OnceLock::new();
     IN.get_or_init(|| PerTopic::new(TOPIC_EVENTS_IN)).get(topic)
+}
+
+/// Events sink `sink` finished with, by outcome (`delivered`, `dead_lettered`).
+pub(crate) fn sink_events(sink: &str, outcome: &'static str) -> Counter {
+    counter!(SINK_EVENTS, "sink" => sink.to_owned(), "outcome" => outcome)
+}
+
+/// Deliveries sink `sink` tried again.
+pub(crate) fn sink_retries(sink: &str) -> Counter {
+    counter!(SINK_RETRIES, "sink" => sink.to_owned())
 }
 
 /// Whether this node runs source `source`, connected (1) or not (0).

@@ -13,8 +13,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::front_door::{AuthTable, HttpTable, LimitsTable as NodeLimitsTable};
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
-    Manifest, Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, SourceData,
-    SourceSpec, StartPosition, TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
+    Manifest, Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, SinkMode,
+    SinkSpec, SourceData, SourceSpec, StartPosition, TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -40,6 +40,8 @@ pub(crate) struct Document {
     views: BTreeMap<String, ViewTable>,
     #[serde(default)]
     sources: BTreeMap<String, SourceTable>,
+    #[serde(default)]
+    sinks: BTreeMap<String, SinkTable>,
     auth: Option<AuthTable>,
     #[serde(default)]
     http: HttpTable,
@@ -203,6 +205,36 @@ struct SourceTable {
     max_payload_bytes: Option<u64>,
 }
 
+/// `[sinks.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkTable {
+    topic: String,
+    url: String,
+    /// One secret, or a list of them (a rotation).
+    #[serde(default)]
+    secret: SecretList,
+    #[serde(default)]
+    mode: SinkMode,
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    retry: RetryTable,
+    dead_letter: Option<String>,
+    group: Option<String>,
+    #[serde(default)]
+    start: StartPosition,
+}
+
+/// A secret, or a list of them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum SecretList {
+    #[default]
+    None,
+    One(SecretTable),
+    Many(Vec<SecretTable>),
+}
+
 /// `[pipelines.<name>.filter]`: attribute name to one pattern or a list of them;
 /// extension attributes under `extensions`.
 #[derive(Debug, Default, Deserialize)]
@@ -358,7 +390,6 @@ impl Document {
             .into_iter()
             .map(|(name, pipeline)| {
                 let from = crate::expand_sources(&pipeline.from.0, declared.iter());
-                let retry = RetrySpec::default();
                 let spec = PipelineSpec {
                     from,
                     from_patterns: pipeline.from.0,
@@ -374,19 +405,7 @@ impl Document {
                         .concurrency
                         .unwrap_or(PipelineSpec::DEFAULT_CONCURRENCY),
                     filter: pipeline.filter.map(FilterTable::resolve),
-                    retry: RetrySpec {
-                        max_attempts: pipeline.retry.max_attempts.unwrap_or(retry.max_attempts),
-                        initial_backoff_ms: pipeline
-                            .retry
-                            .initial_backoff_ms
-                            .unwrap_or(retry.initial_backoff_ms),
-                        max_backoff_ms: pipeline
-                            .retry
-                            .max_backoff_ms
-                            .unwrap_or(retry.max_backoff_ms),
-                        multiplier: pipeline.retry.multiplier.unwrap_or(retry.multiplier),
-                        jitter: pipeline.retry.jitter.unwrap_or(retry.jitter),
-                    },
+                    retry: pipeline.retry.resolve(),
                 };
                 (name, spec)
             })
@@ -430,6 +449,35 @@ impl Document {
                 (name, spec)
             })
             .collect();
+        let sinks = self
+            .sinks
+            .into_iter()
+            .map(|(name, table)| {
+                let secrets = match table.secret {
+                    SecretList::None => Vec::new(),
+                    SecretList::One(secret) => vec![secret.resolve(base_dir)],
+                    SecretList::Many(secrets) => {
+                        secrets.into_iter().map(|s| s.resolve(base_dir)).collect()
+                    }
+                };
+                let spec = SinkSpec {
+                    topic: table.topic,
+                    url: table.url,
+                    secrets,
+                    mode: table.mode,
+                    timeout_ms: table.timeout_ms.unwrap_or(SinkSpec::DEFAULT_TIMEOUT_MS),
+                    retry: table.retry.resolve(),
+                    dead_letter: table
+                        .dead_letter
+                        .unwrap_or_else(|| PipelineSpec::default_dead_letter(&name)),
+                    group: table
+                        .group
+                        .unwrap_or_else(|| SinkSpec::default_group(&name)),
+                    start: table.start,
+                };
+                (name, spec)
+            })
+            .collect();
         let sources = self
             .sources
             .into_iter()
@@ -461,11 +509,25 @@ impl Document {
             entities,
             views,
             sources,
+            sinks,
             auth: self.auth.map(|auth| auth.resolve(base_dir)),
             http: self.http.resolve(base_dir),
             limits: self.limits.resolve(),
             base_dir: base_dir.to_owned(),
             text: String::new(),
+        }
+    }
+}
+
+impl RetryTable {
+    fn resolve(self) -> RetrySpec {
+        let d = RetrySpec::default();
+        RetrySpec {
+            max_attempts: self.max_attempts.unwrap_or(d.max_attempts),
+            initial_backoff_ms: self.initial_backoff_ms.unwrap_or(d.initial_backoff_ms),
+            max_backoff_ms: self.max_backoff_ms.unwrap_or(d.max_backoff_ms),
+            multiplier: self.multiplier.unwrap_or(d.multiplier),
+            jitter: self.jitter.unwrap_or(d.jitter),
         }
     }
 }

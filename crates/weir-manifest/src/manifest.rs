@@ -27,6 +27,8 @@ pub struct Manifest {
     pub views: BTreeMap<String, ViewSpec>,
     /// Sources of events from other brokers, by source name.
     pub sources: BTreeMap<String, SourceSpec>,
+    /// Sinks delivering a topic's events elsewhere, by sink name.
+    pub sinks: BTreeMap<String, SinkSpec>,
     /// `[auth]`: `None` leaves the API open (loopback use).
     pub auth: Option<AuthSpec>,
     /// `[http]`: TLS and CORS.
@@ -581,4 +583,46 @@ impl SourceData {
             SourceData::Binary => "binary",
         }
     }
+}
+
+/// `[sinks.<name>]`: the events of `topic` delivered to `url`, in order per partition,
+/// each retried per `retry`, then dead-lettered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSpec {
+    pub topic: String,
+    /// `http://` or `https://`: a webhook.
+    pub url: String,
+    /// Standard Webhooks signing secrets (`whsec_…`), from the node's environment or files;
+    /// each signs every request (two during a rotation). None: unsigned.
+    pub secrets: Vec<SecretSource>,
+    pub mode: SinkMode,
+    /// Per attempt.
+    pub timeout_ms: u64,
+    pub retry: RetrySpec,
+    /// Where events go that could not be delivered, with why: `<name>.dlq` unless set.
+    pub dead_letter: String,
+    /// The consumer group keeping the sink's position: `sink.<name>` unless set.
+    pub group: String,
+    pub start: StartPosition,
+}
+
+impl SinkSpec {
+    pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+    pub const MAX_TIMEOUT_MS: u64 = 300_000;
+
+    /// The consumer group of a sink that names none.
+    pub fn default_group(sink: &str) -> String {
+        format!("sink.{sink}")
+    }
+}
+
+/// How a sink puts an event in its request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkMode {
+    /// The whole event as JSON (`application/cloudevents+json`).
+    #[default]
+    Structured,
+    /// The data as the body, the attributes as `ce-*` headers.
+    Binary,
 }

@@ -155,6 +155,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
         entities: BTreeMap::new(),
         views: BTreeMap::new(),
         sources: BTreeMap::new(),
+        sinks: BTreeMap::new(),
         auth: None,
         http: HttpSpec::default(),
         limits: NodeLimits::default(),
@@ -1488,4 +1489,36 @@ fn a_source_that_cannot_work_is_refused_with_the_key_at_fault() {
     );
     let e = parse_error(&source_with("qos = 2"));
     assert!(e.contains("qos"), "{e}");
+}
+
+#[test]
+fn a_sink_takes_its_defaults_its_secrets_and_is_refused_where_it_cannot_work() {
+    let sink = |extra: &str| {
+        minimal_with(&format!(
+            "[sinks.hook]\ntopic = \"out\"\nurl = \"https://example.com/hook\"\n{extra}"
+        ))
+    };
+    let m = parse(&sink(""));
+    let s = &m.sinks["hook"];
+    assert_eq!(
+        (s.group.as_str(), s.dead_letter.as_str(), s.timeout_ms, s.secrets.len()),
+        ("sink.hook", "hook.dlq", crate::SinkSpec::DEFAULT_TIMEOUT_MS, 0)
+    );
+    assert_eq!(s.retry, RetrySpec::default());
+    let m = parse(&sink(
+        "secret = [{ env = \"A\" }, { file = \"b\" }]\nmode = \"binary\"\nretry = { max_attempts = 2 }",
+    ));
+    let s = &m.sinks["hook"];
+    assert_eq!(
+        s.secrets,
+        vec![SecretSource::Env("A".into()), SecretSource::File(base_dir().join("b"))]
+    );
+    assert_eq!((s.mode, s.retry.max_attempts), (crate::SinkMode::Binary, 2));
+    assert_eq!(parse(&sink("secret = { env = \"A\" }")).sinks["hook"].secrets.len(), 1);
+    let p = only_problem(&sink("").replace("https://example.com/hook", "mqtt://h"), "sinks.hook.url");
+    assert!(p.message.contains("not built yet"), "{p}");
+    only_problem(&sink("retry = { max_attempts = 0 }"), "sinks.hook.retry.max_attempts");
+    only_problem(&sink("dead_letter = \"out\""), "sinks.hook.dead_letter");
+    only_problem(&sink("group = \"p\""), "sinks.hook.group");
+    only_problem(&sink("").replace("topic = \"out\"", "topic = \"nope\""), "sinks.hook.topic");
 }

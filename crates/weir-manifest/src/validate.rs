@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec,
-    Problem, SecretSource, SourceData, SourceSpec, TopicSpec, ViewSpec,
+    Problem, SecretSource, SinkSpec, SourceData, SourceSpec, TopicSpec, ViewSpec,
 };
 
 /// Longest topic or consumer group name, as in Kafka.
@@ -46,6 +46,9 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
     }
     for (name, view) in &manifest.views {
         check_view(manifest, name, view, &mut problems);
+    }
+    for (name, sink) in &manifest.sinks {
+        check_sink(manifest, name, sink, &mut problems);
     }
     for (name, source) in &manifest.sources {
         check_source(manifest, name, source, &mut problems);
@@ -474,44 +477,7 @@ fn check_pipeline_delivery(
             ),
         ));
     }
-    let retry = &pipeline.retry;
-    let retry_key = |field: &str| key(&["pipelines", name, "retry", field]);
-    if !(1..=100).contains(&retry.max_attempts) {
-        problems.push(Problem::new(
-            retry_key("max_attempts"),
-            format!("is {}; use 1 (no retry) to 100", retry.max_attempts),
-        ));
-    }
-    if retry.max_backoff_ms > 3_600_000 {
-        problems.push(Problem::new(
-            retry_key("max_backoff_ms"),
-            format!(
-                "is {} ms; use at most 3600000 (an hour)",
-                retry.max_backoff_ms
-            ),
-        ));
-    }
-    if retry.initial_backoff_ms > retry.max_backoff_ms {
-        problems.push(Problem::new(
-            retry_key("initial_backoff_ms"),
-            format!(
-                "is {} ms, more than max_backoff_ms ({} ms); lower it or raise max_backoff_ms",
-                retry.initial_backoff_ms, retry.max_backoff_ms
-            ),
-        ));
-    }
-    if !(1.0..=10.0).contains(&retry.multiplier) {
-        problems.push(Problem::new(
-            retry_key("multiplier"),
-            format!("is {}; use 1.0 to 10.0", retry.multiplier),
-        ));
-    }
-    if !(0.0..=1.0).contains(&retry.jitter) {
-        problems.push(Problem::new(
-            retry_key("jitter"),
-            format!("is {}; use 0.0 (none) to 1.0", retry.jitter),
-        ));
-    }
+    check_retry(&["pipelines", name, "retry"], &pipeline.retry, problems);
     if let Some(filter) = &pipeline.filter {
         for (attribute, patterns) in &filter.attributes {
             let is_core = matches!(attribute.as_str(), "type" | "source" | "subject");
@@ -857,6 +823,119 @@ fn check_source(manifest: &Manifest, name: &str, source: &SourceSpec, problems: 
         " bytes",
         problems,
     );
+}
+
+/// A retry policy's attempts, backoffs, multiplier and jitter; `at` is its table's key.
+fn check_retry(at: &[&str], retry: &crate::RetrySpec, problems: &mut Vec<Problem>) {
+    let retry_key = |field: &str| {
+        let mut path = at.to_vec();
+        path.push(field);
+        key(&path)
+    };
+    if !(1..=100).contains(&retry.max_attempts) {
+        problems.push(Problem::new(
+            retry_key("max_attempts"),
+            format!("is {}; use 1 (no retry) to 100", retry.max_attempts),
+        ));
+    }
+    if retry.max_backoff_ms > 3_600_000 {
+        problems.push(Problem::new(
+            retry_key("max_backoff_ms"),
+            format!(
+                "is {} ms; use at most 3600000 (an hour)",
+                retry.max_backoff_ms
+            ),
+        ));
+    }
+    if retry.initial_backoff_ms > retry.max_backoff_ms {
+        problems.push(Problem::new(
+            retry_key("initial_backoff_ms"),
+            format!(
+                "is {} ms, more than max_backoff_ms ({} ms); lower it or raise max_backoff_ms",
+                retry.initial_backoff_ms, retry.max_backoff_ms
+            ),
+        ));
+    }
+    if !(1.0..=10.0).contains(&retry.multiplier) {
+        problems.push(Problem::new(
+            retry_key("multiplier"),
+            format!("is {}; use 1.0 to 10.0", retry.multiplier),
+        ));
+    }
+    if !(0.0..=1.0).contains(&retry.jitter) {
+        problems.push(Problem::new(
+            retry_key("jitter"),
+            format!("is {}; use 0.0 (none) to 1.0", retry.jitter),
+        ));
+    }
+}
+
+/// A sink's topic, URL, secrets, timeout, retry policy, group and dead letters.
+fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut Vec<Problem>) {
+    let at = |field: &str| key(&["sinks", name, field]);
+    if let Some(reason) = name_fault(name) {
+        problems.push(Problem::new(
+            key(&["sinks", name]),
+            format!("sink name {name:?} is invalid: {reason}; {NAME_RULE}"),
+        ));
+    }
+    if !manifest.topics.contains_key(&sink.topic) {
+        problems.push(Problem::new(at("topic"), undeclared_topic(manifest, &sink.topic)));
+    }
+    match sink.url.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() => {}
+        Some((scheme @ ("mqtt" | "amqp" | "amqps" | "redis" | "nats" | "kafka"), _)) => {
+            problems.push(Problem::new(
+                at("url"),
+                format!("{scheme}:// sinks are not built yet; weir delivers to http:// and https:// webhooks"),
+            ))
+        }
+        _ => problems.push(Problem::new(
+            at("url"),
+            format!("{:?} is not a sink URL; write the receiver as https://HOST/PATH", sink.url),
+        )),
+    }
+    for source in &sink.secrets {
+        let empty = match source {
+            SecretSource::Env(var) => var.is_empty(),
+            SecretSource::File(path) => path.as_os_str().is_empty(),
+        };
+        if empty {
+            problems.push(Problem::new(
+                at("secret"),
+                "names no source; use { env = \"VARIABLE\" } or { file = \"path\" }",
+            ));
+        }
+    }
+    check_range(at("timeout_ms"), sink.timeout_ms, SinkSpec::MAX_TIMEOUT_MS, " ms", problems);
+    check_retry(&["sinks", name, "retry"], &sink.retry, problems);
+    let dead_letter = &sink.dead_letter;
+    if let Some(reason) = topic_name_fault(dead_letter) {
+        problems.push(Problem::new(
+            at("dead_letter"),
+            format!(
+                "dead-letter topic name {dead_letter:?} is invalid: {reason}; {TOPIC_NAME_RULE}"
+            ),
+        ));
+    } else if *dead_letter == sink.topic {
+        problems.push(Problem::new(
+            at("dead_letter"),
+            "is the topic the sink reads, so failed events would come back in a loop; \
+             dead-letter to another topic"
+                .to_owned(),
+        ));
+    }
+    if let Some(reason) = topic_name_fault(&sink.group) {
+        problems.push(Problem::new(
+            at("group"),
+            format!("consumer group name {:?} is invalid: {reason}; {TOPIC_NAME_RULE}", sink.group),
+        ));
+    } else if manifest.pipelines.values().any(|p| p.group == sink.group) {
+        problems.push(Problem::new(
+            at("group"),
+            format!("{:?} is a pipeline's consumer group too; give the sink its own", sink.group),
+        ));
+    }
 }
 
 /// Two pipelines in one group would split the events between them, each seeing only some.

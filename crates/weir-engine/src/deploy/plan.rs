@@ -34,6 +34,10 @@ pub(crate) struct Plan {
     pub(crate) sources_stopped: Vec<String>,
     /// Sources to start: new, or changed.
     pub(crate) sources_started: Vec<String>,
+    /// Sinks to stop: removed, or changed (then also in `sinks_started`).
+    pub(crate) sinks_stopped: Vec<String>,
+    /// Sinks to start: new, or changed.
+    pub(crate) sinks_started: Vec<String>,
 }
 
 /// Plan the move from `current` (the running app, if any) to `next`. `active` holds the
@@ -201,6 +205,18 @@ pub(crate) fn plan(
         .sources
         .iter()
         .filter(|(name, spec)| current.sources.get(*name) != Some(*spec))
+        .map(|(name, _)| name.clone())
+        .collect();
+    plan.sinks_stopped = current
+        .sinks
+        .iter()
+        .filter(|(name, spec)| next.sinks.get(*name) != Some(*spec))
+        .map(|(name, _)| name.clone())
+        .collect();
+    plan.sinks_started = next
+        .sinks
+        .iter()
+        .filter(|(name, spec)| current.sinks.get(*name) != Some(*spec))
         .map(|(name, _)| name.clone())
         .collect();
     plan.namespaces = next

@@ -272,7 +272,7 @@ impl Pipeline {
                 if retry {
                     self.retries.fetch_add(1, AtomicOrdering::Relaxed);
                     self.metrics.retries.increment(1);
-                    let wait = self.backoff(attempt);
+                    let wait = super::jittered_backoff(&self.retry, attempt);
                     tracing::warn!(pipeline = %self.name, function = %self.function, version = function.version(), topic, partition, offset = work.offset, event_id = %work.event.id, attempt, error = %failure, wait_ms = wait.as_millis() as u64, "call failed; trying again");
                     let rest = std::iter::once(work).chain(lane).collect();
                     return LaneRun {
@@ -310,14 +310,6 @@ impl Pipeline {
         }
     }
 
-    /// The wait after `attempt` failed calls: the policy's backoff, varied by jitter.
-    pub(super) fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.retry.backoff_ms(attempt) as f64;
-        let jitter = self.retry.jitter.clamp(0.0, 1.0);
-        let factor = 1.0 - jitter + 2.0 * jitter * fastrand::f64();
-        let ms = (base * factor).min(self.retry.max_backoff_ms as f64);
-        Duration::from_micros((ms * 1000.0) as u64)
-    }
 }
 
 /// Which of `lanes` lanes the events with `key` go to: always the same one.

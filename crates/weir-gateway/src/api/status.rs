@@ -23,6 +23,8 @@ pub struct NodeStatus {
     pub views: Vec<super::views::ViewStatus>,
     /// The app's sources of events from other brokers.
     pub sources: Vec<SourceStatus>,
+    /// The app's sinks.
+    pub sinks: Vec<SinkStatus>,
     /// The fleet this node is a member of, on a backend several nodes share (NATS); null
     /// on the embedded log.
     pub fleet: Option<Fleet>,
@@ -151,6 +153,48 @@ impl From<weir_engine::SourceStatus> for SourceStatus {
     }
 }
 
+/// A sink (`[sinks.NAME]`): a topic's events delivered to a receiver, in order per
+/// partition, retried, then dead-lettered.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SinkStatus {
+    pub name: String,
+    pub topic: String,
+    /// The receiver, without credentials or query.
+    pub url: String,
+    /// The consumer group keeping its position.
+    pub group: String,
+    pub dead_letter: String,
+    /// `running`, `retrying` (an event waits for its next attempt) or `stalled` (a
+    /// partition failed and starts again after a pause).
+    pub state: String,
+    /// The last failure, until an event is delivered again.
+    pub error: Option<String>,
+    /// Events not yet committed by the sink's group.
+    pub lag: u64,
+    pub delivered: u64,
+    /// Failed attempts tried again.
+    pub retries: u64,
+    pub dead_lettered: u64,
+}
+
+impl From<weir_engine::SinkStatus> for SinkStatus {
+    fn from(s: weir_engine::SinkStatus) -> SinkStatus {
+        SinkStatus {
+            name: s.name,
+            topic: s.topic,
+            url: s.url,
+            group: s.group,
+            dead_letter: s.dead_letter,
+            state: s.state.to_owned(),
+            error: s.error,
+            lag: s.lag,
+            delivered: s.delivered,
+            retries: s.retries,
+            dead_lettered: s.dead_lettered,
+        }
+    }
+}
+
 impl From<weir_engine::NodeStatus> for NodeStatus {
     fn from(s: weir_engine::NodeStatus) -> NodeStatus {
         NodeStatus {
@@ -162,6 +206,7 @@ impl From<weir_engine::NodeStatus> for NodeStatus {
             entities: s.entities.into_iter().map(Into::into).collect(),
             views: s.views.into_iter().map(Into::into).collect(),
             sources: s.sources.into_iter().map(Into::into).collect(),
+            sinks: s.sinks.into_iter().map(Into::into).collect(),
             fleet: s.fleet.map(Into::into),
         }
     }

@@ -1,0 +1,471 @@
+//! Sinks: the app's `[sinks.NAME]`, each delivering the events of a topic to a receiver
+//! (a webhook, `weir_mesh_webhook`) in offset order per partition, as a consumer group
+//! (`sink.NAME` unless set) on the partition consumer. An event is retried per the sink's
+//! policy, then dead-lettered with why; the group's offset moves past a batch, with its
+//! dead letters, in one transaction after every event of it was delivered or
+//! dead-lettered.
+//!
+//! **Architecture Invariant:** a sink commits an offset only past events that were
+//! delivered (a 2xx) or whose dead letter is in the same transaction. A crash before the
+//! commit delivers the batch again: at-least-once, with the CloudEvents `id` as the
+//! receiver's idempotency key (`webhook-id`).
+//!
+//! On a fleet each partition is a unit (`group/GROUP/TOPIC/PARTITION`, as pipelines').
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weir_cloudevents::{CloudEvent, ExtensionValue};
+use weir_log::{Record, TopicSpec};
+use weir_manifest::{SecretSource, SinkMode, SinkSpec};
+use weir_mesh_webhook::{Delivery, Mode, Secret, WebhookSink};
+
+use crate::codec::{decode_event, encode_event};
+use crate::consumer::{PartitionConsumer, Progress, commit_until_done};
+use crate::fleet::Units;
+use crate::routing::{InputPosition, attribute_text, dead_letter, log_number, undecodable_event};
+use crate::{Error, Result, SharedLog, StartFrom, telemetry};
+
+/// Events read per batch; the offset is committed after each.
+const BATCH: usize = 64;
+/// The longest pause before a failed partition starts again.
+const MAX_STALL_BACKOFF: Duration = Duration::from_secs(10);
+/// The dead letter's attribute naming the sink.
+pub(crate) const DLQ_SINK: &str = "dlqsink";
+
+/// A sink as `weir status` shows it.
+#[derive(Debug, Clone)]
+pub struct SinkStatus {
+    pub name: String,
+    pub topic: String,
+    /// The receiver's URL without credentials or query.
+    pub url: String,
+    pub group: String,
+    pub dead_letter: String,
+    /// `running`, `retrying` (an event is waiting for its next attempt) or `stalled` (a
+    /// partition failed and starts again after a pause).
+    pub state: &'static str,
+    /// The last failure, until an event is delivered again.
+    pub error: Option<String>,
+    /// Events of the topic not yet committed by the sink's group, in all partitions.
+    pub lag: u64,
+    pub delivered: u64,
+    /// Failed attempts that were tried again.
+    pub retries: u64,
+    pub dead_lettered: u64,
+}
+
+struct Running {
+    name: String,
+    spec: SinkSpec,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    delivered: AtomicU64,
+    retries: AtomicU64,
+    dead_lettered: AtomicU64,
+    /// Partitions waiting to try an event again, and partitions stalled.
+    retrying: AtomicU64,
+    stalled: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+impl Running {
+    fn set_error(&self, error: Option<String>) {
+        *self.error.lock().unwrap_or_else(PoisonError::into_inner) = error;
+    }
+}
+
+/// The node's running sinks.
+#[derive(Default)]
+pub(crate) struct Sinks {
+    running: Mutex<BTreeMap<String, Arc<Running>>>,
+}
+
+/// Reads the sink's signing secrets from the node's environment and files.
+fn secrets(name: &str, spec: &SinkSpec) -> Result<Vec<Secret>> {
+    spec.secrets
+        .iter()
+        .map(|source| {
+            let text = match source {
+                SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                    format!("environment variable {var} is not set (or not UTF-8); set it before starting weir")
+                }),
+                SecretSource::File(path) => std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            };
+            text.and_then(|t| Secret::parse(&t)).map_err(|reason| {
+                Error::Task(format!("sink {name:?}'s secret: {reason}"))
+            })
+        })
+        .collect()
+}
+
+impl Sinks {
+    /// Starts sink `name`: one task per partition of its topic. Its secrets are read now;
+    /// one that is missing or malformed stops the start with an error naming it.
+    pub(crate) async fn start(
+        &self,
+        name: &str,
+        spec: &SinkSpec,
+        log: &SharedLog,
+        units: &Units,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let webhook = WebhookSink::new(
+            &spec.url,
+            secrets(name, spec)?,
+            match spec.mode {
+                SinkMode::Structured => Mode::Structured,
+                SinkMode::Binary => Mode::Binary,
+            },
+            Duration::from_millis(spec.timeout_ms),
+        )
+        .map_err(|e| Error::Task(format!("sink {name:?}: {e}")))?;
+        if log.topic(&spec.dead_letter).await?.is_none() {
+            log.create_topic(&spec.dead_letter, &TopicSpec::default())
+                .await?;
+            tracing::info!(sink = name, topic = %spec.dead_letter, "dead-letter topic created");
+        }
+        let info = crate::consumer::topic_info(log, &spec.topic).await?;
+        let running = Arc::new(Running {
+            name: name.to_owned(),
+            spec: spec.clone(),
+            stop: cancel.child_token(),
+            tasks: Mutex::new(Vec::new()),
+            delivered: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
+            error: Mutex::new(None),
+        });
+        let names: Arc<[String]> = (0..info.partitions)
+            .map(|p| format!("group/{}/{}/{p}", spec.group, spec.topic))
+            .collect();
+        let webhook = Arc::new(webhook);
+        for partition in 0..info.partitions {
+            let (running2, log, units, names, webhook) = (
+                running.clone(),
+                log.clone(),
+                units.clone(),
+                names.clone(),
+                webhook.clone(),
+            );
+            let task = tasks.spawn(async move {
+                drive_partition(&running2, &webhook, &log, &units, &names, partition).await
+            });
+            running
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(task);
+        }
+        tracing::info!(sink = name, topic = %spec.topic, url = %weir_mesh::display_url(&spec.url), "sink started");
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), running);
+        Ok(())
+    }
+
+    /// Stops sink `name` and waits for its partitions: each commits what it delivered.
+    pub(crate) async fn stop(&self, name: &str) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        let Some(running) = running else { return };
+        running.stop.cancel();
+        let tasks = std::mem::take(&mut *running.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            let _ = task.await;
+        }
+        tracing::info!(sink = name, "sink stopped");
+    }
+
+    pub(crate) async fn status(&self, log: &SharedLog) -> Vec<SinkStatus> {
+        let running: Vec<Arc<Running>> = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut statuses = Vec::with_capacity(running.len());
+        for r in running {
+            let spec = &r.spec;
+            let mut lag = 0;
+            if let Ok(info) = crate::consumer::topic_info(log, &spec.topic).await {
+                for p in 0..info.partitions {
+                    let (Ok(offsets), Ok(committed)) = (
+                        log.offsets(&spec.topic, p).await,
+                        log.committed_offset(&spec.group, &spec.topic, p).await,
+                    ) else {
+                        continue;
+                    };
+                    let from = committed.unwrap_or(offsets.start).max(offsets.start);
+                    lag += offsets.end.saturating_sub(from);
+                }
+            }
+            statuses.push(SinkStatus {
+                name: r.name.clone(),
+                topic: spec.topic.clone(),
+                url: weir_mesh::display_url(&spec.url),
+                group: spec.group.clone(),
+                dead_letter: spec.dead_letter.clone(),
+                state: if r.stalled.load(Relaxed) > 0 {
+                    "stalled"
+                } else if r.retrying.load(Relaxed) > 0 {
+                    "retrying"
+                } else {
+                    "running"
+                },
+                error: r.error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+                lag,
+                delivered: r.delivered.load(Relaxed),
+                retries: r.retries.load(Relaxed),
+                dead_lettered: r.dead_lettered.load(Relaxed),
+            });
+        }
+        statuses
+    }
+}
+
+/// Runs one partition while this node owns it, until the sink stops; a failure (of the
+/// log) starts it again from the committed offset after a pause.
+async fn drive_partition(
+    running: &Running,
+    webhook: &WebhookSink,
+    log: &SharedLog,
+    units: &Units,
+    names: &[String],
+    partition: u32,
+) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let Some(lease) = units.acquire(names, partition as usize, &running.stop).await else {
+            return;
+        };
+        let done = running.stop.child_token();
+        let _watch = {
+            let (released, token) = (lease.released().clone(), done.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = released.cancelled() => token.cancel(),
+                    _ = token.cancelled() => {}
+                }
+            });
+            done.clone().drop_guard()
+        };
+        match run_partition(running, webhook, log, partition, &done).await {
+            Ok(()) if running.stop.is_cancelled() => return,
+            Ok(()) => wait = Duration::from_millis(100),
+            Err(e) => {
+                tracing::error!(sink = %running.name, partition, error = %e, "sink partition failed; starting it again from its committed offset");
+                running.stalled.fetch_add(1, Relaxed);
+                running.set_error(Some(e.to_string()));
+                tokio::select! {
+                    _ = running.stop.cancelled() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                running.stalled.fetch_sub(1, Relaxed);
+                if running.stop.is_cancelled() {
+                    return;
+                }
+                wait = (wait * 2).min(MAX_STALL_BACKOFF);
+            }
+        }
+    }
+}
+
+/// What became of one event.
+enum Outcome {
+    Delivered,
+    /// Dead-lettered: the reason word, the last error, attempts made.
+    Dead(&'static str, String, u32),
+    /// The sink stopped before the event was delivered.
+    Stopped,
+}
+
+async fn run_partition(
+    running: &Running,
+    webhook: &WebhookSink,
+    log: &SharedLog,
+    partition: u32,
+    done: &CancellationToken,
+) -> Result<()> {
+    let spec = &running.spec;
+    let from = match spec.start {
+        weir_manifest::StartPosition::Earliest => StartFrom::Earliest,
+        weir_manifest::StartPosition::Latest => StartFrom::Latest,
+    };
+    let mut consumer = PartitionConsumer::open(
+        log,
+        &spec.topic,
+        partition,
+        format!("sink {:?}", running.name),
+        Progress::Transactions {
+            group: spec.group.clone(),
+            producer: format!("sink.{}.{}.{partition}", running.name, spec.topic),
+        },
+        from,
+        done,
+    )
+    .await?;
+    let txns = consumer.transactions()?;
+    let delivered = telemetry::sink_events(&running.name, "delivered");
+    let dead_lettered = telemetry::sink_events(&running.name, "dead_lettered");
+    loop {
+        let Some(records) = consumer
+            .next_batch(BATCH, done, std::future::pending())
+            .await?
+        else {
+            return Ok(());
+        };
+        let mut dead: Vec<Record> = Vec::new();
+        let mut next = None;
+        let mut stopped = false;
+        for record in records {
+            let offset = record.offset;
+            let pos = InputPosition {
+                pipeline: &running.name,
+                topic: &spec.topic,
+                partition,
+                offset,
+            };
+            let event = match decode_event(&spec.topic, record.clone()) {
+                Ok(logged) => logged.event,
+                Err(e) => {
+                    let mut event = undecodable_event(pos, record.value);
+                    mark_dead(&mut event, running, pos, "undecodable", &e.to_string(), 0);
+                    dead.push(encode_event(&event));
+                    next = Some(offset + 1);
+                    continue;
+                }
+            };
+            match deliver(running, webhook, &event, done).await {
+                Outcome::Delivered => {
+                    delivered.increment(1);
+                    running.delivered.fetch_add(1, Relaxed);
+                }
+                Outcome::Dead(reason, error, attempts) => {
+                    tracing::warn!(sink = %running.name, id = %event.id, reason, %error, "event dead-lettered");
+                    let mut event = event;
+                    mark_dead(&mut event, running, pos, reason, &error, attempts);
+                    dead.push(encode_event(&event));
+                    dead_lettered.increment(1);
+                    running.dead_lettered.fetch_add(1, Relaxed);
+                }
+                Outcome::Stopped => {
+                    stopped = true;
+                    break;
+                }
+            }
+            next = Some(offset + 1);
+        }
+        if let Some(next) = next {
+            let appends = if dead.is_empty() {
+                Vec::new()
+            } else {
+                vec![(spec.dead_letter.clone(), dead)]
+            };
+            let txn = txns.transaction(appends, next);
+            // Committed even when stopping: what was delivered is not sent again.
+            commit_until_done(log, txn, &CancellationToken::new()).await?;
+        }
+        if stopped {
+            return Ok(());
+        }
+    }
+}
+
+/// Delivers one event, trying again per the retry policy; `Stopped` if the sink stops
+/// while it waits.
+async fn deliver(
+    running: &Running,
+    webhook: &WebhookSink,
+    event: &CloudEvent,
+    done: &CancellationToken,
+) -> Outcome {
+    let retry = &running.spec.retry;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let answer = tokio::select! {
+            _ = done.cancelled() => return Outcome::Stopped,
+            answer = webhook.deliver(event) => answer,
+        };
+        let (error, after) = match answer {
+            Delivery::Delivered => {
+                if attempt > 1 {
+                    running.retrying.fetch_sub(1, Relaxed);
+                }
+                running.set_error(None);
+                return Outcome::Delivered;
+            }
+            Delivery::Refused { error } => {
+                if attempt > 1 {
+                    running.retrying.fetch_sub(1, Relaxed);
+                }
+                running.set_error(Some(error.clone()));
+                return Outcome::Dead("refused", error, attempt);
+            }
+            Delivery::Retry { error, after } => (error, after),
+        };
+        running.set_error(Some(error.clone()));
+        if attempt >= retry.max_attempts {
+            if attempt > 1 {
+                running.retrying.fetch_sub(1, Relaxed);
+            }
+            return Outcome::Dead("retries_exhausted", error, attempt);
+        }
+        if attempt == 1 {
+            running.retrying.fetch_add(1, Relaxed);
+        }
+        running.retries.fetch_add(1, Relaxed);
+        telemetry::sink_retries(&running.name).increment(1);
+        // A receiver's Retry-After is honoured up to the policy's longest wait.
+        let wait = match after {
+            Some(after) => after.min(Duration::from_millis(retry.max_backoff_ms)),
+            None => crate::pipeline::jittered_backoff(retry, attempt),
+        };
+        tokio::select! {
+            _ = done.cancelled() => {
+                running.retrying.fetch_sub(1, Relaxed);
+                return Outcome::Stopped;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The `dlq*` attributes of a sink's dead letter.
+fn mark_dead(
+    event: &mut CloudEvent,
+    running: &Running,
+    pos: InputPosition<'_>,
+    reason: &str,
+    error: &str,
+    attempts: u32,
+) {
+    use dead_letter::*;
+    let ext = &mut event.extensions;
+    let string = |s: &str| ExtensionValue::String(s.to_owned());
+    ext.insert(DLQ_SINK.into(), string(&running.name));
+    ext.insert(REASON.into(), string(reason));
+    ext.insert(ERROR.into(), string(&attribute_text(error, 2000)));
+    ext.insert(ATTEMPTS.into(), log_number(attempts.into()));
+    ext.insert(TOPIC.into(), string(pos.topic));
+    ext.insert(PARTITION.into(), log_number(pos.partition.into()));
+    ext.insert(OFFSET.into(), log_number(pos.offset));
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    ext.insert(TIME.into(), string(&now));
+}
