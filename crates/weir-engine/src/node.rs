@@ -336,9 +336,20 @@ impl Node {
     }
 
     /// Start a sink of the app.
-    pub(crate) async fn start_sink(&self, name: &str, spec: &weir_manifest::SinkSpec) -> Result<()> {
+    pub(crate) async fn start_sink(
+        &self,
+        name: &str,
+        spec: &weir_manifest::SinkSpec,
+    ) -> Result<()> {
         self.sinks
-            .start(name, spec, &self.log, &self.units, &self.tasks, &self.cancel)
+            .start(
+                name,
+                spec,
+                &self.log,
+                &self.units,
+                &self.tasks,
+                &self.cancel,
+            )
             .await
     }
 

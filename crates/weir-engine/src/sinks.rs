@@ -182,7 +182,8 @@ impl Sinks {
             .remove(name);
         let Some(running) = running else { return };
         running.stop.cancel();
-        let tasks = std::mem::take(&mut *running.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        let tasks =
+            std::mem::take(&mut *running.tasks.lock().unwrap_or_else(PoisonError::into_inner));
         for task in tasks {
             let _ = task.await;
         }
@@ -226,7 +227,11 @@ impl Sinks {
                 } else {
                     "running"
                 },
-                error: r.error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+                error: r
+                    .error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
                 lag,
                 delivered: r.delivered.load(Relaxed),
                 retries: r.retries.load(Relaxed),
@@ -249,7 +254,10 @@ async fn drive_partition(
 ) {
     let mut wait = Duration::from_millis(100);
     loop {
-        let Some(lease) = units.acquire(names, partition as usize, &running.stop).await else {
+        let Some(lease) = units
+            .acquire(names, partition as usize, &running.stop)
+            .await
+        else {
             return;
         };
         let done = running.stop.child_token();

@@ -533,6 +533,7 @@ mod delivery;
 mod entities;
 mod hot_swap;
 mod replay;
+mod sinks;
 mod sources;
 mod views;
 

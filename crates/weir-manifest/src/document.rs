@@ -13,8 +13,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::front_door::{AuthTable, HttpTable, LimitsTable as NodeLimitsTable};
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
-    Manifest, Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, SinkMode,
-    SinkSpec, SourceData, SourceSpec, StartPosition, TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
+    Manifest, Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, SinkMode, SinkSpec,
+    SourceData, SourceSpec, StartPosition, TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {

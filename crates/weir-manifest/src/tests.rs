@@ -1501,8 +1501,18 @@ fn a_sink_takes_its_defaults_its_secrets_and_is_refused_where_it_cannot_work() {
     let m = parse(&sink(""));
     let s = &m.sinks["hook"];
     assert_eq!(
-        (s.group.as_str(), s.dead_letter.as_str(), s.timeout_ms, s.secrets.len()),
-        ("sink.hook", "hook.dlq", crate::SinkSpec::DEFAULT_TIMEOUT_MS, 0)
+        (
+            s.group.as_str(),
+            s.dead_letter.as_str(),
+            s.timeout_ms,
+            s.secrets.len()
+        ),
+        (
+            "sink.hook",
+            "hook.dlq",
+            crate::SinkSpec::DEFAULT_TIMEOUT_MS,
+            0
+        )
     );
     assert_eq!(s.retry, RetrySpec::default());
     let m = parse(&sink(
@@ -1511,14 +1521,31 @@ fn a_sink_takes_its_defaults_its_secrets_and_is_refused_where_it_cannot_work() {
     let s = &m.sinks["hook"];
     assert_eq!(
         s.secrets,
-        vec![SecretSource::Env("A".into()), SecretSource::File(base_dir().join("b"))]
+        vec![
+            SecretSource::Env("A".into()),
+            SecretSource::File(base_dir().join("b"))
+        ]
     );
     assert_eq!((s.mode, s.retry.max_attempts), (crate::SinkMode::Binary, 2));
-    assert_eq!(parse(&sink("secret = { env = \"A\" }")).sinks["hook"].secrets.len(), 1);
-    let p = only_problem(&sink("").replace("https://example.com/hook", "mqtt://h"), "sinks.hook.url");
+    assert_eq!(
+        parse(&sink("secret = { env = \"A\" }")).sinks["hook"]
+            .secrets
+            .len(),
+        1
+    );
+    let p = only_problem(
+        &sink("").replace("https://example.com/hook", "mqtt://h"),
+        "sinks.hook.url",
+    );
     assert!(p.message.contains("not built yet"), "{p}");
-    only_problem(&sink("retry = { max_attempts = 0 }"), "sinks.hook.retry.max_attempts");
+    only_problem(
+        &sink("retry = { max_attempts = 0 }"),
+        "sinks.hook.retry.max_attempts",
+    );
     only_problem(&sink("dead_letter = \"out\""), "sinks.hook.dead_letter");
     only_problem(&sink("group = \"p\""), "sinks.hook.group");
-    only_problem(&sink("").replace("topic = \"out\"", "topic = \"nope\""), "sinks.hook.topic");
+    only_problem(
+        &sink("").replace("topic = \"out\"", "topic = \"nope\""),
+        "sinks.hook.topic",
+    );
 }

@@ -880,7 +880,10 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
         ));
     }
     if !manifest.topics.contains_key(&sink.topic) {
-        problems.push(Problem::new(at("topic"), undeclared_topic(manifest, &sink.topic)));
+        problems.push(Problem::new(
+            at("topic"),
+            undeclared_topic(manifest, &sink.topic),
+        ));
     }
     match sink.url.split_once("://") {
         Some(("http" | "https", rest)) if !rest.is_empty() => {}
@@ -907,7 +910,13 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
             ));
         }
     }
-    check_range(at("timeout_ms"), sink.timeout_ms, SinkSpec::MAX_TIMEOUT_MS, " ms", problems);
+    check_range(
+        at("timeout_ms"),
+        sink.timeout_ms,
+        SinkSpec::MAX_TIMEOUT_MS,
+        " ms",
+        problems,
+    );
     check_retry(&["sinks", name, "retry"], &sink.retry, problems);
     let dead_letter = &sink.dead_letter;
     if let Some(reason) = topic_name_fault(dead_letter) {
@@ -928,12 +937,18 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
     if let Some(reason) = topic_name_fault(&sink.group) {
         problems.push(Problem::new(
             at("group"),
-            format!("consumer group name {:?} is invalid: {reason}; {TOPIC_NAME_RULE}", sink.group),
+            format!(
+                "consumer group name {:?} is invalid: {reason}; {TOPIC_NAME_RULE}",
+                sink.group
+            ),
         ));
     } else if manifest.pipelines.values().any(|p| p.group == sink.group) {
         problems.push(Problem::new(
             at("group"),
-            format!("{:?} is a pipeline's consumer group too; give the sink its own", sink.group),
+            format!(
+                "{:?} is a pipeline's consumer group too; give the sink its own",
+                sink.group
+            ),
         ));
     }
 }

@@ -211,7 +211,11 @@ mod tests {
 
     #[test]
     fn a_bad_secret_is_refused_without_showing_it() {
-        for bad in ["C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "whsec_!!!", "whsec_AAAA"] {
+        for bad in [
+            "C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+            "whsec_!!!",
+            "whsec_AAAA",
+        ] {
             let e = Secret::parse(bad).unwrap_err();
             assert!(!e.contains("C2FV") && !e.contains("!!!"), "{e}");
         }

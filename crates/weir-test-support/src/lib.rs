@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 pub mod script_guests;
+pub mod webhook;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

@@ -104,21 +104,43 @@ pub const OTELTEST_VERSION: &str = "0.49.0";
 /// The `python` of [`python_venv`] with oteltest installed, installed if missing or of
 /// another version.
 pub fn ensure_oteltest() -> anyhow::Result<PathBuf> {
+    ensure_in_venv("oteltest", OTELTEST_VERSION, "oteltest.sink")
+}
+
+/// The Standard Webhooks reference library for Python, whose verifier checks the
+/// signatures of weir's webhook sink.
+pub const STANDARDWEBHOOKS_VERSION: &str = "1.3.0";
+
+/// The `python` of [`python_venv`] with `standardwebhooks` installed, installed if missing
+/// or of another version.
+pub fn ensure_standardwebhooks() -> anyhow::Result<PathBuf> {
+    ensure_in_venv(
+        "standardwebhooks",
+        STANDARDWEBHOOKS_VERSION,
+        "standardwebhooks.webhooks",
+    )
+}
+
+/// The `python` of [`python_venv`] with `package` at `version` (importing `module`
+/// works), installed from PyPI if missing or of another version.
+fn ensure_in_venv(package: &str, version: &str, module: &str) -> anyhow::Result<PathBuf> {
     let _lock = build_lock()?;
     let python = python_venv().join("bin/python");
     let installed = Command::new(&python)
         .args([
             "-c",
-            "import importlib.metadata as m; import oteltest.sink; print(m.version('oteltest'))",
+            &format!(
+                "import importlib.metadata as m; import {module}; print(m.version('{package}'))"
+            ),
         ])
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if installed.as_deref() == Some(OTELTEST_VERSION) {
+    if installed.as_deref() == Some(version) {
         return Ok(python);
     }
-    pip_install_locked(&format!("oteltest=={OTELTEST_VERSION}"))?;
+    pip_install_locked(&format!("{package}=={version}"))?;
     Ok(python)
 }
 

@@ -309,7 +309,6 @@ impl Pipeline {
             backoff: None,
         }
     }
-
 }
 
 /// Which of `lanes` lanes the events with `key` go to: always the same one.

@@ -1,0 +1,187 @@
+//! Webhook sinks against a receiver that verifies with the Standard Webhooks reference
+//! library (`weir_test_support::webhook`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use weir_cloudevents::{CloudEvent, ExtensionValue};
+use weir_manifest::Manifest;
+use weir_test_support::webhook::{Behaviour, SECRET, WebhookReceiver};
+
+use crate::{Node, StartFrom};
+
+fn app(dir: &Path, url: &str, retry: &str) -> Manifest {
+    std::fs::write(dir.join("hook.secret"), format!("{SECRET}\n")).unwrap();
+    let text = format!(
+        r#"
+[topics.alerts]
+partitions = 2
+[sinks.hook]
+topic = "alerts"
+url = "{url}"
+secret = {{ file = "hook.secret" }}
+retry = {{ {retry} }}
+"#
+    );
+    let mut m = Manifest::from_toml_str(&text, dir).unwrap();
+    m.text = text;
+    m
+}
+
+fn alert(n: u32, subject: &str) -> CloudEvent {
+    let mut e = CloudEvent::new(format!("alert-{n}"), "/test", "com.example.alert");
+    e.subject = Some(subject.to_owned());
+    e.extensions.insert(
+        "partitionkey".into(),
+        ExtensionValue::String(format!("dev-{}", n % 3)),
+    );
+    e.data = Some(weir_cloudevents::Data::Json(
+        weir_cloudevents::Json::from_value(&serde_json::json!({ "n": n, "device": n % 3 })),
+    ));
+    e
+}
+
+/// Waits until `check` holds of the node's first sink's status (30 s).
+async fn until_sink(node: &Node, check: impl Fn(&crate::SinkStatus) -> bool) -> crate::SinkStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = node.status().await.unwrap();
+        let sink = status.sinks[0].clone();
+        if check(&sink) {
+            return sink;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink did not get there: {sink:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_sink_delivers_signed_in_order_retries_and_dead_letters_what_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = WebhookReceiver::start(
+        SECRET,
+        Behaviour {
+            fail_first: 3,
+            refuse_subject: Some("bad".into()),
+        },
+    );
+    let manifest = app(dir.path(), &receiver.url, "initial_backoff_ms = 10");
+    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    let events: Vec<CloudEvent> = (0..30)
+        .map(|n| alert(n, if n == 7 { "bad" } else { "ok" }))
+        .collect();
+    node.publish("alerts", &events).await.unwrap();
+    let sink = until_sink(&node, |s| s.delivered + s.dead_lettered == 30 && s.lag == 0).await;
+    assert_eq!((sink.delivered, sink.dead_lettered), (29, 1), "{sink:?}");
+    assert!(sink.retries >= 3, "{sink:?}");
+    assert_eq!(sink.state, "running");
+
+    let requests = receiver.requests();
+    // Every request verifies with the reference verifier, and fails it once tampered with.
+    for r in &requests {
+        assert_eq!(r["verified"], true, "{r}");
+        assert_eq!(r["tamper_rejected"], true, "{r}");
+        assert_eq!(r["id"], r["event"]["id"], "webhook-id is the event's id");
+    }
+    // Each device's alerts arrive in order; the 503s were tried again.
+    let delivered: Vec<&serde_json::Value> =
+        requests.iter().filter(|r| r["status"] == 204).collect();
+    assert_eq!(delivered.len(), 29);
+    for device in 0..3 {
+        let ns: Vec<u64> = delivered
+            .iter()
+            .filter(|r| r["event"]["data"]["device"] == device)
+            .map(|r| r["event"]["data"]["n"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (0..30).filter(|n| n % 3 == device && *n != 7).collect();
+        assert_eq!(ns, expected, "device {device}");
+    }
+    assert_eq!(requests.iter().filter(|r| r["status"] == 503).count(), 3);
+
+    // The refused event is in the dead-letter topic with why.
+    let dead: Vec<CloudEvent> = node
+        .subscribe("hook.dlq", StartFrom::Earliest)
+        .await
+        .unwrap()
+        .take(1)
+        .map(|r| r.unwrap().event)
+        .collect()
+        .await;
+    assert_eq!(dead[0].id, "alert-7");
+    let ext = |k: &str| dead[0].extensions.get(k).cloned();
+    assert_eq!(ext("dlqsink"), Some(ExtensionValue::String("hook".into())));
+    assert_eq!(
+        ext("dlqreason"),
+        Some(ExtensionValue::String("refused".into()))
+    );
+    let Some(ExtensionValue::String(error)) = ext("dlqerror") else {
+        panic!("no dlqerror")
+    };
+    assert!(error.contains("400"), "{error}");
+
+    // A restart delivers nothing again: the group committed past everything.
+    node.shutdown().await;
+    drop(node);
+    let before = receiver.requests().len();
+    let manifest = app(dir.path(), &receiver.url, "initial_backoff_ms = 10");
+    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    node.publish("alerts", &[alert(30, "ok")]).await.unwrap();
+    until_sink(&node, |s| s.delivered == 1).await;
+    let after = receiver.requests();
+    assert_eq!(after.len(), before + 1);
+    assert_eq!(after.last().unwrap()["id"], "alert-30");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_receiver_exhausts_the_retries_then_the_event_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let manifest = app(
+        dir.path(),
+        &url,
+        "max_attempts = 3, initial_backoff_ms = 10, max_backoff_ms = 20",
+    );
+    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    node.publish("alerts", &[alert(1, "ok")]).await.unwrap();
+    let sink = until_sink(&node, |s| s.dead_lettered == 1).await;
+    assert_eq!((sink.delivered, sink.retries), (0, 2), "{sink:?}");
+    assert!(
+        sink.error.as_deref().is_some_and(|e| e.contains("connect")),
+        "{sink:?}"
+    );
+    let dead = node.read("hook.dlq", 0, 0, 10).await.unwrap();
+    assert_eq!(
+        dead[0].event.extensions.get("dlqreason"),
+        Some(&ExtensionValue::String("retries_exhausted".into()))
+    );
+    assert_eq!(
+        dead[0].event.extensions.get("dlqattempts"),
+        Some(&ExtensionValue::Integer(3))
+    );
+    // A deploy pointing the sink elsewhere restarts it.
+    let receiver = WebhookReceiver::start(SECRET, Behaviour::default());
+    let text = app(dir.path(), &receiver.url, "max_attempts = 3").text;
+    node.deploy_app(&text, BTreeMap::new()).await.unwrap();
+    node.publish("alerts", &[alert(2, "ok")]).await.unwrap();
+    until_sink(&node, |s| s.delivered == 1).await;
+    assert_eq!(receiver.requests()[0]["id"], "alert-2");
+    node.shutdown().await;
+}

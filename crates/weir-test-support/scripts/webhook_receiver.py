@@ -1,0 +1,79 @@
+"""A webhook receiver for weir's sink tests: checks every request's signature with the
+Standard Webhooks reference verifier (PyPI `standardwebhooks`), checks that the same
+request with a tampered body fails it, and logs each request as a JSON line.
+
+    python3 webhook_receiver.py SECRET PORT_FILE LOG_FILE [--fail-first N] [--refuse-subject S]
+
+Answers 401 to a request that does not verify, 503 to the first N requests, 400 to events
+whose subject is S, and 204 otherwise. Writes the port it listens on to PORT_FILE.
+"""
+
+import argparse
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+parser = argparse.ArgumentParser()
+parser.add_argument("secret")
+parser.add_argument("port_file")
+parser.add_argument("log_file")
+parser.add_argument("--fail-first", type=int, default=0)
+parser.add_argument("--refuse-subject", default=None)
+args = parser.parse_args()
+
+webhook = Webhook(args.secret)
+lock = threading.Lock()
+seen = {"requests": 0}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            webhook.verify(body, headers)
+            verified = True
+        except WebhookVerificationError:
+            verified = False
+        try:
+            webhook.verify(body + b" ", headers)
+            tamper_rejected = False
+        except WebhookVerificationError:
+            tamper_rejected = True
+        event = json.loads(body) if body else {}
+        with lock:
+            seen["requests"] += 1
+            n = seen["requests"]
+            if not verified:
+                status = 401
+            elif n <= args.fail_first:
+                status = 503
+            elif args.refuse_subject is not None and event.get("subject") == args.refuse_subject:
+                status = 400
+            else:
+                status = 204
+            with open(args.log_file, "a") as log:
+                log.write(json.dumps({
+                    "id": headers.get("webhook-id"),
+                    "timestamp": headers.get("webhook-timestamp"),
+                    "verified": verified,
+                    "tamper_rejected": tamper_rejected,
+                    "status": status,
+                    "event": event,
+                }) + "\n")
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *_):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+with open(args.port_file + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+import os
+os.replace(args.port_file + ".tmp", args.port_file)
+server.serve_forever()
