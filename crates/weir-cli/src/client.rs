@@ -514,11 +514,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("sinks:");
         for s in &sinks {
             println!(
-                "  {}  {} -> {}  {}  lag {}  {} delivered  {} retries  {} dead-lettered",
+                "  {}  {} -> {}  {}  circuit {}  lag {}  {} delivered  {} retries  {} dead-lettered",
                 s["name"].as_str().unwrap_or(""),
                 s["topic"].as_str().unwrap_or(""),
                 s["url"].as_str().unwrap_or(""),
                 s["state"].as_str().unwrap_or(""),
+                s["circuit"].as_str().unwrap_or(""),
                 s["lag"],
                 s["delivered"],
                 s["retries"],

@@ -30,6 +30,10 @@ use crate::fleet::Units;
 use crate::routing::{InputPosition, attribute_text, dead_letter, log_number, undecodable_event};
 use crate::{Error, Result, SharedLog, StartFrom, telemetry};
 
+mod breaker;
+
+use breaker::{Breaker, Permit};
+
 /// Events read per batch; the offset is committed after each.
 const BATCH: usize = 64;
 /// The longest pause before a failed partition starts again.
@@ -57,6 +61,9 @@ pub struct SinkStatus {
     /// Failed attempts that were tried again.
     pub retries: u64,
     pub dead_lettered: u64,
+    /// The circuit breaker: `closed`, `open` (deliveries pause), `half_open` (a probe is
+    /// out), or `off`.
+    pub circuit: &'static str,
 }
 
 struct Running {
@@ -71,11 +78,21 @@ struct Running {
     retrying: AtomicU64,
     stalled: AtomicU64,
     error: Mutex<Option<String>>,
+    /// None when `circuit_failures = 0`.
+    breaker: Option<Breaker>,
 }
 
 impl Running {
     fn set_error(&self, error: Option<String>) {
         *self.error.lock().unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    /// The circuit moved to `to` (`open`, `half_open`, `closed`).
+    fn transition(&self, to: &'static str) {
+        telemetry::sink_circuit_transitions(&self.name, to).increment(1);
+        if to == "closed" {
+            tracing::info!(sink = %self.name, "circuit closed: the receiver answers again");
+        }
     }
 }
 
@@ -143,6 +160,7 @@ impl Sinks {
             retrying: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
             error: Mutex::new(None),
+            breaker: (spec.circuit_failures > 0).then(|| Breaker::new(spec.circuit_failures)),
         });
         let names: Arc<[String]> = (0..info.partitions)
             .map(|p| format!("group/{}/{}/{p}", spec.group, spec.topic))
@@ -236,6 +254,7 @@ impl Sinks {
                 delivered: r.delivered.load(Relaxed),
                 retries: r.retries.load(Relaxed),
                 dead_lettered: r.dead_lettered.load(Relaxed),
+                circuit: r.breaker.as_ref().map_or("off", Breaker::state),
             });
         }
         statuses
@@ -393,62 +412,124 @@ async fn run_partition(
     }
 }
 
-/// Delivers one event, trying again per the retry policy; `Stopped` if the sink stops
-/// while it waits.
+/// Delivers one event, trying again per the retry policy and waiting while the circuit
+/// is open; `Stopped` if the sink stops while it waits.
 async fn deliver(
     running: &Running,
     webhook: &WebhookSink,
     event: &CloudEvent,
     done: &CancellationToken,
 ) -> Outcome {
+    let mut waiting = Waiting::new(running);
     let retry = &running.spec.retry;
-    let mut attempt = 0;
+    // Attempts made, and failed ones charged to the event (made while the circuit was
+    // closed, and not the one that opened it).
+    let (mut made, mut charged) = (0, 0);
     loop {
-        attempt += 1;
+        let probe = loop {
+            match running
+                .breaker
+                .as_ref()
+                .map_or(Permit::Attempt, Breaker::permit)
+            {
+                Permit::Attempt => break false,
+                Permit::Probe => {
+                    running.transition("half_open");
+                    break true;
+                }
+                Permit::Wait(wait) => {
+                    waiting.start();
+                    tokio::select! {
+                        _ = done.cancelled() => return Outcome::Stopped,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        };
+        made += 1;
         let answer = tokio::select! {
             _ = done.cancelled() => return Outcome::Stopped,
             answer = webhook.deliver(event) => answer,
         };
         let (error, after) = match answer {
-            Delivery::Delivered => {
-                if attempt > 1 {
-                    running.retrying.fetch_sub(1, Relaxed);
+            // A refusal is an answer too: the receiver is up.
+            Delivery::Delivered | Delivery::Refused { .. } => {
+                if running.breaker.as_ref().is_some_and(Breaker::succeeded) {
+                    running.transition("closed");
                 }
-                running.set_error(None);
-                return Outcome::Delivered;
-            }
-            Delivery::Refused { error } => {
-                if attempt > 1 {
-                    running.retrying.fetch_sub(1, Relaxed);
-                }
-                running.set_error(Some(error.clone()));
-                return Outcome::Dead("refused", error, attempt);
+                return match answer {
+                    Delivery::Refused { error } => {
+                        running.set_error(Some(error.clone()));
+                        Outcome::Dead("refused", error, made)
+                    }
+                    _ => {
+                        running.set_error(None);
+                        Outcome::Delivered
+                    }
+                };
             }
             Delivery::Retry { error, after } => (error, after),
         };
         running.set_error(Some(error.clone()));
-        if attempt >= retry.max_attempts {
-            if attempt > 1 {
-                running.retrying.fetch_sub(1, Relaxed);
-            }
-            return Outcome::Dead("retries_exhausted", error, attempt);
+        let (charge, opened) = match &running.breaker {
+            Some(b) => b.failed(probe),
+            None => (true, false),
+        };
+        if opened || probe {
+            running.transition("open");
         }
-        if attempt == 1 {
-            running.retrying.fetch_add(1, Relaxed);
+        if opened {
+            tracing::warn!(sink = %running.name, %error, "circuit opened: deliveries pause, then one probe goes");
+        }
+        waiting.start();
+        if !charge {
+            // The receiver is down: the open circuit paces the next attempt.
+            continue;
+        }
+        charged += 1;
+        if charged >= retry.max_attempts {
+            return Outcome::Dead("retries_exhausted", error, made);
         }
         running.retries.fetch_add(1, Relaxed);
         telemetry::sink_retries(&running.name).increment(1);
         // A receiver's Retry-After is honoured up to the policy's longest wait.
         let wait = match after {
             Some(after) => after.min(Duration::from_millis(retry.max_backoff_ms)),
-            None => crate::pipeline::jittered_backoff(retry, attempt),
+            None => crate::pipeline::jittered_backoff(retry, charged),
         };
         tokio::select! {
-            _ = done.cancelled() => {
-                running.retrying.fetch_sub(1, Relaxed);
-                return Outcome::Stopped;
-            }
+            _ = done.cancelled() => return Outcome::Stopped,
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Counts a partition in the sink's `retrying` while an event of it waits to go again.
+struct Waiting<'a> {
+    running: &'a Running,
+    counted: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(running: &'a Running) -> Waiting<'a> {
+        Waiting {
+            running,
+            counted: false,
+        }
+    }
+
+    fn start(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.running.retrying.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.running.retrying.fetch_sub(1, Relaxed);
         }
     }
 }

@@ -22,6 +22,7 @@ pub(crate) const SOURCE_MESSAGES: &str = "weir_source_messages_total";
 pub(crate) const SOURCE_CONNECTED: &str = "weir_source_connected";
 pub(crate) const SINK_EVENTS: &str = "weir_sink_events_total";
 pub(crate) const SINK_RETRIES: &str = "weir_sink_retries_total";
+pub(crate) const SINK_CIRCUIT: &str = "weir_sink_circuit_transitions_total";
 
 /// Describe the engine's families (and the function host's) to the installed recorder.
 /// Run when a node starts; describing again is harmless.
@@ -70,6 +71,11 @@ pub(crate) fn describe_metrics() {
         SINK_RETRIES,
         Unit::Count,
         "deliveries a sink tried again after a failed attempt"
+    );
+    describe_counter!(
+        SINK_CIRCUIT,
+        Unit::Count,
+        "a sink's circuit breaker changing state, by the state it went to: open, half_open, closed"
     );
     describe_gauge!(
         SOURCE_CONNECTED,
@@ -127,6 +133,11 @@ pub(crate) fn sink_events(sink: &str, outcome: &'static str) -> Counter {
 /// Deliveries sink `sink` tried again.
 pub(crate) fn sink_retries(sink: &str) -> Counter {
     counter!(SINK_RETRIES, "sink" => sink.to_owned())
+}
+
+/// Sink `sink`'s circuit went to `to` (`open`, `half_open`, `closed`).
+pub(crate) fn sink_circuit_transitions(sink: &str, to: &'static str) -> Counter {
+    counter!(SINK_CIRCUIT, "sink" => sink.to_owned(), "to" => to)
 }
 
 /// Whether this node runs source `source`, connected (1) or not (0).

@@ -223,6 +223,7 @@ struct SinkTable {
     group: Option<String>,
     #[serde(default)]
     start: StartPosition,
+    circuit_failures: Option<u32>,
 }
 
 /// A secret, or a list of them.
@@ -474,6 +475,9 @@ impl Document {
                         .group
                         .unwrap_or_else(|| SinkSpec::default_group(&name)),
                     start: table.start,
+                    circuit_failures: table
+                        .circuit_failures
+                        .unwrap_or(SinkSpec::DEFAULT_CIRCUIT_FAILURES),
                 };
                 (name, spec)
             })

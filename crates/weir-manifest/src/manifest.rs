@@ -604,9 +604,14 @@ pub struct SinkSpec {
     /// The consumer group keeping the sink's position: `sink.<name>` unless set.
     pub group: String,
     pub start: StartPosition,
+    /// Failed attempts in a row (the receiver down, timing out or answering 5xx) that open
+    /// the sink's circuit: deliveries pause and one probe goes after a while, so an outage
+    /// does not dead-letter what a later attempt would deliver. 0 turns the breaker off.
+    pub circuit_failures: u32,
 }
 
 impl SinkSpec {
+    pub const DEFAULT_CIRCUIT_FAILURES: u32 = 5;
     pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
     pub const MAX_TIMEOUT_MS: u64 = 300_000;
 

@@ -1538,10 +1538,17 @@ fn a_sink_takes_its_defaults_its_secrets_and_is_refused_where_it_cannot_work() {
         "sinks.hook.url",
     );
     assert!(p.message.contains("not built yet"), "{p}");
-    only_problem(
-        &sink("retry = { max_attempts = 0 }"),
-        "sinks.hook.retry.max_attempts",
+    let problems = problems(&sink("retry = { max_attempts = 0 }"));
+    assert_eq!(
+        problems[0].key, "sinks.hook.retry.max_attempts",
+        "{problems:?}"
     );
+    only_problem(
+        &sink("retry = { max_attempts = 3 }"),
+        "sinks.hook.circuit_failures",
+    );
+    let three = sink("retry = { max_attempts = 3 }\ncircuit_failures = 3");
+    assert_eq!(parse(&three).sinks["hook"].circuit_failures, 3);
     only_problem(&sink("dead_letter = \"out\""), "sinks.hook.dead_letter");
     only_problem(&sink("group = \"p\""), "sinks.hook.group");
     only_problem(

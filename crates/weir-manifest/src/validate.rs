@@ -918,6 +918,16 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
         problems,
     );
     check_retry(&["sinks", name, "retry"], &sink.retry, problems);
+    if sink.circuit_failures > sink.retry.max_attempts {
+        problems.push(Problem::new(
+            at("circuit_failures"),
+            format!(
+                "is {}, more than retry.max_attempts ({}), so an outage would dead-letter \
+                 events before the circuit opens; use 0 (no breaker) to {}",
+                sink.circuit_failures, sink.retry.max_attempts, sink.retry.max_attempts
+            ),
+        ));
+    }
     let dead_letter = &sink.dead_letter;
     if let Some(reason) = topic_name_fault(dead_letter) {
         problems.push(Problem::new(

@@ -2,7 +2,7 @@
 Standard Webhooks reference verifier (PyPI `standardwebhooks`), checks that the same
 request with a tampered body fails it, and logs each request as a JSON line.
 
-    python3 webhook_receiver.py SECRET PORT_FILE LOG_FILE [--fail-first N] [--refuse-subject S]
+    python3 webhook_receiver.py SECRET PORT_FILE LOG_FILE [--fail-first N] [--refuse-subject S] [--port P]
 
 Answers 401 to a request that does not verify, 503 to the first N requests, 400 to events
 whose subject is S, and 204 otherwise. Writes the port it listens on to PORT_FILE.
@@ -21,6 +21,7 @@ parser.add_argument("port_file")
 parser.add_argument("log_file")
 parser.add_argument("--fail-first", type=int, default=0)
 parser.add_argument("--refuse-subject", default=None)
+parser.add_argument("--port", type=int, default=0)
 args = parser.parse_args()
 
 webhook = Webhook(args.secret)
@@ -71,7 +72,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+ThreadingHTTPServer.allow_reuse_address = True
+server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
 with open(args.port_file + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
 import os

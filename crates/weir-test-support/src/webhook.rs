@@ -23,6 +23,8 @@ pub struct Behaviour {
     pub fail_first: u32,
     /// Answer 400 to events with this subject.
     pub refuse_subject: Option<String>,
+    /// Listen on this port (default: a free one).
+    pub port: Option<u16>,
 }
 
 impl WebhookReceiver {
@@ -40,6 +42,9 @@ impl WebhookReceiver {
             .arg(dir.path().join("requests.jsonl"))
             .args(["--fail-first", &behaviour.fail_first.to_string()])
             .stdout(Stdio::null());
+        if let Some(port) = behaviour.port {
+            command.args(["--port", &port.to_string()]);
+        }
         if let Some(subject) = &behaviour.refuse_subject {
             command.args(["--refuse-subject", subject]);
         }

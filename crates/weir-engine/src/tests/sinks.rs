@@ -12,7 +12,9 @@ use weir_test_support::webhook::{Behaviour, SECRET, WebhookReceiver};
 
 use crate::{Node, StartFrom};
 
-fn app(dir: &Path, url: &str, retry: &str) -> Manifest {
+/// An app with topic `alerts` and sink `hook` to `url`, with `settings` (lines of the
+/// sink's table).
+fn app(dir: &Path, url: &str, settings: &str) -> Manifest {
     std::fs::write(dir.join("hook.secret"), format!("{SECRET}\n")).unwrap();
     let text = format!(
         r#"
@@ -22,7 +24,7 @@ partitions = 2
 topic = "alerts"
 url = "{url}"
 secret = {{ file = "hook.secret" }}
-retry = {{ {retry} }}
+{settings}
 "#
     );
     let mut m = Manifest::from_toml_str(&text, dir).unwrap();
@@ -68,9 +70,14 @@ async fn a_webhook_sink_delivers_signed_in_order_retries_and_dead_letters_what_i
         Behaviour {
             fail_first: 3,
             refuse_subject: Some("bad".into()),
+            ..Behaviour::default()
         },
     );
-    let manifest = app(dir.path(), &receiver.url, "initial_backoff_ms = 10");
+    let manifest = app(
+        dir.path(),
+        &receiver.url,
+        "retry = { initial_backoff_ms = 10 }",
+    );
     let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
         .await
         .unwrap();
@@ -130,7 +137,11 @@ async fn a_webhook_sink_delivers_signed_in_order_retries_and_dead_letters_what_i
     node.shutdown().await;
     drop(node);
     let before = receiver.requests().len();
-    let manifest = app(dir.path(), &receiver.url, "initial_backoff_ms = 10");
+    let manifest = app(
+        dir.path(),
+        &receiver.url,
+        "retry = { initial_backoff_ms = 10 }",
+    );
     let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
         .await
         .unwrap();
@@ -155,7 +166,7 @@ async fn an_unreachable_receiver_exhausts_the_retries_then_the_event_is_dead_let
     let manifest = app(
         dir.path(),
         &url,
-        "max_attempts = 3, initial_backoff_ms = 10, max_backoff_ms = 20",
+        "retry = { max_attempts = 3, initial_backoff_ms = 10, max_backoff_ms = 20 }\ncircuit_failures = 0",
     );
     let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
         .await
@@ -178,10 +189,63 @@ async fn an_unreachable_receiver_exhausts_the_retries_then_the_event_is_dead_let
     );
     // A deploy pointing the sink elsewhere restarts it.
     let receiver = WebhookReceiver::start(SECRET, Behaviour::default());
-    let text = app(dir.path(), &receiver.url, "max_attempts = 3").text;
+    let text = app(dir.path(), &receiver.url, "").text;
     node.deploy_app(&text, BTreeMap::new()).await.unwrap();
     node.publish("alerts", &[alert(2, "ok")]).await.unwrap();
     until_sink(&node, |s| s.delivered == 1).await;
     assert_eq!(receiver.requests()[0]["id"], "alert-2");
+    node.shutdown().await;
+}
+
+/// The receiver is down while events come, then up: the circuit opens after three
+/// failures in a row, probes, and closes; nothing is dead-lettered that the receiver
+/// took once it was back, and each device's events arrive in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_opens_the_circuit_and_nothing_is_dead_lettered_that_arrives_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let manifest = app(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/hook"),
+        "retry = { max_attempts = 3, initial_backoff_ms = 10, max_backoff_ms = 50 }\ncircuit_failures = 3",
+    );
+    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    let events: Vec<CloudEvent> = (0..20).map(|n| alert(n, "ok")).collect();
+    node.publish("alerts", &events).await.unwrap();
+    until_sink(&node, |s| s.circuit == "open").await;
+    // Probes fail for a while (the first after 1 s, the next 2 s later).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sink = node.status().await.unwrap().sinks[0].clone();
+    assert_eq!((sink.delivered, sink.dead_lettered), (0, 0), "{sink:?}");
+    assert_eq!(sink.state, "retrying", "{sink:?}");
+
+    let receiver = WebhookReceiver::start(
+        SECRET,
+        Behaviour {
+            port: Some(port),
+            ..Behaviour::default()
+        },
+    );
+    let sink = until_sink(&node, |s| s.delivered == 20).await;
+    assert_eq!(
+        (sink.dead_lettered, sink.circuit, sink.state),
+        (0, "closed", "running")
+    );
+    let requests = receiver.requests();
+    for device in 0..3 {
+        let ns: Vec<u64> = requests
+            .iter()
+            .filter(|r| r["event"]["data"]["device"] == device)
+            .map(|r| r["event"]["data"]["n"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (0..20).filter(|n| n % 3 == device).collect();
+        assert_eq!(ns, expected, "device {device}");
+    }
     node.shutdown().await;
 }

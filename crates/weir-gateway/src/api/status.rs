@@ -175,6 +175,9 @@ pub struct SinkStatus {
     /// Failed attempts tried again.
     pub retries: u64,
     pub dead_lettered: u64,
+    /// The circuit breaker: `closed`, `open` (deliveries pause), `half_open` (one probe is
+    /// out), or `off`.
+    pub circuit: String,
 }
 
 impl From<weir_engine::SinkStatus> for SinkStatus {
@@ -191,6 +194,7 @@ impl From<weir_engine::SinkStatus> for SinkStatus {
             delivered: s.delivered,
             retries: s.retries,
             dead_lettered: s.dead_lettered,
+            circuit: s.circuit.to_owned(),
         }
     }
 }
