@@ -461,13 +461,13 @@ impl Document {
                         secrets.into_iter().map(|s| s.resolve(base_dir)).collect()
                     }
                 };
+                let retry = table.retry.resolve();
                 let spec = SinkSpec {
                     topic: table.topic,
                     url: table.url,
                     secrets,
                     mode: table.mode,
                     timeout_ms: table.timeout_ms.unwrap_or(SinkSpec::DEFAULT_TIMEOUT_MS),
-                    retry: table.retry.resolve(),
                     dead_letter: table
                         .dead_letter
                         .unwrap_or_else(|| PipelineSpec::default_dead_letter(&name)),
@@ -477,7 +477,8 @@ impl Document {
                     start: table.start,
                     circuit_failures: table
                         .circuit_failures
-                        .unwrap_or(SinkSpec::DEFAULT_CIRCUIT_FAILURES),
+                        .unwrap_or(SinkSpec::DEFAULT_CIRCUIT_FAILURES.min(retry.max_attempts)),
+                    retry,
                 };
                 (name, spec)
             })

@@ -607,6 +607,7 @@ pub struct SinkSpec {
     /// Failed attempts in a row (the receiver down, timing out or answering 5xx) that open
     /// the sink's circuit: deliveries pause and one probe goes after a while, so an outage
     /// does not dead-letter what a later attempt would deliver. 0 turns the breaker off.
+    /// Default 5, or `retry.max_attempts` if that is lower; at most `retry.max_attempts`.
     pub circuit_failures: u32,
 }
 
