@@ -1543,8 +1543,14 @@ fn a_sink_takes_its_defaults_its_secrets_and_is_refused_where_it_cannot_work() {
         problems[0].key, "sinks.hook.retry.max_attempts",
         "{problems:?}"
     );
+    let two = sink("retry = { max_attempts = 2 }");
+    assert_eq!(
+        parse(&two).sinks["hook"].circuit_failures,
+        2,
+        "at most max_attempts"
+    );
     only_problem(
-        &sink("retry = { max_attempts = 3 }"),
+        &sink("retry = { max_attempts = 3 }\ncircuit_failures = 4"),
         "sinks.hook.circuit_failures",
     );
     let three = sink("retry = { max_attempts = 3 }\ncircuit_failures = 3");
