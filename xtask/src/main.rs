@@ -104,10 +104,12 @@ fn example_functions(root: &Path) -> [PathBuf; 3] {
     ]
 }
 
-/// Every Rust guest project: the test guests and the example functions.
+/// Every Rust guest project: the test guests and the example functions (the telemetry
+/// example's too).
 fn build_rust_guests(root: &Path) -> anyhow::Result<()> {
     let [enrich, entity, projection] = example_functions(root);
-    for project in [root.join("guests"), enrich, entity, projection] {
+    let telemetry = root.join("examples/telemetry/telemetry-alert");
+    for project in [root.join("guests"), enrich, entity, projection, telemetry] {
         build_rust_guest(&project)?;
     }
     Ok(())

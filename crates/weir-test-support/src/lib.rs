@@ -93,6 +93,19 @@ pub fn example_function() -> PathBuf {
     build_guest(&example_dir().join("enrich-order"), "enrich_order")
 }
 
+/// The telemetry example's directory, `examples/telemetry`.
+pub fn telemetry_example_dir() -> PathBuf {
+    repo_root().join("examples/telemetry")
+}
+
+/// The telemetry example's `telemetry-alert` function, built.
+pub fn telemetry_alert_function() -> PathBuf {
+    build_guest(
+        &telemetry_example_dir().join("telemetry-alert"),
+        "telemetry_alert",
+    )
+}
+
 /// The example app's `order-entity` (an event-sourced order), built.
 pub fn example_entity() -> PathBuf {
     build_guest(&example_dir().join("order-entity"), "order_entity")

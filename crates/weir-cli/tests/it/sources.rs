@@ -158,3 +158,116 @@ key = "{{subject.1}}"
     }
     assert!(node.stop());
 }
+
+/// The README's telemetry example as it is in `examples/telemetry`: MQTT readings through
+/// `telemetry-alert` to a webhook whose signatures the Standard Webhooks reference
+/// verifier accepts.
+#[test]
+fn the_telemetry_example_bridges_mqtt_through_a_function_to_a_signed_webhook() {
+    use weir_test_support::webhook::{Behaviour, SECRET, WebhookReceiver};
+    let dir = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let base = format!("weir-test-telemetry-{}-{nanos}", std::process::id());
+    let receiver = WebhookReceiver::start(SECRET, Behaviour::default());
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let example = weir_test_support::telemetry_example_dir().join("weir.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let mut app = text.clone();
+    for (from, to) in [
+        (
+            "\"telemetry-alert/target/wasm32-wasip2/release/telemetry_alert.wasm\"".to_owned(),
+            format!(
+                "{:?}",
+                weir_test_support::telemetry_alert_function()
+                    .display()
+                    .to_string()
+            ),
+        ),
+        (
+            "\"sensors/+/temp\"".to_owned(),
+            format!("\"{base}/+/temp\""),
+        ),
+        (
+            "name = \"telemetry\"".to_owned(),
+            format!("name = \"telemetry-{nanos}\""),
+        ),
+        (
+            "\"http://127.0.0.1:8787/alerts\"".to_owned(),
+            format!("{:?}", receiver.url),
+        ),
+        (
+            "{ env = \"TELEMETRY_WEBHOOK_SECRET\" }".to_owned(),
+            format!(
+                "{{ file = {:?} }}",
+                dir.path().join("secret").display().to_string()
+            ),
+        ),
+    ] {
+        assert!(
+            app.contains(&from),
+            "the example's weir.toml no longer has {from}"
+        );
+        app = app.replace(&from, &to);
+    }
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, app).unwrap();
+    let node = serve(dir.path(), &path);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let publish = |device: &str, celsius: f64| {
+        let body = format!(r#"{{"celsius": {celsius}}}"#).into_bytes();
+        rt.block_on(mqtt::publish(
+            "telemetry-sensor",
+            &format!("{base}/{device}/temp"),
+            &[body],
+        ));
+    };
+    // A reading under the threshold makes no alert; once one is in, the source subscribes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while appended(&node) == 0 {
+        assert!(Instant::now() < deadline, "the source never took a reading");
+        publish("probe", 10.0);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (device, celsius) in [("s-1", 85.0), ("s-1", 70.0), ("s-2", 81.5), ("s-1", 90.0)] {
+        publish(device, celsius);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let requests = loop {
+        let requests = receiver.requests();
+        if requests.len() >= 3 {
+            break requests;
+        }
+        assert!(Instant::now() < deadline, "alerts delivered: {requests:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let alerts: Vec<(String, f64)> = requests
+        .iter()
+        .map(|r| {
+            assert_eq!(r["verified"], true, "{r}");
+            assert_eq!(r["tamper_rejected"], true, "{r}");
+            assert_eq!(r["event"]["type"], "com.example.telemetry.alert");
+            let data = &r["event"]["data"];
+            (
+                data["device"].as_str().unwrap().to_owned(),
+                data["celsius"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let s1: Vec<f64> = alerts
+        .iter()
+        .filter(|(d, _)| d == "s-1")
+        .map(|(_, c)| *c)
+        .collect();
+    assert_eq!(s1, vec![85.0, 90.0], "{alerts:?}");
+    assert!(alerts.contains(&("s-2".to_owned(), 81.5)), "{alerts:?}");
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    let human = cli(&node, &["status"]);
+    assert!(
+        human.contains("sinks:") && human.contains("alert-hook"),
+        "{human}"
+    );
+    assert!(node.stop());
+}
