@@ -38,6 +38,11 @@ use breaker::{Breaker, Permit};
 const BATCH: usize = 64;
 /// The longest pause before a failed partition starts again.
 const MAX_STALL_BACKOFF: Duration = Duration::from_secs(10);
+/// Bytes of dead letters committed in one transaction, at most (and one more letter).
+const MAX_DEAD_LETTER_BYTES: usize = 1 << 20;
+/// How long a commit waits for an unavailable log before the partition fails (and starts
+/// again from its committed offset).
+const COMMIT_PATIENCE: Duration = Duration::from_secs(30);
 /// The dead letter's attribute naming the sink.
 pub(crate) const DLQ_SINK: &str = "dlqsink";
 
@@ -121,6 +126,21 @@ fn secrets(name: &str, spec: &SinkSpec) -> Result<Vec<Secret>> {
         .collect()
 }
 
+/// The sink's receiver with its secrets read: what a start needs from outside the
+/// manifest (a deploy checks it before it changes anything).
+pub(crate) fn webhook(name: &str, spec: &SinkSpec) -> Result<WebhookSink> {
+    WebhookSink::new(
+        &spec.url,
+        secrets(name, spec)?,
+        match spec.mode {
+            SinkMode::Structured => Mode::Structured,
+            SinkMode::Binary => Mode::Binary,
+        },
+        Duration::from_millis(spec.timeout_ms),
+    )
+    .map_err(|e| Error::Task(format!("sink {name:?}: {e}")))
+}
+
 impl Sinks {
     /// Starts sink `name`: one task per partition of its topic. Its secrets are read now;
     /// one that is missing or malformed stops the start with an error naming it.
@@ -133,16 +153,7 @@ impl Sinks {
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let webhook = WebhookSink::new(
-            &spec.url,
-            secrets(name, spec)?,
-            match spec.mode {
-                SinkMode::Structured => Mode::Structured,
-                SinkMode::Binary => Mode::Binary,
-            },
-            Duration::from_millis(spec.timeout_ms),
-        )
-        .map_err(|e| Error::Task(format!("sink {name:?}: {e}")))?;
+        let webhook = webhook(name, spec)?;
         if log.topic(&spec.dead_letter).await?.is_none() {
             log.create_topic(&spec.dead_letter, &TopicSpec::default())
                 .await?;
@@ -160,7 +171,10 @@ impl Sinks {
             retrying: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
             error: Mutex::new(None),
-            breaker: (spec.circuit_failures > 0).then(|| Breaker::new(spec.circuit_failures)),
+            breaker: (spec.circuit_failures > 0).then(|| {
+                let probe_timeout = Duration::from_millis(spec.timeout_ms) + Duration::from_secs(1);
+                Breaker::new(spec.circuit_failures, probe_timeout)
+            }),
         });
         let names: Arc<[String]> = (0..info.partitions)
             .map(|p| format!("group/{}/{}/{p}", spec.group, spec.topic))
@@ -293,6 +307,10 @@ async fn drive_partition(
         match run_partition(running, webhook, log, partition, &done).await {
             Ok(()) if running.stop.is_cancelled() => return,
             Ok(()) => wait = Duration::from_millis(100),
+            Err(e) if units.is_fleet() && e.class() == crate::ErrorClass::Fenced => {
+                tracing::info!(sink = %running.name, partition, "partition taken by another node of the fleet; this one stopped");
+                units.after_fenced(&running.stop).await;
+            }
             Err(e) => {
                 tracing::error!(sink = %running.name, partition, error = %e, "sink partition failed; starting it again from its committed offset");
                 running.stalled.fetch_add(1, Relaxed);
@@ -356,6 +374,7 @@ async fn run_partition(
             return Ok(());
         };
         let mut dead: Vec<Record> = Vec::new();
+        let mut dead_bytes = 0;
         let mut next = None;
         let mut stopped = false;
         for record in records {
@@ -385,7 +404,9 @@ async fn run_partition(
                     tracing::warn!(sink = %running.name, id = %event.id, reason, %error, "event dead-lettered");
                     let mut event = event;
                     mark_dead(&mut event, running, pos, reason, &error, attempts);
-                    dead.push(encode_event(&event));
+                    let record = encode_event(&event);
+                    dead_bytes += record.value.len();
+                    dead.push(record);
                     dead_lettered.increment(1);
                     running.dead_lettered.fetch_add(1, Relaxed);
                 }
@@ -395,21 +416,53 @@ async fn run_partition(
                 }
             }
             next = Some(offset + 1);
+            // Dead letters go in transactions the log takes (it limits a call's bytes).
+            if dead_bytes >= MAX_DEAD_LETTER_BYTES {
+                commit(
+                    log,
+                    &txns,
+                    &spec.dead_letter,
+                    std::mem::take(&mut dead),
+                    offset + 1,
+                )
+                .await?;
+                dead_bytes = 0;
+                next = None;
+            }
         }
         if let Some(next) = next {
-            let appends = if dead.is_empty() {
-                Vec::new()
-            } else {
-                vec![(spec.dead_letter.clone(), dead)]
-            };
-            let txn = txns.transaction(appends, next);
             // Committed even when stopping: what was delivered is not sent again.
-            commit_until_done(log, txn, &CancellationToken::new()).await?;
+            commit(log, &txns, &spec.dead_letter, dead, next).await?;
         }
         if stopped {
             return Ok(());
         }
     }
+}
+
+/// Commits the group's offset `next` with `dead` letters, trying again while the log is
+/// unavailable, for at most [`COMMIT_PATIENCE`] (a stop waits for it).
+async fn commit(
+    log: &SharedLog,
+    txns: &crate::consumer::GroupTransactions,
+    dead_letter: &str,
+    dead: Vec<Record>,
+    next: u64,
+) -> Result<()> {
+    let appends = if dead.is_empty() {
+        Vec::new()
+    } else {
+        vec![(dead_letter.to_owned(), dead)]
+    };
+    let txn = txns.transaction(appends, next);
+    let never = CancellationToken::new();
+    tokio::time::timeout(COMMIT_PATIENCE, commit_until_done(log, txn, &never))
+        .await
+        .map_err(|_| {
+            Error::Task(format!(
+                "the log did not take the sink's commit within {COMMIT_PATIENCE:?}"
+            ))
+        })?
 }
 
 /// Delivers one event, trying again per the retry policy and waiting while the circuit

@@ -28,6 +28,9 @@ use crate::{Error, Result, SharedLog, telemetry};
 
 /// Messages taken from a broker in one batch: one append, then one acknowledgement.
 const BATCH: usize = 256;
+/// The most bytes of events in one append: the embedded log takes 8 MiB per partition
+/// in one call, NATS and Kafka less by default.
+const MAX_APPEND_BYTES: usize = 1 << 20;
 /// The longest pause after a failure (the broker or the log) before trying again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -268,6 +271,7 @@ async fn drive(running: Arc<Running>, options: SourceOptions, log: SharedLog, un
         match open(&options) {
             Ok(mut source) => {
                 let ran = run(&running, &template, &mut *source, &log, &done).await;
+                source.close().await;
                 counts.connected.store(false, Relaxed);
                 match ran {
                     Ok(()) => wait = Duration::from_millis(100),
@@ -307,6 +311,7 @@ async fn run(
     let mut health_wait = Duration::from_millis(100);
     loop {
         let batch = tokio::select! {
+            biased;
             _ = done.cancelled() => return Ok(()),
             batch = source.next(BATCH) => batch,
             // The health is read while waiting, so status shows a broken connection.
@@ -363,8 +368,9 @@ async fn run(
     }
 }
 
-/// Appends `records` to `topic`, trying again while the log refuses; `false` if the
-/// source was stopped before the log took them.
+/// Appends `records` to `topic` in calls of at most [`MAX_APPEND_BYTES`], each tried
+/// again while the log refuses it; `false` if the source was stopped before the log took
+/// them all.
 async fn append(
     running: &Running,
     log: &SharedLog,
@@ -372,9 +378,28 @@ async fn append(
     records: Vec<Record>,
     done: &CancellationToken,
 ) -> bool {
-    if records.is_empty() {
-        return true;
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for record in records {
+        if !chunk.is_empty() && bytes + record.value.len() > MAX_APPEND_BYTES {
+            if !append_chunk(running, log, topic, std::mem::take(&mut chunk), done).await {
+                return false;
+            }
+            bytes = 0;
+        }
+        bytes += record.value.len();
+        chunk.push(record);
     }
+    chunk.is_empty() || append_chunk(running, log, topic, chunk, done).await
+}
+
+async fn append_chunk(
+    running: &Running,
+    log: &SharedLog,
+    topic: &str,
+    records: Vec<Record>,
+    done: &CancellationToken,
+) -> bool {
     let counts = &running.counts;
     let mut wait = Duration::from_millis(100);
     loop {

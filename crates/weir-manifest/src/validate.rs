@@ -789,6 +789,14 @@ fn check_source(manifest: &Manifest, name: &str, source: &SourceSpec, problems: 
     if let Some(template) = &source.key {
         match weir_mesh::KeyTemplate::parse(template) {
             Err(e) => problems.push(Problem::new(at("key"), e)),
+            Ok(t) if t.reads_headers() && source.url.starts_with("mqtt") => {
+                problems.push(Problem::new(
+                    at("key"),
+                    "reads {header.…}, but MQTT 3.1.1 messages have no headers; use \
+                     {subject.N} or {data.FIELD}"
+                        .to_owned(),
+                ))
+            }
             Ok(t) if t.reads_data() && source.data != SourceData::Json => {
                 problems.push(Problem::new(
                     at("key"),
@@ -949,6 +957,18 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
             at("group"),
             format!(
                 "consumer group name {:?} is invalid: {reason}; {TOPIC_NAME_RULE}",
+                sink.group
+            ),
+        ));
+    } else if manifest
+        .sinks
+        .iter()
+        .any(|(other, s)| other.as_str() < name && s.group == sink.group)
+    {
+        problems.push(Problem::new(
+            at("group"),
+            format!(
+                "{:?} is another sink's consumer group too; give each sink its own",
                 sink.group
             ),
         ));

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 use weir_mesh::{Error, Health, Message, Source, SourceOptions};
 
@@ -22,16 +22,26 @@ use weir_mesh::{Error, Health, Message, Source, SourceOptions};
 /// a flood of QoS 0 messages waits here, and the poller with it.
 const RECEIVED: usize = 4096;
 
+/// The largest message taken: a larger one breaks the connection (rumqttc refuses the
+/// packet) and the broker sends it again on the next; weir's own `max_payload_bytes` is
+/// far below, so messages up to this size are dead-lettered, not stuck.
+const MAX_PACKET_BYTES: usize = 16 << 20;
+
 /// The longest wait between two connection attempts.
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(5);
 
 /// A subscription to an MQTT broker; see the crate docs.
 pub struct MqttSource {
     client: AsyncClient,
-    received: mpsc::Receiver<rumqttc::Publish>,
-    /// What each handed-out token acknowledges: the packet id of a QoS 1 or 2 message.
-    unacked: HashMap<u64, rumqttc::Publish>,
+    /// Messages with the session they came in (a count of new sessions).
+    received: mpsc::Receiver<(u64, rumqttc::Publish)>,
+    /// What each handed-out token acknowledges: a QoS 1 or 2 message of a session.
+    unacked: HashMap<u64, (u64, rumqttc::Publish)>,
+    /// The token of the newest copy of each (session, packet id) not yet acknowledged.
+    by_packet: HashMap<(u64, u16), u64>,
     next_token: u64,
+    /// The current session; acknowledgements of messages of an older one are not sent.
+    session: Arc<Mutex<u64>>,
     health: Arc<Mutex<Health>>,
     poller: tokio::task::JoinHandle<()>,
 }
@@ -80,7 +90,7 @@ pub fn options(opts: &SourceOptions) -> Result<MqttOptions, Error> {
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(10))
         .set_request_channel_capacity(RECEIVED)
-        .set_max_packet_size(1 << 20, 1 << 20);
+        .set_max_packet_size(MAX_PACKET_BYTES, 1 << 20);
     if !url.username().is_empty() {
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
@@ -108,6 +118,7 @@ impl MqttSource {
         let (client, mut events) = AsyncClient::new(options(opts)?, RECEIVED);
         let (deliver, received) = mpsc::channel(RECEIVED);
         let health = Arc::new(Mutex::new(Health::default()));
+        let session = Arc::new(Mutex::new(0u64));
         let (filters, name) = (opts.subscribe.clone(), opts.name.clone());
         // The session outlives the connection, and its subscriptions with it.
         let dropped: Vec<String> = opts
@@ -116,22 +127,48 @@ impl MqttSource {
             .filter(|f| !filters.contains(f))
             .cloned()
             .collect();
-        let (subscriber, state) = (client.clone(), health.clone());
+        let (subscriber, state, generation) = (client.clone(), health.clone(), session.clone());
         let set = move |f: &dyn Fn(&mut Health)| {
             f(&mut state.lock().unwrap_or_else(PoisonError::into_inner));
         };
+        let current = move || *generation.lock().unwrap_or_else(PoisonError::into_inner);
+        let new_session = session.clone();
         let poller = tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        if deliver.send(publish).await.is_err() {
+                        if deliver.send((current(), publish)).await.is_err() {
                             return;
                         }
                     }
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         tracing::info!(source = %name, session_present = ack.session_present, "MQTT source connected");
                         wait = Duration::from_millis(100);
+                        // Messages read from the connection that broke, not yet handed
+                        // out: they belong to the session before this connection.
+                        let stale: Vec<rumqttc::Publish> = events
+                            .state
+                            .events
+                            .drain(..)
+                            .filter_map(|e| match e {
+                                Event::Incoming(Packet::Publish(p)) => Some(p),
+                                _ => None,
+                            })
+                            .collect();
+                        for publish in stale {
+                            if deliver.send((current(), publish)).await.is_err() {
+                                return;
+                            }
+                        }
+                        if !ack.session_present {
+                            // A new session: packet ids start again, so acknowledgements
+                            // of the old one's messages must not be sent (those messages
+                            // are gone from the broker; weir has them or will get them
+                            // from the batch in hand). Before subscribing: no message of
+                            // the new session exists yet.
+                            *new_session.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+                        }
                         for filter in &dropped {
                             if let Err(e) = subscriber.try_unsubscribe(filter.clone()) {
                                 tracing::error!(source = %name, error = %e, "MQTT unsubscribe not sent");
@@ -162,6 +199,8 @@ impl MqttSource {
                             set(&|h| h.error = Some(error.clone()));
                         }
                     }
+                    // `close`: the acknowledgements queued before it are out.
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                     Ok(_) => {}
                     Err(e) => {
                         let error = format!("MQTT connection: {e}");
@@ -185,13 +224,15 @@ impl MqttSource {
             client,
             received,
             unacked: HashMap::new(),
+            by_packet: HashMap::new(),
             next_token: 0,
+            session,
             health,
             poller,
         })
     }
 
-    fn hand_out(&mut self, publish: rumqttc::Publish) -> Message {
+    fn hand_out(&mut self, (session, publish): (u64, rumqttc::Publish)) -> Message {
         let token = self.next_token;
         self.next_token += 1;
         let message = Message {
@@ -203,7 +244,14 @@ impl MqttSource {
             token,
         };
         if publish.qos != QoS::AtMostOnce {
-            self.unacked.insert(token, publish);
+            // The broker sent this message again (same session, same packet id) before
+            // the first copy was acknowledged: only the newest copy's acknowledgement
+            // goes out, so the packet id is not acknowledged twice (the second time it
+            // could be a new message's).
+            if let Some(earlier) = self.by_packet.insert((session, publish.pkid), token) {
+                self.unacked.remove(&earlier);
+            }
+            self.unacked.insert(token, (session, publish));
         }
         message
     }
@@ -234,15 +282,34 @@ impl Source for MqttSource {
     }
 
     async fn ack(&mut self, tokens: &[u64]) -> Result<(), Error> {
+        // Under the session lock: the poller cannot start a new session between the
+        // check and the queueing (and what is queued before a new session starts,
+        // rumqttc drops with the old session's pending requests).
+        let session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
         for token in tokens {
-            if let Some(publish) = self.unacked.remove(token) {
-                self.client
-                    .ack(&publish)
-                    .await
-                    .map_err(|e| Error::closed(format!("MQTT acknowledgement not sent: {e}")))?;
+            let Some((of, publish)) = self.unacked.remove(token) else {
+                continue;
+            };
+            if self.by_packet.get(&(of, publish.pkid)) == Some(token) {
+                self.by_packet.remove(&(of, publish.pkid));
             }
+            if of != *session {
+                continue;
+            }
+            self.client
+                .try_ack(&publish)
+                .map_err(|e| Error::closed(format!("MQTT acknowledgement not sent: {e}")))?;
         }
         Ok(())
+    }
+
+    async fn close(&mut self) {
+        // DISCONNECT goes after the acknowledgements queued before it; the session
+        // (clean session off) stays with the broker.
+        if self.client.try_disconnect().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.poller).await;
+        }
+        self.poller.abort();
     }
 
     fn health(&self) -> Health {

@@ -155,3 +155,49 @@ async fn a_bad_url_is_refused_with_what_to_write() {
     opts.subscribe.clear();
     assert!(MqttSource::open(&opts).is_err());
 }
+
+/// The broker loses the session (here: another client takes the client id with a clean
+/// session) while the source holds messages it has not acknowledged. Packet ids start
+/// again in the new session, so acknowledging the old messages now must not acknowledge
+/// the new session's messages that have the same ids: those come again after a kill.
+#[tokio::test]
+async fn acknowledgements_of_a_lost_session_do_not_reach_the_new_ones_messages() {
+    let base = unique("weir-test/lost-session");
+    let opts = options(&unique("s"), &format!("{base}/#"));
+    let mut source = MqttSource::open(&opts).unwrap();
+    until_subscribed(&mut source, &format!("{base}/ready")).await;
+    let sent: Vec<Vec<u8>> = (0..5).map(|i| format!("old{i}").into_bytes()).collect();
+    mqtt::publish(&unique("p"), &format!("{base}/t"), &sent).await;
+    let old = take(&mut source, 5, false).await;
+
+    // Wipe the session: connect with the source's client id and a clean session.
+    let client_id = format!("weir-{}-{}", opts.app, opts.name);
+    let mut wipe = rumqttc::MqttOptions::new(client_id, "127.0.0.1", 1883);
+    wipe.set_clean_session(true);
+    let (client, mut events) = rumqttc::AsyncClient::new(wipe, 10);
+    loop {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = events.poll().await.unwrap()
+        {
+            break;
+        }
+    }
+    client.disconnect().await.unwrap();
+    while events.poll().await.is_ok() {}
+
+    // The source reconnects to a new session and subscribes again.
+    until_subscribed(&mut source, &format!("{base}/ready")).await;
+    let new: Vec<Vec<u8>> = (0..5).map(|i| format!("new{i}").into_bytes()).collect();
+    mqtt::publish(&unique("p"), &format!("{base}/t"), &new).await;
+    let got = take(&mut source, 5, false).await;
+    assert_eq!(payloads(&got), ["new0", "new1", "new2", "new3", "new4"]);
+    // The old messages become durable now: their acknowledgements belong to the lost
+    // session and are not sent.
+    let tokens: Vec<u64> = old.iter().map(|m| m.token).collect();
+    source.ack(&tokens).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(source);
+
+    let mut source = MqttSource::open(&opts).unwrap();
+    let again = take(&mut source, 5, true).await;
+    assert_eq!(payloads(&again), ["new0", "new1", "new2", "new3", "new4"]);
+}

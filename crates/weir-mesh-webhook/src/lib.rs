@@ -71,13 +71,15 @@ pub enum Mode {
 pub enum Delivery {
     /// A 2xx answer.
     Delivered,
-    /// Worth another attempt: no answer, a timeout, 408, 409, 425, 429 or a 5xx.
-    /// `after` is the receiver's `Retry-After`, if it sent one.
+    /// Worth another attempt: no answer, a timeout, a redirect, and any 4xx or 5xx but
+    /// those of `Refused` (an ingress answering 404 or an expired credential answering 401
+    /// is an outage to wait out, not a verdict on the event). `after` is the receiver's
+    /// `Retry-After`, if it sent one.
     Retry {
         error: String,
         after: Option<Duration>,
     },
-    /// The receiver refused this event for good (another 4xx).
+    /// The receiver refused this event for good: 400, 413, 415 or 422.
     Refused { error: String },
 }
 
@@ -123,15 +125,25 @@ impl WebhookSink {
             Mode::Structured => weir_cloudevents::http::encode_structured(event),
             Mode::Binary => weir_cloudevents::http::encode_binary(event),
         };
-        if let Ok(id) = HeaderValue::from_str(&event.id) {
-            headers.insert("webhook-id", id);
-        }
+        // The id as sent is the id signed: one that cannot be a header value as it is goes
+        // percent-encoded.
+        let id = match HeaderValue::from_str(&event.id) {
+            Ok(id) => id,
+            Err(_) => HeaderValue::from_str(
+                &percent_encoding::utf8_percent_encode(&event.id, percent_encoding::CONTROLS)
+                    .to_string()
+                    .replace(' ', "%20"),
+            )
+            .unwrap_or(HeaderValue::from_static("invalid")),
+        };
+        let id_text = id.to_str().unwrap_or("invalid").to_owned();
+        headers.insert("webhook-id", id);
         headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
         if !self.secrets.is_empty() {
             let signatures: Vec<String> = self
                 .secrets
                 .iter()
-                .map(|s| s.sign(&event.id, timestamp, &body))
+                .map(|s| s.sign(&id_text, timestamp, &body))
                 .collect();
             if let Ok(value) = HeaderValue::from_str(&signatures.join(" ")) {
                 headers.insert("webhook-signature", value);
@@ -165,22 +177,47 @@ impl WebhookSink {
             }
         };
         let status = response.status();
-        if status.is_success() {
-            return Delivery::Delivered;
-        }
         let after = response
             .headers()
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(retry_after);
+        // Read (a little of) the body, so the connection goes back to the pool.
+        let mut response = response;
+        let mut read = 0;
+        while read < MAX_BODY_READ {
+            match response.chunk().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                _ => break,
+            }
+        }
+        if status.is_success() {
+            return Delivery::Delivered;
+        }
         let error = format!("the receiver answered {status}");
         match status.as_u16() {
-            408 | 409 | 425 | 429 | 500..=599 => Delivery::Retry { error, after },
-            // Redirects are not followed: the URL is the receiver's.
-            _ => Delivery::Refused { error },
+            400 | 413 | 415 | 422 => Delivery::Refused { error },
+            // Redirects are not followed (the URL is the receiver's): they are waited out
+            // like any other answer that says nothing about the event.
+            _ => Delivery::Retry { error, after },
         }
     }
+}
+
+/// Bytes of a response body read before the connection is given up instead.
+const MAX_BODY_READ: usize = 64 * 1024;
+
+/// A `Retry-After` value: seconds, or an HTTP date.
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -244,5 +281,31 @@ mod tests {
         assert_eq!(headers["webhook-signature"], expected.as_str());
         assert_eq!(headers["content-type"], "application/cloudevents+json");
         assert!(WebhookSink::new("ftp://x", vec![], Mode::Binary, Duration::from_secs(1)).is_err());
+        // An id that cannot be a header value is sent percent-encoded, and signed as sent.
+        let event = CloudEvent::new("a\nb", "/s", "t");
+        let (headers, body) = sink.request(&event, 1700000000);
+        assert_eq!(headers["webhook-id"], "a%0Ab");
+        assert!(
+            headers["webhook-signature"]
+                .to_str()
+                .unwrap()
+                .starts_with(&a.sign("a%0Ab", 1700000000, &body))
+        );
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let wait = retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(
+            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon"), None);
     }
 }

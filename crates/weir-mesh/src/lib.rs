@@ -54,6 +54,10 @@ pub trait Source: Send {
     /// Tells the broker the messages with these tokens are consumed: their events (or
     /// dead letters) are durable in weir.
     async fn ack(&mut self, tokens: &[u64]) -> Result<(), Error>;
+    /// Stops gracefully: acknowledgements already given reach the broker (as far as it
+    /// can within a moment), then the connection closes. Dropping a source without it
+    /// is a crash: the broker delivers again what it did not get acknowledged.
+    async fn close(&mut self) {}
     /// Whether the source is connected to its broker now, and what went wrong last.
     fn health(&self) -> Health;
 }

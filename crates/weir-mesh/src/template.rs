@@ -95,6 +95,11 @@ impl KeyTemplate {
         Ok(KeyTemplate { parts })
     }
 
+    /// Whether the template reads headers (which MQTT 3.1.1 messages do not have).
+    pub fn reads_headers(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Header(_)))
+    }
+
     /// Whether the template reads the JSON payload (so needs `data = "json"`).
     pub fn reads_data(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Field(_)))

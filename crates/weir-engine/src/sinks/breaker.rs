@@ -36,9 +36,11 @@ enum State {
         until: Instant,
         period: Duration,
     },
-    /// A probe is out; others wait for its answer.
+    /// A probe is out; others wait for its answer, or until `until` (a probe whose task
+    /// was stopped never answers: another goes then).
     HalfOpen {
         period: Duration,
+        until: Instant,
     },
 }
 
@@ -46,13 +48,16 @@ enum State {
 #[derive(Debug)]
 pub(super) struct Breaker {
     threshold: u32,
+    /// How long a probe may take: the sink's timeout and a margin.
+    probe_timeout: Duration,
     state: Mutex<State>,
 }
 
 impl Breaker {
-    pub(super) fn new(threshold: u32) -> Breaker {
+    pub(super) fn new(threshold: u32, probe_timeout: Duration) -> Breaker {
         Breaker {
             threshold,
+            probe_timeout,
             state: Mutex::new(State::Closed { failures: 0 }),
         }
     }
@@ -70,17 +75,24 @@ impl Breaker {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match *state {
             State::Closed { .. } => Permit::Attempt,
-            State::Open { until, period } => {
+            State::Open { until, period } | State::HalfOpen { until, period } => {
                 let now = Instant::now();
                 if now < until {
-                    Permit::Wait(until - now)
+                    // While half-open, ask again soon: the probe's answer decides.
+                    let half_open = matches!(*state, State::HalfOpen { .. });
+                    Permit::Wait(if half_open {
+                        (until - now).min(Duration::from_millis(50))
+                    } else {
+                        until - now
+                    })
                 } else {
-                    *state = State::HalfOpen { period };
+                    *state = State::HalfOpen {
+                        period,
+                        until: now + self.probe_timeout,
+                    };
                     Permit::Probe
                 }
             }
-            // Ask again soon: the probe's answer decides.
-            State::HalfOpen { .. } => Permit::Wait(Duration::from_millis(50)),
         }
     }
 
@@ -112,7 +124,7 @@ impl Breaker {
                     (true, false)
                 }
             }
-            State::HalfOpen { period } if probe => {
+            State::HalfOpen { period, .. } if probe => {
                 let period = (period * 2).min(LONGEST_OPEN);
                 *state = State::Open {
                     until: now + period,
@@ -132,7 +144,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn opens_after_the_threshold_probes_after_its_period_and_closes_on_success() {
-        let b = Breaker::new(3);
+        let b = Breaker::new(3, Duration::from_secs(5));
         assert_eq!(b.failed(false), (true, false));
         assert_eq!(b.failed(false), (true, false));
         assert!(!b.succeeded(), "a success while closed changes nothing");
@@ -154,6 +166,9 @@ mod tests {
         tokio::time::advance(FIRST_OPEN).await;
         assert!(matches!(b.permit(), Permit::Wait(_)));
         tokio::time::advance(FIRST_OPEN).await;
+        assert_eq!(b.permit(), Permit::Probe);
+        // A probe that never answers (its task stopped) lets another go after its timeout.
+        tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(b.permit(), Permit::Probe);
         assert!(b.succeeded());
         assert_eq!(b.state(), "closed");
