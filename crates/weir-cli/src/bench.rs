@@ -14,6 +14,7 @@ mod entity;
 mod fleet;
 mod http;
 mod kafka;
+mod mesh;
 mod pipeline;
 mod wasm;
 
@@ -42,6 +43,9 @@ pub enum BenchCommand {
     /// run a pipeline whose function waits on a slow HTTP dependency the bench starts;
     /// events/s of each and `fleet_scaling` (three workers' rate ÷ one's).
     Fleet(fleet::FleetBenchArgs),
+    /// The event mesh: MQTT → function → signed webhook (durable), against the MQTT
+    /// broker's own QoS 1 rate and the bench's webhook receiver alone, in one run.
+    Mesh(mesh::MeshBenchArgs),
     #[command(hide = true)]
     WasmRestart(wasm::WasmRestartArgs),
 }
@@ -102,6 +106,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Entity(args) => entity::run(args).await,
         BenchCommand::Fleet(args) => fleet::run(args).await,
+        BenchCommand::Mesh(args) => mesh::run(args).await,
         BenchCommand::Wasm(args) => tokio::task::spawn_blocking(move || wasm::run(args)).await?,
         BenchCommand::WasmRestart(args) => {
             tokio::task::spawn_blocking(move || wasm::restart(args)).await?
