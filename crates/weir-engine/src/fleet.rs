@@ -215,6 +215,23 @@ impl Lease {
     pub(crate) fn released(&self) -> &CancellationToken {
         &self.released
     }
+
+    /// A token that fires when `stop` does or the lease is released, whichever first,
+    /// and the guard that ends its watch (keep it while the token is used).
+    pub(crate) fn until_released(
+        &self,
+        stop: &CancellationToken,
+    ) -> (CancellationToken, DropGuard) {
+        let done = stop.child_token();
+        let (released, token) = (self.released.clone(), done.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = released.cancelled() => token.cancel(),
+                _ = token.cancelled() => {}
+            }
+        });
+        (done.clone(), done.drop_guard())
+    }
 }
 
 impl Units {

@@ -293,17 +293,7 @@ async fn drive_partition(
         else {
             return;
         };
-        let done = running.stop.child_token();
-        let _watch = {
-            let (released, token) = (lease.released().clone(), done.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = released.cancelled() => token.cancel(),
-                    _ = token.cancelled() => {}
-                }
-            });
-            done.clone().drop_guard()
-        };
+        let (done, _watch) = lease.until_released(&running.stop);
         match run_partition(running, webhook, log, partition, &done).await {
             Ok(()) if running.stop.is_cancelled() => return,
             Ok(()) => wait = Duration::from_millis(100),

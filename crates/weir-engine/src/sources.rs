@@ -257,17 +257,7 @@ async fn drive(running: Arc<Running>, options: SourceOptions, log: SharedLog, un
         };
         counts.holding.store(true, Relaxed);
         // Stops taking messages when the source is stopped or the fleet moves it.
-        let done = running.stop.child_token();
-        let _watch = {
-            let (released, token) = (lease.released().clone(), done.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = released.cancelled() => token.cancel(),
-                    _ = token.cancelled() => {}
-                }
-            });
-            done.clone().drop_guard()
-        };
+        let (done, _watch) = lease.until_released(&running.stop);
         match open(&options) {
             Ok(mut source) => {
                 let ran = run(&running, &template, &mut *source, &log, &done).await;
