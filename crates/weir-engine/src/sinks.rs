@@ -518,7 +518,14 @@ async fn deliver(
             Some(b) => b.failed(probe),
             None => (true, false),
         };
-        if opened || probe {
+        // A failed probe opens the circuit again (unless another attempt closed it
+        // meanwhile).
+        let reopened = probe
+            && running
+                .breaker
+                .as_ref()
+                .is_some_and(|b| b.state() == "open");
+        if opened || reopened {
             running.transition("open");
         }
         if opened {
