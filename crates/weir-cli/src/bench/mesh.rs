@@ -35,9 +35,16 @@ pub struct MeshBenchArgs {
     /// Messages in each figure.
     #[arg(long, default_value_t = 20_000)]
     messages: usize,
-    /// The MQTT broker (host:port).
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    broker: String,
+    /// The MQTT broker (HOST:PORT); default: a Mosquitto the bench starts on a free port
+    /// (`mosquitto` on the PATH) with its defaults but no limit on queued messages, so a
+    /// backlog waits in the broker instead of being dropped.
+    #[arg(long)]
+    broker: Option<String>,
+    /// With the bench's own Mosquitto: its `max_inflight_messages`, the unacknowledged QoS 1
+    /// messages it sends a client at once (Mosquitto's default is 20; weir acknowledges a
+    /// message only once it is durable, so this bounds what one fsync can carry).
+    #[arg(long, default_value_t = 20)]
+    max_inflight: u32,
     /// The alerting function; default: the telemetry example's `telemetry-alert`.
     #[arg(long)]
     function: Option<PathBuf>,
@@ -273,7 +280,64 @@ secret = {{ file = "hook.secret" }}
     Ok(Manifest::from_toml_str(&text, dir)?)
 }
 
+/// A Mosquitto of the bench's own, killed when dropped.
+struct Mosquitto {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    address: String,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mosquitto(max_inflight: u32) -> anyhow::Result<Mosquitto> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 0\nmax_inflight_messages {max_inflight}\n"
+        ),
+    )?;
+    let child = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("weir bench mesh starts a Mosquitto of its own: is `mosquitto` on the PATH? (or pass --broker HOST:PORT)")?;
+    let address = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&address).is_err() {
+        if Instant::now() > deadline {
+            bail!("the bench's Mosquitto did not listen on {address}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Mosquitto {
+        child,
+        _dir: dir,
+        address,
+    })
+}
+
 pub async fn run(args: MeshBenchArgs) -> anyhow::Result<()> {
+    let (own, broker) = match &args.broker {
+        Some(broker) => (None, broker.clone()),
+        None => {
+            let own = mosquitto(args.max_inflight)?;
+            let address = own.address.clone();
+            (Some(own), address)
+        }
+    };
     let function = match &args.function {
         Some(f) => f.clone(),
         None => repo_path(
@@ -293,7 +357,7 @@ pub async fn run(args: MeshBenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (hook, received) = receiver(started).await?;
 
-    let broker_events_per_sec = broker_rate(&args.broker, &base, args.messages).await?;
+    let broker_events_per_sec = broker_rate(&broker, &base, args.messages).await?;
     let receiver_requests_per_sec = receiver_rate(hook, args.messages).await?;
     *received.lock().unwrap() = Received::default();
 
@@ -301,20 +365,20 @@ pub async fn run(args: MeshBenchArgs) -> anyhow::Result<()> {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     let log = crate::backend::open("embedded", &data).await?.0;
-    let manifest = manifest(dir.path(), &function, &args.broker, &base, hook)?;
+    let manifest = manifest(dir.path(), &function, &broker, &base, hook)?;
     let node = Node::start(NodeOptions::new(&data, Some(manifest), log)).await?;
     // The source's subscription is in place once a probe is appended.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let topic = format!("{base}/app/probe");
         let probe = move |_| (topic.clone(), br#"{"celsius": 0}"#.to_vec());
-        publish(&args.broker, &format!("{base}-probe"), 1, probe).await?;
+        publish(&broker, &format!("{base}-probe"), 1, probe).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         if node.status().await?.sources[0].appended > 0 {
             break;
         }
         if Instant::now() > deadline {
-            bail!("the source never took a message from {}", args.broker);
+            bail!("the source never took a message from {broker}");
         }
     }
     while received.lock().unwrap().requests < 1 {
@@ -324,11 +388,7 @@ pub async fn run(args: MeshBenchArgs) -> anyhow::Result<()> {
 
     let first = Instant::now();
     let publisher = {
-        let (broker, id, n) = (
-            args.broker.clone(),
-            format!("{base}-app-pub"),
-            args.messages,
-        );
+        let (broker, id, n) = (broker.clone(), format!("{base}-app-pub"), args.messages);
         let make = readings(&base, "app", started);
         tokio::spawn(async move { publish(&broker, &id, n, make).await })
     };
@@ -355,6 +415,7 @@ pub async fn run(args: MeshBenchArgs) -> anyhow::Result<()> {
     let reference = broker_events_per_sec.min(receiver_requests_per_sec);
     let result = json!({
         "messages": args.messages,
+        "broker_max_inflight": own.as_ref().map(|_| args.max_inflight),
         "mqtt_to_webhook_events_per_sec": rate.round(),
         "mqtt_to_webhook_p50_us": percentile(&latencies, 0.5),
         "mqtt_to_webhook_p99_us": percentile(&latencies, 0.99),
