@@ -80,28 +80,33 @@ pub(crate) fn settings(name: &str, spec: &FunctionSpec) -> Result<FunctionSettin
 }
 
 fn read_secret(function: &str, key: &str, source: &SecretSource) -> Result<Secret> {
-    let value = match source {
-        SecretSource::Env(var) => std::env::var(var).map_err(|_| Error::Secret {
-            function: function.to_owned(),
-            key: key.to_owned(),
-            reason: format!(
+    let value = secret_text(source).map_err(|reason| Error::Secret {
+        function: function.to_owned(),
+        key: key.to_owned(),
+        reason,
+    })?;
+    Ok(Secret::new(value))
+}
+
+/// A secret's text from the node's environment or a file (one trailing newline removed);
+/// `Err` says what to fix. Functions' secrets and sinks' signing keys are read with it.
+pub(crate) fn secret_text(source: &SecretSource) -> std::result::Result<String, String> {
+    match source {
+        SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+            format!(
                 "environment variable {var} is not set (or not UTF-8); set it before starting weir"
-            ),
-        })?,
+            )
+        }),
         SecretSource::File(path) => {
-            let mut text = std::fs::read_to_string(path).map_err(|e| Error::Secret {
-                function: function.to_owned(),
-                key: key.to_owned(),
-                reason: format!("cannot read {}: {e}", path.display()),
-            })?;
+            let mut text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             if text.ends_with('\n') {
                 text.pop();
                 if text.ends_with('\r') {
                     text.pop();
                 }
             }
-            text
+            Ok(text)
         }
-    };
-    Ok(Secret::new(value))
+    }
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_cloudevents::{CloudEvent, ExtensionValue};
 use weir_log::{Record, TopicSpec};
-use weir_manifest::{SecretSource, SinkMode, SinkSpec};
+use weir_manifest::{SinkMode, SinkSpec};
 use weir_mesh_webhook::{Delivery, Mode, Secret, WebhookSink};
 
 use crate::codec::{decode_event, encode_event};
@@ -112,16 +112,9 @@ fn secrets(name: &str, spec: &SinkSpec) -> Result<Vec<Secret>> {
     spec.secrets
         .iter()
         .map(|source| {
-            let text = match source {
-                SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-                    format!("environment variable {var} is not set (or not UTF-8); set it before starting weir")
-                }),
-                SecretSource::File(path) => std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display())),
-            };
-            text.and_then(|t| Secret::parse(&t)).map_err(|reason| {
-                Error::Task(format!("sink {name:?}'s secret: {reason}"))
-            })
+            crate::functions::secret_text(source)
+                .and_then(|t| Secret::parse(&t))
+                .map_err(|reason| Error::Task(format!("sink {name:?}'s secret: {reason}")))
         })
         .collect()
 }

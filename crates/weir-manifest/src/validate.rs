@@ -207,15 +207,8 @@ fn check_function(
                 ),
             ));
         }
-        let empty = match source {
-            SecretSource::Env(var) => var.is_empty(),
-            SecretSource::File(path) => path.as_os_str().is_empty(),
-        };
-        if empty {
-            problems.push(Problem::new(
-                &secret_key,
-                "names no source; use { env = \"VARIABLE\" } or { file = \"path\" }",
-            ));
+        if names_nothing(source) {
+            problems.push(Problem::new(&secret_key, SECRET_NAMES_NOTHING));
         }
     }
     let caps = &function.capabilities;
@@ -878,6 +871,17 @@ fn check_retry(at: &[&str], retry: &crate::RetrySpec, problems: &mut Vec<Problem
     }
 }
 
+const SECRET_NAMES_NOTHING: &str =
+    "names no source; use { env = \"VARIABLE\" } or { file = \"path\" }";
+
+/// Whether a secret's source is empty (`{ env = "" }`, `{ file = "" }`).
+fn names_nothing(source: &SecretSource) -> bool {
+    match source {
+        SecretSource::Env(var) => var.is_empty(),
+        SecretSource::File(path) => path.as_os_str().is_empty(),
+    }
+}
+
 /// A sink's topic, URL, secrets, timeout, retry policy, group and dead letters.
 fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut Vec<Problem>) {
     let at = |field: &str| key(&["sinks", name, field]);
@@ -906,17 +910,8 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
             format!("{:?} is not a sink URL; write the receiver as https://HOST/PATH", sink.url),
         )),
     }
-    for source in &sink.secrets {
-        let empty = match source {
-            SecretSource::Env(var) => var.is_empty(),
-            SecretSource::File(path) => path.as_os_str().is_empty(),
-        };
-        if empty {
-            problems.push(Problem::new(
-                at("secret"),
-                "names no source; use { env = \"VARIABLE\" } or { file = \"path\" }",
-            ));
-        }
+    if sink.secrets.iter().any(names_nothing) {
+        problems.push(Problem::new(at("secret"), SECRET_NAMES_NOTHING));
     }
     check_range(
         at("timeout_ms"),

@@ -3,21 +3,9 @@
 use std::time::Duration;
 
 use weir_mesh::{Message, Source, SourceOptions};
-use weir_test_support::mqtt;
+use weir_test_support::mqtt::{self, unique};
 
 use super::MqttSource;
-
-/// A name no other run or test shares.
-fn unique(what: &str) -> String {
-    format!("{what}-{}-{}", std::process::id(), uuid_ish())
-}
-
-fn uuid_ish() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
 
 fn options(name: &str, filter: &str) -> SourceOptions {
     SourceOptions {

@@ -30,6 +30,16 @@ pub fn mosquitto() -> String {
     format!("mqtt://{ADDRESS}")
 }
 
+/// A name (topic prefix, client id) no other run or test shares: `what`, the process id
+/// and the time in nanoseconds.
+pub fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{what}-{}-{nanos}", std::process::id())
+}
+
 /// Publishes `payloads` to `topic` with QoS 1, in order, and returns once the broker
 /// acknowledged every one.
 pub async fn publish(client_id: &str, topic: &str, payloads: &[Vec<u8>]) {

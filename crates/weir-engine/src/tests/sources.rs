@@ -7,18 +7,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use weir_cloudevents::{CloudEvent, ExtensionValue};
 use weir_manifest::Manifest;
-use weir_test_support::mqtt;
+use weir_test_support::mqtt::{self, unique};
 
 use crate::{Node, NodeOptions, StartFrom};
-
-/// A topic prefix no other run or test shares.
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{what}-{}-{nanos}", std::process::id())
-}
 
 fn app(base: &str, name: &str, ty: &str) -> String {
     app_on(base, name, ty, "temp")
