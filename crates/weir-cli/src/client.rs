@@ -504,6 +504,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 s["dead_lettered"],
                 s["acknowledged"],
             );
+            if let Some(position) = s["position"].as_str() {
+                println!("    position: {position}");
+            }
             if let Some(error) = s["error"].as_str() {
                 println!("    last error: {error}");
             }

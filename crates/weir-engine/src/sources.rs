@@ -9,6 +9,15 @@
 //! batch it holds, unless the log refuses it, in which case it acknowledges nothing and the
 //! broker delivers the batch again.
 //!
+//! **Positional sources** (Redis Streams, JetStream, Kafka) are not acknowledged: each batch's
+//! events, dead letters and the source's positions after it (a record of the topic
+//! `NAME.positions`) are one log transaction, committed with the generation the source
+//! claimed for group `source.NAME` when it took over, and a source opens again from the
+//! positions of the last committed record. On an exactly-once log (the embedded one)
+//! nothing is stored twice or skipped across a crash; on an at-least-once log the positions
+//! are appended last, so a crash mid-way repeats, never loses. A node that lost the source
+//! to another (a newer claim) has its commit refused and stores nothing.
+//!
 //! On a fleet each source is one unit (`source/NAME`): one member runs it at a time.
 
 use std::collections::BTreeMap;
@@ -18,9 +27,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use weir_log::{Record, TopicSpec};
-use weir_manifest::{SourceData, SourceSpec};
-use weir_mesh::{DataMode, EventTemplate, KeyTemplate, Source, SourceOptions};
+use weir_log::{GroupCommit, Record, TopicSpec, Transaction};
+use weir_manifest::{SourceData, SourceSpec, StartPosition};
+use weir_mesh::{DataMode, EventTemplate, KeyTemplate, Message, Source, SourceOptions, Start};
 
 use crate::codec::encode_event;
 use crate::fleet::Units;
@@ -58,8 +67,12 @@ pub struct SourceStatus {
     pub appended: u64,
     /// Messages appended to the dead-letter topic.
     pub dead_lettered: u64,
-    /// Messages acknowledged to the broker.
+    /// Messages acknowledged to the broker (positional sources: whose position is
+    /// committed).
     pub acknowledged: u64,
+    /// A positional source's last committed position in each lane (`lane=after`, by
+    /// lane), as this node committed or resumed it.
+    pub position: Option<String>,
 }
 
 /// One running source: its spec, its task and what it counted.
@@ -82,11 +95,21 @@ struct Counts {
     connected: AtomicBool,
     stalled: AtomicBool,
     error: Mutex<Option<String>>,
+    position: Mutex<Option<String>>,
 }
 
 impl Counts {
     fn set_error(&self, error: Option<String>) {
         *self.error.lock().unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    fn set_position(&self, positions: &BTreeMap<String, String>) {
+        let shown = positions
+            .iter()
+            .map(|(lane, after)| format!("{lane}={after}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        *self.position.lock().unwrap_or_else(PoisonError::into_inner) = Some(shown);
     }
 }
 
@@ -100,6 +123,22 @@ pub(crate) struct Sources {
 fn unit(name: &str) -> String {
     format!("source/{name}")
 }
+
+/// Whether the URL's kind is positional (see the module docs).
+fn positional(url: &str) -> bool {
+    matches!(
+        url.split("://").next(),
+        Some("redis" | "jetstream" | "kafka")
+    )
+}
+
+/// The consumer group whose generation fences a positional source's commits.
+fn group(name: &str) -> String {
+    format!("source.{name}")
+}
+
+/// The key of the positions records.
+const POSITION_KEY: &[u8] = b"position";
 
 impl Sources {
     /// Starts source `name`, creating its dead-letter topic (one partition) if the app does
@@ -121,6 +160,16 @@ impl Sources {
                 .await?;
             tracing::info!(source = name, topic = %spec.dead_letter, "dead-letter topic created");
         }
+        let positions = SourceSpec::positions_topic(name);
+        if positional(&spec.url) && log.topic(&positions).await?.is_none() {
+            // One partition keeping the last record: compaction leaves the newest.
+            let topic = TopicSpec {
+                compaction: true,
+                ..TopicSpec::default()
+            };
+            log.create_topic(&positions, &topic).await?;
+            tracing::info!(source = name, topic = %positions, "positions topic created");
+        }
         let running = Arc::new(Running {
             name: name.to_owned(),
             spec: spec.clone(),
@@ -134,6 +183,11 @@ impl Sources {
             url: spec.url.clone(),
             subscribe: spec.subscribe.clone(),
             unsubscribe,
+            resume: BTreeMap::new(),
+            start: match spec.start.unwrap_or_default() {
+                StartPosition::Earliest => Start::Earliest,
+                StartPosition::Latest => Start::Latest,
+            },
         };
         let task = tasks.spawn(drive(running.clone(), options, log.clone(), units.clone()));
         *running.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
@@ -206,6 +260,11 @@ impl Sources {
                     appended: c.appended.load(Relaxed),
                     dead_lettered: c.dead_lettered.load(Relaxed),
                     acknowledged: c.acknowledged.load(Relaxed),
+                    position: c
+                        .position
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone(),
                 }
             })
             .collect()
@@ -216,8 +275,12 @@ impl Sources {
 fn open(options: &SourceOptions) -> std::result::Result<Box<dyn Source>, weir_mesh::Error> {
     match options.url.split("://").next() {
         Some("mqtt" | "tcp") => Ok(Box::new(weir_mesh_mqtt::MqttSource::open(options)?)),
+        Some("redis" | "rediss") => Ok(Box::new(weir_mesh_redis::RedisSource::open(options)?)),
+        Some("nats" | "jetstream") => Ok(Box::new(weir_mesh_nats::NatsSource::open(options)?)),
+        Some("kafka") => Ok(Box::new(weir_mesh_kafka::KafkaSource::open(options)?)),
         _ => Err(weir_mesh::Error::config(format!(
-            "{:?}: no source kind serves this URL; weir takes mqtt:// sources",
+            "{:?}: no source kind serves this URL; weir takes mqtt://, redis://, nats://, \
+             jetstream:// and kafka:// sources",
             weir_mesh::display_url(&options.url)
         ))),
     }
@@ -258,9 +321,40 @@ async fn drive(running: Arc<Running>, options: SourceOptions, log: SharedLog, un
         counts.holding.store(true, Relaxed);
         // Stops taking messages when the source is stopped or the fleet moves it.
         let (done, _watch) = lease.until_released(&running.stop);
+        let mut options = options.clone();
+        let mut positions = None;
+        if positional(&options.url) {
+            match resume(&running.name, &log).await {
+                Ok(resumed) => {
+                    options.resume = resumed.current.clone();
+                    if !resumed.current.is_empty() {
+                        counts.set_position(&resumed.current);
+                    }
+                    positions = Some(resumed);
+                }
+                Err(e) => {
+                    tracing::error!(source = %running.name, error = %e, "source's positions cannot be read; trying again");
+                    counts.set_error(Some(format!("reading the stored positions: {e}")));
+                    counts.holding.store(false, Relaxed);
+                    drop(lease);
+                    tokio::select! {
+                        _ = running.stop.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+        }
         match open(&options) {
             Ok(mut source) => {
-                let ran = run(&running, &template, &mut *source, &log, &done).await;
+                let ran = match positions.as_mut() {
+                    Some(positions) => {
+                        run_positional(&running, &template, &mut *source, &log, &done, positions)
+                            .await
+                    }
+                    None => run(&running, &template, &mut *source, &log, &done).await,
+                };
                 source.close().await;
                 counts.connected.store(false, Relaxed);
                 match ran {
@@ -286,6 +380,262 @@ async fn drive(running: Arc<Running>, options: SourceOptions, log: SharedLog, un
     }
 }
 
+/// A positional source's place: the generation it claimed and its positions.
+struct Positions {
+    topic: String,
+    generation: u64,
+    /// The offset the next commit carries: the positions topic's end when the source
+    /// took over, one more after each commit. It fences and it grows, as the log asks
+    /// (a commit that would not move the group forward is taken for a retry of one
+    /// already done), and stays at or below the partition's end (each commit appends
+    /// one positions record).
+    next_offset: u64,
+    current: BTreeMap<String, String>,
+}
+
+/// Claims the source's group (fencing commits of any earlier owner) and reads the
+/// positions of the last committed record.
+async fn resume(name: &str, log: &SharedLog) -> Result<Positions> {
+    let topic = SourceSpec::positions_topic(name);
+    let generation = log.claim(&group(name), &topic, 0).await?;
+    let offsets = log.offsets(&topic, 0).await?;
+    let mut last = None;
+    // The last record is at most a few offsets before the end (other backends leave
+    // markers); look further back until one is found or the partition's start.
+    let mut window = 16u64;
+    loop {
+        let from = offsets.end.saturating_sub(window).max(offsets.start);
+        let mut at = from;
+        while at < offsets.end {
+            let records = log.read(&topic, 0, at, 256).await?;
+            let Some(end) = records.last().map(|r| r.offset + 1) else {
+                break;
+            };
+            last = records.into_iter().next_back().or(last);
+            at = end;
+        }
+        if last.is_some() || from == offsets.start {
+            break;
+        }
+        window = window.saturating_mul(16);
+    }
+    let current = match last {
+        None => BTreeMap::new(),
+        Some(record) => serde_json::from_slice(&record.value).map_err(|e| {
+            Error::from(weir_log::Error::invalid(format!(
+                "record {} of {topic:?} is not a source's positions: {e}",
+                record.offset
+            )))
+        })?,
+    };
+    Ok(Positions {
+        topic,
+        generation,
+        next_offset: offsets.end,
+        current,
+    })
+}
+
+/// A positional source's batches until `done`: each in transactions of at most
+/// [`MAX_APPEND_BYTES`] of events, with the positions after their last message.
+async fn run_positional(
+    running: &Running,
+    template: &EventTemplate,
+    source: &mut dyn Source,
+    log: &SharedLog,
+    done: &CancellationToken,
+    positions: &mut Positions,
+) -> std::result::Result<(), String> {
+    let (counts, name) = (&running.counts, running.name.as_str());
+    let mut health_wait = Duration::from_millis(100);
+    loop {
+        let batch = match next_batch(running, source, done, &mut health_wait).await {
+            Some(batch) => batch?,
+            None => return Ok(()),
+        };
+        let separator = source.separator();
+        let mut chunk = Chunk::default();
+        for message in &batch {
+            let (record, event) = convert(name, template, message, separator);
+            let full = !chunk.is_empty() && chunk.bytes + record.value.len() > MAX_APPEND_BYTES;
+            if full
+                && !commit_chunk(running, log, positions, std::mem::take(&mut chunk), done).await
+            {
+                return Ok(());
+            }
+            chunk.bytes += record.value.len();
+            if event {
+                chunk.events.push(record);
+            } else {
+                chunk.dead.push(record);
+            }
+            chunk.messages += 1;
+            if let Some(position) = &message.position {
+                positions
+                    .current
+                    .insert(position.lane.clone(), position.after.clone());
+            }
+        }
+        if !chunk.is_empty() && !commit_chunk(running, log, positions, chunk, done).await {
+            return Ok(());
+        }
+        counts.set_position(&positions.current);
+        health_wait = Duration::from_millis(100);
+    }
+}
+
+/// Messages of one transaction of a positional source.
+#[derive(Default)]
+struct Chunk {
+    events: Vec<Record>,
+    dead: Vec<Record>,
+    messages: u64,
+    bytes: usize,
+}
+
+impl Chunk {
+    fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+}
+
+/// Commits a chunk with the positions after it, again while the log refuses it; `false`
+/// if the source was stopped first or another owner fenced it (nothing of the chunk is
+/// then stored by this node, and the next owner reads it again).
+async fn commit_chunk(
+    running: &Running,
+    log: &SharedLog,
+    positions: &mut Positions,
+    chunk: Chunk,
+    done: &CancellationToken,
+) -> bool {
+    let (spec, counts, name) = (&running.spec, &running.counts, running.name.as_str());
+    let value = serde_json::to_vec(&positions.current).unwrap_or_default();
+    let (n_events, n_dead) = (chunk.events.len() as u64, chunk.dead.len() as u64);
+    let appends = [
+        (spec.topic.clone(), chunk.events),
+        (spec.dead_letter.clone(), chunk.dead),
+        (
+            positions.topic.clone(),
+            vec![Record::new(value).with_key(POSITION_KEY)],
+        ),
+    ];
+    let txn = Transaction {
+        producer: unit(name),
+        appends: appends
+            .into_iter()
+            .filter(|(_, records)| !records.is_empty())
+            .collect(),
+        commit: Some(GroupCommit {
+            group: group(name),
+            topic: positions.topic.clone(),
+            partition: 0,
+            next_offset: positions.next_offset,
+            generation: positions.generation,
+        }),
+    };
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match log.commit_transaction(txn.clone()).await {
+            Ok(()) => {
+                positions.next_offset += 1;
+                if counts.stalled.swap(false, Relaxed) {
+                    counts.set_error(None);
+                    tracing::info!(source = name, "the log takes the source's events again");
+                }
+                telemetry::events_in(&spec.topic).increment(n_events);
+                counts.appended.fetch_add(n_events, Relaxed);
+                counts.dead_lettered.fetch_add(n_dead, Relaxed);
+                counts.acknowledged.fetch_add(chunk.messages, Relaxed);
+                telemetry::source_messages(name, "appended").increment(n_events);
+                telemetry::source_messages(name, "dead_lettered").increment(n_dead);
+                return true;
+            }
+            Err(e) if e.kind() == weir_log::ErrorKind::Fenced => {
+                tracing::warn!(
+                    source = name,
+                    "another node took the source over; this one stops it"
+                );
+                counts.set_error(Some("another node took the source over".to_owned()));
+                return false;
+            }
+            Err(e) => {
+                let error = Error::from(e);
+                tracing::error!(source = name, error = %error, "source's events not committed; trying again");
+                counts.stalled.store(true, Relaxed);
+                counts.set_error(Some(format!("committing to {:?}: {error}", spec.topic)));
+            }
+        }
+        tokio::select! {
+            _ = done.cancelled() => return false,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A message as the record of its event (`true`) or of its dead letter (`false`).
+fn convert(
+    name: &str,
+    template: &EventTemplate,
+    message: &Message,
+    separator: char,
+) -> (Record, bool) {
+    match template.event(message, separator) {
+        Ok(event) => (encode_event(&event), true),
+        Err(poison) => {
+            tracing::warn!(source = name, reason = poison.reason, error = %poison.error, subject = %message.subject, "message dead-lettered");
+            (
+                encode_event(&template.dead_letter(name, message, &poison)),
+                false,
+            )
+        }
+    }
+}
+
+/// The next batch of messages, with the connection's health read while waiting; `None`
+/// once `done`, `Err` when the source failed for good and must be opened again.
+async fn next_batch(
+    running: &Running,
+    source: &mut dyn Source,
+    done: &CancellationToken,
+    health_wait: &mut Duration,
+) -> Option<std::result::Result<Vec<Message>, String>> {
+    let counts = &running.counts;
+    loop {
+        let batch = tokio::select! {
+            biased;
+            _ = done.cancelled() => return None,
+            batch = source.next(BATCH) => batch,
+            // The health is read while waiting, so status shows a broken connection.
+            _ = tokio::time::sleep(*health_wait) => {
+                let health = source.health();
+                counts.connected.store(health.connected, Relaxed);
+                if health.connected || health.error.is_some() {
+                    counts.set_error(health.error);
+                }
+                *health_wait = (*health_wait * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        match batch {
+            Ok(batch) => {
+                counts.connected.store(true, Relaxed);
+                counts.received.fetch_add(batch.len() as u64, Relaxed);
+                return Some(Ok(batch));
+            }
+            Err(e) if e.kind == weir_mesh::ErrorKind::Connection => {
+                counts.set_error(Some(e.message));
+                tokio::select! {
+                    _ = done.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+            Err(e) => return Some(Err(e.message)),
+        }
+    }
+}
+
 /// Takes batches until `done`: each appended (events, then dead letters), then
 /// acknowledged. `Err` when the source failed for good and must be opened again.
 async fn run(
@@ -300,44 +650,17 @@ async fn run(
     let dead_lettered = telemetry::source_messages(name, "dead_lettered");
     let mut health_wait = Duration::from_millis(100);
     loop {
-        let batch = tokio::select! {
-            biased;
-            _ = done.cancelled() => return Ok(()),
-            batch = source.next(BATCH) => batch,
-            // The health is read while waiting, so status shows a broken connection.
-            _ = tokio::time::sleep(health_wait) => {
-                let health = source.health();
-                counts.connected.store(health.connected, Relaxed);
-                if health.connected || health.error.is_some() {
-                    counts.set_error(health.error);
-                }
-                health_wait = (health_wait * 2).min(Duration::from_secs(1));
-                continue;
-            }
+        let batch = match next_batch(running, source, done, &mut health_wait).await {
+            Some(batch) => batch?,
+            None => return Ok(()),
         };
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(e) if e.kind == weir_mesh::ErrorKind::Connection => {
-                counts.set_error(Some(e.message));
-                tokio::select! {
-                    _ = done.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                }
-            }
-            Err(e) => return Err(e.message),
-        };
-        counts.connected.store(true, Relaxed);
-        counts.received.fetch_add(batch.len() as u64, Relaxed);
         let separator = source.separator();
         let mut events = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
         for message in &batch {
-            match template.event(message, separator) {
-                Ok(event) => events.push(encode_event(&event)),
-                Err(poison) => {
-                    tracing::warn!(source = name, reason = poison.reason, error = %poison.error, subject = %message.subject, "message dead-lettered");
-                    dead.push(encode_event(&template.dead_letter(name, message, &poison)));
-                }
+            match convert(name, template, message, separator) {
+                (record, true) => events.push(record),
+                (record, false) => dead.push(record),
             }
         }
         let (n_events, n_dead) = (events.len() as u64, dead.len() as u64);

@@ -203,6 +203,7 @@ struct SourceTable {
     data: SourceData,
     dead_letter: Option<String>,
     max_payload_bytes: Option<u64>,
+    start: Option<StartPosition>,
 }
 
 /// `[sinks.<name>]`.
@@ -501,6 +502,7 @@ impl Document {
                     max_payload_bytes: table
                         .max_payload_bytes
                         .unwrap_or(SourceSpec::DEFAULT_MAX_PAYLOAD_BYTES),
+                    start: table.start,
                 };
                 (name, spec)
             })

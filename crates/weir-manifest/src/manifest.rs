@@ -550,6 +550,10 @@ pub struct SourceSpec {
     pub dead_letter: String,
     /// The largest payload taken; larger ones are dead-lettered without their payload.
     pub max_payload_bytes: u64,
+    /// Where a positional source (Redis Streams, JetStream, Kafka) with no stored position in a
+    /// stream begins: its oldest message (the default), or what arrives from its first
+    /// start on. Only positional kinds take it.
+    pub start: Option<StartPosition>,
 }
 
 impl SourceSpec {
@@ -560,7 +564,19 @@ impl SourceSpec {
     /// event's attributes under 1 MiB.
     pub const MAX_PAYLOAD_BYTES: u64 = 700 * 1024;
     /// The URL schemes of the source kinds weir has.
-    pub const KINDS: [&'static str; 2] = ["mqtt", "tcp"];
+    pub const KINDS: [&'static str; 6] = ["mqtt", "tcp", "redis", "nats", "jetstream", "kafka"];
+    /// The kinds that keep their position in weir (see `start`).
+    pub const POSITIONAL: [&'static str; 3] = ["redis", "jetstream", "kafka"];
+
+    /// The topic a positional source keeps its positions in, committed with its events.
+    pub fn positions_topic(name: &str) -> String {
+        format!("{name}.positions")
+    }
+
+    /// The URL's scheme.
+    pub fn kind(&self) -> &str {
+        self.url.split("://").next().unwrap_or("")
+    }
 }
 
 /// How a source's message payload becomes the event's data.

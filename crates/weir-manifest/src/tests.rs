@@ -1423,6 +1423,7 @@ fn a_source_takes_its_defaults_and_its_keys() {
             data: SourceData::Json,
             dead_letter: "s.dlq".into(),
             max_payload_bytes: SourceSpec::DEFAULT_MAX_PAYLOAD_BYTES,
+            start: None,
         }
     );
     let m = parse(&source_with(
@@ -1448,12 +1449,43 @@ fn a_source_takes_its_defaults_and_its_keys() {
 }
 
 #[test]
+fn positional_sources_take_a_start_and_jetstream_may_read_a_whole_stream() {
+    let m = parse(
+        &source_with("start = \"latest\"")
+            .replace("mqtt://127.0.0.1:1883", "redis://127.0.0.1:6379/2"),
+    );
+    assert_eq!(m.sources["s"].start, Some(StartPosition::Latest));
+    let m = parse(
+        &source_with("")
+            .replace(
+                "mqtt://127.0.0.1:1883",
+                "jetstream://127.0.0.1:4222/TELEMETRY",
+            )
+            .replace("subscribe = \"sensors/+/temp\"", "subscribe = []"),
+    );
+    assert!(m.sources["s"].subscribe.is_empty());
+    parse(&source_with("").replace("mqtt://127.0.0.1:1883", "nats://127.0.0.1:4222"));
+}
+
+#[test]
 fn a_source_that_cannot_work_is_refused_with_the_key_at_fault() {
     let p = only_problem(
         &source_with("").replace("mqtt://127.0.0.1:1883", "amqp://127.0.0.1"),
         "sources.s.url",
     );
     assert!(p.message.contains("not built yet"), "{p}");
+    let p = only_problem(
+        &source_with("").replace("mqtt://127.0.0.1:1883", "jetstream://127.0.0.1:4222"),
+        "sources.s.url",
+    );
+    assert!(p.message.contains("/STREAM"), "{p}");
+    let p = only_problem(
+        &source_with("").replace("mqtt://127.0.0.1:1883", "nats://127.0.0.1/S"),
+        "sources.s.url",
+    );
+    assert!(p.message.contains("jetstream://"), "{p}");
+    let p = only_problem(&source_with("start = \"latest\""), "sources.s.start");
+    assert!(p.message.contains("positional"), "{p}");
     let p = only_problem(
         &source_with("").replace("mqtt://127.0.0.1:1883", "127.0.0.1"),
         "sources.s.url",
@@ -1487,6 +1519,19 @@ fn a_source_that_cannot_work_is_refused_with_the_key_at_fault() {
         &source_with("").replace("subscribe = \"sensors/+/temp\"", "subscribe = []"),
         "sources.s.subscribe",
     );
+    let p = only_problem(
+        &source_with("")
+            .replace("mqtt://127.0.0.1:1883", "redis://127.0.0.1")
+            .replace("subscribe = \"sensors/+/temp\"", "subscribe = []"),
+        "sources.s.subscribe",
+    );
+    assert!(p.message.contains("stream keys"), "{p}");
+    let p = only_problem(
+        &source_with("dead_letter = \"s.positions\"")
+            .replace("mqtt://127.0.0.1:1883", "redis://127.0.0.1"),
+        "sources.s",
+    );
+    assert!(p.message.contains("positions"), "{p}");
     let e = parse_error(&source_with("qos = 2"));
     assert!(e.contains("qos"), "{e}");
 }

@@ -720,31 +720,85 @@ fn check_source(manifest: &Manifest, name: &str, source: &SourceSpec, problems: 
             format!("source name {name:?} is invalid: {reason}; {NAME_RULE}"),
         ));
     }
+    // What follows the authority: a JetStream source's stream, nothing for NATS.
+    let path = |rest: &str| {
+        let rest = rest.split(['?', '#']).next().unwrap_or("");
+        rest.split_once('/').map_or("", |(_, path)| path).to_owned()
+    };
     match source.url.split_once("://") {
-        Some((scheme, rest)) if SourceSpec::KINDS.contains(&scheme) && !rest.is_empty() => {}
-        Some(("mqtts" | "ssl", _)) => problems.push(Problem::new(
+        Some(("jetstream", rest))
+            if path(rest).is_empty() || path(rest).contains(['/', '.', '*', '>']) =>
+        {
+            problems.push(Problem::new(
+                at("url"),
+                "names no stream; write jetstream://HOST[:PORT]/STREAM".to_owned(),
+            ))
+        }
+        Some(("nats", rest)) if !path(rest).is_empty() => problems.push(Problem::new(
             at("url"),
-            "mqtts:// is not supported yet: weir's MQTT source connects without TLS (mqtt://)"
+            "a nats:// source reads core subjects and takes no path; read a JetStream stream \
+             with jetstream://HOST[:PORT]/STREAM"
                 .to_owned(),
         )),
-        Some((scheme @ ("amqp" | "amqps" | "redis" | "rediss" | "nats" | "kafka"), _)) => problems
-            .push(Problem::new(
-                at("url"),
-                format!("{scheme}:// sources are not built yet; weir takes mqtt:// sources"),
-            )),
+        Some((scheme, rest)) if SourceSpec::KINDS.contains(&scheme) && !rest.is_empty() => {}
+        Some((scheme @ ("mqtts" | "ssl" | "rediss" | "tls"), _)) => problems.push(Problem::new(
+            at("url"),
+            format!(
+                "{scheme}:// is not supported yet: weir's sources connect without TLS \
+                 (mqtt://, redis://, nats://)"
+            ),
+        )),
+        Some((scheme @ ("amqp" | "amqps"), _)) => problems.push(Problem::new(
+            at("url"),
+            format!(
+                "{scheme}:// sources are not built yet; weir takes mqtt://, redis://, nats://, \
+                 jetstream:// and kafka:// sources"
+            ),
+        )),
         _ => problems.push(Problem::new(
             at("url"),
             format!(
-                "{:?} is not a source URL; write the broker as mqtt://HOST[:PORT]",
+                "{:?} is not a source URL; write the broker as mqtt://HOST[:PORT], \
+                 redis://HOST[:PORT], nats://HOST[:PORT], jetstream://HOST[:PORT]/STREAM or \
+                 kafka://HOST:PORT",
                 source.url
             ),
         )),
     }
-    if source.subscribe.is_empty() || source.subscribe.iter().any(String::is_empty) {
+    let kind = source.kind();
+    if source.subscribe.iter().any(String::is_empty)
+        || (source.subscribe.is_empty() && kind != "jetstream")
+    {
+        let example = match kind {
+            "redis" => "the stream keys to read, such as \"telemetry\"",
+            "kafka" => "the Kafka topics to read, such as \"telemetry\"",
+            "nats" => "the subjects to subscribe to, such as \"sensors.*.temp\"",
+            "jetstream" => "subjects of the stream to read, or leave it out for all",
+            _ => "what to subscribe to, such as \"sensors/+/temp\"",
+        };
         problems.push(Problem::new(
             at("subscribe"),
-            "names no topic filter; list what to subscribe to, such as \"sensors/+/temp\""
-                .to_owned(),
+            format!("names nothing to read; list {example}"),
+        ));
+    }
+    let positional = SourceSpec::POSITIONAL.contains(&kind);
+    if source.start.is_some() && !positional {
+        problems.push(Problem::new(
+            at("start"),
+            format!(
+                "only positional sources (redis://, jetstream://, kafka://) take `start`; a {kind}:// \
+                 source receives what its broker delivers from when it subscribes"
+            ),
+        ));
+    }
+    let positions = SourceSpec::positions_topic(name);
+    if positional && (manifest.topics.contains_key(&positions) || source.dead_letter == positions) {
+        problems.push(Problem::new(
+            key(&["sources", name]),
+            format!(
+                "topic {positions:?} is where this source keeps its positions; name the app's \
+                 topics and dead-letter topics otherwise"
+            ),
         ));
     }
     if !manifest.topics.contains_key(&source.topic) {

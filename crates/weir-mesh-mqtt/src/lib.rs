@@ -242,6 +242,7 @@ impl MqttSource {
             id: None,
             redelivered: publish.dup,
             token,
+            position: None,
         };
         if publish.qos != QoS::AtMostOnce {
             // The broker sent this message again (same session, same packet id) before

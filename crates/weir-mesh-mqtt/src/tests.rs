@@ -14,6 +14,7 @@ fn options(name: &str, filter: &str) -> SourceOptions {
         url: mqtt::mosquitto(),
         subscribe: vec![filter.into()],
         unsubscribe: Vec::new(),
+        ..SourceOptions::default()
     }
 }
 

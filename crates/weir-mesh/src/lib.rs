@@ -1,5 +1,6 @@
 //! weir's event mesh: the [`Source`] interface every broker kind implements (MQTT in
-//! `weir-mesh-mqtt`; AMQP, Redis Streams, NATS and Kafka next), the [`Message`] a source
+//! `weir-mesh-mqtt`, Redis Streams in `weir-mesh-redis`, NATS core and JetStream in
+//! `weir-mesh-nats`; AMQP and Kafka next), the [`Message`] a source
 //! hands the engine, and the [`EventTemplate`] that turns a message into the CloudEvent
 //! weir stores, or into the reason it cannot ([`Poison`]).
 //!
@@ -15,6 +16,11 @@
 //! 3. **Reconnection is the source's job.** [`Source::next`] returns an error for the
 //!    engine to report (status, logs) and keeps reconnecting behind it; the engine calls
 //!    it again after a pause. An error of [`ErrorKind::Config`] will not heal by waiting.
+//! 4. **Positions.** A positional source ([`Source::positional`]: Redis Streams,
+//!    JetStream) keeps no progress at its broker: every message carries its [`Position`],
+//!    the engine stores the positions in the same log transaction as the events, and opens
+//!    the source again with them ([`SourceOptions::resume`]); the source then hands out
+//!    exactly the messages after them, so nothing is stored twice or skipped.
 
 mod template;
 
@@ -39,6 +45,27 @@ pub struct Message {
     pub redelivered: bool,
     /// The source's handle of the message, given back to [`Source::ack`].
     pub token: u64,
+    /// Where a positional source resumes after this message.
+    pub position: Option<Position>,
+}
+
+/// Where a message of a positional source sits in its broker: the lane it was read from
+/// (a Redis stream's key, a JetStream stream) and the position to resume after it there
+/// (the entry id, the stream sequence), as the source spells them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub lane: String,
+    pub after: String,
+}
+
+/// Where a positional source that has no position yet in a lane begins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest message the broker keeps.
+    #[default]
+    Earliest,
+    /// Messages published from the moment the source first opens.
+    Latest,
 }
 
 /// A connection to a broker that delivers messages for weir to store.
@@ -46,6 +73,12 @@ pub struct Message {
 pub trait Source: Send {
     /// The kind, as the URL's scheme names it (`mqtt`).
     fn kind(&self) -> &'static str;
+    /// Whether every message carries its [`Position`] and the source resumes from
+    /// [`SourceOptions::resume`] (its broker keeps no acknowledgements: `ack` is not
+    /// called).
+    fn positional(&self) -> bool {
+        false
+    }
     /// What separates the levels of a subject (`/` in MQTT topics, `.` in NATS subjects),
     /// for `{subject.N}` in key templates.
     fn separator(&self) -> char;
@@ -115,7 +148,7 @@ impl Error {
 }
 
 /// How the engine asks a kind to open a source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SourceOptions {
     /// The source's name in the app (`[sources.NAME]`).
     pub name: String,
@@ -128,6 +161,11 @@ pub struct SourceOptions {
     /// Subscriptions the broker may still keep for this source from before (a deploy
     /// removed them) and that are to be dropped.
     pub unsubscribe: Vec<String>,
+    /// A positional source's positions to resume after, by lane, as its messages carried
+    /// them.
+    pub resume: std::collections::BTreeMap<String, String>,
+    /// Where a positional source begins in a lane it has no position in.
+    pub start: Start,
 }
 
 /// The URL as it may be shown (status, logs, the events' default `source`): without

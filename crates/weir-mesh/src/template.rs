@@ -302,6 +302,7 @@ mod tests {
             id: None,
             redelivered: false,
             token: 0,
+            position: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;
+pub mod redis;
 pub mod script_guests;
 pub mod webhook;
 

@@ -1,6 +1,8 @@
-//! An MQTT source in a real `weir serve`, killed with SIGKILL while messages stream in:
-//! after the restart every message is in the topic (at-least-once: the broker delivers
-//! again what weir had not acknowledged), and `weir status` shows the source.
+//! Sources in a real `weir serve`, killed with SIGKILL while messages stream in: after the
+//! restart every MQTT message is in the topic (at-least-once: the broker delivers again
+//! what weir had not acknowledged), and every Redis Streams and JetStream message is there
+//! exactly once (positional: the positions are committed with the events); `weir status`
+//! shows the sources.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -270,4 +272,234 @@ fn the_telemetry_example_bridges_mqtt_through_a_function_to_a_signed_webhook() {
         "{human}"
     );
     assert!(node.stop());
+}
+
+/// What a positional source reads in the kill test, and how the test writes to it.
+enum Positional {
+    Redis {
+        key: String,
+    },
+    JetStream {
+        server: weir_test_support::nats::NatsServer,
+    },
+    Kafka {
+        broker: weir_test_support::kafka::KafkaBroker,
+    },
+}
+
+impl Positional {
+    fn url(&self) -> String {
+        match self {
+            Positional::Redis { .. } => weir_test_support::redis::redis(),
+            Positional::JetStream { server } => {
+                server.url().replace("nats://", "jetstream://") + "/READINGS"
+            }
+            Positional::Kafka { broker } => {
+                format!("kafka://{}?fetch_wait_ms=10", broker.address())
+            }
+        }
+    }
+
+    fn subscribe(&self) -> String {
+        match self {
+            Positional::Redis { key } => format!("{key:?}"),
+            Positional::JetStream { .. } => "[]".to_owned(),
+            Positional::Kafka { .. } => "\"readings\"".to_owned(),
+        }
+    }
+
+    /// Writes readings `range` of four devices, in order.
+    async fn write(&self, range: std::ops::Range<u32>) {
+        let body = |n: u32| format!(r#"{{"device":"d{}","n":{n}}}"#, n % 4);
+        match self {
+            Positional::Redis { key } => {
+                let entries: Vec<Vec<(&str, Vec<u8>)>> = range
+                    .map(|n| vec![("data", body(n).into_bytes())])
+                    .collect();
+                weir_test_support::redis::xadd(key, &entries).await;
+            }
+            Positional::JetStream { server } => {
+                let client = async_nats::connect(server.url()).await.unwrap();
+                let js = async_nats::jetstream::new(client);
+                if range.start == 0 {
+                    js.create_stream(async_nats::jetstream::stream::Config {
+                        name: "READINGS".into(),
+                        subjects: vec!["readings.>".into()],
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                }
+                let mut acks = Vec::new();
+                for n in range {
+                    acks.push(
+                        js.publish(format!("readings.d{}", n % 4), body(n).into())
+                            .await
+                            .unwrap(),
+                    );
+                }
+                for ack in acks {
+                    ack.await.unwrap();
+                }
+            }
+            Positional::Kafka { broker } => {
+                use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+                use rdkafka::producer::{FutureProducer, FutureRecord};
+                let config = |extra: &[(&str, &str)]| {
+                    let mut config = rdkafka::ClientConfig::new();
+                    config.set("bootstrap.servers", broker.address());
+                    for (k, v) in extra {
+                        config.set(*k, *v);
+                    }
+                    config
+                };
+                if range.start == 0 {
+                    let admin: AdminClient<_> = config(&[]).create().unwrap();
+                    let topic = NewTopic::new("readings", 2, TopicReplication::Fixed(1));
+                    for result in admin
+                        .create_topics(&[topic], &AdminOptions::new())
+                        .await
+                        .unwrap()
+                    {
+                        result.unwrap();
+                    }
+                }
+                // One record per batch: tansu answers no fetch inside a batch.
+                let producer: FutureProducer =
+                    config(&[("batch.num.messages", "1")]).create().unwrap();
+                for n in range {
+                    let key = format!("d{}", n % 4);
+                    let payload = body(n);
+                    let record = FutureRecord::to("readings").key(&key).payload(&payload);
+                    producer
+                        .send(record, Duration::from_secs(10))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// SIGKILL while 2,000 messages stream in: after the restart each is in the topic once,
+/// each device's in order.
+fn a_killed_node_stores_each_message_of_a_positional_source_once(positional: Positional) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("weir.toml");
+    std::fs::write(
+        &app,
+        format!(
+            r#"
+[app]
+name = "positional-kill"
+[topics.telemetry]
+partitions = 2
+[sources.readings]
+url = "{url}"
+subscribe = {subscribe}
+topic = "telemetry"
+type = "com.example.reading"
+key = "{{data.device}}"
+"#,
+            url = positional.url(),
+            subscribe = positional.subscribe(),
+        ),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(positional.write(0..100));
+    let node = serve(dir.path(), &app);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while appended(&node) < 100 {
+        assert!(Instant::now() < deadline, "the source took too little");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let human = cli(&node, &["status"]);
+    assert!(human.contains("position: "), "{human}");
+
+    const TOTAL: u32 = 2000;
+    let positional = std::sync::Arc::new(positional);
+    let writer = {
+        let positional = positional.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            for batch in 1..TOTAL / 100 {
+                rt.block_on(positional.write(batch * 100..(batch + 1) * 100));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while appended(&node) < 400 {
+        assert!(Instant::now() < deadline, "the source took too little");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node.kill();
+    let node = serve(dir.path(), &app);
+    writer.join().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while topic_events(&node_status(&node), "telemetry") < u64::from(TOTAL) {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {TOTAL} in the topic after the kill",
+            topic_events(&node_status(&node), "telemetry")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A moment for any duplicate to arrive.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stored = topic_events(&node_status(&node), "telemetry");
+    let out = cli(
+        &node,
+        &[
+            "tail",
+            "telemetry",
+            "--from",
+            "earliest",
+            "--limit",
+            &stored.to_string(),
+        ],
+    );
+    let readings: Vec<(String, u64)> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| {
+            Some((
+                e["data"]["device"].as_str()?.to_owned(),
+                e["data"]["n"].as_u64()?,
+            ))
+        })
+        .collect();
+    assert_eq!(readings.len(), TOTAL as usize, "stored twice or lost");
+    for device in 0..4u64 {
+        let mine: Vec<u64> = readings
+            .iter()
+            .filter(|(d, _)| *d == format!("d{device}"))
+            .map(|(_, n)| *n)
+            .collect();
+        let expected: Vec<u64> = (0..u64::from(TOTAL)).filter(|n| n % 4 == device).collect();
+        assert_eq!(mine, expected, "device d{device}");
+    }
+    let status = node_status(&node);
+    assert_eq!(status["sources"][0]["state"], "running", "{status}");
+    assert!(node.stop());
+}
+
+#[test]
+fn a_killed_node_stores_each_redis_stream_entry_once() {
+    let key = format!("weir:test:kill:{}", weir_test_support::mqtt::unique("s"));
+    a_killed_node_stores_each_message_of_a_positional_source_once(Positional::Redis { key });
+}
+
+#[test]
+fn a_killed_node_stores_each_kafka_record_once() {
+    let broker = weir_test_support::kafka::KafkaBroker::start();
+    a_killed_node_stores_each_message_of_a_positional_source_once(Positional::Kafka { broker });
+}
+
+#[test]
+fn a_killed_node_stores_each_jetstream_message_once() {
+    let server = weir_test_support::nats::NatsServer::start(false);
+    a_killed_node_stores_each_message_of_a_positional_source_once(Positional::JetStream { server });
 }

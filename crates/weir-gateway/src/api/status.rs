@@ -129,8 +129,12 @@ pub struct SourceStatus {
     pub appended: u64,
     /// Messages appended to the dead-letter topic.
     pub dead_lettered: u64,
-    /// Messages acknowledged to the broker.
+    /// Messages acknowledged to the broker (positional sources: whose position is
+    /// committed with their events).
     pub acknowledged: u64,
+    /// A positional source's (`redis`, `jetstream`) last committed position in each of
+    /// its streams, `STREAM=POSITION` joined with `, `.
+    pub position: Option<String>,
 }
 
 impl From<weir_engine::SourceStatus> for SourceStatus {
@@ -149,6 +153,7 @@ impl From<weir_engine::SourceStatus> for SourceStatus {
             appended: s.appended,
             dead_lettered: s.dead_lettered,
             acknowledged: s.acknowledged,
+            position: s.position,
         }
     }
 }
