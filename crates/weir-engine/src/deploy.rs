@@ -207,8 +207,12 @@ impl Node {
         for name in &plan.sinks_started {
             self.start_sink(name, &next.sinks[name]).await?;
         }
-        for name in &plan.sources_stopped {
+        for name in plan.sources_stopped.iter().chain(&plan.schedules_stopped) {
             self.sources.stop(name).await;
+        }
+        for name in &plan.schedules_started {
+            self.start_schedule(&next.app.name, name, &next.schedules[name])
+                .await?;
         }
         for name in &plan.sources_started {
             let before = current

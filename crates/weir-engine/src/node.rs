@@ -287,6 +287,11 @@ impl Node {
                     return Err(abandon(&node.cancel, &node.tasks, e).await);
                 }
             }
+            for (name, spec) in &manifest.schedules {
+                if let Err(e) = node.start_schedule(&manifest.app.name, name, spec).await {
+                    return Err(abandon(&node.cancel, &node.tasks, e).await);
+                }
+            }
         }
         let node = Arc::new(node);
         if let Some(shared) = node.shared.clone() {
@@ -368,6 +373,25 @@ impl Node {
                 name,
                 spec,
                 unsubscribe,
+                &self.log,
+                &self.units,
+                &self.tasks,
+                &self.cancel,
+            )
+            .await
+    }
+
+    pub(crate) async fn start_schedule(
+        &self,
+        app: &str,
+        name: &str,
+        spec: &weir_manifest::ScheduleSpec,
+    ) -> Result<()> {
+        self.sources
+            .start_schedule(
+                app,
+                name,
+                spec,
                 &self.log,
                 &self.units,
                 &self.tasks,

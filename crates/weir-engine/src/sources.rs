@@ -28,7 +28,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_log::{GroupCommit, Record, TopicSpec, Transaction};
-use weir_manifest::{SourceData, SourceSpec, StartPosition};
+use weir_manifest::{
+    MissedTicks, PipelineSpec, ScheduleSpec, SourceData, SourceSpec, StartPosition,
+};
 use weir_mesh::{DataMode, EventTemplate, KeyTemplate, Message, Source, SourceOptions, Start};
 
 use crate::codec::encode_event;
@@ -40,6 +42,9 @@ const BATCH: usize = 256;
 /// The most bytes of events in one append: the embedded log takes 8 MiB per partition
 /// in one call, NATS and Kafka less by default.
 const MAX_APPEND_BYTES: usize = 1 << 20;
+/// The largest record the embedded log takes by default (`max_record_bytes`): an event
+/// over it is dead-lettered (without its payload), not retried forever.
+const MAX_RECORD_BYTES: usize = 1 << 20;
 /// The longest pause after a failure (the broker or the log) before trying again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -78,6 +83,10 @@ pub struct SourceStatus {
 /// One running source: its spec, its task and what it counted.
 struct Running {
     name: String,
+    /// Its unit on the fleet: `source/NAME`, `schedule/NAME`.
+    unit: String,
+    /// A schedule's ticks, or (none) a broker's messages as `spec.url` says.
+    schedule: Option<(weir_mesh::schedule::ScheduleOptions, String)>,
     spec: SourceSpec,
     stop: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -160,18 +169,13 @@ impl Sources {
                 .await?;
             tracing::info!(source = name, topic = %spec.dead_letter, "dead-letter topic created");
         }
-        let positions = SourceSpec::positions_topic(name);
-        if positional(&spec.url) && log.topic(&positions).await?.is_none() {
-            // One partition keeping the last record: compaction leaves the newest.
-            let topic = TopicSpec {
-                compaction: true,
-                ..TopicSpec::default()
-            };
-            log.create_topic(&positions, &topic).await?;
-            tracing::info!(source = name, topic = %positions, "positions topic created");
+        if positional(&spec.url) {
+            create_positions(name, log).await?;
         }
         let running = Arc::new(Running {
             name: name.to_owned(),
+            unit: unit(name),
+            schedule: None,
             spec: spec.clone(),
             stop: cancel.child_token(),
             task: Mutex::new(None),
@@ -192,6 +196,74 @@ impl Sources {
         let task = tasks.spawn(drive(running.clone(), options, log.clone(), units.clone()));
         *running.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         tracing::info!(source = name, url = %weir_mesh::display_url(&spec.url), topic = %spec.topic, "source started");
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), running);
+        Ok(())
+    }
+
+    /// Starts schedule `name`: a positional source of ticks, one per occurrence, committed
+    /// with the tick's position, so each fires once.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn start_schedule(
+        &self,
+        app: &str,
+        name: &str,
+        schedule: &ScheduleSpec,
+        log: &SharedLog,
+        units: &Units,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        // The manifest's validation parsed both.
+        let parsed =
+            weir_mesh::schedule::Schedule::parse(&schedule.cron, schedule.timezone.as_deref())
+                .map_err(|e| {
+                    Error::from(weir_log::Error::invalid(format!("schedule {name:?}: {e}")))
+                })?;
+        create_positions(name, log).await?;
+        let options = weir_mesh::schedule::ScheduleOptions {
+            name: name.to_owned(),
+            schedule: parsed,
+            missed: match schedule.missed {
+                MissedTicks::Skip => weir_mesh::schedule::Missed::Skip,
+                MissedTicks::Once => weir_mesh::schedule::Missed::Once,
+            },
+            data: schedule.data.clone(),
+        };
+        let zone = schedule.timezone.as_deref().unwrap_or("UTC");
+        let shown = format!("{} ({zone})", schedule.cron);
+        // Ticks are events like a source's: `source` /schedules/NAME, keyed by the name.
+        let spec = SourceSpec {
+            url: format!("cron:{}", schedule.cron),
+            subscribe: Vec::new(),
+            topic: schedule.topic.clone(),
+            ty: schedule.ty.clone(),
+            source: Some(format!("/schedules/{name}")),
+            key: None,
+            data: SourceData::Json,
+            dead_letter: PipelineSpec::default_dead_letter(name),
+            max_payload_bytes: SourceSpec::DEFAULT_MAX_PAYLOAD_BYTES,
+            start: None,
+        };
+        let running = Arc::new(Running {
+            name: name.to_owned(),
+            unit: format!("schedule/{name}"),
+            schedule: Some((options, shown)),
+            spec,
+            stop: cancel.child_token(),
+            task: Mutex::new(None),
+            counts: Counts::default(),
+        });
+        let options = SourceOptions {
+            name: name.to_owned(),
+            app: app.to_owned(),
+            ..SourceOptions::default()
+        };
+        let task = tasks.spawn(drive(running.clone(), options, log.clone(), units.clone()));
+        *running.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        tracing::info!(schedule = name, cron = %schedule.cron, topic = %schedule.topic, "schedule started");
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -232,7 +304,10 @@ impl Sources {
             .iter()
             .map(|r| {
                 let c = &r.counts;
-                let owner = units.owners(&[unit(&r.name)]).into_values().next();
+                let owner = units
+                    .owners(std::slice::from_ref(&r.unit))
+                    .into_values()
+                    .next();
                 let state = if units.is_fleet() && !c.holding.load(Relaxed) {
                     "elsewhere"
                 } else if c.stalled.load(Relaxed) {
@@ -244,8 +319,14 @@ impl Sources {
                 };
                 SourceStatus {
                     name: r.name.clone(),
-                    kind: r.spec.url.split("://").next().unwrap_or("").to_owned(),
-                    url: weir_mesh::display_url(&r.spec.url),
+                    kind: match r.schedule {
+                        Some(_) => "cron".to_owned(),
+                        None => r.spec.url.split("://").next().unwrap_or("").to_owned(),
+                    },
+                    url: match &r.schedule {
+                        Some((_, shown)) => shown.clone(),
+                        None => weir_mesh::display_url(&r.spec.url),
+                    },
                     subscribe: r.spec.subscribe.clone(),
                     topic: r.spec.topic.clone(),
                     dead_letter: r.spec.dead_letter.clone(),
@@ -269,6 +350,21 @@ impl Sources {
             })
             .collect()
     }
+}
+
+/// Creates the topic a positional source or a schedule keeps its positions in: one
+/// partition keeping the last record (compaction leaves the newest).
+async fn create_positions(name: &str, log: &SharedLog) -> Result<()> {
+    let positions = SourceSpec::positions_topic(name);
+    if log.topic(&positions).await?.is_none() {
+        let topic = TopicSpec {
+            compaction: true,
+            ..TopicSpec::default()
+        };
+        log.create_topic(&positions, &topic).await?;
+        tracing::info!(source = name, topic = %positions, "positions topic created");
+    }
+    Ok(())
 }
 
 /// Opens the source of the URL's kind.
@@ -310,7 +406,7 @@ fn template(spec: &SourceSpec) -> EventTemplate {
 
 /// Runs a source while this node holds its unit, until it is stopped.
 async fn drive(running: Arc<Running>, options: SourceOptions, log: SharedLog, units: Units) {
-    let names = [unit(&running.name)];
+    let names = [running.unit.clone()];
     let template = template(&running.spec);
     let counts = &running.counts;
     let mut wait = Duration::from_millis(100);
@@ -323,8 +419,8 @@ async fn drive(running: Arc<Running>, options: SourceOptions, log: SharedLog, un
         let (done, _watch) = lease.until_released(&running.stop);
         let mut options = options.clone();
         let mut positions = None;
-        if positional(&options.url) {
-            match resume(&running.name, &log).await {
+        if running.schedule.is_some() || positional(&options.url) {
+            match resume(&running, &log).await {
                 Ok(resumed) => {
                     options.resume = resumed.current.clone();
                     if !resumed.current.is_empty() {
@@ -346,7 +442,15 @@ async fn drive(running: Arc<Running>, options: SourceOptions, log: SharedLog, un
                 }
             }
         }
-        match open(&options) {
+        let opened = match &running.schedule {
+            Some((schedule, _)) => {
+                let clock: weir_mesh::schedule::Clock = Arc::new(jiff::Timestamp::now);
+                weir_mesh::schedule::ScheduleSource::open(schedule.clone(), &options.resume, clock)
+                    .map(|s| Box::new(s) as Box<dyn Source>)
+            }
+            None => open(&options),
+        };
+        match opened {
             Ok(mut source) => {
                 let ran = match positions.as_mut() {
                     Some(positions) => {
@@ -391,12 +495,27 @@ struct Positions {
     /// one positions record).
     next_offset: u64,
     current: BTreeMap<String, String>,
+    /// [`origin`], stored with the positions.
+    from: String,
+    /// Whether the log's transactions are all or nothing; else the events are appended
+    /// before the transaction of the positions, so a crash repeats and never skips.
+    exactly_once: bool,
 }
 
 /// Claims the source's group (fencing commits of any earlier owner) and reads the
 /// positions of the last committed record.
-async fn resume(name: &str, log: &SharedLog) -> Result<Positions> {
+async fn resume(running: &Running, log: &SharedLog) -> Result<Positions> {
+    let name = running.name.as_str();
     let topic = SourceSpec::positions_topic(name);
+    // A transaction of an earlier run that the log could not finish is finished (or
+    // fails this) before the positions are read: else it would land after, and a commit
+    // of this run with the same offset would be taken for it.
+    log.commit_transaction(Transaction {
+        producer: running.unit.clone(),
+        appends: Vec::new(),
+        commit: None,
+    })
+    .await?;
     let generation = log.claim(&group(name), &topic, 0).await?;
     let offsets = log.offsets(&topic, 0).await?;
     let mut last = None;
@@ -419,21 +538,51 @@ async fn resume(name: &str, log: &SharedLog) -> Result<Positions> {
         }
         window = window.saturating_mul(16);
     }
-    let current = match last {
-        None => BTreeMap::new(),
-        Some(record) => serde_json::from_slice(&record.value).map_err(|e| {
+    let stored: Option<Stored> = match last {
+        None => None,
+        Some(record) => Some(serde_json::from_slice(&record.value).map_err(|e| {
             Error::from(weir_log::Error::invalid(format!(
                 "record {} of {topic:?} is not a source's positions: {e}",
                 record.offset
             )))
-        })?,
+        })?),
     };
+    let from = origin(running);
+    let current = match stored {
+        None => BTreeMap::new(),
+        Some(stored) if stored.from == from => stored.positions,
+        Some(stored) => {
+            // Positions in another broker (or another cron expression) mean nothing here.
+            tracing::warn!(source = name, was = %stored.from, now = %from, "the source reads elsewhere now; it begins where `start` says, not at the stored positions");
+            BTreeMap::new()
+        }
+    };
+    let exactly_once = log.guarantees(&TopicSpec::default()).transactions
+        == weir_log::TransactionGuarantee::ExactlyOnce;
     Ok(Positions {
         topic,
         generation,
         next_offset: offsets.end,
         current,
+        from,
+        exactly_once,
     })
+}
+
+/// A positions record: where the positions are (the kind and the URL without
+/// credentials, or the cron expression) and the positions by lane.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    from: String,
+    positions: BTreeMap<String, String>,
+}
+
+/// What the positions of a source are positions in.
+fn origin(running: &Running) -> String {
+    match &running.schedule {
+        Some((_, shown)) => format!("cron {shown}"),
+        None => weir_mesh::display_url(&running.spec.url),
+    }
 }
 
 /// A positional source's batches until `done`: each in transactions of at most
@@ -458,10 +607,13 @@ async fn run_positional(
         for message in &batch {
             let (record, event) = convert(name, template, message, separator);
             let full = !chunk.is_empty() && chunk.bytes + record.value.len() > MAX_APPEND_BYTES;
-            if full
-                && !commit_chunk(running, log, positions, std::mem::take(&mut chunk), done).await
-            {
-                return Ok(());
+            if full {
+                match commit_chunk(running, log, positions, std::mem::take(&mut chunk), done).await
+                {
+                    Committed::Yes => {}
+                    Committed::Stopped => return Ok(()),
+                    Committed::Fenced => return Err("another node took the source over".into()),
+                }
             }
             chunk.bytes += record.value.len();
             if event {
@@ -476,8 +628,12 @@ async fn run_positional(
                     .insert(position.lane.clone(), position.after.clone());
             }
         }
-        if !chunk.is_empty() && !commit_chunk(running, log, positions, chunk, done).await {
-            return Ok(());
+        if !chunk.is_empty() {
+            match commit_chunk(running, log, positions, chunk, done).await {
+                Committed::Yes => {}
+                Committed::Stopped => return Ok(()),
+                Committed::Fenced => return Err("another node took the source over".into()),
+            }
         }
         counts.set_position(&positions.current);
         health_wait = Duration::from_millis(100);
@@ -499,57 +655,81 @@ impl Chunk {
     }
 }
 
-/// Commits a chunk with the positions after it, again while the log refuses it; `false`
-/// if the source was stopped first or another owner fenced it (nothing of the chunk is
-/// then stored by this node, and the next owner reads it again).
+/// How committing a chunk ended.
+enum Committed {
+    Yes,
+    /// The source was stopped first: nothing of the chunk is known to be stored, and the
+    /// next owner reads it again.
+    Stopped,
+    /// Another owner claimed the source: this node stored nothing of the chunk.
+    Fenced,
+}
+
+/// Commits a chunk with the positions after it, again while the log refuses it.
 async fn commit_chunk(
     running: &Running,
     log: &SharedLog,
     positions: &mut Positions,
     chunk: Chunk,
     done: &CancellationToken,
-) -> bool {
+) -> Committed {
     let (spec, counts, name) = (&running.spec, &running.counts, running.name.as_str());
-    let value = serde_json::to_vec(&positions.current).unwrap_or_default();
+    let stored = Stored {
+        from: positions.from.clone(),
+        positions: positions.current.clone(),
+    };
+    let value = serde_json::to_vec(&stored).unwrap_or_default();
     let (n_events, n_dead) = (chunk.events.len() as u64, chunk.dead.len() as u64);
-    let appends = [
+    let outputs: Vec<(String, Vec<Record>)> = [
         (spec.topic.clone(), chunk.events),
         (spec.dead_letter.clone(), chunk.dead),
-        (
-            positions.topic.clone(),
-            vec![Record::new(value).with_key(POSITION_KEY)],
-        ),
-    ];
-    let txn = Transaction {
-        producer: unit(name),
-        appends: appends
-            .into_iter()
-            .filter(|(_, records)| !records.is_empty())
-            .collect(),
-        commit: Some(GroupCommit {
-            group: group(name),
-            topic: positions.topic.clone(),
-            partition: 0,
-            next_offset: positions.next_offset,
-            generation: positions.generation,
-        }),
+    ]
+    .into_iter()
+    .filter(|(_, records)| !records.is_empty())
+    .collect();
+    let position = (
+        positions.topic.clone(),
+        vec![Record::new(value).with_key(POSITION_KEY)],
+    );
+    let commit = Some(GroupCommit {
+        group: group(name),
+        topic: positions.topic.clone(),
+        partition: 0,
+        next_offset: positions.next_offset,
+        generation: positions.generation,
+    });
+    let producer = running.unit.clone();
+    // One transaction where the log makes it all or nothing; else the events first, so
+    // the positions never land without them.
+    let txns = if positions.exactly_once {
+        let mut appends = outputs;
+        appends.push(position);
+        vec![Transaction {
+            producer,
+            appends,
+            commit,
+        }]
+    } else {
+        vec![
+            Transaction {
+                producer: producer.clone(),
+                appends: outputs,
+                commit: None,
+            },
+            Transaction {
+                producer,
+                appends: vec![position],
+                commit,
+            },
+        ]
     };
     let mut wait = Duration::from_millis(100);
-    loop {
+    let mut txns = txns.into_iter().peekable();
+    while let Some(txn) = txns.peek() {
         match log.commit_transaction(txn.clone()).await {
             Ok(()) => {
-                positions.next_offset += 1;
-                if counts.stalled.swap(false, Relaxed) {
-                    counts.set_error(None);
-                    tracing::info!(source = name, "the log takes the source's events again");
-                }
-                telemetry::events_in(&spec.topic).increment(n_events);
-                counts.appended.fetch_add(n_events, Relaxed);
-                counts.dead_lettered.fetch_add(n_dead, Relaxed);
-                counts.acknowledged.fetch_add(chunk.messages, Relaxed);
-                telemetry::source_messages(name, "appended").increment(n_events);
-                telemetry::source_messages(name, "dead_lettered").increment(n_dead);
-                return true;
+                txns.next();
+                continue;
             }
             Err(e) if e.kind() == weir_log::ErrorKind::Fenced => {
                 tracing::warn!(
@@ -557,7 +737,7 @@ async fn commit_chunk(
                     "another node took the source over; this one stops it"
                 );
                 counts.set_error(Some("another node took the source over".to_owned()));
-                return false;
+                return Committed::Fenced;
             }
             Err(e) => {
                 let error = Error::from(e);
@@ -567,11 +747,23 @@ async fn commit_chunk(
             }
         }
         tokio::select! {
-            _ = done.cancelled() => return false,
+            _ = done.cancelled() => return Committed::Stopped,
             _ = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(MAX_BACKOFF);
     }
+    positions.next_offset += 1;
+    if counts.stalled.swap(false, Relaxed) {
+        counts.set_error(None);
+        tracing::info!(source = name, "the log takes the source's events again");
+    }
+    telemetry::events_in(&spec.topic).increment(n_events);
+    counts.appended.fetch_add(n_events, Relaxed);
+    counts.dead_lettered.fetch_add(n_dead, Relaxed);
+    counts.acknowledged.fetch_add(chunk.messages, Relaxed);
+    telemetry::source_messages(name, "appended").increment(n_events);
+    telemetry::source_messages(name, "dead_lettered").increment(n_dead);
+    Committed::Yes
 }
 
 /// A message as the record of its event (`true`) or of its dead letter (`false`).
@@ -581,8 +773,23 @@ fn convert(
     message: &Message,
     separator: char,
 ) -> (Record, bool) {
-    match template.event(message, separator) {
-        Ok(event) => (encode_event(&event), true),
+    let event = template.event(message, separator).and_then(|event| {
+        let record = encode_event(&event);
+        let bytes = record.value.len() + record.key.as_ref().map_or(0, |k| k.len());
+        if bytes > MAX_RECORD_BYTES {
+            // (Text escaped for JSON, a key repeated): over what the log takes in a record,
+            // which no retry would change.
+            return Err(weir_mesh::Poison {
+                reason: "too-large",
+                error: format!(
+                    "the event is {bytes} bytes, over the log's record limit of {MAX_RECORD_BYTES}"
+                ),
+            });
+        }
+        Ok(record)
+    });
+    match event {
+        Ok(record) => (record, true),
         Err(poison) => {
             tracing::warn!(source = name, reason = poison.reason, error = %poison.error, subject = %message.subject, "message dead-lettered");
             (

@@ -13,8 +13,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::front_door::{AuthTable, HttpTable, LimitsTable as NodeLimitsTable};
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
-    Manifest, Ordering, PipelineFilter, PipelineSpec, RetrySpec, SecretSource, SinkMode, SinkSpec,
-    SourceData, SourceSpec, StartPosition, TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
+    Manifest, MissedTicks, Ordering, PipelineFilter, PipelineSpec, RetrySpec, ScheduleSpec,
+    SecretSource, SinkMode, SinkSpec, SourceData, SourceSpec, StartPosition, TopicSpec,
+    ViewColumnType, ViewSpec, ViewStoreSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -42,6 +43,8 @@ pub(crate) struct Document {
     sources: BTreeMap<String, SourceTable>,
     #[serde(default)]
     sinks: BTreeMap<String, SinkTable>,
+    #[serde(default)]
+    schedules: BTreeMap<String, ScheduleTable>,
     auth: Option<AuthTable>,
     #[serde(default)]
     http: HttpTable,
@@ -204,6 +207,21 @@ struct SourceTable {
     dead_letter: Option<String>,
     max_payload_bytes: Option<u64>,
     start: Option<StartPosition>,
+}
+
+/// `[schedules.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleTable {
+    cron: String,
+    timezone: Option<String>,
+    topic: String,
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    #[serde(default)]
+    data: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    missed: MissedTicks,
 }
 
 /// `[sinks.<name>]`.
@@ -507,6 +525,23 @@ impl Document {
                 (name, spec)
             })
             .collect();
+        let schedules = self
+            .schedules
+            .into_iter()
+            .map(|(name, table)| {
+                let spec = ScheduleSpec {
+                    cron: table.cron,
+                    timezone: table.timezone,
+                    topic: table.topic,
+                    ty: table
+                        .ty
+                        .unwrap_or_else(|| ScheduleSpec::DEFAULT_TYPE.to_owned()),
+                    data: table.data,
+                    missed: table.missed,
+                };
+                (name, spec)
+            })
+            .collect();
         Manifest {
             app,
             topics,
@@ -517,6 +552,7 @@ impl Document {
             views,
             sources,
             sinks,
+            schedules,
             auth: self.auth.map(|auth| auth.resolve(base_dir)),
             http: self.http.resolve(base_dir),
             limits: self.limits.resolve(),

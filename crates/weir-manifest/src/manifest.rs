@@ -29,6 +29,8 @@ pub struct Manifest {
     pub sources: BTreeMap<String, SourceSpec>,
     /// Sinks delivering a topic's events elsewhere, by sink name.
     pub sinks: BTreeMap<String, SinkSpec>,
+    /// Cron schedules appending a tick event to a topic at each occurrence, by name.
+    pub schedules: BTreeMap<String, ScheduleSpec>,
     /// `[auth]`: `None` leaves the API open (loopback use).
     pub auth: Option<AuthSpec>,
     /// `[http]`: TLS and CORS.
@@ -577,6 +579,38 @@ impl SourceSpec {
     pub fn kind(&self) -> &str {
         self.url.split("://").next().unwrap_or("")
     }
+}
+
+/// `[schedules.<name>]`: at each occurrence of `cron` (in `timezone`), one tick event
+/// appended to `topic`, once across restarts and on a fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSpec {
+    /// 5 fields (minute hour day-of-month month day-of-week), 6 with seconds first (and
+    /// an optional year last), or a nickname (`@hourly`, `@daily`…).
+    pub cron: String,
+    /// An IANA time zone name; UTC when none.
+    pub timezone: Option<String>,
+    pub topic: String,
+    /// The ticks' CloudEvents `type`.
+    pub ty: String,
+    /// Fields added to each tick's data.
+    pub data: serde_json::Map<String, serde_json::Value>,
+    pub missed: MissedTicks,
+}
+
+impl ScheduleSpec {
+    pub const DEFAULT_TYPE: &'static str = "dev.weir.schedule.tick";
+}
+
+/// What a schedule does about occurrences that passed while nothing ran it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissedTicks {
+    /// Nothing: the next tick is the next occurrence from now.
+    #[default]
+    Skip,
+    /// One tick at once, for the latest missed occurrence.
+    Once,
 }
 
 /// How a source's message payload becomes the event's data.

@@ -8,8 +8,9 @@ use expect_test::expect;
 
 use crate::{
     AppSection, AuthSpec, CapabilitiesSpec, CorsSpec, EntitySpec, Error, FsyncSpec, FunctionSpec,
-    HttpSpec, JwtSpec, LimitsSpec, Manifest, NodeLimits, Ordering, PipelineSpec, Problem,
-    RetrySpec, RoleSpec, SecretSource, SourceData, SourceSpec, StartPosition, TopicSpec,
+    HttpSpec, JwtSpec, LimitsSpec, Manifest, MissedTicks, NodeLimits, Ordering, PipelineSpec,
+    Problem, RetrySpec, RoleSpec, ScheduleSpec, SecretSource, SourceData, SourceSpec,
+    StartPosition, TopicSpec,
 };
 
 const EXAMPLE: &str = r#"
@@ -156,6 +157,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
         views: BTreeMap::new(),
         sources: BTreeMap::new(),
         sinks: BTreeMap::new(),
+        schedules: BTreeMap::new(),
         auth: None,
         http: HttpSpec::default(),
         limits: NodeLimits::default(),
@@ -1446,6 +1448,52 @@ fn a_source_takes_its_defaults_and_its_keys() {
             100
         )
     );
+}
+
+#[test]
+fn a_schedule_takes_its_defaults_and_is_refused_where_it_cannot_work() {
+    let schedule = |body: &str| {
+        minimal_with(&format!(
+            "[schedules.nightly]\ncron = \"0 2 * * *\"\ntopic = \"in\"\n{body}"
+        ))
+    };
+    let m = parse(&schedule(""));
+    assert_eq!(
+        m.schedules["nightly"],
+        ScheduleSpec {
+            cron: "0 2 * * *".into(),
+            timezone: None,
+            topic: "in".into(),
+            ty: ScheduleSpec::DEFAULT_TYPE.into(),
+            data: serde_json::Map::new(),
+            missed: MissedTicks::Skip,
+        }
+    );
+    let m = parse(&schedule(
+        "timezone = \"Europe/Berlin\"\ntype = \"com.example.due\"\nmissed = \"once\"\ndata = { region = \"eu\", n = 3 }",
+    ));
+    let s = &m.schedules["nightly"];
+    assert_eq!(s.missed, MissedTicks::Once);
+    assert_eq!(s.data["region"], "eu");
+    assert_eq!(s.data["n"], 3);
+    let p = only_problem(
+        &schedule("").replace("0 2 * * *", "0 25 * * *"),
+        "schedules.nightly.cron",
+    );
+    assert!(p.message.contains("not a cron expression"), "{p}");
+    let p = only_problem(
+        &schedule("timezone = \"Mars/Olympus\""),
+        "schedules.nightly.timezone",
+    );
+    assert!(p.message.contains("not a time zone"), "{p}");
+    let p = only_problem(
+        &schedule("").replace("topic = \"in\"", "topic = \"nope\""),
+        "schedules.nightly.topic",
+    );
+    assert!(p.message.contains("not declared"), "{p}");
+    only_problem(&schedule("data = { missed = 1 }"), "schedules.nightly.data");
+    let e = parse_error(&schedule("missed = \"twice\""));
+    assert!(e.contains("twice"), "{e}");
 }
 
 #[test]

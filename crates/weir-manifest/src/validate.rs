@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec,
-    Problem, SecretSource, SinkSpec, SourceData, SourceSpec, TopicSpec, ViewSpec,
+    Problem, ScheduleSpec, SecretSource, SinkSpec, SourceData, SourceSpec, TopicSpec, ViewSpec,
 };
 
 /// Longest topic or consumer group name, as in Kafka.
@@ -52,6 +52,9 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
     }
     for (name, source) in &manifest.sources {
         check_source(manifest, name, source, &mut problems);
+    }
+    for (name, schedule) in &manifest.schedules {
+        check_schedule(manifest, name, schedule, &mut problems);
     }
     check_groups_are_unique(&manifest.pipelines, &mut problems);
     if let Some(auth) = &manifest.auth {
@@ -727,13 +730,19 @@ fn check_source(manifest: &Manifest, name: &str, source: &SourceSpec, problems: 
     };
     match source.url.split_once("://") {
         Some(("jetstream", rest))
-            if path(rest).is_empty() || path(rest).contains(['/', '.', '*', '>']) =>
+            if path(rest).is_empty() || path(rest).contains(['/', '.', '*', '>', ' ']) =>
         {
             problems.push(Problem::new(
                 at("url"),
                 "names no stream; write jetstream://HOST[:PORT]/STREAM".to_owned(),
             ))
         }
+        Some(("kafka", rest)) if rest.contains(['@', '/']) => problems.push(Problem::new(
+            at("url"),
+            "write the brokers as kafka://HOST:PORT[,HOST:PORT…]: no credentials (SASL is not \
+             supported yet) and no path"
+                .to_owned(),
+        )),
         Some(("nats", rest)) if !path(rest).is_empty() => problems.push(Problem::new(
             at("url"),
             "a nats:// source reads core subjects and takes no path; read a JetStream stream \
@@ -792,7 +801,7 @@ fn check_source(manifest: &Manifest, name: &str, source: &SourceSpec, problems: 
         ));
     }
     let positions = SourceSpec::positions_topic(name);
-    if positional && (manifest.topics.contains_key(&positions) || source.dead_letter == positions) {
+    if positional && positions_taken(manifest, &positions) {
         problems.push(Problem::new(
             key(&["sources", name]),
             format!(
@@ -878,6 +887,89 @@ fn check_source(manifest: &Manifest, name: &str, source: &SourceSpec, problems: 
         " bytes",
         problems,
     );
+}
+
+/// Whether the app uses `topic`, a positions topic, for something else: a topic or a
+/// dead-letter topic.
+fn positions_taken(manifest: &Manifest, topic: &str) -> bool {
+    manifest.topics.contains_key(topic)
+        || manifest.pipelines.values().any(|p| p.dead_letter == topic)
+        || manifest.sinks.values().any(|s| s.dead_letter == topic)
+        || manifest.sources.values().any(|s| s.dead_letter == topic)
+}
+
+fn check_schedule(
+    manifest: &Manifest,
+    name: &str,
+    schedule: &ScheduleSpec,
+    problems: &mut Vec<Problem>,
+) {
+    let at = |field: &str| key(&["schedules", name, field]);
+    if let Some(reason) = name_fault(name) {
+        problems.push(Problem::new(
+            key(&["schedules", name]),
+            format!("schedule name {name:?} is invalid: {reason}; {NAME_RULE}"),
+        ));
+    }
+    if manifest.sources.contains_key(name) {
+        problems.push(Problem::new(
+            key(&["schedules", name]),
+            format!(
+                "a source is named {name:?} too; schedules and sources keep their positions \
+                 by name, so give them different names"
+            ),
+        ));
+    }
+    let positions = SourceSpec::positions_topic(name);
+    if positions_taken(manifest, &positions) {
+        problems.push(Problem::new(
+            key(&["schedules", name]),
+            format!(
+                "topic {positions:?} is where this schedule keeps its last tick; name the \
+                 app's topics otherwise"
+            ),
+        ));
+    }
+    if let Err(e) = weir_mesh::schedule::Schedule::parse(&schedule.cron, None) {
+        problems.push(Problem::new(at("cron"), e));
+    }
+    if let Some(zone) = &schedule.timezone
+        && let Err(e) = weir_mesh::schedule::Schedule::parse("@daily", Some(zone))
+    {
+        problems.push(Problem::new(at("timezone"), e));
+    }
+    if !manifest.topics.contains_key(&schedule.topic) {
+        problems.push(Problem::new(
+            at("topic"),
+            undeclared_topic(manifest, &schedule.topic),
+        ));
+    } else if manifest
+        .entities
+        .values()
+        .any(|e| e.journal == schedule.topic || e.snapshots == schedule.topic)
+    {
+        problems.push(Problem::new(
+            at("topic"),
+            format!(
+                "{:?} is an entity type's journal, which only its commands write",
+                schedule.topic
+            ),
+        ));
+    }
+    if schedule.ty.is_empty() {
+        problems.push(Problem::new(
+            at("type"),
+            "is empty; leave it out for \"dev.weir.schedule.tick\"".to_owned(),
+        ));
+    }
+    for reserved in ["schedule", "scheduled", "missed"] {
+        if schedule.data.contains_key(reserved) {
+            problems.push(Problem::new(
+                at("data"),
+                format!("sets {reserved:?}, which every tick carries itself; rename it"),
+            ));
+        }
+    }
 }
 
 /// A retry policy's attempts, backoffs, multiplier and jitter; `at` is its table's key.

@@ -135,6 +135,8 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
+            // A stored offset that retention deleted meanwhile: on from the oldest kept.
+            .set("auto.offset.reset", "earliest")
             .set("socket.timeout.ms", "10000")
             .set("log_level", "4");
         if let Some(ms) = target.fetch_wait_ms {
@@ -152,6 +154,7 @@ impl KafkaSource {
             health: health.clone(),
             stop: stop.clone(),
             next_token: 0,
+            looked: false,
         };
         std::thread::Builder::new()
             .name(format!("kafka-source-{}", options.name))
@@ -224,6 +227,8 @@ struct Reader {
     health: Arc<Mutex<Health>>,
     stop: Arc<AtomicBool>,
     next_token: u64,
+    /// Whether the topics were looked up once since the source opened.
+    looked: bool,
 }
 
 impl Reader {
@@ -261,7 +266,7 @@ impl Reader {
     }
 
     /// The partitions of every topic, with a cursor for each new one (where `start` says
-    /// for those found on the first look, the start for those added later).
+    /// for those found on this open's first look, the start for those added later).
     fn assignment(&mut self, consumer: &BaseConsumer, first: bool) -> Result<bool, String> {
         let mut changed = false;
         for topic in &self.topics {
@@ -321,8 +326,9 @@ impl Reader {
 
     /// Reads until stopped (`Ok`) or the consumer must be made again (`Err`).
     fn read(&mut self, consumer: &BaseConsumer) -> Result<(), String> {
-        let first = self.cursors.is_empty();
+        let first = !self.looked;
         self.assignment(consumer, first)?;
+        self.looked = true;
         self.assign(consumer)?;
         self.set_health(true, None);
         let mut looked = Instant::now();

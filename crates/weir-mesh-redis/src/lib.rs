@@ -167,8 +167,9 @@ impl Reader {
     async fn run(mut self) {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
-            // XREAD BLOCK waits on purpose.
-            .set_response_timeout(None);
+            // XREAD BLOCK waits on purpose, a second; a connection silent far longer is
+            // dead (a half-open TCP connection would otherwise block forever).
+            .set_response_timeout(Some(Duration::from_secs(30)));
         let mut wait = Duration::from_millis(100);
         loop {
             let failure = match self

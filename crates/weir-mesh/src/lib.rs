@@ -1,6 +1,7 @@
 //! weir's event mesh: the [`Source`] interface every broker kind implements (MQTT in
 //! `weir-mesh-mqtt`, Redis Streams in `weir-mesh-redis`, NATS core and JetStream in
-//! `weir-mesh-nats`; AMQP and Kafka next), the [`Message`] a source
+//! `weir-mesh-nats`, Kafka in `weir-mesh-kafka`, schedules' ticks in [`schedule`]; AMQP
+//! next), the [`Message`] a source
 //! hands the engine, and the [`EventTemplate`] that turns a message into the CloudEvent
 //! weir stores, or into the reason it cannot ([`Poison`]).
 //!
@@ -17,11 +18,12 @@
 //!    engine to report (status, logs) and keeps reconnecting behind it; the engine calls
 //!    it again after a pause. An error of [`ErrorKind::Config`] will not heal by waiting.
 //! 4. **Positions.** A positional source ([`Source::positional`]: Redis Streams,
-//!    JetStream) keeps no progress at its broker: every message carries its [`Position`],
+//!    JetStream, Kafka, schedules) keeps no progress at its broker: every message carries its [`Position`],
 //!    the engine stores the positions in the same log transaction as the events, and opens
 //!    the source again with them ([`SourceOptions::resume`]); the source then hands out
 //!    exactly the messages after them, so nothing is stored twice or skipped.
 
+pub mod schedule;
 mod template;
 
 use async_trait::async_trait;

@@ -34,6 +34,10 @@ pub(crate) struct Plan {
     pub(crate) sources_stopped: Vec<String>,
     /// Sources to start: new, or changed.
     pub(crate) sources_started: Vec<String>,
+    /// Schedules to stop: removed, or changed (then also in `schedules_started`).
+    pub(crate) schedules_stopped: Vec<String>,
+    /// Schedules to start: new, or changed.
+    pub(crate) schedules_started: Vec<String>,
     /// Sinks to stop: removed, or changed (then also in `sinks_started`).
     pub(crate) sinks_stopped: Vec<String>,
     /// Sinks to start: new, or changed.
@@ -205,6 +209,19 @@ pub(crate) fn plan(
         .sources
         .iter()
         .filter(|(name, spec)| current.sources.get(*name) != Some(*spec))
+        .map(|(name, _)| name.clone())
+        .collect();
+    // A schedule restarts when it changes: its last tick is committed with the tick.
+    plan.schedules_stopped = current
+        .schedules
+        .iter()
+        .filter(|(name, spec)| next.schedules.get(*name) != Some(*spec))
+        .map(|(name, _)| name.clone())
+        .collect();
+    plan.schedules_started = next
+        .schedules
+        .iter()
+        .filter(|(name, spec)| current.schedules.get(*name) != Some(*spec))
         .map(|(name, _)| name.clone())
         .collect();
     plan.sinks_stopped = current

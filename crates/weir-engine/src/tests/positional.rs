@@ -188,3 +188,86 @@ async fn a_jetstream_source_resumes_after_its_committed_sequence() {
     assert_eq!(numbers(&events, "dev-1"), evens);
     node.shutdown().await;
 }
+
+/// A schedule firing every second, stopped for 2.5 s and started again: no tick twice,
+/// scheduled times increasing, every occurrence between two ticks counted in the later
+/// one's `missed` (here: the ticks of the pause, then one fired at once for the latest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_each_occurrence_once_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let text = r#"
+[app]
+name = "schedules"
+[topics.ticks]
+[schedules.every-second]
+cron = "* * * * * *"
+topic = "ticks"
+missed = "once"
+data = { job = "report" }
+"#;
+    let start = || async {
+        Node::start(super::options(&data, Some(manifest(dir.path(), text))).await)
+            .await
+            .unwrap()
+    };
+    let node = start().await;
+    let before = at_least(&node, 2).await;
+    node.shutdown().await;
+    drop(node);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let node = start().await;
+    let ticks = at_least(&node, before.len() + 3).await;
+    let status = node.status().await.unwrap();
+    let s = &status.sources[0];
+    assert_eq!((s.kind.as_str(), s.state), ("cron", "running"), "{s:?}");
+    assert!(
+        s.position
+            .as_deref()
+            .is_some_and(|p| p.starts_with("ticks=")),
+        "{s:?}"
+    );
+    node.shutdown().await;
+
+    let schedule = weir_mesh::schedule::Schedule::parse("* * * * * *", None).unwrap();
+    let data: Vec<serde_json::Value> = ticks
+        .iter()
+        .map(|e| serde_json::from_slice(&e.data_bytes().unwrap()).unwrap())
+        .collect();
+    let scheduled: Vec<jiff::Timestamp> = data
+        .iter()
+        .map(|d| d["scheduled"].as_str().unwrap().parse().unwrap())
+        .collect();
+    for (i, tick) in ticks.iter().enumerate() {
+        assert_eq!(tick.id, format!("every-second:{}", scheduled[i]));
+        assert_eq!(tick.ty, "dev.weir.schedule.tick");
+        assert_eq!(tick.source, "/schedules/every-second");
+        assert_eq!(data[i]["job"], "report");
+    }
+    for i in 1..ticks.len() {
+        assert!(scheduled[i] > scheduled[i - 1], "{scheduled:?}");
+        let between = schedule.count_between(scheduled[i - 1], scheduled[i]);
+        assert_eq!(
+            data[i]["missed"].as_u64(),
+            Some(between),
+            "tick {i}: {data:?}"
+        );
+    }
+    // The pause: at least two occurrences passed unfired before the catch-up tick.
+    let first_after = &data[before.len()];
+    assert!(first_after["missed"].as_u64().unwrap() >= 1, "{data:?}");
+}
+
+/// The first `n` events of the ticks topic.
+async fn at_least(node: &Node, n: usize) -> Vec<CloudEvent> {
+    let mut stream = node.subscribe("ticks", StartFrom::Earliest).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(event)) => got.push(event.unwrap().event),
+            _ => panic!("ticks: {} of {n} within 30 s", got.len()),
+        }
+    }
+    got
+}
