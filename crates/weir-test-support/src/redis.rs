@@ -33,7 +33,12 @@ pub fn redis() -> String {
 /// Appends one entry per item of `entries` (its fields, in order) to stream `key`, in
 /// order, and returns their ids.
 pub async fn xadd(key: &str, entries: &[Vec<(&str, Vec<u8>)>]) -> Vec<String> {
-    let client = ::redis::Client::open(redis()).expect("the Redis URL");
+    xadd_at(&redis(), key, entries).await
+}
+
+/// [`xadd`] on the Redis database `url` names (`redis://127.0.0.1:6379/1`).
+pub async fn xadd_at(url: &str, key: &str, entries: &[Vec<(&str, Vec<u8>)>]) -> Vec<String> {
+    let client = ::redis::Client::open(url).expect("the Redis URL");
     let mut connection = client
         .get_multiplexed_async_connection()
         .await

@@ -11,7 +11,7 @@ use weir_cloudevents::{CloudEvent, ExtensionValue};
 use weir_manifest::Manifest;
 use weir_test_support::mqtt::unique;
 use weir_test_support::nats::NatsServer;
-use weir_test_support::redis::{redis, xadd};
+use weir_test_support::redis::{redis, xadd, xadd_at};
 
 use crate::{Node, StartFrom};
 
@@ -270,4 +270,68 @@ async fn at_least(node: &Node, n: usize) -> Vec<CloudEvent> {
         }
     }
     got
+}
+
+/// An event over the log's record limit (text escaped for JSON grows up to sixfold) is
+/// dead-lettered as too large instead of stalling the source, and a deploy that points
+/// the source at another Redis database does not apply the old database's positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_events_are_dead_lettered_and_positions_stay_with_their_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = unique("weir:test:moved");
+    let text_app = |url: &str| {
+        format!(
+            r#"
+[app]
+name = "positional"
+[topics.telemetry]
+[sources.readings]
+url = "{url}"
+subscribe = "{key}"
+topic = "telemetry"
+type = "com.example.reading"
+data = "text"
+"#
+        )
+    };
+    // Database 1 gets its entries first: their ids are older than database 0's.
+    let db1 = format!("{}/1", redis());
+    xadd_at(
+        &db1,
+        &key,
+        &(0..5).map(|n| reading("db1", n)).collect::<Vec<_>>(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // 200 KiB of U+0001: under max_payload_bytes, 1.2 MB as a JSON string ("\u0001").
+    let controls = vec![("data", vec![1u8; 200 * 1024])];
+    xadd(&key, &[reading("db0", 0), controls, reading("db0", 1)]).await;
+
+    let node =
+        Node::start(super::options(&data, Some(manifest(dir.path(), &text_app(&redis())))).await)
+            .await
+            .unwrap();
+    let events = exactly(&node, "telemetry", 2).await;
+    let texts: Vec<String> = events
+        .iter()
+        .map(|e| String::from_utf8(e.data_bytes().unwrap().to_vec()).unwrap())
+        .collect();
+    assert!(texts[1].contains(r#""n":1"#), "{texts:?}");
+    let dead = exactly(&node, "readings.dlq", 1).await;
+    assert_eq!(
+        dead[0].extensions.get("dlqreason"),
+        Some(&ExtensionValue::String("too-large".into()))
+    );
+
+    node.deploy_app(&text_app(&db1), Default::default())
+        .await
+        .unwrap();
+    let events = exactly(&node, "telemetry", 7).await;
+    let from_db1 = events
+        .iter()
+        .filter(|e| String::from_utf8_lossy(&e.data_bytes().unwrap()).contains("db1"))
+        .count();
+    assert_eq!(from_db1, 5);
+    node.shutdown().await;
 }
