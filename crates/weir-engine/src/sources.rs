@@ -374,9 +374,10 @@ fn open(options: &SourceOptions) -> std::result::Result<Box<dyn Source>, weir_me
         Some("redis" | "rediss") => Ok(Box::new(weir_mesh_redis::RedisSource::open(options)?)),
         Some("nats" | "jetstream") => Ok(Box::new(weir_mesh_nats::NatsSource::open(options)?)),
         Some("kafka") => Ok(Box::new(weir_mesh_kafka::KafkaSource::open(options)?)),
+        Some("amqp" | "amqps") => Ok(Box::new(weir_mesh_amqp::AmqpSource::open(options)?)),
         _ => Err(weir_mesh::Error::config(format!(
-            "{:?}: no source kind serves this URL; weir takes mqtt://, redis://, nats://, \
-             jetstream:// and kafka:// sources",
+            "{:?}: no source kind serves this URL; weir takes mqtt://, amqp://, redis://, \
+             nats://, jetstream:// and kafka:// sources",
             weir_mesh::display_url(&options.url)
         ))),
     }

@@ -566,7 +566,8 @@ impl SourceSpec {
     /// event's attributes under 1 MiB.
     pub const MAX_PAYLOAD_BYTES: u64 = 700 * 1024;
     /// The URL schemes of the source kinds weir has.
-    pub const KINDS: [&'static str; 6] = ["mqtt", "tcp", "redis", "nats", "jetstream", "kafka"];
+    pub const KINDS: [&'static str; 7] =
+        ["mqtt", "tcp", "amqp", "redis", "nats", "jetstream", "kafka"];
     /// The kinds that keep their position in weir (see `start`).
     pub const POSITIONAL: [&'static str; 3] = ["redis", "jetstream", "kafka"];
 

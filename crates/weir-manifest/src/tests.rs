@@ -1518,10 +1518,11 @@ fn positional_sources_take_a_start_and_jetstream_may_read_a_whole_stream() {
 #[test]
 fn a_source_that_cannot_work_is_refused_with_the_key_at_fault() {
     let p = only_problem(
-        &source_with("").replace("mqtt://127.0.0.1:1883", "amqp://127.0.0.1"),
+        &source_with("").replace("mqtt://127.0.0.1:1883", "amqps://127.0.0.1"),
         "sources.s.url",
     );
-    assert!(p.message.contains("not built yet"), "{p}");
+    assert!(p.message.contains("not supported yet"), "{p}");
+    parse(&source_with("").replace("mqtt://127.0.0.1:1883", "amqp://127.0.0.1/%2f"));
     let p = only_problem(
         &source_with("").replace("mqtt://127.0.0.1:1883", "jetstream://127.0.0.1:4222"),
         "sources.s.url",

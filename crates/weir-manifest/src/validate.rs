@@ -750,24 +750,17 @@ fn check_source(manifest: &Manifest, name: &str, source: &SourceSpec, problems: 
                 .to_owned(),
         )),
         Some((scheme, rest)) if SourceSpec::KINDS.contains(&scheme) && !rest.is_empty() => {}
-        Some((scheme @ ("mqtts" | "ssl" | "rediss" | "tls"), _)) => problems.push(Problem::new(
+        Some((scheme @ ("mqtts" | "ssl" | "rediss" | "tls" | "amqps"), _)) => problems.push(Problem::new(
             at("url"),
             format!(
                 "{scheme}:// is not supported yet: weir's sources connect without TLS \
-                 (mqtt://, redis://, nats://)"
+                 (mqtt://, amqp://, redis://, nats://)"
             ),
         )),
-        Some((scheme @ ("amqp" | "amqps"), _)) => problems.push(Problem::new(
+                _ => problems.push(Problem::new(
             at("url"),
             format!(
-                "{scheme}:// sources are not built yet; weir takes mqtt://, redis://, nats://, \
-                 jetstream:// and kafka:// sources"
-            ),
-        )),
-        _ => problems.push(Problem::new(
-            at("url"),
-            format!(
-                "{:?} is not a source URL; write the broker as mqtt://HOST[:PORT], \
+                "{:?} is not a source URL; write the broker as mqtt://HOST[:PORT], amqp://HOST[:PORT][/VHOST], \
                  redis://HOST[:PORT], nats://HOST[:PORT], jetstream://HOST[:PORT]/STREAM or \
                  kafka://HOST:PORT",
                 source.url
@@ -781,6 +774,7 @@ fn check_source(manifest: &Manifest, name: &str, source: &SourceSpec, problems: 
         let example = match kind {
             "redis" => "the stream keys to read, such as \"telemetry\"",
             "kafka" => "the Kafka topics to read, such as \"telemetry\"",
+            "amqp" => "the queues to consume, such as \"telemetry\"",
             "nats" => "the subjects to subscribe to, such as \"sensors.*.temp\"",
             "jetstream" => "subjects of the stream to read, or leave it out for all",
             _ => "what to subscribe to, such as \"sensors/+/temp\"",

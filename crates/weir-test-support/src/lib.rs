@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+pub mod amqp;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;

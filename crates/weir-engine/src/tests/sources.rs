@@ -251,3 +251,68 @@ async fn what_the_log_did_not_take_is_not_acknowledged_and_comes_again() {
     assert_eq!(ns, vec![0, 1]);
     node.shutdown().await;
 }
+
+/// An AMQP source: each device's messages in order with the broker's message ids as
+/// event ids and a header as the key; a message that is not JSON dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amqp_source_appends_in_order_with_message_ids() {
+    use weir_test_support::amqp;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = unique("weir-test-engine-q");
+    let mut payloads: Vec<Vec<u8>> = (0..100)
+        .map(|n| format!(r#"{{"device":"dev-{}","n":{n}}}"#, n % 2).into_bytes())
+        .collect();
+    payloads.push(b"{not json".to_vec());
+    amqp::publish(&queue, 0, &payloads, |i| Some(format!("dev-{}", i % 2))).await;
+    let text = format!(
+        r#"
+[app]
+name = "sources"
+[topics.telemetry]
+partitions = 2
+[sources.plant]
+url = "{url}"
+subscribe = "{queue}"
+topic = "telemetry"
+type = "com.example.reading"
+key = "{{header.device}}"
+"#,
+        url = amqp::URL
+    );
+    let node = Node::start(
+        super::options(&dir.path().join("data"), Some(manifest(dir.path(), &text))).await,
+    )
+    .await
+    .unwrap();
+    let events = events_until(&node, "telemetry", |got| got.len() >= 100).await;
+    for device in ["dev-0", "dev-1"] {
+        let mine: Vec<&CloudEvent> = events
+            .iter()
+            .filter(|e| sequence(e).is_some_and(|(d, _)| d == device))
+            .collect();
+        let ns: Vec<u64> = mine.iter().map(|e| sequence(e).unwrap().1).collect();
+        let expected: Vec<u64> = (0..100)
+            .filter(|n| format!("dev-{}", n % 2) == device)
+            .collect();
+        assert_eq!(ns, expected, "{device}");
+        for e in mine {
+            assert_eq!(e.partition_key(), Some(device));
+            assert_eq!(e.id, format!("m-{}", sequence(e).unwrap().1));
+            assert_eq!(e.subject.as_deref(), Some(queue.as_str()));
+        }
+    }
+    let dead = events_until(&node, "plant.dlq", |got| !got.is_empty()).await;
+    assert_eq!(dead[0].id, "m-100");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = node.status().await.unwrap();
+        let s = &status.sources[0];
+        if s.acknowledged == 101 {
+            assert_eq!((s.kind.as_str(), s.state), ("amqp", "running"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.shutdown().await;
+}
