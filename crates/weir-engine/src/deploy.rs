@@ -175,7 +175,7 @@ impl Node {
         // A sink's secrets come from this node's environment and files: a missing one
         // refuses the deploy before anything changes.
         for name in &plan.sinks_started {
-            crate::sinks::webhook(name, &next.sinks[name])?;
+            crate::sinks::open(name, &next.sinks[name])?;
         }
         if share {
             // Each changed function's record first, so a node whose app already declares

@@ -1,5 +1,7 @@
 //! Sinks: the app's `[sinks.NAME]`, each delivering the events of a topic to a receiver
-//! (a webhook, `weir_mesh_webhook`) in offset order per partition, as a consumer group
+//! (a `weir_mesh::Sink`: a webhook, `weir_mesh_webhook`; a NATS subject or JetStream
+//! stream, `weir_mesh_nats`; a Redis stream, `weir_mesh_redis`) in offset order per
+//! partition, as a consumer group
 //! (`sink.NAME` unless set) on the partition consumer. An event is retried per the sink's
 //! policy, then dead-lettered with why; the group's offset moves past a batch, with its
 //! dead letters, in one transaction after every event of it was delivered or
@@ -8,7 +10,7 @@
 //! **Architecture Invariant:** a sink commits an offset only past events that were
 //! delivered (a 2xx) or whose dead letter is in the same transaction. A crash before the
 //! commit delivers the batch again: at-least-once, with the CloudEvents `id` as the
-//! receiver's idempotency key (`webhook-id`).
+//! receiver's idempotency key (`webhook-id`, `Nats-Msg-Id`, the `id` in the JSON).
 //!
 //! On a fleet each partition is a unit (`group/GROUP/TOPIC/PARTITION`, as pipelines').
 
@@ -22,7 +24,8 @@ use tokio_util::task::TaskTracker;
 use weir_cloudevents::{CloudEvent, ExtensionValue};
 use weir_log::{Record, TopicSpec};
 use weir_manifest::{SinkMode, SinkSpec};
-use weir_mesh_webhook::{Delivery, Mode, Secret, WebhookSink};
+use weir_mesh::{Delivery, Sink};
+use weir_mesh_webhook::{Mode, Secret, WebhookSink};
 
 use crate::codec::{decode_event, encode_event};
 use crate::consumer::{PartitionConsumer, Progress, commit_until_done};
@@ -121,7 +124,27 @@ fn secrets(name: &str, spec: &SinkSpec) -> Result<Vec<Secret>> {
 
 /// The sink's receiver with its secrets read: what a start needs from outside the
 /// manifest (a deploy checks it before it changes anything).
-pub(crate) fn webhook(name: &str, spec: &SinkSpec) -> Result<WebhookSink> {
+pub(crate) fn open(name: &str, spec: &SinkSpec) -> Result<Arc<dyn Sink>> {
+    let timeout = Duration::from_millis(spec.timeout_ms);
+    let to = spec.to.as_deref().unwrap_or_default();
+    let broker = |e: weir_mesh::Error| Error::Task(format!("sink {name:?}: {e}"));
+    match spec.url.split("://").next() {
+        Some("nats" | "jetstream") => {
+            return Ok(Arc::new(
+                weir_mesh_nats::NatsSink::new(&spec.url, to, timeout).map_err(broker)?,
+            ));
+        }
+        Some("redis") => {
+            return Ok(Arc::new(
+                weir_mesh_redis::RedisSink::new(&spec.url, to, timeout).map_err(broker)?,
+            ));
+        }
+        _ => {}
+    }
+    Ok(Arc::new(webhook(name, spec)?))
+}
+
+fn webhook(name: &str, spec: &SinkSpec) -> Result<WebhookSink> {
     WebhookSink::new(
         &spec.url,
         secrets(name, spec)?,
@@ -146,7 +169,7 @@ impl Sinks {
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let webhook = webhook(name, spec)?;
+        let webhook = open(name, spec)?;
         if log.topic(&spec.dead_letter).await?.is_none() {
             log.create_topic(&spec.dead_letter, &TopicSpec::default())
                 .await?;
@@ -172,7 +195,6 @@ impl Sinks {
         let names: Arc<[String]> = (0..info.partitions)
             .map(|p| format!("group/{}/{}/{p}", spec.group, spec.topic))
             .collect();
-        let webhook = Arc::new(webhook);
         for partition in 0..info.partitions {
             let (running2, log, units, names, webhook) = (
                 running.clone(),
@@ -182,7 +204,7 @@ impl Sinks {
                 webhook.clone(),
             );
             let task = tasks.spawn(async move {
-                drive_partition(&running2, &webhook, &log, &units, &names, partition).await
+                drive_partition(&running2, &*webhook, &log, &units, &names, partition).await
             });
             running
                 .tasks
@@ -272,7 +294,7 @@ impl Sinks {
 /// log) starts it again from the committed offset after a pause.
 async fn drive_partition(
     running: &Running,
-    webhook: &WebhookSink,
+    webhook: &dyn Sink,
     log: &SharedLog,
     units: &Units,
     names: &[String],
@@ -323,7 +345,7 @@ enum Outcome {
 
 async fn run_partition(
     running: &Running,
-    webhook: &WebhookSink,
+    webhook: &dyn Sink,
     log: &SharedLog,
     partition: u32,
     done: &CancellationToken,
@@ -452,7 +474,7 @@ async fn commit(
 /// is open; `Stopped` if the sink stops while it waits.
 async fn deliver(
     running: &Running,
-    webhook: &WebhookSink,
+    webhook: &dyn Sink,
     event: &CloudEvent,
     done: &CancellationToken,
 ) -> Outcome {

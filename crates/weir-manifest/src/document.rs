@@ -230,6 +230,7 @@ struct ScheduleTable {
 struct SinkTable {
     topic: String,
     url: String,
+    to: Option<String>,
     /// One secret, or a list of them (a rotation).
     #[serde(default)]
     secret: SecretList,
@@ -484,6 +485,7 @@ impl Document {
                 let spec = SinkSpec {
                     topic: table.topic,
                     url: table.url,
+                    to: table.to,
                     secrets,
                     mode: table.mode,
                     timeout_ms: table.timeout_ms.unwrap_or(SinkSpec::DEFAULT_TIMEOUT_MS),

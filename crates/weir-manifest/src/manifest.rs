@@ -643,8 +643,11 @@ impl SourceData {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkSpec {
     pub topic: String,
-    /// `http://` or `https://`: a webhook.
+    /// `http://` or `https://`: a webhook; `nats://`, `jetstream://` or `redis://`: a
+    /// broker, publishing to `to`.
     pub url: String,
+    /// A broker sink's subject or stream key.
+    pub to: Option<String>,
     /// Standard Webhooks signing secrets (`whsec_…`), from the node's environment or files;
     /// each signs every request (two during a rotation). None: unsigned.
     pub secrets: Vec<SecretSource>,

@@ -1655,4 +1655,20 @@ fn a_sink_takes_its_defaults_its_secrets_and_is_refused_where_it_cannot_work() {
         &sink("").replace("topic = \"out\"", "topic = \"nope\""),
         "sinks.hook.topic",
     );
+    // Broker sinks name what they publish to, and take no webhook keys.
+    let broker = |url: &str, extra: &str| sink(extra).replace("https://example.com/hook", url);
+    let m = parse(&broker("jetstream://127.0.0.1:4222", "to = \"alerts.hot\""));
+    assert_eq!(m.sinks["hook"].to.as_deref(), Some("alerts.hot"));
+    parse(&broker("redis://127.0.0.1/2", "to = \"alerts\""));
+    only_problem(&broker("nats://h", ""), "sinks.hook.to");
+    only_problem(&broker("nats://h", "to = \"a.*\""), "sinks.hook.to");
+    only_problem(&sink("to = \"x\""), "sinks.hook.to");
+    only_problem(
+        &broker("nats://h", "to = \"a\"\nsecret = { env = \"A\" }"),
+        "sinks.hook.secret",
+    );
+    only_problem(
+        &broker("redis://h", "to = \"a\"\nmode = \"binary\""),
+        "sinks.hook.mode",
+    );
 }

@@ -1037,18 +1037,50 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
             undeclared_topic(manifest, &sink.topic),
         ));
     }
+    let webhook = matches!(sink.url.split_once("://"), Some(("http" | "https", _)));
+    let broker = matches!(
+        sink.url.split_once("://"),
+        Some(("nats" | "jetstream" | "redis", _))
+    );
     match sink.url.split_once("://") {
-        Some(("http" | "https", rest)) if !rest.is_empty() => {}
-        Some((scheme @ ("mqtt" | "amqp" | "amqps" | "redis" | "nats" | "kafka"), _)) => {
+        Some(("http" | "https" | "nats" | "jetstream" | "redis", rest)) if !rest.is_empty() => {}
+        Some((scheme @ ("mqtt" | "amqp" | "amqps" | "kafka" | "rediss"), _)) => {
             problems.push(Problem::new(
                 at("url"),
-                format!("{scheme}:// sinks are not built yet; weir delivers to http:// and https:// webhooks"),
+                format!("{scheme}:// sinks are not built yet; weir delivers to http:// and https:// webhooks, nats://, jetstream:// and redis://"),
             ))
         }
         _ => problems.push(Problem::new(
             at("url"),
-            format!("{:?} is not a sink URL; write the receiver as https://HOST/PATH", sink.url),
+            format!("{:?} is not a sink URL; write a webhook as https://HOST/PATH, or a broker as nats://HOST, jetstream://HOST or redis://HOST", sink.url),
         )),
+    }
+    match (&sink.to, webhook || !broker) {
+        (Some(_), true) if webhook => problems.push(Problem::new(
+            at("to"),
+            "is for broker sinks; a webhook delivers to its URL".to_owned(),
+        )),
+        (None, false) => problems.push(Problem::new(
+            at("to"),
+            "is missing: name the subject (NATS, JetStream) or the stream key (Redis) to publish to".to_owned(),
+        )),
+        (Some(to), false) if to.is_empty() || to.contains(['*', '>', ' ']) => problems.push(Problem::new(
+            at("to"),
+            format!("{to:?} is not a subject or stream key to publish to"),
+        )),
+        _ => {}
+    }
+    if broker && !sink.secrets.is_empty() {
+        problems.push(Problem::new(
+            at("secret"),
+            "signs webhooks only; a broker sink has no signature".to_owned(),
+        ));
+    }
+    if broker && sink.mode == crate::SinkMode::Binary {
+        problems.push(Problem::new(
+            at("mode"),
+            "is for webhooks; a broker sink publishes structured CloudEvents JSON".to_owned(),
+        ));
     }
     if sink.secrets.iter().any(names_nothing) {
         problems.push(Problem::new(at("secret"), SECRET_NAMES_NOTHING));

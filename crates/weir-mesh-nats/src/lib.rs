@@ -372,5 +372,8 @@ impl Reader {
     }
 }
 
+mod sink;
+pub use sink::NatsSink;
+
 #[cfg(test)]
 mod tests;

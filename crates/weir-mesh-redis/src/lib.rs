@@ -288,5 +288,8 @@ fn message(key: &str, entry: StreamId, token: u64) -> Message {
     }
 }
 
+mod sink;
+pub use sink::RedisSink;
+
 #[cfg(test)]
 mod tests;

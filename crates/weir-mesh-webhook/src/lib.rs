@@ -66,22 +66,7 @@ pub enum Mode {
     Binary,
 }
 
-/// What an attempt came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// A 2xx answer.
-    Delivered,
-    /// Worth another attempt: no answer, a timeout, a redirect, and any 4xx or 5xx but
-    /// those of `Refused` (an ingress answering 404 or an expired credential answering 401
-    /// is an outage to wait out, not a verdict on the event). `after` is the receiver's
-    /// `Retry-After`, if it sent one.
-    Retry {
-        error: String,
-        after: Option<Duration>,
-    },
-    /// The receiver refused this event for good: 400, 413, 415 or 422.
-    Refused { error: String },
-}
+pub use weir_mesh::Delivery;
 
 /// Where and how one sink delivers.
 #[derive(Debug, Clone)]
@@ -201,6 +186,21 @@ impl WebhookSink {
             // like any other answer that says nothing about the event.
             _ => Delivery::Retry { error, after },
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl weir_mesh::Sink for WebhookSink {
+    fn kind(&self) -> &'static str {
+        if self.url.starts_with("https") {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    async fn deliver(&self, event: &weir_cloudevents::CloudEvent) -> Delivery {
+        WebhookSink::deliver(self, event).await
     }
 }
 

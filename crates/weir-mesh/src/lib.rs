@@ -97,6 +97,32 @@ pub trait Source: Send {
     fn health(&self) -> Health;
 }
 
+/// What one attempt to deliver an event to a sink's destination came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The destination took it (a 2xx, a broker's acknowledgement).
+    Delivered,
+    /// Worth another attempt: no answer, a timeout, the destination down or busy. `after`
+    /// is how long the destination asked to wait, if it said.
+    Retry {
+        error: String,
+        after: Option<std::time::Duration>,
+    },
+    /// The destination refused this event for good: it goes to the dead-letter topic.
+    Refused { error: String },
+}
+
+/// A destination the engine delivers a topic's events to, one attempt at a time; the
+/// engine keeps order, retries, the circuit breaker, dead letters and the commits.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// The kind, as the URL's scheme names it (`https`, `nats`).
+    fn kind(&self) -> &'static str;
+    /// One attempt. The event's `id` goes with it where the destination has a place for
+    /// one (`webhook-id`, `Nats-Msg-Id`), so repeats can be recognised.
+    async fn deliver(&self, event: &weir_cloudevents::CloudEvent) -> Delivery;
+}
+
 /// A source's connection as `weir status` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {

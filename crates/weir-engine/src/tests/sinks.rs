@@ -249,3 +249,134 @@ async fn an_outage_opens_the_circuit_and_nothing_is_dead_lettered_that_arrives_a
     }
     node.shutdown().await;
 }
+
+/// An app with topic `alerts` and a broker sink `out` to `url`, publishing to `to`.
+fn broker_app(dir: &Path, url: &str, to: &str, settings: &str) -> String {
+    let text = format!(
+        r#"
+[topics.alerts]
+partitions = 2
+[sinks.out]
+topic = "alerts"
+url = "{url}"
+to = "{to}"
+{settings}
+"#
+    );
+    Manifest::from_toml_str(&text, dir).unwrap();
+    text
+}
+
+/// Each device's events in order, once: `ids` in delivery order.
+fn assert_in_order(ids: &[String]) {
+    assert_eq!(ids.len(), 30, "{ids:?}");
+    for device in 0..3 {
+        let mine: Vec<&String> = ids
+            .iter()
+            .filter(|id| id[6..].parse::<u32>().unwrap() % 3 == device)
+            .collect();
+        let expected: Vec<String> = (0..30)
+            .filter(|n| n % 3 == device)
+            .map(|n| format!("alert-{n}"))
+            .collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_sink_publishes_each_event_with_its_id_and_dead_letters_what_no_stream_takes() {
+    let server = weir_test_support::nats::NatsServer::start(false);
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "ALERTS".into(),
+            subjects: vec!["alerts.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url().replace("nats://", "jetstream://");
+    let text = broker_app(dir.path(), &url, "alerts.hot", "");
+    let manifest = {
+        let mut m = Manifest::from_toml_str(&text, dir.path()).unwrap();
+        m.text = text;
+        m
+    };
+    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    let events: Vec<CloudEvent> = (0..30).map(|n| alert(n, "ok")).collect();
+    node.publish("alerts", &events).await.unwrap();
+    let sink = until_sink(&node, |s| s.delivered == 30 && s.lag == 0).await;
+    assert_eq!(sink.dead_lettered, 0, "{sink:?}");
+
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut ids = Vec::new();
+    while ids.len() < 30 {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let event = CloudEvent::from_json_slice(&m.payload).unwrap();
+        let headers = m.headers.clone().unwrap();
+        assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), event.id);
+        assert_eq!(m.subject.as_str(), "alerts.hot");
+        ids.push(event.id);
+    }
+    assert_in_order(&ids);
+
+    // A subject no stream takes: retried, then dead-lettered.
+    let text = broker_app(
+        dir.path(),
+        &url,
+        "nowhere.x",
+        "retry = { max_attempts = 2, initial_backoff_ms = 10 }\ncircuit_failures = 0",
+    );
+    node.deploy_app(&text, BTreeMap::new()).await.unwrap();
+    node.publish("alerts", &[alert(31, "ok")]).await.unwrap();
+    let sink = until_sink(&node, |s| s.dead_lettered == 1).await;
+    assert_eq!(sink.retries, 1, "{sink:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_sink_appends_each_event_to_its_stream_in_order() {
+    let key = weir_test_support::mqtt::unique("weir:test:sink");
+    let url = weir_test_support::redis::redis();
+    let dir = tempfile::tempdir().unwrap();
+    let text = broker_app(dir.path(), &url, &key, "");
+    let manifest = {
+        let mut m = Manifest::from_toml_str(&text, dir.path()).unwrap();
+        m.text = text;
+        m
+    };
+    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    let events: Vec<CloudEvent> = (0..30).map(|n| alert(n, "ok")).collect();
+    node.publish("alerts", &events).await.unwrap();
+    until_sink(&node, |s| s.delivered == 30 && s.lag == 0).await;
+    node.shutdown().await;
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(&mut connection, &key)
+            .await
+            .unwrap();
+    let ids: Vec<String> = entries
+        .ids
+        .iter()
+        .map(|entry| {
+            let data: Vec<u8> = entry.get("data").unwrap();
+            CloudEvent::from_json_slice(&data).unwrap().id
+        })
+        .collect();
+    assert_in_order(&ids);
+}
