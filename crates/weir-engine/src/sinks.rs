@@ -1,6 +1,7 @@
 //! Sinks: the app's `[sinks.NAME]`, each delivering the events of a topic to a receiver
 //! (a `weir_mesh::Sink`: a webhook, `weir_mesh_webhook`; a NATS subject or JetStream
-//! stream, `weir_mesh_nats`; a Redis stream, `weir_mesh_redis`) in offset order per
+//! stream, `weir_mesh_nats`; a Redis stream, `weir_mesh_redis`; a Kafka topic,
+//! `weir_mesh_kafka`; an AMQP exchange, `weir_mesh_amqp`) in offset order per
 //! partition, as a consumer group
 //! (`sink.NAME` unless set) on the partition consumer. An event is retried per the sink's
 //! policy, then dead-lettered with why; the group's offset moves past a batch, with its
@@ -137,6 +138,16 @@ pub(crate) fn open(name: &str, spec: &SinkSpec) -> Result<Arc<dyn Sink>> {
         Some("redis") => {
             return Ok(Arc::new(
                 weir_mesh_redis::RedisSink::new(&spec.url, to, timeout).map_err(broker)?,
+            ));
+        }
+        Some("kafka") => {
+            return Ok(Arc::new(
+                weir_mesh_kafka::KafkaSink::new(&spec.url, to, timeout).map_err(broker)?,
+            ));
+        }
+        Some("amqp") => {
+            return Ok(Arc::new(
+                weir_mesh_amqp::AmqpSink::new(&spec.url, to, timeout).map_err(broker)?,
             ));
         }
         _ => {}

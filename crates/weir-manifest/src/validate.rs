@@ -1040,14 +1040,15 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
     let webhook = matches!(sink.url.split_once("://"), Some(("http" | "https", _)));
     let broker = matches!(
         sink.url.split_once("://"),
-        Some(("nats" | "jetstream" | "redis", _))
+        Some(("nats" | "jetstream" | "redis" | "kafka" | "amqp", _))
     );
     match sink.url.split_once("://") {
-        Some(("http" | "https" | "nats" | "jetstream" | "redis", rest)) if !rest.is_empty() => {}
-        Some((scheme @ ("mqtt" | "amqp" | "amqps" | "kafka" | "rediss"), _)) => {
+        Some(("http" | "https" | "nats" | "jetstream" | "redis" | "kafka" | "amqp", rest))
+            if !rest.is_empty() => {}
+        Some((scheme @ ("mqtt" | "amqps" | "rediss"), _)) => {
             problems.push(Problem::new(
                 at("url"),
-                format!("{scheme}:// sinks are not built yet; weir delivers to http:// and https:// webhooks, nats://, jetstream:// and redis://"),
+                format!("{scheme}:// sinks are not built yet; weir delivers to http:// and https:// webhooks, nats://, jetstream://, redis://, kafka:// and amqp://"),
             ))
         }
         _ => problems.push(Problem::new(
@@ -1062,7 +1063,7 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
         )),
         (None, false) => problems.push(Problem::new(
             at("to"),
-            "is missing: name the subject (NATS, JetStream) or the stream key (Redis) to publish to".to_owned(),
+            "is missing: name the subject (NATS, JetStream), stream key (Redis), topic (Kafka) or routing key (AMQP: QUEUE or EXCHANGE/KEY) to publish to".to_owned(),
         )),
         (Some(to), false) if to.is_empty() || to.contains(['*', '>', ' ']) => problems.push(Problem::new(
             at("to"),

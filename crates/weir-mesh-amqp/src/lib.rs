@@ -311,5 +311,8 @@ fn text(value: &AMQPValue) -> Option<String> {
     })
 }
 
+mod sink;
+pub use sink::AmqpSink;
+
 #[cfg(test)]
 mod tests;

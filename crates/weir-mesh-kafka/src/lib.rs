@@ -393,5 +393,8 @@ impl Reader {
     }
 }
 
+mod sink;
+pub use sink::KafkaSink;
+
 #[cfg(test)]
 mod tests;

@@ -380,3 +380,127 @@ async fn a_redis_sink_appends_each_event_to_its_stream_in_order() {
         .collect();
     assert_in_order(&ids);
 }
+
+/// Starts a node with `text`, publishes alerts 0..30 and waits until the sink delivered
+/// them all.
+async fn deliver_thirty(dir: &Path, text: String) -> std::sync::Arc<Node> {
+    let mut manifest = Manifest::from_toml_str(&text, dir).unwrap();
+    manifest.text = text;
+    let node = Node::start(super::options(&dir.join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    let events: Vec<CloudEvent> = (0..30).map(|n| alert(n, "ok")).collect();
+    node.publish("alerts", &events).await.unwrap();
+    until_sink(&node, |s| s.delivered == 30 && s.lag == 0).await;
+    node
+}
+
+/// What a source of `url` reading `subscribe` takes, as events (their payloads).
+async fn read_back(url: String, subscribe: &str, n: usize) -> Vec<weir_mesh::Message> {
+    use weir_mesh::Source;
+    let options = weir_mesh::SourceOptions {
+        name: "read-back".into(),
+        app: "sinks".into(),
+        url: url.clone(),
+        subscribe: vec![subscribe.to_owned()],
+        ..Default::default()
+    };
+    let mut source: Box<dyn Source> = if url.starts_with("kafka") {
+        Box::new(weir_mesh_kafka::KafkaSource::open(&options).unwrap())
+    } else {
+        Box::new(weir_mesh_amqp::AmqpSource::open(&options).unwrap())
+    };
+    let mut got = Vec::new();
+    while got.len() < n {
+        let batch = tokio::time::timeout(Duration::from_secs(30), source.next(n - got.len()))
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} read back within 30 s", got.len()))
+            .unwrap();
+        got.extend(batch);
+    }
+    let tokens: Vec<u64> = got.iter().map(|m| m.token).collect();
+    source.ack(&tokens).await.unwrap();
+    source.close().await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_sink_produces_each_event_keyed_by_its_partition_key() {
+    let broker = weir_test_support::kafka::KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("kafka://{}?fetch_wait_ms=10", broker.address());
+    // Brokers that do not create topics on first use (tansu does not) need it first.
+    let admin: rdkafka::admin::AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .create()
+        .unwrap();
+    let topic =
+        rdkafka::admin::NewTopic::new("alerts-out", 2, rdkafka::admin::TopicReplication::Fixed(1));
+    for created in admin
+        .create_topics(&[topic], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        created.unwrap();
+    }
+    let node = deliver_thirty(dir.path(), broker_app(dir.path(), &url, "alerts-out", "")).await;
+    node.shutdown().await;
+    let messages = read_back(url, "alerts-out", 30).await;
+    let ids: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let event = CloudEvent::from_json_slice(&m.payload).unwrap();
+            let key = m.headers.iter().find(|(k, _)| k == "kafka-key").unwrap();
+            assert_eq!(Some(key.1.as_str()), event.partition_key());
+            event.id
+        })
+        .collect();
+    // Each key in one partition, so each device's events in order.
+    assert_eq!(ids.len(), 30);
+    for device in 0..3u32 {
+        let mine: Vec<&String> = ids
+            .iter()
+            .filter(|id| id[6..].parse::<u32>().unwrap() % 3 == device)
+            .collect();
+        let mut sorted = mine.clone();
+        sorted.sort_by_key(|id| id[6..].parse::<u32>().unwrap());
+        assert_eq!(mine, sorted, "device {device} out of order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amqp_sink_publishes_confirmed_with_message_ids_and_dead_letters_the_unroutable() {
+    use weir_test_support::amqp;
+    let queue = weir_test_support::mqtt::unique("weir-test-sink-q");
+    amqp::publish(&queue, 0, &[], |_| None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = deliver_thirty(dir.path(), broker_app(dir.path(), amqp::URL, &queue, "")).await;
+    let messages = read_back(amqp::URL.to_owned(), &queue, 30).await;
+    let ids: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let event = CloudEvent::from_json_slice(&m.payload).unwrap();
+            assert_eq!(m.id.as_deref(), Some(event.id.as_str()));
+            event.id
+        })
+        .collect();
+    assert_in_order(&ids);
+
+    // A routing key no queue is bound to: the message comes back, retried, dead-lettered.
+    let text = broker_app(
+        dir.path(),
+        amqp::URL,
+        &weir_test_support::mqtt::unique("weir-test-nowhere"),
+        "retry = { max_attempts = 2, initial_backoff_ms = 10 }\ncircuit_failures = 0",
+    );
+    node.deploy_app(&text, BTreeMap::new()).await.unwrap();
+    node.publish("alerts", &[alert(31, "ok")]).await.unwrap();
+    let sink = until_sink(&node, |s| s.dead_lettered == 1).await;
+    assert!(
+        sink.error
+            .as_deref()
+            .is_some_and(|e| e.contains("came back")),
+        "{sink:?}"
+    );
+    node.shutdown().await;
+}
