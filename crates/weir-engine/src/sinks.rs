@@ -1,7 +1,8 @@
 //! Sinks: the app's `[sinks.NAME]`, each delivering the events of a topic to a receiver
 //! (a `weir_mesh::Sink`: a webhook, `weir_mesh_webhook`; a NATS subject or JetStream
 //! stream, `weir_mesh_nats`; a Redis stream, `weir_mesh_redis`; a Kafka topic,
-//! `weir_mesh_kafka`; an AMQP exchange, `weir_mesh_amqp`) in offset order per
+//! `weir_mesh_kafka`; an AMQP exchange, `weir_mesh_amqp`; an MQTT topic,
+//! `weir_mesh_mqtt`) in offset order per
 //! partition, as a consumer group
 //! (`sink.NAME` unless set) on the partition consumer. An event is retried per the sink's
 //! policy, then dead-lettered with why; the group's offset moves past a batch, with its
@@ -148,6 +149,12 @@ pub(crate) fn open(name: &str, spec: &SinkSpec) -> Result<Arc<dyn Sink>> {
         Some("amqp") => {
             return Ok(Arc::new(
                 weir_mesh_amqp::AmqpSink::new(&spec.url, to, timeout).map_err(broker)?,
+            ));
+        }
+        Some("mqtt" | "tcp") => {
+            return Ok(Arc::new(
+                weir_mesh_mqtt::MqttSink::new("sink", name, &spec.url, to, timeout)
+                    .map_err(broker)?,
             ));
         }
         _ => {}

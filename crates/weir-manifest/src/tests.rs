@@ -1628,10 +1628,11 @@ fn a_sink_takes_its_defaults_its_secrets_and_is_refused_where_it_cannot_work() {
         1
     );
     let p = only_problem(
-        &sink("").replace("https://example.com/hook", "mqtt://h"),
+        &sink("").replace("https://example.com/hook", "mqtts://h"),
         "sinks.hook.url",
     );
-    assert!(p.message.contains("not built yet"), "{p}");
+    assert!(p.message.contains("not supported yet"), "{p}");
+    parse(&sink("to = \"alerts/hot\"").replace("https://example.com/hook", "mqtt://h"));
     let problems = problems(&sink("retry = { max_attempts = 0 }"));
     assert_eq!(
         problems[0].key, "sinks.hook.retry.max_attempts",

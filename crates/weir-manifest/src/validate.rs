@@ -1040,15 +1040,18 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
     let webhook = matches!(sink.url.split_once("://"), Some(("http" | "https", _)));
     let broker = matches!(
         sink.url.split_once("://"),
-        Some(("nats" | "jetstream" | "redis" | "kafka" | "amqp", _))
+        Some((
+            "nats" | "jetstream" | "redis" | "kafka" | "amqp" | "mqtt" | "tcp",
+            _
+        ))
     );
     match sink.url.split_once("://") {
-        Some(("http" | "https" | "nats" | "jetstream" | "redis" | "kafka" | "amqp", rest))
+        Some(("http" | "https" | "nats" | "jetstream" | "redis" | "kafka" | "amqp" | "mqtt" | "tcp", rest))
             if !rest.is_empty() => {}
-        Some((scheme @ ("mqtt" | "amqps" | "rediss"), _)) => {
+        Some((scheme @ ("mqtts" | "ssl" | "amqps" | "rediss"), _)) => {
             problems.push(Problem::new(
                 at("url"),
-                format!("{scheme}:// sinks are not built yet; weir delivers to http:// and https:// webhooks, nats://, jetstream://, redis://, kafka:// and amqp://"),
+                format!("{scheme}:// is not supported yet: weir's broker sinks connect without TLS"),
             ))
         }
         _ => problems.push(Problem::new(
@@ -1063,9 +1066,9 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
         )),
         (None, false) => problems.push(Problem::new(
             at("to"),
-            "is missing: name the subject (NATS, JetStream), stream key (Redis), topic (Kafka) or routing key (AMQP: QUEUE or EXCHANGE/KEY) to publish to".to_owned(),
+            "is missing: name the subject (NATS, JetStream), stream key (Redis), topic (Kafka) or routing key (AMQP: QUEUE or EXCHANGE/KEY), MQTT topic to publish to".to_owned(),
         )),
-        (Some(to), false) if to.is_empty() || to.contains(['*', '>', ' ']) => problems.push(Problem::new(
+        (Some(to), false) if to.is_empty() || to.contains(['*', '>', ' ', '+', '#']) => problems.push(Problem::new(
             at("to"),
             format!("{to:?} is not a subject or stream key to publish to"),
         )),

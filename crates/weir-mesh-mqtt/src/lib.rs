@@ -321,5 +321,8 @@ impl Source for MqttSource {
     }
 }
 
+mod sink;
+pub use sink::MqttSink;
+
 #[cfg(test)]
 mod tests;

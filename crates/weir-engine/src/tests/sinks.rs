@@ -504,3 +504,58 @@ async fn an_amqp_sink_publishes_confirmed_with_message_ids_and_dead_letters_the_
     );
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_sink_publishes_each_event_with_qos_1_in_order() {
+    use weir_mesh::Source;
+    use weir_test_support::mqtt;
+    let topic = mqtt::unique("weir-test-sink/alerts");
+    // A subscriber first (a QoS 1 subscription on a session of its own), proven by a probe.
+    let options = weir_mesh::SourceOptions {
+        name: mqtt::unique("reader"),
+        app: "sinks".into(),
+        url: mqtt::mosquitto(),
+        subscribe: vec![topic.clone()],
+        ..Default::default()
+    };
+    let mut reader = weir_mesh_mqtt::MqttSource::open(&options).unwrap();
+    let mut probed = false;
+    for _ in 0..100 {
+        mqtt::publish(&mqtt::unique("probe"), &topic, &[b"{}".to_vec()]).await;
+        if let Ok(Ok(got)) = tokio::time::timeout(Duration::from_millis(200), reader.next(10)).await
+        {
+            let tokens: Vec<u64> = got.iter().map(|m| m.token).collect();
+            reader.ack(&tokens).await.unwrap();
+            probed = true;
+            break;
+        }
+    }
+    assert!(probed, "the reader never subscribed");
+    // Probes still on their way.
+    while let Ok(Ok(got)) = tokio::time::timeout(Duration::from_millis(300), reader.next(10)).await
+    {
+        let tokens: Vec<u64> = got.iter().map(|m| m.token).collect();
+        reader.ack(&tokens).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = deliver_thirty(
+        dir.path(),
+        broker_app(dir.path(), &mqtt::mosquitto(), &topic, ""),
+    )
+    .await;
+    let mut ids = Vec::new();
+    while ids.len() < 30 {
+        let got = tokio::time::timeout(Duration::from_secs(20), reader.next(30))
+            .await
+            .expect("the sink's messages within 20 s")
+            .unwrap();
+        for m in &got {
+            ids.push(CloudEvent::from_json_slice(&m.payload).unwrap().id);
+        }
+        let tokens: Vec<u64> = got.iter().map(|m| m.token).collect();
+        reader.ack(&tokens).await.unwrap();
+    }
+    assert_in_order(&ids);
+    reader.close().await;
+    node.shutdown().await;
+}
