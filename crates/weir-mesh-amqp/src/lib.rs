@@ -157,8 +157,11 @@ impl Source for AmqpSource {
                 .basic_ack(tag, BasicAckOptions { multiple: false })
                 .await
             {
-                // The channel failed: the broker requeues the rest.
+                // The channel failed: the broker requeues the rest, whose tokens go too.
                 tracing::warn!(error = %e, "AMQP acknowledgement not sent; the broker delivers again");
+                for token in tokens {
+                    self.unacked.remove(token);
+                }
                 break;
             }
         }
@@ -255,9 +258,27 @@ impl Reader {
             current.generation
         };
         self.set_health(true, None);
-        let mut deliveries = futures::stream::select_all(consumers);
+        // A queue's consumer that ends (the broker cancelled it: the queue was deleted)
+        // ends this connection, so the source consumes every queue again or says why not.
+        let ended = |queue: String| {
+            futures::stream::once(async move {
+                Err::<lapin::message::Delivery, _>(format!(
+                    "the broker cancelled the consumer of queue {queue:?}"
+                ))
+            })
+        };
+        let streams = consumers
+            .into_iter()
+            .zip(&self.queues)
+            .map(|(consumer, queue)| {
+                consumer
+                    .map(|delivery| delivery.map_err(|e| format!("receiving: {e}")))
+                    .chain(ended(queue.clone()))
+                    .boxed()
+            });
+        let mut deliveries = futures::stream::select_all(streams);
         while let Some(delivery) = deliveries.next().await {
-            let delivery = delivery.map_err(|e| format!("receiving: {e}"))?;
+            let delivery = delivery?;
             let properties = &delivery.properties;
             let headers = properties
                 .headers()

@@ -36,7 +36,8 @@ impl AmqpSink {
         url.parse::<lapin::uri::AMQPUri>()
             .map_err(|e| Error::config(format!("{shown:?} is not an AMQP URL: {e}")))?;
         let (exchange, routing_key) = to.split_once('/').unwrap_or(("", to));
-        if routing_key.is_empty() {
+        // (A fanout exchange takes an empty routing key: `EXCHANGE/`.)
+        if routing_key.is_empty() && exchange.is_empty() {
             return Err(Error::config(
                 "name the routing key in `to` (QUEUE, or EXCHANGE/ROUTING-KEY)",
             ));

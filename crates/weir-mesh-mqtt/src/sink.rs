@@ -2,14 +2,17 @@
 //! JSON, delivered once the broker's `PUBACK` for it arrived. One publish is in flight at
 //! a time per sink (simple and ordered; a sink serves a node's partitions one after
 //! another). MQTT 3.1.1 has no message id: a redelivery after a crash is published again
-//! (same `id` inside the JSON). The client id is `weir-APP-SINK-` and a random suffix (so
-//! fleet members do not take each other's connection over), on a clean session.
+//! (same `id` inside the JSON). The client id is `weir-sink-NAME-` and a random suffix (so
+//! fleet members do not take each other's connection over), on a clean session. An
+//! attempt that fails, times out or is cancelled drops the connection with it, so no
+//! request of an earlier attempt can be sent (and acknowledged) in a later one's name;
+//! an event over the largest packet is refused at once.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS};
-use tokio::sync::{Mutex, OnceCell, mpsc};
+use tokio::sync::{Mutex, mpsc};
 use weir_cloudevents::CloudEvent;
 use weir_mesh::{Delivery, Error, Sink, SourceOptions};
 
@@ -22,8 +25,10 @@ enum Report {
 
 struct Connected {
     client: AsyncClient,
-    reports: Mutex<mpsc::UnboundedReceiver<Report>>,
+    reports: mpsc::UnboundedReceiver<Report>,
     poller: tokio::task::JoinHandle<()>,
+    /// An attempt on this connection began and did not end well (or at all).
+    spoiled: bool,
 }
 
 impl Drop for Connected {
@@ -37,8 +42,12 @@ pub struct MqttSink {
     options: rumqttc::MqttOptions,
     topic: String,
     timeout: Duration,
-    connected: OnceCell<Connected>,
+    connected: Mutex<Option<Connected>>,
 }
+
+/// The largest event published: rumqttc refuses bigger packets (and breaks the
+/// connection), with room for the topic.
+const MAX_EVENT_BYTES: usize = (1 << 20) - 64 * 1024;
 
 impl MqttSink {
     /// A sink to `topic` on the broker `url` names (`mqtt://`, as the source's), for sink
@@ -70,60 +79,52 @@ impl MqttSink {
             options,
             topic: topic.to_owned(),
             timeout,
-            connected: OnceCell::new(),
+            connected: Mutex::new(None),
         })
     }
 
-    async fn connected(&self) -> &Connected {
-        self.connected
-            .get_or_init(|| async {
-                let (client, mut events) = AsyncClient::new(self.options.clone(), 16);
-                let (report, reports) = mpsc::unbounded_channel();
-                let poller = tokio::spawn(async move {
-                    loop {
-                        let sent = match events.poll().await {
-                            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                                report.send(Report::Sent(pkid))
-                            }
-                            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
-                                report.send(Report::Acked(ack.pkid))
-                            }
-                            Ok(_) => Ok(()),
-                            Err(e) => {
-                                let sent = report.send(Report::Failed(e.to_string()));
-                                // rumqttc connects again on the next poll.
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                                sent
-                            }
-                        };
-                        if sent.is_err() {
-                            return;
-                        }
+    fn connect(&self) -> Connected {
+        let (client, mut events) = AsyncClient::new(self.options.clone(), 16);
+        let (report, reports) = mpsc::unbounded_channel();
+        let poller = tokio::spawn(async move {
+            loop {
+                let sent = match events.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => report.send(Report::Sent(pkid)),
+                    Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                        report.send(Report::Acked(ack.pkid))
                     }
-                });
-                Connected {
-                    client,
-                    reports: Mutex::new(reports),
-                    poller,
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let sent = report.send(Report::Failed(e.to_string()));
+                        // rumqttc connects again on the next poll.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        sent
+                    }
+                };
+                if sent.is_err() {
+                    return;
                 }
-            })
-            .await
+            }
+        });
+        Connected {
+            client,
+            reports,
+            poller,
+            spoiled: false,
+        }
     }
 
-    async fn publish(&self, event: &CloudEvent) -> Result<(), String> {
-        let connected = self.connected().await;
-        // One publish at a time: the reports after it are its own.
-        let mut reports = connected.reports.lock().await;
-        while reports.try_recv().is_ok() {}
+    /// Publishes on `connected`, whose only request is this one.
+    async fn publish(&self, connected: &mut Connected, body: Vec<u8>) -> Result<(), String> {
         connected
             .client
-            .publish(&self.topic, QoS::AtLeastOnce, false, event.to_json_vec())
+            .publish(&self.topic, QoS::AtLeastOnce, false, body)
             .await
             .map_err(|e| format!("publishing: {e}"))?;
         let mut ours = None;
         let mut failure = None;
         loop {
-            match reports.recv().await {
+            match connected.reports.recv().await {
                 Some(Report::Sent(pkid)) if ours.is_none() => ours = Some(pkid),
                 Some(Report::Acked(pkid)) if Some(pkid) == ours => return Ok(()),
                 Some(Report::Failed(error)) => failure = Some(error),
@@ -143,13 +144,62 @@ impl Sink for MqttSink {
     }
 
     async fn deliver(&self, event: &CloudEvent) -> Delivery {
-        match tokio::time::timeout(self.timeout, self.publish(event)).await {
-            Ok(Ok(())) => Delivery::Delivered,
+        let body = event.to_json_vec();
+        if body.len() > MAX_EVENT_BYTES {
+            return Delivery::Refused {
+                error: format!(
+                    "the event is {} bytes, over the {MAX_EVENT_BYTES} an MQTT publish takes",
+                    body.len()
+                ),
+            };
+        }
+        // One attempt at a time, on a connection no earlier attempt left a request in.
+        let mut held = self.connected.lock().await;
+        if held.as_ref().is_some_and(|c| c.spoiled) {
+            *held = None;
+        }
+        let connected = held.get_or_insert_with(|| self.connect());
+        connected.spoiled = true;
+        let answer = tokio::time::timeout(self.timeout, self.publish(connected, body)).await;
+        match answer {
+            Ok(Ok(())) => {
+                connected.spoiled = false;
+                Delivery::Delivered
+            }
             Ok(Err(error)) => Delivery::Retry { error, after: None },
             Err(_) => Delivery::Retry {
                 error: format!("no PUBACK within {:?}", self.timeout),
                 after: None,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use weir_cloudevents::{CloudEvent, Data};
+    use weir_mesh::{Delivery, Sink};
+
+    use super::MqttSink;
+
+    #[tokio::test]
+    async fn an_event_over_the_largest_packet_is_refused_not_retried() {
+        let sink = MqttSink::new(
+            "app",
+            "out",
+            &weir_test_support::mqtt::mosquitto(),
+            "alerts",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let mut event = CloudEvent::new("big", "/test", "com.example.big");
+        event.data = Some(Data::Text("x".repeat(1 << 20)));
+        assert!(matches!(
+            sink.deliver(&event).await,
+            Delivery::Refused { .. }
+        ));
+        assert!(MqttSink::new("app", "out", "mqtt://h", "a/#", Duration::from_secs(1)).is_err());
     }
 }

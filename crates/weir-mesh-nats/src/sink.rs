@@ -1,7 +1,7 @@
 //! The NATS sinks: each event published as structured CloudEvents JSON
 //! (`application/cloudevents+json`) to one subject, with `Nats-Msg-Id` = the event's id.
-//! `nats://`: core NATS, delivered once the server answered a flush (nothing keeps it if
-//! no one subscribes). `jetstream://`: delivered on the stream's acknowledgement; the
+//! `nats://`: core NATS, delivered once written to the server's connection (a flush;
+//! core NATS confirms nothing, and keeps nothing if no one subscribes). `jetstream://`: delivered on the stream's acknowledgement; the
 //! stream drops a repeat of an id within its duplicate window (2 minutes by default), so
 //! a redelivery after a crash is stored once.
 
@@ -67,29 +67,40 @@ impl NatsSink {
             .await
     }
 
-    async fn publish(&self, event: &CloudEvent) -> Result<(), String> {
-        let client = self.client().await?;
+    async fn publish(&self, event: &CloudEvent) -> Result<(), Delivery> {
+        let retry = |error: String| Delivery::Retry { error, after: None };
+        let client = self.client().await.map_err(retry)?;
+        let body = event.to_json_vec();
+        let max = client.server_info().max_payload;
+        if max > 0 && body.len() > max {
+            return Err(Delivery::Refused {
+                error: format!(
+                    "the event is {} bytes, over the server's max_payload of {max}",
+                    body.len()
+                ),
+            });
+        }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.id.as_str());
         headers.insert("Content-Type", "application/cloudevents+json");
-        let body = event.to_json_vec().into();
+        let body = body.into();
         if self.jetstream {
             let context = async_nats::jetstream::new(client.clone());
             context
                 .publish_with_headers(self.subject.clone(), headers, body)
                 .await
-                .map_err(|e| format!("publishing: {e}"))?
+                .map_err(|e| retry(format!("publishing: {e}")))?
                 .await
-                .map_err(|e| format!("the stream did not acknowledge: {e}"))?;
+                .map_err(|e| retry(format!("the stream did not acknowledge: {e}")))?;
         } else {
             client
                 .publish_with_headers(self.subject.clone(), headers, body)
                 .await
-                .map_err(|e| format!("publishing: {e}"))?;
+                .map_err(|e| retry(format!("publishing: {e}")))?;
             client
                 .flush()
                 .await
-                .map_err(|e| format!("the server did not answer: {e}"))?;
+                .map_err(|e| retry(format!("not written to the server: {e}")))?;
         }
         Ok(())
     }
@@ -104,7 +115,7 @@ impl Sink for NatsSink {
     async fn deliver(&self, event: &CloudEvent) -> Delivery {
         match tokio::time::timeout(self.timeout, self.publish(event)).await {
             Ok(Ok(())) => Delivery::Delivered,
-            Ok(Err(error)) => Delivery::Retry { error, after: None },
+            Ok(Err(delivery)) => delivery,
             Err(_) => Delivery::Retry {
                 error: format!("no answer within {:?}", self.timeout),
                 after: None,
