@@ -14,7 +14,7 @@
 //! channel that failed are never acknowledged on its successor (the broker has requeued
 //! those deliveries already).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::mpsc;
-use weir_mesh::{Error, Health, Message, Source, SourceOptions};
+use weir_mesh::{Error, Health, Inbox, Message, SharedHealth, Source, SourceOptions};
 
 /// Deliveries the broker sends before the first is acknowledged (`basic.qos`).
 const PREFETCH: u16 = 512;
@@ -41,13 +41,12 @@ struct Current {
 
 /// A consumer of AMQP queues; see the crate docs.
 pub struct AmqpSource {
-    received: mpsc::Receiver<(u64, u64, Message)>,
-    pending: VecDeque<Message>,
+    inbox: Inbox<(u64, u64, Message)>,
     /// What each handed-out token acknowledges: a delivery tag on a channel generation.
     unacked: HashMap<u64, (u64, u64)>,
     next_token: u64,
     current: Arc<Mutex<Current>>,
-    health: Arc<Mutex<Health>>,
+    health: SharedHealth,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -79,8 +78,8 @@ impl AmqpSource {
         if options.subscribe.is_empty() || options.subscribe.iter().any(String::is_empty) {
             return Err(Error::config("name the queues to consume in `subscribe`"));
         }
-        let (sender, received) = mpsc::channel(usize::from(PREFETCH) * 2);
-        let health = Arc::new(Mutex::new(Health::default()));
+        let (sender, inbox) = weir_mesh::inbox(usize::from(PREFETCH) * 2);
+        let health = SharedHealth::default();
         let current = Arc::new(Mutex::new(Current::default()));
         let reader = tokio::spawn(
             Reader {
@@ -94,8 +93,7 @@ impl AmqpSource {
             .run(),
         );
         Ok(AmqpSource {
-            received,
-            pending: VecDeque::new(),
+            inbox,
             unacked: HashMap::new(),
             next_token: 0,
             current,
@@ -104,11 +102,11 @@ impl AmqpSource {
         })
     }
 
-    fn hand_out(&mut self, (generation, tag, mut message): (u64, u64, Message)) {
+    fn hand_out(&mut self, (generation, tag, mut message): (u64, u64, Message)) -> Message {
         message.token = self.next_token;
         self.unacked.insert(self.next_token, (generation, tag));
         self.next_token += 1;
-        self.pending.push_back(message);
+        message
     }
 }
 
@@ -123,20 +121,12 @@ impl Source for AmqpSource {
     }
 
     async fn next(&mut self, max: usize) -> Result<Vec<Message>, Error> {
-        if self.pending.is_empty() {
-            match self.received.recv().await {
-                Some(delivery) => self.hand_out(delivery),
-                None => return Err(Error::closed("the AMQP consumer stopped")),
-            }
-        }
-        while self.pending.len() < max {
-            match self.received.try_recv() {
-                Ok(delivery) => self.hand_out(delivery),
-                Err(_) => break,
-            }
-        }
-        let n = max.min(self.pending.len());
-        Ok(self.pending.drain(..n).collect())
+        let deliveries = self
+            .inbox
+            .next(max)
+            .await
+            .ok_or_else(|| Error::closed("the AMQP consumer stopped"))?;
+        Ok(deliveries.into_iter().map(|d| self.hand_out(d)).collect())
     }
 
     async fn ack(&mut self, tokens: &[u64]) -> Result<(), Error> {
@@ -186,10 +176,7 @@ impl Source for AmqpSource {
     }
 
     fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.health.get()
     }
 }
 
@@ -199,14 +186,10 @@ struct Reader {
     tag: String,
     sender: mpsc::Sender<(u64, u64, Message)>,
     current: Arc<Mutex<Current>>,
-    health: Arc<Mutex<Health>>,
+    health: SharedHealth,
 }
 
 impl Reader {
-    fn set_health(&self, connected: bool, error: Option<String>) {
-        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = Health { connected, error };
-    }
-
     async fn run(self) {
         let mut wait = Duration::from_millis(100);
         loop {
@@ -219,7 +202,7 @@ impl Reader {
                 current.channel = None;
             }
             tracing::warn!(error = %failure, "AMQP source disconnected; connecting again");
-            self.set_health(false, Some(failure));
+            self.health.set(false, Some(failure));
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_RECONNECT_WAIT);
         }
@@ -257,7 +240,7 @@ impl Reader {
             current.channel = Some(channel);
             current.generation
         };
-        self.set_health(true, None);
+        self.health.set(true, None);
         // A queue's consumer that ends (the broker cancelled it: the queue was deleted)
         // ends this connection, so the source consumes every queue again or says why not.
         let ended = |queue: String| {

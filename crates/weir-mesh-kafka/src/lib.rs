@@ -13,9 +13,9 @@
 //! consumer and drops it itself, a moment after the last poll (librdkafka 2.12 aborts the
 //! process when an assignment stops before its fetcher started).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -24,7 +24,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
-use weir_mesh::{Error, Health, Message, Position, Source, SourceOptions, Start};
+use weir_mesh::{
+    Error, Health, Inbox, Message, Position, SharedHealth, Source, SourceOptions, Start,
+};
 
 /// Messages received and not yet taken by the engine.
 const READ_AHEAD: usize = 1024;
@@ -90,9 +92,8 @@ fn target(url: &str) -> Result<Target, Error> {
 
 /// A reader of Kafka topics; see the crate docs.
 pub struct KafkaSource {
-    received: mpsc::Receiver<Message>,
-    pending: VecDeque<Message>,
-    health: Arc<Mutex<Health>>,
+    inbox: Inbox<Message>,
+    health: SharedHealth,
     stop: Arc<AtomicBool>,
 }
 
@@ -142,8 +143,8 @@ impl KafkaSource {
         if let Some(ms) = target.fetch_wait_ms {
             config.set("fetch.wait.max.ms", ms.to_string());
         }
-        let (sender, received) = mpsc::channel(READ_AHEAD);
-        let health = Arc::new(Mutex::new(Health::default()));
+        let (sender, inbox) = weir_mesh::inbox(READ_AHEAD);
+        let health = SharedHealth::default();
         let stop = Arc::new(AtomicBool::new(false));
         let reader = Reader {
             config,
@@ -161,8 +162,7 @@ impl KafkaSource {
             .spawn(move || reader.run())
             .map_err(|e| Error::connection(format!("cannot start the Kafka reader: {e}")))?;
         Ok(KafkaSource {
-            received,
-            pending: VecDeque::new(),
+            inbox,
             health,
             stop,
         })
@@ -184,20 +184,10 @@ impl Source for KafkaSource {
     }
 
     async fn next(&mut self, max: usize) -> Result<Vec<Message>, Error> {
-        if self.pending.is_empty() {
-            match self.received.recv().await {
-                Some(message) => self.pending.push_back(message),
-                None => return Err(Error::closed("the Kafka reader stopped")),
-            }
-        }
-        while self.pending.len() < max {
-            match self.received.try_recv() {
-                Ok(message) => self.pending.push_back(message),
-                Err(_) => break,
-            }
-        }
-        let n = max.min(self.pending.len());
-        Ok(self.pending.drain(..n).collect())
+        self.inbox
+            .next(max)
+            .await
+            .ok_or_else(|| Error::closed("the Kafka reader stopped"))
     }
 
     /// Nothing to do: the positions travel with the events.
@@ -210,10 +200,7 @@ impl Source for KafkaSource {
     }
 
     fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.health.get()
     }
 }
 
@@ -224,7 +211,7 @@ struct Reader {
     cursors: BTreeMap<(String, i32), i64>,
     start: Start,
     sender: mpsc::Sender<Message>,
-    health: Arc<Mutex<Health>>,
+    health: SharedHealth,
     stop: Arc<AtomicBool>,
     next_token: u64,
     /// Whether the topics were looked up once since the source opened.
@@ -232,10 +219,6 @@ struct Reader {
 }
 
 impl Reader {
-    fn set_health(&self, connected: bool, error: Option<String>) {
-        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = Health { connected, error };
-    }
-
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed) || self.sender.is_closed()
     }
@@ -246,7 +229,8 @@ impl Reader {
             let consumer: BaseConsumer = match self.config.create() {
                 Ok(consumer) => consumer,
                 Err(e) => {
-                    self.set_health(false, Some(format!("cannot make a Kafka consumer: {e}")));
+                    self.health
+                        .set(false, Some(format!("cannot make a Kafka consumer: {e}")));
                     return;
                 }
             };
@@ -256,7 +240,7 @@ impl Reader {
             drop(consumer);
             let Some(failure) = failure else { return };
             tracing::warn!(error = %failure, "Kafka source failed; reading again");
-            self.set_health(false, Some(failure));
+            self.health.set(false, Some(failure));
             let until = Instant::now() + wait;
             while Instant::now() < until && !self.stopped() {
                 std::thread::sleep(Duration::from_millis(50));
@@ -330,7 +314,7 @@ impl Reader {
         self.assignment(consumer, first)?;
         self.looked = true;
         self.assign(consumer)?;
-        self.set_health(true, None);
+        self.health.set(true, None);
         let mut looked = Instant::now();
         while !self.stopped() {
             if looked.elapsed() >= METADATA_EVERY {
@@ -343,7 +327,7 @@ impl Reader {
                 None => continue,
                 Some(Err(e)) => {
                     // librdkafka reports broker trouble here and goes on by itself.
-                    self.set_health(false, Some(e.to_string()));
+                    self.health.set(false, Some(e.to_string()));
                     continue;
                 }
                 Some(Ok(message)) => message,
@@ -384,7 +368,7 @@ impl Reader {
                     after: offset.to_string(),
                 }),
             };
-            self.set_health(true, None);
+            self.health.set(true, None);
             if self.sender.blocking_send(out).is_err() {
                 return Ok(());
             }

@@ -14,15 +14,15 @@
 //! `STREAM:SEQUENCE`, the same on every read. A task of its own feeds a channel that
 //! [`Source::next`] takes from, so `next` is cancel-safe; the client reconnects by itself.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use weir_mesh::{Error, Health, Message, Position, Source, SourceOptions, Start};
+use weir_mesh::{
+    Error, Health, Inbox, Message, Position, SharedHealth, Source, SourceOptions, Start,
+};
 
 /// Messages received and not yet taken by the engine.
 const READ_AHEAD: usize = 1024;
@@ -80,9 +80,8 @@ fn target(url: &str) -> Result<Target, Error> {
 /// A NATS source; see the crate docs.
 pub struct NatsSource {
     kind: &'static str,
-    received: mpsc::Receiver<Message>,
-    pending: VecDeque<Message>,
-    health: Arc<Mutex<Health>>,
+    inbox: Inbox<Message>,
+    health: SharedHealth,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -99,8 +98,8 @@ impl NatsSource {
         if options.subscribe.iter().any(String::is_empty) {
             return Err(Error::config("`subscribe` lists an empty subject"));
         }
-        let (sender, received) = mpsc::channel(READ_AHEAD);
-        let health = Arc::new(Mutex::new(Health::default()));
+        let (sender, inbox) = weir_mesh::inbox(READ_AHEAD);
+        let health = SharedHealth::default();
         let reader = Reader {
             server: target.server,
             subjects: options.subscribe.clone(),
@@ -132,8 +131,7 @@ impl NatsSource {
         };
         Ok(NatsSource {
             kind,
-            received,
-            pending: VecDeque::new(),
+            inbox,
             health,
             reader,
         })
@@ -155,20 +153,10 @@ impl Source for NatsSource {
     }
 
     async fn next(&mut self, max: usize) -> Result<Vec<Message>, Error> {
-        if self.pending.is_empty() {
-            match self.received.recv().await {
-                Some(message) => self.pending.push_back(message),
-                None => return Err(Error::closed("the NATS reader stopped")),
-            }
-        }
-        while self.pending.len() < max {
-            match self.received.try_recv() {
-                Ok(message) => self.pending.push_back(message),
-                Err(_) => break,
-            }
-        }
-        let n = max.min(self.pending.len());
-        Ok(self.pending.drain(..n).collect())
+        self.inbox
+            .next(max)
+            .await
+            .ok_or_else(|| Error::closed("the NATS reader stopped"))
     }
 
     /// Nothing to do: core NATS has no acknowledgement, JetStream positions travel with
@@ -182,10 +170,7 @@ impl Source for NatsSource {
     }
 
     fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.health.get()
     }
 }
 
@@ -193,7 +178,7 @@ struct Reader {
     server: String,
     subjects: Vec<String>,
     sender: mpsc::Sender<Message>,
-    health: Arc<Mutex<Health>>,
+    health: SharedHealth,
     next_token: u64,
 }
 
@@ -201,10 +186,6 @@ struct Reader {
 type Step = Result<bool, String>;
 
 impl Reader {
-    fn set_health(&self, connected: bool, error: Option<String>) {
-        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = Health { connected, error };
-    }
-
     async fn connect(&self) -> async_nats::Client {
         let mut wait = Duration::from_millis(100);
         loop {
@@ -215,7 +196,7 @@ impl Reader {
                 Ok(client) => return client,
                 Err(e) => {
                     tracing::warn!(error = %e, "NATS source cannot connect; trying again");
-                    self.set_health(false, Some(format!("connecting: {e}")));
+                    self.health.set(false, Some(format!("connecting: {e}")));
                 }
             }
             tokio::time::sleep(wait).await;
@@ -260,7 +241,8 @@ impl Reader {
             match client.subscribe(subject.clone()).await {
                 Ok(subscription) => subscriptions.push(subscription),
                 Err(e) => {
-                    self.set_health(false, Some(format!("subscribing to {subject:?}: {e}")));
+                    self.health
+                        .set(false, Some(format!("subscribing to {subject:?}: {e}")));
                     return;
                 }
             }
@@ -279,7 +261,7 @@ impl Reader {
                 _ = health.tick() => {
                     let connected =
                         client.connection_state() == async_nats::connection::State::Connected;
-                    self.set_health(connected, (!connected).then(|| "disconnected; reconnecting".to_owned()));
+                    self.health.set(connected, (!connected).then(|| "disconnected; reconnecting".to_owned()));
                 }
             }
         }
@@ -297,7 +279,7 @@ impl Reader {
                 Ok(true) => wait = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(stream, error = %e, "JetStream source failed; reading again");
-                    self.set_health(false, Some(e));
+                    self.health.set(false, Some(e));
                 }
             }
             tokio::time::sleep(wait).await;
@@ -348,7 +330,7 @@ impl Reader {
             .messages()
             .await
             .map_err(|e| format!("reading stream {stream:?}: {e}"))?;
-        self.set_health(true, None);
+        self.health.set(true, None);
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| format!("reading stream {stream:?}: {e}"))?;
             let sequence = message

@@ -11,8 +11,7 @@
 //! response timeout) into a channel; [`RedisSource::next`] takes from the channel, so it is
 //! cancel-safe, and the task reconnects with a growing pause when the connection breaks.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,22 +20,23 @@ use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use tokio::sync::mpsc;
-use weir_mesh::{Error, Health, Message, Position, Source, SourceOptions, Start};
+use weir_mesh::{
+    Error, Health, Inbox, Message, Position, SharedHealth, Source, SourceOptions, Start,
+};
 
 /// Entries asked for in one `XREAD` (per stream).
 const READ_COUNT: usize = 256;
 /// How long one `XREAD` waits for new entries, in milliseconds.
 const BLOCK_MS: usize = 1000;
-/// Batches read and not yet taken by the engine: what the reader runs ahead by.
+/// Reads of entries not yet taken by the engine: what the reader runs ahead by.
 const READ_AHEAD: usize = 4;
 /// The longest pause between two connection attempts.
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(5);
 
 /// A reader of Redis streams; see the crate docs.
 pub struct RedisSource {
-    received: mpsc::Receiver<Vec<Message>>,
-    pending: VecDeque<Message>,
-    health: Arc<Mutex<Health>>,
+    inbox: Inbox<Message>,
+    health: SharedHealth,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -78,8 +78,8 @@ impl RedisSource {
             .iter()
             .map(|key| (key.clone(), options.resume.get(key).cloned()))
             .collect();
-        let (sender, received) = mpsc::channel(READ_AHEAD);
-        let health = Arc::new(Mutex::new(Health::default()));
+        let (sender, inbox) = weir_mesh::inbox(READ_AHEAD * READ_COUNT);
+        let health = SharedHealth::default();
         let reader = tokio::spawn(
             Reader {
                 client,
@@ -92,8 +92,7 @@ impl RedisSource {
             .run(),
         );
         Ok(RedisSource {
-            received,
-            pending: VecDeque::new(),
+            inbox,
             health,
             reader,
         })
@@ -115,20 +114,10 @@ impl Source for RedisSource {
     }
 
     async fn next(&mut self, max: usize) -> Result<Vec<Message>, Error> {
-        if self.pending.is_empty() {
-            match self.received.recv().await {
-                Some(batch) => self.pending.extend(batch),
-                None => return Err(Error::closed("the Redis stream reader stopped")),
-            }
-        }
-        while self.pending.len() < max {
-            match self.received.try_recv() {
-                Ok(batch) => self.pending.extend(batch),
-                Err(_) => break,
-            }
-        }
-        let n = max.min(self.pending.len());
-        Ok(self.pending.drain(..n).collect())
+        self.inbox
+            .next(max)
+            .await
+            .ok_or_else(|| Error::closed("the Redis stream reader stopped"))
     }
 
     /// Nothing to do: the positions travel with the events.
@@ -141,10 +130,7 @@ impl Source for RedisSource {
     }
 
     fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.health.get()
     }
 }
 
@@ -154,16 +140,12 @@ struct Reader {
     client: redis::Client,
     cursors: BTreeMap<String, Option<String>>,
     start: Start,
-    sender: mpsc::Sender<Vec<Message>>,
-    health: Arc<Mutex<Health>>,
+    sender: mpsc::Sender<Message>,
+    health: SharedHealth,
     next_token: u64,
 }
 
 impl Reader {
-    fn set_health(&self, connected: bool, error: Option<String>) {
-        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = Health { connected, error };
-    }
-
     async fn run(mut self) {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -187,7 +169,7 @@ impl Reader {
                 Err(e) => format!("connecting: {e}"),
             };
             tracing::warn!(error = %failure, "Redis source disconnected; connecting again");
-            self.set_health(false, Some(failure));
+            self.health.set(false, Some(failure));
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_RECONNECT_WAIT);
         }
@@ -211,7 +193,7 @@ impl Reader {
             }
         }
         // Connected, and where to begin in every stream is settled.
-        self.set_health(true, None);
+        self.health.set(true, None);
         let options = StreamReadOptions::default()
             .count(READ_COUNT)
             .block(BLOCK_MS);
@@ -221,7 +203,6 @@ impl Reader {
             let reply: Option<StreamReadReply> =
                 connection.xread_options(&keys, &ids, &options).await?;
             let Some(reply) = reply else { continue };
-            let mut batch = Vec::new();
             for stream in reply.keys {
                 for entry in stream.ids {
                     let token = self.next_token;
@@ -229,11 +210,15 @@ impl Reader {
                     if let Some(cursor) = self.cursors.get_mut(&stream.key) {
                         *cursor = Some(entry.id.clone());
                     }
-                    batch.push(message(&stream.key, entry, token));
+                    if self
+                        .sender
+                        .send(message(&stream.key, entry, token))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
                 }
-            }
-            if !batch.is_empty() && self.sender.send(batch).await.is_err() {
-                return Ok(());
             }
         }
     }

@@ -23,12 +23,14 @@
 //!    the source again with them ([`SourceOptions::resume`]); the source then hands out
 //!    exactly the messages after them, so nothing is stored twice or skipped.
 
+mod inbox;
 pub mod schedule;
 mod template;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use crate::inbox::{Inbox, SharedHealth, inbox};
 pub use crate::template::{DataMode, EventTemplate, KeyTemplate, Poison};
 
 /// One message from a broker, as a source hands it to the engine.
