@@ -9,14 +9,15 @@
 //! batch it holds, unless the log refuses it, in which case it acknowledges nothing and the
 //! broker delivers the batch again.
 //!
-//! **Positional sources** (Redis Streams, JetStream, Kafka) are not acknowledged: each batch's
-//! events, dead letters and the source's positions after it (a record of the topic
-//! `NAME.positions`) are one log transaction, committed with the generation the source
-//! claimed for group `source.NAME` when it took over, and a source opens again from the
-//! positions of the last committed record. On an exactly-once log (the embedded one)
-//! nothing is stored twice or skipped across a crash; on an at-least-once log the positions
-//! are appended last, so a crash mid-way repeats, never loses. A node that lost the source
-//! to another (a newer claim) has its commit refused and stores nothing.
+//! **Positional sources** (Redis Streams, JetStream, Kafka, and schedules, whose messages
+//! are ticks) are not acknowledged: each batch's events, dead letters and the source's
+//! positions after it (a record of the topic `NAME.positions`) are one log transaction,
+//! committed with the generation the source claimed for group `source.NAME` when it took
+//! over, and a source opens again from the positions of the last committed record. On an
+//! exactly-once log (the embedded one) nothing is stored twice or skipped across a crash;
+//! on an at-least-once log the positions go in a second call after the events, so a crash
+//! between repeats, never loses. A node that lost the source to another (a newer claim)
+//! has its commit refused and stores nothing.
 //!
 //! On a fleet each source is one unit (`source/NAME`): one member runs it at a time.
 
