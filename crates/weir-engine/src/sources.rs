@@ -194,14 +194,26 @@ impl Sources {
                 StartPosition::Latest => Start::Latest,
             },
         };
+        self.launch(running, options, log, units, tasks);
+        tracing::info!(source = name, url = %weir_mesh::display_url(&spec.url), topic = %spec.topic, "source started");
+        Ok(())
+    }
+
+    /// Runs `running` in a task of `tasks` and keeps it by name.
+    fn launch(
+        &self,
+        running: Arc<Running>,
+        options: SourceOptions,
+        log: &SharedLog,
+        units: &Units,
+        tasks: &TaskTracker,
+    ) {
         let task = tasks.spawn(drive(running.clone(), options, log.clone(), units.clone()));
         *running.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
-        tracing::info!(source = name, url = %weir_mesh::display_url(&spec.url), topic = %spec.topic, "source started");
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_owned(), running);
-        Ok(())
+            .insert(running.name.clone(), running);
     }
 
     /// Starts schedule `name`: a positional source of ticks, one per occurrence, committed
@@ -262,13 +274,8 @@ impl Sources {
             app: app.to_owned(),
             ..SourceOptions::default()
         };
-        let task = tasks.spawn(drive(running.clone(), options, log.clone(), units.clone()));
-        *running.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        self.launch(running, options, log, units, tasks);
         tracing::info!(schedule = name, cron = %schedule.cron, topic = %schedule.topic, "schedule started");
-        self.running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_owned(), running);
         Ok(())
     }
 
@@ -598,6 +605,11 @@ async fn run_positional(
     positions: &mut Positions,
 ) -> std::result::Result<(), String> {
     let (counts, name) = (&running.counts, running.name.as_str());
+    let metrics = Metrics {
+        events_in: telemetry::events_in(&running.spec.topic),
+        appended: telemetry::source_messages(name, "appended"),
+        dead_lettered: telemetry::source_messages(name, "dead_lettered"),
+    };
     let mut health_wait = Duration::from_millis(100);
     loop {
         let batch = match next_batch(running, source, done, &mut health_wait).await {
@@ -610,8 +622,8 @@ async fn run_positional(
             let (record, event) = convert(name, template, message, separator);
             let full = !chunk.is_empty() && chunk.bytes + record.value.len() > MAX_APPEND_BYTES;
             if full {
-                match commit_chunk(running, log, positions, std::mem::take(&mut chunk), done).await
-                {
+                let chunk = std::mem::take(&mut chunk);
+                match commit_chunk(running, log, positions, chunk, done, &metrics).await {
                     Committed::Yes => {}
                     Committed::Stopped => return Ok(()),
                     Committed::Fenced => return Err("another node took the source over".into()),
@@ -631,7 +643,7 @@ async fn run_positional(
             }
         }
         if !chunk.is_empty() {
-            match commit_chunk(running, log, positions, chunk, done).await {
+            match commit_chunk(running, log, positions, chunk, done, &metrics).await {
                 Committed::Yes => {}
                 Committed::Stopped => return Ok(()),
                 Committed::Fenced => return Err("another node took the source over".into()),
@@ -640,6 +652,13 @@ async fn run_positional(
         counts.set_position(&positions.current);
         health_wait = Duration::from_millis(100);
     }
+}
+
+/// A positional source's counters, made once per run (not per commit).
+struct Metrics {
+    events_in: metrics::Counter,
+    appended: metrics::Counter,
+    dead_lettered: metrics::Counter,
 }
 
 /// Messages of one transaction of a positional source.
@@ -674,6 +693,7 @@ async fn commit_chunk(
     positions: &mut Positions,
     chunk: Chunk,
     done: &CancellationToken,
+    metrics: &Metrics,
 ) -> Committed {
     let (spec, counts, name) = (&running.spec, &running.counts, running.name.as_str());
     let stored = Stored {
@@ -759,12 +779,12 @@ async fn commit_chunk(
         counts.set_error(None);
         tracing::info!(source = name, "the log takes the source's events again");
     }
-    telemetry::events_in(&spec.topic).increment(n_events);
+    metrics.events_in.increment(n_events);
     counts.appended.fetch_add(n_events, Relaxed);
     counts.dead_lettered.fetch_add(n_dead, Relaxed);
     counts.acknowledged.fetch_add(chunk.messages, Relaxed);
-    telemetry::source_messages(name, "appended").increment(n_events);
-    telemetry::source_messages(name, "dead_lettered").increment(n_dead);
+    metrics.appended.increment(n_events);
+    metrics.dead_lettered.increment(n_dead);
     Committed::Yes
 }
 

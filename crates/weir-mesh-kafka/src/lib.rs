@@ -316,6 +316,8 @@ impl Reader {
         self.assign(consumer)?;
         self.health.set(true, None);
         let mut looked = Instant::now();
+        // Whether the health says connected: set again only when a record follows an error.
+        let mut healthy = true;
         while !self.stopped() {
             if looked.elapsed() >= METADATA_EVERY {
                 looked = Instant::now();
@@ -328,6 +330,7 @@ impl Reader {
                 Some(Err(e)) => {
                     // librdkafka reports broker trouble here and goes on by itself.
                     self.health.set(false, Some(e.to_string()));
+                    healthy = false;
                     continue;
                 }
                 Some(Ok(message)) => message,
@@ -368,7 +371,10 @@ impl Reader {
                     after: offset.to_string(),
                 }),
             };
-            self.health.set(true, None);
+            if !healthy {
+                self.health.set(true, None);
+                healthy = true;
+            }
             if self.sender.blocking_send(out).is_err() {
                 return Ok(());
             }
