@@ -50,6 +50,8 @@ pub enum Action<'a> {
     ReadEntity(&'a str),
     /// Query a view.
     ReadView(&'a str),
+    /// Call an HTTP route (`[routes.NAME]`) by name.
+    Invoke(&'a str),
     /// One admin operation.
     Admin(AdminOp),
     /// Everything, including changing `[auth]`: the built-in `admin` role only.
@@ -67,6 +69,7 @@ impl fmt::Display for Action<'_> {
             Action::Command(ty) => write!(f, "send commands to entity type {ty:?}"),
             Action::ReadEntity(ty) => write!(f, "read entities of type {ty:?}"),
             Action::ReadView(view) => write!(f, "query view {view:?}"),
+            Action::Invoke(route) => write!(f, "call route {route:?}"),
             Action::Admin(op) => write!(f, "perform the admin operation {:?}", op.name()),
             Action::FullAdmin => f.write_str("change the node's auth settings"),
             Action::Observe => f.write_str("observe the node"),
@@ -99,6 +102,7 @@ pub(crate) fn check(
                     matches_any(&role.subscribe, &EntitySpec::journal_topic(ty))
                 }
                 Action::ReadView(view) => matches_any(&role.views, view),
+                Action::Invoke(route) => matches_any(&role.routes, route),
                 Action::Admin(op) => role.admin.iter().any(|a| a == "*" || a == op.name()),
                 Action::FullAdmin | Action::Observe => false,
             }
@@ -118,6 +122,7 @@ pub(crate) fn check(
             EntitySpec::journal_topic(ty)
         ),
         Action::ReadView(view) => format!("views = [{view:?}] (or a pattern matching it)"),
+        Action::Invoke(route) => format!("routes = [{route:?}] (or a pattern matching it)"),
         Action::Admin(op) => format!("admin = [{:?}]", op.name()),
         Action::FullAdmin | Action::Observe => "the built-in \"admin\" role".to_owned(),
     };

@@ -36,6 +36,7 @@ fn spec(jwt: Option<JwtSpec>) -> AuthSpec {
                 subscribe: vec!["orders.*".to_owned()],
                 admin: vec!["replay".to_owned()],
                 views: vec!["orders-*".to_owned()],
+                routes: vec!["items".to_owned()],
             },
         )]),
         principals: BTreeMap::from([("ops".to_owned(), vec!["admin".to_owned()])]),

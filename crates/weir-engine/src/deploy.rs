@@ -197,6 +197,7 @@ impl Node {
             reloaded.insert(name.clone(), deployed);
         }
         *self.manifest.lock().unwrap_or_else(PoisonError::into_inner) = Some(next.clone());
+        self.set_routes()?;
         for name in &plan.pipelines {
             self.start_pipeline(name, &next.pipelines[name]).await?;
         }

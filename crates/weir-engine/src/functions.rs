@@ -74,6 +74,7 @@ pub(crate) fn settings(name: &str, spec: &FunctionSpec) -> Result<FunctionSettin
             keyvalue: spec.capabilities.keyvalue.iter().cloned().collect(),
             http,
             http_timeout: Duration::from_millis(spec.capabilities.http_timeout_ms),
+            publish: spec.capabilities.publish.iter().cloned().collect(),
         },
         instance_reuse: spec.instance_reuse,
     })

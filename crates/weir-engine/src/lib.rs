@@ -44,6 +44,7 @@ mod pipeline;
 mod redrive;
 mod registry;
 pub mod replay;
+mod routes;
 pub mod routing;
 mod sinks;
 mod sources;
@@ -71,6 +72,7 @@ pub use replay::{
     Replay, ReplayBound, ReplayProgress, ReplayRange, ReplayReport, ReplayRequest, VersionReport,
     VersionSource,
 };
+pub use routes::RouteMatch;
 pub use sinks::SinkStatus;
 pub use sources::SourceStatus;
 pub use status::{FleetStatus, FunctionStatus, NodeStatus, TopicStatus};

@@ -106,6 +106,8 @@ pub struct Node {
     pub(crate) sources: crate::sources::Sources,
     /// The app's sinks delivering topics' events to other systems.
     pub(crate) sinks: crate::sinks::Sinks,
+    /// The app's HTTP routes, rebuilt at start and on each deploy.
+    pub(crate) routes: std::sync::RwLock<Arc<crate::routes::RouteTable>>,
     /// On a fleet, where its deploys are shared (`deploy::shared`).
     pub(crate) shared: Option<Arc<dyn weir_log::SharedDeploys>>,
     /// The SHA-256 of the `weir.toml` this node started from.
@@ -265,8 +267,12 @@ impl Node {
             units,
             sources: crate::sources::Sources::default(),
             sinks: crate::sinks::Sinks::default(),
+            routes: std::sync::RwLock::default(),
             stopped: Mutex::new(false),
         };
+        if let Err(e) = node.set_routes() {
+            return Err(abandon(&node.cancel, &node.tasks, e).await);
+        }
         if let Some(manifest) = &manifest {
             for (name, spec) in &manifest.pipelines {
                 if let Err(e) = node.start_pipeline(name, spec).await {

@@ -28,6 +28,16 @@ pub(crate) const SINK_CIRCUIT: &str = "weir_sink_circuit_transitions_total";
 /// Run when a node starts; describing again is harmless.
 pub(crate) fn describe_metrics() {
     describe_counter!(
+        "weir_route_requests_total",
+        Unit::Count,
+        "requests served by an HTTP route's function, by route and status (failed: the call failed, answered 5xx by the gateway)"
+    );
+    metrics::describe_histogram!(
+        "weir_route_request_seconds",
+        Unit::Seconds,
+        "time an HTTP route's function took to answer, response body included"
+    );
+    describe_counter!(
         TOPIC_EVENTS_IN,
         Unit::Count,
         "events appended to a topic: published (HTTP, weir publish) or written by a pipeline (outputs and dead letters)"

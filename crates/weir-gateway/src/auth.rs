@@ -135,18 +135,10 @@ pub(crate) async fn front_door(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let addr = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<ClientAddr>>()
-        .map(|info| info.0.0.ip().to_string());
-    let address_key: Arc<str> = Arc::from(addr.as_deref().unwrap_or("local"));
-    let anonymous = |key: &Arc<str>| Caller {
-        key: key.clone(),
-        principal: None,
-    };
-    let caller = match state.auth.get() {
+    let auth = state.auth.get();
+    let caller = match &auth {
         // An open node: nothing to check but the rate.
-        None => anonymous(&address_key),
+        None => admit(&state, &parts, None, None),
         Some(auth) => {
             let template = parts
                 .extensions
@@ -161,41 +153,68 @@ pub(crate) async fn front_door(
                     .as_ref()
                     .and_then(|p| p.iter().find(|(k, _)| *k == name).map(|(_, v)| v))
             };
-            match action(&parts.method, &template, param, auth.spec().metrics_open) {
-                None => anonymous(&address_key),
-                Some(wanted) => {
-                    let header = parts
-                        .headers
-                        .get(header::AUTHORIZATION)
-                        .map(|v| v.as_bytes());
-                    let principal = match auth.authenticate(header) {
-                        Ok(principal) => principal,
-                        Err(error) => {
-                            // Failed attempts count against the client's address.
-                            if let Some(limited) = state.rate_limit(&address_key) {
-                                return limited.into_response();
-                            }
-                            tracing::debug!(code = error.code(), client = %address_key, "credential refused");
-                            return unauthorized(&error).into_response();
-                        }
-                    };
-                    if let Err(denied) = auth.authorize(&principal, wanted) {
-                        tracing::info!(principal = %principal.name, %wanted, "request denied");
-                        return forbidden(&denied).into_response();
-                    }
-                    Caller {
-                        key: Arc::from(principal.name.as_str()),
-                        principal: Some(Arc::new(principal)),
-                    }
-                }
-            }
+            let wanted = action(&parts.method, &template, param, auth.spec().metrics_open);
+            admit(&state, &parts, Some(auth), wanted)
         }
     };
-    if let Some(limited) = state.rate_limit(&caller.key) {
-        return limited.into_response();
+    match caller {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(refused) => refused,
     }
-    parts.extensions.insert(caller);
-    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Who is calling and whether they may do `wanted` (`None`: open to all) under `auth`
+/// (`None`: an open node), then whether they are over their rate; the answer to send
+/// back if not.
+pub(crate) fn admit(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    auth: Option<&Authenticator>,
+    wanted: Option<Action<'_>>,
+) -> Result<Caller, Response> {
+    let addr = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<ClientAddr>>()
+        .map(|info| info.0.0.ip().to_string());
+    let address_key: Arc<str> = Arc::from(addr.as_deref().unwrap_or("local"));
+    let caller = match (auth, wanted) {
+        (Some(auth), Some(wanted)) => {
+            let header = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            let principal = match auth.authenticate(header) {
+                Ok(principal) => principal,
+                Err(error) => {
+                    // Failed attempts count against the client's address.
+                    if let Some(limited) = state.rate_limit(&address_key) {
+                        return Err(limited.into_response());
+                    }
+                    tracing::debug!(code = error.code(), client = %address_key, "credential refused");
+                    return Err(unauthorized(&error).into_response());
+                }
+            };
+            if let Err(denied) = auth.authorize(&principal, wanted) {
+                tracing::info!(principal = %principal.name, %wanted, "request denied");
+                return Err(forbidden(&denied).into_response());
+            }
+            Caller {
+                key: Arc::from(principal.name.as_str()),
+                principal: Some(Arc::new(principal)),
+            }
+        }
+        _ => Caller {
+            key: address_key,
+            principal: None,
+        },
+    };
+    if let Some(limited) = state.rate_limit(&caller.key) {
+        return Err(limited.into_response());
+    }
+    Ok(caller)
 }
 
 fn unauthorized(error: &AuthError) -> Problem {

@@ -36,6 +36,7 @@ pub mod metrics;
 mod pipelines;
 mod problem;
 mod replay;
+mod routes;
 mod topics;
 mod views;
 
@@ -282,7 +283,7 @@ fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: Cancellation
             state.clone(),
             auth::front_door,
         ))
-        .fallback(not_found)
+        .fallback(routes::serve)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -377,10 +378,6 @@ pub async fn serve(
             Ok(())
         }
     }
-}
-
-async fn not_found() -> Problem {
-    Problem::not_found("no such route; see the README for weir's HTTP API")
 }
 
 async fn method_not_allowed() -> Problem {

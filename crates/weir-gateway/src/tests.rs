@@ -413,6 +413,7 @@ mod exact_events;
 mod front_door;
 mod openapi;
 mod reads;
+mod routes;
 mod versions_and_kv;
 mod views;
 mod wire;

@@ -13,9 +13,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::front_door::{AuthTable, HttpTable, LimitsTable as NodeLimitsTable};
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
-    Manifest, MissedTicks, Ordering, PipelineFilter, PipelineSpec, RetrySpec, ScheduleSpec,
-    SecretSource, SinkMode, SinkSpec, SourceData, SourceSpec, StartPosition, TopicSpec,
-    ViewColumnType, ViewSpec, ViewStoreSpec,
+    Manifest, MissedTicks, Ordering, PipelineFilter, PipelineSpec, RetrySpec, RouteSpec,
+    ScheduleSpec, SecretSource, SinkMode, SinkSpec, SourceData, SourceSpec, StartPosition,
+    TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -45,6 +45,8 @@ pub(crate) struct Document {
     sinks: BTreeMap<String, SinkTable>,
     #[serde(default)]
     schedules: BTreeMap<String, ScheduleTable>,
+    #[serde(default)]
+    routes: BTreeMap<String, RouteTable>,
     auth: Option<AuthTable>,
     #[serde(default)]
     http: HttpTable,
@@ -169,6 +171,8 @@ struct CapabilitiesTable {
     #[serde(default)]
     http: Vec<String>,
     http_timeout_ms: Option<u64>,
+    #[serde(default)]
+    publish: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +211,18 @@ struct SourceTable {
     dead_letter: Option<String>,
     max_payload_bytes: Option<u64>,
     start: Option<StartPosition>,
+}
+
+/// `[routes.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteTable {
+    path: String,
+    #[serde(default)]
+    methods: Vec<String>,
+    function: String,
+    #[serde(default)]
+    public: bool,
 }
 
 /// `[schedules.<name>]`.
@@ -544,6 +560,23 @@ impl Document {
                 (name, spec)
             })
             .collect();
+        let routes = self
+            .routes
+            .into_iter()
+            .map(|(name, table)| {
+                let spec = RouteSpec {
+                    path: table.path,
+                    methods: table
+                        .methods
+                        .into_iter()
+                        .map(|m| m.to_ascii_uppercase())
+                        .collect(),
+                    function: table.function,
+                    public: table.public,
+                };
+                (name, spec)
+            })
+            .collect();
         Manifest {
             app,
             topics,
@@ -555,6 +588,7 @@ impl Document {
             sources,
             sinks,
             schedules,
+            routes,
             auth: self.auth.map(|auth| auth.resolve(base_dir)),
             http: self.http.resolve(base_dir),
             limits: self.limits.resolve(),
@@ -643,6 +677,7 @@ impl FunctionTable {
                 .capabilities
                 .http_timeout_ms
                 .unwrap_or(CapabilitiesSpec::DEFAULT_HTTP_TIMEOUT_MS),
+            publish: self.capabilities.publish,
         };
         FunctionSpec {
             source,

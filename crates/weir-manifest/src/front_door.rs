@@ -122,6 +122,8 @@ pub struct RoleSpec {
     pub admin: Vec<String>,
     /// Views the role may query (names or `*` patterns).
     pub views: Vec<String>,
+    /// `[routes]` the role may call (names or `*` patterns); public routes need none.
+    pub routes: Vec<String>,
 }
 
 /// `[http]`.
@@ -226,6 +228,8 @@ struct RoleTable {
     admin: Vec<String>,
     #[serde(default)]
     views: Vec<String>,
+    #[serde(default)]
+    routes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +299,7 @@ impl AuthTable {
                         subscribe: role.subscribe,
                         admin: role.admin,
                         views: role.views,
+                        routes: role.routes,
                     };
                     (name, spec)
                 })
@@ -372,6 +377,7 @@ pub(crate) fn check_auth(auth: &AuthSpec, problems: &mut Vec<Problem>) {
             ("publish", &role.publish),
             ("subscribe", &role.subscribe),
             ("views", &role.views),
+            ("routes", &role.routes),
         ] {
             for pattern in patterns {
                 if let Some(fault) = topic_pattern_fault(pattern) {

@@ -90,9 +90,9 @@ pub use front_door::{
 };
 pub use manifest::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
-    Manifest, MissedTicks, Ordering, PipelineFilter, PipelineSpec, RetrySpec, ScheduleSpec,
-    SecretSource, SinkMode, SinkSpec, SourceData, SourceSpec, StartPosition, TopicSpec,
-    ViewColumnType, ViewSpec, ViewStoreSpec, expand_sources, glob_match,
+    Manifest, MissedTicks, Ordering, PipelineFilter, PipelineSpec, RetrySpec, RouteSpec,
+    ScheduleSpec, SecretSource, SinkMode, SinkSpec, SourceData, SourceSpec, StartPosition,
+    TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec, expand_sources, glob_match,
 };
 pub use validate::{HttpGrantSpec, name_fault, parse_http_grant};
 

@@ -31,6 +31,8 @@ pub struct Manifest {
     pub sinks: BTreeMap<String, SinkSpec>,
     /// Cron schedules appending a tick event to a topic at each occurrence, by name.
     pub schedules: BTreeMap<String, ScheduleSpec>,
+    /// HTTP routes served by functions exporting `wasi:http/incoming-handler`, by name.
+    pub routes: BTreeMap<String, RouteSpec>,
     /// `[auth]`: `None` leaves the API open (loopback use).
     pub auth: Option<AuthSpec>,
     /// `[http]`: TLS and CORS.
@@ -293,6 +295,8 @@ pub struct CapabilitiesSpec {
     /// Longest wait for one outbound HTTP response, in milliseconds; never longer than
     /// what is left of the call's deadline.
     pub http_timeout_ms: u64,
+    /// Topics an HTTP route's handler may publish to (`weir:function/events`).
+    pub publish: Vec<String>,
 }
 
 impl CapabilitiesSpec {
@@ -601,6 +605,37 @@ pub struct ScheduleSpec {
 
 impl ScheduleSpec {
     pub const DEFAULT_TYPE: &'static str = "dev.weir.schedule.tick";
+}
+
+/// `[routes.<name>]`: requests whose path matches `path` (and whose method is one of
+/// `methods`) are served by `function`, a component exporting `wasi:http/incoming-handler`,
+/// behind the node's auth and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// A path pattern: literal segments, `{name}` for one segment, a last `{*name}` for
+    /// the rest of the path. Never `/v1/...`, `/metrics`, `/healthz` or `/readyz`.
+    pub path: String,
+    /// Upper-case methods the route takes; empty takes every method.
+    pub methods: Vec<String>,
+    pub function: String,
+    /// With `[auth]`: callable without a credential (a webhook receiver that checks the
+    /// sender's signature itself). Rate limits still apply.
+    pub public: bool,
+}
+
+impl RouteSpec {
+    /// Paths weir's own API has; a route may not take them.
+    pub const RESERVED: [&'static str; 4] = ["/v1", "/metrics", "/healthz", "/readyz"];
+
+    /// Whether `path` is weir's own (the API under `/v1`, the probes and metrics).
+    pub fn reserved(path: &str) -> bool {
+        Self::RESERVED.iter().any(|r| {
+            path == *r
+                || path
+                    .strip_prefix(r)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
 }
 
 /// What a schedule does about occurrences that passed while nothing ran it.

@@ -158,6 +158,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
         sources: BTreeMap::new(),
         sinks: BTreeMap::new(),
         schedules: BTreeMap::new(),
+        routes: BTreeMap::new(),
         auth: None,
         http: HttpSpec::default(),
         limits: NodeLimits::default(),
@@ -1140,6 +1141,7 @@ rate_limit_per_sec = 100
                     subscribe: vec!["orders.*".to_owned(), "crm.orders".to_owned()],
                     admin: vec!["replay".to_owned(), "groups".to_owned()],
                     views: Vec::new(),
+                    routes: Vec::new(),
                 }
             )]),
             principals: BTreeMap::from([(

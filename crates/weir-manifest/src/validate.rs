@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FunctionSpec, LimitsSpec, Manifest, PipelineSpec,
-    Problem, ScheduleSpec, SecretSource, SinkSpec, SourceData, SourceSpec, TopicSpec, ViewSpec,
+    Problem, RouteSpec, ScheduleSpec, SecretSource, SinkSpec, SourceData, SourceSpec, TopicSpec,
+    ViewSpec,
 };
 
 /// Longest topic or consumer group name, as in Kafka.
@@ -56,6 +57,7 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
     for (name, schedule) in &manifest.schedules {
         check_schedule(manifest, name, schedule, &mut problems);
     }
+    check_routes(manifest, &mut problems);
     check_groups_are_unique(&manifest.pipelines, &mut problems);
     if let Some(auth) = &manifest.auth {
         crate::front_door::check_auth(auth, &mut problems);
@@ -232,6 +234,14 @@ fn check_function(
             problems.push(Problem::new(
                 key(&["functions", name, "capabilities", "http"]),
                 format!("{grant:?} is not a host to allow: {reason}"),
+            ));
+        }
+    }
+    for topic in &caps.publish {
+        if !manifest.topics.contains_key(topic) {
+            problems.push(Problem::new(
+                key(&["functions", name, "capabilities", "publish"]),
+                format!("grants publishing to {}", undeclared_topic(manifest, topic)),
             ));
         }
     }
@@ -890,6 +900,73 @@ fn positions_taken(manifest: &Manifest, topic: &str) -> bool {
         || manifest.pipelines.values().any(|p| p.dead_letter == topic)
         || manifest.sinks.values().any(|s| s.dead_letter == topic)
         || manifest.sources.values().any(|s| s.dead_letter == topic)
+}
+
+/// `[routes]`: names, patterns (each valid, none shadowing weir's API, no two the same),
+/// methods and functions.
+fn check_routes(manifest: &Manifest, problems: &mut Vec<Problem>) {
+    let mut router = matchit::Router::new();
+    for (name, route) in &manifest.routes {
+        let at = |field: &str| key(&["routes", name, field]);
+        if let Some(reason) = name_fault(name) {
+            problems.push(Problem::new(
+                key(&["routes", name]),
+                format!("route name {name:?} is invalid: {reason}; {NAME_RULE}"),
+            ));
+        }
+        if !route.path.starts_with('/') || route.path.contains(['?', '#']) {
+            problems.push(Problem::new(
+                at("path"),
+                format!(
+                    "{:?} is not a path pattern: start it with '/', with no query or fragment",
+                    route.path
+                ),
+            ));
+        } else if RouteSpec::reserved(&route.path) {
+            problems.push(Problem::new(
+                at("path"),
+                format!(
+                    "{:?} is weir's own ({}): give the route another path",
+                    route.path,
+                    RouteSpec::RESERVED.join(", ")
+                ),
+            ));
+        } else if let Err(e) = router.insert(route.path.as_str(), name.as_str()) {
+            let reason = match e {
+                matchit::InsertError::Conflict { with } => format!(
+                    "it conflicts with the path {with:?} of route {:?}",
+                    manifest
+                        .routes
+                        .iter()
+                        .find(|(_, r)| r.path == with)
+                        .map_or("", |(n, _)| n.as_str())
+                ),
+                other => other.to_string(),
+            };
+            problems.push(Problem::new(
+                at("path"),
+                format!("{:?} cannot be routed: {reason}", route.path),
+            ));
+        }
+        for method in &route.methods {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                problems.push(Problem::new(
+                    at("methods"),
+                    format!("{method:?} is not an HTTP method"),
+                ));
+            }
+        }
+        if !manifest.functions.contains_key(&route.function) {
+            problems.push(Problem::new(
+                at("function"),
+                format!(
+                    "function {:?} is not declared; declare it as [{}]",
+                    route.function,
+                    key(&["functions", &route.function])
+                ),
+            ));
+        }
+    }
 }
 
 fn check_schedule(

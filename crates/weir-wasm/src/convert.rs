@@ -91,6 +91,32 @@ pub(crate) fn to_entity_wit(event: &CloudEvent) -> entity::Event {
     }
 }
 
+/// The entity world's (owned) WIT record as a CloudEvent, as [`from_wit`].
+pub(crate) fn from_entity_wit(event: entity::Event) -> Result<CloudEvent, String> {
+    from_wit(wit::EventResult {
+        id: event.id,
+        source: event.source,
+        type_: event.type_,
+        subject: event.subject,
+        time: event.time,
+        datacontenttype: event.datacontenttype,
+        dataschema: event.dataschema,
+        extensions: event
+            .extensions
+            .into_iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    entity::ExtensionValue::String(s) => wit::ExtensionValueResult::String(s),
+                    entity::ExtensionValue::Integer(i) => wit::ExtensionValueResult::Integer(i),
+                    entity::ExtensionValue::Boolean(b) => wit::ExtensionValueResult::Boolean(b),
+                };
+                (name, value)
+            })
+            .collect(),
+        data: event.data,
+    })
+}
+
 /// The guest's event as a CloudEvent. It is not validated here: the caller fills in a
 /// missing id first and then validates.
 pub(crate) fn from_wit(event: wit::EventResult) -> Result<CloudEvent, String> {

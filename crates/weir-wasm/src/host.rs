@@ -81,6 +81,25 @@ pub(crate) mod projection_wit {
     });
 }
 
+/// The HTTP route world: the standard `wasi:http/incoming-handler` export, the handler
+/// world's imports (mapped onto its, so one linker serves all) and `weir:function/events`.
+pub(crate) mod http_wit {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "weir:function/http-handler",
+        with: {
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:keyvalue": super::wit::wasi::keyvalue,
+            "wasi:logging": super::wit::wasi::logging,
+            "wasi:config": super::wit::wasi::config,
+            "weir:function/types": super::entity_wit::weir::function::types,
+        },
+        require_store_data_send: true,
+    });
+}
+
 /// Which WIT world a function's component implements, found when it is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum World {
@@ -90,6 +109,9 @@ pub enum World {
     Entity,
     /// `weir:function/projection`: a view's projection (`[views]`).
     Projection,
+    /// `weir:function/http-handler`: `wasi:http/incoming-handler`, an HTTP route's handler
+    /// (`[routes]`).
+    Http,
 }
 
 impl std::fmt::Display for World {
@@ -98,6 +120,7 @@ impl std::fmt::Display for World {
             World::Handler => "handler",
             World::Entity => "entity",
             World::Projection => "projection",
+            World::Http => "http-handler",
         })
     }
 }
@@ -108,13 +131,15 @@ enum Pre {
     Handler(wit::HandlerPre<CallState>),
     Entity(entity_wit::EntityPre<CallState>),
     Projection(projection_wit::ProjectionPre<CallState>),
+    Http(http_wit::HttpHandlerPre<CallState>),
 }
 
 /// The exports of one instance, for its world.
-enum Exports {
+pub(crate) enum Exports {
     Handler(wit::Handler),
     Entity(entity_wit::Entity),
     Projection(projection_wit::Projection),
+    Http(http_wit::HttpHandler),
 }
 
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
@@ -419,6 +444,11 @@ impl FunctionHost {
             .map_err(engine_error)?;
         wit::wasi::keyvalue::store::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(engine_error)?;
+        http_wit::weir::function::events::add_to_linker::<_, HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_error)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut CallState| {
             WasiConfig::from(&*s.config)
         })
@@ -536,7 +566,14 @@ impl FunctionHost {
                 .get_export(&self.engine, name)
                 .is_some()
         };
-        let pre = if exports("apply") {
+        // A route's handler exports `wasi:http/incoming-handler` of some 0.2 release.
+        let http = component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2."));
+        let pre = if http {
+            Pre::Http(http_wit::HttpHandlerPre::new(pre).map_err(wrong_world)?)
+        } else if exports("apply") {
             Pre::Entity(entity_wit::EntityPre::new(pre).map_err(wrong_world)?)
         } else if exports("project") {
             Pre::Projection(projection_wit::ProjectionPre::new(pre).map_err(wrong_world)?)
@@ -678,8 +715,8 @@ impl std::fmt::Debug for Function {
 
 /// One live instance of a function with its own store.
 pub(crate) struct Instance {
-    store: Store<CallState>,
-    exports: Exports,
+    pub(crate) store: Store<CallState>,
+    pub(crate) exports: Exports,
     /// Calls served so far.
     pub(crate) calls: u32,
 }
@@ -712,6 +749,7 @@ impl Function {
             Pre::Handler(_) => World::Handler,
             Pre::Entity(_) => World::Entity,
             Pre::Projection(_) => World::Projection,
+            Pre::Http(_) => World::Http,
         }
     }
 
@@ -777,6 +815,7 @@ impl Function {
             Pre::Handler(pre) => pre.instantiate(&mut store).map(Exports::Handler),
             Pre::Entity(pre) => pre.instantiate(&mut store).map(Exports::Entity),
             Pre::Projection(pre) => pre.instantiate(&mut store).map(Exports::Projection),
+            Pre::Http(pre) => pre.instantiate(&mut store).map(Exports::Http),
         };
         match exports {
             Ok(exports) => Ok(Instance {
@@ -793,7 +832,7 @@ impl Function {
 
     /// Set the deadline (and fuel) for what runs next in `store`, with every capability
     /// granted.
-    fn arm(&self, store: &mut Store<CallState>) {
+    pub(crate) fn arm(&self, store: &mut Store<CallState>) {
         self.arm_as(store, true);
     }
 
@@ -886,7 +925,7 @@ impl Function {
     }
 
     /// A call of the wrong world's export (the engine checks worlds before it calls).
-    fn not_world(&self, wanted: World) -> CallError {
+    pub(crate) fn not_world(&self, wanted: World) -> CallError {
         self.invalid(format!(
             "the function implements the {} world, not the {wanted} world",
             self.world()
@@ -1063,7 +1102,7 @@ impl Function {
         Ok(())
     }
 
-    fn breach_error(&self, breach: Breach) -> CallError {
+    pub(crate) fn breach_error(&self, breach: Breach) -> CallError {
         let (function, version) = (self.name().to_owned(), self.version().to_owned());
         match breach {
             Breach::Memory => CallError::Memory {
@@ -1090,7 +1129,7 @@ impl Function {
 
     /// Why a call failed. `late_store`: a key-value operation of the call that returned
     /// past its deadline; a deadline then is the store's doing, retryable.
-    fn classify(
+    pub(crate) fn classify(
         &self,
         e: wasmtime::Error,
         breach: Option<Breach>,

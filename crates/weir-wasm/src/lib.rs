@@ -31,6 +31,7 @@ mod error;
 mod host;
 mod keyvalue;
 mod pool;
+mod route;
 mod state;
 mod telemetry;
 #[cfg(test)]
@@ -44,5 +45,6 @@ pub use host::{
 };
 pub use keyvalue::{KeyValueStore, MemoryKeyValue};
 pub use pool::InstancePool;
+pub use route::{Publisher, Receipt, RouteRequest};
 pub use state::{Grants, HttpGrant};
 pub use telemetry::describe_metrics;

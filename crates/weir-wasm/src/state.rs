@@ -58,6 +58,8 @@ pub struct Grants {
     pub http: Vec<HttpGrant>,
     /// The longest wait for one HTTP response (capped by what is left of the deadline).
     pub http_timeout: Duration,
+    /// Topics an HTTP route's handler may publish to (`weir:function/events`).
+    pub publish: BTreeSet<String>,
 }
 
 /// Why the current call must fail whatever the guest returns.
@@ -97,6 +99,8 @@ pub(crate) struct CallState {
     late_store: Option<String>,
     pub(crate) function: Arc<str>,
     pub(crate) version: Arc<str>,
+    /// The route and the log an HTTP handler's `publish` goes to; none outside routes.
+    pub(crate) route: Option<crate::route::RouteCall>,
 }
 
 impl CallState {
@@ -135,7 +139,24 @@ impl CallState {
             late_store: None,
             function,
             version,
+            route: None,
         }
+    }
+
+    /// What the current call may use.
+    pub(crate) fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    /// When the current call must end.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.hooks.deadline
+    }
+
+    /// Note a host operation that returned past the call's deadline (see
+    /// [`CallState::take_late_store`]).
+    pub(crate) fn note_late(&mut self, what: String) {
+        self.late_store.get_or_insert(what);
     }
 
     /// Bytes of all the instance's linear memories together.
@@ -204,7 +225,7 @@ impl CallState {
         self.breach.take().or(denied)
     }
 
-    fn deny(&mut self, capability: String) {
+    pub(crate) fn deny(&mut self, capability: String) {
         tracing::warn!(function = &*self.function, version = &*self.version, %capability, "capability denied");
         self.breach.get_or_insert(Breach::Denied(capability));
     }

@@ -27,6 +27,7 @@ fn auth_spec(secret: std::path::PathBuf) -> AuthSpec {
         subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
         admin: admin.iter().map(|s| s.to_string()).collect(),
         views: Vec::new(),
+        routes: vec!["items".to_owned()],
     };
     AuthSpec {
         jwt: Some(JwtSpec {

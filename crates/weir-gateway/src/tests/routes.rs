@@ -1,0 +1,300 @@
+//! `[routes]`: an HTTP handler (`guest-http-items`, a `wasi:http/incoming-handler`
+//! component) serving CRUD on the key-value store and publishing change events, behind
+//! the front door; and what a broken or hostile handler gets.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use weir_auth::{ApiKeyStore, Authenticator};
+use weir_cloudevents::Data;
+use weir_engine::{Node, NodeOptions};
+use weir_manifest::{AuthSpec, RoleSpec};
+
+use crate::{AuthSlot, AuthSource, GatewayOptions, router};
+
+struct App {
+    dir: tempfile::TempDir,
+    node: Arc<Node>,
+}
+
+fn manifest_text(extra: &str) -> String {
+    format!(
+        r#"
+[topics."items.changes"]
+partitions = 1
+[topics.secrets]
+[keyvalue.items]
+[functions.items]
+source = "{wasm}"
+limits = {{ deadline_ms = 300 }}
+[functions.items.capabilities]
+keyvalue = ["items"]
+publish = ["items.changes"]
+[routes.items]
+path = "/items/{{id}}"
+methods = ["GET", "PUT", "DELETE"]
+function = "items"
+[routes.misbehave]
+path = "/misbehave/{{*what}}"
+function = "items"
+{extra}"#,
+        wasm = weir_test_support::test_guest("guest-http-items").display()
+    )
+}
+
+async fn app(extra: &str) -> Result<App, weir_engine::Error> {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest =
+        weir_manifest::Manifest::from_toml_str(&manifest_text(extra), dir.path()).unwrap();
+    let log = weir_log_embedded::open_shared(&dir.path().join("data"), Default::default())
+        .await
+        .unwrap();
+    let node = Node::start(NodeOptions::new(
+        dir.path().join("data"),
+        Some(manifest),
+        log,
+    ))
+    .await?;
+    Ok(App { dir, node })
+}
+
+async fn send(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes().to_vec();
+    (parts.status, parts.headers, bytes)
+}
+
+fn req(method: &str, uri: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "api.example.com")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+#[tokio::test]
+async fn a_wasi_http_handler_serves_crud_on_the_key_value_store_and_publishes_durably() {
+    let app = app("").await.unwrap();
+    let api = router(app.node.clone(), GatewayOptions::default());
+
+    let (status, _, body) = send(&api, req("GET", "/items/pen", "")).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, headers, body) = send(&api, req("PUT", "/items/pen", r#"{"price":3}"#)).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(json(&body)["offset"], 0);
+    let (status, _, body) = send(&api, req("PUT", "/items/pen", r#"{"price":4}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["offset"], 1);
+    let (status, _, body) = send(&api, req("GET", "/items/pen", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body), serde_json::json!({"price": 4}));
+    // The store is weir's own: the admin API sees what the handler wrote.
+    let (status, _, body) = send(&api, req("GET", "/v1/kv/items/pen", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body), serde_json::json!({"price": 4}));
+    let (status, _, _) = send(&api, req("DELETE", "/items/pen", "")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = send(&api, req("GET", "/items/pen", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Every change was published, with an id, the route as source and a time.
+    let events = app.node.read("items.changes", 0, 0, 10).await.unwrap();
+    let ops: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let Some(Data::Json(data)) = &e.event.data else {
+                panic!("JSON data");
+            };
+            let data: serde_json::Value = serde_json::from_str(data.as_str()).unwrap();
+            (
+                data["op"].as_str().unwrap().to_owned(),
+                e.event.source.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("put".to_owned(), "/routes/items".to_owned()),
+            ("put".to_owned(), "/routes/items".to_owned()),
+            ("delete".to_owned(), "/routes/items".to_owned()),
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.event.id.is_empty() && e.event.time.is_some())
+    );
+
+    // The route's methods only, with Allow; paths nobody routes are 404.
+    let (status, headers, _) = send(&api, req("POST", "/items/pen", "")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers[header::ALLOW], "GET, PUT, DELETE");
+    let (status, headers, _) = send(&api, req("GET", "/nowhere", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+    // weir's own API is untouched by routes.
+    let (status, _, _) = send(&api, req("GET", "/healthz", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    drop(app.dir);
+}
+
+#[tokio::test]
+async fn a_broken_or_hostile_handler_gets_a_clear_error_and_the_node_keeps_serving() {
+    let app = app("").await.unwrap();
+    let api = router(app.node.clone(), GatewayOptions::default());
+    let problem = |body: &[u8]| json(body)["type"].as_str().unwrap_or_default().to_owned();
+
+    // Past its deadline: 504, the function named.
+    let (status, _, body) = send(&api, req("GET", "/misbehave/spin", "")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(problem(&body), "urn:weir:problem:function-deadline");
+    assert!(String::from_utf8_lossy(&body).contains("items"));
+    // A trap, no response, a body over max_output_bytes: 500 with the reason.
+    for (what, reason) in [
+        ("trap", "trap"),
+        ("silent", "without setting a response"),
+        ("huge", "max_output_bytes"),
+    ] {
+        let (status, _, body) = send(&api, req("GET", &format!("/misbehave/{what}"), "")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{what}");
+        assert_eq!(problem(&body), "urn:weir:problem:function-failed", "{what}");
+        let text = String::from_utf8_lossy(&body).to_lowercase();
+        assert!(text.contains(reason), "{what}: {text}");
+    }
+    // Publishing to a topic not granted: the capability is denied, whatever the handler
+    // answers, and nothing reaches the topic.
+    let (status, _, body) = send(&api, req("GET", "/misbehave/publish-elsewhere", "")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(String::from_utf8_lossy(&body).contains("secrets"));
+    let secrets = app.node.read("secrets", 0, 0, 10).await.unwrap();
+    assert!(secrets.is_empty());
+    // A body over the node's limit is refused before the handler runs.
+    let mut options = GatewayOptions::default();
+    options.max_body_bytes = 1024;
+    let small = router(app.node.clone(), options);
+    let (status, _, _) = send(&small, req("PUT", "/items/big", &"x".repeat(4096))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // And the handler still serves.
+    let (status, _, body) = send(&api, req("PUT", "/items/ok", "{}")).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+#[tokio::test]
+async fn routes_need_a_role_that_names_them_unless_public() {
+    let app =
+        app("[routes.hook]\npath = \"/hooks/{*rest}\"\nfunction = \"items\"\npublic = true\n")
+            .await
+            .unwrap();
+    let keys = Arc::new(ApiKeyStore::open(app.dir.path()).unwrap());
+    let role = |routes: &[&str]| RoleSpec {
+        routes: routes.iter().map(|s| s.to_string()).collect(),
+        ..RoleSpec::default()
+    };
+    let spec = AuthSpec {
+        roles: BTreeMap::from([
+            ("caller".to_owned(), role(&["items"])),
+            ("other".to_owned(), role(&["misbehave"])),
+        ]),
+        ..AuthSpec::default()
+    };
+    let mut options = GatewayOptions::default();
+    options.auth = AuthSlot::new(
+        Some(Authenticator::new(spec, keys.clone()).await.unwrap()),
+        AuthSource::Flags,
+    );
+    let api = router(app.node.clone(), options);
+    let key = |roles: &[&str]| {
+        keys.create("p", roles.iter().map(|r| r.to_string()).collect(), None)
+            .unwrap()
+            .1
+    };
+    let with = |key: &str| {
+        let mut r = req("PUT", "/items/pen", "{}");
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        );
+        r
+    };
+    let (status, _, _) = send(&api, req("PUT", "/items/pen", "{}")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = send(&api, with(&key(&["other"]))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&body).contains("routes = [\\\"items\\\"]"));
+    let (status, _, _) = send(&api, with(&key(&["caller"]))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // A public route answers without a credential (its handler checks what it must).
+    let (status, _, _) = send(&api, req("GET", "/hooks/anything", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the handler's own 404");
+}
+
+#[tokio::test]
+async fn a_route_to_a_function_that_is_not_an_http_handler_stops_the_start() {
+    let extra = format!(
+        "[functions.echo]\nsource = \"{}\"\n[routes.echo]\npath = \"/echo\"\nfunction = \"echo\"\n",
+        weir_test_support::test_guest("guest-echo").display()
+    );
+    let error = app(&extra)
+        .await
+        .err()
+        .expect("the start fails")
+        .to_string();
+    assert!(
+        error.contains("echo") && error.contains("incoming-handler"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_changes_the_routes_without_a_restart() {
+    let app = app("").await.unwrap();
+    let api = router(app.node.clone(), GatewayOptions::default());
+    let (status, _, body) = send(&api, req("GET", "/hello", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&body).contains("[routes]"));
+    // The items route goes, a hello route comes.
+    let text = manifest_text("[routes.hello]\npath = \"/hello\"\nfunction = \"items\"\n")
+        .replace("path = \"/items/{id}\"", "path = \"/gone/{id}\"");
+    let wasm = std::fs::read(weir_test_support::test_guest("guest-http-items")).unwrap();
+    app.node
+        .deploy_app(&text, BTreeMap::from([("items".to_owned(), wasm)]))
+        .await
+        .unwrap();
+    let (status, _, body) = send(&api, req("GET", "/hello", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"hello\n");
+    let (status, _, body) = send(&api, req("GET", "/items/pen", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&body).contains("[routes]"));
+}

@@ -1,0 +1,172 @@
+//! An HTTP handler in the `weir:function/http-handler` world, on the raw bindings:
+//! `GET|PUT|DELETE /items/{id}` keep items in the `items` key-value namespace, and a PUT or
+//! DELETE publishes an `com.example.item.changed` event to `items.changes`. For tests:
+//! `/misbehave/{what}` does what a hostile or broken handler does; `/hello` answers
+//! `hello` (what `weir bench http` calls).
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "weir:function/http-handler",
+    generate_all,
+});
+
+use exports::wasi::http::incoming_handler::Guest;
+use wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use weir::function::types::Event;
+
+struct Items;
+
+impl Guest for Items {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        let method = request.method();
+        let body = read_body(&request);
+        // The benchmark's trivial route.
+        if path == "/hello" {
+            return respond(out, 200, "text/plain", b"hello\n");
+        }
+        if let Some(what) = path.strip_prefix("/misbehave/") {
+            return misbehave(what, out);
+        }
+        let Some(id) = path.strip_prefix("/items/").filter(|id| !id.is_empty()) else {
+            return respond(out, 404, "text/plain", b"no such path\n");
+        };
+        let bucket = match wasi::keyvalue::store::open("items") {
+            Ok(bucket) => bucket,
+            Err(e) => return respond(out, 500, "text/plain", format!("{e:?}\n").as_bytes()),
+        };
+        match method {
+            Method::Get => match bucket.get(id) {
+                Ok(Some(value)) => respond(out, 200, "application/json", &value),
+                Ok(None) => respond(out, 404, "text/plain", b"no such item\n"),
+                Err(e) => respond(out, 500, "text/plain", format!("{e:?}\n").as_bytes()),
+            },
+            Method::Put => {
+                let existed = matches!(bucket.exists(id), Ok(true));
+                if let Err(e) = bucket.set(id, &body) {
+                    return respond(out, 500, "text/plain", format!("{e:?}\n").as_bytes());
+                }
+                match changed(id, "put", Some(body.clone())) {
+                    Ok(offset) => {
+                        let status = if existed { 200 } else { 201 };
+                        let answer = format!("{{\"id\":\"{id}\",\"offset\":{offset}}}");
+                        respond(out, status, "application/json", answer.as_bytes())
+                    }
+                    Err(e) => respond(out, 503, "text/plain", e.as_bytes()),
+                }
+            }
+            Method::Delete => {
+                if !matches!(bucket.exists(id), Ok(true)) {
+                    return respond(out, 404, "text/plain", b"no such item\n");
+                }
+                if let Err(e) = bucket.delete(id) {
+                    return respond(out, 500, "text/plain", format!("{e:?}\n").as_bytes());
+                }
+                match changed(id, "delete", None) {
+                    Ok(_) => respond(out, 204, "text/plain", b""),
+                    Err(e) => respond(out, 503, "text/plain", e.as_bytes()),
+                }
+            }
+            _ => respond(out, 405, "text/plain", b"GET, PUT or DELETE\n"),
+        }
+    }
+}
+
+/// Publishes the change; the offset it was stored at.
+fn changed(id: &str, op: &str, data: Option<Vec<u8>>) -> Result<u64, String> {
+    let data = match data {
+        Some(item) => format!(
+            "{{\"id\":\"{id}\",\"op\":\"{op}\",\"item\":{}}}",
+            String::from_utf8_lossy(&item)
+        ),
+        None => format!("{{\"id\":\"{id}\",\"op\":\"{op}\"}}"),
+    };
+    let event = Event {
+        id: String::new(),
+        source: String::new(),
+        type_: "com.example.item.changed".into(),
+        subject: Some(id.into()),
+        time: None,
+        datacontenttype: Some("application/json".into()),
+        dataschema: None,
+        extensions: Vec::new(),
+        data: Some(data.into_bytes()),
+    };
+    weir::function::events::publish("items.changes", &event).map(|r| r.offset)
+}
+
+fn misbehave(what: &str, out: ResponseOutparam) {
+    match what {
+        // Runs past any deadline.
+        "spin" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        // Returns without a response.
+        "silent" => drop(out),
+        // A body of 4 MiB, past the default output limit.
+        "huge" => respond(out, 200, "application/octet-stream", &vec![b'x'; 4 << 20]),
+        // Publishes to a topic it was not granted.
+        "publish-elsewhere" => {
+            let event = Event {
+                id: String::new(),
+                source: String::new(),
+                type_: "x".into(),
+                subject: None,
+                time: None,
+                datacontenttype: None,
+                dataschema: None,
+                extensions: Vec::new(),
+                data: None,
+            };
+            let result = weir::function::events::publish("secrets", &event);
+            respond(out, 200, "text/plain", format!("{result:?}").as_bytes())
+        }
+        "trap" => panic!("the handler traps"),
+        _ => respond(out, 404, "text/plain", b"no such misbehaviour\n"),
+    }
+}
+
+fn read_body(request: &IncomingRequest) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let Ok(body) = request.consume() else {
+        return bytes;
+    };
+    {
+        let Ok(stream) = body.stream() else {
+            return bytes;
+        };
+        while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    bytes
+}
+
+fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
+    let headers = Fields::new();
+    let _ = headers.set("content-type", &[content_type.as_bytes().to_vec()]);
+    let response = OutgoingResponse::new(headers);
+    let _ = response.set_status_code(status);
+    let Ok(outgoing) = response.body() else {
+        return;
+    };
+    ResponseOutparam::set(out, Ok(response));
+    {
+        let Ok(stream) = outgoing.write() else {
+            return;
+        };
+        for chunk in body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = OutgoingBody::finish(outgoing, None);
+}
+
+export!(Items);
