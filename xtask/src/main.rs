@@ -192,7 +192,14 @@ fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
     match kind.as_str() {
         // Cold start and calls of the test guests' trivial function and the example's.
         "wasm" => build_rust_guests(root)?,
-        "pipeline" | "http" | "entity" => {
+        // The example's functions, and the test guests' HTTP handler.
+        "http" => {
+            build_rust_guests(root)?;
+            for project in example_functions(root) {
+                build_rust_guest(&project)?;
+            }
+        }
+        "pipeline" | "entity" => {
             for project in example_functions(root) {
                 build_rust_guest(&project)?;
             }

@@ -9,8 +9,9 @@ use std::sync::{Arc, PoisonError, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
-use weir_cloudevents::CloudEvent;
+use weir_cloudevents::{CloudEvent, Data};
 use weir_manifest::{Manifest, RouteSpec};
+use weir_mesh_webhook::inbound::{Scheme, Verifier};
 use weir_wasm::{CallError, Publisher, Receipt, RouteRequest};
 
 use crate::{Error, Node, Result};
@@ -19,23 +20,47 @@ use crate::{Error, Node, Result};
 #[derive(Default)]
 pub(crate) struct RouteTable {
     router: matchit::Router<usize>,
-    routes: Vec<(Arc<str>, RouteSpec)>,
+    routes: Vec<RouteMatch>,
 }
 
 impl RouteTable {
-    /// The table of `manifest`'s routes (validated: every pattern inserts).
-    fn of(manifest: Option<&Manifest>) -> RouteTable {
+    /// The table of `manifest`'s routes (validated: every pattern inserts), with the
+    /// inbound webhooks' secrets read from this node's environment and files.
+    fn of(manifest: Option<&Manifest>) -> Result<RouteTable> {
         let mut table = RouteTable::default();
         for (name, spec) in manifest.map(|m| &m.routes).into_iter().flatten() {
+            let verifier = match spec.verify.as_deref() {
+                None => None,
+                Some(scheme) => Some(Arc::new(verifier(name, scheme, spec)?)),
+            };
             match table.router.insert(spec.path.clone(), table.routes.len()) {
-                Ok(()) => table.routes.push((Arc::from(name.as_str()), spec.clone())),
+                Ok(()) => table.routes.push(RouteMatch {
+                    name: Arc::from(name.as_str()),
+                    spec: spec.clone(),
+                    verifier,
+                }),
                 Err(e) => {
                     tracing::error!(route = %name, path = %spec.path, "route not served: {e}")
                 }
             }
         }
-        table
+        Ok(table)
     }
+}
+
+fn verifier(name: &str, scheme: &str, spec: &RouteSpec) -> Result<Verifier> {
+    let refused = |reason: String| Error::InvalidDeploy {
+        reason: format!("route {name:?}: {reason}"),
+    };
+    let scheme = Scheme::parse(scheme)
+        .ok_or_else(|| refused(format!("{scheme:?} is not a signature scheme")))?;
+    let secrets = spec
+        .secrets
+        .iter()
+        .map(crate::functions::secret_text)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| refused(format!("its secret: {e}")))?;
+    Verifier::new(scheme, &secrets).map_err(refused)
 }
 
 /// A route a request's path matched.
@@ -43,13 +68,52 @@ impl RouteTable {
 pub struct RouteMatch {
     pub name: Arc<str>,
     pub spec: RouteSpec,
+    verifier: Option<Arc<Verifier>>,
 }
 
 impl RouteMatch {
+    /// The methods the route takes: its `methods`; every method for a function's route,
+    /// `POST` for an inbound webhook's, when none are listed.
+    pub fn methods(&self) -> Vec<String> {
+        match (&self.spec.topic, self.spec.methods.is_empty()) {
+            (Some(_), true) => vec!["POST".to_owned()],
+            _ => self.spec.methods.clone(),
+        }
+    }
+
     /// Whether the route takes `method`.
     pub fn allows(&self, method: &str) -> bool {
-        self.spec.methods.is_empty() || self.spec.methods.iter().any(|m| m == method)
+        let methods = self.methods();
+        methods.is_empty() || methods.iter().any(|m| m == method)
     }
+
+    /// Whether requests become events of a topic (an inbound webhook) rather than calls.
+    pub fn is_webhook(&self) -> bool {
+        self.spec.topic.is_some()
+    }
+}
+
+/// Why an inbound webhook's request was not taken; nothing was appended.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The signature did not verify (or was missing, or too old).
+    #[error("the request's signature does not verify: {0}")]
+    Signature(String),
+    /// The body is not what its content type says (invalid JSON).
+    #[error("the request body is invalid: {0}")]
+    Body(String),
+    /// The log did not take the event.
+    #[error(transparent)]
+    Log(#[from] Error),
+}
+
+/// Where an inbound webhook's event was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAccepted {
+    pub id: String,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
 }
 
 /// `publish` of a route's handler: the node's log, waited on from the call's thread.
@@ -125,7 +189,7 @@ impl Node {
                 }
             }
         }
-        let table = Arc::new(RouteTable::of(manifest.as_ref()));
+        let table = Arc::new(RouteTable::of(manifest.as_ref())?);
         *self.routes.write().unwrap_or_else(PoisonError::into_inner) = table;
         Ok(())
     }
@@ -138,10 +202,74 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let found = table.router.at(path).ok()?;
-        let (name, spec) = &table.routes[*found.value];
-        Some(RouteMatch {
-            name: name.clone(),
-            spec: spec.clone(),
+        Some(table.routes[*found.value].clone())
+    }
+
+    /// An inbound webhook's request: its signature checked, its body appended to the
+    /// route's topic as one event; returns once the event is durable.
+    pub async fn accept_webhook(
+        &self,
+        route: &RouteMatch,
+        headers: &http::HeaderMap,
+        body: Bytes,
+    ) -> std::result::Result<WebhookAccepted, WebhookError> {
+        let topic = route.spec.topic.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let (id, sent_type) = match &route.verifier {
+            Some(verifier) => {
+                let delivery = verifier
+                    .verify(headers, &body, now.as_second())
+                    .map_err(WebhookError::Signature)?;
+                let ty = delivery.event.map(|event| match verifier.scheme() {
+                    Scheme::GitHub => format!("com.github.{event}"),
+                    Scheme::Stripe => format!("com.stripe.{event}"),
+                    Scheme::StandardWebhooks => event,
+                });
+                (delivery.id, ty)
+            }
+            None => (None, None),
+        };
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let data = if body.is_empty() {
+            None
+        } else {
+            Some(
+                Data::from_body_vec(content_type, body.to_vec())
+                    .map_err(|e| WebhookError::Body(e.to_string()))?,
+            )
+        };
+        let event = CloudEvent {
+            id: id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            source: format!("/routes/{}", route.name),
+            ty: route
+                .spec
+                .ty
+                .clone()
+                .or(sent_type)
+                .unwrap_or_else(|| "dev.weir.webhook".to_owned()),
+            datacontenttype: data.as_ref().and(content_type).map(str::to_owned),
+            dataschema: None,
+            subject: None,
+            time: Some(now.to_string()),
+            extensions: Default::default(),
+            data,
+        };
+        event
+            .validate()
+            .map_err(|e| WebhookError::Body(e.to_string()))?;
+        let positions = self.publish(&topic, std::slice::from_ref(&event)).await?;
+        let position = positions.first().ok_or_else(|| Error::InvalidDeploy {
+            reason: "the log stored nothing".to_owned(),
+        })?;
+        metrics::counter!("weir_route_requests_total", "route" => route.name.to_string(), "status" => "202")
+            .increment(1);
+        Ok(WebhookAccepted {
+            id: event.id,
+            topic,
+            partition: position.partition,
+            offset: position.offset,
         })
     }
 

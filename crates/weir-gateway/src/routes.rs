@@ -1,13 +1,16 @@
 //! The app's HTTP routes (`[routes.NAME]`): what no route of weir's API matches is looked
 //! up in the node's route table and served by the route's function, behind the same front
 //! door (`auth::admit`: credentials, the role's `routes`, rate limits) unless the route is
-//! `public`. The body is read whole first, under the node's body limit.
+//! `public`. The body is read whole first, under the node's body limit. A route with a
+//! `topic` is an inbound webhook: `202` once its event is durable, `401` when its
+//! signature does not verify.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use weir_auth::Action;
+use weir_engine::WebhookError;
 use weir_wasm::CallError;
 
 use crate::{AppState, Problem, auth};
@@ -27,7 +30,7 @@ pub(crate) async fn serve(State(state): State<AppState>, request: Request) -> Re
         return refused;
     }
     if !route.allows(parts.method.as_str()) {
-        let allow = route.spec.methods.join(", ");
+        let allow = route.methods().join(", ");
         return Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
@@ -53,6 +56,40 @@ pub(crate) async fn serve(State(state): State<AppState>, request: Request) -> Re
             .into_response();
         }
     };
+    if route.is_webhook() {
+        return match state
+            .node
+            .accept_webhook(&route, &parts.headers, body)
+            .await
+        {
+            Ok(accepted) => (
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({
+                    "id": accepted.id,
+                    "topic": accepted.topic,
+                    "partition": accepted.partition,
+                    "offset": accepted.offset,
+                })),
+            )
+                .into_response(),
+            Err(WebhookError::Signature(reason)) => {
+                tracing::info!(route = %route.name, %reason, "webhook refused");
+                Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "signature-invalid",
+                    "Signature invalid",
+                    format!("route {:?}: {reason}; nothing was stored", route.name),
+                )
+                .into_response()
+            }
+            Err(WebhookError::Body(reason)) => Problem::bad_request(
+                "invalid-body",
+                format!("route {:?}: {reason}; nothing was stored", route.name),
+            )
+            .into_response(),
+            Err(WebhookError::Log(e)) => Problem::from(e).into_response(),
+        };
+    }
     // wasi:http needs an authority; an HTTP/1.0 request may come without a Host.
     if !parts.headers.contains_key(header::HOST) {
         parts

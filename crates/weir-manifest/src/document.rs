@@ -220,7 +220,14 @@ struct RouteTable {
     path: String,
     #[serde(default)]
     methods: Vec<String>,
+    #[serde(default)]
     function: String,
+    topic: Option<String>,
+    verify: Option<String>,
+    #[serde(default)]
+    secret: SecretList,
+    #[serde(rename = "type")]
+    ty: Option<String>,
     #[serde(default)]
     public: bool,
 }
@@ -270,6 +277,16 @@ enum SecretList {
     None,
     One(SecretTable),
     Many(Vec<SecretTable>),
+}
+
+impl SecretList {
+    fn resolve(self, base_dir: &Path) -> Vec<SecretSource> {
+        match self {
+            SecretList::None => Vec::new(),
+            SecretList::One(secret) => vec![secret.resolve(base_dir)],
+            SecretList::Many(secrets) => secrets.into_iter().map(|s| s.resolve(base_dir)).collect(),
+        }
+    }
 }
 
 /// `[pipelines.<name>.filter]`: attribute name to one pattern or a list of them;
@@ -490,13 +507,7 @@ impl Document {
             .sinks
             .into_iter()
             .map(|(name, table)| {
-                let secrets = match table.secret {
-                    SecretList::None => Vec::new(),
-                    SecretList::One(secret) => vec![secret.resolve(base_dir)],
-                    SecretList::Many(secrets) => {
-                        secrets.into_iter().map(|s| s.resolve(base_dir)).collect()
-                    }
-                };
+                let secrets = table.secret.resolve(base_dir);
                 let retry = table.retry.resolve();
                 let spec = SinkSpec {
                     topic: table.topic,
@@ -572,6 +583,10 @@ impl Document {
                         .map(|m| m.to_ascii_uppercase())
                         .collect(),
                     function: table.function,
+                    topic: table.topic,
+                    verify: table.verify,
+                    secrets: table.secret.resolve(base_dir),
+                    ty: table.ty,
                     public: table.public,
                 };
                 (name, spec)

@@ -609,7 +609,8 @@ impl ScheduleSpec {
 
 /// `[routes.<name>]`: requests whose path matches `path` (and whose method is one of
 /// `methods`) are served by `function`, a component exporting `wasi:http/incoming-handler`,
-/// behind the node's auth and limits.
+/// or, with `topic` instead, become events appended to it (an inbound webhook, its
+/// sender's signature checked per `verify`); behind the node's auth and limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
     /// A path pattern: literal segments, `{name}` for one segment, a last `{*name}` for
@@ -617,7 +618,16 @@ pub struct RouteSpec {
     pub path: String,
     /// Upper-case methods the route takes; empty takes every method.
     pub methods: Vec<String>,
+    /// The handler; empty when the route appends to `topic`.
     pub function: String,
+    /// Where an inbound webhook's requests are appended, one event each.
+    pub topic: Option<String>,
+    /// Whose signatures an inbound webhook checks: `standard-webhooks`, `github`, `stripe`.
+    pub verify: Option<String>,
+    /// The signing secrets of `verify` (several during a rotation).
+    pub secrets: Vec<SecretSource>,
+    /// The events' CloudEvents `type`; default from the sender (see the README).
+    pub ty: Option<String>,
     /// With `[auth]`: callable without a credential (a webhook receiver that checks the
     /// sender's signature itself). Rate limits still apply.
     pub public: bool,

@@ -902,6 +902,9 @@ fn positions_taken(manifest: &Manifest, topic: &str) -> bool {
         || manifest.sources.values().any(|s| s.dead_letter == topic)
 }
 
+/// The signature schemes an inbound webhook route checks (`verify`).
+const ROUTE_VERIFY: [&str; 3] = ["standard-webhooks", "github", "stripe"];
+
 /// `[routes]`: names, patterns (each valid, none shadowing weir's API, no two the same),
 /// methods and functions.
 fn check_routes(manifest: &Manifest, problems: &mut Vec<Problem>) {
@@ -956,15 +959,75 @@ fn check_routes(manifest: &Manifest, problems: &mut Vec<Problem>) {
                 ));
             }
         }
-        if !manifest.functions.contains_key(&route.function) {
-            problems.push(Problem::new(
-                at("function"),
-                format!(
-                    "function {:?} is not declared; declare it as [{}]",
-                    route.function,
-                    key(&["functions", &route.function])
-                ),
-            ));
+        match &route.topic {
+            None if route.function.is_empty() => problems.push(Problem::new(
+                key(&["routes", name]),
+                "name the `function` that serves the route, or the `topic` an inbound \
+                 webhook's requests are appended to"
+                    .to_owned(),
+            )),
+            None if !manifest.functions.contains_key(&route.function) => {
+                problems.push(Problem::new(
+                    at("function"),
+                    format!(
+                        "function {:?} is not declared; declare it as [{}]",
+                        route.function,
+                        key(&["functions", &route.function])
+                    ),
+                ))
+            }
+            None => {
+                for (field, set) in [
+                    ("verify", route.verify.is_some()),
+                    ("secret", !route.secrets.is_empty()),
+                    ("type", route.ty.is_some()),
+                ] {
+                    if set {
+                        problems.push(Problem::new(
+                            at(field),
+                            "is for inbound webhooks (a route with `topic`); a function's \
+                             handler checks what it must itself"
+                                .to_owned(),
+                        ));
+                    }
+                }
+            }
+            Some(_) if !route.function.is_empty() => problems.push(Problem::new(
+                key(&["routes", name]),
+                "has both `function` and `topic`: a route is served by a function, or appends \
+                 inbound webhooks to a topic"
+                    .to_owned(),
+            )),
+            Some(topic) => {
+                if !manifest.topics.contains_key(topic) {
+                    problems.push(Problem::new(at("topic"), undeclared_topic(manifest, topic)));
+                }
+                match &route.verify {
+                    Some(scheme) if !ROUTE_VERIFY.contains(&scheme.as_str()) => {
+                        problems.push(Problem::new(
+                            at("verify"),
+                            format!(
+                                "{scheme:?} is not a signature scheme; use one of {}",
+                                ROUTE_VERIFY.join(", ")
+                            ),
+                        ))
+                    }
+                    Some(_) if route.secrets.is_empty() => problems.push(Problem::new(
+                        at("secret"),
+                        "checking signatures needs the sender's secret: { env = \"NAME\" } or \
+                         { file = \"PATH\" }, or a list of them"
+                            .to_owned(),
+                    )),
+                    None if !route.secrets.is_empty() => problems.push(Problem::new(
+                        at("secret"),
+                        "is used with `verify`; name the sender's signature scheme".to_owned(),
+                    )),
+                    _ => {}
+                }
+                if route.secrets.iter().any(names_nothing) {
+                    problems.push(Problem::new(at("secret"), SECRET_NAMES_NOTHING));
+                }
+            }
         }
     }
 }

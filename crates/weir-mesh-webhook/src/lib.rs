@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+pub mod inbound;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;

@@ -1,8 +1,10 @@
 //! `weir bench http`: the HTTP front door of one node, with the load generator in the
 //! bench process — `/healthz` (the HTTP stack's own rate), single-event structured
 //! publishes and batches of 1,000 to a topic with fsync `always` and durable acks, the
-//! embedded log's own batched append rate for records of the same size, and publishes
-//! again with API-key, HS256 and ES256 authentication on.
+//! embedded log's own batched append rate for records of the same size, publishes
+//! again with API-key, HS256 and ES256 authentication on, and a trivial HTTP route's
+//! function (`GET /hello` of `guest-http-items`, a fresh instance per request) against
+//! `/healthz` in the same round.
 //!
 //! The clients are hyper's HTTP/1.1 client on this process's tokio runtime, one
 //! keep-alive connection per task. Nothing is recorded by a metrics recorder and no
@@ -47,6 +49,10 @@ pub struct HttpBenchArgs {
     /// Where to put the temporary data directory (removed afterwards).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
+    /// The HTTP route's function (a `wasi:http/incoming-handler` component answering
+    /// `GET /hello`); default: the repository's `guest-http-items`.
+    #[arg(long)]
+    http_function: Option<PathBuf>,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -93,9 +99,18 @@ fn batch_body(first: u64, events: usize) -> String {
     body
 }
 
-/// The bench app: one topic, fsync always, and `[auth]` if given.
-fn manifest(dir: &Path, auth: &str) -> anyhow::Result<Manifest> {
-    let text = format!("[topics.{TOPIC}]\npartitions = 1\nfsync = \"always\"\n{auth}",);
+/// The default of `--http-function`.
+const HTTP_FUNCTION: &str = "guests/target/wasm32-wasip2/release/guest_http_items.wasm";
+
+/// The bench app: one topic, fsync always, the route `GET /hello` served by
+/// `http_function`, and `[auth]` if given.
+fn manifest(dir: &Path, http_function: &Path, auth: &str) -> anyhow::Result<Manifest> {
+    let text = format!(
+        "[topics.{TOPIC}]\npartitions = 1\nfsync = \"always\"\n\
+         [functions.hello]\nsource = {:?}\n\
+         [routes.hello]\npath = \"/hello\"\nmethods = [\"GET\"]\nfunction = \"hello\"\n{auth}",
+        http_function.display().to_string()
+    );
     Ok(Manifest::from_toml_str(&text, dir)?)
 }
 
@@ -155,6 +170,7 @@ pub(super) struct Measured {
 /// One round of every figure.
 struct Round {
     health: Measured,
+    function: Measured,
     single: Measured,
     batch_events_per_sec: f64,
     batch_p99_us: u64,
@@ -237,6 +253,17 @@ pub(super) async fn drive(
     })
 }
 
+fn hello() -> Load {
+    Load {
+        method: Method::GET,
+        path: "/hello",
+        content_type: None,
+        token: None,
+        body: Arc::new(|_| Bytes::new()),
+        expect: StatusCode::OK,
+    }
+}
+
 fn healthz() -> Load {
     Load {
         method: Method::GET,
@@ -292,7 +319,7 @@ async fn publish_with_auth(
     token: String,
     args: &HttpBenchArgs,
 ) -> anyhow::Result<Measured> {
-    let spec = manifest(data, auth)?
+    let spec = manifest(data, &http_function(args), auth)?
         .auth
         .context("the bench's [auth] table did not parse as one")?;
     let keys = Arc::new(weir_auth::ApiKeyStore::open(data)?);
@@ -364,7 +391,18 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data)?;
 
     let log = crate::backend::open("embedded", &data).await?.0;
-    let node = Node::start(NodeOptions::new(&data, Some(manifest(&data, "")?), log)).await?;
+    let function = http_function(&args);
+    anyhow::ensure!(
+        function.exists(),
+        "{} is missing: build the guests with `cargo xtask build-guests` or pass --http-function",
+        function.display()
+    );
+    let node = Node::start(NodeOptions::new(
+        &data,
+        Some(manifest(&data, &function, "")?),
+        log,
+    ))
+    .await?;
 
     // The credentials, made once: an API key, an HS256 token, an ES256 token.
     let keys = weir_auth::ApiKeyStore::open(&data)?;
@@ -397,6 +435,7 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         // No auth: /healthz, single publishes, batches.
         let gateway = Gateway::start(node.clone(), GatewayOptions::default()).await?;
         let health = drive(gateway.addr, healthz(), args.connections, args.seconds).await?;
+        let function = drive(gateway.addr, hello(), args.connections, args.seconds).await?;
         let single = drive(gateway.addr, publish(None), args.connections, args.seconds).await?;
         let batches = drive(
             gateway.addr,
@@ -416,6 +455,7 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         let log_rate = log_batch_events_per_sec(&log_dir, event(0).len(), &args).await?;
         rounds.push(Round {
             health,
+            function,
             single,
             batch_events_per_sec: batches.requests_per_sec * args.batch as f64,
             batch_p99_us: batches.p99_us,
@@ -436,6 +476,10 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     let health = Measured {
         requests_per_sec: median(|r| r.health.requests_per_sec),
         p99_us: median(|r| r.health.p99_us as f64) as u64,
+    };
+    let function = Measured {
+        requests_per_sec: median(|r| r.function.requests_per_sec),
+        p99_us: median(|r| r.function.p99_us as f64) as u64,
     };
     let single = Measured {
         requests_per_sec: median(|r| r.single.requests_per_sec),
@@ -462,6 +506,10 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         "metrics_recorder": false,
         "healthz_requests_per_sec": health.requests_per_sec.round(),
         "healthz_p99_us": health.p99_us,
+        "http_function_requests_per_sec": function.requests_per_sec.round(),
+        "http_function_p99_us": function.p99_us,
+        "http_function_to_healthz": round2(function.requests_per_sec / health.requests_per_sec),
+        "http_function_instances": "fresh per request",
         "publish_requests_per_sec": publish_rps.round(),
         "publish_p99_us": single.p99_us,
         "batch_events_per_sec": batch_events_per_sec.round(),
@@ -477,4 +525,10 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         "jwt_es256_cost": round2(1.0 - es256 / publish_rps),
     });
     print_result(&result, args.json)
+}
+
+fn http_function(args: &HttpBenchArgs) -> PathBuf {
+    args.http_function
+        .clone()
+        .unwrap_or_else(|| super::repo_path(HTTP_FUNCTION))
 }

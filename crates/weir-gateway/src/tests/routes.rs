@@ -298,3 +298,239 @@ async fn a_deploy_changes_the_routes_without_a_restart() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(String::from_utf8_lossy(&body).contains("[routes]"));
 }
+
+/// Python, signing as each sender does: `standardwebhooks`' own signer, and the HMACs
+/// GitHub and Stripe document. Prints the signature header's value.
+fn python_sign(scheme: &str, secret: &str, id: &str, timestamp: i64, body: &str) -> String {
+    let python = weir_test_support::script_guests::ensure_standardwebhooks().unwrap();
+    let script = r#"
+import sys, hmac, hashlib, datetime
+scheme, secret, msg_id, ts, body = sys.argv[1:6]
+if scheme == "standard-webhooks":
+    from standardwebhooks.webhooks import Webhook
+    at = datetime.datetime.fromtimestamp(int(ts), tz=datetime.timezone.utc)
+    print(Webhook(secret).sign(msg_id, at, body))
+elif scheme == "github":
+    print("sha256=" + hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest())
+else:
+    signed = (ts + "." + body).encode()
+    print("t=" + ts + ",v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest())
+"#;
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            script,
+            scheme,
+            secret,
+            id,
+            &timestamp.to_string(),
+            body,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn inbound_webhooks_verify_each_senders_signature_and_store_each_delivery_durably() {
+    const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let dir = tempfile::tempdir().unwrap();
+    for (file, secret) in [
+        ("sw.secret", SW_SECRET),
+        ("gh.secret", "It's a Secret to Everybody"),
+        ("stripe.secret", "whsec_stripe_test_secret"),
+    ] {
+        std::fs::write(dir.path().join(file), secret).unwrap();
+    }
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let extra = format!(
+        r#"
+[topics.hooks]
+[routes.sw]
+path = "/hooks/sw"
+topic = "hooks"
+verify = "standard-webhooks"
+secret = {{ file = "{}" }}
+public = true
+[routes.github]
+path = "/hooks/github"
+topic = "hooks"
+verify = "github"
+secret = [{{ file = "{}" }}]
+public = true
+[routes.stripe]
+path = "/hooks/stripe"
+topic = "hooks"
+verify = "stripe"
+secret = {{ file = "{}" }}
+type = "com.example.payment"
+public = true
+"#,
+        file("sw.secret"),
+        file("gh.secret"),
+        file("stripe.secret")
+    );
+    let app = app(&extra).await.unwrap();
+    let api = router(app.node.clone(), GatewayOptions::default());
+    let now = jiff::Timestamp::now().as_second();
+    let post = |path: &str, body: &str, headers: &[(&str, String)]| {
+        let mut r = req("POST", path, body);
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        for (name, value) in headers {
+            r.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        r
+    };
+
+    // Standard Webhooks, signed by the reference library.
+    let body = r#"{"type":"invoice.paid","timestamp":"2026-12-05T08:00:00Z","data":{"n":1}}"#;
+    let signature = python_sign("standard-webhooks", SW_SECRET, "msg_1", now, body);
+    let headers = [
+        ("webhook-id", "msg_1".to_owned()),
+        ("webhook-timestamp", now.to_string()),
+        ("webhook-signature", signature.clone()),
+    ];
+    let (status, _, answer) = send(&api, post("/hooks/sw", body, &headers)).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(json(&answer)["id"], "msg_1");
+    assert_eq!(json(&answer)["offset"], 0);
+    // Tampered with, replayed too late, unsigned, or signed with another secret: 401,
+    // nothing stored.
+    let tampered = body.replace("\"n\":1", "\"n\":2");
+    let (status, _, answer) = send(&api, post("/hooks/sw", &tampered, &headers)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json(&answer)["type"], "urn:weir:problem:signature-invalid");
+    let old = now - 3600;
+    let late = [
+        ("webhook-id", "msg_1".to_owned()),
+        ("webhook-timestamp", old.to_string()),
+        (
+            "webhook-signature",
+            python_sign("standard-webhooks", SW_SECRET, "msg_1", old, body),
+        ),
+    ];
+    let (status, _, _) = send(&api, post("/hooks/sw", body, &late)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = send(&api, post("/hooks/sw", body, &[])).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let other = python_sign(
+        "standard-webhooks",
+        "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "msg_1",
+        now,
+        body,
+    );
+    let forged = [
+        ("webhook-id", "msg_1".to_owned()),
+        ("webhook-timestamp", now.to_string()),
+        ("webhook-signature", other),
+    ];
+    let (status, _, _) = send(&api, post("/hooks/sw", body, &forged)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A redelivery is stored again with the same id: consumers deduplicate by it.
+    let (status, _, answer) = send(&api, post("/hooks/sw", body, &headers)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(json(&answer)["id"], "msg_1");
+
+    // GitHub.
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let github = [
+        (
+            "x-hub-signature-256",
+            python_sign("github", "It's a Secret to Everybody", "", 0, body),
+        ),
+        ("x-github-delivery", "72d3162e-cc78-11e3".to_owned()),
+        ("x-github-event", "push".to_owned()),
+    ];
+    let (status, _, answer) = send(&api, post("/hooks/github", body, &github)).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (status, _, _) = send(&api, post("/hooks/github", "{}", &github)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Stripe.
+    let body = r#"{"id":"evt_1","type":"payment_intent.succeeded"}"#;
+    let stripe = [(
+        "stripe-signature",
+        python_sign("stripe", "whsec_stripe_test_secret", "", now, body),
+    )];
+    let (status, _, answer) = send(&api, post("/hooks/stripe", body, &stripe)).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (status, _, _) = send(
+        &api,
+        post("/hooks/stripe", &body.replace('1', "2"), &stripe),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Webhook routes take POST unless they list methods.
+    let (status, headers, _) = send(&api, req("GET", "/hooks/stripe", "")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers[header::ALLOW], "POST");
+
+    // Exactly the verified deliveries were stored, as events with the sender's ids and types.
+    let stored = app.node.read("hooks", 0, 0, 100).await.unwrap();
+    let seen: Vec<(String, String, String)> = stored
+        .iter()
+        .map(|e| {
+            (
+                e.event.id.clone(),
+                e.event.ty.clone(),
+                e.event.source.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("msg_1".into(), "invoice.paid".into(), "/routes/sw".into()),
+            ("msg_1".into(), "invoice.paid".into(), "/routes/sw".into()),
+            (
+                "72d3162e-cc78-11e3".into(),
+                "com.github.push".into(),
+                "/routes/github".into()
+            ),
+            (
+                "evt_1".into(),
+                "com.example.payment".into(),
+                "/routes/stripe".into()
+            ),
+        ]
+    );
+    let Some(Data::Json(data)) = &stored[2].event.data else {
+        panic!("JSON data");
+    };
+    assert_eq!(data.as_str(), r#"{"ref":"refs/heads/main"}"#);
+}
+
+#[tokio::test]
+async fn an_inbound_webhook_whose_secret_is_missing_stops_the_start() {
+    let extra = "[topics.hooks]\n[routes.sw]\npath = \"/hooks/sw\"\ntopic = \"hooks\"\nverify = \"github\"\nsecret = { env = \"WEIR_TEST_NO_SUCH_SECRET\" }\n";
+    let error = app(extra).await.err().expect("the start fails").to_string();
+    assert!(
+        error.contains("WEIR_TEST_NO_SUCH_SECRET") && error.contains("sw"),
+        "{error}"
+    );
+}
