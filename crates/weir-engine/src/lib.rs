@@ -72,7 +72,7 @@ pub use replay::{
     Replay, ReplayBound, ReplayProgress, ReplayRange, ReplayReport, ReplayRequest, VersionReport,
     VersionSource,
 };
-pub use routes::{RouteMatch, WebhookAccepted, WebhookError};
+pub use routes::{RouteFailure, RouteMatch, WebhookAccepted, WebhookError};
 pub use sinks::SinkStatus;
 pub use sources::SourceStatus;
 pub use status::{FleetStatus, FunctionStatus, NodeStatus, TopicStatus};

@@ -107,6 +107,34 @@ pub enum WebhookError {
     Log(#[from] Error),
 }
 
+/// Why a route's function gave no response; the message names the function, its version
+/// and the cause.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RouteFailure {
+    /// It ran past its deadline.
+    #[error("{0}")]
+    Deadline(String),
+    /// It could not run now (no free instance slot, a dependency late): try again.
+    #[error("{0}")]
+    Unavailable(String),
+    /// It failed: a trap, no response, a limit, a denied capability.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<CallError> for RouteFailure {
+    fn from(error: CallError) -> RouteFailure {
+        let message = error.to_string();
+        match error {
+            CallError::Deadline { .. } => RouteFailure::Deadline(message),
+            CallError::Unavailable { .. } | CallError::Retryable { .. } => {
+                RouteFailure::Unavailable(message)
+            }
+            _ => RouteFailure::Failed(message),
+        }
+    }
+}
+
 /// Where an inbound webhook's event was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookAccepted {
@@ -279,7 +307,7 @@ impl Node {
         route: &RouteMatch,
         request: http::Request<Bytes>,
         https: bool,
-    ) -> std::result::Result<http::Response<Bytes>, CallError> {
+    ) -> std::result::Result<http::Response<Bytes>, RouteFailure> {
         let function = self
             .registry
             .active(&route.spec.function)
@@ -307,6 +335,6 @@ impl Node {
             .increment(1);
         metrics::histogram!("weir_route_request_seconds", "route" => route.name.to_string())
             .record(started.elapsed().as_secs_f64());
-        result
+        Ok(result?)
     }
 }

@@ -10,8 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use weir_auth::Action;
-use weir_engine::WebhookError;
-use weir_wasm::CallError;
+use weir_engine::{RouteFailure, WebhookError};
 
 use crate::{AppState, Problem, auth};
 
@@ -106,24 +105,24 @@ pub(crate) async fn serve(State(state): State<AppState>, request: Request) -> Re
 
 /// The answer when the route's function failed: 504 past its deadline, 503 when it
 /// could not run (retry), 500 otherwise; the detail names function, version and cause.
-fn failed(route: &str, error: CallError) -> Problem {
+fn failed(route: &str, error: RouteFailure) -> Problem {
     tracing::warn!(route, %error, "route's function failed");
     let detail = format!("route {route:?}: {error}");
     match error {
-        CallError::Deadline { .. } => Problem::new(
+        RouteFailure::Deadline(_) => Problem::new(
             StatusCode::GATEWAY_TIMEOUT,
             "function-deadline",
             "The function ran past its deadline",
             detail,
         ),
-        CallError::Unavailable { .. } | CallError::Retryable { .. } => Problem::too_many(
+        RouteFailure::Unavailable(_) => Problem::too_many(
             StatusCode::SERVICE_UNAVAILABLE,
             "function-unavailable",
             "The function could not run",
             detail,
             1,
         ),
-        _ => Problem::new(
+        RouteFailure::Failed(_) => Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "function-failed",
             "The function failed",

@@ -9,7 +9,7 @@ use expect_test::expect;
 use crate::{
     AppSection, AuthSpec, CapabilitiesSpec, CorsSpec, EntitySpec, Error, FsyncSpec, FunctionSpec,
     HttpSpec, JwtSpec, LimitsSpec, Manifest, MissedTicks, NodeLimits, Ordering, PipelineSpec,
-    Problem, RetrySpec, RoleSpec, ScheduleSpec, SecretSource, SourceData, SourceSpec,
+    Problem, RetrySpec, RoleSpec, RouteSpec, ScheduleSpec, SecretSource, SourceData, SourceSpec,
     StartPosition, TopicSpec,
 };
 
@@ -1674,4 +1674,91 @@ fn a_sink_takes_its_defaults_its_secrets_and_is_refused_where_it_cannot_work() {
         &broker("redis://h", "to = \"a\"\nmode = \"binary\""),
         "sinks.hook.mode",
     );
+}
+
+#[test]
+fn routes_take_a_function_or_a_webhook_topic_and_are_refused_where_they_cannot_work() {
+    let route =
+        |body: &str| minimal_with(&format!("[routes.api]\npath = \"/api/{{*rest}}\"\n{body}"));
+    let m = parse(&route("function = \"f\"\nmethods = [\"get\", \"PUT\"]"));
+    assert_eq!(
+        m.routes["api"],
+        RouteSpec {
+            path: "/api/{*rest}".into(),
+            methods: vec!["GET".into(), "PUT".into()],
+            function: "f".into(),
+            topic: None,
+            verify: None,
+            secrets: vec![],
+            ty: None,
+            public: false,
+        }
+    );
+    let m = parse(&route(
+        "topic = \"in\"\nverify = \"github\"\nsecret = { env = \"GH_SECRET\" }\npublic = true",
+    ));
+    let r = &m.routes["api"];
+    assert_eq!(r.secrets, vec![SecretSource::Env("GH_SECRET".into())]);
+    assert!(r.public);
+
+    // weir's own paths, a clash between routes, a path that is not one.
+    for path in ["/v1/things", "/v1", "/healthz", "/metrics"] {
+        let p = only_problem(
+            &route("function = \"f\"").replace("/api/{*rest}", path),
+            "routes.api.path",
+        );
+        assert!(p.message.contains("weir's own"), "{p}");
+    }
+    let p = only_problem(
+        &route("function = \"f\"").replace("/api/{*rest}", "api"),
+        "routes.api.path",
+    );
+    assert!(p.message.contains("start it with '/'"), "{p}");
+    let two = format!(
+        "{}\n[routes.other]\npath = \"/api/{{*rest}}\"\nfunction = \"f\"\n",
+        route("function = \"f\"")
+    );
+    let p = only_problem(&two, "routes.other.path");
+    assert!(
+        p.message.contains("conflicts") && p.message.contains("\"api\""),
+        "{p}"
+    );
+    // What serves it.
+    only_problem(&route(""), "routes.api");
+    let p = only_problem(&route("function = \"nope\""), "routes.api.function");
+    assert!(p.message.contains("not declared"), "{p}");
+    only_problem(&route("function = \"f\"\ntopic = \"in\""), "routes.api");
+    only_problem(
+        &route("function = \"f\"\nverify = \"github\""),
+        "routes.api.verify",
+    );
+    only_problem(
+        &route("function = \"f\"\nmethods = [\"G T\"]"),
+        "routes.api.methods",
+    );
+    // Webhooks: a declared topic, a known scheme, a secret with it.
+    let p = only_problem(&route("topic = \"nope\""), "routes.api.topic");
+    assert!(p.message.contains("not declared"), "{p}");
+    let p = only_problem(
+        &route("topic = \"in\"\nverify = \"hmac\"\nsecret = { env = \"S\" }"),
+        "routes.api.verify",
+    );
+    assert!(
+        p.message.contains("standard-webhooks, github, stripe"),
+        "{p}"
+    );
+    only_problem(
+        &route("topic = \"in\"\nverify = \"stripe\""),
+        "routes.api.secret",
+    );
+    only_problem(
+        &route("topic = \"in\"\nsecret = { env = \"S\" }"),
+        "routes.api.secret",
+    );
+    // Publishing is granted only to declared topics.
+    let grant = minimal_with("").replace(
+        "source = \"f.wasm\"\n",
+        "source = \"f.wasm\"\ncapabilities = { publish = [\"nope\"] }\n",
+    );
+    only_problem(&grant, "functions.f.capabilities.publish");
 }
