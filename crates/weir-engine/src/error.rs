@@ -51,6 +51,8 @@ pub enum Error {
         function: String,
         declared: Vec<String>,
     },
+    #[error("sink {sink:?} is not declared by the app; declared: {declared:?}")]
+    UnknownSink { sink: String, declared: Vec<String> },
     #[error(
         "pipeline {pipeline:?} is not declared by the app; declared: {declared:?}; `weir status` lists the running pipelines"
     )]
@@ -258,6 +260,7 @@ impl Error {
             Error::UnknownNamespace { .. }
             | Error::UnknownFunction { .. }
             | Error::UnknownPipeline { .. }
+            | Error::UnknownSink { .. }
             | Error::UnknownVersion { .. }
             | Error::UnknownEntityType { .. }
             | Error::UnknownEntity { .. } => ErrorClass::NotFound,
@@ -319,6 +322,7 @@ impl Error {
             Error::UnknownNamespace { .. } => "unknown-namespace",
             Error::UnknownFunction { .. } => "unknown-function",
             Error::UnknownPipeline { .. } => "unknown-pipeline",
+            Error::UnknownSink { .. } => "unknown-sink",
             Error::InvalidReplay { .. } => "invalid-replay",
             Error::ReplayCancelled => "cancelled",
             Error::UnknownVersion { .. } => "unknown-version",

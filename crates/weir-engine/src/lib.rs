@@ -66,7 +66,7 @@ pub use fleet::View as FleetView;
 pub use groups::{GroupPartitionStatus, GroupStatus};
 pub use node::{Node, NodeOptions};
 pub use pipeline::{PipelinePartitionStatus, PipelineState, PipelineStatus};
-pub use redrive::RedriveReport;
+pub use redrive::{RedriveReport, SinkRedriveReport};
 pub use registry::{Deployed, Deployment, FunctionInfo, KEPT_VERSIONS, Origin};
 pub use replay::{
     Replay, ReplayBound, ReplayProgress, ReplayRange, ReplayReport, ReplayRequest, VersionReport,

@@ -109,7 +109,9 @@ pub(crate) fn action<'a>(
         ("/v1/functions/{name}/rollback", "POST") => Action::Admin(AdminOp::Functions),
         ("/v1/deploy", "POST") => Action::Admin(AdminOp::Deploy),
         ("/v1/pipelines" | "/v1/pipelines/{name}", "GET") => Action::Observe,
-        ("/v1/pipelines/{name}/redrive", "POST") => Action::Admin(AdminOp::Redrive),
+        ("/v1/pipelines/{name}/redrive" | "/v1/sinks/{name}/redrive", "POST") => {
+            Action::Admin(AdminOp::Redrive)
+        }
         ("/v1/pipelines/{name}/replay", "POST") => Action::Admin(AdminOp::Replay),
         ("/v1/auth/keys" | "/v1/auth/keys/{id}", _) => Action::Admin(AdminOp::Keys),
         ("/v1/entities/{type}/{id}/commands/{name}", "POST") => {

@@ -231,6 +231,7 @@ fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
         .routes(routes!(pipelines::list))
         .routes(routes!(pipelines::get))
         .routes(routes!(pipelines::redrive))
+        .routes(routes!(pipelines::redrive_sink))
         .routes(routes!(replay::replay).layer(upload_limit))
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 
-use crate::api::pipelines::{Pipeline, RedriveQuery, RedriveReport};
+use crate::api::pipelines::{Pipeline, RedriveQuery, RedriveReport, SinkRedriveReport};
 use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem};
 
 /// `GET /v1/pipelines`: every pipeline's state, counters and lag per source partition.
@@ -85,4 +85,32 @@ pub(crate) async fn redrive(
 ) -> Result<Json<RedriveReport>, Problem> {
     let Query(query) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
     Ok(Json(state.node.redrive(&name, query.limit).await?.into()))
+}
+
+/// `POST /v1/sinks/{name}/redrive[?limit=N]`: deliver the sink's dead letters again.
+#[utoipa::path(
+    post,
+    path = "/v1/sinks/{name}/redrive",
+    operation_id = "redrive_sink",
+    tag = "pipelines",
+    summary = "Re-drive a sink's dead letters",
+    description = "Delivers the sink's dead letters to its destination once more, with their `dlq*` attributes removed and their ids unchanged (the receiver's idempotency key). Stops at the first event the destination cannot take now (`stopped`); events it refuses again are counted and passed.",
+    params(("name" = String, Path, description = "the sink's name"), RedriveQuery),
+    responses(
+        (status = 200, description = "what was re-driven", body = SinkRedriveReport),
+        (status = 400, description = "a bad query", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 404, description = "unknown sink", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 503, description = "the log is unavailable, or the node is shutting down", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
+#[tracing::instrument(skip_all, fields(sink = %name))]
+pub(crate) async fn redrive_sink(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<RedriveQuery>, QueryRejection>,
+) -> Result<Json<SinkRedriveReport>, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
+    Ok(Json(
+        state.node.redrive_sink(&name, query.limit).await?.into(),
+    ))
 }

@@ -194,6 +194,75 @@ async fn an_unreachable_receiver_exhausts_the_retries_then_the_event_is_dead_let
     node.publish("alerts", &[alert(2, "ok")]).await.unwrap();
     until_sink(&node, |s| s.delivered == 1).await;
     assert_eq!(receiver.requests()[0]["id"], "alert-2");
+    // Re-driving the dead letter delivers it, signed, with its id and without its dlq
+    // attributes; the next re-drive finds nothing new.
+    let report = node.redrive_sink("hook", None).await.unwrap();
+    assert_eq!(
+        (report.delivered, report.refused, report.stopped.clone()),
+        (1, 0, None)
+    );
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1]["id"], "alert-1");
+    assert!(requests[1].get("dlqreason").is_none(), "{}", requests[1]);
+    assert!(requests[1].get("dlqsink").is_none(), "{}", requests[1]);
+    let again = node.redrive_sink("hook", None).await.unwrap();
+    assert_eq!(again.delivered, 0);
+    assert_eq!(receiver.requests().len(), 2);
+    let unknown = node.redrive_sink("nope", None).await.unwrap_err();
+    assert!(unknown.to_string().contains("\"hook\""), "{unknown}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_stops_where_the_destination_is_still_down_and_resumes_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let settings = "retry = { max_attempts = 1 }\ncircuit_failures = 0";
+    let manifest = app(dir.path(), &url, settings);
+    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    node.publish("alerts", &[alert(1, "ok"), alert(2, "ok")])
+        .await
+        .unwrap();
+    until_sink(&node, |s| s.dead_lettered == 2).await;
+    // Still down: nothing delivered, nothing committed past the first.
+    let report = node.redrive_sink("hook", None).await.unwrap();
+    assert_eq!(report.delivered, 0);
+    assert!(
+        report
+            .stopped
+            .as_deref()
+            .is_some_and(|s| s.contains("alert-")),
+        "{report:?}"
+    );
+    // Up on the same port: both are delivered by the next re-drive.
+    let receiver = WebhookReceiver::start(
+        SECRET,
+        Behaviour {
+            port: Some(port),
+            ..Behaviour::default()
+        },
+    );
+    let report = node.redrive_sink("hook", None).await.unwrap();
+    assert_eq!(
+        (report.delivered, report.stopped.clone()),
+        (2, None),
+        "{report:?}"
+    );
+    let mut ids: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["alert-1", "alert-2"]);
     node.shutdown().await;
 }
 

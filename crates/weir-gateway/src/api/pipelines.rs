@@ -179,3 +179,32 @@ impl From<weir_engine::RedriveReport> for RedriveReport {
         }
     }
 }
+
+/// What a re-drive of a sink's dead letters did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SinkRedriveReport {
+    pub sink: String,
+    pub dead_letter: String,
+    /// Dead letters the destination took this time.
+    pub delivered: u64,
+    /// Dead letters it refused again (passed; they stay in the dead-letter topic).
+    pub refused: u64,
+    /// Dead letters passed over: another sink's or a pipeline's, or not CloudEvents.
+    pub skipped: u64,
+    /// Why the re-drive stopped early: the destination could not take an event now. What
+    /// came before is committed; the next re-drive starts there.
+    pub stopped: Option<String>,
+}
+
+impl From<weir_engine::SinkRedriveReport> for SinkRedriveReport {
+    fn from(r: weir_engine::SinkRedriveReport) -> SinkRedriveReport {
+        SinkRedriveReport {
+            sink: r.sink,
+            dead_letter: r.dead_letter,
+            delivered: r.delivered,
+            refused: r.refused,
+            skipped: r.skipped,
+            stopped: r.stopped,
+        }
+    }
+}
