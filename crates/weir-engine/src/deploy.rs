@@ -156,6 +156,17 @@ impl Node {
             compiled.push(function);
         }
 
+        // Routes (their functions' worlds, webhooks' secrets) before anything changes.
+        let routes = {
+            let named: Vec<(&str, &weir_wasm::Function)> = plan
+                .functions
+                .iter()
+                .map(String::as_str)
+                .zip(compiled.iter())
+                .collect();
+            self.route_table(Some(&next), &named)?
+        };
+
         let mut topics = Vec::new();
         for name in &plan.topics {
             self.log
@@ -197,7 +208,7 @@ impl Node {
             reloaded.insert(name.clone(), deployed);
         }
         *self.manifest.lock().unwrap_or_else(PoisonError::into_inner) = Some(next.clone());
-        self.set_routes()?;
+        self.swap_routes(routes);
         for name in &plan.pipelines {
             self.start_pipeline(name, &next.pipelines[name]).await?;
         }

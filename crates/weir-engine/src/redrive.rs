@@ -142,7 +142,7 @@ impl Node {
     /// is delivered once more to the sink's destination, without its `dlq*` attributes
     /// and with its `id` unchanged (the receiver's idempotency key). An attempt the
     /// destination cannot take now stops the re-drive there; one it refuses for good is
-    /// counted and passed. Progress is the consumer group `<sink>.redrive` on the
+    /// counted and passed. Progress is the consumer group `sink.<sink>.redrive` on the
     /// dead-letter topic, committed after each delivered batch: a crash may deliver an
     /// event again (at-least-once, as the sink itself), never skip one. The live sink
     /// keeps running meanwhile; re-driven events are older than what it delivers.
@@ -169,7 +169,9 @@ impl Node {
         let sink = crate::sinks::open(name, &spec)?;
         let _one = self.redriving.lock().await;
         let dlq = spec.dead_letter.clone();
-        let group = format!("{name}.redrive");
+        // Not `NAME.redrive`: a pipeline of the same name re-drives its own dead letters
+        // with that group, perhaps from the same topic.
+        let group = format!("sink.{name}.redrive");
         let info = self.topic_info(&dlq).await?;
         let mut report = SinkRedriveReport {
             sink: name.to_owned(),
@@ -181,7 +183,7 @@ impl Node {
             let end = info.end_offsets[partition as usize];
             let progress = Progress::Transactions {
                 group: group.clone(),
-                producer: format!("redrive/{name}/{dlq}/{partition}"),
+                producer: format!("redrive-sink/{name}/{dlq}/{partition}"),
             };
             let mut consumer = PartitionConsumer::open(
                 &self.log,

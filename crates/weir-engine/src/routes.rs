@@ -194,17 +194,39 @@ impl Publisher for NodePublisher {
 }
 
 impl Node {
-    /// Rebuild the route table from the app as it runs now, checking that every route's
-    /// function serves HTTP.
+    /// Rebuild the route table from the app as it runs now (at start).
     pub(crate) fn set_routes(&self) -> Result<()> {
         let manifest = self
             .manifest
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some(manifest) = &manifest {
+        let table = self.route_table(manifest.as_ref(), &[])?;
+        self.swap_routes(table);
+        Ok(())
+    }
+
+    /// Serve `table` from now on.
+    pub(crate) fn swap_routes(&self, table: RouteTable) {
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+    }
+
+    /// The route table of `manifest`, checking that every route's function serves HTTP
+    /// (as `compiled`, the versions a deploy is about to activate, or as active now) and
+    /// reading the webhooks' secrets: a deploy builds it before it changes anything.
+    pub(crate) fn route_table(
+        &self,
+        manifest: Option<&Manifest>,
+        compiled: &[(&str, &weir_wasm::Function)],
+    ) -> Result<RouteTable> {
+        if let Some(manifest) = manifest {
             for (name, route) in &manifest.routes {
-                if let Some((_, function)) = self.registry.active(&route.function)
+                let function = compiled
+                    .iter()
+                    .find(|(n, _)| *n == route.function)
+                    .map(|(_, f)| (*f).clone())
+                    .or_else(|| self.registry.active(&route.function).map(|(_, f)| f));
+                if let Some(function) = function
                     && function.world() != weir_wasm::World::Http
                 {
                     return Err(Error::WrongWorld {
@@ -217,13 +239,15 @@ impl Node {
                 }
             }
         }
-        let table = Arc::new(RouteTable::of(manifest.as_ref())?);
-        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = table;
-        Ok(())
+        RouteTable::of(manifest)
     }
 
-    /// The route whose pattern `path` matches, if any.
+    /// The route whose pattern `path` matches, if any; never for weir's own paths (a
+    /// catch-all pattern does not take a mistyped `/v1/...`).
     pub fn route(&self, path: &str) -> Option<RouteMatch> {
+        if RouteSpec::reserved(path) {
+            return None;
+        }
         let table = self
             .routes
             .read()

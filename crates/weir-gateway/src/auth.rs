@@ -170,7 +170,8 @@ pub(crate) async fn front_door(
 
 /// Who is calling and whether they may do `wanted` (`None`: open to all) under `auth`
 /// (`None`: an open node), then whether they are over their rate; the answer to send
-/// back if not.
+/// back if not. (The refusal is a whole response, built only on the refused path.)
+#[allow(clippy::result_large_err)]
 pub(crate) fn admit(
     state: &AppState,
     parts: &axum::http::request::Parts,

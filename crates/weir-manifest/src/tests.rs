@@ -1755,6 +1755,7 @@ fn routes_take_a_function_or_a_webhook_topic_and_are_refused_where_they_cannot_w
         &route("topic = \"in\"\nsecret = { env = \"S\" }"),
         "routes.api.secret",
     );
+    only_problem(&route("topic = \"in\"\npublic = true"), "routes.api.public");
     // Publishing is granted only to declared topics.
     let grant = minimal_with("").replace(
         "source = \"f.wasm\"\n",

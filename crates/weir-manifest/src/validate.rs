@@ -1022,6 +1022,13 @@ fn check_routes(manifest: &Manifest, problems: &mut Vec<Problem>) {
                         at("secret"),
                         "is used with `verify`; name the sender's signature scheme".to_owned(),
                     )),
+                    None if route.public => problems.push(Problem::new(
+                        at("public"),
+                        "a public webhook route without `verify` would let anyone append to \
+                         the topic; name the sender's signature scheme, or drop `public` so \
+                         callers need a credential"
+                            .to_owned(),
+                    )),
                     _ => {}
                 }
                 if route.secrets.iter().any(names_nothing) {

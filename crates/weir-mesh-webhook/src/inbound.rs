@@ -1,7 +1,7 @@
 //! Inbound webhooks: checking that a request was signed by its sender, as Standard
-//! Webhooks, GitHub and Stripe sign them (HMAC-SHA256, compared in constant time by
-//! `ring::hmac::verify`), and what the request says about the delivery (its id, the
-//! kind of event).
+//! Webhooks, GitHub and Stripe sign them (HMAC-SHA256 by `ring`, compared in constant
+//! time by `subtle`), and what the request says about the delivery (its id, the kind of
+//! event).
 //!
 //! - Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature` (`v1,` and
 //!   base64, space-separated) over `id.timestamp.body`, the secret `whsec_` and base64.
@@ -16,9 +16,17 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
+use subtle::ConstantTimeEq as _;
 
 /// How far a signed timestamp may be from now, either way.
 pub const TOLERANCE_SECS: i64 = 300;
+
+/// The most signatures of one header that are tried (a sender rotating keys sends two or
+/// three); the rest are ignored, so a header of thousands costs nothing more.
+pub const MAX_SIGNATURES: usize = 8;
+
+/// The most secrets a route may have.
+pub const MAX_SECRETS: usize = 8;
 
 /// Who signs the requests, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +82,9 @@ impl Verifier {
         if secrets.is_empty() {
             return Err("a signature check needs at least one secret".to_owned());
         }
+        if secrets.len() > MAX_SECRETS {
+            return Err(format!("at most {MAX_SECRETS} secrets, for a rotation"));
+        }
         let keys = secrets
             .iter()
             .map(|secret| {
@@ -86,7 +97,7 @@ impl Verifier {
                             "the Standard Webhooks secret after \"whsec_\" is not base64".to_owned()
                         })?
                     }
-                    Scheme::GitHub | Scheme::Stripe => secret.as_bytes().to_vec(),
+                    Scheme::GitHub | Scheme::Stripe => secret.trim().as_bytes().to_vec(),
                 };
                 if bytes.is_empty() {
                     return Err("the secret is empty".to_owned());
@@ -178,20 +189,28 @@ impl Verifier {
         }
     }
 
-    /// Whether any of `signatures` is the HMAC of `signed` under any key.
+    /// Whether any of `signatures` (the first [`MAX_SIGNATURES`] of SHA-256's length) is
+    /// the HMAC of `signed` under any key: each key's HMAC is computed once, and compared
+    /// with each candidate in constant time.
     fn any(
         &self,
         signed: &[u8],
         signatures: impl Iterator<Item = Vec<u8>>,
         header: &str,
     ) -> Result<(), String> {
-        for signature in signatures {
-            if self
-                .keys
-                .iter()
-                .any(|key| ring::hmac::verify(key, signed, &signature).is_ok())
-            {
-                return Ok(());
+        let candidates: Vec<Vec<u8>> = signatures
+            .filter(|s| s.len() == ring::digest::SHA256_OUTPUT_LEN)
+            .take(MAX_SIGNATURES)
+            .collect();
+        if !candidates.is_empty() {
+            for key in &self.keys {
+                let expected = ring::hmac::sign(key, signed);
+                if candidates
+                    .iter()
+                    .any(|candidate| bool::from(expected.as_ref().ct_eq(candidate)))
+                {
+                    return Ok(());
+                }
             }
         }
         Err(format!(
@@ -201,10 +220,10 @@ impl Verifier {
 }
 
 fn fresh(at: i64, now: i64) -> Result<(), String> {
-    if (now - at).abs() > TOLERANCE_SECS {
+    let off = now.abs_diff(at);
+    if off > TOLERANCE_SECS as u64 {
         return Err(format!(
-            "the signed timestamp {at} is {} s from now; at most {TOLERANCE_SECS} s is accepted",
-            (now - at).abs()
+            "the signed timestamp {at} is {off} s from now; at most {TOLERANCE_SECS} s is accepted"
         ));
     }
     Ok(())
@@ -266,5 +285,22 @@ mod tests {
         // Replayed later than the tolerance.
         let late = stripe.verify(&good, body, now + TOLERANCE_SECS + 1);
         assert!(late.unwrap_err().contains("from now"));
+        // A timestamp at the end of the range is refused, not an overflow.
+        let far = headers(&[("stripe-signature", format!("t={},v1=00", i64::MIN))]);
+        assert!(
+            stripe
+                .verify(&far, body, now)
+                .unwrap_err()
+                .contains("from now")
+        );
+        // Thousands of wrong signatures cost no more than a few: the right one past the
+        // first eight is not looked at.
+        let many = format!(
+            "t={now},{},v1={}",
+            vec!["v1=".to_owned() + &"00".repeat(32); 5000].join(","),
+            hex::encode(sign(b"whsec_new", &signed))
+        );
+        let flood = headers(&[("stripe-signature", many)]);
+        assert!(stripe.verify(&flood, body, now).is_err());
     }
 }

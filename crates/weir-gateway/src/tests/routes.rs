@@ -195,8 +195,10 @@ async fn a_broken_or_hostile_handler_gets_a_clear_error_and_the_node_keeps_servi
     let secrets = app.node.read("secrets", 0, 0, 10).await.unwrap();
     assert!(secrets.is_empty());
     // A body over the node's limit is refused before the handler runs.
-    let mut options = GatewayOptions::default();
-    options.max_body_bytes = 1024;
+    let options = GatewayOptions {
+        max_body_bytes: 1024,
+        ..GatewayOptions::default()
+    };
     let small = router(app.node.clone(), options);
     let (status, _, _) = send(&small, req("PUT", "/items/big", &"x".repeat(4096))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -228,11 +230,13 @@ async fn routes_need_a_role_that_names_them_unless_public() {
         ]),
         ..AuthSpec::default()
     };
-    let mut options = GatewayOptions::default();
-    options.auth = AuthSlot::new(
-        Some(Authenticator::new(spec, keys.clone()).await.unwrap()),
-        AuthSource::Flags,
-    );
+    let options = GatewayOptions {
+        auth: AuthSlot::new(
+            Some(Authenticator::new(spec, keys.clone()).await.unwrap()),
+            AuthSource::Flags,
+        ),
+        ..GatewayOptions::default()
+    };
     let api = router(app.node.clone(), options);
     let key = |roles: &[&str]| {
         keys.create("p", roles.iter().map(|r| r.to_string()).collect(), None)
