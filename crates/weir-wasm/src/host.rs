@@ -454,6 +454,7 @@ impl FunctionHost {
         })
         .map_err(engine_error)?;
         deny_sleeps(&mut linker).map_err(engine_error)?;
+        bound_host_waits(&mut linker).map_err(engine_error)?;
 
         let cache = match &options.cache_dir {
             Some(dir) => Some(
@@ -665,6 +666,126 @@ fn deny_sleeps(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             },
         )?;
     }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Replace the WASI calls that wait on the host (a stream's blocking write, flush, splice,
+/// read and skip; `poll`; `pollable.block`) with the same calls bounded by the current
+/// call's deadline: the epoch interrupts wasm code, not a host wait, and some waits never
+/// end (a guest that fills an HTTP body's buffer before handing the body over waits for
+/// a reader that does not exist yet). Past the deadline the call ends as
+/// `CallError::Deadline`, and the instance is dropped.
+fn bound_host_waits(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::io::poll::{Host as _, HostPollable as _};
+    use wasmtime_wasi::p2::bindings::io::streams::{
+        Host as _, HostInputStream as _, HostOutputStream as _, StreamError as WitStreamError,
+    };
+    use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable};
+
+    /// Runs `wait` on the table with what is left of the deadline; `None` past it.
+    fn bounded<T>(
+        store: &mut StoreContextMut<'_, CallState>,
+        wait: impl AsyncFnOnce(&mut wasmtime::component::ResourceTable) -> T,
+    ) -> Option<T> {
+        let left = store
+            .data()
+            .deadline()
+            .saturating_duration_since(Instant::now());
+        let table = store.data_mut().table_mut();
+        wasmtime_wasi::runtime::in_tokio(async {
+            tokio::time::timeout(left, wait(table)).await.ok()
+        })
+    }
+    fn past() -> wasmtime::Error {
+        wasmtime::Error::from(Trap::Interrupt)
+    }
+    /// The guest's answer: the value, or the stream error as WIT has it.
+    fn answer<T>(
+        store: &mut StoreContextMut<'_, CallState>,
+        result: Option<Result<T, wasmtime_wasi::p2::StreamError>>,
+    ) -> wasmtime::Result<(Result<T, WitStreamError>,)> {
+        match result {
+            None => Err(past()),
+            Some(Ok(value)) => Ok((Ok(value),)),
+            Some(Err(e)) => Ok((Err(store.data_mut().table_mut().convert_stream_error(e)?),)),
+        }
+    }
+
+    linker.allow_shadowing(true);
+    let mut streams = linker.instance("wasi:io/streams@0.2.12")?;
+    streams.func_wrap(
+        "[method]output-stream.blocking-write-and-flush",
+        |mut store: StoreContextMut<'_, CallState>,
+         (stream, bytes): (Resource<DynOutputStream>, Vec<u8>)| {
+            let result = bounded(&mut store, async |t| {
+                t.blocking_write_and_flush(stream, bytes).await
+            });
+            answer(&mut store, result)
+        },
+    )?;
+    streams.func_wrap(
+        "[method]output-stream.blocking-write-zeroes-and-flush",
+        |mut store: StoreContextMut<'_, CallState>,
+         (stream, len): (Resource<DynOutputStream>, u64)| {
+            let result = bounded(&mut store, async |t| {
+                t.blocking_write_zeroes_and_flush(stream, len).await
+            });
+            answer(&mut store, result)
+        },
+    )?;
+    streams.func_wrap(
+        "[method]output-stream.blocking-flush",
+        |mut store: StoreContextMut<'_, CallState>, (stream,): (Resource<DynOutputStream>,)| {
+            let result = bounded(&mut store, async |t| t.blocking_flush(stream).await);
+            answer(&mut store, result)
+        },
+    )?;
+    streams.func_wrap(
+        "[method]output-stream.blocking-splice",
+        |mut store: StoreContextMut<'_, CallState>,
+         (dest, src, len): (Resource<DynOutputStream>, Resource<DynInputStream>, u64)| {
+            let result = bounded(&mut store, async |t| {
+                t.blocking_splice(dest, src, len).await
+            });
+            answer(&mut store, result)
+        },
+    )?;
+    streams.func_wrap(
+        "[method]input-stream.blocking-read",
+        |mut store: StoreContextMut<'_, CallState>,
+         (stream, len): (Resource<DynInputStream>, u64)| {
+            let result = bounded(&mut store, async |t| t.blocking_read(stream, len).await);
+            answer(&mut store, result)
+        },
+    )?;
+    streams.func_wrap(
+        "[method]input-stream.blocking-skip",
+        |mut store: StoreContextMut<'_, CallState>,
+         (stream, len): (Resource<DynInputStream>, u64)| {
+            let result = bounded(&mut store, async |t| t.blocking_skip(stream, len).await);
+            answer(&mut store, result)
+        },
+    )?;
+    let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
+    poll.func_wrap(
+        "poll",
+        |mut store: StoreContextMut<'_, CallState>, (list,): (Vec<Resource<DynPollable>>,)| {
+            match bounded(&mut store, async |t| t.poll(list).await) {
+                None => Err(past()),
+                Some(ready) => Ok((ready?,)),
+            }
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, CallState>, (pollable,): (Resource<DynPollable>,)| {
+            match bounded(&mut store, async |t| t.block(pollable).await) {
+                None => Err(past()),
+                Some(done) => done,
+            }
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(())
 }

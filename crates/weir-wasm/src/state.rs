@@ -153,6 +153,11 @@ impl CallState {
         self.hooks.deadline
     }
 
+    /// The resources of the instance (WASI's and HTTP's).
+    pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
     /// Note a host operation that returned past the call's deadline (see
     /// [`CallState::take_late_store`]).
     pub(crate) fn note_late(&mut self, what: String) {

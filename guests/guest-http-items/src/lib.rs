@@ -127,6 +127,18 @@ fn misbehave(what: &str, out: ResponseOutparam) {
             respond(out, 200, "text/plain", format!("{result:?}").as_bytes())
         }
         "trap" => panic!("the handler traps"),
+        // Writes three chunks into the body before handing the response over: the second
+        // waits for a reader that does not exist yet, until the deadline.
+        "stuck" => {
+            let response = OutgoingResponse::new(Fields::new());
+            let Ok(body) = response.body() else { return };
+            if let Ok(stream) = body.write() {
+                for _ in 0..3 {
+                    let _ = stream.blocking_write_and_flush(&[b'x'; 4096]);
+                }
+            }
+            ResponseOutparam::set(out, Ok(response));
+        }
         _ => respond(out, 404, "text/plain", b"no such misbehaviour\n"),
     }
 }
