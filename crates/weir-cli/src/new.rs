@@ -86,6 +86,7 @@ const PYTHON: &[TemplateFile] = &[
 const WIT: &[TemplateFile] = &wit_files![
     "entity.wit",
     "function.wit",
+    "http.wit",
     "projection.wit",
     "deps/cli.wit",
     "deps/clocks.wit",
