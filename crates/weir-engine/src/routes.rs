@@ -2,8 +2,14 @@
 //! and one request served by the route's function (a `wasi:http/incoming-handler`
 //! component, see `weir_wasm::Function::serve_http`), whose `publish` appends to the log.
 //!
-//! The table is rebuilt from the manifest at start and on every deploy; a request reads
-//! the table of the moment it arrives and the function's active version then.
+//! A route with `topic` instead of a function is an inbound webhook: the request's
+//! signature is checked (`verify`, `weir_mesh_webhook::inbound`), the body becomes one
+//! event (its id the sender's delivery id, so a redelivery repeats it), and the answer
+//! is sent only once the event is durable.
+//!
+//! The table is built from the manifest at start, and by a deploy before it changes
+//! anything (a missing secret or a function of another world refuses it); a request
+//! reads the table of the moment it arrives and the function's active version then.
 
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Instant;
