@@ -54,6 +54,10 @@ pub enum Error {
     #[error("sink {sink:?} is not declared by the app; declared: {declared:?}")]
     UnknownSink { sink: String, declared: Vec<String> },
     #[error(
+        "no job {id:?}: job routes answer `202` with the URL of each job they accept ([routes.NAME] job = true)"
+    )]
+    UnknownJob { id: String },
+    #[error(
         "pipeline {pipeline:?} is not declared by the app; declared: {declared:?}; `weir status` lists the running pipelines"
     )]
     UnknownPipeline {
@@ -261,6 +265,7 @@ impl Error {
             | Error::UnknownFunction { .. }
             | Error::UnknownPipeline { .. }
             | Error::UnknownSink { .. }
+            | Error::UnknownJob { .. }
             | Error::UnknownVersion { .. }
             | Error::UnknownEntityType { .. }
             | Error::UnknownEntity { .. } => ErrorClass::NotFound,
@@ -323,6 +328,7 @@ impl Error {
             Error::UnknownFunction { .. } => "unknown-function",
             Error::UnknownPipeline { .. } => "unknown-pipeline",
             Error::UnknownSink { .. } => "unknown-sink",
+            Error::UnknownJob { .. } => "unknown-job",
             Error::InvalidReplay { .. } => "invalid-replay",
             Error::ReplayCancelled => "cancelled",
             Error::UnknownVersion { .. } => "unknown-version",

@@ -38,6 +38,7 @@ mod error;
 mod fleet;
 mod functions;
 pub mod groups;
+mod jobs;
 mod keyvalue;
 mod node;
 mod pipeline;
@@ -64,6 +65,7 @@ pub use entity::{
 pub use error::{Error, ErrorClass, Result};
 pub use fleet::View as FleetView;
 pub use groups::{GroupPartitionStatus, GroupStatus};
+pub use jobs::{JobError, JobRequest, JobState, JobStatus};
 pub use node::{Node, NodeOptions};
 pub use pipeline::{PipelinePartitionStatus, PipelineState, PipelineStatus};
 pub use redrive::{RedriveReport, SinkRedriveReport};

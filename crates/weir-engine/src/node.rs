@@ -182,6 +182,15 @@ impl Node {
             for (name, topic) in &manifest.topics {
                 log.create_topic(name, &topic_spec(topic)).await?;
             }
+            // The jobs view reads the dead-letter topics of job pipelines from the start,
+            // before the pipelines (which create undeclared ones) run.
+            if let Some((jobs, _)) = crate::jobs::jobs_view(manifest) {
+                for topic in &jobs.sources {
+                    if log.topic(topic).await?.is_none() {
+                        log.create_topic(topic, &TopicSpec::default()).await?;
+                    }
+                }
+            }
             for (namespace, spec) in &manifest.keyvalue {
                 if let Some(seed) = &spec.seed {
                     seed_namespace(&kv, namespace, seed).await?;
@@ -231,7 +240,14 @@ impl Node {
         let views = match &manifest {
             Some(m) => {
                 match crate::views::Views::start(
-                    &m.views, &data_dir, &log, &registry, &units, &tasks, &cancel,
+                    &m.views,
+                    crate::jobs::jobs_view(m),
+                    &data_dir,
+                    &log,
+                    &registry,
+                    &units,
+                    &tasks,
+                    &cancel,
                 )
                 .await
                 {

@@ -263,6 +263,20 @@ impl Node {
         Some(table.routes[*found.value].clone())
     }
 
+    /// The route named `name`, as the node serves it now.
+    pub fn route_spec(&self, name: &str) -> Option<RouteSpec> {
+        let table = self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        table
+            .routes
+            .iter()
+            .find(|r| &*r.name == name)
+            .map(|r| r.spec.clone())
+    }
+
     /// An inbound webhook's request: its signature checked, its body appended to the
     /// route's topic as one event; returns once the event is durable.
     pub async fn accept_webhook(
@@ -314,6 +328,14 @@ impl Node {
             extensions: Default::default(),
             data,
         };
+        let mut event = event;
+        if route.spec.job {
+            // The job's id: its pipeline gives each output its input's correlationid.
+            event.extensions.insert(
+                crate::routing::CORRELATION_ID.to_owned(),
+                weir_cloudevents::ExtensionValue::String(event.id.clone()),
+            );
+        }
         event
             .validate()
             .map_err(|e| WebhookError::Body(e.to_string()))?;

@@ -70,7 +70,7 @@ struct View {
     /// The view's units, one per partition in `positions`' order.
     unit_names: Vec<String>,
     health: Mutex<Health>,
-    pool: ActivePool,
+    projector: Projector,
     /// Held around every write to the serving table; counts the swaps that replaced it,
     /// so a projection that read from the table before a swap starts again from its
     /// progress instead of writing on.
@@ -247,8 +247,10 @@ impl Stores {
 impl Views {
     /// Create every view's table (if new), read its progress and start a projection per
     /// source partition from there.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start(
         specs: &BTreeMap<String, ViewSpec>,
+        jobs: Option<(ViewSpec, crate::jobs::JobsProjection)>,
         data_dir: &std::path::Path,
         log: &SharedLog,
         registry: &Arc<Registry>,
@@ -262,21 +264,36 @@ impl Views {
             postgres: BTreeMap::new(),
         };
         let mut views = BTreeMap::new();
-        for (name, spec) in specs {
-            let function = registry
-                .active(&spec.function)
-                .ok_or_else(|| Error::UnknownFunction {
-                    function: spec.function.clone(),
-                    declared: Vec::new(),
-                })?
-                .1;
-            if function.world() != weir_wasm::World::Projection {
-                return Err(Error::WrongWorld {
-                    function: spec.function.clone(),
-                    world: function.world().to_string(),
-                    wanted: format!("projection (it is view {name:?}'s function)"),
-                });
-            }
+        let jobs = jobs.map(|(spec, projection)| {
+            let name = weir_manifest::RouteSpec::JOBS_VIEW.to_owned();
+            (name, spec, Some(Arc::new(projection)))
+        });
+        let declared = specs
+            .iter()
+            .map(|(name, spec)| (name.clone(), spec.clone(), None));
+        for (name, spec, jobs) in declared.chain(jobs) {
+            let name = &name;
+            let spec = &spec;
+            let projector = match jobs {
+                Some(jobs) => Projector::Jobs(jobs),
+                None => {
+                    let function = registry
+                        .active(&spec.function)
+                        .ok_or_else(|| Error::UnknownFunction {
+                            function: spec.function.clone(),
+                            declared: Vec::new(),
+                        })?
+                        .1;
+                    if function.world() != weir_wasm::World::Projection {
+                        return Err(Error::WrongWorld {
+                            function: spec.function.clone(),
+                            world: function.world().to_string(),
+                            wanted: format!("projection (it is view {name:?}'s function)"),
+                        });
+                    }
+                    Projector::Function(ActivePool::new(registry.clone(), &spec.function))
+                }
+            };
             let store = stores.get(&spec.store).await?;
             let table = ViewSpec::table(name);
             let table_spec = table_spec(spec);
@@ -361,7 +378,7 @@ impl Views {
                 units,
                 unit_names,
                 health: Mutex::default(),
-                pool: ActivePool::new(registry.clone(), &spec.function),
+                projector,
                 epoch: tokio::sync::Mutex::new(0),
                 rebuild: Mutex::new(None),
                 changes: tokio::sync::broadcast::channel(FOLLOWER_BACKLOG).0,
@@ -466,6 +483,12 @@ impl Views {
         })
     }
 
+    /// The source partitions of view `name`, if it has that view.
+    pub(crate) fn sources(&self, name: &str) -> Option<Vec<(String, u32)>> {
+        let view = self.views.get(name)?;
+        Some(view.positions.keys().cloned().collect())
+    }
+
     pub(crate) fn names(&self) -> Vec<String> {
         self.views.keys().cloned().collect()
     }
@@ -487,10 +510,47 @@ fn page_token(query: &Query, last: &Row) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
 }
 
+/// What turns a view's events into row changes.
+enum Projector {
+    /// The view's projection function (its active version: a new one after a deploy).
+    Function(ActivePool),
+    /// weir's own view of long-running jobs (`crate::jobs`).
+    Jobs(Arc<crate::jobs::JobsProjection>),
+}
+
+/// A projector ready to run on the blocking pool.
+enum Ready {
+    Function(InstancePool),
+    Jobs(Arc<crate::jobs::JobsProjection>),
+}
+
+impl Ready {
+    fn project(&self, event: &crate::codec::LoggedEvent) -> Result<Vec<RowChange>, String> {
+        match self {
+            Ready::Function(pool) => pool
+                .project(&event.event)
+                .map(|changes| {
+                    changes
+                        .into_iter()
+                        .map(|c| match c {
+                            weir_wasm::RowChange::Upsert(row) => RowChange::Upsert(cells(row)),
+                            weir_wasm::RowChange::Delete(row) => RowChange::Delete(cells(row)),
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string()),
+            Ready::Jobs(jobs) => Ok(jobs.project(event)),
+        }
+    }
+}
+
 impl View {
-    /// The pool of the projection function's active version (a new one after a deploy).
-    fn pool(&self) -> Result<InstancePool> {
-        self.pool.get()
+    /// The projector as it is now.
+    fn ready(&self) -> Result<Ready> {
+        Ok(match &self.projector {
+            Projector::Function(pool) => Ready::Function(pool.get()?),
+            Projector::Jobs(jobs) => Ready::Jobs(jobs.clone()),
+        })
     }
 
     /// A value for `column` from its text in a query.
@@ -768,7 +828,7 @@ struct Projected {
 }
 
 /// Project `records` in order, stopping at the first that fails.
-fn project(pool: &InstancePool, topic: &str, records: Vec<weir_log::StoredRecord>) -> Projected {
+fn project(projector: &Ready, topic: &str, records: Vec<weir_log::StoredRecord>) -> Projected {
     let mut out = Projected {
         changes: Vec::new(),
         upto: records.first().map_or(0, |r| r.offset),
@@ -784,12 +844,9 @@ fn project(pool: &InstancePool, topic: &str, records: Vec<weir_log::StoredRecord
                 return out;
             }
         };
-        match pool.project(&event.event) {
+        match projector.project(&event) {
             Ok(changes) => {
-                out.changes.extend(changes.into_iter().map(|c| match c {
-                    weir_wasm::RowChange::Upsert(row) => RowChange::Upsert(cells(row)),
-                    weir_wasm::RowChange::Delete(row) => RowChange::Delete(cells(row)),
-                }));
+                out.changes.extend(changes);
                 out.upto = offset + 1;
                 out.events += 1;
             }
@@ -1036,9 +1093,9 @@ async fn project_batch(
     topic: &str,
     records: Vec<weir_log::StoredRecord>,
 ) -> Result<Projected, String> {
-    let pool = view.pool().map_err(|e| e.to_string())?;
+    let projector = view.ready().map_err(|e| e.to_string())?;
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || project(&pool, &topic, records))
+    tokio::task::spawn_blocking(move || project(&projector, &topic, records))
         .await
         .map_err(|e| e.to_string())
 }

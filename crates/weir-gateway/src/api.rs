@@ -14,6 +14,7 @@ pub mod auth;
 pub mod entities;
 pub mod functions;
 pub mod groups;
+pub mod jobs;
 pub mod kv;
 pub mod pipelines;
 pub mod replay;

@@ -28,6 +28,7 @@ mod entities;
 mod forward;
 mod functions;
 mod groups;
+mod jobs;
 mod keys;
 mod kv;
 mod limits;
@@ -182,6 +183,7 @@ impl Shared {
         (name = "node", description = "status, health and this document"),
         (name = "auth", description = "API keys"),
         (name = "entities", description = "event-sourced entities: commands, state, journal"),
+        (name = "jobs", description = "long-running jobs accepted by job routes"),
         (name = "views", description = "CQRS views: tables projected from events, queried with filters and pages"),
     ),
     components(schemas(Problem)),
@@ -232,6 +234,7 @@ fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
         .routes(routes!(pipelines::get))
         .routes(routes!(pipelines::redrive))
         .routes(routes!(pipelines::redrive_sink))
+        .routes(routes!(jobs::get))
         .routes(routes!(replay::replay).layer(upload_limit))
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))

@@ -61,6 +61,24 @@ pub(crate) async fn serve(State(state): State<AppState>, request: Request) -> Re
             .accept_webhook(&route, &parts.headers, body)
             .await
         {
+            Ok(accepted) if route.spec.job => {
+                let url = format!("/v1/jobs/{}", path_segment(&accepted.id));
+                let location =
+                    HeaderValue::from_str(&url).unwrap_or(HeaderValue::from_static("/v1/jobs"));
+                (
+                    StatusCode::ACCEPTED,
+                    [(header::LOCATION, location)],
+                    axum::Json(serde_json::json!({
+                        "id": accepted.id,
+                        "status": "accepted",
+                        "job": url,
+                        "topic": accepted.topic,
+                        "partition": accepted.partition,
+                        "offset": accepted.offset,
+                    })),
+                )
+                    .into_response()
+            }
             Ok(accepted) => (
                 StatusCode::ACCEPTED,
                 axum::Json(serde_json::json!({
@@ -101,6 +119,20 @@ pub(crate) async fn serve(State(state): State<AppState>, request: Request) -> Re
         Ok(response) => response.map(Body::from),
         Err(e) => failed(&route.name, e).into_response(),
     }
+}
+
+/// `text` as one path segment: RFC 3986's unreserved characters kept, the rest
+/// percent-encoded (a sender's delivery id may hold anything).
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// The answer when the route's function failed: 504 past its deadline, 503 when it

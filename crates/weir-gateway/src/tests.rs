@@ -411,6 +411,7 @@ async fn a_plain_put_keeps_a_topics_durability_and_its_settings_within_bounds() 
 mod entities;
 mod exact_events;
 mod front_door;
+mod jobs;
 mod openapi;
 mod reads;
 mod routes;

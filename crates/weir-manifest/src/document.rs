@@ -230,6 +230,8 @@ struct RouteTable {
     ty: Option<String>,
     #[serde(default)]
     public: bool,
+    #[serde(default)]
+    job: bool,
 }
 
 /// `[schedules.<name>]`.
@@ -588,6 +590,7 @@ impl Document {
                     secrets: table.secret.resolve(base_dir),
                     ty: table.ty,
                     public: table.public,
+                    job: table.job,
                 };
                 (name, spec)
             })

@@ -46,6 +46,16 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The pipeline doing the work of job route `route` (validated: exactly one reads
+    /// its topic), with its name.
+    pub fn job_pipeline(&self, route: &RouteSpec) -> Option<(&str, &PipelineSpec)> {
+        let topic = route.topic.as_ref().filter(|_| route.job)?;
+        self.pipelines
+            .iter()
+            .find(|(_, p)| p.from.contains(topic))
+            .map(|(name, p)| (name.as_str(), p))
+    }
+
     /// Parses `text`, fills in defaults, resolves relative paths against `base_dir` and
     /// validates the result.
     pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Manifest> {
@@ -631,9 +641,14 @@ pub struct RouteSpec {
     /// With `[auth]`: callable without a credential (a webhook receiver that checks the
     /// sender's signature itself). Rate limits still apply.
     pub public: bool,
+    /// A long-running job: the request is answered `202` with a job URL, the work is the
+    /// one pipeline that reads `topic`, and the job URL reports its status and result.
+    pub job: bool,
 }
 
 impl RouteSpec {
+    /// The view (weir's own, built from the job routes) that holds jobs' status.
+    pub const JOBS_VIEW: &'static str = "weir-jobs";
     /// Paths weir's own API has; a route may not take them.
     pub const RESERVED: [&'static str; 4] = ["/v1", "/metrics", "/healthz", "/readyz"];
 

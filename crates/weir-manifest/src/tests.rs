@@ -1692,6 +1692,7 @@ fn routes_take_a_function_or_a_webhook_topic_and_are_refused_where_they_cannot_w
             secrets: vec![],
             ty: None,
             public: false,
+            job: false,
         }
     );
     let m = parse(&route(
@@ -1756,6 +1757,22 @@ fn routes_take_a_function_or_a_webhook_topic_and_are_refused_where_they_cannot_w
         "routes.api.secret",
     );
     only_problem(&route("topic = \"in\"\npublic = true"), "routes.api.public");
+    // Jobs: the work is the one pipeline reading the topic.
+    let m = parse(&route("topic = \"in\"\njob = true"));
+    let (pipeline, spec) = m
+        .job_pipeline(&m.routes["api"])
+        .expect("the job's pipeline");
+    assert_eq!(
+        (pipeline, spec.to.as_slice()),
+        ("p", &["out".to_owned()][..])
+    );
+    let p = only_problem(&route("topic = \"out\"\njob = true"), "routes.api.job");
+    assert!(p.message.contains("0 read it"), "{p}");
+    let two = route("topic = \"in\"\njob = true")
+        + "\n[pipelines.q]\nfrom = \"in\"\nfunction = \"f\"\nto = \"out\"\n";
+    let p = only_problem(&two, "routes.api.job");
+    assert!(p.message.contains("2 read it"), "{p}");
+    only_problem(&route("function = \"f\"\njob = true"), "routes.api.job");
     // Publishing is granted only to declared topics.
     let grant = minimal_with("").replace(
         "source = \"f.wasm\"\n",

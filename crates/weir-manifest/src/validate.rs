@@ -981,6 +981,7 @@ fn check_routes(manifest: &Manifest, problems: &mut Vec<Problem>) {
                     ("verify", route.verify.is_some()),
                     ("secret", !route.secrets.is_empty()),
                     ("type", route.ty.is_some()),
+                    ("job", route.job),
                 ] {
                     if set {
                         problems.push(Problem::new(
@@ -1033,6 +1034,25 @@ fn check_routes(manifest: &Manifest, problems: &mut Vec<Problem>) {
                 }
                 if route.secrets.iter().any(names_nothing) {
                     problems.push(Problem::new(at("secret"), SECRET_NAMES_NOTHING));
+                }
+                if route.job && manifest.topics.contains_key(topic) {
+                    let readers: Vec<&str> = manifest
+                        .pipelines
+                        .iter()
+                        .filter(|(_, p)| p.from.contains(topic))
+                        .map(|(name, _)| name.as_str())
+                        .collect();
+                    if readers.len() != 1 {
+                        problems.push(Problem::new(
+                            at("job"),
+                            format!(
+                                "a job's work is the one pipeline that reads its topic {topic:?}, \
+                                 and {} read it ({readers:?}); declare exactly one \
+                                 [pipelines.NAME] with `from = {topic:?}`",
+                                readers.len()
+                            ),
+                        ));
+                    }
                 }
             }
         }

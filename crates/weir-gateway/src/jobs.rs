@@ -1,0 +1,59 @@
+//! `GET /v1/jobs/{id}`: a long-running job a job route accepted.
+//!
+//! Who may read a job is decided here, not by the front door: the callers of the route
+//! that accepted it (`Action::Invoke`), or anyone for a public route's job. An unknown id
+//! is answered `404` only to an authenticated caller, so the answer does not tell an
+//! anonymous one which ids exist.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use weir_auth::Action;
+
+use crate::api::jobs::Job;
+use crate::{AppState, PROBLEM_CONTENT_TYPE, Problem, auth};
+
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    operation_id = "get_job",
+    tag = "jobs",
+    summary = "A long-running job",
+    description = "Where a job a job route (`[routes.NAME] job = true`) accepted is: `accepted` (stored; its pipeline has not finished it; the answer carries `Retry-After`), `succeeded` with the events the pipeline's function returned for it, or `failed` with its dead letter. The callers of the route may read its jobs; a public route's jobs need no credential.",
+    params(("id" = String, Path, description = "the job's id, from the route's `202` answer")),
+    responses(
+        (status = 200, description = "the job", body = Job),
+        (status = 401, description = "no valid credential", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 403, description = "the caller may not call the job's route", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 404, description = "no such job", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+        (status = 503, description = "the jobs view is behind the log, or the log is unavailable", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
+#[tracing::instrument(skip_all, fields(job = %id))]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let job = state.node.job(&id).await;
+    if let Some(authenticator) = state.auth.get() {
+        let wanted = match &job {
+            Ok(job) if state.node.route_spec(&job.route).is_some_and(|r| r.public) => None,
+            Ok(job) => Some(Action::Invoke(&job.route)),
+            Err(_) => Some(Action::Observe),
+        };
+        if let Some(wanted) = wanted {
+            auth::authorize(&authenticator, &headers, wanted)?;
+        }
+    }
+    let job = Job::from(job?);
+    let pending = matches!(job.status, crate::api::jobs::JobState::Accepted);
+    let mut response = Json(job).into_response();
+    if pending {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    Ok(response)
+}
