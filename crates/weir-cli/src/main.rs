@@ -63,6 +63,8 @@ enum Command {
     Rollback(deploy::RollbackArgs),
     /// Send a pipeline's dead-lettered events back to the topics they came from.
     Redrive(pipelines::RedriveArgs),
+    /// Show a long-running job a job route accepted (`--wait SECS` until it finishes).
+    Job(pipelines::JobArgs),
     /// Run a pipeline's recorded events through a function version (and a new .wasm) and
     /// diff the outputs, publishing nothing.
     Replay(replay::ReplayArgs),
@@ -112,6 +114,7 @@ fn main() -> std::process::ExitCode {
             Command::Deploy(args) => deploy::deploy(args).await,
             Command::Rollback(args) => deploy::rollback(args).await,
             Command::Redrive(args) => pipelines::redrive(args).await,
+            Command::Job(args) => pipelines::job(args).await,
             Command::Replay(args) => replay::run(args).await,
         }
     });

@@ -62,3 +62,37 @@ pub async fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct JobArgs {
+    /// The job's id (from the route's `202` answer, or the last part of its `Location`).
+    id: String,
+    #[command(flatten)]
+    node: NodeUrl,
+    /// Wait up to this many seconds for the job to finish.
+    #[arg(long, default_value_t = 0)]
+    wait: u64,
+}
+
+/// Print the job as JSON; fail when it failed, or is still running after `--wait`.
+pub async fn job(args: JobArgs) -> anyhow::Result<()> {
+    let mut url = reqwest::Url::parse(&args.node.join("/v1/jobs"))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("the node's URL cannot take a path"))?
+        .push(&args.id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait);
+    loop {
+        let job = send_json(args.node.http()?.get(url.clone()), &args.node).await?;
+        let status = job["status"].as_str().unwrap_or_default().to_owned();
+        if status == "accepted" && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        println!("{}", serde_json::to_string_pretty(&job)?);
+        return match status.as_str() {
+            "succeeded" => Ok(()),
+            "failed" => anyhow::bail!("job {} failed: {}", args.id, job["error"]["message"]),
+            _ => anyhow::bail!("job {} has not finished", args.id),
+        };
+    }
+}

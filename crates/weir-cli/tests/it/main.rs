@@ -13,6 +13,7 @@ mod entities;
 mod fleet;
 mod fleet_deploys;
 mod fleet_views;
+mod jobs;
 mod kafka;
 mod metrics;
 mod new;
