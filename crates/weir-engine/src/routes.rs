@@ -89,8 +89,11 @@ impl RouteMatch {
 
     /// Whether the route takes `method`.
     pub fn allows(&self, method: &str) -> bool {
-        let methods = self.methods();
-        methods.is_empty() || methods.iter().any(|m| m == method)
+        match (&self.spec.topic, self.spec.methods.is_empty()) {
+            (Some(_), true) => method == "POST",
+            (None, true) => true,
+            _ => self.spec.methods.iter().any(|m| m == method),
+        }
     }
 
     /// Whether requests become events of a topic (an inbound webhook) rather than calls.
