@@ -101,6 +101,10 @@ pub(crate) fn check(
                 Action::ReadEntity(ty) => {
                     matches_any(&role.subscribe, &EntitySpec::journal_topic(ty))
                 }
+                // weir's own views (`weir-jobs`: every job's results) only by name.
+                Action::ReadView(view) if view.starts_with("weir-") => {
+                    role.views.iter().any(|v| v == view)
+                }
                 Action::ReadView(view) => matches_any(&role.views, view),
                 Action::Invoke(route) => matches_any(&role.routes, route),
                 Action::Admin(op) => role.admin.iter().any(|a| a == "*" || a == op.name()),

@@ -35,7 +35,7 @@ fn spec(jwt: Option<JwtSpec>) -> AuthSpec {
                 publish: vec!["orders.*".to_owned()],
                 subscribe: vec!["orders.*".to_owned()],
                 admin: vec!["replay".to_owned()],
-                views: vec!["orders-*".to_owned()],
+                views: vec!["orders-*".to_owned(), "w*".to_owned()],
                 routes: vec!["items".to_owned()],
             },
         )]),
@@ -126,6 +126,13 @@ async fn api_keys_are_created_verified_revoked_and_expire() {
     assert!(
         denied.to_string().contains("views = [\"payroll\"]"),
         "{denied}"
+    );
+    // weir's own views only by name, never by a pattern.
+    auth.authorize(&principal, Action::ReadView("warehouse"))
+        .unwrap();
+    assert!(
+        auth.authorize(&principal, Action::ReadView("weir-jobs"))
+            .is_err()
     );
 
     // The secret is not on disk, only its hash.

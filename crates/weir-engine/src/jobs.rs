@@ -2,21 +2,23 @@
 //! once the request's event is durable (`routes.rs`); the work is the one pipeline that
 //! reads the topic; `GET /v1/jobs/{id}` reports the job.
 //!
-//! A job's status is weir's own view, `weir-jobs` (a table of the node's SQLite view
-//! store, projected like any view, so it survives restarts and is exactly-once): its
-//! sources are the job topics, and the `to` topics and dead-letter topic of the pipelines
-//! that read them. A row per event: the request (the job id is the event's
-//! `correlationid`, which a job route sets to the event's `id`), each output (the
-//! pipeline gives every output its input's `correlationid`), and each dead letter (the
-//! input unchanged, so its `correlationid` too). Rows are keyed by the event's position,
-//! so projecting an event again changes nothing.
+//! A job's id is the `correlationid` the route gives its request (a fresh UUIDv7, never
+//! the sender's delivery id, which others may know). Its status is weir's own view,
+//! `weir-jobs` (a table of the node's SQLite view store, projected like any view, so it
+//! survives restarts and is exactly-once): its sources are the job topics, and the `to`
+//! topics and dead-letter topic of the pipelines that read them. A row per event: a
+//! request (an event of a job topic whose `source` is `/routes/R` for a job route R of
+//! that topic and which carries a `correlationid`; other events of the topic are not
+//! jobs), each output (the pipeline gives every output its input's `correlationid`), and
+//! each dead letter (the input unchanged, so its `correlationid` too). Rows are keyed by
+//! the event's position, so projecting an event again changes nothing.
 //!
 //! **Invariant:** a job is reported `succeeded` only when its results are in the view:
 //! the view is brought up to the log's ends before it is read, and a job without outputs
 //! (the function returned none) is `succeeded` only once the pipeline's group committed
-//! past its request, after which the view is brought to the ends again: the pipeline
-//! commits outputs and offset together (or outputs first, at-least-once backends), so
-//! an output the commit covers is below those ends.
+//! past its latest request, after which the view is brought to the ends again: the
+//! pipeline commits outputs and offset together (or outputs first, at-least-once
+//! backends), so an output the commit covers is below those ends.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::PoisonError;
@@ -40,7 +42,7 @@ const RESULT: &str = "result";
 const FAILED: &str = "failed";
 
 /// The `weir-jobs` view's projection: which topic plays which part.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct JobsProjection {
     /// A job topic and the job routes appending to it.
     requests: BTreeMap<String, Vec<String>>,
@@ -86,6 +88,7 @@ pub(crate) fn jobs_view(manifest: &Manifest) -> Option<(ViewSpec, JobsProjection
         ("partition", Integer),
         ("offset", Integer),
         ("time", Text),
+        ("appended", Integer),
         ("event", Json),
     ];
     let spec = ViewSpec {
@@ -110,15 +113,14 @@ impl JobsProjection {
             Some(ExtensionValue::String(id)) => Some(id.as_str()),
             _ => None,
         };
-        let job = correlation.unwrap_or(&event.id);
         let mut rows = Vec::new();
-        if let Some(routes) = self.requests.get(&logged.topic) {
-            // The route that appended it, where its source says; else the topic's first.
-            let route = event
-                .source
-                .strip_prefix("/routes/")
-                .and_then(|r| routes.iter().find(|name| *name == r))
-                .unwrap_or(&routes[0]);
+        // A request: appended by a job route of the topic (its source says which), with
+        // the job's id as its correlationid.
+        let route = self.requests.get(&logged.topic).and_then(|routes| {
+            let named = event.source.strip_prefix("/routes/")?;
+            routes.iter().find(|r| *r == named)
+        });
+        if let (Some(route), Some(job)) = (route, correlation) {
             rows.push(row(job, REQUEST, route, logged, false));
         }
         if self.outputs.contains(&logged.topic)
@@ -126,7 +128,9 @@ impl JobsProjection {
         {
             rows.push(row(job, RESULT, "", logged, true));
         }
-        if self.dead_letters.contains(&logged.topic) {
+        if self.dead_letters.contains(&logged.topic)
+            && let Some(job) = correlation
+        {
             rows.push(row(job, FAILED, "", logged, true));
         }
         rows
@@ -157,6 +161,7 @@ fn row(job: &str, kind: &str, route: &str, logged: &LoggedEvent, event: bool) ->
         ("partition", Value::Integer(i64::from(logged.partition))),
         ("offset", Value::Integer(logged.offset as i64)),
         ("time", time),
+        ("appended", Value::Integer(logged.timestamp_ms)),
         ("event", event),
     ]
     .into_iter()
@@ -168,6 +173,8 @@ fn row(job: &str, kind: &str, route: &str, logged: &LoggedEvent, event: bool) ->
 /// Where a job's request is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobRequest {
+    /// The job route that accepted it.
+    pub route: String,
     pub topic: String,
     pub partition: u32,
     pub offset: u64,
@@ -229,36 +236,42 @@ fn extension(event: &serde_json::Value, name: &str) -> Option<String> {
 }
 
 impl JobStatus {
-    /// The job the rows of `id` describe, if any row is its request.
-    fn of(id: &str, mut rows: Vec<ViewRow>) -> Result<JobStatus> {
-        let position = |row: &ViewRow| {
-            (
-                text(row, "topic").to_owned(),
-                number(row, "partition"),
-                number(row, "offset"),
-            )
-        };
-        rows.sort_by_key(position);
+    /// The job the rows of `id` describe, if any row is a request of it; `processed`:
+    /// whether its pipeline committed past its latest request.
+    fn of(id: &str, mut rows: Vec<ViewRow>, processed: bool) -> Result<JobStatus> {
+        rows.sort_by_key(|row| number(row, "appended"));
         let rows = &rows;
         let by_kind = |kind: &'static str| rows.iter().filter(move |r| text(r, "kind") == kind);
         let requests: Vec<JobRequest> = by_kind(REQUEST)
             .map(|row| JobRequest {
+                route: text(row, "route").to_owned(),
                 topic: text(row, "topic").to_owned(),
                 partition: number(row, "partition") as u32,
                 offset: number(row, "offset"),
                 accepted_at: row.get("time").and_then(|t| t.as_str()).map(str::to_owned),
             })
             .collect();
-        let Some(route) = by_kind(REQUEST).next().map(|r| text(r, "route").to_owned()) else {
+        let Some(latest) = requests.last().cloned() else {
             return Err(Error::UnknownJob { id: id.to_owned() });
         };
+        // Each output once (a redelivery or an at-least-once retry may repeat one).
+        let mut seen = BTreeSet::new();
         let results: Vec<serde_json::Value> = by_kind(RESULT)
             .filter_map(|row| row.get("event").cloned())
+            .filter(|event| seen.insert(event.get("id").cloned().unwrap_or_default().to_string()))
             .collect();
-        // The latest dead letter: a re-driven job may have failed again.
+        // The dead letter of the latest request, if it was dead-lettered: a re-driven job
+        // is a request again, and reported by how that one ends.
+        let is_latest = |event: &serde_json::Value| {
+            let of = |name: &str| extension(event, name).unwrap_or_default();
+            of(dead_letter::TOPIC) == latest.topic
+                && of(dead_letter::PARTITION) == latest.partition.to_string()
+                && of(dead_letter::OFFSET) == latest.offset.to_string()
+        };
         let error = by_kind(FAILED)
-            .max_by_key(|row| text(row, "time").to_owned())
-            .and_then(|row| row.get("event").cloned())
+            .filter_map(|row| row.get("event").cloned())
+            .filter(is_latest)
+            .last()
             .map(|event| JobError {
                 reason: extension(&event, dead_letter::REASON),
                 message: extension(&event, dead_letter::ERROR),
@@ -267,27 +280,33 @@ impl JobStatus {
         let status = match (&error, results.is_empty()) {
             (_, false) => JobState::Succeeded,
             (Some(_), true) => JobState::Failed,
+            (None, true) if processed => JobState::Succeeded,
             (None, true) => JobState::Accepted,
         };
         Ok(JobStatus {
             id: id.to_owned(),
-            route,
+            route: latest.route,
             status,
             requests,
             results,
             error: error.filter(|_| status == JobState::Failed),
         })
     }
+
+    /// The latest request.
+    fn latest(&self) -> Option<&JobRequest> {
+        self.requests.last()
+    }
 }
 
 impl Node {
     /// Job `id`: accepted, succeeded with its results, or failed with why.
     pub async fn job(&self, id: &str) -> Result<JobStatus> {
-        let mut job = JobStatus::of(id, self.job_rows(id).await?)?;
+        let job = JobStatus::of(id, self.job_rows(id).await?, false)?;
         if job.status != JobState::Accepted {
             return Ok(job);
         }
-        // Finished without outputs? Its pipeline committed past every request of it.
+        // Finished without outputs? Its pipeline committed past its latest request.
         let group = {
             let manifest = self.manifest.lock().unwrap_or_else(PoisonError::into_inner);
             manifest.as_ref().and_then(|m| {
@@ -295,24 +314,23 @@ impl Node {
                 m.job_pipeline(route).map(|(_, p)| p.group.clone())
             })
         };
-        let Some(group) = group else {
+        let (Some(group), Some(latest)) = (group, job.latest()) else {
             return Ok(job);
         };
-        for request in &job.requests {
-            let committed = self
-                .log
-                .committed_offset(&group, &request.topic, request.partition)
-                .await?;
-            if committed.is_none_or(|next| next <= request.offset) {
-                return Ok(job);
-            }
+        let committed = self
+            .log
+            .committed_offset(&group, &latest.topic, latest.partition)
+            .await?;
+        if committed.is_none_or(|next| next <= latest.offset) {
+            return Ok(job);
         }
-        // What the commits covered is in the log now: read the view again at its ends.
-        job = JobStatus::of(id, self.job_rows(id).await?)?;
-        if job.status == JobState::Accepted {
-            job.status = JobState::Succeeded;
+        // What the commit covered is in the log now: read the view again at its ends.
+        let processed = JobStatus::of(id, self.job_rows(id).await?, true)?;
+        if processed.latest() != job.latest() {
+            // A newer request (a re-drive) came meanwhile: report that one's state.
+            return JobStatus::of(id, self.job_rows(id).await?, false);
         }
-        Ok(job)
+        Ok(processed)
     }
 
     /// The jobs view's rows of job `id`, once the view has projected what the log holds.
@@ -346,5 +364,83 @@ impl Node {
             )
             .await?;
         Ok(page.rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(
+        kind: &str,
+        partition: u64,
+        offset: u64,
+        appended: u64,
+        event: serde_json::Value,
+    ) -> ViewRow {
+        let serde_json::Value::Object(row) = serde_json::json!({
+            "key": format!("{kind}/t/{partition}/{offset}"),
+            "job": "j",
+            "kind": kind,
+            "route": if kind == REQUEST { "r" } else { "" },
+            "topic": if kind == REQUEST { "work" } else { "other" },
+            "partition": partition,
+            "offset": offset,
+            "appended": appended,
+            "event": event,
+        }) else {
+            unreachable!()
+        };
+        row
+    }
+
+    fn dead_letter(partition: u64, offset: u64) -> serde_json::Value {
+        serde_json::json!({"id": "in", "dlqtopic": "work", "dlqpartition": partition,
+            "dlqoffset": offset, "dlqreason": "fatal", "dlqerror": "poison"})
+    }
+
+    #[test]
+    fn a_job_is_reported_by_how_its_latest_request_ended() {
+        let request = row(REQUEST, 1, 7, 10, serde_json::Value::Null);
+        let failed = row(FAILED, 0, 0, 20, dead_letter(1, 7));
+        let state =
+            |rows: Vec<ViewRow>, processed| JobStatus::of("j", rows, processed).unwrap().status;
+        assert_eq!(state(vec![request.clone()], false), JobState::Accepted);
+        assert_eq!(
+            state(vec![request.clone()], true),
+            JobState::Succeeded,
+            "done, no outputs"
+        );
+        let job = JobStatus::of("j", vec![failed.clone(), request.clone()], false).unwrap();
+        assert_eq!(job.status, JobState::Failed);
+        let error = job.error.unwrap();
+        assert_eq!(
+            (error.reason.as_deref(), error.message.as_deref()),
+            (Some("fatal"), Some("poison"))
+        );
+        // Re-driven: a new request of the same job, not yet done; then done without outputs.
+        let again = row(REQUEST, 0, 3, 30, serde_json::Value::Null);
+        let rows = vec![again.clone(), failed.clone(), request.clone()];
+        let job = JobStatus::of("j", rows.clone(), false).unwrap();
+        assert_eq!((job.status, job.requests.len()), (JobState::Accepted, 2));
+        assert_eq!(job.requests[1].offset, 3, "the latest last");
+        assert!(job.error.is_none());
+        assert_eq!(state(rows, true), JobState::Succeeded);
+        // Outputs, one of them repeated by an at-least-once retry: each once.
+        let output = serde_json::json!({"id": "out-1"});
+        let rows = vec![
+            request.clone(),
+            row(RESULT, 0, 1, 11, output.clone()),
+            row(RESULT, 0, 2, 12, output.clone()),
+            row(RESULT, 0, 3, 13, serde_json::json!({"id": "out-2"})),
+        ];
+        let job = JobStatus::of("j", rows, false).unwrap();
+        assert_eq!(job.status, JobState::Succeeded);
+        assert_eq!(job.results.len(), 2);
+        // Rows of no request: no such job.
+        assert!(matches!(
+            JobStatus::of("j", vec![failed], false),
+            Err(Error::UnknownJob { .. })
+        ));
     }
 }

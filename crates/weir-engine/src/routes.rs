@@ -147,6 +147,8 @@ impl From<CallError> for RouteFailure {
 /// Where an inbound webhook's event was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookAccepted {
+    /// A job route's: the job's id.
+    pub job: Option<String>,
     pub id: String,
     pub topic: String,
     pub partition: u32,
@@ -332,11 +334,14 @@ impl Node {
             data,
         };
         let mut event = event;
-        if route.spec.job {
-            // The job's id: its pipeline gives each output its input's correlationid.
+        // A job's id: fresh, so that knowing a sender's delivery id does not let anyone
+        // read the job of a public route; its pipeline gives each output its input's
+        // correlationid.
+        let job = route.spec.job.then(|| uuid::Uuid::now_v7().to_string());
+        if let Some(job) = &job {
             event.extensions.insert(
                 crate::routing::CORRELATION_ID.to_owned(),
-                weir_cloudevents::ExtensionValue::String(event.id.clone()),
+                weir_cloudevents::ExtensionValue::String(job.clone()),
             );
         }
         event
@@ -349,6 +354,7 @@ impl Node {
         metrics::counter!("weir_route_requests_total", "route" => route.name.to_string(), "status" => "202")
             .increment(1);
         Ok(WebhookAccepted {
+            job,
             id: event.id,
             topic,
             partition: position.partition,

@@ -35,9 +35,7 @@ use crate::fleet::Units;
 use crate::routing::{InputPosition, attribute_text, dead_letter, log_number, undecodable_event};
 use crate::{Error, Result, SharedLog, StartFrom, telemetry};
 
-mod breaker;
-
-use breaker::{Breaker, Permit};
+use weir_breaker::{Breaker, Permit};
 
 /// Events read per batch; the offset is committed after each.
 const BATCH: usize = 64;

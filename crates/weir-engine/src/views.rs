@@ -839,6 +839,12 @@ fn project(projector: &Ready, topic: &str, records: Vec<weir_log::StoredRecord>)
         let offset = record.offset;
         let event = match crate::codec::decode_event(topic, record) {
             Ok(event) => event,
+            // Not an event: no job's (weir's own view must not stop for it).
+            Err(_) if matches!(projector, Ready::Jobs(_)) => {
+                out.upto = offset + 1;
+                out.events += 1;
+                continue;
+            }
             Err(e) => {
                 out.failed = Some(format!("offset {offset}: {e}"));
                 return out;

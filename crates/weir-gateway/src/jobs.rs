@@ -36,18 +36,34 @@ pub(crate) async fn get(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let job = state.node.job(&id).await;
-    if let Some(authenticator) = state.auth.get() {
-        let wanted = match &job {
-            Ok(job) if state.node.route_spec(&job.route).is_some_and(|r| r.public) => None,
-            Ok(job) => Some(Action::Invoke(&job.route)),
-            Err(_) => Some(Action::Observe),
-        };
-        if let Some(wanted) = wanted {
-            auth::authorize(&authenticator, &headers, wanted)?;
+    let authenticator = state.auth.get();
+    // A credential sent is checked before anything is looked up.
+    if let Some(auth) = authenticator.as_deref()
+        && headers.contains_key(header::AUTHORIZATION)
+    {
+        auth::authorize(auth, &headers, Action::Observe)?;
+    }
+    let job = match state.node.job(&id).await {
+        Err(unknown @ weir_engine::Error::UnknownJob { .. }) => {
+            // Only to an authenticated caller: an anonymous one learns no ids.
+            if let Some(auth) = authenticator.as_deref() {
+                auth::authorize(auth, &headers, Action::Observe)?;
+            }
+            return Err(unknown.into());
+        }
+        job => job?,
+    };
+    if let Some(auth) = authenticator.as_deref() {
+        // Every route that appended a request of the job must admit the caller.
+        let routes: std::collections::BTreeSet<&str> =
+            job.requests.iter().map(|r| r.route.as_str()).collect();
+        for route in routes {
+            if !state.node.route_spec(route).is_some_and(|r| r.public) {
+                auth::authorize(auth, &headers, Action::Invoke(route))?;
+            }
         }
     }
-    let job = Job::from(job?);
+    let job = Job::from(job);
     let pending = matches!(job.status, crate::api::jobs::JobState::Accepted);
     let mut response = Json(job).into_response();
     if pending {

@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use weir_auth::Action;
-use weir_engine::{RouteFailure, WebhookError};
+use weir_engine::{RouteFailure, WebhookAccepted, WebhookError};
 
 use crate::{AppState, Problem, auth};
 
@@ -61,20 +61,27 @@ pub(crate) async fn serve(State(state): State<AppState>, request: Request) -> Re
             .accept_webhook(&route, &parts.headers, body)
             .await
         {
-            Ok(accepted) if route.spec.job => {
-                let url = format!("/v1/jobs/{}", path_segment(&accepted.id));
+            Ok(WebhookAccepted {
+                job: Some(job),
+                id,
+                topic,
+                partition,
+                offset,
+            }) => {
+                let url = format!("/v1/jobs/{}", path_segment(&job));
                 let location =
                     HeaderValue::from_str(&url).unwrap_or(HeaderValue::from_static("/v1/jobs"));
                 (
                     StatusCode::ACCEPTED,
                     [(header::LOCATION, location)],
                     axum::Json(serde_json::json!({
-                        "id": accepted.id,
+                        "id": job,
                         "status": "accepted",
                         "job": url,
-                        "topic": accepted.topic,
-                        "partition": accepted.partition,
-                        "offset": accepted.offset,
+                        "event": id,
+                        "topic": topic,
+                        "partition": partition,
+                        "offset": offset,
                     })),
                 )
                     .into_response()

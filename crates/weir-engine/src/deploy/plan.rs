@@ -109,10 +109,9 @@ pub(crate) fn plan(
                 .to_owned(),
         );
     }
-    let jobs = |m: &Manifest| crate::jobs::jobs_view(m).map(|(spec, _)| spec);
-    if jobs(current) != jobs(next) {
+    if crate::jobs::jobs_view(current) != crate::jobs::jobs_view(next) {
         refused.push(
-            "the topics the jobs view reads change (a job route, or the `to` or dead-letter topic of its pipeline, is added, removed or moved); the view starts with the node, so restart it with the new weir.toml".to_owned(),
+            "the job routes or their pipelines' `to` or dead-letter topics change; the jobs view starts with the node, so restart it with the new weir.toml".to_owned(),
         );
     }
     if current.entities != next.entities {

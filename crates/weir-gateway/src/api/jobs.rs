@@ -18,6 +18,8 @@ pub enum JobState {
 /// Where a job's request is stored.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobRequest {
+    /// The job route that accepted it.
+    pub route: String,
     pub topic: String,
     pub partition: u32,
     pub offset: u64,
@@ -67,6 +69,7 @@ impl From<weir_engine::JobStatus> for Job {
                 .requests
                 .into_iter()
                 .map(|r| JobRequest {
+                    route: r.route,
                     topic: r.topic,
                     partition: r.partition,
                     offset: r.offset,

@@ -164,6 +164,18 @@ async fn a_job_route_accepts_work_that_a_pipeline_does_and_its_url_reports_the_o
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["results"], serde_json::json!([]));
 
+    // An event published to the job topic without a job id is not a job, although the
+    // pipeline processes it (and its output carries its id as correlationid).
+    let forged = r#"{"specversion":"1.0","id":"f-1","source":"/routes/echo","type":"test.echo"}"#;
+    let mut publish = req("POST", "/v1/topics/work/events", forged, None);
+    publish.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/cloudevents+json".parse().unwrap(),
+    );
+    let (status, _, answer) = send(&app, publish).await;
+    assert!(status.is_success(), "{answer}");
+    let (status, _, _) = send(&app, req("GET", "/v1/jobs/f-1", "", None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     // No such job.
     let (status, _, problem) = send(&app, req("GET", "/v1/jobs/nope", "", None)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -1,9 +1,9 @@
-//! A sink's circuit breaker: consecutive failed attempts open it, so that during an outage
-//! a sink pauses and probes instead of burning every event's retries into the dead-letter
-//! topic.
+//! A circuit breaker: consecutive failed attempts open it, so that during an outage a sink
+//! (or a pipeline whose function calls a host) pauses and probes instead of burning every
+//! event's retries into the dead-letter topic. One per sink, and one per host functions
+//! send HTTP to.
 //!
-//! Closed: attempts go out; `threshold` failures in a row (of any of the sink's
-//! partitions) open it. Open: no attempt goes out until the open period ends (1 s, doubling
+//! Closed: attempts go out; `threshold` failures in a row (of any of its users) open it. Open: no attempt goes out until the open period ends (1 s, doubling
 //! each time a probe fails, up to 30 s), then one probe goes (half-open): a success closes
 //! it, a failure opens it again. An attempt that fails while the circuit opens, or as a
 //! probe, is not counted against the event's retries: the receiver, not the event, failed.
@@ -18,7 +18,7 @@ const LONGEST_OPEN: Duration = Duration::from_secs(30);
 
 /// What the breaker says of an attempt about to be made.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Permit {
+pub enum Permit {
     /// Go: the circuit is closed.
     Attempt,
     /// Go as the probe of a half-open circuit.
@@ -44,9 +44,9 @@ enum State {
     },
 }
 
-/// One sink's breaker, shared by its partitions.
+/// One destination's breaker, shared by everything that sends to it.
 #[derive(Debug)]
-pub(super) struct Breaker {
+pub struct Breaker {
     threshold: u32,
     /// How long a probe may take: the sink's timeout and a margin.
     probe_timeout: Duration,
@@ -54,7 +54,7 @@ pub(super) struct Breaker {
 }
 
 impl Breaker {
-    pub(super) fn new(threshold: u32, probe_timeout: Duration) -> Breaker {
+    pub fn new(threshold: u32, probe_timeout: Duration) -> Breaker {
         Breaker {
             threshold,
             probe_timeout,
@@ -63,7 +63,7 @@ impl Breaker {
     }
 
     /// `closed`, `open` or `half_open`.
-    pub(super) fn state(&self) -> &'static str {
+    pub fn state(&self) -> &'static str {
         match *self.state.lock().unwrap_or_else(PoisonError::into_inner) {
             State::Closed { .. } => "closed",
             State::Open { .. } => "open",
@@ -71,7 +71,15 @@ impl Breaker {
         }
     }
 
-    pub(super) fn permit(&self) -> Permit {
+    /// How long until a probe may go: zero unless the circuit is open.
+    pub fn wait(&self) -> Duration {
+        match *self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            State::Open { until, .. } => until.saturating_duration_since(Instant::now()),
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn permit(&self) -> Permit {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match *state {
             State::Closed { .. } => Permit::Attempt,
@@ -97,7 +105,7 @@ impl Breaker {
     }
 
     /// An attempt succeeded; `true` if that closed the circuit.
-    pub(super) fn succeeded(&self) -> bool {
+    pub fn succeeded(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let was_closed = matches!(*state, State::Closed { .. });
         *state = State::Closed { failures: 0 };
@@ -107,7 +115,7 @@ impl Breaker {
     /// An attempt failed (the receiver's fault: no answer, a timeout, a 5xx). Returns
     /// whether the event is charged the attempt (the circuit was and stays closed) and
     /// whether this failure opened the circuit.
-    pub(super) fn failed(&self, probe: bool) -> (bool, bool) {
+    pub fn failed(&self, probe: bool) -> (bool, bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match *state {
