@@ -512,6 +512,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let circuits = status["circuits"].as_array().cloned().unwrap_or_default();
+    if !circuits.is_empty() {
+        println!("outbound circuits:");
+        for c in &circuits {
+            println!(
+                "  {}  {}  opened {} time(s)",
+                c["destination"].as_str().unwrap_or(""),
+                c["state"].as_str().unwrap_or(""),
+                c["opened"],
+            );
+        }
+    }
     let sinks = status["sinks"].as_array().cloned().unwrap_or_default();
     if !sinks.is_empty() {
         println!("sinks:");

@@ -270,8 +270,7 @@ impl JobStatus {
         };
         let error = by_kind(FAILED)
             .filter_map(|row| row.get("event").cloned())
-            .filter(is_latest)
-            .last()
+            .rfind(is_latest)
             .map(|event| JobError {
                 reason: extension(&event, dead_letter::REASON),
                 message: extension(&event, dead_letter::ERROR),

@@ -136,9 +136,9 @@ impl From<CallError> for RouteFailure {
         let message = error.to_string();
         match error {
             CallError::Deadline { .. } => RouteFailure::Deadline(message),
-            CallError::Unavailable { .. } | CallError::Retryable { .. } => {
-                RouteFailure::Unavailable(message)
-            }
+            CallError::Unavailable { .. }
+            | CallError::Retryable { .. }
+            | CallError::Outage { .. } => RouteFailure::Unavailable(message),
             _ => RouteFailure::Failed(message),
         }
     }

@@ -29,6 +29,8 @@ pub struct NodeStatus {
     pub sources: Vec<crate::SourceStatus>,
     /// The app's sinks.
     pub sinks: Vec<crate::SinkStatus>,
+    /// The circuit of each destination functions sent HTTP to.
+    pub circuits: Vec<weir_wasm::CircuitStatus>,
     /// The fleet this node is a member of, on a backend several nodes share.
     pub fleet: Option<FleetStatus>,
 }
@@ -91,6 +93,11 @@ impl Node {
             views: self.views.status(&self.log).await,
             sources: self.sources.status(&self.units),
             sinks: self.sinks.status(&self.log).await,
+            circuits: self
+                .registry
+                .host()
+                .map(|host| host.circuits())
+                .unwrap_or_default(),
             fleet: self.units.fleet.as_ref().map(|fleet| FleetStatus {
                 me: fleet.me.clone(),
                 members: fleet.view().members,

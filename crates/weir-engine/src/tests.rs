@@ -532,6 +532,7 @@ mod backpressure;
 mod delivery;
 mod entities;
 mod hot_swap;
+mod outbound;
 mod positional;
 mod replay;
 mod sinks;

@@ -147,6 +147,18 @@ pub(crate) type Sent = (
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<std::collections::HashMap<PoolKey, Vec<Idle>>>,
+    /// The circuit breakers of the destinations (`circuits.rs`), beside the connections.
+    pub(crate) circuits: crate::circuits::Circuits,
+}
+
+impl Pool {
+    /// A pool whose circuits open after `circuit_failures` failed requests in a row.
+    pub(crate) fn new(circuit_failures: u32) -> Pool {
+        Pool {
+            idle: Mutex::default(),
+            circuits: crate::circuits::Circuits::new(circuit_failures),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -117,6 +117,19 @@ pub enum CallError {
         version: String,
         reason: String,
     },
+    /// The call failed after a request of it met the open circuit of its destination (or
+    /// opened it): the destination is down, not the event at fault. Wait `wait`, then
+    /// try again without charging the event an attempt.
+    #[error(
+        "function {function:?} {version} failed ({cause}) while the circuit to {destination} is open; calls wait for it, then one probes"
+    )]
+    Outage {
+        function: String,
+        version: String,
+        destination: String,
+        wait: Duration,
+        cause: String,
+    },
     /// The guest returned something that is not a valid event.
     #[error("function {function:?} {version} returned an invalid output: {reason}")]
     InvalidOutput {
@@ -129,7 +142,7 @@ pub enum CallError {
 impl CallError {
     /// A short name of the kind of failure, for dead-letter attributes and metrics:
     /// `retryable`, `fatal`, `trap`, `stack_overflow`, `deadline`, `memory`, `fuel`,
-    /// `output_limit`, `capability_denied`, `unavailable` or `invalid_output`.
+    /// `output_limit`, `capability_denied`, `unavailable`, `outage` or `invalid_output`.
     pub fn kind(&self) -> &'static str {
         match self {
             CallError::Retryable { .. } => "retryable",
@@ -142,6 +155,7 @@ impl CallError {
             CallError::OutputLimit { .. } => "output_limit",
             CallError::CapabilityDenied { .. } => "capability_denied",
             CallError::Unavailable { .. } => "unavailable",
+            CallError::Outage { .. } => "outage",
             CallError::InvalidOutput { .. } => "invalid_output",
         }
     }
@@ -150,7 +164,7 @@ impl CallError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            CallError::Retryable { .. } | CallError::Unavailable { .. }
+            CallError::Retryable { .. } | CallError::Unavailable { .. } | CallError::Outage { .. }
         )
     }
 

@@ -295,6 +295,9 @@ pub struct HostOptions {
     /// How outbound HTTP resolves host names; every address it returns is checked before
     /// one is connected to.
     pub resolver: Arc<dyn Resolver>,
+    /// Failed HTTP requests in a row to one destination that open its circuit
+    /// (`circuits.rs`); `0` never opens one.
+    pub circuit_failures: u32,
 }
 
 impl Default for HostOptions {
@@ -308,6 +311,7 @@ impl Default for HostOptions {
             max_compiled_in_memory: 64,
             max_compiled_on_disk_bytes: 1 << 30,
             resolver: Arc::new(SystemResolver),
+            circuit_failures: crate::circuits::DEFAULT_CIRCUIT_FAILURES,
         }
     }
 }
@@ -484,12 +488,17 @@ impl FunctionHost {
             counts: Arc::default(),
             keyvalue: options.keyvalue,
             resolver: options.resolver,
-            http_pool: Arc::default(),
+            http_pool: Arc::new(Pool::new(options.circuit_failures)),
             fuel: options.fuel,
         })
     }
 
     /// What is kept compiled in memory and on disk, and where loads found their code.
+    /// The circuit of every destination the host's functions sent HTTP to.
+    pub fn circuits(&self) -> Vec<crate::CircuitStatus> {
+        self.http_pool.circuits.status()
+    }
+
     pub fn compiled_stats(&self) -> CompiledStats {
         let (in_memory, in_memory_active, evicted_from_memory) = {
             let compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
@@ -1007,24 +1016,49 @@ impl Function {
         instance.calls += 1;
         let breach = instance.store.data_mut().take_breach();
         let late_store = instance.store.data_mut().take_late_store();
-        match (result, breach) {
-            (Err(e), breach) => Err(self.classify(e, breach, late_store, false)),
-            (Ok(_), Some(breach)) => Err(self.breach_error(breach)),
-            (Ok(Ok(value)), None) => Ok(value),
-            (Ok(Err(wit::weir::function::types::Error::Retryable(message))), None) => {
-                Err(CallError::Retryable {
+        let outage = instance.store.data_mut().take_outage();
+        self.outage_or(
+            outage,
+            match (result, breach) {
+                (Err(e), breach) => Err(self.classify(e, breach, late_store, false)),
+                (Ok(_), Some(breach)) => Err(self.breach_error(breach)),
+                (Ok(Ok(value)), None) => Ok(value),
+                (Ok(Err(wit::weir::function::types::Error::Retryable(message))), None) => {
+                    Err(CallError::Retryable {
+                        function: self.name().to_owned(),
+                        version: self.version().to_owned(),
+                        message,
+                    })
+                }
+                (Ok(Err(wit::weir::function::types::Error::Fatal(message))), None) => {
+                    Err(CallError::Fatal {
+                        function: self.name().to_owned(),
+                        version: self.version().to_owned(),
+                        message,
+                    })
+                }
+            },
+        )
+    }
+
+    /// A failed call's error, or [`CallError::Outage`] when a request of the call met an
+    /// open circuit (a denied capability stays what it is).
+    pub(crate) fn outage_or<T>(
+        &self,
+        outage: Option<crate::circuits::Outage>,
+        result: Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        match (result, outage) {
+            (Err(e), Some(outage)) if !matches!(e, CallError::CapabilityDenied { .. }) => {
+                Err(CallError::Outage {
                     function: self.name().to_owned(),
                     version: self.version().to_owned(),
-                    message,
+                    destination: outage.destination,
+                    wait: outage.wait,
+                    cause: e.to_string(),
                 })
             }
-            (Ok(Err(wit::weir::function::types::Error::Fatal(message))), None) => {
-                Err(CallError::Fatal {
-                    function: self.name().to_owned(),
-                    version: self.version().to_owned(),
-                    message,
-                })
-            }
+            (result, _) => result,
         }
     }
 

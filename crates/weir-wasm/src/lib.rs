@@ -24,6 +24,7 @@
 
 mod address;
 mod cache;
+mod circuits;
 mod compiled;
 mod convert;
 mod egress;
@@ -37,6 +38,7 @@ mod telemetry;
 #[cfg(test)]
 mod tests;
 
+pub use circuits::{CircuitStatus, DEFAULT_CIRCUIT_FAILURES};
 pub use egress::{Resolver, SystemResolver};
 pub use error::{CallError, Error, Result};
 pub use host::{

@@ -192,11 +192,15 @@ impl Function {
         instance.calls += 1;
         let breach = instance.store.data_mut().take_breach();
         let late = instance.store.data_mut().take_late_store();
-        match (result, breach) {
-            (Err(e), breach) => Err(self.classify(e, breach, late, false)),
-            (Ok(()), Some(breach)) => Err(self.breach_error(breach)),
-            (Ok(()), None) => Ok(()),
-        }
+        let outage = instance.store.data_mut().take_outage();
+        self.outage_or(
+            outage,
+            match (result, breach) {
+                (Err(e), breach) => Err(self.classify(e, breach, late, false)),
+                (Ok(()), Some(breach)) => Err(self.breach_error(breach)),
+                (Ok(()), None) => Ok(()),
+            },
+        )
     }
 }
 

@@ -124,6 +124,7 @@ impl CallState {
                 function: function.clone(),
                 deadline: Instant::now(),
                 denied: Arc::default(),
+                outage: Arc::default(),
             },
             config,
             kv,
@@ -184,6 +185,7 @@ impl CallState {
         // A fresh slot per call: a request still in flight from an earlier call records
         // its refusal in that call's slot, not in this one.
         self.hooks.denied = Arc::default();
+        self.hooks.outage = Arc::default();
         self.hooks.deadline = deadline;
     }
 
@@ -228,6 +230,15 @@ impl CallState {
             .take()
             .map(Breach::Denied);
         self.breach.take().or(denied)
+    }
+
+    /// The outage a request of the call met, after the call.
+    pub(crate) fn take_outage(&mut self) -> Option<crate::circuits::Outage> {
+        self.hooks
+            .outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub(crate) fn deny(&mut self, capability: String) {
@@ -307,6 +318,8 @@ struct HttpHooks {
     deadline: Instant,
     /// What the current call was refused, written by the request's future too.
     denied: Arc<Mutex<Option<String>>>,
+    /// A destination whose open circuit a request of the current call met (or opened).
+    outage: Arc<Mutex<Option<crate::circuits::Outage>>>,
 }
 
 impl WasiHttpHooks for HttpHooks {
@@ -344,6 +357,19 @@ impl WasiHttpHooks for HttpHooks {
             denied.get_or_insert(format!("HTTP to {scheme}://{host}:{port}"));
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let circuit = format!("{scheme}://{host}:{port}");
+        let outage = self.outage.clone();
+        let ticket = match self.http_pool.circuits.admit(&circuit) {
+            Ok(ticket) => ticket,
+            Err(open) => {
+                tracing::debug!(destination = %circuit, "outbound circuit open: request not sent");
+                outage
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(open);
+                return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionRefused) });
+            }
+        };
         let destination = Destination {
             function: self.function.clone(),
             exceptions: Exceptions::of(&matching),
@@ -367,9 +393,37 @@ impl WasiHttpHooks for HttpHooks {
         let pool = self.http_pool.clone();
         Box::new(async move {
             let sent = crate::egress::send(request, destination, options, resolver, pool, denied);
-            tokio::time::timeout_at(until, sent)
+            let result = tokio::time::timeout_at(until, sent)
                 .await
-                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?
+                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)
+                .and_then(|sent| sent);
+            if let Some(ticket) = ticket {
+                let failure = match &result {
+                    Ok((response, _)) if response.status().is_server_error() => {
+                        Some(format!("answered {}", response.status()))
+                    }
+                    Ok(_) => None,
+                    // The function's request, not the destination, is at fault.
+                    Err(
+                        wasmtime_wasi_http::Error::HttpRequestDenied
+                        | wasmtime_wasi_http::Error::DestinationIpProhibited
+                        | wasmtime_wasi_http::Error::HttpRequestUriInvalid,
+                    ) => None,
+                    Err(e) => Some(e.to_string()),
+                };
+                match failure {
+                    None => ticket.succeeded(),
+                    Some(error) => {
+                        if let Some(open) = ticket.failed(&error) {
+                            outage
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert(open);
+                        }
+                    }
+                }
+            }
+            result
         })
     }
 }

@@ -16,6 +16,7 @@ const MEMORY: &str = "weir_function_memory_bytes";
 /// Describe the host's families to the installed recorder (the engine does when a node
 /// starts).
 pub fn describe_metrics() {
+    crate::circuits::describe();
     describe_counter!(
         CALLS,
         Unit::Count,

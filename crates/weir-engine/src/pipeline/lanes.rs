@@ -8,10 +8,13 @@ use tokio_util::sync::CancellationToken;
 use weir_cloudevents::CloudEvent;
 use weir_log::StoredRecord;
 use weir_manifest::Ordering;
-use weir_wasm::InstancePool;
+use weir_wasm::{CallError, InstancePool};
 
 use super::{Pipeline, now_rfc3339};
 use crate::Result;
+
+/// The longest an event waits for an open outbound circuit before it asks again.
+const OUTAGE_LONGEST_WAIT: Duration = Duration::from_secs(30);
 use crate::routing::{
     DeadLetterCause, InputPosition, complete_outputs_in_step, dead_letter_event, event_key,
     undecodable_event,
@@ -267,6 +270,24 @@ impl Pipeline {
                 };
                 if !call.is_disabled() {
                     call.record("otel.status_description", failure.to_string().as_str());
+                }
+                // The destination a request of the call met is down (its circuit open):
+                // wait for the circuit without charging the event an attempt.
+                if let CallError::Outage {
+                    wait, destination, ..
+                } = &failure
+                {
+                    let wait = (*wait).min(OUTAGE_LONGEST_WAIT);
+                    tracing::info!(pipeline = %self.name, function = %self.function, topic, partition, offset = work.offset, event_id = %work.event.id, %destination, wait_ms = wait.as_millis() as u64, "outbound circuit open; the event waits for it");
+                    let rest = std::iter::once(work).chain(lane).collect();
+                    return LaneRun {
+                        done,
+                        backoff: Some(Backoff {
+                            wait,
+                            rest,
+                            attempt,
+                        }),
+                    };
                 }
                 let retry = failure.is_retryable() && attempt < self.retry.max_attempts;
                 if retry {

@@ -25,9 +25,24 @@ pub struct NodeStatus {
     pub sources: Vec<SourceStatus>,
     /// The app's sinks.
     pub sinks: Vec<SinkStatus>,
+    /// The circuit breaker of each destination (`scheme://host:port`) functions sent HTTP
+    /// to since the node started.
+    pub circuits: Vec<Circuit>,
     /// The fleet this node is a member of, on a backend several nodes share (NATS); null
     /// on the embedded log.
     pub fleet: Option<Fleet>,
+}
+
+/// The circuit breaker of a destination functions send HTTP to.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Circuit {
+    /// `scheme://host:port`.
+    pub destination: String,
+    /// `closed`, `open` (calls to it fail at once; events wait) or `half_open` (a probe
+    /// is out).
+    pub state: String,
+    /// Times it opened since the node started.
+    pub opened: u64,
 }
 
 /// A fleet as the node answering sees it.
@@ -216,6 +231,15 @@ impl From<weir_engine::NodeStatus> for NodeStatus {
             views: s.views.into_iter().map(Into::into).collect(),
             sources: s.sources.into_iter().map(Into::into).collect(),
             sinks: s.sinks.into_iter().map(Into::into).collect(),
+            circuits: s
+                .circuits
+                .into_iter()
+                .map(|c| Circuit {
+                    destination: c.destination,
+                    state: c.state.to_owned(),
+                    opened: c.opened,
+                })
+                .collect(),
             fleet: s.fleet.map(Into::into),
         }
     }
