@@ -82,9 +82,25 @@ pub async fn job(args: JobArgs) -> anyhow::Result<()> {
         .push(&args.id);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait);
     loop {
-        let job = send_json(args.node.http()?.get(url.clone()), &args.node).await?;
+        let response = args
+            .node
+            .http()?
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(crate::client::connect_error(&args.node.url))?;
+        let waiting = std::time::Instant::now() < deadline;
+        // 503: the node's jobs view is catching up with its log; ask again.
+        if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && waiting {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        if !response.status().is_success() {
+            return Err(crate::client::failure(response).await);
+        }
+        let job: serde_json::Value = response.json().await?;
         let status = job["status"].as_str().unwrap_or_default().to_owned();
-        if status == "accepted" && std::time::Instant::now() < deadline {
+        if status == "accepted" && waiting {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             continue;
         }

@@ -431,7 +431,11 @@ impl Views {
             let health = view.health.lock().unwrap_or_else(PoisonError::into_inner);
             out.push(ViewStatus {
                 name: view.name.clone(),
-                function: view.spec.function.clone(),
+                function: match &view.projector {
+                    Projector::Function(_) => view.spec.function.clone(),
+                    // weir's own projection, not a function of the app.
+                    Projector::Jobs(_) => "(weir: jobs)".to_owned(),
+                },
                 store: view.store.kind().to_owned(),
                 sources: view.spec.sources.clone(),
                 events: health.events,

@@ -2,7 +2,8 @@
 //! by every function of the host (`weir_breaker::Breaker`, as sinks use).
 //!
 //! A request that fails for the destination's sake (no connection, a timeout, TLS, a
-//! `5xx` answer) counts; `threshold` in a row open the circuit, and while it is open a
+//! `502`, `503` or `504` answer; not another `5xx`, which may be the request's doing)
+//! counts; `threshold` in a row open the circuit, and while it is open a
 //! request to the destination fails at once (`connection-refused`) without leaving the
 //! node, until one probe goes and its success closes the circuit. A call that fails
 //! after a request of it met the open circuit (or opened it, or was its failed probe) is
@@ -41,7 +42,11 @@ struct Circuit {
     opened: Mutex<u64>,
 }
 
-/// The host's circuits, one per destination a function sent to.
+/// Destinations tracked at most: one gets a circuit at its first failure and loses it
+/// once it answers again, unless it ever opened.
+const MAX_TRACKED: usize = 1024;
+
+/// The host's circuits, for the destinations functions had failures with.
 pub(crate) struct Circuits {
     threshold: u32,
     circuits: Mutex<BTreeMap<String, Arc<Circuit>>>,
@@ -61,11 +66,15 @@ pub(crate) struct Outage {
     pub(crate) wait: Duration,
 }
 
-/// A request's place in its destination's circuit.
+/// A request's place in its destination's circuit. Dropped without a report (the guest
+/// dropped the request, or the call ended first), a probe counts as failed, so the
+/// circuit opens again rather than waiting out the probe's timeout half-open.
 pub(crate) struct Ticket {
-    circuit: Arc<Circuit>,
+    circuits: Arc<Circuits>,
+    circuit: Option<Arc<Circuit>>,
     destination: String,
     probe: bool,
+    reported: bool,
 }
 
 impl Circuits {
@@ -77,31 +86,24 @@ impl Circuits {
         }
     }
 
+    fn tracked(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Circuit>>> {
+        self.circuits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// May a request go to `destination` now? `Ok(None)` with circuits off; `Err` with
     /// the outage when the circuit is open.
-    pub(crate) fn admit(&self, destination: &str) -> Result<Option<Ticket>, Outage> {
+    pub(crate) fn admit(self: &Arc<Self>, destination: &str) -> Result<Option<Ticket>, Outage> {
         if self.threshold == 0 {
             return Ok(None);
         }
-        let circuit = self
-            .circuits
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(destination.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Circuit {
-                    breaker: Breaker::new(self.threshold, PROBE_TIMEOUT),
-                    opened: Mutex::new(0),
-                })
-            })
-            .clone();
-        let probe = match circuit.breaker.permit() {
-            Permit::Attempt => false,
-            Permit::Probe => {
+        let circuit = self.tracked().get(destination).cloned();
+        let probe = match circuit.as_ref().map(|c| c.breaker.permit()) {
+            None | Some(Permit::Attempt) => false,
+            Some(Permit::Probe) => {
                 transition(destination, "half_open");
                 true
             }
-            Permit::Wait(wait) => {
+            Some(Permit::Wait(wait)) => {
                 return Err(Outage {
                     destination: destination.to_owned(),
                     wait: wait.max(SHORTEST_WAIT),
@@ -109,17 +111,17 @@ impl Circuits {
             }
         };
         Ok(Some(Ticket {
+            circuits: self.clone(),
             circuit,
             destination: destination.to_owned(),
             probe,
+            reported: false,
         }))
     }
 
-    /// Every destination's circuit.
+    /// Every tracked destination's circuit.
     pub(crate) fn status(&self) -> Vec<CircuitStatus> {
-        self.circuits
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.tracked()
             .iter()
             .map(|(destination, c)| CircuitStatus {
                 destination: destination.clone(),
@@ -131,33 +133,98 @@ impl Circuits {
 }
 
 impl Ticket {
-    /// The destination answered (below 500).
-    pub(crate) fn succeeded(self) {
-        if self.circuit.breaker.succeeded() {
+    /// The destination answered (a status it is not down with).
+    pub(crate) fn succeeded(mut self) {
+        self.reported = true;
+        let Some(circuit) = &self.circuit else {
+            return;
+        };
+        if circuit.breaker.succeeded() {
             tracing::info!(destination = %self.destination, "outbound circuit closed: the destination answers again");
             transition(&self.destination, "closed");
         }
+        // A destination that answers again and never opened is not tracked any more.
+        if *circuit
+            .opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            == 0
+        {
+            let mut tracked = self.circuits.tracked();
+            if tracked
+                .get(&self.destination)
+                .is_some_and(|c| Arc::ptr_eq(c, circuit))
+                && circuit.breaker.state() == "closed"
+            {
+                tracked.remove(&self.destination);
+            }
+        }
+    }
+
+    /// The request ended without telling anything of the destination (refused before it
+    /// left: a grant, an address).
+    pub(crate) fn release(mut self) {
+        if self.probe {
+            // The probe did not probe: let the next request be one.
+            self.reported = true;
+            if let Some(circuit) = &self.circuit {
+                circuit.breaker.failed(true);
+            }
+        }
+        self.reported = true;
     }
 
     /// The destination failed the request; the outage when the failure is not charged
     /// to the call (the circuit opened, was open, or this was its probe).
-    pub(crate) fn failed(self, error: &str) -> Option<Outage> {
-        let (charged, opened) = self.circuit.breaker.failed(self.probe);
+    pub(crate) fn failed(mut self, error: &str) -> Option<Outage> {
+        self.reported = true;
+        let circuit = match self.circuit.clone() {
+            Some(circuit) => circuit,
+            None => {
+                let mut tracked = self.circuits.tracked();
+                if tracked.len() >= MAX_TRACKED && !tracked.contains_key(&self.destination) {
+                    tracing::debug!(destination = %self.destination, "too many failing destinations to track this one's circuit");
+                    return None;
+                }
+                tracked
+                    .entry(self.destination.clone())
+                    .or_insert_with(|| {
+                        Arc::new(Circuit {
+                            breaker: Breaker::new(self.circuits.threshold, PROBE_TIMEOUT),
+                            opened: Mutex::new(0),
+                        })
+                    })
+                    .clone()
+            }
+        };
+        let was_half_open = circuit.breaker.state() == "half_open";
+        let (charged, opened) = circuit.breaker.failed(self.probe);
         if opened {
-            *self
-                .circuit
+            *circuit
                 .opened
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) += 1;
             tracing::warn!(destination = %self.destination, %error, "outbound circuit opened: calls to it wait, then one probe goes");
             transition(&self.destination, "open");
-        } else if self.probe {
+        } else if self.probe && was_half_open {
             transition(&self.destination, "open");
         }
         (!charged).then(|| Outage {
-            destination: self.destination,
-            wait: self.circuit.breaker.wait().max(SHORTEST_WAIT),
+            destination: self.destination.clone(),
+            wait: circuit.breaker.wait().max(SHORTEST_WAIT),
         })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.reported
+            && self.probe
+            && let Some(circuit) = &self.circuit
+        {
+            circuit.breaker.failed(true);
+            transition(&self.destination, "open");
+        }
     }
 }
 
@@ -173,4 +240,53 @@ pub(crate) fn describe() {
         metrics::Unit::Count,
         "a circuit breaker of a destination functions send HTTP to changing state, by destination and the state it went to: open, half_open, closed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_destination_is_tracked_from_its_first_failure_and_a_dropped_probe_reopens_it() {
+        let circuits = Arc::new(Circuits::new(2));
+        let to = "http://a:80";
+        // A success of an untracked destination tracks nothing.
+        circuits.admit(to).unwrap().unwrap().succeeded();
+        assert!(circuits.status().is_empty());
+        // A failure tracks it; a success forgets it again (it never opened).
+        assert_eq!(circuits.admit(to).unwrap().unwrap().failed("refused"), None);
+        assert_eq!(circuits.status()[0].state, "closed");
+        circuits.admit(to).unwrap().unwrap().succeeded();
+        assert!(circuits.status().is_empty());
+        // Two in a row open it: the second is not charged to its call.
+        assert_eq!(circuits.admit(to).unwrap().unwrap().failed("refused"), None);
+        let outage = circuits
+            .admit(to)
+            .unwrap()
+            .unwrap()
+            .failed("refused")
+            .unwrap();
+        assert_eq!(outage.destination, to);
+        assert!(outage.wait > Duration::ZERO);
+        assert!(circuits.admit(to).is_err(), "open: refused at once");
+        // The probe is dropped unanswered (the call ended): open again, not half-open.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let probe = circuits.admit(to).unwrap().unwrap();
+        assert_eq!(circuits.status()[0].state, "half_open");
+        drop(probe);
+        assert_eq!(circuits.status()[0].state, "open");
+        // A probe refused before it left (a grant) lets the next be one.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        circuits.admit(to).unwrap().unwrap().release();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        circuits.admit(to).unwrap().unwrap().succeeded();
+        let status = circuits.status();
+        assert_eq!(
+            (status[0].state, status[0].opened),
+            ("closed", 1),
+            "kept: it opened"
+        );
+        // Off: no tickets at all.
+        assert!(Arc::new(Circuits::new(0)).admit(to).unwrap().is_none());
+    }
 }

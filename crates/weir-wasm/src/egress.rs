@@ -148,7 +148,7 @@ pub(crate) type Sent = (
 pub struct Pool {
     idle: Mutex<std::collections::HashMap<PoolKey, Vec<Idle>>>,
     /// The circuit breakers of the destinations (`circuits.rs`), beside the connections.
-    pub(crate) circuits: crate::circuits::Circuits,
+    pub(crate) circuits: Arc<crate::circuits::Circuits>,
 }
 
 impl Pool {
@@ -156,7 +156,7 @@ impl Pool {
     pub(crate) fn new(circuit_failures: u32) -> Pool {
         Pool {
             idle: Mutex::default(),
-            circuits: crate::circuits::Circuits::new(circuit_failures),
+            circuits: Arc::new(crate::circuits::Circuits::new(circuit_failures)),
         }
     }
 }

@@ -493,12 +493,13 @@ impl FunctionHost {
         })
     }
 
-    /// What is kept compiled in memory and on disk, and where loads found their code.
-    /// The circuit of every destination the host's functions sent HTTP to.
+    /// The circuits of the destinations the host's functions had failures with (and of
+    /// those whose circuit ever opened).
     pub fn circuits(&self) -> Vec<crate::CircuitStatus> {
         self.http_pool.circuits.status()
     }
 
+    /// What is kept compiled in memory and on disk, and where loads found their code.
     pub fn compiled_stats(&self) -> CompiledStats {
         let (in_memory, in_memory_active, evicted_from_memory) = {
             let compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
@@ -1049,15 +1050,22 @@ impl Function {
         result: Result<T, CallError>,
     ) -> Result<T, CallError> {
         match (result, outage) {
-            (Err(e), Some(outage)) if !matches!(e, CallError::CapabilityDenied { .. }) => {
-                Err(CallError::Outage {
-                    function: self.name().to_owned(),
-                    version: self.version().to_owned(),
-                    destination: outage.destination,
-                    wait: outage.wait,
-                    cause: e.to_string(),
-                })
-            }
+            // What a failed request to a down destination ends a call as; a fatal error,
+            // a trap or a limit stays what it is (the event's or the function's doing).
+            (
+                Err(
+                    e @ (CallError::Retryable { .. }
+                    | CallError::Unavailable { .. }
+                    | CallError::Deadline { .. }),
+                ),
+                Some(outage),
+            ) => Err(CallError::Outage {
+                function: self.name().to_owned(),
+                version: self.version().to_owned(),
+                destination: outage.destination,
+                wait: outage.wait,
+                cause: e.to_string(),
+            }),
             (result, _) => result,
         }
     }

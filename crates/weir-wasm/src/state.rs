@@ -357,7 +357,7 @@ impl WasiHttpHooks for HttpHooks {
             denied.get_or_insert(format!("HTTP to {scheme}://{host}:{port}"));
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        let circuit = format!("{scheme}://{host}:{port}");
+        let circuit = format!("{scheme}://{}:{port}", host.to_ascii_lowercase());
         let outage = self.outage.clone();
         let ticket = match self.http_pool.circuits.admit(&circuit) {
             Ok(ticket) => ticket,
@@ -377,8 +377,11 @@ impl WasiHttpHooks for HttpHooks {
             host,
             port,
         };
+        // A request ends a little before the call's deadline, so that its failure reaches
+        // the guest and the destination's circuit before the call is stopped.
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let cap = self.grants.http_timeout.min(left);
+        let margin = (left / 10).min(Duration::from_millis(100));
+        let cap = self.grants.http_timeout.min(left - margin);
         let bound = |t: Option<Duration>| Some(t.map_or(cap, |t| t.min(cap)));
         let options = options.unwrap_or_default();
         let options = wasmtime_wasi_http::RequestOptions {
@@ -398,22 +401,33 @@ impl WasiHttpHooks for HttpHooks {
                 .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)
                 .and_then(|sent| sent);
             if let Some(ticket) = ticket {
+                use http::StatusCode;
+                use wasmtime_wasi_http::Error as E;
                 let failure = match &result {
-                    Ok((response, _)) if response.status().is_server_error() => {
-                        Some(format!("answered {}", response.status()))
+                    // Down, or a gateway to it down; another 5xx may be the request's doing.
+                    Ok((response, _))
+                        if matches!(
+                            response.status(),
+                            StatusCode::BAD_GATEWAY
+                                | StatusCode::SERVICE_UNAVAILABLE
+                                | StatusCode::GATEWAY_TIMEOUT
+                        ) =>
+                    {
+                        Some(Some(format!("answered {}", response.status())))
                     }
-                    Ok(_) => None,
-                    // The function's request, not the destination, is at fault.
+                    Ok(_) => Some(None),
+                    // Refused before it left: nothing learnt of the destination.
                     Err(
-                        wasmtime_wasi_http::Error::HttpRequestDenied
-                        | wasmtime_wasi_http::Error::DestinationIpProhibited
-                        | wasmtime_wasi_http::Error::HttpRequestUriInvalid,
+                        E::HttpRequestDenied
+                        | E::DestinationIpProhibited
+                        | E::HttpRequestUriInvalid,
                     ) => None,
-                    Err(e) => Some(e.to_string()),
+                    Err(e) => Some(Some(e.to_string())),
                 };
                 match failure {
-                    None => ticket.succeeded(),
-                    Some(error) => {
+                    None => ticket.release(),
+                    Some(None) => ticket.succeeded(),
+                    Some(Some(error)) => {
                         if let Some(open) = ticket.failed(&error) {
                             outage
                                 .lock()

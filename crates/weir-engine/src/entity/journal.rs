@@ -199,10 +199,7 @@ pub(crate) fn function_failed(shared: &Shared, export: &str, on: &str, error: Ca
         ty: shared.ty.clone(),
         export: export.to_owned(),
         on: on.to_owned(),
-        retryable: matches!(
-            error,
-            CallError::Retryable { .. } | CallError::Unavailable { .. }
-        ),
+        retryable: error.is_retryable(),
         reason: error.to_string(),
     }
 }

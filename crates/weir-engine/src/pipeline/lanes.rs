@@ -15,6 +15,9 @@ use crate::Result;
 
 /// The longest an event waits for an open outbound circuit before it asks again.
 const OUTAGE_LONGEST_WAIT: Duration = Duration::from_secs(30);
+/// Waits for open circuits an event gets before its failures are charged (the circuit's
+/// probes back off to 30 s: about 20 minutes of outage).
+const MAX_OUTAGE_WAITS: u32 = 45;
 use crate::routing::{
     DeadLetterCause, InputPosition, complete_outputs_in_step, dead_letter_event, event_key,
     undecodable_event,
@@ -45,6 +48,8 @@ struct Backoff {
     wait: Duration,
     rest: Vec<Work>,
     attempt: u32,
+    /// Waits for an open outbound circuit the first event of `rest` had.
+    outages: u32,
 }
 
 /// An event of a batch on its way to a lane.
@@ -194,12 +199,18 @@ impl Pipeline {
             .await
             .map_err(|e| crate::Error::Task(e.to_string()))?;
         let mut done = Vec::with_capacity(lane.len());
-        let (mut rest, mut attempt) = (lane, 1);
+        let (mut rest, mut attempt, mut outages) = (lane, 1, 0);
         loop {
             let (this, instances, topic_owned) =
                 (self.clone(), instances.clone(), topic.to_owned());
             let run = tokio::task::spawn_blocking(move || {
-                this.run_lane(&instances, &topic_owned, partition, rest, attempt)
+                this.run_lane(
+                    &instances,
+                    &topic_owned,
+                    partition,
+                    rest,
+                    (attempt, outages),
+                )
             })
             .await
             .map_err(|e| crate::Error::Task(e.to_string()))?;
@@ -211,7 +222,7 @@ impl Pipeline {
                 _ = cancel.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(backoff.wait) => {}
             }
-            (rest, attempt) = (backoff.rest, backoff.attempt);
+            (rest, attempt, outages) = (backoff.rest, backoff.attempt, backoff.outages);
         }
     }
 
@@ -224,7 +235,7 @@ impl Pipeline {
         topic: &str,
         partition: u32,
         lane: Vec<Work>,
-        mut attempt: u32,
+        (mut attempt, mut outages): (u32, u32),
     ) -> LaneRun {
         let function = instances.function();
         let mut done = Vec::with_capacity(lane.len());
@@ -272,10 +283,13 @@ impl Pipeline {
                     call.record("otel.status_description", failure.to_string().as_str());
                 }
                 // The destination a request of the call met is down (its circuit open):
-                // wait for the circuit without charging the event an attempt.
+                // wait for the circuit without charging the event an attempt, up to a
+                // bound (an event that fails the destination itself, again and again,
+                // is then charged its attempts as any other).
                 if let CallError::Outage {
                     wait, destination, ..
                 } = &failure
+                    && outages < MAX_OUTAGE_WAITS
                 {
                     let wait = (*wait).min(OUTAGE_LONGEST_WAIT);
                     tracing::info!(pipeline = %self.name, function = %self.function, topic, partition, offset = work.offset, event_id = %work.event.id, %destination, wait_ms = wait.as_millis() as u64, "outbound circuit open; the event waits for it");
@@ -286,6 +300,7 @@ impl Pipeline {
                             wait,
                             rest,
                             attempt,
+                            outages: outages + 1,
                         }),
                     };
                 }
@@ -302,6 +317,7 @@ impl Pipeline {
                             wait,
                             rest,
                             attempt: attempt + 1,
+                            outages,
                         }),
                     };
                 }
@@ -324,6 +340,7 @@ impl Pipeline {
             };
             done.push((work.index, outcome));
             attempt = 1;
+            outages = 0;
         }
         LaneRun {
             done,

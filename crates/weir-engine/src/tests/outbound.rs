@@ -26,7 +26,7 @@ capabilities = {{ http = ["127.0.0.1:{port}"], http_timeout_ms = 2000 }}
 from = "orders"
 function = "caller"
 to = "out"
-retry = {{ max_attempts = 3, initial_backoff_ms = 10, max_backoff_ms = 50 }}
+retry = {{ max_attempts = 6, initial_backoff_ms = 10, max_backoff_ms = 50 }}
 "#,
         wasm = weir_test_support::test_guest("guest-capabilities")
             .display()
@@ -116,7 +116,8 @@ async fn an_outage_of_a_destination_opens_its_circuit_and_events_wait_instead_of
             .any(|c| c.destination == destination_url && c.state != "closed")
     })
     .await;
-    // Three attempts an event would have dead-lettered them all by now without it.
+    // Six attempts an event (more than the 5 failures that open the circuit, so the
+    // first event's alone open it) would have dead-lettered them all by now without it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let status = node.status().await.unwrap();
     let pipeline = &status.pipelines[0];
