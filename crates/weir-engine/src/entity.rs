@@ -146,20 +146,11 @@ impl Entities {
     ) -> Result<Entities> {
         let mut types = BTreeMap::new();
         for (ty, spec) in specs {
-            let function = registry
-                .active(&spec.function)
-                .ok_or_else(|| Error::UnknownFunction {
-                    function: spec.function.clone(),
-                    declared: Vec::new(),
-                })?
-                .1;
-            if function.world() != weir_wasm::World::Entity {
-                return Err(Error::WrongWorld {
-                    function: spec.function.clone(),
-                    world: function.world().to_string(),
-                    wanted: format!("entity (it is entity type {ty:?}'s function)"),
-                });
-            }
+            registry.active_in(
+                &spec.function,
+                weir_wasm::World::Entity,
+                &format!("entity type {ty:?}"),
+            )?;
             let info = log
                 .topic(&spec.journal)
                 .await?

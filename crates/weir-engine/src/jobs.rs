@@ -236,9 +236,9 @@ fn extension(event: &serde_json::Value, name: &str) -> Option<String> {
 }
 
 impl JobStatus {
-    /// The job the rows of `id` describe, if any row is a request of it; `processed`:
-    /// whether its pipeline committed past its latest request.
-    fn of(id: &str, mut rows: Vec<ViewRow>, processed: bool) -> Result<JobStatus> {
+    /// The job the rows of `id` describe, if any row is a request of it; `processed`: a
+    /// request its pipeline committed past (it counts only if it is still the latest).
+    fn of(id: &str, mut rows: Vec<ViewRow>, processed: Option<&JobRequest>) -> Result<JobStatus> {
         rows.sort_by_key(|row| number(row, "appended"));
         let rows = &rows;
         let by_kind = |kind: &'static str| rows.iter().filter(move |r| text(r, "kind") == kind);
@@ -279,7 +279,7 @@ impl JobStatus {
         let status = match (&error, results.is_empty()) {
             (_, false) => JobState::Succeeded,
             (Some(_), true) => JobState::Failed,
-            (None, true) if processed => JobState::Succeeded,
+            (None, true) if processed == Some(&latest) => JobState::Succeeded,
             (None, true) => JobState::Accepted,
         };
         Ok(JobStatus {
@@ -291,17 +291,12 @@ impl JobStatus {
             error: error.filter(|_| status == JobState::Failed),
         })
     }
-
-    /// The latest request.
-    fn latest(&self) -> Option<&JobRequest> {
-        self.requests.last()
-    }
 }
 
 impl Node {
     /// Job `id`: accepted, succeeded with its results, or failed with why.
     pub async fn job(&self, id: &str) -> Result<JobStatus> {
-        let job = JobStatus::of(id, self.job_rows(id).await?, false)?;
+        let job = JobStatus::of(id, self.job_rows(id).await?, None)?;
         if job.status != JobState::Accepted {
             return Ok(job);
         }
@@ -313,7 +308,7 @@ impl Node {
                 m.job_pipeline(route).map(|(_, p)| p.group.clone())
             })
         };
-        let (Some(group), Some(latest)) = (group, job.latest()) else {
+        let (Some(group), Some(latest)) = (group, job.requests.last()) else {
             return Ok(job);
         };
         let committed = self
@@ -323,13 +318,9 @@ impl Node {
         if committed.is_none_or(|next| next <= latest.offset) {
             return Ok(job);
         }
-        // What the commit covered is in the log now: read the view again at its ends.
-        let processed = JobStatus::of(id, self.job_rows(id).await?, true)?;
-        if processed.latest() != job.latest() {
-            // A newer request (a re-drive) came meanwhile: report that one's state.
-            return JobStatus::of(id, self.job_rows(id).await?, false);
-        }
-        Ok(processed)
+        // What the commit covered is in the log now: read the view again at its ends (a
+        // newer request, a re-drive that came meanwhile, is reported by its own state).
+        JobStatus::of(id, self.job_rows(id).await?, Some(latest))
     }
 
     /// The jobs view's rows of job `id`, once the view has projected what the log holds.
@@ -402,15 +393,20 @@ mod tests {
     fn a_job_is_reported_by_how_its_latest_request_ended() {
         let request = row(REQUEST, 1, 7, 10, serde_json::Value::Null);
         let failed = row(FAILED, 0, 0, 20, dead_letter(1, 7));
-        let state =
-            |rows: Vec<ViewRow>, processed| JobStatus::of("j", rows, processed).unwrap().status;
-        assert_eq!(state(vec![request.clone()], false), JobState::Accepted);
+        let state = |rows: Vec<ViewRow>, processed: Option<&JobRequest>| {
+            JobStatus::of("j", rows, processed).unwrap().status
+        };
+        let first = JobStatus::of("j", vec![request.clone()], None)
+            .unwrap()
+            .requests[0]
+            .clone();
+        assert_eq!(state(vec![request.clone()], None), JobState::Accepted);
         assert_eq!(
-            state(vec![request.clone()], true),
+            state(vec![request.clone()], Some(&first)),
             JobState::Succeeded,
             "done, no outputs"
         );
-        let job = JobStatus::of("j", vec![failed.clone(), request.clone()], false).unwrap();
+        let job = JobStatus::of("j", vec![failed.clone(), request.clone()], None).unwrap();
         assert_eq!(job.status, JobState::Failed);
         let error = job.error.unwrap();
         assert_eq!(
@@ -420,11 +416,17 @@ mod tests {
         // Re-driven: a new request of the same job, not yet done; then done without outputs.
         let again = row(REQUEST, 0, 3, 30, serde_json::Value::Null);
         let rows = vec![again.clone(), failed.clone(), request.clone()];
-        let job = JobStatus::of("j", rows.clone(), false).unwrap();
+        let job = JobStatus::of("j", rows.clone(), None).unwrap();
         assert_eq!((job.status, job.requests.len()), (JobState::Accepted, 2));
         assert_eq!(job.requests[1].offset, 3, "the latest last");
         assert!(job.error.is_none());
-        assert_eq!(state(rows, true), JobState::Succeeded);
+        let latest = job.requests[1].clone();
+        assert_eq!(
+            state(rows.clone(), Some(&first)),
+            JobState::Accepted,
+            "a commit past the first request says nothing of the re-driven one"
+        );
+        assert_eq!(state(rows, Some(&latest)), JobState::Succeeded);
         // Outputs, one of them repeated by an at-least-once retry: each once.
         let output = serde_json::json!({"id": "out-1"});
         let rows = vec![
@@ -433,12 +435,12 @@ mod tests {
             row(RESULT, 0, 2, 12, output.clone()),
             row(RESULT, 0, 3, 13, serde_json::json!({"id": "out-2"})),
         ];
-        let job = JobStatus::of("j", rows, false).unwrap();
+        let job = JobStatus::of("j", rows, None).unwrap();
         assert_eq!(job.status, JobState::Succeeded);
         assert_eq!(job.results.len(), 2);
         // Rows of no request: no such job.
         assert!(matches!(
-            JobStatus::of("j", vec![failed], false),
+            JobStatus::of("j", vec![failed], None),
             Err(Error::UnknownJob { .. })
         ));
     }

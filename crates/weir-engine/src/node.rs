@@ -178,13 +178,14 @@ impl Node {
             data_dir.join("functions"),
             host_options,
         ));
+        let mut jobs = manifest.as_ref().and_then(crate::jobs::jobs_view);
         if let Some(manifest) = &manifest {
             for (name, topic) in &manifest.topics {
                 log.create_topic(name, &topic_spec(topic)).await?;
             }
             // The jobs view reads the dead-letter topics of job pipelines from the start,
             // before the pipelines (which create undeclared ones) run.
-            if let Some((jobs, _)) = crate::jobs::jobs_view(manifest) {
+            if let Some((jobs, _)) = &jobs {
                 for topic in &jobs.sources {
                     if log.topic(topic).await?.is_none() {
                         log.create_topic(topic, &TopicSpec::default()).await?;
@@ -241,7 +242,7 @@ impl Node {
             Some(m) => {
                 match crate::views::Views::start(
                     &m.views,
-                    crate::jobs::jobs_view(m),
+                    jobs.take(),
                     &data_dir,
                     &log,
                     &registry,

@@ -167,6 +167,31 @@ impl Registry {
             .map(|slot| (slot.generation, slot.active.clone()))
     }
 
+    /// The active version of `name`, which must implement `world`; `what` says whose
+    /// function it is, for the error.
+    pub(crate) fn active_in(
+        &self,
+        name: &str,
+        world: weir_wasm::World,
+        what: &str,
+    ) -> Result<Function> {
+        let function = self
+            .active(name)
+            .ok_or_else(|| Error::UnknownFunction {
+                function: name.to_owned(),
+                declared: Vec::new(),
+            })?
+            .1;
+        if function.world() != world {
+            return Err(Error::WrongWorld {
+                function: name.to_owned(),
+                world: function.world().to_string(),
+                wanted: format!("{world} (it is {what}'s function)"),
+            });
+        }
+        Ok(function)
+    }
+
     /// The settings `name` runs with.
     pub(crate) fn spec(&self, name: &str) -> Option<FunctionSpec> {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);

@@ -317,6 +317,19 @@ impl Node {
                     .map_err(|e| WebhookError::Body(e.to_string()))?,
             )
         };
+        // A job's id: fresh, so that knowing a sender's delivery id does not let anyone
+        // read the job of a public route; its pipeline gives each output its input's
+        // correlationid.
+        let job = route.spec.job.then(|| uuid::Uuid::now_v7().to_string());
+        let extensions = job
+            .iter()
+            .map(|job| {
+                (
+                    crate::routing::CORRELATION_ID.to_owned(),
+                    weir_cloudevents::ExtensionValue::String(job.clone()),
+                )
+            })
+            .collect();
         let event = CloudEvent {
             id: id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             source: format!("/routes/{}", route.name),
@@ -330,20 +343,9 @@ impl Node {
             dataschema: None,
             subject: None,
             time: Some(now.to_string()),
-            extensions: Default::default(),
+            extensions,
             data,
         };
-        let mut event = event;
-        // A job's id: fresh, so that knowing a sender's delivery id does not let anyone
-        // read the job of a public route; its pipeline gives each output its input's
-        // correlationid.
-        let job = route.spec.job.then(|| uuid::Uuid::now_v7().to_string());
-        if let Some(job) = &job {
-            event.extensions.insert(
-                crate::routing::CORRELATION_ID.to_owned(),
-                weir_cloudevents::ExtensionValue::String(job.clone()),
-            );
-        }
         event
             .validate()
             .map_err(|e| WebhookError::Body(e.to_string()))?;

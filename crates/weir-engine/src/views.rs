@@ -272,27 +272,10 @@ impl Views {
             .iter()
             .map(|(name, spec)| (name.clone(), spec.clone(), None));
         for (name, spec, jobs) in declared.chain(jobs) {
-            let name = &name;
-            let spec = &spec;
+            let (name, spec) = (&name, &spec);
             let projector = match jobs {
                 Some(jobs) => Projector::Jobs(jobs),
-                None => {
-                    let function = registry
-                        .active(&spec.function)
-                        .ok_or_else(|| Error::UnknownFunction {
-                            function: spec.function.clone(),
-                            declared: Vec::new(),
-                        })?
-                        .1;
-                    if function.world() != weir_wasm::World::Projection {
-                        return Err(Error::WrongWorld {
-                            function: spec.function.clone(),
-                            world: function.world().to_string(),
-                            wanted: format!("projection (it is view {name:?}'s function)"),
-                        });
-                    }
-                    Projector::Function(ActivePool::new(registry.clone(), &spec.function))
-                }
+                None => Projector::function(registry, name, spec)?,
             };
             let store = stores.get(&spec.store).await?;
             let table = ViewSpec::table(name);
@@ -520,6 +503,21 @@ enum Projector {
     Function(ActivePool),
     /// weir's own view of long-running jobs (`crate::jobs`).
     Jobs(Arc<crate::jobs::JobsProjection>),
+}
+
+impl Projector {
+    /// View `name`'s projection function, which must implement the projection world.
+    fn function(registry: &Arc<Registry>, name: &str, spec: &ViewSpec) -> Result<Projector> {
+        registry.active_in(
+            &spec.function,
+            weir_wasm::World::Projection,
+            &format!("view {name:?}"),
+        )?;
+        Ok(Projector::Function(ActivePool::new(
+            registry.clone(),
+            &spec.function,
+        )))
+    }
 }
 
 /// A projector ready to run on the blocking pool.

@@ -222,17 +222,24 @@ pub(crate) fn admit(
     Ok(caller)
 }
 
-/// Whether the request's credential lets its principal do `wanted`, for a handler that
+/// The request's principal (`401` without a valid credential), for a handler that
 /// decides what a request asks only once it has looked (the front door counted the
 /// request against the rate limits already).
-pub(crate) fn authorize(
+pub(crate) fn principal(
     auth: &Authenticator,
     headers: &axum::http::HeaderMap,
+) -> Result<Principal, Problem> {
+    let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    auth.authenticate(header).map_err(|e| unauthorized(&e))
+}
+
+/// Whether `principal` may do `wanted` (`403` if not).
+pub(crate) fn permit(
+    auth: &Authenticator,
+    principal: &Principal,
     wanted: Action<'_>,
 ) -> Result<(), Problem> {
-    let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let principal = auth.authenticate(header).map_err(|e| unauthorized(&e))?;
-    auth.authorize(&principal, wanted).map_err(|denied| {
+    auth.authorize(principal, wanted).map_err(|denied| {
         tracing::info!(principal = %principal.name, %wanted, "request denied");
         forbidden(&denied)
     })

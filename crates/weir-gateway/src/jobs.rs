@@ -37,17 +37,21 @@ pub(crate) async fn get(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let authenticator = state.auth.get();
-    // A credential sent is checked before anything is looked up.
-    if let Some(auth) = authenticator.as_deref()
-        && headers.contains_key(header::AUTHORIZATION)
-    {
-        auth::authorize(auth, &headers, Action::Observe)?;
-    }
+    // A credential sent is checked (once) before anything is looked up; an anonymous
+    // caller is asked for one only where the job needs it.
+    let mut principal = match authenticator.as_deref() {
+        Some(auth) if headers.contains_key(header::AUTHORIZATION) => {
+            Some(auth::principal(auth, &headers)?)
+        }
+        _ => None,
+    };
     let job = match state.node.job(&id).await {
         Err(unknown @ weir_engine::Error::UnknownJob { .. }) => {
             // Only to an authenticated caller: an anonymous one learns no ids.
-            if let Some(auth) = authenticator.as_deref() {
-                auth::authorize(auth, &headers, Action::Observe)?;
+            if let Some(auth) = authenticator.as_deref()
+                && principal.is_none()
+            {
+                auth::principal(auth, &headers)?;
             }
             return Err(unknown.into());
         }
@@ -58,9 +62,15 @@ pub(crate) async fn get(
         let routes: std::collections::BTreeSet<&str> =
             job.requests.iter().map(|r| r.route.as_str()).collect();
         for route in routes {
-            if !state.node.route_spec(route).is_some_and(|r| r.public) {
-                auth::authorize(auth, &headers, Action::Invoke(route))?;
+            if state.node.route_spec(route).is_some_and(|r| r.public) {
+                continue;
             }
+            let caller = match principal.take() {
+                Some(caller) => caller,
+                None => auth::principal(auth, &headers)?,
+            };
+            auth::permit(auth, &caller, Action::Invoke(route))?;
+            principal = Some(caller);
         }
     }
     let job = Job::from(job);

@@ -12,6 +12,7 @@
 //! dead-letter topic.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ pub struct CircuitStatus {
 
 struct Circuit {
     breaker: Breaker,
-    opened: Mutex<u64>,
+    opened: AtomicU64,
 }
 
 /// Destinations tracked at most: one gets a circuit at its first failure and loses it
@@ -66,9 +67,20 @@ pub(crate) struct Outage {
     pub(crate) wait: Duration,
 }
 
+/// What a request's answer tells of its destination.
+pub(crate) enum Answer {
+    /// It answered (with a status it is not down with).
+    Up,
+    /// It is down, or a gateway to it is: why.
+    Down(String),
+    /// Nothing: the request was refused before it left (a grant, an address).
+    Unknown,
+}
+
 /// A request's place in its destination's circuit. Dropped without a report (the guest
-/// dropped the request, or the call ended first), a probe counts as failed, so the
-/// circuit opens again rather than waiting out the probe's timeout half-open.
+/// dropped the request, the call ended first, or the answer told nothing), a probe counts
+/// as failed, so the circuit opens again rather than waiting out the probe's timeout
+/// half-open.
 pub(crate) struct Ticket {
     circuits: Arc<Circuits>,
     circuit: Option<Arc<Circuit>>,
@@ -126,15 +138,28 @@ impl Circuits {
             .map(|(destination, c)| CircuitStatus {
                 destination: destination.clone(),
                 state: c.breaker.state(),
-                opened: *c.opened.lock().unwrap_or_else(PoisonError::into_inner),
+                opened: c.opened.load(Ordering::Relaxed),
             })
             .collect()
     }
 }
 
 impl Ticket {
-    /// The destination answered (a status it is not down with).
-    pub(crate) fn succeeded(mut self) {
+    /// Record `answer`; the outage when a failure is not charged to the call (the circuit
+    /// opened, was open, or this was its probe).
+    pub(crate) fn report(self, answer: Answer) -> Option<Outage> {
+        match answer {
+            Answer::Up => {
+                self.succeeded();
+                None
+            }
+            Answer::Down(error) => self.failed(&error),
+            Answer::Unknown => None,
+        }
+    }
+
+    /// The destination answered.
+    fn succeeded(mut self) {
         self.reported = true;
         let Some(circuit) = &self.circuit else {
             return;
@@ -144,12 +169,7 @@ impl Ticket {
             transition(&self.destination, "closed");
         }
         // A destination that answers again and never opened is not tracked any more.
-        if *circuit
-            .opened
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            == 0
-        {
+        if circuit.opened.load(Ordering::Relaxed) == 0 {
             let mut tracked = self.circuits.tracked();
             if tracked
                 .get(&self.destination)
@@ -161,22 +181,8 @@ impl Ticket {
         }
     }
 
-    /// The request ended without telling anything of the destination (refused before it
-    /// left: a grant, an address).
-    pub(crate) fn release(mut self) {
-        if self.probe {
-            // The probe did not probe: let the next request be one.
-            self.reported = true;
-            if let Some(circuit) = &self.circuit {
-                circuit.breaker.failed(true);
-            }
-        }
-        self.reported = true;
-    }
-
-    /// The destination failed the request; the outage when the failure is not charged
-    /// to the call (the circuit opened, was open, or this was its probe).
-    pub(crate) fn failed(mut self, error: &str) -> Option<Outage> {
+    /// The destination failed the request.
+    fn failed(mut self, error: &str) -> Option<Outage> {
         self.reported = true;
         let circuit = match self.circuit.clone() {
             Some(circuit) => circuit,
@@ -191,7 +197,7 @@ impl Ticket {
                     .or_insert_with(|| {
                         Arc::new(Circuit {
                             breaker: Breaker::new(self.circuits.threshold, PROBE_TIMEOUT),
-                            opened: Mutex::new(0),
+                            opened: AtomicU64::new(0),
                         })
                     })
                     .clone()
@@ -200,10 +206,7 @@ impl Ticket {
         let was_half_open = circuit.breaker.state() == "half_open";
         let (charged, opened) = circuit.breaker.failed(self.probe);
         if opened {
-            *circuit
-                .opened
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) += 1;
+            circuit.opened.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(destination = %self.destination, %error, "outbound circuit opened: calls to it wait, then one probe goes");
             transition(&self.destination, "open");
         } else if self.probe && was_half_open {
@@ -251,20 +254,34 @@ mod tests {
         let circuits = Arc::new(Circuits::new(2));
         let to = "http://a:80";
         // A success of an untracked destination tracks nothing.
-        circuits.admit(to).unwrap().unwrap().succeeded();
+        circuits.admit(to).unwrap().unwrap().report(Answer::Up);
         assert!(circuits.status().is_empty());
         // A failure tracks it; a success forgets it again (it never opened).
-        assert_eq!(circuits.admit(to).unwrap().unwrap().failed("refused"), None);
+        assert_eq!(
+            circuits
+                .admit(to)
+                .unwrap()
+                .unwrap()
+                .report(Answer::Down("refused".into())),
+            None
+        );
         assert_eq!(circuits.status()[0].state, "closed");
-        circuits.admit(to).unwrap().unwrap().succeeded();
+        circuits.admit(to).unwrap().unwrap().report(Answer::Up);
         assert!(circuits.status().is_empty());
         // Two in a row open it: the second is not charged to its call.
-        assert_eq!(circuits.admit(to).unwrap().unwrap().failed("refused"), None);
+        assert_eq!(
+            circuits
+                .admit(to)
+                .unwrap()
+                .unwrap()
+                .report(Answer::Down("refused".into())),
+            None
+        );
         let outage = circuits
             .admit(to)
             .unwrap()
             .unwrap()
-            .failed("refused")
+            .report(Answer::Down("refused".into()))
             .unwrap();
         assert_eq!(outage.destination, to);
         assert!(outage.wait > Duration::ZERO);
@@ -277,9 +294,9 @@ mod tests {
         assert_eq!(circuits.status()[0].state, "open");
         // A probe refused before it left (a grant) lets the next be one.
         tokio::time::advance(Duration::from_secs(2)).await;
-        circuits.admit(to).unwrap().unwrap().release();
+        circuits.admit(to).unwrap().unwrap().report(Answer::Unknown);
         tokio::time::advance(Duration::from_secs(4)).await;
-        circuits.admit(to).unwrap().unwrap().succeeded();
+        circuits.admit(to).unwrap().unwrap().report(Answer::Up);
         let status = circuits.status();
         assert_eq!(
             (status[0].state, status[0].opened),

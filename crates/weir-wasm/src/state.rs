@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use crate::circuits::{Answer, Outage};
 use crate::egress::{Destination, Exceptions, Pool, Resolver};
 use crate::host::wit;
 use crate::keyvalue::KeyValueStore;
@@ -233,7 +234,7 @@ impl CallState {
     }
 
     /// The outage a request of the call met, after the call.
-    pub(crate) fn take_outage(&mut self) -> Option<crate::circuits::Outage> {
+    pub(crate) fn take_outage(&mut self) -> Option<Outage> {
         self.hooks
             .outage
             .lock()
@@ -319,7 +320,41 @@ struct HttpHooks {
     /// What the current call was refused, written by the request's future too.
     denied: Arc<Mutex<Option<String>>>,
     /// A destination whose open circuit a request of the current call met (or opened).
-    outage: Arc<Mutex<Option<crate::circuits::Outage>>>,
+    outage: Arc<Mutex<Option<Outage>>>,
+}
+
+/// Keep the first outage a request of the call met.
+fn note_outage(slot: &Mutex<Option<Outage>>, outage: Option<Outage>) {
+    if let Some(outage) = outage {
+        slot.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(outage);
+    }
+}
+
+/// What a request's result tells of its destination: down when it could not be reached
+/// or answered 502, 503 or 504 (another 5xx may be the request's own doing); nothing when
+/// it was refused before it left.
+fn answer(result: &Result<crate::egress::Sent, wasmtime_wasi_http::Error>) -> Answer {
+    use http::StatusCode;
+    use wasmtime_wasi_http::Error as E;
+    match result {
+        Ok((response, _))
+            if matches!(
+                response.status(),
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            ) =>
+        {
+            Answer::Down(format!("answered {}", response.status()))
+        }
+        Ok(_) => Answer::Up,
+        Err(E::HttpRequestDenied | E::DestinationIpProhibited | E::HttpRequestUriInvalid) => {
+            Answer::Unknown
+        }
+        Err(e) => Answer::Down(e.to_string()),
+    }
 }
 
 impl WasiHttpHooks for HttpHooks {
@@ -363,10 +398,7 @@ impl WasiHttpHooks for HttpHooks {
             Ok(ticket) => ticket,
             Err(open) => {
                 tracing::debug!(destination = %circuit, "outbound circuit open: request not sent");
-                outage
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_or_insert(open);
+                note_outage(&outage, Some(open));
                 return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionRefused) });
             }
         };
@@ -401,41 +433,7 @@ impl WasiHttpHooks for HttpHooks {
                 .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)
                 .and_then(|sent| sent);
             if let Some(ticket) = ticket {
-                use http::StatusCode;
-                use wasmtime_wasi_http::Error as E;
-                let failure = match &result {
-                    // Down, or a gateway to it down; another 5xx may be the request's doing.
-                    Ok((response, _))
-                        if matches!(
-                            response.status(),
-                            StatusCode::BAD_GATEWAY
-                                | StatusCode::SERVICE_UNAVAILABLE
-                                | StatusCode::GATEWAY_TIMEOUT
-                        ) =>
-                    {
-                        Some(Some(format!("answered {}", response.status())))
-                    }
-                    Ok(_) => Some(None),
-                    // Refused before it left: nothing learnt of the destination.
-                    Err(
-                        E::HttpRequestDenied
-                        | E::DestinationIpProhibited
-                        | E::HttpRequestUriInvalid,
-                    ) => None,
-                    Err(e) => Some(Some(e.to_string())),
-                };
-                match failure {
-                    None => ticket.release(),
-                    Some(None) => ticket.succeeded(),
-                    Some(Some(error)) => {
-                        if let Some(open) = ticket.failed(&error) {
-                            outage
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(open);
-                        }
-                    }
-                }
+                note_outage(&outage, ticket.report(answer(&result)));
             }
             result
         })

@@ -12,16 +12,16 @@ use weir_wasm::{CallError, InstancePool};
 
 use super::{Pipeline, now_rfc3339};
 use crate::Result;
+use crate::routing::{
+    DeadLetterCause, InputPosition, complete_outputs_in_step, dead_letter_event, event_key,
+    undecodable_event,
+};
 
 /// The longest an event waits for an open outbound circuit before it asks again.
 const OUTAGE_LONGEST_WAIT: Duration = Duration::from_secs(30);
 /// Waits for open circuits an event gets before its failures are charged (the circuit's
 /// probes back off to 30 s: about 20 minutes of outage).
 const MAX_OUTAGE_WAITS: u32 = 45;
-use crate::routing::{
-    DeadLetterCause, InputPosition, complete_outputs_in_step, dead_letter_event, event_key,
-    undecodable_event,
-};
 use crate::trace;
 
 /// What became of one event of a batch.
