@@ -18,7 +18,7 @@ use bytes::Bytes;
 use weir_cloudevents::{CloudEvent, Data};
 use weir_manifest::{Manifest, RouteSpec};
 use weir_mesh_webhook::inbound::{Scheme, Verifier};
-use weir_wasm::{CallError, Publisher, Receipt, RouteRequest};
+use weir_wasm::{CallError, Function, InstancePool, Publisher, Receipt, RouteRequest};
 
 use crate::{Error, Node, Result};
 
@@ -44,6 +44,7 @@ impl RouteTable {
                     name: Arc::from(name.as_str()),
                     spec: spec.clone(),
                     verifier,
+                    instances: (spec.instance_reuse > 1).then(Arc::default),
                 }),
                 Err(e) => {
                     tracing::error!(route = %name, path = %spec.path, "route not served: {e}")
@@ -75,6 +76,10 @@ pub struct RouteMatch {
     pub name: Arc<str>,
     pub spec: RouteSpec,
     verifier: Option<Arc<Verifier>>,
+    /// With `instance_reuse` above 1: the route's warm instances of its function's active
+    /// version (replaced when another version becomes active). A deploy builds a new
+    /// table, and with it new pools.
+    instances: Option<Arc<std::sync::Mutex<Option<InstancePool>>>>,
 }
 
 impl RouteMatch {
@@ -99,6 +104,21 @@ impl RouteMatch {
     /// Whether requests become events of a topic (an inbound webhook) rather than calls.
     pub fn is_webhook(&self) -> bool {
         self.spec.topic.is_some()
+    }
+
+    /// The route's pool of warm instances of `function` (its active version), if the
+    /// route reuses instances.
+    fn pool(&self, function: &Function) -> Option<InstancePool> {
+        let slot = self.instances.as_ref()?;
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some(pool) if pool.function().version() == function.version() => Some(pool.clone()),
+            _ => {
+                let pool = function.route_instances(self.spec.instance_reuse);
+                *slot = Some(pool.clone());
+                Some(pool)
+            }
+        }
     }
 }
 
@@ -364,7 +384,8 @@ impl Node {
         })
     }
 
-    /// Serve `request` (its body read) with `route`'s function on a fresh instance.
+    /// Serve `request` (its body read) with `route`'s function on a fresh instance, or
+    /// a warm one of the route's if it reuses instances.
     pub async fn serve_route(
         self: &Arc<Self>,
         route: &RouteMatch,
@@ -389,7 +410,10 @@ impl Node {
             https,
         };
         let started = Instant::now();
-        let result = function.serve_http(request, context).await;
+        let result = match route.pool(&function) {
+            Some(pool) => pool.serve_http(request, context).await,
+            None => function.serve_http(request, context).await,
+        };
         let status = match &result {
             Ok(response) => response.status().as_u16().to_string(),
             Err(_) => "failed".to_owned(),

@@ -232,6 +232,7 @@ struct RouteTable {
     public: bool,
     #[serde(default)]
     job: bool,
+    instance_reuse: Option<u32>,
 }
 
 /// `[schedules.<name>]`.
@@ -591,6 +592,7 @@ impl Document {
                     ty: table.ty,
                     public: table.public,
                     job: table.job,
+                    instance_reuse: table.instance_reuse.unwrap_or(1),
                 };
                 (name, spec)
             })

@@ -644,6 +644,10 @@ pub struct RouteSpec {
     /// A long-running job: the request is answered `202` with a job URL, the work is the
     /// one pipeline that reads `topic`, and the job URL reports its status and result.
     pub job: bool,
+    /// Requests one instance of the function serves before it is replaced; 1 (the
+    /// default) gives every request a fresh instance. Reuse is the caller's to allow: what
+    /// one request leaves in the guest's memory, the next one on that instance sees.
+    pub instance_reuse: u32,
 }
 
 impl RouteSpec {

@@ -1693,8 +1693,21 @@ fn routes_take_a_function_or_a_webhook_topic_and_are_refused_where_they_cannot_w
             ty: None,
             public: false,
             job: false,
+            instance_reuse: 1,
         }
     );
+    let m = parse(&route("function = \"f\"\ninstance_reuse = 500"));
+    assert_eq!(m.routes["api"].instance_reuse, 500);
+    let p = only_problem(
+        &route("function = \"f\"\ninstance_reuse = 0"),
+        "routes.api.instance_reuse",
+    );
+    assert!(p.message.contains("is 0 requests"), "{p}");
+    let p = only_problem(
+        &route("topic = \"in\"\ninstance_reuse = 10"),
+        "routes.api.instance_reuse",
+    );
+    assert!(p.message.contains("runs no function"), "{p}");
     let m = parse(&route(
         "topic = \"in\"\nverify = \"github\"\nsecret = { env = \"GH_SECRET\" }\npublic = true",
     ));

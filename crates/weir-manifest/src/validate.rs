@@ -959,6 +959,20 @@ fn check_routes(manifest: &Manifest, problems: &mut Vec<Problem>) {
                 ));
             }
         }
+        check_range(
+            at("instance_reuse"),
+            u64::from(route.instance_reuse),
+            u64::from(FunctionSpec::MAX_INSTANCE_REUSE),
+            " requests",
+            problems,
+        );
+        if route.topic.is_some() && route.instance_reuse != 1 {
+            problems.push(Problem::new(
+                at("instance_reuse"),
+                "is for a route served by a function; an inbound webhook runs no function"
+                    .to_owned(),
+            ));
+        }
         match &route.topic {
             None if route.function.is_empty() => problems.push(Problem::new(
                 key(&["routes", name]),

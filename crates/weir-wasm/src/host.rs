@@ -917,7 +917,14 @@ impl Function {
     /// A pool of warm instances of this version for one caller (one pipeline). Instances
     /// are never shared between pools, so state never leaks between pipelines.
     pub fn instances(&self) -> InstancePool {
-        InstancePool::new(self.clone())
+        InstancePool::new(self.clone(), self.instance_reuse())
+    }
+
+    /// A pool of instances of this HTTP handler for one route, each serving up to
+    /// `reuse` requests (the route's `instance_reuse`); see
+    /// [`InstancePool::serve_http`].
+    pub fn route_instances(&self, reuse: u32) -> InstancePool {
+        InstancePool::new(self.clone(), reuse)
     }
 
     /// Call the function on one event in a fresh instance. Blocking: run it off the

@@ -1,13 +1,14 @@
 //! Warm instances of one function version for one caller.
 //!
 //! **Architecture Invariant:** an instance serves at most `instance_reuse` calls, all
-//! from the pool that made it (one pool per pipeline and version), and is dropped after
-//! any call that failed in any way — a trap, a limit, a denied capability, even an error
-//! the guest returned — so no state survives a failure and none crosses pipelines or
-//! apps. A trap, memory breach or stack overflow on an instance that served earlier calls
-//! is tried once more on a fresh instance before it is reported, so an event is blamed
-//! only for what it does itself, not for what earlier events left behind (garbage that
-//! fills a memory limit, say).
+//! from the pool that made it (one pool per pipeline and version, or per HTTP route and
+//! version), and is dropped after any call that failed in any way — a trap, a limit, a
+//! denied capability, even an error the guest returned — so no state survives a failure
+//! and none crosses pipelines, routes or apps. A trap, memory breach or stack overflow on
+//! an instance that served earlier calls is tried once more on a fresh instance before it
+//! is reported, so an event is blamed only for what it does itself, not for what earlier
+//! events left behind (garbage that fills a memory limit, say). An HTTP request is never
+//! tried again (its response may be half sent); see `route.rs`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -27,6 +28,8 @@ const MAX_IDLE: usize = 4;
 #[derive(Clone)]
 pub struct InstancePool {
     function: Function,
+    /// Calls an instance serves before it is replaced.
+    reuse: u32,
     idle: Arc<Mutex<Vec<Instance>>>,
     metrics: Arc<CallMetrics>,
 }
@@ -40,10 +43,11 @@ impl std::fmt::Debug for InstancePool {
 }
 
 impl InstancePool {
-    pub(crate) fn new(function: Function) -> InstancePool {
+    pub(crate) fn new(function: Function, reuse: u32) -> InstancePool {
         InstancePool {
             metrics: Arc::new(CallMetrics::new(function.name())),
             function,
+            reuse: reuse.max(1),
             idle: Arc::default(),
         }
     }
@@ -102,8 +106,7 @@ impl InstancePool {
         call: &impl Fn(&Function, &mut Instance) -> Result<T, CallError>,
         memory: &mut Option<usize>,
     ) -> Result<T, CallError> {
-        let warm = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let (mut instance, reused) = match warm {
+        let (mut instance, reused) = match self.take_idle() {
             Some(instance) => (instance, true),
             None => (self.function.instantiate()?, false),
         };
@@ -130,8 +133,15 @@ impl InstancePool {
         }
     }
 
-    fn give_back(&self, instance: Instance) {
-        if instance.calls >= self.function.instance_reuse() {
+    /// An idle warm instance, if there is one.
+    pub(crate) fn take_idle(&self) -> Option<Instance> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Keep `instance` (whose last call succeeded) for a later call, unless it served
+    /// its share of calls or enough instances are idle.
+    pub(crate) fn give_back(&self, instance: Instance) {
+        if instance.calls >= self.reuse {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());

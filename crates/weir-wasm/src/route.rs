@@ -2,9 +2,13 @@
 //! (the `weir:function/http-handler` world), and its `weir:function/events` import.
 //!
 //! # How a request runs
-//! Every request gets a fresh instance (the pooling allocator makes one in microseconds),
-//! as Spin and `wasmtime serve` do: nothing one caller's request leaves in the guest's
-//! memory is seen by another's. The request body is read whole by the caller (under its
+//! By default every request gets a fresh instance (the pooling allocator makes one in
+//! microseconds), as Spin and `wasmtime serve` do: nothing one caller's request leaves in
+//! the guest's memory is seen by another's. A route that allows it (`instance_reuse`, as
+//! `wasmtime serve`'s `--max-instance-reuse-count`) serves requests from its own
+//! [`InstancePool`] instead: an instance serves up to that many requests, one at a time,
+//! and is dropped after any request that failed or returned with its response body still
+//! open. The request body is read whole by the caller (under its
 //! body limit) before the guest starts, and the response body is drained into memory while
 //! the guest writes it (up to the function's `max_output_bytes`, then the guest's writes
 //! fail), so a guest never waits on a slow client: its time is the function's deadline,
@@ -25,7 +29,8 @@ use crate::convert;
 use crate::error::CallError;
 use crate::host::entity_wit::weir::function::types::Event as WitEvent;
 use crate::host::http_wit::weir::function::events;
-use crate::host::{Exports, Function, World};
+use crate::host::{Exports, Function, Instance, World};
+use crate::pool::InstancePool;
 use crate::state::CallState;
 
 /// Where an HTTP handler's `publish` goes: the node's log.
@@ -79,6 +84,9 @@ impl std::fmt::Debug for RouteRequest {
 
 type Head = Result<hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>, ErrorCode>;
 
+/// How a request's call ended, and the instance it ran on when it may serve again.
+type Ended = (Result<(), CallError>, Option<Instance>);
+
 impl Function {
     /// Serve `request` (its body already read) on a fresh instance of this handler. The
     /// answer is the guest's response with its body read whole, or why the call failed;
@@ -88,13 +96,38 @@ impl Function {
         request: http::Request<Bytes>,
         context: RouteRequest,
     ) -> Result<http::Response<Bytes>, CallError> {
+        self.serve_http_from(None, request, context).await
+    }
+
+    /// [`Function::serve_http`] on an instance of `pool` (or a fresh one), given back to
+    /// it when the call succeeded and the guest's response body had ended by the time it
+    /// returned. A guest that left its body open is dropped, which ends the body.
+    async fn serve_http_from(
+        &self,
+        pool: Option<&InstancePool>,
+        request: http::Request<Bytes>,
+        context: RouteRequest,
+    ) -> Result<http::Response<Bytes>, CallError> {
         if self.world() != World::Http {
             return Err(self.not_world(World::Http));
         }
         let (respond, mut head) = oneshot::channel::<Head>();
         let this = self.clone();
-        let mut call =
-            tokio::task::spawn_blocking(move || this.handle_on_fresh(request, respond, context));
+        let reusing = pool.cloned();
+        let mut call = tokio::task::spawn_blocking(move || {
+            let warm = reusing.as_ref().and_then(InstancePool::take_idle);
+            let mut instance = match warm {
+                Some(instance) => instance,
+                None => match this.instantiate() {
+                    Ok(instance) => instance,
+                    Err(e) => return (Err(e), None),
+                },
+            };
+            let result = this.handle_on(&mut instance, request, respond, context);
+            // Without a pool, the instance is dropped here, off the async runtime.
+            let keep = result.is_ok() && reusing.is_some();
+            (result, keep.then_some(instance))
+        });
         // The response head comes while the guest runs (it may still write the body), or
         // the call ends first; then what it set, if anything, is in the channel.
         let mut ended = None;
@@ -106,20 +139,14 @@ impl Function {
                 head.try_recv().ok()
             }
         };
-        let finish = |ended: Option<Result<(), CallError>>, call| async move {
-            match ended {
-                Some(result) => result,
-                None => self.joined(call.await),
-            }
-        };
         let response = match head {
             // Dropped unset: the call's result says why.
             None => {
-                finish(ended, call).await?;
+                self.finished(ended, call).await.0?;
                 return Err(self.invalid("the handler returned without setting a response"));
             }
             Some(Err(code)) => {
-                finish(ended, call).await?;
+                self.finished(ended, call).await.0?;
                 return Err(self.invalid(format!("the handler answered with an error: {code:?}")));
             }
             Some(Ok(response)) => response,
@@ -128,40 +155,91 @@ impl Function {
         let limit = self.limits().max_output_bytes;
         // Drained while the guest writes; past the limit the body is dropped, so the
         // guest's further writes fail instead of waiting.
-        let body = Limited::new(body, limit)
-            .collect()
-            .await
-            .map(|b| b.to_bytes());
-        finish(ended, call).await?;
-        match body {
-            Ok(body) => Ok(http::Response::from_parts(parts, body)),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(self.invalid(format!(
-                "the response body is over the function's limits.max_output_bytes ({limit} bytes)"
-            ))),
-            Err(e) => Err(self.invalid(format!("the response body failed: {e}"))),
+        // (The collecting future owns the body's receiver: it is dropped as soon as it is
+        // done, so a guest still writing past the limit fails at once.)
+        let mut collect = Box::pin(Limited::new(body, limit).collect());
+        let first = match ended {
+            Some(ended) => Err(ended),
+            None => tokio::select! {
+                biased;
+                body = &mut collect => Ok(body),
+                joined = &mut call => Err(self.joined(joined)),
+            },
+        };
+        let (body, (result, instance)) = match first {
+            Ok(body) => {
+                drop(collect);
+                (body, self.joined(call.await))
+            }
+            Err((result, mut instance)) => {
+                let body = Self::body_after(collect, &mut instance).await;
+                (body, (result, instance))
+            }
+        };
+        result?;
+        let body = match body {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(self.invalid(format!(
+                    "the response body is over the function's limits.max_output_bytes \
+                     ({limit} bytes)"
+                )));
+            }
+            Err(e) => return Err(self.invalid(format!("the response body failed: {e}"))),
+        };
+        if let (Some(pool), Some(instance)) = (pool, instance) {
+            pool.give_back(instance);
+        }
+        Ok(http::Response::from_parts(parts, body))
+    }
+
+    /// The response body of a call that has returned. A kept instance still holds the
+    /// body's sender: a body that has not ended by now never will (the guest no longer
+    /// runs), so the instance is then dropped, which ends it, and not reused.
+    async fn body_after<F: std::future::Future + Unpin>(
+        mut collect: F,
+        instance: &mut Option<Instance>,
+    ) -> F::Output {
+        if instance.is_some() {
+            let now = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::pin::Pin::new(&mut collect).poll(cx))
+            })
+            .await;
+            match now {
+                std::task::Poll::Ready(body) => return body,
+                std::task::Poll::Pending => drop(instance.take()),
+            }
+        }
+        collect.await
+    }
+
+    /// How the call ended, waiting for it if it has not yet.
+    async fn finished(&self, ended: Option<Ended>, call: tokio::task::JoinHandle<Ended>) -> Ended {
+        match ended {
+            Some(ended) => ended,
+            None => self.joined(call.await),
         }
     }
 
-    fn joined(
-        &self,
-        joined: Result<Result<(), CallError>, tokio::task::JoinError>,
-    ) -> Result<(), CallError> {
-        joined.map_err(|e| CallError::Unavailable {
-            function: self.name().to_owned(),
-            version: self.version().to_owned(),
-            reason: format!("the call's thread failed: {e}"),
-        })?
+    fn joined(&self, joined: Result<Ended, tokio::task::JoinError>) -> Ended {
+        joined.unwrap_or_else(|e| {
+            let e = CallError::Unavailable {
+                function: self.name().to_owned(),
+                version: self.version().to_owned(),
+                reason: format!("the call's thread failed: {e}"),
+            };
+            (Err(e), None)
+        })
     }
 
-    /// The blocking part: a fresh instance, the call, and the instance dropped (which
-    /// ends the response body if the guest left it open).
-    fn handle_on_fresh(
+    /// The blocking part: the call on `instance`.
+    fn handle_on(
         &self,
+        instance: &mut Instance,
         request: http::Request<Bytes>,
         respond: oneshot::Sender<Head>,
         context: RouteRequest,
     ) -> Result<(), CallError> {
-        let mut instance = self.instantiate()?;
         instance.store.data_mut().route = Some(RouteCall {
             route: context.route,
             publisher: context.publisher,
@@ -201,6 +279,22 @@ impl Function {
                 (Ok(()), None) => Ok(()),
             },
         )
+    }
+}
+
+impl InstancePool {
+    /// [`Function::serve_http`] on a warm instance of this route's pool: each instance
+    /// serves up to the pool's `reuse` requests, one at a time, and is dropped after any
+    /// request that failed or left its response body open. A request is never tried
+    /// again on another instance.
+    pub async fn serve_http(
+        &self,
+        request: http::Request<Bytes>,
+        context: RouteRequest,
+    ) -> Result<http::Response<Bytes>, CallError> {
+        self.function()
+            .serve_http_from(Some(self), request, context)
+            .await
     }
 }
 

@@ -2,7 +2,9 @@
 //! `GET|PUT|DELETE /items/{id}` keep items in the `items` key-value namespace, and a PUT or
 //! DELETE publishes an `com.example.item.changed` event to `items.changes`. For tests:
 //! `/misbehave/{what}` does what a hostile or broken handler does; `/hello` answers
-//! `hello` (what `weir bench http` calls).
+//! `hello` (what `weir bench http` calls); `/count` answers how many requests this
+//! instance has served (1 on a fresh instance). Under `/reused/` the same paths answer
+//! as they do at the root (a second route, for tests of instance reuse).
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -18,14 +20,25 @@ use weir::function::types::Event;
 
 struct Items;
 
+/// Requests of `/count` this instance served.
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Guest for Items {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
+        let path = match path.strip_prefix("/reused") {
+            Some(rest) => rest.to_owned(),
+            None => path,
+        };
         let method = request.method();
         let body = read_body(&request);
         // The benchmark's trivial route.
         if path == "/hello" {
             return respond(out, 200, "text/plain", b"hello\n");
+        }
+        if path == "/count" {
+            let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            return respond(out, 200, "text/plain", format!("{served}").as_bytes());
         }
         if let Some(what) = path.strip_prefix("/misbehave/") {
             return misbehave(what, out);
@@ -127,6 +140,18 @@ fn misbehave(what: &str, out: ResponseOutparam) {
             respond(out, 200, "text/plain", format!("{result:?}").as_bytes())
         }
         "trap" => panic!("the handler traps"),
+        // Counts as `/count` does, then returns with its response body still open.
+        "open" => {
+            SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let response = OutgoingResponse::new(Fields::new());
+            let Ok(body) = response.body() else { return };
+            ResponseOutparam::set(out, Ok(response));
+            if let Ok(stream) = body.write() {
+                let _ = stream.blocking_write_and_flush(b"partial");
+                std::mem::forget(stream);
+            }
+            std::mem::forget(body);
+        }
         // Writes three chunks into the body before handing the response over: the second
         // waits for a reader that does not exist yet, until the deadline.
         "stuck" => {

@@ -3,8 +3,8 @@
 //! publishes and batches of 1,000 to a topic with fsync `always` and durable acks, the
 //! embedded log's own batched append rate for records of the same size, publishes
 //! again with API-key, HS256 and ES256 authentication on, and a trivial HTTP route's
-//! function (`GET /hello` of `guest-http-items`, a fresh instance per request) against
-//! `/healthz` in the same round.
+//! function (`GET /hello` of `guest-http-items`, a fresh instance per request, and the
+//! same route with `instance_reuse = 1000`) against `/healthz` in the same round.
 //!
 //! The clients are hyper's HTTP/1.1 client on this process's tokio runtime, one
 //! keep-alive connection per task. Nothing is recorded by a metrics recorder and no
@@ -103,12 +103,15 @@ fn batch_body(first: u64, events: usize) -> String {
 const HTTP_FUNCTION: &str = "guests/target/wasm32-wasip2/release/guest_http_items.wasm";
 
 /// The bench app: one topic, fsync always, the route `GET /hello` served by
-/// `http_function`, and `[auth]` if given.
+/// `http_function` (and `GET /hello-reused`, the same with `instance_reuse`), and `[auth]`
+/// if given.
 fn manifest(dir: &Path, http_function: &Path, auth: &str) -> anyhow::Result<Manifest> {
     let text = format!(
         "[topics.{TOPIC}]\npartitions = 1\nfsync = \"always\"\n\
          [functions.hello]\nsource = {:?}\n\
-         [routes.hello]\npath = \"/hello\"\nmethods = [\"GET\"]\nfunction = \"hello\"\n{auth}",
+         [routes.hello]\npath = \"/hello\"\nmethods = [\"GET\"]\nfunction = \"hello\"\n\
+         [routes.hello-reused]\npath = \"/hello-reused\"\nmethods = [\"GET\"]\n\
+         function = \"hello\"\ninstance_reuse = {REUSE}\n{auth}",
         http_function.display().to_string()
     );
     Ok(Manifest::from_toml_str(&text, dir)?)
@@ -171,6 +174,7 @@ pub(super) struct Measured {
 struct Round {
     health: Measured,
     function: Measured,
+    reused: Measured,
     single: Measured,
     batch_events_per_sec: f64,
     batch_p99_us: u64,
@@ -253,10 +257,13 @@ pub(super) async fn drive(
     })
 }
 
-fn hello() -> Load {
+/// `instance_reuse` of the bench's `/hello-reused` route.
+const REUSE: u32 = 1000;
+
+fn hello(path: &'static str) -> Load {
     Load {
         method: Method::GET,
-        path: "/hello",
+        path,
         content_type: None,
         token: None,
         body: Arc::new(|_| Bytes::new()),
@@ -435,7 +442,20 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         // No auth: /healthz, single publishes, batches.
         let gateway = Gateway::start(node.clone(), GatewayOptions::default()).await?;
         let health = drive(gateway.addr, healthz(), args.connections, args.seconds).await?;
-        let function = drive(gateway.addr, hello(), args.connections, args.seconds).await?;
+        let function = drive(
+            gateway.addr,
+            hello("/hello"),
+            args.connections,
+            args.seconds,
+        );
+        let function = function.await?;
+        let reused = drive(
+            gateway.addr,
+            hello("/hello-reused"),
+            args.connections,
+            args.seconds,
+        )
+        .await?;
         let single = drive(gateway.addr, publish(None), args.connections, args.seconds).await?;
         let batches = drive(
             gateway.addr,
@@ -456,6 +476,7 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         rounds.push(Round {
             health,
             function,
+            reused,
             single,
             batch_events_per_sec: batches.requests_per_sec * args.batch as f64,
             batch_p99_us: batches.p99_us,
@@ -480,6 +501,10 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     let function = Measured {
         requests_per_sec: median(|r| r.function.requests_per_sec),
         p99_us: median(|r| r.function.p99_us as f64) as u64,
+    };
+    let reused = Measured {
+        requests_per_sec: median(|r| r.reused.requests_per_sec),
+        p99_us: median(|r| r.reused.p99_us as f64) as u64,
     };
     let single = Measured {
         requests_per_sec: median(|r| r.single.requests_per_sec),
@@ -510,6 +535,10 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         "http_function_p99_us": function.p99_us,
         "http_function_to_healthz": round2(function.requests_per_sec / health.requests_per_sec),
         "http_function_instances": "fresh per request",
+        "http_function_reused_requests_per_sec": reused.requests_per_sec.round(),
+        "http_function_reused_p99_us": reused.p99_us,
+        "http_function_reused_to_healthz": round2(reused.requests_per_sec / health.requests_per_sec),
+        "http_function_reused_instances": format!("instance_reuse = {REUSE}"),
         "publish_requests_per_sec": publish_rps.round(),
         "publish_p99_us": single.p99_us,
         "batch_events_per_sec": batch_events_per_sec.round(),

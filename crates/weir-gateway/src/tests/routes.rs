@@ -219,6 +219,48 @@ async fn a_broken_or_hostile_handler_gets_a_clear_error_and_the_node_keeps_servi
 }
 
 #[tokio::test]
+async fn a_route_that_allows_it_reuses_instances_and_never_one_that_failed() {
+    let extra = "[routes.count]\npath = \"/count\"\nfunction = \"items\"\n\
+                 [routes.reused]\npath = \"/reused/{*what}\"\nfunction = \"items\"\n\
+                 instance_reuse = 3\n";
+    let app = app(extra).await.unwrap();
+    let api = router(app.node.clone(), GatewayOptions::default());
+    let count = |path: &'static str| {
+        let api = api.clone();
+        async move {
+            let (status, _, body) = send(&api, req("GET", path, "")).await;
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            String::from_utf8(body).unwrap()
+        }
+    };
+    // By default every request has a fresh instance.
+    for _ in 0..3 {
+        assert_eq!(count("/count").await, "1");
+    }
+    // With instance_reuse = 3, an instance serves three requests, then a fresh one comes.
+    for expected in ["1", "2", "3", "1", "2"] {
+        assert_eq!(count("/reused/count").await, expected);
+    }
+    // A request that failed drops its instance: the next one is fresh.
+    let (status, _, _) = send(&api, req("GET", "/reused/misbehave/trap", "")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(count("/reused/count").await, "1");
+    // A handler that returns with its response body open: the client is answered (the
+    // instance is dropped, which ends the body) and the instance is not reused.
+    let sent = send(&api, req("GET", "/reused/misbehave/open", ""));
+    let (status, _, body) = tokio::time::timeout(std::time::Duration::from_secs(10), sent)
+        .await
+        .expect("a response body left open must not hold the request");
+    assert!(
+        status == StatusCode::OK || status == StatusCode::INTERNAL_SERVER_ERROR,
+        "{status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(count("/reused/count").await, "1");
+    drop(app.dir);
+}
+
+#[tokio::test]
 async fn routes_need_a_role_that_names_them_unless_public() {
     let app =
         app("[routes.hook]\npath = \"/hooks/{*rest}\"\nfunction = \"items\"\npublic = true\n")
