@@ -26,7 +26,7 @@ use crate::{Error, Node, Result};
 #[derive(Default)]
 pub(crate) struct RouteTable {
     router: matchit::Router<usize>,
-    routes: Vec<RouteMatch>,
+    routes: Vec<Arc<RouteMatch>>,
 }
 
 impl RouteTable {
@@ -40,12 +40,12 @@ impl RouteTable {
                 Some(scheme) => Some(Arc::new(verifier(name, scheme, spec)?)),
             };
             match table.router.insert(spec.path.clone(), table.routes.len()) {
-                Ok(()) => table.routes.push(RouteMatch {
+                Ok(()) => table.routes.push(Arc::new(RouteMatch {
                     name: Arc::from(name.as_str()),
                     spec: spec.clone(),
                     verifier,
                     instances: (spec.instance_reuse > 1).then(Arc::default),
-                }),
+                })),
                 Err(e) => {
                     tracing::error!(route = %name, path = %spec.path, "route not served: {e}")
                 }
@@ -275,7 +275,7 @@ impl Node {
 
     /// The route whose pattern `path` matches, if any; never for weir's own paths (a
     /// catch-all pattern does not take a mistyped `/v1/...`).
-    pub fn route(&self, path: &str) -> Option<RouteMatch> {
+    pub fn route(&self, path: &str) -> Option<Arc<RouteMatch>> {
         if RouteSpec::reserved(path) {
             return None;
         }

@@ -103,14 +103,14 @@ fn batch_body(first: u64, events: usize) -> String {
 const HTTP_FUNCTION: &str = "guests/target/wasm32-wasip2/release/guest_http_items.wasm";
 
 /// The bench app: one topic, fsync always, the route `GET /hello` served by
-/// `http_function` (and `GET /hello-reused`, the same with `instance_reuse`), and `[auth]`
+/// `http_function` (and `GET /reused/hello`, the same with `instance_reuse`), and `[auth]`
 /// if given.
 fn manifest(dir: &Path, http_function: &Path, auth: &str) -> anyhow::Result<Manifest> {
     let text = format!(
         "[topics.{TOPIC}]\npartitions = 1\nfsync = \"always\"\n\
          [functions.hello]\nsource = {:?}\n\
          [routes.hello]\npath = \"/hello\"\nmethods = [\"GET\"]\nfunction = \"hello\"\n\
-         [routes.hello-reused]\npath = \"/hello-reused\"\nmethods = [\"GET\"]\n\
+         [routes.hello-reused]\npath = \"/reused/hello\"\nmethods = [\"GET\"]\n\
          function = \"hello\"\ninstance_reuse = {REUSE}\n{auth}",
         http_function.display().to_string()
     );
@@ -257,7 +257,7 @@ pub(super) async fn drive(
     })
 }
 
-/// `instance_reuse` of the bench's `/hello-reused` route.
+/// `instance_reuse` of the bench's `/reused/hello` route.
 const REUSE: u32 = 1000;
 
 fn hello(path: &'static str) -> Load {
@@ -451,7 +451,7 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         let function = function.await?;
         let reused = drive(
             gateway.addr,
-            hello("/hello-reused"),
+            hello("/reused/hello"),
             args.connections,
             args.seconds,
         )
