@@ -77,8 +77,9 @@ pub struct RouteMatch {
     pub spec: RouteSpec,
     verifier: Option<Arc<Verifier>>,
     /// With `instance_reuse` above 1: the route's warm instances of its function's active
-    /// version (replaced when another version becomes active). A deploy builds a new
-    /// table, and with it new pools.
+    /// version and settings (replaced when another activation, even of the same version
+    /// with new grants or limits, serves the route). A deploy builds a new table, and
+    /// with it new pools.
     instances: Option<Arc<std::sync::Mutex<Option<InstancePool>>>>,
 }
 
@@ -112,7 +113,7 @@ impl RouteMatch {
         let slot = self.instances.as_ref()?;
         let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
         match &*slot {
-            Some(pool) if pool.function().version() == function.version() => Some(pool.clone()),
+            Some(pool) if pool.function().is(function) => Some(pool.clone()),
             _ => {
                 let pool = function.route_instances(self.spec.instance_reuse);
                 *slot = Some(pool.clone());

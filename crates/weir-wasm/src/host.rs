@@ -884,6 +884,12 @@ impl Function {
         }
     }
 
+    /// Whether `other` is this very activation (the same version with the same
+    /// settings); a redeploy with new grants or limits makes a new one.
+    pub fn is(&self, other: &Function) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Calls one warm instance serves before it is replaced.
     pub fn instance_reuse(&self) -> u32 {
         self.inner.instance_reuse

@@ -138,10 +138,15 @@ impl InstancePool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
+    /// Whether `instance` has calls left of its share.
+    pub(crate) fn may_serve_again(&self, instance: &Instance) -> bool {
+        instance.calls < self.reuse
+    }
+
     /// Keep `instance` (whose last call succeeded) for a later call, unless it served
     /// its share of calls or enough instances are idle.
     pub(crate) fn give_back(&self, instance: Instance) {
-        if instance.calls >= self.reuse {
+        if !self.may_serve_again(&instance) {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());

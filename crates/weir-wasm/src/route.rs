@@ -124,8 +124,14 @@ impl Function {
                 },
             };
             let result = this.handle_on(&mut instance, request, respond, context);
-            // Without a pool, the instance is dropped here, off the async runtime.
-            let keep = result.is_ok() && reusing.is_some();
+            // Kept only if it may serve again and holds no host resource past its request
+            // (an open response body, an outbound request still in flight, a bucket kept
+            // in a static); otherwise it is dropped here, off the async runtime.
+            let keep = result.is_ok()
+                && reusing
+                    .as_ref()
+                    .is_some_and(|p| p.may_serve_again(&instance))
+                && !instance.store.data().holds_resources();
             (result, keep.then_some(instance))
         });
         // The response head comes while the guest runs (it may still write the body), or
@@ -171,10 +177,13 @@ impl Function {
                 drop(collect);
                 (body, self.joined(call.await))
             }
-            Err((result, mut instance)) => {
-                let body = Self::body_after(collect, &mut instance).await;
-                (body, (result, instance))
-            }
+            Err((result, mut instance)) => match Self::body_after(collect, &mut instance).await {
+                Some(body) => (body, (result, instance)),
+                None => {
+                    result?;
+                    return Err(self.invalid("the handler returned with its response body open"));
+                }
+            },
         };
         result?;
         let body = match body {
@@ -193,24 +202,30 @@ impl Function {
         Ok(http::Response::from_parts(parts, body))
     }
 
-    /// The response body of a call that has returned. A kept instance still holds the
-    /// body's sender: a body that has not ended by now never will (the guest no longer
-    /// runs), so the instance is then dropped, which ends it, and not reused.
+    /// The response body of a call that has returned; `None` if the call's kept
+    /// instance still held it open (a body not ended by now never will be: the guest no
+    /// longer runs), in which case the instance is dropped, not reused. (A kept instance
+    /// holds no resources, so this is a safety net.)
     async fn body_after<F: std::future::Future + Unpin>(
         mut collect: F,
         instance: &mut Option<Instance>,
-    ) -> F::Output {
-        if instance.is_some() {
-            let now = std::future::poll_fn(|cx| {
-                std::task::Poll::Ready(std::pin::Pin::new(&mut collect).poll(cx))
-            })
-            .await;
-            match now {
-                std::task::Poll::Ready(body) => return body,
-                std::task::Poll::Pending => drop(instance.take()),
+    ) -> Option<F::Output> {
+        if instance.is_none() {
+            return Some(collect.await);
+        }
+        // One poll, outside the task's cooperative budget: a finished body is all in
+        // its channel, and must not look pending for want of budget.
+        let now = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::pin::Pin::new(&mut collect).poll(cx))
+        }))
+        .await;
+        match now {
+            std::task::Poll::Ready(body) => Some(body),
+            std::task::Poll::Pending => {
+                drop(instance.take());
+                None
             }
         }
-        collect.await
     }
 
     /// How the call ended, waiting for it if it has not yet.

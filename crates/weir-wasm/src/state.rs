@@ -171,6 +171,12 @@ impl CallState {
         self.memory_total
     }
 
+    /// Whether the guest holds host resources (a request, a response body, an outbound
+    /// request in flight, an open bucket) between calls.
+    pub(crate) fn holds_resources(&self) -> bool {
+        !self.table.is_empty()
+    }
+
     /// Reset what one call records, before the call; without `granted` the call may use
     /// no key-value namespace and no HTTP host.
     pub(crate) fn begin_call(&mut self, deadline: Instant, granted: bool) {
