@@ -65,12 +65,12 @@ pub(crate) async fn get(
             if state.node.route_spec(route).is_some_and(|r| r.public) {
                 continue;
             }
-            let caller = match principal.take() {
-                Some(caller) => caller,
-                None => auth::principal(auth, &headers)?,
-            };
-            auth::permit(auth, &caller, Action::Invoke(route))?;
-            principal = Some(caller);
+            if principal.is_none() {
+                principal = Some(auth::principal(auth, &headers)?);
+            }
+            if let Some(caller) = &principal {
+                auth::permit(auth, caller, Action::Invoke(route))?;
+            }
         }
     }
     let job = Job::from(job);

@@ -253,36 +253,24 @@ mod tests {
     async fn a_destination_is_tracked_from_its_first_failure_and_a_dropped_probe_reopens_it() {
         let circuits = Arc::new(Circuits::new(2));
         let to = "http://a:80";
+        let down = || {
+            circuits
+                .admit(to)
+                .unwrap()
+                .unwrap()
+                .report(Answer::Down("refused".into()))
+        };
         // A success of an untracked destination tracks nothing.
         circuits.admit(to).unwrap().unwrap().report(Answer::Up);
         assert!(circuits.status().is_empty());
         // A failure tracks it; a success forgets it again (it never opened).
-        assert_eq!(
-            circuits
-                .admit(to)
-                .unwrap()
-                .unwrap()
-                .report(Answer::Down("refused".into())),
-            None
-        );
+        assert_eq!(down(), None);
         assert_eq!(circuits.status()[0].state, "closed");
         circuits.admit(to).unwrap().unwrap().report(Answer::Up);
         assert!(circuits.status().is_empty());
         // Two in a row open it: the second is not charged to its call.
-        assert_eq!(
-            circuits
-                .admit(to)
-                .unwrap()
-                .unwrap()
-                .report(Answer::Down("refused".into())),
-            None
-        );
-        let outage = circuits
-            .admit(to)
-            .unwrap()
-            .unwrap()
-            .report(Answer::Down("refused".into()))
-            .unwrap();
+        assert_eq!(down(), None);
+        let outage = down().unwrap();
         assert_eq!(outage.destination, to);
         assert!(outage.wait > Duration::ZERO);
         assert!(circuits.admit(to).is_err(), "open: refused at once");

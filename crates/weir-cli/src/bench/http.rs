@@ -447,8 +447,8 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
             hello("/hello"),
             args.connections,
             args.seconds,
-        );
-        let function = function.await?;
+        )
+        .await?;
         let reused = drive(
             gateway.addr,
             hello("/reused/hello"),
