@@ -69,6 +69,7 @@ pub(crate) fn settings(name: &str, spec: &FunctionSpec) -> Result<FunctionSettin
             max_output_bytes: spec.limits.max_output_bytes as usize,
             max_outputs: spec.limits.max_outputs as usize,
             fuel: spec.limits.fuel,
+            cpu_percent: spec.limits.cpu_percent,
         },
         grants: Grants {
             keyvalue: spec.capabilities.keyvalue.iter().cloned().collect(),

@@ -144,6 +144,7 @@ struct LimitsTable {
     max_output_bytes: Option<u64>,
     max_outputs: Option<u32>,
     fuel: Option<u64>,
+    cpu_percent: Option<u32>,
 }
 
 /// `{ env = "VAR" }` or `{ file = "path" }`.
@@ -679,6 +680,7 @@ impl FunctionTable {
                 .max_outputs
                 .unwrap_or(LimitsSpec::DEFAULT_MAX_OUTPUTS),
             fuel: self.limits.fuel,
+            cpu_percent: self.limits.cpu_percent,
         };
         let config = self
             .config

@@ -336,6 +336,9 @@ pub struct LimitsSpec {
     pub max_outputs: u32,
     /// Wasm instructions (fuel units) one call may execute; none means unmetered.
     pub fuel: Option<u64>,
+    /// The function's CPU quota, in percent of one core, over all its calls at once
+    /// (pipelines, routes, entities); none means no quota.
+    pub cpu_percent: Option<u32>,
 }
 
 impl LimitsSpec {
@@ -347,6 +350,8 @@ impl LimitsSpec {
     pub const MAX_MAX_OUTPUT_BYTES: u64 = 64 << 20;
     pub const DEFAULT_MAX_OUTPUTS: u32 = 100;
     pub const MAX_MAX_OUTPUTS: u32 = 100_000;
+    /// 64 cores.
+    pub const MAX_CPU_PERCENT: u32 = 6_400;
 
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
@@ -365,6 +370,7 @@ impl Default for LimitsSpec {
             max_output_bytes: LimitsSpec::DEFAULT_MAX_OUTPUT_BYTES,
             max_outputs: LimitsSpec::DEFAULT_MAX_OUTPUTS,
             fuel: None,
+            cpu_percent: None,
         }
     }
 }

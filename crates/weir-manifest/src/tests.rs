@@ -565,6 +565,11 @@ fn limits_must_be_within_range() {
             "functions.f.limits.memory_mb",
             "is 4097 MiB; use a value from 1 to 4096 MiB",
         ),
+        (
+            "cpu_percent = 0",
+            "functions.f.limits.cpu_percent",
+            "is 0 % of one core; use a value from 1 to 6400 % of one core",
+        ),
     ] {
         let text = format!("[functions.f]\nsource = \"f.wasm\"\nlimits = {{ {limits} }}\n");
         let problem = only_problem(&text, key);
@@ -886,7 +891,7 @@ seed = "customers.json"
 
 [functions.f]
 source = "f.wasm"
-limits = { max_output_bytes = 4096, max_outputs = 3, fuel = 1000000 }
+limits = { max_output_bytes = 4096, max_outputs = 3, fuel = 1000000, cpu_percent = 10 }
 instance_reuse = 1
 
 [functions.f.secrets]
@@ -907,6 +912,7 @@ http_timeout_ms = 250
     assert_eq!(f.limits.max_output_bytes, 4096);
     assert_eq!(f.limits.max_outputs, 3);
     assert_eq!(f.limits.fuel, Some(1_000_000));
+    assert_eq!(f.limits.cpu_percent, Some(10));
     assert_eq!(f.instance_reuse, 1);
     assert_eq!(
         f.secrets["token"],

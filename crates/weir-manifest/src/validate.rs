@@ -194,6 +194,15 @@ fn check_function(
             problems,
         );
     }
+    if let Some(cpu) = function.limits.cpu_percent {
+        check_range(
+            key(&["functions", name, "limits", "cpu_percent"]),
+            u64::from(cpu),
+            u64::from(LimitsSpec::MAX_CPU_PERCENT),
+            " % of one core",
+            problems,
+        );
+    }
     check_range(
         key(&["functions", name, "instance_reuse"]),
         u64::from(function.instance_reuse),

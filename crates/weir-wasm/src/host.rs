@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, Resource};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreContextMut, Trap,
+    StoreContextMut, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::clocks::WasiClocksView;
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
@@ -24,6 +24,7 @@ use crate::egress::{Pool, Resolver, SystemResolver};
 use crate::error::{CallError, Error, Result};
 use crate::keyvalue::KeyValueStore;
 use crate::pool::InstancePool;
+use crate::quota::{CpuMark, CpuQuota};
 use crate::state::{Breach, CallState, Grants};
 
 pub(crate) mod wit {
@@ -143,7 +144,7 @@ pub(crate) enum Exports {
 }
 
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Per-call limits of a function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +159,9 @@ pub struct Limits {
     pub max_outputs: usize,
     /// Fuel (roughly, wasm instructions) one call may use; none is unmetered.
     pub fuel: Option<u64>,
+    /// The function's CPU quota in percent of one core, shared by all its calls at once;
+    /// none is no quota. See [`crate::quota`].
+    pub cpu_percent: Option<u32>,
 }
 
 impl Default for Limits {
@@ -168,6 +172,7 @@ impl Default for Limits {
             max_output_bytes: 1 << 20,
             max_outputs: 100,
             fuel: None,
+            cpu_percent: None,
         }
     }
 }
@@ -606,6 +611,10 @@ impl FunctionHost {
                 keyvalue: self.keyvalue.clone(),
                 resolver: self.resolver.clone(),
                 http_pool: self.http_pool.clone(),
+                quota: settings
+                    .limits
+                    .cpu_percent
+                    .map(|percent| Arc::new(CpuQuota::new(percent))),
                 limits: settings.limits,
                 instance_reuse: settings.instance_reuse.max(1),
                 fuel_metered: self.fuel,
@@ -800,6 +809,26 @@ fn bound_host_waits(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// At each epoch tick while a call of a function with a CPU quota runs wasm code: end
+/// the call past its deadline, charge the quota what the call used since the last tick,
+/// and sleep while the quota is in debt (never past the deadline).
+fn quota_tick(quota: &CpuQuota, state: &mut CallState) -> wasmtime::Result<UpdateDeadline> {
+    let deadline = state.deadline();
+    if Instant::now() >= deadline {
+        return Err(Trap::Interrupt.into());
+    }
+    let used = state.cpu_mark.map_or(Duration::ZERO, |mark| mark.used());
+    let pause = quota.charge(used);
+    if !pause.is_zero() {
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+    }
+    state.cpu_mark = Some(CpuMark::now());
+    if Instant::now() >= deadline {
+        return Err(Trap::Interrupt.into());
+    }
+    Ok(UpdateDeadline::Continue(1))
+}
+
 fn drive_epochs(engine: wasmtime::EngineWeak) {
     loop {
         std::thread::sleep(EPOCH_TICK);
@@ -829,6 +858,8 @@ struct FunctionInner {
     resolver: Arc<dyn Resolver>,
     http_pool: Arc<Pool>,
     limits: Limits,
+    /// The function's CPU quota, shared by every instance of this activation.
+    quota: Option<Arc<CpuQuota>>,
     instance_reuse: u32,
     fuel_metered: bool,
     /// Keeps the compiled code in the host's memory while this version is active.
@@ -913,6 +944,7 @@ impl Function {
                 resolver: f.resolver.clone(),
                 http_pool: f.http_pool.clone(),
                 limits: f.limits,
+                quota: f.quota.clone(),
                 instance_reuse: f.instance_reuse,
                 fuel_metered: f.fuel_metered,
                 _active: f._active.clone(),
@@ -954,6 +986,10 @@ impl Function {
         );
         let mut store = Store::new(&f.engine, state);
         store.limiter(|s| s);
+        if let Some(quota) = &f.quota {
+            let quota = quota.clone();
+            store.epoch_deadline_callback(move |mut store| quota_tick(&quota, store.data_mut()));
+        }
         self.arm(&mut store);
         let exports = match &f.pre {
             Pre::Handler(pre) => pre.instantiate(&mut store).map(Exports::Handler),
@@ -961,6 +997,7 @@ impl Function {
             Pre::Projection(pre) => pre.instantiate(&mut store).map(Exports::Projection),
             Pre::Http(pre) => pre.instantiate(&mut store).map(Exports::Http),
         };
+        self.settle(&mut store);
         match exports {
             Ok(exports) => Ok(Instance {
                 store,
@@ -983,15 +1020,45 @@ impl Function {
     /// [`Function::arm`]; without `granted`, key-value and HTTP are denied for the call.
     fn arm_as(&self, store: &mut Store<CallState>, granted: bool) {
         let limits = &self.inner.limits;
-        let ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        match &self.inner.quota {
+            None => {
+                let ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+                store.set_epoch_deadline(ticks);
+                store.epoch_deadline_trap();
+            }
+            Some(quota) => {
+                // What an earlier call left owed is paid before this one starts (at most
+                // one deadline of it; the rest stays owed), then the call is charged at
+                // every tick by `quota_tick`, which also ends it at its deadline.
+                self.settle(store);
+                let pause = quota.charge(Duration::ZERO);
+                if !pause.is_zero() {
+                    std::thread::sleep(pause.min(limits.deadline));
+                }
+                store.data_mut().cpu_mark = Some(CpuMark::now());
+                store.set_epoch_deadline(1);
+            }
+        }
         if self.inner.fuel_metered {
             let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         }
         store
             .data_mut()
             .begin_call(Instant::now() + limits.deadline, granted);
+    }
+
+    /// CPU time charged to the function's quota so far; none without a quota.
+    #[cfg(test)]
+    pub(crate) fn quota_charged(&self) -> Option<Duration> {
+        self.inner.quota.as_ref().map(|q| q.charged())
+    }
+
+    /// Charge the function's CPU quota what the call that just ran in `store` used.
+    pub(crate) fn settle(&self, store: &mut Store<CallState>) {
+        if let (Some(quota), Some(mark)) = (&self.inner.quota, store.data_mut().cpu_mark.take()) {
+            // A debt is paid before the next call, not now: the caller has the result.
+            let _ = quota.charge(mark.used());
+        }
     }
 
     /// Call the function on `instance`. On an error the instance must not be used again.
@@ -1028,6 +1095,7 @@ impl Function {
         result: wasmtime::Result<Result<T, wit::weir::function::types::Error>>,
     ) -> Result<T, CallError> {
         instance.calls += 1;
+        self.settle(&mut instance.store);
         let breach = instance.store.data_mut().take_breach();
         let late_store = instance.store.data_mut().take_late_store();
         let outage = instance.store.data_mut().take_outage();

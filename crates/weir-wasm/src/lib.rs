@@ -32,6 +32,7 @@ mod error;
 mod host;
 mod keyvalue;
 mod pool;
+mod quota;
 mod route;
 mod state;
 mod telemetry;

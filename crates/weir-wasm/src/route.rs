@@ -283,6 +283,7 @@ impl Function {
                 .wasi_http_incoming_handler()
                 .call_handle(&mut instance.store, req, out);
         instance.calls += 1;
+        self.settle(&mut instance.store);
         let breach = instance.store.data_mut().take_breach();
         let late = instance.store.data_mut().take_late_store();
         let outage = instance.store.data_mut().take_outage();

@@ -102,6 +102,9 @@ pub(crate) struct CallState {
     pub(crate) version: Arc<str>,
     /// The route and the log an HTTP handler's `publish` goes to; none outside routes.
     pub(crate) route: Option<crate::route::RouteCall>,
+    /// Where the running call's CPU clock was last charged to the function's quota; none
+    /// without a quota or between calls.
+    pub(crate) cpu_mark: Option<crate::quota::CpuMark>,
 }
 
 impl CallState {
@@ -142,6 +145,7 @@ impl CallState {
             function,
             version,
             route: None,
+            cpu_mark: None,
         }
     }
 

@@ -248,6 +248,70 @@ fn an_infinite_loop_hits_the_deadline_and_a_neighbour_keeps_serving() {
     assert!(spinner.join().unwrap() >= 6);
 }
 
+/// A CPU quota of 10% of one core holds four calls that spin to their deadline at once
+/// to about a tenth of a core between them (they sleep while the quota is in debt), and
+/// they still end at their deadline.
+#[test]
+fn a_cpu_quota_holds_spinning_calls_to_their_share() {
+    let host = host();
+    let mut s = settings(&[]);
+    s.limits.deadline = Duration::from_millis(300);
+    s.limits.cpu_percent = Some(10);
+    let looping = load_guest(&host, "guest-infinite-loop", s);
+    let started = std::time::Instant::now();
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = looping.instances();
+            std::thread::spawn(move || {
+                let mark = crate::quota::CpuMark::now();
+                for _ in 0..2 {
+                    let call = std::time::Instant::now();
+                    let err = pool.call(&event("test.spin")).unwrap_err();
+                    assert!(matches!(err, CallError::Deadline { .. }), "{err:?}");
+                    assert!(call.elapsed() >= Duration::from_millis(300));
+                }
+                mark.used()
+            })
+        })
+        .collect();
+    let used: Duration = spinners.into_iter().map(|s| s.join().unwrap()).sum();
+    let wall = started.elapsed();
+    // Unthrottled, four spinners take all of both cores for the whole time (1.2 s of
+    // CPU). The bound: the share, half again, the 10 ms burst and a tick (5 ms) each
+    // call may run before it is charged.
+    let bound = wall.mul_f64(0.10 * 1.5) + Duration::from_millis(10 + 8 * 5);
+    assert!(
+        used <= bound,
+        "the spinners used {used:?} of CPU in {wall:?}, more than {bound:?}"
+    );
+}
+
+/// Calls that are never charged at a tick (their deadline ends them first) are held to
+/// the quota too: a call waits before it starts while an earlier call's CPU is owed.
+#[test]
+fn a_cpu_quota_holds_calls_that_end_before_a_tick_to_their_share() {
+    let host = host();
+    let mut s = settings(&[]);
+    s.limits.deadline = Duration::from_millis(1);
+    s.limits.cpu_percent = Some(20);
+    let f = load_guest(&host, "guest-infinite-loop", s);
+    let pool = f.instances();
+    let charged = || f.quota_charged().unwrap();
+    let started = std::time::Instant::now();
+    while charged() < Duration::from_millis(100) {
+        let err = pool.call(&event("test.spin")).unwrap_err();
+        assert!(matches!(err, CallError::Deadline { .. }), "{err:?}");
+    }
+    let (used, wall) = (charged(), started.elapsed());
+    // At 20% of a core, the CPU past the 20 ms burst (and the last call's, ~5 ms, paid by
+    // the next) takes five times as long in wall time; unthrottled, about as long.
+    let least = (used - Duration::from_millis(30)).mul_f64(0.8 / 0.20);
+    assert!(
+        wall >= least,
+        "{used:?} of CPU took only {wall:?} of wall time, less than {least:?}"
+    );
+}
+
 #[test]
 fn a_memory_bomb_hits_the_memory_limit_and_the_next_event_runs() {
     let host = host();

@@ -1,9 +1,15 @@
 //! `weir bench pipeline`: a whole pipeline in one node — topic → the example's JSON
 //! transform (`enrich-order`) → topic, fsync `always`, exactly-once commits.
 //!
-//! Two figures: sustained throughput (a backlog of events published before the pipeline
-//! starts, drained to the end), and end-to-end latency at a fixed offered rate (from the
-//! moment a publish is acknowledged to the moment its output is readable).
+//! Three figures, from one run:
+//! - sustained throughput: a backlog of events published before the pipeline starts,
+//!   drained to the end, with the CPU it took, and its ratio to the function's own rate
+//!   on this machine (`ceiling_ratio`);
+//! - end-to-end latency at a fixed offered rate (by default a quarter of the drain rate):
+//!   from the moment a publish is acknowledged to the moment its output is readable, with
+//!   the CPU per event at that rate, beside the disk's own fdatasync latency;
+//! - the drain rate again while a neighbour pipeline's function spins to its deadline on
+//!   every event under a CPU quota, over the rate alone (`neighbour_ratio`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,9 +40,19 @@ pub struct PipelineBenchArgs {
     #[arg(long, default_value_t = 200_000)]
     events: usize,
     /// Offered rate (events/s) of the latency figure, in steps of 1,000 (events are
-    /// published every millisecond).
-    #[arg(long, default_value_t = 10_000)]
-    rate: u64,
+    /// published every millisecond); default: a quarter of the drain rate just measured.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// The neighbour's function, which spins to its deadline on every event; default:
+    /// the test guests' `guest-infinite-loop`.
+    #[arg(long)]
+    neighbour_function: Option<PathBuf>,
+    /// The neighbour function's `limits.cpu_percent` (0: no quota).
+    #[arg(long, default_value_t = 10)]
+    neighbour_cpu_percent: u32,
+    /// Skip the neighbour figure.
+    #[arg(long)]
+    no_neighbour: bool,
     /// Seconds the latency figure is measured for.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
@@ -59,14 +75,23 @@ pub struct PipelineBenchArgs {
 /// The example's topics: its function publishes to `crm.orders`.
 const IN: &str = "erp.sales-orders";
 const OUT: &str = "crm.orders";
+/// The neighbour pipeline's input.
+const NEIGHBOUR_IN: &str = "bench.neighbour";
+
+/// What the bench app runs.
+enum Stage<'a> {
+    /// Topics and functions only: the backlog is published.
+    Backlog,
+    /// The bench pipeline.
+    Pipeline,
+    /// The bench pipeline and a neighbour pipeline calling this spinning function with
+    /// this CPU quota (percent of one core; 0 is none).
+    WithNeighbour(&'a Path, u32),
+}
 
 /// The bench app: the example's function, config and customers, on topics sized by
-/// `args`, with the pipeline only if `with_pipeline`.
-fn manifest(
-    args: &PipelineBenchArgs,
-    function: &Path,
-    with_pipeline: bool,
-) -> anyhow::Result<Manifest> {
+/// `args`, with the pipelines `stage` asks for.
+fn manifest(args: &PipelineBenchArgs, function: &Path, stage: Stage) -> anyhow::Result<Manifest> {
     let customers = repo_path("examples/orders/customers.json");
     let mut text = format!(
         r#"
@@ -80,15 +105,38 @@ config = {{ currency = "EUR", "rate.USD" = "0.92", "rate.GBP" = "1.17" }}
 capabilities = {{ keyvalue = ["customers"] }}
 [keyvalue.customers]
 seed = {customers:?}
+[topics."{NEIGHBOUR_IN}"]
+partitions = 4
 "#,
         p = args.partitions,
         function = function.display().to_string(),
         customers = customers.display().to_string(),
     );
-    if with_pipeline {
+    if !matches!(stage, Stage::Backlog) {
         text.push_str(&format!(
             "[pipelines.bench]\nfrom = \"erp.sales-orders\"\nfunction = \"enrich-order\"\nto = [\"crm.orders\"]\nconcurrency = {}\n",
             args.concurrency
+        ));
+    }
+    if let Stage::WithNeighbour(spinner, cpu_percent) = stage {
+        let quota = match cpu_percent {
+            0 => String::new(),
+            percent => format!(", cpu_percent = {percent}"),
+        };
+        // Its calls all end at their deadline, are not retried and go to its dead-letter
+        // topic; it never falls behind far enough to idle during the drain.
+        text.push_str(&format!(
+            r#"[functions.spinner]
+source = {spinner:?}
+limits = {{ deadline_ms = 100{quota} }}
+[pipelines.neighbour]
+from = "{NEIGHBOUR_IN}"
+function = "spinner"
+to = []
+concurrency = 4
+ordering = "none"
+"#,
+            spinner = spinner.display().to_string(),
         ));
     }
     Ok(Manifest::from_toml_str(&text, Path::new("."))?)
@@ -113,8 +161,16 @@ async fn total(node: &Node, topic: &str) -> u64 {
 
 pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.partitions > 0 && args.concurrency > 0 && args.events > 0 && args.rate > 0,
+        args.partitions > 0 && args.concurrency > 0 && args.events > 0 && args.rate != Some(0),
         "--partitions, --concurrency, --events and --rate must be positive"
+    );
+    let spinner = args.neighbour_function.clone().unwrap_or_else(|| {
+        repo_path("guests/target/wasm32-wasip2/release/guest_infinite_loop.wasm")
+    });
+    anyhow::ensure!(
+        args.no_neighbour || spinner.exists(),
+        "{} does not exist; build it with `cargo xtask build-guests`, pass --neighbour-function or --no-neighbour",
+        spinner.display()
     );
     let function = args.function.clone().unwrap_or_else(|| {
         repo_path("examples/orders/enrich-order/target/wasm32-wasip2/release/enrich_order.wasm")
@@ -139,55 +195,23 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let dir = super::temp_dir(&args.dir, "weir-bench-pipeline-")?;
     let data = dir.path().join("data");
 
+    // The disk's own fdatasync latency, the floor of a durable publish's.
+    let mut fsyncs = fsync_latencies(dir.path(), 1000)?;
+    fsyncs.sort_unstable();
+
     // The backlog, published before the pipeline exists.
-    let log = crate::backend::open("embedded", &data).await?.0;
-    let node = Node::start(NodeOptions::new(
-        &data,
-        Some(manifest(&args, &function, false)?),
-        log,
-    ))
-    .await?;
-    let mut n = 0;
-    while n < args.events {
-        let batch: Vec<_> = (n..(n + 1000).min(args.events))
-            .map(|i| order(&sample, i))
-            .collect();
-        n += batch.len();
-        node.publish(IN, &batch).await?;
-    }
-    node.shutdown().await;
-    drop(node);
+    publish_backlog(&args, &function, &data, &sample, 0, false).await?;
 
     // Throughput: from the pipeline's start until every output is readable.
     let log = crate::backend::open("embedded", &data).await?.0;
     let node = Node::start(NodeOptions::new(
         &data,
-        Some(manifest(&args, &function, true)?),
+        Some(manifest(&args, &function, Stage::Pipeline)?),
         log,
     ))
     .await?;
-    let started = Instant::now();
-    let cpu_started = process_cpu_secs();
-    let target = args.events as u64;
-    while total(&node, OUT).await < target {
-        let status = &node.status().await?.pipelines[0];
-        if status.dead_lettered > 0 {
-            let first = node.read("bench.dlq", 0, 0, 1).await?;
-            let error = first
-                .first()
-                .and_then(|e| e.event.extensions.get("dlqerror").cloned());
-            anyhow::bail!("the function dead-lettered events of the bench: {error:?}");
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "the pipeline did not finish the backlog in 10 minutes: {} of {target}; {status:?}",
-            total(&node, OUT).await
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let drain = started.elapsed().as_secs_f64();
+    let (drain, drain_cpu) = drain_backlog(&node, args.events as u64).await?;
     let events_per_sec = args.events as f64 / drain;
-    let drain_cpu = process_cpu_secs()? - cpu_started?;
 
     // Latency at a fixed offered rate: each event's publish acknowledgement, then the
     // moment its output is readable (outputs carry their input's position in their id).
@@ -213,7 +237,9 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     };
     let node = Arc::new(node);
     let tick = Duration::from_millis(1);
-    let per_tick = (args.rate / 1000).max(1) as usize;
+    let rate = args.rate.unwrap_or((events_per_sec / 4.0) as u64);
+    let per_tick = (rate / 1000).max(1) as usize;
+    let cpu_started = process_cpu_secs();
     let ticks = (args.seconds * 1000.0) as usize;
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -243,8 +269,9 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let expected = acked.lock().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.lock().unwrap().len() < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    let e2e_cpu = process_cpu_secs()? - cpu_started?;
     watcher.abort();
     let mut latencies: Vec<u64> = {
         let (acked, seen) = (acked.lock().unwrap(), seen.lock().unwrap());
@@ -263,6 +290,40 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     };
     latencies.sort_unstable();
     node.shutdown().await;
+    drop(node);
+
+    // The drain again, beside a neighbour pipeline whose function spins to its deadline
+    // on every event under its CPU quota.
+    let neighbour = match args.no_neighbour {
+        true => None,
+        false => {
+            let first = (args.events + ticks * per_tick) as u64;
+            publish_backlog(&args, &function, &data, &sample, first as usize, true).await?;
+            let log = crate::backend::open("embedded", &data).await?.0;
+            let node = Node::start(NodeOptions::new(
+                &data,
+                Some(manifest(
+                    &args,
+                    &function,
+                    Stage::WithNeighbour(&spinner, args.neighbour_cpu_percent),
+                )?),
+                log,
+            ))
+            .await?;
+            let (seconds, _) = drain_backlog(&node, first + args.events as u64).await?;
+            let status = node.status().await?;
+            let bench = status.pipelines.iter().find(|p| p.name == "bench");
+            let spun = status.pipelines.iter().find(|p| p.name == "neighbour");
+            anyhow::ensure!(
+                bench.is_some_and(|b| b.processed == args.events as u64),
+                "the bench pipeline handled other than the {} new events beside its neighbour: {bench:?}",
+                args.events
+            );
+            let spun = spun.map_or(0, |s| s.dead_lettered);
+            node.shutdown().await;
+            Some((args.events as f64 / seconds, spun))
+        }
+    };
 
     // What the function alone costs on this machine now: the pipeline's ceiling.
     let function_rate = {
@@ -273,13 +334,16 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         super::wasm::rate(2.0, || Ok(pool.call(&event).map(drop)?))?
     };
 
-    let result = json!({
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let e2e_events = expected.max(1) as f64;
+    let mut result = json!({
         "bench": "pipeline",
         "function": function.file_name().and_then(|f| f.to_str()).unwrap_or_default(),
         "fsync": "always",
         "events": args.events,
         "events_per_sec": round2(events_per_sec),
         "e2e_rate": per_tick * 1000,
+        "e2e_cpu_us_per_event": round2(e2e_cpu * 1e6 / e2e_events),
         "e2e_samples": latencies.len(),
         "e2e_p50_us": percentile(&latencies, 0.50),
         "e2e_p99_us": percentile(&latencies, 0.99),
@@ -291,11 +355,107 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "drain_cpu_us_per_event": round2(drain_cpu * 1e6 / args.events as f64),
         "function_calls_per_sec_one_core": function_rate.round(),
         "function_cpu_us_per_call": round2(1e6 / function_rate),
+        "cores": cores,
+        "ceiling_ratio": round2(events_per_sec / function_rate / cores),
+        "fsync_p50_us": percentile(&fsyncs, 0.50),
+        "fsync_p99_us": percentile(&fsyncs, 0.99),
+        "e2e_cpu_to_drain": round2(e2e_cpu / e2e_events / (drain_cpu / args.events as f64)),
+        "e2e_p99_to_fsync_p99": round2(
+            percentile(&latencies, 0.99) as f64 / percentile(&fsyncs, 0.99).max(1) as f64
+        ),
     });
+    if let (Some((rate, spun)), Some(map)) = (neighbour, result.as_object_mut()) {
+        map.insert("neighbour_events_per_sec".into(), json!(round2(rate)));
+        map.insert("neighbour_cpu_percent".into(), json!(args.neighbour_cpu_percent));
+        map.insert("neighbour_calls_at_deadline".into(), json!(spun));
+        map.insert("neighbour_ratio".into(), json!(round2(rate / events_per_sec)));
+    }
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;
     }
     print_result(&result, args.json)
+}
+
+/// Publish `args.events` orders numbered from `first` to the bench's input (and, with
+/// `neighbour`, as many to the neighbour's), on a node running no pipeline.
+async fn publish_backlog(
+    args: &PipelineBenchArgs,
+    function: &Path,
+    data: &Path,
+    sample: &CloudEvent,
+    first: usize,
+    neighbour: bool,
+) -> anyhow::Result<()> {
+    let log = crate::backend::open("embedded", data).await?.0;
+    let node = Node::start(NodeOptions::new(
+        data,
+        Some(manifest(args, function, Stage::Backlog)?),
+        log,
+    ))
+    .await?;
+    let mut n = first;
+    while n < first + args.events {
+        let batch: Vec<_> = (n..(n + 1000).min(first + args.events))
+            .map(|i| order(sample, i))
+            .collect();
+        n += batch.len();
+        node.publish(IN, &batch).await?;
+        if neighbour {
+            node.publish(NEIGHBOUR_IN, &batch).await?;
+        }
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Wait until the bench pipeline's outputs number `target`: the seconds and the
+/// process's CPU seconds it took.
+async fn drain_backlog(node: &Node, target: u64) -> anyhow::Result<(f64, f64)> {
+    let started = Instant::now();
+    let cpu_started = process_cpu_secs();
+    while total(node, OUT).await < target {
+        let status = node.status().await?;
+        let Some(status) = status.pipelines.iter().find(|p| p.name == "bench") else {
+            anyhow::bail!("the bench pipeline is not running");
+        };
+        if status.dead_lettered > 0 {
+            let first = node.read("bench.dlq", 0, 0, 1).await?;
+            let error = first
+                .first()
+                .and_then(|e| e.event.extensions.get("dlqerror").cloned());
+            anyhow::bail!("the function dead-lettered events of the bench: {error:?}");
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the pipeline did not finish the backlog in 10 minutes: {} of {target}; {status:?}",
+            total(node, OUT).await
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok((
+        started.elapsed().as_secs_f64(),
+        process_cpu_secs()? - cpu_started?,
+    ))
+}
+
+/// Microseconds each of `n` 4 KiB writes with an fdatasync took in a file under `dir`:
+/// what the disk gives a durable append at best.
+fn fsync_latencies(dir: &Path, n: usize) -> anyhow::Result<Vec<u64>> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let block = vec![0x5a_u8; 4096];
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        latencies.push(started.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(latencies)
 }
 
 /// CPU seconds (user and system) this process has used, from `/proc/self/stat`: on a
