@@ -15,6 +15,7 @@ mod fleet;
 mod http;
 mod kafka;
 mod mesh;
+mod native;
 mod pipeline;
 mod wasm;
 

@@ -14,6 +14,10 @@
 //! ```
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm` is a component.
+//!
+//! Compiled for any other target, [`config`] and [`kv`] read the in-memory values of
+//! [`native`] instead of asking a host, so a function's logic can be called natively
+//! (`weir bench wasm` measures the example's this way, beside its wasm).
 
 // The generated bindings and export macro name their runtime through this crate, so a
 // function depends on `weir-guest` alone.
@@ -130,7 +134,10 @@ pub mod config {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
+    #[cfg(target_arch = "wasm32")]
     use crate::bindings::wasi::config::store;
+    #[cfg(not(target_arch = "wasm32"))]
+    use crate::native::config as store;
 
     thread_local! {
         static VALUES: RefCell<BTreeMap<String, Option<String>>> =
@@ -176,7 +183,10 @@ pub mod kv {
     use std::collections::BTreeMap;
     use std::rc::Rc;
 
+    #[cfg(target_arch = "wasm32")]
     use crate::bindings::wasi::keyvalue::store;
+    #[cfg(not(target_arch = "wasm32"))]
+    use crate::native::keyvalue as store;
 
     thread_local! {
         static OPEN: RefCell<BTreeMap<String, Rc<store::Bucket>>> =
@@ -260,6 +270,78 @@ pub mod kv {
             self.bucket
                 .exists(key)
                 .map_err(|e| error(&self.namespace, e))
+        }
+    }
+}
+
+/// In-memory stand-ins for the host's config and key-value store, on targets other than
+/// wasm: a function's logic called natively reads what the calling thread set here.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    thread_local! {
+        static CONFIG: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
+        static KEYVALUE: RefCell<BTreeMap<(String, String), Vec<u8>>> =
+            const { RefCell::new(BTreeMap::new()) };
+    }
+
+    /// Set a config value for this thread's calls.
+    pub fn set_config(key: &str, value: &str) {
+        CONFIG.with_borrow_mut(|c| c.insert(key.to_owned(), value.to_owned()));
+    }
+
+    /// Set a key-value entry for this thread's calls.
+    pub fn set_keyvalue(namespace: &str, key: &str, value: &[u8]) {
+        KEYVALUE.with_borrow_mut(|kv| {
+            kv.insert((namespace.to_owned(), key.to_owned()), value.to_vec())
+        });
+    }
+
+    /// `wasi:config/store`, as [`crate::config`] calls it.
+    pub(crate) mod config {
+        pub(crate) fn get(key: &str) -> Result<Option<String>, ()> {
+            Ok(super::CONFIG.with_borrow(|c| c.get(key).cloned()))
+        }
+    }
+
+    /// `wasi:keyvalue/store`, as [`crate::kv`] calls it.
+    pub(crate) mod keyvalue {
+        use super::KEYVALUE;
+
+        /// The host's errors, of which the in-memory store makes none.
+        #[allow(dead_code)]
+        pub(crate) enum Error {
+            AccessDenied,
+            NoSuchStore,
+            Other(String),
+        }
+
+        pub(crate) struct Bucket(String);
+
+        pub(crate) fn open(namespace: &str) -> Result<Bucket, Error> {
+            Ok(Bucket(namespace.to_owned()))
+        }
+
+        impl Bucket {
+            fn entry(&self, key: &str) -> (String, String) {
+                (self.0.clone(), key.to_owned())
+            }
+            pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+                Ok(KEYVALUE.with_borrow(|kv| kv.get(&self.entry(key)).cloned()))
+            }
+            pub(crate) fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+                KEYVALUE.with_borrow_mut(|kv| kv.insert(self.entry(key), value.to_vec()));
+                Ok(())
+            }
+            pub(crate) fn delete(&self, key: &str) -> Result<(), Error> {
+                KEYVALUE.with_borrow_mut(|kv| kv.remove(&self.entry(key)));
+                Ok(())
+            }
+            pub(crate) fn exists(&self, key: &str) -> Result<bool, Error> {
+                Ok(KEYVALUE.with_borrow(|kv| kv.contains_key(&self.entry(key))))
+            }
         }
     }
 }

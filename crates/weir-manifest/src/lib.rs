@@ -25,7 +25,8 @@
 //! # the component's path, relative to the manifest's directory
 //! source = "enrich-order/target/wasm32-wasip2/release/enrich_order.wasm"
 //! # optional; deadline 1 to 60000 ms (default 100), memory 1 to 4096 MiB (default 64),
-//! # output bytes per call (default 1 MiB), outputs per call (default 100), fuel (default off)
+//! # output bytes per call (default 1 MiB), outputs per call (default 100), fuel (default
+//! # off), cpu_percent: a CPU quota in % of one core for all the function's calls (default off)
 //! limits = { deadline_ms = 100, memory_mb = 64, max_output_bytes = 1048576, max_outputs = 100 }
 //! instance_reuse = 1000     # optional; calls per warm instance, 1 = fresh per event
 //!

@@ -70,6 +70,7 @@ impl CpuQuota {
 
 impl CpuQuota {
     /// CPU time charged so far.
+    #[cfg(test)]
     pub(crate) fn charged(&self) -> Duration {
         let bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         Duration::from_secs_f64(bucket.charged)

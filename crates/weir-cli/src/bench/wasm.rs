@@ -63,15 +63,21 @@ fn read_wasm(path: Option<PathBuf>, default: &str) -> anyhow::Result<Vec<u8>> {
     })
 }
 
+/// The customer the example's events name, in the key-value store of the transform.
+const CUSTOMER: (&str, &str, &[u8]) = (
+    "customers",
+    "CUST-42",
+    br#"{"name":"Acme GmbH","segment":"enterprise","country":"DE"}"#,
+);
+
+/// The transform's config.
+const TRANSFORM_CONFIG: [(&str, &str); 2] = [("currency", "EUR"), ("rate.USD", "0.92")];
+
 /// A host whose key-value store has the customer the example's events name.
 pub(super) fn transform_host() -> anyhow::Result<FunctionHost> {
     let kv = Arc::new(MemoryKeyValue::new());
-    kv.set(
-        "customers",
-        "CUST-42",
-        br#"{"name":"Acme GmbH","segment":"enterprise","country":"DE"}"#,
-    )
-    .map_err(anyhow::Error::msg)?;
+    kv.set(CUSTOMER.0, CUSTOMER.1, CUSTOMER.2)
+        .map_err(anyhow::Error::msg)?;
     Ok(FunctionHost::new(HostOptions {
         keyvalue: Some(kv),
         ..HostOptions::default()
@@ -81,10 +87,19 @@ pub(super) fn transform_host() -> anyhow::Result<FunctionHost> {
 /// The example's transform on `host`, with its config and grants.
 pub(super) fn load_transform(host: &FunctionHost, wasm: &[u8]) -> anyhow::Result<Function> {
     let mut settings = FunctionSettings::default();
-    settings.config.insert("currency".into(), "EUR".into());
-    settings.config.insert("rate.USD".into(), "0.92".into());
-    settings.grants.keyvalue.insert("customers".into());
+    for (key, value) in TRANSFORM_CONFIG {
+        settings.config.insert(key.into(), value.into());
+    }
+    settings.grants.keyvalue.insert(CUSTOMER.0.into());
     Ok(host.load("enrich-order", wasm, settings)?)
+}
+
+/// An event's JSON data, parsed (so key order does not matter).
+fn json_data(event: &CloudEvent) -> Option<serde_json::Value> {
+    match &event.data {
+        Some(weir_cloudevents::Data::Json(json)) => serde_json::from_slice(json.as_bytes()).ok(),
+        _ => None,
+    }
 }
 
 fn example_event() -> anyhow::Result<CloudEvent> {
@@ -179,6 +194,22 @@ pub fn run(args: WasmBenchArgs) -> anyhow::Result<()> {
     let pool = enrich.instances();
     let transform_rate = rate(args.seconds, || Ok(pool.call(&event).map(drop)?))?;
     let transform_fresh_rate = rate(args.seconds, || Ok(enrich.call(&event).map(drop)?))?;
+    // The same transform's source compiled natively, called here with the same event,
+    // config and customer; its outputs must be the wasm version's.
+    super::native::prepare(&TRANSFORM_CONFIG, &[CUSTOMER]);
+    let wasm_outputs = pool.call(&event)?;
+    let native_outputs = super::native::call(&event)?;
+    anyhow::ensure!(
+        native_outputs.len() == wasm_outputs.len()
+            && native_outputs.iter().zip(&wasm_outputs).all(|((target, n), w)| {
+                *target == w.target
+                    && n.ty == w.event.ty
+                    && json_data(n) == json_data(&w.event)
+                    && json_data(n).is_some()
+            }),
+        "the native transform's outputs differ from the wasm version's"
+    );
+    let native_rate = rate(args.seconds, || super::native::call(&event).map(drop))?;
     drop((pool, enrich, echo, host));
 
     // Many functions: compile them into a cache, then a child process "restarts" on it.
@@ -227,6 +258,8 @@ pub fn run(args: WasmBenchArgs) -> anyhow::Result<()> {
         "trivial_calls_per_sec": trivial_rate.round(),
         "json_transform_calls_per_sec": transform_rate.round(),
         "json_transform_fresh_instance_calls_per_sec": transform_fresh_rate.round(),
+        "native_transform_calls_per_sec": native_rate.round(),
+        "wasm_native_ratio": round2(transform_rate / native_rate),
         "json_transform_event_bytes": event.to_json_vec().len(),
         "functions_deployed": child["functions"],
         "rss_mib_with_functions": child["rss_mib"],
