@@ -199,7 +199,12 @@ fn bench(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 build_rust_guest(&project)?;
             }
         }
+        // The example's functions, and (pipeline) the test guests' infinite loop that the
+        // neighbour figure runs.
         "pipeline" | "entity" => {
+            if kind == "pipeline" {
+                build_rust_guests(root)?;
+            }
             for project in example_functions(root) {
                 build_rust_guest(&project)?;
             }

@@ -337,6 +337,81 @@ async fn a_poison_event_is_dead_lettered_with_its_cause_and_later_events_flow() 
     node.shutdown().await;
 }
 
+/// A function's `limits.cpu_percent` holds a pipeline whose function spins to its
+/// deadline on every event to its share of the CPU: the calls still end at their
+/// deadline and are dead-lettered as such, but use a fraction of the CPU they would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_quota_in_the_manifest_holds_a_spinning_pipeline_to_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = weir_test_support::test_guest("guest-infinite-loop");
+    let text = format!(
+        r#"
+[topics.in]
+partitions = 4
+[functions.spin]
+source = "{}"
+limits = {{ deadline_ms = 200, cpu_percent = 5 }}
+[pipelines.p]
+from = "in"
+function = "spin"
+concurrency = 4
+ordering = "none"
+retry = {{ max_attempts = 1 }}
+"#,
+        wasm.display()
+    );
+    let node = start(
+        dir.path(),
+        Manifest::from_toml_str(&text, dir.path()).unwrap(),
+    )
+    .await;
+    let events: Vec<_> = (0..8)
+        .map(|n| CloudEvent::new(format!("spin-{n}"), "test://s", "test.spin"))
+        .collect();
+    // This test runs in a process of its own (nextest): the process's CPU is the node's.
+    let cpu = || {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let fields: Vec<f64> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        (fields[0] + fields[1]) / 100.0
+    };
+    let (started, cpu_started) = (std::time::Instant::now(), cpu());
+    node.publish("in", &events).await.unwrap();
+    let dead = collect(&node, "p.dlq", 8).await;
+    let (wall, used) = (started.elapsed().as_secs_f64(), cpu() - cpu_started);
+    // A deadline breach, or the quota holding the call back at its deadline (which is
+    // retryable, and this pipeline tries once).
+    use weir_cloudevents::ExtensionValue::String as S;
+    for event in &dead {
+        let reason = event.extensions.get("dlqreason");
+        assert!(
+            [
+                Some(&S("deadline".into())),
+                Some(&S("retries_exhausted".into()))
+            ]
+            .contains(&reason),
+            "{event:?}"
+        );
+        let Some(S(error)) = event.extensions.get("dlqerror") else {
+            panic!("{event:?}")
+        };
+        assert!(error.contains("deadline of 200ms"), "{error}");
+    }
+    // Unthrottled, eight calls spinning 200 ms each take 1.6 s of CPU.
+    assert!(
+        used < 0.6,
+        "eight spinning calls under a 5% quota used {used:.2} s of CPU in {wall:.2} s"
+    );
+    node.shutdown().await;
+}
+
 /// The first pipeline's status once `done` holds for it (within 10 s).
 async fn settled(
     node: &Node,

@@ -614,7 +614,7 @@ impl FunctionHost {
                 quota: settings
                     .limits
                     .cpu_percent
-                    .map(|percent| Arc::new(CpuQuota::new(percent))),
+                    .map(|percent| Arc::new(CpuQuota::new(name, percent))),
                 limits: settings.limits,
                 instance_reuse: settings.instance_reuse.max(1),
                 fuel_metered: self.fuel,
@@ -819,11 +819,13 @@ fn quota_tick(quota: &CpuQuota, state: &mut CallState) -> wasmtime::Result<Updat
     }
     let used = state.cpu_mark.map_or(Duration::ZERO, |mark| mark.used());
     let pause = quota.charge(used);
-    if !pause.is_zero() {
-        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-    }
+    quota.wait(pause, deadline.saturating_duration_since(Instant::now()));
     state.cpu_mark = Some(CpuMark::now());
     if Instant::now() >= deadline {
+        state.quota_held = Some(format!(
+            "the function's CPU quota (limits.cpu_percent = {}) held the call back",
+            quota.percent()
+        ));
         return Err(Trap::Interrupt.into());
     }
     Ok(UpdateDeadline::Continue(1))
@@ -944,7 +946,11 @@ impl Function {
                 resolver: f.resolver.clone(),
                 http_pool: f.http_pool.clone(),
                 limits: f.limits,
-                quota: f.quota.clone(),
+                // A copy (a replay) spends a quota of its own, not the live function's.
+                quota: f
+                    .limits
+                    .cpu_percent
+                    .map(|percent| Arc::new(CpuQuota::new(&f.name, percent))),
                 instance_reuse: f.instance_reuse,
                 fuel_metered: f.fuel_metered,
                 _active: f._active.clone(),
@@ -990,7 +996,8 @@ impl Function {
             let quota = quota.clone();
             store.epoch_deadline_callback(move |mut store| quota_tick(&quota, store.data_mut()));
         }
-        self.arm(&mut store);
+        // The quota's wait comes before the call this instance is made for, not here too.
+        self.arm_with(&mut store, true, false);
         let exports = match &f.pre {
             Pre::Handler(pre) => pre.instantiate(&mut store).map(Exports::Handler),
             Pre::Entity(pre) => pre.instantiate(&mut store).map(Exports::Entity),
@@ -1006,7 +1013,8 @@ impl Function {
             }),
             Err(e) => {
                 let breach = store.data_mut().take_breach();
-                Err(self.classify(e, breach, None, true))
+                let held = store.data_mut().quota_held.take();
+                Err(self.held_or(self.classify(e, breach, None, true), held))
             }
         }
     }
@@ -1019,6 +1027,12 @@ impl Function {
 
     /// [`Function::arm`]; without `granted`, key-value and HTTP are denied for the call.
     fn arm_as(&self, store: &mut Store<CallState>, granted: bool) {
+        self.arm_with(store, granted, true);
+    }
+
+    /// [`Function::arm_as`]; with `wait`, a function with a CPU quota in debt waits here
+    /// until the quota has been paid back.
+    fn arm_with(&self, store: &mut Store<CallState>, granted: bool, wait: bool) {
         let limits = &self.inner.limits;
         match &self.inner.quota {
             None => {
@@ -1027,13 +1041,13 @@ impl Function {
                 store.epoch_deadline_trap();
             }
             Some(quota) => {
-                // What an earlier call left owed is paid before this one starts (at most
-                // one deadline of it; the rest stays owed), then the call is charged at
+                // What earlier calls left owed is paid before this one starts (its
+                // deadline has not started yet: this is back-pressure, and it keeps any
+                // number of concurrent calls to the share), then the call is charged at
                 // every tick by `quota_tick`, which also ends it at its deadline.
                 self.settle(store);
-                let pause = quota.charge(Duration::ZERO);
-                if !pause.is_zero() {
-                    std::thread::sleep(pause.min(limits.deadline));
+                if wait {
+                    quota.wait_until_paid();
                 }
                 store.data_mut().cpu_mark = Some(CpuMark::now());
                 store.set_epoch_deadline(1);
@@ -1051,6 +1065,27 @@ impl Function {
     #[cfg(test)]
     pub(crate) fn quota_charged(&self) -> Option<Duration> {
         self.inner.quota.as_ref().map(|q| q.charged())
+    }
+
+    /// A deadline the call ran past while its CPU quota held it back (`held` says how) is
+    /// the quota's doing, shared with the function's other calls, not this event's: it is
+    /// `unavailable`, which is retried, rather than a deadline breach.
+    pub(crate) fn held_or(&self, error: CallError, held: Option<String>) -> CallError {
+        match (error, held) {
+            (
+                CallError::Deadline {
+                    function,
+                    version,
+                    deadline,
+                },
+                Some(held),
+            ) => CallError::Unavailable {
+                function,
+                version,
+                reason: format!("{held}, past the call's deadline of {deadline:?}"),
+            },
+            (error, _) => error,
+        }
     }
 
     /// Charge the function's CPU quota what the call that just ran in `store` used.
@@ -1099,10 +1134,13 @@ impl Function {
         let breach = instance.store.data_mut().take_breach();
         let late_store = instance.store.data_mut().take_late_store();
         let outage = instance.store.data_mut().take_outage();
+        let held = instance.store.data_mut().quota_held.take();
         self.outage_or(
             outage,
             match (result, breach) {
-                (Err(e), breach) => Err(self.classify(e, breach, late_store, false)),
+                (Err(e), breach) => {
+                    Err(self.held_or(self.classify(e, breach, late_store, false), held))
+                }
                 (Ok(_), Some(breach)) => Err(self.breach_error(breach)),
                 (Ok(Ok(value)), None) => Ok(value),
                 (Ok(Err(wit::weir::function::types::Error::Retryable(message))), None) => {

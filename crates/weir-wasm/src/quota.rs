@@ -3,13 +3,15 @@
 //!
 //! A call is charged what its thread's CPU clock advanced while it ran: at each epoch
 //! tick while its wasm code runs (every [`crate::host::EPOCH_TICK`]) and when it ends.
-//! When the bucket is empty the call's thread sleeps until the bucket's share of time
-//! has paid the debt: at a tick (at most until the call's deadline, which still ends
-//! the call), and before the next call starts (at most one deadline; what is left stays
-//! owed). A sleeping call uses no CPU, so a function spinning at its deadline with a 10%
-//! quota takes a tenth of one core however many calls of it run at once, and the rest
-//! of the node keeps the CPU. Time a call waits on the host (a key-value store, an
-//! outbound request) is not on its thread's CPU clock and is not charged.
+//! A call starts only once the bucket is out of debt (before its deadline starts), so
+//! however many calls run at once, each adds at most about a tick to the debt before it
+//! is charged; a running call that finds the bucket in debt at a tick sleeps until the
+//! share has paid it (at most until its deadline, which then ends the call as
+//! `unavailable`: see `Function::held_or`). A sleeping call uses no CPU, so a function
+//! spinning at its deadline with a 10% quota takes about a tenth of one core, and the rest
+//! of the node keeps the CPU. The debt is floored at [`MAX_DEBT`] of the share. Time a
+//! call waits on the host (a key-value store, an outbound request) is not on its thread's
+//! CPU clock and is not charged.
 
 use std::sync::Mutex;
 use std::thread::ThreadId;
@@ -19,12 +21,17 @@ use std::time::{Duration, Instant};
 /// was idle may run this long at full speed before its share holds it back.
 const BURST: Duration = Duration::from_millis(100);
 
+/// The longest the quota's debt takes to pay back.
+const MAX_DEBT: Duration = Duration::from_secs(1);
+
 /// A function's CPU quota.
-#[derive(Debug)]
 pub(crate) struct CpuQuota {
+    percent: u32,
     /// Cores' worth of CPU per second of wall time (0.1 for 10% of one core).
     cores: f64,
     bucket: Mutex<Bucket>,
+    /// `weir_function_quota_wait_seconds` of the function.
+    waits: metrics::Histogram,
 }
 
 #[derive(Debug)]
@@ -38,10 +45,12 @@ struct Bucket {
 }
 
 impl CpuQuota {
-    /// A quota of `percent` of one core, with a full bucket.
-    pub(crate) fn new(percent: u32) -> CpuQuota {
+    /// A quota of `percent` of one core for `function`, with a full bucket.
+    pub(crate) fn new(function: &str, percent: u32) -> CpuQuota {
         let cores = f64::from(percent.max(1)) / 100.0;
         CpuQuota {
+            waits: crate::telemetry::quota_wait(function),
+            percent,
             cores,
             bucket: Mutex::new(Bucket {
                 balance: cores * BURST.as_secs_f64(),
@@ -58,8 +67,11 @@ impl CpuQuota {
         let earned = now.saturating_duration_since(bucket.at).as_secs_f64() * self.cores;
         bucket.at = now;
         bucket.charged += used.as_secs_f64();
-        bucket.balance =
-            (bucket.balance + earned).min(self.cores * BURST.as_secs_f64()) - used.as_secs_f64();
+        // The debt is floored at a second of the share: calls cut off at their deadline
+        // under a long overload must not leave the function held back for minutes.
+        bucket.balance = ((bucket.balance + earned).min(self.cores * BURST.as_secs_f64())
+            - used.as_secs_f64())
+        .max(-self.cores * MAX_DEBT.as_secs_f64());
         if bucket.balance >= 0.0 {
             Duration::ZERO
         } else {
@@ -69,6 +81,31 @@ impl CpuQuota {
 }
 
 impl CpuQuota {
+    /// Sleep `pause` (no longer than `at_most`), recording the wait.
+    pub(crate) fn wait(&self, pause: Duration, at_most: Duration) {
+        let pause = pause.min(at_most);
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+            self.waits.record(pause);
+        }
+    }
+
+    /// Sleep until the bucket is out of debt (at most [`MAX_DEBT`] a time, what the
+    /// floor allows).
+    pub(crate) fn wait_until_paid(&self) {
+        loop {
+            let pause = self.charge(Duration::ZERO);
+            if pause.is_zero() {
+                return;
+            }
+            self.wait(pause, MAX_DEBT);
+        }
+    }
+
+    pub(crate) fn percent(&self) -> u32 {
+        self.percent
+    }
+
     /// CPU time charged so far.
     #[cfg(test)]
     pub(crate) fn charged(&self) -> Duration {
@@ -108,7 +145,10 @@ impl CpuMark {
 /// The calling thread's CPU time (user and system).
 fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 #[cfg(test)]
@@ -117,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_full_bucket_lets_a_burst_through_then_asks_for_the_debt_back() {
-        let quota = CpuQuota::new(10);
+        let quota = CpuQuota::new("f", 10);
         // 10% of one core, 100 ms of burst: 10 ms of CPU are free.
         assert_eq!(quota.charge(Duration::from_millis(5)), Duration::ZERO);
         // 10 ms more makes about 5 ms of debt, which 10% of a core earns back in ~50 ms.

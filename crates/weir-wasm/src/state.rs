@@ -105,6 +105,8 @@ pub(crate) struct CallState {
     /// Where the running call's CPU clock was last charged to the function's quota; none
     /// without a quota or between calls.
     pub(crate) cpu_mark: Option<crate::quota::CpuMark>,
+    /// Set when the function's CPU quota held the running call back until its deadline.
+    pub(crate) quota_held: Option<String>,
 }
 
 impl CallState {
@@ -146,6 +148,7 @@ impl CallState {
             version,
             route: None,
             cpu_mark: None,
+            quota_held: None,
         }
     }
 
@@ -186,6 +189,7 @@ impl CallState {
     pub(crate) fn begin_call(&mut self, deadline: Instant, granted: bool) {
         self.breach = None;
         self.late_store = None;
+        self.quota_held = None;
         let grants = if granted {
             self.granted.clone()
         } else {

@@ -12,6 +12,7 @@ const CALLS: &str = "weir_function_calls_total";
 const ERRORS: &str = "weir_function_errors_total";
 const DURATION: &str = "weir_function_call_duration_seconds";
 const MEMORY: &str = "weir_function_memory_bytes";
+const QUOTA_WAIT: &str = "weir_function_quota_wait_seconds";
 
 /// Describe the host's families to the installed recorder (the engine does when a node
 /// starts).
@@ -37,6 +38,16 @@ pub fn describe_metrics() {
         Unit::Bytes,
         "linear memory an instance held after a call"
     );
+    describe_histogram!(
+        QUOTA_WAIT,
+        Unit::Seconds,
+        "how long a call of a function with a CPU quota (limits.cpu_percent) slept for it, each time it did"
+    );
+}
+
+/// The handle a function's CPU quota records its waits in.
+pub(crate) fn quota_wait(function: &str) -> Histogram {
+    histogram!(QUOTA_WAIT, "function" => function.to_owned())
 }
 
 /// One pool's handles.

@@ -201,12 +201,15 @@ pub fn run(args: WasmBenchArgs) -> anyhow::Result<()> {
     let native_outputs = super::native::call(&event)?;
     anyhow::ensure!(
         native_outputs.len() == wasm_outputs.len()
-            && native_outputs.iter().zip(&wasm_outputs).all(|((target, n), w)| {
-                *target == w.target
-                    && n.ty == w.event.ty
-                    && json_data(n) == json_data(&w.event)
-                    && json_data(n).is_some()
-            }),
+            && native_outputs
+                .iter()
+                .zip(&wasm_outputs)
+                .all(|((target, n), w)| {
+                    *target == w.target
+                        && n.ty == w.event.ty
+                        && json_data(n) == json_data(&w.event)
+                        && json_data(n).is_some()
+                }),
         "the native transform's outputs differ from the wasm version's"
     );
     let native_rate = rate(args.seconds, || super::native::call(&event).map(drop))?;
