@@ -822,10 +822,13 @@ fn quota_tick(quota: &CpuQuota, state: &mut CallState) -> wasmtime::Result<Updat
     quota.wait(pause, deadline.saturating_duration_since(Instant::now()));
     state.cpu_mark = Some(CpuMark::now());
     if Instant::now() >= deadline {
-        state.quota_held = Some(format!(
-            "the function's CPU quota (limits.cpu_percent = {}) held the call back",
-            quota.percent()
-        ));
+        // Held back only if it slept here; otherwise the call simply ran out of time.
+        state.quota_held = (!pause.is_zero()).then(|| {
+            format!(
+                "the function's CPU quota (limits.cpu_percent = {}) held the call back",
+                quota.percent()
+            )
+        });
         return Err(Trap::Interrupt.into());
     }
     Ok(UpdateDeadline::Continue(1))

@@ -78,9 +78,7 @@ impl CpuQuota {
             Duration::from_secs_f64(-bucket.balance / self.cores)
         }
     }
-}
 
-impl CpuQuota {
     /// Sleep `pause` (no longer than `at_most`), recording the wait.
     pub(crate) fn wait(&self, pause: Duration, at_most: Duration) {
         let pause = pause.min(at_most);

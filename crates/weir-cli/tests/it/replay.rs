@@ -36,14 +36,15 @@ fn enrich_order_rounding_to_units() -> PathBuf {
         "\"../../../crates/weir-guest\"",
         &format!("{:?}", sdk.display().to_string()),
     );
-    let source = read("src/lib.rs");
+    let source = read("src/transform.rs");
     let cents = "(amount * rate * 100.0).round() / 100.0";
     assert!(source.contains(cents), "the example's rounding changed");
     let source = source.replace(cents, "(amount * rate).round()");
 
     write_if_changed(&project.join("Cargo.toml"), &manifest);
     write_if_changed(&project.join("Cargo.lock"), &read("Cargo.lock"));
-    write_if_changed(&project.join("src/lib.rs"), &source);
+    write_if_changed(&project.join("src/lib.rs"), &read("src/lib.rs"));
+    write_if_changed(&project.join("src/transform.rs"), &source);
     weir_test_support::build_guest(&project, "enrich_order")
 }
 
