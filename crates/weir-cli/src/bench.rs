@@ -298,6 +298,28 @@ fn temp_dir(parent: &std::path::Path, prefix: &str) -> anyhow::Result<tempfile::
         .with_context(|| format!("cannot make a temporary directory in {}", parent.display()))
 }
 
+/// The disk's own fdatasync latency: 4 KiB written to a file under `dir` and
+/// fdatasynced, over and over for about a second (at least 100 times); the latencies in
+/// microseconds, sorted.
+fn fsync_latencies_us(dir: &std::path::Path) -> anyhow::Result<Vec<u64>> {
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let block = vec![0x5a_u8; 4096];
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) || latencies.len() < 100 {
+        let t = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        latencies.push(t.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    latencies.sort_unstable();
+    Ok(latencies)
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }

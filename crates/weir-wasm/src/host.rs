@@ -611,10 +611,7 @@ impl FunctionHost {
                 keyvalue: self.keyvalue.clone(),
                 resolver: self.resolver.clone(),
                 http_pool: self.http_pool.clone(),
-                quota: settings
-                    .limits
-                    .cpu_percent
-                    .map(|percent| Arc::new(CpuQuota::new(name, percent))),
+                quota: CpuQuota::of(name, &settings.limits),
                 limits: settings.limits,
                 instance_reuse: settings.instance_reuse.max(1),
                 fuel_metered: self.fuel,
@@ -950,10 +947,7 @@ impl Function {
                 http_pool: f.http_pool.clone(),
                 limits: f.limits,
                 // A copy (a replay) spends a quota of its own, not the live function's.
-                quota: f
-                    .limits
-                    .cpu_percent
-                    .map(|percent| Arc::new(CpuQuota::new(&f.name, percent))),
+                quota: CpuQuota::of(&f.name, &f.limits),
                 instance_reuse: f.instance_reuse,
                 fuel_metered: f.fuel_metered,
                 _active: f._active.clone(),

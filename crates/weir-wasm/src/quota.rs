@@ -60,6 +60,13 @@ impl CpuQuota {
         }
     }
 
+    /// The quota `limits` give `function`, if any: a bucket of its own.
+    pub(crate) fn of(function: &str, limits: &crate::Limits) -> Option<std::sync::Arc<CpuQuota>> {
+        limits
+            .cpu_percent
+            .map(|percent| std::sync::Arc::new(CpuQuota::new(function, percent)))
+    }
+
     /// Charge `used` CPU time; how long the caller must pause before it uses more.
     pub(crate) fn charge(&self, used: Duration) -> Duration {
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());

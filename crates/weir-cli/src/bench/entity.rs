@@ -231,27 +231,6 @@ async fn commands(
     })
 }
 
-/// The disk's own fdatasync latency: 4 KiB written and fdatasynced, over and over, for
-/// about a second; the p99 in microseconds.
-fn fsync_p99_us(dir: &Path) -> anyhow::Result<u64> {
-    use std::io::Write;
-    let path = dir.join("fsync-probe");
-    let mut file = std::fs::File::create(&path)?;
-    let block = vec![0x5Au8; 4096];
-    let mut latencies = Vec::new();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(1) || latencies.len() < 100 {
-        let t = Instant::now();
-        file.write_all(&block)?;
-        file.sync_data()?;
-        latencies.push(t.elapsed().as_micros() as u64);
-    }
-    drop(file);
-    std::fs::remove_file(&path)?;
-    latencies.sort_unstable();
-    Ok(percentile(&latencies, 0.99))
-}
-
 pub async fn run(args: EntityBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.seconds > 0.0 && args.connections > 0 && args.entities > 0 && args.rounds > 0,
@@ -278,7 +257,7 @@ pub async fn run(args: EntityBenchArgs) -> anyhow::Result<()> {
     let dir = temp_dir(&args.dir, "weir-bench-entity-")?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
-    let fsync_p99 = fsync_p99_us(dir.path())?;
+    let fsync_p99 = percentile(&super::fsync_latencies_us(dir.path())?, 0.99);
 
     let log = crate::backend::open("embedded", &data).await?.0;
     let node = Node::start(NodeOptions::new(

@@ -196,8 +196,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let data = dir.path().join("data");
 
     // The disk's own fdatasync latency, the floor of a durable publish's.
-    let mut fsyncs = fsync_latencies(dir.path(), 1000)?;
-    fsyncs.sort_unstable();
+    let fsyncs = super::fsync_latencies_us(dir.path())?;
 
     // The backlog, published before the pipeline exists.
     publish_backlog(&args, &function, &data, &sample, 0, false).await?;
@@ -456,26 +455,6 @@ async fn drain_backlog(node: &Node, target: u64) -> anyhow::Result<(f64, f64)> {
         started.elapsed().as_secs_f64(),
         process_cpu_secs()? - cpu_started?,
     ))
-}
-
-/// Microseconds each of `n` 4 KiB writes with an fdatasync took in a file under `dir`:
-/// what the disk gives a durable append at best.
-fn fsync_latencies(dir: &Path, n: usize) -> anyhow::Result<Vec<u64>> {
-    use std::io::Write;
-    let path = dir.join("fsync-probe");
-    let mut file = std::fs::File::create(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    let block = vec![0x5a_u8; 4096];
-    let mut latencies = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        file.write_all(&block)?;
-        file.sync_data()?;
-        latencies.push(started.elapsed().as_micros() as u64);
-    }
-    drop(file);
-    std::fs::remove_file(&path)?;
-    Ok(latencies)
 }
 
 /// CPU seconds (user and system) this process has used, from `/proc/self/stat`: on a
