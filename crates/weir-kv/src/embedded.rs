@@ -14,11 +14,15 @@
 //! `Durability::Immediate` (fsync before the call returns), so a write that returned is
 //! there after a crash and a bulk write is all there or not at all. A namespace without
 //! a table reads as empty; tables are created by the first write.
+//!
+//! `get` answers from a read cache that every write empties (`cache`), so a key read
+//! again and again costs a map lookup, and a read never misses a write that returned.
 
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, TableDefinition, TableError};
 
+use crate::cache::ReadCache;
 use crate::error::StorageContext;
 use crate::{
     Error, Existing, KeyPage, KeyValue, Result, check_entries, check_key, check_namespace,
@@ -33,6 +37,7 @@ fn table(namespace: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
 pub struct EmbeddedKv {
     db: Database,
     path: PathBuf,
+    cache: ReadCache,
 }
 
 impl std::fmt::Debug for EmbeddedKv {
@@ -64,7 +69,11 @@ impl EmbeddedKv {
             }
         };
         tracing::debug!(path = %path.display(), "key-value store open");
-        Ok(EmbeddedKv { db, path })
+        Ok(EmbeddedKv {
+            db,
+            path,
+            cache: ReadCache::default(),
+        })
     }
 
     /// The database file.
@@ -96,13 +105,18 @@ impl EmbeddedKv {
         write: impl FnOnce(&mut redb::Table<'_, &'static str, &'static [u8]>) -> Result<T>,
     ) -> Result<T> {
         let action = || format!("write namespace {namespace:?}");
-        let txn = self.db.begin_write().storage(action)?;
-        let result = {
-            let mut t = txn.open_table(table(namespace)).storage(action)?;
-            write(&mut t)?
-        };
-        txn.commit().storage(action)?;
-        Ok(result)
+        let result = (|| {
+            let txn = self.db.begin_write().storage(action)?;
+            let result = {
+                let mut t = txn.open_table(table(namespace)).storage(action)?;
+                write(&mut t)?
+            };
+            txn.commit().storage(action)?;
+            Ok(result)
+        })();
+        // After the transaction ended, whatever became of it (see `cache`).
+        self.cache.written();
+        result
     }
 }
 
@@ -110,13 +124,19 @@ impl KeyValue for EmbeddedKv {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
         check_namespace(namespace)?;
         check_key(namespace, key)?;
-        Ok(self
+        let miss = match self.cache.get(namespace, key) {
+            Ok(value) => return Ok(value),
+            Err(miss) => miss,
+        };
+        let value = self
             .read(namespace, |t| {
                 Ok(t.get(key)
                     .storage(|| format!("read key {key:?} of namespace {namespace:?}"))?
                     .map(|v| v.value().to_vec()))
             })?
-            .flatten())
+            .flatten();
+        self.cache.keep(miss, namespace, key, value.as_deref());
+        Ok(value)
     }
 
     fn set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<()> {

@@ -28,6 +28,7 @@
 //! store implements [`KeyValue`] in its own crate). It does not know
 //! which namespaces an app declares or grants; the engine checks that.
 
+mod cache;
 mod embedded;
 mod error;
 

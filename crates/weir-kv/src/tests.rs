@@ -237,3 +237,55 @@ fn concurrent_readers_and_writers_see_whole_values() {
         w.join().unwrap();
     }
 }
+
+/// The read cache never answers with a value older than a write that returned: a reader
+/// that saw a writer's count after `set` returned must read at least that value, while
+/// other threads keep the key cached.
+#[test]
+fn reads_after_a_write_returned_see_it_despite_the_cache() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let kv = Arc::new(open(dir.path()));
+    let done = Arc::new(AtomicU64::new(0));
+    let read = |kv: &EmbeddedKv| -> u64 {
+        kv.get("n", "k")
+            .unwrap()
+            .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()))
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (kv, done) = (kv.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                loop {
+                    let returned = done.load(Ordering::SeqCst);
+                    let seen = read(&kv);
+                    assert!(
+                        seen >= returned,
+                        "read {seen} after the write of {returned} returned"
+                    );
+                    reads += 1;
+                    if returned == 200 {
+                        return reads;
+                    }
+                }
+            })
+        })
+        .collect();
+    for n in 1..=200u64 {
+        kv.set("n", "k", &n.to_le_bytes()).unwrap();
+        done.store(n, Ordering::SeqCst);
+        assert_eq!(read(&kv), n);
+    }
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+    // Absent keys are cached too, and a write makes them present.
+    assert_eq!(kv.get("n", "other").unwrap(), None);
+    kv.write_entries("n", &[("other".into(), b"x".to_vec())], Existing::Overwrite)
+        .unwrap();
+    assert_eq!(kv.get("n", "other").unwrap().unwrap(), b"x");
+    kv.delete("n", "other").unwrap();
+    assert_eq!(kv.get("n", "other").unwrap(), None);
+}
