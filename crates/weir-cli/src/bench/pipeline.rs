@@ -33,8 +33,9 @@ pub struct PipelineBenchArgs {
     /// Partitions of the source and output topics.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
-    /// The pipeline's `concurrency`.
-    #[arg(long, default_value_t = 2)]
+    /// The pipeline's `concurrency`; default: the example's own (and the manifest's
+    /// default), 4.
+    #[arg(long, default_value_t = 4)]
     concurrency: u32,
     /// Events in the backlog the throughput figure drains.
     #[arg(long, default_value_t = 200_000)]
