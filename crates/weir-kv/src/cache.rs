@@ -5,15 +5,17 @@
 //! transaction, the namespace's table, the B-tree walk) cost a pipeline more than a tenth
 //! of its host time per event. The cache answers those reads from memory.
 //!
-//! **Architecture Invariant:** a read that starts after a write returned sees that write.
-//! Every write bumps [`ReadCache::written`] after its transaction committed (and after
-//! one that failed, whose outcome is unknown). The cache holds the generation it was
-//! filled at and is emptied by the first read that sees a newer one, and a value read from
-//! redb is kept only if no write was counted between the read's start and its end. So a
-//! value in the cache was read from a snapshot no older than the last write counted when
-//! it was kept, and a read that starts after a write returned sees that write's count and
-//! finds the cache emptied. Reads concurrent with a write may see either value, as they
-//! may from redb.
+//! **Architecture Invariant:** a read that starts after a write returned sees that write,
+//! and reads never go back in time (a read that saw a write's value is never followed by
+//! one that answers an older value from the cache). A write is counted in flight
+//! ([`ReadCache::writing`]) from before its transaction starts until after it ended
+//! (committed, failed or unwound), and bumps the count of writes when it ends. The cache
+//! holds the count it was filled at and is emptied by the first read that sees a newer
+//! one. A value read from redb is kept only if no write was in flight when the read
+//! started nor when it is kept, and the count did not move in between: so no write
+//! committed during the read, the value is the latest committed, and nothing newer can
+//! have been read by anyone before it was kept. Reads concurrent with a write may see
+//! either value, as they may from redb.
 //!
 //! The cache is bounded: values over [`MAX_CACHED_VALUE`] are not kept, and it is emptied
 //! when it reaches [`MAX_CACHED_BYTES`] or [`MAX_CACHED_KEYS`].
@@ -33,6 +35,8 @@ pub(crate) const MAX_CACHED_KEYS: usize = 65_536;
 pub(crate) struct ReadCache {
     /// Writes counted so far.
     written: AtomicU64,
+    /// Writes in flight.
+    in_flight: AtomicU64,
     entries: Mutex<Entries>,
 }
 
@@ -46,8 +50,23 @@ struct Entries {
     bytes: usize,
 }
 
-/// A read that missed the cache: the generation it started at, to keep what it reads.
-pub(crate) struct Miss(u64);
+/// A read that missed the cache: the count of writes it started at, to keep what it
+/// reads, if no write was in flight then.
+pub(crate) struct Miss {
+    generation: u64,
+    keepable: bool,
+}
+
+/// A write in flight; it is counted as done when dropped.
+pub(crate) struct Writing<'a>(&'a ReadCache);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        // The count first: a read that sees no write in flight sees the new count.
+        self.0.written.fetch_add(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl ReadCache {
     /// The value cached for the key (`Ok(None)`: the key is known to be absent), or the
@@ -60,40 +79,48 @@ impl ReadCache {
         }
         match entries.values.get(namespace).and_then(|keys| keys.get(key)) {
             Some(value) => Ok(value.clone()),
-            None => Err(Miss(generation)),
+            None => Err(Miss {
+                generation,
+                keepable: self.in_flight.load(Ordering::SeqCst) == 0,
+            }),
         }
     }
 
-    /// Keep what a read that missed found in redb, unless a write was counted since it
-    /// started (its snapshot may be older than that write).
+    /// Keep what a read that missed found in redb, unless a write was in flight when it
+    /// started or is now, or was counted since (its snapshot may be older than that
+    /// write, or newer than what others read).
     pub(crate) fn keep(&self, miss: Miss, namespace: &str, key: &str, value: Option<&[u8]>) {
-        if value.is_some_and(|v| v.len() > MAX_CACHED_VALUE) {
+        if !miss.keepable || value.is_some_and(|v| v.len() > MAX_CACHED_VALUE) {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.written.load(Ordering::SeqCst) != miss.0 || entries.generation != miss.0 {
+        if self.in_flight.load(Ordering::SeqCst) != 0
+            || self.written.load(Ordering::SeqCst) != miss.generation
+            || entries.generation != miss.generation
+        {
             return;
         }
         let size = namespace.len() + key.len() + value.map_or(0, <[u8]>::len);
         if entries.keys >= MAX_CACHED_KEYS || entries.bytes + size > MAX_CACHED_BYTES {
-            entries.clear(miss.0);
+            entries.clear(miss.generation);
         }
         let keys = match entries.values.get_mut(namespace) {
             Some(keys) => keys,
             None => entries.values.entry(namespace.to_owned()).or_default(),
         };
-        if keys
-            .insert(key.to_owned(), value.map(<[u8]>::to_vec))
-            .is_none()
-        {
-            entries.keys += 1;
-            entries.bytes += size;
+        if keys.contains_key(key) {
+            return;
         }
+        keys.insert(key.to_owned(), value.map(<[u8]>::to_vec));
+        entries.keys += 1;
+        entries.bytes += size;
     }
 
-    /// Count a write: called after its transaction ended, committed or not.
-    pub(crate) fn written(&self) {
-        self.written.fetch_add(1, Ordering::SeqCst);
+    /// Count a write in flight until the returned guard is dropped, after its
+    /// transaction ended (committed, failed or unwound).
+    pub(crate) fn writing(&self) -> Writing<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Writing(self)
     }
 }
 
@@ -103,5 +130,71 @@ impl Entries {
         self.keys = 0;
         self.bytes = 0;
         self.generation = generation;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadCache;
+
+    fn read(cache: &ReadCache, redb: &[u8]) -> Vec<u8> {
+        match cache.get("n", "k") {
+            Ok(value) => value.unwrap(),
+            Err(miss) => {
+                cache.keep(miss, "n", "k", Some(redb));
+                redb.to_vec()
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_read_before_a_write_ended_is_not_kept() {
+        let cache = ReadCache::default();
+        // A read misses, a write runs and ends, another read sees the new count (and
+        // empties the cache), then the first read keeps its (older) value.
+        let miss = cache.get("n", "k").unwrap_err();
+        drop(cache.writing());
+        assert!(cache.get("n", "other").is_err());
+        cache.keep(miss, "n", "k", Some(b"old"));
+        assert_eq!(read(&cache, b"new"), b"new");
+        // With no write since, it is kept.
+        assert_eq!(read(&cache, b"ignored"), b"new");
+    }
+
+    #[test]
+    fn reads_do_not_go_back_in_time_while_a_write_is_in_flight() {
+        let cache = ReadCache::default();
+        // A misses before the write starts and reads the old value from redb.
+        let a = cache.get("n", "k").unwrap_err();
+        let write = cache.writing();
+        // The write committed: B misses and reads the new value. (What B keeps may be
+        // gone by the time A keeps: the cache empties itself when full.)
+        assert!(cache.get("n", "k").is_err());
+        // A keeps its old value late: not while the write is in flight...
+        cache.keep(a, "n", "k", Some(b"old"));
+        assert_eq!(read(&cache, b"new"), b"new");
+        drop(write);
+        // ...and after it, the cache is emptied and refilled from redb.
+        assert_eq!(read(&cache, b"new"), b"new");
+        assert_eq!(read(&cache, b"ignored"), b"new");
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = ReadCache::default();
+        let big = vec![0u8; super::MAX_CACHED_VALUE + 1];
+        let miss = cache.get("n", "big").unwrap_err();
+        cache.keep(miss, "n", "big", Some(&big));
+        assert!(
+            cache.get("n", "big").is_err(),
+            "a value over the bound is not kept"
+        );
+        for i in 0..=super::MAX_CACHED_KEYS {
+            let key = i.to_string();
+            let miss = cache.get("n", &key).unwrap_err();
+            cache.keep(miss, "n", &key, None);
+        }
+        let entries = cache.entries.lock().unwrap();
+        assert!(entries.keys <= super::MAX_CACHED_KEYS && entries.keys >= 1);
     }
 }

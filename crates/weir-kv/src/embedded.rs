@@ -105,6 +105,8 @@ impl EmbeddedKv {
         write: impl FnOnce(&mut redb::Table<'_, &'static str, &'static [u8]>) -> Result<T>,
     ) -> Result<T> {
         let action = || format!("write namespace {namespace:?}");
+        // In flight until the transaction ended, whatever became of it (see `cache`).
+        let writing = self.cache.writing();
         let result = (|| {
             let txn = self.db.begin_write().storage(action)?;
             let result = {
@@ -114,8 +116,7 @@ impl EmbeddedKv {
             txn.commit().storage(action)?;
             Ok(result)
         })();
-        // After the transaction ended, whatever became of it (see `cache`).
-        self.cache.written();
+        drop(writing);
         result
     }
 }
