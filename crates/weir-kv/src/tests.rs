@@ -238,9 +238,9 @@ fn concurrent_readers_and_writers_see_whole_values() {
     }
 }
 
-/// The read cache never answers with a value older than a write that returned: a reader
-/// that saw a writer's count after `set` returned must read at least that value, while
-/// other threads keep the key cached.
+/// The read cache never answers with a value older than a write that returned, nor older
+/// than one the same reader read before: a reader that saw a writer's count after `set`
+/// returned must read at least that value, while other threads keep the key cached.
 #[test]
 fn reads_after_a_write_returned_see_it_despite_the_cache() {
     use std::sync::Arc;
@@ -257,7 +257,7 @@ fn reads_after_a_write_returned_see_it_despite_the_cache() {
         .map(|_| {
             let (kv, done) = (kv.clone(), done.clone());
             std::thread::spawn(move || {
-                let mut reads = 0u64;
+                let (mut reads, mut last) = (0u64, 0u64);
                 loop {
                     let returned = done.load(Ordering::SeqCst);
                     let seen = read(&kv);
@@ -265,6 +265,9 @@ fn reads_after_a_write_returned_see_it_despite_the_cache() {
                         seen >= returned,
                         "read {seen} after the write of {returned} returned"
                     );
+                    // Nor does a reader ever go back to an older value.
+                    assert!(seen >= last, "read {seen} after reading {last}");
+                    last = seen;
                     reads += 1;
                     if returned == 200 {
                         return reads;
