@@ -820,12 +820,12 @@ fn quota_tick(quota: &CpuQuota, state: &mut CallState) -> wasmtime::Result<Updat
     state.cpu_mark = Some(CpuMark::now());
     if Instant::now() >= deadline {
         // Held back only if it slept here; otherwise the call simply ran out of time.
-        state.quota_held = (!pause.is_zero()).then(|| {
-            format!(
+        if !pause.is_zero() {
+            state.note_late(format!(
                 "the function's CPU quota (limits.cpu_percent = {}) held the call back",
                 quota.percent()
-            )
-        });
+            ));
+        }
         return Err(Trap::Interrupt.into());
     }
     Ok(UpdateDeadline::Continue(1))
@@ -1010,8 +1010,8 @@ impl Function {
             }),
             Err(e) => {
                 let breach = store.data_mut().take_breach();
-                let held = store.data_mut().quota_held.take();
-                Err(self.held_or(self.classify(e, breach, None, true), held))
+                let late = store.data_mut().take_late();
+                Err(self.classify(e, breach, late, true))
             }
         }
     }
@@ -1064,27 +1064,6 @@ impl Function {
         self.inner.quota.as_ref().map(|q| q.charged())
     }
 
-    /// A deadline the call ran past while its CPU quota held it back (`held` says how) is
-    /// the quota's doing, shared with the function's other calls, not this event's: it is
-    /// `unavailable`, which is retried, rather than a deadline breach.
-    pub(crate) fn held_or(&self, error: CallError, held: Option<String>) -> CallError {
-        match (error, held) {
-            (
-                CallError::Deadline {
-                    function,
-                    version,
-                    deadline,
-                },
-                Some(held),
-            ) => CallError::Unavailable {
-                function,
-                version,
-                reason: format!("{held}, past the call's deadline of {deadline:?}"),
-            },
-            (error, _) => error,
-        }
-    }
-
     /// Charge the function's CPU quota what the call that just ran in `store` used.
     pub(crate) fn settle(&self, store: &mut Store<CallState>) {
         if let (Some(quota), Some(mark)) = (&self.inner.quota, store.data_mut().cpu_mark.take()) {
@@ -1129,15 +1108,12 @@ impl Function {
         instance.calls += 1;
         self.settle(&mut instance.store);
         let breach = instance.store.data_mut().take_breach();
-        let late_store = instance.store.data_mut().take_late_store();
+        let late = instance.store.data_mut().take_late();
         let outage = instance.store.data_mut().take_outage();
-        let held = instance.store.data_mut().quota_held.take();
         self.outage_or(
             outage,
             match (result, breach) {
-                (Err(e), breach) => {
-                    Err(self.held_or(self.classify(e, breach, late_store, false), held))
-                }
+                (Err(e), breach) => Err(self.classify(e, breach, late, false)),
                 (Ok(_), Some(breach)) => Err(self.breach_error(breach)),
                 (Ok(Ok(value)), None) => Ok(value),
                 (Ok(Err(wit::weir::function::types::Error::Retryable(message))), None) => {
@@ -1406,13 +1382,14 @@ impl Function {
         }
     }
 
-    /// Why a call failed. `late_store`: a key-value operation of the call that returned
-    /// past its deadline; a deadline then is the store's doing, retryable.
+    /// Why a call failed. `late`: what of the host held the call past its deadline (a
+    /// slow key-value store or publish, the function's CPU quota); a deadline then is the
+    /// host's doing, retryable.
     pub(crate) fn classify(
         &self,
         e: wasmtime::Error,
         breach: Option<Breach>,
-        late_store: Option<String>,
+        late: Option<String>,
         instantiating: bool,
     ) -> CallError {
         let (function, version) = (self.name().to_owned(), self.version().to_owned());
@@ -1421,12 +1398,12 @@ impl Function {
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => {
-                if let Some(what) = late_store {
+                if let Some(what) = late {
                     return CallError::Unavailable {
                         function,
                         version,
                         reason: format!(
-                            "{what}, past the call's deadline of {:?} (the store was slow or out of reach)",
+                            "{what}, past the call's deadline of {:?}",
                             self.inner.limits.deadline
                         ),
                     };

@@ -7,7 +7,7 @@
 //! however many calls run at once, each adds at most about a tick to the debt before it
 //! is charged; a running call that finds the bucket in debt at a tick sleeps until the
 //! share has paid it (at most until its deadline, which then ends the call as
-//! `unavailable`: see `Function::held_or`). A sleeping call uses no CPU, so a function
+//! `unavailable`: see `Function::classify`). A sleeping call uses no CPU, so a function
 //! spinning at its deadline with a 10% quota takes about a tenth of one core, and the rest
 //! of the node keeps the CPU. The debt is floored at [`MAX_DEBT`] of the share. Time a
 //! call waits on the host (a key-value store, an outbound request) is not on its thread's

@@ -285,13 +285,12 @@ impl Function {
         instance.calls += 1;
         self.settle(&mut instance.store);
         let breach = instance.store.data_mut().take_breach();
-        let late = instance.store.data_mut().take_late_store();
-        let held = instance.store.data_mut().quota_held.take();
+        let late = instance.store.data_mut().take_late();
         let outage = instance.store.data_mut().take_outage();
         self.outage_or(
             outage,
             match (result, breach) {
-                (Err(e), breach) => Err(self.held_or(self.classify(e, breach, late, false), held)),
+                (Err(e), breach) => Err(self.classify(e, breach, late, false)),
                 (Ok(()), Some(breach)) => Err(self.breach_error(breach)),
                 (Ok(()), None) => Ok(()),
             },

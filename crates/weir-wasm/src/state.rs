@@ -94,10 +94,10 @@ pub(crate) struct CallState {
     /// Bytes of all the instance's memories together.
     memory_total: usize,
     pub(crate) breach: Option<Breach>,
-    /// A key-value operation of this call that returned after the call's deadline (its
-    /// store slow or out of reach): a deadline the call then runs past is the store's
-    /// doing, not the function's, and worth trying again.
-    late_store: Option<String>,
+    /// What of the host held this call past its deadline (a key-value operation or a
+    /// publish that returned late, the function's CPU quota): a deadline the call then
+    /// runs past is the host's doing, not the function's, and worth trying again.
+    late: Option<String>,
     pub(crate) function: Arc<str>,
     pub(crate) version: Arc<str>,
     /// The route and the log an HTTP handler's `publish` goes to; none outside routes.
@@ -105,8 +105,6 @@ pub(crate) struct CallState {
     /// Where the running call's CPU clock was last charged to the function's quota; none
     /// without a quota or between calls.
     pub(crate) cpu_mark: Option<crate::quota::CpuMark>,
-    /// Set when the function's CPU quota held the running call back until its deadline.
-    pub(crate) quota_held: Option<String>,
 }
 
 impl CallState {
@@ -143,12 +141,11 @@ impl CallState {
             memory_limit,
             memory_total: 0,
             breach: None,
-            late_store: None,
+            late: None,
             function,
             version,
             route: None,
             cpu_mark: None,
-            quota_held: None,
         }
     }
 
@@ -167,10 +164,10 @@ impl CallState {
         &mut self.table
     }
 
-    /// Note a host operation that returned past the call's deadline (see
-    /// [`CallState::take_late_store`]).
+    /// Note what of the host held the call past its deadline (see
+    /// [`CallState::take_late`]).
     pub(crate) fn note_late(&mut self, what: String) {
-        self.late_store.get_or_insert(what);
+        self.late.get_or_insert(what);
     }
 
     /// Bytes of all the instance's linear memories together.
@@ -188,8 +185,7 @@ impl CallState {
     /// no key-value namespace and no HTTP host.
     pub(crate) fn begin_call(&mut self, deadline: Instant, granted: bool) {
         self.breach = None;
-        self.late_store = None;
-        self.quota_held = None;
+        self.late = None;
         let grants = if granted {
             self.granted.clone()
         } else {
@@ -204,10 +200,9 @@ impl CallState {
         self.hooks.deadline = deadline;
     }
 
-    /// The key-value operation of the call that returned past its deadline, after the
-    /// call.
-    pub(crate) fn take_late_store(&mut self) -> Option<String> {
-        self.late_store.take()
+    /// What of the host held the call past its deadline, after the call.
+    pub(crate) fn take_late(&mut self) -> Option<String> {
+        self.late.take()
     }
 
     /// Runs `op` on the store, noting when it was slow ([`SLOW_STORE`] or more) and
@@ -225,10 +220,10 @@ impl CallState {
             .and_then(|s| work(s.as_ref()).map_err(other));
         if started.elapsed() >= SLOW_STORE
             && Instant::now() > self.hooks.deadline
-            && self.late_store.is_none()
+            && self.late.is_none()
         {
-            self.late_store = Some(format!(
-                "key-value {op} in namespace {namespace:?} took {:?}",
+            self.late = Some(format!(
+                "key-value {op} in namespace {namespace:?} took {:?} (the store was slow or out of reach)",
                 started.elapsed()
             ));
         }
