@@ -28,6 +28,7 @@
 //!                                                       `index` and `frame`
 //! <dir>/groups/<group>.json                             see `groups`
 //! <dir>/transactions/<generation:020>.journal           see `journal`
+//! <dir>/wal/<generation:020>.wal                         see `wal`
 //! ```
 //!
 //! # Guarantees
@@ -66,6 +67,7 @@ mod segment;
 mod telemetry;
 mod topic;
 mod transaction;
+mod wal;
 
 use std::{
     collections::BTreeMap,
@@ -94,6 +96,7 @@ use crate::{
     partition::Partition,
     topic::{Topic, validate_topic_name},
     transaction::Producers,
+    wal::Wal,
 };
 pub use crate::{
     error::{Error, Result},
@@ -144,6 +147,15 @@ pub struct LogOptions {
     /// leaving the rest for closed segments, the journal and the node's sockets. Lower it
     /// (or raise `ulimit -n`) where the limit on open files is smaller.
     pub max_partitions: u32,
+    /// Whether partitions under `FsyncPolicy::Always` make their groups durable through
+    /// the log's one write-ahead file (one fdatasync for what every partition wrote at
+    /// about the same time) rather than each with its own. Default true. A log opened
+    /// without it still replays what an earlier open left in the file.
+    pub write_ahead: bool,
+    /// The write-ahead file starts a new file once its current one passes this many
+    /// bytes, and the old one goes once the segments it covers are fsynced; an open after
+    /// a crash replays up to about this much (more while checkpoints lag). Default 64 MiB.
+    pub write_ahead_file_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -155,6 +167,8 @@ impl Default for LogOptions {
             journal_file_bytes: 16 << 20,
             max_partitions_per_topic: 1024,
             max_partitions: 4096,
+            write_ahead: true,
+            write_ahead_file_bytes: 64 << 20,
         }
     }
 }
@@ -179,6 +193,8 @@ struct Inner {
     /// The next sequence number for a transaction or a group commit; see `journal`.
     next_sequence: Arc<AtomicU64>,
     journal: Journal,
+    /// Set unless [`LogOptions::write_ahead`] is off.
+    wal: Option<Arc<Wal>>,
     producers: Producers,
     /// Picks the producer of the next [`Log::append_atomic`] that spans partitions.
     next_atomic_producer: AtomicU64,
@@ -206,6 +222,10 @@ impl Drop for Inner {
                 error: &error.to_string(),
             }
             .emit();
+        }
+        // The partitions have closed, fsyncing their segments: the file's entries go.
+        if let Some(wal) = &self.wal {
+            wal.close();
         }
     }
 }
@@ -293,8 +313,19 @@ impl Log {
                 .context(|| format!("could not create {}", sub.display()))?;
         }
 
-        // Before the topics: opening a partition applies the commits its frames carry.
+        // Before the topics: opening a partition applies the commits its frames carry, and
+        // scans what the write-ahead file's replay wrote to its segments.
         let groups = Arc::new(Groups::load(&io, &groups_dir)?);
+        let generation = wal::replay(&*io, dir)?;
+        let wal = match opts.write_ahead {
+            true => Some(Wal::start(
+                &io,
+                dir,
+                generation,
+                opts.write_ahead_file_bytes,
+            )?),
+            false => None,
+        };
         let mut topics = BTreeMap::new();
         let entries = io
             .read_dir(&topics_dir)
@@ -312,7 +343,7 @@ impl Log {
             if !fsutil::is_dir(&*io, &path) {
                 continue;
             }
-            match Topic::recover(&io, &path, name, &groups)? {
+            match Topic::recover(&io, &path, name, &groups, wal.as_ref())? {
                 Some(topic) => {
                     topics.insert(name.to_owned(), Arc::new(topic));
                 }
@@ -355,6 +386,7 @@ impl Log {
                 topics: RwLock::new(topics),
                 create_lock: Mutex::new(()),
                 journal,
+                wal,
                 groups,
                 next_sequence,
                 producers: Producers::default(),
@@ -417,7 +449,14 @@ impl Log {
             });
         }
         let dir = self.inner.dir.join(TOPICS_DIR).join(name);
-        let topic = Topic::create(&self.inner.io, &dir, name, config, &self.inner.groups)?;
+        let topic = Topic::create(
+            &self.inner.io,
+            &dir,
+            name,
+            config,
+            &self.inner.groups,
+            self.inner.wal.as_ref(),
+        )?;
         self.inner
             .topics
             .write()
@@ -689,11 +728,19 @@ impl Log {
         Ok(report)
     }
 
-    /// How many times the partition's data was fsynced since the log was opened; lets
-    /// tests check that concurrent appends share fsyncs.
+    /// How many times the partition's data was made durable since the log was opened
+    /// (its segment fsynced, or a group of it in the write-ahead file); lets tests check
+    /// that concurrent appends share fsyncs.
     #[doc(hidden)]
     pub fn fsync_count(&self, topic: &str, partition: u32) -> Result<u64> {
         Ok(self.get_partition(topic, partition)?.fsync_count())
+    }
+
+    /// How many times the write-ahead file was fsynced since the log was opened; lets
+    /// tests check that partitions share them.
+    #[doc(hidden)]
+    pub fn write_ahead_sync_count(&self) -> u64 {
+        self.inner.wal.as_ref().map_or(0, |wal| wal.sync_count())
     }
 
     /// Resolves once `end_offset(topic, partition) > offset`, that is once the record at

@@ -91,7 +91,7 @@ use std::{
     ops::ControlFlow,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, PoisonError, RwLock,
+        Arc, Mutex, PoisonError, RwLock, Weak,
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
@@ -114,6 +114,7 @@ use crate::{
     journal::IntentCommit,
     segment::{self, Segment, WalkError},
     telemetry,
+    wal::{SegmentSync, Wal},
 };
 
 const RECOVERY_POINT_FILE: &str = "recovery-point.json";
@@ -212,6 +213,9 @@ pub(crate) struct Shared {
     /// frame is durable, and they are checkpointed before the recovery point moves past
     /// a segment, so the commits of segments open does not scan are in the group files.
     groups: Arc<Groups>,
+    /// The log's write-ahead file, through which groups become durable under `Always`
+    /// (see `wal`), with this partition as its checkpoints see it.
+    wal: Option<(Arc<Wal>, Weak<dyn SegmentSync>)>,
 }
 
 pub(crate) struct WriterState {
@@ -224,6 +228,9 @@ pub(crate) struct WriterState {
     poisoned: bool,
     /// Written but not yet fsynced.
     dirty: bool,
+    /// Some of what is written but not fsynced is not in the write-ahead file: the next
+    /// group that must be durable fsyncs the segment itself.
+    uncovered: bool,
     last_sync: Instant,
     /// Makes the next write fail with this error, to test failure paths.
     #[cfg(test)]
@@ -254,6 +261,7 @@ impl Partition {
         mode: OpenMode,
         settings: Settings,
         groups: &Arc<Groups>,
+        wal: Option<&Arc<Wal>>,
     ) -> Result<Partition> {
         let what = || format!("partition {id} of topic \"{topic}\" ({})", dir.display());
         if mode == OpenMode::Create {
@@ -389,7 +397,7 @@ impl Partition {
         .emit();
 
         Ok(Partition {
-            shared: Arc::new(Shared {
+            shared: Arc::new_cyclic(|me: &Weak<Shared>| Shared {
                 io: Arc::clone(io),
                 topic: topic.to_owned(),
                 id,
@@ -402,6 +410,7 @@ impl Partition {
                     next_offset,
                     poisoned: false,
                     dirty: false,
+                    uncovered: false,
                     last_sync: Instant::now(),
                     #[cfg(test)]
                     fail_next_write: None,
@@ -415,6 +424,10 @@ impl Partition {
                 transaction_pins: Mutex::new(BTreeMap::new()),
                 metrics: telemetry::PartitionMetrics::new(topic),
                 groups: Arc::clone(groups),
+                wal: wal.map(|wal| {
+                    let me: Weak<dyn SegmentSync> = me.clone();
+                    (Arc::clone(wal), me)
+                }),
             }),
             writer: Mutex::new(None),
         })
@@ -716,7 +729,31 @@ impl Drop for Partition {
     }
 }
 
+impl SegmentSync for Shared {
+    fn sync_segment(&self, base: u64) -> io::Result<()> {
+        let mut state = self.lock_state_io()?;
+        if state.poisoned {
+            return Err(io::Error::other(self.poisoned().to_string()));
+        }
+        // A segment below the active one was fsynced by its roll.
+        if state.active.base_offset == base
+            && state.dirty
+            && let Err(error) = self.sync(&mut state)
+        {
+            self.poison(&mut state, &error, false);
+            return Err(error);
+        }
+        Ok(())
+    }
+}
+
 impl Shared {
+    fn lock_state_io(&self) -> io::Result<std::sync::MutexGuard<'_, WriterState>> {
+        self.state
+            .lock()
+            .map_err(|_| io::Error::other(self.poisoned().to_string()))
+    }
+
     fn poisoned(&self) -> Error {
         Error::Poisoned {
             topic: self.topic.clone(),
@@ -808,7 +845,9 @@ impl Shared {
     /// How long the writer may wait for appends before an interval fsync is due.
     fn sync_wait(&self) -> Option<Duration> {
         let state = self.state.lock().ok()?;
-        if !state.dirty || state.poisoned {
+        // What the write-ahead file holds needs no fsync of the segment until its
+        // checkpoint.
+        if !state.dirty || !state.uncovered || state.poisoned {
             return None;
         }
         match self.settings().fsync {
@@ -842,12 +881,18 @@ impl Shared {
         self.metrics.fsync.record(started.elapsed());
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         state.dirty = false;
+        state.uncovered = false;
         state.last_sync = Instant::now();
         Ok(())
     }
 
     fn poison(&self, state: &mut WriterState, error: &io::Error, rolled_back: bool) {
         state.poisoned = true;
+        // Set before the lock is let go: a checkpoint must not take a later fsync's
+        // success for this partition's data (see `wal`).
+        if let Some((wal, _)) = &self.wal {
+            wal.keep_files();
+        }
         telemetry::PartitionPoisoned {
             topic: &self.topic,
             partition: self.id,
@@ -1024,9 +1069,7 @@ impl Shared {
                 }
                 continue;
             }
-            state.len = len;
-            state.next_offset = next_offset;
-            state.dirty = true;
+            let always = settings.fsync == FsyncPolicy::Always;
             let sync_now = must_sync
                 || match settings.fsync {
                     FsyncPolicy::Always => true,
@@ -1035,16 +1078,65 @@ impl Shared {
                     }
                     FsyncPolicy::Never => false,
                 };
-            if sync_now && let Err(error) = self.sync(&mut state) {
-                self.poison(&mut state, &error, false);
-                let message = self.io_error("fsync", error).to_string();
-                for (reply, _, _) in replies {
-                    let _ = reply.send(Err(Error::Io {
-                        context: message.clone(),
-                        source: io::Error::other("fdatasync failed"),
-                    }));
+            // Through the write-ahead file if everything unsynced before this group is in
+            // it (see `wal`); else the segment's own fsync.
+            let through_wal = match &self.wal {
+                Some((wal, me)) if sync_now && always && !(state.dirty && state.uncovered) => {
+                    Some((wal, me))
                 }
-                continue;
+                _ => None,
+            };
+            if let Some((wal, me)) = through_wal {
+                let waited = Instant::now();
+                let base = state.active.base_offset;
+                if let Err(error) = wal.append(me, &self.topic, self.id, base, start_len, &buf) {
+                    // Cut back for lack of space: nothing of the group is durable, so cut
+                    // the segment back too, durably (the next group takes the same
+                    // positions and a replay writes only its own bytes there), and it
+                    // keeps working.
+                    let cut_back = error.kind() == io::ErrorKind::StorageFull
+                        && state.file.set_len(start_len).is_ok()
+                        && self.sync(&mut state).is_ok();
+                    if cut_back {
+                        for (reply, _, _) in replies {
+                            let _ = reply.send(Err(self.disk_full()));
+                        }
+                        for request in queue.drain(..) {
+                            let _ = request.reply.send(Err(self.disk_full()));
+                        }
+                        return;
+                    }
+                    self.poison(&mut state, &error, false);
+                    let message = self.io_error("make durable a group of", error).to_string();
+                    for (reply, _, _) in replies {
+                        let _ = reply.send(Err(Error::Io {
+                            context: message.clone(),
+                            source: io::Error::other("the write-ahead file failed"),
+                        }));
+                    }
+                    continue;
+                }
+                self.metrics.fsync.record(waited.elapsed());
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+                state.len = len;
+                state.next_offset = next_offset;
+                state.dirty = true;
+            } else {
+                state.len = len;
+                state.next_offset = next_offset;
+                state.dirty = true;
+                state.uncovered = true;
+                if sync_now && let Err(error) = self.sync(&mut state) {
+                    self.poison(&mut state, &error, false);
+                    let message = self.io_error("fsync", error).to_string();
+                    for (reply, _, _) in replies {
+                        let _ = reply.send(Err(Error::Io {
+                            context: message.clone(),
+                            source: io::Error::other("fdatasync failed"),
+                        }));
+                    }
+                    continue;
+                }
             }
             // Durable now: the commits count from here on, before anyone sees the outputs.
             for (sequence, commit) in commits {
@@ -1402,7 +1494,7 @@ fn list_segments(io: &dyn Io, dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// The recovery point, or 0 (trust nothing) if it is missing or unreadable.
-fn read_recovery_point(io: &dyn Io, dir: &Path) -> u64 {
+pub(crate) fn read_recovery_point(io: &dyn Io, dir: &Path) -> u64 {
     io.read(&dir.join(RECOVERY_POINT_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<RecoveryPoint>(&bytes).ok())

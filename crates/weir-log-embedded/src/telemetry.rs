@@ -370,9 +370,83 @@ impl CancelledTransactionFailed<'_> {
     }
 }
 
+/// Open found a write-ahead file's tail cut short or damaged and replayed what came
+/// before it: the tail was never acknowledged (a torn write), or the disk damaged it.
+pub(crate) struct WalTailIgnored<'a> {
+    pub(crate) path: &'a std::path::Path,
+    pub(crate) position: u64,
+    pub(crate) bytes: u64,
+    pub(crate) reason: &'a str,
+}
+
+impl WalTailIgnored<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::warn!(
+            path = %self.path.display(),
+            position = self.position,
+            bytes = self.bytes,
+            reason = self.reason,
+            "ignored an incomplete or corrupt tail of a write-ahead file"
+        );
+    }
+}
+
+/// Open replayed the write-ahead files a crash left into the segments.
+pub(crate) struct WalReplayed {
+    pub(crate) files: usize,
+    pub(crate) entries: usize,
+}
+
+impl WalReplayed {
+    pub(crate) fn emit(&self) {
+        tracing::info!(
+            files = self.files,
+            entries = self.entries,
+            "replayed the write-ahead files into the partitions' segments"
+        );
+    }
+}
+
+/// A write or fsync of the write-ahead file failed: its group failed; unless it was cut
+/// back for lack of space, every later append under `fsync always` fails too.
+pub(crate) struct WalWriteFailed<'a> {
+    pub(crate) error: &'a io::Error,
+    pub(crate) cut_back: bool,
+}
+
+impl WalWriteFailed<'_> {
+    pub(crate) fn emit(&self) {
+        if self.error.kind() == io::ErrorKind::StorageFull && self.cut_back {
+            tracing::error!(error = %self.error, "disk full: refused a group of appends; free space, then retry");
+        } else {
+            tracing::error!(
+                error = %self.error,
+                "the write-ahead file refuses writes after a disk error; fix the disk, then restart the node"
+            );
+        }
+    }
+}
+
+/// A write-ahead file could not be checkpointed; it stays until the next open replays it.
+pub(crate) struct WalCheckpointFailed<'a> {
+    pub(crate) path: &'a std::path::Path,
+    pub(crate) error: &'a io::Error,
+}
+
+impl WalCheckpointFailed<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::warn!(
+            path = %self.path.display(),
+            error = %self.error,
+            "could not checkpoint a write-ahead file; it stays until the next open replays it"
+        );
+    }
+}
+
 /// The log's metric families, named and described here (see [`describe_metrics`]).
 pub(crate) const APPEND_DURATION: &str = "weir_log_append_duration_seconds";
 pub(crate) const FSYNC_DURATION: &str = "weir_log_fsync_duration_seconds";
+pub(crate) const WAL_FSYNC_DURATION: &str = "weir_log_wal_fsync_duration_seconds";
 
 /// Describe the embedded log's families to the installed recorder; [`crate::Log::open`]
 /// does, so they are described whenever the embedded log runs.
@@ -385,8 +459,18 @@ pub fn describe_metrics() {
     metrics::describe_histogram!(
         FSYNC_DURATION,
         metrics::Unit::Seconds,
-        "time one fdatasync of a partition's active segment took (one per group commit), by topic"
+        "time one fdatasync of a partition's active segment took, or its wait for the write-ahead file's (one per group commit), by topic"
     );
+    metrics::describe_histogram!(
+        WAL_FSYNC_DURATION,
+        metrics::Unit::Seconds,
+        "time one fdatasync of the write-ahead file took; each makes the groups of every partition queued before it durable"
+    );
+}
+
+/// The write-ahead file's fdatasync histogram.
+pub(crate) fn wal_fsync_histogram() -> metrics::Histogram {
+    metrics::histogram!(WAL_FSYNC_DURATION)
 }
 
 /// A partition's histograms, made when it opens (one series per topic: its partitions

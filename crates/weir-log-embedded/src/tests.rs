@@ -1370,3 +1370,178 @@ proptest::proptest! {
         fuzz_decode(&bytes);
     }
 }
+
+/// Groups of many partitions queued while the write-ahead file's writer is busy (held
+/// here as a slow fsync would hold it) become durable together: eight appends to eight
+/// partitions take at most two fsyncs of the file (the first appender's own, taken
+/// before the others queued, and one for the rest), and each partition counts one.
+// The guard stands in for a slow fsync; the partitions' writer threads wait on it.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn groups_of_many_partitions_share_one_fsync_of_the_write_ahead_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(&dir);
+    log.create_topic("t", &TopicConfig::with_partitions(8))
+        .expect("create");
+    for partition in 0..8 {
+        log.append_to("t", partition, vec![Record::new("warm")])
+            .await
+            .expect("append");
+    }
+    let wal = log
+        .inner
+        .wal
+        .clone()
+        .expect("the write-ahead file is on by default");
+    let before = log.write_ahead_sync_count();
+    let counts: Vec<u64> = (0..8)
+        .map(|p| log.fsync_count("t", p).expect("count"))
+        .collect();
+
+    let held = wal.hold_writer();
+    let appends: Vec<_> = (0..8)
+        .map(|partition| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                log.append_to("t", partition, vec![Record::new(format!("v{partition}"))])
+                    .await
+            })
+        })
+        .collect();
+    // The first appender leads and waits for the writer with its own entry; the other
+    // seven queue behind it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while wal.queued() < 7 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the appends did not queue"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for partition in 0..8 {
+        assert_eq!(
+            log.end_offset("t", partition).expect("end"),
+            1,
+            "nothing is visible before the write-ahead file is fsynced"
+        );
+    }
+    drop(held);
+    for append in appends {
+        append.await.expect("task").expect("append");
+    }
+    let syncs = log.write_ahead_sync_count() - before;
+    assert!(
+        (1..=2).contains(&syncs),
+        "{syncs} fsyncs of the write-ahead file for 8 partitions"
+    );
+    for partition in 0..8 {
+        assert_eq!(log.end_offset("t", partition).expect("end"), 2);
+        assert_eq!(
+            log.fsync_count("t", partition).expect("count"),
+            counts[partition as usize] + 1
+        );
+    }
+}
+
+/// Under `fsync always` an acknowledged group is durable through the write-ahead file
+/// alone: after a power cut that drops every unsynced write, the segments hold nothing,
+/// and open replays the file into them. Open then removes the replayed file.
+#[tokio::test]
+async fn acknowledged_groups_come_back_from_the_write_ahead_file_after_a_power_cut() {
+    use crate::io::{CutMode, SimDisk};
+    let disk = SimDisk::new();
+    let data = std::path::Path::new("/data");
+    let io: Arc<dyn Io> = Arc::new(disk.clone());
+    let log = Log::open_with_io(Arc::clone(&io), data, LogOptions::default()).expect("open");
+    log.create_topic("t", &TopicConfig::with_partitions(2))
+        .expect("create");
+    for i in 0..3 {
+        for partition in 0..2 {
+            log.append_to(
+                "t",
+                partition,
+                vec![Record::new(format!("{partition}-{i}"))],
+            )
+            .await
+            .expect("append");
+        }
+    }
+    let image = disk.power_cut(CutMode::DropUnsynced, 0);
+    drop(log);
+    for partition in 0..2 {
+        let segment = data
+            .join("topics/t")
+            .join(partition.to_string())
+            .join(crate::segment::log_file_name(0));
+        assert_eq!(
+            image.read(&segment).expect("segment").len(),
+            0,
+            "the appends fsynced the segment itself"
+        );
+    }
+    let io: Arc<dyn Io> = Arc::new(image.clone());
+    let log = Log::open_with_io(io, data, LogOptions::default()).expect("reopen");
+    for partition in 0..2 {
+        let values: Vec<_> = log
+            .read("t", partition, 0, 10)
+            .expect("read")
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.to_vec()).expect("utf-8"))
+            .collect();
+        assert_eq!(
+            values,
+            (0..3)
+                .map(|i| format!("{partition}-{i}"))
+                .collect::<Vec<_>>()
+        );
+    }
+    let files = image.read_dir(&data.join(wal::WAL_DIR)).expect("list");
+    assert_eq!(
+        files.len(),
+        1,
+        "the replayed file is gone, a new one started: {files:?}"
+    );
+}
+
+/// A write-ahead file of a version this weir does not know fails the open with a clear
+/// error rather than being skipped (it may hold acknowledged records), while a newest
+/// file cut short at its creation is no file at all.
+#[test]
+fn a_write_ahead_file_of_another_version_is_refused_and_a_torn_new_one_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(&dir));
+    let wal_dir = dir.path().join(wal::WAL_DIR);
+    fs::write(wal_dir.join(format!("{:020}.wal", 7)), b"weir").expect("write");
+    drop(open(&dir));
+    let mut newer = b"weir-wal".to_vec();
+    newer.extend_from_slice(&2u32.to_le_bytes());
+    fs::write(wal_dir.join(format!("{:020}.wal", 70)), &newer).expect("write");
+    let error = Log::open(dir.path(), LogOptions::default())
+        .err()
+        .expect("a newer write-ahead file is refused");
+    assert!(
+        matches!(&error, Error::Corrupt { reason, .. } if reason.contains("version 2")),
+        "{error}"
+    );
+}
+
+/// Open rewrites an older `topic.json` as version 3 before anything of the topic goes
+/// to the write-ahead file, so weir before it refuses the log instead of missing it.
+#[test]
+fn open_marks_older_topics_as_version_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    open(&dir)
+        .create_topic("t", &TopicConfig::with_partitions(1))
+        .expect("create");
+    let path = dir.path().join("topics/t/topic.json");
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
+    assert_eq!(file["version"], 3);
+    file["version"] = 2.into();
+    fs::write(&path, serde_json::to_vec(&file).expect("json")).expect("write");
+    let log = open(&dir);
+    assert_eq!(log.topic("t").expect("topic").partitions, 1);
+    let file: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
+    assert_eq!(file["version"], 3);
+}

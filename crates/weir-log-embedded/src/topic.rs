@@ -4,12 +4,14 @@
 //! # On disk
 //!
 //! ```text
-//! topics/<topic>/topic.json     {"version":2,"partitions":3,"config":{…TopicConfig…}}
+//! topics/<topic>/topic.json     {"version":3,"partitions":3,"config":{…TopicConfig…}}
 //! topics/<topic>/<partition>/   see `partition`
 //! ```
 //!
 //! Version 1 files (`{"version":1,"partitions":3}`) are read with the default
-//! configuration and rewritten as version 2 when the configuration is next updated.
+//! configuration. Version 3 is version 2 in a log with a write-ahead file (see `wal`):
+//! open rewrites older files as version 3 before a partition can write, so weir before
+//! it, which would miss the frames only that file holds after a crash, refuses the log.
 //!
 //! # Invariants
 //!
@@ -45,6 +47,7 @@ use crate::{
     io::Io,
     partition::{OpenMode, Partition, Settings},
     segment, telemetry,
+    wal::Wal,
 };
 
 /// When an append's bytes are fsynced before it is acknowledged.
@@ -143,7 +146,9 @@ impl TopicConfig {
 }
 
 const TOPIC_FILE: &str = "topic.json";
-const TOPIC_FILE_VERSION: u32 = 2;
+/// Version 3 says the log may hold acknowledged frames only in its write-ahead file
+/// (see `wal`); weir before it refuses it.
+const TOPIC_FILE_VERSION: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct TopicFile {
@@ -182,6 +187,7 @@ impl Topic {
         name: &str,
         config: &TopicConfig,
         groups: &Arc<Groups>,
+        wal: Option<&Arc<Wal>>,
     ) -> Result<Topic> {
         if fsutil::exists(&**io, dir)
             && holds_records(&**io, dir).context(|| format!("could not list {}", dir.display()))?
@@ -192,7 +198,7 @@ impl Topic {
             });
         }
         fsutil::create_dir(&**io, dir).context(|| format!("could not create {}", dir.display()))?;
-        match Topic::create_files(io, dir, name, config, groups) {
+        match Topic::create_files(io, dir, name, config, groups, wal) {
             Ok(opened) => Ok(Topic::new(io, dir, name, config.clone(), opened)),
             Err(error) => {
                 // Nothing of it holds records yet (the topic never existed), and its
@@ -218,6 +224,7 @@ impl Topic {
         name: &str,
         config: &TopicConfig,
         groups: &Arc<Groups>,
+        wal: Option<&Arc<Wal>>,
     ) -> Result<Vec<Partition>> {
         let opened = (0..config.partitions)
             .map(|id| {
@@ -229,6 +236,7 @@ impl Topic {
                     OpenMode::Create,
                     config.settings(),
                     groups,
+                    wal,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -294,6 +302,7 @@ impl Topic {
         dir: &Path,
         name: &str,
         groups: &Arc<Groups>,
+        wal: Option<&Arc<Wal>>,
     ) -> Result<Option<Topic>> {
         let path = dir.join(TOPIC_FILE);
         let contents = match io.read(&path) {
@@ -317,7 +326,7 @@ impl Topic {
         }
         let config = match (file.version, file.config) {
             (1, None) => TopicConfig::with_partitions(file.partitions),
-            (TOPIC_FILE_VERSION, Some(config)) if config.partitions == file.partitions => config,
+            (2 | 3, Some(config)) if config.partitions == file.partitions => config,
             _ => return Err(corrupt("unexpected contents".into())),
         };
         // Any count: the limits of `LogOptions` bound new topics, not the existing ones.
@@ -328,6 +337,11 @@ impl Topic {
         // directory left a topic a power cut could still take, acknowledged records and all.
         io.sync_dir(dir)
             .context(|| format!("could not fsync {}", dir.display()))?;
+        // Before anything of it can be in the write-ahead file, weir before version 3
+        // must refuse the topic (see `wal`).
+        if file.version < TOPIC_FILE_VERSION {
+            write_topic_file(&**io, dir, name, &config)?;
+        }
         let opened = (0..file.partitions)
             .map(|id| {
                 Partition::open(
@@ -338,6 +352,7 @@ impl Topic {
                     OpenMode::Recover,
                     config.settings(),
                     groups,
+                    wal,
                 )
             })
             .collect::<Result<Vec<_>>>()?;

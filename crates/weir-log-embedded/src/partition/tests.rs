@@ -24,9 +24,10 @@ fn read_only(path: &Path) -> Box<dyn IoFile> {
     real_io().open(path, Access::Read).expect("reopen")
 }
 
-/// Opens partition 0 of topic "t" in `dir`, with its groups beside it.
+/// Opens partition 0 of topic "t" in `dir`, with its groups beside it and no write-ahead
+/// file: these tests are of the partition's own fsyncs (the log's tests cover the file).
 fn open_with(dir: &Path, mode: OpenMode, settings: Settings) -> Result<Partition> {
-    Partition::open(&real_io(), "t", 0, dir, mode, settings, &groups(dir))
+    Partition::open(&real_io(), "t", 0, dir, mode, settings, &groups(dir), None)
 }
 
 fn open(dir: &Path) -> Partition {
@@ -48,6 +49,7 @@ fn recover_mode_insists_on_an_existing_file() {
         OpenMode::Recover,
         SETTINGS,
         &groups(dir.path()),
+        None,
     )
     .err()
     .expect("missing directory is an error");

@@ -1250,3 +1250,126 @@ fn a_failed_topic_creation_leaves_nothing_after_a_cut_at_every_step() {
         },
     );
 }
+
+#[derive(Debug, Default)]
+struct WriteAhead {
+    sent: [Sent; 2],
+    switched: Sent,
+    /// Whether a batch of `switched` was acknowledged under `Always`.
+    switched_always: bool,
+    closed: bool,
+}
+
+/// Groups made durable only by the write-ahead file survive while it rolls every few
+/// appends and its checkpoints (the segments' fsyncs, then the old file's removal) run
+/// beside them, and while segments roll too; a partition switched from `Interval` to
+/// `Always` fsyncs its own segment for its first group, so what it wrote before is
+/// durable from then on as well.
+#[test]
+fn appends_across_write_ahead_files_and_their_checkpoints_survive_a_cut_at_every_step() {
+    let opts = LogOptions {
+        write_ahead_file_bytes: 200,
+        ..LogOptions::default()
+    };
+    let config = |fsync| TopicConfig {
+        fsync,
+        segment_bytes: 400,
+        ..TopicConfig::with_partitions(2)
+    };
+    let interval = FsyncPolicy::Interval { ms: 3_600_000 };
+    let base = prepared(&opts, |log| {
+        log.create_topic("t", &config(FsyncPolicy::Always))
+            .expect("create");
+        log.create_topic(
+            "switched",
+            &TopicConfig {
+                partitions: 1,
+                ..config(interval)
+            },
+        )
+        .expect("create");
+    });
+    let runs = at_every_step(
+        &base,
+        &opts,
+        |disk, acked: &mut WriteAhead| {
+            let log = open_on(disk, opts.clone())?;
+            for i in 0..6 {
+                for partition in 0..2 {
+                    let batch = (0..=i % 2)
+                        .map(|j| format!("t-{partition}-{i}-{j}-{}", "v".repeat(20)))
+                        .collect();
+                    acked.sent[partition].append(&log, "t", partition as u32, batch)?;
+                }
+                if i == 2 {
+                    log.create_topic(
+                        "switched",
+                        &TopicConfig {
+                            partitions: 1,
+                            ..config(FsyncPolicy::Always)
+                        },
+                    )?;
+                }
+                acked
+                    .switched
+                    .append(&log, "switched", 0, vec![format!("s-{i}")])?;
+                acked.switched_always |= i >= 2;
+            }
+            drop(log);
+            acked.closed = disk.is_powered();
+            Ok(())
+        },
+        |log, acked, label| {
+            for (partition, sent) in acked.sent.iter().enumerate() {
+                check_batches(log, "t", partition as u32, sent, sent.acked, label);
+            }
+            let durable = match acked.switched_always || acked.closed {
+                true => acked.switched.acked,
+                false => 0,
+            };
+            check_batches(log, "switched", 0, &acked.switched, durable, label);
+        },
+    );
+    assert!(runs > 20, "{runs} runs");
+}
+
+/// A group the write-ahead file refused for lack of space (half its entry written, then
+/// cut back, and the partition's segment cut back too) never comes back, and the
+/// partition goes on: the groups before and after it are there.
+#[test]
+fn a_group_the_write_ahead_file_refused_for_lack_of_space_never_comes_back() {
+    let opts = LogOptions::default();
+    let base = prepared(&opts, |log| {
+        crate::create_topic(log, "kept", 1).expect("create");
+    });
+    at_every_step(
+        &base,
+        &opts,
+        |disk, acked: &mut HalfWritten| {
+            let log = open_sim_checked(disk)?;
+            acked.kept.append(&log, "kept", 0, vec!["k0".into()])?;
+            disk.inject(Fault {
+                under: Some(Path::new(DIR).join("wal")),
+                ..Fault::next(FaultOn::Write, io::ErrorKind::StorageFull)
+            });
+            // In flight until refused: the power may go before the refusal, and then the
+            // batch (whole in the segment's page cache) may be there or not.
+            let refused = vec!["refused-0".to_owned(), "refused-1".to_owned()];
+            acked.kept.batches.push(refused.clone());
+            match block_on(log.append_to("kept", 0, records(&refused))) {
+                Err(Error::DiskFull { .. }) => {
+                    acked.kept.batches.pop();
+                }
+                Err(error) => return Err(error),
+                Ok(_) => panic!("the full disk did not refuse the batch"),
+            }
+            acked.kept.append(&log, "kept", 0, vec!["k1".into()])?;
+            drop(log);
+            acked.closed = disk.is_powered();
+            Ok(())
+        },
+        |log, acked, label| {
+            check_batches(log, "kept", 0, &acked.kept, acked.kept.acked, label);
+        },
+    );
+}
