@@ -231,6 +231,11 @@ pub(crate) struct WriterState {
     /// Some of what is written but not fsynced is not in the write-ahead file: the next
     /// group that must be durable fsyncs the segment itself.
     uncovered: bool,
+    /// A roll failed for lack of space, maybe leaving the next segment's file (empty) or
+    /// the recovery point past the active segment after a power cut: the write-ahead
+    /// file's replay skips the entries of a segment with a later one, so until a roll
+    /// succeeds the active segment fsyncs its own groups.
+    own_fsyncs: bool,
     last_sync: Instant,
     /// Makes the next write fail with this error, to test failure paths.
     #[cfg(test)]
@@ -411,6 +416,7 @@ impl Partition {
                     poisoned: false,
                     dirty: false,
                     uncovered: false,
+                    own_fsyncs: false,
                     last_sync: Instant::now(),
                     #[cfg(test)]
                     fail_next_write: None,
@@ -905,6 +911,10 @@ impl Shared {
     /// On close: fsync what is unsynced and move the recovery point up.
     fn close(&self) {
         let Ok(mut state) = self.state.lock() else {
+            // A writer panicked: what it wrote may be only in the write-ahead file.
+            if let Some((wal, _)) = &self.wal {
+                wal.keep_files();
+            }
             return;
         };
         if state.poisoned {
@@ -991,6 +1001,7 @@ impl Shared {
                         Err(RollError::Start(error))
                             if error.kind() == io::ErrorKind::StorageFull =>
                         {
+                            state.own_fsyncs = true;
                             telemetry::DiskFull {
                                 topic: &self.topic,
                                 partition: self.id,
@@ -1081,7 +1092,12 @@ impl Shared {
             // Through the write-ahead file if everything unsynced before this group is in
             // it (see `wal`); else the segment's own fsync.
             let through_wal = match &self.wal {
-                Some((wal, me)) if sync_now && always && !(state.dirty && state.uncovered) => {
+                Some((wal, me))
+                    if sync_now
+                        && always
+                        && !state.own_fsyncs
+                        && !(state.dirty && state.uncovered) =>
+                {
                     Some((wal, me))
                 }
                 _ => None,
@@ -1195,6 +1211,7 @@ impl Shared {
         state.file = file;
         state.active = segment;
         state.len = 0;
+        state.own_fsyncs = false;
         telemetry::SegmentRolled {
             topic: &self.topic,
             partition: self.id,
@@ -1494,7 +1511,7 @@ fn list_segments(io: &dyn Io, dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// The recovery point, or 0 (trust nothing) if it is missing or unreadable.
-pub(crate) fn read_recovery_point(io: &dyn Io, dir: &Path) -> u64 {
+fn read_recovery_point(io: &dyn Io, dir: &Path) -> u64 {
     io.read(&dir.join(RECOVERY_POINT_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<RecoveryPoint>(&bytes).ok())

@@ -42,18 +42,23 @@
 //!   dropped), until the next open.
 //! - Open replays every file, oldest first, before any partition opens: each entry's
 //!   bytes are written at its position of its segment, which is then fdatasynced, unless
-//!   the segment is below its partition's recovery point (fsynced by its roll, and maybe
-//!   compacted or deleted since) or missing (deleted by retention; replay never creates a
-//!   file). Writing the same bytes again is harmless, so replaying after a crash during a
-//!   replay is too. Replay stops at the first torn or corrupt entry of a file: it was
-//!   never acknowledged. Then the replayed files are removed, durably, and a new file is
-//!   started; the partitions' recovery scans then see the replayed frames.
+//!   the segment has a later one in its partition (a roll fsyncs a segment before it
+//!   creates the next one's file, so the entry is there already, and the segment may have
+//!   been compacted since; a partition whose roll failed for lack of space, which may
+//!   leave that file behind, fsyncs its own groups until a roll succeeds) or is missing
+//!   (deleted by retention; replay never creates a file). Writing the same bytes again is
+//!   harmless, so replaying after a crash during a replay is too. Replay stops at the
+//!   first torn or corrupt entry of a file: it was never acknowledged (or the disk damaged
+//!   it). Then the replayed files are removed, durably, and a new file is started; the
+//!   partitions' recovery scans then see the replayed frames.
 //! - A clean close checkpoints the current file once the partitions have closed (they
 //!   fsync their segments), so a closed log has no entries left.
 //! - A failed write or fsync of the file poisons it: every later append fails, and the
 //!   partitions that appended poison themselves, until the process restarts. A write that
-//!   fails for lack of space is cut back instead, and its group fails with
-//!   [`crate::Error::DiskFull`] (each partition cuts its segment back too).
+//!   fails for lack of space is cut back instead, durably (fsynced, so no entry of it can
+//!   come back and be replayed over what later takes its positions), and its group fails
+//!   with [`crate::Error::DiskFull`] (each partition cuts its segment back too, durably);
+//!   if the cut-back fails, the file is poisoned.
 //! - Format: a log with this directory is version 3 of `topic.json` (see `topic`), which
 //!   weir before it refuses to open rather than miss the acknowledged frames only this
 //!   file holds after a crash. A file with another header is refused.
@@ -75,7 +80,6 @@ use crate::{
     error::IoContext,
     fsutil,
     io::{Access, Io, IoFile},
-    partition::read_recovery_point,
     segment, telemetry, topic,
 };
 
@@ -263,7 +267,7 @@ pub(crate) fn replay(io: &dyn Io, dir: &Path) -> crate::Result<u64> {
     let generations =
         list(io, &wal_dir).context(|| format!("could not list {}", wal_dir.display()))?;
     let mut segments: HashMap<PathBuf, Option<Box<dyn IoFile>>> = HashMap::new();
-    let mut recovery_points: HashMap<PathBuf, u64> = HashMap::new();
+    let mut latest_bases: HashMap<PathBuf, Option<u64>> = HashMap::new();
     let mut replayed = 0usize;
     for (i, &generation) in generations.iter().enumerate() {
         let path = wal_dir.join(file_name(generation));
@@ -313,10 +317,16 @@ pub(crate) fn replay(io: &dyn Io, dir: &Path) -> crate::Result<u64> {
                 .join(crate::TOPICS_DIR)
                 .join(entry.topic)
                 .join(entry.partition.to_string());
-            let recovery_point = *recovery_points
-                .entry(partition_dir.clone())
-                .or_insert_with(|| read_recovery_point(io, &partition_dir));
-            if entry.segment_base < recovery_point {
+            let latest = match latest_bases.get(&partition_dir) {
+                Some(latest) => *latest,
+                None => {
+                    let latest = latest_segment(io, &partition_dir)
+                        .context(|| format!("could not list {}", partition_dir.display()))?;
+                    latest_bases.insert(partition_dir.clone(), latest);
+                    latest
+                }
+            };
+            if latest.is_none_or(|latest| entry.segment_base < latest) {
                 continue;
             }
             let segment_path = partition_dir.join(segment::log_file_name(entry.segment_base));
@@ -363,6 +373,19 @@ pub(crate) fn replay(io: &dyn Io, dir: &Path) -> crate::Result<u64> {
         .emit();
     }
     Ok(generations.last().map_or(0, |g| g + 1))
+}
+
+/// The base offset of the latest segment in `partition_dir`, if it exists and has one.
+fn latest_segment(io: &dyn Io, partition_dir: &Path) -> io::Result<Option<u64>> {
+    let names = match io.read_dir(partition_dir) {
+        Ok(names) => names,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(names
+        .iter()
+        .filter_map(|name| name.to_str().and_then(segment::parse_log_file_name))
+        .max())
 }
 
 /// Creates the file of `generation`, its header and directory entry durable.
@@ -445,6 +468,12 @@ impl Wal {
         self.lock_queue().entries
     }
 
+    /// Whether an appender leads a write.
+    #[cfg(test)]
+    pub(crate) fn writing(&self) -> bool {
+        self.lock_queue().writing
+    }
+
     /// From now on no file is removed: a partition poisoned itself.
     pub(crate) fn keep_files(&self) {
         self.keep_files.store(true, Ordering::SeqCst);
@@ -503,8 +532,21 @@ impl Wal {
             queue.entries = 0;
             let touched = std::mem::take(&mut queue.touched);
             let leading = queue.pending.take().unwrap_or_default();
+            let poisoned = queue.poisoned.clone();
             drop(queue);
-            let result = self.write(&buf, touched);
+            let result = match poisoned {
+                // Queued before a write failed: refused like every later append.
+                Some(reason) => Err((io::ErrorKind::Other, reason)),
+                None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.write(&buf, touched)
+                }))
+                .unwrap_or_else(|_| {
+                    Err((
+                        io::ErrorKind::Other,
+                        "writing the write-ahead file panicked".to_owned(),
+                    ))
+                }),
+            };
             queue = self.lock_queue();
             if let Err((kind, message)) = &result
                 && *kind != io::ErrorKind::StorageFull
@@ -543,7 +585,7 @@ impl Wal {
             return Err((io::ErrorKind::Other, "the log is closed".into()));
         };
         if let Err(error) = file.write_all_at(buf, *len) {
-            let cut_back = file.set_len(*len).is_ok();
+            let cut_back = file.set_len(*len).and_then(|()| file.sync_data()).is_ok();
             let kind = match (error.kind(), cut_back) {
                 (io::ErrorKind::StorageFull, true) => io::ErrorKind::StorageFull,
                 _ => io::ErrorKind::Other,
@@ -619,15 +661,20 @@ impl Wal {
             drop(sender);
             let _ = thread.join();
         }
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(file) = writer.file.take() else {
-            return;
+        let checkpoint = {
+            let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            // From here on appends fail: a partition that outlived the log (a reader
+            // holds it) gets an error, and poisons itself, which keeps the file.
+            if writer.file.take().is_none() {
+                return;
+            }
+            Checkpoint {
+                path: self.dir.join(file_name(writer.generation)),
+                touched: std::mem::take(&mut writer.touched),
+            }
         };
-        drop(file);
-        let checkpoint = Checkpoint {
-            path: self.dir.join(file_name(writer.generation)),
-            touched: std::mem::take(&mut writer.touched),
-        };
+        // Without the writer's lock: a partition's writer may hold its own lock and wait
+        // for it, while the checkpoint waits for the partition's.
         run_checkpoint(&*self.io, &self.dir, &self.keep_files, checkpoint);
     }
 }

@@ -71,6 +71,20 @@ pub struct PipelineBenchArgs {
     /// the metrics costs.
     #[arg(long)]
     no_metrics: bool,
+    /// Open the embedded log without its write-ahead file: each partition fsyncs its own
+    /// segment, as weir did before group commit across partitions, to see what that
+    /// gains.
+    #[arg(long)]
+    no_write_ahead: bool,
+}
+
+/// The embedded log in `data`, with or without its write-ahead file.
+async fn open_log(args: &PipelineBenchArgs, data: &Path) -> anyhow::Result<weir_log::SharedLog> {
+    let opts = weir_log_embedded::LogOptions {
+        write_ahead: !args.no_write_ahead,
+        ..weir_log_embedded::LogOptions::default()
+    };
+    Ok(weir_log_embedded::open_shared(data, opts).await?)
 }
 
 /// The example's topics: its function publishes to `crm.orders`.
@@ -203,7 +217,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     publish_backlog(&args, &function, &data, &sample, 0, false).await?;
 
     // Throughput: from the pipeline's start until every output is readable.
-    let log = crate::backend::open("embedded", &data).await?.0;
+    let log = open_log(&args, &data).await?;
     let node = Node::start(NodeOptions::new(
         &data,
         Some(manifest(&args, &function, Stage::Pipeline)?),
@@ -299,7 +313,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         false => {
             let first = (args.events + ticks * per_tick) as u64;
             publish_backlog(&args, &function, &data, &sample, first as usize, true).await?;
-            let log = crate::backend::open("embedded", &data).await?.0;
+            let log = open_log(&args, &data).await?;
             let node = Node::start(NodeOptions::new(
                 &data,
                 Some(manifest(
@@ -361,6 +375,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "concurrency": args.concurrency,
         "logging": !args.no_logging,
         "metrics": !args.no_metrics,
+        "write_ahead": !args.no_write_ahead,
         "drain_cpu_us_per_event": round2(drain_cpu * 1e6 / args.events as f64),
         "function_calls_per_sec_one_core": function_rate.round(),
         "function_cpu_us_per_call": round2(1e6 / function_rate),
@@ -406,7 +421,7 @@ async fn publish_backlog(
     first: usize,
     neighbour: bool,
 ) -> anyhow::Result<()> {
-    let log = crate::backend::open("embedded", data).await?.0;
+    let log = open_log(args, data).await?;
     let node = Node::start(NodeOptions::new(
         data,
         Some(manifest(args, function, Stage::Backlog)?),

@@ -166,6 +166,7 @@ fn metrics_after_traffic_are_complete_and_pass_promtool() {
     assert!(value(&body, "weir_log_append_duration_seconds_count", &[sales]) >= 3.0);
     assert!(value(&body, "weir_log_fsync_duration_seconds_count", &[sales]) >= 3.0);
     assert!(value(&body, "weir_log_fsync_duration_seconds_count", &[crm]) >= 1.0);
+    assert!(value(&body, "weir_log_wal_fsync_duration_seconds_count", &[]) >= 1.0);
 
     // The key-value store: the seed, then the function's reads of customers.
     let customers = r#"namespace="customers""#;
@@ -192,6 +193,7 @@ fn metrics_after_traffic_are_complete_and_pass_promtool() {
         "weir_consumer_lag_events",
         "weir_function_call_duration_seconds",
         "weir_log_fsync_duration_seconds",
+        "weir_log_wal_fsync_duration_seconds",
         "weir_kv_operations_total",
     ] {
         assert!(
