@@ -220,7 +220,8 @@ pub(crate) struct Shared {
 
 pub(crate) struct WriterState {
     /// The active segment, opened for writing.
-    file: Box<dyn IoFile>,
+    /// Shared with a checkpoint of the write-ahead file, which fsyncs it without the lock.
+    file: Arc<dyn IoFile>,
     active: Arc<Segment>,
     /// Bytes of whole frames written to the active segment.
     len: u64,
@@ -409,7 +410,7 @@ impl Partition {
                 dir: dir.to_owned(),
                 segments: RwLock::new(segments),
                 state: Mutex::new(WriterState {
-                    file,
+                    file: Arc::from(file),
                     active,
                     len,
                     next_offset,
@@ -737,15 +738,27 @@ impl Drop for Partition {
 
 impl SegmentSync for Shared {
     fn sync_segment(&self, base: u64) -> io::Result<()> {
+        let file = {
+            let state = self.lock_state_io()?;
+            if state.poisoned {
+                return Err(io::Error::other(self.poisoned().to_string()));
+            }
+            // A segment below the active one was fsynced by its roll.
+            if state.active.base_offset != base || !state.dirty {
+                return Ok(());
+            }
+            Arc::clone(&state.file)
+        };
+        // Without the writer's lock, which an fsync of much data would hold up appends
+        // for. Through the partition's own file: a failure that the writer's fsync
+        // reported first (the kernel reports one once per open file) poisoned the
+        // partition before the writer let go of its lock, which is checked after.
+        let synced = file.sync_data();
         let mut state = self.lock_state_io()?;
         if state.poisoned {
             return Err(io::Error::other(self.poisoned().to_string()));
         }
-        // A segment below the active one was fsynced by its roll.
-        if state.active.base_offset == base
-            && state.dirty
-            && let Err(error) = self.sync(&mut state)
-        {
+        if let Err(error) = synced {
             self.poison(&mut state, &error, false);
             return Err(error);
         }
@@ -1208,7 +1221,7 @@ impl Shared {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(base, Arc::clone(&segment));
-        state.file = file;
+        state.file = Arc::from(file);
         state.active = segment;
         state.len = 0;
         state.own_fsyncs = false;
