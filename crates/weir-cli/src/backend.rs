@@ -7,7 +7,8 @@ use anyhow::{Context, bail};
 use weir_log::SharedLog;
 
 /// The log `backend` names, and the key-value store a node on it uses. `embedded` (the
-/// default) opens the embedded log in `data`, and no store, so the node opens its
+/// default) opens the embedded log in `data` (`embedded?write_ahead=true` with its
+/// write-ahead file, see [`embedded_options`]), and no store, so the node opens its
 /// embedded one there; `nats://…` (or `tls://…`) the NATS JetStream log on that server and
 /// NATS KV over the same connection (every node on the server shares it); `kafka://…` the
 /// Kafka log on those brokers, and the embedded store in `data` (Kafka has none).
@@ -15,17 +16,15 @@ pub async fn open(
     backend: &str,
     data: &Path,
 ) -> anyhow::Result<(SharedLog, Option<Arc<dyn weir_kv::KeyValue>>)> {
-    match backend
-        .split_once("://")
-        .map_or(backend, |(scheme, _)| scheme)
-    {
+    match backend.split_once("://").map_or_else(
+        || backend.split_once('?').map_or(backend, |(kind, _)| kind),
+        |(scheme, _)| scheme,
+    ) {
         "embedded" => {
-            let log =
-                weir_log_embedded::open_shared(data, weir_log_embedded::LogOptions::default())
-                    .await
-                    .with_context(|| {
-                        format!("cannot open the embedded log in {}", data.display())
-                    })?;
+            let opts = embedded_options(backend)?;
+            let log = weir_log_embedded::open_shared(data, opts)
+                .await
+                .with_context(|| format!("cannot open the embedded log in {}", data.display()))?;
             Ok((log, None))
         }
         "nats" | "tls" => {
@@ -43,7 +42,62 @@ pub async fn open(
             Ok((Arc::new(log), None))
         }
         other => bail!(
-            "unknown backend \"{other}\"; use embedded (the default), nats://HOST:PORT[/PREFIX][?sync=always&replicas=N] or kafka://HOST:PORT[,HOST:PORT…][/PREFIX][?replicas=N]"
+            "unknown backend \"{other}\"; use embedded[?write_ahead=true] (the default), nats://HOST:PORT[/PREFIX][?sync=always&replicas=N] or kafka://HOST:PORT[,HOST:PORT…][/PREFIX][?replicas=N]"
         ),
+    }
+}
+
+/// The embedded log's options from `embedded[?write_ahead=true|false]`: with
+/// `write_ahead=true`, partitions under `fsync = "always"` make their small groups durable
+/// through one write-ahead file, sharing fdatasyncs across partitions (see the README).
+pub fn embedded_options(backend: &str) -> anyhow::Result<weir_log_embedded::LogOptions> {
+    let mut opts = weir_log_embedded::LogOptions::default();
+    let Some((_, query)) = backend.split_once('?') else {
+        return Ok(opts);
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("write_ahead", "true")) => opts.write_ahead = true,
+            Some(("write_ahead", "false")) => opts.write_ahead = false,
+            _ => bail!(
+                "unknown setting \"{pair}\" of the embedded backend \"{backend}\"; it takes write_ahead=true or write_ahead=false"
+            ),
+        }
+    }
+    Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_backend_takes_write_ahead_and_refuses_other_settings() {
+        assert!(!embedded_options("embedded").unwrap().write_ahead);
+        assert!(
+            embedded_options("embedded?write_ahead=true")
+                .unwrap()
+                .write_ahead
+        );
+        assert!(
+            !embedded_options("embedded?write_ahead=false")
+                .unwrap()
+                .write_ahead
+        );
+        let error = embedded_options("embedded?write_ahead=yes").unwrap_err();
+        assert!(error.to_string().contains("write_ahead=true"), "{error}");
+        assert!(embedded_options("embedded?sync=always").is_err());
+    }
+
+    /// Reached the way `weir serve --backend` reaches it: the data directory gets the
+    /// write-ahead file's directory, and the log works on it.
+    #[tokio::test]
+    async fn embedded_with_write_ahead_opens_a_log_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, kv) = open("embedded?write_ahead=true", dir.path()).await.unwrap();
+        assert!(kv.is_none());
+        assert_eq!(log.backend(), "embedded");
+        let wal = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+        assert_eq!(wal, 1, "one write-ahead file");
     }
 }

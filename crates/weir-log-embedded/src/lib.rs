@@ -147,10 +147,14 @@ pub struct LogOptions {
     /// leaving the rest for closed segments, the journal and the node's sockets. Lower it
     /// (or raise `ulimit -n`) where the limit on open files is smaller.
     pub max_partitions: u32,
-    /// Whether partitions under `FsyncPolicy::Always` make their groups durable through
-    /// the log's one write-ahead file (one fdatasync for what every partition wrote at
-    /// about the same time) rather than each with its own. Default true. A log opened
-    /// without it still replays what an earlier open left in the file.
+    /// Whether partitions under `FsyncPolicy::Always` make their small groups durable
+    /// through the log's one write-ahead file (one fdatasync for what every partition
+    /// wrote at about the same time) rather than each with its own. Default false: on the
+    /// machines measured so far it cut the fdatasyncs at moderate load about fivefold
+    /// but the CPU per event by only a few percent, and it raised the tail latency (see
+    /// docs/benchmarks.md). A log opened without it still replays what an earlier open
+    /// left in the file. Opening with it marks the log's `topic.json` files version 3,
+    /// which weir before it refuses.
     pub write_ahead: bool,
     /// The write-ahead file starts a new file once its current one passes this many
     /// bytes, and the old one goes once the segments it covers are fsynced; an open after
@@ -167,7 +171,7 @@ impl Default for LogOptions {
             journal_file_bytes: 16 << 20,
             max_partitions_per_topic: 1024,
             max_partitions: 4096,
-            write_ahead: true,
+            write_ahead: false,
             write_ahead_file_bytes: 64 << 20,
         }
     }

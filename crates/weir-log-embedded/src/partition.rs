@@ -121,6 +121,11 @@ const RECOVERY_POINT_FILE: &str = "recovery-point.json";
 const RECOVERY_POINT_VERSION: u32 = 1;
 /// Most bytes one group takes from the queue, so one slow group cannot grow without bound.
 const MAX_GROUP_BYTES: usize = 16 << 20;
+/// Largest group made durable through the write-ahead file; a larger one fsyncs its
+/// segment, which makes everything before it durable too. Group commit across partitions
+/// pays off for the many small groups of moderate load; a large group (a backlog being
+/// drained) amortises its own fsync, and writing it twice costs more than it saves.
+const MAX_WAL_GROUP_BYTES: usize = 32 << 10;
 /// Largest batch compaction writes.
 const COMPACTED_BATCH_BYTES: usize = 1 << 20;
 
@@ -1102,12 +1107,13 @@ impl Shared {
                     }
                     FsyncPolicy::Never => false,
                 };
-            // Through the write-ahead file if everything unsynced before this group is in
-            // it (see `wal`); else the segment's own fsync.
+            // Through the write-ahead file if the group is small and everything unsynced
+            // before it is in the file (see `wal`); else the segment's own fsync.
             let through_wal = match &self.wal {
                 Some((wal, me))
                     if sync_now
                         && always
+                        && buf.len() <= MAX_WAL_GROUP_BYTES
                         && !state.own_fsyncs
                         && !(state.dirty && state.uncovered) =>
                 {

@@ -1371,6 +1371,18 @@ proptest::proptest! {
     }
 }
 
+/// Options with the write-ahead file on.
+fn wal_opts() -> LogOptions {
+    LogOptions {
+        write_ahead: true,
+        ..LogOptions::default()
+    }
+}
+
+fn open_wal(dir: &TempDir) -> Log {
+    Log::open(dir.path(), wal_opts()).expect("open log")
+}
+
 /// Groups of many partitions queued while the write-ahead file's writer is busy (held
 /// here as a slow fsync would hold it) become durable together: eight appends to eight
 /// partitions take at most two fsyncs of the file (the first appender's own, taken
@@ -1380,7 +1392,7 @@ proptest::proptest! {
 #[tokio::test]
 async fn groups_of_many_partitions_share_one_fsync_of_the_write_ahead_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = open(&dir);
+    let log = open_wal(&dir);
     log.create_topic("t", &TopicConfig::with_partitions(8))
         .expect("create");
     for partition in 0..8 {
@@ -1452,7 +1464,7 @@ async fn acknowledged_groups_come_back_from_the_write_ahead_file_after_a_power_c
     let disk = SimDisk::new();
     let data = std::path::Path::new("/data");
     let io: Arc<dyn Io> = Arc::new(disk.clone());
-    let log = Log::open_with_io(Arc::clone(&io), data, LogOptions::default()).expect("open");
+    let log = Log::open_with_io(Arc::clone(&io), data, wal_opts()).expect("open");
     log.create_topic("t", &TopicConfig::with_partitions(2))
         .expect("create");
     for i in 0..3 {
@@ -1480,7 +1492,7 @@ async fn acknowledged_groups_come_back_from_the_write_ahead_file_after_a_power_c
         );
     }
     let io: Arc<dyn Io> = Arc::new(image.clone());
-    let log = Log::open_with_io(io, data, LogOptions::default()).expect("reopen");
+    let log = Log::open_with_io(io, data, wal_opts()).expect("reopen");
     for partition in 0..2 {
         let values: Vec<_> = log
             .read("t", partition, 0, 10)
@@ -1509,14 +1521,14 @@ async fn acknowledged_groups_come_back_from_the_write_ahead_file_after_a_power_c
 #[test]
 fn a_write_ahead_file_of_another_version_is_refused_and_a_torn_new_one_ignored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    drop(open(&dir));
+    drop(open_wal(&dir));
     let wal_dir = dir.path().join(wal::WAL_DIR);
     fs::write(wal_dir.join(format!("{:020}.wal", 7)), b"weir").expect("write");
     drop(open(&dir));
     let mut newer = b"weir-wal".to_vec();
     newer.extend_from_slice(&2u32.to_le_bytes());
     fs::write(wal_dir.join(format!("{:020}.wal", 70)), &newer).expect("write");
-    let error = Log::open(dir.path(), LogOptions::default())
+    let error = Log::open(dir.path(), wal_opts())
         .err()
         .expect("a newer write-ahead file is refused");
     assert!(
@@ -1525,8 +1537,9 @@ fn a_write_ahead_file_of_another_version_is_refused_and_a_torn_new_one_ignored()
     );
 }
 
-/// Open rewrites an older `topic.json` as version 3 before anything of the topic goes
-/// to the write-ahead file, so weir before it refuses the log instead of missing it.
+/// An open with the write-ahead file rewrites an older `topic.json` as version 3 before
+/// anything of the topic goes to the file, so weir before it refuses the log instead of
+/// missing it; one without it writes version 2 and reads version 3.
 #[test]
 fn open_marks_older_topics_as_version_3() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1534,16 +1547,24 @@ fn open_marks_older_topics_as_version_3() {
         .create_topic("t", &TopicConfig::with_partitions(1))
         .expect("create");
     let path = dir.path().join("topics/t/topic.json");
+    let version = |path: &PathBuf| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&fs::read(path).expect("read")).expect("json")
+            ["version"]
+            .clone()
+    };
+    // Without the write-ahead file, version 2, which weir before version 3 reads.
+    assert_eq!(version(&path), 2);
+    drop(open_wal(&dir));
     let mut file: serde_json::Value =
         serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
     assert_eq!(file["version"], 3);
     file["version"] = 2.into();
     fs::write(&path, serde_json::to_vec(&file).expect("json")).expect("write");
-    let log = open(&dir);
+    let log = open_wal(&dir);
     assert_eq!(log.topic("t").expect("topic").partitions, 1);
-    let file: serde_json::Value =
-        serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
-    assert_eq!(file["version"], 3);
+    assert_eq!(version(&path), 3);
+    drop(log);
+    assert_eq!(open(&dir).topic("t").expect("topic").partitions, 1);
 }
 
 /// Waits until `done`, failing after 30 s with `what`.
@@ -1569,7 +1590,7 @@ async fn a_group_the_write_ahead_file_refused_never_comes_back_after_a_cut() {
     for (seed, switch) in (0..24u64).flat_map(|seed| [(seed, false), (seed, true)]) {
         let disk = SimDisk::new();
         let io: Arc<dyn Io> = Arc::new(disk.clone());
-        let log = Log::open_with_io(io, data, LogOptions::default()).expect("open");
+        let log = Log::open_with_io(io, data, wal_opts()).expect("open");
         log.create_topic("t", &TopicConfig::with_partitions(3))
             .expect("create");
         for partition in 0..3 {
@@ -1625,7 +1646,7 @@ async fn a_group_the_write_ahead_file_refused_never_comes_back_after_a_cut() {
         }
         let image = disk.power_cut(CutMode::Torn, seed);
         drop(log);
-        let log = Log::open_with_io(Arc::new(image), data, LogOptions::default()).expect("reopen");
+        let log = Log::open_with_io(Arc::new(image), data, wal_opts()).expect("reopen");
         let values: Vec<_> = log
             .read("t", 1, 0, 10)
             .expect("read")
@@ -1648,7 +1669,7 @@ async fn a_group_the_write_ahead_file_refused_never_comes_back_after_a_cut() {
 fn closing_the_log_beside_a_partition_that_outlives_it_does_not_hang() {
     for _ in 0..10 {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = open(&dir);
+        let log = open_wal(&dir);
         log.create_topic("t", &TopicConfig::with_partitions(1))
             .expect("create");
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -9,9 +9,11 @@
 //! ```
 //!
 //! Version 1 files (`{"version":1,"partitions":3}`) are read with the default
-//! configuration. Version 3 is version 2 in a log with a write-ahead file (see `wal`):
-//! open rewrites older files as version 3 before a partition can write, so weir before
-//! it, which would miss the frames only that file holds after a crash, refuses the log.
+//! configuration. Version 3 is version 2 in a log opened with a write-ahead file (see
+//! `wal`): such an open rewrites older files as version 3 before a partition can write,
+//! so weir before it, which would miss the frames only that file holds after a crash,
+//! refuses the log. A log opened without the file writes version 2 (its open replayed
+//! and removed what an earlier open left in the file).
 //!
 //! # Invariants
 //!
@@ -173,6 +175,8 @@ pub(crate) struct Topic {
     name: String,
     dir: std::path::PathBuf,
     config: std::sync::RwLock<TopicConfig>,
+    /// What `topic.json` is written as: version 3 while the log has a write-ahead file.
+    file_version: u32,
     partitions: Vec<Arc<Partition>>,
     next_round_robin: AtomicU32,
 }
@@ -199,7 +203,14 @@ impl Topic {
         }
         fsutil::create_dir(&**io, dir).context(|| format!("could not create {}", dir.display()))?;
         match Topic::create_files(io, dir, name, config, groups, wal) {
-            Ok(opened) => Ok(Topic::new(io, dir, name, config.clone(), opened)),
+            Ok(opened) => Ok(Topic::new(
+                io,
+                dir,
+                name,
+                config.clone(),
+                file_version(wal),
+                opened,
+            )),
             Err(error) => {
                 // Nothing of it holds records yet (the topic never existed), and its
                 // partitions are closed again.
@@ -240,7 +251,7 @@ impl Topic {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        write_topic_file(&**io, dir, name, config)?;
+        write_topic_file(&**io, dir, name, config, file_version(wal))?;
         Ok(opened)
     }
 
@@ -250,7 +261,7 @@ impl Topic {
         if *current == *config {
             return Ok(());
         }
-        write_topic_file(&*self.io, &self.dir, &self.name, config)?;
+        write_topic_file(&*self.io, &self.dir, &self.name, config, self.file_version)?;
         for partition in &self.partitions {
             partition.set_settings(config.settings());
         }
@@ -339,8 +350,8 @@ impl Topic {
             .context(|| format!("could not fsync {}", dir.display()))?;
         // Before anything of it can be in the write-ahead file, weir before version 3
         // must refuse the topic (see `wal`).
-        if file.version < TOPIC_FILE_VERSION {
-            write_topic_file(&**io, dir, name, &config)?;
+        if file.version < file_version(wal) {
+            write_topic_file(&**io, dir, name, &config, file_version(wal))?;
         }
         let opened = (0..file.partitions)
             .map(|id| {
@@ -356,7 +367,14 @@ impl Topic {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Topic::new(io, dir, name, config, opened)))
+        Ok(Some(Topic::new(
+            io,
+            dir,
+            name,
+            config,
+            file_version(wal),
+            opened,
+        )))
     }
 
     fn new(
@@ -364,12 +382,14 @@ impl Topic {
         dir: &Path,
         name: &str,
         config: TopicConfig,
+        file_version: u32,
         partitions: Vec<Partition>,
     ) -> Topic {
         Topic {
             io: Arc::clone(io),
             dir: dir.to_owned(),
             config: std::sync::RwLock::new(config),
+            file_version,
             name: name.to_owned(),
             partitions: partitions.into_iter().map(Arc::new).collect(),
             next_round_robin: AtomicU32::new(0),
@@ -455,9 +475,24 @@ fn remove_dir(io: &dyn Io, dir: &Path) -> std::io::Result<()> {
     }
 }
 
-fn write_topic_file(io: &dyn Io, dir: &Path, name: &str, config: &TopicConfig) -> Result<()> {
+/// The version a topic's file is written as: 3 with a write-ahead file, else 2 (which
+/// weir before version 3 reads: a log opened without the file has none left).
+fn file_version(wal: Option<&Arc<Wal>>) -> u32 {
+    match wal {
+        Some(_) => TOPIC_FILE_VERSION,
+        None => 2,
+    }
+}
+
+fn write_topic_file(
+    io: &dyn Io,
+    dir: &Path,
+    name: &str,
+    config: &TopicConfig,
+    version: u32,
+) -> Result<()> {
     let contents = serde_json::to_vec(&TopicFile {
-        version: TOPIC_FILE_VERSION,
+        version,
         partitions: config.partitions,
         config: Some(config.clone()),
     })

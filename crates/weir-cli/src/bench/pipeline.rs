@@ -71,17 +71,17 @@ pub struct PipelineBenchArgs {
     /// the metrics costs.
     #[arg(long)]
     no_metrics: bool,
-    /// Open the embedded log without its write-ahead file: each partition fsyncs its own
-    /// segment, as weir did before group commit across partitions, to see what that
-    /// gains.
+    /// Open the embedded log with its write-ahead file (`--backend
+    /// 'embedded?write_ahead=true'`): small groups of every partition share fdatasyncs,
+    /// to compare with each partition fsyncing its own segment, the default.
     #[arg(long)]
-    no_write_ahead: bool,
+    write_ahead: bool,
 }
 
 /// The embedded log in `data`, with or without its write-ahead file.
 async fn open_log(args: &PipelineBenchArgs, data: &Path) -> anyhow::Result<weir_log::SharedLog> {
     let opts = weir_log_embedded::LogOptions {
-        write_ahead: !args.no_write_ahead,
+        write_ahead: args.write_ahead,
         ..weir_log_embedded::LogOptions::default()
     };
     Ok(weir_log_embedded::open_shared(data, opts).await?)
@@ -375,7 +375,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "concurrency": args.concurrency,
         "logging": !args.no_logging,
         "metrics": !args.no_metrics,
-        "write_ahead": !args.no_write_ahead,
+        "write_ahead": args.write_ahead,
         "drain_cpu_us_per_event": round2(drain_cpu * 1e6 / args.events as f64),
         "function_calls_per_sec_one_core": function_rate.round(),
         "function_cpu_us_per_call": round2(1e6 / function_rate),

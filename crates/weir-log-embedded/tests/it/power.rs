@@ -267,14 +267,23 @@ struct NewLog {
     closed: bool,
 }
 
+/// With and without the write-ahead file.
 #[test]
 fn a_new_log_its_topics_appends_and_commits_survive_a_cut_at_every_step() {
-    let opts = LogOptions::default();
+    for write_ahead in [false, true] {
+        a_new_log_survives_a_cut_at_every_step(LogOptions {
+            write_ahead,
+            ..LogOptions::default()
+        });
+    }
+}
+
+fn a_new_log_survives_a_cut_at_every_step(opts: LogOptions) {
     let runs = at_every_step(
         &SimDisk::new(),
         &opts,
         |disk, acked: &mut NewLog| {
-            let log = open_on(disk, LogOptions::default())?;
+            let log = open_on(disk, opts.clone())?;
             log.create_topic("t", &TopicConfig::with_partitions(2))?;
             acked.topic = true;
             for (partition, batch) in [
@@ -1268,6 +1277,7 @@ struct WriteAhead {
 #[test]
 fn appends_across_write_ahead_files_and_their_checkpoints_survive_a_cut_at_every_step() {
     let opts = LogOptions {
+        write_ahead: true,
         write_ahead_file_bytes: 200,
         ..LogOptions::default()
     };
@@ -1338,7 +1348,10 @@ fn appends_across_write_ahead_files_and_their_checkpoints_survive_a_cut_at_every
 /// partition goes on: the groups before and after it are there.
 #[test]
 fn a_group_the_write_ahead_file_refused_for_lack_of_space_never_comes_back() {
-    let opts = LogOptions::default();
+    let opts = LogOptions {
+        write_ahead: true,
+        ..LogOptions::default()
+    };
     let base = prepared(&opts, |log| {
         crate::create_topic(log, "kept", 1).expect("create");
     });
@@ -1346,7 +1359,7 @@ fn a_group_the_write_ahead_file_refused_for_lack_of_space_never_comes_back() {
         &base,
         &opts,
         |disk, acked: &mut HalfWritten| {
-            let log = open_sim_checked(disk)?;
+            let log = open_on(disk, opts.clone())?;
             acked.kept.append(&log, "kept", 0, vec!["k0".into()])?;
             disk.inject(Fault {
                 under: Some(Path::new(DIR).join("wal")),
