@@ -150,8 +150,8 @@ pub struct LogOptions {
     /// Whether partitions under `FsyncPolicy::Always` make their small groups durable
     /// through the log's one write-ahead file (one fdatasync for what every partition
     /// wrote at about the same time) rather than each with its own. Default false: on the
-    /// machines measured so far it cut the fdatasyncs at moderate load about fivefold
-    /// but the CPU per event by only a few percent, and it raised the tail latency (see
+    /// machine measured so far it cut the fdatasyncs at moderate load about sixfold but
+    /// the CPU per event by only 3-8%, and it raised the tail latency (see
     /// docs/benchmarks.md). A log opened without it still replays what an earlier open
     /// left in the file. Opening with it marks the log's `topic.json` files version 3,
     /// which weir before it refuses.

@@ -1,7 +1,8 @@
-//! The write-ahead file: group commit across partitions. Under [`FsyncPolicy::Always`]
-//! every partition's groups become durable through one file, so what several partitions
-//! write at about the same time costs one `fdatasync`, not one per partition (fdatasync is
-//! per file).
+//! The write-ahead file: group commit across partitions, with
+//! [`crate::LogOptions::write_ahead`] (off by default; docs/benchmarks.md says why). Under
+//! `FsyncPolicy::Always` every partition's small groups become durable through one file,
+//! so what several partitions write at about the same time costs one `fdatasync`, not
+//! one per partition (fdatasync is per file).
 //!
 //! # On disk
 //!
@@ -22,7 +23,9 @@
 //! - Under `Always` a partition's writer writes a group's frames to its active segment
 //!   without an fsync, then appends the same bytes as one entry here, and makes the group
 //!   visible and acknowledges it only once the entry is fsynced. So, as before, nothing is
-//!   readable or acknowledged before it is durable: it is durable once its entry is.
+//!   readable or acknowledged before it is durable: it is durable once its entry is. A
+//!   group over 32 KiB fsyncs its segment instead, which makes everything before it in
+//!   the segment durable too.
 //! - Group commit, with no thread and no timer of its own: an appender queues its entry;
 //!   whichever appender then finds no write under way writes everything queued with one
 //!   positional write and one `fdatasync`, and wakes the others; entries queued meanwhile

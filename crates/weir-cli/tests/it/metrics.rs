@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::{cli, post_sample, serve, wait_caught_up};
+use crate::{cli, post_sample, serve_on, wait_caught_up};
 
 /// The sum of the samples of `name` whose labels include every one of `labels`
 /// (`key="value"`), and how many samples there were.
@@ -44,7 +44,8 @@ fn metrics_after_traffic_are_complete_and_pass_promtool() {
         panic!("promtool, which checks /metrics, is missing and could not be fetched: {e:#}")
     });
     let dir = tempfile::tempdir().unwrap();
-    let node = serve(dir.path());
+    // With the embedded log's write-ahead file, reached as a user turns it on.
+    let node = serve_on(dir.path(), "embedded?write_ahead=true");
 
     // Four orders through the pipeline (one POST, three by `weir publish --file`), and an
     // event its filter keeps from the function.
