@@ -225,8 +225,7 @@ pub(crate) struct Shared {
 
 pub(crate) struct WriterState {
     /// The active segment, opened for writing.
-    /// Shared with a checkpoint of the write-ahead file, which fsyncs it without the lock.
-    file: Arc<dyn IoFile>,
+    file: Box<dyn IoFile>,
     active: Arc<Segment>,
     /// Bytes of whole frames written to the active segment.
     len: u64,
@@ -415,7 +414,7 @@ impl Partition {
                 dir: dir.to_owned(),
                 segments: RwLock::new(segments),
                 state: Mutex::new(WriterState {
-                    file: Arc::from(file),
+                    file,
                     active,
                     len,
                     next_offset,
@@ -752,12 +751,14 @@ impl SegmentSync for Shared {
             if state.active.base_offset != base || !state.dirty {
                 return Ok(());
             }
-            Arc::clone(&state.file)
+            // A file of its own, opened under the lock: the kernel reports a failed
+            // write-back once to each open file, so this fsync cannot take the report the
+            // writer's own fsync needs (nor the other way round), and a failure the
+            // writer was told of before poisoned the partition, checked above and below.
+            self.io.open(&state.active.path, Access::Write)?
         };
         // Without the writer's lock, which an fsync of much data would hold up appends
-        // for. Through the partition's own file: a failure that the writer's fsync
-        // reported first (the kernel reports one once per open file) poisoned the
-        // partition before the writer let go of its lock, which is checked after.
+        // for.
         let synced = file.sync_data();
         let mut state = self.lock_state_io()?;
         if state.poisoned {
@@ -1227,7 +1228,7 @@ impl Shared {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(base, Arc::clone(&segment));
-        state.file = Arc::from(file);
+        state.file = file;
         state.active = segment;
         state.len = 0;
         state.own_fsyncs = false;

@@ -349,9 +349,11 @@ impl Topic {
         io.sync_dir(dir)
             .context(|| format!("could not fsync {}", dir.display()))?;
         // Before anything of it can be in the write-ahead file, weir before version 3
-        // must refuse the topic (see `wal`).
-        if file.version < file_version(wal) {
-            write_topic_file(&**io, dir, name, &config, file_version(wal))?;
+        // must refuse the topic (see `wal`); without the file (whose replay just removed
+        // what an earlier open left there) it may read it again.
+        let version = file_version(wal);
+        if file.version != version && !(file.version == 1 && version == 2) {
+            write_topic_file(&**io, dir, name, &config, version)?;
         }
         let opened = (0..file.partitions)
             .map(|id| {

@@ -89,7 +89,7 @@ async fn failed_write_poisons_and_leaves_earlier_batches_readable() {
     let len = fs::metadata(&path).expect("metadata").len();
 
     // A read-only handle makes the next write fail like a broken disk would.
-    partition.lock_state().file = read_only(&path).into();
+    partition.lock_state().file = read_only(&path);
     let err = partition
         .append(vec![Record::new("lost")], 1)
         .await
@@ -145,7 +145,7 @@ async fn a_full_disk_that_cannot_be_cut_back_poisons() {
     {
         let mut state = partition.lock_state();
         // A read-only handle cannot be truncated either.
-        state.file = read_only(&partition.active_path_locked(&state)).into();
+        state.file = read_only(&partition.active_path_locked(&state));
         state.fail_next_write = Some(io::ErrorKind::StorageFull);
     }
     let err = partition.append(values(1), 1).await.expect_err("fails");
