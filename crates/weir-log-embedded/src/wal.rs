@@ -37,10 +37,11 @@
 //!   restores every acknowledged frame.
 //! - A file rolls once it holds `LogOptions::write_ahead_file_bytes`: the next file is
 //!   created (its header and directory entry fsynced) before an entry goes to it, and
-//!   the old one is checkpointed by a thread: every partition it has entries of fsyncs,
-//!   through its own file and under its writer's lock, the segment those entries went to
-//!   (a rolled segment was fsynced by its roll), and only then is the old file removed
-//!   and the directory fsynced. A failed checkpoint keeps the file; so does any
+//!   the old one is checkpointed by a thread: the segment each partition it has entries
+//!   of wrote them to is fsynced (a rolled segment was fsynced by its roll) through a
+//!   file opened under the partition's lock but synced without it (the kernel reports a
+//!   failed write-back once to each open file, so neither fsync can take the other's),
+//!   and only then is the old file removed and the directory fsynced. A failed checkpoint keeps the file; so does any
 //!   poisoned partition (after a failed fsync a later one may succeed for data the kernel
 //!   dropped), until the next open.
 //! - Open replays every file, oldest first, before any partition opens: each entry's
