@@ -263,6 +263,8 @@ enum RollError {
 impl Partition {
     /// Opens the partition stored in `dir`, recovering its segments and applying the group
     /// commits their version 4 frames carry to `groups`.
+    // The log's shared parts (groups, write-ahead file) are two of them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         io: &Arc<dyn Io>,
         topic: &str,

@@ -1528,9 +1528,7 @@ fn a_write_ahead_file_of_another_version_is_refused_and_a_torn_new_one_ignored()
     let mut newer = b"weir-wal".to_vec();
     newer.extend_from_slice(&2u32.to_le_bytes());
     fs::write(wal_dir.join(format!("{:020}.wal", 70)), &newer).expect("write");
-    let error = Log::open(dir.path(), wal_opts())
-        .err()
-        .expect("a newer write-ahead file is refused");
+    let error = Log::open(dir.path(), wal_opts()).expect_err("a newer write-ahead file is refused");
     assert!(
         matches!(&error, Error::Corrupt { reason, .. } if reason.contains("version 2")),
         "{error}"
