@@ -1080,12 +1080,7 @@ impl Shared {
                         bytes: buf.len(),
                     }
                     .emit();
-                    for (reply, _, _) in replies {
-                        let _ = reply.send(Err(self.disk_full()));
-                    }
-                    for request in queue.drain(..) {
-                        let _ = request.reply.send(Err(self.disk_full()));
-                    }
+                    self.refuse_for_lack_of_space(replies, queue);
                     return;
                 }
                 self.poison(&mut state, &error, rolled_back);
@@ -1136,12 +1131,7 @@ impl Shared {
                         && state.file.set_len(start_len).is_ok()
                         && self.sync(&mut state).is_ok();
                     if cut_back {
-                        for (reply, _, _) in replies {
-                            let _ = reply.send(Err(self.disk_full()));
-                        }
-                        for request in queue.drain(..) {
-                            let _ = request.reply.send(Err(self.disk_full()));
-                        }
+                        self.refuse_for_lack_of_space(replies, queue);
                         return;
                     }
                     self.poison(&mut state, &error, false);
@@ -1194,6 +1184,20 @@ impl Shared {
                 self.metrics.append.record(queued.elapsed());
                 let _ = reply.send(Ok(base_offset));
             }
+        }
+    }
+
+    /// Answers a group that a full disk refused, and everything queued behind it.
+    fn refuse_for_lack_of_space(
+        &self,
+        replies: Vec<(oneshot::Sender<Result<u64>>, u64, Instant)>,
+        queue: VecDeque<AppendRequest>,
+    ) {
+        for (reply, _, _) in replies {
+            let _ = reply.send(Err(self.disk_full()));
+        }
+        for request in queue {
+            let _ = request.reply.send(Err(self.disk_full()));
         }
     }
 
