@@ -4,7 +4,7 @@
 //! # On disk
 //!
 //! ```text
-//! topics/<topic>/topic.json     {"version":3,"partitions":3,"config":{…TopicConfig…}}
+//! topics/<topic>/topic.json     {"version":2,"partitions":3,"config":{…TopicConfig…}}
 //! topics/<topic>/<partition>/   see `partition`
 //! ```
 //!

@@ -63,9 +63,10 @@
 //!   come back and be replayed over what later takes its positions), and its group fails
 //!   with [`crate::Error::DiskFull`] (each partition cuts its segment back too, durably);
 //!   if the cut-back fails, the file is poisoned.
-//! - Format: a log with this directory is version 3 of `topic.json` (see `topic`), which
-//!   weir before it refuses to open rather than miss the acknowledged frames only this
-//!   file holds after a crash. A file with another header is refused.
+//! - Format: a log opened with the file is version 3 of `topic.json` (see `topic`),
+//!   written before anything reaches the file, which weir before it refuses to open
+//!   rather than miss the acknowledged frames only this file holds after a crash. A file
+//!   with another header is refused.
 
 use std::{
     collections::HashMap,

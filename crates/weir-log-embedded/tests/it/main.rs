@@ -57,6 +57,15 @@
 //! | `fsutil::create_dir`: fsync of the parent when the directory was there | `power::a_topic_created_again_…` |
 //! | group file: fsync of the file | nine tests: the group file is corrupt (`model`, `transactions_survive_…`, `power::claims_and_fenced_commits_…`, `power::a_group_offset_lowered_…`, `power::a_new_log_…`, `power::a_topic_created_again_…`, `power::a_transaction_completed_…`, `power::a_done_entry_…`, `power::a_transaction_left_pending_…`) |
 //! | group file: directory fsync | eight tests: `power::claims_and_fenced_commits_…` (an acknowledged claim's generation is gone), `power::a_group_offset_lowered_…`, `transactions_survive_a_power_cut_at_every_step`, `model`, `power::a_new_log_…`, `power::a_topic_created_again_…`, `power::a_transaction_completed_…`, `power::a_transaction_left_pending_…` |
+//! | write-ahead file (`LogOptions::write_ahead`, run 2026-12-06): fdatasync of a group before it is acknowledged | `power::a_new_log_…` (with the file), `power::appends_across_write_ahead_files_…`, `power::a_group_the_write_ahead_file_refused_…`, `tests::acknowledged_groups_come_back_…` |
+//! | write-ahead file: directory fsync after creating a file | the same four |
+//! | write-ahead file: fsync of a new file's header | none alone: the first group's fdatasync of the file makes the header durable with it, before anything is acknowledged |
+//! | write-ahead file: fsync of its cut-back after a full disk | `tests::a_group_the_write_ahead_file_refused_never_comes_back_after_a_cut` |
+//! | partition: fsync of its segment's cut-back when the write-ahead file refused a group | `tests::a_group_the_write_ahead_file_refused_…`, `power::a_group_the_write_ahead_file_refused_…` |
+//! | write-ahead checkpoint: fdatasync of each segment before the file goes | `power::appends_across_write_ahead_files_…` |
+//! | write-ahead checkpoint: directory fsync after removing the file | none alone: a file that comes back is replayed, which writes bytes the segments hold already or skips segments that rolled since |
+//! | write-ahead replay at open: fdatasync of the segments it wrote | `power::an_open_that_replays_the_write_ahead_file_…` |
+//! | write-ahead replay at open: directory fsync after removing the files | none alone: with the file on, creating the next file fsyncs the same directory; without it, files that come back are replayed again, writing bytes the segments hold already |
 //! | open: writing the offsets `Groups::clamp_to_end` lowered (the clamp marks the group dirty for open's checkpoint) | `power::a_group_offset_lowered_…` (the old commit comes back over records the group never read), `model` |
 //! | `Groups::load`: fsync of `groups/` | `transactions_survive_…`, `power::a_new_log_…`, `power::a_transaction_completed_…` |
 //! | journal writer: fdatasync of a group of intents | five tests, e.g. `transactions_survive_…` (a transaction in part) |
