@@ -1135,13 +1135,8 @@ impl Shared {
                         return;
                     }
                     self.poison(&mut state, &error, false);
-                    let message = self.io_error("make durable a group of", error).to_string();
-                    for (reply, _, _) in replies {
-                        let _ = reply.send(Err(Error::Io {
-                            context: message.clone(),
-                            source: io::Error::other("the write-ahead file failed"),
-                        }));
-                    }
+                    let error = self.io_error("make durable a group of", error);
+                    self.fail_group(replies, &error, "the write-ahead file failed");
                     continue;
                 }
                 self.metrics.fsync.record(waited.elapsed());
@@ -1156,13 +1151,8 @@ impl Shared {
                 state.uncovered = true;
                 if sync_now && let Err(error) = self.sync(&mut state) {
                     self.poison(&mut state, &error, false);
-                    let message = self.io_error("fsync", error).to_string();
-                    for (reply, _, _) in replies {
-                        let _ = reply.send(Err(Error::Io {
-                            context: message.clone(),
-                            source: io::Error::other("fdatasync failed"),
-                        }));
-                    }
+                    let error = self.io_error("fsync", error);
+                    self.fail_group(replies, &error, "fdatasync failed");
                     continue;
                 }
             }
@@ -1184,6 +1174,22 @@ impl Shared {
                 self.metrics.append.record(queued.elapsed());
                 let _ = reply.send(Ok(base_offset));
             }
+        }
+    }
+
+    /// Answers every append of a group whose durability step failed with `error`.
+    fn fail_group(
+        &self,
+        replies: Vec<(oneshot::Sender<Result<u64>>, u64, Instant)>,
+        error: &Error,
+        cause: &str,
+    ) {
+        let context = error.to_string();
+        for (reply, _, _) in replies {
+            let _ = reply.send(Err(Error::Io {
+                context: context.clone(),
+                source: io::Error::other(cause.to_owned()),
+            }));
         }
     }
 

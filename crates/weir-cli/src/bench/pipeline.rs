@@ -78,13 +78,14 @@ pub struct PipelineBenchArgs {
     write_ahead: bool,
 }
 
-/// The embedded log in `data`, with or without its write-ahead file.
+/// The embedded log in `data`, with or without its write-ahead file, opened as `weir
+/// serve --backend` opens it.
 async fn open_log(args: &PipelineBenchArgs, data: &Path) -> anyhow::Result<weir_log::SharedLog> {
-    let opts = weir_log_embedded::LogOptions {
-        write_ahead: args.write_ahead,
-        ..weir_log_embedded::LogOptions::default()
+    let backend = match args.write_ahead {
+        true => "embedded?write_ahead=true",
+        false => "embedded",
     };
-    Ok(weir_log_embedded::open_shared(data, opts).await?)
+    Ok(crate::backend::open(backend, data).await?.0)
 }
 
 /// The example's topics: its function publishes to `crm.orders`.
