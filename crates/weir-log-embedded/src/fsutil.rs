@@ -2,7 +2,10 @@
 
 use std::{io, path::Path};
 
-use crate::io::{Access, Io};
+use crate::{
+    io::{Access, Io},
+    telemetry,
+};
 
 /// Creates `dir` if it is missing and makes its entry in the parent durable, also when it
 /// was there already: a process that crashed between an earlier `mkdir` and its fsync
@@ -58,5 +61,67 @@ fn sync_parent(io: &dyn Io, path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => io.sync_dir(parent),
         _ => io.sync_dir(Path::new(".")),
+    }
+}
+
+/// `<generation:020>.<extension>`: the numbered files of the transaction journal and of
+/// the write-ahead file.
+pub(crate) fn generation_file_name(generation: u64, extension: &str) -> String {
+    format!("{generation:020}.{extension}")
+}
+
+fn parse_generation_file_name(name: &str, extension: &str) -> Option<u64> {
+    let digits = name.strip_suffix(extension)?.strip_suffix('.')?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The generations of the `<generation:020>.<extension>` files in `dir`, oldest first;
+/// any other entry is reported as not `what` and left alone.
+pub(crate) fn list_generations(
+    io: &dyn Io,
+    dir: &Path,
+    extension: &str,
+    what: &str,
+) -> io::Result<Vec<u64>> {
+    let mut generations = Vec::new();
+    for name in io.read_dir(dir)? {
+        match name
+            .to_str()
+            .and_then(|n| parse_generation_file_name(n, extension))
+        {
+            Some(generation) => generations.push(generation),
+            None => telemetry::EntryIgnored {
+                path: &dir.join(&name),
+                reason: &format!("not {what}"),
+            }
+            .emit(),
+        }
+    }
+    generations.sort_unstable();
+    Ok(generations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_file_names_parse_back() {
+        assert_eq!(
+            parse_generation_file_name(&generation_file_name(42, "wal"), "wal"),
+            Some(42)
+        );
+        assert_eq!(parse_generation_file_name("42.wal", "wal"), None);
+        assert_eq!(
+            parse_generation_file_name("00000000000000000042.log", "wal"),
+            None
+        );
+        assert_eq!(
+            parse_generation_file_name("00000000000000000042xwal", "wal"),
+            None
+        );
     }
 }

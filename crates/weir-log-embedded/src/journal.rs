@@ -417,15 +417,7 @@ pub(crate) fn decode_entries(buf: &Bytes) -> (Vec<Entry>, usize, Option<EntryErr
 }
 
 fn file_name(generation: u64) -> String {
-    format!("{generation:020}.journal")
-}
-
-fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".journal")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    fsutil::generation_file_name(generation, "journal")
 }
 
 /// What the journal files held at open.
@@ -460,21 +452,8 @@ impl Recovered {
 /// Reads every journal file in `dir` (created if missing), truncating torn tails.
 pub(crate) fn recover(io: &dyn Io, dir: &Path) -> Result<Recovered> {
     fsutil::create_dir(io, dir).context(|| format!("could not create {}", dir.display()))?;
-    let mut generations = Vec::new();
-    for name in io
-        .read_dir(dir)
-        .context(|| format!("could not list {}", dir.display()))?
-    {
-        match name.to_str().and_then(parse_file_name) {
-            Some(generation) => generations.push(generation),
-            None => telemetry::EntryIgnored {
-                path: &dir.join(&name),
-                reason: "not a transaction journal file",
-            }
-            .emit(),
-        }
-    }
-    generations.sort_unstable();
+    let generations = fsutil::list_generations(io, dir, "journal", "a transaction journal file")
+        .context(|| format!("could not list {}", dir.display()))?;
     let mut recovered = Recovered {
         next_generation: generations.last().map_or(1, |g| g + 1),
         ..Recovered::default()

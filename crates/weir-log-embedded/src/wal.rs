@@ -151,14 +151,7 @@ struct Checkpoint {
 }
 
 fn file_name(generation: u64) -> String {
-    format!("{generation:020}.wal")
-}
-
-fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".wal")?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+    fsutil::generation_file_name(generation, "wal")
 }
 
 fn header() -> [u8; HEADER_LEN] {
@@ -245,23 +238,6 @@ fn decode_body(body: &[u8]) -> Option<Entry<'_>> {
     })
 }
 
-/// The generations of the files in `wal_dir`, oldest first.
-fn list(io: &dyn Io, wal_dir: &Path) -> io::Result<Vec<u64>> {
-    let mut generations = Vec::new();
-    for name in io.read_dir(wal_dir)? {
-        match name.to_str().and_then(parse_file_name) {
-            Some(generation) => generations.push(generation),
-            None => telemetry::EntryIgnored {
-                path: &wal_dir.join(&name),
-                reason: "not a write-ahead file",
-            }
-            .emit(),
-        }
-    }
-    generations.sort_unstable();
-    Ok(generations)
-}
-
 /// Replays every write-ahead file of the log in `dir` into the segments (see the module
 /// docs), makes what it wrote durable and removes the files. Returns the generation for
 /// the next file.
@@ -269,8 +245,8 @@ pub(crate) fn replay(io: &dyn Io, dir: &Path) -> crate::Result<u64> {
     let wal_dir = dir.join(WAL_DIR);
     fsutil::create_dir(io, &wal_dir)
         .context(|| format!("could not create {}", wal_dir.display()))?;
-    let generations =
-        list(io, &wal_dir).context(|| format!("could not list {}", wal_dir.display()))?;
+    let generations = fsutil::list_generations(io, &wal_dir, "wal", "a write-ahead file")
+        .context(|| format!("could not list {}", wal_dir.display()))?;
     let mut segments: HashMap<PathBuf, Option<Box<dyn IoFile>>> = HashMap::new();
     let mut latest_bases: HashMap<PathBuf, Option<u64>> = HashMap::new();
     let mut replayed = 0usize;
@@ -757,12 +733,5 @@ mod tests {
             assert_eq!(at, whole);
             assert!(reason.is_some());
         }
-    }
-
-    #[test]
-    fn file_names_parse_back() {
-        assert_eq!(parse_file_name(&file_name(42)), Some(42));
-        assert_eq!(parse_file_name("42.wal"), None);
-        assert_eq!(parse_file_name("00000000000000000042.log"), None);
     }
 }
