@@ -225,7 +225,9 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         log,
     ))
     .await?;
+    let switches_started = process_context_switches()?;
     let (drain, drain_cpu) = drain_backlog(&node, args.events as u64).await?;
+    let drain_switches = process_context_switches()? - switches_started;
     let events_per_sec = args.events as f64 / drain;
 
     // Latency at a fixed offered rate: each event's publish acknowledgement, then the
@@ -255,6 +257,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let rate = args.rate.unwrap_or((events_per_sec / 4.0) as u64);
     let per_tick = (rate / 1000).max(1) as usize;
     let cpu_started = process_cpu_secs();
+    let switches_started = process_context_switches()?;
     let ticks = (args.seconds * 1000.0) as usize;
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -287,6 +290,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let e2e_cpu = process_cpu_secs()? - cpu_started?;
+    let e2e_switches = process_context_switches()? - switches_started;
     watcher.abort();
     let mut latencies: Vec<u64> = {
         let (acked, seen) = (acked.lock().unwrap(), seen.lock().unwrap());
@@ -368,6 +372,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "events_per_sec": round2(events_per_sec),
         "e2e_rate": per_tick * 1000,
         "e2e_cpu_us_per_event": round2(e2e_cpu * 1e6 / e2e_events),
+        "e2e_context_switches_per_event": round2(e2e_switches as f64 / e2e_events),
         "e2e_samples": latencies.len(),
         "e2e_p50_us": percentile(&latencies, 0.50),
         "e2e_p99_us": percentile(&latencies, 0.99),
@@ -378,6 +383,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "metrics": !args.no_metrics,
         "write_ahead": args.write_ahead,
         "drain_cpu_us_per_event": round2(drain_cpu * 1e6 / args.events as f64),
+        "drain_context_switches_per_event": round2(drain_switches as f64 / args.events as f64),
         "function_calls_per_sec_one_core": function_rate.round(),
         "function_cpu_us_per_call": round2(1e6 / function_rate),
         "cores": cores,
@@ -472,6 +478,15 @@ async fn drain_backlog(node: &Node, target: u64) -> anyhow::Result<(f64, f64)> {
         started.elapsed().as_secs_f64(),
         process_cpu_secs()? - cpu_started?,
     ))
+}
+
+/// Context switches (voluntary and involuntary) of every thread this process has had,
+/// from `getrusage`: a moderately loaded node's cost is mostly paid per wake-up.
+pub(super) fn process_context_switches() -> anyhow::Result<u64> {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .context("getrusage failed")?;
+    let switches = usage.voluntary_context_switches() + usage.involuntary_context_switches();
+    Ok(u64::try_from(switches).unwrap_or_default())
 }
 
 /// CPU seconds (user and system) this process has used, from `/proc/self/stat`: on a
