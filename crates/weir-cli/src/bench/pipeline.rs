@@ -481,7 +481,7 @@ async fn drain_backlog(node: &Node, target: u64) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Context switches (voluntary and involuntary) of every thread this process has had,
-/// from `getrusage`: a moderately loaded node's cost is mostly paid per wake-up.
+/// from `getrusage`: how often an event's work crosses between threads.
 pub(super) fn process_context_switches() -> anyhow::Result<u64> {
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         .context("getrusage failed")?;
