@@ -298,21 +298,30 @@ fn temp_dir(parent: &std::path::Path, prefix: &str) -> anyhow::Result<tempfile::
         .with_context(|| format!("cannot make a temporary directory in {}", parent.display()))
 }
 
-/// The disk's own fdatasync latency: 4 KiB written to a file under `dir` and
-/// fdatasynced, over and over for about a second (at least 100 times); the latencies in
-/// microseconds, sorted.
+/// The disk's own fdatasync latency: 4 KiB appended to a file under `dir` that is
+/// zero-filled ahead, as the log's segments are, and fdatasynced, over and over for
+/// about a second (at least 100 times); the latencies in microseconds, sorted.
 fn fsync_latencies_us(dir: &std::path::Path) -> anyhow::Result<Vec<u64>> {
+    use std::os::unix::fs::FileExt;
+    /// Zero-filled ahead of the writes, 1 MiB at a time, as the log's segments are.
+    const AHEAD: u64 = 1 << 20;
     let path = dir.join("fsync-probe");
-    let mut file = std::fs::File::create(&path)
+    let file = std::fs::File::create(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     let block = vec![0x5a_u8; 4096];
     let mut latencies = Vec::new();
+    let (mut position, mut allocated) = (0u64, 0u64);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(1) || latencies.len() < 100 {
+        if position + 4096 > allocated {
+            file.write_all_at(&vec![0; AHEAD as usize], allocated)?;
+            allocated += AHEAD;
+        }
         let t = Instant::now();
-        file.write_all(&block)?;
+        file.write_all_at(&block, position)?;
         file.sync_data()?;
         latencies.push(t.elapsed().as_micros() as u64);
+        position += 4096;
     }
     drop(file);
     std::fs::remove_file(&path)?;

@@ -12,7 +12,8 @@
 //!
 //! - One dynamic call per positional write, read, `fdatasync` and `ftruncate`, each of
 //!   which [`RealIo`] turns into exactly the one syscall the log made before; no buffer is
-//!   copied. Opening a file boxes its handle once.
+//!   copied. Opening a file boxes its handle once. An allocation ahead (a segment's, once
+//!   per 64 KiB to 1 MiB written) is an `fstatvfs` and a write of zeros per 64 KiB.
 //! - Errors pass through untouched: a full disk is still `ErrorKind::StorageFull`, which the
 //!   log turns into [`crate::Error::DiskFull`] or [`crate::Error::JournalDiskFull`].
 //!
@@ -144,6 +145,13 @@ pub trait IoFile: Send + Sync + fmt::Debug {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Allocates the bytes from `from` (the file's end) to `to` by writing zeros there, so
+    /// the file is `to` bytes long and, once that is durable, a later write into those
+    /// bytes is made durable by an `fdatasync` that need not also record the file's growth
+    /// or convert extents (as it would after `fallocate(2)`, whose extents are unwritten
+    /// until written). Fails with `StorageFull` rather than leave the file system less
+    /// than [`ALLOCATION_RESERVE`] free: the space is for the log's other files.
+    fn allocate(&self, from: u64, to: u64) -> io::Result<()>;
     /// `fdatasync`: the file's bytes and length durable.
     fn sync_data(&self) -> io::Result<()>;
     /// `fsync`: as `sync_data`, plus the rest of the file's metadata.
@@ -153,6 +161,9 @@ pub trait IoFile: Send + Sync + fmt::Debug {
     /// Takes an exclusive advisory lock (`flock`) held until the handle is dropped.
     fn try_lock(&self) -> Result<(), TryLockError>;
 }
+
+/// What [`IoFile::allocate`] leaves free on the real file system.
+pub const ALLOCATION_RESERVE: u64 = 1 << 30;
 
 /// The real file system, through `std::fs`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -238,6 +249,27 @@ impl IoFile for RealFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+
+    fn allocate(&self, from: u64, to: u64) -> io::Result<()> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        if to <= from {
+            return Ok(());
+        }
+        let space = nix::sys::statvfs::fstatvfs(&self.0)?;
+        // A narrower type than u64 on some platforms.
+        #[allow(clippy::useless_conversion)]
+        let free = u64::from(space.blocks_available()).saturating_mul(space.fragment_size());
+        if free < ALLOCATION_RESERVE.saturating_add(to - from) {
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            self.0.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -25,6 +25,12 @@ fn file_len(path: &Path) -> u64 {
     fs::metadata(path).expect("metadata").len()
 }
 
+/// How many bytes of the segment at `path` are whole frames: a segment being written is
+/// longer on disk (see `partition`, the blocks allocated ahead).
+pub(crate) fn frames_len(path: &Path) -> u64 {
+    segment_frames_len(&io::RealIo, path).expect("scan")
+}
+
 fn values(records: &[StoredRecord]) -> Vec<&[u8]> {
     records.iter().map(|r| r.value.as_ref()).collect()
 }
@@ -147,9 +153,9 @@ async fn a_torn_batch_disappears_whole_and_earlier_batches_stay() {
         log.create_topic("t", &TopicConfig::with_partitions(1))
             .expect("create");
         append_values(&log, "t", &["a", "b", "c"]).await;
-        let good_len = file_len(&path);
+        let good_len = frames_len(&path);
         append_values(&log, "t", &["d", "e", "f", "g", "h"]).await;
-        (good_len, file_len(&path))
+        (good_len, frames_len(&path))
     };
     let file = OpenOptions::new()
         .write(true)
@@ -167,6 +173,103 @@ async fn a_torn_batch_disappears_whole_and_earlier_batches_stay() {
     assert_eq!(append_values(&log, "t", &["i"]).await[0].offset, 3);
 }
 
+/// Copies a log's directory as a process killed now would leave it (the page cache).
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_active_segment_is_allocated_ahead_and_its_zeros_are_dropped_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crashed = tempfile::tempdir().expect("tempdir");
+    let path = log_file(&dir, "t", 0);
+    let log = open(&dir);
+    log.create_topic("t", &TopicConfig::with_partitions(1))
+        .expect("create");
+    append_values(&log, "t", &["a", "b"]).await;
+    append_values(&log, "t", &["c"]).await;
+    // Allocated ahead of the three records, zeros past them.
+    assert_eq!(file_len(&path), partition::ALLOCATE_AHEAD.0);
+    copy_tree(dir.path(), crashed.path());
+    drop(log);
+    // A clean close leaves the segment as long as its frames.
+    let frames_len = file_len(&path);
+    assert!(frames_len > 0 && frames_len < 1024, "{frames_len}");
+    let bytes = fs::read(log_file(&crashed, "t", 0)).expect("read");
+    assert!(bytes[frames_len as usize..].iter().all(|&b| b == 0));
+    assert_eq!(
+        &bytes[..frames_len as usize],
+        fs::read(&path).expect("read")
+    );
+
+    // After the crash: every record, the zeros dropped, the next offsets where they were.
+    let log = open(&crashed);
+    assert_eq!(log.end_offset("t", 0).expect("end"), 3);
+    assert_eq!(file_len(&log_file(&crashed, "t", 0)), frames_len);
+    assert_eq!(append_values(&log, "t", &["d"]).await[0].offset, 3);
+    assert_eq!(
+        values(&log.read("t", 0, 0, 100).expect("read")),
+        [&b"a"[..], b"b", b"c", b"d"]
+    );
+    drop(log);
+    let log = open(&crashed);
+    assert_eq!(log.end_offset("t", 0).expect("end"), 4);
+}
+
+#[tokio::test]
+async fn a_closed_segment_ends_where_its_frames_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(&dir);
+    let config = TopicConfig {
+        segment_bytes: 4096,
+        ..TopicConfig::with_partitions(1)
+    };
+    log.create_topic("t", &config).expect("create");
+    let value = "x".repeat(1000);
+    for _ in 0..6 {
+        append_values(&log, "t", &[&value]).await;
+    }
+    let records = log.read("t", 0, 0, 100).expect("read");
+    assert_eq!(records.len(), 6);
+    // Rolled, and the closed segment is whole frames to its last byte.
+    let first = io::RealIo
+        .open(&log_file(&dir, "t", 0), io::Access::Read)
+        .expect("open");
+    let scan = segment::scan(&*first, 0, None).expect("scan");
+    assert!(scan.stopped_by.is_none(), "{:?}", scan.stopped_by);
+    assert!(scan.index.next_offset < 6, "{}", scan.index.next_offset);
+    assert_eq!(scan.index.log_len, scan.file_len);
+    assert_eq!(scan.file_len, first.size().expect("size"));
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(log.end_offset("t", 0).expect("end"), 6);
+}
+
+#[test]
+fn only_zeros_count_as_an_allocated_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("f");
+    let mut bytes = vec![0u8; 200_000];
+    bytes[..10].copy_from_slice(b"0123456789");
+    fs::write(&path, &bytes).expect("write");
+    let file = io::RealIo.open(&path, io::Access::Read).expect("open");
+    assert!(partition::is_zeros(&*file, 10, 200_000));
+    assert!(!partition::is_zeros(&*file, 9, 200_000));
+    bytes[150_000] = 1;
+    fs::write(&path, &bytes).expect("write");
+    assert!(!partition::is_zeros(&*file, 10, 200_000));
+    assert!(partition::is_zeros(&*file, 150_001, 200_000));
+}
+
 #[tokio::test]
 async fn a_bit_flip_in_the_last_batch_drops_it_on_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -177,7 +280,7 @@ async fn a_bit_flip_in_the_last_batch_drops_it_on_reopen() {
             .expect("create");
         append_values(&log, "t", &["a"]).await;
         append_values(&log, "t", &["b", "c"]).await;
-        let good_len = file_len(&path);
+        let good_len = frames_len(&path);
         append_values(&log, "t", &["flipped", "x"]).await;
         good_len
     };
@@ -204,7 +307,7 @@ async fn garbage_after_valid_data_is_truncated() {
         log.create_topic("t", &TopicConfig::with_partitions(1))
             .expect("create");
         append_values(&log, "t", &["a", "b"]).await;
-        file_len(&path)
+        frames_len(&path)
     };
     let mut bytes = fs::read(&path).expect("read file");
     bytes.extend((0..100u8).map(|i| i.wrapping_mul(37)));
@@ -232,7 +335,7 @@ async fn a_valid_frame_with_a_repeated_base_offset_is_truncated() {
         log.create_topic("t", &TopicConfig::with_partitions(1))
             .expect("create");
         append_values(&log, "t", &["a"]).await;
-        file_len(&path)
+        frames_len(&path)
     };
     // The same frame again: checksum fine, but offset 0 where 1 is due.
     let mut bytes = fs::read(&path).expect("read file");
@@ -334,7 +437,7 @@ async fn a_group_offset_past_the_recovered_end_is_clamped_durably() {
         };
         log.create_topic("t", &config).expect("create");
         append_values(&log, "t", &["a", "b", "c"]).await;
-        let kept_len = file_len(&path);
+        let kept_len = frames_len(&path);
         append_values(&log, "t", &["d", "e"]).await;
         log.commit_offset("g", "t", 0, 5).expect("commit");
         kept_len

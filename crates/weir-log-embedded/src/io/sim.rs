@@ -789,6 +789,21 @@ impl IoFile for SimFile {
         Ok(())
     }
 
+    /// As a `set_len` that only grows: the length is durable once the file is synced.
+    fn allocate(&self, _from: u64, len: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let mut disk = self.lock();
+        disk.mutation()?;
+        let file = disk.file_mut(self.node);
+        if (file.current.len() as u64) < len {
+            file.current.resize(len as usize, 0);
+            file.pending.push(FileOp::SetLen(len));
+        }
+        Ok(())
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.sync()
     }

@@ -87,6 +87,7 @@ async fn failed_write_poisons_and_leaves_earlier_batches_readable() {
         .expect("append");
     let path = partition.active_path();
     let len = fs::metadata(&path).expect("metadata").len();
+    let frames = partition.lock_state().len;
 
     // A read-only handle makes the next write fail like a broken disk would.
     partition.lock_state().file = read_only(&path);
@@ -110,6 +111,8 @@ async fn failed_write_poisons_and_leaves_earlier_batches_readable() {
     assert_eq!(partition.end_offset(), 1);
     assert_eq!(partition.read(0, 10).expect("read").len(), 1);
     assert_eq!(fs::metadata(&path).expect("metadata").len(), len);
+    // Nothing of the failed write is in the file either.
+    assert!(is_zeros(&*read_only(&path), frames, len));
 }
 
 #[tokio::test]
@@ -118,7 +121,7 @@ async fn a_full_disk_refuses_the_group_without_poisoning() {
     let partition = open(dir.path());
     partition.append(values(2), 1).await.expect("append");
     let path = partition.active_path();
-    let len = fs::metadata(&path).expect("metadata").len();
+    let len = partition.lock_state().len;
 
     partition.lock_state().fail_next_write = Some(io::ErrorKind::StorageFull);
     let err = partition.append(values(3), 1).await.expect_err("disk full");
@@ -165,7 +168,8 @@ async fn corruption_found_by_a_read_is_an_error_not_a_record() {
     let path = partition.active_path();
 
     let mut bytes = fs::read(&path).expect("read file");
-    let last = bytes.len() - 1;
+    // The frame's last byte, not the zeros allocated after it.
+    let last = partition.lock_state().len as usize - 1;
     bytes[last] ^= 0x01;
     fs::write(&path, bytes).expect("write file");
 

@@ -425,7 +425,8 @@ impl Harness {
     fn last_file(&self, topic: usize, partition: u32) -> (PathBuf, u64) {
         let io = self.io();
         let file = last_log_file(&*io, self.dir(), TOPICS[topic], partition);
-        let len = io.metadata(&file).expect("stat the log file").len;
+        // Where the frames end: the active segment is longer, by its blocks allocated ahead.
+        let len = weir_log_embedded::segment_frames_len(&*io, &file).expect("scan the log file");
         (file, len)
     }
 
