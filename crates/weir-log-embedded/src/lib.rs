@@ -89,7 +89,7 @@ pub use crate::backend::{SEGMENT_BYTES, guarantees, open_shared};
 pub use crate::telemetry::describe_metrics;
 
 /// How many bytes of the segment file at `path` are whole frames from its start, for
-/// tests: the active segment is longer on disk, by the blocks its writer allocates ahead.
+/// tests: the active segment is longer on disk, by the zeros its writer fills ahead.
 #[cfg(any(test, feature = "sim"))]
 #[doc(hidden)]
 pub fn segment_frames_len(io: &dyn Io, path: &Path) -> std::io::Result<u64> {

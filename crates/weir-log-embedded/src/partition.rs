@@ -139,7 +139,7 @@ const MAX_WAL_GROUP_BYTES: usize = 32 << 10;
 const COMPACTED_BATCH_BYTES: usize = 1 << 20;
 /// How far ahead of its writes the active segment is zero-filled (up to `segment_bytes`),
 /// so that a group's `fdatasync` writes its data and not also the file's new size and
-/// blocks (docs/benchmarks.md, tenth session: a sixth fewer context switches per event at
+/// blocks (docs/benchmarks.md, tenth session: a fifth fewer context switches per event at
 /// a moderate rate): as much as the segment holds already, at least the first and at most
 /// the second. Small steps: each is written to disk by the next group's fdatasync, which
 /// takes that much longer, and a log of many quiet partitions keeps little unused.
@@ -246,10 +246,10 @@ pub(crate) struct WriterState {
     /// Bytes of whole frames written to the active segment.
     len: u64,
     /// The active segment's length on disk as far as the writer knows: `len`, or more
-    /// once blocks past it are allocated. What lies between `len` and it is zeros.
+    /// once it is zero-filled ahead. What lies between `len` and it is zeros.
     allocated: u64,
-    /// Allocating ahead failed (no room, or the file system cannot): not tried again
-    /// until the next segment.
+    /// Zero-filling ahead failed (no room, or a write failed): not tried again until the
+    /// next segment.
     allocation_failed: bool,
     next_offset: u64,
     poisoned: bool,
@@ -356,7 +356,7 @@ impl Partition {
                             });
                         }
                         // Zeros only, in a segment that was active at the last roll or
-                        // clean close: blocks the writer allocated ahead, never written.
+                        // clean close: what the writer zero-filled ahead and never wrote.
                         // A segment closed before that ends with its last frame.
                         let allocated_ahead = (next_base.is_none() || base >= recovery_point)
                             && is_zeros(&*file, scan.index.log_len, scan.file_len);
@@ -1538,8 +1538,8 @@ impl Shared {
 }
 
 impl WriterState {
-    /// Allocates the active segment's blocks ahead, once a group is to be written up to
-    /// `end`; a failure only means the segment grows as it is written.
+    /// Zero-fills the active segment ahead, once a group is to be written up to `end`; a
+    /// failure only means the segment grows as it is written.
     fn allocate_ahead(&mut self, end: u64, segment_bytes: u64) {
         if end <= self.allocated || self.allocation_failed {
             return;
@@ -1550,25 +1550,25 @@ impl WriterState {
             Ok(()) => self.allocated = target,
             Err(error) => {
                 self.allocation_failed = true;
-                // An allocation that failed part way may have grown the file all the same.
+                // Zeros that failed part way may have grown the file all the same.
                 if let Ok(size) = self.file.size() {
                     self.allocated = self.allocated.max(size);
                 }
-                tracing::debug!(path = %self.active.path.display(), %error, "could not allocate a segment's blocks ahead of its writes");
+                tracing::debug!(path = %self.active.path.display(), %error, "could not zero-fill a segment ahead of its writes");
             }
         }
     }
 
     /// Cuts the active segment back to `len` bytes (a group that failed for lack of
-    /// space), its allocated blocks too.
+    /// space), its zeros too.
     fn cut_back(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         self.allocated = len;
         Ok(())
     }
 
-    /// Drops the blocks allocated past the frames, so the file ends where they do; made
-    /// durable by the next sync.
+    /// Drops the zeros past the frames, so the file ends where they do; made durable by
+    /// the next sync.
     fn trim(&mut self) -> io::Result<()> {
         if self.allocated > self.len {
             self.cut_back(self.len)?;
@@ -1647,8 +1647,8 @@ fn write_recovery_point(io: &dyn Io, dir: &Path, offset: u64) -> io::Result<()> 
 #[cfg(test)]
 mod tests;
 
-/// Whether the bytes of `file` from `from` to `to` are all zeros (or cannot be read, which
-/// the caller's truncation then reports).
+/// Whether the bytes of `file` from `from` to `to` are all zeros; not if they cannot be
+/// read, so the caller reports the tail it cuts.
 pub(crate) fn is_zeros(file: &dyn IoFile, from: u64, to: u64) -> bool {
     let mut buf = vec![0u8; 64 << 10];
     let mut position = from;

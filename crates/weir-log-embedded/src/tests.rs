@@ -26,7 +26,7 @@ fn file_len(path: &Path) -> u64 {
 }
 
 /// How many bytes of the segment at `path` are whole frames: a segment being written is
-/// longer on disk (see `partition`, the blocks allocated ahead).
+/// longer on disk (see `partition`, the zeros filled ahead).
 pub(crate) fn frames_len(path: &Path) -> u64 {
     segment_frames_len(&io::RealIo, path).expect("scan")
 }
