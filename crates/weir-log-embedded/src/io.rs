@@ -259,7 +259,8 @@ impl IoFile for RealFile {
         let space = nix::sys::statvfs::fstatvfs(&self.0)?;
         // A narrower type than u64 on some platforms.
         #[allow(clippy::useless_conversion)]
-        let free = u64::from(space.blocks_available()).saturating_mul(space.fragment_size());
+        let free =
+            u64::from(space.blocks_available()).saturating_mul(u64::from(space.fragment_size()));
         if free < ALLOCATION_RESERVE.saturating_add(to - from) {
             return Err(io::Error::from(io::ErrorKind::StorageFull));
         }

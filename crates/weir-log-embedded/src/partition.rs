@@ -1570,7 +1570,10 @@ impl WriterState {
     /// Drops the zeros past the frames, so the file ends where they do; made durable by
     /// the next sync.
     fn trim(&mut self) -> io::Result<()> {
-        if self.allocated > self.len {
+        // After a failed fill the file may be longer than the writer could tell.
+        let longer =
+            self.allocated > self.len || (self.allocation_failed && self.file.size()? > self.len);
+        if longer {
             self.cut_back(self.len)?;
             self.dirty = true;
         }

@@ -197,8 +197,13 @@ async fn the_active_segment_is_allocated_ahead_and_its_zeros_are_dropped_after_a
         .expect("create");
     append_values(&log, "t", &["a", "b"]).await;
     append_values(&log, "t", &["c"]).await;
-    // Allocated ahead of the three records, zeros past them.
-    assert_eq!(file_len(&path), partition::ALLOCATE_AHEAD.0);
+    // Zero-filled ahead of the three records, unless the file system is nearly full.
+    let space = nix::sys::statvfs::statvfs(dir.path()).expect("statvfs");
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(space.blocks_available()) * u64::from(space.fragment_size());
+    if free > io::ALLOCATION_RESERVE + (1 << 20) {
+        assert_eq!(file_len(&path), partition::ALLOCATE_AHEAD.0);
+    }
     copy_tree(dir.path(), crashed.path());
     drop(log);
     // A clean close leaves the segment as long as its frames.

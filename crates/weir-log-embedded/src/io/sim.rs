@@ -789,17 +789,27 @@ impl IoFile for SimFile {
         Ok(())
     }
 
-    /// As a `set_len` that only grows: the length is durable once the file is synced.
-    fn allocate(&self, _from: u64, len: u64) -> io::Result<()> {
+    /// A write of zeros from `from` to `to`, torn by a power cut like any other write (no
+    /// fault is injected into it: a failed fill only leaves the segment growing as it is
+    /// written). Panics if it would overwrite bytes the file holds: the writer must only
+    /// ever fill past its frames.
+    fn allocate(&self, from: u64, to: u64) -> io::Result<()> {
         if !self.writable {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+            return Err(bad_handle());
         }
         let mut disk = self.lock();
         disk.mutation()?;
         let file = disk.file_mut(self.node);
-        if (file.current.len() as u64) < len {
-            file.current.resize(len as usize, 0);
-            file.pending.push(FileOp::SetLen(len));
+        let held = file.current.len() as u64;
+        assert!(
+            from >= held,
+            "{}: zeros from {from} would overwrite bytes up to {held}",
+            self.path.display()
+        );
+        if to > from {
+            let data = vec![0; (to - from) as usize];
+            write_into(&mut file.current, from, &data);
+            file.pending.push(FileOp::Write { offset: from, data });
         }
         Ok(())
     }
