@@ -87,19 +87,6 @@ use tracing::instrument;
 
 pub use crate::backend::{SEGMENT_BYTES, guarantees, open_shared};
 pub use crate::telemetry::describe_metrics;
-
-/// How many bytes of the segment file at `path` are whole frames from its start, for
-/// tests: the active segment is longer on disk, by the zeros its writer fills ahead.
-#[cfg(any(test, feature = "sim"))]
-#[doc(hidden)]
-pub fn segment_frames_len(io: &dyn Io, path: &Path) -> std::io::Result<u64> {
-    let base = path
-        .file_name()
-        .and_then(|name| segment::parse_log_file_name(name.to_str()?))
-        .ok_or_else(|| std::io::Error::other(format!("{} is not a segment", path.display())))?;
-    let file = io.open(path, Access::Read)?;
-    Ok(segment::scan(&*file, base, None)?.index.log_len)
-}
 use crate::{
     error::IoContext,
     frame::LimitError,
@@ -118,6 +105,19 @@ pub use crate::{
 pub use weir_log::{
     GroupCommit, Record, RecordPosition, RetentionReport, StoredRecord, Transaction,
 };
+
+/// How many bytes of the segment file at `path` are whole frames from its start, for
+/// tests: the active segment is longer on disk, by the zeros its writer fills ahead.
+#[cfg(any(test, feature = "sim"))]
+#[doc(hidden)]
+pub fn segment_frames_len(io: &dyn Io, path: &Path) -> std::io::Result<u64> {
+    let base = path
+        .file_name()
+        .and_then(|name| segment::parse_log_file_name(name.to_str()?))
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a segment", path.display())))?;
+    let file = io.open(path, Access::Read)?;
+    Ok(segment::scan(&*file, base, None)?.index.log_len)
+}
 
 const LOCK_FILE: &str = "weir-log.lock";
 /// How many transaction producers [`Log::append_atomic`] spreads its calls over (each
