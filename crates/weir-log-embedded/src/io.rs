@@ -165,6 +165,13 @@ pub trait IoFile: Send + Sync + fmt::Debug {
 /// What [`IoFile::allocate`] leaves free on the real file system.
 pub const ALLOCATION_RESERVE: u64 = 1 << 30;
 
+/// The bytes of a file system an unprivileged writer may still take.
+pub(crate) fn free_bytes(space: &nix::sys::statvfs::Statvfs) -> u64 {
+    // Narrower types than u64 on some platforms.
+    #[allow(clippy::useless_conversion)]
+    u64::from(space.blocks_available()).saturating_mul(u64::from(space.fragment_size()))
+}
+
 /// The real file system, through `std::fs`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealIo;
@@ -256,11 +263,7 @@ impl IoFile for RealFile {
         if to <= from {
             return Ok(());
         }
-        let space = nix::sys::statvfs::fstatvfs(&self.0)?;
-        // A narrower type than u64 on some platforms.
-        #[allow(clippy::useless_conversion)]
-        let free =
-            u64::from(space.blocks_available()).saturating_mul(u64::from(space.fragment_size()));
+        let free = free_bytes(&nix::sys::statvfs::fstatvfs(&self.0)?);
         if free < ALLOCATION_RESERVE.saturating_add(to - from) {
             return Err(io::Error::from(io::ErrorKind::StorageFull));
         }

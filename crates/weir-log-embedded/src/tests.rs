@@ -198,9 +198,7 @@ async fn the_active_segment_is_allocated_ahead_and_its_zeros_are_dropped_after_a
     append_values(&log, "t", &["a", "b"]).await;
     append_values(&log, "t", &["c"]).await;
     // Zero-filled ahead of the three records, unless the file system is nearly full.
-    let space = nix::sys::statvfs::statvfs(dir.path()).expect("statvfs");
-    #[allow(clippy::useless_conversion)]
-    let free = u64::from(space.blocks_available()) * u64::from(space.fragment_size());
+    let free = io::free_bytes(&nix::sys::statvfs::statvfs(dir.path()).expect("statvfs"));
     if free > io::ALLOCATION_RESERVE + (1 << 20) {
         assert_eq!(file_len(&path), partition::ALLOCATE_AHEAD.0);
     }

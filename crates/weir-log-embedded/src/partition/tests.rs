@@ -168,7 +168,7 @@ async fn corruption_found_by_a_read_is_an_error_not_a_record() {
     let path = partition.active_path();
 
     let mut bytes = fs::read(&path).expect("read file");
-    // The frame's last byte, not the zeros allocated after it.
+    // The frame's last byte, not the zeros filled after it.
     let last = partition.lock_state().len as usize - 1;
     bytes[last] ^= 0x01;
     fs::write(&path, bytes).expect("write file");

@@ -425,7 +425,7 @@ impl Harness {
     fn last_file(&self, topic: usize, partition: u32) -> (PathBuf, u64) {
         let io = self.io();
         let file = last_log_file(&*io, self.dir(), TOPICS[topic], partition);
-        // Where the frames end: the active segment is longer, by its blocks allocated ahead.
+        // Where the frames end: the active segment is longer, by the zeros filled ahead.
         let len = weir_log_embedded::segment_frames_len(&*io, &file).expect("scan the log file");
         (file, len)
     }
