@@ -410,13 +410,14 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     for p in status["pipelines"].as_array().into_iter().flatten() {
         let state = p["state"].as_str().unwrap_or("");
         println!(
-            "  {}  {} -> {} -> {}  {}  processed {}  filtered {}  dead-lettered {} (to {})  retries {}  lag {}",
+            "  {}  {} -> {} -> {}  {}  processed {} in {} batches  filtered {}  dead-lettered {} (to {})  retries {}  lag {}",
             p["name"].as_str().unwrap_or(""),
             p["from"],
             p["function"].as_str().unwrap_or(""),
             p["to"],
             state,
             p["processed"],
+            p["batches"],
             p["filtered"],
             p["dead_lettered"],
             p["dead_letter"].as_str().unwrap_or(""),

@@ -7,7 +7,8 @@
 //! the batch's outputs, its dead letters and the group's offset past the batch. The task
 //! calls the function on a full batch while the previous batch's transaction is being
 //! written (two batches at most; a partial batch waits for that commit, so the events
-//! arriving meanwhile are taken with it), and a batch's commit starts only after the
+//! arriving meanwhile are taken with it, and then, with `linger_ms`, waits up to that long
+//! for more), and a batch's commit starts only after the
 //! previous one succeeded, so commits follow the log's order; a reset, an idle wait and
 //! the end of the task first finish the commit in flight. On the embedded log that is
 //! atomic, so a crash at any point neither loses nor repeats an output (exactly-once
@@ -107,6 +108,8 @@ pub(crate) struct Pipeline {
     start: StartPosition,
     ordering: Ordering,
     concurrency: u32,
+    /// How long a partition waits for a fuller batch (`linger_ms`).
+    linger: Duration,
     filter: Option<PipelineFilter>,
     retry: RetrySpec,
     /// The function's name; its active version comes from `registry` at every batch.
@@ -126,6 +129,8 @@ pub(crate) struct Pipeline {
     reset_applied: Notify,
     reset_requested: Notify,
     processed: AtomicU64,
+    /// Batches committed (each one transaction, or one per event if refused whole).
+    batches: AtomicU64,
     filtered: AtomicU64,
     dead_lettered: AtomicU64,
     retries: AtomicU64,
@@ -146,6 +151,7 @@ impl Pipeline {
             start: spec.start,
             ordering: spec.ordering,
             concurrency: spec.concurrency.max(1),
+            linger: Duration::from_millis(spec.linger_ms.into()),
             filter: spec.filter.clone(),
             retry: spec.retry,
             function: spec.function.clone(),
@@ -159,6 +165,7 @@ impl Pipeline {
             reset_applied: Notify::new(),
             reset_requested: Notify::new(),
             processed: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
             filtered: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -396,6 +403,9 @@ impl Pipeline {
                 let more = self.poll(consumer, BATCH - records.len()).await?;
                 records.extend(more);
             }
+            if !records.is_empty() && records.len() < BATCH && !self.linger.is_zero() {
+                self.linger(consumer, &mut records, cancel, released).await?;
+            }
             // A read short of a full batch (an empty one too) finished the commit above.
             let Some(last) = records.last().map(|r| r.offset) else {
                 // Caught up with everything committed: whatever stalled the partition
@@ -435,6 +445,37 @@ impl Pipeline {
                 cancel,
             )));
         }
+    }
+
+    /// Waits up to the pipeline's `linger` for `records` to grow to a full batch, taking
+    /// what arrives meanwhile; it ends early on a full batch, a stop, a handover or a
+    /// reset asked for (the records read stay this round's batch either way).
+    async fn linger(
+        &self,
+        consumer: &mut PartitionConsumer,
+        records: &mut Vec<StoredRecord>,
+        cancel: &CancellationToken,
+        released: &CancellationToken,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.linger;
+        let (topic, partition) = (consumer.topic().to_owned(), consumer.partition());
+        while records.len() < BATCH && !self.reset_pending(&topic, partition) {
+            let interrupt = async {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = self.reset_requested.notified() => {}
+                    _ = released.cancelled() => {}
+                }
+            };
+            match consumer.wait(cancel, interrupt).await? {
+                Woken::Records => {
+                    let more = self.poll(consumer, BATCH - records.len()).await?;
+                    records.extend(more);
+                }
+                Woken::Cancelled | Woken::Interrupted => break,
+            }
+        }
+        Ok(())
     }
 
     /// Up to `max` records from the consumer, counting what retention deleted before the

@@ -337,6 +337,63 @@ async fn a_poison_event_is_dead_lettered_with_its_cause_and_later_events_flow() 
     node.shutdown().await;
 }
 
+/// `linger_ms`: events published one at a time into a partition that is not busy share
+/// a batch (one commit) instead of each taking its own, and an event read just before a
+/// stop is neither lost nor handled twice: it is handled after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_pipeline_batches_single_publishes_and_loses_nothing_on_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = weir_test_support::test_guest("guest-trap");
+    let lingering = || {
+        let mut manifest = manifest(dir.path(), &wasm, "passer", "out");
+        manifest.pipelines.get_mut("p").unwrap().linger_ms = 1000;
+        manifest
+    };
+    let event = |n: u32| {
+        let mut ev = CloudEvent::new(format!("ok-{n}"), "test://s", "test.ok");
+        ev.subject = Some("same-key".into());
+        ev
+    };
+    let node = start(dir.path(), lingering()).await;
+    assert_eq!(node.status().await.unwrap().pipelines[0].linger_ms, 1000);
+    // Each publish is acknowledged (durable) before the next is sent: without the linger
+    // the partition reads and commits them nearly one at a time.
+    for n in 0..10 {
+        node.publish("in", &[event(n)]).await.unwrap();
+    }
+    let out = collect(&node, "out", 10).await;
+    let ids: Vec<_> = out.iter().map(|e| e.id.clone()).collect();
+    let expected: Vec<_> = (0..10).map(|n| format!("ok-{n}")).collect();
+    assert_eq!(ids, expected);
+    let status = settled(&node, |p| p.processed == 10).await;
+    assert!(
+        status.batches <= 2,
+        "ten events published within the linger took {} batches",
+        status.batches
+    );
+    // A lone event waits out the linger, then is handled in a batch of its own.
+    node.publish("in", &[event(10)]).await.unwrap();
+    assert_eq!(collect(&node, "out", 11).await[10].id, "ok-10");
+    let before = status.batches;
+    let status = settled(&node, |p| p.processed == 11).await;
+    assert_eq!(status.batches, before + 1);
+
+    // Stopped while it lingers over a read event: the stop does not wait it out, and the
+    // event is handled once, after the restart.
+    node.publish("in", &[event(11)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    node.shutdown().await;
+    drop(node);
+    let node = start(dir.path(), lingering()).await;
+    let out = collect(&node, "out", 12).await;
+    let ids: Vec<_> = out.iter().map(|e| e.id.clone()).collect();
+    let expected: Vec<_> = (0..12).map(|n| format!("ok-{n}")).collect();
+    assert_eq!(ids, expected);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(events_in(&node, "out").await, 12, "nothing handled twice");
+    node.shutdown().await;
+}
+
 /// A function's `limits.cpu_percent` holds a pipeline whose function spins to its
 /// deadline on every event to its share of the CPU: the calls still end at their
 /// deadline and are dead-lettered as such, but use a fraction of the CPU they would.

@@ -189,6 +189,8 @@ struct PipelineTable {
     #[serde(default)]
     ordering: Ordering,
     concurrency: Option<u32>,
+    #[serde(default)]
+    linger_ms: u32,
     filter: Option<FilterTable>,
     #[serde(default)]
     retry: RetryTable,
@@ -462,6 +464,7 @@ impl Document {
                     concurrency: pipeline
                         .concurrency
                         .unwrap_or(PipelineSpec::DEFAULT_CONCURRENCY),
+                    linger_ms: pipeline.linger_ms,
                     filter: pipeline.filter.map(FilterTable::resolve),
                     retry: pipeline.retry.resolve(),
                 };

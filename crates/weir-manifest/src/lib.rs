@@ -53,6 +53,7 @@
 //! start = "earliest"        # optional; where a new group starts: "earliest" or "latest"
 //! ordering = "key"          # optional; "key" (default), "partition" or "none"
 //! concurrency = 4           # optional; 1 to 1024 calls at once across the pipeline
+//! linger_ms = 0             # optional; 0 to 1000: wait this long for a fuller batch
 //! dead_letter = "erp-to-crm.dlq"  # optional; the default is "<pipeline>.dlq"
 //!
 //! [pipelines.erp-to-crm.retry]    # optional; for errors the function says are retryable

@@ -395,6 +395,10 @@ pub struct PipelineSpec {
     pub ordering: Ordering,
     /// Function calls at once across the whole pipeline.
     pub concurrency: u32,
+    /// How long a partition waits for more events once it has read fewer than a full
+    /// batch, so that they share one commit (0: none). Kafka's `linger.ms`, on the
+    /// consumer's side.
+    pub linger_ms: u32,
     /// Only events matching it reach the function; `None` lets all through.
     pub filter: Option<PipelineFilter>,
     pub retry: RetrySpec,
@@ -403,6 +407,7 @@ pub struct PipelineSpec {
 impl PipelineSpec {
     pub const DEFAULT_CONCURRENCY: u32 = 4;
     pub const MAX_CONCURRENCY: u32 = 1024;
+    pub const MAX_LINGER_MS: u32 = 1000;
 
     /// The dead-letter topic of a pipeline that names none: `<pipeline>.dlq`.
     pub fn default_dead_letter(pipeline: &str) -> String {

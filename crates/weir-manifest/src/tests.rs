@@ -148,6 +148,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
                 start: StartPosition::Earliest,
                 ordering: Ordering::Key,
                 concurrency: 4,
+                linger_ms: 0,
                 filter: None,
                 retry: RetrySpec::default(),
             },
@@ -1008,6 +1009,7 @@ function = "f"
 to = ["crm"]
 ordering = "none"
 concurrency = 16
+linger_ms = 5
 dead_letter = "failed"
 [pipelines.p.retry]
 max_attempts = 3
@@ -1024,6 +1026,7 @@ extensions = { region = "eu" }
     assert_eq!(p.from_patterns, ["erp.*"]);
     assert_eq!(p.ordering, Ordering::None);
     assert_eq!(p.concurrency, 16);
+    assert_eq!(p.linger_ms, 5);
     assert_eq!(p.dead_letter, "failed");
     assert_eq!(p.retry.max_attempts, 3);
     assert_eq!(p.retry.max_backoff_ms, RetrySpec::default().max_backoff_ms);
@@ -1051,6 +1054,7 @@ function = "f"
 to = ["out"]
 group = "other.redrive"
 concurrency = 0
+linger_ms = 1001
 dead_letter = "in"
 [pipelines.p.retry]
 max_attempts = 0
@@ -1069,6 +1073,7 @@ extensions = { "Bad-Name" = "x", time = "2026*" }
     for key in [
         "pipelines.p.from",
         "pipelines.p.concurrency",
+        "pipelines.p.linger_ms",
         "pipelines.p.dead_letter",
         "pipelines.p.retry.max_attempts",
         "pipelines.p.retry.initial_backoff_ms",

@@ -492,6 +492,16 @@ fn check_pipeline_delivery(
             ),
         ));
     }
+    if pipeline.linger_ms > PipelineSpec::MAX_LINGER_MS {
+        problems.push(Problem::new(
+            key(&["pipelines", name, "linger_ms"]),
+            format!(
+                "is {}; use 0 to {} (it delays every event of a partition that is not busy by up to that long)",
+                pipeline.linger_ms,
+                PipelineSpec::MAX_LINGER_MS
+            ),
+        ));
+    }
     check_retry(&["pipelines", name, "retry"], &pipeline.retry, problems);
     if let Some(filter) = &pipeline.filter {
         for (attribute, patterns) in &filter.attributes {

@@ -37,6 +37,9 @@ pub struct PipelineBenchArgs {
     /// default), 4.
     #[arg(long, default_value_t = 4)]
     concurrency: u32,
+    /// The pipeline's `linger_ms`: how long a partition waits for a fuller batch.
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u32,
     /// Events in the backlog the throughput figure drains.
     #[arg(long, default_value_t = 200_000)]
     events: usize,
@@ -130,8 +133,8 @@ partitions = 4
     );
     if !matches!(stage, Stage::Backlog) {
         text.push_str(&format!(
-            "[pipelines.bench]\nfrom = \"erp.sales-orders\"\nfunction = \"enrich-order\"\nto = [\"crm.orders\"]\nconcurrency = {}\n",
-            args.concurrency
+            "[pipelines.bench]\nfrom = \"erp.sales-orders\"\nfunction = \"enrich-order\"\nto = [\"crm.orders\"]\nconcurrency = {}\nlinger_ms = {}\n",
+            args.concurrency, args.linger_ms
         ));
     }
     if let Stage::WithNeighbour(spinner, cpu_percent) = stage {
@@ -256,6 +259,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let tick = Duration::from_millis(1);
     let rate = args.rate.unwrap_or((events_per_sec / 4.0) as u64);
     let per_tick = (rate / 1000).max(1) as usize;
+    let batches_started = bench_batches(&node).await?;
     let cpu_started = process_cpu_secs();
     let switches_started = process_context_switches()?;
     let ticks = (args.seconds * 1000.0) as usize;
@@ -291,6 +295,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     }
     let e2e_cpu = process_cpu_secs()? - cpu_started?;
     let e2e_switches = process_context_switches()? - switches_started;
+    let e2e_batches = bench_batches(&node).await? - batches_started;
     watcher.abort();
     let mut latencies: Vec<u64> = {
         let (acked, seen) = (acked.lock().unwrap(), seen.lock().unwrap());
@@ -373,12 +378,14 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "e2e_rate": per_tick * 1000,
         "e2e_cpu_us_per_event": round2(e2e_cpu * 1e6 / e2e_events),
         "e2e_context_switches_per_event": round2(e2e_switches as f64 / e2e_events),
+        "e2e_events_per_batch": round2(e2e_events / e2e_batches.max(1) as f64),
         "e2e_samples": latencies.len(),
         "e2e_p50_us": percentile(&latencies, 0.50),
         "e2e_p99_us": percentile(&latencies, 0.99),
         "e2e_max_us": latencies.last().copied().unwrap_or(0),
         "partitions": args.partitions,
         "concurrency": args.concurrency,
+        "linger_ms": args.linger_ms,
         "logging": !args.no_logging,
         "metrics": !args.no_metrics,
         "write_ahead": args.write_ahead,
@@ -416,6 +423,15 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         telemetry.shutdown().await;
     }
     print_result(&result, args.json)
+}
+
+/// The batches the bench pipeline has committed.
+async fn bench_batches(node: &Node) -> anyhow::Result<u64> {
+    let status = node.status().await?;
+    let bench = status.pipelines.iter().find(|p| p.name == "bench");
+    bench
+        .map(|p| p.batches)
+        .ok_or_else(|| anyhow::anyhow!("the bench pipeline is not running"))
 }
 
 /// Publish `args.events` orders numbered from `first` to the bench's input (and, with

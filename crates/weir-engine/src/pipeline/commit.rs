@@ -261,6 +261,7 @@ impl Pipeline {
         }
         self.processed
             .fetch_add(batch.processed, AtomicOrdering::Relaxed);
+        self.batches.fetch_add(1, AtomicOrdering::Relaxed);
         self.filtered
             .fetch_add(batch.filtered, AtomicOrdering::Relaxed);
         self.dead_lettered.fetch_add(dead, AtomicOrdering::Relaxed);

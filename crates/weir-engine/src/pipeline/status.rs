@@ -50,9 +50,14 @@ pub struct PipelineStatus {
     pub dead_letter: String,
     pub ordering: Ordering,
     pub concurrency: u32,
+    /// How long a partition waits for a fuller batch, in milliseconds (`linger_ms`).
+    pub linger_ms: u64,
     pub state: PipelineState,
     /// Events handled (outputs committed) since the node started.
     pub processed: u64,
+    /// Batches committed since the node started: `processed` over it is the events a
+    /// commit carries on average.
+    pub batches: u64,
     /// Events the filter kept from the function since the node started.
     pub filtered: u64,
     /// Events sent to the dead-letter topic since the node started.
@@ -131,12 +136,14 @@ impl Pipeline {
             dead_letter: self.dead_letter.clone(),
             ordering: self.ordering,
             concurrency: self.concurrency,
+            linger_ms: self.linger.as_millis() as u64,
             state: self
                 .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             processed: self.processed.load(AtomicOrdering::Relaxed),
+            batches: self.batches.load(AtomicOrdering::Relaxed),
             filtered: self.filtered.load(AtomicOrdering::Relaxed),
             dead_lettered: self.dead_lettered.load(AtomicOrdering::Relaxed),
             retries: self.retries.load(AtomicOrdering::Relaxed),

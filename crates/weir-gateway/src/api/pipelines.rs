@@ -19,10 +19,16 @@ pub struct Pipeline {
     pub dead_letter: String,
     pub ordering: Ordering,
     pub concurrency: u32,
+    /// How long a partition waits for a fuller batch before it handles fewer events, in
+    /// milliseconds (`linger_ms`; 0: it never waits).
+    pub linger_ms: u64,
     #[serde(flatten)]
     pub state: PipelineState,
     /// Events handled (outputs committed) since the node started.
     pub processed: u64,
+    /// Batches committed since the node started; `processed` over it is the events a
+    /// commit carries on average.
+    pub batches: u64,
     /// Events the filter kept from the function since the node started.
     pub filtered: u64,
     /// Events sent to the dead-letter topic since the node started.
@@ -49,8 +55,10 @@ impl From<weir_engine::PipelineStatus> for Pipeline {
             dead_letter: p.dead_letter,
             ordering: p.ordering.into(),
             concurrency: p.concurrency,
+            linger_ms: p.linger_ms,
             state: p.state.into(),
             processed: p.processed,
+            batches: p.batches,
             filtered: p.filtered,
             dead_lettered: p.dead_lettered,
             retries: p.retries,
