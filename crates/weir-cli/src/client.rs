@@ -417,7 +417,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             p["to"],
             state,
             p["processed"],
-            p["batches"],
+            p["batches"].as_u64().unwrap_or(0),
             p["filtered"],
             p["dead_lettered"],
             p["dead_letter"].as_str().unwrap_or(""),

@@ -129,7 +129,8 @@ pub(crate) struct Pipeline {
     reset_applied: Notify,
     reset_requested: Notify,
     processed: AtomicU64,
-    /// Batches committed (each one transaction, or one per event if refused whole).
+    /// Batches committed (one each, also when the log refused it whole and it was
+    /// committed event by event).
     batches: AtomicU64,
     filtered: AtomicU64,
     dead_lettered: AtomicU64,
@@ -231,7 +232,7 @@ impl Pipeline {
                     .await
             });
         }
-        tracing::info!(pipeline = %self.name, group = %self.group, function = %self.function, version = %self.version(), ordering = self.ordering.as_str(), concurrency = self.concurrency, "pipeline started");
+        tracing::info!(pipeline = %self.name, group = %self.group, function = %self.function, version = %self.version(), ordering = self.ordering.as_str(), concurrency = self.concurrency, linger_ms = self.linger.as_millis() as u64, "pipeline started");
         Ok(())
     }
 
@@ -403,8 +404,16 @@ impl Pipeline {
                 let more = self.poll(consumer, BATCH - records.len()).await?;
                 records.extend(more);
             }
-            if !records.is_empty() && records.len() < BATCH && !self.linger.is_zero() {
-                self.linger(consumer, &mut records, cancel, released).await?;
+            if !records.is_empty()
+                && records.len() < BATCH
+                && !self.linger.is_zero()
+                && !self
+                    .linger(consumer, &mut records, cancel, released)
+                    .await?
+            {
+                // Stopped or handed over while it lingered: nothing of what it read is
+                // called or committed; it is read again from the committed offset.
+                return Ok(());
             }
             // A read short of a full batch (an empty one too) finished the commit above.
             let Some(last) = records.last().map(|r| r.offset) else {
@@ -448,22 +457,33 @@ impl Pipeline {
     }
 
     /// Waits up to the pipeline's `linger` for `records` to grow to a full batch, taking
-    /// what arrives meanwhile; it ends early on a full batch, a stop, a handover or a
-    /// reset asked for (the records read stay this round's batch either way).
+    /// what arrives meanwhile. It ends early on a full batch or a reset asked for (the
+    /// records read are this round's batch), and on a stop or a handover, which it
+    /// reports as `false`: the caller then leaves the records unhandled.
     async fn linger(
         &self,
         consumer: &mut PartitionConsumer,
         records: &mut Vec<StoredRecord>,
         cancel: &CancellationToken,
         released: &CancellationToken,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let deadline = tokio::time::Instant::now() + self.linger;
         let (topic, partition) = (consumer.topic().to_owned(), consumer.partition());
-        while records.len() < BATCH && !self.reset_pending(&topic, partition) {
+        while records.len() < BATCH && tokio::time::Instant::now() < deadline {
+            if cancel.is_cancelled() || released.is_cancelled() {
+                return Ok(false);
+            }
+            // Enabled before the check, so a reset asked for after it still wakes this.
+            let reset = self.reset_requested.notified();
+            tokio::pin!(reset);
+            reset.as_mut().enable();
+            if self.reset_pending(&topic, partition) {
+                break;
+            }
             let interrupt = async {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {}
-                    _ = self.reset_requested.notified() => {}
+                    _ = reset => {}
                     _ = released.cancelled() => {}
                 }
             };
@@ -472,10 +492,11 @@ impl Pipeline {
                     let more = self.poll(consumer, BATCH - records.len()).await?;
                     records.extend(more);
                 }
-                Woken::Cancelled | Woken::Interrupted => break,
+                Woken::Cancelled => return Ok(false),
+                Woken::Interrupted => {}
             }
         }
-        Ok(())
+        Ok(!cancel.is_cancelled() && !released.is_cancelled())
     }
 
     /// Up to `max` records from the consumer, counting what retention deleted before the

@@ -259,9 +259,10 @@ impl Pipeline {
                 .commit_one_by_one(log, commits, &version, batch.per_event, refused, cancel)
                 .await?;
         }
+        // Before the events, so a status that sees a batch's events sees the batch.
+        self.batches.fetch_add(1, AtomicOrdering::Relaxed);
         self.processed
             .fetch_add(batch.processed, AtomicOrdering::Relaxed);
-        self.batches.fetch_add(1, AtomicOrdering::Relaxed);
         self.filtered
             .fetch_add(batch.filtered, AtomicOrdering::Relaxed);
         self.dead_lettered.fetch_add(dead, AtomicOrdering::Relaxed);

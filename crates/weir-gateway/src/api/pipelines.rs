@@ -26,8 +26,8 @@ pub struct Pipeline {
     pub state: PipelineState,
     /// Events handled (outputs committed) since the node started.
     pub processed: u64,
-    /// Batches committed since the node started; `processed` over it is the events a
-    /// commit carries on average.
+    /// Batches committed since the node started; the events handled (processed,
+    /// filtered and dead-lettered) over it is how many a commit carries on average.
     pub batches: u64,
     /// Events the filter kept from the function since the node started.
     pub filtered: u64,
