@@ -239,8 +239,8 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
 
     // Latency at a fixed offered rate: each event's publish acknowledgement, then the
     // moment its output is readable (outputs carry their input's position in their id).
-    let acked: Arc<Mutex<HashMap<(u32, u64), Instant>>> = Arc::default();
-    let seen: Arc<Mutex<HashMap<(u32, u64), Instant>>> = Arc::default();
+    let acked: Moments = Arc::default();
+    let seen: Moments = Arc::default();
     let mut outputs = node.subscribe(OUT, StartFrom::Latest).await?;
     let watcher = {
         let seen = seen.clone();
@@ -423,6 +423,9 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     print_result(&result, args.json)
 }
 
+/// When each position (partition, offset) was acknowledged or seen.
+type Moments = Arc<Mutex<HashMap<(u32, u64), Instant>>>;
+
 /// Single-event publishes at a fixed rate: `per_tick` every millisecond for `ticks`.
 struct Paced<'a> {
     node: &'a Arc<Node>,
@@ -438,7 +441,7 @@ impl Paced<'_> {
         &self,
         topic: &'static str,
         first: usize,
-        acked: Option<&Arc<Mutex<HashMap<(u32, u64), Instant>>>>,
+        acked: Option<&Moments>,
     ) -> anyhow::Result<()> {
         let mut interval = tokio::time::interval(Duration::from_millis(1));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
