@@ -42,14 +42,16 @@ pub async fn open(
             Ok((Arc::new(log), None))
         }
         other => bail!(
-            "unknown backend \"{other}\"; use embedded[?write_ahead=true] (the default), nats://HOST:PORT[/PREFIX][?sync=always&replicas=N] or kafka://HOST:PORT[,HOST:PORT…][/PREFIX][?replicas=N]"
+            "unknown backend \"{other}\"; use embedded[?write_ahead=true&commit_delay_us=N] (the default), nats://HOST:PORT[/PREFIX][?sync=always&replicas=N] or kafka://HOST:PORT[,HOST:PORT…][/PREFIX][?replicas=N]"
         ),
     }
 }
 
-/// The embedded log's options from `embedded[?write_ahead=true|false]`: with
-/// `write_ahead=true`, partitions under `fsync = "always"` make their small groups durable
-/// through one write-ahead file, sharing fdatasyncs across partitions (see the README).
+/// The embedded log's options from `embedded[?write_ahead=true|false][&commit_delay_us=N]`:
+/// with `write_ahead=true`, partitions under `fsync = "always"` make their small groups
+/// durable through one write-ahead file, sharing fdatasyncs across partitions; with
+/// `commit_delay_us`, a partition under `always` holds a small group's first append up to
+/// that long for others to share its fdatasync (see the README).
 pub fn embedded_options(backend: &str) -> anyhow::Result<weir_log_embedded::LogOptions> {
     let mut opts = weir_log_embedded::LogOptions::default();
     let Some((_, query)) = backend.split_once('?') else {
@@ -59,8 +61,19 @@ pub fn embedded_options(backend: &str) -> anyhow::Result<weir_log_embedded::LogO
         match pair.split_once('=') {
             Some(("write_ahead", "true")) => opts.write_ahead = true,
             Some(("write_ahead", "false")) => opts.write_ahead = false,
+            Some(("commit_delay_us", us)) => {
+                let max = weir_log_embedded::MAX_COMMIT_DELAY.as_micros();
+                match us.parse::<u64>() {
+                    Ok(us) if u128::from(us) <= max => {
+                        opts.commit_delay = std::time::Duration::from_micros(us);
+                    }
+                    _ => bail!(
+                        "commit_delay_us of the embedded backend \"{backend}\" must be a whole number of microseconds from 0 to {max}, not \"{us}\""
+                    ),
+                }
+            }
             _ => bail!(
-                "unknown setting \"{pair}\" of the embedded backend \"{backend}\"; it takes write_ahead=true or write_ahead=false"
+                "unknown setting \"{pair}\" of the embedded backend \"{backend}\"; it takes write_ahead=true|false and commit_delay_us=N"
             ),
         }
     }
@@ -87,6 +100,23 @@ mod tests {
         let error = embedded_options("embedded?write_ahead=yes").unwrap_err();
         assert!(error.to_string().contains("write_ahead=true"), "{error}");
         assert!(embedded_options("embedded?sync=always").is_err());
+    }
+
+    #[test]
+    fn the_embedded_backend_takes_a_commit_delay_up_to_its_limit() {
+        assert!(embedded_options("embedded").unwrap().commit_delay.is_zero());
+        let opts = embedded_options("embedded?write_ahead=true&commit_delay_us=2000").unwrap();
+        assert!(opts.write_ahead);
+        assert_eq!(opts.commit_delay, std::time::Duration::from_micros(2000));
+        let max = embedded_options("embedded?commit_delay_us=100000").unwrap();
+        assert_eq!(max.commit_delay, weir_log_embedded::MAX_COMMIT_DELAY);
+        for bad in ["100001", "-1", "2ms", ""] {
+            let error = embedded_options(&format!("embedded?commit_delay_us={bad}")).unwrap_err();
+            assert!(
+                error.to_string().contains("from 0 to 100000"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     /// Reached the way `weir serve --backend` reaches it: the data directory gets the

@@ -37,6 +37,7 @@ use std::{
         Arc, PoisonError,
         atomic::{AtomicU32, Ordering},
     },
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -395,6 +396,13 @@ impl Topic {
             name: name.to_owned(),
             partitions: partitions.into_iter().map(Arc::new).collect(),
             next_round_robin: AtomicU32::new(0),
+        }
+    }
+
+    /// Sets every partition's commit delay (see `LogOptions::commit_delay`).
+    pub(crate) fn set_commit_delay(&self, delay: Duration) {
+        for partition in &self.partitions {
+            partition.set_commit_delay(delay);
         }
     }
 

@@ -79,16 +79,21 @@ pub struct PipelineBenchArgs {
     /// to compare with each partition fsyncing its own segment, the default.
     #[arg(long)]
     write_ahead: bool,
+    /// The embedded log's `commit_delay_us` (`--backend 'embedded?commit_delay_us=N'`): a
+    /// partition holds a small group's first append up to this long for others to share
+    /// its fdatasync.
+    #[arg(long, default_value_t = 0)]
+    commit_delay_us: u64,
 }
 
 /// The embedded log in `data`, with or without its write-ahead file, opened as `weir
 /// serve --backend` opens it.
 async fn open_log(args: &PipelineBenchArgs, data: &Path) -> anyhow::Result<weir_log::SharedLog> {
-    let backend = match args.write_ahead {
-        true => "embedded?write_ahead=true",
-        false => "embedded",
-    };
-    Ok(crate::backend::open(backend, data).await?.0)
+    let backend = format!(
+        "embedded?write_ahead={}&commit_delay_us={}",
+        args.write_ahead, args.commit_delay_us
+    );
+    Ok(crate::backend::open(&backend, data).await?.0)
 }
 
 /// The example's topics: its function publishes to `crm.orders`.
@@ -383,6 +388,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "logging": !args.no_logging,
         "metrics": !args.no_metrics,
         "write_ahead": args.write_ahead,
+        "commit_delay_us": args.commit_delay_us,
         "drain_cpu_us_per_event": round2(drain_cpu * 1e6 / args.events as f64),
         "drain_context_switches_per_event": round2(drain_switches as f64 / args.events as f64),
         "function_calls_per_sec_one_core": function_rate.round(),
