@@ -42,7 +42,7 @@ pub async fn open(
             Ok((Arc::new(log), None))
         }
         other => bail!(
-            "unknown backend \"{other}\"; use embedded[?write_ahead=true&commit_delay_us=N] (the default), nats://HOST:PORT[/PREFIX][?sync=always&replicas=N] or kafka://HOST:PORT[,HOST:PORT…][/PREFIX][?replicas=N]"
+            "unknown backend \"{other}\"; use embedded[?write_ahead=true][&commit_delay_us=N] (the default), nats://HOST:PORT[/PREFIX][?sync=always&replicas=N] or kafka://HOST:PORT[,HOST:PORT…][/PREFIX][?replicas=N]"
         ),
     }
 }

@@ -175,10 +175,12 @@ pub struct LogOptions {
     pub write_ahead_file_bytes: u64,
     /// How long a partition's writer under `FsyncPolicy::Always` waits, from the first
     /// append of a small group (under 32 KiB), for more appends to share its write and
-    /// fdatasync, when the partition wrote its last group less than this long before it
-    /// (an idle partition's lone append is not held). PostgreSQL's `commit_delay`: latency
-    /// bought back as CPU at moderate load, where each partition otherwise fsyncs an event
-    /// or two at a time. Default zero (no wait); at most [`MAX_COMMIT_DELAY`].
+    /// fdatasync, when its last group took several appends and was done less than this
+    /// long before (an idle partition's lone append is not held, nor an appender that
+    /// waits for each acknowledgement). PostgreSQL's `commit_delay` (with
+    /// `commit_siblings`): it trades latency for CPU at moderate load, where each
+    /// partition otherwise fsyncs an event or two at a time. Default zero (no wait);
+    /// capped at [`MAX_COMMIT_DELAY`].
     pub commit_delay: Duration,
 }
 
@@ -373,7 +375,7 @@ impl Log {
             }
             match Topic::recover(&io, &path, name, &groups, wal.as_ref())? {
                 Some(topic) => {
-                    topic.set_commit_delay(opts.commit_delay);
+                    topic.set_commit_delay(opts.commit_delay.min(MAX_COMMIT_DELAY));
                     topics.insert(name.to_owned(), Arc::new(topic));
                 }
                 None => match topic::remove_unfinished(&*io, &path) {
@@ -486,7 +488,7 @@ impl Log {
             &self.inner.groups,
             self.inner.wal.as_ref(),
         )?;
-        topic.set_commit_delay(self.inner.opts.commit_delay);
+        topic.set_commit_delay(self.inner.opts.commit_delay.min(MAX_COMMIT_DELAY));
         self.inner
             .topics
             .write()
@@ -764,12 +766,6 @@ impl Log {
     #[doc(hidden)]
     pub fn fsync_count(&self, topic: &str, partition: u32) -> Result<u64> {
         Ok(self.get_partition(topic, partition)?.fsync_count())
-    }
-
-    /// Groups of the partition whose writer waited for `LogOptions::commit_delay`.
-    #[cfg(test)]
-    fn delayed_groups(&self, topic: &str, partition: u32) -> Result<u64> {
-        Ok(self.get_partition(topic, partition)?.delayed_groups())
     }
 
     /// How many times the write-ahead file was fsynced since the log was opened; lets

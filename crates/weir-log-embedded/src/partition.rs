@@ -508,10 +508,16 @@ impl Partition {
     }
 
     /// Sets how long the writer waits to gather a small group (see
-    /// `LogOptions::commit_delay`), for the groups it starts from now on.
+    /// `LogOptions::commit_delay`, which the log caps at `MAX_COMMIT_DELAY` before it
+    /// comes here), for the groups it starts from now on.
     pub(crate) fn set_commit_delay(&self, delay: Duration) {
-        let us = u64::try_from(delay.min(crate::MAX_COMMIT_DELAY).as_micros()).unwrap_or(0);
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         self.shared.commit_delay_us.store(us, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn commit_delay(&self) -> Duration {
+        Duration::from_micros(self.shared.commit_delay_us.load(Ordering::Relaxed))
     }
 
     /// Groups whose writer waited for the commit delay before writing them.
@@ -897,8 +903,8 @@ impl Shared {
 
     /// The writer thread: takes groups of appends off the queue until it is closed.
     fn run_writer(&self, requests: &mpsc::Receiver<AppendRequest>) {
-        // When the last group was written and acknowledged.
-        let mut last_group: Option<Instant> = None;
+        // When the last group was done (written, or refused), and how many appends it took.
+        let mut last_group: Option<(Instant, usize)> = None;
         loop {
             let first = match self.sync_wait() {
                 Some(wait) => match requests.recv_timeout(wait) {
@@ -915,25 +921,34 @@ impl Shared {
                 },
             };
             self.wait_for_company(&first, last_group);
-            self.write_group(first, requests);
-            last_group = Some(Instant::now());
+            let taken = self.write_group(first, requests);
+            last_group = Some((Instant::now(), taken));
         }
         self.close();
     }
 
     /// The commit delay (`LogOptions::commit_delay`): holds a small group's first append
     /// until `delay` after it was queued, so that appends queued meanwhile share its write
-    /// and fdatasync, if the partition's last group was done (at `last_group`) less than
-    /// `delay` before it was queued: the partition is busy, so another append is likely
-    /// within the wait, and an idle partition's lone append is not held. Only under `Always`, whose groups each pay an fdatasync; a
-    /// group of 32 KiB or more has company enough. The writer sleeps rather than waits on
-    /// the queue, so the appends that come meanwhile wake nobody; `write_group` takes
-    /// them all.
-    fn wait_for_company(&self, first: &AppendRequest, last_group: Option<Instant>) {
+    /// and fdatasync, if the partition's last group (done at `last_group`, with the count
+    /// of appends it took) took more than one append and was done less than `delay`
+    /// before this one was queued. Several appenders are then writing to a busy
+    /// partition, so others are likely within the wait, as PostgreSQL's `commit_delay`
+    /// waits only with `commit_siblings` others active. An idle partition's lone append
+    /// is not held, nor is an appender that waits for each acknowledgement before its
+    /// next append (a pipeline's commits, a client publishing one event at a time): its
+    /// groups are of one append, and holding them would gather nothing. Only under
+    /// `Always`: under the other policies a group is acknowledged once written. A group
+    /// whose first append is 32 KiB or more has company enough.
+    ///
+    /// The writer sleeps rather than waits on the queue, so the appends that come
+    /// meanwhile wake nobody; `write_group` takes them all.
+    fn wait_for_company(&self, first: &AppendRequest, last_group: Option<(Instant, usize)>) {
         let delay = Duration::from_micros(self.commit_delay_us.load(Ordering::Relaxed));
-        if delay.is_zero()
+        let busy = last_group.is_some_and(|(done, taken)| {
+            taken > 1 && first.queued.saturating_duration_since(done) < delay
+        });
+        if !busy
             || self.settings().fsync != FsyncPolicy::Always
-            || last_group.is_none_or(|last| first.queued.saturating_duration_since(last) >= delay)
             || frame::frame_len(&first.records, first.stamp()) >= MAX_WAL_GROUP_BYTES
         {
             return;
@@ -1032,13 +1047,15 @@ impl Shared {
         }
     }
 
-    /// Writes `first` and everything queued behind it as one group.
-    fn write_group(&self, first: AppendRequest, requests: &mpsc::Receiver<AppendRequest>) {
+    /// Writes `first` and everything queued behind it as one group; returns how many
+    /// appends it took off the queue (written or refused).
+    fn write_group(&self, first: AppendRequest, requests: &mpsc::Receiver<AppendRequest>) -> usize {
+        let mut taken = 1;
         let mut state = match self.state.lock() {
             Ok(state) => state,
             Err(_) => {
                 let _ = first.reply.send(Err(self.poisoned()));
-                return;
+                return taken;
             }
         };
         // Taken only now, under the lock: appends that queued while the previous group
@@ -1049,6 +1066,7 @@ impl Shared {
             && let Ok(request) = requests.try_recv()
         {
             queued_bytes += frame::frame_len(&request.records, request.stamp());
+            taken += 1;
             queue.push_back(request);
         }
         let settings = self.settings();
@@ -1058,7 +1076,7 @@ impl Shared {
                 for request in queue.drain(..) {
                     let _ = request.reply.send(Err(self.poisoned()));
                 }
-                return;
+                return taken;
             }
             buf.clear();
             let mut written = Vec::new();
@@ -1113,7 +1131,7 @@ impl Shared {
                             for request in queue.drain(..) {
                                 let _ = request.reply.send(Err(self.disk_full()));
                             }
-                            return;
+                            return taken;
                         }
                         Err(RollError::Sync(error) | RollError::Start(error)) => {
                             self.poison(&mut state, &error, false);
@@ -1166,7 +1184,7 @@ impl Shared {
                     }
                     .emit();
                     self.refuse_for_lack_of_space(replies, queue);
-                    return;
+                    return taken;
                 }
                 self.poison(&mut state, &error, rolled_back);
                 let error = self.io_error("write a batch to", error);
@@ -1217,7 +1235,7 @@ impl Shared {
                         && self.sync(&mut state).is_ok();
                     if cut_back {
                         self.refuse_for_lack_of_space(replies, queue);
-                        return;
+                        return taken;
                     }
                     self.poison(&mut state, &error, false);
                     let error = self.io_error("make durable a group of", error);
@@ -1260,6 +1278,7 @@ impl Shared {
                 let _ = reply.send(Ok(base_offset));
             }
         }
+        taken
     }
 
     /// Answers every append of a group whose durability step failed with `error`.

@@ -1806,65 +1806,24 @@ fn closing_the_log_beside_a_partition_that_outlives_it_does_not_hang() {
     }
 }
 
-/// With a commit delay, appends that come close together share one write and one
-/// fdatasync, while an idle partition's lone append is not held. The bounds are lower
-/// bounds and counts, so a slow machine cannot fail them; without the delay the burst's
-/// first append is written at once (no wait, and a second group for the rest).
+/// The log caps its commit delay and hands it to every partition, those it creates and
+/// those it opens again.
 #[tokio::test]
-async fn a_commit_delay_gathers_appends_that_come_close_together_and_spares_a_lone_one() {
+async fn the_commit_delay_reaches_created_and_reopened_partitions_capped() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let delay = Duration::from_millis(100);
-    let log = Log::open(
-        dir.path(),
-        LogOptions {
-            commit_delay: delay,
-            ..LogOptions::default()
-        },
-    )
-    .expect("open log");
-    log.create_topic("t", &TopicConfig::with_partitions(1))
+    let opts = LogOptions {
+        commit_delay: Duration::from_secs(5),
+        ..LogOptions::default()
+    };
+    let delay_of = |log: &Log| log.get_partition("t", 1).expect("partition").commit_delay();
+    let log = Log::open(dir.path(), opts.clone()).expect("open log");
+    log.create_topic("t", &TopicConfig::with_partitions(2))
         .expect("create");
-
-    // A lone append to an idle partition: nothing came before it, so it is not held.
-    log.append_to("t", 0, vec![Record::new("lone")])
-        .await
-        .expect("append");
-    assert_eq!(log.delayed_groups("t", 0).expect("count"), 0);
-
-    // A burst right behind it: the first of it waits out the delay, the rest join it.
-    let fsyncs = log.fsync_count("t", 0).expect("count");
-    let started = std::time::Instant::now();
-    let burst: Vec<_> = (0..10)
-        .map(|i| {
-            let log = log.clone();
-            tokio::spawn(async move {
-                log.append_to("t", 0, vec![Record::new(format!("burst-{i}"))])
-                    .await
-            })
-        })
-        .collect();
-    for append in burst {
-        append.await.expect("task").expect("append");
-    }
-    let waited = started.elapsed();
-    assert_eq!(log.delayed_groups("t", 0).expect("count"), 1);
-    assert_eq!(
-        log.fsync_count("t", 0).expect("count") - fsyncs,
-        1,
-        "the burst shares one fdatasync"
-    );
-    assert!(
-        waited >= delay - Duration::from_millis(10),
-        "the burst was acknowledged after {waited:?}, before the delay"
-    );
-
-    // Quiet for longer than the delay: the next lone append is not held either.
-    tokio::time::sleep(delay * 3).await;
-    log.append_to("t", 0, vec![Record::new("after")])
-        .await
-        .expect("append");
-    assert_eq!(log.delayed_groups("t", 0).expect("count"), 1);
-    let records = log.read("t", 0, 0, 100).expect("read");
-    assert_eq!(records.len(), 12, "every append is there, once");
-    assert_eq!(log.end_offset("t", 0).expect("end"), 12);
+    assert_eq!(delay_of(&log), MAX_COMMIT_DELAY);
+    drop(log);
+    let log = Log::open(dir.path(), opts).expect("reopen log");
+    assert_eq!(delay_of(&log), MAX_COMMIT_DELAY);
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(delay_of(&log), Duration::ZERO);
 }

@@ -343,3 +343,77 @@ async fn a_frame_whose_last_offset_is_u64_max_is_cut_off_at_open() {
     assert_eq!(fs::metadata(&path).expect("metadata").len(), good_len);
     assert_eq!(partition.read(0, usize::MAX).expect("read").len(), 1);
 }
+
+/// With a commit delay, a busy partition's appends that come close together share one
+/// write and one fdatasync, while neither an idle partition's lone append nor an appender
+/// that waits for each acknowledgement is held. Counts and lower bounds only, with a
+/// delay of a second, so only a stall of about that long could fail it; without the delay
+/// (or without the rule that spares a lone appender) it fails on `delayed_groups`.
+#[tokio::test]
+async fn a_commit_delay_gathers_a_busy_partitions_appends_and_spares_a_lone_appender() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let partition = Arc::new(open(dir.path()));
+    let delay = Duration::from_secs(1);
+    partition.set_commit_delay(delay);
+    let append = |value: String| {
+        let partition = Arc::clone(&partition);
+        tokio::spawn(async move { partition.append(vec![Record::new(value)], 0).await })
+    };
+
+    // One appender waiting for each acknowledgement: groups of one, never held.
+    for i in 0..5 {
+        partition
+            .append(vec![Record::new(format!("serial-{i}"))], 0)
+            .await
+            .expect("append");
+    }
+    assert_eq!(partition.delayed_groups(), 0);
+
+    // Many at once, queued while the writer is held: one group of ten, not held either
+    // (the last group before it took one append).
+    let held = partition.hold_writer();
+    let first: Vec<_> = (0..10).map(|i| append(format!("first-{i}"))).collect();
+    // This runtime has one thread: the ten queue before the timer fires.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(held);
+    for task in first {
+        task.await.expect("task").expect("append");
+    }
+    assert_eq!(partition.delayed_groups(), 0);
+
+    // Right behind a group of several: the next burst's first append waits out the delay
+    // and the rest join it.
+    let fsyncs = partition.fsync_count();
+    let started = Instant::now();
+    let burst: Vec<_> = (0..10).map(|i| append(format!("burst-{i}"))).collect();
+    for task in burst {
+        task.await.expect("task").expect("append");
+    }
+    assert_eq!(partition.delayed_groups(), 1);
+    assert_eq!(
+        partition.fsync_count() - fsyncs,
+        1,
+        "the burst shares one fdatasync"
+    );
+    assert!(started.elapsed() >= delay, "acknowledged before the delay");
+
+    // Quiet for longer than the delay: the next append is not held.
+    tokio::time::sleep(delay + delay / 2).await;
+    partition
+        .append(vec![Record::new("after")], 0)
+        .await
+        .expect("append");
+    assert_eq!(partition.delayed_groups(), 1);
+    let values: Vec<String> = partition
+        .read(0, 100)
+        .expect("read")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    assert_eq!(values.len(), 26, "every append is there, once: {values:?}");
+    assert_eq!(
+        &values[..5],
+        ["serial-0", "serial-1", "serial-2", "serial-3", "serial-4"]
+    );
+    assert_eq!(values[25], "after");
+}
