@@ -308,7 +308,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     // holds that the drain's does not (the bench publishes in-process, as a gateway
     // would on the same node).
     let cpu_started = process_cpu_secs();
-    paced.publish(PUBLISH_ONLY, 0, None).await?;
+    let publish_latencies = paced.publish(PUBLISH_ONLY, 0, None).await?;
     let publish_cpu = process_cpu_secs()? - cpu_started?;
     node.shutdown().await;
     drop(node);
@@ -378,6 +378,8 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         "e2e_context_switches_per_event": round2(e2e_switches as f64 / e2e_events),
         "e2e_events_per_batch": round2(e2e_events / e2e_batches.max(1) as f64),
         "publish_cpu_us_per_event": round2(publish_cpu * 1e6 / publish_events),
+        "publish_p50_us": percentile(&publish_latencies, 0.50),
+        "publish_p99_us": percentile(&publish_latencies, 0.99),
         "e2e_samples": latencies.len(),
         "e2e_p50_us": percentile(&latencies, 0.50),
         "e2e_p99_us": percentile(&latencies, 0.99),
@@ -442,13 +444,14 @@ struct Paced<'a> {
 
 impl Paced<'_> {
     /// Publishes orders numbered from `first` to `topic`, each on its own, and notes
-    /// when each was acknowledged in `acked`.
+    /// when each was acknowledged in `acked`; returns each publish's latency (µs, from
+    /// the call to its acknowledgement), sorted.
     async fn publish(
         &self,
         topic: &'static str,
         first: usize,
         acked: Option<&Moments>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<u64>> {
         let mut interval = tokio::time::interval(Duration::from_millis(1));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut publishes = Vec::with_capacity(self.ticks * self.per_tick);
@@ -461,6 +464,7 @@ impl Paced<'_> {
                     order(self.sample, first + t * self.per_tick + i),
                 );
                 publishes.push(tokio::spawn(async move {
+                    let called = Instant::now();
                     let positions = node.publish(topic, std::slice::from_ref(&event)).await?;
                     let at = Instant::now();
                     if let Some(acked) = acked {
@@ -469,14 +473,16 @@ impl Paced<'_> {
                             acked.insert((p.partition, p.offset), at);
                         }
                     }
-                    anyhow::Ok(())
+                    anyhow::Ok(at.saturating_duration_since(called).as_micros() as u64)
                 }));
             }
         }
+        let mut latencies = Vec::with_capacity(publishes.len());
         for p in publishes {
-            p.await??;
+            latencies.push(p.await??);
         }
-        Ok(())
+        latencies.sort_unstable();
+        Ok(latencies)
     }
 }
 
