@@ -937,8 +937,9 @@ impl Shared {
     /// is not held, nor is an appender that waits for each acknowledgement before its
     /// next append (a pipeline's commits, a client publishing one event at a time): its
     /// groups are of one append, and holding them would gather nothing. Only under
-    /// `Always`: under the other policies a group is acknowledged once written. A group
-    /// whose first append is 32 KiB or more has company enough.
+    /// `Always`, where every group pays an fdatasync (under the other policies only a
+    /// transaction's batches do, and those are not held). A group whose first append is
+    /// 32 KiB or more has company enough.
     ///
     /// The writer sleeps rather than waits on the queue, so the appends that come
     /// meanwhile wake nobody; `write_group` takes them all.
