@@ -375,7 +375,7 @@ impl Log {
             }
             match Topic::recover(&io, &path, name, &groups, wal.as_ref())? {
                 Some(topic) => {
-                    topic.set_commit_delay(opts.commit_delay.min(MAX_COMMIT_DELAY));
+                    topic.set_commit_delay(opts.commit_delay);
                     topics.insert(name.to_owned(), Arc::new(topic));
                 }
                 None => match topic::remove_unfinished(&*io, &path) {
@@ -488,7 +488,7 @@ impl Log {
             &self.inner.groups,
             self.inner.wal.as_ref(),
         )?;
-        topic.set_commit_delay(self.inner.opts.commit_delay.min(MAX_COMMIT_DELAY));
+        topic.set_commit_delay(self.inner.opts.commit_delay);
         self.inner
             .topics
             .write()

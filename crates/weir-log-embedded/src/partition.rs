@@ -508,7 +508,7 @@ impl Partition {
     }
 
     /// Sets how long the writer waits to gather a small group (see
-    /// `LogOptions::commit_delay`, which the log caps at `MAX_COMMIT_DELAY` before it
+    /// `LogOptions::commit_delay`, which the topic caps at `MAX_COMMIT_DELAY` before it
     /// comes here), for the groups it starts from now on.
     pub(crate) fn set_commit_delay(&self, delay: Duration) {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);

@@ -399,10 +399,11 @@ impl Topic {
         }
     }
 
-    /// Sets every partition's commit delay (see `LogOptions::commit_delay`).
+    /// Sets every partition's commit delay (see `LogOptions::commit_delay`), capped at
+    /// `MAX_COMMIT_DELAY`.
     pub(crate) fn set_commit_delay(&self, delay: Duration) {
         for partition in &self.partitions {
-            partition.set_commit_delay(delay);
+            partition.set_commit_delay(delay.min(crate::MAX_COMMIT_DELAY));
         }
     }
 
