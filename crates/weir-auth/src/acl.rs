@@ -19,6 +19,8 @@ pub enum AdminOp {
     Keys,
     /// Rebuild views.
     Views,
+    /// Register event schemas.
+    Schemas,
 }
 
 impl AdminOp {
@@ -33,6 +35,7 @@ impl AdminOp {
             AdminOp::Redrive => "redrive",
             AdminOp::Keys => "keys",
             AdminOp::Views => "views",
+            AdminOp::Schemas => "schemas",
         }
     }
 }

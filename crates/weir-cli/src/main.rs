@@ -10,6 +10,7 @@ mod kv;
 mod new;
 mod pipelines;
 mod replay;
+mod schema;
 mod serve;
 mod subscriber;
 mod view;
@@ -74,6 +75,12 @@ enum Command {
     /// Query a view (`weir view orders-by-customer --where customer=CUST-1`), one JSON row
     /// per line.
     View(view::ViewArgs),
+    /// Event schemas: list, get and put them on a running node, or check the app's schema
+    /// files offline (`weir schema check`).
+    Schema {
+        #[command(subcommand)]
+        command: schema::SchemaCommand,
+    },
     /// Manage API keys: create, list, revoke.
     Auth {
         #[command(subcommand)]
@@ -109,6 +116,7 @@ fn main() -> std::process::ExitCode {
             Command::New(args) => new::run(args),
             Command::Group { command } => client::group(command).await,
             Command::Kv { command } => kv::run(command).await,
+            Command::Schema { command } => schema::run(command).await,
             Command::Entity(args) => entity::run(args).await,
             Command::View(args) => view::run(args).await,
             Command::Deploy(args) => deploy::deploy(args).await,

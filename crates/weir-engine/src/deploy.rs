@@ -112,21 +112,62 @@ impl Node {
         components: BTreeMap<String, Vec<u8>>,
     ) -> Result<AppDeployed> {
         let _one = self.deploying.lock().await;
-        self.apply_app(manifest_text, components, true).await
+        self.apply_app(manifest_text, components, None, true).await
+    }
+
+    /// [`Node::deploy_app`] with the app's schema documents sent along (`weir deploy`
+    /// sends them), instead of read from the files `[schemas]` names on this node. Every
+    /// version of every declared type must be there.
+    pub async fn deploy_app_with_schemas(
+        &self,
+        manifest_text: &str,
+        components: BTreeMap<String, Vec<u8>>,
+        schemas: crate::SchemaDocuments,
+    ) -> Result<AppDeployed> {
+        let _one = self.deploying.lock().await;
+        self.apply_app(manifest_text, components, Some(schemas), true)
+            .await
     }
 
     /// [`Node::deploy_app`] with the deploy lock held; `share`: put it in the fleet's
-    /// records (a deploy made here, not one applied from them).
+    /// records (a deploy made here, not one applied from them, whose schemas the deploying
+    /// node registered in the log's store already).
     pub(crate) async fn apply_app(
         &self,
         manifest_text: &str,
         components: BTreeMap<String, Vec<u8>>,
+        schemas: Option<crate::SchemaDocuments>,
         share: bool,
     ) -> Result<AppDeployed> {
         if self.cancel.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
         let next = Manifest::from_toml_str(manifest_text, &self.base_dir)?;
+        // The schemas' compatibility before anything changes.
+        let schemas = match (share, schemas) {
+            (false, _) => None,
+            (true, Some(documents)) => {
+                for (ty, spec) in &next.schemas {
+                    let sent = documents.get(ty).map_or(0, Vec::len);
+                    if sent != spec.versions.len() {
+                        return Err(Error::InvalidDeploy {
+                            reason: format!(
+                                "schema {ty:?} has {} versions in weir.toml and {sent} were sent; send every version file (weir deploy does)",
+                                spec.versions.len()
+                            ),
+                        });
+                    }
+                }
+                Some(documents)
+            }
+            (true, None) => {
+                let m = next.clone();
+                Some(blocking(move || crate::schemas::read_documents(&m)).await?)
+            }
+        };
+        if let Some(documents) = &schemas {
+            self.schemas.check_app(&next, documents)?;
+        }
         let current = self
             .manifest
             .lock()
@@ -188,6 +229,12 @@ impl Node {
         for name in &plan.sinks_started {
             crate::sinks::open(name, &next.sinks[name])?;
         }
+        if let Some(documents) = &schemas {
+            self.schemas
+                .register_app(&self.log, &next, documents)
+                .await?;
+        }
+        self.schemas.set_policies(&next);
         if share {
             // Each changed function's record first, so a node whose app already declares
             // it switches even if it never applies the app record.

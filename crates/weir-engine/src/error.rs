@@ -97,6 +97,27 @@ pub enum Error {
         "{active} consumer groups made by clients are active, the most this node allows ([limits] max_client_groups); end some subscriptions or reuse a group"
     )]
     TooManyGroups { active: usize },
+    #[error(transparent)]
+    Schema(#[from] weir_schema::Error),
+    #[error("event {index} ({ty:?}) cannot be published to {topic:?}: {reason}")]
+    SchemaRejected {
+        topic: String,
+        index: usize,
+        ty: String,
+        reason: crate::SchemaRejection,
+    },
+    #[error(
+        "another node registered a schema of {ty:?} meanwhile; send the registration again to check it against that one"
+    )]
+    SchemaStoreMoved { ty: String },
+    #[error(
+        "cannot read version file {path} of schema {ty:?}: {reason}; fix [schemas.{ty}] in weir.toml"
+    )]
+    SchemaFile {
+        ty: String,
+        path: String,
+        reason: String,
+    },
     #[error("invalid settings for topic {topic:?}: {reason}")]
     InvalidTopic { topic: String, reason: String },
     #[error(
@@ -286,6 +307,14 @@ impl Error {
             }
             Error::ViewBehind { .. } | Error::ViewStore(_) => ErrorClass::Unavailable,
             Error::RebuildRunning { .. } | Error::ViewRebuilt { .. } => ErrorClass::Conflict,
+            Error::Schema(
+                weir_schema::Error::VersionTaken { .. }
+                | weir_schema::Error::VersionGap { .. }
+                | weir_schema::Error::Incompatible { .. },
+            )
+            | Error::SchemaStoreMoved { .. } => ErrorClass::Conflict,
+            Error::Schema(_) | Error::SchemaRejected { .. } => ErrorClass::Rejected,
+            Error::SchemaFile { .. } => ErrorClass::Invalid,
             Error::InvalidReplay { .. }
             | Error::InvalidDeploy { .. }
             | Error::Manifest(_)
@@ -339,6 +368,21 @@ impl Error {
             Error::GroupBusy { .. } => "group-busy",
             Error::TooManyGroups { .. } => "too-many-groups",
             Error::InvalidTopic { .. } => "invalid-topic",
+            Error::Schema(weir_schema::Error::VersionTaken { .. }) => "schema-version-taken",
+            Error::Schema(weir_schema::Error::VersionGap { .. }) => "schema-version-gap",
+            Error::Schema(weir_schema::Error::Incompatible { .. }) => "incompatible-schema",
+            Error::Schema(_) => "invalid-schema",
+            Error::SchemaRejected {
+                reason: crate::SchemaRejection::Violations { .. },
+                ..
+            } => "schema-violation",
+            Error::SchemaRejected {
+                reason: crate::SchemaRejection::Required { .. },
+                ..
+            } => "schema-required",
+            Error::SchemaRejected { .. } => "unknown-schema",
+            Error::SchemaStoreMoved { .. } => "schema-store-moved",
+            Error::SchemaFile { .. } => "schema-file",
             Error::DurabilityLowered { .. } => "durability-lowered",
             Error::UnknownEntityType { .. } => "unknown-entity-type",
             Error::UnknownEntity { .. } => "unknown-entity",

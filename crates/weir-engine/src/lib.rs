@@ -14,7 +14,8 @@
 //! - `pipeline/`: pipelines (calls and lanes, retries, commits, resets, status);
 //! - `redrive`, `replay`, `status`, `keyvalue`; `routing`: the pure decisions;
 //! - `trace`: the trace spans of publishes, pipeline steps and function calls;
-//! - `entity/`: event-sourced entities (their journals' writers, states, time travel).
+//! - `entity/`: event-sourced entities (their journals' writers, states, time travel);
+//! - `schemas`: event contracts (the schema registry in the log, the check at publish).
 //!
 //! **Architecture Invariant:** an event is stored in the log as its CloudEvents JSON
 //! (structured) encoding, under the key chosen by [`routing::event_key`]; whatever reads
@@ -47,6 +48,7 @@ mod registry;
 pub mod replay;
 mod routes;
 pub mod routing;
+mod schemas;
 mod sinks;
 mod sources;
 mod status;
@@ -75,6 +77,7 @@ pub use replay::{
     VersionSource,
 };
 pub use routes::{RouteFailure, RouteMatch, WebhookAccepted, WebhookError};
+pub use schemas::{SchemaDocuments, SchemaRejection};
 pub use sinks::SinkStatus;
 pub use sources::SourceStatus;
 pub use status::{FleetStatus, FunctionStatus, NodeStatus, TopicStatus};
@@ -84,6 +87,11 @@ pub use views::{
     ViewRequest, ViewStatus,
 };
 pub use weir_log::SharedLog;
+pub use weir_schema::{
+    Compatibility, Incompatibility, Registry as SchemaRegistry, Schema, Subject as SchemaSubject,
+    Violation, route as schema_route,
+};
+pub use weir_schema::{Direction as SchemaDirection, Error as SchemaError};
 // Types of the log, the key-value store and the manifest that the node's methods hand
 // out or take, so the node's callers need no dependency on those crates.
 pub use weir_kv::KeyPage;

@@ -112,6 +112,8 @@ pub struct Node {
     pub(crate) shared: Option<Arc<dyn weir_log::SharedDeploys>>,
     /// The SHA-256 of the `weir.toml` this node started from.
     pub(crate) started_from: Option<String>,
+    /// The event schemas and the topics that require them.
+    pub(crate) schemas: Arc<crate::schemas::Schemas>,
     pub(crate) stopped: Mutex<bool>,
 }
 
@@ -179,7 +181,15 @@ impl Node {
             host_options,
         ));
         let mut jobs = manifest.as_ref().and_then(crate::jobs::jobs_view);
+        // Schemas before anything publishes: the app's are checked against what the log's
+        // store holds, and a version that breaks its type's contract stops the start.
+        let schemas = Arc::new(crate::schemas::Schemas::default());
+        schemas.catch_up(&log).await?;
         if let Some(manifest) = &manifest {
+            let m = manifest.clone();
+            let documents = blocking(move || crate::schemas::read_documents(&m)).await?;
+            schemas.check_app(manifest, &documents)?;
+            schemas.register_app(&log, manifest, &documents).await?;
             for (name, topic) in &manifest.topics {
                 log.create_topic(name, &topic_spec(topic)).await?;
             }
@@ -222,6 +232,7 @@ impl Node {
             }
             None => fleet::Units::default(),
         };
+        tasks.spawn(schemas.clone().follow(log.clone(), cancel.clone()));
         tasks.spawn(enforce_retention(
             log.clone(),
             retention_interval,
@@ -261,6 +272,7 @@ impl Node {
         // A fleet shares its deploys (the backend keeps them); a lone node keeps its own.
         let shared = units.fleet.as_ref().and_then(|_| log.deploys());
         let node = Node {
+            schemas,
             entities,
             views,
             shared,
@@ -353,7 +365,12 @@ impl Node {
             });
         }
         self.groups.claim_for_pipeline(&spec.group, name);
-        let p = Arc::new(pipeline::Pipeline::new(name, spec, self.registry.clone()));
+        let p = Arc::new(pipeline::Pipeline::new(
+            name,
+            spec,
+            self.registry.clone(),
+            self.schemas.clone(),
+        ));
         p.spawn(&self.log, &self.units, &self.tasks, &self.cancel)
             .await?;
         self.pipelines

@@ -115,6 +115,9 @@ pub(crate) struct Pipeline {
     /// The function's name; its active version comes from `registry` at every batch.
     function: String,
     registry: Arc<Registry>,
+    /// The node's event schemas: each output is checked against its type's before it is
+    /// committed, and one that fails dead-letters the input.
+    schemas: Arc<crate::schemas::Schemas>,
     /// This pipeline's own warm instances of the function's active version.
     instances: ActivePool,
     /// Calls running at once, across partitions.
@@ -142,7 +145,12 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    pub(crate) fn new(name: &str, spec: &PipelineSpec, registry: Arc<Registry>) -> Pipeline {
+    pub(crate) fn new(
+        name: &str,
+        spec: &PipelineSpec,
+        registry: Arc<Registry>,
+        schemas: Arc<crate::schemas::Schemas>,
+    ) -> Pipeline {
         Pipeline {
             name: name.to_owned(),
             group: spec.group.clone(),
@@ -158,6 +166,7 @@ impl Pipeline {
             function: spec.function.clone(),
             instances: ActivePool::new(registry.clone(), &spec.function),
             registry,
+            schemas,
             permits: Arc::new(Semaphore::new(spec.concurrency.max(1) as usize)),
             state: Mutex::new(PipelineState::Running),
             positions: Mutex::new(BTreeMap::new()),

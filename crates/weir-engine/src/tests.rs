@@ -667,6 +667,7 @@ mod hot_swap;
 mod outbound;
 mod positional;
 mod replay;
+mod schemas;
 mod sinks;
 mod sources;
 mod views;

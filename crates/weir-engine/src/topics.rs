@@ -111,6 +111,8 @@ impl Node {
                 .get("segment_bytes")
                 .and_then(serde_json::Value::as_u64),
             compaction: spec.compaction,
+            // Set in weir.toml only.
+            schema: weir_manifest::SchemaPolicy::Optional,
         };
         // The settings' bounds (the log checks the name itself, with its own message).
         const SETTINGS: [&str; 5] = [
@@ -166,6 +168,7 @@ impl Node {
                 ty: ty.to_owned(),
             });
         }
+        self.schemas.check(topic, events)?;
         let span = trace::publish_span(topic, events);
         // With traces exported, events are stored with the publish span's trace context.
         let records = match trace::publish_traceparents(&span, events) {

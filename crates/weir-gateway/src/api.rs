@@ -8,7 +8,7 @@
 //!
 //! One module per area: `topics` (topics, publishing, reading), `groups`, `pipelines`
 //! (pipelines, their re-drives and the node's status), `functions` (versions, deploys),
-//! `kv`, `replay`, `auth` (API keys) and `entities`.
+//! `kv`, `replay`, `auth` (API keys), `entities` and `schemas`.
 
 pub mod auth;
 pub mod entities;
@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod kv;
 pub mod pipelines;
 pub mod replay;
+pub mod schemas;
 pub mod status;
 pub mod topics;
 pub mod views;

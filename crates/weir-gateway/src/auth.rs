@@ -124,6 +124,10 @@ pub(crate) fn action<'a>(
             Action::ReadView(param("view").unwrap_or_default())
         }
         ("/v1/views/{view}/rebuild", "POST") => Action::Admin(AdminOp::Views),
+        ("/v1/schemas" | "/v1/schemas/{type}" | "/v1/schemas/{type}/{version}", "GET") => {
+            Action::Observe
+        }
+        ("/v1/schemas/{type}/{version}", "PUT") => Action::Admin(AdminOp::Schemas),
         // The handler decides: the callers of the job's route (see `jobs.rs`).
         ("/v1/jobs/{id}", "GET") => return None,
         // Fail closed: a route nobody gave a rule needs the admin role.

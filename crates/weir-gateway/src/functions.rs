@@ -156,7 +156,15 @@ pub(crate) async fn deploy_app(
     }
     let _one = state.deploying.lock().await;
     let next_auth = next_authenticator(&state, &caller, &request.manifest).await?;
-    let deployed = state.node.deploy_app(&request.manifest, components).await?;
+    let deployed = match request.schemas {
+        Some(schemas) => {
+            state
+                .node
+                .deploy_app_with_schemas(&request.manifest, components, schemas)
+                .await?
+        }
+        None => state.node.deploy_app(&request.manifest, components).await?,
+    };
     if let Some(authenticator) = next_auth {
         state.auth.set(authenticator);
         tracing::warn!(principal = ?caller.principal.as_ref().map(|p| &p.name), "[auth] changed by a deploy");

@@ -38,6 +38,7 @@ mod pipelines;
 mod problem;
 mod replay;
 mod routes;
+mod schemas;
 mod topics;
 mod views;
 
@@ -185,6 +186,7 @@ impl Shared {
         (name = "entities", description = "event-sourced entities: commands, state, journal"),
         (name = "jobs", description = "long-running jobs accepted by job routes"),
         (name = "views", description = "CQRS views: tables projected from events, queried with filters and pages"),
+        (name = "schemas", description = "event contracts: a JSON Schema per CloudEvents type and version, checked at publish"),
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -244,6 +246,9 @@ fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
         .routes(routes!(views::query))
         .routes(routes!(views::rebuild))
         .routes(routes!(views::stream))
+        .routes(routes!(schemas::list))
+        .routes(routes!(schemas::get_type))
+        .routes(routes!(schemas::get, schemas::put))
         .routes(routes!(status))
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))

@@ -30,6 +30,9 @@ pub struct Problem {
     /// The position in a batch of the event that is wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
+    /// Each rule an event broke, or each change that breaks a schema's compatibility.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<ProblemError>>,
     /// Response headers beside the body: `WWW-Authenticate`, `Retry-After`.
     #[serde(skip)]
     pub headers: Option<Box<Vec<(header::HeaderName, HeaderValue)>>>,
@@ -50,6 +53,7 @@ impl Problem {
             detail: detail.into(),
             attribute: None,
             index: None,
+            errors: None,
             headers: None,
         }
     }
@@ -123,8 +127,92 @@ impl From<weir_cloudevents::Error> for Problem {
     }
 }
 
+/// One item of a problem's `errors`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemError {
+    /// A JSON pointer: into the event's `data` for a broken rule, into the new schema for
+    /// a breaking change.
+    pub pointer: String,
+    /// What is wrong (never the event's values).
+    pub detail: String,
+    /// The schema rule that failed, as a JSON pointer into the schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The JSON Schema keyword that failed (`required`, `minimum`, ...), or the kind of
+    /// breaking change (`required-added`, `type-narrowed`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The earlier version a breaking change is against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// `backward` (the new version cannot read that version's events) or `forward`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+}
+
+/// The `index` and `errors` of a schema problem.
+fn schema_details(e: &weir_engine::Error) -> (Option<usize>, Option<Vec<ProblemError>>) {
+    match e {
+        weir_engine::Error::SchemaRejected { index, reason, .. } => {
+            let errors = match reason {
+                weir_engine::SchemaRejection::Violations { violations, .. } => Some(
+                    violations
+                        .iter()
+                        .map(|v| ProblemError {
+                            pointer: v.pointer.clone(),
+                            detail: v.message.clone(),
+                            rule: Some(v.rule.clone()),
+                            code: Some(v.keyword.clone()),
+                            version: None,
+                            direction: None,
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            };
+            (Some(*index), errors)
+        }
+        weir_engine::Error::Schema(weir_engine::SchemaError::Incompatible {
+            incompatibilities,
+            ..
+        }) => {
+            let errors = incompatibilities
+                .iter()
+                .flat_map(|i| {
+                    i.changes.iter().map(move |c| ProblemError {
+                        pointer: c.pointer.clone(),
+                        detail: c.message.clone(),
+                        rule: None,
+                        code: Some(c.code.to_owned()),
+                        version: Some(i.version),
+                        direction: Some(
+                            match i.direction {
+                                weir_engine::SchemaDirection::Backward => "backward",
+                                weir_engine::SchemaDirection::Forward => "forward",
+                            }
+                            .to_owned(),
+                        ),
+                    })
+                })
+                .collect();
+            (None, Some(errors))
+        }
+        _ => (None, None),
+    }
+}
+
 impl From<weir_engine::Error> for Problem {
     fn from(e: weir_engine::Error) -> Problem {
+        let (index, errors) = schema_details(&e);
+        let mut problem = Problem::of_engine(e);
+        problem.index = problem.index.or(index);
+        problem.errors = errors;
+        problem
+    }
+}
+
+impl Problem {
+    fn of_engine(e: weir_engine::Error) -> Problem {
         use weir_engine::ErrorClass as C;
         let detail = e.to_string();
         let (class, code) = (e.class(), e.code());
@@ -197,6 +285,14 @@ fn title_of(class: weir_engine::ErrorClass, code: &str) -> Option<&'static str> 
         (C::Conflict, "version-mismatch") => "Version mismatch",
         (C::Conflict, "entity-topic") => "Topic belongs to an entity type",
         (C::Rejected, "command-failed") => "Command failed",
+        (C::Rejected, "schema-violation") => "Event does not match its schema",
+        (C::Rejected, "schema-required") => "Schema required",
+        (C::Rejected, "unknown-schema") => "Unknown schema",
+        (C::Rejected, "invalid-schema") => "Invalid schema",
+        (C::Conflict, "incompatible-schema") => "Incompatible schema",
+        (C::Conflict, "schema-version-taken") => "Schema version taken",
+        (C::Conflict, "schema-version-gap") => "Schema version out of order",
+        (C::Conflict, "schema-store-moved") => "Schema registry changed",
         _ => return None,
     })
 }

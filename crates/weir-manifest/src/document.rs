@@ -14,8 +14,8 @@ use crate::front_door::{AuthTable, HttpTable, LimitsTable as NodeLimitsTable};
 use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
     Manifest, MissedTicks, Ordering, PipelineFilter, PipelineSpec, RetrySpec, RouteSpec,
-    ScheduleSpec, SecretSource, SinkMode, SinkSpec, SourceData, SourceSpec, StartPosition,
-    TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
+    ScheduleSpec, SchemaPolicy, SchemaSpec, SecretSource, SinkMode, SinkSpec, SourceData,
+    SourceSpec, StartPosition, TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -47,6 +47,8 @@ pub(crate) struct Document {
     schedules: BTreeMap<String, ScheduleTable>,
     #[serde(default)]
     routes: BTreeMap<String, RouteTable>,
+    #[serde(default)]
+    schemas: BTreeMap<String, SchemaTable>,
     auth: Option<AuthTable>,
     #[serde(default)]
     http: HttpTable,
@@ -111,6 +113,16 @@ struct TopicTable {
     retention_bytes: Option<u64>,
     segment_bytes: Option<u64>,
     compaction: Option<bool>,
+    schema: Option<SchemaPolicy>,
+}
+
+/// `[schemas.<event type>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchemaTable {
+    /// Version N is the Nth file.
+    versions: Vec<PathBuf>,
+    compatibility: Option<weir_schema::Compatibility>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -436,6 +448,7 @@ impl Document {
                     retention_bytes: topic.retention_bytes,
                     segment_bytes: topic.segment_bytes,
                     compaction: topic.compaction.unwrap_or(false),
+                    schema: topic.schema.unwrap_or_default(),
                 };
                 (name, spec)
             })
@@ -601,9 +614,21 @@ impl Document {
                 (name, spec)
             })
             .collect();
+        let schemas = self
+            .schemas
+            .into_iter()
+            .map(|(ty, table)| {
+                let spec = SchemaSpec {
+                    compatibility: table.compatibility.unwrap_or_default(),
+                    versions: table.versions.iter().map(|v| base_dir.join(v)).collect(),
+                };
+                (ty, spec)
+            })
+            .collect();
         Manifest {
             app,
             topics,
+            schemas,
             functions,
             pipelines,
             keyvalue,

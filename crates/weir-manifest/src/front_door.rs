@@ -46,7 +46,7 @@ use crate::validate::{check_range, key};
 use crate::{Problem, SecretSource};
 
 /// The admin operations a role may be granted, as written in `admin = [...]`.
-pub const ADMIN_OPERATIONS: [&str; 9] = [
+pub const ADMIN_OPERATIONS: [&str; 10] = [
     "deploy",
     "functions",
     "topics",
@@ -56,6 +56,7 @@ pub const ADMIN_OPERATIONS: [&str; 9] = [
     "redrive",
     "keys",
     "views",
+    "schemas",
 ];
 
 /// The built-in role that may do everything, including changing `[auth]` itself.

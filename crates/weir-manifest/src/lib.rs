@@ -20,6 +20,13 @@
 //!
 //! [topics."erp.sales-orders"]
 //! partitions = 4            # optional; 1 to 10000; default 1
+//! schema = "required"       # optional; "optional" (default): events whose type has a
+//!                           # schema must match it; "required": every event's type must
+//!
+//! [schemas.SalesOrderCreated]   # the JSON Schema (draft 2020-12) of a CloudEvents type
+//! versions = ["schemas/sales-order-created.v1.json"]  # version N is the Nth file
+//! compatibility = "backward" # optional; none, backward (default), forward, full, or one of
+//!                            # them with _transitive (checked against every version)
 //!
 //! [functions.enrich-order]
 //! # the component's path, relative to the manifest's directory
@@ -93,8 +100,9 @@ pub use front_door::{
 pub use manifest::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
     Manifest, MissedTicks, Ordering, PipelineFilter, PipelineSpec, RetrySpec, RouteSpec,
-    ScheduleSpec, SecretSource, SinkMode, SinkSpec, SourceData, SourceSpec, StartPosition,
-    TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec, expand_sources, glob_match,
+    ScheduleSpec, SchemaPolicy, SchemaSpec, SecretSource, SinkMode, SinkSpec, SourceData,
+    SourceSpec, StartPosition, TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec, expand_sources,
+    glob_match,
 };
 pub use validate::{HttpGrantSpec, name_fault, parse_http_grant};
 

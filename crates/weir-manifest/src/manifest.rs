@@ -33,6 +33,8 @@ pub struct Manifest {
     pub schedules: BTreeMap<String, ScheduleSpec>,
     /// HTTP routes served by functions exporting `wasi:http/incoming-handler`, by name.
     pub routes: BTreeMap<String, RouteSpec>,
+    /// Event schemas, by CloudEvents type.
+    pub schemas: BTreeMap<String, SchemaSpec>,
     /// `[auth]`: `None` leaves the API open (loopback use).
     pub auth: Option<AuthSpec>,
     /// `[http]`: TLS and CORS.
@@ -210,6 +212,28 @@ pub struct TopicSpec {
     pub segment_bytes: Option<u64>,
     /// Keep only the latest event per key in closed segments.
     pub compaction: bool,
+    /// Whether every event published to it must have a registered schema.
+    pub schema: SchemaPolicy,
+}
+
+/// A topic's `schema`: what it asks of the schemas of the events published to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaPolicy {
+    /// An event whose type has a registered schema is checked against it; others pass.
+    #[default]
+    Optional,
+    /// Every event's type must have a registered schema, and the event must match it.
+    Required,
+}
+
+/// `[schemas.<event type>]`: the JSON Schema files of a CloudEvents type's versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaSpec {
+    /// Checked when a new version is registered (at start, deploy, or over HTTP).
+    pub compatibility: weir_schema::Compatibility,
+    /// Version N is the Nth file, resolved against the manifest's directory.
+    pub versions: Vec<PathBuf>,
 }
 
 /// `fsync = "always" | "interval" | "never"` (with `fsync_interval_ms` for interval).
@@ -255,6 +279,7 @@ impl Default for TopicSpec {
             retention_bytes: None,
             segment_bytes: None,
             compaction: false,
+            schema: SchemaPolicy::Optional,
         }
     }
 }

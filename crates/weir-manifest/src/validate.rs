@@ -57,6 +57,9 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
     for (name, schedule) in &manifest.schedules {
         check_schedule(manifest, name, schedule, &mut problems);
     }
+    for (ty, schema) in &manifest.schemas {
+        check_schema(ty, schema, &mut problems);
+    }
     check_routes(manifest, &mut problems);
     check_groups_are_unique(&manifest.pipelines, &mut problems);
     if let Some(auth) = &manifest.auth {
@@ -93,6 +96,12 @@ pub(crate) fn check_topic(name: &str, topic: &TopicSpec, problems: &mut Vec<Prob
         problems.push(Problem::new(
             key(&["topics", name]),
             format!("topic name {name:?} is invalid: {reason}; {TOPIC_NAME_RULE}"),
+        ));
+    }
+    if name == weir_schema::STORE_TOPIC {
+        problems.push(Problem::new(
+            key(&["topics", name]),
+            format!("{name:?} is the topic weir keeps registered schemas in; name yours otherwise"),
         ));
     }
     check_range(
@@ -1486,4 +1495,18 @@ fn key_segment(segment: &str) -> String {
     }
     quoted.push('"');
     quoted
+}
+
+/// `[schemas.<type>]`: a valid event type and at least one version. Whether the files
+/// exist and are compatible is for whoever reads them (the node at start and deploy).
+fn check_schema(ty: &str, schema: &crate::SchemaSpec, problems: &mut Vec<Problem>) {
+    if let Err(e) = weir_schema::check_type(ty) {
+        problems.push(Problem::new(key(&["schemas", ty]), e.to_string()));
+    }
+    if schema.versions.is_empty() {
+        problems.push(Problem::new(
+            key(&["schemas", ty, "versions"]),
+            "is empty; list the type's JSON Schema files, version 1 first",
+        ));
+    }
 }

@@ -20,6 +20,7 @@ mod new;
 mod openapi;
 mod pipelines;
 mod replay;
+mod schemas;
 mod shutdown;
 mod sources;
 mod traces;
@@ -48,6 +49,8 @@ fn example_app(dir: &Path) -> PathBuf {
         "\"orders-by-customer/target/wasm32-wasip2/release/orders_by_customer.wasm\"",
         &format!("{:?}", projection.display().to_string()),
     );
+    let schemas = weir_test_support::example_dir().join("schemas");
+    let manifest = manifest.replace("\"schemas/", &format!("\"{}/", schemas.display()));
     let seed = weir_test_support::example_dir().join("customers.json");
     let manifest = manifest.replace(
         "\"customers.json\"",

@@ -319,7 +319,9 @@ impl Node {
             components.insert(name.clone(), self.component(name, &sha256).await?);
         }
         let _one = self.deploying.lock().await;
-        let deployed = self.apply_app(&record.manifest, components, false).await?;
+        let deployed = self
+            .apply_app(&record.manifest, components, None, false)
+            .await?;
         tracing::info!(app = %deployed.app, by = %record.by, "the fleet's last deploy is applied");
         Ok(())
     }

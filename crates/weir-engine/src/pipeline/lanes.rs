@@ -269,7 +269,9 @@ impl Pipeline {
                             &work.event,
                             outputs,
                             step_traceparent.as_deref(),
-                        ) {
+                        )
+                        .and_then(|outputs| self.schemas.check_outputs(&outputs).map(|()| outputs))
+                        {
                             Ok(outputs) => {
                                 work.step.record("weir.outcome", "outputs");
                                 break 'call Outcome::Outputs(outputs);

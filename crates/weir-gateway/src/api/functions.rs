@@ -107,6 +107,12 @@ pub struct DeployApp {
     /// component.
     #[serde(default)]
     pub functions: BTreeMap<String, String>,
+    /// The JSON Schema documents `[schemas]` names, by event type, version 1 first
+    /// (`weir deploy` sends them). Left out, the node reads the files itself, relative to
+    /// its own `weir.toml`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub schemas: Option<BTreeMap<String, Vec<serde_json::Value>>>,
 }
 
 /// What a deploy of the app did.

@@ -1,0 +1,164 @@
+//! `weir schema`: event schemas on a running node (list, get, put), and `weir schema check`,
+//! which checks the app's schema files offline, as a deploy would.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::client::{NodeUrl, connect_error, failure, send_json};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SchemaCommand {
+    /// List the event types with schemas, their versions and compatibility modes.
+    List {
+        #[command(flatten)]
+        node: NodeUrl,
+        /// Print the node's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one version of a type's schema (the latest by default).
+    Get {
+        #[arg(value_name = "TYPE")]
+        ty: String,
+        #[arg(default_value = "latest")]
+        version: String,
+        #[command(flatten)]
+        node: NodeUrl,
+    },
+    /// Register FILE (a JSON Schema, draft 2020-12) as VERSION of TYPE, checked against
+    /// the type's compatibility mode.
+    Put {
+        #[arg(value_name = "TYPE")]
+        ty: String,
+        version: u32,
+        file: PathBuf,
+        #[command(flatten)]
+        node: NodeUrl,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the schema files of weir.toml, offline: each a valid draft 2020-12 schema,
+    /// each version compatible with the earlier ones under its type's mode.
+    Check {
+        /// The app manifest.
+        #[arg(long, env = "WEIR_APP", default_value = "weir.toml")]
+        app: PathBuf,
+    },
+}
+
+/// `<node>/v1/schemas[/<type>[/<version>]]`, each segment percent-encoded.
+fn schema_url(node: &NodeUrl, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
+    let mut url = reqwest::Url::parse(&node.join("/v1/schemas"))
+        .with_context(|| format!("--url {:?} is not a URL", node.url))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("--url {:?} cannot have a path", node.url))?
+        .extend(segments);
+    Ok(url)
+}
+
+pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
+    match command {
+        SchemaCommand::List { node, json } => {
+            let answer = send_json(node.http()?.get(schema_url(&node, &[])?), &node).await?;
+            if json {
+                println!("{answer}");
+                return Ok(());
+            }
+            for ty in answer.as_array().into_iter().flatten() {
+                let versions = ty["versions"].as_array().map_or(0, Vec::len);
+                println!(
+                    "{}: {versions} version{}, {}",
+                    ty["type"].as_str().unwrap_or(""),
+                    if versions == 1 { "" } else { "s" },
+                    ty["compatibility"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        SchemaCommand::Get { ty, version, node } => {
+            let url = schema_url(&node, &[&ty, &version])?;
+            let response = node
+                .http()?
+                .get(url)
+                .send()
+                .await
+                .map_err(connect_error(&node.url))?;
+            if !response.status().is_success() {
+                return Err(failure(response).await);
+            }
+            let document: serde_json::Value = response.json().await?;
+            println!("{}", serde_json::to_string_pretty(&document)?);
+            Ok(())
+        }
+        SchemaCommand::Put {
+            ty,
+            version,
+            file,
+            node,
+            json,
+        } => {
+            let document = read_schema(&file)?;
+            let url = schema_url(&node, &[&ty, &version.to_string()])?;
+            let answer = send_json(node.http()?.put(url).json(&document), &node).await?;
+            if json {
+                println!("{answer}");
+            } else if answer["created"].as_bool() == Some(true) {
+                println!("registered {ty} version {version}");
+            } else {
+                println!("{ty} version {version} is already this schema; nothing changed");
+            }
+            Ok(())
+        }
+        SchemaCommand::Check { app } => check(&app),
+    }
+}
+
+fn read_schema(path: &PathBuf) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is not JSON; a schema is a JSON document",
+            path.display()
+        )
+    })
+}
+
+/// What `weir schema check` does: every type of `[schemas]`, every version in order, as
+/// a node registers them from nothing.
+fn check(app: &PathBuf) -> anyhow::Result<()> {
+    let manifest = weir_manifest::Manifest::load(app)?;
+    let mut registry = weir_schema::Registry::default();
+    let mut problems = Vec::new();
+    for (ty, spec) in &manifest.schemas {
+        registry.set_compatibility(ty, spec.compatibility);
+        for (version, path) in (1..).zip(&spec.versions) {
+            let prepared = read_schema(path)
+                .and_then(|document| Ok(registry.prepare(ty, version, document, None)?));
+            match prepared {
+                Ok(weir_schema::Prepared::New(schema)) => registry.insert(schema),
+                Ok(weir_schema::Prepared::Unchanged) => {}
+                Err(e) => {
+                    problems.push(format!("{}: {e:#}", path.display()));
+                    break;
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("\n"));
+    }
+    for (ty, subject) in registry.subjects() {
+        println!(
+            "{ty}: {} version{} ok ({})",
+            subject.versions().len(),
+            if subject.versions().len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            subject.compatibility.as_str()
+        );
+    }
+    Ok(())
+}

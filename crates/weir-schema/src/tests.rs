@@ -1,0 +1,188 @@
+use serde_json::json;
+
+use super::*;
+
+fn order_v1() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "orderId": {"type": "string", "minLength": 1},
+            "amount": {"type": "number", "minimum": 0},
+            "email": {"type": "string", "format": "email"}
+        },
+        "required": ["orderId", "amount"]
+    })
+}
+
+#[test]
+fn a_schema_compiles_and_reports_each_broken_rule_by_pointer_without_the_values() {
+    let schema = Schema::compile("SalesOrderCreated", 1, order_v1()).unwrap();
+    assert_eq!(
+        schema.validate(&json!({"orderId": "SO-1", "amount": 3})),
+        Ok(())
+    );
+    let violations = schema
+        .validate(&json!({"amount": -5, "email": "secret-not-an-email"}))
+        .unwrap_err();
+    let found: Vec<(&str, &str, &str)> = violations
+        .iter()
+        .map(|v| (v.pointer.as_str(), v.keyword.as_str(), v.rule.as_str()))
+        .collect();
+    assert!(
+        found.contains(&("", "required", "/required")),
+        "{violations:?}"
+    );
+    assert!(
+        found.contains(&("/amount", "minimum", "/properties/amount/minimum")),
+        "{violations:?}"
+    );
+    assert!(
+        found.contains(&("/email", "format", "/properties/email/format")),
+        "formats are checked: {violations:?}"
+    );
+    for v in &violations {
+        assert!(
+            !v.message.contains("secret") && !v.message.contains("-5"),
+            "a violation must not echo the event's values: {v}"
+        );
+    }
+    let no_data = schema.validate(&Value::Null).unwrap_err();
+    assert_eq!(no_data[0].keyword, "type");
+}
+
+#[test]
+fn what_is_not_a_draft_2020_12_schema_is_refused_with_the_reason() {
+    let err = Schema::compile("t", 1, json!({"type": "strin"})).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidSchema { reason, .. } if reason.contains("/type")),
+        "{err}"
+    );
+    let err = Schema::compile(
+        "t",
+        1,
+        json!({"$schema": "http://json-schema.org/draft-07/schema#"}),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("draft 2020-12 only"), "{err}");
+    let err = Schema::compile("t", 1, json!(["not", "a", "schema"])).unwrap_err();
+    assert!(err.to_string().contains("a JSON object"), "{err}");
+    // Never fetched: a reference outside the document fails to compile.
+    let err = Schema::compile("t", 1, json!({"$ref": "https://example.com/s.json"})).unwrap_err();
+    assert!(err.to_string().contains("may only point inside"), "{err}");
+    // Inside the document is fine.
+    let local = json!({"$defs": {"id": {"type": "string"}}, "$ref": "#/$defs/id"});
+    let schema = Schema::compile("t", 1, local).unwrap();
+    assert!(schema.validate(&json!(7)).is_err());
+    assert!(Schema::compile("t", 0, json!({})).is_err());
+    assert!(Schema::compile("a/b", 1, json!({})).is_err());
+    assert!(Schema::compile("", 1, json!({})).is_err());
+}
+
+#[test]
+fn a_dataschema_names_a_version_by_the_route_on_any_host() {
+    assert_eq!(
+        route("com.example.order created", 3),
+        "/v1/schemas/com.example.order%20created/3"
+    );
+    for uri in [
+        "http://localhost:7700/v1/schemas/com.example.order%20created/3",
+        "https://weir.example.com/base/v1/schemas/com.example.order%20created/3?x=1#frag",
+    ] {
+        assert_eq!(
+            parse_dataschema(uri),
+            Some(("com.example.order created".to_owned(), 3)),
+            "{uri}"
+        );
+    }
+    for foreign in [
+        "https://example.com/schemas/order.json",
+        "http://h/v1/schemas/t/0",
+        "http://h/v1/schemas/t/latest",
+        "http://h/v1/schemas//1",
+        "http://h/v1/schemas/%zz/1",
+    ] {
+        assert_eq!(parse_dataschema(foreign), None, "{foreign}");
+    }
+}
+
+#[test]
+fn versions_are_registered_in_order_once_and_never_change() {
+    let mut registry = Registry::default();
+    let gap = registry.prepare("t", 2, order_v1(), None).unwrap_err();
+    assert_eq!(
+        gap.to_string(),
+        "\"t\" has no versions yet so the next version is 1, not 2"
+    );
+    let Prepared::New(v1) = registry.prepare("t", 1, order_v1(), None).unwrap() else {
+        panic!("version 1 is new")
+    };
+    registry.insert(v1);
+    assert!(matches!(
+        registry.prepare("t", 1, order_v1(), None).unwrap(),
+        Prepared::Unchanged
+    ));
+    let taken = registry.prepare("t", 1, json!({}), None).unwrap_err();
+    assert!(
+        taken
+            .to_string()
+            .contains("register the new schema as version 2"),
+        "{taken}"
+    );
+    // Backward, the default: a new required property breaks reading version 1's events.
+    let mut v2 = order_v1();
+    v2["required"] = json!(["orderId", "amount", "currency"]);
+    v2["properties"]["currency"] = json!({"type": "string"});
+    let err = registry.prepare("t", 2, v2.clone(), None).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("version 2 of \"t\" breaks its compatibility mode backward:"),
+        "{message}"
+    );
+    assert!(message.contains("currency"), "{message}");
+    // Mode none accepts it.
+    assert!(matches!(
+        registry
+            .prepare("t", 2, v2, Some(Compatibility::None))
+            .unwrap(),
+        Prepared::New(_)
+    ));
+}
+
+#[test]
+fn an_event_is_checked_against_the_version_its_dataschema_names_else_the_latest() {
+    let mut registry = Registry::default();
+    assert!(matches!(registry.resolve("t", None), Resolved::None));
+    for (version, document) in [
+        (1, json!({"type": "object"})),
+        (2, json!({"type": "object", "properties": {"x": {}}})),
+    ] {
+        let Prepared::New(schema) = registry.prepare("t", version, document, None).unwrap() else {
+            panic!()
+        };
+        registry.insert(schema);
+    }
+    let version = |r: Resolved<'_>| match r {
+        Resolved::Schema(s) => s.version(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(version(registry.resolve("t", None)), 2);
+    assert_eq!(
+        version(registry.resolve("t", Some("https://example.com/other.json"))),
+        2
+    );
+    assert_eq!(
+        version(registry.resolve("t", Some("http://node:7700/v1/schemas/t/1"))),
+        1
+    );
+    assert!(matches!(
+        registry.resolve("t", Some("http://node:7700/v1/schemas/t/9")),
+        Resolved::UnknownVersion {
+            version: 9,
+            latest: Some(2)
+        }
+    ));
+    assert!(matches!(
+        registry.resolve("t", Some("http://node:7700/v1/schemas/u/1")),
+        Resolved::OtherType { named } if named == "u"
+    ));
+}
