@@ -160,6 +160,7 @@ fn example_app_parses_to_exactly_the_declared_values() {
         sinks: BTreeMap::new(),
         schedules: BTreeMap::new(),
         routes: BTreeMap::new(),
+        schemas: BTreeMap::new(),
         auth: None,
         http: HttpSpec::default(),
         limits: NodeLimits::default(),
@@ -1803,4 +1804,67 @@ fn routes_take_a_function_or_a_webhook_topic_and_are_refused_where_they_cannot_w
         "source = \"f.wasm\"\ncapabilities = { publish = [\"nope\"] }\n",
     );
     only_problem(&grant, "functions.f.capabilities.publish");
+}
+
+#[test]
+fn schemas_resolve_their_files_and_topics_their_policy() {
+    let manifest = Manifest::from_toml_str(
+        r#"
+[topics.orders]
+schema = "required"
+[topics.other]
+[schemas."com.example.order.created"]
+versions = ["schemas/v1.json", "schemas/v2.json"]
+compatibility = "full_transitive"
+[schemas.plain]
+versions = ["plain.json"]
+"#,
+        Path::new("/apps/a"),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest.topics["orders"].schema,
+        crate::SchemaPolicy::Required
+    );
+    assert_eq!(
+        manifest.topics["other"].schema,
+        crate::SchemaPolicy::Optional
+    );
+    let spec = &manifest.schemas["com.example.order.created"];
+    assert_eq!(
+        spec.versions,
+        [
+            PathBuf::from("/apps/a/schemas/v1.json"),
+            PathBuf::from("/apps/a/schemas/v2.json")
+        ]
+    );
+    assert_eq!(
+        spec.compatibility,
+        weir_schema::Compatibility::FullTransitive
+    );
+    assert_eq!(
+        manifest.schemas["plain"].compatibility,
+        weir_schema::Compatibility::Backward
+    );
+}
+
+#[test]
+fn schema_sections_name_what_is_wrong() {
+    let problems = |text: &str| match Manifest::from_toml_str(text, Path::new("/a")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted: {text}"),
+    };
+    let p = problems("[schemas.t]\nversions = []\n");
+    assert!(
+        p.contains("schemas.t.versions") && p.contains("is empty"),
+        "{p}"
+    );
+    let p = problems("[schemas.\"a/b\"]\nversions = [\"x.json\"]\n");
+    assert!(p.contains("a/b") && p.contains("'/'"), "{p}");
+    let p = problems("[schemas.t]\nversions = [\"x.json\"]\ncompatibility = \"sideways\"\n");
+    assert!(p.contains("sideways") && p.contains("backward"), "{p}");
+    let p = problems("[topics.t]\nschema = \"sometimes\"\n");
+    assert!(p.contains("sometimes") && p.contains("required"), "{p}");
+    let p = problems("[topics.\"weir.schemas\"]\n");
+    assert!(p.contains("keeps registered schemas"), "{p}");
 }

@@ -34,8 +34,14 @@
 //! Where it cannot prove a change compatible (`if`/`then`/`else`, `patternProperties`,
 //! `dependentSchemas`, `unevaluatedProperties`, …) it reports the change rather than
 //! guess: a false alarm costs a schema author a look, a missed break costs consumers.
-//! Both schemas are assumed valid draft 2020-12 (the registry meta-validates them first);
-//! a keyword with a malformed value is treated as absent.
+//! So is a schema past 50,000 subschema comparisons (nested combinators multiply). Like
+//! Confluent, it does not check that a `oneOf`'s branches stay exclusive. Both schemas are
+//! assumed valid draft 2020-12 (the registry meta-validates them first); a keyword with a
+//! malformed value is treated as absent.
+//!
+//! A [`Change`] says how the reader differs from the writer ("required property added")
+//! and points into the reader's document: where the reader has the change, or, for
+//! something it removed, where it would have it.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -259,11 +265,22 @@ pub struct Incompatibility {
 
 impl fmt::Display for Incompatibility {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A forward change is found comparing the new version (the writer) with the old
+        // one (the reader), so it reads from the old version's side; say so.
+        let (v, side) = (
+            self.version,
+            match self.direction {
+                Direction::Backward => "the new version cannot read its events".to_owned(),
+                Direction::Forward => format!(
+                    "it cannot read the new version's events; as version {} sees them, pointers into it",
+                    self.version
+                ),
+            },
+        );
         write!(
             f,
-            "not {} compatible with version {}",
+            "not {} compatible with version {v} ({side})",
             self.direction.as_str(),
-            self.version
         )?;
         for (i, change) in self.changes.iter().enumerate() {
             write!(f, "{}{change}", if i == 0 { ": " } else { "; " })?;
@@ -281,24 +298,21 @@ pub fn check(mode: Compatibility, earlier: &[(u32, &Value)], new: &Value) -> Vec
         _ => earlier,
     };
     let mut found = Vec::new();
+    let mut note = |version, direction, changes: Vec<Change>| {
+        if !changes.is_empty() {
+            found.push(Incompatibility {
+                version,
+                direction,
+                changes,
+            });
+        }
+    };
     for &(version, old) in against {
-        let directions = [
-            (mode.backward(), Direction::Backward, old, new),
-            (mode.forward(), Direction::Forward, new, old),
-        ];
-        for (wanted, direction, writer, reader) in directions {
-            let changes = if wanted {
-                compare(writer, reader)
-            } else {
-                Vec::new()
-            };
-            if !changes.is_empty() {
-                found.push(Incompatibility {
-                    version,
-                    direction,
-                    changes,
-                });
-            }
+        if mode.backward() {
+            note(version, Direction::Backward, compare(old, new));
+        }
+        if mode.forward() {
+            note(version, Direction::Forward, compare(new, old));
         }
     }
     found

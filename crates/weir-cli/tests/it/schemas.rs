@@ -67,10 +67,7 @@ fn the_example_app_refuses_an_order_without_its_required_fields() {
 
     // A second version that makes a field required breaks backward compatibility.
     let mut v2 = v1.clone();
-    v2["required"]
-        .as_array_mut()
-        .unwrap()
-        .push("Items".into());
+    v2["required"].as_array_mut().unwrap().push("Items".into());
     let file = dir.path().join("v2.json");
     std::fs::write(&file, v2.to_string()).unwrap();
     let output = Command::new(weir())
@@ -91,9 +88,18 @@ fn the_example_app_refuses_an_order_without_its_required_fields() {
     std::fs::write(&file, v2.to_string()).unwrap();
     let out = cli(
         &node,
-        &["schema", "put", "SalesOrderCreated", "2", file.to_str().unwrap()],
+        &[
+            "schema",
+            "put",
+            "SalesOrderCreated",
+            "2",
+            file.to_str().unwrap(),
+        ],
     );
-    assert!(out.contains("registered SalesOrderCreated version 2"), "{out}");
+    assert!(
+        out.contains("registered SalesOrderCreated version 2"),
+        "{out}"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&cli(&node, &["schema", "get", "SalesOrderCreated"])).unwrap();
     assert_eq!(v["description"], "the same orders, described again");

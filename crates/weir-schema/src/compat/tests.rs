@@ -1114,9 +1114,17 @@ fn incompatibility_display() {
     });
     let found = check(Compatibility::Backward, &[(1, &old), (2, &old)], &new);
     assert_eq!(found.len(), 1);
+    let forward = check(Compatibility::Forward, &[(1, &new)], &old);
+    assert!(
+        forward[0]
+            .to_string()
+            .starts_with("not forward compatible with version 1 (it cannot read the new version's events; as version 1 sees them"),
+        "{}",
+        forward[0]
+    );
     assert_eq!(
         found[0].to_string(),
-        "not backward compatible with version 2: \
+        "not backward compatible with version 2 (the new version cannot read its events): \
          type of \"amount\" narrowed from number to integer at \
          /properties/amount/type; required property \"currency\" added at /required"
     );
