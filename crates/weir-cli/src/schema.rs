@@ -1,7 +1,7 @@
 //! `weir schema`: event schemas on a running node (list, get, put), and `weir schema check`,
 //! which checks the app's schema files offline, as a deploy would.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -114,7 +114,7 @@ pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
     }
 }
 
-fn read_schema(path: &PathBuf) -> anyhow::Result<serde_json::Value> {
+fn read_schema(path: &Path) -> anyhow::Result<serde_json::Value> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| {
         format!(
@@ -126,7 +126,7 @@ fn read_schema(path: &PathBuf) -> anyhow::Result<serde_json::Value> {
 
 /// What `weir schema check` does: every type of `[schemas]`, every version in order, as
 /// a node registers them from nothing.
-fn check(app: &PathBuf) -> anyhow::Result<()> {
+fn check(app: &Path) -> anyhow::Result<()> {
     let manifest = weir_manifest::Manifest::load(app)?;
     let mut registry = weir_schema::Registry::default();
     let mut problems = Vec::new();

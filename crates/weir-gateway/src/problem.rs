@@ -26,13 +26,15 @@ pub struct Problem {
     pub detail: String,
     /// The CloudEvents attribute that is wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attribute: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub attribute: Option<Box<str>>,
     /// The position in a batch of the event that is wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
     /// Each rule an event broke, or each change that breaks a schema's compatibility.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<ProblemError>>,
+    #[schema(value_type = Option<Vec<ProblemError>>)]
+    pub errors: Option<Box<Vec<ProblemError>>>,
     /// Response headers beside the body: `WWW-Authenticate`, `Retry-After`.
     #[serde(skip)]
     pub headers: Option<Box<Vec<(header::HeaderName, HeaderValue)>>>,
@@ -121,7 +123,7 @@ impl From<weir_cloudevents::Error> for Problem {
                 e.to_string(),
             ),
         };
-        p.attribute = e.attribute().map(str::to_owned);
+        p.attribute = e.attribute().map(Into::into);
         p.index = e.batch_index();
         p
     }
@@ -206,7 +208,7 @@ impl From<weir_engine::Error> for Problem {
         let (index, errors) = schema_details(&e);
         let mut problem = Problem::of_engine(e);
         problem.index = problem.index.or(index);
-        problem.errors = errors;
+        problem.errors = errors.map(Box::new);
         problem
     }
 }

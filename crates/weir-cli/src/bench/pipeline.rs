@@ -1,7 +1,7 @@
 //! `weir bench pipeline`: a whole pipeline in one node — topic → the example's JSON
 //! transform (`enrich-order`) → topic, fsync `always`, exactly-once commits.
 //!
-//! Three figures, from one run:
+//! Four figures, from one run:
 //! - sustained throughput: a backlog of events published before the pipeline starts,
 //!   drained to the end, with the CPU it took, and its ratio to the function's own rate
 //!   on this machine (`ceiling_ratio`);
@@ -9,7 +9,9 @@
 //!   from the moment a publish is acknowledged to the moment its output is readable, with
 //!   the CPU per event at that rate, beside the disk's own fdatasync latency;
 //! - the drain rate again while a neighbour pipeline's function spins to its deadline on
-//!   every event under a CPU quota, over the rate alone (`neighbour_ratio`).
+//!   every event under a CPU quota, over the rate alone (`neighbour_ratio`);
+//! - the drain rate with the input and output types validated against the example's
+//!   schemas, over the rate without (`validation_cost_ratio`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -113,7 +115,22 @@ enum Stage<'a> {
     /// The bench pipeline and a neighbour pipeline calling this spinning function with
     /// this CPU quota (percent of one core; 0 is none).
     WithNeighbour(&'a Path, u32),
+    /// The bench pipeline with the example's schemas for its input and output types, so
+    /// that every output is checked before it is committed.
+    Validated,
 }
+
+/// The example's schema files, by event type.
+const SCHEMAS: [(&str, &str); 2] = [
+    (
+        "SalesOrderCreated",
+        "examples/orders/schemas/sales-order-created.v1.json",
+    ),
+    (
+        "crm.order.created",
+        "examples/orders/schemas/crm-order-created.v1.json",
+    ),
+];
 
 /// The bench app: the example's function, config and customers, on topics sized by
 /// `args`, with the pipelines `stage` asks for.
@@ -145,6 +162,14 @@ partitions = 4
             "[pipelines.bench]\nfrom = \"erp.sales-orders\"\nfunction = \"enrich-order\"\nto = [\"crm.orders\"]\nconcurrency = {}\nlinger_ms = {}\n",
             args.concurrency, args.linger_ms
         ));
+    }
+    if let Stage::Validated = stage {
+        for (ty, file) in SCHEMAS {
+            text.push_str(&format!(
+                "[schemas.{ty:?}]\nversions = [{:?}]\n",
+                repo_path(file).display().to_string()
+            ));
+        }
     }
     if let Stage::WithNeighbour(spinner, cpu_percent) = stage {
         let quota = match cpu_percent {
@@ -355,6 +380,27 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         }
     };
 
+    // The drain again with the input and output types' schemas: the pipeline checks each
+    // output before its commit; the inputs were checked when they were published, which
+    // the drain does not time, so that check is timed apart, on one thread, as a publish
+    // runs it (find the schema, parse the data, validate), and added in full.
+    let validated = {
+        let first =
+            (args.events + ticks * per_tick) as u64 + neighbour.map_or(0, |_| args.events as u64);
+        publish_backlog(&args, &function, &data, &sample, first as usize, false).await?;
+        let log = open_log(&args, &data).await?;
+        let node = Node::start(NodeOptions::new(
+            &data,
+            Some(manifest(&args, &function, Stage::Validated)?),
+            log,
+        ))
+        .await?;
+        let (seconds, _) = drain_backlog(&node, first + args.events as u64).await?;
+        node.shutdown().await;
+        let input_check = input_check_secs(&sample, args.events)?;
+        (args.events as f64 / seconds, input_check)
+    };
+
     // What the function alone costs on this machine now: the pipeline's ceiling.
     let function_rate = {
         let host = super::wasm::transform_host()?;
@@ -425,10 +471,61 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
             json!(round2(rate / events_per_sec)),
         );
     }
+    if let Some(map) = result.as_object_mut() {
+        let (outputs_checked_rate, input_check) = validated;
+        let validated_rate =
+            args.events as f64 / (args.events as f64 / outputs_checked_rate + input_check);
+        map.insert(
+            "drain_events_per_sec_outputs_validated".into(),
+            json!(round2(outputs_checked_rate)),
+        );
+        map.insert(
+            "input_validation_us_per_event".into(),
+            json!(round2(input_check * 1e6 / args.events as f64)),
+        );
+        map.insert(
+            "events_per_sec_validated".into(),
+            json!(round2(validated_rate)),
+        );
+        map.insert(
+            "validation_cost_ratio".into(),
+            json!(round2(events_per_sec / validated_rate)),
+        );
+    }
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;
     }
     print_result(&result, args.json)
+}
+
+/// The seconds one thread takes to check `events` orders against the example's input
+/// schema as a publish does: find the version, parse the data, validate.
+fn input_check_secs(sample: &CloudEvent, events: usize) -> anyhow::Result<f64> {
+    let mut registry = weir_schema::Registry::default();
+    for (ty, file) in SCHEMAS {
+        let document = serde_json::from_slice(&std::fs::read(repo_path(file))?)?;
+        if let weir_schema::Prepared::New(schema) = registry.prepare(ty, 1, document, None)? {
+            registry.insert(schema);
+        }
+    }
+    let orders: Vec<CloudEvent> = (0..events.min(100_000)).map(|n| order(sample, n)).collect();
+    let started = Instant::now();
+    for event in &orders {
+        let weir_schema::Resolved::Schema(schema) =
+            registry.resolve(&event.ty, event.dataschema.as_deref())
+        else {
+            anyhow::bail!("the sample order's type has no schema");
+        };
+        let data: serde_json::Value = match &event.data {
+            Some(weir_cloudevents::Data::Json(json)) => serde_json::from_str(json.as_str())?,
+            _ => serde_json::Value::Null,
+        };
+        anyhow::ensure!(
+            schema.validate(&data).is_ok(),
+            "the sample order does not match the example's schema"
+        );
+    }
+    Ok(started.elapsed().as_secs_f64() * events as f64 / orders.len() as f64)
 }
 
 /// When each position (partition, offset) was acknowledged or seen.
