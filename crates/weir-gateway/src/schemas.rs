@@ -105,10 +105,10 @@ pub(crate) async fn get(
             StatusCode::NOT_FOUND,
             "unknown-schema",
             "Unknown schema",
-            format!(
-                "event type {ty:?} has no version {version:?}; it has versions 1 to {}, or ask for latest",
-                subject.versions().len()
-            ),
+            match subject.versions().len() {
+                1 => format!("event type {ty:?} has no version {version:?}; it has version 1, or ask for latest"),
+                n => format!("event type {ty:?} has no version {version:?}; it has versions 1 to {n}, or ask for latest"),
+            },
         )
     })?;
     let body = serde_json::to_vec(schema.document().as_ref()).unwrap_or_default();

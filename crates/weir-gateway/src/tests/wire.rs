@@ -241,6 +241,42 @@ async fn every_kind_of_answer_keeps_its_json() {
     )
     .await;
 
+    // Event schemas.
+    let v1 = r#"{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}"#;
+    t.exchange(&app, json_body("PUT", "/v1/schemas/wire.created/1", v1))
+        .await;
+    t.exchange(&app, json_body("PUT", "/v1/schemas/wire.created/1", v1))
+        .await;
+    t.exchange(&app, get("/v1/schemas")).await;
+    t.exchange(&app, get("/v1/schemas/wire.created")).await;
+    t.exchange(&app, get("/v1/schemas/wire.created/latest"))
+        .await;
+    t.exchange(
+        &app,
+        json_body(
+            "PUT",
+            "/v1/schemas/wire.created/2",
+            r#"{"type":"object","properties":{"n":{"type":"string"}},"required":["n","m"]}"#,
+        ),
+    )
+    .await;
+    t.exchange(
+        &app,
+        json_body("PUT", "/v1/schemas/wire.created/2", r#"{"type":"strin"}"#),
+    )
+    .await;
+    t.exchange(&app, get("/v1/schemas/wire.created/9")).await;
+    t.exchange(
+        &app,
+        Request::post("/v1/topics/in/events")
+            .header(header::CONTENT_TYPE, "application/cloudevents-batch+json")
+            .body(Body::from(
+                r#"[{"specversion":"1.0","id":"w1","source":"s","type":"wire.created","data":{"n":1}},{"specversion":"1.0","id":"w2","source":"s","type":"wire.created","data":{"n":"one"}}]"#,
+            ))
+            .unwrap(),
+    )
+    .await;
+
     // Problems.
     t.exchange(&app, get("/v2/nothing")).await;
     t.exchange(&app, req("DELETE", "/v1/topics", Body::empty()))
