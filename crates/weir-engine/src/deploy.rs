@@ -143,7 +143,9 @@ impl Node {
             return Err(Error::ShuttingDown);
         }
         let next = Manifest::from_toml_str(manifest_text, &self.base_dir)?;
-        // The schemas' compatibility before anything changes.
+        // The schemas' compatibility before anything changes, against what the fleet
+        // registered up to now.
+        self.schemas.catch_up(&self.log).await?;
         let schemas = match (share, schemas) {
             (false, _) => None,
             (true, Some(documents)) => {
@@ -229,12 +231,14 @@ impl Node {
         for name in &plan.sinks_started {
             crate::sinks::open(name, &next.sinks[name])?;
         }
-        if let Some(documents) = &schemas {
-            self.schemas
-                .register_app(&self.log, &next, documents)
-                .await?;
+        match &schemas {
+            Some(documents) => {
+                self.schemas
+                    .register_app(&self.log, &next, documents)
+                    .await?
+            }
+            None => self.schemas.set_modes(&self.log, &next).await?,
         }
-        self.schemas.set_policies(&next);
         if share {
             // Each changed function's record first, so a node whose app already declares
             // it switches even if it never applies the app record.
@@ -255,6 +259,7 @@ impl Node {
             reloaded.insert(name.clone(), deployed);
         }
         *self.manifest.lock().unwrap_or_else(PoisonError::into_inner) = Some(next.clone());
+        self.schemas.set_policies(&next);
         self.swap_routes(routes);
         for name in &plan.pipelines {
             self.start_pipeline(name, &next.pipelines[name]).await?;

@@ -111,6 +111,14 @@ pub enum Error {
     )]
     SchemaStoreMoved { ty: String },
     #[error(
+        "this node cannot read the newest schemas of {ty:?} in weir.schemas ({reason}); register its versions on a node that can, or upgrade this one"
+    )]
+    SchemaUnreadable { ty: String, reason: String },
+    #[error(
+        "{topic:?} is weir's own topic (the schema registry); register schemas with PUT /v1/schemas/{{type}}/{{version}}"
+    )]
+    ReservedTopic { topic: String },
+    #[error(
         "cannot read version file {path} of schema {ty:?}: {reason}; fix [schemas.{ty}] in weir.toml"
     )]
     SchemaFile {
@@ -312,7 +320,9 @@ impl Error {
                 | weir_schema::Error::VersionGap { .. }
                 | weir_schema::Error::Incompatible { .. },
             )
-            | Error::SchemaStoreMoved { .. } => ErrorClass::Conflict,
+            | Error::SchemaStoreMoved { .. }
+            | Error::SchemaUnreadable { .. }
+            | Error::ReservedTopic { .. } => ErrorClass::Conflict,
             Error::Schema(_) | Error::SchemaRejected { .. } => ErrorClass::Rejected,
             Error::SchemaFile { .. } => ErrorClass::Invalid,
             Error::InvalidReplay { .. }
@@ -380,8 +390,14 @@ impl Error {
                 reason: crate::SchemaRejection::Required { .. },
                 ..
             } => "schema-required",
+            Error::SchemaRejected {
+                reason: crate::SchemaRejection::NotJson { .. },
+                ..
+            } => "schema-violation",
             Error::SchemaRejected { .. } => "unknown-schema",
             Error::SchemaStoreMoved { .. } => "schema-store-moved",
+            Error::SchemaUnreadable { .. } => "schema-unreadable",
+            Error::ReservedTopic { .. } => "reserved-topic",
             Error::SchemaFile { .. } => "schema-file",
             Error::DurabilityLowered { .. } => "durability-lowered",
             Error::UnknownEntityType { .. } => "unknown-entity-type",

@@ -190,6 +190,7 @@ impl Node {
             let documents = blocking(move || crate::schemas::read_documents(&m)).await?;
             schemas.check_app(manifest, &documents)?;
             schemas.register_app(&log, manifest, &documents).await?;
+            schemas.set_policies(manifest);
             for (name, topic) in &manifest.topics {
                 log.create_topic(name, &topic_spec(topic)).await?;
             }

@@ -31,6 +31,9 @@ use crate::{Error, Result, SharedLog};
 const FORMAT: u32 = 1;
 /// How many times a registration is checked again after another node's append.
 const MAX_MOVED: u32 = 5;
+/// The largest record of the store: every version of a type, under the log's 1 MiB
+/// record limit with room for the record's framing.
+const MAX_RECORD_BYTES: usize = 1_000_000;
 /// Records read from the store per read.
 const READ_BATCH: usize = 256;
 /// How often a node looks for the store topic before any schema is registered.
@@ -52,6 +55,9 @@ struct State {
     applied: BTreeMap<String, u64>,
     /// The next store offset to read.
     next: u64,
+    /// Types whose newest record this node cannot read (a newer format, a schema this
+    /// build cannot compile): registering one would overwrite what it cannot see.
+    unreadable: BTreeMap<String, String>,
 }
 
 /// A node's schemas: see the module docs.
@@ -191,13 +197,15 @@ impl Schemas {
                 }
                 Subject::from_documents(ty, r.compatibility, r.versions).map_err(|e| e.to_string())
             });
+        state.applied.insert(ty.to_owned(), offset);
         match subject {
             Ok(subject) => {
                 Arc::make_mut(&mut state.registry).replace(ty, subject);
-                state.applied.insert(ty.to_owned(), offset);
+                state.unreadable.remove(ty);
             }
             Err(reason) => {
-                tracing::error!(offset, ty, %reason, "cannot read the schemas of a type in {STORE_TOPIC}");
+                tracing::error!(offset, ty, %reason, "cannot read the schemas of a type in {STORE_TOPIC}; its events are checked against what this node read before, and it refuses to register versions of it");
+                state.unreadable.insert(ty.to_owned(), reason);
             }
         }
     }
@@ -266,8 +274,8 @@ impl Schemas {
         Ok(())
     }
 
-    /// Registers the app's schemas (see [`Schemas::check_app`]) and sets its topics'
-    /// policies.
+    /// Registers the app's schemas (see [`Schemas::check_app`]); the caller sets its
+    /// topics' policies ([`Schemas::set_policies`]) once the app is in place.
     pub(crate) async fn register_app(
         &self,
         log: &SharedLog,
@@ -281,7 +289,25 @@ impl Schemas {
                     .await?;
             }
         }
-        self.set_policies(manifest);
+        Ok(())
+    }
+
+    /// Stores the compatibility modes `manifest` declares where the store holds others: a
+    /// deploy applied from a fleet's records, whose versions the deploying node stored,
+    /// so that a node restarted from an older `weir.toml` does not leave its modes.
+    pub(crate) async fn set_modes(&self, log: &SharedLog, manifest: &Manifest) -> Result<()> {
+        for (ty, spec) in &manifest.schemas {
+            let registry = self.registry();
+            let held = registry.subject(ty).map(|s| s.compatibility);
+            if held.is_some_and(|mode| mode != spec.compatibility)
+                && let Some(latest) = registry.subject(ty).and_then(|s| s.latest())
+            {
+                let document = latest.document().as_ref().clone();
+                let version = latest.version();
+                self.register(log, ty, version, document, Some(spec.compatibility))
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -300,7 +326,18 @@ impl Schemas {
         let mut moved = 0;
         loop {
             self.catch_up(log).await?;
-            let registry = self.registry();
+            // What the check sees and where the append expects the store's end must be
+            // read together: `follow` may apply another node's record in between.
+            let (registry, end) = {
+                let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+                if let Some(reason) = state.unreadable.get(ty) {
+                    return Err(Error::SchemaUnreadable {
+                        ty: ty.to_owned(),
+                        reason: reason.clone(),
+                    });
+                }
+                (state.registry.clone(), state.next)
+            };
             let mode_changed = mode.is_some_and(|m| m != registry.compatibility(ty));
             let schema = match registry.prepare(ty, version, document.clone(), mode)? {
                 Prepared::New(schema) => Some(schema),
@@ -315,7 +352,7 @@ impl Schemas {
             if let Some(schema) = schema {
                 next.insert(schema);
             }
-            match self.store(log, &next, ty).await {
+            match self.store(log, &next, ty, end).await {
                 // Another node appended meanwhile (nodes of a fleet starting together
                 // register the same app): check again against what it stored.
                 Err(Error::SchemaStoreMoved { .. }) if moved < MAX_MOVED => moved += 1,
@@ -325,9 +362,9 @@ impl Schemas {
         }
     }
 
-    /// Appends `registry`'s record of `ty` where the store's end still is where this node
-    /// read it, then applies it.
-    async fn store(&self, log: &SharedLog, registry: &Registry, ty: &str) -> Result<()> {
+    /// Appends `registry`'s record of `ty` if the store's end is still `end`, where this
+    /// node read it, then applies it.
+    async fn store(&self, log: &SharedLog, registry: &Registry, ty: &str, end: u64) -> Result<()> {
         let subject = registry.subject(ty).cloned().unwrap_or_default();
         let record = SubjectRecord {
             format: FORMAT,
@@ -339,6 +376,17 @@ impl Schemas {
                 .collect(),
         };
         let value = serde_json::to_vec(&record).expect("a schema record serializes");
+        if value.len() > MAX_RECORD_BYTES {
+            return Err(weir_schema::Error::InvalidSchema {
+                ty: ty.to_owned(),
+                version: subject.latest().map_or(0, |s| s.version()),
+                reason: format!(
+                    "the type's versions together would be {} bytes, over the {MAX_RECORD_BYTES} a record of {STORE_TOPIC} holds; share parts with $defs or start a new event type",
+                    value.len()
+                ),
+            }
+            .into());
+        }
         if log.topic(STORE_TOPIC).await?.is_none() {
             let spec = TopicSpec {
                 compaction: true,
@@ -346,14 +394,9 @@ impl Schemas {
             };
             log.create_topic(STORE_TOPIC, &spec).await?;
         }
-        let next = self
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .next;
         let guarantees = log.guarantees(&TopicSpec::default());
         let expect = if guarantees.conditional_appends.partition_end {
-            Expect::End(next)
+            Expect::End(end)
         } else {
             Expect::Any
         };

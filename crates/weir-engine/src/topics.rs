@@ -65,6 +65,11 @@ impl Node {
         name: &str,
         update: TopicUpdate,
     ) -> Result<(weir_log::TopicCreated, Option<weir_log::TopicInfo>)> {
+        if name == weir_schema::STORE_TOPIC {
+            return Err(Error::ReservedTopic {
+                topic: name.to_owned(),
+            });
+        }
         // An entity's journal keeps every event (states are rebuilt from them), and its
         // topics' partitions match: their settings come from weir.toml only.
         if let Some(ty) = self.entities.journal(name) {
@@ -166,6 +171,11 @@ impl Node {
             return Err(Error::EntityTopic {
                 topic: topic.to_owned(),
                 ty: ty.to_owned(),
+            });
+        }
+        if topic == weir_schema::STORE_TOPIC {
+            return Err(Error::ReservedTopic {
+                topic: topic.to_owned(),
             });
         }
         self.schemas.check(topic, events)?;

@@ -18,8 +18,9 @@
 //!   Removed from an open reader it is fine, from a closed one (`additionalProperties:
 //!   false`) incompatible. A partially open model (`additionalProperties` a schema) compares
 //!   the property with that schema.
-//! - **`required`**: adding is incompatible unless the reader's property has a `default`
-//!   (Confluent's rule); removing is fine.
+//! - **`required`**: adding is incompatible, even with a `default` (Confluent excuses it,
+//!   but validators do not fill defaults in, so older events would be refused); removing
+//!   is fine.
 //! - **`additionalProperties`**: opening is fine; closing or restricting is not.
 //! - **`enum`/`const`**: extending is fine; narrowing or adding is not.
 //! - **bounds** (`minimum`, `maxLength`, `minItems`, …, `multipleOf`, `uniqueItems`): loosened
@@ -1036,19 +1037,13 @@ impl<'a> Diff<'a> {
     fn required(&mut self, w: &Side<'a>, r: &Side<'a>, subject: &Subject) {
         let w_required = strings(w.get("required"));
         for name in strings(r.get("required")) {
-            // Confluent's rule: a default stands in for the missing value.
-            if !w_required.contains(&name) && !self.has_default(r, name) {
+            // Confluent lets a `default` excuse a new required property; weir does not:
+            // validators do not fill defaults in, so older events would be refused.
+            if !w_required.contains(&name) {
                 let message = format!("required property {} added{}", quote(name), subject.to());
                 self.report(r.pointer("/required"), code::REQUIRED_ADDED, message);
             }
         }
-    }
-
-    fn has_default(&self, r: &Side<'a>, name: &str) -> bool {
-        let Some(prop) = r.at(&format!("/properties/{}", escape(name))) else {
-            return false;
-        };
-        prop.get("default").is_some() || self.resolve(self.reader, prop).0.get("default").is_some()
     }
 
     fn dependent_required(&mut self, w: &Side<'a>, r: &Side<'a>, subject: &Subject) {

@@ -239,11 +239,23 @@ impl Schema {
             .validator
             .iter_errors(data)
             .take(MAX_VIOLATIONS)
-            .map(|e| Violation {
-                pointer: e.instance_path().as_str().to_owned(),
-                rule: e.evaluation_path().as_str().to_owned(),
-                keyword: e.kind().keyword().to_owned(),
-                message: e.masked().to_string(),
+            .map(|e| {
+                let keyword = e.kind().keyword().to_owned();
+                // These keywords' masked messages still name the offending properties,
+                // and data may be keyed by personal values.
+                let message = match keyword.as_str() {
+                    "additionalProperties" | "unevaluatedProperties" => {
+                        "has a property the schema does not allow".to_owned()
+                    }
+                    "propertyNames" => "has a property name the schema does not allow".to_owned(),
+                    _ => e.masked().to_string(),
+                };
+                Violation {
+                    pointer: e.instance_path().as_str().to_owned(),
+                    rule: e.evaluation_path().as_str().to_owned(),
+                    keyword,
+                    message,
+                }
             })
             .collect())
     }
@@ -453,17 +465,21 @@ impl Registry {
     /// The schema an event of type `ty` is checked against: the version its
     /// `dataschema` names when that is a weir schema route, else its type's latest.
     pub fn resolve(&self, ty: &str, dataschema: Option<&str>) -> Resolved<'_> {
-        let subject = self.subjects.get(ty);
+        // A type without a schema has no contract, whatever its `dataschema` names (an
+        // event relayed from another deployment may name that one's schemas).
+        let Some(subject) = self.subjects.get(ty).filter(|s| !s.versions.is_empty()) else {
+            return Resolved::None;
+        };
         match dataschema.and_then(parse_dataschema) {
             Some((named, _)) if named != ty => Resolved::OtherType { named },
-            Some((_, version)) => match subject.and_then(|s| s.get(version)) {
+            Some((_, version)) => match subject.get(version) {
                 Some(schema) => Resolved::Schema(schema),
                 None => Resolved::UnknownVersion {
                     version,
-                    latest: subject.and_then(|s| s.latest()).map(|s| s.version),
+                    latest: subject.latest().map(|s| s.version),
                 },
             },
-            None => match subject.and_then(Subject::latest) {
+            None => match subject.latest() {
                 Some(schema) => Resolved::Schema(schema),
                 None => Resolved::None,
             },

@@ -46,6 +46,19 @@ fn a_schema_compiles_and_reports_each_broken_rule_by_pointer_without_the_values(
             "a violation must not echo the event's values: {v}"
         );
     }
+    // Property names may be personal data: the messages that would name them do not.
+    let closed = Schema::compile(
+        "t",
+        1,
+        json!({"type": "object", "additionalProperties": false, "propertyNames": {"pattern": "^[a-z]+$"}}),
+    )
+    .unwrap();
+    for v in closed
+        .validate(&json!({"alice@secret.example": 1}))
+        .unwrap_err()
+    {
+        assert!(!v.message.contains("alice"), "{v}");
+    }
     let no_data = schema.validate(&Value::Null).unwrap_err();
     assert_eq!(no_data[0].keyword, "type");
 }
@@ -184,5 +197,10 @@ fn an_event_is_checked_against_the_version_its_dataschema_names_else_the_latest(
     assert!(matches!(
         registry.resolve("t", Some("http://node:7700/v1/schemas/u/1")),
         Resolved::OtherType { named } if named == "u"
+    ));
+    // A type without a schema has no contract, whatever its dataschema names.
+    assert!(matches!(
+        registry.resolve("u", Some("http://other:7700/v1/schemas/u/3")),
+        Resolved::None
     ));
 }

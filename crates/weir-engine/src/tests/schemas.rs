@@ -200,6 +200,18 @@ async fn registered_schemas_outlive_the_node(backend: &Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "schema-version-gap", "{err}");
+    // The store is weir's own: no one publishes into it or changes its settings.
+    let forged = CloudEvent::new("f-1", "test://s", "t.created");
+    let err = node
+        .publish(weir_schema::STORE_TOPIC, &[forged])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "reserved-topic", "{err}");
+    let err = node
+        .put_topic(weir_schema::STORE_TOPIC, Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "reserved-topic", "{err}");
     node.shutdown().await;
     drop(node);
 
