@@ -236,11 +236,20 @@ pub(crate) async fn send_json(
     request: reqwest::RequestBuilder,
     node: &NodeUrl,
 ) -> anyhow::Result<serde_json::Value> {
+    Ok(send_checked(request, node).await?.json().await?)
+}
+
+/// Send a request to the node and return its successful answer, or the node's problem
+/// as an error.
+pub(crate) async fn send_checked(
+    request: reqwest::RequestBuilder,
+    node: &NodeUrl,
+) -> anyhow::Result<reqwest::Response> {
     let response = request.send().await.map_err(connect_error(&node.url))?;
     if !response.status().is_success() {
         return Err(failure(response).await);
     }
-    Ok(response.json().await?)
+    Ok(response)
 }
 
 pub(crate) fn connect_error(url: &str) -> impl FnOnce(reqwest::Error) -> anyhow::Error + '_ {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::client::{NodeUrl, connect_error, failure, send_json};
+use crate::client::{NodeUrl, send_checked, send_json};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum KvCommand {
@@ -75,11 +75,7 @@ fn kv_url(node: &NodeUrl, namespace: &str, key: Option<&str>) -> anyhow::Result<
 
 /// Send a request whose success has no body.
 async fn send_ok(request: reqwest::RequestBuilder, node: &NodeUrl) -> anyhow::Result<()> {
-    let response = request.send().await.map_err(connect_error(&node.url))?;
-    if !response.status().is_success() {
-        return Err(failure(response).await);
-    }
-    Ok(())
+    send_checked(request, node).await.map(drop)
 }
 
 fn read_input(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
@@ -100,16 +96,10 @@ pub async fn run(command: KvCommand) -> anyhow::Result<()> {
             node,
         } => {
             let url = kv_url(&node, &namespace, Some(&key))?;
-            let response = node
-                .http()?
-                .get(url)
-                .send()
-                .await
-                .map_err(connect_error(&node.url))?;
-            if !response.status().is_success() {
-                return Err(failure(response).await);
-            }
-            let bytes = response.bytes().await?;
+            let bytes = send_checked(node.http()?.get(url), &node)
+                .await?
+                .bytes()
+                .await?;
             let mut out = std::io::stdout().lock();
             out.write_all(&bytes)?;
             if std::io::stdout().is_terminal() && !bytes.ends_with(b"\n") {

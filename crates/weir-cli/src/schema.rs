@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::client::{NodeUrl, connect_error, failure, send_json};
+use crate::client::{NodeUrl, send_json};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SchemaCommand {
@@ -78,16 +78,7 @@ pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
         }
         SchemaCommand::Get { ty, version, node } => {
             let url = schema_url(&node, &[&ty, &version])?;
-            let response = node
-                .http()?
-                .get(url)
-                .send()
-                .await
-                .map_err(connect_error(&node.url))?;
-            if !response.status().is_success() {
-                return Err(failure(response).await);
-            }
-            let document: serde_json::Value = response.json().await?;
+            let document = send_json(node.http()?.get(url), &node).await?;
             println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(())
         }
