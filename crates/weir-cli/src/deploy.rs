@@ -56,24 +56,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         );
     }
     // The schema files too: the node may be on another machine.
-    let mut schemas = BTreeMap::new();
-    for (ty, spec) in &manifest.schemas {
-        let mut versions = Vec::new();
-        for path in &spec.versions {
-            let document: serde_json::Value = std::fs::read(path)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| Ok(serde_json::from_slice(&b)?))
-                .with_context(|| {
-                    format!(
-                        "cannot read schema {ty:?} from {}; fix [schemas.{ty}] in {}",
-                        path.display(),
-                        args.app.display()
-                    )
-                })?;
-            versions.push(document);
-        }
-        schemas.insert(ty.clone(), versions);
-    }
+    let schemas = weir_engine::read_schema_documents(&manifest)?;
     let body = serde_json::json!({ "manifest": text, "functions": functions, "schemas": schemas });
     let request = args
         .node

@@ -119,14 +119,14 @@ fn read_schema(path: &Path) -> anyhow::Result<serde_json::Value> {
 /// a node registers them from nothing.
 fn check(app: &Path) -> anyhow::Result<()> {
     let manifest = weir_manifest::Manifest::load(app)?;
+    let mut documents = weir_engine::read_schema_documents(&manifest)?;
     let mut registry = weir_schema::Registry::default();
     let mut problems = Vec::new();
     for (ty, spec) in &manifest.schemas {
         registry.set_compatibility(ty, spec.compatibility);
-        for (version, path) in (1..).zip(&spec.versions) {
-            let prepared = read_schema(path)
-                .and_then(|document| Ok(registry.prepare(ty, version, document, None)?));
-            match prepared {
+        let versions = documents.remove(ty).unwrap_or_default();
+        for ((version, path), document) in (1..).zip(&spec.versions).zip(versions) {
+            match registry.prepare(ty, version, document, None) {
                 Ok(weir_schema::Prepared::New(schema)) => registry.insert(schema),
                 Ok(weir_schema::Prepared::Unchanged) => {}
                 Err(e) => {

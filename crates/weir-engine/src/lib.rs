@@ -77,7 +77,10 @@ pub use replay::{
     VersionSource,
 };
 pub use routes::{RouteFailure, RouteMatch, WebhookAccepted, WebhookError};
-pub use schemas::{SchemaDocuments, SchemaRejection};
+pub use schemas::{
+    SchemaDocuments, SchemaRejection, check_event as check_schema,
+    read_documents as read_schema_documents,
+};
 pub use sinks::SinkStatus;
 pub use sources::SourceStatus;
 pub use status::{FleetStatus, FunctionStatus, NodeStatus, TopicStatus};

@@ -58,14 +58,15 @@ struct State {
     /// Types whose newest record this node cannot read (a newer format, a schema this
     /// build cannot compile): registering one would overwrite what it cannot see.
     unreadable: BTreeMap<String, String>,
+    /// The topics whose events must all have a schema (`schema = "required"`): beside
+    /// the registry, so that a publish takes both in one read.
+    required: Arc<BTreeSet<String>>,
 }
 
 /// A node's schemas: see the module docs.
 #[derive(Default)]
 pub(crate) struct Schemas {
     state: RwLock<State>,
-    /// The topics whose events must all have a schema (`schema = "required"`).
-    required: RwLock<Arc<BTreeSet<String>>>,
     /// One registration at a time on this node.
     registering: tokio::sync::Mutex<()>,
 }
@@ -91,21 +92,23 @@ impl Schemas {
             .filter(|(_, t)| t.schema == SchemaPolicy::Required)
             .map(|(name, _)| name.clone())
             .collect();
-        *self
-            .required
+        self.state
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(required);
+            .unwrap_or_else(PoisonError::into_inner)
+            .required = Arc::new(required);
+    }
+
+    /// The registry and the topics that require a schema, as they are now.
+    fn contracts(&self) -> (Arc<Registry>, Arc<BTreeSet<String>>) {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        (state.registry.clone(), state.required.clone())
     }
 
     /// Checks each event to be published to `topic` against its type's schema (see
     /// [`Registry::resolve`]); the first that fails is the error, naming its index.
     pub(crate) fn check(&self, topic: &str, events: &[CloudEvent]) -> Result<()> {
-        let registry = self.registry();
-        let required = self
-            .required
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(topic);
+        let (registry, required) = self.contracts();
+        let required = required.contains(topic);
         if registry.is_empty() && !required {
             return Ok(());
         }
@@ -128,12 +131,7 @@ impl Schemas {
         &self,
         outputs: &[(String, CloudEvent)],
     ) -> std::result::Result<(), String> {
-        let registry = self.registry();
-        let required = self
-            .required
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let (registry, required) = self.contracts();
         if registry.is_empty() && required.is_empty() {
             return Ok(());
         }
@@ -415,8 +413,9 @@ impl Schemas {
     }
 }
 
-/// Why one event fails its topic's contract, or `Ok` when it passes.
-fn check_event(
+/// Why one event fails its topic's contract (`required`: the topic requires a schema), or
+/// `Ok` when it passes: what a publish runs for each event.
+pub fn check_event(
     registry: &Registry,
     topic: &str,
     required: bool,
@@ -513,8 +512,9 @@ impl std::fmt::Display for SchemaRejection {
     }
 }
 
-/// Reads the schema files a manifest names, for a start (a deploy brings them along).
-pub(crate) fn read_documents(manifest: &Manifest) -> Result<SchemaDocuments> {
+/// Reads the schema files a manifest names: for a start, for `weir deploy` to send them
+/// along, and for `weir schema check`.
+pub fn read_documents(manifest: &Manifest) -> Result<SchemaDocuments> {
     let mut documents = SchemaDocuments::new();
     for (ty, spec) in &manifest.schemas {
         let mut versions = Vec::with_capacity(spec.versions.len());

@@ -512,19 +512,9 @@ fn input_check_secs(sample: &CloudEvent, events: usize) -> anyhow::Result<f64> {
     let orders: Vec<CloudEvent> = (0..events.min(100_000)).map(|n| order(sample, n)).collect();
     let started = Instant::now();
     for event in &orders {
-        let weir_schema::Resolved::Schema(schema) =
-            registry.resolve(&event.ty, event.dataschema.as_deref())
-        else {
-            anyhow::bail!("the sample order's type has no schema");
-        };
-        let data: serde_json::Value = match &event.data {
-            Some(weir_cloudevents::Data::Json(json)) => serde_json::from_str(json.as_str())?,
-            _ => serde_json::Value::Null,
-        };
-        anyhow::ensure!(
-            schema.validate(&data).is_ok(),
-            "the sample order does not match the example's schema"
-        );
+        // Required, so that an order without a schema would fail rather than pass unchecked.
+        weir_engine::check_schema(&registry, IN, true, event)
+            .map_err(|e| anyhow::anyhow!("the sample order fails the example's schema: {e}"))?;
     }
     Ok(started.elapsed().as_secs_f64() * events as f64 / orders.len() as f64)
 }
