@@ -219,6 +219,7 @@ fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
     build_guests(root)?;
     ensure_nats_server()?;
     ensure_tansu()?;
+    ensure_asyncapi_parser(root)?;
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -414,6 +415,20 @@ fn ensure_tansu() -> anyhow::Result<()> {
         "dynostore",
     ]))
     .context("the Kafka backend's tests run a tansu broker from crates.io")
+}
+
+/// The AsyncAPI project's parser, which the tests run on the documents weir generates:
+/// `npm ci` in `tools/asyncapi-check` (the versions its lock file pins, no install
+/// scripts) when it is not installed yet.
+fn ensure_asyncapi_parser(root: &Path) -> anyhow::Result<()> {
+    let dir = root.join("tools/asyncapi-check");
+    if dir.join("node_modules/@asyncapi/parser/package.json").exists() {
+        return Ok(());
+    }
+    run(Command::new("npm")
+        .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
+        .current_dir(&dir))
+    .context("the AsyncAPI checks run @asyncapi/parser from npm (Node.js 20 or newer)")
 }
 
 /// The targets of `crates/weir-log-embedded/fuzz`; see its `Cargo.toml`.

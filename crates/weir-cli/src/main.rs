@@ -81,6 +81,9 @@ enum Command {
         #[command(subcommand)]
         command: schema::SchemaCommand,
     },
+    /// Print the app's AsyncAPI 3.0 document: from the running node, or offline from
+    /// weir.toml (`--app`).
+    Asyncapi(schema::AsyncapiArgs),
     /// Manage API keys: create, list, revoke.
     Auth {
         #[command(subcommand)]
@@ -117,6 +120,7 @@ fn main() -> std::process::ExitCode {
             Command::Group { command } => client::group(command).await,
             Command::Kv { command } => kv::run(command).await,
             Command::Schema { command } => schema::run(command).await,
+            Command::Asyncapi(args) => schema::asyncapi(args).await,
             Command::Entity(args) => entity::run(args).await,
             Command::View(args) => view::run(args).await,
             Command::Deploy(args) => deploy::deploy(args).await,

@@ -119,6 +119,25 @@ fn read_schema(path: &Path) -> anyhow::Result<serde_json::Value> {
 /// a node registers them from nothing.
 fn check(app: &Path) -> anyhow::Result<()> {
     let manifest = weir_manifest::Manifest::load(app)?;
+    let registry = app_registry(&manifest)?;
+    for (ty, subject) in registry.subjects() {
+        println!(
+            "{ty}: {} version{} ok ({})",
+            subject.versions().len(),
+            if subject.versions().len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            subject.compatibility.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// The registry a node starting from nothing would build from `manifest`'s schema files;
+/// every version that is not a schema or breaks its type's mode, named.
+fn app_registry(manifest: &weir_manifest::Manifest) -> anyhow::Result<weir_schema::Registry> {
     let mut documents = weir_engine::read_schema_documents(&manifest)?;
     let mut registry = weir_schema::Registry::default();
     let mut problems = Vec::new();
@@ -139,17 +158,48 @@ fn check(app: &Path) -> anyhow::Result<()> {
     if !problems.is_empty() {
         anyhow::bail!("{}", problems.join("\n"));
     }
-    for (ty, subject) in registry.subjects() {
-        println!(
-            "{ty}: {} version{} ok ({})",
-            subject.versions().len(),
-            if subject.versions().len() == 1 {
-                ""
-            } else {
-                "s"
-            },
-            subject.compatibility.as_str()
-        );
-    }
+    Ok(registry)
+}
+
+/// `weir asyncapi`.
+#[derive(Debug, clap::Args)]
+pub struct AsyncapiArgs {
+    /// Generate the document offline from this manifest and the schema files beside it,
+    /// instead of asking the running node at --url.
+    #[arg(long, value_name = "WEIR_TOML")]
+    app: Option<PathBuf>,
+    /// With --app: the node's HTTP address as its clients reach it (the document's
+    /// server).
+    #[arg(long, default_value = "127.0.0.1:7700", requires = "app")]
+    host: String,
+    #[command(flatten)]
+    node: NodeUrl,
+}
+
+/// `weir asyncapi`: the app's AsyncAPI 3.0 document, from the running node (what it runs
+/// now: its topics and the schemas registered there) or, with `--app`, from weir.toml.
+pub async fn asyncapi(args: AsyncapiArgs) -> anyhow::Result<()> {
+    let document = match &args.app {
+        None => {
+            let url = args.node.url("/v1/asyncapi", &[])?;
+            send_json(args.node.http()?.get(url), &args.node).await?
+        }
+        Some(app) => {
+            let manifest = weir_manifest::Manifest::load(app)?;
+            let registry = app_registry(&manifest)?;
+            let topics: Vec<String> = manifest.topics.keys().cloned().collect();
+            weir_asyncapi::document(&weir_asyncapi::App {
+                manifest: Some(&manifest),
+                topics: &topics,
+                registry: &registry,
+                server: &weir_asyncapi::Server {
+                    host: args.host.clone(),
+                    tls: manifest.http.tls_cert.is_some(),
+                },
+                security: weir_asyncapi::Security::of(&manifest),
+            })
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&document)?);
     Ok(())
 }

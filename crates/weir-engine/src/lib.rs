@@ -31,6 +31,7 @@
 //! <data>/wasm-cache/                         compiled components (see weir-wasm)
 //! ```
 
+mod asyncapi;
 mod codec;
 mod consumer;
 mod deploy;
@@ -59,6 +60,7 @@ pub mod trace;
 mod views;
 
 pub use codec::LoggedEvent;
+pub use weir_asyncapi::{Security as AsyncApiSecurity, Server as AsyncApiServer};
 pub use consumer::StartFrom;
 pub use deploy::{AppDeployed, FunctionChange};
 pub use entity::{

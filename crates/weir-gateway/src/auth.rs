@@ -95,7 +95,7 @@ pub(crate) fn action<'a>(
         ("/healthz" | "/readyz", _) => return None,
         ("/metrics", _) if metrics_open => return None,
         ("/metrics", _) => Action::Observe,
-        ("/v1/status" | "/v1/openapi.json", "GET") => Action::Observe,
+        ("/v1/status" | "/v1/openapi.json" | "/v1/asyncapi", "GET") => Action::Observe,
         ("/v1/topics", "GET") => Action::Observe,
         ("/v1/topics/{topic}", "PUT") => Action::Admin(AdminOp::Topics),
         ("/v1/topics/{topic}/events", "POST") => Action::Publish(topic()),

@@ -249,6 +249,7 @@ fn routes(options: &GatewayOptions) -> OpenApiRouter<AppState> {
         .routes(routes!(schemas::list))
         .routes(routes!(schemas::get_type))
         .routes(routes!(schemas::get, schemas::put))
+        .routes(routes!(schemas::asyncapi))
         .routes(routes!(status))
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))

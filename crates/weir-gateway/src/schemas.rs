@@ -174,3 +174,53 @@ pub(crate) async fn put(
     };
     Ok((status, Json(answer)).into_response())
 }
+
+/// `GET /v1/asyncapi`.
+#[utoipa::path(
+    get,
+    path = "/v1/asyncapi",
+    operation_id = "get_asyncapi",
+    tag = "schemas",
+    summary = "The app's AsyncAPI document",
+    description = "The AsyncAPI 3.0 document of what the node runs now: a channel per topic (and per source subscription, sink and inbound-webhook route), the operations of clients, pipelines, sources, sinks, routes, schedules, entities and views, a message per registered schema version (the JSON Schema as its payload, the CloudEvents attributes as its headers), and the front door's security schemes. The node's server is the host this request named.",
+    responses(
+        (status = 200, description = "the AsyncAPI document", body = Object, content_type = "application/json"),
+        (status = 503, description = "the log is unavailable", body = Problem, content_type = PROBLEM_CONTENT_TYPE),
+    )
+)]
+pub(crate) async fn asyncapi(
+    State(state): State<AppState>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let server = weir_engine::AsyncApiServer {
+        host: request_host(&uri, &headers),
+        tls: state.options.tls.is_some(),
+    };
+    let security = state.auth.get().map(|auth| weir_engine::AsyncApiSecurity {
+        api_keys: auth.spec().api_keys,
+        jwt: auth.spec().jwt.is_some(),
+    });
+    Ok(Json(state.node.asyncapi(&server, security).await?))
+}
+
+/// The host (and port) a request was sent to: its URI's authority (HTTP/2), else its
+/// `Host` header; `localhost` when neither is a plain `host[:port]`.
+fn request_host(uri: &axum::http::Uri, headers: &axum::http::HeaderMap) -> String {
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        });
+    host.unwrap_or_else(|| "localhost".to_owned())
+}

@@ -6,6 +6,8 @@ use std::process::Command;
 use std::sync::Mutex;
 
 pub mod amqp;
+mod asyncapi;
+pub use asyncapi::asyncapi_check;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;

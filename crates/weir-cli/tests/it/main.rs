@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use weir_test_support::WeirProcess;
 
+mod asyncapi;
 mod auth;
 mod deploy;
 mod entities;
