@@ -41,6 +41,12 @@ pub struct ReplayArgs {
     /// How many differences (or errors) to show.
     #[arg(long, default_value_t = 5)]
     examples: usize,
+    /// With upcasters (`[schemas.TYPE.upcast.N]`): the events as the pipeline sees them,
+    /// upcast to their type's latest schema version (`upcast`), as they were written
+    /// (`as-written`), or both (`compare`: A on the events as written, B the same version
+    /// on them upcast, diffed).
+    #[arg(long, value_parser = ["upcast", "as-written", "compare"])]
+    schemas: Option<String>,
     /// Print the report as one JSON object on the last line of stdout, with no progress bar.
     #[arg(long)]
     json: bool,
@@ -57,6 +63,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         ("to_offset", args.to_offset.map(|o| o.to_string())),
         ("to_time", args.to_time.clone()),
         ("version", args.version.clone()),
+        ("schemas", args.schemas.as_ref().map(|s| s.replace('-', "_"))),
     ];
     query.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     let mut request = args
@@ -172,6 +179,9 @@ fn summary(report: &Value) -> String {
             r["from"],
             r["to"]
         );
+    }
+    if report["schemas"] == "compare" {
+        s += "A ran on the events as written, B on them upcast to their schemas' latest versions\n";
     }
     s += &version_line("A", &report["a"]);
     if !report["b"].is_null() {

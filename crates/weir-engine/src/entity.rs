@@ -122,6 +122,8 @@ pub(crate) struct Shared {
     pub(crate) log: SharedLog,
     /// The pool of the function's active version.
     pool: ActivePool,
+    /// An event that breaks its type's schema fails its command.
+    pub(crate) schemas: Arc<crate::schemas::Schemas>,
 }
 
 impl Shared {
@@ -141,6 +143,7 @@ impl Entities {
         specs: &BTreeMap<String, EntitySpec>,
         log: &SharedLog,
         registry: &Arc<Registry>,
+        schemas: &Arc<crate::schemas::Schemas>,
         tasks: &tokio_util::task::TaskTracker,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<Entities> {
@@ -192,6 +195,7 @@ impl Entities {
                 spec: spec.clone(),
                 log: log.clone(),
                 pool: ActivePool::new(registry.clone(), &spec.function),
+                schemas: schemas.clone(),
             });
             let mut writers = Vec::new();
             for partition in 0..info.partitions {

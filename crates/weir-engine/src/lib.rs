@@ -61,6 +61,7 @@ mod views;
 
 pub use codec::LoggedEvent;
 pub use weir_asyncapi::{Security as AsyncApiSecurity, Server as AsyncApiServer};
+pub use schemas::{UPCAST_FROM, Upcasting};
 pub use consumer::StartFrom;
 pub use deploy::{AppDeployed, FunctionChange};
 pub use entity::{
@@ -75,8 +76,8 @@ pub use pipeline::{PipelinePartitionStatus, PipelineState, PipelineStatus};
 pub use redrive::{RedriveReport, SinkRedriveReport};
 pub use registry::{Deployed, Deployment, FunctionInfo, KEPT_VERSIONS, Origin};
 pub use replay::{
-    Replay, ReplayBound, ReplayProgress, ReplayRange, ReplayReport, ReplayRequest, VersionReport,
-    VersionSource,
+    Replay, ReplayBound, ReplayProgress, ReplayRange, ReplayReport, ReplayRequest, ReplaySchemas,
+    VersionReport, VersionSource,
 };
 pub use routes::{RouteFailure, RouteMatch, WebhookAccepted, WebhookError};
 pub use schemas::{

@@ -241,7 +241,7 @@ impl Node {
         ));
         let entities = match &manifest {
             Some(m) => {
-                match crate::entity::Entities::start(&m.entities, &log, &registry, &tasks, &cancel)
+                match crate::entity::Entities::start(&m.entities, &log, &registry, &schemas, &tasks, &cancel)
                     .await
                 {
                     Ok(entities) => entities,
@@ -258,6 +258,7 @@ impl Node {
                     &data_dir,
                     &log,
                     &registry,
+                    &schemas,
                     &units,
                     &tasks,
                     &cancel,
@@ -273,7 +274,7 @@ impl Node {
         // A fleet shares its deploys (the backend keeps them); a lone node keeps its own.
         let shared = units.fleet.as_ref().and_then(|_| log.deploys());
         let node = Node {
-            schemas,
+            schemas: schemas.clone(),
             entities,
             views,
             shared,
@@ -295,7 +296,7 @@ impl Node {
             tasks,
             groups,
             units,
-            sources: crate::sources::Sources::default(),
+            sources: crate::sources::Sources::new(schemas.clone()),
             sinks: crate::sinks::Sinks::default(),
             routes: std::sync::RwLock::default(),
             stopped: Mutex::new(false),

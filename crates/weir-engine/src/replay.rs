@@ -71,6 +71,42 @@ pub struct ReplayRequest {
     pub candidate: Option<Vec<u8>>,
     /// Examples to keep (capped at [`MAX_EXAMPLES`]).
     pub examples: usize,
+    /// Which shape of the events the versions see, when the app has upcasters.
+    pub schemas: ReplaySchemas,
+}
+
+/// Which shape of the recorded events a replay hands the function: upcast to their
+/// type's latest schema version as the pipeline does (the default), as written, or both
+/// (version A on the events as written, B, the same version, on them upcast).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplaySchemas {
+    #[default]
+    Upcast,
+    AsWritten,
+    Compare,
+}
+
+impl ReplaySchemas {
+    pub const NAMES: [&'static str; 3] = ["upcast", "as_written", "compare"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplaySchemas::Upcast => "upcast",
+            ReplaySchemas::AsWritten => "as_written",
+            ReplaySchemas::Compare => "compare",
+        }
+    }
+
+    /// From its name (`as-written` too).
+    pub fn parse(name: &str) -> Option<ReplaySchemas> {
+        match name {
+            "upcast" => Some(ReplaySchemas::Upcast),
+            "as_written" | "as-written" => Some(ReplaySchemas::AsWritten),
+            "compare" => Some(ReplaySchemas::Compare),
+            _ => None,
+        }
+    }
 }
 
 /// How far a replay is, in offsets of its range.
@@ -124,6 +160,8 @@ pub struct ReplayReport {
     pub b: Option<VersionReport>,
     /// None when only version A ran.
     pub diff: Option<DiffCounts>,
+    /// The events' shape each version saw.
+    pub schemas: ReplaySchemas,
     /// The first differences (with B) or errors (A alone), in input order.
     pub examples: Vec<DiffExample>,
 }
@@ -171,6 +209,9 @@ pub struct Replay {
     ranges: Vec<ReplayRange>,
     a: Runner,
     b: Option<Runner>,
+    schemas: ReplaySchemas,
+    /// The upcasters as they were when the replay was prepared; none without upcasters.
+    upcasting: Option<crate::schemas::Upcasting>,
     examples: usize,
     progress: watch::Sender<ReplayProgress>,
     cancel: CancellationToken,
@@ -197,6 +238,11 @@ impl Node {
             return Err(Error::ShuttingDown);
         }
         check_bounds(request.from, request.to).map_err(|reason| Error::InvalidReplay { reason })?;
+        if request.schemas == ReplaySchemas::Compare && request.candidate.is_some() {
+            return Err(Error::InvalidReplay {
+                reason: "schemas \"compare\" runs one version twice, on the events as written and upcast; send no candidate".to_owned(),
+            });
+        }
         let spec = self.pipeline_spec(&request.pipeline)?;
         let function = spec.function.clone();
 
@@ -206,6 +252,7 @@ impl Node {
             request.version.clone(),
             request.candidate,
         );
+        let compare = request.schemas == ReplaySchemas::Compare;
         let (a, b) = blocking(move || {
             let settings = registry
                 .spec(&name)
@@ -220,7 +267,12 @@ impl Node {
                 Some(version) => (registry.kept_version(&name, version)?, VersionSource::Kept),
             };
             let b = match candidate {
-                Some(wasm) => Some(registry.compile_candidate(&name, &settings, &wasm)?),
+                Some(wasm) => Some((
+                    registry.compile_candidate(&name, &settings, &wasm)?,
+                    VersionSource::Candidate,
+                )),
+                // Compare: version A again, on the events upcast.
+                None if compare => Some(a.clone()),
                 None => None,
             };
             Ok((a, b))
@@ -232,7 +284,7 @@ impl Node {
             .await?;
         let store: Arc<dyn weir_wasm::KeyValueStore> = Arc::new(HostKeyValue(self.kv.clone()));
         let total = ranges.iter().map(|r| r.to - r.from).sum();
-        tracing::info!(pipeline = %request.pipeline, function = %function, a = a.0.version(), b = ?b.as_ref().map(|b| b.version()), total, "replay prepared");
+        tracing::info!(pipeline = %request.pipeline, function = %function, a = a.0.version(), b = ?b.as_ref().map(|b| b.0.version()), total, schemas = ?request.schemas, "replay prepared");
         Ok(Replay {
             log: self.log.clone(),
             pipeline: request.pipeline,
@@ -240,7 +292,9 @@ impl Node {
             spec,
             ranges,
             a: Runner::new(&a.0, a.1, &store),
-            b: b.map(|b| Runner::new(&b, VersionSource::Candidate, &store)),
+            b: b.map(|b| Runner::new(&b.0, b.1, &store)),
+            schemas: request.schemas,
+            upcasting: self.schemas.upcasting(),
             examples: request.examples.min(MAX_EXAMPLES),
             progress: watch::Sender::new(ReplayProgress { done: 0, total }),
             cancel: self.cancel.child_token(),
@@ -416,6 +470,7 @@ impl Replay {
                 .zip(tally.b)
                 .map(|(b, counts)| b.report(counts)),
             diff: tally.diff,
+            schemas: this.schemas,
             examples: tally.examples,
         };
         tracing::info!(pipeline = %report.pipeline, inputs = report.inputs, diff = ?report.diff, "replay done");
@@ -475,11 +530,37 @@ impl Replay {
                 partition: range.partition,
                 offset,
             };
-            let a = self.outcome(&self.a, position, &event);
-            let b = self.b.as_ref().map(|b| self.outcome(b, position, &event));
+            let upcast = match (&self.upcasting, self.schemas) {
+                (Some(u), ReplaySchemas::Upcast | ReplaySchemas::Compare) => {
+                    Some(u.apply(event.clone()))
+                }
+                _ => None,
+            };
+            let written = Ok(event);
+            let upcast = upcast.as_ref().unwrap_or(&written);
+            let (for_a, for_b) = match self.schemas {
+                ReplaySchemas::Upcast => (upcast, upcast),
+                ReplaySchemas::AsWritten => (&written, &written),
+                ReplaySchemas::Compare => (&written, upcast),
+            };
+            let a = self.outcome_of(&self.a, position, for_a);
+            let b = self.b.as_ref().map(|b| self.outcome_of(b, position, for_b));
             tally.add(&input, &a, b.as_ref());
         }
         Ok((tally, reached))
+    }
+
+    /// [`Replay::outcome`] on an event, or the error of one that could not be upcast.
+    fn outcome_of(
+        &self,
+        runner: &Runner,
+        position: InputPosition<'_>,
+        event: &std::result::Result<CloudEvent, String>,
+    ) -> Outcome {
+        match event {
+            Ok(event) => self.outcome(runner, position, event),
+            Err(reason) => Err(format!("the event cannot be upcast: {reason}")),
+        }
     }
 
     /// Run one version on one input and complete its outputs as the pipeline does, so

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use weir_cloudevents::{CloudEvent, Data};
 use weir_log::{Expect, Record, TopicSpec};
 use weir_manifest::{Manifest, SchemaPolicy};
-use weir_schema::{Compatibility, Prepared, Registry, Resolved, STORE_TOPIC, Subject};
+use weir_schema::{Compatibility, Prepared, Registry, Resolved, STORE_TOPIC, Subject, Upcasters};
 
 use crate::{Error, Result, SharedLog};
 
@@ -61,6 +61,8 @@ struct State {
     /// The topics whose events must all have a schema (`schema = "required"`): beside
     /// the registry, so that a publish takes both in one read.
     required: Arc<BTreeSet<String>>,
+    /// The app's upcasters (`[schemas.<type>.upcast.<N>]`).
+    upcasters: Arc<Upcasters>,
 }
 
 /// A node's schemas: see the module docs.
@@ -84,7 +86,8 @@ impl Schemas {
             .clone()
     }
 
-    /// The topics of `manifest` whose events must have a schema, from now on.
+    /// The topics of `manifest` whose events must have a schema, and its upcasters, from
+    /// now on.
     pub(crate) fn set_policies(&self, manifest: &Manifest) {
         let required = manifest
             .topics
@@ -92,10 +95,25 @@ impl Schemas {
             .filter(|(_, t)| t.schema == SchemaPolicy::Required)
             .map(|(name, _)| name.clone())
             .collect();
-        self.state
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .required = Arc::new(required);
+        let mut upcasters = Upcasters::default();
+        for (ty, spec) in &manifest.schemas {
+            for (from, mapping) in spec.upcasters() {
+                upcasters.insert(ty, from, mapping.clone());
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        state.required = Arc::new(required);
+        state.upcasters = Arc::new(upcasters);
+    }
+
+    /// What upcasting needs, as it is now; `None` when the app has no upcasters (then
+    /// events are handed on as written, at no cost).
+    pub(crate) fn upcasting(&self) -> Option<Upcasting> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        (!state.upcasters.is_empty()).then(|| Upcasting {
+            registry: state.registry.clone(),
+            upcasters: state.upcasters.clone(),
+        })
     }
 
     /// The registry and the topics that require a schema, as they are now.
@@ -123,6 +141,31 @@ impl Schemas {
             })?;
         }
         Ok(())
+    }
+
+    /// Checks one event bound for `topic` (an entity's): why it breaks the topic's
+    /// contract, if it does.
+    pub(crate) fn check_one_typed(
+        &self,
+        topic: &str,
+        event: &CloudEvent,
+    ) -> std::result::Result<(), SchemaRejection> {
+        let (registry, required) = self.contracts();
+        let required = required.contains(topic);
+        if registry.is_empty() && !required {
+            return Ok(());
+        }
+        check_event(&registry, topic, required, event)
+    }
+
+    /// [`Schemas::check_one_typed`] with the reason in words (a source's dead letter).
+    pub(crate) fn check_one(
+        &self,
+        topic: &str,
+        event: &CloudEvent,
+    ) -> std::result::Result<(), String> {
+        self.check_one_typed(topic, event)
+            .map_err(|reason| format!("a {:?} event breaks its contract: {reason}", event.ty))
     }
 
     /// Checks a function's outputs, each against its type's schema and its topic's policy:
@@ -413,6 +456,72 @@ impl Schemas {
     }
 }
 
+/// A snapshot of the registry and the upcasters, taken once per batch (or read).
+#[derive(Clone)]
+pub struct Upcasting {
+    registry: Arc<Registry>,
+    upcasters: Arc<Upcasters>,
+}
+
+impl Upcasting {
+    /// `event` as a function, a view or a replay sees it: upcast to its type's latest
+    /// version when its `dataschema` names an older one that upcasters lead from (its
+    /// data replaced and its `dataschema` naming the latest), else as written. `Err`
+    /// says why an event that should be upcast cannot be.
+    pub fn apply(&self, event: CloudEvent) -> std::result::Result<CloudEvent, String> {
+        upcast_event(Some(self), event)
+    }
+}
+
+/// [`Upcasting::apply`], or the event as written without upcasters.
+pub(crate) fn upcast_event(
+    upcasting: Option<&Upcasting>,
+    mut event: CloudEvent,
+) -> std::result::Result<CloudEvent, String> {
+    let Some(upcasting) = upcasting else {
+        return Ok(event);
+    };
+    if !upcasting.upcasters.has(&event.ty) {
+        return Ok(event);
+    }
+    let Some((named, from)) = event
+        .dataschema
+        .as_deref()
+        .and_then(weir_schema::parse_dataschema)
+    else {
+        return Ok(event);
+    };
+    if named != event.ty {
+        return Ok(event);
+    }
+    let data = match &event.data {
+        Some(Data::Json(json)) => serde_json::from_str(json.as_str())
+            .map_err(|e| format!("its data is not JSON, so it cannot be upcast: {e}"))?,
+        None => Value::Null,
+        Some(_) => return Err("its data is not JSON, so it cannot be upcast".to_owned()),
+    };
+    let Some(upcast) = upcasting
+        .upcasters
+        .upcast(&upcasting.registry, &event.ty, from, &data)?
+    else {
+        return Ok(event);
+    };
+    event.data = Some(Data::from(upcast.data));
+    if let Some(uri) = event.dataschema.as_mut()
+        && let Some(at) = uri.rfind(&format!("/{from}"))
+    {
+        uri.replace_range(at.., &format!("/{}", upcast.to));
+    }
+    event.extensions.insert(
+        UPCAST_FROM.to_owned(),
+        weir_cloudevents::ExtensionValue::Integer(i64::from(upcast.from)),
+    );
+    Ok(event)
+}
+
+/// The extension attribute an upcast event carries: the version it was written in.
+pub const UPCAST_FROM: &str = "upcastfrom";
+
 /// Why one event fails its topic's contract (`required`: the topic requires a schema), or
 /// `Ok` when it passes: what a publish runs for each event.
 pub fn check_event(
@@ -537,6 +646,12 @@ pub fn read_documents(manifest: &Manifest) -> Result<SchemaDocuments> {
 }
 
 impl crate::Node {
+    /// The app's upcasters and the registry as they are now, for reads that ask for
+    /// events upcast (`?upcast=true`); `None` when the app has no upcasters.
+    pub fn upcasting(&self) -> Option<Upcasting> {
+        self.schemas.upcasting()
+    }
+
     /// Every registered schema (`GET /v1/schemas...`), as this node holds them now.
     pub fn schemas(&self) -> Arc<Registry> {
         self.schemas.registry()

@@ -36,6 +36,7 @@ use weir_mesh::{DataMode, EventTemplate, KeyTemplate, Message, Source, SourceOpt
 
 use crate::codec::encode_event;
 use crate::fleet::Units;
+use crate::schemas::Schemas;
 use crate::{Error, Result, SharedLog, telemetry};
 
 /// Messages taken from a broker in one batch: one append, then one acknowledgement.
@@ -92,6 +93,8 @@ struct Running {
     stop: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     counts: Counts,
+    /// The node's schemas: an event that breaks its type's is dead-lettered.
+    schemas: Arc<Schemas>,
 }
 
 #[derive(Default)]
@@ -124,9 +127,10 @@ impl Counts {
 }
 
 /// The node's running sources.
-#[derive(Default)]
 pub(crate) struct Sources {
     running: Mutex<BTreeMap<String, Arc<Running>>>,
+    /// What each source's events are checked against before they are appended.
+    schemas: Arc<Schemas>,
 }
 
 /// The unit of the fleet a source is.
@@ -151,6 +155,13 @@ fn group(name: &str) -> String {
 const POSITION_KEY: &[u8] = b"position";
 
 impl Sources {
+    pub(crate) fn new(schemas: Arc<Schemas>) -> Sources {
+        Sources {
+            running: Mutex::default(),
+            schemas,
+        }
+    }
+
     /// Starts source `name`, creating its dead-letter topic (one partition) if the app does
     /// not declare it.
     #[allow(clippy::too_many_arguments)]
@@ -181,6 +192,7 @@ impl Sources {
             stop: cancel.child_token(),
             task: Mutex::new(None),
             counts: Counts::default(),
+            schemas: self.schemas.clone(),
         });
         let options = SourceOptions {
             name: name.to_owned(),
@@ -268,6 +280,7 @@ impl Sources {
             stop: cancel.child_token(),
             task: Mutex::new(None),
             counts: Counts::default(),
+            schemas: self.schemas.clone(),
         });
         let options = SourceOptions {
             name: name.to_owned(),
@@ -619,7 +632,7 @@ async fn run_positional(
         let separator = source.separator();
         let mut chunk = Chunk::default();
         for message in &batch {
-            let (record, event) = convert(name, template, message, separator);
+            let (record, event) = convert(running, template, message, separator);
             let full = !chunk.is_empty() && chunk.bytes + record.value.len() > MAX_APPEND_BYTES;
             if full {
                 let chunk = std::mem::take(&mut chunk);
@@ -788,14 +801,24 @@ async fn commit_chunk(
     Committed::Yes
 }
 
-/// A message as the record of its event (`true`) or of its dead letter (`false`).
+/// A message as the record of its event (`true`) or of its dead letter (`false`): an
+/// event that breaks its topic's contract (its type's schema, or the topic's need of
+/// one) is dead-lettered as `schema-violation`.
 fn convert(
-    name: &str,
+    running: &Running,
     template: &EventTemplate,
     message: &Message,
     separator: char,
 ) -> (Record, bool) {
+    let name = running.name.as_str();
     let event = template.event(message, separator).and_then(|event| {
+        running
+            .schemas
+            .check_one(&running.spec.topic, &event)
+            .map_err(|error| weir_mesh::Poison {
+                reason: "schema-violation",
+                error,
+            })?;
         let record = encode_event(&event);
         let bytes = record.value.len() + record.key.as_ref().map_or(0, |k| k.len());
         if bytes > MAX_RECORD_BYTES {
@@ -887,7 +910,7 @@ async fn run(
         let mut events = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
         for message in &batch {
-            match convert(name, template, message, separator) {
+            match convert(running, template, message, separator) {
                 (record, true) => events.push(record),
                 (record, false) => dead.push(record),
             }

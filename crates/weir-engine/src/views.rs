@@ -78,6 +78,8 @@ struct View {
     rebuild: Mutex<Option<RebuildStatus>>,
     /// Each applied batch's changes, for live followers.
     changes: tokio::sync::broadcast::Sender<Arc<ViewChanges>>,
+    /// Events written under an older schema version are projected upcast.
+    schemas: Arc<crate::schemas::Schemas>,
 }
 
 /// The row changes of one applied batch, as live followers of a view get them.
@@ -254,6 +256,7 @@ impl Views {
         data_dir: &std::path::Path,
         log: &SharedLog,
         registry: &Arc<Registry>,
+        schemas: &Arc<crate::schemas::Schemas>,
         units: &Units,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
@@ -365,6 +368,7 @@ impl Views {
                 epoch: tokio::sync::Mutex::new(0),
                 rebuild: Mutex::new(None),
                 changes: tokio::sync::broadcast::channel(FOLLOWER_BACKLOG).0,
+                schemas: schemas.clone(),
             });
             for (index, (topic, partition)) in view.positions.keys().enumerate() {
                 tasks.spawn(project_partition(
@@ -829,8 +833,14 @@ struct Projected {
     failed: Option<String>,
 }
 
-/// Project `records` in order, stopping at the first that fails.
-fn project(projector: &Ready, topic: &str, records: Vec<weir_log::StoredRecord>) -> Projected {
+/// Project `records` in order (upcast where `upcasting` says), stopping at the first that
+/// fails.
+fn project(
+    projector: &Ready,
+    upcasting: Option<&crate::schemas::Upcasting>,
+    topic: &str,
+    records: Vec<weir_log::StoredRecord>,
+) -> Projected {
     let mut out = Projected {
         changes: Vec::new(),
         upto: records.first().map_or(0, |r| r.offset),
@@ -839,7 +849,7 @@ fn project(projector: &Ready, topic: &str, records: Vec<weir_log::StoredRecord>)
     };
     for record in records {
         let offset = record.offset;
-        let event = match crate::codec::decode_event(topic, record) {
+        let mut event = match crate::codec::decode_event(topic, record) {
             Ok(event) => event,
             // Not an event: no job's (weir's own view must not stop for it).
             Err(_) if matches!(projector, Ready::Jobs(_)) => {
@@ -852,6 +862,15 @@ fn project(projector: &Ready, topic: &str, records: Vec<weir_log::StoredRecord>)
                 return out;
             }
         };
+        if let Some(upcasting) = upcasting {
+            match upcasting.apply(event.event.clone()) {
+                Ok(upcast) => event.event = upcast,
+                Err(e) => {
+                    out.failed = Some(format!("offset {offset} (event {:?}): {e}", event.event.id));
+                    return out;
+                }
+            }
+        }
         match projector.project(&event) {
             Ok(changes) => {
                 out.changes.extend(changes);
@@ -1102,8 +1121,9 @@ async fn project_batch(
     records: Vec<weir_log::StoredRecord>,
 ) -> Result<Projected, String> {
     let projector = view.ready().map_err(|e| e.to_string())?;
+    let upcasting = view.schemas.upcasting();
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || project(&projector, &topic, records))
+    tokio::task::spawn_blocking(move || project(&projector, upcasting.as_ref(), &topic, records))
         .await
         .map_err(|e| e.to_string())
 }

@@ -96,13 +96,25 @@ pub(crate) async fn replay(
         Problem::bad_request(
             "bad-query",
             format!(
-                "{}; the parameters are partition, from_offset or from_time, to_offset or to_time, version, examples",
+                "{}; the parameters are partition, from_offset or from_time, to_offset or to_time, version, examples, schemas",
                 e.body_text()
             ),
         )
     })?;
     let from = bound("from", query.from_offset, query.from_time.as_deref())?;
     let to = bound("to", query.to_offset, query.to_time.as_deref())?;
+    let schemas = match query.schemas.as_deref() {
+        None => weir_engine::ReplaySchemas::default(),
+        Some(name) => weir_engine::ReplaySchemas::parse(name).ok_or_else(|| {
+            Problem::bad_request(
+                "bad-query",
+                format!(
+                    "schemas={name:?} is not one of {}",
+                    weir_engine::ReplaySchemas::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
     let body = body?;
     let candidate = if body.is_empty() {
         None
@@ -136,6 +148,7 @@ pub(crate) async fn replay(
             version: query.version,
             candidate,
             examples: query.examples.unwrap_or(DEFAULT_EXAMPLES),
+            schemas,
         })
         .await?;
 

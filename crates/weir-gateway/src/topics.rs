@@ -171,7 +171,12 @@ pub(crate) async fn read(
         .read_bounded(&topic, query.partition, query.offset, limit, max_bytes)
         .await?;
     let next = read.events.last().map_or(query.offset, |e| e.offset + 1);
-    let events: Vec<_> = read.events.into_iter().map(|e| e.event).collect();
+    let upcasting = state.node.upcasting().filter(|_| query.upcast);
+    let events: Vec<_> = read
+        .events
+        .into_iter()
+        .map(|e| upcast_or_as_written(upcasting.as_ref(), e.event))
+        .collect();
     let encode = move || weir_cloudevents::http::encode_batch(&events);
     let (mut headers, body) = if read.bytes > weir_engine::READ_INLINE_BYTES {
         // Megabytes of JSON: written on the blocking pool, off the async workers.
@@ -253,14 +258,30 @@ pub(crate) async fn stream(
     };
     // Ends at once when the server shuts down, whatever is still queued for the client.
     let events = events.take_until(state.stopping.clone().cancelled_owned());
+    let upcasting = state.node.upcasting().filter(|_| query.upcast);
     let messages = events.map(move |item| {
         let _held = &permit;
         Ok(match item {
             Ok(logged) => SseEvent::default()
                 .id(format!("{}/{}", logged.partition, logged.offset))
-                .data(String::from_utf8_lossy(&logged.event.to_json_vec())),
+                .data(String::from_utf8_lossy(
+                    &upcast_or_as_written(upcasting.as_ref(), logged.event).to_json_vec(),
+                )),
             Err(e) => SseEvent::default().event("error").data(e.to_string()),
         })
     });
     Ok(Sse::new(messages).keep_alive(KeepAlive::default()))
+}
+
+/// `event` upcast to its type's latest schema version when `upcasting` (asked for, and
+/// the app has upcasters) can; as written otherwise, its `dataschema` still naming the
+/// version it was written in.
+fn upcast_or_as_written(
+    upcasting: Option<&weir_engine::Upcasting>,
+    event: weir_cloudevents::CloudEvent,
+) -> weir_cloudevents::CloudEvent {
+    match upcasting {
+        None => event,
+        Some(upcasting) => upcasting.apply(event.clone()).unwrap_or(event),
+    }
 }

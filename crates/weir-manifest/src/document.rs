@@ -123,6 +123,21 @@ struct SchemaTable {
     /// Version N is the Nth file.
     versions: Vec<PathBuf>,
     compatibility: Option<weir_schema::Compatibility>,
+    /// `[schemas.<type>.upcast.<N>]`: how version N becomes N+1.
+    #[serde(default)]
+    upcast: BTreeMap<String, UpcastTable>,
+}
+
+/// `[schemas.<type>.upcast.<N>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpcastTable {
+    #[serde(default)]
+    remove: Vec<String>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    #[serde(default)]
+    default: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -621,6 +636,18 @@ impl Document {
                 let spec = SchemaSpec {
                     compatibility: table.compatibility.unwrap_or_default(),
                     versions: table.versions.iter().map(|v| base_dir.join(v)).collect(),
+                    upcast: table
+                        .upcast
+                        .into_iter()
+                        .map(|(from, t)| {
+                            let mapping = weir_schema::Mapping {
+                                remove: t.remove,
+                                rename: t.rename.into_iter().collect(),
+                                default: t.default.into_iter().collect(),
+                            };
+                            (from, mapping)
+                        })
+                        .collect(),
                 };
                 (ty, spec)
             })

@@ -234,6 +234,18 @@ pub struct SchemaSpec {
     pub compatibility: weir_schema::Compatibility,
     /// Version N is the Nth file, resolved against the manifest's directory.
     pub versions: Vec<PathBuf>,
+    /// `[schemas.<type>.upcast.<N>]`, by N as written: how an event of version N becomes
+    /// one of version N+1 before a function, a view or a replay sees it.
+    pub upcast: BTreeMap<String, weir_schema::Mapping>,
+}
+
+impl SchemaSpec {
+    /// The upcasters by the version they start from (those whose key is a number).
+    pub fn upcasters(&self) -> impl Iterator<Item = (u32, &weir_schema::Mapping)> {
+        self.upcast
+            .iter()
+            .filter_map(|(from, m)| Some((from.parse().ok()?, m)))
+    }
 }
 
 /// `fsync = "always" | "interval" | "never"` (with `fsync_interval_ms` for interval).

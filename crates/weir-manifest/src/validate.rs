@@ -1509,4 +1509,29 @@ fn check_schema(ty: &str, schema: &crate::SchemaSpec, problems: &mut Vec<Problem
             "is empty; list the type's JSON Schema files, version 1 first",
         ));
     }
+    let versions = schema.versions.len() as u64;
+    for (from, mapping) in &schema.upcast {
+        let at = key(&["schemas", ty, "upcast", from]);
+        match from.parse::<u64>() {
+            Ok(n) if n >= 1 && n < versions => {}
+            _ => problems.push(Problem::new(
+                at.clone(),
+                format!(
+                    "upcasters are keyed by the version they start from, 1 to {}: this type has {versions} version{}",
+                    versions.saturating_sub(1),
+                    if versions == 1 { "" } else { "s" }
+                ),
+            )),
+        }
+        let fields = mapping
+            .remove
+            .iter()
+            .chain(mapping.rename.iter().flat_map(|(a, b)| [a, b]))
+            .chain(mapping.default.iter().map(|(f, _)| f));
+        for field in fields {
+            if let Err(reason) = weir_schema::upcast::check_field(field) {
+                problems.push(Problem::new(at.clone(), reason));
+            }
+        }
+    }
 }

@@ -181,7 +181,8 @@ fn placeholder(name: &str) -> Option<Part> {
 /// Why a message could not become an event. It is dead-lettered with this reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Poison {
-    /// A word from a fixed set: `not-json`, `not-text`, `too-large`, `key`.
+    /// A word from a fixed set: `not-json`, `not-text`, `too-large`, `key`, and the
+    /// engine's `schema-violation`.
     pub reason: &'static str,
     pub error: String,
 }

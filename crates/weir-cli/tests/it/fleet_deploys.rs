@@ -9,7 +9,7 @@ use weir_test_support::WeirProcess;
 use weir_test_support::kafka::KafkaBroker;
 use weir_test_support::nats::NatsServer;
 
-use crate::{cli, weir};
+use crate::{cli, http_get, weir};
 
 const APP: &str = r#"
 [app]
@@ -70,18 +70,6 @@ fn until_all_run(nodes: &[&WeirProcess], version: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn http_get(url: &str) -> serde_json::Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let res = reqwest::get(url).await.unwrap();
-        assert!(res.status().is_success(), "GET {url}: {}", res.status());
-        res.json().await.unwrap()
-    })
 }
 
 fn pipelines(node: &WeirProcess) -> Vec<String> {

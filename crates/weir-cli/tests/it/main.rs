@@ -126,6 +126,19 @@ fn http_post(url: &str, content_type: &str, body: Vec<u8>) -> (u16, serde_json::
     })
 }
 
+/// `GET url`, which must succeed, as JSON.
+fn http_get(url: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let res = reqwest::get(url).await.unwrap();
+        assert!(res.status().is_success(), "GET {url}: {}", res.status());
+        res.json().await.unwrap()
+    })
+}
+
 fn node_status(node: &WeirProcess) -> serde_json::Value {
     serde_json::from_str(&cli(node, &["status", "--json"])).unwrap()
 }

@@ -126,3 +126,87 @@ fn schema_check_reads_the_example_apps_files_offline() {
         "{stdout}"
     );
 }
+
+/// Upcasting end to end: the example app with a second version of SalesOrderCreated and
+/// an upcaster from the first; reads return events as written unless they ask
+/// (`?upcast=true`), and `weir replay --schemas compare` runs the function on both.
+#[test]
+fn reads_and_replays_see_old_versions_upcast_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = super::example_app(dir.path());
+    let v1_path = weir_test_support::example_dir().join("schemas/sales-order-created.v1.json");
+    let mut v2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&v1_path).unwrap()).unwrap();
+    v2["properties"]["Channel"] = serde_json::json!({"type": "string"});
+    let v2_path = dir.path().join("sales-order-created.v2.json");
+    std::fs::write(&v2_path, v2.to_string()).unwrap();
+    let manifest = std::fs::read_to_string(&app).unwrap();
+    let declared = format!("versions = [{:?}]", v1_path.display().to_string());
+    assert!(manifest.contains(&declared), "{manifest}");
+    let manifest = manifest.replace(
+        &declared,
+        &format!(
+            "versions = [{:?}, {:?}]\ncompatibility = \"none\"\n[schemas.SalesOrderCreated.upcast.1]\ndefault = {{ Channel = \"erp\" }}",
+            v1_path.display().to_string(),
+            v2_path.display().to_string()
+        ),
+    );
+    std::fs::write(&app, manifest).unwrap();
+    let data = dir.path().join("data");
+    let node = weir_test_support::WeirProcess::start(
+        weir(),
+        &["--app", app.to_str().unwrap(), "--data", data.to_str().unwrap()],
+    );
+
+    // An order that names version 1.
+    let mut order: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(weir_test_support::example_dir().join("sales-order-created.json")).unwrap(),
+    )
+    .unwrap();
+    order["dataschema"] = "https://erp.example.com/v1/schemas/SalesOrderCreated/1".into();
+    let (status, body) = http_post(
+        &format!("{}/v1/topics/erp.sales-orders/events", node.url),
+        "application/cloudevents+json",
+        serde_json::to_vec(&order).unwrap(),
+    );
+    assert_eq!(status, 202, "{body}");
+    super::wait_caught_up(&node);
+
+    let read = |query: &str| {
+        let mut events = Vec::new();
+        for partition in 0..4 {
+            let page = super::http_get(&format!(
+                "{}/v1/topics/erp.sales-orders/events?partition={partition}{query}",
+                node.url
+            ));
+            events.extend(page.as_array().unwrap().iter().cloned());
+        }
+        assert_eq!(events.len(), 1, "{events:?}");
+        events.remove(0)
+    };
+    let written = read("");
+    assert!(written["data"].get("Channel").is_none(), "{written}");
+    assert!(written["dataschema"].as_str().unwrap().ends_with("/1"));
+    let upcast = read("&upcast=true");
+    assert_eq!(upcast["data"]["Channel"], "erp", "{upcast}");
+    assert_eq!(
+        upcast["dataschema"],
+        "https://erp.example.com/v1/schemas/SalesOrderCreated/2"
+    );
+    assert_eq!(upcast["upcastfrom"], 1);
+
+    // The replay ran the active version twice: on the order as written and upcast.
+    let report: serde_json::Value = serde_json::from_str(
+        cli(&node, &["replay", "erp-to-crm", "--schemas", "compare", "--json"])
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["schemas"], "compare", "{report}");
+    assert_eq!(report["inputs"], 1, "{report}");
+    assert_eq!(report["a"]["version"], report["b"]["version"], "{report}");
+    assert_eq!(report["a"]["errors"], 0, "{report}");
+    assert_eq!(report["b"]["errors"], 0, "{report}");
+    assert!(node.stop());
+}

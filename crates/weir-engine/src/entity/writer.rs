@@ -985,6 +985,15 @@ fn decide(
                 reason: format!("it returned an invalid event: {reason}"),
             },
         )?;
+        shared
+            .schemas
+            .check_one_typed(&shared.spec.journal, &event)
+            .map_err(|reason| Error::SchemaRejected {
+                topic: shared.spec.journal.clone(),
+                index: events.len(),
+                ty: event.ty.clone(),
+                reason,
+            })?;
         after.state = journal::apply(shared, pool, after.state.as_deref(), &event)?;
         after.version = version;
         events.push(event);

@@ -85,6 +85,8 @@ impl Pipeline {
         };
         let mut lanes: Vec<Vec<Work>> = (0..lanes_wanted).map(|_| Vec::new()).collect();
         let mut spread = 0usize;
+        // Events written under an older schema version reach the function upcast.
+        let upcasting = self.schemas.upcasting();
         for (index, record) in records.into_iter().enumerate() {
             let offset = record.offset;
             let pos = self.position(topic, partition, offset);
@@ -113,6 +115,28 @@ impl Pipeline {
                         outcomes.push(Some(Outcome::Filtered));
                         continue;
                     }
+                    let event = match &upcasting {
+                        None => event,
+                        Some(upcasting) => match upcasting.apply(event.clone()) {
+                            Ok(upcast) => upcast,
+                            Err(error) => {
+                                // Dead-lettered as written, saying why.
+                                step.record("weir.outcome", "dead_letter");
+                                let cause = DeadLetterCause {
+                                    function: &self.function,
+                                    version: instances.function().version(),
+                                    reason: "upcast_failed",
+                                    error: &error,
+                                    attempts: 0,
+                                    time: now_rfc3339(),
+                                };
+                                outcomes.push(Some(Outcome::DeadLetter(Box::new(
+                                    dead_letter_event(pos, event, &cause),
+                                ))));
+                                continue;
+                            }
+                        },
+                    };
                     let lane = match self.ordering {
                         Ordering::Partition => 0,
                         Ordering::Key => match event_key(&event) {

@@ -269,3 +269,311 @@ async fn registered_schemas_outlive_the_node(backend: &Backend) {
     assert_eq!(err.code(), "schema-violation", "{err}");
     node.shutdown().await;
 }
+
+/// A source's events and an entity's are held to their type's schema too: a broker
+/// message whose event breaks it is dead-lettered with why (the rest flow on), and a
+/// command whose event breaks it is refused with the violation and appends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sources_and_an_entitys_events_are_held_to_their_schemas() {
+    use weir_test_support::mqtt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let placed = json!({
+        "type": "object",
+        "properties": {
+            "customer": {"type": "string", "minLength": 1},
+            "amount": {"type": "number"},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}
+        },
+        "required": ["customer", "amount", "currency"]
+    });
+    std::fs::write(dir.path().join("placed.json"), placed.to_string()).unwrap();
+    let reading = json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}});
+    std::fs::write(dir.path().join("reading.json"), reading.to_string()).unwrap();
+    let base = mqtt::unique("weir-test-contracts");
+    let text = format!(
+        r#"
+[topics.telemetry]
+[sources.sensors]
+url = "{url}"
+subscribe = "{base}/+/temp"
+topic = "telemetry"
+type = "com.example.temp"
+[functions.order-entity]
+source = "{entity}"
+[entities.order]
+function = "order-entity"
+partitions = 1
+[schemas.OrderPlaced]
+versions = ["placed.json"]
+[schemas."com.example.temp"]
+versions = ["reading.json"]
+"#,
+        url = mqtt::mosquitto(),
+        entity = weir_test_support::example_entity().display(),
+    );
+    let manifest = Manifest::from_toml_str(&text, dir.path()).unwrap();
+    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+
+    // An entity's event that breaks its schema: the command is refused, nothing appended.
+    let place = |currency: &str| {
+        json!({"customer": "CUST-1", "amount": 10.0, "currency": currency})
+            .to_string()
+            .into_bytes()
+    };
+    let refused = node
+        .entity_command("order", "o-1", "place", place("euro"), None)
+        .await;
+    let Err(Error::SchemaRejected {
+        topic,
+        index,
+        ty,
+        reason: SchemaRejection::Violations { violations, .. },
+    }) = refused
+    else {
+        panic!("not refused by the schema: {refused:?}");
+    };
+    assert_eq!((topic.as_str(), index, ty.as_str()), ("entity.order", 0, "OrderPlaced"));
+    assert_eq!(violations[0].pointer, "/currency");
+    assert_eq!(violations[0].keyword, "pattern");
+    let placed = node
+        .entity_command("order", "o-1", "place", place("EUR"), None)
+        .await
+        .unwrap();
+    assert_eq!(placed.version, 1, "the refused command appended nothing");
+
+    // A source: its subscription is in place once a probe ({} passes) is appended.
+    let mut subscribed = false;
+    for _ in 0..100 {
+        mqtt::publish(&mqtt::unique("probe"), &format!("{base}/ready/temp"), &[b"{}".to_vec()]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if node.status().await.unwrap().sources.iter().any(|s| s.appended > 0) {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "the source never appended a probe");
+    let payloads: Vec<Vec<u8>> = [r#"{"n":1}"#, r#"{"n":-1}"#, r#"{"n":2}"#]
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    mqtt::publish(&mqtt::unique("p"), &format!("{base}/dev-1/temp"), &payloads).await;
+    let dead = collect(&node, "sensors.dlq", 1).await;
+    assert_eq!(dead[0].data_bytes().unwrap(), r#"{"n":-1}"#);
+    assert_eq!(
+        dead[0].extensions.get("dlqreason"),
+        Some(&ExtensionValue::String("schema-violation".into()))
+    );
+    let Some(ExtensionValue::String(error)) = dead[0].extensions.get("dlqerror") else {
+        panic!("no dlqerror: {:?}", dead[0].extensions);
+    };
+    assert!(error.contains("/n") && error.contains("minimum"), "{error}");
+    // The messages around it were appended, in order.
+    assert_eq!(loop_until_readings(&node).await, [1, 2]);
+    node.shutdown().await;
+}
+
+/// The readings (`n`) appended to `telemetry`, once both valid ones are there.
+async fn loop_until_readings(node: &Node) -> Vec<i64> {
+    for _ in 0..150 {
+        let events = node.read("telemetry", 0, 0, 1000).await.unwrap();
+        let readings: Vec<i64> = events
+            .iter()
+            .filter_map(|e| {
+                let data: serde_json::Value =
+                    serde_json::from_slice(&e.event.data_bytes()?).ok()?;
+                data["n"].as_i64()
+            })
+            .collect();
+        if readings.len() >= 2 {
+            return readings;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the valid readings were not appended");
+}
+
+/// `crm.order.created` in two versions: version 1 named the customer `client` and had a
+/// `legacy` flag; version 2 names it `customerId` (as the example's projection reads
+/// it) and requires a `channel`. The upcaster from 1 renames, removes and defaults.
+fn upcast_app(dir: &Path) -> Manifest {
+    let v1 = json!({
+        "type": "object",
+        "properties": {"orderId": {"type": "string"}, "client": {"type": "string"}},
+        "required": ["orderId"]
+    });
+    let v2 = json!({
+        "type": "object",
+        "properties": {
+            "orderId": {"type": "string"}, "customerId": {"type": "string"},
+            "channel": {"type": "string"}, "client": false, "legacy": false
+        },
+        "required": ["orderId", "customerId", "channel"]
+    });
+    std::fs::write(dir.join("v1.json"), v1.to_string()).unwrap();
+    std::fs::write(dir.join("v2.json"), v2.to_string()).unwrap();
+    let text = format!(
+        r#"
+[topics."crm.orders"]
+[topics.out]
+[functions.echo]
+source = "{echo}"
+[functions.orders-by-customer]
+source = "{projection}"
+[pipelines.p]
+from = "crm.orders"
+function = "echo"
+to = ["out"]
+[views.orders-by-customer]
+function = "orders-by-customer"
+sources = ["crm.orders"]
+key = "order_id"
+[views.orders-by-customer.columns]
+order_id = "text"
+customer = "text"
+amount = "real"
+currency = "text"
+status = "text"
+[schemas."crm.order.created"]
+versions = ["v1.json", "v2.json"]
+compatibility = "none"
+[schemas."crm.order.created".upcast.1]
+remove = ["legacy"]
+rename = {{ client = "customerId" }}
+default = {{ channel = "erp" }}
+"#,
+        echo = weir_test_support::test_guest("guest-echo").display(),
+        projection = weir_test_support::example_projection().display(),
+    );
+    Manifest::from_toml_str(&text, dir).unwrap()
+}
+
+fn crm_order(id: &str, dataschema: Option<&str>, data: serde_json::Value) -> CloudEvent {
+    let mut event = CloudEvent::new(id, "crm://test", "crm.order.created");
+    event.dataschema = dataschema.map(str::to_owned);
+    event.data = Some(data.into());
+    event
+}
+
+/// An upcaster is seen by a pipeline's function, a view's projection and a replay, while
+/// the log keeps the bytes as written; an event it cannot bring to the latest version is
+/// dead-lettered as written, not handed on wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upcaster_is_seen_by_a_pipeline_a_view_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(super::options(&dir.path().join("data"), Some(upcast_app(dir.path()))).await)
+        .await
+        .unwrap();
+    let v1 = "https://old.example.com/v1/schemas/crm.order.created/1";
+    node.publish(
+        "crm.orders",
+        &[
+            crm_order(
+                "o-1",
+                Some(v1),
+                json!({"orderId": "o-1", "client": "CUST-7", "amount": 5.0, "currency": "EUR", "legacy": true}),
+            ),
+            // The latest version, as written: handed on unchanged.
+            crm_order(
+                "o-2",
+                None,
+                json!({"orderId": "o-2", "customerId": "CUST-8", "amount": 6.0, "currency": "EUR", "channel": "web"}),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+
+    // The pipeline's function (an echo) saw version 2.
+    let out = collect(&node, "out", 2).await;
+    let data = |e: &CloudEvent| -> serde_json::Value {
+        serde_json::from_slice(&e.data_bytes().unwrap()).unwrap()
+    };
+    let first = out.iter().find(|e| data(e)["orderId"] == "o-1").unwrap();
+    assert_eq!(
+        data(first),
+        json!({"orderId": "o-1", "amount": 5.0, "currency": "EUR", "customerId": "CUST-7", "channel": "erp"})
+    );
+    assert_eq!(
+        first.dataschema.as_deref(),
+        Some("https://old.example.com/v1/schemas/crm.order.created/2")
+    );
+    assert_eq!(
+        first.extensions.get(crate::UPCAST_FROM),
+        Some(&ExtensionValue::Integer(1))
+    );
+    let second = out.iter().find(|e| data(e)["orderId"] == "o-2").unwrap();
+    assert_eq!(data(second)["channel"], "web");
+    assert!(second.extensions.get(crate::UPCAST_FROM).is_none());
+
+    // The log keeps the bytes as written.
+    let stored = node.read("crm.orders", 0, 0, 10).await.unwrap();
+    assert_eq!(data(&stored[0].event)["client"], "CUST-7");
+    assert_eq!(stored[0].event.dataschema.as_deref(), Some(v1));
+
+    // The view's projection read `customerId`, which only the upcast event has.
+    let mut rows = Vec::new();
+    for _ in 0..150 {
+        rows = node
+            .view_query("orders-by-customer", crate::ViewRequest::default())
+            .await
+            .unwrap()
+            .rows;
+        if rows.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let row = rows.iter().find(|r| r["order_id"] == "o-1").expect("o-1 projected");
+    assert_eq!(row["customer"], "CUST-7");
+
+    // A version 1 event without a client cannot become a valid version 2: the pipeline
+    // dead-letters it as written, saying why.
+    node.publish(
+        "crm.orders",
+        &[crm_order("o-3", Some(v1), json!({"orderId": "o-3"}))],
+    )
+    .await
+    .unwrap();
+    let dead = collect(&node, "p.dlq", 1).await;
+    assert_eq!(dead[0].id, "o-3");
+    assert_eq!(dead[0].dataschema.as_deref(), Some(v1));
+    assert_eq!(
+        dead[0].extensions.get("dlqreason"),
+        Some(&ExtensionValue::String("upcast_failed".into()))
+    );
+
+    // Replay: by default as the pipeline sees the events; `compare` runs the function on
+    // them as written (A) and upcast (B).
+    let report = |schemas| {
+        let node = node.clone();
+        async move {
+            node.replay(crate::ReplayRequest {
+                pipeline: "p".into(),
+                examples: 10,
+                schemas,
+                ..crate::ReplayRequest::default()
+            })
+            .await
+            .unwrap()
+            .run()
+            .await
+            .unwrap()
+        }
+    };
+    let upcast = report(crate::ReplaySchemas::Upcast).await;
+    assert_eq!((upcast.inputs, upcast.a.outputs, upcast.a.errors), (3, 2, 1));
+    let written = report(crate::ReplaySchemas::AsWritten).await;
+    assert_eq!((written.a.outputs, written.a.errors), (3, 0));
+    let compared = report(crate::ReplaySchemas::Compare).await;
+    let diff = compared.diff.expect("a diff of as written and upcast");
+    assert_eq!(
+        (diff.unchanged, diff.changed, diff.errors_only_b),
+        (1, 1, 1),
+        "{compared:?}"
+    );
+    assert_eq!(compared.a.version, compared.b.as_ref().unwrap().version);
+    node.shutdown().await;
+}

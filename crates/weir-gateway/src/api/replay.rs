@@ -25,6 +25,10 @@ pub struct ReplayQuery {
     pub version: Option<String>,
     /// How many examples of differences the report shows (default 5).
     pub examples: Option<usize>,
+    /// With upcasters: `upcast` (default: the events upcast to their type's latest schema
+    /// version, as the pipeline sees them), `as_written`, or `compare` (version A on the
+    /// events as written, then again, as B, on them upcast).
+    pub schemas: Option<String>,
 }
 
 /// One line of a replay's answer: progress lines, then a report, or an error if the
@@ -66,6 +70,9 @@ pub struct ReplayReport {
     pub b: Option<VersionReport>,
     /// Null when only version A ran.
     pub diff: Option<DiffCounts>,
+    /// The events' shape the versions saw: `upcast`, `as_written` or `compare`.
+    #[schema(example = "upcast")]
+    pub schemas: &'static str,
     /// The first differences (with B) or errors (A alone), in input order.
     pub examples: Vec<DiffExample>,
 }
@@ -80,6 +87,7 @@ impl From<weir_engine::ReplayReport> for ReplayReport {
             a: r.a.into(),
             b: r.b.map(Into::into),
             diff: r.diff.map(Into::into),
+            schemas: r.schemas.as_str(),
             examples: r.examples.into_iter().map(Into::into).collect(),
         }
     }

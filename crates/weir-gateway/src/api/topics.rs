@@ -156,6 +156,11 @@ pub struct ReadQuery {
     /// Most bytes to return (default and at most 4 MiB); the first event comes whatever
     /// its size.
     pub max_bytes: Option<usize>,
+    /// `true`: an event whose `dataschema` names an older version of its type comes
+    /// upcast to the latest (by the app's upcasters), with `upcastfrom`; as written
+    /// otherwise, and when it cannot be.
+    #[serde(default)]
+    pub upcast: bool,
 }
 
 /// `GET /v1/topics/{topic}/stream`.
@@ -168,6 +173,9 @@ pub struct StreamQuery {
     pub from: Option<String>,
     /// Consume as a member of this consumer group (its members share the partitions).
     pub group: Option<String>,
+    /// `true`: events come upcast to their type's latest schema version, as in reads.
+    #[serde(default)]
+    pub upcast: bool,
 }
 
 /// A CloudEvent in the JSON event format (CloudEvents 1.0): the required attributes,
