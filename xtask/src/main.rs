@@ -422,7 +422,10 @@ fn ensure_tansu() -> anyhow::Result<()> {
 /// scripts) when it is not installed yet.
 fn ensure_asyncapi_parser(root: &Path) -> anyhow::Result<()> {
     let dir = root.join("tools/asyncapi-check");
-    if dir.join("node_modules/@asyncapi/parser/package.json").exists() {
+    if dir
+        .join("node_modules/@asyncapi/parser/package.json")
+        .exists()
+    {
         return Ok(());
     }
     run(Command::new("npm")

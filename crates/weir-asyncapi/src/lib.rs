@@ -99,7 +99,10 @@ pub fn document(app: &App<'_>) -> Value {
         doc.app_operations(manifest);
     }
     let mut components = Map::new();
-    components.insert("schemas".into(), json!({ HEADERS_SCHEMA: headers_schema() }));
+    components.insert(
+        "schemas".into(),
+        json!({ HEADERS_SCHEMA: headers_schema() }),
+    );
     components.insert("messages".into(), Value::Object(doc.messages));
     if let Some(schemes) = security_schemes(app.security) {
         components.insert("securitySchemes".into(), schemes);
@@ -160,7 +163,10 @@ fn known_types(manifest: Option<&Manifest>) -> BTreeMap<&str, BTreeSet<&str>> {
         known.entry(&source.topic).or_default().insert(&source.ty);
     }
     for schedule in m.schedules.values() {
-        known.entry(&schedule.topic).or_default().insert(&schedule.ty);
+        known
+            .entry(&schedule.topic)
+            .or_default()
+            .insert(&schedule.ty);
     }
     for route in m.routes.values() {
         if let (Some(topic), Some(ty)) = (&route.topic, &route.ty) {
@@ -369,13 +375,10 @@ impl Doc {
         vec![key]
     }
 
-    fn topic_channel(
-        &mut self,
-        topic: &str,
-        known: Option<&BTreeSet<&str>>,
-        required: bool,
-    ) {
-        let known: Vec<&str> = known.map(|k| k.iter().copied().collect()).unwrap_or_default();
+    fn topic_channel(&mut self, topic: &str, known: Option<&BTreeSet<&str>>, required: bool) {
+        let known: Vec<&str> = known
+            .map(|k| k.iter().copied().collect())
+            .unwrap_or_default();
         let mut messages = Map::new();
         for ty in &known {
             for key in self.type_messages(ty) {
@@ -718,10 +721,7 @@ fn route_address(path: &str) -> (String, Map<String, Value>) {
     let segments: Vec<String> = path
         .split('/')
         .map(|segment| {
-            let Some(name) = segment
-                .strip_prefix('{')
-                .and_then(|s| s.strip_suffix('}'))
-            else {
+            let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
                 return segment.to_owned();
             };
             let (name, description) = match name.strip_prefix('*') {

@@ -161,12 +161,19 @@ fn channels_are_the_topics_sources_sinks_and_webhook_routes() {
             "route:github",
         ]
     );
-    assert_eq!(doc["channels"]["source:telemetry:1"]["address"], "sensors/+/humidity");
+    assert_eq!(
+        doc["channels"]["source:telemetry:1"]["address"],
+        "sensors/+/humidity"
+    );
     assert_eq!(doc["channels"]["sink:crm-hook"]["address"], "/hooks/orders");
     let route = &doc["channels"]["route:github"];
     assert_eq!(route["address"], "/hooks/{org}/{rest}");
     assert_eq!(
-        route["parameters"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        route["parameters"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
         ["org", "rest"]
     );
     assert!(
@@ -190,12 +197,18 @@ fn servers_carry_no_credentials_and_the_node_carries_the_front_door() {
             { "$ref": "#/components/securitySchemes/jwt" },
         ])
     );
-    assert_eq!(servers["source:telemetry"]["host"], "broker.example.com:1883");
+    assert_eq!(
+        servers["source:telemetry"]["host"],
+        "broker.example.com:1883"
+    );
     assert_eq!(servers["source:telemetry"]["protocol"], "mqtt");
     assert_eq!(servers["sink:crm-hook"]["host"], "crm.example.com");
     assert_eq!(servers["sink:crm-hook"]["protocol"], "https");
     let text = doc.to_string();
-    assert!(!text.contains("secret@") && !text.contains("token=x"), "{text}");
+    assert!(
+        !text.contains("secret@") && !text.contains("token=x"),
+        "{text}"
+    );
     assert_eq!(
         doc["components"]["securitySchemes"]["jwt"]["bearerFormat"],
         "JWT"
@@ -210,7 +223,10 @@ fn messages_are_the_schema_versions_with_their_refs_inlined() {
     assert_eq!(v1["name"], "com.example.order.created");
     assert_eq!(v1["title"], "Order created");
     assert_eq!(v1["description"], "An order was placed.");
-    assert_eq!(v1["x-weir-dataschema"], "/v1/schemas/com.example.order.created/1");
+    assert_eq!(
+        v1["x-weir-dataschema"],
+        "/v1/schemas/com.example.order.created/1"
+    );
     assert_eq!(v1["payload"]["schemaFormat"], SCHEMA_FORMAT);
     let schema = &v1["payload"]["schema"];
     assert!(schema.get("$defs").is_none());
@@ -244,7 +260,9 @@ fn messages_are_the_schema_versions_with_their_refs_inlined() {
         json!(["com.example.order.created"])
     );
     // A type nothing registered a schema for: a message without a payload schema.
-    let ticks = doc["channels"]["reports-due"]["messages"].as_object().unwrap();
+    let ticks = doc["channels"]["reports-due"]["messages"]
+        .as_object()
+        .unwrap();
     assert!(ticks.contains_key("dev.weir.schedule.tick"), "{ticks:?}");
     // A topic nothing declares types for: the generic message only.
     assert_eq!(
@@ -274,10 +292,26 @@ fn operations_say_what_the_app_sends_and_receives() {
     for (key, expected, channel) in [
         ("publish:orders", "receive", "#/channels/orders"),
         ("subscribe:orders", "send", "#/channels/orders"),
-        ("pipeline:orders-to-crm:from:orders", "receive", "#/channels/orders"),
-        ("pipeline:orders-to-crm:to:crm.orders", "send", "#/channels/crm.orders"),
-        ("pipeline:orders-to-crm:dead-letter", "send", "#/channels/orders-to-crm.dlq"),
-        ("source:telemetry:1", "receive", "#/channels/source:telemetry:1"),
+        (
+            "pipeline:orders-to-crm:from:orders",
+            "receive",
+            "#/channels/orders",
+        ),
+        (
+            "pipeline:orders-to-crm:to:crm.orders",
+            "send",
+            "#/channels/crm.orders",
+        ),
+        (
+            "pipeline:orders-to-crm:dead-letter",
+            "send",
+            "#/channels/orders-to-crm.dlq",
+        ),
+        (
+            "source:telemetry:1",
+            "receive",
+            "#/channels/source:telemetry:1",
+        ),
         ("source:telemetry:to", "send", "#/channels/telemetry"),
         ("sink:crm-hook:from", "receive", "#/channels/crm.orders"),
         ("sink:crm-hook", "send", "#/channels/sink:crm-hook"),
@@ -285,10 +319,22 @@ fn operations_say_what_the_app_sends_and_receives() {
         ("route:github:to", "send", "#/channels/github.events"),
         ("schedule:nightly", "send", "#/channels/reports-due"),
         ("entity:order", "send", "#/channels/entity.order"),
-        ("view:by-customer:from:crm.orders", "receive", "#/channels/crm.orders"),
-        ("view:by-customer:from:entity.order", "receive", "#/channels/entity.order"),
+        (
+            "view:by-customer:from:crm.orders",
+            "receive",
+            "#/channels/crm.orders",
+        ),
+        (
+            "view:by-customer:from:entity.order",
+            "receive",
+            "#/channels/entity.order",
+        ),
     ] {
-        assert_eq!(action(key), (expected.to_owned(), channel.to_owned()), "{key}");
+        assert_eq!(
+            action(key),
+            (expected.to_owned(), channel.to_owned()),
+            "{key}"
+        );
     }
     // Every operation's channel is in the document.
     for op in operations.values() {
@@ -317,7 +363,11 @@ fn an_open_node_without_a_manifest_lists_its_topics() {
     assert!(doc["servers"]["weir"].get("security").is_none());
     assert!(doc["components"].get("securitySchemes").is_none());
     assert_eq!(
-        doc["channels"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        doc["channels"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
         ["a"]
     );
 }

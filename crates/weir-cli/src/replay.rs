@@ -63,7 +63,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         ("to_offset", args.to_offset.map(|o| o.to_string())),
         ("to_time", args.to_time.clone()),
         ("version", args.version.clone()),
-        ("schemas", args.schemas.as_ref().map(|s| s.replace('-', "_"))),
+        (
+            "schemas",
+            args.schemas.as_ref().map(|s| s.replace('-', "_")),
+        ),
     ];
     query.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     let mut request = args

@@ -138,7 +138,7 @@ fn check(app: &Path) -> anyhow::Result<()> {
 /// The registry a node starting from nothing would build from `manifest`'s schema files;
 /// every version that is not a schema or breaks its type's mode, named.
 fn app_registry(manifest: &weir_manifest::Manifest) -> anyhow::Result<weir_schema::Registry> {
-    let mut documents = weir_engine::read_schema_documents(&manifest)?;
+    let mut documents = weir_engine::read_schema_documents(manifest)?;
     let mut registry = weir_schema::Registry::default();
     let mut problems = Vec::new();
     for (ty, spec) in &manifest.schemas {

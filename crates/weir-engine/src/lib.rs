@@ -60,8 +60,6 @@ pub mod trace;
 mod views;
 
 pub use codec::LoggedEvent;
-pub use weir_asyncapi::{Security as AsyncApiSecurity, Server as AsyncApiServer};
-pub use schemas::{UPCAST_FROM, Upcasting};
 pub use consumer::StartFrom;
 pub use deploy::{AppDeployed, FunctionChange};
 pub use entity::{
@@ -84,6 +82,7 @@ pub use schemas::{
     SchemaDocuments, SchemaRejection, check_event as check_schema,
     read_documents as read_schema_documents,
 };
+pub use schemas::{UPCAST_FROM, Upcasting};
 pub use sinks::SinkStatus;
 pub use sources::SourceStatus;
 pub use status::{FleetStatus, FunctionStatus, NodeStatus, TopicStatus};
@@ -92,6 +91,7 @@ pub use views::{
     DEFAULT_LIMIT as VIEW_DEFAULT_LIMIT, MAX_LIMIT as VIEW_MAX_LIMIT, ViewFilter, ViewPage,
     ViewRequest, ViewStatus,
 };
+pub use weir_asyncapi::{Security as AsyncApiSecurity, Server as AsyncApiServer};
 pub use weir_log::SharedLog;
 pub use weir_schema::{
     Compatibility, Incompatibility, Registry as SchemaRegistry, Schema, Subject as SchemaSubject,

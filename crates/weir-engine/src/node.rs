@@ -241,8 +241,15 @@ impl Node {
         ));
         let entities = match &manifest {
             Some(m) => {
-                match crate::entity::Entities::start(&m.entities, &log, &registry, &schemas, &tasks, &cancel)
-                    .await
+                match crate::entity::Entities::start(
+                    &m.entities,
+                    &log,
+                    &registry,
+                    &schemas,
+                    &tasks,
+                    &cancel,
+                )
+                .await
                 {
                     Ok(entities) => entities,
                     Err(e) => return Err(abandon(&cancel, &tasks, e).await),

@@ -1868,3 +1868,52 @@ fn schema_sections_name_what_is_wrong() {
     let p = problems("[topics.\"weir.schemas\"]\n");
     assert!(p.contains("keeps registered schemas"), "{p}");
 }
+
+#[test]
+fn upcasters_resolve_and_name_what_is_wrong() {
+    let manifest = Manifest::from_toml_str(
+        r#"
+[schemas.t]
+versions = ["v1.json", "v2.json", "v3.json"]
+[schemas.t.upcast.1]
+remove = ["legacy"]
+rename = { client = "/customer/id" }
+default = { channel = "erp", tags = [] }
+[schemas.t.upcast.2]
+default = { region = "eu" }
+"#,
+        Path::new("/a"),
+    )
+    .unwrap();
+    let upcasters: Vec<(u32, &weir_schema::Mapping)> = manifest.schemas["t"].upcasters().collect();
+    assert_eq!(upcasters.len(), 2);
+    assert_eq!(upcasters[0].0, 1);
+    assert_eq!(
+        upcasters[0].1.rename,
+        [("client".to_owned(), "/customer/id".to_owned())]
+    );
+    assert_eq!(upcasters[0].1.default[1].1, serde_json::json!([]));
+
+    let problems = |text: &str| match Manifest::from_toml_str(text, Path::new("/a")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted: {text}"),
+    };
+    // From the last version (nothing to go to), from 0, not a number.
+    for from in ["2", "0", "one"] {
+        let p = problems(&format!(
+            "[schemas.t]\nversions = [\"a.json\", \"b.json\"]\n[schemas.t.upcast.{from}]\nremove = [\"x\"]\n"
+        ));
+        assert!(
+            p.contains(&format!("schemas.t.upcast.{from}")) && p.contains("1 to 1"),
+            "{p}"
+        );
+    }
+    let p = problems(
+        "[schemas.t]\nversions = [\"a.json\", \"b.json\"]\n[schemas.t.upcast.1]\nrename = { a = \"/b//c\" }\n",
+    );
+    assert!(p.contains("empty step"), "{p}");
+    let p = problems(
+        "[schemas.t]\nversions = [\"a.json\", \"b.json\"]\n[schemas.t.upcast.1]\nmove = { a = \"b\" }\n",
+    );
+    assert!(p.contains("move"), "{p}");
+}

@@ -204,3 +204,106 @@ fn an_event_is_checked_against_the_version_its_dataschema_names_else_the_latest(
         Resolved::None
     ));
 }
+
+#[test]
+fn an_upcaster_maps_each_step_and_its_result_must_match_the_latest_version() {
+    let mut registry = Registry::default();
+    let versions = [
+        json!({"type": "object", "properties": {"client": {"type": "string"}}}),
+        json!({"type": "object", "required": ["customer"],
+            "properties": {"customer": {"type": "object", "required": ["id"]}}}),
+        json!({"type": "object", "required": ["customer", "channel"],
+            "properties": {"channel": {"type": "string"}, "legacy": false,
+                "customer": {"type": "object", "required": ["id"]}}}),
+    ];
+    for (version, document) in (1..).zip(versions) {
+        registry.insert(Arc::new(Schema::compile("t", version, document).unwrap()));
+    }
+    let mut upcasters = Upcasters::default();
+    upcasters.insert(
+        "t",
+        1,
+        Mapping {
+            remove: vec![],
+            rename: vec![("client".into(), "/customer/id".into())],
+            default: vec![],
+        },
+    );
+    upcasters.insert(
+        "t",
+        2,
+        Mapping {
+            remove: vec!["legacy".into()],
+            rename: vec![],
+            default: vec![
+                ("channel".into(), json!("erp")),
+                ("/customer/tier".into(), json!(1)),
+            ],
+        },
+    );
+    // Version 1 through both steps to 3.
+    let up = upcasters
+        .upcast(&registry, "t", 1, &json!({"client": "C-1", "legacy": true}))
+        .unwrap()
+        .unwrap();
+    assert_eq!((up.from, up.to), (1, 3));
+    assert_eq!(
+        up.data,
+        json!({"customer": {"id": "C-1", "tier": 1}, "channel": "erp"})
+    );
+    // A default never overwrites what the event has.
+    let up = upcasters
+        .upcast(
+            &registry,
+            "t",
+            2,
+            &json!({"customer": {"id": "C-2", "tier": 5}, "channel": "web"}),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(up.data["channel"], "web");
+    assert_eq!(up.data["customer"]["tier"], 5);
+    // Already the latest, or a type without upcasters: nothing to do.
+    assert_eq!(
+        upcasters.upcast(&registry, "t", 3, &json!({})).unwrap(),
+        None
+    );
+    assert_eq!(
+        upcasters.upcast(&registry, "u", 1, &json!({})).unwrap(),
+        None
+    );
+    // A result that does not match the latest version fails, naming the rule.
+    let error = upcasters
+        .upcast(&registry, "t", 1, &json!({"other": 1}))
+        .unwrap_err();
+    assert!(
+        error.contains("version 1 upcast to version 3") && error.contains("required"),
+        "{error}"
+    );
+    // A missing step fails.
+    let mut gap = Upcasters::default();
+    gap.insert("t", 2, Mapping::default());
+    let error = gap.upcast(&registry, "t", 1, &json!({})).unwrap_err();
+    assert!(error.contains("from version 1 to 2"), "{error}");
+    // A field inside a member that is not an object cannot be set.
+    let mut scalar = Upcasters::default();
+    scalar.insert(
+        "t",
+        2,
+        Mapping {
+            default: vec![("/channel/x".into(), json!(1))],
+            ..Mapping::default()
+        },
+    );
+    let error = scalar
+        .upcast(
+            &registry,
+            "t",
+            2,
+            &json!({"customer": {"id": "a"}, "channel": "web"}),
+        )
+        .unwrap_err();
+    assert!(error.contains("not an object"), "{error}");
+    assert!(upcast::check_field("/a//b").is_err() && upcast::check_field("").is_err());
+    assert!(upcast::check_field("/a/b").is_ok() && upcast::check_field("name").is_ok());
+}

@@ -30,7 +30,9 @@ pub struct Mapping {
 /// Why a field name or pointer is not one a mapping can use, if it is not.
 pub fn check_field(field: &str) -> Result<(), String> {
     if field.is_empty() || field == "/" {
-        return Err("a field must name a member: a name, or a JSON pointer such as /customer/id".to_owned());
+        return Err(
+            "a field must name a member: a name, or a JSON pointer such as /customer/id".to_owned(),
+        );
     }
     if field.starts_with('/') && field.split('/').skip(1).any(str::is_empty) {
         return Err(format!("{field:?} has an empty step"));
@@ -50,7 +52,11 @@ fn tokens(field: &str) -> Vec<String> {
 }
 
 /// The object holding `tokens`' last member, made (as objects) where `create`.
-fn parent<'a>(data: &'a mut Value, tokens: &[String], create: bool) -> Option<&'a mut Map<String, Value>> {
+fn parent<'a>(
+    data: &'a mut Value,
+    tokens: &[String],
+    create: bool,
+) -> Option<&'a mut Map<String, Value>> {
     let (_, path) = tokens.split_last()?;
     let mut node = data;
     for token in path {
@@ -72,7 +78,9 @@ fn put(data: &mut Value, field: &str, value: Value, only_if_absent: bool) -> Res
     let tokens = tokens(field);
     let last = tokens.last().cloned().unwrap_or_default();
     let Some(object) = parent(data, &tokens, true) else {
-        return Err(format!("{field:?} is inside a member that is not an object"));
+        return Err(format!(
+            "{field:?} is inside a member that is not an object"
+        ));
     };
     if !(only_if_absent && object.contains_key(&last)) {
         object.insert(last, value);

@@ -13,6 +13,17 @@ fn parse(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// Runs `command`, which must succeed, and parses its stdout.
+fn json_of(command: &mut Command) -> serde_json::Value {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse(&String::from_utf8(output.stdout).unwrap())
+}
+
 fn checked(doc: &serde_json::Value) {
     if let Err(report) = weir_test_support::asyncapi_check(doc) {
         panic!("the AsyncAPI parser refused the document: {report}\n{doc:#}");
@@ -45,7 +56,10 @@ fn the_example_app_document_comes_from_what_runs_and_parses() {
     );
     let order = &doc["components"]["messages"]["SalesOrderCreated.v1"];
     assert_eq!(order["payload"]["schema"]["title"], "SalesOrderCreated");
-    assert_eq!(order["x-weir-dataschema"], "/v1/schemas/SalesOrderCreated/1");
+    assert_eq!(
+        order["x-weir-dataschema"],
+        "/v1/schemas/SalesOrderCreated/1"
+    );
     for channel in ["crm.orders", "erp-to-crm.dlq", "entity.order"] {
         assert!(doc["channels"].get(channel).is_some(), "{channel}: {doc:#}");
     }
@@ -104,22 +118,24 @@ fn the_example_app_document_comes_from_what_runs_and_parses() {
 
     // Offline from weir.toml: the same channels, the host as given.
     let app = example_app(dir.path());
-    let output = Command::new(weir())
-        .args(["asyncapi", "--app"])
-        .arg(&app)
-        .args(["--host", "orders.example.com:7700"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let offline = json_of(
+        Command::new(weir())
+            .args(["asyncapi", "--app"])
+            .arg(&app)
+            .args(["--host", "orders.example.com:7700"]),
     );
-    let offline = parse(&String::from_utf8(output.stdout).unwrap());
     checked(&offline);
-    assert_eq!(offline["servers"]["weir"]["host"], "orders.example.com:7700");
+    assert_eq!(
+        offline["servers"]["weir"]["host"],
+        "orders.example.com:7700"
+    );
     let keys = |doc: &serde_json::Value| -> Vec<String> {
-        doc["channels"].as_object().unwrap().keys().cloned().collect()
+        doc["channels"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
     };
     assert_eq!(keys(&offline), keys(&doc));
 }
@@ -133,17 +149,13 @@ fn behind_auth_the_document_needs_a_credential_and_names_the_schemes() {
     std::fs::write(&app, manifest).unwrap();
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
-    let created = Command::new(weir())
-        .args(["auth", "key", "create", "--data", data, "--principal", "ops"])
-        .args(["--role", "admin", "--json"])
-        .env_remove("WEIR_TOKEN")
-        .output()
-        .unwrap();
-    assert!(created.status.success());
-    let key = parse(&String::from_utf8(created.stdout).unwrap())["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let created = json_of(
+        Command::new(weir())
+            .args(["auth", "key", "create", "--data", data])
+            .args(["--principal", "ops", "--role", "admin", "--json"])
+            .env_remove("WEIR_TOKEN"),
+    );
+    let key = created["key"].as_str().unwrap().to_owned();
     let node = WeirProcess::start(weir(), &["--app", app.to_str().unwrap(), "--data", data]);
 
     let refused = Command::new(weir())
@@ -155,16 +167,7 @@ fn behind_auth_the_document_needs_a_credential_and_names_the_schemes() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("401"), "{stderr}");
 
-    let output = Command::new(weir())
-        .args(["asyncapi", "--url", &node.url, "--token", &key])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let doc = parse(&String::from_utf8(output.stdout).unwrap());
+    let doc = json_of(Command::new(weir()).args(["asyncapi", "--url", &node.url, "--token", &key]));
     checked(&doc);
     assert_eq!(
         doc["servers"]["weir"]["security"],

@@ -155,7 +155,12 @@ fn reads_and_replays_see_old_versions_upcast_when_asked() {
     let data = dir.path().join("data");
     let node = weir_test_support::WeirProcess::start(
         weir(),
-        &["--app", app.to_str().unwrap(), "--data", data.to_str().unwrap()],
+        &[
+            "--app",
+            app.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ],
     );
 
     // An order that names version 1.
@@ -197,10 +202,13 @@ fn reads_and_replays_see_old_versions_upcast_when_asked() {
 
     // The replay ran the active version twice: on the order as written and upcast.
     let report: serde_json::Value = serde_json::from_str(
-        cli(&node, &["replay", "erp-to-crm", "--schemas", "compare", "--json"])
-            .lines()
-            .last()
-            .unwrap(),
+        cli(
+            &node,
+            &["replay", "erp-to-crm", "--schemas", "compare", "--json"],
+        )
+        .lines()
+        .last()
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(report["schemas"], "compare", "{report}");
