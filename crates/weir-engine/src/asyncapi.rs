@@ -22,12 +22,17 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let registry = self.schemas();
-        Ok(weir_asyncapi::document(&weir_asyncapi::App {
-            manifest: manifest.as_ref(),
-            topics: &topics,
-            registry: &registry,
-            server,
-            security,
-        }))
+        let server = server.clone();
+        // Every schema version inlined: off the async workers.
+        crate::blocking(move || {
+            Ok(weir_asyncapi::document(&weir_asyncapi::App {
+                manifest: manifest.as_ref(),
+                topics: &topics,
+                registry: &registry,
+                server: &server,
+                security,
+            }))
+        })
+        .await
     }
 }

@@ -507,11 +507,10 @@ pub(crate) fn upcast_event(
         return Ok(event);
     };
     event.data = Some(Data::from(upcast.data));
-    if let Some(uri) = event.dataschema.as_mut()
-        && let Some(at) = uri.rfind(&format!("/{from}"))
-    {
-        uri.replace_range(at.., &format!("/{}", upcast.to));
-    }
+    event.dataschema = event
+        .dataschema
+        .as_deref()
+        .and_then(|uri| weir_schema::with_version(uri, upcast.to));
     event.extensions.insert(
         UPCAST_FROM.to_owned(),
         weir_cloudevents::ExtensionValue::Integer(i64::from(upcast.from)),

@@ -240,11 +240,13 @@ pub struct SchemaSpec {
 }
 
 impl SchemaSpec {
-    /// The upcasters by the version they start from (those whose key is a number).
+    /// The upcasters by the version they start from (those whose key is a number as
+    /// written, `1` not `01`).
     pub fn upcasters(&self) -> impl Iterator<Item = (u32, &weir_schema::Mapping)> {
-        self.upcast
-            .iter()
-            .filter_map(|(from, m)| Some((from.parse().ok()?, m)))
+        self.upcast.iter().filter_map(|(from, m)| {
+            let n: u32 = from.parse().ok()?;
+            (n.to_string() == *from).then_some((n, m))
+        })
     }
 }
 

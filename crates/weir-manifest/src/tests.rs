@@ -1898,8 +1898,13 @@ default = { region = "eu" }
         Err(e) => e.to_string(),
         Ok(_) => panic!("accepted: {text}"),
     };
-    // From the last version (nothing to go to), from 0, not a number.
-    for from in ["2", "0", "one"] {
+    // A chain with a gap.
+    let p = problems(
+        "[schemas.t]\nversions = [\"a.json\", \"b.json\", \"c.json\"]\n[schemas.t.upcast.1]\nremove = [\"x\"]\n",
+    );
+    assert!(p.contains("no step from version 2 to 3"), "{p}");
+    // From the last version (nothing to go to), from 0, not a number, not as written.
+    for from in ["2", "0", "one", "01"] {
         let p = problems(&format!(
             "[schemas.t]\nversions = [\"a.json\", \"b.json\"]\n[schemas.t.upcast.{from}]\nremove = [\"x\"]\n"
         ));

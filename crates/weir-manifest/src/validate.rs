@@ -1510,10 +1510,28 @@ fn check_schema(ty: &str, schema: &crate::SchemaSpec, problems: &mut Vec<Problem
         ));
     }
     let versions = schema.versions.len() as u64;
+    // The steps, once they start, lead to the latest version.
+    let steps: Vec<u64> = schema
+        .upcasters()
+        .map(|(from, _)| u64::from(from))
+        .collect();
+    if let Some(first) = steps.iter().copied().filter(|n| *n >= 1).min() {
+        for n in first..versions {
+            if !steps.contains(&n) {
+                problems.push(Problem::new(
+                    key(&["schemas", ty, "upcast"]),
+                    format!(
+                        "has no step from version {n} to {}: the upcasters must lead from the first one to the latest version, {versions}",
+                        n + 1
+                    ),
+                ));
+            }
+        }
+    }
     for (from, mapping) in &schema.upcast {
         let at = key(&["schemas", ty, "upcast", from]);
         match from.parse::<u64>() {
-            Ok(n) if n >= 1 && n < versions => {}
+            Ok(n) if n >= 1 && n < versions && n.to_string() == *from => {}
             _ => problems.push(Problem::new(
                 at.clone(),
                 format!(

@@ -288,6 +288,17 @@ pub fn parse_dataschema(uri: &str) -> Option<(String, u32)> {
     Some((percent_decode(ty)?, version))
 }
 
+/// `uri`, a `dataschema` that [`parse_dataschema`] reads, naming `version` instead: only
+/// its version segment changes (host, prefix, query and fragment stay).
+pub fn with_version(uri: &str, version: u32) -> Option<String> {
+    parse_dataschema(uri)?;
+    let path_end = uri.find(['?', '#']).unwrap_or(uri.len());
+    let path = &uri[..path_end];
+    let at = path.rfind(ROUTE_PREFIX)? + ROUTE_PREFIX.len();
+    let segment = at + path[at..].find('/')? + 1;
+    Some(format!("{}{version}{}", &uri[..segment], &uri[path_end..]))
+}
+
 fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -280,11 +280,31 @@ fn an_upcaster_maps_each_step_and_its_result_must_match_the_latest_version() {
         error.contains("version 1 upcast to version 3") && error.contains("required"),
         "{error}"
     );
-    // A missing step fails.
+    // Where the steps stop, so does the upcast: without a step from 2, version 1 goes to
+    // 2 and is checked against 2 (a version registered before its upcaster is deployed
+    // does not fail the events of the one before); without one from 1, nothing happens.
+    let mut first = Upcasters::default();
+    first.insert(
+        "t",
+        1,
+        Mapping {
+            rename: vec![("client".into(), "/customer/id".into())],
+            ..Mapping::default()
+        },
+    );
+    let up = first
+        .upcast(&registry, "t", 1, &json!({"client": "C-3"}))
+        .unwrap()
+        .unwrap();
+    assert_eq!((up.to, up.data), (2, json!({"customer": {"id": "C-3"}})));
+    assert_eq!(first.upcast(&registry, "t", 2, &json!({})).unwrap(), None);
     let mut gap = Upcasters::default();
     gap.insert("t", 2, Mapping::default());
-    let error = gap.upcast(&registry, "t", 1, &json!({})).unwrap_err();
-    assert!(error.contains("from version 1 to 2"), "{error}");
+    assert_eq!(gap.upcast(&registry, "t", 1, &json!({})).unwrap(), None);
+    // A step to a version the registry does not have (yet) is not taken.
+    let mut ahead = Upcasters::default();
+    ahead.insert("t", 3, Mapping::default());
+    assert_eq!(ahead.upcast(&registry, "t", 3, &json!({})).unwrap(), None);
     // A field inside a member that is not an object cannot be set.
     let mut scalar = Upcasters::default();
     scalar.insert(
@@ -306,4 +326,26 @@ fn an_upcaster_maps_each_step_and_its_result_must_match_the_latest_version() {
     assert!(error.contains("not an object"), "{error}");
     assert!(upcast::check_field("/a//b").is_err() && upcast::check_field("").is_err());
     assert!(upcast::check_field("/a/b").is_ok() && upcast::check_field("name").is_ok());
+}
+
+#[test]
+fn a_dataschema_is_renamed_to_another_version_in_its_version_segment_only() {
+    for (uri, expected) in [
+        ("https://h/v1/schemas/T/1", "https://h/v1/schemas/T/2"),
+        (
+            "http://10.0.0.5/v1/schemas/T/01",
+            "http://10.0.0.5/v1/schemas/T/2",
+        ),
+        (
+            "/v1/schemas/T/1?x=1#/properties/10",
+            "/v1/schemas/T/2?x=1#/properties/10",
+        ),
+        (
+            "https://h/p/v1/schemas/a%2Fb/1",
+            "https://h/p/v1/schemas/a%2Fb/2",
+        ),
+    ] {
+        assert_eq!(with_version(uri, 2).as_deref(), Some(expected), "{uri}");
+    }
+    assert_eq!(with_version("https://h/other/1", 2), None);
 }

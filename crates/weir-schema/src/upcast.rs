@@ -5,10 +5,12 @@
 //! Each step from version N to N+1 is a declarative [`Mapping`] of the event's `data`:
 //! fields removed, then renamed (moved), then given defaults where absent. A field is a
 //! top-level member's name, or a JSON pointer (`/customer/id`) for a nested one. An event
-//! is upcast when its `dataschema` names an older version of its type (an event without
-//! one is taken as the latest version, as its check at publish did), through every step
-//! to the latest, and the result is checked against the latest version: a mapping that
-//! does not make a valid event fails loudly instead of handing on a wrong one.
+//! is upcast when its `dataschema` names an older version of its type (weir cannot tell
+//! the version of an event without one), through each step there is while the registry
+//! has the next version, and the result is checked against the version it reached: a
+//! mapping that does not make a valid event fails loudly instead of handing on a wrong
+//! one. Stopping where the steps (or the registry) stop keeps a version registered before
+//! its upcaster is deployed from failing every event of the previous one.
 
 use std::collections::BTreeMap;
 
@@ -144,10 +146,11 @@ impl Upcasters {
         self.by_type.contains_key(ty)
     }
 
-    /// `data` of an event of `ty` written in version `from`, brought to the type's latest
-    /// registered version; `Ok(None)` when there is nothing to do (no upcaster for the
-    /// type, or `from` is the latest). `Err` names why it cannot: a missing step, a
-    /// mapping that fails, or a result that does not match the latest version.
+    /// `data` of an event of `ty` written in version `from`, brought as far as the steps
+    /// go (each while the registry has its next version: the latest when the app's
+    /// upcasters are complete); `Ok(None)` when there is nothing to do (no step from
+    /// `from`). `Err` names why it cannot: a mapping that fails, or a result that does
+    /// not match the version it reached.
     pub fn upcast(
         &self,
         registry: &Registry,
@@ -158,25 +161,20 @@ impl Upcasters {
         let Some(steps) = self.by_type.get(ty) else {
             return Ok(None);
         };
-        let Some(latest) = registry.subject(ty).and_then(|s| s.latest()) else {
+        let Some(subject) = registry.subject(ty) else {
             return Ok(None);
         };
-        let to = latest.version();
-        if from >= to {
-            return Ok(None);
-        }
+        let mut to = from;
         let mut data = data.clone();
-        for version in from..to {
-            let Some(mapping) = steps.get(&version) else {
-                return Err(format!(
-                    "no upcaster takes a {ty:?} event from version {version} to {}",
-                    version + 1
-                ));
-            };
+        while let (Some(mapping), Some(_)) = (steps.get(&to), subject.get(to + 1)) {
             mapping
                 .apply(&mut data)
-                .map_err(|e| format!("upcasting {ty:?} from version {version}: {e}"))?;
+                .map_err(|e| format!("upcasting {ty:?} from version {to}: {e}"))?;
+            to += 1;
         }
+        let Some(latest) = subject.get(to).filter(|_| to > from) else {
+            return Ok(None);
+        };
         if let Err(violations) = latest.validate(&data) {
             let broken: Vec<String> = violations.iter().map(ToString::to_string).collect();
             return Err(format!(

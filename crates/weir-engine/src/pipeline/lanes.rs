@@ -56,7 +56,10 @@ struct Backoff {
 pub(super) struct Work {
     index: usize,
     offset: u64,
+    /// What the function is called with: upcast if the event was.
     event: CloudEvent,
+    /// The event as written, when `event` is upcast: what a dead letter carries.
+    written: Option<Box<CloudEvent>>,
     /// The event's trace span through this pipeline (disabled unless traces are exported).
     step: tracing::Span,
 }
@@ -115,12 +118,16 @@ impl Pipeline {
                         outcomes.push(Some(Outcome::Filtered));
                         continue;
                     }
-                    let event = match &upcasting {
-                        None => event,
+                    let (event, written) = match &upcasting {
+                        None => (event, None),
                         Some(upcasting) => match upcasting.apply(event.clone()) {
-                            Ok(upcast) => upcast,
+                            Ok(upcast) if upcast.extensions.contains_key(crate::UPCAST_FROM) => {
+                                (upcast, Some(Box::new(event)))
+                            }
+                            Ok(upcast) => (upcast, None),
                             Err(error) => {
                                 // Dead-lettered as written, saying why.
+                                tracing::warn!(pipeline = %self.name, function = %self.function, topic, partition, offset, event_id = %event.id, %error, reason = "upcast_failed", dead_letter = %self.dead_letter, "event dead-lettered");
                                 step.record("weir.outcome", "dead_letter");
                                 let cause = DeadLetterCause {
                                     function: &self.function,
@@ -155,6 +162,7 @@ impl Pipeline {
                         index,
                         offset,
                         event,
+                        written,
                         step,
                     });
                     outcomes.push(None);
@@ -362,7 +370,12 @@ impl Pipeline {
                     time: now_rfc3339(),
                 };
                 work.step.record("weir.outcome", "dead_letter");
-                Outcome::DeadLetter(Box::new(dead_letter_event(pos, work.event.clone(), &cause)))
+                // As written: a redrive sends back what was stored.
+                let event = match &work.written {
+                    Some(written) => (**written).clone(),
+                    None => work.event.clone(),
+                };
+                Outcome::DeadLetter(Box::new(dead_letter_event(pos, event, &cause)))
             };
             done.push((work.index, outcome));
             attempt = 1;
