@@ -539,7 +539,8 @@ impl Doc {
                 "address": address,
                 "title": format!("route {name}"),
                 "description": format!(
-                    "An inbound webhook: each request to {} becomes one event appended to {topic:?}{}.",
+                    "{}: each request to {} becomes one event appended to {topic:?}{}.",
+                    if route.job { "A long-running job route" } else { "An inbound webhook" },
                     route.path,
                     route.verify.as_ref().map_or(String::new(), |v| format!(", its {v} signature checked"))
                 ),

@@ -464,10 +464,11 @@ pub struct Upcasting {
 }
 
 impl Upcasting {
-    /// `event` as a function, a view or a replay sees it: upcast to its type's latest
-    /// version when its `dataschema` names an older one that upcasters lead from (its
-    /// data replaced and its `dataschema` naming the latest), else as written. `Err`
-    /// says why an event that should be upcast cannot be.
+    /// `event` as a function, a view or a replay sees it: when its `dataschema` names an
+    /// older version of its type that upcasters lead from, upcast as far as they go (the
+    /// latest version for a deployed app), its data replaced and its `dataschema` naming
+    /// that version; else as written. `Err` says why an event that should be upcast
+    /// cannot be.
     pub fn apply(&self, event: CloudEvent) -> std::result::Result<CloudEvent, String> {
         upcast_event(Some(self), event)
     }
