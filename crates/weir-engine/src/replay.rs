@@ -78,7 +78,7 @@ pub struct ReplayRequest {
 /// Which shape of the recorded events a replay hands the function: upcast to their
 /// type's latest schema version as the pipeline does (the default), as written, or both
 /// (version A on the events as written, B, the same version, on them upcast).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplaySchemas {
     #[default]
@@ -98,14 +98,15 @@ impl ReplaySchemas {
         }
     }
 
-    /// From its name (`as-written` too).
+    /// From its name, one of [`ReplaySchemas::NAMES`].
     pub fn parse(name: &str) -> Option<ReplaySchemas> {
-        match name {
-            "upcast" => Some(ReplaySchemas::Upcast),
-            "as_written" | "as-written" => Some(ReplaySchemas::AsWritten),
-            "compare" => Some(ReplaySchemas::Compare),
-            _ => None,
-        }
+        [
+            ReplaySchemas::Upcast,
+            ReplaySchemas::AsWritten,
+            ReplaySchemas::Compare,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
     }
 }
 
@@ -532,7 +533,7 @@ impl Replay {
             };
             let upcast = match (&self.upcasting, self.schemas) {
                 (Some(u), ReplaySchemas::Upcast | ReplaySchemas::Compare) => {
-                    Some(u.apply(event.clone()))
+                    u.upcast(&event).transpose()
                 }
                 _ => None,
             };

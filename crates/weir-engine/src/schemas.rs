@@ -465,58 +465,48 @@ pub struct Upcasting {
 
 impl Upcasting {
     /// `event` as a function, a view or a replay sees it: when its `dataschema` names an
-    /// older version of its type that upcasters lead from, upcast as far as they go (the
-    /// latest version for a deployed app), its data replaced and its `dataschema` naming
-    /// that version; else as written. `Err` says why an event that should be upcast
-    /// cannot be.
-    pub fn apply(&self, event: CloudEvent) -> std::result::Result<CloudEvent, String> {
-        upcast_event(Some(self), event)
+    /// older version of its type that upcasters lead from, a copy upcast as far as they go
+    /// (the latest version for a deployed app), its data replaced and its `dataschema`
+    /// naming that version. `Ok(None)`: nothing to do, hand it on as written. `Err` says
+    /// why an event that should be upcast cannot be.
+    pub fn upcast(&self, event: &CloudEvent) -> std::result::Result<Option<CloudEvent>, String> {
+        if !self.upcasters.has(&event.ty) {
+            return Ok(None);
+        }
+        let Some((named, from)) = event
+            .dataschema
+            .as_deref()
+            .and_then(weir_schema::parse_dataschema)
+        else {
+            return Ok(None);
+        };
+        if named != event.ty {
+            return Ok(None);
+        }
+        let data = match &event.data {
+            Some(Data::Json(json)) => serde_json::from_str(json.as_str())
+                .map_err(|e| format!("its data is not JSON, so it cannot be upcast: {e}"))?,
+            None => Value::Null,
+            Some(_) => return Err("its data is not JSON, so it cannot be upcast".to_owned()),
+        };
+        let Some(upcast) = self
+            .upcasters
+            .upcast(&self.registry, &event.ty, from, &data)?
+        else {
+            return Ok(None);
+        };
+        let mut event = event.clone();
+        event.data = Some(Data::from(upcast.data));
+        event.dataschema = event
+            .dataschema
+            .as_deref()
+            .and_then(|uri| weir_schema::with_version(uri, upcast.to));
+        event.extensions.insert(
+            UPCAST_FROM.to_owned(),
+            weir_cloudevents::ExtensionValue::Integer(i64::from(upcast.from)),
+        );
+        Ok(Some(event))
     }
-}
-
-/// [`Upcasting::apply`], or the event as written without upcasters.
-pub(crate) fn upcast_event(
-    upcasting: Option<&Upcasting>,
-    mut event: CloudEvent,
-) -> std::result::Result<CloudEvent, String> {
-    let Some(upcasting) = upcasting else {
-        return Ok(event);
-    };
-    if !upcasting.upcasters.has(&event.ty) {
-        return Ok(event);
-    }
-    let Some((named, from)) = event
-        .dataschema
-        .as_deref()
-        .and_then(weir_schema::parse_dataschema)
-    else {
-        return Ok(event);
-    };
-    if named != event.ty {
-        return Ok(event);
-    }
-    let data = match &event.data {
-        Some(Data::Json(json)) => serde_json::from_str(json.as_str())
-            .map_err(|e| format!("its data is not JSON, so it cannot be upcast: {e}"))?,
-        None => Value::Null,
-        Some(_) => return Err("its data is not JSON, so it cannot be upcast".to_owned()),
-    };
-    let Some(upcast) = upcasting
-        .upcasters
-        .upcast(&upcasting.registry, &event.ty, from, &data)?
-    else {
-        return Ok(event);
-    };
-    event.data = Some(Data::from(upcast.data));
-    event.dataschema = event
-        .dataschema
-        .as_deref()
-        .and_then(|uri| weir_schema::with_version(uri, upcast.to));
-    event.extensions.insert(
-        UPCAST_FROM.to_owned(),
-        weir_cloudevents::ExtensionValue::Integer(i64::from(upcast.from)),
-    );
-    Ok(event)
 }
 
 /// The extension attribute an upcast event carries: the version it was written in.

@@ -863,8 +863,9 @@ fn project(
             }
         };
         if let Some(upcasting) = upcasting {
-            match upcasting.apply(event.event.clone()) {
-                Ok(upcast) => event.event = upcast,
+            match upcasting.upcast(&event.event) {
+                Ok(Some(upcast)) => event.event = upcast,
+                Ok(None) => {}
                 Err(e) => {
                     out.failed = Some(format!("offset {offset} (event {:?}): {e}", event.event.id));
                     return out;

@@ -282,6 +282,6 @@ fn upcast_or_as_written(
 ) -> weir_cloudevents::CloudEvent {
     match upcasting {
         None => event,
-        Some(upcasting) => upcasting.apply(event.clone()).unwrap_or(event),
+        Some(upcasting) => upcasting.upcast(&event).ok().flatten().unwrap_or(event),
     }
 }

@@ -120,11 +120,9 @@ impl Pipeline {
                     }
                     let (event, written) = match &upcasting {
                         None => (event, None),
-                        Some(upcasting) => match upcasting.apply(event.clone()) {
-                            Ok(upcast) if upcast.extensions.contains_key(crate::UPCAST_FROM) => {
-                                (upcast, Some(Box::new(event)))
-                            }
-                            Ok(upcast) => (upcast, None),
+                        Some(upcasting) => match upcasting.upcast(&event) {
+                            Ok(Some(upcast)) => (upcast, Some(Box::new(event))),
+                            Ok(None) => (event, None),
                             Err(error) => {
                                 // Dead-lettered as written, saying why.
                                 tracing::warn!(pipeline = %self.name, function = %self.function, topic, partition, offset, event_id = %event.id, %error, reason = "upcast_failed", dead_letter = %self.dead_letter, "event dead-lettered");
