@@ -209,6 +209,14 @@ impl Node {
                 .collect();
             self.route_table(Some(&next), &named)?
         };
+        // Upcaster functions: declared and handlers, in the versions this deploy makes
+        // active.
+        crate::schemas::check_upcaster_functions(&next, |name| {
+            match plan.functions.iter().position(|f| f == name) {
+                Some(i) => Some(compiled[i].world()),
+                None => self.registry.active(name).map(|(_, f)| f.world()),
+            }
+        })?;
 
         let mut topics = Vec::new();
         for name in &plan.topics {
@@ -259,7 +267,7 @@ impl Node {
             reloaded.insert(name.clone(), deployed);
         }
         *self.manifest.lock().unwrap_or_else(PoisonError::into_inner) = Some(next.clone());
-        self.schemas.set_policies(&next);
+        self.schemas.set_policies(&next, &self.registry);
         self.swap_routes(routes);
         for name in &plan.pipelines {
             self.start_pipeline(name, &next.pipelines[name]).await?;

@@ -190,7 +190,7 @@ impl Node {
             let documents = blocking(move || crate::schemas::read_documents(&m)).await?;
             schemas.check_app(manifest, &documents)?;
             schemas.register_app(&log, manifest, &documents).await?;
-            schemas.set_policies(manifest);
+            schemas.set_policies(manifest, &registry);
             for (name, topic) in &manifest.topics {
                 log.create_topic(name, &topic_spec(topic)).await?;
             }
@@ -212,6 +212,9 @@ impl Node {
                 let (registry, name, spec) = (registry.clone(), name.clone(), spec.clone());
                 blocking(move || registry.load_at_start(&name, &spec)).await?;
             }
+            crate::schemas::check_upcaster_functions(manifest, |name| {
+                registry.active(name).map(|(_, f)| f.world())
+            })?;
         }
 
         let cancel = CancellationToken::new();

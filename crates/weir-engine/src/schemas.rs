@@ -15,7 +15,7 @@
 //! record read back applies only if it is newer than what the node holds for its type.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,10 @@ use tokio_util::sync::CancellationToken;
 use weir_cloudevents::{CloudEvent, Data};
 use weir_log::{Expect, Record, TopicSpec};
 use weir_manifest::{Manifest, SchemaPolicy};
-use weir_schema::{Compatibility, Prepared, Registry, Resolved, STORE_TOPIC, Subject, Upcasters};
+use weir_schema::{
+    Compatibility, Prepared, Registry, Resolved, STORE_TOPIC, Step, Subject, Upcasters,
+};
+use weir_wasm::{InstancePool, World};
 
 use crate::{Error, Result, SharedLog};
 
@@ -63,6 +66,8 @@ struct State {
     required: Arc<BTreeSet<String>>,
     /// The app's upcasters (`[schemas.<type>.upcast.<N>]`).
     upcasters: Arc<Upcasters>,
+    /// Where the functions of function steps are active.
+    functions: Option<Arc<crate::registry::Registry>>,
 }
 
 /// A node's schemas: see the module docs.
@@ -71,6 +76,10 @@ pub(crate) struct Schemas {
     state: RwLock<State>,
     /// One registration at a time on this node.
     registering: tokio::sync::Mutex<()>,
+    /// Warm instances of each upcaster function's active version, shared by every
+    /// pipeline, view, replay and read that upcasts (an upcaster keeps no state: it gets
+    /// an event and returns its data).
+    pools: Mutex<BTreeMap<String, InstancePool>>,
 }
 
 /// The schema documents of an app, by type: version N is the Nth.
@@ -86,9 +95,13 @@ impl Schemas {
             .clone()
     }
 
-    /// The topics of `manifest` whose events must have a schema, and its upcasters, from
-    /// now on.
-    pub(crate) fn set_policies(&self, manifest: &Manifest) {
+    /// The topics of `manifest` whose events must have a schema, and its upcasters (whose
+    /// functions are active in `functions`), from now on.
+    pub(crate) fn set_policies(
+        &self,
+        manifest: &Manifest,
+        functions: &Arc<crate::registry::Registry>,
+    ) {
         let required = manifest
             .topics
             .iter()
@@ -97,22 +110,45 @@ impl Schemas {
             .collect();
         let mut upcasters = Upcasters::default();
         for (ty, spec) in &manifest.schemas {
-            for (from, mapping) in spec.upcasters() {
-                upcasters.insert(ty, from, mapping.clone());
+            for (from, step) in spec.upcasters() {
+                upcasters.insert(ty, from, step.clone());
             }
         }
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.required = Arc::new(required);
         state.upcasters = Arc::new(upcasters);
+        state.functions = Some(functions.clone());
     }
 
     /// What upcasting needs, as it is now; `None` when the app has no upcasters (then
     /// events are handed on as written, at no cost).
     pub(crate) fn upcasting(&self) -> Option<Upcasting> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        (!state.upcasters.is_empty()).then(|| Upcasting {
+        if state.upcasters.is_empty() {
+            return None;
+        }
+        let mut pools = BTreeMap::new();
+        if let Some(functions) = &state.functions {
+            let mut cached = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+            for name in state.upcasters.functions() {
+                let Some((_, active)) = functions.active(name) else {
+                    continue;
+                };
+                let pool = match cached.get(name) {
+                    Some(pool) if pool.function().is(&active) => pool.clone(),
+                    _ => {
+                        let pool = active.instances();
+                        cached.insert(name.to_owned(), pool.clone());
+                        pool
+                    }
+                };
+                pools.insert(name.to_owned(), pool);
+            }
+        }
+        Some(Upcasting {
             registry: state.registry.clone(),
             upcasters: state.upcasters.clone(),
+            functions: Arc::new(pools),
         })
     }
 
@@ -461,6 +497,8 @@ impl Schemas {
 pub struct Upcasting {
     registry: Arc<Registry>,
     upcasters: Arc<Upcasters>,
+    /// The upcaster functions' active versions, by name.
+    functions: Arc<BTreeMap<String, InstancePool>>,
 }
 
 impl Upcasting {
@@ -468,7 +506,8 @@ impl Upcasting {
     /// older version of its type that upcasters lead from, a copy upcast as far as they go
     /// (the latest version for a deployed app), its data replaced and its `dataschema`
     /// naming that version. `Ok(None)`: nothing to do, hand it on as written. `Err` says
-    /// why an event that should be upcast cannot be.
+    /// why an event that should be upcast cannot be. Blocking when a step is a function:
+    /// run it off the async runtime.
     pub fn upcast(&self, event: &CloudEvent) -> std::result::Result<Option<CloudEvent>, String> {
         if !self.upcasters.has(&event.ty) {
             return Ok(None);
@@ -489,9 +528,10 @@ impl Upcasting {
             None => Value::Null,
             Some(_) => return Err("its data is not JSON, so it cannot be upcast".to_owned()),
         };
+        let call = |function: &str, from: u32, data: Value| self.call(function, event, from, data);
         let Some(upcast) = self
             .upcasters
-            .upcast(&self.registry, &event.ty, from, &data)?
+            .upcast(&self.registry, &event.ty, from, &data, &call)?
         else {
             return Ok(None);
         };
@@ -507,6 +547,102 @@ impl Upcasting {
         );
         Ok(Some(event))
     }
+}
+
+impl Upcasting {
+    /// Runs upcaster `function` on `event` with `data` (of version `from`): the function
+    /// gets the event with that data and a `dataschema` naming that version, and must
+    /// return one event of the same type, whose data is the next version's.
+    fn call(
+        &self,
+        function: &str,
+        event: &CloudEvent,
+        from: u32,
+        data: Value,
+    ) -> std::result::Result<Value, String> {
+        let pool = self
+            .functions
+            .get(function)
+            .ok_or_else(|| format!("upcaster function {function:?} is not loaded"))?;
+        if pool.function().world() != World::Handler {
+            return Err(format!(
+                "upcaster function {function:?} implements the {} world, not the handler world",
+                pool.function().world()
+            ));
+        }
+        let mut input = event.clone();
+        input.data = Some(Data::from(data));
+        input.dataschema = event
+            .dataschema
+            .as_deref()
+            .and_then(|uri| weir_schema::with_version(uri, from))
+            .or(input.dataschema);
+        let mut outputs = pool
+            .call(&input)
+            .map_err(|e| format!("upcaster function {function:?} failed: {e}"))?;
+        let output = match (outputs.pop(), outputs.is_empty()) {
+            (Some(output), true) => output.event,
+            (None, _) => {
+                return Err(format!(
+                    "upcaster function {function:?} returned no event; it must return one"
+                ));
+            }
+            (Some(_), false) => {
+                return Err(format!(
+                    "upcaster function {function:?} returned {} events; it must return one",
+                    outputs.len() + 1
+                ));
+            }
+        };
+        if output.ty != event.ty {
+            return Err(format!(
+                "upcaster function {function:?} returned an event of type {:?}; an upcaster keeps the type, {:?}",
+                output.ty, event.ty
+            ));
+        }
+        match &output.data {
+            Some(Data::Json(json)) => serde_json::from_str(json.as_str()).map_err(|e| {
+                format!("upcaster function {function:?} returned data that is not JSON: {e}")
+            }),
+            None => Ok(Value::Null),
+            Some(_) => Err(format!(
+                "upcaster function {function:?} returned data that is not JSON"
+            )),
+        }
+    }
+}
+
+/// Why an upcaster step names a function that is missing from `functions` (the app's
+/// active versions, by name) or is not a handler: checked at start and at deploy, so an
+/// upcaster that could never run stops them instead of dead-lettering every old event.
+pub(crate) fn check_upcaster_functions(
+    manifest: &Manifest,
+    world_of: impl Fn(&str) -> Option<World>,
+) -> Result<()> {
+    for (ty, spec) in &manifest.schemas {
+        for (from, step) in spec.upcasters() {
+            let Step::Function(name) = step else { continue };
+            match world_of(name) {
+                Some(World::Handler) => {}
+                Some(world) => {
+                    return Err(Error::WrongWorld {
+                        function: name.clone(),
+                        world: world.to_string(),
+                        wanted: format!(
+                            "the upcaster of {ty:?} from version {from} (the handler world)"
+                        ),
+                    });
+                }
+                None => {
+                    return Err(Error::UnknownFunction {
+                        function: name.clone(),
+                        declared: manifest.functions.keys().cloned().collect(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The extension attribute an upcast event carries: the version it was written in.

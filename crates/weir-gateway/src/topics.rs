@@ -172,14 +172,18 @@ pub(crate) async fn read(
         .await?;
     let next = read.events.last().map_or(query.offset, |e| e.offset + 1);
     let upcasting = state.node.upcasting().filter(|_| query.upcast);
-    let events: Vec<_> = read
-        .events
-        .into_iter()
-        .map(|e| upcast_or_as_written(upcasting.as_ref(), e.event))
-        .collect();
-    let encode = move || weir_cloudevents::http::encode_batch(&events);
-    let (mut headers, body) = if read.bytes > weir_engine::READ_INLINE_BYTES {
-        // Megabytes of JSON: written on the blocking pool, off the async workers.
+    let off_workers = read.bytes > weir_engine::READ_INLINE_BYTES || upcasting.is_some();
+    let events = read.events;
+    let encode = move || {
+        let events: Vec<_> = events
+            .into_iter()
+            .map(|e| upcast_or_as_written(upcasting.as_ref(), e.event))
+            .collect();
+        weir_cloudevents::http::encode_batch(&events)
+    };
+    let (mut headers, body) = if off_workers {
+        // Megabytes of JSON, or events to upcast (an upcaster may be a function): on the
+        // blocking pool, off the async workers.
         tokio::task::spawn_blocking(encode)
             .await
             .map_err(|e| Problem::from(weir_engine::Error::Task(e.to_string())))?
@@ -259,16 +263,34 @@ pub(crate) async fn stream(
     // Ends at once when the server shuts down, whatever is still queued for the client.
     let events = events.take_until(state.stopping.clone().cancelled_owned());
     let upcasting = state.node.upcasting().filter(|_| query.upcast);
-    let messages = events.map(move |item| {
+    let messages = events.then(move |item| {
+        // The permit lives in the closure, as long as the stream.
         let _held = &permit;
-        Ok(match item {
-            Ok(logged) => SseEvent::default()
-                .id(format!("{}/{}", logged.partition, logged.offset))
-                .data(String::from_utf8_lossy(
-                    &upcast_or_as_written(upcasting.as_ref(), logged.event).to_json_vec(),
-                )),
-            Err(e) => SseEvent::default().event("error").data(e.to_string()),
-        })
+        let upcasting = upcasting.clone();
+        async move {
+            Ok(match item {
+                Ok(logged) => {
+                    let id = format!("{}/{}", logged.partition, logged.offset);
+                    let event = match upcasting {
+                        None => logged.event,
+                        // An upcaster may be a function: off the async workers.
+                        Some(upcasting) => {
+                            let event = logged.event;
+                            let fallback = event.clone();
+                            tokio::task::spawn_blocking(move || {
+                                upcast_or_as_written(Some(&upcasting), event)
+                            })
+                            .await
+                            .unwrap_or(fallback)
+                        }
+                    };
+                    SseEvent::default()
+                        .id(id)
+                        .data(String::from_utf8_lossy(&event.to_json_vec()))
+                }
+                Err(e) => SseEvent::default().event("error").data(e.to_string()),
+            })
+        }
     });
     Ok(Sse::new(messages).keep_alive(KeepAlive::default()))
 }

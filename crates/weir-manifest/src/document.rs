@@ -15,7 +15,7 @@ use crate::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
     Manifest, MissedTicks, Ordering, PipelineFilter, PipelineSpec, RetrySpec, RouteSpec,
     ScheduleSpec, SchemaPolicy, SchemaSpec, SecretSource, SinkMode, SinkSpec, SourceData,
-    SourceSpec, StartPosition, TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
+    SourceSpec, StartPosition, TopicSpec, UpcastSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
 };
 
 pub(crate) fn parse(text: &str) -> Result<Document, toml::de::Error> {
@@ -132,6 +132,8 @@ struct SchemaTable {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpcastTable {
+    /// A function instead of a mapping: `[functions.<name>]`.
+    function: Option<String>,
     #[serde(default)]
     remove: Vec<String>,
     #[serde(default)]
@@ -645,7 +647,15 @@ impl Document {
                                 rename: t.rename.into_iter().collect(),
                                 default: t.default.into_iter().collect(),
                             };
-                            (from, mapping)
+                            let step = match t.function {
+                                // Both given: validation refuses it, naming the step.
+                                Some(_) if mapping != weir_schema::Mapping::default() => {
+                                    UpcastSpec::Both
+                                }
+                                Some(name) => UpcastSpec::Step(weir_schema::Step::Function(name)),
+                                None => UpcastSpec::Step(weir_schema::Step::Mapping(mapping)),
+                            };
+                            (from, step)
                         })
                         .collect(),
                 };

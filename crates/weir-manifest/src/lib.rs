@@ -101,8 +101,8 @@ pub use manifest::{
     AppSection, CapabilitiesSpec, EntitySpec, FsyncSpec, FunctionSpec, KeyValueSpec, LimitsSpec,
     Manifest, MissedTicks, Ordering, PipelineFilter, PipelineSpec, RetrySpec, RouteSpec,
     ScheduleSpec, SchemaPolicy, SchemaSpec, SecretSource, SinkMode, SinkSpec, SourceData,
-    SourceSpec, StartPosition, TopicSpec, ViewColumnType, ViewSpec, ViewStoreSpec, expand_sources,
-    glob_match,
+    SourceSpec, StartPosition, TopicSpec, UpcastSpec, ViewColumnType, ViewSpec, ViewStoreSpec,
+    expand_sources, glob_match,
 };
 pub use validate::{HttpGrantSpec, name_fault, parse_http_grant};
 

@@ -236,16 +236,27 @@ pub struct SchemaSpec {
     pub versions: Vec<PathBuf>,
     /// `[schemas.<type>.upcast.<N>]`, by N as written: how an event of version N becomes
     /// one of version N+1 before a function, a view or a replay sees it.
-    pub upcast: BTreeMap<String, weir_schema::Mapping>,
+    pub upcast: BTreeMap<String, UpcastSpec>,
+}
+
+/// `[schemas.<type>.upcast.<N>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpcastSpec {
+    Step(weir_schema::Step),
+    /// Both a function and a mapping: refused by validation.
+    Both,
 }
 
 impl SchemaSpec {
     /// The upcasters by the version they start from (those whose key is a number as
     /// written, `1` not `01`).
-    pub fn upcasters(&self) -> impl Iterator<Item = (u32, &weir_schema::Mapping)> {
-        self.upcast.iter().filter_map(|(from, m)| {
+    pub fn upcasters(&self) -> impl Iterator<Item = (u32, &weir_schema::Step)> {
+        self.upcast.iter().filter_map(|(from, spec)| {
             let n: u32 = from.parse().ok()?;
-            (n.to_string() == *from).then_some((n, m))
+            match spec {
+                UpcastSpec::Step(step) if n.to_string() == *from => Some((n, step)),
+                _ => None,
+            }
         })
     }
 }

@@ -1874,25 +1874,36 @@ fn upcasters_resolve_and_name_what_is_wrong() {
     let manifest = Manifest::from_toml_str(
         r#"
 [schemas.t]
-versions = ["v1.json", "v2.json", "v3.json"]
+versions = ["v1.json", "v2.json", "v3.json", "v4.json"]
 [schemas.t.upcast.1]
 remove = ["legacy"]
 rename = { client = "/customer/id" }
 default = { channel = "erp", tags = [] }
 [schemas.t.upcast.2]
 default = { region = "eu" }
+[schemas.t.upcast.3]
+function = "to-v4"
+[functions.to-v4]
+source = "to-v4.wasm"
 "#,
         Path::new("/a"),
     )
     .unwrap();
-    let upcasters: Vec<(u32, &weir_schema::Mapping)> = manifest.schemas["t"].upcasters().collect();
-    assert_eq!(upcasters.len(), 2);
+    let upcasters: Vec<(u32, &weir_schema::Step)> = manifest.schemas["t"].upcasters().collect();
+    assert_eq!(upcasters.len(), 3);
     assert_eq!(upcasters[0].0, 1);
+    let weir_schema::Step::Mapping(first) = upcasters[0].1 else {
+        panic!("{upcasters:?}")
+    };
     assert_eq!(
-        upcasters[0].1.rename,
+        first.rename,
         [("client".to_owned(), "/customer/id".to_owned())]
     );
-    assert_eq!(upcasters[0].1.default[1].1, serde_json::json!([]));
+    assert_eq!(first.default[1].1, serde_json::json!([]));
+    assert_eq!(
+        upcasters[2],
+        (3, &weir_schema::Step::Function("to-v4".into()))
+    );
 
     let problems = |text: &str| match Manifest::from_toml_str(text, Path::new("/a")) {
         Err(e) => e.to_string(),
@@ -1921,4 +1932,16 @@ default = { region = "eu" }
         "[schemas.t]\nversions = [\"a.json\", \"b.json\"]\n[schemas.t.upcast.1]\nmove = { a = \"b\" }\n",
     );
     assert!(p.contains("move"), "{p}");
+    // A function step names a declared function, and is not also a mapping.
+    let p = problems(
+        "[schemas.t]\nversions = [\"a.json\", \"b.json\"]\n[schemas.t.upcast.1]\nfunction = \"nope\"\n",
+    );
+    assert!(
+        p.contains("schemas.t.upcast.1.function") && p.contains("not declared"),
+        "{p}"
+    );
+    let p = problems(
+        "[schemas.t]\nversions = [\"a.json\", \"b.json\"]\n[schemas.t.upcast.1]\nfunction = \"f\"\nremove = [\"x\"]\n[functions.f]\nsource = \"f.wasm\"\n",
+    );
+    assert!(p.contains("one or the other"), "{p}");
 }

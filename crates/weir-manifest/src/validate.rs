@@ -58,7 +58,7 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
         check_schedule(manifest, name, schedule, &mut problems);
     }
     for (ty, schema) in &manifest.schemas {
-        check_schema(ty, schema, &mut problems);
+        check_schema(manifest, ty, schema, &mut problems);
     }
     check_routes(manifest, &mut problems);
     check_groups_are_unique(&manifest.pipelines, &mut problems);
@@ -1499,7 +1499,12 @@ fn key_segment(segment: &str) -> String {
 
 /// `[schemas.<type>]`: a valid event type and at least one version. Whether the files
 /// exist and are compatible is for whoever reads them (the node at start and deploy).
-fn check_schema(ty: &str, schema: &crate::SchemaSpec, problems: &mut Vec<Problem>) {
+fn check_schema(
+    manifest: &Manifest,
+    ty: &str,
+    schema: &crate::SchemaSpec,
+    problems: &mut Vec<Problem>,
+) {
     if let Err(e) = weir_schema::check_type(ty) {
         problems.push(Problem::new(key(&["schemas", ty]), e.to_string()));
     }
@@ -1528,7 +1533,7 @@ fn check_schema(ty: &str, schema: &crate::SchemaSpec, problems: &mut Vec<Problem
             }
         }
     }
-    for (from, mapping) in &schema.upcast {
+    for (from, step) in &schema.upcast {
         let at = key(&["schemas", ty, "upcast", from]);
         match from.parse::<u64>() {
             Ok(n) if n >= 1 && n < versions && n.to_string() == *from => {}
@@ -1541,6 +1546,25 @@ fn check_schema(ty: &str, schema: &crate::SchemaSpec, problems: &mut Vec<Problem
                 ),
             )),
         }
+        let mapping = match step {
+            crate::UpcastSpec::Step(weir_schema::Step::Mapping(mapping)) => mapping,
+            crate::UpcastSpec::Step(weir_schema::Step::Function(function)) => {
+                if !manifest.functions.contains_key(function) {
+                    problems.push(Problem::new(
+                        format!("{at}.function"),
+                        format!("names {function:?}, which is not declared under [functions]"),
+                    ));
+                }
+                continue;
+            }
+            crate::UpcastSpec::Both => {
+                problems.push(Problem::new(
+                    at.clone(),
+                    "has both a function and a mapping (remove, rename, default); a step is one or the other",
+                ));
+                continue;
+            }
+        };
         let fields = mapping
             .remove
             .iter()

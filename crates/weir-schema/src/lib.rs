@@ -26,7 +26,7 @@ pub mod compat;
 pub mod upcast;
 
 pub use compat::{Change, Compatibility, Direction, Incompatibility, check, compare};
-pub use upcast::{Mapping, Upcast, Upcasters};
+pub use upcast::{CallStep, Mapping, Step, Upcast, Upcasters};
 
 /// The `$schema` of draft 2020-12, the only draft weir reads.
 pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";

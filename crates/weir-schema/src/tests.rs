@@ -205,6 +205,10 @@ fn an_event_is_checked_against_the_version_its_dataschema_names_else_the_latest(
     ));
 }
 
+fn no_functions(function: &str, _: u32, _: serde_json::Value) -> Result<serde_json::Value, String> {
+    panic!("no function step here, yet {function} was called")
+}
+
 #[test]
 fn an_upcaster_maps_each_step_and_its_result_must_match_the_latest_version() {
     let mut registry = Registry::default();
@@ -223,27 +227,33 @@ fn an_upcaster_maps_each_step_and_its_result_must_match_the_latest_version() {
     upcasters.insert(
         "t",
         1,
-        Mapping {
+        Step::Mapping(Mapping {
             remove: vec![],
             rename: vec![("client".into(), "/customer/id".into())],
             default: vec![],
-        },
+        }),
     );
     upcasters.insert(
         "t",
         2,
-        Mapping {
+        Step::Mapping(Mapping {
             remove: vec!["legacy".into()],
             rename: vec![],
             default: vec![
                 ("channel".into(), json!("erp")),
                 ("/customer/tier".into(), json!(1)),
             ],
-        },
+        }),
     );
     // Version 1 through both steps to 3.
     let up = upcasters
-        .upcast(&registry, "t", 1, &json!({"client": "C-1", "legacy": true}))
+        .upcast(
+            &registry,
+            "t",
+            1,
+            &json!({"client": "C-1", "legacy": true}),
+            &no_functions,
+        )
         .unwrap()
         .unwrap();
     assert_eq!((up.from, up.to), (1, 3));
@@ -258,6 +268,7 @@ fn an_upcaster_maps_each_step_and_its_result_must_match_the_latest_version() {
             "t",
             2,
             &json!({"customer": {"id": "C-2", "tier": 5}, "channel": "web"}),
+            &no_functions,
         )
         .unwrap()
         .unwrap();
@@ -265,16 +276,20 @@ fn an_upcaster_maps_each_step_and_its_result_must_match_the_latest_version() {
     assert_eq!(up.data["customer"]["tier"], 5);
     // Already the latest, or a type without upcasters: nothing to do.
     assert_eq!(
-        upcasters.upcast(&registry, "t", 3, &json!({})).unwrap(),
+        upcasters
+            .upcast(&registry, "t", 3, &json!({}), &no_functions)
+            .unwrap(),
         None
     );
     assert_eq!(
-        upcasters.upcast(&registry, "u", 1, &json!({})).unwrap(),
+        upcasters
+            .upcast(&registry, "u", 1, &json!({}), &no_functions)
+            .unwrap(),
         None
     );
     // A result that does not match the latest version fails, naming the rule.
     let error = upcasters
-        .upcast(&registry, "t", 1, &json!({"other": 1}))
+        .upcast(&registry, "t", 1, &json!({"other": 1}), &no_functions)
         .unwrap_err();
     assert!(
         error.contains("version 1 upcast to version 3") && error.contains("required"),
@@ -287,33 +302,47 @@ fn an_upcaster_maps_each_step_and_its_result_must_match_the_latest_version() {
     first.insert(
         "t",
         1,
-        Mapping {
+        Step::Mapping(Mapping {
             rename: vec![("client".into(), "/customer/id".into())],
             ..Mapping::default()
-        },
+        }),
     );
     let up = first
-        .upcast(&registry, "t", 1, &json!({"client": "C-3"}))
+        .upcast(&registry, "t", 1, &json!({"client": "C-3"}), &no_functions)
         .unwrap()
         .unwrap();
     assert_eq!((up.to, up.data), (2, json!({"customer": {"id": "C-3"}})));
-    assert_eq!(first.upcast(&registry, "t", 2, &json!({})).unwrap(), None);
+    assert_eq!(
+        first
+            .upcast(&registry, "t", 2, &json!({}), &no_functions)
+            .unwrap(),
+        None
+    );
     let mut gap = Upcasters::default();
-    gap.insert("t", 2, Mapping::default());
-    assert_eq!(gap.upcast(&registry, "t", 1, &json!({})).unwrap(), None);
+    gap.insert("t", 2, Step::Mapping(Mapping::default()));
+    assert_eq!(
+        gap.upcast(&registry, "t", 1, &json!({}), &no_functions)
+            .unwrap(),
+        None
+    );
     // A step to a version the registry does not have (yet) is not taken.
     let mut ahead = Upcasters::default();
-    ahead.insert("t", 3, Mapping::default());
-    assert_eq!(ahead.upcast(&registry, "t", 3, &json!({})).unwrap(), None);
+    ahead.insert("t", 3, Step::Mapping(Mapping::default()));
+    assert_eq!(
+        ahead
+            .upcast(&registry, "t", 3, &json!({}), &no_functions)
+            .unwrap(),
+        None
+    );
     // A field inside a member that is not an object cannot be set.
     let mut scalar = Upcasters::default();
     scalar.insert(
         "t",
         2,
-        Mapping {
+        Step::Mapping(Mapping {
             default: vec![("/channel/x".into(), json!(1))],
             ..Mapping::default()
-        },
+        }),
     );
     let error = scalar
         .upcast(
@@ -321,11 +350,68 @@ fn an_upcaster_maps_each_step_and_its_result_must_match_the_latest_version() {
             "t",
             2,
             &json!({"customer": {"id": "a"}, "channel": "web"}),
+            &no_functions,
         )
         .unwrap_err();
     assert!(error.contains("not an object"), "{error}");
     assert!(upcast::check_field("/a//b").is_err() && upcast::check_field("").is_err());
     assert!(upcast::check_field("/a/b").is_ok() && upcast::check_field("name").is_ok());
+}
+
+#[test]
+fn a_function_step_gets_the_data_and_its_result_is_checked_like_a_mappings() {
+    let mut registry = Registry::default();
+    let versions = [
+        json!({"type": "object", "properties": {"total": {"type": "string"}}}),
+        json!({"type": "object", "required": ["total_cents"],
+            "properties": {"total_cents": {"type": "integer"}}}),
+        json!({"type": "object", "required": ["total_cents", "channel"]}),
+    ];
+    for (version, document) in (1..).zip(versions) {
+        registry.insert(Arc::new(Schema::compile("t", version, document).unwrap()));
+    }
+    let mut upcasters = Upcasters::default();
+    upcasters.insert("t", 1, Step::Function("cents".into()));
+    upcasters.insert(
+        "t",
+        2,
+        Step::Mapping(Mapping {
+            default: vec![("channel".into(), json!("erp"))],
+            ..Mapping::default()
+        }),
+    );
+    assert_eq!(upcasters.functions().collect::<Vec<_>>(), ["cents"]);
+    let cents = |function: &str, from: u32, data: serde_json::Value| {
+        assert_eq!((function, from), ("cents", 1));
+        let total: f64 = data["total"]
+            .as_str()
+            .ok_or("no total")?
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        Ok(json!({"total_cents": (total * 100.0).round() as i64}))
+    };
+    let up = upcasters
+        .upcast(&registry, "t", 1, &json!({"total": "12.50"}), &cents)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (up.from, up.to, up.data),
+        (1, 3, json!({"total_cents": 1250, "channel": "erp"}))
+    );
+    // The function's error is the upcast's, naming the step.
+    let error = upcasters
+        .upcast(&registry, "t", 1, &json!({}), &cents)
+        .unwrap_err();
+    assert!(
+        error.contains("from version 1") && error.contains("no total"),
+        "{error}"
+    );
+    // What it returns is checked against the version reached.
+    let wrong = |_: &str, _: u32, _: serde_json::Value| Ok(json!({"total_cents": "many"}));
+    let error = upcasters
+        .upcast(&registry, "t", 1, &json!({"total": "1"}), &wrong)
+        .unwrap_err();
+    assert!(error.contains("upcast to version 3"), "{error}");
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //!
 //! Each step from version N to N+1 is a declarative [`Mapping`] of the event's `data`:
 //! fields removed, then renamed (moved), then given defaults where absent. A field is a
-//! top-level member's name, or a JSON pointer (`/customer/id`) for a nested one. An event
+//! top-level member's name, or a JSON pointer (`/customer/id`) for a nested one. A step
+//! can instead be a function ([`Step::Function`], named here, called by whoever upcasts:
+//! this crate runs no code) for what a mapping cannot say: a computed field, a split, a
+//! unit changed. An event
 //! is upcast when its `dataschema` names an older version of its type (weir cannot tell
 //! the version of an event without one), through each step there is while the registry
 //! has the next version, and the result is checked against the version it reached: a
@@ -112,10 +115,23 @@ impl Mapping {
     }
 }
 
-/// The upcasters of an app: per type, the mapping from each version to the next.
+/// How one version becomes the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Mapping(Mapping),
+    /// The function of this name (`[functions.<name>]`): it gets the event as written in
+    /// version N and returns its data in version N+1.
+    Function(String),
+}
+
+/// What runs a [`Step::Function`]: `(function, from, data)` to the data in version
+/// `from + 1`, or why not.
+pub type CallStep<'a> = &'a dyn Fn(&str, u32, Value) -> Result<Value, String>;
+
+/// The upcasters of an app: per type, the step from each version to the next.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Upcasters {
-    by_type: BTreeMap<String, BTreeMap<u32, Mapping>>,
+    by_type: BTreeMap<String, BTreeMap<u32, Step>>,
 }
 
 /// An event's data, upcast: the version it is now in.
@@ -133,12 +149,22 @@ impl Upcasters {
         self.by_type.is_empty()
     }
 
-    /// Adds the mapping of `ty` from version `from` to `from + 1`.
-    pub fn insert(&mut self, ty: &str, from: u32, mapping: Mapping) {
+    /// Adds the step of `ty` from version `from` to `from + 1`.
+    pub fn insert(&mut self, ty: &str, from: u32, step: Step) {
         self.by_type
             .entry(ty.to_owned())
             .or_default()
-            .insert(from, mapping);
+            .insert(from, step);
+    }
+
+    /// The functions the steps name.
+    pub fn functions(&self) -> impl Iterator<Item = &str> {
+        self.by_type.values().flat_map(|steps| {
+            steps.values().filter_map(|step| match step {
+                Step::Function(name) => Some(name.as_str()),
+                Step::Mapping(_) => None,
+            })
+        })
     }
 
     /// Whether `ty` has upcasters.
@@ -150,13 +176,14 @@ impl Upcasters {
     /// go (each while the registry has its next version: the latest when the app's
     /// upcasters are complete); `Ok(None)` when there is nothing to do (no step from
     /// `from`). `Err` names why it cannot: a mapping that fails, or a result that does
-    /// not match the version it reached.
+    /// not match the version it reached. `call` runs the function steps.
     pub fn upcast(
         &self,
         registry: &Registry,
         ty: &str,
         from: u32,
         data: &Value,
+        call: CallStep<'_>,
     ) -> Result<Option<Upcast>, String> {
         let Some(steps) = self.by_type.get(ty) else {
             return Ok(None);
@@ -166,10 +193,14 @@ impl Upcasters {
         };
         let mut to = from;
         let mut data = data.clone();
-        while let (Some(mapping), Some(_)) = (steps.get(&to), subject.get(to + 1)) {
-            mapping
-                .apply(&mut data)
-                .map_err(|e| format!("upcasting {ty:?} from version {to}: {e}"))?;
+        while let (Some(step), Some(_)) = (steps.get(&to), subject.get(to + 1)) {
+            let failed = |e: String| format!("upcasting {ty:?} from version {to}: {e}");
+            match step {
+                Step::Mapping(mapping) => mapping.apply(&mut data).map_err(failed)?,
+                Step::Function(function) => {
+                    data = call(function, to, std::mem::take(&mut data)).map_err(failed)?;
+                }
+            }
             to += 1;
         }
         let Some(latest) = subject.get(to).filter(|_| to > from) else {

@@ -22,6 +22,7 @@ const OUTAGE_LONGEST_WAIT: Duration = Duration::from_secs(30);
 /// Waits for open circuits an event gets before its failures are charged (the circuit's
 /// probes back off to 30 s: about 20 minutes of outage).
 const MAX_OUTAGE_WAITS: u32 = 45;
+use crate::schemas::Upcasting;
 use crate::trace;
 
 /// What became of one event of a batch.
@@ -60,6 +61,9 @@ pub(super) struct Work {
     event: CloudEvent,
     /// The event as written, when `event` is upcast: what a dead letter carries.
     written: Option<Box<CloudEvent>>,
+    /// Whether `event` is still to be upcast (on the lane, before its first call: an
+    /// upcaster may be a function, which must not run on the runtime's workers).
+    upcast_pending: bool,
     /// The event's trace span through this pipeline (disabled unless traces are exported).
     step: tracing::Span,
 }
@@ -89,7 +93,7 @@ impl Pipeline {
         let mut lanes: Vec<Vec<Work>> = (0..lanes_wanted).map(|_| Vec::new()).collect();
         let mut spread = 0usize;
         // Events written under an older schema version reach the function upcast.
-        let upcasting = self.schemas.upcasting();
+        let upcasting = self.schemas.upcasting().map(Arc::new);
         for (index, record) in records.into_iter().enumerate() {
             let offset = record.offset;
             let pos = self.position(topic, partition, offset);
@@ -118,30 +122,6 @@ impl Pipeline {
                         outcomes.push(Some(Outcome::Filtered));
                         continue;
                     }
-                    let (event, written) = match &upcasting {
-                        None => (event, None),
-                        Some(upcasting) => match upcasting.upcast(&event) {
-                            Ok(Some(upcast)) => (upcast, Some(Box::new(event))),
-                            Ok(None) => (event, None),
-                            Err(error) => {
-                                // Dead-lettered as written, saying why.
-                                tracing::warn!(pipeline = %self.name, function = %self.function, topic, partition, offset, event_id = %event.id, %error, reason = "upcast_failed", dead_letter = %self.dead_letter, "event dead-lettered");
-                                step.record("weir.outcome", "dead_letter");
-                                let cause = DeadLetterCause {
-                                    function: &self.function,
-                                    version: instances.function().version(),
-                                    reason: "upcast_failed",
-                                    error: &error,
-                                    attempts: 0,
-                                    time: now_rfc3339(),
-                                };
-                                outcomes.push(Some(Outcome::DeadLetter(Box::new(
-                                    dead_letter_event(pos, event, &cause),
-                                ))));
-                                continue;
-                            }
-                        },
-                    };
                     let lane = match self.ordering {
                         Ordering::Partition => 0,
                         Ordering::Key => match event_key(&event) {
@@ -160,7 +140,8 @@ impl Pipeline {
                         index,
                         offset,
                         event,
-                        written,
+                        written: None,
+                        upcast_pending: upcasting.is_some(),
                         step,
                     });
                     outcomes.push(None);
@@ -170,7 +151,14 @@ impl Pipeline {
 
         let mut running = Vec::new();
         for lane in lanes.into_iter().filter(|l| !l.is_empty()) {
-            running.push(self.drive_lane(instances, topic, partition, lane, cancel));
+            running.push(self.drive_lane(
+                instances,
+                upcasting.clone(),
+                topic,
+                partition,
+                lane,
+                cancel,
+            ));
         }
         // Wait for every lane, even after one gave up, so no call runs on after the batch.
         let mut stopped = false;
@@ -216,6 +204,7 @@ impl Pipeline {
     async fn drive_lane(
         self: &Arc<Self>,
         instances: &InstancePool,
+        upcasting: Option<Arc<Upcasting>>,
         topic: &str,
         partition: u32,
         lane: Vec<Work>,
@@ -231,11 +220,16 @@ impl Pipeline {
         let mut done = Vec::with_capacity(lane.len());
         let (mut rest, mut attempt, mut outages) = (lane, 1, 0);
         loop {
-            let (this, instances, topic_owned) =
-                (self.clone(), instances.clone(), topic.to_owned());
+            let (this, instances, upcasting, topic_owned) = (
+                self.clone(),
+                instances.clone(),
+                upcasting.clone(),
+                topic.to_owned(),
+            );
             let run = tokio::task::spawn_blocking(move || {
                 this.run_lane(
                     &instances,
+                    upcasting.as_deref(),
                     &topic_owned,
                     partition,
                     rest,
@@ -262,6 +256,7 @@ impl Pipeline {
     fn run_lane(
         &self,
         instances: &InstancePool,
+        upcasting: Option<&Upcasting>,
         topic: &str,
         partition: u32,
         lane: Vec<Work>,
@@ -270,8 +265,35 @@ impl Pipeline {
         let function = instances.function();
         let mut done = Vec::with_capacity(lane.len());
         let mut lane = lane.into_iter();
-        while let Some(work) = lane.next() {
+        while let Some(mut work) = lane.next() {
             let pos = self.position(topic, partition, work.offset);
+            if std::mem::take(&mut work.upcast_pending)
+                && let Some(upcasting) = upcasting
+            {
+                match upcasting.upcast(&work.event) {
+                    Ok(Some(upcast)) => {
+                        let written = std::mem::replace(&mut work.event, upcast);
+                        work.written = Some(Box::new(written));
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        // Dead-lettered as written, saying why.
+                        tracing::warn!(pipeline = %self.name, function = %self.function, topic, partition, offset = work.offset, event_id = %work.event.id, %error, reason = "upcast_failed", dead_letter = %self.dead_letter, "event dead-lettered");
+                        work.step.record("weir.outcome", "dead_letter");
+                        let cause = DeadLetterCause {
+                            function: &self.function,
+                            version: function.version(),
+                            reason: "upcast_failed",
+                            error: &error,
+                            attempts: 0,
+                            time: now_rfc3339(),
+                        };
+                        let outcome = dead_letter_event(pos, work.event, &cause);
+                        done.push((work.index, Outcome::DeadLetter(Box::new(outcome))));
+                        continue;
+                    }
+                }
+            }
             let outcome = 'call: {
                 // At debug level: a served node logs at info, where formatting a span's
                 // fields for every event cost a quarter of the pipeline's CPU.

@@ -599,3 +599,154 @@ async fn an_upcaster_is_seen_by_a_pipeline_a_view_and_replay() {
     assert_eq!(compared.a.version, compared.b.as_ref().unwrap().version);
     node.shutdown().await;
 }
+
+/// An app whose `shop.order.placed` goes from version 1 to 2 through a function (a
+/// computed field) and from 2 to 3 through a mapping, and whose `shop.spin` goes from 1
+/// to 2 through a function that spins to its deadline.
+fn function_upcast_app(dir: &Path) -> Manifest {
+    let versions = [
+        json!({"type": "object", "properties": {"total": {"type": "string"}}}),
+        json!({"type": "object", "required": ["total_cents"],
+            "properties": {"total_cents": {"type": "integer"}, "total": false}}),
+        json!({"type": "object", "required": ["total_cents", "channel"],
+            "properties": {"total_cents": {"type": "integer"}, "channel": {"type": "string"}}}),
+    ];
+    for (n, document) in (1..).zip(&versions) {
+        std::fs::write(dir.join(format!("placed.v{n}.json")), document.to_string()).unwrap();
+    }
+    std::fs::write(dir.join("any.json"), json!({"type": "object"}).to_string()).unwrap();
+    let text = format!(
+        r#"
+[topics.shop]
+[topics.out]
+[functions.echo]
+source = "{echo}"
+[functions.cents]
+source = "{cents}"
+[functions.spin]
+source = "{spin}"
+limits = {{ deadline_ms = 100 }}
+[pipelines.p]
+from = "shop"
+function = "echo"
+to = ["out"]
+[schemas."shop.order.placed"]
+versions = ["placed.v1.json", "placed.v2.json", "placed.v3.json"]
+compatibility = "none"
+[schemas."shop.order.placed".upcast.1]
+function = "cents"
+[schemas."shop.order.placed".upcast.2]
+default = {{ channel = "web" }}
+[schemas."shop.spin"]
+versions = ["any.json", "any.json"]
+[schemas."shop.spin".upcast.1]
+function = "spin"
+"#,
+        echo = weir_test_support::test_guest("guest-echo").display(),
+        cents = weir_test_support::test_guest("guest-upcast-cents").display(),
+        spin = weir_test_support::test_guest("guest-infinite-loop").display(),
+    );
+    Manifest::from_toml_str(&text, dir).unwrap()
+}
+
+/// An upcaster step can be a function: it gets the old event, its result goes on through
+/// the next (declarative) step and is checked against the version reached. A function
+/// that fails, or spins to its deadline, dead-letters the event as written; the events
+/// after it flow on. A function of another world is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upcaster_function_computes_a_field_and_a_failing_one_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(super::options(&data, Some(function_upcast_app(dir.path()))).await)
+        .await
+        .unwrap();
+    let placed = |id: &str, version: u32, data: serde_json::Value| {
+        let mut event = CloudEvent::new(id, "shop://test", "shop.order.placed");
+        event.dataschema = Some(format!("/v1/schemas/shop.order.placed/{version}"));
+        event.data = Some(data.into());
+        event
+    };
+    let mut spin = CloudEvent::new("s-1", "shop://test", "shop.spin");
+    spin.dataschema = Some("/v1/schemas/shop.spin/1".into());
+    spin.data = Some(json!({}).into());
+    node.publish(
+        "shop",
+        &[
+            placed("o-1", 1, json!({"total": "12.50"})),
+            placed("o-2", 1, json!({"amount": 3})),
+            spin,
+            placed("o-3", 2, json!({"total_cents": 700})),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let out = collect(&node, "out", 2).await;
+    let data_of = |e: &CloudEvent| -> serde_json::Value {
+        serde_json::from_slice(&e.data_bytes().unwrap()).unwrap()
+    };
+    assert_eq!(out[0].id, "o-1");
+    assert_eq!(
+        data_of(&out[0]),
+        json!({"total_cents": 1250, "channel": "web"})
+    );
+    assert_eq!(
+        out[0].dataschema.as_deref(),
+        Some("/v1/schemas/shop.order.placed/3")
+    );
+    assert_eq!(
+        out[0].extensions.get(crate::UPCAST_FROM),
+        Some(&ExtensionValue::Integer(1))
+    );
+    // Version 2 takes only the mapping.
+    assert_eq!(out[1].id, "o-3");
+    assert_eq!(
+        data_of(&out[1]),
+        json!({"total_cents": 700, "channel": "web"})
+    );
+
+    let dead = collect(&node, "p.dlq", 2).await;
+    let reason = |e: &CloudEvent, name: &str| match e.extensions.get(name) {
+        Some(ExtensionValue::String(s)) => s.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(dead[0].id, "o-2");
+    assert_eq!(reason(&dead[0], "dlqreason"), "upcast_failed");
+    assert!(
+        reason(&dead[0], "dlqerror").contains("no decimal total"),
+        "{:?}",
+        dead[0].extensions
+    );
+    // As written.
+    assert_eq!(data_of(&dead[0]), json!({"amount": 3}));
+    assert_eq!(dead[1].id, "s-1");
+    assert_eq!(reason(&dead[1], "dlqreason"), "upcast_failed");
+    assert!(
+        reason(&dead[1], "dlqerror").contains("upcaster function \"spin\" failed"),
+        "{:?}",
+        dead[1].extensions
+    );
+
+    // A read that asks for upcast events runs the function too (off the runtime).
+    let upcasting = node.upcasting().expect("the app has upcasters");
+    let stored = node.read("shop", 0, 0, 1).await.unwrap();
+    let upcast = tokio::task::spawn_blocking(move || upcasting.upcast(&stored[0].event))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(data_of(&upcast)["total_cents"], 1250);
+    node.shutdown().await;
+
+    // An upcaster must be a handler: a projection is refused at start.
+    let mut manifest = function_upcast_app(dir.path());
+    manifest.functions.get_mut("cents").unwrap().source = weir_test_support::example_projection();
+    let error = Node::start(super::options(&dir.path().join("data2"), Some(manifest)).await)
+        .await
+        .err()
+        .expect("a projection as upcaster is refused");
+    assert!(
+        matches!(error, Error::WrongWorld { .. }) && error.to_string().contains("upcaster"),
+        "{error}"
+    );
+}
