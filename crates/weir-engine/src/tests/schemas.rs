@@ -662,12 +662,14 @@ async fn an_upcaster_function_computes_a_field_and_a_failing_one_dead_letters() 
         .unwrap();
     let placed = |id: &str, version: u32, data: serde_json::Value| {
         let mut event = CloudEvent::new(id, "shop://test", "shop.order.placed");
-        event.dataschema = Some(format!("/v1/schemas/shop.order.placed/{version}"));
+        event.dataschema = Some(format!(
+            "https://shop.example/v1/schemas/shop.order.placed/{version}"
+        ));
         event.data = Some(data.into());
         event
     };
     let mut spin = CloudEvent::new("s-1", "shop://test", "shop.spin");
-    spin.dataschema = Some("/v1/schemas/shop.spin/1".into());
+    spin.dataschema = Some("https://shop.example/v1/schemas/shop.spin/1".into());
     spin.data = Some(json!({}).into());
     node.publish(
         "shop",
@@ -692,7 +694,7 @@ async fn an_upcaster_function_computes_a_field_and_a_failing_one_dead_letters() 
     );
     assert_eq!(
         out[0].dataschema.as_deref(),
-        Some("/v1/schemas/shop.order.placed/3")
+        Some("https://shop.example/v1/schemas/shop.order.placed/3")
     );
     assert_eq!(
         out[0].extensions.get(crate::UPCAST_FROM),
