@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub mod compat;
+mod parsed;
 pub mod upcast;
 
 pub use compat::{Change, Compatibility, Direction, Incompatibility, check, compare};
@@ -139,6 +140,8 @@ pub struct Schema {
     version: u32,
     document: Arc<Value>,
     validator: jsonschema::Validator,
+    /// The same schema over data parsed for validation only ([`parsed`]): the fast path.
+    fast: jsonschema::Validator<parsed::Parsed>,
 }
 
 impl fmt::Debug for Schema {
@@ -196,21 +199,29 @@ impl Schema {
         if !meta.is_empty() {
             return Err(invalid(meta.join("; ")));
         }
+        let unresolved = |e: jsonschema::ValidationError<'_>| {
+            invalid(format!(
+                "{}; a $ref may only point inside the schema (#/$defs/...)",
+                e.masked()
+            ))
+        };
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
             .offline()
             .build(&document)
-            .map_err(|e| {
-                invalid(format!(
-                    "{}; a $ref may only point inside the schema (#/$defs/...)",
-                    e.masked()
-                ))
-            })?;
+            .map_err(unresolved)?;
+        let fast = jsonschema::options_for::<parsed::Parsed>()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .offline()
+            .build(&document)
+            .map_err(unresolved)?;
         Ok(Schema {
             ty: ty.to_owned(),
             version,
             document: Arc::new(document),
             validator,
+            fast,
         })
     }
 
@@ -233,6 +244,13 @@ impl Schema {
 
     /// Checks an event's `data` (`Value::Null` when it has none); the first
     /// [`MAX_VIOLATIONS`] broken rules when it does not match.
+    /// Whether `json` (an event's data as written) is JSON that passes: the fast path of
+    /// a check, which parses nothing for keeping. `false` says only that
+    /// [`Schema::validate`] on its `Value` must decide and name why.
+    pub fn passes_json(&self, json: &str) -> bool {
+        parsed::Doc::parse(json).is_some_and(|doc| self.fast.is_valid(&doc))
+    }
+
     pub fn validate(&self, data: &Value) -> Result<(), Vec<Violation>> {
         if self.validator.is_valid(data) {
             return Ok(());

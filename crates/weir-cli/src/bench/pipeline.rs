@@ -395,9 +395,17 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         let mut checked = (0.0f64, f64::MAX);
         for (round, stage_first) in [(0, false), (1, true)] {
             for validate in [stage_first, !stage_first] {
-                let name = format!("data-{}-{round}", if validate { "validated" } else { "plain" });
-                let stage = if validate { Stage::Validated } else { Stage::Pipeline };
-                let (rate, cpu) = drain_fresh(&args, &function, &dir.path().join(name), &sample, stage).await?;
+                let name = format!(
+                    "data-{}-{round}",
+                    if validate { "validated" } else { "plain" }
+                );
+                let stage = if validate {
+                    Stage::Validated
+                } else {
+                    Stage::Pipeline
+                };
+                let (rate, cpu) =
+                    drain_fresh(&args, &function, &dir.path().join(name), &sample, stage).await?;
                 let best = if validate { &mut checked } else { &mut plain };
                 *best = (best.0.max(rate), best.1.min(cpu));
             }
@@ -484,7 +492,10 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         for (key, value) in [
             ("drain_events_per_sec_plain", round2(plain_rate)),
             ("drain_cpu_us_per_event_plain", us(plain_cpu)),
-            ("drain_events_per_sec_outputs_validated", round2(checked_rate)),
+            (
+                "drain_events_per_sec_outputs_validated",
+                round2(checked_rate),
+            ),
             ("drain_cpu_us_per_event_outputs_validated", us(checked_cpu)),
             ("input_validation_us_per_event", us(input_check)),
             ("events_per_sec_validated", round2(validated_rate)),
