@@ -326,7 +326,7 @@ impl<'a> Object<'a, Parsed> for &'a Members<'a> {
     }
 
     fn get(&self, key: &Box<str>) -> Option<&'a Doc<'a>> {
-        Members::get(*self, key)
+        Members::get(self, key)
     }
 
     fn members(&self) -> MembersIter<'a> {

@@ -743,10 +743,11 @@ async fn an_upcaster_function_computes_a_field_and_a_failing_one_dead_letters() 
     // An upcaster must be a handler: a projection is refused at start.
     let mut manifest = function_upcast_app(dir.path());
     manifest.functions.get_mut("cents").unwrap().source = weir_test_support::example_projection();
-    let error = Node::start(super::options(&dir.path().join("data2"), Some(manifest)).await)
-        .await
-        .err()
-        .expect("a projection as upcaster is refused");
+    let Err(error) =
+        Node::start(super::options(&dir.path().join("data2"), Some(manifest)).await).await
+    else {
+        panic!("a projection as upcaster is refused");
+    };
     assert!(
         matches!(error, Error::WrongWorld { .. }) && error.to_string().contains("upcaster"),
         "{error}"
