@@ -82,7 +82,7 @@ pub use schemas::{
     SchemaDocuments, SchemaRejection, check_event as check_schema,
     read_documents as read_schema_documents,
 };
-pub use schemas::{UPCAST_FROM, Upcasting};
+pub use schemas::{UPCAST_FROM, UpcastFailure, Upcasting};
 pub use sinks::SinkStatus;
 pub use sources::SourceStatus;
 pub use status::{FleetStatus, FunctionStatus, NodeStatus, TopicStatus};

@@ -533,7 +533,7 @@ impl Replay {
             };
             let upcast = match (&self.upcasting, self.schemas) {
                 (Some(u), ReplaySchemas::Upcast | ReplaySchemas::Compare) => {
-                    u.upcast(&event).transpose()
+                    u.upcast(&event).map_err(|e| e.reason).transpose()
                 }
                 _ => None,
             };

@@ -114,6 +114,11 @@ impl Schemas {
                 upcasters.insert(ty, from, step.clone());
             }
         }
+        // Pools of functions no step names any more go (their compiled code with them).
+        self.pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|name, _| upcasters.functions().any(|f| f == name));
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.required = Arc::new(required);
         state.upcasters = Arc::new(upcasters);
@@ -508,7 +513,29 @@ impl Upcasting {
     /// naming that version. `Ok(None)`: nothing to do, hand it on as written. `Err` says
     /// why an event that should be upcast cannot be. Blocking when a step is a function:
     /// run it off the async runtime.
-    pub fn upcast(&self, event: &CloudEvent) -> std::result::Result<Option<CloudEvent>, String> {
+    pub fn upcast(
+        &self,
+        event: &CloudEvent,
+    ) -> std::result::Result<Option<CloudEvent>, UpcastFailure> {
+        let retryable = std::cell::Cell::new(false);
+        self.upcast_noting(event, &retryable)
+            .map_err(|reason| UpcastFailure {
+                reason,
+                retryable: retryable.get(),
+            })
+    }
+
+    /// Whether [`Upcasting::upcast`] may have something to do for `event`: a cheap look
+    /// before handing it to the blocking pool.
+    pub fn may_upcast(&self, event: &CloudEvent) -> bool {
+        self.upcasters.has(&event.ty) && event.dataschema.is_some()
+    }
+
+    fn upcast_noting(
+        &self,
+        event: &CloudEvent,
+        retryable: &std::cell::Cell<bool>,
+    ) -> std::result::Result<Option<CloudEvent>, String> {
         if !self.upcasters.has(&event.ty) {
             return Ok(None);
         }
@@ -528,7 +555,9 @@ impl Upcasting {
             None => Value::Null,
             Some(_) => return Err("its data is not JSON, so it cannot be upcast".to_owned()),
         };
-        let call = |function: &str, from: u32, data: Value| self.call(function, event, from, data);
+        let call = |function: &str, from: u32, data: Value| {
+            self.call(function, event, from, data, retryable)
+        };
         let Some(upcast) = self
             .upcasters
             .upcast(&self.registry, &event.ty, from, &data, &call)?
@@ -559,6 +588,7 @@ impl Upcasting {
         event: &CloudEvent,
         from: u32,
         data: Value,
+        retryable: &std::cell::Cell<bool>,
     ) -> std::result::Result<Value, String> {
         let pool = self
             .functions
@@ -577,9 +607,11 @@ impl Upcasting {
             .as_deref()
             .and_then(|uri| weir_schema::with_version(uri, from))
             .or(input.dataschema);
-        let mut outputs = pool
-            .call(&input)
-            .map_err(|e| format!("upcaster function {function:?} failed: {e}"))?;
+        let mut outputs = pool.call(&input).map_err(|e| {
+            // Out of instances, a failure the guest says is passing: try again later.
+            retryable.set(e.is_retryable());
+            format!("upcaster function {function:?} failed: {e}")
+        })?;
         let output = match (outputs.pop(), outputs.is_empty()) {
             (Some(output), true) => output.event,
             (None, _) => {
@@ -643,6 +675,21 @@ pub(crate) fn check_upcaster_functions(
         }
     }
     Ok(())
+}
+
+/// Why an event cannot be upcast.
+#[derive(Debug, Clone)]
+pub struct UpcastFailure {
+    pub reason: String,
+    /// An upcaster function's failure that may pass (no instance free, a failure the
+    /// guest calls retryable): a pipeline tries again, as for its own function.
+    pub retryable: bool,
+}
+
+impl std::fmt::Display for UpcastFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 /// The extension attribute an upcast event carries: the version it was written in.

@@ -262,27 +262,31 @@ pub(crate) async fn stream(
     };
     // Ends at once when the server shuts down, whatever is still queued for the client.
     let events = events.take_until(state.stopping.clone().cancelled_owned());
-    let upcasting = state.node.upcasting().filter(|_| query.upcast);
+    let (node, upcast) = (state.node.clone(), query.upcast);
     let messages = events.then(move |item| {
         // The permit lives in the closure, as long as the stream.
         let _held = &permit;
-        let upcasting = upcasting.clone();
+        // The upcasters as they are now, per event: a stream outlives deploys.
+        let upcasting = node.upcasting().filter(|_| upcast);
         async move {
             Ok(match item {
                 Ok(logged) => {
                     let id = format!("{}/{}", logged.partition, logged.offset);
                     let event = match upcasting {
-                        None => logged.event,
                         // An upcaster may be a function: off the async workers.
-                        Some(upcasting) => {
+                        Some(upcasting) if upcasting.may_upcast(&logged.event) => {
                             let event = logged.event;
                             let fallback = event.clone();
                             tokio::task::spawn_blocking(move || {
                                 upcast_or_as_written(Some(&upcasting), event)
                             })
                             .await
-                            .unwrap_or(fallback)
+                            .unwrap_or_else(|e| {
+                                tracing::warn!(error = %e, "upcasting a streamed event failed; it is sent as written");
+                                fallback
+                            })
                         }
+                        _ => logged.event,
                     };
                     SseEvent::default()
                         .id(id)

@@ -242,8 +242,6 @@ impl Schema {
         route(&self.ty, self.version)
     }
 
-    /// Checks an event's `data` (`Value::Null` when it has none); the first
-    /// [`MAX_VIOLATIONS`] broken rules when it does not match.
     /// Whether `json` (an event's data as written) is JSON that passes: the fast path of
     /// a check, which parses nothing for keeping. `false` says only that
     /// [`Schema::validate`] on its `Value` must decide and name why.
@@ -251,6 +249,8 @@ impl Schema {
         parsed::Doc::parse(json).is_some_and(|doc| self.fast.is_valid(&doc))
     }
 
+    /// Checks an event's `data` (`Value::Null` when it has none); the first
+    /// [`MAX_VIOLATIONS`] broken rules when it does not match.
     pub fn validate(&self, data: &Value) -> Result<(), Vec<Violation>> {
         if self.validator.is_valid(data) {
             return Ok(());

@@ -12,7 +12,9 @@
 //! **Architecture Invariant:** it means what the `Value` would: serde_json parses it
 //! (syntax, escapes, numbers and the nesting limit are serde_json's), a repeated member
 //! name keeps its first position and its last value (as `IndexMap` insertion does), and
-//! numbers are `serde_json::Number`s as in a `Value`. Only a pass is decided here: a
+//! numbers are `serde_json::Number`s as in a `Value`; an object whose first name is one
+//! of serde_json's private tokens (which its `raw_value` feature reads as something
+//! else) is not parsed here at all. Only a pass is decided here: a
 //! failure is validated again on a `Value`, which names the violations, so an error
 //! report never depends on this representation. A test compares the two on generated
 //! documents.
@@ -28,6 +30,11 @@ use serde_json::{Map, Number, Value};
 
 /// Objects with more members than this are looked up by binary search.
 const INDEXED: usize = 16;
+
+/// The names serde_json gives a meaning of its own as an object's first member (its
+/// `raw_value` and `arbitrary_precision` features): a `Value` parse reads such an object
+/// as a raw value or a number, or refuses it, so the fast path leaves it to that parse.
+const SERDE_PRIVATE: &str = "$serde_json::private::";
 
 /// The representation (`jsonschema::options_for::<Parsed>()`).
 pub(crate) struct Parsed;
@@ -207,6 +214,9 @@ impl<'de> Visitor<'de> for DocVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
         while let Some(Name(name)) = map.next_key()? {
+            if entries.is_empty() && name.starts_with(SERDE_PRIVATE) {
+                return Err(de::Error::custom("a serde_json private token"));
+            }
             entries.push((name, map.next_value()?));
         }
         Ok(Doc::Object(Members::new(entries)))

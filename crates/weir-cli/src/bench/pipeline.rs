@@ -631,8 +631,6 @@ async fn publish_backlog(
     Ok(())
 }
 
-/// Wait until the bench pipeline's outputs number `target`: the seconds and the
-/// process's CPU seconds it took.
 /// A backlog published into `data` (a new directory), drained by a node running `stage`:
 /// events per second, and CPU seconds the drain took.
 async fn drain_fresh(
@@ -657,6 +655,8 @@ async fn drain_fresh(
     Ok((args.events as f64 / seconds, cpu))
 }
 
+/// Wait until the bench pipeline's outputs number `target`: the seconds and the
+/// process's CPU seconds it took.
 async fn drain_backlog(node: &Node, target: u64) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let cpu_started = process_cpu_secs();

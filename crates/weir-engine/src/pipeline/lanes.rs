@@ -276,20 +276,42 @@ impl Pipeline {
                         work.written = Some(Box::new(written));
                     }
                     Ok(None) => {}
-                    Err(error) => {
+                    Err(failure) if failure.retryable && attempt < self.retry.max_attempts => {
+                        // An upcaster function's passing failure: tried again after a
+                        // backoff, as the pipeline's own function would be.
+                        self.retries.fetch_add(1, AtomicOrdering::Relaxed);
+                        self.metrics.retries.increment(1);
+                        let wait = super::jittered_backoff(&self.retry, attempt);
+                        tracing::warn!(pipeline = %self.name, topic, partition, offset = work.offset, event_id = %work.event.id, attempt, error = %failure, wait_ms = wait.as_millis() as u64, "upcast failed; trying again");
+                        work.upcast_pending = true;
+                        let rest = std::iter::once(work).chain(lane).collect();
+                        return LaneRun {
+                            done,
+                            backoff: Some(Backoff {
+                                wait,
+                                rest,
+                                attempt: attempt + 1,
+                                outages,
+                            }),
+                        };
+                    }
+                    Err(failure) => {
                         // Dead-lettered as written, saying why.
-                        tracing::warn!(pipeline = %self.name, function = %self.function, topic, partition, offset = work.offset, event_id = %work.event.id, %error, reason = "upcast_failed", dead_letter = %self.dead_letter, "event dead-lettered");
+                        let error = failure.reason;
+                        tracing::warn!(pipeline = %self.name, function = %self.function, topic, partition, offset = work.offset, event_id = %work.event.id, %error, reason = "upcast_failed", attempts = attempt, dead_letter = %self.dead_letter, "event dead-lettered");
                         work.step.record("weir.outcome", "dead_letter");
                         let cause = DeadLetterCause {
                             function: &self.function,
                             version: function.version(),
                             reason: "upcast_failed",
                             error: &error,
-                            attempts: 0,
+                            attempts: attempt,
                             time: now_rfc3339(),
                         };
                         let outcome = dead_letter_event(pos, work.event, &cause);
                         done.push((work.index, Outcome::DeadLetter(Box::new(outcome))));
+                        attempt = 1;
+                        outages = 0;
                         continue;
                     }
                 }

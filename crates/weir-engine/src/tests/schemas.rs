@@ -626,10 +626,19 @@ source = "{cents}"
 [functions.spin]
 source = "{spin}"
 limits = {{ deadline_ms = 100 }}
+[functions.flaky]
+source = "{flaky}"
+capabilities = {{ keyvalue = ["attempts"] }}
+limits = {{ deadline_ms = 20000 }}
+[keyvalue.attempts]
 [pipelines.p]
 from = "shop"
 function = "echo"
 to = ["out"]
+[pipelines.p.retry]
+max_attempts = 3
+initial_backoff_ms = 50
+jitter = 0.0
 [schemas."shop.order.placed"]
 versions = ["placed.v1.json", "placed.v2.json", "placed.v3.json"]
 compatibility = "none"
@@ -641,10 +650,15 @@ default = {{ channel = "web" }}
 versions = ["any.json", "any.json"]
 [schemas."shop.spin".upcast.1]
 function = "spin"
+[schemas."shop.flaky"]
+versions = ["any.json", "any.json"]
+[schemas."shop.flaky".upcast.1]
+function = "flaky"
 "#,
         echo = weir_test_support::test_guest("guest-echo").display(),
         cents = weir_test_support::test_guest("guest-upcast-cents").display(),
         spin = weir_test_support::test_guest("guest-infinite-loop").display(),
+        flaky = weir_test_support::test_guest("guest-flaky").display(),
     );
     Manifest::from_toml_str(&text, dir).unwrap()
 }
@@ -668,6 +682,13 @@ async fn an_upcaster_function_computes_a_field_and_a_failing_one_dead_letters() 
         event.data = Some(data.into());
         event
     };
+    // An upcaster that fails twice, retryably, then passes: the pipeline retries it.
+    let mut flaky = CloudEvent::new("f-1", "shop://test", "shop.flaky");
+    flaky.dataschema = Some("https://shop.example/v1/schemas/shop.flaky/1".into());
+    flaky.data = Some(json!({"n": 1}).into());
+    flaky
+        .extensions
+        .insert("failtimes".into(), ExtensionValue::Integer(2));
     let mut spin = CloudEvent::new("s-1", "shop://test", "shop.spin");
     spin.dataschema = Some("https://shop.example/v1/schemas/shop.spin/1".into());
     spin.data = Some(json!({}).into());
@@ -678,12 +699,13 @@ async fn an_upcaster_function_computes_a_field_and_a_failing_one_dead_letters() 
             placed("o-2", 1, json!({"amount": 3})),
             spin,
             placed("o-3", 2, json!({"total_cents": 700})),
+            flaky,
         ],
     )
     .await
     .unwrap();
 
-    let out = collect(&node, "out", 2).await;
+    let out = collect(&node, "out", 3).await;
     let data_of = |e: &CloudEvent| -> serde_json::Value {
         serde_json::from_slice(&e.data_bytes().unwrap()).unwrap()
     };
@@ -705,6 +727,16 @@ async fn an_upcaster_function_computes_a_field_and_a_failing_one_dead_letters() 
     assert_eq!(
         data_of(&out[1]),
         json!({"total_cents": 700, "channel": "web"})
+    );
+    assert_eq!(out[2].id, "f-1");
+    assert_eq!(
+        out[2].extensions.get(crate::UPCAST_FROM),
+        Some(&ExtensionValue::Integer(1))
+    );
+    let retried = node.status().await.unwrap().pipelines[0].retries;
+    assert_eq!(
+        retried, 2,
+        "the upcaster's two retryable failures were retried"
     );
 
     let dead = collect(&node, "p.dlq", 2).await;
