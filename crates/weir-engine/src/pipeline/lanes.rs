@@ -43,6 +43,29 @@ struct LaneRun {
     backoff: Option<Backoff>,
 }
 
+impl LaneRun {
+    /// The lane stops at `work`, to go on with it (then the rest of `lane`) after `wait`,
+    /// at try `attempt` with `outages` circuit waits behind it.
+    fn paused(
+        done: Vec<(usize, Outcome)>,
+        work: Work,
+        lane: std::vec::IntoIter<Work>,
+        wait: Duration,
+        (attempt, outages): (u32, u32),
+    ) -> LaneRun {
+        let rest = std::iter::once(work).chain(lane).collect();
+        LaneRun {
+            done,
+            backoff: Some(Backoff {
+                wait,
+                rest,
+                attempt,
+                outages,
+            }),
+        }
+    }
+}
+
 /// A lane waiting to try a call again: the wait, the events left (the one to try again
 /// first) and the try it will be.
 struct Backoff {
@@ -184,6 +207,13 @@ impl Pipeline {
         )))
     }
 
+    /// Counts a retry of try `attempt` and says how long to back off before the next.
+    fn retry_backoff(&self, attempt: u32) -> Duration {
+        self.retries.fetch_add(1, AtomicOrdering::Relaxed);
+        self.metrics.retries.increment(1);
+        super::jittered_backoff(&self.retry, attempt)
+    }
+
     pub(super) fn position<'a>(
         &'a self,
         topic: &'a str,
@@ -279,21 +309,10 @@ impl Pipeline {
                     Err(failure) if failure.retryable && attempt < self.retry.max_attempts => {
                         // An upcaster function's passing failure: tried again after a
                         // backoff, as the pipeline's own function would be.
-                        self.retries.fetch_add(1, AtomicOrdering::Relaxed);
-                        self.metrics.retries.increment(1);
-                        let wait = super::jittered_backoff(&self.retry, attempt);
+                        let wait = self.retry_backoff(attempt);
                         tracing::warn!(pipeline = %self.name, topic, partition, offset = work.offset, event_id = %work.event.id, attempt, error = %failure, wait_ms = wait.as_millis() as u64, "upcast failed; trying again");
                         work.upcast_pending = true;
-                        let rest = std::iter::once(work).chain(lane).collect();
-                        return LaneRun {
-                            done,
-                            backoff: Some(Backoff {
-                                wait,
-                                rest,
-                                attempt: attempt + 1,
-                                outages,
-                            }),
-                        };
+                        return LaneRun::paused(done, work, lane, wait, (attempt + 1, outages));
                     }
                     Err(failure) => {
                         // Dead-lettered as written, saying why.
@@ -369,33 +388,13 @@ impl Pipeline {
                 {
                     let wait = (*wait).min(OUTAGE_LONGEST_WAIT);
                     tracing::info!(pipeline = %self.name, function = %self.function, topic, partition, offset = work.offset, event_id = %work.event.id, %destination, wait_ms = wait.as_millis() as u64, "outbound circuit open; the event waits for it");
-                    let rest = std::iter::once(work).chain(lane).collect();
-                    return LaneRun {
-                        done,
-                        backoff: Some(Backoff {
-                            wait,
-                            rest,
-                            attempt,
-                            outages: outages + 1,
-                        }),
-                    };
+                    return LaneRun::paused(done, work, lane, wait, (attempt, outages + 1));
                 }
                 let retry = failure.is_retryable() && attempt < self.retry.max_attempts;
                 if retry {
-                    self.retries.fetch_add(1, AtomicOrdering::Relaxed);
-                    self.metrics.retries.increment(1);
-                    let wait = super::jittered_backoff(&self.retry, attempt);
+                    let wait = self.retry_backoff(attempt);
                     tracing::warn!(pipeline = %self.name, function = %self.function, version = function.version(), topic, partition, offset = work.offset, event_id = %work.event.id, attempt, error = %failure, wait_ms = wait.as_millis() as u64, "call failed; trying again");
-                    let rest = std::iter::once(work).chain(lane).collect();
-                    return LaneRun {
-                        done,
-                        backoff: Some(Backoff {
-                            wait,
-                            rest,
-                            attempt: attempt + 1,
-                            outages,
-                        }),
-                    };
+                    return LaneRun::paused(done, work, lane, wait, (attempt + 1, outages));
                 }
                 let reason = if failure.is_retryable() {
                     "retries_exhausted"
