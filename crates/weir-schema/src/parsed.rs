@@ -85,28 +85,31 @@ impl<'a> Doc<'a> {
 impl<'a> Members<'a> {
     /// Members as parsed: a repeated name keeps its first position and its last value.
     fn new(entries: Vec<(Cow<'a, str>, Doc<'a>)>) -> Members<'a> {
-        let repeated = if entries.len() <= INDEXED {
-            entries
-                .iter()
-                .enumerate()
-                .any(|(i, (name, _))| entries[..i].iter().any(|(other, _)| other == name))
-        } else {
-            let sorted = sorted(&entries);
-            let repeated = sorted
-                .windows(2)
-                .any(|w| entries[w[0] as usize].0 == entries[w[1] as usize].0);
-            if !repeated {
-                return Members { entries, sorted };
-            }
-            true
+        let members = Members {
+            sorted: index(&entries),
+            entries,
         };
-        let entries = if repeated { unique(entries) } else { entries };
-        let sorted = if entries.len() > INDEXED {
-            sorted(&entries)
-        } else {
-            Vec::new()
-        };
-        Members { entries, sorted }
+        if !members.has_repeats() {
+            return members;
+        }
+        let entries = unique(members.entries);
+        Members {
+            sorted: index(&entries),
+            entries,
+        }
+    }
+
+    /// Whether a name is there twice: each compared with those before it in a small
+    /// object, neighbours in the index of a large one.
+    fn has_repeats(&self) -> bool {
+        let entries = &self.entries;
+        if self.sorted.is_empty() {
+            return (1..entries.len())
+                .any(|i| entries[..i].iter().any(|(other, _)| *other == entries[i].0));
+        }
+        self.sorted
+            .windows(2)
+            .any(|w| entries[w[0] as usize].0 == entries[w[1] as usize].0)
     }
 
     fn get(&self, name: &str) -> Option<&Doc<'a>> {
@@ -125,7 +128,12 @@ impl<'a> Members<'a> {
     }
 }
 
-fn sorted(entries: &[(Cow<'_, str>, Doc<'_>)]) -> Vec<u32> {
+/// The entry indexes sorted by name, for an object of more than [`INDEXED`] members (none
+/// for a smaller one).
+fn index(entries: &[(Cow<'_, str>, Doc<'_>)]) -> Vec<u32> {
+    if entries.len() <= INDEXED {
+        return Vec::new();
+    }
     let mut sorted: Vec<u32> = (0..entries.len() as u32).collect();
     sorted.sort_by(|&a, &b| entries[a as usize].0.cmp(&entries[b as usize].0));
     sorted
