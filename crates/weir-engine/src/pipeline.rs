@@ -22,12 +22,12 @@
 //! same lane and are called in order; lanes run in parallel. `none`: events are spread
 //! over lanes regardless of key. A batch is committed only when every lane is done, so
 //! the log's order of outputs per key is the input order. At most `concurrency` calls
-//! run at once across the whole pipeline (a semaphore).
+//! run at once across the whole pipeline (its call threads, see `runners`).
 //!
 //! **Architecture Invariant:** no event is dropped and none blocks a partition forever.
 //! A retryable failure (the function's own `retryable` error, or no free instance slot)
 //! is tried again after an exponential backoff with jitter, up to `retry.max_attempts`
-//! calls (the wait is on the runtime: a lane's run on the blocking pool hands back the
+//! calls (the wait is on the runtime: a lane's run on a call thread hands back the
 //! events left, and the pool thread is free while it waits); any other failure (trap, deadline, memory, fuel, stack, output limit, denied
 //! capability, fatal error, invalid output) and an exhausted retry send the event, with
 //! `dlq*` attributes, to the dead-letter topic in the same transaction as the outputs.
@@ -60,6 +60,7 @@
 mod commit;
 mod lanes;
 mod reset;
+mod runners;
 mod status;
 
 use std::collections::BTreeMap;
@@ -67,7 +68,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_cloudevents::CloudEvent;
@@ -120,8 +121,8 @@ pub(crate) struct Pipeline {
     schemas: Arc<crate::schemas::Schemas>,
     /// This pipeline's own warm instances of the function's active version.
     instances: ActivePool,
-    /// Calls running at once, across partitions.
-    permits: Arc<Semaphore>,
+    /// The threads its lanes run on: at most `concurrency` at once, across partitions.
+    runners: Arc<runners::Runners>,
     state: Mutex<PipelineState>,
     /// Per source partition, the next offset to handle.
     positions: Mutex<BTreeMap<(String, u32), u64>>,
@@ -167,7 +168,7 @@ impl Pipeline {
             instances: ActivePool::new(registry.clone(), &spec.function),
             registry,
             schemas,
-            permits: Arc::new(Semaphore::new(spec.concurrency.max(1) as usize)),
+            runners: Arc::new(runners::Runners::new(spec.concurrency.max(1) as usize)),
             state: Mutex::new(PipelineState::Running),
             positions: Mutex::new(BTreeMap::new()),
             resets: Mutex::new(BTreeMap::new()),

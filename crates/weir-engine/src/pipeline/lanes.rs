@@ -35,7 +35,7 @@ pub(super) enum Outcome {
     DeadLetter(Box<CloudEvent>),
 }
 
-/// What a lane's run on the blocking pool did.
+/// What a lane's run on a call thread did.
 struct LaneRun {
     /// The events it finished, by index in the batch.
     done: Vec<(usize, Outcome)>,
@@ -228,9 +228,10 @@ impl Pipeline {
         }
     }
 
-    /// Call the function on a lane's events in order on the blocking pool, retrying
-    /// retryable failures. A retry's backoff is waited here, on the runtime, so a lane
-    /// that backs off holds no blocking-pool thread. `None` if the node stopped first.
+    /// Call the function on a lane's events in order on one of the pipeline's call
+    /// threads (see `runners`), retrying retryable failures. A retry's backoff is waited
+    /// here, on the runtime, so a lane that backs off holds no thread. `None` if the node
+    /// stopped first.
     async fn drive_lane(
         self: &Arc<Self>,
         instances: &InstancePool,
@@ -240,13 +241,6 @@ impl Pipeline {
         lane: Vec<Work>,
         cancel: &CancellationToken,
     ) -> Result<Option<Vec<(usize, Outcome)>>> {
-        // Each lane takes its own permit as it starts: a batch never holds permits for
-        // lanes that are not running, which could starve (or deadlock) other partitions.
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| crate::Error::Task(e.to_string()))?;
         let mut done = Vec::with_capacity(lane.len());
         let (mut rest, mut attempt, mut outages) = (lane, 1, 0);
         loop {
@@ -256,18 +250,25 @@ impl Pipeline {
                 upcasting.clone(),
                 topic.to_owned(),
             );
-            let run = tokio::task::spawn_blocking(move || {
-                this.run_lane(
+            let (answer, run) = tokio::sync::oneshot::channel();
+            self.runners.submit(Box::new(move || {
+                // A lane whose batch was dropped before its turn came is not run.
+                if answer.is_closed() {
+                    return;
+                }
+                let run = this.run_lane(
                     &instances,
                     upcasting.as_deref(),
                     &topic_owned,
                     partition,
                     rest,
                     (attempt, outages),
-                )
-            })
-            .await
-            .map_err(|e| crate::Error::Task(e.to_string()))?;
+                );
+                let _ = answer.send(run);
+            }));
+            let run = run
+                .await
+                .map_err(|_| crate::Error::Task("a lane's call panicked".into()))?;
             done.extend(run.done);
             let Some(backoff) = run.backoff else {
                 return Ok(Some(done));
