@@ -171,32 +171,27 @@ mod tests {
         }
     }
 
-    /// A thread that never starts (its runtime shut down while it waited for one) gives
-    /// its count back and drops the queued jobs: their lanes hear of it, nothing waits on.
+    /// A thread that never starts (its runtime shut down first) gives its count back and
+    /// drops the queued jobs: their lanes hear of it, nothing waits on.
     #[test]
     fn a_thread_that_never_starts_lets_its_jobs_go() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .max_blocking_threads(1)
             .build()
             .unwrap();
+        let handle = runtime.handle().clone();
+        runtime.shutdown_timeout(Duration::from_millis(100));
         let runners = Arc::new(Runners::new(2));
-        let (release, hold) = std::sync::mpsc::channel::<()>();
-        let answer = runtime.block_on(async {
-            // The pool's one thread is busy, so the runner's thread waits in its queue.
-            tokio::task::spawn_blocking(move || {
-                let _ = hold.recv_timeout(Duration::from_secs(10));
-            });
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, answer) = std::sync::mpsc::channel::<()>();
+        {
+            let _entered = handle.enter();
             runners.submit(Box::new(move || {
                 let _ = tx.send(());
             }));
-            rx
-        });
-        runtime.shutdown_timeout(Duration::from_millis(100));
-        drop(release);
-        assert!(
-            answer.blocking_recv().is_err(),
+        }
+        assert_eq!(
+            answer.recv_timeout(Duration::from_secs(10)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
             "the job was dropped, not left queued"
         );
         let queue = runners.queue.lock().unwrap();
