@@ -266,9 +266,9 @@ impl Pipeline {
                 );
                 let _ = answer.send(run);
             }));
-            let run = run
-                .await
-                .map_err(|_| crate::Error::Task("a lane's call panicked".into()))?;
+            let run = run.await.map_err(|_| {
+                crate::Error::Task("a lane's call panicked or its thread never started".into())
+            })?;
             done.extend(run.done);
             let Some(backoff) = run.backoff else {
                 return Ok(Some(done));

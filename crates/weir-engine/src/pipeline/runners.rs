@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A lane's run, with whatever it reports its result through.
 pub(super) type Job = Box<dyn FnOnce() + Send>;
@@ -42,10 +42,14 @@ impl Runners {
         }
     }
 
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Queues `job`, taking another thread from the blocking pool if fewer than the limit
     /// run. Must be called within the runtime.
     pub(super) fn submit(self: &Arc<Self>, job: Job) {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut queue = self.queue();
         queue.jobs.push_back(job);
         if queue.running < self.limit {
             queue.running += 1;
@@ -74,11 +78,7 @@ impl Taken {
     fn run(&mut self) {
         loop {
             let job = {
-                let mut queue = self
-                    .runners
-                    .queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut queue = self.runners.queue();
                 match queue.jobs.pop_front() {
                     Some(job) => job,
                     None => {
@@ -99,11 +99,7 @@ impl Drop for Taken {
             return;
         }
         let orphans = {
-            let mut queue = self
-                .runners
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut queue = self.runners.queue();
             queue.running -= 1;
             match queue.running {
                 0 => std::mem::take(&mut queue.jobs),
