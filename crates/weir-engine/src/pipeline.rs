@@ -22,7 +22,7 @@
 //! same lane and are called in order; lanes run in parallel. `none`: events are spread
 //! over lanes regardless of key. A batch is committed only when every lane is done, so
 //! the log's order of outputs per key is the input order. At most `concurrency` calls
-//! run at once across the whole pipeline (its call threads, see `runners`).
+//! run at once across the whole pipeline (its call threads, see `weir_wasm::CallThreads`).
 //!
 //! **Architecture Invariant:** no event is dropped and none blocks a partition forever.
 //! A retryable failure (the function's own `retryable` error, or no free instance slot)
@@ -60,7 +60,6 @@
 mod commit;
 mod lanes;
 mod reset;
-mod runners;
 mod status;
 
 use std::collections::BTreeMap;
@@ -122,7 +121,7 @@ pub(crate) struct Pipeline {
     /// This pipeline's own warm instances of the function's active version.
     instances: ActivePool,
     /// The threads its lanes run on: at most `concurrency` at once, across partitions.
-    runners: Arc<runners::Runners>,
+    runners: Arc<weir_wasm::CallThreads>,
     state: Mutex<PipelineState>,
     /// Per source partition, the next offset to handle.
     positions: Mutex<BTreeMap<(String, u32), u64>>,
@@ -168,7 +167,7 @@ impl Pipeline {
             instances: ActivePool::new(registry.clone(), &spec.function),
             registry,
             schemas,
-            runners: Arc::new(runners::Runners::new(spec.concurrency.max(1) as usize)),
+            runners: weir_wasm::CallThreads::calls(spec.concurrency.max(1) as usize),
             state: Mutex::new(PipelineState::Running),
             positions: Mutex::new(BTreeMap::new()),
             resets: Mutex::new(BTreeMap::new()),

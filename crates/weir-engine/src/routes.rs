@@ -18,7 +18,9 @@ use bytes::Bytes;
 use weir_cloudevents::{CloudEvent, Data};
 use weir_manifest::{Manifest, RouteSpec};
 use weir_mesh_webhook::inbound::{Scheme, Verifier};
-use weir_wasm::{CallError, Function, InstancePool, Publisher, Receipt, RouteRequest};
+use weir_wasm::{
+    CallError, CallThreads, Function, InstancePool, Publisher, Receipt, RouteRequest,
+};
 
 use crate::{Error, Node, Result};
 
@@ -45,6 +47,7 @@ impl RouteTable {
                     spec: spec.clone(),
                     verifier,
                     instances: (spec.instance_reuse > 1).then(Arc::default),
+                    threads: CallThreads::per_core(),
                 })),
                 Err(e) => {
                     tracing::error!(route = %name, path = %spec.path, "route not served: {e}")
@@ -81,6 +84,9 @@ pub struct RouteMatch {
     /// with new grants or limits, serves the route). A deploy builds a new table, and
     /// with it new pools.
     instances: Option<Arc<std::sync::Mutex<Option<InstancePool>>>>,
+    /// Where its requests' calls run: about one per core running guest code at once, a
+    /// request waiting on the host not counted (see `weir_wasm::CallThreads`).
+    threads: Arc<CallThreads>,
 }
 
 impl RouteMatch {
@@ -409,6 +415,7 @@ impl Node {
                 runtime: tokio::runtime::Handle::current(),
             }),
             https,
+            threads: route.threads.clone(),
         };
         let started = Instant::now();
         let result = match route.pool(&function) {

@@ -709,8 +709,12 @@ fn bound_host_waits(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             .deadline()
             .saturating_duration_since(Instant::now());
         let table = store.data_mut().table_mut();
+        // A wait that does not end at once lets the call's thread stand aside (see
+        // `threads`): a route's other requests run meanwhile.
         wasmtime_wasi::runtime::in_tokio(async {
-            tokio::time::timeout(left, wait(table)).await.ok()
+            crate::threads::waited(tokio::time::timeout(left, wait(table)))
+                .await
+                .ok()
         })
     }
     fn past() -> wasmtime::Error {

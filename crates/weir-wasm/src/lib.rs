@@ -36,6 +36,7 @@ mod quota;
 mod route;
 mod state;
 mod telemetry;
+mod threads;
 #[cfg(test)]
 mod tests;
 
@@ -51,3 +52,4 @@ pub use pool::InstancePool;
 pub use route::{Publisher, Receipt, RouteRequest};
 pub use state::{Grants, HttpGrant};
 pub use telemetry::describe_metrics;
+pub use threads::{CallThreads, Job};

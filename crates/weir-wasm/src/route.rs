@@ -13,6 +13,12 @@
 //! the guest writes it (up to the function's `max_output_bytes`, then the guest's writes
 //! fail), so a guest never waits on a slow client: its time is the function's deadline,
 //! its host calls are capped by it, and a client that stops reading holds no instance.
+//!
+//! A request's call runs on its route's [`CallThreads`] (compensating, one per core): the
+//! requests of a busy route follow each other on the same threads, about one per core
+//! running guest code, with no hand-off to a fresh blocking-pool thread per request; a
+//! request whose guest waits on the host (an outbound request, `publish`, a key-value
+//! write) stands aside while it waits, so the route's other requests run.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,6 +38,7 @@ use crate::host::http_wit::weir::function::events;
 use crate::host::{Exports, Function, Instance, World};
 use crate::pool::InstancePool;
 use crate::state::CallState;
+use crate::threads::CallThreads;
 
 /// Where an HTTP handler's `publish` goes: the node's log.
 pub trait Publisher: Send + Sync {
@@ -71,6 +78,8 @@ pub struct RouteRequest {
     pub publisher: Arc<dyn Publisher>,
     /// `http` or `https`, as the node serves.
     pub https: bool,
+    /// Where the call runs: the route's call threads (see [`CallThreads`]).
+    pub threads: Arc<CallThreads>,
 }
 
 impl std::fmt::Debug for RouteRequest {
@@ -112,15 +121,24 @@ impl Function {
             return Err(self.not_world(World::Http));
         }
         let (respond, mut head) = oneshot::channel::<Head>();
+        let (end, mut call) = oneshot::channel::<Ended>();
         let this = self.clone();
         let reusing = pool.cloned();
-        let mut call = tokio::task::spawn_blocking(move || {
+        let threads = context.threads.clone();
+        threads.submit(Box::new(move || {
+            // A request whose caller went away before its turn is not served.
+            if end.is_closed() {
+                return;
+            }
             let warm = reusing.as_ref().and_then(InstancePool::take_idle);
             let mut instance = match warm {
                 Some(instance) => instance,
                 None => match this.instantiate() {
                     Ok(instance) => instance,
-                    Err(e) => return (Err(e), None),
+                    Err(e) => {
+                        let _ = end.send((Err(e), None));
+                        return;
+                    }
                 },
             };
             let result = this.handle_on(&mut instance, request, respond, context);
@@ -132,8 +150,8 @@ impl Function {
                     .as_ref()
                     .is_some_and(|p| p.may_serve_again(&instance))
                 && !instance.store.data().holds_resources();
-            (result, keep.then_some(instance))
-        });
+            let _ = end.send((result, keep.then_some(instance)));
+        }));
         // The response head comes while the guest runs (it may still write the body), or
         // the call ends first; then what it set, if anything, is in the channel.
         let mut ended = None;
@@ -229,19 +247,21 @@ impl Function {
     }
 
     /// How the call ended, waiting for it if it has not yet.
-    async fn finished(&self, ended: Option<Ended>, call: tokio::task::JoinHandle<Ended>) -> Ended {
+    async fn finished(&self, ended: Option<Ended>, call: oneshot::Receiver<Ended>) -> Ended {
         match ended {
             Some(ended) => ended,
             None => self.joined(call.await),
         }
     }
 
-    fn joined(&self, joined: Result<Ended, tokio::task::JoinError>) -> Ended {
-        joined.unwrap_or_else(|e| {
+    fn joined(&self, joined: Result<Ended, oneshot::error::RecvError>) -> Ended {
+        joined.unwrap_or_else(|_| {
             let e = CallError::Unavailable {
                 function: self.name().to_owned(),
                 version: self.version().to_owned(),
-                reason: format!("the call's thread failed: {e}"),
+                reason: "the call's thread failed (it panicked, or never started as the node \
+                         stopped)"
+                    .to_owned(),
             };
             (Err(e), None)
         })
@@ -331,9 +351,12 @@ impl events::Host for CallState {
         };
         let deadline = self.deadline();
         let started = Instant::now();
-        let result = route
-            .publisher
-            .publish(&route.route, &topic, event, deadline);
+        // The log's answer is a wait of the call's thread (see `threads`).
+        let result = crate::threads::waiting(|| {
+            route
+                .publisher
+                .publish(&route.route, &topic, event, deadline)
+        });
         if Instant::now() > deadline {
             self.note_late(format!(
                 "publishing to topic {topic:?} took {:?}",

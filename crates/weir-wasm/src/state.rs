@@ -540,7 +540,10 @@ impl kv::HostBucket for CallState {
             Ok(ns) => ns,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self.on_store("set", &ns, |s| s.set(&ns, &key, &value)))
+        // A write waits for the store to make it durable: a wait of the call's thread.
+        Ok(crate::threads::waiting(|| {
+            self.on_store("set", &ns, |s| s.set(&ns, &key, &value))
+        }))
     }
 
     fn delete(
@@ -552,7 +555,10 @@ impl kv::HostBucket for CallState {
             Ok(ns) => ns,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self.on_store("delete", &ns, |s| s.delete(&ns, &key)))
+        // A write waits for the store to make it durable: a wait of the call's thread.
+        Ok(crate::threads::waiting(|| {
+            self.on_store("delete", &ns, |s| s.delete(&ns, &key))
+        }))
     }
 
     fn exists(

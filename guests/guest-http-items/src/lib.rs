@@ -3,8 +3,10 @@
 //! DELETE publishes an `com.example.item.changed` event to `items.changes`. For tests:
 //! `/misbehave/{what}` does what a hostile or broken handler does; `/hello` answers
 //! `hello` (what `weir bench http` calls); `/count` answers how many requests this
-//! instance has served (1 on a fresh instance). Under `/reused/` the same paths answer
-//! as they do at the root (a second route, for tests of instance reuse).
+//! instance has served (1 on a fresh instance); `/fetch` GETs the URL in config
+//! `upstream` and answers its status and body (an API facade, for tests of requests that
+//! wait on the network). Under `/reused/` the same paths answer as they do at the root (a
+//! second route, for tests of instance reuse).
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -39,6 +41,12 @@ impl Guest for Items {
         if path == "/count" {
             let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             return respond(out, 200, "text/plain", format!("{served}").as_bytes());
+        }
+        if path == "/fetch" {
+            return match fetch() {
+                Ok((status, body)) => respond(out, status, "text/plain", &body),
+                Err(e) => respond(out, 502, "text/plain", e.as_bytes()),
+            };
         }
         if let Some(what) = path.strip_prefix("/misbehave/") {
             return misbehave(what, out);
@@ -166,6 +174,43 @@ fn misbehave(what: &str, out: ResponseOutparam) {
         }
         _ => respond(out, 404, "text/plain", b"no such misbehaviour\n"),
     }
+}
+
+/// `GET` of config `upstream` (`http://host:port/path`): its status and body.
+fn fetch() -> Result<(u16, Vec<u8>), String> {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{OutgoingRequest, Scheme};
+    let url = wasi::config::store::get("upstream")
+        .map_err(|e| format!("{e:?}"))?
+        .ok_or("config upstream is not set")?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("upstream is not an http:// URL")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some(if path.is_empty() { "/" } else { path }));
+    let future = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    let response = loop {
+        match future.get() {
+            Some(result) => break result,
+            None => future.subscribe().block(),
+        }
+    };
+    let response = response
+        .map_err(|()| "the response was taken twice".to_owned())?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status();
+    let incoming = response.consume().map_err(|()| "no body")?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming.stream().map_err(|()| "no body stream")?;
+        while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+            body.extend_from_slice(&chunk);
+        }
+    }
+    Ok((status, body))
 }
 
 fn read_body(request: &IncomingRequest) -> Vec<u8> {

@@ -260,6 +260,58 @@ async fn a_route_that_allows_it_reuses_instances_and_never_one_that_failed() {
     drop(app.dir);
 }
 
+/// A route's requests run about one per core at once, but a request whose handler waits
+/// on the network stands aside while it waits: an upstream that answers only once more
+/// requests than the node has cores are waiting on it at once gets them all, and every
+/// request is answered (with waits counted against the route's threads, only one per
+/// core would reach it, and all would end at their deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_the_network_do_not_hold_up_the_route() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let at_once = 2 * cores + 2;
+    // The upstream: holds every request until `at_once` of them wait on it together.
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let (all_in, released) = tokio::sync::watch::channel(false);
+    let upstream = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(move || {
+            let (waiting, all_in, mut released) =
+                (waiting.clone(), all_in.clone(), released.clone());
+            async move {
+                if waiting.fetch_add(1, Ordering::SeqCst) + 1 == at_once {
+                    let _ = all_in.send(true);
+                }
+                let _ = released.wait_for(|all| *all).await;
+                "from upstream"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, upstream).await });
+    let extra = format!(
+        "[functions.facade]\nsource = \"{wasm}\"\nlimits = {{ deadline_ms = 20000 }}\n\
+         config = {{ upstream = \"http://127.0.0.1:{port}/slow\" }}\n\
+         capabilities = {{ http = [\"127.0.0.1:{port}\"], http_timeout_ms = 20000 }}\n\
+         [routes.facade]\npath = \"/fetch\"\nfunction = \"facade\"\n",
+        wasm = weir_test_support::test_guest("guest-http-items").display()
+    );
+    let app = app(&extra).await.unwrap();
+    let api = router(app.node.clone(), GatewayOptions::default());
+    let requests = (0..at_once).map(|_| {
+        let api = api.clone();
+        tokio::spawn(async move { send(&api, req("GET", "/fetch", "")).await })
+    });
+    for answered in futures::future::join_all(requests.collect::<Vec<_>>()).await {
+        let (status, _, body) = answered.unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, "from upstream");
+    }
+    drop(app.dir);
+}
+
 #[tokio::test]
 async fn routes_need_a_role_that_names_them_unless_public() {
     let app =
