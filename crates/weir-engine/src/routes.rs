@@ -18,9 +18,7 @@ use bytes::Bytes;
 use weir_cloudevents::{CloudEvent, Data};
 use weir_manifest::{Manifest, RouteSpec};
 use weir_mesh_webhook::inbound::{Scheme, Verifier};
-use weir_wasm::{
-    CallError, CallThreads, Function, InstancePool, Publisher, Receipt, RouteRequest,
-};
+use weir_wasm::{CallError, CallThreads, Function, InstancePool, Publisher, Receipt, RouteRequest};
 
 use crate::{Error, Node, Result};
 

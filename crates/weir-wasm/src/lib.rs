@@ -36,9 +36,9 @@ mod quota;
 mod route;
 mod state;
 mod telemetry;
-mod threads;
 #[cfg(test)]
 mod tests;
+mod threads;
 
 pub use circuits::{CircuitStatus, DEFAULT_CIRCUIT_FAILURES};
 pub use egress::{Resolver, SystemResolver};

@@ -7,8 +7,11 @@
 //! the guest's memory is seen by another's. A route that allows it (`instance_reuse`, as
 //! `wasmtime serve`'s `--max-instance-reuse-count`) serves requests from its own
 //! [`InstancePool`] instead: an instance serves up to that many requests, one at a time,
-//! and is dropped after any request that failed or returned with its response body still
-//! open. The request body is read whole by the caller (under its
+//! and is dropped after any call that did not return normally (a trap, the deadline, a
+//! denied capability, a limit breached) or that left a host resource behind (its response
+//! body still open, say); it is given back by the call's thread as the call returns. A
+//! handler that returned normally but answered badly (no response, an error code, a body
+//! past the output limit) keeps its instance. The request body is read whole by the caller (under its
 //! body limit) before the guest starts, and the response body is drained into memory while
 //! the guest writes it (up to the function's `max_output_bytes`, then the guest's writes
 //! fail), so a guest never waits on a slow client: its time is the function's deadline,
@@ -93,8 +96,9 @@ impl std::fmt::Debug for RouteRequest {
 
 type Head = Result<hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>, ErrorCode>;
 
-/// How a request's call ended, and the instance it ran on when it may serve again.
-type Ended = (Result<(), CallError>, Option<Instance>);
+/// How a request's call ended. By then its instance is back in its route's pool or
+/// dropped, so whatever of the response body it held is ended.
+type Ended = Result<(), CallError>;
 
 impl Function {
     /// Serve `request` (its body already read) on a fresh instance of this handler. The
@@ -109,8 +113,9 @@ impl Function {
     }
 
     /// [`Function::serve_http`] on an instance of `pool` (or a fresh one), given back to
-    /// it when the call succeeded and the guest's response body had ended by the time it
-    /// returned. A guest that left its body open is dropped, which ends the body.
+    /// it by the call's thread as the call returns, when it succeeded and holds no host
+    /// resource (so its response body has ended). A guest that left its body open is
+    /// dropped there, which ends the body.
     async fn serve_http_from(
         &self,
         pool: Option<&InstancePool>,
@@ -136,7 +141,7 @@ impl Function {
                 None => match this.instantiate() {
                     Ok(instance) => instance,
                     Err(e) => {
-                        let _ = end.send((Err(e), None));
+                        let _ = end.send(Err(e));
                         return;
                     }
                 },
@@ -144,13 +149,17 @@ impl Function {
             let result = this.handle_on(&mut instance, request, respond, context);
             // Kept only if it may serve again and holds no host resource past its request
             // (an open response body, an outbound request still in flight, a bucket kept
-            // in a static); otherwise it is dropped here, off the async runtime.
-            let keep = result.is_ok()
-                && reusing
-                    .as_ref()
-                    .is_some_and(|p| p.may_serve_again(&instance))
-                && !instance.store.data().holds_resources();
-            let _ = end.send((result, keep.then_some(instance)));
+            // in a static); otherwise it is dropped here, off the async runtime. Either
+            // way before the answer goes, so the next request this thread takes finds it
+            // idle (given back by the answer's receiver, it was often still on its way, and
+            // the next request made a fresh one).
+            match reusing {
+                Some(pool) if result.is_ok() && !instance.store.data().holds_resources() => {
+                    pool.give_back(instance);
+                }
+                _ => drop(instance),
+            }
+            let _ = end.send(result);
         }));
         // The response head comes while the guest runs (it may still write the body), or
         // the call ends first; then what it set, if anything, is in the channel.
@@ -166,11 +175,11 @@ impl Function {
         let response = match head {
             // Dropped unset: the call's result says why.
             None => {
-                self.finished(ended, call).await.0?;
+                self.finished(ended, call).await?;
                 return Err(self.invalid("the handler returned without setting a response"));
             }
             Some(Err(code)) => {
-                self.finished(ended, call).await.0?;
+                self.finished(ended, call).await?;
                 return Err(self.invalid(format!("the handler answered with an error: {code:?}")));
             }
             Some(Ok(response)) => response,
@@ -190,13 +199,13 @@ impl Function {
                 joined = &mut call => Err(self.joined(joined)),
             },
         };
-        let (body, (result, instance)) = match first {
+        let (body, result) = match first {
             Ok(body) => {
                 drop(collect);
                 (body, self.joined(call.await))
             }
-            Err((result, mut instance)) => match Self::body_after(collect, &mut instance).await {
-                Some(body) => (body, (result, instance)),
+            Err(result) => match Self::body_after(collect).await {
+                Some(body) => (body, result),
                 None => {
                     result?;
                     return Err(self.invalid("the handler returned with its response body open"));
@@ -214,23 +223,13 @@ impl Function {
             }
             Err(e) => return Err(self.invalid(format!("the response body failed: {e}"))),
         };
-        if let (Some(pool), Some(instance)) = (pool, instance) {
-            pool.give_back(instance);
-        }
         Ok(http::Response::from_parts(parts, body))
     }
 
-    /// The response body of a call that has returned; `None` if the call's kept
-    /// instance still held it open (a body not ended by now never will be: the guest no
-    /// longer runs), in which case the instance is dropped, not reused. (A kept instance
-    /// holds no resources, so this is a safety net.)
-    async fn body_after<F: std::future::Future + Unpin>(
-        mut collect: F,
-        instance: &mut Option<Instance>,
-    ) -> Option<F::Output> {
-        if instance.is_none() {
-            return Some(collect.await);
-        }
+    /// The response body of a call that has returned, whose instance was given back
+    /// (holding no resource) or dropped, either of which ended the body; `None` if it
+    /// had not ended anyway (a safety net: nothing could end it later).
+    async fn body_after<F: std::future::Future + Unpin>(mut collect: F) -> Option<F::Output> {
         // One poll, outside the task's cooperative budget: a finished body is all in
         // its channel, and must not look pending for want of budget.
         let now = tokio::task::unconstrained(std::future::poll_fn(|cx| {
@@ -239,10 +238,7 @@ impl Function {
         .await;
         match now {
             std::task::Poll::Ready(body) => Some(body),
-            std::task::Poll::Pending => {
-                drop(instance.take());
-                None
-            }
+            std::task::Poll::Pending => None,
         }
     }
 
@@ -263,7 +259,7 @@ impl Function {
                          stopped)"
                     .to_owned(),
             };
-            (Err(e), None)
+            Err(e)
         })
     }
 
@@ -321,8 +317,8 @@ impl Function {
 impl InstancePool {
     /// [`Function::serve_http`] on a warm instance of this route's pool: each instance
     /// serves up to the pool's `reuse` requests, one at a time, and is dropped after any
-    /// request that failed or left its response body open. A request is never tried
-    /// again on another instance.
+    /// call that did not return normally or that left its response body open. A request
+    /// is never tried again on another instance.
     pub async fn serve_http(
         &self,
         request: http::Request<Bytes>,

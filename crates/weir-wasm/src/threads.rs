@@ -264,7 +264,10 @@ mod tests {
     async fn until_idle(threads: &CallThreads) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !idle(threads) {
-            assert!(Instant::now() < deadline, "a thread never left: {threads:?}");
+            assert!(
+                Instant::now() < deadline,
+                "a thread never left: {threads:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -323,7 +326,8 @@ mod tests {
     async fn waiting_jobs_do_not_count_against_the_limit() {
         let threads = CallThreads::compensating(2);
         let jobs = 16;
-        let (waiters, most_waiting) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (waiters, most_waiting) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let all_waiting = Arc::new(tokio::sync::Notify::new());
         let release = Arc::new(std::sync::Barrier::new(jobs));
         let mut results = Vec::new();
@@ -376,7 +380,10 @@ mod tests {
         for rx in results {
             rx.await.unwrap();
         }
-        assert!(most.load(Ordering::SeqCst) <= 2, "the limit is never passed");
+        assert!(
+            most.load(Ordering::SeqCst) <= 2,
+            "the limit is never passed"
+        );
         until_idle(&threads).await;
     }
 
@@ -388,9 +395,7 @@ mod tests {
         let runtime = tokio::runtime::Handle::current();
         let inner = threads.clone();
         threads.submit(Box::new(move || {
-            let ready = runtime.block_on(waited(async {
-                inner.queue().waiting
-            }));
+            let ready = runtime.block_on(waited(async { inner.queue().waiting }));
             let pending = runtime.block_on(waited(async {
                 tokio::task::yield_now().await;
                 inner.queue().waiting
