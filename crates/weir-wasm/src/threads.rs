@@ -153,10 +153,17 @@ impl Taken {
         loop {
             let job = {
                 let mut queue = self.threads.queue();
+                // Crowded (a waiter came back): leave the queue to the others, who run
+                // code. (Checked before a job is taken, which would otherwise be lost.)
                 let crowded = queue.busy() > self.threads.limit;
-                match queue.jobs.pop_front() {
-                    Some(job) if !crowded => job,
-                    _ => {
+                let next = if crowded {
+                    None
+                } else {
+                    queue.jobs.pop_front()
+                };
+                match next {
+                    Some(job) => job,
+                    None => {
                         queue.running -= 1;
                         self.counted = false;
                         break;
@@ -384,6 +391,42 @@ mod tests {
             most.load(Ordering::SeqCst) <= 2,
             "the limit is never passed"
         );
+        until_idle(&threads).await;
+    }
+
+    /// A waiter that comes back while jobs are queued makes one thread too many: one of
+    /// them leaves, and no queued job is lost with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thread_that_leaves_a_crowd_loses_no_job() {
+        let threads = CallThreads::compensating(1);
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (first_tx, first) = tokio::sync::oneshot::channel::<()>();
+        threads.submit(Box::new(move || {
+            // Waits on the host until released: another thread runs the queue meanwhile.
+            waiting(|| released.recv().unwrap());
+            let _ = first_tx.send(());
+        }));
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut results = Vec::new();
+        for _ in 0..200 {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let started = started.clone();
+            threads.submit(Box::new(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_micros(200));
+                let _ = tx.send(());
+            }));
+            results.push(rx);
+        }
+        // The waiter comes back while most jobs are still queued.
+        while started.load(Ordering::SeqCst) < 5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        release.send(()).unwrap();
+        first.await.unwrap();
+        for rx in results {
+            rx.await.expect("every queued job runs");
+        }
         until_idle(&threads).await;
     }
 
