@@ -11,11 +11,12 @@
 //! denied capability, a limit breached) or that left a host resource behind (its response
 //! body still open, say); it is given back by the call's thread as the call returns. A
 //! handler that returned normally but answered badly (no response, an error code, a body
-//! past the output limit) keeps its instance. The request body is read whole by the caller (under its
-//! body limit) before the guest starts, and the response body is drained into memory while
-//! the guest writes it (up to the function's `max_output_bytes`, then the guest's writes
-//! fail), so a guest never waits on a slow client: its time is the function's deadline,
-//! its host calls are capped by it, and a client that stops reading holds no instance.
+//! past the output limit) keeps its instance. The request body is read whole by the
+//! caller (under its body limit) before the guest starts, and the response body is drained
+//! into memory while the guest writes it (up to the function's `max_output_bytes`, then the
+//! guest's writes fail), so a guest never waits on a slow client: its time is the
+//! function's deadline, its host calls are capped by it, and a client that stops reading
+//! holds no instance.
 //!
 //! A request's call runs on its route's [`CallThreads`] (compensating, one per core): the
 //! requests of a busy route follow each other on the same threads, about one per core

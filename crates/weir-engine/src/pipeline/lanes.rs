@@ -229,9 +229,9 @@ impl Pipeline {
     }
 
     /// Call the function on a lane's events in order on one of the pipeline's call
-    /// threads (see `weir_wasm::CallThreads`), retrying retryable failures. A retry's backoff is waited
-    /// here, on the runtime, so a lane that backs off holds no thread. `None` if the node
-    /// stopped first.
+    /// threads (see `weir_wasm::CallThreads`), retrying retryable failures. A retry's
+    /// backoff is waited here, on the runtime, so a lane that backs off holds no thread.
+    /// `None` if the node stopped first.
     async fn drive_lane(
         self: &Arc<Self>,
         instances: &InstancePool,
