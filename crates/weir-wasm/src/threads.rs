@@ -35,13 +35,17 @@ use std::task::Poll;
 /// A job: a lane's or a request's run, with whatever it reports its result through.
 pub type Job = Box<dyn FnOnce() + Send>;
 
-/// At most this many threads of one [`CallThreads`], waiting or not (the runtime's blocking
-/// pool has 512 by default, shared by the whole node).
+/// At most this many threads of one compensating [`CallThreads`], waiting or not (the
+/// runtime's blocking pool has 512 by default, shared by the whole node). The other kind
+/// takes at most its limit (a pipeline's `concurrency`, up to 1024).
 const MOST_THREADS: usize = 256;
 
 /// A queue of jobs and the threads that run it; see the module's invariant.
 pub struct CallThreads {
     limit: usize,
+    /// Threads taken at most, waiting or not: `limit`, or [`MOST_THREADS`] for the
+    /// compensating kind.
+    most: usize,
     compensate: bool,
     queue: Mutex<Queue>,
 }
@@ -99,7 +103,12 @@ impl CallThreads {
 
     fn new(limit: usize, compensate: bool) -> Arc<CallThreads> {
         Arc::new(CallThreads {
-            limit: limit.clamp(1, MOST_THREADS),
+            limit: limit.max(1),
+            most: if compensate {
+                MOST_THREADS.max(limit)
+            } else {
+                limit.max(1)
+            },
             compensate,
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -118,7 +127,7 @@ impl CallThreads {
     pub fn submit(self: &Arc<Self>, job: Job) {
         let mut queue = self.queue();
         queue.jobs.push_back(job);
-        if queue.busy() < self.limit && queue.running < MOST_THREADS {
+        if queue.busy() < self.limit && queue.running < self.most {
             queue.running += 1;
             drop(queue);
             self.take_thread();
@@ -210,20 +219,28 @@ impl Waiting {
         };
         let mut queue = threads.queue();
         queue.waiting += 1;
+        debug_assert!(
+            queue.waiting <= queue.running,
+            "a wait outside a job ({} waiting, {} running)",
+            queue.waiting,
+            queue.running
+        );
         let another = !queue.jobs.is_empty()
             && queue.busy() < threads.limit
-            && queue.running < MOST_THREADS
+            && queue.running < threads.most
             && tokio::runtime::Handle::try_current().is_ok();
         if another {
             queue.running += 1;
         }
         drop(queue);
+        // The guard first: if taking a thread fails (panics), the wait is still undone.
+        let waiting = Waiting {
+            threads: Some(threads.clone()),
+        };
         if another {
             threads.take_thread();
         }
-        Waiting {
-            threads: Some(threads),
-        }
+        waiting
     }
 }
 
@@ -427,6 +444,42 @@ mod tests {
         for rx in results {
             rx.await.expect("every queued job runs");
         }
+        until_idle(&threads).await;
+    }
+
+    /// A pipeline's limit is its `concurrency` (up to 1024), past the compensating kind's
+    /// 256 threads: that many jobs run at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_calls_kind_runs_its_whole_limit_at_once() {
+        let jobs = 300;
+        let threads = CallThreads::calls(jobs);
+        let (arrived, present, most) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let mut results = Vec::new();
+        for _ in 0..jobs {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let (arrived, present, most) = (arrived.clone(), present.clone(), most.clone());
+            threads.submit(Box::new(move || {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                most.fetch_max(present.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                // Each job stays until all have arrived (or 10 s passed, so that a failure
+                // ends instead of waiting forever).
+                let until = Instant::now() + Duration::from_secs(10);
+                while arrived.load(Ordering::SeqCst) < jobs && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                present.fetch_sub(1, Ordering::SeqCst);
+                let _ = tx.send(());
+            }));
+            results.push(rx);
+        }
+        for rx in results {
+            rx.await.unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), jobs, "all of them ran at once");
         until_idle(&threads).await;
     }
 
