@@ -32,6 +32,7 @@ mod jobs;
 mod keys;
 mod kv;
 mod limits;
+mod linger;
 mod listener;
 pub mod metrics;
 mod pipelines;
@@ -313,6 +314,7 @@ fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: Cancellation
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(linger::read_what_is_left))
         .with_state(state);
     match cors {
         Some(cors) => router.layer(cors_layer(&cors)),

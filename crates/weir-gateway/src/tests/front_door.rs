@@ -775,3 +775,49 @@ async fn a_thousand_malformed_requests_leave_the_node_healthy() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// A body over the limit is answered `413` before it is all read; the client, still
+/// sending it, must be able to finish and read that answer, not meet a reset connection
+/// (which a client library reports as "broken pipe" and loses the `413`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_sending_a_refused_body_reads_the_answer_and_is_not_reset() {
+    let f = fixture().await;
+    let addr = serve(&f, GatewayOptions::default()).await;
+    let total = 8 << 20;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /v1/topics/orders/events HTTP/1.1\r\nhost: x\r\n\
+                 content-type: application/cloudevents+json\r\ncontent-length: {total}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // The whole body goes through while the answer is read, and the connection ends
+    // cleanly: not reset under the writer or the reader.
+    let (mut reader, mut writer) = stream.into_split();
+    let sending = tokio::spawn(async move {
+        let chunk = vec![b' '; 64 << 10];
+        let mut sent = 0;
+        while sent < total {
+            if let Err(e) = writer.write_all(&chunk).await {
+                return Err(format!("writing the body after {sent} bytes: {e}"));
+            }
+            sent += chunk.len();
+        }
+        writer.shutdown().await.map_err(|e| e.to_string())
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(&mut answer))
+        .await
+        .expect("the connection ends");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("too-large"), "{answer}");
+    read.expect("the connection ends cleanly, not reset");
+    sending.await.unwrap().unwrap();
+    // And the node serves on.
+    assert!(raw_get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+}
