@@ -2,12 +2,12 @@
 //! (a `weir_mesh::Sink`: a webhook, `weir_mesh_webhook`; a NATS subject or JetStream
 //! stream, `weir_mesh_nats`; a Redis stream, `weir_mesh_redis`; a Kafka topic,
 //! `weir_mesh_kafka`; an AMQP exchange, `weir_mesh_amqp`; an MQTT topic,
-//! `weir_mesh_mqtt`) in offset order per
-//! partition, as a consumer group
+//! `weir_mesh_mqtt`), each key's events in offset order (different keys' at once, up to
+//! `max_in_flight` per partition), as a consumer group
 //! (`sink.NAME` unless set) on the partition consumer. An event is retried per the sink's
 //! policy, then dead-lettered with why; the group's offset moves past a batch, with its
 //! dead letters, in one transaction after every event of it was delivered or
-//! dead-lettered.
+//! dead-lettered (on a stop, past those up to the first event not done).
 //!
 //! **Architecture Invariant:** a sink commits an offset only past events that were
 //! delivered (a 2xx) or whose dead letter is in the same transaction. A crash before the
@@ -16,11 +16,13 @@
 //!
 //! On a fleet each partition is a unit (`group/GROUP/TOPIC/PARTITION`, as pipelines').
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_cloudevents::{CloudEvent, ExtensionValue};
@@ -82,7 +84,7 @@ struct Running {
     delivered: AtomicU64,
     retries: AtomicU64,
     dead_lettered: AtomicU64,
-    /// Partitions waiting to try an event again, and partitions stalled.
+    /// Events waiting to be tried again (or for the circuit), and partitions stalled.
     retrying: AtomicU64,
     stalled: AtomicU64,
     error: Mutex<Option<String>>,
@@ -387,6 +389,7 @@ async fn run_partition(
     let txns = consumer.transactions()?;
     let delivered = telemetry::sink_events(&running.name, "delivered");
     let dead_lettered = telemetry::sink_events(&running.name, "dead_lettered");
+    let in_flight = spec.max_in_flight.max(1) as usize;
     loop {
         let Some(records) = consumer
             .next_batch(BATCH, done, std::future::pending())
@@ -394,51 +397,95 @@ async fn run_partition(
         else {
             return Ok(());
         };
+        let Some(last) = records.last().map(|r| r.offset) else {
+            continue;
+        };
+        // Each record's outcome by its place in the batch: undecodable ones now, the
+        // others from their lane. A lane holds one key's events in offset order (a
+        // record without a key is a lane of its own).
+        let mut outcomes: Vec<Option<(Outcome, CloudEvent)>> = Vec::new();
+        let mut offsets = Vec::with_capacity(records.len());
+        let mut lanes: Vec<Vec<(usize, CloudEvent)>> = Vec::new();
+        let mut lane_of: HashMap<Bytes, usize> = HashMap::new();
+        for (i, record) in records.into_iter().enumerate() {
+            let offset = record.offset;
+            offsets.push(offset);
+            outcomes.push(None);
+            let key = record.key.clone();
+            match decode_event(&spec.topic, record.clone()) {
+                Ok(logged) => {
+                    let lane = match key {
+                        Some(key) => *lane_of.entry(key).or_insert_with(|| {
+                            lanes.push(Vec::new());
+                            lanes.len() - 1
+                        }),
+                        None => {
+                            lanes.push(Vec::new());
+                            lanes.len() - 1
+                        }
+                    };
+                    lanes[lane].push((i, logged.event));
+                }
+                Err(e) => {
+                    let pos = InputPosition {
+                        pipeline: &running.name,
+                        topic: &spec.topic,
+                        partition,
+                        offset,
+                    };
+                    let event = undecodable_event(pos, record.value);
+                    outcomes[i] = Some((Outcome::Dead("undecodable", e.to_string(), 0), event));
+                }
+            }
+        }
+        let delivering = lanes
+            .into_iter()
+            .map(|lane| deliver_lane(running, webhook, lane, done));
+        let mut lanes = futures::stream::iter(delivering).buffer_unordered(in_flight);
+        while let Some(lane) = lanes.next().await {
+            for (i, outcome, event) in lane {
+                outcomes[i] = Some((outcome, event));
+            }
+        }
+        drop(lanes);
+        // What is committed: the events up to the first one not done (stopped, or never
+        // tried because the sink stopped), each delivered or dead-lettered. Events after
+        // it that were delivered go again after the restart (at-least-once).
         let mut dead: Vec<Record> = Vec::new();
         let mut dead_bytes = 0;
         let mut next = None;
         let mut stopped = false;
-        for record in records {
-            let offset = record.offset;
+        for (outcome, offset) in outcomes.into_iter().zip(offsets) {
             let pos = InputPosition {
                 pipeline: &running.name,
                 topic: &spec.topic,
                 partition,
                 offset,
             };
-            let event = match decode_event(&spec.topic, record.clone()) {
-                Ok(logged) => logged.event,
-                Err(e) => {
-                    let mut event = undecodable_event(pos, record.value);
-                    mark_dead(&mut event, running, pos, "undecodable", &e.to_string(), 0);
-                    dead.push(encode_event(&event));
-                    next = Some(offset + 1);
-                    continue;
+            match outcome {
+                None | Some((Outcome::Stopped, _)) => {
+                    stopped = true;
+                    break;
                 }
-            };
-            match deliver(running, webhook, &event, done).await {
-                Outcome::Delivered => {
+                Some((Outcome::Delivered, _)) => {
                     delivered.increment(1);
                     running.delivered.fetch_add(1, Relaxed);
                 }
-                Outcome::Dead(reason, error, attempts) => {
-                    tracing::warn!(sink = %running.name, id = %event.id, reason, %error, "event dead-lettered");
-                    let mut event = event;
+                Some((Outcome::Dead(reason, error, attempts), mut event)) => {
+                    if reason != "undecodable" {
+                        tracing::warn!(sink = %running.name, id = %event.id, reason, %error, "event dead-lettered");
+                        dead_lettered.increment(1);
+                        running.dead_lettered.fetch_add(1, Relaxed);
+                    }
                     mark_dead(&mut event, running, pos, reason, &error, attempts);
                     let record = encode_event(&event);
                     dead_bytes += record.value.len();
                     dead.push(record);
-                    dead_lettered.increment(1);
-                    running.dead_lettered.fetch_add(1, Relaxed);
-                }
-                Outcome::Stopped => {
-                    stopped = true;
-                    break;
                 }
             }
             next = Some(offset + 1);
             // Dead letters go in transactions the log takes (it limits a call's bytes).
-            if dead_bytes >= MAX_DEAD_LETTER_BYTES {
+            if dead_bytes >= MAX_DEAD_LETTER_BYTES && offset < last {
                 commit(
                     log,
                     &txns,
@@ -459,6 +506,31 @@ async fn run_partition(
             return Ok(());
         }
     }
+}
+
+/// Delivers one lane's events (one key's, in offset order) one after another; what
+/// became of each, with its place in the batch, up to the first that the sink's stop
+/// left undelivered.
+async fn deliver_lane(
+    running: &Running,
+    webhook: &dyn Sink,
+    lane: Vec<(usize, CloudEvent)>,
+    done: &CancellationToken,
+) -> Vec<(usize, Outcome, CloudEvent)> {
+    let mut outcomes = Vec::with_capacity(lane.len());
+    for (i, event) in lane {
+        let outcome = if done.is_cancelled() {
+            Outcome::Stopped
+        } else {
+            deliver(running, webhook, &event, done).await
+        };
+        let stopped = matches!(outcome, Outcome::Stopped);
+        outcomes.push((i, outcome, event));
+        if stopped {
+            break;
+        }
+    }
+    outcomes
 }
 
 /// Commits the group's offset `next` with `dead` letters, trying again while the log is
@@ -585,7 +657,7 @@ async fn deliver(
     }
 }
 
-/// Counts a partition in the sink's `retrying` while an event of it waits to go again.
+/// Counts an event in the sink's `retrying` while it waits to go again.
 struct Waiting<'a> {
     running: &'a Running,
     counted: bool,

@@ -302,6 +302,7 @@ struct SinkTable {
     #[serde(default)]
     start: StartPosition,
     circuit_failures: Option<u32>,
+    max_in_flight: Option<u32>,
 }
 
 /// A secret, or a list of them.
@@ -563,6 +564,9 @@ impl Document {
                     circuit_failures: table
                         .circuit_failures
                         .unwrap_or(SinkSpec::DEFAULT_CIRCUIT_FAILURES.min(retry.max_attempts)),
+                    max_in_flight: table
+                        .max_in_flight
+                        .unwrap_or(SinkSpec::DEFAULT_MAX_IN_FLIGHT),
                     retry,
                 };
                 (name, spec)

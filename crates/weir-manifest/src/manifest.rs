@@ -790,10 +790,16 @@ pub struct SinkSpec {
     /// does not dead-letter what a later attempt would deliver. 0 turns the breaker off.
     /// Default 5, or `retry.max_attempts` if that is lower; at most `retry.max_attempts`.
     pub circuit_failures: u32,
+    /// Deliveries in flight at once per partition: events of different keys go at once,
+    /// each key's one after another in offset order. 1: a partition's events one at a
+    /// time, in offset order.
+    pub max_in_flight: u32,
 }
 
 impl SinkSpec {
     pub const DEFAULT_CIRCUIT_FAILURES: u32 = 5;
+    pub const DEFAULT_MAX_IN_FLIGHT: u32 = 16;
+    pub const MAX_IN_FLIGHT: u64 = 1024;
     pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
     pub const MAX_TIMEOUT_MS: u64 = 300_000;
 

@@ -1664,6 +1664,16 @@ fn a_sink_takes_its_defaults_its_secrets_and_is_refused_where_it_cannot_work() {
     );
     let three = sink("retry = { max_attempts = 3 }\ncircuit_failures = 3");
     assert_eq!(parse(&three).sinks["hook"].circuit_failures, 3);
+    assert_eq!(
+        parse(&sink("")).sinks["hook"].max_in_flight,
+        crate::SinkSpec::DEFAULT_MAX_IN_FLIGHT
+    );
+    assert_eq!(
+        parse(&sink("max_in_flight = 1")).sinks["hook"].max_in_flight,
+        1
+    );
+    only_problem(&sink("max_in_flight = 0"), "sinks.hook.max_in_flight");
+    only_problem(&sink("max_in_flight = 1025"), "sinks.hook.max_in_flight");
     only_problem(&sink("dead_letter = \"out\""), "sinks.hook.dead_letter");
     only_problem(&sink("group = \"p\""), "sinks.hook.group");
     only_problem(

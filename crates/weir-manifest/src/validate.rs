@@ -1306,6 +1306,13 @@ fn check_sink(manifest: &Manifest, name: &str, sink: &SinkSpec, problems: &mut V
         problems,
     );
     check_retry(&["sinks", name, "retry"], &sink.retry, problems);
+    check_range(
+        at("max_in_flight"),
+        sink.max_in_flight.into(),
+        SinkSpec::MAX_IN_FLIGHT,
+        "",
+        problems,
+    );
     if sink.circuit_failures > sink.retry.max_attempts {
         problems.push(Problem::new(
             at("circuit_failures"),

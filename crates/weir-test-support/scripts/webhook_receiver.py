@@ -2,10 +2,12 @@
 Standard Webhooks reference verifier (PyPI `standardwebhooks`), checks that the same
 request with a tampered body fails it, and logs each request as a JSON line.
 
-    python3 webhook_receiver.py SECRET PORT_FILE LOG_FILE [--fail-first N] [--refuse-subject S] [--port P]
+    python3 webhook_receiver.py SECRET PORT_FILE LOG_FILE [--fail-first N] [--refuse-subject S] [--port P] [--hold-until K]
 
 Answers 401 to a request that does not verify, 503 to the first N requests, 400 to events
-whose subject is S, and 204 otherwise. Writes the port it listens on to PORT_FILE.
+whose subject is S, and 204 otherwise. Writes the port it listens on to PORT_FILE. With
+--hold-until K, no request is answered before K requests were open at once (each open
+request waits for that, up to 10 s, and is answered 503 if it never happens).
 """
 
 import argparse
@@ -22,11 +24,24 @@ parser.add_argument("log_file")
 parser.add_argument("--fail-first", type=int, default=0)
 parser.add_argument("--refuse-subject", default=None)
 parser.add_argument("--port", type=int, default=0)
+parser.add_argument("--hold-until", type=int, default=0)
 args = parser.parse_args()
 
 webhook = Webhook(args.secret)
 lock = threading.Lock()
-seen = {"requests": 0}
+seen = {"requests": 0, "open": 0, "most_open": 0}
+held = threading.Condition()
+
+
+def hold():
+    """False if --hold-until requests were never open at once within 10 s."""
+    with held:
+        seen["open"] += 1
+        seen["most_open"] = max(seen["most_open"], seen["open"])
+        held.notify_all()
+        reached = held.wait_for(lambda: seen["most_open"] >= args.hold_until, timeout=10)
+        seen["open"] -= 1
+        return reached
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -44,12 +59,13 @@ class Handler(BaseHTTPRequestHandler):
         except WebhookVerificationError:
             tamper_rejected = True
         event = json.loads(body) if body else {}
+        held_enough = hold()
         with lock:
             seen["requests"] += 1
             n = seen["requests"]
             if not verified:
                 status = 401
-            elif n <= args.fail_first:
+            elif n <= args.fail_first or not held_enough:
                 status = 503
             elif args.refuse_subject is not None and event.get("subject") == args.refuse_subject:
                 status = 400

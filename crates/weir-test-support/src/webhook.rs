@@ -25,6 +25,9 @@ pub struct Behaviour {
     pub refuse_subject: Option<String>,
     /// Listen on this port (default: a free one).
     pub port: Option<u16>,
+    /// Answer no request before this many were open at once (each waits up to 10 s for
+    /// it, then gets 503): a sink that sends fewer at once never gets an answer but 503.
+    pub hold_until: u32,
 }
 
 impl WebhookReceiver {
@@ -42,6 +45,9 @@ impl WebhookReceiver {
             .arg(dir.path().join("requests.jsonl"))
             .args(["--fail-first", &behaviour.fail_first.to_string()])
             .stdout(Stdio::null());
+        if behaviour.hold_until > 0 {
+            command.args(["--hold-until", &behaviour.hold_until.to_string()]);
+        }
         if let Some(port) = behaviour.port {
             command.args(["--port", &port.to_string()]);
         }

@@ -153,6 +153,50 @@ async fn a_webhook_sink_delivers_signed_in_order_retries_and_dead_letters_what_i
     node.shutdown().await;
 }
 
+/// A partition's events of different keys go at once (up to `max_in_flight`), each key's
+/// one after another: the receiver answers nothing (but 503, after 10 s) before six
+/// requests are open at once, more than the two partitions would send one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_delivers_different_keys_at_once_and_each_key_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = WebhookReceiver::start(
+        SECRET,
+        Behaviour {
+            hold_until: 6,
+            ..Behaviour::default()
+        },
+    );
+    let manifest = app(dir.path(), &receiver.url, "max_in_flight = 8");
+    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    let events: Vec<CloudEvent> = (0..60)
+        .map(|n| {
+            let mut e = alert(n, "ok");
+            e.extensions.insert(
+                "partitionkey".into(),
+                ExtensionValue::String(format!("dev-{}", n % 10)),
+            );
+            e
+        })
+        .collect();
+    node.publish("alerts", &events).await.unwrap();
+    let sink = until_sink(&node, |s| s.delivered == 60 && s.lag == 0).await;
+    assert_eq!((sink.retries, sink.dead_lettered), (0, 0), "{sink:?}");
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 60, "each delivered once, none answered 503");
+    for key in 0..10 {
+        let ns: Vec<u64> = requests
+            .iter()
+            .map(|r| r["event"]["data"]["n"].as_u64().unwrap())
+            .filter(|n| n % 10 == key)
+            .collect();
+        let expected: Vec<u64> = (0..60).filter(|n| n % 10 == key).collect();
+        assert_eq!(ns, expected, "key dev-{key} in order");
+    }
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_receiver_exhausts_the_retries_then_the_event_is_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
