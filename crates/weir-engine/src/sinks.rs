@@ -238,7 +238,8 @@ impl Sinks {
         Ok(())
     }
 
-    /// Stops sink `name` and waits for its partitions: each commits what it delivered.
+    /// Stops sink `name` and waits for its partitions: each commits up to its first event
+    /// not yet delivered or dead-lettered.
     pub(crate) async fn stop(&self, name: &str) {
         let running = self
             .running
@@ -402,7 +403,8 @@ async fn run_partition(
         };
         // Each record's outcome by its place in the batch: undecodable ones now, the
         // others from their lane. A lane holds one key's events in offset order (a
-        // record without a key is a lane of its own).
+        // record without a key is a lane of its own); with one in flight, one lane holds
+        // them all, in offset order whatever their keys.
         let mut outcomes: Vec<Option<(Outcome, CloudEvent)>> = Vec::new();
         let mut offsets = Vec::with_capacity(records.len());
         let mut lanes: Vec<Vec<(usize, CloudEvent)>> = Vec::new();
@@ -415,6 +417,12 @@ async fn run_partition(
             match decode_event(&spec.topic, record.clone()) {
                 Ok(logged) => {
                     let lane = match key {
+                        _ if in_flight == 1 => {
+                            if lanes.is_empty() {
+                                lanes.push(Vec::new());
+                            }
+                            0
+                        }
                         Some(key) => *lane_of.entry(key).or_insert_with(|| {
                             lanes.push(Vec::new());
                             lanes.len() - 1

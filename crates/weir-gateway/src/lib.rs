@@ -286,7 +286,7 @@ fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: Cancellation
         deploying: Arc::default(),
         options,
         openapi,
-        stopping,
+        stopping: stopping.clone(),
     }));
     let cors = state.options.cors.clone();
     let router = router
@@ -314,7 +314,10 @@ fn router_until(node: Arc<Node>, options: GatewayOptions, stopping: Cancellation
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(axum::middleware::from_fn(linger::read_what_is_left))
+        .layer(axum::middleware::from_fn_with_state(
+            stopping,
+            linger::read_what_is_left,
+        ))
         .with_state(state);
     match cors {
         Some(cors) => router.layer(cors_layer(&cors)),

@@ -5,35 +5,57 @@
 //! the answer, so it sees "broken pipe" or "connection reset" instead of the `413` that
 //! said why. So, as nginx's `lingering_close` does, what is left of such a body is read and
 //! thrown away on its own task after the answer, for at most [`LINGER_TIME`] and
-//! [`LINGER_BYTES`]; then the connection is dropped as before.
+//! [`LINGER_BYTES`], and no longer than the node serves; then the connection is dropped as
+//! before.
+//!
+//! Only HTTP/1.x requests that did not ask `Expect: 100-continue` linger: HTTP/2 resets
+//! the one stream, not the connection (and a lingering stream would keep granting its
+//! client flow-control credit), and a client waiting for `100 Continue` sends no body
+//! unless asked (hyper closes such a connection, which is right).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody as _};
-use axum::extract::Request;
+use axum::extract::{Request, State};
+use axum::http::{Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use futures::StreamExt as _;
 use http_body::{Frame, SizeHint};
+use tokio_util::sync::CancellationToken;
 
 /// How long an unread body is read after the answer, at most.
 pub(crate) const LINGER_TIME: Duration = Duration::from_secs(5);
 /// How much of an unread body is read after the answer, at most.
 pub(crate) const LINGER_BYTES: usize = 64 << 20;
 
-/// Middleware: the request's body, read to its end (within the bounds) when whoever holds
-/// it drops it unfinished.
-pub(crate) async fn read_what_is_left(request: Request, next: Next) -> Response {
-    next.run(request.map(|body| Body::new(Lingering { body: Some(body) })))
-        .await
+/// Middleware: the request's body, read to its end (within the bounds, until `stopping`)
+/// when whoever holds it drops it unfinished.
+pub(crate) async fn read_what_is_left(
+    State(stopping): State<CancellationToken>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let http1 = matches!(request.version(), Version::HTTP_10 | Version::HTTP_11);
+    if !http1 || request.headers().contains_key(header::EXPECT) {
+        return next.run(request).await;
+    }
+    next.run(request.map(|body| {
+        Body::new(Lingering {
+            body: Some(body),
+            stopping,
+        })
+    }))
+    .await
 }
 
 /// A body that, dropped before its end, hands what is left to [`drain`].
 struct Lingering {
     /// `None` once it has ended.
     body: Option<Body>,
+    stopping: CancellationToken,
 }
 
 impl http_body::Body for Lingering {
@@ -75,15 +97,16 @@ impl Drop for Lingering {
         }
         // Outside a runtime (nothing serves the connection then) the body is just dropped.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(drain(body));
+            runtime.spawn(drain(body, self.stopping.clone()));
         }
     }
 }
 
-/// Reads `body` to its end, or until [`LINGER_TIME`] or [`LINGER_BYTES`], and drops it.
-async fn drain(body: Body) {
+/// Reads `body` to its end, or until [`LINGER_TIME`], [`LINGER_BYTES`] or `stopping`, and
+/// drops it.
+async fn drain(body: Body, stopping: CancellationToken) {
     let mut data = body.into_data_stream();
-    let _ = tokio::time::timeout(LINGER_TIME, async {
+    let reading = tokio::time::timeout(LINGER_TIME, async {
         let mut read = 0usize;
         while let Some(Ok(chunk)) = data.next().await {
             read += chunk.len();
@@ -91,6 +114,9 @@ async fn drain(body: Body) {
                 break;
             }
         }
-    })
-    .await;
+    });
+    tokio::select! {
+        _ = reading => {}
+        () = stopping.cancelled() => {}
+    }
 }

@@ -51,7 +51,10 @@ impl AmqpSink {
         })
     }
 
-    async fn publish(&self, event: &CloudEvent) -> Result<(), String> {
+    /// The connection's channel, connecting first if there is none. The lock is held only
+    /// for this: a sink's deliveries (up to `max_in_flight` per partition) publish at once
+    /// on the one channel, each waiting for its own confirm.
+    async fn channel(&self) -> Result<Channel, String> {
         let mut held = self.channel.lock().await;
         if held.is_none() {
             let connection = Connection::connect(&self.url, ConnectionProperties::default())
@@ -67,9 +70,14 @@ impl AmqpSink {
                 .map_err(|e| format!("turning on confirms: {e}"))?;
             *held = Some((connection, channel));
         }
-        let Some((_, channel)) = held.as_ref() else {
-            return Err("not connected".to_owned());
-        };
+        match held.as_ref() {
+            Some((_, channel)) => Ok(channel.clone()),
+            None => Err("not connected".to_owned()),
+        }
+    }
+
+    async fn publish(&self, event: &CloudEvent) -> Result<(), String> {
+        let channel = self.channel().await?;
         let properties = BasicProperties::default()
             .with_message_id(ShortString::from(event.id.clone()))
             .with_content_type("application/cloudevents+json".into())
@@ -99,7 +107,7 @@ impl AmqpSink {
             Ok(other) => Err(format!("the broker did not confirm: {other:?}")),
             Err(e) => {
                 // A fresh connection for the next attempt.
-                *held = None;
+                *self.channel.lock().await = None;
                 Err(format!("publishing: {e}"))
             }
         }

@@ -39,7 +39,10 @@ impl RedisSink {
         })
     }
 
-    async fn append(&self, event: &CloudEvent) -> Result<(), String> {
+    /// The multiplexed connection, made first if there is none. The lock is held only for
+    /// this: a sink's deliveries (up to `max_in_flight` per partition) send on clones of
+    /// the one connection at once.
+    async fn connection(&self) -> Result<MultiplexedConnection, String> {
         let mut connection = self.connection.lock().await;
         if connection.is_none() {
             let config = redis::AsyncConnectionConfig::new()
@@ -52,19 +55,21 @@ impl RedisSink {
                     .map_err(|e| format!("connecting: {e}"))?,
             );
         }
-        let Some(conn) = connection.as_mut() else {
-            return Err("not connected".to_owned());
-        };
+        connection.clone().ok_or_else(|| "not connected".to_owned())
+    }
+
+    async fn append(&self, event: &CloudEvent) -> Result<(), String> {
+        let mut conn = self.connection().await?;
         let appended: redis::RedisResult<String> = redis::cmd("XADD")
             .arg(&self.key)
             .arg("*")
             .arg("data")
             .arg(event.to_json_vec())
-            .query_async(conn)
+            .query_async(&mut conn)
             .await;
         if let Err(e) = appended {
             // A fresh connection for the next attempt.
-            *connection = None;
+            *self.connection.lock().await = None;
             return Err(format!("XADD {}: {e}", self.key));
         }
         Ok(())

@@ -197,6 +197,32 @@ async fn a_sink_delivers_different_keys_at_once_and_each_key_in_order() {
     node.shutdown().await;
 }
 
+/// With `max_in_flight = 1` a partition's events go one at a time, in offset order,
+/// whatever their keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_in_flight_delivers_a_partition_in_offset_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = WebhookReceiver::start(SECRET, Behaviour::default());
+    let text = app(dir.path(), &receiver.url, "max_in_flight = 1")
+        .text
+        .replace("partitions = 2", "partitions = 1");
+    let mut manifest = Manifest::from_toml_str(&text, dir.path()).unwrap();
+    manifest.text = text;
+    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
+        .await
+        .unwrap();
+    let events: Vec<CloudEvent> = (0..30).map(|n| alert(n, "ok")).collect();
+    node.publish("alerts", &events).await.unwrap();
+    until_sink(&node, |s| s.delivered == 30 && s.lag == 0).await;
+    let ns: Vec<u64> = receiver
+        .requests()
+        .iter()
+        .map(|r| r["event"]["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, (0..30).collect::<Vec<u64>>());
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_receiver_exhausts_the_retries_then_the_event_is_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
