@@ -448,7 +448,7 @@ async fn run_partition(
         }
         let delivering = lanes
             .into_iter()
-            .map(|lane| deliver_lane(running, webhook, lane, done));
+            .map(|lane| deliver_lane(running, webhook, lane, &delivered, done));
         let mut lanes = futures::stream::iter(delivering).buffer_unordered(in_flight);
         while let Some(lane) = lanes.next().await {
             for (i, outcome, event) in lane {
@@ -475,10 +475,8 @@ async fn run_partition(
                     stopped = true;
                     break;
                 }
-                Some((Outcome::Delivered, _)) => {
-                    delivered.increment(1);
-                    running.delivered.fetch_add(1, Relaxed);
-                }
+                // Counted as it was delivered.
+                Some((Outcome::Delivered, _)) => {}
                 Some((Outcome::Dead(reason, error, attempts), mut event)) => {
                     if reason != "undecodable" {
                         tracing::warn!(sink = %running.name, id = %event.id, reason, %error, "event dead-lettered");
@@ -516,13 +514,15 @@ async fn run_partition(
     }
 }
 
-/// Delivers one lane's events (one key's, in offset order) one after another; what
-/// became of each, with its place in the batch, up to the first that the sink's stop
-/// left undelivered.
+/// Delivers one lane's events (one key's, in offset order) one after another, counting
+/// each delivered as it is (one delivered again after a stop counts again); what became
+/// of each, with its place in the batch, up to the first that the sink's stop left
+/// undelivered.
 async fn deliver_lane(
     running: &Running,
     webhook: &dyn Sink,
     lane: Vec<(usize, CloudEvent)>,
+    delivered: &metrics::Counter,
     done: &CancellationToken,
 ) -> Vec<(usize, Outcome, CloudEvent)> {
     let mut outcomes = Vec::with_capacity(lane.len());
@@ -532,6 +532,10 @@ async fn deliver_lane(
         } else {
             deliver(running, webhook, &event, done).await
         };
+        if matches!(outcome, Outcome::Delivered) {
+            delivered.increment(1);
+            running.delivered.fetch_add(1, Relaxed);
+        }
         let stopped = matches!(outcome, Outcome::Stopped);
         outcomes.push((i, outcome, event));
         if stopped {

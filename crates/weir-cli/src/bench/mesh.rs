@@ -32,6 +32,9 @@ use super::{percentile, print_result, repo_path, round2, temp_dir};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PARTITIONS: usize = 4;
+/// The receiver alone takes requests from as many senders as the sink can have in flight:
+/// each partition's `max_in_flight`.
+const SENDERS: usize = PARTITIONS * weir_manifest::SinkSpec::DEFAULT_MAX_IN_FLIGHT as usize;
 
 #[derive(Debug, clap::Args)]
 pub struct MeshBenchArgs {
@@ -214,8 +217,8 @@ fn readings(
     }
 }
 
-/// The receiver alone: `n` signed alerts from [`PARTITIONS`] concurrent senders, one
-/// request at a time each, as the sink sends.
+/// The receiver alone: `n` signed alerts from [`SENDERS`] concurrent senders, one
+/// request at a time each, as the sink's deliveries in flight send.
 async fn receiver_rate(addr: SocketAddr, n: usize) -> anyhow::Result<f64> {
     let secret = weir_mesh_webhook::Secret::parse(SECRET).map_err(anyhow::Error::msg)?;
     let sink = Arc::new(
@@ -229,10 +232,10 @@ async fn receiver_rate(addr: SocketAddr, n: usize) -> anyhow::Result<f64> {
     );
     let started = Instant::now();
     let mut senders = Vec::new();
-    for s in 0..PARTITIONS {
+    for s in 0..SENDERS {
         let sink = sink.clone();
         senders.push(tokio::spawn(async move {
-            for i in (s..n).step_by(PARTITIONS) {
+            for i in (s..n).step_by(SENDERS) {
                 let mut event = weir_cloudevents::CloudEvent::new(
                     format!("ref-{i}"),
                     "weir://functions/telemetry-alert",
@@ -441,6 +444,7 @@ pub async fn run(args: MeshBenchArgs) -> anyhow::Result<()> {
         "receiver_requests_per_sec": receiver_requests_per_sec.round(),
         "mesh_ratio": round2(rate / reference),
         "dead_lettered": status.sinks[0].dead_lettered + status.sources[0].dead_lettered,
+        "sink_retries": status.sinks[0].retries,
     });
     print_result(&result, args.json)
 }

@@ -206,14 +206,7 @@ async fn one_in_flight_delivers_a_partition_in_offset_order() {
     let text = app(dir.path(), &receiver.url, "max_in_flight = 1")
         .text
         .replace("partitions = 2", "partitions = 1");
-    let mut manifest = Manifest::from_toml_str(&text, dir.path()).unwrap();
-    manifest.text = text;
-    let node = Node::start(super::options(&dir.path().join("data"), Some(manifest)).await)
-        .await
-        .unwrap();
-    let events: Vec<CloudEvent> = (0..30).map(|n| alert(n, "ok")).collect();
-    node.publish("alerts", &events).await.unwrap();
-    until_sink(&node, |s| s.delivered == 30 && s.lag == 0).await;
+    let node = deliver_thirty(dir.path(), text).await;
     let ns: Vec<u64> = receiver
         .requests()
         .iter()
