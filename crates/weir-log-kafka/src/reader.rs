@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_log::{
@@ -78,6 +78,13 @@ pub(crate) async fn receive(
             Ok(message) => return Ok(Received::Record(stored(&message))),
             Err(KafkaError::PartitionEOF(p)) if p == partition as i32 => return Ok(Received::End),
             Err(KafkaError::PartitionEOF(_)) => {}
+            // A lost connection is reported as a consumer error while librdkafka
+            // reconnects on its own: waited through. A read bounds it with the log's
+            // timeout (past it, the brokers did not answer: `Unavailable`); a wait goes on
+            // until a record arrives or its caller stops waiting.
+            Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure,
+            )) => {}
             Err(e) => return Err(unavailable(format!("cannot read {what}"), e)),
         }
     }
