@@ -406,6 +406,7 @@ pub async fn run(args: MeshBenchArgs) -> anyhow::Result<()> {
     *received.lock().unwrap() = Received::default();
 
     let first = Instant::now();
+    let cpu_started = super::pipeline::process_cpu_secs()?;
     let publisher = {
         let (broker, id, n) = (broker.clone(), format!("{base}-app-pub"), args.messages);
         let make = readings(&base, "app", started);
@@ -413,7 +414,22 @@ pub async fn run(args: MeshBenchArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { publish(&broker, &id, n, make, ahead).await })
     };
     let deadline = Instant::now() + Duration::from_secs(300);
+    // Where the backlog waits: each stage's largest lag, from the node's status every
+    // 250 ms (a stalled run says which stage stopped).
+    let (mut pipeline_lag_max, mut sink_lag_max) = (0, 0);
+    let mut sampled = Instant::now();
     while received.lock().unwrap().requests < args.messages {
+        if sampled.elapsed() >= Duration::from_millis(250) {
+            sampled = Instant::now();
+            let status = node.status().await?;
+            let pipelines = status.pipelines.iter().map(|p| p.lag);
+            pipeline_lag_max = pipelines.fold(pipeline_lag_max, u64::max);
+            sink_lag_max = status
+                .sinks
+                .iter()
+                .map(|s| s.lag)
+                .fold(sink_lag_max, u64::max);
+        }
         if Instant::now() > deadline {
             bail!(
                 "{} of {} alerts reached the webhook in 300 s",
@@ -424,6 +440,7 @@ pub async fn run(args: MeshBenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = first.elapsed().as_secs_f64();
+    let cpus_busy = (super::pipeline::process_cpu_secs()? - cpu_started) / elapsed;
     publisher.await??;
     let mut latencies = std::mem::take(&mut received.lock().unwrap().latencies_us);
     latencies.sort_unstable();
@@ -445,6 +462,9 @@ pub async fn run(args: MeshBenchArgs) -> anyhow::Result<()> {
         "mesh_ratio": round2(rate / reference),
         "dead_lettered": status.sinks[0].dead_lettered + status.sources[0].dead_lettered,
         "sink_retries": status.sinks[0].retries,
+        "pipeline_lag_max": pipeline_lag_max,
+        "sink_lag_max": sink_lag_max,
+        "cpus_busy": round2(cpus_busy),
     });
     print_result(&result, args.json)
 }
