@@ -21,8 +21,13 @@ pub struct AmqpSink {
     exchange: String,
     routing_key: String,
     timeout: Duration,
-    channel: Mutex<Option<(Connection, Channel)>>,
+    /// The connections made so far, and the current one with its channel, numbered so a
+    /// failed publish drops the one it used, not a newer one another delivery made since.
+    channel: Mutex<(u64, Option<Numbered>)>,
 }
+
+/// A connection, its number and its channel.
+type Numbered = (u64, Connection, Channel);
 
 impl AmqpSink {
     /// A sink publishing per `to` on the broker `url` names, each attempt given `timeout`.
@@ -47,15 +52,16 @@ impl AmqpSink {
             exchange: exchange.to_owned(),
             routing_key: routing_key.to_owned(),
             timeout,
-            channel: Mutex::new(None),
+            channel: Mutex::new((0, None)),
         })
     }
 
     /// The connection's channel, connecting first if there is none. The lock is held only
     /// for this: a sink's deliveries (up to `max_in_flight` per partition) publish at once
     /// on the one channel, each waiting for its own confirm.
-    async fn channel(&self) -> Result<Channel, String> {
-        let mut held = self.channel.lock().await;
+    async fn channel(&self) -> Result<(u64, Channel), String> {
+        let mut guard = self.channel.lock().await;
+        let (made, held) = &mut *guard;
         if held.is_none() {
             let connection = Connection::connect(&self.url, ConnectionProperties::default())
                 .await
@@ -68,16 +74,29 @@ impl AmqpSink {
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
                 .map_err(|e| format!("turning on confirms: {e}"))?;
-            *held = Some((connection, channel));
+            *made += 1;
+            *held = Some((*made, connection, channel));
         }
         match held.as_ref() {
-            Some((_, channel)) => Ok(channel.clone()),
+            Some((number, _, channel)) => Ok((*number, channel.clone())),
             None => Err("not connected".to_owned()),
         }
     }
 
-    async fn publish(&self, event: &CloudEvent) -> Result<(), String> {
-        let channel = self.channel().await?;
+    /// Drops connection `number` if it is still the current one: the next attempt
+    /// connects afresh.
+    async fn drop_connection(&self, number: u64) {
+        let held = &mut self.channel.lock().await.1;
+        if held.as_ref().is_some_and(|(n, ..)| *n == number) {
+            *held = None;
+        }
+    }
+
+    async fn publish(
+        &self,
+        (number, channel): (u64, Channel),
+        event: &CloudEvent,
+    ) -> Result<(), String> {
         let properties = BasicProperties::default()
             .with_message_id(ShortString::from(event.id.clone()))
             .with_content_type("application/cloudevents+json".into())
@@ -106,8 +125,7 @@ impl AmqpSink {
             )),
             Ok(other) => Err(format!("the broker did not confirm: {other:?}")),
             Err(e) => {
-                // A fresh connection for the next attempt.
-                *self.channel.lock().await = None;
+                self.drop_connection(number).await;
                 Err(format!("publishing: {e}"))
             }
         }
@@ -121,15 +139,20 @@ impl Sink for AmqpSink {
     }
 
     async fn deliver(&self, event: &CloudEvent) -> Delivery {
-        match tokio::time::timeout(self.timeout, self.publish(event)).await {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let retry = |error| Delivery::Retry { error, after: None };
+        let channel = match tokio::time::timeout_at(deadline, self.channel()).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(error)) => return retry(error),
+            Err(_) => return retry(format!("not connected within {:?}", self.timeout)),
+        };
+        let number = channel.0;
+        match tokio::time::timeout_at(deadline, self.publish(channel, event)).await {
             Ok(Ok(())) => Delivery::Delivered,
-            Ok(Err(error)) => Delivery::Retry { error, after: None },
+            Ok(Err(error)) => retry(error),
             Err(_) => {
-                *self.channel.lock().await = None;
-                Delivery::Retry {
-                    error: format!("no confirmation within {:?}", self.timeout),
-                    after: None,
-                }
+                self.drop_connection(number).await;
+                retry(format!("no confirmation within {:?}", self.timeout))
             }
         }
     }

@@ -16,7 +16,9 @@ pub struct RedisSink {
     client: redis::Client,
     key: String,
     timeout: Duration,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    /// The connections made so far, and the current one, numbered so a failed append
+    /// drops the one it used, not a newer one another delivery made since.
+    connection: Mutex<(u64, Option<(u64, MultiplexedConnection)>)>,
 }
 
 impl RedisSink {
@@ -35,31 +37,33 @@ impl RedisSink {
             client,
             key: key.to_owned(),
             timeout,
-            connection: Mutex::new(None),
+            connection: Mutex::new((0, None)),
         })
     }
 
     /// The multiplexed connection, made first if there is none. The lock is held only for
     /// this: a sink's deliveries (up to `max_in_flight` per partition) send on clones of
     /// the one connection at once.
-    async fn connection(&self) -> Result<MultiplexedConnection, String> {
-        let mut connection = self.connection.lock().await;
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), String> {
+        let mut guard = self.connection.lock().await;
+        let (made, connection) = &mut *guard;
         if connection.is_none() {
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(self.timeout))
                 .set_response_timeout(Some(self.timeout));
-            *connection = Some(
-                self.client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(|e| format!("connecting: {e}"))?,
-            );
+            let fresh = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| format!("connecting: {e}"))?;
+            *made += 1;
+            *connection = Some((*made, fresh));
         }
         connection.clone().ok_or_else(|| "not connected".to_owned())
     }
 
     async fn append(&self, event: &CloudEvent) -> Result<(), String> {
-        let mut conn = self.connection().await?;
+        let (number, mut conn) = self.connection().await?;
         let appended: redis::RedisResult<String> = redis::cmd("XADD")
             .arg(&self.key)
             .arg("*")
@@ -68,8 +72,11 @@ impl RedisSink {
             .query_async(&mut conn)
             .await;
         if let Err(e) = appended {
-            // A fresh connection for the next attempt.
-            *self.connection.lock().await = None;
+            // A fresh connection for the next attempt, unless one was made since.
+            let held = &mut self.connection.lock().await.1;
+            if held.as_ref().is_some_and(|(n, _)| *n == number) {
+                *held = None;
+            }
             return Err(format!("XADD {}: {e}", self.key));
         }
         Ok(())
