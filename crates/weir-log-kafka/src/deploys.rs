@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use weir_log::{Error, ErrorKind, RecordWatch, Result, SharedDeploys};
 
 use crate::control::{ComponentAt, ControlRecord};
-use crate::reader::{Received, assigned_consumer, receive, retire};
+use crate::reader::{Received, assigned_consumer, close, receive, retire};
 use crate::{Inner, unavailable};
 
 /// The largest chunk of a component: well under the default `message.max.bytes` of
@@ -241,10 +241,11 @@ impl Retiring {
 
 impl Drop for Retiring {
     fn drop(&mut self) {
-        if let Some(consumer) = self.consumer.take()
-            && !self.started
-        {
-            retire(consumer);
+        if let Some(consumer) = self.consumer.take() {
+            match self.started {
+                true => close(consumer),
+                false => retire(consumer),
+            }
         }
     }
 }

@@ -91,16 +91,29 @@ pub(crate) async fn receive(
 }
 
 impl Drop for KafkaReader {
-    /// A consumer whose assignment has not started yet is dropped on a thread of its own
-    /// a moment later: librdkafka 2.12 aborts the process when an assignment stops
-    /// before it started (`rd_kafka_assignment_partition_stopped`, seen when a subscriber
-    /// is dropped right after it was made).
+    /// The consumer is dropped on a thread of its own: closing a librdkafka consumer
+    /// waits for its threads to stop (50-60 ms against tansu), which must not hold the
+    /// caller, often a runtime worker. One whose assignment has not started yet is
+    /// dropped a moment later: librdkafka 2.12 aborts the process when an assignment
+    /// stops before it started (`rd_kafka_assignment_partition_stopped`, seen when a
+    /// subscriber is dropped right after it was made).
     fn drop(&mut self) {
-        if let Some(consumer) = self.consumer.take()
-            && !self.started
-        {
-            retire(consumer);
+        if let Some(consumer) = self.consumer.take() {
+            match self.started {
+                true => close(consumer),
+                false => retire(consumer),
+            }
         }
+    }
+}
+
+/// Drops a consumer off the caller's thread (see `Drop for KafkaReader`).
+pub(crate) fn close(consumer: StreamConsumer) {
+    let spawned = std::thread::Builder::new()
+        .name("weir-kafka-close".into())
+        .spawn(move || drop(consumer));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start a thread to close a Kafka consumer");
     }
 }
 
