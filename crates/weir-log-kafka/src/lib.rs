@@ -842,7 +842,7 @@ impl EventLog for KafkaLog {
             .remove(&key);
         let mut reader = match kept {
             Some(mut reader) => {
-                reader.seek(from_offset);
+                reader.continue_at(from_offset);
                 reader
             }
             None => reader::KafkaReader::new(self.inner.clone(), topic, partition, from_offset)?,

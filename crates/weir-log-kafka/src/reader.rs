@@ -137,6 +137,11 @@ pub(crate) struct KafkaReader {
     pending: VecDeque<StoredRecord>,
     /// The consumer said it reached the end and has given nothing since.
     at_end: bool,
+    /// Kept for a read where it stood (see `continue_at`), not reassigned: an end its
+    /// consumer reports may be one it queued before records were appended since.
+    continued: bool,
+    /// The partition's end when the position was last checked (see `check_start`).
+    checked_end: u64,
     /// Whether the position was checked against the partition's start since the last
     /// seek (so a position below it is reported as skipped, even when nothing follows).
     checked: bool,
@@ -166,6 +171,8 @@ impl KafkaReader {
             consumer: Some(consumer),
             pending: VecDeque::new(),
             at_end: false,
+            continued: false,
+            checked_end: 0,
             checked: false,
             broken: None,
             started: false,
@@ -190,7 +197,25 @@ impl KafkaReader {
             }
         }
         self.started = false;
+        self.continued = false;
         Ok(())
+    }
+
+    /// Readies a kept reader for a read from `offset`. Where it stands already (the next
+    /// page of a reader paging forward) it keeps its consumer's assignment and what that
+    /// fetched ahead (a seek reassigns the consumer and waits for a first fetch, about
+    /// ten times a page's read from what was fetched ahead), and only checks the
+    /// partition's start and end again, as a seek would. An end the consumer then
+    /// reports below the end that check found may have been queued before the records
+    /// appended since: the reader is reassigned once and reads on. Elsewhere, a seek.
+    pub(crate) fn continue_at(&mut self, offset: u64) {
+        if offset == self.position && self.pending.is_empty() && self.broken.is_none() {
+            self.at_end = false;
+            self.checked = false;
+            self.continued = true;
+        } else {
+            self.seek(offset);
+        }
     }
 
     fn what(&self) -> String {
@@ -203,6 +228,7 @@ impl KafkaReader {
     async fn check_start(&mut self) -> Result<Option<Skipped>> {
         let Offsets { start, end } = self.inner.watermarks(&self.topic, self.partition).await?;
         self.at_end = self.position.max(start) >= end;
+        self.checked_end = end;
         if self.position >= start {
             return Ok(None);
         }
@@ -320,6 +346,12 @@ impl PartitionReader for KafkaReader {
                     self.started = true;
                     self.at_end = false;
                     self.take(record, &mut skipped, &mut records).await?;
+                }
+                Received::End if self.continued && self.position < self.checked_end => {
+                    // Perhaps queued before the records the check saw: reassigned, which
+                    // drops what the consumer queued, and read on.
+                    self.started = true;
+                    self.reposition(self.position)?;
                 }
                 Received::End => {
                     self.started = true;
