@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use weir_log::{Error, ErrorKind, RecordWatch, Result, SharedDeploys};
 
 use crate::control::{ComponentAt, ControlRecord};
-use crate::reader::{Received, assigned_consumer, close, receive, retire};
+use crate::reader::{Received, assigned_consumer, let_go, receive};
 use crate::{Inner, unavailable};
 
 /// The largest chunk of a component: well under the default `message.max.bytes` of
@@ -242,10 +242,7 @@ impl Retiring {
 impl Drop for Retiring {
     fn drop(&mut self) {
         if let Some(consumer) = self.consumer.take() {
-            match self.started {
-                true => close(consumer),
-                false => retire(consumer),
-            }
+            let_go(consumer, self.started);
         }
     }
 }

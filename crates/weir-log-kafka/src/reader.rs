@@ -99,16 +99,22 @@ impl Drop for KafkaReader {
     /// subscriber is dropped right after it was made).
     fn drop(&mut self) {
         if let Some(consumer) = self.consumer.take() {
-            match self.started {
-                true => close(consumer),
-                false => retire(consumer),
-            }
+            let_go(consumer, self.started);
         }
     }
 }
 
+/// Drops a consumer off the caller's thread: at once if its assignment has `started`,
+/// else a second later (see `Drop for KafkaReader`).
+pub(crate) fn let_go(consumer: StreamConsumer, started: bool) {
+    match started {
+        true => close(consumer),
+        false => retire(consumer),
+    }
+}
+
 /// Drops a consumer off the caller's thread (see `Drop for KafkaReader`).
-pub(crate) fn close(consumer: StreamConsumer) {
+fn close(consumer: StreamConsumer) {
     let spawned = std::thread::Builder::new()
         .name("weir-kafka-close".into())
         .spawn(move || drop(consumer));

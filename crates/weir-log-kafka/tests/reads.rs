@@ -2,15 +2,9 @@
 //! keeps a reader per partition between reads, which pages forward without a seek, sees
 //! what was appended since it reached the end, and seeks when a read starts elsewhere.
 
-use weir_log::{Expect, Record, StoredRecord, TopicSpec};
+use weir_log::{Expect, Record, TopicSpec};
+use weir_log_conformance::values;
 use weir_test_support::kafka::KafkaBroker;
-
-fn values(records: &[StoredRecord]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_page_forward_see_appends_at_the_end_and_seek_back() {
@@ -61,6 +55,7 @@ async fn reads_page_forward_see_appends_at_the_end_and_seek_back() {
     let page = log.read("t", 0, next, 2).await.expect("read");
     assert_eq!(values(&page), ["v12", "v13"]);
     let next = page.last().expect("a record").offset + 1;
+    // A moment for the consumer to queue its end report.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     append(vec!["v14".into()]).await.expect("append");
     let page = log.read("t", 0, next, 10).await.expect("read");
