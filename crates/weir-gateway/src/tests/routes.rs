@@ -166,7 +166,13 @@ async fn a_wasi_http_handler_serves_crud_on_the_key_value_store_and_publishes_du
 
 #[tokio::test]
 async fn a_broken_or_hostile_handler_gets_a_clear_error_and_the_node_keeps_serving() {
-    let app = app("").await.unwrap();
+    let roomy = format!(
+        "[functions.roomy]\nsource = \"{wasm}\"\n\
+         limits = {{ deadline_ms = 5000, max_output_bytes = 8388608 }}\n\
+         [routes.roomy]\npath = \"/reused/misbehave/huge\"\nfunction = \"roomy\"\n",
+        wasm = weir_test_support::test_guest("guest-http-items").display()
+    );
+    let app = app(&roomy).await.unwrap();
     let api = router(app.node.clone(), GatewayOptions::default());
     let problem = |body: &[u8]| json(body)["type"].as_str().unwrap_or_default().to_owned();
 
@@ -193,6 +199,13 @@ async fn a_broken_or_hostile_handler_gets_a_clear_error_and_the_node_keeps_servi
         let text = String::from_utf8_lossy(&body).to_lowercase();
         assert!(text.contains(reason), "{what}: {text}");
     }
+    // The same body under a function whose limit allows it: all 4 MiB arrive, written in
+    // 4 KiB chunks, far more than the body's buffer holds (the call's thread takes them in
+    // while the guest waits for room).
+    let (status, _, body) = send(&api, req("GET", "/reused/misbehave/huge", "")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body.len(), 4 << 20);
+    assert!(body.iter().all(|b| *b == b'x'));
     // Publishing to a topic not granted: the capability is denied, whatever the handler
     // answers, and nothing reaches the topic.
     let (status, _, body) = send(&api, req("GET", "/misbehave/publish-elsewhere", "")).await;
