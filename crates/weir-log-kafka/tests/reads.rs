@@ -19,9 +19,8 @@ async fn reads_page_forward_see_appends_at_the_end_and_seek_back() {
         let records = values.into_iter().map(Record::new).collect();
         log.append_to("t", 0, records, Expect::Any)
     };
-    append((0..10).map(|i| format!("v{i}")).collect())
-        .await
-        .expect("append");
+    let all: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    append(all.clone()).await.expect("append");
 
     // Pages of three, each from where the last ended.
     let (mut next, mut seen, mut offsets) = (0, Vec::new(), Vec::new());
@@ -35,7 +34,6 @@ async fn reads_page_forward_see_appends_at_the_end_and_seek_back() {
         seen.extend(values(&page));
         offsets.extend(page.iter().map(|r| r.offset));
     }
-    let all: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
     assert_eq!(seen, all);
 
     // At the end, records appended since are read from the same position.

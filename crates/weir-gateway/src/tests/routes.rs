@@ -200,8 +200,8 @@ async fn a_broken_or_hostile_handler_gets_a_clear_error_and_the_node_keeps_servi
         assert!(text.contains(reason), "{what}: {text}");
     }
     // The same body under a function whose limit allows it: all 4 MiB arrive, written in
-    // 4 KiB chunks, far more than the body's buffer holds (the call's thread takes them in
-    // while the guest waits for room).
+    // 4 KiB chunks, far more than the body's buffer holds (the request's task drains it
+    // while the guest writes).
     let (status, _, body) = send(&api, req("GET", "/reused/misbehave/huge", "")).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body.len(), 4 << 20);
