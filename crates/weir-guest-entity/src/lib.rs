@@ -28,6 +28,11 @@
 //! This is a crate of its own, not a module of `weir-guest`: a component carries the
 //! WIT world its bindings describe, and a handler and an entity both export `handle`.
 
+// The SDK's allocator (`weir-guest-alloc`) becomes the function's global allocator;
+// nothing of it is named, so the crate is linked here.
+#[cfg(feature = "allocator")]
+extern crate weir_guest_alloc as _;
+
 extern crate self as weir_guest_entity;
 #[doc(hidden)]
 pub use wit_bindgen;

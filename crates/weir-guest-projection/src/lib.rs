@@ -38,6 +38,11 @@
 //! A crate of its own, not a module of `weir-guest`: a component carries the WIT world
 //! its bindings describe, and a projection's world has neither key-value nor HTTP.
 
+// The SDK's allocator (`weir-guest-alloc`) becomes the function's global allocator;
+// nothing of it is named, so the crate is linked here.
+#[cfg(feature = "allocator")]
+extern crate weir_guest_alloc as _;
+
 extern crate self as weir_guest_projection;
 #[doc(hidden)]
 pub use wit_bindgen;

@@ -19,6 +19,11 @@
 //! [`native`] instead of asking a host, so a function's logic can be called natively
 //! (`weir bench wasm` measures the example's this way, beside its wasm).
 
+// The SDK's allocator (`weir-guest-alloc`) becomes the function's global allocator;
+// nothing of it is named, so the crate is linked here.
+#[cfg(feature = "allocator")]
+extern crate weir_guest_alloc as _;
+
 // The generated bindings and export macro name their runtime through this crate, so a
 // function depends on `weir-guest` alone.
 extern crate self as weir_guest;

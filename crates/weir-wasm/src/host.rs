@@ -303,6 +303,9 @@ pub struct HostOptions {
     /// Failed HTTP requests in a row to one destination that open its circuit
     /// (`circuits.rs`); `0` never opens one.
     pub circuit_failures: u32,
+    /// Name functions' compiled code for Linux `perf` in `/tmp/perf-PID.map`, as
+    /// wasmtime's `--profile=perfmap` does. Default: on when `WEIR_WASM_PROFILE=perfmap`.
+    pub perfmap: bool,
 }
 
 impl Default for HostOptions {
@@ -317,6 +320,7 @@ impl Default for HostOptions {
             max_compiled_on_disk_bytes: 1 << 30,
             resolver: Arc::new(SystemResolver),
             circuit_failures: crate::circuits::DEFAULT_CIRCUIT_FAILURES,
+            perfmap: std::env::var_os("WEIR_WASM_PROFILE").is_some_and(|v| v == "perfmap"),
         }
     }
 }
@@ -334,6 +338,7 @@ impl std::fmt::Debug for HostOptions {
                 "max_compiled_on_disk_bytes",
                 &self.max_compiled_on_disk_bytes,
             )
+            .field("perfmap", &self.perfmap)
             .finish_non_exhaustive()
     }
 }
@@ -444,6 +449,9 @@ impl FunctionHost {
         config.max_wasm_stack(1 << 20);
         config.memory_reservation(options.max_memory_bytes as u64);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if options.perfmap {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(engine_error)?;
 
         let mut linker = Linker::<CallState>::new(&engine);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -78,6 +79,46 @@ fn json_data(event: &CloudEvent) -> serde_json::Value {
         Some(Data::Json(data)) => data.value(),
         other => panic!("expected JSON data, got {other:?}"),
     }
+}
+
+/// `WEIR_WASM_PROFILE=perfmap` (the `perfmap` option): wasmtime names each function's
+/// compiled code in `/tmp/perf-PID.map`, where `perf` finds it; without it, no map.
+#[test]
+fn with_perfmap_the_guests_compiled_code_is_named_for_perf() {
+    let map = PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+    let config = [("currency", "EUR"), ("rate.USD", "0.9")];
+    let quiet = host_with(customers());
+    example(&quiet, settings(&config))
+        .call(&example_event())
+        .unwrap();
+    assert!(!map.exists(), "no perf map unless asked for");
+
+    let host = FunctionHost::new(HostOptions {
+        keyvalue: Some(customers()),
+        perfmap: true,
+        ..HostOptions::default()
+    })
+    .unwrap();
+    example(&host, settings(&config))
+        .call(&example_event())
+        .unwrap();
+    let names = std::fs::read_to_string(&map).unwrap_or_default();
+    let _ = std::fs::remove_file(&map);
+    // Each line: address, length, name; the stripped example's functions are named by
+    // index (`wasm[0]::function[22]`).
+    let guest = names
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .nth(2)
+                .is_some_and(|n| n.starts_with("wasm["))
+        })
+        .count();
+    assert!(
+        guest > 10,
+        "the guest's functions in {}: {names}",
+        map.display()
+    );
 }
 
 #[test]
