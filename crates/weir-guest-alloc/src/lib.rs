@@ -18,6 +18,12 @@
 //! as it would have). The allocator runs inside the function's sandbox: whatever it
 //! does, it can only touch the function's own linear memory.
 //!
+//! One hazard comes with any Rust global allocator on wasm32-wasip2: the host lowers
+//! lists and strings through std's `cabi_realloc` (this allocator), and wasi-libc frees
+//! some it receives (the environment, directory entries, stdin reads, `getentropy`'s
+//! bytes) with libc's `free`. weir gives guests none of the former; a function whose C
+//! code calls libc's `getentropy` or `arc4random` must build without this allocator.
+//!
 //! It is the global allocator of a wasm guest without threads (feature `global`); on
 //! other targets nothing is registered, and [`SizeClasses`] is an ordinary value (so the
 //! tests run natively).

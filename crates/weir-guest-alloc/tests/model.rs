@@ -193,6 +193,47 @@ fn when_the_system_refuses_a_chunk_the_allocation_fails_and_later_ones_can_succe
     }
 }
 
+#[test]
+fn what_is_left_of_a_chunk_is_served_even_while_the_system_refuses() {
+    let alloc = SizeClasses::new(Counting::default());
+    let block = |size| Layout::from_size_align(size, 8).unwrap();
+    // SAFETY: non-zero sizes; each block is freed with the layout it was made with.
+    unsafe {
+        // 3 x 1,008 + 1,024 bytes of the first 4 KiB chunk: 48 are left.
+        let first: Vec<_> = (0..3).map(|_| alloc.alloc(block(1008))).collect();
+        let fourth = alloc.alloc(block(1024));
+        assert_eq!(alloc_count(&alloc), 1);
+        assert_eq!(fourth as usize - first[0] as usize, 3 * 1008);
+        // The next 1,024 bytes need a chunk, which the system refuses: the 48 bytes left
+        // go to their class's list first, and the allocation fails.
+        alloc.backing().refuse.set(true);
+        assert!(alloc.alloc(block(1024)).is_null());
+        let rest = alloc.alloc(block(48));
+        assert_eq!(
+            rest as usize,
+            fourth as usize + 1024,
+            "the chunk's last 48 bytes"
+        );
+        assert!(alloc.alloc(block(48)).is_null(), "served once");
+        alloc.backing().refuse.set(false);
+        let next = alloc.alloc(block(1024));
+        assert!(!next.is_null());
+        assert_eq!(
+            alloc_count(&alloc),
+            2,
+            "a new chunk once the system gives again"
+        );
+        for (p, size) in
+            first
+                .into_iter()
+                .map(|p| (p, 1008))
+                .chain([(fourth, 1024), (rest, 48), (next, 1024)])
+        {
+            alloc.dealloc(p, block(size));
+        }
+    }
+}
+
 /// The system allocator, counting what is taken from and given back to it, and refusing
 /// everything while `refuse` is set.
 #[derive(Default)]

@@ -259,6 +259,10 @@ impl CallState {
 
 /// The WASI context every guest gets: empty (no environment, arguments, preopened
 /// directories or stdin; stdout and stderr discarded) and without network access.
+/// It must stay so while the Rust SDKs' allocator is the default: wasi-libc frees the
+/// environment, directory entries, stdin reads and socket results the host hands it with
+/// libc's `free`, but they are allocated through `cabi_realloc`, which is the Rust
+/// global allocator (ARCHITECTURE.md, `crates/weir-guest-alloc`).
 fn empty_wasi_ctx() -> Box<WasiCtx> {
     Box::new(
         WasiCtx::builder()
