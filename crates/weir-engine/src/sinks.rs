@@ -70,6 +70,8 @@ pub struct SinkStatus {
     pub delivered: u64,
     /// Failed attempts that were tried again.
     pub retries: u64,
+    /// Events in the dead-letter topic, counted once they are committed there (a re-drive
+    /// that follows the count finds them).
     pub dead_lettered: u64,
     /// The circuit breaker: `closed`, `open` (deliveries pause), `half_open` (a probe is
     /// out), or `off`.
@@ -461,6 +463,12 @@ async fn run_partition(
         // it that were delivered go again after the restart (at-least-once).
         let mut dead: Vec<Record> = Vec::new();
         let mut dead_bytes = 0;
+        // Dead letters not yet committed: counted once they are.
+        let mut uncounted = 0;
+        let count = |n: u64| {
+            dead_lettered.increment(n);
+            running.dead_lettered.fetch_add(n, Relaxed);
+        };
         let mut next = None;
         let mut stopped = false;
         for (outcome, offset) in outcomes.into_iter().zip(offsets) {
@@ -480,8 +488,7 @@ async fn run_partition(
                 Some((Outcome::Dead(reason, error, attempts), mut event)) => {
                     if reason != "undecodable" {
                         tracing::warn!(sink = %running.name, id = %event.id, reason, %error, "event dead-lettered");
-                        dead_lettered.increment(1);
-                        running.dead_lettered.fetch_add(1, Relaxed);
+                        uncounted += 1;
                     }
                     mark_dead(&mut event, running, pos, reason, &error, attempts);
                     let record = encode_event(&event);
@@ -500,6 +507,7 @@ async fn run_partition(
                     offset + 1,
                 )
                 .await?;
+                count(std::mem::take(&mut uncounted));
                 dead_bytes = 0;
                 next = None;
             }
@@ -507,6 +515,7 @@ async fn run_partition(
         if let Some(next) = next {
             // Committed even when stopping: what was delivered is not sent again.
             commit(log, &txns, &spec.dead_letter, dead, next).await?;
+            count(uncounted);
         }
         if stopped {
             return Ok(());
