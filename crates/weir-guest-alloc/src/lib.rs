@@ -231,56 +231,49 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SizeClasses<A> {
     }
 }
 
-/// The guest's global allocator: [`SizeClasses`] in front of the system allocator
-/// (wasi-libc's).
+/// The guest's global allocator, on wasm without threads only.
 #[cfg(all(
     feature = "global",
     target_family = "wasm",
     not(target_feature = "atomics")
 ))]
-struct Global(SizeClasses<std::alloc::System>);
+mod global {
+    use core::alloc::{GlobalAlloc, Layout};
+    use std::alloc::System;
 
-// SAFETY: wasm without the atomics feature has one thread, so calls never overlap.
-#[cfg(all(
-    feature = "global",
-    target_family = "wasm",
-    not(target_feature = "atomics")
-))]
-unsafe impl Sync for Global {}
+    use super::SizeClasses;
 
-// SAFETY: delegates to `SizeClasses`, whose calls do not overlap (one thread).
-#[cfg(all(
-    feature = "global",
-    target_family = "wasm",
-    not(target_feature = "atomics")
-))]
-unsafe impl GlobalAlloc for Global {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as `GlobalAlloc::alloc` asks of our caller.
-        unsafe { self.0.alloc(layout) }
+    /// The guest's global allocator: [`SizeClasses`] in front of the system allocator
+    /// (wasi-libc's).
+    struct Global(SizeClasses<System>);
+
+    // SAFETY: wasm without the atomics feature has one thread, so calls never overlap.
+    unsafe impl Sync for Global {}
+
+    // SAFETY: delegates to `SizeClasses`, whose calls do not overlap (one thread).
+    unsafe impl GlobalAlloc for Global {
+        #[inline]
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: as `GlobalAlloc::alloc` asks of our caller.
+            unsafe { self.0.alloc(layout) }
+        }
+        #[inline]
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: as `GlobalAlloc::alloc_zeroed` asks of our caller.
+            unsafe { self.0.alloc_zeroed(layout) }
+        }
+        #[inline]
+        unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+            // SAFETY: as `GlobalAlloc::dealloc` asks of our caller.
+            unsafe { self.0.dealloc(block, layout) }
+        }
+        #[inline]
+        unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: as `GlobalAlloc::realloc` asks of our caller.
+            unsafe { self.0.realloc(block, layout, new_size) }
+        }
     }
-    #[inline]
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as `GlobalAlloc::alloc_zeroed` asks of our caller.
-        unsafe { self.0.alloc_zeroed(layout) }
-    }
-    #[inline]
-    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        // SAFETY: as `GlobalAlloc::dealloc` asks of our caller.
-        unsafe { self.0.dealloc(block, layout) }
-    }
-    #[inline]
-    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as `GlobalAlloc::realloc` asks of our caller.
-        unsafe { self.0.realloc(block, layout, new_size) }
-    }
+
+    #[global_allocator]
+    static GLOBAL: Global = Global(SizeClasses::new(System));
 }
-
-#[cfg(all(
-    feature = "global",
-    target_family = "wasm",
-    not(target_feature = "atomics")
-))]
-#[global_allocator]
-static GLOBAL: Global = Global(SizeClasses::new(std::alloc::System));

@@ -87,7 +87,12 @@ fn json_data(event: &CloudEvent) -> serde_json::Value {
 fn with_perfmap_the_guests_compiled_code_is_named_for_perf() {
     let map = PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
     let config = [("currency", "EUR"), ("rate.USD", "0.9")];
-    let quiet = host_with(customers());
+    let quiet = FunctionHost::new(HostOptions {
+        keyvalue: Some(customers()),
+        perfmap: false,
+        ..HostOptions::default()
+    })
+    .unwrap();
     example(&quiet, settings(&config))
         .call(&example_event())
         .unwrap();
