@@ -456,6 +456,7 @@ impl FunctionHost {
 
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        io_on_the_table(&mut linker).map_err(engine_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(engine_error)?;
         wit::wasi::logging::logging::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(engine_error)?;
@@ -675,6 +676,25 @@ impl FunctionHost {
 /// Replace the monotonic clock's subscriptions with ones that are ready at once: a guest
 /// gets no sleeps, which would hold a worker thread past its deadline (the deadline
 /// interrupts wasm code, not a host wait).
+/// Link `wasi:io` (errors, pollables, streams) to the instance's resource table alone.
+/// wasmtime-wasi reaches the table through the WASI context, which [`CallState`] builds
+/// on first use (two random generators seeded, a few allocations): an HTTP handler's
+/// body streams are `wasi:io`, so every request on a fresh instance built one it never
+/// used. (`bound_host_waits`, linked after this, replaces the calls that wait.)
+fn io_on_the_table(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::{io, sync};
+    struct Table;
+    impl wasmtime::component::HasData for Table {
+        type Data<'a> = &'a mut wasmtime::component::ResourceTable;
+    }
+    linker.allow_shadowing(true);
+    io::error::add_to_linker::<CallState, Table>(linker, CallState::table_mut)?;
+    sync::io::poll::add_to_linker::<CallState, Table>(linker, CallState::table_mut)?;
+    sync::io::streams::add_to_linker::<CallState, Table>(linker, CallState::table_mut)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 fn deny_sleeps(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     use wasmtime_wasi::p2::DynPollable;
     use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;

@@ -175,6 +175,12 @@ impl CallState {
         self.memory_total
     }
 
+    /// Whether the instance's WASI context has been built.
+    #[cfg(test)]
+    pub(crate) fn wasi_context_built(&self) -> bool {
+        self.wasi.is_some()
+    }
+
     /// Whether the guest holds host resources (a request, a response body, an outbound
     /// request in flight, an open bucket) between calls.
     pub(crate) fn holds_resources(&self) -> bool {

@@ -1294,3 +1294,57 @@ fn calls_say_hello(f: &Function, n: usize) {
         assert_eq!(json_data(&out[0].event)["body"], "hello", "call {i}");
     }
 }
+
+/// Where the HTTP test's handler publishes: nowhere (its `/hello` publishes nothing).
+struct NoPublisher;
+
+impl crate::Publisher for NoPublisher {
+    fn publish(
+        &self,
+        _route: &str,
+        _topic: &str,
+        _event: CloudEvent,
+        _deadline: std::time::Instant,
+    ) -> Result<crate::Receipt, String> {
+        Err("this test's route publishes nowhere".to_owned())
+    }
+}
+
+/// An HTTP handler's request and response bodies are `wasi:io` streams, linked to the
+/// instance's resource table alone: serving a request builds no WASI context (two random
+/// generators seeded, some allocations) that a fresh instance per request would pay for
+/// every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_request_builds_no_wasi_context() {
+    let host = host();
+    let function = load_guest(&host, "guest-http-items", settings(&[]));
+    let pool = crate::InstancePool::new(function, 10);
+    let context = crate::RouteRequest {
+        route: Arc::from("items"),
+        publisher: Arc::new(NoPublisher),
+        https: false,
+        threads: crate::CallThreads::per_core(),
+    };
+    for _ in 0..2 {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("http://localhost/hello")
+            .header("host", "localhost")
+            .body(bytes::Bytes::from_static(b"a body to read"))
+            .unwrap();
+        let response = pool.serve_http(request, context.clone()).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body().as_ref(), b"hello\n");
+    }
+    let instance = pool
+        .take_idle()
+        .expect("the instance went back to its pool");
+    assert_eq!(
+        instance.calls, 2,
+        "both requests were served by one instance"
+    );
+    assert!(
+        !instance.store.data().wasi_context_built(),
+        "serving a request built a WASI context"
+    );
+}
