@@ -673,9 +673,6 @@ impl FunctionHost {
     }
 }
 
-/// Replace the monotonic clock's subscriptions with ones that are ready at once: a guest
-/// gets no sleeps, which would hold a worker thread past its deadline (the deadline
-/// interrupts wasm code, not a host wait).
 /// Link `wasi:io` (errors, pollables, streams) to the instance's resource table alone.
 /// wasmtime-wasi reaches the table through the WASI context, which [`CallState`] builds
 /// on first use (two random generators seeded, a few allocations): an HTTP handler's
@@ -695,6 +692,9 @@ fn io_on_the_table(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// Replace the monotonic clock's subscriptions with ones that are ready at once: a guest
+/// gets no sleeps, which would hold a worker thread past its deadline (the deadline
+/// interrupts wasm code, not a host wait).
 fn deny_sleeps(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     use wasmtime_wasi::p2::DynPollable;
     use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
